@@ -1,0 +1,214 @@
+"""Spherical k-means math: init, per-block partial sums, their reduction, and the centroid update.
+
+Lloyd's iteration is split into a map (`partial_sums`: one block of unit vectors against the current centroids ->
+per-cluster vector sums, counts, summed cosine and the block's farthest points) and a reduce (`merge` + `update`),
+so the same code runs on one machine (`fit_blocks`) and over a Ray dataset's blocks (distributed.py). Sums are
+float64 so that the reduction order barely matters; `merge` still takes parts in a fixed order so a seed gives one
+result. Plain numpy: no Ray in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartialSums:
+    """What one block contributes to one Lloyd iteration; `merge` of several is again a PartialSums."""
+
+    sums: np.ndarray  # (k, d) float64: sum of the block's vectors assigned to each cluster
+    counts: np.ndarray  # (k,) int64
+    cos_sum: float  # sum over rows of the cosine to the assigned centroid
+    rows: int
+    far_cos: np.ndarray  # (m,) ascending: the lowest cosines to the assigned centroid, reseeding candidates
+    far_vec: np.ndarray  # (m, d) float32: the vectors having those cosines
+
+    @property
+    def objective(self) -> float:
+        """Mean cosine to the assigned centroid (higher is better; 1 means every point sits on its centroid)."""
+        return self.cos_sum / max(self.rows, 1)
+
+    @property
+    def inertia(self) -> float:
+        """Sum of (1 - cosine): for unit vectors, half the squared Euclidean distance to the centroid."""
+        return float(self.rows - self.cos_sum)
+
+
+@dataclass
+class Iteration:
+    objective: float
+    inertia: float
+    reseeded: int  # clusters that were empty before this pass and got a farthest point
+    shift: float  # max over clusters of 1 - cos(previous centroid, new centroid)
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    centroids: np.ndarray  # (k, d) float32, unit rows
+    sizes: np.ndarray  # (k,) rows of the fit data assigned to each final centroid
+    objective: float  # mean cosine to centroid at the final centroids
+    converged: bool
+    history: list[Iteration] = field(default_factory=list)  # [0] is the initial centroids
+
+
+def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid by cosine: (labels (N,) int64, cosine (N,) float32). Ties go to the lower cluster id."""
+    sims = x @ centroids.T  # (N, k)
+    labels = sims.argmax(axis=1)
+    return labels.astype(np.int64), sims[np.arange(len(x)), labels]
+
+
+def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None) -> PartialSums:
+    """The map step over one block of unit vectors (N, d) against unit centroids (k, d).
+
+    Args:
+        n_far: how many lowest-cosine points to keep for reseeding empty clusters; k by default, enough for every
+            cluster to be empty at once.
+    """
+    k, d = centroids.shape
+    n_far = k if n_far is None else n_far
+    labels, cos = assign(x, centroids)
+    sums = np.zeros((k, d), dtype=np.float64)
+    np.add.at(sums, labels, x.astype(np.float64))
+    counts = np.bincount(labels, minlength=k).astype(np.int64)
+    far = np.argsort(cos, kind="stable")[:n_far]
+    return PartialSums(sums, counts, float(cos.astype(np.float64).sum()), len(x), cos[far], x[far].copy())
+
+
+def merge(parts: Sequence[PartialSums], n_far: int | None = None) -> PartialSums:
+    """The reduce step: sum the parts in the order given (callers fix that order for determinism)."""
+    if not parts:
+        raise ValueError("no partial sums to merge: the data is empty")
+    n_far = parts[0].sums.shape[0] if n_far is None else n_far
+    far_cos = np.concatenate([p.far_cos for p in parts])
+    far_vec = np.concatenate([p.far_vec for p in parts])
+    keep = np.argsort(far_cos, kind="stable")[:n_far]
+    return PartialSums(
+        sums=np.sum([p.sums for p in parts], axis=0),
+        counts=np.sum([p.counts for p in parts], axis=0),
+        cos_sum=float(sum(p.cos_sum for p in parts)),
+        rows=sum(p.rows for p in parts),
+        far_cos=far_cos[keep],
+        far_vec=far_vec[keep],
+    )
+
+
+def update(total: PartialSums, centroids: np.ndarray) -> tuple[np.ndarray, int]:
+    """New unit centroids from reduced sums; clusters left empty take the farthest points (lowest cosine first).
+
+    A cluster whose sum has (numerically) zero length has no direction either and is reseeded the same way.
+
+    Returns:
+        (centroids (k, d) float32, number of reseeded clusters)
+    """
+    norms = np.linalg.norm(total.sums, axis=1)  # (k,)
+    empty = (total.counts == 0) | (norms < 1e-12)
+    new = np.where(empty[:, None], 0.0, total.sums / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+    empty_ids = np.flatnonzero(empty)
+    if len(empty_ids):
+        if len(empty_ids) > len(total.far_vec):
+            raise ValueError(f"{len(empty_ids)} empty clusters but only {len(total.far_vec)} points to reseed them")
+        new[empty_ids] = total.far_vec[: len(empty_ids)]
+        log.info("reseeded %d empty clusters with the farthest points", len(empty_ids))
+    return new, len(empty_ids)
+
+
+def init_random(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct rows chosen uniformly (FAISS's default init)."""
+    check_k(k, len(x))
+    return x[np.sort(rng.choice(len(x), size=k, replace=False))].copy()
+
+
+def init_kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ (as scikit-learn): each new centre is the best of `n_trials` D^2-sampled candidates.
+
+    Distance is 1 - cosine (half the squared Euclidean distance between unit vectors), so this is exactly
+    k-means++ on the sphere. Cost is O(n_trials * N * k * d): run it on a sample.
+    """
+    check_k(k, len(x))
+    n_trials = n_trials or 2 + int(np.log(k))
+    centres = np.empty((k, x.shape[1]), dtype=np.float32)
+    first = int(rng.integers(len(x)))
+    centres[0] = x[first]
+    dist = np.maximum(1.0 - x @ x[first], 0.0).astype(np.float64)  # (N,) distance to the closest centre so far
+    for c in range(1, k):
+        total = dist.sum()
+        if total <= 0:  # every point coincides with a centre: any unused row will do
+            cand = rng.choice(len(x), size=n_trials)
+        else:
+            cand = np.searchsorted(np.cumsum(dist), rng.random(n_trials) * total)
+            cand = np.minimum(cand, len(x) - 1)
+        cand_dist = np.minimum(dist[None, :], np.maximum(1.0 - x[cand] @ x.T, 0.0))  # (n_trials, N)
+        best = int(np.argmin(cand_dist.sum(axis=1)))
+        centres[c] = x[cand[best]]
+        dist = cand_dist[best]
+    return centres
+
+
+def init_centroids(x: np.ndarray, k: int, method: str, seed: int) -> np.ndarray:
+    """Initial unit centroids from the rows `x` (a sample), deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    if method == "kmeans++":
+        return init_kmeanspp(x, k, rng)
+    if method == "random":
+        return init_random(x, k, rng)
+    raise ValueError(f"unknown init {method!r}: use 'kmeans++' or 'random'")
+
+
+def check_k(k: int, rows: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if k > rows:
+        raise ValueError(
+            f"k={k} clusters but only {rows} rows to fit them on: lower clustering.k or raise "
+            "clustering.sample_fraction"
+        )
+
+
+Step = Callable[[np.ndarray], PartialSums]
+
+
+def lloyd(step: Step, centroids: np.ndarray, max_iter: int, tol: float) -> FitResult:
+    """Lloyd iterations driven by `step` (centroids -> reduced partial sums over all the fit data).
+
+    Stops after `max_iter` updates, or once no centroid moved by more than `tol` (1 - cosine between its old and
+    new position) and no cluster had to be reseeded. Runs `step` max_iter + 1 times at most: the last pass scores
+    the final centroids, so `objective` and `sizes` describe what is returned.
+    """
+    t0 = time.perf_counter()
+    total = step(centroids)
+    history = [Iteration(total.objective, total.inertia, 0, float("nan"), time.perf_counter() - t0)]
+    converged = False
+    for it in range(1, max_iter + 1):
+        t0 = time.perf_counter()
+        new, reseeded = update(total, centroids)
+        shift = float(np.max(1.0 - np.sum(new * centroids, axis=1)))
+        centroids = new
+        total = step(centroids)
+        history.append(Iteration(total.objective, total.inertia, reseeded, shift, time.perf_counter() - t0))
+        log.info("iteration %d: objective %.6f, shift %.2e, reseeded %d", it, total.objective, shift, reseeded)
+        if reseeded == 0 and shift <= tol:
+            converged = True
+            break
+    return FitResult(centroids, total.counts.copy(), total.objective, converged, history)
+
+
+def fit_blocks(
+    blocks: Sequence[np.ndarray], k: int, max_iter: int, tol: float, seed: int, init: str | np.ndarray = "kmeans++"
+) -> FitResult:
+    """Single-process spherical k-means over blocks of unit vectors; `init` may be given centroids.
+
+    The same map/reduce as the Ray version, so it doubles as that version's reference.
+    """
+    check_k(k, sum(len(b) for b in blocks))
+    if isinstance(init, str):
+        init = init_centroids(np.concatenate(blocks), k, init, seed)
+    return lloyd(lambda c: merge([partial_sums(b, c) for b in blocks]), init.astype(np.float32), max_iter, tol)

@@ -1,0 +1,95 @@
+"""Embedding column -> validated, unit-length float32 matrix.
+
+Every clustering step goes through `embedding_matrix`, so a missing or ragged embedding column fails with the same
+clear message wherever it is first seen, and non-normalized vectors are normalized the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+NORM_TOLERANCE = 1e-3  # float16 storage alone moves norms by ~1e-4; anything beyond this was not normalized
+
+
+class EmbeddingColumnError(ValueError):
+    """The embedding column is missing, not a list of floats, or its vectors do not all have the same length."""
+
+
+def check_embedding_field(schema: pa.Schema, column: str, dim: int | None = None) -> int | None:
+    """Validate the embedding column's type from a schema alone; return its fixed dim when the type has one.
+
+    Args:
+        schema: schema of the dataset (or of one block).
+        column: configured embedding column.
+        dim: expected vector length, when already known; a different fixed size raises.
+
+    Raises:
+        EmbeddingColumnError: the column is missing (the message lists the columns that exist) or is not a list of
+            floats, or its fixed size differs from `dim`.
+    """
+    if column not in schema.names:
+        raise EmbeddingColumnError(
+            f"embedding column {column!r} not found; columns are {schema.names} (set input.embedding_column)"
+        )
+    typ = schema.field(column).type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
+        raise EmbeddingColumnError(f"embedding column {column!r} has type {typ}, expected a list of floats")
+    if not pa.types.is_floating(typ.value_type):
+        raise EmbeddingColumnError(f"embedding column {column!r} holds {typ.value_type}, expected float16/32/64")
+    if pa.types.is_fixed_size_list(typ):
+        if dim is not None and typ.list_size != dim:
+            raise EmbeddingColumnError(f"embedding column {column!r} has dim {typ.list_size}, expected {dim}")
+        return typ.list_size
+    return dim
+
+
+def embedding_matrix(table: pa.Table, column: str, dim: int | None = None) -> np.ndarray:
+    """The column as a (N, dim) float32 matrix, raw (not normalized).
+
+    Raises:
+        EmbeddingColumnError: missing/wrongly typed column, null vectors, vectors of different lengths, or a length
+            different from `dim`.
+    """
+    dim = check_embedding_field(table.schema, column, dim)
+    arr = table.column(column).combine_chunks()
+    if arr.null_count:
+        raise EmbeddingColumnError(f"embedding column {column!r} has {arr.null_count} null vectors")
+    n = len(arr)
+    if pa.types.is_fixed_size_list(arr.type):
+        width = arr.type.list_size
+    else:
+        lengths = np.asarray(arr.value_lengths())
+        width = int(lengths[0]) if n else (dim or 0)
+        if n and (lengths != width).any():
+            bad = int(np.argmax(lengths != width))
+            raise EmbeddingColumnError(
+                f"embedding column {column!r}: row {bad} has {int(lengths[bad])} values, row 0 has {width}; "
+                "all vectors must have the same dim"
+            )
+        if dim is not None and n and width != dim:
+            raise EmbeddingColumnError(f"embedding column {column!r} has dim {width}, expected {dim}")
+    flat = arr.flatten().to_numpy(zero_copy_only=False)  # flatten() honours slice offsets, .values would not
+    return np.asarray(flat, dtype=np.float32).reshape(n, width)
+
+
+def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """Unit-length rows and how many rows were not unit length to begin with.
+
+    Cosine k-means is only defined on the sphere, so off-sphere input is projected onto it (the caller warns with the
+    count); a zero vector has no direction and raises, naming the row.
+
+    Raises:
+        ValueError: a row is all zeros (or not finite).
+    """
+    norms = np.linalg.norm(x, axis=1)  # (N,)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        name = ids[i] if ids is not None else f"row {i}"
+        raise ValueError(f"embedding of {name} is zero or not finite; it cannot be placed on the unit sphere")
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    n_off = int(off.sum())
+    if n_off:
+        x = x / norms[:, None]
+    return x.astype(np.float32, copy=False), n_off

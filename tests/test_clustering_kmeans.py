@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.clustering import kmeans
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def blobs(n: int, k: int, d: int, seed: int, spread: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(k, d)))
+    labels = rng.integers(k, size=n)
+    return unit(centres[labels] + spread * rng.normal(size=(n, d))), labels
+
+
+def reference_kmeans(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Textbook single-process spherical k-means on the whole matrix, no blocks, no empty clusters expected."""
+    c = c.astype(np.float64)
+    for _ in range(max_iter):
+        labels = np.argmax(x @ c.T, axis=1)
+        new = np.stack([x[labels == j].sum(axis=0) for j in range(len(c))])
+        new /= np.linalg.norm(new, axis=1, keepdims=True)
+        shift = np.max(1 - np.sum(new * c, axis=1))
+        c = new
+        if shift <= tol:
+            break
+    return c, np.argmax(x @ c.T, axis=1)
+
+
+def test_partial_sums_hand_computed():
+    x = np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0]], dtype=np.float32)
+    c = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    p = kmeans.partial_sums(x, c)
+    # [1, 0] -> 0 (cos 1); [.6, .8] -> 1 (cos .8 beats .6); [0, 1] -> 1 (cos 1); [-1, 0] -> 1 (cos 0 beats -1)
+    np.testing.assert_array_equal(p.counts, [1, 3])
+    np.testing.assert_allclose(p.sums, [[1, 0], [-0.4, 1.8]], atol=1e-6)
+    assert p.cos_sum == pytest.approx(1 + 0.8 + 1 + 0)
+    assert p.objective == pytest.approx(2.8 / 4)
+    assert p.far_cos[0] == pytest.approx(0.0)
+    np.testing.assert_array_equal(p.far_vec[0], [-1, 0])
+
+
+def test_merge_of_blocks_equals_whole():
+    x, _ = blobs(1000, 5, 16, seed=1)
+    c = x[:5]
+    whole = kmeans.partial_sums(x, c)
+    parts = kmeans.merge([kmeans.partial_sums(b, c) for b in np.array_split(x, 7)])
+    np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-12)
+    np.testing.assert_array_equal(parts.counts, whole.counts)
+    assert parts.cos_sum == pytest.approx(whole.cos_sum, rel=1e-12)
+    np.testing.assert_array_equal(parts.far_cos, whole.far_cos)
+
+
+def test_blocked_fit_equals_single_process_reference():
+    x, _ = blobs(3000, 8, 32, seed=2, spread=0.4)
+    init = kmeans.init_centroids(x, 8, "random", seed=3)
+    ref_c, ref_labels = reference_kmeans(x.astype(np.float64), init, max_iter=50, tol=1e-7)
+    res = kmeans.fit_blocks(np.array_split(x, 5), 8, max_iter=50, tol=1e-7, seed=0, init=init)
+    np.testing.assert_allclose(res.centroids, ref_c, atol=1e-5)
+    labels, _ = kmeans.assign(x, res.centroids)
+    np.testing.assert_array_equal(labels, ref_labels)
+    assert res.converged
+
+
+def test_objective_never_decreases_and_finds_blobs():
+    x, truth = blobs(2000, 6, 24, seed=4)
+    res = kmeans.fit_blocks(np.array_split(x, 4), 6, max_iter=100, tol=1e-8, seed=0)
+    objs = [h.objective for h in res.history]
+    assert all(b >= a - 1e-6 for a, b in zip(objs, objs[1:]))
+    labels, _ = kmeans.assign(x, res.centroids)
+    # tight blobs: each found cluster is one true blob
+    for j in range(6):
+        assert len(set(truth[labels == j])) == 1
+
+
+def test_deterministic_per_seed_and_seed_matters():
+    x, _ = blobs(1500, 10, 16, seed=5, spread=0.8)
+    a = kmeans.fit_blocks(np.array_split(x, 3), 10, 30, 1e-6, seed=7)
+    b = kmeans.fit_blocks(np.array_split(x, 3), 10, 30, 1e-6, seed=7)
+    c = kmeans.fit_blocks(np.array_split(x, 3), 10, 30, 1e-6, seed=8)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert [h.objective for h in a.history] == [h.objective for h in b.history]
+    assert not np.array_equal(a.centroids, c.centroids)
+
+
+def test_empty_cluster_reseeded_with_farthest_point():
+    x = unit(np.array([[1, 0.01], [1, -0.01], [0.01, 1], [-0.01, 1], [-1, 0.2]], dtype=np.float32))
+    # centroid 2 is nobody's nearest: it starts empty
+    init = unit(np.array([[1, 0], [0, 1], [0.7, 0.71]], dtype=np.float32))
+    total = kmeans.partial_sums(x, init)
+    assert total.counts[2] == 0
+    new, reseeded = kmeans.update(total, init)
+    assert reseeded == 1
+    np.testing.assert_array_equal(new[2], x[4])  # [-1, .2] is the point farthest from its centroid
+    res = kmeans.fit_blocks([x], 3, max_iter=10, tol=1e-7, seed=0, init=init)
+    assert res.history[1].reseeded == 1
+    assert (res.sizes > 0).all()
+    np.testing.assert_array_equal(np.sort(res.sizes), [1, 2, 2])
+
+
+def test_every_cluster_empty_but_one_still_reseeds():
+    x, _ = blobs(200, 4, 8, seed=6)
+    init = np.repeat(x[:1], 4, axis=0)  # all centroids equal: ties send every row to cluster 0
+    res = kmeans.fit_blocks([x], 4, max_iter=20, tol=1e-7, seed=0, init=init)
+    assert res.history[1].reseeded == 3
+    assert (res.sizes > 0).all()
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_k_greater_than_rows_is_an_error(init):
+    x, _ = blobs(5, 2, 4, seed=0)
+    with pytest.raises(ValueError, match="k=6 clusters but only 5 rows"):
+        kmeans.fit_blocks([x], 6, 10, 1e-6, seed=0, init=init)
+
+
+def test_kmeanspp_picks_distinct_far_apart_points():
+    x, truth = blobs(600, 4, 16, seed=9, spread=0.05)
+    c = kmeans.init_centroids(x, 4, "kmeans++", seed=0)
+    labels, _ = kmeans.assign(c, unit(np.stack([x[truth == j].mean(0) for j in range(4)])))
+    assert sorted(labels) == [0, 1, 2, 3]  # one seed in every blob
+
+
+def test_unknown_init():
+    with pytest.raises(ValueError, match="unknown init"):
+        kmeans.init_centroids(np.eye(3, dtype=np.float32), 2, "forgy", 0)

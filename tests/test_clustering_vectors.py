@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.clustering.vectors import EmbeddingColumnError, embedding_matrix, normalize_rows
+
+
+def fixed(rows: list[list[float]], dim: int) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ravel(rows), pa.float32()), dim)
+
+
+def test_fixed_size_list_sliced_block():
+    table = pa.table({"id": ["a", "b", "c"], "embedding": fixed([[1, 0], [0, 1], [3, 4]], 2)}).slice(1)
+    np.testing.assert_array_equal(embedding_matrix(table, "embedding"), [[0, 1], [3, 4]])
+
+
+def test_variable_list_ok_and_ragged_rejected():
+    ok = pa.table({"e": pa.array([[1.0, 2.0], [3.0, 4.0]])})
+    assert embedding_matrix(ok, "e").shape == (2, 2)
+    ragged = pa.table({"e": pa.array([[1.0, 2.0], [3.0]])})
+    with pytest.raises(EmbeddingColumnError, match="row 1 has 1 values, row 0 has 2"):
+        embedding_matrix(ragged, "e")
+
+
+def test_missing_column_lists_existing():
+    with pytest.raises(EmbeddingColumnError, match=r"'vec' not found; columns are \['id', 'embedding'\]"):
+        embedding_matrix(pa.table({"id": ["a"], "embedding": fixed([[1, 0]], 2)}), "vec")
+
+
+def test_wrong_type_and_dim_mismatch():
+    with pytest.raises(EmbeddingColumnError, match="expected a list of floats"):
+        embedding_matrix(pa.table({"e": ["x"]}), "e")
+    with pytest.raises(EmbeddingColumnError, match="holds int64"):
+        embedding_matrix(pa.table({"e": pa.array([[1, 2]])}), "e")
+    with pytest.raises(EmbeddingColumnError, match="dim 2, expected 3"):
+        embedding_matrix(pa.table({"e": fixed([[1, 0]], 2)}), "e", dim=3)
+    with pytest.raises(EmbeddingColumnError, match="dim 2, expected 3"):
+        embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0]])}), "e", dim=3)
+
+
+def test_null_vectors_rejected():
+    with pytest.raises(EmbeddingColumnError, match="1 null vectors"):
+        embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0], None])}), "e")
+
+
+def test_normalize_counts_off_sphere_rows():
+    x = np.array([[3, 4], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    y, n_off = normalize_rows(x)
+    assert n_off == 1
+    np.testing.assert_allclose(y, [[0.6, 0.8], [0, 1], [0.6, 0.8]], atol=1e-6)
+    assert normalize_rows(y)[1] == 0
+
+
+def test_zero_vector_names_the_row():
+    with pytest.raises(ValueError, match="embedding of doc-2 is zero"):
+        normalize_rows(np.array([[1, 0], [0, 0]], dtype=np.float32), ids=["doc-1", "doc-2"])
