@@ -1,0 +1,139 @@
+"""Exact k-nearest-neighbour search by inner product, in blocks, over key shards. Pure torch/numpy: no Ray.
+
+Why blocked: the full n x m similarity matrix of two 10M-row corpora is 400 TB; a (block_size x shard_rows) tile is
+what one matmul needs, and only the running top-k (n x k) is ever kept. Why shards: the same code serves one process
+(all shards in a loop) and a Ray job (one shard per actor, see `mining_actor`), so both give the same neighbours.
+
+Vectors are expected L2-normalized, so inner product = cosine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class KnnResult:
+    """Top-k neighbours of every query, best first; ties ordered by ascending key index."""
+
+    scores: np.ndarray  # (n, k) float32 cosine similarities
+    indices: np.ndarray  # (n, k) int64 global key row numbers
+
+    @property
+    def k(self) -> int:
+        return int(self.scores.shape[1])
+
+    def mean_scores(self) -> np.ndarray:
+        """(n,) mean cosine of each query's k nearest keys: the neighbourhood density term of the margin."""
+        return self.scores.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def check_embeddings(name: str, vectors: np.ndarray, dim: int | None = None) -> None:
+    """Fail early with the side's name: an empty side, a wrong rank or a dimension mismatch is a config error."""
+    if vectors.ndim != 2:
+        raise ValueError(f"{name}: embeddings must be a 2-D (rows, dim) array, got shape {vectors.shape}")
+    if vectors.shape[0] == 0:
+        raise ValueError(f"{name}: no rows to mine (empty side); check its uri, lang filter and dedup")
+    if dim is not None and vectors.shape[1] != dim:
+        raise ValueError(
+            f"{name}: embedding dim {vectors.shape[1]} differs from the other side's {dim}; "
+            "both sides must be embedded with the same model"
+        )
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{name}: embeddings contain NaN or inf")
+
+
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard top-k lists (each (n, k_i) scores, global indices) into the overall top-k.
+
+    Sorted by descending score, then ascending index, so the result does not depend on how keys were sharded.
+    """
+    scores = np.concatenate([p[0] for p in parts], axis=1)  # (n, sum k_i)
+    indices = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]  # last key is primary: score desc, then index asc
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+class ShardSearcher:
+    """Holds one contiguous shard of the keys (rows offset..offset+len) and answers top-k queries against it.
+
+    Args:
+        keys: (rows, dim) float32 L2-normalized shard.
+        offset: global row number of the shard's first key, so returned indices are global.
+        device: torch device for the matmul ("cuda" when the actor got a GPU).
+        key_block: keys per matmul tile; with a query block of B rows, one tile is B x key_block floats, so the
+            temporary memory is bounded by config and not by the shard size.
+    """
+
+    def __init__(self, keys: np.ndarray, offset: int, device: str = "cpu", key_block: int = 65536):
+        if key_block <= 0:
+            raise ValueError(f"key_block must be positive, got {key_block}")
+        self.keys = torch.from_numpy(np.ascontiguousarray(keys, dtype=np.float32)).to(device)  # (m_s, d)
+        self.offset = offset
+        self.device = device
+        self.key_block = key_block
+
+    @property
+    def rows(self) -> int:
+        return int(self.keys.shape[0])
+
+    @torch.inference_mode()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-min(k, rows) keys of this shard for each query: (B, k') scores and global indices."""
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device)  # (B, d)
+        best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=self.device)
+        best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=self.device)
+        for start in range(0, self.rows, self.key_block):
+            tile = q @ self.keys[start : start + self.key_block].T  # (B, kb)
+            s, i = torch.topk(tile, min(k, tile.shape[1]), dim=1)  # (B, k')
+            best_s = torch.cat([best_s, s], dim=1)
+            best_i = torch.cat([best_i, i + start], dim=1)
+            if best_s.shape[1] > k:  # keep only the running top-k: memory stays (B, 2k)
+                best_s, pos = torch.topk(best_s, k, dim=1)
+                best_i = torch.gather(best_i, 1, pos)
+        return best_s.cpu().numpy(), best_i.cpu().numpy() + self.offset
+
+
+def shard_bounds(rows: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) ranges splitting `rows` into `num_shards` near-equal, non-empty shards."""
+    if num_shards <= 0:
+        raise ValueError(f"num_shards must be positive, got {num_shards}")
+    num_shards = min(num_shards, rows)
+    edges = np.linspace(0, rows, num_shards + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def knn_search(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    block_size: int = 4096,
+    num_shards: int = 1,
+    device: str = "cpu",
+) -> KnnResult:
+    """Exact top-k keys of every query by inner product, never holding more than a block x key_block tile.
+
+    Args:
+        queries: (n, d) L2-normalized.
+        keys: (m, d) L2-normalized.
+        k: neighbours per query; clipped to m (a side smaller than k has only m neighbours).
+        block_size: queries per block; also the key tile width, so peak temporary memory is block_size^2 floats.
+        num_shards: key shards searched one after another (the in-process twin of one shard per Ray actor).
+        device: torch device.
+    """
+    check_embeddings("queries", queries)
+    check_embeddings("keys", keys, dim=queries.shape[1])
+    if k <= 0 or block_size <= 0:
+        raise ValueError(f"k ({k}) and block_size ({block_size}) must be positive")
+    k = min(k, keys.shape[0])
+    shards = [ShardSearcher(keys[a:b], a, device, block_size) for a, b in shard_bounds(keys.shape[0], num_shards)]
+    scores = np.empty((queries.shape[0], k), dtype=np.float32)
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], block_size):
+        block = queries[start : start + block_size]
+        parts = [shard.search(block, k) for shard in shards]
+        scores[start : start + len(block)], indices[start : start + len(block)] = merge_topk(parts, k)
+    return KnnResult(scores, indices)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitext_reference import brute_knn, random_unit
+from pipeline.bitext.knn import KnnResult, ShardSearcher, knn_search, merge_topk, shard_bounds
+
+
+@pytest.fixture(scope="module")
+def vectors() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return random_unit(rng, 157, 24), random_unit(rng, 211, 24)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64, 1000])
+@pytest.mark.parametrize("num_shards", [1, 3, 8])
+def test_blocked_sharded_knn_equals_brute_force(vectors, block_size, num_shards):
+    x, y = vectors
+    ref_s, ref_i = brute_knn(x, y, 5)
+    got = knn_search(x, y, k=5, block_size=block_size, num_shards=num_shards)
+    np.testing.assert_array_equal(got.indices, ref_i)
+    np.testing.assert_allclose(got.scores, ref_s, atol=1e-5)
+
+
+def test_results_identical_across_block_sizes_and_shards(vectors):
+    x, y = vectors
+    base = knn_search(x, y, k=4, block_size=4096, num_shards=1)
+    for block_size, shards in [(5, 2), (33, 7), (211, 1), (2, 211)]:
+        other = knn_search(x, y, k=4, block_size=block_size, num_shards=shards)
+        np.testing.assert_array_equal(other.indices, base.indices)
+        np.testing.assert_allclose(other.scores, base.scores, atol=1e-6)
+
+
+def test_shard_searcher_tiles_keys_and_returns_global_indices(vectors):
+    x, y = vectors
+    shard = ShardSearcher(y[50:120], offset=50, key_block=9)  # 8 tiles, last one partial
+    s, i = shard.search(x[:10], 3)
+    ref_s, ref_i = brute_knn(x[:10], y[50:120], 3)
+    np.testing.assert_array_equal(i, ref_i + 50)
+    np.testing.assert_allclose(s, ref_s, atol=1e-5)
+
+
+def test_k_is_clipped_to_the_smaller_side():
+    rng = np.random.default_rng(1)
+    got = knn_search(random_unit(rng, 6, 8), random_unit(rng, 3, 8), k=4, block_size=2, num_shards=2)
+    assert got.k == 3
+    assert sorted(got.indices[0].tolist()) == [0, 1, 2]
+
+
+def test_merge_topk_orders_by_score_then_index():
+    parts = [
+        (np.array([[0.9, 0.5]], dtype=np.float32), np.array([[7, 8]])),
+        (np.array([[0.9, 0.7]], dtype=np.float32), np.array([[2, 3]])),
+    ]
+    s, i = merge_topk(parts, 3)
+    assert i.tolist() == [[2, 7, 3]]
+    np.testing.assert_allclose(s, [[0.9, 0.9, 0.7]])
+
+
+def test_mean_scores_is_the_row_mean():
+    r = KnnResult(np.array([[1.0, 0.5], [0.2, 0.0]], dtype=np.float32), np.zeros((2, 2), dtype=np.int64))
+    np.testing.assert_allclose(r.mean_scores(), [0.75, 0.1])
+
+
+def test_shard_bounds_cover_rows_without_gaps():
+    assert shard_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert shard_bounds(2, 5) == [(0, 1), (1, 2)]  # never an empty shard
+    with pytest.raises(ValueError, match="num_shards"):
+        shard_bounds(10, 0)
+
+
+def test_bad_input_is_rejected_with_the_side_named():
+    rng = np.random.default_rng(2)
+    x = random_unit(rng, 4, 8)
+    with pytest.raises(ValueError, match="keys: no rows"):
+        knn_search(x, np.zeros((0, 8), dtype=np.float32), k=2)
+    with pytest.raises(ValueError, match="queries: no rows"):
+        knn_search(np.zeros((0, 8), dtype=np.float32), x, k=2)
+    with pytest.raises(ValueError, match="dim 6 differs from the other side's 8"):
+        knn_search(x, random_unit(rng, 4, 6), k=2)
+    with pytest.raises(ValueError, match="NaN"):
+        knn_search(x, np.full((3, 8), np.nan, dtype=np.float32), k=2)
+    with pytest.raises(ValueError, match="must be positive"):
+        knn_search(x, x, k=0)
