@@ -1,0 +1,166 @@
+"""Semantic dedup inside one cluster: blocked cosine matmul, duplicate groups, one kept row per group.
+
+Two rows are duplicates when their cosine is >= 1 - eps. Duplicate pairs are joined transitively (union-find), and
+one row per group is kept: the first id (natural order), the longest text, or a seeded random one. Memory is
+bounded by the tile size (block_rows^2 cosines) plus the cluster's vectors; clusters above `max_rows` are first
+split by a sub-k-means so one task never holds more than `max_rows` vectors. Plain numpy: no Ray in here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.clustering import kmeans
+from pipeline.clustering.ordering import natural_order, stable_uniform
+
+KEEP_POLICIES = ("first", "longest", "random")
+
+
+@dataclass
+class DedupResult:
+    kept: np.ndarray  # (N,) int64: index (into the cluster's rows) of the row kept for each row; kept[i] == i if kept
+    cosine: np.ndarray  # (N,) float32: cosine of each row to its kept row (1 for kept rows)
+
+    @property
+    def n_duplicates(self) -> int:
+        return int((self.kept != np.arange(len(self.kept))).sum())
+
+
+def duplicate_pairs(x: np.ndarray, eps: float, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs i < j of unit rows with cosine >= 1 - eps, computed tile by tile over the upper triangle.
+
+    Args:
+        x: (N, d) unit vectors.
+        eps: cosine distance threshold; 0 finds only exact-direction duplicates.
+        block_rows: tile edge; peak extra memory is block_rows^2 float32 (16 MiB at 2048).
+
+    Returns:
+        (i, j, cosine) arrays, sorted by (i, j).
+    """
+    threshold = np.float32(1.0 - eps)
+    found_i, found_j, found_c = [], [], []
+    for a in range(0, len(x), block_rows):
+        for b in range(a, len(x), block_rows):
+            sims = x[a : a + block_rows] @ x[b : b + block_rows].T  # (Ba, Bb)
+            if a == b:
+                sims = np.triu(sims, k=1) + np.tril(np.full_like(sims, -2.0))  # only j > i inside the diagonal tile
+            ii, jj = np.nonzero(sims >= threshold)
+            found_i.append(ii + a)
+            found_j.append(jj + b)
+            found_c.append(sims[ii, jj])
+    if not found_i:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    i, j, c = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_c)
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), c[order].astype(np.float32)
+
+
+def groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the duplicate graph: a group label (its smallest member) for each of n rows."""
+    parent = np.arange(n)
+
+    def find(a: int) -> int:
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:  # path compression
+            parent[a], a = root, parent[a]
+        return root
+
+    for a, b in zip(i.tolist(), j.tolist()):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(a) for a in range(n)], dtype=np.int64)
+
+
+def priority(ids: list[str], keep: str, seed: int, lengths: np.ndarray | None = None) -> np.ndarray:
+    """Rank of each row under the keep policy; the lowest rank in a duplicate group is kept.
+
+    Raises:
+        ValueError: unknown policy, or 'longest' without text lengths.
+    """
+    n = len(ids)
+    first = np.empty(n, dtype=np.int64)
+    first[natural_order(ids)] = np.arange(n)  # rank in natural id order: the tie-breaker of every policy
+    if keep == "first":
+        return first
+    if keep == "longest":
+        if lengths is None:
+            raise ValueError("dedup keep='longest' needs text lengths: set input.text_column")
+        order = np.lexsort((first, -np.asarray(lengths, dtype=np.int64)))
+    elif keep == "random":
+        order = np.lexsort((first, stable_uniform(ids, seed)))
+    else:
+        raise ValueError(f"unknown dedup keep policy {keep!r}: use one of {KEEP_POLICIES}")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def dedup_rows(
+    x: np.ndarray,
+    ids: list[str],
+    eps: float,
+    keep: str = "first",
+    seed: int = 0,
+    lengths: np.ndarray | None = None,
+    block_rows: int = 2048,
+) -> DedupResult:
+    """Dedup one set of unit vectors (a cluster or a piece of one); see the module docstring."""
+    rank = priority(ids, keep, seed, lengths)
+    i, j, _ = duplicate_pairs(x, eps, block_rows)
+    label = groups(len(x), i, j)
+    # kept row of each group: the member with the lowest rank
+    best = {}
+    for row in np.argsort(rank, kind="stable").tolist():
+        best.setdefault(int(label[row]), row)
+    kept = np.array([best[int(g)] for g in label], dtype=np.int64)
+    cosine = np.einsum("nd,nd->n", x, x[kept]).astype(np.float32)
+    cosine[kept == np.arange(len(x))] = 1.0
+    return DedupResult(kept, cosine)
+
+
+def split_rows(x: np.ndarray, max_rows: int, seed: int) -> list[np.ndarray]:
+    """Split rows into pieces of at most `max_rows` by recursive spherical k-means, so near rows stay together.
+
+    Duplicates that land in different pieces are missed; pieces are as large as allowed to keep that rare. Rows
+    that k-means cannot separate (e.g. all identical) are cut into consecutive chunks.
+    """
+    if len(x) <= max_rows:
+        return [np.arange(len(x))]
+    k = math.ceil(len(x) / max_rows)
+    fit = kmeans.fit_blocks([x], k, max_iter=20, tol=1e-4, seed=seed, init="kmeans++")
+    labels, _ = kmeans.assign(x, fit.centroids)
+    pieces: list[np.ndarray] = []
+    for c in range(k):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) == len(x):  # no progress: fall back to chunks
+            return [rows[s : s + max_rows] for s in range(0, len(rows), max_rows)]
+        pieces.extend(rows[sub] for sub in split_rows(x[rows], max_rows, seed) if len(rows))
+    return [p for p in pieces if len(p)]
+
+
+def dedup_cluster(
+    x: np.ndarray,
+    ids: list[str],
+    eps: float,
+    keep: str = "first",
+    seed: int = 0,
+    lengths: np.ndarray | None = None,
+    max_rows: int = 50_000,
+    block_rows: int = 2048,
+) -> DedupResult:
+    """Dedup a whole cluster, splitting it first when it has more than `max_rows` rows."""
+    kept = np.arange(len(x))
+    cosine = np.ones(len(x), dtype=np.float32)
+    for rows in split_rows(x, max_rows, seed):
+        part = dedup_rows(
+            x[rows], [ids[r] for r in rows], eps, keep, seed, None if lengths is None else lengths[rows], block_rows
+        )
+        kept[rows] = rows[part.kept]
+        cosine[rows] = part.cosine
+    return DedupResult(kept, cosine)

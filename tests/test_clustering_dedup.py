@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.clustering import dedup
+from pipeline.clustering.ordering import natural_order, stable_uniform
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_pairs(x: np.ndarray, eps: float) -> set[tuple[int, int]]:
+    sims = x @ x.T
+    return {(i, j) for i in range(len(x)) for j in range(i + 1, len(x)) if sims[i, j] >= 1 - eps}
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 10_000])
+def test_blocked_pairs_match_brute_force(block_rows):
+    rng = np.random.default_rng(0)
+    base = unit(rng.normal(size=(40, 8)))
+    x = unit(np.concatenate([base, base[:25] + 0.05 * rng.normal(size=(25, 8))]))
+    i, j, c = dedup.duplicate_pairs(x, eps=0.02, block_rows=block_rows)
+    got = set(zip(i.tolist(), j.tolist()))
+    assert got == brute_pairs(x, 0.02)
+    assert len(got) >= 10
+    np.testing.assert_allclose(c, np.einsum("nd,nd->n", x[i], x[j]), atol=1e-6)
+
+
+def test_groups_are_transitive():
+    label = dedup.groups(6, np.array([0, 3, 4]), np.array([1, 4, 5]))
+    np.testing.assert_array_equal(label, [0, 0, 2, 3, 3, 3])
+
+
+def test_keep_first_uses_natural_id_order_and_chains():
+    a = unit(np.array([[1, 0, 0]], dtype=np.float32))
+    x = unit(np.concatenate([a, a + [[0, 0.01, 0]], a + [[0, 0.02, 0]], [[0, 1, 0]]]).astype(np.float32))
+    ids = ["doc#10", "doc#2", "doc#3", "doc#1"]
+    res = dedup.dedup_rows(x, ids, eps=1e-3)
+    np.testing.assert_array_equal(res.kept, [1, 1, 1, 3])  # doc#2 is first of {doc#10, doc#2, doc#3}
+    assert res.n_duplicates == 2
+    assert res.cosine[1] == 1.0 and res.cosine[3] == 1.0
+    assert 0.999 < res.cosine[0] < 1.0
+
+
+def test_keep_longest_and_random_are_seeded():
+    x = unit(np.array([[1, 0], [1, 0.001], [1, 0.002]], dtype=np.float32))
+    ids = ["a", "b", "c"]
+    res = dedup.dedup_rows(x, ids, eps=1e-3, keep="longest", lengths=np.array([5, 30, 30]))
+    np.testing.assert_array_equal(res.kept, [1, 1, 1])  # tie on length -> first id
+    u = stable_uniform(ids, 3)
+    res = dedup.dedup_rows(x, ids, eps=1e-3, keep="random", seed=3)
+    np.testing.assert_array_equal(res.kept, [int(np.argmin(u))] * 3)
+    with pytest.raises(ValueError, match="set input.text_column"):
+        dedup.dedup_rows(x, ids, eps=1e-3, keep="longest")
+    with pytest.raises(ValueError, match="unknown dedup keep policy"):
+        dedup.dedup_rows(x, ids, eps=1e-3, keep="shortest")
+
+
+def test_result_does_not_depend_on_row_order():
+    rng = np.random.default_rng(1)
+    base = unit(rng.normal(size=(30, 6)))
+    x = unit(np.concatenate([base, base + 0.01 * rng.normal(size=(30, 6))]))
+    ids = [f"r{i}" for i in range(60)]
+    perm = rng.permutation(60)
+    a = dedup.dedup_rows(x, ids, eps=0.01, keep="random", seed=5)
+    b = dedup.dedup_rows(x[perm], [ids[p] for p in perm], eps=0.01, keep="random", seed=5)
+    kept_a = {ids[i]: ids[k] for i, k in enumerate(a.kept)}
+    kept_b = {ids[perm[i]]: ids[perm[k]] for i, k in enumerate(b.kept)}
+    assert kept_a == kept_b
+    assert a.n_duplicates == 30
+
+
+def test_large_cluster_is_split_and_still_finds_close_duplicates():
+    rng = np.random.default_rng(2)
+    base = unit(rng.normal(size=(300, 16)))
+    x = unit(np.concatenate([base, base + 0.002 * rng.normal(size=(300, 16))]))
+    pieces = dedup.split_rows(x, max_rows=100, seed=0)
+    assert all(len(p) <= 100 for p in pieces)
+    np.testing.assert_array_equal(np.sort(np.concatenate(pieces)), np.arange(600))
+    ids = [f"r{i}" for i in range(600)]
+    whole = dedup.dedup_cluster(x, ids, eps=1e-3, max_rows=10_000)
+    split = dedup.dedup_cluster(x, ids, eps=1e-3, max_rows=100)
+    assert whole.n_duplicates == 300
+    assert split.n_duplicates >= 290  # a pair cut apart by the split is the only loss
+
+
+def test_identical_rows_fall_back_to_chunks():
+    x = np.tile(unit(np.array([[1.0, 2.0]])), (25, 1))
+    pieces = dedup.split_rows(x, max_rows=10, seed=0)
+    assert [len(p) for p in pieces] == [10, 10, 5]
+
+
+def test_stable_uniform_and_natural_order():
+    u = stable_uniform(["a", "b"], 1)
+    np.testing.assert_array_equal(u, stable_uniform(["a", "b"], 1))
+    assert not np.array_equal(u, stable_uniform(["a", "b"], 2))
+    assert ((0 <= u) & (u < 1)).all()
+    np.testing.assert_array_equal(natural_order(["x#10", "x#9", "w"]), [2, 1, 0])
