@@ -119,7 +119,7 @@ def dedup_rows(
     for row in np.argsort(rank, kind="stable").tolist():
         best.setdefault(int(label[row]), row)
     kept = np.array([best[int(g)] for g in label], dtype=np.int64)
-    cosine = np.einsum("nd,nd->n", x, x[kept]).astype(np.float32)
+    cosine = np.minimum(np.einsum("nd,nd->n", x, x[kept]), 1.0).astype(np.float32)  # float32 can round above 1
     cosine[kept == np.arange(len(x))] = 1.0
     return DedupResult(kept, cosine)
 

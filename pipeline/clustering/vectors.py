@@ -73,8 +73,8 @@ def embedding_matrix(table: pa.Table, column: str, dim: int | None = None) -> np
     return np.asarray(flat, dtype=np.float32).reshape(n, width)
 
 
-def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndarray, int]:
-    """Unit-length rows and how many rows were not unit length to begin with.
+def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length rows and a (N,) bool mask of the rows that were not unit length to begin with.
 
     Cosine k-means is only defined on the sphere, so off-sphere input is projected onto it (the caller warns with the
     count); a zero vector has no direction and raises, naming the row.
@@ -89,7 +89,6 @@ def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndar
         name = ids[i] if ids is not None else f"row {i}"
         raise ValueError(f"embedding of {name} is zero or not finite; it cannot be placed on the unit sphere")
     off = np.abs(norms - 1.0) > NORM_TOLERANCE
-    n_off = int(off.sum())
-    if n_off:
+    if off.any():
         x = x / norms[:, None]
-    return x.astype(np.float32, copy=False), n_off
+    return x.astype(np.float32, copy=False), off

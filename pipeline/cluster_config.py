@@ -1,0 +1,102 @@
+"""Configuration of the clustering / semantic dedup job (`python -m jobs.cluster`).
+
+Reuses the embed job's storage, output and compute sections so one YAML vocabulary covers both jobs; every section
+forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config import ComputeConfig, EmbedConfig, OutputConfig, Section, StorageConfig
+
+ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
+
+
+class ClusterInputConfig(Section):
+    uri: str = Field(description="Embeddings dataset (local dir or s3://bucket/prefix), e.g. the embed job's output.")
+    id_column: str = Field("id", description="Column with a unique row id (cast to string in the outputs).")
+    embedding_column: str = Field("embedding", description="Column with the vectors: a (fixed-size) list of floats.")
+    text_column: str | None = Field(
+        None, description="Text column carried into the assignments; needed by dedup keep='longest'."
+    )
+
+
+class DedupConfig(Section):
+    eps: float = Field(
+        gt=0,
+        lt=1,
+        description="Rows of one cluster with cosine >= 1 - eps are duplicates (joined transitively). With "
+        "multilingual-e5-small, 0.05 catches small edits; translations need ~0.15 and then also catch paraphrases.",
+    )
+    keep: Literal["first", "longest", "random"] = Field(
+        "first",
+        description="Which row of a duplicate group survives: first id (natural order, 'doc#2' < 'doc#10'), longest "
+        "text, or a random one seeded by clustering.seed.",
+    )
+    max_cluster_rows: int = Field(
+        50_000,
+        gt=1,
+        description="Clusters above this are split by a sub-k-means before the pairwise pass, bounding one task's "
+        "memory to max_cluster_rows vectors; duplicates cut apart by the split are missed.",
+    )
+    block_rows: int = Field(
+        2048, gt=0, description="Tile edge of the blocked cosine matmul: block_rows^2 float32 of scratch per task."
+    )
+
+
+class ClusteringConfig(Section):
+    k: int = Field(gt=0, description="Number of clusters.")
+    max_iter: int = Field(50, ge=1, description="Most Lloyd iterations (each is one pass over the fit sample).")
+    tol: float = Field(
+        1e-6, ge=0, description="Stop once no centroid moves by more than this (1 - cosine to its previous position)."
+    )
+    seed: int = Field(0, description="Seeds the sample, the init and dedup keep='random'; same seed, same result.")
+    init: Literal["kmeans++", "random"] = Field(
+        "kmeans++", description="Greedy k-means++ on the init sample, or k random rows of it (FAISS's default)."
+    )
+    sample_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of rows the centroids are fit on (chosen by a hash of the id); all rows "
+        "are assigned."
+    )
+    init_sample_rows: int = Field(
+        20_000,
+        gt=0,
+        description="Rows of the fit sample that k-means++ runs on, on the driver: its cost is O(rows * k * dim).",
+    )
+    dedup: DedupConfig | None = Field(None, description="Semantic dedup within clusters; off when absent.")
+
+
+class ClusterConfig(Section):
+    input: ClusterInputConfig
+    output: OutputConfig
+    clustering: ClusteringConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig,
+        description="ray_address and cpus_per_actor (CPUs per k-means task) apply here; the rest to the embed step.",
+    )
+    embed: EmbedConfig | None = Field(
+        None, description="Embed a raw corpus first (the embed job's config); its output.uri must be input.uri."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        clash = sorted(set(ASSIGNMENT_COLUMNS) & set(self.output.keep_columns))
+        if clash:
+            raise ValueError(f"output.keep_columns {clash} clash with assignment columns; remove them")
+        if self.clustering.dedup and self.clustering.dedup.keep == "longest" and not self.input.text_column:
+            raise ValueError("clustering.dedup.keep 'longest' needs input.text_column (the text whose length counts)")
+        if self.embed is not None and self.embed.output.uri.rstrip("/") != self.input.uri.rstrip("/"):
+            raise ValueError(
+                f"embed.output.uri ({self.embed.output.uri}) must equal input.uri ({self.input.uri}): the clustering "
+                "reads what the embed step writes"
+            )
+        return self
+
+    def carried_columns(self) -> list[str]:
+        """Input columns copied into the assignments: the text column first, then output.keep_columns."""
+        cols = [self.input.text_column] if self.input.text_column else []
+        return cols + [c for c in self.output.keep_columns if c not in cols]

@@ -1,0 +1,189 @@
+"""The Ray edge: spherical k-means and dedup over a Ray dataset's blocks.
+
+Each Lloyd iteration broadcasts the centroids once (`ray.put`), maps every block of the materialized fit sample to
+its partial sums (kmeans.partial_sums) and reduces them on the driver in a fixed order (by the block's smallest
+sample key), so a seed gives the same centroids whatever the block layout or task timing. The final pass assigns
+every row, groups rows by cluster, dedups each cluster and writes one assignments file per cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from pipeline.clustering import dedup, kmeans
+from pipeline.clustering.ordering import natural_order, stable_uniform
+from pipeline.clustering.vectors import embedding_matrix, normalize_rows
+from pipeline.storage import Location, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+# Column names private to the pipeline between stages; never written to the outputs.
+EMB, KEY, OFF, TEXT_LEN = "_embedding", "_key", "_renormalized", "_text_len"
+
+
+def as_vectors(x: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1])
+
+
+def string_ids(block: pa.Table, id_column: str) -> list[str]:
+    col = block.column(id_column)
+    if col.null_count:
+        raise ValueError(f"id column {id_column!r} has {col.null_count} null ids; every row needs an id")
+    return col.cast(pa.string()).to_pylist()
+
+
+def resolve_ref(value):
+    """fn_kwargs may arrive as the ObjectRef we put or already resolved, depending on how Ray ships them."""
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    id_column: str
+    embedding_column: str
+    dim: int
+    seed: int
+    fraction: float
+
+
+def sample_block(block: pa.Table, spec: SampleSpec) -> pa.Table:
+    """Keep the rows whose id hashes below `fraction`, as unit vectors with their hash as a stable sort key."""
+    ids = string_ids(block, spec.id_column)
+    u = stable_uniform(ids, spec.seed)
+    keep = np.flatnonzero(u < spec.fraction)
+    chosen = block.take(pa.array(keep, pa.int64()))
+    x, off = normalize_rows(embedding_matrix(chosen, spec.embedding_column, spec.dim), [ids[i] for i in keep])
+    return pa.table({KEY: pa.array(u[keep]), EMB: as_vectors(x), OFF: pa.array(off)})
+
+
+def block_partial_sums(block: pa.Table, centroids) -> pa.Table:
+    """Map step of one Lloyd iteration: the block's partial sums, pickled, keyed by the block's smallest key."""
+    c = resolve_ref(centroids)
+    if block.num_rows == 0:
+        return pa.table({KEY: pa.array([], pa.float64()), "part": pa.array([], pa.binary())})
+    x = embedding_matrix(block, EMB, c.shape[1])
+    part = kmeans.partial_sums(x, c)
+    key = float(np.min(block.column(KEY).to_numpy()))
+    return pa.table({KEY: [key], "part": [pickle.dumps(part, protocol=5)]})
+
+
+def distributed_step(sample: ray.data.Dataset, cpus: float):
+    """Centroids -> reduced PartialSums over all blocks of `sample` (one Ray Data pass)."""
+
+    def step(centroids: np.ndarray) -> kmeans.PartialSums:
+        ref = ray.put(centroids)
+        parts = sample.map_batches(
+            block_partial_sums, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref}, num_cpus=cpus
+        ).take_all()
+        parts.sort(key=lambda row: row[KEY])
+        return kmeans.merge([pickle.loads(row["part"]) for row in parts])
+
+    return step
+
+
+def keys_below(block: pa.Table, threshold: float) -> pa.Table:
+    return block.filter(pc.less(block.column(KEY), threshold))
+
+
+def collect_init_rows(sample: ray.data.Dataset, threshold: float) -> np.ndarray:
+    """Fit-sample rows whose key is below `threshold`, sorted by key: the driver-side k-means++ input.
+
+    Keys are uniform over [0, sample_fraction), so the threshold sets the expected row count without a sort.
+    """
+    small = sample.map_batches(keys_below, batch_size=None, batch_format="pyarrow", fn_kwargs={"threshold": threshold})
+    tables = list(small.iter_batches(batch_size=None, batch_format="pyarrow"))
+    table = pa.concat_tables(tables) if tables else pa.table({KEY: pa.array([], pa.float64())})
+    order = np.argsort(table.column(KEY).to_numpy(), kind="stable")
+    return embedding_matrix(table.take(pa.array(order, pa.int64())), EMB)
+
+
+@dataclass(frozen=True)
+class AssignSpec:
+    id_column: str
+    embedding_column: str
+    dim: int
+    carried: tuple[str, ...]
+    text_column: str | None
+    with_vectors: bool  # dedup needs the vectors after the group-by
+
+
+def assign_block(block: pa.Table, centroids, spec: AssignSpec) -> pa.Table:
+    """Final pass over all rows: nearest centroid and its cosine, plus what the per-cluster stage needs."""
+    c = resolve_ref(centroids)
+    ids = string_ids(block, spec.id_column)
+    x, off = normalize_rows(embedding_matrix(block, spec.embedding_column, spec.dim), ids)
+    labels, cos = kmeans.assign(x, c)
+    cols = {"id": pa.array(ids, pa.string()), "cluster_id": pa.array(labels.astype(np.int32)), "cosine_to_centroid": cos}
+    for name in spec.carried:
+        cols[name] = block.column(name)
+    cols[OFF] = pa.array(off)
+    if spec.with_vectors:
+        cols[EMB] = as_vectors(x)
+    if spec.text_column:
+        cols[TEXT_LEN] = pc.utf8_length(block.column(spec.text_column).cast(pa.string())).fill_null(0)
+    return pa.table(cols)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    out: Location
+    carried: tuple[str, ...]
+    dedup: object | None  # pipeline.cluster_config.DedupConfig; kept untyped so workers need not import pydantic models
+    seed: int
+
+
+def cluster_file(cluster_id: int) -> str:
+    return f"cluster-{cluster_id:05d}.parquet"
+
+
+def finish_cluster(group: pa.Table, spec: ClusterSpec) -> pa.Table:
+    """Per cluster: sort rows by id, dedup, write assignments (and kept ids); return one stats row."""
+    ids = group.column("id").to_pylist()
+    order = natural_order(ids)
+    group = group.take(pa.array(order))
+    ids = [ids[i] for i in order]
+    cid = int(group.column("cluster_id")[0].as_py())
+    dup_ids: list[str] = []
+    dup_kept: list[str] = []
+    dup_cos: list[float] = []
+    if spec.dedup is not None:
+        d = spec.dedup
+        lengths = group.column(TEXT_LEN).to_numpy() if TEXT_LEN in group.column_names else None
+        res = dedup.dedup_cluster(
+            embedding_matrix(group, EMB),
+            ids,
+            d.eps,
+            d.keep,
+            spec.seed,
+            lengths,
+            max_rows=d.max_cluster_rows,
+            block_rows=d.block_rows,
+        )
+        is_dup = res.kept != np.arange(len(ids))
+        dup_rows = np.flatnonzero(is_dup)
+        dup_ids = [ids[i] for i in dup_rows]
+        dup_kept = [ids[res.kept[i]] for i in dup_rows]
+        dup_cos = res.cosine[dup_rows].tolist()
+        kept_ids = pa.table({"id": pa.array([ids[i] for i in np.flatnonzero(~is_dup)], pa.string())})
+        write_parquet_atomic(kept_ids, spec.out.join("kept_ids", cluster_file(cid)))
+    out_cols = ["id", "cluster_id", "cosine_to_centroid", *spec.carried]
+    write_parquet_atomic(group.select(out_cols), spec.out.join("assignments", cluster_file(cid)))
+    cos = group.column("cosine_to_centroid").to_numpy()
+    return pa.table(
+        {
+            "cluster_id": [cid],
+            "size": [group.num_rows],
+            "cos_sum": [float(cos.astype(np.float64).sum())],
+            "renormalized": [int(np.sum(group.column(OFF).to_numpy(zero_copy_only=False)))],
+            "dup_id": pa.array([dup_ids], pa.list_(pa.string())),
+            "dup_kept_id": pa.array([dup_kept], pa.list_(pa.string())),
+            "dup_cosine": pa.array([dup_cos], pa.list_(pa.float32())),
+        }
+    )

@@ -1,0 +1,204 @@
+"""The clustering job: embeddings dataset -> fit on a sample -> assign all rows -> per-cluster dedup -> outputs.
+
+Outputs under output.uri:
+    assignments/cluster-NNNNN.parquet  id, cluster_id, cosine_to_centroid, carried columns (sorted by id)
+    centroids.parquet                   cluster_id, centroid, size, mean_cosine
+    duplicates.parquet                  id, kept_id, cosine        (with clustering.dedup)
+    kept_ids/cluster-NNNNN.parquet      id of every row that survives dedup (with clustering.dedup)
+    summary.json, cluster_sizes.png, objective.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from pipeline.cluster_config import ClusterConfig
+from pipeline.clustering import kmeans, report
+from pipeline.clustering.distributed import (
+    OFF,
+    AssignSpec,
+    ClusterSpec,
+    SampleSpec,
+    as_vectors,
+    assign_block,
+    collect_init_rows,
+    distributed_step,
+    finish_cluster,
+    sample_block,
+)
+from pipeline.clustering.vectors import check_embedding_field, embedding_matrix
+from pipeline.embed_job import init_ray, prepare_output
+from pipeline.storage import Location, list_files, resolve, write_bytes, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+
+def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
+    """Check columns on the first file before any Ray work; return the embedding dim.
+
+    Raises:
+        EmbeddingColumnError / ValueError: a configured column is missing (the message lists those that exist).
+    """
+    first = root.join(files[0])
+    schema = pq.read_schema(first.path, filesystem=root.fs)
+    dim = check_embedding_field(schema, cfg.input.embedding_column)
+    for role, name in [("input.id_column", cfg.input.id_column)] + [("carried column", c) for c in cfg.carried_columns()]:
+        if name not in schema.names:
+            raise ValueError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
+    if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
+        head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=[cfg.input.embedding_column])
+        dim = embedding_matrix(head.slice(0, 1), cfg.input.embedding_column).shape[1]
+    return dim
+
+
+def fit(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int) -> tuple[kmeans.FitResult, dict[str, Any]]:
+    """Fit the centroids on the hashed sample; returns the fit and facts about the sample for the summary."""
+    c = cfg.clustering
+    spec = SampleSpec(cfg.input.id_column, cfg.input.embedding_column, dim, c.seed, c.sample_fraction)
+    sample = ds.map_batches(sample_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"spec": spec})
+    sample = sample.materialize()
+    n_fit = sample.count()
+    kmeans.check_k(c.k, n_fit)
+    renormalized = int(sum(b[OFF].sum() for b in sample.select_columns([OFF]).iter_batches(batch_format="numpy")))
+    if renormalized:
+        log.warning(
+            "%d of %d sampled embeddings were not unit length; normalizing them (cosine k-means needs unit vectors)",
+            renormalized,
+            n_fit,
+        )
+    # The sample's keys are uniform on [0, sample_fraction): scale to get about init_sample_rows of them.
+    threshold = c.sample_fraction * min(1.0, c.init_sample_rows / n_fit)
+    init_rows = collect_init_rows(sample, threshold)
+    if len(init_rows) < c.k:  # the hash drew fewer rows than expected: fall back to the whole sample
+        init_rows = collect_init_rows(sample, c.sample_fraction)
+    centroids = kmeans.init_centroids(init_rows, c.k, c.init, c.seed)
+    log.info("fitting k=%d on %d of %d rows (init %s on %d rows)", c.k, n_fit, rows, c.init, len(init_rows))
+    result = kmeans.lloyd(distributed_step(sample, cfg.compute.cpus_per_actor), centroids, c.max_iter, c.tol)
+    return result, {"fit_rows": n_fit, "init_rows": len(init_rows), "renormalized_in_sample": renormalized}
+
+
+def assign_and_write(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, centroids: np.ndarray, out: Location):
+    """Assign every row, then group by cluster: dedup and write per cluster. Returns the per-cluster stats."""
+    carried = tuple(cfg.carried_columns())
+    dedup_cfg = cfg.clustering.dedup
+    spec = AssignSpec(
+        cfg.input.id_column,
+        cfg.input.embedding_column,
+        dim,
+        carried,
+        cfg.input.text_column if dedup_cfg and dedup_cfg.keep == "longest" else None,
+        with_vectors=dedup_cfg is not None,
+    )
+    ref = ray.put(centroids)
+    assigned = ds.map_batches(
+        assign_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref, "spec": spec}
+    )
+    cluster_spec = ClusterSpec(out, carried, dedup_cfg, cfg.clustering.seed)
+    stats = assigned.groupby("cluster_id").map_groups(
+        finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
+    )
+    tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
+    table = pa.concat_tables(tables)
+    return table.sort_by("cluster_id")
+
+
+def write_centroids(centroids: np.ndarray, stats: pa.Table, out: Location) -> np.ndarray:
+    k = len(centroids)
+    sizes = np.zeros(k, dtype=np.int64)
+    cos_sum = np.zeros(k, dtype=np.float64)
+    ids = stats.column("cluster_id").to_numpy()
+    sizes[ids] = stats.column("size").to_numpy()
+    cos_sum[ids] = stats.column("cos_sum").to_numpy()
+    mean_cos = np.where(sizes > 0, cos_sum / np.maximum(sizes, 1), np.nan)
+    table = pa.table(
+        {
+            "cluster_id": pa.array(np.arange(k, dtype=np.int32)),
+            "centroid": as_vectors(centroids),
+            "size": pa.array(sizes),
+            "mean_cosine": pa.array(mean_cos.astype(np.float32)),
+        }
+    )
+    write_parquet_atomic(table, out.join("centroids.parquet"))
+    return sizes
+
+
+def write_duplicates(stats: pa.Table, out: Location) -> int:
+    table = pa.table(
+        {
+            "id": pc.list_flatten(stats.column("dup_id")),
+            "kept_id": pc.list_flatten(stats.column("dup_kept_id")),
+            "cosine": pc.list_flatten(stats.column("dup_cosine")),
+        },
+        schema=pa.schema([("id", pa.string()), ("kept_id", pa.string()), ("cosine", pa.float32())]),
+    )
+    write_parquet_atomic(table, out.join("duplicates.parquet"))
+    return table.num_rows
+
+
+def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
+    """Run the configured clustering; returns the summary that is also written to `<output>/summary.json`."""
+    start = time.perf_counter()
+    init_ray(cfg.compute)
+    if cfg.embed is not None:
+        from pipeline.embed_job import run_embed
+
+        log.info("embedding %s first", cfg.embed.input.uri)
+        run_embed(cfg.embed)
+    root, files = list_files(cfg.input.uri, cfg.storage)
+    dim = inspect_input(cfg, root, files)
+    out = resolve(cfg.output.uri, cfg.storage)
+    prepare_output(out, cfg.output.overwrite)
+    columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
+    ds = ray.data.read_parquet([root.join(f).path for f in files], filesystem=root.fs, columns=columns)
+    rows = ds.count()
+    kmeans.check_k(cfg.clustering.k, rows)
+
+    result, sample_facts = fit(cfg, ds, dim, rows)
+    stats = assign_and_write(cfg, ds, dim, result.centroids, out)
+    sizes = write_centroids(result.centroids, stats, out)
+    total_cos = float(stats.column("cos_sum").to_numpy().sum())
+    renormalized = int(stats.column("renormalized").to_numpy().sum())
+    if renormalized:
+        log.warning("%d of %d embeddings were not unit length and were normalized", renormalized, rows)
+    iter_seconds = [h.seconds for h in result.history[1:]]
+    summary: dict[str, Any] = {
+        "input": cfg.input.uri,
+        "output": cfg.output.uri,
+        "rows": rows,
+        "dim": dim,
+        "k": cfg.clustering.k,
+        "init": cfg.clustering.init,
+        "seed": cfg.clustering.seed,
+        **sample_facts,
+        "iterations": len(result.history) - 1,
+        "converged": result.converged,
+        "fit_objective": round(result.objective, 7),
+        "objective": round(total_cos / rows, 7),  # mean cosine to centroid over all rows
+        "inertia": round(rows - total_cos, 4),
+        "renormalized_rows": renormalized,
+        "seconds_per_iteration": round(float(np.mean(iter_seconds)), 4) if iter_seconds else None,
+        "history": report.fit_history(result),
+        "sizes": sizes.tolist(),
+    }
+    if cfg.clustering.dedup is not None:
+        n_dup = write_duplicates(stats, out)
+        summary["dedup"] = {
+            "eps": cfg.clustering.dedup.eps,
+            "keep": cfg.clustering.dedup.keep,
+            "duplicates": n_dup,
+            "kept": rows - n_dup,
+        }
+    write_bytes(report.sizes_png(sizes), out.join("cluster_sizes.png"))
+    write_bytes(report.objective_png(result), out.join("objective.png"))
+    summary["wall_seconds"] = round(time.perf_counter() - start, 3)
+    write_bytes(json.dumps(summary, indent=2).encode(), out.join("summary.json"))
+    return summary
