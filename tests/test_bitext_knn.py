@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bitext_reference import brute_knn, random_unit
+
 from pipeline.bitext.knn import KnnResult, ShardSearcher, knn_search, merge_topk, shard_bounds
 
 

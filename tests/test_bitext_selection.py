@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bitext_reference import brute_mine, random_unit
+
 from pipeline.bitext.dedup import first_occurrences
 from pipeline.bitext.knn import KnnResult, knn_search
 from pipeline.bitext.selection import greedy_one_to_one, select_pairs

@@ -10,6 +10,7 @@ Vectors are expected L2-normalized, so inner product = cosine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ def shard_bounds(rows: int, num_shards: int) -> list[tuple[int, int]]:
         raise ValueError(f"num_shards must be positive, got {num_shards}")
     num_shards = min(num_shards, rows)
     edges = np.linspace(0, rows, num_shards + 1).round().astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in pairwise(edges)]
 
 
 def knn_search(

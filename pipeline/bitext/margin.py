@@ -36,9 +36,7 @@ def margin_score(cosine: np.ndarray, x_density: np.ndarray, y_density: np.ndarra
     raise ValueError(f"unknown margin {margin!r}; use one of {', '.join(MARGINS)}")
 
 
-def score_candidates(
-    knn: KnnResult, query_density: np.ndarray, key_density: np.ndarray, margin: Margin
-) -> np.ndarray:
+def score_candidates(knn: KnnResult, query_density: np.ndarray, key_density: np.ndarray, margin: Margin) -> np.ndarray:
     """(n, k) margin scores of every query's k nearest keys.
 
     Args:

@@ -30,7 +30,7 @@ class Pairs:
     cosine: np.ndarray  # (p,) float32
 
     def __len__(self) -> int:
-        return int(len(self.src))
+        return len(self.src)
 
     def above(self, threshold: float | None) -> Pairs:
         """Pairs with score >= threshold (all of them for None)."""
