@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bitext_reference import random_unit
+
 from pipeline.bitext.evaluation import best_f1, prf_at, retrieval_errors
 from pipeline.bitext.selection import Pairs
 

@@ -1,0 +1,20 @@
+"""Mine translation pairs between two corpora: `python -m jobs.mine_bitext --config configs/mine_bitext.yaml`.
+
+Also runs as a Ray job: `ray job submit --working-dir . -- python -m jobs.mine_bitext --config ...`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jobs.common import run_job
+from pipeline.bitext.job import run_mine
+from pipeline.mine_config import MineConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("Mine bitext (translation pairs) with margin-scored k-NN on Ray.", MineConfig, run_mine, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

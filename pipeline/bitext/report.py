@@ -1,0 +1,56 @@
+"""What a user needs to pick a threshold: pairs kept per threshold, a score histogram, and a PNG of it.
+
+Plain numpy + matplotlib (Agg backend, no display), so it runs on headless workers and is unit-tested.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def threshold_grid(scores: np.ndarray, threshold: float | None, points: int = 11) -> list[float]:
+    """Evenly spaced cuts between the lowest and highest score, plus the configured threshold."""
+    if len(scores) == 0:
+        return [] if threshold is None else [float(threshold)]
+    grid = np.linspace(float(scores.min()), float(scores.max()), points).round(4).tolist()
+    if threshold is not None:
+        grid.append(float(threshold))
+    return sorted(set(grid))
+
+
+def kept_per_threshold(scores: np.ndarray, thresholds: list[float]) -> list[dict[str, float | int]]:
+    """How many pairs score >= each threshold."""
+    ordered = np.sort(scores)
+    return [{"threshold": t, "pairs": int(len(ordered) - np.searchsorted(ordered, t, side="left"))} for t in thresholds]
+
+
+def histogram(scores: np.ndarray, bins: int) -> dict[str, list]:
+    counts, edges = np.histogram(scores, bins=bins) if len(scores) else (np.zeros(0, int), np.zeros(0))
+    return {"bin_edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def histogram_png(scores: np.ndarray, bins: int, threshold: float | None, title: str, xlabel: str) -> bytes:
+    """PNG bytes of the score histogram with the threshold drawn as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: workers and CI have no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    try:
+        ax.hist(scores, bins=bins, color="#4477aa")
+        if threshold is not None:
+            kept = int((scores >= threshold).sum())
+            ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"threshold {threshold:g}: {kept} pairs kept")
+            ax.legend()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pairs")
+        ax.set_title(title)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

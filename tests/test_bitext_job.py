@@ -1,0 +1,141 @@
+"""The mining job on real files: texts + an embed-job-shaped embeddings dataset, joined by id, mined, written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from bitext_reference import random_unit
+
+from jobs.mine_bitext import main
+from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
+from pipeline.bitext.sides import SideError
+from pipeline.config import parse_config
+from pipeline.mine_config import MineConfig
+
+
+def write_embeddings(path: Path, ids: list[str], vectors: np.ndarray) -> str:
+    """The embed job's layout: id + fixed_size_list<float32> embedding, recipe in the schema metadata."""
+    path.mkdir(parents=True, exist_ok=True)
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    table = pa.table({"id": pa.array(ids), "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    pq.write_table(table.replace_schema_metadata({"rayembed.model": "test-model"}), path / "part-0.parquet")
+    (path / "_summary.json").write_text("{}")  # hidden files are not part of the dataset
+    return str(path)
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> dict:
+    """60 French-ish / 70 English-ish lines; source rows 0..39 translate target rows perm[0..39]; one duplicate."""
+    rng = np.random.default_rng(0)
+    dim, n_true = 64, 40
+    src_vec = random_unit(rng, 60, dim)
+    tgt_vec = random_unit(rng, 70, dim)
+    perm = rng.permutation(70)
+    tgt_vec[perm[:n_true]] = src_vec[:n_true] + 0.05 * rng.standard_normal((n_true, dim)).astype(np.float32)
+    src_text = [f"phrase {i}" for i in range(60)]
+    src_text[59] = src_text[3]  # exact duplicate: dropped by dedup
+    src_vec[59] = src_vec[3]
+    tgt_text = [f"sentence {j}" for j in range(70)]
+    (tmp_path / "fra.txt").write_text("\n".join(src_text) + "\n")
+    (tmp_path / "eng.txt").write_text("\n".join(tgt_text) + "\n")
+    src_emb = write_embeddings(tmp_path / "emb_fra", [f"fra.txt#{i}" for i in range(60)], src_vec)
+    tgt_emb = write_embeddings(tmp_path / "emb_eng", [f"eng.txt#{j}" for j in range(70)], tgt_vec)
+    gold = {(f"fra.txt#{i}", f"eng.txt#{perm[i]}") for i in range(n_true)}
+    return {"dir": tmp_path, "src_emb": src_emb, "tgt_emb": tgt_emb, "gold": gold}
+
+
+def config(corpus: dict, **mining) -> dict:
+    d = corpus["dir"]
+    return {
+        "source": {"uri": str(d / "fra.txt"), "format": "text", "lang": "fra", "embeddings_uri": corpus["src_emb"]},
+        "target": {"uri": str(d / "eng.txt"), "format": "text", "lang": "eng", "embeddings_uri": corpus["tgt_emb"]},
+        "output": {"uri": str(d / "out")},
+        "mining": {"backend": "local", "block_size": 16, **mining},
+    }
+
+
+def test_reused_embeddings_are_mined_to_parquet_summary_and_png(corpus):
+    summary = run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))
+    out = corpus["dir"] / "out"
+    table = pq.read_table(out / "pairs" / "part-00000.parquet")
+    assert table.schema.equals(PAIRS_SCHEMA)
+    pairs = set(zip(table.column("src_id").to_pylist(), table.column("tgt_id").to_pylist()))
+    assert pairs == corpus["gold"]  # every true pair above the cut, every distractor below it
+    assert len(set(table.column("tgt_id").to_pylist())) == table.num_rows  # 1:1
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["src_text"] == f"phrase {row['src_id'].split('#')[1]}" and row["src_lang"] == "fra"
+    assert row["tgt_text"] == f"sentence {row['tgt_id'].split('#')[1]}" and row["tgt_lang"] == "eng"
+    assert min(table.column("score").to_pylist()) >= 1.5
+    written = json.loads((out / "summary.json").read_text())
+    assert written["pairs_kept"] == 40 == summary["pairs_kept"]
+    assert written["source"]["duplicates_dropped"] == 1 and written["source"]["rows_mined"] == 59
+    assert sum(written["score_histogram"]["counts"]) == written["pairs_selected"]
+    at_cut = [t for t in written["pairs_per_threshold"] if t["threshold"] == 1.5]
+    assert at_cut == [{"threshold": 1.5, "pairs": 40}]
+    assert (out / "score_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_entrypoint_with_overrides(corpus, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config(corpus)))
+    assert main(["--config", str(path), "--set", "mining.retrieval=intersect", "--set", "mining.dedup=false"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mining"]["retrieval"] == "intersect" and summary["source"]["rows_mined"] == 60
+    assert main(["--config", str(path), "--set", "mining.margin=cosine"]) == 2  # config error: exit 2, no traceback
+
+
+def test_existing_output_is_not_overwritten_by_default(corpus):
+    cfg = config(corpus)
+    run_mine(parse_config(MineConfig, cfg))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        run_mine(parse_config(MineConfig, cfg))
+
+
+def test_language_with_no_rows_lists_the_languages_present(tmp_path):
+    lines = [{"text": f"t{i}", "lang": "fra" if i % 2 else "deu"} for i in range(6)]
+    (tmp_path / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    side = {"uri": str(tmp_path / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path)},
+        "target": {**side, "lang": "eng", "embeddings_uri": str(tmp_path)},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(SideError, match=r"target: no rows with lang == 'eng'.*deu \(3\), fra \(3\)"):
+        run_mine(parse_config(MineConfig, cfg))
+
+
+def test_empty_side_is_an_error(corpus):
+    (corpus["dir"] / "eng.txt").write_text("\n\n  \n")
+    with pytest.raises(SideError, match="target: no usable rows"):
+        run_mine(parse_config(MineConfig, config(corpus)))
+
+
+def test_mismatched_dims_are_an_error(corpus):
+    rng = np.random.default_rng(1)
+    write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))
+    with pytest.raises(SideError, match="dim 64, target 8"):
+        run_mine(parse_config(MineConfig, config(corpus)))
+
+
+def test_texts_without_vectors_are_an_error(corpus):
+    with open(corpus["dir"] / "eng.txt", "a") as f:
+        f.write("a line the embeddings never saw\n")
+    with pytest.raises(SideError, match="target: 1 of 71 rows have no vector"):
+        run_mine(parse_config(MineConfig, config(corpus)))
+
+
+def test_different_models_are_an_error(corpus):
+    table = pq.read_table(Path(corpus["tgt_emb"]) / "part-0.parquet")
+    pq.write_table(
+        table.replace_schema_metadata({"rayembed.model": "other"}), Path(corpus["tgt_emb"]) / "part-0.parquet"
+    )
+    with pytest.raises(SideError, match="different models"):
+        run_mine(parse_config(MineConfig, config(corpus)))

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.mine_config import MineConfig
+
+
+def raw(**over) -> dict:
+    cfg = {
+        "source": {"uri": "/data/fr", "format": "text", "lang": "fra"},
+        "target": {"uri": "/data/en", "format": "text", "lang": "eng"},
+        "output": {"uri": "/out/mined"},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_defaults_follow_the_issue():
+    cfg = parse_config(MineConfig, raw())
+    m = cfg.mining
+    assert (m.k, m.margin, m.retrieval, m.dedup, m.threshold) == (4, "ratio", "max", True, None)
+
+
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"mining": {"margin": "cosine"}}, "mining.margin"),
+        ({"mining": {"retreival": "max"}}, "mining.retreival: Extra inputs are not permitted"),
+        ({"mining": {"k": 0}}, "mining.k"),
+        ({"source": {"uri": "/a", "format": "text"}}, "source.lang: Field required"),
+        ({"output": {"uri": "/o", "keep_columns": ["x"]}}, "keep_columns is not used"),
+        ({"model": {"long_inputs": "chunk"}}, "one vector per sentence"),
+        ({"target": {"uri": "/data/fr", "format": "text", "lang": "fra"}}, "select the same rows"),
+        ({"source": {"uri": "/a", "format": "text", "lang": "x", "lang_column": "l"}}, "needs a columnar input"),
+    ],
+)
+def test_bad_configs_name_the_key(over, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(MineConfig, raw(**over))
+
+
+def test_shipped_config_loads_with_overrides():
+    cfg = load_config(MineConfig, "configs/mine_bitext.yaml", ["mining.k=8", "mining.retrieval=intersect"])
+    assert cfg.mining.k == 8 and cfg.mining.retrieval == "intersect"
+    assert cfg.source.lang != cfg.target.lang
+
+
+def test_reused_embeddings_inside_an_output_that_gets_emptied_are_refused():
+    over = {
+        "source": {
+            "uri": "/data/fr",
+            "format": "text",
+            "lang": "fra",
+            "embeddings_uri": "/out/mined/embeddings/source",
+        },
+        "output": {"uri": "/out/mined", "overwrite": True},
+    }
+    with pytest.raises(ConfigError, match="inside output.uri"):
+        parse_config(MineConfig, raw(**over))
