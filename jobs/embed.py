@@ -1,0 +1,17 @@
+"""Embed a corpus: `python -m jobs.embed --config configs/quickstart.yaml`."""
+
+from __future__ import annotations
+
+import sys
+
+from jobs.common import run_job
+from pipeline.config import EmbedConfig
+from pipeline.embed_job import run_embed
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("Embed a text corpus into normalized embeddings (Parquet).", EmbedConfig, run_embed, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Thin Ray Data UDF classes: `__init__` loads once, `__call__(block) -> block` runs the pure code.
+
+Blocks are pyarrow tables carrying the columns of pipeline.reading plus, after tokenization, `_tokens`
+(list<int32>) and chunk columns; rejected rows (`_reject` set) pass through untouched so they can be counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from pipeline.config import BatchingConfig, ModelConfig
+from pipeline.encoder import Encoder
+from pipeline.model_loading import load_model, load_tokenizer, pick_device
+from pipeline.reading import REJECT
+from pipeline.tokenization import TextTokenizer
+
+TOKENS, TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_tokens", "_num_tokens", "_computed_tokens", "_embed_seconds"
+CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
+
+
+class TokenizeActor:
+    """CPU stage: text -> token ids (one row per chunk in chunk mode)."""
+
+    def __init__(self, model: ModelConfig, prompt: str):
+        tokenizer = load_tokenizer(model)
+        self.tokenizer = TextTokenizer(tokenizer, prompt, model.max_tokens, model.long_inputs, model.chunk_overlap_tokens)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
+        good_rows = np.flatnonzero(good)
+        rows = self.tokenizer.tokenize(block.column("text").take(good_rows).to_pylist())
+        bad_rows = np.flatnonzero(~good)
+        parent = np.concatenate([good_rows[np.asarray(rows.parent, dtype=np.int64)], bad_rows]).astype(np.int64)
+        token_ids = rows.token_ids + [[] for _ in bad_rows]
+        zeros = [0] * len(bad_rows)
+        out = block.take(parent)
+        out = out.append_column("chunk_index", pa.array(rows.chunk_index + zeros, pa.int32()))
+        out = out.append_column("char_start", pa.array(rows.char_start + zeros, pa.int64()))
+        out = out.append_column("char_end", pa.array(rows.char_end + zeros, pa.int64()))
+        out = out.append_column(TOKENS, pa.array(token_ids, pa.list_(pa.int32())))
+        empty = pc.and_(pc.is_null(out.column(REJECT)), pc.equal(pc.list_value_length(out.column(TOKENS)), 0))
+        reasons = pc.if_else(empty, pa.scalar("text produced no tokens"), out.column(REJECT))
+        return out.set_column(out.schema.get_field_index(REJECT), REJECT, reasons)
+
+
+class EmbedActor:
+    """Model stage: one model per actor; token-budget batches over the whole block."""
+
+    def __init__(self, model: ModelConfig, batching: BatchingConfig, cpus: float, out_dtype: str):
+        torch.set_num_threads(max(1, int(cpus)))  # match the CPUs Ray reserved for this actor
+        tokenizer = load_tokenizer(model)
+        self.encoder = Encoder(
+            load_model(model, pick_device()),
+            pooling=model.pooling,
+            normalize=model.normalize,
+            pad_token_id=tokenizer.pad_token_id,
+            padding_side=tokenizer.padding_side,
+            max_tokens_per_batch=batching.max_tokens_per_batch,
+            max_batch_size=batching.max_batch_size,
+        )
+        self.value_type = pa.float16() if out_dtype == "float16" else pa.float32()
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
+        tokens = block.column(TOKENS).combine_chunks().filter(pa.array(good))
+        lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = pc.list_flatten(tokens).to_numpy(zero_copy_only=False)
+        start = time.perf_counter()
+        encoded = self.encoder.encode(values, np.concatenate([[0], np.cumsum(lengths)]))
+        seconds = time.perf_counter() - start
+        n, dim = len(good), self.encoder.dim
+        vectors = np.zeros((n, dim), dtype=np.float32)
+        vectors[good] = encoded.embeddings
+        computed, counts = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        computed[good], counts[good] = encoded.computed_tokens, lengths
+        flat = pa.array(vectors.reshape(-1)).cast(self.value_type)
+        embedding = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~good))
+        out = block.drop_columns([TOKENS])
+        out = out.append_column("embedding", embedding)
+        out = out.append_column(TOKEN_COUNT, pa.array(counts))
+        out = out.append_column(COMPUTED, pa.array(computed))
+        share = np.where(good, seconds / max(int(good.sum()), 1), 0.0)
+        return out.append_column(EMBED_SECONDS, pa.array(share))

@@ -1,0 +1,202 @@
+"""Job configuration: one pydantic source of truth, loaded from YAML with `--set a.b=c` overrides.
+
+Every section forbids unknown keys so a typo in the YAML is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(Section):
+    uri: str = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
+    format: Literal["parquet", "jsonl", "text"] = Field(description="File format of every listed file.")
+    text_column: str = Field("text", description="Column (JSONL key) holding the text; ignored for format=text.")
+    id_column: str | None = Field(
+        None, description="Column holding a unique row id. When absent, ids are '<relative path>#<row>'."
+    )
+    kind: Literal["document", "query"] = Field(
+        "document", description="Queries get the model's query instruction; documents get none."
+    )
+
+
+class StorageConfig(Section):
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000 or MinIO.")
+    region: str | None = Field(None, description="S3 region; defaults to the environment/profile's.")
+    anon: bool = Field(False, description="Anonymous access to public buckets.")
+    max_attempts: int = Field(
+        6, ge=1, description="Attempts per S3 request (AWS standard retry: transient errors, backoff with jitter)."
+    )
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    pooling: Literal["last_token", "mean", "cls"] = Field("last_token", description="How token states become one vector.")
+    normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
+    max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': the checkpoint's dtype on GPU, float32 on CPU."
+    )
+    prompt: str | None = Field(None, description="Explicit prefix for every text; beats prompt_name and task.")
+    prompt_name: str | None = Field(
+        None, description="Name of a prompt in the model's config_sentence_transformers.json."
+    )
+    task: str | None = Field(
+        None, description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none)."
+    )
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Only for models you trust.")
+    allow_pickle_weights: bool = Field(
+        False, description="Allow loading .bin (pickle) weights; by default only safetensors load."
+    )
+    long_inputs: Literal["truncate", "chunk"] = Field(
+        "truncate", description="'truncate' at max_tokens, or 'chunk' into overlapping windows (one row per chunk)."
+    )
+    chunk_overlap_tokens: int = Field(64, ge=0, description="Tokens shared by consecutive chunks in chunk mode.")
+    padding_side: Literal["auto", "left", "right"] = Field(
+        "auto", description="'auto' follows the tokenizer; last_token pooling is correct for both sides."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="transformers attention kernel."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.prompt is not None and self.prompt_name is not None:
+            raise ValueError("model: set either 'prompt' (explicit text) or 'prompt_name', not both")
+        if self.long_inputs == "chunk" and self.chunk_overlap_tokens >= self.max_tokens // 2:
+            raise ValueError(
+                f"model.chunk_overlap_tokens ({self.chunk_overlap_tokens}) must be below half of "
+                f"model.max_tokens ({self.max_tokens}); lower the overlap"
+            )
+        return self
+
+
+class BatchingConfig(Section):
+    max_tokens_per_batch: int = Field(
+        16384, gt=0, description="Budget of padded tokens per forward pass: rows x longest row <= this."
+    )
+    max_batch_size: int = Field(256, gt=0, description="Upper bound on rows per forward pass.")
+    rows_per_block: int = Field(
+        4096,
+        gt=0,
+        description="Rows the model actor sorts by length and cuts into batches at once (Ray Data batch size of the "
+        "model stage): larger blocks pad less but hold more memory.",
+    )
+
+
+class ComputeConfig(Section):
+    ray_address: str | None = Field(
+        None, description="Ray cluster address; None uses RAY_ADDRESS (set by `ray job submit`) or starts Ray in-process."
+    )
+    num_actors: int | None = Field(None, gt=0, description="Fixed number of embedding actors.")
+    min_actors: int = Field(1, gt=0, description="Autoscaling lower bound (when num_actors is unset).")
+    max_actors: int = Field(1, gt=0, description="Autoscaling upper bound (when num_actors is unset).")
+    gpus_per_actor: float | None = Field(
+        None, ge=0, description="GPUs per embedding actor; None: 1 when the cluster has GPUs, else 0 (CPU)."
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor (its torch threads).")
+    num_tokenizers: int = Field(1, gt=0, description="Tokenizer actors (CPU stage ahead of the model stage).")
+    cpus_per_tokenizer: float = Field(0.5, gt=0, description="CPUs per tokenizer actor.")
+    cpus_per_io_task: float = Field(
+        0.25, gt=0, description="CPUs per read/write task; mostly waiting on storage, so a fraction is enough."
+    )
+    max_restarts: int = Field(3, ge=0, description="Restarts of a dead actor before the job fails.")
+    max_task_retries: int = Field(3, ge=0, description="Retries of a task lost with its actor or worker.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ComputeConfig:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"compute.min_actors ({self.min_actors}) exceeds compute.max_actors ({self.max_actors})")
+        return self
+
+    def actor_pool_size(self) -> tuple[int, int]:
+        if self.num_actors is not None:
+            return self.num_actors, self.num_actors
+        return self.min_actors, self.max_actors
+
+
+class OutputConfig(Section):
+    uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
+    dtype: Literal["float32", "float16"] = Field("float32", description="Stored embedding precision.")
+    keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
+    rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
+    overwrite: bool = Field(
+        False, description="Allow writing into a location that already holds a dataset (its files are replaced)."
+    )
+
+
+class EmbedConfig(Section):
+    input: InputConfig
+    output: OutputConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbedConfig:
+        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
+        clash = sorted(reserved & set(self.output.keep_columns))
+        if clash:
+            raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
+        if self.input.format == "text" and self.output.keep_columns:
+            raise ValueError("output.keep_columns needs a columnar input (parquet or jsonl), not format=text")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says which key and how to fix it."""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides; values are parsed as YAML so `x=3`, `x=true`, `x=[a,b]` get their types."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def load_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return apply_overrides(raw, overrides or [])
+
+
+def parse_config(model: type[BaseModel], raw: dict[str, Any], source: str = "config") -> Any:
+    """Validate `raw` into `model`, turning pydantic's errors into one readable message per key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{source}: invalid configuration"]
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {where}: {e['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(model: type[BaseModel], path: str | Path, overrides: list[str] | None = None) -> Any:
+    return parse_config(model, load_yaml(path, overrides), source=str(path))

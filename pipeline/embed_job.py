@@ -1,0 +1,158 @@
+"""The embed job: list files -> read (tasks) -> tokenize (CPU actors) -> embed (GPU/CPU actors) -> write (tasks).
+
+One streaming Ray Data pipeline: blocks flow through all stages with backpressure, so memory is bounded by the
+blocks in flight, not by the corpus size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import ray
+from ray.data import ActorPoolStrategy
+from ray.util.annotations import RayDeprecationWarning
+
+from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.config import ComputeConfig, EmbedConfig
+from pipeline.model_loading import ModelLoadError, load_prompts
+from pipeline.prompts import resolve_prompt
+from pipeline.reading import ReadSpec, read_file
+from pipeline.storage import Location, list_files, resolve, write_bytes
+from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, write_block
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(compute: ComputeConfig) -> None:
+    """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
+    if not ray.is_initialized():
+        ray.init(address=compute.ray_address, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
+
+
+def gpus_per_actor(compute: ComputeConfig) -> float:
+    if compute.gpus_per_actor is not None:
+        return compute.gpus_per_actor
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def read_files(batch: pa.Table, spec: ReadSpec):
+    """Ray Data generator UDF: one input row per file path, many output blocks per file."""
+    for rel in batch.column("file").to_pylist():
+        yield from read_file(spec, rel)
+
+
+def prepare_output(out: Location, overwrite: bool) -> None:
+    """Refuse to mix two datasets in one location unless asked to replace the old one."""
+    selector = pafs.FileSelector(out.path, recursive=True, allow_not_found=True)
+    existing = [f for f in out.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+    if not existing:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output {out.uri} already holds {len(existing)} files; set output.overwrite=true to replace them "
+            "or choose another output.uri"
+        )
+    for f in existing:
+        out.fs.delete_file(f.path)
+
+
+def build_dataset(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str, out: Location) -> ray.data.Dataset:
+    compute = cfg.compute
+    # Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
+    # Ray 2.60 only takes them through the deprecated **ray_remote_args, hence the filter.
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
+    retries = dict(max_restarts=compute.max_restarts, max_task_retries=compute.max_task_retries)
+    io = dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
+    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = ds.map_batches(
+        TokenizeActor,
+        batch_size=cfg.batching.rows_per_block,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"model": cfg.model, "prompt": prompt},
+        compute=ActorPoolStrategy(size=compute.num_tokenizers),
+        num_cpus=compute.cpus_per_tokenizer,
+        **retries,
+    )
+    min_actors, max_actors = compute.actor_pool_size()
+    ds = ds.map_batches(
+        EmbedActor,
+        batch_size=cfg.batching.rows_per_block,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={
+            "model": cfg.model,
+            "batching": cfg.batching,
+            "cpus": compute.cpus_per_actor,
+            "out_dtype": cfg.output.dtype,
+        },
+        compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
+        num_gpus=gpus_per_actor(compute),
+        num_cpus=compute.cpus_per_actor,
+        **retries,
+    )
+    metadata = embedding_metadata(cfg, prompt)
+    return ds.map_batches(
+        write_block,
+        batch_size=None,
+        batch_format="pyarrow",
+        fn_kwargs={"out": out, "cfg": cfg, "metadata": metadata},
+        **io,
+    )
+
+
+def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
+    totals = pa.concat_tables(stats).to_pydict() if stats else {}
+    total = {k: sum(v) for k, v in totals.items()}
+    tokens, computed = total.get("tokens", 0), total.get("computed_tokens", 0)
+    embedded, rejected = total.get("rows_embedded", 0), total.get("rows_rejected", 0)
+    return {
+        "input_files": files,
+        "rows_in": embedded + rejected,
+        "rows_embedded": embedded,
+        "rows_rejected": rejected,
+        "output_rows": total.get("output_rows", 0),
+        "output_files": total.get("files", 0),
+        "tokens": tokens,
+        "computed_tokens": computed,
+        "padding_efficiency": round(tokens / computed, 4) if computed else 1.0,
+        "wall_seconds": round(wall, 3),
+        "tokens_per_second": round(tokens / wall, 1) if wall else 0.0,
+        "embed_seconds": round(total.get("embed_seconds", 0.0), 3),
+        "embed_tokens_per_second": round(tokens / total["embed_seconds"], 1) if total.get("embed_seconds") else 0.0,
+    }
+
+
+def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
+    """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
+    start = time.perf_counter()
+    root, files = list_files(cfg.input.uri, cfg.storage)
+    out = resolve(cfg.output.uri, cfg.storage)
+    try:
+        prompt = resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
+    except OSError as err:
+        raise ModelLoadError(f"cannot read the configuration of model {cfg.model.name_or_path}: {err}") from err
+    prepare_output(out, cfg.output.overwrite)
+    spec = ReadSpec(
+        root=root,
+        format=cfg.input.format,
+        text_column=cfg.input.text_column,
+        id_column=cfg.input.id_column,
+        keep_columns=tuple(cfg.output.keep_columns),
+    )
+    init_ray(cfg.compute)
+    log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
+    stats = list(build_dataset(cfg, spec, files, prompt, out).iter_batches(batch_size=None, batch_format="pyarrow"))
+    summary = summarize(stats, time.perf_counter() - start, len(files))
+    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    if summary["rows_rejected"]:
+        summary["rejects"] = out.join(REJECTS_DIR).uri
+    write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
+    return summary

@@ -1,0 +1,128 @@
+"""Token ids -> normalized embeddings with token-budget batches. Pure torch/numpy: no Ray in here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from pipeline.batching import plan_batches
+from pipeline.pooling import l2_normalize, pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedRows:
+    embeddings: np.ndarray  # (N, dim) float32, in the input row order
+    computed_tokens: np.ndarray  # (N,) padded tokens each row's batch cost it (its batch's longest row)
+
+
+def pad_batch(
+    values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, pad_id: int, left: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gather `rows` of a flat token list (values + offsets) into padded (B, T) ids and mask without a row loop."""
+    starts, lens = offsets[rows], offsets[rows + 1] - offsets[rows]
+    width = int(lens.max())
+    mask = np.arange(width)[None, :] < lens[:, None]  # (B, T) right-padded layout
+    if left:
+        mask = mask[:, ::-1]
+    # flat index of every real token, row after row: start of its row + position within the row
+    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = values[np.repeat(starts, lens) + within]  # boolean assignment fills row-major: row order kept
+    return ids, mask
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in str(err) or "can't allocate memory" in str(err))
+    )
+
+
+class Encoder:
+    """Runs a loaded model over pre-tokenized rows.
+
+    Args:
+        model: transformer body returning `last_hidden_state`.
+        pooling: last_token, mean or cls.
+        normalize: L2-normalize the pooled vectors.
+        pad_token_id: id written into padded positions (masked out, so any id works).
+        padding_side: "left" or "right"; last_token pooling is correct for both.
+        max_tokens_per_batch: padded-token budget per forward pass; halved (with a warning) on out-of-memory.
+        max_batch_size: upper bound on rows per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        pooling: str,
+        normalize: bool,
+        pad_token_id: int,
+        padding_side: str,
+        max_tokens_per_batch: int,
+        max_batch_size: int,
+    ):
+        self.model = model
+        self.pooling = pooling
+        self.normalize = normalize
+        self.pad_token_id = pad_token_id
+        self.left = padding_side == "left"
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.max_batch_size = max_batch_size
+        self.device = next(model.parameters()).device
+        self.dim = int(model.config.hidden_size)
+
+    def encode(self, values: np.ndarray, offsets: np.ndarray) -> EncodedRows:
+        """Embed rows given as a flat token array `values` with row boundaries `offsets` (N + 1,)."""
+        lengths = np.diff(offsets)
+        out = np.empty((len(lengths), self.dim), dtype=np.float32)
+        computed = np.zeros(len(lengths), dtype=np.int64)
+        if len(lengths) == 0:
+            return EncodedRows(out, computed)
+        if lengths.min() <= 0:
+            raise ValueError(f"row {int(np.argmin(lengths))} has no tokens; empty rows must be rejected upstream")
+        plan = plan_batches(lengths, self.max_tokens_per_batch, self.max_batch_size)
+        for rows in plan.batches():
+            self._encode_rows(values, offsets, rows, out, computed)
+        return EncodedRows(out, computed)
+
+    def _encode_rows(
+        self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray, computed: np.ndarray
+    ) -> None:
+        try:
+            ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
+            out[rows] = self.forward(ids, mask)
+            computed[rows] = ids.shape[1]
+        except Exception as err:
+            if not is_out_of_memory(err) or len(rows) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.max_tokens_per_batch = max(self.max_tokens_per_batch // 2, 1)
+            log.warning(
+                "out of memory on a batch of %d rows; splitting it and lowering the batch budget to %d tokens",
+                len(rows),
+                self.max_tokens_per_batch,
+            )
+            half = len(rows) // 2
+            self._encode_rows(values, offsets, rows[:half], out, computed)
+            self._encode_rows(values, offsets, rows[half:], out, computed)
+
+    @torch.inference_mode()
+    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(B, T) ids and mask -> (B, dim) float32 pooled, optionally normalized."""
+        input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
+        attention_mask = torch.from_numpy(mask.astype(np.int64)).to(self.device, non_blocking=True)
+        kwargs = {}
+        if self.left:
+            # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
+            kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        vectors = pool(hidden, attention_mask, self.pooling)  # (B, H) float32
+        if self.normalize:
+            vectors = l2_normalize(vectors)
+        return vectors.cpu().numpy()

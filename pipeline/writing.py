@@ -1,0 +1,78 @@
+"""Embedding blocks -> Parquet dataset files plus `_rejects/`, with the embedding recipe in the file metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import __version__
+from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
+from pipeline.config import EmbedConfig
+from pipeline.reading import REJECT, ROW, SOURCE
+from pipeline.storage import Location, write_parquet_atomic
+
+REJECTS_DIR = "_rejects"
+SUMMARY_FILE = "_summary.json"
+METADATA_PREFIX = "rayembed."
+
+
+def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
+    """What a reader needs to know to compare or reuse these vectors (dim is added per file from the column)."""
+    m = cfg.model
+    return {
+        "model": m.name_or_path,
+        "revision": m.revision or "",
+        "pooling": m.pooling,
+        "prompt": prompt,
+        "normalized": json.dumps(m.normalize),
+        "max_tokens": str(m.max_tokens),
+        "long_inputs": m.long_inputs,
+        "dtype": cfg.output.dtype,
+        "input_kind": cfg.input.kind,
+        "version": __version__,
+    }
+
+
+def block_file_name(block: pa.Table) -> str:
+    """Deterministic per block content, so a retried task overwrites its own file and two blocks never collide."""
+    first_rows = pc.min_max(block.column(ROW))
+    key = f"{sorted(set(block.column(SOURCE).to_pylist()))}|{first_rows['min']}|{first_rows['max']}|{block.num_rows}"
+    return f"part-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
+
+
+def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str]) -> pa.Table:
+    columns = ["id", *(CHUNK_COLUMNS if chunked else ()), "embedding", *keep_columns]
+    table = good.select(columns)
+    dim = table.schema.field("embedding").type.list_size
+    meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
+    return table.replace_schema_metadata(meta)
+
+
+def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict[str, str]) -> pa.Table:
+    """Write one block's good rows and rejects; return one stats row for the job summary."""
+    is_reject = pc.invert(pc.is_null(block.column(REJECT)))
+    good, rejects = block.filter(pc.invert(is_reject)), block.filter(is_reject)
+    name = block_file_name(block)
+    chunked = cfg.model.long_inputs == "chunk"
+    table = output_table(good, cfg.output.keep_columns, chunked, metadata)
+    step = cfg.output.rows_per_file
+    for part, start in enumerate(range(0, good.num_rows, step)):
+        write_parquet_atomic(table.slice(start, step), out.join(f"{name}-{part:04d}.parquet"))
+    if rejects.num_rows:
+        reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
+        write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
+    first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    return pa.table(
+        {
+            "rows_embedded": [first_chunks],
+            "rows_rejected": [rejects.num_rows],
+            "output_rows": [good.num_rows],
+            "tokens": [pc.sum(good.column(TOKEN_COUNT)).as_py() or 0],
+            "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
+            "embed_seconds": [pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0],
+            "files": [-(-good.num_rows // step)],
+        }
+    )

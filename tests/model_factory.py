@@ -1,0 +1,90 @@
+"""Tiny random-weight models of the real architectures, with a real tokenizer trained on the fly.
+
+Saved to disk and loaded back through pipeline.model_loading, the same path a hub model takes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import BertConfig, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen3Config, set_seed
+from transformers import AutoModel
+
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages\nQuery: "
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2000) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def wrap(tok: Tokenizer, template: str, padding_side: str) -> PreTrainedTokenizerFast:
+    """`template`: where the specials go, e.g. "<bos> $A" (Gemma-3) or "$A <eos>" (Qwen-3 embedding models)."""
+    tok = Tokenizer.from_str(tok.to_str())
+    ids = {s: tok.token_to_id(s) for s in SPECIALS}
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(s, ids[s]) for s in SPECIALS if s in template]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        padding_side=padding_side,
+        model_max_length=32768,
+    )
+
+
+ARCHS = {
+    # harrier-oss-v1-270m's family: Gemma-3 text decoder, BOS first
+    "gemma3": (
+        lambda v: Gemma3TextConfig(
+            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=32, max_position_embeddings=32768, sliding_window=32,
+            pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        ),
+        "<bos> $A",
+        "right",
+    ),
+    # harrier-oss-v1-0.6b's family: Qwen-3 decoder, EOS appended, left padding like Qwen3-Embedding
+    "qwen3": (
+        lambda v: Qwen3Config(
+            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=32, max_position_embeddings=32768, pad_token_id=0, eos_token_id=3,
+        ),
+        "$A <eos>",
+        "left",
+    ),
+    # an encoder for mean/cls pooling
+    "bert": (
+        lambda v: BertConfig(
+            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=512, pad_token_id=0,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+}
+
+
+def build_model(out_dir: Path, arch: str, tokenizer: Tokenizer, seed: int = 0) -> Path:
+    make_config, template, padding_side = ARCHS[arch]
+    set_seed(seed)
+    hf_tok = wrap(tokenizer, template, padding_side)
+    model = AutoModel.from_config(make_config(len(hf_tok)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    hf_tok.save_pretrained(out_dir)
+    prompts = {"query": QUERY_PROMPT, "document": ""}
+    (out_dir / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    return out_dir
