@@ -1,0 +1,98 @@
+"""Session fixtures: one local Ray, one S3 server on loopback, tiny real-architecture models built once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "sib200_sample.jsonl"
+MODELS_DIR = REPO / ".models"
+
+# Fake credentials for the moto server, set before Ray starts so every worker inherits them.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing-key-id",
+    AWS_SECRET_ACCESS_KEY="testing-secret-key",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    HF_HUB_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+)
+# Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists; pin mode and token so that a fresh machine and a
+# used one behave the same, for the in-process Ray and for the `ray start --head` of the Jobs API test alike.
+_token = Path(os.environ.get("PYTEST_RAY_TOKEN_DIR", "/tmp")) / f"rayembed-test-token-{os.getpid()}"
+_token.write_text(uuid.uuid4().hex)
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_token))
+
+sys.path.insert(0, str(Path(__file__).parent))
+from model_factory import build_model, train_tokenizer  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_texts() -> list[str]:
+    return [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """gemma3 (harrier-270m's family), qwen3 (harrier-0.6b's) and bert, random weights, one trained tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    tokenizer = train_tokenizer(sample_texts())
+    return {arch: build_model(root / arch, arch, tokenizer) for arch in ("gemma3", "qwen3", "bert")}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """Endpoint URL of a moto S3 server on loopback (a real S3 API over HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket; returns (boto3 client, bucket name)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+@pytest.fixture(scope="session")
+def real_model_dir():
+    """Models built by ../shared/tools/get-models.sh into .models/ (skips when they are absent)."""
+
+    def get(name: str) -> Path:
+        path = MODELS_DIR / name
+        if not (path / "model.safetensors").is_file():
+            pytest.skip(f"{path} missing: run ../shared/tools/get-models.sh .models")
+        return path
+
+    return get

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.pooling import l2_normalize, last_token_index, pool
+
+HIDDEN = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # (B=2, T=4, H=3)
+
+
+def test_last_token_right_padding():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [2, 3]
+    assert torch.equal(pool(HIDDEN, mask, "last_token"), torch.stack([HIDDEN[0, 2], HIDDEN[1, 3]]))
+
+
+def test_last_token_left_padding_where_sum_minus_one_is_wrong():
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [3, 3]
+    assert (mask.sum(1) - 1).tolist() == [1, 3]  # the common trick picks a pad position for row 0
+    assert torch.equal(pool(HIDDEN, mask, "last_token"), torch.stack([HIDDEN[0, 3], HIDDEN[1, 3]]))
+
+
+def test_mean_ignores_padding():
+    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]])
+    expected = torch.stack([HIDDEN[0, :2].mean(0), HIDDEN[1, 1:].mean(0)])
+    assert torch.allclose(pool(HIDDEN, mask, "mean"), expected)
+
+
+def test_cls_is_first_real_token_for_both_sides():
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]])
+    assert torch.equal(pool(HIDDEN, mask, "cls"), torch.stack([HIDDEN[0, 0], HIDDEN[1, 2]]))
+
+
+def test_unknown_pooling_names_the_choices():
+    with pytest.raises(ValueError, match="last_token, mean or cls"):
+        pool(HIDDEN, torch.ones(2, 4), "max")
+
+
+def test_l2_normalize_unit_norm():
+    v = l2_normalize(torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
+    assert torch.allclose(v, torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
