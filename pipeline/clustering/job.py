@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -86,7 +87,9 @@ def fit(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int) -> tuple[
     return result, {"fit_rows": n_fit, "init_rows": len(init_rows), "renormalized_in_sample": renormalized}
 
 
-def assign_and_write(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, centroids: np.ndarray, out: Location):
+def assign_and_write(
+    cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int, centroids: np.ndarray, out: Location
+) -> pa.Table:
     """Assign every row, then group by cluster: dedup and write per cluster. Returns the per-cluster stats."""
     carried = tuple(cfg.carried_columns())
     dedup_cfg = cfg.clustering.dedup
@@ -103,7 +106,11 @@ def assign_and_write(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, centroi
         assign_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref, "spec": spec}
     )
     cluster_spec = ClusterSpec(out, carried, dedup_cfg, cfg.clustering.seed)
-    stats = assigned.groupby("cluster_id").map_groups(
+    # Ray's default of 200 shuffle partitions costs minutes of task overhead on small data; a few per CPU (and one
+    # per ~500k rows on big data) keep every CPU busy without that overhead.
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    partitions = min(cfg.clustering.k, max(2 * cpus, math.ceil(rows / 500_000)))
+    stats = assigned.groupby("cluster_id", num_partitions=partitions).map_groups(
         finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
     )
     tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
@@ -163,7 +170,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     kmeans.check_k(cfg.clustering.k, rows)
 
     result, sample_facts = fit(cfg, ds, dim, rows)
-    stats = assign_and_write(cfg, ds, dim, result.centroids, out)
+    stats = assign_and_write(cfg, ds, dim, rows, result.centroids, out)
     sizes = write_centroids(result.centroids, stats, out)
     total_cos = float(stats.column("cos_sum").to_numpy().sum())
     renormalized = int(stats.column("renormalized").to_numpy().sum())

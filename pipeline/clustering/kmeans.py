@@ -3,8 +3,8 @@
 Lloyd's iteration is split into a map (`partial_sums`: one block of unit vectors against the current centroids ->
 per-cluster vector sums, counts, summed cosine and the block's farthest points) and a reduce (`merge` + `update`),
 so the same code runs on one machine (`fit_blocks`) and over a Ray dataset's blocks (distributed.py). Sums are
-float64 so that the reduction order barely matters; `merge` still takes parts in a fixed order so a seed gives one
-result. Plain numpy: no Ray in here.
+float64 across blocks so that the reduction order barely matters; `merge` still takes parts in a fixed order so a seed gives one
+result. Plain numpy/torch: no Ray in here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,23 @@ class FitResult:
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid by cosine: (labels (N,) int64, cosine (N,) float32). Ties go to the lower cluster id."""
-    sims = x @ centroids.T  # (N, k)
-    labels = sims.argmax(axis=1)
-    return labels.astype(np.int64), sims[np.arange(len(x)), labels]
+    labels = np.empty(len(x), dtype=np.int64)
+    cos = np.empty(len(x), dtype=np.float32)
+    for a in range(0, len(x), CHUNK_ROWS):
+        sims = x[a : a + CHUNK_ROWS] @ centroids.T  # (chunk, k)
+        labels[a : a + CHUNK_ROWS] = sims.argmax(axis=1)
+        cos[a : a + CHUNK_ROWS] = sims[np.arange(len(sims)), labels[a : a + CHUNK_ROWS]]
+    return labels, cos
+
+
+CHUNK_ROWS = 65_536  # rows per scatter-add: bounds the (rows, k) cosine scratch and the float32 summation length
 
 
 def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None) -> PartialSums:
     """The map step over one block of unit vectors (N, d) against unit centroids (k, d).
+
+    Per chunk of rows the vectors are scatter-added in float32 (torch's index_add_, ~10x faster than numpy's
+    np.add.at), and chunks are accumulated in float64, so the rounding error stays at float32 level of one chunk.
 
     Args:
         n_far: how many lowest-cosine points to keep for reseeding empty clusters; k by default, enough for every
@@ -76,11 +87,25 @@ def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None)
     k, d = centroids.shape
     n_far = k if n_far is None else n_far
     labels, cos = assign(x, centroids)
-    sums = np.zeros((k, d), dtype=np.float64)
-    np.add.at(sums, labels, x.astype(np.float64))
     counts = np.bincount(labels, minlength=k).astype(np.int64)
-    far = np.argsort(cos, kind="stable")[:n_far]
+    sums = np.zeros((k, d), dtype=np.float64)
+    xt, lt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(labels)
+    for a in range(0, len(x), CHUNK_ROWS):
+        chunk = torch.zeros((k, d), dtype=torch.float32).index_add_(0, lt[a : a + CHUNK_ROWS], xt[a : a + CHUNK_ROWS])
+        sums += chunk.numpy()
+    far = lowest(cos, n_far)
     return PartialSums(sums, counts, float(cos.astype(np.float64).sum()), len(x), cos[far], x[far].copy())
+
+
+def lowest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n smallest values, ascending, ties by index (argpartition, then a stable sort of n)."""
+    if n < len(values):
+        cand = np.sort(np.argpartition(values, n - 1)[:n])
+        # argpartition may pick any of several tied values at the cut: widen to all of them, then cut stably
+        cand = np.flatnonzero(values <= values[cand].max())
+    else:
+        cand = np.arange(len(values))
+    return cand[np.argsort(values[cand], kind="stable")][:n]
 
 
 def merge(parts: Sequence[PartialSums], n_far: int | None = None) -> PartialSums:
@@ -90,7 +115,7 @@ def merge(parts: Sequence[PartialSums], n_far: int | None = None) -> PartialSums
     n_far = parts[0].sums.shape[0] if n_far is None else n_far
     far_cos = np.concatenate([p.far_cos for p in parts])
     far_vec = np.concatenate([p.far_vec for p in parts])
-    keep = np.argsort(far_cos, kind="stable")[:n_far]
+    keep = lowest(far_cos, n_far)
     return PartialSums(
         sums=np.sum([p.sums for p in parts], axis=0),
         counts=np.sum([p.counts for p in parts], axis=0),

@@ -1,0 +1,175 @@
+"""End-to-end: the clustering job on local Ray, reading from and writing to the S3 server fixture."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cluster import main
+from pipeline.cluster_config import ClusterConfig
+from pipeline.clustering import kmeans
+from pipeline.clustering.job import run_cluster
+from pipeline.config import ConfigError, StorageConfig, parse_config
+from pipeline.storage import make_filesystem
+
+pytestmark = pytest.mark.slow
+
+K, DIM = 4, 24
+
+
+def write_embeddings(fs: pafs.FileSystem, root: str, seed: int = 0) -> dict[str, int]:
+    """Three files of 4 well-separated topics, with planted exact/near duplicates; returns id -> topic."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(K, DIM))
+    topic_of: dict[str, int] = {}
+    for f in range(3):
+        topics = rng.integers(K, size=150)
+        x = centres[topics] + 0.3 * rng.normal(size=(150, DIM))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x[1] = x[0] + 1e-4 * rng.normal(size=DIM)  # near duplicate of row 0
+        topics[1] = topics[0]
+        ids = [f"doc-{f}#{i}" for i in range(150)]
+        text = [("long " * 5 if i == 1 else "") + f"text {i}" for i in range(150)]
+        table = pa.table(
+            {
+                "id": ids,
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).ravel()), DIM),
+                "text": text,
+                "topic": topics,
+            }
+        )
+        pq.write_table(table, f"{root}/part-{f:05d}.parquet", filesystem=fs)
+        topic_of.update(zip(ids, topics.tolist()))
+    # files the job must ignore, as the embed job writes them
+    with fs.open_output_stream(f"{root}/_summary.json") as out:
+        out.write(b"{}")
+    return topic_of
+
+
+def config(endpoint: str, bucket: str, out: str, **clustering) -> ClusterConfig:
+    raw = {
+        "input": {"uri": f"s3://{bucket}/emb", "text_column": "text"},
+        "output": {"uri": f"s3://{bucket}/{out}", "keep_columns": ["topic"]},
+        "storage": {"endpoint_url": endpoint},
+        "clustering": {"k": K, "seed": 3, "sample_fraction": 0.7, "max_iter": 30, **clustering},
+    }
+    return parse_config(ClusterConfig, raw)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="clustering-test")
+    fs, _ = make_filesystem("s3://clustering-test", StorageConfig(endpoint_url=s3_server))
+    topic_of = write_embeddings(fs, "clustering-test/emb")
+    return fs, "clustering-test", topic_of
+
+
+def read_dir(fs: pafs.FileSystem, path: str) -> pa.Table:
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table()
+
+
+def test_cluster_job_on_s3_with_dedup(ray_session, s3_server, bucket):
+    fs, name, topic_of = bucket
+    cfg = config(s3_server, name, "run1", dedup={"eps": 0.001, "keep": "longest"})
+    summary = run_cluster(cfg)
+
+    assert summary["rows"] == 450 and summary["k"] == K
+    assert summary["converged"]
+    assert 250 < summary["fit_rows"] < 400  # ~70 % hashed sample
+    objs = [h["objective"] for h in summary["history"]]
+    assert all(b >= a - 1e-6 for a, b in zip(objs, objs[1:]))
+
+    assignments = read_dir(fs, f"{name}/run1/assignments")
+    assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "text", "topic"]
+    assert sorted(assignments.column("id").to_pylist()) == sorted(topic_of)  # every row once
+    # well separated topics: each cluster is exactly one topic
+    for cid in range(K):
+        rows = assignments.filter(pa.compute.equal(assignments.column("cluster_id"), cid))
+        assert len(set(rows.column("topic").to_pylist())) == 1
+    files = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{name}/run1/assignments")))
+    assert files == [f"cluster-{c:05d}.parquet" for c in range(K)]
+
+    centroids = pq.read_table(f"{name}/run1/centroids.parquet", filesystem=fs)
+    assert centroids.column("size").to_pylist() == summary["sizes"]
+    assert sum(summary["sizes"]) == 450
+    c = np.stack(centroids.column("centroid").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1, atol=1e-5)
+
+    dups = pq.read_table(f"{name}/run1/duplicates.parquet", filesystem=fs).sort_by("id").to_pylist()
+    # row 1 of every file is the planted near duplicate and has the longer text, so it is the one kept
+    assert [(d["id"], d["kept_id"]) for d in dups] == [(f"doc-{f}#0", f"doc-{f}#1") for f in range(3)]
+    assert all(d["cosine"] > 0.999 for d in dups)
+    kept = read_dir(fs, f"{name}/run1/kept_ids").column("id").to_pylist()
+    assert len(kept) == 447 and not {d["id"] for d in dups} & set(kept)
+    assert summary["dedup"] == {"eps": 0.001, "keep": "longest", "duplicates": 3, "kept": 447}
+
+    stored = json.loads(fs.open_input_stream(f"{name}/run1/summary.json").read())
+    assert stored["history"] == summary["history"]
+    for png in ("cluster_sizes.png", "objective.png"):
+        assert fs.open_input_stream(f"{name}/run1/{png}").read()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_centroids_and_matches_local_fit(ray_session, s3_server, bucket):
+    fs, name, _ = bucket
+    a = run_cluster(config(s3_server, name, "seed-a", sample_fraction=1.0, init="random"))
+    b = run_cluster(config(s3_server, name, "seed-b", sample_fraction=1.0, init="random"))
+    ca = pq.read_table(f"{name}/seed-a/centroids.parquet", filesystem=fs)
+    cb = pq.read_table(f"{name}/seed-b/centroids.parquet", filesystem=fs)
+    assert ca.equals(cb)
+    assert a["history"][-1]["objective"] == b["history"][-1]["objective"]
+    # the distributed fit equals the single-process fit from the same init rows (sorted by the same hash)
+    table = read_dir(fs, f"{name}/emb")
+    from pipeline.clustering.ordering import stable_uniform
+
+    order = np.argsort(stable_uniform(table.column("id").to_pylist(), 3), kind="stable")
+    x = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)[order]
+    local = kmeans.fit_blocks([x], K, max_iter=30, tol=1e-6, seed=3, init="random")
+    np.testing.assert_allclose(np.stack(ca.column("centroid").to_numpy(zero_copy_only=False)), local.centroids, atol=1e-5)
+
+
+def test_refuses_to_overwrite_and_bad_columns(ray_session, s3_server, bucket):
+    fs, name, _ = bucket
+    with pytest.raises(FileExistsError, match="output.overwrite=true"):
+        run_cluster(config(s3_server, name, "run1"))
+    cfg = config(s3_server, name, "bad-col")
+    cfg.input.embedding_column = "vector"
+    with pytest.raises(ValueError, match=r"'vector' not found; columns are \['id', 'embedding', 'text', 'topic'\]"):
+        run_cluster(cfg)
+    with pytest.raises(ValueError, match="k=500 clusters but only 450 rows"):
+        run_cluster(config(s3_server, name, "big-k", k=500))
+
+
+def test_non_normalized_vectors_are_normalized_with_a_warning(ray_session, tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    x = (5 * rng.normal(size=(60, 8))).astype(np.float32)  # norms around 14
+    pq.write_table(
+        pa.table({"id": [str(i) for i in range(60)], "embedding": pa.array(list(x), pa.list_(pa.float32()))}),
+        tmp_path / "part-0.parquet",
+    )
+    raw = {
+        "input": {"uri": str(tmp_path)},
+        "output": {"uri": str(tmp_path / "out")},
+        "clustering": {"k": 3},
+    }
+    with caplog.at_level("WARNING"):
+        summary = run_cluster(parse_config(ClusterConfig, raw))
+    assert summary["renormalized_rows"] == 60
+    assert "60 of 60 sampled embeddings were not unit length" in caplog.text
+    cos = read_dir(pafs.LocalFileSystem(), str(tmp_path / "out" / "assignments")).column("cosine_to_centroid")
+    assert max(cos.to_pylist()) <= 1.0 + 1e-6
+
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("input: {uri: x}\noutput: {uri: y}\nclustering: {k: 3, dedup: {eps: 0.1, keep: longest}}\n")
+    assert main(["--config", str(path)]) == 2
+    assert "needs input.text_column" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="clustering.kk: Extra inputs are not permitted"):
+        parse_config(ClusterConfig, {"input": {"uri": "x"}, "output": {"uri": "y"}, "clustering": {"k": 2, "kk": 3}})
