@@ -38,7 +38,7 @@ def test_batched_equals_unpadded_reference(tiny_models, arch, pooling, side):
     cfg = ModelConfig(name_or_path=str(tiny_models[arch]), pooling=pooling, padding_side=side, max_tokens=128)
     tokenizer = load_tokenizer(cfg)
     model = load_model(cfg, torch.device("cpu"))
-    texts = sample_texts()[::7]  # 46 texts of mixed lengths and scripts
+    texts = sample_texts()[::13]  # 25 texts of mixed lengths and scripts
     rows = tokenizer(texts, truncation=True, max_length=cfg.max_tokens)["input_ids"]
     values = np.concatenate([np.asarray(r) for r in rows])
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])

@@ -1,0 +1,182 @@
+"""End to end: corpus files (local or on the S3 server) -> jobs.embed on local Ray -> Parquet read back."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SAMPLE
+from jobs.embed import main as embed_main
+from pipeline.config import EmbedConfig
+from pipeline.embed_job import run_embed
+from pipeline.reading import InputFileError
+from pipeline.storage import resolve
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def config(model_dir, input_uri, output_uri, fmt, endpoint=None, **sections) -> EmbedConfig:
+    raw = {
+        "input": {"uri": input_uri, "format": fmt, **sections.pop("input", {})},
+        "output": {"uri": output_uri, **sections.pop("output", {})},
+        "model": {"name_or_path": str(model_dir), "max_tokens": 96, **sections.pop("model", {})},
+        "batching": {"max_tokens_per_batch": 2048, "rows_per_block": 128},
+        "storage": {"endpoint_url": endpoint} if endpoint else {},
+        **sections,
+    }
+    return EmbedConfig.model_validate(raw)
+
+
+def read_dataset(uri: str, endpoint: str | None = None) -> pa.Table:
+    from pipeline.config import StorageConfig
+
+    loc = resolve(uri, StorageConfig(endpoint_url=endpoint))
+    import pyarrow.dataset as pads
+
+    return pads.dataset(loc.path, filesystem=loc.fs, format="parquet").to_table()
+
+
+def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
+    client, bucket = s3_bucket
+    table = pa.Table.from_pylist(RECORDS)
+    for i, part in enumerate((table.slice(0, 200), table.slice(200))):
+        buf = io.BytesIO()
+        pq.write_table(part, buf)
+        client.put_object(Bucket=bucket, Key=f"corpus/part-{i}.parquet", Body=buf.getvalue())
+    cfg = config(
+        tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "parquet", s3_server,
+        input={"id_column": "id"}, output={"keep_columns": ["lang"], "rows_per_file": 100},
+    )
+    summary = run_embed(cfg)
+    assert summary["rows_in"] == summary["rows_embedded"] == summary["output_rows"] == len(RECORDS)
+    assert summary["rows_rejected"] == 0 and summary["output_files"] >= 4
+    assert 0.85 < summary["padding_efficiency"] <= 1.0  # small blocks of 128 rows
+
+    out = read_dataset(f"s3://{bucket}/emb", s3_server)
+    assert sorted(out.column("id").to_pylist()) == sorted(r["id"] for r in RECORDS)  # every id exactly once
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 64)
+    vectors = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    langs = dict(zip(out.column("id").to_pylist(), out.column("lang").to_pylist()))
+    assert all(langs[r["id"]] == r["lang"] for r in RECORDS)
+
+    key = client.list_objects_v2(Bucket=bucket, Prefix="emb/part-")["Contents"][0]["Key"]
+    meta = pq.read_schema(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).metadata
+    assert meta[b"rayembed.model"] == str(tiny_models["gemma3"]).encode()
+    assert meta[b"rayembed.dim"] == b"64" and meta[b"rayembed.pooling"] == b"last_token"
+    assert meta[b"rayembed.normalized"] == b"true" and meta[b"rayembed.max_tokens"] == b"96"
+    written = json.loads(client.get_object(Bucket=bucket, Key="emb/_summary.json")["Body"].read())
+    assert written["rows_in"] == len(RECORDS)
+
+
+BAD_LINES = [
+    b'{"id": "null", "text": null}',
+    b'{"id": "empty", "text": ""}',
+    b'{"id": "space", "text": "  \\t "}',
+    b'{"id": "int", "text": 42}',
+    b'{"id": "list", "text": ["a", "b"]}',
+    b'{"id": "notjson", "text": "unterminated',
+    b'{"id": "utf8", "text": "caf\xc3\x28"}',
+    b'{"text": "no id here"}',
+    b'["not", "an", "object"]',
+]
+REASONS = {
+    "null text", "empty or whitespace-only text", "text is int, not a string", "text is list, not a string",
+    "missing id", "JSON value is list, not an object",
+}
+
+
+def test_jsonl_with_bad_rows_goes_to_rejects(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = [json.dumps(r, ensure_ascii=False).encode() for r in RECORDS[:60]]
+    (corpus / "a.jsonl").write_bytes(b"\n".join(good[:30] + BAD_LINES + good[30:]) + b"\n")
+    out_dir = tmp_path / "emb"
+    code = embed_main([
+        "--config", str(write_yaml(tmp_path, tiny_models["qwen3"], corpus, out_dir)),
+        "--set", "model.prompt_name=query", "--set", "output.dtype=float16",
+    ])
+    assert code == 0
+    summary = json.loads((out_dir / "_summary.json").read_text())
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (69, 60, 9)
+    assert summary["prompt"].startswith("Instruct: ")
+
+    rejects = pq.read_table(out_dir / "_rejects").to_pylist()
+    reasons = {r["reason"] for r in rejects}
+    assert REASONS <= reasons
+    assert any(r.startswith("line is not valid JSON") for r in reasons)
+    assert any(r.startswith("invalid UTF-8 at byte") for r in reasons)
+    assert {r["source"] for r in rejects} == {"a.jsonl"} and all(r["row"] >= 30 for r in rejects)
+
+    import duckdb
+    import polars as pl
+
+    rows = duckdb.sql(f"select id, len(embedding) as d from read_parquet('{out_dir}/*.parquet')").fetchall()
+    assert len(rows) == 60 and {d for _, d in rows} == {64}
+    frame = pl.read_parquet(f"{out_dir}/*.parquet")
+    assert frame.schema["embedding"] == pl.Array(pl.Float16, 64) or frame["embedding"].dtype.size == 64
+    norms = np.linalg.norm(np.stack(pq.read_table(out_dir).column("embedding").to_numpy(zero_copy_only=False)), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=2e-3)  # float16 storage
+    pandas_frame = pq.read_table(out_dir).to_pandas()
+    assert sorted(pandas_frame["id"]) == sorted(r["id"] for r in RECORDS[:60])
+
+
+def write_yaml(tmp_path, model_dir, corpus, out_dir):
+    path = tmp_path / "embed.yaml"
+    path.write_text(
+        f"input: {{uri: '{corpus}', format: jsonl, id_column: id}}\n"
+        f"output: {{uri: '{out_dir}'}}\n"
+        f"model: {{name_or_path: '{model_dir}', max_tokens: 96}}\n"
+        "batching: {max_tokens_per_batch: 2048, rows_per_block: 64}\n"
+    )
+    return path
+
+
+def test_text_files_in_chunk_mode(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "texts"
+    corpus.mkdir()
+    long_line = " ".join(r["text"] for r in RECORDS[:30])
+    (corpus / "b.txt").write_text("first line\n" + long_line + "\n\nlast line\n")
+    cfg = config(tiny_models["bert"], str(corpus), str(tmp_path / "emb"), "text",
+                 model={"pooling": "mean", "long_inputs": "chunk", "max_tokens": 64, "chunk_overlap_tokens": 8})
+    summary = run_embed(cfg)
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (4, 3, 1)
+    out = pq.read_table(tmp_path / "emb").to_pylist()
+    chunks = sorted((r["chunk_index"], r["char_start"], r["char_end"]) for r in out if r["id"] == "b.txt#1")
+    assert len(chunks) > 3 and chunks[0][1] == 0 and chunks[-1][2] == len(long_line)
+    assert [c[0] for c in chunks] == list(range(len(chunks)))
+    assert {r["id"] for r in out} == {"b.txt#0", "b.txt#1", "b.txt#3"}  # derived ids: file + row
+    assert summary["output_rows"] == len(out)
+
+
+def test_missing_text_column_lists_columns(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "p"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "body": ["hello"]}), corpus / "x.parquet")
+    cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "parquet")
+    with pytest.raises(Exception, match=r"x.parquet: column\(s\) \['text'\] not found; the file has columns \['id', 'body'\]"):
+        run_embed(cfg)
+
+
+def test_existing_output_is_not_mixed(tiny_models, tmp_path):
+    (tmp_path / "emb").mkdir()
+    (tmp_path / "emb" / "part-old.parquet").write_bytes(b"x")
+    cfg = config(tiny_models["qwen3"], str(SAMPLE), str(tmp_path / "emb"), "jsonl")
+    with pytest.raises(FileExistsError, match="output.overwrite=true"):
+        run_embed(cfg)
+
+
+def test_corrupt_parquet_names_the_file(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "parquet")
+    with pytest.raises(Exception, match="cannot read .*broken.parquet as parquet"):
+        run_embed(cfg)
+    assert InputFileError.__name__  # the error type users catch when calling the library
