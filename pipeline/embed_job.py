@@ -64,15 +64,21 @@ def prepare_output(out: Location, overwrite: bool) -> None:
         out.fs.delete_file(f.path)
 
 
-def build_dataset(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str, out: Location) -> ray.data.Dataset:
+def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
+    """Ray remote args of the read and write tasks: mostly waiting on storage, retried on a lost worker."""
+    return dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
+
+
+def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
+    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.reading columns).
+
+    Shared by run_embed and the incremental re-embed job, which reads and writes differently around it.
+    """
     compute = cfg.compute
     # Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
     # Ray 2.60 only takes them through the deprecated **ray_remote_args, hence the filter.
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
     retries = dict(max_restarts=compute.max_restarts, max_task_retries=compute.max_task_retries)
-    io = dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
-    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
-    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
     ds = ds.map_batches(
         TokenizeActor,
         batch_size=cfg.batching.rows_per_block,
@@ -98,6 +104,14 @@ def build_dataset(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: st
         num_cpus=compute.cpus_per_actor,
         **retries,
     )
+    return ds
+
+
+def build_dataset(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str, out: Location) -> ray.data.Dataset:
+    io = io_task_args(cfg.compute)
+    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = embed_stages(ds, cfg, prompt)
     metadata = embedding_metadata(cfg, prompt)
     return ds.map_batches(
         write_block,
@@ -130,23 +144,32 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
     }
 
 
-def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
-    """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
-    start = time.perf_counter()
-    root, files = list_files(cfg.input.uri, cfg.storage)
-    out = resolve(cfg.output.uri, cfg.storage)
+def job_prompt(cfg: EmbedConfig) -> str:
+    """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
-        prompt = resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
+        return resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
     except OSError as err:
         raise ModelLoadError(f"cannot read the configuration of model {cfg.model.name_or_path}: {err}") from err
-    prepare_output(out, cfg.output.overwrite)
-    spec = ReadSpec(
+
+
+def read_spec(cfg: EmbedConfig, root: Location) -> ReadSpec:
+    return ReadSpec(
         root=root,
         format=cfg.input.format,
         text_column=cfg.input.text_column,
         id_column=cfg.input.id_column,
         keep_columns=tuple(cfg.output.keep_columns),
     )
+
+
+def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
+    """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
+    start = time.perf_counter()
+    root, files = list_files(cfg.input.uri, cfg.storage)
+    out = resolve(cfg.output.uri, cfg.storage)
+    prompt = job_prompt(cfg)
+    prepare_output(out, cfg.output.overwrite)
+    spec = read_spec(cfg, root)
     init_ray(cfg.compute)
     log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
     stats = list(build_dataset(cfg, spec, files, prompt, out).iter_batches(batch_size=None, batch_format="pyarrow"))
