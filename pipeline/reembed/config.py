@@ -1,0 +1,42 @@
+"""Config of the re-embed job: the embed job's sections plus a `reembed` section for leasing and retention."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from pipeline.config import EmbedConfig, Section
+
+
+class ReembedSettings(Section):
+    lease_ttl_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Lifetime of the output's lease; the running job renews it every third of this. A run killed "
+        "on another host blocks the next one for at most this long (same host: a dead pid is taken over at once).",
+    )
+    lease_settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Wait between writing the lease and reading it back. Object stores have no compare-and-swap "
+        "through pyarrow, so two runs that both saw no lease find out which write won after this pause.",
+    )
+    keep_manifests: int = Field(
+        2,
+        ge=1,
+        description="Published manifests per version whose data files are kept. Older data is deleted after a "
+        "publish; 2 keeps the files of a reader that opened the previous manifest just before the switch.",
+    )
+    owner: str | None = Field(None, description="Name written into the lease for messages; default host:pid.")
+
+
+class ReembedConfig(EmbedConfig):
+    reembed: ReembedSettings = Field(default_factory=ReembedSettings, description="Leasing and retention.")
+
+    @model_validator(mode="after")
+    def _check_reembed(self) -> ReembedConfig:
+        if self.output.overwrite:
+            raise ValueError(
+                "output.overwrite does not apply to the re-embed job: it versions the output itself "
+                "(remove the key, or use jobs.embed for a one-off dataset)"
+            )
+        return self

@@ -1,0 +1,149 @@
+"""The re-embed job: bring a versioned embeddings dataset up to date with the corpus and the configured model.
+
+lease -> fingerprint -> list + plan -> embed only new/changed files into per-run staging (a marker per completed
+file) -> manifest -> pointers -> garbage collection -> summary. Killed anywhere, the next run reuses every file
+that has a marker and embeds the rest; the previous version stays current until the last pointer write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import ray
+
+from pipeline.embed_job import embed_stages, init_ray, io_task_args, job_prompt, read_spec
+from pipeline.reembed.config import ReembedConfig
+from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
+from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
+from pipeline.reembed.lease import Lease
+from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
+from pipeline.reembed.objects import get_json, list_tree, put_json
+from pipeline.reembed.planner import Plan, make_plan
+from pipeline.reembed.publish import collect_garbage, publish, repoint_current
+from pipeline.reembed.sources import SourceFile, scan_sources
+from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
+from pipeline.storage import list_files, resolve
+from pipeline.writing import embedding_metadata
+
+log = logging.getLogger(__name__)
+
+
+def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:
+    """Completion markers of unpublished work, by file key."""
+    staged = {}
+    for name in list_tree(layout.staged):
+        raw = get_json(layout.staged.join(name))
+        if raw is not None:
+            entry = FileEntry.from_json(raw)
+            staged[entry.key] = entry
+    return staged
+
+
+def embed_files(
+    cfg: ReembedConfig, layout: VersionLayout, todo: list[SourceFile], prompt: str, run_id: str, lease: Lease
+) -> tuple[list[FileEntry], Progress]:
+    """Run the Ray Data pipeline over `todo`, writing a marker for each file as soon as it is complete."""
+    root, _ = list_files(cfg.input.uri, cfg.storage)
+    spec = read_spec(cfg, root)
+    target = StageTarget(
+        version_root=layout.root,
+        run_id=run_id,
+        keys={s.path: s.key for s in todo},
+        keep_columns=tuple(cfg.output.keep_columns),
+        chunked=cfg.model.long_inputs == "chunk",
+        metadata={**embedding_metadata(cfg, prompt), "fingerprint": layout.fingerprint},
+        rows_per_file=cfg.output.rows_per_file,
+    )
+    init_ray(cfg.compute)
+    io = io_task_args(cfg.compute)
+    ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(read_tagged, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = embed_stages(ds, cfg, prompt)
+    ds = ds.map_batches(write_by_source, batch_size=None, batch_format="pyarrow", fn_kwargs={"target": target}, **io)
+    progress = Progress(todo, run_id)
+    entries: list[FileEntry] = []
+
+    def stage(done: list[FileEntry]) -> None:
+        for entry in done:
+            lease.check()
+            put_json(entry.__dict__, layout.marker(entry.key))
+            entries.append(entry)
+            log.info("staged %s: %d rows", entry.path, entry.rows)
+
+    for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        stage(progress.add(stats))
+    stage(progress.finish())
+    return entries, progress
+
+
+def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
+    """Bring `output.uri` up to date; returns the summary also written to `<output>/_summary.json`."""
+    start = time.perf_counter()
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    out = resolve(cfg.output.uri, cfg.storage)
+    prompt = job_prompt(cfg)
+    recipe = fingerprint_recipe(cfg, prompt)
+    layout = VersionLayout(out, fingerprint_hash(recipe))
+    settings = cfg.reembed
+    with Lease(out.join(LEASE), run_id, settings.lease_ttl_seconds, settings.lease_settle_seconds, settings.owner) as lease:
+        root, rel_paths = list_files(cfg.input.uri, cfg.storage)
+        sources = scan_sources(root, rel_paths)
+        previous, current = version_manifest(layout), current_manifest(out)
+        plan = make_plan(sources, previous, load_staged(layout))
+        log.info("version %s: %s", layout.fingerprint, plan.counts())
+        embedded: list[FileEntry] = []
+        tokens = 0
+        if plan.to_embed:
+            embedded, progress = embed_files(cfg, layout, plan.to_embed, prompt, run_id, lease)
+            tokens = progress.tokens
+        manifest_rel, generation = None, previous.generation if previous else 0
+        if previous is None or not plan.is_noop:
+            generation += 1
+            entries = sorted(plan.reused + embedded, key=lambda e: e.path)
+            manifest = Manifest(layout.fingerprint, recipe, generation, run_id, cfg.input.uri, time.time(), entries)
+            manifest_rel = publish(layout, manifest, lease)
+            collect_garbage(layout, settings.keep_manifests, lease)
+        elif current is None or current.fingerprint != layout.fingerprint:
+            manifest_rel = get_json(layout.latest)["manifest"]
+            repoint_current(layout, manifest_rel, generation, lease)
+        summary = summarize(plan, embedded, layout, current, manifest_rel, generation, tokens)
+        summary["wall_seconds"] = round(time.perf_counter() - start, 3)
+        put_json(summary, out.join(SUMMARY))
+    log.info(
+        "files new %(new)d changed %(changed)d unchanged %(unchanged)d deleted %(deleted)d resumed %(resumed)d; "
+        "rows embedded %(rows_embedded)d reused %(rows_reused)d",
+        {**summary["files"], **summary},
+    )
+    return summary
+
+
+def summarize(
+    plan: Plan,
+    embedded: list[FileEntry],
+    layout: VersionLayout,
+    previous_current: Manifest | None,
+    manifest_rel: str | None,
+    generation: int,
+    tokens: int,
+) -> dict[str, Any]:
+    reused = plan.reused
+    total = reused + embedded
+    return {
+        "output": layout.out.uri,
+        "fingerprint": layout.fingerprint,
+        "previous_fingerprint": previous_current.fingerprint if previous_current else None,
+        "published": manifest_rel,  # None: nothing changed, the current manifest stays
+        "generation": generation,
+        "files": {**plan.counts(), "total": len(total)},
+        "rows_embedded": sum(e.embedded for e in embedded),
+        "rows_reused": sum(e.embedded for e in reused),
+        "rows_rejected": sum(e.rejected for e in embedded),
+        "rows_dropped": sum(e.embedded for e in plan.deleted + plan.replaced),
+        "rows_total": sum(e.embedded for e in total),
+        "output_rows_total": sum(e.output_rows for e in total),
+        "tokens": tokens,
+    }
+

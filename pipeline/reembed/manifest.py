@@ -1,0 +1,91 @@
+"""The manifest: which input files a dataset version covers, and which output files hold each one's rows.
+
+A manifest is immutable once written; a version moves forward by writing a new one and then the pointers.
+Output paths are relative to the version root, so a version can be copied or moved as a whole.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.reembed.layout import CURRENT, VersionLayout
+from pipeline.reembed.objects import get_json
+from pipeline.storage import Location
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One input file and its outputs. Row counts are input rows; `output_rows` counts chunks in chunk mode."""
+
+    path: str
+    size: int
+    token: str
+    key: str
+    run_id: str
+    rows: int
+    embedded: int
+    rejected: int
+    output_rows: int
+    files: list[str] = field(default_factory=list)
+    rejects: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> FileEntry:
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    fingerprint: str
+    recipe: dict[str, Any]
+    generation: int
+    run_id: str
+    input_uri: str
+    created_at: float
+    entries: list[FileEntry]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Manifest:
+        entries = [FileEntry.from_json(e) for e in raw.pop("entries")]
+        return cls(**raw, entries=entries)
+
+    def output_files(self) -> list[str]:
+        return [f for e in self.entries for f in e.files]
+
+    @property
+    def rows(self) -> int:
+        return sum(e.embedded for e in self.entries)
+
+
+def pointer(layout: VersionLayout, manifest_rel: str, generation: int) -> dict[str, Any]:
+    """What `_current.json` and `_latest.json` hold; the manifest path is relative to the output root."""
+    return {
+        "fingerprint": layout.fingerprint,
+        "manifest": manifest_rel,
+        "generation": generation,
+        "published_at": time.time(),
+    }
+
+
+def load_pointed(out: Location, pointer_loc: Location) -> Manifest | None:
+    """The manifest a pointer object names, or None when the pointer does not exist yet."""
+    ptr = get_json(pointer_loc)
+    if ptr is None:
+        return None
+    raw = get_json(out.join(ptr["manifest"]))
+    if raw is None:
+        raise FileNotFoundError(f"{pointer_loc.uri} names {ptr['manifest']}, which does not exist (deleted by hand?)")
+    return Manifest.from_json(raw)
+
+
+def current_manifest(out: Location) -> Manifest | None:
+    return load_pointed(out, out.join(CURRENT))
+
+
+def version_manifest(layout: VersionLayout) -> Manifest | None:
+    return load_pointed(layout.out, layout.latest)

@@ -1,0 +1,50 @@
+"""Small JSON objects (pointers, manifests, markers, the lease) written whole or not at all.
+
+An S3 PUT is atomic: a reader sees the old object or the new one. A local file written in place is not, so on
+local disks we write a hidden temp file and rename it over the target (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from pipeline.storage import Location, read_bytes, write_bytes
+
+
+def put_json(obj: Any, target: Location) -> None:
+    data = json.dumps(obj, indent=1, sort_keys=True).encode()
+    if not isinstance(target.fs, pafs.LocalFileSystem):
+        write_bytes(data, target)
+        return
+    folder, name = posixpath.split(target.path)
+    tmp = Location(target.fs, posixpath.join(folder, f".{name}.{uuid.uuid4().hex}"), target.uri)
+    write_bytes(data, tmp)
+    target.fs.move(tmp.path, target.path)
+
+
+def get_json(target: Location) -> Any | None:
+    """The object, or None when it does not exist (any other storage error propagates)."""
+    try:
+        return json.loads(read_bytes(target))
+    except FileNotFoundError:
+        return None
+
+
+def list_tree(root: Location) -> list[str]:
+    """Paths of every file under `root`, relative to it, sorted; empty when `root` does not exist."""
+    selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+    infos = root.fs.get_file_info(selector)
+    return sorted(posixpath.relpath(i.path, root.path) for i in infos if i.type == pafs.FileType.File)
+
+
+def delete_files(root: Location, rel_paths: list[str]) -> None:
+    for rel in rel_paths:
+        try:
+            root.fs.delete_file(root.join(rel).path)
+        except FileNotFoundError:
+            pass  # already gone: a previous garbage collection was interrupted after this delete

@@ -1,0 +1,73 @@
+"""Compare the corpus with the version's last manifest and the staged work: what to embed, what to reuse.
+
+Pure: no storage, no Ray, so every case (new, changed, unchanged, deleted, resumed) is a plain unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.reembed.manifest import FileEntry, Manifest
+from pipeline.reembed.sources import SourceFile
+
+
+@dataclass
+class Plan:
+    new: list[SourceFile] = field(default_factory=list)
+    changed: list[SourceFile] = field(default_factory=list)
+    unchanged: list[FileEntry] = field(default_factory=list)
+    deleted: list[FileEntry] = field(default_factory=list)
+    # Previous entries of changed files: their outputs leave the dataset with the next manifest.
+    replaced: list[FileEntry] = field(default_factory=list)
+    # New or changed files that an interrupted run already embedded completely (a staged marker exists).
+    resumed: list[FileEntry] = field(default_factory=list)
+
+    @property
+    def to_embed(self) -> list[SourceFile]:
+        done = {e.key for e in self.resumed}
+        return sorted((s for s in self.new + self.changed if s.key not in done), key=lambda s: s.path)
+
+    @property
+    def reused(self) -> list[FileEntry]:
+        return self.unchanged + self.resumed
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.new or self.changed or self.deleted)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "new": len(self.new),
+            "changed": len(self.changed),
+            "unchanged": len(self.unchanged),
+            "deleted": len(self.deleted),
+            "resumed": len(self.resumed),
+            "to_embed": len(self.to_embed),
+        }
+
+
+def make_plan(sources: list[SourceFile], previous: Manifest | None, staged: dict[str, FileEntry]) -> Plan:
+    """Classify every input file against `previous` (None: a version's first run).
+
+    Args:
+        sources: the corpus as listed now, with change tokens.
+        previous: the last published manifest of this fingerprint.
+        staged: completion markers by file key, left by runs that did not publish.
+    """
+    before = {e.path: e for e in previous.entries} if previous else {}
+    plan = Plan()
+    for src in sources:
+        old = before.get(src.path)
+        if old is not None and old.key == src.key:
+            plan.unchanged.append(old)
+            continue
+        if old is not None:
+            plan.changed.append(src)
+            plan.replaced.append(old)
+        else:
+            plan.new.append(src)
+        if src.key in staged:
+            plan.resumed.append(staged[src.key])
+    present = {s.path for s in sources}
+    plan.deleted = [e for e in before.values() if e.path not in present]
+    return plan

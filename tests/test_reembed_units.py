@@ -1,0 +1,176 @@
+"""Re-embed building blocks without Ray: planner cases, fingerprint, change tokens, lease, progress, publish."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import EmbedConfig, StorageConfig
+from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
+from pipeline.reembed.layout import VersionLayout
+from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
+from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
+from pipeline.reembed.objects import get_json, list_tree, put_json
+from pipeline.reembed.planner import make_plan
+from pipeline.reembed.publish import collect_garbage, publish
+from pipeline.reembed.sources import SourceFile, scan_sources
+from pipeline.reembed.staging import STATS_SCHEMA, Progress
+from pipeline.storage import resolve
+
+
+def entry(src: SourceFile, run="r1", rows=10) -> FileEntry:
+    return FileEntry(src.path, src.size, src.token, src.key, run, rows, rows, 0, rows, [f"data/{src.key}/{run}/p.parquet"])
+
+
+def manifest(entries, generation=1, run="r1") -> Manifest:
+    return Manifest("fp", {}, generation, run, "in", 0.0, entries)
+
+
+def test_plan_classifies_every_case():
+    a, b, c, d = (SourceFile(n, 5, "mtime_ns:1") for n in "abcd")
+    b2 = SourceFile("b", 6, "mtime_ns:2")
+    e = SourceFile("e", 1, "etag:x")
+    previous = manifest([entry(a), entry(b), entry(c)])
+    plan = make_plan([a, b2, d, e], previous, staged={e.key: entry(e, run="crashed", rows=3)})
+    assert [x.path for x in plan.unchanged] == ["a"]
+    assert [x.path for x in plan.changed] == ["b"] and [x.path for x in plan.replaced] == ["b"]
+    assert [x.path for x in plan.new] == ["d", "e"]
+    assert [x.path for x in plan.deleted] == ["c"]
+    assert [x.run_id for x in plan.resumed] == ["crashed"]
+    assert [x.path for x in plan.to_embed] == ["b", "d"]  # e is staged already
+    assert not plan.is_noop and make_plan([a, b, c], previous, {}).is_noop
+
+
+def test_staged_marker_of_an_older_content_is_not_resumed():
+    old, new = SourceFile("a", 5, "etag:1"), SourceFile("a", 5, "etag:2")
+    plan = make_plan([new], None, staged={old.key: entry(old)})
+    assert plan.resumed == [] and [s.path for s in plan.to_embed] == ["a"]
+
+
+def cfg(**model) -> EmbedConfig:
+    return EmbedConfig.model_validate(
+        {"input": {"uri": "x", "format": "jsonl"}, "output": {"uri": "y"}, "model": {"name_or_path": "m", **model}}
+    )
+
+
+def test_fingerprint_changes_with_the_recipe(tiny_models, tmp_path):
+    base = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "")
+    assert base["model_identity"]["source"] == "local" and len(base["model_identity"]["sha256"]) == 64
+    same = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "")
+    assert fingerprint_hash(base) == fingerprint_hash(same)
+    for change in ({"pooling": "mean"}, {"max_tokens": 64}, {"dtype": "float16"}):
+        other = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"]), **change), "")
+        assert fingerprint_hash(other) != fingerprint_hash(base), change
+    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "query: ")) != fingerprint_hash(base)
+    # Same weights in another directory: same fingerprint; one byte of the weights changed: a new one.
+    import shutil
+
+    copy = shutil.copytree(tiny_models["qwen3"], tmp_path / "qwen3")
+    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(copy)), "")) == fingerprint_hash(base)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(copy)), "")) != fingerprint_hash(base)
+
+
+def test_change_tokens_local_and_s3(tmp_path, s3_bucket, s3_server):
+    (tmp_path / "a.txt").write_text("one")
+    root = resolve(str(tmp_path), StorageConfig())
+    before = scan_sources(root, ["a.txt"])[0]
+    assert before.token.startswith("mtime_ns:")
+    os.utime(tmp_path / "a.txt", ns=(1, before_ns := int(before.token.split(":")[1]) + 1_000_000))
+    assert scan_sources(root, ["a.txt"])[0].key != before.key and before_ns
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="c/a.txt", Body=b"one")
+    client.put_object(Bucket=bucket, Key="c/b.txt", Body=b"two")
+    s3 = resolve(f"s3://{bucket}/c", StorageConfig(endpoint_url=s3_server))
+    first = scan_sources(s3, ["a.txt", "b.txt"])
+    assert [s.path for s in first] == ["a.txt", "b.txt"] and first[0].token.startswith("etag:")
+    client.put_object(Bucket=bucket, Key="c/a.txt", Body=b"ONE")  # same size, new content
+    second = scan_sources(s3, ["a.txt", "b.txt"])
+    assert second[0].key != first[0].key and second[1].key == first[1].key
+
+
+def test_lease_refuses_a_live_holder_and_takes_over_an_expired_one(tmp_path):
+    target = resolve(str(tmp_path / "_lease.json"), StorageConfig())
+    with Lease(target, "run-a", ttl=60, settle=0):
+        with pytest.raises(LeaseHeldError, match=r"being written by .*run run-a.*delete .*_lease.json"):
+            Lease(target, "run-b", ttl=60, settle=0).acquire()
+    assert get_json(target) is None  # released
+    put_json({"owner": "gone", "run_id": "old", "host": "elsewhere", "pid": 1, "token": "t", "expires_at": time.time() - 1}, target)
+    with Lease(target, "run-c", ttl=60, settle=0) as lease:
+        assert get_json(target)["run_id"] == "run-c"
+        put_json({**get_json(target), "token": "stolen"}, target)
+        with pytest.raises(LeaseLostError):
+            lease.check()
+
+
+def test_lease_race_has_one_winner(tmp_path):
+    target = resolve(str(tmp_path / "_lease.json"), StorageConfig())
+    barrier, results = threading.Barrier(4), []
+
+    def contend(i):
+        barrier.wait()
+        lease = Lease(target, f"run-{i}", ttl=60, settle=0.5)
+        try:
+            lease.acquire()
+            results.append(("won", i))
+        except LeaseHeldError:
+            results.append(("refused", i))
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r for r, _ in results) == ["refused"] * 3 + ["won"]
+    winner = next(i for r, i in results if r == "won")
+    assert get_json(target)["run_id"] == f"run-{winner}"
+
+
+def stats(source, rows, file_rows, files=()):
+    return pa.Table.from_pylist(
+        [dict(source=source, rows=rows, embedded=rows, rejected=0, output_rows=rows, file_rows=file_rows,
+              files=list(files), rejects=[], tokens=1, computed_tokens=1)], schema=STATS_SCHEMA)
+
+
+def test_progress_completes_a_file_when_its_last_rows_arrive():
+    a, b, empty = SourceFile("a", 1, "t"), SourceFile("b", 1, "t"), SourceFile("empty", 0, "t")
+    progress = Progress([a, b, empty], "run")
+    assert progress.add(stats("a", 5, 12, ["f1"])) == []  # the tagged last block may arrive first
+    assert progress.add(stats("b", 3, -1)) == []
+    done = progress.add(stats("a", 7, -1, ["f2"]))
+    assert [(e.path, e.rows, e.files) for e in done] == [("a", 12, ["f1", "f2"])]
+    with pytest.raises(RuntimeError, match="rows were lost"):
+        progress.finish()  # b's last block never came
+    progress.add(stats("b", 1, 4))
+    assert [(e.path, e.rows) for e in progress.finish()] == [("empty", 0)]
+    with pytest.raises(RuntimeError, match="duplicates"):
+        Progress([a], "r").add(stats("a", 13, 12))
+
+
+def test_publish_then_garbage_collect(tmp_path):
+    out = resolve(str(tmp_path / "emb"), StorageConfig())
+    layout = VersionLayout(out, "fp")
+    src = SourceFile("a", 1, "t")
+    first, second = entry(src, run="r1"), entry(src, run="r2")
+    for e in (first, second):
+        put_json({}, layout.root.join(e.files[0]))
+    put_json({}, layout.root.join(f"data/{src.key}/crashed/p.parquet"))
+    put_json(second.__dict__, layout.marker(src.key))
+    with Lease(out.join("_lease.json"), "r", ttl=60, settle=0) as lease:
+        with pytest.raises(FileNotFoundError, match="missing"):
+            publish(layout, manifest([entry(SourceFile("zzz", 1, "t"))]), lease)
+        assert current_manifest(out) is None  # nothing published
+        publish(layout, manifest([first], 1, "r1"), lease)
+        assert current_manifest(out).run_id == "r1"
+        publish(layout, manifest([second], 2, "r2"), lease)
+        assert current_manifest(out).run_id == "r2"
+        assert collect_garbage(layout, keep=1, lease=lease) == {"data_files": 2, "markers": 1, "manifests": 1}
+    assert list_tree(layout.data) == [second.files[0][len("data/") :]]
