@@ -60,7 +60,6 @@ def embed_side(cfg: MineConfig, side: Side, side_cfg: SideConfig, out: Location)
             text_column="text",
             id_column="id",
             kind=side_cfg.kind,
-            rows_per_block=side_cfg.rows_per_block,
         ),
         output=OutputConfig(uri=embeddings_at.uri, dtype=cfg.output.dtype, overwrite=cfg.output.overwrite),
         storage=cfg.storage,

@@ -72,7 +72,9 @@ class ShardSearcher:
     def __init__(self, keys: np.ndarray, offset: int, device: str = "cpu", key_block: int = 65536):
         if key_block <= 0:
             raise ValueError(f"key_block must be positive, got {key_block}")
-        self.keys = torch.from_numpy(np.ascontiguousarray(keys, dtype=np.float32)).to(device)  # (m_s, d)
+        # A shard from Ray's object store is a read-only view; torch needs its own (writable) copy of it.
+        keys = np.require(keys, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        self.keys = torch.from_numpy(keys).to(device)  # (m_s, d)
         self.offset = offset
         self.device = device
         self.key_block = key_block
@@ -84,7 +86,8 @@ class ShardSearcher:
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-min(k, rows) keys of this shard for each query: (B, k') scores and global indices."""
-        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device)  # (B, d)
+        queries = np.require(queries, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        q = torch.from_numpy(queries).to(self.device)  # (B, d)
         best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=self.device)
         best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=self.device)
         for start in range(0, self.rows, self.key_block):

@@ -47,7 +47,7 @@ def read_side(name: str, cfg: SideConfig, storage: StorageConfig) -> Side:
     """Good rows of the side's input in its language; raises SideError when none are left."""
     root, files = list_files(cfg.uri, storage)
     keep = (cfg.lang_column,) if cfg.lang_column else ()
-    spec = ReadSpec(root, cfg.format, cfg.text_column, cfg.id_column, keep, cfg.rows_per_block)
+    spec = ReadSpec(root, cfg.format, cfg.text_column, cfg.id_column, keep)
     ids: list[str] = []
     texts: list[str] = []
     rejected, other_lang = 0, Counter()
