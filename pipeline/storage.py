@@ -31,6 +31,10 @@ class Location:
     uri: str
 
     def join(self, *parts: str) -> Location:
+        """A location under this one; parts that would leave it (absolute, `..`) are refused, not normalized."""
+        for part in parts:
+            if part.startswith("/") or ".." in part.split("/"):
+                raise ValueError(f"refusing to write outside {self.uri}: {part!r} is absolute or contains '..'")
         path = posixpath.join(self.path, *parts)
         uri = posixpath.join(self.uri, *parts)
         return Location(self.fs, path, uri)
@@ -87,24 +91,35 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
     return root, sorted(names)
 
 
+class StorageWriteError(OSError):
+    """A write that failed after the S3 client's retries; the message names the object and the last error."""
+
+
 def write_parquet_atomic(table: pa.Table, target: Location) -> None:
     """Write so that readers never see a half-written file.
 
     S3 objects appear only when the upload completes; on local disks we write a hidden temp file and rename it.
     """
-    target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
-    if isinstance(target.fs, pafs.LocalFileSystem):
-        tmp = posixpath.join(posixpath.dirname(target.path), f".{posixpath.basename(target.path)}.{uuid.uuid4().hex}")
-        pq.write_table(table, tmp, filesystem=target.fs)
-        target.fs.move(tmp, target.path)
-    else:
-        pq.write_table(table, target.path, filesystem=target.fs)
+    try:
+        target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
+        if isinstance(target.fs, pafs.LocalFileSystem):
+            name = f".{posixpath.basename(target.path)}.{uuid.uuid4().hex}"
+            tmp = posixpath.join(posixpath.dirname(target.path), name)
+            pq.write_table(table, tmp, filesystem=target.fs)
+            target.fs.move(tmp, target.path)
+        else:
+            pq.write_table(table, target.path, filesystem=target.fs)
+    except OSError as err:
+        raise StorageWriteError(f"cannot write {target.uri}: {err}") from err
 
 
 def write_bytes(data: bytes, target: Location) -> None:
-    target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
-    with target.fs.open_output_stream(target.path) as out:
-        out.write(data)
+    try:
+        target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
+        with target.fs.open_output_stream(target.path) as out:
+            out.write(data)
+    except OSError as err:
+        raise StorageWriteError(f"cannot write {target.uri}: {err}") from err
 
 
 def read_bytes(target: Location) -> bytes:
