@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,9 @@ from pipeline.storage import Location
 
 REJECT, SOURCE, ROW = "_reject", "_source", "_row"
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
+# A character that is neither whitespace nor a C0/C1 control: a text without one has nothing to embed. Other
+# control characters and NUL bytes inside real text are kept verbatim; the tokenizer decides what they become.
+VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")
 
 
 class InputFileError(RuntimeError):
@@ -46,6 +50,8 @@ def text_reject_reason(value: Any) -> str | None:
         return f"text is {type(value).__name__}, not a string"
     if not value.strip():
         return "empty or whitespace-only text"
+    if not VISIBLE.search(value):
+        return "text has only control characters"
     return None
 
 
@@ -115,6 +121,7 @@ def read_lines(spec: ReadSpec, path: str) -> Iterator[bytes]:
 def read_jsonl(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
     texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     row, seen_key, keys = 0, False, set()
+    parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
     for line in read_lines(spec, path):
         record: Any = None
         try:
@@ -129,6 +136,8 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
             record = {spec.text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
         keys.update(record)
         seen_key = seen_key or spec.text_column in record
+        if not isinstance(record.get(spec.text_column), _Invalid):
+            parsed, seen_id = True, seen_id or spec.id_column in record
         texts.append(record.get(spec.text_column, _Invalid(f"no {spec.text_column!r} key")))
         ids.append(record.get(spec.id_column) if spec.id_column else None)
         for c in spec.keep_columns:
@@ -143,6 +152,11 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
         raise InputFileError(
             f"{rel}: no record has the key {spec.text_column!r}; keys found: {sorted(keys - {spec.text_column})} "
             "(set input.text_column)"
+        )
+    if parsed and not seen_id:
+        raise InputFileError(
+            f"{rel}: no record has the key {spec.id_column!r}; keys found: {sorted(keys - {spec.id_column})} "
+            "(set input.id_column)"
         )
 
 
