@@ -20,7 +20,8 @@ from ray.util.annotations import RayDeprecationWarning
 
 from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import ComputeConfig, EmbedConfig
-from pipeline.model_loading import ModelLoadError, load_prompts
+from pipeline.duplicate_ids import find_duplicates, id_digests, reject_rows
+from pipeline.model_loading import ModelLoadError, check_model, load_prompts
 from pipeline.prompts import resolve_prompt
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_bytes
@@ -35,6 +36,9 @@ def init_ray(compute: ComputeConfig) -> None:
         ray.init(address=compute.ray_address, log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
+    # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
+    # compute.max_task_retries times; without this Ray Data fails the job on the first one.
+    ctx.actor_task_retry_on_errors = True
 
 
 def gpus_per_actor(compute: ComputeConfig) -> float:
@@ -44,9 +48,25 @@ def gpus_per_actor(compute: ComputeConfig) -> float:
 
 
 def read_files(batch: pa.Table, spec: ReadSpec):
-    """Ray Data generator UDF: one input row per file path, many output blocks per file."""
-    for rel in batch.column("file").to_pylist():
-        yield from read_file(spec, rel)
+    """Ray Data generator UDF: one input row per file path, many output blocks per file.
+
+    An optional `duplicates` column holds, per file, the JSON {row: reason} of rows that repeat an earlier id.
+    """
+    files = batch.column("file").to_pylist()
+    extra = batch.column("duplicates").to_pylist() if "duplicates" in batch.column_names else [None] * len(files)
+    for rel, dups in zip(files, extra):
+        reasons = {int(row): reason for row, reason in json.loads(dups).items()} if dups else {}
+        for block in read_file(spec, rel):
+            yield reject_rows(block, reasons) if reasons else block
+
+
+def scan_duplicates(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> dict[str, dict[int, str]]:
+    """Pre-pass for input.duplicate_ids (see pipeline.duplicate_ids): one Ray task per file returns id digests."""
+    if spec.id_column is None:
+        return {}  # derived ids (file#row) are unique by construction
+    task = ray.remote(id_digests).options(**io_task_args(cfg.compute))
+    digests = ray.get([task.remote(spec, rel) for rel in files])
+    return find_duplicates(files, digests, cfg.input.duplicate_ids)
 
 
 def prepare_output(out: Location, overwrite: bool) -> None:
@@ -60,7 +80,9 @@ def prepare_output(out: Location, overwrite: bool) -> None:
             f"output {out.uri} already holds {len(existing)} files; set output.overwrite=true to replace them "
             "or choose another output.uri"
         )
-    for f in existing:
+    summary = out.join(SUMMARY_FILE).path
+    # The summary is the commit marker: it goes first, so a crash mid-delete never leaves a marked, half-old dataset.
+    for f in sorted(existing, key=lambda f: f.path != summary):
         out.fs.delete_file(f.path)
 
 
@@ -107,9 +129,18 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
     return ds
 
 
-def build_dataset(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str, out: Location) -> ray.data.Dataset:
+def build_dataset(
+    cfg: EmbedConfig,
+    spec: ReadSpec,
+    files: list[str],
+    prompt: str,
+    out: Location,
+    duplicates: dict[str, dict[int, str]] | None = None,
+) -> ray.data.Dataset:
     io = io_task_args(cfg.compute)
-    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    duplicates = duplicates or {}
+    items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
+    ds = ray.data.from_items(items, override_num_blocks=len(files))
     ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
     ds = embed_stages(ds, cfg, prompt)
     metadata = embedding_metadata(cfg, prompt)
@@ -168,14 +199,18 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     root, files = list_files(cfg.input.uri, cfg.storage)
     out = resolve(cfg.output.uri, cfg.storage)
     prompt = job_prompt(cfg)
+    check_model(cfg.model)
     prepare_output(out, cfg.output.overwrite)
     spec = read_spec(cfg, root)
     init_ray(cfg.compute)
+    duplicates = scan_duplicates(cfg, spec, files)
     log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
-    stats = list(build_dataset(cfg, spec, files, prompt, out).iter_batches(batch_size=None, batch_format="pyarrow"))
+    ds = build_dataset(cfg, spec, files, prompt, out, duplicates)
+    stats = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     summary = summarize(stats, time.perf_counter() - start, len(files))
     summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
+    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).
     write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -54,13 +55,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     """The transformer body (AutoModel, no LM head) in eval mode on `device`."""
     warn_remote_code(cfg)
-    local = Path(cfg.name_or_path)
-    if local.exists() and not any(local.glob("*.safetensors")):
-        if not (cfg.allow_pickle_weights and any(local.glob("*.bin"))):
-            raise ModelLoadError(
-                f"{local} has no *.safetensors weights"
-                + ("" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)")
-            )
+    check_local_weights(cfg)
     config = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     dtype = pick_dtype(cfg, device, getattr(config, "torch_dtype", None))
     try:
@@ -75,6 +70,69 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
     return model.to(device).eval()
+
+
+def check_local_weights(cfg: ModelConfig) -> None:
+    """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed)."""
+    local = Path(cfg.name_or_path)
+    if local.exists() and not any(local.glob("*.safetensors")):
+        if not (cfg.allow_pickle_weights and any(local.glob("*.bin"))):
+            raise ModelLoadError(
+                f"{local} has no *.safetensors weights"
+                + ("" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)")
+            )
+
+
+# sentence-transformers 1_Pooling/config.json flags -> our pooling names; None: a pooling we cannot serve
+ST_POOLING = {
+    "pooling_mode_lasttoken": "last_token",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": None,
+    "pooling_mode_mean_sqrt_len_tokens": None,
+    "pooling_mode_weightedmean_tokens": None,
+}
+
+
+def declared_pooling(cfg: ModelConfig) -> list[str]:
+    """Pooling modes the model's sentence-transformers 1_Pooling/config.json switches on ([] when it has none)."""
+    local = Path(cfg.name_or_path)
+    if local.is_dir():
+        path = local / "1_Pooling" / "config.json"
+    else:
+        found = cached_file(
+            cfg.name_or_path,
+            "1_Pooling/config.json",
+            revision=cfg.revision,
+            _raise_exceptions_for_missing_entries=False,
+        )
+        path = Path(found) if found else None
+    if path is None or not path.is_file():
+        return []
+    return [mode for mode, on in json.loads(path.read_text()).items() if mode.startswith("pooling_mode_") and on]
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Fail on the driver, before any actor starts, when the model cannot give the vectors the config asks for.
+
+    A model trained with one pooling gives meaningless vectors under another, and a model directory without
+    weights would otherwise fail inside every embedding actor, restart after restart.
+    """
+    check_local_weights(cfg)
+    modes = declared_pooling(cfg)
+    if not modes:
+        return
+    ours = [ST_POOLING.get(m) for m in modes]
+    if None in ours or len(ours) > 1:  # sentence-transformers concatenates several modes
+        raise ModelLoadError(
+            f"model {cfg.name_or_path} declares pooling {modes} in 1_Pooling/config.json, which rayembed cannot serve "
+            "(supported: last_token, mean, cls)"
+        )
+    if cfg.pooling not in ours:
+        raise ModelLoadError(
+            f"model {cfg.name_or_path} was trained with {' + '.join(modes)} pooling (1_Pooling/config.json) but "
+            f"model.pooling is {cfg.pooling!r}; set model.pooling: {ours[0]}"
+        )
 
 
 def load_prompts(cfg: ModelConfig) -> dict[str, str]:
