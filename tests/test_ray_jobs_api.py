@@ -1,0 +1,103 @@
+"""Submit the embed job to a separate `ray start --head` on loopback through the Ray Jobs API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLE, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ray_head():
+    """A head node of its own (not the session's in-process Ray), with token auth pinned by conftest's env.
+
+    `ray start --block` in its own process group, so teardown stops exactly this cluster: `ray stop` would stop
+    every Ray on the machine. A short temp dir keeps Ray's socket paths under the Unix length limit.
+    """
+    port, dashboard = free_port(), free_port()
+    # Every port of its own: another Ray on the machine (the session's, a developer's) holds the default ones.
+    own_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "node-manager-port", "object-manager-port", "ray-client-server-port")]
+    ray = str(Path(sys.executable).parent / "ray")
+    tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=3", "--disable-usage-stats",
+         f"--temp-dir={tmp}", *own_ports],
+        env={**os.environ, "RAY_TMPDIR": tmp}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    wait_until_up(address, head)
+    yield address
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, sig)
+        time.sleep(3)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_until_up(address: str, head: subprocess.Popen, timeout: float = 180) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + timeout
+    while True:
+        assert head.poll() is None, "ray start --head exited early"
+        try:
+            JobSubmissionClient(address).list_jobs()
+            return
+        except Exception:  # the dashboard is not serving yet; retried until the deadline
+            assert time.time() < deadline, f"Ray head at {address} did not come up in {timeout} s"
+            time.sleep(2)
+
+
+def submit_when_agent_ready(client, timeout: float = 120, **job) -> str:
+    """The dashboard answers before the node's job agent registers; Ray says so and asks to retry."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_submit_embed_job(ray_head, tiny_models, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    out = tmp_path / "emb"
+    client = JobSubmissionClient(ray_head)
+    job_id = submit_when_agent_ready(
+        client,
+        entrypoint=(
+            f"{sys.executable} -m jobs.embed --config configs/quickstart.yaml"
+            f" --set input.uri={SAMPLE} --set output.uri={out} --set model.name_or_path={tiny_models['gemma3']}"
+            " --set model.max_tokens=128 --set output.keep_columns=[lang]"
+        ),
+        runtime_env={"working_dir": str(REPO), "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/"],
+                     "env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
+    deadline = time.time() + 400
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_embedded"] == 320
+    assert '"rows_embedded": 320' in logs  # the job prints its summary
