@@ -6,9 +6,9 @@ instance/pod role, so they cannot leak into logs, configs or outputs.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -85,7 +85,8 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
             names.append(rel)
     if glob_at >= 0:
         pattern = posixpath.relpath(uri, base_uri) if base_uri else uri
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        matcher = glob_regex(pattern)
+        names = [n for n in names if matcher.fullmatch(n)]
     if not names:
         raise FileNotFoundError(f"no input files found at {uri} (check input.uri and storage settings)")
     return root, sorted(names)
@@ -93,6 +94,14 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
 
 class StorageWriteError(OSError):
     """A write that failed after the S3 client's retries; the message names the object and the last error."""
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """Shell-style glob where `*` and `?` stay within one path segment and `**` crosses segments."""
+    parts = re.split(r"(\*\*|\*|\?|\[[^\]]*\])", pattern)
+    table = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    regex = "".join(table.get(p) or (p if p.startswith("[") and p.endswith("]") else re.escape(p)) for p in parts)
+    return re.compile(regex)
 
 
 def write_parquet_atomic(table: pa.Table, target: Location) -> None:
