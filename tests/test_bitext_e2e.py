@@ -1,0 +1,125 @@
+"""The mining job end to end: embed both sides through the embed job, mine on shard actors, write to S3.
+
+Corpus: the SIB-200 sample, one multilingual JSONL with a `lang` column; rows with the same numeric id suffix are
+translations of each other, so the French and English rows are 16 known pairs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, SAMPLE
+from test_ray_jobs_api import ray_head, submit_when_agent_ready  # noqa: F401  (ray_head: a fixture, used by name)
+
+from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
+from pipeline.config import parse_config
+from pipeline.mine_config import MineConfig
+
+pytestmark = pytest.mark.slow
+RECORDS = {r["id"]: r for r in map(json.loads, SAMPLE.read_text().splitlines())}
+
+
+def mine_config(model_dir, corpus_uri: str, output_uri: str, endpoint: str | None = None, **mining) -> dict:
+    side = {"uri": corpus_uri, "format": "jsonl", "id_column": "id", "lang_column": "lang"}
+    return {
+        "source": {**side, "lang": "fra_Latn"},
+        "target": {**side, "lang": "eng_Latn"},
+        "output": {"uri": output_uri},
+        "model": {"name_or_path": str(model_dir), "pooling": "mean", "prompt": "query: ", "max_tokens": 128},
+        "storage": {"endpoint_url": endpoint} if endpoint else {},
+        "compute": {"num_actors": 1, "cpus_per_actor": 1},
+        "mining": {"num_shards": 2, "cpus_per_shard": 0.5, "block_size": 5, **mining},
+    }
+
+
+def check_pairs_against_corpus(table) -> None:
+    """Every output row's ids, texts and languages must be those of the corpus rows: the joins lost nothing."""
+    assert table.schema.equals(PAIRS_SCHEMA)
+    for row in table.to_pylist():
+        src, tgt = RECORDS[row["src_id"]], RECORDS[row["tgt_id"]]
+        assert (src["text"], src["lang"]) == (row["src_text"], row["src_lang"]) == (src["text"], "fra_Latn")
+        assert (tgt["text"], tgt["lang"]) == (row["tgt_text"], row["tgt_lang"]) == (tgt["text"], "eng_Latn")
+    assert len(set(table.column("src_id").to_pylist())) == len(set(table.column("tgt_id").to_pylist())) == len(table)
+
+
+def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server):
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
+    raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/mined", s3_server)
+    summary = run_mine(parse_config(MineConfig, raw))
+
+    assert summary["source"]["rows_read"] == summary["target"]["rows_read"] == len(RECORDS)
+    assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 16
+    assert summary["shards"]["forward"] == 2
+    body = client.get_object(Bucket=bucket, Key="mined/pairs/part-00000.parquet")["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    assert table.num_rows == summary["pairs_kept"] > 0
+    check_pairs_against_corpus(table)
+    written = json.loads(client.get_object(Bucket=bucket, Key="mined/summary.json")["Body"].read())
+    assert written["pairs_selected"] == summary["pairs_selected"]
+    png = client.get_object(Bucket=bucket, Key="mined/score_histogram.png")["Body"].read()
+    assert png[:4] == b"\x89PNG"
+    # the embedded inputs are exactly the mined rows, so a second run can reuse them without embedding again
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="mined/embeddings/")["Contents"]}
+    assert any(k.startswith("mined/embeddings/source/part-") for k in keys)
+    reuse = {
+        **raw,
+        "output": {"uri": f"s3://{bucket}/mined-again"},
+        "source": {**raw["source"], "embeddings_uri": f"s3://{bucket}/mined/embeddings/source"},
+        "target": {**raw["target"], "embeddings_uri": f"s3://{bucket}/mined/embeddings/target"},
+    }
+    again = run_mine(parse_config(MineConfig, reuse))
+    assert again["source"]["embeddings"] == {
+        "reused": reuse["source"]["embeddings_uri"],
+        "model": str(tiny_models["bert"]),
+    }
+    body = client.get_object(Bucket=bucket, Key="mined-again/pairs/part-00000.parquet")["Body"].read()
+    assert pq.read_table(io.BytesIO(body)).equals(table)  # same vectors, same pairs
+
+
+@pytest.mark.models
+def test_real_model_finds_the_translations(ray_session, real_model_dir, tmp_path):
+    """multilingual-e5-small on 16 French and 16 English FLORES sentences: the mined pairs are the translations."""
+    raw = mine_config(real_model_dir("multilingual-e5-small"), str(SAMPLE), str(tmp_path / "mined"))
+    summary = run_mine(parse_config(MineConfig, raw))
+    table = pq.read_table(tmp_path / "mined" / "pairs" / "part-00000.parquet")
+    check_pairs_against_corpus(table)
+    correct = sum(
+        s.split("-")[1] == t.split("-")[1] for s, t in zip(table["src_id"].to_pylist(), table["tgt_id"].to_pylist())
+    )
+    assert summary["pairs_kept"] == 16 and correct == 16
+
+
+def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path):  # noqa: F811
+    """`ray job submit` path: the entrypoint runs on a separate head node, reading and writing the S3 server."""
+    import yaml
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client_s3, bucket = s3_bucket
+    client_s3.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
+    path = tmp_path / "mine.yaml"
+    raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
+    raw["compute"] = {"num_actors": 1, "cpus_per_actor": 0.5}
+    path.write_text(yaml.safe_dump(raw))
+    client = JobSubmissionClient(ray_head)
+    job_id = submit_when_agent_ready(
+        client,
+        entrypoint=f"{sys.executable} -m jobs.mine_bitext --config {path}",
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/", "out/"],
+            "env_vars": {"HF_HUB_OFFLINE": "1"},
+        },
+    )
+    deadline = time.time() + 500
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(2)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
+    body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
+    check_pairs_against_corpus(pq.read_table(io.BytesIO(body)))
