@@ -1,0 +1,78 @@
+"""Helpers shared by the fault, bad-input and security suites: configs, reading a run back, the count identity.
+
+The count identity is the point of those suites: every input row leaves the job either as embedded output or as
+a reject row with its reason, so rows_in = rows embedded + rows rejected, and the files say the same as the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from pipeline.config import EmbedConfig, StorageConfig
+from pipeline.storage import resolve
+
+
+def make_config(model_dir, input_uri, output_uri, fmt, endpoint=None, **sections) -> EmbedConfig:
+    """A small, explicit job config: retries are spelled out rather than left to Ray's defaults."""
+    raw = {
+        "input": {"uri": str(input_uri), "format": fmt, **sections.pop("input", {})},
+        "output": {"uri": str(output_uri), **sections.pop("output", {})},
+        "model": {"name_or_path": str(model_dir), "max_tokens": 96, **sections.pop("model", {})},
+        "batching": {"max_tokens_per_batch": 2048, "rows_per_block": 64, **sections.pop("batching", {})},
+        "storage": {**({"endpoint_url": endpoint} if endpoint else {}), **sections.pop("storage", {})},
+        "compute": {"max_restarts": 2, "max_task_retries": 2, **sections.pop("compute", {})},
+        **sections,
+    }
+    return EmbedConfig.model_validate(raw)
+
+
+def read_run(uri: str, endpoint: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """(embedded rows, reject rows) of a finished run; files starting with '_' or '.' are not dataset files."""
+    loc = resolve(uri, StorageConfig(endpoint_url=endpoint))
+    good = pads.dataset(loc.path, filesystem=loc.fs, format="parquet").to_table()
+    rejects_path = f"{loc.path}/_rejects"
+    if loc.fs.get_file_info(rejects_path).type == pafs.FileType.NotFound:
+        return good, pa.table({"id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    return good, pads.dataset(rejects_path, filesystem=loc.fs, format="parquet").to_table()
+
+
+def check_counts(
+    summary: dict, uri: str, rows_in: int, endpoint: str | None = None, case: str = ""
+) -> tuple[pa.Table, pa.Table]:
+    """Assert rows in = embedded + rejected, in the summary and in the files; every embedded id exactly once."""
+    good, rejects = read_run(uri, endpoint)
+    first = good.filter(pa.compute.equal(good.column("chunk_index"), 0)) if "chunk_index" in good.column_names else good
+    ids = first.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "an input row was embedded twice"
+    assert summary["rows_in"] == rows_in, (summary, rows_in)
+    assert summary["rows_embedded"] + summary["rows_rejected"] == rows_in
+    assert (len(ids), rejects.num_rows) == (summary["rows_embedded"], summary["rows_rejected"])
+    assert good.num_rows == summary["output_rows"]
+    record_figure(case or uri, rows_in=rows_in, rows_out=len(ids), rows_rejected=rejects.num_rows)
+    return good, rejects
+
+
+def vectors_by_id(table: pa.Table) -> dict[str, np.ndarray]:
+    return dict(zip(table.column("id").to_pylist(), table.column("embedding").to_numpy(zero_copy_only=False)))
+
+
+def assert_same_vectors(got: pa.Table, want: dict[str, np.ndarray], atol: float = 1e-5) -> None:
+    """Same ids, each exactly once, with the same embedding (up to float noise from different batch padding)."""
+    got_ids = got.column("id").to_pylist()
+    assert sorted(got_ids) == sorted(want), "ids differ from the fault-free run"
+    for key, vec in vectors_by_id(got).items():
+        np.testing.assert_allclose(vec, want[key], atol=atol, err_msg=key)
+
+
+def record_figure(what: str, **figures) -> None:
+    """Append figures (faults injected, retries seen, row counts) to $ROBUSTNESS_FIGURES, for the closing note."""
+    path = os.environ.get("ROBUSTNESS_FIGURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"what": what, **figures}) + "\n")

@@ -1,0 +1,270 @@
+"""Bad input: every case gets a clear error (naming the file, column or key) or a reject row with its reason.
+
+Extends tests/test_embed_job.py, which already covers null/empty/whitespace/int/list text, invalid UTF-8 and
+non-JSON lines in JSONL, a missing text column and a non-Parquet file. Here: duplicate ids within and across
+files (both policies), NUL and control characters, invalid UTF-8 in text files, non-string Parquet columns,
+truncated Parquet and gzip files, a missing id column or key, empty input listings, bad configs on the command line,
+and model directories that cannot serve. Each run checks the count identity: rows in = embedded + rejected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SAMPLE
+from robustness_helpers import check_counts, make_config, record_figure
+
+from jobs.embed import main as embed_main
+from pipeline.duplicate_ids import DuplicateIdError
+from pipeline.embed_job import run_embed
+from pipeline.model_loading import ModelLoadError
+from pipeline.reading import InputFileError
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def jsonl(rows: list) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+def reasons_by_id(rejects: pa.Table) -> dict[str, str]:
+    return dict(zip(rejects.column("id").to_pylist(), rejects.column("reason").to_pylist()))
+
+
+def reasons_by_row(rejects: pa.Table) -> dict[tuple[str, int], str]:
+    return {(r["source"], r["row"]): r["reason"] for r in rejects.to_pylist()}
+
+
+def test_jsonl_duplicates_control_chars_and_path_like_ids(ray_session, tiny_models, tmp_path):
+    """keep_first across two files; NUL/control characters; ids that look like paths stay data, never file names."""
+    good = [{"id": r["id"], "text": r["text"]} for r in RECORDS[:24]]
+    a = [
+        *good[:12],
+        {"id": good[3]["id"], "text": "a later copy in the same file"},  # duplicate id (first at a.jsonl row 3)
+        {"id": "nul-inside", "text": "before\u0000after"},  # kept verbatim: the tokenizer sees the NUL
+        {"id": "controls-inside", "text": "bell\u0007 tab\t form\u000c text"},
+        {"id": "controls-only", "text": "\u0000\u0001\u0007\u001b"},  # nothing to embed
+        b'{"id": "raw-nul", "text": "a\x00b"}',  # a raw control byte inside a JSON string is invalid JSON
+        {"id": 7, "text": "an integer id becomes the string '7'"},
+        {"id": "../../escaped", "text": "a path-like id"},
+        {"id": "/tmp/absolute", "text": "an absolute-path id"},
+    ]
+    b = [
+        {"id": good[0]["id"], "text": "a copy in the second file"},  # duplicate id (first at a.jsonl row 0)
+        {"id": "controls-only", "text": "the first embeddable row of this id wins"},
+        *good[12:],
+        {"id": "7", "text": "same id as the integer 7 in a.jsonl"},
+    ]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(jsonl(a))
+    (corpus / "b.jsonl").write_bytes(jsonl(b))
+    out = tmp_path / "deep" / "emb"
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", input={"id_column": "id"})
+    summary = run_embed(cfg)
+    emitted, rejects = check_counts(summary, str(out), len(a) + len(b), case="jsonl: duplicates, control chars")
+
+    reasons = reasons_by_row(rejects)
+    dup_reasons = sorted(r for r in rejects.column("reason").to_pylist() if r.startswith("duplicate id"))
+    assert dup_reasons == sorted(f"duplicate id (first at a.jsonl row {r})" for r in (0, 3, 17))
+    assert reasons[("a.jsonl", 15)] == "text has only control characters"
+    assert reasons[("a.jsonl", 16)].startswith("line is not valid JSON (Invalid control character")
+    assert reasons[("b.jsonl", 0)] == "duplicate id (first at a.jsonl row 0)"
+    assert reasons[("b.jsonl", len(b) - 1)] == "duplicate id (first at a.jsonl row 17)"
+    ids = set(emitted.column("id").to_pylist())
+    assert {"nul-inside", "controls-inside", "controls-only", "7", "../../escaped", "/tmp/absolute"} <= ids
+    assert {g["id"] for g in good} <= ids
+    # nothing was written outside the output prefix, whatever the ids look like
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {"corpus", "deep"}
+    assert {p.name.split("-")[0] for p in out.rglob("*") if p.is_file()} == {"part", "_summary.json"}
+
+
+def test_duplicate_ids_error_policy_names_both_rows(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "x", "text": "one"}, {"id": "y", "text": "two"}]))
+    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "z", "text": "three"}, {"id": "x", "text": "again"}]))
+    out = tmp_path / "emb"
+    cfg = make_config(tiny_models["qwen3"], corpus, out, "jsonl", input={"id_column": "id", "duplicate_ids": "error"})
+    with pytest.raises(DuplicateIdError, match=r"1 rows repeat an earlier id: b.jsonl row 1 repeats a.jsonl row 0"):
+        run_embed(cfg)
+    assert not (out / "_summary.json").exists()
+    record_figure("duplicate ids, policy error", error="DuplicateIdError before embedding")
+
+
+def test_text_files_invalid_utf8_nul_and_control_lines(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "texts"
+    corpus.mkdir()
+    lines = [
+        b"a plain line",
+        b"caf\xc3\x28 invalid UTF-8",  # reject: invalid UTF-8 at byte 3
+        b"nul\x00inside the line",  # kept
+        b"\x01\x02\x1b",  # reject: only control characters
+        b"   \t",  # reject: whitespace only
+        b"windows line ending\r",  # the \r is stripped
+        b"\xff\xfe",  # reject: invalid UTF-8 at byte 0
+    ]
+    (corpus / "t.txt").write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "emb"
+    summary = run_embed(make_config(tiny_models["bert"], corpus, out, "text", model={"pooling": "mean"}))
+    emitted, rejects = check_counts(summary, str(out), len(lines), case="text: invalid UTF-8, NUL, control")
+    assert reasons_by_id(rejects) == {
+        "t.txt#1": "invalid UTF-8 at byte 3",
+        "t.txt#3": "text has only control characters",
+        "t.txt#4": "empty or whitespace-only text",
+        "t.txt#6": "invalid UTF-8 at byte 0",
+    }
+    assert sorted(emitted.column("id").to_pylist()) == ["t.txt#0", "t.txt#2", "t.txt#5"]
+
+
+def test_parquet_non_string_null_and_nul_text(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "pq"
+    corpus.mkdir()
+    strings = ["fine text", None, "", " \n ", "nul\x00inside", "\x00\x00"]
+    pq.write_table(pa.table({"id": [f"s{i}" for i in range(6)], "text": strings}), corpus / "strings.parquet")
+    pq.write_table(pa.table({"id": ["i0", "i1"], "text": pa.array([1, 2], pa.int64())}), corpus / "ints.parquet")
+    lists = pa.array([["a", "b"], None], pa.list_(pa.string()))
+    pq.write_table(pa.table({"id": ["l0", "l1"], "text": lists}), corpus / "lists.parquet")
+    out = tmp_path / "emb"
+    cfg = make_config(tiny_models["qwen3"], corpus, out, "parquet", input={"id_column": "id"})
+    emitted, rejects = check_counts(run_embed(cfg), str(out), 10, case="parquet: non-string, null, NUL")
+    assert reasons_by_id(rejects) == {
+        "s1": "null text",
+        "s2": "empty or whitespace-only text",
+        "s3": "empty or whitespace-only text",
+        "s5": "text has only control characters",
+        "i0": "text is int, not a string",
+        "i1": "text is int, not a string",
+        "l0": "text is list, not a string",
+        "l1": "null text",
+    }
+    assert sorted(emitted.column("id").to_pylist()) == ["s0", "s4"]
+
+
+def truncated_parquet() -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), buf)
+    return buf.getvalue()[: len(buf.getvalue()) // 2]  # footer gone, as after an interrupted copy
+
+
+@pytest.mark.parametrize(
+    "name, data, fmt, message",
+    [
+        ("cut.parquet", truncated_parquet(), "parquet", r"cannot read .*cut.parquet as parquet: .*"),
+        (
+            "cut.jsonl.gz",
+            gzip.compress(jsonl([{"id": str(i), "text": "t" * 50} for i in range(200)]))[:300],
+            "jsonl",
+            r"cannot read .*cut.jsonl.gz as jsonl: .*",
+        ),
+        (
+            "noid.parquet",
+            None,
+            "parquet",
+            r"noid.parquet: column\(s\) \['id'\] not found; the file has columns \['key', 'text'\]",
+        ),
+        (
+            "noid.jsonl",
+            jsonl([{"key": "a", "text": "t"}]),
+            "jsonl",
+            r"noid.jsonl: no record has the key 'id'; keys found: \['key', 'text'\]",
+        ),
+    ],
+)
+def test_unreadable_files_fail_naming_the_file(ray_session, tiny_models, tmp_path, name, data, fmt, message):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    if data is None:
+        pq.write_table(pa.table({"key": ["a"], "text": ["t"]}), corpus / name)
+    else:
+        (corpus / name).write_bytes(data)
+    out = tmp_path / "emb"
+    with pytest.raises(Exception, match=message) as err:
+        run_embed(make_config(tiny_models["qwen3"], corpus, out, fmt, input={"id_column": "id"}))
+    assert isinstance(err.value, InputFileError)  # Ray's task error keeps the type users catch
+    assert not (out / "_summary.json").exists()  # a failed job is never marked complete
+    record_figure(f"unreadable {name}", error=str(err.value).splitlines()[0][:160])
+
+
+def test_empty_input_listings_name_the_uri(tiny_models, tmp_path, s3_bucket, s3_server):
+    _, bucket = s3_bucket
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / "_SUCCESS").write_text("")  # hidden files are never input
+    uris = [
+        str(tmp_path / "empty"),
+        str(tmp_path / "hidden"),
+        str(tmp_path / "missing"),
+        str(tmp_path / "empty" / "*.jsonl"),
+        f"s3://{bucket}/nothing-here",
+    ]
+    for uri in uris:
+        cfg = make_config(tiny_models["qwen3"], uri, tmp_path / "emb", "jsonl", s3_server)
+        with pytest.raises(FileNotFoundError, match=re.escape(f"no input files found at {uri}")):
+            run_embed(cfg)
+    record_figure("empty input listings", cases=len(uris), error="FileNotFoundError naming the URI")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.max_tokenz=5", "model.max_tokenz: Extra inputs are not permitted"),
+        ("input.duplicate_ids=drop", "input.duplicate_ids: Input should be 'error' or 'keep_first'"),
+        ("batching.max_batch_size=many", "batching.max_batch_size: Input should be a valid integer"),
+        ("model.max_tokens=0", "model.max_tokens: Input should be greater than 0"),
+        ("compute.max_restarts=-1", "compute.max_restarts: Input should be greater than or equal to 0"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, override, message):
+    path = tmp_path / "embed.yaml"
+    path.write_text(f"input: {{uri: '{tmp_path}', format: jsonl}}\noutput: {{uri: '{tmp_path / 'emb'}'}}\n")
+    assert embed_main(["--config", str(path), "--set", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def model_copy(tmp_path, source, without_weights: bool):
+    target = tmp_path / "model"
+    shutil.copytree(source, target)
+    if without_weights:
+        for f in target.glob("*.safetensors"):
+            f.unlink()
+    return target
+
+
+@pytest.mark.parametrize(
+    "pooling_file, configured, message",
+    [
+        (
+            None,
+            "mean",
+            r"has no \*.safetensors weights \(pickle .bin weights load only with model.allow_pickle_weights\)",
+        ),
+        (
+            {"pooling_mode_mean_tokens": True},
+            "last_token",
+            r"trained with pooling_mode_mean_tokens pooling .* set model.pooling: mean",
+        ),
+        ({"pooling_mode_max_tokens": True}, "mean", r"declares pooling \['pooling_mode_max_tokens'\] .* cannot serve"),
+    ],
+)
+def test_model_that_cannot_serve_fails_before_ray(tiny_models, tmp_path, pooling_file, configured, message):
+    """Checked on the driver: without it every embedding actor would fail its constructor, restart after restart."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(jsonl([{"text": "hello"}]))
+    model = model_copy(tmp_path, tiny_models["bert"], without_weights=pooling_file is None)
+    if pooling_file is not None:
+        (model / "1_Pooling").mkdir()
+        (model / "1_Pooling" / "config.json").write_text(json.dumps(pooling_file))
+    out = tmp_path / "emb"
+    with pytest.raises(ModelLoadError, match=message):
+        run_embed(make_config(model, corpus, out, "jsonl", model={"pooling": configured}))
+    assert not out.exists()
