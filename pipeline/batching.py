@@ -36,20 +36,34 @@ class BatchPlan:
         return float(self.lengths.sum()) / computed if computed else 1.0
 
 
+# A batch is cut early when the next row is shorter than this fraction of the batch's longest row, so that each
+# batch pads at most ~10 % even when few rows share a budget (small blocks, the long-document tail) ...
+MIN_LENGTH_RATIO = 0.9
+# ... but never below budget / MIN_FILL_DIVISOR tokens: below that, fixed per-batch costs (kernel launches, Python)
+# outweigh the padding saved.
+MIN_FILL_DIVISOR = 64
+
+
 def plan_batches(lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size: int) -> BatchPlan:
     """Greedy cut of length-sorted rows so that rows x longest row <= max_tokens_per_batch.
 
+    Within that budget a batch also ends where row lengths fall below MIN_LENGTH_RATIO of its longest row (once it
+    holds budget / MIN_FILL_DIVISOR tokens): length buckets, so padding stays small however the lengths spread.
     Longest rows go first: a budget overrun (a single row longer than the budget, which then runs alone) or an
     out-of-memory error shows up on the first batch rather than at the end of a long block.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = lengths[order]
+    descending_neg = -sorted_lengths  # ascending, for searchsorted
+    floor_tokens = max(max_tokens_per_batch // MIN_FILL_DIVISOR, 1)
     starts, ends = [], []
     start, n = 0, len(order)
     while start < n:
         longest = max(int(sorted_lengths[start]), 1)  # sorted descending: the first row is the longest
-        rows = min(max(max_tokens_per_batch // longest, 1), max_batch_size, n - start)
+        similar = int(np.searchsorted(descending_neg, -MIN_LENGTH_RATIO * longest, side="right")) - start
+        bucket = max(similar, -(-floor_tokens // longest))  # at least the fill floor's rows
+        rows = min(max(max_tokens_per_batch // longest, 1), bucket, max_batch_size, n - start)
         starts.append(start)
         ends.append(start + rows)
         start += rows

@@ -51,3 +51,13 @@ def test_pad_batch_gathers_rows_in_order(left):
     expected = [[9, 10, 0], [5, 6, 7], [8, 0, 0]] if not left else [[0, 9, 10], [5, 6, 7], [0, 0, 8]]
     assert ids.tolist() == expected
     assert mask.sum(1).tolist() == [2, 3, 1]
+
+
+def test_few_rows_of_spread_lengths_are_bucketed_not_padded_to_the_longest():
+    # 24 rows that all fit one 16k budget: a budget-only cut pads them all to 236 tokens (efficiency ~0.3)
+    lengths = np.array([236, 200, 170, 120, 90, 80, 70, 60, 55, 50, 45, 40, 38, 35, 30, 28, 25, 22, 20, 18, 15, 12, 10, 8])
+    plan = plan_batches(lengths, max_tokens_per_batch=16384, max_batch_size=256)
+    assert plan.padding_efficiency() > 0.8
+    for batch in plan.batches():
+        # a batch mixes dissimilar lengths only while it is below the fill floor of 16384 / 64 tokens
+        assert lengths[batch].min() >= 0.9 * lengths[batch].max() or len(batch) * lengths[batch].max() <= 256 + 236
