@@ -86,16 +86,26 @@ class Encoder:
         if lengths.min() <= 0:
             raise ValueError(f"row {int(np.argmin(lengths))} has no tokens; empty rows must be rejected upstream")
         plan = plan_batches(lengths, self.max_tokens_per_batch, self.max_batch_size)
+        pending: list[tuple[np.ndarray, torch.Tensor]] = []
         for rows in plan.batches():
-            self._encode_rows(values, offsets, rows, out, computed)
+            self._encode_rows(values, offsets, rows, pending, computed)
+        # One device->host copy per block, not one per batch: on a GPU the host pads and launches batch i+1 while
+        # batch i still runs, instead of waiting on each batch's result.
+        done = np.concatenate([rows for rows, _ in pending])
+        out[done] = torch.cat([vectors for _, vectors in pending]).cpu().numpy()
         return EncodedRows(out, computed)
 
     def _encode_rows(
-        self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray, computed: np.ndarray
+        self,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        rows: np.ndarray,
+        pending: list[tuple[np.ndarray, torch.Tensor]],
+        computed: np.ndarray,
     ) -> None:
         try:
             ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
-            out[rows] = self.forward(ids, mask)
+            pending.append((rows, self.forward_on_device(ids, mask)))
             computed[rows] = ids.shape[1]
         except Exception as err:
             if not is_out_of_memory(err) or len(rows) == 1:
@@ -109,14 +119,17 @@ class Encoder:
                 self.max_tokens_per_batch,
             )
             half = len(rows) // 2
-            self._encode_rows(values, offsets, rows[:half], out, computed)
-            self._encode_rows(values, offsets, rows[half:], out, computed)
+            self._encode_rows(values, offsets, rows[:half], pending, computed)
+            self._encode_rows(values, offsets, rows[half:], pending, computed)
 
-    @torch.inference_mode()
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(B, T) ids and mask -> (B, dim) float32 pooled, optionally normalized."""
-        input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True)
-        attention_mask = torch.from_numpy(mask.astype(np.int64)).to(self.device, non_blocking=True)
+        return self.forward_on_device(ids, mask).cpu().numpy()
+
+    @torch.inference_mode()
+    def forward_on_device(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """Like `forward`, but the (B, dim) result stays on the device and nothing waits for it."""
+        input_ids, attention_mask = self.to_device(ids), self.to_device(mask).long()  # (B, T) each
         kwargs = {}
         if self.left:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
@@ -125,4 +138,11 @@ class Encoder:
         vectors = pool(hidden, attention_mask, self.pooling)  # (B, H) float32
         if self.normalize:
             vectors = l2_normalize(vectors)
-        return vectors.cpu().numpy()
+        return vectors
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor; through pinned memory on CUDA so the copy is asynchronous."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.device, non_blocking=True)
