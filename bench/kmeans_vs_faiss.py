@@ -19,11 +19,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faiss  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
+import faiss
+import sib200_data
+from sklearn.cluster import KMeans
 
-import sib200_data  # noqa: E402
-from pipeline.clustering import kmeans  # noqa: E402
+from pipeline.clustering import kmeans
 
 
 def score(x: np.ndarray, centroids: np.ndarray) -> float:
@@ -62,24 +62,29 @@ def main() -> None:
     langs = args.langs.split(",")
     x = np.concatenate([sib200_data.embed(sib200_data.load_sib200(lang)[2]) for lang in langs]).astype(np.float32)
     lines = [
-        f"Data: SIB-200 ({len(langs)} languages: {', '.join(langs)}), {len(x)} x {x.shape[1]} multilingual-e5-small "
-        f"embeddings. Best of {args.seeds} seeds, at most {args.max_iter} iterations. Objective = mean cosine to the "
-        "nearest normalized centroid, computed the same way for every method.",
+        (
+            f"Data: SIB-200 ({len(langs)} languages: {', '.join(langs)}), {len(x)} x {x.shape[1]} "
+            f"multilingual-e5-small embeddings. Best of {args.seeds} seeds, at most {args.max_iter} iterations. "
+            "Objective = mean cosine to the nearest normalized centroid, computed the same way for every method."
+        ),
         "",
-        "| k | ours k-means++ | ours random | FAISS spherical | sklearn KMeans | ours/FAISS | ours/sklearn |"
-        " time ours / FAISS / sklearn (s) |",
+        (
+            "| k | ours k-means++ | ours random | FAISS spherical | sklearn KMeans | ours/FAISS | ours/sklearn |"
+            " time ours / FAISS / sklearn (s) |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for k in map(int, args.k.split(",")):
         res, secs = {}, {}
-        for name, fn in [
-            ("ours", lambda: ours(x, k, args.seeds, args.max_iter, "kmeans++")),
-            ("ours_random", lambda: ours(x, k, args.seeds, args.max_iter, "random")),
-            ("faiss", lambda: faiss_spherical(x, k, args.seeds, args.max_iter)),
-            ("sklearn", lambda: sklearn_kmeans(x, k, args.seeds, args.max_iter)),
-        ]:
+        methods = {
+            "ours": lambda k: ours(x, k, args.seeds, args.max_iter, "kmeans++"),
+            "ours_random": lambda k: ours(x, k, args.seeds, args.max_iter, "random"),
+            "faiss": lambda k: faiss_spherical(x, k, args.seeds, args.max_iter),
+            "sklearn": lambda k: sklearn_kmeans(x, k, args.seeds, args.max_iter),
+        }
+        for name, fn in methods.items():
             t0 = time.perf_counter()
-            res[name] = score(x, fn())
+            res[name] = score(x, fn(k))
             secs[name] = time.perf_counter() - t0
         lines.append(
             f"| {k} | {res['ours']:.5f} | {res['ours_random']:.5f} | {res['faiss']:.5f} | {res['sklearn']:.5f} | "

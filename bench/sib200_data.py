@@ -17,7 +17,9 @@ import torch
 
 SHARED = Path(os.environ.get("RAYEMBED_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SIB200 = SHARED / "data" / "sib200"
-MODEL = Path(os.environ.get("RAYEMBED_MODELS", Path(__file__).resolve().parents[1] / ".models")) / "multilingual-e5-small"
+MODEL = (
+    Path(os.environ.get("RAYEMBED_MODELS", Path(__file__).resolve().parents[1] / ".models")) / "multilingual-e5-small"
+)
 CACHE = Path(os.environ.get("RAYEMBED_BENCH_CACHE", "/tmp/rayembed-bench-cache"))
 
 

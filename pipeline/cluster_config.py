@@ -58,8 +58,10 @@ class ClusteringConfig(Section):
         "kmeans++", description="Greedy k-means++ on the init sample, or k random rows of it (FAISS's default)."
     )
     sample_fraction: float = Field(
-        1.0, gt=0, le=1, description="Fraction of rows the centroids are fit on (chosen by a hash of the id); all rows "
-        "are assigned."
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of rows the centroids are fit on (chosen by a hash of the id); all rows are assigned.",
     )
     init_sample_rows: int = Field(
         20_000,

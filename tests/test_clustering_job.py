@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import boto3
@@ -84,7 +85,7 @@ def test_cluster_job_on_s3_with_dedup(ray_session, s3_server, bucket):
     assert summary["converged"]
     assert 250 < summary["fit_rows"] < 400  # ~70 % hashed sample
     objs = [h["objective"] for h in summary["history"]]
-    assert all(b >= a - 1e-6 for a, b in zip(objs, objs[1:]))
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(objs))
 
     assignments = read_dir(fs, f"{name}/run1/assignments")
     assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "text", "topic"]
@@ -131,11 +132,13 @@ def test_same_seed_same_centroids_and_matches_local_fit(ray_session, s3_server, 
     order = np.argsort(stable_uniform(table.column("id").to_pylist(), 3), kind="stable")
     x = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)[order]
     local = kmeans.fit_blocks([x], K, max_iter=30, tol=1e-6, seed=3, init="random")
-    np.testing.assert_allclose(np.stack(ca.column("centroid").to_numpy(zero_copy_only=False)), local.centroids, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(ca.column("centroid").to_numpy(zero_copy_only=False)), local.centroids, atol=1e-5
+    )
 
 
 def test_refuses_to_overwrite_and_bad_columns(ray_session, s3_server, bucket):
-    fs, name, _ = bucket
+    _, name, _ = bucket
     with pytest.raises(FileExistsError, match="output.overwrite=true"):
         run_cluster(config(s3_server, name, "run1"))
     cfg = config(s3_server, name, "bad-col")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -49,9 +51,9 @@ def test_merge_of_blocks_equals_whole():
     c = x[:5]
     whole = kmeans.partial_sums(x, c)
     parts = kmeans.merge([kmeans.partial_sums(b, c) for b in np.array_split(x, 7)])
-    np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-12)
+    np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-5, atol=1e-5)  # float32 within a block
     np.testing.assert_array_equal(parts.counts, whole.counts)
-    assert parts.cos_sum == pytest.approx(whole.cos_sum, rel=1e-12)
+    assert parts.cos_sum == pytest.approx(whole.cos_sum, rel=1e-9)
     np.testing.assert_array_equal(parts.far_cos, whole.far_cos)
 
 
@@ -70,7 +72,7 @@ def test_objective_never_decreases_and_finds_blobs():
     x, truth = blobs(2000, 6, 24, seed=4)
     res = kmeans.fit_blocks(np.array_split(x, 4), 6, max_iter=100, tol=1e-8, seed=0)
     objs = [h.objective for h in res.history]
-    assert all(b >= a - 1e-6 for a, b in zip(objs, objs[1:]))
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(objs))
     labels, _ = kmeans.assign(x, res.centroids)
     # tight blobs: each found cluster is one true blob
     for j in range(6):

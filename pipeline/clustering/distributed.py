@@ -120,7 +120,11 @@ def assign_block(block: pa.Table, centroids, spec: AssignSpec) -> pa.Table:
     ids = string_ids(block, spec.id_column)
     x, off = normalize_rows(embedding_matrix(block, spec.embedding_column, spec.dim), ids)
     labels, cos = kmeans.assign(x, c)
-    cols = {"id": pa.array(ids, pa.string()), "cluster_id": pa.array(labels.astype(np.int32)), "cosine_to_centroid": cos}
+    cols = {
+        "id": pa.array(ids, pa.string()),
+        "cluster_id": pa.array(labels.astype(np.int32)),
+        "cosine_to_centroid": cos,
+    }
     for name in spec.carried:
         cols[name] = block.column(name)
     cols[OFF] = pa.array(off)

@@ -52,7 +52,9 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
     first = root.join(files[0])
     schema = pq.read_schema(first.path, filesystem=root.fs)
     dim = check_embedding_field(schema, cfg.input.embedding_column)
-    for role, name in [("input.id_column", cfg.input.id_column)] + [("carried column", c) for c in cfg.carried_columns()]:
+    for role, name in [("input.id_column", cfg.input.id_column)] + [
+        ("carried column", c) for c in cfg.carried_columns()
+    ]:
         if name not in schema.names:
             raise ValueError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree

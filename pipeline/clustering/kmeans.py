@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -74,11 +75,26 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
 CHUNK_ROWS = 65_536  # rows per scatter-add: bounds the (rows, k) cosine scratch and the float32 summation length
 
 
+def onehot_csr(labels: np.ndarray, k: int) -> torch.Tensor:
+    """(k, N) one-hot of the labels as a CSR matrix, each cluster's rows in input order."""
+    crow = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))])
+    with warnings.catch_warnings():  # torch calls CSR "beta" on first use; CSR @ dense has long been stable
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow),
+            torch.from_numpy(np.argsort(labels, kind="stable")),
+            torch.ones(len(labels)),
+            size=(k, len(labels)),
+            check_invariants=False,
+        )
+
+
 def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None) -> PartialSums:
     """The map step over one block of unit vectors (N, d) against unit centroids (k, d).
 
-    Per chunk of rows the vectors are scatter-added in float32 (torch's index_add_, ~10x faster than numpy's
-    np.add.at), and chunks are accumulated in float64, so the rounding error stays at float32 level of one chunk.
+    Per chunk of rows the vectors are summed in float32 by a sparse one-hot matmul (measured 10-50x faster than
+    np.add.at, np.add.reduceat or torch's index_add_, which is pathological for small k), and chunks are accumulated
+    in float64, so the rounding error stays at the float32 level of one chunk.
 
     Args:
         n_far: how many lowest-cosine points to keep for reseeding empty clusters; k by default, enough for every
@@ -89,10 +105,11 @@ def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None)
     labels, cos = assign(x, centroids)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
     sums = np.zeros((k, d), dtype=np.float64)
-    xt, lt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(labels)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     for a in range(0, len(x), CHUNK_ROWS):
-        chunk = torch.zeros((k, d), dtype=torch.float32).index_add_(0, lt[a : a + CHUNK_ROWS], xt[a : a + CHUNK_ROWS])
-        sums += chunk.numpy()
+        lab = labels[a : a + CHUNK_ROWS]
+        onehot = onehot_csr(lab, k)
+        sums += (onehot @ xt[a : a + len(lab)]).numpy()
     far = lowest(cos, n_far)
     return PartialSums(sums, counts, float(cos.astype(np.float64).sum()), len(x), cos[far], x[far].copy())
 

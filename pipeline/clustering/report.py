@@ -11,10 +11,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from pipeline.clustering.kmeans import FitResult  # noqa: E402
+from pipeline.clustering.kmeans import FitResult
 
 
 def fit_history(fit: FitResult) -> list[dict[str, Any]]:
