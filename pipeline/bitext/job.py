@@ -95,7 +95,7 @@ def check_same_model(info: dict[str, dict[str, Any]]) -> None:
         raise SideError(f"the sides were embedded with different models {models}; their vectors are not comparable")
 
 
-def search(cfg: MineConfig, queries: np.ndarray, keys: np.ndarray) -> KnnResult:
+def search(cfg: MineConfig, queries: np.ndarray, keys: np.ndarray, stats: dict) -> KnnResult:
     m = cfg.mining
     if m.backend == "local":
         return knn_search(queries, keys, m.k, m.block_size, shard_count(len(keys), m.num_shards, m.max_rows_per_shard))
@@ -103,7 +103,7 @@ def search(cfg: MineConfig, queries: np.ndarray, keys: np.ndarray) -> KnnResult:
         m.cpus_per_shard, m.gpus_per_shard, cfg.compute.max_restarts, cfg.compute.max_task_retries
     )
     return ray_knn_search(
-        queries, keys, m.k, m.block_size, m.num_shards, m.max_rows_per_shard, resources, m.max_in_flight
+        queries, keys, m.k, m.block_size, m.num_shards, m.max_rows_per_shard, resources, m.max_in_flight, stats
     )
 
 
@@ -151,8 +151,10 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
             "the same model"
         )
     embedded = time.perf_counter()
-    fwd = search(cfg, src.vectors, tgt.vectors)
-    bwd = search(cfg, tgt.vectors, src.vectors)
+    fwd_stats: dict[str, Any] = {}
+    bwd_stats: dict[str, Any] = {}
+    fwd = search(cfg, src.vectors, tgt.vectors, fwd_stats)
+    bwd = search(cfg, tgt.vectors, src.vectors, bwd_stats)
     searched = time.perf_counter()
     m = cfg.mining
     selected = select_pairs(fwd, bwd, m.margin, m.retrieval)
@@ -174,6 +176,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         "shards": {
             "forward": shard_count(len(tgt), m.num_shards, m.max_rows_per_shard),
             "backward": shard_count(len(src), m.num_shards, m.max_rows_per_shard),
+            "actor_peak_rss_mb": max(fwd_stats.get("actor_peak_rss_mb", 0), bwd_stats.get("actor_peak_rss_mb", 0)),
             "max_actor_array_bytes": max(
                 actor_memory_bytes(cfg, len(tgt), dim), actor_memory_bytes(cfg, len(src), dim)
             ),

@@ -11,6 +11,7 @@ bounded by `mining.max_rows_per_shard` and `mining.block_size`, not by the corpu
 from __future__ import annotations
 
 import logging
+import resource
 from collections import deque
 from dataclasses import dataclass
 
@@ -49,6 +50,10 @@ class ShardActor:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.searcher.search(queries, k)
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of this actor's process (Python, torch and Ray included), to check the bound."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 def shard_count(rows: int, num_shards: int, max_rows_per_shard: int) -> int:
     """Shards needed so that no actor holds more than max_rows_per_shard keys (at least num_shards)."""
@@ -64,6 +69,7 @@ def ray_knn_search(
     max_rows_per_shard: int,
     resources: ShardResources,
     max_in_flight: int = 4,
+    stats: dict | None = None,
 ) -> KnnResult:
     """Exact top-k of every query over keys sharded across Ray actors; same result as `knn.knn_search`.
 
@@ -76,6 +82,7 @@ def ray_knn_search(
         max_rows_per_shard: upper bound on keys per actor; raises the shard count for large corpora.
         resources: CPUs/GPUs per actor and fault tolerance.
         max_in_flight: query blocks outstanding at once (bounds driver memory, keeps every actor busy).
+        stats: when given, receives `shards` and `actor_peak_rss_mb` (the largest actor's peak).
     """
     check_embeddings("queries", queries)
     check_embeddings("keys", keys, dim=queries.shape[1])
@@ -103,6 +110,9 @@ def ray_knn_search(
                 collect(pending.popleft(), k, scores, indices)
         while pending:
             collect(pending.popleft(), k, scores, indices)
+        if stats is not None:
+            stats["shards"] = len(actors)
+            stats["actor_peak_rss_mb"] = round(max(ray.get([a.peak_rss_mb.remote() for a in actors])), 1)
     finally:
         for actor in actors:
             ray.kill(actor)
