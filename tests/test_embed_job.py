@@ -92,14 +92,14 @@ REASONS = {
 }
 
 
-def test_jsonl_with_bad_rows_goes_to_rejects(ray_session, tiny_models, tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+def test_jsonl_on_s3_with_bad_rows_goes_to_rejects(ray_session, tiny_models, tmp_path, s3_bucket, s3_server):
+    client, bucket = s3_bucket
     good = [json.dumps(r, ensure_ascii=False).encode() for r in RECORDS[:60]]
-    (corpus / "a.jsonl").write_bytes(b"\n".join(good[:30] + BAD_LINES + good[30:]) + b"\n")
+    client.put_object(Bucket=bucket, Key="jsonl/a.jsonl", Body=b"\n".join(good[:30] + BAD_LINES + good[30:]) + b"\n")
     out_dir = tmp_path / "emb"
     code = embed_main([
-        "--config", str(write_yaml(tmp_path, tiny_models["qwen3"], corpus, out_dir)),
+        "--config", str(write_yaml(tmp_path, tiny_models["qwen3"], f"s3://{bucket}/jsonl", out_dir)),
+        "--set", f"storage.endpoint_url={s3_server}",
         "--set", "model.prompt_name=query", "--set", "output.dtype=float16",
     ])
     assert code == 0
