@@ -57,7 +57,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     warn_remote_code(cfg)
     check_local_weights(cfg)
     config = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    dtype = pick_dtype(cfg, device, getattr(config, "torch_dtype", None))
+    dtype = pick_dtype(cfg, device, getattr(config, "dtype", None))
     try:
         model = AutoModel.from_pretrained(
             cfg.name_or_path,
