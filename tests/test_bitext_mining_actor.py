@@ -16,6 +16,7 @@ def test_shard_count_bounds_rows_per_actor():
     assert shard_count(10, 1, 10) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "block_size,num_shards,max_rows",
     [(32, 1, 10_000), (7, 3, 10_000), (1000, 1, 25)],  # the last one: the row cap forces 5 shards
@@ -31,6 +32,7 @@ def test_ray_search_equals_in_process_search(ray_session, block_size, num_shards
     np.testing.assert_array_equal(got.indices, ref_i)
 
 
+@pytest.mark.slow
 def test_ray_search_rejects_bad_input_before_starting_actors(ray_session):
     rng = np.random.default_rng(1)
     x = random_unit(rng, 5, 8)
