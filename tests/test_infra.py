@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import ray
 import yaml
+from conftest import REPO
 from pydantic import BaseModel
 
-from conftest import REPO
 from pipeline.config import load_config
 
 INFRA = REPO / "infra"
@@ -71,8 +71,11 @@ def pod_templates(cluster: dict) -> list[dict]:
 def test_ray_pod_templates_match_the_pod_schema():
     for name, cluster in cluster_specs():
         for template in pod_templates(cluster):
-            kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
-                                          "template": template}, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(
+                {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template},
+                K8S_VERSION,
+                strict=True,
+            )
 
 
 def test_clusters_autoscale_with_a_gpu_group_and_get_credentials_and_configs():
@@ -141,11 +144,11 @@ def test_scheduled_variants_run_the_same_rayjob_as_the_manifest():
 
 def test_dockerfile_builds_cpu_and_cuda_from_the_tested_ray():
     text = (INFRA / "Dockerfile").read_text()
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.MULTILINE))
     assert args["RAY_VERSION"] == ray.__version__ and args["VARIANT"] == "cpu"
-    assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-\$\{PYTHON\}-\$\{VARIANT\}$", text, flags=re.M)
+    assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-\$\{PYTHON\}-\$\{VARIANT\}$", text, flags=re.MULTILINE)
     assert "--build-arg VARIANT=cu" in text  # the CUDA build is documented
-    for src in re.findall(r"^COPY (\S+?)/? ", text, flags=re.M):
+    for src in re.findall(r"^COPY (\S+?)/? ", text, flags=re.MULTILINE):
         if not src.endswith("*"):
             assert (REPO / src).exists(), f"Dockerfile copies {src}, which does not exist"
 

@@ -23,7 +23,9 @@ from pipeline.storage import resolve
 
 
 def entry(src: SourceFile, run="r1", rows=10) -> FileEntry:
-    return FileEntry(src.path, src.size, src.token, src.key, run, rows, rows, 0, rows, [f"data/{src.key}/{run}/p.parquet"])
+    return FileEntry(
+        src.path, src.size, src.token, src.key, run, rows, rows, 0, rows, [f"data/{src.key}/{run}/p.parquet"]
+    )
 
 
 def manifest(entries, generation=1, run="r1") -> Manifest:
@@ -65,7 +67,9 @@ def test_fingerprint_changes_with_the_recipe(tiny_models, tmp_path):
     for change in ({"pooling": "mean"}, {"max_tokens": 64}, {"dtype": "float16"}):
         other = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"]), **change), "")
         assert fingerprint_hash(other) != fingerprint_hash(base), change
-    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "query: ")) != fingerprint_hash(base)
+    assert fingerprint_hash(
+        fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "query: ")
+    ) != fingerprint_hash(base)
     # Same weights in another directory: same fingerprint; one byte of the weights changed: a new one.
     import shutil
 
@@ -99,11 +103,14 @@ def test_change_tokens_local_and_s3(tmp_path, s3_bucket, s3_server):
 
 def test_lease_refuses_a_live_holder_and_takes_over_an_expired_one(tmp_path):
     target = resolve(str(tmp_path / "_lease.json"), StorageConfig())
-    with Lease(target, "run-a", ttl=60, settle=0):
-        with pytest.raises(LeaseHeldError, match=r"being written by .*run run-a.*delete .*_lease.json"):
-            Lease(target, "run-b", ttl=60, settle=0).acquire()
+    refused = pytest.raises(LeaseHeldError, match=r"being written by .*run run-a.*delete .*_lease.json")
+    with Lease(target, "run-a", ttl=60, settle=0), refused:
+        Lease(target, "run-b", ttl=60, settle=0).acquire()
     assert get_json(target) is None  # released
-    put_json({"owner": "gone", "run_id": "old", "host": "elsewhere", "pid": 1, "token": "t", "expires_at": time.time() - 1}, target)
+    put_json(
+        {"owner": "gone", "run_id": "old", "host": "elsewhere", "pid": 1, "token": "t", "expires_at": time.time() - 1},
+        target,
+    )
     with Lease(target, "run-c", ttl=60, settle=0) as lease:
         assert get_json(target)["run_id"] == "run-c"
         put_json({**get_json(target), "token": "stolen"}, target)
@@ -136,8 +143,22 @@ def test_lease_race_has_one_winner(tmp_path):
 
 def stats(source, rows, file_rows, files=()):
     return pa.Table.from_pylist(
-        [dict(source=source, rows=rows, embedded=rows, rejected=0, output_rows=rows, file_rows=file_rows,
-              files=list(files), rejects=[], tokens=1, computed_tokens=1)], schema=STATS_SCHEMA)
+        [
+            {
+                "source": source,
+                "rows": rows,
+                "embedded": rows,
+                "rejected": 0,
+                "output_rows": rows,
+                "file_rows": file_rows,
+                "files": list(files),
+                "rejects": [],
+                "tokens": 1,
+                "computed_tokens": 1,
+            }
+        ],
+        schema=STATS_SCHEMA,
+    )
 
 
 def test_progress_completes_a_file_when_its_last_rows_arrive():

@@ -25,7 +25,7 @@ from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
-from pipeline.storage import list_files, resolve
+from pipeline.storage import Location, list_files, resolve
 from pipeline.writing import embedding_metadata
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:
 
 
 def embed_files(
-    cfg: ReembedConfig, layout: VersionLayout, todo: list[SourceFile], prompt: str, run_id: str, lease: Lease
+    cfg: ReembedConfig, layout: VersionLayout, root: Location, todo: list[SourceFile], prompt: str, lease: Lease
 ) -> tuple[list[FileEntry], Progress]:
-    """Run the Ray Data pipeline over `todo`, writing a marker for each file as soon as it is complete."""
-    root, _ = list_files(cfg.input.uri, cfg.storage)
+    """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete."""
+    run_id = lease.run_id
     spec = read_spec(cfg, root)
     target = StageTarget(
         version_root=layout.root,
@@ -88,7 +88,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     recipe = fingerprint_recipe(cfg, prompt)
     layout = VersionLayout(out, fingerprint_hash(recipe))
     settings = cfg.reembed
-    with Lease(out.join(LEASE), run_id, settings.lease_ttl_seconds, settings.lease_settle_seconds, settings.owner) as lease:
+    lease = Lease(out.join(LEASE), run_id, settings.lease_ttl_seconds, settings.lease_settle_seconds, settings.owner)
+    with lease:
         root, rel_paths = list_files(cfg.input.uri, cfg.storage)
         sources = scan_sources(root, rel_paths)
         previous, current = version_manifest(layout), current_manifest(out)
@@ -97,7 +98,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         embedded: list[FileEntry] = []
         tokens = 0
         if plan.to_embed:
-            embedded, progress = embed_files(cfg, layout, plan.to_embed, prompt, run_id, lease)
+            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease)
             tokens = progress.tokens
         manifest_rel, generation = None, previous.generation if previous else 0
         if previous is None or not plan.is_noop:
@@ -146,4 +147,3 @@ def summarize(
         "output_rows_total": sum(e.output_rows for e in total),
         "tokens": tokens,
     }
-

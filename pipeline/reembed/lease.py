@@ -33,7 +33,9 @@ class LeaseLostError(RuntimeError):
 
 def describe(lease: dict[str, Any]) -> str:
     left = lease["expires_at"] - time.time()
-    return f"{lease['owner']} (run {lease['run_id']}, host {lease['host']}, pid {lease['pid']}, expires in {left:.0f} s)"
+    return (
+        f"{lease['owner']} (run {lease['run_id']}, host {lease['host']}, pid {lease['pid']}, expires in {left:.0f} s)"
+    )
 
 
 def is_stale(lease: dict[str, Any], now: float) -> bool:
@@ -119,7 +121,7 @@ class Lease:
         if now is not None and now["token"] == self.token:
             self.target.fs.delete_file(self.target.path)
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> Lease:  # noqa: PYI034 (py3.10 has no typing.Self)
         self.acquire()
         return self
 

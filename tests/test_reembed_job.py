@@ -1,0 +1,277 @@
+"""End to end on local Ray: incremental runs on the S3 server, model versions, killed actor, killed driver, races.
+
+Every test compares what a reader gets through the published manifest (pipeline.reembed.open_current) with the
+corpus: each id exactly once, and after a kill the same ids and vectors as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, SAMPLE
+
+from pipeline.config import StorageConfig
+from pipeline.reembed import NoPublishedVersionError, list_versions, open_current, read_current
+from pipeline.reembed.config import ReembedConfig
+from pipeline.reembed.job import run_reembed
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def config(model_dir, input_uri, output_uri, endpoint=None, **sections) -> ReembedConfig:
+    raw = {
+        "input": {"uri": input_uri, "format": "jsonl", "id_column": "id"},
+        "output": {"uri": output_uri, "keep_columns": ["lang"]},
+        "model": {"name_or_path": str(model_dir), "max_tokens": 96},
+        "batching": {"max_tokens_per_batch": 2048, "rows_per_block": 16},
+        "storage": {"endpoint_url": endpoint} if endpoint else {},
+        "reembed": {"lease_settle_seconds": 0.2, "lease_ttl_seconds": 120},
+        **sections,
+    }
+    return ReembedConfig.model_validate(raw)
+
+
+def jsonl(records) -> bytes:
+    return b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records)
+
+
+def split(records, n):
+    size = len(records) // n
+    return [records[i * size : (i + 1) * size] for i in range(n)]
+
+
+def published(uri, endpoint=None, fingerprint=None) -> dict[str, np.ndarray]:
+    """id -> vector of the published version; asserts every id appears once."""
+    table = open_current(uri, StorageConfig(endpoint_url=endpoint), fingerprint).to_table()
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "an id appears twice"
+    return dict(zip(ids, np.stack(table.column("embedding").to_numpy(zero_copy_only=False))))
+
+
+def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
+    client, bucket = s3_bucket
+    parts = split(RECORDS[:120], 4)
+    for i, part in enumerate(parts):
+        client.put_object(Bucket=bucket, Key=f"corpus/part-{i}.jsonl", Body=jsonl(part))
+    cfg = config(tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", s3_server)
+
+    first = run_reembed(cfg)
+    assert first["files"] == {
+        "new": 4,
+        "changed": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "resumed": 0,
+        "to_embed": 4,
+        "total": 4,
+    }
+    assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (120, 0, 1)
+    v1 = published(f"s3://{bucket}/emb", s3_server)
+    assert sorted(v1) == sorted(r["id"] for r in RECORDS[:120])
+
+    second = run_reembed(cfg)
+    assert (second["rows_embedded"], second["rows_reused"], second["published"]) == (0, 120, None)
+    assert second["files"]["unchanged"] == 4
+
+    edited = [dict(parts[2][0], text=parts[2][0]["text"] + " (edited)"), *parts[2][1:]]
+    client.put_object(Bucket=bucket, Key="corpus/part-2.jsonl", Body=jsonl(edited))
+    third = run_reembed(cfg)
+    assert (third["files"]["changed"], third["files"]["unchanged"]) == (1, 3)
+    assert (third["rows_embedded"], third["rows_reused"], third["rows_dropped"]) == (30, 90, 30)
+    v3 = published(f"s3://{bucket}/emb", s3_server)
+    assert sorted(v3) == sorted(v1)
+    assert all(np.array_equal(v3[r["id"]], v1[r["id"]]) for r in parts[0])  # reused, not recomputed
+    assert not np.allclose(v3[parts[2][0]["id"]], v1[parts[2][0]["id"]])
+
+    for name, run in zip(("first", "no-change", "one-touched"), (first, second, third)):
+        print(f"REEMBED s3 {name}: files {run['files']} embedded {run['rows_embedded']} reused {run['rows_reused']}")
+    client.delete_object(Bucket=bucket, Key="corpus/part-3.jsonl")
+    fourth = run_reembed(cfg)
+    assert (fourth["files"]["deleted"], fourth["rows_embedded"], fourth["rows_total"]) == (1, 0, 90)
+    assert sorted(published(f"s3://{bucket}/emb", s3_server)) == sorted(r["id"] for p in parts[:3] for r in p)
+    print(
+        f"REEMBED s3 one-deleted: files {fourth['files']} embedded {fourth['rows_embedded']} "
+        f"total {fourth['rows_total']} dropped {fourth['rows_dropped']}"
+    )
+    summary = json.loads(client.get_object(Bucket=bucket, Key="emb/_summary.json")["Body"].read())
+    assert summary["generation"] == 3 and summary["files"]["deleted"] == 1
+
+
+def local_corpus(root: Path, files: int, rows: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(split(RECORDS[: files * rows], files)):
+        (root / f"part-{i:02d}.jsonl").write_bytes(jsonl(part))
+    return root
+
+
+def test_model_change_makes_a_new_version(ray_session, tiny_models, tmp_path):
+    corpus = local_corpus(tmp_path / "corpus", 2, 20)
+    out = str(tmp_path / "emb")
+    old = run_reembed(config(tiny_models["gemma3"], str(corpus), out))
+    old_files = read_current(out)
+    new = run_reembed(config(tiny_models["qwen3"], str(corpus), out))
+    assert new["fingerprint"] != old["fingerprint"] and new["previous_fingerprint"] == old["fingerprint"]
+    assert (new["files"]["new"], new["rows_embedded"]) == (2, 40)
+    assert list_versions(out) == sorted([old["fingerprint"], new["fingerprint"]])
+    current, before = published(out), published(out, fingerprint=old["fingerprint"])
+    assert sorted(current) == sorted(before) and len(current) == 40
+    assert read_current(out, fingerprint=old["fingerprint"]) == old_files  # the old version is untouched
+    assert not np.allclose(current[RECORDS[0]["id"]], before[RECORDS[0]["id"]])
+    # Rolling the config back to the old model re-embeds nothing: the old version becomes current again.
+    back = run_reembed(config(tiny_models["gemma3"], str(corpus), out))
+    print(
+        f"REEMBED model-change: {old['fingerprint']} -> {new['fingerprint']} embedded {new['rows_embedded']}; "
+        f"back to the old model embedded {back['rows_embedded']}"
+    )
+    assert (back["rows_embedded"], back["fingerprint"], back["published"]) == (0, old["fingerprint"], old["published"])
+    assert read_current(out) == old_files
+
+
+FILES, ROWS = 12, 20
+
+
+@pytest.fixture(scope="module")
+def kill_corpus(tmp_path_factory):
+    return local_corpus(tmp_path_factory.mktemp("kill") / "corpus", FILES, ROWS)
+
+
+@pytest.fixture(scope="module")
+def clean_run(ray_session, tiny_models, kill_corpus, tmp_path_factory):
+    """id -> vector of an uninterrupted run over kill_corpus: what every interrupted run must end with."""
+    out = str(tmp_path_factory.mktemp("clean") / "emb")
+    summary = run_reembed(config(tiny_models["qwen3"], str(kill_corpus), out))
+    assert summary["rows_embedded"] == FILES * ROWS
+    return published(out)
+
+
+def assert_same_rows(got: dict, clean: dict) -> None:
+    assert sorted(got) == sorted(clean)
+    for key, vector in clean.items():
+        np.testing.assert_allclose(got[key], vector, atol=1e-4)
+
+
+def staged_markers(out: Path) -> list[Path]:
+    return sorted(out.glob("_versions/*/_staged/*.json"))
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def busy_embed_actor_pid() -> int | None:
+    """Pid of an embedding actor of this session's Ray (its processes descend from this one) running a batch.
+
+    Ray titles an actor process `ray::<repr>.<method>` while it runs a method, so `.submit` means mid-batch.
+    """
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "MapBatches(EmbedActor)).submit" in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_killed_embed_actor_then_same_rows(ray_session, tiny_models, kill_corpus, clean_run, tmp_path):
+    out = tmp_path / "emb"
+    result: dict = {}
+
+    def run():
+        try:
+            result.update(run_reembed(config(tiny_models["qwen3"], str(kill_corpus), str(out))))
+        except Exception as err:  # noqa: BLE001 (a thread cannot raise into pytest; asserted below)
+            result["error"] = err
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    pid = wait_for(busy_embed_actor_pid, 300, "the embedding actor to run a batch")
+    os.kill(pid, signal.SIGKILL)
+    staged = len(staged_markers(out))
+    runner.join(timeout=600)
+    assert "error" not in result, f"the run failed after its actor was killed: {result.get('error')!r}"
+    assert staged < FILES, "the kill came after the last file was complete"
+    print(f"REEMBED actor-kill: killed pid {pid} with {staged}/{FILES} files staged; summary {result['files']}")
+    assert result["rows_embedded"] == FILES * ROWS and result["files"]["total"] == FILES
+    assert_same_rows(published(str(out)), clean_run)
+
+
+def subprocess_run(cfg_path: Path, gcs: str, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jobs.reembed", "--config", str(cfg_path), "--set", f"compute.ray_address={gcs}"]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def last_json(stdout: str) -> dict:
+    """The summary jobs.common.run_job prints last (worker logs may precede it)."""
+    start = stdout.rindex("\n{\n") + 1 if "\n{\n" in stdout else stdout.index("{")
+    return json.loads(stdout[start:])
+
+
+def write_config(tmp_path: Path, cfg: ReembedConfig) -> Path:
+    import yaml
+
+    path = tmp_path / "reembed.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def test_killed_driver_then_rerun(ray_session, tiny_models, kill_corpus, clean_run, tmp_path):
+    out = tmp_path / "emb"
+    cfg = config(tiny_models["qwen3"], str(kill_corpus), str(out))
+    gcs = ray_session.get_runtime_context().gcs_address
+    driver = subprocess_run(write_config(tmp_path, cfg), gcs, out)
+    try:
+        wait_for(lambda: staged_markers(out) or driver.poll() is not None, 600, "a first completed file")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        _, err = driver.communicate()
+    assert driver.returncode == -signal.SIGKILL, f"the driver ended before the kill: {err[-2000:]}"
+    staged = len(staged_markers(out))
+    assert 0 < staged < FILES
+    with pytest.raises(NoPublishedVersionError):
+        read_current(str(out))  # a killed run publishes nothing
+
+    rerun = run_reembed(cfg)  # same host, dead pid: the lease is taken over at once
+    print(
+        f"REEMBED driver-kill: {staged}/{FILES} files staged at kill; rerun {rerun['files']}, "
+        f"rows embedded {rerun['rows_embedded']} reused {rerun['rows_reused']}"
+    )
+    assert rerun["files"]["resumed"] >= staged
+    assert rerun["rows_reused"] == rerun["files"]["resumed"] * ROWS
+    assert rerun["rows_embedded"] + rerun["rows_reused"] == FILES * ROWS
+    assert_same_rows(published(str(out)), clean_run)
+    assert staged_markers(out) == []  # consumed by the publish
+
+
+def test_concurrent_runs_do_not_corrupt(ray_session, tiny_models, kill_corpus, clean_run, tmp_path):
+    out = tmp_path / "emb"
+    cfg = config(tiny_models["qwen3"], str(kill_corpus), str(out), reembed={"lease_settle_seconds": 2})
+    cfg_path = write_config(tmp_path, cfg)
+    gcs = ray_session.get_runtime_context().gcs_address
+    runs = [subprocess_run(cfg_path, gcs, out) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes in ([0, 0], [0, 3]), [err[-2000:] for _, _, err in results]
+    if codes == [0, 3]:
+        refused = next(err for code, _, err in results if code == 3)
+        assert "is being written by" in refused and "refused" in refused
+    summaries = [last_json(outp) for code, outp, _ in results if code == 0]
+    print(f"REEMBED concurrent: exit codes {codes}, rows embedded {[x['rows_embedded'] for x in summaries]}")
+    assert sum(s["rows_embedded"] for s in summaries) == FILES * ROWS  # the work was done once
+    assert_same_rows(published(str(out)), clean_run)
