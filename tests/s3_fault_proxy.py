@@ -1,0 +1,153 @@
+"""A fault-injecting HTTP proxy on loopback in front of the moto S3 server.
+
+Object storage fails in three ways that matter to a long job: throttling (503 SlowDown), server errors (500) and
+dropped connections. The proxy answers the first N requests that match a rule with one of those faults, then
+forwards everything to the real server, and counts what it did so a test can report faults injected and retries
+seen. Point `storage.endpoint_url` at `proxy.url` to put it between the job and the S3 server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import struct
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+FAULT_BODIES = {
+    503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+    500: b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>",
+}
+
+
+@dataclass
+class FaultRule:
+    """Fail `count` requests whose method is in `methods` and whose path matches `path` (after the first `after`).
+
+    `kinds` cycles over the injected faults: 503 (SlowDown), 500 (InternalError) or "reset" (TCP RST, no reply).
+    """
+
+    methods: tuple[str, ...]
+    path: str
+    count: int
+    kinds: tuple[int | str, ...] = (503,)
+    after: int = 0  # matching requests let through before the faults start (some writes land, later ones fail)
+    injected: int = 0
+    passed: int = 0
+
+    def take(self, method: str, path: str) -> int | str | None:
+        if method not in self.methods or not re.search(self.path, path) or self.injected >= self.count:
+            return None
+        if self.passed < self.after:
+            self.passed += 1
+            return None
+        kind = self.kinds[self.injected % len(self.kinds)]
+        self.injected += 1
+        return kind
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    rules: list[FaultRule] = field(default_factory=list)
+    faults: Counter = field(default_factory=Counter)  # (method, path) -> faults injected
+    forwarded: Counter = field(default_factory=Counter)  # (method, path) -> requests passed to the server
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def decide(self, method: str, path: str) -> int | str | None:
+        with self.lock:
+            for rule in self.rules:
+                kind = rule.take(method, path)
+                if kind is not None:
+                    self.faults[(method, path)] += 1
+                    return kind
+            self.forwarded[(method, path)] += 1
+            return None
+
+    def retries_seen(self) -> int:
+        """Requests forwarded for an object after at least one fault on it: the client retried and got through."""
+        return sum(min(1, self.forwarded[key]) * n for key, n in self.faults.items())
+
+    def start(self) -> FaultProxy:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self))
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
+    up = urlsplit(proxy.upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _handle(self) -> None:
+            body = self._read_body()
+            path = urlsplit(self.path).path
+            kind = proxy.decide(self.command, path)
+            if kind == "reset":
+                # SO_LINGER 0 turns close() into a TCP RST: the client sees "connection reset by peer"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return
+            if kind is not None:
+                self._reply(kind, {"Content-Type": "application/xml"}, FAULT_BODIES[kind])
+                return
+            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+            try:
+                drop = {"connection", "transfer-encoding", "content-length", "expect"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                skip = {"transfer-encoding", "connection", "content-length"}
+                headers = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self._reply(resp.status, headers, data, length)
+            finally:
+                conn.close()
+
+        def _read_body(self) -> bytes:
+            """The request body, de-chunked: the AWS SDK streams uploads with Transfer-Encoding: chunked."""
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers up to the blank line
+                pass
+            return b"".join(parts)
+
+        def _reply(self, status: int, headers: dict[str, str], data: bytes, length: str | None = None) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", length or str(len(data)))  # HEAD: the object's length
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+    return Handler
