@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
+from pipeline.reembed.job import load_staged
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
@@ -19,7 +20,7 @@ from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import STATS_SCHEMA, Progress
-from pipeline.storage import resolve
+from pipeline.storage import resolve, write_bytes
 
 
 def entry(src: SourceFile, run="r1", rows=10) -> FileEntry:
@@ -185,6 +186,8 @@ def test_publish_then_garbage_collect(tmp_path):
         put_json({}, layout.root.join(e.files[0]))
     put_json({}, layout.root.join(f"data/{src.key}/crashed/p.parquet"))
     put_json(second.__dict__, layout.marker(src.key))
+    write_bytes(b'{"partial', layout.staged.join(f".{src.key}.json.0123"))  # a killed local write's temp file
+    assert load_staged(layout) == {src.key: second}
     with Lease(out.join("_lease.json"), "r", ttl=60, settle=0) as lease:
         with pytest.raises(FileNotFoundError, match="missing"):
             publish(layout, manifest([entry(SourceFile("zzz", 1, "t"))]), lease)

@@ -35,11 +35,15 @@ def get_json(target: Location) -> Any | None:
         return None
 
 
-def list_tree(root: Location) -> list[str]:
-    """Paths of every file under `root`, relative to it, sorted; empty when `root` does not exist."""
+def list_tree(root: Location, temp_files: bool = False) -> list[str]:
+    """Paths of the files under `root`, relative to it, sorted; empty when `root` does not exist.
+
+    Temp files of interrupted local writes (`.name.<uuid>`) are skipped unless `temp_files`: they may be partial.
+    """
     selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
     infos = root.fs.get_file_info(selector)
-    return sorted(posixpath.relpath(i.path, root.path) for i in infos if i.type == pafs.FileType.File)
+    paths = (posixpath.relpath(i.path, root.path) for i in infos if i.type == pafs.FileType.File)
+    return sorted(p for p in paths if temp_files or not posixpath.basename(p).startswith("."))
 
 
 def delete_files(root: Location, rel_paths: list[str]) -> None:

@@ -60,7 +60,7 @@ def collect_garbage(layout: VersionLayout, keep: int, lease: Lease) -> dict[str,
     for name in kept:
         raw = get_json(layout.manifests.join(name)) or {"entries": []}
         referenced |= {VersionLayout.run_dir(e["key"], e["run_id"]) for e in raw["entries"]}
-    data = list_tree(layout.data)
+    data = list_tree(layout.data, temp_files=True)  # a killed write's temp file is garbage too
     orphans = [f for f in data if "/".join(f"data/{f}".split("/")[:3]) not in referenced]
     markers = list_tree(layout.staged)
     delete_files(layout.data, orphans)
