@@ -38,7 +38,9 @@ class TokenizeActor:
         parent = np.concatenate([good_rows[np.asarray(rows.parent, dtype=np.int64)], bad_rows]).astype(np.int64)
         token_ids = rows.token_ids + [[] for _ in bad_rows]
         zeros = [0] * len(bad_rows)
-        out = block.take(parent)
+        # The text is spent once tokenized; taking it once per chunk would copy a long text as often as it has chunks
+        # (a 5 MB row in 3000 chunks overflows Arrow's 2 GB string array).
+        out = block.drop_columns(["text"]).take(parent)
         out = out.append_column("chunk_index", pa.array(rows.chunk_index + zeros, pa.int32()))
         out = out.append_column("char_start", pa.array(rows.char_start + zeros, pa.int64()))
         out = out.append_column("char_end", pa.array(rows.char_end + zeros, pa.int64()))
