@@ -1,0 +1,259 @@
+"""Faults on local Ray and the S3 server: killed and failing actors, storage errors, memory pressure, a killed driver.
+
+Every run that should survive a fault is compared with one fault-free run of the same corpus: same ids, each
+exactly once, same vectors. Runs that should fail must name what failed and leave nothing marked complete
+(`_summary.json` is written last and is the commit marker readers check).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import SAMPLE
+from faulty_actors import faulty, use
+from robustness_helpers import assert_same_vectors, check_counts, make_config, record_figure, vectors_by_id
+from s3_fault_proxy import FaultProxy, FaultRule
+
+from pipeline.embed_job import run_embed
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:120]
+FILES = {f"c{i}.jsonl": RECORDS[i * 40 : (i + 1) * 40] for i in range(3)}
+TRIGGER_A, TRIGGER_B = RECORDS[50]["id"], RECORDS[100]["id"]
+SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id"}}
+
+
+def corpus_bytes(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    for name, rows in FILES.items():
+        (root / name).write_bytes(corpus_bytes(rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_session, tiny_models, corpus, tmp_path_factory) -> dict:
+    """Vectors of the fault-free run, by id."""
+    out = tmp_path_factory.mktemp("baseline") / "emb"
+    summary = run_embed(make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SMALL_BLOCKS))
+    good, _ = check_counts(summary, str(out), len(RECORDS), case="fault-free baseline")
+    return vectors_by_id(good)
+
+
+def worker_logs(ray_session) -> str:
+    logs = Path(ray_session._private.worker._global_node.get_session_dir_path()) / "logs"
+    return "".join(p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
+
+
+def test_killed_and_raising_embed_actor_lose_nothing(ray_session, tiny_models, corpus, baseline, tmp_path, monkeypatch):
+    """ray.kill on the pool actor mid-job (restart + task retry), then an exception on another block (task retry)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    use(monkeypatch, faulty({"kill": TRIGGER_A, "raise": TRIGGER_B}, state))
+    out = tmp_path / "emb"
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SMALL_BLOCKS)
+    assert (cfg.compute.max_restarts, cfg.compute.max_task_retries) == (2, 2)  # explicit, not Ray's defaults
+    summary = run_embed(cfg)
+    assert (state / "killed").exists() and (state / "raised").exists()
+    restarts = len((state / "inits").read_text().split()) - 1
+    assert restarts >= 1, "the killed actor was not restarted"
+    good, rejects = check_counts(summary, str(out), len(RECORDS), case="actor killed + actor raised")
+    assert rejects.num_rows == 0
+    assert_same_vectors(good, baseline)
+    record_figure("actor faults", faults_injected=2, actor_restarts=restarts, task_retries=2)
+
+
+def test_batch_budget_too_large_for_the_device_is_halved(
+    ray_session, tiny_models, corpus, baseline, tmp_path, monkeypatch
+):
+    """A forward pass over more than 600 padded tokens raises CUDA-style OOM; the encoder splits and lowers its budget."""
+    state = tmp_path / "state"
+    state.mkdir()
+    use(monkeypatch, faulty({"oom": None}, state, capacity_tokens=600))
+    out = tmp_path / "emb"
+    summary = run_embed(make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SMALL_BLOCKS))
+    good, _ = check_counts(summary, str(out), len(RECORDS), case="device OOM, budget halved")
+    assert_same_vectors(good, baseline)
+    ooms = len((state / "ooms").read_text().split())
+    final = int((state / "final_budget").read_text())
+    assert ooms >= 1 and final <= 2048 // 2  # configured 2048: halved at least once
+    assert "out of memory on a batch of" in worker_logs(ray_session)  # the warning, not a crash
+    record_figure("device OOM", faults_injected=ooms, budget_tokens=f"2048 -> {final}")
+
+
+@pytest.mark.parametrize("policy", ["truncate", "chunk"])
+def test_enormous_row_finishes(ray_session, tiny_models, tmp_path, policy):
+    """One 5 MB text among normal rows: truncate keeps max_tokens; chunk covers all of it in overlapping windows."""
+    texts = [r["text"] for r in RECORDS]
+    huge = ""
+    while len(huge.encode()) < 5_000_000:
+        huge += " ".join(texts) + "\n"
+    corpus = tmp_path / "big.jsonl"
+    rows = [{"id": "small-0", "text": texts[0]}, {"id": "huge", "text": huge}, {"id": "small-1", "text": texts[1]}]
+    corpus.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    out = tmp_path / "emb"
+    model = {"long_inputs": policy, "max_tokens": 512, "chunk_overlap_tokens": 16}
+    cfg = make_config(
+        tiny_models["qwen3"],
+        corpus,
+        out,
+        "jsonl",
+        model=model,
+        input={"id_column": "id"},
+        batching={"max_tokens_per_batch": 8192, "max_batch_size": 64},
+    )
+    summary = run_embed(cfg)
+    good, _ = check_counts(summary, str(out), 3, case=f"5 MB row, {policy}")
+    if policy == "truncate":
+        assert sorted(good.column("id").to_pylist()) == ["huge", "small-0", "small-1"]
+        assert summary["tokens"] <= 3 * 512  # the 5 MB row costs max_tokens, not 1.5M tokens
+    else:
+        spans = sorted((r["char_start"], r["char_end"]) for r in good.to_pylist() if r["id"] == "huge")
+        assert len(spans) > 100 and spans[0][0] == 0 and spans[-1][1] == len(huge)
+        assert all(b[0] <= a[1] for a, b in itertools.pairwise(spans))  # windows overlap or touch: no text skipped
+    record_figure(f"5 MB row ({policy})", output_rows=good.num_rows)
+
+
+@pytest.fixture
+def s3_corpus(s3_bucket):
+    client, bucket = s3_bucket
+    for name, rows in FILES.items():
+        client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=corpus_bytes(rows))
+    return client, bucket
+
+
+@pytest.fixture
+def proxy(s3_server):
+    p = FaultProxy(s3_server).start()
+    yield p
+    p.stop()
+
+
+def keys(client, bucket: str, prefix: str) -> list[str]:
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def test_storage_faults_are_retried_with_identical_output(
+    ray_session, tiny_models, s3_corpus, s3_server, proxy, baseline
+):
+    """503 SlowDown, 500 and connection resets on reads and on writes, fewer per request than storage.max_attempts."""
+    _, bucket = s3_corpus
+    kinds = (503, 500, "reset")
+    proxy.rules = [
+        FaultRule(("GET",), rf"^/{bucket}/corpus/", count=4, kinds=kinds),
+        FaultRule(("PUT", "POST"), rf"^/{bucket}/emb/part-", count=4, kinds=kinds),
+    ]
+    out = f"s3://{bucket}/emb"
+    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", out, "jsonl", proxy.url, **SMALL_BLOCKS)
+    assert cfg.storage.max_attempts == 6
+    summary = run_embed(cfg)
+    good, _ = check_counts(summary, out, len(RECORDS), endpoint=s3_server, case="S3 faults within budget")
+    assert_same_vectors(good, baseline)
+    assert [r.injected for r in proxy.rules] == [4, 4]
+    assert proxy.retries_seen() >= 8  # every faulted object was asked for again, and got through
+    record_figure(
+        "S3 faults within budget", faults_injected=8, retries_seen=proxy.retries_seen(), kinds="503, 500, reset"
+    )
+
+
+def test_write_faults_past_the_budget_fail_naming_the_object(ray_session, tiny_models, s3_corpus, s3_server, proxy):
+    client, bucket = s3_corpus
+    proxy.rules = [FaultRule(("PUT", "POST"), rf"^/{bucket}/emb/part-", count=10**6, after=6)]
+    cfg = make_config(
+        tiny_models["gemma3"],
+        f"s3://{bucket}/corpus",
+        f"s3://{bucket}/emb",
+        "jsonl",
+        proxy.url,
+        storage={"max_attempts": 2},
+        **SMALL_BLOCKS,
+    )
+    with pytest.raises(Exception, match=rf"cannot write s3://{bucket}/emb/part-\w+-0000\.parquet: .*SLOW_DOWN"):
+        run_embed(cfg)
+    written = keys(client, bucket, "emb/")
+    assert "emb/_summary.json" not in written  # never marked complete
+    for key in written:  # what did land is whole: S3 objects appear only when their upload completes
+        if key.endswith(".parquet"):
+            assert pq.read_table(pa_buffer(client, bucket, key)).num_rows > 0
+    landed = sum(k.endswith(".parquet") for k in written)
+    record_figure("S3 write faults past budget", faults_injected=proxy.rules[0].injected, whole_files_landed=landed)
+
+
+def test_read_faults_past_the_budget_fail_naming_the_object(ray_session, tiny_models, s3_corpus, proxy, tmp_path):
+    _, bucket = s3_corpus
+    proxy.rules = [FaultRule(("GET",), rf"^/{bucket}/corpus/c1.jsonl", count=10**6, kinds=(500,))]
+    out = tmp_path / "emb"
+    cfg = make_config(
+        tiny_models["gemma3"],
+        f"s3://{bucket}/corpus",
+        out,
+        "jsonl",
+        proxy.url,
+        storage={"max_attempts": 2},
+        **SMALL_BLOCKS,
+    )
+    with pytest.raises(Exception, match=rf"cannot read s3://{bucket}/corpus/c1.jsonl as jsonl: .*INTERNAL_FAILURE"):
+        run_embed(cfg)
+    assert not (out / "_summary.json").exists()
+    record_figure("S3 read faults past budget", faults_injected=proxy.rules[0].injected)
+
+
+def pa_buffer(client, bucket: str, key: str):
+    import pyarrow as pa
+
+    return pa.BufferReader(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+DRIVER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import faulty_actors, pipeline.embed_job as job
+from pathlib import Path
+from pipeline.config import EmbedConfig
+from ray import cloudpickle
+cloudpickle.register_pickle_by_value(faulty_actors)
+job.EmbedActor = faulty_actors.faulty({{"slow": None}}, Path({state!r}), seconds=1.0)
+job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
+"""
+
+
+def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, corpus, tmp_path):
+    """SIGKILL the driver once output files appear: every visible file is a whole Parquet file, none is marked done."""
+    state = tmp_path / "state"
+    state.mkdir()
+    out = tmp_path / "emb"
+    gcs = ray_session.get_runtime_context().gcs_address
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, **SMALL_BLOCKS)
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
+    log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - read back when the driver exits early
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("part-*.parquet")) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    time.sleep(3)  # let Ray tear down the dead driver's workers
+    visible = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    assert visible and not (out / "_summary.json").exists()
+    for path in visible:
+        assert pq.read_table(path).num_rows > 0  # raises on a truncated or half-written file
+    hidden = [p.name for p in out.rglob(".*")]  # temp files of interrupted writes: ignored by Parquet readers
+    record_figure("driver SIGKILL", visible_parquet=len(visible), hidden_temp_files=len(hidden))
