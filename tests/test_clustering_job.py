@@ -176,3 +176,29 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "needs input.text_column" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="clustering.kk: Extra inputs are not permitted"):
         parse_config(ClusterConfig, {"input": {"uri": "x"}, "output": {"uri": "y"}, "clustering": {"k": 2, "kk": 3}})
+
+
+def test_embed_first_then_cluster(ray_session, tiny_models, tmp_path):
+    """With an `embed:` section the job embeds the raw corpus with the embed job, then clusters what it wrote."""
+    from conftest import SAMPLE
+
+    emb = str(tmp_path / "emb")
+    raw = {
+        "embed": {
+            "input": {"uri": str(SAMPLE), "format": "jsonl", "id_column": "id"},
+            "output": {"uri": emb, "keep_columns": ["text", "lang"]},
+            "model": {"name_or_path": str(tiny_models["bert"]), "max_tokens": 64, "pooling": "mean"},
+        },
+        "input": {"uri": emb, "text_column": "text"},
+        "output": {"uri": str(tmp_path / "clusters"), "keep_columns": ["lang"]},
+        "clustering": {"k": 5, "dedup": {"eps": 0.01, "keep": "longest"}},
+    }
+    summary = run_cluster(parse_config(ClusterConfig, raw))
+    n = sum(1 for _ in SAMPLE.open())
+    assert summary["rows"] == n and sum(summary["sizes"]) == n
+    assert summary["renormalized_rows"] == 0  # the embed job writes unit vectors
+    assignments = read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "assignments"))
+    assert assignments.num_rows == n
+    assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "text", "lang"]
+    kept = read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "kept_ids")).num_rows
+    assert kept + summary["dedup"]["duplicates"] == n

@@ -112,10 +112,18 @@ def assign_and_write(
     # per ~500k rows on big data) keep every CPU busy without that overhead.
     cpus = int(ray.cluster_resources().get("CPU", 1))
     partitions = min(cfg.clustering.k, max(2 * cpus, math.ceil(rows / 500_000)))
-    stats = assigned.groupby("cluster_id", num_partitions=partitions).map_groups(
-        finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
-    )
-    tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
+    ctx = ray.data.DataContext.get_current()
+    previous = ctx.shuffle_strategy
+    # The task-based sort shuffle: the default hash shuffle starts aggregator actors that each hold a CPU, which
+    # stalls on small or busy clusters; tasks queue and finish. Restored after, for the rest of the process.
+    ctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        stats = assigned.groupby("cluster_id", num_partitions=partitions).map_groups(
+            finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
+        )
+        tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
+    finally:
+        ctx.shuffle_strategy = previous
     table = pa.concat_tables(tables)
     return table.sort_by("cluster_id")
 
