@@ -192,7 +192,7 @@ def test_unreadable_files_fail_naming_the_file(ray_session, tiny_models, tmp_pat
         run_embed(make_config(tiny_models["qwen3"], corpus, out, fmt, input={"id_column": "id"}))
     assert isinstance(err.value, InputFileError)  # Ray's task error keeps the type users catch
     assert not (out / "_summary.json").exists()  # a failed job is never marked complete
-    record_figure(f"unreadable {name}", error=str(err.value).splitlines()[0][:160])
+    record_figure(f"unreadable {name}", error=next(line for line in str(err.value).splitlines() if name in line))
 
 
 def test_empty_input_listings_name_the_uri(tiny_models, tmp_path, s3_bucket, s3_server):
