@@ -28,8 +28,9 @@ class DedupConfig(Section):
     eps: float = Field(
         gt=0,
         lt=1,
-        description="Rows of one cluster with cosine >= 1 - eps are duplicates (joined transitively). With "
-        "multilingual-e5-small, 0.05 catches small edits; translations need ~0.15 and then also catch paraphrases.",
+        description="Rows of one cluster with cosine >= 1 - eps are duplicates (joined transitively). Measured with "
+        "multilingual-e5-small (docs/clustering.md): 0.04-0.06 finds ~96% of small edits at ~100% precision; "
+        "translations need ~0.1, where precision falls to ~0.83.",
     )
     keep: Literal["first", "longest", "random"] = Field(
         "first",
