@@ -96,7 +96,9 @@ def ray_knn_search(
         max_restarts=resources.max_restarts,
         max_task_retries=resources.max_task_retries,
     )
-    actors = [actor_cls.remote(ray.put(keys[a:b]), a, block_size, resources.cpus) for a, b in bounds]
+    # Hold the shard refs for the whole search: a restarted actor re-reads its constructor arguments from them.
+    shard_refs = [ray.put(keys[a:b]) for a, b in bounds]
+    actors = [actor_cls.remote(ref, a, block_size, resources.cpus) for ref, (a, _) in zip(shard_refs, bounds)]
     log.info("k-NN: %d queries x %d keys in %d shards, blocks of %d", len(queries), len(keys), len(bounds), block_size)
     scores = np.empty((queries.shape[0], k), dtype=np.float32)
     indices = np.empty((queries.shape[0], k), dtype=np.int64)
@@ -116,6 +118,7 @@ def ray_knn_search(
     finally:
         for actor in actors:
             ray.kill(actor)
+        del shard_refs
     return KnnResult(scores, indices)
 
 
