@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Any
 
@@ -90,7 +89,7 @@ def fit(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int) -> tuple[
 
 
 def assign_and_write(
-    cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int, centroids: np.ndarray, out: Location
+    cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, centroids: np.ndarray, out: Location
 ) -> pa.Table:
     """Assign every row, then group by cluster: dedup and write per cluster. Returns the per-cluster stats."""
     carried = tuple(cfg.carried_columns())
@@ -108,22 +107,13 @@ def assign_and_write(
         assign_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref, "spec": spec}
     )
     cluster_spec = ClusterSpec(out, carried, dedup_cfg, cfg.clustering.seed)
-    # Ray's default of 200 shuffle partitions costs minutes of task overhead on small data; a few per CPU (and one
-    # per ~500k rows on big data) keep every CPU busy without that overhead.
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    partitions = min(cfg.clustering.k, max(2 * cpus, math.ceil(rows / 500_000)))
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.shuffle_strategy
-    # The task-based sort shuffle: the default hash shuffle starts aggregator actors that each hold a CPU, which
-    # stalls on small or busy clusters; tasks queue and finish. Restored after, for the rest of the process.
-    ctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        stats = assigned.groupby("cluster_id", num_partitions=partitions).map_groups(
-            finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
-        )
-        tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
-    finally:
-        ctx.shuffle_strategy = previous
+    # The task-based sort shuffle, set on this dataset's own context copy: the default hash shuffle starts
+    # aggregator actors that each hold a CPU, and on a small or busy cluster they wait for CPUs for minutes.
+    assigned.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    stats = assigned.groupby("cluster_id").map_groups(
+        finish_cluster, batch_format="pyarrow", fn_kwargs={"spec": cluster_spec}
+    )
+    tables = list(stats.iter_batches(batch_size=None, batch_format="pyarrow"))
     table = pa.concat_tables(tables)
     return table.sort_by("cluster_id")
 
@@ -180,7 +170,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     kmeans.check_k(cfg.clustering.k, rows)
 
     result, sample_facts = fit(cfg, ds, dim, rows)
-    stats = assign_and_write(cfg, ds, dim, rows, result.centroids, out)
+    stats = assign_and_write(cfg, ds, dim, result.centroids, out)
     sizes = write_centroids(result.centroids, stats, out)
     total_cos = float(stats.column("cos_sum").to_numpy().sum())
     renormalized = int(stats.column("renormalized").to_numpy().sum())
