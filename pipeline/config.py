@@ -26,11 +26,12 @@ class InputConfig(Section):
     kind: Literal["document", "query"] = Field(
         "document", description="Queries get the model's query instruction; documents get none."
     )
-    duplicate_ids: Literal["error", "keep_first"] = Field(
+    duplicate_ids: Literal["error", "keep_first", "unchecked"] = Field(
         "keep_first",
         description="With input.id_column: 'keep_first' embeds the first row of each id (file order, then row) and "
-        "rejects later ones with reason 'duplicate id'; 'error' fails before embedding. Costs one extra read of the "
-        "input (ids only reach the driver, as 16-byte digests).",
+        "rejects later ones with reason 'duplicate id'; 'error' fails before embedding. Both cost one extra read of "
+        "the input and 16 bytes per row on the driver; 'unchecked' skips that check for corpora whose ids are known "
+        "to be unique (the driver's memory then no longer grows with the corpus).",
     )
 
 

@@ -62,8 +62,8 @@ def read_files(batch: pa.Table, spec: ReadSpec):
 
 def scan_duplicates(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> dict[str, dict[int, str]]:
     """Pre-pass for input.duplicate_ids (see pipeline.duplicate_ids): one Ray task per file returns id digests."""
-    if spec.id_column is None:
-        return {}  # derived ids (file#row) are unique by construction
+    if spec.id_column is None or cfg.input.duplicate_ids == "unchecked":
+        return {}  # derived ids (file#row) are unique by construction; 'unchecked' trusts the user's ids
     task = ray.remote(id_digests).options(**io_task_args(cfg.compute))
     digests = ray.get([task.remote(spec, rel) for rel in files])
     return find_duplicates(files, digests, cfg.input.duplicate_ids)

@@ -180,3 +180,15 @@ def test_corrupt_parquet_names_the_file(ray_session, tiny_models, tmp_path):
     with pytest.raises(Exception, match="cannot read .*broken.parquet as parquet"):
         run_embed(cfg)
     assert InputFileError.__name__  # the error type users catch when calling the library
+
+
+def test_unchecked_duplicate_ids_skip_the_prepass(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "d"
+    corpus.mkdir()
+    rows = [{"id": "same", "text": "first copy"}, {"id": "same", "text": "second copy"}, {"id": "x", "text": "other"}]
+    (corpus / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "jsonl",
+                 input={"id_column": "id", "duplicate_ids": "unchecked"})
+    summary = run_embed(cfg)
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (3, 3, 0)
+    assert sorted(pq.read_table(tmp_path / "emb").column("id").to_pylist()) == ["same", "same", "x"]
