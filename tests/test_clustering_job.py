@@ -186,12 +186,12 @@ def test_embed_first_then_cluster(ray_session, tiny_models, tmp_path):
     raw = {
         "embed": {
             "input": {"uri": str(SAMPLE), "format": "jsonl", "id_column": "id"},
-            "output": {"uri": emb, "keep_columns": ["text", "lang"]},
+            "output": {"uri": emb, "keep_columns": ["lang"]},
             "model": {"name_or_path": str(tiny_models["bert"]), "max_tokens": 64, "pooling": "mean"},
         },
-        "input": {"uri": emb, "text_column": "text"},
+        "input": {"uri": emb},
         "output": {"uri": str(tmp_path / "clusters"), "keep_columns": ["lang"]},
-        "clustering": {"k": 5, "dedup": {"eps": 0.01, "keep": "longest"}},
+        "clustering": {"k": 5, "dedup": {"eps": 0.01, "keep": "random"}},
     }
     summary = run_cluster(parse_config(ClusterConfig, raw))
     n = sum(1 for _ in SAMPLE.open())
@@ -199,6 +199,6 @@ def test_embed_first_then_cluster(ray_session, tiny_models, tmp_path):
     assert summary["renormalized_rows"] == 0  # the embed job writes unit vectors
     assignments = read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "assignments"))
     assert assignments.num_rows == n
-    assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "text", "lang"]
+    assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "lang"]
     kept = read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "kept_ids")).num_rows
     assert kept + summary["dedup"]["duplicates"] == n

@@ -105,7 +105,9 @@ def partial_sums(x: np.ndarray, centroids: np.ndarray, n_far: int | None = None)
     labels, cos = assign(x, centroids)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
     sums = np.zeros((k, d), dtype=np.float64)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with warnings.catch_warnings():  # blocks from Arrow are read-only views; the matmul only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     for a in range(0, len(x), CHUNK_ROWS):
         lab = labels[a : a + CHUNK_ROWS]
         onehot = onehot_csr(lab, k)
