@@ -51,7 +51,7 @@ def test_merge_of_blocks_equals_whole():
     c = x[:5]
     whole = kmeans.partial_sums(x, c)
     parts = kmeans.merge([kmeans.partial_sums(b, c) for b in np.array_split(x, 7)])
-    np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-5, atol=1e-5)  # float32 within a block
+    np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-12)
     np.testing.assert_array_equal(parts.counts, whole.counts)
     assert parts.cos_sum == pytest.approx(whole.cos_sum, rel=1e-9)
     np.testing.assert_array_equal(parts.far_cos, whole.far_cos)
