@@ -12,10 +12,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import ConfigError, load_config
+from pipeline.errors import UserError
 
 
 def run_job(description: str, config_model: type[BaseModel], run: Callable[[Any], dict], argv: list[str] | None) -> int:
-    """Parse `--config FILE --set a.b=c`, run, print the summary as JSON; config errors exit 2 with the reason."""
+    """Parse `--config FILE --set a.b=c`, run, print the summary as JSON.
+
+    Config errors exit 2 and input/model errors exit 1, each with its message and no traceback.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
@@ -26,6 +30,10 @@ def run_job(description: str, config_model: type[BaseModel], run: Callable[[Any]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except (UserError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
     return 0

@@ -15,13 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.errors import UserError
 from pipeline.reading import REJECT, ROW, ReadSpec, read_file
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
 
 
-class DuplicateIdError(ValueError):
+class DuplicateIdError(UserError, ValueError):
     """input.duplicate_ids=error and an id occurs more than once."""
 
 

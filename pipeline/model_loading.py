@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from transformers.utils import cached_file
 
 from pipeline.config import ModelConfig
+from pipeline.errors import UserError
 from pipeline.prompts import ST_CONFIG, named_prompts
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The configured model cannot be loaded or cannot serve the configured pooling."""
 
 

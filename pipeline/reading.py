@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserError
 from pipeline.storage import Location
 
 REJECT, SOURCE, ROW = "_reject", "_source", "_row"
@@ -25,7 +26,7 @@ CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stag
 VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")
 
 
-class InputFileError(RuntimeError):
+class InputFileError(UserError, RuntimeError):
     """A file that cannot be read at all (corrupt, wrong format, missing column)."""
 
 

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.config import StorageConfig
+from pipeline.errors import UserError
 
 GLOB_CHARS = "*?["
 HIDDEN_PREFIXES = ("_", ".")  # _SUCCESS, _rejects/, .part-tmp files: never input, never dataset files
@@ -92,7 +93,7 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
     return root, sorted(names)
 
 
-class StorageWriteError(OSError):
+class StorageWriteError(UserError, OSError):
     """A write that failed after the S3 client's retries; the message names the object and the last error."""
 
 

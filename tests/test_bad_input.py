@@ -218,7 +218,7 @@ def test_empty_input_listings_name_the_uri(tiny_models, tmp_path, s3_bucket, s3_
     "override, message",
     [
         ("model.max_tokenz=5", "model.max_tokenz: Extra inputs are not permitted"),
-        ("input.duplicate_ids=drop", "input.duplicate_ids: Input should be 'error' or 'keep_first'"),
+        ("input.duplicate_ids=drop", "input.duplicate_ids: Input should be 'error', 'keep_first' or 'unchecked'"),
         ("batching.max_batch_size=many", "batching.max_batch_size: Input should be a valid integer"),
         ("model.max_tokens=0", "model.max_tokens: Input should be greater than 0"),
         ("compute.max_restarts=-1", "compute.max_restarts: Input should be greater than or equal to 0"),

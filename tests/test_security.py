@@ -166,9 +166,14 @@ def test_credentials_never_reach_outputs_logs_or_errors(
             grep_secrets(json.dumps(table.to_pylist(), default=str), f"{key} rows")
             grep_secrets(repr(table.schema.metadata), f"{key} metadata")
 
-    with pytest.raises(Exception) as failed:  # a failing run: the error text must not carry the keys either
-        embed_main(["--config", str(config), "--set", "input.uri=s3://no-such-bucket-xyz/corpus"])
-    grep_secrets(str(failed.value) + repr(failed.value), "the error of a failed run")
+    # A failing run: its error must not carry the keys either, whether the CLI prints it (checked with the captured
+    # stderr below) or it is raised.
+    try:
+        code, failure = embed_main(["--config", str(config), "--set", "input.uri=s3://no-such-bucket-xyz/corpus"]), ""
+    except Exception as err:  # noqa: BLE001 - any error type; only its text matters here
+        code, failure = None, str(err) + repr(err)
+    assert code != 0
+    grep_secrets(failure, "the error of a failed run")
 
     captured = capfd.readouterr()
     grep_secrets(captured.out + captured.err, "driver stdout/stderr")

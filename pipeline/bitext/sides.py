@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pipeline.bitext.dedup import first_occurrences
 from pipeline.clustering.vectors import embedding_matrix, normalize_rows
 from pipeline.config import StorageConfig
+from pipeline.errors import UserError
 from pipeline.mine_config import SideConfig
 from pipeline.reading import REJECT, ReadSpec, read_file
 from pipeline.storage import list_files
@@ -26,7 +27,7 @@ from pipeline.storage import list_files
 log = logging.getLogger(__name__)
 
 
-class SideError(ValueError):
+class SideError(UserError, ValueError):
     """A side that cannot be mined: no rows, no rows in its language, or vectors that do not match its texts."""
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from pipeline.errors import UserError
+
 NORM_TOLERANCE = 1e-3  # float16 storage alone moves norms by ~1e-4; anything beyond this was not normalized
 
 
-class EmbeddingColumnError(ValueError):
+class EmbeddingColumnError(UserError, ValueError):
     """The embedding column is missing, not a list of floats, or its vectors do not all have the same length."""
 
 
