@@ -1,0 +1,113 @@
+"""The throughput benchmarks at tiny size on CPU, so that they keep running; plus their pure helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.baselines import fixed_batch_padding_efficiency, st_padding_efficiency
+from bench.corpus import DATA, build_corpus
+from bench.flops import ModelShape, forward_flops
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_synthetic_corpus_is_skewed_multiscript_and_reproducible():
+    corpus = build_corpus(400, seed=3, data=None)
+    assert corpus.source == "synthetic" and len(corpus.texts) == 400
+    chars = corpus.chars()
+    assert chars.mean() > 1.5 * np.median(chars)  # lognormal: the tail pulls the mean above the median
+    assert chars.max() > 15 * np.median(chars)
+    assert len(set(corpus.langs)) >= 5
+    assert build_corpus(400, seed=3, data=None).texts == corpus.texts
+    assert build_corpus(400, seed=4, data=None).texts != corpus.texts
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+def test_corpus_from_shared_data_mixes_languages():
+    corpus = build_corpus(300, seed=0)
+    assert corpus.source == "shared"
+    assert len(set(corpus.langs)) >= 30
+    assert all(corpus.texts)
+
+
+def test_forward_flops_by_hand():
+    # 2 x 100 params x 3 tokens + 4 x 2 layers x width 8 x (1^2 + 2^2)
+    assert forward_flops(ModelShape(100, 2, 8), np.array([1, 2])) == 600 + 320
+
+
+def test_baseline_padding_plans_by_hand():
+    lengths = np.array([1, 4, 2, 3])
+    # fixed batches of 2 in corpus order: [1, 4] -> 8, [2, 3] -> 6 computed; 10 real
+    assert fixed_batch_padding_efficiency(lengths, batch_size=2) == pytest.approx(10 / 14)
+    # sentence-transformers sorts by characters: 4, 3 | 2, 1 -> 8 + 4 computed
+    texts = ["a", "dddd", "bb", "ccc"]
+    assert st_padding_efficiency(texts, lengths, batch_size=2) == pytest.approx(10 / 12)
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path):
+    pytest.importorskip("sentence_transformers", reason="baseline (a) needs the bench extra: pip install -e .[bench]")
+    from bench.throughput import main
+
+    out = tmp_path / "report.md"
+    raw = main(
+        [
+            "--model",
+            str(tiny_models["bert"]),
+            "--docs",
+            "40",
+            "--max-tokens",
+            "96",
+            "--budget",
+            "1024",
+            "--levers",
+            "--lever-docs",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
+    summary = raw["summary"]
+    assert set(summary["rows"]) == {"a", "b", "c", "d"}
+    assert set(summary["ratios"]) == {"c/a", "c/b", "d/a", "d/c"}
+    rows = summary["rows"]
+    assert rows["c"]["padding_efficiency"] > rows["b"]["padding_efficiency"]  # sorted buckets beat corpus order
+    assert all(r["tokens_per_cpu_s"] > 0 and r["peak_rss_mb"] > 0 and 0 < r["mfu"] < 1.5 for r in rows.values())
+    assert len(raw["levers"]["levers"]) >= 4
+    report = out.read_text()
+    assert "c/a" in report and "Cosine of (c) to (a)" in report
+    cos_min = float(report.split("min ")[1].split(",")[0])
+    assert cos_min >= 0.999  # bf16 stage vs float32 sentence-transformers
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_small_on_cpu(tmp_path):
+    pytest.importorskip("sentence_transformers", reason="the baseline needs the bench extra: pip install -e .[bench]")
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        "bash",
+        "bench/gpu.sh",
+        "--device",
+        "cpu",
+        "--docs",
+        "8",
+        "--max-tokens",
+        "64",
+        "--model-dir",
+        str(tmp_path / "harrier"),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=900)
+    result = json.loads(out.read_text())
+    assert result["layers"] == 2 and result["ours"]["tokens_per_s"] > 0
+    assert 0 < result["ours"]["padding_efficiency"] <= 1
+    for name in ("st_fp32", "st_bf16"):
+        assert result[name]["cosine_vs_ours_mean"] > 0.99  # same model, same pooling: the same embeddings
