@@ -36,7 +36,7 @@ from pipeline.clustering.distributed import (
     sample_block,
 )
 from pipeline.clustering.vectors import check_embedding_field, embedding_matrix
-from pipeline.embed_job import init_ray, prepare_output
+from pipeline.embed_job import init_ray, prepare_output, run_embed
 from pipeline.storage import Location, list_files, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -154,16 +154,15 @@ def write_duplicates(stats: pa.Table, out: Location) -> int:
 def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     """Run the configured clustering; returns the summary that is also written to `<output>/summary.json`."""
     start = time.perf_counter()
-    init_ray(cfg.compute)
     if cfg.embed is not None:
-        from pipeline.embed_job import run_embed
-
         log.info("embedding %s first", cfg.embed.input.uri)
         run_embed(cfg.embed)
+    # Input and output are checked before Ray starts, so a wrong URI or column fails in seconds.
     root, files = list_files(cfg.input.uri, cfg.storage)
     dim = inspect_input(cfg, root, files)
     out = resolve(cfg.output.uri, cfg.storage)
     prepare_output(out, cfg.output.overwrite)
+    init_ray(cfg.compute)
     columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
     ds = ray.data.read_parquet([root.join(f).path for f in files], filesystem=root.fs, columns=columns)
     rows = ds.count()
