@@ -16,7 +16,7 @@ import torch
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer, pick_device
-from pipeline.reading import REJECT
+from pipeline.reading import REJECT, TEXT
 from pipeline.tokenization import TextTokenizer
 
 TOKENS, TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_tokens", "_num_tokens", "_computed_tokens", "_embed_seconds"
@@ -33,14 +33,14 @@ class TokenizeActor:
     def __call__(self, block: pa.Table) -> pa.Table:
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
         good_rows = np.flatnonzero(good)
-        rows = self.tokenizer.tokenize(block.column("text").take(good_rows).to_pylist())
+        rows = self.tokenizer.tokenize(block.column(TEXT).take(good_rows).to_pylist())
         bad_rows = np.flatnonzero(~good)
         parent = np.concatenate([good_rows[np.asarray(rows.parent, dtype=np.int64)], bad_rows]).astype(np.int64)
         token_ids = rows.token_ids + [[] for _ in bad_rows]
         zeros = [0] * len(bad_rows)
         # The text is spent once tokenized; taking it once per chunk would copy a long text as often as it has chunks
         # (a 5 MB row in 3000 chunks overflows Arrow's 2 GB string array).
-        out = block.drop_columns(["text"]).take(parent)
+        out = block.drop_columns([TEXT]).take(parent)
         out = out.append_column("chunk_index", pa.array(rows.chunk_index + zeros, pa.int32()))
         out = out.append_column("char_start", pa.array(rows.char_start + zeros, pa.int64()))
         out = out.append_column("char_end", pa.array(rows.char_end + zeros, pa.int64()))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
-from pipeline.reading import REJECT, ROW, ReadSpec, read_file
+from pipeline.reading import REJECT, ROW, TEXT, ReadSpec, read_file
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
@@ -82,5 +82,5 @@ def reject_rows(block: pa.Table, reasons: dict[int, str]) -> pa.Table:
     current = block.column(REJECT).to_pylist()
     new = [old if old is not None else reasons.get(r) for r, old in zip(row_numbers, current)]
     block = block.set_column(block.schema.get_field_index(REJECT), REJECT, pa.array(new, pa.string()))
-    text = pc.if_else(pc.is_null(block.column(REJECT)), block.column("text"), pa.scalar(None, pa.string()))
-    return block.set_column(block.schema.get_field_index("text"), "text", text)
+    text = pc.if_else(pc.is_null(block.column(REJECT)), block.column(TEXT), pa.scalar(None, pa.string()))
+    return block.set_column(block.schema.get_field_index(TEXT), TEXT, text)

@@ -1,7 +1,7 @@
 """Stream rows out of Parquet, JSONL and plain-text files, turning bad rows into rejects with reasons.
 
 Every row read leaves this module either as a good row (`_reject` null) or as a reject with its reason, so the
-job can prove rows in = rows written + rows rejected. Columns: id, text, _reject, _source, _row, kept columns.
+job can prove rows in = rows written + rows rejected. Columns: id, _text, _reject, _source, _row, kept columns.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from pipeline.errors import UserError
 from pipeline.storage import Location
 
-REJECT, SOURCE, ROW = "_reject", "_source", "_row"
+# Internal columns are underscored so that they never collide with a kept input column (e.g. "text").
+TEXT, REJECT, SOURCE, ROW = "_text", "_reject", "_source", "_row"
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
 # A character that is neither whitespace nor a C0/C1 control: a text without one has nothing to embed. Other
 # control characters and NUL bytes inside real text are kept verbatim; the tokenizer decides what they become.
@@ -68,7 +69,7 @@ def make_block(spec: ReadSpec, rel: str, first_row: int, texts: list, ids: list,
     clean = [t.decode("utf-8") if isinstance(t, bytes) and r is None else t for t, r in zip(texts, reasons)]
     columns = {
         "id": pa.array(ids, pa.string()),
-        "text": pa.array([t if r is None else None for t, r in zip(clean, reasons)], pa.string()),
+        TEXT: pa.array([t if r is None else None for t, r in zip(clean, reasons)], pa.string()),
         REJECT: pa.array(reasons, pa.string()),
         SOURCE: pa.array([rel] * len(texts), pa.string()),
         ROW: pa.array(rows, pa.int64()),

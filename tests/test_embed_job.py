@@ -51,7 +51,7 @@ def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         client.put_object(Bucket=bucket, Key=f"corpus/part-{i}.parquet", Body=buf.getvalue())
     cfg = config(
         tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "parquet", s3_server,
-        input={"id_column": "id"}, output={"keep_columns": ["lang"], "rows_per_file": 100},
+        input={"id_column": "id"}, output={"keep_columns": ["lang", "text"], "rows_per_file": 100},
     )
     summary = run_embed(cfg)
     assert summary["rows_in"] == summary["rows_embedded"] == summary["output_rows"] == len(RECORDS)
@@ -65,6 +65,8 @@ def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     langs = dict(zip(out.column("id").to_pylist(), out.column("lang").to_pylist()))
     assert all(langs[r["id"]] == r["lang"] for r in RECORDS)
+    texts = dict(zip(out.column("id").to_pylist(), out.column("text").to_pylist()))
+    assert all(texts[r["id"]] == r["text"] for r in RECORDS)  # the text column itself can be kept
 
     key = client.list_objects_v2(Bucket=bucket, Prefix="emb/part-")["Contents"][0]["Key"]
     meta = pq.read_schema(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).metadata

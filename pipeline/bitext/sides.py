@@ -21,7 +21,7 @@ from pipeline.clustering.vectors import embedding_matrix, normalize_rows
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
 from pipeline.mine_config import SideConfig
-from pipeline.reading import REJECT, ReadSpec, read_file
+from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import list_files
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def read_side(name: str, cfg: SideConfig, storage: StorageConfig) -> Side:
                 other_lang.update(str(v) for v in langs if v != cfg.lang)
                 good = good.filter(pa.array([v == cfg.lang for v in langs], pa.bool_()))
             ids += good.column("id").to_pylist()
-            texts += good.column("text").to_pylist()
+            texts += good.column(TEXT).to_pylist()
     if not ids and other_lang:
         present = ", ".join(f"{lang} ({n})" for lang, n in other_lang.most_common(20))
         raise SideError(
