@@ -33,6 +33,9 @@ def load_sentence_transformer(
         head = models.Pooling(body.get_embedding_dimension(), pooling_mode=mode)
         st = SentenceTransformer(modules=[body, head, models.Normalize()], device=device)
     st.max_seq_length = max_tokens
+    # sentence-transformers >= 6 renders text through the tokenizer's chat template when it has one (SmolLM2 does),
+    # adding a system prompt to every text; embed the plain text, as our pipeline and the plain recipe do.
+    getattr(st[0], "modality_config", {}).pop("message", None)
     tokenizer = st.tokenizer
     if tokenizer.pad_token_id is None:  # decoder tokenizers: pad with EOS, as pipeline.model_loading does
         tokenizer.pad_token = tokenizer.eos_token
