@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path):
 def test_gpu_script_runs_small_on_cpu(tmp_path):
     pytest.importorskip("sentence_transformers", reason="the baseline needs the bench extra: pip install -e .[bench]")
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}  # the interpreter running the tests
     cmd = [
         "bash",
         "bench/gpu.sh",
