@@ -57,7 +57,7 @@ def copy_model(tiny_models, tmp_path) -> Path:
 
 
 class Records(logging.Handler):
-    """Collects log messages (the suite runs with `-p no:logging`, so no caplog)."""
+    """Collects log messages (independent of pytest's logging plugin, so it also works under `-p no:logging`)."""
 
     def __init__(self, logger: str):
         super().__init__(logging.WARNING)
