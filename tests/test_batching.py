@@ -55,7 +55,9 @@ def test_pad_batch_gathers_rows_in_order(left):
 
 def test_few_rows_of_spread_lengths_are_bucketed_not_padded_to_the_longest():
     # 24 rows that all fit one 16k budget: a budget-only cut pads them all to 236 tokens (efficiency ~0.3)
-    lengths = np.array([236, 200, 170, 120, 90, 80, 70, 60, 55, 50, 45, 40, 38, 35, 30, 28, 25, 22, 20, 18, 15, 12, 10, 8])
+    lengths = np.array(
+        [236, 200, 170, 120, 90, 80, 70, 60, 55, 50, 45, 40, 38, 35, 30, 28, 25, 22, 20, 18, 15, 12, 10, 8]
+    )
     plan = plan_batches(lengths, max_tokens_per_batch=16384, max_batch_size=256)
     assert plan.padding_efficiency() > 0.8
     for batch in plan.batches():
