@@ -41,9 +41,10 @@ def init_ray(compute: ComputeConfig) -> None:
     ctx.actor_task_retry_on_errors = True
 
 
-def gpus_per_actor(compute: ComputeConfig) -> float:
-    if compute.gpus_per_actor is not None:
-        return compute.gpus_per_actor
+def resolve_gpus(requested: float | None) -> float:
+    """GPUs per actor: what the config asks for, else one when the cluster has GPUs and none when it has not."""
+    if requested is not None:
+        return requested
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
@@ -122,7 +123,7 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
             "out_dtype": cfg.output.dtype,
         },
         compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
-        num_gpus=gpus_per_actor(compute),
+        num_gpus=resolve_gpus(compute.gpus_per_actor),
         num_cpus=compute.cpus_per_actor,
         **retries,
     )

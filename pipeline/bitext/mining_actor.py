@@ -20,6 +20,7 @@ import ray
 import torch
 
 from pipeline.bitext.knn import KnnResult, ShardSearcher, check_embeddings, merge_topk, shard_bounds
+from pipeline.embed_job import resolve_gpus
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,7 @@ class ShardResources:
     max_task_retries: int = 3
 
     def resolved_gpus(self) -> float:
-        if self.gpus is not None:
-            return self.gpus
-        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        return resolve_gpus(self.gpus)
 
 
 class ShardActor:
