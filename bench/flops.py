@@ -33,16 +33,15 @@ def model_shape(model_dir: str) -> ModelShape:
     return ModelShape(int(non_embedding), int(config.num_hidden_layers), int(heads * head_dim))
 
 
-def forward_flops(shape: ModelShape, lengths: np.ndarray) -> float:
+def forward_flops(shape: ModelShape, lengths: np.ndarray, attention: bool = True) -> float:
     """2 x params per token for the matmuls, plus 4 x layers x width x L^2 per row for Q.K^T and A.V.
 
-    The attention term counts the full L x L square (PaLM's convention) even for causal models.
+    The attention term counts the full L x L square (PaLM's convention) even for causal models and sliding-window
+    layers; `attention=False` leaves it out, for a figure that no attention convention can inflate.
     """
     lengths = np.asarray(lengths, dtype=np.float64)
-    return float(
-        2.0 * shape.non_embedding_params * lengths.sum()
-        + 4.0 * shape.layers * shape.attention_width * (lengths**2).sum()
-    )
+    attention_flops = 4.0 * shape.layers * shape.attention_width * (lengths**2).sum() if attention else 0.0
+    return float(2.0 * shape.non_embedding_params * lengths.sum() + attention_flops)
 
 
 def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats: int = 8) -> tuple[float, float]:

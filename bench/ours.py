@@ -17,9 +17,17 @@ from pipeline.model_loading import load_model, load_tokenizer
 from pipeline.tokenization import TextTokenizer
 
 
-def model_config(model_dir: str, pooling: str, max_tokens: int, dtype: str, attn: str = "sdpa") -> ModelConfig:
+def model_config(
+    model_dir: str, pooling: str, max_tokens: int, dtype: str, attn: str = "sdpa", compile: bool = False
+) -> ModelConfig:
     return ModelConfig(
-        name_or_path=model_dir, pooling=pooling, max_tokens=max_tokens, dtype=dtype, attn_implementation=attn, prompt=""
+        name_or_path=model_dir,
+        pooling=pooling,
+        max_tokens=max_tokens,
+        dtype=dtype,
+        attn_implementation=attn,
+        compile=compile,
+        prompt="",
     )
 
 

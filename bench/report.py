@@ -92,15 +92,16 @@ def render_levers(levers: dict, tokens: int) -> str:
         "",
         (
             f"Tokenizing these rows took {levers['tokenize_seconds']:.2f} s, work the model actor never does because "
-            "tokenization is its own stage. Speed-ups are ratios of CPU seconds."
+            "tokenization is its own stage. Speed-ups are ratios of CPU seconds. Set-up (model load, warm-up and any "
+            "compile, once per actor) is not in the timed columns."
         ),
         "",
-        "| lever | CPU s | wall s | padding eff. | speed-up vs previous row | vs first row |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| lever | CPU s | wall s | set-up s | padding eff. | speed-up vs previous row | vs first row |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['lever'].strip()} | {row['cpu_seconds']:.1f} | {row['seconds']:.1f} | "
+            f"| {row['lever'].strip()} | {row['cpu_seconds']:.1f} | {row['seconds']:.1f} | {row.get('setup_s', 0):.1f} | "
             f"{tokens / row['computed_tokens']:.3f} | {prev / row['cpu_seconds']:.2f} | {base / row['cpu_seconds']:.2f} |"
         )
         if not row["lever"].startswith("  toggle"):

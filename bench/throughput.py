@@ -109,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--levers", action="store_true", help="also run the lever ablation of our stage")
     p.add_argument("--lever-docs", type=int, default=None, help="corpus size for the ablation (default: --docs)")
     p.add_argument("--lever-budgets", default="2048,16384")
+    p.add_argument("--lever-compile", action="store_true", help="add a torch.compile toggle to the ablation")
     p.add_argument("--harrier-layers", type=int, default=18, help="layers of the harrier-shape model")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic corpus even when shared data exist")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown report here")
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "corpus_dir": str(work / "corpus"),
         "work": str(work),
         "lever_budgets": [int(b) for b in args.lever_budgets.split(",")],
+        "lever_compile": args.lever_compile,
     }
     (work / "spec.json").write_text(json.dumps(spec))
 

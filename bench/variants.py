@@ -151,16 +151,27 @@ def variant_job(spec: dict, texts: list[str]) -> dict:
     }
 
 
-def lever_steps(spec: dict) -> list[tuple[str, str, str, int, int | None]]:
-    """(name, dtype, attention, threads, budget or None for fixed 32-row batches); toggles start with '  toggle'."""
-    t, b, dt = spec["threads"], spec["budget"], spec["dtype"]
+def lever_steps(spec: dict) -> list[dict]:
+    """Our stage with each lever on in turn, then toggles of one lever against the last cumulative row.
+
+    Keys: name, dtype, attn, budget (None: fixed 32-row batches in corpus order), and optionally mask_to_model
+    (True: the padding mask goes into attention even for a causal model) and compile.
+    """
+    b, dt = spec["budget"], spec["dtype"]
     steps = [
-        ("fixed 32-row batches in corpus order, float32", "float32", "sdpa", t, None),
-        ("+ length-bucketed token-budget batches", "float32", "sdpa", t, b),
-        (f"+ {dt}", dt, "sdpa", t, b),
-        ("  toggle: eager attention instead of SDPA", dt, "eager", t, b),
+        {"name": "fixed 32-row batches in corpus order, float32", "dtype": "float32", "budget": None},
+        {"name": "+ length-bucketed token-budget batches", "dtype": "float32", "budget": b},
+        {"name": f"+ {dt}", "dtype": dt, "budget": b},
+        {"name": "  toggle: eager attention instead of SDPA", "dtype": dt, "budget": b, "attn": "eager"},
+        {"name": "  toggle: padding mask into attention", "dtype": dt, "budget": b, "mask_to_model": True},
     ]
-    steps += [(f"  toggle: max_tokens_per_batch {x}", dt, "sdpa", t, x) for x in spec["lever_budgets"] if x != b]
+    steps += [
+        {"name": f"  toggle: max_tokens_per_batch {x}", "dtype": dt, "budget": x}
+        for x in spec["lever_budgets"]
+        if x != b
+    ]
+    if spec.get("lever_compile"):
+        steps.append({"name": "  toggle: torch.compile", "dtype": dt, "budget": b, "compile": True})
     return steps
 
 
@@ -169,20 +180,35 @@ def variant_levers(spec: dict, texts: list[str]) -> dict:
     from bench.ours import load_encoder, model_config, run_fixed_batches, run_stage, tokenize
 
     rows, tokenized = [], None
-    for name, dtype, attn, threads, budget in lever_steps(spec):
-        torch.set_num_threads(threads)
-        cfg = model_config(spec["model_dir"], spec["pooling"], spec["max_tokens"], dtype, attn)
+    for step in lever_steps(spec):
+        budget = step["budget"]
+        cfg = model_config(
+            spec["model_dir"],
+            spec["pooling"],
+            spec["max_tokens"],
+            step["dtype"],
+            step.get("attn", "sdpa"),
+            step.get("compile", False),
+        )
         if tokenized is None:
             tokenized = tokenize(cfg, texts)
         values, offsets, _ = tokenized
+        setup = time.perf_counter()
         encoder = load_encoder(cfg, budget or spec["budget"], spec["max_batch_size"])
-        run_stage(encoder, values, offsets[:9], spec["rows_per_block"])  # warm-up
+        if step.get("mask_to_model"):
+            if encoder.mask_to_model:  # a bidirectional model gets the mask anyway: nothing to toggle
+                continue
+            encoder.mask_to_model = True
+        run_stage(encoder, values, offsets[:9], spec["rows_per_block"])  # warm-up (and the compile, if any)
+        setup = time.perf_counter() - setup
         if budget is None:
             wall, cpu, computed = run_fixed_batches(encoder, values, offsets, 32)
         else:
             wall, cpu, encoded = run_stage(encoder, values, offsets, spec["rows_per_block"])
             computed = int(encoded.computed_tokens.sum())
-        rows.append({"lever": name, "seconds": wall, "cpu_seconds": cpu, "computed_tokens": computed})
+        rows.append(
+            {"lever": step["name"], "seconds": wall, "cpu_seconds": cpu, "computed_tokens": computed, "setup_s": setup}
+        )
         del encoder
     return {"levers": rows, "tokenize_seconds": tokenized[2], "seconds": rows[-1]["seconds"]}
 

@@ -28,7 +28,9 @@ class TokenizeActor:
 
     def __init__(self, model: ModelConfig, prompt: str):
         tokenizer = load_tokenizer(model)
-        self.tokenizer = TextTokenizer(tokenizer, prompt, model.max_tokens, model.long_inputs, model.chunk_overlap_tokens)
+        self.tokenizer = TextTokenizer(
+            tokenizer, prompt, model.max_tokens, model.long_inputs, model.chunk_overlap_tokens
+        )
 
     def __call__(self, block: pa.Table) -> pa.Table:
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
@@ -64,6 +66,7 @@ class EmbedActor:
             padding_side=tokenizer.padding_side,
             max_tokens_per_batch=batching.max_tokens_per_batch,
             max_batch_size=batching.max_batch_size,
+            min_batch_tokens=batching.min_batch_tokens,
         )
         self.value_type = pa.float16() if out_dtype == "float16" else pa.float32()
 

@@ -42,13 +42,20 @@ MIN_LENGTH_RATIO = 0.9
 # ... but never below budget / MIN_FILL_DIVISOR tokens: below that, fixed per-batch costs (kernel launches, Python)
 # outweigh the padding saved.
 MIN_FILL_DIVISOR = 64
+# On a GPU the fixed cost is larger (a forward pass of small batches is bound by Python launching kernels), so its
+# floor is budget / GPU_FILL_DIVISOR (bench/gpu_throughput.py measures both floors).
+GPU_FILL_DIVISOR = 4
 
 
-def plan_batches(lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size: int) -> BatchPlan:
+def plan_batches(
+    lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size: int, min_batch_tokens: int | None = None
+) -> BatchPlan:
     """Greedy cut of length-sorted rows so that rows x longest row <= max_tokens_per_batch.
 
     Within that budget a batch also ends where row lengths fall below MIN_LENGTH_RATIO of its longest row (once it
-    holds budget / MIN_FILL_DIVISOR tokens): length buckets, so padding stays small however the lengths spread.
+    holds `min_batch_tokens`, default budget / MIN_FILL_DIVISOR): length buckets, so padding stays small however the
+    lengths spread. A GPU wants a higher floor than a CPU: its fixed cost per forward pass (kernel launches from
+    Python) is large next to the compute of a small batch.
     Longest rows go first: a budget overrun (a single row longer than the budget, which then runs alone) or an
     out-of-memory error shows up on the first batch rather than at the end of a long block.
     """
@@ -56,7 +63,7 @@ def plan_batches(lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size:
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = lengths[order]
     descending_neg = -sorted_lengths  # ascending, for searchsorted
-    floor_tokens = max(max_tokens_per_batch // MIN_FILL_DIVISOR, 1)
+    floor_tokens = max(min_batch_tokens or max_tokens_per_batch // MIN_FILL_DIVISOR, 1)
     starts, ends = [], []
     start, n = 0, len(order)
     while start < n:

@@ -49,7 +49,9 @@ class ModelConfig(Section):
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pooling: Literal["last_token", "mean", "cls"] = Field("last_token", description="How token states become one vector.")
+    pooling: Literal["last_token", "mean", "cls"] = Field(
+        "last_token", description="How token states become one vector."
+    )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
     max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -76,6 +78,12 @@ class ModelConfig(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="transformers attention kernel."
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model with dynamic shapes: fuses the small element-wise kernels between "
+        "matmuls, for a one-off compile per actor (tens of seconds; needs a C++ compiler on CPU). See "
+        "docs/performance.md.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -94,6 +102,12 @@ class BatchingConfig(Section):
         16384, gt=0, description="Budget of padded tokens per forward pass: rows x longest row <= this."
     )
     max_batch_size: int = Field(256, gt=0, description="Upper bound on rows per forward pass.")
+    min_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Padded tokens a batch holds before it may end at a length bucket; None: max_tokens_per_batch / 4 "
+        "on a GPU (fewer, larger forward passes), / 64 on a CPU (less padding).",
+    )
     rows_per_block: int = Field(
         4096,
         gt=0,
@@ -104,7 +118,8 @@ class BatchingConfig(Section):
 
 class ComputeConfig(Section):
     ray_address: str | None = Field(
-        None, description="Ray cluster address; None uses RAY_ADDRESS (set by `ray job submit`) or starts Ray in-process."
+        None,
+        description="Ray cluster address; None uses RAY_ADDRESS (set by `ray job submit`) or starts Ray in-process.",
     )
     num_actors: int | None = Field(None, gt=0, description="Fixed number of embedding actors.")
     min_actors: int = Field(1, gt=0, description="Autoscaling lower bound (when num_actors is unset).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from typing import Any
@@ -92,16 +93,31 @@ def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
     return dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
 
 
+def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:
+    """Ray remote args shared by the tokenizer and model actors: explicit retries, and an environment that must be
+    set before the actor imports torch.
+
+    Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
+    OMP_WAIT_POLICY=PASSIVE: Ray's CPU reservations are logical, so an actor's torch threads share cores with other
+    actors and tasks; OpenMP's default spin-waiting then burns whole cores at every barrier while a sibling thread is
+    descheduled (~15x the CPU time of a forward pass on a loaded 2-core node, docs/performance.md). A value set in
+    the driver's environment wins.
+    """
+    return {
+        "max_restarts": compute.max_restarts,
+        "max_task_retries": compute.max_task_retries,
+        "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
+    }
+
+
 def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
     """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.reading columns).
 
     Shared by run_embed and the incremental re-embed job, which reads and writes differently around it.
     """
     compute = cfg.compute
-    # Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
-    # Ray 2.60 only takes them through the deprecated **ray_remote_args, hence the filter.
+    # Ray 2.60 only takes actor retries through the deprecated **ray_remote_args, hence the filter.
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
-    retries = dict(max_restarts=compute.max_restarts, max_task_retries=compute.max_task_retries)
     ds = ds.map_batches(
         TokenizeActor,
         batch_size=cfg.batching.rows_per_block,
@@ -109,7 +125,7 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
         fn_constructor_kwargs={"model": cfg.model, "prompt": prompt},
         compute=ActorPoolStrategy(size=compute.num_tokenizers),
         num_cpus=compute.cpus_per_tokenizer,
-        **retries,
+        **actor_remote_args(compute),
     )
     min_actors, max_actors = compute.actor_pool_size()
     ds = ds.map_batches(
@@ -125,7 +141,7 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
         compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
         num_gpus=resolve_gpus(compute.gpus_per_actor),
         num_cpus=compute.cpus_per_actor,
-        **retries,
+        **actor_remote_args(compute),
     )
     return ds
 

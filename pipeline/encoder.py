@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from pipeline.batching import plan_batches
+from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
 from pipeline.pooling import l2_normalize, pool
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,17 @@ def is_out_of_memory(err: BaseException) -> bool:
     )
 
 
+@torch.inference_mode()
+def attends_causally(model: PreTrainedModel, device: torch.device) -> bool:
+    """Whether a token's output ignores the tokens after it, probed on the model itself rather than guessed from its
+    architecture name (decoder families ship bidirectional variants, e.g. EmbeddingGemma)."""
+    vocab = int(model.config.vocab_size)
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 5]], device=device).clamp(max=vocab - 1)
+    hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.float()
+    prefix_a, prefix_b = hidden[0, :3], hidden[1, :3]
+    return bool(torch.allclose(prefix_a, prefix_b, rtol=1e-3, atol=1e-3 * float(prefix_a.abs().max())))
+
+
 class Encoder:
     """Runs a loaded model over pre-tokenized rows.
 
@@ -54,6 +65,12 @@ class Encoder:
         padding_side: "left" or "right"; last_token pooling is correct for both.
         max_tokens_per_batch: padded-token budget per forward pass; halved (with a warning) on out-of-memory.
         max_batch_size: upper bound on rows per forward pass.
+        min_batch_tokens: padded tokens a batch holds before it may end at a length bucket (see plan_batches);
+            None: budget / GPU_FILL_DIVISOR on a GPU, budget / MIN_FILL_DIVISOR on a CPU.
+
+    With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
+    real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
+    (FlashAttention on a GPU) instead of the masked one. Pooling still uses the mask; padded positions are ignored.
     """
 
     def __init__(
@@ -65,6 +82,7 @@ class Encoder:
         padding_side: str,
         max_tokens_per_batch: int,
         max_batch_size: int,
+        min_batch_tokens: int | None = None,
     ):
         self.model = model
         self.pooling = pooling
@@ -73,8 +91,10 @@ class Encoder:
         self.left = padding_side == "left"
         self.max_tokens_per_batch = max_tokens_per_batch
         self.max_batch_size = max_batch_size
+        self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
         self.dim = int(model.config.hidden_size)
+        self.mask_to_model = self.left or not attends_causally(model, self.device)
 
     def encode(self, values: np.ndarray, offsets: np.ndarray) -> EncodedRows:
         """Embed rows given as a flat token array `values` with row boundaries `offsets` (N + 1,)."""
@@ -85,7 +105,7 @@ class Encoder:
             return EncodedRows(out, computed)
         if lengths.min() <= 0:
             raise ValueError(f"row {int(np.argmin(lengths))} has no tokens; empty rows must be rejected upstream")
-        plan = plan_batches(lengths, self.max_tokens_per_batch, self.max_batch_size)
+        plan = plan_batches(lengths, self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
         for rows in plan.batches():
             self._encode_rows(values, offsets, rows, pending, computed)
@@ -94,6 +114,12 @@ class Encoder:
         done = np.concatenate([rows for rows, _ in pending])
         out[done] = torch.cat([vectors for _, vectors in pending]).cpu().numpy()
         return EncodedRows(out, computed)
+
+    def batch_floor(self) -> int:
+        if self.min_batch_tokens:
+            return self.min_batch_tokens
+        divisor = GPU_FILL_DIVISOR if self.device.type == "cuda" else MIN_FILL_DIVISOR
+        return max(self.max_tokens_per_batch // divisor, 1)
 
     def _encode_rows(
         self,
@@ -130,11 +156,11 @@ class Encoder:
     def forward_on_device(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """Like `forward`, but the (B, dim) result stays on the device and nothing waits for it."""
         input_ids, attention_mask = self.to_device(ids), self.to_device(mask).long()  # (B, T) each
-        kwargs = {}
+        kwargs = {"attention_mask": attention_mask} if self.mask_to_model else {}
         if self.left:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
             kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        hidden = self.model(input_ids=input_ids, **kwargs).last_hidden_state
         vectors = pool(hidden, attention_mask, self.pooling)  # (B, H) float32
         if self.normalize:
             vectors = l2_normalize(vectors)

@@ -57,7 +57,9 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     """The transformer body (AutoModel, no LM head) in eval mode on `device`."""
     warn_remote_code(cfg)
     check_local_weights(cfg)
-    config = AutoConfig.from_pretrained(cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    config = AutoConfig.from_pretrained(
+        cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+    )
     dtype = pick_dtype(cfg, device, getattr(config, "dtype", None))
     try:
         model = AutoModel.from_pretrained(
@@ -70,7 +72,9 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    # dynamic=True: one graph for every (rows, length) batch shape instead of a recompile per shape.
+    return torch.compile(model, dynamic=True) if cfg.compile else model
 
 
 def check_local_weights(cfg: ModelConfig) -> None:
@@ -80,7 +84,11 @@ def check_local_weights(cfg: ModelConfig) -> None:
         if not (cfg.allow_pickle_weights and any(local.glob("*.bin"))):
             raise ModelLoadError(
                 f"{local} has no *.safetensors weights"
-                + ("" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)")
+                + (
+                    ""
+                    if cfg.allow_pickle_weights
+                    else " (pickle .bin weights load only with model.allow_pickle_weights)"
+                )
             )
 
 

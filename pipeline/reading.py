@@ -195,4 +195,3 @@ def read_file(spec: ReadSpec, rel: str) -> Iterator[pa.Table]:
         raise
     except (OSError, pa.ArrowException) as err:
         raise InputFileError(f"cannot read {posixpath.join(spec.root.uri, rel)} as {spec.format}: {err}") from err
-

@@ -63,3 +63,15 @@ def test_few_rows_of_spread_lengths_are_bucketed_not_padded_to_the_longest():
     for batch in plan.batches():
         # a batch mixes dissimilar lengths only while it is below the fill floor of 16384 / 64 tokens
         assert lengths[batch].min() >= 0.9 * lengths[batch].max() or len(batch) * lengths[batch].max() <= 256 + 236
+
+
+def test_higher_floor_makes_fewer_larger_batches_within_budget():
+    # The GPU floor (budget / 4): fewer forward passes for a little more padding, still every row once.
+    lengths = np.clip(np.random.default_rng(1).lognormal(4.0, 1.0, size=4000).astype(int), 1, 2048)
+    cpu = plan_batches(lengths, max_tokens_per_batch=65536, max_batch_size=1024)
+    gpu = plan_batches(lengths, max_tokens_per_batch=65536, max_batch_size=1024, min_batch_tokens=16384)
+    assert len(gpu.batches()) < 0.6 * len(cpu.batches())
+    assert cpu.padding_efficiency() > gpu.padding_efficiency() > 0.8
+    assert sorted(np.concatenate(gpu.batches()).tolist()) == list(range(4000))
+    for batch in gpu.batches():
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 65536

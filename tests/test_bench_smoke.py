@@ -103,6 +103,8 @@ def test_gpu_script_runs_small_on_cpu(tmp_path):
         "64",
         "--model-dir",
         str(tmp_path / "harrier"),
+        "--variants",  # ours_compiled is left out: its compile takes longer than the rest (tests/test_encoder.py)
+        "ours,ours_mask_to_model,ours_small_batches",
         "--out",
         str(out),
     ]
@@ -110,5 +112,7 @@ def test_gpu_script_runs_small_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     assert result["layers"] == 2 and result["ours"]["tokens_per_s"] > 0
     assert 0 < result["ours"]["padding_efficiency"] <= 1
+    assert result["ours_mask_to_model"]["mask_to_model"] and not result["ours"]["mask_to_model"]
+    assert result["ours_mask_to_model"]["cosine_vs_ours_min"] > 0.999  # the mask changes nothing for causal models
     for name in ("st_fp32", "st_bf16"):
         assert result[name]["cosine_vs_ours_mean"] > 0.99  # same model, same pooling: the same embeddings

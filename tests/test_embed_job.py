@@ -50,8 +50,13 @@ def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         pq.write_table(part, buf)
         client.put_object(Bucket=bucket, Key=f"corpus/part-{i}.parquet", Body=buf.getvalue())
     cfg = config(
-        tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "parquet", s3_server,
-        input={"id_column": "id"}, output={"keep_columns": ["lang", "text"], "rows_per_file": 100},
+        tiny_models["gemma3"],
+        f"s3://{bucket}/corpus",
+        f"s3://{bucket}/emb",
+        "parquet",
+        s3_server,
+        input={"id_column": "id"},
+        output={"keep_columns": ["lang", "text"], "rows_per_file": 100},
     )
     summary = run_embed(cfg)
     assert summary["rows_in"] == summary["rows_embedded"] == summary["output_rows"] == len(RECORDS)
@@ -89,8 +94,12 @@ BAD_LINES = [
     b'["not", "an", "object"]',
 ]
 REASONS = {
-    "null text", "empty or whitespace-only text", "text is int, not a string", "text is list, not a string",
-    "missing id", "JSON value is list, not an object",
+    "null text",
+    "empty or whitespace-only text",
+    "text is int, not a string",
+    "text is list, not a string",
+    "missing id",
+    "JSON value is list, not an object",
 }
 
 
@@ -99,11 +108,18 @@ def test_jsonl_on_s3_with_bad_rows_goes_to_rejects(ray_session, tiny_models, tmp
     good = [json.dumps(r, ensure_ascii=False).encode() for r in RECORDS[:60]]
     client.put_object(Bucket=bucket, Key="jsonl/a.jsonl", Body=b"\n".join(good[:30] + BAD_LINES + good[30:]) + b"\n")
     out_dir = tmp_path / "emb"
-    code = embed_main([
-        "--config", str(write_yaml(tmp_path, tiny_models["qwen3"], f"s3://{bucket}/jsonl", out_dir)),
-        "--set", f"storage.endpoint_url={s3_server}",
-        "--set", "model.prompt_name=query", "--set", "output.dtype=float16",
-    ])
+    code = embed_main(
+        [
+            "--config",
+            str(write_yaml(tmp_path, tiny_models["qwen3"], f"s3://{bucket}/jsonl", out_dir)),
+            "--set",
+            f"storage.endpoint_url={s3_server}",
+            "--set",
+            "model.prompt_name=query",
+            "--set",
+            "output.dtype=float16",
+        ]
+    )
     assert code == 0
     summary = json.loads((out_dir / "_summary.json").read_text())
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (69, 60, 9)
@@ -145,8 +161,13 @@ def test_text_files_in_chunk_mode(ray_session, tiny_models, tmp_path):
     corpus.mkdir()
     long_line = " ".join(r["text"] for r in RECORDS[:30])
     (corpus / "b.txt").write_text("first line\n" + long_line + "\n\nlast line\n")
-    cfg = config(tiny_models["bert"], str(corpus), str(tmp_path / "emb"), "text",
-                 model={"pooling": "mean", "long_inputs": "chunk", "max_tokens": 64, "chunk_overlap_tokens": 8})
+    cfg = config(
+        tiny_models["bert"],
+        str(corpus),
+        str(tmp_path / "emb"),
+        "text",
+        model={"pooling": "mean", "long_inputs": "chunk", "max_tokens": 64, "chunk_overlap_tokens": 8},
+    )
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (4, 3, 1)
     out = pq.read_table(tmp_path / "emb").to_pylist()
@@ -162,7 +183,9 @@ def test_missing_text_column_lists_columns(ray_session, tiny_models, tmp_path):
     corpus.mkdir()
     pq.write_table(pa.table({"id": ["a"], "body": ["hello"]}), corpus / "x.parquet")
     cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "parquet")
-    with pytest.raises(Exception, match=r"x.parquet: column\(s\) \['text'\] not found; the file has columns \['id', 'body'\]"):
+    with pytest.raises(
+        Exception, match=r"x.parquet: column\(s\) \['text'\] not found; the file has columns \['id', 'body'\]"
+    ):
         run_embed(cfg)
 
 
@@ -189,8 +212,43 @@ def test_unchecked_duplicate_ids_skip_the_prepass(ray_session, tiny_models, tmp_
     corpus.mkdir()
     rows = [{"id": "same", "text": "first copy"}, {"id": "same", "text": "second copy"}, {"id": "x", "text": "other"}]
     (corpus / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "jsonl",
-                 input={"id_column": "id", "duplicate_ids": "unchecked"})
+    cfg = config(
+        tiny_models["qwen3"],
+        str(corpus),
+        str(tmp_path / "emb"),
+        "jsonl",
+        input={"id_column": "id", "duplicate_ids": "unchecked"},
+    )
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (3, 3, 0)
     assert sorted(pq.read_table(tmp_path / "emb").column("id").to_pylist()) == ["same", "same", "x"]
+
+
+@pytest.mark.parametrize("driver_value", [None, "ACTIVE"])
+def test_actors_start_with_passive_openmp_unless_the_driver_says_otherwise(ray_session, monkeypatch, driver_value):
+    from ray.data import ActorPoolStrategy
+
+    from pipeline.config import ComputeConfig
+    from pipeline.embed_job import actor_remote_args
+
+    class ReportEnvironment:  # defined here so that Ray pickles it by value: workers cannot import test modules
+        def __init__(self):
+            import os
+
+            self.policy = os.environ.get("OMP_WAIT_POLICY")
+
+        def __call__(self, block: pa.Table) -> pa.Table:
+            return block.append_column("policy", pa.array([self.policy] * len(block)))
+
+    if driver_value:
+        monkeypatch.setenv("OMP_WAIT_POLICY", driver_value)
+    else:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    ds = ray_session.data.range(4).map_batches(
+        ReportEnvironment,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=1),
+        num_cpus=0.5,
+        **actor_remote_args(ComputeConfig()),
+    )
+    assert {row["policy"] for row in ds.take_all()} == {driver_value or "PASSIVE"}
