@@ -71,8 +71,9 @@ def render(title: str, command: str, setup: str, summary: dict, peaks: dict, cos
             f"{r['cpu_seconds']:.1f} | {r['seconds']:.1f} | {r['padding_efficiency']:.3f} | {r['peak_rss_mb']:.0f} | "
             f"{100 * r['mfu']:.1f} % |"
         )
-    lines += ["", "| ratio | on CPU time | on wall time |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v['cpu']:.2f} | {v['wall']:.2f} |" for k, v in summary["ratios"].items()]
+    if summary["ratios"]:
+        lines += ["", "| ratio | on CPU time | on wall time |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v['cpu']:.2f} | {v['wall']:.2f} |" for k, v in summary["ratios"].items()]
     if cosine:
         lines += [
             "",
