@@ -3,12 +3,13 @@
     bash bench/gpu.sh                  # an H200-class GPU: full size, a few minutes
     bash bench/gpu.sh --docs 16        # anything else is passed through; without a GPU it runs tiny on CPU
 
-Ours: bfloat16, FlashAttention-2 when the `flash_attn` package is importable (transformers then unpads every batch,
-so attention is padding-free varlen) else PyTorch SDPA, length-bucketed token-budget batches, pinned host memory
-with non-blocking host->device copies and one device->host copy per block (pipeline.encoder). Baselines:
-sentence-transformers `encode` at its defaults (float32, batch_size 32, length-sorted) and the same in bfloat16.
-MFU is against the bf16 matmul peak measured in this run. Needs only torch, transformers, tokenizers and
-sentence-transformers (no Ray, no pydantic), which is what the GPU machine has.
+Ours (`ours`): the Encoder as the pipeline ships it: bfloat16, FlashAttention-2 when the `flash_attn` package is
+importable (transformers then unpads every batch: padding-free varlen attention) else PyTorch SDPA with no attention
+mask (a causal model padded on the right needs none), length-bucketed token-budget batches with the GPU's batch
+floor, pinned host memory with non-blocking host->device copies and one device->host copy per block. Baselines:
+sentence-transformers `encode` at its defaults (batch_size 32, length-sorted) in float32 and in bfloat16. Then one
+lever at a time (VARIANTS). MFU is against the bf16 matmul peak measured in this run. Needs only torch,
+transformers, tokenizers and sentence-transformers (no Ray, no pydantic), which is what the GPU machine has.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     corpus = build_corpus(docs, seed=0, data=DATA)
     model_dir = args.model_dir or Path(tempfile.gettempdir()) / f"rayembed-harrier-shape-{layers}l"
-    build_harrier_shape(model_dir, corpus.texts[:5000], layers=layers)
+    build_harrier_shape(model_dir, layers=layers)
     values, offsets, tok_seconds = tokenize(str(model_dir), corpus.texts, max_tokens)
     lengths = np.diff(offsets)
     tokens, shape = int(lengths.sum()), model_shape(str(model_dir))

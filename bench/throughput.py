@@ -40,13 +40,13 @@ POOLING = {"smollm2-135m": "last_token", "multilingual-e5-small": "mean", "all-m
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model(name: str, texts: list[str], layers: int) -> tuple[str, str]:
+def resolve_model(name: str, layers: int) -> tuple[str, str]:
     """(model directory, pooling); builds the harrier-shape model on first use."""
     if name == "harrier-270m-shape":
         from bench.harrier_shape import build_harrier_shape
 
         out = Path(os.environ.get("RAYEMBED_HARRIER_DIR", MODELS / f"harrier-270m-shape-{layers}l"))
-        return str(build_harrier_shape(out, texts, layers=layers)), "last_token"
+        return str(build_harrier_shape(out, layers=layers)), "last_token"
     path = Path(name) if Path(name).is_dir() else MODELS / name
     if not path.is_dir():
         raise SystemExit(f"model {name!r} not found at {path}: run ../shared/tools/get-models.sh .models")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="rayembed-throughput-"))
     corpus = build_corpus(args.docs, args.seed, data=None if args.synthetic else DATA)
-    model_dir, pooling = resolve_model(args.model, corpus.texts, args.harrier_layers)
+    model_dir, pooling = resolve_model(args.model, args.harrier_layers)
     write_corpus(corpus.texts, work / "corpus")
     spec = {
         "model_dir": model_dir,
