@@ -77,9 +77,9 @@ class DeviceMemoryLimit(torch.nn.Module):
         self.model, self.capacity, self.state_dir = model, capacity_tokens, state_dir
         self.config = model.config
 
-    def forward(self, input_ids, attention_mask, **kwargs):
+    def forward(self, input_ids, **kwargs):  # attention_mask only when the encoder passes one (not causal + right)
         if input_ids.numel() > self.capacity:
             with open(self.state_dir / "ooms", "a") as f:
                 f.write(f"{input_ids.numel()}\n")
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {input_ids.numel()} > {self.capacity} tokens)")
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return self.model(input_ids=input_ids, **kwargs)
