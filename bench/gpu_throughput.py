@@ -32,13 +32,9 @@ from bench.baselines import load_sentence_transformer, run_sentence_transformers
 from bench.corpus import DATA, build_corpus
 from bench.flops import forward_flops, matmul_peak, model_shape
 from bench.harrier_shape import build_harrier_shape
+from bench.stage import run_stage
 from pipeline.batching import MIN_FILL_DIVISOR
 from pipeline.encoder import Encoder
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def pick_attention(device: str, requested: str) -> str:
@@ -48,29 +44,13 @@ def pick_attention(device: str, requested: str) -> str:
     return "flash_attention_2" if has_flash else "sdpa"
 
 
-def tokenize(model_dir: str, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray, float]:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray, float]:
     start = time.perf_counter()
     rows = tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
     seconds = time.perf_counter() - start
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     values = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(lengths.sum()))
     return values, np.concatenate([[0], np.cumsum(lengths)]), seconds
-
-
-def run_ours(encoder: Encoder, values: np.ndarray, offsets: np.ndarray, rows_per_block: int, device: str):
-    """Seconds for Encoder.encode over consecutive blocks (what EmbedActor does), embeddings, computed tokens."""
-    n = len(offsets) - 1
-    vectors, computed = [], 0
-    sync(device)
-    start = time.perf_counter()
-    for lo in range(0, n, rows_per_block):
-        hi = min(lo + rows_per_block, n)
-        block = encoder.encode(values[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo])
-        vectors.append(block.embeddings)
-        computed += int(block.computed_tokens.sum())
-    sync(device)
-    return time.perf_counter() - start, np.concatenate(vectors), computed
 
 
 # Our encoder's variants, in the order they run: the pipeline as shipped first, then one lever switched off or on at
@@ -135,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = build_corpus(docs, seed=0, data=DATA)
     model_dir = args.model_dir or Path(tempfile.gettempdir()) / f"rayembed-harrier-shape-{layers}l"
     build_harrier_shape(model_dir, layers=layers)
-    values, offsets, tok_seconds = tokenize(str(model_dir), corpus.texts, max_tokens)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    values, offsets, tok_seconds = tokenize(tokenizer, corpus.texts, max_tokens)
     lengths = np.diff(offsets)
     tokens, shape = int(lengths.sum()), model_shape(str(model_dir))
     flops, matmul_flops = forward_flops(shape, lengths), forward_flops(shape, lengths, attention=False)
@@ -163,10 +144,13 @@ def main(argv: list[str] | None = None) -> dict:
             "padding_efficiency": round(tokens / computed, 4),
         }
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     reference = None  # "ours" embeddings, for the cosine of every other variant
-    for name in [v for v in VARIANTS if v in args.variants.split(",")]:
+
+    def measure_ours(name: str) -> None:
+        nonlocal reference
         options = VARIANTS[name]
+        encoder = model = None
         try:
             model = AutoModel.from_pretrained(str(model_dir), dtype=torch.bfloat16, attn_implementation=attn)
             model = model.to(args.device).eval()
@@ -186,11 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
             if "mask_to_model" in options:
                 encoder.mask_to_model = options["mask_to_model"]
             warm_start = time.perf_counter()
-            run_ours(encoder, values, offsets[: min(1025, len(offsets))], args.rows_per_block, args.device)
+            run_stage(encoder, values, offsets[: min(1025, len(offsets))], args.rows_per_block, sync)
             warm_s = time.perf_counter() - warm_start
-            passes = [run_ours(encoder, values, offsets, args.rows_per_block, args.device) for _ in range(args.repeats)]
-            seconds, vectors, computed = min(passes, key=lambda r: r[0])
-            result = figures(seconds, computed)
+            passes = [run_stage(encoder, values, offsets, args.rows_per_block, sync) for _ in range(args.repeats)]
+            seconds, _, encoded = min(passes, key=lambda r: r[0])
+            result = figures(seconds, int(encoded.computed_tokens.sum()))
             result.update(
                 all_seconds=[round(r[0], 3) for r in passes],
                 warm_up_seconds=round(warm_s, 2),
@@ -198,35 +182,41 @@ def main(argv: list[str] | None = None) -> dict:
                 min_batch_tokens=encoder.batch_floor(),
             )
             if reference is None:
-                reference = vectors
-            result["cosine_vs_ours_min"] = float(np.sum(vectors * reference, axis=1).min())
+                reference = encoded.embeddings
+            result["cosine_vs_ours_min"] = float(np.sum(encoded.embeddings * reference, axis=1).min())
             if gpu:
                 result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             run.save(name, result)
         except Exception as err:  # one variant failing (a compile error, say) must not lose the others' figures
             run.save(name, {"error": f"{type(err).__name__}: {err}"[:2000]})
         finally:
-            encoder = model = None
+            del encoder, model
             if gpu:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-        if name == "ours":
-            for st_name, dtype in (("st_bf16", torch.bfloat16), ("st_fp32", torch.float32)):
-                if st_name == "st_fp32" and args.skip_st_fp32:
-                    continue
-                st = load_sentence_transformer(str(model_dir), "last_token", max_tokens, args.device, dtype)
-                run_sentence_transformers(st, corpus.texts[:64])  # warm-up
-                sync(args.device)
-                seconds, _, st_vec = run_sentence_transformers(st, corpus.texts)
-                result = figures(seconds, round(tokens / st_padding_efficiency(corpus.texts, lengths)))
-                if reference is not None:
-                    cos = np.sum(st_vec * reference, axis=1)
-                    result.update(cosine_vs_ours_min=float(cos.min()), cosine_vs_ours_mean=float(cos.mean()))
-                    result["ours_speedup"] = round(seconds / run.results["ours"]["seconds"], 2)
-                run.save(st_name, result)
-                del st
-                if gpu:
-                    torch.cuda.empty_cache()
+
+    def measure_sentence_transformers(name: str) -> None:
+        dtype = {"st_bf16": torch.bfloat16, "st_fp32": torch.float32}[name]
+        st = load_sentence_transformer(str(model_dir), "last_token", max_tokens, args.device, dtype)
+        run_sentence_transformers(st, corpus.texts[:64])  # warm-up
+        sync()
+        seconds, _, st_vec = run_sentence_transformers(st, corpus.texts)
+        result = figures(seconds, round(tokens / st_padding_efficiency(corpus.texts, lengths)))
+        if reference is not None:
+            cos = np.sum(st_vec * reference, axis=1)
+            result.update(cosine_vs_ours_min=float(cos.min()), cosine_vs_ours_mean=float(cos.mean()))
+            result["ours_speedup"] = round(seconds / run.results["ours"]["seconds"], 2)
+        run.save(name, result)
+        del st
+        if gpu:
+            torch.cuda.empty_cache()
+
+    # The baselines run right after "ours" (they need its embeddings for the cosine), before the lever variants.
+    plan = [v for v in VARIANTS if v in args.variants.split(",")]
+    if plan[:1] == ["ours"]:
+        plan[1:1] = ["st_bf16"] if args.skip_st_fp32 else ["st_bf16", "st_fp32"]
+    for name in plan:
+        (measure_sentence_transformers if name.startswith("st_") else measure_ours)(name)
 
     o = run.results.get("ours", {})
     if "tokens_per_s" in o:

@@ -1,7 +1,8 @@
 """Our side of the benchmark: (c) the embedding stage alone and (d) the whole job on local Ray.
 
-(c) is exactly what EmbedActor runs per block: Encoder.encode over pre-tokenized rows, `rows_per_block` rows at a
-time, so the stage number and the job number differ only by what the job adds (reading, tokenizing, Ray, writing).
+(c) is exactly what EmbedActor runs per block (bench/stage.py: Encoder.encode over pre-tokenized rows,
+`rows_per_block` rows at a time), so the stage number and the job number differ only by what the job adds (reading,
+tokenizing, Ray, writing).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.config import EmbedConfig, ModelConfig
-from pipeline.encoder import EncodedRows, Encoder, pad_batch
+from pipeline.encoder import Encoder, pad_batch
 from pipeline.model_loading import load_model, load_tokenizer
 from pipeline.tokenization import TextTokenizer
 
@@ -53,25 +54,6 @@ def load_encoder(cfg: ModelConfig, max_tokens_per_batch: int, max_batch_size: in
         max_tokens_per_batch=max_tokens_per_batch,
         max_batch_size=max_batch_size,
     )
-
-
-def run_stage(
-    encoder: Encoder, values: np.ndarray, offsets: np.ndarray, rows_per_block: int
-) -> tuple[float, float, EncodedRows]:
-    """(c): Encoder.encode over consecutive blocks of `rows_per_block` rows, like EmbedActor.
-
-    Returns wall seconds, CPU seconds of this process and the encoded rows.
-    """
-    n = len(offsets) - 1
-    vectors, computed = [], []
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for lo in range(0, n, rows_per_block):
-        hi = min(lo + rows_per_block, n)
-        block = encoder.encode(values[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo])
-        vectors.append(block.embeddings)
-        computed.append(block.computed_tokens)
-    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    return wall, cpu, EncodedRows(np.concatenate(vectors), np.concatenate(computed))
 
 
 def run_fixed_batches(

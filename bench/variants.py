@@ -109,7 +109,8 @@ def variant_plain_ray(spec: dict, texts: list[str]) -> dict:
 
 
 def variant_stage(spec: dict, texts: list[str]) -> dict:
-    from bench.ours import load_encoder, model_config, run_stage, tokenize
+    from bench.ours import load_encoder, model_config, tokenize
+    from bench.stage import run_stage
 
     cfg = model_config(spec["model_dir"], spec["pooling"], spec["max_tokens"], spec["dtype"])
     values, offsets, tok_seconds = tokenize(cfg, texts)
@@ -177,7 +178,8 @@ def lever_steps(spec: dict) -> list[dict]:
 
 def variant_levers(spec: dict, texts: list[str]) -> dict:
     """Our stage with each lever on in turn, then single toggles; every row times the same corpus."""
-    from bench.ours import load_encoder, model_config, run_fixed_batches, run_stage, tokenize
+    from bench.ours import load_encoder, model_config, run_fixed_batches, tokenize
+    from bench.stage import run_stage
 
     rows, tokenized = [], None
     for step in lever_steps(spec):
