@@ -30,8 +30,15 @@ class InputConfig(Section):
         "keep_first",
         description="With input.id_column: 'keep_first' embeds the first row of each id (file order, then row) and "
         "rejects later ones with reason 'duplicate id'; 'error' fails before embedding. Both cost one extra read of "
-        "the input and 16 bytes per row on the driver; 'unchecked' skips that check for corpora whose ids are known "
-        "to be unique (the driver's memory then no longer grows with the corpus).",
+        "the ids (a Ray Data hash shuffle of 16-byte id digests; the driver holds none of them, see README); "
+        "'unchecked' skips that check for corpora whose ids are known to be unique.",
+    )
+    unit_bytes: int = Field(
+        256 << 20,
+        gt=0,
+        description="Parquet files larger than this (bytes) are split into units of whole row groups of about this "
+        "size; smaller files are one unit each. A unit is what a crashed run commits and a rerun skips, so larger "
+        "units redo more work after a crash and smaller ones write more markers.",
     )
 
 

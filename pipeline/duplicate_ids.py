@@ -1,10 +1,12 @@
 """Duplicate ids across all input files: a pre-pass over ids, then later copies become rejects ("duplicate id").
 
 Why a pre-pass rather than a shared "seen" set during the job: which copy counts as first must not depend on which
-Ray task happens to run first, or re-running a job would embed different rows. The pre-pass reads every file once
-more; only 16-byte digests of the ids reach the driver (1.6 GB per 100M rows), which orders rows by (file order,
-row) and keeps the first occurrence of each id. Rows already rejected for another reason take no part: the first
-*embeddable* row of an id wins. Pure pyarrow/numpy: the Ray glue lives in pipeline.embed_job.
+Ray task happens to run first, or re-running a job would embed different rows. The pre-pass reads the ids once
+more and turns each into a 128-bit blake2b digest; a Ray Data hash shuffle sends every copy of a digest to the
+same bucket, and each bucket keeps the first row of each id in (file order, row) order. Only the repeats leave the
+buckets, as a small Parquet dataset partitioned by input file that each read task consults for its own file: the
+driver holds no per-row state (pipeline.duplicate_pass has the Ray glue). Rows already rejected for another
+reason take no part: the first *embeddable* row of an id wins. Pure pyarrow/numpy.
 """
 
 from __future__ import annotations
@@ -14,66 +16,101 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
-from pipeline.reading import REJECT, ROW, TEXT, ReadSpec, read_file
+from pipeline.reading import REJECT, ROW, TEXT, ReadSpec
+from pipeline.storage import Location
+from pipeline.units import Unit, read_unit
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
+BUCKET = "bucket"
+FILE_INDEX = "file_index"
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        (FILE_INDEX, pa.int32()),
+        ("row", pa.int64()),
+        ("first_file_index", pa.int32()),
+        ("first_row", pa.int64()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 class DuplicateIdError(UserError, ValueError):
     """input.duplicate_ids=error and an id occurs more than once."""
 
 
-def id_digests(spec: ReadSpec, rel: str) -> pa.Table:
-    """(row, hi, lo) for every good row of one file: the row number and the 128-bit blake2b digest of its id."""
+def id_digests(spec: ReadSpec, unit: Unit, buckets: int) -> pa.Table:
+    """(file_index, row, hi, lo, bucket) for every good row of one unit: its row number, the 128-bit blake2b digest
+    of its id as two uint64 halves, and the bucket (hi mod `buckets`) that all copies of the id share."""
     rows, his, los = [], [], []
-    for block in read_file(spec, rel):
+    for block in read_unit(spec, unit):
         good = block.filter(pc.is_null(block.column(REJECT)))
         for row, key in zip(good.column(ROW).to_pylist(), good.column("id").to_pylist()):
             digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
             rows.append(row)
             his.append(int.from_bytes(digest[:8], "little"))
             los.append(int.from_bytes(digest[8:], "little"))
+    hi = np.asarray(his, dtype=np.uint64)
     return pa.table(
-        {"row": pa.array(rows, pa.int64()), "hi": pa.array(his, pa.uint64()), "lo": pa.array(los, pa.uint64())}
+        {
+            FILE_INDEX: pa.array(np.full(len(rows), unit.file_index, dtype=np.int32)),
+            "row": pa.array(rows, pa.int64()),
+            "hi": pa.array(hi),
+            "lo": pa.array(np.asarray(los, dtype=np.uint64)),
+            BUCKET: pa.array((hi % np.uint64(buckets)).astype(np.int32)),
+        }
     )
 
 
-def find_duplicates(files: list[str], digests: list[pa.Table], policy: str) -> dict[str, dict[int, str]]:
-    """Rows to reject per file ({file: {row: reason}}), keeping the first row of each id in (file, row) order.
+def bucket_duplicates(digests: pa.Table, files: list[str]) -> pa.Table:
+    """The repeats among one bucket's digests (DUPLICATES_SCHEMA), each naming the first row of its id.
 
-    Raises:
-        DuplicateIdError: policy "error" and some id repeats; the message names the first few repeats.
+    Every copy of an id must be in `digests` (the hash shuffle guarantees it); "first" is the smallest
+    (file_index, row).
     """
-    file_idx = np.concatenate([np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(digests)] or [[]])
-    rows = np.concatenate([t.column("row").to_numpy() for t in digests] or [[]]).astype(np.int64)
-    hi = np.concatenate([t.column("hi").to_numpy() for t in digests] or [[]]).astype(np.uint64)
-    lo = np.concatenate([t.column("lo").to_numpy() for t in digests] or [[]]).astype(np.uint64)
+    file_idx = digests.column(FILE_INDEX).to_numpy().astype(np.int32)
+    rows = digests.column("row").to_numpy().astype(np.int64)
+    hi = digests.column("hi").to_numpy().astype(np.uint64)
+    lo = digests.column("lo").to_numpy().astype(np.uint64)
     order = np.lexsort((rows, file_idx, lo, hi))  # by digest, then (file, row): the first copy leads its run
     hi, lo = hi[order], lo[order]
     repeat = np.zeros(len(order), dtype=bool)
     repeat[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
     run_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(order))))  # index of each run's first row
-    dups = sorted(np.flatnonzero(repeat), key=lambda i: (file_idx[order[i]], rows[order[i]]))  # report in file order
-    if policy == "error" and len(dups):
-        shown = [
-            f"{files[file_idx[order[i]]]} row {rows[order[i]]} repeats {files[file_idx[order[run_start[i]]]]} row "
-            f"{rows[order[run_start[i]]]}"
-            for i in dups[:SHOWN]
-        ]
-        raise DuplicateIdError(
-            f"{len(dups)} rows repeat an earlier id: {'; '.join(shown)}"
-            + (" ..." if len(dups) > SHOWN else "")
-            + " (set input.duplicate_ids=keep_first to embed the first and reject the rest)"
-        )
-    rejects: dict[str, dict[int, str]] = {}
-    for i in dups:
-        first = order[run_start[i]]
-        reason = f"{REASON} (first at {files[file_idx[first]]} row {rows[first]})"
-        rejects.setdefault(files[file_idx[order[i]]], {})[int(rows[order[i]])] = reason
-    return rejects
+    dup, first = order[repeat], order[run_start[repeat]]
+    reasons = [f"{REASON} (first at {files[f]} row {r})" for f, r in zip(file_idx[first], rows[first])]
+    return pa.table(
+        [pa.array(file_idx[dup]), pa.array(rows[dup]), pa.array(file_idx[first]), pa.array(rows[first]), reasons],
+        schema=DUPLICATES_SCHEMA,
+    )
+
+
+def duplicate_error(count: int, first: list[dict], files: list[str]) -> DuplicateIdError:
+    """The error of policy "error": how many rows repeat an id, and the first few (rows of DUPLICATES_SCHEMA)."""
+    shown = [
+        f"{files[d[FILE_INDEX]]} row {d['row']} repeats {files[d['first_file_index']]} row {d['first_row']}"
+        for d in first[:SHOWN]
+    ]
+    return DuplicateIdError(
+        f"{count} rows repeat an earlier id: {'; '.join(shown)}"
+        + (" ..." if count > SHOWN else "")
+        + " (set input.duplicate_ids=keep_first to embed the first and reject the rest)"
+    )
+
+
+def file_duplicates(duplicates: Location, file_index: int) -> dict[int, str]:
+    """{row: reason} of one input file's repeats, read from the pre-pass's dataset partitioned by file."""
+    folder = duplicates.join(f"{FILE_INDEX}={file_index}")
+    selector = pafs.FileSelector(folder.path, allow_not_found=True)
+    paths = sorted(i.path for i in folder.fs.get_file_info(selector) if i.path.endswith(".parquet"))
+    if not paths:
+        return {}
+    table = pads.dataset(paths, filesystem=folder.fs, format="parquet").to_table(columns=["row", "reason"])
+    return dict(zip(table.column("row").to_pylist(), table.column("reason").to_pylist()))
 
 
 def reject_rows(block: pa.Table, reasons: dict[int, str]) -> pa.Table:

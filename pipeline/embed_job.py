@@ -6,27 +6,31 @@ blocks in flight, not by the corpus size.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import posixpath
 import time
 import warnings
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 from ray.data import ActorPoolStrategy
 from ray.util.annotations import RayDeprecationWarning
 
+from pipeline import commit
 from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import ComputeConfig, EmbedConfig
-from pipeline.duplicate_ids import find_duplicates, id_digests, reject_rows
+from pipeline.duplicate_ids import file_duplicates, reject_rows
+from pipeline.duplicate_pass import find_duplicate_ids
+from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.model_loading import ModelLoadError, check_model, load_prompts
+from pipeline.objects import list_tree
 from pipeline.prompts import resolve_prompt
-from pipeline.reading import ReadSpec, read_file
-from pipeline.storage import Location, list_files, resolve, write_bytes
-from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, write_block
+from pipeline.reading import ReadSpec
+from pipeline.storage import Location, list_inputs, resolve
+from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, read_unit, unit_items, units_of
+from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, unit_of_file, write_block
 
 log = logging.getLogger(__name__)
 
@@ -49,43 +53,15 @@ def resolve_gpus(requested: float | None) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def read_files(batch: pa.Table, spec: ReadSpec):
-    """Ray Data generator UDF: one input row per file path, many output blocks per file.
+def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None):
+    """Ray Data generator UDF: one input row per unit, many output blocks per unit (pipeline.units columns).
 
-    An optional `duplicates` column holds, per file, the JSON {row: reason} of rows that repeat an earlier id.
+    `duplicates`: the committed pre-pass of input.duplicate_ids, whose repeats of this unit's file become rejects.
     """
-    files = batch.column("file").to_pylist()
-    extra = batch.column("duplicates").to_pylist() if "duplicates" in batch.column_names else [None] * len(files)
-    for rel, dups in zip(files, extra):
-        reasons = {int(row): reason for row, reason in json.loads(dups).items()} if dups else {}
-        for block in read_file(spec, rel):
+    for unit in units_of(batch):
+        reasons = file_duplicates(duplicates, unit.file_index) if duplicates is not None else {}
+        for block in read_unit(spec, unit):
             yield reject_rows(block, reasons) if reasons else block
-
-
-def scan_duplicates(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> dict[str, dict[int, str]]:
-    """Pre-pass for input.duplicate_ids (see pipeline.duplicate_ids): one Ray task per file returns id digests."""
-    if spec.id_column is None or cfg.input.duplicate_ids == "unchecked":
-        return {}  # derived ids (file#row) are unique by construction; 'unchecked' trusts the user's ids
-    task = ray.remote(id_digests).options(**io_task_args(cfg.compute))
-    digests = ray.get([task.remote(spec, rel) for rel in files])
-    return find_duplicates(files, digests, cfg.input.duplicate_ids)
-
-
-def prepare_output(out: Location, overwrite: bool) -> None:
-    """Refuse to mix two datasets in one location unless asked to replace the old one."""
-    selector = pafs.FileSelector(out.path, recursive=True, allow_not_found=True)
-    existing = [f for f in out.fs.get_file_info(selector) if f.type == pafs.FileType.File]
-    if not existing:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"output {out.uri} already holds {len(existing)} files; set output.overwrite=true to replace them "
-            "or choose another output.uri"
-        )
-    summary = out.join(SUMMARY_FILE).path
-    # The summary is the commit marker: it goes first, so a crash mid-delete never leaves a marked, half-old dataset.
-    for f in sorted(existing, key=lambda f: f.path != summary):
-        out.fs.delete_file(f.path)
 
 
 def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
@@ -149,16 +125,16 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
 def build_dataset(
     cfg: EmbedConfig,
     spec: ReadSpec,
-    files: list[str],
+    units: list[Unit],
     prompt: str,
     out: Location,
-    duplicates: dict[str, dict[int, str]] | None = None,
+    duplicates: Location | None = None,
 ) -> ray.data.Dataset:
+    """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
     io = io_task_args(cfg.compute)
-    duplicates = duplicates or {}
-    items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
-    ds = ray.data.from_items(items, override_num_blocks=len(files))
-    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
+    fn_kwargs = {"spec": spec, "duplicates": duplicates}
+    ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow", fn_kwargs=fn_kwargs, **io)
     ds = embed_stages(ds, cfg, prompt)
     metadata = embedding_metadata(cfg, prompt)
     return ds.map_batches(
@@ -170,25 +146,27 @@ def build_dataset(
     )
 
 
-def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
-    totals = pa.concat_tables(stats).to_pydict() if stats else {}
-    total = {k: sum(v) for k, v in totals.items()}
-    tokens, computed = total.get("tokens", 0), total.get("computed_tokens", 0)
-    embedded, rejected = total.get("rows_embedded", 0), total.get("rows_rejected", 0)
+def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) -> dict[str, Any]:
+    """The run's summary: row counts over the whole dataset (this attempt plus units committed before), token
+    counts and speeds of this attempt only."""
+    tokens, computed = attempt["tokens"], attempt["computed_tokens"]
+    embed_seconds = attempt["embed_seconds"]
+    rejected = attempt["rows_rejected"] + reused["rows_rejected"]
     return {
-        "input_files": files,
-        "rows_in": embedded + rejected,
-        "rows_embedded": embedded,
+        "rows_in": attempt["rows"] + reused["rows"],
+        "rows_read": attempt["rows"],
+        "rows_embedded": attempt["rows_embedded"],
+        "rows_reused": reused["rows_embedded"],
         "rows_rejected": rejected,
-        "output_rows": total.get("output_rows", 0),
-        "output_files": total.get("files", 0),
+        "output_rows": attempt["output_rows"] + reused["output_rows"],
+        "output_files": attempt["output_files"] + reused["output_files"],
         "tokens": tokens,
         "computed_tokens": computed,
         "padding_efficiency": round(tokens / computed, 4) if computed else 1.0,
         "wall_seconds": round(wall, 3),
         "tokens_per_second": round(tokens / wall, 1) if wall else 0.0,
-        "embed_seconds": round(total.get("embed_seconds", 0.0), 3),
-        "embed_tokens_per_second": round(tokens / total["embed_seconds"], 1) if total.get("embed_seconds") else 0.0,
+        "embed_seconds": round(embed_seconds, 3),
+        "embed_tokens_per_second": round(tokens / embed_seconds, 1) if embed_seconds else 0.0,
     }
 
 
@@ -210,24 +188,75 @@ def read_spec(cfg: EmbedConfig, root: Location) -> ReadSpec:
     )
 
 
+def drop_uncommitted(out: Location, committed: set[str]) -> int:
+    """Delete output files of units no attempt committed (a killed attempt's partial units); returns how many."""
+    stale = [
+        rel
+        for rel in list_tree(out, temp_files=True)
+        if posixpath.dirname(rel) in ("", REJECTS_DIR)
+        and (posixpath.basename(rel).startswith(".") or unit_of_file(posixpath.basename(rel)) not in committed)
+        and not posixpath.basename(rel).startswith("_")
+    ]
+    for rel in stale:
+        out.fs.delete_file(out.join(rel).path)
+    return len(stale)
+
+
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
-    """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
+    """Embed the configured corpus, or resume an unfinished run of the same configuration in `output.uri`.
+
+    Returns the summary that is also written to `<output>/_summary.json`, just before the `_SUCCESS` marker.
+
+    Raises:
+        OutputExistsError: the output holds a finished run, another configuration's run (the message names each
+            differing field) or foreign files, and output.overwrite is false.
+    """
     start = time.perf_counter()
-    root, files = list_files(cfg.input.uri, cfg.storage)
+    root, listed = list_inputs(cfg.input.uri, cfg.storage)
     out = resolve(cfg.output.uri, cfg.storage)
     prompt = job_prompt(cfg)
     check_model(cfg.model)
-    prepare_output(out, cfg.output.overwrite)
+    fingerprint = embed_fingerprint(cfg, embedding_metadata(cfg, prompt), listed, model_identity(cfg.model))
+    resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint)
     spec = read_spec(cfg, root)
+    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)
+    done = commit.committed_units(out) if resumed else {}
+    if resumed:
+        dropped = drop_uncommitted(out, set(done))
+        log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
+    todo = [u for u in units if u.key not in done]
     init_ray(cfg.compute)
-    duplicates = scan_duplicates(cfg, spec, files)
-    log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
-    ds = build_dataset(cfg, spec, files, prompt, out, duplicates)
-    stats = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
-    summary = summarize(stats, time.perf_counter() - start, len(files))
-    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    duplicates = None
+    if spec.id_column is not None and cfg.input.duplicate_ids != "unchecked":
+        # Derived ids (file#row) are unique by construction; 'unchecked' trusts the user's ids.
+        duplicates = out.join(commit.RUN_DIR, "duplicates")
+        if not commit.is_committed(duplicates):
+            files = [f.path for f in listed]
+            io = io_task_args(cfg.compute)
+            find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, io)
+    log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
+    progress = UnitProgress(todo)
+    if todo:
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates)
+        for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for unit, counts in progress.add(stats):
+                commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+    for unit, counts in progress.finish():
+        commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+    reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
+    summary = summarize(progress.totals, reused, time.perf_counter() - start)
+    skipped_files = {r["path"] for r in done.values()} - {u.path for u in todo}
+    summary = {
+        "input_files": len(listed),
+        "units": len(units),
+        "units_skipped": len(done),
+        "files_skipped": len(skipped_files),
+        **summary,
+        "model": cfg.model.name_or_path,
+        "prompt": prompt,
+        "output": cfg.output.uri,
+    }
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
-    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).
-    write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
+    commit.commit(out, "embed", summary, SUMMARY_FILE)
     return summary

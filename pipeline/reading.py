@@ -88,7 +88,8 @@ def as_arrow(values: list | pa.Array) -> pa.Array:
         return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
 
 
-def read_parquet(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
+def read_parquet(spec: ReadSpec, rel: str, path: str, row_groups: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+    """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row."""
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
     with spec.root.fs.open_input_file(path) as f:
         reader = pq.ParquetFile(f)
@@ -99,8 +100,10 @@ def read_parquet(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
                 f"{rel}: column(s) {missing} not found; the file has columns {names} "
                 "(set input.text_column / input.id_column / output.keep_columns)"
             )
-        row = 0
-        for batch in reader.iter_batches(batch_size=CHUNK_ROWS, columns=list(dict.fromkeys(wanted))):
+        start, end = row_groups or (0, reader.num_row_groups)
+        row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
+        groups = range(start, end)
+        for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=groups, columns=list(dict.fromkeys(wanted))):
             text = batch.column(spec.text_column)
             texts = text.to_pylist()  # non-string values stay as they are so the reject reason names their type
             ids = batch.column(spec.id_column).to_pylist() if spec.id_column else []
@@ -186,11 +189,15 @@ def read_text(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
 READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
 
 
-def read_file(spec: ReadSpec, rel: str) -> Iterator[pa.Table]:
-    """Blocks of at most CHUNK_ROWS rows from one file; any read failure names the file."""
+def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = None) -> Iterator[pa.Table]:
+    """Blocks of at most CHUNK_ROWS rows from one file (a Parquet file's row groups [start, end) only, when given);
+    any read failure names the file."""
     path = posixpath.join(spec.root.path, rel)
     try:
-        yield from READERS[spec.format](spec, rel, path)
+        if row_groups is not None:
+            yield from read_parquet(spec, rel, path, row_groups)
+        else:
+            yield from READERS[spec.format](spec, rel, path)
     except InputFileError:
         raise
     except (OSError, pa.ArrowException) as err:

@@ -63,8 +63,27 @@ def resolve(uri: str, storage: StorageConfig) -> Location:
     return Location(fs, path, uri)
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    """One input file as the listing saw it: no request beyond the listing itself."""
+
+    path: str  # relative to the listing root, as in the `_source` column and derived ids
+    size: int  # bytes
+    mtime_ns: int | None  # None where the filesystem reports none
+
+
 def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
     """Sorted files under a directory/prefix, one file, or a glob; returns the listing root and relative paths.
+
+    Raises:
+        FileNotFoundError: nothing matches, naming the URI.
+    """
+    root, listed = list_inputs(uri, storage)
+    return root, [f.path for f in listed]
+
+
+def list_inputs(uri: str, storage: StorageConfig) -> tuple[Location, list[ListedFile]]:
+    """`list_files` with each file's size and modification time (from the same listing requests).
 
     Raises:
         FileNotFoundError: nothing matches, naming the URI.
@@ -75,22 +94,22 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(base_uri.rstrip("/")) or ".", storage)
-        return parent, [posixpath.basename(root.path)]
-    names: list[str] = []
+        return parent, [ListedFile(posixpath.basename(root.path), info.size, info.mtime_ns)]
+    found: list[ListedFile] = []
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
         for entry in root.fs.get_file_info(selector):
             rel = posixpath.relpath(entry.path, root.path)
             if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
                 continue
-            names.append(rel)
+            found.append(ListedFile(rel, entry.size, entry.mtime_ns))
     if glob_at >= 0:
         pattern = posixpath.relpath(uri, base_uri) if base_uri else uri
         matcher = glob_regex(pattern)
-        names = [n for n in names if matcher.fullmatch(n)]
-    if not names:
+        found = [f for f in found if matcher.fullmatch(f.path)]
+    if not found:
         raise FileNotFoundError(f"no input files found at {uri} (check input.uri and storage settings)")
-    return root, sorted(names)
+    return root, sorted(found, key=lambda f: f.path)
 
 
 class StorageWriteError(UserError, OSError):

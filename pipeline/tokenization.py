@@ -64,6 +64,8 @@ class TextTokenizer:
 
     def tokenize(self, texts: list[str]) -> TokenizedRows:
         rows = TokenizedRows()
+        if not texts:  # a block whose rows are all rejects; HF fast tokenizers raise IndexError on an empty batch
+            return rows
         if self.long_inputs == "truncate":
             for i, (text, ids) in enumerate(zip(texts, self.encode(texts))):
                 rows.add(i, 0, 0, len(text), ids)

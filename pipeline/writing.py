@@ -13,6 +13,7 @@ from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
 from pipeline.config import EmbedConfig
 from pipeline.reading import REJECT, ROW, SOURCE
 from pipeline.storage import Location, write_parquet_atomic
+from pipeline.units import UNIT, UNIT_ROWS
 
 REJECTS_DIR = "_rejects"
 SUMMARY_FILE = "_summary.json"
@@ -43,6 +44,22 @@ def block_file_name(block: pa.Table) -> str:
     return f"part-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
 
 
+def unit_file_name(group: pa.Table, unit: str) -> str:
+    """`part-<unit key>-<content hash>`: the unit's files can be found (and dropped) by name; the hash of the rows
+    and chunk indices the group holds is deterministic, so a retried write task overwrites its own files."""
+    digest = hashlib.sha1(unit.encode())
+    for name in (ROW, "chunk_index"):
+        if name in group.column_names:
+            digest.update(group.column(name).combine_chunks().to_numpy(zero_copy_only=False).tobytes())
+    return f"part-{unit}-{digest.hexdigest()[:12]}"
+
+
+def unit_of_file(name: str) -> str | None:
+    """The unit key in an output file name written by write_block (None for any other name)."""
+    parts = name.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "part" and len(parts[1]) == 16 else None
+
+
 def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str]) -> pa.Table:
     columns = ["id", *(CHUNK_COLUMNS if chunked else ()), "embedding", *keep_columns]
     table = good.select(columns)
@@ -52,10 +69,34 @@ def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadat
 
 
 def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict[str, str]) -> pa.Table:
-    """Write one block's good rows and rejects; return one stats row for the job summary."""
-    is_reject = pc.invert(pc.is_null(block.column(REJECT)))
-    good, rejects = block.filter(pc.invert(is_reject)), block.filter(is_reject)
-    name = block_file_name(block)
+    """Write one block's good rows and rejects, one set of files per unit; return one stats row per unit."""
+    stats = []
+    for unit in pc.unique(block.column(UNIT)).to_pylist():
+        group = block.filter(pc.equal(block.column(UNIT), unit))
+        stats.append(write_unit_group(group, unit, out, cfg, metadata))
+    return pa.Table.from_pylist(stats, schema=STATS_SCHEMA)
+
+
+STATS_SCHEMA = pa.schema(
+    [
+        (UNIT, pa.string()),
+        (UNIT_ROWS, pa.int64()),
+        ("rows", pa.int64()),
+        ("rows_embedded", pa.int64()),
+        ("rows_rejected", pa.int64()),
+        ("output_rows", pa.int64()),
+        ("output_files", pa.int64()),
+        ("tokens", pa.int64()),
+        ("computed_tokens", pa.int64()),
+        ("embed_seconds", pa.float64()),
+    ]
+)
+
+
+def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig, metadata: dict[str, str]) -> dict:
+    is_reject = pc.invert(pc.is_null(group.column(REJECT)))
+    good, rejects = group.filter(pc.invert(is_reject)), group.filter(is_reject)
+    name = unit_file_name(group, unit)
     chunked = cfg.model.long_inputs == "chunk"
     table = output_table(good, cfg.output.keep_columns, chunked, metadata)
     step = cfg.output.rows_per_file
@@ -65,14 +106,15 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
         reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
     first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
-    return pa.table(
-        {
-            "rows_embedded": [first_chunks],
-            "rows_rejected": [rejects.num_rows],
-            "output_rows": [good.num_rows],
-            "tokens": [pc.sum(good.column(TOKEN_COUNT)).as_py() or 0],
-            "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
-            "embed_seconds": [pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0],
-            "files": [-(-good.num_rows // step)],
-        }
-    )
+    return {
+        UNIT: unit,
+        UNIT_ROWS: pc.max(group.column(UNIT_ROWS)).as_py(),
+        "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject
+        "rows_embedded": first_chunks,
+        "rows_rejected": rejects.num_rows,
+        "output_rows": good.num_rows,
+        "output_files": -(-good.num_rows // step),
+        "tokens": pc.sum(good.column(TOKEN_COUNT)).as_py() or 0,
+        "computed_tokens": pc.sum(good.column(COMPUTED)).as_py() or 0,
+        "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
+    }

@@ -85,7 +85,8 @@ def test_jsonl_duplicates_control_chars_and_path_like_ids(ray_session, tiny_mode
     # nothing was written outside the output prefix, whatever the ids look like
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {"corpus", "deep"}
-    assert {p.name.split("-")[0] for p in out.rglob("*") if p.is_file()} == {"part", "_summary.json"}
+    assert {p.name.split("-")[0] for p in out.iterdir() if p.is_file()} == {"part", "_summary.json", "_SUCCESS"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"_rejects", "_run"}
 
 
 def test_duplicate_ids_error_policy_names_both_rows(ray_session, tiny_models, tmp_path):

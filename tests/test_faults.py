@@ -2,7 +2,7 @@
 
 Every run that should survive a fault is compared with one fault-free run of the same corpus: same ids, each
 exactly once, same vectors. Runs that should fail must name what failed and leave nothing marked complete
-(`_summary.json` is written last and is the commit marker readers check).
+(`_SUCCESS` is written last, after `_summary.json`, and is the commit marker readers check).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, 
         driver.wait()
     time.sleep(3)  # let Ray tear down the dead driver's workers
     visible = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
-    assert visible and not (out / "_summary.json").exists()
+    assert visible and not (out / "_summary.json").exists() and not (out / "_SUCCESS").exists()
     for path in visible:
         assert pq.read_table(path).num_rows > 0  # raises on a truncated or half-written file
     hidden = [p.name for p in out.rglob(".*")]  # temp files of interrupted writes: ignored by Parquet readers

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import EmbedConfig, StorageConfig
+from pipeline.objects import get_json, list_tree, put_json
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.job import load_staged
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
-from pipeline.reembed.objects import get_json, list_tree, put_json
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
 from pipeline.reembed.sources import SourceFile, scan_sources

@@ -50,3 +50,9 @@ def test_chunk_spans_exact():
 def test_chunk_budget_must_exceed_overlap(tokenizer):
     with pytest.raises(ValueError, match="raise max_tokens or lower the overlap"):
         TextTokenizer(tokenizer, "a long prompt " * 5, 20, "chunk", 8)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "chunk"])
+def test_a_block_of_only_rejects_tokenizes_to_nothing(tokenizer, mode):
+    rows = TextTokenizer(tokenizer, "Query: ", 64, mode, 8).tokenize([])
+    assert rows.token_ids == [] and rows.parent == []

@@ -9,7 +9,6 @@ also `texts/<side>/` (the filtered, deduplicated input that was embedded) and `e
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
@@ -18,13 +17,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline import commit
 from pipeline.bitext.knn import KnnResult, knn_search
 from pipeline.bitext.mining_actor import ShardResources, ray_knn_search, shard_count
 from pipeline.bitext.report import histogram, histogram_png, kept_per_threshold, threshold_grid
 from pipeline.bitext.selection import Pairs, select_pairs
 from pipeline.bitext.sides import Side, SideError, attach_vectors, dedup_side, read_embeddings, read_side
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
-from pipeline.embed_job import init_ray, prepare_output, run_embed
+from pipeline.embed_job import init_ray, run_embed
 from pipeline.mine_config import MineConfig, SideConfig
 from pipeline.storage import Location, resolve, write_bytes, write_parquet_atomic
 
@@ -134,7 +134,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     """Mine translation pairs between cfg.source and cfg.target; returns the summary also written to summary.json."""
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
-    prepare_output(out, cfg.output.overwrite)
+    commit.begin(out, "mine_bitext", cfg.output.overwrite)
     needs_ray = cfg.mining.backend == "ray" or not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
     if needs_ray:
         init_ray(cfg.compute)
@@ -189,6 +189,6 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "output": {"pairs": out.join(PAIRS_FILE).uri, "histogram": out.join(HISTOGRAM_FILE).uri},
     }
-    write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
+    commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
     log.info("kept %d of %d pairs (threshold %s) -> %s", len(kept), len(selected), m.threshold, out.uri)
     return summary

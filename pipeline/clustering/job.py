@@ -10,7 +10,6 @@ Outputs under output.uri:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from pipeline import commit
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering import kmeans, report
 from pipeline.clustering.distributed import (
@@ -36,7 +36,7 @@ from pipeline.clustering.distributed import (
     sample_block,
 )
 from pipeline.clustering.vectors import check_embedding_field, embedding_matrix
-from pipeline.embed_job import init_ray, prepare_output, run_embed
+from pipeline.embed_job import init_ray, run_embed
 from pipeline.storage import Location, list_files, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     root, files = list_files(cfg.input.uri, cfg.storage)
     dim = inspect_input(cfg, root, files)
     out = resolve(cfg.output.uri, cfg.storage)
-    prepare_output(out, cfg.output.overwrite)
+    commit.begin(out, "cluster", cfg.output.overwrite)
     init_ray(cfg.compute)
     columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
     ds = ray.data.read_parquet([root.join(f).path for f in files], filesystem=root.fs, columns=columns)
@@ -206,5 +206,5 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     write_bytes(report.sizes_png(sizes), out.join("cluster_sizes.png"))
     write_bytes(report.objective_png(result), out.join("objective.png"))
     summary["wall_seconds"] = round(time.perf_counter() - start, 3)
-    write_bytes(json.dumps(summary, indent=2).encode(), out.join("summary.json"))
+    commit.commit(out, "cluster", summary, "summary.json")  # summary.json, then the _SUCCESS marker
     return summary

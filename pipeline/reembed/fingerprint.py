@@ -13,39 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.config import EmbedConfig, ModelConfig
+from pipeline.config import EmbedConfig
+from pipeline.fingerprint import model_identity
 
 FORMAT_VERSION = 1  # bump when the layout or the meaning of a manifest changes
-HASH_CHUNK = 8 << 20
-
-
-def model_identity(model: ModelConfig) -> dict[str, str]:
-    """Pin the weights: the hub commit a revision resolves to, or a content hash of a local model directory.
-
-    A branch name such as `main` moves; the resolved commit does not, so a model updated upstream under the same
-    name yields a new fingerprint. Local directories have no commit, so their files are hashed (tokenizer and
-    config included: they change the vectors too). That reads the weights once per run: ~1 s per GB.
-    """
-    local = Path(model.name_or_path)
-    if local.is_dir():
-        return {"source": "local", "sha256": hash_directory(local)}
-    from transformers.utils import cached_file
-
-    config_path = Path(cached_file(model.name_or_path, "config.json", revision=model.revision))
-    parts = config_path.parts
-    if "snapshots" not in parts:
-        raise RuntimeError(f"cannot resolve the commit of {model.name_or_path}: {config_path} is not in a hub cache")
-    return {"source": "hub", "commit": parts[parts.index("snapshots") + 1]}
-
-
-def hash_directory(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fingerprint_recipe(cfg: EmbedConfig, prompt: str) -> dict[str, Any]:

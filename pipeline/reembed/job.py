@@ -14,13 +14,14 @@ from typing import Any
 
 import ray
 
+from pipeline import commit
 from pipeline.embed_job import embed_stages, init_ray, io_task_args, job_prompt, read_spec
+from pipeline.objects import get_json, list_tree, put_json
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
-from pipeline.reembed.objects import get_json, list_tree, put_json
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
@@ -112,7 +113,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             repoint_current(layout, manifest_rel, generation, lease)
         summary = summarize(plan, embedded, layout, current, manifest_rel, generation, tokens)
         summary["wall_seconds"] = round(time.perf_counter() - start, 3)
-        put_json(summary, out.join(SUMMARY))
+        commit.commit(out, "reembed", summary, SUMMARY, fingerprint=layout.fingerprint)
     log.info(
         "files new %(new)d changed %(changed)d unchanged %(unchanged)d deleted %(deleted)d resumed %(resumed)d; "
         "rows embedded %(rows_embedded)d reused %(rows_reused)d",

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from pipeline.reembed.objects import get_json, put_json
+from pipeline.objects import get_json, put_json
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)

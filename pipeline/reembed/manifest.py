@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.objects import get_json
 from pipeline.reembed.layout import CURRENT, VersionLayout
-from pipeline.reembed.objects import get_json
 from pipeline.storage import Location
 
 

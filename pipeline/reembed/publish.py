@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import posixpath
 
+from pipeline.objects import delete_files, get_json, list_tree, put_json
 from pipeline.reembed.layout import CURRENT, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import Manifest, pointer
-from pipeline.reembed.objects import delete_files, get_json, list_tree, put_json
 
 log = logging.getLogger(__name__)
 

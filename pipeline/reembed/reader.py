@@ -11,9 +11,9 @@ import posixpath
 import pyarrow.dataset as pads
 
 from pipeline.config import StorageConfig
+from pipeline.objects import list_tree
 from pipeline.reembed.layout import VERSIONS, VersionLayout
 from pipeline.reembed.manifest import Manifest, current_manifest, version_manifest
-from pipeline.reembed.objects import list_tree
 from pipeline.storage import Location, resolve
 
 

@@ -1,0 +1,123 @@
+"""One commit protocol for every job's output location: start, resume, overwrite, mark units, commit.
+
+    <out>/_SUCCESS                the commit marker, written last: {"job", "summary", "committed_at", ...}
+    <out>/_run/fingerprint.json   the configuration of the run writing here (resumable jobs)
+    <out>/_run/units/<key>.json   one unit (input file or row-group range) whose outputs are all on storage
+
+A location is complete exactly when `_SUCCESS` exists (the Hadoop/Spark name; like the S3A committers it holds
+JSON). Each job keeps its own summary file (`_summary.json`, `summary.json`), written just before the marker.
+Starting over deletes the marker first, so a crash mid-delete never leaves a marked, half-old dataset.
+Pure storage: no Ray. Used by jobs.embed, jobs.reembed, jobs.mine_bitext and jobs.cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from pipeline.errors import UserError
+from pipeline.fingerprint import differences
+from pipeline.objects import get_json, list_tree, put_json
+from pipeline.storage import Location
+
+log = logging.getLogger(__name__)
+
+MARKER = "_SUCCESS"
+RUN_DIR = "_run"
+FINGERPRINT = f"{RUN_DIR}/fingerprint.json"
+UNITS_DIR = f"{RUN_DIR}/units"
+SUMMARY_NAMES = ("_summary.json", "summary.json")  # deleted right after the markers when starting over
+READ_THREADS = 16  # unit markers read in parallel (one GET each on object stores)
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """The output location holds a finished run, another configuration's run, or files of unknown origin."""
+
+
+def is_committed(out: Location) -> bool:
+    return out.fs.get_file_info(out.join(MARKER).path).type == pafs.FileType.File
+
+
+def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] | None = None) -> bool:
+    """Claim `out` for a run; returns True when an unfinished run of the same fingerprint is resumed.
+
+    Args:
+        job: the job's name, for messages.
+        overwrite: delete whatever `out` holds (marker first) and start over.
+        fingerprint: the run's fingerprint (pipeline.fingerprint); None for jobs that do not resume, which then
+            need an empty location.
+
+    Raises:
+        OutputExistsError: without overwrite, `out` holds a finished run, a run of another fingerprint (the
+            message names each differing field) or files no resumable run recorded.
+    """
+    if overwrite:
+        clear(out)
+    else:
+        hint = "set output.overwrite=true to replace it or choose another output.uri"
+        if is_committed(out):
+            raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {hint}")
+        recorded = get_json(out.join(FINGERPRINT)) if fingerprint is not None else None
+        if recorded is not None:
+            diffs = differences(recorded["fingerprint"], fingerprint)
+            if diffs:
+                raise OutputExistsError(
+                    f"output {out.uri} holds an unfinished {recorded.get('job', 'run')} of another configuration, "
+                    f"so it cannot be resumed: {'; '.join(diffs)}. Run again with the recorded configuration to "
+                    f"resume, or {hint}"
+                )
+            log.info("resuming the unfinished run in %s", out.uri)
+            return True
+        existing = list_tree(out, temp_files=True)
+        if existing:
+            raise OutputExistsError(
+                f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
+                f"run recorded; {hint}"
+            )
+    if fingerprint is not None:
+        put_json({"job": job, "started_at": time.time(), "fingerprint": fingerprint}, out.join(FINGERPRINT))
+    return False
+
+
+def clear(out: Location) -> None:
+    """Delete everything under `out` in deletion_order, so a crash mid-way leaves no marker beside old data."""
+    for rel in deletion_order(list_tree(out, temp_files=True)):
+        try:
+            out.fs.delete_file(out.join(rel).path)
+        except FileNotFoundError:
+            pass  # a concurrent or earlier interrupted delete got it first
+
+
+def deletion_order(files: list[str]) -> list[str]:
+    """The top marker, then nested markers (e.g. a mining run's embeddings), then summaries, then the rest."""
+
+    def rank(rel: str) -> tuple[bool, bool, bool, str]:
+        name = posixpath.basename(rel)
+        return rel != MARKER, name != MARKER, name not in SUMMARY_NAMES, rel
+
+    return sorted(files, key=rank)
+
+
+def mark_unit(out: Location, key: str, record: dict[str, Any]) -> None:
+    """Record that every output of unit `key` is on storage (an atomic small object)."""
+    put_json(record, out.join(UNITS_DIR, f"{key}.json"))
+
+
+def committed_units(out: Location) -> dict[str, dict[str, Any]]:
+    """The unit records of earlier attempts, by unit key."""
+    units = out.join(UNITS_DIR)
+    names = [n for n in list_tree(units) if n.endswith(".json")]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        records = list(pool.map(lambda n: get_json(units.join(n)), names))
+    return {n[: -len(".json")]: r for n, r in zip(names, records) if r is not None}
+
+
+def commit(out: Location, job: str, summary: dict[str, Any], summary_name: str, **extra: Any) -> None:
+    """Write the job's summary, then the marker: from here on `out` is a finished run."""
+    put_json(summary, out.join(summary_name))
+    put_json({"job": job, "summary": summary_name, "committed_at": time.time(), **extra}, out.join(MARKER))

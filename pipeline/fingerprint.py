@@ -1,0 +1,95 @@
+"""What makes two runs' vectors interchangeable: the model's pinned identity plus the recipe around it.
+
+The embed job records a fingerprint when a run starts and compares it field by field when the same command is
+run again: equal means the committed units of the earlier attempt are reusable; any difference is named in the
+refusal. The re-embed job hashes its own recipe into a version name (pipeline.reembed.fingerprint) from the same
+model identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import EmbedConfig, ModelConfig
+from pipeline.storage import ListedFile
+
+HASH_CHUNK = 8 << 20
+
+
+def model_identity(model: ModelConfig) -> dict[str, str]:
+    """Pin the weights: the hub commit a revision resolves to, or a content hash of a local model directory.
+
+    A branch name such as `main` moves; the resolved commit does not, so a model updated upstream under the same
+    name yields a new fingerprint. Local directories have no commit, so their files are hashed (tokenizer and
+    config included: they change the vectors too). That reads the weights once per run: ~1 s per GB.
+    """
+    local = Path(model.name_or_path)
+    if local.is_dir():
+        return {"source": "local", "sha256": hash_directory(local)}
+    from transformers.utils import cached_file
+
+    config_path = Path(cached_file(model.name_or_path, "config.json", revision=model.revision))
+    parts = config_path.parts
+    if "snapshots" not in parts:
+        raise RuntimeError(f"cannot resolve the commit of {model.name_or_path}: {config_path} is not in a hub cache")
+    return {"source": "hub", "commit": parts[parts.index("snapshots") + 1]}
+
+
+def hash_directory(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def listing_digest(listed: list[ListedFile]) -> dict[str, Any]:
+    """The input listing in a few bytes: file count and a sha256 over (path, size, mtime) in listing order."""
+    digest = hashlib.sha256()
+    for f in listed:
+        digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return {"files": len(listed), "sha256": digest.hexdigest()[:16]}
+
+
+def embed_fingerprint(
+    cfg: EmbedConfig, metadata: dict[str, str], listed: list[ListedFile], identity: dict[str, str]
+) -> dict[str, Any]:
+    """The fields that decide whether an unfinished run may be resumed, by name.
+
+    Args:
+        metadata: the embedding metadata written into every output file (pipeline.writing.embedding_metadata), so
+            whatever a reader is told about the vectors is also what a resume must agree on; fields added there
+            later join the fingerprint without a change here.
+        listed: the input listing (a new, removed, resized or rewritten file is a different corpus).
+        identity: model_identity(cfg.model): the resolved revision or the local weights' content hash.
+    """
+    return {
+        **{f"metadata.{k}": v for k, v in sorted(metadata.items())},
+        "model.identity": identity,
+        "model.dtype": cfg.model.dtype,
+        "model.chunk_overlap_tokens": cfg.model.chunk_overlap_tokens if cfg.model.long_inputs == "chunk" else None,
+        "input.format": cfg.input.format,
+        "input.text_column": cfg.input.text_column,
+        "input.id_column": cfg.input.id_column,
+        "input.duplicate_ids": cfg.input.duplicate_ids if cfg.input.id_column else None,
+        "input.unit_bytes": cfg.input.unit_bytes,
+        "input.listing": listing_digest(listed),
+        "output.keep_columns": list(cfg.output.keep_columns),
+    }
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'field: recorded -> current' for every field that differs (missing on one side included), sorted."""
+    missing = object()
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key, missing), current.get(key, missing)
+        if json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
+            show = lambda v: "(absent)" if v is missing else json.dumps(v, sort_keys=True)
+            out.append(f"{key}: {show(old)} -> {show(new)}")
+    return out

@@ -1,0 +1,172 @@
+"""Units: the pieces of a corpus that an embed run commits one by one, and a rerun skips.
+
+A unit is one input file, or a range of whole row groups of a Parquet file larger than `input.unit_bytes`: small
+enough that a crash redoes little, large enough that markers stay few. Every row carries its unit's key through
+the pipeline; the write task names each output file after the unit it holds, and the driver's `UnitProgress` adds
+up the write stats and reports a unit complete once as many rows are written or rejected as its reader counted.
+Only then is its marker written (pipeline.commit), so a unit is either fully in the dataset or redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.reading import ReadSpec, read_file
+from pipeline.storage import ListedFile, Location
+
+UNIT, UNIT_ROWS = "_unit", "_unit_rows"  # the unit's key; on its last block the rows it holds, else -1
+
+
+@dataclass(frozen=True)
+class Unit:
+    path: str  # relative to the input root
+    file_index: int  # position in the sorted input listing (orders rows for duplicate ids)
+    row_groups: tuple[int, int] | None = None  # [start, end) of a split Parquet file; None: the whole file
+
+    @property
+    def key(self) -> str:
+        """Names the unit in marker and output file names: 16 hex digits of sha1(path, row groups)."""
+        span = "" if self.row_groups is None else f"{self.row_groups[0]}-{self.row_groups[1]}"
+        return hashlib.sha1(f"{self.path}\0{span}".encode()).hexdigest()[:16]
+
+    def record(self) -> dict:
+        return {"path": self.path, "row_groups": list(self.row_groups) if self.row_groups else None}
+
+
+def plan_units(root: Location, listed: list[ListedFile], fmt: str, unit_bytes: int) -> list[Unit]:
+    """One unit per file; Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes.
+
+    Only the footers of those large files are read (a few KB each); nothing else of the input.
+    """
+    units = []
+    for index, f in enumerate(listed):
+        if fmt != "parquet" or f.size <= unit_bytes:
+            units.append(Unit(f.path, index))
+            continue
+        with root.fs.open_input_file(root.join(f.path).path) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+        ranges = split_ranges(sizes, unit_bytes)
+        if len(ranges) == 1:
+            units.append(Unit(f.path, index))
+        else:
+            units.extend(Unit(f.path, index, r) for r in ranges)
+    return units
+
+
+def split_ranges(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) ranges of items, each closed once its sizes reach `limit` (at least one item)."""
+    ranges, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= limit:
+            ranges.append((start, i + 1))
+            start, total = i + 1, 0
+    if start < len(sizes) or not ranges:
+        ranges.append((start, len(sizes)))
+    return ranges
+
+
+def unit_items(units: list[Unit]) -> list[dict]:
+    """Rows of the Ray Data dataset that drives the read stage (one unit per row)."""
+    return [
+        {
+            "path": u.path,
+            "file_index": u.file_index,
+            "rg_start": u.row_groups[0] if u.row_groups else -1,
+            "rg_end": u.row_groups[1] if u.row_groups else -1,
+        }
+        for u in units
+    ]
+
+
+def units_of(batch: pa.Table) -> list[Unit]:
+    rows = zip(*(batch.column(c).to_pylist() for c in ("path", "file_index", "rg_start", "rg_end")))
+    return [Unit(p, i, None if s < 0 else (s, e)) for p, i, s, e in rows]
+
+
+def read_unit(spec: ReadSpec, unit: Unit) -> Iterator[pa.Table]:
+    """A unit's blocks (pipeline.reading columns), each with its key; the last one also with the unit's row count."""
+    held, rows = None, 0
+    for block in read_file(spec, unit.path, unit.row_groups):
+        if held is not None:
+            yield tag(held, unit.key, -1)
+        held, rows = block, rows + block.num_rows
+    if held is not None:
+        yield tag(held, unit.key, rows)
+
+
+def tag(block: pa.Table, key: str, unit_rows: int) -> pa.Table:
+    block = block.append_column(UNIT, pa.array([key] * block.num_rows, pa.string()))
+    return block.append_column(UNIT_ROWS, pa.array([unit_rows] * block.num_rows, pa.int64()))
+
+
+def id_only(spec: ReadSpec) -> ReadSpec:
+    """The spec of a pass that needs ids and reject reasons only (kept columns are not read)."""
+    return replace(spec, keep_columns=())
+
+
+# Summed per unit by UnitProgress; write tasks return one row per unit they wrote with these columns.
+COUNTS = ("rows", "rows_embedded", "rows_rejected", "output_rows", "output_files", "tokens", "computed_tokens")
+
+
+class UnitProgress:
+    """Driver-side sums of the write stats per unit still open; says when a unit is complete.
+
+    Holds one small tally per unit in flight, never per row; completed units leave it.
+    """
+
+    def __init__(self, units: list[Unit]):
+        self.units = {u.key: u for u in units}
+        self.open: dict[str, dict[str, int]] = {}
+        self.done: set[str] = set()
+        self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
+
+    def add(self, stats: pa.Table) -> list[tuple[Unit, dict[str, int]]]:
+        """Fold in one batch of write stats; returns (unit, counts) for the units that just became complete.
+
+        Raises:
+            RuntimeError: a unit has more rows written than its reader counted (rows written twice).
+        """
+        completed = []
+        for row in stats.to_pylist():
+            key = row[UNIT]
+            tally = self.open.setdefault(key, {**dict.fromkeys(COUNTS, 0), "unit_rows": -1})
+            for name in COUNTS:
+                tally[name] += row[name]
+                self.totals[name] += row[name]
+            self.totals["embed_seconds"] += row["embed_seconds"]
+            tally["unit_rows"] = max(tally["unit_rows"], row[UNIT_ROWS])
+            if 0 <= tally["unit_rows"] < tally["rows"]:
+                raise RuntimeError(
+                    f"{self.units[key].path}: {tally['rows']} rows written for {tally['unit_rows']} read"
+                )
+            if tally["rows"] == tally["unit_rows"]:
+                completed.append(self.close(key))
+        return completed
+
+    def finish(self) -> list[tuple[Unit, dict[str, int]]]:
+        """After the dataset is exhausted without error: the rest are complete (units without rows included).
+
+        Raises:
+            RuntimeError: a unit has fewer rows written than read (rows were lost).
+        """
+        rest = []
+        for key in self.units:
+            if key in self.done:
+                continue
+            tally = self.open.get(key)
+            if tally is not None and tally["rows"] != tally["unit_rows"]:
+                raise RuntimeError(f"{self.units[key].path}: {tally['rows']} of {tally['unit_rows']} rows written")
+            rest.append(self.close(key))
+        return rest
+
+    def close(self, key: str) -> tuple[Unit, dict[str, int]]:
+        self.done.add(key)
+        tally = self.open.pop(key, None) or dict.fromkeys(COUNTS, 0)
+        return self.units[key], {name: tally[name] for name in COUNTS}

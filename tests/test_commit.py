@@ -1,0 +1,81 @@
+"""The commit protocol (pipeline.commit) on a local directory and on the S3 server: start, refuse, resume, clear."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import commit
+from pipeline.config import StorageConfig
+from pipeline.fingerprint import differences
+from pipeline.objects import list_tree
+from pipeline.storage import resolve
+
+FP = {"metadata.model": "a", "model.identity": {"source": "local", "sha256": "1"}, "input.listing": {"files": 2}}
+
+
+def test_fresh_run_records_its_fingerprint_and_commits_summary_then_marker(tmp_path):
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=FP) is False
+    assert not commit.is_committed(out)
+    commit.mark_unit(out, "k1", {"rows": 3})
+    assert commit.committed_units(out) == {"k1": {"rows": 3}}
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=FP) is True  # same fingerprint: resume
+    commit.commit(out, "embed", {"rows_in": 3}, "_summary.json")
+    assert commit.is_committed(out)
+    with pytest.raises(commit.OutputExistsError, match="already holds a finished run .*output.overwrite=true"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+
+
+def test_another_configuration_is_refused_naming_each_difference(tmp_path):
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    other = {**FP, "metadata.model": "b", "model.identity": {"source": "local", "sha256": "2"}}
+    with pytest.raises(commit.OutputExistsError) as err:
+        commit.begin(out, "embed", overwrite=False, fingerprint=other)
+    assert 'metadata.model: "a" -> "b"' in str(err.value)
+    assert "model.identity" in str(err.value) and "input.listing" not in str(err.value)
+    assert commit.begin(out, "embed", overwrite=True, fingerprint=other) is False  # overwrite starts over
+    assert list_tree(out) == ["_run/fingerprint.json"]
+
+
+def test_foreign_files_are_refused_and_jobs_without_fingerprint_need_an_empty_location(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "part-old.parquet").write_bytes(b"x")
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    for fp in (FP, None):
+        with pytest.raises(FileExistsError, match="1 files .*part-old.parquet.*output.overwrite=true"):
+            commit.begin(out, "job", overwrite=False, fingerprint=fp)
+
+
+def test_clear_deletes_markers_first_then_summaries(tmp_path):
+    """An overwrite killed mid-delete never leaves a marker (top or nested) or a summary beside half-deleted data."""
+    files = ["a/part-1.parquet", "summary.json", "embeddings/a/_SUCCESS", "embeddings/a/_summary.json", "_SUCCESS"]
+    assert commit.deletion_order(files) == [
+        "_SUCCESS",
+        "embeddings/a/_SUCCESS",
+        "embeddings/a/_summary.json",
+        "summary.json",
+        "a/part-1.parquet",
+    ]
+    for rel in files:
+        (tmp_path / "o" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "o" / rel).write_text("{}")
+    commit.clear(resolve(str(tmp_path / "o"), StorageConfig()))
+    assert [p for p in (tmp_path / "o").rglob("*") if p.is_file()] == []
+
+
+def test_protocol_on_s3(s3_bucket, s3_server):
+    _, bucket = s3_bucket
+    out = resolve(f"s3://{bucket}/o", StorageConfig(endpoint_url=s3_server))
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    commit.mark_unit(out, "k1", {"rows": 1})
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=FP) is True
+    assert set(commit.committed_units(out)) == {"k1"}
+    commit.commit(out, "embed", {}, "_summary.json")
+    commit.begin(out, "embed", overwrite=True, fingerprint=FP)
+    assert list_tree(out) == ["_run/fingerprint.json"]
+
+
+def test_differences_lists_absent_fields():
+    assert differences({"a": 1}, {"a": 1, "b": [2]}) == ["b: (absent) -> [2]"]
+    assert differences({"a": {"x": 1}}, {"a": {"x": 1}}) == []

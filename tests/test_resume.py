@@ -1,0 +1,188 @@
+"""Resume, not restart: SIGKILL the driver after its first committed units, run the same command again.
+
+The rerun skips the committed units before reading them, embeds the rest, and the dataset equals a clean run's:
+every id once, the same vectors, rejects counted across attempts. Local disk and the S3 server; on S3 an embedding
+actor is also killed during the resumed run. A different model refuses to resume and says what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import yaml
+from conftest import SAMPLE
+from faulty_actors import faulty, use
+from robustness_helpers import make_config, read_run, vectors_by_id
+
+from pipeline.embed_job import run_embed
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:96]
+FILES = {f"c{i}.jsonl": RECORDS[i * 16 : (i + 1) * 16] for i in range(6)}
+FILES["c0.jsonl"] = [*FILES["c0.jsonl"], {"id": "empty", "text": " "}]  # a reject, likely in a committed unit
+FILES["c5.jsonl"] = [*FILES["c5.jsonl"], {"id": RECORDS[0]["id"], "text": "a later copy"}]  # duplicate id
+ROWS_IN, ROWS_TO_EMBED = len(RECORDS) + 2, len(RECORDS)
+SECTIONS = {"batching": {"rows_per_block": 8}, "input": {"id_column": "id"}}
+
+DRIVER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import faulty_actors, pipeline.embed_job as job
+from pathlib import Path
+from pipeline.config import EmbedConfig
+from ray import cloudpickle
+cloudpickle.register_pickle_by_value(faulty_actors)
+job.EmbedActor = faulty_actors.faulty({{"slow": None}}, Path({state!r}), seconds=0.7)
+job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
+"""
+
+
+def corpus_bytes(rows: list[dict]) -> bytes:
+    return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    for name, rows in FILES.items():
+        (root / name).write_bytes(corpus_bytes(rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(ray_session, tiny_models, corpus, tmp_path_factory) -> dict:
+    """Vectors of one uninterrupted run, by id."""
+    out = tmp_path_factory.mktemp("clean") / "emb"
+    summary = run_embed(make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS))
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_reused"]) == (ROWS_IN, ROWS_TO_EMBED, 0)
+    return vectors_by_id(read_run(str(out))[0])
+
+
+def kill_after_first_unit(cfg_json: str, units_dir: Path, tmp_path: Path) -> int:
+    """Run a slowed-down driver on the session's Ray; SIGKILL it once a unit is committed. Returns units committed."""
+    state = tmp_path / "slow"
+    state.mkdir()
+    (tmp_path / "cfg.json").write_text(cfg_json)
+    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
+    log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - read back when the driver exits early
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline and not list(units_dir.glob("*.json")):
+            time.sleep(0.1)
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    time.sleep(3)  # let Ray tear down the dead driver's workers
+    return len(list(units_dir.glob("*.json")))
+
+
+def check_resumed(summary: dict, uri: str, clean: dict, committed_rows: int, endpoint: str | None = None) -> None:
+    good, rejects = read_run(uri, endpoint)
+    ids = good.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == ROWS_TO_EMBED, "an id is missing or written twice"
+    assert summary["rows_reused"] > 0 and summary["units_skipped"] > 0 and summary["files_skipped"] > 0
+    assert summary["rows_embedded"] + summary["rows_reused"] == ROWS_TO_EMBED
+    assert summary["rows_in"] == ROWS_IN and summary["rows_rejected"] == rejects.num_rows == 2
+    assert summary["rows_read"] == ROWS_IN - committed_rows  # committed units were not read again
+    assert min(rejects.column("reason").to_pylist()).startswith("duplicate id (first at c0.jsonl row 0)")
+    got = vectors_by_id(good)
+    cosine = min(float(np.dot(got[k], clean[k]) / np.linalg.norm(got[k]) / np.linalg.norm(clean[k])) for k in clean)
+    assert sorted(got) == sorted(clean) and cosine >= 0.9999, cosine
+
+
+def committed_rows(units_dir: Path) -> int:
+    return sum(json.loads(p.read_text())["rows"] for p in units_dir.glob("*.json"))
+
+
+def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, corpus, clean, tmp_path):
+    """Local corpus: kill, a changed model is refused naming the difference, the same CLI command resumes."""
+    out = tmp_path / "emb"
+    gcs = ray_session.get_runtime_context().gcs_address
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, **SECTIONS)
+    assert kill_after_first_unit(cfg.model_dump_json(), out / "_run" / "units", tmp_path) >= 1
+    assert not (out / "_SUCCESS").exists() and not (out / "_summary.json").exists()
+
+    other = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": str(tiny_models["qwen3"])})})
+    with pytest.raises(FileExistsError, match=r"another configuration.*metadata\.model: .*qwen3.*model\.identity"):
+        run_embed(other)
+
+    reused_rows = committed_rows(out / "_run" / "units")
+    config_file = tmp_path / "embed.yaml"
+    config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    cli = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", "--config", str(config_file)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (out / "_SUCCESS").exists()
+    check_resumed(summary, str(out), clean, reused_rows)
+    with pytest.raises(FileExistsError, match="finished run"):  # a finished run is never resumed into
+        run_embed(cfg)
+
+
+def test_killed_driver_resumes_on_s3_through_a_killed_actor(
+    ray_session, tiny_models, corpus, clean, tmp_path, s3_bucket, s3_server, monkeypatch
+):
+    client, bucket = s3_bucket
+    for name, rows in FILES.items():
+        client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=corpus_bytes(rows))
+    uri = f"s3://{bucket}/emb"
+    gcs = ray_session.get_runtime_context().gcs_address
+    cfg = make_config(
+        tiny_models["gemma3"],
+        f"s3://{bucket}/corpus",
+        uri,
+        "jsonl",
+        s3_server,
+        compute={"ray_address": gcs},
+        **SECTIONS,
+    )
+
+    def committed() -> list[dict]:
+        listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/").get("Contents", [])
+        keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
+        return [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
+
+    state = tmp_path / "slow"
+    state.mkdir()
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline and not committed():
+            time.sleep(0.2)
+        assert driver.poll() is None, "the driver ended before committing a unit"
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    time.sleep(3)
+    done = committed()
+    open_paths = sorted(set(FILES) - {d["path"] for d in done})
+    assert done and open_paths
+    trigger = FILES[open_paths[-1]][3]["id"]  # a row of a unit the resumed run must embed
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    use(monkeypatch, faulty({"kill": trigger}, faults))
+    summary = run_embed(cfg)
+    assert (faults / "killed").exists() and len((faults / "inits").read_text().split()) >= 2
+    check_resumed(summary, uri, clean, sum(d["rows"] for d in committed() if d["path"] not in open_paths), s3_server)
+    assert client.head_object(Bucket=bucket, Key="emb/_SUCCESS")
+    assert pc.sum(pc.equal(read_run(uri, s3_server)[0].column("chunk_index"), 0)).as_py() == ROWS_TO_EMBED

@@ -1,0 +1,105 @@
+"""Units (pipeline.units) and the pure part of the duplicate-id pass: planning, reading, tallying, bucketing."""
+
+from __future__ import annotations
+
+import itertools
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import StorageConfig
+from pipeline.duplicate_ids import bucket_duplicates, duplicate_error, id_digests
+from pipeline.reading import ROW, ReadSpec
+from pipeline.storage import list_inputs, resolve
+from pipeline.units import UNIT, UNIT_ROWS, Unit, UnitProgress, plan_units, read_unit, split_ranges
+from pipeline.writing import STATS_SCHEMA, unit_file_name, unit_of_file
+
+
+def test_split_ranges_closes_a_range_once_it_reaches_the_limit():
+    assert split_ranges([5, 5, 5, 5, 5], 10) == [(0, 2), (2, 4), (4, 5)]
+    assert split_ranges([50, 1], 10) == [(0, 1), (1, 2)]
+    assert split_ranges([], 10) == [(0, 0)]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    table = pa.table({"id": [f"r{i}" for i in range(100)], "text": [f"text {i}" for i in range(100)]})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=10)
+    pq.write_table(table.slice(0, 5), tmp_path / "small.parquet")
+    return tmp_path
+
+
+def test_large_parquet_files_split_into_row_group_units_read_with_file_row_numbers(corpus):
+    root, listed = list_inputs(str(corpus), StorageConfig())
+    big = next(f for f in listed if f.path == "big.parquet")
+    units = plan_units(root, listed, "parquet", unit_bytes=big.size // 3)
+    assert [u.path for u in units].count("small.parquet") == 1
+    split = [u for u in units if u.path == "big.parquet"]
+    assert len(split) >= 2 and split[0].row_groups[0] == 0 and split[-1].row_groups[1] == 10
+    assert all(a.row_groups[1] == b.row_groups[0] for a, b in itertools.pairwise(split))
+    assert len({u.key for u in units}) == len(units)
+    spec = ReadSpec(root=root, format="parquet", text_column="text", id_column="id", keep_columns=())
+    rows = []
+    for unit in split:
+        blocks = list(read_unit(spec, unit))
+        got = pa.concat_tables(blocks)
+        assert set(got.column(UNIT).to_pylist()) == {unit.key}
+        assert blocks[-1].column(UNIT_ROWS)[0].as_py() == got.num_rows  # the count rides on the last block
+        rows += got.column(ROW).to_pylist()
+        assert got.column("id").to_pylist() == [f"r{r}" for r in got.column(ROW).to_pylist()]
+    assert rows == list(range(100))
+    assert plan_units(root, listed, "parquet", unit_bytes=10 * big.size) == [
+        Unit("big.parquet", 0),
+        Unit("small.parquet", 1),
+    ]
+
+
+def stats(unit: str, rows: int, unit_rows: int = -1, rejected: int = 0) -> pa.Table:
+    row = {name: 0 for name in STATS_SCHEMA.names}
+    row.update({UNIT: unit, UNIT_ROWS: unit_rows, "rows": rows, "rows_embedded": rows - rejected})
+    row.update(rows_rejected=rejected, embed_seconds=0.0)
+    return pa.Table.from_pylist([row], schema=STATS_SCHEMA)
+
+
+def test_unit_progress_completes_a_unit_when_its_rows_are_written_and_catches_extra_rows():
+    a, b, empty = Unit("a.jsonl", 0), Unit("b.jsonl", 1), Unit("empty.jsonl", 2)
+    progress = UnitProgress([a, b, empty])
+    assert progress.add(stats(a.key, 3)) == []
+    done = progress.add(stats(a.key, 2, unit_rows=5, rejected=1))
+    assert done == [(a, {**dict.fromkeys(done[0][1], 0), "rows": 5, "rows_embedded": 4, "rows_rejected": 1})]
+    assert progress.open == {}  # a completed unit leaves the driver's tallies
+    progress.add(stats(b.key, 1))
+    with pytest.raises(RuntimeError, match="b.jsonl: 1 of -1 rows written"):
+        progress.finish()
+    with pytest.raises(RuntimeError, match="b.jsonl: 3 rows written for 2 read"):
+        progress.add(stats(b.key, 2, unit_rows=2))
+    assert [u for u, _ in UnitProgress([empty]).finish()] == [empty]
+
+
+def test_output_file_names_carry_the_unit_key():
+    group = pa.table({ROW: pa.array([3, 4], pa.int64()), "chunk_index": pa.array([0, 0], pa.int32())})
+    name = unit_file_name(group, "0123456789abcdef")
+    assert name == unit_file_name(group, "0123456789abcdef")  # deterministic: a retried write overwrites
+    assert unit_of_file(f"{name}-0000.parquet") == unit_of_file(f"{name}.parquet") == "0123456789abcdef"
+    assert unit_of_file("part-0123456789abcdef0123-0000.parquet") is None  # not written per unit
+
+
+def test_bucket_keeps_the_first_row_of_each_id_in_file_order(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id":"x","text":"1"}\n{"id":"y","text":"2"}\n{"id":"x","text":"3"}\n')
+    (tmp_path / "b.jsonl").write_text('{"id":"y","text":"4"}\n{"id":"x","text":""}\n{"id":"z","text":"5"}\n')
+    root = resolve(str(tmp_path), StorageConfig())
+    spec = ReadSpec(root=root, format="jsonl", text_column="text", id_column="id", keep_columns=())
+    # b is read first: the order of the input to a bucket must not matter
+    digests = pa.concat_tables([id_digests(spec, Unit("b.jsonl", 1), 4), id_digests(spec, Unit("a.jsonl", 0), 4)])
+    assert digests.num_rows == 5  # the empty text is a reject already and takes no part
+    dups = bucket_duplicates(digests, ["a.jsonl", "b.jsonl"]).sort_by(
+        [("file_index", "ascending"), ("row", "ascending")]
+    )
+    assert list(zip(dups.column("file_index").to_pylist(), dups.column("row").to_pylist())) == [(0, 2), (1, 0)]
+    assert dups.column("reason").to_pylist() == [
+        "duplicate id (first at a.jsonl row 0)",
+        "duplicate id (first at a.jsonl row 1)",
+    ]
+    err = duplicate_error(2, dups.to_pylist(), ["a.jsonl", "b.jsonl"])
+    assert str(err).startswith("2 rows repeat an earlier id: a.jsonl row 2 repeats a.jsonl row 0; b.jsonl row 0")
