@@ -189,17 +189,19 @@ def read_spec(cfg: EmbedConfig, root: Location) -> ReadSpec:
 
 
 def drop_uncommitted(out: Location, committed: set[str]) -> int:
-    """Delete output files of units no attempt committed (a killed attempt's partial units); returns how many."""
-    stale = [
-        rel
-        for rel in list_tree(out, temp_files=True)
-        if posixpath.dirname(rel) in ("", REJECTS_DIR)
-        and (posixpath.basename(rel).startswith(".") or unit_of_file(posixpath.basename(rel)) not in committed)
-        and not posixpath.basename(rel).startswith("_")
-    ]
-    for rel in stale:
+    """Delete output files of units no attempt committed (a killed attempt's partial units) and temp files of
+    interrupted writes; returns how many. Only names this job writes are touched."""
+
+    def stale(rel: str) -> bool:
+        folder, name = posixpath.split(rel)
+        if folder not in ("", REJECTS_DIR):
+            return False
+        return name.startswith(".") or (name.startswith("part-") and unit_of_file(name) not in committed)
+
+    files = [rel for rel in list_tree(out, temp_files=True) if stale(rel)]
+    for rel in files:
         out.fs.delete_file(out.join(rel).path)
-    return len(stale)
+    return len(files)
 
 
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
