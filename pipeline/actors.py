@@ -15,6 +15,7 @@ import torch
 
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
+from pipeline.model_defaults import resolve_pooling
 from pipeline.model_loading import load_model, load_tokenizer, pick_device
 from pipeline.reading import REJECT, TEXT
 from pipeline.tokenization import TextTokenizer
@@ -60,7 +61,7 @@ class EmbedActor:
         tokenizer = load_tokenizer(model)
         self.encoder = Encoder(
             load_model(model, pick_device()),
-            pooling=model.pooling,
+            pooling=resolve_pooling(model).pooling,  # the driver resolved 'auto' already; kept for direct use
             normalize=model.normalize,
             pad_token_id=tokenizer.pad_token_id,
             padding_side=tokenizer.padding_side,

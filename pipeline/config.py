@@ -52,8 +52,11 @@ class ModelConfig(Section):
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pooling: Literal["last_token", "mean", "cls"] = Field(
-        "last_token", description="How token states become one vector."
+    pooling: Literal["auto", "last_token", "mean", "cls"] = Field(
+        "auto",
+        description="How token states become one vector. 'auto': the model's sentence-transformers Pooling module "
+        "(modules.json / 1_Pooling/config.json), else mean for an encoder and last_token for a decoder; the choice is "
+        "recorded in the summary (pooling, pooling_source) and the file metadata.",
     )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
     max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
@@ -62,7 +65,11 @@ class ModelConfig(Section):
     )
     prompt: str | None = Field(None, description="Explicit prefix for every text; beats prompt_name and task.")
     prompt_name: str | None = Field(
-        None, description="Name of a prompt in the model's config_sentence_transformers.json."
+        None,
+        description="Name of a prompt in the model's config_sentence_transformers.json. Unset: documents get the "
+        "model's prompt named document, else passage, else corpus, else its default_prompt_name; queries the one "
+        "named query (after model.task), else default_prompt_name (as sentence-transformers' encode_document / "
+        "encode_query).",
     )
     task: str | None = Field(
         None, description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none)."

@@ -22,8 +22,8 @@ from ray.util.annotations import RayDeprecationWarning
 from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import find_duplicates, id_digests, reject_rows
-from pipeline.model_loading import ModelLoadError, check_model, load_prompts
-from pipeline.prompts import resolve_prompt
+from pipeline.model_defaults import model_prompt, with_model_defaults
+from pipeline.model_loading import ModelLoadError, check_model
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_bytes
 from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, write_block
@@ -195,7 +195,7 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
 def job_prompt(cfg: EmbedConfig) -> str:
     """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
-        return resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
+        return model_prompt(cfg.model, cfg.input.kind)[0]
     except OSError as err:
         raise ModelLoadError(f"cannot read the configuration of model {cfg.model.name_or_path}: {err}") from err
 
@@ -215,6 +215,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     start = time.perf_counter()
     root, files = list_files(cfg.input.uri, cfg.storage)
     out = resolve(cfg.output.uri, cfg.storage)
+    cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
     prepare_output(out, cfg.output.overwrite)
@@ -226,6 +227,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     stats = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     summary = summarize(stats, time.perf_counter() - start, len(files))
     summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    summary.update(pooling=pooling.pooling, pooling_source=pooling.source)
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
     # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).
