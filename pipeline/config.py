@@ -160,7 +160,30 @@ class ComputeConfig(Section):
 
 class OutputConfig(Section):
     uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
-    dtype: Literal["float32", "float16"] = Field("float32", description="Stored embedding precision.")
+    dtype: Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float32",
+        description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "
+        "uint8 scalar-quantized per dimension with ranges calibrated on the first output.calibration_rows rows and "
+        "recorded in the file metadata; binary / ubinary one sign bit per dimension packed 8 per byte (int8 = byte - "
+        "128 / uint8). See pipeline/quantization.py. The bitext and cluster jobs need float32 or float16.",
+    )
+    dimensions: int | None = Field(
+        None,
+        gt=0,
+        description="Keep the first N dimensions and re-normalize (Matryoshka; sentence-transformers' truncate_dim, "
+        "`dimensions` in OpenAI/TEI/vLLM). None: all of the model's.",
+    )
+    calibration_rows: int = Field(
+        10_000,
+        gt=0,
+        description="For output.dtype int8/uint8: rows embedded first (from the first files) to calibrate the "
+        "per-dimension ranges.",
+    )
+    token_columns: bool = Field(
+        False,
+        description="Add `num_tokens` (tokens the model read, prompt and special tokens included) and `truncated` "
+        "(the row was cut at model.max_tokens) output columns, to find truncated rows.",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(
@@ -178,7 +201,7 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:
-        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
+        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end", "num_tokens", "truncated"}
         clash = sorted(reserved & set(self.output.keep_columns))
         if clash:
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
