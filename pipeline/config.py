@@ -11,6 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.columns import OUTPUT_COLUMNS
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -168,8 +170,7 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:
-        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
-        clash = sorted(reserved & set(self.output.keep_columns))
+        clash = sorted(OUTPUT_COLUMNS & set(self.output.keep_columns))
         if clash:
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
         if self.input.format == "text" and self.output.keep_columns:
