@@ -31,7 +31,7 @@ _token.write_text(uuid.uuid4().hex)
 os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_token))
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_factory import build_model, train_tokenizer  # noqa: E402
+from model_factory import build_model, train_tokenizer
 
 
 def free_port() -> int:

@@ -7,8 +7,8 @@ import sys
 
 import pyarrow as pa
 import pytest
-
 from conftest import REPO
+
 from pipeline.config import EmbedConfig
 from pipeline.stages import Stage, actor_env_vars, embed_stage, io_stage, tokenize_stage
 
