@@ -15,13 +15,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
+from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import find_duplicates, id_digests, read_files
 from pipeline.model_loading import ModelLoadError, check_model, load_prompts
 from pipeline.prompts import resolve_prompt
 from pipeline.reading import ReadSpec
-from pipeline.stages import actor_remote_args, embed_stages, io_stage, io_task_args, resolve_gpus
+from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_files, resolve, write_bytes
 from pipeline.writing import embedding_metadata, write_block
 
@@ -66,6 +67,15 @@ def prepare_output(out: Location, overwrite: bool) -> None:
     # The summary is the commit marker: it goes first, so a crash mid-delete never leaves a marked, half-old dataset.
     for f in sorted(existing, key=lambda f: f.path != summary):
         out.fs.delete_file(f.path)
+
+
+def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
+    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
+
+    Shared by run_embed and the incremental re-embed job, which read and write differently around it.
+    """
+    ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
+    return embed_stage(cfg, EmbedActor).apply(ds)
 
 
 def build_dataset(

@@ -2,8 +2,8 @@
 
 Every job builds its `map_batches` calls through `Stage`, so CPUs/GPUs, actor pools, retries and the actor
 environment are chosen here and nowhere else (after ray.data.llm's StatefulStage and NeMo Curator's Resources).
-Light on purpose: no torch or transformers at import time (the model classes are imported when a model stage is
-built, on the driver), so a read or write task that unpickles its function never pays for them.
+Light on purpose: no torch or transformers at import time (the jobs pass the model classes in), so this module can
+be used from anywhere without paying for them.
 """
 
 from __future__ import annotations
@@ -113,13 +113,11 @@ def resolve_gpus(requested: float | None) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def tokenize_stage(cfg: EmbedConfig, prompt: str) -> Stage:
-    """CPU actors: text -> token ids (pipeline.actors.TokenizeActor)."""
-    from pipeline.actors import TokenizeActor  # driver-side: importing this module stays light
-
+def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor)."""
     compute = cfg.compute
     return Stage(
-        TokenizeActor,
+        actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_tokenizer,
         constructor_kwargs={"model": cfg.model, "prompt": prompt},
@@ -129,13 +127,11 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str) -> Stage:
     )
 
 
-def embed_stage(cfg: EmbedConfig) -> Stage:
-    """GPU (or CPU) actors: token ids -> embeddings (pipeline.actors.EmbedActor), one model per actor."""
-    from pipeline.actors import EmbedActor
-
+def embed_stage(cfg: EmbedConfig, actor_cls: type) -> Stage:
+    """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor."""
     compute = cfg.compute
     return Stage(
-        EmbedActor,
+        actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_actor,
         num_gpus=resolve_gpus(compute.gpus_per_actor),
@@ -149,11 +145,3 @@ def embed_stage(cfg: EmbedConfig) -> Stage:
         retry_args=actor_retry_args(compute),
         env_vars=actor_env_vars(),
     )
-
-
-def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
-    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
-
-    Shared by the embed job and the incremental re-embed job, which read and write differently around it.
-    """
-    return embed_stage(cfg).apply(tokenize_stage(cfg, prompt).apply(ds))

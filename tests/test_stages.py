@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from conftest import REPO
 
+from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import EmbedConfig
 from pipeline.stages import Stage, actor_env_vars, embed_stage, io_stage, tokenize_stage
 
@@ -29,13 +30,14 @@ def test_model_stages_take_resources_and_retries_from_the_compute_section():
     cfg = embed_config(
         num_actors=3, cpus_per_actor=2, num_tokenizers=2, cpus_per_tokenizer=0.75, max_restarts=5, max_task_retries=7
     )
-    tok, emb = tokenize_stage(cfg, "p: "), embed_stage(cfg)
+    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor)
     assert (tok.pool, tok.num_cpus, tok.batch_size) == ((2, 2), 0.75, 123)
     assert (emb.pool, emb.num_cpus, emb.num_gpus, emb.batch_size) == ((3, 3), 2, 0, 123)
     for stage in (tok, emb):
         assert stage.retry_args == {"max_restarts": 5, "max_task_retries": 7}
         assert stage.env_vars == actor_env_vars()
     assert tok.constructor_kwargs["prompt"] == "p: "
+    assert (tok.fn, emb.fn) == (TokenizeActor, EmbedActor)
 
 
 def test_io_stages_are_tasks_with_a_fraction_of_a_cpu_and_bounded_retries():
@@ -46,7 +48,13 @@ def test_io_stages_are_tasks_with_a_fraction_of_a_cpu_and_bounded_retries():
 
 def test_write_side_modules_import_neither_torch_nor_transformers_nor_ray():
     """A Parquet write or read task unpickles its function by module: these modules must stay light."""
-    light = ["pipeline.columns", "pipeline.writing", "pipeline.duplicate_ids", "pipeline.reading"]
+    light = [
+        "pipeline.columns",
+        "pipeline.writing",
+        "pipeline.duplicate_ids",
+        "pipeline.reading",
+        "pipeline.reembed.staging",
+    ]
     code = f"import sys; import {', '.join(light)}; print(sorted(m for m in ('torch', 'transformers', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr

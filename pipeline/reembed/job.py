@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from pipeline.embed_job import init_ray, job_prompt, read_spec
+from pipeline.embed_job import embed_stages, init_ray, job_prompt, read_spec
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -25,7 +25,7 @@ from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
-from pipeline.stages import embed_stages, io_stage
+from pipeline.stages import io_stage
 from pipeline.storage import Location, list_files, resolve
 from pipeline.writing import embedding_metadata
 
