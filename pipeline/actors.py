@@ -13,17 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS, TRUNCATED
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_defaults import resolve_pooling
 from pipeline.model_loading import load_model, load_tokenizer, pick_device
 from pipeline.quantization import OutputPrecision
-from pipeline.reading import REJECT, TEXT
 from pipeline.tokenization import TextTokenizer
-from pipeline.truncation import TRUNCATED, truncated_rows
-
-TOKENS, TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_tokens", "_num_tokens", "_computed_tokens", "_embed_seconds"
-CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
+from pipeline.truncation import truncated_rows
 
 
 class TokenizeActor:
@@ -107,7 +104,7 @@ class EmbedActor:
         computed[good], counts[good] = encoded.computed_tokens, lengths
         embedding = self.output.to_arrow(vectors, null=~good)
         out = block.drop_columns([TOKENS])
-        out = out.append_column("embedding", embedding)
+        out = out.append_column(EMBEDDING, embedding)
         out = out.append_column(TOKEN_COUNT, pa.array(counts))
         out = out.append_column(COMPUTED, pa.array(computed))
         share = np.where(good, seconds / max(int(good.sum()), 1), 0.0)

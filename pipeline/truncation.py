@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-TRUNCATED = "_truncated"  # internal block column: bool per row, true when the text was cut at model.max_tokens
+from pipeline.columns import TRUNCATED
+
+__all__ = ["TRUNCATED", "truncated_rows"]
 
 
 def truncated_rows(tokenizer, prompt: str, max_tokens: int, texts: list[str], lengths: np.ndarray) -> np.ndarray:

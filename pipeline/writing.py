@@ -9,16 +9,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
-from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
+from pipeline.columns import (
+    CHUNK_COLUMNS,
+    CHUNK_INDEX,
+    COMPUTED,
+    EMBED_SECONDS,
+    EMBEDDING,
+    ID,
+    METADATA_PREFIX,
+    NUM_TOKENS,
+    REJECT,
+    REJECT_COLUMNS,
+    REJECTS_DIR,
+    ROW,
+    SOURCE,
+    SUMMARY_FILE,
+    TOKEN_COUNT,
+    TRUNCATED,
+    TRUNCATED_OUT,
+)
 from pipeline.config import EmbedConfig
 from pipeline.quantization import stored_dim
-from pipeline.reading import REJECT, ROW, SOURCE
 from pipeline.storage import Location, write_parquet_atomic
-from pipeline.truncation import TRUNCATED
 
-REJECTS_DIR = "_rejects"
-SUMMARY_FILE = "_summary.json"
-METADATA_PREFIX = "rayembed."
+__all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
 
 
 def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
@@ -51,13 +65,13 @@ def output_table(
     good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str], token_columns: bool = False
 ) -> pa.Table:
     """The output rows: id, chunk columns (chunk mode), embedding, [num_tokens, truncated], keep_columns."""
-    columns = ["id", *(CHUNK_COLUMNS if chunked else ()), "embedding", *keep_columns]
+    columns = [ID, *(CHUNK_COLUMNS if chunked else ()), EMBEDDING, *keep_columns]
     table = good.select(columns)
     if token_columns:
-        at = columns.index("embedding") + 1
-        table = table.add_column(at, "num_tokens", good.column(TOKEN_COUNT).cast(pa.int32()))
-        table = table.add_column(at + 1, "truncated", good.column(TRUNCATED))
-    width = table.schema.field("embedding").type.list_size
+        at = columns.index(EMBEDDING) + 1
+        table = table.add_column(at, NUM_TOKENS, good.column(TOKEN_COUNT).cast(pa.int32()))
+        table = table.add_column(at + 1, TRUNCATED_OUT, good.column(TRUNCATED))
+    width = table.schema.field(EMBEDDING).type.list_size
     dim = stored_dim(width, metadata.get("precision", "float32"), int(metadata.get("dimensions") or 0) or None)
     meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
     return table.replace_schema_metadata(meta)
@@ -74,15 +88,15 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
     for part, start in enumerate(range(0, good.num_rows, step)):
         write_parquet_atomic(table.slice(start, step), out.join(f"{name}-{part:04d}.parquet"))
     if rejects.num_rows:
-        reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
+        reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
-    first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
     return pa.table(
         {
             "rows_embedded": [first_chunks],
             "rows_rejected": [rejects.num_rows],
             "rows_truncated": [pc.sum(good.column(TRUNCATED)).as_py() or 0],
-            "rows_chunked": [pc.sum(pc.equal(good.column("chunk_index"), 1)).as_py() or 0],
+            "rows_chunked": [pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0],
             "output_rows": [good.num_rows],
             "tokens": [pc.sum(good.column(TOKEN_COUNT)).as_py() or 0],
             "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
