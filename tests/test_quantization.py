@@ -102,3 +102,19 @@ def test_float_readers_refuse_quantized_vectors(precision):
     table = pa.table({"embedding": out.to_arrow(x)}).replace_schema_metadata({"rayembed.precision": precision})
     with pytest.raises(EmbeddingColumnError, match=f"output.dtype {precision} .*embed with output.dtype float32"):
         embedding_matrix(table, "embedding")
+
+
+@pytest.mark.parametrize("job", ["mine_bitext", "cluster"])
+def test_jobs_that_need_floats_refuse_quantized_output_in_their_config(job):
+    from pipeline.cli import config_class
+    from pipeline.config import ConfigError, load_config
+
+    override = "output.dtype=int8" if job == "mine_bitext" else "embed.output.dtype=binary"
+    base = "configs/mine_bitext.yaml" if job == "mine_bitext" else "configs/cluster.yaml"
+    extra = (
+        []
+        if job == "mine_bitext"
+        else ["embed.input.uri=x", "embed.input.format=text", "embed.output.uri=out/embeddings"]
+    )
+    with pytest.raises(ConfigError, match="is quantized; .* needs float32 or float16"):
+        load_config(config_class(job), base, [*extra, override])
