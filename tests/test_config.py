@@ -80,6 +80,19 @@ def test_set_takes_string_fields_verbatim(tmp_path, override, key, value):
     assert getattr(cfg.model, key) == value
 
 
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("output.keep_columns=lang,topic", ["lang", "topic"]),
+        ("output.keep_columns=[a, b]", ["a", "b"]),
+        ("output.keep_columns=lang", ["lang"]),
+        ("output.keep_columns=[]", []),
+    ],
+)
+def test_set_string_lists(tmp_path, override, expected):
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [override]).output.keep_columns == expected
+
+
 def test_set_errors_name_the_flag_not_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.max_tokens=lots"])
