@@ -93,6 +93,21 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             print(f"{dim:4d} {precision:8s} error {100 * rows[-1]['error']:.2f}%", flush=True)
+    # Diagnostic, not an output.dtype: sign bits after subtracting the calibration sample's mean. e5's vectors share a
+    # large common component, so most raw sign bits are the same for every sentence; centering shows that cost.
+    mean = corpus[: args.calibration_rows].mean(axis=0)
+    for dim in dims:
+        out = OutputPrecision("ubinary", None if dim == corpus.shape[1] else dim, normalize=True)
+        per_lang = {lang: top1_error(x - mean, en - mean, out, dim) for lang, (x, en) in pairs.items()}
+        rows.append(
+            {
+                "dimensions": dim,
+                "precision": "ubinary, centered (diagnostic)",
+                "bytes": stored_bytes("ubinary", dim),
+                "error": float(np.mean(list(per_lang.values()))),
+                "per_lang": per_lang,
+            }
+        )
     base = next(r["error"] for r in rows if r["dimensions"] == corpus.shape[1] and r["precision"] == "float32")
     meta = {
         "model": str(args.model.name),

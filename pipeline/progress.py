@@ -67,7 +67,7 @@ class RowProgress:
     def __init__(self, total: int | None, files: int, interval: float = 10.0, stream=None):
         self.total, self.files, self.interval = total, files, interval
         self.stream = stream or sys.stderr
-        self.done = 0
+        self.done = self.shown = 0
         self.start = self.last = time.perf_counter()
         self.bar = None
         if self.stream.isatty():
@@ -91,13 +91,13 @@ class RowProgress:
             return
         now = time.perf_counter()
         if now - self.last >= self.interval:
-            self.last = now
+            self.last, self.shown = now, self.done
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif self.shown != self.done or self.done == 0:  # the final count, unless the last line already said it
             print(self.line(), file=self.stream, flush=True)
 
 

@@ -32,9 +32,11 @@ def test_progress_lines_have_the_total():
     out = io.StringIO()
     progress = RowProgress(total=200, files=2, interval=0.0, stream=out)
     progress.update(50)
+    progress.update(150)
     progress.close()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("progress: 50 / 200 rows (25%)") and "ETA" in lines[0]
+    assert lines[1].startswith("progress: 200 / 200 rows (100%)") and len(lines) == 2  # no repeated final line
     unknown = io.StringIO()
     RowProgress(total=None, files=3, stream=unknown).close()
     assert unknown.getvalue().startswith("progress: 0 rows from 3 files")
