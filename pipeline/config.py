@@ -1,15 +1,20 @@
-"""Job configuration: one pydantic source of truth, loaded from YAML with `--set a.b=c` overrides.
+"""Job configuration: one pydantic source of truth, loaded from YAML with `--set a.b=c` overrides
+(pipeline.config_loading).
 
 Every section forbids unknown keys so a typo in the YAML is an error, not a silently ignored setting.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
+
+__all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
+
+from pipeline.columns import OUTPUT_COLUMNS
 
 
 class Section(BaseModel):
@@ -56,8 +61,11 @@ class ModelConfig(Section):
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pooling: Literal["last_token", "mean", "cls"] = Field(
-        "last_token", description="How token states become one vector."
+    pooling: Literal["auto", "last_token", "mean", "cls"] = Field(
+        "auto",
+        description="How token states become one vector. 'auto': the model's sentence-transformers Pooling module "
+        "(modules.json / 1_Pooling/config.json), else mean for an encoder and last_token for a decoder; the choice is "
+        "recorded in the summary (pooling, pooling_source) and the file metadata.",
     )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
     max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
@@ -66,7 +74,11 @@ class ModelConfig(Section):
     )
     prompt: str | None = Field(None, description="Explicit prefix for every text; beats prompt_name and task.")
     prompt_name: str | None = Field(
-        None, description="Name of a prompt in the model's config_sentence_transformers.json."
+        None,
+        description="Name of a prompt in the model's config_sentence_transformers.json. Unset: documents get the "
+        "model's prompt named document, else passage, else corpus, else its default_prompt_name; queries the one "
+        "named query (after model.task), else default_prompt_name (as sentence-transformers' encode_document / "
+        "encode_query).",
     )
     task: str | None = Field(
         None, description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none)."
@@ -157,7 +169,30 @@ class ComputeConfig(Section):
 
 class OutputConfig(Section):
     uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
-    dtype: Literal["float32", "float16"] = Field("float32", description="Stored embedding precision.")
+    dtype: Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float32",
+        description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "
+        "uint8 scalar-quantized per dimension with ranges calibrated on the first output.calibration_rows rows and "
+        "recorded in the file metadata; binary / ubinary one sign bit per dimension packed 8 per byte (int8 = byte - "
+        "128 / uint8). See pipeline/quantization.py. The bitext and cluster jobs need float32 or float16.",
+    )
+    dimensions: int | None = Field(
+        None,
+        gt=0,
+        description="Keep the first N dimensions and re-normalize (Matryoshka; sentence-transformers' truncate_dim, "
+        "`dimensions` in OpenAI/TEI/vLLM). None: all of the model's.",
+    )
+    calibration_rows: int = Field(
+        10_000,
+        gt=0,
+        description="For output.dtype int8/uint8: rows embedded first (from the first files) to calibrate the "
+        "per-dimension ranges.",
+    )
+    token_columns: bool = Field(
+        False,
+        description="Add `num_tokens` (tokens the model read, prompt and special tokens included) and `truncated` "
+        "(the row was cut at model.max_tokens) output columns, to find truncated rows.",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(
@@ -175,57 +210,9 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:
-        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
-        clash = sorted(reserved & set(self.output.keep_columns))
+        clash = sorted(OUTPUT_COLUMNS & set(self.output.keep_columns))
         if clash:
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
         if self.input.format == "text" and self.output.keep_columns:
             raise ValueError("output.keep_columns needs a columnar input (parquet or jsonl), not format=text")
         return self
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message says which key and how to fix it."""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=c` overrides; values are parsed as YAML so `x=3`, `x=true`, `x=[a,b]` get their types."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[leaf] = yaml.safe_load(value)
-    return raw
-
-
-def load_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return apply_overrides(raw, overrides or [])
-
-
-def parse_config(model: type[BaseModel], raw: dict[str, Any], source: str = "config") -> Any:
-    """Validate `raw` into `model`, turning pydantic's errors into one readable message per key."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"{source}: invalid configuration"]
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {where}: {e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
-
-
-def load_config(model: type[BaseModel], path: str | Path, overrides: list[str] | None = None) -> Any:
-    return parse_config(model, load_yaml(path, overrides), source=str(path))

@@ -12,6 +12,7 @@ reason take no part: the first *embeddable* row of an id wins. Pure pyarrow/nump
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from pipeline.columns import REJECT, ROW, TEXT
 from pipeline.errors import UserError
-from pipeline.reading import REJECT, ROW, TEXT, ReadSpec
+from pipeline.reading import ReadSpec
 from pipeline.storage import Location
-from pipeline.units import Unit, read_unit
+from pipeline.units import Unit, read_unit, units_of
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
@@ -121,3 +123,15 @@ def reject_rows(block: pa.Table, reasons: dict[int, str]) -> pa.Table:
     block = block.set_column(block.schema.get_field_index(REJECT), REJECT, pa.array(new, pa.string()))
     text = pc.if_else(pc.is_null(block.column(REJECT)), block.column(TEXT), pa.scalar(None, pa.string()))
     return block.set_column(block.schema.get_field_index(TEXT), TEXT, text)
+
+
+def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None) -> Iterator[pa.Table]:
+    """Read-stage UDF: one input row per unit (pipeline.units), many output blocks per unit, later copies of an id
+    rejected.
+
+    `duplicates`: the committed result of the pre-pass (pipeline.duplicate_pass), None when ids are not checked.
+    """
+    for unit in units_of(batch):
+        reasons = file_duplicates(duplicates, unit.file_index) if duplicates is not None else {}
+        for block in read_unit(spec, unit):
+            yield reject_rows(block, reasons) if reasons else block

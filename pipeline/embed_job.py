@@ -1,36 +1,41 @@
-"""The embed job: list files -> read (tasks) -> tokenize (CPU actors) -> embed (GPU/CPU actors) -> write (tasks).
+"""The embed job: list units -> read (tasks) -> tokenize (CPU actors) -> embed (GPU/CPU actors) -> write (tasks).
 
 One streaming Ray Data pipeline: blocks flow through all stages with backpressure, so memory is bounded by the
-blocks in flight, not by the corpus size.
+blocks in flight, not by the corpus size. Units (pipeline.units) are committed one by one through pipeline.commit,
+so a rerun of the same configuration skips what an earlier attempt finished (docs/resume.md).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import time
-import warnings
 from typing import Any
 
-import pyarrow as pa
 import ray
-from ray.data import ActorPoolStrategy
-from ray.util.annotations import RayDeprecationWarning
 
 from pipeline import commit
 from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.calibration import calibrate, output_precision, precision_summary
+from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
-from pipeline.duplicate_ids import file_duplicates, reject_rows
+from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.fingerprint import embed_fingerprint, model_identity
-from pipeline.model_loading import ModelLoadError, check_model, load_prompts
-from pipeline.objects import list_tree
-from pipeline.prompts import resolve_prompt
+from pipeline.model_defaults import model_prompt, with_model_defaults
+from pipeline.model_loading import ModelLoadError, check_model
+from pipeline.objects import get_json, list_tree, put_json
+from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
+from pipeline.quantization import OutputPrecision
+from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec
+from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_inputs, resolve
-from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, read_unit, unit_items, units_of
-from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, unit_of_file, write_block
+from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
+from pipeline.writing import embedding_metadata, unit_of_file, write_block
+
+# Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
+__all__ = ["actor_remote_args", "embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
     if not ray.is_initialized():
         ray.init(address=compute.ray_address, log_to_driver=True)
+    absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
     # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
@@ -46,80 +52,48 @@ def init_ray(compute: ComputeConfig) -> None:
     ctx.actor_task_retry_on_errors = True
 
 
-def resolve_gpus(requested: float | None) -> float:
-    """GPUs per actor: what the config asks for, else one when the cluster has GPUs and none when it has not."""
-    if requested is not None:
-        return requested
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+def embed_stages(
+    ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str, precision: OutputPrecision | None = None
+) -> ray.data.Dataset:
+    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
-
-def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None):
-    """Ray Data generator UDF: one input row per unit, many output blocks per unit (pipeline.units columns).
-
-    `duplicates`: the committed pre-pass of input.duplicate_ids, whose repeats of this unit's file become rejects.
+    Shared by run_embed and the incremental re-embed job, which read and write differently around it.
+    `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
+    for int8/uint8 fails in the actors for want of calibration ranges.
     """
-    for unit in units_of(batch):
-        reasons = file_duplicates(duplicates, unit.file_index) if duplicates is not None else {}
-        for block in read_unit(spec, unit):
-            yield reject_rows(block, reasons) if reasons else block
+    ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
+    return embed_stage(cfg, EmbedActor, precision).apply(ds)
 
 
-def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Ray remote args of the read and write tasks: mostly waiting on storage, retried on a lost worker."""
-    return {"num_cpus": compute.cpus_per_io_task, "max_retries": compute.max_task_retries}
+def read_dataset(
+    cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], duplicates: Location | None = None
+) -> ray.data.Dataset:
+    """One read task per unit (read_units), rows in pipeline.columns' internal columns plus the unit's key."""
+    ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
+    return io_stage(read_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
 
 
-def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Ray remote args shared by the tokenizer and model actors: explicit retries, and an environment that must be
-    set before the actor imports torch.
+def job_precision(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], prompt: str, out: Location) -> OutputPrecision:
+    """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
+    the first output.calibration_rows rows are embedded once before the run (pipeline.calibration).
 
-    Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
-    OMP_WAIT_POLICY=PASSIVE: Ray's CPU reservations are logical, so an actor's torch threads share cores with other
-    actors and tasks; OpenMP's default spin-waiting then burns whole cores at every barrier while a sibling thread is
-    descheduled (~15x the CPU time of a forward pass on a loaded 2-core node, docs/performance.md). A value set in
-    the driver's environment wins.
+    The first attempt records the result in `_run/precision.json`; a resumed attempt calibrates again on the same
+    rows and refuses to go on if the ranges came out different (its vectors would not match the committed ones).
     """
-    return {
-        "max_restarts": compute.max_restarts,
-        "max_task_retries": compute.max_task_retries,
-        "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
-    }
-
-
-def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
-    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.reading columns).
-
-    Shared by run_embed and the incremental re-embed job, which reads and writes differently around it.
-    """
-    compute = cfg.compute
-    # Ray 2.60 only takes actor retries through the deprecated **ray_remote_args, hence the filter.
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
-    ds = ds.map_batches(
-        TokenizeActor,
-        batch_size=cfg.batching.rows_per_block,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={"model": cfg.model, "prompt": prompt},
-        compute=ActorPoolStrategy(size=compute.num_tokenizers),
-        num_cpus=compute.cpus_per_tokenizer,
-        **actor_remote_args(compute),
-    )
-    min_actors, max_actors = compute.actor_pool_size()
-    ds = ds.map_batches(
-        EmbedActor,
-        batch_size=cfg.batching.rows_per_block,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={
-            "model": cfg.model,
-            "batching": cfg.batching,
-            "cpus": compute.cpus_per_actor,
-            "out_dtype": cfg.output.dtype,
-        },
-        compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
-        num_gpus=resolve_gpus(compute.gpus_per_actor),
-        num_cpus=compute.cpus_per_actor,
-        **actor_remote_args(compute),
-    )
-    return ds
+    precision = output_precision(cfg)
+    if precision.needs_calibration:
+        sample = read_dataset(cfg, spec, units).limit(cfg.output.calibration_rows)
+        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized()))
+    recorded_at = out.join(commit.RUN_DIR, "precision.json")
+    recorded = get_json(recorded_at)
+    if recorded is None:
+        put_json(precision.metadata(), recorded_at)
+    elif recorded != precision.metadata():
+        raise commit.OutputExistsError(
+            f"output {out.uri}: the calibration of this attempt differs from the one the committed units used "
+            f"({recorded_at.uri}); set output.overwrite=true to start over"
+        )
+    return precision
 
 
 def build_dataset(
@@ -129,37 +103,36 @@ def build_dataset(
     prompt: str,
     out: Location,
     duplicates: Location | None = None,
+    precision: OutputPrecision | None = None,
 ) -> ray.data.Dataset:
     """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
-    io = io_task_args(cfg.compute)
-    ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
-    fn_kwargs = {"spec": spec, "duplicates": duplicates}
-    ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow", fn_kwargs=fn_kwargs, **io)
-    ds = embed_stages(ds, cfg, prompt)
+    ds = read_dataset(cfg, spec, units, duplicates)
+    ds = embed_stages(ds, cfg, prompt, precision)
     metadata = embedding_metadata(cfg, prompt)
-    return ds.map_batches(
-        write_block,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"out": out, "cfg": cfg, "metadata": metadata},
-        **io,
-    )
+    if precision is not None:
+        metadata.update(precision.metadata())
+    return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
 
 
 def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) -> dict[str, Any]:
     """The run's summary: row counts over the whole dataset (this attempt plus units committed before), token
     counts and speeds of this attempt only."""
+    total = {name: attempt[name] + reused[name] for name in COUNTS}
     tokens, computed = attempt["tokens"], attempt["computed_tokens"]
     embed_seconds = attempt["embed_seconds"]
-    rejected = attempt["rows_rejected"] + reused["rows_rejected"]
+    embedded = total["rows_embedded"]
     return {
-        "rows_in": attempt["rows"] + reused["rows"],
+        "rows_in": total["rows"],
         "rows_read": attempt["rows"],
         "rows_embedded": attempt["rows_embedded"],
         "rows_reused": reused["rows_embedded"],
-        "rows_rejected": rejected,
-        "output_rows": attempt["output_rows"] + reused["output_rows"],
-        "output_files": attempt["output_files"] + reused["output_files"],
+        "rows_rejected": total["rows_rejected"],
+        "rows_truncated": total["rows_truncated"],
+        "rows_chunked": total["rows_chunked"],
+        # chunk rows of the rows that were split (0 in truncate mode): output_rows minus the rows kept whole
+        "chunks_produced": total["output_rows"] - (embedded - total["rows_chunked"]),
+        "output_rows": total["output_rows"],
+        "output_files": total["output_files"],
         "tokens": tokens,
         "computed_tokens": computed,
         "padding_efficiency": round(tokens / computed, 4) if computed else 1.0,
@@ -173,7 +146,7 @@ def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) ->
 def job_prompt(cfg: EmbedConfig) -> str:
     """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
-        return resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
+        return model_prompt(cfg.model, cfg.input.kind)[0]
     except OSError as err:
         raise ModelLoadError(f"cannot read the configuration of model {cfg.model.name_or_path}: {err}") from err
 
@@ -204,6 +177,17 @@ def drop_uncommitted(out: Location, committed: set[str]) -> int:
     return len(files)
 
 
+def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files: list[str], out: Location):
+    """The committed result of the duplicate-id pre-pass (run now unless an earlier attempt committed it), or None
+    when ids are not checked: derived ids (file#row) are unique by construction; 'unchecked' trusts the user's."""
+    if spec.id_column is None or cfg.input.duplicate_ids == "unchecked":
+        return None
+    duplicates = out.join(commit.RUN_DIR, "duplicates")
+    if not commit.is_committed(duplicates):
+        find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, io_task_args(cfg.compute))
+    return duplicates
+
+
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed the configured corpus, or resume an unfinished run of the same configuration in `output.uri`.
 
@@ -216,6 +200,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     start = time.perf_counter()
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     out = resolve(cfg.output.uri, cfg.storage)
+    cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
     fingerprint = embed_fingerprint(cfg, embedding_metadata(cfg, prompt), listed, model_identity(cfg.model))
@@ -228,37 +213,41 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
     todo = [u for u in units if u.key not in done]
     init_ray(cfg.compute)
-    duplicates = None
-    if spec.id_column is not None and cfg.input.duplicate_ids != "unchecked":
-        # Derived ids (file#row) are unique by construction; 'unchecked' trusts the user's ids.
-        duplicates = out.join(commit.RUN_DIR, "duplicates")
-        if not commit.is_committed(duplicates):
-            files = [f.path for f in listed]
-            io = io_task_args(cfg.compute)
-            find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, io)
+    quiet_ray_data_progress()  # ours has a total (pipeline.progress)
+    files = [f.path for f in listed]
+    duplicates = check_duplicates(cfg, spec, units, files, out)
     log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
+    precision = job_precision(cfg, spec, units, prompt, out)
     progress = UnitProgress(todo)
     if todo:
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates)
-        for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for unit, counts in progress.add(stats):
-                commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision)
+        todo_files = sorted({u.path for u in todo})
+        shown = RowProgress(expected_rows(cfg.input.format, root, todo_files), len(todo_files))
+        try:
+            for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                shown.update(sum(stats.column("rows").to_pylist()))
+                for unit, counts in progress.add(stats):
+                    commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+        finally:
+            shown.close()
     for unit, counts in progress.finish():
         commit.mark_unit(out, unit.key, {**unit.record(), **counts})
     reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
-    summary = summarize(progress.totals, reused, time.perf_counter() - start)
     skipped_files = {r["path"] for r in done.values()} - {u.path for u in todo}
     summary = {
         "input_files": len(listed),
         "units": len(units),
         "units_skipped": len(done),
         "files_skipped": len(skipped_files),
-        **summary,
+        **summarize(progress.totals, reused, time.perf_counter() - start),
         "model": cfg.model.name_or_path,
         "prompt": prompt,
         "output": cfg.output.uri,
+        "pooling": pooling.pooling,
+        "pooling_source": pooling.source,
+        **precision_summary(precision),
     }
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
-    commit.commit(out, "embed", summary, SUMMARY_FILE)
+    commit.commit(out, "embed", summary, SUMMARY_FILE)  # the summary, then _SUCCESS: written last
     return summary

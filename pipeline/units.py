@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.columns import UNIT, UNIT_ROWS
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import ListedFile, Location
-
-UNIT, UNIT_ROWS = "_unit", "_unit_rows"  # the unit's key; on its last block the rows it holds, else -1
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,17 @@ def id_only(spec: ReadSpec) -> ReadSpec:
 
 
 # Summed per unit by UnitProgress; write tasks return one row per unit they wrote with these columns.
-COUNTS = ("rows", "rows_embedded", "rows_rejected", "output_rows", "output_files", "tokens", "computed_tokens")
+COUNTS = (
+    "rows",
+    "rows_embedded",
+    "rows_rejected",
+    "rows_truncated",
+    "rows_chunked",
+    "output_rows",
+    "output_files",
+    "tokens",
+    "computed_tokens",
+)
 
 
 class UnitProgress:

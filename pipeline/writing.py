@@ -9,15 +9,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
-from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
+from pipeline.columns import (
+    CHUNK_COLUMNS,
+    CHUNK_INDEX,
+    COMPUTED,
+    EMBED_SECONDS,
+    EMBEDDING,
+    ID,
+    METADATA_PREFIX,
+    NUM_TOKENS,
+    REJECT,
+    REJECT_COLUMNS,
+    REJECTS_DIR,
+    ROW,
+    SOURCE,
+    SUMMARY_FILE,
+    TOKEN_COUNT,
+    TRUNCATED,
+    TRUNCATED_OUT,
+    UNIT,
+    UNIT_ROWS,
+)
 from pipeline.config import EmbedConfig
-from pipeline.reading import REJECT, ROW, SOURCE
+from pipeline.quantization import stored_dim
 from pipeline.storage import Location, write_parquet_atomic
-from pipeline.units import UNIT, UNIT_ROWS
 
-REJECTS_DIR = "_rejects"
-SUMMARY_FILE = "_summary.json"
-METADATA_PREFIX = "rayembed."
+__all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
 
 
 def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
@@ -32,6 +49,8 @@ def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
         "max_tokens": str(m.max_tokens),
         "long_inputs": m.long_inputs,
         "dtype": cfg.output.dtype,
+        "precision": cfg.output.dtype,
+        "dimensions": str(cfg.output.dimensions or ""),
         "input_kind": cfg.input.kind,
         "version": __version__,
     }
@@ -48,7 +67,7 @@ def unit_file_name(group: pa.Table, unit: str) -> str:
     """`part-<unit key>-<content hash>`: the unit's files can be found (and dropped) by name; the hash of the rows
     and chunk indices the group holds is deterministic, so a retried write task overwrites its own files."""
     digest = hashlib.sha1(unit.encode())
-    for name in (ROW, "chunk_index"):
+    for name in (ROW, CHUNK_INDEX):
         if name in group.column_names:
             digest.update(group.column(name).combine_chunks().to_numpy(zero_copy_only=False).tobytes())
     return f"part-{unit}-{digest.hexdigest()[:12]}"
@@ -60,10 +79,18 @@ def unit_of_file(name: str) -> str | None:
     return parts[1] if len(parts) >= 3 and parts[0] == "part" and len(parts[1]) == 16 else None
 
 
-def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str]) -> pa.Table:
-    columns = ["id", *(CHUNK_COLUMNS if chunked else ()), "embedding", *keep_columns]
+def output_table(
+    good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str], token_columns: bool = False
+) -> pa.Table:
+    """The output rows: id, chunk columns (chunk mode), embedding, [num_tokens, truncated], keep_columns."""
+    columns = [ID, *(CHUNK_COLUMNS if chunked else ()), EMBEDDING, *keep_columns]
     table = good.select(columns)
-    dim = table.schema.field("embedding").type.list_size
+    if token_columns:
+        at = columns.index(EMBEDDING) + 1
+        table = table.add_column(at, NUM_TOKENS, good.column(TOKEN_COUNT).cast(pa.int32()))
+        table = table.add_column(at + 1, TRUNCATED_OUT, good.column(TRUNCATED))
+    width = table.schema.field(EMBEDDING).type.list_size
+    dim = stored_dim(width, metadata.get("precision", "float32"), int(metadata.get("dimensions") or 0) or None)
     meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
     return table.replace_schema_metadata(meta)
 
@@ -84,6 +111,8 @@ STATS_SCHEMA = pa.schema(
         ("rows", pa.int64()),
         ("rows_embedded", pa.int64()),
         ("rows_rejected", pa.int64()),
+        ("rows_truncated", pa.int64()),
+        ("rows_chunked", pa.int64()),
         ("output_rows", pa.int64()),
         ("output_files", pa.int64()),
         ("tokens", pa.int64()),
@@ -98,20 +127,22 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
     good, rejects = group.filter(pc.invert(is_reject)), group.filter(is_reject)
     name = unit_file_name(group, unit)
     chunked = cfg.model.long_inputs == "chunk"
-    table = output_table(good, cfg.output.keep_columns, chunked, metadata)
+    table = output_table(good, cfg.output.keep_columns, chunked, metadata, cfg.output.token_columns)
     step = cfg.output.rows_per_file
     for part, start in enumerate(range(0, good.num_rows, step)):
         write_parquet_atomic(table.slice(start, step), out.join(f"{name}-{part:04d}.parquet"))
     if rejects.num_rows:
-        reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
+        reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
-    first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
     return {
         UNIT: unit,
         UNIT_ROWS: pc.max(group.column(UNIT_ROWS)).as_py(),
         "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject
         "rows_embedded": first_chunks,
         "rows_rejected": rejects.num_rows,
+        "rows_truncated": pc.sum(good.column(TRUNCATED)).as_py() or 0,
+        "rows_chunked": pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0,
         "output_rows": good.num_rows,
         "output_files": -(-good.num_rows // step),
         "tokens": pc.sum(good.column(TOKEN_COUNT)).as_py() or 0,

@@ -56,7 +56,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another (ray start, cluster_utils)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
