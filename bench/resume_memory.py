@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=100_000, help="rows of the small corpus")
     p.add_argument("--scale", type=int, default=10, help="the large corpus has scale x rows")
     p.add_argument("--files", type=int, default=8, help="files per corpus (the same for both sizes)")
-    p.add_argument("--baseline-ref", default="f9b1c16", help="git ref with the driver-side pre-pass ('' to skip)")
+    p.add_argument("--baseline-ref", default="6347ec8", help="git ref with the driver-side pre-pass ('' to skip)")
     p.add_argument("--resume-rows", type=int, default=40_000)
     p.add_argument("--resume-files", type=int, default=20)
     p.add_argument("--skip-memory", action="store_true")
