@@ -90,7 +90,7 @@ def prepare_output(out: Location, overwrite: bool) -> None:
 
 def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
     """Ray remote args of the read and write tasks: mostly waiting on storage, retried on a lost worker."""
-    return dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
+    return {"num_cpus": compute.cpus_per_io_task, "max_retries": compute.max_task_retries}
 
 
 def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:

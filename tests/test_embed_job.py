@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SAMPLE
+
 from jobs.embed import main as embed_main
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
