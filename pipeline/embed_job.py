@@ -6,6 +6,7 @@ blocks in flight, not by the corpus size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,9 +23,12 @@ from ray.util.annotations import RayDeprecationWarning
 from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import find_duplicates, id_digests, reject_rows
-from pipeline.model_loading import ModelLoadError, check_model, load_prompts
+from pipeline.file_formats import file_format
+from pipeline.kept_columns import decide
+from pipeline.model_loading import ModelLoadError, check_model, load_prompts, resolve_model_settings
 from pipeline.prompts import resolve_prompt
-from pipeline.reading import ReadSpec, read_file
+from pipeline.reading import ReadSpec, observed_kept_types, read_file
+from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.storage import Location, list_files, resolve, write_bytes
 from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, write_block
 
@@ -146,6 +150,21 @@ def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.dat
     return ds
 
 
+def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> ReadSpec:
+    """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per file.
+
+    Parquet files cost a footer read; JSONL files one pass over their kept values. Fails before any model work when
+    two files' types cannot be reconciled.
+    """
+    if not spec.keep_columns:
+        return spec
+    task = ray.remote(observed_kept_types).options(**io_task_args(cfg.compute))
+    observed = ray.get([task.remote(spec, rel) for rel in files])
+    types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
+    log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
+    return dataclasses.replace(spec, kept_types=types)
+
+
 def build_dataset(
     cfg: EmbedConfig,
     spec: ReadSpec,
@@ -153,6 +172,7 @@ def build_dataset(
     prompt: str,
     out: Location,
     duplicates: dict[str, dict[int, str]] | None = None,
+    model_metadata: dict[str, str] | None = None,
 ) -> ray.data.Dataset:
     io = io_task_args(cfg.compute)
     duplicates = duplicates or {}
@@ -160,7 +180,7 @@ def build_dataset(
     ds = ray.data.from_items(items, override_num_blocks=len(files))
     ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
     ds = embed_stages(ds, cfg, prompt)
-    metadata = embedding_metadata(cfg, prompt)
+    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
     return ds.map_batches(
         write_block,
         batch_size=None,
@@ -189,6 +209,9 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
         "tokens_per_second": round(tokens / wall, 1) if wall else 0.0,
         "embed_seconds": round(total.get("embed_seconds", 0.0), 3),
         "embed_tokens_per_second": round(tokens / total["embed_seconds"], 1) if total.get("embed_seconds") else 0.0,
+        "chunks_rejected": total.get("chunks_rejected", 0),
+        "nonfinite_recomputed": total.get("nonfinite_recomputed", 0),
+        "nonfinite_rejected": total.get("nonfinite_rejected", 0),
     }
 
 
@@ -214,20 +237,29 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
     start = time.perf_counter()
     root, files = list_files(cfg.input.uri, cfg.storage)
+    for rel in files:
+        file_format(cfg.input.format, rel)  # an extension that names no format fails here, before Ray starts
     out = resolve(cfg.output.uri, cfg.storage)
     prompt = job_prompt(cfg)
     check_model(cfg.model)
+    model, model_metadata = resolve_model_settings(cfg.model)
+    cfg = cfg.model_copy(update={"model": model})
     prepare_output(out, cfg.output.overwrite)
     spec = read_spec(cfg, root)
     init_ray(cfg.compute)
+    spec = decide_kept_types(cfg, spec, files)
     duplicates = scan_duplicates(cfg, spec, files)
     log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
-    ds = build_dataset(cfg, spec, files, prompt, out, duplicates)
+    ds = build_dataset(cfg, spec, files, prompt, out, duplicates, model_metadata)
     stats = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
     summary = summarize(stats, time.perf_counter() - start, len(files))
-    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri, max_tokens=model.max_tokens)
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
-    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).
+    apply_guard(summary, cfg.input.max_reject_fraction)
+    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md); a summary
+    # with "status": "failed" is complete but failed the reject-rate guard.
     write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
+    if summary["status"] == "failed":
+        raise TooManyRejectsError(summary["failure"])
     return summary

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
-from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
+from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, RECOMPUTED, TOKEN_COUNT
 from pipeline.config import EmbedConfig
 from pipeline.reading import REJECT, ROW, SOURCE
 from pipeline.storage import Location, write_parquet_atomic
@@ -65,10 +65,19 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
         reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
     first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    later_chunks_rejected = pc.sum(pc.greater(rejects.column("chunk_index"), 0)).as_py() or 0
     return pa.table(
         {
             "rows_embedded": [first_chunks],
-            "rows_rejected": [rejects.num_rows],
+            # A chunk the model could not embed is a reject row of its own; its text counts once, by its first chunk.
+            "rows_rejected": [rejects.num_rows - later_chunks_rejected],
+            "chunks_rejected": [later_chunks_rejected],
+            "nonfinite_recomputed": [
+                pc.sum(good.column(RECOMPUTED)).as_py() or 0 if RECOMPUTED in good.column_names else 0
+            ],
+            "nonfinite_rejected": [
+                pc.sum(pc.starts_with(rejects.column(REJECT), "non-finite")).as_py() or 0 if rejects.num_rows else 0
+            ],
             "output_rows": [good.num_rows],
             "tokens": [pc.sum(good.column(TOKEN_COUNT)).as_py() or 0],
             "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
