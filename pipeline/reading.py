@@ -228,19 +228,20 @@ def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: li
 
 
 def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
-    if spec.keep_columns:
-        raise InputFileError(
-            f"{rel} is plain text, which has no columns to keep; output.keep_columns needs parquet or jsonl input"
-        )
     texts, row = [], 0
     for line in read_lines(spec, rel, path, "text"):
         at.row = row + len(texts)
         texts.append(line[:-1] if line.endswith(b"\r") else line)
         if len(texts) == CHUNK_ROWS:
-            yield make_block(spec, rel, row, texts, [], {})
+            yield make_block(spec, rel, row, texts, [], no_columns(spec, len(texts)))
             row, texts = row + len(texts), []
     if texts:
-        yield make_block(spec, rel, row, texts, [], {})
+        yield make_block(spec, rel, row, texts, [], no_columns(spec, len(texts)))
+
+
+def no_columns(spec: ReadSpec, n: int) -> dict[str, list]:
+    """Kept columns of a plain-text file (a corpus mixing text and JSONL files): it has none, so they are null."""
+    return {c: [None] * n for c in spec.keep_columns}
 
 
 READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
