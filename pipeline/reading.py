@@ -62,18 +62,19 @@ def make_block(
     rel: str,
     first_row: int,
     texts: list,
-    ids: list,
+    ids: list | None,
     keep: dict[str, list | pa.Array],
     reasons: list[str | None] | None = None,
 ) -> pa.Table:
     """Validate one chunk of rows and lay it out in the stage's columns.
 
-    `reasons`: rows already known bad (parse errors), which keep their reason.
+    `ids` None: the file has no ids (plain text), rows get `<file>#<row>`. `reasons`: rows already known bad
+    (parse errors), which keep their reason.
     """
     n = len(texts)
     reasons = [(known or text_reject_reason(t)) for t, known in zip(texts, reasons or [None] * n)]
     rows = list(range(first_row, first_row + n))
-    if spec.id_column is None:
+    if spec.id_column is None or ids is None:
         ids = [f"{rel}#{r}" for r in rows]
     else:
         ids = [None if i is None else i if isinstance(i, str) else str(i) for i in ids]
@@ -233,10 +234,10 @@ def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Ta
         at.row = row + len(texts)
         texts.append(line[:-1] if line.endswith(b"\r") else line)
         if len(texts) == CHUNK_ROWS:
-            yield make_block(spec, rel, row, texts, [], no_columns(spec, len(texts)))
+            yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
             row, texts = row + len(texts), []
     if texts:
-        yield make_block(spec, rel, row, texts, [], no_columns(spec, len(texts)))
+        yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
 
 
 def no_columns(spec: ReadSpec, n: int) -> dict[str, list]:

@@ -233,7 +233,7 @@ def test_out_of_memory_on_one_row_alone_is_a_reject(tiny_models):
 
 
 def test_ids_outside_the_vocabulary_and_empty_rows_never_reach_the_model(tiny_models):
-    encoder, tokenizer, model = encoder_for(tiny_models)
+    encoder, _, model = encoder_for(tiny_models)
     rows = [[5, 6, 7], [5, encoder.vocab_size + 3, 7], [], [8, -1], [9, 10]]
     values = np.asarray([t for r in rows for t in r], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])

@@ -38,9 +38,12 @@ def test_no_limit_sentinel_of_a_tokenizer_is_ignored(real_model_dir):
 
 
 def test_roberta_family_positions_are_net_of_the_padding_offset(tiny_models, tmp_path):
-    assert limit_of(tiny_models["xlmr"], pooling="mean").sources[
-        "max_position_embeddings 514 - 1 (positions start at padding_idx + 1)"
-    ] == 513  # pad id 0: positions 1..513
+    assert (
+        limit_of(tiny_models["xlmr"], pooling="mean").sources[
+            "max_position_embeddings 514 - 1 (positions start at padding_idx + 1)"
+        ]
+        == 513
+    )  # pad id 0: positions 1..513
     model = tmp_path / "xlmr-pad1"
     shutil.copytree(tiny_models["xlmr"], model)
     config = json.loads((model / "config.json").read_text())

@@ -73,7 +73,10 @@ def test_a_path_that_exists_is_taken_literally(tmp_path):
     assert list_files(f"{tmp_path}/run[v1]/", LOCAL)[1] == ["a.jsonl", "b.txt"]
     # an existing directory with brackets, then a real pattern below it
     assert list_files(f"{tmp_path}/run[v1]/*.jsonl", LOCAL)[1] == ["a.jsonl"]
-    assert list_files(f"{tmp_path}/export[2024-11]/part[[][01][]].jsonl", LOCAL)[1] == ["part[0].jsonl", "part[1].jsonl"]
+    assert list_files(f"{tmp_path}/export[2024-11]/part[[][01][]].jsonl", LOCAL)[1] == [
+        "part[0].jsonl",
+        "part[1].jsonl",
+    ]
 
 
 def test_escaped_glob_characters_match_literally(tmp_path):
