@@ -13,15 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, RECOMPUTED, REJECT, TEXT, TOKEN_COUNT, TOKENS
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import declared_add_eos, load_model, load_tokenizer, pick_device
-from pipeline.reading import REJECT, TEXT
 from pipeline.tokenization import TextTokenizer, eos_convention
-
-TOKENS, TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_tokens", "_num_tokens", "_computed_tokens", "_embed_seconds"
-RECOMPUTED = "_recomputed_fp32"  # the first vector was not finite; recomputed in float32
-CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
 
 
 class TokenizeActor:
@@ -102,7 +98,7 @@ class EmbedActor:
         embedding = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~embedded))
         out = block.drop_columns([TOKENS])
         out = out.set_column(out.schema.get_field_index(REJECT), REJECT, pa.array(reasons, pa.string()))
-        out = out.append_column("embedding", embedding)
+        out = out.append_column(EMBEDDING, embedding)
         out = out.append_column(TOKEN_COUNT, pa.array(counts))
         out = out.append_column(COMPUTED, pa.array(computed))
         out = out.append_column(RECOMPUTED, pa.array(recomputed))

@@ -14,6 +14,8 @@ from pipeline.config_loading import ConfigError, apply_overrides, load_config, l
 
 __all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
 
+from pipeline.columns import OUTPUT_COLUMNS
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -186,8 +188,7 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:
-        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
-        clash = sorted(reserved & set(self.output.keep_columns))
+        clash = sorted(OUTPUT_COLUMNS & set(self.output.keep_columns))
         if clash:
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
         if self.input.format == "text" and self.output.keep_columns:

@@ -17,15 +17,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import InputFileError, check_parquet_head, file_format, lines, utf8_chunks
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.storage import Location
 from pipeline.text_content import lone_surrogate, text_reject_reason
 
-# Internal columns are underscored so that they never collide with a kept input column (e.g. "text").
-TEXT, REJECT, SOURCE, ROW = "_text", "_reject", "_source", "_row"
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
 
+# names kept importable from here
 __all__ = ["REJECT", "ROW", "SOURCE", "TEXT", "InputFileError", "ReadSpec", "read_file", "text_reject_reason"]
 
 
