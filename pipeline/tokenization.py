@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
+
+from pipeline.truncation import truncated_rows
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,33 @@ class TokenizedRows:
     char_end: list[int] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
     reason: list[str | None] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)  # cut at max_tokens (truncate mode; chunks never are)
 
-    def add(self, parent: int, chunk: int, start: int, end: int, ids: list[int], reason: str | None = None) -> None:
+    def add(
+        self,
+        parent: int,
+        chunk: int,
+        start: int,
+        end: int,
+        ids: list[int],
+        reason: str | None = None,
+        truncated: bool = False,
+    ) -> None:
         self.parent.append(parent)
         self.chunk_index.append(chunk)
         self.char_start.append(start)
         self.char_end.append(end)
         self.token_ids.append(ids)
         self.reason.append(reason)
+        self.truncated.append(truncated)
+
+
+class Encoded(NamedTuple):
+    """One tokenized text: its ids, whether any of them come from the text, whether it was cut at the limit."""
+
+    ids: list[int]
+    content: bool
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -148,24 +171,27 @@ class TextTokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of `prompt + text` for each text, cut at max_tokens (raises on a text the tokenizer rejects)."""
-        return [ids for ids, _ in self._encode_checked(texts)]
+        return [e.ids for e in self._encode_checked(texts)]
 
-    def _encode_checked(self, texts: list[str]) -> list[tuple[list[int], bool]]:
-        """(ids, has content) per text; long texts in truncate mode go through the proven character pre-cut."""
-        out: list[tuple[list[int], bool] | None] = [None] * len(texts)
+    def _encode_checked(self, texts: list[str]) -> list[Encoded]:
+        """Ids, content and truncation per text; long texts in truncate mode go through the proven pre-cut."""
+        out: list[Encoded | None] = [None] * len(texts)
         short = [i for i, t in enumerate(texts) if len(t) <= self.cut_chars or not self.cut_margin]
         if short:
             enc = self._call([texts[i] for i in short])
+            lengths = np.asarray([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
+            # only rows that came out at the limit can have been cut; they are short, so a second look is cheap
+            cut = truncated_rows(self.tokenizer, self.prompt, self.limit, [texts[i] for i in short], lengths)
             for k, i in enumerate(short):
                 offsets = enc["offset_mapping"][k] if self.has_offsets else None
                 ids = enc["input_ids"][k]
-                out[i] = (self._finish(ids), self._content(texts[i], ids, offsets))
+                out[i] = Encoded(self._finish(ids), self._content(texts[i], ids, offsets), bool(cut[k]))
         for i, text in enumerate(texts):
             if out[i] is None:
                 out[i] = self._encode_long(text)
         return out  # type: ignore[return-value]
 
-    def _encode_long(self, text: str) -> tuple[list[int], bool]:
+    def _encode_long(self, text: str) -> Encoded:
         """Truncate-mode tokens of a long text from a prefix of it, proven equal to tokenizing all of it."""
         cut = self.cut_chars
         while True:
@@ -177,7 +203,8 @@ class TextTokenizer:
             if len(ids) >= self.limit and last_end + self.cut_margin <= len(self.prompt) + cut:
                 break  # the tokenizer truncated well before the cut: the cut changed nothing it kept
             cut *= 4
-        return self._finish(ids), self._content(text, ids, offsets)
+        # truncated: the loop only stops before the whole text when the tokenizer cut well before the pre-cut
+        return Encoded(self._finish(ids), self._content(text, ids, offsets), cut < len(text) or len(ids) >= self.limit)
 
     def _per_row(self, fn, texts: list[str]) -> list:
         """`fn(texts)` for the whole batch; if it raises, `fn([text])` per text, a failing text getting its message."""
@@ -200,12 +227,12 @@ class TextTokenizer:
         log.warning("tokenizer failed on one row (%s: %s); rejecting that row", type(err).__name__, err)
         return f"tokenizer failed: {type(err).__name__}: {err}"
 
-    def _chunk(self, texts: list[str]) -> list[list[tuple[int, int, list[int], bool]]]:
-        """Per text, its windows as (char start, char end, ids, has content)."""
+    def _chunk(self, texts: list[str]) -> list[list[tuple[int, int, Encoded]]]:
+        """Per text, its windows as (char start, char end, encoded window)."""
         bodies = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         spans = [chunk_spans(b, self.chunk_body, self.overlap, len(t)) for b, t in zip(bodies, texts)]
         encoded = iter(self._encode_checked([t[s:e] for t, sp in zip(texts, spans) for s, e in sp]))
-        return [[(s, e, *next(encoded)) for s, e in sp] for sp in spans]
+        return [[(s, e, next(encoded)) for s, e in sp] for sp in spans]
 
     def tokenize(self, texts: list[str]) -> TokenizedRows:
         """Rows to embed, one per text (truncate) or per window (chunk); rejected texts get one row with a reason."""
@@ -216,18 +243,19 @@ class TextTokenizer:
             for i, (text, result) in enumerate(zip(texts, self._per_row(self._encode_checked, texts))):
                 if isinstance(result, str):
                     rows.add(i, 0, 0, len(text), [], result)
+                elif not result.content:
+                    rows.add(i, 0, 0, len(text), [], NO_CONTENT)
                 else:
-                    ids, content = result
-                    rows.add(i, 0, 0, len(text), ids if content else [], None if content else NO_CONTENT)
+                    rows.add(i, 0, 0, len(text), result.ids, truncated=result.truncated)
             return rows
         for i, (text, windows) in enumerate(zip(texts, self._per_row(self._chunk, texts))):
             if isinstance(windows, str):
                 rows.add(i, 0, 0, len(text), [], windows)
-            elif not any(content for *_, content in windows):
+            elif not any(window.content for *_, window in windows):
                 rows.add(i, 0, 0, len(text), [], NO_CONTENT)
             else:  # a window without content of its own (only spaces) is still part of a text that has content
-                for c, (s, e, ids, _) in enumerate(windows):
-                    rows.add(i, c, s, e, ids)
+                for c, (s, e, window) in enumerate(windows):
+                    rows.add(i, c, s, e, window.ids)
         return rows
 
 
