@@ -187,8 +187,8 @@ def test_identical_text_pairs_are_written_once(tmp_path):
     rng = np.random.default_rng(3)
     x, y = random_unit(rng, 6, 8), random_unit(rng, 6, 8)
     x[3], y[3] = x[0], y[0]  # rows 3 repeat rows 0 on both sides: same texts, same vectors
-    (tmp_path / "fra.txt").write_text("\n".join(["a", "b", "c", "a", "d", "e"]) + "\n")
-    (tmp_path / "eng.txt").write_text("\n".join(["A", "B", "C", "A", "D", "E"]) + "\n")
+    (tmp_path / "fra.txt").write_text("a\nb\nc\na\nd\ne\n")
+    (tmp_path / "eng.txt").write_text("A\nB\nC\nA\nD\nE\n")
     src = write_embeddings(tmp_path / "ef", [f"fra.txt#{i}" for i in range(6)], x)
     tgt = write_embeddings(tmp_path / "ee", [f"eng.txt#{i}" for i in range(6)], y)
     raw = {
