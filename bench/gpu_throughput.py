@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
             if gpu:
                 result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             run.save(name, result)
-        except Exception as err:  # one variant failing (a compile error, say) must not lose the others' figures
+        except Exception as err:  # noqa: BLE001 -- one variant failing (a compile error, say) must not lose the others' figures
             run.save(name, {"error": f"{type(err).__name__}: {err}"[:2000]})
         finally:
             del encoder, model

@@ -10,7 +10,13 @@ from pipeline.clustering.job import run_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("Spherical k-means clustering and semantic dedup of embeddings.", ClusterConfig, run_cluster, argv)
+    return run_job(
+        "Spherical k-means clustering and semantic dedup of embeddings.",
+        ClusterConfig,
+        run_cluster,
+        argv,
+        name="cluster",
+    )
 
 
 if __name__ == "__main__":

@@ -12,28 +12,60 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import ConfigError, load_config
+from pipeline.config_show import render_config
 from pipeline.errors import UserError
+from pipeline.run_summary import human_summary
+
+KEYS_HELP = """\
+Every key of CONFIG, with its default and description: rayembed config show CONFIG
+(or --show-config); reference: README.md (section 'The embed job') and docs/.
+Override any key with --set section.key=value; string keys take the text after
+the first '=' as is: --set "model.prompt=query: "."""
 
 
-def run_job(description: str, config_model: type[BaseModel], run: Callable[[Any], dict], argv: list[str] | None) -> int:
-    """Parse `--config FILE --set a.b=c`, run, print the summary as JSON.
+def job_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `python -m jobs.<name>`; its usage line names the job, not `<name>.py`."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m jobs.{name}",
+        description=description,
+        epilog=KEYS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
+    parser.add_argument(
+        "--show-config", action="store_true", help="print the effective configuration (defaults included) and exit"
+    )
+    return parser
+
+
+def run_job(
+    description: str,
+    config_model: type[BaseModel],
+    run: Callable[[Any], dict],
+    argv: list[str] | None,
+    name: str | None = None,
+) -> int:
+    """Parse `--config FILE --set a.b=c`, run, print the summary as JSON (stdout) and in words (stderr).
 
     Config errors exit 2 and input/model errors exit 1, each with its message and no traceback.
     """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
-    args = parser.parse_args(argv)
+    name = name or run.__module__.rsplit(".", 1)[-1].removesuffix("_job")
+    args = job_parser(name, description).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config_model, args.config, args.set)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.show_config:
+        print(render_config(cfg), end="")
+        return 0
     try:
         summary = run(cfg)
     except (UserError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))
+    print(human_summary(summary), file=sys.stderr)
     return 0

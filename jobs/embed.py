@@ -10,7 +10,9 @@ from pipeline.embed_job import run_embed
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("Embed a text corpus into normalized embeddings (Parquet).", EmbedConfig, run_embed, argv)
+    return run_job(
+        "Embed a text corpus into normalized embeddings (Parquet).", EmbedConfig, run_embed, argv, name="embed"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,13 @@ from pipeline.mine_config import MineConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("Mine bitext (translation pairs) with margin-scored k-NN on Ray.", MineConfig, run_mine, argv)
+    return run_job(
+        "Mine bitext (translation pairs) with margin-scored k-NN on Ray.",
+        MineConfig,
+        run_mine,
+        argv,
+        name="mine_bitext",
+    )
 
 
 if __name__ == "__main__":

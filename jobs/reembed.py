@@ -19,7 +19,11 @@ LEASE_HELD = 3
 def main(argv: list[str] | None = None) -> int:
     try:
         return run_job(
-            "Incrementally re-embed a corpus into a versioned embeddings dataset.", ReembedConfig, run_reembed, argv
+            "Incrementally re-embed a corpus into a versioned embeddings dataset.",
+            ReembedConfig,
+            run_reembed,
+            argv,
+            name="reembed",
         )
     except LeaseHeldError as err:
         print(f"error: {err}", file=sys.stderr)

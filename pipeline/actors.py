@@ -13,14 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer, pick_device
-from pipeline.reading import REJECT, TEXT
 from pipeline.tokenization import TextTokenizer
-
-TOKENS, TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_tokens", "_num_tokens", "_computed_tokens", "_embed_seconds"
-CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
 
 
 class TokenizeActor:
@@ -86,7 +83,7 @@ class EmbedActor:
         flat = pa.array(vectors.reshape(-1)).cast(self.value_type)
         embedding = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~good))
         out = block.drop_columns([TOKENS])
-        out = out.append_column("embedding", embedding)
+        out = out.append_column(EMBEDDING, embedding)
         out = out.append_column(TOKEN_COUNT, pa.array(counts))
         out = out.append_column(COMPUTED, pa.array(computed))
         share = np.where(good, seconds / max(int(good.sum()), 1), 0.0)

@@ -1,60 +1,169 @@
-"""`rayembed`: run a job here (in-process or on RAY_ADDRESS), or submit it to a cluster through the Ray Jobs API."""
+"""`rayembed`: run a job here (in-process or on RAY_ADDRESS), submit it to a cluster through the Ray Jobs API, or
+print a job's effective configuration."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 JOBS = ("embed", "mine_bitext", "cluster", "reembed")
+# Config class of each job, imported only when needed (pydantic models, no Ray).
+CONFIGS = {
+    "embed": "pipeline.config:EmbedConfig",
+    "mine_bitext": "pipeline.mine_config:MineConfig",
+    "cluster": "pipeline.cluster_config:ClusterConfig",
+    "reembed": "pipeline.reembed.config:ReembedConfig",
+}
 # What a job never needs on the cluster: environments, built models, VCS data.
 UPLOAD_EXCLUDES = [".venv/", ".models/", ".git/", "**/__pycache__/", ".pytest_cache/", "out/"]
+KEYS_HELP = """\
+Every key of CONFIG, with its default and description: rayembed config show CONFIG
+Reference: README.md (section 'The embed job') and docs/. String keys take the text
+after the first '=' as is: --set "model.prompt=query: "."""
+RAW = argparse.RawDescriptionHelpFormatter
 
 
-def submit(job: str, config: str, address: str, overrides: list[str], wait: bool) -> int:
-    """Submit `python -m jobs.<job>` with the current directory as the job's working directory."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def job_name(text: str) -> str:
+    """`mine-bitext` and `mine_bitext` name the same job."""
+    name = text.replace("-", "_")
+    if name not in JOBS:
+        known = ", ".join(j.replace("_", "-") for j in JOBS)
+        raise argparse.ArgumentTypeError(f"unknown job {text!r}; choose one of {known}")
+    return name
 
+
+def config_class(job: str):
+    module, _, name = CONFIGS[job].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def guess_job(path: str) -> str:
+    """The job whose config sections match the file's top-level keys (embed when several do)."""
+    from pipeline.config import load_yaml
+
+    keys = set(load_yaml(path))
+    for job in ("reembed", "cluster", "mine_bitext"):
+        fields = config_class(job).model_fields
+        distinct = set(fields) - set(config_class("embed").model_fields)
+        if keys & distinct and keys <= set(fields):
+            return job
+    return "embed"
+
+
+def show_config(config: str, job: str | None, overrides: list[str]) -> int:
+    from pipeline.config import ConfigError, load_config
+    from pipeline.config_show import render_config
+
+    try:
+        job = job or guess_job(config)
+        cfg = load_config(config_class(job), config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"# effective configuration of `python -m jobs.{job}` from {config}")
+    print(render_config(cfg), end="")
+    return 0
+
+
+def submit_address(address: str | None) -> str | None:
+    """--address, else RAY_ADDRESS, as `ray job submit` does."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def stream_logs(client, job_id: str) -> None:
+    """Print the job's logs as they come (Ray's `tail_job_logs`), until the job ends."""
+
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(tail())
+
+
+def submit(job: str, config: str, address: str | None, overrides: list[str], wait: bool, python: str = "python") -> int:
+    """Submit `<python> -m jobs.<job>` with the current directory as the job's working directory.
+
+    Returns 0 when the job succeeded (or was submitted, with wait=False), 1 when it failed or the cluster cannot be
+    reached, 2 for a usage error; every error is one line on stderr.
+    """
+    address = submit_address(address)
+    if not address:
+        print("error: no Ray address: pass --address http://HEAD:8265 or set RAY_ADDRESS", file=sys.stderr)
+        return 2
     cfg = Path(config).resolve()
     try:
         rel = cfg.relative_to(Path.cwd())
     except ValueError:
-        print(f"error: {config} must be inside the current directory, which is uploaded as the job's working dir")
+        print(
+            f"error: {config} must be inside the current directory, which is uploaded as the job's working dir",
+            file=sys.stderr,
+        )
         return 2
-    args = ["python", "-m", f"jobs.{job}", "--config", str(rel), *[a for o in overrides for a in ("--set", o)]]
-    client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=shlex.join(args), runtime_env={"working_dir": ".", "excludes": UPLOAD_EXCLUDES}
-    )
-    print(f"submitted {job_id}: {shlex.join(args)}")
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    args = [python, "-m", f"jobs.{job}", "--config", str(rel), *[a for o in overrides for a in ("--set", o)]]
+    try:
+        client = JobSubmissionClient(address)
+        job_id = client.submit_job(
+            entrypoint=shlex.join(args), runtime_env={"working_dir": ".", "excludes": UPLOAD_EXCLUDES}
+        )
+    except (ConnectionError, OSError, RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: cannot submit to the Ray cluster at {address}: {reason}", file=sys.stderr)
+        return 1
+    print(f"submitted {job_id}: {shlex.join(args)}", flush=True)
     if not wait:
         return 0
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        time.sleep(2)
-    print(client.get_job_logs(job_id), end="")
+    stream_logs(client, job_id)
+    status = client.get_job_status(job_id)
     print(f"job {job_id} finished: {status}")
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayembed", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rayembed", description=__doc__, epilog=KEYS_HELP, formatter_class=RAW)
+    sub = top.add_subparsers(dest="command", required=True)
     for job in JOBS:
-        p = sub.add_parser(job.replace("_", "-"), help=f"run jobs.{job} here")
-        p.add_argument("config")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p = sub.add_parser("submit", help="submit a job to a Ray cluster (Ray Jobs API)")
-    p.add_argument("config")
-    p.add_argument("--job", choices=JOBS, default="embed")
-    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--no-wait", action="store_true", help="return after submitting")
-    args = parser.parse_args(argv)
+        p = sub.add_parser(job.replace("_", "-"), help=f"run jobs.{job} here", epilog=KEYS_HELP, formatter_class=RAW)
+        p.add_argument("config", help="YAML config file")
+        add_set(p)
+    jobs = "|".join(j.replace("_", "-") for j in JOBS)
+    p = sub.add_parser(
+        "submit", help="submit a job to a Ray cluster (Ray Jobs API)", epilog=KEYS_HELP, formatter_class=RAW
+    )
+    p.add_argument("config", help="YAML config file, inside the current directory (uploaded as the working dir)")
+    p.add_argument("--job", type=job_name, default="embed", metavar=jobs, help="the job to run (default: embed)")
+    p.add_argument(
+        "--address", default=None, help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)"
+    )
+    add_set(p)
+    p.add_argument("--no-wait", action="store_true", help="return after submitting instead of streaming the logs")
+    p = sub.add_parser("config", help="configuration tools")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    p = config_sub.add_parser(
+        "show", help="print the effective configuration: every key with its value, default and description"
+    )
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--job", type=job_name, default=None, metavar=jobs, help="default: guessed from the sections")
+    add_set(p)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.command == "submit":
         return submit(args.job, args.config, args.address, args.set, wait=not args.no_wait)
+    if args.command == "config":
+        return show_config(args.config, args.job, args.set)
     job = args.command.replace("-", "_")
     module = importlib.import_module(f"jobs.{job}")
     return module.main(["--config", args.config, *[a for o in args.set for a in ("--set", o)]])

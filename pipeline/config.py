@@ -1,15 +1,20 @@
-"""Job configuration: one pydantic source of truth, loaded from YAML with `--set a.b=c` overrides.
+"""Job configuration: one pydantic source of truth, loaded from YAML with `--set a.b=c` overrides
+(pipeline.config_loading).
 
 Every section forbids unknown keys so a typo in the YAML is an error, not a silently ignored setting.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
+
+__all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
+
+from pipeline.columns import OUTPUT_COLUMNS
 
 
 class Section(BaseModel):
@@ -168,57 +173,9 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:
-        reserved = {"id", "embedding", "chunk_index", "char_start", "char_end"}
-        clash = sorted(reserved & set(self.output.keep_columns))
+        clash = sorted(OUTPUT_COLUMNS & set(self.output.keep_columns))
         if clash:
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
         if self.input.format == "text" and self.output.keep_columns:
             raise ValueError("output.keep_columns needs a columnar input (parquet or jsonl), not format=text")
         return self
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message says which key and how to fix it."""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=c` overrides; values are parsed as YAML so `x=3`, `x=true`, `x=[a,b]` get their types."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[leaf] = yaml.safe_load(value)
-    return raw
-
-
-def load_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return apply_overrides(raw, overrides or [])
-
-
-def parse_config(model: type[BaseModel], raw: dict[str, Any], source: str = "config") -> Any:
-    """Validate `raw` into `model`, turning pydantic's errors into one readable message per key."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"{source}: invalid configuration"]
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {where}: {e['msg']}")
-        raise ConfigError("\n".join(lines)) from None
-
-
-def load_config(model: type[BaseModel], path: str | Path, overrides: list[str] | None = None) -> Any:
-    return parse_config(model, load_yaml(path, overrides), source=str(path))

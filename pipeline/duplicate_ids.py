@@ -10,13 +10,16 @@ row) and keeps the first occurrence of each id. Rows already rejected for anothe
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.columns import REJECT, ROW, TEXT
 from pipeline.errors import UserError
-from pipeline.reading import REJECT, ROW, TEXT, ReadSpec, read_file
+from pipeline.reading import ReadSpec, read_file
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
@@ -84,3 +87,17 @@ def reject_rows(block: pa.Table, reasons: dict[int, str]) -> pa.Table:
     block = block.set_column(block.schema.get_field_index(REJECT), REJECT, pa.array(new, pa.string()))
     text = pc.if_else(pc.is_null(block.column(REJECT)), block.column(TEXT), pa.scalar(None, pa.string()))
     return block.set_column(block.schema.get_field_index(TEXT), TEXT, text)
+
+
+def read_files(batch: pa.Table, spec: ReadSpec) -> Iterator[pa.Table]:
+    """Read-stage UDF: one input row per file path, many output blocks per file, later copies of an id rejected.
+
+    An optional `duplicates` column holds, per file, the JSON {row: reason} of rows that repeat an earlier id
+    (`find_duplicates`).
+    """
+    files = batch.column("file").to_pylist()
+    extra = batch.column("duplicates").to_pylist() if "duplicates" in batch.column_names else [None] * len(files)
+    for rel, dups in zip(files, extra):
+        reasons = {int(row): reason for row, reason in json.loads(dups).items()} if dups else {}
+        for block in read_file(spec, rel):
+            yield reject_rows(block, reasons) if reasons else block

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import warnings
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
-from ray.data import ActorPoolStrategy
-from ray.util.annotations import RayDeprecationWarning
 
 from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
-from pipeline.duplicate_ids import find_duplicates, id_digests, reject_rows
+from pipeline.duplicate_ids import find_duplicates, id_digests, read_files
 from pipeline.model_loading import ModelLoadError, check_model, load_prompts
 from pipeline.prompts import resolve_prompt
-from pipeline.reading import ReadSpec, read_file
+from pipeline.reading import ReadSpec
+from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_files, resolve, write_bytes
-from pipeline.writing import REJECTS_DIR, SUMMARY_FILE, embedding_metadata, write_block
+from pipeline.writing import embedding_metadata, write_block
+
+# Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
+__all__ = ["actor_remote_args", "embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +41,6 @@ def init_ray(compute: ComputeConfig) -> None:
     # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
     # compute.max_task_retries times; without this Ray Data fails the job on the first one.
     ctx.actor_task_retry_on_errors = True
-
-
-def resolve_gpus(requested: float | None) -> float:
-    """GPUs per actor: what the config asks for, else one when the cluster has GPUs and none when it has not."""
-    if requested is not None:
-        return requested
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
-def read_files(batch: pa.Table, spec: ReadSpec):
-    """Ray Data generator UDF: one input row per file path, many output blocks per file.
-
-    An optional `duplicates` column holds, per file, the JSON {row: reason} of rows that repeat an earlier id.
-    """
-    files = batch.column("file").to_pylist()
-    extra = batch.column("duplicates").to_pylist() if "duplicates" in batch.column_names else [None] * len(files)
-    for rel, dups in zip(files, extra):
-        reasons = {int(row): reason for row, reason in json.loads(dups).items()} if dups else {}
-        for block in read_file(spec, rel):
-            yield reject_rows(block, reasons) if reasons else block
 
 
 def scan_duplicates(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> dict[str, dict[int, str]]:
@@ -88,62 +69,13 @@ def prepare_output(out: Location, overwrite: bool) -> None:
         out.fs.delete_file(f.path)
 
 
-def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Ray remote args of the read and write tasks: mostly waiting on storage, retried on a lost worker."""
-    return dict(num_cpus=compute.cpus_per_io_task, max_retries=compute.max_task_retries)
-
-
-def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Ray remote args shared by the tokenizer and model actors: explicit retries, and an environment that must be
-    set before the actor imports torch.
-
-    Retries are explicit rather than Ray's defaults (infinite actor restarts): a crash loop fails the job.
-    OMP_WAIT_POLICY=PASSIVE: Ray's CPU reservations are logical, so an actor's torch threads share cores with other
-    actors and tasks; OpenMP's default spin-waiting then burns whole cores at every barrier while a sibling thread is
-    descheduled (~15x the CPU time of a forward pass on a loaded 2-core node, docs/performance.md). A value set in
-    the driver's environment wins.
-    """
-    return {
-        "max_restarts": compute.max_restarts,
-        "max_task_retries": compute.max_task_retries,
-        "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
-    }
-
-
 def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
-    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.reading columns).
+    """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
-    Shared by run_embed and the incremental re-embed job, which reads and writes differently around it.
+    Shared by run_embed and the incremental re-embed job, which read and write differently around it.
     """
-    compute = cfg.compute
-    # Ray 2.60 only takes actor retries through the deprecated **ray_remote_args, hence the filter.
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
-    ds = ds.map_batches(
-        TokenizeActor,
-        batch_size=cfg.batching.rows_per_block,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={"model": cfg.model, "prompt": prompt},
-        compute=ActorPoolStrategy(size=compute.num_tokenizers),
-        num_cpus=compute.cpus_per_tokenizer,
-        **actor_remote_args(compute),
-    )
-    min_actors, max_actors = compute.actor_pool_size()
-    ds = ds.map_batches(
-        EmbedActor,
-        batch_size=cfg.batching.rows_per_block,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={
-            "model": cfg.model,
-            "batching": cfg.batching,
-            "cpus": compute.cpus_per_actor,
-            "out_dtype": cfg.output.dtype,
-        },
-        compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
-        num_gpus=resolve_gpus(compute.gpus_per_actor),
-        num_cpus=compute.cpus_per_actor,
-        **actor_remote_args(compute),
-    )
-    return ds
+    ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
+    return embed_stage(cfg, EmbedActor).apply(ds)
 
 
 def build_dataset(
@@ -154,20 +86,13 @@ def build_dataset(
     out: Location,
     duplicates: dict[str, dict[int, str]] | None = None,
 ) -> ray.data.Dataset:
-    io = io_task_args(cfg.compute)
     duplicates = duplicates or {}
     items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=len(files))
-    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = io_stage(read_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
     ds = embed_stages(ds, cfg, prompt)
     metadata = embedding_metadata(cfg, prompt)
-    return ds.map_batches(
-        write_block,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"out": out, "cfg": cfg, "metadata": metadata},
-        **io,
-    )
+    return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
 
 
 def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:

@@ -80,16 +80,11 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
 def check_local_weights(cfg: ModelConfig) -> None:
     """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed)."""
     local = Path(cfg.name_or_path)
-    if local.exists() and not any(local.glob("*.safetensors")):
-        if not (cfg.allow_pickle_weights and any(local.glob("*.bin"))):
-            raise ModelLoadError(
-                f"{local} has no *.safetensors weights"
-                + (
-                    ""
-                    if cfg.allow_pickle_weights
-                    else " (pickle .bin weights load only with model.allow_pickle_weights)"
-                )
-            )
+    has_safetensors = any(local.glob("*.safetensors"))
+    pickles_allowed = cfg.allow_pickle_weights and any(local.glob("*.bin"))
+    if local.exists() and not has_safetensors and not pickles_allowed:
+        hint = "" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)"
+        raise ModelLoadError(f"{local} has no *.safetensors weights{hint}")
 
 
 # sentence-transformers 1_Pooling/config.json flags -> our pooling names; None: a pooling we cannot serve

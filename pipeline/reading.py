@@ -16,11 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.errors import UserError
 from pipeline.storage import Location
 
-# Internal columns are underscored so that they never collide with a kept input column (e.g. "text").
-TEXT, REJECT, SOURCE, ROW = "_text", "_reject", "_source", "_row"
+__all__ = ["REJECT", "ROW", "SOURCE", "TEXT", "InputFileError", "ReadSpec", "read_file"]  # names kept importable
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
 # A character that is neither whitespace nor a C0/C1 control: a text without one has nothing to embed. Other
 # control characters and NUL bytes inside real text are kept verbatim; the tokenizer decides what they become.

@@ -44,7 +44,7 @@ class Location:
 def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
     if uri.startswith("s3://"):
         retry = pafs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts)
-        kwargs = dict(anonymous=storage.anon, retry_strategy=retry)
+        kwargs = {"anonymous": storage.anon, "retry_strategy": retry}
         if storage.region:
             kwargs["region"] = storage.region
         if storage.endpoint_url:
@@ -54,7 +54,7 @@ def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, 
         return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/prefix")
-    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    path = uri.removeprefix("file://")
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 

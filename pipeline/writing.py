@@ -9,14 +9,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
-from pipeline.actors import CHUNK_COLUMNS, COMPUTED, EMBED_SECONDS, TOKEN_COUNT
+from pipeline.columns import (
+    CHUNK_COLUMNS,
+    CHUNK_INDEX,
+    COMPUTED,
+    EMBED_SECONDS,
+    EMBEDDING,
+    ID,
+    METADATA_PREFIX,
+    REJECT,
+    REJECT_COLUMNS,
+    REJECTS_DIR,
+    ROW,
+    SOURCE,
+    SUMMARY_FILE,
+    TOKEN_COUNT,
+)
 from pipeline.config import EmbedConfig
-from pipeline.reading import REJECT, ROW, SOURCE
 from pipeline.storage import Location, write_parquet_atomic
 
-REJECTS_DIR = "_rejects"
-SUMMARY_FILE = "_summary.json"
-METADATA_PREFIX = "rayembed."
+__all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
 
 
 def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
@@ -44,9 +56,9 @@ def block_file_name(block: pa.Table) -> str:
 
 
 def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str]) -> pa.Table:
-    columns = ["id", *(CHUNK_COLUMNS if chunked else ()), "embedding", *keep_columns]
+    columns = [ID, *(CHUNK_COLUMNS if chunked else ()), EMBEDDING, *keep_columns]
     table = good.select(columns)
-    dim = table.schema.field("embedding").type.list_size
+    dim = table.schema.field(EMBEDDING).type.list_size
     meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
     return table.replace_schema_metadata(meta)
 
@@ -62,9 +74,9 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
     for part, start in enumerate(range(0, good.num_rows, step)):
         write_parquet_atomic(table.slice(start, step), out.join(f"{name}-{part:04d}.parquet"))
     if rejects.num_rows:
-        reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
+        reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
-    first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
     return pa.table(
         {
             "rows_embedded": [first_chunks],

@@ -31,7 +31,7 @@ _token.write_text(uuid.uuid4().hex)
 os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_token))
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_factory import build_model, train_tokenizer  # noqa: E402
+from model_factory import build_model, train_tokenizer
 
 
 def free_port() -> int:
@@ -56,7 +56,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def ray_session():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another (ray start, cluster_utils)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import BertConfig, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen3Config, set_seed
-from transformers import AutoModel
+from transformers import AutoModel, BertConfig, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen3Config, set_seed
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages\nQuery: "
@@ -49,9 +48,18 @@ ARCHS = {
     # harrier-oss-v1-270m's family: Gemma-3 text decoder, BOS first
     "gemma3": (
         lambda v: Gemma3TextConfig(
-            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=32, max_position_embeddings=32768, sliding_window=32,
-            pad_token_id=0, bos_token_id=2, eos_token_id=3,
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=32768,
+            sliding_window=32,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
         ),
         "<bos> $A",
         "right",
@@ -59,8 +67,16 @@ ARCHS = {
     # harrier-oss-v1-0.6b's family: Qwen-3 decoder, EOS appended, left padding like Qwen3-Embedding
     "qwen3": (
         lambda v: Qwen3Config(
-            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=32, max_position_embeddings=32768, pad_token_id=0, eos_token_id=3,
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=32768,
+            pad_token_id=0,
+            eos_token_id=3,
         ),
         "$A <eos>",
         "left",
@@ -68,8 +84,13 @@ ARCHS = {
     # an encoder for mean/cls pooling
     "bert": (
         lambda v: BertConfig(
-            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=512, pad_token_id=0,
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=0,
         ),
         "<bos> $A <eos>",
         "right",

@@ -61,3 +61,58 @@ def test_bad_override_syntax(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(EmbedConfig, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, key, value",
+    [
+        ("model.prompt=query: ", "prompt", "query: "),  # e5's documented prefix, trailing space kept
+        ("model.revision=20240101", "revision", "20240101"),  # a string field stays a string
+        ("model.prompt=a=b", "prompt", "a=b"),  # the value is everything after the first '='
+        ("model.prompt='passage: '", "prompt", "passage: "),  # quoting for YAML still works
+        ("model.revision=null", "revision", None),
+        ("model.prompt=true", "prompt", "true"),
+        ("model.max_tokens=512", "max_tokens", 512),
+    ],
+)
+def test_set_takes_string_fields_verbatim(tmp_path, override, key, value):
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
+    assert getattr(cfg.model, key) == value
+
+
+def test_set_errors_name_the_flag_not_the_file(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.max_tokens=lots"])
+    assert "--set model.max_tokens=lots: model.max_tokens: Input should be a valid integer" in str(err.value)
+
+
+def test_yaml_errors_point_at_file_and_line(tmp_path):
+    path = write(tmp_path, MINIMAL + "model:\n  max_tokens: 8\n  pooling: [mean\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+:\d+: YAML syntax error"):
+        load_config(EmbedConfig, path)
+    path = write(tmp_path, MINIMAL + "model:\n  max_tokens: 0\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: model.max_tokens: Input should be greater than 0"):
+        load_config(EmbedConfig, path)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, hint",
+    [
+        ("model: {poolng: mean}\n", [], "did you mean pooling?"),
+        ("", ["model.max_token=5"], "did you mean max_tokens?"),
+        ("modle: {pooling: mean}\n", [], "did you mean model?"),
+        ("batching: {zzz: 1}\n", [], "known keys: max_tokens_per_batch"),
+    ],
+)
+def test_unknown_key_suggests_the_closest(tmp_path, text, overrides, hint):
+    with pytest.raises(ConfigError, match=hint):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL + text), overrides)
+
+
+def test_yaml_syntax_error_exits_2_with_file_and_line(tmp_path, capsys):
+    from jobs.embed import main
+
+    path = write(tmp_path, "input: {uri: x, format: text\n")
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "YAML syntax error" in err and "Traceback" not in err

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SAMPLE
+
 from jobs.embed import main as embed_main
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
@@ -222,33 +222,3 @@ def test_unchecked_duplicate_ids_skip_the_prepass(ray_session, tiny_models, tmp_
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (3, 3, 0)
     assert sorted(pq.read_table(tmp_path / "emb").column("id").to_pylist()) == ["same", "same", "x"]
-
-
-@pytest.mark.parametrize("driver_value", [None, "ACTIVE"])
-def test_actors_start_with_passive_openmp_unless_the_driver_says_otherwise(ray_session, monkeypatch, driver_value):
-    from ray.data import ActorPoolStrategy
-
-    from pipeline.config import ComputeConfig
-    from pipeline.embed_job import actor_remote_args
-
-    class ReportEnvironment:  # defined here so that Ray pickles it by value: workers cannot import test modules
-        def __init__(self):
-            import os
-
-            self.policy = os.environ.get("OMP_WAIT_POLICY")
-
-        def __call__(self, block: pa.Table) -> pa.Table:
-            return block.append_column("policy", pa.array([self.policy] * len(block)))
-
-    if driver_value:
-        monkeypatch.setenv("OMP_WAIT_POLICY", driver_value)
-    else:
-        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    ds = ray_session.data.range(4).map_batches(
-        ReportEnvironment,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=1),
-        num_cpus=0.5,
-        **actor_remote_args(ComputeConfig()),
-    )
-    assert {row["policy"] for row in ds.take_all()} == {driver_value or "PASSIVE"}

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import sample_texts
 from transformers import AutoModel, Gemma3TextConfig
 
-from conftest import sample_texts
 from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder, attends_causally
 from pipeline.model_loading import ModelLoadError, load_model, load_tokenizer
@@ -84,7 +84,13 @@ def test_causal_probe_tells_decoder_from_bidirectional_attention(tiny_models):
         load_model(ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean"), torch.device("cpu"))
     )
     # Same Gemma-3 architecture, bidirectional attention (as in EmbeddingGemma): the name alone would mislead.
-    shape = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    shape = {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
     shape.update(num_key_value_heads=1, head_dim=16)
     assert probe(AutoModel.from_config(Gemma3TextConfig(**shape)))
     assert not probe(AutoModel.from_config(Gemma3TextConfig(**shape, use_bidirectional_attention=True)))

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SAMPLE, free_port
 
 pytestmark = pytest.mark.slow
@@ -29,16 +28,38 @@ def ray_head():
     """
     port, dashboard = free_port(), free_port()
     # Every port of its own: another Ray on the machine (the session's, a developer's) holds the default ones.
-    own_ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "node-manager-port", "object-manager-port", "ray-client-server-port")]
+    own_ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "node-manager-port",
+            "object-manager-port",
+            "ray-client-server-port",
+        )
+    ]
     ray = str(Path(sys.executable).parent / "ray")
     tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=3", "--disable-usage-stats",
-         f"--temp-dir={tmp}", *own_ports],
-        env={**os.environ, "RAY_TMPDIR": tmp}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=3",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+            *own_ports,
+        ],
+        env={**os.environ, "RAY_TMPDIR": tmp},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -60,7 +81,7 @@ def wait_until_up(address: str, head: subprocess.Popen, timeout: float = 180) ->
         try:
             JobSubmissionClient(address).list_jobs()
             return
-        except Exception:  # the dashboard is not serving yet; retried until the deadline
+        except Exception:  # noqa: BLE001 -- the dashboard is not serving yet; retried until the deadline
             assert time.time() < deadline, f"Ray head at {address} did not come up in {timeout} s"
             time.sleep(2)
 
@@ -89,8 +110,11 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path):
             f" --set input.uri={SAMPLE} --set output.uri={out} --set model.name_or_path={tiny_models['gemma3']}"
             " --set model.max_tokens=128 --set output.keep_columns=[lang]"
         ),
-        runtime_env={"working_dir": str(REPO), "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/"],
-                     "env_vars": {"HF_HUB_OFFLINE": "1"}},
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/"],
+            "env_vars": {"HF_HUB_OFFLINE": "1"},
+        },
     )
     deadline = time.time() + 400
     while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:

@@ -20,10 +20,14 @@ def read_all(s, rel):
 
 
 def test_parquet_rows_ids_and_kept_columns(tmp_path):
-    pq.write_table(pa.table({"doc": [7, 8, None], "text": ["a", None, "c"], "lang": ["x", "y", "z"]}), tmp_path / "f.parquet")
+    pq.write_table(
+        pa.table({"doc": [7, 8, None], "text": ["a", None, "c"], "lang": ["x", "y", "z"]}), tmp_path / "f.parquet"
+    )
     rows = read_all(spec(tmp_path, "parquet", "doc", ["lang"]), "f.parquet")
     assert [(r["id"], r[TEXT], r[REJECT], r["lang"]) for r in rows] == [
-        ("7", "a", None, "x"), ("8", None, "null text", "y"), (None, None, "missing id", "z"),
+        ("7", "a", None, "x"),
+        ("8", None, "null text", "y"),
+        (None, None, "missing id", "z"),
     ]
 
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import SAMPLE
+
 from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer
@@ -22,8 +22,13 @@ def embed(cfg: ModelConfig, texts: list[str], prompt: str, budget: int = 4096) -
     tokenizer = load_tokenizer(cfg)
     rows = TextTokenizer(tokenizer, prompt, cfg.max_tokens, "truncate", 0).tokenize(texts).token_ids
     encoder = Encoder(
-        load_model(cfg, torch.device("cpu")), cfg.pooling, cfg.normalize, tokenizer.pad_token_id,
-        tokenizer.padding_side, max_tokens_per_batch=budget, max_batch_size=64,
+        load_model(cfg, torch.device("cpu")),
+        cfg.pooling,
+        cfg.normalize,
+        tokenizer.pad_token_id,
+        tokenizer.padding_side,
+        max_tokens_per_batch=budget,
+        max_batch_size=64,
     )
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
     return encoder.encode(np.concatenate([np.asarray(r) for r in rows]), offsets).embeddings

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-import pytest
+import itertools
 
+import pytest
 from conftest import sample_texts
+
 from pipeline.config import ModelConfig
 from pipeline.model_loading import load_tokenizer
 from pipeline.tokenization import TextTokenizer, chunk_spans
@@ -33,7 +35,7 @@ def test_chunks_overlap_and_cover_the_text(tokenizer):
     chunks = [i for i, p in enumerate(rows.parent) if p == 0]
     assert len(chunks) > 5 and rows.chunk_index[: len(chunks)] == list(range(len(chunks)))
     assert rows.char_start[0] == 0 and rows.char_end[chunks[-1]] == len(text)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert rows.char_start[b] < rows.char_end[a], "consecutive chunks must overlap"
     assert all(len(rows.token_ids[i]) <= 64 for i in chunks)
     assert rows.parent[-1] == 1 and rows.chunk_index[-1] == 0  # a short text is one chunk

@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from pipeline.embed_job import embed_stages, init_ray, io_task_args, job_prompt, read_spec
+from pipeline.embed_job import embed_stages, init_ray, job_prompt, read_spec
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -25,6 +25,7 @@ from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
+from pipeline.stages import io_stage
 from pipeline.storage import Location, list_files, resolve
 from pipeline.writing import embedding_metadata
 
@@ -58,11 +59,10 @@ def embed_files(
         rows_per_file=cfg.output.rows_per_file,
     )
     init_ray(cfg.compute)
-    io = io_task_args(cfg.compute)
     ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(read_tagged, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": spec}, **io)
+    ds = io_stage(read_tagged, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
     ds = embed_stages(ds, cfg, prompt)
-    ds = ds.map_batches(write_by_source, batch_size=None, batch_format="pyarrow", fn_kwargs={"target": target}, **io)
+    ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     progress = Progress(todo, run_id)
     entries: list[FileEntry] = []
 

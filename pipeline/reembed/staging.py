@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.actors import COMPUTED, TOKEN_COUNT
-from pipeline.reading import REJECT, ROW, SOURCE, ReadSpec, read_file
+from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT
+from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
@@ -92,9 +92,9 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
         write_parquet_atomic(table.slice(start, target.rows_per_file), target.version_root.join(files[-1]))
     if rejects.num_rows:
         reject_files.append(f"{folder}/_rejects/{name}.parquet")
-        reasons = rejects.select(["id", SOURCE, ROW, REJECT]).rename_columns(["id", "source", "row", "reason"])
+        reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, target.version_root.join(reject_files[-1]))
-    first_chunks = pc.sum(pc.equal(good.column("chunk_index"), 0)).as_py() or 0
+    first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
     return {
         "source": source,
         "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject

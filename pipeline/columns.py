@@ -1,0 +1,30 @@
+"""Column names and file names the stages agree on: the contract between reading, the model stages and writing.
+
+Deliberately free of heavy imports (no torch, transformers, Ray): a Parquet write task imports this, not the model
+code. Internal columns are underscored so that they never collide with a kept input column (e.g. "text").
+"""
+
+from __future__ import annotations
+
+# Internal columns, from the read stage on (pipeline.reading): the text, the reject reason (null: a good row), the
+# file a row came from (relative to the input root) and its row number in that file.
+TEXT, REJECT, SOURCE, ROW = "_text", "_reject", "_source", "_row"
+# Added by the tokenizer stage: token ids (list<int32>), removed again by the model stage.
+TOKENS = "_tokens"
+# Added by the model stage, read by the write stage for the job summary: real tokens, padded tokens computed and
+# the row's share of the forward-pass seconds of its block.
+TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embed_seconds"
+
+# Output columns (public interface: add, don't rename).
+ID = "id"
+EMBEDDING = "embedding"
+CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
+CHUNK_INDEX = CHUNK_COLUMNS[0]
+OUTPUT_COLUMNS = frozenset({ID, EMBEDDING, *CHUNK_COLUMNS})  # a kept input column may not take one of these names
+# Columns of the `_rejects/` files.
+REJECT_COLUMNS = ("id", "source", "row", "reason")
+
+# Files of an embeddings dataset and the prefix of the Parquet schema metadata keys (rayembed.model, ...).
+REJECTS_DIR = "_rejects"
+SUMMARY_FILE = "_summary.json"
+METADATA_PREFIX = "rayembed."

@@ -1,0 +1,234 @@
+"""YAML + `--set` overrides -> a validated pydantic config, with errors that say where to look.
+
+- `--set section.key=value` takes the text after the first `=`: as a plain string when the key is a string field
+  (`--set "model.prompt=query: "`, `--set model.revision=20240101`), as YAML otherwise (`x=3`, `x=true`, `x=[a,b]`).
+- Every error names its source: `FILE:LINE` for a key written in the YAML, `--set KEY=VALUE` for an override.
+- A YAML syntax error is a ConfigError naming the file and line (the jobs exit 2 on it), not a traceback.
+- An unknown key suggests the closest known one of its section ("did you mean pooling?").
+
+Generic over the config class: works for every job's config (embed, mine_bitext, cluster, reembed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+NULLS = {"null", "~", "Null", "NULL"}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says which key and how to fix it."""
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The members of `X | Y | None` (without None), or [annotation]."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    for member in _unwrap(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def field_annotation(model: type[BaseModel], path: list[str]) -> Any | None:
+    """The annotation of the field at `path` (e.g. ["model", "prompt"]), or None when no such field exists."""
+    node: type[BaseModel] | None = model
+    annotation: Any = None
+    for part in path:
+        if node is None or part not in node.model_fields:
+            return None
+        annotation = node.model_fields[part].annotation
+        node = _section(annotation)
+    return annotation
+
+
+def section_fields(model: type[BaseModel], path: tuple[Any, ...]) -> list[str] | None:
+    """Keys allowed in the section at `path` (() is the top level); None when `path` is not a section."""
+    node: type[BaseModel] | None = model
+    for part in path:
+        if node is None or not isinstance(part, str) or part not in node.model_fields:
+            return None
+        node = _section(node.model_fields[part].annotation)
+    return list(node.model_fields) if node is not None else None
+
+
+def is_string_field(annotation: Any) -> bool:
+    """str, `str | None` or a Literal of strings: a --set value for it is taken verbatim."""
+    members = _unwrap(annotation)
+    if len(members) != 1:
+        return False
+    member = members[0]
+    if member is str:
+        return True
+    return typing.get_origin(member) is Literal and all(isinstance(a, str) for a in typing.get_args(member))
+
+
+def override_value(annotation: Any, text: str) -> Any:
+    """The value of `--set key=text` for a field annotated `annotation` (None: unknown key)."""
+    if annotation is not None and is_string_field(annotation):
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        if quoted:
+            return yaml.safe_load(text)  # '"query: "' -> 'query: ' for users who quote for YAML
+        optional = type(None) in typing.get_args(annotation)
+        return None if optional and text in NULLS else text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # not YAML: let validation say what the key expects
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to `raw` in place and return it.
+
+    Args:
+        raw: the parsed YAML mapping.
+        overrides: `section.key=value` strings; the value is everything after the first `=`.
+        model: the config class; with it, string fields take the value verbatim instead of parsing it as YAML.
+
+    Raises:
+        ConfigError: an override without `=` or a key, or a path through a key that is not a section.
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not of the form section.key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {part!r} is not a section")
+            node = child
+        annotation = field_annotation(model, key.split(".")) if model is not None else None
+        node[leaf] = override_value(annotation, value) if model is not None else yaml.safe_load(value)
+    return raw
+
+
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key in a YAML document, by its path of keys."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def load_yaml(
+    path: str | Path, overrides: list[str] | None = None, model: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """The YAML mapping at `path` with `overrides` applied.
+
+    Raises:
+        ConfigError: missing file, YAML syntax error (message `FILE:LINE:COLUMN: ...`), a top level that is not a
+            mapping, or a malformed override.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error_message(path, err)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return apply_overrides(raw, overrides or [], model)
+
+
+def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
+
+
+def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """'; did you mean X?' for an unknown key close to a known key of its section, else ''."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    known = section_fields(model, loc[:-1])
+    if not known:
+        return ""
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f"; known keys: {', '.join(known)}"
+
+
+def parse_config(
+    model: type[BaseModel],
+    raw: dict[str, Any],
+    source: str = "config",
+    overrides: list[str] | None = None,
+    lines: dict[tuple[str, ...], int] | None = None,
+) -> Any:
+    """Validate `raw` into `model`, turning pydantic's errors into one readable line per key.
+
+    Args:
+        model: the config class.
+        raw: the YAML mapping, overrides applied.
+        source: the file name, used to say where a key was written.
+        overrides: the `--set` items; an error about an overridden key names the flag instead of the file.
+        lines: line of each key in the file (key_lines), to point at `FILE:LINE`.
+
+    Raises:
+        ConfigError: listing every invalid key.
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        by_key = {o.partition("=")[0].strip(): o for o in overrides or []}
+        lines = lines or {}
+        out = [f"{source}: invalid configuration"]
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            where = ".".join(str(p) for p in loc) or "(top level)"
+            msg = e["msg"] + (suggestion(model, loc) if e["type"] == "extra_forbidden" else "")
+            flag = next((o for k, o in by_key.items() if where == k or where.startswith(k + ".")), None)
+            if flag is not None:
+                out.append(f"  --set {flag}: {where}: {msg}")
+                continue
+            keys = tuple(str(p) for p in loc)
+            line = next((lines[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in lines), None)
+            prefix = f"{source}:{line}: " if line is not None else ""
+            inner = [o for k, o in by_key.items() if k.startswith(where + ".")] if loc else list(by_key.values())
+            also = f" (with --set {', --set '.join(inner)})" if inner else ""
+            out.append(f"  {prefix}{where}: {msg}{also}")
+        raise ConfigError("\n".join(out)) from None
+
+
+def load_config(model: type[BaseModel], path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Load, override and validate a job config.
+
+    Raises:
+        ConfigError: see load_yaml and parse_config.
+    """
+    raw = load_yaml(path, overrides, model)
+    text = Path(path).read_text()
+    return parse_config(model, raw, source=str(path), overrides=overrides, lines=key_lines(text))

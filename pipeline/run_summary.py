@@ -1,0 +1,47 @@
+"""A job's summary dict -> a few lines a person reads at the end of a run (the JSON stays the machine interface).
+
+No heavy imports: the job entrypoints call it after the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _n(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def human_summary(summary: dict[str, Any]) -> str:
+    """'done: ...' lines for the keys the summary has (embed-job keys first; other jobs list their counts).
+
+    Args:
+        summary: the dict a job returns (and writes to its summary file).
+    """
+    lines = []
+    if "rows_in" in summary:
+        rows = f"{_n(summary['rows_in'])} rows in: {_n(summary.get('rows_embedded', 0))} embedded"
+        rows += f", {_n(summary.get('rows_rejected', 0))} rejected"
+        if summary.get("rows_truncated"):
+            rows += f", {_n(summary['rows_truncated'])} truncated at model.max_tokens"
+        if summary.get("rows_chunked"):
+            rows += f", {_n(summary['rows_chunked'])} split into {_n(summary.get('chunks_produced', 0))} chunks"
+        lines.append(rows)
+    if "tokens" in summary:
+        speed = f"{_n(summary['tokens'])} tokens in {summary.get('wall_seconds', 0):.1f} s"
+        speed += f" ({summary.get('tokens_per_second', 0):,.0f} tokens/s"
+        if "padding_efficiency" in summary:
+            speed += f", padding efficiency {summary['padding_efficiency']:.1%}"
+        lines.append(speed + ")")
+    if "pooling" in summary or "precision" in summary:
+        recipe = [f"{k} {summary[k]}" for k in ("model", "pooling", "dimensions", "precision") if summary.get(k)]
+        lines.append(", ".join(recipe))
+    if not lines:  # another job's summary: its top-level numbers
+        counts = [f"{k} {_n(v)}" for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+        if counts:
+            lines.append(", ".join(counts[:8]))
+    if summary.get("output"):
+        lines.append(f"output: {summary['output']}")
+    if summary.get("rejects"):
+        lines.append(f"rejects (with reasons): {summary['rejects']}")
+    return "\n".join(["done: " + lines[0], *("      " + line for line in lines[1:])]) if lines else "done"

@@ -1,0 +1,147 @@
+"""Ray Data stages as objects: the UDF, its arguments and its resources decided in one place.
+
+Every job builds its `map_batches` calls through `Stage`, so CPUs/GPUs, actor pools, retries and the actor
+environment are chosen here and nowhere else (after ray.data.llm's StatefulStage and NeMo Curator's Resources).
+Light on purpose: no torch or transformers at import time (the jobs pass the model classes in), so this module can
+be used from anywhere without paying for them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.data import ActorPoolStrategy
+from ray.util.annotations import RayDeprecationWarning
+
+from pipeline.config import ComputeConfig, EmbedConfig
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `Dataset.map_batches` call: a function (tasks) or a class (an actor pool) and what it runs on.
+
+    Args:
+        fn: a function `(block) -> block | iterator of blocks` run in tasks, or a class whose `__init__` takes
+            `constructor_kwargs` and whose `__call__(block) -> block` runs in a pool of actors.
+        batch_size: rows per call; None: one whole block per call.
+        num_cpus: logical CPUs reserved per task or actor.
+        num_gpus: GPUs per actor (0 for tasks and CPU actors).
+        kwargs: keyword arguments of every call.
+        constructor_kwargs: keyword arguments of the actor class's `__init__` (actor stages only).
+        pool: (min, max) actors; None: a task stage.
+        retry_args: Ray remote args that bound retries (see `task_retry_args` and `actor_retry_args`).
+        env_vars: environment of the workers that run this stage, set before they import anything.
+    """
+
+    fn: Callable[..., Any]
+    batch_size: int | None
+    num_cpus: float
+    num_gpus: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    constructor_kwargs: dict[str, Any] | None = None
+    pool: tuple[int, int] | None = None
+    retry_args: dict[str, Any] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        actor = self.pool is not None
+        with warnings.catch_warnings():
+            # Ray 2.60 takes retry bounds only through the deprecated **ray_remote_args; this is the one place that
+            # passes them, so moving to the successor API is a change here alone.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
+            return ds.map_batches(
+                self.fn,
+                batch_size=self.batch_size,
+                batch_format="pyarrow",
+                fn_kwargs=self.kwargs or None,
+                fn_constructor_kwargs=self.constructor_kwargs if actor else None,
+                compute=ActorPoolStrategy(min_size=self.pool[0], max_size=self.pool[1]) if actor else None,
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus if actor else None,
+                runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
+                **self.retry_args,
+            )
+
+
+def task_retry_args(compute: ComputeConfig) -> dict[str, Any]:
+    """Retries of a read/write task lost with its worker."""
+    return {"max_retries": compute.max_task_retries}
+
+
+def actor_retry_args(compute: ComputeConfig) -> dict[str, Any]:
+    """Explicit actor retries rather than Ray Data's defaults (infinite restarts): a crash loop fails the job."""
+    return {"max_restarts": compute.max_restarts, "max_task_retries": compute.max_task_retries}
+
+
+def actor_env_vars() -> dict[str, str]:
+    """Environment the tokenizer and model actors need before they import torch.
+
+    OMP_WAIT_POLICY=PASSIVE: Ray's CPU reservations are logical, so an actor's torch threads share cores with other
+    actors and tasks; OpenMP's default spin-waiting then burns whole cores at every barrier while a sibling thread is
+    descheduled (~15x the CPU time of a forward pass on a loaded 2-core node, docs/performance.md). A value set in
+    the driver's environment wins.
+    """
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
+    """`ray.remote(...).options(**)` of a read task outside Ray Data (e.g. the duplicate-id pre-pass)."""
+    return {"num_cpus": compute.cpus_per_io_task, **task_retry_args(compute)}
+
+
+def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:
+    """Remote args shared by the tokenizer and model actors: retries and the environment (`actor_env_vars`)."""
+    return {**actor_retry_args(compute), "runtime_env": {"env_vars": actor_env_vars()}}
+
+
+def io_stage(
+    fn: Callable[..., Any], compute: ComputeConfig, kwargs: dict[str, Any], batch_size: int | None = None
+) -> Stage:
+    """A read or write task stage: mostly waiting on storage, so a fraction of a CPU, retried on a lost worker."""
+    return Stage(fn, batch_size, num_cpus=compute.cpus_per_io_task, kwargs=kwargs, retry_args=task_retry_args(compute))
+
+
+def resolve_gpus(requested: float | None) -> float:
+    """GPUs per actor: what the config asks for, else one when the cluster has GPUs and none when it has not."""
+    if requested is not None:
+        return requested
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor)."""
+    compute = cfg.compute
+    return Stage(
+        actor_cls,
+        batch_size=cfg.batching.rows_per_block,
+        num_cpus=compute.cpus_per_tokenizer,
+        constructor_kwargs={"model": cfg.model, "prompt": prompt},
+        pool=(compute.num_tokenizers, compute.num_tokenizers),
+        retry_args=actor_retry_args(compute),
+        env_vars=actor_env_vars(),
+    )
+
+
+def embed_stage(cfg: EmbedConfig, actor_cls: type) -> Stage:
+    """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor."""
+    compute = cfg.compute
+    return Stage(
+        actor_cls,
+        batch_size=cfg.batching.rows_per_block,
+        num_cpus=compute.cpus_per_actor,
+        num_gpus=resolve_gpus(compute.gpus_per_actor),
+        constructor_kwargs={
+            "model": cfg.model,
+            "batching": cfg.batching,
+            "cpus": compute.cpus_per_actor,
+            "out_dtype": cfg.output.dtype,
+        },
+        pool=compute.actor_pool_size(),
+        retry_args=actor_retry_args(compute),
+        env_vars=actor_env_vars(),
+    )

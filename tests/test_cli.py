@@ -1,0 +1,92 @@
+"""The command line: help, `config show`, job names, submit's address handling (no cluster needed here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from pipeline import cli
+from pipeline.config import EmbedConfig, load_config
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_job_help_names_the_job_and_where_keys_are():
+    out = run_module("-m", "jobs.mine_bitext", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: python -m jobs.mine_bitext ")
+    assert "rayembed config show CONFIG" in out.stdout
+
+
+def test_rayembed_help_says_where_keys_are_documented(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["embed", "--help"])
+    assert "rayembed config show CONFIG" in capsys.readouterr().out
+
+
+def test_config_show_prints_defaults_and_descriptions(capsys):
+    assert cli.main(["config", "show", "configs/quickstart.yaml", "--set", "model.prompt=query: "]) == 0
+    text = capsys.readouterr().out
+    assert '  prompt: "query: "  # default: null' in text
+    assert "# How token states become one vector" in text  # descriptions
+    assert "  max_actors: 1" in text  # defaults not in the file
+    # the output is itself a valid config with the same values
+    shown = yaml.safe_load(text)
+    cfg = load_config(EmbedConfig, "configs/quickstart.yaml", ["model.prompt=query: "])
+    assert EmbedConfig.model_validate(shown) == cfg
+
+
+@pytest.mark.parametrize(
+    "path, job",
+    [
+        ("configs/mine_bitext.yaml", "mine_bitext"),
+        ("configs/cluster.yaml", "cluster"),
+        ("configs/reembed.yaml", "reembed"),
+        ("configs/embed.yaml", "embed"),
+    ],
+)
+def test_config_show_guesses_the_job(path, job, capsys):
+    assert cli.main(["config", "show", path]) == 0
+    assert f"jobs.{job}`" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_config_show_bad_key_exits_2(capsys):
+    assert cli.main(["config", "show", "configs/quickstart.yaml", "--set", "model.poolng=mean"]) == 2
+    assert "did you mean pooling?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mine-bitext", "mine_bitext"])
+def test_job_names_take_dashes(name):
+    args = cli.parser().parse_args(["submit", "c.yaml", "--job", name, "--address", "http://x:1"])
+    assert args.job == "mine_bitext"
+
+
+def test_unknown_job_lists_the_names(capsys):
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["submit", "c.yaml", "--job", "mine"])
+    assert "choose one of embed, mine-bitext, cluster, reembed" in capsys.readouterr().err
+
+
+def test_submit_without_address_or_ray_address(monkeypatch, capsys):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["submit", "configs/quickstart.yaml"]) == 2
+    assert "pass --address http://HEAD:8265 or set RAY_ADDRESS" in capsys.readouterr().err
+
+
+def test_submit_unreachable_address_is_one_line(monkeypatch, capsys):
+    from conftest import free_port
+
+    address = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)  # the fallback `ray job submit` users expect
+    monkeypatch.chdir(REPO)
+    assert cli.main(["submit", "configs/quickstart.yaml", "--job", "embed"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot submit to the Ray cluster at {address}")
+    assert "Traceback" not in captured.err + captured.out
