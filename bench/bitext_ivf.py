@@ -4,7 +4,8 @@
 
 Real: multilingual-e5-small vectors of SIB-200 (the first `--real-langs` of its 20 languages, 1,004 sentences each,
 cached by bench/sib200_data.py): keys are every second language, queries up to 2,000 sentences of the other
-languages, as in mining (cross-lingual neighbours). Synthetic: the planted-pair vectors of bench/bitext_scale.py (keys: the target side, queries: 2,000
+languages, as in mining (cross-lingual neighbours). Tatoeba: the cached e5 vectors of `python -m bench.tatoeba` (`--tatoeba-cache`): keys are the English sides of
+every cached language, queries 2,000 of the other sides' sentences. Synthetic: the planted-pair vectors of bench/bitext_scale.py (keys: the target side, queries: 2,000
 source rows). For each nprobe, recall@k = |IVF top-k ∩ exact top-k| / k, averaged over queries; times are wall-clock
 on this machine for building the index (train + add) and for searching the query sample, next to the exact search
 (`ShardSearcher`, the same blocked matmul the job uses) of the same queries in the same run, both float32.
@@ -78,6 +79,15 @@ def real_vectors(queries: int, seed: int, n_langs: int) -> tuple[np.ndarray, np.
     return keys.astype(np.float32), pool[pick].astype(np.float32)
 
 
+def tatoeba_vectors(cache_dir: Path, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys: the English sides of every cached Tatoeba language; queries: a sample of the other sides' sentences."""
+    files = sorted(cache_dir.glob("*.npz"))
+    keys = np.concatenate([np.load(f)["en"] for f in files])
+    pool = np.concatenate([np.load(f)["x"] for f in files])
+    pick = np.random.default_rng(seed).choice(len(pool), min(queries, len(pool)), replace=False)
+    return keys.astype(np.float32), pool[pick].astype(np.float32)
+
+
 def synthetic_vectors(rows: int, dim: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
     from bench.bitext_scale import planted
 
@@ -100,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", action="store_true", help="SIB-200 e5 vectors (needs ../shared/data and .models)")
     parser.add_argument("--real-langs", type=int, default=20, help="first N SIB-200 languages (sorted by code)")
+    parser.add_argument("--tatoeba-cache", type=Path, default=None, help="bench/tatoeba.py's embedding cache")
     parser.add_argument("--synthetic-rows", type=int, default=0)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=2000)
@@ -113,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         keys, queries = real_vectors(args.queries, 0, args.real_langs)
         results += evaluate("SIB-200 e5-small", keys, queries, args.k, [m for m in pq_ms if 384 % m == 0], args.threads)
+    if args.tatoeba_cache:
+        keys, queries = tatoeba_vectors(args.tatoeba_cache, args.queries, 0)
+        langs = ",".join(sorted(f.stem for f in args.tatoeba_cache.glob("*.npz")))
+        pq = [m for m in pq_ms if 384 % m == 0]
+        results += evaluate(f"Tatoeba e5-small ({langs} -> eng)", keys, queries, args.k, pq, args.threads)
     if args.synthetic_rows:
         keys, queries = synthetic_vectors(args.synthetic_rows, args.dim, args.queries)
         pq = [m for m in pq_ms if args.dim % m == 0]

@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 
 from pipeline.bitext import prepare
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
+from pipeline.bitext.ivf import default_nlist
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
 from pipeline.bitext.report import counts_png, overview_png, threshold_grid
@@ -294,11 +295,21 @@ def search_all(cfg, stores, pairs, means, work_uri, ex) -> dict[str, Any]:
 
 
 def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
-    """Upper bound of one shard actor's arrays: its keys, one query block, one tile and the running top-k."""
+    """Upper bound of one shard actor's arrays for a key store of `rows` rows.
+
+    exact: its keys, one query block, one (block x block) tile and the running top-k.
+    ivf: the keys while the index is built, then the index (vectors or PQ codes plus 8-byte ids per key, the
+    centroids) and, per query block, the block, its distances to the centroids and the top-k.
+    """
     m = cfg.mining
     shard_rows = -(-rows // shard_count(rows, m.num_shards, m.max_rows_per_shard))
     block = m.block_size
-    return 4 * (shard_rows * dim + block * dim + block * min(block, shard_rows)) + 12 * block * 2 * m.k
+    topk = 12 * block * 2 * m.k
+    if m.index == "ivf":
+        nlist = min(m.ivf.nlist or default_nlist(shard_rows), shard_rows)
+        per_key = (m.ivf.pq_m or 4 * dim) + 8
+        return 4 * shard_rows * dim + shard_rows * per_key + 4 * nlist * dim + 4 * block * (dim + nlist) + topk
+    return 4 * (shard_rows * dim + block * dim + block * min(block, shard_rows)) + topk
 
 
 def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str, pairs_dir: str, ex) -> dict[str, Any]:
