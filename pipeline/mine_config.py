@@ -198,6 +198,11 @@ class MineConfig(Section):
             )
         if self.model.long_inputs != "truncate":
             raise ValueError("model.long_inputs must be 'truncate' for mining: one vector per sentence")
+        if self.output.dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"output.dtype {self.output.dtype} is quantized; mining needs float32 or float16 vectors "
+                "(output.dimensions may stay)"
+            )
         same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
         if same_input and not self.multi_pair and self.source.lang == self.target.lang:
             raise ValueError(
