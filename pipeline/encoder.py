@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # RoBERTa-family encoder gives with position ids counted from 0 under left padding.
 PROBE_MIN_COSINE = {torch.float32: 0.9999, torch.float64: 0.9999}
 PROBE_MIN_COSINE_HALF = 0.999
+# Larger half-precision models are probed as they are (a float32 copy would need twice their memory at load).
+PROBE_FP32_MAX_PARAMS = 2_000_000_000
 
 
 class PaddingProbeError(UserError, RuntimeError):
@@ -120,18 +122,31 @@ class Encoder:
         self.dim = int(model.config.hidden_size)
         self.vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
+        self.mask_to_model = self.left or not self.causal
         self.left = self.checked_padding_side(padding_side) == "left"
-
-    @property
-    def mask_to_model(self) -> bool:
-        return self.left or not self.causal
+        self.mask_to_model = self.left or not self.causal  # benchmarks may switch it off to measure the lever
 
     def checked_padding_side(self, side: str) -> str:
-        """The configured side if the probe passes on it, else the other side (warning), else PaddingProbeError."""
+        """The configured side if the probe passes on it, else the other side (warning), else PaddingProbeError.
+
+        A half-precision model up to PROBE_FP32_MAX_PARAMS is probed in float32 (cast and back, exact for bf16/fp16
+        weights): the probe is about positions and masks, and half-precision noise must not refuse a good model.
+        """
+        dtype = self.model_dtype()
+        upcast = dtype != torch.float32 and sum(p.numel() for p in self.model.parameters()) <= PROBE_FP32_MAX_PARAMS
+        if upcast:
+            self.model.to(torch.float32)
+        try:
+            return self._probe_sides(side, PROBE_MIN_COSINE.get(self.model_dtype(), PROBE_MIN_COSINE_HALF))
+        finally:
+            if upcast:
+                self.model.to(dtype)
+
+    def _probe_sides(self, side: str, min_cosine: float) -> str:
         scores = {}
         for candidate in (side, "right" if side == "left" else "left"):
             scores[candidate] = padding_probe(self, candidate == "left")
-            if scores[candidate] >= self.probe_min_cosine():
+            if scores[candidate] >= min_cosine:
                 if candidate != side:
                     log.warning(
                         "padding_side %s gives a padded text another vector than the text alone (cosine %.5f); "
@@ -146,12 +161,9 @@ class Encoder:
         raise PaddingProbeError(
             "the model gives a text padded in a batch another vector than the same text alone (cosine "
             + ", ".join(f"{c:.5f} with {s} padding" for s, c in scores.items())
-            + f", below {self.probe_min_cosine()}); refusing to embed with it. Check that the tokenizer's pad token "
+            + f", below {min_cosine}); refusing to embed with it. Check that the tokenizer's pad token "
             "is the model's pad_token_id, or set model.dtype: float32"
         )
-
-    def probe_min_cosine(self) -> float:
-        return PROBE_MIN_COSINE.get(self.model_dtype(), PROBE_MIN_COSINE_HALF)
 
     def model_dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
@@ -320,13 +332,13 @@ def padding_probe(encoder: Encoder, left: bool) -> float:
     rows = [np.asarray(pool_ids[:3]) % vocab, np.asarray(pool_ids[:14])[::-1] % vocab]
     values = np.concatenate(rows).astype(np.int64)
     offsets = np.asarray([0, len(rows[0]), len(values)])
-    saved = encoder.left
+    saved = encoder.left, encoder.mask_to_model
     try:
-        encoder.left = left
+        encoder.left, encoder.mask_to_model = left, left or not encoder.causal
         ids, mask = pad_batch(values, offsets, np.asarray([0, 1]), encoder.pad_token_id, left)
         batched = encoder.forward(ids, mask)
         alone = [encoder.forward(r[None, :].astype(np.int64), np.ones((1, len(r)), dtype=bool))[0] for r in rows]
     finally:
-        encoder.left = saved
+        encoder.left, encoder.mask_to_model = saved
     cosines = [float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)) for a, b in zip(alone, batched)]
     return min(cosines)

@@ -74,7 +74,7 @@ def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
 
 def test_last_token_pooling_without_an_eos_convention_warns(tiny_models, caplog):
     with caplog.at_level(logging.WARNING):
-        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["gemma3"])))
+        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["gemma3"]), pooling="last_token"))
     assert metadata["eos_token"] == "none"
     assert "appends no EOS token and declares none" in caplog.text
     caplog.clear()

@@ -193,3 +193,13 @@ def test_format_is_inferred_from_the_extension_when_unset(tmp_path):
     (tmp_path / "e.csv").write_text("text\nx\n")
     with pytest.raises(InputFileError, match=r"e.csv: cannot infer the format .* set input.format"):
         read_all(spec(tmp_path, None), "e.csv")
+
+
+def test_a_file_of_undecodable_lines_is_one_block_of_rejects(tmp_path):
+    """The read stage's share of "a block with zero good rows passes every stage" (tests/test_actors.py: the rest)."""
+    (tmp_path / "u.jsonl").write_bytes(b'{"text": "\xff"}\n{"text": "\xc3("}\n')
+    (tmp_path / "u.txt").write_bytes(b"\xff\n\xfe\n")
+    for name, fmt in [("u.jsonl", "jsonl"), ("u.txt", "text")]:
+        blocks = list(read_file(spec(tmp_path, fmt), name))
+        assert len(blocks) == 1 and blocks[0].num_rows == 2
+        assert blocks[0].column(REJECT).null_count == 0 and blocks[0].column(TEXT).null_count == 2
