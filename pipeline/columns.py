@@ -18,6 +18,9 @@ TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embe
 RECOMPUTED = "_recomputed_fp32"
 # Added by the tokenizer stage: true when the row's text was cut at model.max_tokens (pipeline.truncation).
 TRUNCATED = "_truncated"
+# Added by the embed job's read stage: true on the last row of each input file, so the driver counts files done
+# (pipeline.progress).
+FILE_DONE = "_file_done"
 
 # Output columns (public interface: add, don't rename).
 ID = "id"

@@ -25,7 +25,7 @@ from pipeline.file_formats import file_format
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
 from pipeline.model_loading import ModelLoadError, check_model, resolve_model_settings
-from pipeline.progress import collect_stats, expected_rows, quiet_ray_data_progress
+from pipeline.progress import collect_stats, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
@@ -98,7 +98,12 @@ def read_dataset(
     duplicates = duplicates or {}
     items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=len(files))
-    return io_stage(read_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+    return io_stage(read_marked_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+
+
+def read_marked_files(batch: pa.Table, spec: ReadSpec):
+    """read_files for one file, its last row flagged for the driver's file count (pipeline.progress)."""
+    yield from mark_file_end(read_files(batch, spec))
 
 
 def job_precision(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str) -> OutputPrecision:

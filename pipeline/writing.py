@@ -30,6 +30,7 @@ from pipeline.columns import (
     TRUNCATED_OUT,
 )
 from pipeline.config import EmbedConfig
+from pipeline.progress import files_done
 from pipeline.quantization import stored_dim
 from pipeline.storage import Location, write_parquet_atomic
 
@@ -112,5 +113,6 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
             "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
             "embed_seconds": [pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0],
             "files": [-(-good.num_rows // step)],
+            "files_done": [files_done(block)],
         }
     )
