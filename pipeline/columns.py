@@ -17,8 +17,13 @@ TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embe
 # Added by the read stage (pipeline.units): the key of the row's unit, and on a unit's last block the rows it holds
 # (-1 on the others); the write stage names files after the unit and the driver commits a unit once all rows are in.
 UNIT, UNIT_ROWS = "_unit", "_unit_rows"
+# Added by the model stage: the row's first vector was not finite and was recomputed in float32 (summary count).
+RECOMPUTED = "_recomputed_fp32"
 # Added by the tokenizer stage: true when the row's text was cut at model.max_tokens (pipeline.truncation).
 TRUNCATED = "_truncated"
+# Added by the embed job's read stage: true on the last row of each input file, so the driver counts files done
+# (pipeline.progress).
+FILE_DONE = "_file_done"
 
 # Output columns (public interface: add, don't rename).
 ID = "id"

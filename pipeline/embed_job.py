@@ -7,11 +7,13 @@ so a rerun of the same configuration skips what an earlier attempt finished (doc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 import time
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from pipeline import commit
@@ -21,14 +23,17 @@ from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
+from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
+from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
-from pipeline.model_loading import ModelLoadError, check_model
+from pipeline.model_loading import ModelLoadError, check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
-from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
+from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
-from pipeline.reading import ReadSpec
+from pipeline.reading import ReadSpec, observed_kept_types
+from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
@@ -68,9 +73,15 @@ def embed_stages(
 def read_dataset(
     cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], duplicates: Location | None = None
 ) -> ray.data.Dataset:
-    """One read task per unit (read_units), rows in pipeline.columns' internal columns plus the unit's key."""
+    """One read task per unit (read_units), rows in pipeline.columns' internal columns plus the unit's key; each
+    unit's last row flagged for the driver's file count (pipeline.progress)."""
     ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
-    return io_stage(read_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
+    return io_stage(read_marked_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
+
+
+def read_marked_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None):
+    """read_units for one unit, its last row flagged (pipeline.progress.mark_file_end)."""
+    yield from mark_file_end(read_units(batch, spec, duplicates))
 
 
 def job_precision(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], prompt: str, out: Location) -> OutputPrecision:
@@ -96,6 +107,21 @@ def job_precision(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], prompt: s
     return precision
 
 
+def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> ReadSpec:
+    """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per file.
+
+    Parquet files cost a footer read; JSONL files one pass over their kept values. Fails before any model work when
+    two files' types cannot be reconciled.
+    """
+    if not spec.keep_columns:
+        return spec
+    task = ray.remote(observed_kept_types).options(**io_task_args(cfg.compute))
+    observed = ray.get([task.remote(spec, rel) for rel in files])
+    types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
+    log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
+    return dataclasses.replace(spec, kept_types=types)
+
+
 def build_dataset(
     cfg: EmbedConfig,
     spec: ReadSpec,
@@ -104,11 +130,12 @@ def build_dataset(
     out: Location,
     duplicates: Location | None = None,
     precision: OutputPrecision | None = None,
+    model_metadata: dict[str, str] | None = None,
 ) -> ray.data.Dataset:
     """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
     ds = read_dataset(cfg, spec, units, duplicates)
     ds = embed_stages(ds, cfg, prompt, precision)
-    metadata = embedding_metadata(cfg, prompt)
+    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
     if precision is not None:
         metadata.update(precision.metadata())
     return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
@@ -140,6 +167,9 @@ def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) ->
         "tokens_per_second": round(tokens / wall, 1) if wall else 0.0,
         "embed_seconds": round(embed_seconds, 3),
         "embed_tokens_per_second": round(tokens / embed_seconds, 1) if embed_seconds else 0.0,
+        "chunks_rejected": total["chunks_rejected"],
+        "nonfinite_recomputed": total["nonfinite_recomputed"],
+        "nonfinite_rejected": total["nonfinite_rejected"],
     }
 
 
@@ -199,11 +229,17 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """
     start = time.perf_counter()
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
+    files = [f.path for f in listed]
+    # each file's format (input.format, else its extension): an unknown extension fails here, before Ray starts
+    formats = {file_format(cfg.input.format, rel) for rel in files}
     out = resolve(cfg.output.uri, cfg.storage)
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
-    fingerprint = embed_fingerprint(cfg, embedding_metadata(cfg, prompt), listed, model_identity(cfg.model))
+    model, model_metadata = resolve_model_settings(cfg.model)
+    cfg = cfg.model_copy(update={"model": model})
+    metadata = {**embedding_metadata(cfg, prompt), **model_metadata}
+    fingerprint = embed_fingerprint(cfg, metadata, listed, model_identity(cfg.model))
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint)
     spec = read_spec(cfg, root)
     units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)
@@ -214,18 +250,18 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     todo = [u for u in units if u.key not in done]
     init_ray(cfg.compute)
     quiet_ray_data_progress()  # ours has a total (pipeline.progress)
-    files = [f.path for f in listed]
+    spec = decide_kept_types(cfg, spec, files)
     duplicates = check_duplicates(cfg, spec, units, files, out)
     log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
     precision = job_precision(cfg, spec, units, prompt, out)
     progress = UnitProgress(todo)
     if todo:
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision)
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata)
         todo_files = sorted({u.path for u in todo})
-        shown = RowProgress(expected_rows(cfg.input.format, root, todo_files), len(todo_files))
+        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), len(todo))
         try:
             for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                shown.update(sum(stats.column("rows").to_pylist()))
+                shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
                 for unit, counts in progress.add(stats):
                     commit.mark_unit(out, unit.key, {**unit.record(), **counts})
         finally:
@@ -243,11 +279,17 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         "model": cfg.model.name_or_path,
         "prompt": prompt,
         "output": cfg.output.uri,
+        "max_tokens": model.max_tokens,
         "pooling": pooling.pooling,
         "pooling_source": pooling.source,
         **precision_summary(precision),
     }
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
-    commit.commit(out, "embed", summary, SUMMARY_FILE)  # the summary, then _SUCCESS: written last
+    apply_guard(summary, cfg.input.max_reject_fraction)
+    # Written last: the summary, then _SUCCESS (pipeline.commit); a summary with "status": "failed" is complete but
+    # failed the reject-rate guard.
+    commit.commit(out, "embed", summary, SUMMARY_FILE)
+    if summary["status"] == "failed":
+        raise TooManyRejectsError(summary["failure"])
     return summary

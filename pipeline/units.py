@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import UNIT, UNIT_ROWS
+from pipeline.file_formats import file_format
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import ListedFile, Location
 
@@ -37,14 +38,16 @@ class Unit:
         return {"path": self.path, "row_groups": list(self.row_groups) if self.row_groups else None}
 
 
-def plan_units(root: Location, listed: list[ListedFile], fmt: str, unit_bytes: int) -> list[Unit]:
+def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_bytes: int) -> list[Unit]:
     """One unit per file; Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes.
+
+    `fmt`: input.format, or None for each file's extension (pipeline.file_formats).
 
     Only the footers of those large files are read (a few KB each); nothing else of the input.
     """
     units = []
     for index, f in enumerate(listed):
-        if fmt != "parquet" or f.size <= unit_bytes:
+        if file_format(fmt, f.path) != "parquet" or f.size <= unit_bytes:
             units.append(Unit(f.path, index))
             continue
         with root.fs.open_input_file(root.join(f.path).path) as handle:
@@ -115,6 +118,9 @@ COUNTS = (
     "rows",
     "rows_embedded",
     "rows_rejected",
+    "chunks_rejected",
+    "nonfinite_recomputed",
+    "nonfinite_rejected",
     "rows_truncated",
     "rows_chunked",
     "output_rows",

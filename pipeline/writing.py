@@ -18,6 +18,7 @@ from pipeline.columns import (
     ID,
     METADATA_PREFIX,
     NUM_TOKENS,
+    RECOMPUTED,
     REJECT,
     REJECT_COLUMNS,
     REJECTS_DIR,
@@ -31,6 +32,7 @@ from pipeline.columns import (
     UNIT_ROWS,
 )
 from pipeline.config import EmbedConfig
+from pipeline.progress import files_done
 from pipeline.quantization import stored_dim
 from pipeline.storage import Location, write_parquet_atomic
 
@@ -111,6 +113,9 @@ STATS_SCHEMA = pa.schema(
         ("rows", pa.int64()),
         ("rows_embedded", pa.int64()),
         ("rows_rejected", pa.int64()),
+        ("chunks_rejected", pa.int64()),
+        ("nonfinite_recomputed", pa.int64()),
+        ("nonfinite_rejected", pa.int64()),
         ("rows_truncated", pa.int64()),
         ("rows_chunked", pa.int64()),
         ("output_rows", pa.int64()),
@@ -118,6 +123,7 @@ STATS_SCHEMA = pa.schema(
         ("tokens", pa.int64()),
         ("computed_tokens", pa.int64()),
         ("embed_seconds", pa.float64()),
+        ("files_done", pa.int64()),
     ]
 )
 
@@ -135,12 +141,20 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
     first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
+    later_chunks_rejected = pc.sum(pc.greater(rejects.column(CHUNK_INDEX), 0)).as_py() or 0
+    rows_rejected = rejects.num_rows - later_chunks_rejected
     return {
         UNIT: unit,
         UNIT_ROWS: pc.max(group.column(UNIT_ROWS)).as_py(),
-        "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject
+        "rows": first_chunks + rows_rejected,  # every input row has exactly one chunk 0 or is one reject
         "rows_embedded": first_chunks,
-        "rows_rejected": rejects.num_rows,
+        # A chunk the model could not embed is a reject row of its own; its text counts once, by its first chunk.
+        "rows_rejected": rows_rejected,
+        "chunks_rejected": later_chunks_rejected,
+        "nonfinite_recomputed": pc.sum(good.column(RECOMPUTED)).as_py() or 0 if RECOMPUTED in good.column_names else 0,
+        "nonfinite_rejected": (
+            pc.sum(pc.starts_with(rejects.column(REJECT), "non-finite")).as_py() or 0 if rejects.num_rows else 0
+        ),
         "rows_truncated": pc.sum(good.column(TRUNCATED)).as_py() or 0,
         "rows_chunked": pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0,
         "output_rows": good.num_rows,
@@ -148,4 +162,5 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "tokens": pc.sum(good.column(TOKEN_COUNT)).as_py() or 0,
         "computed_tokens": pc.sum(good.column(COMPUTED)).as_py() or 0,
         "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
+        "files_done": files_done(group),
     }
