@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.actors import TOKENS, EmbedActor, TokenizeActor
+from pipeline.columns import UNIT, UNIT_ROWS
 from pipeline.config import BatchingConfig, EmbedConfig, ModelConfig
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT
 from pipeline.storage import resolve
@@ -23,6 +24,8 @@ def read_block(texts: list, reasons: list) -> pa.Table:
             REJECT: pa.array(reasons, pa.string()),
             SOURCE: pa.array(["f"] * n, pa.string()),
             ROW: pa.array(range(n), pa.int64()),
+            UNIT: pa.array(["0123456789abcdef"] * n, pa.string()),  # the read stage's unit columns (pipeline.units)
+            UNIT_ROWS: pa.array([n] * n, pa.int64()),
         }
     )
 
@@ -42,8 +45,9 @@ def test_a_block_without_good_rows_passes_every_stage(stages, tmp_path, rows):
     embedded = embed(tokenized)
     assert embedded.num_rows == rows and embedded.column("embedding").null_count == rows
     cfg = EmbedConfig.model_validate({"input": {"uri": "x", "format": "jsonl"}, "output": {"uri": str(tmp_path)}})
-    stats = write_block(embedded, resolve(str(tmp_path), cfg.storage), cfg, {}).to_pylist()[0]
-    assert (stats["rows_embedded"], stats["rows_rejected"], stats["output_rows"]) == (0, rows, 0)
+    stats = write_block(embedded, resolve(str(tmp_path), cfg.storage), cfg, {}).to_pylist()  # one row per unit
+    counts = [(s["rows_embedded"], s["rows_rejected"], s["output_rows"]) for s in stats]
+    assert counts == ([(0, rows, 0)] if rows else [])
 
 
 def test_a_row_the_model_rejects_leaves_the_rest_of_its_block_embedded(stages):
