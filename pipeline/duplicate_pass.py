@@ -23,15 +23,15 @@ from pipeline.duplicate_ids import (
 )
 from pipeline.reading import ReadSpec
 from pipeline.storage import Location
-from pipeline.units import Unit, id_only, unit_items, units_of
+from pipeline.units import Unit, id_only
 
 BUCKETS = 64  # hash-shuffle partitions: a bucket holds ~1/64 of the digests (32 B per row) in one task
 
 
-def digest_batch(batch: pa.Table, spec: ReadSpec) -> pa.Table:
-    """Ray Data UDF: one row per unit in, the digests of its rows out."""
-    tables = [id_digests(spec, unit, BUCKETS) for unit in units_of(batch)]
-    return pa.concat_tables(tables)
+def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
+    """Ray task: the digests of one unit's rows, and their count (the only part the driver fetches)."""
+    table = id_digests(spec, unit, BUCKETS)
+    return table, table.num_rows
 
 
 def find_duplicate_ids(
@@ -45,9 +45,12 @@ def find_duplicate_ids(
     Raises:
         DuplicateIdError: policy "error" and some id repeats (nothing is written).
     """
-    ds = ray.data.from_items(unit_items(units), override_num_blocks=len(units))
-    ds = ds.map_batches(digest_batch, batch_size=1, batch_format="pyarrow", fn_kwargs={"spec": id_only(spec)}, **io)
-    grouped = ds.groupby(BUCKET, num_partitions=BUCKETS)
+    # Plain tasks rather than a Ray Data read: a file that cannot be read fails with its own InputFileError (Ray
+    # Data would wrap it); the digest tables stay in the object store, the driver fetches only their row counts.
+    task = ray.remote(digest_unit).options(num_returns=2, **io)
+    calls = [task.remote(id_only(spec), unit) for unit in units]
+    ray.get([count for _, count in calls])
+    grouped = ray.data.from_arrow_refs([table for table, _ in calls]).groupby(BUCKET, num_partitions=BUCKETS)
     repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files}).materialize()
     count = repeats.count()
     if policy == "error" and count:
