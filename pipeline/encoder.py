@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,8 +34,13 @@ class EncodedRows:
 
     embeddings: np.ndarray  # (N, dim) float32, in the input row order
     computed_tokens: np.ndarray  # (N,) padded tokens each row's batch cost it (its batch's longest row)
-    reasons: dict[int, str]  # row -> reject reason (model error, non-finite vector, token outside the vocabulary)
-    recomputed: np.ndarray  # (N,) bool: the first vector was not finite, this one was recomputed in float32
+    # row -> reject reason (model error, non-finite vector, token outside the vocabulary)
+    reasons: dict[int, str] = field(default_factory=dict)
+    recomputed: np.ndarray | None = None  # (N,) bool: the first vector was not finite, recomputed in float32
+
+    def __post_init__(self) -> None:
+        if self.recomputed is None:
+            self.recomputed = np.zeros(len(self.embeddings), dtype=bool)
 
 
 def pad_batch(
