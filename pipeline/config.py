@@ -130,7 +130,10 @@ class ComputeConfig(Section):
     min_actors: int = Field(1, gt=0, description="Autoscaling lower bound (when num_actors is unset).")
     max_actors: int = Field(1, gt=0, description="Autoscaling upper bound (when num_actors is unset).")
     gpus_per_actor: float | None = Field(
-        None, ge=0, description="GPUs per embedding actor; None: 1 when the cluster has GPUs, else 0 (CPU)."
+        None,
+        ge=0,
+        description="GPUs per embedding actor. Set it (e.g. 1) on an autoscaling cluster: the request is what makes "
+        "the autoscaler add GPU nodes. None: 1 when the cluster has GPUs at start, else 0 (CPU actors, a warning).",
     )
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor (its torch threads).")
     num_tokenizers: int = Field(1, gt=0, description="Tokenizer actors (CPU stage ahead of the model stage).")
@@ -138,8 +141,19 @@ class ComputeConfig(Section):
     cpus_per_io_task: float = Field(
         0.25, gt=0, description="CPUs per read/write task; mostly waiting on storage, so a fraction is enough."
     )
-    max_restarts: int = Field(3, ge=0, description="Restarts of a dead actor before the job fails.")
-    max_task_retries: int = Field(3, ge=0, description="Retries of a task lost with its actor or worker.")
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="Actors that die in a row while loading the model before the job fails (k-NN shard actors: "
+        "restarts of a dead actor). Actors lost with their node later are always restarted: a preempted node is "
+        "not a failure (pipeline.stages.configure_retries).",
+    )
+    max_task_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a block whose stage raised an exception (e.g. a transient CUDA error); the job's own "
+        "errors (bad input, missing model) are never retried. Work lost with a worker or node is always redone.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ComputeConfig:

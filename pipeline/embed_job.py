@@ -22,12 +22,12 @@ from pipeline.duplicate_ids import find_duplicates, id_digests, read_files
 from pipeline.model_loading import ModelLoadError, check_model, load_prompts
 from pipeline.prompts import resolve_prompt
 from pipeline.reading import ReadSpec
-from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
+from pipeline.stages import configure_retries, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_files, resolve, write_bytes
 from pipeline.writing import embedding_metadata, write_block
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
-__all__ = ["actor_remote_args", "embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
+__all__ = ["embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,7 @@ def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
     if not ray.is_initialized():
         ray.init(address=compute.ray_address, log_to_driver=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
-    # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
-    # compute.max_task_retries times; without this Ray Data fails the job on the first one.
-    ctx.actor_task_retry_on_errors = True
+    configure_retries(ray.data.DataContext.get_current(), compute)
 
 
 def scan_duplicates(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> dict[str, dict[int, str]]:

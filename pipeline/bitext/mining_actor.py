@@ -35,7 +35,7 @@ class ShardResources:
     max_task_retries: int = 3
 
     def resolved_gpus(self) -> float:
-        return resolve_gpus(self.gpus)
+        return resolve_gpus(self.gpus, "mining.gpus_per_shard")
 
 
 class ShardActor:
@@ -93,7 +93,9 @@ def ray_knn_search(
         num_cpus=resources.cpus,
         num_gpus=resources.resolved_gpus(),
         max_restarts=resources.max_restarts,
-        max_task_retries=resources.max_task_retries,
+        # Unbounded: a bounded count is spent by fast-failed calls while the actor restarts on another node
+        # (ActorUnavailableError). Ray Core never retries an exception the method raises, so this cannot loop.
+        max_task_retries=-1,
     )
     # Hold the shard refs for the whole search: a restarted actor re-reads its constructor arguments from them.
     shard_refs = [ray.put(keys[a:b]) for a, b in bounds]
