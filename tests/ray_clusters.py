@@ -104,18 +104,19 @@ def fake_autoscaling_config(head_cpus: float, worker_types: dict, gcs_port: int,
 
 
 @contextlib.contextmanager
-def autoscaling_cluster(worker_types: dict, head_cpus: float = 1) -> Iterator[str]:
+def autoscaling_cluster(worker_types: dict, head_cpus: float = 1, idle_minutes: float = 1.0) -> Iterator[str]:
     """`ray start --head` with Ray's fake multi-node autoscaler, as `ray.cluster_utils.AutoscalingCluster` does,
     minus its `ray stop --force` (which would stop every Ray on the machine): its own process group, ports and temp
     dir, so teardown stops exactly this cluster and the nodes its autoscaler started. Yields the dashboard URL."""
     with private_ray_tmpdir() as tmp:
         port, dashboard = free_port(), free_port()
         config = Path(tmp) / "autoscaler.json"
-        config.write_text(json.dumps(fake_autoscaling_config(head_cpus, worker_types, port)))
+        config.write_text(json.dumps(fake_autoscaling_config(head_cpus, worker_types, port, idle_minutes)))
         ports = node_ports()
         cmd = [
             RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
             f"--num-cpus={head_cpus}", "--num-gpus=0", f"--autoscaling-config={config}",
+            f"--object-store-memory={150 * 2**20}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
             f"--temp-dir={tmp}/ray", f"--dashboard-agent-listen-port={ports['dashboard_agent_listen_port']}",
             f"--dashboard-agent-grpc-port={ports['metrics_agent_port']}",

@@ -85,7 +85,9 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_task(tiny_mode
                 busy = [t.node_id for t in running_embed_tasks(address) if t.node_id in workers]
                 if busy and len(hosts) == 2:
                     lost = busy[0]
-                    cluster.remove_node(workers[lost])  # raylet, workers and object store of that node, gone
+                    # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
+                    # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
+                    cluster.remove_node(workers[lost], allow_graceful=False)
                     # KubeRay (or the autoscaler) brings the group back to its replica count with a fresh node.
                     cluster.add_node(**GPU_NODE, **node_ports())
             time.sleep(0.5)
