@@ -156,8 +156,12 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type) -> Stage:
-    """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor."""
+def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None) -> Stage:
+    """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
+
+    `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
+    None: the actor derives it from output.dtype.
+    """
     compute = cfg.compute
     return Stage(
         actor_cls,
@@ -169,6 +173,7 @@ def embed_stage(cfg: EmbedConfig, actor_cls: type) -> Stage:
             "batching": cfg.batching,
             "cpus": compute.cpus_per_actor,
             "out_dtype": cfg.output.dtype,
+            **({"output": precision} if precision is not None else {}),
         },
         pool=compute.actor_pool_size(),
         env_vars=actor_env_vars(),
