@@ -159,7 +159,8 @@ class ComputeConfig(Section):
         3,
         ge=0,
         description="Retries of a block whose stage raised an exception (e.g. a transient CUDA error); the job's own "
-        "errors (bad input, missing model) are never retried. Work lost with a worker or node is always redone.",
+        "errors (bad input, missing model) are never retried. Ray Data stages redo work lost with a worker or node "
+        "without a count; plain Ray tasks (k-NN steps) retry it this many times.",
     )
 
     @model_validator(mode="after")

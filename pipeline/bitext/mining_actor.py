@@ -151,6 +151,6 @@ def start_store_shards(count: int, resources: ShardResources) -> list:
         num_cpus=resources.cpus,
         num_gpus=resources.resolved_gpus(),
         max_restarts=resources.max_restarts,
-        max_task_retries=resources.max_task_retries,
+        max_task_retries=-1,  # unbounded, as in ray_knn_search: a node lost mid-call must not fail the job
     )
     return [actor_cls.remote(max(int(resources.cpus), 1)) for _ in range(count)]
