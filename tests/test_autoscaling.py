@@ -64,6 +64,7 @@ def shipped(config: str, tiny_model: Path, **overrides) -> str:
     return f"--config {REPO / 'configs' / config} " + " ".join(f"--set {k}={v}" for k, v in sets.items())
 
 
+@pytest.mark.timeout(900)
 def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(tiny_models, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

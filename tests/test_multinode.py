@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
-from ray_clusters import TERMINAL, job_env, local_cluster, node_ports, submit
+from ray_clusters import TERMINAL, job_env, local_cluster, submit
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -61,16 +61,19 @@ def embed_actor_nodes(address: str) -> set[str]:
     }
 
 
+@pytest.mark.timeout(900)
 def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_models, tmp_path):
     from ray.job_submission import JobSubmissionClient
 
-    ids = write_corpus(tmp_path / "corpus", files=16, copies=4)
+    ids = write_corpus(tmp_path / "corpus", files=16, copies=2)
     out = tmp_path / "emb"
-    with local_cluster([GPU_NODE, GPU_NODE]) as (cluster, address):
+    # Three GPU nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
+    # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
+    with local_cluster([GPU_NODE] * 3) as (cluster, address):
         client = JobSubmissionClient(address)
         workers = {node.node_id: node for node in cluster.worker_nodes}
         job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
-        hosts, lost, deadline = set(), None, time.time() + 400
+        hosts, lost, deadline = set(), None, time.time() + 600  # minutes on a loaded 2-core machine
         while (status := str(client.get_job_status(job))) not in TERMINAL:
             assert time.time() < deadline, client.get_job_logs(job)[-3000:]
             hosts |= embed_actor_nodes(address) & workers.keys()
@@ -81,14 +84,11 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_model
                 # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
                 # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
                 cluster.remove_node(workers[lost], allow_graceful=False)
-                # KubeRay (or the autoscaler) brings the group back to its replica count with a fresh node.
-                replacement = cluster.add_node(**GPU_NODE, **node_ports())
-                workers[replacement.node_id] = replacement
             time.sleep(0.5)
         logs = client.get_job_logs(job)
     assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
     assert status == "SUCCEEDED", logs[-4000:]
-    assert len(hosts) >= 2  # embedding actors on more than one worker node
+    assert len(hosts) == 3  # two embedding actors on two worker nodes, then the lost one's on the third
     got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
     assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
     summary = json.loads((out / "_summary.json").read_text())
