@@ -4,7 +4,7 @@
 
 For each size, a subprocess writes `rows` source and `rows` target sentences (text files) plus embed-job-shaped
 embedding datasets (files of 100k rows): half of the source rows have a planted translation in the target side (a
-noisy copy, cos ~0.74 at dim 384, ~0.74 at any dim), the rest and the other target rows are unrelated. A second,
+noisy copy, cos ≈ 0.74 at any dim), the rest and the other target rows are unrelated. A second,
 fresh subprocess runs the real job (`run_mine`, Ray backend: read tasks, hash join, shard actors, streamed blocks,
 streamed selection, text attachment) reusing those vectors, so nothing is embedded; its summary gives the time per
 stage, the driver's peak RSS (that process's own) and the shard actors' peak RSS next to the configured bound.
