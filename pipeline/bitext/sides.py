@@ -46,7 +46,7 @@ class Side:
 
 def read_side(name: str, cfg: SideConfig, storage: StorageConfig) -> Side:
     """Good rows of the side's input in its language; raises SideError when none are left."""
-    root, files = list_files(cfg.uri, storage)
+    root, files = list_files(cfg.uri, storage, key=f"{name}.uri")
     keep = (cfg.lang_column,) if cfg.lang_column else ()
     spec = ReadSpec(root, cfg.format, cfg.text_column, cfg.id_column, keep)
     ids: list[str] = []
