@@ -85,7 +85,7 @@ def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
 
 
 def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare.ReadCounts:
-    root, files = list_files(group.cfg.uri, cfg.storage)
+    root, files = list_files(group.cfg.uri, cfg.storage, key=f"{next(iter(group.sides))}.uri")
     keep = tuple(dict.fromkeys(([group.cfg.lang_column] if group.cfg.lang_column else []) + group.keep_columns))
     spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
     default = next(iter(group.owners)) if group.cfg.lang_column is None else None
