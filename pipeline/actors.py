@@ -17,6 +17,7 @@ from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, T
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer, pick_device
+from pipeline.stages import ModelThreads, node_cpus
 from pipeline.tokenization import TextTokenizer
 
 
@@ -52,8 +53,9 @@ class TokenizeActor:
 class EmbedActor:
     """Model stage: one model per actor; token-budget batches over the whole block."""
 
-    def __init__(self, model: ModelConfig, batching: BatchingConfig, cpus: float, out_dtype: str):
-        torch.set_num_threads(max(1, int(cpus)))  # match the CPUs Ray reserved for this actor
+    def __init__(self, model: ModelConfig, batching: BatchingConfig, threads: ModelThreads, out_dtype: str):
+        self.threads = threads.resolve(node_cpus())
+        torch.set_num_threads(self.threads)
         tokenizer = load_tokenizer(model)
         self.encoder = Encoder(
             load_model(model, pick_device()),
