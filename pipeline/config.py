@@ -80,8 +80,11 @@ class ModelConfig(Section):
     padding_side: Literal["auto", "left", "right"] = Field(
         "auto", description="'auto' follows the tokenizer; last_token pooling is correct for both sides."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="transformers attention kernel."
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description="transformers attention kernel. 'auto': flash_attention_2 on a GPU when the flash_attn package "
+        "is installed (a causal model then gets padding-free batches: varlen attention, nothing padded is "
+        "computed), else sdpa.",
     )
     compile: bool = Field(
         False,

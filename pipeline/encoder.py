@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
+from pipeline.packing import pack_rows, plan_packed, pool_packed
 from pipeline.pooling import l2_normalize, pool
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class Encoder:
     With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
     real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
     (FlashAttention on a GPU) instead of the masked one. Pooling still uses the mask; padded positions are ignored.
+
+    Padding-free batches (`packed`; default: a causal model loaded with flash_attention_2): the rows of a batch go
+    end to end into one sequence with position ids restarting per row (pipeline.packing), so FlashAttention-2 runs
+    varlen attention and no padded token is computed at all; the budget then counts real tokens.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Encoder:
         max_tokens_per_batch: int,
         max_batch_size: int,
         min_batch_tokens: int | None = None,
+        packed: bool | None = None,
     ):
         self.model = model
         self.pooling = pooling
@@ -94,7 +100,10 @@ class Encoder:
         self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
         self.dim = int(model.config.hidden_size)
-        self.mask_to_model = self.left or not attends_causally(model, self.device)
+        self.causal = attends_causally(model, self.device)
+        self.mask_to_model = self.left or not self.causal
+        flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
+        self.packed = (flash and self.causal) if packed is None else packed
 
     def encode(self, values: np.ndarray, offsets: np.ndarray) -> EncodedRows:
         """Embed rows given as a flat token array `values` with row boundaries `offsets` (N + 1,)."""
@@ -105,9 +114,14 @@ class Encoder:
             return EncodedRows(out, computed)
         if lengths.min() <= 0:
             raise ValueError(f"row {int(np.argmin(lengths))} has no tokens; empty rows must be rejected upstream")
-        plan = plan_batches(lengths, self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
+        if self.packed:
+            batches = plan_packed(lengths, self.max_tokens_per_batch, self.max_batch_size)
+        else:
+            batches = plan_batches(
+                lengths, self.max_tokens_per_batch, self.max_batch_size, self.batch_floor()
+            ).batches()
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
-        for rows in plan.batches():
+        for rows in batches:
             self._encode_rows(values, offsets, rows, pending, computed)
         # One device->host copy per block, not one per batch: on a GPU the host pads and launches batch i+1 while
         # batch i still runs, instead of waiting on each batch's result.
@@ -130,9 +144,13 @@ class Encoder:
         computed: np.ndarray,
     ) -> None:
         try:
-            ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
-            pending.append((rows, self.forward_on_device(ids, mask)))
-            computed[rows] = ids.shape[1]
+            if self.packed:
+                pending.append((rows, self.forward_packed(values, offsets, rows)))
+                computed[rows] = offsets[rows + 1] - offsets[rows]  # nothing padded
+            else:
+                ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
+                pending.append((rows, self.forward_on_device(ids, mask)))
+                computed[rows] = ids.shape[1]
         except Exception as err:
             if not is_out_of_memory(err) or len(rows) == 1:
                 raise
@@ -165,6 +183,16 @@ class Encoder:
         if self.normalize:
             vectors = l2_normalize(vectors)
         return vectors
+
+    @torch.inference_mode()
+    def forward_packed(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """`rows` packed into one sequence without padding -> (B, dim) float32 on the device, in the order of `rows`."""
+        ids, positions, starts, lengths = pack_rows(values, offsets, rows)  # (1, T), (1, T), (B,), (B,)
+        # use_cache=False: transformers reads packed rows from position ids only when it builds no KV cache.
+        inputs = {"input_ids": self.to_device(ids), "position_ids": self.to_device(positions), "use_cache": False}
+        hidden = self.model(**inputs).last_hidden_state  # (1, T, H)
+        vectors = pool_packed(hidden[0], self.to_device(starts), self.to_device(lengths), self.pooling)  # (B, H)
+        return l2_normalize(vectors) if self.normalize else vectors
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory on CUDA so the copy is asynchronous."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -25,6 +26,14 @@ class ModelLoadError(UserError, RuntimeError):
 
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_attention(requested: str, device: torch.device) -> str:
+    """'auto' is FlashAttention-2 on a GPU where the flash_attn package imports, else PyTorch SDPA."""
+    if requested != "auto":
+        return requested
+    has_flash = device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+    return "flash_attention_2" if has_flash else "sdpa"
 
 
 def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
@@ -68,7 +77,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
             trust_remote_code=cfg.trust_remote_code,
             use_safetensors=None if cfg.allow_pickle_weights else True,
             dtype=dtype,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=pick_attention(cfg.attn_implementation, device),
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
