@@ -2,6 +2,9 @@
 
 Blocks are pyarrow tables carrying the columns of pipeline.reading plus, after tokenization, `_tokens`
 (list<int32>) and chunk columns; rejected rows (`_reject` set) pass through untouched so they can be counted.
+
+torch and transformers are imported in the constructors, in the actor processes: the driver, which only hands these
+classes to Ray Data, then starts without them (seconds of start-up on the critical path before Ray even starts).
 """
 
 from __future__ import annotations
@@ -11,20 +14,19 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS
 from pipeline.config import BatchingConfig, ModelConfig
-from pipeline.encoder import Encoder
-from pipeline.model_loading import load_model, load_tokenizer, pick_device
 from pipeline.stages import ModelThreads, node_cpus
-from pipeline.tokenization import TextTokenizer
 
 
 class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode)."""
 
     def __init__(self, model: ModelConfig, prompt: str):
+        from pipeline.model_loading import load_tokenizer
+        from pipeline.tokenization import TextTokenizer
+
         tokenizer = load_tokenizer(model)
         self.tokenizer = TextTokenizer(
             tokenizer, prompt, model.max_tokens, model.long_inputs, model.chunk_overlap_tokens
@@ -54,6 +56,11 @@ class EmbedActor:
     """Model stage: one model per actor; token-budget batches over the whole block."""
 
     def __init__(self, model: ModelConfig, batching: BatchingConfig, threads: ModelThreads, out_dtype: str):
+        import torch
+
+        from pipeline.encoder import Encoder
+        from pipeline.model_loading import load_model, load_tokenizer, pick_device
+
         self.threads = threads.resolve(node_cpus())
         torch.set_num_threads(self.threads)
         tokenizer = load_tokenizer(model)

@@ -1,4 +1,8 @@
-"""Load a Hugging Face model + tokenizer the same way for the hub and for a local directory."""
+"""Load a Hugging Face model + tokenizer the same way for the hub and for a local directory.
+
+torch and transformers are imported where a model or tokenizer is loaded, not at module import: the driver runs
+check_model and load_prompts on a local model directory without paying for them (seconds of start-up).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,17 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-
-import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import cached_file
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.prompts import ST_CONFIG, named_prompts
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -25,6 +28,8 @@ class ModelLoadError(UserError, RuntimeError):
 
 
 def pick_device() -> torch.device:
+    import torch
+
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -38,8 +43,10 @@ def pick_attention(requested: str, device: torch.device) -> str:
 
 def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
     """'auto' is the checkpoint's own dtype on GPU and float32 on CPU (half precision on CPU is opt-in)."""
+    import torch
+
     if cfg.dtype != "auto":
-        return DTYPES[cfg.dtype]
+        return getattr(torch, cfg.dtype)  # float32, bfloat16 or float16
     if device.type == "cuda":
         if checkpoint_dtype in (torch.bfloat16, torch.float16):
             return checkpoint_dtype
@@ -48,6 +55,8 @@ def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.d
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     warn_remote_code(cfg)
     tokenizer = AutoTokenizer.from_pretrained(
         cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
@@ -64,6 +73,9 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     """The transformer body (AutoModel, no LM head) in eval mode on `device`."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
     warn_remote_code(cfg)
     check_local_weights(cfg)
     config = AutoConfig.from_pretrained(
@@ -113,6 +125,8 @@ def declared_pooling(cfg: ModelConfig) -> list[str]:
     if local.is_dir():
         path = local / "1_Pooling" / "config.json"
     else:
+        from transformers.utils import cached_file
+
         found = cached_file(
             cfg.name_or_path,
             "1_Pooling/config.json",
@@ -153,6 +167,8 @@ def load_prompts(cfg: ModelConfig) -> dict[str, str]:
     local = Path(cfg.name_or_path)
     if local.is_dir():
         return named_prompts(local)
+    from transformers.utils import cached_file
+
     path = cached_file(cfg.name_or_path, ST_CONFIG, revision=cfg.revision, _raise_exceptions_for_missing_entries=False)
     return named_prompts(Path(path).parent) if path else {}
 

@@ -79,6 +79,18 @@ def test_io_stages_are_tasks_with_a_fraction_of_a_cpu_and_bounded_retries():
     assert (stage.pool, stage.num_cpus, stage.retry_args, stage.kwargs) == (None, 0.2, {"max_retries": 4}, {"x": 1})
 
 
+def test_the_driver_imports_neither_torch_nor_transformers_for_a_local_model(tiny_models):
+    """Only the actors load models: the driver's start-up, on the critical path before Ray starts, stays light."""
+    code = (
+        "import sys; import jobs.embed, pipeline.embed_job, pipeline.reembed.job; "
+        "from pipeline.config import ModelConfig; from pipeline.model_loading import check_model, load_prompts; "
+        f"m = ModelConfig(name_or_path={str(tiny_models['qwen3'])!r}); check_model(m); load_prompts(m); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_write_side_modules_import_neither_torch_nor_transformers_nor_ray():
     """A Parquet write or read task unpickles its function by module: these modules must stay light."""
     light = [
