@@ -15,9 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS
+from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS, TRUNCATED
 from pipeline.config import BatchingConfig, ModelConfig
+from pipeline.model_defaults import resolve_pooling
+from pipeline.quantization import OutputPrecision
 from pipeline.stages import ModelThreads, node_cpus
+from pipeline.truncation import truncated_rows
 
 
 class TokenizeActor:
@@ -35,7 +38,9 @@ class TokenizeActor:
     def __call__(self, block: pa.Table) -> pa.Table:
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
         good_rows = np.flatnonzero(good)
-        rows = self.tokenizer.tokenize(block.column(TEXT).take(good_rows).to_pylist())
+        texts = block.column(TEXT).take(good_rows).to_pylist()
+        rows = self.tokenizer.tokenize(texts)
+        truncated = self.truncated(texts, rows)
         bad_rows = np.flatnonzero(~good)
         parent = np.concatenate([good_rows[np.asarray(rows.parent, dtype=np.int64)], bad_rows]).astype(np.int64)
         token_ids = rows.token_ids + [[] for _ in bad_rows]
@@ -47,15 +52,31 @@ class TokenizeActor:
         out = out.append_column("char_start", pa.array(rows.char_start + zeros, pa.int64()))
         out = out.append_column("char_end", pa.array(rows.char_end + zeros, pa.int64()))
         out = out.append_column(TOKENS, pa.array(token_ids, pa.list_(pa.int32())))
+        out = out.append_column(TRUNCATED, pa.array(np.concatenate([truncated, np.zeros(len(bad_rows), bool)])))
         empty = pc.and_(pc.is_null(out.column(REJECT)), pc.equal(pc.list_value_length(out.column(TOKENS)), 0))
         reasons = pc.if_else(empty, pa.scalar("text produced no tokens"), out.column(REJECT))
         return out.set_column(out.schema.get_field_index(REJECT), REJECT, reasons)
+
+    def truncated(self, texts: list[str], rows) -> np.ndarray:
+        """(rows,) bool: cut at max_tokens (truncate mode; chunk mode never cuts)."""
+        tok = self.tokenizer
+        if tok.long_inputs != "truncate":
+            return np.zeros(len(rows.token_ids), dtype=bool)
+        lengths = np.array([len(ids) for ids in rows.token_ids], dtype=np.int64)
+        return truncated_rows(tok.tokenizer, tok.prompt, tok.max_tokens, [texts[p] for p in rows.parent], lengths)
 
 
 class EmbedActor:
     """Model stage: one model per actor; token-budget batches over the whole block."""
 
-    def __init__(self, model: ModelConfig, batching: BatchingConfig, threads: ModelThreads, out_dtype: str):
+    def __init__(
+        self,
+        model: ModelConfig,
+        batching: BatchingConfig,
+        threads: ModelThreads,
+        out_dtype: str = "float32",
+        output: OutputPrecision | None = None,
+    ):
         import torch
 
         from pipeline.encoder import Encoder
@@ -66,7 +87,7 @@ class EmbedActor:
         tokenizer = load_tokenizer(model)
         self.encoder = Encoder(
             load_model(model, pick_device()),
-            pooling=model.pooling,
+            pooling=resolve_pooling(model).pooling,  # the driver resolved 'auto' already; kept for direct use
             normalize=model.normalize,
             pad_token_id=tokenizer.pad_token_id,
             padding_side=tokenizer.padding_side,
@@ -74,7 +95,8 @@ class EmbedActor:
             max_batch_size=batching.max_batch_size,
             min_batch_tokens=batching.min_batch_tokens,
         )
-        self.value_type = pa.float16() if out_dtype == "float16" else pa.float32()
+        # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
+        self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
@@ -89,8 +111,7 @@ class EmbedActor:
         vectors[good] = encoded.embeddings
         computed, counts = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         computed[good], counts[good] = encoded.computed_tokens, lengths
-        flat = pa.array(vectors.reshape(-1)).cast(self.value_type)
-        embedding = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~good))
+        embedding = self.output.to_arrow(vectors, null=~good)
         out = block.drop_columns([TOKENS])
         out = out.append_column(EMBEDDING, embedding)
         out = out.append_column(TOKEN_COUNT, pa.array(counts))

@@ -92,6 +92,11 @@ class ClusterConfig(Section):
             raise ValueError(f"output.keep_columns {clash} clash with assignment columns; remove them")
         if self.clustering.dedup and self.clustering.dedup.keep == "longest" and not self.input.text_column:
             raise ValueError("clustering.dedup.keep 'longest' needs input.text_column (the text whose length counts)")
+        if self.embed is not None and self.embed.output.dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"embed.output.dtype {self.embed.output.dtype} is quantized; clustering needs float32 or float16 "
+                "vectors (embed.output.dimensions may stay)"
+            )
         if self.embed is not None and self.embed.output.uri.rstrip("/") != self.input.uri.rstrip("/"):
             raise ValueError(
                 f"embed.output.uri ({self.embed.output.uri}) must equal input.uri ({self.input.uri}): the clustering "

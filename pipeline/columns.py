@@ -14,13 +14,19 @@ TOKENS = "_tokens"
 # Added by the model stage, read by the write stage for the job summary: real tokens, padded tokens computed and
 # the row's share of the forward-pass seconds of its block.
 TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embed_seconds"
+# Added by the tokenizer stage: true when the row's text was cut at model.max_tokens (pipeline.truncation).
+TRUNCATED = "_truncated"
 
 # Output columns (public interface: add, don't rename).
 ID = "id"
 EMBEDDING = "embedding"
 CHUNK_COLUMNS = ("chunk_index", "char_start", "char_end")
 CHUNK_INDEX = CHUNK_COLUMNS[0]
-OUTPUT_COLUMNS = frozenset({ID, EMBEDDING, *CHUNK_COLUMNS})  # a kept input column may not take one of these names
+# With output.token_columns: tokens the model read per row, and whether the row was cut at model.max_tokens.
+NUM_TOKENS, TRUNCATED_OUT = "num_tokens", "truncated"
+OUTPUT_COLUMNS = frozenset(
+    {ID, EMBEDDING, *CHUNK_COLUMNS, NUM_TOKENS, TRUNCATED_OUT}
+)  # a kept input column may not take one of these names
 # Columns of the `_rejects/` files.
 REJECT_COLUMNS = ("id", "source", "row", "reason")
 

@@ -54,8 +54,11 @@ class ModelConfig(Section):
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pooling: Literal["last_token", "mean", "cls"] = Field(
-        "last_token", description="How token states become one vector."
+    pooling: Literal["auto", "last_token", "mean", "cls"] = Field(
+        "auto",
+        description="How token states become one vector. 'auto': the model's sentence-transformers Pooling module "
+        "(modules.json / 1_Pooling/config.json), else mean for an encoder and last_token for a decoder; the choice is "
+        "recorded in the summary (pooling, pooling_source) and the file metadata.",
     )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
     max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
@@ -64,7 +67,11 @@ class ModelConfig(Section):
     )
     prompt: str | None = Field(None, description="Explicit prefix for every text; beats prompt_name and task.")
     prompt_name: str | None = Field(
-        None, description="Name of a prompt in the model's config_sentence_transformers.json."
+        None,
+        description="Name of a prompt in the model's config_sentence_transformers.json. Unset: documents get the "
+        "model's prompt named document, else passage, else corpus, else its default_prompt_name; queries the one "
+        "named query (after model.task), else default_prompt_name (as sentence-transformers' encode_document / "
+        "encode_query).",
     )
     task: str | None = Field(
         None, description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none)."
@@ -189,7 +196,30 @@ class ComputeConfig(Section):
 
 class OutputConfig(Section):
     uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
-    dtype: Literal["float32", "float16"] = Field("float32", description="Stored embedding precision.")
+    dtype: Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float32",
+        description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "
+        "uint8 scalar-quantized per dimension with ranges calibrated on the first output.calibration_rows rows and "
+        "recorded in the file metadata; binary / ubinary one sign bit per dimension packed 8 per byte (int8 = byte - "
+        "128 / uint8). See pipeline/quantization.py. The bitext and cluster jobs need float32 or float16.",
+    )
+    dimensions: int | None = Field(
+        None,
+        gt=0,
+        description="Keep the first N dimensions and re-normalize (Matryoshka; sentence-transformers' truncate_dim, "
+        "`dimensions` in OpenAI/TEI/vLLM). None: all of the model's.",
+    )
+    calibration_rows: int = Field(
+        10_000,
+        gt=0,
+        description="For output.dtype int8/uint8: rows embedded first (from the first files) to calibrate the "
+        "per-dimension ranges.",
+    )
+    token_columns: bool = Field(
+        False,
+        description="Add `num_tokens` (tokens the model read, prompt and special tokens included) and `truncated` "
+        "(the row was cut at model.max_tokens) output columns, to find truncated rows.",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(

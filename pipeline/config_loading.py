@@ -86,9 +86,17 @@ def override_value(annotation: Any, text: str) -> Any:
         optional = type(None) in typing.get_args(annotation)
         return None if optional and text in NULLS else text
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text  # not YAML: let validation say what the key expects
+    if annotation is not None and is_string_list(annotation) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]  # --set output.keep_columns=lang,topic
+    return value
+
+
+def is_string_list(annotation: Any) -> bool:
+    members = _unwrap(annotation)
+    return len(members) == 1 and typing.get_origin(members[0]) is list and typing.get_args(members[0]) == (str,)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:

@@ -17,11 +17,15 @@ import pyarrow.fs as pafs
 import ray
 
 from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.calibration import calibrate, output_precision, precision_summary
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import find_duplicates, id_digests, read_files
-from pipeline.model_loading import ModelLoadError, check_model, load_prompts
-from pipeline.prompts import resolve_prompt
+from pipeline.model_defaults import model_prompt, with_model_defaults
+from pipeline.model_loading import ModelLoadError, check_model
+from pipeline.progress import collect_stats, expected_rows, quiet_ray_data_progress
+from pipeline.quantization import OutputPrecision
+from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec
 from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_files, resolve, write_bytes
@@ -39,6 +43,7 @@ def init_ray(compute: ComputeConfig) -> None:
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": compute.dashboard} if in_process else {}
         ray.init(address=compute.ray_address, log_to_driver=True, **options)
+    absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
     # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
@@ -72,13 +77,37 @@ def prepare_output(out: Location, overwrite: bool) -> None:
         out.fs.delete_file(f.path)
 
 
-def embed_stages(ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str) -> ray.data.Dataset:
+def embed_stages(
+    ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str, precision: OutputPrecision | None = None
+) -> ray.data.Dataset:
     """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
     Shared by run_embed and the incremental re-embed job, which read and write differently around it.
+    `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
+    for int8/uint8 fails in the actors for want of calibration ranges.
     """
     ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
-    return embed_stage(cfg, EmbedActor).apply(ds)
+    return embed_stage(cfg, EmbedActor, precision).apply(ds)
+
+
+def read_dataset(
+    cfg: EmbedConfig, spec: ReadSpec, files: list[str], duplicates: dict[str, dict[int, str]] | None = None
+) -> ray.data.Dataset:
+    """One read task per file (read_files), rows in pipeline.reading's columns."""
+    duplicates = duplicates or {}
+    items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
+    ds = ray.data.from_items(items, override_num_blocks=len(files))
+    return io_stage(read_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+
+
+def job_precision(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str) -> OutputPrecision:
+    """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
+    the first output.calibration_rows rows are embedded once before the run (pipeline.calibration)."""
+    precision = output_precision(cfg)
+    if precision.needs_calibration:
+        sample = read_dataset(cfg, spec, files).limit(cfg.output.calibration_rows)
+        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized()))
+    return precision
 
 
 def build_dataset(
@@ -88,13 +117,13 @@ def build_dataset(
     prompt: str,
     out: Location,
     duplicates: dict[str, dict[int, str]] | None = None,
+    precision: OutputPrecision | None = None,
 ) -> ray.data.Dataset:
-    duplicates = duplicates or {}
-    items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
-    ds = ray.data.from_items(items, override_num_blocks=len(files))
-    ds = io_stage(read_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
-    ds = embed_stages(ds, cfg, prompt)
+    ds = read_dataset(cfg, spec, files, duplicates)
+    ds = embed_stages(ds, cfg, prompt, precision)
     metadata = embedding_metadata(cfg, prompt)
+    if precision is not None:
+        metadata.update(precision.metadata())
     return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
 
 
@@ -108,6 +137,10 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
         "rows_in": embedded + rejected,
         "rows_embedded": embedded,
         "rows_rejected": rejected,
+        "rows_truncated": total.get("rows_truncated", 0),
+        "rows_chunked": total.get("rows_chunked", 0),
+        # chunk rows of the rows that were split (0 in truncate mode): output_rows minus the rows kept whole
+        "chunks_produced": total.get("output_rows", 0) - (embedded - total.get("rows_chunked", 0)),
         "output_rows": total.get("output_rows", 0),
         "output_files": total.get("files", 0),
         "tokens": tokens,
@@ -123,7 +156,7 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
 def job_prompt(cfg: EmbedConfig) -> str:
     """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
-        return resolve_prompt(cfg.model, cfg.input.kind, load_prompts(cfg.model))
+        return model_prompt(cfg.model, cfg.input.kind)[0]
     except OSError as err:
         raise ModelLoadError(f"cannot read the configuration of model {cfg.model.name_or_path}: {err}") from err
 
@@ -143,17 +176,22 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     start = time.perf_counter()
     root, files = list_files(cfg.input.uri, cfg.storage)
     out = resolve(cfg.output.uri, cfg.storage)
+    cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
     prepare_output(out, cfg.output.overwrite)
     spec = read_spec(cfg, root)
     init_ray(cfg.compute)
+    quiet_ray_data_progress()  # ours has a total (pipeline.progress)
     duplicates = scan_duplicates(cfg, spec, files)
     log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
-    ds = build_dataset(cfg, spec, files, prompt, out, duplicates)
-    stats = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    precision = job_precision(cfg, spec, files, prompt)
+    ds = build_dataset(cfg, spec, files, prompt, out, duplicates, precision)
+    total = expected_rows(cfg.input.format, root, files)
+    stats = collect_stats(ds.iter_batches(batch_size=None, batch_format="pyarrow"), total, len(files))
     summary = summarize(stats, time.perf_counter() - start, len(files))
     summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    summary.update(pooling=pooling.pooling, pooling_source=pooling.source, **precision_summary(precision))
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
     # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).

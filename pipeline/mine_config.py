@@ -102,6 +102,11 @@ class MineConfig(Section):
             raise ValueError("output.keep_columns is not used by mine_bitext; remove it (pairs carry id and text)")
         if self.model.long_inputs != "truncate":
             raise ValueError("model.long_inputs must be 'truncate' for mining: one vector per sentence")
+        if self.output.dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"output.dtype {self.output.dtype} is quantized; mining needs float32 or float16 vectors "
+                "(output.dimensions may stay)"
+            )
         same = (self.source.uri, self.source.lang_column, self.source.lang)
         if same == (self.target.uri, self.target.lang_column, self.target.lang):
             raise ValueError(

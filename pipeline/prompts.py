@@ -14,19 +14,55 @@ ST_CONFIG = "config_sentence_transformers.json"
 TASK_TEMPLATE = "Instruct: {task}\nQuery: "
 
 
-def named_prompts(model_dir: str | Path) -> dict[str, str]:
-    """Prompts declared in the model's config_sentence_transformers.json ({} when it has none)."""
+# sentence-transformers' encode_document tries these prompt names in order (SentenceTransformer.encode_document).
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+QUERY_PROMPT_NAMES = ("query",)
+
+
+def st_config(model_dir: str | Path) -> dict:
+    """The model's config_sentence_transformers.json ({} when it has none)."""
     path = Path(model_dir) / ST_CONFIG
     if not path.is_file():
         return {}
-    return dict(json.loads(path.read_text()).get("prompts") or {})
+    return json.loads(path.read_text())
 
 
-def resolve_prompt(model: ModelConfig, kind: str, prompts: dict[str, str]) -> str:
+def named_prompts(model_dir: str | Path) -> dict[str, str]:
+    """Prompts declared in the model's config_sentence_transformers.json ({} when it has none)."""
+    return dict(st_config(model_dir).get("prompts") or {})
+
+
+def role_prompt_name(kind: str, prompts: dict[str, str], default_prompt_name: str | None = None) -> str | None:
+    """The model prompt sentence-transformers would use for this corpus kind, by name (None: no prompt).
+
+    Documents: `document`, else `passage`, else `corpus` (encode_document), else the model's default_prompt_name.
+    Queries: `query` (encode_query), else the default_prompt_name.
+    """
+    names = DOCUMENT_PROMPT_NAMES if kind == "document" else QUERY_PROMPT_NAMES
+    for name in names:
+        if name in prompts:
+            return name
+    if default_prompt_name and default_prompt_name in prompts:
+        return default_prompt_name
+    return None
+
+
+def resolve_prompt(
+    model: ModelConfig, kind: str, prompts: dict[str, str], default_prompt_name: str | None = None
+) -> str:
     """The prefix every text of this corpus gets.
 
-    Order: explicit `prompt` > `prompt_name` > `task` (queries only) > the model's prompt named after the corpus
-    kind ("query"/"document") when it has one > none. Documents never get the query instruction.
+    Order: explicit `model.prompt` > `model.prompt_name` > `model.task` (queries only) > the model's prompt for the
+    corpus kind, as sentence-transformers' encode_document/encode_query resolve it (role_prompt_name) > none.
+
+    Args:
+        model: the model section.
+        kind: input.kind, "document" or "query".
+        prompts: the model's named prompts (config_sentence_transformers.json `prompts`).
+        default_prompt_name: that file's `default_prompt_name`, if any.
+
+    Raises:
+        ValueError: model.prompt_name is not one of `prompts` (the message lists the known names).
     """
     if model.prompt is not None:
         return model.prompt
@@ -37,6 +73,7 @@ def resolve_prompt(model: ModelConfig, kind: str, prompts: dict[str, str]) -> st
         return prompts[model.prompt_name]
     if kind == "query" and model.task is not None:
         return TASK_TEMPLATE.format(task=model.task)
-    if kind == "query" and "query" not in prompts:
+    name = role_prompt_name(kind, prompts, default_prompt_name)
+    if kind == "query" and name is None:
         log.warning("input.kind is 'query' but the model declares no 'query' prompt and no model.task is set")
-    return prompts.get(kind, "")
+    return prompts[name] if name is not None else ""

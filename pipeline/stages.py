@@ -195,11 +195,12 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, shape: ClusterShape | None = None) -> Stage:
+def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
-    Defaults from `shape` (the connected cluster when None): one actor per GPU, or one per node on CPU, each with its
-    share of its node's cores as torch threads (`ModelThreads`).
+    `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
+    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
     shape = shape or ClusterShape.current()
@@ -216,6 +217,7 @@ def embed_stage(cfg: EmbedConfig, actor_cls: type, shape: ClusterShape | None = 
             "batching": cfg.batching,
             "threads": threads,
             "out_dtype": cfg.output.dtype,
+            **({"output": precision} if precision is not None else {}),
         },
         pool=pool,
         retry_args=actor_retry_args(compute),

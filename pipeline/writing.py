@@ -17,6 +17,7 @@ from pipeline.columns import (
     EMBEDDING,
     ID,
     METADATA_PREFIX,
+    NUM_TOKENS,
     REJECT,
     REJECT_COLUMNS,
     REJECTS_DIR,
@@ -24,8 +25,11 @@ from pipeline.columns import (
     SOURCE,
     SUMMARY_FILE,
     TOKEN_COUNT,
+    TRUNCATED,
+    TRUNCATED_OUT,
 )
 from pipeline.config import EmbedConfig
+from pipeline.quantization import stored_dim
 from pipeline.storage import Location, write_parquet_atomic
 
 __all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
@@ -43,6 +47,8 @@ def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
         "max_tokens": str(m.max_tokens),
         "long_inputs": m.long_inputs,
         "dtype": cfg.output.dtype,
+        "precision": cfg.output.dtype,
+        "dimensions": str(cfg.output.dimensions or ""),
         "input_kind": cfg.input.kind,
         "version": __version__,
     }
@@ -55,10 +61,18 @@ def block_file_name(block: pa.Table) -> str:
     return f"part-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
 
 
-def output_table(good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str]) -> pa.Table:
+def output_table(
+    good: pa.Table, keep_columns: list[str], chunked: bool, metadata: dict[str, str], token_columns: bool = False
+) -> pa.Table:
+    """The output rows: id, chunk columns (chunk mode), embedding, [num_tokens, truncated], keep_columns."""
     columns = [ID, *(CHUNK_COLUMNS if chunked else ()), EMBEDDING, *keep_columns]
     table = good.select(columns)
-    dim = table.schema.field(EMBEDDING).type.list_size
+    if token_columns:
+        at = columns.index(EMBEDDING) + 1
+        table = table.add_column(at, NUM_TOKENS, good.column(TOKEN_COUNT).cast(pa.int32()))
+        table = table.add_column(at + 1, TRUNCATED_OUT, good.column(TRUNCATED))
+    width = table.schema.field(EMBEDDING).type.list_size
+    dim = stored_dim(width, metadata.get("precision", "float32"), int(metadata.get("dimensions") or 0) or None)
     meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
     return table.replace_schema_metadata(meta)
 
@@ -69,7 +83,7 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
     good, rejects = block.filter(pc.invert(is_reject)), block.filter(is_reject)
     name = block_file_name(block)
     chunked = cfg.model.long_inputs == "chunk"
-    table = output_table(good, cfg.output.keep_columns, chunked, metadata)
+    table = output_table(good, cfg.output.keep_columns, chunked, metadata, cfg.output.token_columns)
     step = cfg.output.rows_per_file
     for part, start in enumerate(range(0, good.num_rows, step)):
         write_parquet_atomic(table.slice(start, step), out.join(f"{name}-{part:04d}.parquet"))
@@ -81,6 +95,8 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
         {
             "rows_embedded": [first_chunks],
             "rows_rejected": [rejects.num_rows],
+            "rows_truncated": [pc.sum(good.column(TRUNCATED)).as_py() or 0],
+            "rows_chunked": [pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0],
             "output_rows": [good.num_rows],
             "tokens": [pc.sum(good.column(TOKEN_COUNT)).as_py() or 0],
             "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],

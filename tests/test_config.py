@@ -16,7 +16,7 @@ def write(tmp_path, text):
 def test_defaults_target_harrier(tmp_path):
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL))
     assert cfg.model.name_or_path == "microsoft/harrier-oss-v1-270m"
-    assert (cfg.model.pooling, cfg.model.normalize, cfg.model.max_tokens) == ("last_token", True, 32768)
+    assert (cfg.model.pooling, cfg.model.normalize, cfg.model.max_tokens) == ("auto", True, 32768)
     assert cfg.model.trust_remote_code is False
 
 
@@ -36,7 +36,7 @@ def test_overrides_are_typed(tmp_path):
         ("model: {max_tokenz: 5}", "model.max_tokenz: Extra inputs are not permitted"),
         ("model: {max_tokens: 0}", "model.max_tokens: Input should be greater than 0"),
         ("model: {max_tokens: lots}", "model.max_tokens: Input should be a valid integer"),
-        ("model: {pooling: max}", "model.pooling: Input should be 'last_token', 'mean' or 'cls'"),
+        ("model: {pooling: max}", "model.pooling: Input should be 'auto', 'last_token', 'mean' or 'cls'"),
         ("model: {prompt: 'a', prompt_name: query}", "either 'prompt'"),
         ("compute: {min_actors: 3, max_actors: 2}", "exceeds compute.max_actors"),
         ("output: {uri: o/, keep_columns: [embedding]}", "clash with output columns"),
@@ -78,6 +78,19 @@ def test_missing_file(tmp_path):
 def test_set_takes_string_fields_verbatim(tmp_path, override, key, value):
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
     assert getattr(cfg.model, key) == value
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("output.keep_columns=lang,topic", ["lang", "topic"]),
+        ("output.keep_columns=[a, b]", ["a", "b"]),
+        ("output.keep_columns=lang", ["lang"]),
+        ("output.keep_columns=[]", []),
+    ],
+)
+def test_set_string_lists(tmp_path, override, expected):
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [override]).output.keep_columns == expected
 
 
 def test_set_errors_name_the_flag_not_the_file(tmp_path):

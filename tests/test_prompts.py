@@ -28,3 +28,21 @@ def test_queries_get_instruction_documents_none():
         "Instruct: Retrieve passages\nQuery: "
     )
     assert resolve_prompt(ModelConfig(task="Retrieve passages"), "document", {}) == ""
+
+
+@pytest.mark.parametrize(
+    "prompts, default, kind, expected",
+    [
+        ({"query": "query: ", "passage": "passage: "}, None, "document", "passage: "),  # e5-style
+        ({"query": "q: ", "corpus": "c: ", "passage": "p: "}, None, "document", "p: "),  # passage before corpus
+        ({"query": "q: ", "corpus": "c: "}, None, "document", "c: "),
+        ({"document": "d: ", "passage": "p: "}, None, "document", "d: "),
+        ({"query": "q: ", "retrieval": "r: "}, "retrieval", "document", "r: "),  # default_prompt_name
+        ({"query": "q: ", "retrieval": "r: "}, "retrieval", "query", "q: "),
+        ({"retrieval": "r: "}, "retrieval", "query", "r: "),
+        ({"query": "q: "}, None, "document", ""),  # documents never get the query prompt
+        ({}, None, "document", ""),
+    ],
+)
+def test_prompt_by_role_as_sentence_transformers(prompts, default, kind, expected):
+    assert resolve_prompt(ModelConfig(), kind, prompts, default) == expected

@@ -98,7 +98,7 @@ def submit_when_agent_ready(client, timeout: float = 120, **job) -> str:
             time.sleep(2)
 
 
-def test_submit_embed_job(ray_head, tiny_models, tmp_path):
+def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     out = tmp_path / "emb"
@@ -125,3 +125,15 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path):
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows_in"] == summary["rows_embedded"] == 320
     assert '"rows_embedded": 320' in logs  # the job prints its summary
+
+    # `rayembed submit` on the same head: the address from RAY_ADDRESS, the job's logs streamed while it runs, the
+    # job's exit status as ours (a config error: exit 2 in the job, 1 here)
+    from pipeline import cli
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_head)
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    rc = cli.submit("mine_bitext", "configs/mine_bitext.yaml", None, ["model.poolng=mean"], True, sys.executable)
+    streamed = capsys.readouterr().out
+    assert rc == 1, streamed[-3000:]
+    assert "did you mean pooling?" in streamed and "finished: FAILED" in streamed

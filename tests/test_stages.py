@@ -32,7 +32,7 @@ def test_model_stages_take_resources_and_retries_from_the_compute_section():
     cfg = embed_config(
         num_actors=3, cpus_per_actor=2, num_tokenizers=2, cpus_per_tokenizer=0.75, max_restarts=5, max_task_retries=7
     )
-    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor, ONE_CPU_NODE)
+    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor, shape=ONE_CPU_NODE)
     assert (tok.pool, tok.num_cpus, tok.batch_size) == ((2, 2), 0.75, 123)
     assert (emb.pool, emb.num_cpus, emb.num_gpus, emb.batch_size) == ((3, 3), 2, 0, 123)
     for stage in (tok, emb):
@@ -55,7 +55,7 @@ def test_model_stages_take_resources_and_retries_from_the_compute_section():
     ],
 )
 def test_model_actor_pool_defaults_to_one_actor_per_gpu_or_per_node(shape, compute, pool, gpus, per_node):
-    stage = embed_stage(embed_config(**compute), EmbedActor, shape)
+    stage = embed_stage(embed_config(**compute), EmbedActor, shape=shape)
     assert (stage.pool, stage.num_gpus, stage.constructor_kwargs["threads"].actors_per_node) == (pool, gpus, per_node)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import UserError
+from pipeline.quantization import refuse_non_float
 
 NORM_TOLERANCE = 1e-3  # float16 storage alone moves norms by ~1e-4; anything beyond this was not normalized
 
@@ -38,7 +39,7 @@ def check_embedding_field(schema: pa.Schema, column: str, dim: int | None = None
     if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)):
         raise EmbeddingColumnError(f"embedding column {column!r} has type {typ}, expected a list of floats")
     if not pa.types.is_floating(typ.value_type):
-        raise EmbeddingColumnError(f"embedding column {column!r} holds {typ.value_type}, expected float16/32/64")
+        raise EmbeddingColumnError(refuse_non_float(column, typ.value_type, schema.metadata, "this job"))
     if pa.types.is_fixed_size_list(typ):
         if dim is not None and typ.list_size != dim:
             raise EmbeddingColumnError(f"embedding column {column!r} has dim {typ.list_size}, expected {dim}")

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from pipeline.embed_job import embed_stages, init_ray, job_prompt, read_spec
+from pipeline.model_defaults import with_model_defaults
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -84,6 +85,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     out = resolve(cfg.output.uri, cfg.storage)
+    cfg, _ = with_model_defaults(cfg)
     prompt = job_prompt(cfg)
     recipe = fingerprint_recipe(cfg, prompt)
     layout = VersionLayout(out, fingerprint_hash(recipe))

@@ -1,0 +1,68 @@
+"""The embed job's output precision on the driver: dimensions checked against the model, int8/uint8 calibrated.
+
+int8/uint8 need one set of per-dimension ranges for the whole dataset (per-block ranges would make vectors from
+different files incomparable), so a sample of the corpus is embedded first, as float32 at the output dimensions,
+and its per-dimension [min, max] become the ranges (sentence-transformers' calibration_embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from pipeline.config import EmbedConfig
+from pipeline.errors import UserError
+from pipeline.model_defaults import read_json
+from pipeline.quantization import OutputPrecision, PrecisionError
+
+log = logging.getLogger(__name__)
+
+
+def output_precision(cfg: EmbedConfig) -> OutputPrecision:
+    """output.dtype and output.dimensions, checked against the model's hidden size (config.json) before Ray starts.
+
+    Raises:
+        UserError: output.dimensions exceeds the model's dimension.
+    """
+    out = cfg.output
+    if out.dimensions is not None:
+        hidden = read_json(cfg.model, "config.json").get("hidden_size")
+        if isinstance(hidden, int) and out.dimensions > hidden:
+            raise UserError(
+                f"output.dimensions ({out.dimensions}) exceeds the dimension of model {cfg.model.name_or_path} "
+                f"({hidden}); use at most {hidden}"
+            )
+    return OutputPrecision(out.dtype, out.dimensions, cfg.model.normalize)
+
+
+def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N, D) float32 from a fixed_size_list<float> column, null rows (rejects) dropped."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = arr.filter(arr.is_valid())
+    width = arr.type.list_size
+    return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
+
+
+def calibrate(precision: OutputPrecision, sample: ray.data.Dataset) -> OutputPrecision:
+    """`precision` with ranges from the embedding column of `sample` (embedded with precision.unquantized()).
+
+    Raises:
+        UserError: the sample holds no embedded row.
+    """
+    parts = [vectors_of(b.column("embedding")) for b in sample.iter_batches(batch_size=None, batch_format="pyarrow")]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    try:
+        calibrated = precision.calibrated(vectors)
+    except PrecisionError as err:
+        raise UserError(f"output.dtype {precision.precision}: {err}") from None
+    log.info("output.dtype %s: ranges calibrated on %d rows", precision.precision, len(vectors))
+    return calibrated
+
+
+def precision_summary(precision: OutputPrecision) -> dict[str, Any]:
+    """Summary entries: what was stored (the ranges are in the file metadata)."""
+    return {"precision": precision.precision, "dimensions": precision.dimensions}

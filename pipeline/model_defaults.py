@@ -1,0 +1,227 @@
+"""Defaults taken from the model itself, resolved once on the driver before Ray starts.
+
+- Availability: a hub id that cannot be fetched (offline cluster, typo, gated repo) fails here within seconds, with
+  one message naming `model.name_or_path` and the local-directory override, instead of in every actor.
+- Pooling (`model.pooling: auto`): the sentence-transformers Pooling module the model declares (modules.json, else
+  1_Pooling/config.json); else `mean` for an encoder (what sentence-transformers builds for a plain encoder) and
+  `last_token` for a decoder (decoder embedding checkpoints: harrier, Qwen3-Embedding, e5-mistral).
+- Prompt by role (pipeline.prompts.resolve_prompt), reading config_sentence_transformers.json.
+
+Only JSON files are read (from the local directory or the hub cache): no weights, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.config import ModelConfig
+from pipeline.errors import UserError
+from pipeline.prompts import ST_CONFIG, resolve_prompt, role_prompt_name, st_config
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+# sentence-transformers Pooling config -> our pooling names; None: a pooling rayembed cannot serve
+ST_POOLING_FLAGS = {
+    "pooling_mode_lasttoken": "last_token",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": None,
+    "pooling_mode_mean_sqrt_len_tokens": None,
+    "pooling_mode_weightedmean_tokens": None,
+}
+ST_POOLING_NAMES = {"lasttoken": "last_token", "mean": "mean", "cls": "cls"}  # newer `"pooling_mode": "..."` form
+
+
+class ModelUnavailableError(UserError, RuntimeError):
+    """The configured model can be found neither as a local directory nor on the Hugging Face hub."""
+
+
+@dataclass(frozen=True)
+class PoolingChoice:
+    pooling: str  # last_token | mean | cls
+    source: str  # where it came from, recorded in the summary
+
+
+def is_local(cfg: ModelConfig) -> bool:
+    return Path(cfg.name_or_path).expanduser().is_dir()
+
+
+def model_file(cfg: ModelConfig, filename: str) -> Path | None:
+    """`filename` of the model (local directory, else hub cache or hub download); None when the model has none.
+
+    Raises:
+        ModelUnavailableError: the hub cannot be reached and the file is not cached, the repo does not exist or is
+            gated, or the revision does not exist.
+    """
+    if is_local(cfg):
+        path = Path(cfg.name_or_path).expanduser() / filename
+        return path if path.is_file() else None
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        cached = try_to_load_from_cache(cfg.name_or_path, filename, revision=cfg.revision)
+        if isinstance(cached, str):
+            return Path(cached)
+        if not constants.HF_HUB_OFFLINE:
+            probe_hub(cfg)
+        return Path(hf_hub_download(cfg.name_or_path, filename, revision=cfg.revision))
+    except LocalEntryNotFoundError as err:  # offline/unreachable and not cached: an availability error
+        raise unavailable(cfg, err) from None
+    except EntryNotFoundError:
+        return None  # the repo exists but has no such file
+    except (OSError, ValueError) as err:  # repo/revision not found, gated, invalid id (HFValidationError)
+        raise unavailable(cfg, err) from None
+
+
+HUB_PROBE_SECONDS = 5.0
+
+
+def probe_hub(cfg: ModelConfig) -> None:
+    """One request to the hub endpoint, no retries: huggingface_hub retries a failing connection 5 times with
+    backoff (~25 s and a warning each), which an offline cluster should not pay before its one clear error.
+
+    Raises:
+        ModelUnavailableError: the endpoint cannot be reached within HUB_PROBE_SECONDS.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HTTPError
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+    except (HTTPError, OSError) as err:  # DNS, refused, timeout, proxy: reported, not swallowed
+        raise unavailable(cfg, err) from None
+
+
+def unavailable(cfg: ModelConfig, err: BaseException) -> ModelUnavailableError:
+    name = cfg.name_or_path
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        hint = f"there is no directory {name!r} here; fix model.name_or_path (a local model directory or a hub id)"
+    else:
+        hint = (
+            f"if the cluster is offline, download it once (`huggingface-cli download {name} --local-dir DIR`) and "
+            "set model.name_or_path=DIR (a local model directory, on every node); check the id for typos; for a "
+            "gated model accept its terms on the hub and set HF_TOKEN"
+        )
+    return ModelUnavailableError(
+        f"model.name_or_path {name!r}{f' (revision {cfg.revision})' if cfg.revision else ''} cannot be fetched "
+        f"from the Hugging Face hub ({type(err).__name__}: {reason}); {hint}"
+    )
+
+
+def check_available(cfg: ModelConfig) -> None:
+    """Fail fast, on the driver, when the model is neither a local directory nor fetchable from the hub.
+
+    Raises:
+        ModelUnavailableError: see model_file; also for a local directory without config.json.
+    """
+    if model_file(cfg, "config.json") is None:
+        raise ModelUnavailableError(
+            f"model.name_or_path {cfg.name_or_path!r} has no config.json: it is not a transformers model directory"
+        )
+
+
+def read_json(cfg: ModelConfig, filename: str) -> dict[str, Any]:
+    path = model_file(cfg, filename)
+    return json.loads(path.read_text()) if path is not None else {}
+
+
+def pooling_from_st_config(config: dict[str, Any]) -> list[str]:
+    """Pooling modes a sentence-transformers Pooling config switches on, as ST names them."""
+    if isinstance(config.get("pooling_mode"), str):
+        return [config["pooling_mode"]]
+    return [mode for mode, on in config.items() if mode.startswith("pooling_mode_") and on]
+
+
+def declared_pooling(cfg: ModelConfig) -> tuple[list[str], str]:
+    """(modes, file) of the model's sentence-transformers Pooling module; ([], "") when it declares none."""
+    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
+    paths = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")]
+    for folder in [*paths, "1_Pooling"]:
+        filename = f"{folder}/config.json" if folder else "config.json"
+        if folder and model_file(cfg, filename) is not None:
+            return pooling_from_st_config(read_json(cfg, filename)), filename
+    return [], ""
+
+
+def to_our_pooling(modes: list[str]) -> str | None:
+    """One of last_token/mean/cls for a single supported ST mode, else None (several modes are concatenated)."""
+    if len(modes) != 1:
+        return None
+    mode = modes[0]
+    return ST_POOLING_FLAGS.get(mode) if mode.startswith("pooling_mode_") else ST_POOLING_NAMES.get(mode)
+
+
+def is_encoder(cfg: ModelConfig) -> bool:
+    """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = read_json(cfg, "config.json")
+    return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+
+
+def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
+    """The pooling to run: an explicit model.pooling, else what the model declares, else the architecture default.
+
+    Raises:
+        ModelUnavailableError: the model's files cannot be read.
+        UserError: with `auto`, the model declares a pooling rayembed cannot serve (max, weighted mean, several).
+    """
+    if cfg.pooling != "auto":
+        return PoolingChoice(cfg.pooling, "model.pooling")
+    modes, filename = declared_pooling(cfg)
+    if modes:
+        ours = to_our_pooling(modes)
+        if ours is None:
+            raise UserError(
+                f"model {cfg.name_or_path} declares pooling {modes} in {filename}, which rayembed cannot serve "
+                "(supported: last_token, mean, cls); set model.pooling explicitly only if you know the vectors fit"
+            )
+        return PoolingChoice(ours, filename)
+    if is_encoder(cfg):
+        return PoolingChoice("mean", "default for an encoder without a sentence-transformers Pooling module")
+    return PoolingChoice("last_token", "default for a decoder without a sentence-transformers Pooling module")
+
+
+def model_prompt(cfg: ModelConfig, kind: str) -> tuple[str, str | None]:
+    """(prompt text, name of the model prompt it came from or None) for a corpus of `kind` (document/query).
+
+    Raises:
+        ValueError: model.prompt_name is not one of the model's prompts.
+    """
+    config = st_config_of(cfg)
+    prompts = dict(config.get("prompts") or {})
+    default_name = config.get("default_prompt_name")
+    prompt = resolve_prompt(cfg, kind, prompts, default_name)
+    explicit = cfg.prompt is not None or (kind == "query" and cfg.task is not None and cfg.prompt_name is None)
+    name = None if explicit else (cfg.prompt_name or role_prompt_name(kind, prompts, default_name))
+    return prompt, name
+
+
+def st_config_of(cfg: ModelConfig) -> dict[str, Any]:
+    if is_local(cfg):
+        return st_config(Path(cfg.name_or_path).expanduser())
+    return read_json(cfg, ST_CONFIG)
+
+
+def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
+    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists.
+
+    Raises:
+        ModelUnavailableError, UserError: see check_available and resolve_pooling.
+    """
+    check_available(cfg.model)
+    choice = resolve_pooling(cfg.model)
+    if choice.pooling != cfg.model.pooling:
+        log.info("model.pooling auto -> %s (%s)", choice.pooling, choice.source)
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pooling": choice.pooling})})
+    return cfg, choice

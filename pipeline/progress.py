@@ -1,0 +1,114 @@
+"""Progress of the embed job on the driver, with a known total where the input tells it.
+
+Ray Data's own bars show `0/?` rows (a read stage that yields many blocks per file has no row estimate), so they are
+switched off for the embed job and replaced by one line per update: rows done of the total from the Parquet footers
+(metadata only, no data read), or rows done of an unknown total for JSONL/text, with rate and ETA. On a terminal it is
+a tqdm bar; in a log (ray job logs, CI) a line every `interval` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.storage import Location
+
+log = logging.getLogger(__name__)
+
+FOOTER_THREADS = 16  # footers are tiny reads; on S3 the latency, not the bandwidth, is what parallelism hides
+
+
+def parquet_rows(root: Location, files: list[str]) -> int:
+    """Rows of every Parquet file, from the footers alone."""
+
+    def rows(rel: str) -> int:
+        with root.fs.open_input_file(posixpath.join(root.path, rel)) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
+    with ThreadPoolExecutor(min(FOOTER_THREADS, max(len(files), 1))) as pool:
+        return sum(pool.map(rows, files))
+
+
+def expected_rows(fmt: str, root: Location, files: list[str]) -> int | None:
+    """Input rows of the corpus when the format says so cheaply (Parquet footers), else None."""
+    if fmt != "parquet":
+        return None
+    try:
+        return parquet_rows(root, files)
+    except (OSError, pa.ArrowInvalid) as err:  # a bad file fails later with its own, clearer error
+        log.debug("no row total for the progress: %s", err)
+        return None
+
+
+def quiet_ray_data_progress() -> None:
+    """Switch off Ray Data's per-operator bars (and its notice that they are off) for this process."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+class RowProgress:
+    """Rows done of `total` (None: unknown), as a tqdm bar on a terminal or a log line every `interval` seconds.
+
+    Args:
+        total: expected input rows, or None.
+        files: input files (shown when the row total is unknown).
+        interval: seconds between log lines when stderr is not a terminal.
+    """
+
+    def __init__(self, total: int | None, files: int, interval: float = 10.0, stream=None):
+        self.total, self.files, self.interval = total, files, interval
+        self.stream = stream or sys.stderr
+        self.done = self.shown = 0
+        self.start = self.last = time.perf_counter()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="rows", desc="embedding", file=self.stream, dynamic_ncols=True)
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            pct = 100.0 * self.done / self.total
+            return f"progress: {self.done:,} / {self.total:,} rows ({pct:.0f}%), {rate:,.0f} rows/s, ETA {eta:,.0f} s"
+        return f"progress: {self.done:,} rows from {self.files:,} files, {rate:,.0f} rows/s"
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last, self.shown = now, self.done
+            print(self.line(), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.shown != self.done or self.done == 0:  # the final count, unless the last line already said it
+            print(self.line(), file=self.stream, flush=True)
+
+
+def collect_stats(batches: Iterable[pa.Table], total: int | None, files: int) -> list[pa.Table]:
+    """Drain the write stage's stats rows (one per written block), reporting input rows as they complete."""
+    progress = RowProgress(total, files)
+    stats = []
+    try:
+        for batch in batches:
+            stats.append(batch)
+            progress.update(sum(batch.column(c).to_numpy().sum() for c in ("rows_embedded", "rows_rejected")))
+    finally:
+        progress.close()
+    return stats

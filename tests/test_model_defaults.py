@@ -1,0 +1,204 @@
+"""Model-derived defaults on the driver: pooling auto, prompts by role, fail-fast on an unavailable hub model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+from conftest import MODELS_DIR
+
+from pipeline.config import ModelConfig
+from pipeline.errors import UserError
+from pipeline.model_defaults import (
+    ModelUnavailableError,
+    check_available,
+    model_prompt,
+    resolve_pooling,
+    with_model_defaults,
+)
+
+
+def copy_config(src, dst, **files):
+    """A model directory with `src`'s config.json (no weights needed to resolve defaults) plus `files`."""
+    dst.mkdir()
+    shutil.copy(src / "config.json", dst / "config.json")
+    for name, content in files.items():
+        path = dst / name.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+    return dst
+
+
+MEAN = {"word_embedding_dimension": 8, "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}
+CLS = {"pooling_mode_cls_token": True}
+
+
+@pytest.mark.parametrize(
+    "arch, files, expected, source",
+    [
+        ("bert", {}, "mean", "default for an encoder"),  # sentence-transformers' default for a plain encoder
+        ("gemma3", {}, "last_token", "default for a decoder"),
+        ("qwen3", {}, "last_token", "default for a decoder"),
+        ("gemma3", {"1_Pooling__config.json": MEAN}, "mean", "1_Pooling/config.json"),
+        ("bert", {"1_Pooling__config.json": CLS}, "cls", "1_Pooling/config.json"),
+        ("bert", {"1_Pooling__config.json": {"pooling_mode": "lasttoken"}}, "last_token", "1_Pooling/config.json"),
+        (  # modules.json names the Pooling module's folder
+            "bert",
+            {
+                "modules.json": [
+                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"},
+                ],
+                "pool__config.json": CLS,
+                "1_Pooling__config.json": MEAN,
+            },
+            "cls",
+            "pool/config.json",
+        ),
+    ],
+)
+def test_pooling_auto(tiny_models, tmp_path, arch, files, expected, source):
+    model = copy_config(tiny_models[arch], tmp_path / "m", **files)
+    choice = resolve_pooling(ModelConfig(name_or_path=str(model)))
+    assert choice.pooling == expected and source in choice.source
+
+
+def test_explicit_pooling_wins(tiny_models):
+    choice = resolve_pooling(ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="cls"))
+    assert (choice.pooling, choice.source) == ("cls", "model.pooling")
+
+
+def test_pooling_auto_refuses_what_it_cannot_serve(tiny_models, tmp_path):
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"1_Pooling__config.json": {"pooling_mode_max_tokens": 1}}
+    )
+    with pytest.raises(UserError, match="cannot serve"):
+        resolve_pooling(ModelConfig(name_or_path=str(model)))
+
+
+@pytest.mark.models
+@pytest.mark.parametrize(
+    "name, expected", [("multilingual-e5-small", "mean"), ("all-minilm-l6-v2", "mean"), ("smollm2-135m", "last_token")]
+)
+def test_pooling_auto_on_real_models(name, expected):
+    if not (MODELS_DIR / name).is_dir():
+        pytest.skip(f"{MODELS_DIR / name} absent (../shared/tools/get-models.sh)")
+    cfg = ModelConfig(name_or_path=str(MODELS_DIR / name))
+    assert resolve_pooling(cfg).pooling == expected
+
+
+def test_with_model_defaults_resolves_into_the_config(tiny_models):
+    from pipeline.config import EmbedConfig
+
+    cfg = EmbedConfig.model_validate(
+        {
+            "input": {"uri": "x", "format": "text"},
+            "output": {"uri": "o"},
+            "model": {"name_or_path": str(tiny_models["bert"])},
+        }
+    )
+    resolved, choice = with_model_defaults(cfg)
+    assert resolved.model.pooling == "mean" == choice.pooling and cfg.model.pooling == "auto"
+
+
+def test_e5_style_passage_prompt_from_the_model(tiny_models, tmp_path):
+    prompts = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}
+    model = copy_config(tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": prompts})
+    assert model_prompt(ModelConfig(name_or_path=str(model)), "document") == ("passage: ", "passage")
+    assert model_prompt(ModelConfig(name_or_path=str(model)), "query") == ("query: ", "query")
+    assert model_prompt(ModelConfig(name_or_path=str(model), prompt="x: "), "document") == ("x: ", None)
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("microsoft/harrier-oss-v1-270m", "set model.name_or_path=DIR (a local model directory"),
+        ("intfloat/multilingual-e5-smal", "check the id for typos"),
+        ("./models/not-there", "there is no directory './models/not-there'"),
+    ],
+)
+def test_unavailable_hub_model_fails_fast_with_one_message(name, hint):
+    """conftest sets HF_HUB_OFFLINE=1: the hub is unreachable, as on an offline cluster."""
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as err:
+        check_available(ModelConfig(name_or_path=name))
+    assert time.perf_counter() - start < 10
+    message = str(err.value)
+    assert f"model.name_or_path {name!r}" in message and hint in message and "\n" not in message
+
+
+def test_local_directory_without_config(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="has no config.json"):
+        check_available(ModelConfig(name_or_path=str(tmp_path)))
+
+
+def test_embed_job_fails_on_the_driver_before_ray(tmp_path, capsys):
+    """One line, exit 1, nothing written, no Ray started (the actors would otherwise retry for ~90 s each)."""
+    import ray
+
+    from jobs.embed import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"input: {{uri: {corpus}, format: text}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    was_running = ray.is_initialized()
+    assert main(["--config", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model.name_or_path 'microsoft/harrier-oss-v1-270m'")
+    assert not (tmp_path / "out").exists()
+    assert ray.is_initialized() == was_running
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A Hugging Face hub on loopback that knows no repo (404 RepoNotFound, as huggingface.co answers a typo)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from huggingface_hub import constants
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            known = self.path == "/"
+            self.send_response(200 if known else 404)
+            if not known:
+                self.send_header("X-Error-Code", "RepoNotFound")
+                self.send_header("X-Error-Message", "Repository not found")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    endpoint = f"http://127.0.0.1:{server.server_port}"  # what HF_ENDPOINT sets at import
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    yield
+    server.shutdown()
+
+
+def test_misspelled_hub_id_is_caught_when_the_hub_answers(fake_hub):
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError, match="RepositoryNotFoundError.*check the id for typos"):
+        check_available(ModelConfig(name_or_path="intfloat/multilingual-e5-smal"))
+    assert time.perf_counter() - start < 10
+
+
+def test_unreachable_hub_is_one_try_not_backoff(monkeypatch):
+    from conftest import free_port
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError, match="ConnectError"):
+        check_available(ModelConfig(name_or_path="intfloat/multilingual-e5-small"))
+    assert time.perf_counter() - start < 5  # huggingface_hub alone retries 5 times over ~25 s

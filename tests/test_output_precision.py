@@ -1,0 +1,129 @@
+"""Stored dimensions/precision end to end, and truncation visibility (summary counts, num_tokens/truncated)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SAMPLE
+from transformers import AutoTokenizer
+
+from pipeline.actors import TokenizeActor
+from pipeline.config import EmbedConfig, ModelConfig
+from pipeline.embed_job import run_embed, summarize
+from pipeline.quantization import dequantize
+from pipeline.reading import REJECT, ROW, SOURCE, TEXT
+from pipeline.storage import resolve
+from pipeline.writing import embedding_metadata, write_block
+
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:40]
+
+
+def embed_config(model_dir, corpus, out, **output) -> EmbedConfig:
+    return EmbedConfig.model_validate(
+        {
+            "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id"},
+            "output": {"uri": str(out), **output},
+            "model": {"name_or_path": str(model_dir), "max_tokens": 24},
+            "batching": {"max_tokens_per_batch": 1024, "rows_per_block": 64},
+        }
+    )
+
+
+def block(texts: list[str]) -> pa.Table:
+    n = len(texts)
+    return pa.table(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            TEXT: texts,
+            REJECT: pa.array([None] * n, pa.string()),
+            SOURCE: ["f"] * n,
+            ROW: pa.array(range(n), pa.int64()),
+        }
+    )
+
+
+def test_tokenizer_stage_flags_truncated_rows(tiny_models):
+    texts = ["short", " ".join(r["text"] for r in RECORDS[:3]), "x " * 23]
+    model = ModelConfig(name_or_path=str(tiny_models["bert"]), max_tokens=24)
+    out = TokenizeActor(model, "")(block(texts))
+    full = AutoTokenizer.from_pretrained(tiny_models["bert"])(texts)["input_ids"]
+    assert out.column("_truncated").to_pylist() == [len(ids) > 24 for ids in full]
+    assert out.column("_truncated").to_pylist()[1] is True
+
+
+def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
+    """Chunk counts survive blocks that split one row's chunks: rows_chunked counts chunk_index 1 rows."""
+    cfg = EmbedConfig.model_validate(
+        {
+            "input": {"uri": "x", "format": "text"},
+            "output": {"uri": str(tmp_path), "token_columns": True},
+            "model": {"name_or_path": "m", "long_inputs": "chunk", "max_tokens": 256, "pooling": "mean"},
+        }
+    )
+    # row a: 1 chunk; row b: 3 chunks; row c: 2 chunks (one of them in the next block)
+    chunks = [("a", 0), ("b", 0), ("b", 1), ("b", 2), ("c", 0)], [("c", 1)]
+    stats = []
+    for part in chunks:
+        n = len(part)
+        t = pa.table(
+            {
+                "id": [i for i, _ in part],
+                "chunk_index": pa.array([c for _, c in part], pa.int32()),
+                "char_start": pa.array([0] * n, pa.int64()),
+                "char_end": pa.array([1] * n, pa.int64()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * 4, np.float32)), 4),
+                REJECT: pa.array([None] * n, pa.string()),
+                SOURCE: ["f"] * n,
+                ROW: pa.array([ord(i) for i, _ in part], pa.int64()),
+                "_truncated": [False] * n,
+                "_num_tokens": pa.array([10] * n, pa.int64()),
+                "_computed_tokens": pa.array([10] * n, pa.int64()),
+                "_embed_seconds": [0.1] * n,
+            }
+        )
+        stats.append(write_block(t, resolve(str(tmp_path), cfg.storage), cfg, embedding_metadata(cfg, "")))
+    summary = summarize(stats, 1.0, 1)
+    assert (summary["rows_embedded"], summary["rows_chunked"], summary["chunks_produced"]) == (3, 2, 5)
+    assert summary["rows_truncated"] == 0 and summary["output_rows"] == 6
+
+
+@pytest.mark.slow
+def test_int8_dimensions_and_token_columns_end_to_end(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    out = tmp_path / "emb"
+    cfg = embed_config(tiny_models["bert"], corpus, out, dtype="int8", dimensions=16, token_columns=True)
+    summary = run_embed(cfg)
+    table = pq.read_table(out)
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 16)
+    assert (meta["rayembed.precision"], meta["rayembed.dim"], meta["rayembed.pooling"]) == ("int8", "16", "mean")
+    ranges = np.asarray(json.loads(meta["rayembed.quantization_ranges"]), np.float32)
+    assert ranges.shape == (2, 16) and (ranges[0] < ranges[1]).all()
+    # dequantized vectors are unit length up to the quantization step (the calibration sample is the corpus)
+    stored = np.asarray(table.column("embedding").combine_chunks().flatten(), np.int8).reshape(-1, 16)
+    norms = np.linalg.norm(dequantize(stored, "int8", ranges), axis=1)
+    assert np.abs(norms - 1).max() < 0.05
+    # truncation is visible: the summary count equals the rows flagged, and num_tokens is capped at max_tokens
+    truncated = table.column("truncated").to_pylist()
+    assert summary["rows_truncated"] == sum(truncated) > 0
+    assert max(table.column("num_tokens").to_pylist()) <= 24
+    tok = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    by_id = {r["id"]: len(tok(r["text"])["input_ids"]) > 24 for r in RECORDS}
+    assert dict(zip(table.column("id").to_pylist(), truncated)) == by_id
+    assert (summary["precision"], summary["dimensions"], summary["pooling"]) == ("int8", 16, "mean")
+    assert summary["chunks_produced"] == 0
+
+
+@pytest.mark.slow
+def test_dimensions_beyond_the_model_fail_before_ray(tiny_models, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps(RECORDS[0]) + "\n")
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match=r"output.dimensions \(4096\) exceeds"):
+        run_embed(embed_config(tiny_models["bert"], corpus, tmp_path / "emb", dimensions=4096))

@@ -1,0 +1,96 @@
+"""What a run shows: progress with a known total, a short human summary, and no alarming Ray core error line."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, SAMPLE
+
+from pipeline.config import StorageConfig
+from pipeline.progress import RowProgress, expected_rows
+from pipeline.run_summary import human_summary
+from pipeline.storage import resolve
+
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def test_parquet_row_total_from_footers(tmp_path):
+    for i, n in enumerate((7, 5)):
+        pq.write_table(pa.table({"text": ["x"] * n}), tmp_path / f"p{i}.parquet")
+    root = resolve(str(tmp_path), StorageConfig())
+    assert expected_rows("parquet", root, ["p0.parquet", "p1.parquet"]) == 12
+    assert expected_rows("jsonl", root, ["a.jsonl"]) is None
+
+
+def test_progress_lines_have_the_total():
+    out = io.StringIO()
+    progress = RowProgress(total=200, files=2, interval=0.0, stream=out)
+    progress.update(50)
+    progress.update(150)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("progress: 50 / 200 rows (25%)") and "ETA" in lines[0]
+    assert lines[1].startswith("progress: 200 / 200 rows (100%)") and len(lines) == 2  # no repeated final line
+    unknown = io.StringIO()
+    RowProgress(total=None, files=3, stream=unknown).close()
+    assert unknown.getvalue().startswith("progress: 0 rows from 3 files")
+
+
+def test_human_summary_of_an_embed_run():
+    text = human_summary(
+        {
+            "rows_in": 1000,
+            "rows_embedded": 990,
+            "rows_rejected": 10,
+            "rows_truncated": 4,
+            "rows_chunked": 0,
+            "tokens": 12345,
+            "wall_seconds": 10.0,
+            "tokens_per_second": 1234.5,
+            "padding_efficiency": 0.95,
+            "model": "m",
+            "pooling": "mean",
+            "precision": "int8",
+            "output": "s3://b/out",
+            "rejects": "s3://b/out/_rejects",
+        }
+    )
+    assert text.splitlines()[0] == "done: 1,000 rows in: 990 embedded, 10 rejected, 4 truncated at model.max_tokens"
+    assert "1,234 tokens/s, padding efficiency 95.0%" in text
+    assert "output: s3://b/out" in text and "rejects (with reasons): s3://b/out/_rejects" in text
+
+
+@pytest.mark.slow
+def test_embed_run_output(tiny_models, tmp_path):
+    """A whole `python -m jobs.embed` in its own process: what a user sees on stderr."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.Table.from_pylist(RECORDS[:60]), corpus / "a.parquet")
+    out = tmp_path / "emb"
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"input: {{uri: {corpus}, format: parquet, id_column: id}}\noutput: {{uri: {out}}}\n"
+        f"model: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
+        "batching: {max_tokens_per_batch: 1024, rows_per_block: 32}\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["rows_embedded"] == 60
+    assert "core_worker.cc" not in run.stderr  # Ray's E ... line about actor constructor arguments is absorbed
+    assert "0/?" not in run.stderr
+    assert "progress: 60 / 60 rows (100%)" in run.stderr
+    assert "done: 60 rows in: 60 embedded, 0 rejected" in run.stderr and f"output: {out}" in run.stderr
+    assert "pooling mean" in run.stderr  # model.pooling auto -> the encoder default, shown and recorded
