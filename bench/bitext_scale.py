@@ -1,96 +1,182 @@
-"""How the mining job's time and memory grow with corpus size and shard count, on synthetic vectors.
+"""How the mining job's time and memory grow with side size, on synthetic planted-pair vectors, through the real job.
 
-    python -m bench.bitext_scale --rows 20000,50000 --dim 384 --shards 1,4
+    python -m bench.bitext_scale --rows 100000,1000000 --dim 64 --index exact,ivf --out bench/results/bitext_scale.jsonl
 
-Each run writes `rows` source and `rows` target sentences (half of them noisy translations, half unrelated) as text
-files plus embed-job-shaped embedding datasets, then runs the real job (`run_mine`, Ray shard actors) reusing those
-vectors, so only reading, k-NN, selection and writing are measured. Reports wall time, driver and actor peak RSS next
-to the configured per-actor array bound, and precision/recall of the mined pairs against the planted ones.
+For each size, a subprocess writes `rows` source and `rows` target sentences (text files) plus embed-job-shaped
+embedding datasets (files of 100k rows): half of the source rows have a planted translation in the target side (a
+noisy copy, cos ~0.74 at dim 384, ~0.74 at any dim), the rest and the other target rows are unrelated. A second,
+fresh subprocess runs the real job (`run_mine`, Ray backend: read tasks, hash join, shard actors, streamed blocks,
+streamed selection, text attachment) reusing those vectors, so nothing is embedded; its summary gives the time per
+stage, the driver's peak RSS (that process's own) and the shard actors' peak RSS next to the configured bound.
+Precision/recall of the written pairs against the planted ones is computed here from the output files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.bitext.job import run_mine
-from pipeline.config import parse_config
-from pipeline.mine_config import MineConfig
+FILE_ROWS = 100_000
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def write_side(root: Path, name: str, vectors: np.ndarray) -> tuple[str, str]:
-    text = root / f"{name}.txt"
-    text.write_text("".join(f"{name} sentence {i}\n" for i in range(len(vectors))))
+def planted(rows: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(src, tgt, perm): source row i < rows // 2 translates target row perm[i]."""
+    rng = np.random.default_rng(seed)
+    src = unit(rng.standard_normal((rows, dim), dtype=np.float32))
+    tgt = unit(rng.standard_normal((rows, dim), dtype=np.float32))
+    perm = rng.permutation(rows)
+    true = rows // 2
+    noise = unit(rng.standard_normal((true, dim), dtype=np.float32))
+    tgt[perm[:true]] = unit(src[:true] + 0.9 * noise)  # cos(src, tgt) = 1 / sqrt(1 + 0.81) ~ 0.74
+    return src, tgt, perm
+
+
+def write_side(root: Path, name: str, vectors: np.ndarray) -> None:
+    with open(root / f"{name}.txt", "w") as f:
+        f.writelines(
+            "".join(f"{name} sentence {i}\n" for i in range(start, min(start + FILE_ROWS, len(vectors))))
+            for start in range(0, len(vectors), FILE_ROWS)
+        )
     emb = root / f"emb_{name}"
     emb.mkdir()
-    ids = pa.array([f"{name}.txt#{i}" for i in range(len(vectors))])
-    flat = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-    pq.write_table(pa.table({"id": ids, "embedding": flat}), emb / "part-0.parquet")
-    return str(text), str(emb)
+    for part, start in enumerate(range(0, len(vectors), FILE_ROWS)):
+        chunk = vectors[start : start + FILE_ROWS]
+        ids = pa.array([f"{name}.txt#{i}" for i in range(start, start + len(chunk))])
+        flat = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), vectors.shape[1])
+        table = pa.table({"id": ids, "embedding": flat}).replace_schema_metadata({"rayembed.model": "synthetic"})
+        pq.write_table(table, emb / f"part-{part:05d}.parquet")
 
 
-def run(rows: int, dim: int, shards: int, block: int, cpus: float, root: Path) -> dict:
-    rng = np.random.default_rng(rows)
-    true = rows // 2
-    src = unit(rng.standard_normal((rows, dim)))
-    tgt = unit(rng.standard_normal((rows, dim)))
-    perm = rng.permutation(rows)
-    tgt[perm[:true]] = unit(src[:true] + 0.9 * unit(rng.standard_normal((true, dim))))  # cos ~0.74 with the source
-    src_text, src_emb = write_side(root, "src", src)
-    tgt_text, tgt_emb = write_side(root, "tgt", tgt)
+def generate(rows: int, dim: int, root: Path) -> None:
+    src, tgt, perm = planted(rows, dim)
+    write_side(root, "src", src)
+    write_side(root, "tgt", tgt)
+    np.save(root / "perm.npy", perm)
+
+
+def mine(root: Path, mining: dict) -> dict:
+    from pipeline.bitext.job import run_mine
+    from pipeline.config import parse_config
+    from pipeline.mine_config import MineConfig
+
     raw = {
-        "source": {"uri": src_text, "format": "text", "lang": "xx", "embeddings_uri": src_emb},
-        "target": {"uri": tgt_text, "format": "text", "lang": "yy", "embeddings_uri": tgt_emb},
-        "output": {"uri": str(root / "out")},
-        "mining": {"num_shards": shards, "block_size": block, "cpus_per_shard": cpus, "threshold": 1.2},
+        "source": {
+            "uri": str(root / "src.txt"),
+            "format": "text",
+            "lang": "xx",
+            "embeddings_uri": str(root / "emb_src"),
+        },
+        "target": {
+            "uri": str(root / "tgt.txt"),
+            "format": "text",
+            "lang": "yy",
+            "embeddings_uri": str(root / "emb_tgt"),
+        },
+        "output": {"uri": str(root / "out"), "overwrite": True},
+        "compute": {"cpus_per_io_task": 0.5},
+        "mining": mining,
     }
-    summary = run_mine(parse_config(MineConfig, raw))
-    table = pq.read_table(root / "out" / "pairs" / "part-00000.parquet", columns=["src_id", "tgt_id"])
-    gold = {(f"src.txt#{i}", f"tgt.txt#{perm[i]}") for i in range(true)}
-    correct = sum(p in gold for p in zip(table["src_id"].to_pylist(), table["tgt_id"].to_pylist()))
+    return run_mine(parse_config(MineConfig, raw))
+
+
+def score(root: Path, rows: int) -> dict:
+    perm = np.load(root / "perm.npy")
+    table = pq.read_table(root / "out" / "pairs", columns=["src_id", "tgt_id"])
+    src = np.array([int(s.split("#")[1]) for s in table["src_id"].to_pylist()], np.int64)
+    tgt = np.array([int(t.split("#")[1]) for t in table["tgt_id"].to_pylist()], np.int64)
+    true = rows // 2
+    correct = int(((src < true) & (perm[np.minimum(src, rows - 1)] == tgt)).sum())
     return {
-        "rows": rows,
-        "dim": dim,
-        "shards": summary["shards"]["forward"],
-        "block_size": block,
-        "knn_seconds": summary["seconds"]["knn"],
-        "total_seconds": summary["seconds"]["total"],
-        "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
-        "actor_peak_rss_mb": summary["shards"]["actor_peak_rss_mb"],
-        "actor_array_bound_mb": round(summary["shards"]["max_actor_array_bytes"] / 2**20, 1),
+        "pairs_written": len(table),
         "precision": round(correct / max(len(table), 1), 4),
         "recall": round(correct / true, 4),
     }
 
 
+def run_child(args: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bitext_scale", *args], check=False, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(done.stderr[-4000:])
+    return done.stdout
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="20000")
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--shards", default="1,2")
-    parser.add_argument("--block-size", type=int, default=4096)
+    parser.add_argument("--rows", default="100000")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--index", default="exact", help="one per size, comma-separated (exact or ivf)")
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--max-rows-per-shard", type=int, default=2_000_000)
+    parser.add_argument("--block-size", type=int, default=8192)
     parser.add_argument("--cpus-per-shard", type=float, default=1.0)
+    parser.add_argument("--threshold", type=float, default=1.1)
+    parser.add_argument("--nprobe", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here")
+    parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--child", choices=["generate", "mine"], default=None)
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--mining", default="{}")
     args = parser.parse_args(argv)
-    for rows in map(int, args.rows.split(",")):
-        for shards in map(int, args.shards.split(",")):
-            with tempfile.TemporaryDirectory() as tmp:
-                result = run(rows, args.dim, shards, args.block_size, args.cpus_per_shard, Path(tmp))
-            print(json.dumps(result), flush=True)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(json.dumps(result) + "\n")
+    if args.child == "generate":
+        generate(int(args.rows), args.dim, args.root)
+        return 0
+    if args.child == "mine":
+        print(json.dumps(mine(args.root, json.loads(args.mining))))
+        return 0
+    sizes = list(map(int, args.rows.split(",")))
+    indexes = args.index.split(",") * (len(sizes) if "," not in args.index else 1)
+    for rows, index in zip(sizes, indexes):
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            root = Path(tmp)
+            t0 = time.perf_counter()
+            run_child(["--child", "generate", "--rows", str(rows), "--dim", str(args.dim), "--root", tmp])
+            generated = time.perf_counter() - t0
+            mining = {
+                "num_shards": args.shards,
+                "max_rows_per_shard": args.max_rows_per_shard,
+                "block_size": args.block_size,
+                "cpus_per_shard": args.cpus_per_shard,
+                "threshold": args.threshold,
+                "index": index,
+            }
+            if args.nprobe:
+                mining["ivf"] = {"nprobe": args.nprobe}
+            summary = json.loads(
+                run_child(["--child", "mine", "--root", tmp, "--mining", json.dumps(mining)]).splitlines()[-1]
+            )
+            result = {
+                "rows": rows,
+                "dim": args.dim,
+                "index": index,
+                "shards": summary["shards"]["forward"],
+                "block_size": args.block_size,
+                "generate_seconds": round(generated, 1),
+                "seconds": summary["seconds"],
+                "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
+                "actor_peak_rss_mb": summary["shards"]["actor_peak_rss_mb"],
+                "actor_array_bound_mb": round(summary["shards"]["max_actor_array_bytes"] / 2**20, 1),
+                "pairs_selected": summary["pairs_selected"],
+                **score(root, rows),
+            }
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps(result) + "\n")
     return 0
 
 

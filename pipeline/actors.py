@@ -15,28 +15,42 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import COMPUTED, EMBED_SECONDS, EMBEDDING, REJECT, TEXT, TOKEN_COUNT, TOKENS, TRUNCATED
+from pipeline.columns import (
+    COMPUTED,
+    EMBED_SECONDS,
+    EMBEDDING,
+    RECOMPUTED,
+    REJECT,
+    TEXT,
+    TOKEN_COUNT,
+    TOKENS,
+    TRUNCATED,
+)
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.model_defaults import resolve_pooling
 from pipeline.quantization import OutputPrecision
 from pipeline.stages import ModelThreads, node_cpus
-from pipeline.truncation import truncated_rows
 
 
 class TokenizeActor:
-    """CPU stage: text -> token ids (one row per chunk in chunk mode)."""
+    """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
     def __init__(self, model: ModelConfig, prompt: str):
-        from pipeline.model_loading import load_tokenizer
-        from pipeline.tokenization import TextTokenizer
+        from pipeline.model_loading import declared_add_eos, load_tokenizer
+        from pipeline.tokenization import TextTokenizer, eos_convention
 
         tokenizer = load_tokenizer(model)
         self.tokenizer = TextTokenizer(
-            tokenizer, prompt, model.max_tokens, model.long_inputs, model.chunk_overlap_tokens
+            tokenizer,
+            prompt,
+            model.max_tokens,
+            model.long_inputs,
+            model.chunk_overlap_tokens,
+            append_eos=eos_convention(tokenizer, declared_add_eos(model)).append,
         )
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
+        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
         good_rows = np.flatnonzero(good)
         texts = block.column(TEXT).take(good_rows).to_pylist()
         rows = self.tokenizer.tokenize(texts)
@@ -47,23 +61,21 @@ class TokenizeActor:
         zeros = [0] * len(bad_rows)
         # The text is spent once tokenized; taking it once per chunk would copy a long text as often as it has chunks
         # (a 5 MB row in 3000 chunks overflows Arrow's 2 GB string array).
-        out = block.drop_columns([TEXT]).take(parent)
+        out = block.drop_columns([TEXT]).take(pa.array(parent, pa.int64()))
         out = out.append_column("chunk_index", pa.array(rows.chunk_index + zeros, pa.int32()))
         out = out.append_column("char_start", pa.array(rows.char_start + zeros, pa.int64()))
         out = out.append_column("char_end", pa.array(rows.char_end + zeros, pa.int64()))
         out = out.append_column(TOKENS, pa.array(token_ids, pa.list_(pa.int32())))
         out = out.append_column(TRUNCATED, pa.array(np.concatenate([truncated, np.zeros(len(bad_rows), bool)])))
-        empty = pc.and_(pc.is_null(out.column(REJECT)), pc.equal(pc.list_value_length(out.column(TOKENS)), 0))
-        reasons = pc.if_else(empty, pa.scalar("text produced no tokens"), out.column(REJECT))
+        new_reasons = pa.array(rows.reason + [None] * len(bad_rows), pa.string())
+        reasons = pc.coalesce(out.column(REJECT), new_reasons)
+        empty = pc.and_(pc.is_null(reasons), pc.equal(pc.list_value_length(out.column(TOKENS)), 0))
+        reasons = pc.if_else(empty, pa.scalar("text produced no tokens"), reasons)
         return out.set_column(out.schema.get_field_index(REJECT), REJECT, reasons)
 
     def truncated(self, texts: list[str], rows) -> np.ndarray:
-        """(rows,) bool: cut at max_tokens (truncate mode; chunk mode never cuts)."""
-        tok = self.tokenizer
-        if tok.long_inputs != "truncate":
-            return np.zeros(len(rows.token_ids), dtype=bool)
-        lengths = np.array([len(ids) for ids in rows.token_ids], dtype=np.int64)
-        return truncated_rows(tok.tokenizer, tok.prompt, tok.max_tokens, [texts[p] for p in rows.parent], lengths)
+        """(rows,) bool: cut at max_tokens (truncate mode; chunk mode never cuts), as the tokenizer saw it."""
+        return np.asarray(rows.truncated, dtype=bool)
 
 
 class EmbedActor:
@@ -99,22 +111,31 @@ class EmbedActor:
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False)
-        tokens = block.column(TOKENS).combine_chunks().filter(pa.array(good))
+        good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
+        tokens = block.column(TOKENS).combine_chunks().filter(pa.array(good, pa.bool_()))
         lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
-        values = pc.list_flatten(tokens).to_numpy(zero_copy_only=False)
+        values = pc.list_flatten(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
         start = time.perf_counter()
-        encoded = self.encoder.encode(values, np.concatenate([[0], np.cumsum(lengths)]))
+        encoded = self.encoder.encode(values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
         seconds = time.perf_counter() - start
+        good_rows = np.flatnonzero(good)
         n, dim = len(good), self.encoder.dim
+        reasons = block.column(REJECT).to_pylist()
+        for i, reason in encoded.reasons.items():  # rows the model could not embed become rejects; the rest go on
+            reasons[good_rows[i]] = reason
+        embedded = good.copy()
+        embedded[good_rows[list(encoded.reasons)]] = False
         vectors = np.zeros((n, dim), dtype=np.float32)
         vectors[good] = encoded.embeddings
-        computed, counts = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-        computed[good], counts[good] = encoded.computed_tokens, lengths
-        embedding = self.output.to_arrow(vectors, null=~good)
+        computed, counts, recomputed = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, bool)
+        computed[good], counts[good], recomputed[good] = encoded.computed_tokens, lengths, encoded.recomputed
+        computed[~embedded], counts[~embedded] = 0, 0
+        embedding = self.output.to_arrow(vectors, null=~embedded)
         out = block.drop_columns([TOKENS])
+        out = out.set_column(out.schema.get_field_index(REJECT), REJECT, pa.array(reasons, pa.string()))
         out = out.append_column(EMBEDDING, embedding)
         out = out.append_column(TOKEN_COUNT, pa.array(counts))
         out = out.append_column(COMPUTED, pa.array(computed))
-        share = np.where(good, seconds / max(int(good.sum()), 1), 0.0)
+        out = out.append_column(RECOMPUTED, pa.array(recomputed))
+        share = np.where(embedded, seconds / max(int(embedded.sum()), 1), 0.0)
         return out.append_column(EMBED_SECONDS, pa.array(share))

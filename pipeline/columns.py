@@ -14,8 +14,13 @@ TOKENS = "_tokens"
 # Added by the model stage, read by the write stage for the job summary: real tokens, padded tokens computed and
 # the row's share of the forward-pass seconds of its block.
 TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embed_seconds"
+# Added by the model stage: the row's first vector was not finite and was recomputed in float32 (summary count).
+RECOMPUTED = "_recomputed_fp32"
 # Added by the tokenizer stage: true when the row's text was cut at model.max_tokens (pipeline.truncation).
 TRUNCATED = "_truncated"
+# Added by the embed job's read stage: true on the last row of each input file, so the driver counts files done
+# (pipeline.progress).
+FILE_DONE = "_file_done"
 
 # Output columns (public interface: add, don't rename).
 ID = "id"

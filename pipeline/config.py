@@ -23,7 +23,12 @@ class Section(BaseModel):
 
 class InputConfig(Section):
     uri: str = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
-    format: Literal["parquet", "jsonl", "text"] = Field(description="File format of every listed file.")
+    format: Literal["parquet", "jsonl", "text"] | None = Field(
+        None,
+        description="File format of every listed file; unset: each file's format is inferred from its extension "
+        "(.parquet, .jsonl/.json/.ndjson, .txt, each optionally .gz/.zst). Either way each file's leading bytes are "
+        "checked, and a file that looks like another format fails naming what it looks like.",
+    )
     text_column: str = Field("text", description="Column (JSONL key) holding the text; ignored for format=text.")
     id_column: str | None = Field(
         None, description="Column holding a unique row id. When absent, ids are '<relative path>#<row>'."
@@ -37,6 +42,16 @@ class InputConfig(Section):
         "rejects later ones with reason 'duplicate id'; 'error' fails before embedding. Both cost one extra read of "
         "the input and 16 bytes per row on the driver; 'unchecked' skips that check for corpora whose ids are known "
         "to be unique (the driver's memory then no longer grows with the corpus).",
+    )
+    max_reject_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Most rows rejected / rows read for a job that still succeeds. Above it the job writes its "
+        "embeddings, rejects and a summary with status 'failed', and exits non-zero with the counts (like BigQuery's "
+        "max_bad_records or Spark's FAILFAST). 0.5: a real corpus rejects a few percent (empty, duplicate, broken "
+        "rows), while reading the wrong column, encoding or format rejects nearly everything; raise it for corpora "
+        "that are mostly blank lines, set 1.0 to turn the guard off.",
     )
 
 

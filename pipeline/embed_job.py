@@ -6,6 +6,7 @@ blocks in flight, not by the corpus size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,12 +22,15 @@ from pipeline.calibration import calibrate, output_precision, precision_summary
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import find_duplicates, id_digests, read_files
+from pipeline.file_formats import file_format
+from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
-from pipeline.model_loading import ModelLoadError, check_model
-from pipeline.progress import collect_stats, expected_rows, quiet_ray_data_progress
+from pipeline.model_loading import ModelLoadError, check_model, resolve_model_settings
+from pipeline.progress import collect_stats, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
-from pipeline.reading import ReadSpec
+from pipeline.reading import ReadSpec, observed_kept_types
+from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_files, resolve, write_bytes
 from pipeline.writing import embedding_metadata, write_block
@@ -97,7 +101,12 @@ def read_dataset(
     duplicates = duplicates or {}
     items = [{"file": f, "duplicates": json.dumps(duplicates.get(f, {}))} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=len(files))
-    return io_stage(read_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+    return io_stage(read_marked_files, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+
+
+def read_marked_files(batch: pa.Table, spec: ReadSpec):
+    """read_files for one file, its last row flagged for the driver's file count (pipeline.progress)."""
+    yield from mark_file_end(read_files(batch, spec))
 
 
 def job_precision(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: str) -> OutputPrecision:
@@ -110,6 +119,21 @@ def job_precision(cfg: EmbedConfig, spec: ReadSpec, files: list[str], prompt: st
     return precision
 
 
+def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> ReadSpec:
+    """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per file.
+
+    Parquet files cost a footer read; JSONL files one pass over their kept values. Fails before any model work when
+    two files' types cannot be reconciled.
+    """
+    if not spec.keep_columns:
+        return spec
+    task = ray.remote(observed_kept_types).options(**io_task_args(cfg.compute))
+    observed = ray.get([task.remote(spec, rel) for rel in files])
+    types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
+    log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
+    return dataclasses.replace(spec, kept_types=types)
+
+
 def build_dataset(
     cfg: EmbedConfig,
     spec: ReadSpec,
@@ -118,10 +142,11 @@ def build_dataset(
     out: Location,
     duplicates: dict[str, dict[int, str]] | None = None,
     precision: OutputPrecision | None = None,
+    model_metadata: dict[str, str] | None = None,
 ) -> ray.data.Dataset:
     ds = read_dataset(cfg, spec, files, duplicates)
     ds = embed_stages(ds, cfg, prompt, precision)
-    metadata = embedding_metadata(cfg, prompt)
+    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
     if precision is not None:
         metadata.update(precision.metadata())
     return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
@@ -150,6 +175,9 @@ def summarize(stats: list[pa.Table], wall: float, files: int) -> dict[str, Any]:
         "tokens_per_second": round(tokens / wall, 1) if wall else 0.0,
         "embed_seconds": round(total.get("embed_seconds", 0.0), 3),
         "embed_tokens_per_second": round(tokens / total["embed_seconds"], 1) if total.get("embed_seconds") else 0.0,
+        "chunks_rejected": total.get("chunks_rejected", 0),
+        "nonfinite_recomputed": total.get("nonfinite_recomputed", 0),
+        "nonfinite_rejected": total.get("nonfinite_rejected", 0),
     }
 
 
@@ -175,25 +203,34 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed the configured corpus; returns the summary that is also written to `<output>/_summary.json`."""
     start = time.perf_counter()
     root, files = list_files(cfg.input.uri, cfg.storage)
+    # each file's format (input.format, else its extension): an unknown extension fails here, before Ray starts
+    formats = {file_format(cfg.input.format, rel) for rel in files}
     out = resolve(cfg.output.uri, cfg.storage)
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
+    model, model_metadata = resolve_model_settings(cfg.model)
+    cfg = cfg.model_copy(update={"model": model})
     prepare_output(out, cfg.output.overwrite)
     spec = read_spec(cfg, root)
     init_ray(cfg.compute)
     quiet_ray_data_progress()  # ours has a total (pipeline.progress)
+    spec = decide_kept_types(cfg, spec, files)
     duplicates = scan_duplicates(cfg, spec, files)
     log.info("embedding %d files from %s into %s", len(files), cfg.input.uri, cfg.output.uri)
     precision = job_precision(cfg, spec, files, prompt)
-    ds = build_dataset(cfg, spec, files, prompt, out, duplicates, precision)
-    total = expected_rows(cfg.input.format, root, files)
+    ds = build_dataset(cfg, spec, files, prompt, out, duplicates, precision, model_metadata)
+    total = expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, files)
     stats = collect_stats(ds.iter_batches(batch_size=None, batch_format="pyarrow"), total, len(files))
     summary = summarize(stats, time.perf_counter() - start, len(files))
-    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri)
+    summary.update(model=cfg.model.name_or_path, prompt=prompt, output=cfg.output.uri, max_tokens=model.max_tokens)
     summary.update(pooling=pooling.pooling, pooling_source=pooling.source, **precision_summary(precision))
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
-    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md).
+    apply_guard(summary, cfg.input.max_reject_fraction)
+    # Written last: readers treat a dataset without _summary.json as incomplete (docs/robustness.md); a summary
+    # with "status": "failed" is complete but failed the reject-rate guard.
     write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
+    if summary["status"] == "failed":
+        raise TooManyRejectsError(summary["failure"])
     return summary

@@ -10,16 +10,33 @@ import torch
 from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
+from pipeline.errors import UserError
 from pipeline.packing import pack_rows, plan_packed, pool_packed
 from pipeline.pooling import l2_normalize, pool
 
 log = logging.getLogger(__name__)
 
+# A text alone and the same text padded in a batch must give the same vector (load-time probe, see padding_probe).
+# Half precision reorders sums between the two, so its bar is lower; both are far above the 0.967-0.997 a
+# RoBERTa-family encoder gives with position ids counted from 0 under left padding.
+PROBE_MIN_COSINE = {torch.float32: 0.9999, torch.float64: 0.9999}
+PROBE_MIN_COSINE_HALF = 0.999
+# Larger half-precision models are probed as they are (a float32 copy would need twice their memory at load).
+PROBE_FP32_MAX_PARAMS = 2_000_000_000
+
+
+class PaddingProbeError(UserError, RuntimeError):
+    """The model gives a padded text another vector than the text alone, with either padding side."""
+
 
 @dataclass
 class EncodedRows:
+    """Vectors of the rows that could be embedded; `reasons[i]` says why row i could not (its vector is zeros)."""
+
     embeddings: np.ndarray  # (N, dim) float32, in the input row order
     computed_tokens: np.ndarray  # (N,) padded tokens each row's batch cost it (its batch's longest row)
+    reasons: dict[int, str]  # row -> reject reason (model error, non-finite vector, token outside the vocabulary)
+    recomputed: np.ndarray  # (N,) bool: the first vector was not finite, this one was recomputed in float32
 
 
 def pad_batch(
@@ -62,8 +79,11 @@ class Encoder:
         model: transformer body returning `last_hidden_state`.
         pooling: last_token, mean or cls.
         normalize: L2-normalize the pooled vectors.
-        pad_token_id: id written into padded positions (masked out, so any id works).
-        padding_side: "left" or "right"; last_token pooling is correct for both.
+        pad_token_id: id written into padded positions (masked out; RoBERTa-family models also count positions
+            from it, so it must be the tokenizer's pad id).
+        padding_side: "left" or "right"; last_token pooling is correct for both. Checked at load by
+            padding_probe: a side on which a padded text gets another vector than the text alone is switched
+            (with a warning) or, when both sides fail, refused with PaddingProbeError.
         max_tokens_per_batch: padded-token budget per forward pass; halved (with a warning) on out-of-memory.
         max_batch_size: upper bound on rows per forward pass.
         min_batch_tokens: padded tokens a batch holds before it may end at a length bucket (see plan_batches);
@@ -72,10 +92,15 @@ class Encoder:
     With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
     real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
     (FlashAttention on a GPU) instead of the masked one. Pooling still uses the mask; padded positions are ignored.
-
     Padding-free batches (`packed`; default: a causal model loaded with flash_attention_2): the rows of a batch go
     end to end into one sequence with position ids restarting per row (pipeline.packing), so FlashAttention-2 runs
     varlen attention and no padded token is computed at all; the budget then counts real tokens.
+    Position ids are passed only to causal decoders under left padding (counted over real tokens, as in generation):
+    encoders compute their own (RoBERTa-family ones from `padding_idx + 1`), which ids counted from 0 would break.
+
+    One row never fails its block: a row whose forward pass raises (found by splitting the batch) or whose vector is
+    not finite even when recomputed in float32 gets a reason in `EncodedRows.reasons`; out-of-memory errors split the
+    batch and lower the budget instead.
     """
 
     def __init__(
@@ -100,34 +125,114 @@ class Encoder:
         self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
         self.dim = int(model.config.hidden_size)
+        self.vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
         self.mask_to_model = self.left or not self.causal
+        self.left = self.checked_padding_side(padding_side) == "left"
+        self.mask_to_model = self.left or not self.causal  # benchmarks may switch it off to measure the lever
         flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
         self.packed = (flash and self.causal) if packed is None else packed
+
+    def checked_padding_side(self, side: str) -> str:
+        """The configured side if the probe passes on it, else the other side (warning), else PaddingProbeError.
+
+        A half-precision model up to PROBE_FP32_MAX_PARAMS is probed in float32 (cast and back, exact for bf16/fp16
+        weights): the probe is about positions and masks, and half-precision noise must not refuse a good model.
+        """
+        dtype = self.model_dtype()
+        upcast = dtype != torch.float32 and sum(p.numel() for p in self.model.parameters()) <= PROBE_FP32_MAX_PARAMS
+        if upcast:
+            self.model.to(torch.float32)
+        try:
+            return self._probe_sides(side, PROBE_MIN_COSINE.get(self.model_dtype(), PROBE_MIN_COSINE_HALF))
+        finally:
+            if upcast:
+                self.model.to(dtype)
+
+    def _probe_sides(self, side: str, min_cosine: float) -> str:
+        scores = {}
+        for candidate in (side, "right" if side == "left" else "left"):
+            scores[candidate] = padding_probe(self, candidate == "left")
+            if scores[candidate] >= min_cosine:
+                if candidate != side:
+                    log.warning(
+                        "padding_side %s gives a padded text another vector than the text alone (cosine %.5f); "
+                        "padding on the %s instead (cosine %.5f). Set model.padding_side: %s to silence this.",
+                        side,
+                        scores[side],
+                        candidate,
+                        scores[candidate],
+                        candidate,
+                    )
+                return candidate
+        raise PaddingProbeError(
+            "the model gives a text padded in a batch another vector than the same text alone (cosine "
+            + ", ".join(f"{c:.5f} with {s} padding" for s, c in scores.items())
+            + f", below {min_cosine}); refusing to embed with it. Check that the tokenizer's pad token "
+            "is the model's pad_token_id, or set model.dtype: float32"
+        )
+
+    def model_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def encode(self, values: np.ndarray, offsets: np.ndarray) -> EncodedRows:
         """Embed rows given as a flat token array `values` with row boundaries `offsets` (N + 1,)."""
         lengths = np.diff(offsets)
-        out = np.empty((len(lengths), self.dim), dtype=np.float32)
-        computed = np.zeros(len(lengths), dtype=np.int64)
-        if len(lengths) == 0:
-            return EncodedRows(out, computed)
-        if lengths.min() <= 0:
-            raise ValueError(f"row {int(np.argmin(lengths))} has no tokens; empty rows must be rejected upstream")
+        n = len(lengths)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        computed = np.zeros(n, dtype=np.int64)
+        reasons = row_checks(values, offsets, self.vocab_size)
+        recomputed = np.zeros(n, dtype=bool)
+        todo = np.asarray([i for i in range(n) if i not in reasons], dtype=np.int64)
+        if len(todo) == 0:
+            return EncodedRows(out, computed, reasons, recomputed)
         if self.packed:
-            batches = plan_packed(lengths, self.max_tokens_per_batch, self.max_batch_size)
+            batches = plan_packed(lengths[todo], self.max_tokens_per_batch, self.max_batch_size)
         else:
-            batches = plan_batches(
-                lengths, self.max_tokens_per_batch, self.max_batch_size, self.batch_floor()
-            ).batches()
+            plan = plan_batches(lengths[todo], self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
+            batches = plan.batches()
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
-        for rows in batches:
-            self._encode_rows(values, offsets, rows, pending, computed)
+        for batch in batches:
+            self._encode_rows(values, offsets, todo[batch], pending, computed, reasons)
         # One device->host copy per block, not one per batch: on a GPU the host pads and launches batch i+1 while
         # batch i still runs, instead of waiting on each batch's result.
-        done = np.concatenate([rows for rows, _ in pending])
-        out[done] = torch.cat([vectors for _, vectors in pending]).cpu().numpy()
-        return EncodedRows(out, computed)
+        if pending:
+            done = np.concatenate([rows for rows, _ in pending])
+            out[done] = torch.cat([vectors for _, vectors in pending]).cpu().numpy()
+            self._fix_non_finite(values, offsets, done, out, reasons, recomputed)
+        return EncodedRows(out, computed, reasons, recomputed)
+
+    def _fix_non_finite(
+        self,
+        values: np.ndarray,
+        offsets: np.ndarray,
+        done: np.ndarray,
+        out: np.ndarray,
+        reasons: dict[int, str],
+        recomputed: np.ndarray,
+    ) -> None:
+        """Recompute rows whose vector is NaN/inf one at a time in float32; still non-finite: a reject."""
+        bad = done[~np.isfinite(out[done]).all(axis=1)]
+        if len(bad) == 0:
+            return
+        dtype = self.model_dtype()
+        log.warning("%d rows gave a non-finite vector in %s; recomputing them in float32", len(bad), dtype)
+        if dtype != torch.float32:
+            self.model.to(torch.float32)
+        try:
+            for row in bad:
+                ids, mask = pad_batch(values, offsets, np.asarray([row]), self.pad_token_id, self.left)
+                vector = self.forward(ids, mask)[0]
+                if np.isfinite(vector).all() and dtype != torch.float32:
+                    out[row], recomputed[row] = vector, True
+                else:
+                    out[row] = 0.0
+                    reasons[int(row)] = f"non-finite embedding (NaN or inf) in {dtype}" + (
+                        "" if dtype == torch.float32 else " and again in float32"
+                    )
+        finally:
+            if dtype != torch.float32:
+                self.model.to(dtype)
 
     def batch_floor(self) -> int:
         if self.min_batch_tokens:
@@ -142,29 +247,52 @@ class Encoder:
         rows: np.ndarray,
         pending: list[tuple[np.ndarray, torch.Tensor]],
         computed: np.ndarray,
+        reasons: dict[int, str],
     ) -> None:
         try:
             if self.packed:
                 pending.append((rows, self.forward_packed(values, offsets, rows)))
                 computed[rows] = offsets[rows + 1] - offsets[rows]  # nothing padded
-            else:
-                ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
-                pending.append((rows, self.forward_on_device(ids, mask)))
-                computed[rows] = ids.shape[1]
-        except Exception as err:
-            if not is_out_of_memory(err) or len(rows) == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self.max_tokens_per_batch = max(self.max_tokens_per_batch // 2, 1)
-            log.warning(
-                "out of memory on a batch of %d rows; splitting it and lowering the batch budget to %d tokens",
-                len(rows),
-                self.max_tokens_per_batch,
-            )
-            half = len(rows) // 2
-            self._encode_rows(values, offsets, rows[:half], pending, computed)
-            self._encode_rows(values, offsets, rows[half:], pending, computed)
+                return
+            ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
+            pending.append((rows, self.forward_on_device(ids, mask)))
+            computed[rows] = ids.shape[1]
+            return
+        except Exception as err:  # out-of-memory splits; another error is isolated to its row
+            oom = is_out_of_memory(err)
+            if len(rows) == 1:
+                if not oom and not self.healthy():
+                    raise  # the model fails on any input: not this row's fault; Ray retries the task
+                tokens = int(offsets[rows[0] + 1] - offsets[rows[0]])
+                reasons[int(rows[0])] = (
+                    f"out of memory on this row alone ({tokens} tokens); lower model.max_tokens or use "
+                    "long_inputs: chunk"
+                    if oom
+                    else f"model failed on this row: {type(err).__name__}: {err}"
+                )
+                log.warning("rejecting one row of %d tokens: %s", tokens, reasons[int(rows[0])])
+                return
+            if oom:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.max_tokens_per_batch = max(self.max_tokens_per_batch // 2, 1)
+                log.warning(
+                    "out of memory on a batch of %d rows; splitting it and lowering the batch budget to %d tokens",
+                    len(rows),
+                    self.max_tokens_per_batch,
+                )
+        half = len(rows) // 2
+        self._encode_rows(values, offsets, rows[:half], pending, computed, reasons)
+        self._encode_rows(values, offsets, rows[half:], pending, computed, reasons)
+
+    def healthy(self) -> bool:
+        """Whether the model still embeds a tiny input: tells a poison row from a broken device or model."""
+        try:
+            ids = np.asarray([[min(1, max(self.vocab_size - 1, 0))] * 2], dtype=np.int64)
+            self.forward(ids, np.ones_like(ids, dtype=bool))
+            return True
+        except Exception:  # noqa: BLE001 - any failure here means the model is not usable
+            return False
 
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """(B, T) ids and mask -> (B, dim) float32 pooled, optionally normalized."""
@@ -175,7 +303,7 @@ class Encoder:
         """Like `forward`, but the (B, dim) result stays on the device and nothing waits for it."""
         input_ids, attention_mask = self.to_device(ids), self.to_device(mask).long()  # (B, T) each
         kwargs = {"attention_mask": attention_mask} if self.mask_to_model else {}
-        if self.left:
+        if self.left and self.causal:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
             kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.model(input_ids=input_ids, **kwargs).last_hidden_state
@@ -200,3 +328,42 @@ class Encoder:
         if self.device.type != "cuda":
             return tensor
         return tensor.pin_memory().to(self.device, non_blocking=True)
+
+
+def row_checks(values: np.ndarray, offsets: np.ndarray, vocab_size: int) -> dict[int, str]:
+    """Reasons for rows that must not reach the model: no tokens, or a token id outside the vocabulary (which on a
+    GPU is a device-side assert that poisons the whole process, not an exception on one row)."""
+    lengths = np.diff(offsets)
+    reasons = {int(i): "row has no tokens" for i in np.flatnonzero(lengths <= 0)}
+    nonempty = np.flatnonzero(lengths > 0)
+    if vocab_size and len(nonempty):
+        highest = np.maximum.reduceat(values, offsets[nonempty])
+        lowest = np.minimum.reduceat(values, offsets[nonempty])
+        for i in nonempty[(highest >= vocab_size) | (lowest < 0)]:
+            row = values[offsets[i] : offsets[i + 1]]
+            bad = row[(row >= vocab_size) | (row < 0)][0]
+            reasons[int(i)] = f"token id {int(bad)} is outside the model's vocabulary ({vocab_size} ids)"
+    return reasons
+
+
+@torch.inference_mode()
+def padding_probe(encoder: Encoder, left: bool) -> float:
+    """Cosine between a short text embedded alone and the same text padded next to a longer one on `left`/right.
+
+    The probe rows are arbitrary token ids other than the pad id; the result is the lowest of the two rows' cosines.
+    """
+    vocab = max(encoder.vocab_size, 16)
+    pool_ids = [i for i in range(3, 3 + 16) if i % vocab != encoder.pad_token_id]
+    rows = [np.asarray(pool_ids[:3]) % vocab, np.asarray(pool_ids[:14])[::-1] % vocab]
+    values = np.concatenate(rows).astype(np.int64)
+    offsets = np.asarray([0, len(rows[0]), len(values)])
+    saved = encoder.left, encoder.mask_to_model
+    try:
+        encoder.left, encoder.mask_to_model = left, left or not encoder.causal
+        ids, mask = pad_batch(values, offsets, np.asarray([0, 1]), encoder.pad_token_id, left)
+        batched = encoder.forward(ids, mask)
+        alone = [encoder.forward(r[None, :].astype(np.int64), np.ones((1, len(r)), dtype=bool))[0] for r in rows]
+    finally:
+        encoder.left, encoder.mask_to_model = saved
+    cosines = [float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)) for a, b in zip(alone, batched)]
+    return min(cosines)

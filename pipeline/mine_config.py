@@ -22,25 +22,91 @@ from pipeline.config import (
 
 
 class SideConfig(InputConfig):
-    """One side of the mining: a text corpus (as the embed job's `input`) in one language."""
+    """One side of the mining: a text corpus (as the embed job's `input`) in one or several languages."""
 
-    lang: str = Field(description="Language code written to the output (src_lang/tgt_lang), e.g. 'fra'.")
+    lang: str | list[str] = Field(
+        description="Language code written to the output (src_lang/tgt_lang), e.g. 'fra'; or a list of codes "
+        "(needs lang_column): every source language is mined against every target language, each language read "
+        "and embedded once."
+    )
     lang_column: str | None = Field(
         None,
-        description="Column holding each row's language. When set, only rows whose value equals `lang` are mined, "
-        "so one multilingual corpus can serve as both sides.",
+        description="Column holding each row's language. When set, only rows whose value equals `lang` (or is in "
+        "the list) are mined, so one multilingual corpus can serve as both sides.",
     )
     embeddings_uri: str | None = Field(
         None,
         description="An embeddings dataset the embed job already wrote from this same input (columns id, "
-        "embedding). When set, nothing is embedded: vectors are joined to the texts by id.",
+        "embedding). When set, nothing is embedded: vectors are joined to the texts by id (a hash join in Ray "
+        "tasks, not on the driver).",
     )
+    keep_columns: list[str] = Field(
+        default_factory=list,
+        description="Input columns carried into the pairs as src_<name> (source) or tgt_<name> (target), e.g. url.",
+    )
+
+    @property
+    def langs(self) -> list[str]:
+        """The side's languages as a list (the one-language form gives a list of one)."""
+        return [self.lang] if isinstance(self.lang, str) else list(self.lang)
 
     @model_validator(mode="after")
     def _check_side(self) -> SideConfig:
         if self.lang_column is not None and self.format == "text":
             raise ValueError("lang_column needs a columnar input (parquet or jsonl); format=text has no columns")
+        if isinstance(self.lang, list):
+            if not self.lang:
+                raise ValueError("lang is an empty list; list at least one language")
+            if len(set(self.lang)) != len(self.lang):
+                raise ValueError(f"lang lists a language twice: {self.lang}")
+            if len(self.lang) > 1 and self.lang_column is None:
+                raise ValueError(
+                    "a list of several languages needs lang_column (the column naming each row's language)"
+                )
+        if self.format == "text" and self.keep_columns:
+            raise ValueError("keep_columns needs a columnar input (parquet or jsonl); format=text has no columns")
+        clash = sorted(set(self.keep_columns) & {"id", "text", "row"})
+        if clash:
+            raise ValueError(f"keep_columns {clash} clash with the pairs' own id/text columns; remove them")
         return self
+
+    @property
+    def multi_pair(self) -> bool:
+        """True when a side lists languages: outputs are then partitioned per pair (docs/bitext.md)."""
+        return isinstance(self.source.lang, list) or isinstance(self.target.lang, list)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(source lang, target lang) pairs to mine, in config order; a language is never mined against itself
+        within one corpus."""
+        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
+        return [(s, t) for s in self.source.langs for t in self.target.langs if not (same_input and s == t)]
+
+
+class IvfConfig(Section):
+    """FAISS inverted-file index per key shard (mining.index: ivf); measured in docs/bitext.md."""
+
+    nlist: int | None = Field(
+        None,
+        gt=0,
+        description="Inverted lists per shard; None: 4 * sqrt(shard rows), FAISS's rule of thumb, capped so that "
+        "every list gets at least 39 training vectors.",
+    )
+    nprobe: int = Field(
+        32,
+        gt=0,
+        description="Lists visited per query: recall against cost. The default is the smallest value whose recall@4 "
+        "was >= 0.95 on real e5 vectors (bench/results/bitext_ivf.md).",
+    )
+    pq_m: int | None = Field(
+        None,
+        gt=0,
+        description="None: IVF-Flat (exact vectors in the lists). An int: IVF-PQ with pq_m 8-bit sub-quantizers "
+        "(dim must be divisible by it); scores become approximate, memory per key pq_m bytes.",
+    )
+    train_rows: int = Field(
+        100_000, gt=0, description="Keys sampled (seeded) from the shard to train the coarse quantizer (and PQ)."
+    )
+    seed: int = Field(0, description="Seed of the training sample and FAISS's k-means.")
 
 
 class MiningConfig(Section):
@@ -84,6 +150,33 @@ class MiningConfig(Section):
         "ray", description="ray: shard actors; local: the same search in the driver process (debugging, tiny sets)."
     )
     histogram_bins: int = Field(50, gt=1, description="Bins of the score histogram in summary.json and the PNG.")
+    score_max: float | None = Field(
+        None,
+        description="Drop pairs scoring above this (same units as threshold): near-identical copies such as "
+        "boilerplate, URLs or untranslated text score far above real translations. None keeps them.",
+    )
+    dedup_pairs: bool = Field(
+        True,
+        description="Keep one pair per identical (source text, target text), the best-scoring one. Only matters "
+        "when dedup is off or retrieval repeats a sentence (fwd/bwd): deduplicated sides cannot repeat a pair.",
+    )
+    center: bool = Field(
+        False,
+        description="Subtract each language's mean vector (then re-normalize) before the k-NN, removing the "
+        "per-language offset of multilingual encoders. Off by default: measured on Tatoeba (docs/bitext.md).",
+    )
+    index: Literal["exact", "ivf"] = Field(
+        "exact",
+        description="exact: blocked matmul, the true top-k; ivf: FAISS IVF per key shard (approximate, for sides "
+        "where exact search costs too much; see docs/bitext.md for the measured recall and speed).",
+    )
+    ivf: IvfConfig = Field(default_factory=IvfConfig, description="Settings of index: ivf.")
+    join_bucket_rows: int = Field(
+        1_000_000,
+        gt=0,
+        description="Rows per bucket of the id join between texts and vectors (one task holds a bucket's vectors: "
+        "rows x dim x 4 bytes).",
+    )
 
 
 class MineConfig(Section):
@@ -99,7 +192,10 @@ class MineConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> MineConfig:
         if self.output.keep_columns:
-            raise ValueError("output.keep_columns is not used by mine_bitext; remove it (pairs carry id and text)")
+            raise ValueError(
+                "output.keep_columns is not used by mine_bitext; remove it (pairs carry id and text) or set "
+                "source.keep_columns / target.keep_columns"
+            )
         if self.model.long_inputs != "truncate":
             raise ValueError("model.long_inputs must be 'truncate' for mining: one vector per sentence")
         if self.output.dtype not in ("float32", "float16"):
@@ -107,11 +203,13 @@ class MineConfig(Section):
                 f"output.dtype {self.output.dtype} is quantized; mining needs float32 or float16 vectors "
                 "(output.dimensions may stay)"
             )
-        same = (self.source.uri, self.source.lang_column, self.source.lang)
-        if same == (self.target.uri, self.target.lang_column, self.target.lang):
+        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
+        if same_input and not self.multi_pair and self.source.lang == self.target.lang:
             raise ValueError(
                 "source and target select the same rows; set different uris, or a lang_column with two languages"
             )
+        if same_input and not self.pairs():
+            raise ValueError("source and target list the same languages only: no pair to mine")
         inside = self.output.uri.rstrip("/") + "/"
         for name, side in (("source", self.source), ("target", self.target)):
             if self.output.overwrite and side.embeddings_uri and side.embeddings_uri.startswith(inside):
@@ -120,3 +218,14 @@ class MineConfig(Section):
                     "write this run to another output.uri"
                 )
         return self
+
+    @property
+    def multi_pair(self) -> bool:
+        """True when a side lists languages: outputs are then partitioned per pair (docs/bitext.md)."""
+        return isinstance(self.source.lang, list) or isinstance(self.target.lang, list)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(source lang, target lang) pairs to mine, in config order; a language is never mined against itself
+        within one corpus."""
+        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
+        return [(s, t) for s in self.source.langs for t in self.target.langs if not (same_input and s == t)]

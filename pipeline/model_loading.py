@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
+from pipeline.tokenization import eos_convention
 
 if TYPE_CHECKING:
     import torch
@@ -176,3 +178,44 @@ def load_prompts(cfg: ModelConfig) -> dict[str, str]:
 def warn_remote_code(cfg: ModelConfig) -> None:
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is true: running code shipped with %s", cfg.name_or_path)
+
+
+def declared_add_eos(cfg: ModelConfig) -> bool | None:
+    """`add_eos_token` from the model's tokenizer_config.json (None when unset), which transformers 5 ignores."""
+    path = model_file(cfg, "tokenizer_config.json")
+    if path is None:
+        return None
+    value = json.loads(path.read_text()).get("add_eos_token")
+    return value if isinstance(value, bool) else None
+
+
+def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str]]:
+    """Decide on the driver what every actor must agree on: the effective token limit and the EOS convention.
+
+    Returns the model config with `max_tokens` set to the effective limit, and metadata entries recording both.
+    Warns when last_token pooling meets a tokenizer that appends no EOS and declares none (the pooled token is then
+    the text's own last token: right only for models trained that way).
+    """
+    from transformers import AutoConfig
+
+    tokenizer = load_tokenizer(cfg)
+    try:
+        config = AutoConfig.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot read the configuration of model {cfg.name_or_path}: {err}") from err
+    limit = token_limit(cfg, tokenizer, config)
+    resolved = apply_token_limit(cfg, limit)
+    eos = eos_convention(tokenizer, declared_add_eos(cfg))
+    if eos.append:
+        log.info("tokenizer of %s declares add_eos_token but appends no EOS: rayembed appends it", cfg.name_or_path)
+    elif cfg.pooling == "last_token" and not eos.appended and eos.declared is not True:
+        log.warning(
+            "model.pooling is last_token but the tokenizer of %s appends no EOS token and declares none "
+            "(add_eos_token): each row's own last token is pooled. Right for models trained that way; otherwise "
+            "set add_eos_token: true in tokenizer_config.json",
+            cfg.name_or_path,
+        )
+    metadata = {"max_tokens_limits": json.dumps(limit.sources), "eos_token": eos.describe()}
+    return resolved, metadata

@@ -22,8 +22,10 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> tor
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
     if method == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        mask = attention_mask.unsqueeze(-1).bool()  # (B, T, 1)
+        # where(), not hidden * mask: a NaN/inf state in a padded position would give 0 * NaN = NaN in a real row.
+        summed = torch.where(mask, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).sum(dim=1)
+        return summed / mask.sum(dim=1).to(hidden.dtype).clamp(min=1.0)
     if method == "cls":
         first = attention_mask.int().argmax(dim=1)  # first real token: position 0 unless left-padded
         rows = torch.arange(hidden.shape[0], device=hidden.device)

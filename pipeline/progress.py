@@ -1,9 +1,9 @@
-"""Progress of the embed job on the driver, with a known total where the input tells it.
+"""Progress of the embed job on the driver, with a known total.
 
 Ray Data's own bars show `0/?` rows (a read stage that yields many blocks per file has no row estimate), so they are
 switched off for the embed job and replaced by one line per update: rows done of the total from the Parquet footers
-(metadata only, no data read), or rows done of an unknown total for JSONL/text, with rate and ETA. On a terminal it is
-a tqdm bar; in a log (ray job logs, CI) a line every `interval` seconds.
+(metadata only, no data read), and files done of the listing (the read stage flags each file's last row, FILE_DONE),
+with rate and ETA. On a terminal it is a tqdm bar; in a log (ray job logs, CI) a line every `interval` seconds.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import logging
 import posixpath
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.columns import CHUNK_INDEX, FILE_DONE
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,29 @@ def expected_rows(fmt: str, root: Location, files: list[str]) -> int | None:
         return None
 
 
+def mark_file_end(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The blocks of one file, with a FILE_DONE column true on the last row of the last block (one block held back)."""
+    held = None
+    for block in blocks:
+        if held is not None:
+            yield held.append_column(FILE_DONE, pa.array([False] * held.num_rows))
+        held = block
+    if held is not None:
+        flags = [False] * held.num_rows
+        if flags:
+            flags[-1] = True
+        yield held.append_column(FILE_DONE, pa.array(flags))
+
+
+def files_done(block: pa.Table) -> int:
+    """Input files whose last row is in `block` (first chunks only: a chunked row repeats the flag)."""
+    if FILE_DONE not in block.column_names or block.num_rows == 0:
+        return 0
+    first = pc.equal(block.column(CHUNK_INDEX), 0) if CHUNK_INDEX in block.column_names else None
+    flags = block.column(FILE_DONE) if first is None else pc.and_(block.column(FILE_DONE), first)
+    return pc.sum(flags).as_py() or 0
+
+
 def quiet_ray_data_progress() -> None:
     """Switch off Ray Data's per-operator bars (and its notice that they are off) for this process."""
     import ray
@@ -67,27 +92,36 @@ class RowProgress:
     def __init__(self, total: int | None, files: int, interval: float = 10.0, stream=None):
         self.total, self.files, self.interval = total, files, interval
         self.stream = stream or sys.stderr
-        self.done = self.shown = 0
+        self.done = self.shown = self.files_done = 0
         self.start = self.last = time.perf_counter()
         self.bar = None
         if self.stream.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="rows", desc="embedding", file=self.stream, dynamic_ncols=True)
+            # rows when the total is known, else files (the listing always knows those)
+            unit, count = ("rows", total) if total else ("files", files)
+            self.bar = tqdm(total=count, unit=unit, desc="embedding", file=self.stream, dynamic_ncols=True)
 
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = self.done / elapsed
+        files = f"{self.files_done:,} / {self.files:,} files"
         if self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             pct = 100.0 * self.done / self.total
-            return f"progress: {self.done:,} / {self.total:,} rows ({pct:.0f}%), {rate:,.0f} rows/s, ETA {eta:,.0f} s"
-        return f"progress: {self.done:,} rows from {self.files:,} files, {rate:,.0f} rows/s"
+            return (
+                f"progress: {self.done:,} / {self.total:,} rows ({pct:.0f}%), {files}, {rate:,.0f} rows/s, "
+                f"ETA {eta:,.0f} s"
+            )
+        share = self.files_done / self.files if self.files else 0.0
+        eta = f", ETA {elapsed * (1 - share) / share:,.0f} s" if 0 < share < 1 else ""
+        return f"progress: {files} ({100 * share:.0f}%), {self.done:,} rows, {rate:,.0f} rows/s{eta}"
 
-    def update(self, rows: int) -> None:
+    def update(self, rows: int, files: int = 0) -> None:
+        self.files_done += files
         self.done += rows
         if self.bar is not None:
-            self.bar.update(rows)
+            self.bar.update(rows if self.total else files)
             return
         now = time.perf_counter()
         if now - self.last >= self.interval:
@@ -108,7 +142,9 @@ def collect_stats(batches: Iterable[pa.Table], total: int | None, files: int) ->
     try:
         for batch in batches:
             stats.append(batch)
-            progress.update(sum(batch.column(c).to_numpy().sum() for c in ("rows_embedded", "rows_rejected")))
+            rows = sum(int(batch.column(c).to_numpy().sum()) for c in ("rows_embedded", "rows_rejected"))
+            done = int(batch.column("files_done").to_numpy().sum()) if "files_done" in batch.column_names else 0
+            progress.update(rows, done)
     finally:
         progress.close()
     return stats

@@ -2,95 +2,148 @@
 
 Every row read leaves this module either as a good row (`_reject` null) or as a reject with its reason, so the
 job can prove rows in = rows written + rows rejected. Columns: id, _text, _reject, _source, _row, kept columns.
+A file that cannot be read at all raises InputFileError naming it (and the row where known), whatever went wrong.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
-from pipeline.errors import UserError
+from pipeline.file_formats import InputFileError, check_parquet_head, file_format, lines, utf8_chunks
+from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.storage import Location
+from pipeline.text_content import lone_surrogate, text_reject_reason
 
-__all__ = ["REJECT", "ROW", "SOURCE", "TEXT", "InputFileError", "ReadSpec", "read_file"]  # names kept importable
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
-# A character that is neither whitespace nor a C0/C1 control: a text without one has nothing to embed. Other
-# control characters and NUL bytes inside real text are kept verbatim; the tokenizer decides what they become.
-VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")
 
-
-class InputFileError(UserError, RuntimeError):
-    """A file that cannot be read at all (corrupt, wrong format, missing column)."""
+# names kept importable from here
+__all__ = ["REJECT", "ROW", "SOURCE", "TEXT", "InputFileError", "ReadSpec", "read_file", "text_reject_reason"]
 
 
 @dataclass(frozen=True)
 class ReadSpec:
+    """What to read. `format` None: each file's format is inferred from its extension.
+
+    `kept_types`: the job-wide type of each kept column (pipeline.kept_columns.decide); a column without one keeps
+    the type Arrow infers per block.
+    """
+
     root: Location
-    format: str
+    format: str | None
     text_column: str
     id_column: str | None
     keep_columns: tuple[str, ...]
+    kept_types: dict[str, KeptType] = field(default_factory=dict, hash=False, compare=False)
 
 
-def text_reject_reason(value: Any) -> str | None:
-    if value is None:
-        return "null text"
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as err:
-            return f"invalid UTF-8 at byte {err.start}"
-    if not isinstance(value, str):
-        return f"text is {type(value).__name__}, not a string"
-    if not value.strip():
-        return "empty or whitespace-only text"
-    if not VISIBLE.search(value):
-        return "text has only control characters"
-    return None
+@dataclass
+class Cursor:
+    """Where a reader is in its file, so that an unexpected error can name the row."""
+
+    row: int | None = None
 
 
-def make_block(spec: ReadSpec, rel: str, first_row: int, texts: list, ids: list, keep: dict[str, list]) -> pa.Table:
-    """Validate one chunk of rows and lay it out in the stage's columns."""
-    reasons = [text_reject_reason(t) for t in texts]
-    rows = list(range(first_row, first_row + len(texts)))
-    if spec.id_column is None:
+def escaped(value: str) -> str:
+    """A string with lone surrogates written as `\\udXXX`, so a reject row can still name it."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def make_block(
+    spec: ReadSpec,
+    rel: str,
+    first_row: int,
+    texts: list,
+    ids: list | None,
+    keep: dict[str, list | pa.Array],
+    reasons: list[str | None] | None = None,
+) -> pa.Table:
+    """Validate one chunk of rows and lay it out in the stage's columns.
+
+    `ids` None: the file has no ids (plain text), rows get `<file>#<row>`. `reasons`: rows already known bad
+    (parse errors), which keep their reason.
+    """
+    n = len(texts)
+    reasons = [(known or text_reject_reason(t)) for t, known in zip(texts, reasons or [None] * n)]
+    rows = list(range(first_row, first_row + n))
+    if spec.id_column is None or ids is None:
         ids = [f"{rel}#{r}" for r in rows]
     else:
-        ids = [None if i is None else str(i) for i in ids]
-        reasons = [r or ("missing id" if i is None else None) for r, i in zip(reasons, ids)]
-    clean = [t.decode("utf-8") if isinstance(t, bytes) and r is None else t for t, r in zip(texts, reasons)]
+        ids = [None if i is None else i if isinstance(i, str) else str(i) for i in ids]
+        for k, i in enumerate(ids):
+            if i is None:
+                reasons[k] = reasons[k] or "missing id"
+            elif bad := lone_surrogate(i):
+                reasons[k] = reasons[k] or f"invalid Unicode in id column {spec.id_column!r}: {bad}"
+                ids[k] = escaped(i)
     columns = {
         "id": pa.array(ids, pa.string()),
-        TEXT: pa.array([t if r is None else None for t, r in zip(clean, reasons)], pa.string()),
-        REJECT: pa.array(reasons, pa.string()),
-        SOURCE: pa.array([rel] * len(texts), pa.string()),
+        TEXT: None,
+        REJECT: None,
+        SOURCE: pa.array([rel] * n, pa.string()),
         ROW: pa.array(rows, pa.int64()),
     }
     for name in spec.keep_columns:
-        columns[name] = as_arrow(keep[name])
+        values = keep[name]
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values = list(values)
+            for k, v in enumerate(values):
+                if (bad := lone_surrogate(v)) is not None:
+                    reasons[k] = reasons[k] or f"invalid Unicode in kept column {name!r}: {bad}"
+                    values[k] = None
+        kept = spec.kept_types.get(name)
+        columns[name] = conform(values, kept, f"{rel} column {name!r}") if kept else as_arrow(values)
+    clean = [t.decode("utf-8") if isinstance(t, bytes) and r is None else t for t, r in zip(texts, reasons)]
+    columns[TEXT] = pa.array([t if r is None else None for t, r in zip(clean, reasons)], pa.string())
+    columns[REJECT] = pa.array(reasons, pa.string())
     return pa.table(columns)
 
 
 def as_arrow(values: list | pa.Array) -> pa.Array:
+    """Arrow's own type for a block's values (dictionaries decoded), JSON text when they do not fit one type."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return values
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+        return values.cast(normalize(values.type)) if pa.types.is_dictionary(values.type) else values
+    if infer_values(values) is None:
+        return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values], pa.string())
+    return pa.array(values)
 
 
-def read_parquet(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
+def plain_values(column: pa.ChunkedArray | pa.Array) -> list:
+    """Python values of a Parquet column; strings as bytes, so invalid UTF-8 becomes a reject, not a crash."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.binary() if pa.types.is_string(column.type) else pa.large_binary())
+    return column.to_pylist()
+
+
+def decoded_ids(values: list) -> tuple[list, dict[int, str]]:
+    """Ids read as bytes -> strings; undecodable ones get an escaped string and a reject reason per row."""
+    out, reasons = [], {}
+    for k, v in enumerate(values):
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError as err:
+                reasons[k] = f"invalid UTF-8 in id at byte {err.start}"
+                v = v.decode("utf-8", "backslashreplace")
+        out.append(v)
+    return out, reasons
+
+
+def read_parquet(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
     with spec.root.fs.open_input_file(path) as f:
+        check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
+        f.seek(0)
         reader = pq.ParquetFile(f)
         names = reader.schema_arrow.names
         missing = [c for c in dict.fromkeys(wanted) if c not in names]
@@ -101,41 +154,48 @@ def read_parquet(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
             )
         row = 0
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, columns=list(dict.fromkeys(wanted))):
-            text = batch.column(spec.text_column)
-            texts = text.to_pylist()  # non-string values stay as they are so the reject reason names their type
-            ids = batch.column(spec.id_column).to_pylist() if spec.id_column else []
+            at.row = row
+            texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them
+            ids, id_reasons = decoded_ids(plain_values(batch.column(spec.id_column))) if spec.id_column else ([], {})
+            reasons = [id_reasons.get(k) for k in range(batch.num_rows)]
             keep = {c: batch.column(c) for c in spec.keep_columns}
-            yield make_block(spec, rel, row, texts, ids, keep)
+            yield make_block(spec, rel, row, texts, ids, keep, reasons)
             row += batch.num_rows
 
 
-def read_lines(spec: ReadSpec, path: str) -> Iterator[bytes]:
-    with spec.root.fs.open_input_stream(path, compression="detect") as f:
-        pending = b""
-        while chunk := f.read(1 << 20):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from lines
-        if pending:
-            yield pending
+def read_lines(spec: ReadSpec, rel: str, path: str, fmt: str) -> Iterator[bytes]:
+    uri = posixpath.join(spec.root.uri, rel)
+    yield from lines(utf8_chunks(spec.root.fs, path, fmt, uri))
 
 
-def read_jsonl(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
+class _Invalid(str):
+    """A row that could not be parsed; its string is the reject reason."""
+
+
+def parse_record(line: bytes, text_column: str) -> dict | None:
+    """One JSONL line -> its record, or {text_column: _Invalid(reason)}; None for a blank line (layout, not a row)."""
+    try:
+        record: Any = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return {text_column: _Invalid(f"invalid UTF-8 at byte {err.start}")}
+    except json.JSONDecodeError as err:
+        if not line.strip():
+            return None
+        return {text_column: _Invalid(f"line is not valid JSON ({err.msg} at column {err.colno})")}
+    if not isinstance(record, dict):
+        return {text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
+    return record
+
+
+def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
     texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     row, seen_key, keys = 0, False, set()
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
-    for line in read_lines(spec, path):
-        record: Any = None
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            record = {spec.text_column: _Invalid(f"invalid UTF-8 at byte {err.start}")}
-        except json.JSONDecodeError as err:
-            if not line.strip():  # a blank line is layout, not a row
-                continue
-            record = {spec.text_column: _Invalid(f"line is not valid JSON ({err.msg} at column {err.colno})")}
-        if not isinstance(record, dict):
-            record = {spec.text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
+    for line in read_lines(spec, rel, path, "jsonl"):
+        at.row = row + len(texts)
+        record = parse_record(line, spec.text_column)
+        if record is None:
+            continue
         keys.update(record)
         seen_key = seen_key or spec.text_column in record
         if not isinstance(record.get(spec.text_column), _Invalid):
@@ -150,48 +210,104 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
             texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     if texts:
         yield invalid_aware_block(spec, rel, row, texts, ids, keep)
+    at.row = None
     if row + len(texts) and not seen_key:
         raise InputFileError(
-            f"{rel}: no record has the key {spec.text_column!r}; keys found: {sorted(keys - {spec.text_column})} "
-            "(set input.text_column)"
+            f"{rel}: no record has the key {spec.text_column!r}; keys found: "
+            f"{sorted(escaped(k) for k in keys - {spec.text_column})} (set input.text_column)"
         )
     if parsed and not seen_id:
         raise InputFileError(
-            f"{rel}: no record has the key {spec.id_column!r}; keys found: {sorted(keys - {spec.id_column})} "
-            "(set input.id_column)"
+            f"{rel}: no record has the key {spec.id_column!r}; keys found: "
+            f"{sorted(escaped(k) for k in keys - {spec.id_column})} (set input.id_column)"
         )
 
 
-class _Invalid(str):
-    """A row that could not be parsed; its string is the reject reason."""
-
-
 def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: list, keep: dict) -> pa.Table:
-    block = make_block(spec, rel, row, [None if isinstance(t, _Invalid) else t for t in texts], ids, keep)
-    reasons = [str(t) if isinstance(t, _Invalid) else r for t, r in zip(texts, block.column(REJECT).to_pylist())]
-    return block.set_column(block.schema.get_field_index(REJECT), REJECT, pa.array(reasons, pa.string()))
+    reasons = [str(t) if isinstance(t, _Invalid) else None for t in texts]
+    return make_block(spec, rel, row, [None if r else t for t, r in zip(texts, reasons)], ids, keep, reasons)
 
 
-def read_text(spec: ReadSpec, rel: str, path: str) -> Iterator[pa.Table]:
+def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
     texts, row = [], 0
-    for line in read_lines(spec, path):
+    for line in read_lines(spec, rel, path, "text"):
+        at.row = row + len(texts)
         texts.append(line[:-1] if line.endswith(b"\r") else line)
         if len(texts) == CHUNK_ROWS:
-            yield make_block(spec, rel, row, texts, [], {})
+            yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
             row, texts = row + len(texts), []
     if texts:
-        yield make_block(spec, rel, row, texts, [], {})
+        yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
+
+
+def no_columns(spec: ReadSpec, n: int) -> dict[str, list]:
+    """Kept columns of a plain-text file (a corpus mixing text and JSONL files): it has none, so they are null."""
+    return {c: [None] * n for c in spec.keep_columns}
 
 
 READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
 
 
-def read_file(spec: ReadSpec, rel: str) -> Iterator[pa.Table]:
-    """Blocks of at most CHUNK_ROWS rows from one file; any read failure names the file."""
-    path = posixpath.join(spec.root.path, rel)
+@contextmanager
+def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
+    """Re-raise any unexpected error as InputFileError naming the file, its format and the row where known."""
     try:
-        yield from READERS[spec.format](spec, rel, path)
+        yield
     except InputFileError:
         raise
-    except (OSError, pa.ArrowException) as err:
-        raise InputFileError(f"cannot read {posixpath.join(spec.root.uri, rel)} as {spec.format}: {err}") from err
+    except Exception as err:  # re-raised with the file's name: a bare error would not say which one
+        where = f" (row {at.row})" if at.row is not None else ""
+        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
+
+
+def read_file(spec: ReadSpec, rel: str) -> Iterator[pa.Table]:
+    """Blocks of at most CHUNK_ROWS rows from one file.
+
+    Raises:
+        InputFileError: the file cannot be read; the message names it, the format and the row where known,
+            whatever the underlying error was.
+    """
+    fmt = file_format(spec.format, rel)
+    at = Cursor()
+    with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
+        yield from READERS[fmt](spec, rel, posixpath.join(spec.root.path, rel), at)
+
+
+def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.DataType | None]]:
+    """(format, {kept column: the type its values have in this file, or MIXED}) for kept_columns.decide.
+
+    Parquet: the footer's schema only. JSONL: one pass over the values of the kept columns.
+    """
+    fmt = file_format(spec.format, rel)
+    at = Cursor()
+    if not spec.keep_columns or fmt == "text":
+        return fmt, {}
+    with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
+        path = posixpath.join(spec.root.path, rel)
+        if fmt == "parquet":
+            with spec.root.fs.open_input_file(path) as f:
+                check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
+                f.seek(0)
+                schema = pq.read_schema(f)
+            return fmt, {c: normalize(schema.field(c).type) for c in spec.keep_columns if c in schema.names}
+        types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
+        values: dict[str, list] = {c: [] for c in spec.keep_columns}
+        for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
+            at.row = n
+            record = parse_record(line, spec.text_column) or {}
+            for c in spec.keep_columns:
+                value = record.get(c)
+                values[c].append(None if lone_surrogate(value) else value)  # such a row becomes a reject
+            if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
+                fold_types(types, values)
+        fold_types(types, values)
+        return fmt, types
+
+
+def fold_types(types: dict[str, pa.DataType | None], values: dict[str, list]) -> None:
+    """Merge the types of one chunk of values into `types` (MIXED once two chunks disagree) and empty the chunk."""
+    for c, chunk in values.items():
+        if types[c] is not MIXED and chunk:
+            seen = infer_values(chunk)
+            types[c] = MIXED if seen is MIXED else unify(types[c], seen)
+        chunk.clear()

@@ -63,19 +63,63 @@ def resolve(uri: str, storage: StorageConfig) -> Location:
     return Location(fs, path, uri)
 
 
-def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
+class InvalidGlobError(UserError, ValueError):
+    """A glob pattern that cannot be compiled; the message names the config key and how to escape."""
+
+
+def has_glob(segment: str) -> bool:
+    return any(c in segment for c in GLOB_CHARS)
+
+
+def glob_base(uri: str, storage: StorageConfig) -> tuple[str, str]:
+    """(literal base URI, glob pattern relative to it) for a URI with glob characters.
+
+    Segments are literal up to the first one with glob characters that does not exist as written: a directory
+    named `run[v1]` is taken literally when it exists, and matched as a pattern only when it does not.
+    """
+    scheme, sep, rest = uri.partition("://")
+    prefix, path = (scheme + sep, rest) if sep else ("", uri)
+    segments = path.split("/")
+    base: list[str] = []
+    for i, segment in enumerate(segments):
+        if has_glob(segment) and i < len(segments) - 1:
+            candidate = prefix + "/".join([*base, segment])
+            loc = resolve(candidate, storage)
+            if loc.fs.get_file_info(loc.path).type != pafs.FileType.Directory:
+                return prefix + "/".join(base), "/".join(segments[i:])
+        elif has_glob(segment):
+            return prefix + "/".join(base), "/".join(segments[i:])
+        base.append(segment)
+    return uri, ""
+
+
+def list_files(uri: str, storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[str]]:
     """Sorted files under a directory/prefix, one file, or a glob; returns the listing root and relative paths.
+
+    A path that exists is taken literally, glob characters and all (`export[2024-11]/part[0].jsonl`). Otherwise
+    `*`, `?`, `[...]` and `**` (any depth) are glob syntax; escape a literal `[`, `]`, `*` or `?` as `[[]`, `[]]`,
+    `[*]`, `[?]` (what Python's glob.escape writes).
+
+    Args:
+        key: the config key the URI came from, for error messages.
 
     Raises:
         FileNotFoundError: nothing matches, naming the URI.
+        InvalidGlobError: the pattern cannot be compiled (e.g. an unclosed `[`), naming `key`.
     """
-    glob_at = min((uri.find(c) for c in GLOB_CHARS if c in uri), default=-1)
-    base_uri = uri if glob_at < 0 else uri[: uri.rfind("/", 0, glob_at) + 1].rstrip("/")
-    root = resolve(base_uri, storage)
+    root = resolve(uri, storage)
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.File:
-        parent = resolve(posixpath.dirname(base_uri.rstrip("/")) or ".", storage)
+        parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
         return parent, [posixpath.basename(root.path)]
+    pattern = ""
+    if info.type != pafs.FileType.Directory and has_glob(uri):
+        base_uri, pattern = glob_base(uri, storage)
+        matcher = glob_regex(pattern, key, uri)
+        root = resolve(base_uri.rstrip("/") or ("." if "://" not in uri else base_uri), storage)
+        info = root.fs.get_file_info(root.path)
+        if info.type == pafs.FileType.File:  # a pattern under a file matches nothing
+            info = pafs.FileInfo(root.path, pafs.FileType.NotFound)
     names: list[str] = []
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
@@ -84,12 +128,10 @@ def list_files(uri: str, storage: StorageConfig) -> tuple[Location, list[str]]:
             if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
                 continue
             names.append(rel)
-    if glob_at >= 0:
-        pattern = posixpath.relpath(uri, base_uri) if base_uri else uri
-        matcher = glob_regex(pattern)
+    if pattern:
         names = [n for n in names if matcher.fullmatch(n)]
     if not names:
-        raise FileNotFoundError(f"no input files found at {uri} (check input.uri and storage settings)")
+        raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     return root, sorted(names)
 
 
@@ -97,12 +139,51 @@ class StorageWriteError(UserError, OSError):
     """A write that failed after the S3 client's retries; the message names the object and the last error."""
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """Shell-style glob where `*` and `?` stay within one path segment and `**` crosses segments."""
-    parts = re.split(r"(\*\*|\*|\?|\[[^\]]*\])", pattern)
-    table = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
-    regex = "".join(table.get(p) or (p if p.startswith("[") and p.endswith("]") else re.escape(p)) for p in parts)
-    return re.compile(regex)
+def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> re.Pattern:
+    """Shell-style glob -> regex: `*`, `?` and `[...]` stay within one path segment, `**` crosses segments.
+
+    `[!...]`/`[^...]` negate a class; `]` right after the opening bracket (or `!`) is a member, so `[]]` and `[[]`
+    match a literal bracket.
+
+    Raises:
+        InvalidGlobError: an unclosed `[` or a class regex cannot compile (e.g. a reversed range `[z-a]`).
+    """
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = i + 1
+            negate = j < n and pattern[j] in "!^"
+            j += negate
+            j += j < n and pattern[j] == "]"  # a leading ] is a member of the class
+            close = pattern.find("]", j)
+            if close < 0:
+                raise InvalidGlobError(
+                    f"{key}: invalid glob pattern {uri or pattern!r}: unclosed '[' at position {i} of {pattern!r}; "
+                    "escape a literal bracket as [[] (Python's glob.escape), or point at a path that exists"
+                )
+            members = pattern[i + 1 + negate : close].replace("\\", "\\\\").replace("[", "\\[")
+            out.append(f"[^/{members}]" if negate else f"(?!/)[{members}]")
+            i = close + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    try:
+        return re.compile("".join(out))
+    except re.error as err:
+        raise InvalidGlobError(
+            f"{key}: invalid glob pattern {uri or pattern!r}: {err}; escape literal [ ] * ? as [[] []] [*] [?] "
+            "(Python's glob.escape)"
+        ) from err
 
 
 def write_parquet_atomic(table: pa.Table, target: Location) -> None:

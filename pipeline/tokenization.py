@@ -1,31 +1,105 @@
 """Text -> token ids, with the prompt prefix and the long-input policy (truncate or overlapping chunks).
 
-Runs in its own CPU stage so the model actor never waits on the tokenizer.
+Runs in its own CPU stage so the model actor never waits on the tokenizer. A row that breaks the tokenizer, or
+whose tokens are only the prompt and special tokens, becomes a reject with its reason; the rest of its block goes on.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
+
+from pipeline.truncation import truncated_rows
+
+log = logging.getLogger(__name__)
+
+NO_CONTENT = "text produced no content tokens (only the prompt and special tokens)"
+# Truncate mode cuts a long text to limit x CHARS_PER_TOKEN characters before tokenizing (a token averages ~4
+# characters in the languages we embed), so a 10 MB row costs what a long row costs. The cut is then proven harmless:
+# the tokenizer must still truncate, and its last kept token must end CUT_MARGIN_TOKENS longest-tokens before the
+# cut; otherwise the cut grows x4 up to the whole text. Tokens are therefore identical to tokenizing the whole text.
+CHARS_PER_TOKEN = 8
+CUT_MARGIN_TOKENS = 8
 
 
 @dataclass
 class TokenizedRows:
-    """One entry per output row; `parent` indexes the input text a row came from."""
+    """One entry per output row; `parent` indexes the input text a row came from.
+
+    `reason` is None for a row to embed, else why its text is rejected (then `token_ids` is empty).
+    """
 
     parent: list[int] = field(default_factory=list)
     chunk_index: list[int] = field(default_factory=list)
     char_start: list[int] = field(default_factory=list)
     char_end: list[int] = field(default_factory=list)
     token_ids: list[list[int]] = field(default_factory=list)
+    reason: list[str | None] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)  # cut at max_tokens (truncate mode; chunks never are)
 
-    def add(self, parent: int, chunk: int, start: int, end: int, ids: list[int]) -> None:
+    def add(
+        self,
+        parent: int,
+        chunk: int,
+        start: int,
+        end: int,
+        ids: list[int],
+        reason: str | None = None,
+        truncated: bool = False,
+    ) -> None:
         self.parent.append(parent)
         self.chunk_index.append(chunk)
         self.char_start.append(start)
         self.char_end.append(end)
         self.token_ids.append(ids)
+        self.reason.append(reason)
+        self.truncated.append(truncated)
+
+
+class Encoded(NamedTuple):
+    """One tokenized text: its ids, whether any of them come from the text, whether it was cut at the limit."""
+
+    ids: list[int]
+    content: bool
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class EosConvention:
+    """How a row ends: `appended` the tokenizer adds EOS itself; `declared` its config's add_eos_token (None: unset).
+
+    Some tokenizers declare `add_eos_token: true` while their fast tokenizer file appends nothing (transformers 5
+    ignores the flag): last-token pooling would then pool the text's last token instead of the EOS the model was
+    trained to pool. `append` says rayembed appends it (after truncating to the limit minus one).
+    """
+
+    appended: bool
+    declared: bool | None
+
+    @property
+    def append(self) -> bool:
+        return bool(self.declared) and not self.appended
+
+    def describe(self) -> str:
+        """For the output metadata: 'tokenizer', 'rayembed' (declared, appended by us) or 'none'."""
+        return "tokenizer" if self.appended else "rayembed" if self.append else "none"
+
+
+def eos_convention(tokenizer: PreTrainedTokenizerBase, declared: bool | None) -> EosConvention:
+    """Probe whether the tokenizer appends its EOS token, given what its config declares."""
+    eos = tokenizer.eos_token_id
+    ids = tokenizer("a")["input_ids"] if eos is not None else []
+    return EosConvention(appended=bool(ids) and ids[-1] == eos, declared=declared if eos is not None else None)
+
+
+def longest_token_chars(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Characters of the longest vocabulary entry: a bound on what one token covers (byte-level forms are longer)."""
+    return max((len(t) for t in tokenizer.get_vocab()), default=1)
 
 
 class TextTokenizer:
@@ -34,46 +108,154 @@ class TextTokenizer:
     Args:
         tokenizer: a Hugging Face tokenizer (fast ones give character offsets for chunking).
         prompt: prefix for every text ("" for none).
-        max_tokens: longest row in tokens, prompt and special tokens included.
+        max_tokens: longest row in tokens, prompt and special tokens included (the effective limit, see
+            pipeline.model_limits).
         long_inputs: "truncate" keeps the first max_tokens; "chunk" emits overlapping windows covering the text.
         overlap: tokens shared by consecutive chunks.
+        append_eos: append the EOS token to every row (EosConvention.append); rows are cut one token shorter.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, prompt: str, max_tokens: int, long_inputs: str, overlap: int
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: str,
+        max_tokens: int,
+        long_inputs: str,
+        overlap: int,
+        append_eos: bool = False,
     ):
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.max_tokens = max_tokens
         self.long_inputs = long_inputs
         self.overlap = overlap
+        self.append_eos = append_eos and tokenizer.eos_token_id is not None
+        self.limit = max_tokens - int(self.append_eos)  # tokens the tokenizer itself may produce
+        self.special_ids = frozenset(tokenizer.all_special_ids)
+        self.has_offsets = bool(getattr(tokenizer, "is_fast", False))
         prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
         # +2 leaves room for merges that differ where the prompt meets the chunk text
-        self.chunk_body = max_tokens - prompt_len - tokenizer.num_special_tokens_to_add() - 2
+        self.chunk_body = self.limit - prompt_len - tokenizer.num_special_tokens_to_add() - 2
         if long_inputs == "chunk" and self.chunk_body <= overlap:
             raise ValueError(
                 f"model.max_tokens ({max_tokens}) leaves {self.chunk_body} tokens per chunk after the prompt, not "
                 f"more than chunk_overlap_tokens ({overlap}); raise max_tokens or lower the overlap"
             )
+        self.cut_chars = self.limit * CHARS_PER_TOKEN
+        self.cut_margin = max(256, CUT_MARGIN_TOKENS * longest_token_chars(tokenizer)) if self.has_offsets else 0
+        self.chars_tokenized = 0  # characters handed to the tokenizer, for tests of the pre-cut
+
+    def _call(self, texts: list[str]) -> dict:
+        prompted = [self.prompt + t for t in texts] if self.prompt else texts
+        self.chars_tokenized += sum(len(t) for t in prompted)
+        return self.tokenizer(
+            prompted,
+            truncation=True,
+            max_length=self.limit,
+            add_special_tokens=True,
+            return_offsets_mapping=self.has_offsets,
+        )
+
+    def _finish(self, ids: list[int]) -> list[int]:
+        if self.append_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
+            return [*ids, self.tokenizer.eos_token_id]
+        return ids
+
+    def _content(self, text: str, ids: list[int], offsets: list[tuple[int, int]] | None) -> bool:
+        """Whether a row has a token from the text, not only the prompt and special tokens."""
+        if offsets is not None:
+            start = len(self.prompt)
+            return any(e > start and i not in self.special_ids for i, (_, e) in zip(ids, offsets))
+        body = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return any(i not in self.special_ids for i in body)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        prompted = [self.prompt + t for t in texts] if self.prompt else texts
-        return self.tokenizer(prompted, truncation=True, max_length=self.max_tokens, add_special_tokens=True)[
-            "input_ids"
-        ]
+        """Token ids of `prompt + text` for each text, cut at max_tokens (raises on a text the tokenizer rejects)."""
+        return [e.ids for e in self._encode_checked(texts)]
+
+    def _encode_checked(self, texts: list[str]) -> list[Encoded]:
+        """Ids, content and truncation per text; long texts in truncate mode go through the proven pre-cut."""
+        out: list[Encoded | None] = [None] * len(texts)
+        short = [i for i, t in enumerate(texts) if len(t) <= self.cut_chars or not self.cut_margin]
+        if short:
+            enc = self._call([texts[i] for i in short])
+            lengths = np.asarray([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
+            # only rows that came out at the limit can have been cut; they are short, so a second look is cheap
+            cut = truncated_rows(self.tokenizer, self.prompt, self.limit, [texts[i] for i in short], lengths)
+            for k, i in enumerate(short):
+                offsets = enc["offset_mapping"][k] if self.has_offsets else None
+                ids = enc["input_ids"][k]
+                out[i] = Encoded(self._finish(ids), self._content(texts[i], ids, offsets), bool(cut[k]))
+        for i, text in enumerate(texts):
+            if out[i] is None:
+                out[i] = self._encode_long(text)
+        return out  # type: ignore[return-value]
+
+    def _encode_long(self, text: str) -> Encoded:
+        """Truncate-mode tokens of a long text from a prefix of it, proven equal to tokenizing all of it."""
+        cut = self.cut_chars
+        while True:
+            enc = self._call([text[:cut]])
+            ids, offsets = enc["input_ids"][0], enc["offset_mapping"][0]
+            if cut >= len(text):
+                break
+            last_end = max((e for _, e in offsets), default=0)
+            if len(ids) >= self.limit and last_end + self.cut_margin <= len(self.prompt) + cut:
+                break  # the tokenizer truncated well before the cut: the cut changed nothing it kept
+            cut *= 4
+        # truncated: the loop only stops before the whole text when the tokenizer cut well before the pre-cut
+        return Encoded(self._finish(ids), self._content(text, ids, offsets), cut < len(text) or len(ids) >= self.limit)
+
+    def _per_row(self, fn, texts: list[str]) -> list:
+        """`fn(texts)` for the whole batch; if it raises, `fn([text])` per text, a failing text getting its message."""
+        try:
+            return fn(texts)
+        except Exception:  # noqa: BLE001 - one row's error; each row is retried alone below to find it
+            if len(texts) == 1:
+                return [self._failure()]
+        results = []
+        for text in texts:
+            try:
+                results.extend(fn([text]))
+            except Exception:  # noqa: BLE001 - becomes this row's reject reason, the block goes on
+                results.append(self._failure())
+        return results
+
+    @staticmethod
+    def _failure() -> str:
+        err = sys.exc_info()[1]
+        log.warning("tokenizer failed on one row (%s: %s); rejecting that row", type(err).__name__, err)
+        return f"tokenizer failed: {type(err).__name__}: {err}"
+
+    def _chunk(self, texts: list[str]) -> list[list[tuple[int, int, Encoded]]]:
+        """Per text, its windows as (char start, char end, encoded window)."""
+        bodies = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        spans = [chunk_spans(b, self.chunk_body, self.overlap, len(t)) for b, t in zip(bodies, texts)]
+        encoded = iter(self._encode_checked([t[s:e] for t, sp in zip(texts, spans) for s, e in sp]))
+        return [[(s, e, next(encoded)) for s, e in sp] for sp in spans]
 
     def tokenize(self, texts: list[str]) -> TokenizedRows:
+        """Rows to embed, one per text (truncate) or per window (chunk); rejected texts get one row with a reason."""
         rows = TokenizedRows()
-        if self.long_inputs == "truncate":
-            for i, (text, ids) in enumerate(zip(texts, self.encode(texts))):
-                rows.add(i, 0, 0, len(text), ids)
+        if not texts:
             return rows
-        bodies = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        for i, text in enumerate(texts):
-            spans = chunk_spans(bodies["offset_mapping"][i], self.chunk_body, self.overlap, len(text))
-            chunk_ids = self.encode([text[s:e] for s, e in spans])
-            for c, ((s, e), ids) in enumerate(zip(spans, chunk_ids)):
-                rows.add(i, c, s, e, ids)
+        if self.long_inputs == "truncate":
+            for i, (text, result) in enumerate(zip(texts, self._per_row(self._encode_checked, texts))):
+                if isinstance(result, str):
+                    rows.add(i, 0, 0, len(text), [], result)
+                elif not result.content:
+                    rows.add(i, 0, 0, len(text), [], NO_CONTENT)
+                else:
+                    rows.add(i, 0, 0, len(text), result.ids, truncated=result.truncated)
+            return rows
+        for i, (text, windows) in enumerate(zip(texts, self._per_row(self._chunk, texts))):
+            if isinstance(windows, str):
+                rows.add(i, 0, 0, len(text), [], windows)
+            elif not any(window.content for *_, window in windows):
+                rows.add(i, 0, 0, len(text), [], NO_CONTENT)
+            else:  # a window without content of its own (only spaces) is still part of a text that has content
+                for c, (s, e, window) in enumerate(windows):
+                    rows.add(i, c, s, e, window.ids)
         return rows
 
 

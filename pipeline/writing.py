@@ -18,6 +18,7 @@ from pipeline.columns import (
     ID,
     METADATA_PREFIX,
     NUM_TOKENS,
+    RECOMPUTED,
     REJECT,
     REJECT_COLUMNS,
     REJECTS_DIR,
@@ -29,6 +30,7 @@ from pipeline.columns import (
     TRUNCATED_OUT,
 )
 from pipeline.config import EmbedConfig
+from pipeline.progress import files_done
 from pipeline.quantization import stored_dim
 from pipeline.storage import Location, write_parquet_atomic
 
@@ -91,10 +93,19 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
         reasons = rejects.select([ID, SOURCE, ROW, REJECT]).rename_columns(list(REJECT_COLUMNS))
         write_parquet_atomic(reasons, out.join(REJECTS_DIR, f"{name}.parquet"))
     first_chunks = pc.sum(pc.equal(good.column(CHUNK_INDEX), 0)).as_py() or 0
+    later_chunks_rejected = pc.sum(pc.greater(rejects.column(CHUNK_INDEX), 0)).as_py() or 0
     return pa.table(
         {
             "rows_embedded": [first_chunks],
-            "rows_rejected": [rejects.num_rows],
+            # A chunk the model could not embed is a reject row of its own; its text counts once, by its first chunk.
+            "rows_rejected": [rejects.num_rows - later_chunks_rejected],
+            "chunks_rejected": [later_chunks_rejected],
+            "nonfinite_recomputed": [
+                pc.sum(good.column(RECOMPUTED)).as_py() or 0 if RECOMPUTED in good.column_names else 0
+            ],
+            "nonfinite_rejected": [
+                pc.sum(pc.starts_with(rejects.column(REJECT), "non-finite")).as_py() or 0 if rejects.num_rows else 0
+            ],
             "rows_truncated": [pc.sum(good.column(TRUNCATED)).as_py() or 0],
             "rows_chunked": [pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0],
             "output_rows": [good.num_rows],
@@ -102,5 +113,6 @@ def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict
             "computed_tokens": [pc.sum(good.column(COMPUTED)).as_py() or 0],
             "embed_seconds": [pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0],
             "files": [-(-good.num_rows // step)],
+            "files_done": [files_done(block)],
         }
     )

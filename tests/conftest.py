@@ -46,10 +46,11 @@ def sample_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """gemma3 (harrier-270m's family), qwen3 (harrier-0.6b's) and bert, random weights, one trained tokenizer."""
+    """gemma3 (harrier-270m's family), qwen3 (harrier-0.6b's), bert and xlmr (e5-base's), random weights, one
+    trained tokenizer."""
     root = tmp_path_factory.mktemp("models")
     tokenizer = train_tokenizer(sample_texts())
-    return {arch: build_model(root / arch, arch, tokenizer) for arch in ("gemma3", "qwen3", "bert")}
+    return {arch: build_model(root / arch, arch, tokenizer) for arch in ("gemma3", "qwen3", "bert", "xlmr")}
 
 
 @pytest.fixture(scope="session")

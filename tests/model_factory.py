@@ -9,7 +9,15 @@ import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModel, BertConfig, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen3Config, set_seed
+from transformers import (
+    AutoModel,
+    BertConfig,
+    Gemma3TextConfig,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    XLMRobertaConfig,
+    set_seed,
+)
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages\nQuery: "
@@ -91,6 +99,23 @@ ARCHS = {
             num_attention_heads=2,
             max_position_embeddings=512,
             pad_token_id=0,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # multilingual-e5-base/large and bge-m3's family: XLM-RoBERTa counts positions from padding_idx + 1, so its
+    # 514 position embeddings hold 512 tokens (here pad is id 0, so positions start at 1 and 513 fit)
+    "xlmr": (
+        lambda v: XLMRobertaConfig(
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=514,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
         ),
         "<bos> $A <eos>",
         "right",

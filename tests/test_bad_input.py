@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE
-from robustness_helpers import check_counts, make_config, record_figure
+from robustness_helpers import check_counts, make_config, read_run, record_figure
 
 from jobs.embed import main as embed_main
 from pipeline.duplicate_ids import DuplicateIdError
@@ -29,6 +29,7 @@ from pipeline.reading import InputFileError
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+NO_GUARD = {"max_reject_fraction": 1.0}  # corpora made mostly of bad rows on purpose
 
 
 def jsonl(rows: list) -> bytes:
@@ -115,7 +116,9 @@ def test_text_files_invalid_utf8_nul_and_control_lines(ray_session, tiny_models,
     ]
     (corpus / "t.txt").write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "emb"
-    summary = run_embed(make_config(tiny_models["bert"], corpus, out, "text", model={"pooling": "mean"}))
+    # 4 of 7 rows are rejects by design: the reject-rate guard (default 0.5) is switched off for this corpus
+    cfg = make_config(tiny_models["bert"], corpus, out, "text", model={"pooling": "mean"}, input=NO_GUARD)
+    summary = run_embed(cfg)
     emitted, rejects = check_counts(summary, str(out), len(lines), case="text: invalid UTF-8, NUL, control")
     assert reasons_by_id(rejects) == {
         "t.txt#1": "invalid UTF-8 at byte 3",
@@ -135,7 +138,7 @@ def test_parquet_non_string_null_and_nul_text(ray_session, tiny_models, tmp_path
     lists = pa.array([["a", "b"], None], pa.list_(pa.string()))
     pq.write_table(pa.table({"id": ["l0", "l1"], "text": lists}), corpus / "lists.parquet")
     out = tmp_path / "emb"
-    cfg = make_config(tiny_models["qwen3"], corpus, out, "parquet", input={"id_column": "id"})
+    cfg = make_config(tiny_models["qwen3"], corpus, out, "parquet", input={"id_column": "id", **NO_GUARD})
     emitted, rejects = check_counts(run_embed(cfg), str(out), 10, case="parquet: non-string, null, NUL")
     assert reasons_by_id(rejects) == {
         "s1": "null text",
@@ -268,3 +271,119 @@ def test_model_that_cannot_serve_fails_before_ray(tiny_models, tmp_path, pooling
     with pytest.raises(ModelLoadError, match=message):
         run_embed(make_config(model, corpus, out, "jsonl", model={"pooling": configured}))
     assert not out.exists()
+
+
+# --- issue 15: real corpora never kill a run ------------------------------------------------------------------------
+
+
+def xlmr_reference(model_dir, texts: list[str], max_tokens: int) -> list:
+    """One text at a time, unpadded, the plain forward pass: mean pooling + L2 norm (the vectors to match)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            ids = torch.tensor([tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"]])
+            v = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0].mean(0)
+            out.append((v / v.norm()).numpy().astype(np.float32))
+    return out
+
+
+def test_odd_rows_and_files_become_rejects_while_the_rest_embeds(ray_session, tiny_models, tmp_path):
+    """Many kinds in one small run: BOMs (plain, inside gzip, UTF-16), lone surrogates in text/id/kept column,
+    invisible-only text, kept-column types that differ between files, a directory with brackets, input.format
+    inferred per file, a file whose every row is undecodable, a document longer than the model's 513 positions,
+    an XLM-R encoder with left padding. Vectors match a one-text-at-a-time reference."""
+    import gzip as gz
+
+    import numpy as np
+
+    good = [{"id": r["id"], "text": r["text"]} for r in RECORDS[:30]]
+    long_doc = " ".join(r["text"] for r in RECORDS[30:90])  # thousands of tokens: past max_position_embeddings
+    a = [
+        *({**g, "year": 2021} for g in good[:20]),
+        {"id": "bad-1", "text": "cut in the middle of an emoji \ud83d here.", "year": 2020},
+        {"id": "bad-\udc00", "text": "fine text, broken id"},
+        {"id": "kept-bad", "text": "fine text, broken kept column", "year": "\ud800"},
+        {"id": "zwsp", "text": "\u200b\u200b\u2060"},
+        {"id": "marks", "text": "\u200e\u200f\u00ad\ufeff"},
+        {"id": "long", "text": long_doc},
+    ]
+    b = [{**g, "year": "2021" if i % 2 else "unknown"} for i, g in enumerate(good[20:])]
+    corpus = tmp_path / "export[2024-11]"
+    corpus.mkdir()
+    a_bytes = b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\r\n" for r in a)
+    (corpus / "a.jsonl").write_bytes(a_bytes)
+    (corpus / "b.jsonl.gz").write_bytes(gz.compress(b"\xef\xbb\xbf" + jsonl(b)))
+    text_lines = ["une ligne de texte", "zweite Zeile", "третья строка"]
+    (corpus / "c.txt").write_bytes("\ufeff".encode("utf-16-le") + "\r\n".join(text_lines).encode("utf-16-le"))
+    (corpus / "d.jsonl").write_bytes(b'{"id": "u1", "text": "\xff"}\n{"id": "u2", "text": "\xc3("}\n')
+    out = tmp_path / "emb"
+    cfg = make_config(
+        tiny_models["xlmr"],
+        corpus,
+        out,
+        None,
+        input={"id_column": "id"},
+        output={"keep_columns": ["year"]},
+        model={"pooling": "mean", "padding_side": "left", "max_tokens": 32768},
+    )
+    summary = run_embed(cfg)
+    rows_in = len(a) + len(b) + len(text_lines) + 2
+    emitted, rejects = check_counts(summary, str(out), rows_in, case="issue 15: odd rows and files")
+    assert summary["status"] == "ok" and summary["max_tokens"] == 513
+    by_row = reasons_by_row(rejects)
+    assert [by_row.pop(("d.jsonl", row)) for row in (0, 1)] == ["invalid UTF-8 at byte 22"] * 2  # no good row at all
+    assert {k: v for k, v in reasons_by_id(rejects).items() if k} == {
+        "bad-1": "invalid Unicode in text: lone surrogate U+D83D at character 30",
+        "bad-\\udc00": "invalid Unicode in id column 'id': lone surrogate U+DC00 at character 4",
+        "kept-bad": "invalid Unicode in kept column 'year': lone surrogate U+D800 at character 0",
+        "zwsp": "text has no visible characters (only invisible format characters such as zero-width spaces or marks)",
+        "marks": "text has no visible characters (only invisible format characters such as zero-width spaces or marks)",
+    }
+    assert rejects.num_rows == 7
+    meta = pq.read_schema(next(out.glob("part-*.parquet"))).metadata
+    assert meta[b"rayembed.max_tokens"] == b"513" and b"rayembed.max_tokens_limits" in meta
+    by_id = {r["id"]: r for r in emitted.to_pylist()}
+    assert by_id[good[0]["id"]]["year"] == "2021" and by_id[good[21]["id"]]["year"] == '"2021"'
+    assert by_id[good[20]["id"]]["year"] == '"unknown"' and by_id["c.txt#0"]["year"] is None
+    texts = {**{g["id"]: g["text"] for g in good}, "long": long_doc}
+    texts.update({f"c.txt#{i}": t for i, t in enumerate(text_lines)})
+    ids = [good[0]["id"], good[1]["id"], good[25]["id"], "long", "c.txt#0", "c.txt#2"]
+    want = xlmr_reference(tiny_models["xlmr"], [texts[i] for i in ids], 513)
+    for key, vector in zip(ids, want):
+        assert float(np.dot(by_id[key]["embedding"], vector)) >= 0.9999, key
+
+
+def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summary(ray_session, tiny_models, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [{"id": "ok", "text": "one good row"}] + [{"id": f"n{i}", "text": None} for i in range(3)]
+    (corpus / "mostly-bad.jsonl").write_bytes(jsonl(rows))
+    out = tmp_path / "emb"
+    config = tmp_path / "embed.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "input": {"uri": str(corpus), "id_column": "id"},
+                "output": {"uri": str(out)},
+                "model": {"name_or_path": str(tiny_models["qwen3"]), "max_tokens": 64},
+                "compute": {"max_restarts": 1, "max_task_retries": 1},
+            }
+        )
+    )
+    assert embed_main(["--config", str(config)]) == 1
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (summary["status"], summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (
+        "failed",
+        4,
+        1,
+        3,
+    )
+    assert summary["failure"].startswith("3 of 4 rows rejected (75.0%), above input.max_reject_fraction (0.5)")
+    _, rejects = read_run(str(out))
+    assert sorted(rejects.column("reason").to_pylist()) == ["null text"] * 3

@@ -33,6 +33,15 @@ def test_defaults_follow_the_issue():
         ({"model": {"long_inputs": "chunk"}}, "one vector per sentence"),
         ({"target": {"uri": "/data/fr", "format": "text", "lang": "fra"}}, "select the same rows"),
         ({"source": {"uri": "/a", "format": "text", "lang": "x", "lang_column": "l"}}, "needs a columnar input"),
+        ({"source": {"uri": "/a", "format": "jsonl", "lang": ["fra", "deu"]}}, "needs lang_column"),
+        ({"source": {"uri": "/a", "format": "jsonl", "lang": [], "lang_column": "l"}}, "empty list"),
+        (
+            {"source": {"uri": "/a", "format": "jsonl", "lang": ["x", "x"], "lang_column": "l"}},
+            "lists a language twice",
+        ),
+        ({"source": {"uri": "/a", "format": "text", "lang": "x", "keep_columns": ["url"]}}, "keep_columns needs"),
+        ({"source": {"uri": "/a", "format": "jsonl", "lang": "x", "keep_columns": ["id"]}}, "clash with"),
+        ({"mining": {"index": "hnsw"}}, "mining.index"),
     ],
 )
 def test_bad_configs_name_the_key(over, message):
@@ -58,3 +67,15 @@ def test_reused_embeddings_inside_an_output_that_gets_emptied_are_refused():
     }
     with pytest.raises(ConfigError, match="inside output.uri"):
         parse_config(MineConfig, raw(**over))
+
+
+def test_language_lists_give_every_pair_but_a_language_with_itself():
+    side = {"uri": "/c", "format": "jsonl", "lang_column": "lang"}
+    cfg = parse_config(
+        MineConfig, raw(source={**side, "lang": ["fra", "eng", "deu"]}, target={**side, "lang": ["eng", "fra"]})
+    )
+    assert cfg.multi_pair
+    assert cfg.pairs() == [("fra", "eng"), ("eng", "fra"), ("deu", "eng"), ("deu", "fra")]
+    assert not parse_config(MineConfig, raw()).multi_pair  # the one-pair form keeps its layout
+    with pytest.raises(ConfigError, match="no pair to mine"):
+        parse_config(MineConfig, raw(source={**side, "lang": ["eng"]}, target={**side, "lang": ["eng"]}))

@@ -90,3 +90,11 @@ def test_submit_unreachable_address_is_one_line(monkeypatch, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot submit to the Ray cluster at {address}")
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_job_show_config(capsys):
+    from jobs.embed import main
+
+    assert main(["--config", "configs/quickstart.yaml", "--show-config", "--set", "output.dimensions=256"]) == 0
+    text = capsys.readouterr().out
+    assert "  dimensions: 256  # default: null" in text and '  pooling: "auto"' in text

@@ -26,6 +26,10 @@ CASES = [
     ("bert", "cls", "right"),
     ("gemma3", "mean", "left"),
     ("qwen3", "mean", "right"),
+    # RoBERTa family: positions count from padding_idx + 1, so the model must compute them itself under left padding
+    ("xlmr", "mean", "left"),
+    ("xlmr", "cls", "left"),
+    ("xlmr", "mean", "right"),
 ]
 
 
@@ -55,7 +59,8 @@ def test_batched_equals_unpadded_reference(tiny_models, arch, pooling, side):
     rows, values, offsets = tokenized_sample(tokenizer)
     encoder = Encoder(model, pooling, True, tokenizer.pad_token_id, side, max_tokens_per_batch=600, max_batch_size=16)
     # The padding mask is left out of attention exactly for causal models padded on the right.
-    assert encoder.mask_to_model == (arch == "bert" or side == "left")
+    assert encoder.mask_to_model == (arch in ("bert", "xlmr") or side == "left")
+    assert encoder.left == (side == "left")  # the padding probe passed on the configured side
     got = encoder.encode(values, offsets)
     assert got.embeddings.shape == (len(rows), model.config.hidden_size)
     np.testing.assert_allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, atol=1e-5)
@@ -117,3 +122,158 @@ def test_compiled_model_gives_the_same_embeddings(tiny_models):
     assert hasattr(compiled_model, "_orig_mod")  # really a torch.compile wrapper
     compiled = embed(compiled_model)
     assert np.min(np.sum(eager * compiled, axis=1)) >= 0.9999
+
+
+# --- issue 15: padding probe, poison rows, non-finite vectors, ids outside the vocabulary ---------------------------
+
+TRIGGER = 100  # a token id that the wrappers below treat as poison (not among the padding probe's ids 3..18)
+
+
+class Wrapped(torch.nn.Module):
+    """A real model with one injected behaviour on rows holding TRIGGER (or on every row with `always`)."""
+
+    def __init__(self, model, behaviour: str):
+        super().__init__()
+        self.model, self.behaviour, self.config = model, behaviour, model.config
+
+    def forward(self, input_ids, **kwargs):
+        out = self.model(input_ids=input_ids, **kwargs)
+        hit = (input_ids == TRIGGER).any(dim=1)
+        if self.behaviour == "broken" and input_ids.shape[1] > 1 and input_ids.shape[0] * input_ids.shape[1] > 40:
+            raise RuntimeError("device lost")  # every real batch fails; the tiny health check does too below
+        if self.behaviour == "broken":
+            raise RuntimeError("device lost")
+        if hit.any() and self.behaviour == "raise":
+            raise ValueError("cannot embed this row")
+        if hit.any() and self.behaviour in ("overflow_half", "nan_always"):
+            half = next(self.parameters()).dtype != torch.float32
+            if self.behaviour == "nan_always" or half:
+                out.last_hidden_state[hit] = float("nan")
+        if hit.any() and self.behaviour == "oom_alone":
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return out
+
+
+def poisoned_sample(tokenizer, poison_rows=(3, 11)):
+    rows, _, _ = tokenized_sample(tokenizer)
+    rows = [list(r) for r in rows]
+    for i in poison_rows:
+        rows[i] = rows[i][:2] + [TRIGGER] + rows[i][2:]
+    values = np.concatenate([np.asarray(r) for r in rows])
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    return rows, values, offsets
+
+
+def encoder_for(tiny_models, arch="gemma3", behaviour=None, dtype="float32", pooling="last_token", side="right"):
+    cfg = ModelConfig(name_or_path=str(tiny_models[arch]), pooling=pooling, max_tokens=128, dtype=dtype)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, torch.device("cpu"))
+    encoder = Encoder(model, pooling, True, tokenizer.pad_token_id, side, max_tokens_per_batch=600, max_batch_size=16)
+    if behaviour:
+        encoder.model = Wrapped(model, behaviour)
+    return encoder, tokenizer, model
+
+
+def check_against_reference(model, rows, got, skip=(), pooling="last_token"):
+    reference_model = model.float()
+    for i in range(len(rows)):
+        if i in skip:
+            continue
+        cos = float(got.embeddings[i] @ reference(reference_model, rows[i], pooling))
+        assert cos >= 0.9999, f"row {i}: cosine {cos}"
+
+
+def test_a_row_that_raises_in_the_model_is_a_reject_and_the_rest_embeds(tiny_models):
+    encoder, tokenizer, model = encoder_for(tiny_models, behaviour="raise")
+    rows, values, offsets = poisoned_sample(tokenizer)
+    got = encoder.encode(values, offsets)
+    assert got.reasons == {
+        3: "model failed on this row: ValueError: cannot embed this row",
+        11: "model failed on this row: ValueError: cannot embed this row",
+    }
+    check_against_reference(model, rows, got, skip=(3, 11))
+
+
+def test_a_model_that_fails_on_every_input_raises_instead_of_rejecting_everything(tiny_models):
+    encoder, tokenizer, _ = encoder_for(tiny_models, behaviour="broken")
+    _, values, offsets = poisoned_sample(tokenizer)
+    with pytest.raises(RuntimeError, match="device lost"):
+        encoder.encode(values, offsets)
+
+
+def test_non_finite_half_precision_rows_are_recomputed_in_float32(tiny_models):
+    encoder, tokenizer, model = encoder_for(tiny_models, behaviour="overflow_half", dtype="bfloat16")
+    rows, values, offsets = poisoned_sample(tokenizer)
+    got = encoder.encode(values, offsets)
+    assert got.reasons == {}
+    assert np.flatnonzero(got.recomputed).tolist() == [3, 11]
+    assert np.isfinite(got.embeddings).all()
+    assert next(model.parameters()).dtype == torch.bfloat16  # back in its own dtype afterwards
+    fp32 = model.float()
+    for i in (3, 11):  # recomputed alone in float32: equal to the float32 one-text reference
+        assert float(got.embeddings[i] @ reference(fp32, rows[i], "last_token")) >= 0.99999
+
+
+def test_rows_non_finite_in_float32_too_are_rejects(tiny_models):
+    encoder, tokenizer, model = encoder_for(tiny_models, behaviour="nan_always", pooling="mean", arch="bert")
+    rows, values, offsets = poisoned_sample(tokenizer)
+    got = encoder.encode(values, offsets)
+    assert got.reasons == {3: "non-finite embedding (NaN or inf) in torch.float32", 11: got.reasons[3]}
+    assert not got.recomputed.any()
+    assert (got.embeddings[[3, 11]] == 0).all()
+    check_against_reference(model, rows, got, skip=(3, 11), pooling="mean")
+
+
+def test_out_of_memory_on_one_row_alone_is_a_reject(tiny_models):
+    encoder, tokenizer, model = encoder_for(tiny_models, behaviour="oom_alone")
+    rows, values, offsets = poisoned_sample(tokenizer, poison_rows=(5,))
+    got = encoder.encode(values, offsets)
+    assert list(got.reasons) == [5] and got.reasons[5].startswith("out of memory on this row alone")
+    check_against_reference(model, rows, got, skip=(5,))
+
+
+def test_ids_outside_the_vocabulary_and_empty_rows_never_reach_the_model(tiny_models):
+    encoder, _, model = encoder_for(tiny_models)
+    rows = [[5, 6, 7], [5, encoder.vocab_size + 3, 7], [], [8, -1], [9, 10]]
+    values = np.asarray([t for r in rows for t in r], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    got = encoder.encode(values, offsets)
+    assert got.reasons == {
+        1: f"token id {encoder.vocab_size + 3} is outside the model's vocabulary ({encoder.vocab_size} ids)",
+        2: "row has no tokens",
+        3: f"token id -1 is outside the model's vocabulary ({encoder.vocab_size} ids)",
+    }
+    check_against_reference(model, rows, got, skip=(1, 2, 3))
+    empty = encoder.encode(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))  # a block with no rows at all
+    assert empty.embeddings.shape == (0, encoder.dim) and empty.reasons == {}
+
+
+def test_left_padding_that_breaks_an_encoder_is_switched_to_right_with_a_warning(tiny_models, caplog):
+    """BERT counts positions from 0 at the first (padded) position: left padding changes its vectors."""
+    encoder, tokenizer, model = encoder_for(tiny_models, arch="bert", pooling="mean", side="left")
+    assert not encoder.left
+    assert "padding on the right instead" in caplog.text
+    rows, values, offsets = tokenized_sample(tokenizer)
+    check_against_reference(model, rows, encoder.encode(values, offsets), pooling="mean")
+
+
+class WidthDependent(torch.nn.Module):
+    """Gives every token a state that depends on the padded width: no padding side can pass the probe."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids, **kwargs):
+        out = self.model(input_ids=input_ids, **kwargs)
+        out.last_hidden_state = out.last_hidden_state + float(input_ids.shape[1])
+        return out
+
+
+def test_a_model_that_fails_the_padding_probe_on_both_sides_is_refused(tiny_models):
+    from pipeline.encoder import PaddingProbeError
+
+    cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean")
+    model = WidthDependent(load_model(cfg, torch.device("cpu")))
+    with pytest.raises(PaddingProbeError, match=r"padded in a batch another vector .* refusing to embed"):
+        Encoder(model, "mean", True, 0, "right", max_tokens_per_batch=600, max_batch_size=16)

@@ -40,3 +40,16 @@ def test_unknown_pooling_names_the_choices():
 def test_l2_normalize_unit_norm():
     v = l2_normalize(torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
     assert torch.allclose(v, torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("method", ["mean", "last_token", "cls"])
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_non_finite_states_in_padded_positions_never_reach_real_rows(method, poison):
+    """0 x NaN is NaN: masking by multiplication would leak a padded position's NaN into the row's mean."""
+    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]])
+    poisoned = HIDDEN.clone()
+    poisoned[0, 2:] = poison
+    poisoned[1, 0] = poison
+    got = pool(poisoned, mask, method)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, pool(HIDDEN, mask, method))

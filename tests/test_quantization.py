@@ -118,3 +118,12 @@ def test_jobs_that_need_floats_refuse_quantized_output_in_their_config(job):
     )
     with pytest.raises(ConfigError, match="is quantized; .* needs float32 or float16"):
         load_config(config_class(job), base, [*extra, override])
+
+
+def test_reembed_refuses_scalar_quantization():
+    from pipeline.config import ConfigError, load_config
+    from pipeline.reembed.config import ReembedConfig
+
+    with pytest.raises(ConfigError, match="output.dtype int8 needs calibration ranges fixed across runs"):
+        load_config(ReembedConfig, "configs/reembed.yaml", ["output.dtype=int8"])
+    assert load_config(ReembedConfig, "configs/reembed.yaml", ["output.dtype=ubinary"]).output.dtype == "ubinary"

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from pipeline.config import StorageConfig
-from pipeline.progress import RowProgress, expected_rows
+from pipeline.progress import RowProgress, expected_rows, files_done, mark_file_end
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
 
@@ -37,9 +37,20 @@ def test_progress_lines_have_the_total():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("progress: 50 / 200 rows (25%)") and "ETA" in lines[0]
     assert lines[1].startswith("progress: 200 / 200 rows (100%)") and len(lines) == 2  # no repeated final line
-    unknown = io.StringIO()
-    RowProgress(total=None, files=3, stream=unknown).close()
-    assert unknown.getvalue().startswith("progress: 0 rows from 3 files")
+    unknown = io.StringIO()  # JSONL/text: no row total, but the listing gives the files
+    progress = RowProgress(total=None, files=4, interval=0.0, stream=unknown)
+    progress.update(30, files=1)
+    assert unknown.getvalue().startswith("progress: 1 / 4 files (25%), 30 rows") and "ETA" in unknown.getvalue()
+
+
+def test_read_stage_flags_each_files_last_row_once():
+    blocks = [pa.table({"x": [1, 2]}), pa.table({"x": [3]})]
+    marked = list(mark_file_end(iter(blocks)))
+    assert [b.column("_file_done").to_pylist() for b in marked] == [[False, False], [True]]
+    assert list(mark_file_end(iter([]))) == []
+    # a chunked last row repeats the flag on every chunk: only its first chunk counts
+    chunked = pa.table({"_file_done": [False, True, True, True], "chunk_index": [0, 0, 1, 2]})
+    assert files_done(chunked) == 1 and files_done(pa.table({"x": [1]})) == 0
 
 
 def test_human_summary_of_an_embed_run():
@@ -91,6 +102,6 @@ def test_embed_run_output(tiny_models, tmp_path):
     assert json.loads(run.stdout)["rows_embedded"] == 60
     assert "core_worker.cc" not in run.stderr  # Ray's E ... line about actor constructor arguments is absorbed
     assert "0/?" not in run.stderr
-    assert "progress: 60 / 60 rows (100%)" in run.stderr
+    assert "progress: 60 / 60 rows (100%), 1 / 1 files" in run.stderr
     assert "done: 60 rows in: 60 embedded, 0 rejected" in run.stderr and f"output: {out}" in run.stderr
     assert "pooling mean" in run.stderr  # model.pooling auto -> the encoder default, shown and recorded

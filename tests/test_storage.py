@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import StorageConfig
-from pipeline.storage import list_files
+from pipeline.storage import InvalidGlobError, list_files
 
 LOCAL = StorageConfig()
 
@@ -53,3 +53,62 @@ def test_s3_prefix_listing(s3_bucket, s3_server):
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="unsupported URI scheme"):
         list_files("gs://bucket/x", LOCAL)
+
+
+# --- issue 15: brackets and other glob characters in real paths ----------------------------------------------------
+
+
+def bracket_tree(root):
+    for rel in ["export[2024-11]/part[0].jsonl", "export[2024-11]/part[1].jsonl", "run[v1]/a.jsonl", "run[v1]/b.txt"]:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}\n")
+
+
+def test_a_path_that_exists_is_taken_literally(tmp_path):
+    bracket_tree(tmp_path)
+    root, files = list_files(f"{tmp_path}/export[2024-11]/part[0].jsonl", LOCAL)
+    assert files == ["part[0].jsonl"] and root.path == f"{tmp_path}/export[2024-11]"
+    assert list_files(f"{tmp_path}/run[v1]", LOCAL)[1] == ["a.jsonl", "b.txt"]
+    assert list_files(f"{tmp_path}/run[v1]/", LOCAL)[1] == ["a.jsonl", "b.txt"]
+    # an existing directory with brackets, then a real pattern below it
+    assert list_files(f"{tmp_path}/run[v1]/*.jsonl", LOCAL)[1] == ["a.jsonl"]
+    assert list_files(f"{tmp_path}/export[2024-11]/part[[][01][]].jsonl", LOCAL)[1] == [
+        "part[0].jsonl",
+        "part[1].jsonl",
+    ]
+
+
+def test_escaped_glob_characters_match_literally(tmp_path):
+    import glob
+
+    bracket_tree(tmp_path)
+    escaped = glob.escape(f"{tmp_path}/export[2024-11]") + "/part*.jsonl"
+    assert list_files(escaped, LOCAL)[1] == ["export[2024-11]/part[0].jsonl", "export[2024-11]/part[1].jsonl"]
+    assert list_files(f"{tmp_path}/export[[]2024-11[]]/part[[]1[]].jsonl", LOCAL)[1] == [
+        "export[2024-11]/part[1].jsonl"
+    ]
+    assert list_files(f"{tmp_path}/*/part[[][!0]*", LOCAL)[1] == ["export[2024-11]/part[1].jsonl"]
+
+
+@pytest.mark.parametrize("pattern", ["part[0.jsonl", "part[z-a].jsonl"])
+def test_an_invalid_pattern_is_a_config_error_naming_the_key(tmp_path, pattern):
+    bracket_tree(tmp_path)
+    with pytest.raises(InvalidGlobError, match=r"input.uri: invalid glob pattern .*escape"):
+        list_files(f"{tmp_path}/missing/{pattern}", LOCAL)
+    with pytest.raises(InvalidGlobError, match=r"sides.src.uri: invalid glob pattern"):
+        list_files(f"{tmp_path}/missing/{pattern}", LOCAL, key="sides.src.uri")
+
+
+def test_brackets_in_s3_keys(s3_bucket, s3_server):
+    client, bucket = s3_bucket
+    for key in ["export[2024-11]/part[0].jsonl", "export[2024-11]/part[1].jsonl", "other/x.jsonl"]:
+        client.put_object(Bucket=bucket, Key=key, Body=b"{}\n")
+    storage = StorageConfig(endpoint_url=s3_server)
+    root, files = list_files(f"s3://{bucket}/export[2024-11]/part[0].jsonl", storage)
+    assert files == ["part[0].jsonl"] and root.path == f"{bucket}/export[2024-11]"
+    assert list_files(f"s3://{bucket}/export[2024-11]", storage)[1] == ["part[0].jsonl", "part[1].jsonl"]
+    assert list_files(f"s3://{bucket}/export[[]2024-11[]]/*.jsonl", storage)[1] == [
+        "export[2024-11]/part[0].jsonl",
+        "export[2024-11]/part[1].jsonl",
+    ]

@@ -6,8 +6,8 @@ import pytest
 from conftest import sample_texts
 
 from pipeline.config import ModelConfig
-from pipeline.model_loading import load_tokenizer
-from pipeline.tokenization import TextTokenizer, chunk_spans
+from pipeline.model_loading import declared_add_eos, load_tokenizer
+from pipeline.tokenization import NO_CONTENT, TextTokenizer, chunk_spans, eos_convention
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +50,91 @@ def test_chunk_spans_exact():
 def test_chunk_budget_must_exceed_overlap(tokenizer):
     with pytest.raises(ValueError, match="raise max_tokens or lower the overlap"):
         TextTokenizer(tokenizer, "a long prompt " * 5, 20, "chunk", 8)
+
+
+# --- issue 15: content tokens, per-row tokenizer failures, EOS conventions, the character pre-cut -----------------
+
+
+def test_rows_with_only_prompt_and_special_tokens_are_rejected(tiny_models):
+    """Whatever the tokenizer does with an invisible text (drop it, or map it to nothing), no row embeds the prompt
+    alone: this WordPiece-like normalizer strips zero-width characters, the byte-level BPE keeps them as bytes."""
+    from tokenizers import normalizers
+
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_models["bert"])))
+    tokenizer.backend_tokenizer.normalizer = normalizers.Replace("\u200b", "")
+    tok = TextTokenizer(tokenizer, "Query: ", 64, "truncate", 0)
+    rows = tok.tokenize(["\u200b\u200b", "real text", ""])
+    assert rows.reason == [NO_CONTENT, None, NO_CONTENT]
+    assert rows.token_ids[0] == [] and rows.token_ids[1] == tokenizer("Query: real text")["input_ids"]
+    chunked = TextTokenizer(tokenizer, "Query: ", 64, "chunk", 4).tokenize(["\u200b", "real text"])
+    assert chunked.reason == [NO_CONTENT, None]
+
+
+def test_a_row_that_breaks_the_tokenizer_is_a_reject_and_the_rest_tokenize(tokenizer, monkeypatch):
+    tok = TextTokenizer(tokenizer, "", 64, "truncate", 0)
+    real = tok.tokenizer
+
+    def fragile(texts, **kwargs):
+        if any("poison" in t for t in texts):
+            raise ValueError("unsupported input")
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(tok, "tokenizer", fragile)
+    rows = tok.tokenize(["one", "a poison row", "three"])
+    assert rows.reason == [None, "tokenizer failed: ValueError: unsupported input", None]
+    assert rows.token_ids[0] == real("one")["input_ids"] and rows.token_ids[1] == []
+    assert tok.tokenize([]).parent == []  # a block with no good rows at all passes through
+
+
+def with_declared_eos(model_dir, tmp_path):
+    import json
+    import shutil
+
+    target = tmp_path / "declared-eos"
+    shutil.copytree(model_dir, target)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    (target / "tokenizer_config.json").write_text(json.dumps({**config, "add_eos_token": True}))
+    return target
+
+
+def test_declared_add_eos_token_is_honoured_after_truncation(tiny_models, tmp_path):
+    cfg = ModelConfig(name_or_path=str(with_declared_eos(tiny_models["gemma3"], tmp_path)))
+    tokenizer = load_tokenizer(cfg)
+    convention = eos_convention(tokenizer, declared_add_eos(cfg))
+    assert (convention.appended, convention.declared, convention.append) == (False, True, True)
+    assert convention.describe() == "rayembed"
+    tok = TextTokenizer(tokenizer, "", 16, "truncate", 0, append_eos=convention.append)
+    short, long = tok.tokenize(["hello world", " ".join(sample_texts()[:5])]).token_ids
+    assert short == tokenizer("hello world")["input_ids"] + [tokenizer.eos_token_id]
+    assert len(long) == 16 and long[-1] == tokenizer.eos_token_id
+    assert long[:-1] == tokenizer(" ".join(sample_texts()[:5]), truncation=True, max_length=15)["input_ids"]
+    # a tokenizer that appends EOS itself (Qwen-3 style) is left alone; one that declares nothing too
+    qwen = load_tokenizer(ModelConfig(name_or_path=str(tiny_models["qwen3"])))
+    assert eos_convention(qwen, None).describe() == "tokenizer"
+    gemma = ModelConfig(name_or_path=str(tiny_models["gemma3"]))
+    assert eos_convention(load_tokenizer(gemma), declared_add_eos(gemma)).describe() == "none"
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "bert", "gemma3"])
+def test_the_character_pre_cut_gives_the_tokens_of_the_whole_text(tiny_models, arch):
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_models[arch])))
+    words = " ".join(sample_texts()[:100])
+    long = (words + " ") * (200_000 // len(words) + 1)  # ~200 KB: the reference tokenizes all of it
+    sparse = "word " + " " * 50_000 + words  # whitespace costs no tokens here: the first cut is too short
+    tok = TextTokenizer(tokenizer, "Query: ", 256, "truncate", 0)
+    for text in (long, sparse):
+        [ids] = tok.tokenize([text]).token_ids
+        assert ids == tokenizer("Query: " + text, truncation=True, max_length=256)["input_ids"]
+    huge = long * 50  # ~10 MB: tokenizing it whole takes minutes on a loaded core; the pre-cut reads a few KB
+    tok.chars_tokenized = 0
+    [ids] = tok.tokenize([huge]).token_ids
+    assert tok.chars_tokenized <= 256 * 8 + len("Query: ")
+    assert ids == tokenizer("Query: " + long, truncation=True, max_length=256)["input_ids"]
+
+
+def test_the_pre_cut_on_real_tokenizers(real_model_dir):
+    text = ("Ceci est une phrase. " * 50 + "日本語の文も入ります。" * 30) * 60  # ~80 KB, mixed scripts
+    for name in ("multilingual-e5-small", "smollm2-135m", "all-minilm-l6-v2"):
+        tokenizer = load_tokenizer(ModelConfig(name_or_path=str(real_model_dir(name))))
+        [ids] = TextTokenizer(tokenizer, "query: ", 512, "truncate", 0).tokenize([text]).token_ids
+        assert ids == tokenizer("query: " + text, truncation=True, max_length=512)["input_ids"], name

@@ -1,66 +1,125 @@
-"""The mining job: read both sides -> embed (or reuse vectors) -> k-NN both ways -> margin -> 1:1 pairs -> Parquet.
+"""The mining job: every listed source language against every listed target language, no side on the driver.
 
-    texts (driver) --run_embed--> <output>/embeddings/{source,target} --read back--> vectors
-    vectors --shard actors (mining_actor) or in-process (knn)--> fwd/bwd top-k --selection--> pairs
+    input files --read tasks--> texts/<side>/lang=<L>/  (filtered, deduplicated, numbered rows)
+    texts --run_embed (or embeddings_uri)--> embeddings/<side>/ --hash join--> work/vectors/<side>/lang=<L>/
+    per key store: shard actors load their slices; query blocks stream through them --> work/knn/<pair>/{fwd,bwd}/
+    knn files --densities, proposals (tasks)--> select_stream (1:1 max, bounded state) --> attach texts --> pairs
 
-Outputs under `output.uri`: `pairs/part-00000.parquet`, `summary.json` and `score_histogram.png`; when embedding,
-also `texts/<side>/` (the filtered, deduplicated input that was embedded) and `embeddings/<side>/`.
+Outputs under `output.uri`. One-pair form (`lang: fra`): `pairs/part-NNNNN.parquet`, `summary.json`,
+`score_histogram.png`, as before. List form (`lang: [fra, deu]`): `pairs/src_lang=<S>/tgt_lang=<T>/part-NNNNN.parquet`,
+`reports/src_lang=<S>/tgt_lang=<T>/{summary.json,score_histogram.png}`, `overview.csv`, `overview.png` and a
+`summary.json` over all pairs. Both write `texts/` and (when embedding) `embeddings/`; `work/` is removed at the end.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import posixpath
 import resource
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.fs as pafs
 
-from pipeline.bitext.knn import KnnResult, knn_search
-from pipeline.bitext.mining_actor import ShardResources, ray_knn_search, shard_count
-from pipeline.bitext.report import histogram, histogram_png, kept_per_threshold, threshold_grid
-from pipeline.bitext.selection import Pairs, select_pairs
-from pipeline.bitext.sides import Side, SideError, attach_vectors, dedup_side, read_embeddings, read_side
+from pipeline.bitext import prepare
+from pipeline.bitext.executor import LocalExecutor, RayExecutor
+from pipeline.bitext.ivf import default_nlist
+from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
+from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
+from pipeline.bitext.report import counts_png, overview_png, threshold_grid
+from pipeline.bitext.sides import SideError
+from pipeline.bitext.store import StoreRef, store_mean
+from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
+from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.embed_job import init_ray, prepare_output, run_embed
 from pipeline.mine_config import MineConfig, SideConfig
-from pipeline.storage import Location, resolve, write_bytes, write_parquet_atomic
+from pipeline.reading import ReadSpec
+from pipeline.storage import list_files, resolve, write_bytes
 
 log = logging.getLogger(__name__)
 
-PAIRS_SCHEMA = pa.schema(
-    [
-        ("src_id", pa.string()),
-        ("tgt_id", pa.string()),
-        ("src_text", pa.string()),
-        ("tgt_text", pa.string()),
-        ("score", pa.float32()),
-        ("cosine", pa.float32()),
-        ("src_lang", pa.string()),
-        ("tgt_lang", pa.string()),
-    ]
-)
-PAIRS_FILE = "pairs/part-00000.parquet"
+__all__ = ["PAIRS_SCHEMA", "run_mine"]
 SUMMARY_FILE = "summary.json"
 HISTOGRAM_FILE = "score_histogram.png"
+SIDES = ("source", "target")
 
 
-def embed_side(cfg: MineConfig, side: Side, side_cfg: SideConfig, out: Location) -> tuple[str, dict[str, Any]]:
-    """Embed exactly the rows that will be mined (filtered, deduplicated) with the embed job; returns its uri."""
-    texts_at = out.join("texts", side.name)
-    table = pa.table({"id": pa.array(side.ids, pa.string()), "text": pa.array(side.texts, pa.string())})
-    write_parquet_atomic(table, texts_at.join("part-00000.parquet"))
-    embeddings_at = out.join("embeddings", side.name)
+@dataclass
+class InputGroup:
+    """One distinct input read once for every side and language that uses it."""
+
+    cfg: SideConfig
+    owners: dict[str, str] = field(default_factory=dict)  # lang -> side whose store holds it
+    sides: dict[str, list[str]] = field(default_factory=dict)  # side -> its languages from this input
+    keep_columns: list[str] = field(default_factory=list)
+
+
+def input_key(side: SideConfig) -> tuple:
+    return (side.uri, side.format, side.text_column, side.id_column, side.lang_column, side.kind, side.embeddings_uri)
+
+
+def plan_inputs(cfg: MineConfig) -> list[InputGroup]:
+    groups: dict[tuple, InputGroup] = {}
+    for name in SIDES:
+        side = getattr(cfg, name)
+        group = groups.setdefault(input_key(side), InputGroup(side))
+        group.sides[name] = side.langs
+        for lang in side.langs:
+            group.owners.setdefault(lang, name)
+        group.keep_columns += [c for c in side.keep_columns if c not in group.keep_columns]
+    return list(groups.values())
+
+
+def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
+    if cfg.mining.backend == "local":
+        return LocalExecutor()
+    return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries)
+
+
+def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare.ReadCounts:
+    root, files = list_files(group.cfg.uri, cfg.storage)
+    keep = tuple(dict.fromkeys(([group.cfg.lang_column] if group.cfg.lang_column else []) + group.keep_columns))
+    spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
+    default = next(iter(group.owners)) if group.cfg.lang_column is None else None
+    job = prepare.ReadJob(
+        spec, group.cfg.lang_column, group.owners, default, tuple(group.keep_columns), work_uri, cfg.storage
+    )
+    counts = prepare.ReadCounts()
+    for result in ex.get([ex.submit(prepare.read_input_file, job, rel, i) for i, rel in enumerate(files)]):
+        counts.add(result)
+    for side, langs in group.sides.items():
+        for lang in langs:
+            if counts.per_lang[lang]:
+                continue
+            if group.cfg.lang_column and counts.present:
+                present = ", ".join(
+                    f"{v} ({n})" for v, n in sorted(counts.present.items(), key=lambda x: (-x[1], x[0]))[:40]
+                )
+                raise SideError(
+                    f"{side}: no rows with {group.cfg.lang_column} == {lang!r} in {group.cfg.uri}; languages present: "
+                    f"{present}. Fix {side}.lang or {side}.lang_column"
+                )
+            raise SideError(
+                f"{side}: no usable rows in {group.cfg.uri} ({counts.rows_rejected} rejected: null, empty or "
+                "unreadable text)"
+            )
+    if counts.rows_rejected:
+        log.warning("%s: skipped %d rows with null, empty or unreadable text", group.cfg.uri, counts.rows_rejected)
+    return counts
+
+
+def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str, out) -> tuple[str, dict]:
+    """Embed exactly the rows that will be mined (all of a side's languages in one embed run)."""
+    embeddings_at = out.join("embeddings", side)
     embed_cfg = EmbedConfig(
-        input=InputConfig(
-            uri=texts_at.uri,
-            format="parquet",
-            text_column="text",
-            id_column="id",
-            kind=side_cfg.kind,
-        ),
+        input=InputConfig(uri=texts_uri, format="parquet", text_column="text", id_column="id", kind=side_cfg.kind),
         output=OutputConfig(uri=embeddings_at.uri, dtype=cfg.output.dtype, overwrite=cfg.output.overwrite),
         storage=cfg.storage,
         model=cfg.model,
@@ -70,125 +129,398 @@ def embed_side(cfg: MineConfig, side: Side, side_cfg: SideConfig, out: Location)
     return embeddings_at.uri, run_embed(embed_cfg)
 
 
-def read_texts(cfg: MineConfig, name: str, side_cfg: SideConfig) -> Side:
-    side = read_side(name, side_cfg, cfg.storage)
-    return dedup_side(side) if cfg.mining.dedup else side
+def build_stores(cfg: MineConfig, out, work_uri: str, ex) -> tuple[dict[tuple[str, str], StoreRef], dict]:
+    """Read, dedup, embed and join every side; returns stores by (side, lang) and per-side info for the summary."""
+    stores: dict[tuple[str, str], StoreRef] = {}
+    info: dict[str, dict[str, Any]] = {}
+    groups = plan_inputs(cfg)
+    reads = [read_group(cfg, g, work_uri, ex) for g in groups]  # every input fails fast, before any embedding
+    owned: dict[str, list[tuple[str, InputGroup]]] = defaultdict(list)  # side -> (lang, group) it holds
+    for group, counts in zip(groups, reads):
+        for side, langs in group.sides.items():
+            mined = sum(counts.per_lang[lang] for lang in langs)
+            info[side] = {
+                "rows_read": counts.rows_read,
+                "rows_rejected": counts.rows_rejected,
+                "rows_other_lang": counts.rows_read - counts.rows_rejected - mined,
+                "langs": {},
+            }
+        for lang, side in group.owners.items():
+            owned[side].append((lang, group))
+    for side, items in owned.items():
+        group = items[0][1]
+        counts = reads[groups.index(group)]
+        buckets = max(1, -(-sum(counts.per_lang[lang] for lang, _ in items) // cfg.mining.join_bucket_rows))
+        refs = [
+            ex.submit(
+                prepare.dedup_language,
+                side,
+                lang,
+                counts.parts[lang],
+                cfg.mining.dedup,
+                cfg.output.rows_per_file,
+                cfg.output.uri,
+                work_uri,
+                buckets,
+                cfg.storage,
+            )
+            for lang, _ in items
+        ]
+        deduped = dict(zip([lang for lang, _ in items], ex.get(refs)))
+        side_cfg = group.cfg
+        if side_cfg.embeddings_uri:
+            emb_uri, emb_info = side_cfg.embeddings_uri, {"reused": side_cfg.embeddings_uri}
+        else:
+            texts_uri = posixpath.join(cfg.output.uri.rstrip("/"), "texts", side)
+            emb_uri, summary = embed_texts(cfg, side, side_cfg, texts_uri, out)
+            emb_info = {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
+        vectors, dim, model = join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex)
+        emb_info["model"] = model or "unknown"
+        for lang, _ in items:
+            d = deduped[lang]
+            store = StoreRef(
+                side, lang, d["rows"], tuple(d["files"]), tuple(vectors.get(lang, ())), dim, model or "unknown"
+            )
+            for user, langs in group.sides.items():
+                if lang in langs:
+                    stores[(user, lang)] = store
+                    info[user]["langs"][lang] = {
+                        "rows": counts.per_lang[lang],
+                        "duplicates_dropped": d["duplicates"],
+                        "rows_mined": d["rows"],
+                        "embeddings": emb_info,
+                    }
+    check_models(stores)
+    return stores, info
 
 
-def add_vectors(cfg: MineConfig, side: Side, side_cfg: SideConfig, out: Location) -> tuple[Side, dict[str, Any]]:
-    """Reuse the side's embeddings dataset or embed its rows now; then join the vectors to the texts by id."""
-    info: dict[str, Any] = {"lang": side.lang, **side.counts, "rows_mined": len(side)}
-    if side_cfg.embeddings_uri:
-        uri = side_cfg.embeddings_uri
-        info["embeddings"] = {"reused": uri}
-    else:
-        uri, embed_summary = embed_side(cfg, side, side_cfg, out)
-        info["embeddings"] = {"written": uri, "embed_seconds": embed_summary.get("wall_seconds")}
-    ids, vectors, metadata = read_embeddings(uri, cfg.storage)
-    info["embeddings"]["model"] = metadata.get("rayembed.model", "unknown")
-    return attach_vectors(side, ids, vectors, uri), info
+def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -> tuple[dict, int, str | None]:
+    files = prepare.embedding_files(emb_uri, cfg.storage)
+    parts = ex.get(
+        [ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage) for i, f in enumerate(files)]
+    )
+    dims = {p["dim"] for p in parts}
+    if len(dims) > 1:
+        raise SideError(f"{side}: the embeddings in {emb_uri} have several dims {sorted(dims)}")
+    models = {p["model"] for p in parts} - {None}
+    by_bucket_emb: dict[int, list[str]] = defaultdict(list)
+    for p in parts:
+        for b, uri in p["parts"]:
+            by_bucket_emb[b].append(uri)
+    by_bucket_ids: dict[int, list[str]] = defaultdict(list)
+    for d in deduped.values():
+        for b, uri in d["id_files"]:
+            by_bucket_ids[b].append(uri)
+    dim = dims.pop()
+    results = ex.get(
+        [
+            ex.submit(
+                prepare.join_bucket, side, b, by_bucket_ids[b], by_bucket_emb.get(b, []), dim, work_uri, cfg.storage
+            )
+            for b in sorted(by_bucket_ids)
+        ]
+    )
+    vectors: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    missing: dict[str, int] = defaultdict(int)
+    examples: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        if r["repeated"]:
+            raise SideError(
+                f"{side}: id {r['repeated'][0]!r} has several vectors in {emb_uri}; mining needs one vector per "
+                "sentence (embed with model.long_inputs=truncate)"
+            )
+        for lang, n in r["missing"].items():
+            missing[lang] += n
+            examples[lang] += r["missing_examples"][lang]
+        for lang, entry in r["files"].items():
+            vectors[lang].append(tuple(entry))
+    for lang, n in missing.items():
+        raise SideError(
+            f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}); "
+            f"the embeddings must come from the embed job over this same input ({side}.uri and id_column)"
+        )
+    return vectors, dim, (min(models) if models else None)
 
 
-def check_same_model(info: dict[str, dict[str, Any]]) -> None:
-    models = {name: i["embeddings"]["model"] for name, i in info.items()}
+def check_models(stores: dict[tuple[str, str], StoreRef]) -> None:
+    models = {s.side: s.model for s in stores.values()}
     if len(set(models.values()) - {"unknown"}) > 1:
         raise SideError(f"the sides were embedded with different models {models}; their vectors are not comparable")
+    dims = {s.side: s.dim for s in stores.values()}
+    if len(set(dims.values())) > 1:
+        raise SideError(
+            f"source vectors have dim {dims.get('source')}, target {dims.get('target')}; embed both sides with the "
+            "same model"
+        )
 
 
-def search(cfg: MineConfig, queries: np.ndarray, keys: np.ndarray, stats: dict) -> KnnResult:
+def pair_name(s: str, t: str) -> str:
+    return f"src_lang={s}/tgt_lang={t}"
+
+
+def search_all(cfg, stores, pairs, means, work_uri, ex) -> dict[str, Any]:
+    """Forward (keys: each target store) and backward (keys: each source store) searches, each key store loaded once."""
     m = cfg.mining
-    if m.backend == "local":
-        return knn_search(queries, keys, m.k, m.block_size, shard_count(len(keys), m.num_shards, m.max_rows_per_shard))
-    resources = ShardResources(
-        m.cpus_per_shard, m.gpus_per_shard, cfg.compute.max_restarts, cfg.compute.max_task_retries
-    )
-    return ray_knn_search(
-        queries, keys, m.k, m.block_size, m.num_shards, m.max_rows_per_shard, resources, m.max_in_flight, stats
-    )
+    spec = SearchSpec(m.index, m.ivf, m.block_size, max(int(m.cpus_per_shard), 1))
+    jobs: dict[str, SearchJob] = {}
+    where: dict[tuple[str, str, str], tuple[str, str]] = {}  # (keys, direction, queries) -> (pair, direction)
+    for s, t in pairs:
+        src, tgt = stores[("source", s)], stores[("target", t)]
+        for keys, queries, direction in ((tgt, src, "fwd"), (src, tgt, "bwd")):
+            job = jobs.setdefault(f"{direction}:{keys.name}", SearchJob(keys, means.get(keys.name), []))
+            out_dir = posixpath.join(work_uri, "knn", pair_name(s, t), direction)
+            job.queries.append((queries, means.get(queries.name), out_dir))
+            where[(job.keys.name, direction, queries.name)] = (pair_name(s, t), direction)
+    counts = {name: shard_count(job.keys.rows, m.num_shards, m.max_rows_per_shard) for name, job in jobs.items()}
+    if isinstance(ex, LocalExecutor):
+        shards = [StoreShard() for _ in range(max(counts.values()))]
+    else:
+        res = ShardResources(m.cpus_per_shard, m.gpus_per_shard, cfg.compute.max_restarts, cfg.compute.max_task_retries)
+        shards = start_store_shards(max(counts.values()), res)
+    files: dict[tuple[str, str], list[str]] = {}
+    try:
+        for name, job in jobs.items():
+            result = run_search(job, m.k, counts[name], spec, cfg.storage, ex, shards, m.max_in_flight)
+            direction = name.split(":")[0]
+            for store, _, _ in job.queries:
+                files[where[(job.keys.name, direction, store.name)]] = result["files"][store.name]
+        peak = peak_rss(shards, ex)
+    finally:
+        if not isinstance(ex, LocalExecutor):
+            import ray
 
-
-def pairs_table(pairs: Pairs, src: Side, tgt: Side) -> pa.Table:
-    s, t = pairs.src.tolist(), pairs.tgt.tolist()
-    columns = [
-        [src.ids[i] for i in s],
-        [tgt.ids[j] for j in t],
-        [src.texts[i] for i in s],
-        [tgt.texts[j] for j in t],
-        pairs.score,
-        pairs.cosine,
-        [src.lang] * len(s),
-        [tgt.lang] * len(t),
-    ]
-    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, PAIRS_SCHEMA)], schema=PAIRS_SCHEMA)
+            for actor in shards:
+                ray.kill(actor)
+    return {"files": files, "shards": counts, "actor_peak_rss_mb": peak}
 
 
 def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
-    """Upper bound of one shard actor's arrays: its keys, one query block, one tile and the running top-k."""
+    """Upper bound of one shard actor's arrays for a key store of `rows` rows.
+
+    exact: its keys, one query block, one (block x block) tile and the running top-k.
+    ivf: the keys while the index is built, then the index (vectors or PQ codes plus 8-byte ids per key, the
+    centroids) and, per query block, the block, its distances to the centroids and the top-k.
+    """
     m = cfg.mining
     shard_rows = -(-rows // shard_count(rows, m.num_shards, m.max_rows_per_shard))
     block = m.block_size
-    return 4 * (shard_rows * dim + block * dim + block * min(block, shard_rows)) + 12 * block * 2 * m.k
+    topk = 12 * block * 2 * m.k
+    if m.index == "ivf":
+        nlist = min(m.ivf.nlist or default_nlist(shard_rows), shard_rows)
+        per_key = (m.ivf.pq_m or 4 * dim) + 8
+        return 4 * shard_rows * dim + shard_rows * per_key + 4 * nlist * dim + 4 * block * (dim + nlist) + topk
+    return 4 * (shard_rows * dim + block * dim + block * min(block, shard_rows)) + topk
+
+
+def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str, pairs_dir: str, ex) -> dict[str, Any]:
+    """Score, select and write one language pair from its stored knn files."""
+    m, st = cfg.mining, cfg.storage
+    name = pair_name(s, t)
+    fwd_files, bwd_files = knn[(name, "fwd")], knn[(name, "bwd")]
+    d_src = ex.submit(densities, fwd_files, src.rows, st)
+    d_tgt = ex.submit(densities, bwd_files, tgt.rows, st)
+    prop_dir = posixpath.join(work_uri, "proposals", name)
+    fwd_props = [
+        ex.submit(propose, u, d_tgt, m.margin, True, f"{prop_dir}/fwd/{i:06d}.parquet", st)
+        for i, u in enumerate(fwd_files)
+    ]
+    bwd_props = [
+        ex.submit(propose, u, d_src, m.margin, False, f"{prop_dir}/bwd/{i:06d}.parquet", st)
+        for i, u in enumerate(bwd_files)
+    ]
+    fwd_props, bwd_props = ex.get(fwd_props), ex.get(bwd_props)
+    used = fwd_props * (m.retrieval != "bwd") + bwd_props * (m.retrieval in ("bwd", "max"))
+    lows = [p["min"] for p in used if p["min"] is not None]
+    highs = [p["max"] for p in used if p["max"] is not None]
+    lo, hi = (min(lows), max(highs)) if lows else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, m.histogram_bins + 1).tolist()
+    grid = threshold_grid(np.asarray([lo, hi]), m.threshold)
+    fwd_uris, bwd_uris = [p["uri"] for p in fwd_props], [p["uri"] for p in bwd_props]
+    fwd_best = ex.submit(best_of, fwd_uris, src.rows, True, st)
+    bwd_best = ex.submit(best_of, bwd_uris, tgt.rows, False, st)
+    route = Route(src, posixpath.join(work_uri, "attach", name, "src"), cfg.output.rows_per_file)
+    window = Window(m.threshold, m.score_max, edges, grid)
+    sel = ex.get(ex.submit(select_stream, fwd_uris, bwd_uris, m.retrieval, fwd_best, bwd_best, window, route, st))
+    # attach source columns per source text file, then target columns per target text file, then write in order
+    by_src: dict[int, list[str]] = defaultdict(list)
+    for f, uri in sel["routed"]:
+        by_src[f].append(uri)
+    att = posixpath.join(work_uri, "attach", name)
+    refs = [
+        ex.submit(attach_source, src, tgt, f, uris, cfg.source.keep_columns, f"{att}/tgt", st)
+        for f, uris in sorted(by_src.items())
+    ]
+    by_tgt: dict[int, list[str]] = defaultdict(list)
+    for routed in ex.get(refs):
+        for f, uri in routed:
+            by_tgt[f].append(uri)
+    refs = [
+        ex.submit(attach_target, tgt, f, uris, cfg.target.keep_columns, cfg.output.rows_per_file, f"{att}/rank", st)
+        for f, uris in sorted(by_tgt.items())
+    ]
+    by_chunk: dict[int, list[str]] = defaultdict(list)
+    for routed in ex.get(refs):
+        for c, uri in routed:
+            by_chunk[c].append(uri)
+    chunks = [by_chunk[c] for c in sorted(by_chunk)]
+    dedup_pairs = m.dedup_pairs and not m.dedup
+    written = ex.get(
+        ex.submit(
+            finalize,
+            chunks,
+            s,
+            t,
+            cfg.source.keep_columns,
+            cfg.target.keep_columns,
+            dedup_pairs,
+            cfg.multi_pair,
+            pairs_dir,
+            st,
+        )
+    )
+    hist = {"bin_edges": [round(e, 6) for e in edges], "counts": sel["histogram"]}
+    return {
+        "src_lang": s,
+        "tgt_lang": t,
+        "rows": {"source": src.rows, "target": tgt.rows},
+        "pairs_selected": sel["pairs_selected"],
+        "pairs_kept": written["rows"],
+        "pairs_above_score_max": sel["pairs_above_score_max"],
+        "duplicate_pairs_dropped": written["duplicate_pairs_dropped"],
+        "pairs_per_threshold": [{"threshold": g, "pairs": int(n)} for g, n in zip(grid, sel["per_threshold"])],
+        "score_histogram": hist,
+        "files": written["files"],
+    }
+
+
+def write_pair_report(cfg: MineConfig, pair: dict, at) -> dict[str, str]:
+    m = cfg.mining
+    title = f"{pair['src_lang']}-{pair['tgt_lang']}: {m.margin} margin, {m.retrieval} retrieval, {pair['pairs_selected']} pairs"
+    png = counts_png(pair["score_histogram"], m.threshold, pair["pairs_kept"], title, f"{m.margin} margin score")
+    write_bytes(png, at.join(HISTOGRAM_FILE))
+    return {"histogram": at.join(HISTOGRAM_FILE).uri}
 
 
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
-    """Mine translation pairs between cfg.source and cfg.target; returns the summary also written to summary.json."""
+    """Mine translation pairs for every (source lang, target lang); returns the summary written to summary.json."""
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
     prepare_output(out, cfg.output.overwrite)
-    needs_ray = cfg.mining.backend == "ray" or not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
-    if needs_ray:
+    needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
+    if cfg.mining.backend == "ray" or needs_embed:
         init_ray(cfg.compute)
-    side_cfgs = {"source": cfg.source, "target": cfg.target}
-    texts = {name: read_texts(cfg, name, c) for name, c in side_cfgs.items()}  # both sides fail fast, before embedding
-    sides, info = {}, {}
-    for name, side_cfg in side_cfgs.items():
-        sides[name], info[name] = add_vectors(cfg, texts[name], side_cfg, out)
-    check_same_model(info)
-    src, tgt = sides["source"], sides["target"]
-    if src.vectors.shape[1] != tgt.vectors.shape[1]:
-        raise SideError(
-            f"source vectors have dim {src.vectors.shape[1]}, target {tgt.vectors.shape[1]}; embed both sides with "
-            "the same model"
-        )
+    ex = make_executor(cfg)
+    work_uri = out.join("work").uri
+    stores, sides = build_stores(cfg, out, work_uri, ex)
     embedded = time.perf_counter()
-    fwd_stats: dict[str, Any] = {}
-    bwd_stats: dict[str, Any] = {}
-    fwd = search(cfg, src.vectors, tgt.vectors, fwd_stats)
-    bwd = search(cfg, tgt.vectors, src.vectors, bwd_stats)
+    pairs = cfg.pairs()
+    means = {}
+    if cfg.mining.center:
+        for store in {s.name: s for s in stores.values()}.values():
+            means[store.name] = ex.submit(store_mean, store, cfg.storage)
+        means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
+    knn = search_all(cfg, stores, pairs, means, work_uri, ex)
     searched = time.perf_counter()
-    m = cfg.mining
-    selected = select_pairs(fwd, bwd, m.margin, m.retrieval)
-    kept = selected.above(m.threshold)
-    write_parquet_atomic(pairs_table(kept, src, tgt), out.join(PAIRS_FILE))
-    title = f"{src.lang}-{tgt.lang}: {m.margin} margin, {m.retrieval} retrieval, {len(selected)} candidate pairs"
-    png = histogram_png(selected.score, m.histogram_bins, m.threshold, title, f"{m.margin} margin score")
-    write_bytes(png, out.join(HISTOGRAM_FILE))
-    dim = int(src.vectors.shape[1])
-    summary = {
-        "source": info["source"],
-        "target": info["target"],
-        "mining": m.model_dump(),
-        "dim": dim,
-        "pairs_selected": len(selected),
-        "pairs_kept": len(kept),
-        "pairs_per_threshold": kept_per_threshold(selected.score, threshold_grid(selected.score, m.threshold)),
-        "score_histogram": histogram(selected.score, m.histogram_bins),
-        "shards": {
-            "forward": shard_count(len(tgt), m.num_shards, m.max_rows_per_shard),
-            "backward": shard_count(len(src), m.num_shards, m.max_rows_per_shard),
-            "actor_peak_rss_mb": max(fwd_stats.get("actor_peak_rss_mb", 0), bwd_stats.get("actor_peak_rss_mb", 0)),
-            "max_actor_array_bytes": max(
-                actor_memory_bytes(cfg, len(tgt), dim), actor_memory_bytes(cfg, len(src), dim)
-            ),
-        },
-        "seconds": {
-            "read_and_embed": round(embedded - start, 3),
-            "knn": round(searched - embedded, 3),
-            "total": round(time.perf_counter() - start, 3),
-        },
-        "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "output": {"pairs": out.join(PAIRS_FILE).uri, "histogram": out.join(HISTOGRAM_FILE).uri},
+    results = []
+    for s, t in pairs:
+        src, tgt = stores[("source", s)], stores[("target", t)]
+        pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
+        results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
+    mined = time.perf_counter()
+    dim = next(iter(stores.values())).dim
+    seconds = {
+        "read_and_embed": round(embedded - start, 3),
+        "knn": round(searched - embedded, 3),
+        "select_and_write": round(mined - searched, 3),
     }
+    largest = max(s.rows for s in stores.values())
+    shards = {
+        "forward": max(
+            shard_count(stores[("target", t)].rows, cfg.mining.num_shards, cfg.mining.max_rows_per_shard)
+            for _, t in pairs
+        ),
+        "backward": max(
+            shard_count(stores[("source", s)].rows, cfg.mining.num_shards, cfg.mining.max_rows_per_shard)
+            for s, _ in pairs
+        ),
+        "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
+        "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
+    }
+    remove_work(out)
+    if cfg.multi_pair:
+        summary = write_multi(cfg, out, results, sides, stores, dim, shards, seconds)
+    else:
+        summary = write_single(cfg, out, results[0], sides, dim, shards, seconds)
+    summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
+    summary["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     write_bytes(json.dumps(summary, indent=2).encode(), out.join(SUMMARY_FILE))
-    log.info("kept %d of %d pairs (threshold %s) -> %s", len(kept), len(selected), m.threshold, out.uri)
+    log.info("mined %d pairs of languages -> %s", len(results), out.uri)
     return summary
+
+
+def side_summary(info: dict, lang: str) -> dict:
+    per = info["langs"][lang]
+    return {
+        "lang": lang,
+        "rows_read": info["rows_read"],
+        "rows_rejected": info["rows_rejected"],
+        "rows_other_lang": info["rows_other_lang"],
+        "duplicates_dropped": per["duplicates_dropped"],
+        "rows_mined": per["rows_mined"],
+        "embeddings": per["embeddings"],
+    }
+
+
+def write_single(cfg, out, pair, sides, dim, shards, seconds) -> dict:
+    report = write_pair_report(cfg, pair, out)
+    return {
+        "source": side_summary(sides["source"], pair["src_lang"]),
+        "target": side_summary(sides["target"], pair["tgt_lang"]),
+        "mining": cfg.mining.model_dump(),
+        "dim": dim,
+        **{k: v for k, v in pair.items() if k not in ("files", "src_lang", "tgt_lang", "rows")},
+        "shards": shards,
+        "seconds": seconds,
+        "output": {"pairs": out.join("pairs").uri, "files": pair["files"], **report},
+    }
+
+
+def write_multi(cfg, out, results, sides, stores, dim, shards, seconds) -> dict:
+    overview = []
+    for pair in results:
+        at = out.join("reports", pair_name(pair["src_lang"], pair["tgt_lang"]))
+        report = write_pair_report(cfg, pair, at)
+        per = {
+            **pair,
+            "output": {"pairs": out.join("pairs", pair_name(pair["src_lang"], pair["tgt_lang"])).uri, **report},
+        }
+        write_bytes(json.dumps(per, indent=2).encode(), at.join(SUMMARY_FILE))
+        overview.append(
+            {k: pair[k] for k in ("src_lang", "tgt_lang", "pairs_selected", "pairs_kept")}
+            | {"source_rows": pair["rows"]["source"], "target_rows": pair["rows"]["target"]}
+        )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(overview[0]))
+    writer.writeheader()
+    writer.writerows(overview)
+    write_bytes(buf.getvalue().encode(), out.join("overview.csv"))
+    write_bytes(overview_png(overview, cfg.mining.threshold), out.join("overview.png"))
+    return {
+        "sides": {
+            name: {k: v for k, v in info.items() if k != "langs"} | {"langs": info["langs"]}
+            for name, info in sides.items()
+        },
+        "mining": cfg.mining.model_dump(),
+        "dim": dim,
+        "pairs": overview,
+        "shards": shards,
+        "seconds": seconds,
+        "output": {"pairs": out.join("pairs").uri, "overview": out.join("overview.csv").uri},
+    }
+
+
+def remove_work(out) -> None:
+    """The intermediate files (raw parts, buckets, knn, proposals) are not outputs."""
+    work = out.join("work")
+    if work.fs.get_file_info(work.path).type != pafs.FileType.NotFound:
+        work.fs.delete_dir(work.path)

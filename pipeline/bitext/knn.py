@@ -67,15 +67,25 @@ class ShardSearcher:
         device: torch device for the matmul ("cuda" when the actor got a GPU).
         key_block: keys per matmul tile; with a query block of B rows, one tile is B x key_block floats, so the
             temporary memory is bounded by config and not by the shard size.
+        rows: (m_s,) global row number of each key when the shard is not one contiguous range (then `offset` is
+            ignored): results name keys by these numbers.
     """
 
-    def __init__(self, keys: np.ndarray, offset: int, device: str = "cpu", key_block: int = 65536):
+    def __init__(
+        self,
+        keys: np.ndarray,
+        offset: int,
+        device: str = "cpu",
+        key_block: int = 65536,
+        rows: np.ndarray | None = None,
+    ):
         if key_block <= 0:
             raise ValueError(f"key_block must be positive, got {key_block}")
         # A shard from Ray's object store is a read-only view; torch needs its own (writable) copy of it.
         keys = np.require(keys, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
         self.keys = torch.from_numpy(keys).to(device)  # (m_s, d)
         self.offset = offset
+        self.row_numbers = None if rows is None else np.asarray(rows, dtype=np.int64)  # (m_s,) global rows
         self.device = device
         self.key_block = key_block
 
@@ -98,6 +108,8 @@ class ShardSearcher:
             if best_s.shape[1] > k:  # keep only the running top-k: memory stays (B, 2k)
                 best_s, pos = torch.topk(best_s, k, dim=1)
                 best_i = torch.gather(best_i, 1, pos)
+        if self.row_numbers is not None:
+            return best_s.cpu().numpy(), self.row_numbers[best_i.cpu().numpy()]
         return best_s.cpu().numpy(), best_i.cpu().numpy() + self.offset
 
 

@@ -124,3 +124,31 @@ def ray_knn_search(
 def collect(item: tuple[int, int, list[ray.ObjectRef]], k: int, scores: np.ndarray, indices: np.ndarray) -> None:
     start, end, refs = item
     scores[start:end], indices[start:end] = merge_topk(ray.get(refs), k)
+
+
+class StoreShardActor:
+    """Ray actor over `StoreShard`: loads shards of key stores from storage, on a GPU when it got one."""
+
+    def __init__(self, threads: int):
+        from pipeline.bitext.stream_search import StoreShard
+
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        torch.set_num_threads(max(threads, 1))  # the actor's CPU reservation, not the node's core count
+        self.shard = StoreShard(device)
+
+    def search(self, queries: np.ndarray, k: int, plan) -> tuple[np.ndarray, np.ndarray]:
+        return self.shard.search(queries, k, plan)
+
+    def peak_rss_mb(self) -> float:
+        return self.shard.peak_rss_mb()
+
+
+def start_store_shards(count: int, resources: ShardResources) -> list:
+    """`count` StoreShardActor handles reserving `resources` each."""
+    actor_cls = ray.remote(StoreShardActor).options(
+        num_cpus=resources.cpus,
+        num_gpus=resources.resolved_gpus(),
+        max_restarts=resources.max_restarts,
+        max_task_retries=resources.max_task_retries,
+    )
+    return [actor_cls.remote(max(int(resources.cpus), 1)) for _ in range(count)]

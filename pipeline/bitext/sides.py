@@ -22,7 +22,7 @@ from pipeline.config import StorageConfig
 from pipeline.errors import UserError
 from pipeline.mine_config import SideConfig
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
-from pipeline.storage import list_files
+from pipeline.storage import list_files, resolve
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Side:
 
 def read_side(name: str, cfg: SideConfig, storage: StorageConfig) -> Side:
     """Good rows of the side's input in its language; raises SideError when none are left."""
-    root, files = list_files(cfg.uri, storage)
+    root, files = list_files(cfg.uri, storage, key=f"{name}.uri")
     keep = (cfg.lang_column,) if cfg.lang_column else ()
     spec = ReadSpec(root, cfg.format, cfg.text_column, cfg.id_column, keep)
     ids: list[str] = []
@@ -87,6 +87,20 @@ def dedup_side(side: Side) -> Side:
     return replace(
         side, ids=[side.ids[i] for i in keep], texts=[side.texts[i] for i in keep], vectors=vectors, counts=counts
     )
+
+
+def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str]]:
+    """ids, unit-length (rows, dim) float32 vectors and the recipe metadata of one embed-job Parquet file."""
+    loc = resolve(uri, storage)
+    table = pq.read_table(loc.path, filesystem=loc.fs)
+    if "id" not in table.column_names:
+        raise SideError(f"{uri}: no 'id' column (columns: {table.column_names}); is it an embeddings dataset?")
+    metadata = {}
+    if table.schema.metadata:
+        metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
+    ids = table.column("id").cast(pa.string()).combine_chunks()
+    vectors, _ = normalize_rows(embedding_matrix(table, "embedding"), None)
+    return ids, vectors, metadata
 
 
 def read_embeddings(uri: str, storage: StorageConfig) -> tuple[list[str], np.ndarray, dict[str, str]]:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline.cluster_config import ClusterConfig
-from pipeline.clustering import kmeans, report
+from pipeline.clustering import centering, kmeans, report
 from pipeline.clustering.distributed import (
     OFF,
     AssignSpec,
@@ -51,9 +51,10 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
     first = root.join(files[0])
     schema = pq.read_schema(first.path, filesystem=root.fs)
     dim = check_embedding_field(schema, cfg.input.embedding_column)
-    for role, name in [("input.id_column", cfg.input.id_column)] + [
-        ("carried column", c) for c in cfg.carried_columns()
-    ]:
+    center = [("clustering.center_by", cfg.clustering.center_by)] if cfg.clustering.center_by else []
+    for role, name in (
+        [("input.id_column", cfg.input.id_column)] + [("carried column", c) for c in cfg.carried_columns()] + center
+    ):
         if name not in schema.names:
             raise ValueError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
@@ -151,6 +152,20 @@ def write_duplicates(stats: pa.Table, out: Location) -> int:
     return table.num_rows
 
 
+def center_dataset(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int) -> tuple[ray.data.Dataset, int]:
+    """One pass for each group's mean vector, then the dataset with every row centred on its group's mean."""
+    column, emb = cfg.clustering.center_by, cfg.input.embedding_column
+    sums = ds.map_batches(
+        centering.group_sums, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim)
+    ).iter_batches(batch_size=None, batch_format="pyarrow")
+    means = centering.group_means(list(sums), dim)
+    log.info("centring on %s: %d groups", column, len(means))
+    centred = ds.map_batches(
+        centering.center_block, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim, means)
+    )
+    return centred.materialize(), len(means)
+
+
 def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     """Run the configured clustering; returns the summary that is also written to `<output>/summary.json`."""
     start = time.perf_counter()
@@ -163,10 +178,15 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     out = resolve(cfg.output.uri, cfg.storage)
     prepare_output(out, cfg.output.overwrite)
     init_ray(cfg.compute)
+    center_by = cfg.clustering.center_by
     columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
+    columns += [center_by] if center_by and center_by not in columns else []
     ds = ray.data.read_parquet([root.join(f).path for f in files], filesystem=root.fs, columns=columns)
     rows = ds.count()
     kmeans.check_k(cfg.clustering.k, rows)
+    groups = 0
+    if center_by:
+        ds, groups = center_dataset(cfg, ds, dim)
 
     result, sample_facts = fit(cfg, ds, dim, rows)
     stats = assign_and_write(cfg, ds, dim, result.centroids, out)
@@ -192,6 +212,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         "inertia": round(rows - total_cos, 4),
         "renormalized_rows": renormalized,
         "seconds_per_iteration": round(float(np.mean(iter_seconds)), 4) if iter_seconds else None,
+        "center_by": center_by,
+        "center_groups": groups,
         "history": report.fit_history(result),
         "sizes": sizes.tolist(),
     }

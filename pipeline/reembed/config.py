@@ -34,6 +34,11 @@ class ReembedConfig(EmbedConfig):
 
     @model_validator(mode="after")
     def _check_reembed(self) -> ReembedConfig:
+        if self.output.dtype in ("int8", "uint8"):
+            raise ValueError(
+                f"output.dtype {self.output.dtype} needs calibration ranges fixed across runs, which the re-embed job "
+                "does not keep; use float32, float16, binary or ubinary (or jobs.embed for a one-off dataset)"
+            )
         if self.output.overwrite:
             raise ValueError(
                 "output.overwrite does not apply to the re-embed job: it versions the output itself "

@@ -16,6 +16,7 @@ import ray
 
 from pipeline.embed_job import embed_stages, init_ray, job_prompt, read_spec
 from pipeline.model_defaults import with_model_defaults
+from pipeline.model_loading import resolve_model_settings
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -49,6 +50,9 @@ def embed_files(
 ) -> tuple[list[FileEntry], Progress]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete."""
     run_id = lease.run_id
+    # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
+    model, model_metadata = resolve_model_settings(cfg.model)
+    cfg = cfg.model_copy(update={"model": model})
     spec = read_spec(cfg, root)
     target = StageTarget(
         version_root=layout.root,
@@ -56,7 +60,7 @@ def embed_files(
         keys={s.path: s.key for s in todo},
         keep_columns=tuple(cfg.output.keep_columns),
         chunked=cfg.model.long_inputs == "chunk",
-        metadata={**embedding_metadata(cfg, prompt), "fingerprint": layout.fingerprint},
+        metadata={**embedding_metadata(cfg, prompt), **model_metadata, "fingerprint": layout.fingerprint},
         rows_per_file=cfg.output.rows_per_file,
     )
     init_ray(cfg.compute)

@@ -1,0 +1,149 @@
+"""Recall@k and speed of the IVF index (`mining.index: ivf`) against exact search, on real and synthetic vectors.
+
+    python -m bench.bitext_ivf --real --synthetic-rows 1000000 --dim 64 --out bench/results/bitext_ivf.md
+
+Real: multilingual-e5-small vectors of SIB-200 (the first `--real-langs` of its 20 languages, 1,004 sentences each,
+cached by bench/sib200_data.py): keys are every second language, queries up to 2,000 sentences of the other
+languages, as in mining (cross-lingual neighbours). Tatoeba: the cached e5 vectors of `python -m bench.tatoeba` (`--tatoeba-cache`): keys are the English sides of
+every cached language, queries 2,000 of the other sides' sentences. Synthetic: the planted-pair vectors of bench/bitext_scale.py (keys: the target side, queries: 2,000
+source rows). For each nprobe, recall@k = |IVF top-k ∩ exact top-k| / k, averaged over queries; times are wall-clock
+on this machine for building the index (train + add) and for searching the query sample, next to the exact search
+(`ShardSearcher`, the same blocked matmul the job uses) of the same queries in the same run, both float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bitext.ivf import IvfSearcher, default_nlist
+from pipeline.bitext.knn import ShardSearcher
+
+NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    k = exact.shape[1]
+    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.tolist(), exact.tolist())]))
+
+
+def evaluate(name: str, keys: np.ndarray, queries: np.ndarray, k: int, pq_ms: list[int], threads: int) -> list[dict]:
+    rows = np.arange(len(keys))
+    t = time.perf_counter()
+    exact = ShardSearcher(keys, 0, "cpu", 8192).search(queries, k)[1]
+    exact_s = time.perf_counter() - t
+    results = []
+    for pq_m in [None, *pq_ms]:
+        t = time.perf_counter()
+        index = IvfSearcher(keys, rows, None, 1, pq_m, 100_000, 0, threads)
+        build_s = time.perf_counter() - t
+        for nprobe in NPROBES:
+            if nprobe > index.nlist:
+                continue
+            index.index.nprobe = nprobe
+            t = time.perf_counter()
+            got = index.search(queries, k)[1]
+            search_s = time.perf_counter() - t
+            results.append(
+                {
+                    "data": name,
+                    "keys": len(keys),
+                    "dim": keys.shape[1],
+                    "index": "IVF-Flat" if pq_m is None else f"IVF-PQ{pq_m}",
+                    "nlist": index.nlist,
+                    "nprobe": nprobe,
+                    f"recall@{k}": round(recall(got, exact), 4),
+                    "build_s": round(build_s, 2),
+                    "search_s": round(search_s, 3),
+                    "exact_search_s": round(exact_s, 3),
+                    "speedup": round(exact_s / search_s, 1),
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def real_vectors(queries: int, seed: int, n_langs: int) -> tuple[np.ndarray, np.ndarray]:
+    from bench import sib200_data as data
+
+    langs = data.languages()[:n_langs]
+    per = {lg: data.embed(data.load_sib200(lg)[2]) for lg in langs}
+    keys = np.concatenate([per[lg] for lg in langs[0::2]])
+    pool = np.concatenate([per[lg] for lg in langs[1::2]])
+    pick = np.random.default_rng(seed).choice(len(pool), min(queries, len(pool)), replace=False)
+    return keys.astype(np.float32), pool[pick].astype(np.float32)
+
+
+def tatoeba_vectors(cache_dir: Path, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys: the English sides of every cached Tatoeba language; queries: a sample of the other sides' sentences."""
+    files = sorted(cache_dir.glob("*.npz"))
+    keys = np.concatenate([np.load(f)["en"] for f in files])
+    pool = np.concatenate([np.load(f)["x"] for f in files])
+    pick = np.random.default_rng(seed).choice(len(pool), min(queries, len(pool)), replace=False)
+    return keys.astype(np.float32), pool[pick].astype(np.float32)
+
+
+def synthetic_vectors(rows: int, dim: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    from bench.bitext_scale import planted
+
+    src, tgt, _ = planted(rows, dim)
+    return tgt, src[:queries]  # the first half of the source rows have planted translations
+
+
+def table(results: list[dict], k: int) -> str:
+    head = f"| data | keys | dim | index | nlist | nprobe | recall@{k} | build s | search s | exact s | speed-up |"
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(
+            f"| {r['data']} | {r['keys']} | {r['dim']} | {r['index']} | {r['nlist']} | {r['nprobe']} | "
+            f"{r[f'recall@{k}']:.3f} | {r['build_s']} | {r['search_s']} | {r['exact_search_s']} | {r['speedup']}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", action="store_true", help="SIB-200 e5 vectors (needs ../shared/data and .models)")
+    parser.add_argument("--real-langs", type=int, default=20, help="first N SIB-200 languages (sorted by code)")
+    parser.add_argument("--tatoeba-cache", type=Path, default=None, help="bench/tatoeba.py's embedding cache")
+    parser.add_argument("--synthetic-rows", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--pq-m", default="", help="comma-separated PQ sub-quantizer counts to try as well")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    pq_ms = [int(m) for m in args.pq_m.split(",") if m]
+    results = []
+    if args.real:
+        keys, queries = real_vectors(args.queries, 0, args.real_langs)
+        results += evaluate("SIB-200 e5-small", keys, queries, args.k, [m for m in pq_ms if 384 % m == 0], args.threads)
+    if args.tatoeba_cache:
+        keys, queries = tatoeba_vectors(args.tatoeba_cache, args.queries, 0)
+        langs = ",".join(sorted(f.stem for f in args.tatoeba_cache.glob("*.npz")))
+        pq = [m for m in pq_ms if 384 % m == 0]
+        results += evaluate(f"Tatoeba e5-small ({langs} -> eng)", keys, queries, args.k, pq, args.threads)
+    if args.synthetic_rows:
+        keys, queries = synthetic_vectors(args.synthetic_rows, args.dim, args.queries)
+        pq = [m for m in pq_ms if args.dim % m == 0]
+        results += evaluate("synthetic planted", keys, queries, args.k, pq, args.threads)
+    text = table(results, args.k)
+    print(text)
+    if args.out:
+        args.out.write_text(
+            f"# IVF recall and speed vs exact\n\n`python -m bench.bitext_ivf {' '.join(argv or sys.argv[1:])}`; "
+            f"default nlist = 4*sqrt(keys) capped at keys/39 (here {default_nlist(len(keys))} for the last set).\n\n"
+            + text
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""From corpora to side stores without a driver holding rows: read -> dedup -> embed -> join vectors by id.
+
+    input files --read_input_file (task per file)--> work/raw/<side>/lang=<L>/fNNNNNN.parquet   (lang filter)
+    raw parts --dedup_language (task per language)--> texts/<side>/lang=<L>/part-NNNNN.parquet  (row numbers)
+                                                      work/ids/<side>/b=<h>/<L>.parquet          (id, row by hash)
+    texts/<side> --run_embed (the embed job)--> embeddings/<side>   (or the side's embeddings_uri)
+    embeddings --bucket_embeddings (task per file)--> work/emb/<side>/b=<h>/fNNNNNN.parquet
+    ids + emb buckets --join_bucket (task per bucket)--> work/vectors/<side>/lang=<L>/bNNNNN.parquet
+
+Every step is a plain function of URIs run as a Ray task (or in-process with the local backend); what returns to
+the driver is counts and file lists. One task's memory is one input file, one language's 16-byte text digests
+(dedup), or one join bucket (`mining.join_bucket_rows` vectors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.bitext.sides import embedding_file
+from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
+from pipeline.config import StorageConfig
+from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
+from pipeline.storage import list_files, resolve, write_parquet_atomic
+
+ID, TEXT_OUT = "id", "text"
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    """What a read task needs: where to read, which languages to keep and what to carry."""
+
+    spec: ReadSpec
+    lang_column: str | None
+    owners: dict[str, str]  # lang -> side that owns its store
+    default_lang: str | None  # the one language of an input without lang_column
+    keep_columns: tuple[str, ...]
+    work_uri: str
+    storage: StorageConfig
+
+
+@dataclass
+class ReadCounts:
+    rows_read: int = 0
+    rows_rejected: int = 0
+    per_lang: Counter = field(default_factory=Counter)  # rows of each kept language
+    present: Counter = field(default_factory=Counter)  # rows of every language value seen (lang_column only)
+    parts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw part uris, in file order
+
+    def add(self, other: ReadCounts) -> None:
+        self.rows_read += other.rows_read
+        self.rows_rejected += other.rows_rejected
+        self.per_lang.update(other.per_lang)
+        self.present.update(other.present)
+        for lang, uris in other.parts.items():
+            self.parts.setdefault(lang, []).extend(uris)
+
+
+def raw_part_uri(work_uri: str, side: str, lang: str, file_index: int) -> str:
+    return posixpath.join(work_uri, "raw", side, f"lang={lang}", f"f{file_index:06d}.parquet")
+
+
+def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
+    """Read one input file, drop rejects, keep the listed languages, write one raw part per language."""
+    counts = ReadCounts()
+    pieces: dict[str, list[pa.Table]] = {}
+    columns = [ID, TEXT, *job.keep_columns]
+    for block in read_file(job.spec, rel):
+        counts.rows_read += block.num_rows
+        good = block.filter(pc.is_null(block.column(REJECT)))
+        counts.rows_rejected += block.num_rows - good.num_rows
+        if job.lang_column is None:
+            pieces.setdefault(job.default_lang, []).append(good.select(columns))
+            continue
+        langs = good.column(job.lang_column).to_pylist()
+        counts.present.update(str(v) for v in langs)
+        for lang in job.owners:
+            mask = pa.array([v == lang for v in langs], pa.bool_())
+            if pc.any(mask).as_py():
+                pieces.setdefault(lang, []).append(good.filter(mask).select(columns))
+    for lang, tables in pieces.items():
+        table = pa.concat_tables(tables).rename_columns([ID, TEXT_OUT, *job.keep_columns])
+        if table.num_rows == 0:
+            continue
+        counts.per_lang[lang] += table.num_rows
+        uri = raw_part_uri(job.work_uri, job.owners[lang], lang, file_index)
+        write_parquet_atomic(table, resolve(uri, job.storage))
+        counts.parts[lang] = [uri]
+    return counts
+
+
+def text_digests(texts: list[str]) -> np.ndarray:
+    """(n,) structured 128-bit BLAKE2b digests of the UTF-8 texts: equal texts, equal digests."""
+    raw = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts)
+    return np.frombuffer(raw, dtype=[("hi", "<u8"), ("lo", "<u8")])
+
+
+def id_buckets(ids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """(n,) bucket of each id: a stable 64-bit hash (pandas' SipHash with a fixed key) modulo `buckets`."""
+    hashes = pd.util.hash_array(np.asarray(ids.to_pylist(), dtype=object), categorize=False)
+    return (hashes % np.uint64(buckets)).astype(np.int64)
+
+
+def dedup_language(
+    side: str,
+    lang: str,
+    raw_uris: list[str],
+    dedup: bool,
+    rows_per_file: int,
+    output_uri: str,
+    work_uri: str,
+    buckets: int,
+    storage: StorageConfig,
+) -> dict[str, Any]:
+    """Number a language's rows (first occurrence of each exact text when `dedup`) into row-contiguous text files.
+
+    Also writes the (id, row) map bucketed by id hash for the vector join. Memory: 16 bytes per row of the language
+    (the digests) plus one raw part and one output file.
+    """
+    keep = None
+    if dedup:
+        digests = [text_digests(read_column(uri, TEXT_OUT, storage)) for uri in raw_uris]
+        all_digests = np.concatenate(digests) if digests else np.zeros(0, dtype=[("hi", "<u8"), ("lo", "<u8")])
+        _, first = np.unique(all_digests, return_index=True)
+        keep = np.zeros(len(all_digests), dtype=bool)
+        keep[first] = True
+        del all_digests, digests
+    out_dir = text_dir(output_uri, side, lang)
+    files: list[tuple[str, int, int]] = []
+    buffer: list[pa.Table] = []
+    buffered = offset = row = 0
+    id_parts: dict[int, list[pa.Table]] = {}
+
+    def flush() -> None:
+        nonlocal buffer, buffered
+        table = pa.concat_tables(buffer)
+        uri = posixpath.join(out_dir, f"part-{len(files):05d}.parquet")
+        write_parquet_atomic(table, resolve(uri, storage))
+        files.append((uri, int(table.column(ROW)[0].as_py()), int(table.column(ROW)[-1].as_py()) + 1))
+        bucket = id_buckets(table.column(ID), buckets)
+        for b in np.unique(bucket).tolist():
+            id_parts.setdefault(b, []).append(table.select([ID, ROW]).filter(pa.array(bucket == b)))
+        buffer, buffered = [], 0
+
+    for uri in raw_uris:
+        loc = resolve(uri, storage)
+        table = pq.read_table(loc.path, filesystem=loc.fs)
+        offset += table.num_rows
+        if keep is not None:
+            table = table.filter(pa.array(keep[offset - table.num_rows : offset]))
+        table = table.add_column(0, ROW, pa.array(np.arange(row, row + table.num_rows, dtype=np.int64)))
+        row += table.num_rows
+        while table.num_rows:
+            take = min(rows_per_file - buffered, table.num_rows)
+            buffer.append(table.slice(0, take))
+            buffered += take
+            table = table.slice(take)
+            if buffered == rows_per_file:
+                flush()
+    if buffered:
+        flush()
+    id_files = []
+    for b, parts in sorted(id_parts.items()):
+        uri = posixpath.join(work_uri, "ids", side, f"b={b:05d}", f"{lang}.parquet")
+        write_parquet_atomic(pa.concat_tables(parts), resolve(uri, storage))
+        id_files.append((b, uri))
+    return {"files": files, "rows": row, "duplicates": offset - row, "id_files": id_files}
+
+
+def read_column(uri: str, column: str, storage: StorageConfig) -> list:
+    loc = resolve(uri, storage)
+    return pq.read_table(loc.path, filesystem=loc.fs, columns=[column]).column(column).to_pylist()
+
+
+def emb_part_uri(work_uri: str, side: str, bucket: int, file_index: int) -> str:
+    return posixpath.join(work_uri, "emb", side, f"b={bucket:05d}", f"f{file_index:06d}.parquet")
+
+
+def bucket_embeddings(
+    side: str, uri: str, file_index: int, buckets: int, work_uri: str, storage: StorageConfig
+) -> dict[str, Any]:
+    """Split one embeddings file by id hash into the join buckets (vectors made unit length on the way)."""
+    ids, vectors, metadata = embedding_file(uri, storage)
+    bucket = id_buckets(ids, buckets)
+    written = []
+    for b in np.unique(bucket).tolist():
+        mask = bucket == b
+        table = pa.table({ID: ids.filter(pa.array(mask)), EMBEDDING: fixed_list(vectors[mask])})
+        part = emb_part_uri(work_uri, side, b, file_index)
+        write_parquet_atomic(table, resolve(part, storage))
+        written.append((b, part))
+    return {"parts": written, "rows": len(ids), "dim": int(vectors.shape[1]), "model": metadata.get("rayembed.model")}
+
+
+def join_bucket(
+    side: str, bucket: int, id_uris: list[str], emb_uris: list[str], dim: int, work_uri: str, storage: StorageConfig
+) -> dict[str, Any]:
+    """Join one bucket's (id, row, lang) to its (id, embedding); write (row, embedding) per language.
+
+    Returns the vector files per language, and for messages: ids with several vectors and rows with none.
+    """
+    id_tables = []
+    for uri in id_uris:
+        loc = resolve(uri, storage)
+        lang = posixpath.basename(uri).removesuffix(".parquet")
+        t = pq.read_table(loc.path, filesystem=loc.fs)
+        id_tables.append(t.append_column("lang", pa.array([lang] * t.num_rows, pa.string())))
+    ids = pa.concat_tables(id_tables) if id_tables else pa.table({ID: [], ROW: [], "lang": []})
+    emb_tables = [read_table(uri, storage) for uri in emb_uris]
+    if emb_tables:
+        emb = pa.concat_tables(emb_tables)
+    else:
+        emb = pa.table({ID: pa.array([], pa.string()), EMBEDDING: fixed_list(np.zeros((0, dim), np.float32))})
+    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}, "repeated": []}
+    counts = Counter(emb.column(ID).to_pylist()) if emb.num_rows else Counter()
+    repeated = [i for i, n in counts.items() if n > 1]
+    wanted = set(ids.column(ID).to_pylist())
+    result["repeated"] = sorted(i for i in repeated if i in wanted)[:3]
+    if result["repeated"]:
+        return result
+    positions = pa.table({ID: emb.column(ID), "_pos": pa.array(np.arange(emb.num_rows, dtype=np.int64))})
+    joined = ids.join(positions, ID, join_type="left outer")
+    for lang in sorted(set(joined.column("lang").to_pylist())):
+        part = joined.filter(pc.equal(joined.column("lang"), lang))
+        has = pc.is_valid(part.column("_pos"))
+        missing = part.filter(pc.invert(has))
+        if missing.num_rows:
+            result["missing"][lang] = missing.num_rows
+            result["missing_examples"][lang] = missing.column(ID).to_pylist()[:3]
+            continue
+        part = part.sort_by(ROW)
+        take = part.column("_pos").to_numpy()
+        vectors = pa.table({ROW: part.column(ROW), EMBEDDING: emb.column(EMBEDDING).take(pa.array(take))})
+        uri = posixpath.join(work_uri, "vectors", side, f"lang={lang}", f"b{bucket:05d}.parquet")
+        write_parquet_atomic(vectors, resolve(uri, storage))
+        result["files"][lang] = (uri, vectors.num_rows)
+    return result
+
+
+def read_table(uri: str, storage: StorageConfig) -> pa.Table:
+    loc = resolve(uri, storage)
+    return pq.read_table(loc.path, filesystem=loc.fs)
+
+
+def embedding_files(uri: str, storage: StorageConfig) -> list[str]:
+    """URIs of the parquet files of an embeddings dataset (hidden files such as _summary.json left out)."""
+    root, files = list_files(uri, storage)
+    files = [f for f in files if f.endswith(".parquet")]
+    if not files:
+        raise FileNotFoundError(f"no parquet files in the embeddings dataset {uri}")
+    return [root.join(f).uri for f in files]

@@ -1,0 +1,143 @@
+"""A side store: one language of one side of a mining run, as numbered rows in files on storage.
+
+    <output>/texts/<side>/lang=<L>/part-NNNNN.parquet     row, id, text, kept columns: rows in order, contiguous
+    <output>/work/vectors/<side>/lang=<L>/bNNNNN.parquet   row, embedding (float32, unit length): rows in any order
+
+`row` numbers the language's rows 0..n-1 after filtering and dedup. Text files hold contiguous row ranges, so the
+file of a row is a binary search in `StoreRef.text_files`; vector files hold any rows, so a key shard or a query
+block is simply some vector files (or slices of them) and every search result names rows by number. Nothing here
+imports Ray or torch: the functions run inside Ray tasks and actors, which load only the slices they are given.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import StorageConfig
+from pipeline.storage import resolve
+
+ROW = "row"
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows [start, stop) (positions within the file, not row numbers) of one vector file."""
+
+    uri: str
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """Where one language of one side lives; small and picklable, it is what the driver holds of a side."""
+
+    side: str  # "source" or "target", for messages and paths
+    lang: str
+    rows: int
+    text_files: tuple[tuple[str, int, int], ...]  # (uri, first row, end row), ascending and contiguous
+    vector_files: tuple[tuple[str, int], ...] = ()  # (uri, rows in the file)
+    dim: int = 0
+    model: str = "unknown"
+
+    @property
+    def name(self) -> str:
+        return f"{self.side}/{self.lang}"
+
+    def text_file_of(self, rows: np.ndarray) -> np.ndarray:
+        """(p,) index into text_files of each row number."""
+        starts = [start for _, start, _ in self.text_files]
+        return np.searchsorted(np.asarray(starts, dtype=np.int64), rows, side="right") - 1
+
+    def vector_pieces(self, max_rows: int) -> list[Piece]:
+        """The vector files cut into pieces of at most max_rows rows, in file order."""
+        return [Piece(uri, a, min(a + max_rows, n)) for uri, n in self.vector_files for a in range(0, n, max_rows)]
+
+    def shards(self, count: int) -> list[list[Piece]]:
+        """Split the vectors into `count` near-equal runs of consecutive rows of the file sequence."""
+        total = sum(n for _, n in self.vector_files)
+        count = max(1, min(count, total))
+        edges = np.linspace(0, total, count + 1).round().astype(np.int64).tolist()
+        offsets = np.cumsum([0] + [n for _, n in self.vector_files]).tolist()
+        shards: list[list[Piece]] = []
+        for lo, hi in itertools.pairwise(edges):
+            pieces = []
+            first = bisect.bisect_right(offsets, lo) - 1
+            for f in range(first, len(self.vector_files)):
+                if offsets[f] >= hi:
+                    break
+                uri, n = self.vector_files[f]
+                a, b = max(lo - offsets[f], 0), min(hi - offsets[f], n)
+                if b > a:
+                    pieces.append(Piece(uri, a, b))
+            shards.append(pieces)
+        return shards
+
+
+def fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, d) float32 -> fixed_size_list<float32>[d]."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+def list_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """fixed/variable list<float> column -> (n, dim) float32 (a copy)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, dim), np.float32)
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(arr), dim)
+
+
+def read_piece(piece: Piece, storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
+    """Row numbers (p,) int64 and vectors (p, dim) float32 of a piece, optionally centred and re-normalized.
+
+    Args:
+        mean: (dim,) language mean to subtract (mining.center); None leaves the stored unit vectors as they are.
+    """
+    loc = resolve(piece.uri, storage)
+    table = pq.read_table(loc.path, filesystem=loc.fs, columns=[ROW, EMBEDDING]).slice(piece.start, len(piece))
+    rows = table.column(ROW).to_numpy()
+    vectors = list_matrix(table.column(EMBEDDING), dim)
+    if mean is not None:
+        vectors = vectors - mean.astype(np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
+    return rows.astype(np.int64), np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def read_pieces(pieces: list[Piece], storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
+    parts = [read_piece(p, storage, dim, mean) for p in pieces]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def store_mean(store: StoreRef, storage: StorageConfig) -> np.ndarray:
+    """(dim,) float64 mean of the store's unit vectors, read file by file (memory: one file)."""
+    total = np.zeros(store.dim, np.float64)
+    for uri, n in store.vector_files:
+        _, vectors = read_piece(Piece(uri, 0, n), storage, store.dim)
+        total += vectors.sum(axis=0, dtype=np.float64)
+    return total / max(store.rows, 1)
+
+
+def text_dir(output_uri: str, side: str, lang: str) -> str:
+    return posixpath.join(output_uri.rstrip("/"), "texts", side, f"lang={lang}")
+
+
+def read_text_rows(store: StoreRef, file_index: int, storage: StorageConfig, columns: list[str]) -> pa.Table:
+    uri, _, _ = store.text_files[file_index]
+    loc = resolve(uri, storage)
+    return pq.read_table(loc.path, filesystem=loc.fs, columns=[ROW, *columns])

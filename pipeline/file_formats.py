@@ -1,0 +1,193 @@
+"""What a file is: its format from the extension, what its leading bytes say, and its bytes as UTF-8 lines.
+
+Sniffing the first bytes catches the file that is not what the config says (a Parquet file read as text yields
+hundreds of binary "lines", most rejected and a few embedded as garbage) before a single row is read. Compression is
+recognised by its magic number, not by the extension. Byte-order marks: one UTF-8 BOM per file is dropped; UTF-16 and
+UTF-32 files with a BOM are decoded (strictly: an undecodable sequence fails the file, naming the encoding).
+Pure pyarrow + codecs, no Ray.
+"""
+
+from __future__ import annotations
+
+import codecs
+import posixpath
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from pipeline.errors import UserError
+
+FORMATS = ("parquet", "jsonl", "text")
+EXTENSIONS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+
+PARQUET_MAGIC = b"PAR1"
+COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+OTHER_MAGIC = {
+    b"BZh": "bzip2-compressed data (not supported: recompress with gzip or zstd)",
+    b"\xfd7zXZ\x00": "xz-compressed data (not supported: recompress with gzip or zstd)",
+    b"PK\x03\x04": "a zip archive",
+    b"%PDF": "a PDF document",
+    b"ARROW1": "an Arrow IPC file",
+}
+UTF8_BOM = codecs.BOM_UTF8
+# UTF-32 first: the UTF-32-LE mark starts with the UTF-16-LE one.
+WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+SNIFF_BYTES = 4096
+# A text file whose first 4 KB are more than this share of control bytes (other than tab, newline, CR, form feed)
+# is binary: real text with a stray NUL or escape stays far below it.
+BINARY_CONTROL_SHARE = 0.3
+READ_CHUNK = 1 << 20
+
+
+class InputFileError(UserError, RuntimeError):
+    """A file that cannot be read at all (corrupt, wrong format, missing column)."""
+
+
+def infer_format(rel: str) -> str | None:
+    """The format its extension names (`.parquet`, `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`)."""
+    name = rel.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return EXTENSIONS.get(posixpath.splitext(name)[1])
+
+
+def file_format(configured: str | None, rel: str) -> str:
+    """`input.format` when set, else the format the file's extension names.
+
+    Raises:
+        InputFileError: input.format is unset and the extension names no format.
+    """
+    if configured is not None:
+        return configured
+    inferred = infer_format(rel)
+    if inferred is None:
+        known = ", ".join(sorted(EXTENSIONS))
+        raise InputFileError(
+            f"{rel}: cannot infer the format from the extension (known: {known}, optionally .gz/.zst); "
+            "set input.format to parquet, jsonl or text"
+        )
+    return inferred
+
+
+def bom_encoding(head: bytes) -> str | None:
+    """'utf-8', 'utf-16' or 'utf-32' when `head` starts with that byte-order mark."""
+    if head.startswith(UTF8_BOM):
+        return "utf-8"
+    return next((enc for bom, enc in WIDE_BOMS if head.startswith(bom)), None)
+
+
+def describe(head: bytes) -> str:
+    """What the leading bytes of a file look like, in words for an error message."""
+    if not head:
+        return "an empty file"
+    if head.startswith(PARQUET_MAGIC):
+        return "a Parquet file (starts with PAR1)"
+    for magic, codec in COMPRESSION_MAGIC.items():
+        if head.startswith(magic):
+            return f"{codec}-compressed data"
+    for magic, what in OTHER_MAGIC.items():
+        if head.startswith(magic):
+            return what
+    bom = bom_encoding(head)
+    if bom and bom != "utf-8":
+        return f"{bom.upper()} text (byte-order mark {head[:2].hex(' ').upper()})"
+    text = head[3:] if bom else head
+    if control_share(text) > BINARY_CONTROL_SHARE:
+        return "binary data"
+    stripped = text.lstrip()
+    return "JSON text" if stripped[:1] in (b"{", b"[") else "plain text"
+
+
+def control_share(data: bytes) -> float:
+    """Share of control bytes other than tab, newline, CR and form feed."""
+    if not data:
+        return 0.0
+    sample = data[:SNIFF_BYTES]
+    controls = sum(1 for b in sample if (b < 0x20 and b not in (9, 10, 12, 13)) or b == 0x7F)
+    return controls / len(sample)
+
+
+def check_parquet_head(head: bytes, uri: str) -> None:
+    """Fail when a file configured or named as Parquet does not start like one."""
+    if not head.startswith(PARQUET_MAGIC):
+        raise InputFileError(
+            f"{uri} is read as parquet but looks like {describe(head)}; set input.format to match the file "
+            "(or leave it unset to infer it from the extension)"
+        )
+
+
+def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> None:
+    """Fail when a line-oriented file (jsonl/text) is in fact Parquet, an archive or binary data."""
+    what = describe(head)
+    if what.endswith(("text", "an empty file")) or what.startswith(("UTF-16", "UTF-32")):
+        return
+    inside = f" inside {compressed}" if compressed else ""
+    hint = "set input.format: parquet" if what.startswith("a Parquet") else "check input.uri and input.format"
+    raise InputFileError(f"{uri} is read as {fmt} but looks like {what}{inside}; {hint}")
+
+
+def open_raw(fs: pafs.FileSystem, path: str) -> tuple[pa.NativeFile, str | None]:
+    """The file as a byte stream, decompressed when its magic number says gzip or zstd; returns (stream, codec)."""
+    f = fs.open_input_file(path)
+    head = f.read(4)
+    f.seek(0)
+    codec = next((c for magic, c in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    return (pa.CompressedInputStream(f, codec) if codec else f), codec
+
+
+def utf8_chunks(fs: pafs.FileSystem, path: str, fmt: str, uri: str) -> Iterator[bytes]:
+    """The file's content as UTF-8 byte chunks: decompressed, sniffed, one UTF-8 BOM dropped, UTF-16/32 decoded.
+
+    Raises:
+        InputFileError: the content looks like Parquet, an archive or binary data; or a UTF-16/32 file holds a
+            sequence that does not decode.
+    """
+    stream, codec = open_raw(fs, path)
+    with stream:
+        first = stream.read(READ_CHUNK)
+        check_text_head(first[:SNIFF_BYTES], fmt, uri, codec)
+        encoding = bom_encoding(first)
+        if encoding == "utf-8":
+            first = first[len(UTF8_BOM) :]
+        if encoding in (None, "utf-8"):
+            chunk = first
+            while chunk:
+                yield chunk
+                chunk = stream.read(READ_CHUNK)
+            return
+        decoder = codecs.getincrementaldecoder(encoding)("strict")  # the utf-16/32 codecs consume the BOM
+        consumed, chunk = 0, first
+        while True:
+            final = not chunk
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as err:
+                raise InputFileError(
+                    f"{uri}: decoding as {encoding.upper()} (from its byte-order mark) failed near byte "
+                    f"{consumed + err.start}: {err.reason}; re-encode the file as UTF-8"
+                ) from err
+            yield text.encode("utf-8")
+            if final:
+                return
+            consumed += len(chunk)
+            chunk = stream.read(READ_CHUNK)
+
+
+def lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Split byte chunks at `\\n`; a last line without a newline is still a line."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending

@@ -1,0 +1,140 @@
+"""One Arrow type per kept column for the whole job, so blocks from different files and tools always concatenate.
+
+Files of one corpus disagree: a JSONL file has `"year": 2021` and another `"year": "2021"`; Parquet shards written
+by different tools hold `string`, `large_string` or a pandas categorical (`dictionary<string>`). Blocks of different
+types cannot be concatenated downstream, so the type is decided once, on the driver, from every file's type
+(`observed_types`, run per file in a Ray task), and every block is cast to it in the read stage (`conform`).
+
+The rule (`unify`), applied pairwise over the files in listing order:
+- dictionaries are decoded to their value type; `large_string`/`large_binary` become `string`/`binary`;
+- a column that is null in one file takes the other file's type;
+- integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does);
+- other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
+- anything else is *mixed*. A mixed JSON column (e.g. int and string) is kept losslessly as JSON text: every non-null
+  value is written as `json.dumps(value)` into a string column, so `json.loads` gives back the original value and
+  type (`2021` -> "2021", `"2021"` -> "\\"2021\\""). A mixed Parquet column cannot be reconciled without guessing:
+  the job fails before any model work, naming the file, the column and both types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.errors import UserError
+
+MIXED = None  # observed_types: the column holds values of several incompatible types within one file
+
+
+class KeptColumnTypeError(UserError, TypeError):
+    """Two input files give a kept column types that cannot be reconciled."""
+
+
+@dataclass(frozen=True)
+class KeptType:
+    """The job-wide type of a kept column; `json_text`: values are stored as their JSON text in a string column."""
+
+    type: pa.DataType
+    json_text: bool = False
+
+
+JSON_TEXT = KeptType(pa.string(), json_text=True)
+
+
+def normalize(t: pa.DataType) -> pa.DataType:
+    """The type two tools would agree on: dictionaries decoded, large variants made regular."""
+    if pa.types.is_dictionary(t):
+        return normalize(t.value_type)
+    if pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_large_list(t):
+        return pa.list_(normalize(t.value_type))
+    return t
+
+
+def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The common type of two observed types, or None when they are incompatible (see the module docstring)."""
+    a, b = normalize(a), normalize(b)
+    if a == b:
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64()
+    if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
+        return pa.float64()
+    try:
+        merged = pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return normalize(merged.field("c").type)
+
+
+def infer_values(values: list) -> pa.DataType | None:
+    """Arrow's type for a list of JSON values, or MIXED when Arrow cannot hold them in one type."""
+    try:
+        return normalize(pa.array(values).type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return MIXED
+
+
+def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataType | None]]]) -> dict[str, KeptType]:
+    """The job-wide type of each kept column from each file's observation.
+
+    Args:
+        columns: the kept columns (output.keep_columns).
+        per_file: (relative path, format, {column: observed type or MIXED}) per input file, in listing order.
+
+    Raises:
+        KeptColumnTypeError: a Parquet file's type cannot be reconciled with another file's; the message names
+            both files, the column and both types.
+    """
+    decided: dict[str, KeptType] = {}
+    for column in columns:
+        current, owner, parquet_seen, json_text = pa.null(), None, False, False
+        for rel, fmt, observed in per_file:
+            seen = observed.get(column, pa.null())
+            merged = MIXED if seen is MIXED or json_text else unify(current, seen)
+            if merged is MIXED:
+                if fmt == "parquet" or parquet_seen:
+                    theirs = "mixed values" if seen is MIXED else f"type {seen}"
+                    ours = "mixed JSON values" if json_text or owner is None else f"{owner} has type {current}"
+                    raise KeptColumnTypeError(
+                        f"kept column {column!r}: {rel} has {theirs} but {ours}, and Parquet types are not "
+                        f"reconciled by guessing; rewrite the files with one type or drop {column!r} from "
+                        "output.keep_columns"
+                    )
+                json_text = True
+                continue
+            current = merged
+            if not pa.types.is_null(seen):
+                owner = owner or rel
+                parquet_seen = parquet_seen or fmt == "parquet"
+        decided[column] = JSON_TEXT if json_text else KeptType(pa.string() if pa.types.is_null(current) else current)
+    return decided
+
+
+def conform(values: list | pa.Array | pa.ChunkedArray, kept: KeptType, where: str) -> pa.Array:
+    """Cast one block's values of a kept column to the job-wide type.
+
+    Raises:
+        KeptColumnTypeError: a value does not fit the decided type (the file changed since the type was decided).
+    """
+    try:
+        if kept.json_text:
+            if isinstance(values, (pa.Array, pa.ChunkedArray)):
+                values = values.to_pylist()
+            return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values], pa.string())
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            if pa.types.is_dictionary(values.type):
+                values = values.cast(values.type.value_type)
+            return values.cast(kept.type)
+        return pa.array(values, kept.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError) as err:
+        raise KeptColumnTypeError(f"{where}: values do not fit the job's type {kept.type}: {err}") from err

@@ -1,0 +1,121 @@
+"""The longest row a model can take, decided once on the driver from everything the model directory says.
+
+`model.max_tokens` defaults to 32,768 (harrier's context); an encoder such as multilingual-e5 has 512 positions, and a
+longer row fails inside the model (`expanded size (2702) must match (512)`) after every retry. The effective limit
+is the smallest of: the config's `model.max_tokens`; sentence-transformers' `max_seq_length`
+(sentence_bert_config.json, what sentence-transformers itself truncates at); the tokenizer's `model_max_length`
+(unless it is transformers' "no limit" sentinel); and the model config's `max_position_embeddings` net of the
+positions a RoBERTa-family model reserves (its positions start at `padding_idx + 1`, so 514 embeddings hold 512
+tokens). Chunk windows are cut to the same limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from pipeline.config import ModelConfig
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# transformers writes int(1e30) (VERY_LARGE_INTEGER) as model_max_length when a tokenizer declares no limit.
+NO_LIMIT = 10**18
+# Model types whose position ids start at padding_idx + 1 (transformers' create_position_ids_from_input_ids).
+PADDING_OFFSET_TYPES = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "longformer",
+        "mpnet",
+        "data2vec-text",
+        "ibert",
+        "roberta-prelayernorm",
+        "markuplm",
+        "lilt",
+    }
+)
+
+
+class ModelLimitError(UserError, ValueError):
+    """The effective token limit leaves no room for the configured chunk overlap or prompt."""
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """The effective limit and each source's value (for the log line and the output metadata)."""
+
+    effective: int
+    sources: dict[str, int]
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.sources.items())
+
+
+def model_file(cfg: ModelConfig, name: str) -> Path | None:
+    """A file of the model directory (local, or the hub cache), None when the model has none."""
+    local = Path(cfg.name_or_path)
+    if local.is_dir():
+        path = local / name
+        return path if path.is_file() else None
+    found = cached_file(cfg.name_or_path, name, revision=cfg.revision, _raise_exceptions_for_missing_entries=False)
+    return Path(found) if found else None
+
+
+def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:
+    """(description, tokens) from max_position_embeddings (or n_positions), net of a padding_idx offset."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if getattr(config, "model_type", None) in PADDING_OFFSET_TYPES and config.pad_token_id is not None:
+        offset = int(config.pad_token_id) + 1
+        return (
+            f"max_position_embeddings {positions} - {offset} (positions start at padding_idx + 1)",
+            positions - offset,
+        )
+    return "max_position_embeddings", positions
+
+
+def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> TokenLimit:
+    """The effective max tokens: the minimum over the config and the model's own limits (module docstring)."""
+    sources = {"model.max_tokens": cfg.max_tokens}
+    st_path = model_file(cfg, "sentence_bert_config.json")
+    if st_path is not None:
+        seq = json.loads(st_path.read_text()).get("max_seq_length")
+        if isinstance(seq, int) and seq > 0:
+            sources["sentence_bert_config.json max_seq_length"] = seq
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < NO_LIMIT:
+        sources["tokenizer model_max_length"] = model_max
+    positions = position_limit(config)
+    if positions is not None:
+        sources[positions[0]] = positions[1]
+    return TokenLimit(min(sources.values()), sources)
+
+
+def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
+    """`cfg` with max_tokens set to the effective limit; logs the decision (a warning when the config asked for more).
+
+    Raises:
+        ModelLimitError: chunk mode and the overlap is not below half the effective limit.
+    """
+    if limit.effective < cfg.max_tokens:
+        explicit = "max_tokens" in cfg.model_fields_set
+        (log.warning if explicit else log.info)(
+            "model.max_tokens: using %d tokens, the model's limit (%s)", limit.effective, limit.describe()
+        )
+    else:
+        log.info("model.max_tokens: %d tokens (%s)", limit.effective, limit.describe())
+    if cfg.long_inputs == "chunk" and cfg.chunk_overlap_tokens >= limit.effective // 2:
+        raise ModelLimitError(
+            f"model.chunk_overlap_tokens ({cfg.chunk_overlap_tokens}) must be below half of the model's effective "
+            f"token limit {limit.effective} ({limit.describe()}); lower the overlap"
+        )
+    return cfg.model_copy(update={"max_tokens": limit.effective})

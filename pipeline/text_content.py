@@ -1,0 +1,93 @@
+"""Is there anything to embed in a value, and is it valid Unicode? Pure Python: the read stage's row checks.
+
+"Nothing to embed" is decided by Unicode category, not by a list of characters someone once met: a text made only
+of separators (Z*), controls (Cc), format characters (Cf: zero-width space, LRM/RLM, ZWJ/ZWNJ, word joiner, soft
+hyphen, the BOM as a character) and default-ignorable code points (variation selectors, Hangul fillers, tags) shows
+nothing, and a model fed only its prompt for it would put every such row on one vector.
+Unassigned code points (Cn) and private-use ones (Co) count as visible: an emoji newer than Python's Unicode database
+is Cn here, and private-use glyphs carry meaning in the fonts that use them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+# Default_Ignorable_Code_Point ranges outside the categories above (Unicode DerivedCoreProperties.txt): combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, variation selectors.
+DEFAULT_IGNORABLE = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xE0000, 0xE0FFF),
+)
+
+
+def is_invisible(char: str) -> bool:
+    """True for a character that renders as nothing (whitespace, control, format, default-ignorable)."""
+    if char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES:
+        return True
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in DEFAULT_IGNORABLE)
+
+
+def has_visible(text: str) -> bool:
+    """Whether `text` holds at least one visible character; stops at the first one (usually the first character)."""
+    return not all(is_invisible(c) for c in text)
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Describe the first lone surrogate in a string or in any string inside a JSON-like value, else None.
+
+    `json.loads` accepts a `\\ud83d` escape without its pair (a text cut in the middle of an emoji) and yields a
+    Python str that no UTF-8 writer (Arrow, Parquet) can encode.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return f"lone surrogate U+{ord(value[err.start]):04X} at character {err.start}"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = lone_surrogate(key) or lone_surrogate(item)
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found = lone_surrogate(item)
+            if found:
+                return found
+    return None
+
+
+def text_reject_reason(value: Any) -> str | None:
+    """Why a text value cannot be embedded (the reject reason), or None when it can.
+
+    Bytes are decoded as strict UTF-8; strings must be encodable as UTF-8 (no lone surrogates) and show at least
+    one visible character.
+    """
+    if value is None:
+        return "null text"
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return f"invalid UTF-8 at byte {err.start}"
+    if not isinstance(value, str):
+        return f"text is {type(value).__name__}, not a string"
+    surrogate = lone_surrogate(value)
+    if surrogate:
+        return f"invalid Unicode in text: {surrogate}"
+    if not value.strip():
+        return "empty or whitespace-only text"
+    if has_visible(value):
+        return None
+    if all(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+        return "text has only control characters"
+    return "text has no visible characters (only invisible format characters such as zero-width spaces or marks)"

@@ -1,0 +1,68 @@
+"""The stage UDFs called directly (no Ray): blocks whose rows are all rejects pass through every stage, and rows
+the tokenizer or the model reject leave their block as rejects with reasons while the rest is embedded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.actors import TOKENS, EmbedActor, TokenizeActor
+from pipeline.config import BatchingConfig, EmbedConfig, ModelConfig
+from pipeline.reading import REJECT, ROW, SOURCE, TEXT
+from pipeline.storage import resolve
+from pipeline.writing import write_block
+
+
+def read_block(texts: list, reasons: list) -> pa.Table:
+    n = len(texts)
+    return pa.table(
+        {
+            "id": pa.array([f"f#{i}" for i in range(n)], pa.string()),
+            TEXT: pa.array(texts, pa.string()),
+            REJECT: pa.array(reasons, pa.string()),
+            SOURCE: pa.array(["f"] * n, pa.string()),
+            ROW: pa.array(range(n), pa.int64()),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_models):
+    model = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean", max_tokens=64)
+    return TokenizeActor(model, ""), EmbedActor(model, BatchingConfig(), 1, "float32")
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+def test_a_block_without_good_rows_passes_every_stage(stages, tmp_path, rows):
+    tokenize, embed = stages
+    block = read_block([None] * rows, ["invalid UTF-8 at byte 0"] * rows)
+    tokenized = tokenize(block)
+    assert tokenized.num_rows == rows and tokenized.column(TOKENS).to_pylist() == [[]] * rows
+    embedded = embed(tokenized)
+    assert embedded.num_rows == rows and embedded.column("embedding").null_count == rows
+    cfg = EmbedConfig.model_validate({"input": {"uri": "x", "format": "jsonl"}, "output": {"uri": str(tmp_path)}})
+    stats = write_block(embedded, resolve(str(tmp_path), cfg.storage), cfg, {}).to_pylist()[0]
+    assert (stats["rows_embedded"], stats["rows_rejected"], stats["output_rows"]) == (0, rows, 0)
+
+
+def test_a_row_the_model_rejects_leaves_the_rest_of_its_block_embedded(stages):
+    tokenize, embed = stages
+    tokenized = tokenize(read_block(["first text", "second text", "third", None], [None, None, None, "null text"]))
+    tokens = tokenized.column(TOKENS).to_pylist()
+    tokens[1] = [5, 10**6, 7]  # an id outside the vocabulary: on a GPU a device-side assert, here a reject
+    tokenized = tokenized.set_column(
+        tokenized.schema.get_field_index(TOKENS), TOKENS, pa.array(tokens, pa.list_(pa.int32()))
+    )
+    out = embed(tokenized)
+    vocab = embed.encoder.vocab_size
+    assert out.column(REJECT).to_pylist() == [
+        None,
+        f"token id 1000000 is outside the model's vocabulary ({vocab} ids)",
+        None,
+        "null text",
+    ]
+    assert out.column("embedding").is_null().to_pylist() == [False, True, False, True]
+    assert out.column("_num_tokens").to_pylist()[1] == 0  # a reject costs no tokens in the summary
+    alone = embed(tokenize(read_block(["third"], [None])))
+    np.testing.assert_allclose(out.column("embedding")[2].as_py(), alone.column("embedding")[0].as_py(), atol=1e-5)

@@ -1,0 +1,113 @@
+"""One type per kept column per job: the unification rule, JSON text for mixed JSON, errors for mixed Parquet."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import StorageConfig
+from pipeline.kept_columns import JSON_TEXT, KeptColumnTypeError, KeptType, decide, unify
+from pipeline.reading import ReadSpec, observed_kept_types, read_file
+from pipeline.storage import resolve
+
+
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        (pa.int64(), pa.int32(), pa.int64()),
+        (pa.int64(), pa.float64(), pa.float64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.string(), pa.large_string(), pa.string()),
+        (pa.dictionary(pa.int32(), pa.string()), pa.string(), pa.string()),
+        (pa.list_(pa.string()), pa.large_list(pa.large_string()), pa.list_(pa.string())),
+        (pa.int64(), pa.string(), None),
+        (pa.bool_(), pa.int64(), None),
+    ],
+)
+def test_unify(a, b, want):
+    assert unify(a, b) == want
+    assert unify(b, a) == want
+
+
+def job_types(tmp_path, files: dict[str, object], keep=("year",)):
+    for name, content in files.items():
+        if isinstance(content, pa.Table):
+            pq.write_table(content, tmp_path / name)
+        else:
+            (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in content))
+    spec = ReadSpec(resolve(str(tmp_path), StorageConfig()), None, "text", None, tuple(keep))
+    names = sorted(files)
+    observed = [(name, *observed_kept_types(spec, name)) for name in names]
+    return spec, names, decide(list(keep), observed)
+
+
+def read_column(spec, names, types, column="year"):
+    spec = ReadSpec(spec.root, spec.format, spec.text_column, spec.id_column, spec.keep_columns, types)
+    blocks = [b for n in names for b in read_file(spec, n)]
+    assert len({b.schema for b in blocks}) == 1, "blocks of one job must share one schema"
+    return pa.concat_tables(blocks).column(column)
+
+
+def test_mixed_json_scalars_are_kept_losslessly_as_json_text(tmp_path):
+    spec, names, types = job_types(
+        tmp_path,
+        {
+            "a.jsonl": [{"text": "x", "year": 2021}, {"text": "y", "year": None}],
+            "b.jsonl": [{"text": "z", "year": "2021"}, {"text": "w", "year": "unknown"}],
+        },
+    )
+    assert types == {"year": JSON_TEXT}
+    column = read_column(spec, names, types)
+    assert column.type == pa.string()
+    assert column.to_pylist() == ["2021", None, '"2021"', '"unknown"']
+    assert [json.loads(v) if v else None for v in column.to_pylist()] == [2021, None, "2021", "unknown"]
+
+
+def test_ints_and_floats_across_files_become_float64(tmp_path):
+    files = {
+        "a.jsonl": [{"text": "x", "year": 2021}],
+        "b.jsonl": [{"text": "y", "year": 2021.5}],
+        "c.jsonl": [{"text": "z"}],
+    }
+    spec, names, types = job_types(tmp_path, files)
+    assert types == {"year": KeptType(pa.float64())}
+    assert read_column(spec, names, types).to_pylist() == [2021.0, 2021.5, None]
+
+
+def test_parquet_shards_from_different_tools_unify_to_string(tmp_path):
+    files = {
+        "a.parquet": pa.table({"text": ["x"], "year": pa.array(["2021"], pa.string())}),
+        "b.parquet": pa.table({"text": ["y"], "year": pa.array(["2022"], pa.large_string())}),
+        "c.parquet": pa.table({"text": ["z"], "year": pa.array(["2023"]).dictionary_encode()}),  # pandas categorical
+        "d.jsonl": [{"text": "w", "year": "2024"}],
+    }
+    spec, names, types = job_types(tmp_path, files)
+    assert types == {"year": KeptType(pa.string())}
+    assert read_column(spec, names, types).to_pylist() == ["2021", "2022", "2023", "2024"]
+
+
+def test_parquet_types_that_cannot_be_reconciled_fail_naming_file_column_and_types(tmp_path):
+    files = {
+        "a.parquet": pa.table({"text": ["x"], "year": pa.array([2021])}),
+        "b.parquet": pa.table({"text": ["y"], "year": pa.array(["2021"])}),
+    }
+    with pytest.raises(
+        KeptColumnTypeError,
+        match=r"kept column 'year': b.parquet has type string but a.parquet has "
+        r"type int64",
+    ):
+        job_types(tmp_path, files)
+
+
+def test_a_block_that_does_not_fit_the_decided_type_names_file_and_column(tmp_path):
+    from pipeline.reading import InputFileError
+
+    (tmp_path / "a.jsonl").write_text('{"text": "x", "year": "later"}\n')
+    spec = ReadSpec(
+        resolve(str(tmp_path), StorageConfig()), "jsonl", "text", None, ("year",), {"year": KeptType(pa.int64())}
+    )
+    with pytest.raises(InputFileError, match=r"a.jsonl.*column 'year': values do not fit the job's type int64"):
+        list(read_file(spec, "a.jsonl"))

@@ -1,0 +1,83 @@
+"""The effective token limit: the smallest of the config and every limit the model directory declares."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from pipeline.config import ModelConfig
+from pipeline.model_limits import ModelLimitError, apply_token_limit, token_limit
+from pipeline.model_loading import load_tokenizer, resolve_model_settings
+
+
+def limit_of(path, **model):
+    from transformers import AutoConfig
+
+    cfg = ModelConfig(name_or_path=str(path), **model)
+    return token_limit(cfg, load_tokenizer(cfg), AutoConfig.from_pretrained(str(path)))
+
+
+def test_multilingual_e5_is_capped_at_512(real_model_dir):
+    limit = limit_of(real_model_dir("multilingual-e5-small"), pooling="mean")
+    assert limit.effective == 512
+    assert limit.sources == {
+        "model.max_tokens": 32768,
+        "sentence_bert_config.json max_seq_length": 512,
+        "tokenizer model_max_length": 512,
+        "max_position_embeddings": 512,
+    }
+
+
+def test_no_limit_sentinel_of_a_tokenizer_is_ignored(real_model_dir):
+    limit = limit_of(real_model_dir("smollm2-135m"), max_tokens=100_000)
+    assert "tokenizer model_max_length" not in limit.sources  # transformers' int(1e30) means "none declared"
+    assert limit.effective == limit.sources["max_position_embeddings"] == 8192
+
+
+def test_roberta_family_positions_are_net_of_the_padding_offset(tiny_models, tmp_path):
+    assert (
+        limit_of(tiny_models["xlmr"], pooling="mean").sources[
+            "max_position_embeddings 514 - 1 (positions start at padding_idx + 1)"
+        ]
+        == 513
+    )  # pad id 0: positions 1..513
+    model = tmp_path / "xlmr-pad1"
+    shutil.copytree(tiny_models["xlmr"], model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "pad_token_id": 1}))  # the real XLM-R's pad id
+    assert limit_of(model, pooling="mean").effective == 512
+
+
+def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models, tmp_path):
+    model = tmp_path / "bert-st"
+    shutil.copytree(tiny_models["bert"], model)
+    (model / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    assert limit_of(model, pooling="mean").effective == 128
+    assert limit_of(model, pooling="mean", max_tokens=64).effective == 64  # a lower config wins
+
+
+def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
+    cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean", max_tokens=4096)
+    with caplog.at_level(logging.INFO):
+        resolved, metadata = resolve_model_settings(cfg)
+    assert resolved.max_tokens == 512
+    assert "model.max_tokens: using 512 tokens, the model's limit" in caplog.text
+    assert any(r.levelno == logging.WARNING for r in caplog.records if "max_tokens" in r.message)  # asked for more
+    assert json.loads(metadata["max_tokens_limits"])["max_position_embeddings"] == 512
+    chunky = cfg.model_copy(update={"long_inputs": "chunk", "chunk_overlap_tokens": 300, "max_tokens": 32768})
+    with pytest.raises(ModelLimitError, match=r"chunk_overlap_tokens \(300\) must be below half .* limit 512"):
+        apply_token_limit(chunky, limit_of(tiny_models["bert"], pooling="mean"))
+
+
+def test_last_token_pooling_without_an_eos_convention_warns(tiny_models, caplog):
+    with caplog.at_level(logging.WARNING):
+        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["gemma3"]), pooling="last_token"))
+    assert metadata["eos_token"] == "none"
+    assert "appends no EOS token and declares none" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["qwen3"])))
+    assert metadata["eos_token"] == "tokenizer" and "appends no EOS" not in caplog.text

@@ -1,0 +1,53 @@
+"""What counts as nothing to embed, and lone surrogates anywhere in a value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.text_content import has_visible, lone_surrogate, text_reject_reason
+
+INVISIBLE = {
+    "zero-width space": "\u200b\u200b",
+    "LRM/RLM marks": "\u200e\u200f",
+    "BOM character": "\ufeff",
+    "word joiner": "\u2060",
+    "soft hyphen": "\u00ad",
+    "ZWJ/ZWNJ": "\u200d\u200c",
+    "mixed with spaces": " \u200b\u00a0\u200d\t",
+    "variation selector": "\ufe0f",
+    "Hangul filler": "\u3164",
+    "tag characters": "\U000e0041\U000e007f",
+    "line/paragraph separators": "\u2028\u2029",
+}
+
+
+@pytest.mark.parametrize("text", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_text_with_no_visible_character_is_rejected(text):
+    assert not has_visible(text)
+    assert text_reject_reason(text) in (
+        "text has no visible characters (only invisible format characters such as zero-width spaces or marks)",
+        "empty or whitespace-only text",
+    )
+
+
+@pytest.mark.parametrize("text", ["a\u200b", "\u200b\u00e9", "\U0001f600", "\ue000", "\u0301", "\U0001fae8", "ー"])
+def test_any_visible_character_is_content(text):
+    # combining marks, private use and (for this Unicode database) unassigned emoji all count as visible
+    assert has_visible(text)
+    assert text_reject_reason(text) is None
+
+
+def test_control_only_and_whitespace_keep_their_reasons():
+    assert text_reject_reason("\x00\x01\x1b") == "text has only control characters"
+    assert text_reject_reason(" \n\t") == "empty or whitespace-only text"
+    assert text_reject_reason("") == "empty or whitespace-only text"
+
+
+def test_lone_surrogates_in_text_and_nested_values():
+    cut = json.loads('"cut in the middle of an emoji \\ud83d here."')
+    assert text_reject_reason(cut) == "invalid Unicode in text: lone surrogate U+D83D at character 30"
+    assert lone_surrogate({"a": [1, {"b": "x\udc00"}]}) == "lone surrogate U+DC00 at character 1"
+    assert lone_surrogate({"\ud800": 1}) == "lone surrogate U+D800 at character 0"
+    assert lone_surrogate(["fine", 3, None, "\U0001f600"]) is None
