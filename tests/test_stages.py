@@ -79,16 +79,6 @@ def test_io_stages_are_tasks_with_a_fraction_of_a_cpu_and_bounded_retries():
     assert (stage.pool, stage.num_cpus, stage.retry_args, stage.kwargs) == (None, 0.2, {"max_retries": 4}, {"x": 1})
 
 
-def test_job_modules_import_neither_torch_nor_transformers():
-    """Only what loads a model or tokenizer imports them (in the actors, and the driver's one tokenizer load)."""
-    code = (
-        "import sys; import jobs.embed, pipeline.embed_job, pipeline.reembed.job, pipeline.actors; "
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stderr
-
-
 def test_write_side_modules_import_neither_torch_nor_transformers_nor_ray():
     """A Parquet write or read task unpickles its function by module: these modules must stay light."""
     light = [
