@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.model_defaults import resolve_pooling
 from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import eos_convention
@@ -210,7 +211,7 @@ def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str
     eos = eos_convention(tokenizer, declared_add_eos(cfg))
     if eos.append:
         log.info("tokenizer of %s declares add_eos_token but appends no EOS: rayembed appends it", cfg.name_or_path)
-    elif cfg.pooling == "last_token" and not eos.appended and eos.declared is not True:
+    elif resolve_pooling(cfg).pooling == "last_token" and not eos.appended and eos.declared is not True:
         log.warning(
             "model.pooling is last_token but the tokenizer of %s appends no EOS token and declares none "
             "(add_eos_token): each row's own last token is pooled. Right for models trained that way; otherwise "
