@@ -85,7 +85,7 @@ class EmbedActor:
         self,
         model: ModelConfig,
         batching: BatchingConfig,
-        threads: ModelThreads,
+        threads: ModelThreads | float,
         out_dtype: str = "float32",
         output: OutputPrecision | None = None,
     ):
@@ -94,6 +94,8 @@ class EmbedActor:
         from pipeline.encoder import Encoder
         from pipeline.model_loading import load_model, load_tokenizer, pick_device
 
+        if not isinstance(threads, ModelThreads):  # a plain number pins the threads (the former `cpus` argument)
+            threads = ModelThreads(max(1, int(threads)), threads, 1)
         self.threads = threads.resolve(node_cpus())
         torch.set_num_threads(self.threads)
         tokenizer = load_tokenizer(model)
