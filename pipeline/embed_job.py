@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
     if not ray.is_initialized():
-        ray.init(address=compute.ray_address, log_to_driver=True)
+        in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
+        options = {"include_dashboard": compute.dashboard} if in_process else {}
+        ray.init(address=compute.ray_address, log_to_driver=True, **options)
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     configure_retries(ray.data.DataContext.get_current(), compute)
 

@@ -9,6 +9,7 @@ be used from anywhere without paying for them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,16 +123,84 @@ def io_stage(
     return Stage(fn, batch_size, num_cpus=compute.cpus_per_io_task, kwargs=kwargs)
 
 
-def resolve_gpus(requested: float | None, key: str = "compute.gpus_per_actor") -> float:
+@dataclass(frozen=True)
+class ModelThreads:
+    """How an embedding actor picks its torch intra-op threads once it knows its node.
+
+    Args:
+        pinned: compute.torch_threads; None: derive from the node.
+        least: compute.cpus_per_actor (Ray's reservation), the fewest threads a derived count may give.
+        actors_per_node: model actors expected on one node (the pool spread over the nodes that can hold it).
+    """
+
+    pinned: int | None
+    least: float
+    actors_per_node: int
+
+    def resolve(self, node_cpus: int) -> int:
+        """Threads for an actor on a node with `node_cpus` CPUs: its share of the node, at least `least`.
+
+        Ray's CPU reservations are logical: the model actor reserving 1 CPU on a 2-core node would otherwise run torch
+        on one core while the tokenizer and I/O stages, which need little, leave the other idle.
+        """
+        if self.pinned is not None:
+            return self.pinned
+        return max(1, int(self.least), node_cpus // max(self.actors_per_node, 1))
+
+
+def node_cpus() -> int:
+    """CPUs of the node this process runs on: Ray's CPU resource of the node, at most the cores this process may
+    use (a Ray node started with more logical CPUs than cores must not oversubscribe them)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not ray.is_initialized():
+        return usable
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive"):
+            return max(1, min(usable, int(node.get("Resources", {}).get("CPU", usable))))
+    return usable
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """What the stage defaults depend on: the GPUs of each GPU node and the number of nodes with CPUs."""
+
+    gpus_per_node: tuple[float, ...]
+    cpu_nodes: int
+
+    @classmethod
+    def current(cls) -> ClusterShape:
+        """The connected Ray cluster's alive nodes (an autoscaling cluster: the nodes up now)."""
+        alive = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        gpus = tuple(r["GPU"] for r in alive if r.get("GPU", 0) > 0)
+        return cls(gpus, sum(1 for r in alive if r.get("CPU", 0) > 0))
+
+    def default_model_actors(self, gpus_per_actor: float) -> int:
+        """Model actors when the config fixes none: one per GPU of the cluster (per `gpus_per_actor` GPUs), or one
+        per node for CPU actors (each then runs torch on its whole node)."""
+        if gpus_per_actor > 0:
+            return max(1, sum(int(g // gpus_per_actor) for g in self.gpus_per_node))
+        return max(1, self.cpu_nodes)
+
+    def actors_per_node(self, actors: int, gpus_per_actor: float) -> int:
+        """Model actors one node holds when `actors` spread evenly over the nodes that can run them."""
+        nodes = len(self.gpus_per_node) if gpus_per_actor > 0 else self.cpu_nodes
+        return math.ceil(actors / max(nodes, 1))
+
+
+def resolve_gpus(
+    requested: float | None, shape: ClusterShape | None = None, key: str = "compute.gpus_per_actor"
+) -> float:
     """GPUs per actor: what the config asks for, else one when the cluster has GPUs now and none when it has not.
 
     Only an explicit request lets an autoscaler act: a cluster whose GPU workers scale from zero reports no GPU
-    until something asks for one, so `None` there means CPU actors; on a cluster (RAY_ADDRESS or
-    more than one node) that case is logged as a warning naming `key`.
+    until something asks for one, so `None` there means CPU actors; on a cluster (RAY_ADDRESS or more than one
+    node) that case is logged as a warning naming `key`.
     """
     if requested is not None:
         return requested
-    if ray.cluster_resources().get("GPU", 0) > 0:
+    has_gpus = bool(shape.gpus_per_node) if shape is not None else ray.cluster_resources().get("GPU", 0) > 0
+    if has_gpus:
         return 1.0
     if os.environ.get("RAY_ADDRESS") or len(ray.nodes()) > 1:
         log.warning(
@@ -156,25 +225,30 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None) -> Stage:
+def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
-    None: the actor derives it from output.dtype.
+    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
+    shape = shape or ClusterShape.current()
+    gpus = resolve_gpus(compute.gpus_per_actor, shape)
+    pool = compute.actor_pool_size(shape.default_model_actors(gpus))
+    threads = ModelThreads(compute.torch_threads, compute.cpus_per_actor, shape.actors_per_node(pool[1], gpus))
     return Stage(
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_actor,
-        num_gpus=resolve_gpus(compute.gpus_per_actor),
+        num_gpus=gpus,
         constructor_kwargs={
             "model": cfg.model,
             "batching": cfg.batching,
-            "cpus": compute.cpus_per_actor,
+            "threads": threads,
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
         },
-        pool=compute.actor_pool_size(),
+        pool=pool,
         env_vars=actor_env_vars(),
     )

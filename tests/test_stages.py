@@ -19,7 +19,18 @@ from pipeline.config import EmbedConfig
 from pipeline.model_loading import ModelLoadError
 from pipeline.reading import InputFileError
 from pipeline.reembed.lease import LeaseLostError
-from pipeline.stages import Stage, actor_env_vars, configure_retries, embed_stage, io_stage, tokenize_stage
+from pipeline.stages import (
+    ClusterShape,
+    ModelThreads,
+    Stage,
+    actor_env_vars,
+    configure_retries,
+    embed_stage,
+    io_stage,
+    tokenize_stage,
+)
+
+ONE_CPU_NODE = ClusterShape(gpus_per_node=(), cpu_nodes=1)
 
 
 def embed_config(**compute) -> EmbedConfig:
@@ -29,20 +40,51 @@ def embed_config(**compute) -> EmbedConfig:
             "output": {"uri": "/out"},
             "model": {"name_or_path": "m"},
             "batching": {"rows_per_block": 123},
-            "compute": {"gpus_per_actor": 0, **compute},
+            "compute": compute,
         }
     )
 
 
 def test_model_stages_take_resources_from_the_compute_section():
     cfg = embed_config(num_actors=3, cpus_per_actor=2, num_tokenizers=2, cpus_per_tokenizer=0.75)
-    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor)
+    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor, shape=ONE_CPU_NODE)
     assert (tok.pool, tok.num_cpus, tok.batch_size) == ((2, 2), 0.75, 123)
     assert (emb.pool, emb.num_cpus, emb.num_gpus, emb.batch_size) == ((3, 3), 2, 0, 123)
     for stage in (tok, emb):
         assert stage.env_vars == actor_env_vars()
     assert tok.constructor_kwargs["prompt"] == "p: "
     assert (tok.fn, emb.fn) == (TokenizeActor, EmbedActor)
+
+
+@pytest.mark.parametrize(
+    ("shape", "compute", "pool", "gpus", "per_node"),
+    [
+        (ONE_CPU_NODE, {}, (1, 1), 0, 1),  # CPU: one actor, which gets the whole node
+        (ClusterShape((), 3), {}, (3, 3), 0, 1),  # CPU: one per node
+        (ClusterShape((8,), 1), {}, (8, 8), 1, 8),  # one actor per GPU on a multi-GPU node
+        (ClusterShape((8, 4), 2), {"gpus_per_actor": 2}, (6, 6), 2, 3),
+        (ClusterShape((8,), 1), {"num_actors": 2}, (2, 2), 1, 2),  # the user's choice wins
+        (ClusterShape((8,), 1), {"min_actors": 1, "max_actors": 4}, (1, 4), 1, 4),
+        (ClusterShape((2,), 1), {"min_actors": 3}, (3, 3), 1, 3),
+    ],
+)
+def test_model_actor_pool_defaults_to_one_actor_per_gpu_or_per_node(shape, compute, pool, gpus, per_node):
+    stage = embed_stage(embed_config(**compute), EmbedActor, shape=shape)
+    assert (stage.pool, stage.num_gpus, stage.constructor_kwargs["threads"].actors_per_node) == (pool, gpus, per_node)
+
+
+@pytest.mark.parametrize(
+    ("threads", "node_cpus", "expected"),
+    [
+        (ModelThreads(None, 1, 1), 2, 2),  # the one model actor of a 2-core node runs torch on both cores
+        (ModelThreads(None, 1, 8), 64, 8),  # 8 GPU actors share a 64-core node
+        (ModelThreads(None, 2, 8), 8, 2),  # never below the CPUs reserved for it
+        (ModelThreads(None, 0.5, 4), 2, 1),
+        (ModelThreads(3, 1, 1), 64, 3),  # compute.torch_threads pins it
+    ],
+)
+def test_model_threads_are_the_actors_share_of_its_node(threads, node_cpus, expected):
+    assert threads.resolve(node_cpus) == expected
 
 
 def test_io_stages_are_tasks_with_a_fraction_of_a_cpu():
@@ -106,3 +148,24 @@ def test_actors_start_with_passive_openmp_unless_the_driver_says_otherwise(ray_s
         warnings.simplefilter("error", RayDeprecationWarning)  # only named map_batches parameters
         ds = stage.apply(ray_session.data.range(4))
     assert {row["policy"] for row in ds.take_all()} == {driver_value or "PASSIVE"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pinned", [None, 1])
+def test_the_model_actor_runs_torch_on_its_nodes_cores_unless_pinned(ray_session, tiny_models, pinned):
+    import os
+
+    class ReportThreads(EmbedActor):  # pickled by value; the real actor's constructor picks the threads
+        def __call__(self, block: pa.Table) -> pa.Table:
+            import torch
+
+            return block.append_column("threads", pa.array([torch.get_num_threads()] * len(block)))
+
+    cfg = embed_config(torch_threads=pinned)
+    cfg.model.name_or_path = str(tiny_models["bert"])
+    cfg.model.pooling = "mean"
+    stage = embed_stage(cfg, ReportThreads)
+    ds = stage.apply(ray_session.data.from_items([{"x": 1}]))
+    node = int(ray_session.cluster_resources()["CPU"])  # one node in the test session
+    expected = pinned or min(node, len(os.sched_getaffinity(0)))
+    assert {row["threads"] for row in ds.take_all()} == {expected}

@@ -35,7 +35,7 @@ class ShardResources:
     max_task_retries: int = 3
 
     def resolved_gpus(self) -> float:
-        return resolve_gpus(self.gpus, "mining.gpus_per_shard")
+        return resolve_gpus(self.gpus, key="mining.gpus_per_shard")
 
 
 class ShardActor:
@@ -141,8 +141,9 @@ class StoreShardActor:
     def search(self, queries: np.ndarray, k: int, plan) -> tuple[np.ndarray, np.ndarray]:
         return self.shard.search(queries, k, plan)
 
-    def peak_rss_mb(self) -> float:
-        return self.shard.peak_rss_mb()
+    def rss_mb(self) -> tuple[float, float]:
+        """(peak RSS, RSS before any keys) of this actor's process, MB."""
+        return self.shard.peak_rss_mb(), self.shard.base_rss_mb
 
 
 def start_store_shards(count: int, resources: ShardResources) -> list:
