@@ -202,7 +202,7 @@ def resolve_gpus(
     has_gpus = bool(shape.gpus_per_node) if shape is not None else ray.cluster_resources().get("GPU", 0) > 0
     if has_gpus:
         return 1.0
-    if os.environ.get("RAY_ADDRESS") or len(ray.nodes()) > 1:
+    if os.environ.get("RAY_ADDRESS") or (ray.is_initialized() and len(ray.nodes()) > 1):
         log.warning(
             "%s is unset and the cluster has no GPU now: these actors run on CPU. On a cluster whose GPU workers "
             "scale from zero, set %s: 1 so that the autoscaler adds GPU nodes.",
