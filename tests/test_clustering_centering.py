@@ -70,7 +70,9 @@ def test_job_clusters_by_topic_once_languages_are_centred(ray_session, tmp_path)
         rows += [(f"{lang}-{i}", x[i], int(t[i]), f"l{lang}") for i in range(per)]
     (tmp_path / "emb").mkdir()
     table = block(np.stack([r[1] for r in rows]), [r[3] for r in rows])
-    table = table.append_column("id", pa.array([r[0] for r in rows])).append_column("topic", pa.array([r[2] for r in rows]))
+    table = table.append_column("id", pa.array([r[0] for r in rows])).append_column(
+        "topic", pa.array([r[2] for r in rows])
+    )
     pq.write_table(table, tmp_path / "emb" / "part-0.parquet")
     scores = {}
     for center in (None, "lang"):
