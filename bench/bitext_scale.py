@@ -4,7 +4,7 @@
 
 For each size, a subprocess writes `rows` source and `rows` target sentences (text files) plus embed-job-shaped
 embedding datasets (files of 100k rows): half of the source rows have a planted translation in the target side (a
-noisy copy, cos ~0.74 at dim 384, ~0.74 at any dim), the rest and the other target rows are unrelated. A second,
+noisy copy, cos ≈ 0.74 at any dim), the rest and the other target rows are unrelated. A second,
 fresh subprocess runs the real job (`run_mine`, Ray backend: read tasks, hash join, shard actors, streamed blocks,
 streamed selection, text attachment) reusing those vectors, so nothing is embedded; its summary gives the time per
 stage, the driver's peak RSS (that process's own) and the shard actors' peak RSS next to the configured bound.
@@ -86,7 +86,7 @@ def mine(root: Path, mining: dict) -> dict:
             "embeddings_uri": str(root / "emb_tgt"),
         },
         "output": {"uri": str(root / "out"), "overwrite": True},
-        "compute": {"cpus_per_io_task": 0.5},
+        "compute": {"cpus_per_io_task": 0.25},
         "mining": mining,
     }
     return run_mine(parse_config(MineConfig, raw))
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--max-rows-per-shard", type=int, default=2_000_000)
     parser.add_argument("--block-size", type=int, default=8192)
-    parser.add_argument("--cpus-per-shard", type=float, default=1.0)
+    parser.add_argument("--cpus-per-shard", type=float, default=0.5, help="leave CPUs for the feeding tasks")
     parser.add_argument("--threshold", type=float, default=1.1)
     parser.add_argument("--nprobe", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here")
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": summary["seconds"],
                 "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
                 "actor_peak_rss_mb": summary["shards"]["actor_peak_rss_mb"],
+                "actor_base_rss_mb": summary["shards"]["actor_base_rss_mb"],
                 "actor_array_bound_mb": round(summary["shards"]["max_actor_array_bytes"] / 2**20, 1),
                 "pairs_selected": summary["pairs_selected"],
                 **score(root, rows),

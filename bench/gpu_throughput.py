@@ -4,8 +4,9 @@
     bash bench/gpu.sh --docs 16        # anything else is passed through; without a GPU it runs tiny on CPU
 
 Ours (`ours`): the Encoder as the pipeline ships it: bfloat16, FlashAttention-2 when the `flash_attn` package is
-importable (transformers then unpads every batch: padding-free varlen attention) else PyTorch SDPA with no attention
-mask (a causal model padded on the right needs none), length-bucketed token-budget batches with the GPU's batch
+importable, with every batch's rows packed end to end (pipeline/packing.py: padding-free varlen attention, nothing
+padded is computed; lever `ours_padded` turns it off), else PyTorch SDPA with no attention mask (a causal model
+padded on the right needs none), length-bucketed token-budget batches with the GPU's batch
 floor, pinned host memory with non-blocking host->device copies and one device->host copy per block. Baselines:
 sentence-transformers `encode` at its defaults (batch_size 32, length-sorted) in float32 and in bfloat16. Then one
 lever at a time (VARIANTS). MFU is against the bf16 matmul peak measured in this run. Needs only torch,
@@ -57,7 +58,9 @@ def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[np.ndarray, 
 # a time, so each ratio to "ours" is what that lever buys. torch.compile goes last: it is the slowest to set up.
 VARIANTS = {
     "ours": {},
-    "ours_mask_to_model": {"mask_to_model": True},  # lever off: the padding mask goes into attention
+    # lever off: padded batches instead of padding-free packed ones (only differs under flash_attention_2)
+    "ours_padded": {"packed": False},
+    "ours_mask_to_model": {"packed": False, "mask_to_model": True},  # lever off: the padding mask goes into attention
     "ours_small_batches": {"min_batch_tokens_divisor": MIN_FILL_DIVISOR},  # lever off: the CPU's bucket floor
     "ours_compiled": {"compile": True},  # extra: torch.compile(dynamic=True) on top of "ours"
 }
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
                 budget,
                 args.max_batch_size,
                 budget // divisor if divisor else None,  # None: the pipeline's default for this device
+                packed=options.get("packed"),  # None: the pipeline's default (packed under flash_attention_2)
             )
             if "mask_to_model" in options:
                 encoder.mask_to_model = options["mask_to_model"]
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                 all_seconds=[round(r[0], 3) for r in passes],
                 warm_up_seconds=round(warm_s, 2),
                 mask_to_model=encoder.mask_to_model,
+                packed=encoder.packed,
                 min_batch_tokens=encoder.batch_floor(),
             )
             if reference is None:

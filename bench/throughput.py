@@ -3,12 +3,13 @@
     python -m bench.throughput --model smollm2-135m --docs 120 --out bench/results/throughput_cpu.md
     python -m bench.throughput --model multilingual-e5-small --docs 600 --levers
 
-(a) sentence-transformers `encode` at its defaults (length-sorted, batch_size 32, float32), (b) the plain Ray Data
-recipe (map_batches actor, fixed batch_size 32, pad to longest, float32), (c) our embedding stage (Encoder over
-pre-tokenized rows, token-budget batches, --dtype), (d) our whole job (run_embed on local Ray: read, tokenize, embed,
+(a) sentence-transformers `encode` at its defaults (length-sorted, batch_size 32), (b) the plain Ray Data
+recipe (map_batches actor, fixed batch_size 32, pad to longest), (c) our embedding stage (Encoder over
+pre-tokenized rows, token-budget batches), all at --dtype (the same on every side), (d) our whole job (run_embed on local Ray: read, tokenize, embed,
 write). Same corpus, max_tokens and torch threads for all; every variant runs in its own child process so its peak
 RSS (the process tree's, Ray workers included) is its own. Tokens/s counts real tokens: padding is cost, not output.
-Ratios are quoted on CPU seconds (see bench/variants.py for why) and, for reference, on wall seconds.
+Ratios are quoted on CPU seconds and on wall seconds. This is the stage-level tool (levers, MFU); the wall clock a
+user sees, whole job against sentence-transformers, is bench/wallclock.py.
 `--levers` adds an ablation of our stage on the same corpus: each lever switched on in turn, then single toggles.
 """
 
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2, help="torch threads for every variant (the actor's CPUs)")
-    p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="our pipeline's dtype")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="the dtype of every variant")
     p.add_argument("--budget", type=int, default=16384, help="our max_tokens_per_batch")
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--rows-per-block", type=int, default=4096)

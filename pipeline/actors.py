@@ -2,6 +2,9 @@
 
 Blocks are pyarrow tables carrying the columns of pipeline.reading plus, after tokenization, `_tokens`
 (list<int32>) and chunk columns; rejected rows (`_reject` set) pass through untouched so they can be counted.
+
+torch and transformers are imported in the constructors, in the actor processes: the driver, which only hands these
+classes to Ray Data, then starts without them (seconds of start-up on the critical path before Ray even starts).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from pipeline.columns import (
     COMPUTED,
@@ -25,17 +27,18 @@ from pipeline.columns import (
     TRUNCATED,
 )
 from pipeline.config import BatchingConfig, ModelConfig
-from pipeline.encoder import Encoder
 from pipeline.model_defaults import resolve_pooling
-from pipeline.model_loading import declared_add_eos, load_model, load_tokenizer, pick_device
 from pipeline.quantization import OutputPrecision
-from pipeline.tokenization import TextTokenizer, eos_convention
+from pipeline.stages import ModelThreads, node_cpus
 
 
 class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
     def __init__(self, model: ModelConfig, prompt: str):
+        from pipeline.model_loading import declared_add_eos, load_tokenizer
+        from pipeline.tokenization import TextTokenizer, eos_convention
+
         tokenizer = load_tokenizer(model)
         self.tokenizer = TextTokenizer(
             tokenizer,
@@ -82,11 +85,19 @@ class EmbedActor:
         self,
         model: ModelConfig,
         batching: BatchingConfig,
-        cpus: float,
+        threads: ModelThreads | float,
         out_dtype: str = "float32",
         output: OutputPrecision | None = None,
     ):
-        torch.set_num_threads(max(1, int(cpus)))  # match the CPUs Ray reserved for this actor
+        import torch
+
+        from pipeline.encoder import Encoder
+        from pipeline.model_loading import load_model, load_tokenizer, pick_device
+
+        if not isinstance(threads, ModelThreads):  # a plain number pins the threads (the former `cpus` argument)
+            threads = ModelThreads(max(1, int(threads)), threads, 1)
+        self.threads = threads.resolve(node_cpus())
+        torch.set_num_threads(self.threads)
         tokenizer = load_tokenizer(model)
         self.encoder = Encoder(
             load_model(model, pick_device()),

@@ -109,8 +109,11 @@ class ModelConfig(Section):
     padding_side: Literal["auto", "left", "right"] = Field(
         "auto", description="'auto' follows the tokenizer; last_token pooling is correct for both sides."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="transformers attention kernel."
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description="transformers attention kernel. 'auto': flash_attention_2 on a GPU when the flash_attn package "
+        "is installed (a causal model then gets padding-free batches: varlen attention, nothing padded is "
+        "computed), else sdpa.",
     )
     compile: bool = Field(
         False,
@@ -155,30 +158,76 @@ class ComputeConfig(Section):
         None,
         description="Ray cluster address; None uses RAY_ADDRESS (set by `ray job submit`) or starts Ray in-process.",
     )
-    num_actors: int | None = Field(None, gt=0, description="Fixed number of embedding actors.")
-    min_actors: int = Field(1, gt=0, description="Autoscaling lower bound (when num_actors is unset).")
-    max_actors: int = Field(1, gt=0, description="Autoscaling upper bound (when num_actors is unset).")
-    gpus_per_actor: float | None = Field(
-        None, ge=0, description="GPUs per embedding actor; None: 1 when the cluster has GPUs, else 0 (CPU)."
+    dashboard: bool = Field(
+        False,
+        description="Start the Ray dashboard with an in-process Ray (no ray_address or RAY_ADDRESS). Off by default: "
+        "its ten-odd processes cost seconds of start-up a one-off job does not use; a cluster keeps its own.",
     )
-    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per embedding actor (its torch threads).")
+    num_actors: int | None = Field(
+        None,
+        gt=0,
+        description="Fixed number of embedding actors. None (and max_actors unset): one per GPU of the cluster "
+        "(GPU actors), one per node (CPU actors).",
+    )
+    min_actors: int = Field(1, gt=0, description="Autoscaling lower bound (when num_actors is unset).")
+    max_actors: int | None = Field(
+        None,
+        gt=0,
+        description="Autoscaling upper bound (when num_actors is unset); None: a fixed pool of one actor per GPU "
+        "(GPU actors) or per node (CPU actors), at least min_actors.",
+    )
+    gpus_per_actor: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs per embedding actor. Set it (e.g. 1) on an autoscaling cluster: the request is what makes "
+        "the autoscaler add GPU nodes. None: 1 when the cluster has GPUs at start, else 0 (CPU actors, a warning).",
+    )
+    cpus_per_actor: float = Field(
+        1.0,
+        gt=0,
+        description="CPUs Ray reserves per embedding actor, and the least torch threads it runs (see torch_threads).",
+    )
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch intra-op threads per embedding actor. None: the CPUs of the actor's node shared among the "
+        "model actors on that node (all of them for the default one CPU actor per node), at least cpus_per_actor: "
+        "Ray's CPU reservation is logical, and the tokenizer/IO stages need little.",
+    )
     num_tokenizers: int = Field(1, gt=0, description="Tokenizer actors (CPU stage ahead of the model stage).")
     cpus_per_tokenizer: float = Field(0.5, gt=0, description="CPUs per tokenizer actor.")
     cpus_per_io_task: float = Field(
         0.25, gt=0, description="CPUs per read/write task; mostly waiting on storage, so a fraction is enough."
     )
-    max_restarts: int = Field(3, ge=0, description="Restarts of a dead actor before the job fails.")
-    max_task_retries: int = Field(3, ge=0, description="Retries of a task lost with its actor or worker.")
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="Actors that die in a row while loading the model before the job fails (k-NN shard actors: "
+        "restarts of a dead actor). Actors lost with their node later are always restarted: a preempted node is "
+        "not a failure (pipeline.stages.configure_retries).",
+    )
+    max_task_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a block whose stage raised an exception (e.g. a transient CUDA error); the job's own "
+        "errors (bad input, missing model) are never retried. Ray Data stages redo work lost with a worker or node "
+        "without a count; plain Ray tasks (k-NN steps) retry it this many times.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ComputeConfig:
-        if self.min_actors > self.max_actors:
+        if self.max_actors is not None and self.min_actors > self.max_actors:
             raise ValueError(f"compute.min_actors ({self.min_actors}) exceeds compute.max_actors ({self.max_actors})")
         return self
 
-    def actor_pool_size(self) -> tuple[int, int]:
+    def actor_pool_size(self, default_actors: int = 1) -> tuple[int, int]:
+        """(min, max) embedding actors; `default_actors` (one per GPU or per node) when neither num_actors nor
+        max_actors is set."""
         if self.num_actors is not None:
             return self.num_actors, self.num_actors
+        if self.max_actors is None:
+            size = max(self.min_actors, default_actors)
+            return size, size
         return self.min_actors, self.max_actors
 
 

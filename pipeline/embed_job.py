@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import posixpath
 import time
 from typing import Any
@@ -34,13 +35,13 @@ from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
-from pipeline.stages import actor_remote_args, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
+from pipeline.stages import configure_retries, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
-__all__ = ["actor_remote_args", "embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
+__all__ = ["embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,11 @@ log = logging.getLogger(__name__)
 def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
     if not ray.is_initialized():
-        ray.init(address=compute.ray_address, log_to_driver=True)
+        in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
+        options = {"include_dashboard": compute.dashboard} if in_process else {}
+        ray.init(address=compute.ray_address, log_to_driver=True, **options)
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
-    ctx = ray.data.DataContext.get_current()
-    ctx.max_errored_blocks = 0  # a lost block fails the job instead of silently dropping rows
-    # An exception raised in an actor task (a transient CUDA or storage error) is retried like a lost actor, at most
-    # compute.max_task_retries times; without this Ray Data fails the job on the first one.
-    ctx.actor_task_retry_on_errors = True
+    configure_retries(ray.data.DataContext.get_current(), compute)
 
 
 def embed_stages(

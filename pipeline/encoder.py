@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
 from pipeline.errors import UserError
+from pipeline.packing import pack_rows, plan_packed, pool_packed
 from pipeline.pooling import l2_normalize, pool
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,13 @@ class EncodedRows:
 
     embeddings: np.ndarray  # (N, dim) float32, in the input row order
     computed_tokens: np.ndarray  # (N,) padded tokens each row's batch cost it (its batch's longest row)
-    reasons: dict[int, str]  # row -> reject reason (model error, non-finite vector, token outside the vocabulary)
-    recomputed: np.ndarray  # (N,) bool: the first vector was not finite, this one was recomputed in float32
+    # row -> reject reason (model error, non-finite vector, token outside the vocabulary)
+    reasons: dict[int, str] = field(default_factory=dict)
+    recomputed: np.ndarray | None = None  # (N,) bool: the first vector was not finite, recomputed in float32
+
+    def __post_init__(self) -> None:
+        if self.recomputed is None:
+            self.recomputed = np.zeros(len(self.embeddings), dtype=bool)
 
 
 def pad_batch(
@@ -91,6 +97,9 @@ class Encoder:
     With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
     real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
     (FlashAttention on a GPU) instead of the masked one. Pooling still uses the mask; padded positions are ignored.
+    Padding-free batches (`packed`; default: a causal model loaded with flash_attention_2): the rows of a batch go
+    end to end into one sequence with position ids restarting per row (pipeline.packing), so FlashAttention-2 runs
+    varlen attention and no padded token is computed at all; the budget then counts real tokens.
     Position ids are passed only to causal decoders under left padding (counted over real tokens, as in generation):
     encoders compute their own (RoBERTa-family ones from `padding_idx + 1`), which ids counted from 0 would break.
 
@@ -109,6 +118,7 @@ class Encoder:
         max_tokens_per_batch: int,
         max_batch_size: int,
         min_batch_tokens: int | None = None,
+        packed: bool | None = None,
     ):
         self.model = model
         self.pooling = pooling
@@ -125,6 +135,8 @@ class Encoder:
         self.mask_to_model = self.left or not self.causal
         self.left = self.checked_padding_side(padding_side) == "left"
         self.mask_to_model = self.left or not self.causal  # benchmarks may switch it off to measure the lever
+        flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
+        self.packed = (flash and self.causal) if packed is None else packed
 
     def checked_padding_side(self, side: str) -> str:
         """The configured side if the probe passes on it, else the other side (warning), else PaddingProbeError.
@@ -179,9 +191,13 @@ class Encoder:
         todo = np.asarray([i for i in range(n) if i not in reasons], dtype=np.int64)
         if len(todo) == 0:
             return EncodedRows(out, computed, reasons, recomputed)
-        plan = plan_batches(lengths[todo], self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
+        if self.packed:
+            batches = plan_packed(lengths[todo], self.max_tokens_per_batch, self.max_batch_size)
+        else:
+            plan = plan_batches(lengths[todo], self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
+            batches = plan.batches()
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
-        for batch in plan.batches():
+        for batch in batches:
             self._encode_rows(values, offsets, todo[batch], pending, computed, reasons)
         # One device->host copy per block, not one per batch: on a GPU the host pads and launches batch i+1 while
         # batch i still runs, instead of waiting on each batch's result.
@@ -239,6 +255,10 @@ class Encoder:
         reasons: dict[int, str],
     ) -> None:
         try:
+            if self.packed:
+                pending.append((rows, self.forward_packed(values, offsets, rows)))
+                computed[rows] = offsets[rows + 1] - offsets[rows]  # nothing padded
+                return
             ids, mask = pad_batch(values, offsets, rows, self.pad_token_id, self.left)
             pending.append((rows, self.forward_on_device(ids, mask)))
             computed[rows] = ids.shape[1]
@@ -296,6 +316,16 @@ class Encoder:
         if self.normalize:
             vectors = l2_normalize(vectors)
         return vectors
+
+    @torch.inference_mode()
+    def forward_packed(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """`rows` packed into one sequence without padding -> (B, dim) float32 on the device, in the order of `rows`."""
+        ids, positions, starts, lengths = pack_rows(values, offsets, rows)  # (1, T), (1, T), (B,), (B,)
+        # use_cache=False: transformers reads packed rows from position ids only when it builds no KV cache.
+        inputs = {"input_ids": self.to_device(ids), "position_ids": self.to_device(positions), "use_cache": False}
+        hidden = self.model(**inputs).last_hidden_state  # (1, T, H)
+        vectors = pool_packed(hidden[0], self.to_device(starts), self.to_device(lengths), self.pooling)  # (B, H)
+        return l2_normalize(vectors) if self.normalize else vectors
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory on CUDA so the copy is asynchronous."""

@@ -95,7 +95,7 @@ class IvfConfig(Section):
         32,
         gt=0,
         description="Lists visited per query: recall against cost. The default is the smallest value whose recall@4 "
-        "was >= 0.95 on real e5 vectors (bench/results/bitext_ivf.md).",
+        "was >= 0.95 on real e5 vectors (bench/results/bitext_ivf_tatoeba.md, docs/bitext.md).",
     )
     pq_m: int | None = Field(
         None,

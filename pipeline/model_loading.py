@@ -1,24 +1,29 @@
-"""Load a Hugging Face model + tokenizer the same way for the hub and for a local directory."""
+"""Load a Hugging Face model + tokenizer the same way for the hub and for a local directory.
+
+torch and transformers are imported where a model or tokenizer is loaded, not at module import: the driver runs
+check_model and load_prompts on a local model directory without paying for them (seconds of start-up).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
-
-import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import cached_file
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.model_defaults import resolve_pooling
 from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import eos_convention
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -26,13 +31,25 @@ class ModelLoadError(UserError, RuntimeError):
 
 
 def pick_device() -> torch.device:
+    import torch
+
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_attention(requested: str, device: torch.device) -> str:
+    """'auto' is FlashAttention-2 on a GPU where the flash_attn package imports, else PyTorch SDPA."""
+    if requested != "auto":
+        return requested
+    has_flash = device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+    return "flash_attention_2" if has_flash else "sdpa"
 
 
 def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
     """'auto' is the checkpoint's own dtype on GPU and float32 on CPU (half precision on CPU is opt-in)."""
+    import torch
+
     if cfg.dtype != "auto":
-        return DTYPES[cfg.dtype]
+        return getattr(torch, cfg.dtype)  # float32, bfloat16 or float16
     if device.type == "cuda":
         if checkpoint_dtype in (torch.bfloat16, torch.float16):
             return checkpoint_dtype
@@ -41,6 +58,8 @@ def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.d
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     warn_remote_code(cfg)
     tokenizer = AutoTokenizer.from_pretrained(
         cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
@@ -57,6 +76,9 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     """The transformer body (AutoModel, no LM head) in eval mode on `device`."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
     warn_remote_code(cfg)
     check_local_weights(cfg)
     config = AutoConfig.from_pretrained(
@@ -70,7 +92,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
             trust_remote_code=cfg.trust_remote_code,
             use_safetensors=None if cfg.allow_pickle_weights else True,
             dtype=dtype,
-            attn_implementation=cfg.attn_implementation,
+            attn_implementation=pick_attention(cfg.attn_implementation, device),
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
@@ -106,6 +128,8 @@ def declared_pooling(cfg: ModelConfig) -> list[str]:
     if local.is_dir():
         path = local / "1_Pooling" / "config.json"
     else:
+        from transformers.utils import cached_file
+
         found = cached_file(
             cfg.name_or_path,
             "1_Pooling/config.json",
@@ -146,6 +170,8 @@ def load_prompts(cfg: ModelConfig) -> dict[str, str]:
     local = Path(cfg.name_or_path)
     if local.is_dir():
         return named_prompts(local)
+    from transformers.utils import cached_file
+
     path = cached_file(cfg.name_or_path, ST_CONFIG, revision=cfg.revision, _raise_exceptions_for_missing_entries=False)
     return named_prompts(Path(path).parent) if path else {}
 
@@ -171,6 +197,8 @@ def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str
     Warns when last_token pooling meets a tokenizer that appends no EOS and declares none (the pooled token is then
     the text's own last token: right only for models trained that way).
     """
+    from transformers import AutoConfig
+
     tokenizer = load_tokenizer(cfg)
     try:
         config = AutoConfig.from_pretrained(
@@ -183,7 +211,7 @@ def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str
     eos = eos_convention(tokenizer, declared_add_eos(cfg))
     if eos.append:
         log.info("tokenizer of %s declares add_eos_token but appends no EOS: rayembed appends it", cfg.name_or_path)
-    elif cfg.pooling == "last_token" and not eos.appended and eos.declared is not True:
+    elif resolve_pooling(cfg).pooling == "last_token" and not eos.appended and eos.declared is not True:
         log.warning(
             "model.pooling is last_token but the tokenizer of %s appends no EOS token and declares none "
             "(add_eos_token): each row's own last token is pooled. Right for models trained that way; otherwise "

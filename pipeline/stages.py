@@ -8,17 +8,19 @@ be used from anywhere without paying for them.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.data import ActorPoolStrategy
-from ray.util.annotations import RayDeprecationWarning
 
 from pipeline.config import ComputeConfig, EmbedConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,6 @@ class Stage:
         kwargs: keyword arguments of every call.
         constructor_kwargs: keyword arguments of the actor class's `__init__` (actor stages only).
         pool: (min, max) actors; None: a task stage.
-        retry_args: Ray remote args that bound retries (see `task_retry_args` and `actor_retry_args`).
         env_vars: environment of the workers that run this stage, set before they import anything.
     """
 
@@ -45,37 +46,54 @@ class Stage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     constructor_kwargs: dict[str, Any] | None = None
     pool: tuple[int, int] | None = None
-    retry_args: dict[str, Any] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """Named `map_batches` parameters only: no `**ray_remote_args` (deprecated in Ray 2.60, removed in 2.64).
+
+        Retries are not per stage: lost workers and actors are Ray Data's (see `configure_retries`).
+        """
         actor = self.pool is not None
-        with warnings.catch_warnings():
-            # Ray 2.60 takes retry bounds only through the deprecated **ray_remote_args; this is the one place that
-            # passes them, so moving to the successor API is a change here alone.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=RayDeprecationWarning)
-            return ds.map_batches(
-                self.fn,
-                batch_size=self.batch_size,
-                batch_format="pyarrow",
-                fn_kwargs=self.kwargs or None,
-                fn_constructor_kwargs=self.constructor_kwargs if actor else None,
-                compute=ActorPoolStrategy(min_size=self.pool[0], max_size=self.pool[1]) if actor else None,
-                num_cpus=self.num_cpus,
-                num_gpus=self.num_gpus if actor else None,
-                runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
-                **self.retry_args,
-            )
+        return ds.map_batches(
+            self.fn,
+            batch_size=self.batch_size,
+            batch_format="pyarrow",
+            fn_kwargs=self.kwargs or None,
+            fn_constructor_kwargs=self.constructor_kwargs if actor else None,
+            compute=ActorPoolStrategy(min_size=self.pool[0], max_size=self.pool[1]) if actor else None,
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus if actor else None,
+            runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
+        )
 
 
-def task_retry_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Retries of a read/write task lost with its worker."""
-    return {"max_retries": compute.max_task_retries}
+def configure_retries(ctx: ray.data.DataContext, compute: ComputeConfig) -> None:
+    """How the Ray Data stages of one job recover, set on the job's DataContext (Ray >= 2.60's retry API).
+
+    - A lost worker, actor or node (spot preemption, OOM kill, `ray.kill`): Ray Data's own defaults, i.e. the actor
+      is restarted and its in-flight tasks wait for it, with no count. A bounded `max_task_retries` is consumed by
+      fast-failed attempts while the actor restarts on another node (`ActorUnavailableError`, Ray's actor
+      fault-tolerance docs), which is how a lost node used to fail the whole job.
+    - An exception raised inside a stage (a transient CUDA or driver error): retried in the same worker, at most
+      `compute.max_task_retries` times with backoff (`retried_map_errors`/`max_map_retries`). Errors that tell the
+      user to fix something (`NOT_OUR_ERROR`: a bad input file, a missing model) are not retried.
+    - An actor that dies while loading its model: replaced at most `compute.max_restarts` times in a row
+      (`max_consecutive_actor_init_deaths`), so a model that cannot load anywhere fails the job.
+    - A block lost for good: `max_errored_blocks = 0`, the job fails instead of dropping rows.
+    A crash loop (a process that dies on every attempt at one block) ends at Ray Data's no-progress timeout
+    (`execution_no_progress_timeout_s`, 30 min by default).
+    """
+    ctx.max_errored_blocks = 0
+    ctx.actor_task_retry_on_errors = False  # Ray Data actors retry tasks without limit: app errors are retried above
+    ctx.retried_map_errors = [NOT_OUR_ERROR]
+    ctx.max_map_retries = compute.max_task_retries
+    ctx.max_consecutive_actor_init_deaths = compute.max_restarts
 
 
-def actor_retry_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Explicit actor retries rather than Ray Data's defaults (infinite restarts): a crash loop fails the job."""
-    return {"max_restarts": compute.max_restarts, "max_task_retries": compute.max_task_retries}
+# Ray Data matches retry patterns against `module.ClassName: message` of the exception and its cause. Exceptions
+# defined in this package (pipeline.errors.UserError and its kin: a bad input file, a missing model, a lost lease)
+# describe conditions that a retry cannot fix; everything else (torch, CUDA, OS errors) may be transient.
+NOT_OUR_ERROR = r"(?s)^(?!.*\bpipeline\.[\w.]+: )"
 
 
 def actor_env_vars() -> dict[str, str]:
@@ -90,27 +108,108 @@ def actor_env_vars() -> dict[str, str]:
 
 
 def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
-    """`ray.remote(...).options(**)` of a read task outside Ray Data (e.g. the duplicate-id pre-pass)."""
-    return {"num_cpus": compute.cpus_per_io_task, **task_retry_args(compute)}
+    """`ray.remote(...).options(**)` of a read task outside Ray Data (e.g. the duplicate-id pre-pass).
 
-
-def actor_remote_args(compute: ComputeConfig) -> dict[str, Any]:
-    """Remote args shared by the tokenizer and model actors: retries and the environment (`actor_env_vars`)."""
-    return {**actor_retry_args(compute), "runtime_env": {"env_vars": actor_env_vars()}}
+    Like Ray Data's tasks, one lost with its worker or node is re-run without a count (`max_retries=-1` counts only
+    system failures; an exception the task raises is not retried).
+    """
+    return {"num_cpus": compute.cpus_per_io_task, "max_retries": -1}
 
 
 def io_stage(
     fn: Callable[..., Any], compute: ComputeConfig, kwargs: dict[str, Any], batch_size: int | None = None
 ) -> Stage:
     """A read or write task stage: mostly waiting on storage, so a fraction of a CPU, retried on a lost worker."""
-    return Stage(fn, batch_size, num_cpus=compute.cpus_per_io_task, kwargs=kwargs, retry_args=task_retry_args(compute))
+    return Stage(fn, batch_size, num_cpus=compute.cpus_per_io_task, kwargs=kwargs)
 
 
-def resolve_gpus(requested: float | None) -> float:
-    """GPUs per actor: what the config asks for, else one when the cluster has GPUs and none when it has not."""
+@dataclass(frozen=True)
+class ModelThreads:
+    """How an embedding actor picks its torch intra-op threads once it knows its node.
+
+    Args:
+        pinned: compute.torch_threads; None: derive from the node.
+        least: compute.cpus_per_actor (Ray's reservation), the fewest threads a derived count may give.
+        actors_per_node: model actors expected on one node (the pool spread over the nodes that can hold it).
+    """
+
+    pinned: int | None
+    least: float
+    actors_per_node: int
+
+    def resolve(self, node_cpus: int) -> int:
+        """Threads for an actor on a node with `node_cpus` CPUs: its share of the node, at least `least`.
+
+        Ray's CPU reservations are logical: the model actor reserving 1 CPU on a 2-core node would otherwise run torch
+        on one core while the tokenizer and I/O stages, which need little, leave the other idle.
+        """
+        if self.pinned is not None:
+            return self.pinned
+        return max(1, int(self.least), node_cpus // max(self.actors_per_node, 1))
+
+
+def node_cpus() -> int:
+    """CPUs of the node this process runs on: Ray's CPU resource of the node, at most the cores this process may
+    use (a Ray node started with more logical CPUs than cores must not oversubscribe them)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not ray.is_initialized():
+        return usable
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive"):
+            return max(1, min(usable, int(node.get("Resources", {}).get("CPU", usable))))
+    return usable
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """What the stage defaults depend on: the GPUs of each GPU node and the number of nodes with CPUs."""
+
+    gpus_per_node: tuple[float, ...]
+    cpu_nodes: int
+
+    @classmethod
+    def current(cls) -> ClusterShape:
+        """The connected Ray cluster's alive nodes (an autoscaling cluster: the nodes up now)."""
+        alive = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        gpus = tuple(r["GPU"] for r in alive if r.get("GPU", 0) > 0)
+        return cls(gpus, sum(1 for r in alive if r.get("CPU", 0) > 0))
+
+    def default_model_actors(self, gpus_per_actor: float) -> int:
+        """Model actors when the config fixes none: one per GPU of the cluster (per `gpus_per_actor` GPUs), or one
+        per node for CPU actors (each then runs torch on its whole node)."""
+        if gpus_per_actor > 0:
+            return max(1, sum(int(g // gpus_per_actor) for g in self.gpus_per_node))
+        return max(1, self.cpu_nodes)
+
+    def actors_per_node(self, actors: int, gpus_per_actor: float) -> int:
+        """Model actors one node holds when `actors` spread evenly over the nodes that can run them."""
+        nodes = len(self.gpus_per_node) if gpus_per_actor > 0 else self.cpu_nodes
+        return math.ceil(actors / max(nodes, 1))
+
+
+def resolve_gpus(
+    requested: float | None, shape: ClusterShape | None = None, key: str = "compute.gpus_per_actor"
+) -> float:
+    """GPUs per actor: what the config asks for, else one when the cluster has GPUs now and none when it has not.
+
+    Only an explicit request lets an autoscaler act: a cluster whose GPU workers scale from zero reports no GPU
+    until something asks for one, so `None` there means CPU actors; on a cluster (RAY_ADDRESS or more than one
+    node) that case is logged as a warning naming `key`.
+    """
     if requested is not None:
         return requested
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    has_gpus = bool(shape.gpus_per_node) if shape is not None else ray.cluster_resources().get("GPU", 0) > 0
+    if has_gpus:
+        return 1.0
+    if os.environ.get("RAY_ADDRESS") or (ray.is_initialized() and len(ray.nodes()) > 1):
+        log.warning(
+            "%s is unset and the cluster has no GPU now: these actors run on CPU. On a cluster whose GPU workers "
+            "scale from zero, set %s: 1 so that the autoscaler adds GPU nodes.",
+            key,
+            key,
+        )
+    return 0.0
 
 
 def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
@@ -122,31 +221,34 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
         num_cpus=compute.cpus_per_tokenizer,
         constructor_kwargs={"model": cfg.model, "prompt": prompt},
         pool=(compute.num_tokenizers, compute.num_tokenizers),
-        retry_args=actor_retry_args(compute),
         env_vars=actor_env_vars(),
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None) -> Stage:
+def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
-    None: the actor derives it from output.dtype.
+    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
+    shape = shape or ClusterShape.current()
+    gpus = resolve_gpus(compute.gpus_per_actor, shape)
+    pool = compute.actor_pool_size(shape.default_model_actors(gpus))
+    threads = ModelThreads(compute.torch_threads, compute.cpus_per_actor, shape.actors_per_node(pool[1], gpus))
     return Stage(
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_actor,
-        num_gpus=resolve_gpus(compute.gpus_per_actor),
+        num_gpus=gpus,
         constructor_kwargs={
             "model": cfg.model,
             "batching": cfg.batching,
-            "cpus": compute.cpus_per_actor,
+            "threads": threads,
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
         },
-        pool=compute.actor_pool_size(),
-        retry_args=actor_retry_args(compute),
+        pool=pool,
         env_vars=actor_env_vars(),
     )

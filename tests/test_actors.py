@@ -70,3 +70,33 @@ def test_a_row_the_model_rejects_leaves_the_rest_of_its_block_embedded(stages):
     assert out.column("_num_tokens").to_pylist()[1] == 0  # a reject costs no tokens in the summary
     alone = embed(tokenize(read_block(["third"], [None])))
     np.testing.assert_allclose(out.column("embedding")[2].as_py(), alone.column("embedding")[0].as_py(), atol=1e-5)
+
+
+def test_non_finite_rows_are_counted_for_the_summary(tmp_path):
+    """Recomputed-in-float32 rows and non-finite rejects reach _summary.json through the write stage's stats."""
+    from pipeline.columns import COMPUTED, EMBED_SECONDS, RECOMPUTED, TOKEN_COUNT, TRUNCATED
+    from pipeline.embed_job import summarize
+
+    n = 4
+    reasons = [None, None, "non-finite embedding (NaN or inf) in torch.float16 and again in float32", "null text"]
+    vectors = pa.FixedSizeListArray.from_arrays(
+        pa.array([0.6, 0.8] * n, pa.float32()), 2, mask=pa.array([False, False, True, True])
+    )
+    block = read_block(["a", "b", None, None], reasons).drop_columns([TEXT])
+    for name, values in {
+        "chunk_index": pa.array([0] * n, pa.int32()),
+        "char_start": pa.array([0] * n, pa.int64()),
+        "char_end": pa.array([1] * n, pa.int64()),
+        TRUNCATED: pa.array([False] * n),
+        "embedding": vectors,
+        TOKEN_COUNT: pa.array([3, 3, 0, 0]),
+        COMPUTED: pa.array([3, 3, 0, 0]),
+        RECOMPUTED: pa.array([False, True, False, False]),
+        EMBED_SECONDS: pa.array([0.1, 0.1, 0.0, 0.0]),
+    }.items():
+        block = block.append_column(name, values)
+    cfg = EmbedConfig.model_validate({"input": {"uri": "x", "format": "jsonl"}, "output": {"uri": str(tmp_path)}})
+    stats = write_block(block, resolve(str(tmp_path), cfg.storage), cfg, {})
+    summary = summarize([stats], 1.0, 1)
+    assert (summary["rows_embedded"], summary["rows_rejected"]) == (2, 2)
+    assert (summary["nonfinite_recomputed"], summary["nonfinite_rejected"]) == (1, 1)

@@ -84,7 +84,7 @@ def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path):
     report = out.read_text()
     assert "c/a" in report and "Cosine of (c) to (a)" in report
     cos_min = float(report.split("min ")[1].split(",")[0])
-    assert cos_min >= 0.999  # bf16 stage vs float32 sentence-transformers
+    assert cos_min >= 0.999  # our stage vs sentence-transformers at the same dtype
 
 
 @pytest.mark.slow
@@ -116,3 +116,24 @@ def test_gpu_script_runs_small_on_cpu(tmp_path):
     assert result["ours_mask_to_model"]["cosine_vs_ours_min"] > 0.999  # the mask changes nothing for causal models
     for name in ("st_fp32", "st_bf16"):
         assert result[name]["cosine_vs_ours_mean"] > 0.99  # same model, same pooling: the same embeddings
+
+
+def test_wallclock_report_states_the_ratio_machine_and_regenerates_marked_sections(tmp_path):
+    from bench.wallclock import render, replace_marked, run_timed
+
+    wall, cpu = run_timed([sys.executable, "-c", "sum(range(10**6))"], tmp_path / "log")
+    assert wall > 0 and cpu >= 0
+    case = {
+        "model": "m", "pooling": "mean", "dtype": "float32", "tokens": 1000, "ratio_wall": 2.0,
+        "st": {"encode_seconds": 20.0, "process_seconds": 30.0, "encode_cpu_seconds": 35.0, "torch_threads": 2},
+        "job": {"process_seconds": 10.0, "cpu_seconds": 15.0, "fixed_seconds": 4.0, "padding_efficiency": 0.96},
+        "cosine": {"min": 0.99999}, "load_average": [1.0, 9.0],
+    }  # fmt: skip
+    raw = {"machine": {"cpu": "X", "cores": 2, "avx512_bf16": False, "torch": "t"}, "command": "c", "date": "d",
+           "cases": [case], "quickstart": None}  # fmt: skip
+    text = render(raw)
+    assert "**2.00**" in text and "busy, shared machine" in text and "float32" in text
+    doc = tmp_path / "doc.md"
+    doc.write_text("a\n<!-- wallclock:start -->\nold\n<!-- wallclock:end -->\nb\n")
+    replace_marked(doc, "new\n")
+    assert doc.read_text() == "a\n<!-- wallclock:start -->\nnew\n<!-- wallclock:end -->\nb\n"

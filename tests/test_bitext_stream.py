@@ -232,3 +232,14 @@ def test_ray_shard_actors_give_the_local_result(ray_session, corpus):
         part = Path("pairs") / f"src_lang={lang}" / "tgt_lang=eng"
         assert key(read_pairs(corpus["dir"] / "ray" / part)) == key(read_pairs(corpus["dir"] / "local" / part))
     assert summary["shards"]["forward"] == 2 and summary["shards"]["actor_peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_shard_actors_that_would_take_every_cpu_are_refused(ray_session, corpus):
+    """4 shards x 1 CPU on the 4-CPU session: nothing left for the block tasks; an error, not a hang."""
+    from pipeline.bitext.job import ResourceError
+
+    raw = config(corpus, "fra", "eng", num_shards=4, cpus_per_shard=1.0)
+    raw["mining"]["backend"] = "ray"
+    with pytest.raises(ResourceError, match=r"need 4.25 CPUs; the cluster has 4"):
+        run_mine(parse_config(MineConfig, raw))

@@ -35,7 +35,7 @@ def test_config_show_prints_defaults_and_descriptions(capsys):
     text = capsys.readouterr().out
     assert '  prompt: "query: "  # default: null' in text
     assert "# How token states become one vector" in text  # descriptions
-    assert "  max_actors: 1" in text  # defaults not in the file
+    assert "  num_tokenizers: 1" in text  # defaults not in the file
     # the output is itself a valid config with the same values
     shown = yaml.safe_load(text)
     cfg = load_config(EmbedConfig, "configs/quickstart.yaml", ["model.prompt=query: "])

@@ -11,6 +11,7 @@ from conftest import SAMPLE
 
 from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder
+from pipeline.model_defaults import resolve_pooling
 from pipeline.model_loading import load_model, load_tokenizer
 from pipeline.tokenization import TextTokenizer
 
@@ -23,7 +24,7 @@ def embed(cfg: ModelConfig, texts: list[str], prompt: str, budget: int = 4096) -
     rows = TextTokenizer(tokenizer, prompt, cfg.max_tokens, "truncate", 0).tokenize(texts).token_ids
     encoder = Encoder(
         load_model(cfg, torch.device("cpu")),
-        cfg.pooling,
+        resolve_pooling(cfg).pooling,
         cfg.normalize,
         tokenizer.pad_token_id,
         tokenizer.padding_side,

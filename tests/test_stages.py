@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pyarrow as pa
 import pytest
 from conftest import REPO
+from ray._common.retry import format_exception, matches_error
+from ray.data import DataContext
+from ray.exceptions import UserCodeException
+from ray.util.annotations import RayDeprecationWarning
 
 from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.config import EmbedConfig
-from pipeline.stages import Stage, actor_env_vars, embed_stage, io_stage, tokenize_stage
+from pipeline.model_loading import ModelLoadError
+from pipeline.reading import InputFileError
+from pipeline.reembed.lease import LeaseLostError
+from pipeline.stages import (
+    ClusterShape,
+    ModelThreads,
+    Stage,
+    actor_env_vars,
+    configure_retries,
+    embed_stage,
+    io_stage,
+    tokenize_stage,
+)
+
+ONE_CPU_NODE = ClusterShape(gpus_per_node=(), cpu_nodes=1)
 
 
 def embed_config(**compute) -> EmbedConfig:
@@ -21,29 +40,77 @@ def embed_config(**compute) -> EmbedConfig:
             "output": {"uri": "/out"},
             "model": {"name_or_path": "m"},
             "batching": {"rows_per_block": 123},
-            "compute": {"gpus_per_actor": 0, **compute},
+            "compute": compute,
         }
     )
 
 
-def test_model_stages_take_resources_and_retries_from_the_compute_section():
-    cfg = embed_config(
-        num_actors=3, cpus_per_actor=2, num_tokenizers=2, cpus_per_tokenizer=0.75, max_restarts=5, max_task_retries=7
-    )
-    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor)
+def test_model_stages_take_resources_from_the_compute_section():
+    cfg = embed_config(num_actors=3, cpus_per_actor=2, num_tokenizers=2, cpus_per_tokenizer=0.75)
+    tok, emb = tokenize_stage(cfg, "p: ", TokenizeActor), embed_stage(cfg, EmbedActor, shape=ONE_CPU_NODE)
     assert (tok.pool, tok.num_cpus, tok.batch_size) == ((2, 2), 0.75, 123)
     assert (emb.pool, emb.num_cpus, emb.num_gpus, emb.batch_size) == ((3, 3), 2, 0, 123)
     for stage in (tok, emb):
-        assert stage.retry_args == {"max_restarts": 5, "max_task_retries": 7}
         assert stage.env_vars == actor_env_vars()
     assert tok.constructor_kwargs["prompt"] == "p: "
     assert (tok.fn, emb.fn) == (TokenizeActor, EmbedActor)
 
 
-def test_io_stages_are_tasks_with_a_fraction_of_a_cpu_and_bounded_retries():
-    cfg = embed_config(cpus_per_io_task=0.2, max_task_retries=4)
+@pytest.mark.parametrize(
+    ("shape", "compute", "pool", "gpus", "per_node"),
+    [
+        (ONE_CPU_NODE, {}, (1, 1), 0, 1),  # CPU: one actor, which gets the whole node
+        (ClusterShape((), 3), {}, (3, 3), 0, 1),  # CPU: one per node
+        (ClusterShape((8,), 1), {}, (8, 8), 1, 8),  # one actor per GPU on a multi-GPU node
+        (ClusterShape((8, 4), 2), {"gpus_per_actor": 2}, (6, 6), 2, 3),
+        (ClusterShape((8,), 1), {"num_actors": 2}, (2, 2), 1, 2),  # the user's choice wins
+        (ClusterShape((8,), 1), {"min_actors": 1, "max_actors": 4}, (1, 4), 1, 4),
+        (ClusterShape((2,), 1), {"min_actors": 3}, (3, 3), 1, 3),
+    ],
+)
+def test_model_actor_pool_defaults_to_one_actor_per_gpu_or_per_node(shape, compute, pool, gpus, per_node):
+    stage = embed_stage(embed_config(**compute), EmbedActor, shape=shape)
+    assert (stage.pool, stage.num_gpus, stage.constructor_kwargs["threads"].actors_per_node) == (pool, gpus, per_node)
+
+
+@pytest.mark.parametrize(
+    ("threads", "node_cpus", "expected"),
+    [
+        (ModelThreads(None, 1, 1), 2, 2),  # the one model actor of a 2-core node runs torch on both cores
+        (ModelThreads(None, 1, 8), 64, 8),  # 8 GPU actors share a 64-core node
+        (ModelThreads(None, 2, 8), 8, 2),  # never below the CPUs reserved for it
+        (ModelThreads(None, 0.5, 4), 2, 1),
+        (ModelThreads(3, 1, 1), 64, 3),  # compute.torch_threads pins it
+    ],
+)
+def test_model_threads_are_the_actors_share_of_its_node(threads, node_cpus, expected):
+    assert threads.resolve(node_cpus) == expected
+
+
+def test_io_stages_are_tasks_with_a_fraction_of_a_cpu():
+    cfg = embed_config(cpus_per_io_task=0.2)
     stage = io_stage(len, cfg.compute, {"x": 1}, batch_size=1)
-    assert (stage.pool, stage.num_cpus, stage.retry_args, stage.kwargs) == (None, 0.2, {"max_retries": 4}, {"x": 1})
+    assert (stage.pool, stage.num_cpus, stage.kwargs) == (None, 0.2, {"x": 1})
+
+
+def test_retries_are_bounded_through_the_data_context_not_remote_args():
+    """Lost actors/nodes: Ray Data's unbounded restarts; exceptions: compute.max_task_retries; user errors: never."""
+    ctx = DataContext()
+    configure_retries(ctx, embed_config(max_restarts=5, max_task_retries=7).compute)
+    assert (ctx.max_map_retries, ctx.max_consecutive_actor_init_deaths, ctx.max_errored_blocks) == (7, 5, 0)
+    assert ctx.actor_task_retry_on_errors is False  # Ray Data actors resubmit tasks without limit
+    (pattern,) = ctx.retried_map_errors
+
+    def formatted(error: Exception, cause: Exception | None = None) -> str:  # as Ray Data formats a UDF's error
+        error.__cause__ = cause
+        return format_exception(error, include_cause=True)
+
+    wrapped = UserCodeException("UDF failed to process a data block.")
+    assert matches_error(pattern, formatted(RuntimeError("CUDA error: an illegal memory access\nsecond line")))
+    assert matches_error(pattern, formatted(wrapped, OSError("Connection reset by peer")))
+    for ours in (InputFileError("cannot read c1.jsonl as jsonl"), ModelLoadError("no weights"), LeaseLostError("x")):
+        assert not matches_error(pattern, formatted(ours)), ours
+        assert not matches_error(pattern, formatted(wrapped, ours)), ours
 
 
 def test_write_side_modules_import_neither_torch_nor_transformers_nor_ray():
@@ -77,5 +144,28 @@ def test_actors_start_with_passive_openmp_unless_the_driver_says_otherwise(ray_s
     else:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     stage = Stage(ReportEnvironment, batch_size=None, num_cpus=0.5, pool=(1, 1), env_vars=actor_env_vars())
-    ds = stage.apply(ray_session.data.range(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RayDeprecationWarning)  # only named map_batches parameters
+        ds = stage.apply(ray_session.data.range(4))
     assert {row["policy"] for row in ds.take_all()} == {driver_value or "PASSIVE"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pinned", [None, 1])
+def test_the_model_actor_runs_torch_on_its_nodes_cores_unless_pinned(ray_session, tiny_models, pinned):
+    import os
+
+    class ReportThreads(EmbedActor):  # pickled by value; the real actor's constructor picks the threads
+        def __call__(self, block: pa.Table) -> pa.Table:
+            import torch
+
+            return block.append_column("threads", pa.array([torch.get_num_threads()] * len(block)))
+
+    cfg = embed_config(torch_threads=pinned)
+    cfg.model.name_or_path = str(tiny_models["bert"])
+    cfg.model.pooling = "mean"
+    stage = embed_stage(cfg, ReportThreads)
+    ds = stage.apply(ray_session.data.from_items([{"x": 1}]))
+    node = int(ray_session.cluster_resources()["CPU"])  # one node in the test session
+    expected = pinned or min(node, len(os.sched_getaffinity(0)))
+    assert {row["threads"] for row in ds.take_all()} == {expected}

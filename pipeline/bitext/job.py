@@ -20,7 +20,7 @@ import logging
 import posixpath
 import resource
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, pea
 from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.embed_job import init_ray, run_embed
+from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig, SideConfig
 from pipeline.reading import ReadSpec
 from pipeline.storage import list_files, resolve, write_bytes
@@ -85,7 +86,7 @@ def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
 
 
 def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare.ReadCounts:
-    root, files = list_files(group.cfg.uri, cfg.storage)
+    root, files = list_files(group.cfg.uri, cfg.storage, key=f"{next(iter(group.sides))}.uri")
     keep = tuple(dict.fromkeys(([group.cfg.lang_column] if group.cfg.lang_column else []) + group.keep_columns))
     spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
     default = next(iter(group.owners)) if group.cfg.lang_column is None else None
@@ -136,6 +137,7 @@ def build_stores(cfg: MineConfig, out, work_uri: str, ex) -> tuple[dict[tuple[st
     info: dict[str, dict[str, Any]] = {}
     groups = plan_inputs(cfg)
     reads = [read_group(cfg, g, work_uri, ex) for g in groups]  # every input fails fast, before any embedding
+    log.info("read %d inputs: %s rows per language", len(groups), dict(sum((r.per_lang for r in reads), Counter())))
     owned: dict[str, list[tuple[str, InputGroup]]] = defaultdict(list)  # side -> (lang, group) it holds
     for group, counts in zip(groups, reads):
         for side, langs in group.sides.items():
@@ -175,6 +177,7 @@ def build_stores(cfg: MineConfig, out, work_uri: str, ex) -> tuple[dict[tuple[st
             texts_uri = posixpath.join(cfg.output.uri.rstrip("/"), "texts", side)
             emb_uri, summary = embed_texts(cfg, side, side_cfg, texts_uri, out)
             emb_info = {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
+        log.info("%s: %d languages numbered; joining vectors from %s", side, len(items), emb_uri)
         vectors, dim, model = join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex)
         emb_info["model"] = model or "unknown"
         for lang, _ in items:
@@ -276,23 +279,45 @@ def search_all(cfg, stores, pairs, means, work_uri, ex) -> dict[str, Any]:
     if isinstance(ex, LocalExecutor):
         shards = [StoreShard() for _ in range(max(counts.values()))]
     else:
+        check_cpus(max(counts.values()), m.cpus_per_shard, cfg.compute.cpus_per_io_task)
         res = ShardResources(m.cpus_per_shard, m.gpus_per_shard, cfg.compute.max_restarts, cfg.compute.max_task_retries)
         shards = start_store_shards(max(counts.values()), res)
     files: dict[tuple[str, str], list[str]] = {}
     try:
         for name, job in jobs.items():
+            log.info(
+                "k-NN %s: %d keys in %d shards, %d query stores", name, job.keys.rows, counts[name], len(job.queries)
+            )
             result = run_search(job, m.k, counts[name], spec, cfg.storage, ex, shards, m.max_in_flight)
             direction = name.split(":")[0]
             for store, _, _ in job.queries:
                 files[where[(job.keys.name, direction, store.name)]] = result["files"][store.name]
-        peak = peak_rss(shards, ex)
+        peak, base = peak_rss(shards, ex)
     finally:
         if not isinstance(ex, LocalExecutor):
             import ray
 
             for actor in shards:
                 ray.kill(actor)
-    return {"files": files, "shards": counts, "actor_peak_rss_mb": peak}
+    return {"files": files, "shards": counts, "actor_peak_rss_mb": peak, "actor_base_rss_mb": base}
+
+
+class ResourceError(UserError, RuntimeError):
+    """The shard actors would take every CPU, leaving none for the tasks that feed them: the run would hang."""
+
+
+def check_cpus(shards: int, cpus_per_shard: float, cpus_per_io_task: float) -> None:
+    """Refuse a plan whose shard actors reserve the CPUs that the block-reading and merging tasks need."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    need = shards * cpus_per_shard + cpus_per_io_task
+    if total < need:
+        raise ResourceError(
+            f"{shards} shard actors x mining.cpus_per_shard={cpus_per_shard} plus one task of "
+            f"compute.cpus_per_io_task={cpus_per_io_task} need {need:g} CPUs; the cluster has {total:g}. Lower "
+            "mining.cpus_per_shard or mining.num_shards (or raise max_rows_per_shard), or add CPUs"
+        )
 
 
 def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
@@ -427,6 +452,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         src, tgt = stores[("source", s)], stores[("target", t)]
         pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
         results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
+        log.info("%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"])
     mined = time.perf_counter()
     dim = next(iter(stores.values())).dim
     seconds = {
@@ -445,6 +471,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
             for s, _ in pairs
         ),
         "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
+        "actor_base_rss_mb": knn["actor_base_rss_mb"],
         "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
     }
     remove_work(out)

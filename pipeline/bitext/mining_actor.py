@@ -35,7 +35,7 @@ class ShardResources:
     max_task_retries: int = 3
 
     def resolved_gpus(self) -> float:
-        return resolve_gpus(self.gpus)
+        return resolve_gpus(self.gpus, key="mining.gpus_per_shard")
 
 
 class ShardActor:
@@ -93,7 +93,9 @@ def ray_knn_search(
         num_cpus=resources.cpus,
         num_gpus=resources.resolved_gpus(),
         max_restarts=resources.max_restarts,
-        max_task_retries=resources.max_task_retries,
+        # Unbounded: a bounded count is spent by fast-failed calls while the actor restarts on another node
+        # (ActorUnavailableError). Ray Core never retries an exception the method raises, so this cannot loop.
+        max_task_retries=-1,
     )
     # Hold the shard refs for the whole search: a restarted actor re-reads its constructor arguments from them.
     shard_refs = [ray.put(keys[a:b]) for a, b in bounds]
@@ -139,8 +141,9 @@ class StoreShardActor:
     def search(self, queries: np.ndarray, k: int, plan) -> tuple[np.ndarray, np.ndarray]:
         return self.shard.search(queries, k, plan)
 
-    def peak_rss_mb(self) -> float:
-        return self.shard.peak_rss_mb()
+    def rss_mb(self) -> tuple[float, float]:
+        """(peak RSS, RSS before any keys) of this actor's process, MB."""
+        return self.shard.peak_rss_mb(), self.shard.base_rss_mb
 
 
 def start_store_shards(count: int, resources: ShardResources) -> list:
@@ -149,6 +152,6 @@ def start_store_shards(count: int, resources: ShardResources) -> list:
         num_cpus=resources.cpus,
         num_gpus=resources.resolved_gpus(),
         max_restarts=resources.max_restarts,
-        max_task_retries=resources.max_task_retries,
+        max_task_retries=-1,  # unbounded, as in ray_knn_search: a node lost mid-call must not fail the job
     )
     return [actor_cls.remote(max(int(resources.cpus), 1)) for _ in range(count)]

@@ -63,6 +63,7 @@ class StoreShard:
         self.device = device
         self.searcher = None
         self.key: str | None = None
+        self.base_rss_mb = self.peak_rss_mb()  # the process before any keys: Python, torch, Ray
 
     def load(self, plan: ShardPlan) -> None:
         """Read the plan's pieces from storage (centred when it has a mean) and index them."""
@@ -173,8 +174,10 @@ def run_search(
     return {"files": files, "shards": len(shards)}
 
 
-def peak_rss(shards: list, executor: Any) -> float:
-    """Largest peak RSS (MB) among the shards' processes."""
+def peak_rss(shards: list, executor: Any) -> tuple[float, float]:
+    """(largest peak RSS, largest RSS before any keys) in MB among the shards' processes."""
     if executor.distributed:
-        return round(max(executor.get([s.peak_rss_mb.remote() for s in shards])), 1)
-    return round(max(s.peak_rss_mb() for s in shards), 1)
+        pairs = executor.get([s.rss_mb.remote() for s in shards])
+    else:
+        pairs = [(s.peak_rss_mb(), s.base_rss_mb) for s in shards]
+    return round(max(p for p, _ in pairs), 1), round(max(b for _, b in pairs), 1)

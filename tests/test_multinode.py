@@ -1,0 +1,95 @@
+"""jobs.embed on a real multi-node Ray (ray.cluster_utils.Cluster: head + two worker nodes, each a raylet with its own
+processes), submitted through the Jobs API like `ray job submit` / a KubeRay RayJob, and a worker node lost while
+its embedding actor is running (a preempted spot node): the job still finishes with every id exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, SAMPLE
+from ray_clusters import TERMINAL, job_env, local_cluster, submit
+
+pytestmark = pytest.mark.slow
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+# Two GPU nodes, one logical GPU each (a CPU machine: the actors run torch on CPU), as infra/k8s's GPU group: one
+# embedding actor per node. Two CPUs per node hold a tokenizer and the read/write tasks besides.
+GPU_NODE = {"num_cpus": 2, "num_gpus": 1}
+
+
+def write_corpus(root: Path, files: int, copies: int) -> list[str]:
+    """`copies` x the sample with unique ids, in `files` JSONL files; returns every id."""
+    rows = [{"id": f"{c}-{r['id']}", "text": r["text"]} for c in range(copies) for r in RECORDS]
+    root.mkdir()
+    per = -(-len(rows) // files)
+    for f in range(files):
+        chunk = rows[f * per : (f + 1) * per]
+        (root / f"part-{f:02d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chunk))
+    return [r["id"] for r in rows]
+
+
+def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
+    overrides = {
+        "input.uri": corpus,
+        "input.id_column": "id",
+        "output.uri": out,
+        "output.keep_columns": "[]",
+        "model.name_or_path": model,
+        "model.max_tokens": 64,
+        "batching.rows_per_block": 20,
+        "compute.num_actors": 2,
+        "compute.gpus_per_actor": 1,  # declared, as the cluster configs do: one actor per GPU node
+        "compute.cpus_per_actor": 1,
+        "compute.cpus_per_tokenizer": 0.5,
+    }
+    sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+    return f"{sys.executable} -m jobs.embed --config {REPO / 'configs' / 'quickstart.yaml'} {sets}"
+
+
+def embed_actor_nodes(address: str) -> set[str]:
+    from ray.util.state import list_actors
+
+    return {
+        a.node_id
+        for a in list_actors(address=address, raise_on_missing_output=False)
+        if "EmbedActor" in a.class_name and a.node_id
+    }
+
+
+@pytest.mark.timeout(900)
+def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_models, tmp_path):
+    from ray.job_submission import JobSubmissionClient
+
+    ids = write_corpus(tmp_path / "corpus", files=16, copies=2)
+    out = tmp_path / "emb"
+    # Three GPU nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
+    # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
+    with local_cluster([GPU_NODE] * 3) as (cluster, address):
+        client = JobSubmissionClient(address)
+        workers = {node.node_id: node for node in cluster.worker_nodes}
+        job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
+        hosts, lost, deadline = set(), None, time.time() + 600  # minutes on a loaded 2-core machine
+        while (status := str(client.get_job_status(job))) not in TERMINAL:
+            assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+            hosts |= embed_actor_nodes(address) & workers.keys()
+            if lost is None and hosts and any(out.glob("*.parquet")):
+                # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
+                # in flight (Ray Data keeps several per actor).
+                lost = min(hosts)
+                # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
+                # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
+                cluster.remove_node(workers[lost], allow_graceful=False)
+            time.sleep(0.5)
+        logs = client.get_job_logs(job)
+    assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert len(hosts) == 3  # two embedding actors on two worker nodes, then the lost one's on the third
+    got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_embedded"] == len(ids)
