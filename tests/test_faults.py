@@ -251,7 +251,8 @@ def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, 
         driver.kill()
         driver.wait()
     time.sleep(3)  # let Ray tear down the dead driver's workers
-    visible = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    hidden_parts = lambda p: any(part.startswith((".", "_")) for part in p.relative_to(out).parts)
+    visible = [p for p in out.rglob("*") if p.is_file() and not hidden_parts(p)]
     assert visible and not (out / "_summary.json").exists() and not (out / "_SUCCESS").exists()
     for path in visible:
         assert pq.read_table(path).num_rows > 0  # raises on a truncated or half-written file
