@@ -70,17 +70,6 @@ class SideConfig(InputConfig):
             raise ValueError(f"keep_columns {clash} clash with the pairs' own id/text columns; remove them")
         return self
 
-    @property
-    def multi_pair(self) -> bool:
-        """True when a side lists languages: outputs are then partitioned per pair (docs/bitext.md)."""
-        return isinstance(self.source.lang, list) or isinstance(self.target.lang, list)
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """(source lang, target lang) pairs to mine, in config order; a language is never mined against itself
-        within one corpus."""
-        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
-        return [(s, t) for s in self.source.langs for t in self.target.langs if not (same_input and s == t)]
-
 
 class IvfConfig(Section):
     """FAISS inverted-file index per key shard (mining.index: ivf); measured in docs/bitext.md."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
-from pipeline.model_defaults import resolve_pooling
+from pipeline.model_defaults import ST_POOLING_FLAGS, resolve_pooling
 from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import eos_convention
@@ -111,17 +111,6 @@ def check_local_weights(cfg: ModelConfig) -> None:
         raise ModelLoadError(f"{local} has no *.safetensors weights{hint}")
 
 
-# sentence-transformers 1_Pooling/config.json flags -> our pooling names; None: a pooling we cannot serve
-ST_POOLING = {
-    "pooling_mode_lasttoken": "last_token",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": None,
-    "pooling_mode_mean_sqrt_len_tokens": None,
-    "pooling_mode_weightedmean_tokens": None,
-}
-
-
 def declared_pooling(cfg: ModelConfig) -> list[str]:
     """Pooling modes the model's sentence-transformers 1_Pooling/config.json switches on ([] when it has none)."""
     local = Path(cfg.name_or_path)
@@ -152,7 +141,7 @@ def check_model(cfg: ModelConfig) -> None:
     modes = declared_pooling(cfg)
     if not modes:
         return
-    ours = [ST_POOLING.get(m) for m in modes]
+    ours = [ST_POOLING_FLAGS.get(m) for m in modes]
     if None in ours or len(ours) > 1:  # sentence-transformers concatenates several modes
         raise ModelLoadError(
             f"model {cfg.name_or_path} declares pooling {modes} in 1_Pooling/config.json, which rayembed cannot serve "

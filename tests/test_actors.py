@@ -76,6 +76,7 @@ def test_non_finite_rows_are_counted_for_the_summary(tmp_path):
     """Recomputed-in-float32 rows and non-finite rejects reach _summary.json through the write stage's stats."""
     from pipeline.columns import COMPUTED, EMBED_SECONDS, RECOMPUTED, TOKEN_COUNT, TRUNCATED
     from pipeline.embed_job import summarize
+    from pipeline.units import COUNTS
 
     n = 4
     reasons = [None, None, "non-finite embedding (NaN or inf) in torch.float16 and again in float32", "null text"]
@@ -97,6 +98,7 @@ def test_non_finite_rows_are_counted_for_the_summary(tmp_path):
         block = block.append_column(name, values)
     cfg = EmbedConfig.model_validate({"input": {"uri": "x", "format": "jsonl"}, "output": {"uri": str(tmp_path)}})
     stats = write_block(block, resolve(str(tmp_path), cfg.storage), cfg, {})
-    summary = summarize([stats], 1.0, 1)
+    attempt = {name: sum(stats.column(name).to_pylist()) for name in (*COUNTS, "embed_seconds")}
+    summary = summarize(attempt, dict.fromkeys(COUNTS, 0), 1.0)
     assert (summary["rows_embedded"], summary["rows_rejected"]) == (2, 2)
     assert (summary["nonfinite_recomputed"], summary["nonfinite_rejected"]) == (1, 1)

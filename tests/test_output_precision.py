@@ -12,11 +12,13 @@ from conftest import SAMPLE
 from transformers import AutoTokenizer
 
 from pipeline.actors import TokenizeActor
+from pipeline.columns import UNIT, UNIT_ROWS
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.embed_job import run_embed, summarize
 from pipeline.quantization import dequantize
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT
 from pipeline.storage import resolve
+from pipeline.units import COUNTS
 from pipeline.writing import embedding_metadata, write_block
 
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:40]
@@ -79,6 +81,8 @@ def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
                 REJECT: pa.array([None] * n, pa.string()),
                 SOURCE: ["f"] * n,
                 ROW: pa.array([ord(i) for i, _ in part], pa.int64()),
+                UNIT: ["f"] * n,
+                UNIT_ROWS: pa.array([3] * n, pa.int64()),
                 "_truncated": [False] * n,
                 "_num_tokens": pa.array([10] * n, pa.int64()),
                 "_computed_tokens": pa.array([10] * n, pa.int64()),
@@ -86,7 +90,9 @@ def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
             }
         )
         stats.append(write_block(t, resolve(str(tmp_path), cfg.storage), cfg, embedding_metadata(cfg, "")))
-    summary = summarize(stats, 1.0, 1)
+    attempt = {name: sum(pa.concat_tables(stats).column(name).to_pylist()) for name in (*COUNTS, "embed_seconds")}
+    summary = summarize(attempt, dict.fromkeys(COUNTS, 0), 1.0)
+    assert summary["rows_in"] == 3
     assert (summary["rows_embedded"], summary["rows_chunked"], summary["chunks_produced"]) == (3, 2, 5)
     assert summary["rows_truncated"] == 0 and summary["output_rows"] == 6
 

@@ -33,27 +33,8 @@ def histogram(scores: np.ndarray, bins: int) -> dict[str, list]:
 
 def histogram_png(scores: np.ndarray, bins: int, threshold: float | None, title: str, xlabel: str) -> bytes:
     """PNG bytes of the score histogram with the threshold drawn as a vertical line."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: workers and CI have no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    try:
-        ax.hist(scores, bins=bins, color="#4477aa")
-        if threshold is not None:
-            kept = int((scores >= threshold).sum())
-            ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"threshold {threshold:g}: {kept} pairs kept")
-            ax.legend()
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("pairs")
-        ax.set_title(title)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    kept = int((scores >= threshold).sum()) if threshold is not None else len(scores)
+    return counts_png(histogram(scores, bins), threshold, kept, title, xlabel)
 
 
 def counts_png(hist: dict[str, list], threshold: float | None, kept: int, title: str, xlabel: str) -> bytes:
