@@ -76,3 +76,8 @@ def record_figure(what: str, **figures) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"what": what, **figures}) + "\n")
+
+
+def corpus_bytes(rows: list[dict]) -> bytes:
+    """JSONL bytes of {id, text} records: the multi-file corpora of the fault and resume suites."""
+    return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)

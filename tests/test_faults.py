@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE
 from faulty_actors import faulty, use
-from robustness_helpers import assert_same_vectors, check_counts, make_config, record_figure, vectors_by_id
+from robustness_helpers import (
+    assert_same_vectors,
+    check_counts,
+    corpus_bytes,
+    make_config,
+    record_figure,
+    vectors_by_id,
+)
 from s3_fault_proxy import FaultProxy, FaultRule
 
 from pipeline.embed_job import run_embed
@@ -30,10 +37,6 @@ RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:120]
 FILES = {f"c{i}.jsonl": RECORDS[i * 40 : (i + 1) * 40] for i in range(3)}
 TRIGGER_A, TRIGGER_B = RECORDS[50]["id"], RECORDS[100]["id"]
 SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id"}}
-
-
-def corpus_bytes(rows: list[dict]) -> bytes:
-    return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import SAMPLE
 from faulty_actors import faulty, use
-from robustness_helpers import make_config, read_run, vectors_by_id
+from robustness_helpers import corpus_bytes, make_config, read_run, vectors_by_id
 
 from jobs.embed import main as embed_main
 from pipeline.embed_job import run_embed
@@ -44,10 +44,6 @@ cloudpickle.register_pickle_by_value(faulty_actors)
 job.EmbedActor = faulty_actors.faulty({{"slow": None}}, Path({state!r}), seconds=0.7)
 job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
 """
-
-
-def corpus_bytes(rows: list[dict]) -> bytes:
-    return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)
 
 
 @pytest.fixture(scope="module")
