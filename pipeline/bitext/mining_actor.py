@@ -3,7 +3,8 @@
 The actor is a thin shell over `ShardSearcher` (pure torch), so the distributed search returns exactly what
 `knn_search` returns in-process; only placement and streaming live here.
 
-Memory: an actor holds its shard (rows x dim float32) plus one query block and one (block x block) tile, so it is
+Memory: an actor holds its shard (rows x dim float32) plus one query block and its top-k (and, on a GPU, one
+(block x block) matmul tile), so it is
 bounded by `mining.max_rows_per_shard` and `mining.block_size`, not by the corpus. The driver keeps at most
 `max_in_flight` query blocks (and their per-shard top-k) outstanding.
 """
@@ -15,6 +16,7 @@ import resource
 from collections import deque
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import ray
 import torch
@@ -44,6 +46,7 @@ class ShardActor:
     def __init__(self, keys: np.ndarray, offset: int, key_block: int, cpus: float):
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         torch.set_num_threads(max(int(cpus), 1))  # the actor's CPU reservation, not the node's core count
+        faiss.omp_set_num_threads(max(int(cpus), 1))
         self.searcher = ShardSearcher(keys, offset, device, key_block)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

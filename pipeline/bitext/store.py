@@ -100,28 +100,63 @@ def list_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return values.reshape(len(arr), dim)
 
 
-def read_piece(piece: Piece, storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
+READ_BATCH_ROWS = 8192  # rows decoded at a time when reading a piece: the read's memory, whatever the file's size
+READ_BUFFER_BYTES = 1 << 20  # buffered column-chunk reads: pages stream instead of a whole row group in memory
+
+
+def read_piece(
+    piece: Piece, storage: StorageConfig, dim: int, mean: np.ndarray | None = None, out: np.ndarray | None = None
+) -> tuple:
     """Row numbers (p,) int64 and vectors (p, dim) float32 of a piece, optionally centred and re-normalized.
+
+    Only the row groups that hold the piece are read, batch by batch, into one (p, dim) array: the memory of a read
+    is the result plus one batch of READ_BATCH_ROWS rows, not the file.
 
     Args:
         mean: (dim,) language mean to subtract (mining.center); None leaves the stored unit vectors as they are.
+        out: (p, dim) float32 array to fill (a slice of a shard's keys), so a shard is never held twice.
     """
     loc = resolve(piece.uri, storage)
-    table = pq.read_table(loc.path, filesystem=loc.fs, columns=[ROW, EMBEDDING]).slice(piece.start, len(piece))
-    rows = table.column(ROW).to_numpy()
-    vectors = list_matrix(table.column(EMBEDDING), dim)
-    if mean is not None:
-        vectors = vectors - mean.astype(np.float32)
+    vectors = np.empty((len(piece), dim), np.float32) if out is None else out
+    rows = np.empty(len(piece), np.int64)
+    with loc.fs.open_input_file(loc.path) as handle:
+        pfile = pq.ParquetFile(handle, buffer_size=READ_BUFFER_BYTES)
+        groups, first = [], None  # the row groups overlapping [start, stop), and the file position of the first
+        pos = 0
+        for g in range(pfile.metadata.num_row_groups):
+            n = pfile.metadata.row_group(g).num_rows
+            if pos < piece.stop and pos + n > piece.start:
+                groups.append(g)
+                first = pos if first is None else first
+            pos += n
+        pos, filled = first or 0, 0
+        batches = pfile.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=groups, columns=[ROW, EMBEDDING])
+        for batch in batches:
+            a, b = max(piece.start - pos, 0), min(piece.stop - pos, batch.num_rows)
+            if b > a:
+                rows[filled : filled + b - a] = batch.column(ROW).slice(a, b - a).to_numpy()
+                vectors[filled : filled + b - a] = list_matrix(batch.column(EMBEDDING).slice(a, b - a), dim)
+                filled += b - a
+            pos += batch.num_rows
+            if pos >= piece.stop:
+                break
+    if filled != len(piece):
+        raise ValueError(f"{piece.uri}: rows {piece.start}..{piece.stop} asked, the file has {filled} of them")
+    if mean is not None:  # in place: no second copy of the shard
+        vectors -= mean.astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
-    return rows.astype(np.int64), np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors /= np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
+    return rows, vectors
 
 
 def read_pieces(pieces: list[Piece], storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
-    parts = [read_piece(p, storage, dim, mean) for p in pieces]
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    """(rows, vectors) of several pieces, read one after another into one preallocated (sum p, dim) array."""
+    vectors = np.empty((sum(len(p) for p in pieces), dim), np.float32)
+    rows, at = [], 0
+    for p in pieces:
+        rows.append(read_piece(p, storage, dim, mean, out=vectors[at : at + len(p)])[0])
+        at += len(p)
+    return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), vectors
 
 
 def store_mean(store: StoreRef, storage: StorageConfig) -> np.ndarray:

@@ -77,6 +77,9 @@ class StoreShard:
                 keys, rows, ivf.nlist, ivf.nprobe, ivf.pq_m, ivf.train_rows, ivf.seed, plan.spec.threads
             )
         else:
+            import faiss
+
+            faiss.omp_set_num_threads(max(plan.spec.threads, 1))  # the actor's CPU reservation
             self.searcher = ShardSearcher(keys, 0, self.device, plan.spec.block_size, rows=rows)
         self.key = plan.key
 
