@@ -170,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
                 "actor_peak_rss_mb": summary["shards"]["actor_peak_rss_mb"],
                 "actor_base_rss_mb": summary["shards"]["actor_base_rss_mb"],
+                "actor_rss_over_base_mb": summary["shards"]["actor_rss_over_base_mb"],
                 "actor_array_bound_mb": round(summary["shards"]["max_actor_array_bytes"] / 2**20, 1),
+                "actor_bound_parts_mb": {
+                    part: round(n / 2**20, 1) for part, n in summary["shards"]["actor_array_bytes_by_part"].items()
+                },
                 "pairs_selected": summary["pairs_selected"],
                 **score(root, rows),
             }

@@ -12,7 +12,6 @@ bounded by `mining.max_rows_per_shard` and `mining.block_size`, not by the corpu
 from __future__ import annotations
 
 import logging
-import resource
 from collections import deque
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import ray
 import torch
 
 from pipeline.bitext.knn import KnnResult, ShardSearcher, check_embeddings, merge_topk, shard_bounds
+from pipeline.bitext.shard_memory import peak_rss_mb
 from pipeline.embed_job import resolve_gpus
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class ShardActor:
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of this actor's process (Python, torch and Ray included), to check the bound."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak_rss_mb()
 
 
 def shard_count(rows: int, num_shards: int, max_rows_per_shard: int) -> int:
