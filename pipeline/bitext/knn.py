@@ -151,16 +151,14 @@ def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarra
     rows = keys.shape[0]
     wide = min(k + 1, rows)
     scores, idx = faiss_chunks(queries, keys, wide)
-    if wide > k:
-        tied = np.flatnonzero(scores[:, k] == scores[:, k - 1])
-        for q in tied:  # rare: only queries with equal scores at the k-th place
-            width, last = wide, scores[q, -1]
-            while width < rows and last == scores[q, k - 1]:
-                width = min(2 * width, rows)
-                s, i = faiss_chunks(queries[q : q + 1], keys, width)  # (1, width)
-                last = s[0, -1]
-                order = np.lexsort((i[0], -s[0]))[:wide]
-                scores[q], idx[q] = s[0, order], i[0, order]
+    tied = np.flatnonzero(scores[:, -1] == scores[:, k - 1]) if wide > k else []
+    width = wide
+    while len(tied) and width < rows:  # rare: queries with equal scores at the k-th place (duplicate keys)
+        width = min(2 * width, rows)
+        s, i = faiss_chunks(queries[tied], keys, width)  # (t, width)
+        order = np.lexsort((i, -s), axis=1)[:, :wide]
+        scores[tied], idx[tied] = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+        tied = tied[s[:, -1] == s[:, k - 1]]  # the tie still reaches the widest result: widen again
     order = np.lexsort((idx, -scores), axis=1)[:, :k]  # last key is primary: score desc, then position asc
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
