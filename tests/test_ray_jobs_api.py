@@ -115,6 +115,46 @@ def submit_when_agent_ready(client, timeout: float = 180, **job) -> str:
             time.sleep(2)
 
 
+class FlakyHead:
+    """A JobSubmissionClient stand-in answering like a loaded head: the upload fails with a 500, then the submit
+    reaches the head but the connection drops before the answer, then the id is known to the head."""
+
+    def __init__(self):
+        self.calls, self.jobs = [], set()
+
+    def submit_job(self, submission_id, **job):
+        self.calls.append(submission_id)
+        if len(self.calls) == 1:
+            raise RuntimeError("Request failed with status code 500: Failed to upload package.")
+        self.jobs.add(submission_id)
+        raise ConnectionError("Connection aborted.")
+
+    def get_job_info(self, submission_id):
+        if submission_id not in self.jobs:
+            raise RuntimeError(f"Request failed with status code 404: job {submission_id} does not exist.")
+        return {"submission_id": submission_id}
+
+
+def test_submit_retries_what_a_loaded_head_answers_and_never_submits_twice(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    head = FlakyHead()
+    job_id = submit_when_agent_ready(head, entrypoint="echo")
+    assert head.calls == [job_id, job_id] and head.jobs == {job_id}
+
+
+class BadRequestHead(FlakyHead):
+    def submit_job(self, submission_id, **job):
+        self.calls.append(submission_id)
+        raise RuntimeError("Request failed with status code 400: bad runtime_env.")
+
+
+def test_submit_does_not_retry_a_client_error():
+    head = BadRequestHead()
+    with pytest.raises(RuntimeError, match="status code 400"):
+        submit_when_agent_ready(head, entrypoint="echo")
+    assert len(head.calls) == 1
+
+
 def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
