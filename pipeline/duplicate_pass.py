@@ -7,12 +7,11 @@ The driver only plans the stages and, for policy "error", takes the first few re
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 import ray
 
 from pipeline import commit
+from pipeline.config import ComputeConfig
 from pipeline.duplicate_ids import (
     BUCKET,
     FILE_INDEX,
@@ -22,6 +21,7 @@ from pipeline.duplicate_ids import (
     id_digests,
 )
 from pipeline.reading import ReadSpec
+from pipeline.stages import io_task
 from pipeline.storage import Location
 from pipeline.units import Unit, id_only
 
@@ -35,7 +35,7 @@ def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
 
 
 def find_duplicate_ids(
-    units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, io: dict[str, Any]
+    units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, compute: ComputeConfig
 ) -> int:
     """Find ids that occur more than once; returns how many rows repeat an earlier id.
 
@@ -46,8 +46,9 @@ def find_duplicate_ids(
         DuplicateIdError: policy "error" and some id repeats (nothing is written).
     """
     # Plain tasks rather than a Ray Data read: a file that cannot be read fails with its own InputFileError (Ray
-    # Data would wrap it); the digest tables stay in the object store, the driver fetches only their row counts.
-    task = ray.remote(digest_unit).options(num_returns=2, **io)
+    # Data would wrap it); a transient storage error is retried in the task (io_task). The digest tables stay in the
+    # object store, the driver fetches only their row counts.
+    task = io_task(digest_unit, compute, num_returns=2)
     calls = [task.remote(id_only(spec), unit) for unit in units]
     ray.get([count for _, count in calls])
     grouped = ray.data.from_arrow_refs([table for table, _ in calls]).groupby(BUCKET, num_partitions=BUCKETS)

@@ -35,7 +35,15 @@ from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
-from pipeline.stages import configure_retries, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
+from pipeline.stages import (
+    configure_retries,
+    embed_stage,
+    io_stage,
+    io_task,
+    io_task_args,
+    resolve_gpus,
+    tokenize_stage,
+)
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block
@@ -114,7 +122,7 @@ def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> Rea
     """
     if not spec.keep_columns:
         return spec
-    task = ray.remote(observed_kept_types).options(**io_task_args(cfg.compute))
+    task = io_task(observed_kept_types, cfg.compute)
     observed = ray.get([task.remote(spec, rel) for rel in files])
     types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
     log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
@@ -213,7 +221,7 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
         return None
     duplicates = out.join(commit.RUN_DIR, "duplicates")
     if not commit.is_committed(duplicates):
-        find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, io_task_args(cfg.compute))
+        find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, cfg.compute)
     return duplicates
 
 
