@@ -225,11 +225,14 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
+def embed_stage(
+    cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None, padding: Any = None
+) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
-    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    None: the actor derives it from output.dtype. `padding`: the driver's pipeline.model_loading.TokenizerPadding
+    (None: each actor loads the tokenizer for it). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
@@ -248,6 +251,7 @@ def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape:
             "threads": threads,
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
+            **({"padding": padding} if padding is not None else {}),
         },
         pool=pool,
         env_vars=actor_env_vars(),
