@@ -36,11 +36,12 @@ from pipeline.stages import ModelThreads, node_cpus
 class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
-    def __init__(self, model: ModelConfig, prompt: str):
+    def __init__(self, model: ModelConfig, prompt: str, tokenizer=None):
+        """`tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); None: load it."""
         from pipeline.model_loading import declared_add_eos, load_tokenizer
         from pipeline.tokenization import TextTokenizer, eos_convention
 
-        tokenizer = load_tokenizer(model)
+        tokenizer = tokenizer or load_tokenizer(model)
         self.tokenizer = TextTokenizer(
             tokenizer,
             prompt,

@@ -30,7 +30,7 @@ from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
-from pipeline.model_loading import ModelLoadError, TokenizerPadding, check_model, resolve_model_settings
+from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
@@ -77,16 +77,17 @@ def embed_stages(
     cfg: EmbedConfig,
     prompt: str,
     precision: OutputPrecision | None = None,
-    padding: TokenizerPadding | None = None,
+    settings: ModelSettings | None = None,
 ) -> ray.data.Dataset:
     """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
     Shared by run_embed and the incremental re-embed job, which read and write differently around it.
     `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
-    for int8/uint8 fails in the actors for want of calibration ranges. `padding`: the tokenizer's, as the driver
-    resolved it (ModelSettings.padding); None: each model actor loads the tokenizer for it.
+    for int8/uint8 fails in the actors for want of calibration ranges. `settings`: the driver's resolution of the
+    model, whose tokenizer (and its padding) the actors then take instead of loading it; None: each loads its own.
     """
-    ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
+    tokenizer, padding = (settings.shipped_tokenizer, settings.padding) if settings else (None, None)
+    ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
     return embed_stage(cfg, EmbedActor, precision, padding=padding).apply(ds)
 
 
@@ -110,7 +111,7 @@ def job_precision(
     units: list[Unit],
     prompt: str,
     out: Location,
-    padding: TokenizerPadding | None = None,
+    settings: ModelSettings | None = None,
 ) -> OutputPrecision:
     """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
     the first output.calibration_rows rows are embedded once before the run (pipeline.calibration).
@@ -121,7 +122,7 @@ def job_precision(
     precision = output_precision(cfg)
     if precision.needs_calibration:
         sample = read_dataset(cfg, spec, units).limit(cfg.output.calibration_rows)
-        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized(), padding))
+        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized(), settings))
     recorded_at = out.join(commit.RUN_DIR, "precision.json")
     recorded = get_json(recorded_at)
     if recorded is None:
@@ -158,11 +159,11 @@ def build_dataset(
     duplicates: Location | None = None,
     precision: OutputPrecision | None = None,
     model_metadata: dict[str, str] | None = None,
-    padding: TokenizerPadding | None = None,
+    settings: ModelSettings | None = None,
 ) -> ray.data.Dataset:
     """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
     ds = read_dataset(cfg, spec, units, duplicates)
-    ds = embed_stages(ds, cfg, prompt, precision, padding)
+    ds = embed_stages(ds, cfg, prompt, precision, settings)
     metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
     if precision is not None:
         metadata.update(precision.metadata())
@@ -283,10 +284,10 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     spec = decide_kept_types(cfg, spec, files)
     duplicates = check_duplicates(cfg, spec, units, files, out)
     log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
-    precision = job_precision(cfg, spec, units, prompt, out, settings.padding)
+    precision = job_precision(cfg, spec, units, prompt, out, settings)
     progress = UnitProgress(todo)
     if todo:
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings.padding)
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings)
         todo_files = sorted({u.path for u in todo})
         shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), len(todo))
         try:

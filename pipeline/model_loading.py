@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -72,13 +73,27 @@ class TokenizerPadding(NamedTuple):
         return cls(int(tokenizer.pad_token_id), str(tokenizer.padding_side))
 
 
-class ModelSettings(NamedTuple):
+@dataclass(frozen=True)
+class ModelSettings:
     """The driver's resolution of a model: the config with its effective token limit, the metadata entries that
-    record the limit and the EOS convention, and the tokenizer's padding."""
+    record the limit and the EOS convention, and the tokenizer as loaded (configured padding side and pad token).
+
+    `tokenizer` goes to the tokenizer actors (`shipped_tokenizer`): unpickling it costs a fraction of loading it.
+    """
 
     model: ModelConfig
     metadata: dict[str, str]
-    padding: TokenizerPadding
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def padding(self) -> TokenizerPadding:
+        return TokenizerPadding.of(self.tokenizer)
+
+    @property
+    def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer to hand to the tokenizer actors, or None where they must load their own: a tokenizer with
+        code shipped with the model may not pickle, and its code should run where the user expects it."""
+        return None if self.model.trust_remote_code else self.tokenizer
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -208,7 +223,7 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
     tokenizer's padding.
 
     Returns the model config with `max_tokens` set to the effective limit, metadata entries recording the first two,
-    and the padding (TokenizerPadding).
+    and the tokenizer (its padding: ModelSettings.padding).
     Warns when last_token pooling meets a tokenizer that appends no EOS and declares none (the pooled token is then
     the text's own last token: right only for models trained that way).
     """
@@ -234,4 +249,4 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
             cfg.name_or_path,
         )
     metadata = {"max_tokens_limits": json.dumps(limit.sources), "eos_token": eos.describe()}
-    return ModelSettings(resolved, metadata, TokenizerPadding.of(tokenizer))
+    return ModelSettings(resolved, metadata, tokenizer)

@@ -212,14 +212,15 @@ def resolve_gpus(
     return 0.0
 
 
-def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
-    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor)."""
+def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `tokenizer`: the driver's loaded
+    tokenizer, shipped to the actors (None: each loads its own)."""
     compute = cfg.compute
     return Stage(
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_tokenizer,
-        constructor_kwargs={"model": cfg.model, "prompt": prompt},
+        constructor_kwargs={"model": cfg.model, "prompt": prompt, **({"tokenizer": tokenizer} if tokenizer else {})},
         pool=(compute.num_tokenizers, compute.num_tokenizers),
         env_vars=actor_env_vars(),
     )

@@ -66,7 +66,7 @@ def embed_files(
     )
     ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
-    ds = embed_stages(ds, cfg, prompt, padding=settings.padding)
+    ds = embed_stages(ds, cfg, prompt, settings=settings)
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     progress = Progress(todo, run_id)
     entries: list[FileEntry] = []
