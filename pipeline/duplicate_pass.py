@@ -26,12 +26,20 @@ from pipeline.storage import Location
 from pipeline.units import Unit, id_only
 
 BUCKETS = 64  # hash-shuffle partitions: a bucket holds ~1/64 of the digests (32 B per row) in one task
+# Up to this many ids one task takes every digest (~64 MB) and no shuffle runs: a 64-way hash shuffle costs seconds
+# of start-up, most of a small job's pre-pass.
+ONE_TASK_ROWS = 2_000_000
 
 
 def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
     """Ray task: the digests of one unit's rows, and their count (the only part the driver fetches)."""
     table = id_digests(spec, unit, BUCKETS)
     return table, table.num_rows
+
+
+def all_duplicates(files: list[str], *digests: pa.Table) -> pa.Table:
+    """Ray task: the repeats among every unit's digests at once (a small corpus: no shuffle needed)."""
+    return bucket_duplicates(pa.concat_tables(digests), files)
 
 
 def find_duplicate_ids(
@@ -50,9 +58,15 @@ def find_duplicate_ids(
     # object store, the driver fetches only their row counts.
     task = io_task(digest_unit, compute, num_returns=2)
     calls = [task.remote(id_only(spec), unit) for unit in units]
-    ray.get([count for _, count in calls])
-    grouped = ray.data.from_arrow_refs([table for table, _ in calls]).groupby(BUCKET, num_partitions=BUCKETS)
-    repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files}).materialize()
+    rows = sum(ray.get([count for _, count in calls]))
+    tables = [table for table, _ in calls]
+    if rows <= ONE_TASK_ROWS:
+        one_task = ray.remote(all_duplicates).options(**io)
+        repeats = ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
+    else:
+        grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
+        repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
+        repeats = repeats.materialize()
     count = repeats.count()
     if policy == "error" and count:
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)

@@ -228,24 +228,28 @@ def resolve_gpus(
     return 0.0
 
 
-def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
-    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor)."""
+def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `tokenizer`: the driver's loaded
+    tokenizer, shipped to the actors (None: each loads its own)."""
     compute = cfg.compute
     return Stage(
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_tokenizer,
-        constructor_kwargs={"model": cfg.model, "prompt": prompt},
+        constructor_kwargs={"model": cfg.model, "prompt": prompt, **({"tokenizer": tokenizer} if tokenizer else {})},
         pool=(compute.num_tokenizers, compute.num_tokenizers),
         env_vars=actor_env_vars(),
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
+def embed_stage(
+    cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None, padding: Any = None
+) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
-    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    None: the actor derives it from output.dtype. `padding`: the driver's pipeline.model_loading.TokenizerPadding
+    (None: each actor loads the tokenizer for it). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
@@ -264,6 +268,7 @@ def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape:
             "threads": threads,
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
+            **({"padding": padding} if padding is not None else {}),
         },
         pool=pool,
         env_vars=actor_env_vars(),
