@@ -21,7 +21,7 @@ from pipeline.duplicate_ids import (
     id_digests,
 )
 from pipeline.reading import ReadSpec
-from pipeline.stages import io_task
+from pipeline.stages import io_task, io_task_args
 from pipeline.storage import Location
 from pipeline.units import Unit, id_only
 
@@ -61,7 +61,7 @@ def find_duplicate_ids(
     rows = sum(ray.get([count for _, count in calls]))
     tables = [table for table, _ in calls]
     if rows <= ONE_TASK_ROWS:
-        one_task = ray.remote(all_duplicates).options(**io)
+        one_task = ray.remote(all_duplicates).options(**io_task_args(compute))
         repeats = ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
     else:
         grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)

@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline import commit, duplicate_pass
-from pipeline.config import StorageConfig
+from pipeline.config import ComputeConfig, StorageConfig
 from pipeline.duplicate_ids import DuplicateIdError, file_duplicates
 from pipeline.reading import ReadSpec
 from pipeline.storage import list_inputs, resolve
@@ -35,7 +35,8 @@ def run_pass(root, out, policy: str) -> int:
     spec = ReadSpec(root=base, format="jsonl", text_column="text", id_column="id", keep_columns=())
     units = plan_units(base, listed, "jsonl", 1 << 28)
     target = resolve(str(out), storage)
-    return duplicate_pass.find_duplicate_ids(units, [f.path for f in listed], spec, policy, target, {"num_cpus": 0.5})
+    compute = ComputeConfig(cpus_per_io_task=0.5)
+    return duplicate_pass.find_duplicate_ids(units, [f.path for f in listed], spec, policy, target, compute)
 
 
 @pytest.fixture
