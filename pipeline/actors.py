@@ -28,6 +28,7 @@ from pipeline.columns import (
 )
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.model_defaults import resolve_pooling
+from pipeline.model_loading import TokenizerPadding
 from pipeline.quantization import OutputPrecision
 from pipeline.stages import ModelThreads, node_cpus
 
@@ -35,11 +36,12 @@ from pipeline.stages import ModelThreads, node_cpus
 class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
-    def __init__(self, model: ModelConfig, prompt: str):
+    def __init__(self, model: ModelConfig, prompt: str, tokenizer=None):
+        """`tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); None: load it."""
         from pipeline.model_loading import declared_add_eos, load_tokenizer
         from pipeline.tokenization import TextTokenizer, eos_convention
 
-        tokenizer = load_tokenizer(model)
+        tokenizer = tokenizer or load_tokenizer(model)
         self.tokenizer = TextTokenizer(
             tokenizer,
             prompt,
@@ -88,7 +90,9 @@ class EmbedActor:
         threads: ModelThreads | float,
         out_dtype: str = "float32",
         output: OutputPrecision | None = None,
+        padding: TokenizerPadding | None = None,
     ):
+        """`padding`: the tokenizer's pad id and side as the driver resolved them (None: load the tokenizer here)."""
         import torch
 
         from pipeline.encoder import Encoder
@@ -98,13 +102,13 @@ class EmbedActor:
             threads = ModelThreads(max(1, int(threads)), threads, 1)
         self.threads = threads.resolve(node_cpus())
         torch.set_num_threads(self.threads)
-        tokenizer = load_tokenizer(model)
+        padding = padding or TokenizerPadding.of(load_tokenizer(model))
         self.encoder = Encoder(
             load_model(model, pick_device()),
             pooling=resolve_pooling(model).pooling,  # the driver resolved 'auto' already; kept for direct use
             normalize=model.normalize,
-            pad_token_id=tokenizer.pad_token_id,
-            padding_side=tokenizer.padding_side,
+            pad_token_id=padding.pad_token_id,
+            padding_side=padding.padding_side,
             max_tokens_per_batch=batching.max_tokens_per_batch,
             max_batch_size=batching.max_batch_size,
             min_batch_tokens=batching.min_batch_tokens,

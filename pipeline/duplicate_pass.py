@@ -7,12 +7,11 @@ The driver only plans the stages and, for policy "error", takes the first few re
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 import ray
 
 from pipeline import commit
+from pipeline.config import ComputeConfig
 from pipeline.duplicate_ids import (
     BUCKET,
     FILE_INDEX,
@@ -22,10 +21,14 @@ from pipeline.duplicate_ids import (
     id_digests,
 )
 from pipeline.reading import ReadSpec
+from pipeline.stages import io_task, io_task_args
 from pipeline.storage import Location
 from pipeline.units import Unit, id_only
 
 BUCKETS = 64  # hash-shuffle partitions: a bucket holds ~1/64 of the digests (32 B per row) in one task
+# Up to this many ids one task takes every digest (~64 MB) and no shuffle runs: a 64-way hash shuffle costs seconds
+# of start-up, most of a small job's pre-pass.
+ONE_TASK_ROWS = 2_000_000
 
 
 def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
@@ -34,8 +37,13 @@ def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
     return table, table.num_rows
 
 
+def all_duplicates(files: list[str], *digests: pa.Table) -> pa.Table:
+    """Ray task: the repeats among every unit's digests at once (a small corpus: no shuffle needed)."""
+    return bucket_duplicates(pa.concat_tables(digests), files)
+
+
 def find_duplicate_ids(
-    units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, io: dict[str, Any]
+    units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, compute: ComputeConfig
 ) -> int:
     """Find ids that occur more than once; returns how many rows repeat an earlier id.
 
@@ -46,12 +54,19 @@ def find_duplicate_ids(
         DuplicateIdError: policy "error" and some id repeats (nothing is written).
     """
     # Plain tasks rather than a Ray Data read: a file that cannot be read fails with its own InputFileError (Ray
-    # Data would wrap it); the digest tables stay in the object store, the driver fetches only their row counts.
-    task = ray.remote(digest_unit).options(num_returns=2, **io)
+    # Data would wrap it); a transient storage error is retried in the task (io_task). The digest tables stay in the
+    # object store, the driver fetches only their row counts.
+    task = io_task(digest_unit, compute, num_returns=2)
     calls = [task.remote(id_only(spec), unit) for unit in units]
-    ray.get([count for _, count in calls])
-    grouped = ray.data.from_arrow_refs([table for table, _ in calls]).groupby(BUCKET, num_partitions=BUCKETS)
-    repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files}).materialize()
+    rows = sum(ray.get([count for _, count in calls]))
+    tables = [table for table, _ in calls]
+    if rows <= ONE_TASK_ROWS:
+        one_task = ray.remote(all_duplicates).options(**io_task_args(compute))
+        repeats = ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
+    else:
+        grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
+        repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
+        repeats = repeats.materialize()
     count = repeats.count()
     if policy == "error" and count:
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)

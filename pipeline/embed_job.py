@@ -12,7 +12,9 @@ import logging
 import os
 import posixpath
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import ray
@@ -28,22 +30,31 @@ from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
-from pipeline.model_loading import ModelLoadError, check_model, resolve_model_settings
+from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
-from pipeline.stages import configure_retries, embed_stage, io_stage, io_task_args, resolve_gpus, tokenize_stage
+from pipeline.stages import (
+    configure_retries,
+    embed_stage,
+    io_stage,
+    io_task,
+    io_task_args,
+    resolve_gpus,
+    tokenize_stage,
+)
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
-__all__ = ["embed_stages", "init_ray", "io_task_args", "resolve_gpus", "run_embed"]
+__all__ = ["embed_stages", "init_ray", "init_ray_while", "io_task_args", "resolve_gpus", "run_embed"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def init_ray(compute: ComputeConfig) -> None:
@@ -56,17 +67,36 @@ def init_ray(compute: ComputeConfig) -> None:
     configure_retries(ray.data.DataContext.get_current(), compute)
 
 
+def init_ray_while(compute: ComputeConfig, work: Callable[[], T]) -> T:
+    """`init_ray` in this (main) thread while `work` runs in another; returns `work`'s result or raises its error.
+
+    For the driver's model resolution (tokenizer and config loads, the weights' content hash: seconds each), which
+    would otherwise wait for Ray's start-up or make it wait. Ray starts even when `work` then fails; the cheap
+    checks that name a wrong model or input (check_model, the listing) run before this.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="driver-work") as pool:
+        pending = pool.submit(work)
+        init_ray(compute)
+        return pending.result()
+
+
 def embed_stages(
-    ds: ray.data.Dataset, cfg: EmbedConfig, prompt: str, precision: OutputPrecision | None = None
+    ds: ray.data.Dataset,
+    cfg: EmbedConfig,
+    prompt: str,
+    precision: OutputPrecision | None = None,
+    settings: ModelSettings | None = None,
 ) -> ray.data.Dataset:
     """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
     Shared by run_embed and the incremental re-embed job, which read and write differently around it.
     `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
-    for int8/uint8 fails in the actors for want of calibration ranges.
+    for int8/uint8 fails in the actors for want of calibration ranges. `settings`: the driver's resolution of the
+    model, whose tokenizer (and its padding) the actors then take instead of loading it; None: each loads its own.
     """
-    ds = tokenize_stage(cfg, prompt, TokenizeActor).apply(ds)
-    return embed_stage(cfg, EmbedActor, precision).apply(ds)
+    tokenizer, padding = (settings.shipped_tokenizer, settings.padding) if settings else (None, None)
+    ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
+    return embed_stage(cfg, EmbedActor, precision, padding=padding).apply(ds)
 
 
 def read_dataset(
@@ -83,7 +113,14 @@ def read_marked_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | No
     yield from mark_file_end(read_units(batch, spec, duplicates))
 
 
-def job_precision(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], prompt: str, out: Location) -> OutputPrecision:
+def job_precision(
+    cfg: EmbedConfig,
+    spec: ReadSpec,
+    units: list[Unit],
+    prompt: str,
+    out: Location,
+    settings: ModelSettings | None = None,
+) -> OutputPrecision:
     """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
     the first output.calibration_rows rows are embedded once before the run (pipeline.calibration).
 
@@ -93,7 +130,7 @@ def job_precision(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], prompt: s
     precision = output_precision(cfg)
     if precision.needs_calibration:
         sample = read_dataset(cfg, spec, units).limit(cfg.output.calibration_rows)
-        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized()))
+        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized(), settings))
     recorded_at = out.join(commit.RUN_DIR, "precision.json")
     recorded = get_json(recorded_at)
     if recorded is None:
@@ -114,7 +151,7 @@ def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> Rea
     """
     if not spec.keep_columns:
         return spec
-    task = ray.remote(observed_kept_types).options(**io_task_args(cfg.compute))
+    task = io_task(observed_kept_types, cfg.compute)
     observed = ray.get([task.remote(spec, rel) for rel in files])
     types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
     log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
@@ -130,10 +167,11 @@ def build_dataset(
     duplicates: Location | None = None,
     precision: OutputPrecision | None = None,
     model_metadata: dict[str, str] | None = None,
+    settings: ModelSettings | None = None,
 ) -> ray.data.Dataset:
     """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
     ds = read_dataset(cfg, spec, units, duplicates)
-    ds = embed_stages(ds, cfg, prompt, precision)
+    ds = embed_stages(ds, cfg, prompt, precision, settings)
     metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
     if precision is not None:
         metadata.update(precision.metadata())
@@ -213,7 +251,7 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
         return None
     duplicates = out.join(commit.RUN_DIR, "duplicates")
     if not commit.is_committed(duplicates):
-        find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, io_task_args(cfg.compute))
+        find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, duplicates, cfg.compute)
     return duplicates
 
 
@@ -235,10 +273,13 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
-    model, model_metadata = resolve_model_settings(cfg.model)
+    settings, identity = init_ray_while(
+        cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
+    )
+    model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = {**embedding_metadata(cfg, prompt), **model_metadata}
-    fingerprint = embed_fingerprint(cfg, metadata, listed, model_identity(cfg.model))
+    fingerprint = embed_fingerprint(cfg, metadata, listed, identity)
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint)
     spec = read_spec(cfg, root)
     units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)
@@ -247,15 +288,14 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         dropped = drop_uncommitted(out, set(done))
         log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
     todo = [u for u in units if u.key not in done]
-    init_ray(cfg.compute)
     quiet_ray_data_progress()  # ours has a total (pipeline.progress)
     spec = decide_kept_types(cfg, spec, files)
     duplicates = check_duplicates(cfg, spec, units, files, out)
     log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
-    precision = job_precision(cfg, spec, units, prompt, out)
+    precision = job_precision(cfg, spec, units, prompt, out, settings)
     progress = UnitProgress(todo)
     if todo:
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata)
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings)
         todo_files = sorted({u.path for u in todo})
         shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), len(todo))
         try:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import EmbedConfig, ModelConfig
+from pipeline.file_hashes import FileHashes
 from pipeline.storage import ListedFile
-
-HASH_CHUNK = 8 << 20
 
 
 def model_identity(model: ModelConfig) -> dict[str, str]:
@@ -24,7 +23,7 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
 
     A branch name such as `main` moves; the resolved commit does not, so a model updated upstream under the same
     name yields a new fingerprint. Local directories have no commit, so their files are hashed (tokenizer and
-    config included: they change the vectors too). That reads the weights once per run: ~1 s per GB.
+    config included: they change the vectors too); a file is read again only when it changed (pipeline.file_hashes).
     """
     local = Path(model.name_or_path)
     if local.is_dir():
@@ -39,12 +38,15 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
 
 
 def hash_directory(folder: Path) -> str:
+    """sha256 over (relative path, sha256 of the file) of every file below `folder` but hidden ones, in path order.
+
+    File hashes come from pipeline.file_hashes, which reads a file again only when its size, mtime or inode changed.
+    """
+    hashes = FileHashes()
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + hashes.sha256(path).encode() + b"\0")
+    hashes.save()
     return digest.hexdigest()
 
 

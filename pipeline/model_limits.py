@@ -15,12 +15,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
-from transformers.utils import cached_file
+from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:  # the driver imports this module before Ray starts: transformers (and torch) load where used
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def model_file(cfg: ModelConfig, name: str) -> Path | None:
     if local.is_dir():
         path = local / name
         return path if path.is_file() else None
+    from transformers.utils import cached_file
+
     found = cached_file(cfg.name_or_path, name, revision=cfg.revision, _raise_exceptions_for_missing_entries=False)
     return Path(found) if found else None
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
@@ -55,6 +56,44 @@ def pick_dtype(cfg: ModelConfig, device: torch.device, checkpoint_dtype: torch.d
             return checkpoint_dtype
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+class TokenizerPadding(NamedTuple):
+    """What the model actor needs of the tokenizer: the id written into padded positions and the side padded.
+
+    Resolved once on the driver (pipeline.model_loading.resolve_model_settings) and handed to the model actors, so
+    they do not load the tokenizer again (seconds per actor for a large vocabulary, on the start-up path).
+    """
+
+    pad_token_id: int
+    padding_side: str  # "left" or "right"
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> TokenizerPadding:
+        return cls(int(tokenizer.pad_token_id), str(tokenizer.padding_side))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The driver's resolution of a model: the config with its effective token limit, the metadata entries that
+    record the limit and the EOS convention, and the tokenizer as loaded (configured padding side and pad token).
+
+    `tokenizer` goes to the tokenizer actors (`shipped_tokenizer`): unpickling it costs a fraction of loading it.
+    """
+
+    model: ModelConfig
+    metadata: dict[str, str]
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def padding(self) -> TokenizerPadding:
+        return TokenizerPadding.of(self.tokenizer)
+
+    @property
+    def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer to hand to the tokenizer actors, or None where they must load their own: a tokenizer with
+        code shipped with the model may not pickle, and its code should run where the user expects it."""
+        return None if self.model.trust_remote_code else self.tokenizer
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -179,10 +218,12 @@ def declared_add_eos(cfg: ModelConfig) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str]]:
-    """Decide on the driver what every actor must agree on: the effective token limit and the EOS convention.
+def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
+    """Decide on the driver what every actor must agree on: the effective token limit, the EOS convention and the
+    tokenizer's padding.
 
-    Returns the model config with `max_tokens` set to the effective limit, and metadata entries recording both.
+    Returns the model config with `max_tokens` set to the effective limit, metadata entries recording the first two,
+    and the tokenizer (its padding: ModelSettings.padding).
     Warns when last_token pooling meets a tokenizer that appends no EOS and declares none (the pooled token is then
     the text's own last token: right only for models trained that way).
     """
@@ -208,4 +249,4 @@ def resolve_model_settings(cfg: ModelConfig) -> tuple[ModelConfig, dict[str, str
             cfg.name_or_path,
         )
     metadata = {"max_tokens_limits": json.dumps(limit.sources), "eos_token": eos.describe()}
-    return resolved, metadata
+    return ModelSettings(resolved, metadata, tokenizer)

@@ -1,7 +1,8 @@
 """Small JSON objects (pointers, manifests, markers, the lease) written whole or not at all.
 
 An S3 PUT is atomic: a reader sees the old object or the new one. A local file written in place is not, so on
-local disks we write a hidden temp file and rename it over the target (atomic on POSIX).
+local disks we write a hidden temp file and rename it over the target (atomic on POSIX). A transient storage
+failure (pipeline.transient_errors) is retried: writing or reading a whole small object again is safe.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipeline.storage import Location, read_bytes, write_bytes
+from pipeline.transient_errors import retrying
 
 
+@retrying
 def put_json(obj: Any, target: Location) -> None:
     data = json.dumps(obj, indent=1, sort_keys=True).encode()
     if not isinstance(target.fs, pafs.LocalFileSystem):
@@ -27,6 +30,7 @@ def put_json(obj: Any, target: Location) -> None:
     target.fs.move(tmp.path, target.path)
 
 
+@retrying
 def get_json(target: Location) -> Any | None:
     """The object, or None when it does not exist (any other storage error propagates)."""
     try:

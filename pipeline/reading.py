@@ -2,7 +2,9 @@
 
 Every row read leaves this module either as a good row (`_reject` null) or as a reject with its reason, so the
 job can prove rows in = rows written + rows rejected. Columns: id, _text, _reject, _source, _row, kept columns.
-A file that cannot be read at all raises InputFileError naming it (and the row where known), whatever went wrong.
+A file that cannot be read at all raises InputFileError naming it (and the row where known), whatever went wrong,
+except a transient storage failure (throttling, 5xx, a dropped connection), which raises TransientStorageError naming
+it: the caller retries that one (pipeline.transient_errors).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.file_formats import InputFileError, check_parquet_head, file_forma
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.storage import Location
 from pipeline.text_content import lone_surrogate, text_reject_reason
+from pipeline.transient_errors import TransientStorageError, is_transient
 
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
 
@@ -255,14 +258,16 @@ READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
 
 @contextmanager
 def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
-    """Re-raise any unexpected error as InputFileError naming the file, its format and the row where known."""
+    """Re-raise any unexpected error naming the file, its format and the row where known: as TransientStorageError
+    when a later attempt may succeed (pipeline.transient_errors.is_transient), else as InputFileError."""
     try:
         yield
-    except InputFileError:
+    except (InputFileError, TransientStorageError):
         raise
     except Exception as err:  # re-raised with the file's name: a bare error would not say which one
         where = f" (row {at.row})" if at.row is not None else ""
-        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
+        kind = TransientStorageError if is_transient(err) else InputFileError
+        raise kind(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
 
 
 def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = None) -> Iterator[pa.Table]:
@@ -271,6 +276,8 @@ def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = Non
     Raises:
         InputFileError: the file cannot be read; the message names it, the format and the row where known,
             whatever the underlying error was.
+        TransientStorageError: the same message, when the storage failed in a way a later attempt may not
+            (throttling, 5xx, a dropped connection); the caller retries the whole file.
     """
     fmt = file_format(spec.format, rel)
     at = Cursor()

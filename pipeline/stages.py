@@ -19,6 +19,7 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from pipeline.config import ComputeConfig, EmbedConfig
+from pipeline.transient_errors import retrying
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,10 @@ def configure_retries(ctx: ray.data.DataContext, compute: ComputeConfig) -> None
       is restarted and its in-flight tasks wait for it, with no count. A bounded `max_task_retries` is consumed by
       fast-failed attempts while the actor restarts on another node (`ActorUnavailableError`, Ray's actor
       fault-tolerance docs), which is how a lost node used to fail the whole job.
-    - An exception raised inside a stage (a transient CUDA or driver error): retried in the same worker, at most
-      `compute.max_task_retries` times with backoff (`retried_map_errors`/`max_map_retries`). Errors that tell the
-      user to fix something (`NOT_OUR_ERROR`: a bad input file, a missing model) are not retried.
+    - An exception raised inside a stage (a transient CUDA or driver error, a storage read or write that failed
+      after the S3 client's own retries): retried in the same worker, at most `compute.max_task_retries` times with
+      backoff (`retried_map_errors`/`max_map_retries`; a read resumes after the blocks already yielded). Errors
+      that tell the user to fix something (a bad input file, a missing model) are not retried: `RETRIED_ERRORS`.
     - An actor that dies while loading its model: replaced at most `compute.max_restarts` times in a row
       (`max_consecutive_actor_init_deaths`), so a model that cannot load anywhere fails the job.
     - A block lost for good: `max_errored_blocks = 0`, the job fails instead of dropping rows.
@@ -85,15 +87,19 @@ def configure_retries(ctx: ray.data.DataContext, compute: ComputeConfig) -> None
     """
     ctx.max_errored_blocks = 0
     ctx.actor_task_retry_on_errors = False  # Ray Data actors retry tasks without limit: app errors are retried above
-    ctx.retried_map_errors = [NOT_OUR_ERROR]
+    ctx.retried_map_errors = list(RETRIED_ERRORS)
     ctx.max_map_retries = compute.max_task_retries
     ctx.max_consecutive_actor_init_deaths = compute.max_restarts
 
 
-# Ray Data matches retry patterns against `module.ClassName: message` of the exception and its cause. Exceptions
-# defined in this package (pipeline.errors.UserError and its kin: a bad input file, a missing model, a lost lease)
-# describe conditions that a retry cannot fix; everything else (torch, CUDA, OS errors) may be transient.
+# Ray Data retries an exception when any pattern matches `module.ClassName: message` of it and of its cause (the
+# UDF's own error under Ray's UserCodeException). Exceptions defined in this package (pipeline.errors.UserError and
+# its kin: a bad input file, a missing model, a lost lease) describe conditions that a retry cannot fix, with one
+# exception: TransientStorageError, which readers and writers raise for throttling, 5xx and dropped connections
+# (pipeline.transient_errors). Everything else (torch, CUDA, OS errors) may be transient.
 NOT_OUR_ERROR = r"(?s)^(?!.*\bpipeline\.[\w.]+: )"
+TRANSIENT_STORAGE_ERROR = r"\bpipeline\.transient_errors\.TransientStorageError: "
+RETRIED_ERRORS = (NOT_OUR_ERROR, TRANSIENT_STORAGE_ERROR)
 
 
 def actor_env_vars() -> dict[str, str]:
@@ -114,6 +120,16 @@ def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
     system failures; an exception the task raises is not retried).
     """
     return {"num_cpus": compute.cpus_per_io_task, "max_retries": -1}
+
+
+def io_task(fn: Callable[..., Any], compute: ComputeConfig, **options: Any) -> Any:
+    """`fn` as a Ray read task outside Ray Data (the duplicate-id and kept-column pre-passes): `io_task_args`, and a
+    transient storage error retried inside the task at most `compute.max_task_retries` times with backoff
+    (pipeline.transient_errors.retrying). `fn` recomputes its whole return on a retry, so no row is counted twice.
+
+    `options`: more `.options()` arguments, e.g. `num_returns`.
+    """
+    return ray.remote(retrying(fn, compute.max_task_retries)).options(**io_task_args(compute), **options)
 
 
 def io_stage(
@@ -212,24 +228,28 @@ def resolve_gpus(
     return 0.0
 
 
-def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type) -> Stage:
-    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor)."""
+def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `tokenizer`: the driver's loaded
+    tokenizer, shipped to the actors (None: each loads its own)."""
     compute = cfg.compute
     return Stage(
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_tokenizer,
-        constructor_kwargs={"model": cfg.model, "prompt": prompt},
+        constructor_kwargs={"model": cfg.model, "prompt": prompt, **({"tokenizer": tokenizer} if tokenizer else {})},
         pool=(compute.num_tokenizers, compute.num_tokenizers),
         env_vars=actor_env_vars(),
     )
 
 
-def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None) -> Stage:
+def embed_stage(
+    cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None, padding: Any = None
+) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
-    None: the actor derives it from output.dtype. Defaults from `shape` (the connected cluster when None): one actor
+    None: the actor derives it from output.dtype. `padding`: the driver's pipeline.model_loading.TokenizerPadding
+    (None: each actor loads the tokenizer for it). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
@@ -248,6 +268,7 @@ def embed_stage(cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape:
             "threads": threads,
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
+            **({"padding": padding} if padding is not None else {}),
         },
         pool=pool,
         env_vars=actor_env_vars(),

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
+from pipeline.transient_errors import TransientStorageError, is_transient
 
 GLOB_CHARS = "*?["
 HIDDEN_PREFIXES = ("_", ".")  # _SUCCESS, _rejects/, .part-tmp files: never input, never dataset files
@@ -154,7 +155,14 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
 
 
 class StorageWriteError(UserError, OSError):
-    """A write that failed after the S3 client's retries; the message names the object and the last error."""
+    """A write that failed for good (denied, invalid); the message names the object and the error."""
+
+
+def write_error(target: Location, err: OSError) -> OSError:
+    """The error of a failed write, naming the object: TransientStorageError when another attempt may succeed (the
+    S3 client's own retries were spent: throttling, 5xx, a dropped connection), else StorageWriteError."""
+    kind = TransientStorageError if is_transient(err) else StorageWriteError
+    return kind(f"cannot write {target.uri}: {err}")
 
 
 def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> re.Pattern:
@@ -208,6 +216,10 @@ def write_parquet_atomic(table: pa.Table, target: Location) -> None:
     """Write so that readers never see a half-written file.
 
     S3 objects appear only when the upload completes; on local disks we write a hidden temp file and rename it.
+    Writing again overwrites the object whole, so a retry of the caller is safe.
+
+    Raises:
+        TransientStorageError, StorageWriteError: see write_error.
     """
     try:
         target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
@@ -219,7 +231,7 @@ def write_parquet_atomic(table: pa.Table, target: Location) -> None:
         else:
             pq.write_table(table, target.path, filesystem=target.fs)
     except OSError as err:
-        raise StorageWriteError(f"cannot write {target.uri}: {err}") from err
+        raise write_error(target, err) from err
 
 
 def write_bytes(data: bytes, target: Location) -> None:
@@ -228,9 +240,20 @@ def write_bytes(data: bytes, target: Location) -> None:
         with target.fs.open_output_stream(target.path) as out:
             out.write(data)
     except OSError as err:
-        raise StorageWriteError(f"cannot write {target.uri}: {err}") from err
+        raise write_error(target, err) from err
 
 
 def read_bytes(target: Location) -> bytes:
-    with target.fs.open_input_stream(target.path) as f:
-        return f.read()
+    """The whole object.
+
+    Raises:
+        TransientStorageError: a transient failure (pipeline.transient_errors), naming the object; any other
+            OSError (FileNotFoundError, ...) propagates as it is.
+    """
+    try:
+        with target.fs.open_input_stream(target.path) as f:
+            return f.read()
+    except OSError as err:
+        if is_transient(err):
+            raise TransientStorageError(f"cannot read {target.uri}: {err}") from err
+        raise

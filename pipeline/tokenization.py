@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from pipeline.truncation import truncated_rows
+
+if TYPE_CHECKING:  # imported on the driver too; transformers loads with the tokenizer itself
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from pipeline.columns import UNIT, UNIT_ROWS
 from pipeline.file_formats import file_format
-from pipeline.reading import ReadSpec, read_file
+from pipeline.reading import Cursor, ReadSpec, naming_errors, read_file
 from pipeline.storage import ListedFile, Location
+from pipeline.transient_errors import retrying
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,7 @@ def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_b
         if file_format(fmt, f.path) != "parquet" or f.size <= unit_bytes:
             units.append(Unit(f.path, index))
             continue
-        with root.fs.open_input_file(root.join(f.path).path) as handle:
-            meta = pq.ParquetFile(handle).metadata
+        meta = parquet_footer(root.join(f.path))
         sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
         ranges = split_ranges(sizes, unit_bytes)
         if len(ranges) == 1:
@@ -59,6 +59,18 @@ def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_b
         else:
             units.extend(Unit(f.path, index, r) for r in ranges)
     return units
+
+
+@retrying
+def parquet_footer(file: Location) -> pq.FileMetaData:
+    """The footer of a Parquet file (a few KB: two ranged reads).
+
+    Raises:
+        TransientStorageError: the storage failed in a way a later attempt may not (after `retrying`'s attempts).
+        InputFileError: the file is not Parquet or cannot be read for another reason.
+    """
+    with naming_errors(file.uri, "parquet", Cursor()), file.fs.open_input_file(file.path) as handle:
+        return pq.ParquetFile(handle).metadata
 
 
 def split_ranges(sizes: list[int], limit: int) -> list[tuple[int, int]]:

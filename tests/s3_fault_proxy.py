@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy on loopback in front of the moto S3 server.
 
-Object storage fails in three ways that matter to a long job: throttling (503 SlowDown), server errors (500) and
-dropped connections. The proxy answers the first N requests that match a rule with one of those faults, then
+Object storage fails in four ways that matter to a long job: throttling (503 SlowDown), server errors (500),
+dropped connections and responses cut short (a body that ends before its Content-Length). The proxy answers the first N requests that match a rule with one of those faults, then
 forwards everything to the real server, and counts what it did so a test can report faults injected and retries
 seen. Point `storage.endpoint_url` at `proxy.url` to put it between the job and the S3 server.
 """
@@ -28,7 +28,8 @@ FAULT_BODIES = {
 class FaultRule:
     """Fail `count` requests whose method is in `methods` and whose path matches `path` (after the first `after`).
 
-    `kinds` cycles over the injected faults: 503 (SlowDown), 500 (InternalError) or "reset" (TCP RST, no reply).
+    `kinds` cycles over the injected faults: 503 (SlowDown), 500 (InternalError), "reset" (TCP RST, no reply) or
+    "truncate" (the real reply's status and headers, then half its body and a TCP RST).
     """
 
     methods: tuple[str, ...]
@@ -103,12 +104,9 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             kind = proxy.decide(self.command, path)
             if kind == "reset":
-                # SO_LINGER 0 turns close() into a TCP RST: the client sees "connection reset by peer"
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.close_connection = True
-                self.connection.close()
+                self._reset()
                 return
-            if kind is not None:
+            if kind not in (None, "truncate"):
                 self._reply(kind, {"Content-Type": "application/xml"}, FAULT_BODIES[kind])
                 return
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
@@ -122,9 +120,20 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 skip = {"transfer-encoding", "connection", "content-length"}
                 headers = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
                 length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                if kind == "truncate":
+                    self._reply(resp.status, headers, data[: len(data) // 2], str(len(data)))
+                    self._reset()
+                    return
                 self._reply(resp.status, headers, data, length)
             finally:
                 conn.close()
+
+        def _reset(self) -> None:
+            # SO_LINGER 0 turns close() into a TCP RST: the client sees "connection reset by peer"
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
 
         def _read_body(self) -> bytes:
             """The request body, de-chunked: the AWS SDK streams uploads with Transfer-Encoding: chunked."""

@@ -102,3 +102,26 @@ def test_non_finite_rows_are_counted_for_the_summary(tmp_path):
     summary = summarize(attempt, dict.fromkeys(COUNTS, 0), 1.0)
     assert (summary["rows_embedded"], summary["rows_rejected"]) == (2, 2)
     assert (summary["nonfinite_recomputed"], summary["nonfinite_rejected"]) == (1, 1)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3", "bert"])
+def test_actors_given_the_drivers_tokenizer_match_actors_that_load_it(tiny_models, arch):
+    """The driver hands its tokenizer (pickled, as Ray ships constructor arguments) and padding to the actors, which
+    then skip loading it: same tokens (prompt, EOS convention, truncation) and same vectors as actors that load it."""
+    import pickle
+
+    from pipeline.model_loading import resolve_model_settings
+
+    config = ModelConfig(name_or_path=str(tiny_models[arch]), max_tokens=16)
+    settings = resolve_model_settings(config)
+    shipped = pickle.loads(pickle.dumps(settings.shipped_tokenizer))
+    block = read_block(["short text", "a much longer text " * 20, "x"], [None, None, None])
+    own = TokenizeActor(settings.model, "query: ")(block)
+    given = TokenizeActor(settings.model, "query: ", tokenizer=shipped)(block)
+    assert given.column(TOKENS).to_pylist() == own.column(TOKENS).to_pylist()
+    assert given.column("_truncated").to_pylist() == own.column("_truncated").to_pylist() == [False, True, False]
+    loading = EmbedActor(settings.model, BatchingConfig(), 1, "float32")
+    handed = EmbedActor(settings.model, BatchingConfig(), 1, "float32", padding=settings.padding)
+    assert handed.encoder.pad_token_id == loading.encoder.pad_token_id
+    assert handed.encoder.left == loading.encoder.left
+    assert handed(given).column("embedding").to_pylist() == loading(own).column("embedding").to_pylist()

@@ -62,8 +62,10 @@ def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models,
 def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
     cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean", max_tokens=4096)
     with caplog.at_level(logging.INFO):
-        resolved, metadata = resolve_model_settings(cfg)
+        settings = resolve_model_settings(cfg)
+    resolved, metadata = settings.model, settings.metadata
     assert resolved.max_tokens == 512
+    assert settings.padding == (0, "right")  # the BERT tokenizer's [PAD] id and side, handed to the model actors
     assert "model.max_tokens: using 512 tokens, the model's limit" in caplog.text
     assert any(r.levelno == logging.WARNING for r in caplog.records if "max_tokens" in r.message)  # asked for more
     assert json.loads(metadata["max_tokens_limits"])["max_position_embeddings"] == 512
@@ -74,10 +76,11 @@ def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
 
 def test_last_token_pooling_without_an_eos_convention_warns(tiny_models, caplog):
     with caplog.at_level(logging.WARNING):
-        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["gemma3"]), pooling="last_token"))
+        config = ModelConfig(name_or_path=str(tiny_models["gemma3"]), pooling="last_token")
+        metadata = resolve_model_settings(config).metadata
     assert metadata["eos_token"] == "none"
     assert "appends no EOS token and declares none" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        _, metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["qwen3"])))
+        metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["qwen3"]))).metadata
     assert metadata["eos_token"] == "tokenizer" and "appends no EOS" not in caplog.text

@@ -29,6 +29,7 @@ from pipeline.stages import (
     io_stage,
     tokenize_stage,
 )
+from pipeline.transient_errors import TransientStorageError
 
 ONE_CPU_NODE = ClusterShape(gpus_per_node=(), cpu_nodes=1)
 
@@ -99,18 +100,23 @@ def test_retries_are_bounded_through_the_data_context_not_remote_args():
     configure_retries(ctx, embed_config(max_restarts=5, max_task_retries=7).compute)
     assert (ctx.max_map_retries, ctx.max_consecutive_actor_init_deaths, ctx.max_errored_blocks) == (7, 5, 0)
     assert ctx.actor_task_retry_on_errors is False  # Ray Data actors resubmit tasks without limit
-    (pattern,) = ctx.retried_map_errors
+    patterns = ctx.retried_map_errors
 
-    def formatted(error: Exception, cause: Exception | None = None) -> str:  # as Ray Data formats a UDF's error
+    def retried(error: Exception, cause: Exception | None = None) -> bool:  # as Ray Data decides for a UDF's error
         error.__cause__ = cause
-        return format_exception(error, include_cause=True)
+        text = format_exception(error, include_cause=True)
+        return any(matches_error(pattern, text) for pattern in patterns)
 
     wrapped = UserCodeException("UDF failed to process a data block.")
-    assert matches_error(pattern, formatted(RuntimeError("CUDA error: an illegal memory access\nsecond line")))
-    assert matches_error(pattern, formatted(wrapped, OSError("Connection reset by peer")))
+    assert retried(RuntimeError("CUDA error: an illegal memory access\nsecond line"))
+    assert retried(wrapped, OSError("Connection reset by peer"))
+    flaky = TransientStorageError("cannot read s3://b/c1.jsonl as jsonl: OSError: AWS Error SLOW_DOWN during GetObject")
+    assert retried(flaky) and retried(wrapped, flaky)
     for ours in (InputFileError("cannot read c1.jsonl as jsonl"), ModelLoadError("no weights"), LeaseLostError("x")):
-        assert not matches_error(pattern, formatted(ours)), ours
-        assert not matches_error(pattern, formatted(wrapped, ours)), ours
+        assert not retried(ours), ours
+        assert not retried(wrapped, ours), ours
+    # a permanent error that merely mentions a transient one in its text is still not retried
+    assert not retried(wrapped, InputFileError("c1.jsonl: column 'TransientStorageError: ' not found"))
 
 
 def test_write_side_modules_import_neither_torch_nor_transformers_nor_ray():

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.transient_errors import retrying
+
 
 class LocalExecutor:
     """Runs each step immediately in this process; `get` and `put` are the identity."""
@@ -30,7 +32,9 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Runs each step as a Ray task reserving `cpus` (retried `max_retries` times when its worker dies)."""
+    """Runs each step as a Ray task reserving `cpus`, retried `max_retries` times when its worker dies and, inside
+    the task with backoff, when it raises a transient storage error (pipeline.transient_errors.retrying: a step
+    recomputes its whole return and rewrites its own output objects)."""
 
     distributed = True
 
@@ -43,11 +47,12 @@ class RayExecutor:
 
         self._ray = ray
         self._options = {"num_cpus": cpus, "max_retries": max_retries}
+        self._retries = max_retries
         self._remote: dict[Callable, Any] = {}
 
     def submit(self, fn: Callable, *args: Any, num_returns: int = 1) -> Any:
         if fn not in self._remote:
-            self._remote[fn] = self._ray.remote(fn)
+            self._remote[fn] = self._ray.remote(retrying(fn, self._retries))
         return self._remote[fn].options(num_returns=num_returns, **self._options).remote(*args)
 
     def get(self, value: Any) -> Any:

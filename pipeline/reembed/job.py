@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from pipeline import commit
-from pipeline.embed_job import embed_stages, init_ray, job_prompt, read_spec
+from pipeline.embed_job import embed_stages, init_ray_while, job_prompt, read_spec
 from pipeline.model_defaults import with_model_defaults
 from pipeline.model_loading import resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
@@ -52,8 +52,8 @@ def embed_files(
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete."""
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
-    model, model_metadata = resolve_model_settings(cfg.model)
-    cfg = cfg.model_copy(update={"model": model})
+    settings = init_ray_while(cfg.compute, lambda: resolve_model_settings(cfg.model))
+    cfg = cfg.model_copy(update={"model": settings.model})
     spec = read_spec(cfg, root)
     target = StageTarget(
         version_root=layout.root,
@@ -61,13 +61,12 @@ def embed_files(
         keys={s.path: s.key for s in todo},
         keep_columns=tuple(cfg.output.keep_columns),
         chunked=cfg.model.long_inputs == "chunk",
-        metadata={**embedding_metadata(cfg, prompt), **model_metadata, "fingerprint": layout.fingerprint},
+        metadata={**embedding_metadata(cfg, prompt), **settings.metadata, "fingerprint": layout.fingerprint},
         rows_per_file=cfg.output.rows_per_file,
     )
-    init_ray(cfg.compute)
     ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
-    ds = embed_stages(ds, cfg, prompt)
+    ds = embed_stages(ds, cfg, prompt, settings=settings)
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     progress = Progress(todo, run_id)
     entries: list[FileEntry] = []

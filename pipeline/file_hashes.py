@@ -1,0 +1,74 @@
+"""sha256 of local files, remembered across runs by (path, size, mtime, inode) so a model is read once, not per run.
+
+The fingerprint of a local model directory is a content hash (pipeline.fingerprint): reading 54 GB of weights at
+~1 GB/s would add a minute to every start of a 27b model. Like git's index, a file whose path, size, modification
+time (ns) and inode are unchanged is taken to have the content it had; any change re-reads it. The cache is one
+JSON file (`$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else `~/.cache/rayembed`), replaced atomically;
+where it cannot be read or written, files are simply hashed every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHUNK = 8 << 20
+CACHE_NAME = "file-sha256.json"
+
+
+def cache_path() -> Path:
+    root = os.environ.get("RAYEMBED_CACHE_DIR")
+    if root:
+        return Path(root) / CACHE_NAME
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rayembed" / CACHE_NAME
+
+
+def stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FileHashes:
+    """`hashes.sha256(path)`: the file's sha256, from the cache when its stat key is unchanged; `save()` records the
+    entries used since loading next to the others, dropping those of the same paths with an older stat key."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_path()
+        try:
+            self.known: dict[str, str] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.used: dict[str, str] = {}
+
+    def sha256(self, path: Path) -> str:
+        key = stat_key(path)
+        value = self.known.get(key) or sha256_of(path)
+        self.used[key] = value
+        return value
+
+    def save(self) -> None:
+        fresh = {key.split("|", 1)[0] for key in self.used}
+        kept = {k: v for k, v in self.known.items() if k.split("|", 1)[0] not in fresh}
+        merged = {**kept, **self.used}
+        if merged == self.known:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
+            tmp.replace(self.path)
+        except OSError as err:  # a read-only home: hashing again next time is the only cost
+            log.info("cannot record file hashes in %s: %s", self.path, err)

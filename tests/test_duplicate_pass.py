@@ -1,0 +1,73 @@
+"""The duplicate-id pre-pass gives the same repeats whether one task sees every digest or a hash shuffle splits them."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.dataset as pads
+import pytest
+
+from pipeline import commit, duplicate_pass
+from pipeline.config import ComputeConfig, StorageConfig
+from pipeline.duplicate_ids import DuplicateIdError, file_duplicates
+from pipeline.reading import ReadSpec
+from pipeline.storage import list_inputs, resolve
+from pipeline.units import plan_units
+
+pytestmark = pytest.mark.slow
+# 3 files; ids repeat within a file, across files, and one id three times
+FILES = {
+    "a.jsonl": ["x", "y", "x", "z"],
+    "b.jsonl": ["y", "w", "q"],
+    "c.jsonl": ["q", "x", "v"],
+}
+EXPECTED = {  # (file index, row) -> (first file index, first row)
+    (0, 2): (0, 0),
+    (1, 0): (0, 1),
+    (2, 0): (1, 2),
+    (2, 1): (0, 0),
+}
+
+
+def run_pass(root, out, policy: str) -> int:
+    storage = StorageConfig()
+    base, listed = list_inputs(str(root), storage)
+    spec = ReadSpec(root=base, format="jsonl", text_column="text", id_column="id", keep_columns=())
+    units = plan_units(base, listed, "jsonl", 1 << 28)
+    target = resolve(str(out), storage)
+    compute = ComputeConfig(cpus_per_io_task=0.5)
+    return duplicate_pass.find_duplicate_ids(units, [f.path for f in listed], spec, policy, target, compute)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, ids in FILES.items():
+        (root / name).write_text("".join(json.dumps({"id": i, "text": f"text {i}"}) + "\n" for i in ids))
+    return root
+
+
+@pytest.mark.parametrize("one_task_rows", [10**9, 0], ids=["one-task", "hash-shuffle"])
+def test_repeats_are_the_same_with_or_without_the_shuffle(ray_session, corpus, tmp_path, monkeypatch, one_task_rows):
+    monkeypatch.setattr(duplicate_pass, "ONE_TASK_ROWS", one_task_rows)
+    out = tmp_path / "dups"
+    assert run_pass(corpus, out, "keep_first") == len(EXPECTED)
+    target = resolve(str(out), StorageConfig())
+    assert commit.is_committed(target)
+    found = {}
+    for index in range(len(FILES)):
+        for row, reason in file_duplicates(target, index).items():
+            found[(index, row)] = reason
+    names = list(FILES)
+    assert found == {key: f"duplicate id (first at {names[f]} row {r})" for key, (f, r) in EXPECTED.items()}
+    written = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    assert written.num_rows == len(EXPECTED)
+
+
+@pytest.mark.parametrize("one_task_rows", [10**9, 0], ids=["one-task", "hash-shuffle"])
+def test_error_policy_names_the_first_repeats(ray_session, corpus, tmp_path, monkeypatch, one_task_rows):
+    monkeypatch.setattr(duplicate_pass, "ONE_TASK_ROWS", one_task_rows)
+    with pytest.raises(DuplicateIdError, match=r"^4 rows repeat an earlier id: a\.jsonl row 2 repeats a\.jsonl row 0;"):
+        run_pass(corpus, tmp_path / "dups", "error")
+    assert not (tmp_path / "dups").exists()

@@ -1,0 +1,72 @@
+"""Model directory hashes: a file is read again only when its size, mtime or inode changed; no cache still works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from pipeline import file_hashes
+from pipeline.fingerprint import hash_directory
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / "config.json").write_text('{"hidden_size": 8}')
+    (folder / "1_Pooling" / "config.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    seen = []
+    real = file_hashes.sha256_of
+
+    def counting(path):
+        seen.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(file_hashes, "sha256_of", counting)
+    return seen
+
+
+def test_unchanged_files_are_not_read_again(model_dir, reads):
+    first = hash_directory(model_dir)
+    assert sorted(reads) == ["config.json", "config.json", "model.safetensors"]
+    reads.clear()
+    assert hash_directory(model_dir) == first and reads == []
+
+
+def test_same_size_new_content_changes_the_hash(model_dir, reads):
+    first = hash_directory(model_dir)
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    weights.write_bytes(b"v" * 1000)  # fine-tuned weights: same size, new content
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    reads.clear()
+    assert hash_directory(model_dir) != first and reads == ["model.safetensors"]
+
+
+def test_the_hash_is_the_content_not_the_cache(model_dir, tmp_path, monkeypatch):
+    """A directory copied elsewhere (new paths, inodes, times) has the same hash; a renamed file changes it."""
+    first = hash_directory(model_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "other-cache"))
+    assert hash_directory(copy) == first
+    (copy / "config.json").rename(copy / "config2.json")
+    assert hash_directory(copy) != first
+
+
+def test_an_unwritable_cache_only_costs_rereading(model_dir, tmp_path, monkeypatch, reads):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(blocker / "cache"))
+    first = hash_directory(model_dir)
+    reads.clear()
+    assert hash_directory(model_dir) == first and len(reads) == 3
