@@ -83,5 +83,4 @@ def test_shard_rss_over_its_base_stays_within_the_bound(tmp_path, index):
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.splitlines()[-1])
     assert got["bound"] > 49  # the keys alone
-    print(got)
     assert got["over_base"] <= got["bound"], got
