@@ -48,7 +48,7 @@ from pipeline.config import StorageConfig
 from pipeline.mine_config import IvfConfig
 
 rows, dim, block, index, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-shard = StoreShard()  # base RSS taken here, before any array
+shard = StoreShard(own_process=True)  # as in the Ray actor; base RSS taken here, before any array
 rng = np.random.default_rng(1)
 ivf = IvfConfig(nlist=64, nprobe=8, train_rows=5000)
 plan = ShardPlan("k#0", (Piece(path, 0, rows),), StorageConfig(), dim, None, SearchSpec(index, ivf, block))

@@ -139,7 +139,7 @@ class StoreShardActor:
 
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         torch.set_num_threads(max(threads, 1))  # the actor's CPU reservation, not the node's core count
-        self.shard = StoreShard(device)
+        self.shard = StoreShard(device, own_process=True)
 
     def search(self, queries: np.ndarray, k: int, plan) -> tuple[np.ndarray, np.ndarray]:
         return self.shard.search(queries, k, plan)

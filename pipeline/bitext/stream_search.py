@@ -60,13 +60,18 @@ class StoreShard:
     a crash reloads its shard on the next (retried) call.
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", own_process: bool = False):
+        """
+        Args:
+            device: "cpu" (FAISS scan) or a torch device for the exact search.
+            own_process: the shard owns its process (a Ray actor): switch Arrow to the system allocator there.
+                Arrow's default (mimalloc) keeps freed read buffers cached, measured ~45 MB more RSS per 50 MB shard
+                read; the system allocator returns them (tests/test_bitext_shard_memory.py). Off in a driver.
+        """
+        if own_process:
+            pa.set_memory_pool(pa.system_memory_pool())
         # Libraries are the process's base, not arrays: load and run them once before the base is taken.
         faiss_scan(np.zeros((2, 8), np.float32), np.eye(8, dtype=np.float32), 2)
-
-        # Arrow's default allocator (mimalloc) keeps freed read buffers cached: measured ~45 MB more RSS per 50 MB
-        # shard read. The system allocator returns them, so a shard's RSS is its arrays (tests/test_bitext_shard_memory).
-        pa.set_memory_pool(pa.system_memory_pool())
         warm_reader()  # the Parquet reader's code and thread pools, likewise
 
         self.device = device
