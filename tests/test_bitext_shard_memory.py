@@ -23,7 +23,7 @@ def test_exact_parts_count_keys_rows_read_block_and_topk():
         "keys": 4 * 1000 * 8,
         "key_rows": 2 * 8 * 1000,
         "read": 2 * 4 * READ_BATCH_ROWS * 8 + 8 * READ_BATCH_ROWS + READ_BUFFER_BYTES,
-        "query_block": 4 * 100 * 8,
+        "query_block": 2 * 4 * 100 * 8,
         "topk": 3 * 12 * 100 * 5,
         "runtime": RUNTIME_BYTES,
     }

@@ -338,6 +338,7 @@ def actor_memory_parts(cfg: MineConfig, rows: int, dim: int) -> dict[str, int]:
         m.ivf.nlist,
         m.ivf.pq_m,
         m.ivf.train_rows if m.index == "ivf" else 0,
+        m.max_in_flight,
     )
 
 

@@ -30,6 +30,7 @@ def shard_array_parts(
     nlist: int | None = None,
     pq_m: int | None = None,
     train_rows: int = 0,
+    in_flight: int = 1,
 ) -> dict[str, int]:
     """Bytes per part of one shard actor's arrays at its peak (host memory, CPU search).
 
@@ -40,10 +41,12 @@ def shard_array_parts(
         block_size: query rows per block (`mining.block_size`).
         k: neighbours per query.
         nlist, pq_m, train_rows: `mining.ivf` (nlist None: the default for shard_rows).
+        in_flight: query blocks outstanding at once (`mining.max_in_flight`): Ray maps each queued call's block from
+            the object store into the actor, and those shared pages count in its RSS.
     Returns:
         keys: the shard's float32 vectors; key_rows: their int64 row numbers, twice while the per-piece lists are
-        joined; read: one decoded Parquet batch, its float32 copy and the read buffer; query_block: the block
-        mapped from the object store; topk: the block's (k+1)-wide results, their sort order and the returned copy;
+        joined; read: one decoded Parquet batch, its float32 copy and the read buffer; query_block: in_flight + 1
+        blocks mapped from the object store; topk: the block's (k+1)-wide results, their sort order and the returned copy;
         runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own working memory;
         ivf_index / ivf_train / ivf_probe (ivf only): the index (vectors or PQ codes plus int64 ids, centroids), the
         training sample copied out of the keys, the block's coarse distances to every list.
@@ -52,7 +55,7 @@ def shard_array_parts(
         "keys": F32 * shard_rows * dim,
         "key_rows": 2 * I64 * shard_rows,
         "read": 2 * F32 * READ_BATCH_ROWS * dim + I64 * READ_BATCH_ROWS + READ_BUFFER_BYTES,
-        "query_block": F32 * block_size * dim,
+        "query_block": (in_flight + 1) * F32 * block_size * dim,
         "topk": 3 * (F32 + I64) * block_size * (k + 1),
         "runtime": RUNTIME_BYTES,
     }
