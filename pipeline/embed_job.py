@@ -273,6 +273,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
+    # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
+    commit.check_available(out, cfg.output.overwrite, resumable=True)
     settings, identity = init_ray_while(
         cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
     )
