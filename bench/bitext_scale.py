@@ -106,6 +106,76 @@ def score(root: Path, rows: int) -> dict:
     }
 
 
+def read_side(root: Path, name: str) -> np.ndarray:
+    """(rows, dim) float32 vectors of a side's embedding dataset, in row order."""
+    parts = []
+    for path in sorted((root / f"emb_{name}").glob("part-*.parquet")):
+        column = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+        parts.append(column.flatten().to_numpy().reshape(len(column), -1))
+    return np.concatenate(parts)
+
+
+def recall(root: Path, sample: int, shards: int, k: int, nprobes: list[int], threads: int) -> dict:
+    """IVF (the job's shard layout and defaults) against exact search for `sample` random source rows as queries
+    over the whole target side: recall@k, build and search seconds; exact by FAISS's flat scan, same threads."""
+    import faiss
+
+    from pipeline.bitext.ivf import IvfSearcher
+    from pipeline.bitext.knn import faiss_scan, merge_topk, shard_bounds
+    from pipeline.mine_config import IvfConfig
+
+    faiss.omp_set_num_threads(threads)
+    keys = read_side(root, "tgt")
+    queries = read_side(root, "src")
+    pick = np.sort(np.random.default_rng(1).choice(len(queries), sample, replace=False))
+    queries = np.ascontiguousarray(queries[pick])
+    perm = np.load(root / "perm.npy")
+    has_partner = pick < len(perm) // 2  # planted: source row i < rows // 2 translates target row perm[i]
+    partner = perm[np.where(has_partner, pick, 0)]
+    t0 = time.perf_counter()
+    _, exact = faiss_scan(queries, keys, k)
+    exact_s = time.perf_counter() - t0
+
+    def partner_found(found: np.ndarray) -> float:
+        return round(float((found == partner[:, None]).any(axis=1)[has_partner].mean()), 4)
+
+    cfg = IvfConfig()
+    t0 = time.perf_counter()
+    searchers = [
+        IvfSearcher(keys[a:b], np.arange(a, b), cfg.nlist, cfg.nprobe, None, cfg.train_rows, cfg.seed, threads)
+        for a, b in shard_bounds(len(keys), shards)
+    ]
+    build_s = time.perf_counter() - t0
+    out = {
+        "queries_sampled": sample,
+        "keys": len(keys),
+        "k": k,
+        "threads": threads,
+        "exact_search_seconds": round(exact_s, 2),
+        "ivf_build_seconds": round(build_s, 2),
+        "nlist_per_shard": searchers[0].nlist,
+        "exact_planted_partner_in_topk": partner_found(exact),
+        "ivf": [],
+    }
+    for nprobe in nprobes:
+        for s in searchers:
+            s.index.nprobe = min(nprobe, s.nlist)
+        t0 = time.perf_counter()
+        _, found = merge_topk([s.search(queries, k) for s in searchers], k)
+        search_s = time.perf_counter() - t0
+        hits = sum(len(set(a) & set(b)) for a, b in zip(exact.tolist(), found.tolist()))
+        out["ivf"].append(
+            {
+                "nprobe": nprobe,
+                f"recall@{k}": round(hits / (k * sample), 4),
+                "planted_partner_in_topk": partner_found(found),
+                "search_seconds": round(search_s, 2),
+                "speedup_vs_exact": round(exact_s / search_s, 1),
+            }
+        )
+    return out
+
+
 def run_child(args: list[str]) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bench.bitext_scale", *args], check=False, capture_output=True, text=True
@@ -128,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprobe", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here")
     parser.add_argument("--tmp", type=Path, default=None)
-    parser.add_argument("--child", choices=["generate", "mine"], default=None)
+    parser.add_argument("--recall-sample", type=int, default=0, help="also measure IVF vs exact on this many queries")
+    parser.add_argument("--nprobes", default="8,32,128", help="nprobe values for --recall-sample")
+    parser.add_argument("--child", choices=["generate", "mine", "recall"], default=None)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--mining", default="{}")
     args = parser.parse_args(argv)
@@ -137,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child == "mine":
         print(json.dumps(mine(args.root, json.loads(args.mining))))
+        return 0
+    if args.child == "recall":
+        nprobes = list(map(int, args.nprobes.split(",")))
+        print(json.dumps(recall(args.root, args.recall_sample, args.shards, 4, nprobes, threads=1)))
         return 0
     sizes = list(map(int, args.rows.split(",")))
     indexes = args.index.split(",") * (len(sizes) if "," not in args.index else 1)
@@ -170,10 +246,18 @@ def main(argv: list[str] | None = None) -> int:
                 "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
                 "actor_peak_rss_mb": summary["shards"]["actor_peak_rss_mb"],
                 "actor_base_rss_mb": summary["shards"]["actor_base_rss_mb"],
+                "actor_rss_over_base_mb": summary["shards"]["actor_rss_over_base_mb"],
                 "actor_array_bound_mb": round(summary["shards"]["max_actor_array_bytes"] / 2**20, 1),
+                "actor_bound_parts_mb": {
+                    part: round(n / 2**20, 1) for part, n in summary["shards"]["actor_array_bytes_by_part"].items()
+                },
                 "pairs_selected": summary["pairs_selected"],
                 **score(root, rows),
             }
+            if args.recall_sample:
+                child = ["--child", "recall", "--root", tmp, "--shards", str(args.shards), "--nprobes", args.nprobes]
+                child += ["--recall-sample", str(args.recall_sample)]
+                result["ivf_vs_exact_sample"] = json.loads(run_child(child).splitlines()[-1])
         print(json.dumps(result), flush=True)
         if args.out:
             with args.out.open("a") as f:

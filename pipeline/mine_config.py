@@ -120,8 +120,8 @@ class MiningConfig(Section):
     block_size: int = Field(
         4096,
         gt=0,
-        description="Query rows per streamed block and key rows per matmul tile: each actor's temporary memory is "
-        "block_size^2 floats (64 MB at 4096).",
+        description="Query rows per streamed block (and key rows per matmul tile on a GPU, where the tile is "
+        "block_size^2 floats: 64 MB at 4096). On CPU the exact search keeps no score matrix (FAISS scan).",
     )
     num_shards: int = Field(1, gt=0, description="Minimum number of shard actors holding the keys.")
     max_rows_per_shard: int = Field(

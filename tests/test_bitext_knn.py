@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from bitext_reference import brute_knn, random_unit
 
-from pipeline.bitext.knn import KnnResult, ShardSearcher, knn_search, merge_topk, shard_bounds
+from pipeline.bitext.knn import KnnResult, ShardSearcher, faiss_scan, knn_search, merge_topk, shard_bounds, torch_tiles
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_results_identical_across_block_sizes_and_shards(vectors):
     for block_size, shards in [(5, 2), (33, 7), (211, 1), (2, 211)]:
         other = knn_search(x, y, k=4, block_size=block_size, num_shards=shards)
         np.testing.assert_array_equal(other.indices, base.indices)
-        np.testing.assert_allclose(other.scores, base.scores, atol=1e-6)
+        np.testing.assert_array_equal(other.scores, base.scores)  # bit-identical: one dot product per pair
 
 
 def test_shard_searcher_tiles_keys_and_returns_global_indices(vectors):
@@ -83,3 +84,39 @@ def test_bad_input_is_rejected_with_the_side_named():
         knn_search(x, np.full((3, 8), np.nan, dtype=np.float32), k=2)
     with pytest.raises(ValueError, match="must be positive"):
         knn_search(x, x, k=0)
+
+
+def test_faiss_scan_equals_the_torch_tiles_it_replaced_and_brute_force():
+    rng = np.random.default_rng(5)
+    keys, queries = random_unit(rng, 300, 32), random_unit(rng, 99, 32)
+    ref_s, ref_i = brute_knn(queries, keys, 5)
+    got_s, got_i = faiss_scan(queries, keys, 5)
+    tile_s, tile_i = torch_tiles(queries, torch.from_numpy(keys.copy()), 5, key_block=64)
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(tile_i, got_i)
+    np.testing.assert_allclose(got_s, ref_s, atol=1e-6)
+    np.testing.assert_allclose(tile_s, got_s, atol=1e-6)
+
+
+def test_faiss_scan_breaks_ties_by_lower_key_row():
+    """Duplicate keys put ties at the k-th place: the lower key rows must win, as merge_topk orders them (FAISS's
+    heap alone keeps an arbitrary member of the tie)."""
+    rng = np.random.default_rng(3)
+    keys = random_unit(rng, 300, 32)
+    keys[200:230] = keys[10]  # 31 identical keys: k=5 cuts through the tie
+    queries = np.concatenate([keys[[10, 50]], random_unit(rng, 97, 32)])
+    ref_s, ref_i = brute_knn(queries, keys, 5)
+    got_s, got_i = faiss_scan(queries, keys, 5)
+    assert got_i[0].tolist() == [10, 200, 201, 202, 203]
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_allclose(got_s, ref_s, atol=1e-6)
+
+
+def test_faiss_scan_chunks_queries_without_changing_a_score(monkeypatch):
+    rng = np.random.default_rng(4)
+    keys, queries = random_unit(rng, 120, 16), random_unit(rng, 50, 16)
+    whole = faiss_scan(queries, keys, 3)
+    monkeypatch.setattr("pipeline.bitext.knn.SCAN_QUERIES", 7)  # 8 calls, the last one partial
+    chunked = faiss_scan(queries, keys, 3)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])

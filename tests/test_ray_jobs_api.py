@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -86,16 +88,71 @@ def wait_until_up(address: str, head: subprocess.Popen, timeout: float = 180) ->
             time.sleep(2)
 
 
-def submit_when_agent_ready(client, timeout: float = 120, **job) -> str:
-    """The dashboard answers before the node's job agent registers; Ray says so and asks to retry."""
+def submit_when_agent_ready(client, timeout: float = 180, **job) -> str:
+    """Submit, retrying what a busy or starting head answers: the dashboard answers before the node's job agent
+    registers ("No available agent"), and under load the working_dir upload or the submit itself can fail with a
+    5xx or a dropped connection. Anything else (a 4xx, a bad entrypoint) fails at once.
+
+    The submission id is fixed before the first try, so a retry after a submit that did reach the head returns that
+    job instead of starting a second one writing the same output.
+    """
+    job.setdefault("submission_id", f"rayembed-test-{uuid.uuid4().hex[:12]}")
     deadline = time.time() + timeout
     while True:
         try:
             return client.submit_job(**job)
-        except RuntimeError as err:
-            if "No available agent" not in str(err) or time.time() > deadline:
+        except (RuntimeError, OSError) as err:  # OSError: requests' and Ray's connection errors
+            transient = (
+                isinstance(err, OSError)
+                or "No available agent" in str(err)
+                or re.search(r"status code 5\d\d", str(err))
+            )
+            if not transient or time.time() > deadline:
                 raise
+            with contextlib.suppress(RuntimeError, OSError):
+                client.get_job_info(job["submission_id"])
+                return job["submission_id"]  # the failed call had submitted it after all
             time.sleep(2)
+
+
+class FlakyHead:
+    """A JobSubmissionClient stand-in answering like a loaded head: the upload fails with a 500, then the submit
+    reaches the head but the connection drops before the answer, then the id is known to the head."""
+
+    def __init__(self):
+        self.calls, self.jobs = [], set()
+
+    def submit_job(self, submission_id, **job):
+        self.calls.append(submission_id)
+        if len(self.calls) == 1:
+            raise RuntimeError("Request failed with status code 500: Failed to upload package.")
+        self.jobs.add(submission_id)
+        raise ConnectionError("Connection aborted.")
+
+    def get_job_info(self, submission_id):
+        if submission_id not in self.jobs:
+            raise RuntimeError(f"Request failed with status code 404: job {submission_id} does not exist.")
+        return {"submission_id": submission_id}
+
+
+def test_submit_retries_what_a_loaded_head_answers_and_never_submits_twice(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    head = FlakyHead()
+    job_id = submit_when_agent_ready(head, entrypoint="echo")
+    assert head.calls == [job_id, job_id] and head.jobs == {job_id}
+
+
+class BadRequestHead(FlakyHead):
+    def submit_job(self, submission_id, **job):
+        self.calls.append(submission_id)
+        raise RuntimeError("Request failed with status code 400: bad runtime_env.")
+
+
+def test_submit_does_not_retry_a_client_error():
+    head = BadRequestHead()
+    with pytest.raises(RuntimeError, match="status code 400"):
+        submit_when_agent_ready(head, entrypoint="echo")
+    assert len(head.calls) == 1
 
 
 def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import posixpath
-import resource
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ import pyarrow.fs as pafs
 from pipeline import commit
 from pipeline.bitext import prepare
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
-from pipeline.bitext.ivf import default_nlist
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
 from pipeline.bitext.report import counts_png, overview_png, threshold_grid
+from pipeline.bitext.shard_memory import peak_rss_mb, shard_array_parts
 from pipeline.bitext.sides import SideError
 from pipeline.bitext.store import StoreRef, store_mean
 from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
@@ -292,14 +291,20 @@ def search_all(cfg, stores, pairs, means, work_uri, ex) -> dict[str, Any]:
             direction = name.split(":")[0]
             for store, _, _ in job.queries:
                 files[where[(job.keys.name, direction, store.name)]] = result["files"][store.name]
-        peak, base = peak_rss(shards, ex)
+        peak, base, over = peak_rss(shards, ex)
     finally:
         if not isinstance(ex, LocalExecutor):
             import ray
 
             for actor in shards:
                 ray.kill(actor)
-    return {"files": files, "shards": counts, "actor_peak_rss_mb": peak, "actor_base_rss_mb": base}
+    return {
+        "files": files,
+        "shards": counts,
+        "actor_peak_rss_mb": peak,
+        "actor_base_rss_mb": base,
+        "actor_rss_over_base_mb": over,
+    }
 
 
 class ResourceError(UserError, RuntimeError):
@@ -320,22 +325,25 @@ def check_cpus(shards: int, cpus_per_shard: float, cpus_per_io_task: float) -> N
         )
 
 
-def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
-    """Upper bound of one shard actor's arrays for a key store of `rows` rows.
-
-    exact: its keys, one query block, one (block x block) tile and the running top-k.
-    ivf: the keys while the index is built, then the index (vectors or PQ codes plus 8-byte ids per key, the
-    centroids) and, per query block, the block, its distances to the centroids and the top-k.
-    """
+def actor_memory_parts(cfg: MineConfig, rows: int, dim: int) -> dict[str, int]:
+    """Bytes per part of one shard actor's arrays for a key store of `rows` rows (see `shard_memory`)."""
     m = cfg.mining
     shard_rows = -(-rows // shard_count(rows, m.num_shards, m.max_rows_per_shard))
-    block = m.block_size
-    topk = 12 * block * 2 * m.k
-    if m.index == "ivf":
-        nlist = min(m.ivf.nlist or default_nlist(shard_rows), shard_rows)
-        per_key = (m.ivf.pq_m or 4 * dim) + 8
-        return 4 * shard_rows * dim + shard_rows * per_key + 4 * nlist * dim + 4 * block * (dim + nlist) + topk
-    return 4 * (shard_rows * dim + block * dim + block * min(block, shard_rows)) + topk
+    return shard_array_parts(
+        m.index,
+        shard_rows,
+        dim,
+        m.block_size,
+        m.k,
+        m.ivf.nlist,
+        m.ivf.pq_m,
+        m.ivf.train_rows if m.index == "ivf" else 0,
+    )
+
+
+def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
+    """Upper bound of one shard actor's arrays (host memory, over its process base) for a key store of `rows` rows."""
+    return sum(actor_memory_parts(cfg, rows, dim).values())
 
 
 def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str, pairs_dir: str, ex) -> dict[str, Any]:
@@ -473,6 +481,8 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
         "actor_base_rss_mb": knn["actor_base_rss_mb"],
         "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
+        "actor_array_bytes_by_part": actor_memory_parts(cfg, largest, dim),
+        "actor_rss_over_base_mb": knn["actor_rss_over_base_mb"],
     }
     remove_work(out)
     if cfg.multi_pair:
@@ -480,7 +490,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     else:
         summary = write_single(cfg, out, results[0], sides, dim, shards, seconds)
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
-    summary["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    summary["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
     commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
     log.info("mined %d pairs of languages -> %s", len(results), out.uri)
     return summary

@@ -1,7 +1,8 @@
-"""Exact k-nearest-neighbour search by inner product, in blocks, over key shards. Pure torch/numpy: no Ray.
+"""Exact k-nearest-neighbour search by inner product, in blocks, over key shards. Pure FAISS/torch/numpy: no Ray.
 
-Why blocked: the full n x m similarity matrix of two 10M-row corpora is 400 TB; a (block_size x shard_rows) tile is
-what one matmul needs, and only the running top-k (n x k) is ever kept. Why shards: the same code serves one process
+Why blocked: the full n x m similarity matrix of two 10M-row corpora is 400 TB; on CPU FAISS's exhaustive scan keeps
+only a heap of k per query (no score matrix at all), on a GPU one (block x key_block) matmul tile is alive at a time,
+and only the running top-k (n x k) is ever kept. Why shards: the same code serves one process
 (all shards in a loop) and a Ray job (one shard per actor, see `mining_actor`), so both give the same neighbours.
 
 Vectors are expected L2-normalized, so inner product = cosine.
@@ -61,12 +62,17 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
 class ShardSearcher:
     """Holds one contiguous shard of the keys (rows offset..offset+len) and answers top-k queries against it.
 
+    On CPU the search is FAISS's exhaustive inner-product scan (`faiss.knn`, the `IndexFlatIP` kernel): one SIMD
+    dot product per (query, key), a per-query heap of k, no score matrix. Queries go in chunks below FAISS's
+    `distance_compute_blas_threshold`, so FAISS always takes that per-pair path and a score does not depend on how
+    queries were blocked or keys sharded (its BLAS path would tile differently per call shape). On a GPU the shard
+    is scanned in (B x key_block) torch matmul tiles.
+
     Args:
-        keys: (rows, dim) float32 L2-normalized shard.
+        keys: (rows, dim) float32 L2-normalized shard; kept as given (no copy) when already float32, C-contiguous.
         offset: global row number of the shard's first key, so returned indices are global.
-        device: torch device for the matmul ("cuda" when the actor got a GPU).
-        key_block: keys per matmul tile; with a query block of B rows, one tile is B x key_block floats, so the
-            temporary memory is bounded by config and not by the shard size.
+        device: "cpu" (FAISS) or a torch device such as "cuda" (matmul tiles).
+        key_block: keys per matmul tile on a GPU; with a query block of B rows, one tile is B x key_block floats.
         rows: (m_s,) global row number of each key when the shard is not one contiguous range (then `offset` is
             ignored): results name keys by these numbers.
     """
@@ -81,9 +87,12 @@ class ShardSearcher:
     ):
         if key_block <= 0:
             raise ValueError(f"key_block must be positive, got {key_block}")
-        # A shard from Ray's object store is a read-only view; torch needs its own (writable) copy of it.
-        keys = np.require(keys, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-        self.keys = torch.from_numpy(keys).to(device)  # (m_s, d)
+        keys = np.require(keys, dtype=np.float32, requirements=["C_CONTIGUOUS"])  # (m_s, d)
+        if device == "cpu":
+            self.keys = keys
+        else:
+            # A shard from Ray's object store is a read-only view; torch needs its own (writable) copy of it.
+            self.keys = torch.from_numpy(np.require(keys, requirements=["WRITEABLE"])).to(device)
         self.offset = offset
         self.row_numbers = None if rows is None else np.asarray(rows, dtype=np.int64)  # (m_s,) global rows
         self.device = device
@@ -93,24 +102,78 @@ class ShardSearcher:
     def rows(self) -> int:
         return int(self.keys.shape[0])
 
-    @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-min(k, rows) keys of this shard for each query: (B, k') scores and global indices."""
-        queries = np.require(queries, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-        q = torch.from_numpy(queries).to(self.device)  # (B, d)
-        best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=self.device)
-        best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=self.device)
-        for start in range(0, self.rows, self.key_block):
-            tile = q @ self.keys[start : start + self.key_block].T  # (B, kb)
-            s, i = torch.topk(tile, min(k, tile.shape[1]), dim=1)  # (B, k')
-            best_s = torch.cat([best_s, s], dim=1)
-            best_i = torch.cat([best_i, i + start], dim=1)
-            if best_s.shape[1] > k:  # keep only the running top-k: memory stays (B, 2k)
-                best_s, pos = torch.topk(best_s, k, dim=1)
-                best_i = torch.gather(best_i, 1, pos)
+        """Top-min(k, rows) keys of this shard for each query: (B, k') float32 scores and int64 global indices."""
+        k = min(k, self.rows)
+        queries = np.require(queries, dtype=np.float32, requirements=["C_CONTIGUOUS"])
+        if self.device == "cpu":
+            scores, idx = faiss_scan(queries, self.keys, k)
+        else:
+            scores, idx = torch_tiles(queries, self.keys, k, self.key_block)
         if self.row_numbers is not None:
-            return best_s.cpu().numpy(), self.row_numbers[best_i.cpu().numpy()]
-        return best_s.cpu().numpy(), best_i.cpu().numpy() + self.offset
+            return scores, self.row_numbers[idx]
+        return scores, idx + self.offset
+
+
+@torch.inference_mode()
+def torch_tiles(queries: np.ndarray, keys: torch.Tensor, k: int, key_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by (B x key_block) matmul tiles on the keys' device (the GPU path); (B, k) scores, positions.
+
+    Memory: one (B, key_block) tile plus the running (B, 2k) top-k on the device.
+    """
+    q = torch.from_numpy(np.require(queries, requirements=["WRITEABLE"])).to(keys.device)  # (B, d)
+    best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=keys.device)
+    best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=keys.device)
+    for start in range(0, keys.shape[0], key_block):
+        tile = q @ keys[start : start + key_block].T  # (B, kb)
+        s, i = torch.topk(tile, min(k, tile.shape[1]), dim=1)  # (B, k')
+        del tile  # freed before the next tile is allocated: one tile at a time
+        best_s = torch.cat([best_s, s], dim=1)
+        best_i = torch.cat([best_i, i + start], dim=1)
+        if best_s.shape[1] > k:  # keep only the running top-k: memory stays (B, 2k)
+            best_s, pos = torch.topk(best_s, k, dim=1)
+            best_i = torch.gather(best_i, 1, pos)
+    return best_s.cpu().numpy(), best_i.cpu().numpy()
+
+
+SCAN_QUERIES = 4096  # queries per faiss.knn call: below its BLAS threshold, and (4096, k) results at a time
+
+
+def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k keys of each query by inner product with FAISS's per-pair scan; (B, k) scores and positions.
+
+    Best first, ties ordered by ascending key position, as `merge_topk` orders them. FAISS's own order among equal
+    scores is not that, so each query asks for k+1: when the (k+1)-th equals the k-th score (duplicate keys), that
+    query is searched again with a wider k until the tie is inside the result. Every score comes from the same
+    per-pair kernel, so it does not depend on the chunking. Uses the threads set by `faiss.omp_set_num_threads`;
+    memory is the results and one heap per thread, no score matrix.
+    """
+    rows = keys.shape[0]
+    wide = min(k + 1, rows)
+    scores, idx = faiss_chunks(queries, keys, wide)
+    tied = np.flatnonzero(scores[:, -1] == scores[:, k - 1]) if wide > k else []
+    width = wide
+    while len(tied) and width < rows:  # rare: queries with equal scores at the k-th place (duplicate keys)
+        width = min(2 * width, rows)
+        s, i = faiss_chunks(queries[tied], keys, width)  # (t, width)
+        order = np.lexsort((i, -s), axis=1)[:, :wide]
+        scores[tied], idx[tied] = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+        tied = tied[s[:, -1] == s[:, k - 1]]  # the tie still reaches the widest result: widen again
+    order = np.lexsort((idx, -scores), axis=1)[:, :k]  # last key is primary: score desc, then position asc
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def faiss_chunks(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss.knn by inner product over query chunks below FAISS's BLAS threshold (its per-pair SIMD path)."""
+    import faiss
+
+    chunk = max(1, min(SCAN_QUERIES, faiss.cvar.distance_compute_blas_threshold - 1))
+    scores = np.empty((queries.shape[0], k), dtype=np.float32)
+    idx = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], chunk):
+        stop = min(start + chunk, queries.shape[0])
+        scores[start:stop], idx[start:stop] = faiss.knn(queries[start:stop], keys, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return scores, idx
 
 
 def shard_bounds(rows: int, num_shards: int) -> list[tuple[int, int]]:
@@ -130,13 +193,13 @@ def knn_search(
     num_shards: int = 1,
     device: str = "cpu",
 ) -> KnnResult:
-    """Exact top-k keys of every query by inner product, never holding more than a block x key_block tile.
+    """Exact top-k keys of every query by inner product, block by block (memory: one query block and its top-k).
 
     Args:
         queries: (n, d) L2-normalized.
         keys: (m, d) L2-normalized.
         k: neighbours per query; clipped to m (a side smaller than k has only m neighbours).
-        block_size: queries per block; also the key tile width, so peak temporary memory is block_size^2 floats.
+        block_size: queries per block; also the key tile width on a GPU (a block_size^2 float tile there).
         num_shards: key shards searched one after another (the in-process twin of one shard per Ray actor).
         device: torch device.
     """

@@ -3,7 +3,8 @@
 The actor is a thin shell over `ShardSearcher` (pure torch), so the distributed search returns exactly what
 `knn_search` returns in-process; only placement and streaming live here.
 
-Memory: an actor holds its shard (rows x dim float32) plus one query block and one (block x block) tile, so it is
+Memory: an actor holds its shard (rows x dim float32) plus one query block and its top-k (and, on a GPU, one
+(block x block) matmul tile), so it is
 bounded by `mining.max_rows_per_shard` and `mining.block_size`, not by the corpus. The driver keeps at most
 `max_in_flight` query blocks (and their per-shard top-k) outstanding.
 """
@@ -11,15 +12,16 @@ bounded by `mining.max_rows_per_shard` and `mining.block_size`, not by the corpu
 from __future__ import annotations
 
 import logging
-import resource
 from collections import deque
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import ray
 import torch
 
 from pipeline.bitext.knn import KnnResult, ShardSearcher, check_embeddings, merge_topk, shard_bounds
+from pipeline.bitext.shard_memory import peak_rss_mb
 from pipeline.embed_job import resolve_gpus
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class ShardActor:
     def __init__(self, keys: np.ndarray, offset: int, key_block: int, cpus: float):
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         torch.set_num_threads(max(int(cpus), 1))  # the actor's CPU reservation, not the node's core count
+        faiss.omp_set_num_threads(max(int(cpus), 1))
         self.searcher = ShardSearcher(keys, offset, device, key_block)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +54,7 @@ class ShardActor:
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of this actor's process (Python, torch and Ray included), to check the bound."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak_rss_mb()
 
 
 def shard_count(rows: int, num_shards: int, max_rows_per_shard: int) -> int:

@@ -100,28 +100,83 @@ def list_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return values.reshape(len(arr), dim)
 
 
-def read_piece(piece: Piece, storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
+READ_BATCH_ROWS = 8192  # rows decoded at a time when reading a piece: the read's memory, whatever the file's size
+READ_BUFFER_BYTES = 1 << 20  # buffered column-chunk reads: pages stream instead of a whole row group in memory
+
+
+def read_piece(
+    piece: Piece, storage: StorageConfig, dim: int, mean: np.ndarray | None = None, out: np.ndarray | None = None
+) -> tuple:
     """Row numbers (p,) int64 and vectors (p, dim) float32 of a piece, optionally centred and re-normalized.
+
+    Only the row groups that hold the piece are read, page by page and batch by batch, into one (p, dim) array: the
+    memory of a read is the result plus one batch of READ_BATCH_ROWS rows, not the file.
 
     Args:
         mean: (dim,) language mean to subtract (mining.center); None leaves the stored unit vectors as they are.
+        out: (p, dim) float32 array to fill (a slice of a shard's keys), so a shard is never held twice.
+    Raises:
+        ValueError: the file has fewer rows than the piece names.
     """
     loc = resolve(piece.uri, storage)
-    table = pq.read_table(loc.path, filesystem=loc.fs, columns=[ROW, EMBEDDING]).slice(piece.start, len(piece))
-    rows = table.column(ROW).to_numpy()
-    vectors = list_matrix(table.column(EMBEDDING), dim)
-    if mean is not None:
-        vectors = vectors - mean.astype(np.float32)
+    vectors = np.empty((len(piece), dim), np.float32) if out is None else out
+    with loc.fs.open_input_file(loc.path) as handle:
+        rows, filled = read_rows(handle, piece.start, piece.stop, dim, vectors)
+    if filled != len(piece):
+        raise ValueError(f"{piece.uri}: rows {piece.start}..{piece.stop} asked, the file has {filled} of them")
+    if mean is not None:  # in place: no second copy of the shard
+        vectors -= mean.astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
-    return rows.astype(np.int64), np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors /= np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
+    return rows, vectors
+
+
+def read_rows(source, start: int, stop: int, dim: int, out: np.ndarray) -> tuple[np.ndarray, int]:
+    """Fill out[: stop - start] with the vectors at file positions [start, stop) of a vector file.
+
+    Returns:
+        (rows read) int64 row numbers and how many rows the file had in that range.
+    """
+    # pre_buffer off and a read buffer: column chunks stream page by page instead of being read whole
+    pfile = pq.ParquetFile(source, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+    groups, first, pos = [], None, 0  # the row groups overlapping [start, stop), the file position of the first
+    for g in range(pfile.metadata.num_row_groups):
+        n = pfile.metadata.row_group(g).num_rows
+        if pos < stop and pos + n > start:
+            groups.append(g)
+            first = pos if first is None else first
+        pos += n
+    rows = np.empty(stop - start, np.int64)
+    pos, filled = first or 0, 0
+    for batch in pfile.iter_batches(READ_BATCH_ROWS, groups, [ROW, EMBEDDING], use_threads=False):
+        a, b = max(start - pos, 0), min(stop - pos, batch.num_rows)
+        if b > a:
+            rows[filled : filled + b - a] = batch.column(ROW).slice(a, b - a).to_numpy()
+            out[filled : filled + b - a] = list_matrix(batch.column(EMBEDDING).slice(a, b - a), dim)
+            filled += b - a
+        pos += batch.num_rows
+        if pos >= stop:
+            break
+    return rows[:filled], filled
+
+
+def warm_reader(dim: int = 8) -> None:
+    """Run the vector-file reader once on a 2-row in-memory file: loads the Parquet code and Arrow's thread pools,
+    so that a process measuring its base memory afterwards counts them as base, not as the arrays it reads later."""
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(2 * dim, np.float32)), dim)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({ROW: pa.array([0, 1], pa.int64()), EMBEDDING: flat}), sink)
+    read_rows(pa.BufferReader(sink.getvalue()), 0, 2, dim, np.empty((2, dim), np.float32))
 
 
 def read_pieces(pieces: list[Piece], storage: StorageConfig, dim: int, mean: np.ndarray | None = None) -> tuple:
-    parts = [read_piece(p, storage, dim, mean) for p in pieces]
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    """(rows, vectors) of several pieces, read one after another into one preallocated (sum p, dim) array."""
+    vectors = np.empty((sum(len(p) for p in pieces), dim), np.float32)
+    rows, at = [], 0
+    for p in pieces:
+        rows.append(read_piece(p, storage, dim, mean, out=vectors[at : at + len(p)])[0])
+        at += len(p)
+    return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), vectors
 
 
 def store_mean(store: StoreRef, storage: StorageConfig) -> np.ndarray:
