@@ -79,6 +79,14 @@ def test_human_summary_of_an_embed_run():
     assert "output: s3://b/out" in text and "rejects (with reasons): s3://b/out/_rejects" in text
 
 
+def test_human_summary_of_a_reembed_run():
+    """The re-embed summary has no rows_in/tokens_per_second: its rows and speed come from its own keys."""
+    summary = {"output": "/o", "rows_embedded": 300, "rows_reused": 20, "rows_rejected": 1, "rows_dropped": 2}
+    text = human_summary({**summary, "rows_total": 323, "tokens": 11399, "wall_seconds": 56.2})
+    assert text.splitlines()[0] == "done: 300 rows embedded, 20 reused, 1 rejected, 2 dropped; 323 in this version"
+    assert "11,399 tokens in 56.2 s (203 tokens/s)" in text
+
+
 @pytest.mark.slow
 def test_embed_run_output(tiny_models, tmp_path):
     """A whole `python -m jobs.embed` in its own process: what a user sees on stderr."""
