@@ -43,6 +43,32 @@ def is_committed(out: Location) -> bool:
     return out.fs.get_file_info(out.join(MARKER).path).type == pafs.FileType.File
 
 
+HINT = "set output.overwrite=true to replace it or choose another output.uri"
+
+
+def check_available(out: Location, overwrite: bool, resumable: bool) -> dict[str, Any] | None:
+    """The refusals of `begin` that need no fingerprint: a marker HEAD, a small GET and a listing, so a job makes
+    them before it starts Ray or resolves its model. Returns the recorded run (`_run/fingerprint.json`) when
+    `resumable` and one exists, else None; nothing is checked with `overwrite`.
+
+    Raises:
+        OutputExistsError: without overwrite, `out` holds a finished run, or files that no resumable run recorded.
+    """
+    if overwrite:
+        return None
+    if is_committed(out):
+        raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {HINT}")
+    recorded = get_json(out.join(FINGERPRINT)) if resumable else None
+    if recorded is None:
+        existing = list_tree(out, temp_files=True)
+        if existing:
+            raise OutputExistsError(
+                f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
+                f"run recorded; {HINT}"
+            )
+    return recorded
+
+
 def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] | None = None) -> bool:
     """Claim `out` for a run; returns True when an unfinished run of the same fingerprint is resumed.
 
@@ -54,31 +80,21 @@ def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] 
 
     Raises:
         OutputExistsError: without overwrite, `out` holds a finished run, a run of another fingerprint (the
-            message names each differing field) or files no resumable run recorded.
+            message names each differing field) or files no resumable run recorded (check_available).
     """
     if overwrite:
         clear(out)
-    else:
-        hint = "set output.overwrite=true to replace it or choose another output.uri"
-        if is_committed(out):
-            raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {hint}")
-        recorded = get_json(out.join(FINGERPRINT)) if fingerprint is not None else None
-        if recorded is not None:
-            diffs = differences(recorded["fingerprint"], fingerprint)
-            if diffs:
-                raise OutputExistsError(
-                    f"output {out.uri} holds an unfinished {recorded.get('job', 'run')} of another configuration, "
-                    f"so it cannot be resumed: {'; '.join(diffs)}. Run again with the recorded configuration to "
-                    f"resume, or {hint}"
-                )
-            log.info("resuming the unfinished run in %s", out.uri)
-            return True
-        existing = list_tree(out, temp_files=True)
-        if existing:
+    recorded = check_available(out, overwrite, resumable=fingerprint is not None)
+    if recorded is not None:
+        diffs = differences(recorded["fingerprint"], fingerprint)
+        if diffs:
             raise OutputExistsError(
-                f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
-                f"run recorded; {hint}"
+                f"output {out.uri} holds an unfinished {recorded.get('job', 'run')} of another configuration, "
+                f"so it cannot be resumed: {'; '.join(diffs)}. Run again with the recorded configuration to "
+                f"resume, or {HINT}"
             )
+        log.info("resuming the unfinished run in %s", out.uri)
+        return True
     if fingerprint is not None:
         put_json({"job": job, "started_at": time.time(), "fingerprint": fingerprint}, out.join(FINGERPRINT))
     return False

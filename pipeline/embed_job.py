@@ -26,6 +26,7 @@ from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
+from pipeline.errors import UserError
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.kept_columns import decide
@@ -57,12 +58,31 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class RayStartError(UserError, RuntimeError):
+    """Ray cannot start in this process for want of a place to write (its token, its session files)."""
+
+
 def init_ray(compute: ComputeConfig) -> None:
-    """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process."""
+    """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
+
+    Raises:
+        RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message).
+    """
     if not ray.is_initialized():
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": compute.dashboard} if in_process else {}
-        ray.init(address=compute.ray_address, log_to_driver=True, **options)
+        try:
+            ray.init(address=compute.ray_address, log_to_driver=True, **options)
+        except OSError as err:
+            if not in_process:
+                raise
+            # Ray >= 2.60 with token authentication (its default) saves a new token to ~/.ray/auth_token here
+            raise RayStartError(
+                f"cannot start Ray in this process: {type(err).__name__}: {err}. Ray writes a new authentication "
+                "token to ~/.ray/auth_token when none is given and its session files under RAY_TMPDIR (default "
+                "/tmp/ray): make them writable, give a token with RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN), or set "
+                "RAY_AUTH_MODE=disabled for a run on this machine alone"
+            ) from err
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     configure_retries(ray.data.DataContext.get_current(), compute)
 
@@ -273,6 +293,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
+    # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
+    commit.check_available(out, cfg.output.overwrite, resumable=True)
     settings, identity = init_ray_while(
         cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
     )

@@ -41,16 +41,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_cache(path: Path) -> dict[str, str]:
+    """The cache's {stat key: sha256} entries; {} where it is missing, unreadable or of another shape."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {k: v for k, v in loaded.items() if isinstance(v, str)}
+
+
 class FileHashes:
     """`hashes.sha256(path)`: the file's sha256, from the cache when its stat key is unchanged; `save()` records the
     entries used since loading next to the others, dropping those of the same paths with an older stat key."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or cache_path()
-        try:
-            self.known: dict[str, str] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.known = {}
+        self.known = read_cache(self.path)
         self.used: dict[str, str] = {}
 
     def sha256(self, path: Path) -> str:

@@ -100,9 +100,17 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     warn_remote_code(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except Exception as err:
+        # a broken file raises KeyError, ValueError, OSError or the Rust tokenizers' plain Exception, depending on
+        # which file and how: re-raised naming the model, the cause chained
+        raise ModelLoadError(
+            f"cannot load the tokenizer of model {cfg.name_or_path}: {type(err).__name__}: {err}; check its "
+            "tokenizer.json, tokenizer_config.json and config.json (a local directory as save_pretrained writes it)"
+        ) from err
     if cfg.padding_side != "auto":
         tokenizer.padding_side = cfg.padding_side
     if tokenizer.pad_token_id is None:

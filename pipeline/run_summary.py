@@ -29,9 +29,16 @@ def human_summary(summary: dict[str, Any]) -> str:
         if summary.get("rows_chunked"):
             rows += f", {_n(summary['rows_chunked'])} split into {_n(summary.get('chunks_produced', 0))} chunks"
         lines.append(rows)
+    elif "rows_total" in summary:  # the re-embed job: rows of this run, then of the version it published
+        counts = ", ".join(f"{_n(summary.get(f'rows_{k}', 0))} {k}" for k in ("reused", "rejected", "dropped"))
+        lines.append(
+            f"{_n(summary.get('rows_embedded', 0))} rows embedded, {counts}; {_n(summary['rows_total'])} in this version"
+        )
     if "tokens" in summary:
-        speed = f"{_n(summary['tokens'])} tokens in {summary.get('wall_seconds', 0):.1f} s"
-        speed += f" ({summary.get('tokens_per_second', 0):,.0f} tokens/s"
+        wall = summary.get("wall_seconds", 0)
+        speed = f"{_n(summary['tokens'])} tokens in {wall:.1f} s"
+        per_second = summary.get("tokens_per_second", summary["tokens"] / wall if wall else 0)
+        speed += f" ({per_second:,.0f} tokens/s"
         if "padding_efficiency" in summary:
             speed += f", padding efficiency {summary['padding_efficiency']:.1%}"
         lines.append(speed + ")")

@@ -121,7 +121,8 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 headers = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
                 length = resp.getheader("Content-Length") if self.command == "HEAD" else None
                 if kind == "truncate":
-                    self._reply(resp.status, headers, data[: len(data) // 2], str(len(data)))
+                    # HEAD has no body to cut: its Content-Length stays the object's size
+                    self._reply(resp.status, headers, data[: len(data) // 2], length or str(len(data)))
                     self._reset()
                     return
                 self._reply(resp.status, headers, data, length)

@@ -274,6 +274,27 @@ def test_model_that_cannot_serve_fails_before_ray(tiny_models, tmp_path, pooling
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("tokenizer.json", '{"version": "1.0", "trunc'),  # cut short: JSONDecodeError
+        ("tokenizer.json", '{"version": "1.0"}'),  # valid JSON, not a tokenizer: KeyError
+        ("tokenizer_config.json", "{"),
+        ("config.json", '{"hidden'),
+    ],
+)
+def test_broken_model_files_fail_naming_the_model(tiny_models, tmp_path, name, content):
+    """A model directory whose tokenizer or config files do not load: one ModelLoadError naming the model, not the
+    loader's traceback (the driver resolves the model while Ray starts, pipeline.model_loading)."""
+    from pipeline.config import ModelConfig
+    from pipeline.model_loading import resolve_model_settings
+
+    model = model_copy(tmp_path, tiny_models["bert"], without_weights=False)
+    (model / name).write_text(content)
+    with pytest.raises(ModelLoadError, match=rf"cannot load the tokenizer of model {model}: \w+"):
+        resolve_model_settings(ModelConfig(name_or_path=str(model)))
+
+
 # --- issue 15: real corpora never kill a run ------------------------------------------------------------------------
 
 

@@ -189,11 +189,21 @@ def test_missing_text_column_lists_columns(ray_session, tiny_models, tmp_path):
         run_embed(cfg)
 
 
-def test_existing_output_is_not_mixed(tiny_models, tmp_path):
+@pytest.mark.parametrize(
+    ("existing", "message"),
+    [("part-old.parquet", "1 files .*part-old.parquet"), ("_SUCCESS", "already holds a finished run")],
+)
+def test_existing_output_is_refused_before_ray_starts(tiny_models, tmp_path, monkeypatch, existing, message):
+    """Foreign files or a finished run are refused from the listing alone: no Ray start-up, no model resolution."""
     (tmp_path / "emb").mkdir()
-    (tmp_path / "emb" / "part-old.parquet").write_bytes(b"x")
+    (tmp_path / "emb" / existing).write_bytes(b"x")
     cfg = config(tiny_models["qwen3"], str(SAMPLE), str(tmp_path / "emb"), "jsonl")
-    with pytest.raises(FileExistsError, match="output.overwrite=true"):
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray started before the output was checked")
+
+    monkeypatch.setattr("pipeline.embed_job.init_ray_while", started)
+    with pytest.raises(FileExistsError, match=f"{message}.*output.overwrite=true"):
         run_embed(cfg)
 
 

@@ -70,3 +70,14 @@ def test_an_unwritable_cache_only_costs_rereading(model_dir, tmp_path, monkeypat
     first = hash_directory(model_dir)
     reads.clear()
     assert hash_directory(model_dir) == first and len(reads) == 3
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"x"', '{"k": 1}', "{broken"])
+def test_a_cache_that_is_not_a_table_of_hashes_is_ignored(model_dir, tmp_path, reads, content):
+    """A cache file of another shape (hand-edited, another tool's, truncated) costs a re-read, not the run."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / file_hashes.CACHE_NAME).write_text(content)
+    first = hash_directory(model_dir)
+    assert len(reads) == 3
+    reads.clear()
+    assert hash_directory(model_dir) == first and reads == []  # and the cache was rewritten in shape

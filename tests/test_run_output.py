@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,6 +79,14 @@ def test_human_summary_of_an_embed_run():
     assert "output: s3://b/out" in text and "rejects (with reasons): s3://b/out/_rejects" in text
 
 
+def test_human_summary_of_a_reembed_run():
+    """The re-embed summary has no rows_in/tokens_per_second: its rows and speed come from its own keys."""
+    summary = {"output": "/o", "rows_embedded": 300, "rows_reused": 20, "rows_rejected": 1, "rows_dropped": 2}
+    text = human_summary({**summary, "rows_total": 323, "tokens": 11399, "wall_seconds": 56.2})
+    assert text.splitlines()[0] == "done: 300 rows embedded, 20 reused, 1 rejected, 2 dropped; 323 in this version"
+    assert "11,399 tokens in 56.2 s (203 tokens/s)" in text
+
+
 @pytest.mark.slow
 def test_embed_run_output(tiny_models, tmp_path):
     """A whole `python -m jobs.embed` in its own process: what a user sees on stderr."""
@@ -105,3 +115,34 @@ def test_embed_run_output(tiny_models, tmp_path):
     assert "progress: 60 / 60 rows (100%), 1 / 1 files" in run.stderr
     assert "done: 60 rows in: 60 embedded, 0 rejected" in run.stderr and f"output: {out}" in run.stderr
     assert "pooling mean" in run.stderr  # model.pooling auto -> the encoder default, shown and recorded
+
+
+@pytest.mark.slow
+def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
+    """With token authentication on, an in-process Ray saves a new token to ~/.ray/auth_token as it starts: a HOME it
+    cannot write (a read-only container, a missing home directory) is one `error:` line naming the ways out and exit
+    1, not Ray's traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # HOME below a file: not writable, even for root
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"input: {{uri: {SAMPLE}, format: jsonl}}\noutput: {{uri: {tmp_path / 'emb'}}}\n"
+        f"model: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
+    )
+    keep = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    with tempfile.TemporaryDirectory(prefix="rt-", dir="/tmp") as ray_tmp:  # no shared /tmp/ray/ray_current_cluster
+        env = {**keep, "HOME": str(blocker / "home"), "RAY_AUTH_MODE": "token", "RAY_TMPDIR": ray_tmp}
+        run = subprocess.run(
+            [sys.executable, "-m", "jobs.embed", "--config", str(config)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, run.stderr[-3000:]
+    assert "auth_token" in errors[0] and "RAY_AUTH_TOKEN_PATH" in errors[0] and "RAY_AUTH_MODE=disabled" in errors[0]
