@@ -295,7 +295,12 @@ def render(raw: dict) -> str:
         f"Measured {raw['date']} on {m['cpu']}, {m['cores']} cores"
         + (" (AVX-512 BF16)" if m["avx512_bf16"] else "")
         + f", torch {m['torch']}; load average up to {busy:.1f} during the run"
-        + (" (a busy, shared machine: wall times are stretched on both sides)." if busy > m["cores"] else "."),
+        # the run itself keeps about `cores` threads busy: only load well above that is someone else's
+        + (
+            " (a busy, shared machine: wall times are stretched on both sides)."
+            if busy > 1.5 * m["cores"]
+            else " (the benchmark's own processes: a quiet machine)."
+        ),
         f"Command: `{raw['command']}`",
         "",
         (
