@@ -87,6 +87,12 @@ def test_human_summary_of_a_reembed_run():
     assert "11,399 tokens in 56.2 s (203 tokens/s)" in text
 
 
+def embed_cli(config, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m jobs.embed --config CONFIG` as a user runs it, from the repository root; output captured."""
+    cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
 @pytest.mark.slow
 def test_embed_run_output(tiny_models, tmp_path):
     """A whole `python -m jobs.embed` in its own process: what a user sees on stderr."""
@@ -100,14 +106,7 @@ def test_embed_run_output(tiny_models, tmp_path):
         f"model: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
         "batching: {max_tokens_per_batch: 1024, rows_per_block: 32}\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "jobs.embed", "--config", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    run = embed_cli(config)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["rows_embedded"] == 60
     assert "core_worker.cc" not in run.stderr  # Ray's E ... line about actor constructor arguments is absorbed
@@ -132,15 +131,7 @@ def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
     keep = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
     with tempfile.TemporaryDirectory(prefix="rt-", dir="/tmp") as ray_tmp:  # no shared /tmp/ray/ray_current_cluster
         env = {**keep, "HOME": str(blocker / "home"), "RAY_AUTH_MODE": "token", "RAY_TMPDIR": ray_tmp}
-        run = subprocess.run(
-            [sys.executable, "-m", "jobs.embed", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        run = embed_cli(config, env)
     assert run.returncode == 1, run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
