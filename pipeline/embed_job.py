@@ -11,9 +11,9 @@ import dataclasses
 import logging
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -93,11 +93,25 @@ def init_ray_while(compute: ComputeConfig, work: Callable[[], T]) -> T:
     For the driver's model resolution (tokenizer and config loads, the weights' content hash: seconds each), which
     would otherwise wait for Ray's start-up or make it wait. Ray starts even when `work` then fails; the cheap
     checks that name a wrong model or input (check_model, the listing) run before this.
+
+    The thread is a daemon: Ctrl-C (or Ray failing to start) ends the job at once instead of waiting for the hash
+    of a large model directory to finish.
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="driver-work") as pool:
-        pending = pool.submit(work)
-        init_ray(compute)
-        return pending.result()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except Exception as err:  # noqa: BLE001 -- handed to the main thread, which raises it
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="driver-work", daemon=True)
+    thread.start()
+    init_ray(compute)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def embed_stages(

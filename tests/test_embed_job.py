@@ -232,3 +232,38 @@ def test_unchecked_duplicate_ids_skip_the_prepass(ray_session, tiny_models, tmp_
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (3, 3, 0)
     assert sorted(pq.read_table(tmp_path / "emb").column("id").to_pylist()) == ["same", "same", "x"]
+
+
+def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_it(monkeypatch):
+    """The driver's model resolution runs beside Ray's start-up: its value or its own error comes back; when Ray's
+    start fails (or Ctrl-C arrives) the job does not wait for the work (a large model's hash) to finish."""
+    import threading
+    import time
+
+    from pipeline import embed_job
+    from pipeline.config import ComputeConfig
+
+    started = []
+    monkeypatch.setattr(embed_job, "init_ray", lambda compute: started.append(threading.current_thread()))
+    assert embed_job.init_ray_while(ComputeConfig(), lambda: 42) == 42
+    assert started == [threading.main_thread()]  # Ray starts in the main thread (its signal handlers need it)
+
+    broken = ValueError("tokenizer.json is cut")
+
+    def fails():
+        raise broken
+
+    with pytest.raises(ValueError) as caught:
+        embed_job.init_ray_while(ComputeConfig(), fails)
+    assert caught.value is broken
+
+    def ray_fails(compute):
+        raise RuntimeError("ray did not start")
+
+    monkeypatch.setattr(embed_job, "init_ray", ray_fails)
+    release = threading.Event()
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="ray did not start"):
+        embed_job.init_ray_while(ComputeConfig(), lambda: release.wait(60))
+    assert time.perf_counter() - start < 5
+    release.set()
