@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -59,18 +60,54 @@ T = TypeVar("T")
 
 
 class RayStartError(UserError, RuntimeError):
-    """Ray cannot start in this process for want of a place to write (its token, its session files)."""
+    """Ray cannot start in this process for want of a place to write (its token, its session files), or the cluster
+    address given answers nothing."""
+
+
+# How long a cluster address may refuse connections before the job gives up (a head that is still starting).
+RAY_CONNECT_SECONDS = 30.0
+
+
+def check_reachable(address: str, key: str, seconds: float | None = None) -> None:
+    """Fail fast on a Ray address nothing listens at: `ray.init` itself retries such an address without end.
+
+    `address` is `host:port` or `ray://host:port`; "auto"/"local" and addresses without a port are left to Ray.
+
+    Raises:
+        RayStartError: no TCP connection to the address within `seconds` (RAY_CONNECT_SECONDS); names `key`.
+    """
+    if "://" in address and not address.startswith("ray://"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    deadline = time.monotonic() + (RAY_CONNECT_SECONDS if seconds is None else seconds)
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise RayStartError(
+                    f"cannot reach the Ray cluster at {address} ({key}): {err}. Check the address and that the head "
+                    "is running, or unset compute.ray_address and RAY_ADDRESS to start Ray in this process"
+                ) from err
+            time.sleep(1.0)
 
 
 def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
 
     Raises:
-        RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message).
+        RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message), or
+            nothing answers at the cluster address (check_reachable).
     """
     if not ray.is_initialized():
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": compute.dashboard} if in_process else {}
+        if not in_process:
+            key = "compute.ray_address" if compute.ray_address else "RAY_ADDRESS"
+            check_reachable(compute.ray_address or os.environ["RAY_ADDRESS"], key)
         try:
             ray.init(address=compute.ray_address, log_to_driver=True, **options)
         except OSError as err:

@@ -267,3 +267,31 @@ def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_
         embed_job.init_ray_while(ComputeConfig(), lambda: release.wait(60))
     assert time.perf_counter() - start < 5
     release.set()
+
+
+def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypatch):
+    """ray.init retries an address nobody listens at without end (minutes of GCS warnings): one error instead."""
+    import socket
+    import time
+
+    from pipeline import embed_job
+    from pipeline.config import ComputeConfig
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again below: nothing listens there
+    monkeypatch.setattr(embed_job, "RAY_CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(embed_job.ray, "is_initialized", lambda: False)
+    start = time.perf_counter()
+    with pytest.raises(embed_job.RayStartError, match=rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port} "):
+        embed_job.init_ray(ComputeConfig(ray_address=f"127.0.0.1:{port}"))
+    assert time.perf_counter() - start < 10
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    with pytest.raises(embed_job.RayStartError, match=r"\(RAY_ADDRESS\)"):
+        embed_job.init_ray(ComputeConfig())
+    with socket.socket() as listening:  # a head that answers: no error, Ray takes over
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        embed_job.check_reachable(f"127.0.0.1:{listening.getsockname()[1]}", "compute.ray_address", seconds=0)
+    for left_to_ray in ("auto", "local", "http://127.0.0.1:8265"):
+        embed_job.check_reachable(left_to_ray, "compute.ray_address", seconds=0)
