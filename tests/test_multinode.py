@@ -77,7 +77,7 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_model
         while (status := str(client.get_job_status(job))) not in TERMINAL:
             assert time.time() < deadline, client.get_job_logs(job)[-3000:]
             hosts |= embed_actor_nodes(address) & workers.keys()
-            if lost is None and hosts and any(out.glob("*.parquet")):
+            if lost is None and len(hosts) == 2 and any(out.glob("*.parquet")):
                 # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
                 # in flight (Ray Data keeps several per actor).
                 lost = min(hosts)
@@ -88,7 +88,9 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_model
         logs = client.get_job_logs(job)
     assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
     assert status == "SUCCEEDED", logs[-4000:]
-    assert len(hosts) == 3  # two embedding actors on two worker nodes, then the lost one's on the third
+    # Two embedding actors on two worker nodes when one was lost. Its replacement (on the third node) is not awaited:
+    # when the surviving actor finishes the remaining blocks first, Ray Data completes without it.
+    assert lost in hosts and len(hosts) >= 2
     got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
     assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
     summary = json.loads((out / "_summary.json").read_text())
