@@ -137,3 +137,13 @@ def test_wallclock_report_states_the_ratio_machine_and_regenerates_marked_sectio
     doc.write_text("a\n<!-- wallclock:start -->\nold\n<!-- wallclock:end -->\nb\n")
     replace_marked(doc, "new\n")
     assert doc.read_text() == "a\n<!-- wallclock:start -->\nnew\n<!-- wallclock:end -->\nb\n"
+
+
+@pytest.mark.slow
+def test_omp_wait_benchmark_runs_both_policies(tiny_models, capsys):
+    """bench.omp_wait at tiny size: each policy in its own process, one table with both and their ratio."""
+    from bench.omp_wait import main
+
+    main(["--docs", "12", "--model", str(tiny_models["bert"])])
+    out = capsys.readouterr().out
+    assert "| PASSIVE |" in out and "| default |" in out and "default / PASSIVE wall:" in out
