@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -81,3 +82,16 @@ def record_figure(what: str, **figures) -> None:
 def corpus_bytes(rows: list[dict]) -> bytes:
     """JSONL bytes of {id, text} records: the multi-file corpora of the fault and resume suites."""
     return b"".join(json.dumps({"id": r["id"], "text": r["text"]}).encode() + b"\n" for r in rows)
+
+
+def write_corpus(root: Path, files: dict[str, list[dict]]) -> Path:
+    """{file name: records} as JSONL files (corpus_bytes) under `root`; returns `root`."""
+    for name, rows in files.items():
+        (root / name).write_bytes(corpus_bytes(rows))
+    return root
+
+
+def put_corpus(client, bucket: str, files: dict[str, list[dict]], prefix: str = "corpus") -> None:
+    """The same files as write_corpus, as S3 objects `<prefix>/<name>` of `bucket`."""
+    for name, rows in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=corpus_bytes(rows))

@@ -23,10 +23,11 @@ from faulty_actors import faulty, use
 from robustness_helpers import (
     assert_same_vectors,
     check_counts,
-    corpus_bytes,
     make_config,
+    put_corpus,
     record_figure,
     vectors_by_id,
+    write_corpus,
 )
 from s3_fault_proxy import FaultProxy, FaultRule
 
@@ -41,10 +42,7 @@ SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id"}
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for name, rows in FILES.items():
-        (root / name).write_bytes(corpus_bytes(rows))
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"), FILES)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +131,7 @@ def test_enormous_row_finishes(ray_session, tiny_models, tmp_path, policy):
 @pytest.fixture
 def s3_corpus(s3_bucket):
     client, bucket = s3_bucket
-    for name, rows in FILES.items():
-        client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=corpus_bytes(rows))
+    put_corpus(client, bucket, FILES)
     return client, bucket
 
 

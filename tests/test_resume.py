@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import SAMPLE
 from faulty_actors import faulty, use
-from robustness_helpers import corpus_bytes, make_config, read_run, vectors_by_id
+from robustness_helpers import make_config, put_corpus, read_run, vectors_by_id, write_corpus
 
 from jobs.embed import main as embed_main
 from pipeline.embed_job import run_embed
@@ -48,10 +48,7 @@ job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for name, rows in FILES.items():
-        (root / name).write_bytes(corpus_bytes(rows))
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"), FILES)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +126,7 @@ def test_killed_driver_resumes_on_s3_through_a_killed_actor(
     ray_session, tiny_models, corpus, clean, tmp_path, s3_bucket, s3_server, monkeypatch
 ):
     client, bucket = s3_bucket
-    for name, rows in FILES.items():
-        client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=corpus_bytes(rows))
+    put_corpus(client, bucket, FILES)
     uri = f"s3://{bucket}/emb"
     gcs = ray_session.get_runtime_context().gcs_address
     cfg = make_config(
