@@ -66,6 +66,19 @@ def faulty(faults: dict[str, str | None], state_dir: Path, **params) -> type:
     return Faulty
 
 
+def first_write_then_stall(state_dir: Path, seconds: float = 600.0):
+    """A `write_block` whose first call (across all processes) writes at once and every later call first sleeps
+    `seconds`: the run has output on disk and cannot finish while a test acts on it (no race with a fast run)."""
+    from pipeline.writing import write_block
+
+    def write_first_then_stall(block, out, cfg, metadata):
+        if not once(state_dir / "first_write"):
+            time.sleep(seconds)
+        return write_block(block, out, cfg, metadata)
+
+    return write_first_then_stall
+
+
 class DeviceMemoryLimit(torch.nn.Module):
     """Wraps the real model; a forward pass over more than `capacity_tokens` padded tokens raises CUDA-style OOM.
 

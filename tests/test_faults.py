@@ -231,13 +231,16 @@ from pathlib import Path
 from pipeline.config import EmbedConfig
 from ray import cloudpickle
 cloudpickle.register_pickle_by_value(faulty_actors)
-job.EmbedActor = faulty_actors.faulty({{"slow": None}}, Path({state!r}), seconds=1.0)
+job.write_block = faulty_actors.first_write_then_stall(Path({state!r}))
 job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
 """
 
 
 def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, corpus, tmp_path):
-    """SIGKILL the driver once output files appear: every visible file is a whole Parquet file, none is marked done."""
+    """SIGKILL the driver once output files appear: every visible file is a whole Parquet file, none is marked done.
+
+    The first write task writes at once and every later one stalls, so the run is still going when the first file
+    appears (with a merely slow actor, a fast start-up could finish the run before the test saw a file)."""
     state = tmp_path / "state"
     state.mkdir()
     out = tmp_path / "emb"
