@@ -4,8 +4,10 @@
 
 Real: multilingual-e5-small vectors of SIB-200 (the first `--real-langs` of its 20 languages, 1,004 sentences each,
 cached by bench/sib200_data.py): keys are every second language, queries up to 2,000 sentences of the other
-languages, as in mining (cross-lingual neighbours). Tatoeba: the cached e5 vectors of `python -m bench.tatoeba` (`--tatoeba-cache`): keys are the English sides of
-every cached language, queries 2,000 of the other sides' sentences. Synthetic: the planted-pair vectors of bench/bitext_scale.py (keys: the target side, queries: 2,000
+languages, as in mining (cross-lingual neighbours). Tatoeba: the cached e5 vectors of `python -m bench.tatoeba`
+(`--tatoeba-cache`): keys are the English sides of every cached language, queries 2,000 of the other sides'
+sentences. Embeddings datasets (`--keys-uri`, `--queries-uri`, e.g. the two sides `bench.tatoeba_one_run --keep`
+embedded through the job): keys are every vector of one, queries a sample of the other's. Synthetic: the planted-pair vectors of bench/bitext_scale.py (keys: the target side, queries: 2,000
 source rows). For each nprobe, recall@k = |IVF top-k ∩ exact top-k| / k, averaged over queries; times are wall-clock
 on this machine for building the index (train + add) and for searching the query sample, next to the exact search
 (`ShardSearcher`, the same blocked matmul the job uses) of the same queries in the same run, both float32.
@@ -88,6 +90,18 @@ def tatoeba_vectors(cache_dir: Path, queries: int, seed: int) -> tuple[np.ndarra
     return keys.astype(np.float32), pool[pick].astype(np.float32)
 
 
+def dataset_vectors(keys_uri: str, queries_uri: str, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys: every vector of one embed-job dataset; queries: a seeded sample of another's (both unit length)."""
+    from pipeline.bitext.sides import read_embeddings
+    from pipeline.clustering.vectors import normalize_rows
+    from pipeline.config import StorageConfig
+
+    keys = normalize_rows(read_embeddings(keys_uri, StorageConfig())[1], None)[0]
+    pool = normalize_rows(read_embeddings(queries_uri, StorageConfig())[1], None)[0]
+    pick = np.random.default_rng(seed).choice(len(pool), min(queries, len(pool)), replace=False)
+    return keys.astype(np.float32), pool[pick].astype(np.float32)
+
+
 def synthetic_vectors(rows: int, dim: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
     from bench.bitext_scale import planted
 
@@ -111,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", action="store_true", help="SIB-200 e5 vectors (needs ../shared/data and .models)")
     parser.add_argument("--real-langs", type=int, default=20, help="first N SIB-200 languages (sorted by code)")
     parser.add_argument("--tatoeba-cache", type=Path, default=None, help="bench/tatoeba.py's embedding cache")
+    parser.add_argument("--keys-uri", default=None, help="an embed-job dataset: the keys (e.g. English side)")
+    parser.add_argument("--queries-uri", default=None, help="an embed-job dataset the queries are sampled from")
+    parser.add_argument("--name", default="embeddings", help="label of --keys-uri/--queries-uri in the table")
     parser.add_argument("--synthetic-rows", type=int, default=0)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=2000)
@@ -129,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         langs = ",".join(sorted(f.stem for f in args.tatoeba_cache.glob("*.npz")))
         pq = [m for m in pq_ms if 384 % m == 0]
         results += evaluate(f"Tatoeba e5-small ({langs} -> eng)", keys, queries, args.k, pq, args.threads)
+    if args.keys_uri:
+        keys, queries = dataset_vectors(args.keys_uri, args.queries_uri or args.keys_uri, args.queries, 0)
+        pq = [m for m in pq_ms if keys.shape[1] % m == 0]
+        results += evaluate(args.name, keys, queries, args.k, pq, args.threads)
     if args.synthetic_rows:
         keys, queries = synthetic_vectors(args.synthetic_rows, args.dim, args.queries)
         pq = [m for m in pq_ms if args.dim % m == 0]

@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 "dim": args.dim,
                 "index": index,
+                **({"nprobe": args.nprobe or "default (max(32, nlist / 8))"} if index == "ivf" else {}),
                 "shards": summary["shards"]["forward"],
                 "block_size": args.block_size,
                 "generate_seconds": round(generated, 1),
