@@ -16,6 +16,7 @@ on this machine for building the index (train + add) and for searching the query
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bitext.ivf import IvfSearcher, default_nlist
+from pipeline.bitext.ivf import IvfSearcher
 from pipeline.bitext.knn import ShardSearcher
 
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -34,31 +35,56 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx.tolist(), exact.tolist())]))
 
 
-def evaluate(name: str, keys: np.ndarray, queries: np.ndarray, k: int, pq_ms: list[int], threads: int) -> list[dict]:
-    rows = np.arange(len(keys))
+class ShardedIvf:
+    """The job's layout: keys cut into `shards` contiguous shards, one IVF index each (default nlist per shard),
+    every shard searched and the top-k merged by score, as the mining job merges its shard actors' answers."""
+
+    def __init__(self, keys: np.ndarray, shards: int, pq_m: int | None, threads: int):
+        bounds = np.linspace(0, len(keys), shards + 1).astype(int)
+        self.parts = [
+            IvfSearcher(keys[a:b], np.arange(a, b), None, None, pq_m, 100_000, 0, threads)
+            for a, b in itertools.pairwise(bounds)
+        ]
+        self.nlist = self.parts[0].nlist
+        self.default_nprobe = self.parts[0].index.nprobe
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int) -> np.ndarray:
+        found = []
+        for part in self.parts:
+            part.index.nprobe = min(nprobe, part.nlist)
+            found.append(part.search(queries, k))
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        rows = np.concatenate([r for _, r in found], axis=1)
+        return np.take_along_axis(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k], axis=1)
+
+
+def evaluate(
+    name: str, keys: np.ndarray, queries: np.ndarray, k: int, pq_ms: list[int], threads: int, shards: int = 1
+) -> list[dict]:
     t = time.perf_counter()
     exact = ShardSearcher(keys, 0, "cpu", 8192).search(queries, k)[1]
     exact_s = time.perf_counter() - t
     results = []
     for pq_m in [None, *pq_ms]:
         t = time.perf_counter()
-        index = IvfSearcher(keys, rows, None, 1, pq_m, 100_000, 0, threads)
+        index = ShardedIvf(keys, shards, pq_m, threads)
         build_s = time.perf_counter() - t
-        for nprobe in NPROBES:
+        for nprobe in sorted({*NPROBES, index.default_nprobe}):
             if nprobe > index.nlist:
                 continue
-            index.index.nprobe = nprobe
             t = time.perf_counter()
-            got = index.search(queries, k)[1]
+            got = index.search(queries, k, nprobe)
             search_s = time.perf_counter() - t
             results.append(
                 {
                     "data": name,
                     "keys": len(keys),
                     "dim": keys.shape[1],
+                    "shards": shards,
                     "index": "IVF-Flat" if pq_m is None else f"IVF-PQ{pq_m}",
                     "nlist": index.nlist,
                     "nprobe": nprobe,
+                    "default_nprobe": nprobe == index.default_nprobe,
                     f"recall@{k}": round(recall(got, exact), 4),
                     "build_s": round(build_s, 2),
                     "search_s": round(search_s, 3),
@@ -110,11 +136,15 @@ def synthetic_vectors(rows: int, dim: int, queries: int) -> tuple[np.ndarray, np
 
 
 def table(results: list[dict], k: int) -> str:
-    head = f"| data | keys | dim | index | nlist | nprobe | recall@{k} | build s | search s | exact s | speed-up |"
-    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        f"| data | keys | dim | shards | index | nlist per shard | nprobe | recall@{k} | build s | search s | exact s "
+        "| speed-up |"
+    )
+    lines = [head, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        nprobe = f"**{r['nprobe']}** (default)" if r["default_nprobe"] else r["nprobe"]
         lines.append(
-            f"| {r['data']} | {r['keys']} | {r['dim']} | {r['index']} | {r['nlist']} | {r['nprobe']} | "
+            f"| {r['data']} | {r['keys']} | {r['dim']} | {r['shards']} | {r['index']} | {r['nlist']} | {nprobe} | "
             f"{r[f'recall@{k}']:.3f} | {r['build_s']} | {r['search_s']} | {r['exact_search_s']} | {r['speedup']}x |"
         )
     return "\n".join(lines)
@@ -134,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--pq-m", default="", help="comma-separated PQ sub-quantizer counts to try as well")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shards", default="1", help="comma-separated shard counts (the job's layout), e.g. 1,2")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     pq_ms = [int(m) for m in args.pq_m.split(",") if m]
@@ -149,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.keys_uri:
         keys, queries = dataset_vectors(args.keys_uri, args.queries_uri or args.keys_uri, args.queries, 0)
         pq = [m for m in pq_ms if keys.shape[1] % m == 0]
-        results += evaluate(args.name, keys, queries, args.k, pq, args.threads)
+        for shards in map(int, args.shards.split(",")):
+            results += evaluate(args.name, keys, queries, args.k, pq, args.threads, shards)
     if args.synthetic_rows:
         keys, queries = synthetic_vectors(args.synthetic_rows, args.dim, args.queries)
         pq = [m for m in pq_ms if args.dim % m == 0]
@@ -159,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(
             f"# IVF recall and speed vs exact\n\n`python -m bench.bitext_ivf {' '.join(argv or sys.argv[1:])}`; "
-            f"default nlist = 4*sqrt(keys) capped at keys/39 (here {default_nlist(len(keys))} for the last set).\n\n"
+            f"default nlist = 4*sqrt(keys per shard) capped at keys/39, default nprobe = max(32, nlist/8) (bold).\n\n"
             + text
             + "\n"
         )

@@ -25,7 +25,7 @@ def default_nprobe(nlist: int) -> int:
     """Lists a query visits by default: max(32, ceil(nlist / 8)), at most nlist.
 
     Recall against exact search depends on the share of lists visited, and a larger index needs a larger share
-    for the same recall on e5 vectors: recall@4 was 0.959 at 32 of 153 lists (6 k keys), but 0.906 at 32 of 648
+    for the same recall on e5 vectors: recall@4 was 0.959 at 32 of 153 lists (6 k keys), but 0.907 at 32 of 648
     lists per shard (52 k keys, 2 shards) and 0.967 at 81 (docs/bitext.md, bench/results/bitext_ivf_tatoeba*.md).
     Every measured layout reached recall@4 >= 0.95 with this rule.
     """
