@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-shard", type=float, default=0.5, help="leave CPUs for the feeding tasks")
     parser.add_argument("--threshold", type=float, default=1.1)
     parser.add_argument("--nprobe", type=int, default=None)
+    parser.add_argument("--max-in-flight", type=int, default=None, help="mining.max_in_flight (default: the job's)")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here")
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--recall-sample", type=int, default=0, help="also measure IVF vs exact on this many queries")
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.nprobe:
                 mining["ivf"] = {"nprobe": args.nprobe}
+            if args.max_in_flight:
+                mining["max_in_flight"] = args.max_in_flight
             summary = json.loads(
                 run_child(["--child", "mine", "--root", tmp, "--mining", json.dumps(mining)]).splitlines()[-1]
             )
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 **({"nprobe": args.nprobe or "default (max(32, nlist / 8))"} if index == "ivf" else {}),
                 "shards": summary["shards"]["forward"],
                 "block_size": args.block_size,
+                **({"max_in_flight": args.max_in_flight} if args.max_in_flight else {}),
                 "generate_seconds": round(generated, 1),
                 "seconds": summary["seconds"],
                 "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
