@@ -12,9 +12,17 @@ from __future__ import annotations
 import resource
 
 from pipeline.bitext.ivf import default_nlist
-from pipeline.bitext.store import READ_BATCH_ROWS, READ_BUFFER_BYTES
+from pipeline.bitext.store import READ_BUFFER_BYTES, read_batch_rows
 
 F32, I64 = 4, 8
+# Copies of one decoded batch alive at the read's peak: Parquet's decoded values, the Arrow array, the float32 view's
+# copy into the shard, and the blocks the allocator keeps between batches. Measured ~7 batches of transient memory
+# (86 MB at 8,192 x 384), counted 8.
+READ_BATCH_COPIES = 8
+# IVF add: FAISS appends each key's code to its list's std::vector, which grows by doubling; the freed smaller buffers
+# stay with the allocator. Measured 12 % of the codes over the counted arrays at 500k x 384 (2,828 lists), counted 25 %.
+IVF_LIST_SLACK = 0.25
+BLAS_TILE_BYTES = F32 * 4096 * 1024  # FAISS's exhaustive-search BLAS tile (query block x key block) while assigning
 # Working memory that is not an array of ours: Parquet page and decompression buffers, FAISS's and OpenMP's per-thread
 # state, malloc arenas. Measured at ~30 MB over the arrays for a 200k x 64 shard (tests/test_bitext_shard_memory.py
 # checks the whole bound), allowed 1.5x; a constant, not a share of the arrays: none of it grows with rows or blocks.
@@ -45,16 +53,17 @@ def shard_array_parts(
             the object store into the actor, and those shared pages count in its RSS.
     Returns:
         keys: the shard's float32 vectors; key_rows: their int64 row numbers, twice while the per-piece lists are
-        joined; read: one decoded Parquet batch, its float32 copy and the read buffer; query_block: in_flight + 1
+        joined; read: the copies of one decoded Parquet batch (READ_BATCH_BYTES of vectors) and the read buffer; query_block: in_flight + 1
         blocks mapped from the object store; topk: the block's (k+1)-wide results, their sort order and the returned copy;
         runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own working memory;
         ivf_index / ivf_train / ivf_probe (ivf only): the index (vectors or PQ codes plus int64 ids, centroids), the
-        training sample copied out of the keys, the block's coarse distances to every list.
+        training sample copied out of the keys, the block's coarse distances to every list; ivf_add: the keys' list
+        assignments, FAISS's BLAS tile and the lists' growth slack while the keys are added.
     """
     parts = {
         "keys": F32 * shard_rows * dim,
         "key_rows": 2 * I64 * shard_rows,
-        "read": 2 * F32 * READ_BATCH_ROWS * dim + I64 * READ_BATCH_ROWS + READ_BUFFER_BYTES,
+        "read": READ_BATCH_COPIES * F32 * read_batch_rows(dim) * dim + I64 * read_batch_rows(dim) + READ_BUFFER_BYTES,
         "query_block": (in_flight + 1) * F32 * block_size * dim,
         "topk": 3 * (F32 + I64) * block_size * (k + 1),
         "runtime": RUNTIME_BYTES,
@@ -65,6 +74,8 @@ def shard_array_parts(
         parts["ivf_index"] = shard_rows * per_key + F32 * lists * dim
         parts["ivf_train"] = F32 * min(train_rows, shard_rows) * dim
         parts["ivf_probe"] = F32 * block_size * lists
+        codes = shard_rows * (pq_m or F32 * dim)
+        parts["ivf_add"] = (I64 + F32) * shard_rows + BLAS_TILE_BYTES + int(IVF_LIST_SLACK * codes)
     return parts
 
 

@@ -100,7 +100,18 @@ def list_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return values.reshape(len(arr), dim)
 
 
-READ_BATCH_ROWS = 8192  # rows decoded at a time when reading a piece: the read's memory, whatever the file's size
+READ_BATCH_BYTES = 2 << 20  # float32 vectors decoded at a time when reading a piece: the read's memory, any file
+
+
+def read_batch_rows(dim: int) -> int:
+    """Rows per decoded batch of a vector file: READ_BATCH_BYTES of float32 vectors (8,192 rows at dim 64).
+
+    Sized in bytes, not rows: Arrow's decode holds several copies of a batch at its peak, so 8,192 rows at dim 384
+    cost 86 MB of transient memory in a shard actor against 12 MB at 2 MB batches (docs/bitext.md).
+    """
+    return max(1, READ_BATCH_BYTES // (4 * dim))
+
+
 READ_BUFFER_BYTES = 1 << 20  # buffered column-chunk reads: pages stream instead of a whole row group in memory
 
 
@@ -110,7 +121,7 @@ def read_piece(
     """Row numbers (p,) int64 and vectors (p, dim) float32 of a piece, optionally centred and re-normalized.
 
     Only the row groups that hold the piece are read, page by page and batch by batch, into one (p, dim) array: the
-    memory of a read is the result plus one batch of READ_BATCH_ROWS rows, not the file.
+    memory of a read is the result plus one batch of `read_batch_rows(dim)` rows, not the file.
 
     Args:
         mean: (dim,) language mean to subtract (mining.center); None leaves the stored unit vectors as they are.
@@ -148,7 +159,7 @@ def read_rows(source, start: int, stop: int, dim: int, out: np.ndarray) -> tuple
         pos += n
     rows = np.empty(stop - start, np.int64)
     pos, filled = first or 0, 0
-    for batch in pfile.iter_batches(READ_BATCH_ROWS, groups, [ROW, EMBEDDING], use_threads=False):
+    for batch in pfile.iter_batches(read_batch_rows(dim), groups, [ROW, EMBEDDING], use_threads=False):
         a, b = max(start - pos, 0), min(stop - pos, batch.num_rows)
         if b > a:
             rows[filled : filled + b - a] = batch.column(ROW).slice(a, b - a).to_numpy()
