@@ -147,3 +147,55 @@ def test_omp_wait_benchmark_runs_both_policies(tiny_models, capsys):
     main(["--docs", "12", "--model", str(tiny_models["bert"])])
     out = capsys.readouterr().out
     assert "| PASSIVE |" in out and "| default |" in out and "default / PASSIVE wall:" in out
+
+
+def write_unit_dataset(path: Path, rows: int, dim: int, seed: int) -> None:
+    """An embed-job-shaped dataset (id, embedding) of random unit vectors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    path.mkdir()
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim)
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(rows)], "embedding": flat}), path / "part-0.parquet")
+
+
+def test_ivf_benchmark_reads_embedding_datasets_and_evaluates_the_job_layout(tmp_path):
+    from bench import bitext_ivf
+
+    write_unit_dataset(tmp_path / "keys", 3000, 16, seed=0)
+    write_unit_dataset(tmp_path / "queries", 500, 16, seed=1)
+    out = tmp_path / "ivf.md"
+    args = ["--keys-uri", str(tmp_path / "keys"), "--queries-uri", str(tmp_path / "queries"), "--queries", "100"]
+    assert bitext_ivf.main([*args, "--shards", "1,2", "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "(default)" in text and "| 2 | IVF-Flat |" in text and "| 1 | IVF-Flat |" in text
+
+
+TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
+
+
+@pytest.mark.skipif(not TATOEBA.is_dir(), reason=f"Tatoeba data not found at {TATOEBA}")
+def test_tatoeba_one_run_mines_every_cached_language_in_one_job(tmp_path):
+    """Random vectors in the bench.tatoeba cache format: the four variants run and the table has every language."""
+    from bench import tatoeba_one_run
+    from bench.tatoeba import read_pair
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    for lang in ("afr", "deu"):
+        xs, _ = read_pair(TATOEBA, lang)
+        x, en = (rng.standard_normal((len(xs), 384)).astype(np.float32) for _ in range(2))
+        np.savez(cache / f"{lang}.npz", x=x, en=en)
+    out = tmp_path / "t.md"
+    assert tatoeba_one_run.main(["--cache-dir", str(cache), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| afr |" in text and "| deu |" in text and "**mean (2)**" in text
+    assert set(json.loads(out.with_suffix(".json").read_text())) == {
+        "ratio",
+        "ratio_centred",
+        "absolute",
+        "absolute_centred",
+    }
