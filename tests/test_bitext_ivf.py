@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.bitext.ivf import IvfSearcher, default_nlist, default_nprobe
+from pipeline.bitext.ivf import IvfSearcher, default_nlist, default_nprobe, gpu_faiss, gpu_number
 from pipeline.bitext.knn import ShardSearcher
 from pipeline.mine_config import IvfConfig
 
@@ -39,3 +39,16 @@ def test_default_nprobe_recalls_the_exact_top4():
     index.index.nprobe = 32  # the earlier fixed default: 32 of these 512 lists fall short of 0.95
     fixed = index.search(queries, 4)[1]
     assert np.mean([len(set(a) & set(e)) / 4 for a, e in zip(fixed.tolist(), exact.tolist())]) < 0.95
+
+
+def test_gpu_placement_needs_a_cuda_device_and_gpu_faiss():
+    import faiss
+
+    assert gpu_number("cuda") == 0 and gpu_number("cuda:1") == 1
+    assert not gpu_faiss("cpu")
+    has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    assert gpu_faiss("cuda") == has_gpu  # faiss-cpu (CI): the index stays on the CPU, and still answers
+    keys = clustered(2000, 16, 10, 0)
+    index = IvfSearcher(keys, np.arange(2000), None, None, None, 2000, device="cuda")
+    assert (index.gpu_resources is not None) == has_gpu
+    assert index.search(keys[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]

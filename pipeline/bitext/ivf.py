@@ -32,6 +32,18 @@ def default_nprobe(nlist: int) -> int:
     return min(nlist, max(MIN_NPROBE, math.ceil(nlist / PROBED_SHARE)))
 
 
+def gpu_faiss(device: str) -> bool:
+    """Whether an index for `device` can live on a GPU: a CUDA device and a FAISS built with GPU support."""
+    import faiss
+
+    return device.startswith("cuda") and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def gpu_number(device: str) -> int:
+    """The GPU ordinal of a torch device string: "cuda" -> 0, "cuda:1" -> 1."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
 class IvfSearcher:
     """A FAISS IVF index over one shard's keys, answering top-k with global row numbers.
 
@@ -44,6 +56,8 @@ class IvfSearcher:
         train_rows: keys sampled (seeded) to train the quantizer.
         seed: sample and k-means seed.
         threads: OpenMP threads FAISS may use (the actor's CPU reservation).
+        device: "cpu", or the actor's torch device ("cuda", "cuda:1"): the index is trained and filled on the CPU,
+            then copied to that GPU when FAISS was built with GPU support (faiss-gpu), else it stays on the CPU.
     """
 
     def __init__(
@@ -56,6 +70,7 @@ class IvfSearcher:
         train_rows: int,
         seed: int = 0,
         threads: int = 1,
+        device: str = "cpu",
     ):
         import faiss
 
@@ -75,6 +90,10 @@ class IvfSearcher:
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.add(np.ascontiguousarray(keys, dtype=np.float32))
         index.nprobe = min(nprobe or default_nprobe(nlist), nlist)
+        self.gpu_resources = None
+        if gpu_faiss(device):
+            self.gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self.gpu_resources, gpu_number(device), index)  # copies nprobe too
         self.index, self.quantizer = index, quantizer  # the index does not own the quantizer: keep it alive
         self.rows = np.asarray(rows, dtype=np.int64)
         self.nlist = nlist

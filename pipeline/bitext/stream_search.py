@@ -90,7 +90,7 @@ class StoreShard:
 
             ivf = plan.spec.ivf
             self.searcher = IvfSearcher(
-                keys, rows, ivf.nlist, ivf.nprobe, ivf.pq_m, ivf.train_rows, ivf.seed, plan.spec.threads
+                keys, rows, ivf.nlist, ivf.nprobe, ivf.pq_m, ivf.train_rows, ivf.seed, plan.spec.threads, self.device
             )
         else:
             import faiss
