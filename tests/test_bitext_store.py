@@ -23,7 +23,7 @@ def vector_file(tmp_path):
 @pytest.mark.parametrize("start,stop", [(0, 40), (5, 19), (13, 14), (35, 40), (7, 14)])
 def test_read_piece_reads_the_rows_of_any_slice(vector_file, start, stop, monkeypatch):
     uri, vectors = vector_file
-    monkeypatch.setattr("pipeline.bitext.store.READ_BATCH_ROWS", 3)  # batches smaller than a row group
+    monkeypatch.setattr("pipeline.bitext.store.READ_BATCH_BYTES", 3 * 4 * 6)  # 3-row batches, smaller than a row group
     rows, got = read_piece(Piece(uri, start, stop), StorageConfig(), 6)
     np.testing.assert_array_equal(rows, np.arange(100 + start, 100 + stop))
     np.testing.assert_array_equal(got, vectors[start:stop])
