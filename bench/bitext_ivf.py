@@ -16,7 +16,6 @@ on this machine for building the index (train + add) and for searching the query
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.bitext.ivf import IvfSearcher
-from pipeline.bitext.knn import ShardSearcher
+from pipeline.bitext.knn import ShardSearcher, merge_topk, shard_bounds
 
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -40,22 +39,17 @@ class ShardedIvf:
     every shard searched and the top-k merged by score, as the mining job merges its shard actors' answers."""
 
     def __init__(self, keys: np.ndarray, shards: int, pq_m: int | None, threads: int):
-        bounds = np.linspace(0, len(keys), shards + 1).astype(int)
         self.parts = [
             IvfSearcher(keys[a:b], np.arange(a, b), None, None, pq_m, 100_000, 0, threads)
-            for a, b in itertools.pairwise(bounds)
+            for a, b in shard_bounds(len(keys), shards)
         ]
         self.nlist = self.parts[0].nlist
         self.default_nprobe = self.parts[0].index.nprobe
 
     def search(self, queries: np.ndarray, k: int, nprobe: int) -> np.ndarray:
-        found = []
         for part in self.parts:
             part.index.nprobe = min(nprobe, part.nlist)
-            found.append(part.search(queries, k))
-        scores = np.concatenate([s for s, _ in found], axis=1)
-        rows = np.concatenate([r for _, r in found], axis=1)
-        return np.take_along_axis(rows, np.argsort(-scores, axis=1, kind="stable")[:, :k], axis=1)
+        return merge_topk([part.search(queries, k) for part in self.parts], k)[1]
 
 
 def evaluate(

@@ -120,6 +120,7 @@ def recall(root: Path, sample: int, shards: int, k: int, nprobes: list[int], thr
     over the whole target side: recall@k, build and search seconds; exact by FAISS's flat scan, same threads."""
     import faiss
 
+    from bench.bitext_ivf import recall as recall_at_k
     from pipeline.bitext.ivf import IvfSearcher
     from pipeline.bitext.knn import faiss_scan, merge_topk, shard_bounds
     from pipeline.mine_config import IvfConfig
@@ -163,11 +164,10 @@ def recall(root: Path, sample: int, shards: int, k: int, nprobes: list[int], thr
         t0 = time.perf_counter()
         _, found = merge_topk([s.search(queries, k) for s in searchers], k)
         search_s = time.perf_counter() - t0
-        hits = sum(len(set(a) & set(b)) for a, b in zip(exact.tolist(), found.tolist()))
         out["ivf"].append(
             {
                 "nprobe": nprobe,
-                f"recall@{k}": round(hits / (k * sample), 4),
+                f"recall@{k}": round(recall_at_k(found, exact), 4),
                 "planted_partner_in_topk": partner_found(found),
                 "search_seconds": round(search_s, 2),
                 "speedup_vs_exact": round(exact_s / search_s, 1),

@@ -51,14 +51,14 @@ def build(data_dir: Path, langs: list[str], root: Path) -> dict[str, dict[str, s
     return gold
 
 
-def cached_embeddings(data_dir: Path, cache_dir: Path, langs: list[str], root: Path) -> str:
-    """An embed-job-shaped dataset (id, embedding) at root/emb from bench.tatoeba's per-language cache."""
+def cached_embeddings(cache_dir: Path, gold: dict[str, dict[str, str]], root: Path) -> str:
+    """An embed-job-shaped dataset (id, embedding) at root/emb from bench.tatoeba's per-language cache, for the
+    corpus `build` wrote (`gold`: its languages and their row counts)."""
     ids, vectors = [], []
-    for lang in langs:
-        xs, _ = read_pair(data_dir, lang)
+    for lang, aligned in gold.items():
         cached = np.load(cache_dir / f"{lang}.npz")
-        assert len(cached["x"]) == len(xs), f"{lang}: cache and data differ"
-        for i in range(len(xs)):
+        assert len(cached["x"]) == len(aligned), f"{lang}: cache and data differ"
+        for i in range(len(aligned)):
             ids += [f"{lang}-{i}", f"{lang}-eng-{i}"]
         vectors += [v for pair in zip(cached["x"], cached["en"]) for v in pair]
     (root / "emb").mkdir()
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         gold = build(args.data, langs, root)
         if args.cache_dir:
-            embeddings = dict.fromkeys(("source", "target"), cached_embeddings(args.data, args.cache_dir, langs, root))
+            embeddings = dict.fromkeys(("source", "target"), cached_embeddings(args.cache_dir, gold, root))
         else:
             embeddings = {"source": None, "target": None}
         for margin in ("ratio", "absolute"):

@@ -53,17 +53,19 @@ def shard_array_parts(
             the object store into the actor, and those shared pages count in its RSS.
     Returns:
         keys: the shard's float32 vectors; key_rows: their int64 row numbers, twice while the per-piece lists are
-        joined; read: the copies of one decoded Parquet batch (READ_BATCH_BYTES of vectors) and the read buffer; query_block: in_flight + 1
-        blocks mapped from the object store; topk: the block's (k+1)-wide results, their sort order and the returned copy;
-        runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own working memory;
+        joined; read: the copies of one decoded Parquet batch (READ_BATCH_BYTES of vectors) and the read buffer;
+        query_block: in_flight + 1 blocks mapped from the object store; topk: the block's (k+1)-wide results, their
+        sort order and the returned copy; runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own
+        working memory;
         ivf_index / ivf_train / ivf_probe (ivf only): the index (vectors or PQ codes plus int64 ids, centroids), the
         training sample copied out of the keys, the block's coarse distances to every list; ivf_add: the keys' list
         assignments, FAISS's BLAS tile and the lists' growth slack while the keys are added.
     """
+    batch_rows = read_batch_rows(dim)
     parts = {
         "keys": F32 * shard_rows * dim,
         "key_rows": 2 * I64 * shard_rows,
-        "read": READ_BATCH_COPIES * F32 * read_batch_rows(dim) * dim + I64 * read_batch_rows(dim) + READ_BUFFER_BYTES,
+        "read": READ_BATCH_COPIES * F32 * batch_rows * dim + I64 * batch_rows + READ_BUFFER_BYTES,
         "query_block": (in_flight + 1) * F32 * block_size * dim,
         "topk": 3 * (F32 + I64) * block_size * (k + 1),
         "runtime": RUNTIME_BYTES,
