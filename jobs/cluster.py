@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from jobs.common import run_job
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering.job import run_cluster
+from pipeline.process_exit import exit_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,4 +19,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from jobs.common import run_job
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
+from pipeline.process_exit import exit_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,4 +15,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -5,11 +5,10 @@ Also runs as a Ray job: `ray job submit --working-dir . -- python -m jobs.mine_b
 
 from __future__ import annotations
 
-import sys
-
 from jobs.common import run_job
 from pipeline.bitext.job import run_mine
 from pipeline.mine_config import MineConfig
+from pipeline.process_exit import exit_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

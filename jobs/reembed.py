@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from jobs.common import run_job
+from pipeline.process_exit import exit_process
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
 from pipeline.reembed.lease import LeaseHeldError
@@ -31,4 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -169,5 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     return module.main(["--config", args.config, *[a for o in args.set for a in ("--set", o)]])
 
 
+def console_main() -> None:
+    """The `rayembed` command (pyproject's console script): main(), then the job process's quick exit."""
+    from pipeline.process_exit import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -1,0 +1,69 @@
+"""exit_process: the job processes' quick exit keeps the exit status and every line printed, and stops their Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
+def test_exit_keeps_the_status_and_flushes_stdout_stderr_and_logging(tmp_path):
+    done = run_python(
+        f"""
+        import logging, sys
+        from pipeline.process_exit import exit_process
+        logging.basicConfig(filename={str(tmp_path / "job.log")!r}, level=logging.INFO)
+        logging.getLogger("job").info("logged line")
+        sys.stdout.write("no newline on stdout")  # buffered: lost by a bare os._exit when stdout is a pipe
+        sys.stderr.write("no newline on stderr")
+        exit_process(3)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "no newline on stdout"
+    assert done.stderr.endswith("no newline on stderr")
+    assert "logged line" in (tmp_path / "job.log").read_text()
+    assert run_python("from pipeline.process_exit import exit_process; exit_process(None)", tmp_path).returncode == 0
+
+
+def test_exit_stops_the_ray_the_process_started(tmp_path):
+    done = run_python(
+        """
+        import ray, psutil
+        from pipeline.process_exit import exit_process
+        ray.init(num_cpus=1, include_dashboard=False)
+        print(*[p.pid for p in psutil.Process().children(recursive=True)])
+        exit_process(0)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    children = [int(pid) for pid in done.stdout.split()]
+    assert children, "Ray started no process"  # GCS, raylet, workers...
+    deadline = time.monotonic() + 20
+    while (alive := [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    assert not alive, f"Ray processes left running after exit_process: {alive}"
