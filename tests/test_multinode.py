@@ -65,7 +65,9 @@ def embed_actor_nodes(address: str) -> set[str]:
 def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_models, tmp_path):
     from ray.job_submission import JobSubmissionClient
 
-    ids = write_corpus(tmp_path / "corpus", files=16, copies=2)
+    # 1,280 rows in 32 files: long enough that both actors are up with blocks still queued even when one of them
+    # starts late on a loaded machine (at 640 rows the job once finished before the second actor was seen).
+    ids = write_corpus(tmp_path / "corpus", files=32, copies=4)
     out = tmp_path / "emb"
     # Three GPU nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
     # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
