@@ -14,20 +14,28 @@ def exit_process(code: int | None) -> NoReturn:
     For the `__main__` of the jobs and of `rayembed` only, once the job has returned: every file it wrote is closed
     and its summary printed. A library caller (tests, a notebook) calls `main()` and keeps its process.
 
-    What it skips, and why (measured in docs/performance.md, "Where the fixed cost went"): Ray's exit handler sleeps
+    What it skips, and why (measured in docs/performance.md, "The job's exit"): Ray's exit handler sleeps
     before stopping the Ray it started so that straggling worker log lines get printed, and the interpreter then
     tears down torch, transformers, pyarrow and Ray module by module; together seconds of a short job's wall time.
     Worker log lines that reach the driver after the job returned may be cut; they are in Ray's session logs.
 
-    `code`: the exit status (None is 0).
+    `code`: the exit status (None is 0). A failure to flush stdout or stderr is reported on file descriptor 2 and
+    turns a 0 into 120, as the interpreter's own exit does.
     """
     ray = sys.modules.get("ray")  # imported by every job that started or joined Ray; never imported here for nothing
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     logging.shutdown()
+    code = code or 0
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed or broken pipe: nothing left to save
-            pass
-    os._exit(code or 0)
+        except (OSError, ValueError) as err:
+            # What the interpreter's own exit does when the standard streams cannot be flushed (a full disk behind
+            # `> summary.json`, a reader that closed the pipe): say so and exit 120, never a silent 0.
+            code = code or 120
+            try:
+                os.write(2, f"error: could not write the job's {getattr(stream, 'name', 'output')}: {err}\n".encode())
+            except OSError:
+                pass
+    os._exit(code)

@@ -10,16 +10,19 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_python(code: str, tmp_path: Path, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as for a user: the final flush is what is tested
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         check=False,
-        capture_output=True,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=tmp_path,
@@ -45,6 +48,16 @@ def test_exit_keeps_the_status_and_flushes_stdout_stderr_and_logging(tmp_path):
     assert done.stderr.endswith("no newline on stderr")
     assert "logged line" in (tmp_path / "job.log").read_text()
     assert run_python("from pipeline.process_exit import exit_process; exit_process(None)", tmp_path).returncode == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to fail every write")
+def test_exit_reports_stdout_it_cannot_write_and_never_exits_0(tmp_path):
+    code = "import sys; from pipeline.process_exit import exit_process; print('summary'); exit_process({})"
+    with open("/dev/full", "w") as full:
+        done = run_python(code.format(0), tmp_path, stdout=full)  # a full disk behind `> summary.json`
+        assert done.returncode == 120  # as the interpreter's own exit on a failed flush
+        assert "error: could not write the job's <stdout>" in done.stderr
+        assert run_python(code.format(3), tmp_path, stdout=full).returncode == 3  # a failure keeps its own status
 
 
 def test_exit_stops_the_ray_the_process_started(tmp_path):
