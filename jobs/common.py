@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError
+from pipeline.process_exit import write_stdout
 from pipeline.run_summary import human_summary
 
 KEYS_HELP = """\
@@ -59,13 +60,15 @@ def run_job(
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.show_config:
-        print(render_config(cfg), end="")
+        write_stdout(render_config(cfg))  # a reader that stops early (`| head`) is no error
         return 0
     try:
         summary = run(cfg)
     except (UserError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(summary, indent=2))
+    # The run is done and committed: a reader of stdout that stops early (`| head -1`) cuts only this copy of the
+    # summary, which is also in the output's _summary.json; the human summary still goes to stderr.
+    write_stdout(json.dumps(summary, indent=2) + "\n")
     print(human_summary(summary), file=sys.stderr)
     return 0

@@ -65,8 +65,9 @@ def show_config(config: str, job: str | None, overrides: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"# effective configuration of `python -m jobs.{job}` from {config}")
-    print(render_config(cfg), end="")
+    from pipeline.process_exit import write_stdout
+
+    write_stdout(f"# effective configuration of `python -m jobs.{job}` from {config}\n" + render_config(cfg))
     return 0
 
 

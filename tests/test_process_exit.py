@@ -80,3 +80,27 @@ def test_exit_stops_the_ray_the_process_started(tmp_path):
     ):
         time.sleep(0.2)
     assert not alive, f"Ray processes left running after exit_process: {alive}"
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["jobs.embed", "--config", "configs/quickstart.yaml", "--show-config"],
+        ["pipeline.cli", "config", "show", "configs/quickstart.yaml"],
+    ],
+    ids=["jobs.embed --show-config", "rayembed config show"],
+)
+def test_a_reader_that_closes_stdout_early_is_no_error(command, unbuffered):
+    """`... | head -1`: the pipe closes before the first write; exit 0, no traceback, no 'could not write'."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before the child's imports are done, so every write meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "could not write" not in stderr, stderr
