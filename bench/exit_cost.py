@@ -24,18 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.wallclock import MODELS, POOLING, ROOT, load_average, machine
-
-
-def job_args(model_dir: Path, out: Path) -> list[str]:
-    pooling = POOLING.get(model_dir.name, "mean")
-    sets = [f"model.name_or_path={model_dir}", f"model.pooling={pooling}", "model.max_tokens=512", f"output.uri={out}"]
-    return ["--config", "configs/quickstart.yaml", *[a for s in sets for a in ("--set", s)]]
+from bench.wallclock import MODELS, ROOT, load_average, machine, quickstart_args
 
 
 def run_once(exit_kind: str, model_dir: Path, work: Path) -> dict:
     out = work / f"out-{exit_kind}"
-    args = job_args(model_dir, out)
+    args = quickstart_args(model_dir, out)
     if exit_kind == "quick":
         cmd = [sys.executable, "-m", "jobs.embed", *args]
     else:

@@ -230,25 +230,18 @@ def run_case(model: str, dtype: str, docs: int, max_tokens: int, seed: int, work
     }
 
 
+def quickstart_args(model_dir: str | Path, out: Path) -> list[str]:
+    """`python -m jobs.embed` arguments of the README quickstart with a local model (bench.exit_cost runs it too)."""
+    pooling = POOLING.get(Path(model_dir).name, "mean")
+    sets = [f"model.name_or_path={model_dir}", f"model.pooling={pooling}", "model.max_tokens=512", f"output.uri={out}"]
+    return ["--config", "configs/quickstart.yaml", *[a for s in sets for a in ("--set", s)]]
+
+
 def run_quickstart(model: str, work: Path) -> dict:
     model_dir = str(Path(model) if Path(model).is_dir() else MODELS / model)
     pooling = POOLING.get(Path(model_dir).name, "mean")
     out = work / "quickstart"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobs.embed",
-        "--config",
-        "configs/quickstart.yaml",
-        "--set",
-        f"model.name_or_path={model_dir}",
-        "--set",
-        f"model.pooling={pooling}",
-        "--set",
-        "model.max_tokens=512",
-        "--set",
-        f"output.uri={out}",
-    ]
+    cmd = [sys.executable, "-m", "jobs.embed", *quickstart_args(model_dir, out)]
     print("[quickstart] python -m jobs.embed --config configs/quickstart.yaml ...", flush=True)
     load_before = load_average()
     wall, cpu = run_timed(cmd, work / "quickstart.log")

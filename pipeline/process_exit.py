@@ -41,18 +41,16 @@ def exit_process(code: int | None) -> NoReturn:
     os._exit(code)
 
 
-def write_stdout(text: str) -> bool:
-    """Write `text` to stdout and flush; False when the reader closed the pipe (`... | head -1`).
+def write_stdout(text: str) -> None:
+    """Write `text` to stdout and flush; what a reader that closed the pipe (`... | head -1`) no longer takes is dropped.
 
-    Standard output then points at os.devnull, so that nothing raises again on a later print or at exit (the
+    On that BrokenPipeError standard output points at os.devnull from then on, so that nothing raises again on a later print or at exit (the
     recipe of Python's signal module documentation for SIGPIPE). Other write errors (a full disk) still raise.
     """
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
-        return True
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return False

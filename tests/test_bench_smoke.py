@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bitext_job import write_embeddings
 
 from bench.baselines import fixed_batch_padding_efficiency, st_padding_efficiency
 from bench.corpus import DATA, build_corpus
@@ -151,14 +152,8 @@ def test_omp_wait_benchmark_runs_both_policies(tiny_models, capsys):
 
 def write_unit_dataset(path: Path, rows: int, dim: int, seed: int) -> None:
     """An embed-job-shaped dataset (id, embedding) of random unit vectors."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     x = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    path.mkdir()
-    flat = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim)
-    pq.write_table(pa.table({"id": [f"r{i}" for i in range(rows)], "embedding": flat}), path / "part-0.parquet")
+    write_embeddings(path, [f"r{i}" for i in range(rows)], x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
 def test_ivf_benchmark_reads_embedding_datasets_and_evaluates_the_job_layout(tmp_path):
