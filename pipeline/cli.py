@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from pipeline.process_exit import exit_process, write_stdout
+
 JOBS = ("embed", "mine_bitext", "cluster", "reembed")
 # Config class of each job, imported only when needed (pydantic models, no Ray).
 CONFIGS = {
@@ -65,8 +67,6 @@ def show_config(config: str, job: str | None, overrides: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipeline.process_exit import write_stdout
-
     write_stdout(f"# effective configuration of `python -m jobs.{job}` from {config}\n" + render_config(cfg))
     return 0
 
@@ -81,7 +81,7 @@ def stream_logs(client, job_id: str) -> None:
 
     async def tail() -> None:
         async for lines in client.tail_job_logs(job_id):
-            print(lines, end="", flush=True)
+            write_stdout(lines)  # a reader that stops early (`| head`) ends the copy, not the wait for the job
 
     asyncio.run(tail())
 
@@ -117,12 +117,12 @@ def submit(job: str, config: str, address: str | None, overrides: list[str], wai
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: cannot submit to the Ray cluster at {address}: {reason}", file=sys.stderr)
         return 1
-    print(f"submitted {job_id}: {shlex.join(args)}", flush=True)
+    write_stdout(f"submitted {job_id}: {shlex.join(args)}\n")
     if not wait:
         return 0
     stream_logs(client, job_id)
     status = client.get_job_status(job_id)
-    print(f"job {job_id} finished: {status}")
+    write_stdout(f"job {job_id} finished: {status}\n")
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
@@ -172,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     """The `rayembed` command (pyproject's console script): main(), then the job process's quick exit."""
-    from pipeline.process_exit import exit_process
-
     exit_process(main())
 
 
