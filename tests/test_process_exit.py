@@ -104,3 +104,41 @@ def test_a_reader_that_closes_stdout_early_is_no_error(command, unbuffered):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, stderr
     assert "Traceback" not in stderr and "could not write" not in stderr, stderr
+
+
+def test_the_autoscaler_monitor_of_an_in_process_head_is_stopped_first_and_the_rest_by_ray(tmp_path):
+    """Ray 2.60's ray.shutdown stops the monitor after the GCS and waits out its 1 s grace; exit kills it first."""
+    done = run_python(
+        """
+        import ray, psutil
+        from pipeline.process_exit import stop_autoscaler_monitor
+        ray.init(num_cpus=1, include_dashboard=False)
+        monitors = [p for p in psutil.Process().children() if "/autoscaler/" in " ".join(p.cmdline())]
+        print(len(monitors), stop_autoscaler_monitor(), all(not p.is_running() for p in monitors))
+        print(stop_autoscaler_monitor())  # none left: nothing to do
+        ray.shutdown()  # stops the other processes as usual
+        print(stop_autoscaler_monitor())  # Ray stopped
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "True", "True", "False", "False"], done.stdout
+
+
+def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
+    done = run_python(
+        """
+        import ray, psutil
+        from ray.cluster_utils import Cluster
+        from pipeline.process_exit import stop_autoscaler_monitor
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        monitors = [p for p in psutil.Process().children() if "/autoscaler/" in " ".join(p.cmdline())]
+        ray.init(address=cluster.address)
+        print(stop_autoscaler_monitor(), [p.is_running() for p in monitors])
+        ray.shutdown()
+        cluster.shutdown()
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "[True]"], done.stdout
