@@ -6,6 +6,7 @@ Every section forbids unknown keys so a typo in the YAML is an error, not a sile
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -132,6 +133,18 @@ class ModelConfig(Section):
                 f"model.max_tokens ({self.max_tokens}); lower the overlap"
             )
         return self
+
+    def for_workers(self) -> ModelConfig:
+        """This config as the Ray workers must get it: a relative local model directory made absolute.
+
+        A relative `name_or_path` names a directory below the driver's working directory, and a worker runs in
+        another one (a cluster's, or its runtime environment's), where transformers would take the path for a hub
+        id. Hub ids, absolute paths and paths that are no directory here are returned unchanged. Records (output
+        metadata, the summary) keep the path as the user wrote it.
+        """
+        if os.path.isabs(self.name_or_path) or not os.path.isdir(self.name_or_path):
+            return self
+        return self.model_copy(update={"name_or_path": os.path.abspath(self.name_or_path)})
 
 
 class BatchingConfig(Section):

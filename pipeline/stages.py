@@ -236,7 +236,11 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: An
         actor_cls,
         batch_size=cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_tokenizer,
-        constructor_kwargs={"model": cfg.model, "prompt": prompt, **({"tokenizer": tokenizer} if tokenizer else {})},
+        constructor_kwargs={
+            "model": cfg.model.for_workers(),
+            "prompt": prompt,
+            **({"tokenizer": tokenizer} if tokenizer else {}),
+        },
         pool=(compute.num_tokenizers, compute.num_tokenizers),
         env_vars=actor_env_vars(),
     )
@@ -263,7 +267,7 @@ def embed_stage(
         num_cpus=compute.cpus_per_actor,
         num_gpus=gpus,
         constructor_kwargs={
-            "model": cfg.model,
+            "model": cfg.model.for_workers(),
             "batching": cfg.batching,
             "threads": threads,
             "out_dtype": cfg.output.dtype,

@@ -57,6 +57,25 @@ def test_model_stages_take_resources_from_the_compute_section():
     assert (tok.fn, emb.fn) == (TokenizeActor, EmbedActor)
 
 
+@pytest.mark.parametrize("kind", ["relative", "dot-relative", "absolute", "hub id"])
+def test_the_model_actors_get_a_local_model_directory_as_an_absolute_path(tmp_path, monkeypatch, kind):
+    """Workers run in another working directory (a cluster's, a runtime env's), where a relative path is no model."""
+    (tmp_path / "models" / "e5").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    given, expected = {
+        "relative": ("models/e5", str(tmp_path / "models" / "e5")),
+        "dot-relative": ("./models/../models/e5", str(tmp_path / "models" / "e5")),
+        "absolute": (str(tmp_path / "models" / "e5"), str(tmp_path / "models" / "e5")),
+        "hub id": ("intfloat/multilingual-e5-small", "intfloat/multilingual-e5-small"),  # no such directory here
+    }[kind]
+    cfg = embed_config()
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": given})})
+    tok, emb = tokenize_stage(cfg, "", TokenizeActor), embed_stage(cfg, EmbedActor, shape=ONE_CPU_NODE)
+    assert tok.constructor_kwargs["model"].name_or_path == expected
+    assert emb.constructor_kwargs["model"].name_or_path == expected
+    assert cfg.model.name_or_path == given  # what the records name stays the user's spelling
+
+
 @pytest.mark.parametrize(
     ("shape", "compute", "pool", "gpus", "per_node"),
     [
