@@ -28,7 +28,7 @@ def exit_process(code: int | None) -> NoReturn:
         stop_autoscaler_monitor()
         ray.shutdown()
     logging.shutdown()
-    code = code or 0
+    code = code or (120 if _stdout_failed else 0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -76,15 +76,32 @@ def stop_autoscaler_monitor() -> bool:
 
 
 def write_stdout(text: str) -> None:
-    """Write `text` to stdout and flush; what a reader that closed the pipe (`... | head -1`) no longer takes is dropped.
+    """Write `text` to stdout and flush, without raising: what cannot be written is reported, never a traceback.
 
-    On that BrokenPipeError standard output points at os.devnull from then on, so that nothing raises again on a later print or at exit (the
-    recipe of Python's signal module documentation for SIGPIPE). Other write errors (a full disk) still raise.
+    - A reader that closed the pipe (`... | head -1`) takes no more: the rest is dropped and the exit status is kept
+      (the recipe of Python's signal module documentation for SIGPIPE).
+    - Any other write error (a full disk behind `> summary.json`) is said once on stderr, and exit_process then
+      turns a 0 into 120, as the interpreter does when it cannot flush stdout at exit.
+
+    In both cases standard output points at os.devnull from then on, so that a later print or the final flush
+    does not fail again.
     """
+    global _stdout_failed
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _point_stdout_at_devnull()
+    except OSError as err:
+        _stdout_failed = True
+        _point_stdout_at_devnull()
+        print(f"error: could not write the job's {getattr(sys.stdout, 'name', 'output')}: {err}", file=sys.stderr)
+
+
+_stdout_failed = False  # set by write_stdout when stdout refused a write other than a closed pipe
+
+
+def _point_stdout_at_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -60,6 +60,38 @@ def test_exit_reports_stdout_it_cannot_write_and_never_exits_0(tmp_path):
         assert run_python(code.format(3), tmp_path, stdout=full).returncode == 3  # a failure keeps its own status
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to fail every write")
+@pytest.mark.parametrize(
+    "command",
+    [
+        [
+            "-c",
+            "from pipeline.process_exit import write_stdout, exit_process; write_stdout('summary\\n'); exit_process(0)",
+        ],
+        ["-m", "jobs.embed", "--config", "configs/quickstart.yaml", "--show-config"],
+        ["-m", "pipeline.cli", "config", "show", "configs/quickstart.yaml"],
+    ],
+    ids=["write_stdout", "jobs.embed --show-config", "rayembed config show"],
+)
+def test_a_summary_written_to_a_full_disk_is_one_error_line_and_exit_120(command):
+    """`> summary.json` on a full disk: write_stdout flushes at once, so the error comes there, not at exit."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, *command],
+            check=False,
+            cwd=ROOT,
+            env=env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 120, done.stderr
+    assert done.stderr.count("error: could not write the job's <stdout>: [Errno 28]") == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_exit_stops_the_ray_the_process_started(tmp_path):
     done = run_python(
         """
