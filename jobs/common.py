@@ -49,7 +49,9 @@ def run_job(
 ) -> int:
     """Parse `--config FILE --set a.b=c`, run, print the summary as JSON (stdout) and in words (stderr).
 
-    Config errors exit 2 and input/model errors exit 1, each with its message and no traceback.
+    Config errors exit 2 and input/model errors exit 1, each with its message and no traceback. An interrupt
+    (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a traceback; what the run
+    committed before it stays, and the same command resumes from there.
     """
     name = name or run.__module__.rsplit(".", 1)[-1].removesuffix("_job")
     args = job_parser(name, description).parse_args(argv)
@@ -67,6 +69,12 @@ def run_job(
     except (UserError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the {name} job stopped; what it committed is kept, and the same command resumes it",
+            file=sys.stderr,
+        )
+        return 130
     # The run is done and committed: a reader of stdout that stops early (`| head -1`) cuts only this copy of the
     # summary, which is also in the output's _summary.json; the human summary still goes to stderr.
     write_stdout(json.dumps(summary, indent=2) + "\n")

@@ -90,7 +90,8 @@ def submit(job: str, config: str, address: str | None, overrides: list[str], wai
     """Submit `<python> -m jobs.<job>` with the current directory as the job's working directory.
 
     Returns 0 when the job succeeded (or was submitted, with wait=False), 1 when it failed or the cluster cannot be
-    reached, 2 for a usage error; every error is one line on stderr.
+    reached, 2 for a usage error, 130 when Ctrl-C stopped the following of the logs (the job runs on); every error is
+    one line on stderr.
     """
     address = submit_address(address)
     if not address:
@@ -120,7 +121,15 @@ def submit(job: str, config: str, address: str | None, overrides: list[str], wai
     write_stdout(f"submitted {job_id}: {shlex.join(args)}\n")
     if not wait:
         return 0
-    stream_logs(client, job_id)
+    try:
+        stream_logs(client, job_id)
+    except KeyboardInterrupt:  # Ctrl-C stops the following, not the job
+        print(
+            f"interrupted: stopped following job {job_id}, which keeps running on the cluster; "
+            f"`ray job logs --follow {job_id}` follows it again, `ray job stop {job_id}` stops it",
+            file=sys.stderr,
+        )
+        return 130
     status = client.get_job_status(job_id)
     write_stdout(f"job {job_id} finished: {status}\n")
     return 0 if status == JobStatus.SUCCEEDED else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -137,3 +138,33 @@ def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, run.stderr[-3000:]
     assert "auth_token" in errors[0] and "RAY_AUTH_TOKEN_PATH" in errors[0] and "RAY_AUTH_MODE=disabled" in errors[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_models, tmp_path):
+    """SIGINT once the Dataset runs: the shell's 130, one `interrupted:` line and no traceback; the rerun finishes."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        pq.write_table(pa.Table.from_pylist(RECORDS[i * 40 : (i + 1) * 40]), corpus / f"{i}.parquet")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"input: {{uri: {corpus}, format: parquet, id_column: id}}\noutput: {{uri: {tmp_path / 'emb'}}}\n"
+        f"model: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
+        "batching: {max_tokens_per_batch: 256, rows_per_block: 8}\n"
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config)]
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in job.stderr:  # Ray Data's line as the Dataset starts: Ray is up and the model actor starting
+        seen.append(line)
+        if "Starting execution of Dataset" in line:
+            job.send_signal(signal.SIGINT)
+            break
+    stderr = "".join(seen) + job.stderr.read()
+    assert job.wait(timeout=120) == 130, stderr[-3000:]
+    assert "interrupted: the embed job stopped" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    rerun = embed_cli(config, env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads(rerun.stdout)["rows_in"] == 160
