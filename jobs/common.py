@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
-from pipeline.errors import UserError
+from pipeline.errors import UserError, actor_start_failure
 from pipeline.process_exit import write_stdout
 from pipeline.run_summary import human_summary
 
@@ -49,7 +49,8 @@ def run_job(
 ) -> int:
     """Parse `--config FILE --set a.b=c`, run, print the summary as JSON (stdout) and in words (stderr).
 
-    Config errors exit 2 and input/model errors exit 1, each with its message and no traceback. An interrupt
+    Config errors exit 2 and input/model errors exit 1 (an actor pool that cannot start too), each with its message
+    and no traceback. An interrupt
     (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a traceback; what the run
     committed before it stays, and the same command resumes from there.
     """
@@ -68,6 +69,12 @@ def run_job(
         summary = run(cfg)
     except (UserError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        failure = actor_start_failure(err)  # weights that do not load: one line, not Ray Data's traceback
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from pipeline.config import StorageConfig
+from pipeline.errors import actor_start_failure
 from pipeline.progress import RowProgress, expected_rows, files_done, mark_file_end
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
@@ -168,3 +170,28 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
     rerun = embed_cli(config, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads(rerun.stdout)["rows_in"] == 160
+
+
+@pytest.mark.slow
+def test_weights_that_do_not_load_in_the_actor_are_one_error_line(tiny_models, tmp_path):
+    """A truncated download passes the driver's checks and fails in the model actor's constructor: exit 1 and one
+    `error:` line naming the actor and the loader's error, instead of an uncaught ActorDiedError."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"input: {{uri: {SAMPLE}, format: jsonl}}\noutput: {{uri: {tmp_path / 'emb'}}}\n"
+        f"model: {{name_or_path: {model}, max_tokens: 32}}\ncompute: {{max_restarts: 0}}\n"
+    )
+    run = embed_cli(config, {**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert run.returncode == 1, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: the EmbedActor actors could not start: "), errors
+    assert "SafetensorError" in errors[0], errors
+
+
+def test_only_an_actor_that_failed_to_start_is_an_actor_start_failure():
+    assert actor_start_failure(ValueError("a bug")) is None
+    assert actor_start_failure(RuntimeError("ray.exceptions.ActorDiedError: in the text only")) is None
