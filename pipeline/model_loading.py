@@ -149,13 +149,31 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
 
 
 def check_local_weights(cfg: ModelConfig) -> None:
-    """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed)."""
+    """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed), each file whole.
+
+    Every `*.safetensors` file's header is parsed and checked against the file's size (safetensors' own `safe_open`,
+    which maps the file and reads no tensor: milliseconds), so a truncated or corrupt download fails here, naming
+    the file, instead of in every model actor's constructor, restart after restart.
+
+    Raises:
+        ModelLoadError: no usable weights, or a weights file that does not open.
+    """
     local = Path(cfg.name_or_path)
-    has_safetensors = any(local.glob("*.safetensors"))
+    weights = sorted(local.glob("*.safetensors"))
     pickles_allowed = cfg.allow_pickle_weights and any(local.glob("*.bin"))
-    if local.exists() and not has_safetensors and not pickles_allowed:
+    if local.exists() and not weights and not pickles_allowed:
         hint = "" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)"
         raise ModelLoadError(f"{local} has no *.safetensors weights{hint}")
+    from safetensors import SafetensorError, safe_open
+
+    for path in weights:
+        try:
+            with safe_open(path, framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelLoadError(
+                f"model weights {path} do not load: {err}. A truncated or corrupt download? Fetch the file again"
+            ) from err
 
 
 def declared_pooling(cfg: ModelConfig) -> list[str]:

@@ -14,7 +14,7 @@ from transformers import AutoModel, Gemma3TextConfig
 
 from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder, attends_causally
-from pipeline.model_loading import ModelLoadError, load_model, load_tokenizer
+from pipeline.model_loading import ModelLoadError, check_model, load_model, load_tokenizer
 from pipeline.pooling import pool
 
 CASES = [
@@ -78,6 +78,27 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
             (model_dir / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ModelLoadError, match="no \\*.safetensors weights"):
         load_model(ModelConfig(name_or_path=str(model_dir)), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("cut", ["half", "header only", "inside the header", "empty"])
+def test_weights_that_do_not_open_fail_on_the_driver_naming_the_file(tmp_path, tiny_models, cut):
+    """A truncated download: the header or the data end early. check_model fails before any actor starts."""
+    model_dir = tmp_path / "truncated"
+    shutil.copytree(tiny_models["bert"], model_dir)
+    weights = model_dir / "model.safetensors"
+    data = weights.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    weights.write_bytes(
+        {
+            "half": data[: len(data) // 2],
+            "header only": data[:header_end],
+            "inside the header": data[:100],
+            "empty": b"",
+        }[cut]
+    )
+    with pytest.raises(ModelLoadError, match=f"model weights {weights} do not load: .*Fetch the file again"):
+        check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+    check_model(ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean"))  # the whole file passes
 
 
 def test_causal_probe_tells_decoder_from_bidirectional_attention(tiny_models):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from pipeline.config import StorageConfig
+from pipeline.model_loading import ModelLoadError
 from pipeline.reembed import NoPublishedVersionError, list_versions, open_current, read_current
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
@@ -112,6 +114,18 @@ def local_corpus(root: Path, files: int, rows: int) -> Path:
     for i, part in enumerate(split(RECORDS[: files * rows], files)):
         (root / f"part-{i:02d}.jsonl").write_bytes(jsonl(part))
     return root
+
+
+def test_weights_cut_short_fail_before_anything_runs(tiny_models, tmp_path):
+    """As for the embed job: the driver's check_model names the file before Ray or the lease are touched."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    corpus = local_corpus(tmp_path / "corpus", 1, 4)
+    with pytest.raises(ModelLoadError, match="model.safetensors do not load"):
+        run_reembed(config(model, str(corpus), str(tmp_path / "emb")))
+    assert not (tmp_path / "emb").exists()
 
 
 def test_model_change_makes_a_new_version(ray_session, tiny_models, tmp_path):

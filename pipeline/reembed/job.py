@@ -17,7 +17,7 @@ import ray
 from pipeline import commit
 from pipeline.embed_job import embed_stages, init_ray_while, job_prompt, read_spec
 from pipeline.model_defaults import with_model_defaults
-from pipeline.model_loading import resolve_model_settings
+from pipeline.model_loading import check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
@@ -91,6 +91,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     out = resolve(cfg.output.uri, cfg.storage)
     cfg, _ = with_model_defaults(cfg)
     prompt = job_prompt(cfg)
+    check_model(cfg.model)  # pooling the model was not trained with, weights missing or cut short: before Ray starts
     recipe = fingerprint_recipe(cfg, prompt)
     layout = VersionLayout(out, fingerprint_hash(recipe))
     settings = cfg.reembed
