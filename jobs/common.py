@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,19 +43,49 @@ def job_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted_line(name: str, cfg: Any, resumable: bool) -> str:
+    """What an interrupted run leaves and what the same command then does, in one line."""
+    output = cfg.output.uri
+    if not resumable:
+        return (
+            f"interrupted: the {name} job stopped; it does not resume, and {output} holds no finished run (no "
+            "_SUCCESS): run it again with --set output.overwrite=true"
+        )
+    if getattr(cfg.output, "overwrite", False):
+        return (
+            f"interrupted: the {name} job stopped; output.overwrite is true, so the same command starts over; with "
+            f"--set output.overwrite=false it resumes from what it committed in {output}"
+        )
+    return f"interrupted: the {name} job stopped; the same command resumes it from what it committed in {output}"
+
+
+@contextmanager
+def sigint_ignored():
+    """Ctrl-C does nothing inside (main thread only; elsewhere a no-op): a second one cannot cut the first's handling."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_job(
     description: str,
     config_model: type[BaseModel],
     run: Callable[[Any], dict],
     argv: list[str] | None,
     name: str | None = None,
+    resumable: bool = False,
 ) -> int:
     """Parse `--config FILE --set a.b=c`, run, print the summary as JSON (stdout) and in words (stderr).
 
     Config errors exit 2 and input/model errors exit 1 (an actor pool that cannot start too), each with its message
-    and no traceback. An interrupt
-    (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a traceback; what the run
-    committed before it stays, and the same command resumes from there.
+    and no traceback. An interrupt (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a
+    traceback that says what a rerun does (interrupted_line; `resumable`: the job resumes an unfinished run of the
+    same configuration); a second Ctrl-C while that line is printed changes nothing.
     """
     name = name or run.__module__.rsplit(".", 1)[-1].removesuffix("_job")
     args = job_parser(name, description).parse_args(argv)
@@ -77,10 +110,8 @@ def run_job(
         print(f"error: {failure}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"interrupted: the {name} job stopped; what it committed is kept, and the same command resumes it",
-            file=sys.stderr,
-        )
+        with sigint_ignored():
+            print(interrupted_line(name, cfg, resumable), file=sys.stderr)
         return 130
     # The run is done and committed: a reader of stdout that stops early (`| head -1`) cuts only this copy of the
     # summary, which is also in the output's _summary.json; the human summary still goes to stderr.

@@ -10,7 +10,12 @@ from pipeline.process_exit import exit_process
 
 def main(argv: list[str] | None = None) -> int:
     return run_job(
-        "Embed a text corpus into normalized embeddings (Parquet).", EmbedConfig, run_embed, argv, name="embed"
+        "Embed a text corpus into normalized embeddings (Parquet).",
+        EmbedConfig,
+        run_embed,
+        argv,
+        name="embed",
+        resumable=True,
     )
 
 

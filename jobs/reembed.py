@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
             run_reembed,
             argv,
             name="reembed",
+            resumable=True,
         )
     except LeaseHeldError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from typing import NoReturn
 
 
@@ -21,8 +23,12 @@ def exit_process(code: int | None) -> NoReturn:
     Worker log lines that reach the driver after the job returned may be cut; they are in Ray's session logs.
 
     `code`: the exit status (None is 0). A failure to flush stdout or stderr is reported on file descriptor 2 and
-    turns a 0 into 120, as the interpreter's own exit does.
+    turns a 0 into 120, as the interpreter's own exit does. Ctrl-C is ignored from here on: the job has returned,
+    and stopping Ray takes a second or two.
     """
+    if threading.current_thread() is threading.main_thread():
+        # The job is over: a Ctrl-C now (the user saw "done:") must not turn it into a traceback and exit 1
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     ray = sys.modules.get("ray")  # imported by every job that started or joined Ray; never imported here for nothing
     if ray is not None and ray.is_initialized():
         stop_autoscaler_monitor()

@@ -92,6 +92,25 @@ def test_a_summary_written_to_a_full_disk_is_one_error_line_and_exit_120(command
     assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_a_ctrl_c_while_ray_stops_keeps_the_jobs_status(tmp_path):
+    """The user saw "done:" and pressed Ctrl-C while Ray stops (a second or two): still 0, no traceback."""
+    done = run_python(
+        """
+        import os, signal, sys, time, types
+        from pipeline.process_exit import exit_process
+        ray = types.ModuleType("ray")  # a stand-in whose shutdown is interrupted like a slow real one
+        ray.is_initialized = lambda: True
+        ray.shutdown = lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.3))
+        sys.modules["ray"] = ray
+        print("done")
+        exit_process(0)
+        """,
+        tmp_path,
+    )
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_exit_stops_the_ray_the_process_started(tmp_path):
     done = run_python(
         """

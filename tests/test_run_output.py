@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
 
-from pipeline.config import StorageConfig
+from jobs.common import interrupted_line
+from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.errors import actor_start_failure
 from pipeline.progress import RowProgress, expected_rows, files_done, mark_file_end
 from pipeline.run_summary import human_summary
@@ -144,7 +146,8 @@ def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_models, tmp_path):
-    """SIGINT once the Dataset runs: the shell's 130, one `interrupted:` line and no traceback; the rerun finishes."""
+    """SIGINT (twice) once the Dataset runs: the shell's 130, one `interrupted:` line, no traceback; the rerun
+    finishes."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(4):
@@ -163,10 +166,16 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
         seen.append(line)
         if "Starting execution of Dataset" in line:
             job.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+            job.send_signal(signal.SIGINT)  # an impatient second Ctrl-C while the first is handled changes nothing
             break
     stderr = "".join(seen) + job.stderr.read()
     assert job.wait(timeout=120) == 130, stderr[-3000:]
-    assert "interrupted: the embed job stopped" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert (
+        f"interrupted: the embed job stopped; the same command resumes it from what it committed in {tmp_path / 'emb'}"
+        in stderr
+    )
     rerun = embed_cli(config, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads(rerun.stdout)["rows_in"] == 160
@@ -196,3 +205,16 @@ def test_a_model_that_does_not_load_in_the_actor_is_one_error_line(tiny_models, 
 def test_only_an_actor_that_failed_to_start_is_an_actor_start_failure():
     assert actor_start_failure(ValueError("a bug")) is None
     assert actor_start_failure(RuntimeError("ray.exceptions.ActorDiedError: in the text only")) is None
+
+
+def test_the_interrupted_line_says_what_the_same_command_does():
+    def cfg(overwrite: bool):
+        return EmbedConfig.model_validate(
+            {"input": {"uri": "/in"}, "output": {"uri": "/out", "overwrite": overwrite}, "model": {"name_or_path": "m"}}
+        )
+
+    assert interrupted_line("embed", cfg(False), True).endswith(
+        "the same command resumes it from what it committed in /out"
+    )
+    assert "output.overwrite is true, so the same command starts over" in interrupted_line("embed", cfg(True), True)
+    assert "it does not resume" in interrupted_line("cluster", cfg(False), False)
