@@ -104,7 +104,7 @@ def run_job(
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:
-        failure = actor_start_failure(err)  # weights that do not load: one line, not Ray Data's traceback
+        failure = actor_start_failure(err)  # a model the actors cannot load: one line, not Ray Data's traceback
         if failure is None:
             raise
         print(f"error: {failure}", file=sys.stderr)
