@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,7 +14,7 @@ from pydantic import BaseModel
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure
-from pipeline.process_exit import write_stdout
+from pipeline.process_exit import sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
 
 KEYS_HELP = """\
@@ -57,19 +54,6 @@ def interrupted_line(name: str, cfg: Any, resumable: bool) -> str:
             f"--set output.overwrite=false it resumes from what it committed in {output}"
         )
     return f"interrupted: the {name} job stopped; the same command resumes it from what it committed in {output}"
-
-
-@contextmanager
-def sigint_ignored():
-    """Ctrl-C does nothing inside (main thread only; elsewhere a no-op): a second one cannot cut the first's handling."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def run_job(

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 
@@ -26,9 +28,7 @@ def exit_process(code: int | None) -> NoReturn:
     turns a 0 into 120, as the interpreter's own exit does. Ctrl-C is ignored from here on: the job has returned,
     and stopping Ray takes a second or two.
     """
-    if threading.current_thread() is threading.main_thread():
-        # The job is over: a Ctrl-C now (the user saw "done:") must not turn it into a traceback and exit 1
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # the job is over: a Ctrl-C now (the user saw "done:") must not make it a traceback and exit 1
     ray = sys.modules.get("ray")  # imported by every job that started or joined Ray; never imported here for nothing
     if ray is not None and ray.is_initialized():
         stop_autoscaler_monitor()
@@ -42,10 +42,7 @@ def exit_process(code: int | None) -> NoReturn:
             # What the interpreter's own exit does when the standard streams cannot be flushed (a full disk behind
             # `> summary.json`, a reader that closed the pipe): say so and exit 120, never a silent 0.
             code = code or 120
-            try:
-                os.write(2, f"error: could not write the job's {getattr(stream, 'name', 'output')}: {err}\n".encode())
-            except OSError:
-                pass
+            report_unwritable(stream, err)
     os._exit(code)
 
 
@@ -81,6 +78,33 @@ def stop_autoscaler_monitor() -> bool:
     return killed
 
 
+def report_unwritable(stream, err: OSError | ValueError) -> None:
+    """The one line for a standard stream that refused a write, on file descriptor 2 (stderr may be that stream)."""
+    try:
+        os.write(2, f"error: could not write the job's {getattr(stream, 'name', 'output')}: {err}\n".encode())
+    except OSError:
+        pass
+
+
+def ignore_sigint() -> Callable | int | None:
+    """Ignore Ctrl-C (SIGINT) from now on; returns the handler it replaced. Signals are set in the main thread only:
+    elsewhere nothing changes and None is returned."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ctrl-C does nothing inside (main thread only): a second one cannot cut the handling of the first."""
+    previous = ignore_sigint()
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def write_stdout(text: str) -> None:
     """Write `text` to stdout and flush, without raising: what cannot be written is reported, never a traceback.
 
@@ -100,8 +124,8 @@ def write_stdout(text: str) -> None:
         _point_stdout_at_devnull()
     except OSError as err:
         _stdout_failed = True
+        report_unwritable(sys.stdout, err)
         _point_stdout_at_devnull()
-        print(f"error: could not write the job's {getattr(sys.stdout, 'name', 'output')}: {err}", file=sys.stderr)
 
 
 _stdout_failed = False  # set by write_stdout when stdout refused a write other than a closed pipe
