@@ -100,6 +100,8 @@ class Encoder:
     Padding-free batches (`packed`; default: a causal model loaded with flash_attention_2): the rows of a batch go
     end to end into one sequence with position ids restarting per row (pipeline.packing), so FlashAttention-2 runs
     varlen attention and no padded token is computed at all; the budget then counts real tokens.
+    A decoder is called with `use_cache=False`: transformers would otherwise build a KV cache on every pass, which
+    embedding never reads (it costs device memory and time; bench/gpu.sh lever `ours_kv_cache`).
     Position ids are passed only to causal decoders under left padding (counted over real tokens, as in generation):
     encoders compute their own (RoBERTa-family ones from `padding_idx + 1`), which ids counted from 0 would break.
 
@@ -132,6 +134,9 @@ class Encoder:
         self.dim = int(model.config.hidden_size)
         self.vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
+        # A decoder whose config enables the KV cache builds one on every forward pass (transformers' default);
+        # embedding never generates, so it is switched off. Benchmarks switch it back on to measure the lever.
+        self.no_kv_cache = self.causal and bool(getattr(model.config, "use_cache", False))
         self.mask_to_model = self.left or not self.causal
         self.left = self.checked_padding_side(padding_side) == "left"
         self.mask_to_model = self.left or not self.causal  # benchmarks may switch it off to measure the lever
@@ -308,6 +313,8 @@ class Encoder:
         """Like `forward`, but the (B, dim) result stays on the device and nothing waits for it."""
         input_ids, attention_mask = self.to_device(ids), self.to_device(mask).long()  # (B, T) each
         kwargs = {"attention_mask": attention_mask} if self.mask_to_model else {}
+        if self.no_kv_cache:
+            kwargs["use_cache"] = False
         if self.left and self.causal:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
             kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)

@@ -61,7 +61,10 @@ def test_batched_equals_unpadded_reference(tiny_models, arch, pooling, side):
     # The padding mask is left out of attention exactly for causal models padded on the right.
     assert encoder.mask_to_model == (arch in ("bert", "xlmr") or side == "left")
     assert encoder.left == (side == "left")  # the padding probe passed on the configured side
+    use_cache = []  # what each forward pass asked for: a decoder must not build a KV cache it never reads
+    model.register_forward_pre_hook(lambda _m, _a, kwargs: use_cache.append(kwargs.get("use_cache")), with_kwargs=True)
     got = encoder.encode(values, offsets)
+    assert use_cache and set(use_cache) == ({None} if arch in ("bert", "xlmr") else {False})
     assert got.embeddings.shape == (len(rows), model.config.hidden_size)
     np.testing.assert_allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, atol=1e-5)
     for i in range(len(rows)):
