@@ -16,6 +16,7 @@ transformers, tokenizers and sentence-transformers (no Ray, no pydantic), which 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -61,9 +62,51 @@ VARIANTS = {
     # lever off: padded batches instead of padding-free packed ones (only differs under flash_attention_2)
     "ours_padded": {"packed": False},
     "ours_mask_to_model": {"packed": False, "mask_to_model": True},  # lever off: the padding mask goes into attention
+    "ours_kv_cache": {"packed": False, "kv_cache": True},  # lever off: transformers builds its KV cache every pass
     "ours_small_batches": {"min_batch_tokens_divisor": MIN_FILL_DIVISOR},  # lever off: the CPU's bucket floor
+    # extra: SDPA without its cuDNN backend (PyTorch's own FlashAttention-2 kernel instead). cuDNN attention builds a
+    # plan for every new (batch, length) shape, which the cold pass ("first_pass_seconds") pays for.
+    "ours_no_cudnn_attention": {"sdpa_without_cudnn": True},
     "ours_compiled": {"compile": True},  # extra: torch.compile(dynamic=True) on top of "ours"
 }
+
+
+def profile_pass(encoder: Encoder, values: np.ndarray, offsets: np.ndarray, rows_per_block: int, sync) -> dict:
+    """One pass of `run_stage` under torch.profiler: wall seconds, device-busy seconds (kernel time summed) and the
+    operators that take the most device time and the most host time, to say whether the host or the kernels bound it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        wall = run_stage(encoder, values, offsets, rows_per_block, sync)[0]
+    events = prof.key_averages()
+
+    def device_us(e) -> float:
+        return getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) or 0
+
+    def top(key, n=15) -> list:
+        rows = sorted(events, key=key, reverse=True)[:n]
+        return [
+            [e.key[:90], e.count, round(device_us(e) / 1e3, 1), round(e.self_cpu_time_total / 1e3, 1)] for e in rows
+        ]
+
+    return {
+        "wall_s": round(wall, 3),
+        "device_busy_s": round(sum(device_us(e) for e in events) / 1e6, 3),
+        "host_self_s": round(sum(e.self_cpu_time_total for e in events) / 1e6, 3),
+        "columns": ["op", "calls", "device_ms", "host_self_ms"],
+        "top_device": top(device_us),
+        "top_host": top(lambda e: e.self_cpu_time_total),
+    }
+
+
+def sdpa_backends(without_cudnn: bool):
+    """A context in which SDPA may use every backend but cuDNN's (`without_cudnn`), else one that changes nothing."""
+    if not without_cudnn:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 class Run:
@@ -83,7 +126,7 @@ class Run:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--docs", type=int, default=None, help="corpus documents (default: 40000 on GPU, 16 on CPU)")
+    p.add_argument("--docs", type=int, default=None, help="corpus documents (default: 20000 on GPU, 16 on CPU)")
     p.add_argument("--layers", type=int, default=None, help="model layers (default: 18 = harrier's on GPU, 2 on CPU)")
     p.add_argument("--max-tokens", type=int, default=None, help="default: 4096 on GPU, 256 on CPU")
     p.add_argument("--budget", type=int, default=None, help="max_tokens_per_batch (default: 65536 GPU, 2048 CPU)")
@@ -93,11 +136,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--attn", default="auto", choices=["auto", "sdpa", "flash_attention_2", "eager"])
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--skip-st-fp32", action="store_true", help="skip the float32 sentence-transformers baseline")
+    p.add_argument("--skip-st", action="store_true", help="skip both sentence-transformers baselines")
+    p.add_argument("--profile", action="store_true", help="after 'ours', one pass of it under torch.profiler")
     p.add_argument("--model-dir", type=Path, default=None, help="where to build/reuse the harrier-shape model")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here (rewritten after every step)")
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
-    docs = args.docs or (40_000 if gpu else 16)
+    docs = args.docs or (20_000 if gpu else 16)
     layers = args.layers or (18 if gpu else 2)
     max_tokens = args.max_tokens or (4096 if gpu else 256)
     budget = args.budget or (65_536 if gpu else 2048)
@@ -154,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
         nonlocal reference
         options = VARIANTS[name]
         encoder = model = None
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()  # the baselines before this variant must not count in its peak
         try:
             model = AutoModel.from_pretrained(str(model_dir), dtype=torch.bfloat16, attn_implementation=attn)
             model = model.to(args.device).eval()
@@ -173,14 +220,18 @@ def main(argv: list[str] | None = None) -> dict:
             )
             if "mask_to_model" in options:
                 encoder.mask_to_model = options["mask_to_model"]
-            warm_start = time.perf_counter()
-            run_stage(encoder, values, offsets[: min(1025, len(offsets))], args.rows_per_block, sync)
-            warm_s = time.perf_counter() - warm_start
-            passes = [run_stage(encoder, values, offsets, args.rows_per_block, sync) for _ in range(args.repeats)]
+            if "kv_cache" in options:
+                encoder.no_kv_cache = not options["kv_cache"]
+            with sdpa_backends(options.get("sdpa_without_cudnn", False)):
+                warm_start = time.perf_counter()
+                run_stage(encoder, values, offsets[: min(1025, len(offsets))], args.rows_per_block, sync)
+                warm_s = time.perf_counter() - warm_start
+                passes = [run_stage(encoder, values, offsets, args.rows_per_block, sync) for _ in range(args.repeats)]
             seconds, _, encoded = min(passes, key=lambda r: r[0])
             result = figures(seconds, int(encoded.computed_tokens.sum()))
             result.update(
                 all_seconds=[round(r[0], 3) for r in passes],
+                first_pass_seconds=round(passes[0][0], 3),  # cold: the shapes this variant has not seen yet
                 warm_up_seconds=round(warm_s, 2),
                 mask_to_model=encoder.mask_to_model,
                 packed=encoder.packed,
@@ -188,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
             if reference is None:
                 reference = encoded.embeddings
+            if args.profile and name == "ours":
+                run.save("profile_ours", profile_pass(encoder, values, offsets, args.rows_per_block, sync))
             result["cosine_vs_ours_min"] = float(np.sum(encoded.embeddings * reference, axis=1).min())
             if gpu:
                 result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -216,10 +269,13 @@ def main(argv: list[str] | None = None) -> dict:
         if gpu:
             torch.cuda.empty_cache()
 
-    # The baselines run right after "ours" (they need its embeddings for the cosine), before the lever variants.
+    # The bf16 baseline runs right after "ours" (it needs its embeddings for the cosine), before the lever variants.
+    # The float32 baseline comes last: it is the slowest step and not the same-dtype comparison.
     plan = [v for v in VARIANTS if v in args.variants.split(",")]
-    if plan[:1] == ["ours"]:
-        plan[1:1] = ["st_bf16"] if args.skip_st_fp32 else ["st_bf16", "st_fp32"]
+    if plan[:1] == ["ours"] and not args.skip_st:
+        plan[1:1] = ["st_bf16"]
+        if not args.skip_st_fp32:
+            plan.append("st_fp32")
     for name in plan:
         (measure_sentence_transformers if name.startswith("st_") else measure_ours)(name)
 
