@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         ClusterConfig,
         run_cluster,
         argv,
+        resumable=True,
         name="cluster",
     )
 

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         MineConfig,
         run_mine,
         argv,
+        resumable=True,
         name="mine_bitext",
     )
 

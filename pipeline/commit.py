@@ -2,7 +2,7 @@
 
     <out>/_SUCCESS                the commit marker, written last: {"job", "summary", "committed_at", ...}
     <out>/_run/fingerprint.json   the configuration of the run writing here (resumable jobs)
-    <out>/_run/units/<key>.json   one unit (input file or row-group range) whose outputs are all on storage
+    <out>/_run/units/<key>.json   one unit (input file or row-group range) or stage whose outputs are all on storage
 
 A location is complete exactly when `_SUCCESS` exists (the Hadoop/Spark name; like the S3A committers it holds
 JSON). Each job keeps its own summary file (`_summary.json`, `summary.json`), written just before the marker.
@@ -98,6 +98,41 @@ def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] 
     if fingerprint is not None:
         put_json({"job": job, "started_at": time.time(), "fingerprint": fingerprint}, out.join(FINGERPRINT))
     return False
+
+
+def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The summary of the finished run in `out`, when it was recorded with this fingerprint: a nested step (the
+    embedding of a mining or clustering run) that finished in an earlier attempt is not run again.
+
+    Raises:
+        OutputExistsError: `out` holds no finished run, or one of another fingerprint (each differing field named).
+    """
+    recorded = get_json(out.join(FINGERPRINT))
+    marker = get_json(out.join(MARKER))
+    if marker is None:
+        raise OutputExistsError(f"output {out.uri} holds no finished run ({MARKER} is missing)")
+    diffs = differences(recorded["fingerprint"], fingerprint) if recorded else ["no fingerprint recorded"]
+    if diffs:
+        raise OutputExistsError(
+            f"output {out.uri} holds a finished {job} of another configuration, so it cannot be reused: "
+            f"{'; '.join(diffs)}. Run again with the recorded configuration to reuse it, or {HINT}"
+        )
+    log.info("reusing the finished %s in %s", job, out.uri)
+    return get_json(out.join(marker["summary"]))
+
+
+def drop_except(out: Location, keep: list[str]) -> int:
+    """Delete every file under `out` (temp files included) but `_run/` and the paths under the `keep` prefixes, in
+    deletion_order: a resumed run redoes the stages its earlier attempts did not record. Returns the files deleted.
+    """
+    prefixes = (f"{RUN_DIR}/", *keep)
+    doomed = [rel for rel in list_tree(out, temp_files=True) if not rel.startswith(prefixes)]
+    for rel in deletion_order(doomed):
+        try:
+            out.fs.delete_file(out.join(rel).path)
+        except FileNotFoundError:
+            pass
+    return len(doomed)
 
 
 def clear(out: Location) -> None:

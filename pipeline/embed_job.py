@@ -326,14 +326,20 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
     return duplicates
 
 
-def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
+def run_embed(cfg: EmbedConfig, reuse_finished: bool = False) -> dict[str, Any]:
     """Embed the configured corpus, or resume an unfinished run of the same configuration in `output.uri`.
+
+    Args:
+        reuse_finished: a finished run of the same configuration in `output.uri` is returned as it is (its summary,
+            with `"reused_finished_run": true`) instead of refused; the mining and clustering jobs' embed step, so
+            that their resumed runs do not embed again.
 
     Returns the summary that is also written to `<output>/_summary.json`, just before the `_SUCCESS` marker.
 
     Raises:
-        OutputExistsError: the output holds a finished run, another configuration's run (the message names each
-            differing field) or foreign files, and output.overwrite is false.
+        OutputExistsError: the output holds a finished run (unless `reuse_finished` and of the same configuration),
+            another configuration's run (the message names each differing field) or foreign files, and
+            output.overwrite is false.
     """
     start = time.perf_counter()
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
@@ -345,7 +351,9 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     prompt = job_prompt(cfg)
     check_model(cfg.model)
     # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
-    commit.check_available(out, cfg.output.overwrite, resumable=True)
+    finished = reuse_finished and not cfg.output.overwrite and commit.is_committed(out)
+    if not finished:
+        commit.check_available(out, cfg.output.overwrite, resumable=True)
     settings, identity = init_ray_while(
         cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
     )
@@ -353,6 +361,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     cfg = cfg.model_copy(update={"model": model})
     metadata = {**embedding_metadata(cfg, prompt), **model_metadata}
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity)
+    if finished:
+        return {**commit.reuse_finished(out, "embed", fingerprint), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint)
     spec = read_spec(cfg, root)
     units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,75 @@ def test_different_models_are_an_error(corpus):
     )
     with pytest.raises(SideError, match="different models"):
         run_mine(parse_config(MineConfig, config(corpus)))
+
+
+def pairs_table(out: Path) -> pa.Table:
+    return pq.read_table(out / "pairs").sort_by([("src_id", "ascending"), ("tgt_id", "ascending")])
+
+
+@pytest.mark.parametrize(
+    "crash_in, reused",
+    [
+        ("search_all", ["texts"]),  # after the texts stage: the k-NN is redone
+        ("select_stream", ["texts", "knn"]),  # mid-selection, proposals written: selection redone, k-NN kept
+        ("write_single", ["texts", "knn", "pairs"]),  # after work/ was removed: only the reports are written
+    ],
+)
+def test_a_crashed_run_resumes_to_the_same_pairs(corpus, monkeypatch, crash_in, reused):
+    """A run cut short at a stage boundary, rerun without overwrite, ends as an uninterrupted run; what a recorded
+    stage wrote is not computed again. Fails on code without resume: the rerun is refused."""
+    from pipeline.bitext import job
+
+    raw = config(corpus, threshold=1.0)
+    expected = run_mine(parse_config(MineConfig, raw))
+    raw["output"] = {"uri": str(corpus["dir"] / "resumed")}
+    real, calls = getattr(job, crash_in), Counter()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    def counted(name):
+        fn = getattr(job, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(job, crash_in, crash)
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_mine(parse_config(MineConfig, raw))
+    out = corpus["dir"] / "resumed"
+    assert not (out / "_SUCCESS").exists() and (out / "_run" / "fingerprint.json").exists()
+    monkeypatch.setattr(job, crash_in, real)
+    for name in ("prepare_texts", "search_all", "mine_pair"):
+        monkeypatch.setattr(job, name, counted(name))
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["resumed"] is True and summary["stages_reused"] == reused
+    assert calls["prepare_texts"] == 0
+    assert calls["search_all"] == ("knn" not in reused)
+    assert calls["mine_pair"] == ("pairs" not in reused)
+    assert pairs_table(out).equals(pairs_table(corpus["dir"] / "out"))
+    for key in ("pairs_kept", "pairs_selected", "pairs_per_threshold", "score_histogram", "source", "target"):
+        assert summary[key] == expected[key], key
+    assert not (out / "work").exists() and (out / "_SUCCESS").exists()
+    assert expected["resumed"] is False and expected["stages_reused"] == []
+
+
+def test_an_unfinished_run_of_another_configuration_is_refused_naming_the_field(corpus, monkeypatch):
+    from pipeline.bitext import job
+
+    raw = config(corpus)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    monkeypatch.setattr(job, "select_stream", crash)
+    with pytest.raises(RuntimeError):
+        run_mine(parse_config(MineConfig, raw))
+    with pytest.raises(FileExistsError, match=r"of another configuration.*mining\.k: 4 -> 3"):
+        run_mine(parse_config(MineConfig, {**raw, "mining": {**raw["mining"], "k": 3}}))
+    monkeypatch.undo()
+    overwrite = {**raw, "output": {**raw["output"], "overwrite": True}, "mining": {**raw["mining"], "k": 3}}
+    assert run_mine(parse_config(MineConfig, overwrite))["resumed"] is False  # overwrite still starts over

@@ -137,6 +137,43 @@ def test_same_seed_same_centroids_and_matches_local_fit(ray_session, s3_server, 
     )
 
 
+def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(ray_session, s3_server, bucket, monkeypatch):
+    """Cut short after the assignment files were written: the same command reuses the recorded fit, redoes the
+    assignment and ends as an uninterrupted run; another configuration is refused naming the field."""
+    from pipeline.clustering import job
+
+    fs, name, _ = bucket
+    dedup = {"eps": 0.001, "keep": "first"}
+    expected = run_cluster(config(s3_server, name, "resume-a", dedup=dedup))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    monkeypatch.setattr(job, "write_centroids", crash)
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_cluster(config(s3_server, name, "resume-b", dedup=dedup))
+    monkeypatch.undo()
+    assert fs.get_file_info(f"{name}/resume-b/_SUCCESS").type == pafs.FileType.NotFound
+    assert read_dir(fs, f"{name}/resume-b/assignments").num_rows == 450  # what the crashed attempt left
+    with pytest.raises(FileExistsError, match=r"of another configuration.*clustering\.k: 4 -> 5"):
+        run_cluster(config(s3_server, name, "resume-b", k=5, dedup=dedup))
+    fits = []
+    monkeypatch.setattr(job, "fit", lambda *args: fits.append(args))  # a fit would fail: None is no FitResult
+    summary = run_cluster(config(s3_server, name, "resume-b", dedup=dedup))
+    assert fits == [] and summary["resumed"] is True and summary["stages_reused"] == ["fit"]
+    assert expected["resumed"] is False and expected["stages_reused"] == []
+    for key in ("rows", "sizes", "objective", "iterations", "fit_rows", "dedup"):
+        assert summary[key] == expected[key], key
+    timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in s["history"]] for s in (summary, expected)]
+    assert timeless[0] == timeless[1]
+    for part in ("assignments", "kept_ids"):
+        a, b = (read_dir(fs, f"{name}/{run}/{part}").sort_by("id") for run in ("resume-a", "resume-b"))
+        assert a.equals(b), part
+    for single in ("centroids.parquet", "duplicates.parquet"):
+        a, b = (pq.read_table(f"{name}/{run}/{single}", filesystem=fs) for run in ("resume-a", "resume-b"))
+        assert a.equals(b), single
+
+
 def test_refuses_to_overwrite_and_bad_columns(ray_session, s3_server, bucket):
     _, name, _ = bucket
     with pytest.raises(FileExistsError, match="output.overwrite=true"):
@@ -202,3 +239,18 @@ def test_embed_first_then_cluster(ray_session, tiny_models, tmp_path):
     assert assignments.column_names == ["id", "cluster_id", "cosine_to_centroid", "lang"]
     kept = read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "kept_ids")).num_rows
     assert kept + summary["dedup"]["duplicates"] == n
+
+    # An unfinished state (a crash before the marker): the same command reuses the finished embed step (checked
+    # against its fingerprint, not embedded again) and the recorded fit.
+    marker = (tmp_path / "emb" / "_SUCCESS").stat().st_mtime_ns
+    (tmp_path / "clusters" / "_SUCCESS").unlink()
+    (tmp_path / "clusters" / "summary.json").unlink()
+    again = run_cluster(parse_config(ClusterConfig, raw))
+    assert again["resumed"] is True and again["stages_reused"] == ["embed", "fit"]
+    assert (tmp_path / "emb" / "_SUCCESS").stat().st_mtime_ns == marker
+    assert again["sizes"] == summary["sizes"] and again["dedup"] == summary["dedup"]
+    assert (
+        read_dir(pafs.LocalFileSystem(), str(tmp_path / "clusters" / "assignments"))
+        .sort_by("id")
+        .equals(assignments.sort_by("id"))
+    )

@@ -217,4 +217,31 @@ def test_the_interrupted_line_says_what_the_same_command_does():
         "the same command resumes it from what it committed in /out"
     )
     assert "output.overwrite is true, so the same command starts over" in interrupted_line("embed", cfg(True), True)
-    assert "it does not resume" in interrupted_line("cluster", cfg(False), False)
+    assert "it does not resume" in interrupted_line("some_job", cfg(False), False)
+
+
+@pytest.mark.parametrize(
+    "job, config",
+    [
+        ("cluster", "input: {uri: /in}\noutput: {uri: /out}\nclustering: {k: 2}\n"),
+        (
+            "mine_bitext",
+            "source: {uri: /a, lang: fra}\ntarget: {uri: /b, lang: eng}\noutput: {uri: /out}\n",
+        ),
+    ],
+)
+def test_ctrl_c_in_cluster_and_mining_says_the_same_command_resumes(job, config, tmp_path, monkeypatch, capsys):
+    """Both jobs resume an unfinished run of the same configuration, so their interrupted line says so."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{job}")
+    run_name = {"cluster": "run_cluster", "mine_bitext": "run_mine"}[job]
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, run_name, interrupted)
+    path = tmp_path / "c.yaml"
+    path.write_text(config)
+    assert module.main(["--config", str(path)]) == 130
+    assert capsys.readouterr().err.strip().endswith("the same command resumes it from what it committed in /out")

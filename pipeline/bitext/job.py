@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from pipeline import commit
-from pipeline.bitext import prepare
+from pipeline.bitext import prepare, resume
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
@@ -117,7 +117,11 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare
 
 
 def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str, out) -> tuple[str, dict]:
-    """Embed exactly the rows that will be mined (all of a side's languages in one embed run)."""
+    """Embed exactly the rows that will be mined (all of a side's languages in one embed run).
+
+    The embed run resumes itself after a crash, and one that finished in an earlier attempt is reused (its
+    fingerprint checked) rather than refused: see pipeline.bitext.resume.
+    """
     embeddings_at = out.join("embeddings", side)
     embed_cfg = EmbedConfig(
         input=InputConfig(uri=texts_uri, format="parquet", text_column="text", id_column="id", kind=side_cfg.kind),
@@ -127,31 +131,29 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
         batching=cfg.batching,
         compute=cfg.compute,
     )
-    return embeddings_at.uri, run_embed(embed_cfg)
+    return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True)
 
 
-def build_stores(cfg: MineConfig, out, work_uri: str, ex) -> tuple[dict[tuple[str, str], StoreRef], dict]:
-    """Read, dedup, embed and join every side; returns stores by (side, lang) and per-side info for the summary."""
-    stores: dict[tuple[str, str], StoreRef] = {}
-    info: dict[str, dict[str, Any]] = {}
-    groups = plan_inputs(cfg)
-    reads = [read_group(cfg, g, work_uri, ex) for g in groups]  # every input fails fast, before any embedding
-    log.info("read %d inputs: %s rows per language", len(groups), dict(sum((r.per_lang for r in reads), Counter())))
-    owned: dict[str, list[tuple[str, InputGroup]]] = defaultdict(list)  # side -> (lang, group) it holds
-    for group, counts in zip(groups, reads):
-        for side, langs in group.sides.items():
-            mined = sum(counts.per_lang[lang] for lang in langs)
-            info[side] = {
-                "rows_read": counts.rows_read,
-                "rows_rejected": counts.rows_rejected,
-                "rows_other_lang": counts.rows_read - counts.rows_rejected - mined,
-                "langs": {},
-            }
+def owned_langs(groups: list[InputGroup]) -> dict[str, list[tuple[str, InputGroup]]]:
+    """side -> the (language, input) pairs whose store it holds."""
+    owned: dict[str, list[tuple[str, InputGroup]]] = defaultdict(list)
+    for group in groups:
         for lang, side in group.owners.items():
             owned[side].append((lang, group))
-    for side, items in owned.items():
-        group = items[0][1]
-        counts = reads[groups.index(group)]
+    return owned
+
+
+def prepare_texts(cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex) -> dict[str, Any]:
+    """Read every input once and number each side's rows (deduplicated) into texts/<side>/: the `texts` stage.
+
+    Returns its record (pipeline.bitext.resume): per input its read counts; per side the join's bucket count and,
+    per language, the numbered text files and the id files of the join (prepare.dedup_language).
+    """
+    reads = [read_group(cfg, g, work_uri, ex) for g in groups]  # every input fails fast, before any embedding
+    log.info("read %d inputs: %s rows per language", len(groups), dict(sum((r.per_lang for r in reads), Counter())))
+    sides: dict[str, dict[str, Any]] = {}
+    for side, items in owned_langs(groups).items():
+        counts = reads[groups.index(items[0][1])]
         buckets = max(1, -(-sum(counts.per_lang[lang] for lang, _ in items) // cfg.mining.join_bucket_rows))
         refs = [
             ex.submit(
@@ -168,27 +170,73 @@ def build_stores(cfg: MineConfig, out, work_uri: str, ex) -> tuple[dict[tuple[st
             )
             for lang, _ in items
         ]
-        deduped = dict(zip([lang for lang, _ in items], ex.get(refs)))
-        side_cfg = group.cfg
+        sides[side] = {"buckets": buckets, "langs": dict(zip([lang for lang, _ in items], ex.get(refs)))}
+    read_counts = [
+        {"rows_read": c.rows_read, "rows_rejected": c.rows_rejected, "per_lang": dict(c.per_lang)} for c in reads
+    ]
+    return resume.as_json({"reads": read_counts, "sides": sides})
+
+
+def embed_sides(cfg: MineConfig, out) -> tuple[dict[str, tuple[str, dict]], list[str]]:
+    """Each store-holding side's embeddings (uri, facts for the summary), and the sides whose finished embed run of
+    an earlier attempt was reused."""
+    embedded: dict[str, tuple[str, dict]] = {}
+    reused = []
+    for side, items in owned_langs(plan_inputs(cfg)).items():
+        side_cfg = items[0][1].cfg
         if side_cfg.embeddings_uri:
-            emb_uri, emb_info = side_cfg.embeddings_uri, {"reused": side_cfg.embeddings_uri}
-        else:
-            texts_uri = posixpath.join(cfg.output.uri.rstrip("/"), "texts", side)
-            emb_uri, summary = embed_texts(cfg, side, side_cfg, texts_uri, out)
-            emb_info = {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
+            embedded[side] = side_cfg.embeddings_uri, {"reused": side_cfg.embeddings_uri}
+            continue
+        texts_uri = posixpath.join(cfg.output.uri.rstrip("/"), "texts", side)
+        emb_uri, summary = embed_texts(cfg, side, side_cfg, texts_uri, out)
+        embedded[side] = emb_uri, {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
+        if summary.get("reused_finished_run"):
+            reused.append(side)
+    return embedded, reused
+
+
+def build_stores(
+    cfg: MineConfig, texts: dict[str, Any], embedded: dict[str, tuple[str, dict]], work_uri: str, ex
+) -> tuple[dict[tuple[str, str], StoreRef], dict]:
+    """Join every side's numbered texts to its vectors; returns stores by (side, lang) and per-side facts for the
+    summary. `texts`: prepare_texts' record; `embedded`: embed_sides' result."""
+    stores: dict[tuple[str, str], StoreRef] = {}
+    info: dict[str, dict[str, Any]] = {}
+    groups = plan_inputs(cfg)
+    reads = texts["reads"]
+    for group, counts in zip(groups, reads):
+        for side, langs in group.sides.items():
+            mined = sum(counts["per_lang"].get(lang, 0) for lang in langs)
+            info[side] = {
+                "rows_read": counts["rows_read"],
+                "rows_rejected": counts["rows_rejected"],
+                "rows_other_lang": counts["rows_read"] - counts["rows_rejected"] - mined,
+                "langs": {},
+            }
+    for side, items in owned_langs(groups).items():
+        group = items[0][1]
+        counts = reads[groups.index(group)]
+        deduped, buckets = texts["sides"][side]["langs"], texts["sides"][side]["buckets"]
+        emb_uri, emb_info = embedded[side][0], dict(embedded[side][1])
         log.info("%s: %d languages numbered; joining vectors from %s", side, len(items), emb_uri)
-        vectors, dim, model = join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex)
+        vectors, dim, model = join_vectors(cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex)
         emb_info["model"] = model or "unknown"
         for lang, _ in items:
             d = deduped[lang]
             store = StoreRef(
-                side, lang, d["rows"], tuple(d["files"]), tuple(vectors.get(lang, ())), dim, model or "unknown"
+                side,
+                lang,
+                d["rows"],
+                tuple(tuple(f) for f in d["files"]),
+                tuple(vectors.get(lang, ())),
+                dim,
+                model or "unknown",
             )
             for user, langs in group.sides.items():
                 if lang in langs:
                     stores[(user, lang)] = store
                     info[user]["langs"][lang] = {
-                        "rows": counts.per_lang[lang],
+                        "rows": counts["per_lang"][lang],
                         "duplicates_dropped": d["duplicates"],
                         "rows_mined": d["rows"],
                         "embeddings": emb_info,
@@ -437,36 +485,67 @@ def write_pair_report(cfg: MineConfig, pair: dict, at) -> dict[str, str]:
 
 
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
-    """Mine translation pairs for every (source lang, target lang); returns the summary written to summary.json."""
+    """Mine translation pairs for every (source lang, target lang), or resume an unfinished run of the same
+    configuration in `output.uri` from its last recorded stage (pipeline.bitext.resume); returns the summary
+    written to summary.json.
+
+    Raises:
+        OutputExistsError: the output holds a finished run, another configuration's run (the message names each
+            differing field) or foreign files, and output.overwrite is false.
+    """
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
-    commit.begin(out, "mine_bitext", cfg.output.overwrite)
+    commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing inputs for the fingerprint
+    resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, resume.mine_fingerprint(cfg))
+    stages = commit.committed_units(out) if resumed else {}
+    if resumed:
+        dropped = commit.drop_except(out, resume.kept_paths(stages))
+        log.info("resuming: stages recorded %s; %d files of later stages dropped", sorted(stages), dropped)
     needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
     if cfg.mining.backend == "ray" or needs_embed:
         init_ray(cfg.compute)
     ex = make_executor(cfg)
     work_uri = out.join("work").uri
-    stores, sides = build_stores(cfg, out, work_uri, ex)
-    embedded = time.perf_counter()
+    reused = [stage for stage in (resume.TEXTS, resume.KNN, resume.PAIRS) if stage in stages]
+    texts = stages.get(resume.TEXTS)
+    if texts is None:
+        texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex)
+        commit.mark_unit(out, resume.TEXTS, texts)
+    embedded, embeddings_reused = embed_sides(cfg, out)
+    reused += [f"embeddings/{side}" for side in embeddings_reused]
     pairs = cfg.pairs()
-    means = {}
-    if cfg.mining.center:
-        for store in {s.name: s for s in stores.values()}.values():
-            means[store.name] = ex.submit(store_mean, store, cfg.storage)
-        means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
-    knn = search_all(cfg, stores, pairs, means, work_uri, ex)
+    if resume.KNN not in stages:
+        stores, sides = build_stores(cfg, texts, embedded, work_uri, ex)
+        embedded_at = time.perf_counter()
+        means = {}
+        if cfg.mining.center:
+            for store in {s.name: s for s in stores.values()}.values():
+                means[store.name] = ex.submit(store_mean, store, cfg.storage)
+            means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
+        knn = search_all(cfg, stores, pairs, means, work_uri, ex)
+        stages[resume.KNN] = resume.knn_record(stores, sides, knn)
+        commit.mark_unit(out, resume.KNN, stages[resume.KNN])
+    else:
+        embedded_at = time.perf_counter()
+    stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
     searched = time.perf_counter()
-    results = []
-    for s, t in pairs:
-        src, tgt = stores[("source", s)], stores[("target", t)]
-        pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
-        results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
-        log.info("%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"])
+    results = stages.get(resume.PAIRS)
+    if results is None:
+        results = []
+        for s, t in pairs:
+            src, tgt = stores[("source", s)], stores[("target", t)]
+            pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
+            results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
+            log.info(
+                "%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"]
+            )
+        results = resume.as_json(results)
+        commit.mark_unit(out, resume.PAIRS, results)
     mined = time.perf_counter()
     dim = next(iter(stores.values())).dim
     seconds = {
-        "read_and_embed": round(embedded - start, 3),
-        "knn": round(searched - embedded, 3),
+        "read_and_embed": round(embedded_at - start, 3),
+        "knn": round(searched - embedded_at, 3),
         "select_and_write": round(mined - searched, 3),
     }
     largest = max(s.rows for s in stores.values())
@@ -492,6 +571,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         summary = write_single(cfg, out, results[0], sides, dim, shards, seconds)
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
     summary["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    summary["resumed"], summary["stages_reused"] = resumed, reused
     commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
     log.info("mined %d pairs of languages -> %s", len(results), out.uri)
     return summary

@@ -6,6 +6,7 @@ Outputs under output.uri:
     duplicates.parquet                  id, kept_id, cosine        (with clustering.dedup)
     kept_ids/cluster-NNNNN.parquet      id of every row that survives dedup (with clustering.dedup)
     summary.json, cluster_sizes.png, objective.png
+    _run/                               the run's fingerprint and recorded fit, for a resume (clustering.resume)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import ray
 
 from pipeline import commit
 from pipeline.cluster_config import ClusterConfig
-from pipeline.clustering import centering, kmeans, report
+from pipeline.clustering import centering, kmeans, report, resume
 from pipeline.clustering.distributed import (
     OFF,
     AssignSpec,
@@ -37,7 +38,7 @@ from pipeline.clustering.distributed import (
 )
 from pipeline.clustering.vectors import check_embedding_field, embedding_matrix
 from pipeline.embed_job import init_ray, run_embed
-from pipeline.storage import Location, list_files, resolve, write_bytes, write_parquet_atomic
+from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +168,32 @@ def center_dataset(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int) -> tuple[
 
 
 def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
-    """Run the configured clustering; returns the summary that is also written to `<output>/summary.json`."""
+    """Run the configured clustering, or resume an unfinished run of the same configuration in `output.uri`.
+
+    A resumed run reuses the embed step's finished output and the recorded fit (pipeline.clustering.resume), and
+    redoes the assignment. Returns the summary that is also written to `<output>/summary.json`.
+
+    Raises:
+        OutputExistsError: the output holds a finished run, another configuration's run (the message names each
+            differing field) or foreign files, and output.overwrite is false.
+    """
     start = time.perf_counter()
+    out = resolve(cfg.output.uri, cfg.storage)
+    commit.check_available(out, cfg.output.overwrite, resumable=True)  # before the embed step, not after it
+    reused: list[str] = []
     if cfg.embed is not None:
         log.info("embedding %s first", cfg.embed.input.uri)
-        run_embed(cfg.embed)
+        if run_embed(cfg.embed, reuse_finished=True).get("reused_finished_run"):
+            reused.append("embed")
     # Input and output are checked before Ray starts, so a wrong URI or column fails in seconds.
-    root, files = list_files(cfg.input.uri, cfg.storage)
+    root, listed = list_inputs(cfg.input.uri, cfg.storage)
+    files = [f.path for f in listed]
     dim = inspect_input(cfg, root, files)
-    out = resolve(cfg.output.uri, cfg.storage)
-    commit.begin(out, "cluster", cfg.output.overwrite)
+    resumed = commit.begin(out, "cluster", cfg.output.overwrite, resume.cluster_fingerprint(cfg, listed))
+    stages = commit.committed_units(out) if resumed else {}
+    if resumed:
+        dropped = commit.drop_except(out, keep=[])  # the assignment stage's partial files; _run/ stays
+        log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
     init_ray(cfg.compute)
     center_by = cfg.clustering.center_by
     columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
@@ -188,7 +205,12 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     if center_by:
         ds, groups = center_dataset(cfg, ds, dim)
 
-    result, sample_facts = fit(cfg, ds, dim, rows)
+    if resume.FIT_STAGE in stages:
+        result, sample_facts = resume.load_fit(out, stages[resume.FIT_STAGE])
+        reused.append(resume.FIT_STAGE)
+    else:
+        result, sample_facts = fit(cfg, ds, dim, rows)
+        resume.save_fit(out, result, sample_facts)
     stats = assign_and_write(cfg, ds, dim, result.centroids, out)
     sizes = write_centroids(result.centroids, stats, out)
     total_cos = float(stats.column("cos_sum").to_numpy().sum())
@@ -216,6 +238,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         "center_groups": groups,
         "history": report.fit_history(result),
         "sizes": sizes.tolist(),
+        "resumed": resumed,
+        "stages_reused": reused,
     }
     if cfg.clustering.dedup is not None:
         n_dup = write_duplicates(stats, out)

@@ -1,0 +1,97 @@
+"""How the mining job resumes: its fingerprint, its stages, and what a rerun keeps of each.
+
+    stage     recorded when                        keeps (under output.uri)
+    texts     every side is read and numbered      texts/, work/raw/, work/ids/, and embeddings/ (next)
+    (embed)   its own run per side (run_embed)     embeddings/<side>/: resumed, or reused once finished
+    knn       the k-NN of every pair is written    work/emb/, work/vectors/, work/knn/
+    pairs     every pair is selected and written   pairs/ (then work/ is removed; reports and summary follow)
+
+A stage is recorded (pipeline.commit.mark_unit, `_run/units/<stage>.json`) after all its files are written, with
+what the next stages need from it (file lists, counts), so a rerun of the same configuration starts after the last
+recorded stage. The texts must be kept for the embeddings to be reused: the embed step's fingerprint holds the
+listing of texts/<side> (sizes and times), which a rewrite would change. Pure storage and JSON: no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from pipeline.bitext.store import StoreRef
+from pipeline.fingerprint import listing_digest
+from pipeline.mine_config import MineConfig
+from pipeline.storage import list_inputs
+
+TEXTS, KNN, PAIRS = "texts", "knn", "pairs"
+KEEP = {
+    TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"],
+    KNN: ["work/emb/", "work/vectors/", "work/knn/"],
+    PAIRS: ["pairs/"],
+}
+# settings that change where and how fast the search runs, not its result
+RESOURCE_KEYS = ("cpus_per_shard", "gpus_per_shard", "max_in_flight", "backend")
+MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
+
+
+def mine_fingerprint(cfg: MineConfig) -> dict[str, Any]:
+    """The fields that decide whether an unfinished mining run may be resumed, by name.
+
+    Each side's settings and input listing (count and sha256 of every path, size and mtime, as for the embed job;
+    the same for an `embeddings_uri`), the model settings, the stored dtype and layout, and every mining setting
+    but the resources (RESOURCE_KEYS). The model's weights are not hashed here: the embed step's own fingerprint
+    holds their identity and refuses a resume when they changed.
+    """
+    fields: dict[str, Any] = {}
+    for name in ("source", "target"):
+        side = getattr(cfg, name)
+        fields |= {f"{name}.{k}": v for k, v in sorted(side.model_dump().items())}
+        fields[f"{name}.listing"] = listing_digest(list_inputs(side.uri, cfg.storage, key=f"{name}.uri")[1])
+        if side.embeddings_uri:
+            listed = list_inputs(side.embeddings_uri, cfg.storage, key=f"{name}.embeddings_uri")[1]
+            fields[f"{name}.embeddings_listing"] = listing_digest(listed)
+    model = cfg.model.model_dump(exclude=set(MODEL_RUNTIME_KEYS))
+    fields |= {f"model.{k}": v for k, v in sorted(model.items())}
+    output = cfg.output.model_dump(exclude={"uri", "overwrite"})
+    fields |= {f"output.{k}": v for k, v in sorted(output.items())}
+    mining = cfg.mining.model_dump(exclude=set(RESOURCE_KEYS))
+    return fields | {f"mining.{k}": v for k, v in sorted(mining.items())}
+
+
+def kept_paths(stages: dict[str, Any]) -> list[str]:
+    """The prefixes under output.uri that the recorded stages own (the rest is deleted before a resume)."""
+    return [p for stage, paths in KEEP.items() if stage in stages for p in paths]
+
+
+def as_json(record: Any) -> Any:
+    """The record as the stage marker holds it (tuples become lists), so a first run and a resumed one use the
+    same values."""
+    return json.loads(json.dumps(record))
+
+
+def knn_record(stores: dict[tuple[str, str], StoreRef], sides: dict, knn: dict) -> dict[str, Any]:
+    """What the selection needs of the stages up to the k-NN: the stores, the per-side facts, the knn files."""
+    return as_json(
+        {
+            "stores": [[side, lang, dataclasses.asdict(s)] for (side, lang), s in stores.items()],
+            "sides": sides,
+            "knn": {**knn, "files": [[pair, d, uris] for (pair, d), uris in knn["files"].items()]},
+        }
+    )
+
+
+def store_ref(fields: dict[str, Any]) -> StoreRef:
+    return StoreRef(
+        **{
+            **fields,
+            "text_files": tuple(tuple(f) for f in fields["text_files"]),
+            "vector_files": tuple(tuple(f) for f in fields["vector_files"]),
+        }
+    )
+
+
+def from_knn_record(record: dict[str, Any]) -> tuple[dict[tuple[str, str], StoreRef], dict, dict]:
+    """knn_record's inverse: (stores, sides, knn)."""
+    stores = {(side, lang): store_ref(fields) for side, lang, fields in record["stores"]}
+    knn = {**record["knn"], "files": {(pair, d): uris for pair, d, uris in record["knn"]["files"]}}
+    return stores, record["sides"], knn
