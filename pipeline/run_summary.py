@@ -49,6 +49,8 @@ def human_summary(summary: dict[str, Any]) -> str:
         counts = [f"{k} {_n(v)}" for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
         if counts:
             lines.append(", ".join(counts[:8]))
+    if summary.get("stages_reused"):  # the cluster and mining jobs: what earlier attempts (or runs) did for this one
+        lines.append(f"reused, not redone: {', '.join(summary['stages_reused'])}")
     if summary.get("output"):
         lines.append(f"output: {summary['output']}")
     if summary.get("rejects"):

@@ -82,6 +82,32 @@ def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server):
     assert pq.read_table(io.BytesIO(body)).equals(table)  # same vectors, same pairs
 
 
+def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, tiny_models, tmp_path, monkeypatch):
+    """Both sides embedded and committed, then the k-NN search dies: the same command reuses the texts and both
+    embed runs (their _SUCCESS untouched, fingerprints checked) and ends with the pairs of an uninterrupted run."""
+    from pipeline.bitext import job
+
+    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(tmp_path / "whole"), backend="local")
+    run_mine(parse_config(MineConfig, raw))
+    out = tmp_path / "cut"
+    raw["output"] = {"uri": str(out)}
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    monkeypatch.setattr(job, "search_all", crash)
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_mine(parse_config(MineConfig, raw))
+    monkeypatch.undo()
+    markers = {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in ("source", "target")}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["resumed"] is True
+    assert summary["stages_reused"] == ["texts", "embeddings/source", "embeddings/target"]
+    assert {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in markers} == markers
+    whole, cut = (pq.read_table(tmp_path / run / "pairs" / "part-00000.parquet") for run in ("whole", "cut"))
+    assert cut.num_rows == summary["pairs_kept"] > 0 and cut.equals(whole)
+
+
 @pytest.mark.models
 def test_real_model_finds_the_translations(ray_session, real_model_dir, tmp_path):
     """multilingual-e5-small on 16 French and 16 English FLORES sentences: the mined pairs are the translations."""

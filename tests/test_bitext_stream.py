@@ -106,6 +106,37 @@ def test_many_pairs_in_one_run_equal_each_pair_alone(corpus):
     assert not (multi / "work").exists()
 
 
+def test_a_many_pair_run_cut_short_after_its_first_pair_resumes_to_the_same_outputs(corpus, monkeypatch):
+    """Pair one written, pair two dies: the same command redoes the selection of every pair from the recorded k-NN
+    (the partial pairs deleted first) and writes what an uninterrupted run writes."""
+    from pipeline.bitext import job
+
+    raw = config(corpus, list(LANGS), ["eng"], "whole")
+    run_mine(parse_config(MineConfig, raw))
+    real, calls = job.mine_pair, []
+
+    def dies_on_the_second_pair(*args):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise RuntimeError("node lost")
+        return real(*args)
+
+    monkeypatch.setattr(job, "mine_pair", dies_on_the_second_pair)
+    cut = {**raw, "output": {"uri": str(corpus["dir"] / "cut")}}
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_mine(parse_config(MineConfig, cut))
+    assert (corpus["dir"] / "cut" / "pairs" / "src_lang=fra").exists()
+    summary = run_mine(parse_config(MineConfig, cut))
+    assert calls == ["fra", "deu", "fra", "deu", "spa"]
+    assert summary["resumed"] is True and summary["stages_reused"] == ["texts", "knn"]
+    for lang in LANGS:
+        part = f"pairs/src_lang={lang}/tgt_lang=eng"
+        assert read_pairs(corpus["dir"] / "cut" / part).equals(read_pairs(corpus["dir"] / "whole" / part))
+    assert (corpus["dir"] / "cut" / "overview.csv").read_text() == (
+        corpus["dir"] / "whole" / "overview.csv"
+    ).read_text()
+
+
 @pytest.mark.parametrize(
     "block_size,num_shards,max_rows,rows_per_file,retrieval",
     [

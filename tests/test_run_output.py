@@ -92,6 +92,12 @@ def test_human_summary_of_a_reembed_run():
     assert "11,399 tokens in 56.2 s (203 tokens/s)" in text
 
 
+def test_human_summary_of_a_resumed_run_names_what_was_reused():
+    summary = {"rows": 450, "k": 4, "resumed": True, "stages_reused": ["embed", "fit"], "output": "/o"}
+    assert "      reused, not redone: embed, fit" in human_summary(summary).splitlines()
+    assert "reused" not in human_summary({**summary, "resumed": False, "stages_reused": []})
+
+
 def embed_cli(config, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m jobs.embed --config CONFIG` as a user runs it, from the repository root; output captured."""
     cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config)]

@@ -9,6 +9,7 @@ Outputs under `output.uri`. One-pair form (`lang: fra`): `pairs/part-NNNNN.parqu
 `score_histogram.png`, as before. List form (`lang: [fra, deu]`): `pairs/src_lang=<S>/tgt_lang=<T>/part-NNNNN.parquet`,
 `reports/src_lang=<S>/tgt_lang=<T>/{summary.json,score_histogram.png}`, `overview.csv`, `overview.png` and a
 `summary.json` over all pairs. Both write `texts/` and (when embedding) `embeddings/`; `work/` is removed at the end.
+The same command after a crash resumes from the last recorded stage (pipeline.bitext.resume).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
 
 A stage is recorded (pipeline.commit.mark_unit, `_run/units/<stage>.json`) after all its files are written, with
 what the next stages need from it (file lists, counts), so a rerun of the same configuration starts after the last
-recorded stage. The texts must be kept for the embeddings to be reused: the embed step's fingerprint holds the
+recorded stage, after deleting every other file (pipeline.commit.drop_except: partial files of the unrecorded
+stages, reports, summary). The texts must be kept for the embeddings to be reused: the embed step's fingerprint holds the
 listing of texts/<side> (sizes and times), which a rewrite would change. Pure storage and JSON: no Ray.
 """
 
