@@ -79,3 +79,31 @@ def test_protocol_on_s3(s3_bucket, s3_server):
 def test_differences_lists_absent_fields():
     assert differences({"a": 1}, {"a": 1, "b": [2]}) == ["b: (absent) -> [2]"]
     assert differences({"a": {"x": 1}}, {"a": {"x": 1}}) == []
+
+
+def test_drop_except_keeps_the_run_record_and_the_recorded_stages_files(tmp_path):
+    """What a resumed stage-wise job (mining, clustering) deletes: every file of an unrecorded stage, temp files too."""
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    commit.begin(out, "mine_bitext", overwrite=False, fingerprint=FP)
+    commit.mark_unit(out, "texts", {"rows": 3})
+    files = ["texts/a/part-0.parquet", "work/knn/b.parquet", "pairs/.part-0.parquet.tmp", "summary.json", "_SUCCESS"]
+    for rel in files:
+        (tmp_path / "o" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "o" / rel).write_text("{}")
+    assert commit.drop_except(out, keep=["texts/"]) == 4
+    assert list_tree(out, temp_files=True) == [
+        "_run/fingerprint.json",
+        "_run/units/texts.json",
+        "texts/a/part-0.parquet",
+    ]
+
+
+def test_reuse_finished_returns_the_summary_of_the_same_configuration_only(tmp_path):
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    with pytest.raises(commit.OutputExistsError, match="holds no finished run"):
+        commit.reuse_finished(out, "embed", FP)
+    commit.commit(out, "embed", {"rows_in": 3}, "_summary.json")
+    assert commit.reuse_finished(out, "embed", FP) == {"rows_in": 3}
+    with pytest.raises(commit.OutputExistsError, match=r'finished embed of another configuration.*"a" -> "b"'):
+        commit.reuse_finished(out, "embed", {**FP, "metadata.model": "b"})
