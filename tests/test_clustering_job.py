@@ -138,31 +138,46 @@ def test_same_seed_same_centroids_and_matches_local_fit(ray_session, s3_server, 
 
 
 def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(ray_session, s3_server, bucket, monkeypatch):
-    """Cut short after the assignment files were written: the same command reuses the recorded fit, redoes the
-    assignment and ends as an uninterrupted run; another configuration is refused naming the field."""
-    from pipeline.clustering import job
+    """Cut short mid-fit, then again after the assignment files were written: each rerun of the same command goes on
+    from what the last attempt recorded (an iteration of the fit, then the fitted centroids) and the run ends as an
+    uninterrupted one; another configuration is refused naming the field."""
+    from pipeline.clustering import job, resume
 
     fs, name, _ = bucket
     dedup = {"eps": 0.001, "keep": "first"}
     expected = run_cluster(config(s3_server, name, "resume-a", dedup=dedup))
+    assert expected["iterations"] >= 2 and expected["resumed"] is False and expected["stages_reused"] == []
+
+    monkeypatch.setattr(resume, "CHECKPOINT_SECONDS", 0.0)  # record every iteration
+    real_update, updates = kmeans.update, []
+
+    def update(*args):
+        updates.append(len(updates) + 1)
+        if updates == [1, 2]:  # the first attempt's second update: its iteration 1 is recorded
+            raise RuntimeError("node lost")
+        return real_update(*args)
 
     def crash(*args, **kwargs):
         raise RuntimeError("node lost")
 
+    monkeypatch.setattr(kmeans, "update", update)
     monkeypatch.setattr(job, "write_centroids", crash)
     with pytest.raises(RuntimeError, match="node lost"):
         run_cluster(config(s3_server, name, "resume-b", dedup=dedup))
-    monkeypatch.undo()
+    assert fs.get_file_info(f"{name}/resume-b/_run/units/fit-iteration.json").type == pafs.FileType.File
+    with pytest.raises(RuntimeError, match="node lost"):  # continues the fit from iteration 1, dies after assigning
+        run_cluster(config(s3_server, name, "resume-b", dedup=dedup))
+    assert len(updates) == 2 + expected["iterations"] - 1  # the second attempt ran iterations 2.. only
     assert fs.get_file_info(f"{name}/resume-b/_SUCCESS").type == pafs.FileType.NotFound
     assert read_dir(fs, f"{name}/resume-b/assignments").num_rows == 450  # what the crashed attempt left
+    monkeypatch.undo()
     with pytest.raises(FileExistsError, match=r"of another configuration.*clustering\.k: 4 -> 5"):
         run_cluster(config(s3_server, name, "resume-b", k=5, dedup=dedup))
     fits = []
     monkeypatch.setattr(job, "fit", lambda *args: fits.append(args))  # a fit would fail: None is no FitResult
     summary = run_cluster(config(s3_server, name, "resume-b", dedup=dedup))
     assert fits == [] and summary["resumed"] is True and summary["stages_reused"] == ["fit"]
-    assert expected["resumed"] is False and expected["stages_reused"] == []
-    for key in ("rows", "sizes", "objective", "iterations", "fit_rows", "dedup"):
+    for key in ("rows", "sizes", "objective", "iterations", "fit_rows", "init_rows", "dedup"):
         assert summary[key] == expected[key], key
     timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in s["history"]] for s in (summary, expected)]
     assert timeless[0] == timeless[1]
@@ -172,6 +187,8 @@ def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(ray_session,
     for single in ("centroids.parquet", "duplicates.parquet"):
         a, b = (pq.read_table(f"{name}/{run}/{single}", filesystem=fs) for run in ("resume-a", "resume-b"))
         assert a.equals(b), single
+    fit_files = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{name}/resume-b/_run/fit"))]
+    assert fit_files == ["centroids.npy"]  # the iterations' matrices are deleted once the fit is recorded
 
 
 def test_refuses_to_overwrite_and_bad_columns(ray_session, s3_server, bucket):

@@ -89,6 +89,36 @@ def test_deterministic_per_seed_and_seed_matters():
     assert not np.array_equal(a.centroids, c.centroids)
 
 
+def test_a_fit_continued_from_a_recorded_iteration_equals_the_uninterrupted_fit():
+    """The state lloyd hands to on_iteration (centroids, history) is all a resumed fit needs."""
+    x, _ = blobs(1500, 10, 16, seed=5, spread=0.8)
+    blocks = np.array_split(x, 3)
+
+    def step(c):
+        return kmeans.merge([kmeans.partial_sums(b, c) for b in blocks])
+
+    init = kmeans.init_centroids(x, 10, "kmeans++", seed=7)
+    whole = kmeans.lloyd(step, init, 30, 1e-6)
+    assert len(whole.history) > 4
+    recorded = []
+
+    def dies_after_iteration_3(centroids, history):
+        recorded.append((centroids.copy(), list(history)))
+        if len(history) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        kmeans.lloyd(step, init, 30, 1e-6, on_iteration=dies_after_iteration_3)
+    centroids, history = recorded[-1]
+    continued = kmeans.lloyd(step, centroids, 30, 1e-6, history)
+    np.testing.assert_array_equal(continued.centroids, whole.centroids)
+    assert [(h.objective, h.shift, h.reseeded) for h in continued.history][1:] == [
+        (h.objective, h.shift, h.reseeded) for h in whole.history
+    ][1:]
+    assert continued.converged == whole.converged and continued.objective == whole.objective
+    np.testing.assert_array_equal(continued.sizes, whole.sizes)
+
+
 def test_empty_cluster_reseeded_with_farthest_point():
     x = unit(np.array([[1, 0.01], [1, -0.01], [0.01, 1], [-0.01, 1], [-1, 0.2]], dtype=np.float32))
     # centroid 2 is nobody's nearest: it starts empty

@@ -64,8 +64,14 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
     return dim
 
 
-def fit(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int) -> tuple[kmeans.FitResult, dict[str, Any]]:
-    """Fit the centroids on the hashed sample; returns the fit and facts about the sample for the summary."""
+def fit(
+    cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int, out: Location, cut_short: dict[str, Any] | None
+) -> tuple[kmeans.FitResult, dict[str, Any]]:
+    """Fit the centroids on the hashed sample; returns the fit and facts about the sample for the summary.
+
+    `cut_short`: the last recorded iteration of an earlier attempt (pipeline.clustering.resume), continued instead of
+    initializing; the iterations are recorded for a later resume as they go.
+    """
     c = cfg.clustering
     spec = SampleSpec(cfg.input.id_column, cfg.input.embedding_column, dim, c.seed, c.sample_fraction)
     sample = ds.map_batches(sample_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"spec": spec})
@@ -79,15 +85,44 @@ def fit(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int) -> tuple[
             renormalized,
             n_fit,
         )
-    # The sample's keys are uniform on [0, sample_fraction): scale to get about init_sample_rows of them.
-    threshold = c.sample_fraction * min(1.0, c.init_sample_rows / n_fit)
-    init_rows = collect_init_rows(sample, threshold)
-    if len(init_rows) < c.k:  # the hash drew fewer rows than expected: fall back to the whole sample
-        init_rows = collect_init_rows(sample, c.sample_fraction)
-    centroids = kmeans.init_centroids(init_rows, c.k, c.init, c.seed)
-    log.info("fitting k=%d on %d of %d rows (init %s on %d rows)", c.k, n_fit, rows, c.init, len(init_rows))
-    result = kmeans.lloyd(distributed_step(sample, cfg.compute.cpus_per_actor), centroids, c.max_iter, c.tol)
-    return result, {"fit_rows": n_fit, "init_rows": len(init_rows), "renormalized_in_sample": renormalized}
+    history = None
+    if cut_short is not None:
+        centroids, history, n_init = resume.load_iteration(out, cut_short)
+        log.info("continuing the fit of k=%d on %d rows after iteration %d", c.k, n_fit, len(history) - 1)
+    else:
+        # The sample's keys are uniform on [0, sample_fraction): scale to get about init_sample_rows of them.
+        threshold = c.sample_fraction * min(1.0, c.init_sample_rows / n_fit)
+        init_rows = collect_init_rows(sample, threshold)
+        if len(init_rows) < c.k:  # the hash drew fewer rows than expected: fall back to the whole sample
+            init_rows = collect_init_rows(sample, c.sample_fraction)
+        centroids, n_init = kmeans.init_centroids(init_rows, c.k, c.init, c.seed), len(init_rows)
+        log.info("fitting k=%d on %d of %d rows (init %s on %d rows)", c.k, n_fit, rows, c.init, n_init)
+    checkpoints = resume.IterationCheckpoints(out, n_init, cut_short["file"] if cut_short else None)
+    step = distributed_step(sample, cfg.compute.cpus_per_actor)
+    result = kmeans.lloyd(step, centroids, c.max_iter, c.tol, history, on_iteration=checkpoints)
+    facts = {"fit_rows": n_fit, "init_rows": n_init, "renormalized_in_sample": renormalized}
+    resume.save_fit(out, result, facts)
+    checkpoints.discard()
+    return result, facts
+
+
+def fit_or_resume(
+    cfg: ClusterConfig, ds: ray.data.Dataset, dim: int, rows: int, out: Location, stages: dict, reused: list[str]
+) -> tuple[kmeans.FitResult, dict[str, Any], int]:
+    """The fit an earlier attempt recorded, or a fit (continued from its last recorded iteration, if any).
+
+    Appends what it reused to `reused` ("fit" or "fit_iterations"); returns the fit, the sample's facts and the
+    number of iterations an earlier attempt ran.
+    """
+    if resume.FIT_STAGE in stages:
+        reused.append(resume.FIT_STAGE)
+        return *resume.load_fit(out, stages[resume.FIT_STAGE]), 0
+    cut_short = stages.get(resume.ITERATION_STAGE)
+    result, facts = fit(cfg, ds, dim, rows, out, cut_short)
+    if cut_short is None:
+        return result, facts, 0
+    reused.append("fit_iterations")
+    return result, facts, len(cut_short["history"]) - 1
 
 
 def assign_and_write(
@@ -170,8 +205,8 @@ def center_dataset(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int) -> tuple[
 def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     """Run the configured clustering, or resume an unfinished run of the same configuration in `output.uri`.
 
-    A resumed run reuses the embed step's finished output and the recorded fit (pipeline.clustering.resume), and
-    redoes the assignment. Returns the summary that is also written to `<output>/summary.json`.
+    A resumed run reuses the embed step's finished output and the recorded fit, or continues the fit from its last
+    recorded iteration (pipeline.clustering.resume), and redoes the assignment. Returns the summary that is also written to `<output>/summary.json`.
 
     Raises:
         OutputExistsError: the output holds a finished run, another configuration's run (the message names each
@@ -205,12 +240,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     if center_by:
         ds, groups = center_dataset(cfg, ds, dim)
 
-    if resume.FIT_STAGE in stages:
-        result, sample_facts = resume.load_fit(out, stages[resume.FIT_STAGE])
-        reused.append(resume.FIT_STAGE)
-    else:
-        result, sample_facts = fit(cfg, ds, dim, rows)
-        resume.save_fit(out, result, sample_facts)
+    result, sample_facts, iterations_reused = fit_or_resume(cfg, ds, dim, rows, out, stages, reused)
     stats = assign_and_write(cfg, ds, dim, result.centroids, out)
     sizes = write_centroids(result.centroids, stats, out)
     total_cos = float(stats.column("cos_sum").to_numpy().sum())
@@ -240,6 +270,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         "sizes": sizes.tolist(),
         "resumed": resumed,
         "stages_reused": reused,
+        "fit_iterations_reused": iterations_reused,
     }
     if cfg.clustering.dedup is not None:
         n_dup = write_duplicates(stats, out)

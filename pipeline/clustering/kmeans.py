@@ -219,20 +219,38 @@ def check_k(k: int, rows: int) -> None:
 
 
 Step = Callable[[np.ndarray], PartialSums]
+OnIteration = Callable[[np.ndarray, list[Iteration]], None]
 
 
-def lloyd(step: Step, centroids: np.ndarray, max_iter: int, tol: float) -> FitResult:
+def lloyd(
+    step: Step,
+    centroids: np.ndarray,
+    max_iter: int,
+    tol: float,
+    history: list[Iteration] | None = None,
+    on_iteration: OnIteration | None = None,
+) -> FitResult:
     """Lloyd iterations driven by `step` (centroids -> reduced partial sums over all the fit data).
 
     Stops after `max_iter` updates, or once no centroid moved by more than `tol` (1 - cosine between its old and
     new position) and no cluster had to be reseeded. Runs `step` max_iter + 1 times at most: the last pass scores
     the final centroids, so `objective` and `sizes` describe what is returned.
+
+    Args:
+        history: continue a fit cut short: `centroids` are those after iteration len(history) - 1 and `history` the
+            iterations up to it (as `on_iteration` got them). The state of an iteration is its centroids alone
+            (`step` recomputes the sums), so the continued fit equals the uninterrupted one for a deterministic
+            `step`.
+        on_iteration: called with (centroids, history) after every update that does not end the fit (the
+            clustering job records them to resume from).
     """
     t0 = time.perf_counter()
     total = step(centroids)
-    history = [Iteration(total.objective, total.inertia, 0, float("nan"), time.perf_counter() - t0)]
+    if history is None:
+        history = [Iteration(total.objective, total.inertia, 0, float("nan"), time.perf_counter() - t0)]
+    history = list(history)
     converged = False
-    for it in range(1, max_iter + 1):
+    for it in range(len(history), max_iter + 1):
         t0 = time.perf_counter()
         new, reseeded = update(total, centroids)
         shift = float(np.max(1.0 - np.sum(new * centroids, axis=1)))
@@ -243,6 +261,8 @@ def lloyd(step: Step, centroids: np.ndarray, max_iter: int, tol: float) -> FitRe
         if reseeded == 0 and shift <= tol:
             converged = True
             break
+        if on_iteration is not None:
+            on_iteration(centroids, history)
     return FitResult(centroids, total.counts.copy(), total.objective, converged, history)
 
 

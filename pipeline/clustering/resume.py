@@ -1,19 +1,24 @@
-"""How the clustering job resumes: its fingerprint, and the fitted centroids kept across attempts.
+"""How the clustering job resumes: its fingerprint, and the fit's centroids kept across attempts.
 
 The fit (a sample pass, k-means++ on the driver, then up to `max_iter` passes over the sample) is the expensive
-stage; it ends in a few numbers and a (k, d) matrix. A run records them once fitted:
+stage; its state is a (k, d) matrix and a few numbers. A run records them while it fits and once fitted:
 
-    <out>/_run/fit/centroids.npy   the fitted centroids, exactly as fitted (numpy's .npy format)
-    <out>/_run/units/fit.json      the stage marker (pipeline.commit.mark_unit), written after the matrix
+    <out>/_run/fit/iteration-NNNNN.npy  the centroids after iteration N (numpy's .npy format), at most every
+                                        CHECKPOINT_SECONDS; the previous one is deleted once the next is recorded
+    <out>/_run/units/fit-iteration.json the marker of the last one (pipeline.commit.mark_unit): N, file, history
+    <out>/_run/fit/centroids.npy        the fitted centroids, exactly as fitted
+    <out>/_run/units/fit.json           the stage marker, written after the matrix
 
-A rerun of the same configuration after a crash loads them instead of fitting again, deletes what the assignment
-stage left and assigns again (one pass over the rows). Pure storage: no Ray.
+A rerun of the same configuration after a crash loads the fitted centroids instead of fitting again, or continues
+the fit from the last recorded iteration (kmeans.lloyd's `history`: the same iterations as an uninterrupted fit),
+then deletes what the assignment stage left and assigns again (one pass over the rows). Pure storage: no Ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -24,8 +29,11 @@ from pipeline.clustering.kmeans import FitResult, Iteration
 from pipeline.fingerprint import listing_digest
 from pipeline.storage import ListedFile, Location, read_bytes, write_bytes
 
-FIT_STAGE = "fit"
+FIT_STAGE, ITERATION_STAGE = "fit", "fit-iteration"
 CENTROIDS = f"{commit.RUN_DIR}/fit/centroids.npy"
+# A checkpoint costs one write of k x d float32 (4 MB at k=1000, d=1024); an iteration is one pass over the fit
+# sample. Every 30 s keeps the write a small share of a long fit and skips it for fits of a few seconds.
+CHECKPOINT_SECONDS = 30.0
 
 
 def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[str, Any]:
@@ -46,11 +54,52 @@ def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[st
     }
 
 
+def write_matrix(x: np.ndarray, at: Location) -> None:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    write_bytes(buf.getvalue(), at)
+
+
+def read_matrix(at: Location) -> np.ndarray:
+    return np.load(io.BytesIO(read_bytes(at)), allow_pickle=False)
+
+
+class IterationCheckpoints:
+    """kmeans.lloyd's `on_iteration`: records the centroids and history at most every CHECKPOINT_SECONDS."""
+
+    def __init__(self, out: Location, init_rows: int, previous: str | None = None):
+        self.out, self.init_rows, self.previous = out, init_rows, previous  # previous: the file resumed from
+        self.last = time.monotonic()
+
+    def __call__(self, centroids: np.ndarray, history: list[Iteration]) -> None:
+        if time.monotonic() - self.last < CHECKPOINT_SECONDS:
+            return
+        rel = f"{commit.RUN_DIR}/fit/iteration-{len(history) - 1:05d}.npy"
+        write_matrix(centroids, self.out.join(rel))
+        record = {"file": rel, "history": [dataclasses.asdict(h) for h in history], "init_rows": self.init_rows}
+        commit.mark_unit(self.out, ITERATION_STAGE, record)  # the marker names its file: never a half-written one
+        self.discard()
+        self.previous, self.last = rel, time.monotonic()
+
+    def discard(self) -> None:
+        """Delete the last recorded iteration's matrix (superseded by a newer one, or by the fitted centroids)."""
+        if self.previous:
+            try:
+                self.out.fs.delete_file(self.out.join(self.previous).path)
+            except FileNotFoundError:
+                pass  # deleted by an attempt that crashed right after
+            self.previous = None
+
+
+def load_iteration(out: Location, record: dict[str, Any]) -> tuple[np.ndarray, list[Iteration], int]:
+    """The last recorded iteration of a fit cut short: (centroids, history, rows the init ran on)."""
+    history = [Iteration(**h) for h in record["history"]]
+    return read_matrix(out.join(record["file"])), history, record["init_rows"]
+
+
 def save_fit(out: Location, fit: FitResult, facts: dict[str, Any]) -> None:
     """Record the fitted centroids, then the stage marker: from here on a rerun skips the fit."""
-    buf = io.BytesIO()
-    np.save(buf, fit.centroids, allow_pickle=False)
-    write_bytes(buf.getvalue(), out.join(CENTROIDS))
+    write_matrix(fit.centroids, out.join(CENTROIDS))
     record = {
         "sizes": fit.sizes.tolist(),
         "objective": fit.objective,
@@ -63,7 +112,7 @@ def save_fit(out: Location, fit: FitResult, facts: dict[str, Any]) -> None:
 
 def load_fit(out: Location, record: dict[str, Any]) -> tuple[FitResult, dict[str, Any]]:
     """The fit an earlier attempt recorded (save_fit), and its facts about the sample."""
-    centroids = np.load(io.BytesIO(read_bytes(out.join(CENTROIDS))), allow_pickle=False)
+    centroids = read_matrix(out.join(CENTROIDS))
     history = [Iteration(**h) for h in record["history"]]
     fit = FitResult(centroids, np.asarray(record["sizes"]), record["objective"], record["converged"], history)
     return fit, record["facts"]
