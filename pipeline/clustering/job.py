@@ -97,7 +97,7 @@ def fit(
             init_rows = collect_init_rows(sample, c.sample_fraction)
         centroids, n_init = kmeans.init_centroids(init_rows, c.k, c.init, c.seed), len(init_rows)
         log.info("fitting k=%d on %d of %d rows (init %s on %d rows)", c.k, n_fit, rows, c.init, n_init)
-    checkpoints = resume.IterationCheckpoints(out, n_init, cut_short["file"] if cut_short else None)
+    checkpoints = resume.IterationCheckpoints(out, n_init)
     step = distributed_step(sample, cfg.compute.cpus_per_actor)
     result = kmeans.lloyd(step, centroids, c.max_iter, c.tol, history, on_iteration=checkpoints)
     facts = {"fit_rows": n_fit, "init_rows": n_init, "renormalized_in_sample": renormalized}

@@ -4,7 +4,7 @@ The fit (a sample pass, k-means++ on the driver, then up to `max_iter` passes ov
 stage; its state is a (k, d) matrix and a few numbers. A run records them while it fits and once fitted:
 
     <out>/_run/fit/iteration-NNNNN.npy  the centroids after iteration N (numpy's .npy format), at most every
-                                        CHECKPOINT_SECONDS; the previous one is deleted once the next is recorded
+                                        CHECKPOINT_SECONDS; older ones are deleted once the next is recorded
     <out>/_run/units/fit-iteration.json the marker of the last one (pipeline.commit.mark_unit): N, file, history
     <out>/_run/fit/centroids.npy        the fitted centroids, exactly as fitted
     <out>/_run/units/fit.json           the stage marker, written after the matrix
@@ -27,10 +27,12 @@ from pipeline import commit
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering.kmeans import FitResult, Iteration
 from pipeline.fingerprint import listing_digest
+from pipeline.objects import delete_files, list_tree
 from pipeline.storage import ListedFile, Location, read_bytes, write_bytes
 
 FIT_STAGE, ITERATION_STAGE = "fit", "fit-iteration"
-CENTROIDS = f"{commit.RUN_DIR}/fit/centroids.npy"
+FIT_DIR = f"{commit.RUN_DIR}/fit"
+CENTROIDS = f"{FIT_DIR}/centroids.npy"
 # A checkpoint costs one write of k x d float32 (4 MB at k=1000, d=1024); an iteration is one pass over the fit
 # sample. Every 30 s keeps the write a small share of a long fit and skips it for fits of a few seconds.
 CHECKPOINT_SECONDS = 30.0
@@ -67,28 +69,26 @@ def read_matrix(at: Location) -> np.ndarray:
 class IterationCheckpoints:
     """kmeans.lloyd's `on_iteration`: records the centroids and history at most every CHECKPOINT_SECONDS."""
 
-    def __init__(self, out: Location, init_rows: int, previous: str | None = None):
-        self.out, self.init_rows, self.previous = out, init_rows, previous  # previous: the file resumed from
+    def __init__(self, out: Location, init_rows: int):
+        self.out, self.init_rows = out, init_rows
         self.last = time.monotonic()
 
     def __call__(self, centroids: np.ndarray, history: list[Iteration]) -> None:
         if time.monotonic() - self.last < CHECKPOINT_SECONDS:
             return
-        rel = f"{commit.RUN_DIR}/fit/iteration-{len(history) - 1:05d}.npy"
+        rel = f"{FIT_DIR}/iteration-{len(history) - 1:05d}.npy"
         write_matrix(centroids, self.out.join(rel))
         record = {"file": rel, "history": [dataclasses.asdict(h) for h in history], "init_rows": self.init_rows}
         commit.mark_unit(self.out, ITERATION_STAGE, record)  # the marker names its file: never a half-written one
-        self.discard()
-        self.previous, self.last = rel, time.monotonic()
+        self.discard(keep=rel)
+        self.last = time.monotonic()
 
-    def discard(self) -> None:
-        """Delete the last recorded iteration's matrix (superseded by a newer one, or by the fitted centroids)."""
-        if self.previous:
-            try:
-                self.out.fs.delete_file(self.out.join(self.previous).path)
-            except FileNotFoundError:
-                pass  # deleted by an attempt that crashed right after
-            self.previous = None
+    def discard(self, keep: str | None = None) -> None:
+        """Delete the iterations' matrices but `keep` (superseded by a newer one, or by the fitted centroids),
+        those an attempt that crashed mid-way left included."""
+        fit_dir = self.out.join(FIT_DIR)
+        old = [n for n in list_tree(fit_dir, temp_files=True) if "iteration-" in n and f"{FIT_DIR}/{n}" != keep]
+        delete_files(fit_dir, old)
 
 
 def load_iteration(out: Location, record: dict[str, Any]) -> tuple[np.ndarray, list[Iteration], int]:
