@@ -149,6 +149,7 @@ def pairs_table(out: Path) -> pa.Table:
 @pytest.mark.parametrize(
     "crash_in, reused",
     [
+        ("prepare.dedup_language", []),  # raw parts written, no stage recorded: everything is redone
         ("search_all", ["texts"]),  # after the texts stage: the k-NN is redone
         ("select_stream", ["texts", "knn"]),  # mid-selection, proposals written: selection redone, k-NN kept
         ("write_single", ["texts", "knn", "pairs"]),  # after work/ was removed: only the reports are written
@@ -157,12 +158,13 @@ def pairs_table(out: Path) -> pa.Table:
 def test_a_crashed_run_resumes_to_the_same_pairs(corpus, monkeypatch, crash_in, reused):
     """A run cut short at a stage boundary, rerun without overwrite, ends as an uninterrupted run; what a recorded
     stage wrote is not computed again. Fails on code without resume: the rerun is refused."""
-    from pipeline.bitext import job
+    from pipeline.bitext import job, prepare
 
     raw = config(corpus, threshold=1.0)
     expected = run_mine(parse_config(MineConfig, raw))
     raw["output"] = {"uri": str(corpus["dir"] / "resumed")}
-    real, calls = getattr(job, crash_in), Counter()
+    module, crash_in = (prepare, crash_in.split(".")[1]) if "." in crash_in else (job, crash_in)
+    calls = Counter()
 
     def crash(*args, **kwargs):
         raise RuntimeError("node lost")
@@ -176,17 +178,17 @@ def test_a_crashed_run_resumes_to_the_same_pairs(corpus, monkeypatch, crash_in, 
 
         return wrapper
 
-    monkeypatch.setattr(job, crash_in, crash)
+    monkeypatch.setattr(module, crash_in, crash)
     with pytest.raises(RuntimeError, match="node lost"):
         run_mine(parse_config(MineConfig, raw))
     out = corpus["dir"] / "resumed"
     assert not (out / "_SUCCESS").exists() and (out / "_run" / "fingerprint.json").exists()
-    monkeypatch.setattr(job, crash_in, real)
+    monkeypatch.undo()
     for name in ("prepare_texts", "search_all", "mine_pair"):
         monkeypatch.setattr(job, name, counted(name))
     summary = run_mine(parse_config(MineConfig, raw))
     assert summary["resumed"] is True and summary["stages_reused"] == reused
-    assert calls["prepare_texts"] == 0
+    assert calls["prepare_texts"] == ("texts" not in reused)
     assert calls["search_all"] == ("knn" not in reused)
     assert calls["mine_pair"] == ("pairs" not in reused)
     assert pairs_table(out).equals(pairs_table(corpus["dir"] / "out"))
