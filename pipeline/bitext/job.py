@@ -485,6 +485,31 @@ def write_pair_report(cfg: MineConfig, pair: dict, at) -> dict[str, str]:
     return {"histogram": at.join(HISTOGRAM_FILE).uri}
 
 
+def knn_stage(cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_uri: str, ex) -> tuple[dict, float]:
+    """Join the vectors to the texts, then the k-NN of every pair: the `knn` stage's record, and when the join ended
+    (the summary counts the join with reading and embedding)."""
+    stores, sides = build_stores(cfg, texts, embedded, work_uri, ex)
+    joined = time.perf_counter()
+    means = {}
+    if cfg.mining.center:
+        for store in {s.name: s for s in stores.values()}.values():
+            means[store.name] = ex.submit(store_mean, store, cfg.storage)
+        means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
+    knn = search_all(cfg, stores, pairs, means, work_uri, ex)
+    return resume.knn_record(stores, sides, knn), joined
+
+
+def pairs_stage(cfg: MineConfig, stores: dict, knn: dict, pairs: list, out, work_uri: str, ex) -> list[dict]:
+    """Score, select and write every pair: the `pairs` stage's record (one result per pair, as mine_pair gives)."""
+    results = []
+    for s, t in pairs:
+        src, tgt = stores[("source", s)], stores[("target", t)]
+        pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
+        results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
+        log.info("%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"])
+    return resume.as_json(results)
+
+
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
     """Mine translation pairs for every (source lang, target lang), or resume an unfinished run of the same
     configuration in `output.uri` from its last recorded stage (pipeline.bitext.resume); returns the summary
@@ -515,33 +540,16 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     embedded, embeddings_reused = embed_sides(cfg, out)
     reused += [f"embeddings/{side}" for side in embeddings_reused]
     pairs = cfg.pairs()
+    embedded_at = time.perf_counter()
     if resume.KNN not in stages:
-        stores, sides = build_stores(cfg, texts, embedded, work_uri, ex)
-        embedded_at = time.perf_counter()
-        means = {}
-        if cfg.mining.center:
-            for store in {s.name: s for s in stores.values()}.values():
-                means[store.name] = ex.submit(store_mean, store, cfg.storage)
-            means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
-        knn = search_all(cfg, stores, pairs, means, work_uri, ex)
-        stages[resume.KNN] = resume.knn_record(stores, sides, knn)
+        stages[resume.KNN], embedded_at = knn_stage(cfg, texts, embedded, pairs, work_uri, ex)
         commit.mark_unit(out, resume.KNN, stages[resume.KNN])
-    else:
-        embedded_at = time.perf_counter()
     stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
     searched = time.perf_counter()
-    results = stages.get(resume.PAIRS)
-    if results is None:
-        results = []
-        for s, t in pairs:
-            src, tgt = stores[("source", s)], stores[("target", t)]
-            pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
-            results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
-            log.info(
-                "%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"]
-            )
-        results = resume.as_json(results)
-        commit.mark_unit(out, resume.PAIRS, results)
+    if resume.PAIRS not in stages:
+        stages[resume.PAIRS] = pairs_stage(cfg, stores, knn, pairs, out, work_uri, ex)
+        commit.mark_unit(out, resume.PAIRS, stages[resume.PAIRS])
+    results = stages[resume.PAIRS]
     mined = time.perf_counter()
     dim = next(iter(stores.values())).dim
     seconds = {
