@@ -84,13 +84,12 @@ def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server):
 
 def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, tiny_models, tmp_path, monkeypatch):
     """Both sides embedded and committed, then the k-NN search dies: the same command reuses the texts and both
-    embed runs (their _SUCCESS untouched, fingerprints checked) and ends with the pairs of an uninterrupted run."""
+    embed runs (their _SUCCESS untouched, fingerprints checked) and writes the pairs an uninterrupted mining of
+    those embeddings writes."""
     from pipeline.bitext import job
 
-    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(tmp_path / "whole"), backend="local")
-    run_mine(parse_config(MineConfig, raw))
     out = tmp_path / "cut"
-    raw["output"] = {"uri": str(out)}
+    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(out), backend="local")
 
     def crash(*args, **kwargs):
         raise RuntimeError("node lost")
@@ -104,7 +103,13 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, 
     assert summary["resumed"] is True
     assert summary["stages_reused"] == ["texts", "embeddings/source", "embeddings/target"]
     assert {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in markers} == markers
-    whole, cut = (pq.read_table(tmp_path / run / "pairs" / "part-00000.parquet") for run in ("whole", "cut"))
+    whole = {
+        **raw,
+        "output": {"uri": str(tmp_path / "whole")},
+        **{side: {**raw[side], "embeddings_uri": str(out / "embeddings" / side)} for side in ("source", "target")},
+    }
+    assert run_mine(parse_config(MineConfig, whole))["resumed"] is False
+    cut, whole = (pq.read_table(tmp_path / run / "pairs" / "part-00000.parquet") for run in ("cut", "whole"))
     assert cut.num_rows == summary["pairs_kept"] > 0 and cut.equals(whole)
 
 
