@@ -76,10 +76,18 @@ def read_dir(fs: pafs.FileSystem, path: str) -> pa.Table:
     return pads.dataset(path, filesystem=fs, format="parquet").to_table()
 
 
-def test_cluster_job_on_s3_with_dedup(ray_session, s3_server, bucket):
+DEDUP = {"eps": 0.001, "keep": "longest"}
+
+
+@pytest.fixture(scope="module")
+def run1(ray_session, s3_server, bucket) -> dict:
+    """One finished run with dedup, checked by one test and the reference of a resumed one."""
+    return run_cluster(config(s3_server, bucket[1], "run1", dedup=DEDUP))
+
+
+def test_cluster_job_on_s3_with_dedup(run1, bucket):
     fs, name, topic_of = bucket
-    cfg = config(s3_server, name, "run1", dedup={"eps": 0.001, "keep": "longest"})
-    summary = run_cluster(cfg)
+    summary = run1
 
     assert summary["rows"] == 450 and summary["k"] == K
     assert summary["converged"]
@@ -137,15 +145,14 @@ def test_same_seed_same_centroids_and_matches_local_fit(ray_session, s3_server, 
     )
 
 
-def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(ray_session, s3_server, bucket, monkeypatch):
+def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(run1, s3_server, bucket, monkeypatch):
     """Cut short mid-fit, then again after the assignment files were written: each rerun of the same command goes on
     from what the last attempt recorded (an iteration of the fit, then the fitted centroids) and the run ends as an
     uninterrupted one; another configuration is refused naming the field."""
     from pipeline.clustering import job, resume
 
     fs, name, _ = bucket
-    dedup = {"eps": 0.001, "keep": "first"}
-    expected = run_cluster(config(s3_server, name, "resume-a", dedup=dedup))
+    dedup, expected = DEDUP, run1  # the uninterrupted run of the same configuration
     assert expected["iterations"] >= 2 and expected["resumed"] is False and expected["stages_reused"] == []
 
     monkeypatch.setattr(resume, "CHECKPOINT_SECONDS", 0.0)  # record every iteration
@@ -182,16 +189,16 @@ def test_a_crashed_run_resumes_from_its_fit_to_the_same_assignments(ray_session,
     timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in s["history"]] for s in (summary, expected)]
     assert timeless[0] == timeless[1]
     for part in ("assignments", "kept_ids"):
-        a, b = (read_dir(fs, f"{name}/{run}/{part}").sort_by("id") for run in ("resume-a", "resume-b"))
+        a, b = (read_dir(fs, f"{name}/{run}/{part}").sort_by("id") for run in ("run1", "resume-b"))
         assert a.equals(b), part
     for single in ("centroids.parquet", "duplicates.parquet"):
-        a, b = (pq.read_table(f"{name}/{run}/{single}", filesystem=fs) for run in ("resume-a", "resume-b"))
+        a, b = (pq.read_table(f"{name}/{run}/{single}", filesystem=fs) for run in ("run1", "resume-b"))
         assert a.equals(b), single
     fit_files = [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{name}/resume-b/_run/fit"))]
     assert fit_files == ["centroids.npy"]  # the iterations' matrices are deleted once the fit is recorded
 
 
-def test_refuses_to_overwrite_and_bad_columns(ray_session, s3_server, bucket):
+def test_refuses_to_overwrite_and_bad_columns(run1, s3_server, bucket):
     _, name, _ = bucket
     with pytest.raises(FileExistsError, match="output.overwrite=true"):
         run_cluster(config(s3_server, name, "run1"))
