@@ -499,15 +499,13 @@ def knn_stage(cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_ur
     return resume.knn_record(stores, sides, knn), joined
 
 
-def pairs_stage(cfg: MineConfig, stores: dict, knn: dict, pairs: list, out, work_uri: str, ex) -> list[dict]:
-    """Score, select and write every pair: the `pairs` stage's record (one result per pair, as mine_pair gives)."""
-    results = []
-    for s, t in pairs:
-        src, tgt = stores[("source", s)], stores[("target", t)]
-        pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
-        results.append(mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex))
-        log.info("%s-%s: %d pairs kept of %d selected", s, t, results[-1]["pairs_kept"], results[-1]["pairs_selected"])
-    return resume.as_json(results)
+def pair_stage(cfg: MineConfig, s: str, t: str, stores: dict, knn: dict, out, work_uri: str, ex) -> dict:
+    """Score, select and write one pair: its stage's record (mine_pair's result)."""
+    src, tgt = stores[("source", s)], stores[("target", t)]
+    pairs_dir = out.join("pairs", pair_name(s, t)).uri if cfg.multi_pair else out.join("pairs").uri
+    result = mine_pair(cfg, s, t, src, tgt, knn["files"], work_uri, pairs_dir, ex)
+    log.info("%s-%s: %d pairs kept of %d selected", s, t, result["pairs_kept"], result["pairs_selected"])
+    return resume.as_json(result)
 
 
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
@@ -525,14 +523,14 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, resume.mine_fingerprint(cfg))
     stages = commit.committed_units(out) if resumed else {}
     if resumed:
-        dropped = commit.drop_except(out, resume.kept_paths(stages))
+        dropped = commit.drop_except(out, resume.kept_paths(stages, cfg.multi_pair))
         log.info("resuming: stages recorded %s; %d files of later stages dropped", sorted(stages), dropped)
     needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
     if cfg.mining.backend == "ray" or needs_embed:
         init_ray(cfg.compute)
     ex = make_executor(cfg)
     work_uri = out.join("work").uri
-    reused = [stage for stage in (resume.TEXTS, resume.KNN, resume.PAIRS) if stage in stages]
+    reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]
     texts = stages.get(resume.TEXTS)
     if texts is None:
         texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex)
@@ -546,10 +544,15 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         commit.mark_unit(out, resume.KNN, stages[resume.KNN])
     stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
     searched = time.perf_counter()
-    if resume.PAIRS not in stages:
-        stages[resume.PAIRS] = pairs_stage(cfg, stores, knn, pairs, out, work_uri, ex)
-        commit.mark_unit(out, resume.PAIRS, stages[resume.PAIRS])
-    results = stages[resume.PAIRS]
+    results = []
+    for s, t in pairs:
+        stage = resume.pair_stage(s, t)
+        if stage in stages:
+            reused.append(stage)
+        else:
+            stages[stage] = pair_stage(cfg, s, t, stores, knn, out, work_uri, ex)
+            commit.mark_unit(out, stage, stages[stage])
+        results.append(stages[stage])
     mined = time.perf_counter()
     dim = next(iter(stores.values())).dim
     seconds = {

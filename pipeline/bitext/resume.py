@@ -4,7 +4,8 @@
     texts     every side is read and numbered      texts/, work/raw/, work/ids/, and embeddings/ (next)
     (embed)   its own run per side (run_embed)     embeddings/<side>/: resumed, or reused once finished
     knn       the k-NN of every pair is written    work/emb/, work/vectors/, work/knn/
-    pairs     every pair is selected and written   pairs/ (then work/ is removed; reports and summary follow)
+    pairs/src_lang=S/tgt_lang=T                    that pair's folder (pairs/ in the one-pair form); once every
+              one pair is selected and written     pair is, work/ is removed and reports and summary follow
 
 A stage is recorded (pipeline.commit.mark_unit, `_run/units/<stage>.json`) after all its files are written, with
 what the next stages need from it (file lists, counts), so a rerun of the same configuration starts after the last
@@ -24,12 +25,8 @@ from pipeline.fingerprint import listing_digest
 from pipeline.mine_config import MineConfig
 from pipeline.storage import list_inputs
 
-TEXTS, KNN, PAIRS = "texts", "knn", "pairs"
-KEEP = {
-    TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"],
-    KNN: ["work/emb/", "work/vectors/", "work/knn/"],
-    PAIRS: ["pairs/"],
-}
+TEXTS, KNN = "texts", "knn"
+KEEP = {TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"], KNN: ["work/emb/", "work/vectors/", "work/knn/"]}
 # settings that change where and how fast the search runs, not its result
 RESOURCE_KEYS = ("cpus_per_shard", "gpus_per_shard", "max_in_flight", "backend")
 MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
@@ -59,9 +56,16 @@ def mine_fingerprint(cfg: MineConfig) -> dict[str, Any]:
     return fields | {f"mining.{k}": v for k, v in sorted(mining.items())}
 
 
-def kept_paths(stages: dict[str, Any]) -> list[str]:
+def pair_stage(src_lang: str, tgt_lang: str) -> str:
+    """The stage of one pair's selection, named like its folder of the partitioned layout."""
+    return f"pairs/src_lang={src_lang}/tgt_lang={tgt_lang}"
+
+
+def kept_paths(stages: dict[str, Any], multi_pair: bool) -> list[str]:
     """The prefixes under output.uri that the recorded stages own (the rest is deleted before a resume)."""
-    return [p for stage, paths in KEEP.items() if stage in stages for p in paths]
+    keep = [p for stage, paths in KEEP.items() if stage in stages for p in paths]
+    pairs = [stage for stage in stages if stage.startswith("pairs/")]
+    return keep + ([f"{stage}/" for stage in pairs] if multi_pair else ["pairs/"] if pairs else [])
 
 
 def as_json(record: Any) -> Any:
