@@ -105,7 +105,8 @@ def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any]) -> dict
     embedding of a mining or clustering run) that finished in an earlier attempt is not run again.
 
     Raises:
-        OutputExistsError: `out` holds no finished run, or one of another fingerprint (each differing field named).
+        OutputExistsError: `out` holds no finished run, one of another fingerprint (each differing field named), or
+            one whose summary is missing.
     """
     recorded = get_json(out.join(FINGERPRINT))
     marker = get_json(out.join(MARKER))
@@ -117,8 +118,11 @@ def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any]) -> dict
             f"output {out.uri} holds a finished {job} of another configuration, so it cannot be reused: "
             f"{'; '.join(diffs)}. Run again with the recorded configuration to reuse it, or {HINT}"
         )
+    summary = get_json(out.join(marker["summary"]))
+    if summary is None:
+        raise OutputExistsError(f"output {out.uri} is marked finished but its {marker['summary']} is missing; {HINT}")
     log.info("reusing the finished %s in %s", job, out.uri)
-    return get_json(out.join(marker["summary"]))
+    return summary
 
 
 def drop_except(out: Location, keep: list[str]) -> int:
