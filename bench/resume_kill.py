@@ -7,9 +7,10 @@ kill point: what the output held at the kill, the rerun's `stages_reused`, wall 
 and of the rerun, and whether the outputs are equal (pairs; assignments and centroids).
 
 Kill points: `after:<stage>` (the stage's marker `_run/units/<stage>.json` appeared) or `during:<prefix>` (the
-first file under `<out>/<prefix>` appeared, e.g. `work/knn` mid k-NN, `embeddings/target` mid-embedding).
+first file under `<out>/<prefix>` appeared, e.g. `work/knn` mid k-NN, `embeddings/target` as the target side's embed
+run starts, the source side's finished).
 
-    .venv/bin/python bench/resume_kill.py --rows 3000 --out bench/results/resume_kill.md
+    .venv/bin/python bench/resume_kill.py --rows 4000 --out bench/results/resume_kill.md
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import pyarrow.parquet as pq
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-MINE_KILLS = ("during:embeddings/target/_run/units", "during:work/knn", "after:knn")
-CLUSTER_KILLS = ("after:fit",)
+MINE_KILLS = ("during:embeddings/target", "during:work/knn", "after:knn")
+CLUSTER_KILLS = ("after:fit-iteration", "after:fit")
 
 
 def build_tiny_model(work: Path) -> Path:
@@ -61,22 +62,22 @@ def mine_config(work: Path, model: Path, rows: int, out: Path) -> dict:
     }
 
 
-def cluster_config(work: Path, rows: int, out: Path) -> dict:
-    emb = work / "emb"
+def cluster_config(work: Path, rows: int, dim: int, k: int, out: Path) -> dict:
+    emb = work / f"emb-{rows}-{dim}"
     if not emb.exists():
         emb.mkdir()
         rng = np.random.default_rng(0)
-        centres = rng.normal(size=(20, 32))
+        centres = rng.normal(size=(k, dim))
         for f in range(4):
-            x = centres[rng.integers(20, size=rows // 4)] + 0.5 * rng.normal(size=(rows // 4, 32))
+            x = centres[rng.integers(k, size=rows // 4)] + 0.5 * rng.normal(size=(rows // 4, dim))
             x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
             ids = [f"f{f}#{i}" for i in range(rows // 4)]
-            vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 32)
+            vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), dim)
             pq.write_table(pa.table({"id": ids, "embedding": vectors}), emb / f"part-{f}.parquet")
     return {
         "input": {"uri": str(emb)},
         "output": {"uri": str(out)},
-        "clustering": {"k": 20, "seed": 1, "max_iter": 40, "dedup": {"eps": 0.01}},
+        "clustering": {"k": k, "seed": 1, "max_iter": 40, "tol": 0.0, "dedup": {"eps": 0.01}},
     }
 
 
@@ -137,20 +138,34 @@ def outputs_equal(job: str, a: Path, b: Path) -> bool:
     return same and pq.read_table(a / "centroids.parquet").equals(pq.read_table(b / "centroids.parquet"))
 
 
+def iterations(row: dict) -> str:
+    if row.get("rerun_fit_iterations_reused"):
+        return f" ({row['rerun_fit_iterations_reused']} of {row['iterations']} iterations)"
+    return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=3000, help="rows per mining side")
-    parser.add_argument("--cluster-rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=4000, help="rows per mining side")
+    parser.add_argument("--cluster-rows", type=int, default=400_000)
+    parser.add_argument("--cluster-dim", type=int, default=128)
+    parser.add_argument("--cluster-k", type=int, default=500)
+    parser.add_argument("--jobs", nargs="+", default=["mine_bitext", "cluster"], choices=["mine_bitext", "cluster"])
     parser.add_argument("--out", type=Path, help="markdown report")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="resume-kill-") as tmp:
         work = Path(tmp)
         model = build_tiny_model(work)
-        for job, kills, make in (
-            ("mine_bitext", MINE_KILLS, lambda out: mine_config(work, model, args.rows, out)),
-            ("cluster", CLUSTER_KILLS, lambda out: cluster_config(work, args.cluster_rows, out)),
-        ):
+        plans = {
+            "mine_bitext": (MINE_KILLS, lambda out: mine_config(work, model, args.rows, out)),
+            "cluster": (
+                CLUSTER_KILLS,
+                lambda out: cluster_config(work, args.cluster_rows, args.cluster_dim, args.cluster_k, out),
+            ),
+        }
+        for job in args.jobs:
+            kills, make = plans[job]
             whole = run_job(job, make(work / f"{job}-whole"), work, f"{job}-whole")
             for kill in kills:
                 name = f"{job}-{kill.replace(':', '-').replace('/', '-')}"
@@ -162,6 +177,8 @@ def main() -> None:
                     "kill": kill,
                     **at_kill,
                     "rerun_stages_reused": again["summary"]["stages_reused"],
+                    "rerun_fit_iterations_reused": again["summary"].get("fit_iterations_reused"),
+                    "iterations": again["summary"].get("iterations"),
                     "rerun_wall_s": again["wall_s"],
                     "uninterrupted_wall_s": whole["wall_s"],
                     "outputs_equal": outputs_equal(job, work / f"{job}-whole", work / name),
@@ -177,7 +194,8 @@ def main() -> None:
             f"Command: `.venv/bin/python bench/resume_kill.py {' '.join(sys.argv[1:])}`. Machine: {platform.node()}, "
             f"{os.cpu_count()} CPUs, shared with other jobs (wall seconds are noisy; each row's runs are sequential). "
             f"Mining: two text files of {args.rows} rows, tiny random BERT (tests/model_factory), local k-NN backend. "
-            f"Clustering: {args.cluster_rows} rows, dim 32, k=20, dedup."
+            f"Clustering: {args.cluster_rows} rows, dim {args.cluster_dim}, k={args.cluster_k}, tol 0 (all 40 "
+            "iterations), dedup; the fit records its iteration at most every 30 s."
         )
         lines = [
             "# SIGKILL at a stage, then the same command (bench/resume_kill.py)",
@@ -191,7 +209,7 @@ def main() -> None:
             lines.append(
                 f"| {r['job']} | `{r['kill']}` | {r['killed_after_s']} | {', '.join(r['stages_recorded'])} | "
                 f"{', '.join(r['embeds_finished']) or '-'}; {r['embed_units_committed'] or '-'} | "
-                f"{', '.join(r['rerun_stages_reused'])} | {r['rerun_wall_s']} | {r['uninterrupted_wall_s']} | "
+                f"{', '.join(r['rerun_stages_reused'])}{iterations(r)} | {r['rerun_wall_s']} | {r['uninterrupted_wall_s']} | "
                 f"{r['outputs_equal']} |"
             )
         args.out.write_text("\n".join(lines) + "\n")
