@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipeline import columns
 from pipeline.config import ComputeConfig, EmbedConfig, OutputConfig, Section, StorageConfig
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
@@ -111,7 +112,26 @@ class ClusterConfig(Section):
                 f"embed.output.uri ({self.embed.output.uri}) must equal input.uri ({self.input.uri}): the clustering "
                 "reads what the embed step writes"
             )
+        if self.embed is not None:
+            self._check_embed_writes_what_is_read()
         return self
+
+    def _check_embed_writes_what_is_read(self) -> None:
+        """Every column the clustering reads must be one the embed step can write: found now, not after embedding."""
+        keep = self.embed.output.keep_columns
+        writable = {columns.ID, columns.EMBEDDING, *columns.CHUNK_COLUMNS, *keep}
+        writable |= {columns.NUM_TOKENS, columns.TRUNCATED_OUT} if self.embed.output.token_columns else set()
+        read = [("input.id_column", self.input.id_column), ("input.embedding_column", self.input.embedding_column)]
+        read += [("input.text_column", self.input.text_column)] if self.input.text_column else []
+        read += [("output.keep_columns", c) for c in self.output.keep_columns]
+        read += [("clustering.center_by", self.clustering.center_by)] if self.clustering.center_by else []
+        for key, name in read:
+            if name not in writable:
+                raise ValueError(
+                    f"{key} {name!r} is not a column the embed step writes (id, embedding and "
+                    f"embed.output.keep_columns {list(keep)}): add {name!r} to embed.output.keep_columns, or "
+                    f"change {key}"
+                )
 
     def carried_columns(self) -> list[str]:
         """Input columns copied into the assignments: the text column first, then output.keep_columns."""

@@ -16,6 +16,7 @@ import logging
 import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -46,7 +47,25 @@ def is_committed(out: Location) -> bool:
 HINT = "set output.overwrite=true to replace it or choose another output.uri"
 
 
-def check_available(out: Location, overwrite: bool, resumable: bool) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Naming:
+    """How a refusal names the configuration: the keys a user set. A nested step is configured under another key
+    (the `embed:` section of a clustering run: prefix "embed.") or by the job itself (a mining run's embeddings,
+    which `output.overwrite` of the mining run replaces), so its refusals name those keys instead."""
+
+    prefix: str = ""  # before each differing field of a fingerprint, e.g. "embed."
+    hint: str = HINT  # what the user can do about it
+
+    def fields(self, diffs: list[str]) -> str:
+        return "; ".join(self.prefix + d for d in diffs)
+
+
+TOP_LEVEL = Naming()
+
+
+def check_available(
+    out: Location, overwrite: bool, resumable: bool, naming: Naming = TOP_LEVEL
+) -> dict[str, Any] | None:
     """The refusals of `begin` that need no fingerprint: a marker HEAD, a small GET and a listing, so a job makes
     them before it starts Ray or resolves its model. Returns the recorded run (`_run/fingerprint.json`) when
     `resumable` and one exists, else None; nothing is checked with `overwrite`.
@@ -57,19 +76,21 @@ def check_available(out: Location, overwrite: bool, resumable: bool) -> dict[str
     if overwrite:
         return None
     if is_committed(out):
-        raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {HINT}")
+        raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {naming.hint}")
     recorded = get_json(out.join(FINGERPRINT)) if resumable else None
     if recorded is None:
         existing = list_tree(out, temp_files=True)
         if existing:
             raise OutputExistsError(
                 f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
-                f"run recorded; {HINT}"
+                f"run recorded; {naming.hint}"
             )
     return recorded
 
 
-def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] | None = None) -> bool:
+def begin(
+    out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] | None = None, naming: Naming = TOP_LEVEL
+) -> bool:
     """Claim `out` for a run; returns True when an unfinished run of the same fingerprint is resumed.
 
     Args:
@@ -77,6 +98,7 @@ def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] 
         overwrite: delete whatever `out` holds (marker first) and start over.
         fingerprint: the run's fingerprint (pipeline.fingerprint); None for jobs that do not resume, which then
             need an empty location.
+        naming: the configuration keys the refusals name (a nested step's differ from the top level's).
 
     Raises:
         OutputExistsError: without overwrite, `out` holds a finished run, a run of another fingerprint (the
@@ -84,14 +106,14 @@ def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] 
     """
     if overwrite:
         clear(out)
-    recorded = check_available(out, overwrite, resumable=fingerprint is not None)
+    recorded = check_available(out, overwrite, resumable=fingerprint is not None, naming=naming)
     if recorded is not None:
         diffs = differences(recorded["fingerprint"], fingerprint)
         if diffs:
             raise OutputExistsError(
                 f"output {out.uri} holds an unfinished {recorded.get('job', 'run')} of another configuration, "
-                f"so it cannot be resumed: {'; '.join(diffs)}. Run again with the recorded configuration to "
-                f"resume, or {HINT}"
+                f"so it cannot be resumed: {naming.fields(diffs)}. Run again with the recorded configuration to "
+                f"resume, or {naming.hint}"
             )
         log.info("resuming the unfinished run in %s", out.uri)
         return True
@@ -100,7 +122,7 @@ def begin(out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] 
     return False
 
 
-def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any], naming: Naming = TOP_LEVEL) -> dict[str, Any]:
     """The summary of the finished run in `out`, when it was recorded with this fingerprint: a nested step (the
     embedding of a mining or clustering run) that finished in an earlier attempt is not run again.
 
@@ -116,11 +138,13 @@ def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any]) -> dict
     if diffs:
         raise OutputExistsError(
             f"output {out.uri} holds a finished {job} of another configuration, so it cannot be reused: "
-            f"{'; '.join(diffs)}. Run again with the recorded configuration to reuse it, or {HINT}"
+            f"{naming.fields(diffs)}. Run again with the recorded configuration to reuse it, or {naming.hint}"
         )
     summary = get_json(out.join(marker["summary"]))
     if summary is None:
-        raise OutputExistsError(f"output {out.uri} is marked finished but its {marker['summary']} is missing; {HINT}")
+        raise OutputExistsError(
+            f"output {out.uri} is marked finished but its {marker['summary']} is missing; {naming.hint}"
+        )
     log.info("reusing the finished %s in %s", job, out.uri)
     return summary
 

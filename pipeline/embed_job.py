@@ -326,13 +326,16 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
     return duplicates
 
 
-def run_embed(cfg: EmbedConfig, reuse_finished: bool = False) -> dict[str, Any]:
+def run_embed(
+    cfg: EmbedConfig, reuse_finished: bool = False, naming: commit.Naming = commit.TOP_LEVEL
+) -> dict[str, Any]:
     """Embed the configured corpus, or resume an unfinished run of the same configuration in `output.uri`.
 
     Args:
         reuse_finished: a finished run of the same configuration in `output.uri` is returned as it is (its summary,
             with `"reused_finished_run": true`) instead of refused; the mining and clustering jobs' embed step, so
             that their resumed runs do not embed again.
+        naming: the configuration keys its refusals name: those of the job that runs it as a nested step.
 
     Returns the summary that is also written to `<output>/_summary.json`, just before the `_SUCCESS` marker.
 
@@ -353,7 +356,7 @@ def run_embed(cfg: EmbedConfig, reuse_finished: bool = False) -> dict[str, Any]:
     # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
     finished = reuse_finished and not cfg.output.overwrite and commit.is_committed(out)
     if not finished:
-        commit.check_available(out, cfg.output.overwrite, resumable=True)
+        commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
     settings, identity = init_ray_while(
         cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
     )
@@ -362,8 +365,8 @@ def run_embed(cfg: EmbedConfig, reuse_finished: bool = False) -> dict[str, Any]:
     metadata = {**embedding_metadata(cfg, prompt), **model_metadata}
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity)
     if finished:
-        return {**commit.reuse_finished(out, "embed", fingerprint), "reused_finished_run": True}
-    resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint)
+        return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}
+    resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming)
     spec = read_spec(cfg, root)
     units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)
     done = commit.committed_units(out) if resumed else {}

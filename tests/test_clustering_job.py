@@ -17,6 +17,7 @@ from jobs.cluster import main
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering import kmeans
 from pipeline.clustering.job import run_cluster
+from pipeline.commit import OutputExistsError
 from pipeline.config import ConfigError, StorageConfig, parse_config
 from pipeline.storage import make_filesystem
 
@@ -278,3 +279,52 @@ def test_embed_first_then_cluster(ray_session, tiny_models, tmp_path):
         .sort_by("id")
         .equals(assignments.sort_by("id"))
     )
+
+    # The embed step's refusal names the keys as the user wrote them, under the embed section.
+    changed = {
+        **raw,
+        "embed": {**raw["embed"], "model": {**raw["embed"]["model"], "max_tokens": 32}},
+        "output": {**raw["output"], "uri": str(tmp_path / "clusters2")},
+    }
+    with pytest.raises(OutputExistsError, match="finished embed of another configuration") as err:
+        run_cluster(parse_config(ClusterConfig, changed))
+    message = str(err.value)
+    assert "; embed." in message or ": embed." in message, message
+    assert "set embed.output.overwrite=true" in message and "set output.overwrite" not in message
+
+
+def test_an_embed_section_that_does_not_write_a_column_the_clustering_reads_is_refused_before_embedding():
+    raw = {
+        "embed": {"input": {"uri": "raw", "format": "jsonl"}, "output": {"uri": "emb", "keep_columns": ["lang"]}},
+        "input": {"uri": "emb", "text_column": "text"},
+        "output": {"uri": "clusters", "keep_columns": ["lang"]},
+        "clustering": {"k": 5},
+    }
+    with pytest.raises(
+        ConfigError, match=r"input.text_column 'text' is not a column the embed step writes.*add 'text'"
+    ):
+        parse_config(ClusterConfig, raw)
+    for key, value in (
+        ("output", {"uri": "clusters", "keep_columns": ["topic"]}),
+        ("clustering", {"k": 5, "center_by": "topic"}),
+    ):
+        with pytest.raises(ConfigError, match="'topic' is not a column the embed step writes"):
+            parse_config(ClusterConfig, {**raw, "input": {"uri": "emb"}, key: value})
+    kept = {**raw, "embed": {**raw["embed"], "output": {"uri": "emb", "keep_columns": ["lang", "text"]}}}
+    assert parse_config(ClusterConfig, kept).carried_columns() == ["text", "lang"]
+
+
+def test_a_column_missing_from_the_input_is_a_user_error_naming_the_file(tmp_path):
+    from pipeline.clustering.job import inspect_input
+    from pipeline.errors import UserError
+    from pipeline.storage import resolve
+
+    pq.write_table(pa.table({"id": ["a"], "embedding": [[1.0, 0.0]]}), tmp_path / "part-0.parquet")
+    cfg = parse_config(
+        ClusterConfig,
+        {"input": {"uri": str(tmp_path), "text_column": "text"}, "output": {"uri": "o"}, "clustering": {"k": 1}},
+    )
+    with pytest.raises(
+        UserError, match=r"carried column 'text' not found in .*part-0.parquet; columns are \['id', 'embedding'\]"
+    ):
+        inspect_input(cfg, resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])

@@ -159,3 +159,15 @@ def test_kmeanspp_picks_distinct_far_apart_points():
 def test_unknown_init():
     with pytest.raises(ValueError, match="unknown init"):
         kmeans.init_centroids(np.eye(3, dtype=np.float32), 2, "forgy", 0)
+
+
+def test_the_recorded_fit_history_is_strict_json_and_reads_back_the_same():
+    import json
+    import math
+
+    from pipeline.clustering.resume import history_record, read_history
+
+    history = [kmeans.Iteration(0.5, 10.0, 0, math.nan, 0.1), kmeans.Iteration(0.6, 8.0, 1, 0.02, 0.2)]
+    text = json.dumps(history_record(history), allow_nan=False)  # jq and JavaScript read it
+    back = read_history(json.loads(text))
+    assert math.isnan(back[0].shift) and back[1] == history[1] and back[0].objective == 0.5

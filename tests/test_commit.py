@@ -107,3 +107,27 @@ def test_reuse_finished_returns_the_summary_of_the_same_configuration_only(tmp_p
     assert commit.reuse_finished(out, "embed", FP) == {"rows_in": 3}
     with pytest.raises(commit.OutputExistsError, match=r'finished embed of another configuration.*"a" -> "b"'):
         commit.reuse_finished(out, "embed", {**FP, "metadata.model": "b"})
+
+
+def test_a_nested_steps_refusals_name_its_keys_and_what_the_user_can_do(tmp_path):
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    nested = commit.Naming("embed.", "set embed.output.overwrite=true")
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP, naming=nested)
+    other = {**FP, "metadata.model": "b"}
+    with pytest.raises(
+        commit.OutputExistsError,
+        match=r'unfinished embed .*: embed\.metadata\.model: "a" -> "b"\. .*'
+        r"or set embed\.output\.overwrite=true$",
+    ):
+        commit.begin(out, "embed", overwrite=False, fingerprint=other, naming=nested)
+    commit.commit(out, "embed", {"rows_in": 3}, "_summary.json")
+    with pytest.raises(
+        commit.OutputExistsError,
+        match=r'finished embed .*: embed\.metadata\.model: "a" -> "b"\. .*'
+        r"or set embed\.output\.overwrite=true$",
+    ):
+        commit.reuse_finished(out, "embed", other, nested)
+    with pytest.raises(
+        commit.OutputExistsError, match=r"finished run \(_SUCCESS exists\); set embed\.output\.overwrite=true$"
+    ):
+        commit.check_available(out, overwrite=False, resumable=True, naming=nested)

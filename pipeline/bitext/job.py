@@ -132,7 +132,10 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
         batching=cfg.batching,
         compute=cfg.compute,
     )
-    return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True)
+    # Its settings are the mining run's own keys (model.*, batching.*, output.dtype), and output.overwrite of the
+    # mining run replaces it: no other output.uri can be chosen for it.
+    naming = commit.Naming(hint=f"set output.overwrite=true to mine again from the start ({side} side's embeddings)")
+    return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True, naming=naming)
 
 
 def owned_langs(groups: list[InputGroup]) -> dict[str, list[tuple[str, InputGroup]]]:

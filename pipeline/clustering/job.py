@@ -36,18 +36,22 @@ from pipeline.clustering.distributed import (
     finish_cluster,
     sample_block,
 )
-from pipeline.clustering.vectors import check_embedding_field, embedding_matrix
+from pipeline.clustering.vectors import InputColumnError, check_embedding_field, embedding_matrix
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
+# The embed step's refusals name its keys as the user wrote them: under the embed section.
+EMBED_SECTION = commit.Naming(
+    "embed.", "set embed.output.overwrite=true to replace it or choose another embed.output.uri (and input.uri)"
+)
 
 
 def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
     """Check columns on the first file before any Ray work; return the embedding dim.
 
     Raises:
-        EmbeddingColumnError / ValueError: a configured column is missing (the message lists those that exist).
+        EmbeddingColumnError / InputColumnError: a configured column is missing (the message lists those that exist).
     """
     first = root.join(files[0])
     schema = pq.read_schema(first.path, filesystem=root.fs)
@@ -57,7 +61,7 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
         [("input.id_column", cfg.input.id_column)] + [("carried column", c) for c in cfg.carried_columns()] + center
     ):
         if name not in schema.names:
-            raise ValueError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
+            raise InputColumnError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
         head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=[cfg.input.embedding_column])
         dim = embedding_matrix(head.slice(0, 1), cfg.input.embedding_column).shape[1]
@@ -218,7 +222,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     reused: list[str] = []
     if cfg.embed is not None:
         log.info("embedding %s first", cfg.embed.input.uri)
-        if run_embed(cfg.embed, reuse_finished=True).get("reused_finished_run"):
+        if run_embed(cfg.embed, reuse_finished=True, naming=EMBED_SECTION).get("reused_finished_run"):
             reused.append("embed")
     # Input and output are checked before Ray starts, so a wrong URI or column fails in seconds.
     root, listed = list_inputs(cfg.input.uri, cfg.storage)

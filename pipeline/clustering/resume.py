@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import time
 from typing import Any
 
@@ -56,6 +57,19 @@ def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[st
     }
 
 
+def history_record(history: list[Iteration]) -> list[dict[str, Any]]:
+    """The fit's history as strict JSON: a NaN (the shift of iteration 0, which has no previous centroids) is null."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in dataclasses.asdict(h).items()}
+        for h in history
+    ]
+
+
+def read_history(record: list[dict[str, Any]]) -> list[Iteration]:
+    """history_record's inverse (null is NaN again)."""
+    return [Iteration(**{k: math.nan if v is None else v for k, v in h.items()}) for h in record]
+
+
 def write_matrix(x: np.ndarray, at: Location) -> None:
     buf = io.BytesIO()
     np.save(buf, x, allow_pickle=False)
@@ -78,7 +92,7 @@ class IterationCheckpoints:
             return
         rel = f"{FIT_DIR}/iteration-{len(history) - 1:05d}.npy"
         write_matrix(centroids, self.out.join(rel))
-        record = {"file": rel, "history": [dataclasses.asdict(h) for h in history], "init_rows": self.init_rows}
+        record = {"file": rel, "history": history_record(history), "init_rows": self.init_rows}
         commit.mark_unit(self.out, ITERATION_STAGE, record)  # the marker names its file: never a half-written one
         self.discard(keep=rel)
         self.last = time.monotonic()
@@ -93,7 +107,7 @@ class IterationCheckpoints:
 
 def load_iteration(out: Location, record: dict[str, Any]) -> tuple[np.ndarray, list[Iteration], int]:
     """The last recorded iteration of a fit cut short: (centroids, history, rows the init ran on)."""
-    history = [Iteration(**h) for h in record["history"]]
+    history = read_history(record["history"])
     return read_matrix(out.join(record["file"])), history, record["init_rows"]
 
 
@@ -104,7 +118,7 @@ def save_fit(out: Location, fit: FitResult, facts: dict[str, Any]) -> None:
         "sizes": fit.sizes.tolist(),
         "objective": fit.objective,
         "converged": fit.converged,
-        "history": [dataclasses.asdict(h) for h in fit.history],  # shift of entry 0 is NaN: JSON NaN, read back
+        "history": history_record(fit.history),
         "facts": facts,
     }
     commit.mark_unit(out, FIT_STAGE, record)
@@ -113,6 +127,6 @@ def save_fit(out: Location, fit: FitResult, facts: dict[str, Any]) -> None:
 def load_fit(out: Location, record: dict[str, Any]) -> tuple[FitResult, dict[str, Any]]:
     """The fit an earlier attempt recorded (save_fit), and its facts about the sample."""
     centroids = read_matrix(out.join(CENTROIDS))
-    history = [Iteration(**h) for h in record["history"]]
+    history = read_history(record["history"])
     fit = FitResult(centroids, np.asarray(record["sizes"]), record["objective"], record["converged"], history)
     return fit, record["facts"]

@@ -19,6 +19,10 @@ class EmbeddingColumnError(UserError, ValueError):
     """The embedding column is missing, not a list of floats, or its vectors do not all have the same length."""
 
 
+class InputColumnError(UserError, ValueError):
+    """A column the configuration names (id, text, kept or group column) is not in the input files."""
+
+
 def check_embedding_field(schema: pa.Schema, column: str, dim: int | None = None) -> int | None:
     """Validate the embedding column's type from a schema alone; return its fixed dim when the type has one.
 
