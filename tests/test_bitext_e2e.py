@@ -102,6 +102,7 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, 
     summary = run_mine(parse_config(MineConfig, raw))
     assert summary["resumed"] is True
     assert summary["stages_reused"] == ["texts", "embeddings/source", "embeddings/target"]
+    assert summary["source"]["embeddings"]["embedded_in_earlier_attempt"] is True  # its embed_seconds are not ours
     assert {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in markers} == markers
     whole = {
         **raw,

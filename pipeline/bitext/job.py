@@ -134,7 +134,7 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
     )
     # Its settings are the mining run's own keys (model.*, batching.*, output.dtype), and output.overwrite of the
     # mining run replaces it: no other output.uri can be chosen for it.
-    naming = commit.Naming(hint=f"set output.overwrite=true to mine again from the start ({side} side's embeddings)")
+    naming = commit.Naming(hint=f"set output.overwrite=true to mine again from the start (it embeds the {side} again)")
     return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True, naming=naming)
 
 
@@ -193,9 +193,11 @@ def embed_sides(cfg: MineConfig, out) -> tuple[dict[str, tuple[str, dict]], list
             continue
         texts_uri = posixpath.join(cfg.output.uri.rstrip("/"), "texts", side)
         emb_uri, summary = embed_texts(cfg, side, side_cfg, texts_uri, out)
-        embedded[side] = emb_uri, {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
+        facts = {"written": emb_uri, "embed_seconds": summary.get("wall_seconds")}
         if summary.get("reused_finished_run"):
             reused.append(side)
+            facts["embedded_in_earlier_attempt"] = True  # embed_seconds are that attempt's, not this one's
+        embedded[side] = emb_uri, facts
     return embedded, reused
 
 
