@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
 from pipeline.fingerprint import differences
-from pipeline.objects import get_json, list_tree, put_json
+from pipeline.objects import delete_files, get_json, list_tree, put_json
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
@@ -155,21 +155,13 @@ def drop_except(out: Location, keep: list[str]) -> int:
     """
     prefixes = (f"{RUN_DIR}/", *keep)
     doomed = [rel for rel in list_tree(out, temp_files=True) if not rel.startswith(prefixes)]
-    for rel in deletion_order(doomed):
-        try:
-            out.fs.delete_file(out.join(rel).path)
-        except FileNotFoundError:
-            pass
+    delete_files(out, deletion_order(doomed))
     return len(doomed)
 
 
 def clear(out: Location) -> None:
     """Delete everything under `out` in deletion_order, so a crash mid-way leaves no marker beside old data."""
-    for rel in deletion_order(list_tree(out, temp_files=True)):
-        try:
-            out.fs.delete_file(out.join(rel).path)
-        except FileNotFoundError:
-            pass  # a concurrent or earlier interrupted delete got it first
+    delete_files(out, deletion_order(list_tree(out, temp_files=True)))  # in order; a file already gone is skipped
 
 
 def deletion_order(files: list[str]) -> list[str]:
