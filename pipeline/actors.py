@@ -91,12 +91,15 @@ class EmbedActor:
         out_dtype: str = "float32",
         output: OutputPrecision | None = None,
         padding: TokenizerPadding | None = None,
+        pool_skip: int = 0,
     ):
-        """`padding`: the tokenizer's pad id and side as the driver resolved them (None: load the tokenizer here)."""
+        """`padding`: the tokenizer's pad id and side as the driver resolved them (None: load the tokenizer here).
+        `pool_skip`: leading tokens of each row left out of pooling (pipeline.model_loading.pooling_skip)."""
         import torch
 
         from pipeline.encoder import Encoder
         from pipeline.model_loading import load_model, load_tokenizer, pick_device
+        from pipeline.st_head import load_head
 
         if not isinstance(threads, ModelThreads):  # a plain number pins the threads (the former `cpus` argument)
             threads = ModelThreads(max(1, int(threads)), threads, 1)
@@ -112,6 +115,8 @@ class EmbedActor:
             max_tokens_per_batch=batching.max_tokens_per_batch,
             max_batch_size=batching.max_batch_size,
             min_batch_tokens=batching.min_batch_tokens,
+            head=load_head(model),  # the model's sentence-transformers Dense modules, if any
+            pool_skip=pool_skip,
         )
         # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)

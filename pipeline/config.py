@@ -7,15 +7,67 @@ Every section forbids unknown keys so a typo in the YAML is an error, not a sile
 from __future__ import annotations
 
 import os
-from typing import Literal
+import typing
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
 
 __all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
 
 from pipeline.columns import OUTPUT_COLUMNS
+
+# Pooling names: sentence-transformers' modes (pipeline.pooling), last_token spelled as here since the start.
+PoolingName = Literal["last_token", "mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean"]
+POOLINGS: tuple[str, ...] = typing.get_args(PoolingName)
+# What users write for the same things in sentence-transformers (modules, `pooling_mode_*`), TEI (`--pooling
+# last-token`, `--dtype float16`), vLLM (`PoolerConfig(pooling_type="LAST")`, `dtype="half"`) and torch: accepted,
+# case and `-` insensitive, and stored under our name.
+VALUE_ALIASES = {
+    "pooling": {
+        "lasttoken": "last_token",
+        "last": "last_token",
+        "eos": "last_token",
+        "pooling_mode_lasttoken": "last_token",
+        "mean_tokens": "mean",
+        "pooling_mode_mean_tokens": "mean",
+        "avg": "mean",
+        "average": "mean",
+        "cls_token": "cls",
+        "pooling_mode_cls_token": "cls",
+        "max_tokens": "max",
+        "pooling_mode_max_tokens": "max",
+        "mean_sqrt_len": "mean_sqrt_len_tokens",
+        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+        "weighted_mean": "weightedmean",
+        "weightedmean_tokens": "weightedmean",
+        "pooling_mode_weightedmean_tokens": "weightedmean",
+    },
+    "dtype": {
+        "fp32": "float32",
+        "float": "float32",
+        "torch.float32": "float32",
+        "fp16": "float16",
+        "half": "float16",
+        "torch.float16": "float16",
+        "bf16": "bfloat16",
+        "torch.bfloat16": "bfloat16",
+    },
+}
+
+
+def value_alias(kind: str):
+    """A before-validator mapping another tool's spelling of a `kind` value to ours; other values pass unchanged
+    (validation then lists the accepted ones)."""
+
+    def canonical(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        key = value.strip().lower().replace("-", "_")
+        return VALUE_ALIASES[kind].get(key, key if key != value else value)
+
+    return BeforeValidator(canonical)
 
 
 class Section(BaseModel):
@@ -77,16 +129,20 @@ class ModelConfig(Section):
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    pooling: Literal["auto", "last_token", "mean", "cls"] = Field(
+    pooling: Annotated[Literal["auto", PoolingName], value_alias("pooling")] = Field(
         "auto",
-        description="How token states become one vector. 'auto': the model's sentence-transformers Pooling module "
-        "(modules.json / 1_Pooling/config.json), else mean for an encoder and last_token for a decoder; the choice is "
-        "recorded in the summary (pooling, pooling_source) and the file metadata.",
+        description="How token states become one vector: last_token, mean, cls, max, mean_sqrt_len_tokens or "
+        "weightedmean (sentence-transformers' formulas; its names such as lasttoken, TEI's last-token and vLLM's "
+        "LAST are accepted too). 'auto': the model's sentence-transformers Pooling module (modules.json / "
+        "1_Pooling/config.json, with its include_prompt), else mean for an encoder and last_token for a decoder; "
+        "the choice is recorded in the summary (pooling, pooling_source) and the file metadata.",
     )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
     max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="'auto': the checkpoint's dtype on GPU, float32 on CPU."
+    dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], value_alias("dtype")] = Field(
+        "auto",
+        description="'auto': the checkpoint's dtype on GPU, float32 on CPU (fp32/float, fp16/half and bf16 are "
+        "accepted, as in vLLM and torch).",
     )
     prompt: str | None = Field(None, description="Explicit prefix for every text; beats prompt_name and task.")
     prompt_name: str | None = Field(
@@ -246,7 +302,7 @@ class ComputeConfig(Section):
 
 class OutputConfig(Section):
     uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
-    dtype: Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"] = Field(
+    dtype: Annotated[Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"], value_alias("dtype")] = Field(
         "float32",
         description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "
         "uint8 scalar-quantized per dimension with ranges calibrated on the first output.calibration_rows rows and "

@@ -32,7 +32,13 @@ from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_prompt, with_model_defaults
-from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, resolve_model_settings
+from pipeline.model_loading import (
+    ModelLoadError,
+    ModelSettings,
+    check_model,
+    pooling_skip,
+    resolve_model_settings,
+)
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
@@ -166,8 +172,9 @@ def embed_stages(
     model, whose tokenizer (and its padding) the actors then take instead of loading it; None: each loads its own.
     """
     tokenizer, padding = (settings.shipped_tokenizer, settings.padding) if settings else (None, None)
+    skip = pooling_skip(cfg.model, prompt, settings.tokenizer if settings else None)
     ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
-    return embed_stage(cfg, EmbedActor, precision, padding=padding).apply(ds)
+    return embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip).apply(ds)
 
 
 def read_dataset(

@@ -82,8 +82,8 @@ class Encoder:
 
     Args:
         model: transformer body returning `last_hidden_state`.
-        pooling: last_token, mean or cls.
-        normalize: L2-normalize the pooled vectors.
+        pooling: one of pipeline.pooling.POOLINGS.
+        normalize: L2-normalize the pooled vectors (after `head`).
         pad_token_id: id written into padded positions (masked out; RoBERTa-family models also count positions
             from it, so it must be the tokenizer's pad id).
         padding_side: "left" or "right"; last_token pooling is correct for both. Checked at load by
@@ -93,6 +93,10 @@ class Encoder:
         max_batch_size: upper bound on rows per forward pass.
         min_batch_tokens: padded tokens a batch holds before it may end at a length bucket (see plan_batches);
             None: budget / GPU_FILL_DIVISOR on a GPU, budget / MIN_FILL_DIVISOR on a CPU.
+        head: the model's sentence-transformers Dense modules (pipeline.st_head.load_head), run on the pooled
+            vectors before normalization; the output dimension is then the last one's out_features.
+        pool_skip: leading real tokens of every row left out of pooling (the prompt, when the model's Pooling has
+            include_prompt false; pipeline.model_loading.pooling_skip).
 
     With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
     real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
@@ -121,9 +125,13 @@ class Encoder:
         max_batch_size: int,
         min_batch_tokens: int | None = None,
         packed: bool | None = None,
+        head: torch.nn.Module | None = None,
+        pool_skip: int = 0,
     ):
         self.model = model
         self.pooling = pooling
+        self.pool_skip = pool_skip
+        self.head = head.to(next(model.parameters()).device) if head is not None else None
         self.normalize = normalize
         self.pad_token_id = pad_token_id
         self.left = padding_side == "left"
@@ -131,7 +139,7 @@ class Encoder:
         self.max_batch_size = max_batch_size
         self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
-        self.dim = int(model.config.hidden_size)
+        self.dim = int(model.config.hidden_size) if head is None else int(head[-1].linear.out_features)
         self.vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
         # A decoder whose config enables the KV cache builds one on every forward pass (transformers' default);
@@ -319,10 +327,13 @@ class Encoder:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
             kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.model(input_ids=input_ids, **kwargs).last_hidden_state
-        vectors = pool(hidden, attention_mask, self.pooling)  # (B, H) float32
-        if self.normalize:
-            vectors = l2_normalize(vectors)
-        return vectors
+        return self.finish(pool(hidden, attention_mask, self.pooling, self.pool_skip))  # (B, H) float32
+
+    def finish(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Pooled (B, H) float32 -> (B, dim): the model's Dense modules, if any, then L2 normalization."""
+        if self.head is not None:
+            vectors = self.head(vectors)
+        return l2_normalize(vectors) if self.normalize else vectors
 
     @torch.inference_mode()
     def forward_packed(self, values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -331,8 +342,8 @@ class Encoder:
         # use_cache=False: transformers reads packed rows from position ids only when it builds no KV cache.
         inputs = {"input_ids": self.to_device(ids), "position_ids": self.to_device(positions), "use_cache": False}
         hidden = self.model(**inputs).last_hidden_state  # (1, T, H)
-        vectors = pool_packed(hidden[0], self.to_device(starts), self.to_device(lengths), self.pooling)  # (B, H)
-        return l2_normalize(vectors) if self.normalize else vectors
+        starts, lengths = self.to_device(starts), self.to_device(lengths)
+        return self.finish(pool_packed(hidden[0], starts, lengths, self.pooling, self.pool_skip))  # (B, H)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor; through pinned memory on CUDA so the copy is asynchronous."""
@@ -369,13 +380,13 @@ def padding_probe(encoder: Encoder, left: bool) -> float:
     rows = [np.asarray(pool_ids[:3]) % vocab, np.asarray(pool_ids[:14])[::-1] % vocab]
     values = np.concatenate(rows).astype(np.int64)
     offsets = np.asarray([0, len(rows[0]), len(values)])
-    saved = encoder.left, encoder.mask_to_model
-    try:
-        encoder.left, encoder.mask_to_model = left, left or not encoder.causal
+    saved = encoder.left, encoder.mask_to_model, encoder.pool_skip
+    try:  # the probe rows are short: all their tokens are pooled, whatever the prompt would skip
+        encoder.left, encoder.mask_to_model, encoder.pool_skip = left, left or not encoder.causal, 0
         ids, mask = pad_batch(values, offsets, np.asarray([0, 1]), encoder.pad_token_id, left)
         batched = encoder.forward(ids, mask)
         alone = [encoder.forward(r[None, :].astype(np.int64), np.ones((1, len(r)), dtype=bool))[0] for r in rows]
     finally:
-        encoder.left, encoder.mask_to_model = saved
+        encoder.left, encoder.mask_to_model, encoder.pool_skip = saved
     cosines = [float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)) for a, b in zip(alone, batched)]
     return min(cosines)

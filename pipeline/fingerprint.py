@@ -50,12 +50,50 @@ def hash_directory(folder: Path) -> str:
     return digest.hexdigest()
 
 
+# Up to this many files, a run records its listing file by file (~100 bytes each in _run/fingerprint.json), so a
+# refusal can name the files that changed; a longer listing is recorded by its digest only.
+LISTING_ENTRIES_MAX = 100_000
+CHANGES_NAMED = 5  # files a refusal names per kind of change
+
+
 def listing_digest(listed: list[ListedFile]) -> dict[str, Any]:
-    """The input listing in a few bytes: file count and a sha256 over (path, size, mtime) in listing order."""
+    """The input listing: file count and a sha256 over (path, size, mtime) in listing order, which decide equality
+    (`differences`), and, up to LISTING_ENTRIES_MAX files, the `entries` [path, size, mtime_ns] that let a refusal
+    name the files added, removed or changed."""
     digest = hashlib.sha256()
     for f in listed:
         digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
-    return {"files": len(listed), "sha256": digest.hexdigest()[:16]}
+    record: dict[str, Any] = {"files": len(listed), "sha256": digest.hexdigest()[:16]}
+    if len(listed) <= LISTING_ENTRIES_MAX:
+        record["entries"] = [[f.path, f.size, f.mtime_ns] for f in listed]
+    return record
+
+
+def listing_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What changed between two `listing_digest` records, in words: 'N files -> M files (added a, b; removed c;
+    changed d (size 10 -> 12 bytes); e (modified))', at most CHANGES_NAMED names per kind. Without the earlier
+    entries (a listing too long to record, or a run recorded before they were), only the counts and digests."""
+    head = f"{old.get('files')} files -> {new.get('files')} files"
+    if "entries" not in old or "entries" not in new:
+        return f"{head} (listing sha256 {old.get('sha256')} -> {new.get('sha256')})"
+    before = {path: (size, mtime) for path, size, mtime in old["entries"]}
+    after = {path: (size, mtime) for path, size, mtime in new["entries"]}
+    added = [p for p in after if p not in before]
+    removed = [p for p in before if p not in after]
+    changed = []
+    for path in (p for p in after if p in before and after[p] != before[p]):
+        (old_size, _), (new_size, _) = before[path], after[path]
+        changed.append(
+            f"{path} (size {old_size} -> {new_size} bytes)" if old_size != new_size else f"{path} (modified)"
+        )
+    kinds = (("added", added), ("removed", removed), ("changed", changed))
+    parts = [f"{kind} {named(items)}" for kind, items in kinds if items]
+    return f"{head} ({'; '.join(parts) or 'the same files in another order'})"
+
+
+def named(items: list[str]) -> str:
+    shown = ", ".join(items[:CHANGES_NAMED])
+    return shown + (f" and {len(items) - CHANGES_NAMED} more" if len(items) > CHANGES_NAMED else "")
 
 
 def embed_fingerprint(
@@ -86,12 +124,20 @@ def embed_fingerprint(
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'field: recorded -> current' for every field that differs (missing on one side included), sorted."""
+    """'field: recorded -> current' for every field that differs (missing on one side included), sorted. A listing
+    (`listing_digest`) is compared by its count and digest and described by `listing_changes`."""
     missing = object()
     out = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key, missing), current.get(key, missing)
-        if json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
+        if is_listing(old) and is_listing(new):
+            if (old["files"], old["sha256"]) != (new["files"], new["sha256"]):
+                out.append(f"{key}: {listing_changes(old, new)}")
+        elif json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
             show = lambda v: "(absent)" if v is missing else json.dumps(v, sort_keys=True)
             out.append(f"{key}: {show(old)} -> {show(new)}")
     return out
+
+
+def is_listing(value: Any) -> bool:
+    return isinstance(value, dict) and {"files", "sha256"} <= set(value)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.config import ModelConfig
+from pipeline.config import POOLINGS, ModelConfig
 from pipeline.errors import UserError
 from pipeline.prompts import ST_CONFIG, resolve_prompt, role_prompt_name, st_config
 
@@ -26,16 +26,26 @@ log = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
-# sentence-transformers Pooling config -> our pooling names; None: a pooling rayembed cannot serve
+# sentence-transformers Pooling config -> our pooling names (pipeline.pooling.POOLINGS)
 ST_POOLING_FLAGS = {
     "pooling_mode_lasttoken": "last_token",
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": None,
-    "pooling_mode_mean_sqrt_len_tokens": None,
-    "pooling_mode_weightedmean_tokens": None,
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
 }
-ST_POOLING_NAMES = {"lasttoken": "last_token", "mean": "mean", "cls": "cls"}  # newer `"pooling_mode": "..."` form
+# newer `"pooling_mode": "..."` form (a name or a list of names)
+ST_POOLING_NAMES = {
+    "lasttoken": "last_token",
+    "mean": "mean",
+    "cls": "cls",
+    "max": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "weightedmean": "weightedmean",
+}
+# sentence-transformers modules after the transformer that rayembed runs; any other one is refused by name
+SERVED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
 
 
 class ModelUnavailableError(UserError, RuntimeError):
@@ -44,7 +54,7 @@ class ModelUnavailableError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class PoolingChoice:
-    pooling: str  # last_token | mean | cls
+    pooling: str  # one of pipeline.pooling.POOLINGS
     source: str  # where it came from, recorded in the summary
 
 
@@ -136,25 +146,125 @@ def read_json(cfg: ModelConfig, filename: str) -> dict[str, Any]:
 
 
 def pooling_from_st_config(config: dict[str, Any]) -> list[str]:
-    """Pooling modes a sentence-transformers Pooling config switches on, as ST names them."""
-    if isinstance(config.get("pooling_mode"), str):
-        return [config["pooling_mode"]]
-    return [mode for mode, on in config.items() if mode.startswith("pooling_mode_") and on]
+    """Pooling modes a sentence-transformers Pooling config switches on, as ST names them.
+
+    A config that switches none on is mean pooling: sentence-transformers' Pooling defaults to it.
+    """
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        return [mode]
+    if isinstance(mode, list) and mode:
+        return [str(m) for m in mode]
+    return [m for m, on in config.items() if m.startswith("pooling_mode_") and on] or ["mean"]
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """One sentence-transformers Dense module: `activation(linear(x))` (+ x or a projection of x with use_residual)."""
+
+    path: str  # folder of the module in the model (its config.json and weights)
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # dotted class name, e.g. torch.nn.modules.activation.Tanh
+    use_residual: bool = False
+
+
+@dataclass(frozen=True)
+class ModuleLayout:
+    """What the model's sentence-transformers modules (modules.json) do after the transformer.
+
+    `pooling_modes` ([] without a Pooling module) and `pooling_file` where they were read; `include_prompt` false:
+    the prompt's tokens are left out of pooling; `dense`: Dense modules run after pooling, in order; `normalize`:
+    a Normalize module is declared.
+    """
+
+    pooling_modes: list[str] = field(default_factory=list)
+    pooling_file: str = ""
+    include_prompt: bool = True
+    dense: tuple[DenseSpec, ...] = ()
+    normalize: bool = False
+
+
+def module_kind(entry: dict[str, Any]) -> str:
+    """`sentence_transformers.models.Dense` (or `...base.modules.dense.Dense`) -> 'Dense'."""
+    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+
+
+def module_layout(cfg: ModelConfig) -> ModuleLayout:
+    """The model's sentence-transformers modules, read from modules.json (else a lone 1_Pooling/config.json).
+
+    Raises:
+        ModelUnavailableError: the model's files cannot be read.
+        UserError: a module rayembed does not run (anything but Transformer, Pooling, Dense, Normalize, Dropout), a
+            Dense module it cannot read, or several Pooling modules: its vectors would silently differ from the ones
+            sentence-transformers gives.
+    """
+    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
+    if not isinstance(modules, list):
+        modules = []
+    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    unserved = [
+        f"{m.get('path') or '(root)'} ({m.get('type')})" for m in modules if module_kind(m) not in SERVED_MODULES
+    ]
+    if unserved:
+        raise UserError(
+            f"model {cfg.name_or_path} declares sentence-transformers modules rayembed does not run: "
+            f"{', '.join(unserved)} (modules.json); it runs Transformer, Pooling, Dense and Normalize. Its vectors "
+            "would differ from what sentence-transformers gives, so it is refused"
+        )
+    poolings = [m.get("path", "") for m in modules if module_kind(m) == "Pooling"]
+    if len(poolings) > 1:
+        raise UserError(f"model {cfg.name_or_path} declares {len(poolings)} Pooling modules (modules.json)")
+    folder = poolings[0] if poolings else ("1_Pooling" if not modules else "")
+    pooling_file = f"{folder}/config.json" if folder else ""
+    pooling_config = read_json(cfg, pooling_file) if pooling_file and model_file(cfg, pooling_file) else None
+    if pooling_config is None:
+        pooling_file = ""
+    dense = tuple(dense_spec(cfg, m.get("path", "")) for m in modules if module_kind(m) == "Dense")
+    return ModuleLayout(
+        pooling_modes=pooling_from_st_config(pooling_config) if pooling_config is not None else [],
+        pooling_file=pooling_file,
+        include_prompt=bool((pooling_config or {}).get("include_prompt", True)),
+        dense=dense,
+        normalize=any(module_kind(m) == "Normalize" for m in modules),
+    )
+
+
+def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:
+    """The Dense module in `folder`, from its config.json.
+
+    Raises:
+        UserError: no config.json, or a Dense that reads or writes another feature than the sentence embedding.
+    """
+    filename = f"{folder}/config.json"
+    if model_file(cfg, filename) is None:
+        raise UserError(f"model {cfg.name_or_path}: the Dense module {folder!r} of modules.json has no {filename}")
+    config = read_json(cfg, filename)
+    for key in ("module_input_name", "module_output_name"):
+        if config.get(key) not in (None, "sentence_embedding"):
+            raise UserError(
+                f"model {cfg.name_or_path}: Dense module {folder!r} has {key} {config[key]!r}; rayembed runs Dense "
+                "modules on the sentence embedding only"
+            )
+    return DenseSpec(
+        path=folder,
+        in_features=int(config["in_features"]),
+        out_features=int(config["out_features"]),
+        bias=bool(config.get("bias", True)),
+        activation=str(config.get("activation_function") or "torch.nn.modules.activation.Tanh"),
+        use_residual=bool(config.get("use_residual", False)),
+    )
 
 
 def declared_pooling(cfg: ModelConfig) -> tuple[list[str], str]:
     """(modes, file) of the model's sentence-transformers Pooling module; ([], "") when it declares none."""
-    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
-    paths = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")]
-    for folder in [*paths, "1_Pooling"]:
-        filename = f"{folder}/config.json" if folder else "config.json"
-        if folder and model_file(cfg, filename) is not None:
-            return pooling_from_st_config(read_json(cfg, filename)), filename
-    return [], ""
+    layout = module_layout(cfg)
+    return layout.pooling_modes, layout.pooling_file
 
 
 def to_our_pooling(modes: list[str]) -> str | None:
-    """One of last_token/mean/cls for a single supported ST mode, else None (several modes are concatenated)."""
+    """Our name for a single sentence-transformers mode, else None (several modes are concatenated)."""
     if len(modes) != 1:
         return None
     mode = modes[0]
@@ -184,7 +294,8 @@ def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
         if ours is None:
             raise UserError(
                 f"model {cfg.name_or_path} declares pooling {modes} in {filename}, which rayembed cannot serve "
-                "(supported: last_token, mean, cls); set model.pooling explicitly only if you know the vectors fit"
+                f"(one of: {', '.join(POOLINGS)}; sentence-transformers concatenates several modes); set "
+                "model.pooling explicitly only if you know the vectors fit"
             )
         return PoolingChoice(ours, filename)
     if is_encoder(cfg):

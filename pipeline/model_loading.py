@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pipeline.config import ModelConfig
+from pipeline.config import POOLINGS, ModelConfig
 from pipeline.errors import UserError
-from pipeline.model_defaults import ST_POOLING_FLAGS, resolve_pooling
+from pipeline.model_defaults import declared_pooling, module_layout, resolve_pooling, to_our_pooling
 from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import eos_convention
@@ -113,12 +113,55 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         ) from err
     if cfg.padding_side != "auto":
         tokenizer.padding_side = cfg.padding_side
+    if declares_lower_case(cfg):
+        lower_case(tokenizer)
     if tokenizer.pad_token_id is None:
         # Decoder tokenizers often have no pad token; any id works because padded positions are masked out.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token_id is None:
         raise ModelLoadError(f"tokenizer of {cfg.name_or_path} has no pad, eos or unk token to pad with")
     return tokenizer
+
+
+def declares_lower_case(cfg: ModelConfig) -> bool:
+    """`do_lower_case` of the model's sentence_bert_config.json: sentence-transformers lowercases every input."""
+    path = model_file(cfg, "sentence_bert_config.json")
+    return path is not None and json.loads(path.read_text()).get("do_lower_case") is True
+
+
+def lower_case(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Lowercase in the tokenizer's own normalizer, as sentence-transformers does for `do_lower_case` (the prompt
+    too; character offsets still point into the original text, so chunk spans stay right).
+
+    Raises:
+        ModelLoadError: a slow tokenizer (no normalizer to extend).
+    """
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError("sentence_bert_config.json sets do_lower_case, which rayembed applies to fast tokenizers")
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    if current is not None and "Lowercase" in repr(current):
+        return
+    parts = [Lowercase()] + (list(current) if isinstance(current, NormalizerSequence) else [current] if current else [])
+    backend.normalizer = NormalizerSequence(parts)
+
+
+def pooling_skip(cfg: ModelConfig, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> int:
+    """Leading tokens of every row to leave out of pooling: the prompt's, when the model's Pooling module has
+    `include_prompt: false`, else 0.
+
+    Counted as sentence-transformers counts them (Transformer._get_prompt_length): the prompt tokenized alone with
+    the special tokens, less a trailing special token (EOS/SEP), so a leading one (CLS/BOS) is left out too.
+    `tokenizer`: the model's, as load_tokenizer gives it (None: loaded here, only when needed).
+    """
+    if not prompt or module_layout(cfg).include_prompt:
+        return 0
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    ids = tokenizer(prompt)["input_ids"]
+    return len(ids) - int(bool(ids) and ids[-1] in tokenizer.all_special_ids)
 
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
@@ -176,46 +219,37 @@ def check_local_weights(cfg: ModelConfig) -> None:
             ) from err
 
 
-def declared_pooling(cfg: ModelConfig) -> list[str]:
-    """Pooling modes the model's sentence-transformers 1_Pooling/config.json switches on ([] when it has none)."""
-    local = Path(cfg.name_or_path)
-    if local.is_dir():
-        path = local / "1_Pooling" / "config.json"
-    else:
-        from transformers.utils import cached_file
-
-        found = cached_file(
-            cfg.name_or_path,
-            "1_Pooling/config.json",
-            revision=cfg.revision,
-            _raise_exceptions_for_missing_entries=False,
-        )
-        path = Path(found) if found else None
-    if path is None or not path.is_file():
-        return []
-    return [mode for mode, on in json.loads(path.read_text()).items() if mode.startswith("pooling_mode_") and on]
-
-
 def check_model(cfg: ModelConfig) -> None:
     """Fail on the driver, before any actor starts, when the model cannot give the vectors the config asks for.
 
-    A model trained with one pooling gives meaningless vectors under another, and a model directory without
-    weights would otherwise fail inside every embedding actor, restart after restart.
+    A model trained with one pooling gives meaningless vectors under another, a sentence-transformers module
+    rayembed does not run would silently change them (pipeline.model_defaults.module_layout), and a model directory
+    without weights would otherwise fail inside every embedding actor, restart after restart.
     """
     check_local_weights(cfg)
-    modes = declared_pooling(cfg)
+    check_model_pooling(cfg)
+
+
+def check_model_pooling(cfg: ModelConfig) -> None:
+    """The configured pooling is the one the model declares, and the model declares nothing rayembed cannot run.
+
+    Raises:
+        ModelLoadError: a contradicting or unservable pooling.
+        UserError: a sentence-transformers module rayembed does not run (pipeline.model_defaults.module_layout).
+    """
+    modes, filename = declared_pooling(cfg)
     if not modes:
         return
-    ours = [ST_POOLING_FLAGS.get(m) for m in modes]
-    if None in ours or len(ours) > 1:  # sentence-transformers concatenates several modes
+    ours = to_our_pooling(modes)
+    if ours is None:  # sentence-transformers concatenates several modes
         raise ModelLoadError(
-            f"model {cfg.name_or_path} declares pooling {modes} in 1_Pooling/config.json, which rayembed cannot serve "
-            "(supported: last_token, mean, cls)"
+            f"model {cfg.name_or_path} declares pooling {modes} in {filename}, which rayembed cannot serve "
+            f"(one of: {', '.join(POOLINGS)})"
         )
-    if cfg.pooling not in ours:
+    if cfg.pooling != ours:
         raise ModelLoadError(
-            f"model {cfg.name_or_path} was trained with {' + '.join(modes)} pooling (1_Pooling/config.json) but "
-            f"model.pooling is {cfg.pooling!r}; set model.pooling: {ours[0]}"
+            f"model {cfg.name_or_path} was trained with {' + '.join(modes)} pooling ({filename}) but "
+            f"model.pooling is {cfg.pooling!r}; set model.pooling: {ours} (or auto)"
         )
 
 

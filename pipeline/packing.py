@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.pooling import pool
+
 
 def plan_packed(lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size: int) -> list[np.ndarray]:
     """Row indices of each packed batch: longest rows first, as many as fit `max_tokens_per_batch` real tokens.
@@ -46,15 +48,25 @@ def pack_rows(
     return ids[None, :], within[None, :].astype(np.int64), packed_starts, lens
 
 
-def pool_packed(hidden: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, method: str) -> torch.Tensor:
-    """Pool packed `hidden` (T, H) into (B, H) float32, rows given by `starts` and `lengths` (B,) in the sequence."""
+def pool_packed(
+    hidden: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, method: str, skip: int = 0
+) -> torch.Tensor:
+    """Pool packed `hidden` (T, H) into (B, H) float32, rows given by `starts` and `lengths` (B,) in the sequence.
+
+    last_token, cls and mean index the packed sequence directly; the other modes of pipeline.pooling (and `skip`)
+    gather the rows into a right-padded (B, longest, H) batch first.
+    """
     hidden = hidden.float()
-    if method == "last_token":
+    if skip == 0 and method == "last_token":
         return hidden[starts + lengths - 1]
-    if method == "cls":
+    if skip == 0 and method == "cls":
         return hidden[starts]
-    if method == "mean":
+    if skip == 0 and method == "mean":
         segment = torch.repeat_interleave(torch.arange(len(lengths), device=hidden.device), lengths)  # (T,)
         sums = torch.zeros(len(lengths), hidden.shape[1], device=hidden.device).index_add_(0, segment, hidden)
         return sums / lengths.unsqueeze(1).to(hidden.dtype)
-    raise ValueError(f"unknown pooling {method!r}; use last_token, mean or cls")
+    width = int(lengths.max())
+    within = torch.arange(width, device=hidden.device)[None, :]  # (1, W)
+    mask = within < lengths[:, None]  # (B, W)
+    index = (starts[:, None] + within).clamp(max=hidden.shape[0] - 1)  # (B, W); padded slots read any real state
+    return pool(hidden[index], mask, method, skip)

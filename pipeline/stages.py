@@ -247,13 +247,19 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: An
 
 
 def embed_stage(
-    cfg: EmbedConfig, actor_cls: type, precision: Any = None, shape: ClusterShape | None = None, padding: Any = None
+    cfg: EmbedConfig,
+    actor_cls: type,
+    precision: Any = None,
+    shape: ClusterShape | None = None,
+    padding: Any = None,
+    pool_skip: int = 0,
 ) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
     `precision`: a pipeline.quantization.OutputPrecision (stored dimensions/precision, calibrated for int8/uint8);
     None: the actor derives it from output.dtype. `padding`: the driver's pipeline.model_loading.TokenizerPadding
-    (None: each actor loads the tokenizer for it). Defaults from `shape` (the connected cluster when None): one actor
+    (None: each actor loads the tokenizer for it). `pool_skip`: the prompt tokens left out of pooling
+    (pipeline.model_loading.pooling_skip). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
     """
     compute = cfg.compute
@@ -273,6 +279,7 @@ def embed_stage(
             "out_dtype": cfg.output.dtype,
             **({"output": precision} if precision is not None else {}),
             **({"padding": padding} if padding is not None else {}),
+            **({"pool_skip": pool_skip} if pool_skip else {}),
         },
         pool=pool,
         env_vars=actor_env_vars(),

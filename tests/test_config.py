@@ -36,7 +36,7 @@ def test_overrides_are_typed(tmp_path):
         ("model: {max_tokenz: 5}", "model.max_tokenz: Extra inputs are not permitted"),
         ("model: {max_tokens: 0}", "model.max_tokens: Input should be greater than 0"),
         ("model: {max_tokens: lots}", "model.max_tokens: Input should be a valid integer"),
-        ("model: {pooling: max}", "model.pooling: Input should be 'auto', 'last_token', 'mean' or 'cls'"),
+        ("model: {pooling: median}", "model.pooling: Input should be 'auto', 'last_token', 'mean', 'cls', 'max'"),
         ("model: {prompt: 'a', prompt_name: query}", "either 'prompt'"),
         ("compute: {min_actors: 3, max_actors: 2}", "exceeds compute.max_actors"),
         ("output: {uri: o/, keep_columns: [embedding]}", "clash with output columns"),
@@ -129,3 +129,28 @@ def test_yaml_syntax_error_exits_2_with_file_and_line(tmp_path, capsys):
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:" in err and "YAML syntax error" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "override, key, value",
+    [
+        ("model.pooling=lasttoken", "pooling", "last_token"),  # sentence-transformers' name
+        ("model.pooling=last-token", "pooling", "last_token"),  # TEI's --pooling
+        ("model.pooling=LAST", "pooling", "last_token"),  # vLLM's pooling_type
+        ("model.pooling=CLS", "pooling", "cls"),
+        ("model.pooling=pooling_mode_mean_tokens", "pooling", "mean"),  # the key in 1_Pooling/config.json
+        ("model.pooling=weighted-mean", "pooling", "weightedmean"),
+        ("model.dtype=bf16", "dtype", "bfloat16"),
+        ("model.dtype=half", "dtype", "float16"),  # vLLM
+        ("model.dtype=FP32", "dtype", "float32"),
+    ],
+)
+def test_other_tools_value_names_are_accepted(tmp_path, override, key, value):
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
+    assert getattr(cfg.model, key) == value
+
+
+@pytest.mark.parametrize("text, expected", [("fp16", "float16"), ("Float32", "float32"), ("INT8", "int8")])
+def test_output_dtype_takes_other_spellings(tmp_path, text, expected):
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"output.dtype={text}"])
+    assert cfg.output.dtype == expected

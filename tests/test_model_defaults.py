@@ -12,12 +12,15 @@ from conftest import MODELS_DIR
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_defaults import (
+    DenseSpec,
     ModelUnavailableError,
     check_available,
     model_prompt,
+    module_layout,
     resolve_pooling,
     with_model_defaults,
 )
+from pipeline.model_loading import check_model_pooling
 
 
 def copy_config(src, dst, **files):
@@ -71,11 +74,89 @@ def test_explicit_pooling_wins(tiny_models):
 
 
 def test_pooling_auto_refuses_what_it_cannot_serve(tiny_models, tmp_path):
+    """Several modes: sentence-transformers concatenates them, which rayembed does not."""
     model = copy_config(
-        tiny_models["bert"], tmp_path / "m", **{"1_Pooling__config.json": {"pooling_mode_max_tokens": 1}}
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{"1_Pooling__config.json": {"pooling_mode_max_tokens": 1, "pooling_mode_mean_tokens": True}},
     )
     with pytest.raises(UserError, match="cannot serve"):
         resolve_pooling(ModelConfig(name_or_path=str(model)))
+
+
+TRANSFORMER = {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}
+POOLING = {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+
+
+@pytest.mark.parametrize(
+    "pooling_config, expected",
+    [
+        ({"pooling_mode_max_tokens": 1}, "max"),  # sentence-transformers reads the flags as truthy
+        ({"pooling_mode_mean_sqrt_len_tokens": True}, "mean_sqrt_len_tokens"),
+        ({"pooling_mode_weightedmean_tokens": True}, "weightedmean"),
+        ({"pooling_mode": "max"}, "max"),
+        ({"pooling_mode": ["cls"]}, "cls"),  # the list form with one mode
+        ({"word_embedding_dimension": 8, "pooling_mode_cls_token": False}, "mean"),  # none on: ST's default, mean
+        ({"embedding_dimension": 8}, "mean"),
+    ],
+)
+def test_pooling_auto_reads_every_sentence_transformers_form(tiny_models, tmp_path, pooling_config, expected):
+    """On a decoder, whose architecture default (last_token) would otherwise win."""
+    model = copy_config(
+        tiny_models["gemma3"],
+        tmp_path / "m",
+        **{"modules.json": [TRANSFORMER, POOLING], "1_Pooling__config.json": pooling_config},
+    )
+    assert resolve_pooling(ModelConfig(name_or_path=str(model))).pooling == expected
+
+
+def test_layout_reads_dense_normalize_and_include_prompt(tiny_models, tmp_path):
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    norm = {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{
+            "modules.json": [norm, dense, POOLING, TRANSFORMER],  # listed out of order: idx decides
+            "1_Pooling__config.json": {"pooling_mode": "cls", "include_prompt": False},
+            "2_Dense__config.json": {"in_features": 64, "out_features": 32, "bias": False},
+        },
+    )
+    layout = module_layout(ModelConfig(name_or_path=str(model)))
+    assert (layout.pooling_modes, layout.include_prompt, layout.normalize) == (["cls"], False, True)
+    assert layout.dense == (DenseSpec("2_Dense", 64, 32, False, "torch.nn.modules.activation.Tanh"),)
+
+
+@pytest.mark.parametrize("pooling", ["auto", "mean"])
+def test_modules_rayembed_does_not_run_are_refused_by_name(tiny_models, tmp_path, pooling):
+    """A Router (query/document towers) or LayerNorm would change the vectors: refused, not silently skipped,
+    whether pooling is resolved from the model or set explicitly."""
+    router = {"idx": 2, "name": "2", "path": "2_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{"modules.json": [TRANSFORMER, POOLING, router], "1_Pooling__config.json": MEAN},
+    )
+    cfg = ModelConfig(name_or_path=str(model), pooling=pooling)
+    with pytest.raises(UserError, match=r"2_LayerNorm \(sentence_transformers.models.LayerNorm\)"):
+        resolve_pooling(cfg)
+        check_model_pooling(cfg)
+
+
+@pytest.mark.parametrize(
+    "pooling_config",
+    [{"pooling_mode": "cls"}, {"pooling_mode_cls_token": True}],
+)
+def test_explicit_pooling_that_contradicts_the_model_is_refused(tiny_models, tmp_path, pooling_config):
+    """Both the legacy flags and the newer `pooling_mode` form, in a folder modules.json names."""
+    pooling = {**POOLING, "path": "pool"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{"modules.json": [TRANSFORMER, pooling], "pool__config.json": pooling_config},
+    )
+    with pytest.raises(UserError, match=r"trained with .* pooling \(pool/config.json\).*set model.pooling: cls"):
+        check_model_pooling(ModelConfig(name_or_path=str(model), pooling="mean"))
 
 
 @pytest.mark.models

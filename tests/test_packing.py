@@ -13,7 +13,7 @@ from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer
 from pipeline.packing import pack_rows, plan_packed, pool_packed
-from pipeline.pooling import pool
+from pipeline.pooling import POOLINGS, pool
 
 
 def test_plan_packed_fills_the_budget_with_real_tokens_longest_first():
@@ -34,16 +34,17 @@ def test_pack_rows_lays_rows_end_to_end_with_positions_restarting():
     assert (starts.tolist(), lengths.tolist()) == ([0, 4], [4, 3])
 
 
-@pytest.mark.parametrize("method", ["last_token", "mean", "cls"])
-def test_pool_packed_equals_pool_over_the_padded_batch(method):
+@pytest.mark.parametrize("skip", [0, 1])
+@pytest.mark.parametrize("method", POOLINGS)
+def test_pool_packed_equals_pool_over_the_padded_batch(method, skip):
     torch.manual_seed(0)
     lengths = [3, 1, 4]
     padded = torch.randn(3, 4, 5)
     mask = (torch.arange(4)[None, :] < torch.tensor(lengths)[:, None]).long()
     packed = torch.cat([padded[i, :n] for i, n in enumerate(lengths)])  # (8, 5)
     starts = torch.tensor([0, 3, 4])
-    got = pool_packed(packed, starts, torch.tensor(lengths), method)
-    torch.testing.assert_close(got, pool(padded, mask, method))
+    got = pool_packed(packed, starts, torch.tensor(lengths), method, skip)
+    torch.testing.assert_close(got, pool(padded, mask, method, skip))
 
 
 def packed_and_padded(tiny_models, arch: str, pooling: str, attn: str = "sdpa", device: str = "cpu"):

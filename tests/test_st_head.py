@@ -1,0 +1,134 @@
+"""Models laid out as sentence-transformers saves them, embedded through the product's driver resolution and the
+stage UDFs (no Ray), against `SentenceTransformer(...).encode_document`: Dense modules after pooling, pooling modes
+beyond mean/cls/last_token, `include_prompt: false`, `do_lower_case`; cosine >= 0.9999 in float32."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.columns import EMBEDDING, REJECT, TEXT
+from pipeline.config import EmbedConfig
+from pipeline.errors import UserError
+from pipeline.model_defaults import model_prompt, with_model_defaults
+from pipeline.model_loading import check_model, pooling_skip, resolve_model_settings
+from pipeline.st_head import load_head
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello World",
+    "Ein kleiner Test auf Deutsch mit etwas mehr Text, um die Länge zu variieren.",
+    "Bonjour TOUT le monde",
+]
+TANH, IDENTITY = "torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"
+
+
+def st_model(base: Path, dst: Path, pooling: dict, dense=(), normalize=True, prompts=None, lower=False) -> Path:
+    """`base` (a tiny transformers model) saved as sentence-transformers lays a model out: modules.json, a Pooling
+    config, Dense modules (in, out, activation, bias) with random weights, optionally Normalize."""
+    shutil.copytree(base, dst)
+    (dst / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts or {}}))
+    (dst / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": lower}))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    (dst / "1_Pooling").mkdir()
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 64, **pooling}))
+    for i, (inf, outf, activation, bias) in enumerate(dense, start=2):
+        folder = dst / f"{i}_Dense"
+        folder.mkdir()
+        config = {"in_features": inf, "out_features": outf, "bias": bias, "activation_function": activation}
+        (folder / "config.json").write_text(json.dumps(config))
+        g = torch.Generator().manual_seed(i)
+        weights = {"linear.weight": torch.randn(outf, inf, generator=g) * 0.2}
+        if bias:
+            weights["linear.bias"] = torch.randn(outf, generator=g) * 0.1
+        save_file(weights, str(folder / "model.safetensors"))
+        modules.append({"idx": i, "name": str(i), "path": folder.name, "type": "sentence_transformers.models.Dense"})
+    if normalize:
+        i = len(modules)
+        modules.append(
+            {"idx": i, "name": str(i), "path": f"{i}_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
+    (dst / "modules.json").write_text(json.dumps(modules))
+    return dst
+
+
+def ours(model_dir: Path, texts: list[str]) -> np.ndarray:
+    """The embed job's path without Ray: driver resolution (pooling, prompt, limits), then the two stage UDFs."""
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model_dir)}}
+    )
+    cfg, _ = with_model_defaults(cfg)
+    check_model(cfg.model)
+    prompt, _ = model_prompt(cfg.model, "document")
+    settings = resolve_model_settings(cfg.model)
+    block = pa.table({TEXT: pa.array(texts), REJECT: pa.array([None] * len(texts), pa.string())})
+    tokens = TokenizeActor(settings.model, prompt, settings.tokenizer)(block)
+    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
+    embed = EmbedActor(settings.model, cfg.batching, 1, "float32", padding=settings.padding, pool_skip=skip)
+    return np.asarray(embed(tokens).column(EMBEDDING).to_pylist(), dtype=np.float32)
+
+
+def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    return model.encode_document(texts, convert_to_numpy=True, normalize_embeddings=True)
+
+
+CASES = {
+    "cls + Dense tanh (LaBSE's layout)": {"pooling": {"pooling_mode": "cls"}, "dense": [(64, 32, TANH, True)]},
+    "mean + 2 Dense (EmbeddingGemma's layout)": {
+        "pooling": {"pooling_mode": "mean"},
+        "dense": [(64, 96, IDENTITY, False), (96, 48, IDENTITY, False)],
+    },
+    "max": {"pooling": {"pooling_mode_max_tokens": True}},
+    "weightedmean": {"pooling": {"pooling_mode": "weightedmean"}},
+    "mean_sqrt_len_tokens, no Normalize module": {
+        "pooling": {"pooling_mode": "mean_sqrt_len_tokens"},
+        "normalize": False,
+    },
+    "mean, include_prompt false": {
+        "pooling": {"pooling_mode": "mean", "include_prompt": False},
+        "prompts": {"document": "passage: "},
+    },
+    "cls, include_prompt false": {
+        "pooling": {"pooling_mode": "cls", "include_prompt": False},
+        "prompts": {"document": "Represent this: "},
+    },
+    "do_lower_case": {"pooling": {"pooling_mode": "mean"}, "lower": True, "prompts": {"document": "Passage: "}},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_vectors_equal_sentence_transformers(tiny_models, tmp_path, case):
+    model = st_model(tiny_models["bert"], tmp_path / "m", **CASES[case])
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    cosines = np.sum(got * want, axis=1)
+    assert cosines.min() >= 0.9999, cosines
+
+
+def test_dense_on_a_decoder_with_left_padding(tiny_models, tmp_path):
+    model = st_model(
+        tiny_models["qwen3"], tmp_path / "m", {"pooling_mode": "lasttoken"}, dense=[(64, 16, IDENTITY, True)]
+    )
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == (4, 16) and np.sum(got * want, axis=1).min() >= 0.9999
+
+
+def test_dense_with_an_activation_outside_torch_is_refused(tiny_models, tmp_path):
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "cls"}, dense=[(64, 8, "os.system", True)])
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    with pytest.raises(UserError, match="code outside torch; set model.trust_remote_code"):
+        load_head(cfg.model)
