@@ -293,3 +293,39 @@ def test_ids_of_any_json_or_parquet_type_follow_one_rule(tmp_path):
         ("3", None),
     ]
     assert [r["id"] for r in read_all(spec(tmp_path, "parquet", "id"), "g.parquet")] == ["1", "2"]
+
+
+def test_a_json_array_of_records_on_one_line_is_one_row_per_record(tmp_path):
+    """pandas `to_json(orient="records")` writes one line `[{...}, {...}]`: it was one reject for the whole file
+    (rows in = 1 for thousands of records). An array of anything else stays one reject."""
+    records = [{"id": "a", "text": "first"}, {"id": "b", "text": None}, {"id": "c", "text": "third", "year": 2024}]
+    (tmp_path / "r.json").write_text(
+        json.dumps(records) + "\n" + json.dumps({"id": "d", "text": "after"}) + "\n[1, 2]\n"
+    )
+    rows = read_all(spec(tmp_path, None, "id", ["year"]), "r.json")
+    assert [(r["id"], r[TEXT], r[REJECT], r["year"]) for r in rows] == [
+        ("a", "first", None, None),
+        ("b", None, "null text", None),
+        ("c", "third", None, 2024),
+        ("d", "after", None, None),
+        (None, None, "JSON value is list, not an object", None),
+    ]
+    assert [r["_row"] for r in rows] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "name, fmt, content, message",
+    [
+        ("p.json", None, b'[\n  {"text": "a"},\n  {"text": "b"}\n]\n', r"jsonl .*one multi-line JSON document .*jq -c"),
+        ("q.jsonl", "jsonl", b'\n{\n  "text": "a"\n}\n', r"jsonl .*one multi-line JSON document"),
+        ("j.txt", None, b'\n{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n', r"text .*JSON Lines .*'id', 'text'"),
+    ],
+)
+def test_a_file_whose_layout_contradicts_its_format_fails_naming_it(tmp_path, name, fmt, content, message):
+    """JSON Lines read as text embedded each record's JSON source with no reject to show it; a pretty-printed JSON
+    document read as JSONL turned every line into a reject."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputFileError, match=rf"{name} is read as {message}"):
+        read_all(spec(tmp_path, fmt), name)
+    (tmp_path / "ok.txt").write_bytes(b"{braces} in a sentence are fine\n[1] and so is a footnote\n")
+    assert [r[REJECT] for r in read_all(spec(tmp_path, "text"), "ok.txt")] == [None, None]
