@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import StorageConfig
 from pipeline.file_formats import lines
-from pipeline.reading import REJECT, TEXT, InputFileError, ReadSpec, read_file
+from pipeline.reading import REJECT, ROW, SOURCE, TEXT, InputFileError, ReadSpec, read_file
 from pipeline.storage import resolve
 
 
@@ -310,7 +310,7 @@ def test_a_json_array_of_records_on_one_line_is_one_row_per_record(tmp_path):
         ("d", "after", None, None),
         (None, None, "JSON value is list, not an object", None),
     ]
-    assert [r["_row"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r[ROW] for r in rows] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -329,3 +329,17 @@ def test_a_file_whose_layout_contradicts_its_format_fails_naming_it(tmp_path, na
         read_all(spec(tmp_path, fmt), name)
     (tmp_path / "ok.txt").write_bytes(b"{braces} in a sentence are fine\n[1] and so is a footnote\n")
     assert [r[REJECT] for r in read_all(spec(tmp_path, "text"), "ok.txt")] == [None, None]
+
+
+def test_input_columns_named_like_underscored_internal_ones_are_kept_apart(tmp_path):
+    """An Elasticsearch export has `_source`; other corpora `_row` or `_text`. Kept, they used to replace the read
+    stage's own columns of those names: a kept `_row` replaced the row numbers duplicate-id rejects are matched by
+    (the repeats were embedded), and the rejects file got the kept values as its source and row."""
+    record = {"_id": "d1", "text": "body", "_source": {"title": "t"}, "_row": "x", "_text": "raw", "_reject": 1}
+    (tmp_path / "es.jsonl").write_text(json.dumps(record) + "\n" + json.dumps({**record, "text": None}) + "\n")
+    rows = read_all(spec(tmp_path, "jsonl", "_id", ["_source", "_row", "_text", "_reject"]), "es.jsonl")
+    assert [(r[SOURCE], r[ROW], r[TEXT], r[REJECT]) for r in rows] == [
+        ("es.jsonl", 0, "body", None),
+        ("es.jsonl", 1, None, "null text"),
+    ]
+    assert [(r["_source"], r["_row"], r["_text"], r["_reject"]) for r in rows] == [({"title": "t"}, "x", "raw", 1)] * 2
