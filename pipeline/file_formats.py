@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import posixpath
+import re
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -43,7 +44,11 @@ SNIFF_BYTES = 4096
 # A text file whose first 4 KB are more than this share of control bytes (other than tab, newline, CR, form feed)
 # is binary: real text with a stray NUL or escape stays far below it.
 BINARY_CONTROL_SHARE = 0.3
+# UTF-16/32 text without a byte-order mark: of its mostly-ASCII characters' bytes, the high ones are zero. Above this
+# share of zeros in those byte positions (and below 1 minus it in the others) a file is taken for such text.
+WIDE_ZERO_SHARE = 0.7
 READ_CHUNK = 1 << 20
+LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class InputFileError(UserError, RuntimeError):
@@ -101,10 +106,32 @@ def describe(head: bytes) -> str:
     if bom and bom != "utf-8":
         return f"{bom.upper()} text (byte-order mark {head[:2].hex(' ').upper()})"
     text = head[3:] if bom else head
+    if not bom and (wide := bomless_wide_encoding(head)):
+        return f"text in {wide} without a byte-order mark"
     if control_share(text) > BINARY_CONTROL_SHARE:
         return "binary data"
     stripped = text.lstrip()
     return "JSON text" if stripped[:1] in (b"{", b"[") else "plain text"
+
+
+def bomless_wide_encoding(head: bytes) -> str | None:
+    """'UTF-16LE', 'UTF-16BE', 'UTF-32LE' or 'UTF-32BE' (iconv's names) when `head` has that encoding's zero bytes of ASCII
+    text (nearly every 2nd/4th byte zero, the others not) but no byte-order mark; else None."""
+    sample = head[: SNIFF_BYTES - SNIFF_BYTES % 4]
+    if len(sample) < 8:
+        return None
+    lanes = [sample[k::4] for k in range(4)]
+    zero = [lane.count(0) / len(lane) for lane in lanes]
+    high, low = WIDE_ZERO_SHARE, 1 - WIDE_ZERO_SHARE
+    if zero[0] < low and min(zero[1:]) > high:
+        return "UTF-32LE"
+    if zero[3] < low and min(zero[:3]) > high:
+        return "UTF-32BE"
+    if zero[0] < low and zero[2] < low and zero[1] > high and zero[3] > high:
+        return "UTF-16LE"
+    if zero[1] < low and zero[3] < low and zero[0] > high and zero[2] > high:
+        return "UTF-16BE"
+    return None
 
 
 def control_share(data: bytes) -> float:
@@ -132,6 +159,9 @@ def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> 
         return
     inside = f" inside {compressed}" if compressed else ""
     hint = "set input.format: parquet" if what.startswith("a Parquet") else "check input.uri and input.format"
+    if what.endswith("without a byte-order mark"):
+        encoding = what.split()[2]
+        hint = f"re-encode it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8), or add a byte-order mark"
     raise InputFileError(f"{uri} is read as {fmt} but looks like {what}{inside}; {hint}")
 
 
@@ -183,11 +213,25 @@ def utf8_chunks(fs: pafs.FileSystem, path: str, fmt: str, uri: str) -> Iterator[
 
 
 def lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Split byte chunks at `\\n`; a last line without a newline is still a line."""
-    pending = b""
+    """Split byte chunks into lines without their ends: `\\n`, `\\r\\n` or a lone `\\r` (old Mac files), as Python's
+    universal newlines do; a last line without an end is still a line.
+
+    Each chunk is split once, so a line spread over many chunks costs its length, not its length squared.
+    """
+    pending: list[bytes] = []  # pieces of the line not yet ended
+    after_cr = False  # the previous chunk ended with \r: a \n starting this one belongs to that line end
     for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from complete
+        if not chunk:
+            continue
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        *complete, rest = LINE_END.split(chunk)
+        if complete:
+            complete[0] = b"".join([*pending, complete[0]])
+            pending = []
+            yield from complete
+        if rest:
+            pending.append(rest)
     if pending:
-        yield pending
+        yield b"".join(pending)

@@ -10,6 +10,7 @@ The rule (`unify`), applied pairwise over the files in listing order:
 - a column that is null in one file takes the other file's type;
 - integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does);
 - other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
+- JSON values nested more than 16 levels deep are *mixed* too (Parquet readers refuse deep schemas);
 - anything else is *mixed*. A mixed JSON column (e.g. int and string) is kept losslessly as JSON text: every non-null
   value is written as `json.dumps(value)` into a string column, so `json.loads` gives back the original value and
   type (`2021` -> "2021", `"2021"` -> "\\"2021\\""). A mixed Parquet column cannot be reconciled without guessing:
@@ -26,6 +27,10 @@ import pyarrow as pa
 from pipeline.errors import UserError
 
 MIXED = None  # observed_types: the column holds values of several incompatible types within one file
+# JSON values nested deeper than this are kept as JSON text: Parquet readers refuse schemas deeper than 100 levels
+# (pyarrow: "Parquet schema too deeply nested"), which a list of lists reaches at about 49 levels, so a typed
+# column that deep made output files nobody could open.
+MAX_TYPE_NESTING = 16
 
 
 class KeptColumnTypeError(UserError, TypeError):
@@ -77,11 +82,20 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
 
 
 def infer_values(values: list) -> pa.DataType | None:
-    """Arrow's type for a list of JSON values, or MIXED when Arrow cannot hold them in one type."""
+    """Arrow's type for a list of JSON values, or MIXED when Arrow cannot hold them in one type, or when the type is
+    nested deeper than MAX_TYPE_NESTING (both are kept as JSON text)."""
     try:
-        return normalize(pa.array(values).type)
+        inferred = normalize(pa.array(values).type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return MIXED
+    return MIXED if type_nesting(inferred) > MAX_TYPE_NESTING else inferred
+
+
+def type_nesting(t: pa.DataType) -> int:
+    """Levels of lists/structs/maps in an Arrow type (a primitive is 0)."""
+    if t.num_fields == 0:
+        return 0
+    return 1 + max(type_nesting(t.field(i).type) for i in range(t.num_fields))
 
 
 def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataType | None]]]) -> dict[str, KeptType]:
@@ -89,13 +103,20 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
 
     Args:
         columns: the kept columns (output.keep_columns).
-        per_file: (relative path, format, {column: observed type or MIXED}) per input file, in listing order.
+        per_file: (relative path, format, {column: observed type or MIXED}) per input file, in listing order; a
+            column a file does not have is left out (its rows get null).
 
     Raises:
         KeptColumnTypeError: a Parquet file's type cannot be reconciled with another file's; the message names
-            both files, the column and both types.
+            both files, the column and both types. Or no file has a kept column at all (a misspelled name).
     """
     decided: dict[str, KeptType] = {}
+    absent = [c for c in columns if not any(c in observed for _, _, observed in per_file)]
+    if absent and per_file:
+        raise KeptColumnTypeError(
+            f"output.keep_columns: no input file has the column(s) {absent} (no Parquet column, no JSONL record with "
+            "the key); check the spelling, or remove them"
+        )
     for column in columns:
         current, owner, parquet_seen, json_text = pa.null(), None, False, False
         for rel, fmt, observed in per_file:

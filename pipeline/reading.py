@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,11 +23,15 @@ import pyarrow.parquet as pq
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import InputFileError, check_parquet_head, file_format, lines, utf8_chunks
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
+from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
-from pipeline.text_content import lone_surrogate, text_reject_reason
+from pipeline.text_content import lone_surrogate, nesting_depth, text_reject_reason
 from pipeline.transient_errors import TransientStorageError, is_transient
 
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
+# A kept JSON value nested deeper than this is a reject: json.dumps and Arrow recurse per level, and Python's stack
+# ends near 1000 (such a value then failed its whole file). Real metadata is a few levels deep.
+MAX_KEPT_NESTING = 200
 
 # names kept importable from here
 __all__ = ["REJECT", "ROW", "SOURCE", "TEXT", "InputFileError", "ReadSpec", "read_file", "text_reject_reason"]
@@ -55,11 +60,6 @@ class Cursor:
     row: int | None = None
 
 
-def escaped(value: str) -> str:
-    """A string with lone surrogates written as `\\udXXX`, so a reject row can still name it."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def make_block(
     spec: ReadSpec,
     rel: str,
@@ -80,13 +80,10 @@ def make_block(
     if spec.id_column is None or ids is None:
         ids = [f"{rel}#{r}" for r in rows]
     else:
-        ids = [None if i is None else i if isinstance(i, str) else str(i) for i in ids]
-        for k, i in enumerate(ids):
-            if i is None:
-                reasons[k] = reasons[k] or "missing id"
-            elif bad := lone_surrogate(i):
-                reasons[k] = reasons[k] or f"invalid Unicode in id column {spec.id_column!r}: {bad}"
-                ids[k] = escaped(i)
+        ids = list(ids)
+        for k, value in enumerate(ids):
+            ids[k], bad = row_id(value, spec.id_column)
+            reasons[k] = reasons[k] or bad
     columns = {
         "id": pa.array(ids, pa.string()),
         TEXT: None,
@@ -99,8 +96,8 @@ def make_block(
         if not isinstance(values, (pa.Array, pa.ChunkedArray)):
             values = list(values)
             for k, v in enumerate(values):
-                if (bad := lone_surrogate(v)) is not None:
-                    reasons[k] = reasons[k] or f"invalid Unicode in kept column {name!r}: {bad}"
+                if (bad := kept_value_problem(v, name)) is not None:
+                    reasons[k] = reasons[k] or bad
                     values[k] = None
         kept = spec.kept_types.get(name)
         columns[name] = conform(values, kept, f"{rel} column {name!r}") if kept else as_arrow(values)
@@ -108,6 +105,15 @@ def make_block(
     columns[TEXT] = pa.array([t if r is None else None for t, r in zip(clean, reasons)], pa.string())
     columns[REJECT] = pa.array(reasons, pa.string())
     return pa.table(columns)
+
+
+def kept_value_problem(value: Any, name: str) -> str | None:
+    """Why a JSON value cannot go into kept column `name` (the row's reject reason), or None when it can."""
+    if nesting_depth(value, MAX_KEPT_NESTING) > MAX_KEPT_NESTING:
+        return f"kept column {name!r} is nested more than {MAX_KEPT_NESTING} levels deep"
+    if (bad := lone_surrogate(value)) is not None:
+        return f"invalid Unicode in kept column {name!r}: {bad}"
+    return None
 
 
 def as_arrow(values: list | pa.Array) -> pa.Array:
@@ -128,20 +134,6 @@ def plain_values(column: pa.ChunkedArray | pa.Array) -> list:
     return column.to_pylist()
 
 
-def decoded_ids(values: list) -> tuple[list, dict[int, str]]:
-    """Ids read as bytes -> strings; undecodable ones get an escaped string and a reject reason per row."""
-    out, reasons = [], {}
-    for k, v in enumerate(values):
-        if isinstance(v, bytes):
-            try:
-                v = v.decode("utf-8")
-            except UnicodeDecodeError as err:
-                reasons[k] = f"invalid UTF-8 in id at byte {err.start}"
-                v = v.decode("utf-8", "backslashreplace")
-        out.append(v)
-    return out, reasons
-
-
 def read_parquet(
     spec: ReadSpec, rel: str, path: str, at: Cursor, row_groups: tuple[int, int] | None = None
 ) -> Iterator[pa.Table]:
@@ -152,7 +144,9 @@ def read_parquet(
         f.seek(0)
         reader = pq.ParquetFile(f)
         names = reader.schema_arrow.names
-        missing = [c for c in dict.fromkeys(wanted) if c not in names]
+        # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null)
+        required = [c for c in wanted if c not in spec.kept_types]
+        missing = [c for c in dict.fromkeys(required) if c not in names]
         if missing:
             raise InputFileError(
                 f"{rel}: column(s) {missing} not found; the file has columns {names} "
@@ -160,14 +154,14 @@ def read_parquet(
             )
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
-        columns = list(dict.fromkeys(wanted))
+        columns = [c for c in dict.fromkeys(wanted) if c in names]
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
             texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them
-            ids, id_reasons = decoded_ids(plain_values(batch.column(spec.id_column))) if spec.id_column else ([], {})
-            reasons = [id_reasons.get(k) for k in range(batch.num_rows)]
-            keep = {c: batch.column(c) for c in spec.keep_columns}
-            yield make_block(spec, rel, row, texts, ids, keep, reasons)
+            ids = plain_values(batch.column(spec.id_column)) if spec.id_column else []  # bytes: row_id decodes
+            # a kept column this file lacks (added to the corpus later) is null here, as a JSONL key a record lacks
+            keep = {c: batch.column(c) if c in names else pa.nulls(batch.num_rows) for c in spec.keep_columns}
+            yield make_block(spec, rel, row, texts, ids, keep)
             row += batch.num_rows
 
 
@@ -190,6 +184,10 @@ def parse_record(line: bytes, text_column: str) -> dict | None:
         if not line.strip():
             return None
         return {text_column: _Invalid(f"line is not valid JSON ({err.msg} at column {err.colno})")}
+    except RecursionError:  # valid JSON nested deeper than Python's parser goes: that row only, not the file
+        return {text_column: _Invalid(f"JSON nested too deeply to parse (over {sys.getrecursionlimit()} levels)")}
+    except ValueError as err:  # valid JSON Python refuses, e.g. an integer of more than 4300 digits
+        return {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}
     if not isinstance(record, dict):
         return {text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
     return record
@@ -240,7 +238,7 @@ def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Ta
     texts, row = [], 0
     for line in read_lines(spec, rel, path, "text"):
         at.row = row + len(texts)
-        texts.append(line[:-1] if line.endswith(b"\r") else line)
+        texts.append(line)
         if len(texts) == CHUNK_ROWS:
             yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
             row, texts = row + len(texts), []
@@ -289,7 +287,8 @@ def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = Non
 
 
 def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.DataType | None]]:
-    """(format, {kept column: the type its values have in this file, or MIXED}) for kept_columns.decide.
+    """(format, {kept column: the type its values have in this file, or MIXED}) for kept_columns.decide; a column
+    the file does not have (no Parquet column, no JSONL record with the key) is left out.
 
     Parquet: the footer's schema only. JSONL: one pass over the values of the kept columns.
     """
@@ -307,16 +306,18 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
             return fmt, {c: normalize(schema.field(c).type) for c in spec.keep_columns if c in schema.names}
         types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
+        present: set[str] = set()
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
             at.row = n
             record = parse_record(line, spec.text_column) or {}
+            present.update(c for c in spec.keep_columns if c in record)
             for c in spec.keep_columns:
                 value = record.get(c)
-                values[c].append(None if lone_surrogate(value) else value)  # such a row becomes a reject
+                values[c].append(None if kept_value_problem(value, c) else value)  # such a row becomes a reject
             if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
                 fold_types(types, values)
         fold_types(types, values)
-        return fmt, types
+        return fmt, {c: t for c, t in types.items() if c in present}
 
 
 def fold_types(types: dict[str, pa.DataType | None], values: dict[str, list]) -> None:

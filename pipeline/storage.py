@@ -166,7 +166,8 @@ def write_error(target: Location, err: OSError) -> OSError:
 
 
 def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> re.Pattern:
-    """Shell-style glob -> regex: `*`, `?` and `[...]` stay within one path segment, `**` crosses segments.
+    """Shell-style glob -> regex: `*`, `?` and `[...]` stay within one path segment, `**` crosses segments, and `**/`
+    matches zero or more directories (`corpus/**/*.jsonl` also matches `corpus/a.jsonl`, as bash and Python's glob do).
 
     `[!...]`/`[^...]` negate a class; `]` right after the opening bracket (or `!`) is a member, so `[]]` and `[[]`
     match a literal bracket.
@@ -177,7 +178,10 @@ def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> 
     out, i, n = [], 0, len(pattern)
     while i < n:
         c = pattern[i]
-        if pattern.startswith("**", i):
+        if pattern.startswith("**/", i):  # zero or more directories, as in bash globstar and Python's glob
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
             out.append(".*")
             i += 2
         elif c == "*":

@@ -45,25 +45,37 @@ def lone_surrogate(value: Any) -> str | None:
     """Describe the first lone surrogate in a string or in any string inside a JSON-like value, else None.
 
     `json.loads` accepts a `\\ud83d` escape without its pair (a text cut in the middle of an emoji) and yields a
-    Python str that no UTF-8 writer (Arrow, Parquet) can encode.
+    Python str that no UTF-8 writer (Arrow, Parquet) can encode. Walks nested values without recursion, so a value
+    nested as deep as the JSON parser allows cannot overflow the stack.
     """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:
-            return f"lone surrogate U+{ord(value[err.start]):04X} at character {err.start}"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = lone_surrogate(key) or lone_surrogate(item)
-            if found:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            found = lone_surrogate(item)
-            if found:
-                return found
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return f"lone surrogate U+{ord(item[err.start]):04X} at character {err.start}"
+        elif isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                stack += [inner, key]
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
     return None
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """Levels of lists/dicts in a JSON-like value (a scalar is 0), counted without recursion up to `limit` + 1."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((inner, depth) for inner in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def text_reject_reason(value: Any) -> str | None:

@@ -111,3 +111,35 @@ def test_a_block_that_does_not_fit_the_decided_type_names_file_and_column(tmp_pa
     )
     with pytest.raises(InputFileError, match=r"a.jsonl.*column 'year': values do not fit the job's type int64"):
         list(read_file(spec, "a.jsonl"))
+
+
+def test_a_kept_column_some_files_lack_is_null_there_and_one_no_file_has_is_an_error(tmp_path):
+    """Shards written before a column was added lack it: JSONL rows got null but a Parquet shard failed the job
+    ("column(s) ['lang'] not found"). Now both are null; a column that no file has is a misspelling and fails."""
+    files = {
+        "a.parquet": pa.table({"text": ["x"], "lang": pa.array(["fr"]).dictionary_encode()}),
+        "b.parquet": pa.table({"text": ["y"]}),
+        "c.jsonl": [{"text": "z"}],
+        "d.jsonl": [{"text": "w", "lang": "de"}],
+    }
+    spec, names, types = job_types(tmp_path, files, keep=("lang",))
+    assert types == {"lang": KeptType(pa.string())}
+    assert read_column(spec, names, types, "lang").to_pylist() == ["fr", None, None, "de"]
+    with pytest.raises(KeptColumnTypeError, match=r"no input file has the column\(s\) \['lnag'\]"):
+        job_types(tmp_path, files, keep=("lang", "lnag"))
+
+
+def test_json_values_nested_deeper_than_parquet_readers_allow_are_kept_as_json_text(tmp_path):
+    """A list nested ~50 levels deep made a typed column that pyarrow wrote but no reader could open again
+    ("Parquet schema too deeply nested"): such values are kept as JSON text."""
+    deep = [1, 2]
+    for _ in range(60):
+        deep = [deep]
+    files = {"a.jsonl": [{"text": "x", "tree": deep}, {"text": "y", "tree": None}]}
+    spec, names, types = job_types(tmp_path, files, keep=("tree",))
+    assert types == {"tree": JSON_TEXT}
+    column = read_column(spec, names, types, "tree")
+    assert [json.loads(v) if v else v for v in column.to_pylist()] == [deep, None]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"tree": column}), sink)
+    assert pq.read_table(pa.BufferReader(sink.getvalue())).num_rows == 2

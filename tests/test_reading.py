@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import StorageConfig
+from pipeline.file_formats import lines
 from pipeline.reading import REJECT, TEXT, InputFileError, ReadSpec, read_file
 from pipeline.storage import resolve
 
@@ -203,3 +205,91 @@ def test_a_file_of_undecodable_lines_is_one_block_of_rejects(tmp_path):
         blocks = list(read_file(spec(tmp_path, fmt), name))
         assert len(blocks) == 1 and blocks[0].num_rows == 2
         assert blocks[0].column(REJECT).null_count == 0 and blocks[0].column(TEXT).null_count == 2
+
+
+# --- odd rows a JSON parser or an id column can hold: each one row's reject, never the file's failure -------------
+
+
+def test_json_lines_python_cannot_parse_are_rejects_not_a_failed_file(tmp_path):
+    """Valid JSON that Python's parser refuses (nesting deeper than its stack, an integer of more than 4300 digits)
+    used to raise out of json.loads and fail the whole file, and with it the job."""
+    deep = b'{"text": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge = b'{"text": "huge number", "n": ' + b"9" * 5000 + b"}"
+    (tmp_path / "p.jsonl").write_bytes(b'{"text": "one"}\n' + deep + b"\n" + huge + b'\n{"text": "four"}\n')
+    rows = read_all(spec(tmp_path, "jsonl"), "p.jsonl")
+    assert [r[TEXT] for r in rows] == ["one", None, None, "four"]
+    assert rows[1][REJECT].startswith("JSON nested too deeply to parse")
+    assert rows[2][REJECT].startswith("JSON value cannot be read: Exceeds the limit (4300 digits)")
+
+
+@pytest.mark.parametrize("depth", [300, 800])
+def test_a_kept_value_nested_too_deep_is_a_reject_of_its_row(tmp_path, depth):
+    """Nesting the parser accepts but that json.dumps / Arrow cannot follow (the stack ends near 1000 frames)."""
+    nested = b"[" * depth + b"1" + b"]" * depth
+    (tmp_path / "n.jsonl").write_bytes(b'{"text": "a", "x": 1}\n{"text": "b", "x": ' + nested + b"}\n")
+    rows = read_all(spec(tmp_path, "jsonl", keep=["x"]), "n.jsonl")
+    assert [(r[TEXT], r["x"], r[REJECT]) for r in rows] == [
+        ("a", 1, None),
+        (None, None, "kept column 'x' is nested more than 200 levels deep"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["cr.txt", "cr.jsonl"])
+def test_lone_cr_line_ends_split_rows_as_universal_newlines_do(tmp_path, name):
+    """Old Mac files end lines with a lone CR: a whole file used to be one row (text) or one reject (JSONL)."""
+    texts = ["line one", "line two", "", "line four"]
+    body = "\r".join(json.dumps({"text": t}) if name.endswith("jsonl") else t for t in texts)
+    (tmp_path / name).write_bytes(body.encode() + b"\r\n")
+    rows = read_all(spec(tmp_path, None), name)
+    want = ["line one", "line two", None, "line four"]
+    assert [r[TEXT] for r in rows] == want
+    assert [r["id"] for r in rows] == [f"{name}#{k}" for k in range(4)]
+
+
+def test_line_ends_split_across_read_chunks():
+    """A CR at the end of one chunk and its LF at the start of the next are one line end."""
+    chunks = [b"a\r", b"\nb\r", b"c", b"\r", b"", b"\n", b"\nd"]
+    assert list(lines(iter(chunks))) == [b"a", b"b", b"c", b"", b"d"]
+    assert list(lines(iter([b"x" * 10, b"y" * 10, b"\r\n"]))) == [b"x" * 10 + b"y" * 10]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_without_a_bom_fail_naming_the_encoding(tmp_path, encoding):
+    """Without a byte-order mark such a file was called 'binary data'; the message now names the encoding."""
+    (tmp_path / "w.txt").write_bytes("first line\nsecond line, with é\n".encode(encoding))
+    iconv = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    with pytest.raises(InputFileError, match=rf"w.txt is read as text but looks like text in {iconv} without a byte"):
+        read_all(spec(tmp_path, "text"), "w.txt")
+
+
+def test_ids_of_any_json_or_parquet_type_follow_one_rule(tmp_path):
+    """Integral floats (pandas writes an int column with a gap as float64) are the integer's id; NaN, null and ''
+    are a missing id; booleans, lists and objects are rejects naming the type (they used to become Python reprs
+    such as "['a']" or "True")."""
+    records = [7, "7b", 7.0, 2.5, None, "", True, ["a"], {"k": 1}, float("inf")]
+    (tmp_path / "i.jsonl").write_text("".join(json.dumps({"id": v, "text": "t"}) + "\n" for v in records))
+    rows = read_all(spec(tmp_path, "jsonl", "id"), "i.jsonl")
+    assert [(r["id"], r[REJECT]) for r in rows] == [
+        ("7", None),
+        ("7b", None),
+        ("7", None),
+        ("2.5", None),
+        (None, "missing id"),
+        (None, "missing id (empty string)"),
+        ("true", "id is bool true, not a string or a number"),
+        ('["a"]', 'id is list ["a"], not a string or a number'),
+        ('{"k": 1}', 'id is dict {"k": 1}, not a string or a number'),
+        ("Infinity", "id is inf, not a string or a finite number"),
+    ]
+    pq.write_table(
+        pa.table({"id": [1.0, float("nan"), None, 3.0], "text": ["a", "b", "c", "d"]}), tmp_path / "f.parquet"
+    )
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int32()), "text": ["a", "b"]}), tmp_path / "g.parquet")
+    floats = read_all(spec(tmp_path, "parquet", "id"), "f.parquet")
+    assert [(r["id"], r[REJECT]) for r in floats] == [
+        ("1", None),
+        (None, "missing id (NaN)"),
+        (None, "missing id"),
+        ("3", None),
+    ]
+    assert [r["id"] for r in read_all(spec(tmp_path, "parquet", "id"), "g.parquet")] == ["1", "2"]

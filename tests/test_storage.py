@@ -112,3 +112,15 @@ def test_brackets_in_s3_keys(s3_bucket, s3_server):
         "export[2024-11]/part[0].jsonl",
         "export[2024-11]/part[1].jsonl",
     ]
+
+
+def test_double_star_slash_matches_zero_or_more_directories(tmp_path):
+    """`corpus/**/*.jsonl` skipped the top-level files (the regex needed at least one directory): their rows were
+    silently left out of the run. bash globstar, Python's glob and fsspec match zero directories too."""
+    for rel in ["top.jsonl", "a/one.jsonl", "a/b/two.jsonl", "a/skip.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}\n")
+    want = ["a/b/two.jsonl", "a/one.jsonl", "top.jsonl"]
+    assert list_files(f"{tmp_path}/**/*.jsonl", LOCAL)[1] == want
+    assert list_files(f"{tmp_path}/a/**/two.jsonl", LOCAL)[1] == ["b/two.jsonl"]
+    assert list_files(f"{tmp_path}/**", LOCAL)[1] == [*want[:2], "a/skip.txt", "top.jsonl"]
