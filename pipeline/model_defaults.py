@@ -271,6 +271,20 @@ def to_our_pooling(modes: list[str]) -> str | None:
     return ST_POOLING_FLAGS.get(mode) if mode.startswith("pooling_mode_") else ST_POOLING_NAMES.get(mode)
 
 
+def model_dimension(cfg: ModelConfig) -> int | None:
+    """Dimension of the model's vectors: its last Dense module's out_features, else the hidden size of config.json
+    (hidden_size, d_model or n_embd, also under text_config); None when neither says."""
+    layout = module_layout(cfg)
+    if layout.dense:
+        return layout.dense[-1].out_features
+    config = read_json(cfg, "config.json")
+    for source in (config, config.get("text_config") or {}):  # multimodal configs nest the text model's
+        for key in ("hidden_size", "d_model", "n_embd"):
+            if isinstance(source.get(key), int):
+                return source[key]
+    return None
+
+
 def is_encoder(cfg: ModelConfig) -> bool:
     """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
