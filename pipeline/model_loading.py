@@ -161,7 +161,8 @@ def pooling_skip(cfg: ModelConfig, prompt: str, tokenizer: PreTrainedTokenizerBa
         return 0
     tokenizer = tokenizer or load_tokenizer(cfg)
     ids = tokenizer(prompt)["input_ids"]
-    return len(ids) - int(bool(ids) and ids[-1] in tokenizer.all_special_ids)
+    prepended = bos_convention(tokenizer, declared_add_bos(cfg)).append  # a BOS rayembed puts first is before it
+    return len(ids) - int(bool(ids) and ids[-1] in tokenizer.all_special_ids) + int(prepended)
 
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
