@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.cli import add_config, config_path
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure
@@ -32,7 +33,7 @@ def job_parser(name: str, description: str) -> argparse.ArgumentParser:
         epilog=KEYS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="YAML config file")
+    add_config(parser)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
     parser.add_argument(
         "--show-config", action="store_true", help="print the effective configuration (defaults included) and exit"
@@ -72,7 +73,9 @@ def run_job(
     same configuration); a second Ctrl-C while that line is printed changes nothing.
     """
     name = name or run.__module__.rsplit(".", 1)[-1].removesuffix("_job")
-    args = job_parser(name, description).parse_args(argv)
+    parser = job_parser(name, description)
+    args = parser.parse_args(argv)
+    args.config = config_path(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config_model, args.config, args.set)

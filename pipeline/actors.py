@@ -38,8 +38,8 @@ class TokenizeActor:
 
     def __init__(self, model: ModelConfig, prompt: str, tokenizer=None):
         """`tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); None: load it."""
-        from pipeline.model_loading import declared_add_eos, load_tokenizer
-        from pipeline.tokenization import TextTokenizer, eos_convention
+        from pipeline.model_loading import declared_add_bos, declared_add_eos, load_tokenizer
+        from pipeline.tokenization import TextTokenizer, bos_convention, eos_convention
 
         tokenizer = tokenizer or load_tokenizer(model)
         self.tokenizer = TextTokenizer(
@@ -49,6 +49,7 @@ class TokenizeActor:
             model.long_inputs,
             model.chunk_overlap_tokens,
             append_eos=eos_convention(tokenizer, declared_add_eos(model)).append,
+            prepend_bos=bos_convention(tokenizer, declared_add_bos(model)).append,
         )
 
     def __call__(self, block: pa.Table) -> pa.Table:

@@ -16,22 +16,22 @@ import ray
 
 from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
-from pipeline.model_defaults import read_json
+from pipeline.model_defaults import model_dimension
 from pipeline.quantization import OutputPrecision, PrecisionError
 
 log = logging.getLogger(__name__)
 
 
 def output_precision(cfg: EmbedConfig) -> OutputPrecision:
-    """output.dtype and output.dimensions, checked against the model's hidden size (config.json) before Ray starts.
+    """output.dtype and output.dimensions, checked against the model's output dimension before Ray starts.
 
     Raises:
         UserError: output.dimensions exceeds the model's dimension.
     """
     out = cfg.output
     if out.dimensions is not None:
-        hidden = read_json(cfg.model, "config.json").get("hidden_size")
-        if isinstance(hidden, int) and out.dimensions > hidden:
+        hidden = model_dimension(cfg.model)
+        if hidden is not None and out.dimensions > hidden:
             raise UserError(
                 f"output.dimensions ({out.dimensions}) exceeds the dimension of model {cfg.model.name_or_path} "
                 f"({hidden}); use at most {hidden}"

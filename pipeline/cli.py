@@ -139,18 +139,40 @@ def add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
 
 
+def add_config(p: argparse.ArgumentParser, help: str = "YAML config file") -> None:
+    """The config file as `CONFIG` or `--config CONFIG`: `rayembed embed` and `python -m jobs.embed` take either,
+    so the form one learned from the other works (config_path reads it)."""
+    p.add_argument("config", nargs="?", default=None, help=help)
+    p.add_argument("--config", dest="config_flag", default=None, metavar="CONFIG", help="the same, as an option")
+
+
+def config_path(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The config file given either way (add_config); a usage error (exit 2) when none, or two different ones."""
+    given = {c for c in (args.config, args.config_flag) if c is not None}
+    if not given:
+        p.error("a config file is required: CONFIG or --config CONFIG")
+    if len(given) > 1:
+        p.error(f"two config files given: {args.config} and --config {args.config_flag}")
+    return given.pop()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="rayembed", description=__doc__, epilog=KEYS_HELP, formatter_class=RAW)
     sub = top.add_subparsers(dest="command", required=True)
     for job in JOBS:
         p = sub.add_parser(job.replace("_", "-"), help=f"run jobs.{job} here", epilog=KEYS_HELP, formatter_class=RAW)
-        p.add_argument("config", help="YAML config file")
+        add_config(p)
         add_set(p)
+        p.set_defaults(parser=p)  # usage errors name the subcommand
+        p.add_argument(
+            "--show-config", action="store_true", help="print the effective configuration (defaults included) and exit"
+        )
     jobs = "|".join(j.replace("_", "-") for j in JOBS)
     p = sub.add_parser(
         "submit", help="submit a job to a Ray cluster (Ray Jobs API)", epilog=KEYS_HELP, formatter_class=RAW
     )
-    p.add_argument("config", help="YAML config file, inside the current directory (uploaded as the working dir)")
+    add_config(p, "YAML config file, inside the current directory (uploaded as the working dir)")
+    p.set_defaults(parser=p)
     p.add_argument("--job", type=job_name, default="embed", metavar=jobs, help="the job to run (default: embed)")
     p.add_argument(
         "--address", default=None, help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)"
@@ -162,7 +184,8 @@ def parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser(
         "show", help="print the effective configuration: every key with its value, default and description"
     )
-    p.add_argument("config", help="YAML config file")
+    add_config(p)
+    p.set_defaults(parser=p)
     p.add_argument("--job", type=job_name, default=None, metavar=jobs, help="default: guessed from the sections")
     add_set(p)
     return top
@@ -170,13 +193,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    config = config_path(args.parser, args)
     if args.command == "submit":
-        return submit(args.job, args.config, args.address, args.set, wait=not args.no_wait)
-    if args.command == "config":
-        return show_config(args.config, args.job, args.set)
+        return submit(args.job, config, args.address, args.set, wait=not args.no_wait)
     job = args.command.replace("-", "_")
+    if args.command == "config" or args.show_config:
+        return show_config(config, args.job if args.command == "config" else job, args.set)
     module = importlib.import_module(f"jobs.{job}")
-    return module.main(["--config", args.config, *[a for o in args.set for a in ("--set", o)]])
+    return module.main(["--config", config, *[a for o in args.set for a in ("--set", o)]])
 
 
 def console_main() -> None:

@@ -153,7 +153,9 @@ class ModelConfig(Section):
         "encode_query).",
     )
     task: str | None = Field(
-        None, description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none)."
+        None,
+        description="Query instruction; queries get 'Instruct: {task}\\nQuery: {text}' (documents none), ending as the "
+        "model's own query prompt ends when it has that shape (Qwen3-Embedding: 'Query:' with no space).",
     )
     trust_remote_code: bool = Field(False, description="Run code shipped with the model. Only for models you trust.")
     allow_pickle_weights: bool = Field(

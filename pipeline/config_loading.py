@@ -4,7 +4,9 @@
   (`--set "model.prompt=query: "`, `--set model.revision=20240101`), as YAML otherwise (`x=3`, `x=true`, `x=[a,b]`).
 - Every error names its source: `FILE:LINE` for a key written in the YAML, `--set KEY=VALUE` for an override.
 - A YAML syntax error is a ConfigError naming the file and line (the jobs exit 2 on it), not a traceback.
-- An unknown key suggests the closest known one of its section ("did you mean pooling?").
+- An unknown key suggests ours for another tool's name (`truncate_dim` -> output.dimensions, TEI's `max_batch_tokens`
+  -> batching.max_tokens_per_batch), a key of another section, else the closest known one of its section ("did you
+  mean pooling?").
 
 Generic over the config class: works for every job's config (embed, mine_bitext, cluster, reembed).
 """
@@ -176,13 +178,75 @@ def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
     return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
 
 
+# Keys users bring from the tools they know -> ours (path from the job's embedding section) and whose name it is.
+# An unknown key with one of these names is pointed at ours before any spelling match: TEI's max_batch_tokens is
+# batching.max_tokens_per_batch, not the min_batch_tokens it is spelled like.
+KEY_ALIASES: dict[str, tuple[str, str]] = {
+    "truncate_dim": ("output.dimensions", "sentence-transformers' truncate_dim"),
+    "dimension": ("output.dimensions", "OpenAI/TEI/vLLM dimensions"),
+    "output_dim": ("output.dimensions", "Matryoshka output dimension"),
+    "embedding_dim": ("output.dimensions", "Matryoshka output dimension"),
+    "precision": ("output.dtype", "sentence-transformers' encode(precision=...)"),
+    "normalize_embeddings": ("model.normalize", "sentence-transformers' normalize_embeddings"),
+    "max_seq_length": ("model.max_tokens", "sentence-transformers' max_seq_length"),
+    "max_length": ("model.max_tokens", "the tokenizer's max_length"),
+    "max_model_len": ("model.max_tokens", "vLLM's max_model_len"),
+    "max_input_length": ("model.max_tokens", "TEI's max_input_length"),
+    "auto_truncate": ("model.long_inputs", "TEI's --auto-truncate: truncate or chunk"),
+    "truncate": ("model.long_inputs", "truncate or chunk"),
+    "model_name_or_path": ("model.name_or_path", "sentence-transformers' model_name_or_path"),
+    "model_id": ("model.name_or_path", "TEI's --model-id"),
+    "model_name": ("model.name_or_path", "the hub id or a local directory"),
+    "pooling_mode": ("model.pooling", "sentence-transformers' pooling_mode"),
+    "pooling_type": ("model.pooling", "vLLM's pooling_type"),
+    "default_prompt_name": ("model.prompt_name", "sentence-transformers' default_prompt_name"),
+    "default_prompt": ("model.prompt", "TEI's --default-prompt"),
+    "instruction": ("model.task", "the query instruction"),
+    "torch_dtype": ("model.dtype", "transformers' torch_dtype"),
+    "batch_size": ("batching.max_batch_size", "sentence-transformers' batch_size"),
+    "max_client_batch_size": ("batching.max_batch_size", "TEI's --max-client-batch-size"),
+    "max_batch_tokens": ("batching.max_tokens_per_batch", "TEI's --max-batch-tokens"),
+    "max_num_batched_tokens": ("batching.max_tokens_per_batch", "vLLM's max_num_batched_tokens"),
+    "max_num_seqs": ("batching.max_batch_size", "vLLM's max_num_seqs"),
+    "tokenization_workers": ("compute.num_tokenizers", "TEI's --tokenization-workers"),
+    "concurrency": ("compute.num_actors", "Ray Data's map_batches(concurrency=...)"),
+    "num_gpus": ("compute.gpus_per_actor", "Ray's num_gpus per actor"),
+    "num_cpus": ("compute.cpus_per_actor", "Ray's num_cpus per actor"),
+    "address": ("compute.ray_address", "ray.init(address=...)"),
+    "text_field": ("input.text_column", "the text column or JSONL key"),
+    "text_key": ("input.text_column", "the text column or JSONL key"),
+    "id_field": ("input.id_column", "the id column or JSONL key"),
+}
+
+
+def key_elsewhere(model: type[BaseModel], loc: tuple[Any, ...], target: list[str]) -> str | None:
+    """`target` (e.g. ["output", "dimensions"]) under the deepest enclosing section of `loc` that has it, dotted."""
+    for depth in range(len(loc) - 1, -1, -1):
+        prefix = [str(p) for p in loc[:depth]]
+        if field_annotation(model, prefix + target) is not None:
+            return ".".join(prefix + target)
+    return None
+
+
 def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """'; did you mean X?' for an unknown key close to a known key of its section, else ''."""
+    """'; did you mean X?' for an unknown key: another tool's name for one of ours (KEY_ALIASES), a key of another
+    section (`model.dimensions` -> output.dimensions), or the closest known key of its section; else the known keys.
+    """
     if not loc or not isinstance(loc[-1], str):
         return ""
     known = section_fields(model, loc[:-1])
     if not known:
         return ""
+    leaf = loc[-1].strip().lower().replace("-", "_")
+    alias = KEY_ALIASES.get(leaf)
+    if alias is not None:
+        ours = key_elsewhere(model, loc, alias[0].split("."))
+        if ours is not None:
+            return f"; did you mean {ours}? ({alias[1]})"
+    for section in section_fields(model, ()) or []:
+        ours = key_elsewhere(model, loc, [section, leaf]) if leaf not in known else None
+        if ours is not None:
+            return f"; did you mean {ours}? (a key of the {section} section)"
     close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]}?"

@@ -271,6 +271,20 @@ def to_our_pooling(modes: list[str]) -> str | None:
     return ST_POOLING_FLAGS.get(mode) if mode.startswith("pooling_mode_") else ST_POOLING_NAMES.get(mode)
 
 
+def model_dimension(cfg: ModelConfig) -> int | None:
+    """Dimension of the model's vectors: its last Dense module's out_features, else the hidden size of config.json
+    (hidden_size, d_model or n_embd, also under text_config); None when neither says."""
+    layout = module_layout(cfg)
+    if layout.dense:
+        return layout.dense[-1].out_features
+    config = read_json(cfg, "config.json")
+    for source in (config, config.get("text_config") or {}):  # multimodal configs nest the text model's
+        for key in ("hidden_size", "d_model", "n_embd"):
+            if isinstance(source.get(key), int):
+                return source[key]
+    return None
+
+
 def is_encoder(cfg: ModelConfig) -> bool:
     """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -324,6 +338,31 @@ def st_config_of(cfg: ModelConfig) -> dict[str, Any]:
     return read_json(cfg, ST_CONFIG)
 
 
+def warn_normalization(cfg: ModelConfig) -> None:
+    """Warn once, on the driver, where model.normalize contradicts what the model's sentence-transformers modules do.
+
+    A model scored by dot product with no Normalize module (msmarco-*-dot, TAS-B) ranks by unnormalized vectors, so
+    the default normalize changes its scores; `normalize: false` on a model with a Normalize module drops the
+    normalization sentence-transformers always applies.
+    """
+    if not model_file(cfg, "modules.json"):
+        return
+    layout = module_layout(cfg)
+    similarity = str(st_config_of(cfg).get("similarity_fn_name") or "")
+    if cfg.normalize and not layout.normalize and similarity in ("dot", "dot_product"):
+        log.warning(
+            "model %s is scored by dot product and has no Normalize module, but model.normalize is true: its "
+            "vectors are L2-normalized (cosine scores); set model.normalize: false to keep its dot-product scores",
+            cfg.name_or_path,
+        )
+    elif not cfg.normalize and layout.normalize:
+        log.warning(
+            "model.normalize is false but model %s declares a Normalize module (modules.json): sentence-transformers "
+            "always normalizes its vectors; these are not",
+            cfg.name_or_path,
+        )
+
+
 def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
     """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists.
 
@@ -331,6 +370,7 @@ def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
         ModelUnavailableError, UserError: see check_available and resolve_pooling.
     """
     check_available(cfg.model)
+    warn_normalization(cfg.model)
     choice = resolve_pooling(cfg.model)
     if choice.pooling != cfg.model.pooling:
         log.info("model.pooling auto -> %s (%s)", choice.pooling, choice.source)

@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 from pipeline.model_defaults import declared_pooling, module_layout, resolve_pooling, to_our_pooling
 from pipeline.model_limits import apply_token_limit, model_file, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
-from pipeline.tokenization import eos_convention
+from pipeline.tokenization import bos_convention, eos_convention
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +161,8 @@ def pooling_skip(cfg: ModelConfig, prompt: str, tokenizer: PreTrainedTokenizerBa
         return 0
     tokenizer = tokenizer or load_tokenizer(cfg)
     ids = tokenizer(prompt)["input_ids"]
-    return len(ids) - int(bool(ids) and ids[-1] in tokenizer.all_special_ids)
+    prepended = bos_convention(tokenizer, declared_add_bos(cfg)).append  # a BOS rayembed puts first is before it
+    return len(ids) - int(bool(ids) and ids[-1] in tokenizer.all_special_ids) + int(prepended)
 
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
@@ -271,10 +272,19 @@ def warn_remote_code(cfg: ModelConfig) -> None:
 
 def declared_add_eos(cfg: ModelConfig) -> bool | None:
     """`add_eos_token` from the model's tokenizer_config.json (None when unset), which transformers 5 ignores."""
+    return declared_flag(cfg, "add_eos_token")
+
+
+def declared_add_bos(cfg: ModelConfig) -> bool | None:
+    """`add_bos_token` from the model's tokenizer_config.json (None when unset), which transformers 5 ignores."""
+    return declared_flag(cfg, "add_bos_token")
+
+
+def declared_flag(cfg: ModelConfig, key: str) -> bool | None:
     path = model_file(cfg, "tokenizer_config.json")
     if path is None:
         return None
-    value = json.loads(path.read_text()).get("add_eos_token")
+    value = json.loads(path.read_text()).get(key)
     return value if isinstance(value, bool) else None
 
 
@@ -308,5 +318,12 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
             "set add_eos_token: true in tokenizer_config.json",
             cfg.name_or_path,
         )
-    metadata = {"max_tokens_limits": json.dumps(limit.sources), "eos_token": eos.describe()}
+    bos = bos_convention(tokenizer, declared_add_bos(cfg))
+    if bos.append:
+        log.info("tokenizer of %s declares add_bos_token but prepends no BOS: rayembed prepends it", cfg.name_or_path)
+    metadata = {
+        "max_tokens_limits": json.dumps(limit.sources),
+        "eos_token": eos.describe(),
+        "bos_token": bos.describe(),
+    }
     return ModelSettings(resolved, metadata, tokenizer)

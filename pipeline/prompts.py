@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from pipeline.config import ModelConfig
@@ -12,6 +13,9 @@ log = logging.getLogger(__name__)
 
 ST_CONFIG = "config_sentence_transformers.json"
 TASK_TEMPLATE = "Instruct: {task}\nQuery: "
+# A model's own query prompt in the instruction style (Qwen3-Embedding: "Instruct: ...\nQuery:", no space;
+# e5-mistral, harrier: "...\nQuery: "): model.task replaces its instruction and keeps the model's own ending.
+INSTRUCTION_PROMPT = re.compile(r"Instruct: .*\nQuery:(\s*)", re.DOTALL)
 
 
 # sentence-transformers' encode_document tries these prompt names in order (SentenceTransformer.encode_document).
@@ -47,6 +51,12 @@ def role_prompt_name(kind: str, prompts: dict[str, str], default_prompt_name: st
     return None
 
 
+def task_prompt(task: str, model_query_prompt: str | None = None) -> str:
+    """`Instruct: {task}\nQuery: `, ending as the model's own query prompt ends when that has the same shape."""
+    own = INSTRUCTION_PROMPT.fullmatch(model_query_prompt or "")
+    return TASK_TEMPLATE.format(task=task) if own is None else f"Instruct: {task}\nQuery:{own.group(1)}"
+
+
 def resolve_prompt(
     model: ModelConfig, kind: str, prompts: dict[str, str], default_prompt_name: str | None = None
 ) -> str:
@@ -72,7 +82,7 @@ def resolve_prompt(
             raise ValueError(f"model.prompt_name {model.prompt_name!r} is not a prompt of the model; known: {known}")
         return prompts[model.prompt_name]
     if kind == "query" and model.task is not None:
-        return TASK_TEMPLATE.format(task=model.task)
+        return task_prompt(model.task, prompts.get("query"))
     name = role_prompt_name(kind, prompts, default_prompt_name)
     if kind == "query" and name is None:
         log.warning("input.kind is 'query' but the model declares no 'query' prompt and no model.task is set")

@@ -105,6 +105,15 @@ def eos_convention(tokenizer: PreTrainedTokenizerBase, declared: bool | None) ->
     return EosConvention(appended=bool(ids) and ids[-1] == eos, declared=declared if eos is not None else None)
 
 
+def bos_convention(tokenizer: PreTrainedTokenizerBase, declared: bool | None) -> EosConvention:
+    """The same for BOS at the front: `add_bos_token: true` (Llama, Mistral, Gemma configs) while the fast
+    tokenizer file prepends nothing, which transformers 5 ignores as it ignores add_eos_token; `append` then means
+    rayembed prepends it."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"] if bos is not None else []
+    return EosConvention(appended=bool(ids) and ids[0] == bos, declared=declared if bos is not None else None)
+
+
 def longest_token_chars(tokenizer: PreTrainedTokenizerBase) -> int:
     """Characters of the longest vocabulary entry: a bound on what one token covers (byte-level forms are longer)."""
     return max((len(t) for t in tokenizer.get_vocab()), default=1)
@@ -121,6 +130,7 @@ class TextTokenizer:
         long_inputs: "truncate" keeps the first max_tokens; "chunk" emits overlapping windows covering the text.
         overlap: tokens shared by consecutive chunks.
         append_eos: append the EOS token to every row (EosConvention.append); rows are cut one token shorter.
+        prepend_bos: put the BOS token first in every row (bos_convention(...).append); rows are cut one shorter.
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class TextTokenizer:
         long_inputs: str,
         overlap: int,
         append_eos: bool = False,
+        prepend_bos: bool = False,
     ):
         self.tokenizer = tokenizer
         self.prompt = prompt
@@ -138,7 +149,8 @@ class TextTokenizer:
         self.long_inputs = long_inputs
         self.overlap = overlap
         self.append_eos = append_eos and tokenizer.eos_token_id is not None
-        self.limit = max_tokens - int(self.append_eos)  # tokens the tokenizer itself may produce
+        self.prepend_bos = prepend_bos and tokenizer.bos_token_id is not None
+        self.limit = max_tokens - int(self.append_eos) - int(self.prepend_bos)  # tokens the tokenizer may produce
         self.special_ids = frozenset(tokenizer.all_special_ids)
         self.has_offsets = bool(getattr(tokenizer, "is_fast", False))
         prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
@@ -165,6 +177,8 @@ class TextTokenizer:
         )
 
     def _finish(self, ids: list[int]) -> list[int]:
+        if self.prepend_bos and (not ids or ids[0] != self.tokenizer.bos_token_id):
+            ids = [self.tokenizer.bos_token_id, *ids]
         if self.append_eos and (not ids or ids[-1] != self.tokenizer.eos_token_id):
             return [*ids, self.tokenizer.eos_token_id]
         return ids

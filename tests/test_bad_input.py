@@ -257,7 +257,16 @@ def model_copy(tmp_path, source, without_weights: bool):
             "last_token",
             r"trained with pooling_mode_mean_tokens pooling .* set model.pooling: mean",
         ),
-        ({"pooling_mode_max_tokens": True}, "mean", r"declares pooling \['pooling_mode_max_tokens'\] .* cannot serve"),
+        (
+            {"pooling_mode_max_tokens": True},
+            "mean",
+            r"trained with pooling_mode_max_tokens pooling .* model.pooling: max",
+        ),
+        (  # sentence-transformers concatenates several modes into one wider vector
+            {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},
+            "mean",
+            r"declares pooling \['pooling_mode_mean_tokens', 'pooling_mode_max_tokens'\] .* cannot serve",
+        ),
     ],
 )
 def test_model_that_cannot_serve_fails_before_ray(tiny_models, tmp_path, pooling_file, configured, message):

@@ -215,3 +215,34 @@ def test_an_unfinished_run_of_another_configuration_is_refused_naming_the_field(
     monkeypatch.undo()
     overwrite = {**raw, "output": {**raw["output"], "overwrite": True}, "mining": {**raw["mining"], "k": 3}}
     assert run_mine(parse_config(MineConfig, overwrite))["resumed"] is False  # overwrite still starts over
+
+
+@pytest.mark.parametrize("crash_in, shards_reported", [("search_all", 2), ("select_stream", 1)])
+def test_a_run_that_crashed_resumes_with_smaller_pieces_to_the_same_pairs(
+    corpus, monkeypatch, crash_in, shards_reported
+):
+    """After a crash (say, out of memory in the k-NN) the rerun may cut the work smaller: query blocks, shards of an
+    exact search, join buckets, output files. The pairs are those of an uninterrupted run; the summary reports the
+    shards the k-NN ran with (an earlier attempt's when its k-NN was recorded). Fails on code whose fingerprint
+    holds these settings: the rerun is refused."""
+    from pipeline.bitext import job
+
+    raw = config(corpus, threshold=1.0)
+    expected = run_mine(parse_config(MineConfig, raw))
+    raw["output"] = {"uri": str(corpus["dir"] / "resumed")}
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(job, crash_in, crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_mine(parse_config(MineConfig, raw))
+    monkeypatch.undo()
+    smaller = {**raw, "mining": {**raw["mining"], "block_size": 5, "num_shards": 2, "join_bucket_rows": 7}}
+    smaller["output"] = {**raw["output"], "rows_per_file": 9}
+    summary = run_mine(parse_config(MineConfig, smaller))
+    assert summary["resumed"] is True
+    out = corpus["dir"] / "resumed"
+    assert pairs_table(out).equals(pairs_table(corpus["dir"] / "out"))
+    assert summary["pairs_kept"] == expected["pairs_kept"]
+    assert summary["shards"]["forward"] == summary["shards"]["backward"] == shards_reported

@@ -36,6 +36,20 @@ def test_the_fingerprint_names_what_changes_the_pairs_and_ignores_resources(tmp_
     assert [d.split(":")[0] for d in differences(base, resume.mine_fingerprint(config(tmp_path)))] == ["target.listing"]
 
 
+def test_layout_settings_may_change_between_attempts_but_an_ivf_shard_count_may_not(tmp_path):
+    """A run that crashed for memory resumes with smaller pieces: query blocks, join buckets, output files, and the
+    shard count of an exact search. An IVF index is trained per shard, so its shard count changes the pairs."""
+    base = resume.mine_fingerprint(config(tmp_path))
+    smaller = config(tmp_path, block_size=512, join_bucket_rows=1000, num_shards=3, max_rows_per_shard=10)
+    smaller.output.rows_per_file = 7
+    assert differences(base, resume.mine_fingerprint(smaller)) == []
+    ivf = resume.mine_fingerprint(config(tmp_path, index="ivf"))
+    assert differences(ivf, resume.mine_fingerprint(config(tmp_path, index="ivf", block_size=512))) == []
+    assert differences(ivf, resume.mine_fingerprint(config(tmp_path, index="ivf", num_shards=2))) == [
+        "mining.num_shards: 1 -> 2"
+    ]
+
+
 def test_kept_paths_follow_the_recorded_stages():
     assert resume.kept_paths({}, multi_pair=False) == []
     texts = resume.kept_paths({"texts": {}}, multi_pair=True)

@@ -98,3 +98,38 @@ def test_job_show_config(capsys):
     assert main(["--config", "configs/quickstart.yaml", "--show-config", "--set", "output.dimensions=256"]) == 0
     text = capsys.readouterr().out
     assert "  dimensions: 256  # default: null" in text and '  pooling: "auto"' in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["embed", "configs/quickstart.yaml", "--show-config"],  # rayembed's positional form
+        ["embed", "--config", "configs/quickstart.yaml", "--show-config"],  # the form python -m jobs.embed taught
+        ["config", "show", "--config", "configs/quickstart.yaml"],
+    ],
+)
+def test_rayembed_takes_the_config_either_way(argv, capsys):
+    assert cli.main([*argv, "--set", "output.dimensions=128"]) == 0
+    assert "  dimensions: 128  # default: null" in capsys.readouterr().out
+
+
+def test_job_module_takes_the_config_as_a_positional_too(capsys):
+    from jobs.embed import main
+
+    assert main(["configs/quickstart.yaml", "--show-config"]) == 0
+    assert '  pooling: "auto"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["embed"], "a config file is required: CONFIG or --config CONFIG"),
+        (["embed", "a.yaml", "--config", "b.yaml"], "two config files given: a.yaml and --config b.yaml"),
+    ],
+)
+def test_config_file_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: rayembed embed") and message in err

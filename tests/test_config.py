@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipeline.config import ConfigError, EmbedConfig, load_config
@@ -154,3 +156,31 @@ def test_other_tools_value_names_are_accepted(tmp_path, override, key, value):
 def test_output_dtype_takes_other_spellings(tmp_path, text, expected):
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"output.dtype={text}"])
     assert cfg.output.dtype == expected
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("model.truncate_dim=128", "did you mean output.dimensions? (sentence-transformers' truncate_dim)"),
+        ("model.max_seq_length=128", "did you mean model.max_tokens?"),
+        ("model.normalize_embeddings=false", "did you mean model.normalize?"),
+        # spelled like min_batch_tokens, but TEI's --max-batch-tokens is our token budget
+        ("batching.max_batch_tokens=9000", "did you mean batching.max_tokens_per_batch? (TEI's --max-batch-tokens)"),
+        ("output.precision=int8", "did you mean output.dtype?"),
+        ("model.batch_size=8", "did you mean batching.max_batch_size?"),
+        ("model.model_id=x", "did you mean model.name_or_path?"),
+        ("compute.concurrency=2", "did you mean compute.num_actors?"),
+        ("model.dimensions=64", "did you mean output.dimensions? (a key of the output section)"),
+        ("output.normalize=false", "did you mean model.normalize?"),
+    ],
+)
+def test_unknown_key_from_another_tool_points_at_ours(tmp_path, override, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
+
+
+def test_key_aliases_point_at_keys_that_exist():
+    from pipeline.config_loading import KEY_ALIASES, field_annotation
+
+    missing = [t for t, _ in KEY_ALIASES.values() if field_annotation(EmbedConfig, t.split(".")) is None]
+    assert not missing

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import MODELS_DIR
 
-from pipeline.config import ModelConfig
+from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_defaults import (
     DenseSpec,
@@ -283,3 +283,41 @@ def test_unreachable_hub_is_one_try_not_backoff(monkeypatch):
     with pytest.raises(ModelUnavailableError, match="ConnectError"):
         check_available(ModelConfig(name_or_path="intfloat/multilingual-e5-small"))
     assert time.perf_counter() - start < 5  # huggingface_hub alone retries 5 times over ~25 s
+
+
+NORMALIZE = {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+
+
+@pytest.mark.parametrize(
+    "modules, similarity, normalize, warning",
+    [
+        ([TRANSFORMER, POOLING], "dot", True, "scored by dot product and has no Normalize module"),
+        ([TRANSFORMER, POOLING], "cosine", True, None),
+        ([TRANSFORMER, POOLING], "dot", False, None),
+        ([TRANSFORMER, POOLING, NORMALIZE], "cosine", False, "declares a Normalize module"),
+        ([TRANSFORMER, POOLING, NORMALIZE], "cosine", True, None),
+    ],
+)
+def test_normalize_that_contradicts_the_model_warns(
+    tiny_models, tmp_path, caplog, modules, similarity, normalize, warning
+):
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{
+            "modules.json": modules,
+            "1_Pooling__config.json": {"pooling_mode": "cls"},
+            "config_sentence_transformers.json": {"similarity_fn_name": similarity},
+        },
+    )
+    caplog.set_level("WARNING")
+    with_model_defaults(
+        EmbedConfig.model_validate(
+            {
+                "input": {"uri": "x"},
+                "output": {"uri": "y"},
+                "model": {"name_or_path": str(model), "normalize": normalize},
+            }
+        )
+    )
+    assert (warning in caplog.text) if warning else "normaliz" not in caplog.text.lower()

@@ -46,3 +46,18 @@ def test_queries_get_instruction_documents_none():
 )
 def test_prompt_by_role_as_sentence_transformers(prompts, default, kind, expected):
     assert resolve_prompt(ModelConfig(), kind, prompts, default) == expected
+
+
+@pytest.mark.parametrize(
+    "model_query, expected",
+    [
+        ("Instruct: Given a web search query, retrieve relevant passages\nQuery:", "Instruct: Find laws\nQuery:"),
+        ("Instruct: Retrieve\nQuery: ", "Instruct: Find laws\nQuery: "),  # e5-mistral, harrier
+        ("query: ", "Instruct: Find laws\nQuery: "),  # another shape: the harrier template
+        (None, "Instruct: Find laws\nQuery: "),
+    ],
+)
+def test_task_keeps_the_model_own_instruction_ending(model_query, expected):
+    """Qwen3-Embedding was trained on `Instruct: {task}\\nQuery:{query}` (no space): model.task must not add one."""
+    prompts = {"query": model_query} if model_query is not None else {}
+    assert resolve_prompt(ModelConfig(task="Find laws"), "query", prompts) == expected

@@ -132,3 +132,20 @@ def test_dense_with_an_activation_outside_torch_is_refused(tiny_models, tmp_path
     )
     with pytest.raises(UserError, match="code outside torch; set model.trust_remote_code"):
         load_head(cfg.model)
+
+
+@pytest.mark.parametrize("dimensions, fits", [(16, True), (24, True), (32, False)])
+def test_output_dimensions_are_checked_against_the_dense_output(tiny_models, tmp_path, dimensions, fits):
+    """The stored dimension is the last Dense's (24), not the transformer's hidden size (64): the driver refuses
+    32 before any actor starts instead of an actor failing on every block."""
+    from pipeline.calibration import output_precision
+
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "cls"}, dense=[(64, 24, TANH, True)])
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y", "dimensions": dimensions}, "model": {"name_or_path": str(model)}}
+    )
+    if fits:
+        assert output_precision(cfg).dimensions == dimensions
+    else:
+        with pytest.raises(UserError, match=r"output.dimensions \(32\) exceeds the dimension .* \(24\)"):
+            output_precision(cfg)

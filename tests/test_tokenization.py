@@ -149,3 +149,30 @@ def test_rows_that_become_only_the_unknown_token_say_so(real_model_dir):
         unknown = NO_CONTENT_UNKNOWN.format(unk="[UNK]")
         assert rows.reason[:2] == [unknown, unknown] and rows.reason[-1] is None, mode
         assert "[UNK]" in unknown and "emoji" in unknown
+
+
+def test_declared_add_bos_token_is_honoured_like_add_eos_token(tiny_models, tmp_path):
+    """Qwen-3's tokenizer file prepends nothing; a config declaring add_bos_token (Llama/Mistral/Gemma style) is
+    ignored by transformers 5 just as add_eos_token is: rayembed puts BOS first, within max_tokens."""
+    import json
+    import shutil
+
+    from pipeline.model_loading import declared_add_bos, resolve_model_settings
+    from pipeline.tokenization import bos_convention
+
+    target = tmp_path / "declared-bos"
+    shutil.copytree(tiny_models["qwen3"], target)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    (target / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    cfg = ModelConfig(name_or_path=str(target))
+    tokenizer = load_tokenizer(cfg)
+    convention = bos_convention(tokenizer, declared_add_bos(cfg))
+    assert (convention.appended, convention.declared, convention.describe()) == (False, True, "rayembed")
+    tok = TextTokenizer(tokenizer, "", 16, "truncate", 0, prepend_bos=convention.append)
+    short, long = tok.tokenize(["hello world", " ".join(sample_texts()[:5])]).token_ids
+    assert short == [tokenizer.bos_token_id, *tokenizer("hello world")["input_ids"]]
+    assert len(long) == 16 and long[0] == tokenizer.bos_token_id and long[-1] == tokenizer.eos_token_id
+    assert resolve_model_settings(cfg).metadata["bos_token"] == "rayembed"
+    # undeclared: left as the tokenizer makes it
+    plain = ModelConfig(name_or_path=str(tiny_models["qwen3"]))
+    assert bos_convention(load_tokenizer(plain), declared_add_bos(plain)).describe() == "none"

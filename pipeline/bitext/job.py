@@ -501,6 +501,10 @@ def knn_stage(cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_ur
             means[store.name] = ex.submit(store_mean, store, cfg.storage)
         means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
     knn = search_all(cfg, stores, pairs, means, work_uri, ex)
+    # the memory plan the search ran with: a resumed run may have other layout settings (resume.LAYOUT_KEYS)
+    largest, dim = max(s.rows for s in stores.values()), next(iter(stores.values())).dim
+    knn["max_actor_array_bytes"] = actor_memory_bytes(cfg, largest, dim)
+    knn["actor_array_bytes_by_part"] = actor_memory_parts(cfg, largest, dim)
     return resume.knn_record(stores, sides, knn), joined
 
 
@@ -565,20 +569,12 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         "knn": round(searched - embedded_at, 3),
         "select_and_write": round(mined - searched, 3),
     }
-    largest = max(s.rows for s in stores.values())
-    shards = {
-        "forward": max(
-            shard_count(stores[("target", t)].rows, cfg.mining.num_shards, cfg.mining.max_rows_per_shard)
-            for _, t in pairs
-        ),
-        "backward": max(
-            shard_count(stores[("source", s)].rows, cfg.mining.num_shards, cfg.mining.max_rows_per_shard)
-            for s, _ in pairs
-        ),
+    shards = {  # as the k-NN ran, which an earlier attempt may have run with other layout settings
+        "forward": max(n for name, n in knn["shards"].items() if name.startswith("fwd:")),
+        "backward": max(n for name, n in knn["shards"].items() if name.startswith("bwd:")),
         "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
         "actor_base_rss_mb": knn["actor_base_rss_mb"],
-        "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
-        "actor_array_bytes_by_part": actor_memory_parts(cfg, largest, dim),
+        **memory_plan(cfg, knn, stores, dim),
         "actor_rss_over_base_mb": knn["actor_rss_over_base_mb"],
     }
     remove_work(out)
@@ -592,6 +588,18 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
     log.info("mined %d pairs of languages -> %s", len(results), out.uri)
     return summary
+
+
+def memory_plan(cfg: MineConfig, knn: dict, stores: dict, dim: int) -> dict[str, Any]:
+    """The shard actors' planned array bytes, as recorded by the k-NN stage (computed from `cfg` for a k-NN stage
+    recorded before the plan was part of its record)."""
+    if "max_actor_array_bytes" in knn:
+        return {k: knn[k] for k in ("max_actor_array_bytes", "actor_array_bytes_by_part")}
+    largest = max(s.rows for s in stores.values())
+    return {
+        "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
+        "actor_array_bytes_by_part": actor_memory_parts(cfg, largest, dim),
+    }
 
 
 def side_summary(info: dict, lang: str) -> dict:

@@ -29,6 +29,13 @@ TEXTS, KNN = "texts", "knn"
 KEEP = {TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"], KNN: ["work/emb/", "work/vectors/", "work/knn/"]}
 # settings that change where and how fast the search runs, not its result
 RESOURCE_KEYS = ("cpus_per_shard", "gpus_per_shard", "max_in_flight", "backend")
+# settings that change how the work is cut up (query blocks, join buckets, output files: memory per actor or task),
+# not which pairs come out, so a run that crashed for memory resumes with smaller pieces. A stage runs whole in one
+# attempt, so each stage's pieces are consistent. The shard count joins them for an exact search only: an IVF index
+# is trained per shard, so there it changes the neighbours.
+LAYOUT_KEYS = ("block_size", "join_bucket_rows")
+EXACT_LAYOUT_KEYS = ("num_shards", "max_rows_per_shard")
+OUTPUT_LAYOUT_KEYS = ("rows_per_file",)
 MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
 
 
@@ -36,8 +43,8 @@ def mine_fingerprint(cfg: MineConfig) -> dict[str, Any]:
     """The fields that decide whether an unfinished mining run may be resumed, by name.
 
     Each side's settings and input listing (count and sha256 of every path, size and mtime, as for the embed job;
-    the same for an `embeddings_uri`), the model settings, the stored dtype and layout, and every mining setting
-    but the resources (RESOURCE_KEYS). The model's weights are not hashed here: the embed step's own fingerprint
+    the same for an `embeddings_uri`), the model settings, the stored dtype, and every mining setting but the
+    resources (RESOURCE_KEYS) and the layout (LAYOUT_KEYS, OUTPUT_LAYOUT_KEYS; EXACT_LAYOUT_KEYS for index: exact). The model's weights are not hashed here: the embed step's own fingerprint
     holds their identity and refuses a resume when they changed.
     """
     fields: dict[str, Any] = {}
@@ -50,9 +57,10 @@ def mine_fingerprint(cfg: MineConfig) -> dict[str, Any]:
             fields[f"{name}.embeddings_listing"] = listing_digest(listed)
     model = cfg.model.model_dump(exclude=set(MODEL_RUNTIME_KEYS))
     fields |= {f"model.{k}": v for k, v in sorted(model.items())}
-    output = cfg.output.model_dump(exclude={"uri", "overwrite"})
+    output = cfg.output.model_dump(exclude={"uri", "overwrite", *OUTPUT_LAYOUT_KEYS})
     fields |= {f"output.{k}": v for k, v in sorted(output.items())}
-    mining = cfg.mining.model_dump(exclude=set(RESOURCE_KEYS))
+    layout = {*LAYOUT_KEYS, *(EXACT_LAYOUT_KEYS if cfg.mining.index == "exact" else ())}
+    mining = cfg.mining.model_dump(exclude={*RESOURCE_KEYS, *layout})
     return fields | {f"mining.{k}": v for k, v in sorted(mining.items())}
 
 
