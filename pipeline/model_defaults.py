@@ -135,6 +135,13 @@ def check_available(cfg: ModelConfig) -> None:
         ModelUnavailableError: see model_file; also for a local directory without config.json.
     """
     if model_file(cfg, "config.json") is None:
+        nested = [m.get("path") for m in read_modules(cfg) if module_kind(m) == "Transformer" and m.get("path")]
+        if nested:
+            raise ModelUnavailableError(
+                f"model.name_or_path {cfg.name_or_path!r} keeps its transformer in {nested[0]}/ (an older "
+                "sentence-transformers layout), which rayembed does not load; save it again with a current "
+                "sentence-transformers (SentenceTransformer(PATH).save(DIR)) and set model.name_or_path=DIR"
+            )
         raise ModelUnavailableError(
             f"model.name_or_path {cfg.name_or_path!r} has no config.json: it is not a transformers model directory"
         )
@@ -191,6 +198,14 @@ def module_kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1]
 
 
+def read_modules(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """The entries of the model's modules.json in `idx` order ([] when it has none)."""
+    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
+    if not isinstance(modules, list):
+        return []
+    return sorted(modules, key=lambda m: int(m.get("idx", 0)))
+
+
 def module_layout(cfg: ModelConfig) -> ModuleLayout:
     """The model's sentence-transformers modules, read from modules.json (else a lone 1_Pooling/config.json).
 
@@ -200,10 +215,7 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             Dense module it cannot read, or several Pooling modules: its vectors would silently differ from the ones
             sentence-transformers gives.
     """
-    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
-    if not isinstance(modules, list):
-        modules = []
-    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    modules = read_modules(cfg)
     unserved = [
         f"{m.get('path') or '(root)'} ({m.get('type')})" for m in modules if module_kind(m) not in SERVED_MODULES
     ]

@@ -215,6 +215,14 @@ def test_local_directory_without_config(tmp_path):
         check_available(ModelConfig(name_or_path=str(tmp_path)))
 
 
+def test_older_sentence_transformers_layout_says_how_to_resave(tmp_path):
+    """Transformer in 0_Transformer/ (sentence-transformers < 2 saves): named, with the fix, not 'no config.json'."""
+    nested = {**TRANSFORMER, "path": "0_Transformer"}
+    (tmp_path / "modules.json").write_text(json.dumps([nested, POOLING]))
+    with pytest.raises(ModelUnavailableError, match=r"keeps its transformer in 0_Transformer/.*save it again"):
+        check_available(ModelConfig(name_or_path=str(tmp_path)))
+
+
 def test_embed_job_fails_on_the_driver_before_ray(tmp_path, capsys):
     """One line, exit 1, nothing written, no Ray started (the actors would otherwise retry for ~90 s each)."""
     import ray
