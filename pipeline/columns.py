@@ -1,29 +1,40 @@
 """Column names and file names the stages agree on: the contract between reading, the model stages and writing.
 
 Deliberately free of heavy imports (no torch, transformers, Ray): a Parquet write task imports this, not the model
-code. Internal columns are underscored so that they never collide with a kept input column (e.g. "text").
+code. Internal columns carry the `__rayembed_` prefix so that they never collide with a kept input column: plain
+underscored names did (an Elasticsearch export's `_source`, a `_row` column), and a kept `_row` then replaced the row
+numbers that duplicate-id rejects are matched by, so repeats were embedded.
 """
 
 from __future__ import annotations
 
 # Internal columns, from the read stage on (pipeline.reading): the text, the reject reason (null: a good row), the
 # file a row came from (relative to the input root) and its row number in that file.
-TEXT, REJECT, SOURCE, ROW = "_text", "_reject", "_source", "_row"
+TEXT, REJECT, SOURCE, ROW = (
+    "__rayembed_text",
+    "__rayembed_reject",
+    "__rayembed_source",
+    "__rayembed_row",
+)
 # Added by the tokenizer stage: token ids (list<int32>), removed again by the model stage.
-TOKENS = "_tokens"
+TOKENS = "__rayembed_tokens"
 # Added by the model stage, read by the write stage for the job summary: real tokens, padded tokens computed and
 # the row's share of the forward-pass seconds of its block.
-TOKEN_COUNT, COMPUTED, EMBED_SECONDS = "_num_tokens", "_computed_tokens", "_embed_seconds"
+TOKEN_COUNT, COMPUTED, EMBED_SECONDS = (
+    "__rayembed_num_tokens",
+    "__rayembed_computed_tokens",
+    "__rayembed_embed_seconds",
+)
 # Added by the read stage (pipeline.units): the key of the row's unit, and on a unit's last block the rows it holds
 # (-1 on the others); the write stage names files after the unit and the driver commits a unit once all rows are in.
-UNIT, UNIT_ROWS = "_unit", "_unit_rows"
+UNIT, UNIT_ROWS = "__rayembed_unit", "__rayembed_unit_rows"
 # Added by the model stage: the row's first vector was not finite and was recomputed in float32 (summary count).
-RECOMPUTED = "_recomputed_fp32"
+RECOMPUTED = "__rayembed_recomputed_fp32"
 # Added by the tokenizer stage: true when the row's text was cut at model.max_tokens (pipeline.truncation).
-TRUNCATED = "_truncated"
+TRUNCATED = "__rayembed_truncated"
 # Added by the embed job's read stage: true on the last row of each input file, so the driver counts files done
 # (pipeline.progress).
-FILE_DONE = "_file_done"
+FILE_DONE = "__rayembed_file_done"
 
 # Output columns (public interface: add, don't rename).
 ID = "id"

@@ -396,6 +396,7 @@ def run_embed(
                 shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
                 for unit, counts in progress.add(stats):
                     commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+            shown.all_files_done()  # files without a row (empty ones) flag no last row
         finally:
             shown.close()
     for unit, counts in progress.finish():

@@ -10,6 +10,7 @@ Pure pyarrow + codecs, no Ray.
 from __future__ import annotations
 
 import codecs
+import json
 import posixpath
 import re
 from collections.abc import Iterator
@@ -163,6 +164,40 @@ def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> 
         encoding = what.split()[2]
         hint = f"re-encode it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8), or add a byte-order mark"
     raise InputFileError(f"{uri} is read as {fmt} but looks like {what}{inside}; {hint}")
+
+
+def checked_layout(stream: Iterator[bytes], fmt: str, uri: str) -> Iterator[bytes]:
+    """The lines, after checking that the first non-blank one fits the format's layout.
+
+    Raises:
+        InputFileError: a text file whose first line is a JSON object (JSON Lines read as text would embed every
+            record's JSON source, ids and all, with no reject to show it); a JSONL file whose first line is a lone
+            `[` or `{` (one pretty-printed JSON document: every line would be a reject).
+    """
+    checked = False
+    for line in stream:
+        if not checked and line.strip():
+            checked = True
+            check_first_line(line.strip(), fmt, uri)
+        yield line
+
+
+def check_first_line(line: bytes, fmt: str, uri: str) -> None:
+    if fmt == "jsonl" and line in (b"[", b"{"):
+        raise InputFileError(
+            f"{uri} is read as jsonl but looks like one multi-line JSON document (its first line is {line.decode()!r}), "
+            "not JSON Lines (one object per line); convert it, e.g. jq -c '.[]' FILE > FILE.jsonl"
+        )
+    if fmt == "text" and line.startswith(b"{") and line.endswith(b"}"):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            return
+        if isinstance(record, dict):
+            raise InputFileError(
+                f"{uri} is read as text but looks like JSON Lines (its first line is a JSON object with keys "
+                f"{sorted(record)[:8]}); set input.format: jsonl (or name the file .jsonl) and input.text_column"
+            )
 
 
 def open_raw(fs: pafs.FileSystem, path: str) -> tuple[pa.NativeFile, str | None]:

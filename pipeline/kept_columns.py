@@ -10,7 +10,8 @@ The rule (`unify`), applied pairwise over the files in listing order:
 - a column that is null in one file takes the other file's type;
 - integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does);
 - other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
-- JSON values nested more than 16 levels deep are *mixed* too (Parquet readers refuse deep schemas);
+- JSON values nested more than 16 levels deep, or holding only empty objects (`{}`, a struct without fields), are
+  *mixed* too: Parquet readers refuse deep schemas, and Parquet writers structs without fields;
 - anything else is *mixed*. A mixed JSON column (e.g. int and string) is kept losslessly as JSON text: every non-null
   value is written as `json.dumps(value)` into a string column, so `json.loads` gives back the original value and
   type (`2021` -> "2021", `"2021"` -> "\\"2021\\""). A mixed Parquet column cannot be reconciled without guessing:
@@ -82,20 +83,28 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
 
 
 def infer_values(values: list) -> pa.DataType | None:
-    """Arrow's type for a list of JSON values, or MIXED when Arrow cannot hold them in one type, or when the type is
-    nested deeper than MAX_TYPE_NESTING (both are kept as JSON text)."""
+    """Arrow's type for a list of JSON values, or MIXED when Arrow cannot hold them in one type or Parquet cannot
+    store that type (both are kept as JSON text): nested deeper than MAX_TYPE_NESTING, or holding an empty object
+    (`{}` is a struct without fields, which Parquet cannot write)."""
     try:
         inferred = normalize(pa.array(values).type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return MIXED
-    return MIXED if type_nesting(inferred) > MAX_TYPE_NESTING else inferred
+    return MIXED if type_nesting(inferred) > MAX_TYPE_NESTING or has_empty_struct(inferred) else inferred
 
 
 def type_nesting(t: pa.DataType) -> int:
     """Levels of lists/structs/maps in an Arrow type (a primitive is 0)."""
     if t.num_fields == 0:
-        return 0
+        return 1 if pa.types.is_struct(t) else 0
     return 1 + max(type_nesting(t.field(i).type) for i in range(t.num_fields))
+
+
+def has_empty_struct(t: pa.DataType) -> bool:
+    """Whether the type is or holds a struct without fields."""
+    if pa.types.is_struct(t) and t.num_fields == 0:
+        return True
+    return any(has_empty_struct(t.field(i).type) for i in range(t.num_fields))
 
 
 def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataType | None]]]) -> dict[str, KeptType]:

@@ -92,7 +92,8 @@ class RowProgress:
     def __init__(self, total: int | None, files: int, interval: float = 10.0, stream=None):
         self.total, self.files, self.interval = total, files, interval
         self.stream = stream or sys.stderr
-        self.done = self.shown = self.files_done = 0
+        self.done = self.files_done = 0
+        self.shown = (0, 0)  # (rows, files) of the last line printed
         self.start = self.last = time.perf_counter()
         self.bar = None
         if self.stream.isatty():
@@ -125,13 +126,19 @@ class RowProgress:
             return
         now = time.perf_counter()
         if now - self.last >= self.interval:
-            self.last, self.shown = now, self.done
+            self.last, self.shown = now, (self.done, self.files_done)
             print(self.line(), file=self.stream, flush=True)
+
+    def all_files_done(self) -> None:
+        """The dataset is exhausted: every file is done, those without a row (which flag no last row) included."""
+        if self.bar is not None and not self.total:
+            self.bar.update(self.files - self.files_done)
+        self.files_done = self.files
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.shown != self.done or self.done == 0:  # the final count, unless the last line already said it
+        elif self.shown != (self.done, self.files_done) or self.done == 0:  # unless the last line already said it
             print(self.line(), file=self.stream, flush=True)
 
 

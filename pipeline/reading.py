@@ -21,7 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
-from pipeline.file_formats import InputFileError, check_parquet_head, file_format, lines, utf8_chunks
+from pipeline.file_formats import (
+    InputFileError,
+    check_parquet_head,
+    checked_layout,
+    file_format,
+    lines,
+    utf8_chunks,
+)
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
@@ -167,15 +174,16 @@ def read_parquet(
 
 def read_lines(spec: ReadSpec, rel: str, path: str, fmt: str) -> Iterator[bytes]:
     uri = posixpath.join(spec.root.uri, rel)
-    yield from lines(utf8_chunks(spec.root.fs, path, fmt, uri))
+    yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri)), fmt, uri)
 
 
 class _Invalid(str):
     """A row that could not be parsed; its string is the reject reason."""
 
 
-def parse_record(line: bytes, text_column: str) -> dict | None:
-    """One JSONL line -> its record, or {text_column: _Invalid(reason)}; None for a blank line (layout, not a row)."""
+def parse_record(line: bytes, text_column: str) -> dict | list[dict] | None:
+    """One JSONL line -> its record, or {text_column: _Invalid(reason)}; None for a blank line (layout, not a row);
+    a list of records for a line that is a non-empty JSON array of objects."""
     try:
         record: Any = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -188,9 +196,17 @@ def parse_record(line: bytes, text_column: str) -> dict | None:
         return {text_column: _Invalid(f"JSON nested too deeply to parse (over {sys.getrecursionlimit()} levels)")}
     except ValueError as err:  # valid JSON Python refuses, e.g. an integer of more than 4300 digits
         return {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}
+    if isinstance(record, list) and record and all(isinstance(r, dict) for r in record):
+        return record  # a JSON array of records on one line (pandas to_json(orient="records")): each is a row
     if not isinstance(record, dict):
         return {text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
     return record
+
+
+def records_of(line: bytes, text_column: str) -> list[dict]:
+    """The records of one JSONL line (parse_record): none for a blank line, several for an array of objects."""
+    record = parse_record(line, text_column)
+    return [] if record is None else record if isinstance(record, list) else [record]
 
 
 def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
@@ -199,21 +215,19 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
     for line in read_lines(spec, rel, path, "jsonl"):
         at.row = row + len(texts)
-        record = parse_record(line, spec.text_column)
-        if record is None:
-            continue
-        keys.update(record)
-        seen_key = seen_key or spec.text_column in record
-        if not isinstance(record.get(spec.text_column), _Invalid):
-            parsed, seen_id = True, seen_id or spec.id_column in record
-        texts.append(record.get(spec.text_column, _Invalid(f"no {spec.text_column!r} key")))
-        ids.append(record.get(spec.id_column) if spec.id_column else None)
-        for c in spec.keep_columns:
-            keep[c].append(record.get(c))
-        if len(texts) == CHUNK_ROWS:
-            yield invalid_aware_block(spec, rel, row, texts, ids, keep)
-            row += len(texts)
-            texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
+        for record in records_of(line, spec.text_column):
+            keys.update(record)
+            seen_key = seen_key or spec.text_column in record
+            if not isinstance(record.get(spec.text_column), _Invalid):
+                parsed, seen_id = True, seen_id or spec.id_column in record
+            texts.append(record.get(spec.text_column, _Invalid(f"no {spec.text_column!r} key")))
+            ids.append(record.get(spec.id_column) if spec.id_column else None)
+            for c in spec.keep_columns:
+                keep[c].append(record.get(c))
+            if len(texts) == CHUNK_ROWS:
+                yield invalid_aware_block(spec, rel, row, texts, ids, keep)
+                row += len(texts)
+                texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     if texts:
         yield invalid_aware_block(spec, rel, row, texts, ids, keep)
     at.row = None
@@ -308,14 +322,14 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
         present: set[str] = set()
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
-            at.row = n
-            record = parse_record(line, spec.text_column) or {}
-            present.update(c for c in spec.keep_columns if c in record)
-            for c in spec.keep_columns:
-                value = record.get(c)
-                values[c].append(None if kept_value_problem(value, c) else value)  # such a row becomes a reject
-            if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
-                fold_types(types, values)
+            at.row = n  # the line: rows are not counted here
+            for record in records_of(line, spec.text_column):
+                present.update(c for c in spec.keep_columns if c in record)
+                for c in spec.keep_columns:
+                    value = record.get(c)
+                    values[c].append(None if kept_value_problem(value, c) else value)  # such a row is a reject
+                if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
+                    fold_types(types, values)
         fold_types(types, values)
         return fmt, {c: t for c, t in types.items() if c in present}
 

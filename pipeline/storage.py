@@ -125,6 +125,7 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
     Raises:
         FileNotFoundError: nothing matches, naming the URI.
         InvalidGlobError: the pattern cannot be compiled (e.g. an unclosed `[`), naming `key`.
+        InputNameError: a listed file name is not valid UTF-8, naming it.
     """
     root = resolve(uri, storage)
     info = root.fs.get_file_info(root.path)
@@ -143,7 +144,7 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
         for entry in root.fs.get_file_info(selector):
-            rel = posixpath.relpath(entry.path, root.path)
+            rel = posixpath.relpath(listed_path(entry, key), root.path)
             if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
                 continue
             names.append(ListedFile(rel, entry.size, entry.mtime_ns))
@@ -152,6 +153,23 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
     if not names:
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     return root, sorted(names, key=lambda n: n.path)
+
+
+class InputNameError(UserError, ValueError):
+    """A file name in the input listing that is not valid UTF-8 (pyarrow addresses files by UTF-8 names only)."""
+
+
+def listed_path(entry: pafs.FileInfo, key: str) -> str:
+    """The entry's path; a name that is not UTF-8 (a Latin-1 `café.txt` copied from an old system) fails naming it,
+    instead of a bare UnicodeDecodeError out of the listing. Skipping the file would lose its rows unseen."""
+    try:
+        return entry.path
+    except UnicodeDecodeError as err:
+        name = err.object.decode("utf-8", "backslashreplace") if isinstance(err.object, bytes) else "?"
+        raise InputNameError(
+            f"{key}: the file name {name!r} is not valid UTF-8 (byte {err.start}), so it cannot be read; rename it "
+            "to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest DIR -r) or move it out of the input"
+        ) from err
 
 
 class StorageWriteError(UserError, OSError):

@@ -21,6 +21,12 @@ if TYPE_CHECKING:  # imported on the driver too; transformers loads with the tok
 log = logging.getLogger(__name__)
 
 NO_CONTENT = "text produced no content tokens (only the prompt and special tokens)"
+# The same, when the special tokens include the unknown token: emoji or symbols a vocabulary lacks, or one "word"
+# longer than a WordPiece tokenizer takes (BERT's max_input_chars_per_word, 100: a URL, a hash, "aaaa…").
+NO_CONTENT_UNKNOWN = (
+    "text produced no content tokens (only the prompt, special tokens and the unknown token {unk!r}: the model's "
+    "vocabulary has none of its words, e.g. emoji, unsupported symbols or one very long word)"
+)
 # Truncate mode cuts a long text to limit x CHARS_PER_TOKEN characters before tokenizing (a token averages ~4
 # characters in the languages we embed), so a 10 MB row costs what a long row costs. The cut is then proven harmless:
 # the tokenizer must still truncate, and its last kept token must end CUT_MARGIN_TOKENS longest-tokens before the
@@ -222,6 +228,13 @@ class TextTokenizer:
         # truncated: the loop only stops before the whole text when the tokenizer cut well before the pre-cut
         return Encoded(self._finish(ids), self._content(text, ids, offsets), cut < len(text) or len(ids) >= self.limit)
 
+    def _no_content(self, ids: list[list[int]]) -> str:
+        """The reject reason of a text without content tokens; names the unknown token when that is what it became."""
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and any(unk in window for window in ids):
+            return NO_CONTENT_UNKNOWN.format(unk=self.tokenizer.unk_token)
+        return NO_CONTENT
+
     def _per_row(self, fn, texts: list[str]) -> list:
         """`fn(texts)` for the whole batch; if it raises, `fn([text])` per text, a failing text getting its message."""
         try:
@@ -260,7 +273,7 @@ class TextTokenizer:
                 if isinstance(result, str):
                     rows.add(i, 0, 0, len(text), [], result)
                 elif not result.content:
-                    rows.add(i, 0, 0, len(text), [], NO_CONTENT)
+                    rows.add(i, 0, 0, len(text), [], self._no_content([result.ids]))
                 else:
                     rows.add(i, 0, 0, len(text), result.ids, truncated=result.truncated)
             return rows
@@ -268,7 +281,7 @@ class TextTokenizer:
             if isinstance(windows, str):
                 rows.add(i, 0, 0, len(text), [], windows)
             elif not any(window.content for *_, window in windows):
-                rows.add(i, 0, 0, len(text), [], NO_CONTENT)
+                rows.add(i, 0, 0, len(text), [], self._no_content([window.ids for *_, window in windows]))
             else:  # a window without content of its own (only spaces) is still part of a text that has content
                 for c, (s, e, window) in enumerate(windows):
                     rows.add(i, c, s, e, window.ids)

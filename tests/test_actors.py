@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.actors import TOKENS, EmbedActor, TokenizeActor
-from pipeline.columns import UNIT, UNIT_ROWS
+from pipeline.columns import TOKEN_COUNT, TRUNCATED, UNIT, UNIT_ROWS
 from pipeline.config import BatchingConfig, EmbedConfig, ModelConfig
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT
 from pipeline.storage import resolve
@@ -67,7 +67,7 @@ def test_a_row_the_model_rejects_leaves_the_rest_of_its_block_embedded(stages):
         "null text",
     ]
     assert out.column("embedding").is_null().to_pylist() == [False, True, False, True]
-    assert out.column("_num_tokens").to_pylist()[1] == 0  # a reject costs no tokens in the summary
+    assert out.column(TOKEN_COUNT).to_pylist()[1] == 0  # a reject costs no tokens in the summary
     alone = embed(tokenize(read_block(["third"], [None])))
     np.testing.assert_allclose(out.column("embedding")[2].as_py(), alone.column("embedding")[0].as_py(), atol=1e-5)
 
@@ -119,7 +119,7 @@ def test_actors_given_the_drivers_tokenizer_match_actors_that_load_it(tiny_model
     own = TokenizeActor(settings.model, "query: ")(block)
     given = TokenizeActor(settings.model, "query: ", tokenizer=shipped)(block)
     assert given.column(TOKENS).to_pylist() == own.column(TOKENS).to_pylist()
-    assert given.column("_truncated").to_pylist() == own.column("_truncated").to_pylist() == [False, True, False]
+    assert given.column(TRUNCATED).to_pylist() == own.column(TRUNCATED).to_pylist() == [False, True, False]
     loading = EmbedActor(settings.model, BatchingConfig(), 1, "float32")
     handed = EmbedActor(settings.model, BatchingConfig(), 1, "float32", padding=settings.padding)
     assert handed.encoder.pad_token_id == loading.encoder.pad_token_id

@@ -143,3 +143,18 @@ def test_json_values_nested_deeper_than_parquet_readers_allow_are_kept_as_json_t
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"tree": column}), sink)
     assert pq.read_table(pa.BufferReader(sink.getvalue())).num_rows == 2
+
+
+def test_empty_json_objects_are_kept_as_json_text(tmp_path):
+    """`"meta": {}` on every row of a file made a struct without fields, which Parquet cannot write: the write
+    stage failed the job ("Cannot write struct type 'meta' with no child field")."""
+    files = {
+        "a.jsonl": [{"text": "x", "meta": {}}, {"text": "y", "meta": {"tags": [{}]}}],
+        "b.jsonl": [{"text": "z", "meta": {"k": 1}}],
+    }
+    spec, names, types = job_types(tmp_path, files, keep=("meta",))
+    assert types == {"meta": JSON_TEXT}
+    column = read_column(spec, names, types, "meta")
+    assert [json.loads(v) for v in column.to_pylist()] == [{}, {"tags": [{}]}, {"k": 1}]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"meta": column}), sink)

@@ -12,7 +12,7 @@ from conftest import SAMPLE
 from transformers import AutoTokenizer
 
 from pipeline.actors import TokenizeActor
-from pipeline.columns import UNIT, UNIT_ROWS
+from pipeline.columns import COMPUTED, EMBED_SECONDS, TOKEN_COUNT, TRUNCATED, UNIT, UNIT_ROWS
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.embed_job import run_embed, summarize
 from pipeline.quantization import dequantize
@@ -53,8 +53,8 @@ def test_tokenizer_stage_flags_truncated_rows(tiny_models):
     model = ModelConfig(name_or_path=str(tiny_models["bert"]), max_tokens=24)
     out = TokenizeActor(model, "")(block(texts))
     full = AutoTokenizer.from_pretrained(tiny_models["bert"])(texts)["input_ids"]
-    assert out.column("_truncated").to_pylist() == [len(ids) > 24 for ids in full]
-    assert out.column("_truncated").to_pylist()[1] is True
+    assert out.column(TRUNCATED).to_pylist() == [len(ids) > 24 for ids in full]
+    assert out.column(TRUNCATED).to_pylist()[1] is True
 
 
 def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
@@ -83,10 +83,10 @@ def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
                 ROW: pa.array([ord(i) for i, _ in part], pa.int64()),
                 UNIT: ["f"] * n,
                 UNIT_ROWS: pa.array([3] * n, pa.int64()),
-                "_truncated": [False] * n,
-                "_num_tokens": pa.array([10] * n, pa.int64()),
-                "_computed_tokens": pa.array([10] * n, pa.int64()),
-                "_embed_seconds": [0.1] * n,
+                TRUNCATED: [False] * n,
+                TOKEN_COUNT: pa.array([10] * n, pa.int64()),
+                COMPUTED: pa.array([10] * n, pa.int64()),
+                EMBED_SECONDS: [0.1] * n,
             }
         )
         stats.append(write_block(t, resolve(str(tmp_path), cfg.storage), cfg, embedding_metadata(cfg, "")))

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import StorageConfig
 from pipeline.file_formats import lines
-from pipeline.reading import REJECT, TEXT, InputFileError, ReadSpec, read_file
+from pipeline.reading import REJECT, ROW, SOURCE, TEXT, InputFileError, ReadSpec, read_file
 from pipeline.storage import resolve
 
 
@@ -293,3 +293,53 @@ def test_ids_of_any_json_or_parquet_type_follow_one_rule(tmp_path):
         ("3", None),
     ]
     assert [r["id"] for r in read_all(spec(tmp_path, "parquet", "id"), "g.parquet")] == ["1", "2"]
+
+
+def test_a_json_array_of_records_on_one_line_is_one_row_per_record(tmp_path):
+    """pandas `to_json(orient="records")` writes one line `[{...}, {...}]`: it was one reject for the whole file
+    (rows in = 1 for thousands of records). An array of anything else stays one reject."""
+    records = [{"id": "a", "text": "first"}, {"id": "b", "text": None}, {"id": "c", "text": "third", "year": 2024}]
+    (tmp_path / "r.json").write_text(
+        json.dumps(records) + "\n" + json.dumps({"id": "d", "text": "after"}) + "\n[1, 2]\n"
+    )
+    rows = read_all(spec(tmp_path, None, "id", ["year"]), "r.json")
+    assert [(r["id"], r[TEXT], r[REJECT], r["year"]) for r in rows] == [
+        ("a", "first", None, None),
+        ("b", None, "null text", None),
+        ("c", "third", None, 2024),
+        ("d", "after", None, None),
+        (None, None, "JSON value is list, not an object", None),
+    ]
+    assert [r[ROW] for r in rows] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "name, fmt, content, message",
+    [
+        ("p.json", None, b'[\n  {"text": "a"},\n  {"text": "b"}\n]\n', r"jsonl .*one multi-line JSON document .*jq -c"),
+        ("q.jsonl", "jsonl", b'\n{\n  "text": "a"\n}\n', r"jsonl .*one multi-line JSON document"),
+        ("j.txt", None, b'\n{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n', r"text .*JSON Lines .*'id', 'text'"),
+    ],
+)
+def test_a_file_whose_layout_contradicts_its_format_fails_naming_it(tmp_path, name, fmt, content, message):
+    """JSON Lines read as text embedded each record's JSON source with no reject to show it; a pretty-printed JSON
+    document read as JSONL turned every line into a reject."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputFileError, match=rf"{name} is read as {message}"):
+        read_all(spec(tmp_path, fmt), name)
+    (tmp_path / "ok.txt").write_bytes(b"{braces} in a sentence are fine\n[1] and so is a footnote\n")
+    assert [r[REJECT] for r in read_all(spec(tmp_path, "text"), "ok.txt")] == [None, None]
+
+
+def test_input_columns_named_like_underscored_internal_ones_are_kept_apart(tmp_path):
+    """An Elasticsearch export has `_source`; other corpora `_row` or `_text`. Kept, they used to replace the read
+    stage's own columns of those names: a kept `_row` replaced the row numbers duplicate-id rejects are matched by
+    (the repeats were embedded), and the rejects file got the kept values as its source and row."""
+    record = {"_id": "d1", "text": "body", "_source": {"title": "t"}, "_row": "x", "_text": "raw", "_reject": 1}
+    (tmp_path / "es.jsonl").write_text(json.dumps(record) + "\n" + json.dumps({**record, "text": None}) + "\n")
+    rows = read_all(spec(tmp_path, "jsonl", "_id", ["_source", "_row", "_text", "_reject"]), "es.jsonl")
+    assert [(r[SOURCE], r[ROW], r[TEXT], r[REJECT]) for r in rows] == [
+        ("es.jsonl", 0, "body", None),
+        ("es.jsonl", 1, None, "null text"),
+    ]
+    assert [(r["_source"], r["_row"], r["_text"], r["_reject"]) for r in rows] == [({"title": "t"}, "x", "raw", 1)] * 2

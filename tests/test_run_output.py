@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from jobs.common import interrupted_line
+from pipeline.columns import FILE_DONE
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.errors import actor_start_failure
 from pipeline.progress import RowProgress, expected_rows, files_done, mark_file_end
@@ -53,10 +54,10 @@ def test_progress_lines_have_the_total():
 def test_read_stage_flags_each_files_last_row_once():
     blocks = [pa.table({"x": [1, 2]}), pa.table({"x": [3]})]
     marked = list(mark_file_end(iter(blocks)))
-    assert [b.column("_file_done").to_pylist() for b in marked] == [[False, False], [True]]
+    assert [b.column(FILE_DONE).to_pylist() for b in marked] == [[False, False], [True]]
     assert list(mark_file_end(iter([]))) == []
     # a chunked last row repeats the flag on every chunk: only its first chunk counts
-    chunked = pa.table({"_file_done": [False, True, True, True], "chunk_index": [0, 0, 1, 2]})
+    chunked = pa.table({FILE_DONE: [False, True, True, True], "chunk_index": [0, 0, 1, 2]})
     assert files_done(chunked) == 1 and files_done(pa.table({"x": [1]})) == 0
 
 
@@ -251,3 +252,15 @@ def test_ctrl_c_in_cluster_and_mining_says_the_same_command_resumes(job, config,
     path.write_text(config)
     assert module.main(["--config", str(path)]) == 130
     assert capsys.readouterr().err.strip().endswith("the same command resumes it from what it committed in /out")
+
+
+def test_the_last_progress_line_counts_files_without_rows():
+    """Empty files flag no last row: a finished run's last line said `6 / 8 files (75%)`."""
+    out = io.StringIO()
+    progress = RowProgress(total=None, files=3, interval=0.0, stream=out)
+    progress.update(40, files=2)
+    progress.all_files_done()
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("progress: 2 / 3 files (67%), 40 rows")
+    assert lines[-1].startswith("progress: 3 / 3 files (100%), 40 rows") and len(lines) == 2

@@ -124,3 +124,16 @@ def test_double_star_slash_matches_zero_or_more_directories(tmp_path):
     assert list_files(f"{tmp_path}/**/*.jsonl", LOCAL)[1] == want
     assert list_files(f"{tmp_path}/a/**/two.jsonl", LOCAL)[1] == ["b/two.jsonl"]
     assert list_files(f"{tmp_path}/**", LOCAL)[1] == [*want[:2], "a/skip.txt", "top.jsonl"]
+
+
+def test_a_file_name_that_is_not_utf8_fails_naming_it(tmp_path):
+    """A Latin-1 name (`café.txt` copied from an old system) raised a bare UnicodeDecodeError out of the listing."""
+    import os
+
+    from pipeline.storage import InputNameError
+
+    (tmp_path / "good.txt").write_text("x\n")
+    with open(os.fsencode(str(tmp_path)) + b"/caf\xe9.txt", "wb") as f:
+        f.write(b"x\n")
+    with pytest.raises(InputNameError, match=r"input.uri: the file name '.*caf\\\\xe9.txt' is not valid UTF-8"):
+        list_files(str(tmp_path), LOCAL)

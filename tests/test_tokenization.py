@@ -7,7 +7,7 @@ from conftest import sample_texts
 
 from pipeline.config import ModelConfig
 from pipeline.model_loading import declared_add_eos, load_tokenizer
-from pipeline.tokenization import NO_CONTENT, TextTokenizer, chunk_spans, eos_convention
+from pipeline.tokenization import NO_CONTENT, NO_CONTENT_UNKNOWN, TextTokenizer, chunk_spans, eos_convention
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,17 @@ def test_the_pre_cut_on_real_tokenizers(real_model_dir):
         tokenizer = load_tokenizer(ModelConfig(name_or_path=str(real_model_dir(name))))
         [ids] = TextTokenizer(tokenizer, "query: ", 512, "truncate", 0).tokenize([text]).token_ids
         assert ids == tokenizer("query: " + text, truncation=True, max_length=512)["input_ids"], name
+
+
+def test_rows_that_become_only_the_unknown_token_say_so(real_model_dir):
+    """all-MiniLM's WordPiece maps emoji, and any word over 100 characters, to [UNK]: such a row used to be rejected
+    as "only the prompt and special tokens", which reads like a bug for a row of visible text."""
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(real_model_dir("all-minilm-l6-v2"))))
+    for mode in ("truncate", "chunk"):
+        rows = TextTokenizer(tokenizer, "", 128, mode, 8).tokenize(["😀😀😀", "a" * 20_000, "hello 😀"])
+        unknown = NO_CONTENT_UNKNOWN.format(unk="[UNK]")
+        assert rows.reason[:2] == [unknown, unknown] and rows.reason[-1] is None, mode
+        assert "[UNK]" in unknown and "emoji" in unknown
 
 
 def test_declared_add_bos_token_is_honoured_like_add_eos_token(tiny_models, tmp_path):
