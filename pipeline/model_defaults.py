@@ -213,8 +213,14 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
         ModelUnavailableError: the model's files cannot be read.
         UserError: a module rayembed does not run (anything but Transformer, Pooling, Dense, Normalize, Dropout), a
             Dense module it cannot read, or several Pooling modules: its vectors would silently differ from the ones
-            sentence-transformers gives.
+            sentence-transformers gives; or a CrossEncoder / SparseEncoder (model_type), which gives none.
     """
+    model_type = st_config_of(cfg).get("model_type")
+    if model_type not in (None, "SentenceTransformer"):
+        raise UserError(
+            f"model {cfg.name_or_path} is a sentence-transformers {model_type} (config_sentence_transformers.json "
+            "model_type), not a SentenceTransformer: it gives no dense sentence embeddings to store"
+        )
     modules = read_modules(cfg)
     unserved = [
         f"{m.get('path') or '(root)'} ({m.get('type')})" for m in modules if module_kind(m) not in SERVED_MODULES

@@ -329,3 +329,12 @@ def test_normalize_that_contradicts_the_model_warns(
         )
     )
     assert (warning in caplog.text) if warning else "normaliz" not in caplog.text.lower()
+
+
+@pytest.mark.parametrize("model_type", ["CrossEncoder", "SparseEncoder"])
+def test_a_cross_or_sparse_encoder_is_refused(tiny_models, tmp_path, model_type):
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": {"model_type": model_type}}
+    )
+    with pytest.raises(UserError, match=f"is a sentence-transformers {model_type}"):
+        resolve_pooling(ModelConfig(name_or_path=str(model)))
