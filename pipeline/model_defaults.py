@@ -316,7 +316,8 @@ def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
 
     Raises:
         ModelUnavailableError: the model's files cannot be read.
-        UserError: with `auto`, the model declares a pooling rayembed cannot serve (max, weighted mean, several).
+        UserError: with `auto`, the model declares several pooling modes (concatenated), which rayembed cannot
+            serve; pipeline.model_loading.check_model refuses them under an explicit pooling too.
     """
     if cfg.pooling != "auto":
         return PoolingChoice(cfg.pooling, "model.pooling")
@@ -326,8 +327,8 @@ def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
         if ours is None:
             raise UserError(
                 f"model {cfg.name_or_path} declares pooling {modes} in {filename}, which rayembed cannot serve "
-                f"(one of: {', '.join(POOLINGS)}; sentence-transformers concatenates several modes); set "
-                "model.pooling explicitly only if you know the vectors fit"
+                f"(it serves one of: {', '.join(POOLINGS)}; sentence-transformers concatenates several modes "
+                "into one wider vector)"
             )
         return PoolingChoice(ours, filename)
     if is_encoder(cfg):
