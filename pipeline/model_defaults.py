@@ -231,6 +231,12 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             f"{', '.join(unserved)} (modules.json); it runs Transformer, Pooling, Dense and Normalize. Its vectors "
             "would differ from what sentence-transformers gives, so it is refused"
         )
+    kinds = [module_kind(m) for m in modules]
+    if "Normalize" in kinds and "Dense" in kinds[kinds.index("Normalize") :]:
+        raise UserError(
+            f"model {cfg.name_or_path} normalizes before a Dense module (modules.json); rayembed runs Dense modules "
+            "on the pooled vector and normalizes last"
+        )
     poolings = [m.get("path", "") for m in modules if module_kind(m) == "Pooling"]
     if len(poolings) > 1:
         raise UserError(f"model {cfg.name_or_path} declares {len(poolings)} Pooling modules (modules.json)")

@@ -338,3 +338,18 @@ def test_a_cross_or_sparse_encoder_is_refused(tiny_models, tmp_path, model_type)
     )
     with pytest.raises(UserError, match=f"is a sentence-transformers {model_type}"):
         resolve_pooling(ModelConfig(name_or_path=str(model)))
+
+
+def test_normalize_before_a_dense_module_is_refused(tiny_models, tmp_path):
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{
+            "modules.json": [TRANSFORMER, POOLING, NORMALIZE, dense],
+            "1_Pooling__config.json": MEAN,
+            "3_Dense__config.json": {"in_features": 64, "out_features": 8},
+        },
+    )
+    with pytest.raises(UserError, match="normalizes before a Dense module"):
+        module_layout(ModelConfig(name_or_path=str(model)))
