@@ -44,6 +44,15 @@ VALUE_ALIASES = {
         "weightedmean_tokens": "weightedmean",
         "pooling_mode_weightedmean_tokens": "weightedmean",
     },
+    # input.kind: the prompt names sentence-transformers' encode_document / encode_query look for
+    "kind": {
+        "passage": "document",
+        "passages": "document",
+        "corpus": "document",
+        "documents": "document",
+        "doc": "document",
+        "queries": "query",
+    },
     "dtype": {
         "fp32": "float32",
         "float": "float32",
@@ -86,8 +95,10 @@ class InputConfig(Section):
     id_column: str | None = Field(
         None, description="Column holding a unique row id. When absent, ids are '<relative path>#<row>'."
     )
-    kind: Literal["document", "query"] = Field(
-        "document", description="Queries get the model's query instruction; documents get none."
+    kind: Annotated[Literal["document", "query"], value_alias("kind")] = Field(
+        "document",
+        description="Queries get the model's query prompt or model.task's instruction; documents the model's "
+        "document/passage/corpus prompt, if any (passage and corpus are accepted as names for document).",
     )
     duplicate_ids: Literal["error", "keep_first", "unchecked"] = Field(
         "keep_first",

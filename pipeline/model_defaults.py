@@ -135,6 +135,13 @@ def check_available(cfg: ModelConfig) -> None:
         ModelUnavailableError: see model_file; also for a local directory without config.json.
     """
     if model_file(cfg, "config.json") is None:
+        nested = [m.get("path") for m in read_modules(cfg) if module_kind(m) == "Transformer" and m.get("path")]
+        if nested:
+            raise ModelUnavailableError(
+                f"model.name_or_path {cfg.name_or_path!r} keeps its transformer in {nested[0]}/ (an older "
+                "sentence-transformers layout), which rayembed does not load; save it again with a current "
+                "sentence-transformers (SentenceTransformer(PATH).save(DIR)) and set model.name_or_path=DIR"
+            )
         raise ModelUnavailableError(
             f"model.name_or_path {cfg.name_or_path!r} has no config.json: it is not a transformers model directory"
         )
@@ -191,6 +198,14 @@ def module_kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type", "")).rsplit(".", 1)[-1]
 
 
+def read_modules(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """The entries of the model's modules.json in `idx` order ([] when it has none)."""
+    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
+    if not isinstance(modules, list):
+        return []
+    return sorted(modules, key=lambda m: int(m.get("idx", 0)))
+
+
 def module_layout(cfg: ModelConfig) -> ModuleLayout:
     """The model's sentence-transformers modules, read from modules.json (else a lone 1_Pooling/config.json).
 
@@ -198,12 +213,15 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
         ModelUnavailableError: the model's files cannot be read.
         UserError: a module rayembed does not run (anything but Transformer, Pooling, Dense, Normalize, Dropout), a
             Dense module it cannot read, or several Pooling modules: its vectors would silently differ from the ones
-            sentence-transformers gives.
+            sentence-transformers gives; or a CrossEncoder / SparseEncoder (model_type), which gives none.
     """
-    modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
-    if not isinstance(modules, list):
-        modules = []
-    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    model_type = st_config_of(cfg).get("model_type")
+    if model_type not in (None, "SentenceTransformer"):
+        raise UserError(
+            f"model {cfg.name_or_path} is a sentence-transformers {model_type} (config_sentence_transformers.json "
+            "model_type), not a SentenceTransformer: it gives no dense sentence embeddings to store"
+        )
+    modules = read_modules(cfg)
     unserved = [
         f"{m.get('path') or '(root)'} ({m.get('type')})" for m in modules if module_kind(m) not in SERVED_MODULES
     ]
@@ -212,6 +230,12 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             f"model {cfg.name_or_path} declares sentence-transformers modules rayembed does not run: "
             f"{', '.join(unserved)} (modules.json); it runs Transformer, Pooling, Dense and Normalize. Its vectors "
             "would differ from what sentence-transformers gives, so it is refused"
+        )
+    kinds = [module_kind(m) for m in modules]
+    if "Normalize" in kinds and "Dense" in kinds[kinds.index("Normalize") :]:
+        raise UserError(
+            f"model {cfg.name_or_path} normalizes before a Dense module (modules.json); rayembed runs Dense modules "
+            "on the pooled vector and normalizes last"
         )
     poolings = [m.get("path", "") for m in modules if module_kind(m) == "Pooling"]
     if len(poolings) > 1:
@@ -298,7 +322,8 @@ def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
 
     Raises:
         ModelUnavailableError: the model's files cannot be read.
-        UserError: with `auto`, the model declares a pooling rayembed cannot serve (max, weighted mean, several).
+        UserError: with `auto`, the model declares several pooling modes (concatenated), which rayembed cannot
+            serve; pipeline.model_loading.check_model refuses them under an explicit pooling too.
     """
     if cfg.pooling != "auto":
         return PoolingChoice(cfg.pooling, "model.pooling")
@@ -308,8 +333,8 @@ def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:
         if ours is None:
             raise UserError(
                 f"model {cfg.name_or_path} declares pooling {modes} in {filename}, which rayembed cannot serve "
-                f"(one of: {', '.join(POOLINGS)}; sentence-transformers concatenates several modes); set "
-                "model.pooling explicitly only if you know the vectors fit"
+                f"(it serves one of: {', '.join(POOLINGS)}; sentence-transformers concatenates several modes "
+                "into one wider vector)"
             )
         return PoolingChoice(ours, filename)
     if is_encoder(cfg):

@@ -85,5 +85,8 @@ def resolve_prompt(
         return task_prompt(model.task, prompts.get("query"))
     name = role_prompt_name(kind, prompts, default_prompt_name)
     if kind == "query" and name is None:
-        log.warning("input.kind is 'query' but the model declares no 'query' prompt and no model.task is set")
+        log.warning(
+            "input.kind is 'query' but the model declares no 'query' prompt and no model.task is set: queries are "
+            "embedded as they are. Set model.task (instruction models) or model.prompt (e5: 'query: ')"
+        )
     return prompts[name] if name is not None else ""

@@ -184,3 +184,9 @@ def test_key_aliases_point_at_keys_that_exist():
 
     missing = [t for t, _ in KEY_ALIASES.values() if field_annotation(EmbedConfig, t.split(".")) is None]
     assert not missing
+
+
+@pytest.mark.parametrize("text, expected", [("passage", "document"), ("corpus", "document"), ("Queries", "query")])
+def test_input_kind_takes_the_prompt_names_of_sentence_transformers(tmp_path, text, expected):
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.kind={text}"])
+    assert cfg.input.kind == expected

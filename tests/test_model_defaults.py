@@ -215,6 +215,14 @@ def test_local_directory_without_config(tmp_path):
         check_available(ModelConfig(name_or_path=str(tmp_path)))
 
 
+def test_older_sentence_transformers_layout_says_how_to_resave(tmp_path):
+    """Transformer in 0_Transformer/ (sentence-transformers < 2 saves): named, with the fix, not 'no config.json'."""
+    nested = {**TRANSFORMER, "path": "0_Transformer"}
+    (tmp_path / "modules.json").write_text(json.dumps([nested, POOLING]))
+    with pytest.raises(ModelUnavailableError, match=r"keeps its transformer in 0_Transformer/.*save it again"):
+        check_available(ModelConfig(name_or_path=str(tmp_path)))
+
+
 def test_embed_job_fails_on_the_driver_before_ray(tmp_path, capsys):
     """One line, exit 1, nothing written, no Ray started (the actors would otherwise retry for ~90 s each)."""
     import ray
@@ -321,3 +329,27 @@ def test_normalize_that_contradicts_the_model_warns(
         )
     )
     assert (warning in caplog.text) if warning else "normaliz" not in caplog.text.lower()
+
+
+@pytest.mark.parametrize("model_type", ["CrossEncoder", "SparseEncoder"])
+def test_a_cross_or_sparse_encoder_is_refused(tiny_models, tmp_path, model_type):
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": {"model_type": model_type}}
+    )
+    with pytest.raises(UserError, match=f"is a sentence-transformers {model_type}"):
+        resolve_pooling(ModelConfig(name_or_path=str(model)))
+
+
+def test_normalize_before_a_dense_module_is_refused(tiny_models, tmp_path):
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{
+            "modules.json": [TRANSFORMER, POOLING, NORMALIZE, dense],
+            "1_Pooling__config.json": MEAN,
+            "3_Dense__config.json": {"in_features": 64, "out_features": 8},
+        },
+    )
+    with pytest.raises(UserError, match="normalizes before a Dense module"):
+        module_layout(ModelConfig(name_or_path=str(model)))
