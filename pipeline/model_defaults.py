@@ -72,13 +72,23 @@ def model_file(cfg: ModelConfig, filename: str) -> Path | None:
     if is_local(cfg):
         path = Path(cfg.name_or_path).expanduser() / filename
         return path if path.is_file() else None
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         cached = try_to_load_from_cache(cfg.name_or_path, filename, revision=cfg.revision)
         if isinstance(cached, str):
             return Path(cached)
+        if cached is _CACHED_NO_EXIST:
+            return None  # the hub answered before that the repo has no such file
+        # offline (HF_HUB_OFFLINE=1, a pre-filled cache): a cached model without an optional file (modules.json,
+        # 1_Pooling/..., config_sentence_transformers.json) has none, as a snapshot download brings every file
+        if (
+            constants.HF_HUB_OFFLINE
+            and filename != "config.json"
+            and isinstance(try_to_load_from_cache(cfg.name_or_path, "config.json", revision=cfg.revision), str)
+        ):
+            return None
         if not constants.HF_HUB_OFFLINE:
             probe_hub(cfg)
         return Path(hf_hub_download(cfg.name_or_path, filename, revision=cfg.revision))

@@ -353,3 +353,26 @@ def test_normalize_before_a_dense_module_is_refused(tiny_models, tmp_path):
     )
     with pytest.raises(UserError, match="normalizes before a Dense module"):
         module_layout(ModelConfig(name_or_path=str(model)))
+
+
+def test_an_offline_cached_hub_model_without_optional_files_resolves(tiny_models, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 with a cache filled by a snapshot download (the offline-cluster convention of transformers,
+    TEI and vLLM): a file the model does not have (modules.json, 1_Pooling/config.json) means 'none', not
+    'cannot be fetched'. A model missing from the cache still fails as unavailable."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-bert"
+    shutil.copytree(tiny_models["bert"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": "acme/tiny-bert"}}
+    )
+    cfg, choice = with_model_defaults(cfg)
+    assert choice.pooling == "mean" and module_layout(cfg.model).pooling_modes == []
+    check_model_pooling(cfg.model)
+    with pytest.raises(ModelUnavailableError, match="acme/not-cached"):
+        check_available(ModelConfig(name_or_path="acme/not-cached"))
