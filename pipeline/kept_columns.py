@@ -129,7 +129,11 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
     for column in columns:
         current, owner, parquet_seen, json_text = pa.null(), None, False, False
         for rel, fmt, observed in per_file:
-            seen = observed.get(column, pa.null())
+            if column not in observed:
+                continue  # the file lacks the column: its rows get null, which fits any type
+            seen = observed[column]
+            if seen is not MIXED and pa.types.is_null(seen):
+                continue  # only nulls: they fit any type, JSON text included
             merged = MIXED if seen is MIXED or json_text else unify(current, seen)
             if merged is MIXED:
                 if fmt == "parquet" or parquet_seen:

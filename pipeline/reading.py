@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
@@ -100,7 +101,11 @@ def make_block(
     }
     for name in spec.keep_columns:
         values = keep[name]
-        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values, bad_rows = without_invalid_utf8(values)
+            for k in bad_rows:
+                reasons[k] = reasons[k] or f"invalid UTF-8 in kept column {name!r}"
+        else:
             values = list(values)
             for k, v in enumerate(values):
                 if (bad := kept_value_problem(v, name)) is not None:
@@ -130,6 +135,31 @@ def as_arrow(values: list | pa.Array) -> pa.Array:
     if infer_values(values) is None:
         return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values], pa.string())
     return pa.array(values)
+
+
+def without_invalid_utf8(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, list[int]]:
+    """A Parquet column with the rows whose strings (at any depth) are not valid UTF-8 set to null, and those rows.
+
+    Parquet files from lax writers hold such strings; passed through, they made output files whose readers fail
+    (`to_pylist`, pandas: UnicodeDecodeError). The whole column is checked at once; rows only when that fails.
+    """
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    try:
+        values.validate(full=True)
+        return values, []
+    except pa.ArrowInvalid:
+        pass
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    bad = []
+    for k in range(len(array)):
+        try:
+            array.take([k]).validate(full=True)  # take copies the row alone: a slice would check every child
+        except pa.ArrowInvalid:
+            bad.append(k)
+    marked = set(bad)
+    mask = pa.array([k in marked for k in range(len(array))])
+    return pc.if_else(mask, pa.scalar(None, array.type), array), bad
 
 
 def plain_values(column: pa.ChunkedArray | pa.Array) -> list:

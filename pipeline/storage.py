@@ -56,7 +56,9 @@ def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, 
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/prefix")
     path = uri.removeprefix("file://")
-    return pafs.LocalFileSystem(), os.path.abspath(path)
+    # `~/corpus` is the user's home, as in a shell or pandas; unexpanded it was a directory named `~` in the working
+    # directory: "no input files found" for an input, a stray `~` folder for an output
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
 
 
 def resolve(uri: str, storage: StorageConfig) -> Location:

@@ -418,3 +418,55 @@ def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summar
     assert summary["failure"].startswith("3 of 4 rows rejected (75.0%), above input.max_reject_fraction (0.5)")
     _, rejects = read_run(str(out))
     assert sorted(rejects.column("reason").to_pylist()) == ["null text"] * 3
+
+
+@pytest.mark.slow
+def test_an_uncleaned_directory_overnight(ray_session, tiny_models, tmp_path):
+    """A directory nobody cleaned, as the odd-input tryout found it: every file is read or every odd row is a reject
+    with its reason, the output opens in any reader, and the ids follow one rule across files. Each of these used
+    to fail the job, lose rows unseen, embed repeats or write an output readers cannot open."""
+    good = [{"id": r["id"], "text": r["text"]} for r in RECORDS[:12]]
+    corpus = tmp_path / "crawl"
+    (corpus / "lang=fr").mkdir(parents=True)
+    (corpus / "_temporary" / "0").mkdir(parents=True)
+    meta = {"_source": {"site": "x"}, "_row": "r", "meta": {}}
+    lines = [json.dumps({**g, **meta}).encode() for g in good[:4]]
+    lines += [
+        b'{"id": "deep", "text": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"id": "huge", "text": "huge number", "n": ' + b"9" * 5000 + b"}",
+        json.dumps([{**g, **meta} for g in good[4:6]]).encode(),  # one line, an array of records
+        json.dumps({"id": good[0]["id"], "text": "a repeat", **meta}).encode(),
+        json.dumps({"id": ["not", "an", "id"], "text": "list id", **meta}).encode(),
+    ]
+    (corpus / "old-mac.jsonl").write_bytes(b"\r".join(lines) + b"\r")  # lone CR line ends
+    (corpus / "empty.jsonl").write_bytes(b"")
+    (corpus / "_temporary" / "0" / "part-0.jsonl").write_bytes(jsonl([{"id": "tmp", "text": "never read"}]))
+    (corpus / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    title = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string())
+    ids = pa.array([7.0, 8.0])  # pandas writes an int column with a gap as float64
+    pq.write_table(pa.table({"id": ids, "text": [g["text"] for g in good[6:8]], "title": title}), corpus / "p.parquet")
+    frame = pa.table({"id": pa.array([9, 10], pa.int32()), "text": [g["text"] for g in good[8:10]]})
+    pq.write_table(frame, corpus / "lang=fr" / "q.parquet", compression="zstd")  # no kept columns at all
+    pq.ParquetWriter(corpus / "zero-row-groups.parquet", frame.schema).close()
+    out = tmp_path / "emb"
+    keep = ["_source", "_row", "meta", "title"]
+    cfg = make_config(tiny_models["bert"], corpus, out, None, input={"id_column": "id"}, output={"keep_columns": keep})
+    summary = run_embed(cfg)
+    _, rejects = check_counts(summary, str(out), 10 + 2 + 2, case="odd input: an uncleaned directory")
+    assert summary["status"] == "ok"
+    assert reasons_by_row(rejects) == {
+        ("old-mac.jsonl", 4): "JSON nested too deeply to parse (over 1000 levels)",
+        ("old-mac.jsonl", 5): "JSON value cannot be read: Exceeds the limit (4300 digits) for integer string "
+        "conversion: value has 5000 digits",
+        ("old-mac.jsonl", 8): "duplicate id (first at old-mac.jsonl row 0)",
+        ("old-mac.jsonl", 9): 'id is list ["not", "an", "id"], not a string or a number',
+        ("p.parquet", 1): "invalid UTF-8 in kept column 'title'",
+    }
+    for part in out.glob("part-*.parquet"):
+        pq.read_table(part).validate(full=True)
+    table = pq.read_table(out)  # the directory as any reader takes it: hidden files and _rejects/ skipped
+    by_id = {r["id"]: r for r in table.drop(["embedding"]).to_pylist()}
+    assert sorted(by_id) == sorted([g["id"] for g in good[:6]] + ["7", "9", "10"])
+    assert by_id[good[5]["id"]]["_source"] == {"site": "x"} and by_id[good[5]["id"]]["_row"] == "r"
+    assert by_id[good[5]["id"]]["meta"] == "{}" and by_id["9"]["meta"] is None and by_id["7"]["title"] == "fine"
+    assert table.schema.field("embedding").type.list_size > 0

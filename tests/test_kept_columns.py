@@ -158,3 +158,16 @@ def test_empty_json_objects_are_kept_as_json_text(tmp_path):
     assert [json.loads(v) for v in column.to_pylist()] == [{}, {"tags": [{}]}, {"k": 1}]
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"meta": column}), sink)
+
+
+def test_a_json_text_column_meets_a_parquet_file_without_it(tmp_path):
+    """Mixed JSON values (kept as JSON text) and a Parquet shard lacking the column, or holding only nulls, used to
+    fail the job: "p.parquet has type null but mixed JSON values"."""
+    files = {
+        "a.jsonl": [{"text": "x", "meta": {}}, {"text": "y", "meta": 3}],
+        "b.parquet": pa.table({"text": ["z"]}),
+        "c.parquet": pa.table({"text": ["w"], "meta": pa.nulls(1)}),
+    }
+    spec, names, types = job_types(tmp_path, files, keep=("meta",))
+    assert types == {"meta": JSON_TEXT}
+    assert read_column(spec, names, types, "meta").to_pylist() == ["{}", "3", None, None]

@@ -343,3 +343,21 @@ def test_input_columns_named_like_underscored_internal_ones_are_kept_apart(tmp_p
         ("es.jsonl", 1, None, "null text"),
     ]
     assert [(r["_source"], r["_row"], r["_text"], r["_reject"]) for r in rows] == [({"title": "t"}, "x", "raw", 1)] * 2
+
+
+def test_invalid_utf8_in_a_parquet_kept_column_is_a_reject_not_a_broken_output(tmp_path):
+    """Strings a lax writer put in a kept column (also inside lists and structs) went to the output as they were:
+    readers of the output then failed (to_pylist / pandas: UnicodeDecodeError)."""
+    title = pa.array([b"fine", b"bad \xff", None, b"ok"], pa.binary()).view(pa.string())
+    tags = pa.array([[b"a"], [b"b"], [b"\xfe"], None], pa.list_(pa.binary())).view(pa.list_(pa.string()))
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d"], "title": title, "tags": tags}), tmp_path / "k.parquet")
+    blocks = list(read_file(spec(tmp_path, "parquet", keep=["title", "tags"]), "k.parquet"))
+    for block in blocks:
+        block.validate(full=True)
+    rows = pa.concat_tables(blocks).to_pylist()
+    assert [(r["title"], r["tags"], r[REJECT]) for r in rows] == [
+        ("fine", ["a"], None),
+        (None, ["b"], "invalid UTF-8 in kept column 'title'"),
+        (None, None, "invalid UTF-8 in kept column 'tags'"),
+        ("ok", None, None),
+    ]

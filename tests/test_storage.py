@@ -137,3 +137,16 @@ def test_a_file_name_that_is_not_utf8_fails_naming_it(tmp_path):
         f.write(b"x\n")
     with pytest.raises(InputNameError, match=r"input.uri: the file name '.*caf\\\\xe9.txt' is not valid UTF-8"):
         list_files(str(tmp_path), LOCAL)
+
+
+def test_a_local_path_starting_with_tilde_is_the_home_directory(tmp_path, monkeypatch):
+    """`input.uri: ~/corpus` listed a directory named `~` in the working directory (nothing found), and an output
+    `~/emb` would have been written into such a directory."""
+    from pipeline.storage import resolve
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.jsonl").write_text("{}\n")
+    root, files = list_files("~/corpus", LOCAL)
+    assert (root.path, files) == (str(tmp_path / "corpus"), ["a.jsonl"])
+    assert resolve("~/emb", LOCAL).path == str(tmp_path / "emb")
