@@ -399,7 +399,8 @@ def warn_normalization(cfg: ModelConfig) -> None:
 
 
 def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
-    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists.
+    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists, and
+    output.dimensions from the model's `truncate_dim` when the config leaves it unset (with_model_dimensions).
 
     Raises:
         ModelUnavailableError, UserError: see check_available and resolve_pooling.
@@ -410,4 +411,18 @@ def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
     if choice.pooling != cfg.model.pooling:
         log.info("model.pooling auto -> %s (%s)", choice.pooling, choice.source)
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pooling": choice.pooling})})
-    return cfg, choice
+    return with_model_dimensions(cfg), choice
+
+
+def with_model_dimensions(cfg: C) -> C:
+    """`cfg` with output.dimensions = the model's saved `truncate_dim` (config_sentence_transformers.json, which
+    sentence-transformers applies by default to a Matryoshka model saved with it) where output.dimensions is not set
+    in the config; an explicit `dimensions: null` keeps every dimension."""
+    output = getattr(cfg, "output", None)
+    if output is None or "dimensions" not in type(output).model_fields or "dimensions" in output.model_fields_set:
+        return cfg
+    saved = st_config_of(cfg.model).get("truncate_dim")
+    if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
+        return cfg
+    log.info("output.dimensions -> %d (the model's truncate_dim, %s)", saved, ST_CONFIG)
+    return cfg.model_copy(update={"output": output.model_copy(update={"dimensions": saved})})

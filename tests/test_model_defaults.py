@@ -376,3 +376,21 @@ def test_an_offline_cached_hub_model_without_optional_files_resolves(tiny_models
     check_model_pooling(cfg.model)
     with pytest.raises(ModelUnavailableError, match="acme/not-cached"):
         check_available(ModelConfig(name_or_path="acme/not-cached"))
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ({}, 32),  # unset: the model's truncate_dim, as sentence-transformers applies it
+        ({"dimensions": 16}, 16),  # explicit wins
+        ({"dimensions": None}, None),  # explicit null: every dimension
+    ],
+)
+def test_output_dimensions_default_to_the_model_truncate_dim(tiny_models, tmp_path, output, expected):
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": {"truncate_dim": 32}}
+    )
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y", **output}, "model": {"name_or_path": str(model)}}
+    )
+    assert with_model_defaults(cfg)[0].output.dimensions == expected
