@@ -157,6 +157,37 @@ def check_available(cfg: ModelConfig) -> None:
         )
 
 
+# sentence-transformers' default organization: SentenceTransformer("all-MiniLM-L6-v2") loads
+# sentence-transformers/all-MiniLM-L6-v2.
+ST_ORGANIZATION = "sentence-transformers"
+
+
+def with_hub_id(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` after check_available, with a short sentence-transformers name completed as sentence-transformers does:
+    an id without '/' that is neither a local directory nor a model on the hub (or in its cache) is tried as
+    `sentence-transformers/<id>`.
+
+    Raises:
+        ModelUnavailableError: neither is available (the message is the one for the id as written, naming the
+            other try).
+    """
+    name = cfg.name_or_path
+    if is_local(cfg) or "/" in name or name.startswith((".", "~")):
+        check_available(cfg)
+        return cfg
+    try:
+        check_available(cfg)
+        return cfg
+    except ModelUnavailableError as first:
+        completed = cfg.model_copy(update={"name_or_path": f"{ST_ORGANIZATION}/{name}"})
+        try:
+            check_available(completed)
+        except ModelUnavailableError:
+            raise ModelUnavailableError(f"{first} (also tried {completed.name_or_path})") from None
+    log.info("model.name_or_path %s -> %s (sentence-transformers' short name)", name, completed.name_or_path)
+    return completed
+
+
 def read_json(cfg: ModelConfig, filename: str) -> dict[str, Any]:
     path = model_file(cfg, filename)
     return json.loads(path.read_text()) if path is not None else {}
@@ -399,13 +430,16 @@ def warn_normalization(cfg: ModelConfig) -> None:
 
 
 def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
-    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists, and
-    output.dimensions from the model's `truncate_dim` when the config leaves it unset (with_model_dimensions).
+    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists (a
+    short sentence-transformers name completed, with_hub_id), and output.dimensions from the model's `truncate_dim`
+    when the config leaves it unset (with_model_dimensions).
 
     Raises:
         ModelUnavailableError, UserError: see check_available and resolve_pooling.
     """
-    check_available(cfg.model)
+    model = with_hub_id(cfg.model)
+    if model is not cfg.model:
+        cfg = cfg.model_copy(update={"model": model})
     warn_normalization(cfg.model)
     choice = resolve_pooling(cfg.model)
     if choice.pooling != cfg.model.pooling:

@@ -359,15 +359,7 @@ def test_an_offline_cached_hub_model_without_optional_files_resolves(tiny_models
     """HF_HUB_OFFLINE=1 with a cache filled by a snapshot download (the offline-cluster convention of transformers,
     TEI and vLLM): a file the model does not have (modules.json, 1_Pooling/config.json) means 'none', not
     'cannot be fetched'. A model missing from the cache still fails as unavailable."""
-    from huggingface_hub import constants
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--acme--tiny-bert"
-    shutil.copytree(tiny_models["bert"], repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    offline_cache(tmp_path, monkeypatch, "acme/tiny-bert", tiny_models["bert"])
     cfg = EmbedConfig.model_validate(
         {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": "acme/tiny-bert"}}
     )
@@ -394,3 +386,30 @@ def test_output_dimensions_default_to_the_model_truncate_dim(tiny_models, tmp_pa
         {"input": {"uri": "x"}, "output": {"uri": "y", **output}, "model": {"name_or_path": str(model)}}
     )
     assert with_model_defaults(cfg)[0].output.dimensions == expected
+
+
+def offline_cache(tmp_path, monkeypatch, repo_id: str, source) -> None:
+    """`source` as the hub cache holds a snapshot download of `repo_id`, with HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(source, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_a_short_sentence_transformers_name_is_completed(tiny_models, tmp_path, monkeypatch):
+    """SentenceTransformer("all-MiniLM-L6-v2") loads sentence-transformers/all-MiniLM-L6-v2; so does rayembed."""
+    offline_cache(tmp_path, monkeypatch, "sentence-transformers/tiny-bert", tiny_models["bert"])
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": "tiny-bert"}}
+    )
+    assert with_model_defaults(cfg)[0].model.name_or_path == "sentence-transformers/tiny-bert"
+    missing = cfg.model_copy(update={"model": ModelConfig(name_or_path="no-such-model")})
+    with pytest.raises(
+        ModelUnavailableError, match=r"'no-such-model'.*\(also tried sentence-transformers/no-such-model\)"
+    ):
+        with_model_defaults(missing)
