@@ -326,7 +326,8 @@ class OutputConfig(Section):
         None,
         gt=0,
         description="Keep the first N dimensions and re-normalize (Matryoshka; sentence-transformers' truncate_dim, "
-        "`dimensions` in OpenAI/TEI/vLLM). None: all of the model's.",
+        "`dimensions` in OpenAI/TEI/vLLM). Unset: the model's saved truncate_dim (config_sentence_transformers.json) "
+        "if any, as sentence-transformers applies it; null: all of the model's.",
     )
     calibration_rows: int = Field(
         10_000,

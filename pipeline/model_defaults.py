@@ -72,13 +72,23 @@ def model_file(cfg: ModelConfig, filename: str) -> Path | None:
     if is_local(cfg):
         path = Path(cfg.name_or_path).expanduser() / filename
         return path if path.is_file() else None
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         cached = try_to_load_from_cache(cfg.name_or_path, filename, revision=cfg.revision)
         if isinstance(cached, str):
             return Path(cached)
+        if cached is _CACHED_NO_EXIST:
+            return None  # the hub answered before that the repo has no such file
+        # offline (HF_HUB_OFFLINE=1, a pre-filled cache): a cached model without an optional file (modules.json,
+        # 1_Pooling/..., config_sentence_transformers.json) has none, as a snapshot download brings every file
+        if (
+            constants.HF_HUB_OFFLINE
+            and filename != "config.json"
+            and isinstance(try_to_load_from_cache(cfg.name_or_path, "config.json", revision=cfg.revision), str)
+        ):
+            return None
         if not constants.HF_HUB_OFFLINE:
             probe_hub(cfg)
         return Path(hf_hub_download(cfg.name_or_path, filename, revision=cfg.revision))
@@ -145,6 +155,37 @@ def check_available(cfg: ModelConfig) -> None:
         raise ModelUnavailableError(
             f"model.name_or_path {cfg.name_or_path!r} has no config.json: it is not a transformers model directory"
         )
+
+
+# sentence-transformers' default organization: SentenceTransformer("all-MiniLM-L6-v2") loads
+# sentence-transformers/all-MiniLM-L6-v2.
+ST_ORGANIZATION = "sentence-transformers"
+
+
+def with_hub_id(cfg: ModelConfig) -> ModelConfig:
+    """`cfg` after check_available, with a short sentence-transformers name completed as sentence-transformers does:
+    an id without '/' that is neither a local directory nor a model on the hub (or in its cache) is tried as
+    `sentence-transformers/<id>`.
+
+    Raises:
+        ModelUnavailableError: neither is available (the message is the one for the id as written, naming the
+            other try).
+    """
+    name = cfg.name_or_path
+    if is_local(cfg) or "/" in name or name.startswith((".", "~")):
+        check_available(cfg)
+        return cfg
+    try:
+        check_available(cfg)
+        return cfg
+    except ModelUnavailableError as first:
+        completed = cfg.model_copy(update={"name_or_path": f"{ST_ORGANIZATION}/{name}"})
+        try:
+            check_available(completed)
+        except ModelUnavailableError:
+            raise ModelUnavailableError(f"{first} (also tried {completed.name_or_path})") from None
+    log.info("model.name_or_path %s -> %s (sentence-transformers' short name)", name, completed.name_or_path)
+    return completed
 
 
 def read_json(cfg: ModelConfig, filename: str) -> dict[str, Any]:
@@ -389,15 +430,33 @@ def warn_normalization(cfg: ModelConfig) -> None:
 
 
 def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
-    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists.
+    """`cfg` (any config with a `model` section) with model.pooling resolved, after checking the model exists (a
+    short sentence-transformers name completed, with_hub_id), and output.dimensions from the model's `truncate_dim`
+    when the config leaves it unset (with_model_dimensions).
 
     Raises:
         ModelUnavailableError, UserError: see check_available and resolve_pooling.
     """
-    check_available(cfg.model)
+    model = with_hub_id(cfg.model)
+    if model is not cfg.model:
+        cfg = cfg.model_copy(update={"model": model})
     warn_normalization(cfg.model)
     choice = resolve_pooling(cfg.model)
     if choice.pooling != cfg.model.pooling:
         log.info("model.pooling auto -> %s (%s)", choice.pooling, choice.source)
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pooling": choice.pooling})})
-    return cfg, choice
+    return with_model_dimensions(cfg), choice
+
+
+def with_model_dimensions(cfg: C) -> C:
+    """`cfg` with output.dimensions = the model's saved `truncate_dim` (config_sentence_transformers.json, which
+    sentence-transformers applies by default to a Matryoshka model saved with it) where output.dimensions is not set
+    in the config; an explicit `dimensions: null` keeps every dimension."""
+    output = getattr(cfg, "output", None)
+    if output is None or "dimensions" not in type(output).model_fields or "dimensions" in output.model_fields_set:
+        return cfg
+    saved = st_config_of(cfg.model).get("truncate_dim")
+    if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
+        return cfg
+    log.info("output.dimensions -> %d (the model's truncate_dim, %s)", saved, ST_CONFIG)
+    return cfg.model_copy(update={"output": output.model_copy(update={"dimensions": saved})})

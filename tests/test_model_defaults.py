@@ -353,3 +353,63 @@ def test_normalize_before_a_dense_module_is_refused(tiny_models, tmp_path):
     )
     with pytest.raises(UserError, match="normalizes before a Dense module"):
         module_layout(ModelConfig(name_or_path=str(model)))
+
+
+def test_an_offline_cached_hub_model_without_optional_files_resolves(tiny_models, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 with a cache filled by a snapshot download (the offline-cluster convention of transformers,
+    TEI and vLLM): a file the model does not have (modules.json, 1_Pooling/config.json) means 'none', not
+    'cannot be fetched'. A model missing from the cache still fails as unavailable."""
+    offline_cache(tmp_path, monkeypatch, "acme/tiny-bert", tiny_models["bert"])
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": "acme/tiny-bert"}}
+    )
+    cfg, choice = with_model_defaults(cfg)
+    assert choice.pooling == "mean" and module_layout(cfg.model).pooling_modes == []
+    check_model_pooling(cfg.model)
+    with pytest.raises(ModelUnavailableError, match="acme/not-cached"):
+        check_available(ModelConfig(name_or_path="acme/not-cached"))
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ({}, 32),  # unset: the model's truncate_dim, as sentence-transformers applies it
+        ({"dimensions": 16}, 16),  # explicit wins
+        ({"dimensions": None}, None),  # explicit null: every dimension
+    ],
+)
+def test_output_dimensions_default_to_the_model_truncate_dim(tiny_models, tmp_path, output, expected):
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": {"truncate_dim": 32}}
+    )
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y", **output}, "model": {"name_or_path": str(model)}}
+    )
+    assert with_model_defaults(cfg)[0].output.dimensions == expected
+
+
+def offline_cache(tmp_path, monkeypatch, repo_id: str, source) -> None:
+    """`source` as the hub cache holds a snapshot download of `repo_id`, with HF_HUB_OFFLINE=1."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(source, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_a_short_sentence_transformers_name_is_completed(tiny_models, tmp_path, monkeypatch):
+    """SentenceTransformer("all-MiniLM-L6-v2") loads sentence-transformers/all-MiniLM-L6-v2; so does rayembed."""
+    offline_cache(tmp_path, monkeypatch, "sentence-transformers/tiny-bert", tiny_models["bert"])
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": "tiny-bert"}}
+    )
+    assert with_model_defaults(cfg)[0].model.name_or_path == "sentence-transformers/tiny-bert"
+    missing = cfg.model_copy(update={"model": ModelConfig(name_or_path="no-such-model")})
+    with pytest.raises(
+        ModelUnavailableError, match=r"'no-such-model'.*\(also tried sentence-transformers/no-such-model\)"
+    ):
+        with_model_defaults(missing)

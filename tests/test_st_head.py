@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.calibration import output_precision
 from pipeline.columns import EMBEDDING, REJECT, TEXT
 from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
@@ -61,19 +62,21 @@ def st_model(base: Path, dst: Path, pooling: dict, dense=(), normalize=True, pro
     return dst
 
 
-def ours(model_dir: Path, texts: list[str]) -> np.ndarray:
-    """The embed job's path without Ray: driver resolution (pooling, prompt, limits), then the two stage UDFs."""
+def ours(model_dir: Path, texts: list[str], kind: str = "document") -> np.ndarray:
+    """The embed job's path without Ray: driver resolution (pooling, prompt, limits, dimensions), then the two stage
+    UDFs."""
     cfg = EmbedConfig.model_validate(
-        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model_dir)}}
+        {"input": {"uri": "x", "kind": kind}, "output": {"uri": "y"}, "model": {"name_or_path": str(model_dir)}}
     )
     cfg, _ = with_model_defaults(cfg)
     check_model(cfg.model)
-    prompt, _ = model_prompt(cfg.model, "document")
+    prompt, _ = model_prompt(cfg.model, kind)
     settings = resolve_model_settings(cfg.model)
     block = pa.table({TEXT: pa.array(texts), REJECT: pa.array([None] * len(texts), pa.string())})
     tokens = TokenizeActor(settings.model, prompt, settings.tokenizer)(block)
     skip = pooling_skip(settings.model, prompt, settings.tokenizer)
-    embed = EmbedActor(settings.model, cfg.batching, 1, "float32", padding=settings.padding, pool_skip=skip)
+    precision = output_precision(cfg.model_copy(update={"model": settings.model}))
+    embed = EmbedActor(settings.model, cfg.batching, 1, output=precision, padding=settings.padding, pool_skip=skip)
     return np.asarray(embed(tokens).column(EMBEDDING).to_pylist(), dtype=np.float32)
 
 
@@ -138,8 +141,6 @@ def test_dense_with_an_activation_outside_torch_is_refused(tiny_models, tmp_path
 def test_output_dimensions_are_checked_against_the_dense_output(tiny_models, tmp_path, dimensions, fits):
     """The stored dimension is the last Dense's (24), not the transformer's hidden size (64): the driver refuses
     32 before any actor starts instead of an actor failing on every block."""
-    from pipeline.calibration import output_precision
-
     model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "cls"}, dense=[(64, 24, TANH, True)])
     cfg = EmbedConfig.model_validate(
         {"input": {"uri": "x"}, "output": {"uri": "y", "dimensions": dimensions}, "model": {"name_or_path": str(model)}}
@@ -149,3 +150,28 @@ def test_output_dimensions_are_checked_against_the_dense_output(tiny_models, tmp
     else:
         with pytest.raises(UserError, match=r"output.dimensions \(32\) exceeds the dimension .* \(24\)"):
             output_precision(cfg)
+
+
+@pytest.mark.parametrize("kind", ["document", "query"])
+def test_a_model_saved_by_sentence_transformers_itself(tiny_models, tmp_path, kind):
+    """The current save format, written by sentence-transformers (modules.json types under base/, `pooling_mode`,
+    Dense with module names, saved prompts and truncate_dim): weightedmean without the prompt, a GELU Dense,
+    Normalize, Matryoshka truncation; every one at once."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    modules = [
+        Transformer(str(tiny_models["bert"])),
+        Pooling(64, "weightedmean", include_prompt=False),
+        Dense(64, 8, activation_function=torch.nn.GELU()),
+        Normalize(),
+    ]
+    saved = tmp_path / "saved"
+    SentenceTransformer(modules=modules, prompts={"query": "q: ", "document": "d: "}, truncate_dim=4).save(str(saved))
+    reference_model = SentenceTransformer(str(saved), device="cpu")
+    encode = reference_model.encode_document if kind == "document" else reference_model.encode_query
+    want = encode(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    got = ours(saved, TEXTS, kind)
+    assert got.shape == want.shape == (4, 4)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
