@@ -143,15 +143,27 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
         if info.type == pafs.FileType.File:  # a pattern under a file matches nothing
             info = pafs.FileInfo(root.path, pafs.FileType.NotFound)
     names: list[ListedFile] = []
+    unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
         for entry in root.fs.get_file_info(selector):
-            rel = posixpath.relpath(listed_path(entry, key), root.path)
+            path, readable = listed_path(entry)
+            rel = posixpath.relpath(path, root.path)
             if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
                 continue
-            names.append(ListedFile(rel, entry.size, entry.mtime_ns))
+            if readable:
+                names.append(ListedFile(rel, entry.size, entry.mtime_ns))
+            else:
+                unreadable.append(rel)
     if pattern:
         names = [n for n in names if matcher.fullmatch(n.path)]
+        unreadable = [rel for rel in unreadable if matcher.fullmatch(rel)]
+    if unreadable:  # skipped, its rows would be lost unseen
+        raise InputNameError(
+            f"{key}: the file name {posixpath.join(root.uri, unreadable[0])!r} is not valid UTF-8 (shown with \\x "
+            "escapes), so it cannot be read; rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r DIR) "
+            "or move it out of the input"
+        )
     if not names:
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     return root, sorted(names, key=lambda n: n.path)
@@ -161,17 +173,16 @@ class InputNameError(UserError, ValueError):
     """A file name in the input listing that is not valid UTF-8 (pyarrow addresses files by UTF-8 names only)."""
 
 
-def listed_path(entry: pafs.FileInfo, key: str) -> str:
-    """The entry's path; a name that is not UTF-8 (a Latin-1 `café.txt` copied from an old system) fails naming it,
-    instead of a bare UnicodeDecodeError out of the listing. Skipping the file would lose its rows unseen."""
+def listed_path(entry: pafs.FileInfo) -> tuple[str, bool]:
+    """(the entry's path, whether its name is valid UTF-8); an invalid name is given with `\\xNN` escapes.
+
+    pyarrow addresses files by UTF-8 names only, so such a file (a Latin-1 `café.txt` copied from an old system)
+    cannot be read; it used to raise a bare UnicodeDecodeError out of the listing.
+    """
     try:
-        return entry.path
+        return entry.path, True
     except UnicodeDecodeError as err:
-        name = err.object.decode("utf-8", "backslashreplace") if isinstance(err.object, bytes) else "?"
-        raise InputNameError(
-            f"{key}: the file name {name!r} is not valid UTF-8 (byte {err.start}), so it cannot be read; rename it "
-            "to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest DIR -r) or move it out of the input"
-        ) from err
+        return (err.object.decode("utf-8", "backslashreplace") if isinstance(err.object, bytes) else "?"), False
 
 
 class StorageWriteError(UserError, OSError):

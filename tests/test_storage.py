@@ -137,6 +137,13 @@ def test_a_file_name_that_is_not_utf8_fails_naming_it(tmp_path):
         f.write(b"x\n")
     with pytest.raises(InputNameError, match=r"input.uri: the file name '.*caf\\\\xe9.txt' is not valid UTF-8"):
         list_files(str(tmp_path), LOCAL)
+    # outside the input (another pattern, a hidden directory) it does not matter
+    assert list_files(f"{tmp_path}/good*", LOCAL)[1] == ["good.txt"]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.txt").write_text("x\n")
+    with open(os.fsencode(str(tmp_path)) + b"/sub/.caf\xe9", "wb") as f:
+        f.write(b"hidden")
+    assert list_files(str(tmp_path / "sub"), LOCAL)[1] == ["x.txt"]
 
 
 def test_a_local_path_starting_with_tilde_is_the_home_directory(tmp_path, monkeypatch):
