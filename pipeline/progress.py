@@ -32,7 +32,7 @@ def parquet_rows(root: Location, files: list[str]) -> int:
 
     def rows(rel: str) -> int:
         with root.fs.open_input_file(posixpath.join(root.path, rel)) as f:
-            return pq.ParquetFile(f).metadata.num_rows
+            return pq.ParquetFile(f).metadata.num_rows if f.size() else 0  # a 0-byte file holds no rows
 
     with ThreadPoolExecutor(min(FOOTER_THREADS, max(len(files), 1))) as pool:
         return sum(pool.map(rows, files))

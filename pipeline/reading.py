@@ -177,6 +177,8 @@ def read_parquet(
     """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row."""
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
     with spec.root.fs.open_input_file(path) as f:
+        if f.size() == 0:
+            return  # a writer that crashed before its first byte: no rows, nothing lost (as an empty JSONL file)
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
         f.seek(0)
         reader = pq.ParquetFile(f)
@@ -345,6 +347,8 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         path = posixpath.join(spec.root.path, rel)
         if fmt == "parquet":
             with spec.root.fs.open_input_file(path) as f:
+                if f.size() == 0:
+                    return fmt, {}  # an empty file has no columns: its rows (none) take any type
                 check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
                 f.seek(0)
                 schema = pq.read_schema(f)

@@ -448,6 +448,7 @@ def test_an_uncleaned_directory_overnight(ray_session, tiny_models, tmp_path):
     frame = pa.table({"id": pa.array([9, 10], pa.int32()), "text": [g["text"] for g in good[8:10]]})
     pq.write_table(frame, corpus / "lang=fr" / "q.parquet", compression="zstd")  # no kept columns at all
     pq.ParquetWriter(corpus / "zero-row-groups.parquet", frame.schema).close()
+    (corpus / "part-00001.parquet").write_bytes(b"")  # a writer that crashed before its first byte
     out = tmp_path / "emb"
     keep = ["_source", "_row", "meta", "title"]
     cfg = make_config(tiny_models["bert"], corpus, out, None, input={"id_column": "id"}, output={"keep_columns": keep})

@@ -370,3 +370,13 @@ def test_a_bom_starting_a_later_jsonl_line_is_dropped(tmp_path):
     (tmp_path / "cat.jsonl").write_bytes(part + part)
     rows = read_all(spec(tmp_path, "jsonl"), "cat.jsonl")
     assert [(r[TEXT], r[REJECT]) for r in rows] == [("first of its file", None), ("second", None)] * 2
+
+
+def test_a_zero_byte_parquet_file_has_no_rows(tmp_path):
+    """A writer that crashed before its first byte leaves a 0-byte part file: the job failed ("looks like an empty
+    file; set input.format"), where an empty JSONL file is simply empty."""
+    from pipeline.reading import observed_kept_types
+
+    (tmp_path / "part-00001.parquet").write_bytes(b"")
+    assert list(read_file(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet")) == []
+    assert observed_kept_types(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet") == ("parquet", {})
