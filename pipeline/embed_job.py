@@ -420,9 +420,12 @@ def run_embed(
     if summary["rows_rejected"]:
         summary["rejects"] = out.join(REJECTS_DIR).uri
     apply_guard(summary, cfg.input.max_reject_fraction)
-    # Written last: the summary, then _SUCCESS (pipeline.commit); a summary with "status": "failed" is complete but
-    # failed the reject-rate guard.
-    commit.commit(out, "embed", summary, SUMMARY_FILE)
     if summary["status"] == "failed":
+        # The summary says why, but no _SUCCESS: a failed run is not a finished dataset for its readers, and the
+        # same command resumes it (every unit is committed, so nothing is embedded again): with a raised
+        # input.max_reject_fraction it then finishes, where _SUCCESS made it refuse without output.overwrite.
+        put_json(summary, out.join(SUMMARY_FILE))
         raise TooManyRejectsError(summary["failure"])
+    # Written last: the summary, then _SUCCESS (pipeline.commit).
+    commit.commit(out, "embed", summary, SUMMARY_FILE)
     return summary

@@ -418,6 +418,18 @@ def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summar
     assert summary["failure"].startswith("3 of 4 rows rejected (75.0%), above input.max_reject_fraction (0.5)")
     _, rejects = read_run(str(out))
     assert sorted(rejects.column("reason").to_pylist()) == ["null text"] * 3
+    # A failed run is no finished dataset: no _SUCCESS (it used to be written, and then the natural next step,
+    # the same command with a raised fraction, was refused unless output.overwrite re-embedded everything).
+    assert not (out / "_SUCCESS").exists()
+    assert embed_main(["--config", str(config), "--set", "input.max_reject_fraction=0.8"]) == 0
+    summary = json.loads((out / "_summary.json").read_text())
+    assert (summary["status"], summary["rows_embedded"], summary["rows_reused"], summary["rows_rejected"]) == (
+        "ok",
+        0,
+        1,
+        3,
+    )
+    assert (out / "_SUCCESS").exists()
 
 
 @pytest.mark.slow
