@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pipeline.config import POOLINGS, ModelConfig
 from pipeline.errors import UserError
-from pipeline.prompts import ST_CONFIG, resolve_prompt, role_prompt_name, st_config
+from pipeline.prompts import ST_CONFIG, declared_prompts, resolve_prompt, role_prompt_name, st_config
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def model_prompt(cfg: ModelConfig, kind: str) -> tuple[str, str | None]:
         ValueError: model.prompt_name is not one of the model's prompts.
     """
     config = st_config_of(cfg)
-    prompts = dict(config.get("prompts") or {})
+    prompts = declared_prompts(config)
     default_name = config.get("default_prompt_name")
     prompt = resolve_prompt(cfg, kind, prompts, default_name)
     explicit = cfg.prompt is not None or (kind == "query" and cfg.task is not None and cfg.prompt_name is None)
