@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from pipeline.cli import add_config, config_path
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
-from pipeline.errors import UserError, actor_start_failure
+from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
 from pipeline.process_exit import sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
 
@@ -85,10 +86,13 @@ def run_job(
     if args.show_config:
         write_stdout(render_config(cfg))  # a reader that stops early (`| head`) is no error
         return 0
+    quiet_user_error_tracebacks()
     try:
         summary = run(cfg)
     except (UserError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # the other tasks of the step that failed (one per file) often raise the same error: said once is enough
+        os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 1
     except Exception as err:
         failure = actor_start_failure(err)  # a model the actors cannot load: one line, not Ray Data's traceback

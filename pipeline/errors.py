@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 
@@ -28,3 +29,44 @@ def actor_start_failure(err: BaseException) -> str | None:
     who = f"the {actor.group(1)} actors" if actor else "a Ray actor"
     cause = lines[-1] if lines else type(err).__name__
     return f"{who} could not start: {cause} (the actor's own traceback is in the log lines above or below)"
+
+
+RAY_DATA_RETRY_SUFFIX = re.compile(r"\nFailed to [^\n]* after \d+/\d+ attempts")
+
+
+def user_message(err: BaseException) -> str:
+    """The message of a user error. One raised in a Ray task reaches the driver as a RayTaskError whose text starts
+    with the task's remote traceback; the job prints the task's own exception's message instead (one line)."""
+    exceptions = getattr(sys.modules.get("ray"), "exceptions", None)  # never imports Ray for a job that did not
+    while exceptions is not None and isinstance(err, exceptions.RayTaskError) and err.cause is not None:
+        err = err.cause
+    # Ray Data appends its retry advice to a failed task's exception ("Failed to apply UDF transform after 1/4
+    # attempts ... if you believe this to be transient"): a user error is not transient, the advice misleads
+    return RAY_DATA_RETRY_SUFFIX.split(str(err))[0]
+
+
+# Ray Data logs a failed task's exception before raising it, for errors it does not count as user code (ours, raised
+# in read tasks): the executor with its traceback, and its exception handler as "Exception occurred in Ray Data or
+# Ray Core internal code ... please open an issue" with the full stack. For a bad file that was ~180 lines, and
+# wrong advice, ahead of the job's one `error:` line.
+RAY_DATA_EXECUTOR_LOGGER = "ray.data._internal.execution.streaming_executor_state"
+RAY_DATA_EXCEPTIONS_LOGGER = "ray.data.exceptions"
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        handled = record.exc_info[1] if record.exc_info else sys.exc_info()[1]  # logged inside its except block
+        if not isinstance(handled, UserError):  # a RayTaskError of a user error is an instance of it
+            return True
+        if record.name == RAY_DATA_EXCEPTIONS_LOGGER:
+            return False  # "internal code ... open an issue" and the stack: neither fits bad input
+        record.exc_info, record.exc_text = None, None  # the message line stays; the job prints the error
+        return True
+
+
+def quiet_user_error_tracebacks() -> None:
+    """Keep Ray Data's tracebacks of a user error out of the log; the job prints its one line."""
+    for name in (RAY_DATA_EXECUTOR_LOGGER, RAY_DATA_EXCEPTIONS_LOGGER):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForUserErrors())

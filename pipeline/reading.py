@@ -215,7 +215,8 @@ def parse_record(line: bytes, text_column: str) -> dict | list[dict] | None:
     """One JSONL line -> its record, or {text_column: _Invalid(reason)}; None for a blank line (layout, not a row);
     a list of records for a line that is a non-empty JSON array of objects."""
     try:
-        record: Any = json.loads(line.decode("utf-8"))
+        # a BOM starting a later line: files with BOMs concatenated (`cat a.jsonl b.jsonl`); json.loads refuses it
+        record: Any = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError as err:
         return {text_column: _Invalid(f"invalid UTF-8 at byte {err.start}")}
     except json.JSONDecodeError as err:

@@ -361,3 +361,12 @@ def test_invalid_utf8_in_a_parquet_kept_column_is_a_reject_not_a_broken_output(t
         (None, None, "invalid UTF-8 in kept column 'tags'"),
         ("ok", None, None),
     ]
+
+
+def test_a_bom_starting_a_later_jsonl_line_is_dropped(tmp_path):
+    """`cat a.jsonl b.jsonl` of files written with BOMs puts one at the start of a line in the middle: json.loads
+    refused it ("Unexpected UTF-8 BOM") and the row was a reject."""
+    part = b'\xef\xbb\xbf{"text": "first of its file"}\r\n{"text": "second"}\r\n'
+    (tmp_path / "cat.jsonl").write_bytes(part + part)
+    rows = read_all(spec(tmp_path, "jsonl"), "cat.jsonl")
+    assert [(r[TEXT], r[REJECT]) for r in rows] == [("first of its file", None), ("second", None)] * 2
