@@ -46,6 +46,7 @@ ST_POOLING_NAMES = {
 }
 # sentence-transformers modules after the transformer that rayembed runs; any other one is refused by name
 SERVED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
+IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 class ModelUnavailableError(UserError, RuntimeError):
@@ -317,7 +318,8 @@ def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:
         in_features=int(config["in_features"]),
         out_features=int(config["out_features"]),
         bias=bool(config.get("bias", True)),
-        activation=str(config.get("activation_function") or "torch.nn.modules.activation.Tanh"),
+        # absent: the constructor's default, Tanh; null: none (Dense(activation_function=None) is Identity)
+        activation=str(config.get("activation_function", "torch.nn.modules.activation.Tanh") or IDENTITY),
         use_residual=bool(config.get("use_residual", False)),
     )
 
