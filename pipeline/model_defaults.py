@@ -313,7 +313,7 @@ def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:
                 f"model {cfg.name_or_path}: Dense module {folder!r} has {key} {config[key]!r}; rayembed runs Dense "
                 "modules on the sentence embedding only"
             )
-    return DenseSpec(
+    spec = DenseSpec(
         path=folder,
         in_features=int(config["in_features"]),
         out_features=int(config["out_features"]),
@@ -322,6 +322,29 @@ def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:
         activation=str(config.get("activation_function", "torch.nn.modules.activation.Tanh") or IDENTITY),
         use_residual=bool(config.get("use_residual", False)),
     )
+    check_dense(cfg, spec)
+    return spec
+
+
+def check_dense(cfg: ModelConfig, spec: DenseSpec) -> None:
+    """On the driver, what the model actors would otherwise fail on, restart after restart: weights that will not load
+    (a pickle without model.allow_pickle_weights, none at all) and an activation from outside torch without
+    model.trust_remote_code.
+
+    Raises:
+        UserError: naming the Dense module and the key that allows it.
+    """
+    if not spec.activation.startswith("torch.") and not cfg.trust_remote_code:
+        raise UserError(
+            f"model {cfg.name_or_path}: Dense module {spec.path!r} uses activation {spec.activation!r}, code outside "
+            "torch; set model.trust_remote_code: true if you trust the model"
+        )
+    if model_file(cfg, f"{spec.path}/model.safetensors") is not None:
+        return
+    pickle = model_file(cfg, f"{spec.path}/pytorch_model.bin") is not None
+    if not (pickle and cfg.allow_pickle_weights):
+        hint = " (its pytorch_model.bin loads only with model.allow_pickle_weights: true)" if pickle else ""
+        raise UserError(f"model {cfg.name_or_path}: Dense module {spec.path!r} has no model.safetensors weights{hint}")
 
 
 def declared_pooling(cfg: ModelConfig) -> tuple[list[str], str]:
