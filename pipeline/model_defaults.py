@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pipeline.config import POOLINGS, ModelConfig
 from pipeline.errors import UserError
-from pipeline.prompts import ST_CONFIG, resolve_prompt, role_prompt_name, st_config
+from pipeline.prompts import ST_CONFIG, declared_prompts, resolve_prompt, role_prompt_name, st_config
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ ST_POOLING_NAMES = {
 }
 # sentence-transformers modules after the transformer that rayembed runs; any other one is refused by name
 SERVED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
+IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 class ModelUnavailableError(UserError, RuntimeError):
@@ -312,14 +313,38 @@ def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:
                 f"model {cfg.name_or_path}: Dense module {folder!r} has {key} {config[key]!r}; rayembed runs Dense "
                 "modules on the sentence embedding only"
             )
-    return DenseSpec(
+    spec = DenseSpec(
         path=folder,
         in_features=int(config["in_features"]),
         out_features=int(config["out_features"]),
         bias=bool(config.get("bias", True)),
-        activation=str(config.get("activation_function") or "torch.nn.modules.activation.Tanh"),
+        # absent: the constructor's default, Tanh; null: none (Dense(activation_function=None) is Identity)
+        activation=str(config.get("activation_function", "torch.nn.modules.activation.Tanh") or IDENTITY),
         use_residual=bool(config.get("use_residual", False)),
     )
+    check_dense(cfg, spec)
+    return spec
+
+
+def check_dense(cfg: ModelConfig, spec: DenseSpec) -> None:
+    """On the driver, what the model actors would otherwise fail on, restart after restart: weights that will not load
+    (a pickle without model.allow_pickle_weights, none at all) and an activation from outside torch without
+    model.trust_remote_code.
+
+    Raises:
+        UserError: naming the Dense module and the key that allows it.
+    """
+    if not spec.activation.startswith("torch.") and not cfg.trust_remote_code:
+        raise UserError(
+            f"model {cfg.name_or_path}: Dense module {spec.path!r} uses activation {spec.activation!r}, code outside "
+            "torch; set model.trust_remote_code: true if you trust the model"
+        )
+    if model_file(cfg, f"{spec.path}/model.safetensors") is not None:
+        return
+    pickle = model_file(cfg, f"{spec.path}/pytorch_model.bin") is not None
+    if not (pickle and cfg.allow_pickle_weights):
+        hint = " (its pytorch_model.bin loads only with model.allow_pickle_weights: true)" if pickle else ""
+        raise UserError(f"model {cfg.name_or_path}: Dense module {spec.path!r} has no model.safetensors weights{hint}")
 
 
 def declared_pooling(cfg: ModelConfig) -> tuple[list[str], str]:
@@ -390,7 +415,7 @@ def model_prompt(cfg: ModelConfig, kind: str) -> tuple[str, str | None]:
         ValueError: model.prompt_name is not one of the model's prompts.
     """
     config = st_config_of(cfg)
-    prompts = dict(config.get("prompts") or {})
+    prompts = declared_prompts(config)
     default_name = config.get("default_prompt_name")
     prompt = resolve_prompt(cfg, kind, prompts, default_name)
     explicit = cfg.prompt is not None or (kind == "query" and cfg.task is not None and cfg.prompt_name is None)

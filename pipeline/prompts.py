@@ -33,7 +33,14 @@ def st_config(model_dir: str | Path) -> dict:
 
 def named_prompts(model_dir: str | Path) -> dict[str, str]:
     """Prompts declared in the model's config_sentence_transformers.json ({} when it has none)."""
-    return dict(st_config(model_dir).get("prompts") or {})
+    return declared_prompts(st_config(model_dir))
+
+
+def declared_prompts(config: dict) -> dict[str, str]:
+    """The `prompts` of a config_sentence_transformers.json; a null prompt (a placeholder sentence-transformers
+    fills with "") counts as not declared, so the role's next name is tried."""
+    prompts = config.get("prompts") or {}
+    return {name: text for name, text in prompts.items() if isinstance(text, str)} if isinstance(prompts, dict) else {}
 
 
 def role_prompt_name(kind: str, prompts: dict[str, str], default_prompt_name: str | None = None) -> str | None:

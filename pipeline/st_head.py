@@ -38,17 +38,13 @@ class Dense(nn.Module):
 
 
 def activation(cfg: ModelConfig, spec: DenseSpec) -> nn.Module:
-    """The activation class named in the Dense config; outside torch only with model.trust_remote_code.
+    """The activation class named in the Dense config (outside torch only with model.trust_remote_code, which
+    pipeline.model_defaults.check_dense enforces).
 
     Raises:
         UserError: the name does not import or is not an nn.Module class.
     """
     name = spec.activation
-    if not name.startswith("torch.") and not cfg.trust_remote_code:
-        raise UserError(
-            f"model {cfg.name_or_path}: Dense module {spec.path!r} uses activation {name!r}, code outside torch; "
-            "set model.trust_remote_code: true if you trust the model"
-        )
     module_name, _, attr = name.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
@@ -60,28 +56,23 @@ def activation(cfg: ModelConfig, spec: DenseSpec) -> nn.Module:
 
 
 def load_weights(cfg: ModelConfig, spec: DenseSpec) -> dict[str, torch.Tensor]:
-    """The Dense module's saved tensors: model.safetensors, or pytorch_model.bin with model.allow_pickle_weights.
-
-    Raises:
-        UserError: neither file (or only a pickle while pickles are not allowed).
-    """
+    """The Dense module's saved tensors: model.safetensors, else pytorch_model.bin (which check_dense allows only
+    with model.allow_pickle_weights)."""
     path = model_file(cfg, f"{spec.path}/model.safetensors")
     if path is not None:
         from safetensors.torch import load_file
 
         return load_file(str(path))
     pickle = model_file(cfg, f"{spec.path}/pytorch_model.bin")
-    if pickle is not None and cfg.allow_pickle_weights:
-        return torch.load(str(pickle), map_location="cpu", weights_only=True)
-    hint = " (pytorch_model.bin loads only with model.allow_pickle_weights)" if pickle is not None else ""
-    raise UserError(f"model {cfg.name_or_path}: Dense module {spec.path!r} has no model.safetensors weights{hint}")
+    return torch.load(str(pickle), map_location="cpu", weights_only=True)
 
 
 def load_head(cfg: ModelConfig) -> nn.Module | None:
     """The model's Dense modules in order, float32, in eval mode; None when it declares none.
 
     Raises:
-        UserError: see activation, load_weights; also weights that do not fit the declared shapes.
+        UserError: see pipeline.model_defaults.module_layout and check_dense, and activation; also weights that do
+            not fit the declared shapes.
     """
     specs = module_layout(cfg).dense
     if not specs:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import MODELS_DIR
+from safetensors.torch import save_file
 
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.errors import UserError
@@ -122,9 +123,25 @@ def test_layout_reads_dense_normalize_and_include_prompt(tiny_models, tmp_path):
             "2_Dense__config.json": {"in_features": 64, "out_features": 32, "bias": False},
         },
     )
+    save_file({}, str(model / "2_Dense" / "model.safetensors"))  # presence is checked here, shapes in st_head
     layout = module_layout(ModelConfig(name_or_path=str(model)))
     assert (layout.pooling_modes, layout.include_prompt, layout.normalize) == (["cls"], False, True)
-    assert layout.dense == (DenseSpec("2_Dense", 64, 32, False, "torch.nn.modules.activation.Tanh"),)
+    assert layout.dense == (DenseSpec("2_Dense", 64, 32, False, "torch.nn.modules.activation.Tanh"),)  # the default
+
+
+def test_a_null_dense_activation_is_identity(tiny_models, tmp_path):
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    model = copy_config(
+        tiny_models["bert"],
+        tmp_path / "m",
+        **{
+            "modules.json": [TRANSFORMER, POOLING, dense],
+            "1_Pooling__config.json": MEAN,
+            "2_Dense__config.json": {"in_features": 64, "out_features": 8, "activation_function": None},
+        },
+    )
+    save_file({}, str(model / "2_Dense" / "model.safetensors"))
+    assert module_layout(ModelConfig(name_or_path=str(model))).dense[0].activation == "torch.nn.modules.linear.Identity"
 
 
 @pytest.mark.parametrize("pooling", ["auto", "mean"])

@@ -61,3 +61,15 @@ def test_task_keeps_the_model_own_instruction_ending(model_query, expected):
     """Qwen3-Embedding was trained on `Instruct: {task}\\nQuery:{query}` (no space): model.task must not add one."""
     prompts = {"query": model_query} if model_query is not None else {}
     assert resolve_prompt(ModelConfig(task="Find laws"), "query", prompts) == expected
+
+
+def test_null_prompts_count_as_not_declared():
+    """sentence-transformers saves null placeholders (it reads them as ""); they must not become a None prefix,
+    which failed every row in the tokenizer ("object of type 'NoneType' has no len()")."""
+    from pipeline.prompts import declared_prompts
+
+    prompts = declared_prompts({"prompts": {"query": None, "document": None, "passage": "p: "}})
+    assert prompts == {"passage": "p: "}
+    assert resolve_prompt(ModelConfig(), "document", prompts) == "p: "
+    assert resolve_prompt(ModelConfig(), "query", prompts) == ""
+    assert declared_prompts({"prompts": None}) == declared_prompts({}) == {}

@@ -175,3 +175,21 @@ def test_a_model_saved_by_sentence_transformers_itself(tiny_models, tmp_path, ki
     got = ours(saved, TEXTS, kind)
     assert got.shape == want.shape == (4, 4)
     assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
+def test_a_dense_module_with_pickle_weights_is_refused_on_the_driver(tiny_models, tmp_path):
+    """Older saves (LaBSE's 2_Dense) hold pytorch_model.bin: refused before any actor starts, naming the key that
+    allows it; with model.allow_pickle_weights it loads and equals sentence-transformers."""
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "cls"}, dense=[(64, 16, TANH, True)])
+    weights = model / "2_Dense" / "model.safetensors"
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(weights)), str(model / "2_Dense" / "pytorch_model.bin"))
+    weights.unlink()
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    with pytest.raises(UserError, match="pytorch_model.bin loads only with model.allow_pickle_weights: true"):
+        with_model_defaults(cfg)
+    allowed = cfg.model.model_copy(update={"allow_pickle_weights": True})
+    assert load_head(allowed)[0].linear.out_features == 16
