@@ -144,12 +144,16 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
             info = pafs.FileInfo(root.path, pafs.FileType.NotFound)
     names: list[ListedFile] = []
     unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
+    unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
         for entry in root.fs.get_file_info(selector):
             path, readable = listed_path(entry)
             rel = posixpath.relpath(path, root.path)
             if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
+                continue
+            if path != posixpath.join(root.path, rel):  # relpath dropped an empty or "." segment of an S3 key
+                unaddressable.append((rel, path))
                 continue
             if readable:
                 names.append(ListedFile(rel, entry.size, entry.mtime_ns))
@@ -158,6 +162,15 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
     if pattern:
         names = [n for n in names if matcher.fullmatch(n.path)]
         unreadable = [rel for rel in unreadable if matcher.fullmatch(rel)]
+        unaddressable = [(rel, path) for rel, path in unaddressable if matcher.fullmatch(rel)]
+    if unaddressable:
+        path = unaddressable[0][1]
+        key_uri = "s3://" + path if root.uri.startswith("s3://") else path
+        raise InputNameError(
+            f"{key}: the object {key_uri!r} has an empty or '.' segment in its key ('//' or '/./', often from "
+            "joining a prefix that ends in '/'); keys below the input are read by their path relative to it, where "
+            "that segment does not exist, so it would not be found: copy it to a key without one"
+        )
     if unreadable:  # skipped, its rows would be lost unseen
         raise InputNameError(
             f"{key}: the file name {posixpath.join(root.uri, unreadable[0])!r} is not valid UTF-8 (shown with \\x "

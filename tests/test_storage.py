@@ -157,3 +157,17 @@ def test_a_local_path_starting_with_tilde_is_the_home_directory(tmp_path, monkey
     root, files = list_files("~/corpus", LOCAL)
     assert (root.path, files) == (str(tmp_path / "corpus"), ["a.jsonl"])
     assert resolve("~/emb", LOCAL).path == str(tmp_path / "emb")
+
+
+def test_s3_keys_with_an_empty_segment_fail_the_listing_naming_them(s3_bucket, s3_server):
+    """`corpus//a.jsonl` (a prefix ending in '/' joined with '/name') was listed as `a.jsonl` and then not found
+    when read: `FileNotFoundError: Path does not exist 'bkt/corpus/a.jsonl'` in a read task, after the pre-passes."""
+    from pipeline.storage import InputNameError
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/ok.jsonl", Body=b'{"text": "x"}\n')
+    client.put_object(Bucket=bucket, Key="corpus//a.jsonl", Body=b'{"text": "y"}\n')
+    storage = StorageConfig(endpoint_url=s3_server)
+    with pytest.raises(InputNameError, match=rf"the object 's3://{bucket}/corpus//a.jsonl' has an empty or '\.'"):
+        list_files(f"s3://{bucket}/corpus", storage)
+    assert list_files(f"s3://{bucket}/corpus/ok*", storage)[1] == ["ok.jsonl"]
