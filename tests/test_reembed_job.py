@@ -289,3 +289,17 @@ def test_concurrent_runs_do_not_corrupt(ray_session, tiny_models, kill_corpus, c
     print(f"REEMBED concurrent: exit codes {codes}, rows embedded {[x['rows_embedded'] for x in summaries]}")
     assert sum(s["rows_embedded"] for s in summaries) == FILES * ROWS  # the work was done once
     assert_same_rows(published(str(out)), clean_run)
+
+
+def test_output_dimensions_are_applied(ray_session, tiny_models, tmp_path):
+    """output.dimensions (here the model's saved truncate_dim, its default) truncates and re-normalizes the stored
+    vectors as in the embed job; the re-embed job stored every dimension and recorded the truncated count."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "truncate_dim": 16}))
+    corpus = local_corpus(tmp_path / "corpus", 1, 6)
+    out = str(tmp_path / "emb")
+    run_reembed(config(model, str(corpus), out))
+    vectors = np.stack(list(published(out).values()))
+    assert vectors.shape == (6, 16)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

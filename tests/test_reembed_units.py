@@ -198,3 +198,28 @@ def test_publish_then_garbage_collect(tmp_path):
         assert current_manifest(out).run_id == "r2"
         assert collect_garbage(layout, keep=1, lease=lease) == {"data_files": 2, "markers": 1, "manifests": 1}
     assert list_tree(layout.data) == [second.files[0][len("data/") :]]
+
+
+def test_output_dimensions_and_the_model_head_make_a_new_version(tiny_models, tmp_path):
+    """output.dimensions (Matryoshka truncation) changes the stored vectors, as does a change to the model's
+    sentence-transformers modules (a Dense module's weights, the Pooling config): each is a new version."""
+    import shutil
+
+    from test_st_head import IDENTITY, st_model
+
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}, dense=[(64, 32, IDENTITY, True)])
+    base = fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(model)), ""))
+    truncated = cfg(name_or_path=str(model)).model_copy(deep=True)
+    truncated.output.dimensions = 16
+    assert fingerprint_hash(fingerprint_recipe(truncated, "")) != base
+    dense = shutil.copytree(model, tmp_path / "dense")
+    weights = dense / "2_Dense" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(dense)), "")) != base
+    pooling = shutil.copytree(model, tmp_path / "pooling")
+    (pooling / "1_Pooling" / "config.json").write_text(
+        '{"embedding_dimension": 64, "pooling_mode": "mean", "include_prompt": false}'
+    )
+    assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(pooling)), "")) != base

@@ -15,10 +15,12 @@ from typing import Any
 import ray
 
 from pipeline import commit
+from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray_while, job_prompt, read_spec
 from pipeline.model_defaults import with_model_defaults
 from pipeline.model_loading import check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
+from pipeline.quantization import OutputPrecision
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -47,9 +49,18 @@ def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:
 
 
 def embed_files(
-    cfg: ReembedConfig, layout: VersionLayout, root: Location, todo: list[SourceFile], prompt: str, lease: Lease
+    cfg: ReembedConfig,
+    layout: VersionLayout,
+    root: Location,
+    todo: list[SourceFile],
+    prompt: str,
+    lease: Lease,
+    precision: OutputPrecision,
 ) -> tuple[list[FileEntry], Progress]:
-    """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete."""
+    """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
+
+    `precision`: output.dimensions and output.dtype as the driver checked them (calibration.output_precision).
+    """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
     settings = init_ray_while(cfg.compute, lambda: resolve_model_settings(cfg.model))
@@ -66,7 +77,7 @@ def embed_files(
     )
     ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
-    ds = embed_stages(ds, cfg, prompt, settings=settings)
+    ds = embed_stages(ds, cfg, prompt, precision, settings)
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     progress = Progress(todo, run_id)
     entries: list[FileEntry] = []
@@ -92,6 +103,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     cfg, _ = with_model_defaults(cfg)
     prompt = job_prompt(cfg)
     check_model(cfg.model)  # pooling the model was not trained with, weights missing or cut short: before Ray starts
+    precision = output_precision(cfg)  # output.dimensions within the model's (its Dense output, when it has one)
     recipe = fingerprint_recipe(cfg, prompt)
     layout = VersionLayout(out, fingerprint_hash(recipe))
     settings = cfg.reembed
@@ -105,7 +117,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         embedded: list[FileEntry] = []
         tokens = 0
         if plan.to_embed:
-            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease)
+            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease, precision)
             tokens = progress.tokens
         manifest_rel, generation = None, previous.generation if previous else 0
         if previous is None or not plan.is_noop:
