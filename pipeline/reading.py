@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -162,6 +163,15 @@ def without_invalid_utf8(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array |
     return pc.if_else(mask, pa.scalar(None, array.type), array), bad
 
 
+def id_values(column: pa.ChunkedArray | pa.Array) -> list:
+    """Python values of a Parquet id column for row_id. Fixed-size binary holds binary keys, not text: as hex, and
+    16 bytes in UUID form, so a UUID is one id whether a file types it as UUID or as the bare 16 bytes (it was a
+    reject "invalid UTF-8 in id" on nearly every row). Other strings as bytes: row_id decodes them."""
+    if pa.types.is_fixed_size_binary(column.type):
+        return [None if v is None else str(uuid.UUID(bytes=v)) if len(v) == 16 else v.hex() for v in column.to_pylist()]
+    return plain_values(column)
+
+
 def plain_values(column: pa.ChunkedArray | pa.Array) -> list:
     """Python values of a Parquet column; strings as bytes, so invalid UTF-8 becomes a reject, not a crash."""
     if pa.types.is_dictionary(column.type):
@@ -197,7 +207,7 @@ def read_parquet(
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
             texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them
-            ids = plain_values(batch.column(spec.id_column)) if spec.id_column else []  # bytes: row_id decodes
+            ids = id_values(batch.column(spec.id_column)) if spec.id_column else []
             # a kept column this file lacks (added to the corpus later) is null here, as a JSONL key a record lacks
             keep = {c: batch.column(c) if c in names else pa.nulls(batch.num_rows) for c in spec.keep_columns}
             yield make_block(spec, rel, row, texts, ids, keep)

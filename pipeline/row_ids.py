@@ -8,7 +8,8 @@ in one, string in another; a pandas integer column with a missing value is writt
 - null, NaN and the empty string are a missing id;
 - booleans, lists, objects and infinities are not ids: the row is a reject that names the type, and its id column
   holds the value as JSON so the reject can still be found;
-- other scalars Parquet gives (dates, timestamps, decimals) as their ISO/decimal text.
+- other scalars Parquet gives (dates, timestamps, decimals, UUIDs) as their ISO/decimal/canonical text; fixed-size
+  binary keys as hex, 16 bytes in UUID form (pipeline.reading.id_values).
 """
 
 from __future__ import annotations

@@ -380,3 +380,24 @@ def test_a_zero_byte_parquet_file_has_no_rows(tmp_path):
     (tmp_path / "part-00001.parquet").write_bytes(b"")
     assert list(read_file(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet")) == []
     assert observed_kept_types(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet") == ("parquet", {})
+
+
+def test_binary_key_ids_are_hex_and_uuids_one_id_whatever_their_parquet_type(tmp_path):
+    """A UUID column written as bare fixed_size_binary(16) (no UUID logical type) rejected nearly every row as
+    "invalid UTF-8 in id"; the same UUID typed as UUID read as its canonical text."""
+    import uuid
+
+    keys = [uuid.UUID(int=k * 0x1F2E3D4C5B6A79881F2E3D4C5B6A7988 % (1 << 128)).bytes for k in (1, 2)]
+    pq.write_table(pa.table({"id": pa.array(keys, pa.uuid()), "text": ["a", "b"]}), tmp_path / "typed.parquet")
+    pq.write_table(pa.table({"id": pa.array(keys, pa.binary(16)), "text": ["a", "b"]}), tmp_path / "bare.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([b"\x00\xff" * 4, None], pa.binary(8)), "text": ["a", "b"]}), tmp_path / "k.parquet"
+    )
+    typed = read_all(spec(tmp_path, "parquet", "id"), "typed.parquet")
+    bare = read_all(spec(tmp_path, "parquet", "id"), "bare.parquet")
+    assert [r["id"] for r in bare] == [r["id"] for r in typed] == [str(uuid.UUID(bytes=k)) for k in keys]
+    assert [r[REJECT] for r in bare] == [None, None]
+    assert [(r["id"], r[REJECT]) for r in read_all(spec(tmp_path, "parquet", "id"), "k.parquet")] == [
+        ("00ff00ff00ff00ff", None),
+        (None, "missing id"),
+    ]
