@@ -199,7 +199,7 @@ class Encoder:
         n = len(lengths)
         out = np.zeros((n, self.dim), dtype=np.float32)
         computed = np.zeros(n, dtype=np.int64)
-        reasons = row_checks(values, offsets, self.vocab_size)
+        reasons = row_checks(values, offsets, self.vocab_size, self.pool_skip)
         recomputed = np.zeros(n, dtype=bool)
         todo = np.asarray([i for i in range(n) if i not in reasons], dtype=np.int64)
         if len(todo) == 0:
@@ -353,11 +353,19 @@ class Encoder:
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
 
-def row_checks(values: np.ndarray, offsets: np.ndarray, vocab_size: int) -> dict[int, str]:
-    """Reasons for rows that must not reach the model: no tokens, or a token id outside the vocabulary (which on a
-    GPU is a device-side assert that poisons the whole process, not an exception on one row)."""
+def row_checks(values: np.ndarray, offsets: np.ndarray, vocab_size: int, pool_skip: int = 0) -> dict[int, str]:
+    """Reasons for rows that must not reach the model: no tokens, no token left to pool once the prompt's
+    `pool_skip` tokens are left out (sentence-transformers gives such a row a zero vector, which no cosine can
+    use), or a token id outside the vocabulary (which on a GPU is a device-side assert that poisons the whole
+    process, not an exception on one row)."""
     lengths = np.diff(offsets)
     reasons = {int(i): "row has no tokens" for i in np.flatnonzero(lengths <= 0)}
+    for i in np.flatnonzero((lengths > 0) & (lengths <= pool_skip)):
+        reasons[int(i)] = (
+            f"no token left to pool: the model's Pooling leaves out the prompt's {pool_skip} tokens "
+            f"(include_prompt false) and the row has {int(lengths[i])}; the text merged into the prompt's last "
+            "token (a prompt ending in a space, on a BPE tokenizer) or was cut at model.max_tokens"
+        )
     nonempty = np.flatnonzero(lengths > 0)
     if vocab_size and len(nonempty):
         highest = np.maximum.reduceat(values, offsets[nonempty])

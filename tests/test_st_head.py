@@ -193,3 +193,32 @@ def test_a_dense_module_with_pickle_weights_is_refused_on_the_driver(tiny_models
         with_model_defaults(cfg)
     allowed = cfg.model.model_copy(update={"allow_pickle_weights": True})
     assert load_head(allowed)[0].linear.out_features == 16
+
+
+def test_a_row_with_nothing_left_to_pool_after_the_prompt_is_a_reject(tiny_models, tmp_path):
+    """include_prompt false, prompt 'query: ' on a BPE tokenizer: 'x' merges into the prompt's trailing space
+    ('Ġx'), so every token of the row is the prompt's. sentence-transformers gives it a zero vector (norm 0 in a
+    'normalized' output); it is a reject naming why, and the other rows are embedded as before."""
+    model = st_model(
+        tiny_models["gemma3"],
+        tmp_path / "m",
+        {"pooling_mode": "mean", "include_prompt": False},
+        prompts={"document": "query: "},
+    )
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    cfg, _ = with_model_defaults(cfg)
+    prompt, _ = model_prompt(cfg.model, "document")
+    settings = resolve_model_settings(cfg.model)
+    texts = ["x", "Hello World"]
+    block = pa.table({TEXT: pa.array(texts), REJECT: pa.array([None] * 2, pa.string())})
+    tokens = TokenizeActor(settings.model, prompt, settings.tokenizer)(block)
+    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
+    embed = EmbedActor(settings.model, cfg.batching, 1, padding=settings.padding, pool_skip=skip)
+    out = embed(tokens)
+    reasons, vectors = out.column(REJECT).to_pylist(), out.column(EMBEDDING).to_pylist()
+    assert reasons[0].startswith("no token left to pool") and vectors[0] is None
+    assert reasons[1] is None
+    want = reference(model, texts[1:])[0]
+    assert float(np.dot(np.asarray(vectors[1], np.float32), want)) >= 0.9999
