@@ -476,12 +476,16 @@ def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
 def with_model_dimensions(cfg: C) -> C:
     """`cfg` with output.dimensions = the model's saved `truncate_dim` (config_sentence_transformers.json, which
     sentence-transformers applies by default to a Matryoshka model saved with it) where output.dimensions is not set
-    in the config; an explicit `dimensions: null` keeps every dimension."""
+    in the config; an explicit `dimensions: null` keeps every dimension. A truncate_dim at or above the model's
+    dimension keeps every dimension too, as sentence-transformers' slice `[:, :truncate_dim]` does (it made every
+    job fail with 'output.dimensions exceeds the dimension of model', a key the config never set)."""
     output = getattr(cfg, "output", None)
     if output is None or "dimensions" not in type(output).model_fields or "dimensions" in output.model_fields_set:
         return cfg
     saved = st_config_of(cfg.model).get("truncate_dim")
     if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
+        return cfg
+    if saved >= (model_dimension(cfg.model) or saved + 1):
         return cfg
     log.info("output.dimensions -> %d (the model's truncate_dim, %s)", saved, ST_CONFIG)
     return cfg.model_copy(update={"output": output.model_copy(update={"dimensions": saved})})

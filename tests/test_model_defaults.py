@@ -10,6 +10,7 @@ import pytest
 from conftest import MODELS_DIR
 from safetensors.torch import save_file
 
+from pipeline.calibration import output_precision
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_defaults import (
@@ -430,3 +431,18 @@ def test_a_short_sentence_transformers_name_is_completed(tiny_models, tmp_path, 
         ModelUnavailableError, match=r"'no-such-model'.*\(also tried sentence-transformers/no-such-model\)"
     ):
         with_model_defaults(missing)
+
+
+@pytest.mark.parametrize("truncate_dim", [64, 100])
+def test_a_truncate_dim_at_or_above_the_model_dimension_keeps_every_dimension(tiny_models, tmp_path, truncate_dim):
+    """sentence-transformers slices `[:, :truncate_dim]`, a no-op here (the tiny bert has 64 dimensions); the job
+    failed with 'output.dimensions (100) exceeds the dimension of model', a key the config never set."""
+    model = copy_config(
+        tiny_models["bert"], tmp_path / "m", **{"config_sentence_transformers.json": {"truncate_dim": truncate_dim}}
+    )
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    cfg = with_model_defaults(cfg)[0]
+    assert cfg.output.dimensions is None
+    assert output_precision(cfg).dimensions is None
