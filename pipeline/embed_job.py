@@ -31,7 +31,7 @@ from pipeline.errors import UserError
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint, model_identity
 from pipeline.kept_columns import decide
-from pipeline.model_defaults import model_prompt, with_model_defaults
+from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_loading import (
     ModelLoadError,
     ModelSettings,
@@ -56,7 +56,7 @@ from pipeline.stages import (
 )
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
-from pipeline.writing import embedding_metadata, unit_of_file, write_block
+from pipeline.writing import embedding_metadata, unit_of_file, write_block, write_empty_output
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
 __all__ = ["embed_stages", "init_ray", "init_ray_while", "io_task_args", "resolve_gpus", "run_embed"]
@@ -250,10 +250,27 @@ def build_dataset(
     """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
     ds = read_dataset(cfg, spec, units, duplicates)
     ds = embed_stages(ds, cfg, prompt, precision, settings)
-    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
-    if precision is not None:
-        metadata.update(precision.metadata())
+    metadata = file_metadata(cfg, prompt, model_metadata, precision)
     return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
+
+
+def file_metadata(
+    cfg: EmbedConfig, prompt: str, model_metadata: dict[str, str] | None, precision: OutputPrecision | None
+) -> dict[str, str]:
+    """The `rayembed.*` entries of every output file (without the prefix, pipeline.writing.output_table adds it)."""
+    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
+    return metadata | (precision.metadata() if precision is not None else {})
+
+
+def write_if_empty(cfg: EmbedConfig, spec: ReadSpec, summary: dict, out: Location, metadata: dict[str, str], precision):
+    """A run that stored no row (empty files only, every row rejected) still leaves one Parquet file with the
+    output's schema (pipeline.writing.EMPTY_FILE), counted in `output_files`."""
+    dim = model_dimension(cfg.model)
+    if summary["output_rows"] or dim is None:
+        return
+    kept = {c: t.type for c, t in spec.kept_types.items()}
+    write_empty_output(out, cfg, kept, precision.arrow_type(dim), metadata)
+    summary["output_files"] = 1
 
 
 def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) -> dict[str, Any]:
@@ -426,6 +443,7 @@ def run_embed(
         # input.max_reject_fraction it then finishes, where _SUCCESS made it refuse without output.overwrite.
         put_json(summary, out.join(SUMMARY_FILE))
         raise TooManyRejectsError(summary["failure"])
+    write_if_empty(cfg, spec, summary, out, file_metadata(cfg, prompt, model_metadata, precision), precision)
     # Written last: the summary, then _SUCCESS (pipeline.commit).
     commit.commit(out, "embed", summary, SUMMARY_FILE)
     return summary

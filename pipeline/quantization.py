@@ -166,6 +166,11 @@ class OutputPrecision:
             )
         return quantize(truncate(vectors, self.dimensions, self.normalize), self.precision, self.ranges_array())
 
+    def arrow_type(self, dim: int) -> pa.DataType:
+        """The stored column's type for model vectors of `dim` dimensions: fixed_size_list<value type>[width]."""
+        kept = self.dimensions or dim
+        return pa.list_(VALUE_TYPES[self.precision], -(-kept // 8) if self.precision in BINARY else kept)
+
     def to_arrow(self, vectors: np.ndarray, null: np.ndarray | None = None) -> pa.FixedSizeListArray:
         """(N, D) float32 -> fixed_size_list<value type>[width] column; rows where `null` is True are null."""
         stored = self.encode(vectors)

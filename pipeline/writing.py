@@ -97,6 +97,32 @@ def output_table(
     return table.replace_schema_metadata(meta)
 
 
+# A run with no row to store writes this one file: the output's columns, types and metadata and no row, so readers
+# (DuckDB's read_parquet, Polars, Spark) get an empty table rather than "no files found". Its name has no unit key, so
+# a resumed attempt drops it with the other partial files and writes it again at the end.
+EMPTY_FILE = "part-empty.parquet"
+
+
+def write_empty_output(
+    out: Location, cfg: EmbedConfig, kept_types: dict[str, pa.DataType], embedding_type: pa.DataType, metadata: dict
+) -> None:
+    """Write EMPTY_FILE: zero rows with the columns and metadata the run's files would have had.
+
+    Args:
+        kept_types: the job-wide type of each kept column (string where none was decided).
+        embedding_type: the stored embedding column's type (OutputPrecision.arrow_type).
+    """
+    chunked = cfg.model.long_inputs == "chunk"
+    fields = [(ID, pa.string())]
+    if chunked:
+        fields += list(zip(CHUNK_COLUMNS, (pa.int32(), pa.int64(), pa.int64())))  # as the tokenizer stage adds them
+    fields += [(EMBEDDING, embedding_type), (TOKEN_COUNT, pa.int64()), (TRUNCATED, pa.bool_())]
+    fields += [(c, kept_types.get(c, pa.string())) for c in cfg.output.keep_columns]
+    good = pa.schema(fields).empty_table()
+    table = output_table(good, cfg.output.keep_columns, chunked, metadata, cfg.output.token_columns)
+    write_parquet_atomic(table, out.join(EMPTY_FILE))
+
+
 def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict[str, str]) -> pa.Table:
     """Write one block's good rows and rejects, one set of files per unit; return one stats row per unit."""
     stats = []

@@ -483,3 +483,43 @@ def test_an_uncleaned_directory_overnight(ray_session, tiny_models, tmp_path):
     assert by_id[good[5]["id"]]["_source"] == {"site": "x"} and by_id[good[5]["id"]]["_row"] == "r"
     assert by_id[good[5]["id"]]["meta"] == "{}" and by_id["9"]["meta"] is None and by_id["7"]["title"] == "fine"
     assert table.schema.field("embedding").type.list_size > 0
+
+
+@pytest.mark.parametrize("case", ["only empty files", "every row rejected"])
+def test_a_run_that_stores_no_row_still_writes_the_output_schema(ray_session, tiny_models, tmp_path, case):
+    """A day whose files are empty, or whose rows are all rejected, ends as a dataset readers open: one Parquet file
+    with the columns, types and metadata of a run that stored rows, and no row (DuckDB's read_parquet and Polars
+    fail with 'no files' on a directory without one). Fails on code that wrote no file."""
+    sections = {
+        "input": {"id_column": "id", "max_reject_fraction": 1.0},
+        "model": {"long_inputs": "chunk", "chunk_overlap_tokens": 8},
+        "output": {"token_columns": True, "dtype": "ubinary", "dimensions": 16},
+    }
+    if case == "every row rejected":  # an empty file has no column to keep (a kept column no file has is an error)
+        sections["output"]["keep_columns"] = ["lang"]
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "a.jsonl").write_bytes(jsonl([{"id": "x", "text": "hello there", "lang": "en"}]))
+    run_embed(make_config(tiny_models["bert"], full, tmp_path / "full-out", "jsonl", **sections))
+    [stored] = (tmp_path / "full-out").glob("part-*.parquet")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    if case == "only empty files":
+        (corpus / "a.jsonl").write_bytes(b"")
+        (corpus / "b.jsonl").write_bytes(b"\n\n")
+    else:
+        (corpus / "a.jsonl").write_bytes(jsonl([{"id": "y", "text": "  ", "lang": "fr"}, {"id": "z", "lang": "de"}]))
+    out = tmp_path / "emb"
+    summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **sections))
+    rows_in = 0 if case == "only empty files" else 2
+    check_counts(summary, str(out), rows_in, case=f"no row stored: {case}")
+    assert summary["status"] == "ok" and summary["output_rows"] == 0 and summary["output_files"] == 1
+    [empty] = out.glob("part-*.parquet")
+    assert pq.read_table(empty).num_rows == 0
+    assert pq.read_schema(empty).equals(pq.read_schema(stored), check_metadata=False)
+    meta, want = pq.read_schema(empty).metadata, pq.read_schema(stored).metadata
+    assert {k: meta[k] for k in (b"rayembed.dim", b"rayembed.precision", b"rayembed.model")} == {
+        k: want[k] for k in (b"rayembed.dim", b"rayembed.precision", b"rayembed.model")
+    }
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql(f"select count(*) from read_parquet('{out}/*.parquet')").fetchall() == [(0,)]
