@@ -223,3 +223,10 @@ def test_output_dimensions_and_the_model_head_make_a_new_version(tiny_models, tm
         '{"embedding_dimension": 64, "pooling_mode": "mean", "include_prompt": false}'
     )
     assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(pooling)), "")) != base
+
+
+def test_a_recipe_without_output_dimensions_keeps_its_version_name(tiny_models):
+    """Versions recorded before the recipe held output.dimensions keep their name when every dimension is kept (the
+    vectors are the same), so upgrading does not re-embed such a dataset."""
+    recipe = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "")
+    assert "dimensions" not in recipe

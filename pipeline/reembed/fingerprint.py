@@ -41,11 +41,13 @@ def fingerprint_recipe(cfg: EmbedConfig, prompt: str) -> dict[str, Any]:
         "chunk_overlap_tokens": m.chunk_overlap_tokens if m.long_inputs == "chunk" else None,
         "model_dtype": m.dtype,
         "output_dtype": cfg.output.dtype,
-        "dimensions": cfg.output.dimensions,  # Matryoshka truncation (explicit, or the model's truncate_dim)
         "input_kind": cfg.input.kind,
         "text_column": cfg.input.text_column,
         "id_column": cfg.input.id_column,
         "keep_columns": list(cfg.output.keep_columns),
+        # Matryoshka truncation (explicit, or the model's truncate_dim); absent when every dimension is kept, so a
+        # version recorded before the key existed (when the job ignored output.dimensions) keeps its name
+        **({"dimensions": cfg.output.dimensions} if cfg.output.dimensions is not None else {}),
     }
 
 
