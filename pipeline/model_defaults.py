@@ -367,12 +367,39 @@ def model_dimension(cfg: ModelConfig) -> int | None:
     layout = module_layout(cfg)
     if layout.dense:
         return layout.dense[-1].out_features
+    return hidden_size(cfg)
+
+
+def hidden_size(cfg: ModelConfig) -> int | None:
+    """The transformer's hidden size from config.json (hidden_size, d_model or n_embd, also under text_config);
+    None when it does not say."""
     config = read_json(cfg, "config.json")
     for source in (config, config.get("text_config") or {}):  # multimodal configs nest the text model's
         for key in ("hidden_size", "d_model", "n_embd"):
             if isinstance(source.get(key), int):
                 return source[key]
     return None
+
+
+def check_dense_chain(cfg: ModelConfig) -> None:
+    """Each Dense module takes the width it is given: the pooled vector's (the hidden size), then the previous
+    Dense module's out_features. Checked on the driver: otherwise every model actor fails in its first forward pass
+    ('mat1 and mat2 shapes cannot be multiplied'), restart after restart.
+
+    Raises:
+        UserError: naming the Dense module, its in_features and the width it gets.
+    """
+    dense = module_layout(cfg).dense
+    if not dense:
+        return
+    width, source = hidden_size(cfg), "the pooled vector (config.json hidden size)"
+    for spec in dense:
+        if width is not None and spec.in_features != width:
+            raise UserError(
+                f"model {cfg.name_or_path}: Dense module {spec.path!r} has in_features {spec.in_features} but gets "
+                f"{width} from {source}; the model's modules do not fit together (check {spec.path}/config.json)"
+            )
+        width, source = spec.out_features, f"Dense module {spec.path!r}"
 
 
 def is_encoder(cfg: ModelConfig) -> bool:

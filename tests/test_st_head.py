@@ -222,3 +222,21 @@ def test_a_row_with_nothing_left_to_pool_after_the_prompt_is_a_reject(tiny_model
     assert reasons[1] is None
     want = reference(model, texts[1:])[0]
     assert float(np.dot(np.asarray(vectors[1], np.float32), want)) >= 0.9999
+
+
+@pytest.mark.parametrize(
+    "dense, message",
+    [
+        ([(32, 16, IDENTITY, True)], r"'2_Dense' has in_features 32 but gets 64 from the pooled vector"),
+        ([(64, 32, TANH, True), (48, 8, IDENTITY, True)], r"'3_Dense' has in_features 48 but gets 32 from Dense"),
+    ],
+)
+def test_dense_modules_that_do_not_fit_together_are_refused_on_the_driver(tiny_models, tmp_path, dense, message):
+    """They failed in every model actor's first forward pass ('mat1 and mat2 shapes cannot be multiplied')."""
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}, dense=dense)
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    cfg, _ = with_model_defaults(cfg)
+    with pytest.raises(UserError, match=message):
+        check_model(cfg.model)
