@@ -262,7 +262,9 @@ def file_metadata(
     return metadata | (precision.metadata() if precision is not None else {})
 
 
-def write_if_empty(cfg: EmbedConfig, spec: ReadSpec, summary: dict, out: Location, metadata: dict[str, str], precision):
+def write_if_empty(
+    cfg: EmbedConfig, spec: ReadSpec, summary: dict, out: Location, metadata: dict[str, str], precision: OutputPrecision
+) -> None:
     """A run that stored no row (empty files only, every row rejected) still leaves one Parquet file with the
     output's schema (pipeline.writing.EMPTY_FILE), counted in `output_files`."""
     dim = model_dimension(cfg.model)
@@ -386,7 +388,7 @@ def run_embed(
     )
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
-    metadata = {**embedding_metadata(cfg, prompt), **model_metadata}
+    metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity)
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}

@@ -396,11 +396,6 @@ def actor_memory_parts(cfg: MineConfig, rows: int, dim: int) -> dict[str, int]:
     )
 
 
-def actor_memory_bytes(cfg: MineConfig, rows: int, dim: int) -> int:
-    """Upper bound of one shard actor's arrays (host memory, over its process base) for a key store of `rows` rows."""
-    return sum(actor_memory_parts(cfg, rows, dim).values())
-
-
 def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str, pairs_dir: str, ex) -> dict[str, Any]:
     """Score, select and write one language pair from its stored knn files."""
     m, st = cfg.mining, cfg.storage
@@ -501,10 +496,7 @@ def knn_stage(cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_ur
             means[store.name] = ex.submit(store_mean, store, cfg.storage)
         means = dict(zip(means, ex.get(list(means.values()))))  # (dim,) each
     knn = search_all(cfg, stores, pairs, means, work_uri, ex)
-    # the memory plan the search ran with: a resumed run may have other layout settings (resume.LAYOUT_KEYS)
-    largest, dim = max(s.rows for s in stores.values()), next(iter(stores.values())).dim
-    knn["max_actor_array_bytes"] = actor_memory_bytes(cfg, largest, dim)
-    knn["actor_array_bytes_by_part"] = actor_memory_parts(cfg, largest, dim)
+    knn |= planned_memory(cfg, stores)  # as the search ran: a resumed run may have other layout settings
     return resume.knn_record(stores, sides, knn), joined
 
 
@@ -574,7 +566,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         "backward": max(n for name, n in knn["shards"].items() if name.startswith("bwd:")),
         "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
         "actor_base_rss_mb": knn["actor_base_rss_mb"],
-        **memory_plan(cfg, knn, stores, dim),
+        **memory_plan(cfg, knn, stores),
         "actor_rss_over_base_mb": knn["actor_rss_over_base_mb"],
     }
     remove_work(out)
@@ -590,16 +582,20 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     return summary
 
 
-def memory_plan(cfg: MineConfig, knn: dict, stores: dict, dim: int) -> dict[str, Any]:
+def planned_memory(cfg: MineConfig, stores: dict) -> dict[str, Any]:
+    """The shard actors' planned array bytes for the largest key store: the upper bound of one actor's arrays (host
+    memory, over its process base) in total and by part."""
+    largest, dim = max(s.rows for s in stores.values()), next(iter(stores.values())).dim
+    parts = actor_memory_parts(cfg, largest, dim)
+    return {"max_actor_array_bytes": sum(parts.values()), "actor_array_bytes_by_part": parts}
+
+
+def memory_plan(cfg: MineConfig, knn: dict, stores: dict) -> dict[str, Any]:
     """The shard actors' planned array bytes, as recorded by the k-NN stage (computed from `cfg` for a k-NN stage
     recorded before the plan was part of its record)."""
     if "max_actor_array_bytes" in knn:
         return {k: knn[k] for k in ("max_actor_array_bytes", "actor_array_bytes_by_part")}
-    largest = max(s.rows for s in stores.values())
-    return {
-        "max_actor_array_bytes": actor_memory_bytes(cfg, largest, dim),
-        "actor_array_bytes_by_part": actor_memory_parts(cfg, largest, dim),
-    }
+    return planned_memory(cfg, stores)
 
 
 def side_summary(info: dict, lang: str) -> dict:
