@@ -171,3 +171,12 @@ def test_the_recorded_fit_history_is_strict_json_and_reads_back_the_same():
     text = json.dumps(history_record(history), allow_nan=False)  # jq and JavaScript read it
     back = read_history(json.loads(text))
     assert math.isnan(back[0].shift) and back[1] == history[1] and back[0].objective == 0.5
+
+
+@pytest.mark.parametrize(("k", "rows", "match"), [(20, 7, "k=20 clusters but only 7 rows"), (0, 7, "at least 1")])
+def test_a_k_that_cannot_be_fitted_is_a_user_error(k, rows, match):
+    """The job prints a user error as one `error:` line; a plain ValueError (the old type) was a traceback."""
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        kmeans.check_k(k, rows)

@@ -56,3 +56,16 @@ def test_normalize_counts_off_sphere_rows():
 def test_zero_vector_names_the_row():
     with pytest.raises(ValueError, match="embedding of doc-2 is zero"):
         normalize_rows(np.array([[1, 0], [0, 0]], dtype=np.float32), ids=["doc-1", "doc-2"])
+
+
+def test_bad_rows_of_a_clustering_input_are_user_errors_naming_the_row():
+    """A zero or non-finite vector and a null id: one `error:` line naming the id/column (they were tracebacks)."""
+    from pipeline.clustering.distributed import string_ids
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="embedding of b is zero or not finite"):
+        normalize_rows(np.array([[1.0, 0.0], [0.0, 0.0]], np.float32), ["a", "b"])
+    with pytest.raises(UserError, match="embedding of a is zero or not finite"):
+        normalize_rows(np.array([[np.nan, 0.0]], np.float32), ["a"])
+    with pytest.raises(UserError, match="'id' .* has 1 null ids"):
+        string_ids(pa.table({"id": ["a", None]}), "id")

@@ -19,7 +19,7 @@ import ray
 
 from pipeline.clustering import dedup, kmeans
 from pipeline.clustering.ordering import natural_order, stable_uniform
-from pipeline.clustering.vectors import embedding_matrix, normalize_rows
+from pipeline.clustering.vectors import InputColumnError, embedding_matrix, normalize_rows
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,10 @@ def as_vectors(x: np.ndarray) -> pa.FixedSizeListArray:
 def string_ids(block: pa.Table, id_column: str) -> list[str]:
     col = block.column(id_column)
     if col.null_count:
-        raise ValueError(f"id column {id_column!r} has {col.null_count} null ids; every row needs an id")
+        raise InputColumnError(
+            f"id column {id_column!r} (input.id_column) has {col.null_count} null ids; every row needs an id: drop "
+            "those rows or fill their ids"
+        )
     return col.cast(pa.string()).to_pylist()
 
 

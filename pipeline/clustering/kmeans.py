@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -208,11 +210,16 @@ def init_centroids(x: np.ndarray, k: int, method: str, seed: int) -> np.ndarray:
     raise ValueError(f"unknown init {method!r}: use 'kmeans++' or 'random'")
 
 
+class ClusterCountError(UserError, ValueError):
+    """clustering.k cannot be fitted: below 1, or more clusters than rows to fit them on."""
+
+
 def check_k(k: int, rows: int) -> None:
+    """Raises ClusterCountError (a user error: one line, no traceback) when `k` clusters cannot be fitted on `rows`."""
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ClusterCountError(f"clustering.k must be at least 1, got {k}")
     if k > rows:
-        raise ValueError(
+        raise ClusterCountError(
             f"k={k} clusters but only {rows} rows to fit them on: lower clustering.k or raise "
             "clustering.sample_fraction"
         )

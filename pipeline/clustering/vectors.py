@@ -87,14 +87,17 @@ def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndar
     count); a zero vector has no direction and raises, naming the row.
 
     Raises:
-        ValueError: a row is all zeros (or not finite).
+        EmbeddingColumnError: a row is all zeros (or not finite); a ValueError and a user error.
     """
     norms = np.linalg.norm(x, axis=1)  # (N,)
     bad = ~np.isfinite(norms) | (norms == 0)
     if bad.any():
         i = int(np.argmax(bad))
         name = ids[i] if ids is not None else f"row {i}"
-        raise ValueError(f"embedding of {name} is zero or not finite; it cannot be placed on the unit sphere")
+        raise EmbeddingColumnError(
+            f"embedding of {name} is zero or not finite; it cannot be placed on the unit sphere: drop that row "
+            "or embed it again"
+        )
     off = np.abs(norms - 1.0) > NORM_TOLERANCE
     if off.any():
         x = x / norms[:, None]
