@@ -10,7 +10,7 @@ import os
 import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
 
@@ -191,6 +191,12 @@ class ModelConfig(Section):
         "matmuls, for a one-off compile per actor (tens of seconds; needs a C++ compiler on CPU). See "
         "docs/performance.md.",
     )
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _expand_home(cls, value: str) -> str:
+        """`~/models/e5` is the user's home directory, for every loader (a hub id never starts with `~`)."""
+        return os.path.expanduser(value) if value.startswith("~") else value
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
