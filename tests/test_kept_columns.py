@@ -25,6 +25,15 @@ from pipeline.storage import resolve
         (pa.list_(pa.string()), pa.large_list(pa.large_string()), pa.list_(pa.string())),
         (pa.int64(), pa.string(), None),
         (pa.bool_(), pa.int64(), None),
+        (pa.uint64(), pa.uint32(), pa.uint64()),
+        (pa.uint64(), pa.int64(), pa.decimal128(20, 0)),
+        (pa.uint64(), pa.int8(), pa.decimal128(20, 0)),
+        (pa.uint32(), pa.int64(), pa.int64()),
+        (pa.timestamp("us"), pa.timestamp("ns"), pa.timestamp("us")),
+        (pa.timestamp("s", "UTC"), pa.timestamp("ms", "UTC"), pa.timestamp("ms", "UTC")),
+        (pa.timestamp("ms"), pa.timestamp("ns"), pa.timestamp("us")),
+        (pa.timestamp("us"), pa.timestamp("us", "UTC"), None),
+        (pa.duration("s"), pa.duration("ns"), pa.duration("us")),
     ],
 )
 def test_unify(a, b, want):
@@ -171,3 +180,41 @@ def test_a_json_text_column_meets_a_parquet_file_without_it(tmp_path):
     spec, names, types = job_types(tmp_path, files, keep=("meta",))
     assert types == {"meta": JSON_TEXT}
     assert read_column(spec, names, types, "meta").to_pylist() == ["{}", "3", None, None]
+
+
+def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_loss(tmp_path):
+    """uint64 ids above 2**63 next to int64 ones, and a pandas (ns) shard next to a us one holding 9999-12-31: the
+    int64 / timestamp[ns] the columns used to unify to could not hold those values, and the read task failed."""
+    import datetime
+
+    big, sentinel = 2**64 - 1, datetime.datetime(9999, 12, 31)
+    fine = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456)
+    files = {
+        "a.parquet": pa.table(
+            {"text": ["x"], "n": pa.array([big], pa.uint64()), "t": pa.array([sentinel], "timestamp[us]")}
+        ),
+        "b.parquet": pa.table(
+            {
+                "text": ["y", "z"],
+                "n": pa.array([-5, 7], pa.int64()),
+                "t": pa.array([1714564800123456789, None], pa.timestamp("ns")),
+            }
+        ),
+        "c.parquet": pa.table({"text": ["w"], "n": pa.array([3], pa.uint32()), "t": pa.array([fine], "timestamp[ms]")}),
+    }
+    spec, names, types = job_types(tmp_path, files, keep=("n", "t"))
+    assert types == {"n": KeptType(pa.decimal128(20, 0)), "t": KeptType(pa.timestamp("us"))}
+    assert [int(v) for v in read_column(spec, names, types, "n").to_pylist()] == [big, -5, 7, 3]
+    assert read_column(spec, names, types, "t").to_pylist() == [
+        sentinel,
+        datetime.datetime(2024, 5, 1, 12, 0, 0, 123456),  # the ns value, kept to the microsecond
+        None,
+        datetime.datetime(2024, 5, 1, 12, 0, 0, 123000),
+    ]
+
+
+def test_json_integers_above_int64_next_to_negative_ones_are_kept_exactly(tmp_path):
+    files = {"a.jsonl": [{"text": "x", "year": 2**64 - 1}], "b.jsonl": [{"text": "y", "year": -1}]}
+    spec, names, types = job_types(tmp_path, files)
+    values = read_column(spec, names, types).to_pylist()
+    assert [json.loads(v) if types["year"].json_text else int(v) for v in values] == [2**64 - 1, -1]
