@@ -370,3 +370,32 @@ def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_m
     raised = run_reembed(cfg.model_copy(update={"input": cfg.input.model_copy(update={"max_reject_fraction": 0.8})}))
     assert (raised["files"]["resumed"], raised["rows_embedded"], raised["status"]) == (1, 0, "ok")
     assert raised["rows_in"] == 12 and set(published(out)) == IDS
+
+
+def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray_session, tiny_models, tmp_path):
+    """A version that stores no row (an empty file, every row rejected) publishes a schema-only Parquet file, as the
+    embed job writes part-empty.parquet: read_current listed no file (DuckDB's read_parquet fails on none) and
+    open_current gave a table without columns. output.token_columns (num_tokens, truncated) was ignored."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "empty.jsonl").write_bytes(b"")
+    (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " "}, {"id": "b2", "text": ""}]))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    cfg = cfg.model_copy(
+        update={
+            "input": cfg.input.model_copy(update={"max_reject_fraction": 1.0}),
+            "output": cfg.output.model_copy(update={"token_columns": True}),
+        }
+    )
+    summary = run_reembed(cfg)
+    assert (summary["rows_in"], summary["rows_total"], summary["rows_rejected_total"]) == (2, 0, 2)
+    files = read_current(out)
+    assert len(files) == 1 and files[0].endswith("part-empty.parquet")
+    table = open_current(out).to_table()
+    assert table.num_rows == 0 and table.column_names == ["id", "embedding", "num_tokens", "truncated", "lang"]
+    assert pq.read_schema(files[0]).metadata[b"rayembed.fingerprint"].decode() == summary["fingerprint"]
+    (corpus / "good.jsonl").write_bytes(jsonl([{"id": "g1", "text": "hello there", "lang": "en"}]))
+    run_reembed(cfg)
+    table = open_current(out).to_table()
+    assert table.column("id").to_pylist() == ["g1"] and table.column("num_tokens").to_pylist()[0] > 0

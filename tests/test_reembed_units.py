@@ -232,7 +232,16 @@ def test_a_recipe_without_output_dimensions_keeps_its_version_name(tiny_models):
     """Versions recorded before the recipe held output.dimensions keep their name when every dimension is kept (the
     vectors are the same), so upgrading does not re-embed such a dataset."""
     recipe = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "")
-    assert "dimensions" not in recipe
+    assert "dimensions" not in recipe and "token_columns" not in recipe
+
+
+def test_output_token_columns_make_a_new_version(tiny_models):
+    """Files with num_tokens/truncated have two more columns: another version, never mixed into one dataset."""
+    plain = cfg(name_or_path=str(tiny_models["qwen3"]))
+    tokens = plain.model_copy(update={"output": plain.output.model_copy(update={"token_columns": True})})
+    recipe = fingerprint_recipe(tokens, "")
+    assert recipe["token_columns"] is True
+    assert fingerprint_hash(recipe) != fingerprint_hash(fingerprint_recipe(plain, ""))
 
 
 def test_a_file_whose_duplicate_id_rejects_changed_is_embedded_again():

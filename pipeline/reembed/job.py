@@ -7,6 +7,7 @@ that has a marker and embeds the rest; the previous version stays current until 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -17,7 +18,7 @@ import ray
 from pipeline import commit
 from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
-from pipeline.model_defaults import with_model_defaults
+from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
@@ -34,7 +35,7 @@ from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_b
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.stages import io_stage
 from pipeline.storage import Location, list_files, resolve
-from pipeline.writing import embedding_metadata
+from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def embed_files(
         chunked=cfg.model.long_inputs == "chunk",
         metadata={**embedding_metadata(cfg, prompt), **settings.metadata, "fingerprint": layout.fingerprint},
         rows_per_file=cfg.output.rows_per_file,
+        token_columns=cfg.output.token_columns,
     )
     ids_at, digests, index = duplicates if duplicates is not None else (None, None, {})
     items = [{"file": s.path, "file_index": index.get(s.path, -1)} for s in todo]
@@ -147,6 +149,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         if previous is None or not plan.is_noop:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
+            if entries and not any(e.files for e in entries):
+                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision)
             manifest = Manifest(layout.fingerprint, recipe, generation, run_id, cfg.input.uri, time.time(), entries)
             manifest_rel = publish(layout, manifest, lease)
             collect_garbage(layout, settings.keep_manifests, lease)
@@ -164,6 +168,22 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         {**summary["files"], **summary},
     )
     return summary
+
+
+def with_schema_file(
+    entry: FileEntry, cfg: ReembedConfig, layout: VersionLayout, prompt: str, precision: OutputPrecision
+) -> FileEntry:
+    """`entry` with a schema-only Parquet file (pipeline.writing.EMPTY_FILE) in its run directory, for a version
+    that stores no row (empty files only, every row rejected): readers of read_current/open_current then get the
+    columns, types and rayembed.* metadata of a version with rows and no row, as from the embed job's output
+    (a list of no files failed DuckDB's read_parquet, and open_current gave a table without columns)."""
+    dim = model_dimension(cfg.model)
+    if dim is None:
+        return entry
+    folder = VersionLayout.run_dir(entry.key, entry.run_id)
+    metadata = {**embedding_metadata(cfg, prompt), **precision.metadata(), "fingerprint": layout.fingerprint}
+    write_empty_output(layout.root.join(folder), cfg, {}, precision.arrow_type(dim), metadata)
+    return dataclasses.replace(entry, files=[*entry.files, f"{folder}/{EMPTY_FILE}"])
 
 
 def version_reject_failure(entries: list[FileEntry], layout: VersionLayout, max_fraction: float) -> str | None:

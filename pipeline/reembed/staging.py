@@ -61,6 +61,7 @@ class StageTarget:
     chunked: bool
     metadata: dict[str, str]
     rows_per_file: int
+    token_columns: bool = False  # output.token_columns: num_tokens and truncated columns
 
 
 def write_by_source(block: pa.Table, target: StageTarget) -> pa.Table:
@@ -93,7 +94,7 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
     good, rejects = group.filter(pc.invert(is_reject)), group.filter(is_reject)
     folder = VersionLayout.run_dir(target.keys[source], target.run_id)
     name = block_file_name(group)  # deterministic: a retried write task overwrites its own files
-    table = output_table(good, list(target.keep_columns), target.chunked, target.metadata)
+    table = output_table(good, list(target.keep_columns), target.chunked, target.metadata, target.token_columns)
     files, reject_files = [], []
     for part, start in enumerate(range(0, good.num_rows, target.rows_per_file)):
         files.append(f"{folder}/{name}-{part:04d}.parquet")
