@@ -346,7 +346,11 @@ class OutputConfig(Section):
         description="Add `num_tokens` (tokens the model read, prompt and special tokens included) and `truncated` "
         "(the row was cut at model.max_tokens) output columns, to find truncated rows.",
     )
-    keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
+    keep_columns: list[str] = Field(
+        default_factory=list,
+        description="Input columns copied to the output rows; a column a file lacks takes the value its directory "
+        "names in Hive's key=value layout (lang=fr/part-0.parquet: lang 'fr', a string), else null.",
+    )
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(
         False, description="Allow writing into a location that already holds a dataset (its files are replaced)."

@@ -218,3 +218,32 @@ def test_json_integers_above_int64_next_to_negative_ones_are_kept_exactly(tmp_pa
     spec, names, types = job_types(tmp_path, files)
     values = read_column(spec, names, types).to_pylist()
     assert [json.loads(v) if types["year"].json_text else int(v) for v in values] == [2**64 - 1, -1]
+
+
+def test_a_kept_column_named_by_hive_partition_directories_takes_their_value(tmp_path):
+    """Spark/Hive/Ray Data layouts keep a column in the path (`lang=fr/part-0.parquet`), not in the files: it was
+    'no input file has the column(s) ['lang']'. A file's own column wins; values are strings, %XX decoded."""
+    from pipeline.reading import hive_partitions
+
+    assert hive_partitions("lang=fr/year=2021/part-0.parquet") == {"lang": "fr", "year": "2021"}
+    assert hive_partitions("topic=a%20b%2Fc/x.jsonl") == {"topic": "a b/c"}
+    assert hive_partitions("lang=__HIVE_DEFAULT_PARTITION__/x.txt") == {"lang": None}
+    assert hive_partitions("plain/x=1.jsonl") == {}  # the file name is not a partition
+    for d in ("lang=fr", "lang=de", "lang=en", "lang=__HIVE_DEFAULT_PARTITION__", "other"):
+        (tmp_path / d).mkdir()
+    pq.write_table(pa.table({"text": ["bonjour", "salut"]}), tmp_path / "lang=fr" / "a.parquet")
+    (tmp_path / "lang=de" / "b.jsonl").write_text('{"text": "hallo", "lang": "de-AT"}\n{"text": "guten tag"}\n')
+    (tmp_path / "lang=en" / "c.txt").write_text("hello\n")
+    (tmp_path / "lang=__HIVE_DEFAULT_PARTITION__" / "d.jsonl").write_text('{"text": "?"}\n')
+    (tmp_path / "other" / "e.jsonl").write_text('{"text": "x"}\n')
+    names = [
+        "lang=fr/a.parquet",
+        "lang=de/b.jsonl",
+        "lang=en/c.txt",
+        "lang=__HIVE_DEFAULT_PARTITION__/d.jsonl",
+        "other/e.jsonl",
+    ]
+    spec = ReadSpec(resolve(str(tmp_path), StorageConfig()), None, "text", None, ("lang",))
+    types = decide(["lang"], [(n, *observed_kept_types(spec, n)) for n in names])
+    assert types == {"lang": KeptType(pa.string())}
+    assert read_column(spec, names, types, "lang").to_pylist() == ["fr", "fr", "de-AT", "de", "en", None, None]
