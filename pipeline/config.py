@@ -10,7 +10,7 @@ import os
 import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
 
@@ -192,6 +192,12 @@ class ModelConfig(Section):
         "docs/performance.md.",
     )
 
+    @field_validator("name_or_path")
+    @classmethod
+    def _expand_home(cls, value: str) -> str:
+        """`~/models/e5` is the user's home directory, for every loader (a hub id never starts with `~`)."""
+        return os.path.expanduser(value) if value.startswith("~") else value
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.prompt is not None and self.prompt_name is not None:
@@ -340,7 +346,11 @@ class OutputConfig(Section):
         description="Add `num_tokens` (tokens the model read, prompt and special tokens included) and `truncated` "
         "(the row was cut at model.max_tokens) output columns, to find truncated rows.",
     )
-    keep_columns: list[str] = Field(default_factory=list, description="Input columns copied to the output rows.")
+    keep_columns: list[str] = Field(
+        default_factory=list,
+        description="Input columns copied to the output rows; a column a file lacks takes the value its directory "
+        "names in Hive's key=value layout (lang=fr/part-0.parquet: lang 'fr', a string), else null.",
+    )
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(
         False, description="Allow writing into a location that already holds a dataset (its files are replaced)."

@@ -70,6 +70,11 @@ class RayStartError(UserError, RuntimeError):
     address given answers nothing."""
 
 
+# `auto` is Ray's search: RAY_ADDRESS, the address file of the last cluster started on this machine, a running GCS.
+AUTO_HINT = (
+    "'auto' connects to the cluster Ray finds on this machine (the last one started here, or any running GCS), "
+    "which may be another user's or a stopped one; give the head's address instead. "
+)
 # How long a cluster address may refuse connections before the job gives up (a head that is still starting).
 RAY_CONNECT_SECONDS = 30.0
 
@@ -105,20 +110,28 @@ def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
 
     Raises:
-        RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message), or
-            nothing answers at the cluster address (check_reachable).
+        RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message),
+            nothing answers at the cluster address (check_reachable), or Ray cannot connect to it (its
+            ConnectionError: no cluster found for `auto`, a head that went away, a refused token).
     """
     if not ray.is_initialized():
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
         options = {"include_dashboard": compute.dashboard} if in_process else {}
+        key = "compute.ray_address" if compute.ray_address else "RAY_ADDRESS"
+        address = compute.ray_address or os.environ.get("RAY_ADDRESS", "")
         if not in_process:
-            key = "compute.ray_address" if compute.ray_address else "RAY_ADDRESS"
-            check_reachable(compute.ray_address or os.environ["RAY_ADDRESS"], key)
+            check_reachable(address, key)
         try:
             ray.init(address=compute.ray_address, log_to_driver=True, **options)
-        except OSError as err:
+        except OSError as err:  # ConnectionError included
             if not in_process:
-                raise
+                raise RayStartError(
+                    f"cannot connect to the Ray cluster at {address} ({key}): {type(err).__name__}: {err}. "
+                    + AUTO_HINT * (address == "auto")
+                    + "Check that the head is running and that this process has its authentication token "
+                    "(RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), or unset compute.ray_address and RAY_ADDRESS to start "
+                    "Ray in this process"
+                ) from err
             # Ray >= 2.60 with token authentication (its default) saves a new token to ~/.ray/auth_token here
             raise RayStartError(
                 f"cannot start Ray in this process: {type(err).__name__}: {err}. Ray writes a new authentication "

@@ -8,7 +8,11 @@ types cannot be concatenated downstream, so the type is decided once, on the dri
 The rule (`unify`), applied pairwise over the files in listing order:
 - dictionaries are decoded to their value type; `large_string`/`large_binary` become `string`/`binary`;
 - a column that is null in one file takes the other file's type;
-- integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does);
+- integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does); uint64 with
+  another unsigned type stays uint64 and with a signed one becomes decimal128(20, 0), so no value overflows;
+- timestamps (same time zone) and durations in different units take the finer unit, but microseconds where one is in
+  nanoseconds: nanoseconds cannot hold dates past 2262 (a `9999-12-31` sentinel), and nanosecond values are then
+  kept to the microsecond;
 - other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
 - JSON values nested more than 16 levels deep, or holding only empty objects (`{}`, a struct without fields), are
   *mixed* too: Parquet readers refuse deep schemas, and Parquet writers structs without fields;
@@ -24,6 +28,7 @@ import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import UserError
 
@@ -72,7 +77,9 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     if pa.types.is_null(b):
         return a
     if pa.types.is_integer(a) and pa.types.is_integer(b):
-        return pa.int64()
+        return common_integer(a, b)
+    if time_unit_kind(a) is not None and time_unit_kind(a) == time_unit_kind(b):
+        return common_time_unit(a, b)
     if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
         return pa.float64()
     try:
@@ -80,6 +87,39 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     return normalize(merged.field("c").type)
+
+
+# A uint64 meeting a signed integer: decimal128(20, 0) holds every value of both (int64 cannot hold 2**63 and up).
+UINT64_WITH_SIGNED = pa.decimal128(20, 0)
+
+
+def common_integer(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """int64 for any two integer types but uint64: with an unsigned one uint64, with a signed one decimal128(20, 0)."""
+    if pa.uint64() not in (a, b):
+        return pa.int64()
+    other = b if a == pa.uint64() else a
+    return pa.uint64() if pa.types.is_unsigned_integer(other) else UINT64_WITH_SIGNED
+
+
+def time_unit_kind(t: pa.DataType) -> tuple[str, str | None] | None:
+    """('timestamp', its time zone) or ('duration', None) for the types whose unit alone may differ, else None."""
+    if pa.types.is_timestamp(t):
+        return "timestamp", t.tz
+    if pa.types.is_duration(t):
+        return "duration", None
+    return None
+
+
+TIME_UNITS = ("s", "ms", "us", "ns")
+
+
+def common_time_unit(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """Two timestamps (same zone) or durations in different units: the finer unit, but microseconds where one is in
+    nanoseconds. Nanoseconds span only 1677-2262 (a `9999-12-31` "valid until" date, common in exported tables, does
+    not fit), microseconds ±290,000 years; nanosecond values lose their sub-microsecond digits (conform)."""
+    unit = max(a.unit, b.unit, key=TIME_UNITS.index)
+    unit = "us" if unit == "ns" else unit
+    return pa.timestamp(unit, a.tz) if pa.types.is_timestamp(a) else pa.duration(unit)
 
 
 def infer_values(values: list) -> pa.DataType | None:
@@ -154,6 +194,13 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
     return decided
 
 
+def cast_kept(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """A checked cast (overflow and lost digits raise), except that timestamps and durations may drop sub-unit digits:
+    nanoseconds kept at microseconds (common_time_unit)."""
+    truncate = time_unit_kind(target) is not None
+    return pc.cast(values, options=pc.CastOptions(target, allow_time_truncate=truncate))
+
+
 def conform(values: list | pa.Array | pa.ChunkedArray, kept: KeptType, where: str) -> pa.Array:
     """Cast one block's values of a kept column to the job-wide type.
 
@@ -168,7 +215,7 @@ def conform(values: list | pa.Array | pa.ChunkedArray, kept: KeptType, where: st
         if isinstance(values, (pa.Array, pa.ChunkedArray)):
             if pa.types.is_dictionary(values.type):
                 values = values.cast(values.type.value_type)
-            return values.cast(kept.type)
+            return cast_kept(values, kept.type)
         return pa.array(values, kept.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError) as err:
         raise KeptColumnTypeError(f"{where}: values do not fit the job's type {kept.type}: {err}") from err

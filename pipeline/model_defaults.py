@@ -60,7 +60,7 @@ class PoolingChoice:
 
 
 def is_local(cfg: ModelConfig) -> bool:
-    return Path(cfg.name_or_path).expanduser().is_dir()
+    return Path(cfg.name_or_path).is_dir()
 
 
 def model_file(cfg: ModelConfig, filename: str) -> Path | None:
@@ -71,7 +71,7 @@ def model_file(cfg: ModelConfig, filename: str) -> Path | None:
             gated, or the revision does not exist.
     """
     if is_local(cfg):
-        path = Path(cfg.name_or_path).expanduser() / filename
+        path = Path(cfg.name_or_path) / filename
         return path if path.is_file() else None
     from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -452,7 +452,7 @@ def model_prompt(cfg: ModelConfig, kind: str) -> tuple[str, str | None]:
 
 def st_config_of(cfg: ModelConfig) -> dict[str, Any]:
     if is_local(cfg):
-        return st_config(Path(cfg.name_or_path).expanduser())
+        return st_config(Path(cfg.name_or_path))
     return read_json(cfg, ST_CONFIG)
 
 

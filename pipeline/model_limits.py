@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.model_defaults import model_file
 
 if TYPE_CHECKING:  # the driver imports this module before Ray starts: transformers (and torch) load where used
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -58,18 +58,6 @@ class TokenLimit:
 
     def describe(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in self.sources.items())
-
-
-def model_file(cfg: ModelConfig, name: str) -> Path | None:
-    """A file of the model directory (local, or the hub cache), None when the model has none."""
-    local = Path(cfg.name_or_path)
-    if local.is_dir():
-        path = local / name
-        return path if path.is_file() else None
-    from transformers.utils import cached_file
-
-    found = cached_file(cfg.name_or_path, name, revision=cfg.revision, _raise_exceptions_for_missing_entries=False)
-    return Path(found) if found else None
 
 
 def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.config import POOLINGS, ModelConfig
 from pipeline.errors import UserError
-from pipeline.model_defaults import check_dense_chain, declared_pooling, module_layout, resolve_pooling, to_our_pooling
-from pipeline.model_limits import apply_token_limit, model_file, token_limit
+from pipeline.model_defaults import (
+    check_dense_chain,
+    declared_pooling,
+    model_file,
+    module_layout,
+    resolve_pooling,
+    to_our_pooling,
+)
+from pipeline.model_limits import apply_token_limit, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import bos_convention, eos_convention
 

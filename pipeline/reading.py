@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,29 @@ class ReadSpec:
     id_column: str | None
     keep_columns: tuple[str, ...]
     kept_types: dict[str, KeptType] = field(default_factory=dict, hash=False, compare=False)
+
+
+# Hive's (and Spark's) directory for a null partition value.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_partitions(rel: str) -> dict[str, str | None]:
+    """`{key: value}` from the `key=value` directories of a path below the input root, as Hive, Spark and Ray Data
+    (`read_parquet`'s default partitioning) lay out partitioned data: `lang=fr/year=2021/part-0.parquet` gives
+    `{"lang": "fr", "year": "2021"}`. Values are strings, %XX escapes decoded; HIVE_NULL is None. A kept column a
+    file lacks takes its partition value (the file's own column wins)."""
+    parts: dict[str, str | None] = {}
+    for segment in rel.split("/")[:-1]:
+        key, sep, value = segment.partition("=")
+        if sep and key:
+            value = urllib.parse.unquote(value)
+            parts[urllib.parse.unquote(key)] = None if value == HIVE_NULL else value
+    return parts
+
+
+def partition_column(parts: dict[str, str | None], name: str, n: int) -> pa.Array:
+    """Kept column `name` for `n` rows of a file that lacks it: its partition value, else null."""
+    return pa.array([parts[name]] * n, pa.string()) if name in parts else pa.nulls(n)
 
 
 @dataclass
@@ -204,12 +228,15 @@ def read_parquet(
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
         columns = [c for c in dict.fromkeys(wanted) if c in names]
+        parts = hive_partitions(rel)
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
             texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them
             ids = id_values(batch.column(spec.id_column)) if spec.id_column else []
-            # a kept column this file lacks (added to the corpus later) is null here, as a JSONL key a record lacks
-            keep = {c: batch.column(c) if c in names else pa.nulls(batch.num_rows) for c in spec.keep_columns}
+            # a kept column this file lacks (added to the corpus later) is null here, as a JSONL key a record lacks,
+            # unless the file's directory names its value (hive_partitions)
+            n = batch.num_rows
+            keep = {c: batch.column(c) if c in names else partition_column(parts, c, n) for c in spec.keep_columns}
             yield make_block(spec, rel, row, texts, ids, keep)
             row += batch.num_rows
 
@@ -256,6 +283,7 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
     texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     row, seen_key, keys = 0, False, set()
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
+    parts = hive_partitions(rel)
     for line in read_lines(spec, rel, path, "jsonl"):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column):
@@ -266,7 +294,7 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
             texts.append(record.get(spec.text_column, _Invalid(f"no {spec.text_column!r} key")))
             ids.append(record.get(spec.id_column) if spec.id_column else None)
             for c in spec.keep_columns:
-                keep[c].append(record.get(c))
+                keep[c].append(record.get(c, parts.get(c)))
             if len(texts) == CHUNK_ROWS:
                 yield invalid_aware_block(spec, rel, row, texts, ids, keep)
                 row += len(texts)
@@ -297,15 +325,17 @@ def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Ta
         at.row = row + len(texts)
         texts.append(line)
         if len(texts) == CHUNK_ROWS:
-            yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
+            yield make_block(spec, rel, row, texts, None, no_columns(spec, rel, len(texts)))
             row, texts = row + len(texts), []
     if texts:
-        yield make_block(spec, rel, row, texts, None, no_columns(spec, len(texts)))
+        yield make_block(spec, rel, row, texts, None, no_columns(spec, rel, len(texts)))
 
 
-def no_columns(spec: ReadSpec, n: int) -> dict[str, list]:
-    """Kept columns of a plain-text file (a corpus mixing text and JSONL files): it has none, so they are null."""
-    return {c: [None] * n for c in spec.keep_columns}
+def no_columns(spec: ReadSpec, rel: str, n: int) -> dict[str, list]:
+    """Kept columns of a plain-text file (a corpus mixing text and JSONL files): it has none, so they are null, or
+    the partition values of its directory (hive_partitions)."""
+    parts = hive_partitions(rel)
+    return {c: [parts.get(c)] * n for c in spec.keep_columns}
 
 
 READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
@@ -351,8 +381,10 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
     """
     fmt = file_format(spec.format, rel)
     at = Cursor()
+    parts = hive_partitions(rel)
+    from_path = {c: pa.string() for c in spec.keep_columns if c in parts}  # where the file lacks the column
     if not spec.keep_columns or fmt == "text":
-        return fmt, {}
+        return fmt, from_path
     with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
         path = posixpath.join(spec.root.path, rel)
         if fmt == "parquet":
@@ -362,16 +394,16 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
                 check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
                 f.seek(0)
                 schema = pq.read_schema(f)
-            return fmt, {c: normalize(schema.field(c).type) for c in spec.keep_columns if c in schema.names}
+            return fmt, from_path | {c: normalize(schema.field(c).type) for c in spec.keep_columns if c in schema.names}
         types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
-        present: set[str] = set()
+        present: set[str] = set(from_path)
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
             at.row = n  # the line: rows are not counted here
             for record in records_of(line, spec.text_column):
                 present.update(c for c in spec.keep_columns if c in record)
                 for c in spec.keep_columns:
-                    value = record.get(c)
+                    value = record.get(c, parts.get(c))
                     values[c].append(None if kept_value_problem(value, c) else value)  # such a row is a reject
                 if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
                     fold_types(types, values)

@@ -19,7 +19,13 @@ def human_summary(summary: dict[str, Any]) -> str:
         summary: the dict a job returns (and writes to its summary file).
     """
     lines = []
-    if "rows_in" in summary:
+    if "rows_total" in summary:  # the re-embed job: rows of this run, then of the version it published
+        counts = ", ".join(f"{_n(summary.get(f'rows_{k}', 0))} {k}" for k in ("reused", "rejected", "dropped"))
+        line = f"{_n(summary.get('rows_embedded', 0))} rows embedded, {counts}; {_n(summary['rows_total'])} in this version"
+        if "rows_in" in summary:
+            line += f" ({_n(summary['rows_in'])} rows in, {_n(summary.get('rows_rejected_total', 0))} rejected)"
+        lines.append(line)
+    elif "rows_in" in summary:
         rows = f"{_n(summary['rows_in'])} rows in: {_n(summary.get('rows_embedded', 0))} embedded"
         rows += f", {_n(summary.get('rows_rejected', 0))} rejected"
         if summary.get("rows_reused"):
@@ -29,11 +35,6 @@ def human_summary(summary: dict[str, Any]) -> str:
         if summary.get("rows_chunked"):
             rows += f", {_n(summary['rows_chunked'])} split into {_n(summary.get('chunks_produced', 0))} chunks"
         lines.append(rows)
-    elif "rows_total" in summary:  # the re-embed job: rows of this run, then of the version it published
-        counts = ", ".join(f"{_n(summary.get(f'rows_{k}', 0))} {k}" for k in ("reused", "rejected", "dropped"))
-        lines.append(
-            f"{_n(summary.get('rows_embedded', 0))} rows embedded, {counts}; {_n(summary['rows_total'])} in this version"
-        )
     if "tokens" in summary:
         wall = summary.get("wall_seconds", 0)
         speed = f"{_n(summary['tokens'])} tokens in {wall:.1f} s"

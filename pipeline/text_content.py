@@ -2,8 +2,8 @@
 
 "Nothing to embed" is decided by Unicode category, not by a list of characters someone once met: a text made only
 of separators (Z*), controls (Cc), format characters (Cf: zero-width space, LRM/RLM, ZWJ/ZWNJ, word joiner, soft
-hyphen, the BOM as a character) and default-ignorable code points (variation selectors, Hangul fillers, tags) shows
-nothing, and a model fed only its prompt for it would put every such row on one vector.
+hyphen, the BOM as a character), default-ignorable code points (variation selectors, Hangul fillers, tags) and the
+Braille pattern blank shows nothing, and a model fed only its prompt for it would put every such row on one vector.
 Unassigned code points (Cn) and private-use ones (Co) count as visible: an emoji newer than Python's Unicode database
 is Cn here, and private-use glyphs carry meaning in the fonts that use them.
 """
@@ -26,14 +26,17 @@ DEFAULT_IGNORABLE = (
     (0xFFA0, 0xFFA0),
     (0xE0000, 0xE0FFF),
 )
+# Symbols (So) whose glyph is an empty cell: the Braille pattern blank, the usual "invisible character" of chat
+# names and spam (Unicode lists it with the blanks in its notes on space characters, not among the Zs).
+BLANK_SYMBOLS = ((0x2800, 0x2800),)
 
 
 def is_invisible(char: str) -> bool:
-    """True for a character that renders as nothing (whitespace, control, format, default-ignorable)."""
+    """True for a character that renders as nothing (whitespace, control, format, default-ignorable, blank symbol)."""
     if char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES:
         return True
     code = ord(char)
-    return any(lo <= code <= hi for lo, hi in DEFAULT_IGNORABLE)
+    return any(lo <= code <= hi for lo, hi in (*DEFAULT_IGNORABLE, *BLANK_SYMBOLS))
 
 
 def has_visible(text: str) -> bool:

@@ -155,3 +155,31 @@ def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path
     assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
     body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
     check_pairs_against_corpus(pq.read_table(io.BytesIO(body)))
+
+
+def test_rows_the_embed_step_rejects_are_rejects_of_the_side(ray_session, real_model_dir, tmp_path):
+    """A row the job's own embed step rejects (emoji only: all-MiniLM's [UNK] alone) is a reject of its side, not
+    mined, with its reason in embeddings/<side>/_rejects/; the run used to fail: '1 of 3 rows have no vector ...
+    the embeddings must come from the embed job over this same input'. A repeated id is a reject too (it was
+    mined with the first row's vector under its own text)."""
+    lines = [("s1", "the cat sleeps"), ("s2", "\U0001f600\U0001f600"), ("s3", "the dog runs"), ("s1", "a bird sings")]
+    (tmp_path / "src.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in lines))
+    (tmp_path / "tgt.jsonl").write_text(
+        "".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(["le chat dort", "le chien court"]))
+    )
+    side = {"format": "jsonl", "id_column": "id"}
+    raw = {
+        "source": {**side, "uri": str(tmp_path / "src.jsonl"), "lang": "eng"},
+        "target": {**side, "uri": str(tmp_path / "tgt.jsonl"), "lang": "fra"},
+        "output": {"uri": str(tmp_path / "mined")},
+        "model": {"name_or_path": str(real_model_dir("all-minilm-l6-v2")), "max_tokens": 32},
+        "compute": {"num_actors": 1, "cpus_per_actor": 1},
+        "mining": {"backend": "local", "k": 2},
+    }
+    src = run_mine(parse_config(MineConfig, raw))["source"]
+    assert (src["rows_read"], src["rows_rejected"], src["rows_mined"]) == (4, 2, 2)
+    assert (src["duplicate_ids_rejected"], src["rows_rejected_by_embedding"]) == (1, 1)
+    reasons = pq.read_table(src["embedding_rejects"]).column("reason").to_pylist()
+    assert len(reasons) == 1 and reasons[0].startswith("text produced no content tokens")
+    pairs = pq.read_table(tmp_path / "mined" / "pairs").to_pylist()
+    assert {(p["src_id"], p["src_text"]) for p in pairs} <= {("s1", "the cat sleeps"), ("s3", "the dog runs")}

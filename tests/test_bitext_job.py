@@ -16,6 +16,7 @@ from jobs.mine_bitext import main
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
 from pipeline.bitext.sides import SideError
 from pipeline.config import parse_config
+from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig
 
 
@@ -246,3 +247,76 @@ def test_a_run_that_crashed_resumes_with_smaller_pieces_to_the_same_pairs(
     assert pairs_table(out).equals(pairs_table(corpus["dir"] / "out"))
     assert summary["pairs_kept"] == expected["pairs_kept"]
     assert summary["shards"]["forward"] == summary["shards"]["backward"] == shards_reported
+
+
+def messy_jsonl_sides(tmp_path: Path, src_lines: list[bytes]) -> dict:
+    """JSONL sides with ids s0..s9 / t0..t9 and embeddings for them; `src_lines` are appended to the source."""
+    rng = np.random.default_rng(1)
+    vectors = random_unit(rng, 10, 16)
+    (tmp_path / "src.jsonl").write_bytes(
+        b"".join(json.dumps({"id": f"s{i}", "text": f"phrase {i}"}).encode() + b"\n" for i in range(10))
+        + b"".join(src_lines)
+    )
+    (tmp_path / "tgt.jsonl").write_text(
+        "".join(json.dumps({"id": f"t{i}", "text": f"sentence {i}"}) + "\n" for i in range(10))
+    )
+    side = {"format": "jsonl", "id_column": "id"}
+    return {
+        "source": {
+            **side,
+            "uri": str(tmp_path / "src.jsonl"),
+            "lang": "fra",
+            "embeddings_uri": write_embeddings(tmp_path / "es", [f"s{i}" for i in range(10)], vectors),
+        },
+        "target": {
+            **side,
+            "uri": str(tmp_path / "tgt.jsonl"),
+            "lang": "eng",
+            "embeddings_uri": write_embeddings(tmp_path / "et", [f"t{i}" for i in range(10)], vectors),
+        },
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "block_size": 16},
+    }
+
+
+def test_side_rows_that_are_not_mined_are_rejects_with_reasons_as_in_the_embed_job(tmp_path):
+    """A repeated id (input.duplicate_ids keep_first) is a reject `duplicate id (first at …)`: it used to be mined
+    with the first row's vector under its own text. Every reject's reason is in <output>/_rejects/<side>/ (only a
+    count before), and rows_read = rows_rejected + rows_other_lang + duplicates_dropped + rows_mined."""
+    raw = messy_jsonl_sides(
+        tmp_path, [b'{"id": "s3", "text": "not phrase three"}\n', b'{"id": "s11", "text": null}\n', b"not json\n"]
+    )
+    summary = run_mine(parse_config(MineConfig, raw))
+    src = summary["source"]
+    assert (src["rows_read"], src["rows_rejected"], src["duplicate_ids_rejected"], src["rows_mined"]) == (13, 3, 1, 10)
+    assert (
+        src["rows_read"]
+        == src["rows_rejected"] + src["rows_other_lang"] + src["duplicates_dropped"] + src["rows_mined"]
+    )
+    rejects = pq.read_table(src["rejects"]).to_pylist()
+    assert sorted((r["row"], r["id"], r["reason"]) for r in rejects) == [
+        (10, "s3", "duplicate id (first at src.jsonl row 3)"),
+        (11, "s11", "null text"),
+        (12, None, "line is not valid JSON (Expecting value at column 1)"),
+    ]
+    pairs = pq.read_table(tmp_path / "out" / "pairs").to_pylist()
+    assert pairs and all(p["src_text"] == f"phrase {p['src_id'][1:]}" for p in pairs)
+    assert "rejects" not in summary["target"]
+
+
+def test_side_duplicate_ids_error_and_the_reject_guard(tmp_path):
+    """duplicate_ids: error fails naming the rows; more rejects than the side's max_reject_fraction fail before
+    anything is embedded, naming the side's keys (both were ignored: the run mined on)."""
+    raw = messy_jsonl_sides(tmp_path, [b'{"id": "s3", "text": "again"}\n', b'{"id": "s12", "text": ""}\n'])
+    raw["source"]["duplicate_ids"] = "error"
+    with pytest.raises(
+        SideError, match=r"source \(fra\): 1 rows repeat an earlier id: src.jsonl row 10 repeats src.jsonl row 3"
+    ):
+        run_mine(parse_config(MineConfig, raw))
+    raw["source"].update(duplicate_ids="keep_first", max_reject_fraction=0.05)
+    raw["output"]["overwrite"] = True
+    with pytest.raises(
+        UserError, match=r"source \(.*src.jsonl\): 1 of 12 rows rejected .* above source.max_reject_fraction"
+    ):
+        run_mine(parse_config(MineConfig, raw))
+    assert not (tmp_path / "out" / "embeddings").exists()

@@ -295,3 +295,28 @@ def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypa
         embed_job.check_reachable(f"127.0.0.1:{listening.getsockname()[1]}", "compute.ray_address", seconds=0)
     for left_to_ray in ("auto", "local", "http://127.0.0.1:8265"):
         embed_job.check_reachable(left_to_ray, "compute.ray_address", seconds=0)
+
+
+def test_a_cluster_ray_cannot_connect_to_is_one_error_naming_the_key(monkeypatch):
+    """`compute.ray_address: auto` with no cluster Ray can find (or a head that went away, a refused token): Ray's
+    ConnectionError was a traceback; it is one error naming the key, with what `auto` means."""
+    from pipeline import embed_job
+    from pipeline.config import ComputeConfig
+
+    def no_cluster(**_):  # Ray's own words for `auto` when it finds no cluster (ray/_private/services.py)
+        raise ConnectionError(
+            "Could not find any running Ray instance. Please specify the one to connect to by setting `--address` "
+            "flag or `RAY_ADDRESS` environment variable."
+        )
+
+    monkeypatch.setattr(embed_job.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(embed_job.ray, "init", no_cluster)
+    with pytest.raises(
+        embed_job.RayStartError,
+        match=r"cannot connect to the Ray cluster at auto \(compute\.ray_address\): ConnectionError: Could not find any running Ray instance.*'auto' connects to the cluster Ray finds",
+    ):
+        embed_job.init_ray(ComputeConfig(ray_address="auto"))
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    with pytest.raises(embed_job.RayStartError, match=r"at auto \(RAY_ADDRESS\)") as raised:
+        embed_job.init_ray(ComputeConfig())
+    assert isinstance(raised.value, embed_job.UserError)  # printed as one `error:` line by the jobs

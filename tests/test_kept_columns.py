@@ -25,6 +25,15 @@ from pipeline.storage import resolve
         (pa.list_(pa.string()), pa.large_list(pa.large_string()), pa.list_(pa.string())),
         (pa.int64(), pa.string(), None),
         (pa.bool_(), pa.int64(), None),
+        (pa.uint64(), pa.uint32(), pa.uint64()),
+        (pa.uint64(), pa.int64(), pa.decimal128(20, 0)),
+        (pa.uint64(), pa.int8(), pa.decimal128(20, 0)),
+        (pa.uint32(), pa.int64(), pa.int64()),
+        (pa.timestamp("us"), pa.timestamp("ns"), pa.timestamp("us")),
+        (pa.timestamp("s", "UTC"), pa.timestamp("ms", "UTC"), pa.timestamp("ms", "UTC")),
+        (pa.timestamp("ms"), pa.timestamp("ns"), pa.timestamp("us")),
+        (pa.timestamp("us"), pa.timestamp("us", "UTC"), None),
+        (pa.duration("s"), pa.duration("ns"), pa.duration("us")),
     ],
 )
 def test_unify(a, b, want):
@@ -171,3 +180,70 @@ def test_a_json_text_column_meets_a_parquet_file_without_it(tmp_path):
     spec, names, types = job_types(tmp_path, files, keep=("meta",))
     assert types == {"meta": JSON_TEXT}
     assert read_column(spec, names, types, "meta").to_pylist() == ["{}", "3", None, None]
+
+
+def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_loss(tmp_path):
+    """uint64 ids above 2**63 next to int64 ones, and a pandas (ns) shard next to a us one holding 9999-12-31: the
+    int64 / timestamp[ns] the columns used to unify to could not hold those values, and the read task failed."""
+    import datetime
+
+    big, sentinel = 2**64 - 1, datetime.datetime(9999, 12, 31)
+    fine = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456)
+    files = {
+        "a.parquet": pa.table(
+            {"text": ["x"], "n": pa.array([big], pa.uint64()), "t": pa.array([sentinel], "timestamp[us]")}
+        ),
+        "b.parquet": pa.table(
+            {
+                "text": ["y", "z"],
+                "n": pa.array([-5, 7], pa.int64()),
+                "t": pa.array([1714564800123456789, None], pa.timestamp("ns")),
+            }
+        ),
+        "c.parquet": pa.table({"text": ["w"], "n": pa.array([3], pa.uint32()), "t": pa.array([fine], "timestamp[ms]")}),
+    }
+    spec, names, types = job_types(tmp_path, files, keep=("n", "t"))
+    assert types == {"n": KeptType(pa.decimal128(20, 0)), "t": KeptType(pa.timestamp("us"))}
+    assert [int(v) for v in read_column(spec, names, types, "n").to_pylist()] == [big, -5, 7, 3]
+    assert read_column(spec, names, types, "t").to_pylist() == [
+        sentinel,
+        datetime.datetime(2024, 5, 1, 12, 0, 0, 123456),  # the ns value, kept to the microsecond
+        None,
+        datetime.datetime(2024, 5, 1, 12, 0, 0, 123000),
+    ]
+
+
+def test_json_integers_above_int64_next_to_negative_ones_are_kept_exactly(tmp_path):
+    files = {"a.jsonl": [{"text": "x", "year": 2**64 - 1}], "b.jsonl": [{"text": "y", "year": -1}]}
+    spec, names, types = job_types(tmp_path, files)
+    values = read_column(spec, names, types).to_pylist()
+    assert [json.loads(v) if types["year"].json_text else int(v) for v in values] == [2**64 - 1, -1]
+
+
+def test_a_kept_column_named_by_hive_partition_directories_takes_their_value(tmp_path):
+    """Spark/Hive/Ray Data layouts keep a column in the path (`lang=fr/part-0.parquet`), not in the files: it was
+    'no input file has the column(s) ['lang']'. A file's own column wins; values are strings, %XX decoded."""
+    from pipeline.reading import hive_partitions
+
+    assert hive_partitions("lang=fr/year=2021/part-0.parquet") == {"lang": "fr", "year": "2021"}
+    assert hive_partitions("topic=a%20b%2Fc/x.jsonl") == {"topic": "a b/c"}
+    assert hive_partitions("lang=__HIVE_DEFAULT_PARTITION__/x.txt") == {"lang": None}
+    assert hive_partitions("plain/x=1.jsonl") == {}  # the file name is not a partition
+    for d in ("lang=fr", "lang=de", "lang=en", "lang=__HIVE_DEFAULT_PARTITION__", "other"):
+        (tmp_path / d).mkdir()
+    pq.write_table(pa.table({"text": ["bonjour", "salut"]}), tmp_path / "lang=fr" / "a.parquet")
+    (tmp_path / "lang=de" / "b.jsonl").write_text('{"text": "hallo", "lang": "de-AT"}\n{"text": "guten tag"}\n')
+    (tmp_path / "lang=en" / "c.txt").write_text("hello\n")
+    (tmp_path / "lang=__HIVE_DEFAULT_PARTITION__" / "d.jsonl").write_text('{"text": "?"}\n')
+    (tmp_path / "other" / "e.jsonl").write_text('{"text": "x"}\n')
+    names = [
+        "lang=fr/a.parquet",
+        "lang=de/b.jsonl",
+        "lang=en/c.txt",
+        "lang=__HIVE_DEFAULT_PARTITION__/d.jsonl",
+        "other/e.jsonl",
+    ]
+    spec = ReadSpec(resolve(str(tmp_path), StorageConfig()), None, "text", None, ("lang",))
+    types = decide(["lang"], [(n, *observed_kept_types(spec, n)) for n in names])
+    assert types == {"lang": KeptType(pa.string())}
+    assert read_column(spec, names, types, "lang").to_pylist() == ["fr", "fr", "de-AT", "de", "en", None, None]

@@ -84,3 +84,16 @@ def test_last_token_pooling_without_an_eos_convention_warns(tiny_models, caplog)
     with caplog.at_level(logging.WARNING):
         metadata = resolve_model_settings(ModelConfig(name_or_path=str(tiny_models["qwen3"]))).metadata
     assert metadata["eos_token"] == "tokenizer" and "appends no EOS" not in caplog.text
+
+
+def test_a_model_directory_under_the_home_directory_is_resolved_by_every_loader(tiny_models, tmp_path, monkeypatch):
+    """`model.name_or_path: ~/models/bert`: the defaults took it for a local directory while the tokenizer and the
+    limits took it for a hub id, so the job failed after Ray's start ("Repo id must be in the form ...")."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "bert").symlink_to(tiny_models["bert"], target_is_directory=True)
+    cfg = ModelConfig(name_or_path="~/models/bert", pooling="mean")
+    assert cfg.name_or_path == str(tmp_path / "models" / "bert")
+    settings = resolve_model_settings(cfg)
+    assert settings.model.max_tokens == 512  # sentence_bert_config / positions read from the directory
+    assert ModelConfig(name_or_path="intfloat/multilingual-e5-small").name_or_path == "intfloat/multilingual-e5-small"

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
 
@@ -303,3 +304,98 @@ def test_output_dimensions_are_applied(ray_session, tiny_models, tmp_path):
     vectors = np.stack(list(published(out).values()))
     assert vectors.shape == (6, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def rejects_of(out: str) -> dict[tuple[str, int], str]:
+    """(source, row) -> reason over the published version's reject files."""
+    current = json.loads((Path(out) / "_current.json").read_text())
+    manifest = json.loads((Path(out) / current["manifest"]).read_text())
+    root = Path(out) / "_versions" / manifest["fingerprint"]
+    reasons = {}
+    for e in manifest["entries"]:
+        for rel in e["rejects"]:
+            t = pq.read_table(root / rel)
+            reasons |= dict(
+                zip(zip(t.column("source").to_pylist(), t.column("row").to_pylist()), t.column("reason").to_pylist())
+            )
+    return reasons
+
+
+def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_models, tmp_path):
+    """input.duplicate_ids and input.max_reject_fraction mean what they mean for jobs.embed. A repeated id (in one
+    file, across files) was published twice, and a corpus rejected past the guard was published with exit 0.
+    First copies move with the corpus: a new file that sorts first takes an id from an unchanged file (which is
+    embedded again), deleting it gives the id back. Over the guard nothing is published; a raised fraction
+    publishes the staged files without embedding again."""
+    from pipeline.reject_guard import TooManyRejectsError
+
+    IDS = {"x1", "x2", "x3", "x4", "z1"}
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(
+        jsonl([{"id": "x1", "text": "one"}, {"id": "x2", "text": "two"}, {"id": "x1", "text": "again"}])
+        + jsonl([{"id": "n", "text": None}, {"id": "x3", "text": "three"}, {"id": "x4", "text": "four"}])
+    )
+    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "x2", "text": "two again"}, {"id": "z1", "text": "zed"}]))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out})
+
+    first = run_reembed(cfg)
+    assert set(published(out)) == IDS  # published() asserts each id once
+    assert (first["rows_in"], first["rows_total"], first["rows_rejected_total"]) == (8, 5, 3)
+    assert rejects_of(out) == {
+        ("a.jsonl", 2): "duplicate id (first at a.jsonl row 0)",
+        ("a.jsonl", 3): "null text",
+        ("b.jsonl", 0): "duplicate id (first at a.jsonl row 1)",
+    }
+
+    (corpus / "0.jsonl").write_bytes(jsonl([{"id": "z1", "text": "first zed"}]))
+    second = run_reembed(cfg)
+    assert (second["files"]["new"], second["files"]["changed"], second["files"]["unchanged"]) == (1, 1, 1)
+    assert set(published(out)) == IDS
+    assert rejects_of(out)[("b.jsonl", 1)] == "duplicate id (first at 0.jsonl row 0)"
+
+    (corpus / "0.jsonl").unlink()
+    third = run_reembed(cfg)
+    assert (third["files"]["deleted"], third["files"]["changed"], third["rows_embedded"]) == (1, 1, 1)
+    assert ("b.jsonl", 1) not in rejects_of(out) and set(published(out)) == IDS
+    assert not (Path(out) / "_versions" / third["fingerprint"] / "_duplicates").exists()
+
+    before = (Path(out) / "_current.json").read_text()
+    (corpus / "c.jsonl").write_bytes(jsonl([{"id": f"e{i}", "text": " "} for i in range(4)]))
+    with pytest.raises(TooManyRejectsError, match=r"7 of 12 rows rejected \(58.3%\)"):
+        run_reembed(cfg)
+    assert (Path(out) / "_current.json").read_text() == before  # nothing published
+    assert json.loads((Path(out) / "_summary.json").read_text())["status"] == "failed"
+    raised = run_reembed(cfg.model_copy(update={"input": cfg.input.model_copy(update={"max_reject_fraction": 0.8})}))
+    assert (raised["files"]["resumed"], raised["rows_embedded"], raised["status"]) == (1, 0, "ok")
+    assert raised["rows_in"] == 12 and set(published(out)) == IDS
+
+
+def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray_session, tiny_models, tmp_path):
+    """A version that stores no row (an empty file, every row rejected) publishes a schema-only Parquet file, as the
+    embed job writes part-empty.parquet: read_current listed no file (DuckDB's read_parquet fails on none) and
+    open_current gave a table without columns. output.token_columns (num_tokens, truncated) was ignored."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "empty.jsonl").write_bytes(b"")
+    (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " "}, {"id": "b2", "text": ""}]))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    cfg = cfg.model_copy(
+        update={
+            "input": cfg.input.model_copy(update={"max_reject_fraction": 1.0}),
+            "output": cfg.output.model_copy(update={"token_columns": True}),
+        }
+    )
+    summary = run_reembed(cfg)
+    assert (summary["rows_in"], summary["rows_total"], summary["rows_rejected_total"]) == (2, 0, 2)
+    files = read_current(out)
+    assert len(files) == 1 and files[0].endswith("part-empty.parquet")
+    table = open_current(out).to_table()
+    assert table.num_rows == 0 and table.column_names == ["id", "embedding", "num_tokens", "truncated", "lang"]
+    assert pq.read_schema(files[0]).metadata[b"rayembed.fingerprint"].decode() == summary["fingerprint"]
+    (corpus / "good.jsonl").write_bytes(jsonl([{"id": "g1", "text": "hello there", "lang": "en"}]))
+    run_reembed(cfg)
+    table = open_current(out).to_table()
+    assert table.column("id").to_pylist() == ["g1"] and table.column("num_tokens").to_pylist()[0] > 0

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 import yaml
 from conftest import REPO
 
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.objects import get_json, list_tree, put_json
+from pipeline.reembed.duplicates import NO_DUPLICATES, file_digests
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.job import load_staged
 from pipeline.reembed.layout import VersionLayout
@@ -254,4 +257,57 @@ def test_a_recipe_without_output_dimensions_keeps_its_version_name(tiny_models):
     """Versions recorded before the recipe held output.dimensions keep their name when every dimension is kept (the
     vectors are the same), so upgrading does not re-embed such a dataset."""
     recipe = fingerprint_recipe(cfg(name_or_path=str(tiny_models["qwen3"])), "")
-    assert "dimensions" not in recipe
+    assert "dimensions" not in recipe and "token_columns" not in recipe
+
+
+def test_output_token_columns_make_a_new_version(tiny_models):
+    """Files with num_tokens/truncated have two more columns: another version, never mixed into one dataset."""
+    plain = cfg(name_or_path=str(tiny_models["qwen3"]))
+    tokens = plain.model_copy(update={"output": plain.output.model_copy(update={"token_columns": True})})
+    recipe = fingerprint_recipe(tokens, "")
+    assert recipe["token_columns"] is True
+    assert fingerprint_hash(recipe) != fingerprint_hash(fingerprint_recipe(plain, ""))
+
+
+def test_a_file_whose_duplicate_id_rejects_changed_is_embedded_again():
+    """Same content, other first copies (a new file repeats its ids, or the file with the first copy was deleted):
+    its rejects differ, so it is changed; a staged marker of the old digest is not resumed. Without the check
+    (duplicates None) the digest is ignored; an entry written before the check (None) is changed once checked."""
+    a, b = SourceFile("a", 5, "mtime_ns:1"), SourceFile("b", 5, "mtime_ns:1")
+    clean = dataclasses.replace(entry(a), duplicates=NO_DUPLICATES)
+    previous = manifest([clean, dataclasses.replace(entry(b), duplicates=NO_DUPLICATES)])
+    plan = make_plan([a, b], previous, {}, duplicates={"a": NO_DUPLICATES, "b": "00ff"})
+    assert [x.path for x in plan.unchanged] == ["a"] and [x.path for x in plan.changed] == ["b"]
+    assert [x.path for x in plan.replaced] == ["b"] and [x.path for x in plan.to_embed] == ["b"]
+    staged_old = {b.key: dataclasses.replace(entry(b, run="crashed"), duplicates=NO_DUPLICATES)}
+    assert make_plan([a, b], previous, staged_old, duplicates={"a": NO_DUPLICATES, "b": "00ff"}).resumed == []
+    staged_new = {b.key: dataclasses.replace(entry(b, run="crashed"), duplicates="00ff")}
+    assert [e.run_id for e in make_plan([a, b], previous, staged_new, {"a": NO_DUPLICATES, "b": "00ff"}).resumed] == [
+        "crashed"
+    ]
+    assert make_plan([a, b], previous, {}, duplicates=None).is_noop
+    unchecked = manifest([entry(a)])  # duplicates None: a manifest from before the check
+    assert [x.path for x in make_plan([a], unchecked, {}, {"a": NO_DUPLICATES}).changed] == ["a"]
+    assert FileEntry.from_json({k: v for k, v in dataclasses.asdict(entry(a)).items() if k != "duplicates"}) == entry(a)
+
+
+def test_duplicate_digests_are_per_file_and_free_of_row_order(tmp_path):
+    """file_digests: one order-free digest per file of the pass's repeats, NO_DUPLICATES for a file without."""
+    files = ["a.jsonl", "b.jsonl", "c.jsonl"]
+    rows = [(1, 3, "duplicate id (first at a.jsonl row 0)"), (1, 5, "duplicate id (first at a.jsonl row 2)")]
+
+    def write(folder, order):
+        for i, (index, row, reason) in enumerate(order):
+            part = folder / f"file_index={index}"
+            part.mkdir(parents=True, exist_ok=True)
+            pa.parquet.write_table(pa.table({"row": [row], "reason": [reason]}), part / f"{i}.parquet")
+        (folder / "_SUCCESS").write_text("{}")
+
+    write(tmp_path / "one", rows)
+    write(tmp_path / "two", rows[::-1])
+    one = file_digests(resolve(str(tmp_path / "one"), StorageConfig()), files)
+    two = file_digests(resolve(str(tmp_path / "two"), StorageConfig()), files)
+    assert one == two and one["a.jsonl"] == one["c.jsonl"] == NO_DUPLICATES and one["b.jsonl"] != NO_DUPLICATES
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "_SUCCESS").write_text("{}")
+    assert set(file_digests(resolve(str(tmp_path / "none"), StorageConfig()), files).values()) == {NO_DUPLICATES}

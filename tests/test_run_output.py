@@ -91,6 +91,11 @@ def test_human_summary_of_a_reembed_run():
     text = human_summary({**summary, "rows_total": 323, "tokens": 11399, "wall_seconds": 56.2})
     assert text.splitlines()[0] == "done: 300 rows embedded, 20 reused, 1 rejected, 2 dropped; 323 in this version"
     assert "11,399 tokens in 56.2 s (203 tokens/s)" in text
+    # with the version's count identity (rows_in = rows_total + rows_rejected_total): still the re-embed line
+    text = human_summary({**summary, "rows_total": 323, "rows_in": 330, "rows_rejected_total": 7})
+    assert text.splitlines()[0] == (
+        "done: 300 rows embedded, 20 reused, 1 rejected, 2 dropped; 323 in this version (330 rows in, 7 rejected)"
+    )
 
 
 def test_human_summary_of_a_resumed_run_names_what_was_reused():

@@ -20,6 +20,8 @@ INVISIBLE = {
     "Hangul filler": "\u3164",
     "tag characters": "\U000e0041\U000e007f",
     "line/paragraph separators": "\u2028\u2029",
+    "Braille pattern blank": "\u2800\u2800",
+    "Braille blank and spaces": " \u2800 \u3000",
 }
 
 
@@ -32,7 +34,9 @@ def test_text_with_no_visible_character_is_rejected(text):
     )
 
 
-@pytest.mark.parametrize("text", ["a\u200b", "\u200b\u00e9", "\U0001f600", "\ue000", "\u0301", "\U0001fae8", "ー"])
+@pytest.mark.parametrize(
+    "text", ["a\u200b", "\u200b\u00e9", "\U0001f600", "\ue000", "\u0301", "\U0001fae8", "ー", "\u2800\u2801"]
+)
 def test_any_visible_character_is_content(text):
     # combining marks, private use and (for this Unicode database) unassigned emoji all count as visible
     assert has_visible(text)

@@ -38,11 +38,13 @@ from pipeline.bitext.sides import SideError
 from pipeline.bitext.store import StoreRef, store_mean
 from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
 from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
+from pipeline.columns import REJECTS_DIR
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig, SideConfig
 from pipeline.reading import ReadSpec
+from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.storage import list_files, resolve, write_bytes
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,14 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare
     spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
     default = next(iter(group.owners)) if group.cfg.lang_column is None else None
     job = prepare.ReadJob(
-        spec, group.cfg.lang_column, group.owners, default, tuple(group.keep_columns), work_uri, cfg.storage
+        spec,
+        group.cfg.lang_column,
+        group.owners,
+        default,
+        tuple(group.keep_columns),
+        work_uri,
+        cfg.storage,
+        rejects_uri(cfg, next(iter(group.sides))),
     )
     counts = prepare.ReadCounts()
     for result in ex.get([ex.submit(prepare.read_input_file, job, rel, i) for i, rel in enumerate(files)]):
@@ -113,8 +122,28 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare
                 "unreadable text)"
             )
     if counts.rows_rejected:
-        log.warning("%s: skipped %d rows with null, empty or unreadable text", group.cfg.uri, counts.rows_rejected)
+        log.warning(
+            "%s: skipped %d rows with null, empty or unreadable text (reasons in %s)",
+            group.cfg.uri,
+            counts.rows_rejected,
+            rejects_uri(cfg, next(iter(group.sides))),
+        )
+    guard = {
+        "rows_in": counts.rows_read,
+        "rows_rejected": counts.rows_rejected,
+        "rejects": rejects_uri(cfg, next(iter(group.sides))),
+    }
+    failure = reject_failure(guard, group.cfg.max_reject_fraction)
+    if failure:  # before anything is embedded: the side read the wrong thing (format, column, encoding)
+        key = next(iter(group.sides))  # the section the keys of this input are set in
+        raise TooManyRejectsError(f"{key} ({group.cfg.uri}): {failure.replace('input.', f'{key}.')}")
     return counts
+
+
+def rejects_uri(cfg: MineConfig, side: str) -> str:
+    """Where the rows of a side's input that are not mined go, with their reasons (the embed job's _rejects/
+    columns: id, source, row, reason): `<output>/_rejects/<side>/`. An input serving both sides uses the first."""
+    return posixpath.join(cfg.output.uri.rstrip("/"), REJECTS_DIR, side)
 
 
 def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str, out) -> tuple[str, dict]:
@@ -171,8 +200,10 @@ def prepare_texts(cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex) 
                 work_uri,
                 buckets,
                 cfg.storage,
+                group.cfg.duplicate_ids if group.cfg.id_column else None,
+                rejects_uri(cfg, side),
             )
-            for lang, _ in items
+            for lang, group in items
         ]
         sides[side] = {"buckets": buckets, "langs": dict(zip([lang for lang, _ in items], ex.get(refs)))}
     read_counts = [
@@ -216,6 +247,7 @@ def build_stores(
             info[side] = {
                 "rows_read": counts["rows_read"],
                 "rows_rejected": counts["rows_rejected"],
+                "rejects": rejects_uri(cfg, next(iter(group.sides))),
                 "rows_other_lang": counts["rows_read"] - counts["rows_rejected"] - mined,
                 "langs": {},
             }
@@ -225,7 +257,7 @@ def build_stores(
         deduped, buckets = texts["sides"][side]["langs"], texts["sides"][side]["buckets"]
         emb_uri, emb_info = embedded[side][0], dict(embedded[side][1])
         log.info("%s: %d languages numbered; joining vectors from %s", side, len(items), emb_uri)
-        vectors, dim, model = join_vectors(cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex)
+        vectors, dim, model, unembedded = join_vectors(cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex)
         emb_info["model"] = model or "unknown"
         for lang, _ in items:
             d = deduped[lang]
@@ -238,20 +270,33 @@ def build_stores(
                 dim,
                 model or "unknown",
             )
+            if store.rows and not store.vector_rows:
+                raise SideError(
+                    f"{side} ({lang}): the embed step rejected all {store.rows} rows to mine; reasons in "
+                    f"{posixpath.join(emb_uri, REJECTS_DIR)}"
+                )
             for user, langs in group.sides.items():
                 if lang in langs:
                     stores[(user, lang)] = store
+                    # later rows of a repeated id, and rows the embed step rejected (reasons in its _rejects/)
+                    info[user]["rows_rejected"] += d.get("duplicate_ids", 0) + unembedded.get(lang, 0)
                     info[user]["langs"][lang] = {
                         "rows": counts["per_lang"][lang],
+                        "duplicate_ids_rejected": d.get("duplicate_ids", 0),
                         "duplicates_dropped": d["duplicates"],
-                        "rows_mined": d["rows"],
+                        "rows_mined": d["rows"] - unembedded.get(lang, 0),
+                        "rows_rejected_by_embedding": unembedded.get(lang, 0),
                         "embeddings": emb_info,
                     }
     check_models(stores)
     return stores, info
 
 
-def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -> tuple[dict, int, str | None]:
+def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -> tuple[dict, int, str | None, dict]:
+    """Vector files per language, the dim, the model and, per language, the rows the job's own embed step rejected
+    (left out of the vector files, so never mined). With the side's embeddings_uri a row without a vector fails the
+    job: those embeddings do not come from this input."""
+    own = not side_cfg.embeddings_uri
     files = prepare.embedding_files(emb_uri, cfg.storage)
     parts = ex.get(
         [ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage) for i, f in enumerate(files)]
@@ -272,7 +317,15 @@ def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -
     results = ex.get(
         [
             ex.submit(
-                prepare.join_bucket, side, b, by_bucket_ids[b], by_bucket_emb.get(b, []), dim, work_uri, cfg.storage
+                prepare.join_bucket,
+                side,
+                b,
+                by_bucket_ids[b],
+                by_bucket_emb.get(b, []),
+                dim,
+                work_uri,
+                cfg.storage,
+                own,
             )
             for b in sorted(by_bucket_ids)
         ]
@@ -291,12 +344,23 @@ def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -
             examples[lang] += r["missing_examples"][lang]
         for lang, entry in r["files"].items():
             vectors[lang].append(tuple(entry))
+    if own:
+        for lang, n in missing.items():
+            log.warning(
+                "%s (%s): %d rows rejected by the embed step (e.g. %s), not mined; reasons in %s",
+                side,
+                lang,
+                n,
+                examples[lang][:3],
+                posixpath.join(emb_uri, REJECTS_DIR),
+            )
+        return vectors, dim, (min(models) if models else None), dict(missing)
     for lang, n in missing.items():
         raise SideError(
             f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}); "
             f"the embeddings must come from the embed job over this same input ({side}.uri and id_column)"
         )
-    return vectors, dim, (min(models) if models else None)
+    return vectors, dim, (min(models) if models else None), {}
 
 
 def check_models(stores: dict[tuple[str, str], StoreRef]) -> None:
@@ -604,9 +668,18 @@ def side_summary(info: dict, lang: str) -> dict:
         "lang": lang,
         "rows_read": info["rows_read"],
         "rows_rejected": info["rows_rejected"],
+        **({"rejects": info["rejects"]} if info["rows_rejected"] > per.get("rows_rejected_by_embedding", 0) else {}),
         "rows_other_lang": info["rows_other_lang"],
         "duplicates_dropped": per["duplicates_dropped"],
         "rows_mined": per["rows_mined"],
+        # of rows_rejected: later rows of a repeated id, rows the embed step rejected (older records: 0)
+        "duplicate_ids_rejected": per.get("duplicate_ids_rejected", 0),
+        "rows_rejected_by_embedding": per.get("rows_rejected_by_embedding", 0),
+        **(
+            {"embedding_rejects": posixpath.join(per["embeddings"]["written"], REJECTS_DIR)}
+            if per.get("rows_rejected_by_embedding") and "written" in per["embeddings"]
+            else {}
+        ),
         "embeddings": per["embeddings"],
     }
 

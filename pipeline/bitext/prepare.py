@@ -26,9 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.bitext.sides import embedding_file
+from pipeline.bitext.sides import SideError, embedding_file
 from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
+from pipeline.columns import REJECT_COLUMNS, SOURCE
+from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
+from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import list_files, resolve, write_parquet_atomic
 
@@ -46,6 +49,7 @@ class ReadJob:
     keep_columns: tuple[str, ...]
     work_uri: str
     storage: StorageConfig
+    rejects_uri: str | None = None  # <output>/_rejects/<input>: reject rows with reasons, as the embed job's
 
 
 @dataclass
@@ -73,11 +77,14 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
     """Read one input file, drop rejects, keep the listed languages, write one raw part per language."""
     counts = ReadCounts()
     pieces: dict[str, list[pa.Table]] = {}
-    columns = [ID, TEXT, *job.keep_columns]
+    rejects: list[pa.Table] = []
+    columns = [ID, TEXT, *job.keep_columns, SOURCE, ROW_IN]  # where each row came from: duplicate-id reasons name it
     for block in read_file(job.spec, rel):
         counts.rows_read += block.num_rows
         good = block.filter(pc.is_null(block.column(REJECT)))
         counts.rows_rejected += block.num_rows - good.num_rows
+        if good.num_rows < block.num_rows:
+            rejects.append(reject_table(block.filter(pc.is_valid(block.column(REJECT)))))
         if job.lang_column is None:
             pieces.setdefault(job.default_lang, []).append(good.select(columns))
             continue
@@ -87,8 +94,11 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
             mask = pa.array([v == lang for v in langs], pa.bool_())
             if pc.any(mask).as_py():
                 pieces.setdefault(lang, []).append(good.filter(mask).select(columns))
+    if rejects and job.rejects_uri:
+        uri = posixpath.join(job.rejects_uri, f"f{file_index:06d}.parquet")
+        write_parquet_atomic(pa.concat_tables(rejects), resolve(uri, job.storage))
     for lang, tables in pieces.items():
-        table = pa.concat_tables(tables).rename_columns([ID, TEXT_OUT, *job.keep_columns])
+        table = pa.concat_tables(tables).rename_columns([ID, TEXT_OUT, *job.keep_columns, SOURCE, ROW_IN])
         if table.num_rows == 0:
             continue
         counts.per_lang[lang] += table.num_rows
@@ -96,6 +106,11 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
         write_parquet_atomic(table, resolve(uri, job.storage))
         counts.parts[lang] = [uri]
     return counts
+
+
+def reject_table(rejects: pa.Table) -> pa.Table:
+    """Reject rows in the embed job's `_rejects/` columns (id, source, row, reason)."""
+    return rejects.select([ID, SOURCE, ROW_IN, REJECT]).rename_columns(list(REJECT_COLUMNS))
 
 
 def text_digests(texts: list[str]) -> np.ndarray:
@@ -120,19 +135,34 @@ def dedup_language(
     work_uri: str,
     buckets: int,
     storage: StorageConfig,
+    duplicate_ids: str | None = None,
+    rejects_uri: str | None = None,
 ) -> dict[str, Any]:
     """Number a language's rows (first occurrence of each exact text when `dedup`) into row-contiguous text files.
 
     Also writes the (id, row) map bucketed by id hash for the vector join. Memory: 16 bytes per row of the language
     (the digests) plus one raw part and one output file.
+
+    `duplicate_ids`: the side's input.duplicate_ids when it has an id column, else None (derived ids are unique).
+    As in the embed job, 'keep_first' makes later rows of an id rejects `duplicate id (first at <file> row <n>)`,
+    written to `rejects_uri`, before the text dedup; 'error' raises SideError naming them; 'unchecked' keeps them
+    (every text row needs its own vector: a repeated id would get the first row's vector). Returns their count as
+    `duplicate_ids`.
+
+    Raises:
+        SideError: duplicate_ids is 'error' and an id repeats.
     """
+    repeats = 0
     keep = None
+    if duplicate_ids in ("keep_first", "error"):
+        keep, repeats = reject_repeated_ids(side, lang, raw_uris, duplicate_ids, rejects_uri, storage)
     if dedup:
         digests = [text_digests(read_column(uri, TEXT_OUT, storage)) for uri in raw_uris]
         all_digests = np.concatenate(digests) if digests else np.zeros(0, dtype=[("hi", "<u8"), ("lo", "<u8")])
-        _, first = np.unique(all_digests, return_index=True)
+        candidates = np.arange(len(all_digests)) if keep is None else np.flatnonzero(keep)
+        _, first = np.unique(all_digests[candidates], return_index=True)
         keep = np.zeros(len(all_digests), dtype=bool)
-        keep[first] = True
+        keep[candidates[first]] = True
         del all_digests, digests
     out_dir = text_dir(output_uri, side, lang)
     files: list[tuple[str, int, int]] = []
@@ -154,6 +184,7 @@ def dedup_language(
     for uri in raw_uris:
         loc = resolve(uri, storage)
         table = pq.read_table(loc.path, filesystem=loc.fs)
+        table = table.drop_columns([c for c in (SOURCE, ROW_IN) if c in table.column_names])
         offset += table.num_rows
         if keep is not None:
             table = table.filter(pa.array(keep[offset - table.num_rows : offset]))
@@ -173,7 +204,47 @@ def dedup_language(
         uri = posixpath.join(work_uri, "ids", side, f"b={b:05d}", f"{lang}.parquet")
         write_parquet_atomic(pa.concat_tables(parts), resolve(uri, storage))
         id_files.append((b, uri))
-    return {"files": files, "rows": row, "duplicates": offset - row, "id_files": id_files}
+    return {
+        "files": files,
+        "rows": row,
+        "duplicates": offset - repeats - row,
+        "duplicate_ids": repeats,
+        "id_files": id_files,
+    }
+
+
+def reject_repeated_ids(
+    side: str, lang: str, raw_uris: list[str], policy: str, rejects_uri: str | None, storage: StorageConfig
+) -> tuple[np.ndarray, int]:
+    """(rows to keep, how many repeat an earlier id) over a language's raw parts in file order; the repeats' reasons
+    go to `rejects_uri`. Memory: 16 bytes per row (the id digests), plus the (file, row) of the repeats."""
+    digests = [text_digests(read_column(uri, ID, storage)) for uri in raw_uris]
+    all_digests = np.concatenate(digests) if digests else np.zeros(0, dtype=[("hi", "<u8"), ("lo", "<u8")])
+    _, first, inverse = np.unique(all_digests, return_index=True, return_inverse=True)
+    first_of = first[inverse.reshape(-1)]
+    repeated = first_of != np.arange(len(all_digests))
+    count = int(repeated.sum())
+    if not count:
+        return np.ones(len(all_digests), dtype=bool), 0
+    where = pa.concat_tables([read_table(uri, storage).select([ID, SOURCE, ROW_IN]) for uri in raw_uris])
+    dup, firsts = np.flatnonzero(repeated), first_of[repeated]
+    sources, rows = where.column(SOURCE), where.column(ROW_IN)
+    reasons = [f"{DUPLICATE_REASON} (first at {sources[int(f)].as_py()} row {rows[int(f)].as_py()})" for f in firsts]
+    if policy == "error":
+        shown = "; ".join(
+            f"{sources[int(d)].as_py()} row {rows[int(d)].as_py()} repeats {r.split('first at ', 1)[1][:-1]}"
+            for d, r in list(zip(dup, reasons))[:5]
+        )
+        raise SideError(
+            f"{side} ({lang}): {count} rows repeat an earlier id: {shown}"
+            + (" ..." if count > 5 else "")
+            + f" (set {side}.duplicate_ids=keep_first to mine the first and reject the rest)"
+        )
+    if rejects_uri:
+        table = where.take(pa.array(dup)).append_column(REJECT, pa.array(reasons, pa.string()))
+        uri = posixpath.join(rejects_uri, f"duplicate-ids-{lang}.parquet")
+        write_parquet_atomic(reject_table(table), resolve(uri, storage))
+    return ~repeated, count
 
 
 def read_column(uri: str, column: str, storage: StorageConfig) -> list:
@@ -202,11 +273,21 @@ def bucket_embeddings(
 
 
 def join_bucket(
-    side: str, bucket: int, id_uris: list[str], emb_uris: list[str], dim: int, work_uri: str, storage: StorageConfig
+    side: str,
+    bucket: int,
+    id_uris: list[str],
+    emb_uris: list[str],
+    dim: int,
+    work_uri: str,
+    storage: StorageConfig,
+    rows_without_vector: bool = False,
 ) -> dict[str, Any]:
     """Join one bucket's (id, row, lang) to its (id, embedding); write (row, embedding) per language.
 
     Returns the vector files per language, and for messages: ids with several vectors and rows with none.
+    `rows_without_vector`: rows with no vector are left out of the vector files (rows the job's own embed step
+    rejected: only the prompt and the unknown token, nothing left to pool, ...) instead of the language's whole
+    bucket; they stay counted in `missing`.
     """
     id_tables = []
     for uri in id_uris:
@@ -236,7 +317,11 @@ def join_bucket(
         if missing.num_rows:
             result["missing"][lang] = missing.num_rows
             result["missing_examples"][lang] = missing.column(ID).to_pylist()[:3]
-            continue
+            if not rows_without_vector:
+                continue
+            part = part.filter(has)
+            if not part.num_rows:
+                continue
         part = part.sort_by(ROW)
         take = part.column("_pos").to_numpy()
         vectors = pa.table({ROW: part.column(ROW), EMBEDDING: emb.column(EMBEDDING).take(pa.array(take))})

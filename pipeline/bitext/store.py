@@ -52,6 +52,11 @@ class StoreRef:
     model: str = "unknown"
 
     @property
+    def vector_rows(self) -> int:
+        """Rows with a vector: `rows` less those the embed step rejected (they are never keys or queries)."""
+        return sum(n for _, n in self.vector_files)
+
+    @property
     def name(self) -> str:
         return f"{self.side}/{self.lang}"
 
@@ -196,7 +201,7 @@ def store_mean(store: StoreRef, storage: StorageConfig) -> np.ndarray:
     for uri, n in store.vector_files:
         _, vectors = read_piece(Piece(uri, 0, n), storage, store.dim)
         total += vectors.sum(axis=0, dtype=np.float64)
-    return total / max(store.rows, 1)
+    return total / max(store.vector_rows, 1)
 
 
 def text_dir(output_uri: str, side: str, lang: str) -> str:

@@ -171,7 +171,7 @@ def run_search(
     shards = shards[: len(plans)]
     ray_mode = executor.distributed
     plans = [executor.put(p) for p in plans]  # Ray: one copy of each plan in the object store, not one per block
-    k = min(k, job.keys.rows)
+    k = min(k, job.keys.vector_rows or job.keys.rows)
     files: dict[str, list[str]] = {}
     pending: deque = deque()
     for store, mean, out_dir in job.queries:

@@ -48,6 +48,9 @@ def fingerprint_recipe(cfg: EmbedConfig, prompt: str) -> dict[str, Any]:
         # Matryoshka truncation (explicit, or the model's truncate_dim); absent when every dimension is kept, so a
         # version recorded before the key existed (when the job ignored output.dimensions) keeps its name
         **({"dimensions": cfg.output.dimensions} if cfg.output.dimensions is not None else {}),
+        # num_tokens/truncated columns: absent when off, so versions recorded before the job honoured the key keep
+        # their names; on, a new version (its files have two more columns)
+        **({"token_columns": True} if cfg.output.token_columns else {}),
     }
 
 

@@ -7,6 +7,7 @@ that has a marker and embeds the rest; the previous version stays current until 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -16,12 +17,13 @@ import ray
 
 from pipeline import commit
 from pipeline.calibration import output_precision
-from pipeline.embed_job import embed_stages, init_ray_while, job_prompt, read_spec
-from pipeline.model_defaults import with_model_defaults
+from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
+from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
 from pipeline.reembed.config import ReembedConfig
+from pipeline.reembed.duplicates import DUPLICATES_DIR, check_ids, checks_ids, remove_pass
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
@@ -30,9 +32,10 @@ from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
+from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.stages import io_stage
 from pipeline.storage import Location, list_files, resolve
-from pipeline.writing import embedding_metadata
+from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,13 @@ def embed_files(
     prompt: str,
     lease: Lease,
     precision: OutputPrecision,
+    duplicates: tuple[Location, dict[str, str], dict[str, int]] | None = None,
 ) -> tuple[list[FileEntry], Progress]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
     `precision`: output.dimensions and output.dtype as the driver checked them (calibration.output_precision).
+    `duplicates`: the duplicate-id pass's location, each file's digest and each file's index in the listing
+    (pipeline.reembed.duplicates); None when ids are not checked.
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
@@ -74,12 +80,15 @@ def embed_files(
         chunked=cfg.model.long_inputs == "chunk",
         metadata={**embedding_metadata(cfg, prompt), **settings.metadata, "fingerprint": layout.fingerprint},
         rows_per_file=cfg.output.rows_per_file,
+        token_columns=cfg.output.token_columns,
     )
-    ds = ray.data.from_items([{"file": s.path} for s in todo], override_num_blocks=len(todo))
-    ds = io_stage(read_tagged, cfg.compute, {"spec": spec}, batch_size=1).apply(ds)
+    ids_at, digests, index = duplicates if duplicates is not None else (None, None, {})
+    items = [{"file": s.path, "file_index": index.get(s.path, -1)} for s in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(todo))
+    ds = io_stage(read_tagged, cfg.compute, {"spec": spec, "duplicates": ids_at}, batch_size=1).apply(ds)
     ds = embed_stages(ds, cfg, prompt, precision, settings)
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
-    progress = Progress(todo, run_id)
+    progress = Progress(todo, run_id, digests)
     entries: list[FileEntry] = []
 
     def stage(done: list[FileEntry]) -> None:
@@ -119,23 +128,44 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         root, rel_paths = list_files(cfg.input.uri, cfg.storage)
         sources = scan_sources(root, rel_paths)
         previous, current = version_manifest(layout), current_manifest(out)
-        plan = make_plan(sources, previous, load_staged(layout))
+        staged = load_staged(layout)
+        plan = make_plan(sources, previous, staged)
+        duplicates = None
+        if checks_ids(cfg) and (not plan.is_noop or any(e.duplicates is None for e in plan.reused)):
+            # which copy of an id is first depends on every listed file: the pass reads the ids of all of them
+            init_ray(cfg.compute)
+            ids_at = layout.root.join(DUPLICATES_DIR)
+            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
+            duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
+            plan = make_plan(sources, previous, staged, digests)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         embedded: list[FileEntry] = []
         tokens = 0
         if plan.to_embed:
-            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease, precision)
+            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease, precision, duplicates)
             tokens = progress.tokens
+        failure = version_reject_failure(plan.reused + embedded, layout, cfg.input.max_reject_fraction)
+        if failure:
+            # Nothing is published: the current version stays, and the staged markers let the same command with a
+            # raised input.max_reject_fraction publish without embedding again (as the embed job's guard).
+            summary = summarize(plan, embedded, layout, current, None, previous.generation if previous else 0, tokens)
+            summary.update(status="failed", failure=failure, wall_seconds=round(time.perf_counter() - start, 3))
+            put_json(summary, out.join(SUMMARY))
+            raise TooManyRejectsError(failure)
         manifest_rel, generation = None, previous.generation if previous else 0
         if previous is None or not plan.is_noop:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
+            if entries and not any(e.files for e in entries):
+                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision)
             manifest = Manifest(layout.fingerprint, recipe, generation, run_id, cfg.input.uri, time.time(), entries)
             manifest_rel = publish(layout, manifest, lease)
             collect_garbage(layout, settings.keep_manifests, lease)
         elif current is None or current.fingerprint != layout.fingerprint:
             manifest_rel = get_json(layout.latest)["manifest"]
             repoint_current(layout, manifest_rel, generation, lease)
+        if duplicates is not None:
+            remove_pass(duplicates[0])
         summary = summarize(plan, embedded, layout, current, manifest_rel, generation, tokens)
         summary["wall_seconds"] = round(time.perf_counter() - start, 3)
         commit.commit(out, "reembed", summary, SUMMARY, fingerprint=layout.fingerprint)
@@ -145,6 +175,33 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         {**summary["files"], **summary},
     )
     return summary
+
+
+def with_schema_file(
+    entry: FileEntry, cfg: ReembedConfig, layout: VersionLayout, prompt: str, precision: OutputPrecision
+) -> FileEntry:
+    """`entry` with a schema-only Parquet file (pipeline.writing.EMPTY_FILE) in its run directory, for a version
+    that stores no row (empty files only, every row rejected): readers of read_current/open_current then get the
+    columns, types and rayembed.* metadata of a version with rows and no row, as from the embed job's output
+    (a list of no files failed DuckDB's read_parquet, and open_current gave a table without columns)."""
+    dim = model_dimension(cfg.model)
+    if dim is None:
+        return entry
+    folder = VersionLayout.run_dir(entry.key, entry.run_id)
+    metadata = {**embedding_metadata(cfg, prompt), **precision.metadata(), "fingerprint": layout.fingerprint}
+    write_empty_output(layout.root.join(folder), cfg, {}, precision.arrow_type(dim), metadata)
+    return dataclasses.replace(entry, files=[*entry.files, f"{folder}/{EMPTY_FILE}"])
+
+
+def version_reject_failure(entries: list[FileEntry], layout: VersionLayout, max_fraction: float) -> str | None:
+    """input.max_reject_fraction over the rows of the version about to be published (reused and new files), as the
+    embed job applies it over its whole dataset (pipeline.reject_guard); None when it passes."""
+    counts = {
+        "rows_in": sum(e.rows for e in entries),
+        "rows_rejected": sum(e.rejected for e in entries),
+        "rejects": f"the _rejects/ folders under {layout.data.uri}",
+    }
+    return reject_failure(counts, max_fraction)
 
 
 def summarize(
@@ -168,8 +225,12 @@ def summarize(
         "rows_embedded": sum(e.embedded for e in embedded),
         "rows_reused": sum(e.embedded for e in reused),
         "rows_rejected": sum(e.rejected for e in embedded),
+        # the version's count identity: rows_in = rows_total + rows_rejected_total (every input file it covers)
+        "rows_in": sum(e.rows for e in total),
+        "rows_rejected_total": sum(e.rejected for e in total),
         "rows_dropped": sum(e.embedded for e in plan.deleted + plan.replaced),
         "rows_total": sum(e.embedded for e in total),
         "output_rows_total": sum(e.output_rows for e in total),
         "tokens": tokens,
+        "status": "ok",
     }

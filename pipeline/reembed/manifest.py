@@ -30,6 +30,9 @@ class FileEntry:
     output_rows: int
     files: list[str] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
+    # Digest of the file's duplicate-id rejects (pipeline.reembed.duplicates); None: ids were not checked (no id
+    # column, duplicate_ids 'unchecked', or a manifest older than the check).
+    duplicates: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:

@@ -46,19 +46,32 @@ class Plan:
         }
 
 
-def make_plan(sources: list[SourceFile], previous: Manifest | None, staged: dict[str, FileEntry]) -> Plan:
+def make_plan(
+    sources: list[SourceFile],
+    previous: Manifest | None,
+    staged: dict[str, FileEntry],
+    duplicates: dict[str, str] | None = None,
+) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
     Args:
         sources: the corpus as listed now, with change tokens.
         previous: the last published manifest of this fingerprint.
         staged: completion markers by file key, left by runs that did not publish.
+        duplicates: each file's duplicate-id digest now (pipeline.reembed.duplicates), None when ids are not
+            checked. A file whose entry records another digest (its first copies moved: a new or deleted file, or
+            a run that did not check) is changed even with the same content: its rejects differ.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
+
+    def current(entry: FileEntry | None, src: SourceFile) -> bool:
+        same_ids = duplicates is None or entry is None or entry.duplicates == duplicates.get(src.path)
+        return entry is not None and entry.key == src.key and same_ids
+
     plan = Plan()
     for src in sources:
         old = before.get(src.path)
-        if old is not None and old.key == src.key:
+        if current(old, src):
             plan.unchanged.append(old)
             continue
         if old is not None:
@@ -66,7 +79,7 @@ def make_plan(sources: list[SourceFile], previous: Manifest | None, staged: dict
             plan.replaced.append(old)
         else:
             plan.new.append(src)
-        if src.key in staged:
+        if current(staged.get(src.key), src):
             plan.resumed.append(staged[src.key])
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT
+from pipeline.duplicate_ids import file_duplicates, reject_rows
 from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
@@ -26,11 +27,18 @@ from pipeline.writing import block_file_name, output_table
 FILE_ROWS = "_file_rows"  # on a file's last block: rows in the file; -1 elsewhere
 
 
-def read_tagged(batch: pa.Table, spec: ReadSpec) -> Iterator[pa.Table]:
-    """Ray Data generator UDF: blocks of each file, the last one tagged with the file's row count."""
-    for rel in batch.column("file").to_pylist():
+def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = None) -> Iterator[pa.Table]:
+    """Ray Data generator UDF: blocks of each file, the last one tagged with the file's row count.
+
+    `duplicates`: the committed duplicate-id pass (pipeline.reembed.duplicates), whose repeats of the file at
+    `file_index` become rejects; None when ids are not checked.
+    """
+    indexes = batch.column("file_index").to_pylist() if "file_index" in batch.column_names else None
+    for i, rel in enumerate(batch.column("file").to_pylist()):
+        reasons = file_duplicates(duplicates, indexes[i]) if duplicates is not None else {}
         held = None
         for block in read_file(spec, rel):
+            block = reject_rows(block, reasons) if reasons else block
             if held is not None:
                 yield tag(held, -1)
             held = block
@@ -53,6 +61,7 @@ class StageTarget:
     chunked: bool
     metadata: dict[str, str]
     rows_per_file: int
+    token_columns: bool = False  # output.token_columns: num_tokens and truncated columns
 
 
 def write_by_source(block: pa.Table, target: StageTarget) -> pa.Table:
@@ -85,7 +94,7 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
     good, rejects = group.filter(pc.invert(is_reject)), group.filter(is_reject)
     folder = VersionLayout.run_dir(target.keys[source], target.run_id)
     name = block_file_name(group)  # deterministic: a retried write task overwrites its own files
-    table = output_table(good, list(target.keep_columns), target.chunked, target.metadata)
+    table = output_table(good, list(target.keep_columns), target.chunked, target.metadata, target.token_columns)
     files, reject_files = [], []
     for part, start in enumerate(range(0, good.num_rows, target.rows_per_file)):
         files.append(f"{folder}/{name}-{part:04d}.parquet")
@@ -123,9 +132,10 @@ class _Tally:
 class Progress:
     """Driver-side sums of the write stats per input file; says when a file is complete."""
 
-    def __init__(self, sources: list[SourceFile], run_id: str):
+    def __init__(self, sources: list[SourceFile], run_id: str, duplicates: dict[str, str] | None = None):
         self.sources = {s.path: s for s in sources}
         self.run_id = run_id
+        self.duplicates = duplicates or {}  # file -> duplicate-id digest (pipeline.reembed.duplicates)
         self.tallies = {s.path: _Tally() for s in sources}
         self.done: set[str] = set()
         self.tokens = 0
@@ -178,4 +188,5 @@ class Progress:
             output_rows=t.output_rows,
             files=sorted(t.files),
             rejects=sorted(t.rejects),
+            duplicates=self.duplicates.get(path),
         )

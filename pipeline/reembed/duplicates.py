@@ -1,0 +1,67 @@
+"""Duplicate ids in an incrementally re-embedded corpus: the embed job's pre-pass over every listed file.
+
+input.duplicate_ids means here what it means for the embed job (pipeline.duplicate_ids): with `keep_first` the
+first row of each id in (file order, row) order is embedded and later copies are rejects `duplicate id (first at
+<file> row <n>)`; `error` fails before embedding; `unchecked` skips the pass. Which copy is first depends on the
+other files: a new file can hold an id an unchanged one already has, and deleting a file can make a later copy the
+first. So each file's entry records a digest of its duplicate rejects (`FileEntry.duplicates`), and a file whose
+digest changed is embedded again like a changed file (pipeline.reembed.planner). Only the digests reach the driver:
+one 64-bit sum per file, never a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import pyarrow.dataset as pads
+
+from pipeline.config import EmbedConfig
+from pipeline.duplicate_ids import FILE_INDEX
+from pipeline.duplicate_pass import find_duplicate_ids
+from pipeline.reading import ReadSpec
+from pipeline.storage import Location
+from pipeline.units import Unit
+
+DUPLICATES_DIR = "_duplicates"  # under the version root: the pass's repeats, deleted once the run has published
+NO_DUPLICATES = "none"  # the digest of a file without duplicate-id rejects
+
+
+def checks_ids(cfg: EmbedConfig) -> bool:
+    """Whether the job runs the duplicate-id pass (an id column, and duplicate_ids other than 'unchecked')."""
+    return cfg.input.id_column is not None and cfg.input.duplicate_ids != "unchecked"
+
+
+def check_ids(cfg: EmbedConfig, spec: ReadSpec, files: list[str], target: Location) -> dict[str, str]:
+    """Run the pre-pass over every file of `files` (the whole sorted listing, reused files included) into `target`;
+    returns each file's duplicate digest (NO_DUPLICATES when it repeats no earlier id). Needs Ray.
+
+    Raises:
+        DuplicateIdError: input.duplicate_ids is 'error' and some id repeats.
+    """
+    units = [Unit(path, index) for index, path in enumerate(files)]
+    find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, target, cfg.compute)
+    return file_digests(target, files)
+
+
+def file_digests(target: Location, files: list[str]) -> dict[str, str]:
+    """{file: digest of its (row, reason) repeats}: an order-free sum of 64-bit blake2b hashes, so the repeats are
+    streamed in batches in any order and the driver keeps one integer per file."""
+    sums: dict[int, int] = defaultdict(int)
+    dataset = pads.dataset(target.path, filesystem=target.fs, format="parquet", partitioning="hive")
+    if not dataset.files:  # no id repeats: the pass wrote only its summary
+        return dict.fromkeys(files, NO_DUPLICATES)
+    for batch in dataset.to_batches(columns=[FILE_INDEX, "row", "reason"]):
+        columns = (batch.column(c).to_pylist() for c in (FILE_INDEX, "row", "reason"))
+        for index, row, reason in zip(*columns):
+            digest = hashlib.blake2b(f"{row}\0{reason}".encode(), digest_size=8).digest()
+            sums[index] = (sums[index] + int.from_bytes(digest, "little")) % (1 << 64)
+    return {path: f"{sums[i]:016x}" if i in sums else NO_DUPLICATES for i, path in enumerate(files)}
+
+
+def remove_pass(target: Location) -> None:
+    """Delete the pass's result once the run has published (a killed run's is replaced by the next pass)."""
+    try:
+        target.fs.delete_dir(target.path)
+    except FileNotFoundError:
+        pass
