@@ -403,10 +403,13 @@ def check_dense_chain(cfg: ModelConfig) -> None:
 
 
 def is_encoder(cfg: ModelConfig) -> bool:
-    """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers."""
+    """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers;
+    or an encoder-decoder (T5...), of which rayembed runs the encoder (pipeline.model_loading.load_model)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     config = read_json(cfg, "config.json")
+    if config.get("is_encoder_decoder", False):
+        return True
     return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
 
 

@@ -15,6 +15,7 @@ from transformers import (
     Gemma3TextConfig,
     PreTrainedTokenizerFast,
     Qwen3Config,
+    T5Config,
     XLMRobertaConfig,
     set_seed,
 )
@@ -118,6 +119,22 @@ ARCHS = {
             eos_token_id=3,
         ),
         "<bos> $A <eos>",
+        "right",
+    ),
+    # sentence-t5 and GTR's family: an encoder-decoder, of which sentence-transformers runs the encoder alone
+    "t5": (
+        lambda v: T5Config(
+            vocab_size=v,
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        ),
+        "$A <eos>",
         "right",
     ),
 }

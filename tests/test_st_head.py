@@ -240,3 +240,20 @@ def test_dense_modules_that_do_not_fit_together_are_refused_on_the_driver(tiny_m
     cfg, _ = with_model_defaults(cfg)
     with pytest.raises(UserError, match=message):
         check_model(cfg.model)
+
+
+@pytest.mark.parametrize("layout", ["sentence-t5 (mean, Dense, Normalize)", "a bare T5 checkpoint"])
+def test_an_encoder_decoder_model_runs_its_encoder_as_sentence_transformers_does(tmp_path, layout):
+    """sentence-t5 / GTR: AutoModel gives T5Model, whose forward needs decoder inputs, so every actor failed
+    ('You must specify exactly one of input_ids or inputs_embeds'); sentence-transformers loads T5EncoderModel."""
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+
+    base = build_model(tmp_path / "t5", "t5", train_tokenizer(sample_texts()))
+    if layout.startswith("sentence-t5"):
+        model = st_model(base, tmp_path / "st", {"pooling_mode": "mean"}, dense=[(64, 32, IDENTITY, False)])
+    else:
+        model = base  # no sentence-transformers files: mean pooling, as sentence-transformers defaults to
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
