@@ -21,6 +21,7 @@ from pipeline.model_defaults import (
     model_file,
     module_layout,
     resolve_pooling,
+    runs_encoder_only,
     to_our_pooling,
 )
 from pipeline.model_limits import apply_token_limit, token_limit
@@ -173,10 +174,10 @@ def pooling_skip(cfg: ModelConfig, prompt: str, tokenizer: PreTrainedTokenizerBa
 
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
-    """The transformer body (AutoModel, no LM head) in eval mode on `device`; of an encoder-decoder model (T5, mT5,
-    UMT5, LongT5, BART: sentence-t5, GTR), its encoder alone, as sentence-transformers runs them (its Transformer
-    module loads T5EncoderModel and the like). The whole model is read, then its decoder dropped before the move to
-    `device`: a transient second copy of the weights in host memory."""
+    """The transformer body (AutoModel, no LM head) in eval mode on `device`; of a T5-style encoder-decoder
+    (sentence-t5, GTR: ENCODER_ONLY_MODEL_TYPES) its encoder alone, as sentence-transformers runs them. The whole
+    model is read, then its decoder dropped before the move to `device`: a transient second copy of the weights in
+    host memory."""
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -197,8 +198,8 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
-    if getattr(config, "is_encoder_decoder", False):
-        model = model.get_encoder()  # the decoder needs decoder inputs and makes no sentence embedding
+    if runs_encoder_only(config):
+        model = model.get_encoder()  # its decoder would need decoder inputs (T5Model's forward refuses to run)
     model = model.to(device).eval()
     # dynamic=True: one graph for every (rows, length) batch shape instead of a recompile per shape.
     return torch.compile(model, dynamic=True) if cfg.compile else model

@@ -11,6 +11,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModel,
+    BartConfig,
     BertConfig,
     Gemma3TextConfig,
     PreTrainedTokenizerFast,
@@ -135,6 +136,26 @@ ARCHS = {
             decoder_start_token_id=0,
         ),
         "$A <eos>",
+        "right",
+    ),
+    # an encoder-decoder that sentence-transformers runs whole (the decoder's states)
+    "bart": (
+        lambda v: BartConfig(
+            vocab_size=v,
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            decoder_start_token_id=3,
+        ),
+        "<bos> $A <eos>",
         "right",
     ),
 }
