@@ -261,3 +261,17 @@ def test_an_encoder_decoder_model_runs_its_encoder_as_sentence_transformers_does
     got, want = ours(model, TEXTS), reference(model, TEXTS)
     assert got.shape == want.shape
     assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+
+
+@pytest.mark.parametrize("arch", ["mpnet", "deberta-v2", "distilbert", "modernbert"])
+def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch):
+    """all-mpnet-base-v2 (the most downloaded sentence-transformers model) and DeBERTa-v2 failed to load: their
+    transformers classes support no SDPA, which `attn_implementation: auto` asked for; they now get transformers'
+    default (eager), as in sentence-transformers. DistilBERT and ModernBERT guard the other common layouts."""
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+
+    model = build_model(tmp_path / arch, arch, train_tokenizer(sample_texts()))
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
