@@ -104,8 +104,54 @@ def stream_logs(client, job_id: str) -> None:
     asyncio.run(tail())
 
 
+def job_runtime_env(extra: dict | None) -> dict:
+    """The submitted job's runtime_env: the current directory as working_dir (without UPLOAD_EXCLUDES), plus the
+    user's `--runtime-env-json` / `--runtime-env` fields (env_vars, pip, ...; their `excludes` are added to ours).
+
+    Raises:
+        ValueError: `extra` sets working_dir (the config is checked against the current directory, which is what
+            gets uploaded: run from the directory to upload instead).
+    """
+    extra = dict(extra or {})
+    if "working_dir" in extra:
+        raise ValueError(
+            "the runtime env sets working_dir: rayembed submit uploads the current directory (the config is checked "
+            "against it); run it from the directory to upload"
+        )
+    excludes = [*UPLOAD_EXCLUDES, *extra.pop("excludes", [])]
+    return {"working_dir": ".", **extra, "excludes": excludes}
+
+
+def read_runtime_env(text: str | None, path: str | None) -> dict | None:
+    """`--runtime-env-json TEXT` or `--runtime-env FILE` (YAML), as `ray job submit` takes them.
+
+    Raises:
+        ValueError: both given, unreadable or invalid JSON/YAML, or not a mapping (the message says which).
+    """
+    import json
+
+    import yaml
+
+    if text is not None and path is not None:
+        raise ValueError("give --runtime-env-json or --runtime-env, not both")
+    try:
+        value = json.loads(text) if text is not None else yaml.safe_load(Path(path).read_text()) if path else None
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        where = "--runtime-env-json" if text is not None else f"--runtime-env {path}"
+        raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f'the runtime env must be a mapping such as {{"env_vars": {{...}}}}, not {value!r}')
+    return value
+
+
 def submit(
-    job: str | None, config: str, address: str | None, overrides: list[str], wait: bool, python: str = "python"
+    job: str | None,
+    config: str,
+    address: str | None,
+    overrides: list[str],
+    wait: bool,
+    python: str = "python",
+    runtime_env: dict | None = None,
 ) -> int:
     """Submit `<python> -m jobs.<job>` with the current directory as the job's working directory.
 
@@ -113,6 +159,8 @@ def submit(
     an output on a relative local path (it would land in the cluster's temporary copy of this directory) or a
     relative local input the upload does not carry is exit 2 before anything is uploaded
     (pipeline.cluster_paths).
+
+    `runtime_env`: more runtime_env fields for the job (job_runtime_env), e.g. {"env_vars": {"HF_HUB_OFFLINE": "1"}}.
 
     Returns 0 when the job succeeded (or was submitted, with wait=False); the job's own exit status when it failed
     with one (2 config error, 3 another run holds the output's lease, ...), else 1 (stopped, or the cluster cannot be
@@ -144,7 +192,12 @@ def submit(
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    problems = cluster_path_errors(cfg, root, UPLOAD_EXCLUDES)
+    try:
+        env = job_runtime_env(runtime_env)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    problems = cluster_path_errors(cfg, root, env["excludes"])
     if problems:
         print(f"error: {config}: {problems[0]}", file=sys.stderr)
         return 2
@@ -155,9 +208,7 @@ def submit(
     try:
         with address_only(address):
             client = JobSubmissionClient(address)
-        job_id = client.submit_job(
-            entrypoint=shlex.join(args), runtime_env={"working_dir": ".", "excludes": UPLOAD_EXCLUDES}
-        )
+        job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=env)
     except (ConnectionError, OSError, RuntimeError, ValueError, RayError) as err:  # RayError: e.g. a missing token
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: cannot submit to the Ray cluster at {address}: {reason}", file=sys.stderr)
@@ -233,6 +284,13 @@ def parser() -> argparse.ArgumentParser:
     )
     add_set(p)
     p.add_argument("--no-wait", action="store_true", help="return after submitting instead of streaming the logs")
+    p.add_argument(
+        "--runtime-env-json",
+        default=None,
+        metavar="JSON",
+        help='more runtime_env fields, as for ray job submit, e.g. \'{"env_vars": {"HF_HUB_OFFLINE": "1"}}\'',
+    )
+    p.add_argument("--runtime-env", default=None, metavar="FILE", help="the same from a YAML file")
     p = sub.add_parser("config", help="configuration tools")
     config_sub = p.add_subparsers(dest="config_command", required=True)
     p = config_sub.add_parser(
@@ -249,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = config_path(args.parser, args)
     if args.command == "submit":
-        return submit(args.job, config, args.address, args.set, wait=not args.no_wait)
+        try:
+            runtime_env = read_runtime_env(args.runtime_env_json, args.runtime_env)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return submit(args.job, config, args.address, args.set, not args.no_wait, runtime_env=runtime_env)
     job = args.command.replace("-", "_")
     if args.command == "config" or args.show_config:
         return show_config(config, args.job if args.command == "config" else job, args.set)

@@ -233,3 +233,34 @@ def test_a_ray_job_from_an_uploaded_working_dir_refuses_a_relative_output(monkey
     assert embed.main(["--config", "configs/quickstart.yaml"]) == 2
     err = capsys.readouterr().err
     assert "output.uri 'out/quickstart' is a path relative to the job's working directory" in err
+
+
+def test_submit_takes_a_runtime_env_as_ray_job_submit_does(tmp_path, monkeypatch, capsys):
+    """`--runtime-env-json` / `--runtime-env FILE` (ray job submit's flags) add env_vars, pip, excludes to the job's
+    runtime_env; they were a usage error. The working dir stays the current directory, the one the config is
+    checked against; a bad value is one error line, exit 2."""
+    env = cli.job_runtime_env({"env_vars": {"HF_HUB_OFFLINE": "1"}, "excludes": ["data/big/"]})
+    assert env["working_dir"] == "." and env["env_vars"] == {"HF_HUB_OFFLINE": "1"}
+    assert env["excludes"] == [*cli.UPLOAD_EXCLUDES, "data/big/"]
+    assert cli.read_runtime_env('{"env_vars": {"A": "1"}}', None) == {"env_vars": {"A": "1"}}
+    (tmp_path / "env.yaml").write_text("env_vars:\n  A: '1'\n")
+    assert cli.read_runtime_env(None, str(tmp_path / "env.yaml")) == {"env_vars": {"A": "1"}}
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("RAY_ADDRESS", unreachable())
+    quick = ["submit", "configs/quickstart.yaml", "--set", "output.uri=s3://b/q"]
+    for extra, message in (
+        (["--runtime-env-json", "{env_vars"], "error: --runtime-env-json: "),
+        (["--runtime-env-json", "[1]"], "error: the runtime env must be a mapping"),
+        (["--runtime-env-json", '{"working_dir": "/x"}'], "error: the runtime env sets working_dir"),
+        (["--runtime-env", str(tmp_path / "none.yaml")], f"error: --runtime-env {tmp_path / 'none.yaml'}: "),
+    ):
+        assert cli.main([*quick, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    # an input the user's own excludes keep out of the upload is named, as for ours
+    args = [*quick, "--runtime-env-json", '{"excludes": ["data/"]}']
+    assert cli.main(args) == 2
+    assert "input.uri 'data/sample/sib200_sample.jsonl' is below data/" in capsys.readouterr().err
+    assert (
+        cli.main([*quick, "--runtime-env-json", '{"env_vars": {"A": "1"}}']) == 1
+    )  # valid: only the cluster is missing

@@ -194,7 +194,10 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert cli.submit(None, "configs/mine_bitext.yaml", None, ["model.poolng=mean"], True, sys.executable) == 2
     assert "did you mean pooling?" in capsys.readouterr().err
     missing = [f"input.uri={tmp_path / 'missing.jsonl'}", f"output.uri={tmp_path / 'never'}"]
-    rc = cli.submit(None, "configs/quickstart.yaml", None, missing, True, sys.executable)
+    probe = {"env_vars": {"RAYEMBED_PROBE": "1"}}  # --runtime-env-json's fields reach the job
+    rc = cli.submit(None, "configs/quickstart.yaml", None, missing, True, sys.executable, runtime_env=probe)
     streamed = capsys.readouterr().out
     assert rc == 1, streamed[-3000:]
     assert "-m jobs.embed" in streamed and "no input files found" in streamed and "finished: FAILED" in streamed
+    submitted = re.search(r"submitted (\S+):", streamed).group(1)
+    assert client.get_job_info(submitted).runtime_env["env_vars"] == probe["env_vars"]
