@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.cli import add_config, config_path
+from pipeline.cluster_paths import in_uploaded_working_dir, relative_outputs
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
@@ -68,7 +69,8 @@ def run_job(
 ) -> int:
     """Parse `--config FILE --set a.b=c`, run, print the summary as JSON (stdout) and in words (stderr).
 
-    Config errors exit 2 and input/model errors exit 1 (an actor pool that cannot start too), each with its message
+    Config errors exit 2 (an output on a relative local path too, in a Ray job run from an uploaded working_dir:
+    pipeline.cluster_paths) and input/model errors exit 1 (an actor pool that cannot start too), each with its message
     and no traceback. An interrupt (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a
     traceback that says what a rerun does (interrupted_line; `resumable`: the job resumes an unfinished run of the
     same configuration); a second Ctrl-C while that line is printed changes nothing.
@@ -86,6 +88,10 @@ def run_job(
     if args.show_config:
         write_stdout(render_config(cfg))  # a reader that stops early (`| head`) is no error
         return 0
+    lost = relative_outputs(cfg) if in_uploaded_working_dir() else []
+    if lost:  # a Ray job run from an uploaded working_dir: its output would land in the cluster's temporary copy
+        print(f"error: {args.config}: {lost[0]}", file=sys.stderr)
+        return 2
     quiet_user_error_tracebacks()
     try:
         summary = run(cfg)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.process_exit import exit_process, write_stdout
@@ -71,9 +73,25 @@ def show_config(config: str, job: str | None, overrides: list[str]) -> int:
     return 0
 
 
+# Where `ray job submit` and Ray's JobSubmissionClient look for the Jobs API address, first to last.
+ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
 def submit_address(address: str | None) -> str | None:
-    """--address, else RAY_ADDRESS, as `ray job submit` does."""
-    return address or os.environ.get("RAY_ADDRESS") or None
+    """--address, else RAY_API_SERVER_ADDRESS, else RAY_ADDRESS (the variables `ray job submit` reads)."""
+    return address or next((os.environ[v] for v in ADDRESS_VARS if os.environ.get(v)), None)
+
+
+@contextlib.contextmanager
+def address_only(address: str) -> Iterator[None]:
+    """Hide RAY_API_SERVER_ADDRESS and RAY_ADDRESS while a JobSubmissionClient is made: Ray's client lets them
+    override its `address` argument, so `--address` would lose to a variable left in the shell (or set by a Ray
+    job). `address` may be http(s)://host:8265, host:port, `auto` or ray://host:10001 (Ray converts the last two)."""
+    saved = {v: os.environ.pop(v) for v in ADDRESS_VARS if v in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def stream_logs(client, job_id: str) -> None:
@@ -86,35 +104,61 @@ def stream_logs(client, job_id: str) -> None:
     asyncio.run(tail())
 
 
-def submit(job: str, config: str, address: str | None, overrides: list[str], wait: bool, python: str = "python") -> int:
+def submit(
+    job: str | None, config: str, address: str | None, overrides: list[str], wait: bool, python: str = "python"
+) -> int:
     """Submit `<python> -m jobs.<job>` with the current directory as the job's working directory.
 
-    Returns 0 when the job succeeded (or was submitted, with wait=False), 1 when it failed or the cluster cannot be
-    reached, 2 for a usage error, 130 when Ctrl-C stopped the following of the logs (the job runs on); every error is
-    one line on stderr.
+    `job` None: guessed from the config's sections (guess_job). The config is loaded here first, so a config error,
+    an output on a relative local path (it would land in the cluster's temporary copy of this directory) or a
+    relative local input the upload does not carry is exit 2 before anything is uploaded
+    (pipeline.cluster_paths).
+
+    Returns 0 when the job succeeded (or was submitted, with wait=False); the job's own exit status when it failed
+    with one (2 config error, 3 another run holds the output's lease, ...), else 1 (stopped, or the cluster cannot be
+    reached); 2 for a usage or config error here, 130 when Ctrl-C stopped the following of the logs (the job runs
+    on). Every error is one line on stderr.
     """
+    from pipeline.cluster_paths import cluster_path_errors
+    from pipeline.config import ConfigError, load_config
+
     address = submit_address(address)
     if not address:
-        print("error: no Ray address: pass --address http://HEAD:8265 or set RAY_ADDRESS", file=sys.stderr)
+        print(
+            "error: no Ray address: pass --address http://HEAD:8265 or set RAY_ADDRESS (or RAY_API_SERVER_ADDRESS)",
+            file=sys.stderr,
+        )
         return 2
-    cfg = Path(config).resolve()
+    root = Path.cwd()
     try:
-        rel = cfg.relative_to(Path.cwd())
+        rel = Path(config).resolve().relative_to(root.resolve())
     except ValueError:
         print(
             f"error: {config} must be inside the current directory, which is uploaded as the job's working dir",
             file=sys.stderr,
         )
         return 2
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    try:
+        job = job or guess_job(config)
+        cfg = load_config(config_class(job), config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    problems = cluster_path_errors(cfg, root, UPLOAD_EXCLUDES)
+    if problems:
+        print(f"error: {config}: {problems[0]}", file=sys.stderr)
+        return 2
+    from ray.exceptions import RayError
+    from ray.job_submission import JobSubmissionClient
 
     args = [python, "-m", f"jobs.{job}", "--config", str(rel), *[a for o in overrides for a in ("--set", o)]]
     try:
-        client = JobSubmissionClient(address)
+        with address_only(address):
+            client = JobSubmissionClient(address)
         job_id = client.submit_job(
             entrypoint=shlex.join(args), runtime_env={"working_dir": ".", "excludes": UPLOAD_EXCLUDES}
         )
-    except (ConnectionError, OSError, RuntimeError, ValueError) as err:
+    except (ConnectionError, OSError, RuntimeError, ValueError, RayError) as err:  # RayError: e.g. a missing token
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: cannot submit to the Ray cluster at {address}: {reason}", file=sys.stderr)
         return 1
@@ -130,9 +174,17 @@ def submit(job: str, config: str, address: str | None, overrides: list[str], wai
             file=sys.stderr,
         )
         return 130
-    status = client.get_job_status(job_id)
-    write_stdout(f"job {job_id} finished: {status}\n")
-    return 0 if status == JobStatus.SUCCEEDED else 1
+    info = client.get_job_info(job_id)
+    write_stdout(f"job {job_id} finished: {info.status}\n")
+    return job_exit_status(info.status, info.driver_exit_code)
+
+
+def job_exit_status(status: str, driver_exit_code: int | None) -> int:
+    """Our exit status for a finished job: 0 when it succeeded, the entrypoint's own non-zero status when it has one
+    (so a scheduler tells `jobs.reembed`'s 3, lease held, from a failure), else 1."""
+    if str(status) == "SUCCEEDED":
+        return 0
+    return driver_exit_code if driver_exit_code not in (None, 0) and 0 < driver_exit_code < 256 else 1
 
 
 def add_set(p: argparse.ArgumentParser) -> None:
@@ -173,7 +225,9 @@ def parser() -> argparse.ArgumentParser:
     )
     add_config(p, "YAML config file, inside the current directory (uploaded as the working dir)")
     p.set_defaults(parser=p)
-    p.add_argument("--job", type=job_name, default="embed", metavar=jobs, help="the job to run (default: embed)")
+    p.add_argument(
+        "--job", type=job_name, default=None, metavar=jobs, help="the job to run (default: guessed from the sections)"
+    )
     p.add_argument(
         "--address", default=None, help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)"
     )

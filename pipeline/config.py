@@ -183,7 +183,7 @@ class ModelConfig(Section):
         "auto",
         description="transformers attention kernel. 'auto': flash_attention_2 on a GPU when the flash_attn package "
         "is installed (a causal model then gets padding-free batches: varlen attention, nothing padded is "
-        "computed), else sdpa.",
+        "computed), else sdpa; an architecture that supports neither (MPNet, DeBERTa-v2) gets its eager attention.",
     )
     compile: bool = Field(
         False,

@@ -106,12 +106,29 @@ def check_reachable(address: str, key: str, seconds: float | None = None) -> Non
             time.sleep(1.0)
 
 
+def check_ray_address(address: str, key: str) -> None:
+    """Refuse the dashboard's http(s):// address, which users copy from `ray job submit` (RAY_ADDRESS=http://head:8265):
+    Ray's `ray.init` raises a ValueError for it, which was a traceback.
+
+    Raises:
+        RayStartError: `address` is an http(s) URL; names `key` and the addresses that work.
+    """
+    if address.startswith(("http://", "https://")):
+        raise RayStartError(
+            f"{key} is {address}, the dashboard's (Jobs API) address, which `rayembed submit` and `ray job submit` "
+            "take. A job run in this process connects to the cluster itself: give the head's GCS address "
+            "(host:6379) or ray://host:10001, submit the job instead (rayembed submit CONFIG --address "
+            f"{address}), or unset {key} to start Ray in this process"
+        )
+
+
 def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
 
     Raises:
         RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message),
-            nothing answers at the cluster address (check_reachable), or Ray cannot connect to it (its
+            the address is the dashboard's http(s) URL (check_ray_address), nothing answers at the cluster address
+            (check_reachable), or Ray cannot connect to it (its
             ConnectionError: no cluster found for `auto`, a head that went away, a refused token).
     """
     if not ray.is_initialized():
@@ -120,6 +137,7 @@ def init_ray(compute: ComputeConfig) -> None:
         key = "compute.ray_address" if compute.ray_address else "RAY_ADDRESS"
         address = compute.ray_address or os.environ.get("RAY_ADDRESS", "")
         if not in_process:
+            check_ray_address(address, key)
             check_reachable(address, key)
         try:
             ray.init(address=compute.ray_address, log_to_driver=True, **options)

@@ -402,11 +402,41 @@ def check_dense_chain(cfg: ModelConfig) -> None:
         width, source = spec.out_features, f"Dense module {spec.path!r}"
 
 
+# Encoder-decoder model types whose encoder alone sentence-transformers runs (its Transformer module loads
+# T5EncoderModel, MarianEncoder and the like: sentence_transformers/base/modules/transformer.py, text models).
+# Others, such as BART, it runs whole (the decoder's states, from decoder inputs shifted from the text), and so do we.
+ENCODER_ONLY_MODEL_TYPES = frozenset(
+    {
+        "t5",
+        "mt5",
+        "umt5",
+        "longt5",
+        "switch_transformers",
+        "prophetnet",
+        "blenderbot",
+        "blenderbot-small",
+        "m2m_100",
+        "pegasus",
+        "pegasus_x",
+        "marian",
+        "t5gemma",
+    }
+)
+
+
+def runs_encoder_only(config: object) -> bool:
+    """Whether rayembed runs only the encoder of this model config (ENCODER_ONLY_MODEL_TYPES)."""
+    return getattr(config, "model_type", None) in ENCODER_ONLY_MODEL_TYPES
+
+
 def is_encoder(cfg: ModelConfig) -> bool:
-    """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers."""
+    """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers;
+    or a T5-style encoder-decoder, of which rayembed runs the encoder (runs_encoder_only)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     config = read_json(cfg, "config.json")
+    if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES:
+        return True
     return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
 
 

@@ -21,6 +21,7 @@ from pipeline.model_defaults import (
     model_file,
     module_layout,
     resolve_pooling,
+    runs_encoder_only,
     to_our_pooling,
 )
 from pipeline.model_limits import apply_token_limit, token_limit
@@ -45,7 +46,8 @@ def pick_device() -> torch.device:
 
 
 def pick_attention(requested: str, device: torch.device) -> str:
-    """'auto' is FlashAttention-2 on a GPU where the flash_attn package imports, else PyTorch SDPA."""
+    """'auto' is FlashAttention-2 on a GPU where the flash_attn package imports, else PyTorch SDPA (load_model falls
+    back to transformers' default, eager attention, for an architecture that supports neither)."""
     if requested != "auto":
         return requested
     has_flash = device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
@@ -173,7 +175,10 @@ def pooling_skip(cfg: ModelConfig, prompt: str, tokenizer: PreTrainedTokenizerBa
 
 
 def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
-    """The transformer body (AutoModel, no LM head) in eval mode on `device`."""
+    """The transformer body (AutoModel, no LM head) in eval mode on `device`; of a T5-style encoder-decoder
+    (sentence-t5, GTR: ENCODER_ONLY_MODEL_TYPES) its encoder alone, as sentence-transformers runs them. The whole
+    model is read, then its decoder dropped before the move to `device`: a transient second copy of the weights in
+    host memory."""
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -183,17 +188,31 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
         cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
     )
     dtype = pick_dtype(cfg, device, getattr(config, "dtype", None))
-    try:
-        model = AutoModel.from_pretrained(
+
+    def from_pretrained(attention: str | None) -> PreTrainedModel:
+        return AutoModel.from_pretrained(
             cfg.name_or_path,
             revision=cfg.revision,
             trust_remote_code=cfg.trust_remote_code,
             use_safetensors=None if cfg.allow_pickle_weights else True,
             dtype=dtype,
-            attn_implementation=pick_attention(cfg.attn_implementation, device),
+            attn_implementation=attention,
         )
+
+    try:
+        try:
+            model = from_pretrained(pick_attention(cfg.attn_implementation, device))
+        except ValueError as err:
+            if cfg.attn_implementation != "auto":
+                raise
+            # an architecture without SDPA or FlashAttention-2 support (MPNet: all-mpnet-base-v2; DeBERTa-v2):
+            # transformers' own default then, SDPA where the model supports it, else its eager attention
+            log.info("model %s: %s; loading it with transformers' default attention", cfg.name_or_path, err)
+            model = from_pretrained(None)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
+    if runs_encoder_only(config):
+        model = model.get_encoder()  # its decoder would need decoder inputs (T5Model's forward refuses to run)
     model = model.to(device).eval()
     # dynamic=True: one graph for every (rows, length) batch shape instead of a recompile per shape.
     return torch.compile(model, dynamic=True) if cfg.compile else model

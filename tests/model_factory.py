@@ -11,10 +11,16 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModel,
+    BartConfig,
     BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
     Gemma3TextConfig,
+    ModernBertConfig,
+    MPNetConfig,
     PreTrainedTokenizerFast,
     Qwen3Config,
+    T5Config,
     XLMRobertaConfig,
     set_seed,
 )
@@ -116,6 +122,98 @@ ARCHS = {
             pad_token_id=0,
             bos_token_id=2,
             eos_token_id=3,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # sentence-t5 and GTR's family: an encoder-decoder, of which sentence-transformers runs the encoder alone
+    "t5": (
+        lambda v: T5Config(
+            vocab_size=v,
+            d_model=64,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        ),
+        "$A <eos>",
+        "right",
+    ),
+    # an encoder-decoder that sentence-transformers runs whole (the decoder's states)
+    "bart": (
+        lambda v: BartConfig(
+            vocab_size=v,
+            d_model=64,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            decoder_start_token_id=3,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # all-mpnet-base-v2's family: no SDPA support in transformers, so it loads with eager attention
+    "mpnet": (
+        lambda v: MPNetConfig(
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=514,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # DeBERTa-v2/v3 (mDeBERTa): no SDPA support either
+    "deberta-v2": (
+        lambda v: DebertaV2Config(
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # distiluse / msmarco-distilbert: DistilBERT takes no token_type_ids
+    "distilbert": (
+        lambda v: DistilBertConfig(
+            vocab_size=v, dim=64, hidden_dim=128, n_layers=2, n_heads=4, pad_token_id=0, max_position_embeddings=512
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # gte-modernbert / modernbert-embed: local and global attention layers
+    "modernbert": (
+        lambda v: ModernBertConfig(
+            vocab_size=v,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            cls_token_id=2,
+            sep_token_id=3,
         ),
         "<bos> $A <eos>",
         "right",

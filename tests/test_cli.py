@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -75,6 +76,7 @@ def test_unknown_job_lists_the_names(capsys):
 
 def test_submit_without_address_or_ray_address(monkeypatch, capsys):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     assert cli.main(["submit", "configs/quickstart.yaml"]) == 2
     assert "pass --address http://HEAD:8265 or set RAY_ADDRESS" in capsys.readouterr().err
 
@@ -85,7 +87,7 @@ def test_submit_unreachable_address_is_one_line(monkeypatch, capsys):
     address = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("RAY_ADDRESS", address)  # the fallback `ray job submit` users expect
     monkeypatch.chdir(REPO)
-    assert cli.main(["submit", "configs/quickstart.yaml", "--job", "embed"]) == 1
+    assert cli.main(["submit", "configs/quickstart.yaml", "--job", "embed", "--set", "output.uri=s3://b/q"]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot submit to the Ray cluster at {address}")
@@ -133,3 +135,101 @@ def test_config_file_usage_errors_exit_2(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: rayembed embed") and message in err
+
+
+def unreachable() -> str:
+    from conftest import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("variable", ["RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"])
+def test_submit_address_flag_wins_over_the_environment_which_is_read_as_ray_reads_it(variable, monkeypatch, capsys):
+    """Ray's JobSubmissionClient lets RAY_ADDRESS / RAY_API_SERVER_ADDRESS override its address argument: --address
+    was ignored whenever the shell had one. Without --address, RAY_API_SERVER_ADDRESS is used (it was 'no address')."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    flag, env = unreachable(), unreachable()
+    monkeypatch.setenv(variable, env)
+    assert cli.main(["submit", "configs/embed.yaml", "--address", flag]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot submit to the Ray cluster at {flag}") and env not in err, err
+    assert cli.main(["submit", "configs/embed.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot submit to the Ray cluster at {env}"), err
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "message"),
+    [
+        (
+            "configs/quickstart.yaml",
+            [],
+            "output.uri 'out/quickstart' is a path relative to the job's working directory",
+        ),
+        (
+            "configs/cluster.yaml",
+            ["input.uri=out/embeddings"],
+            "input.uri 'out/embeddings' is below out/, which is not",
+        ),
+        ("configs/mine_bitext.yaml", ["source.uri=../fra.txt"], "source.uri '../fra.txt' is outside"),
+        ("configs/embed.yaml", ["input.uri=data/nowhere"], "input.uri 'data/nowhere' does not exist in"),
+        (
+            "configs/reembed.yaml",
+            ["model.name_or_path=.models/e5"],
+            "model.name_or_path '.models/e5' is below .models/",
+        ),
+        ("configs/embed.yaml", ["model.poolng=mean"], "did you mean pooling?"),
+    ],
+)
+def test_submit_refuses_what_cannot_work_on_a_cluster_before_uploading(
+    config, overrides, message, tmp_path, monkeypatch, capsys
+):
+    """A relative local output lands in the cluster's temporary copy of the working dir (spread over nodes, then
+    deleted), and a relative input or model the upload does not carry is not there: exit 2 naming the key, before
+    any upload (the address is unreachable: the old code answered 1, 'cannot submit', or submitted the job)."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    (tmp_path / ".models" / "e5").mkdir(parents=True)  # a model directory here, below a folder never uploaded
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", unreachable())
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert cli.main(["submit", config, *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {config}") and message in err, err
+
+
+def test_submit_takes_a_relative_input_that_is_uploaded_and_guesses_the_job(monkeypatch, capsys):
+    """data/sample is uploaded with the working dir; with no --job the sections pick it (jobs.embed ran a cluster or
+    reembed config before)."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("RAY_ADDRESS", unreachable())
+    args = ["submit", "configs/quickstart.yaml", "--set", "output.uri=s3://bucket/q"]
+    assert cli.main(args) == 1  # past every local check: only the cluster is missing
+    assert "cannot submit to the Ray cluster" in capsys.readouterr().err
+    for config, job in (("configs/reembed.yaml", "reembed"), ("configs/cluster.yaml", "cluster")):
+        assert cli.guess_job(str(REPO / config)) == job
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "rc"),
+    [("SUCCEEDED", 0, 0), ("FAILED", 2, 2), ("FAILED", 3, 3), ("FAILED", None, 1), ("STOPPED", -15, 1)],
+)
+def test_submit_exits_with_the_job_entrypoints_status(status, code, rc):
+    """A scheduler tells jobs.reembed's 3 (lease held: another run does the work) and a config error's 2 from a
+    failure; it got 1 for every failed job."""
+    assert cli.job_exit_status(status, code) == rc
+
+
+def test_a_ray_job_from_an_uploaded_working_dir_refuses_a_relative_output(monkeypatch, capsys):
+    """`ray job submit --working-dir . -- python -m jobs.embed --config configs/quickstart.yaml`: the output would be
+    written inside Ray's temporary copy of the working dir; the driver says so (exit 2) before Ray starts."""
+    import json
+
+    from jobs import embed
+
+    monkeypatch.chdir(REPO)
+    job_config = {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123456789abcdef.zip"}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job_config))
+    assert embed.main(["--config", "configs/quickstart.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "output.uri 'out/quickstart' is a path relative to the job's working directory" in err

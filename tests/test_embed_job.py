@@ -297,6 +297,23 @@ def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypa
         embed_job.check_reachable(left_to_ray, "compute.ray_address", seconds=0)
 
 
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8265", "https://ray.example.com"])
+def test_the_dashboard_address_as_ray_address_is_one_error_naming_the_key(address, monkeypatch):
+    """RAY_ADDRESS=http://head:8265, as `ray job submit` takes it, then `python -m jobs.embed` here: Ray's ValueError
+    ('Invalid Ray address') was a traceback; it is one error saying which addresses work."""
+    from pipeline import embed_job
+    from pipeline.config import ComputeConfig
+
+    monkeypatch.setattr(embed_job.ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(embed_job.RayStartError, match=rf"RAY_ADDRESS is {address}, the dashboard's.*host:6379") as err:
+        embed_job.init_ray(ComputeConfig())
+    assert isinstance(err.value, embed_job.UserError)
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(embed_job.RayStartError, match=r"compute\.ray_address is http"):
+        embed_job.init_ray(ComputeConfig(ray_address=address))
+
+
 def test_a_cluster_ray_cannot_connect_to_is_one_error_naming_the_key(monkeypatch):
     """`compute.ray_address: auto` with no cluster Ray can find (or a head that went away, a refused token): Ray's
     ConnectionError was a traceback; it is one error naming the key, with what `auto` means."""

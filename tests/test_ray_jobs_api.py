@@ -183,14 +183,18 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert summary["rows_in"] == summary["rows_embedded"] == 320
     assert '"rows_embedded": 320' in logs  # the job prints its summary
 
-    # `rayembed submit` on the same head: the address from RAY_ADDRESS, the job's logs streamed while it runs, the
-    # job's exit status as ours (a config error: exit 2 in the job, 1 here)
+    # `rayembed submit` on the same head: the address from RAY_ADDRESS, the job guessed from the sections, the job's
+    # logs streamed while it runs, the job's exit status as ours. A config error is exit 2 here, before any upload;
+    # an input that is not on the cluster fails the job there (its exit 1).
     from pipeline import cli
 
     monkeypatch.setenv("RAY_ADDRESS", ray_head)
     monkeypatch.chdir(REPO)
     capsys.readouterr()
-    rc = cli.submit("mine_bitext", "configs/mine_bitext.yaml", None, ["model.poolng=mean"], True, sys.executable)
+    assert cli.submit(None, "configs/mine_bitext.yaml", None, ["model.poolng=mean"], True, sys.executable) == 2
+    assert "did you mean pooling?" in capsys.readouterr().err
+    missing = [f"input.uri={tmp_path / 'missing.jsonl'}", f"output.uri={tmp_path / 'never'}"]
+    rc = cli.submit(None, "configs/quickstart.yaml", None, missing, True, sys.executable)
     streamed = capsys.readouterr().out
     assert rc == 1, streamed[-3000:]
-    assert "did you mean pooling?" in streamed and "finished: FAILED" in streamed
+    assert "-m jobs.embed" in streamed and "no input files found" in streamed and "finished: FAILED" in streamed

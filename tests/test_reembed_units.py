@@ -10,6 +10,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet
 import pytest
+import yaml
+from conftest import REPO
 
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.objects import get_json, list_tree, put_json
@@ -120,6 +122,29 @@ def test_lease_refuses_a_live_holder_and_takes_over_an_expired_one(tmp_path):
         put_json({**get_json(target), "token": "stolen"}, target)
         with pytest.raises(LeaseLostError):
             lease.check()
+
+
+def test_a_retry_on_a_new_host_waits_out_the_lease_of_its_dead_attempt(tmp_path):
+    """A RayJob retry runs on a new head pod: the dead attempt's lease (another host, so its pid cannot be checked)
+    stays live until it expires, and the retry exited 3 at once, failing every retry within the TTL.
+    reembed.lease_wait_seconds waits for it; a live holder is still refused after the wait."""
+    from pipeline.reembed.config import ReembedConfig
+
+    target = resolve(str(tmp_path / "_lease.json"), StorageConfig())
+    dead = {"owner": "pod-a", "run_id": "attempt-1", "host": "rayembed-head-a", "pid": 1, "token": "t"}
+    put_json({**dead, "expires_at": time.time() + 2.0}, target)
+    with pytest.raises(LeaseHeldError, match=r"run attempt-1.*refused; wait"):
+        Lease(target, "attempt-2", ttl=60, settle=0).acquire()
+    with pytest.raises(LeaseHeldError, match=r"refused \(waited 0 s\)"):
+        Lease(target, "attempt-2", ttl=60, settle=0, wait=0.3).acquire()
+    start = time.monotonic()
+    with Lease(target, "attempt-2", ttl=60, settle=0, wait=30):
+        assert get_json(target)["run_id"] == "attempt-2"
+        assert 0.5 < time.monotonic() - start < 10  # waited for the expiry, not the whole wait
+    shipped = ReembedConfig.model_validate(
+        {**yaml.safe_load((REPO / "configs" / "reembed.yaml").read_text()), "input": {"uri": "s3://b/c"}}
+    )
+    assert shipped.reembed.lease_wait_seconds > shipped.reembed.lease_ttl_seconds
 
 
 def test_lease_race_has_one_winner(tmp_path):

@@ -240,3 +240,38 @@ def test_dense_modules_that_do_not_fit_together_are_refused_on_the_driver(tiny_m
     cfg, _ = with_model_defaults(cfg)
     with pytest.raises(UserError, match=message):
         check_model(cfg.model)
+
+
+@pytest.mark.parametrize(
+    "layout", ["sentence-t5 (mean, Dense, Normalize)", "a bare T5 checkpoint", "a bare BART checkpoint"]
+)
+def test_an_encoder_decoder_model_runs_its_encoder_as_sentence_transformers_does(tmp_path, layout):
+    """sentence-t5 / GTR: AutoModel gives T5Model, whose forward needs decoder inputs, so every actor failed
+    ('You must specify exactly one of input_ids or inputs_embeds'); sentence-transformers loads T5EncoderModel.
+    BART it runs whole (the decoder's states), and so must we."""
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+
+    arch = "bart" if "BART" in layout else "t5"
+    base = build_model(tmp_path / arch, arch, train_tokenizer(sample_texts()))
+    if layout.startswith("sentence-t5"):
+        model = st_model(base, tmp_path / "st", {"pooling_mode": "mean"}, dense=[(64, 32, IDENTITY, False)])
+    else:
+        model = base  # no sentence-transformers files: mean pooling, as sentence-transformers defaults to
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+
+
+@pytest.mark.parametrize("arch", ["mpnet", "deberta-v2", "distilbert", "modernbert"])
+def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch):
+    """all-mpnet-base-v2 (the most downloaded sentence-transformers model) and DeBERTa-v2 failed to load: their
+    transformers classes support no SDPA, which `attn_implementation: auto` asked for; they now get transformers'
+    default (eager), as in sentence-transformers. DistilBERT and ModernBERT guard the other common layouts."""
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+
+    model = build_model(tmp_path / arch, arch, train_tokenizer(sample_texts()))
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999

@@ -20,6 +20,14 @@ class ReembedSettings(Section):
         description="Wait between writing the lease and reading it back. Object stores have no compare-and-swap "
         "through pyarrow, so two runs that both saw no lease find out which write won after this pause.",
     )
+    lease_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How long a run waits for another run's live lease to be released or to expire before it exits "
+        "3 (0: at once). A retry whose earlier attempt died on another host (a RayJob retry gets a new head pod) "
+        "finds that attempt's lease live for up to lease_ttl_seconds: a wait above the TTL lets the retry resume "
+        "instead of failing (configs/reembed.yaml waits 660 s).",
+    )
     keep_manifests: int = Field(
         2,
         ge=1,

@@ -122,7 +122,14 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     recipe = fingerprint_recipe(cfg, prompt)
     layout = VersionLayout(out, fingerprint_hash(recipe))
     settings = cfg.reembed
-    lease = Lease(out.join(LEASE), run_id, settings.lease_ttl_seconds, settings.lease_settle_seconds, settings.owner)
+    lease = Lease(
+        out.join(LEASE),
+        run_id,
+        settings.lease_ttl_seconds,
+        settings.lease_settle_seconds,
+        settings.owner,
+        wait=settings.lease_wait_seconds,
+    )
     with lease:
         root, rel_paths = list_files(cfg.input.uri, cfg.storage)
         sources = scan_sources(root, rel_paths)

@@ -21,6 +21,7 @@ from pipeline.objects import get_json, put_json
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
+POLL_SECONDS = 5.0  # re-read of a held lease while waiting for it (reembed.lease_wait_seconds)
 
 
 class LeaseHeldError(RuntimeError):
@@ -56,8 +57,12 @@ def is_stale(lease: dict[str, Any], now: float) -> bool:
 class Lease:
     """Context manager: acquire on enter, renew in a daemon thread, release on exit."""
 
-    def __init__(self, target: Location, run_id: str, ttl: float, settle: float, owner: str | None = None):
-        self.target, self.run_id, self.ttl, self.settle = target, run_id, ttl, settle
+    def __init__(
+        self, target: Location, run_id: str, ttl: float, settle: float, owner: str | None = None, wait: float = 0.0
+    ):
+        """`wait`: seconds to wait for a live lease of another run to be released or to expire before refusing
+        (0: refuse at once)."""
+        self.target, self.run_id, self.ttl, self.settle, self.wait = target, run_id, ttl, settle, wait
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.token = uuid.uuid4().hex
         self.lost: str | None = None
@@ -75,9 +80,7 @@ class Lease:
         }
 
     def acquire(self) -> None:
-        held = get_json(self.target)
-        if held is not None and not is_stale(held, time.time()):
-            raise LeaseHeldError(self.refusal(held))
+        held = self.wait_for_release()
         if held is not None:
             log.warning("taking over the stale lease of %s", describe(held))
         put_json(self.record(), self.target)
@@ -88,10 +91,29 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name="reembed-lease", daemon=True)
         self._thread.start()
 
+    def wait_for_release(self) -> dict[str, Any] | None:
+        """The stored lease once it is gone or stale, polled for at most `self.wait` seconds.
+
+        Raises:
+            LeaseHeldError: another run's lease is still live after the wait.
+        """
+        deadline = time.monotonic() + self.wait
+        held = get_json(self.target)
+        if held is not None and not is_stale(held, time.time()) and self.wait > 0:
+            log.warning("output lease held by %s; waiting up to %.0f s for it to end", describe(held), self.wait)
+        while held is not None and not is_stale(held, time.time()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LeaseHeldError(self.refusal(held))
+            time.sleep(max(0.05, min(POLL_SECONDS, left, held["expires_at"] - time.time())))
+            held = get_json(self.target)
+        return held
+
     def refusal(self, held: dict[str, Any]) -> str:
         return (
             f"output {self.target.uri.rsplit('/', 1)[0]} is being written by {describe(held)}. Two re-embed runs "
-            f"on one output are refused; wait for it to finish, or if it is dead, wait for the expiry or delete "
+            f"on one output are refused{f' (waited {self.wait:.0f} s)' if self.wait > 0 else ''}; wait for it to "
+            f"finish, or if it is dead, wait for the expiry (reembed.lease_wait_seconds waits for it) or delete "
             f"{self.target.uri}"
         )
 

@@ -1,0 +1,119 @@
+"""Local paths in a job's config when the job runs on a Ray cluster from an uploaded working directory.
+
+`rayembed submit` and `ray job submit --working-dir .` copy the current directory to a temporary directory on the
+cluster (Ray's runtime_env `working_dir`) and run the job there. A relative local path then means a place inside that
+copy: what the job writes there is spread over the nodes that ran the write tasks and deleted with the copy, and an
+input that was not uploaded (below an excluded directory, outside the current one) is not there. Light on purpose
+(no Ray, no torch): the CLI checks a config before it uploads anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+# Set by Ray's job supervisor in the environment of a submitted job's driver (ray._private.runtime_env.constants).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def where(key: str) -> str:
+    """The fix, in words."""
+    if key.endswith("name_or_path"):
+        return "use a hub id, or an absolute path that exists on every node (in the image or a mounted volume)"
+    return (
+        "use object storage (s3://bucket/prefix) or an absolute path on a file system that every node mounts, "
+        f"e.g. --set {key}=s3://bucket/prefix"
+    )
+
+
+def config_uris(cfg: BaseModel) -> list[tuple[str, str]]:
+    """(dotted key, value) of every `uri` / `*_uri` string of a loaded config, nested sections included."""
+
+    def walk(value: Any, path: str) -> list[tuple[str, str]]:
+        if not isinstance(value, dict):
+            return []
+        found = [
+            (f"{path}{k}", v) for k, v in value.items() if (k == "uri" or k.endswith("_uri")) and isinstance(v, str)
+        ]
+        return found + [u for k, v in value.items() for u in walk(v, f"{path}{k}.")]
+
+    return walk(cfg.model_dump(), "")
+
+
+def model_dirs(cfg: BaseModel, root: Path) -> list[tuple[str, str]]:
+    """(dotted key, value) of every `model.name_or_path` that names a local directory below `root` (not a hub id)."""
+
+    def walk(value: Any, path: str) -> list[tuple[str, str]]:
+        if not isinstance(value, dict):
+            return []
+        found = [(f"{path}{k}", v) for k, v in value.items() if k == "name_or_path" and isinstance(v, str)]
+        return found + [u for k, v in value.items() for u in walk(v, f"{path}{k}.")]
+
+    return [(k, v) for k, v in walk(cfg.model_dump(), "") if is_relative_local(v) and (root / v).is_dir()]
+
+
+def is_relative_local(uri: str) -> bool:
+    """A local path relative to the working directory (no scheme, not absolute, not `~/...`)."""
+    return "://" not in uri and not os.path.isabs(os.path.expanduser(uri))
+
+
+def is_output(key: str) -> bool:
+    return key == "output.uri" or key.endswith(".output.uri")
+
+
+def in_uploaded_working_dir() -> bool:
+    """True in the driver of a Ray job submitted with a `working_dir` (the Jobs API sets its job config)."""
+    try:
+        job = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}")
+    except ValueError:
+        return False
+    return bool(((job or {}).get("runtime_env") or {}).get("working_dir"))
+
+
+def relative_outputs(cfg: BaseModel) -> list[str]:
+    """One message per output URI of `cfg` that is a relative local path (lost when the job runs on a cluster)."""
+    return [
+        f"{key} {uri!r} is a path relative to the job's working directory, which Ray copies to a temporary "
+        "directory on the cluster: what the job writes there is spread over the nodes that run its write tasks and "
+        f"deleted with that copy; {where(key)}"
+        for key, uri in config_uris(cfg)
+        if is_output(key) and is_relative_local(uri)
+    ]
+
+
+def missing_uploads(cfg: BaseModel, root: Path, excludes: list[str]) -> list[str]:
+    """One message per input URI of `cfg` that is a relative local path the upload of `root` does not carry: outside
+    `root`, or below one of the `excludes` directories (`name/` entries), or not there at all."""
+    problems = []
+    skipped = [e.strip("/") for e in excludes if e.endswith("/") and "*" not in e]
+    for key, uri in config_uris(cfg) + model_dirs(cfg, root):
+        if is_output(key) or not is_relative_local(uri):
+            continue
+        # normpath, not resolve: the upload takes the link `data -> /elsewhere` under its name
+        path = Path(os.path.normpath(root / os.path.expanduser(uri)))
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            problems.append(f"{key} {uri!r} is outside {root}, the working directory that is uploaded; {where(key)}")
+            continue
+        excluded = next((p for p in parts if p in skipped), None)
+        if excluded is not None:
+            problems.append(f"{key} {uri!r} is below {excluded}/, which is not uploaded to the cluster; {where(key)}")
+        elif not path.exists() and not any(c in uri for c in "*?["):
+            problems.append(
+                f"{key} {uri!r} does not exist in {root}, the working directory that is uploaded; {where(key)}"
+            )
+    return problems
+
+
+def cluster_path_errors(cfg: BaseModel, root: Path | None = None, excludes: list[str] | None = None) -> list[str]:
+    """What keeps `cfg` from running on a cluster from an uploaded working directory: relative local outputs, and
+    (with `root`, the directory about to be uploaded) relative local inputs the upload does not carry."""
+    errors = relative_outputs(cfg)
+    if root is not None:
+        errors += missing_uploads(cfg, root, excludes or [])
+    return errors
