@@ -250,6 +250,7 @@ def test_a_run_that_crashed_resumes_with_smaller_pieces_to_the_same_pairs(
 
 
 def messy_jsonl_sides(tmp_path: Path, src_lines: list[bytes]) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     """JSONL sides with ids s0..s9 / t0..t9 and embeddings for them; `src_lines` are appended to the source."""
     rng = np.random.default_rng(1)
     vectors = random_unit(rng, 10, 16)
@@ -320,3 +321,7 @@ def test_side_duplicate_ids_error_and_the_reject_guard(tmp_path):
     ):
         run_mine(parse_config(MineConfig, raw))
     assert not (tmp_path / "out" / "embeddings").exists()
+    raw = messy_jsonl_sides(tmp_path / "dups", [b'{"id": "s3", "text": "again"}\n', b'{"id": "s4", "text": "again"}\n'])
+    raw["source"]["max_reject_fraction"] = 0.1  # 2 of 12 rows repeat an id: counted as the embed job counts them
+    with pytest.raises(UserError, match=r"2 of 12 rows rejected \(16.7%\), above source.max_reject_fraction"):
+        run_mine(parse_config(MineConfig, raw))

@@ -311,3 +311,15 @@ def test_duplicate_digests_are_per_file_and_free_of_row_order(tmp_path):
     (tmp_path / "none").mkdir()
     (tmp_path / "none" / "_SUCCESS").write_text("{}")
     assert set(file_digests(resolve(str(tmp_path / "none"), StorageConfig()), files).values()) == {NO_DUPLICATES}
+
+
+def test_kept_types_survive_the_manifest():
+    """The version's kept-column types are recorded in its manifest as JSON and read back equal."""
+    import json
+
+    from pipeline.kept_columns import JSON_TEXT, KeptType
+    from pipeline.reembed import kept
+
+    types = {"meta": JSON_TEXT, "year": KeptType(pa.int64()), "tags": KeptType(pa.list_(pa.string()))}
+    assert kept.decode(json.loads(json.dumps(kept.encode(types)))) == types
+    assert kept.decode(None) == {}

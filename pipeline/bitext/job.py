@@ -128,16 +128,22 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare
             counts.rows_rejected,
             rejects_uri(cfg, next(iter(group.sides))),
         )
-    guard = {
-        "rows_in": counts.rows_read,
-        "rows_rejected": counts.rows_rejected,
-        "rejects": rejects_uri(cfg, next(iter(group.sides))),
-    }
-    failure = reject_failure(guard, group.cfg.max_reject_fraction)
-    if failure:  # before anything is embedded: the side read the wrong thing (format, column, encoding)
-        key = next(iter(group.sides))  # the section the keys of this input are set in
-        raise TooManyRejectsError(f"{key} ({group.cfg.uri}): {failure.replace('input.', f'{key}.')}")
+    check_rejects(cfg, group, counts.rows_read, counts.rows_rejected)  # fails fast, before the dedup
     return counts
+
+
+def check_rejects(cfg: MineConfig, group: InputGroup, rows_read: int, rejected: int) -> None:
+    """The input's max_reject_fraction, as the embed job's guard (pipeline.reject_guard), before anything is
+    embedded: an input rejected that much was read wrong (format, column, encoding).
+
+    Raises:
+        TooManyRejectsError: naming the side's keys (`source.max_reject_fraction`, ...).
+    """
+    key = next(iter(group.sides))  # the section the keys of this input are set in
+    guard = {"rows_in": rows_read, "rows_rejected": rejected, "rejects": rejects_uri(cfg, key)}
+    failure = reject_failure(guard, group.cfg.max_reject_fraction)
+    if failure:
+        raise TooManyRejectsError(f"{key} ({group.cfg.uri}): {failure.replace('input.', f'{key}.')}")
 
 
 def rejects_uri(cfg: MineConfig, side: str) -> str:
@@ -206,6 +212,13 @@ def prepare_texts(cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex) 
             for lang, group in items
         ]
         sides[side] = {"buckets": buckets, "langs": dict(zip([lang for lang, _ in items], ex.get(refs)))}
+    for group, counts in zip(groups, reads):  # again with the later rows of repeated ids, which the embed job counts
+        repeats = sum(
+            sides[side]["langs"][lang].get("duplicate_ids", 0)
+            for lang, side in group.owners.items()
+            if lang in sides.get(side, {}).get("langs", {})
+        )
+        check_rejects(cfg, group, counts.rows_read, counts.rows_rejected + repeats)
     read_counts = [
         {"rows_read": c.rows_read, "rows_rejected": c.rows_rejected, "per_lang": dict(c.per_lang)} for c in reads
     ]

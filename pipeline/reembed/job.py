@@ -18,13 +18,16 @@ import ray
 from pipeline import commit
 from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
+from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model, resolve_model_settings
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
+from pipeline.reembed import kept
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.duplicates import DUPLICATES_DIR, check_ids, checks_ids, remove_pass
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
+from pipeline.reembed.kept import decide_for_run
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
@@ -60,18 +63,21 @@ def embed_files(
     lease: Lease,
     precision: OutputPrecision,
     duplicates: tuple[Location, dict[str, str], dict[str, int]] | None = None,
-) -> tuple[list[FileEntry], Progress]:
+    published_types: dict[str, KeptType] | None = None,
+) -> tuple[list[FileEntry], Progress, dict[str, KeptType]]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
     `precision`: output.dimensions and output.dtype as the driver checked them (calibration.output_precision).
     `duplicates`: the duplicate-id pass's location, each file's digest and each file's index in the listing
-    (pipeline.reembed.duplicates); None when ids are not checked.
+    (pipeline.reembed.duplicates); None when ids are not checked. `published_types`: the kept-column types the
+    version stores (pipeline.reembed.kept; None for a new version). Returns the entries, the progress and the
+    kept-column types these files were written with.
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
     settings = init_ray_while(cfg.compute, lambda: resolve_model_settings(cfg.model))
     cfg = cfg.model_copy(update={"model": settings.model})
-    spec = read_spec(cfg, root)
+    spec = decide_for_run(read_spec(cfg, root), [s.path for s in todo], published_types, cfg.compute)
     target = StageTarget(
         version_root=layout.root,
         run_id=run_id,
@@ -101,7 +107,7 @@ def embed_files(
     for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         stage(progress.add(stats))
     stage(progress.finish())
-    return entries, progress
+    return entries, progress, spec.kept_types
 
 
 def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
@@ -141,8 +147,12 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         embedded: list[FileEntry] = []
         tokens = 0
+        kept_types = kept.decode(previous.kept_types) if previous and previous.kept_types else None
         if plan.to_embed:
-            embedded, progress = embed_files(cfg, layout, root, plan.to_embed, prompt, lease, precision, duplicates)
+            published = None if previous is None else (kept_types or {})
+            embedded, progress, kept_types = embed_files(
+                cfg, layout, root, plan.to_embed, prompt, lease, precision, duplicates, published
+            )
             tokens = progress.tokens
         failure = version_reject_failure(plan.reused + embedded, layout, cfg.input.max_reject_fraction)
         if failure:
@@ -157,8 +167,17 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
             if entries and not any(e.files for e in entries):
-                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision)
-            manifest = Manifest(layout.fingerprint, recipe, generation, run_id, cfg.input.uri, time.time(), entries)
+                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision, kept_types or {})
+            manifest = Manifest(
+                layout.fingerprint,
+                recipe,
+                generation,
+                run_id,
+                cfg.input.uri,
+                time.time(),
+                entries,
+                kept.encode(kept_types) if kept_types else None,
+            )
             manifest_rel = publish(layout, manifest, lease)
             collect_garbage(layout, settings.keep_manifests, lease)
         elif current is None or current.fingerprint != layout.fingerprint:
@@ -178,7 +197,12 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
 
 
 def with_schema_file(
-    entry: FileEntry, cfg: ReembedConfig, layout: VersionLayout, prompt: str, precision: OutputPrecision
+    entry: FileEntry,
+    cfg: ReembedConfig,
+    layout: VersionLayout,
+    prompt: str,
+    precision: OutputPrecision,
+    kept_types: dict[str, KeptType],
 ) -> FileEntry:
     """`entry` with a schema-only Parquet file (pipeline.writing.EMPTY_FILE) in its run directory, for a version
     that stores no row (empty files only, every row rejected): readers of read_current/open_current then get the
@@ -189,7 +213,8 @@ def with_schema_file(
         return entry
     folder = VersionLayout.run_dir(entry.key, entry.run_id)
     metadata = {**embedding_metadata(cfg, prompt), **precision.metadata(), "fingerprint": layout.fingerprint}
-    write_empty_output(layout.root.join(folder), cfg, {}, precision.arrow_type(dim), metadata)
+    types = {c: t.type for c, t in kept_types.items()}
+    write_empty_output(layout.root.join(folder), cfg, types, precision.arrow_type(dim), metadata)
     return dataclasses.replace(entry, files=[*entry.files, f"{folder}/{EMPTY_FILE}"])
 
 

@@ -48,6 +48,8 @@ class Manifest:
     input_uri: str
     created_at: float
     entries: list[FileEntry]
+    # Type of each kept column in every file of the version (pipeline.reembed.kept.encode); None: not recorded
+    kept_types: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
