@@ -379,7 +379,7 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "empty.jsonl").write_bytes(b"")
-    (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " "}, {"id": "b2", "text": ""}]))
+    (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " ", "lang": "en"}, {"id": "b2", "text": ""}]))
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
     cfg = cfg.model_copy(
