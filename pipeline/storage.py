@@ -6,6 +6,7 @@ instance/pod role, so they cannot leak into logs, configs or outputs.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -177,9 +178,30 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
             "escapes), so it cannot be read; rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest -r DIR) "
             "or move it out of the input"
         )
+    if not names and not pattern and (info.type == pafs.FileType.Directory or root.uri.startswith("s3://")):
+        names = versioned_files(root)
     if not names:
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     return root, sorted(names, key=lambda n: n.path)
+
+
+REEMBED_CURRENT = "_current.json"  # pipeline.reembed.layout.CURRENT: the pointer to a version's manifest
+
+
+def versioned_files(root: Location) -> list[ListedFile]:
+    """The data files of a re-embed dataset's current version (`python -m jobs.reembed` output), [] for any other
+    directory. Its files live under hidden `_versions/` folders next to staged files of unfinished runs, so only
+    the manifest that `_current.json` names says which are the dataset; the cluster and mining jobs (and anyone
+    listing an input) then read a re-embed dataset like the embed job's output. Paths are relative to `root`."""
+    pointer = root.join(REEMBED_CURRENT)
+    if root.fs.get_file_info(pointer.path).type != pafs.FileType.File:
+        return []
+    manifest_rel = json.loads(read_bytes(pointer))["manifest"]  # _versions/<fingerprint>/_manifests/<name>.json
+    manifest = json.loads(read_bytes(root.join(manifest_rel)))
+    version = posixpath.dirname(posixpath.dirname(manifest_rel))
+    rels = [posixpath.join(version, f) for entry in manifest["entries"] for f in entry["files"]]
+    infos = root.fs.get_file_info([root.join(r).path for r in rels]) if rels else []
+    return [ListedFile(r, i.size, i.mtime_ns) for r, i in zip(rels, infos)]
 
 
 class InputNameError(UserError, ValueError):

@@ -171,3 +171,30 @@ def test_s3_keys_with_an_empty_segment_fail_the_listing_naming_them(s3_bucket, s
     with pytest.raises(InputNameError, match=rf"the object 's3://{bucket}/corpus//a.jsonl' has an empty or '\.'"):
         list_files(f"s3://{bucket}/corpus", storage)
     assert list_files(f"s3://{bucket}/corpus/ok*", storage)[1] == ["ok.jsonl"]
+
+
+def test_a_reembed_dataset_lists_the_files_of_its_current_version(tmp_path):
+    """`python -m jobs.reembed` output as another job's input (cluster input.uri, a mining side's embeddings_uri):
+    the files the current manifest names, not the staged files of unfinished runs beside them. It was 'no input
+    files found' (every file is under the hidden _versions/)."""
+    import json
+
+    from pipeline.storage import list_inputs
+
+    version = tmp_path / "emb" / "_versions" / "fp1"
+    for run in ("r1", "r-killed"):
+        (version / "data" / "k1" / run).mkdir(parents=True)
+        (version / "data" / "k1" / run / "part-0.parquet").write_bytes(b"x" * (3 if run == "r1" else 5))
+    (version / "_manifests").mkdir()
+    manifest = {"entries": [{"path": "a.jsonl", "files": ["data/k1/r1/part-0.parquet"]}]}
+    (version / "_manifests" / "00000001-r1.json").write_text(json.dumps(manifest))
+    (tmp_path / "emb" / "_current.json").write_text(
+        json.dumps({"manifest": "_versions/fp1/_manifests/00000001-r1.json"})
+    )
+    root, listed = list_inputs(str(tmp_path / "emb"), StorageConfig())
+    assert [(f.path, f.size) for f in listed] == [("_versions/fp1/data/k1/r1/part-0.parquet", 3)]
+    assert root.join(listed[0].path).path == str(version / "data" / "k1" / "r1" / "part-0.parquet")
+    (tmp_path / "other" / "_hidden").mkdir(parents=True)
+    (tmp_path / "other" / "_hidden" / "x.parquet").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="no input files found"):
+        list_inputs(str(tmp_path / "other"), StorageConfig())
