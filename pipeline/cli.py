@@ -86,7 +86,7 @@ def submit_address(address: str | None) -> str | None:
 def address_only(address: str) -> Iterator[None]:
     """Hide RAY_API_SERVER_ADDRESS and RAY_ADDRESS while a JobSubmissionClient is made: Ray's client lets them
     override its `address` argument, so `--address` would lose to a variable left in the shell (or set by a Ray
-    job). `address` may be http(s)://host:8265, host:port, `auto` or ray://host:10001 (Ray converts the last two)."""
+    job). `address` may be http(s)://host:8265, host:port, `auto` or ray://host:10001 (Ray converts the last three)."""
     saved = {v: os.environ.pop(v) for v in ADDRESS_VARS if v in os.environ}
     try:
         yield

@@ -82,14 +82,14 @@ RAY_CONNECT_SECONDS = 30.0
 def check_reachable(address: str, key: str, seconds: float | None = None) -> None:
     """Fail fast on a Ray address nothing listens at: `ray.init` itself retries such an address without end.
 
-    `address` is `host:port` or `ray://host:port`; "auto"/"local" and addresses without a port are left to Ray.
+    `address` is `host:port`; "auto"/"local", addresses without a port and URLs (check_ray_address) are left alone.
 
     Raises:
         RayStartError: no TCP connection to the address within `seconds` (RAY_CONNECT_SECONDS); names `key`.
     """
-    if "://" in address and not address.startswith("ray://"):
+    if "://" in address:
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
         return
     deadline = time.monotonic() + (RAY_CONNECT_SECONDS if seconds is None else seconds)
@@ -107,19 +107,30 @@ def check_reachable(address: str, key: str, seconds: float | None = None) -> Non
 
 
 def check_ray_address(address: str, key: str) -> None:
-    """Refuse the dashboard's http(s):// address, which users copy from `ray job submit` (RAY_ADDRESS=http://head:8265):
-    Ray's `ray.init` raises a ValueError for it, which was a traceback.
+    """Refuse the addresses a job cannot run through, which users bring from other Ray tools:
+
+    - the dashboard's http(s):// URL (RAY_ADDRESS=http://head:8265, as for `ray job submit`): `ray.init` raises a
+      ValueError for it, which was a traceback;
+    - a Ray Client address (ray://head:10001): Ray Data's streaming executor does not run through Ray Client (the
+      job failed at its first stage with "'Worker' object has no attribute 'core_worker'", after loading the model).
 
     Raises:
-        RayStartError: `address` is an http(s) URL; names `key` and the addresses that work.
+        RayStartError: names `key`, the address and the ways that work.
     """
-    if address.startswith(("http://", "https://")):
-        raise RayStartError(
-            f"{key} is {address}, the dashboard's (Jobs API) address, which `rayembed submit` and `ray job submit` "
-            "take. A job run in this process connects to the cluster itself: give the head's GCS address "
-            "(host:6379) or ray://host:10001, submit the job instead (rayembed submit CONFIG --address "
-            f"{address}), or unset {key} to start Ray in this process"
-        )
+    scheme = address.partition("://")[0] if "://" in address else ""
+    if scheme not in ("http", "https", "ray"):
+        return
+    what = (
+        "a Ray Client address, and Ray Data does not run through Ray Client"
+        if scheme == "ray"
+        else ("the dashboard's (Jobs API) address, which `rayembed submit` and `ray job submit` take")
+    )
+    head = address.split("://", 1)[1].rsplit(":", 1)[0] or "HEAD"
+    raise RayStartError(
+        f"{key} is {address}, {what}. Submit the job to the cluster instead (rayembed submit CONFIG --address "
+        f"http://{head}:8265), or run it on a node of the cluster with the head's GCS address ({head}:6379), or "
+        f"unset {key} to start Ray in this process"
+    )
 
 
 def init_ray(compute: ComputeConfig) -> None:
@@ -127,7 +138,7 @@ def init_ray(compute: ComputeConfig) -> None:
 
     Raises:
         RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message),
-            the address is the dashboard's http(s) URL (check_ray_address), nothing answers at the cluster address
+            the address is the dashboard's URL or a Ray Client one (check_ray_address), nothing answers at the cluster address
             (check_reachable), or Ray cannot connect to it (its
             ConnectionError: no cluster found for `auto`, a head that went away, a refused token).
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -286,7 +287,7 @@ def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypa
     with pytest.raises(embed_job.RayStartError, match=rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port} "):
         embed_job.init_ray(ComputeConfig(ray_address=f"127.0.0.1:{port}"))
     assert time.perf_counter() - start < 10
-    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     with pytest.raises(embed_job.RayStartError, match=r"\(RAY_ADDRESS\)"):
         embed_job.init_ray(ComputeConfig())
     with socket.socket() as listening:  # a head that answers: no error, Ray takes over
@@ -297,20 +298,29 @@ def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypa
         embed_job.check_reachable(left_to_ray, "compute.ray_address", seconds=0)
 
 
-@pytest.mark.parametrize("address", ["http://127.0.0.1:8265", "https://ray.example.com"])
-def test_the_dashboard_address_as_ray_address_is_one_error_naming_the_key(address, monkeypatch):
+@pytest.mark.parametrize(
+    ("address", "what"),
+    [
+        ("http://127.0.0.1:8265", "the dashboard's"),
+        ("https://ray.example.com", "the dashboard's"),
+        ("ray://127.0.0.1:10001", "a Ray Client address, and Ray Data does not run through Ray Client"),
+    ],
+)
+def test_a_dashboard_or_ray_client_address_is_one_error_naming_the_key(address, what, monkeypatch):
     """RAY_ADDRESS=http://head:8265, as `ray job submit` takes it, then `python -m jobs.embed` here: Ray's ValueError
-    ('Invalid Ray address') was a traceback; it is one error saying which addresses work."""
+    ('Invalid Ray address') was a traceback. RAY_ADDRESS=ray://head:10001 (Ray Client) loaded the model and then
+    failed in Ray Data's executor with a traceback ('Worker' object has no attribute 'core_worker', checked on a
+    `ray start --head` with a client server). Each is one error saying which addresses work."""
     from pipeline import embed_job
     from pipeline.config import ComputeConfig
 
     monkeypatch.setattr(embed_job.ray, "is_initialized", lambda: False)
     monkeypatch.setenv("RAY_ADDRESS", address)
-    with pytest.raises(embed_job.RayStartError, match=rf"RAY_ADDRESS is {address}, the dashboard's.*host:6379") as err:
+    with pytest.raises(embed_job.RayStartError, match=rf"RAY_ADDRESS is {re.escape(address)}, {what}.*:6379") as err:
         embed_job.init_ray(ComputeConfig())
     assert isinstance(err.value, embed_job.UserError)
     monkeypatch.delenv("RAY_ADDRESS")
-    with pytest.raises(embed_job.RayStartError, match=r"compute\.ray_address is http"):
+    with pytest.raises(embed_job.RayStartError, match=rf"compute\.ray_address is {re.escape(address)}, "):
         embed_job.init_ray(ComputeConfig(ray_address=address))
 
 
