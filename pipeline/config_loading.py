@@ -253,6 +253,13 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return f"; known keys: {', '.join(known)}"
 
 
+# A list where one URI is expected: Ray Data's read_* and datasets' data_files take several paths.
+MANY_URIS_HINT = (
+    " (one location: a file, a directory or prefix, or a glob; for several files give their common directory or a "
+    "glob such as corpus/**/*.jsonl)"
+)
+
+
 def parse_config(
     model: type[BaseModel],
     raw: dict[str, Any],
@@ -282,6 +289,8 @@ def parse_config(
             loc = tuple(e["loc"])
             where = ".".join(str(p) for p in loc) or "(top level)"
             msg = e["msg"] + (suggestion(model, loc) if e["type"] == "extra_forbidden" else "")
+            if e["type"] == "string_type" and loc and loc[-1] == "uri" and isinstance(e.get("input"), list):
+                msg += MANY_URIS_HINT
             flag = next((o for k, o in by_key.items() if where == k or where.startswith(k + ".")), None)
             if flag is not None:
                 out.append(f"  --set {flag}: {where}: {msg}")

@@ -42,6 +42,7 @@ def test_overrides_are_typed(tmp_path):
         ("model: {prompt: 'a', prompt_name: query}", "either 'prompt'"),
         ("compute: {min_actors: 3, max_actors: 2}", "exceeds compute.max_actors"),
         ("output: {uri: o/, keep_columns: [embedding]}", "clash with output columns"),
+        ("output: {uri: [a/, b/]}", "output.uri: Input should be a valid string (one location: a file, a directory"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, extra, message):

@@ -207,7 +207,7 @@ def prepare_texts(cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex) 
                 buckets,
                 cfg.storage,
                 group.cfg.duplicate_ids if group.cfg.id_column else None,
-                rejects_uri(cfg, side),
+                rejects_uri(cfg, next(iter(group.sides))),  # the input's, as its read rejects
             )
             for lang, group in items
         ]
