@@ -325,3 +325,13 @@ def test_side_duplicate_ids_error_and_the_reject_guard(tmp_path):
     raw["source"]["max_reject_fraction"] = 0.1  # 2 of 12 rows repeat an id: counted as the embed job counts them
     with pytest.raises(UserError, match=r"2 of 12 rows rejected \(16.7%\), above source.max_reject_fraction"):
         run_mine(parse_config(MineConfig, raw))
+
+
+def test_the_same_file_as_both_sides_in_two_languages(corpus):
+    """One text file as the source (fra) and the target (eng), no lang_column: each side reads all its rows. The
+    shared read gave every row to the source, and the run failed 'target: no usable rows in … (0 rejected …)'."""
+    raw = config(corpus)
+    raw["target"] = {**raw["source"], "lang": "eng"}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 59  # one duplicate text dropped
+    assert summary["pairs_kept"] == 59

@@ -66,7 +66,20 @@ class InputGroup:
 
 
 def input_key(side: SideConfig) -> tuple:
-    return (side.uri, side.format, side.text_column, side.id_column, side.lang_column, side.kind, side.embeddings_uri)
+    """Sides with equal keys share one read of their input. Without lang_column every row of the input is in the
+    side's one language, so the same file as both sides in two languages is two inputs (one read gave all its rows
+    to the source and the target failed: 'no usable rows')."""
+    langs = tuple(side.langs) if side.lang_column is None else None
+    return (
+        side.uri,
+        side.format,
+        side.text_column,
+        side.id_column,
+        side.lang_column,
+        side.kind,
+        side.embeddings_uri,
+        langs,
+    )
 
 
 def plan_inputs(cfg: MineConfig) -> list[InputGroup]:
