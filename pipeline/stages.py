@@ -221,7 +221,8 @@ def resolve_gpus(
     if os.environ.get("RAY_ADDRESS") or (ray.is_initialized() and len(ray.nodes()) > 1):
         log.warning(
             "%s is unset and the cluster has no GPU now: these actors run on CPU. On a cluster whose GPU workers "
-            "scale from zero, set %s: 1 so that the autoscaler adds GPU nodes.",
+            "scale from zero, set %s: 1 so that the autoscaler adds GPU nodes (and compute.max_actors for "
+            "more than one embedding actor).",
             key,
             key,
         )
@@ -266,6 +267,15 @@ def embed_stage(
     shape = shape or ClusterShape.current()
     gpus = resolve_gpus(compute.gpus_per_actor, shape)
     pool = compute.actor_pool_size(shape.default_model_actors(gpus))
+    if gpus > 0 and not shape.gpus_per_node and compute.num_actors is None and compute.max_actors is None:
+        log.warning(
+            "compute.gpus_per_actor is %s and the cluster has no GPU now (GPU workers scaling from zero): the pool "
+            "is fixed at %d embedding actor(s), its default of one per GPU counted at start, so the autoscaler "
+            "adds only that many GPU nodes. Set compute.max_actors (e.g. the GPU worker group's maxReplicas) to "
+            "let Ray Data grow the pool as GPU nodes come up, or compute.num_actors for a fixed size.",
+            gpus,
+            pool[1],
+        )
     threads = ModelThreads(compute.torch_threads, compute.cpus_per_actor, shape.actors_per_node(pool[1], gpus))
     return Stage(
         actor_cls,

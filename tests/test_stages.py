@@ -93,6 +93,22 @@ def test_model_actor_pool_defaults_to_one_actor_per_gpu_or_per_node(shape, compu
     assert (stage.pool, stage.num_gpus, stage.constructor_kwargs["threads"].actors_per_node) == (pool, gpus, per_node)
 
 
+def test_gpus_declared_on_a_cluster_at_zero_gpus_say_how_to_grow_the_pool(caplog):
+    """The advice for a cluster whose GPU workers scale from zero is `gpus_per_actor: 1`; alone it gave one embedding
+    actor for the whole job (one per GPU, counted at start: none), silently. Now a warning names compute.max_actors;
+    with max_actors (configs/embed.yaml, reembed.yaml) the pool autoscales and nothing is said."""
+    at_zero = ClusterShape(gpus_per_node=(), cpu_nodes=1)
+    with caplog.at_level("WARNING", logger="pipeline.stages"):
+        stage = embed_stage(embed_config(gpus_per_actor=1), EmbedActor, shape=at_zero)
+    assert stage.pool == (1, 1) and stage.num_gpus == 1
+    assert "compute.max_actors" in caplog.text and "fixed at 1 embedding actor" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.stages"):
+        stage = embed_stage(embed_config(gpus_per_actor=1, min_actors=1, max_actors=8), EmbedActor, shape=at_zero)
+        embed_stage(embed_config(gpus_per_actor=1), EmbedActor, shape=ClusterShape((1, 1), 2))
+    assert stage.pool == (1, 8) and caplog.text == ""
+
+
 @pytest.mark.parametrize(
     ("threads", "node_cpus", "expected"),
     [
