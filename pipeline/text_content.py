@@ -15,27 +15,40 @@ from typing import Any
 
 INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 # Default_Ignorable_Code_Point ranges outside the categories above (Unicode DerivedCoreProperties.txt): combining
-# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, variation selectors.
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, the unassigned U+2065 and
+# U+FFF0..FFF8 (reserved default-ignorable: Cn, which otherwise counts as visible), variation selectors, tags.
 DEFAULT_IGNORABLE = (
     (0x034F, 0x034F),
     (0x115F, 0x1160),
     (0x17B4, 0x17B5),
     (0x180B, 0x180F),
+    (0x2065, 0x2065),
     (0x3164, 0x3164),
     (0xFE00, 0xFE0F),
     (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
     (0xE0000, 0xE0FFF),
 )
 # Symbols (So) whose glyph is an empty cell: the Braille pattern blank, the usual "invisible character" of chat
-# names and spam (Unicode lists it with the blanks in its notes on space characters, not among the Zs).
-BLANK_SYMBOLS = ((0x2800, 0x2800),)
+# names and spam (Unicode lists it with the blanks in its notes on space characters, not among the Zs), and the
+# musical null notehead U+1D159 (an empty glyph, on the same "invisible character" lists).
+BLANK_SYMBOLS = ((0x2800, 0x2800), (0x1D159, 0x1D159))
+# Format characters (Cf) that draw a glyph: the Prepended_Concatenation_Mark property (Unicode PropList.txt), Arabic
+# number signs, end of ayah, Syriac abbreviation mark, Kaithi number signs. A text of only these is visible.
+VISIBLE_FORMAT = ((0x0600, 0x0605), (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2))
+VISIBLE_FORMAT += ((0x110BD, 0x110BD), (0x110CD, 0x110CD))
 
 
 def is_invisible(char: str) -> bool:
-    """True for a character that renders as nothing (whitespace, control, format, default-ignorable, blank symbol)."""
-    if char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES:
-        return True
+    """True for a character that renders as nothing (whitespace, control, format, default-ignorable, blank symbol).
+
+    Format characters with a glyph (VISIBLE_FORMAT) are visible.
+    """
     code = ord(char)
+    if char.isspace():
+        return True
+    if unicodedata.category(char) in INVISIBLE_CATEGORIES:
+        return not any(lo <= code <= hi for lo, hi in VISIBLE_FORMAT)
     return any(lo <= code <= hi for lo, hi in (*DEFAULT_IGNORABLE, *BLANK_SYMBOLS))
 
 

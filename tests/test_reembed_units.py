@@ -272,7 +272,7 @@ def test_output_token_columns_make_a_new_version(tiny_models):
 def test_a_file_whose_duplicate_id_rejects_changed_is_embedded_again():
     """Same content, other first copies (a new file repeats its ids, or the file with the first copy was deleted):
     its rejects differ, so it is changed; a staged marker of the old digest is not resumed. Without the check
-    (duplicates None) the digest is ignored; an entry written before the check (None) is changed once checked."""
+    (duplicates None) the digest is ignored; an entry written before the check (None) is changed once checked only when the file repeats ids."""
     a, b = SourceFile("a", 5, "mtime_ns:1"), SourceFile("b", 5, "mtime_ns:1")
     clean = dataclasses.replace(entry(a), duplicates=NO_DUPLICATES)
     previous = manifest([clean, dataclasses.replace(entry(b), duplicates=NO_DUPLICATES)])
@@ -286,8 +286,9 @@ def test_a_file_whose_duplicate_id_rejects_changed_is_embedded_again():
         "crashed"
     ]
     assert make_plan([a, b], previous, {}, duplicates=None).is_noop
-    unchecked = manifest([entry(a)])  # duplicates None: a manifest from before the check
-    assert [x.path for x in make_plan([a], unchecked, {}, {"a": NO_DUPLICATES}).changed] == ["a"]
+    unchecked = manifest([entry(a)])  # duplicates None: a manifest from before the check, re-embedded only with repeats
+    assert [x.path for x in make_plan([a], unchecked, {}, {"a": NO_DUPLICATES}).unchanged] == ["a"]
+    assert [x.path for x in make_plan([a], unchecked, {}, {"a": "00ff"}).changed] == ["a"]
     assert FileEntry.from_json({k: v for k, v in dataclasses.asdict(entry(a)).items() if k != "duplicates"}) == entry(a)
 
 

@@ -22,6 +22,8 @@ INVISIBLE = {
     "line/paragraph separators": "\u2028\u2029",
     "Braille pattern blank": "\u2800\u2800",
     "Braille blank and spaces": " \u2800 \u3000",
+    "musical null notehead": "\U0001d159\U0001d159",
+    "reserved default-ignorable (unassigned)": "\u2065\ufff0\ufff8",
 }
 
 
@@ -39,6 +41,15 @@ def test_text_with_no_visible_character_is_rejected(text):
 )
 def test_any_visible_character_is_content(text):
     # combining marks, private use and (for this Unicode database) unassigned emoji all count as visible
+    assert has_visible(text)
+    assert text_reject_reason(text) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0600", "\u06dd\u0661", "\u070f", "\u0890", "\u08e2", "\U000110bd", "\U000110cd", "\u200b\u06dd"]
+)
+def test_format_characters_that_draw_a_glyph_are_content(text):
+    # Prepended_Concatenation_Mark (Cf): the Arabic number sign and end of ayah draw a glyph over what follows
     assert has_visible(text)
     assert text_reject_reason(text) is None
 

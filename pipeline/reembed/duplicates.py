@@ -20,11 +20,11 @@ from pipeline.config import EmbedConfig
 from pipeline.duplicate_ids import FILE_INDEX
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.reading import ReadSpec
+from pipeline.reembed.manifest import NO_DUPLICATES
 from pipeline.storage import Location
 from pipeline.units import Unit
 
 DUPLICATES_DIR = "_duplicates"  # under the version root: the pass's repeats, deleted once the run has published
-NO_DUPLICATES = "none"  # the digest of a file without duplicate-id rejects
 
 
 def checks_ids(cfg: EmbedConfig) -> bool:

@@ -137,8 +137,9 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         staged = load_staged(layout)
         plan = make_plan(sources, previous, staged)
         duplicates = None
-        if checks_ids(cfg) and (not plan.is_noop or any(e.duplicates is None for e in plan.reused)):
-            # which copy of an id is first depends on every listed file: the pass reads the ids of all of them
+        if checks_ids(cfg) and not plan.is_noop:
+            # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
+            # the listing changed (an unchanged listing keeps its first copies)
             init_ray(cfg.compute)
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)

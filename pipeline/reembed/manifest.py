@@ -14,6 +14,8 @@ from pipeline.objects import get_json
 from pipeline.reembed.layout import CURRENT, VersionLayout
 from pipeline.storage import Location
 
+NO_DUPLICATES = "none"  # FileEntry.duplicates of a file without duplicate-id rejects
+
 
 @dataclass(frozen=True)
 class FileEntry:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.reembed.manifest import FileEntry, Manifest
+from pipeline.reembed.manifest import NO_DUPLICATES, FileEntry, Manifest
 from pipeline.reembed.sources import SourceFile
 
 
@@ -59,13 +59,15 @@ def make_plan(
         previous: the last published manifest of this fingerprint.
         staged: completion markers by file key, left by runs that did not publish.
         duplicates: each file's duplicate-id digest now (pipeline.reembed.duplicates), None when ids are not
-            checked. A file whose entry records another digest (its first copies moved: a new or deleted file, or
-            a run that did not check) is changed even with the same content: its rejects differ.
+            checked. A file whose entry records another digest (its first copies moved: a new or deleted file) is
+            changed even with the same content: its rejects differ. An entry recorded without the check (None)
+            counts as one without repeats, so upgrading re-embeds only the files that repeat ids.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
     def current(entry: FileEntry | None, src: SourceFile) -> bool:
-        same_ids = duplicates is None or entry is None or entry.duplicates == duplicates.get(src.path)
+        now = None if duplicates is None else duplicates.get(src.path)
+        same_ids = duplicates is None or entry is None or (entry.duplicates or NO_DUPLICATES) == now
         return entry is not None and entry.key == src.key and same_ids
 
     plan = Plan()
