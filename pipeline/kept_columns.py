@@ -10,9 +10,11 @@ The rule (`unify`), applied pairwise over the files in listing order:
 - a column that is null in one file takes the other file's type;
 - integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does); uint64 with
   another unsigned type stays uint64 and with a signed one becomes decimal128(20, 0), so no value overflows;
-- timestamps (same time zone) and durations in different units take the finer unit, but microseconds where one is in
-  nanoseconds: nanoseconds cannot hold dates past 2262 (a `9999-12-31` sentinel), and nanosecond values are then
-  kept to the microsecond;
+- timestamps and durations in different units take the finer unit, but microseconds where one is in nanoseconds:
+  nanoseconds cannot hold dates past 2262 (a `9999-12-31` sentinel), and nanosecond values are then kept to the
+  microsecond; zoned timestamps in different zones meet in UTC (the same instants), a date with a timestamp without
+  zone becomes that timestamp (its midnight); a naive timestamp with a zoned one stays *mixed*;
+- lists, structs (fields by name) and maps apply these rules to their items, so nothing inside them narrows;
 - other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
 - JSON values nested more than 16 levels deep, or holding only empty objects (`{}`, a struct without fields), are
   *mixed* too: Parquet readers refuse deep schemas, and Parquet writers structs without fields;
@@ -76,8 +78,12 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         return b
     if pa.types.is_null(b):
         return a
+    nested = unify_nested(a, b)
+    if nested is not NOT_NESTED:
+        return nested
     if pa.types.is_integer(a) and pa.types.is_integer(b):
         return common_integer(a, b)
+    a, b = date_as_timestamp(a, b), date_as_timestamp(b, a)
     if time_unit_kind(a) is not None and time_unit_kind(a) == time_unit_kind(b):
         return common_time_unit(a, b)
     if (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or pa.types.is_floating(b)):
@@ -87,6 +93,37 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     return normalize(merged.field("c").type)
+
+
+NOT_NESTED = object()  # unify_nested: the two types are not both lists, both structs or both maps
+
+
+def unify_nested(a: pa.DataType, b: pa.DataType) -> pa.DataType | None | object:
+    """Lists, structs and maps unify their items, fields (by name; a field one side lacks is kept) and keys by the
+    same rules as top-level values, so a uint64 or nanosecond value inside a list or struct is not narrowed either.
+    NOT_NESTED when the two types are not of one such kind; None when an inner pair cannot be reconciled."""
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        item = unify(a.value_type, b.value_type)
+        return None if item is None else pa.list_(item)
+    if pa.types.is_map(a) and pa.types.is_map(b):
+        key, item = unify(a.key_type, b.key_type), unify(a.item_type, b.item_type)
+        return None if key is None or item is None else pa.map_(key, item)
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields = {a.field(i).name: a.field(i).type for i in range(a.num_fields)}
+        for i in range(b.num_fields):
+            name, other = b.field(i).name, b.field(i).type
+            fields[name] = unify(fields[name], other) if name in fields else other
+        return None if any(t is None for t in fields.values()) else pa.struct(list(fields.items()))
+    return NOT_NESTED
+
+
+def date_as_timestamp(t: pa.DataType, other: pa.DataType) -> pa.DataType:
+    """A date meeting a timestamp without time zone counts as that timestamp's type (a date is its midnight, cast
+    without loss); anything else is returned as is. A date and a zoned timestamp stay incompatible (which zone's
+    midnight would be a guess)."""
+    if pa.types.is_date(t) and pa.types.is_timestamp(other) and other.tz is None:
+        return pa.timestamp(other.unit)
+    return t
 
 
 # A uint64 meeting a signed integer: decimal128(20, 0) holds every value of both (int64 cannot hold 2**63 and up).
@@ -102,9 +139,12 @@ def common_integer(a: pa.DataType, b: pa.DataType) -> pa.DataType:
 
 
 def time_unit_kind(t: pa.DataType) -> tuple[str, str | None] | None:
-    """('timestamp', its time zone) or ('duration', None) for the types whose unit alone may differ, else None."""
+    """('timestamp', 'zoned' or None) or ('duration', None) for the types whose unit (and, for zoned timestamps, the
+    zone) alone may differ, else None. Zoned timestamps hold UTC instants whatever their zone, so two zones (`UTC`
+    from one tool, `+00:00` or `Europe/Paris` from another) meet in UTC without loss; a naive and a zoned one do
+    not meet (which zone the naive one meant would be a guess)."""
     if pa.types.is_timestamp(t):
-        return "timestamp", t.tz
+        return "timestamp", None if t.tz is None else "zoned"
     if pa.types.is_duration(t):
         return "duration", None
     return None
@@ -119,7 +159,9 @@ def common_time_unit(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     not fit), microseconds ±290,000 years; nanosecond values lose their sub-microsecond digits (conform)."""
     unit = max(a.unit, b.unit, key=TIME_UNITS.index)
     unit = "us" if unit == "ns" else unit
-    return pa.timestamp(unit, a.tz) if pa.types.is_timestamp(a) else pa.duration(unit)
+    if pa.types.is_duration(a):
+        return pa.duration(unit)
+    return pa.timestamp(unit, a.tz if a.tz == b.tz else "UTC")
 
 
 def infer_values(values: list) -> pa.DataType | None:
@@ -197,8 +239,13 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
 def cast_kept(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
     """A checked cast (overflow and lost digits raise), except that timestamps and durations may drop sub-unit digits:
     nanoseconds kept at microseconds (common_time_unit)."""
-    truncate = time_unit_kind(target) is not None
+    truncate = holds_time_unit(target)
     return pc.cast(values, options=pc.CastOptions(target, allow_time_truncate=truncate))
+
+
+def holds_time_unit(t: pa.DataType) -> bool:
+    """Whether a type is or holds (in a list, struct or map) a timestamp or duration."""
+    return time_unit_kind(t) is not None or any(holds_time_unit(t.field(i).type) for i in range(t.num_fields))
 
 
 def conform(values: list | pa.Array | pa.ChunkedArray, kept: KeptType, where: str) -> pa.Array:
