@@ -312,3 +312,20 @@ def test_submit_that_loses_the_cluster_while_following_is_one_line(monkeypatch, 
     lines = captured.err.strip().splitlines()
     assert lines[-1].startswith(f"error: lost the Ray cluster at {address} while following job raysubmit_lost: ")
     assert "ray job logs --follow raysubmit_lost" in lines[-1] and "WSServerHandshakeError" not in captured.err
+
+
+def test_a_local_output_on_a_ray_cluster_is_a_warning_naming_the_key(monkeypatch):
+    """A job connecting to a cluster (a submitted job's driver always has RAY_ADDRESS) with output.uri on local disk:
+    each node's write tasks write to their own disk, silently. Now a warning names the key (not an error: a shared
+    mount is valid); none for object storage or Ray in this process."""
+    from pipeline.cluster_paths import local_outputs_on_a_cluster
+
+    cfg = load_config(EmbedConfig, str(REPO / "configs" / "quickstart.yaml"), ["output.uri=/data/emb"])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert local_outputs_on_a_cluster(cfg, None) == []
+    (warning,) = local_outputs_on_a_cluster(cfg, "10.0.0.1:6379")
+    assert warning.startswith("output.uri '/data/emb' is a local path and the job runs on the Ray cluster at 10.0")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert len(local_outputs_on_a_cluster(cfg, None)) == 1
+    on_s3 = load_config(EmbedConfig, str(REPO / "configs" / "embed.yaml"), [])
+    assert local_outputs_on_a_cluster(on_s3, None) == []
