@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.cli import add_config, config_path
-from pipeline.cluster_paths import in_uploaded_working_dir, relative_outputs
+from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_cluster, relative_outputs
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
@@ -92,6 +92,9 @@ def run_job(
     if lost:  # a Ray job run from an uploaded working_dir: its output would land in the cluster's temporary copy
         print(f"error: {args.config}: {lost[0]}", file=sys.stderr)
         return 2
+    compute = getattr(cfg, "compute", None)
+    for warning in local_outputs_on_a_cluster(cfg, getattr(compute, "ray_address", None)):
+        logging.getLogger("jobs").warning(warning)
     quiet_user_error_tracebacks()
     try:
         summary = run(cfg)

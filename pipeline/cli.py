@@ -164,8 +164,8 @@ def submit(
 
     Returns 0 when the job succeeded (or was submitted, with wait=False); the job's own exit status when it failed
     with one (2 config error, 3 another run holds the output's lease, ...), else 1 (stopped, or the cluster cannot be
-    reached); 2 for a usage or config error here, 130 when Ctrl-C stopped the following of the logs (the job runs
-    on). Every error is one line on stderr.
+    reached, or the connection was lost while following the logs); 2 for a usage or config error here, 130 when
+    Ctrl-C stopped the following of the logs (the job runs on). Every error is one line on stderr.
     """
     from pipeline.cluster_paths import cluster_path_errors
     from pipeline.config import ConfigError, load_config
@@ -216,8 +216,11 @@ def submit(
     write_stdout(f"submitted {job_id}: {shlex.join(args)}\n")
     if not wait:
         return 0
+    import aiohttp  # Ray's Jobs client follows the logs over it
+
     try:
         stream_logs(client, job_id)
+        info = client.get_job_info(job_id)
     except KeyboardInterrupt:  # Ctrl-C stops the following, not the job
         print(
             f"interrupted: stopped following job {job_id}, which keeps running on the cluster; "
@@ -225,7 +228,15 @@ def submit(
             file=sys.stderr,
         )
         return 130
-    info = client.get_job_info(job_id)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, RuntimeError, ValueError, RayError) as err:
+        # a dropped `kubectl port-forward`, a restarted head or proxy: the job itself may well run on
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(
+            f"error: lost the Ray cluster at {address} while following job {job_id}: {reason}. The job may still be "
+            f"running: `ray job status {job_id}` says, `ray job logs --follow {job_id}` follows it again",
+            file=sys.stderr,
+        )
+        return 1
     write_stdout(f"job {job_id} finished: {info.status}\n")
     return job_exit_status(info.status, info.driver_exit_code)
 

@@ -117,3 +117,20 @@ def cluster_path_errors(cfg: BaseModel, root: Path | None = None, excludes: list
     if root is not None:
         errors += missing_uploads(cfg, root, excludes or [])
     return errors
+
+
+def local_outputs_on_a_cluster(cfg: BaseModel, ray_address: str | None) -> list[str]:
+    """One warning per local output URI of `cfg` when the job connects to a Ray cluster (`ray_address`, or
+    RAY_ADDRESS, which a submitted job's driver always has): the write tasks run on every worker node and write to
+    that node's disk, so unless the path is on a file system every node mounts, the files end up spread over the
+    nodes. Not an error: a shared mount (NFS, a single-machine cluster) is a valid place."""
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "local":
+        return []
+    return [
+        f"{key} {uri!r} is a local path and the job runs on the Ray cluster at {address}: each node's write tasks "
+        f"write to that node's own disk. Unless every node mounts it as one file system, the output is spread over "
+        f"the nodes; {where(key)}"
+        for key, uri in config_uris(cfg)
+        if is_output(key) and "://" not in uri
+    ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -264,3 +267,65 @@ def test_submit_takes_a_runtime_env_as_ray_job_submit_does(tmp_path, monkeypatch
     assert (
         cli.main([*quick, "--runtime-env-json", '{"env_vars": {"A": "1"}}']) == 1
     )  # valid: only the cluster is missing
+
+
+class HeadLostWhileFollowing(BaseHTTPRequestHandler):
+    """The Jobs API as a head behind a proxy that loses it after the submit (a dropped `kubectl port-forward`):
+    version and submit answer as Ray 2.60's dashboard does, the log stream's upgrade gets a 502."""
+
+    def reply(self, status: int, body: dict | None = None) -> None:
+        data = json.dumps(body or {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/api/version":
+            return self.reply(200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x", "session_name": "s"})
+        if self.path.startswith("/api/packages/"):
+            return self.reply(200)  # the working dir is already there: no upload
+        return self.reply(502, {"error": "upstream connect error"})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        return self.reply(200, {"job_id": "raysubmit_lost", "submission_id": "raysubmit_lost"})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_submit_that_loses_the_cluster_while_following_is_one_line(monkeypatch, capsys):
+    """`rayembed submit` (waiting) through a port-forward that drops: the log stream's error was a traceback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HeadLostWhileFollowing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        rc = cli.main(["submit", "configs/quickstart.yaml", "--set", "output.uri=s3://b/q", "--address", address])
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert rc == 1 and "submitted raysubmit_lost" in captured.out
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith(f"error: lost the Ray cluster at {address} while following job raysubmit_lost: ")
+    assert "ray job logs --follow raysubmit_lost" in lines[-1] and "WSServerHandshakeError" not in captured.err
+
+
+def test_a_local_output_on_a_ray_cluster_is_a_warning_naming_the_key(monkeypatch):
+    """A job connecting to a cluster (a submitted job's driver always has RAY_ADDRESS) with output.uri on local disk:
+    each node's write tasks write to their own disk, silently. Now a warning names the key (not an error: a shared
+    mount is valid); none for object storage or Ray in this process."""
+    from pipeline.cluster_paths import local_outputs_on_a_cluster
+
+    cfg = load_config(EmbedConfig, str(REPO / "configs" / "quickstart.yaml"), ["output.uri=/data/emb"])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert local_outputs_on_a_cluster(cfg, None) == []
+    (warning,) = local_outputs_on_a_cluster(cfg, "10.0.0.1:6379")
+    assert warning.startswith("output.uri '/data/emb' is a local path and the job runs on the Ray cluster at 10.0")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert len(local_outputs_on_a_cluster(cfg, None)) == 1
+    on_s3 = load_config(EmbedConfig, str(REPO / "configs" / "embed.yaml"), [])
+    assert local_outputs_on_a_cluster(on_s3, None) == []

@@ -182,6 +182,7 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows_in"] == summary["rows_embedded"] == 320
     assert '"rows_embedded": 320' in logs  # the job prints its summary
+    assert f"output.uri '{out}' is a local path and the job runs on the Ray cluster" in logs  # one disk here
 
     # `rayembed submit` on the same head: the address from RAY_ADDRESS, the job guessed from the sections, the job's
     # logs streamed while it runs, the job's exit status as ours. A config error is exit 2 here, before any upload;
