@@ -79,6 +79,24 @@ AUTO_HINT = (
 RAY_CONNECT_SECONDS = 30.0
 
 
+def check_address_form(address: str, key: str) -> None:
+    """`auto`, `local` or `host:port` (IPv6 hosts in brackets), the forms `ray.init` takes without a scheme.
+
+    Raises:
+        RayStartError: any other text, naming `key` and the forms that work.
+    """
+    host, sep, port = address.rpartition(":")
+    if address in ("auto", "local") or (sep and host.strip() == host and host and port.isdigit()):
+        return
+    bare = address.strip()
+    example = f"{bare}:6379" if bare and ":" not in bare and bare.lower() not in ("auto", "local") else "HEAD:6379"
+    raise RayStartError(
+        f"{key} is {address!r}, which is not a Ray cluster address: give the head's GCS address as host:port "
+        f"(e.g. {example} on a node of the cluster), 'auto' (lower case: the cluster Ray finds on this machine), "
+        f"or unset {key} to start Ray in this process"
+    )
+
+
 def check_reachable(address: str, key: str, seconds: float | None = None) -> None:
     """Fail fast on a Ray address nothing listens at: `ray.init` itself retries such an address without end.
 
@@ -114,16 +132,22 @@ def check_ray_address(address: str, key: str) -> None:
     - a Ray Client address (ray://head:10001): Ray Data's streaming executor does not run through Ray Client (the
       job failed at its first stage with "'Worker' object has no attribute 'core_worker'", after loading the model).
 
+    - any other `scheme://` address: `ray.init` takes it for a Ray Client protocol named by the scheme (`gcs://h:6379`
+      raised "Module: gcs does not exist"), so it is refused as a Ray Client address;
+    - anything else but `auto`, `local` and `host:port` (`localhost`, `127.0.0.1`, `AUTO`, ` auto`): `ray.init`
+      raised "ValueError: Invalid address format", a traceback.
+
     Raises:
         RayStartError: names `key`, the address and the ways that work.
     """
     scheme = address.partition("://")[0] if "://" in address else ""
-    if scheme not in ("http", "https", "ray"):
+    if not scheme:
+        check_address_form(address, key)
         return
     what = (
-        "a Ray Client address, and Ray Data does not run through Ray Client"
-        if scheme == "ray"
-        else ("the dashboard's (Jobs API) address, which `rayembed submit` and `ray job submit` take")
+        "the dashboard's (Jobs API) address, which `rayembed submit` and `ray job submit` take"
+        if scheme in ("http", "https")
+        else "a Ray Client address, and Ray Data does not run through Ray Client"
     )
     head = address.split("://", 1)[1].rsplit(":", 1)[0] or "HEAD"
     raise RayStartError(

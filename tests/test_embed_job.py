@@ -304,6 +304,9 @@ def test_a_cluster_address_nothing_answers_at_fails_fast_naming_the_key(monkeypa
         ("http://127.0.0.1:8265", "the dashboard's"),
         ("https://ray.example.com", "the dashboard's"),
         ("ray://127.0.0.1:10001", "a Ray Client address, and Ray Data does not run through Ray Client"),
+        # any other scheme is a Ray Client protocol to ray.init ('Module: gcs does not exist', a traceback)
+        ("gcs://127.0.0.1:6379", "a Ray Client address"),
+        ("anyscale://head", "a Ray Client address"),
     ],
 )
 def test_a_dashboard_or_ray_client_address_is_one_error_naming_the_key(address, what, monkeypatch):
@@ -322,6 +325,34 @@ def test_a_dashboard_or_ray_client_address_is_one_error_naming_the_key(address, 
     monkeypatch.delenv("RAY_ADDRESS")
     with pytest.raises(embed_job.RayStartError, match=rf"compute\.ray_address is {re.escape(address)}, "):
         embed_job.init_ray(ComputeConfig(ray_address=address))
+
+
+@pytest.mark.parametrize(
+    "address, example",
+    [
+        ("localhost", "localhost:6379"),
+        ("127.0.0.1", "127.0.0.1:6379"),
+        ("AUTO", "HEAD:6379"),
+        (" auto", "HEAD:6379"),
+        ("head:", "HEAD:6379"),
+        (":6379", "HEAD:6379"),
+    ],
+)
+def test_an_address_ray_cannot_parse_is_one_error_naming_the_key(address, example, monkeypatch):
+    """A host without its port, or `auto` in capitals or with a space: Ray's 'ValueError: Invalid address format' was
+    a traceback. Each is one error naming the key and the forms that work."""
+    from pipeline import embed_job
+    from pipeline.config import ComputeConfig
+
+    monkeypatch.setattr(embed_job.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(embed_job.ray, "init", lambda **_: pytest.fail("ray.init reached"))
+    pattern = rf"compute\.ray_address is {re.escape(repr(address))}, which is not a Ray cluster address.*{example}"
+    with pytest.raises(embed_job.RayStartError, match=pattern) as err:
+        embed_job.init_ray(ComputeConfig(ray_address=address))
+    assert isinstance(err.value, embed_job.UserError)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(embed_job.RayStartError, match=rf"RAY_ADDRESS is {re.escape(repr(address))}, "):
+        embed_job.init_ray(ComputeConfig())
 
 
 def test_a_cluster_ray_cannot_connect_to_is_one_error_naming_the_key(monkeypatch):
