@@ -9,7 +9,8 @@ The rule (`unify`), applied pairwise over the files in listing order:
 - dictionaries are decoded to their value type; `large_string`/`large_binary` become `string`/`binary`;
 - a column that is null in one file takes the other file's type;
 - integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does); uint64 with
-  another unsigned type stays uint64 and with a signed one becomes decimal128(20, 0), so no value overflows;
+  another unsigned type stays uint64 and with a signed one becomes decimal128(20, 0), so no value overflows; an
+  integer with a decimal(p, s) gets room for both's integer digits at scale s;
 - timestamps and durations in different units take the finer unit, but microseconds where one is in nanoseconds:
   nanoseconds cannot hold dates past 2262 (a `9999-12-31` sentinel), and nanosecond values are then kept to the
   microsecond; zoned timestamps in different zones meet in UTC (the same instants), a date with a timestamp without
@@ -83,6 +84,8 @@ def unify(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         return nested
     if pa.types.is_integer(a) and pa.types.is_integer(b):
         return common_integer(a, b)
+    if pa.types.is_decimal(a) and pa.types.is_integer(b) or pa.types.is_integer(a) and pa.types.is_decimal(b):
+        return decimal_with_integer(a, b)
     a, b = date_as_timestamp(a, b), date_as_timestamp(b, a)
     if time_unit_kind(a) is not None and time_unit_kind(a) == time_unit_kind(b):
         return common_time_unit(a, b)
@@ -136,6 +139,20 @@ def common_integer(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return pa.int64()
     other = b if a == pa.uint64() else a
     return pa.uint64() if pa.types.is_unsigned_integer(other) else UINT64_WITH_SIGNED
+
+
+# Decimal digits of each integer type's largest value (uint64: 18446744073709551615, 20 digits).
+INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+
+
+def decimal_with_integer(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """A decimal(p, s) meeting an integer: as many integer digits as either holds, the decimal's scale. Arrow's own
+    promotion gave decimal128(20, 2) for decimal128(10, 2) with int64, which int64's 19 digits and 2 decimals do not
+    fit (the read task failed 'Precision is not great enough'). decimal256 past 38 digits."""
+    dec, integer = (a, b) if pa.types.is_decimal(a) else (b, a)
+    digits = INTEGER_DIGITS[integer.bit_width] + (integer == pa.uint64())
+    precision = max(dec.precision - dec.scale, digits) + dec.scale
+    return (pa.decimal128 if precision <= 38 else pa.decimal256)(precision, dec.scale)
 
 
 def time_unit_kind(t: pa.DataType) -> tuple[str, str | None] | None:

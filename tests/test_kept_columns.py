@@ -51,6 +51,12 @@ from pipeline.storage import resolve
             pa.map_(pa.string(), pa.int8()),
             pa.map_(pa.string(), pa.decimal128(20, 0)),
         ),
+        (pa.decimal128(10, 2), pa.int64(), pa.decimal128(21, 2)),
+        (pa.decimal128(5, 1), pa.int32(), pa.decimal128(11, 1)),
+        (pa.decimal128(5, 1), pa.int8(), pa.decimal128(5, 1)),
+        (pa.decimal128(10, 2), pa.uint64(), pa.decimal128(22, 2)),
+        (pa.decimal128(38, 20), pa.int64(), pa.decimal256(39, 20)),
+        (pa.decimal128(38, 2), pa.decimal128(38, 10), pa.decimal256(46, 10)),
         (pa.list_(pa.int64()), pa.list_(pa.string()), None),
         (pa.struct([("a", pa.int64())]), pa.struct([("a", pa.bool_())]), None),
     ],
@@ -237,9 +243,11 @@ def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_
 
 def test_nested_values_zones_and_dates_are_read_without_loss(tmp_path):
     """The widths and units above, inside lists and structs; zoned timestamps of two zones; dates next to naive
-    timestamps. Each was narrowed (list<int64>, struct<timestamp[ns]>: the read task failed on 2**64-1 or
+    timestamps; a decimal next to int64 (Arrow's decimal128(20, 1) for decimal(5, 1) and int64 held no 2**63 - 1).
+    Each was narrowed (list<int64>, struct<timestamp[ns]>: the read task failed on 2**64-1 or
     9999-12-31) or refused as two types ('Parquet types are not reconciled')."""
     import datetime
+    import decimal
 
     utc = datetime.timezone.utc
     big, sentinel = 2**64 - 1, datetime.datetime(9999, 12, 31)
@@ -264,14 +272,20 @@ def test_nested_values_zones_and_dates_are_read_without_loss(tmp_path):
             }
         ),
     }
-    keep = ("ids", "meta", "at", "day")
+    files["a.parquet"] = files["a.parquet"].append_column(
+        "price", pa.array([decimal.Decimal("12.5")], pa.decimal128(5, 1))
+    )
+    files["b.parquet"] = files["b.parquet"].append_column("price", pa.array([2**63 - 1], pa.int64()))
+    keep = ("ids", "meta", "at", "day", "price")
     spec, names, types = job_types(tmp_path, files, keep=keep)
     assert types == {
         "ids": KeptType(pa.list_(pa.decimal128(20, 0))),
         "meta": KeptType(pa.struct([("until", pa.timestamp("us"))])),
         "at": KeptType(pa.timestamp("us", "UTC")),
         "day": KeptType(pa.timestamp("us")),
+        "price": KeptType(pa.decimal128(20, 1)),
     }
+    assert [str(v) for v in read_column(spec, names, types, "price").to_pylist()] == ["12.5", f"{2**63 - 1}.0"]
     assert [[int(v) for v in row] for row in read_column(spec, names, types, "ids").to_pylist()] == [[big], [-1, 2]]
     assert read_column(spec, names, types, "meta").to_pylist() == [
         {"until": sentinel},
