@@ -217,8 +217,12 @@ def read_parquet(
         f.seek(0)
         reader = pq.ParquetFile(f)
         names = reader.schema_arrow.names
-        # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null)
-        required = [c for c in wanted if c not in spec.kept_types]
+        # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null);
+        # one the file's directories name (lang=fr/) takes their value, also in a read without job-wide types (the
+        # mining job's sides, whose lang_column a Spark partitionBy('lang') corpus holds only in its paths)
+        parts = hive_partitions(rel)
+        by_path = {c for c in spec.keep_columns if c in parts} - {spec.text_column, spec.id_column}
+        required = [c for c in wanted if c not in spec.kept_types and c not in by_path]
         missing = [c for c in dict.fromkeys(required) if c not in names]
         if missing:
             raise InputFileError(
@@ -228,7 +232,6 @@ def read_parquet(
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
         columns = [c for c in dict.fromkeys(wanted) if c in names]
-        parts = hive_partitions(rel)
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
             texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them

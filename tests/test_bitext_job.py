@@ -335,3 +335,24 @@ def test_the_same_file_as_both_sides_in_two_languages(corpus):
     summary = run_mine(parse_config(MineConfig, raw))
     assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 59  # one duplicate text dropped
     assert summary["pairs_kept"] == 59
+
+
+def test_sides_from_a_corpus_partitioned_by_language(corpus):
+    """A Spark partitionBy('lang') corpus (lang=fra/part-0.parquet, lang=eng/…) holds the language in its paths
+    only: both sides read it with lang_column 'lang'. The read failed "column(s) ['lang'] not found" on every file."""
+    d = corpus["dir"]
+    part = d / "parts"
+    for lang, name, n in (("fra", "fra.txt", 60), ("eng", "eng.txt", 70)):
+        texts = (d / name).read_text().splitlines()
+        (part / f"lang={lang}").mkdir(parents=True)
+        table = pa.table({"id": [f"{name}#{i}" for i in range(n)], "text": texts})
+        pq.write_table(table, part / f"lang={lang}" / "part-0.parquet")
+    side = {"uri": str(part), "format": "parquet", "id_column": "id", "lang_column": "lang"}
+    raw = config(corpus)
+    raw["source"] = {**side, "lang": "fra", "embeddings_uri": corpus["src_emb"]}
+    raw["target"] = {**side, "lang": "eng", "embeddings_uri": corpus["tgt_emb"]}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["source"]["rows_mined"] == 59 and summary["target"]["rows_mined"] == 70
+    pairs = pairs_table(Path(raw["output"]["uri"]))
+    found = set(zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()))
+    assert len(found & corpus["gold"]) >= 35
