@@ -294,7 +294,14 @@ def parser() -> argparse.ArgumentParser:
         "--address", default=None, help="Ray dashboard address, e.g. http://head:8265 (default: $RAY_ADDRESS)"
     )
     add_set(p)
-    p.add_argument("--no-wait", action="store_true", help="return after submitting instead of streaming the logs")
+    waiting = p.add_mutually_exclusive_group()
+    waiting.add_argument(
+        "--wait", dest="no_wait", action="store_false", help="stream the logs and exit with the job's status (default)"
+    )
+    waiting.add_argument(
+        "--no-wait", dest="no_wait", action="store_true", help="return after submitting instead of streaming the logs"
+    )
+    p.set_defaults(no_wait=False)
     p.add_argument(
         "--runtime-env-json",
         default=None,

@@ -329,3 +329,13 @@ def test_a_local_output_on_a_ray_cluster_is_a_warning_naming_the_key(monkeypatch
     assert len(local_outputs_on_a_cluster(cfg, None)) == 1
     on_s3 = load_config(EmbedConfig, str(REPO / "configs" / "embed.yaml"), [])
     assert local_outputs_on_a_cluster(on_s3, None) == []
+
+
+def test_submit_takes_wait_as_well_as_no_wait(capsys):
+    """`--wait` (the default, as other tools spell it) was 'unrecognized arguments', exit 2."""
+    assert cli.parser().parse_args(["submit", "c.yaml", "--wait"]).no_wait is False
+    assert cli.parser().parse_args(["submit", "c.yaml", "--no-wait"]).no_wait is True
+    assert cli.parser().parse_args(["submit", "c.yaml"]).no_wait is False
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["submit", "c.yaml", "--wait", "--no-wait"])
+    assert "not allowed with argument" in capsys.readouterr().err
