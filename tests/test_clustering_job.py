@@ -231,6 +231,22 @@ def test_non_normalized_vectors_are_normalized_with_a_warning(ray_session, tmp_p
     assert max(cos.to_pylist()) <= 1.0 + 1e-6
 
 
+def test_the_chunks_of_a_chunked_embed_output_are_told_apart(ray_session, tmp_path):
+    """An embed output of long_inputs: chunk has several rows per id (chunk_index 0, 1, ...). The assignments held
+    only the id, so the rows of one id could not be told apart nor joined back to their chunk; chunk_index is
+    carried (as output.keep_columns would carry it)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids, chunks = [f"doc{i // 3}" for i in range(30)], [i % 3 for i in range(30)]
+    table = pa.table({"id": ids, "chunk_index": pa.array(chunks, pa.int32()), "embedding": pa.array(list(x))})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    raw = {"input": {"uri": str(tmp_path)}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
+    run_cluster(parse_config(ClusterConfig, raw))
+    got = read_dir(pafs.LocalFileSystem(), str(tmp_path / "out" / "assignments"))
+    assert sorted(zip(got.column("id").to_pylist(), got.column("chunk_index").to_pylist())) == sorted(zip(ids, chunks))
+
+
 def test_config_errors_name_the_key(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("input: {uri: x}\noutput: {uri: y}\nclustering: {k: 3, dedup: {eps: 0.1, keep: longest}}\n")

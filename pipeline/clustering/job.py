@@ -37,6 +37,7 @@ from pipeline.clustering.distributed import (
     sample_block,
 )
 from pipeline.clustering.vectors import InputColumnError, check_embedding_field, embedding_matrix
+from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
@@ -66,6 +67,17 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
         head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=[cfg.input.embedding_column])
         dim = embedding_matrix(head.slice(0, 1), cfg.input.embedding_column).shape[1]
     return dim
+
+
+def with_chunk_index(cfg: ClusterConfig, first: Location) -> ClusterConfig:
+    """`cfg` carrying chunk_index into the assignments when the input has it (an embed output of long_inputs: chunk,
+    several rows per id): without it the rows of one id could not be told apart, nor joined back to their chunk."""
+    names = pq.read_schema(first.path, filesystem=first.fs).names
+    if CHUNK_INDEX not in names or CHUNK_INDEX in cfg.carried_columns() or cfg.input.id_column == CHUNK_INDEX:
+        return cfg
+    log.info("the input has several rows per id (%s): carrying it into the assignments", CHUNK_INDEX)
+    output = cfg.output.model_copy(update={"keep_columns": [*cfg.output.keep_columns, CHUNK_INDEX]})
+    return cfg.model_copy(update={"output": output})
 
 
 def fit(
@@ -228,6 +240,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     files = [f.path for f in listed]
     dim = inspect_input(cfg, root, files)
+    cfg = with_chunk_index(cfg, root.join(files[0]))
     resumed = commit.begin(out, "cluster", cfg.output.overwrite, resume.cluster_fingerprint(cfg, listed))
     stages = commit.committed_units(out) if resumed else {}
     if resumed:
