@@ -102,12 +102,14 @@ NOT_NESTED = object()  # unify_nested: the two types are not both lists, both st
 
 
 def unify_nested(a: pa.DataType, b: pa.DataType) -> pa.DataType | None | object:
-    """Lists, structs and maps unify their items, fields (by name; a field one side lacks is kept) and keys by the
+    """Lists (fixed-size ones of one size stay fixed-size), structs and maps unify their items, fields (by name; a field one side lacks is kept) and keys by the
     same rules as top-level values, so a uint64 or nanosecond value inside a list or struct is not narrowed either.
     NOT_NESTED when the two types are not of one such kind; None when an inner pair cannot be reconciled."""
-    if pa.types.is_list(a) and pa.types.is_list(b):
+    lists = (pa.types.is_list, pa.types.is_fixed_size_list)
+    if any(f(a) for f in lists) and any(f(b) for f in lists):
         item = unify(a.value_type, b.value_type)
-        return None if item is None else pa.list_(item)
+        fixed = pa.types.is_fixed_size_list(a) and pa.types.is_fixed_size_list(b) and a.list_size == b.list_size
+        return None if item is None else pa.list_(item, a.list_size) if fixed else pa.list_(item)
     if pa.types.is_map(a) and pa.types.is_map(b):
         key, item = unify(a.key_type, b.key_type), unify(a.item_type, b.item_type)
         return None if key is None or item is None else pa.map_(key, item)

@@ -57,6 +57,8 @@ from pipeline.storage import resolve
         (pa.decimal128(10, 2), pa.uint64(), pa.decimal128(22, 2)),
         (pa.decimal128(38, 20), pa.int64(), pa.decimal256(39, 20)),
         (pa.decimal128(38, 2), pa.decimal128(38, 10), pa.decimal256(46, 10)),
+        (pa.list_(pa.uint64(), 2), pa.list_(pa.int64(), 2), pa.list_(pa.decimal128(20, 0), 2)),
+        (pa.list_(pa.float32(), 3), pa.list_(pa.float64()), pa.list_(pa.float64())),
         (pa.list_(pa.int64()), pa.list_(pa.string()), None),
         (pa.struct([("a", pa.int64())]), pa.struct([("a", pa.bool_())]), None),
     ],
