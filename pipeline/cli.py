@@ -12,6 +12,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.process_exit import exit_process, write_stdout
 
@@ -59,16 +60,26 @@ def guess_job(path: str) -> str:
     return "embed"
 
 
-def show_config(config: str, job: str | None, overrides: list[str]) -> int:
+def load_job_config(config: str, job: str | None, overrides: list[str]) -> tuple[str, Any] | None:
+    """(job, its loaded config) for the file `config` (`job` None: guess_job), or None once the config error is
+    printed (one `error:` line; the caller exits 2)."""
     from pipeline.config import ConfigError, load_config
-    from pipeline.config_show import render_config
 
     try:
         job = job or guess_job(config)
-        cfg = load_config(config_class(job), config, overrides)
+        return job, load_config(config_class(job), config, overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def show_config(config: str, job: str | None, overrides: list[str]) -> int:
+    from pipeline.config_show import render_config
+
+    loaded = load_job_config(config, job, overrides)
+    if loaded is None:
         return 2
+    job, cfg = loaded
     write_stdout(f"# effective configuration of `python -m jobs.{job}` from {config}\n" + render_config(cfg))
     return 0
 
@@ -168,7 +179,6 @@ def submit(
     Ctrl-C stopped the following of the logs (the job runs on). Every error is one line on stderr.
     """
     from pipeline.cluster_paths import cluster_path_errors
-    from pipeline.config import ConfigError, load_config
 
     address = submit_address(address)
     if not address:
@@ -186,12 +196,10 @@ def submit(
             file=sys.stderr,
         )
         return 2
-    try:
-        job = job or guess_job(config)
-        cfg = load_config(config_class(job), config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    loaded = load_job_config(config, job, overrides)
+    if loaded is None:
         return 2
+    job, cfg = loaded
     try:
         env = job_runtime_env(runtime_env)
     except ValueError as err:
