@@ -180,3 +180,15 @@ def test_a_k_that_cannot_be_fitted_is_a_user_error(k, rows, match):
 
     with pytest.raises(UserError, match=match):
         kmeans.check_k(k, rows)
+
+
+def test_fewer_distinct_vectors_than_k_is_a_warning_naming_the_key(caplog):
+    """10 identical vectors and k=3: two clusters can never hold a row; the fit said nothing about it."""
+    import logging
+
+    x = unit(np.ones((10, 4), dtype=np.float32))
+    with caplog.at_level(logging.WARNING, logger="pipeline.clustering.kmeans"):
+        res = kmeans.fit_blocks([x], 3, max_iter=5, tol=1e-7, seed=0)
+    assert sorted(res.sizes.tolist()) == [0, 0, 10]
+    assert "2 of 3 clusters are empty after 5 iterations" in caplog.text
+    assert "lower clustering.k" in caplog.text

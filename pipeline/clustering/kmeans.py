@@ -270,6 +270,15 @@ def lloyd(
             break
         if on_iteration is not None:
             on_iteration(centroids, history)
+    empty = int(np.sum(total.counts == 0))
+    if empty:  # reseeding cannot fill a cluster when the data has fewer distinct directions than k
+        log.warning(
+            "%d of %d clusters are empty after %d iterations: the fit data has fewer distinct directions than "
+            "clustering.k (identical or repeated vectors); lower clustering.k",
+            empty,
+            len(centroids),
+            len(history) - 1,
+        )
     return FitResult(centroids, total.counts.copy(), total.objective, converged, history)
 
 
