@@ -6,7 +6,6 @@ instance/pod role, so they cannot leak into logs, configs or outputs.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
@@ -185,21 +184,18 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
     return root, sorted(names, key=lambda n: n.path)
 
 
-REEMBED_CURRENT = "_current.json"  # pipeline.reembed.layout.CURRENT: the pointer to a version's manifest
-
-
 def versioned_files(root: Location) -> list[ListedFile]:
     """The data files of a re-embed dataset's current version (`python -m jobs.reembed` output), [] for any other
     directory. Its files live under hidden `_versions/` folders next to staged files of unfinished runs, so only
     the manifest that `_current.json` names says which are the dataset; the cluster and mining jobs (and anyone
     listing an input) then read a re-embed dataset like the embed job's output. Paths are relative to `root`."""
-    pointer = root.join(REEMBED_CURRENT)
-    if root.fs.get_file_info(pointer.path).type != pafs.FileType.File:
+    from pipeline.reembed.layout import VERSIONS  # imported here: the re-embed modules import this one
+    from pipeline.reembed.manifest import current_manifest
+
+    manifest = current_manifest(root)
+    if manifest is None:
         return []
-    manifest_rel = json.loads(read_bytes(pointer))["manifest"]  # _versions/<fingerprint>/_manifests/<name>.json
-    manifest = json.loads(read_bytes(root.join(manifest_rel)))
-    version = posixpath.dirname(posixpath.dirname(manifest_rel))
-    rels = [posixpath.join(version, f) for entry in manifest["entries"] for f in entry["files"]]
+    rels = [posixpath.join(VERSIONS, manifest.fingerprint, f) for f in manifest.output_files()]
     infos = root.fs.get_file_info([root.join(r).path for r in rels]) if rels else []
     return [ListedFile(r, i.size, i.mtime_ns) for r, i in zip(rels, infos)]
 

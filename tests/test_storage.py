@@ -179,6 +179,7 @@ def test_a_reembed_dataset_lists_the_files_of_its_current_version(tmp_path):
     files found' (every file is under the hidden _versions/)."""
     import json
 
+    from pipeline.reembed.manifest import FileEntry, Manifest
     from pipeline.storage import list_inputs
 
     version = tmp_path / "emb" / "_versions" / "fp1"
@@ -186,8 +187,9 @@ def test_a_reembed_dataset_lists_the_files_of_its_current_version(tmp_path):
         (version / "data" / "k1" / run).mkdir(parents=True)
         (version / "data" / "k1" / run / "part-0.parquet").write_bytes(b"x" * (3 if run == "r1" else 5))
     (version / "_manifests").mkdir()
-    manifest = {"entries": [{"path": "a.jsonl", "files": ["data/k1/r1/part-0.parquet"]}]}
-    (version / "_manifests" / "00000001-r1.json").write_text(json.dumps(manifest))
+    entry = FileEntry("a.jsonl", 1, "t", "k1", "r1", 1, 1, 0, 1, files=["data/k1/r1/part-0.parquet"])
+    manifest = Manifest("fp1", {}, 1, "r1", "in/", 0.0, [entry])
+    (version / "_manifests" / "00000001-r1.json").write_text(json.dumps(manifest.to_json()))
     (tmp_path / "emb" / "_current.json").write_text(
         json.dumps({"manifest": "_versions/fp1/_manifests/00000001-r1.json"})
     )
