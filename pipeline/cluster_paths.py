@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +31,27 @@ def where(key: str) -> str:
     )
 
 
-def config_uris(cfg: BaseModel) -> list[tuple[str, str]]:
-    """(dotted key, value) of every `uri` / `*_uri` string of a loaded config, nested sections included."""
+def config_strings(cfg: BaseModel, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """(dotted key, value) of every string of a loaded config whose key name is `wanted`, nested sections included."""
 
     def walk(value: Any, path: str) -> list[tuple[str, str]]:
         if not isinstance(value, dict):
             return []
-        found = [
-            (f"{path}{k}", v) for k, v in value.items() if (k == "uri" or k.endswith("_uri")) and isinstance(v, str)
-        ]
+        found = [(f"{path}{k}", v) for k, v in value.items() if wanted(k) and isinstance(v, str)]
         return found + [u for k, v in value.items() for u in walk(v, f"{path}{k}.")]
 
     return walk(cfg.model_dump(), "")
 
 
+def config_uris(cfg: BaseModel) -> list[tuple[str, str]]:
+    """(dotted key, value) of every `uri` / `*_uri` string of a loaded config, nested sections included."""
+    return config_strings(cfg, lambda k: k == "uri" or k.endswith("_uri"))
+
+
 def model_dirs(cfg: BaseModel, root: Path) -> list[tuple[str, str]]:
     """(dotted key, value) of every `model.name_or_path` that names a local directory below `root` (not a hub id)."""
-
-    def walk(value: Any, path: str) -> list[tuple[str, str]]:
-        if not isinstance(value, dict):
-            return []
-        found = [(f"{path}{k}", v) for k, v in value.items() if k == "name_or_path" and isinstance(v, str)]
-        return found + [u for k, v in value.items() for u in walk(v, f"{path}{k}.")]
-
-    return [(k, v) for k, v in walk(cfg.model_dump(), "") if is_relative_local(v) and (root / v).is_dir()]
+    names = config_strings(cfg, lambda k: k == "name_or_path")
+    return [(k, v) for k, v in names if is_relative_local(v) and (root / v).is_dir()]
 
 
 def is_relative_local(uri: str) -> bool:
