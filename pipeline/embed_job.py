@@ -40,6 +40,7 @@ from pipeline.model_loading import (
     resolve_model_settings,
 )
 from pipeline.objects import get_json, list_tree, put_json
+from pipeline.process_exit import interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
@@ -193,6 +194,7 @@ def init_ray(compute: ComputeConfig) -> None:
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
+    interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)
 
 

@@ -193,3 +193,39 @@ def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "[True]"], done.stdout
+
+
+def test_sigterm_once_ray_runs_stops_the_job_as_ctrl_c_does_and_exits_143(tmp_path):
+    """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) after Ray started in the job's process.
+
+    Before: Ray's core worker handler printed a C++ stack dump and aborted the driver (SIGABRT, exit -6 / 134): no
+    `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a new pod waited up to
+    reembed.lease_ttl_seconds) and nothing said the same command resumes. Now: the `interrupted:` line, the lease
+    released, exit 143 (found by bench/kill_anywhere.py)."""
+    (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    done = run_python(
+        """
+        import os, signal, time
+        from jobs.common import run_job
+        from pipeline.config import EmbedConfig, StorageConfig
+        from pipeline.embed_job import init_ray
+        from pipeline.process_exit import exit_process
+        from pipeline.reembed.lease import Lease
+        from pipeline.storage import resolve
+
+        def run(cfg):
+            with Lease(resolve("lease.json", StorageConfig()), "run-1", ttl=600, settle=0):
+                init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
+                print("lease held", os.path.exists("lease.json"), flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(60)
+
+        exit_process(run_job("test", EmbedConfig, run, ["--config", "job.yaml"], name="embed", resumable=True))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stdout == "lease held True\n"
+    assert "interrupted: the embed job stopped; the same command resumes it" in done.stderr
+    assert "SIGTERM received" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "lease.json").exists(), "the lease was not released"
