@@ -195,17 +195,23 @@ def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
     assert done.stdout.split() == ["False", "[True]"], done.stdout
 
 
-def test_sigterm_once_ray_runs_stops_the_job_as_ctrl_c_does_and_exits_143(tmp_path):
-    """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) after Ray started in the job's process.
 
-    Before: Ray's core worker handler printed a C++ stack dump and aborted the driver (SIGABRT, exit -6 / 134): no
-    `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a new pod waited up to
-    reembed.lease_ttl_seconds) and nothing said the same command resumes. Now: the `interrupted:` line, the lease
-    released, exit 143 (found by bench/kill_anywhere.py)."""
+@pytest.mark.parametrize(
+    "when",
+    ["once Ray runs", pytest.param("while Ray starts", marks=pytest.mark.slow)],
+)
+def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
+    """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) to a job that started Ray in-process.
+
+    Before: once Ray ran, its core worker's handler printed a C++ stack dump and aborted the driver (SIGABRT, exit
+    -6 / 134); while `ray.init` ran, Ray's own handler exited with status 15. Either way no `interrupted:` line, and
+    after the abort no `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a
+    new pod waited up to reembed.lease_ttl_seconds). Now: the `interrupted:` line, the lease released, exit 143.
+    Found by bench/kill_anywhere.py."""
     (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
     done = run_python(
-        """
-        import os, signal, time
+        f"""
+        import os, signal, threading, time
         from jobs.common import run_job
         from pipeline.config import EmbedConfig, StorageConfig
         from pipeline.embed_job import init_ray
@@ -213,11 +219,16 @@ def test_sigterm_once_ray_runs_stops_the_job_as_ctrl_c_does_and_exits_143(tmp_pa
         from pipeline.reembed.lease import Lease
         from pipeline.storage import resolve
 
+        def terminate():
+            os.kill(os.getpid(), signal.SIGTERM)
+
         def run(cfg):
             with Lease(resolve("lease.json", StorageConfig()), "run-1", ttl=600, settle=0):
-                init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
                 print("lease held", os.path.exists("lease.json"), flush=True)
-                os.kill(os.getpid(), signal.SIGTERM)
+                if {when!r} == "while Ray starts":
+                    threading.Timer(0.5, terminate).start()  # ray.init takes seconds
+                init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
+                terminate()
                 time.sleep(60)
 
         exit_process(run_job("test", EmbedConfig, run, ["--config", "job.yaml"], name="embed", resumable=True))
