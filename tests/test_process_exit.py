@@ -195,7 +195,6 @@ def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
     assert done.stdout.split() == ["False", "[True]"], done.stdout
 
 
-
 @pytest.mark.parametrize(
     "when",
     ["once Ray runs", pytest.param("while Ray starts", marks=pytest.mark.slow)],
