@@ -4,8 +4,8 @@
    loopback, and the same rows in one file; the embed job's wall time, driver peak RSS (VmHWM of the driver
    process), output Parquet files and unit markers. The baseline is `--baseline-ref` (the pipeline and jobs packages
    extracted with `git archive`), run on the same corpora with the same settings.
-2. One big Parquet file (one row group, and many row groups): the Arrow memory a read task holds while it reads
-   the file (pipeline.reading.read_file, peak of `pa.total_allocated_bytes()`) and the process's peak RSS, ours and
+2. One big file (Parquet of one row group and of 20, the same rows as JSONL and gzipped JSONL): the Arrow memory
+   a read task holds while it reads the file (pipeline.reading.read_file, peak of `pa.total_allocated_bytes()`) and the process's peak RSS, ours and
    baseline.
 
 Every job runs in its own process with its own in-process Ray, one at a time.
@@ -43,16 +43,19 @@ print("RESULT " + json.dumps({"summary": summary, "driver_peak_rss_mb": round(hw
 """
 
 READ_CHILD = """
-import json, resource, sys, time
+import json, sys, time
+from pathlib import Path
 import pyarrow as pa
 from pipeline.config import StorageConfig
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import resolve
-spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "parquet", "text", "id", ())
+spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), None, "text", "id", ())  # format from the extension
 start, peak, rows = time.perf_counter(), 0, 0
 for block in read_file(spec, sys.argv[2]):
     peak, rows = max(peak, pa.total_allocated_bytes()), rows + block.num_rows
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux keeps the parent's ru_maxrss across fork and exec
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+rss = int(status["VmHWM"].split()[0]) / 1024
 print("RESULT " + json.dumps({"rows": rows, "arrow_peak_mb": round(peak / 2**20, 1), "peak_rss_mb": round(rss, 1),
                               "wall_s": round(time.perf_counter() - start, 1)}))
 """
@@ -209,22 +212,26 @@ def big_parquet(args: argparse.Namespace, work: Path, sides: list[tuple[str, Pat
     folder = work / "big"
     folder.mkdir()
     n = args.big_rows
-    words = [f"w{i}" for i in range(5000)]
-    texts = [" ".join(words[(i * 31 + j * 7) % 5000] for j in range(400)) for i in range(n)]
-    table = pa.table({"id": [f"r{i}" for i in range(n)], "text": texts})
-    del texts
-    pq.write_table(table, folder / "one_row_group.parquet", row_group_size=n)
-    pq.write_table(table, folder / "row_groups.parquet", row_group_size=max(n // 20, 1))
-    del table
+    for name, group in (("one_row_group.parquet", n), ("row_groups.parquet", max(n // 20, 1))):
+        with pq.ParquetWriter(folder / name, pa.schema([("id", pa.string()), ("text", pa.string())])) as writer:
+            for start in range(0, n, group):  # one row group per write_table call
+                rows = range(start, min(n, start + group))
+                texts = [" ".join(f"w{(i * 31 + j * 7) % 5000}" for j in range(400)) for i in rows]
+                writer.write_table(pa.table({"id": [f"r{i}" for i in rows], "text": texts}), row_group_size=group)
+    with pq.ParquetFile(folder / "row_groups.parquet") as source, open(folder / "big.jsonl", "w") as jsonl:
+        for batch in source.iter_batches(batch_size=8192):
+            jsonl.writelines(json.dumps(r) + "\n" for r in batch.to_pylist())
+    subprocess.run(["gzip", "-k", "-1", str(folder / "big.jsonl")], check=True)
+    names = ("one_row_group.parquet", "row_groups.parquet", "big.jsonl", "big.jsonl.gz")
     out = []
-    for name in ("one_row_group.parquet", "row_groups.parquet"):
+    for name in names:
         size_mb = round((folder / name).stat().st_size / 2**20, 1)
         for label, code in sides:
             res = run_child(READ_CHILD, [str(folder), name], work, f"read-{label.split()[0]}-{name}", code)
             row = {"file": name, "file_mb": size_mb, "code": label, **res}
             out.append(row)
             print(json.dumps(row), flush=True)
-    for name in ("one_row_group.parquet", "row_groups.parquet"):
+    for name in names:
         (folder / name).unlink()
     return out
 
@@ -240,12 +247,15 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
             f"is commit {args.baseline_ref} run in the same invocation."
         ),
         f"Command: `.venv/bin/python bench/corpus_shapes.py {' '.join(sys.argv[1:])}`",
-        "",
-        "## Many small files (JSONL, 1-3 rows each)",
-        "",
-        "| input | code | rows | wall s | driver peak RSS MB | output Parquet files | unit markers |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    if many:
+        lines += [
+            "",
+            "## Many small files (JSONL, 1-3 rows each)",
+            "",
+            "| input | code | rows | wall s | driver peak RSS MB | output Parquet files | unit markers |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
     for r in many:
         lines.append(
             f"| {r['case']} | {r['code']} | {r['rows']:,} | {r['wall_s']} | {r['driver_peak_rss_mb']} "
@@ -254,7 +264,7 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
     if big:
         lines += [
             "",
-            "## One big Parquet file: what a read task holds",
+            "## One big file: what a read task holds",
             "",
             (
                 "`pipeline.reading.read_file` over the whole file in a fresh process (no Ray): peak Arrow allocation "
@@ -274,9 +284,9 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=4000, help="small JSONL files on local disk")
+    parser.add_argument("--files", type=int, default=4000, help="small JSONL files on local disk (0: no such case)")
     parser.add_argument("--s3-files", type=int, default=2500, help="of those, how many on S3 (0: no S3 case)")
-    parser.add_argument("--big-rows", type=int, default=200_000, help="rows of the big Parquet file (~2.3 KB each)")
+    parser.add_argument("--big-rows", type=int, default=200_000, help="rows of the big files, ~2.3 KB each (0: none)")
     parser.add_argument("--baseline-ref", default=None, help="git ref of the baseline code (none: ours only)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     parser.add_argument("--json", type=Path, default=None, help="write the raw rows here")
@@ -296,7 +306,7 @@ def main() -> None:
             sides.append((f"baseline {args.baseline_ref[:10]}", extract(args.baseline_ref, work)))
         model = build_tiny_model(work)
         big = big_parquet(args, work, sides) if args.big_rows else []
-        many = many_files(args, model, work, sides)
+        many = many_files(args, model, work, sides) if args.files else []
     text = report(args, many, big, load)
     print(text)
     if args.out:

@@ -407,7 +407,7 @@ def test_binary_key_ids_are_hex_and_uuids_one_id_whatever_their_parquet_type(tmp
 @pytest.mark.parametrize("row_group_rows", [6_000, 60_000], ids=["ten_row_groups", "one_row_group"])
 def test_a_parquet_file_is_read_a_page_at_a_time_not_held_whole(tmp_path, row_group_rows):
     """A read task held the whole file: pyarrow pre-buffers every selected row group's column chunks before the first
-    batch, and reads a column chunk whole without a read buffer (a 280 MB file of one row group: 293 MB allocated;
+    batch, and reads a column chunk whole without a read buffer (a 127 MB file: 172 MB of Arrow memory;
     bench/results/corpus_shapes.md). Now its Arrow allocations stay far below the file's size."""
     rng = np.random.default_rng(0)
     texts = [rng.bytes(500).hex() for _ in range(60_000)]  # 1000 characters each: 60 MB, stored uncompressed

@@ -214,7 +214,7 @@ def test_each_local_file_is_listed_once_whatever_links_reach_it(tmp_path, caplog
     (tmp_path / "outside.jsonl").write_text("{}\n")
     (corpus / "outside.jsonl").symlink_to(tmp_path / "outside.jsonl")  # reached only through a link: kept
     with caplog.at_level("WARNING", logger="pipeline.storage"):
-        root, files = list_files(str(corpus), LOCAL)
+        _, files = list_files(str(corpus), LOCAL)
     assert files == ["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt", "outside.jsonl"]
     assert "paths reach files already listed under another path through symbolic links" in caplog.text
     assert list_files(f"{corpus}/a", LOCAL)[1] == ["0.jsonl", "1.jsonl", "up/b/2.jsonl", "up/c.txt", "up/outside.jsonl"]
