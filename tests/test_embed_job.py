@@ -400,7 +400,7 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
     assert (summary["input_files"], summary["units"], summary["output_files"]) == (40, 1, 1)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="emb/")["Contents"]]
     assert len([k for k in keys if k.startswith("emb/part-")]) == 1
-    assert len([k for k in keys if k.startswith("emb/_run/units/")]) == 1
+    assert len([k for k in keys if k.startswith("emb/_run/units/") and k.endswith(".json")]) == 1
     rejects = pq.read_table(f"{bucket}/emb/_rejects", filesystem=resolve(f"s3://{bucket}", cfg.storage).fs)
     assert rejects.column("reason").to_pylist() == ["duplicate id (first at d0/x=1/f 00#%.jsonl row 0)"]
     assert rejects.column("source").to_pylist() == ["d0/x=1/f 39#%.jsonl"]
