@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import posixpath
+import signal
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ from pipeline.model_loading import (
     resolve_model_settings,
 )
 from pipeline.objects import get_json, list_tree, put_json
+from pipeline.process_exit import Terminated, interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
@@ -175,6 +177,12 @@ def init_ray(compute: ComputeConfig) -> None:
             check_reachable(address, key)
         try:
             ray.init(address=compute.ray_address, log_to_driver=True, **options)
+        except SystemExit as err:
+            # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal's number: stop as for
+            # a SIGTERM at any other moment (pipeline.process_exit.interrupt_on_sigterm), not with exit status 15
+            if err.code == signal.SIGTERM:
+                raise Terminated("SIGTERM while Ray was starting") from None
+            raise
         except OSError as err:  # ConnectionError included
             if not in_process:
                 raise RayStartError(
@@ -192,6 +200,7 @@ def init_ray(compute: ComputeConfig) -> None:
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
+    interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)
 
 

@@ -193,3 +193,49 @@ def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "[True]"], done.stdout
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["once Ray runs", pytest.param("while Ray starts", marks=pytest.mark.slow)],
+)
+def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
+    """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) to a job that started Ray in-process.
+
+    Before: once Ray ran, its core worker's handler printed a C++ stack dump and aborted the driver (SIGABRT, exit
+    -6 / 134); while `ray.init` ran, Ray's own handler exited with status 15. Either way no `interrupted:` line, and
+    after the abort no `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a
+    new pod waited up to reembed.lease_ttl_seconds). Now: the `interrupted:` line, the lease released, exit 143.
+    Found by bench/kill_anywhere.py."""
+    (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    done = run_python(
+        f"""
+        import os, signal, threading, time
+        from jobs.common import run_job
+        from pipeline.config import EmbedConfig, StorageConfig
+        from pipeline.embed_job import init_ray
+        from pipeline.process_exit import exit_process
+        from pipeline.reembed.lease import Lease
+        from pipeline.storage import resolve
+
+        def terminate():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def run(cfg):
+            with Lease(resolve("lease.json", StorageConfig()), "run-1", ttl=600, settle=0):
+                print("lease held", os.path.exists("lease.json"), flush=True)
+                if {when!r} == "while Ray starts":
+                    threading.Timer(0.5, terminate).start()  # ray.init takes seconds
+                init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
+                terminate()
+                time.sleep(60)
+
+        exit_process(run_job("test", EmbedConfig, run, ["--config", "job.yaml"], name="embed", resumable=True))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stdout == "lease held True\n"
+    assert "interrupted: the embed job stopped; the same command resumes it" in done.stderr
+    assert "SIGTERM received" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "lease.json").exists(), "the lease was not released"
