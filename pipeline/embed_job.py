@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pyarrow as pa
 import ray
 
 from pipeline import commit
@@ -42,7 +41,7 @@ from pipeline.model_loading import (
 )
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.process_exit import Terminated, interrupt_on_sigterm
-from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
+from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
@@ -57,7 +56,7 @@ from pipeline.stages import (
     tokenize_stage,
 )
 from pipeline.storage import Location, list_inputs, resolve
-from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
+from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, record_files, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block, write_empty_output
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
@@ -256,14 +255,9 @@ def read_dataset(
     cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], duplicates: Location | None = None
 ) -> ray.data.Dataset:
     """One read task per unit (read_units), rows in pipeline.columns' internal columns plus the unit's key; each
-    unit's last row flagged for the driver's file count (pipeline.progress)."""
+    file's last row flagged for the driver's file count (pipeline.progress)."""
     ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
-    return io_stage(read_marked_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
-
-
-def read_marked_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None):
-    """read_units for one unit, its last row flagged (pipeline.progress.mark_file_end)."""
-    yield from mark_file_end(read_units(batch, spec, duplicates))
+    return io_stage(read_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
 
 
 def job_precision(
@@ -483,8 +477,9 @@ def run_embed(
     progress = UnitProgress(todo)
     if todo:
         ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings)
-        todo_files = sorted({u.path for u in todo})
-        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), len(todo))
+        todo_files = sorted({p for u in todo for p in u.paths})
+        parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
+        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)
         try:
             for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
@@ -496,7 +491,7 @@ def run_embed(
     for unit, counts in progress.finish():
         commit.mark_unit(out, unit.key, {**unit.record(), **counts})
     reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
-    skipped_files = {r["path"] for r in done.values()} - {u.path for u in todo}
+    skipped_files = {p for r in done.values() for p in record_files(r)} - {p for u in todo for p in u.paths}
     summary = {
         "input_files": len(listed),
         "units": len(units),
