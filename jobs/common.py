@@ -17,7 +17,7 @@ from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_c
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
-from pipeline.process_exit import TERMINATED, Terminated, interrupt_on_sigterm, sigint_ignored, write_stdout
+from pipeline.process_exit import interrupt_on_sigterm, interrupt_status, sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
 
 KEYS_HELP = """\
@@ -114,7 +114,7 @@ def run_job(
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         with sigint_ignored():
             print(interrupted_line(name, cfg, resumable), file=sys.stderr)
-        return TERMINATED if isinstance(err, Terminated) else 130
+        return interrupt_status(err)
     # The run is done and committed: a reader of stdout that stops early (`| head -1`) cuts only this copy of the
     # summary, which is also in the output's _summary.json; the human summary still goes to stderr.
     write_stdout(json.dumps(summary, indent=2) + "\n")

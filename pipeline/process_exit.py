@@ -97,8 +97,21 @@ class Terminated(KeyboardInterrupt):
     exits with TERMINATED."""
 
 
+_sigterm_received = False  # set by the SIGTERM handler: Ray re-raises an interrupt it catches as a plain one
+
+
 def _raise_terminated(signum, frame) -> None:
+    global _sigterm_received
+    _sigterm_received = True
     raise Terminated(f"signal {signum}")
+
+
+def interrupt_status(err: KeyboardInterrupt) -> int:
+    """The exit status of a job that stopped on `err`: TERMINATED after a SIGTERM, else 130 (Ctrl-C).
+
+    The type alone does not say it: an interrupt raised while `ray.get` or Ray Data waits is caught by Ray and
+    raised again as a plain KeyboardInterrupt, so the handler also records that SIGTERM came."""
+    return TERMINATED if isinstance(err, Terminated) or _sigterm_received else 130
 
 
 def interrupt_on_sigterm() -> None:

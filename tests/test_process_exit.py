@@ -203,14 +203,16 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
     """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) to a job that started Ray in-process.
 
     Before: once Ray ran, its core worker's handler printed a C++ stack dump and aborted the driver (SIGABRT, exit
-    -6 / 134); while `ray.init` ran, Ray's own handler exited with status 15. Either way no `interrupted:` line, and
-    after the abort no `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a
-    new pod waited up to reembed.lease_ttl_seconds). Now: the `interrupted:` line, the lease released, exit 143.
-    Found by bench/kill_anywhere.py."""
+    -6 / 134); while `ray.init` ran, Ray's own handler exited with status 15; no `interrupted:` line either way,
+    and after the abort no `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry
+    on a new pod waited up to reembed.lease_ttl_seconds). With the handler in place, a SIGTERM while `ray.get`
+    waited still exited 130 (Ray raises the interrupt again as a plain KeyboardInterrupt). Now: the
+    `interrupted:` line, the lease released, exit 143. Found by bench/kill_anywhere.py."""
     (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
     done = run_python(
         f"""
         import os, signal, threading, time
+        import ray
         from jobs.common import run_job
         from pipeline.config import EmbedConfig, StorageConfig
         from pipeline.embed_job import init_ray
@@ -227,8 +229,8 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
                 if {when!r} == "while Ray starts":
                     threading.Timer(0.5, terminate).start()  # ray.init takes seconds
                 init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
-                terminate()
-                time.sleep(60)
+                threading.Timer(1.0, terminate).start()
+                ray.get(ray.remote(lambda: time.sleep(60)).remote())  # Ray re-raises an interrupt here as a plain one
 
         exit_process(run_job("test", EmbedConfig, run, ["--config", "job.yaml"], name="embed", resumable=True))
         """,
