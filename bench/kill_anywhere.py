@@ -506,12 +506,15 @@ def trial(scen: Scenario, work: Path, base_uri: str, T: float, seed: int, sig: s
     problems = scen.at_kill(uri, first) if scen.at_kill else []
     if not first.finished_before_kill and first.code != EXPECTED_EXIT[sig]:
         problems.append(f"exit {first.code} after SIG{sig} (expected {EXPECTED_EXIT[sig]}; Ray logs {first.ray_logs})")
+    last = first
     if double and not first.finished_before_kill:
-        second = attempt(scen.job, cfg_path, log, scen.env, (sig, kill2_at))
-        row["double_kill_at_s"], row["second_exit"] = kill2_at, second.code
-        problems += [f"after 2nd kill: {p}" for p in (scen.at_kill(uri, second) if scen.at_kill else [])]
-    if first.finished_before_kill:  # nothing to resume: the same command would (rightly) refuse a finished run
-        reruns = [first]
+        last = attempt(scen.job, cfg_path, log, scen.env, (sig, kill2_at))
+        row["double_kill_at_s"], row["second_exit"] = kill2_at, last.code
+        problems += [f"after 2nd kill: {p}" for p in (scen.at_kill(uri, last) if scen.at_kill else [])]
+        if not last.finished_before_kill and last.code != EXPECTED_EXIT[sig]:
+            problems.append(f"2nd attempt: exit {last.code} after SIG{sig} (expected {EXPECTED_EXIT[sig]})")
+    if last.finished_before_kill:  # nothing to resume: the same command would (rightly) refuse a finished run
+        reruns = [last]
     else:
         reruns = run_to_end(scen, cfg_path, log)
     row["rerun_exits"] = [r.code for r in reruns]

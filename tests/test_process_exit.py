@@ -239,3 +239,18 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
     assert "interrupted: the embed job stopped; the same command resumes it" in done.stderr
     assert "SIGTERM received" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "lease.json").exists(), "the lease was not released"
+
+
+def test_the_job_modules_leave_ray_and_torch_to_the_run_so_an_early_ctrl_c_is_one_line(tmp_path):
+    """`python -m jobs.<name>` used to import Ray, torch and transformers before run_job handled interrupts (5-17 s
+    on a loaded 2-core machine): a Ctrl-C then printed a 30-line KeyboardInterrupt traceback and exited 1 or -2,
+    a SIGTERM ended it with -15 (found by bench/kill_anywhere.py). They load inside the run now."""
+    done = run_python(
+        """
+        import sys
+        import jobs.cluster, jobs.embed, jobs.mine_bitext, jobs.reembed
+        print(sorted(m for m in ("ray", "torch", "transformers") if m in sys.modules))
+        """,
+        tmp_path,
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
