@@ -140,6 +140,7 @@ def resume(args: argparse.Namespace, model: Path, work: Path) -> dict:
     corpus, out = work / "corpus-resume", work / "out-resume"
     write_corpus(corpus, args.resume_rows, args.resume_files)
     cfg = config(model, corpus, out, "keep_first")
+    cfg["input"]["unit_bytes"] = 1 << 16  # one unit per file, not packed (pipeline.units): the kill lands between units
     proc, log = start_child(cfg, work, "resume-first", REPO)
     units = out / "_run" / "units"
     half = args.resume_files // 2

@@ -17,7 +17,7 @@ from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_c
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
-from pipeline.process_exit import sigint_ignored, write_stdout
+from pipeline.process_exit import TERMINATED, Terminated, interrupt_on_sigterm, sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
 
 KEYS_HELP = """\
@@ -73,7 +73,8 @@ def run_job(
     pipeline.cluster_paths) and input/model errors exit 1 (an actor pool that cannot start too), each with its message
     and no traceback. An interrupt (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a
     traceback that says what a rerun does (interrupted_line; `resumable`: the job resumes an unfinished run of the
-    same configuration); a second Ctrl-C while that line is printed changes nothing.
+    same configuration); a second Ctrl-C while that line is printed changes nothing. SIGTERM does the same and exits
+    143 (pipeline.process_exit.interrupt_on_sigterm).
     """
     name = name or run.__module__.rsplit(".", 1)[-1].removesuffix("_job")
     parser = job_parser(name, description)
@@ -96,6 +97,7 @@ def run_job(
     for warning in local_outputs_on_a_cluster(cfg, getattr(compute, "ray_address", None)):
         logging.getLogger("jobs").warning(warning)
     quiet_user_error_tracebacks()
+    interrupt_on_sigterm()  # SIGTERM (a pod evicted, `ray job stop`, `kill`) is handled as Ctrl-C, exit 143
     try:
         summary = run(cfg)
     except (UserError, FileNotFoundError, FileExistsError) as err:
@@ -109,10 +111,10 @@ def run_job(
             raise
         print(f"error: {failure}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         with sigint_ignored():
             print(interrupted_line(name, cfg, resumable), file=sys.stderr)
-        return 130
+        return TERMINATED if isinstance(err, Terminated) else 130
     # The run is done and committed: a reader of stdout that stops early (`| head -1`) cuts only this copy of the
     # summary, which is also in the output's _summary.json; the human summary still goes to stderr.
     write_stdout(json.dumps(summary, indent=2) + "\n")

@@ -11,10 +11,18 @@ import sys
 from jobs.common import run_job
 from pipeline.process_exit import exit_process
 from pipeline.reembed.config import ReembedConfig
-from pipeline.reembed.job import run_reembed
 from pipeline.reembed.lease import LeaseHeldError
 
 LEASE_HELD = 3
+
+
+def run(cfg: ReembedConfig) -> dict:
+    """run_reembed, imported here: the imports of `pipeline.reembed.job` (Ray, torch; seconds) then run inside
+    run_job's handling of Ctrl-C and SIGTERM, so an interrupt while they load is one `interrupted:` line, exit
+    130 or 143, not a traceback."""
+    from pipeline.reembed.job import run_reembed
+
+    return run_reembed(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_job(
             "Incrementally re-embed a corpus into a versioned embeddings dataset.",
             ReembedConfig,
-            run_reembed,
+            run,
             argv,
             name="reembed",
             resumable=True,

@@ -79,13 +79,21 @@ def check_available(
         raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {naming.hint}")
     recorded = get_json(out.join(FINGERPRINT)) if resumable else None
     if recorded is None:
-        existing = list_tree(out, temp_files=True)
+        existing = [rel for rel in list_tree(out, temp_files=True) if not is_fingerprint_temp(rel)]
         if existing:
             raise OutputExistsError(
                 f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
                 f"run recorded; {naming.hint}"
             )
     return recorded
+
+
+def is_fingerprint_temp(rel: str) -> bool:
+    """The temp file of a local `_run/fingerprint.json` write (pipeline.objects.put_json: `.<name>.<uuid>`, then a
+    rename). The fingerprint is a run's first write, so an attempt killed inside that write leaves this file alone;
+    it is that attempt's, not a foreign file, and the next attempt starts afresh instead of refusing the location."""
+    folder, name = posixpath.split(rel)
+    return folder == RUN_DIR and name.startswith(f".{posixpath.basename(FINGERPRINT)}.")
 
 
 def begin(
@@ -117,6 +125,8 @@ def begin(
             )
         log.info("resuming the unfinished run in %s", out.uri)
         return True
+    leftovers = [f"{RUN_DIR}/{rel}" for rel in list_tree(out.join(RUN_DIR), temp_files=True)]
+    delete_files(out, [rel for rel in leftovers if is_fingerprint_temp(rel)])  # a killed first attempt's
     if fingerprint is not None:
         put_json({"job": job, "started_at": time.time(), "fingerprint": fingerprint}, out.join(FINGERPRINT))
     return False

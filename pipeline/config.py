@@ -111,8 +111,9 @@ class InputConfig(Section):
         256 << 20,
         gt=0,
         description="Parquet files larger than this (bytes) are split into units of whole row groups of about this "
-        "size; smaller files are one unit each. A unit is what a crashed run commits and a rerun skips, so larger "
-        "units redo more work after a crash and smaller ones write more markers.",
+        "size; files under 1/16 of it are packed with their neighbours in the listing into units of up to that "
+        "size (and 1,024 files); other files are one unit each. A unit is what a crashed run commits and a rerun "
+        "skips, so larger units redo more work after a crash and smaller ones write more markers and files.",
     )
     max_reject_fraction: float = Field(
         0.5,

@@ -48,18 +48,20 @@ class DuplicateIdError(UserError, ValueError):
 def id_digests(spec: ReadSpec, unit: Unit, buckets: int) -> pa.Table:
     """(file_index, row, hi, lo, bucket) for every good row of one unit: its row number, the 128-bit blake2b digest
     of its id as two uint64 halves, and the bucket (hi mod `buckets`) that all copies of the id share."""
-    rows, his, los = [], [], []
-    for block in read_unit(spec, unit):
-        good = block.filter(pc.is_null(block.column(REJECT)))
-        for row, key in zip(good.column(ROW).to_pylist(), good.column("id").to_pylist()):
-            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-            rows.append(row)
-            his.append(int.from_bytes(digest[:8], "little"))
-            los.append(int.from_bytes(digest[8:], "little"))
+    files, rows, his, los = [], [], [], []
+    for part in unit.parts():  # a pack of small files: each file's rows under its own file_index
+        for block in read_unit(spec, part):
+            good = block.filter(pc.is_null(block.column(REJECT)))
+            for row, key in zip(good.column(ROW).to_pylist(), good.column("id").to_pylist()):
+                digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                files.append(part.file_index)
+                rows.append(row)
+                his.append(int.from_bytes(digest[:8], "little"))
+                los.append(int.from_bytes(digest[8:], "little"))
     hi = np.asarray(his, dtype=np.uint64)
     return pa.table(
         {
-            FILE_INDEX: pa.array(np.full(len(rows), unit.file_index, dtype=np.int32)),
+            FILE_INDEX: pa.array(np.asarray(files, dtype=np.int32)),
             "row": pa.array(rows, pa.int64()),
             "hi": pa.array(hi),
             "lo": pa.array(np.asarray(los, dtype=np.uint64)),
@@ -131,7 +133,10 @@ def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None) -> 
 
     `duplicates`: the committed result of the pre-pass (pipeline.duplicate_pass), None when ids are not checked.
     """
+
+    def with_repeats_rejected(part: Unit, blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        reasons = file_duplicates(duplicates, part.file_index)  # one file's repeats, read once per file
+        return (reject_rows(block, reasons) for block in blocks) if reasons else blocks
+
     for unit in units_of(batch):
-        reasons = file_duplicates(duplicates, unit.file_index) if duplicates is not None else {}
-        for block in read_unit(spec, unit):
-            yield reject_rows(block, reasons) if reasons else block
+        yield from read_unit(spec, unit, with_repeats_rejected if duplicates is not None else None)

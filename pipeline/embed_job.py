@@ -11,13 +11,13 @@ import dataclasses
 import logging
 import os
 import posixpath
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pyarrow as pa
 import ray
 
 from pipeline import commit
@@ -40,7 +40,8 @@ from pipeline.model_loading import (
     resolve_model_settings,
 )
 from pipeline.objects import get_json, list_tree, put_json
-from pipeline.progress import RowProgress, expected_rows, mark_file_end, quiet_ray_data_progress
+from pipeline.process_exit import Terminated, interrupt_on_sigterm
+from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, observed_kept_types
@@ -55,7 +56,7 @@ from pipeline.stages import (
     tokenize_stage,
 )
 from pipeline.storage import Location, list_inputs, resolve
-from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, unit_items
+from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, record_files, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block, write_empty_output
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
@@ -176,6 +177,12 @@ def init_ray(compute: ComputeConfig) -> None:
             check_reachable(address, key)
         try:
             ray.init(address=compute.ray_address, log_to_driver=True, **options)
+        except SystemExit as err:
+            # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal's number: stop as for
+            # a SIGTERM at any other moment (pipeline.process_exit.interrupt_on_sigterm), not with exit status 15
+            if err.code == signal.SIGTERM:
+                raise Terminated("SIGTERM while Ray was starting") from None
+            raise
         except OSError as err:  # ConnectionError included
             if not in_process:
                 raise RayStartError(
@@ -193,6 +200,7 @@ def init_ray(compute: ComputeConfig) -> None:
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
+    interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)
 
 
@@ -247,14 +255,9 @@ def read_dataset(
     cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], duplicates: Location | None = None
 ) -> ray.data.Dataset:
     """One read task per unit (read_units), rows in pipeline.columns' internal columns plus the unit's key; each
-    unit's last row flagged for the driver's file count (pipeline.progress)."""
+    file's last row flagged for the driver's file count (pipeline.progress)."""
     ds = ray.data.from_items(unit_items(units), override_num_blocks=max(len(units), 1))
-    return io_stage(read_marked_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
-
-
-def read_marked_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None):
-    """read_units for one unit, its last row flagged (pipeline.progress.mark_file_end)."""
-    yield from mark_file_end(read_units(batch, spec, duplicates))
+    return io_stage(read_units, cfg.compute, {"spec": spec, "duplicates": duplicates}, batch_size=1).apply(ds)
 
 
 def job_precision(
@@ -474,8 +477,9 @@ def run_embed(
     progress = UnitProgress(todo)
     if todo:
         ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings)
-        todo_files = sorted({u.path for u in todo})
-        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), len(todo))
+        todo_files = sorted({p for u in todo for p in u.paths})
+        parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
+        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)
         try:
             for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
@@ -487,7 +491,7 @@ def run_embed(
     for unit, counts in progress.finish():
         commit.mark_unit(out, unit.key, {**unit.record(), **counts})
     reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
-    skipped_files = {r["path"] for r in done.values()} - {u.path for u in todo}
+    skipped_files = {p for r in done.values() for p in record_files(r)} - {p for u in todo for p in u.paths}
     summary = {
         "input_files": len(listed),
         "units": len(units),

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
 from pipeline.errors import UserError
+from pipeline.model_defaults import text_config
 from pipeline.packing import pack_rows, plan_packed, pool_packed
 from pipeline.pooling import l2_normalize, pool
 
@@ -70,7 +71,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 def attends_causally(model: PreTrainedModel, device: torch.device) -> bool:
     """Whether a token's output ignores the tokens after it, probed on the model itself rather than guessed from its
     architecture name (decoder families ship bidirectional variants, e.g. EmbeddingGemma)."""
-    vocab = int(model.config.vocab_size)
+    vocab = int(text_config(model.config).vocab_size)
     ids = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 5]], device=device).clamp(max=vocab - 1)
     hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.float()
     prefix_a, prefix_b = hidden[0, :3], hidden[1, :3]
@@ -139,8 +140,8 @@ class Encoder:
         self.max_batch_size = max_batch_size
         self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
-        self.dim = int(model.config.hidden_size) if head is None else int(head[-1].linear.out_features)
-        self.vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
+        self.dim = int(text_config(model.config).hidden_size) if head is None else int(head[-1].linear.out_features)
+        self.vocab_size = int(getattr(text_config(model.config), "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
         # A decoder whose config enables the KV cache builds one on every forward pass (transformers' default);
         # embedding never generates, so it is switched off. Benchmarks switch it back on to measure the lever.

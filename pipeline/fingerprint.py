@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.storage import ListedFile
+from pipeline.units import packing
 
 
 def model_identity(model: ModelConfig) -> dict[str, str]:
@@ -118,6 +119,7 @@ def embed_fingerprint(
         "input.id_column": cfg.input.id_column,
         "input.duplicate_ids": cfg.input.duplicate_ids if cfg.input.id_column else None,
         "input.unit_bytes": cfg.input.unit_bytes,
+        "input.unit_packing": packing(cfg.input.unit_bytes),  # runs before small files were packed lack it
         "input.listing": listing_digest(listed),
         "output.keep_columns": list(cfg.output.keep_columns),
     }

@@ -371,10 +371,15 @@ def model_dimension(cfg: ModelConfig) -> int | None:
 
 
 def hidden_size(cfg: ModelConfig) -> int | None:
-    """The transformer's hidden size from config.json (hidden_size, d_model or n_embd, also under text_config);
-    None when it does not say."""
+    """The transformer's hidden size from config.json (hidden_size, d_model or n_embd, also under text_config, and
+    for an encoder-decoder run encoder-only under encoder / encoder.text_config, as `text_config` reads the loaded
+    config); None when it does not say."""
     config = read_json(cfg, "config.json")
-    for source in (config, config.get("text_config") or {}):  # multimodal configs nest the text model's
+    sources = [config, config.get("text_config") or {}]  # multimodal configs nest the text model's
+    encoder = config.get("encoder") if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES else None
+    if isinstance(encoder, dict):  # T5Gemma: encoder; T5Gemma2: encoder.text_config (encoder.vision_config beside)
+        sources = [encoder.get("text_config") or {}, encoder, config]
+    for source in sources:
         for key in ("hidden_size", "d_model", "n_embd"):
             if isinstance(source.get(key), int):
                 return source[key]
@@ -420,6 +425,7 @@ ENCODER_ONLY_MODEL_TYPES = frozenset(
         "pegasus_x",
         "marian",
         "t5gemma",
+        "t5gemma2",
     }
 )
 
@@ -427,6 +433,16 @@ ENCODER_ONLY_MODEL_TYPES = frozenset(
 def runs_encoder_only(config: object) -> bool:
     """Whether rayembed runs only the encoder of this model config (ENCODER_ONLY_MODEL_TYPES)."""
     return getattr(config, "model_type", None) in ENCODER_ONLY_MODEL_TYPES
+
+
+def text_config(config: Any) -> Any:
+    """The config of the text transformer rayembed runs, a transformers `PretrainedConfig`: the encoder's for an
+    encoder-decoder it runs encoder-only (T5Gemma and T5Gemma2 nest it under `encoder`, T5Gemma2's text part once
+    more under `encoder.text_config`); else transformers' own `get_text_config()`, which is a multimodal config's
+    `text_config` and a text model's config itself. Its `hidden_size` is the width of the states pooled."""
+    if runs_encoder_only(config) and getattr(config, "encoder", None) is not None:
+        config = config.encoder
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def is_encoder(cfg: ModelConfig) -> bool:

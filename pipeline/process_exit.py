@@ -1,4 +1,5 @@
-"""End a job's process as soon as the job is done, instead of through the interpreter's slow teardown."""
+"""End a job's process as soon as the job is done, instead of through the interpreter's slow teardown; turn
+SIGTERM into an interruption the job handles as it handles Ctrl-C."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def exit_process(code: int | None) -> NoReturn:
     and stopping Ray takes a second or two.
     """
     ignore_sigint()  # the job is over: a Ctrl-C now (the user saw "done:") must not make it a traceback and exit 1
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nor a SIGTERM: stopping Ray takes a second or two
     ray = sys.modules.get("ray")  # imported by every job that started or joined Ray; never imported here for nothing
     if ray is not None and ray.is_initialized():
         stop_autoscaler_monitor()
@@ -84,6 +87,31 @@ def report_unwritable(stream, err: OSError | ValueError) -> None:
         os.write(2, f"error: could not write the job's {getattr(stream, 'name', 'output')}: {err}\n".encode())
     except OSError:
         pass
+
+
+TERMINATED = 143  # the exit status of a job stopped by SIGTERM: 128 + 15, what a shell reports for it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: the job stops as on Ctrl-C (its `finally` blocks run, a re-embed lease is released) and
+    exits with TERMINATED."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM raises Terminated in the main thread (elsewhere nothing changes).
+
+    SIGTERM is what stops a job from outside: Kubernetes evicting or deleting a pod (then SIGKILL after the grace
+    period), `ray job stop`, `kill`, `timeout`, systemd. Ray replaces the handler in `ray.init` (with `sys.exit`)
+    and its core worker then installs a C++ one that prints a stack dump and aborts the process (SIGABRT, exit 134):
+    no `finally` block ran, so a re-embed run's lease stayed held until its expiry and the job said nothing about
+    resuming. Called by the job entrypoints and again by `pipeline.embed_job.init_ray` once Ray is up.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def ignore_sigint() -> Callable | int | None:

@@ -30,6 +30,7 @@ from pipeline.file_formats import (
     checked_layout,
     file_format,
     lines,
+    open_input,
     utf8_chunks,
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
@@ -39,6 +40,10 @@ from pipeline.text_content import lone_surrogate, nesting_depth, text_reject_rea
 from pipeline.transient_errors import TransientStorageError, is_transient
 
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
+# Parquet column chunks are read through a buffer of this size, page by page, and not pre-buffered: pyarrow's
+# default (pre_buffer) fetched every selected row group's chunks before the first batch, so a read task held the
+# whole file (up to input.unit_bytes, or a single huge row group) in memory. 8 MiB keeps S3 ranged GETs large.
+PARQUET_READ_BUFFER = 8 << 20
 # A kept JSON value nested deeper than this is a reject: json.dumps and Arrow recurse per level, and Python's stack
 # ends near 1000 (such a value then failed its whole file). Real metadata is a few levels deep.
 MAX_KEPT_NESTING = 200
@@ -210,12 +215,12 @@ def read_parquet(
 ) -> Iterator[pa.Table]:
     """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row."""
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
-    with spec.root.fs.open_input_file(path) as f:
+    with open_input(spec.root.fs, path) as f:
         if f.size() == 0:
             return  # a writer that crashed before its first byte: no rows, nothing lost (as an empty JSONL file)
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
         f.seek(0)
-        reader = pq.ParquetFile(f)
+        reader = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
         names = reader.schema_arrow.names
         # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null);
         # one the file's directories name (lang=fr/) takes their value, also in a read without job-wide types (the

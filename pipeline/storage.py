@@ -6,6 +6,7 @@ instance/pod role, so they cannot leak into logs, configs or outputs.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -19,6 +20,8 @@ import pyarrow.parquet as pq
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
 from pipeline.transient_errors import TransientStorageError, is_transient
+
+log = logging.getLogger(__name__)
 
 GLOB_CHARS = "*?["
 HIDDEN_PREFIXES = ("_", ".")  # _SUCCESS, _rejects/, .part-tmp files: never input, never dataset files
@@ -181,7 +184,40 @@ def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tup
         names = versioned_files(root)
     if not names:
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
-    return root, sorted(names, key=lambda n: n.path)
+    names = sorted(names, key=lambda n: n.path)
+    if isinstance(root.fs, pafs.LocalFileSystem):
+        names = once_per_file(root, names, key)
+    return root, names
+
+
+def once_per_file(root: Location, names: list[ListedFile], key: str = "input.uri") -> list[ListedFile]:
+    """Each local file once, however many paths reach it through symbolic links.
+
+    The listing follows symbolic links to directories, so a link to an ancestor (`sub/up -> ..`) listed every file
+    below it again at each depth until the OS gave up (41 copies of each row), and a link beside its target
+    (`latest -> 2024-11`) read that directory twice. The path without links is kept (else the shortest, then the
+    first in order), and a warning names what was left out.
+    """
+    real_root = os.path.realpath(root.path)
+    by_file: dict[str, list[ListedFile]] = {}
+    for listed in names:
+        by_file.setdefault(os.path.realpath(posixpath.join(root.path, listed.path)), []).append(listed)
+    if all(len(paths) == 1 for paths in by_file.values()):
+        return names
+    kept, dropped = set(), []
+    for real, paths in by_file.items():
+        direct = os.path.relpath(real, real_root)
+        best = min(paths, key=lambda f: (f.path != direct, len(f.path), f.path))
+        kept.add(best.path)
+        dropped += [(f.path, best.path) for f in paths if f is not best]
+    log.warning(
+        "%s: %d paths reach files already listed under another path through symbolic links (e.g. %s is %s); "
+        "each file is read once, under the path shown second",
+        key,
+        len(dropped),
+        *min(dropped),
+    )
+    return [f for f in names if f.path in kept]
 
 
 def versioned_files(root: Location) -> list[ListedFile]:

@@ -1,7 +1,9 @@
 """Units: the pieces of a corpus that an embed run commits one by one, and a rerun skips.
 
-A unit is one input file, or a range of whole row groups of a Parquet file larger than `input.unit_bytes`: small
-enough that a crash redoes little, large enough that markers stay few. Every row carries its unit's key through
+A unit is one input file, a range of whole row groups of a Parquet file larger than `input.unit_bytes`, or a pack of
+consecutive small files (PACK_SHARE, PACK_FILES): small enough that a crash redoes little, large enough that markers,
+read tasks and output files stay few (one of each per tiny file made a corpus of 3,000 small files 4.5x slower
+and left as many tiny Parquet files; docs/resume.md). Every row carries its unit's key through
 the pipeline; the write task names each output file after the unit it holds, and the driver's `UnitProgress` adds
 up the write stats and reports a unit complete once as many rows are written or rejected as its reader counted.
 Only then is its marker written (pipeline.commit), so a unit is either fully in the dataset or redone.
@@ -10,7 +12,7 @@ Only then is its marker written (pipeline.commit), so a unit is either fully in 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -18,36 +20,87 @@ import pyarrow.parquet as pq
 
 from pipeline.columns import UNIT, UNIT_ROWS
 from pipeline.file_formats import file_format
-from pipeline.reading import Cursor, ReadSpec, naming_errors, read_file
+from pipeline.progress import mark_file_end
+from pipeline.reading import CHUNK_ROWS, Cursor, ReadSpec, naming_errors, read_file
 from pipeline.storage import ListedFile, Location
 from pipeline.transient_errors import retrying
+
+# Small files are packed into one unit until it holds unit_bytes / PACK_SHARE bytes (16 MiB at the default 256 MiB:
+# tens of thousands of rows, so a unit's fixed costs, one read task, one marker and at least one output file, are
+# spread over many rows while a crash still redoes little) or PACK_FILES files (bounds the files one read task opens
+# one after the other, each a GET on S3, and the file list in its marker). A file of that size or more is a unit alone.
+PACK_SHARE = 16
+PACK_FILES = 1024
 
 
 @dataclass(frozen=True)
 class Unit:
-    path: str  # relative to the input root
+    path: str  # relative to the input root; a packed unit's first file
     file_index: int  # position in the sorted input listing (orders rows for duplicate ids)
     row_groups: tuple[int, int] | None = None  # [start, end) of a split Parquet file; None: the whole file
+    packed: tuple[str, ...] = ()  # the files after `path` in a pack of small files (file_index + 1, + 2, ...)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The unit's input files, in listing order."""
+        return (self.path, *self.packed)
+
+    def parts(self) -> list[Unit]:
+        """One single-file unit per input file of this one (itself when it is one file or row-group range)."""
+        if not self.packed:
+            return [self]
+        return [Unit(p, self.file_index + k) for k, p in enumerate(self.paths)]
 
     @property
     def key(self) -> str:
-        """Names the unit in marker and output file names: 16 hex digits of sha1(path, row groups)."""
+        """Names the unit in marker and output file names: 16 hex digits of sha1(paths, row groups)."""
         span = "" if self.row_groups is None else f"{self.row_groups[0]}-{self.row_groups[1]}"
-        return hashlib.sha1(f"{self.path}\0{span}".encode()).hexdigest()[:16]
+        return hashlib.sha1("\0".join((*self.paths, span)).encode()).hexdigest()[:16]
 
     def record(self) -> dict:
-        return {"path": self.path, "row_groups": list(self.row_groups) if self.row_groups else None}
+        record = {"path": self.path, "row_groups": list(self.row_groups) if self.row_groups else None}
+        return record | ({"files": list(self.paths)} if self.packed else {})
+
+
+def record_files(record: dict) -> list[str]:
+    """The input files of a unit marker's record (Unit.record)."""
+    return record.get("files") or [record["path"]]
+
+
+def packing(unit_bytes: int) -> dict[str, int]:
+    """How small files are packed into units (recorded in the resume fingerprint: another packing, another plan)."""
+    return {"bytes": max(unit_bytes // PACK_SHARE, 1), "files": PACK_FILES}
 
 
 def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_bytes: int) -> list[Unit]:
-    """One unit per file; Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes.
+    """Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes; consecutive files under
+    unit_bytes / PACK_SHARE are packed into units of up to that many bytes and PACK_FILES files; any other file is
+    one unit.
 
     `fmt`: input.format, or None for each file's extension (pipeline.file_formats).
 
     Only the footers of those large files are read (a few KB each); nothing else of the input.
     """
-    units = []
+    units: list[Unit] = []
+    limit = packing(unit_bytes)
+    pack: list[tuple[int, ListedFile]] = []
+    pack_bytes = 0
+
+    def close_pack() -> None:
+        nonlocal pack_bytes
+        if pack:
+            units.append(Unit(pack[0][1].path, pack[0][0], None, tuple(f.path for _, f in pack[1:])))
+            pack.clear()
+            pack_bytes = 0
+
     for index, f in enumerate(listed):
+        if f.size < limit["bytes"]:
+            if pack and (pack_bytes + f.size > limit["bytes"] or len(pack) == limit["files"]):
+                close_pack()
+            pack.append((index, f))
+            pack_bytes += f.size
+            continue
+        close_pack()
         if file_format(fmt, f.path) != "parquet" or f.size <= unit_bytes:
             units.append(Unit(f.path, index))
             continue
@@ -58,6 +111,7 @@ def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_b
             units.append(Unit(f.path, index))
         else:
             units.extend(Unit(f.path, index, r) for r in ranges)
+    close_pack()
     return units
 
 
@@ -94,25 +148,63 @@ def unit_items(units: list[Unit]) -> list[dict]:
             "file_index": u.file_index,
             "rg_start": u.row_groups[0] if u.row_groups else -1,
             "rg_end": u.row_groups[1] if u.row_groups else -1,
+            "packed": list(u.packed),
         }
         for u in units
     ]
 
 
 def units_of(batch: pa.Table) -> list[Unit]:
-    rows = zip(*(batch.column(c).to_pylist() for c in ("path", "file_index", "rg_start", "rg_end")))
-    return [Unit(p, i, None if s < 0 else (s, e)) for p, i, s, e in rows]
+    rows = zip(*(batch.column(c).to_pylist() for c in ("path", "file_index", "rg_start", "rg_end", "packed")))
+    return [Unit(p, i, None if s < 0 else (s, e), tuple(more or ())) for p, i, s, e, more in rows]
 
 
-def read_unit(spec: ReadSpec, unit: Unit) -> Iterator[pa.Table]:
-    """A unit's blocks (pipeline.reading columns), each with its key; the last one also with the unit's row count."""
+FileBlocks = Callable[[Unit, Iterator[pa.Table]], Iterable[pa.Table]]
+
+
+def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -> Iterator[pa.Table]:
+    """A unit's blocks (pipeline.reading columns), each with its key and each file's last row flagged
+    (pipeline.progress.mark_file_end); the last block also carries the unit's row count.
+
+    The files of a packed unit are read one after the other and their blocks gathered up to CHUNK_ROWS rows: one
+    block per tiny file would cost every stage a block (and the write stage a file) per file.
+
+    Args:
+        each_file: applied to each file's blocks before they are gathered, with that file's own single-file unit
+            (its file_index), e.g. to reject its duplicate ids.
+    """
     held, rows = None, 0
-    for block in read_file(spec, unit.path, unit.row_groups):
+    for block in gathered(file_blocks(spec, unit, each_file)):
         if held is not None:
             yield tag(held, unit.key, -1)
         held, rows = block, rows + block.num_rows
     if held is not None:
         yield tag(held, unit.key, rows)
+
+
+def file_blocks(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None) -> Iterator[pa.Table]:
+    for part in unit.parts():
+        blocks = read_file(spec, part.path, part.row_groups)
+        yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
+
+
+def gathered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Consecutive blocks of one schema joined while they hold at most CHUNK_ROWS rows together; a block that
+    already holds that many passes as it is."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for block in blocks:
+        if pending and (rows + block.num_rows > CHUNK_ROWS or block.schema != pending[0].schema):
+            yield joined(pending)
+            pending, rows = [], 0
+        pending.append(block)
+        rows += block.num_rows
+    if pending:
+        yield joined(pending)
+
+
+def joined(blocks: list[pa.Table]) -> pa.Table:
+    return blocks[0] if len(blocks) == 1 else pa.concat_tables(blocks).combine_chunks()
 
 
 def tag(block: pa.Table, key: str, unit_rows: int) -> pa.Table:

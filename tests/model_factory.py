@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen3Config,
     T5Config,
+    T5Gemma2Config,
     XLMRobertaConfig,
     set_seed,
 )
@@ -57,6 +58,16 @@ def wrap(tok: Tokenizer, template: str, padding_side: str) -> PreTrainedTokenize
         model_max_length=32768,
     )
 
+
+T5GEMMA2_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 512,
+}
 
 ARCHS = {
     # harrier-oss-v1-270m's family: Gemma-3 text decoder, BOS first
@@ -214,6 +225,29 @@ ARCHS = {
             eos_token_id=3,
             cls_token_id=2,
             sep_token_id=3,
+        ),
+        "<bos> $A <eos>",
+        "right",
+    ),
+    # T5Gemma 2: an encoder-decoder whose encoder also takes images; the text widths nest under encoder.text_config
+    "t5gemma2": (
+        lambda v: T5Gemma2Config(
+            encoder={
+                "text_config": {**T5GEMMA2_TEXT, "vocab_size": v},
+                "vision_config": {
+                    "hidden_size": 32,
+                    "intermediate_size": 64,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "image_size": 28,
+                    "patch_size": 14,
+                },
+            },
+            decoder={**T5GEMMA2_TEXT, "vocab_size": v},
+            vocab_size=v,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
         ),
         "<bos> $A <eos>",
         "right",

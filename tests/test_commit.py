@@ -131,3 +131,23 @@ def test_a_nested_steps_refusals_name_its_keys_and_what_the_user_can_do(tmp_path
         commit.OutputExistsError, match=r"finished run \(_SUCCESS exists\); set embed\.output\.overwrite=true$"
     ):
         commit.check_available(out, overwrite=False, resumable=True, naming=nested)
+
+
+def test_a_first_attempt_killed_while_recording_its_fingerprint_leaves_a_location_the_rerun_starts(tmp_path):
+    """SIGKILL between the temp write and the rename of `_run/fingerprint.json` (a local put_json), the first thing
+    a run writes: the rerun found one hidden file and no recorded run, and refused the location as holding foreign
+    files ("set output.overwrite=true"). Now it starts the run and removes the temp file; a real foreign file, or
+    any other temp file, is still refused."""
+    run = tmp_path / "o" / "_run"
+    run.mkdir(parents=True)
+    (run / ".fingerprint.json.0123456789abcdef0123456789abcdef").write_bytes(b'{"job": "em')  # cut short
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=FP) is False
+    assert list_tree(out, temp_files=True) == ["_run/fingerprint.json"]
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=FP) is True  # and it resumes from there
+
+    other = resolve(str(tmp_path / "p"), StorageConfig())
+    (tmp_path / "p" / "_run").mkdir(parents=True)
+    (tmp_path / "p" / "_run" / ".summary.json.0123").write_bytes(b"x")
+    with pytest.raises(commit.OutputExistsError, match="1 files .*_run/.summary.json.0123"):
+        commit.begin(other, "embed", overwrite=False, fingerprint=FP)

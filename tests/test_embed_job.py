@@ -378,3 +378,37 @@ def test_a_cluster_ray_cannot_connect_to_is_one_error_naming_the_key(monkeypatch
     with pytest.raises(embed_job.RayStartError, match=r"at auto \(RAY_ADDRESS\)") as raised:
         embed_job.init_ray(ComputeConfig())
     assert isinstance(raised.value, embed_job.UserError)  # printed as one `error:` line by the jobs
+
+
+def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, tiny_models, s3_bucket, s3_server):
+    """40 JSONL objects of 1-3 rows under nested prefixes, with spaces, '#', '%' and '=' in their names: each was a
+    unit of its own, so 40 read tasks, 40 markers and 40 output files of 1-3 rows. Packed, they are one of each; a
+    repeated id names the file of its first copy, and a rerun that finds the unit committed skips all 40 files."""
+    client, bucket = s3_bucket
+    rows = 0
+    for f in range(40):
+        lines = [{"id": f"{f}-{r}", "text": RECORDS[(f * 3 + r) % len(RECORDS)]["text"]} for r in range(1 + f % 3)]
+        if f == 39:
+            lines.append({"id": "0-0", "text": "a later copy of an id"})
+        key = f"corpus/d{f % 3}/x=1/f {f:02d}#%.jsonl"
+        client.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(x) + "\n" for x in lines).encode())
+        rows += len(lines)
+    cfg = config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "jsonl", s3_server)
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"id_column": "id"})})
+    summary = run_embed(cfg)
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (rows, rows - 1, 1)
+    assert (summary["input_files"], summary["units"], summary["output_files"]) == (40, 1, 1)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="emb/")["Contents"]]
+    assert len([k for k in keys if k.startswith("emb/part-")]) == 1
+    assert len([k for k in keys if k.startswith("emb/_run/units/") and k.endswith(".json")]) == 1
+    rejects = pq.read_table(f"{bucket}/emb/_rejects", filesystem=resolve(f"s3://{bucket}", cfg.storage).fs)
+    assert rejects.column("reason").to_pylist() == ["duplicate id (first at d0/x=1/f 00#%.jsonl row 0)"]
+    assert rejects.column("source").to_pylist() == ["d0/x=1/f 39#%.jsonl"]
+    ids = read_dataset(f"s3://{bucket}/emb", s3_server).column("id").to_pylist()
+    assert sorted(ids) == sorted(f"{f}-{r}" for f in range(40) for r in range(1 + f % 3))
+
+    for name in ("_SUCCESS", "_summary.json"):  # a run killed after its last unit, before its summary
+        client.delete_object(Bucket=bucket, Key=f"emb/{name}")
+    again = run_embed(cfg)
+    assert (again["units_skipped"], again["files_skipped"], again["rows_read"]) == (1, 40, 0)
+    assert (again["rows_in"], again["rows_reused"], again["rows_rejected"]) == (rows, rows - 1, 1)

@@ -38,7 +38,9 @@ pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:120]
 FILES = {f"c{i}.jsonl": RECORDS[i * 40 : (i + 1) * 40] for i in range(3)}
 TRIGGER_A, TRIGGER_B = RECORDS[50]["id"], RECORDS[100]["id"]
-SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id"}}
+# unit_bytes 256: one unit per file (files over 16 bytes are not packed, pipeline.units), so the writes of each
+# file are their own part files, as the fault budgets here count them
+SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id", "unit_bytes": 256}}
 
 
 @pytest.fixture(scope="module")

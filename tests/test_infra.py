@@ -279,6 +279,16 @@ def test_manifest_configs_declare_gpus_when_their_cluster_scales_gpus_from_zero(
         assert mining.gpus_per_shard and mining.gpus_per_shard > 0, f"{config}: set mining.gpus_per_shard: 1"
 
 
+def test_every_rayjob_retries_and_its_retry_resumes():
+    """Every job resumes after a crash, so a RayJob retries (a new cluster, the same entrypoint) instead of failing on
+    the first lost head pod, and its config keeps what the killed attempt committed (no output.overwrite)."""
+    specs = dict(rayjob_specs())
+    for name, module, config in entrypoints():
+        assert specs[name].get("backoffLimit", 0) >= 1, f"{name}: backoffLimit 0 turns a lost head pod into a failure"
+        output = getattr(manifest_config(module, config), "output", None)
+        assert not getattr(output, "overwrite", False), f"{config}: output.overwrite makes a retry start over"
+
+
 def test_scheduled_variants_run_the_same_rayjob_as_the_manifest():
     (reembed,) = [d["spec"] for _, d in ALL if d["kind"] == "RayJob" and d["metadata"]["name"] == "rayembed-reembed"]
     scheduled = [s for n, s in rayjob_specs() if n.startswith("schedule-")]

@@ -193,3 +193,64 @@ def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "[True]"], done.stdout
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["once Ray runs", pytest.param("while Ray starts", marks=pytest.mark.slow)],
+)
+def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
+    """SIGTERM (a pod evicted or deleted, `ray job stop`, `kill`, `timeout`) to a job that started Ray in-process.
+
+    Before: once Ray ran, its core worker's handler printed a C++ stack dump and aborted the driver (SIGABRT, exit
+    -6 / 134); while `ray.init` ran, Ray's own handler exited with status 15. Either way no `interrupted:` line, and
+    after the abort no `finally` ran, so a re-embed run's lease stayed held until its expiry (a RayJob retry on a
+    new pod waited up to reembed.lease_ttl_seconds). Now: the `interrupted:` line, the lease released, exit 143.
+    Found by bench/kill_anywhere.py."""
+    (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    done = run_python(
+        f"""
+        import os, signal, threading, time
+        from jobs.common import run_job
+        from pipeline.config import EmbedConfig, StorageConfig
+        from pipeline.embed_job import init_ray
+        from pipeline.process_exit import exit_process
+        from pipeline.reembed.lease import Lease
+        from pipeline.storage import resolve
+
+        def terminate():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def run(cfg):
+            with Lease(resolve("lease.json", StorageConfig()), "run-1", ttl=600, settle=0):
+                print("lease held", os.path.exists("lease.json"), flush=True)
+                if {when!r} == "while Ray starts":
+                    threading.Timer(0.5, terminate).start()  # ray.init takes seconds
+                init_ray(cfg.compute)  # ray.init installs Ray's own SIGTERM handlers
+                terminate()
+                time.sleep(60)
+
+        exit_process(run_job("test", EmbedConfig, run, ["--config", "job.yaml"], name="embed", resumable=True))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stdout == "lease held True\n"
+    assert "interrupted: the embed job stopped; the same command resumes it" in done.stderr
+    assert "SIGTERM received" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "lease.json").exists(), "the lease was not released"
+
+
+def test_the_job_modules_leave_ray_and_torch_to_the_run_so_an_early_ctrl_c_is_one_line(tmp_path):
+    """`python -m jobs.<name>` used to import Ray, torch and transformers before run_job handled interrupts (5-17 s
+    on a loaded 2-core machine): a Ctrl-C then printed a 30-line KeyboardInterrupt traceback and exited 1 or -2,
+    a SIGTERM ended it with -15 (found by bench/kill_anywhere.py). They load inside the run now."""
+    done = run_python(
+        """
+        import sys
+        import jobs.cluster, jobs.embed, jobs.mine_bitext, jobs.reembed
+        print(sorted(m for m in ("ray", "torch", "transformers") if m in sys.modules))
+        """,
+        tmp_path,
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -401,3 +402,52 @@ def test_binary_key_ids_are_hex_and_uuids_one_id_whatever_their_parquet_type(tmp
         ("00ff00ff00ff00ff", None),
         (None, "missing id"),
     ]
+
+
+@pytest.mark.parametrize("row_group_rows", [6_000, 60_000], ids=["ten_row_groups", "one_row_group"])
+def test_a_parquet_file_is_read_a_page_at_a_time_not_held_whole(tmp_path, row_group_rows):
+    """A read task held the whole file: pyarrow pre-buffers every selected row group's column chunks before the first
+    batch, and reads a column chunk whole without a read buffer (a 127 MB file: 172 MB of Arrow memory;
+    bench/results/corpus_shapes.md). Now its Arrow allocations stay far below the file's size."""
+    rng = np.random.default_rng(0)
+    texts = [rng.bytes(500).hex() for _ in range(60_000)]  # 1000 characters each: 60 MB, stored uncompressed
+    pq.write_table(
+        pa.table({"text": texts}), tmp_path / "big.parquet", row_group_size=row_group_rows, compression="none"
+    )
+    size = (tmp_path / "big.parquet").stat().st_size
+    del texts
+    before, peak, rows = pa.total_allocated_bytes(), 0, 0
+    for block in read_file(spec(tmp_path, "parquet"), "big.parquet"):
+        peak = max(peak, pa.total_allocated_bytes() - before)
+        rows += block.num_rows
+    assert rows == 60_000
+    assert peak < 0.75 * size, f"{peak >> 20} MB of Arrow memory for a {size >> 20} MB file"
+
+
+def test_a_small_file_on_s3_is_read_with_one_get(s3_bucket, s3_server):
+    """A small file cost a GET for its first bytes (the magic number) and another for its content (Parquet: a third
+    for the footer), one after the other, which thousands of small files packed into one unit pay per file. Read
+    whole, it is one GET."""
+    from s3_fault_proxy import FaultProxy
+
+    client, bucket = s3_bucket
+    table = pa.table({"text": ["one", "two"]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    objects = {
+        "a.jsonl": b'{"text": "one"}\n{"text": "two"}\n',
+        "b.jsonl.gz": gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'),
+        "c.txt": b"one\ntwo\n",
+        "d.parquet": sink.getvalue().to_pybytes(),
+    }
+    for name, data in objects.items():
+        client.put_object(Bucket=bucket, Key=f"c/{name}", Body=data)
+    proxy = FaultProxy(s3_server).start()
+    try:
+        s = ReadSpec(resolve(f"s3://{bucket}/c", StorageConfig(endpoint_url=proxy.url)), None, "text", None, ())
+        texts = {name: [r[TEXT] for r in read_all(s, name)] for name in objects}
+        gets = {path: n for (method, path), n in proxy.forwarded.items() if method == "GET"}
+    finally:
+        proxy.stop()
+    assert texts == {name: ["one", "two"] for name in objects}
+    assert gets == {f"/{bucket}/c/{name}": 1 for name in objects}

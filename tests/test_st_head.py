@@ -263,6 +263,34 @@ def test_an_encoder_decoder_model_runs_its_encoder_as_sentence_transformers_does
     assert np.min(np.sum(got * want, axis=1)) >= 0.9999
 
 
+def test_t5gemma2_runs_its_text_encoder_as_sentence_transformers_does(tmp_path):
+    """T5Gemma 2 nests its widths under encoder.text_config: every model actor failed ("'T5Gemma2Config' object has
+    no attribute 'hidden_size'"), after pooling `auto` had taken it for a decoder (last_token). sentence-transformers
+    loads T5Gemma2Encoder from the encoder's config and mean-pools it; its own loader cannot read a checkpoint saved
+    by T5Gemma2Model (it looks under `model.encoder.`), so the reference loads that encoder the same way with this
+    checkpoint's prefix."""
+    import torch
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+    from sentence_transformers.base.modules.transformer import set_temporary_class_attrs
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.t5gemma2.modeling_t5gemma2 import T5Gemma2Encoder
+
+    model = build_model(tmp_path / "t5gemma2", "t5gemma2", train_tokenizer(sample_texts()))
+    with set_temporary_class_attrs(
+        T5Gemma2Encoder, _keys_to_ignore_on_load_unexpected=["decoder.*"], base_model_prefix="encoder"
+    ):
+        encoder = T5Gemma2Encoder.from_pretrained(model, config=AutoConfig.from_pretrained(model).encoder).eval()
+    batch = AutoTokenizer.from_pretrained(model)(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    want = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    got = ours(model, TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 64)
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+
+
 @pytest.mark.parametrize("arch", ["mpnet", "deberta-v2", "distilbert", "modernbert"])
 def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch):
     """all-mpnet-base-v2 (the most downloaded sentence-transformers model) and DeBERTa-v2 failed to load: their

@@ -200,3 +200,23 @@ def test_a_reembed_dataset_lists_the_files_of_its_current_version(tmp_path):
     (tmp_path / "other" / "_hidden" / "x.parquet").write_bytes(b"x")
     with pytest.raises(FileNotFoundError, match="no input files found"):
         list_inputs(str(tmp_path / "other"), StorageConfig())
+
+
+def test_each_local_file_is_listed_once_whatever_links_reach_it(tmp_path, caplog):
+    """The listing follows links to directories: a link to an ancestor listed each file below it again at every
+    depth until the OS gave up (41 copies of every row), and `latest -> 2024-11` read that directory twice."""
+    corpus = tmp_path / "corpus"
+    make_tree(corpus)
+    (corpus / "a" / "up").symlink_to("..")  # a loop
+    (corpus / "latest").symlink_to("b")  # a link beside its target
+    (corpus / "z.jsonl").symlink_to("c.txt")  # a file under two names
+    (corpus / "y_2.jsonl").symlink_to("b/2.jsonl")  # the link sorts first: the path without links is kept
+    (tmp_path / "outside.jsonl").write_text("{}\n")
+    (corpus / "outside.jsonl").symlink_to(tmp_path / "outside.jsonl")  # reached only through a link: kept
+    with caplog.at_level("WARNING", logger="pipeline.storage"):
+        _, files = list_files(str(corpus), LOCAL)
+    assert files == ["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt", "outside.jsonl"]
+    assert "paths reach files already listed under another path through symbolic links" in caplog.text
+    assert list_files(f"{corpus}/a", LOCAL)[1] == ["0.jsonl", "1.jsonl", "up/b/2.jsonl", "up/c.txt", "up/outside.jsonl"]
+    caplog.clear()
+    assert list_files(f"{corpus}/b", LOCAL)[1] == ["2.jsonl"] and not caplog.text  # no link: no warning
