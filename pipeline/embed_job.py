@@ -292,7 +292,7 @@ def job_precision(
 
 def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit]) -> ReadSpec:
     """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per unit's files
-    (pipeline.units.file_groups: a pack of small files is one task; a task per file cost ~7 s per 3,000 files).
+    (pipeline.units.file_groups: a pack of small files is one task, not one per file).
 
     Parquet files cost a footer read; JSONL files one pass over their kept values. Fails before any model work when
     two files' types cannot be reconciled.

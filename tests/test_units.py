@@ -207,8 +207,8 @@ def test_a_pack_rejects_each_files_repeats_under_its_own_file_index(tmp_path):
 
 
 def test_file_groups_give_each_file_once_by_unit(corpus):
-    """The kept-column pass reads whole files: one task per unit's files (a pack is one task; it was one per file,
-    ~7 s per 3,000 files), and a Parquet file split into row-group units once."""
+    """The kept-column pass reads whole files: one task per unit's files (a pack is one task; it was one per file),
+    and a Parquet file split into row-group units once."""
     tiny_files(corpus, 5)
     root, listed = list_inputs(str(corpus), StorageConfig())
     big = next(f for f in listed if f.path == "big.parquet")
