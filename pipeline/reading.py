@@ -419,6 +419,11 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         return fmt, {c: t for c, t in types.items() if c in present}
 
 
+def observed_kept_types_of(spec: ReadSpec, rels: list[str]) -> list[tuple[str, dict[str, pa.DataType | None]]]:
+    """observed_kept_types of several files, in order: one task for a pack of small files (pipeline.units)."""
+    return [observed_kept_types(spec, rel) for rel in rels]
+
+
 def fold_types(types: dict[str, pa.DataType | None], values: dict[str, list]) -> None:
     """Merge the types of one chunk of values into `types` (MIXED once two chunks disagree) and empty the chunk."""
     for c, chunk in values.items():
