@@ -70,11 +70,12 @@ def build_tiny_model(work: Path) -> Path:
     return build_model(work / "bert", "bert", train_tokenizer(texts, vocab_size=500))
 
 
-def small_files(count: int) -> dict[str, bytes]:
-    """`count` JSONL files of 1-3 short rows in 40 directories, by relative path."""
+def small_files(count: int, lang: bool = False) -> dict[str, bytes]:
+    """`count` JSONL files of 1-3 short rows in 40 directories, by relative path; `lang`: a `lang` key too."""
     out = {}
     for f in range(count):
-        rows = [json.dumps({"text": f"word{f} token{r} piece{f % 13} hello world"}) for r in range(1 + f % 3)]
+        extra = {"lang": ("en", "fr")[f % 2]} if lang else {}
+        rows = [json.dumps({"text": f"word{f} token{r} piece{f % 13} hello world", **extra}) for r in range(1 + f % 3)]
         out[f"d{f % 40:02d}/f{f:05d}.jsonl"] = ("\n".join(rows) + "\n").encode()
     return out
 
@@ -85,10 +86,10 @@ def write_local(folder: Path, files: dict[str, bytes]) -> None:
         (folder / rel).write_bytes(data)
 
 
-def config(model: Path, uri: str, out: str, endpoint: str | None) -> dict:
+def config(model: Path, uri: str, out: str, endpoint: str | None, keep: list[str]) -> dict:
     return {
         "input": {"uri": uri, "format": "jsonl"},
-        "output": {"uri": out},
+        "output": {"uri": out, "keep_columns": keep},
         "model": {"name_or_path": str(model), "pooling": "mean", "max_tokens": 32},
         "storage": {"endpoint_url": endpoint} if endpoint else {},
         "compute": {"num_tokenizers": 1, "cpus_per_tokenizer": 0.5, "cpus_per_actor": 1},
@@ -163,7 +164,8 @@ def put_s3(endpoint: str, bucket: str, files: dict[str, bytes]) -> None:
 
 
 def many_files(args: argparse.Namespace, model: Path, work: Path, sides: list[tuple[str, Path]]) -> list[dict]:
-    files = small_files(args.files)
+    files = small_files(args.files, args.keep_lang)
+    keep = ["lang"] if args.keep_lang else []
     write_local(work / "small", files)
     one = b"".join(files.values())
     write_local(work / "one", {"all.jsonl": one})
@@ -182,7 +184,7 @@ def many_files(args: argparse.Namespace, model: Path, work: Path, sides: list[tu
                 name = f"{label.split()[0]}-{len(table)}"
                 out = f"s3://shapes/out-{name}" if endpoint else str(work / f"out-{name}")
                 cfg_path = work / f"{name}.json"
-                cfg_path.write_text(json.dumps(config(model, uri, out, endpoint)))
+                cfg_path.write_text(json.dumps(config(model, uri, out, endpoint, keep)))
                 res = run_child(CHILD, [str(cfg_path)], work, name, code)
                 parts, markers = count_outputs(out, endpoint)
                 summary = res["summary"]
@@ -251,7 +253,7 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
     if many:
         lines += [
             "",
-            "## Many small files (JSONL, 1-3 rows each)",
+            "## Many small files (JSONL, 1-3 rows each)" + (", output.keep_columns: [lang]" if args.keep_lang else ""),
             "",
             "| input | code | rows | wall s | driver peak RSS MB | output Parquet files | unit markers |",
             "|---|---|---:|---:|---:|---:|---:|",
@@ -286,6 +288,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=4000, help="small JSONL files on local disk (0: no such case)")
     parser.add_argument("--s3-files", type=int, default=2500, help="of those, how many on S3 (0: no S3 case)")
+    parser.add_argument("--keep-lang", action="store_true", help="small files with a `lang` key, kept (keep_columns)")
     parser.add_argument("--big-rows", type=int, default=200_000, help="rows of the big files, ~2.3 KB each (0: none)")
     parser.add_argument("--baseline-ref", default=None, help="git ref of the baseline code (none: ours only)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here")

@@ -44,7 +44,7 @@ from pipeline.process_exit import Terminated, interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
-from pipeline.reading import ReadSpec, observed_kept_types
+from pipeline.reading import ReadSpec, observed_kept_types_of
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.stages import (
     configure_retries,
@@ -56,7 +56,7 @@ from pipeline.stages import (
     tokenize_stage,
 )
 from pipeline.storage import Location, list_inputs, resolve
-from pipeline.units import COUNTS, Unit, UnitProgress, plan_units, record_files, unit_items
+from pipeline.units import COUNTS, Unit, UnitProgress, file_groups, plan_units, record_files, unit_items
 from pipeline.writing import embedding_metadata, unit_of_file, write_block, write_empty_output
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
@@ -290,16 +290,19 @@ def job_precision(
     return precision
 
 
-def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, files: list[str]) -> ReadSpec:
-    """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per file.
+def decide_kept_types(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit]) -> ReadSpec:
+    """`spec` with the job-wide type of each kept column (pipeline.kept_columns), from one Ray task per unit's files
+    (pipeline.units.file_groups: a pack of small files is one task, not one per file).
 
     Parquet files cost a footer read; JSONL files one pass over their kept values. Fails before any model work when
     two files' types cannot be reconciled.
     """
     if not spec.keep_columns:
         return spec
-    task = io_task(observed_kept_types, cfg.compute)
-    observed = ray.get([task.remote(spec, rel) for rel in files])
+    groups = file_groups(units)
+    task = io_task(observed_kept_types_of, cfg.compute)
+    observed = [obs for group in ray.get([task.remote(spec, rels) for rels in groups]) for obs in group]
+    files = [rel for rels in groups for rel in rels]
     types = decide(list(spec.keep_columns), [(rel, fmt, obs) for rel, (fmt, obs) in zip(files, observed)])
     log.info("kept column types: %s", {c: "JSON text" if t.json_text else str(t.type) for c, t in types.items()})
     return dataclasses.replace(spec, kept_types=types)
@@ -470,7 +473,7 @@ def run_embed(
         log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
     todo = [u for u in units if u.key not in done]
     quiet_ray_data_progress()  # ours has a total (pipeline.progress)
-    spec = decide_kept_types(cfg, spec, files)
+    spec = decide_kept_types(cfg, spec, units)
     duplicates = check_duplicates(cfg, spec, units, files, out)
     log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
     precision = job_precision(cfg, spec, units, prompt, out, settings)

@@ -200,9 +200,24 @@ def check_first_line(line: bytes, fmt: str, uri: str) -> None:
             )
 
 
+def open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
+    """The file for random access; one of at most READ_CHUNK bytes is read whole at once, into memory.
+
+    Readers peek at a file's first bytes (its magic number) before reading it, and a Parquet reader reads the footer
+    before the data: on S3 each read is a GET, so a small file cost two GETs (a JSONL file) or three (Parquet) after
+    the HEAD that sizes it, one after the other. Read whole, it costs one, which is what thousands of small files
+    packed into one unit (pipeline.units) pay per file.
+    """
+    f = fs.open_input_file(path)
+    if f.size() > READ_CHUNK:
+        return f
+    with f:
+        return pa.BufferReader(f.read())
+
+
 def open_raw(fs: pafs.FileSystem, path: str) -> tuple[pa.NativeFile, str | None]:
     """The file as a byte stream, decompressed when its magic number says gzip or zstd; returns (stream, codec)."""
-    f = fs.open_input_file(path)
+    f = open_input(fs, path)
     head = f.read(4)
     f.seek(0)
     codec = next((c for magic, c in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)

@@ -30,6 +30,7 @@ from pipeline.file_formats import (
     checked_layout,
     file_format,
     lines,
+    open_input,
     utf8_chunks,
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
@@ -214,7 +215,7 @@ def read_parquet(
 ) -> Iterator[pa.Table]:
     """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row."""
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
-    with spec.root.fs.open_input_file(path) as f:
+    with open_input(spec.root.fs, path) as f:
         if f.size() == 0:
             return  # a writer that crashed before its first byte: no rows, nothing lost (as an empty JSONL file)
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
@@ -416,6 +417,11 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
                     fold_types(types, values)
         fold_types(types, values)
         return fmt, {c: t for c, t in types.items() if c in present}
+
+
+def observed_kept_types_of(spec: ReadSpec, rels: list[str]) -> list[tuple[str, dict[str, pa.DataType | None]]]:
+    """observed_kept_types of several files, in order: one task for a pack of small files (pipeline.units)."""
+    return [observed_kept_types(spec, rel) for rel in rels]
 
 
 def fold_types(types: dict[str, pa.DataType | None], values: dict[str, list]) -> None:

@@ -62,6 +62,18 @@ class Unit:
         return record | ({"files": list(self.paths)} if self.packed else {})
 
 
+def file_groups(units: list[Unit]) -> list[list[str]]:
+    """The input files of `units`, each once, in listing order, grouped by unit (a split Parquet file's first
+    range holds it): for passes that read whole files, one task per group."""
+    groups, seen = [], set()
+    for unit in units:
+        group = [p for p in unit.paths if p not in seen]
+        seen.update(group)
+        if group:
+            groups.append(group)
+    return groups
+
+
 def record_files(record: dict) -> list[str]:
     """The input files of a unit marker's record (Unit.record)."""
     return record.get("files") or [record["path"]]

@@ -387,7 +387,8 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
     client, bucket = s3_bucket
     rows = 0
     for f in range(40):
-        lines = [{"id": f"{f}-{r}", "text": RECORDS[(f * 3 + r) % len(RECORDS)]["text"]} for r in range(1 + f % 3)]
+        text = [RECORDS[(f * 3 + r) % len(RECORDS)]["text"] for r in range(1 + f % 3)]
+        lines = [{"id": f"{f}-{r}", "text": t, "lang": f"l{f % 2}"} for r, t in enumerate(text)]
         if f == 39:
             lines.append({"id": "0-0", "text": "a later copy of an id"})
         key = f"corpus/d{f % 3}/x=1/f {f:02d}#%.jsonl"
@@ -395,6 +396,7 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
         rows += len(lines)
     cfg = config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "jsonl", s3_server)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"id_column": "id"})})
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"keep_columns": ["lang"]})})
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (rows, rows - 1, 1)
     assert (summary["input_files"], summary["units"], summary["output_files"]) == (40, 1, 1)
@@ -404,8 +406,10 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
     rejects = pq.read_table(f"{bucket}/emb/_rejects", filesystem=resolve(f"s3://{bucket}", cfg.storage).fs)
     assert rejects.column("reason").to_pylist() == ["duplicate id (first at d0/x=1/f 00#%.jsonl row 0)"]
     assert rejects.column("source").to_pylist() == ["d0/x=1/f 39#%.jsonl"]
-    ids = read_dataset(f"s3://{bucket}/emb", s3_server).column("id").to_pylist()
+    written = read_dataset(f"s3://{bucket}/emb", s3_server)
+    ids = written.column("id").to_pylist()
     assert sorted(ids) == sorted(f"{f}-{r}" for f in range(40) for r in range(1 + f % 3))
+    assert written.column("lang").to_pylist() == [f"l{int(i.split('-')[0]) % 2}" for i in ids]
 
     for name in ("_SUCCESS", "_summary.json"):  # a run killed after its last unit, before its summary
         client.delete_object(Bucket=bucket, Key=f"emb/{name}")

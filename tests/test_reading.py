@@ -422,3 +422,32 @@ def test_a_parquet_file_is_read_a_page_at_a_time_not_held_whole(tmp_path, row_gr
         rows += block.num_rows
     assert rows == 60_000
     assert peak < 0.75 * size, f"{peak >> 20} MB of Arrow memory for a {size >> 20} MB file"
+
+
+def test_a_small_file_on_s3_is_read_with_one_get(s3_bucket, s3_server):
+    """A small file cost a GET for its first bytes (the magic number) and another for its content (Parquet: a third
+    for the footer), one after the other, which thousands of small files packed into one unit pay per file. Read
+    whole, it is one GET."""
+    from s3_fault_proxy import FaultProxy
+
+    client, bucket = s3_bucket
+    table = pa.table({"text": ["one", "two"]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    objects = {
+        "a.jsonl": b'{"text": "one"}\n{"text": "two"}\n',
+        "b.jsonl.gz": gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'),
+        "c.txt": b"one\ntwo\n",
+        "d.parquet": sink.getvalue().to_pybytes(),
+    }
+    for name, data in objects.items():
+        client.put_object(Bucket=bucket, Key=f"c/{name}", Body=data)
+    proxy = FaultProxy(s3_server).start()
+    try:
+        s = ReadSpec(resolve(f"s3://{bucket}/c", StorageConfig(endpoint_url=proxy.url)), None, "text", None, ())
+        texts = {name: [r[TEXT] for r in read_all(s, name)] for name in objects}
+        gets = {path: n for (method, path), n in proxy.forwarded.items() if method == "GET"}
+    finally:
+        proxy.stop()
+    assert texts == {name: ["one", "two"] for name in objects}
+    assert gets == {f"/{bucket}/c/{name}": 1 for name in objects}

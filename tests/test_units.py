@@ -19,6 +19,7 @@ from pipeline.units import (
     UNIT_ROWS,
     Unit,
     UnitProgress,
+    file_groups,
     plan_units,
     read_unit,
     split_ranges,
@@ -203,3 +204,16 @@ def test_a_pack_rejects_each_files_repeats_under_its_own_file_index(tmp_path):
     assert list(zip(rejected.column(SOURCE).to_pylist(), rejected.column(REJECT).to_pylist())) == [
         ("d2/f0005.jsonl", "duplicate id (first at d1/f0001.jsonl row 0)")
     ]
+
+
+def test_file_groups_give_each_file_once_by_unit(corpus):
+    """The kept-column pass reads whole files: one task per unit's files (a pack is one task; it was one per file),
+    and a Parquet file split into row-group units once."""
+    tiny_files(corpus, 5)
+    root, listed = list_inputs(str(corpus), StorageConfig())
+    big = next(f for f in listed if f.path == "big.parquet")
+    units = plan_units(root, listed, None, unit_bytes=big.size // 3)
+    assert sum(u.path == "big.parquet" for u in units) >= 2
+    groups = file_groups(units)
+    assert [p for g in groups for p in g] == [f.path for f in listed]
+    assert ["big.parquet"] in groups and len(groups) < len(listed)
