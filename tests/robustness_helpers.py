@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,22 @@ def put_corpus(client, bucket: str, files: dict[str, list[dict]], prefix: str = 
     """The same files as write_corpus, as S3 objects `<prefix>/<name>` of `bucket`."""
     for name, rows in files.items():
         client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=corpus_bytes(rows))
+
+
+def wait_for_driver_teardown(pid: int, timeout: float = 120) -> None:
+    """Wait until the session's Ray has torn down the job of the SIGKILLed driver process `pid`: the GCS marks the
+    job dead and none of its actors (the embedding pool, Ray Data's) is alive any more, so none of them writes while
+    a test reads the output. Unlike a fixed sleep, it waits as long as a loaded machine needs, and no longer."""
+    from ray._private import state  # the GCS job and actor tables (the state API needs the dashboard)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = {j["JobID"]: j["IsDead"] for j in state.jobs() if j["DriverPid"] == pid}
+        if jobs and all(jobs.values()):
+            alive = [
+                a["ActorClassName"] for a in state.actors().values() if a["JobID"] in jobs and a["State"] != "DEAD"
+            ]
+            if not alive:
+                return
+        assert time.monotonic() < deadline, f"Ray has not torn down the job of killed driver {pid}: {jobs}"
+        time.sleep(0.1)

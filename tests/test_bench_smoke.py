@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,11 +53,37 @@ def test_baseline_padding_plans_by_hand():
     assert st_padding_efficiency(texts, lengths, batch_size=2) == pytest.approx(10 / 12)
 
 
+def ray_children_only(throughput, monkeypatch) -> list[str]:
+    """Runs bench.throughput's children that start no Ray of their own ((a), (c), the levers) in this process: the
+    same `--child` command line, variant code and JSON hand-off, without a Python + torch start-up each. The Ray
+    variants (b, d) start and stop a Ray each, so they keep their child process. Returns the variants run."""
+    import torch
+
+    launched, real_run = [], subprocess.run
+
+    def run(cmd, **kwargs):
+        child = cmd[cmd.index("--child") :]
+        launched.append(child[1])
+        if child[1] in ("b", "d"):
+            return real_run(cmd, **kwargs)
+        threads = torch.get_num_threads()
+        try:
+            throughput.main(child)
+        finally:
+            torch.set_num_threads(threads)  # the variant sets the benchmark's thread count
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(throughput, "subprocess", SimpleNamespace(run=run))
+    return launched
+
+
 @pytest.mark.slow
-def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path):
+def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers", reason="baseline (a) needs the bench extra: pip install -e .[bench]")
+    from bench import throughput
     from bench.throughput import main
 
+    launched = ray_children_only(throughput, monkeypatch)
     out = tmp_path / "report.md"
     raw = main(
         [
@@ -76,6 +103,7 @@ def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path):
         ]
     )
     summary = raw["summary"]
+    assert launched == ["a", "b", "c", "d", "levers"]
     assert set(summary["rows"]) == {"a", "b", "c", "d"}
     assert set(summary["ratios"]) == {"c/a", "c/b", "d/a", "d/c"}
     rows = summary["rows"]

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, SAMPLE
-from test_ray_jobs_api import ray_head, submit_when_agent_ready  # noqa: F401  (ray_head: a fixture, used by name)
+from conftest import SAMPLE
 
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
 from pipeline.config import parse_config
@@ -125,36 +122,6 @@ def test_real_model_finds_the_translations(ray_session, real_model_dir, tmp_path
         s.split("-")[1] == t.split("-")[1] for s, t in zip(table["src_id"].to_pylist(), table["tgt_id"].to_pylist())
     )
     assert summary["pairs_kept"] == 16 and correct == 16
-
-
-def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path):  # noqa: F811
-    """`ray job submit` path: the entrypoint runs on a separate head node, reading and writing the S3 server."""
-    import yaml
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client_s3, bucket = s3_bucket
-    client_s3.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
-    path = tmp_path / "mine.yaml"
-    raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
-    raw["compute"] = {"num_actors": 1, "cpus_per_actor": 0.5}
-    path.write_text(yaml.safe_dump(raw))
-    client = JobSubmissionClient(ray_head)
-    job_id = submit_when_agent_ready(
-        client,
-        entrypoint=f"{sys.executable} -m jobs.mine_bitext --config {path}",
-        runtime_env={
-            "working_dir": str(REPO),
-            "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/", "out/"],
-            "env_vars": {"HF_HUB_OFFLINE": "1"},
-        },
-    )
-    deadline = time.time() + 900  # a loaded 2-core CI box runs two embed jobs and the mining in it: minutes
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
-        time.sleep(2)
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
-    body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
-    check_pairs_against_corpus(pq.read_table(io.BytesIO(body)))
 
 
 def test_rows_the_embed_step_rejects_are_rejects_of_the_side(ray_session, real_model_dir, tmp_path):

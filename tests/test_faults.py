@@ -27,6 +27,7 @@ from robustness_helpers import (
     put_corpus,
     record_figure,
     vectors_by_id,
+    wait_for_driver_teardown,
     write_corpus,
 )
 from s3_fault_proxy import FaultProxy, FaultRule
@@ -261,7 +262,7 @@ def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, 
     finally:
         driver.kill()
         driver.wait()
-    time.sleep(3)  # let Ray tear down the dead driver's workers
+    wait_for_driver_teardown(driver.pid)
     hidden_parts = lambda p: any(part.startswith((".", "_")) for part in p.relative_to(out).parts)
     visible = [p for p in out.rglob("*") if p.is_file() and not hidden_parts(p)]
     assert visible and not (out / "_summary.json").exists() and not (out / "_SUCCESS").exists()

@@ -1,8 +1,9 @@
-"""Submit the embed job to a separate `ray start --head` on loopback through the Ray Jobs API."""
+"""Submit the embed and mining jobs to a separate `ray start --head` on loopback through the Ray Jobs API."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -15,15 +16,20 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE, free_port
+from test_bitext_e2e import check_pairs_against_corpus, mine_config
 
 pytestmark = pytest.mark.slow
+# The working_dir both submitted jobs upload: one package, uploaded once to the module's head.
+EXCLUDES = [".venv/", ".models/", ".git/", "**/__pycache__/", "out/"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A head node of its own (not the session's in-process Ray), with token auth pinned by conftest's env.
+    """A head node of its own (not the session's in-process Ray), with token auth pinned by conftest's env; one per
+    module, shared by the tests that submit jobs to it (each writes its own output).
 
     `ray start --block` in its own process group, so teardown stops exactly this cluster: `ray stop` would stop
     every Ray on the machine. A short temp dir keeps Ray's socket paths under the Unix length limit.
@@ -67,10 +73,11 @@ def ray_head():
     address = f"http://127.0.0.1:{dashboard}"
     wait_until_up(address, head)
     yield address
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # up to 3 s to stop cleanly, then its whole group is killed
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, sig)
-        time.sleep(3)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=3)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -85,7 +92,18 @@ def wait_until_up(address: str, head: subprocess.Popen, timeout: float = 180) ->
             return
         except Exception:  # noqa: BLE001 -- the dashboard is not serving yet; retried until the deadline
             assert time.time() < deadline, f"Ray head at {address} did not come up in {timeout} s"
-            time.sleep(2)
+            time.sleep(0.5)
+
+
+def wait_for_job(client, job_id: str, timeout: float) -> str:
+    """The job's terminal status; fails with the job's log tail after `timeout` seconds."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.time() + timeout
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(0.5)
+    return status
 
 
 def submit_when_agent_ready(client, timeout: float = 180, **job) -> str:
@@ -169,14 +187,11 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
         ),
         runtime_env={
             "working_dir": str(REPO),
-            "excludes": [".venv/", ".models/", ".git/", "**/__pycache__/"],
+            "excludes": EXCLUDES,
             "env_vars": {"HF_HUB_OFFLINE": "1"},
         },
     )
-    deadline = time.time() + 400
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.time() < deadline, client.get_job_logs(job_id)[-3000:]
-        time.sleep(2)
+    status = wait_for_job(client, job_id, timeout=400)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     summary = json.loads((out / "_summary.json").read_text())
@@ -202,3 +217,28 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert "-m jobs.embed" in streamed and "no input files found" in streamed and "finished: FAILED" in streamed
     submitted = re.search(r"submitted (\S+):", streamed).group(1)
     assert client.get_job_info(submitted).runtime_env["env_vars"] == probe["env_vars"]
+
+
+def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path):
+    """`ray job submit` path of the mining job (moved from test_bitext_e2e to share this module's head): the
+    entrypoint runs on a separate head node, reading and writing the S3 server."""
+    import yaml
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client_s3, bucket = s3_bucket
+    client_s3.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
+    path = tmp_path / "mine.yaml"
+    raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
+    raw["compute"] = {"num_actors": 1, "cpus_per_actor": 0.5}
+    path.write_text(yaml.safe_dump(raw))
+    client = JobSubmissionClient(ray_head)
+    job_id = submit_when_agent_ready(
+        client,
+        entrypoint=f"{sys.executable} -m jobs.mine_bitext --config {path}",
+        runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}},
+    )
+    # a loaded 2-core CI box runs two embed jobs and the mining in it: minutes
+    status = wait_for_job(client, job_id, timeout=900)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
+    body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
+    check_pairs_against_corpus(pq.read_table(io.BytesIO(body)))

@@ -20,7 +20,14 @@ import pytest
 import yaml
 from conftest import SAMPLE
 from faulty_actors import faulty, use
-from robustness_helpers import make_config, put_corpus, read_run, vectors_by_id, write_corpus
+from robustness_helpers import (
+    make_config,
+    put_corpus,
+    read_run,
+    vectors_by_id,
+    wait_for_driver_teardown,
+    write_corpus,
+)
 
 from jobs.embed import main as embed_main
 from pipeline.embed_job import run_embed
@@ -79,7 +86,7 @@ def kill_after_first_unit(cfg_json: str, units_dir: Path, tmp_path: Path) -> int
     finally:
         driver.kill()
         driver.wait()
-    time.sleep(3)  # let Ray tear down the dead driver's workers
+    wait_for_driver_teardown(driver.pid)
     return len(list(units_dir.glob("*.json")))
 
 
@@ -160,7 +167,7 @@ def test_killed_driver_resumes_on_s3_through_a_killed_actor(
     finally:
         driver.kill()
         driver.wait()
-    time.sleep(3)
+    wait_for_driver_teardown(driver.pid)
     done = committed()
     open_paths = sorted(set(FILES) - {d["path"] for d in done})
     assert done and open_paths
