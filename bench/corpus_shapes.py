@@ -278,6 +278,13 @@ def big_parquet(args: argparse.Namespace, work: Path, sides: list[tuple[str, Pat
     return out
 
 
+def head() -> str:
+    """The checked-out commit (with `+` when the tree has changes), for the report."""
+    ref = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=False)
+    return ref.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: float, listed: list[dict]) -> str:
     lines = [
         "# Corpora shaped like real ones (bench/corpus_shapes.py)",
@@ -288,6 +295,7 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
             "(hidden 64), max_tokens 32; each run its own process and in-process Ray, one at a time. The baseline "
             f"is commit {args.baseline_ref} run in the same invocation."
         ),
+        f"Ours: the code of commit {head()}.",
         f"Command: `.venv/bin/python bench/corpus_shapes.py {' '.join(sys.argv[1:])}`",
     ]
     if many:
