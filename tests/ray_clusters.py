@@ -154,7 +154,7 @@ def submit(address: str, entrypoint: str, timeout: float = 180, **job) -> str:
         except Exception as err:  # not serving yet (connection refused, "No available agent"): retried until deadline
             if time.time() > deadline:
                 raise TimeoutError(f"the Jobs API at {address} did not accept the job in {timeout} s") from err
-            time.sleep(2)
+            time.sleep(0.5)
 
 
 def job_env() -> dict:

@@ -46,7 +46,7 @@ def run_job(address: str, entrypoint: str, timeout: float = 420) -> str:
     deadline = time.time() + timeout
     while (status := str(client.get_job_status(job))) not in TERMINAL:
         assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-        time.sleep(2)
+        time.sleep(0.5)
     assert status == "SUCCEEDED", client.get_job_logs(job)[-4000:]
     return client.get_job_logs(job)
 
@@ -55,7 +55,7 @@ def wait_until_no_gpu_node(address: str, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while any(state == "ALIVE" for state in gpu_nodes(address).values()):
         assert time.time() < deadline, "the idle GPU node was not removed by the autoscaler"
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def shipped(config: str, tiny_model: Path, **overrides) -> str:
