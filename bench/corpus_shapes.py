@@ -21,26 +21,13 @@ import os
 import platform
 import subprocess
 import sys
-import tarfile
 import tempfile
-from io import BytesIO
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CHILD = """
-import json, sys, time
-from pathlib import Path
-from pipeline.config import EmbedConfig
-from pipeline.embed_job import run_embed
-cfg = EmbedConfig.model_validate(json.loads(Path(sys.argv[1]).read_text()))
-start = time.perf_counter()
-summary = run_embed(cfg)
-wall = time.perf_counter() - start
-status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-hwm = int(status["VmHWM"].split()[0]) / 1024
-print("RESULT " + json.dumps({"summary": summary, "driver_peak_rss_mb": round(hwm, 1), "wall_s": round(wall, 1)}))
-"""
+from baseline_code import EMBED_CHILD, build_tiny_model, extract
 
 READ_CHILD = """
 import json, sys, time
@@ -99,15 +86,6 @@ def listing(args: argparse.Namespace, work: Path, sides: list[tuple[str, Path]])
             print(json.dumps(row), flush=True)
         subprocess.run(["rm", "-rf", str(folder)], check=True)
     return out
-
-
-def build_tiny_model(work: Path) -> Path:
-    """A 2-layer BERT (hidden 64) with a trained tokenizer: tests/model_factory, random weights."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from model_factory import build_model, train_tokenizer
-
-    texts = [f"word{i} token{i % 97} piece{i % 13}" for i in range(2000)]
-    return build_model(work / "bert", "bert", train_tokenizer(texts, vocab_size=500))
 
 
 def small_files(count: int, lang: bool = False) -> dict[str, bytes]:
@@ -169,16 +147,6 @@ def count_outputs(uri: str, endpoint: str | None) -> tuple[int, int]:
     return parts, sum(1 for r in rels if r.startswith("_run/units/"))
 
 
-def extract(ref: str, work: Path) -> Path:
-    """The pipeline and jobs packages of git `ref`, for the baseline."""
-    target = work / f"baseline-{ref[:10]}"
-    target.mkdir()
-    blob = subprocess.run(["git", "archive", ref, "pipeline", "jobs"], cwd=REPO, capture_output=True, check=True)
-    with tarfile.open(fileobj=BytesIO(blob.stdout)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
 def start_s3(work: Path) -> tuple[object, str]:
     import socket
 
@@ -225,7 +193,7 @@ def many_files(args: argparse.Namespace, model: Path, work: Path, sides: list[tu
                 out = f"s3://shapes/out-{name}" if endpoint else str(work / f"out-{name}")
                 cfg_path = work / f"{name}.json"
                 cfg_path.write_text(json.dumps(config(model, uri, out, endpoint, keep)))
-                res = run_child(CHILD, [str(cfg_path)], work, name, code)
+                res = run_child(EMBED_CHILD, [str(cfg_path)], work, name, code)
                 parts, markers = count_outputs(out, endpoint)
                 summary = res["summary"]
                 expected = rows if "S3" not in case else sum(d.count(b"\n") for d in s3_files.values())

@@ -22,40 +22,19 @@ import platform
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baseline_code import EMBED_CHILD, build_tiny_model, extract
+
 POLICIES = ("keep_first", "error", "unchecked")
-
-CHILD = """
-import json, sys, time
-from pathlib import Path
-from pipeline.config import EmbedConfig
-from pipeline.embed_job import run_embed
-cfg = EmbedConfig.model_validate(json.loads(Path(sys.argv[1]).read_text()))
-start = time.perf_counter()
-summary = run_embed(cfg)
-wall = time.perf_counter() - start
-status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-hwm = int(status["VmHWM"].split()[0]) / 1024
-print("RESULT " + json.dumps({"summary": summary, "driver_peak_rss_mb": round(hwm, 1), "wall_s": round(wall, 1)}))
-"""
-
-
-def build_tiny_model(work: Path) -> Path:
-    """A 2-layer BERT (hidden 64) with a trained tokenizer: tests/model_factory, random weights."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from model_factory import build_model, train_tokenizer
-
-    texts = [f"word{i} token{i % 97} piece{i % 13}" for i in range(2000)]
-    return build_model(work / "bert", "bert", train_tokenizer(texts, vocab_size=500))
 
 
 def write_corpus(folder: Path, rows: int, files: int) -> None:
@@ -86,7 +65,11 @@ def start_child(cfg: dict, work: Path, name: str, pythonpath: Path) -> tuple[sub
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     with open(log, "wb") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path)], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=pythonpath
+            [sys.executable, "-c", EMBED_CHILD, str(path)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=pythonpath,
         )
     return proc, log
 
@@ -101,16 +84,6 @@ def result(proc: subprocess.Popen, log: Path) -> dict:
 def run(cfg: dict, work: Path, name: str, pythonpath: Path) -> dict:
     print(f"running {name}", flush=True)
     return result(*start_child(cfg, work, name, pythonpath))
-
-
-def extract(ref: str, work: Path) -> Path:
-    """The pipeline and jobs packages of git `ref`, for the baseline."""
-    target = work / f"baseline-{ref[:10]}"
-    target.mkdir()
-    blob = subprocess.run(["git", "archive", ref, "pipeline", "jobs"], cwd=REPO, capture_output=True, check=True)
-    with tarfile.open(fileobj=BytesIO(blob.stdout)) as tar:
-        tar.extractall(target, filter="data")
-    return target
 
 
 def memory(args: argparse.Namespace, model: Path, work: Path) -> list[dict]:

@@ -1,0 +1,50 @@
+"""Run the embed job of this tree and of a baseline commit side by side, for the bench scripts that measure a change
+against the code before it (bench/corpus_shapes.py, bench/resume_memory.py).
+
+`extract(ref, work)` gives the baseline's `pipeline` and `jobs` packages (with `git archive`): a child process that
+runs with it as its working directory and PYTHONPATH imports that code. `EMBED_CHILD` is that child: it runs
+`run_embed` on a config JSON file (argv[1]) and prints `RESULT {summary, driver_peak_rss_mb, wall_s}`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+EMBED_CHILD = """
+import json, sys, time
+from pathlib import Path
+from pipeline.config import EmbedConfig
+from pipeline.embed_job import run_embed
+cfg = EmbedConfig.model_validate(json.loads(Path(sys.argv[1]).read_text()))
+start = time.perf_counter()
+summary = run_embed(cfg)
+wall = time.perf_counter() - start
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+hwm = int(status["VmHWM"].split()[0]) / 1024
+print("RESULT " + json.dumps({"summary": summary, "driver_peak_rss_mb": round(hwm, 1), "wall_s": round(wall, 1)}))
+"""
+
+
+def build_tiny_model(work: Path) -> Path:
+    """A 2-layer BERT (hidden 64) with a trained tokenizer: tests/model_factory, random weights."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from model_factory import build_model, train_tokenizer
+
+    texts = [f"word{i} token{i % 97} piece{i % 13}" for i in range(2000)]
+    return build_model(work / "bert", "bert", train_tokenizer(texts, vocab_size=500))
+
+
+def extract(ref: str, work: Path) -> Path:
+    """The pipeline and jobs packages of git `ref`, for the baseline."""
+    target = work / f"baseline-{ref[:10]}"
+    target.mkdir()
+    blob = subprocess.run(["git", "archive", ref, "pipeline", "jobs"], cwd=REPO, capture_output=True, check=True)
+    with tarfile.open(fileobj=BytesIO(blob.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target
