@@ -424,6 +424,17 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
     return duplicates
 
 
+def plans_packed_units(out: Location, overwrite: bool) -> bool:
+    """Whether this run packs small files into units (pipeline.units): yes, unless `out` holds a run that an older
+    rayembed started with one unit per file, whose fingerprint has no `input.unit_packing`. That run then resumes
+    (or, finished, is reused by a mining or clustering run) under its own plan, instead of being refused for a
+    field that no configuration key sets."""
+    if overwrite:
+        return True
+    recorded = get_json(out.join(commit.FINGERPRINT))
+    return recorded is None or "input.unit_packing" in recorded.get("fingerprint", {})
+
+
 def run_embed(
     cfg: EmbedConfig, reuse_finished: bool = False, naming: commit.Naming = commit.TOP_LEVEL
 ) -> dict[str, Any]:
@@ -461,12 +472,13 @@ def run_embed(
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated
-    fingerprint = embed_fingerprint(cfg, metadata, listed, identity)
+    packed = plans_packed_units(out, cfg.output.overwrite)
+    fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed)
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming)
     spec = read_spec(cfg, root)
-    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes)
+    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed)
     done = commit.committed_units(out) if resumed else {}
     if resumed:
         dropped = drop_uncommitted(out, set(done))

@@ -98,7 +98,7 @@ def named(items: list[str]) -> str:
 
 
 def embed_fingerprint(
-    cfg: EmbedConfig, metadata: dict[str, str], listed: list[ListedFile], identity: dict[str, str]
+    cfg: EmbedConfig, metadata: dict[str, str], listed: list[ListedFile], identity: dict[str, str], packed: bool = True
 ) -> dict[str, Any]:
     """The fields that decide whether an unfinished run may be resumed, by name.
 
@@ -108,6 +108,8 @@ def embed_fingerprint(
             later join the fingerprint without a change here.
         listed: the input listing (a new, removed, resized or rewritten file is a different corpus).
         identity: model_identity(cfg.model): the resolved revision or the local weights' content hash.
+        packed: small files are packed into units (pipeline.units.packing, recorded as `input.unit_packing`);
+            False for a run started before they were, whose fingerprint lacks that field (units.plan_units).
     """
     return {
         **{f"metadata.{k}": v for k, v in sorted(metadata.items())},
@@ -119,7 +121,7 @@ def embed_fingerprint(
         "input.id_column": cfg.input.id_column,
         "input.duplicate_ids": cfg.input.duplicate_ids if cfg.input.id_column else None,
         "input.unit_bytes": cfg.input.unit_bytes,
-        "input.unit_packing": packing(cfg.input.unit_bytes),  # runs before small files were packed lack it
+        **({"input.unit_packing": packing(cfg.input.unit_bytes)} if packed else {}),
         "input.listing": listing_digest(listed),
         "output.keep_columns": list(cfg.output.keep_columns),
     }

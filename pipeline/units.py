@@ -84,17 +84,20 @@ def packing(unit_bytes: int) -> dict[str, int]:
     return {"bytes": max(unit_bytes // PACK_SHARE, 1), "files": PACK_FILES}
 
 
-def plan_units(root: Location, listed: list[ListedFile], fmt: str | None, unit_bytes: int) -> list[Unit]:
+def plan_units(
+    root: Location, listed: list[ListedFile], fmt: str | None, unit_bytes: int, packed: bool = True
+) -> list[Unit]:
     """Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes; consecutive files under
     unit_bytes / PACK_SHARE are packed into units of up to that many bytes and PACK_FILES files; any other file is
     one unit.
 
-    `fmt`: input.format, or None for each file's extension (pipeline.file_formats).
+    `fmt`: input.format, or None for each file's extension (pipeline.file_formats). `packed` False: no packing, one
+    unit per small file (the plan of a run started before small files were packed, which resumes under it).
 
     Only the footers of those large files are read (a few KB each); nothing else of the input.
     """
     units: list[Unit] = []
-    limit = packing(unit_bytes)
+    limit = packing(unit_bytes) if packed else {"bytes": 0, "files": 1}  # no file is under 0 bytes
     pack: list[tuple[int, ListedFile]] = []
     pack_bytes = 0
 

@@ -179,3 +179,33 @@ def test_killed_driver_resumes_on_s3_through_a_killed_actor(
     assert (faults / "killed").exists() and len((faults / "inits").read_text().split()) >= 2
     check_resumed(summary, uri, clean, sum(d["rows"] for d in committed() if d["path"] not in open_paths), s3_server)
     assert client.head_object(Bucket=bucket, Key="emb/_SUCCESS")
+
+
+def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
+    ray_session, tiny_models, corpus, clean, tmp_path, monkeypatch
+):
+    """Runs started before small files were packed into units recorded one unit per file and no
+    `input.unit_packing` in their fingerprint. After the upgrade the same command was refused naming that field,
+    which no configuration key sets; it now resumes such a run under the plan it started with."""
+    out = tmp_path / "emb"
+    sections = {**SECTIONS, "input": {"id_column": "id"}}  # default unit_bytes: these small files would be packed
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **sections)
+    with monkeypatch.context() as older:  # the older rayembed: one unit per file, no packing in the fingerprint
+        older.setattr("pipeline.embed_job.plans_packed_units", lambda out, overwrite: False)
+        run_embed(cfg)
+    recorded = json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
+    assert "input.unit_packing" not in recorded
+    markers = sorted((out / "_run" / "units").glob("*.json"))
+    assert len(markers) == len(FILES)
+    # as if that run had died before its last unit and its summary: the marker and _SUCCESS go
+    lost = json.loads(markers[-1].read_text())["rows"]
+    for done in (markers[-1], out / "_SUCCESS", out / "_summary.json"):
+        done.unlink()
+
+    summary = run_embed(cfg)  # the same command, after the upgrade
+    assert summary["units"] == len(FILES) and summary["units_skipped"] == len(FILES) - 1
+    check_resumed(summary, str(out), clean, ROWS_IN - lost)
+    assert json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"] == recorded
+
+    fresh = make_config(tiny_models["gemma3"], corpus, tmp_path / "fresh", "jsonl", **sections)
+    assert run_embed(fresh)["units"] == 1  # a new run packs the six small files into one unit
