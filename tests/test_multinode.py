@@ -37,6 +37,7 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
     overrides = {
         "input.uri": corpus,
         "input.id_column": "id",
+        "input.unit_bytes": 256,  # files over 16 bytes are not packed into one unit: 32 units, 32 blocks to share
         "output.uri": out,
         "output.keep_columns": "[]",
         "model.name_or_path": model,
