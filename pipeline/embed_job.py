@@ -424,14 +424,12 @@ def check_duplicates(cfg: EmbedConfig, spec: ReadSpec, units: list[Unit], files:
     return duplicates
 
 
-def plans_packed_units(out: Location, overwrite: bool) -> bool:
-    """Whether this run packs small files into units (pipeline.units): yes, unless `out` holds a run that an older
-    rayembed started with one unit per file, whose fingerprint has no `input.unit_packing`. That run then resumes
-    (or, finished, is reused by a mining or clustering run) under its own plan, instead of being refused for a
-    field that no configuration key sets."""
-    if overwrite:
-        return True
-    recorded = get_json(out.join(commit.FINGERPRINT))
+def plans_packed_units(recorded: dict[str, Any] | None) -> bool:
+    """Whether this run packs small files into units (pipeline.units): yes, unless `recorded` (the run that
+    `output.uri` holds, `_run/fingerprint.json`; None for none or with output.overwrite) was started by an older
+    rayembed with one unit per file, whose fingerprint has no `input.unit_packing`. That run then resumes (or,
+    finished, is reused by a mining or clustering run) under its own plan, instead of being refused for a field that
+    no configuration key sets."""
     return recorded is None or "input.unit_packing" in recorded.get("fingerprint", {})
 
 
@@ -464,15 +462,17 @@ def run_embed(
     check_model(cfg.model)
     # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
     finished = reuse_finished and not cfg.output.overwrite and commit.is_committed(out)
-    if not finished:
-        commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
+    if finished:
+        recorded = get_json(out.join(commit.FINGERPRINT))
+    else:
+        recorded = commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
     settings, identity = init_ray_while(
         cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
     )
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated
-    packed = plans_packed_units(out, cfg.output.overwrite)
+    packed = plans_packed_units(recorded)
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed)
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}

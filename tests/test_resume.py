@@ -191,7 +191,7 @@ def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
     sections = {**SECTIONS, "input": {"id_column": "id"}}  # default unit_bytes: these small files would be packed
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **sections)
     with monkeypatch.context() as older:  # the older rayembed: one unit per file, no packing in the fingerprint
-        older.setattr("pipeline.embed_job.plans_packed_units", lambda out, overwrite: False)
+        older.setattr("pipeline.embed_job.plans_packed_units", lambda recorded: False)
         run_embed(cfg)
     recorded = json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
     assert "input.unit_packing" not in recorded
