@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -189,7 +190,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     )
     dtype = pick_dtype(cfg, device, getattr(config, "dtype", None))
 
-    def from_pretrained(attention: str | None) -> PreTrainedModel:
+    def from_pretrained(attention: str | None) -> tuple[PreTrainedModel, dict]:
         return AutoModel.from_pretrained(
             cfg.name_or_path,
             revision=cfg.revision,
@@ -197,25 +198,65 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
             use_safetensors=None if cfg.allow_pickle_weights else True,
             dtype=dtype,
             attn_implementation=attention,
+            output_loading_info=True,
         )
 
     try:
         try:
-            model = from_pretrained(pick_attention(cfg.attn_implementation, device))
+            loaded, info = from_pretrained(pick_attention(cfg.attn_implementation, device))
         except ValueError as err:
             if cfg.attn_implementation != "auto":
                 raise
             # an architecture without SDPA or FlashAttention-2 support (MPNet: all-mpnet-base-v2; DeBERTa-v2):
             # transformers' own default then, SDPA where the model supports it, else its eager attention
             log.info("model %s: %s; loading it with transformers' default attention", cfg.name_or_path, err)
-            model = from_pretrained(None)
+            loaded, info = from_pretrained(None)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
-    if runs_encoder_only(config):
-        model = model.get_encoder()  # its decoder would need decoder inputs (T5Model's forward refuses to run)
+    # its decoder would need decoder inputs (T5Model's forward refuses to run)
+    model = loaded.get_encoder() if runs_encoder_only(config) else loaded
+    check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
     model = model.to(device).eval()
     # dynamic=True: one graph for every (rows, length) batch shape instead of a recompile per shape.
     return torch.compile(model, dynamic=True) if cfg.compile else model
+
+
+def check_weights_loaded(name: str, loaded: torch.nn.Module, runs: torch.nn.Module, missing: Iterable[str]) -> None:
+    """Refuse a model whose checkpoint lacks weights that the embeddings go through.
+
+    transformers initializes a weight the checkpoint lacks at random and only logs it (its LOAD REPORT), as
+    sentence-transformers does; here each model actor would then draw different weights and compute different
+    vectors for the same text, a whole run of them wrong (TEI refuses such a checkpoint too). Missing weights that
+    no embedding goes through are fine: BERT's `pooler` (rayembed pools the hidden states itself) and, for a model
+    run encoder-only, the decoder (`runs`, the module run, is then `loaded`'s encoder).
+
+    Args:
+        loaded: the model as transformers loaded it; `missing`: its `missing_keys` (names relative to `loaded`).
+        runs: the module whose outputs are pooled: `loaded` or a part of it.
+
+    Raises:
+        ModelLoadError: naming up to five of the missing weights and their count.
+    """
+    used = {id(p) for p in runs.parameters()}
+    pooler = getattr(runs, "pooler", None)  # None in a BERT built without one
+    unused = {id(p) for p in pooler.parameters()} if pooler is not None else set()
+    lacking = []
+    for key in sorted(missing):
+        try:
+            param = loaded.get_parameter(key)
+        except AttributeError:  # a buffer, or a name transformers renamed: not a weight of the module run
+            continue
+        if id(param) in used and id(param) not in unused:
+            lacking.append(key)
+    if lacking:
+        total = sum(1 for _ in runs.parameters())
+        raise ModelLoadError(
+            f"cannot load model {name}: {len(lacking)} of the {total} weights of {type(runs).__name__} are not in "
+            f"its checkpoint ({', '.join(lacking[:5])}{', ...' if len(lacking) > 5 else ''}); transformers would "
+            "initialize them at random, differently in every model actor. Check that model.name_or_path is the "
+            "folder of the model itself (config.json beside its weights) and that the checkpoint was saved for "
+            "this architecture"
+        )
 
 
 def check_local_weights(cfg: ModelConfig) -> None:

@@ -83,6 +83,46 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
         load_model(ModelConfig(name_or_path=str(model_dir)), torch.device("cpu"))
 
 
+def rewrite_weights(src: Path, dst: Path, edit) -> Path:
+    """A copy of model folder `src` whose safetensors weights are `edit(state dict)`."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    save_file(edit(load_file(weights)), weights, metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize(
+    "arch, edit, lacking",
+    [
+        # an ST wrapper's state dict saved as the model's: no name matches, every weight would be random
+        ("bert", lambda sd: {f"0.auto_model.{k}": v for k, v in sd.items()}, r"\d+ of the \d+ weights of BertModel"),
+        ("bert", lambda sd: {k: v for k, v in sd.items() if ".layer.1." not in k}, r"encoder\.layer\.1\."),
+        ("qwen3", lambda sd: {k: v for k, v in sd.items() if not k.endswith("norm.weight")}, r"norm\.weight"),
+    ],
+    ids=["renamed", "a layer missing", "decoder norms missing"],
+)
+def test_a_checkpoint_lacking_weights_the_embeddings_use_is_refused(tmp_path, tiny_models, arch, edit, lacking):
+    """transformers initializes missing weights at random and only logs it: every actor would have drawn its own
+    and computed its own vectors. Now the load fails naming them."""
+    broken = rewrite_weights(tiny_models[arch], tmp_path / "broken", edit)
+    with pytest.raises(ModelLoadError, match=f"cannot load model {broken}: .*{lacking}.*at random"):
+        load_model(ModelConfig(name_or_path=str(broken), pooling="mean"), torch.device("cpu"))
+
+
+def test_missing_weights_no_embedding_uses_are_fine(tmp_path, tiny_models):
+    """BERT's pooler (multilingual-e5 ships without one): rayembed pools the hidden states itself."""
+    no_pooler = rewrite_weights(
+        tiny_models["bert"], tmp_path / "no-pooler", lambda sd: {k: v for k, v in sd.items() if "pooler" not in k}
+    )
+    assert set(AutoModel.from_pretrained(no_pooler, output_loading_info=True)[1]["missing_keys"]) == {
+        "pooler.dense.weight",
+        "pooler.dense.bias",
+    }
+    load_model(ModelConfig(name_or_path=str(no_pooler), pooling="mean"), torch.device("cpu"))
+
+
 @pytest.mark.parametrize("cut", ["half", "header only", "inside the header", "empty"])
 def test_weights_that_do_not_open_fail_on_the_driver_naming_the_file(tmp_path, tiny_models, cut):
     """A truncated download: the header or the data end early. check_model fails before any actor starts."""
