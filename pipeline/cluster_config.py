@@ -11,13 +11,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline import columns
-from pipeline.config import ComputeConfig, EmbedConfig, OutputConfig, Section, StorageConfig
+from pipeline.config import ComputeConfig, EmbedConfig, NonBlank, OutputConfig, Section, StorageConfig
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
 
 class ClusterInputConfig(Section):
-    uri: str = Field(description="Embeddings dataset (local dir or s3://bucket/prefix), e.g. the embed job's output.")
+    uri: NonBlank = Field(
+        description="Embeddings dataset (local dir or s3://bucket/prefix), e.g. the embed job's output."
+    )
     id_column: str = Field("id", description="Column with a unique row id (cast to string in the outputs).")
     embedding_column: str = Field("embedding", description="Column with the vectors: a (fixed-size) list of floats.")
     text_column: str | None = Field(
@@ -114,6 +116,9 @@ class ClusterConfig(Section):
             )
         if self.embed is not None:
             self._check_embed_writes_what_is_read()
+        from pipeline.overlap import check_apart  # imports pipeline.storage, which imports pipeline.config
+
+        check_apart("output.uri", self.output.uri, {"input.uri": self.input.uri})
         return self
 
     def _check_embed_writes_what_is_read(self) -> None:

@@ -7,10 +7,20 @@ Every section forbids unknown keys so a typo in the YAML is an error, not a sile
 from __future__ import annotations
 
 import os
+import types
 import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
 
@@ -79,12 +89,49 @@ def value_alias(kind: str):
     return BeforeValidator(canonical)
 
 
+def accepts_bool(annotation: object) -> bool:
+    """Whether a field annotated `annotation` takes a YAML boolean (bool, `bool | None`, a union with bool)."""
+    if annotation is bool:
+        return True
+    return any(accepts_bool(arg) for arg in typing.get_args(annotation))
+
+
+def not_blank(value: str | None) -> str | None:
+    """A location that is not empty: an empty `output.uri` was the current directory (emptied by output.overwrite),
+    as an unset variable in `--set output.uri=$OUT` makes it."""
+    if value is not None and not value.strip():
+        raise ValueError("is empty; give a local path or s3://bucket/prefix (an unset shell variable in --set?)")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(not_blank)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """`true`/`yes`/`on` where a number is expected is an error: pydantic's lax mode took it for 1
+        (`output.dimensions: true` stored 1-dimensional vectors, `compute.num_actors: yes` one actor)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not accepts_bool(annotation):
+                raise ValueError(f"expects {type_words(annotation)}, not the boolean {str(value).lower()}")
+        return value
+
+
+def type_words(annotation: object) -> str:
+    """`int | None` -> 'an integer or null', for messages."""
+    names = {int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    words = [names.get(m, getattr(m, "__name__", str(m))) for m in members or (annotation,)]
+    return " or ".join(words)
+
 
 class InputConfig(Section):
-    uri: str = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
+    uri: NonBlank = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
     format: Literal["parquet", "jsonl", "text"] | None = Field(
         None,
         description="File format of every listed file; unset: each file's format is inferred from its extension "
@@ -137,7 +184,7 @@ class StorageConfig(Section):
 
 
 class ModelConfig(Section):
-    name_or_path: str = Field(
+    name_or_path: NonBlank = Field(
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
@@ -321,7 +368,7 @@ class ComputeConfig(Section):
 
 
 class OutputConfig(Section):
-    uri: str = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
+    uri: NonBlank = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
     dtype: Annotated[Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"], value_alias("dtype")] = Field(
         "float32",
         description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "
@@ -373,4 +420,7 @@ class EmbedConfig(Section):
             raise ValueError(f"output.keep_columns {clash} clash with output columns; remove them")
         if self.input.format == "text" and self.output.keep_columns:
             raise ValueError("output.keep_columns needs a columnar input (parquet or jsonl), not format=text")
+        from pipeline.overlap import check_apart  # imports pipeline.storage, which imports this module
+
+        check_apart("output.uri", self.output.uri, {"input.uri": self.input.uri})
         return self

@@ -15,6 +15,7 @@ from pipeline.config import (
     ComputeConfig,
     InputConfig,
     ModelConfig,
+    NonBlank,
     OutputConfig,
     Section,
     StorageConfig,
@@ -34,7 +35,7 @@ class SideConfig(InputConfig):
         description="Column holding each row's language. When set, only rows whose value equals `lang` (or is in "
         "the list) are mined, so one multilingual corpus can serve as both sides.",
     )
-    embeddings_uri: str | None = Field(
+    embeddings_uri: NonBlank | None = Field(
         None,
         description="An embeddings dataset the embed job already wrote from this same input (columns id, "
         "embedding). When set, nothing is embedded: vectors are joined to the texts by id (a hash join in Ray "
@@ -207,6 +208,14 @@ class MineConfig(Section):
                     f"{name}.embeddings_uri is inside output.uri, which output.overwrite=true empties first; "
                     "write this run to another output.uri"
                 )
+        from pipeline.overlap import check_apart  # imports pipeline.storage, which imports pipeline.config
+
+        sides = {
+            f"{name}.{key}": getattr(getattr(self, name), key)
+            for name in ("source", "target")
+            for key in ("uri", "embeddings_uri")
+        }
+        check_apart("output.uri", self.output.uri, sides)
         return self
 
     @property

@@ -102,11 +102,12 @@ def test_existing_output_is_not_overwritten_by_default(corpus):
 
 def test_language_with_no_rows_lists_the_languages_present(tmp_path):
     lines = [{"text": f"t{i}", "lang": "fra" if i % 2 else "deu"} for i in range(6)]
-    (tmp_path / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
-    side = {"uri": str(tmp_path / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    side = {"uri": str(tmp_path / "in" / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
     cfg = {
-        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path)},
-        "target": {**side, "lang": "eng", "embeddings_uri": str(tmp_path)},
+        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path / "in")},
+        "target": {**side, "lang": "eng", "embeddings_uri": str(tmp_path / "in")},
         "output": {"uri": str(tmp_path / "out")},
         "mining": {"backend": "local"},
     }

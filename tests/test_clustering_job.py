@@ -214,12 +214,13 @@ def test_refuses_to_overwrite_and_bad_columns(run1, s3_server, bucket):
 def test_non_normalized_vectors_are_normalized_with_a_warning(ray_session, tmp_path, caplog):
     rng = np.random.default_rng(1)
     x = (5 * rng.normal(size=(60, 8))).astype(np.float32)  # norms around 14
+    (tmp_path / "emb").mkdir()
     pq.write_table(
         pa.table({"id": [str(i) for i in range(60)], "embedding": pa.array(list(x), pa.list_(pa.float32()))}),
-        tmp_path / "part-0.parquet",
+        tmp_path / "emb" / "part-0.parquet",
     )
     raw = {
-        "input": {"uri": str(tmp_path)},
+        "input": {"uri": str(tmp_path / "emb")},
         "output": {"uri": str(tmp_path / "out")},
         "clustering": {"k": 3},
     }
@@ -240,8 +241,9 @@ def test_the_chunks_of_a_chunked_embed_output_are_told_apart(ray_session, tmp_pa
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids, chunks = [f"doc{i // 3}" for i in range(30)], [i % 3 for i in range(30)]
     table = pa.table({"id": ids, "chunk_index": pa.array(chunks, pa.int32()), "embedding": pa.array(list(x))})
-    pq.write_table(table, tmp_path / "part-0.parquet")
-    raw = {"input": {"uri": str(tmp_path)}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
+    (tmp_path / "emb").mkdir()
+    pq.write_table(table, tmp_path / "emb" / "part-0.parquet")
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
     run_cluster(parse_config(ClusterConfig, raw))
     got = read_dir(pafs.LocalFileSystem(), str(tmp_path / "out" / "assignments"))
     assert sorted(zip(got.column("id").to_pylist(), got.column("chunk_index").to_pylist())) == sorted(zip(ids, chunks))

@@ -191,3 +191,27 @@ def test_key_aliases_point_at_keys_that_exist():
 def test_input_kind_takes_the_prompt_names_of_sentence_transformers(tmp_path, text, expected):
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.kind={text}"])
     assert cfg.input.kind == expected
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            "output: {uri: o/, dimensions: true}",
+            "output.dimensions: Value error, expects an integer or null, not the boolean true",
+        ),
+        ("compute: {num_actors: yes}", "compute.num_actors: Value error, expects an integer or null, not the boolean"),
+        ("input: {uri: x, max_reject_fraction: on}", "input.max_reject_fraction: Value error, expects a number, not"),
+        ("compute: {gpus_per_actor: true}", "compute.gpus_per_actor: Value error, expects a number or null, not"),
+        ("model: {max_tokens: false}", "model.max_tokens: Value error, expects an integer, not the boolean false"),
+    ],
+)
+def test_a_boolean_is_not_taken_for_a_number(tmp_path, extra, message):
+    """pydantic's lax mode read `true` as 1: `output.dimensions: true` stored 1-dimensional vectors."""
+    text = MINIMAL.replace("output: {uri: out/}\n", "") if extra.startswith("output") else MINIMAL
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(EmbedConfig, write(tmp_path, text + extra + "\n"))
+    with pytest.raises(ConfigError, match=re.escape("--set model.max_tokens=true: model.max_tokens: Value error")):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.max_tokens=true"])
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.normalize=no", "model.compile=on"])
+    assert (cfg.model.normalize, cfg.model.compile) == (False, True)  # YAML booleans still work for booleans
