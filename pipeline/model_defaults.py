@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -273,6 +274,7 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             f"{', '.join(unserved)} (modules.json); it runs Transformer, Pooling, Dense and Normalize. Its vectors "
             "would differ from what sentence-transformers gives, so it is refused"
         )
+    check_text_modality(cfg, modules)
     kinds = [module_kind(m) for m in modules]
     if "Normalize" in kinds and "Dense" in kinds[kinds.index("Normalize") :]:
         raise UserError(
@@ -295,6 +297,40 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
         dense=dense,
         normalize=any(module_kind(m) == "Normalize" for m in modules),
     )
+
+
+def check_text_modality(cfg: ModelConfig, modules: list[dict[str, Any]]) -> None:
+    """Refuse a Transformer module that sentence-transformers (6+) does not feed plain text through `forward`.
+
+    Its `sentence_bert_config.json` `modality_config` (written by sentence-transformers 6 on save) may declare the
+    `message` modality (a tokenizer with a chat template): sentence-transformers then renders every text through the
+    chat template before tokenizing, and rayembed tokenizes the text itself, so the vectors would differ (cosine 0.2
+    on a SmolLM2 saved that way). A `text` modality read through another method or output (`get_text_features`,
+    `pooler_output`) differs as well. A save without `modality_config` (before sentence-transformers 6) is plain text.
+
+    Raises:
+        UserError: naming the file, the modality and how to use the model as plain text.
+    """
+    folders = [m.get("path", "") for m in modules if module_kind(m) == "Transformer"] or [""]
+    filename = posixpath.join(folders[0], "sentence_bert_config.json")
+    modalities = (read_json(cfg, filename) if model_file(cfg, filename) else {}).get("modality_config")
+    if not isinstance(modalities, dict):
+        return
+    if "message" in modalities:
+        raise UserError(
+            f"model {cfg.name_or_path} declares the 'message' modality ({filename} modality_config, written by "
+            "sentence-transformers 6 for a tokenizer with a chat template): sentence-transformers renders each text "
+            "through the chat template before embedding it, which rayembed does not do, so its vectors would differ; "
+            "it is refused. To embed plain text with it (as sentence-transformers does once 'message' is removed), "
+            f"delete the 'message' entry from modality_config in {filename}"
+        )
+    text = modalities.get("text", {})
+    method = (text.get("method", "forward"), text.get("method_output_name", "last_hidden_state"))
+    if method != ("forward", "last_hidden_state"):
+        raise UserError(
+            f"model {cfg.name_or_path} embeds text with {method[0]}() -> {method[1]} ({filename} modality_config); "
+            "rayembed pools the last hidden states of forward(), so its vectors would differ; it is refused"
+        )
 
 
 def dense_spec(cfg: ModelConfig, folder: str) -> DenseSpec:

@@ -446,3 +446,37 @@ def test_a_truncate_dim_at_or_above_the_model_dimension_keeps_every_dimension(ti
     cfg = with_model_defaults(cfg)[0]
     assert cfg.output.dimensions is None
     assert output_precision(cfg).dimensions is None
+
+
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}<|assistant|>\n"
+
+
+def test_a_model_sentence_transformers_feeds_through_its_chat_template_is_refused(tiny_models, tmp_path):
+    """sentence-transformers 6 saves `modality_config` with 'message' for a tokenizer with a chat template and then
+    renders each text through the template; rayembed embedded the bare text (cosine 0.2 on SmolLM2 saved so).
+    Refused naming the file; without the 'message' entry it is plain text for both and accepted."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    source = tmp_path / "qwen3"
+    shutil.copytree(tiny_models["qwen3"], source)
+    (source / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    saved = tmp_path / "saved"
+    SentenceTransformer(modules=[Transformer(str(source)), Pooling(64, "lasttoken"), Normalize()]).save(str(saved))
+    st_file = saved / "sentence_bert_config.json"
+    declared = json.loads(st_file.read_text())
+    assert "message" in declared["modality_config"]
+    rendered = SentenceTransformer(str(saved), device="cpu")[0].preprocess(["a text"])["input_ids"][0].tolist()
+    cfg = ModelConfig(name_or_path=str(saved))
+    with pytest.raises(UserError, match=r"declares the 'message' modality \(sentence_bert_config.json modality"):
+        resolve_pooling(cfg)
+    del declared["modality_config"]["message"]
+    st_file.write_text(json.dumps(declared))
+    plain = SentenceTransformer(str(saved), device="cpu")[0].preprocess(["a text"])["input_ids"][0].tolist()
+    assert len(rendered) > len(plain)  # the template's role markers, which rayembed did not add
+    assert resolve_pooling(cfg).pooling == "last_token"
+    declared["modality_config"]["text"] = {"method": "get_text_features", "method_output_name": "pooler_output"}
+    st_file.write_text(json.dumps(declared))
+    with pytest.raises(UserError, match=r"embeds text with get_text_features\(\) -> pooler_output"):
+        resolve_pooling(cfg)
