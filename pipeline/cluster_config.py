@@ -11,13 +11,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline import columns
-from pipeline.config import ComputeConfig, EmbedConfig, NonBlank, OutputConfig, Section, StorageConfig
+from pipeline.config import ComputeConfig, EmbedConfig, Location, OutputConfig, Section, StorageConfig
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
 
 class ClusterInputConfig(Section):
-    uri: NonBlank = Field(
+    uri: Location = Field(
         description="Embeddings dataset (local dir or s3://bucket/prefix), e.g. the embed job's output."
     )
     id_column: str = Field("id", description="Column with a unique row id (cast to string in the outputs).")

@@ -106,6 +106,24 @@ def not_blank(value: str | None) -> str | None:
 
 NonBlank = Annotated[str, AfterValidator(not_blank)]
 
+SCHEME_HINT = (
+    "use a local path (or file://) or s3://bucket/prefix; any S3-compatible store works through storage.endpoint_url "
+    "(Google Cloud Storage: https://storage.googleapis.com with HMAC keys; MinIO, Ceph, R2)"
+)
+
+
+def storage_location(value: str | None) -> str | None:
+    """A location rayembed can read or write: not blank, and local, file:// or s3:// (pipeline.storage). Another
+    scheme (gs://, hf://, abfs://) failed at run time with a traceback."""
+    not_blank(value)
+    scheme, sep, _ = (value or "").partition("://")
+    if sep and scheme not in ("s3", "file"):
+        raise ValueError(f"the scheme {scheme}:// is not supported; {SCHEME_HINT}")
+    return value
+
+
+Location = Annotated[str, AfterValidator(storage_location)]
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -131,7 +149,7 @@ def type_words(annotation: object) -> str:
 
 
 class InputConfig(Section):
-    uri: NonBlank = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
+    uri: Location = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
     format: Literal["parquet", "jsonl", "text"] | None = Field(
         None,
         description="File format of every listed file; unset: each file's format is inferred from its extension "
@@ -368,7 +386,7 @@ class ComputeConfig(Section):
 
 
 class OutputConfig(Section):
-    uri: NonBlank = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
+    uri: Location = Field(description="Local directory or s3://bucket/prefix for the embeddings dataset.")
     dtype: Annotated[Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"], value_alias("dtype")] = Field(
         "float32",
         description="Stored embedding precision (sentence-transformers' precision names): float32, float16; int8 / "

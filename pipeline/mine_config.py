@@ -14,8 +14,8 @@ from pipeline.config import (
     BatchingConfig,
     ComputeConfig,
     InputConfig,
+    Location,
     ModelConfig,
-    NonBlank,
     OutputConfig,
     Section,
     StorageConfig,
@@ -35,7 +35,7 @@ class SideConfig(InputConfig):
         description="Column holding each row's language. When set, only rows whose value equals `lang` (or is in "
         "the list) are mined, so one multilingual corpus can serve as both sides.",
     )
-    embeddings_uri: NonBlank | None = Field(
+    embeddings_uri: Location | None = Field(
         None,
         description="An embeddings dataset the embed job already wrote from this same input (columns id, "
         "embedding). When set, nothing is embedded: vectors are joined to the texts by id (a hash join in Ray "

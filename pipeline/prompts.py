@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import ModelConfig
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,10 @@ INSTRUCTION_PROMPT = re.compile(r"Instruct: .*\nQuery:(\s*)", re.DOTALL)
 # sentence-transformers' encode_document tries these prompt names in order (SentenceTransformer.encode_document).
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 QUERY_PROMPT_NAMES = ("query",)
+
+
+class PromptNameError(UserError, ValueError):
+    """model.prompt_name names no prompt of the model; the job prints it as one `error:` line, not a traceback."""
 
 
 def st_config(model_dir: str | Path) -> dict:
@@ -79,14 +84,17 @@ def resolve_prompt(
         default_prompt_name: that file's `default_prompt_name`, if any.
 
     Raises:
-        ValueError: model.prompt_name is not one of `prompts` (the message lists the known names).
+        PromptNameError: model.prompt_name is not one of `prompts` (the message lists the known names).
     """
     if model.prompt is not None:
         return model.prompt
     if model.prompt_name is not None:
         if model.prompt_name not in prompts:
             known = ", ".join(sorted(prompts)) or "none: the model has no config_sentence_transformers.json prompts"
-            raise ValueError(f"model.prompt_name {model.prompt_name!r} is not a prompt of the model; known: {known}")
+            raise PromptNameError(
+                f"model.prompt_name {model.prompt_name!r} is not a prompt of the model {model.name_or_path}; known: "
+                f"{known} (or give the text itself as model.prompt)"
+            )
         return prompts[model.prompt_name]
     if kind == "query" and model.task is not None:
         return task_prompt(model.task, prompts.get("query"))

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.config import StorageConfig
+from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.errors import UserError
 from pipeline.transient_errors import TransientStorageError, is_transient
 
@@ -45,6 +45,10 @@ class Location:
         return Location(self.fs, path, uri)
 
 
+class UnsupportedSchemeError(UserError, ValueError):
+    """A URI of a scheme pipeline.storage does not open (the configs refuse it first; this covers the rest)."""
+
+
 def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
     if uri.startswith("s3://"):
         retry = pafs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts)
@@ -57,7 +61,7 @@ def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, 
             kwargs.setdefault("region", "us-east-1")  # custom endpoints (MinIO, moto) ignore it but pyarrow asks
         return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
-        raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/prefix")
+        raise UnsupportedSchemeError(f"unsupported URI scheme in {uri!r}: {SCHEME_HINT}")
     path = uri.removeprefix("file://")
     # `~/corpus` is the user's home, as in a shell or pandas; unexpanded it was a directory named `~` in the working
     # directory: "no input files found" for an input, a stray `~` folder for an output

@@ -215,3 +215,17 @@ def test_a_boolean_is_not_taken_for_a_number(tmp_path, extra, message):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.max_tokens=true"])
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.normalize=no", "model.compile=on"])
     assert (cfg.model.normalize, cfg.model.compile) == (False, True)  # YAML booleans still work for booleans
+
+
+@pytest.mark.parametrize("uri", ["gs://bucket/corpus", "hf://datasets/x/y", "abfs://c@a.dfs.core.windows.net/x"])
+@pytest.mark.parametrize("key", ["input.uri", "output.uri"])
+def test_a_location_of_another_scheme_is_a_config_error(tmp_path, uri, key):
+    """It was a traceback at run time (`ValueError: unsupported URI scheme`); the message says how to reach an
+    S3-compatible store."""
+    with pytest.raises(
+        ConfigError,
+        match=rf"--set {key}={re.escape(uri)}: {key}: Value error, the scheme \w+:// is not "
+        r"supported; use a local path .* storage.endpoint_url",
+    ):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={uri}"])
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}=file:///data/x"])

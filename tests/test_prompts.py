@@ -73,3 +73,25 @@ def test_null_prompts_count_as_not_declared():
     assert resolve_prompt(ModelConfig(), "document", prompts) == "p: "
     assert resolve_prompt(ModelConfig(), "query", prompts) == ""
     assert declared_prompts({"prompts": None}) == declared_prompts({}) == {}
+
+
+def test_an_unknown_prompt_name_is_one_error_line_of_the_job(tiny_models, tmp_path, capsys):
+    """It was a traceback (a bare ValueError on the driver), exit 1; now the job's `error:` line, before Ray starts."""
+    import json
+    import shutil
+
+    from jobs.embed import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "q: ", "doc": "d: "}}))
+    (tmp_path / "in.jsonl").write_text('{"text": "hello"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text(f"input: {{uri: {tmp_path / 'in.jsonl'}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    assert (
+        main(["--config", str(config), "--set", f"model.name_or_path={model}", "--set", "model.prompt_name=search"])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert f"error: model.prompt_name 'search' is not a prompt of the model {model}; known: doc, query" in err
+    assert "Traceback" not in err

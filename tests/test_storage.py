@@ -51,7 +51,10 @@ def test_s3_prefix_listing(s3_bucket, s3_server):
 
 
 def test_unknown_scheme():
-    with pytest.raises(ValueError, match="unsupported URI scheme"):
+    """A user error (the job's one `error:` line), not a bare ValueError's traceback."""
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="unsupported URI scheme in 'gs://bucket/x': use a local path"):
         list_files("gs://bucket/x", LOCAL)
 
 
