@@ -54,6 +54,7 @@ from pipeline.stages import (
     io_task_args,
     resolve_gpus,
     tokenize_stage,
+    unschedulable,
 )
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, file_groups, plan_units, record_files, unit_items
@@ -64,6 +65,10 @@ __all__ = ["embed_stages", "init_ray", "init_ray_while", "io_task_args", "resolv
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class UnschedulableError(UserError, RuntimeError):
+    """A compute request that no node of a Ray started in this process can take (pipeline.stages.unschedulable)."""
 
 
 class RayStartError(UserError, RuntimeError):
@@ -199,6 +204,10 @@ def init_ray(compute: ComputeConfig) -> None:
                 "/tmp/ray): make them writable, give a token with RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN), or set "
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
+        if in_process:  # a request no node can take would wait forever: this Ray cannot add one
+            reason = unschedulable(compute, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+            if reason:
+                raise UnschedulableError(reason)
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)

@@ -204,6 +204,38 @@ class ClusterShape:
         return math.ceil(actors / max(nodes, 1))
 
 
+def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why an actor or task of `compute` fits on none of `nodes` (Ray resource dicts), else None.
+
+    For a Ray started in this process, which cannot add nodes: there such a request waited forever (Ray Data's
+    "Cluster resources are not enough ... may hang forever"), e.g. `compute.gpus_per_actor: 0.5` on a CPU machine.
+    An autoscaling cluster may add the node, so the jobs check only in-process Ray (embed_job.init_ray).
+    """
+    requests = [
+        (
+            "the embedding actors",
+            {
+                "CPU": ("compute.cpus_per_actor", compute.cpus_per_actor),
+                "GPU": ("compute.gpus_per_actor", compute.gpus_per_actor or 0.0),
+            },
+        ),
+        ("the tokenizer actors", {"CPU": ("compute.cpus_per_tokenizer", compute.cpus_per_tokenizer)}),
+        ("the read and write tasks", {"CPU": ("compute.cpus_per_io_task", compute.cpus_per_io_task)}),
+    ]
+    for who, needs in requests:
+        if any(all(node.get(res, 0.0) >= amount for res, (_, amount) in needs.items()) for node in nodes):
+            continue
+        asked = ", ".join(f"{key}: {amount:g}" for key, amount in needs.values() if amount > 0)
+        have = "; ".join(f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs" for node in nodes)
+        gpu_hint = " (or unset compute.gpus_per_actor: GPU actors where there are GPUs, else CPU ones)"
+        return (
+            f"{who} ask for {asked}, more than this machine has ({have}); Ray started in this process cannot add a "
+            f"node, so they would wait forever. Lower it{gpu_hint if 'gpus' in asked else ''}, or run on a cluster "
+            "that has or adds such nodes (compute.ray_address or RAY_ADDRESS)"
+        )
+    return None
+
+
 def resolve_gpus(
     requested: float | None, shape: ClusterShape | None = None, key: str = "compute.gpus_per_actor"
 ) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -28,6 +29,7 @@ from pipeline.stages import (
     embed_stage,
     io_stage,
     tokenize_stage,
+    unschedulable,
 )
 from pipeline.transient_errors import TransientStorageError
 
@@ -210,3 +212,57 @@ def test_the_model_actor_runs_torch_on_its_nodes_cores_unless_pinned(ray_session
     node = int(ray_session.cluster_resources()["CPU"])  # one node in the test session
     expected = pinned or min(node, len(os.sched_getaffinity(0)))
     assert {row["threads"] for row in ds.take_all()} == {expected}
+
+
+CPU_MACHINE = [{"CPU": 2.0, "memory": 8e9}]
+
+
+@pytest.mark.parametrize(
+    "compute, nodes, message",
+    [
+        (
+            {"gpus_per_actor": 0.5},
+            CPU_MACHINE,
+            (
+                "the embedding actors ask for compute.cpus_per_actor: 1, "
+                "compute.gpus_per_actor: 0.5, more than this machine has (2 CPUs and 0 GPUs)"
+            ),
+        ),
+        ({"cpus_per_actor": 4}, CPU_MACHINE, "the embedding actors ask for compute.cpus_per_actor: 4, more than"),
+        ({"cpus_per_tokenizer": 3}, CPU_MACHINE, "the tokenizer actors ask for compute.cpus_per_tokenizer: 3"),
+        ({"cpus_per_io_task": 2.5}, CPU_MACHINE, "the read and write tasks ask for compute.cpus_per_io_task: 2.5"),
+        ({"gpus_per_actor": 2}, [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}], "(8 CPUs and 1 GPUs; 8 CPUs"),
+        ({"gpus_per_actor": 1, "cpus_per_actor": 8}, [{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}], "ask for"),  # one node
+        ({"gpus_per_actor": 0.5}, [{"CPU": 2.0, "GPU": 1.0}], None),
+        ({"gpus_per_actor": 0}, CPU_MACHINE, None),
+        ({}, CPU_MACHINE, None),
+    ],
+)
+def test_a_request_no_node_can_take_is_named(compute, nodes, message):
+    from pipeline.config import ComputeConfig
+
+    reason = unschedulable(ComputeConfig(**compute), nodes)
+    if message is None:
+        assert reason is None
+    else:
+        assert message in reason and "would wait forever" in reason
+
+
+@pytest.mark.slow
+def test_an_in_process_run_asking_for_a_gpu_it_has_not_fails_instead_of_waiting_forever(tiny_models, tmp_path):
+    """`compute.gpus_per_actor: 0.5` on a CPU machine: the job hung on Ray Data's "may hang forever" warning."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "in.jsonl").write_text('{"text": "hello"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"input: {{uri: {tmp_path / 'in.jsonl'}}}\noutput: {{uri: {tmp_path / 'out'}}}\n"
+        f"model: {{name_or_path: {tiny_models['bert']}}}\ncompute: {{gpus_per_actor: 0.5}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "error: the embedding actors ask for compute.cpus_per_actor: 1, compute.gpus_per_actor: 0.5" in done.stderr
