@@ -230,7 +230,7 @@ def test_empty_input_listings_name_the_uri(tiny_models, tmp_path, s3_bucket, s3_
 )
 def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, override, message):
     path = tmp_path / "embed.yaml"
-    path.write_text(f"input: {{uri: '{tmp_path}', format: jsonl}}\noutput: {{uri: '{tmp_path / 'emb'}'}}\n")
+    path.write_text(f"input: {{uri: '{tmp_path / 'in'}', format: jsonl}}\noutput: {{uri: '{tmp_path / 'emb'}'}}\n")
     assert embed_main(["--config", str(path), "--set", override]) == 2
     assert message in capsys.readouterr().err
 

@@ -208,7 +208,9 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_exits_143(when, tmp_path):
     on a new pod waited up to reembed.lease_ttl_seconds). With the handler in place, a SIGTERM while `ray.get`
     waited still exited 130 (Ray raises the interrupt again as a plain KeyboardInterrupt). Now: the
     `interrupted:` line, the lease released, exit 143. Found by bench/kill_anywhere.py."""
-    (tmp_path / "job.yaml").write_text(f"input: {{uri: {tmp_path}}}\noutput: {{uri: {tmp_path / 'out'}}}\n")
+    (tmp_path / "job.yaml").write_text(
+        f"input: {{uri: {tmp_path / 'corpus.jsonl'}}}\noutput: {{uri: {tmp_path / 'out'}}}\n"
+    )
     done = run_python(
         f"""
         import os, signal, threading, time
