@@ -156,9 +156,16 @@ class InputConfig(Section):
         "(.parquet, .jsonl/.json/.ndjson, .txt, each optionally .gz/.zst). Either way each file's leading bytes are "
         "checked, and a file that looks like another format fails naming what it looks like.",
     )
-    text_column: str = Field("text", description="Column (JSONL key) holding the text; ignored for format=text.")
+    text_column: str = Field(
+        "text",
+        description="Column (JSONL key) holding the text; ignored for format=text. A dotted path reaches into a "
+        "struct column or JSON object (meta.text, translation.en); a column literally named so wins. A row whose "
+        "struct is null or lacks the field is a reject saying so (docs/robustness.md, nested columns).",
+    )
     id_column: str | None = Field(
-        None, description="Column holding a unique row id. When absent, ids are '<relative path>#<row>'."
+        None,
+        description="Column holding a unique row id (a dotted path such as meta.id reaches into a struct, as "
+        "text_column). When absent, ids are '<relative path>#<row>'.",
     )
     kind: Annotated[Literal["document", "query"], value_alias("kind")] = Field(
         "document",
@@ -415,7 +422,8 @@ class OutputConfig(Section):
     keep_columns: list[str] = Field(
         default_factory=list,
         description="Input columns copied to the output rows; a column a file lacks takes the value its directory "
-        "names in Hive's key=value layout (lang=fr/part-0.parquet: lang 'fr', a string), else null.",
+        "names in Hive's key=value layout (lang=fr/part-0.parquet: lang 'fr', a string), else null. A dotted path "
+        "(meta.title) keeps that struct field under the flat output column named as written ('meta.title').",
     )
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(

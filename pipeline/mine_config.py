@@ -32,8 +32,9 @@ class SideConfig(InputConfig):
     )
     lang_column: str | None = Field(
         None,
-        description="Column holding each row's language. When set, only rows whose value equals `lang` (or is in "
-        "the list) are mined, so one multilingual corpus can serve as both sides.",
+        description="Column holding each row's language (a dotted path such as meta.lang reaches into a struct). "
+        "When set, only rows whose value equals `lang` (or is in the list) are mined, so one multilingual corpus can "
+        "serve as both sides. Two text_columns of one file (translation.en / translation.fr) need none.",
     )
     embeddings_uri: Location | None = Field(
         None,
@@ -43,7 +44,8 @@ class SideConfig(InputConfig):
     )
     keep_columns: list[str] = Field(
         default_factory=list,
-        description="Input columns carried into the pairs as src_<name> (source) or tgt_<name> (target), e.g. url.",
+        description="Input columns carried into the pairs as src_<name> (source) or tgt_<name> (target), e.g. url; "
+        "a dotted path into a struct (meta.url) gives src_meta.url.",
     )
 
     @property
@@ -194,10 +196,11 @@ class MineConfig(Section):
                 f"output.dtype {self.output.dtype} is quantized; mining needs float32 or float16 vectors "
                 "(output.dimensions may stay)"
             )
-        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
+        same_input = self.same_input
         if same_input and not self.multi_pair and self.source.lang == self.target.lang:
             raise ValueError(
-                "source and target select the same rows; set different uris, or a lang_column with two languages"
+                "source and target select the same rows; set different uris, a lang_column with two languages, or "
+                "different text_columns (e.g. translation.en and translation.fr)"
             )
         if same_input and not self.pairs():
             raise ValueError("source and target list the same languages only: no pair to mine")
@@ -219,6 +222,17 @@ class MineConfig(Section):
         return self
 
     @property
+    def same_input(self) -> bool:
+        """True when both sides read the same texts of the same rows: one uri, one lang_column and one text_column.
+        Different text columns of one file (a Hugging Face translation dataset's `translation.en` and
+        `translation.fr`) are two corpora, aligned row by row."""
+
+        def key(side: SideConfig) -> tuple:
+            return side.uri, side.lang_column, side.text_column
+
+        return key(self.source) == key(self.target)
+
+    @property
     def multi_pair(self) -> bool:
         """True when a side lists languages: outputs are then partitioned per pair (docs/bitext.md)."""
         return isinstance(self.source.lang, list) or isinstance(self.target.lang, list)
@@ -226,5 +240,5 @@ class MineConfig(Section):
     def pairs(self) -> list[tuple[str, str]]:
         """(source lang, target lang) pairs to mine, in config order; a language is never mined against itself
         within one corpus."""
-        same_input = (self.source.uri, self.source.lang_column) == (self.target.uri, self.target.lang_column)
+        same_input = self.same_input
         return [(s, t) for s in self.source.langs for t in self.target.langs if not (same_input and s == t)]

@@ -23,6 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.column_paths import (
+    Missing,
+    arrow_field,
+    arrow_null_parents,
+    arrow_path,
+    arrow_values,
+    json_value,
+    merge_misses,
+    projection,
+)
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
     InputFileError,
@@ -110,7 +120,8 @@ def make_block(
     """Validate one chunk of rows and lay it out in the stage's columns.
 
     `ids` None: the file has no ids (plain text), rows get `<file>#<row>`. `reasons`: rows already known bad
-    (parse errors), which keep their reason.
+    (parse errors), which keep their reason. An id that is a Missing (a nested id_column whose struct is null or
+    lacks the field on this row) is a missing id saying why.
     """
     n = len(texts)
     reasons = [(known or text_reject_reason(t)) for t, known in zip(texts, reasons or [None] * n)]
@@ -120,7 +131,10 @@ def make_block(
     else:
         ids = list(ids)
         for k, value in enumerate(ids):
-            ids[k], bad = row_id(value, spec.id_column)
+            if isinstance(value, Missing):
+                ids[k], bad = None, f"missing id ({value.reason(spec.id_column)})"
+            else:
+                ids[k], bad = row_id(value, spec.id_column)
             reasons[k] = reasons[k] or bad
     columns = {
         "id": pa.array(ids, pa.string()),
@@ -213,7 +227,11 @@ def plain_values(column: pa.ChunkedArray | pa.Array) -> list:
 def read_parquet(
     spec: ReadSpec, rel: str, path: str, at: Cursor, row_groups: tuple[int, int] | None = None
 ) -> Iterator[pa.Table]:
-    """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row."""
+    """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row.
+
+    A configured column may be a dotted path into struct columns (pipeline.column_paths): only the struct fields
+    named are read, and a row whose struct is null on the way is a reject saying which one.
+    """
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
     with open_input(spec.root.fs, path) as f:
         if f.size() == 0:
@@ -221,31 +239,47 @@ def read_parquet(
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
         f.seek(0)
         reader = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
-        names = reader.schema_arrow.names
+        schema = reader.schema_arrow
         # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null);
         # one the file's directories name (lang=fr/) takes their value, also in a read without job-wide types (the
         # mining job's sides, whose lang_column a Spark partitionBy('lang') corpus holds only in its paths)
         parts = hive_partitions(rel)
         by_path = {c for c in spec.keep_columns if c in parts} - {spec.text_column, spec.id_column}
+        paths = {c: arrow_path(schema, c) for c in dict.fromkeys(wanted)}
         required = [c for c in wanted if c not in spec.kept_types and c not in by_path]
-        missing = [c for c in dict.fromkeys(required) if c not in names]
+        missing = [c for c in dict.fromkeys(required) if isinstance(paths[c], Missing)]
         if missing:
+            inside = [paths[c].describe(c) for c in missing if paths[c].at]  # stopped inside a struct column
             raise InputFileError(
-                f"{rel}: column(s) {missing} not found; the file has columns {names} "
-                "(set input.text_column / input.id_column / output.keep_columns)"
+                f"{rel}: column(s) {missing} not found; the file has columns {schema.names}"
+                + "".join(f"; {d}" for d in inside)
+                + " (set input.text_column / input.id_column / output.keep_columns)"
             )
+        found = {c: p for c, p in paths.items() if not isinstance(p, Missing)}
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
-        columns = [c for c in dict.fromkeys(wanted) if c in names]
+        columns = projection(list(found.values()))
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
-            texts = plain_values(batch.column(spec.text_column))  # non-strings stay as they are: the reason names them
-            ids = id_values(batch.column(spec.id_column)) if spec.id_column else []
+            # non-strings stay as they are: the reason names them
+            texts = plain_values(arrow_values(batch, found[spec.text_column]))
+            reasons = [
+                None if miss is None else f"no text at {spec.text_column!r}: {miss.reason(spec.text_column)}"
+                for miss in arrow_null_parents(batch, found[spec.text_column])
+            ]
+            ids = []
+            if spec.id_column:
+                ids = id_values(arrow_values(batch, found[spec.id_column]))
+                nulls = arrow_null_parents(batch, found[spec.id_column])
+                ids = [v if miss is None else miss for v, miss in zip(ids, nulls)]
             # a kept column this file lacks (added to the corpus later) is null here, as a JSONL key a record lacks,
             # unless the file's directory names its value (hive_partitions)
             n = batch.num_rows
-            keep = {c: batch.column(c) if c in names else partition_column(parts, c, n) for c in spec.keep_columns}
-            yield make_block(spec, rel, row, texts, ids, keep)
+            keep = {
+                c: arrow_values(batch, found[c]) if c in found else partition_column(parts, c, n)
+                for c in spec.keep_columns
+            }
+            yield make_block(spec, rel, row, texts, ids, keep, reasons)
             row += batch.num_rows
 
 
@@ -288,21 +322,39 @@ def records_of(line: bytes, text_column: str) -> list[dict]:
 
 
 def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
+    """Rows of a JSON Lines file. A configured key may be a dotted path into objects (pipeline.column_paths); a
+    record whose object on the way is null or lacks the field is a reject (text) or a missing id saying why."""
     texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
     row, seen_key, keys = 0, False, set()
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
+    misses: dict[str, Missing | None] = {spec.text_column: None, spec.id_column: None}  # the deepest, for errors
     parts = hive_partitions(rel)
     for line in read_lines(spec, rel, path, "jsonl"):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column):
             keys.update(record)
-            seen_key = seen_key or spec.text_column in record
-            if not isinstance(record.get(spec.text_column), _Invalid):
-                parsed, seen_id = True, seen_id or spec.id_column in record
-            texts.append(record.get(spec.text_column, _Invalid(f"no {spec.text_column!r} key")))
-            ids.append(record.get(spec.id_column) if spec.id_column else None)
+            text = json_value(record, spec.text_column)
+            if isinstance(text, Missing):
+                misses[spec.text_column] = merge_misses(misses[spec.text_column], text)
+                text = _Invalid(
+                    f"no {spec.text_column!r} key"
+                    if not text.at
+                    else f"no text at {spec.text_column!r}: {text.reason(spec.text_column)}"
+                )
+            else:
+                seen_key = True
+            texts.append(text)
+            value = json_value(record, spec.id_column) if spec.id_column else None
+            if not isinstance(record.get(spec.text_column), _Invalid):  # not a line that failed to parse
+                parsed = True
+                if isinstance(value, Missing):
+                    misses[spec.id_column] = merge_misses(misses[spec.id_column], value)
+                else:
+                    seen_id = True
+            ids.append(value)
             for c in spec.keep_columns:
-                keep[c].append(record.get(c, parts.get(c)))
+                value = json_value(record, c)
+                keep[c].append(parts.get(c) if isinstance(value, Missing) else value)
             if len(texts) == CHUNK_ROWS:
                 yield invalid_aware_block(spec, rel, row, texts, ids, keep)
                 row += len(texts)
@@ -311,15 +363,18 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
         yield invalid_aware_block(spec, rel, row, texts, ids, keep)
     at.row = None
     if row + len(texts) and not seen_key:
-        raise InputFileError(
-            f"{rel}: no record has the key {spec.text_column!r}; keys found: "
-            f"{sorted(escaped(k) for k in keys - {spec.text_column})} (set input.text_column)"
-        )
+        raise InputFileError(no_key_message(rel, spec.text_column, keys, misses[spec.text_column], "input.text_column"))
     if parsed and not seen_id:
-        raise InputFileError(
-            f"{rel}: no record has the key {spec.id_column!r}; keys found: "
-            f"{sorted(escaped(k) for k in keys - {spec.id_column})} (set input.id_column)"
-        )
+        raise InputFileError(no_key_message(rel, spec.id_column, keys, misses[spec.id_column], "input.id_column"))
+
+
+def no_key_message(rel: str, name: str, keys: set, miss: Missing | None, setting: str) -> str:
+    """A JSONL file where no record has `name`: the keys found, and for a dotted path the level where it stopped."""
+    inside = f"; {miss.describe(name)}" if miss is not None and miss.at else ""
+    return (
+        f"{rel}: no record has the key {name!r}; keys found: {sorted(escaped(k) for k in keys - {name})}"
+        f"{inside} (set {setting})"
+    )
 
 
 def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: list, keep: dict) -> pa.Table:
@@ -402,16 +457,21 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
                 check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
                 f.seek(0)
                 schema = pq.read_schema(f)
-            return fmt, from_path | {c: normalize(schema.field(c).type) for c in spec.keep_columns if c in schema.names}
+            found = {c: arrow_path(schema, c) for c in spec.keep_columns}
+            found = {c: p for c, p in found.items() if not isinstance(p, Missing)}
+            return fmt, from_path | {c: normalize(arrow_field(schema, p).type) for c, p in found.items()}
         types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
         present: set[str] = set(from_path)
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
             at.row = n  # the line: rows are not counted here
             for record in records_of(line, spec.text_column):
-                present.update(c for c in spec.keep_columns if c in record)
                 for c in spec.keep_columns:
-                    value = record.get(c, parts.get(c))
+                    value = json_value(record, c)
+                    if isinstance(value, Missing):
+                        value = parts.get(c)
+                    else:
+                        present.add(c)
                     values[c].append(None if kept_value_problem(value, c) else value)  # such a row is a reject
                 if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
                     fold_types(types, values)

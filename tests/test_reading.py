@@ -451,3 +451,110 @@ def test_a_small_file_on_s3_is_read_with_one_get(s3_bucket, s3_server):
         proxy.stop()
     assert texts == {name: ["one", "two"] for name in objects}
     assert gets == {f"/{bucket}/c/{name}": 1 for name in objects}
+
+
+def nested_spec(root, fmt, text="meta.text", id_column="meta.id", keep=()):
+    return ReadSpec(resolve(str(root), StorageConfig()), fmt, text, id_column, tuple(keep))
+
+
+NESTED_ROWS = [
+    {"meta": {"id": 1, "text": "Guten Tag", "lang": "de"}},
+    {"meta": None},  # the whole struct is null
+    {"meta": {"id": 3, "text": None, "lang": "fr"}},  # the text field is null
+    {"meta": {"id": None, "text": "no id", "lang": "en"}},
+    {"meta": {"id": 5, "text": 7, "lang": "en"}},  # not a string: as today's non-string text
+]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_nested_text_and_id_columns_read_from_structs_with_rejects_for_null_structs(tmp_path, fmt):
+    """`text_column: meta.text`, `id_column: meta.id`: every row comes out, good or a reject saying why. The read
+    failed "column(s) ['meta.text'] not found; the file has columns ['meta']" (JSONL: "no record has the key")."""
+    records = NESTED_ROWS[:-1] if fmt == "parquet" else NESTED_ROWS  # a Parquet column has one type: no int text
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(records), tmp_path / "n.parquet")
+    else:
+        (tmp_path / "n.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = read_all(nested_spec(tmp_path, fmt, keep=["meta.lang"]), f"n.{fmt}")
+    assert len(rows) == len(records)  # rows in = good + rejected
+    assert [(r["id"], r[TEXT], r[REJECT], r["meta.lang"]) for r in rows] == [
+        ("1", "Guten Tag", None, "de"),
+        (None, None, "no text at 'meta.text': 'meta' is null", None),
+        ("3", None, "null text", "fr"),
+        (None, None, "missing id", "en"),
+        ("5", None, "text is int, not a string", "en"),
+    ][: len(records)]
+
+
+def test_a_jsonl_record_without_the_nested_field_is_a_reject_naming_it(tmp_path):
+    lines = [
+        {"meta": {"id": "a", "text": "kept"}},
+        {"meta": {"id": "b", "title": "no text here"}},
+        {"meta": "a string", "id": "c"},
+        {"other": 1},
+        {"meta": {"text": "no id field"}},
+    ]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    rows = read_all(nested_spec(tmp_path, "jsonl"), "m.jsonl")
+    assert [(r["id"], r[REJECT]) for r in rows] == [
+        ("a", None),
+        ("b", "no text at 'meta.text': 'meta' has no field 'text'"),
+        (None, "no text at 'meta.text': 'meta' is str, not an object"),
+        (None, "no 'meta.text' key"),
+        (None, "missing id ('meta' has no field 'id')"),
+    ]
+
+
+def test_a_parquet_row_whose_id_struct_is_null_is_a_missing_id_saying_why(tmp_path):
+    ids = pa.array([{"id": "a"}, None], pa.struct([("id", pa.string())]))
+    pq.write_table(pa.table({"key": ids, "text": ["one", "two"]}), tmp_path / "k.parquet")
+    rows = read_all(nested_spec(tmp_path, "parquet", text="text", id_column="key.id"), "k.parquet")
+    assert [(r["id"], r[TEXT], r[REJECT]) for r in rows] == [
+        ("a", "one", None),
+        (None, "two", "missing id ('key' is null)"),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_column_literally_named_with_a_dot_wins_over_the_nested_field(tmp_path, fmt):
+    rows = [{"meta.text": "flat", "meta": {"text": "nested"}}]
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    else:
+        (tmp_path / "d.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert [r[TEXT] for r in read_all(nested_spec(tmp_path, fmt, id_column=None), f"d.{fmt}")] == ["flat"]
+
+
+def test_a_missing_nested_path_names_the_file_the_path_and_the_fields_where_it_stopped(tmp_path):
+    pq.write_table(pa.Table.from_pylist(NESTED_ROWS[:1]), tmp_path / "p.parquet")
+    with pytest.raises(
+        InputFileError,
+        match=r"p.parquet: column\(s\) \['meta.body'\] not found; the file has columns \['meta'\]; 'meta.body' stops "
+        r"at 'meta': 'meta' has fields \['id', 'lang', 'text'\]",
+    ):
+        read_all(nested_spec(tmp_path, "parquet", text="meta.body"), "p.parquet")
+    (tmp_path / "j.jsonl").write_text(json.dumps(NESTED_ROWS[0]) + "\n" + json.dumps({"meta": {"url": "u"}}) + "\n")
+    with pytest.raises(
+        InputFileError,
+        match=r"j.jsonl: no record has the key 'meta.body'; keys found: \['meta'\]; 'meta.body' stops at 'meta': "
+        r"'meta' has fields \['id', 'lang', 'text', 'url'\] \(set input.text_column\)",
+    ):
+        read_all(nested_spec(tmp_path, "jsonl", text="meta.body"), "j.jsonl")
+    with pytest.raises(InputFileError, match=r"'meta.text.x' stops at 'meta.text', which is string, not a struct"):
+        read_all(nested_spec(tmp_path, "parquet", text="meta.text.x"), "p.parquet")
+
+
+def test_kept_nested_columns_get_their_type_from_the_struct_field(tmp_path):
+    from pipeline.reading import observed_kept_types
+
+    pq.write_table(pa.Table.from_pylist(NESTED_ROWS[:1]), tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text(json.dumps(NESTED_ROWS[0]) + "\n")
+    keep = ["meta.lang", "meta.id"]
+    assert observed_kept_types(nested_spec(tmp_path, "parquet", keep=keep), "t.parquet") == (
+        "parquet",
+        {"meta.lang": pa.string(), "meta.id": pa.int64()},
+    )
+    assert observed_kept_types(nested_spec(tmp_path, "jsonl", keep=keep), "t.jsonl") == (
+        "jsonl",
+        {"meta.lang": pa.string(), "meta.id": pa.int64()},
+    )
