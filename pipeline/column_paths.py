@@ -153,3 +153,14 @@ def merge_misses(a: Missing | None, b: Missing) -> Missing:
     if b.at == a.at and a.fields is not None and b.fields is not None and not set(b.fields) <= set(a.fields):
         return Missing(a.at, tuple(dict.fromkeys(a.fields + b.fields)))
     return a
+
+
+def flat_table(table: pa.Table, paths: dict[str, tuple[str, ...]]) -> pa.Table:
+    """The columns at `paths` under their configured names ({'meta.id': ('meta', 'id')} gives a column 'meta.id'),
+    in that order: the shape a job that reads columns by name expects (null under a null struct)."""
+    return pa.table({name: arrow_values(table, path) for name, path in paths.items()})
+
+
+def flat_field(schema: pa.Schema, name: str, path: tuple[str, ...]) -> pa.Field:
+    """The field a flat_table column of `path` has, named `name`."""
+    return arrow_field(schema, path).with_name(name)

@@ -15,7 +15,7 @@ from bitext_reference import random_unit
 from jobs.mine_bitext import main
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
 from pipeline.bitext.sides import SideError
-from pipeline.config import parse_config
+from pipeline.config import ConfigError, parse_config
 from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig
 
@@ -357,3 +357,83 @@ def test_sides_from_a_corpus_partitioned_by_language(corpus):
     pairs = pairs_table(Path(raw["output"]["uri"]))
     found = set(zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()))
     assert len(found & corpus["gold"]) >= 35
+
+
+def test_a_hugging_face_translation_file_mines_its_two_fields_as_source_and_target(tmp_path):
+    """One JSONL file in Hugging Face's translation layout, `{"translation": {"en": ..., "fr": ...}}`: source
+    `text_column: translation.en`, target `translation.fr`. The read failed "no record has the key
+    'translation.en'". Each side reads its own field; row 12 lacks `fr` and row 13's translation is null: rejects of
+    the side(s) concerned, with reasons; the aligned rows are mined back as pairs."""
+    rng = np.random.default_rng(2)
+    n, dim = 30, 32
+    src_vec = random_unit(rng, n, dim)
+    tgt_vec = src_vec + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
+    rows = [{"translation": {"en": f"hello {i}", "fr": f"bonjour {i}"}} for i in range(n)]
+    rows[12]["translation"].pop("fr")
+    rows[13]["translation"] = None
+    (tmp_path / "wmt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = [f"wmt.jsonl#{i}" for i in range(n)]
+    side = {"uri": str(tmp_path / "wmt.jsonl"), "format": "jsonl"}
+    raw = {
+        "source": {**side, "text_column": "translation.en", "lang": "en"},
+        "target": {**side, "text_column": "translation.fr", "lang": "fr"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "block_size": 16},
+    }
+    raw["source"]["embeddings_uri"] = write_embeddings(tmp_path / "emb_en", ids, src_vec)
+    raw["target"]["embeddings_uri"] = write_embeddings(tmp_path / "emb_fr", ids, tgt_vec)
+    summary = run_mine(parse_config(MineConfig, raw))
+    src, tgt = summary["source"], summary["target"]
+    assert (src["rows_read"], src["rows_rejected"], src["rows_mined"]) == (30, 1, 29)
+    assert (tgt["rows_read"], tgt["rows_rejected"], tgt["rows_mined"]) == (30, 2, 28)
+    reasons = {(r["row"], r["reason"]) for r in pq.read_table(tgt["rejects"]).to_pylist()}
+    assert reasons == {
+        (12, "no text at 'translation.fr': 'translation' has no field 'fr'"),
+        (13, "no text at 'translation.fr': 'translation' is null"),
+    }
+    pairs = pairs_table(tmp_path / "out").to_pylist()
+    assert {(p["src_text"], p["tgt_text"]) for p in pairs} >= {
+        (f"hello {i}", f"bonjour {i}") for i in range(n) if i not in (12, 13)
+    }
+    assert all(p["src_id"] == p["tgt_id"] for p in pairs if p["tgt_text"].split()[1] == p["src_text"].split()[1])
+
+
+def test_two_fields_of_one_file_in_one_language_are_two_sides_not_the_same_rows(tmp_path):
+    """Paraphrase mining from one file (`pair.a` / `pair.b`, both eng): refused as "the same rows" before."""
+    side = {"uri": str(tmp_path / "p.jsonl"), "format": "jsonl", "lang": "eng"}
+    raw = {
+        "source": {**side, "text_column": "pair.a"},
+        "target": {**side, "text_column": "pair.b"},
+        "output": {"uri": str(tmp_path / "out")},
+    }
+    assert parse_config(MineConfig, raw).pairs() == [("eng", "eng")]
+    raw["target"]["text_column"] = "pair.a"
+    with pytest.raises(ConfigError, match="source and target select the same rows"):
+        parse_config(MineConfig, raw)
+
+
+def test_sides_with_nested_id_and_language_columns(corpus):
+    """One Parquet corpus with `meta: struct<id, text, lang>`: `id_column: meta.id`, `text_column: meta.text`,
+    `lang_column: meta.lang` on both sides (each keeps meta.id too). The read failed "column(s) [...] not found"."""
+    d = corpus["dir"]
+    records = []
+    for lang, name in (("fra", "fra.txt"), ("eng", "eng.txt")):
+        for i, text in enumerate((d / name).read_text().splitlines()):
+            records.append({"meta": {"id": f"{name}#{i}", "text": text, "lang": lang}})
+    pq.write_table(pa.Table.from_pylist(records), d / "nested.parquet")
+    side = {
+        "uri": str(d / "nested.parquet"),
+        "format": "parquet",
+        "text_column": "meta.text",
+        "id_column": "meta.id",
+        "lang_column": "meta.lang",
+    }
+    raw = config(corpus)
+    raw["source"] = {**side, "lang": "fra", "embeddings_uri": corpus["src_emb"]}
+    raw["target"] = {**side, "lang": "eng", "embeddings_uri": corpus["tgt_emb"], "keep_columns": ["meta.id"]}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["source"]["rows_mined"] == 59 and summary["target"]["rows_mined"] == 70
+    pairs = pairs_table(Path(raw["output"]["uri"]))
+    found = set(zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()))
+    assert len(found & corpus["gold"]) >= 35
+    assert pairs.column("tgt_meta.id").to_pylist() == pairs.column("tgt_id").to_pylist()

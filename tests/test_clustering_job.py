@@ -346,3 +346,54 @@ def test_a_column_missing_from_the_input_is_a_user_error_naming_the_file(tmp_pat
         UserError, match=r"carried column 'text' not found in .*part-0.parquet; columns are \['id', 'embedding'\]"
     ):
         inspect_input(cfg, resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])
+
+
+def test_nested_id_embedding_text_and_group_columns(ray_session, tmp_path):
+    """A Parquet input with `doc: struct<id, text, lang, vec>`: id, embedding, text, kept and center_by columns as
+    dotted paths. The job failed "embedding column 'doc.vec' not found; columns are ['doc']"."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    docs = [
+        {"id": f"d{i}", "text": f"text {i}", "lang": "de" if i % 2 else "fr", "vec": x[i].tolist()} for i in range(40)
+    ]
+    pq.write_table(pa.table({"doc": docs}), tmp_path / "part-0.parquet")
+    raw = {
+        "input": {
+            "uri": str(tmp_path),
+            "id_column": "doc.id",
+            "embedding_column": "doc.vec",
+            "text_column": "doc.text",
+        },
+        "output": {"uri": str(tmp_path / "out"), "keep_columns": ["doc.lang"]},
+        "clustering": {"k": 3, "center_by": "doc.lang"},
+    }
+    summary = run_cluster(parse_config(ClusterConfig, raw))
+    assert (summary["rows"], summary["dim"], summary["center_groups"]) == (40, 8, 2)
+    got = read_dir(pafs.LocalFileSystem(), str(tmp_path / "out" / "assignments"))
+    rows = {r["id"]: (r["doc.text"], r["doc.lang"]) for r in got.to_pylist()}
+    assert rows == {d["id"]: (d["text"], d["lang"]) for d in docs}
+
+
+def test_a_missing_nested_column_names_where_it_stopped(tmp_path):
+    from pipeline.clustering.job import inspect_input
+    from pipeline.errors import UserError
+    from pipeline.storage import resolve
+
+    doc = pa.array([{"id": "a", "vec": [1.0, 0.0]}])
+    pq.write_table(pa.table({"doc": doc}), tmp_path / "part-0.parquet")
+    raw = {"input": {"uri": str(tmp_path), "id_column": "doc.id"}, "output": {"uri": "o"}, "clustering": {"k": 1}}
+    root = resolve(str(tmp_path), StorageConfig())
+    with pytest.raises(
+        UserError,
+        match=r"embedding column 'embedding' not found; columns are \['doc'\] \(set input.embedding_column\)",
+    ):
+        inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"])
+    raw["input"]["embedding_column"] = "doc.vector"
+    with pytest.raises(UserError, match=r"'doc.vector' stops at 'doc': 'doc' has fields \['id', 'vec'\]"):
+        inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"])
+    raw["input"]["embedding_column"] = "doc.vec"
+    assert inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"]) == (
+        2,
+        {"doc.id": ("doc", "id"), "doc.vec": ("doc", "vec")},
+    )

@@ -416,3 +416,35 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
     again = run_embed(cfg)
     assert (again["units_skipped"], again["files_skipped"], again["rows_read"]) == (1, 40, 0)
     assert (again["rows_in"], again["rows_reused"], again["rows_rejected"]) == (rows, rows - 1, 1)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_nested_text_id_and_kept_columns_end_to_end(ray_session, tiny_models, tmp_path, fmt):
+    """`input.text_column: meta.text`, `input.id_column: meta.id`, `output.keep_columns: [meta.lang]` on JSONL
+    objects and Parquet structs: the job failed "column(s) ['meta.text'] not found; the file has columns ['meta']".
+    A row whose struct is null is a reject saying so; rows in = embedded + rejected; the kept field is the flat
+    output column `meta.lang`."""
+    corpus = tmp_path / "nested"
+    corpus.mkdir()
+    records = [{"meta": {"id": r["id"], "text": r["text"], "lang": "de"}, "n": k} for k, r in enumerate(RECORDS[:20])]
+    records[5]["meta"] = None
+    if fmt == "jsonl":
+        (corpus / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    else:
+        pq.write_table(pa.Table.from_pylist(records), corpus / "a.parquet")
+    cfg = config(
+        tiny_models["bert"],
+        str(corpus),
+        str(tmp_path / "emb"),
+        fmt,
+        input={"text_column": "meta.text", "id_column": "meta.id"},
+        output={"keep_columns": ["meta.lang"]},
+        model={"pooling": "mean"},
+    )
+    summary = run_embed(cfg)
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (20, 19, 1)
+    out = pq.read_table(tmp_path / "emb")
+    assert sorted(out.column("id").to_pylist()) == sorted(r["id"] for k, r in enumerate(RECORDS[:20]) if k != 5)
+    assert set(out.column("meta.lang").to_pylist()) == {"de"}
+    rejects = pq.read_table(tmp_path / "emb" / "_rejects").to_pylist()
+    assert [(r["row"], r["reason"]) for r in rejects] == [(5, "no text at 'meta.text': 'meta' is null")]

@@ -36,7 +36,8 @@ from pipeline.clustering.distributed import (
     finish_cluster,
     sample_block,
 )
-from pipeline.clustering.vectors import InputColumnError, check_embedding_field, embedding_matrix
+from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field, embedding_matrix
+from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, projection
 from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
@@ -48,25 +49,52 @@ EMBED_SECTION = commit.Naming(
 )
 
 
-def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> int:
-    """Check columns on the first file before any Ray work; return the embedding dim.
+def read_columns(cfg: ClusterConfig) -> list[str]:
+    """The columns the job reads, by their configured names (a dotted name may reach into a struct)."""
+    columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
+    center_by = cfg.clustering.center_by
+    return list(dict.fromkeys(columns + ([center_by] if center_by else [])))
+
+
+def column_paths_of(cfg: ClusterConfig, schema: pa.Schema, uri: str) -> dict[str, tuple[str, ...]]:
+    """{configured column: its path in `schema`} (pipeline.column_paths: the exact name first, then struct fields).
+
+    Raises:
+        EmbeddingColumnError / InputColumnError: a configured column is missing (the message lists those that exist,
+            and for a dotted name the fields where it stopped).
+    """
+    center = [("clustering.center_by", cfg.clustering.center_by)] if cfg.clustering.center_by else []
+    roles = [("input.embedding_column", cfg.input.embedding_column), ("input.id_column", cfg.input.id_column)]
+    roles += [("carried column", c) for c in cfg.carried_columns()] + center
+    paths = {}
+    for role, name in roles:
+        path = arrow_path(schema, name)
+        if isinstance(path, Missing):
+            inside = f"; {path.describe(name)}" if path.at else ""
+            if role == "input.embedding_column":
+                raise EmbeddingColumnError(
+                    f"embedding column {name!r} not found; columns are {schema.names}{inside} (set {role})"
+                )
+            raise InputColumnError(f"{role} {name!r} not found in {uri}; columns are {schema.names}{inside}")
+        paths[name] = path
+    return {name: paths[name] for name in read_columns(cfg)}
+
+
+def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple[int, dict[str, tuple[str, ...]]]:
+    """Check columns on the first file before any Ray work; return the embedding dim and each read column's path.
 
     Raises:
         EmbeddingColumnError / InputColumnError: a configured column is missing (the message lists those that exist).
     """
     first = root.join(files[0])
     schema = pq.read_schema(first.path, filesystem=root.fs)
-    dim = check_embedding_field(schema, cfg.input.embedding_column)
-    center = [("clustering.center_by", cfg.clustering.center_by)] if cfg.clustering.center_by else []
-    for role, name in (
-        [("input.id_column", cfg.input.id_column)] + [("carried column", c) for c in cfg.carried_columns()] + center
-    ):
-        if name not in schema.names:
-            raise InputColumnError(f"{role} {name!r} not found in {first.uri}; columns are {schema.names}")
+    paths = column_paths_of(cfg, schema, first.uri)
+    emb = cfg.input.embedding_column
+    dim = check_embedding_field(pa.schema([flat_field(schema, emb, paths[emb])]), emb)
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
-        head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=[cfg.input.embedding_column])
-        dim = embedding_matrix(head.slice(0, 1), cfg.input.embedding_column).shape[1]
-    return dim
+        head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=projection([paths[emb]]))
+        dim = embedding_matrix(flat_table(head.slice(0, 1), {emb: paths[emb]}), emb).shape[1]
+    return dim, paths
 
 
 def with_chunk_index(cfg: ClusterConfig, first: Location) -> ClusterConfig:
@@ -239,8 +267,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     # Input and output are checked before Ray starts, so a wrong URI or column fails in seconds.
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     files = [f.path for f in listed]
-    dim = inspect_input(cfg, root, files)
     cfg = with_chunk_index(cfg, root.join(files[0]))
+    dim, paths = inspect_input(cfg, root, files)
     resumed = commit.begin(out, "cluster", cfg.output.overwrite, resume.cluster_fingerprint(cfg, listed))
     stages = commit.committed_units(out) if resumed else {}
     if resumed:
@@ -248,9 +276,13 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
     init_ray(cfg.compute)
     center_by = cfg.clustering.center_by
-    columns = [cfg.input.id_column, cfg.input.embedding_column, *cfg.carried_columns()]
-    columns += [center_by] if center_by and center_by not in columns else []
-    ds = ray.data.read_parquet([root.join(f).path for f in files], filesystem=root.fs, columns=columns)
+    ds = ray.data.read_parquet(
+        [root.join(f).path for f in files],
+        filesystem=root.fs,
+        columns=list(dict.fromkeys(p[0] for p in paths.values())),
+    )
+    if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
+        ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
     rows = ds.count()
     kmeans.check_k(cfg.clustering.k, rows)
     groups = 0
