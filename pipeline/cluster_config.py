@@ -17,11 +17,18 @@ ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
 
 class ClusterInputConfig(Section):
+    """Column keys may be dotted paths into struct columns (doc.id, doc.vec); a column literally named so wins
+    (pipeline.column_paths, docs/clustering.md)."""
+
     uri: Location = Field(
         description="Embeddings dataset (local dir or s3://bucket/prefix), e.g. the embed job's output."
     )
     id_column: str = Field("id", description="Column with a unique row id (cast to string in the outputs).")
-    embedding_column: str = Field("embedding", description="Column with the vectors: a (fixed-size) list of floats.")
+    embedding_column: str = Field(
+        "embedding",
+        description="Column with the vectors: a (fixed-size) list of floats; a dotted path (doc.vec) reaches into a "
+        "struct column.",
+    )
     text_column: str | None = Field(
         None, description="Text column carried into the assignments; needed by dedup keep='longest'."
     )
