@@ -351,7 +351,7 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
                     misses[spec.id_column] = merge_misses(misses[spec.id_column], value)
                 else:
                     seen_id = True
-            ids.append(value)
+            ids.append(None if isinstance(value, Missing) and not value.at else value)  # top level: "missing id"
             for c in spec.keep_columns:
                 value = json_value(record, c)
                 keep[c].append(parts.get(c) if isinstance(value, Missing) else value)
