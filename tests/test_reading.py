@@ -558,3 +558,22 @@ def test_kept_nested_columns_get_their_type_from_the_struct_field(tmp_path):
         "jsonl",
         {"meta.lang": pa.string(), "meta.id": pa.int64()},
     )
+
+
+def test_a_nested_text_column_reads_only_its_leaf_not_the_whole_struct(tmp_path):
+    """Projection still works through a struct: the sibling field `meta.blob` has its column chunk overwritten with
+    garbage, so a read of the whole `meta` struct fails; reading `meta.text` (and `meta.id`) never touches it."""
+    meta = [{"id": i, "text": f"t{i}", "blob": "x" * 5000} for i in range(4)]
+    path = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"meta": meta}), path, compression="none", use_dictionary=False)
+    chunk = pq.ParquetFile(path).metadata.row_group(0)
+    blob = next(chunk.column(i) for i in range(chunk.num_columns) if chunk.column(i).path_in_schema == "meta.blob")
+    data = bytearray(path.read_bytes())
+    data[blob.data_page_offset : blob.data_page_offset + blob.total_compressed_size] = b"\xff" * (
+        blob.total_compressed_size
+    )
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError):
+        pq.read_table(path, columns=["meta"])  # the control: the struct read whole hits the garbage
+    rows = read_all(nested_spec(tmp_path, "parquet"), "b.parquet")
+    assert [(r["id"], r[TEXT]) for r in rows] == [(str(i), f"t{i}") for i in range(4)]
