@@ -357,10 +357,11 @@ def test_nested_id_embedding_text_and_group_columns(ray_session, tmp_path):
     docs = [
         {"id": f"d{i}", "text": f"text {i}", "lang": "de" if i % 2 else "fr", "vec": x[i].tolist()} for i in range(40)
     ]
-    pq.write_table(pa.table({"doc": docs}), tmp_path / "part-0.parquet")
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"doc": docs}), tmp_path / "in" / "part-0.parquet")
     raw = {
         "input": {
-            "uri": str(tmp_path),
+            "uri": str(tmp_path / "in"),
             "id_column": "doc.id",
             "embedding_column": "doc.vec",
             "text_column": "doc.text",
