@@ -127,9 +127,31 @@ def embed_fingerprint(
     }
 
 
+# The configuration key behind each `metadata.*` field of an embed fingerprint, as a refusal names it: the
+# fingerprint keeps the file metadata's own names (`metadata.dtype`), which no configuration key has.
+METADATA_KEYS = {
+    "metadata.model": "model.name_or_path",
+    "metadata.revision": "model.revision",
+    "metadata.pooling": "model.pooling",
+    "metadata.prompt": "model.prompt (as resolved from model.prompt, prompt_name, task and input.kind)",
+    "metadata.normalized": "model.normalize",
+    "metadata.max_tokens": "model.max_tokens",
+    "metadata.long_inputs": "model.long_inputs",
+    "metadata.dtype": "output.dtype",
+    "metadata.precision": "output.dtype",
+    "metadata.dimensions": "output.dimensions",
+    "metadata.input_kind": "input.kind",
+    "metadata.version": "metadata.version (the rayembed version)",
+    "metadata.max_tokens_limits": "metadata.max_tokens_limits (the model's token limits)",
+    "metadata.eos_token": "metadata.eos_token (the model's EOS token handling)",
+    "metadata.bos_token": "metadata.bos_token (the model's BOS token handling)",
+}
+
+
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'field: recorded -> current' for every field that differs (missing on one side included), sorted. A listing
-    (`listing_digest`) is compared by its count and digest and described by `listing_changes`."""
+    (`listing_digest`) is compared by its count and digest and described by `listing_changes`. A `metadata.*` field
+    is named by its configuration key (METADATA_KEYS), once per key."""
     missing = object()
     out = []
     for key in sorted(set(recorded) | set(current)):
@@ -139,7 +161,9 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
                 out.append(f"{key}: {listing_changes(old, new)}")
         elif json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
             show = lambda v: "(absent)" if v is missing else json.dumps(v, sort_keys=True)
-            out.append(f"{key}: {show(old)} -> {show(new)}")
+            line = f"{METADATA_KEYS.get(key, key)}: {show(old)} -> {show(new)}"
+            if line not in out:  # metadata.dtype and metadata.precision are both output.dtype
+                out.append(line)
     return out
 
 

@@ -32,7 +32,7 @@ def test_another_configuration_is_refused_naming_each_difference(tmp_path):
     other = {**FP, "metadata.model": "b", "model.identity": {"source": "local", "sha256": "2"}}
     with pytest.raises(commit.OutputExistsError) as err:
         commit.begin(out, "embed", overwrite=False, fingerprint=other)
-    assert 'metadata.model: "a" -> "b"' in str(err.value)
+    assert 'model.name_or_path: "a" -> "b"' in str(err.value)
     assert "model.identity" in str(err.value) and "input.listing" not in str(err.value)
     assert commit.begin(out, "embed", overwrite=True, fingerprint=other) is False  # overwrite starts over
     assert list_tree(out) == ["_run/fingerprint.json"]
@@ -116,14 +116,14 @@ def test_a_nested_steps_refusals_name_its_keys_and_what_the_user_can_do(tmp_path
     other = {**FP, "metadata.model": "b"}
     with pytest.raises(
         commit.OutputExistsError,
-        match=r'unfinished embed .*: embed\.metadata\.model: "a" -> "b"\. .*'
+        match=r'unfinished embed .*: embed\.model\.name_or_path: "a" -> "b"\. .*'
         r"or set embed\.output\.overwrite=true$",
     ):
         commit.begin(out, "embed", overwrite=False, fingerprint=other, naming=nested)
     commit.commit(out, "embed", {"rows_in": 3}, "_summary.json")
     with pytest.raises(
         commit.OutputExistsError,
-        match=r'finished embed .*: embed\.metadata\.model: "a" -> "b"\. .*'
+        match=r'finished embed .*: embed\.model\.name_or_path: "a" -> "b"\. .*'
         r"or set embed\.output\.overwrite=true$",
     ):
         commit.reuse_finished(out, "embed", other, nested)

@@ -74,3 +74,15 @@ def test_the_refusal_of_a_resume_names_the_changed_file(tmp_path):
     (folder / "part-1.jsonl").write_text('{"text": "edited after the crash"}\n')
     with pytest.raises(commit.OutputExistsError, match=r"input\.listing: 2 files -> 2 files \(changed part-1\.jsonl"):
         commit.begin(out, "embed", overwrite=False, fingerprint={**fp, "input.listing": listing(folder)})
+
+
+def test_a_refusal_names_the_configuration_keys_not_the_metadata_fields():
+    """A rerun with another prompt or output.dtype was refused naming `metadata.prompt`, `metadata.dtype` and
+    `metadata.precision` (the same change twice): names no configuration key has."""
+    recorded = {"metadata.prompt": "", "metadata.dtype": "float32", "metadata.precision": "float32", "x.y": 1}
+    current = {"metadata.prompt": "query: ", "metadata.dtype": "int8", "metadata.precision": "int8", "x.y": 2}
+    assert differences(recorded, current) == [
+        'output.dtype: "float32" -> "int8"',
+        'model.prompt (as resolved from model.prompt, prompt_name, task and input.kind): "" -> "query: "',
+        "x.y: 1 -> 2",
+    ]

@@ -117,7 +117,7 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     assert not (out / "_SUCCESS").exists() and not (out / "_summary.json").exists()
 
     other = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": str(tiny_models["qwen3"])})})
-    with pytest.raises(FileExistsError, match=r"another configuration.*metadata\.model: .*qwen3.*model\.identity"):
+    with pytest.raises(FileExistsError, match=r"another configuration.*model\.name_or_path: .*qwen3.*model\.identity"):
         run_embed(other)
 
     reused_rows = committed_rows(out / "_run" / "units")
