@@ -117,6 +117,19 @@ def begin(
     recorded = check_available(out, overwrite, resumable=fingerprint is not None, naming=naming)
     if recorded is not None:
         diffs = differences(recorded["fingerprint"], fingerprint)
+        if diffs and not committed_units(out):
+            # an attempt that failed before committing anything (a key its checks refused after it began, such as
+            # output.dimensions above the model's or a misspelled keep column) has nothing to resume: the
+            # corrected configuration starts over instead of being told to rerun the one that failed
+            log.warning(
+                "output %s holds an unfinished %s of another configuration that committed nothing (%s); starting over",
+                out.uri,
+                recorded.get("job", "run"),
+                naming.fields(diffs),
+            )
+            clear(out)
+            recorded, diffs = None, []
+    if recorded is not None:
         if diffs:
             raise OutputExistsError(
                 f"output {out.uri} holds an unfinished {recorded.get('job', 'run')} of another configuration, "

@@ -29,6 +29,7 @@ def test_fresh_run_records_its_fingerprint_and_commits_summary_then_marker(tmp_p
 def test_another_configuration_is_refused_naming_each_difference(tmp_path):
     out = resolve(str(tmp_path / "o"), StorageConfig())
     commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    commit.mark_unit(out, "k1", {"rows": 3})
     other = {**FP, "metadata.model": "b", "model.identity": {"source": "local", "sha256": "2"}}
     with pytest.raises(commit.OutputExistsError) as err:
         commit.begin(out, "embed", overwrite=False, fingerprint=other)
@@ -113,6 +114,7 @@ def test_a_nested_steps_refusals_name_its_keys_and_what_the_user_can_do(tmp_path
     out = resolve(str(tmp_path / "o"), StorageConfig())
     nested = commit.Naming("embed.", "set embed.output.overwrite=true")
     commit.begin(out, "embed", overwrite=False, fingerprint=FP, naming=nested)
+    commit.mark_unit(out, "k1", {"rows": 3})
     other = {**FP, "metadata.model": "b"}
     with pytest.raises(
         commit.OutputExistsError,
@@ -151,3 +153,20 @@ def test_a_first_attempt_killed_while_recording_its_fingerprint_leaves_a_locatio
     (tmp_path / "p" / "_run" / ".summary.json.0123").write_bytes(b"x")
     with pytest.raises(commit.OutputExistsError, match="1 files .*_run/.summary.json.0123"):
         commit.begin(other, "embed", overwrite=False, fingerprint=FP)
+
+
+def test_an_unfinished_run_that_committed_nothing_gives_way_to_another_configuration(tmp_path, caplog):
+    """A run that failed after it began but before committing a unit (output.dimensions above the model's, a
+    misspelled output.keep_columns: checks made once the fingerprint was written) refused the corrected command:
+    'holds an unfinished embed of another configuration ... Run again with the recorded configuration'. Nothing is
+    lost by starting over; once a unit is committed, another configuration is refused as before."""
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    corrected = {**FP, "output.keep_columns": ["lang"]}
+    with caplog.at_level("WARNING"):
+        assert commit.begin(out, "embed", overwrite=False, fingerprint=corrected) is False
+    assert 'committed nothing (output.keep_columns: (absent) -> ["lang"]); starting over' in caplog.text
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=corrected) is True  # its own fingerprint now
+    commit.mark_unit(out, "k1", {"rows": 3})
+    with pytest.raises(commit.OutputExistsError, match="cannot be resumed: output.keep_columns"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=FP)
