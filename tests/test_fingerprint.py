@@ -71,6 +71,7 @@ def test_the_refusal_of_a_resume_names_the_changed_file(tmp_path):
     out = resolve(str(tmp_path / "out"), StorageConfig())
     fp = {"metadata.model": "m", "input.listing": listing(folder)}
     commit.begin(out, "embed", overwrite=False, fingerprint=fp)
+    commit.mark_unit(out, "k1", {"rows": 1})  # an attempt that committed something: resumable, so refused
     (folder / "part-1.jsonl").write_text('{"text": "edited after the crash"}\n')
     with pytest.raises(commit.OutputExistsError, match=r"input\.listing: 2 files -> 2 files \(changed part-1\.jsonl"):
         commit.begin(out, "embed", overwrite=False, fingerprint={**fp, "input.listing": listing(folder)})
