@@ -44,7 +44,7 @@ from pipeline.process_exit import Terminated, interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
-from pipeline.reading import ReadSpec, observed_kept_types_of
+from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.stages import (
     configure_retries,
@@ -442,6 +442,37 @@ def plans_packed_units(recorded: dict[str, Any] | None) -> bool:
     return recorded is None or "input.unit_packing" in recorded.get("fingerprint", {})
 
 
+def plans_line_ranges(recorded: dict[str, Any] | None) -> bool:
+    """Whether this run splits big JSONL and text files into byte ranges (pipeline.line_ranges): yes, unless
+    `recorded` (as plans_packed_units) was started by an older rayembed that kept each such file one unit, whose
+    fingerprint has no `input.line_ranges`; that run resumes under its own plan."""
+    return recorded is None or "input.line_ranges" in recorded.get("fingerprint", {})
+
+
+LINE_ROWS = f"{commit.RUN_DIR}/line_rows.json"
+
+
+def count_ranges(cfg: EmbedConfig, root: Location, out: Location, resumed: bool):
+    """The embed job's RangeCounter (pipeline.units): rows of each byte range of the split JSONL and text files,
+    one Ray task per range, recorded in `_run/line_rows.json` before any unit is committed. A resumed run takes the
+    recorded counts instead of counting again, so its ranges start at the rows its committed units were read with."""
+
+    def count(spans: list[tuple[str, str, int, int]]) -> list[int]:
+        recorded = get_json(out.join(LINE_ROWS)) if resumed else None
+        known = {(rel, start, end): rows for rel, start, end, rows in (recorded or {}).get("ranges", [])}
+        todo = [s for s in spans if (s[0], s[2], s[3]) not in known]
+        if todo:
+            task = io_task(count_span_rows, cfg.compute)
+            rows = ray.get([task.remote(root, rel, fmt, start, end) for rel, fmt, start, end in todo])
+            known.update({(rel, start, end): n for (rel, _, start, end), n in zip(todo, rows)})
+            ranges = [[rel, start, end, known[rel, start, end]] for rel, _, start, end in spans]
+            put_json({"ranges": ranges}, out.join(LINE_ROWS))
+            log.info("counted the rows of %d byte ranges of %d files", len(todo), len({s[0] for s in todo}))
+        return [known[rel, start, end] for rel, _, start, end in spans]
+
+    return count
+
+
 def run_embed(
     cfg: EmbedConfig, reuse_finished: bool = False, naming: commit.Naming = commit.TOP_LEVEL
 ) -> dict[str, Any]:
@@ -481,13 +512,14 @@ def run_embed(
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated
-    packed = plans_packed_units(recorded)
-    fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed)
+    packed, split_lines = plans_packed_units(recorded), plans_line_ranges(recorded)
+    fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed, split_lines)
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming)
     spec = read_spec(cfg, root)
-    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed)
+    count = count_ranges(cfg, root, out, resumed)
+    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed, split_lines, count)
     done = commit.committed_units(out) if resumed else {}
     if resumed:
         dropped = drop_uncommitted(out, set(done))

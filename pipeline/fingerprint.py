@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
+from pipeline.line_ranges import LINE_FORMATS
 from pipeline.storage import ListedFile
 from pipeline.units import packing
 
@@ -98,7 +99,12 @@ def named(items: list[str]) -> str:
 
 
 def embed_fingerprint(
-    cfg: EmbedConfig, metadata: dict[str, str], listed: list[ListedFile], identity: dict[str, str], packed: bool = True
+    cfg: EmbedConfig,
+    metadata: dict[str, str],
+    listed: list[ListedFile],
+    identity: dict[str, str],
+    packed: bool = True,
+    split_lines: bool = True,
 ) -> dict[str, Any]:
     """The fields that decide whether an unfinished run may be resumed, by name.
 
@@ -110,6 +116,10 @@ def embed_fingerprint(
         identity: model_identity(cfg.model): the resolved revision or the local weights' content hash.
         packed: small files are packed into units (pipeline.units.packing, recorded as `input.unit_packing`);
             False for a run started before they were, whose fingerprint lacks that field (units.plan_units).
+        split_lines: JSONL and text files over input.unit_bytes are split into byte ranges (pipeline.line_ranges,
+            recorded as `input.line_ranges`); False for a run started before they were (one unit per such file).
+            The ranges' row counts are not part of it: the listing pins each file's size and mtime, and the counts
+            are recorded apart (`_run/line_rows.json`, embed_job.count_ranges).
     """
     return {
         **{f"metadata.{k}": v for k, v in sorted(metadata.items())},
@@ -122,6 +132,7 @@ def embed_fingerprint(
         "input.duplicate_ids": cfg.input.duplicate_ids if cfg.input.id_column else None,
         "input.unit_bytes": cfg.input.unit_bytes,
         **({"input.unit_packing": packing(cfg.input.unit_bytes)} if packed else {}),
+        **({"input.line_ranges": {"formats": list(LINE_FORMATS), "compressed": "one unit"}} if split_lines else {}),
         "input.listing": listing_digest(listed),
         "output.keep_columns": list(cfg.output.keep_columns),
     }

@@ -35,6 +35,7 @@ from pipeline.column_paths import (
 )
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
+    UTF8_BOM,
     InputFileError,
     check_parquet_head,
     checked_layout,
@@ -44,6 +45,7 @@ from pipeline.file_formats import (
     utf8_chunks,
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
+from pipeline.line_ranges import LineSpan, span_lines
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
 from pipeline.text_content import lone_surrogate, nesting_depth, text_reject_reason
@@ -283,9 +285,53 @@ def read_parquet(
             row += batch.num_rows
 
 
-def read_lines(spec: ReadSpec, rel: str, path: str, fmt: str) -> Iterator[bytes]:
+def read_lines(spec: ReadSpec, rel: str, path: str, fmt: str, span: LineSpan | None = None) -> Iterator[bytes]:
+    """The file's lines (pipeline.file_formats.lines), or those that start in bytes `span` of an uncompressed UTF-8
+    file (pipeline.line_ranges); the first line's layout is checked in the whole file and in a file's first range."""
     uri = posixpath.join(spec.root.uri, rel)
-    yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri)), fmt, uri)
+    if span is None:
+        yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri)), fmt, uri)
+        return
+    with open_input(spec.root.fs, path) as f:
+        stream = span_lines(f, span.start, span.end)
+        yield from checked_layout(stream, fmt, uri) if span.start == 0 else stream
+
+
+def jsonl_line_rows(line: bytes) -> int:
+    """The rows of one JSONL line: len(records_of(line, ...)), without parsing a line that cannot be an array.
+
+    A blank line (ASCII whitespace only) is no row and any other line one, except a JSON array of objects, one row
+    per object; json.loads returns a list only for a text whose first character after JSON whitespace is `[`
+    (parse_record drops one leading BOM first), so only such a line is parsed, by records_of itself.
+    """
+    if not line.strip():
+        return 0
+    if not line.removeprefix(UTF8_BOM).lstrip(b" \t\n\r").startswith(b"["):
+        return 1
+    return len(records_of(line, "text"))
+
+
+def count_span_rows(root: Location, rel: str, fmt: str, start: int, end: int) -> int:
+    """Rows in bytes [start, end) of a JSONL or text file, counted as read_jsonl and read_text count them.
+
+    Raises:
+        InputFileError / TransientStorageError: as read_file.
+    """
+    at = Cursor()
+    spec = ReadSpec(root, fmt, "text", None, ())
+    with naming_errors(posixpath.join(root.uri, rel), fmt, at):
+        span = read_lines(spec, rel, posixpath.join(root.path, rel), fmt, LineSpan(start, end))
+        return sum(map(jsonl_line_rows, span)) if fmt == "jsonl" else sum(1 for _ in span)
+
+
+def check_span_rows(rel: str, span: LineSpan | None, rows: int) -> None:
+    """Raise when a range of a file held another number of rows than the run counted when it planned its units."""
+    if span is not None and rows != span.rows:
+        raise InputFileError(
+            f"{rel}: bytes {span.start}-{span.end} hold {rows} rows where this run counted {span.rows} when it "
+            "planned its units; the file was changed in place during the run (keeping its size and modification "
+            "time). Rerun with output.overwrite=true"
+        )
 
 
 class _Invalid(str):
@@ -321,15 +367,20 @@ def records_of(line: bytes, text_column: str) -> list[dict]:
     return [] if record is None else record if isinstance(record, list) else [record]
 
 
-def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
-    """Rows of a JSON Lines file. A configured key may be a dotted path into objects (pipeline.column_paths); a
-    record whose object on the way is null or lacks the field is a reject (text) or a missing id saying why."""
+def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None) -> Iterator[pa.Table]:
+    """Rows of a JSON Lines file, or of a range of it (`span`, pipeline.line_ranges) with row numbers from its first
+    row's. A configured key may be a dotted path into objects (pipeline.column_paths); a record whose object on the
+    way is null or lacks the field is a reject (text) or a missing id saying why.
+
+    The checks that no record has the text or id key look at a split file's first range only (its other ranges
+    cannot know of each other's records)."""
     texts, ids, keep = [], [], {c: [] for c in spec.keep_columns}
-    row, seen_key, keys = 0, False, set()
+    first = row = span.first_row if span else 0
+    seen_key, keys = False, set()
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
     misses: dict[str, Missing | None] = {spec.text_column: None, spec.id_column: None}  # the deepest, for errors
     parts = hive_partitions(rel)
-    for line in read_lines(spec, rel, path, "jsonl"):
+    for line in read_lines(spec, rel, path, "jsonl", span):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column):
             keys.update(record)
@@ -362,6 +413,9 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.T
     if texts:
         yield invalid_aware_block(spec, rel, row, texts, ids, keep)
     at.row = None
+    check_span_rows(rel, span, row + len(texts) - first)
+    if span is not None and span.start:
+        return
     if row + len(texts) and not seen_key:
         raise InputFileError(no_key_message(rel, spec.text_column, keys, misses[spec.text_column], "input.text_column"))
     if parsed and not seen_id:
@@ -382,9 +436,11 @@ def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: li
     return make_block(spec, rel, row, [None if r else t for t, r in zip(texts, reasons)], ids, keep, reasons)
 
 
-def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Table]:
-    texts, row = [], 0
-    for line in read_lines(spec, rel, path, "text"):
+def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None) -> Iterator[pa.Table]:
+    """Rows of the whole file (one per line, blank ones included), or of a range of it (read_jsonl)."""
+    texts = []
+    first = row = span.first_row if span else 0
+    for line in read_lines(spec, rel, path, "text", span):
         at.row = row + len(texts)
         texts.append(line)
         if len(texts) == CHUNK_ROWS:
@@ -392,6 +448,7 @@ def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor) -> Iterator[pa.Ta
             row, texts = row + len(texts), []
     if texts:
         yield make_block(spec, rel, row, texts, None, no_columns(spec, rel, len(texts)))
+    check_span_rows(rel, span, row + len(texts) - first)
 
 
 def no_columns(spec: ReadSpec, rel: str, n: int) -> dict[str, list]:
@@ -418,8 +475,11 @@ def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
         raise kind(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
 
 
-def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = None) -> Iterator[pa.Table]:
-    """Blocks of at most CHUNK_ROWS rows from one file (of a Parquet file's row groups [start, end) when given).
+def read_file(
+    spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = None, span: LineSpan | None = None
+) -> Iterator[pa.Table]:
+    """Blocks of at most CHUNK_ROWS rows from one file (of a Parquet file's row groups [start, end), or of the lines
+    that start in a byte range of a JSONL or text file (pipeline.line_ranges), when given).
 
     Raises:
         InputFileError: the file cannot be read; the message names it, the format and the row where known,
@@ -432,6 +492,8 @@ def read_file(spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = Non
     with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
         if row_groups is not None:
             yield from read_parquet(spec, rel, posixpath.join(spec.root.path, rel), at, row_groups)
+        elif span is not None:
+            yield from READERS[fmt](spec, rel, posixpath.join(spec.root.path, rel), at, span)
         else:
             yield from READERS[fmt](spec, rel, posixpath.join(spec.root.path, rel), at)
 

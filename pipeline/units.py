@@ -1,6 +1,7 @@
 """Units: the pieces of a corpus that an embed run commits one by one, and a rerun skips.
 
-A unit is one input file, a range of whole row groups of a Parquet file larger than `input.unit_bytes`, or a pack of
+A unit is one input file, a range of whole row groups of a Parquet file larger than `input.unit_bytes`, a byte range
+of an uncompressed JSONL or text file larger than that (the lines that start in it, pipeline.line_ranges), or a pack of
 consecutive small files (PACK_SHARE, PACK_FILES): small enough that a crash redoes little, large enough that markers,
 read tasks and output files stay few (one of each per tiny file made a corpus of 3,000 small files 4.5x slower
 and left as many tiny Parquet files; docs/resume.md). Every row carries its unit's key through
@@ -19,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import UNIT, UNIT_ROWS
-from pipeline.file_formats import file_format
+from pipeline.file_formats import SNIFF_BYTES, file_format
+from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
-from pipeline.reading import CHUNK_ROWS, Cursor, ReadSpec, naming_errors, read_file
+from pipeline.reading import CHUNK_ROWS, Cursor, ReadSpec, count_span_rows, naming_errors, read_file
 from pipeline.storage import ListedFile, Location
 from pipeline.transient_errors import retrying
 
@@ -39,6 +41,7 @@ class Unit:
     file_index: int  # position in the sorted input listing (orders rows for duplicate ids)
     row_groups: tuple[int, int] | None = None  # [start, end) of a split Parquet file; None: the whole file
     packed: tuple[str, ...] = ()  # the files after `path` in a pack of small files (file_index + 1, + 2, ...)
+    lines: LineSpan | None = None  # the byte range of a split JSONL or text file, and its rows; None: whole file
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -53,12 +56,16 @@ class Unit:
 
     @property
     def key(self) -> str:
-        """Names the unit in marker and output file names: 16 hex digits of sha1(paths, row groups)."""
+        """Names the unit in marker and output file names: 16 hex digits of sha1(paths, row groups or byte range)."""
         span = "" if self.row_groups is None else f"{self.row_groups[0]}-{self.row_groups[1]}"
+        span += "" if self.lines is None else f"bytes {self.lines.start}-{self.lines.end}"
         return hashlib.sha1("\0".join((*self.paths, span)).encode()).hexdigest()[:16]
 
     def record(self) -> dict:
         record = {"path": self.path, "row_groups": list(self.row_groups) if self.row_groups else None}
+        if self.lines is not None:
+            record["bytes"] = [self.lines.start, self.lines.end]
+            record["first_row"] = self.lines.first_row
         return record | ({"files": list(self.paths)} if self.packed else {})
 
 
@@ -84,17 +91,36 @@ def packing(unit_bytes: int) -> dict[str, int]:
     return {"bytes": max(unit_bytes // PACK_SHARE, 1), "files": PACK_FILES}
 
 
+# counts the rows of each (file, format, start, end) byte range; count_locally, or Ray tasks in the embed job
+RangeCounter = Callable[[list[tuple[str, str, int, int]]], list[int]]
+
+
+def count_locally(root: Location) -> RangeCounter:
+    """Counts ranges one after the other in this process (pipeline.reading.count_span_rows)."""
+    return lambda ranges: [count_span_rows(root, rel, fmt, start, end) for rel, fmt, start, end in ranges]
+
+
 def plan_units(
-    root: Location, listed: list[ListedFile], fmt: str | None, unit_bytes: int, packed: bool = True
+    root: Location,
+    listed: list[ListedFile],
+    fmt: str | None,
+    unit_bytes: int,
+    packed: bool = True,
+    split_lines: bool = True,
+    count: RangeCounter | None = None,
 ) -> list[Unit]:
-    """Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes; consecutive files under
-    unit_bytes / PACK_SHARE are packed into units of up to that many bytes and PACK_FILES files; any other file is
-    one unit.
+    """Parquet files over `unit_bytes` become consecutive row-group ranges of ~unit_bytes; uncompressed UTF-8 JSONL
+    and text files over it byte ranges of at most unit_bytes (pipeline.line_ranges), each knowing its first row;
+    consecutive files under unit_bytes / PACK_SHARE are packed into units of up to that many bytes and PACK_FILES
+    files; any other file is one unit.
 
     `fmt`: input.format, or None for each file's extension (pipeline.file_formats). `packed` False: no packing, one
-    unit per small file (the plan of a run started before small files were packed, which resumes under it).
+    unit per small file (the plan of a run started before small files were packed, which resumes under it);
+    `split_lines` False: a JSONL or text file is one unit whatever its size (the plan of a run started before they
+    were split). `count`: counts the rows of byte ranges (default count_locally).
 
-    Only the footers of those large files are read (a few KB each); nothing else of the input.
+    Read: the footers of the large Parquet files (a few KB each), the first SNIFF_BYTES of the large line files, and
+    the whole of the line files that are split (their rows counted by `count`, with the reader's row rule).
     """
     units: list[Unit] = []
     limit = packing(unit_bytes) if packed else {"bytes": 0, "files": 1}  # no file is under 0 bytes
@@ -116,7 +142,11 @@ def plan_units(
             pack_bytes += f.size
             continue
         close_pack()
-        if file_format(fmt, f.path) != "parquet" or f.size <= unit_bytes:
+        file_fmt = file_format(fmt, f.path)
+        if split_lines and file_fmt in LINE_FORMATS and f.size > unit_bytes:
+            units.extend(line_units(root, f, index, file_fmt, unit_bytes))
+            continue
+        if file_fmt != "parquet" or f.size <= unit_bytes:
             units.append(Unit(f.path, index))
             continue
         meta = parquet_footer(root.join(f.path))
@@ -127,7 +157,50 @@ def plan_units(
         else:
             units.extend(Unit(f.path, index, r) for r in ranges)
     close_pack()
-    return units
+    return counted(units, file_fmts(units, fmt), count or count_locally(root))
+
+
+def line_units(root: Location, f: ListedFile, index: int, fmt: str, unit_bytes: int) -> list[Unit]:
+    """One unit per byte range of a JSONL or text file over `unit_bytes` (rows not yet counted), or the whole file
+    when it cannot be split (compressed, UTF-16/32, not text: its reader says what is wrong with it)."""
+    ranges = byte_ranges(f.size, unit_bytes)
+    if len(ranges) == 1 or not splittable(file_head(root.join(f.path), fmt), fmt, root.join(f.path).uri):
+        return [Unit(f.path, index)]
+    return [Unit(f.path, index, lines=LineSpan(start, end)) for start, end in ranges]
+
+
+def file_fmts(units: list[Unit], fmt: str | None) -> dict[str, str]:
+    return {u.path: file_format(fmt, u.path) for u in units if u.lines is not None}
+
+
+def counted(units: list[Unit], fmts: dict[str, str], count: RangeCounter) -> list[Unit]:
+    """`units` with the rows of each byte range counted and its first row the sum of the ranges before it."""
+    spans = [(u.path, fmts[u.path], u.lines.start, u.lines.end) for u in units if u.lines is not None]
+    if not spans:
+        return units
+    rows = iter(count(spans))
+    done, before = [], {}
+    for u in units:
+        if u.lines is None:
+            done.append(u)
+            continue
+        n = next(rows)
+        first = before.get(u.path, 0)
+        before[u.path] = first + n
+        done.append(replace(u, lines=replace(u.lines, first_row=first, rows=n)))
+    return done
+
+
+@retrying
+def file_head(file: Location, fmt: str) -> bytes:
+    """The first SNIFF_BYTES of a file (one ranged read).
+
+    Raises:
+        TransientStorageError: as parquet_footer.
+        InputFileError: the file cannot be read.
+    """
+    with naming_errors(file.uri, fmt, Cursor()), file.fs.open_input_file(file.path) as handle:
+        return handle.read(SNIFF_BYTES)
 
 
 @retrying
@@ -164,14 +237,20 @@ def unit_items(units: list[Unit]) -> list[dict]:
             "rg_start": u.row_groups[0] if u.row_groups else -1,
             "rg_end": u.row_groups[1] if u.row_groups else -1,
             "packed": list(u.packed),
+            # a split JSONL or text file's range: [start, end, first_row, rows]; empty for any other unit
+            "lines": [u.lines.start, u.lines.end, u.lines.first_row, u.lines.rows] if u.lines else [],
         }
         for u in units
     ]
 
 
 def units_of(batch: pa.Table) -> list[Unit]:
-    rows = zip(*(batch.column(c).to_pylist() for c in ("path", "file_index", "rg_start", "rg_end", "packed")))
-    return [Unit(p, i, None if s < 0 else (s, e), tuple(more or ())) for p, i, s, e, more in rows]
+    names = ("path", "file_index", "rg_start", "rg_end", "packed", "lines")
+    rows = zip(*(batch.column(c).to_pylist() for c in names))
+    return [
+        Unit(p, i, None if s < 0 else (s, e), tuple(more or ()), LineSpan(*span) if span else None)
+        for p, i, s, e, more, span in rows
+    ]
 
 
 FileBlocks = Callable[[Unit, Iterator[pa.Table]], Iterable[pa.Table]]
@@ -199,7 +278,7 @@ def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -
 
 def file_blocks(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None) -> Iterator[pa.Table]:
     for part in unit.parts():
-        blocks = read_file(spec, part.path, part.row_groups)
+        blocks = read_file(spec, part.path, part.row_groups, part.lines)
         yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
 
 
