@@ -38,9 +38,10 @@ pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:120]
 FILES = {f"c{i}.jsonl": RECORDS[i * 40 : (i + 1) * 40] for i in range(3)}
 TRIGGER_A, TRIGGER_B = RECORDS[50]["id"], RECORDS[100]["id"]
-# unit_bytes 256: one unit per file (files over 16 bytes are not packed, pipeline.units), so the writes of each
-# file are their own part files, as the fault budgets here count them
-SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id", "unit_bytes": 256}}
+# unit_bytes 32 KiB: one unit per file (the files, 7-22 KB, are over 2 KiB, not packed, pipeline.units, and under
+# 32 KiB, not split into byte ranges), so the writes of each file are their own part files, as the fault budgets
+# here count them
+SMALL_BLOCKS = {"batching": {"rows_per_block": 16}, "input": {"id_column": "id", "unit_bytes": 32768}}
 
 
 @pytest.fixture(scope="module")

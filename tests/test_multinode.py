@@ -37,7 +37,9 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
     overrides = {
         "input.uri": corpus,
         "input.id_column": "id",
-        "input.unit_bytes": 256,  # files over 16 bytes are not packed into one unit: 32 units, 32 blocks to share
+        # files of 7-22 KB: over 2 KiB (unit_bytes / 16), not packed, and under 32 KiB, not split into byte ranges:
+        # 32 units, 32 blocks to share
+        "input.unit_bytes": 32768,
         "output.uri": out,
         "output.keep_columns": "[]",
         "model.name_or_path": model,

@@ -38,9 +38,9 @@ FILES = {f"c{i}.jsonl": RECORDS[i * 16 : (i + 1) * 16] for i in range(6)}
 FILES["c0.jsonl"] = [*FILES["c0.jsonl"], {"id": "empty", "text": " "}]  # a reject, likely in a committed unit
 FILES["c5.jsonl"] = [*FILES["c5.jsonl"], {"id": RECORDS[0]["id"], "text": "a later copy"}]  # duplicate id
 ROWS_IN, ROWS_TO_EMBED = len(RECORDS) + 2, len(RECORDS)
-# unit_bytes 256: files of over 16 bytes are not packed (pipeline.units.PACK_SHARE), so each is a unit and the kill
-# lands between units
-SECTIONS = {"batching": {"rows_per_block": 8}, "input": {"id_column": "id", "unit_bytes": 256}}
+# unit_bytes 32 KiB: the files (2.6-11 KB) are over 2 KiB, so not packed (pipeline.units.PACK_SHARE), and under
+# 32 KiB, so not split into byte ranges (pipeline.line_ranges): each is a unit and the kill lands between units
+SECTIONS = {"batching": {"rows_per_block": 8}, "input": {"id_column": "id", "unit_bytes": 32768}}
 
 DRIVER = """
 import json, sys
