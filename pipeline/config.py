@@ -183,7 +183,8 @@ class InputConfig(Section):
         256 << 20,
         gt=0,
         description="Parquet files larger than this (bytes) are split into units of whole row groups of about this "
-        "size; files under 1/16 of it are packed with their neighbours in the listing into units of up to that "
+        "size, uncompressed JSONL and text files into byte ranges of at most this size (each holding the lines that "
+        "start in it; compressed files stay one unit); files under 1/16 of it are packed with their neighbours in the listing into units of up to that "
         "size (and 1,024 files); other files are one unit each. A unit is what a crashed run commits and a rerun "
         "skips, so larger units redo more work after a crash and smaller ones write more markers and files.",
     )
