@@ -34,6 +34,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from model_factory import build_model, train_tokenizer
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n 2`: whole files per worker, long ones first, the own-cluster files one after another
+    (tests/xdist_schedule.py). Another `--dist` than the default is left to pytest-xdist."""
+    if config.getvalue("dist") not in ("load", "loadfile"):
+        return None
+    from xdist_schedule import make_scheduler
+
+    return make_scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker, long files first: the scheduler hands out files in this order. A run without
+    `-n` keeps pytest's order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from xdist_schedule import order_long_files_first
+
+        order_long_files_first(items)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,31 @@
+"""The start order of `pytest -n 2` (tests/xdist_schedule.py) names files that exist, and only reorders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from xdist_schedule import LONG_FIRST, OWN_CLUSTERS, order_long_files_first
+
+TESTS = Path(__file__).parent
+
+
+def test_every_listed_file_exists_so_a_rename_does_not_leave_a_long_file_last():
+    assert [name for name in LONG_FIRST if not (TESTS / name).is_file()] == []
+    assert LONG_FIRST[: len(OWN_CLUSTERS)] == OWN_CLUSTERS  # one unit, so listed together
+
+
+def test_ordering_keeps_every_item_and_each_files_own_order():
+    names = ["test_a.py", "test_multinode.py", "test_b.py", "test_embed_job.py", "test_autoscaling.py"]
+    items = [SimpleNamespace(path=TESTS / name, n=i) for i, name in enumerate(names) for _ in range(2)]
+    before = list(items)
+    order_long_files_first(items)
+    assert sorted(map(id, items)) == sorted(map(id, before))
+    assert [item.path.name for item in items[::2]] == [
+        "test_autoscaling.py",
+        "test_multinode.py",
+        "test_embed_job.py",
+        "test_a.py",
+        "test_b.py",
+    ]
+    assert [item.n for item in items if item.path.name == "test_a.py"] == [0, 0]  # stable
