@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -29,6 +31,12 @@ os.environ.update(
 _token = Path(os.environ.get("PYTEST_RAY_TOKEN_DIR", "/tmp")) / f"rayembed-test-token-{os.getpid()}"
 _token.write_text(uuid.uuid4().hex)
 os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_token))
+# Ray's sessions and its address file `ray_current_cluster` under a temp dir of this pytest process (one per xdist
+# worker): a bare ray.init(), as in a job run without compute.ray_address, joins the cluster that file names, which
+# would be one that a test in the other worker (ray.cluster_utils.Cluster writes the file) or another user of the
+# machine (`ray start`) has just started and soon stops. Short: Ray's Unix socket paths under it have a length limit.
+RAY_TMPDIR = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_factory import build_model, train_tokenizer
@@ -43,6 +51,10 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist_schedule import make_scheduler
 
     return make_scheduler(config, log)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)  # the session Ray has stopped (session fixture teardown)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -29,3 +29,16 @@ def test_ordering_keeps_every_item_and_each_files_own_order():
         "test_b.py",
     ]
     assert [item.n for item in items if item.path.name == "test_a.py"] == [0, 0]  # stable
+
+
+def test_a_bare_ray_init_in_a_test_finds_only_this_pytest_processes_clusters():
+    """Two xdist workers (and other users of the machine) each have their own RAY_TMPDIR, so the address file a
+    `ray.cluster_utils.Cluster` or `ray start` writes is not the one a job subprocess in the other worker reads."""
+    import os
+
+    from conftest import RAY_TMPDIR
+    from ray._private.utils import get_ray_address_file
+
+    assert os.environ["RAY_TMPDIR"] == RAY_TMPDIR and Path(RAY_TMPDIR).is_dir()
+    assert Path(get_ray_address_file(None)).is_relative_to(RAY_TMPDIR)
+    assert not Path(get_ray_address_file(None)).is_relative_to("/tmp/ray")
