@@ -9,6 +9,7 @@ classes to Ray Data, then starts without them (seconds of start-up on the critic
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.columns import (
     COMPUTED,
+    EMBED_ACTOR,
     EMBED_SECONDS,
     EMBEDDING,
     RECOMPUTED,
@@ -121,6 +123,7 @@ class EmbedActor:
         )
         # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)
+        self.actor = actor_name()
 
     def __call__(self, block: pa.Table) -> pa.Table:
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
@@ -150,4 +153,13 @@ class EmbedActor:
         out = out.append_column(COMPUTED, pa.array(computed))
         out = out.append_column(RECOMPUTED, pa.array(recomputed))
         share = np.where(embedded, seconds / max(int(embedded.sum()), 1), 0.0)
-        return out.append_column(EMBED_SECONDS, pa.array(share))
+        out = out.append_column(EMBED_SECONDS, pa.array(share))
+        return out.append_column(EMBED_ACTOR, pa.array([self.actor] * n, pa.string()))
+
+
+def actor_name() -> str:
+    """The Ray actor id of this process's actor, else `pid-<pid>` (the class used outside Ray)."""
+    import ray
+
+    actor = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    return actor or f"pid-{os.getpid()}"

@@ -388,6 +388,12 @@ def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) ->
     }
 
 
+def actor_summary(actor_vectors: dict[str, int]) -> dict[str, Any]:
+    """`embed_actors`: how many embedding actors embedded rows in this attempt; `vectors_per_actor`: how many each,
+    most first (a pool with idle actors shows fewer actors than compute.num_actors, or a lopsided list)."""
+    return {"embed_actors": len(actor_vectors), "vectors_per_actor": sorted(actor_vectors.values(), reverse=True)}
+
+
 def job_prompt(cfg: EmbedConfig) -> str:
     """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
@@ -554,6 +560,7 @@ def run_embed(
         "units_skipped": len(done),
         "files_skipped": len(skipped_files),
         **summarize(progress.totals, reused, time.perf_counter() - start),
+        **actor_summary(progress.actor_vectors),
         "model": cfg.model.name_or_path,
         "prompt": prompt,
         "output": cfg.output.uri,

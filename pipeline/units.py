@@ -339,6 +339,7 @@ class UnitProgress:
         self.open: dict[str, dict[str, int]] = {}
         self.done: set[str] = set()
         self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
+        self.actor_vectors: dict[str, int] = {}  # vectors per embedding actor, this attempt
 
     def add(self, stats: pa.Table) -> list[tuple[Unit, dict[str, int]]]:
         """Fold in one batch of write stats; returns (unit, counts) for the units that just became complete.
@@ -354,6 +355,8 @@ class UnitProgress:
                 tally[name] += row[name]
                 self.totals[name] += row[name]
             self.totals["embed_seconds"] += row["embed_seconds"]
+            for actor, vectors in row.get("actor_vectors") or ():
+                self.actor_vectors[actor] = self.actor_vectors.get(actor, 0) + vectors
             tally["unit_rows"] = max(tally["unit_rows"], row[UNIT_ROWS])
             if 0 <= tally["unit_rows"] < tally["rows"]:
                 raise RuntimeError(

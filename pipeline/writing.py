@@ -13,6 +13,7 @@ from pipeline.columns import (
     CHUNK_COLUMNS,
     CHUNK_INDEX,
     COMPUTED,
+    EMBED_ACTOR,
     EMBED_SECONDS,
     EMBEDDING,
     ID,
@@ -150,6 +151,8 @@ STATS_SCHEMA = pa.schema(
         ("computed_tokens", pa.int64()),
         ("embed_seconds", pa.float64()),
         ("files_done", pa.int64()),
+        # vectors written per embedding actor (pipeline.columns.EMBED_ACTOR): the summary's embed_actors
+        ("actor_vectors", pa.map_(pa.string(), pa.int64())),
     ]
 )
 
@@ -189,4 +192,13 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "computed_tokens": pc.sum(good.column(COMPUTED)).as_py() or 0,
         "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
         "files_done": files_done(group),
+        "actor_vectors": actor_vectors(good),
     }
+
+
+def actor_vectors(good: pa.Table) -> list[tuple[str, int]]:
+    """(embedding actor, vectors) of the good rows of a block; none when the block has no actor column."""
+    if EMBED_ACTOR not in good.column_names or not good.num_rows:
+        return []
+    counts = good.group_by(EMBED_ACTOR).aggregate([([], "count_all")])
+    return list(zip(counts.column(EMBED_ACTOR).to_pylist(), counts.column("count_all").to_pylist()))
