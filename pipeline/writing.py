@@ -68,8 +68,12 @@ def block_file_name(block: pa.Table) -> str:
 
 def unit_file_name(group: pa.Table, unit: str) -> str:
     """`part-<unit key>-<content hash>`: the unit's files can be found (and dropped) by name; the hash of the rows
-    and chunk indices the group holds is deterministic, so a retried write task overwrites its own files."""
+    the group holds (their files, row numbers and chunk indices) is deterministic, so a retried write task
+    overwrites its own files, and unique: two blocks of a pack whose files have the same row counts hold the same
+    row numbers, and without the files in the hash the second block's file replaced the first's."""
     digest = hashlib.sha1(unit.encode())
+    if SOURCE in group.column_names:
+        digest.update("\0".join(group.column(SOURCE).to_pylist()).encode())
     for name in (ROW, CHUNK_INDEX):
         if name in group.column_names:
             digest.update(group.column(name).combine_chunks().to_numpy(zero_copy_only=False).tobytes())

@@ -71,7 +71,7 @@ def test_large_parquet_files_split_into_row_group_units_read_with_file_row_numbe
 def stats(unit: str, rows: int, unit_rows: int = -1, rejected: int = 0) -> pa.Table:
     row = {name: 0 for name in STATS_SCHEMA.names}
     row.update({UNIT: unit, UNIT_ROWS: unit_rows, "rows": rows, "rows_embedded": rows - rejected})
-    row.update(rows_rejected=rejected, embed_seconds=0.0)
+    row.update(rows_rejected=rejected, embed_seconds=0.0, actor_vectors=[(f"actor-{unit}", rows - rejected)])
     return pa.Table.from_pylist([row], schema=STATS_SCHEMA)
 
 
@@ -83,6 +83,7 @@ def test_unit_progress_completes_a_unit_when_its_rows_are_written_and_catches_ex
     assert done == [(a, {**dict.fromkeys(done[0][1], 0), "rows": 5, "rows_embedded": 4, "rows_rejected": 1})]
     assert progress.open == {}  # a completed unit leaves the driver's tallies
     progress.add(stats(b.key, 1))
+    assert progress.actor_vectors == {f"actor-{a.key}": 4, f"actor-{b.key}": 1}  # the summary's vectors_per_actor
     with pytest.raises(RuntimeError, match="b.jsonl: 1 of -1 rows written"):
         progress.finish()
     with pytest.raises(RuntimeError, match="b.jsonl: 3 rows written for 2 read"):
@@ -96,6 +97,10 @@ def test_output_file_names_carry_the_unit_key():
     assert name == unit_file_name(group, "0123456789abcdef")  # deterministic: a retried write overwrites
     assert unit_of_file(f"{name}-0000.parquet") == unit_of_file(f"{name}.parquet") == "0123456789abcdef"
     assert unit_of_file("part-0123456789abcdef0123-0000.parquet") is None  # not written per unit
+    # two blocks of a pack of files with the same row counts: the same row numbers, other files, other names
+    first = group.append_column(SOURCE, pa.array(["a.jsonl", "b.jsonl"]))
+    second = group.append_column(SOURCE, pa.array(["c.jsonl", "d.jsonl"]))
+    assert unit_file_name(first, "0123456789abcdef") != unit_file_name(second, "0123456789abcdef")
 
 
 def test_bucket_keeps_the_first_row_of_each_id_in_file_order(tmp_path):
