@@ -215,23 +215,27 @@ def open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
         return pa.BufferReader(f.read())
 
 
-def open_raw(fs: pafs.FileSystem, path: str) -> tuple[pa.NativeFile, str | None]:
-    """The file as a byte stream, decompressed when its magic number says gzip or zstd; returns (stream, codec)."""
-    f = open_input(fs, path)
+def open_raw(fs: pafs.FileSystem, path: str, opened: pa.NativeFile | None = None) -> tuple[pa.NativeFile, str | None]:
+    """The file as a byte stream, decompressed when its magic number says gzip or zstd; returns (stream, codec).
+    `opened`: the file as open_input gave it already (pipeline.fetching), else it is opened here."""
+    f = opened if opened is not None else open_input(fs, path)
     head = f.read(4)
     f.seek(0)
     codec = next((c for magic, c in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
     return (pa.CompressedInputStream(f, codec) if codec else f), codec
 
 
-def utf8_chunks(fs: pafs.FileSystem, path: str, fmt: str, uri: str) -> Iterator[bytes]:
+def utf8_chunks(
+    fs: pafs.FileSystem, path: str, fmt: str, uri: str, opened: pa.NativeFile | None = None
+) -> Iterator[bytes]:
     """The file's content as UTF-8 byte chunks: decompressed, sniffed, one UTF-8 BOM dropped, UTF-16/32 decoded.
+    `opened`: as for open_raw.
 
     Raises:
         InputFileError: the content looks like Parquet, an archive or binary data; or a UTF-16/32 file holds a
             sequence that does not decode.
     """
-    stream, codec = open_raw(fs, path)
+    stream, codec = open_raw(fs, path, opened)
     with stream:
         first = stream.read(READ_CHUNK)
         check_text_head(first[:SNIFF_BYTES], fmt, uri, codec)

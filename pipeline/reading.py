@@ -14,7 +14,7 @@ import posixpath
 import sys
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,8 @@ from pipeline.storage import Location
 from pipeline.text_content import lone_surrogate, nesting_depth, text_reject_reason
 from pipeline.transient_errors import TransientStorageError, is_transient
 
+# A file's opener (read_file): returns it as file_formats.open_input opens it; None: open it where it is read.
+Opener = Callable[[], pa.NativeFile] | None
 CHUNK_ROWS = 8192  # rows parsed per step; Ray Data re-blocks what the read stage yields
 # Parquet column chunks are read through a buffer of this size, page by page, and not pre-buffered: pyarrow's
 # default (pre_buffer) fetched every selected row group's chunks before the first batch, so a read task held the
@@ -227,7 +229,7 @@ def plain_values(column: pa.ChunkedArray | pa.Array) -> list:
 
 
 def read_parquet(
-    spec: ReadSpec, rel: str, path: str, at: Cursor, row_groups: tuple[int, int] | None = None
+    spec: ReadSpec, rel: str, path: str, at: Cursor, row_groups: tuple[int, int] | None = None, opener: Opener = None
 ) -> Iterator[pa.Table]:
     """Rows of the whole file, or of row groups [start, end) with row numbers counted from the file's first row.
 
@@ -235,7 +237,7 @@ def read_parquet(
     named are read, and a row whose struct is null on the way is a reject saying which one.
     """
     wanted = [spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns]
-    with open_input(spec.root.fs, path) as f:
+    with opener() if opener else open_input(spec.root.fs, path) as f:
         if f.size() == 0:
             return  # a writer that crashed before its first byte: no rows, nothing lost (as an empty JSONL file)
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
@@ -285,12 +287,16 @@ def read_parquet(
             row += batch.num_rows
 
 
-def read_lines(spec: ReadSpec, rel: str, path: str, fmt: str, span: LineSpan | None = None) -> Iterator[bytes]:
+def read_lines(
+    spec: ReadSpec, rel: str, path: str, fmt: str, span: LineSpan | None = None, opener: Opener = None
+) -> Iterator[bytes]:
     """The file's lines (pipeline.file_formats.lines), or those that start in bytes `span` of an uncompressed UTF-8
-    file (pipeline.line_ranges); the first line's layout is checked in the whole file and in a file's first range."""
+    file (pipeline.line_ranges); the first line's layout is checked in the whole file and in a file's first range.
+    `opener`: the whole file's (read_file)."""
     uri = posixpath.join(spec.root.uri, rel)
     if span is None:
-        yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri)), fmt, uri)
+        opened = opener() if opener else None
+        yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri, opened)), fmt, uri)
         return
     with open_input(spec.root.fs, path) as f:
         stream = span_lines(f, span.start, span.end)
@@ -367,7 +373,9 @@ def records_of(line: bytes, text_column: str) -> list[dict]:
     return [] if record is None else record if isinstance(record, list) else [record]
 
 
-def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None) -> Iterator[pa.Table]:
+def read_jsonl(
+    spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None, opener: Opener = None
+) -> Iterator[pa.Table]:
     """Rows of a JSON Lines file, or of a range of it (`span`, pipeline.line_ranges) with row numbers from its first
     row's. A configured key may be a dotted path into objects (pipeline.column_paths); a record whose object on the
     way is null or lacks the field is a reject (text) or a missing id saying why.
@@ -380,7 +388,7 @@ def read_jsonl(spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan |
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
     misses: dict[str, Missing | None] = {spec.text_column: None, spec.id_column: None}  # the deepest, for errors
     parts = hive_partitions(rel)
-    for line in read_lines(spec, rel, path, "jsonl", span):
+    for line in read_lines(spec, rel, path, "jsonl", span, opener):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column):
             keys.update(record)
@@ -436,11 +444,13 @@ def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: li
     return make_block(spec, rel, row, [None if r else t for t, r in zip(texts, reasons)], ids, keep, reasons)
 
 
-def read_text(spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None) -> Iterator[pa.Table]:
+def read_text(
+    spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None, opener: Opener = None
+) -> Iterator[pa.Table]:
     """Rows of the whole file (one per line, blank ones included), or of a range of it (read_jsonl)."""
     texts = []
     first = row = span.first_row if span else 0
-    for line in read_lines(spec, rel, path, "text", span):
+    for line in read_lines(spec, rel, path, "text", span, opener):
         at.row = row + len(texts)
         texts.append(line)
         if len(texts) == CHUNK_ROWS:
@@ -476,10 +486,17 @@ def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
 
 
 def read_file(
-    spec: ReadSpec, rel: str, row_groups: tuple[int, int] | None = None, span: LineSpan | None = None
+    spec: ReadSpec,
+    rel: str,
+    row_groups: tuple[int, int] | None = None,
+    span: LineSpan | None = None,
+    opener: Opener = None,
 ) -> Iterator[pa.Table]:
     """Blocks of at most CHUNK_ROWS rows from one file (of a Parquet file's row groups [start, end), or of the lines
     that start in a byte range of a JSONL or text file (pipeline.line_ranges), when given).
+
+    `opener`: returns the whole file as file_formats.open_input opens it, fetched ahead (pipeline.fetching); its
+    errors are this file's. None: the file is opened here.
 
     Raises:
         InputFileError: the file cannot be read; the message names it, the format and the row where known,
@@ -490,12 +507,13 @@ def read_file(
     fmt = file_format(spec.format, rel)
     at = Cursor()
     with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
+        path = posixpath.join(spec.root.path, rel)
         if row_groups is not None:
-            yield from read_parquet(spec, rel, posixpath.join(spec.root.path, rel), at, row_groups)
+            yield from read_parquet(spec, rel, path, at, row_groups, opener)
         elif span is not None:
-            yield from READERS[fmt](spec, rel, posixpath.join(spec.root.path, rel), at, span)
+            yield from READERS[fmt](spec, rel, path, at, span)
         else:
-            yield from READERS[fmt](spec, rel, posixpath.join(spec.root.path, rel), at)
+            yield from READERS[fmt](spec, rel, path, at, opener=opener)
 
 
 def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.DataType | None]]:

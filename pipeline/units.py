@@ -13,13 +13,16 @@ Only then is its marker written (pipeline.commit), so a unit is either fully in 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import UNIT, UNIT_ROWS
+from pipeline.fetching import fetched_ahead
 from pipeline.file_formats import SNIFF_BYTES, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
@@ -260,8 +263,9 @@ def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -
     """A unit's blocks (pipeline.reading columns), each with its key and each file's last row flagged
     (pipeline.progress.mark_file_end); the last block also carries the unit's row count.
 
-    The files of a packed unit are read one after the other and their blocks gathered up to CHUNK_ROWS rows: one
-    block per tiny file would cost every stage a block (and the write stage a file) per file.
+    The files of a packed unit are read one after the other, the next ones fetched meanwhile (pipeline.fetching),
+    and their blocks gathered up to CHUNK_ROWS rows: one block per tiny file would cost every stage a block (and
+    the write stage a file) per file.
 
     Args:
         each_file: applied to each file's blocks before they are gathered, with that file's own single-file unit
@@ -277,9 +281,13 @@ def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -
 
 
 def file_blocks(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None) -> Iterator[pa.Table]:
-    for part in unit.parts():
-        blocks = read_file(spec, part.path, part.row_groups, part.lines)
-        yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
+    """The blocks of each file of `unit` in turn; a pack's files are fetched ahead (pipeline.fetching)."""
+    parts = unit.parts()
+    paths = [posixpath.join(spec.root.path, p.path) for p in parts]
+    with fetched_ahead(spec.root.fs, paths) if len(parts) > 1 else nullcontext([None]) as openers:
+        for part, opener in zip(parts, openers):
+            blocks = read_file(spec, part.path, part.row_groups, part.lines, opener)
+            yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
 
 
 def gathered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:

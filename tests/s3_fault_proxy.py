@@ -3,7 +3,9 @@
 Object storage fails in four ways that matter to a long job: throttling (503 SlowDown), server errors (500),
 dropped connections and responses cut short (a body that ends before its Content-Length). The proxy answers the first N requests that match a rule with one of those faults, then
 forwards everything to the real server, and counts what it did so a test can report faults injected and retries
-seen. Point `storage.endpoint_url` at `proxy.url` to put it between the job and the S3 server.
+seen. `latency` delays every request by that many seconds (a store far away: round trips that cost tens of ms), and
+`max_in_flight` is the most requests it held at once (how many a client overlaps). Point `storage.endpoint_url` at
+`proxy.url` to put it between the job and the S3 server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,6 +62,20 @@ class FaultProxy:
     forwarded: Counter = field(default_factory=Counter)  # (method, path) -> requests passed to the server
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    latency: float = 0.0  # seconds each request waits before it is answered
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most requests held at once
+
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.latency:
+            time.sleep(self.latency)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     @property
     def url(self) -> str:
@@ -100,6 +117,13 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _handle(self) -> None:
+            proxy.enter()
+            try:
+                self._answer()
+            finally:
+                proxy.leave()
+
+        def _answer(self) -> None:
             body = self._read_body()
             path = urlsplit(self.path).path
             kind = proxy.decide(self.command, path)
