@@ -2,7 +2,8 @@
 
 A corpus of ROWS rows in one JSONL file and in 30 files, each embedded by jobs.embed (tiny BERT, in-process Ray)
 with a pool of ACTORS CPU embedding actors, packed into units (the default input.unit_bytes) and one unit per file
-(input.unit_bytes 256). Reports the embedding actors that embedded rows (the summary's embed_actors and
+(input.unit_bytes 256; measured before JSONL files over unit_bytes were split into byte ranges, which 256 now
+does). Reports the embedding actors that embedded rows (the summary's embed_actors and
 vectors_per_actor, counted by the embed actors themselves; the baseline's summary lacks them before they were added),
 wall time and that the outputs hold the same ids and vectors.
 

@@ -311,7 +311,8 @@ class BatchingConfig(Section):
         4096,
         gt=0,
         description="Rows the model actor sorts by length and cuts into batches at once (Ray Data batch size of the "
-        "model stage): larger blocks pad less but hold more memory.",
+        "model stage): larger blocks pad less but hold more memory. With several embedding actors the input is cut "
+        "into blocks of this many rows, fewer for a corpus too small to give each actor one (pipeline.spreading).",
     )
 
 

@@ -46,12 +46,14 @@ from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
+from pipeline.spreading import cut_blocks, is_small, share_blocks
 from pipeline.stages import (
     configure_retries,
     embed_stage,
     io_stage,
     io_task,
     io_task_args,
+    model_pool,
     resolve_gpus,
     tokenize_stage,
     unschedulable,
@@ -246,6 +248,7 @@ def embed_stages(
     prompt: str,
     precision: OutputPrecision | None = None,
     settings: ModelSettings | None = None,
+    input_bytes: int | None = None,
 ) -> ray.data.Dataset:
     """Tokenize (CPU actors) and embed (GPU/CPU actors) the rows of `ds` (pipeline.columns internal columns).
 
@@ -253,11 +256,20 @@ def embed_stages(
     `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
     for int8/uint8 fails in the actors for want of calibration ranges. `settings`: the driver's resolution of the
     model, whose tokenizer (and its padding) the actors then take instead of loading it; None: each loads its own.
+    `input_bytes`: of the input files `ds` reads; given, its blocks are cut so that every embedding actor gets rows
+    (pipeline.spreading); None: blocks as `ds` has them.
     """
     tokenizer, padding = (settings.shipped_tokenizer, settings.padding) if settings else (None, None)
     skip = pooling_skip(cfg.model, prompt, settings.tokenizer if settings else None)
-    ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
-    return embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip).apply(ds)
+    actors, rows_per_block = model_pool(cfg)[1], cfg.batching.rows_per_block
+    if is_small(input_bytes, actors):
+        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
+        ds, rows_per_block = share_blocks(ds, actors, rows_per_block)
+    else:
+        ds = cut_blocks(ds, actors, rows_per_block) if input_bytes is not None else ds
+        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
+    stage = embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip, block_rows=rows_per_block)
+    return stage.apply(ds)
 
 
 def read_dataset(
@@ -327,10 +339,14 @@ def build_dataset(
     precision: OutputPrecision | None = None,
     model_metadata: dict[str, str] | None = None,
     settings: ModelSettings | None = None,
+    input_bytes: int | None = None,
 ) -> ray.data.Dataset:
-    """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA)."""
+    """read (tasks) -> tokenize -> embed -> write (tasks); yields the write stats (pipeline.writing.STATS_SCHEMA).
+
+    `input_bytes`: of the files `units` read (None: unknown), for embed_stages.
+    """
     ds = read_dataset(cfg, spec, units, duplicates)
-    ds = embed_stages(ds, cfg, prompt, precision, settings)
+    ds = embed_stages(ds, cfg, prompt, precision, settings, input_bytes)
     metadata = file_metadata(cfg, prompt, model_metadata, precision)
     return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
 
@@ -538,7 +554,9 @@ def run_embed(
     precision = job_precision(cfg, spec, units, prompt, out, settings)
     progress = UnitProgress(todo)
     if todo:
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings)
+        size = {f.path: f.size for f in listed}
+        todo_bytes = sum(size.get(p, 0) for p in {p for u in todo for p in u.paths})
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings, todo_bytes)
         todo_files = sorted({p for u in todo for p in u.paths})
         parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
         shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)

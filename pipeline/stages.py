@@ -261,6 +261,16 @@ def resolve_gpus(
     return 0.0
 
 
+def model_pool(cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float | None = None) -> tuple[int, int]:
+    """(min, max) embedding actors of `cfg` on the cluster `shape` (the connected one when None): compute's
+    num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors)."""
+    shape = shape or ClusterShape.current()
+    if gpus is None:  # resolve_gpus without its warning, which embed_stage gives
+        requested = cfg.compute.gpus_per_actor
+        gpus = requested if requested is not None else 1.0 if shape.gpus_per_node else 0.0
+    return cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
+
+
 def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None) -> Stage:
     """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `tokenizer`: the driver's loaded
     tokenizer, shipped to the actors (None: each loads its own)."""
@@ -286,6 +296,7 @@ def embed_stage(
     shape: ClusterShape | None = None,
     padding: Any = None,
     pool_skip: int = 0,
+    block_rows: int | None = None,
 ) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
@@ -294,11 +305,13 @@ def embed_stage(
     (None: each actor loads the tokenizer for it). `pool_skip`: the prompt tokens left out of pooling
     (pipeline.model_loading.pooling_skip). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
+    `block_rows`: rows each call sorts and batches (default batching.rows_per_block; pipeline.spreading.spread_rows
+    for a small corpus).
     """
     compute = cfg.compute
     shape = shape or ClusterShape.current()
     gpus = resolve_gpus(compute.gpus_per_actor, shape)
-    pool = compute.actor_pool_size(shape.default_model_actors(gpus))
+    pool = model_pool(cfg, shape, gpus)
     if gpus > 0 and not shape.gpus_per_node and compute.num_actors is None and compute.max_actors is None:
         log.warning(
             "compute.gpus_per_actor is %s and the cluster has no GPU now (GPU workers scaling from zero): the pool "
@@ -311,7 +324,7 @@ def embed_stage(
     threads = ModelThreads(compute.torch_threads, compute.cpus_per_actor, shape.actors_per_node(pool[1], gpus))
     return Stage(
         actor_cls,
-        batch_size=cfg.batching.rows_per_block,
+        batch_size=block_rows or cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_actor,
         num_gpus=gpus,
         constructor_kwargs={

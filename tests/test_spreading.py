@@ -1,0 +1,77 @@
+"""Every embedding actor of a pool gets rows of a small corpus, in one file or packed from many (pipeline.spreading)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import EmbedConfig
+from pipeline.embed_job import run_embed
+from pipeline.spreading import SHARED_BYTES, is_small, spread_rows
+
+ACTORS = 3
+ROWS = 2400
+
+
+def test_spread_rows_gives_each_actor_a_share_of_at_most_rows_per_block():
+    assert spread_rows(4096, 1, 100) == 100
+    assert spread_rows(4096, 3, 2400) == 800
+    assert spread_rows(4096, 3, 2401) == 801  # three blocks, not four
+    assert spread_rows(4096, 4, 100_000) == 4096
+    assert spread_rows(128, 4, 2) == 1
+
+
+def test_a_corpus_is_shared_out_whole_when_it_is_at_most_shared_bytes_per_actor():
+    assert is_small(3 * SHARED_BYTES, 3) and not is_small(3 * SHARED_BYTES + 1, 3)
+    assert not is_small(1, 1)  # one actor: nothing to spread
+    assert not is_small(None, 3)
+
+
+def write_corpus(folder, files: int) -> None:
+    folder.mkdir()
+    rows = [{"id": f"r{r:05d}", "text": f"word{r} token{r % 97} piece{r % 13} the same corpus"} for r in range(ROWS)]
+    per = -(-ROWS // files)
+    for f in range(files):
+        (folder / f"part-{f:02d}.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in rows[f * per : (f + 1) * per])
+        )
+
+
+def embed(model, corpus, out, **input_keys) -> dict:
+    cfg = EmbedConfig.model_validate(
+        {
+            "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id", **input_keys},
+            "output": {"uri": str(out)},
+            "model": {"name_or_path": str(model), "max_tokens": 32},
+            "compute": {"num_actors": ACTORS, "cpus_per_actor": 0.5, "cpus_per_tokenizer": 0.5},
+        }
+    )
+    return run_embed(cfg)
+
+
+def vectors(out) -> dict[str, np.ndarray]:
+    table = pq.read_table(sorted(out.glob("part-*.parquet")))
+    return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("files", [1, 30])
+def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path, files):
+    """2,400 rows in one file, or in 30 files packed into one unit: one read block, which went whole to one of the
+    three embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds a third;
+    the vectors are those of the same rows embedded one file per unit (input.unit_bytes above each file's size,
+    and under 16x it: neither packed nor split into byte ranges)."""
+    write_corpus(tmp_path / "corpus", files)
+    summary = embed(tiny_models["bert"], tmp_path / "corpus", tmp_path / "packed")
+    assert (summary["units"], summary["rows_embedded"]) == (1, ROWS)
+    assert summary["embed_actors"] == ACTORS, summary["vectors_per_actor"]
+    assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
+    one_unit_each = 1 << 20 if files == 1 else 32 << 10  # files of ~170 KB / ~6 KB
+    alone = embed(tiny_models["bert"], tmp_path / "corpus", tmp_path / "alone", unit_bytes=one_unit_each)
+    assert (alone["units"], alone["embed_actors"]) == (files, ACTORS)
+    got, want = vectors(tmp_path / "packed"), vectors(tmp_path / "alone")
+    assert sorted(got) == sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
+    assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want)
