@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,19 +55,26 @@ def config(model: Path, uri: str, out: str, actors: int, unit_bytes: int | None)
     }
 
 
-def run_child(cfg: dict, work: Path, name: str, code: Path) -> dict:
+def run_child(cfg: dict, work: Path, name: str, code: Path, attempts: int = 3) -> dict:
+    """One embed job in a child process; again (up to `attempts`) when Ray itself failed to start (a loaded
+    machine: "timed out during startup"), which is no measurement."""
     (work / f"{name}.json").write_text(json.dumps(cfg))
     log = work / f"{name}.log"
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    with open(log, "wb") as handle:
-        rc = subprocess.run(
-            [sys.executable, "-c", EMBED_CHILD, str(work / f"{name}.json")],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=code,
-            check=False,
-        ).returncode
+    for attempt in range(attempts):
+        with open(log, "wb") as handle:
+            rc = subprocess.run(
+                [sys.executable, "-c", EMBED_CHILD, str(work / f"{name}.json")],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=code,
+                check=False,
+            ).returncode
+        if rc == 0 or "timed out during startup" not in log.read_text() or attempt == attempts - 1:
+            break
+        print(f"{name}: Ray did not start, again", flush=True)
+        shutil.rmtree(cfg["output"]["uri"], ignore_errors=True)
     if rc != 0:
         raise RuntimeError(f"{log} failed:\n{log.read_text()[-3000:]}")
     line = next(x for x in log.read_text().splitlines() if x.startswith("RESULT "))
