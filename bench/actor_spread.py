@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baseline_code import EMBED_CHILD, build_tiny_model, extract
+from baseline_code import EMBED_CHILD, build_tiny_model, extract, revisions
 
 
 def write_corpus(folder: Path, rows: int, files: int) -> None:
@@ -94,14 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "actor_spread.md")
     args = parser.parse_args()
 
-    def git(*words: str) -> str:
-        return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-    ref, head, dirty = (
-        git("rev-parse", args.baseline_ref),
-        git("rev-parse", "--short", "HEAD"),
-        git("status", "--porcelain", "pipeline"),
-    )
+    ref, head, dirty = revisions(args.baseline_ref)
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

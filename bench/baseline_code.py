@@ -48,3 +48,13 @@ def extract(ref: str, work: Path) -> Path:
     with tarfile.open(fileobj=BytesIO(blob.stdout)) as tar:
         tar.extractall(target, filter="data")
     return target
+
+
+def revisions(baseline_ref: str) -> tuple[str, str, str]:
+    """(the baseline's full commit, HEAD's short commit, `git status --porcelain pipeline`: non-empty when the
+    measured code has uncommitted changes), for a result's header."""
+
+    def git(*words: str) -> str:
+        return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    return git("rev-parse", baseline_ref), git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "pipeline")

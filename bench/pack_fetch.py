@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO / "tests"))
 
-from baseline_code import extract
+from baseline_code import extract, revisions
 from s3_fault_proxy import FaultProxy
 
 READ_CHILD = """
@@ -77,14 +77,7 @@ def main() -> None:
     # moto's stand-in keys, for this process's boto3 client and the children's pyarrow S3 client
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true")
 
-    def git(*words: str) -> str:
-        return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-    ref, head, dirty = (
-        git("rev-parse", args.baseline_ref),
-        git("rev-parse", "--short", "HEAD"),
-        git("status", "--porcelain", "pipeline"),
-    )
+    ref, head, dirty = revisions(args.baseline_ref)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -119,6 +119,16 @@ def s3_bucket(s3_server):
     return client, name
 
 
+@pytest.fixture
+def proxy(s3_server):
+    """A fault proxy (tests/s3_fault_proxy.py) in front of the S3 server, with no rules until a test adds them."""
+    from s3_fault_proxy import FaultProxy
+
+    p = FaultProxy(s3_server).start()
+    yield p
+    p.stop()
+
+
 @pytest.fixture(scope="session")
 def real_model_dir():
     """Models built by ../shared/tools/get-models.sh into .models/ (skips when they are absent)."""

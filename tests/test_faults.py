@@ -30,7 +30,7 @@ from robustness_helpers import (
     wait_for_driver_teardown,
     write_corpus,
 )
-from s3_fault_proxy import FaultProxy, FaultRule
+from s3_fault_proxy import FaultRule
 
 from pipeline.embed_job import run_embed
 
@@ -137,13 +137,6 @@ def s3_corpus(s3_bucket):
     client, bucket = s3_bucket
     put_corpus(client, bucket, FILES)
     return client, bucket
-
-
-@pytest.fixture
-def proxy(s3_server):
-    p = FaultProxy(s3_server).start()
-    yield p
-    p.stop()
 
 
 def keys(client, bucket: str, prefix: str) -> list[str]:

@@ -7,7 +7,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from s3_fault_proxy import FaultProxy, FaultRule
+from s3_fault_proxy import FaultRule
 
 from pipeline.columns import FILE_DONE, ROW, SOURCE
 from pipeline.config import StorageConfig
@@ -49,13 +49,6 @@ def s3_pack(s3_bucket):
         body = "".join(json.dumps(r) + "\n" for r in rows_of(f)).encode()
         client.put_object(Bucket=bucket, Key=f"corpus/f{f:02d}.jsonl", Body=body)
     return client, bucket
-
-
-@pytest.fixture
-def proxy(s3_server):
-    p = FaultProxy(s3_server).start()
-    yield p
-    p.stop()
 
 
 def test_a_local_pack_reads_its_rows_in_file_order(tmp_path):
