@@ -554,10 +554,10 @@ def run_embed(
     precision = job_precision(cfg, spec, units, prompt, out, settings)
     progress = UnitProgress(todo)
     if todo:
-        size = {f.path: f.size for f in listed}
-        todo_bytes = sum(size.get(p, 0) for p in {p for u in todo for p in u.paths})
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings, todo_bytes)
         todo_files = sorted({p for u in todo for p in u.paths})
+        size = {f.path: f.size for f in listed}
+        todo_bytes = sum(size.get(p, 0) for p in todo_files)
+        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings, todo_bytes)
         parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
         shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)
         try:

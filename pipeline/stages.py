@@ -237,20 +237,20 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
 
 
 def resolve_gpus(
-    requested: float | None, shape: ClusterShape | None = None, key: str = "compute.gpus_per_actor"
+    requested: float | None, shape: ClusterShape | None = None, key: str = "compute.gpus_per_actor", warn: bool = True
 ) -> float:
     """GPUs per actor: what the config asks for, else one when the cluster has GPUs now and none when it has not.
 
     Only an explicit request lets an autoscaler act: a cluster whose GPU workers scale from zero reports no GPU
     until something asks for one, so `None` there means CPU actors; on a cluster (RAY_ADDRESS or more than one
-    node) that case is logged as a warning naming `key`.
+    node) that case is logged as a warning naming `key`, unless `warn` is false.
     """
     if requested is not None:
         return requested
     has_gpus = bool(shape.gpus_per_node) if shape is not None else ray.cluster_resources().get("GPU", 0) > 0
     if has_gpus:
         return 1.0
-    if os.environ.get("RAY_ADDRESS") or (ray.is_initialized() and len(ray.nodes()) > 1):
+    if warn and (os.environ.get("RAY_ADDRESS") or (ray.is_initialized() and len(ray.nodes()) > 1)):
         log.warning(
             "%s is unset and the cluster has no GPU now: these actors run on CPU. On a cluster whose GPU workers "
             "scale from zero, set %s: 1 so that the autoscaler adds GPU nodes (and compute.max_actors for "
@@ -265,9 +265,8 @@ def model_pool(cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float 
     """(min, max) embedding actors of `cfg` on the cluster `shape` (the connected one when None): compute's
     num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors)."""
     shape = shape or ClusterShape.current()
-    if gpus is None:  # resolve_gpus without its warning, which embed_stage gives
-        requested = cfg.compute.gpus_per_actor
-        gpus = requested if requested is not None else 1.0 if shape.gpus_per_node else 0.0
+    if gpus is None:  # embed_stage gives resolve_gpus's warning
+        gpus = resolve_gpus(cfg.compute.gpus_per_actor, shape, warn=False)
     return cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
 
 
