@@ -125,6 +125,50 @@ def storage_location(value: str | None) -> str | None:
 Location = Annotated[str, AfterValidator(storage_location)]
 
 
+def same_place(uri: str) -> str:
+    """A location's spelling for finding repeats in a list: `~` expanded, local paths absolute, no trailing `/`."""
+    if uri.startswith("s3://"):
+        return uri.rstrip("/")
+    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+
+
+def locations(value: str | list[str]) -> str | list[str]:
+    """One input location (storage_location), or a list of them read as one corpus
+    (pipeline.storage.list_locations): not empty, each location once, all local or all S3 (one store per run)."""
+    if isinstance(value, str):
+        return storage_location(value)
+    if not value:
+        raise ValueError("is an empty list; give at least one location (a path, s3:// URI or glob)")
+    for i, uri in enumerate(value):
+        try:
+            storage_location(uri)
+        except ValueError as err:
+            raise ValueError(f"item {i} ({uri!r}) {err}") from None
+    seen: dict[str, int] = {}
+    for i, uri in enumerate(value):
+        first = seen.setdefault(same_place(uri), i)
+        if first != i:
+            raise ValueError(
+                f"lists the same location twice (items {first} and {i}: {value[first]!r}, {uri!r}); "
+                "its rows would be read twice: remove one"
+            )
+    if len({uri.startswith("s3://") for uri in value}) > 1:
+        raise ValueError(
+            "mixes local paths and s3:// URIs; one run reads one store: copy the files to one of them and list them there"
+        )
+    return value
+
+
+def one_or_more(value: object) -> object:
+    """A string or a list of strings, else one clear error (a union's two type errors said neither)."""
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return value
+    raise ValueError(f"expects a location (a string) or a list of them, not {value!r}")
+
+
+Locations = Annotated[str | list[str], BeforeValidator(one_or_more), AfterValidator(locations)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -149,7 +193,11 @@ def type_words(annotation: object) -> str:
 
 
 class InputConfig(Section):
-    uri: Location = Field(description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob.")
+    uri: Locations = Field(
+        description="Local path or s3://bucket/prefix; a directory/prefix, one file, or a glob. Or a list of them "
+        "(all local or all S3, buckets may differ), read as one corpus, each file once: file paths (in `_source` and "
+        "derived ids) are then relative to the deepest directory holding every location (docs/robustness.md)."
+    )
     format: Literal["parquet", "jsonl", "text"] | None = Field(
         None,
         description="File format of every listed file; unset: each file's format is inferred from its extension "

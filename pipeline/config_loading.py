@@ -79,9 +79,20 @@ def is_string_field(annotation: Any) -> bool:
     return typing.get_origin(member) is Literal and all(isinstance(a, str) for a in typing.get_args(member))
 
 
+def is_string_or_list(annotation: Any) -> bool:
+    """`str | list[str]` (input.uri: one location or a list of them), Annotated members included."""
+    members = [_unwrap(m)[0] for m in _unwrap(annotation)]
+    return len(members) == 2 and str in members and any(typing.get_origin(m) is list for m in members)
+
+
 def override_value(annotation: Any, text: str) -> Any:
     """The value of `--set key=text` for a field annotated `annotation` (None: unknown key)."""
-    if annotation is not None and is_string_field(annotation):
+    if annotation is not None and is_string_or_list(annotation) and text.lstrip().startswith("["):
+        try:
+            return yaml.safe_load(text)  # --set input.uri=[a/, b/]
+        except yaml.YAMLError:
+            return text
+    if annotation is not None and (is_string_field(annotation) or is_string_or_list(annotation)):
         quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
         if quoted:
             return yaml.safe_load(text)  # '"query: "' -> 'query: ' for users who quote for YAML

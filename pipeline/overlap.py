@@ -92,9 +92,16 @@ def overlap_error(output_key: str, output_uri: str, input_key: str, input_uri: s
     )
 
 
-def check_apart(output_key: str, output_uri: str, inputs: dict[str, str | None]) -> None:
-    """Raise ValueError (a config error) when the output overlaps one of `inputs` ({key: uri}; None is skipped)."""
+def check_apart(output_key: str, output_uri: str, inputs: dict[str, str | list[str] | None]) -> None:
+    """Raise ValueError (a config error) when the output overlaps one of `inputs` ({key: uri or list of uris; None is
+    skipped}; each location of a list is checked, named `key[i]`)."""
+    listed = {}
     for key, uri in inputs.items():
+        if isinstance(uri, list):
+            listed.update({f"{key}[{i}]": u for i, u in enumerate(uri)} if len(uri) > 1 else {key: uri[0]})
+        else:
+            listed[key] = uri
+    for key, uri in listed.items():
         if uri is None:
             continue
         error = overlap_error(output_key, output_uri, key, uri)

@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -112,13 +113,102 @@ class ListedFile:
     mtime_ns: int | None  # None where the filesystem reports none
 
 
-def list_files(uri: str, storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[str]]:
+def list_files(uri: str | Sequence[str], storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[str]]:
     """`list_inputs` without sizes and times: the relative paths."""
     root, listed = list_inputs(uri, storage, key)
     return root, [f.path for f in listed]
 
 
-def list_inputs(uri: str, storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[ListedFile]]:
+def list_inputs(
+    uri: str | Sequence[str], storage: StorageConfig, key: str = "input.uri"
+) -> tuple[Location, list[ListedFile]]:
+    """Sorted files of one location (list_location) or of a list of them (list_locations)."""
+    if isinstance(uri, str):
+        return list_location(uri, storage, key)
+    return list_locations(list(uri), storage, key)
+
+
+class InputLocationsError(UserError, ValueError):
+    """A list of input locations that cannot be read as one corpus (empty, local and S3 mixed)."""
+
+
+def list_locations(
+    uris: list[str], storage: StorageConfig, key: str = "input.uri"
+) -> tuple[Location, list[ListedFile]]:
+    """The files of several locations (directories/prefixes, files, globs) as one corpus, each file once.
+
+    Paths are relative to the deepest directory holding every location (for S3 prefixes in several buckets, the
+    store itself: `bucket/key`), so two locations with the same file name (`a/part-0.parquet`, `b/part-0.parquet`)
+    stay two paths, and a list of one location lists as that location alone. A file that two locations reach (a
+    folder and a glob inside it, or a symbolic link) is read once, with a warning.
+
+    Raises:
+        InputLocationsError: the list is empty, or mixes local paths and S3 URIs.
+        FileNotFoundError, InvalidGlobError, InputNameError: as list_location, naming the location and its index.
+    """
+    if not uris:
+        raise InputLocationsError(f"{key} is an empty list; give at least one location (a path, s3:// URI or glob)")
+    kinds = {u.startswith("s3://") for u in uris}
+    if len(kinds) > 1:
+        local = next(u for u in uris if not u.startswith("s3://"))
+        remote = next(u for u in uris if u.startswith("s3://"))
+        raise InputLocationsError(
+            f"{key} mixes local paths ({local}) and S3 URIs ({remote}); one run reads one store: copy the local files "
+            "to S3 (or the S3 objects here) and list them together"
+        )
+    found: dict[str, ListedFile] = {}  # absolute path on the filesystem -> file (path relative to its location)
+    again: list[str] = []
+    roots: list[Location] = []
+    for i, uri in enumerate(uris):
+        root, listed = list_location(uri, storage, f"{key}[{i}]" if len(uris) > 1 else key)
+        roots.append(root)
+        for f in listed:
+            full = posixpath.join(root.path, f.path)
+            if full in found:
+                again.append(full)
+            found[full] = f
+    if again:
+        log.warning(
+            "%s: %d files are matched by more than one location of the list (e.g. %s); each is read once",
+            key,
+            len(again),
+            again[0],
+        )
+    common = common_directory([r.path for r in roots], local=not kinds.pop())
+    if common == roots[0].path:
+        base = roots[0]  # the location's own root, as the user wrote it: one location lists as without a list
+    else:
+        local = isinstance(roots[0].fs, pafs.LocalFileSystem)
+        base = Location(roots[0].fs, common, common if local else f"s3://{common}")
+    names = sorted(
+        (ListedFile(below(full, common), f.size, f.mtime_ns) for full, f in found.items()), key=lambda n: n.path
+    )
+    if isinstance(base.fs, pafs.LocalFileSystem):
+        names = once_per_file(base, names, key)
+    return base, names
+
+
+def common_directory(paths: list[str], local: bool) -> str:
+    """The deepest directory holding every path, by whole segments; "" for S3 paths in different buckets."""
+    if local:
+        return os.path.commonpath(paths)
+    split = [p.strip("/").split("/") for p in paths]
+    common: list[str] = []
+    for segments in zip(*split):
+        if any(s != segments[0] for s in segments):
+            break
+        common.append(segments[0])
+    return "/".join(common)
+
+
+def below(path: str, directory: str) -> str:
+    """`path` relative to `directory` (an ancestor of it, by whole segments; "" is the store's root)."""
+    if not directory:
+        return path.lstrip("/")
+    return path[len(directory.rstrip("/")) + 1 :]
+
+
+def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[ListedFile]]:
     """Sorted files under a directory/prefix, one file, or a glob; returns the listing root and relative paths.
 
     A path that exists is taken literally, glob characters and all (`export[2024-11]/part[0].jsonl`). Otherwise

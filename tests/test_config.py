@@ -229,3 +229,36 @@ def test_a_location_of_another_scheme_is_a_config_error(tmp_path, uri, key):
     ):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={uri}"])
     assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}=file:///data/x"])
+
+
+def test_input_uri_takes_a_list_of_locations(tmp_path):
+    """Ray Data's paths=[...] and HF data_files=[...]: a list in YAML or --set; a string stays a string, commas and
+    all (a path may hold one), and a number-like path stays text."""
+    text = "input: {uri: [data/a, s3x/b], format: jsonl}\noutput: {uri: out/}\n"
+    assert load_config(EmbedConfig, write(tmp_path, text)).input.uri == ["data/a", "s3x/b"]
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), ["input.uri=[a/, b/]"]).input.uri == ["a/", "b/"]
+    for value in ("data/a,b", "2024", "~/corpus"):
+        assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.uri={value}"]).input.uri == value
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), ["input.uri='[x]'"]).input.uri == "[x]"
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("[]", "input.uri: Value error, is an empty list"),
+        ("[a/, b, ./a]", r"lists the same location twice \(items 0 and 2: 'a/', './a'\)"),
+        ("[a, s3://bkt/b]", "mixes local paths and s3:// URIs"),
+        ("[a, gs://bkt/b]", r"input.uri: Value error, item 1 \('gs://bkt/b'\) the scheme gs:// is not supported"),
+        ("[a, '']", r"input.uri: Value error, item 1 \(''\) is empty"),
+        ("[a, 5]", r"input.uri: Value error, expects a location \(a string\) or a list of them, not \['a', 5\]"),
+    ],
+)
+def test_a_bad_list_of_input_locations_is_a_config_error(tmp_path, uri, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.uri={uri}"])
+
+
+def test_an_output_inside_any_listed_input_is_refused(tmp_path):
+    text = f"input: {{uri: [{tmp_path}/a, {tmp_path}/b], format: jsonl}}\noutput: {{uri: {tmp_path}/b/emb}}\n"
+    with pytest.raises(ConfigError, match=r"output.uri \(.*/b/emb\) is inside the input input.uri\[1\]"):
+        load_config(EmbedConfig, write(tmp_path, text))

@@ -448,3 +448,50 @@ def test_nested_text_id_and_kept_columns_end_to_end(ray_session, tiny_models, tm
     assert set(out.column("meta.lang").to_pylist()) == {"de"}
     rejects = pq.read_table(tmp_path / "emb" / "_rejects").to_pylist()
     assert [(r["row"], r["reason"]) for r in rejects] == [(5, "no text at 'meta.text': 'meta' is null")]
+
+
+def test_input_uri_as_a_list_of_locations(ray_session, tiny_models, tmp_path):
+    """Two folders with the same file name, and a glob: one corpus, every row once, derived ids unique
+    (`<path below the common folder>#<row>`). The same list in another order is the same run (reused, not
+    re-embedded); a list of one location is the same run as that location written as a string."""
+    for folder, rows in (("2024/a", RECORDS[:5]), ("2024/b", RECORDS[5:9]), ("2025", RECORDS[9:12])):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    uris = [str(tmp_path / "2024/a"), str(tmp_path / "2024/b"), f"{tmp_path}/2025/*.jsonl"]
+    out = str(tmp_path / "emb")
+    summary = run_embed(config(tiny_models["gemma3"], uris, out, "jsonl"))
+    assert (summary["rows_in"], summary["rows_embedded"], summary["input_files"]) == (12, 12, 3)
+    table = read_dataset(out)
+    assert sorted(table.column("id").to_pylist()) == sorted(
+        [f"2024/a/part-0.jsonl#{i}" for i in range(5)]
+        + [f"2024/b/part-0.jsonl#{i}" for i in range(4)]
+        + [f"2025/part-0.jsonl#{i}" for i in range(3)]
+    )
+    again = run_embed(config(tiny_models["gemma3"], uris[::-1], out, "jsonl"), reuse_finished=True)
+    assert again["reused_finished_run"]
+    one = str(tmp_path / "one")
+    run_embed(config(tiny_models["gemma3"], str(tmp_path / "2024/a"), one, "jsonl"))
+    again = run_embed(config(tiny_models["gemma3"], [str(tmp_path / "2024/a/")], one, "jsonl"), reuse_finished=True)
+    assert again["reused_finished_run"] and again["rows_in"] == 5
+
+
+def test_input_uri_list_over_two_s3_buckets_with_odd_keys(ray_session, tiny_models, s3_bucket, s3_server, tmp_path):
+    """Prefixes of two buckets, keys with spaces, `#`, `?`, `+`, `%` and non-ASCII letters: every row read once;
+    a derived id is the key below the store (`bucket/key#row`), as `_source` says."""
+    import boto3
+
+    client, bucket = s3_bucket
+    other = bucket + "-b"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=other)
+    names = ["a b.jsonl", "c#1.jsonl", "d?x=1.jsonl", "e+f%20.jsonl", "größe ü.jsonl"]
+    for k, name in enumerate(names):
+        body = "".join(json.dumps(r) + "\n" for r in RECORDS[3 * k : 3 * k + 3]).encode()
+        client.put_object(Bucket=bucket if k % 2 else other, Key=f"corpus/{name}", Body=body)
+    uris = [f"s3://{bucket}/corpus", f"s3://{other}/corpus/"]
+    out = f"s3://{bucket}-out/emb"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=f"{bucket}-out")
+    summary = run_embed(config(tiny_models["gemma3"], uris, out, "jsonl", endpoint=s3_server))
+    assert (summary["rows_in"], summary["rows_embedded"]) == (15, 15)
+    ids = read_dataset(out, s3_server).column("id").to_pylist()
+    want = [f"{bucket if k % 2 else other}/corpus/{name}#{i}" for k, name in enumerate(names) for i in range(3)]
+    assert sorted(ids) == sorted(want)

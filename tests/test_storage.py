@@ -223,3 +223,57 @@ def test_each_local_file_is_listed_once_whatever_links_reach_it(tmp_path, caplog
     assert list_files(f"{corpus}/a", LOCAL)[1] == ["0.jsonl", "1.jsonl", "up/b/2.jsonl", "up/c.txt", "up/outside.jsonl"]
     caplog.clear()
     assert list_files(f"{corpus}/b", LOCAL)[1] == ["2.jsonl"] and not caplog.text  # no link: no warning
+
+
+def test_a_list_of_locations_is_one_corpus_with_unique_paths(tmp_path, caplog):
+    """input.uri as a list (Ray Data's paths=[...], HF data_files=[...]): folders, files and globs together. Paths are
+    relative to the deepest folder holding them all, so two folders' `part-0.jsonl` stay two files (and two derived
+    ids); a file two locations reach is listed once."""
+    for rel in ["2024/a/part-0.jsonl", "2024/b/part-0.jsonl", "2024/b/_tmp/x.jsonl", "2025/c.jsonl", "2025/d.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text('{"text": "x"}\n')
+    uris = [f"{tmp_path}/2024/a", f"{tmp_path}/2024/b", f"{tmp_path}/2025/*.jsonl", f"{tmp_path}/2024/b/part-0.jsonl"]
+    root, files = list_files(uris, LOCAL)
+    assert root.path == str(tmp_path)
+    assert files == ["2024/a/part-0.jsonl", "2024/b/part-0.jsonl", "2025/c.jsonl"]
+    assert "1 files are matched by more than one location" in caplog.text
+    # the same list again (another order) lists the same paths: derived ids are stable across runs
+    assert list_files(uris[::-1], LOCAL) == (root, files)
+    # a list of one location lists as that location alone (a string config's run resumes under the list)
+    assert list_files([f"{tmp_path}/2024/b"], LOCAL) == list_files(f"{tmp_path}/2024/b", LOCAL)
+    assert list_files([f"{tmp_path}/2024/a", f"{tmp_path}/2024/b"], LOCAL)[1] == ["a/part-0.jsonl", "b/part-0.jsonl"]
+
+
+def test_a_list_location_that_matches_nothing_is_named(tmp_path):
+    from pipeline.storage import InputLocationsError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jsonl").write_text("{}\n")
+    with pytest.raises(FileNotFoundError, match=rf"no input files found at {tmp_path}/b \(check input.uri\[1\]"):
+        list_files([f"{tmp_path}/a", f"{tmp_path}/b"], LOCAL)
+    with pytest.raises(InputLocationsError, match="input.uri is an empty list"):
+        list_files([], LOCAL)
+    with pytest.raises(InputLocationsError, match="mixes local paths"):
+        list_files([f"{tmp_path}/a", "s3://bucket/x"], LOCAL)
+
+
+def test_a_list_of_s3_locations_in_two_buckets(s3_bucket, s3_server):
+    """Prefixes of two buckets: paths are `bucket/key` (the store is the only common folder), each readable."""
+    import boto3
+
+    client, bucket = s3_bucket
+    other = bucket + "-2"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=other)
+    client.put_object(Bucket=bucket, Key="corpus/part-0.jsonl", Body=b"1")
+    client.put_object(Bucket=other, Key="corpus/part-0.jsonl", Body=b"22")
+    client.put_object(Bucket=bucket, Key="more/x.jsonl", Body=b"333")
+    storage = StorageConfig(endpoint_url=s3_server)
+    root, files = list_files([f"s3://{bucket}/corpus/", f"s3://{other}/corpus", f"s3://{bucket}/more/*"], storage)
+    assert root.uri == "s3://" and files == sorted(
+        [f"{bucket}/corpus/part-0.jsonl", f"{other}/corpus/part-0.jsonl", f"{bucket}/more/x.jsonl"]
+    )
+    sizes = {f: root.fs.get_file_info(root.join(f).path).size for f in files}
+    assert sizes == {f"{bucket}/corpus/part-0.jsonl": 1, f"{other}/corpus/part-0.jsonl": 2, f"{bucket}/more/x.jsonl": 3}
+    assert root.join(files[0]).uri == f"s3://{files[0]}"
+    root, files = list_files([f"s3://{bucket}/corpus", f"s3://{bucket}/more"], storage)
+    assert (root.uri, files) == (f"s3://{bucket}", ["corpus/part-0.jsonl", "more/x.jsonl"])

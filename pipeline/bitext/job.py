@@ -71,7 +71,7 @@ def input_key(side: SideConfig) -> tuple:
     to the source and the target failed: 'no usable rows')."""
     langs = tuple(side.langs) if side.lang_column is None else None
     return (
-        side.uri,
+        tuple(side.uri) if isinstance(side.uri, list) else side.uri,  # a list of locations: hashable
         side.format,
         side.text_column,
         side.id_column,
