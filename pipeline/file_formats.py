@@ -132,7 +132,41 @@ def bomless_wide_encoding(head: bytes) -> str | None:
         return "UTF-16LE"
     if zero[1] < low and zero[3] < low and zero[0] > high and zero[2] > high:
         return "UTF-16BE"
+    return wide_by_line_ends(sample)
+
+
+# (iconv's name, Python's codec, code unit bytes); UTF-32 first: UTF-32 text also decodes as UTF-16.
+WIDE_CODECS = (
+    ("UTF-32LE", "utf-32-le", 4),
+    ("UTF-32BE", "utf-32-be", 4),
+    ("UTF-16LE", "utf-16-le", 2),
+    ("UTF-16BE", "utf-16-be", 2),
+)
+
+
+def wide_by_line_ends(sample: bytes) -> str | None:
+    """UTF-16/32 text without a byte-order mark in any script (Chinese, Russian: few zero bytes, so the share test
+    of bomless_wide_encoding misses it): the sample holds zero bytes and decodes strictly in that encoding (a code
+    unit cut at its end aside) into text without control characters other than tab, CR and form feed, whose line
+    ends (U+000A) are at least half of the sample's newline bytes. Such a file read as UTF-8 was split at the
+    newline byte of each U+000A and embedded as garbage (`你好世界` in UTF-16LE is the ASCII bytes "`O}YNLu")."""
+    if b"\x00" not in sample:
+        return None
+    newline_bytes = sample.count(b"\n")
+    for name, codec, unit in WIDE_CODECS:
+        try:
+            text = codecs.getincrementaldecoder(codec)("strict").decode(sample[: len(sample) - len(sample) % unit])
+        except UnicodeDecodeError:
+            continue
+        line_ends = text.count("\n")
+        if line_ends and 2 * line_ends >= newline_bytes and not any(c in text for c in TEXT_CONTROLS):
+            return name
     return None
+
+
+# Control characters that no text holds (tab, line feed, form feed and CR are text): in a text decoded in the wrong
+# encoding they are the sign of it.
+TEXT_CONTROLS = frozenset(chr(c) for c in [*range(0x20), 0x7F] if c not in (9, 10, 12, 13))
 
 
 def control_share(data: bytes) -> float:

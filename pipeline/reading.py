@@ -243,6 +243,10 @@ def read_parquet(
         check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
         f.seek(0)
         reader = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
+        if reader.metadata.num_rows == 0:
+            # no rows, nothing lost, whatever its columns: pandas' `DataFrame().to_parquet` has none, an empty Spark
+            # partition or filter result may lack the text column; such a file failed the job "column(s) not found"
+            return
         schema = reader.schema_arrow
         # a kept column with a job-wide type is in some file (kept_columns.decide): here it may be missing (null);
         # one the file's directories name (lang=fr/) takes their value, also in a read without job-wide types (the
@@ -260,6 +264,7 @@ def read_parquet(
                 + " (set input.text_column / input.id_column / output.keep_columns)"
             )
         found = {c: p for c, p in paths.items() if not isinstance(p, Missing)}
+        check_unique_columns(schema, found, rel)
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
         columns = projection(list(found.values()))
@@ -285,6 +290,31 @@ def read_parquet(
             }
             yield make_block(spec, rel, row, texts, ids, keep, reasons)
             row += batch.num_rows
+
+
+def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], rel: str) -> None:
+    """Fail when a configured column's name, or a struct field's on its path, appears more than once at its level.
+
+    Parquet allows it (a pandas frame after `concat(axis=1)` or a join, Spark's `select(a, a)`); which copy holds the
+    text cannot be told, and the read failed with a bare `KeyError: 'Field "text" exists 2 times in schema'`.
+
+    Raises:
+        InputFileError: names the file, the column, how many copies and what to do.
+    """
+    for name, path in found.items():
+        level: Any = schema
+        for depth, part in enumerate(path):
+            same = [f for f in level if f.name == part]
+            if len(same) > 1:
+                where = ".".join(path[: depth + 1])
+                raise InputFileError(
+                    f"{rel}: the column {where!r} (for {name!r}) appears {len(same)} times in the file's schema, so "
+                    "which one to read cannot be told; write the file again with one column of that name (pandas: "
+                    "df.loc[:, ~df.columns.duplicated()]), or move it out of the input"
+                )
+            t = same[0].type
+            t = t.value_type if pa.types.is_dictionary(t) else t
+            level = list(t) if pa.types.is_struct(t) else []
 
 
 def read_lines(
@@ -468,6 +498,12 @@ def no_columns(spec: ReadSpec, rel: str, n: int) -> dict[str, list]:
     return {c: [parts.get(c)] * n for c in spec.keep_columns}
 
 
+# What to do about a file whose bytes do not parse (a Parquet footer cut off or garbled, a gzip stream cut short).
+CORRUPT_HINT = (
+    ". The file is cut short or corrupt (an interrupted copy or upload?): copy it again from its source, or move it "
+    "out of the input, and run again"
+)
+
 READERS = {"parquet": read_parquet, "jsonl": read_jsonl, "text": read_text}
 
 
@@ -481,8 +517,16 @@ def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
         raise
     except Exception as err:  # re-raised with the file's name: a bare error would not say which one
         where = f" (row {at.row})" if at.row is not None else ""
-        kind = TransientStorageError if is_transient(err) else InputFileError
-        raise kind(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
+        if is_transient(err):
+            raise TransientStorageError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
+        what = str(err).strip()
+        # bytes that do not parse (pyarrow raises a plain OSError for garbled Parquet metadata and cut gzip/zstd
+        # streams); not a file that vanished or is not readable (FileNotFoundError, PermissionError)
+        if isinstance(err, (pa.ArrowInvalid, EOFError)) or type(err) is OSError:
+            what = what.rstrip(".") + where + CORRUPT_HINT
+        else:
+            what += where
+        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}") from err
 
 
 def read_file(
@@ -539,6 +583,7 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
                 schema = pq.read_schema(f)
             found = {c: arrow_path(schema, c) for c in spec.keep_columns}
             found = {c: p for c, p in found.items() if not isinstance(p, Missing)}
+            check_unique_columns(schema, found, rel)
             return fmt, from_path | {c: normalize(arrow_field(schema, p).type) for c, p in found.items()}
         types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
         values: dict[str, list] = {c: [] for c in spec.keep_columns}

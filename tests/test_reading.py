@@ -263,6 +263,41 @@ def test_utf16_and_utf32_without_a_bom_fail_naming_the_encoding(tmp_path, encodi
         read_all(spec(tmp_path, "text"), "w.txt")
 
 
+WIDE_TEXTS = {
+    "chinese": "你好世界，这是第一行。\n上海的天气很好\n一二三\n",
+    "russian": "Привет, мир\nвторая строка\n",
+    "greek_jsonl": '{"text": "Καλημέρα κόσμε"}\n{"text": "δεύτερη"}\n',
+    "mixed": "日本語のテキスト\r\nKorean 한국어\r\n" * 300,  # longer than the 4 KB sniffed, cut mid code unit
+}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("script", sorted(WIDE_TEXTS))
+def test_utf16_and_utf32_without_a_bom_in_any_script_fail_naming_the_encoding(tmp_path, encoding, script):
+    """Only mostly-ASCII text was recognised (its zero bytes): Chinese in UTF-16LE is ASCII-range bytes and a few
+    zeros, and was read as UTF-8 garbage: `你好世界` embedded as "`O}YNLu", other lines rejected."""
+    fmt = "jsonl" if script.endswith("jsonl") else "text"
+    (tmp_path / "w.txt").write_bytes(WIDE_TEXTS[script].encode(encoding))
+    iconv = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    with pytest.raises(InputFileError, match=rf"w.txt is read as {fmt} but looks like text in {iconv} without a byte"):
+        read_all(spec(tmp_path, fmt), "w.txt")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a\x00b\nc\n",
+        b'{"text":"a"}\n\x00\x00\n{"text":"b\\u0000c"}\n',  # a NUL line after an even-length first line
+        "ligne\x00 é\nzwei\n".encode() * 200,
+        "中文\x00文本\n".encode() * 300,
+    ],
+)
+def test_utf8_text_with_nul_bytes_is_not_taken_for_utf16(tmp_path, data):
+    (tmp_path / "n.txt").write_bytes(data)
+    rows = read_all(spec(tmp_path, "jsonl" if data.startswith(b"{") else "text"), "n.txt")
+    assert len(rows) == data.count(b"\n")
+
+
 def test_ids_of_any_json_or_parquet_type_follow_one_rule(tmp_path):
     """Integral floats (pandas writes an int column with a gap as float64) are the integer's id; NaN, null and ''
     are a missing id; booleans, lists and objects are rejects naming the type (they used to become Python reprs
@@ -577,3 +612,74 @@ def test_a_nested_text_column_reads_only_its_leaf_not_the_whole_struct(tmp_path)
         pq.read_table(path, columns=["meta"])  # the control: the struct read whole hits the garbage
     rows = read_all(nested_spec(tmp_path, "parquet"), "b.parquet")
     assert [(r["id"], r[TEXT]) for r in rows] == [(str(i), f"t{i}") for i in range(4)]
+
+
+def test_a_parquet_file_without_rows_is_read_whatever_its_columns(tmp_path):
+    """No rows, nothing lost: pandas' `DataFrame().to_parquet` (no column at all), an empty Spark partition or filter
+    result without the text column. Each failed the job: `column(s) ['text'] not found`."""
+    import pandas as pd
+
+    pd.DataFrame().to_parquet(tmp_path / "pandas_empty.parquet")
+    pq.write_table(pa.table({"other": pa.array([], pa.int64())}), tmp_path / "no_text.parquet")
+    pq.write_table(pa.table({"other": pa.array([], pa.int64())}), tmp_path / "no_groups.parquet", row_group_size=1)
+    for name in ("pandas_empty.parquet", "no_text.parquet", "no_groups.parquet"):
+        assert list(read_file(spec(tmp_path, "parquet", "id", ("lang",)), name)) == []
+    pq.write_table(pa.table({"other": [1]}), tmp_path / "one_row.parquet")  # with a row it is still an error
+    with pytest.raises(InputFileError, match=r"one_row.parquet: column\(s\) \['text'\] not found"):
+        read_all(spec(tmp_path, "parquet"), "one_row.parquet")
+
+
+@pytest.mark.parametrize(
+    "table, column, message",
+    [
+        (pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"]), "text", "'text'"),
+        (
+            pa.Table.from_arrays([pa.array(["a"]), pa.array([1]), pa.array([2])], names=["text", "id", "id"]),
+            "id",
+            "'id'",
+        ),
+        (
+            pa.table({"meta": pa.StructArray.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["t", "t"])}),
+            "meta.t",
+            "'meta.t'",
+        ),
+    ],
+)
+def test_a_column_name_repeated_in_the_schema_fails_naming_it(tmp_path, table, column, message):
+    """Parquet allows two columns of one name (pandas concat(axis=1), a join); the read failed with a bare
+    `KeyError: 'Field "text" exists 2 times in schema'`. Unused repeated columns are fine."""
+    pq.write_table(table, tmp_path / "d.parquet")
+    root = resolve(str(tmp_path), StorageConfig())
+    read = (
+        ReadSpec(root, "parquet", "text", "id", ()) if column == "id" else ReadSpec(root, "parquet", column, None, ())
+    )
+    with pytest.raises(InputFileError, match=rf"d.parquet: the column {message} .* appears 2 times .* write the file"):
+        read_all(read, "d.parquet")
+    from pipeline.reading import observed_kept_types
+
+    with pytest.raises(InputFileError, match=rf"the column {message} .* appears 2 times"):
+        observed_kept_types(spec(tmp_path, "parquet", None, (column,)), "d.parquet")
+    pq.write_table(
+        pa.Table.from_arrays([pa.array(["a"]), pa.array([1]), pa.array([2])], ["text", "x", "x"]),
+        tmp_path / "u.parquet",
+    )
+    assert [r[TEXT] for r in read_all(spec(tmp_path, "parquet"), "u.parquet")] == ["a"]
+
+
+def corrupt_parquet(tmp_path) -> dict[str, bytes]:
+    good = pa.BufferOutputStream()
+    pq.write_table(pa.table({"text": ["a"] * 10}), good)
+    data = good.getvalue().to_pybytes()
+    return {
+        "cut.parquet": data[:-12],  # the footer cut off (an interrupted upload)
+        "length.parquet": data[:-8] + (10**6).to_bytes(4, "little") + b"PAR1",  # a footer length past the start
+        "magic.parquet": b"PAR1",
+        "thrift.parquet": data[:4] + b"\x00" * (len(data) - 12) + data[-8:],  # footer bytes garbled
+    }
+
+
+@pytest.mark.parametrize("name", ["cut.parquet", "length.parquet", "magic.parquet", "thrift.parquet"])
+def test_a_corrupt_parquet_file_fails_naming_it_and_what_to_do(tmp_path, name):
+    (tmp_path / name).write_bytes(corrupt_parquet(tmp_path)[name])
+    with pytest.raises(InputFileError, match=rf"cannot read .*/{name} as parquet: .*The file is cut short or corrupt"):
+        read_all(spec(tmp_path, "parquet"), name)

@@ -299,5 +299,10 @@ def test_bad_input_found_in_a_ray_task_is_one_error_line(tiny_models, tmp_path, 
     assert run.returncode == 1, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(expected), run.stderr[-3000:]
+    if case.startswith("cut"):  # among good files, what to do about it
+        assert errors[0].endswith(
+            "The file is cut short or corrupt (an interrupted copy or upload?): copy it again "
+            "from its source, or move it out of the input, and run again"
+        ), errors[0]
     for noise in ("Traceback", "open an issue", "Unhandled error", "if you believe this to be transient", "ray::"):
         assert noise not in run.stderr, (noise, run.stderr[-3000:])
