@@ -27,17 +27,23 @@ def where(key: str) -> str:
         return "use a hub id, or an absolute path that exists on every node (in the image or a mounted volume)"
     return (
         "use object storage (s3://bucket/prefix) or an absolute path on a file system that every node mounts, "
-        f"e.g. --set {key}=s3://bucket/prefix"
+        f"e.g. --set {key.split('[')[0]}=s3://bucket/prefix"
     )
 
 
 def config_strings(cfg: BaseModel, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
-    """(dotted key, value) of every string of a loaded config whose key name is `wanted`, nested sections included."""
+    """(dotted key, value) of every string of a loaded config whose key name is `wanted`, nested sections included;
+    each string of a list (`input.uri: [a, b]`) as `key[i]`."""
 
     def walk(value: Any, path: str) -> list[tuple[str, str]]:
         if not isinstance(value, dict):
             return []
-        found = [(f"{path}{k}", v) for k, v in value.items() if wanted(k) and isinstance(v, str)]
+        found = []
+        for k, v in value.items():
+            if wanted(k) and isinstance(v, str):
+                found.append((f"{path}{k}", v))
+            elif wanted(k) and isinstance(v, list):
+                found += [(f"{path}{k}[{i}]", item) for i, item in enumerate(v) if isinstance(item, str)]
         return found + [u for k, v in value.items() for u in walk(v, f"{path}{k}.")]
 
     return walk(cfg.model_dump(), "")

@@ -437,3 +437,20 @@ def test_sides_with_nested_id_and_language_columns(corpus):
     found = set(zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()))
     assert len(found & corpus["gold"]) >= 35
     assert pairs.column("tgt_meta.id").to_pylist() == pairs.column("tgt_id").to_pylist()
+
+
+def test_sides_with_a_list_of_locations_group_as_one_input(tmp_path):
+    """`source.uri: [a, b]` (a list, as the embed job's input.uri): sides are grouped by a hashable key, so two sides
+    of one list share one read (a list made `input_key` unhashable)."""
+    from pipeline.bitext.job import input_key
+    from pipeline.mine_config import MineConfig
+
+    side = {"uri": [str(tmp_path / "a"), str(tmp_path / "b")], "format": "jsonl", "lang_column": "lang"}
+    cfg = MineConfig.model_validate(
+        {
+            "source": {**side, "lang": "fra"},
+            "target": {**side, "lang": "eng"},
+            "output": {"uri": str(tmp_path / "out")},
+        }
+    )
+    assert {input_key(cfg.source): 1}[input_key(cfg.target)] == 1

@@ -177,6 +177,11 @@ def test_submit_address_flag_wins_over_the_environment_which_is_read_as_ray_read
         ),
         ("configs/mine_bitext.yaml", ["source.uri=../fra.txt"], "source.uri '../fra.txt' is outside"),
         ("configs/embed.yaml", ["input.uri=data/nowhere"], "input.uri 'data/nowhere' does not exist in"),
+        (  # each location of a list: the check skipped lists
+            "configs/embed.yaml",
+            ["input.uri=[configs, data/nowhere]"],
+            "input.uri[1] 'data/nowhere' does not exist in",
+        ),
         (
             "configs/reembed.yaml",
             ["model.name_or_path=.models/e5"],

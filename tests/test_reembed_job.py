@@ -426,3 +426,21 @@ def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models
     with pytest.raises(KeptColumnTypeError, match=r"kept column 'meta': c.jsonl needs JSON text .* stores type string"):
         run_reembed(cfg)
     assert (Path(strings) / "_current.json").read_text() == before
+
+
+def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_models, tmp_path):
+    """input.uri as a list: two folders with the same file name are two files of the version (paths below the
+    common folder); the same list again reuses both; a file added to one folder is the only one embedded."""
+    for k, folder in enumerate(("a", "b")):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "part-0.jsonl").write_bytes(jsonl(RECORDS[10 * k : 10 * k + 10]))
+    uris = [str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b")]
+    cfg = config(tiny_models["gemma3"], uris, str(tmp_path / "emb"))
+    first = run_reembed(cfg)
+    assert (first["files"]["new"], first["rows_embedded"]) == (2, 20)
+    second = run_reembed(cfg)
+    assert (second["files"]["unchanged"], second["rows_embedded"]) == (2, 0)
+    (tmp_path / "in" / "b" / "part-1.jsonl").write_bytes(jsonl(RECORDS[20:25]))
+    third = run_reembed(cfg)
+    assert (third["files"]["new"], third["files"]["unchanged"], third["rows_embedded"]) == (1, 2, 5)
+    assert sorted(published(str(tmp_path / "emb"))) == sorted(r["id"] for r in RECORDS[:25])

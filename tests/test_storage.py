@@ -277,3 +277,17 @@ def test_a_list_of_s3_locations_in_two_buckets(s3_bucket, s3_server):
     assert root.join(files[0]).uri == f"s3://{files[0]}"
     root, files = list_files([f"s3://{bucket}/corpus", f"s3://{bucket}/more"], storage)
     assert (root.uri, files) == (f"s3://{bucket}", ["corpus/part-0.jsonl", "more/x.jsonl"])
+
+
+def test_list_items_with_tilde_and_links_between_locations(tmp_path, monkeypatch, caplog):
+    """`~/…` items are the home directory, as a string input; a location that is a symbolic link to another listed
+    one (`latest -> 2024-11`) reads each file once, under its path without links."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "c" / "2024-11").mkdir(parents=True)
+    (tmp_path / "c" / "2024-11" / "a.jsonl").write_text("{}\n")
+    (tmp_path / "c" / "latest").symlink_to(tmp_path / "c" / "2024-11")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text("{}\n")
+    root, files = list_files(["~/c/2024-11", "~/c/latest", "~/d"], LOCAL)
+    assert (root.path, files) == (str(tmp_path), ["c/2024-11/a.jsonl", "d/a.jsonl"])
+    assert "reach files already listed under another path through symbolic links" in caplog.text
