@@ -111,6 +111,8 @@ def describe(head: bytes) -> str:
         return f"text in {wide} without a byte-order mark"
     if control_share(text) > BINARY_CONTROL_SHARE:
         return "binary data"
+    if single_byte_encoded(text):
+        return SINGLE_BYTE
     stripped = text.lstrip()
     return "JSON text" if stripped[:1] in (b"{", b"[") else "plain text"
 
@@ -169,6 +171,29 @@ def wide_by_line_ends(sample: bytes) -> str | None:
 TEXT_CONTROLS = frozenset(chr(c) for c in [*range(0x20), 0x7F] if c not in (9, 10, 12, 13))
 
 
+SINGLE_BYTE = "text in a single-byte encoding such as Latin-1 or cp1252, not UTF-8"
+# A head with at least this many whole lines that hold non-ASCII bytes, nearly all of them (SINGLE_BYTE_SHARE) not
+# valid UTF-8, is a file in a single-byte encoding: such bytes are almost never valid UTF-8 by chance, while a UTF-8
+# file with a few broken lines has mostly valid ones (each broken line stays a reject of its row).
+SINGLE_BYTE_LINES = 3
+SINGLE_BYTE_SHARE = 0.9
+
+
+def single_byte_encoded(head: bytes) -> bool:
+    """Whether the whole lines of `head` look like text in Latin-1, cp1252 or another single-byte encoding: each line
+    with a non-ASCII byte was a reject `invalid UTF-8 at byte N` and each line without one was embedded, so a French
+    or German file was read in part, with no word about its encoding (docs/robustness.md)."""
+    whole = LINE_END.split(head)[:-1]  # the last line may be cut short by the sniff
+    high = [line for line in whole if max(line, default=0) >= 0x80]
+    bad = 0
+    for line in high:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+    return bad >= SINGLE_BYTE_LINES and bad >= SINGLE_BYTE_SHARE * len(high)
+
+
 def control_share(data: bytes) -> float:
     """Share of control bytes other than tab, newline, CR and form feed."""
     if not data:
@@ -194,7 +219,12 @@ def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> 
         return
     inside = f" inside {compressed}" if compressed else ""
     hint = "set input.format: parquet" if what.startswith("a Parquet") else "check input.uri and input.format"
-    if what.endswith("without a byte-order mark"):
+    if what == SINGLE_BYTE:
+        hint = (
+            "re-encode it as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or -f ISO-8859-2 etc. for its language); read as "
+            "UTF-8, each line with an accented letter would be a reject and the others embedded"
+        )
+    elif what.endswith("without a byte-order mark"):
         encoding = what.split()[2]
         hint = f"re-encode it as UTF-8 (e.g. iconv -f {encoding} -t UTF-8), or add a byte-order mark"
     raise InputFileError(f"{uri} is read as {fmt} but looks like {what}{inside}; {hint}")

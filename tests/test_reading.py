@@ -683,3 +683,34 @@ def test_a_corrupt_parquet_file_fails_naming_it_and_what_to_do(tmp_path, name):
     (tmp_path / name).write_bytes(corrupt_parquet(tmp_path)[name])
     with pytest.raises(InputFileError, match=rf"cannot read .*/{name} as parquet: .*The file is cut short or corrupt"):
         read_all(spec(tmp_path, "parquet"), name)
+
+
+LATIN_LINES = ["Ça coûte 5 € à Paris", "Größe und Länge", "naïve café", "plain ASCII line", "déjà vu"]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "iso-8859-15"])
+@pytest.mark.parametrize("fmt", ["text", "jsonl"])
+def test_a_file_in_a_single_byte_encoding_fails_naming_it(tmp_path, encoding, fmt):
+    """Each line with an accented letter was a reject `invalid UTF-8 at byte N`, each other line embedded: a French
+    or German file was read in part, with no word about its encoding."""
+    lines = [json.dumps({"text": t}, ensure_ascii=False) if fmt == "jsonl" else t for t in LATIN_LINES]
+    data = "\r\n".join(lines).encode(encoding, "replace") + b"\r\n"
+    (tmp_path / "l.txt").write_bytes(data)
+    with pytest.raises(InputFileError, match=rf"l.txt is read as {fmt} but looks like text in a single-byte encoding"):
+        read_all(spec(tmp_path, fmt), "l.txt")
+
+
+def test_a_utf8_file_with_a_few_broken_lines_keeps_them_as_rejects(tmp_path):
+    """The file-level refusal needs nearly all non-ASCII lines broken: UTF-8 text with a few bad lines (and a cut
+    multi-byte character at the sniff's end) is read, each broken line a reject of its row."""
+    good = [f"ligne {i} déjà vu, 字 😀" for i in range(200)]
+    bad = [b"caf\xe9 one", b"na\xefve two", b"\xff\xfe three"]
+    data = b"\n".join([*bad, *(g.encode() for g in good)]) + b"\n"
+    (tmp_path / "u.txt").write_bytes(data)
+    rows = read_all(spec(tmp_path, "text"), "u.txt")
+    assert [r[REJECT] for r in rows[:3]] == [
+        "invalid UTF-8 at byte 3",
+        "invalid UTF-8 at byte 2",
+        "invalid UTF-8 at byte 0",
+    ]
+    assert all(r[REJECT] is None for r in rows[3:]) and len(rows) == 203
