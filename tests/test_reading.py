@@ -714,3 +714,19 @@ def test_a_utf8_file_with_a_few_broken_lines_keeps_them_as_rejects(tmp_path):
         "invalid UTF-8 at byte 0",
     ]
     assert all(r[REJECT] is None for r in rows[3:]) and len(rows) == 203
+
+
+def test_partition_folders_of_a_list_of_locations_give_kept_values(tmp_path):
+    """`input.uri: [data/lang=fr, data/lang=de]`: paths are below the common folder, so each file's `lang=` folder
+    gives its kept `lang`, as for one location's subfolders."""
+    from pipeline.storage import list_inputs
+
+    for lang in ("fr", "de"):
+        (tmp_path / f"lang={lang}").mkdir()
+        (tmp_path / f"lang={lang}" / "x.jsonl").write_text('{"text": "t"}\n')
+    root, listed = list_inputs([str(tmp_path / "lang=fr"), str(tmp_path / "lang=de")], StorageConfig())
+    read = ReadSpec(root, None, "text", None, ("lang",))
+    assert [(f.path, read_all(read, f.path)[0]["lang"]) for f in listed] == [
+        ("lang=de/x.jsonl", "de"),
+        ("lang=fr/x.jsonl", "fr"),
+    ]
