@@ -29,16 +29,10 @@ from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
 from pipeline.file_formats import file_format
-from pipeline.fingerprint import embed_fingerprint, model_identity
+from pipeline.fingerprint import embed_fingerprint
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
-from pipeline.model_loading import (
-    ModelLoadError,
-    ModelSettings,
-    check_model,
-    pooling_skip,
-    resolve_model_settings,
-)
+from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.process_exit import Terminated, interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
@@ -46,6 +40,7 @@ from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
+from pipeline.resolution_cache import resolve_remembered
 from pipeline.spreading import cut_blocks, is_small, share_blocks
 from pipeline.stages import (
     configure_retries,
@@ -528,9 +523,7 @@ def run_embed(
         recorded = get_json(out.join(commit.FINGERPRINT))
     else:
         recorded = commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
-    settings, identity = init_ray_while(
-        cfg.compute, lambda: (resolve_model_settings(cfg.model), model_identity(cfg.model))
-    )
+    settings, identity = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated

@@ -21,11 +21,16 @@ CHUNK = 8 << 20
 CACHE_NAME = "file-sha256.json"
 
 
-def cache_path() -> Path:
+def cache_root() -> Path:
+    """rayembed's cache directory: `$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else ~/.cache/rayembed."""
     root = os.environ.get("RAYEMBED_CACHE_DIR")
     if root:
-        return Path(root) / CACHE_NAME
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rayembed" / CACHE_NAME
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rayembed"
+
+
+def cache_path() -> Path:
+    return cache_root() / CACHE_NAME
 
 
 def stat_key(path: Path) -> str:

@@ -86,23 +86,22 @@ class TokenizerPadding(NamedTuple):
 @dataclass(frozen=True)
 class ModelSettings:
     """The driver's resolution of a model: the config with its effective token limit, the metadata entries that
-    record the limit and the EOS convention, and the tokenizer as loaded (configured padding side and pad token).
+    record the limit and the EOS convention, the tokenizer's padding, and the tokenizer as loaded (configured
+    padding side and pad token) where it was loaded: None when the resolution came from pipeline.resolution_cache.
 
     `tokenizer` goes to the tokenizer actors (`shipped_tokenizer`): unpickling it costs a fraction of loading it.
     """
 
     model: ModelConfig
     metadata: dict[str, str]
-    tokenizer: PreTrainedTokenizerBase
-
-    @property
-    def padding(self) -> TokenizerPadding:
-        return TokenizerPadding.of(self.tokenizer)
+    tokenizer: PreTrainedTokenizerBase | None
+    padding: TokenizerPadding
 
     @property
     def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:
-        """The tokenizer to hand to the tokenizer actors, or None where they must load their own: a tokenizer with
-        code shipped with the model may not pickle, and its code should run where the user expects it."""
+        """The tokenizer to hand to the tokenizer actors, or None where they must load their own: not loaded on the
+        driver, or a tokenizer with code shipped with the model, which may not pickle and whose code should run
+        where the user expects it."""
         return None if self.model.trust_remote_code else self.tokenizer
 
 
@@ -394,4 +393,4 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
         "eos_token": eos.describe(),
         "bos_token": bos.describe(),
     }
-    return ModelSettings(resolved, metadata, tokenizer)
+    return ModelSettings(resolved, metadata, tokenizer, TokenizerPadding.of(tokenizer))

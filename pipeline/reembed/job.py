@@ -20,7 +20,7 @@ from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
 from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
-from pipeline.model_loading import check_model, resolve_model_settings
+from pipeline.model_loading import check_model
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
 from pipeline.reembed import kept
@@ -36,6 +36,7 @@ from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
+from pipeline.resolution_cache import resolve_remembered
 from pipeline.stages import io_stage
 from pipeline.storage import Location, list_files, resolve
 from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
@@ -75,7 +76,7 @@ def embed_files(
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
-    settings = init_ray_while(cfg.compute, lambda: resolve_model_settings(cfg.model))
+    settings, _ = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
     cfg = cfg.model_copy(update={"model": settings.model})
     spec = decide_for_run(read_spec(cfg, root), [s.path for s in todo], published_types, cfg.compute)
     target = StageTarget(
