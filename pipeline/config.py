@@ -398,6 +398,21 @@ class ComputeConfig(Section):
         gt=0,
         description="CPUs Ray reserves per embedding actor, and the least torch threads it runs (see torch_threads).",
     )
+    accelerator_type: str | None = Field(
+        None,
+        min_length=1,
+        description="The accelerator the embedding actors must run on (Ray's accelerator_type: A100, H100, L4, ... as "
+        "ray.util.accelerators names them and Ray detects them on GPU nodes). On a cluster with several GPU kinds "
+        "the default pool is one actor per GPU of the nodes of this kind, and gpus_per_actor defaults to 1. None: any "
+        "node with the GPUs asked for.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each embedding actor requests (Ray's resources=, e.g. {gpu_pool_a: 1} for "
+        "nodes started with --resources '{\"gpu_pool_a\": 8}'): the actors run only on nodes that have them, and the "
+        "default pool counts only the GPUs (or, for CPU actors, the nodes) that have them. CPU and GPU are "
+        "cpus_per_actor and gpus_per_actor.",
+    )
     torch_threads: int | None = Field(
         None,
         gt=0,
@@ -425,11 +440,35 @@ class ComputeConfig(Section):
         "without a count; plain Ray tasks (k-NN steps) retry it this many times.",
     )
 
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        builtin = {"CPU": "compute.cpus_per_actor", "GPU": "compute.gpus_per_actor"}
+        for name, amount in value.items():
+            if name in builtin or name.startswith("accelerator_type:"):
+                instead = builtin.get(name, "compute.accelerator_type")
+                raise ValueError(f"{name!r} is not a custom resource: set {instead} instead")
+            if not amount > 0:
+                raise ValueError(f"{name!r}: the amount must be above 0, not {amount:g}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> ComputeConfig:
         if self.max_actors is not None and self.min_actors > self.max_actors:
             raise ValueError(f"compute.min_actors ({self.min_actors}) exceeds compute.max_actors ({self.max_actors})")
         return self
+
+    def actor_requirements(self) -> dict[str, float]:
+        """The custom Ray resources an embedding actor asks for: `resources`, and the accelerator type as Ray
+        represents it (a node resource `accelerator_type:<type>`, of which a request takes 0.001)."""
+        accelerator = {f"accelerator_type:{self.accelerator_type}": 0.001} if self.accelerator_type else {}
+        return {**self.resources, **accelerator}
+
+    def requested_gpus(self) -> float | None:
+        """gpus_per_actor, where an accelerator_type asks for 1 when it is unset (None: decided by the cluster)."""
+        if self.gpus_per_actor is None and self.accelerator_type:
+            return 1.0
+        return self.gpus_per_actor
 
     def actor_pool_size(self, default_actors: int = 1) -> tuple[int, int]:
         """(min, max) embedding actors; `default_actors` (one per GPU or per node) when neither num_actors nor

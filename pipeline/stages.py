@@ -38,6 +38,8 @@ class Stage:
         constructor_kwargs: keyword arguments of the actor class's `__init__` (actor stages only).
         pool: (min, max) actors; None: a task stage.
         env_vars: environment of the workers that run this stage, set before they import anything.
+        resources: custom Ray resources per task or actor (Ray's `resources=`).
+        accelerator_type: the accelerator an actor must run on (Ray's `accelerator_type=`), None: any.
     """
 
     fn: Callable[..., Any]
@@ -48,6 +50,8 @@ class Stage:
     constructor_kwargs: dict[str, Any] | None = None
     pool: tuple[int, int] | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    accelerator_type: str | None = None
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """Named `map_batches` parameters only: no `**ray_remote_args` (deprecated in Ray 2.60, removed in 2.64).
@@ -65,6 +69,8 @@ class Stage:
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus if actor else None,
             runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
+            resources=self.resources or None,
+            accelerator_type=self.accelerator_type,
         )
 
 
@@ -185,11 +191,16 @@ class ClusterShape:
     cpu_nodes: int
 
     @classmethod
-    def current(cls) -> ClusterShape:
-        """The connected Ray cluster's alive nodes (an autoscaling cluster: the nodes up now)."""
-        alive = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-        gpus = tuple(r["GPU"] for r in alive if r.get("GPU", 0) > 0)
-        return cls(gpus, sum(1 for r in alive if r.get("CPU", 0) > 0))
+    def current(cls, requires: dict[str, float] | None = None) -> ClusterShape:
+        """The connected Ray cluster's alive nodes (an autoscaling cluster: the nodes up now) that have the custom
+        resources `requires` (ComputeConfig.actor_requirements)."""
+        return cls.of([node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")], requires)
+
+    @classmethod
+    def of(cls, nodes: list[dict[str, float]], requires: dict[str, float] | None = None) -> ClusterShape:
+        """The shape of `nodes` (Ray resource dicts), counting only those with every resource in `requires`."""
+        fit = [r for r in nodes if all(r.get(name, 0.0) >= amount for name, amount in (requires or {}).items())]
+        return cls(tuple(r["GPU"] for r in fit if r.get("GPU", 0) > 0), sum(1 for r in fit if r.get("CPU", 0) > 0))
 
     def default_model_actors(self, gpus_per_actor: float) -> int:
         """Model actors when the config fixes none: one per GPU of the cluster (per `gpus_per_actor` GPUs), or one
@@ -211,12 +222,20 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
     "Cluster resources are not enough ... may hang forever"), e.g. `compute.gpus_per_actor: 0.5` on a CPU machine.
     An autoscaling cluster may add the node, so the jobs check only in-process Ray (embed_job.init_ray).
     """
+    custom = {
+        name: (
+            "compute.accelerator_type" if name.startswith("accelerator_type:") else f"compute.resources.{name}",
+            amount,
+        )
+        for name, amount in compute.actor_requirements().items()
+    }
     requests = [
         (
             "the embedding actors",
             {
                 "CPU": ("compute.cpus_per_actor", compute.cpus_per_actor),
-                "GPU": ("compute.gpus_per_actor", compute.gpus_per_actor or 0.0),
+                "GPU": ("compute.gpus_per_actor", compute.requested_gpus() or 0.0),
+                **custom,
             },
         ),
         ("the tokenizer actors", {"CPU": ("compute.cpus_per_tokenizer", compute.cpus_per_tokenizer)}),
@@ -225,8 +244,12 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
     for who, needs in requests:
         if any(all(node.get(res, 0.0) >= amount for res, (_, amount) in needs.items()) for node in nodes):
             continue
-        asked = ", ".join(f"{key}: {amount:g}" for key, amount in needs.values() if amount > 0)
-        have = "; ".join(f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs" for node in nodes)
+        asked = ", ".join(
+            f"{key}: {compute.accelerator_type}" if key == "compute.accelerator_type" else f"{key}: {amount:g}"
+            for key, amount in needs.values()
+            if amount > 0
+        )
+        have = "; ".join(node_words(node) for node in nodes)
         gpu_hint = " (or unset compute.gpus_per_actor: GPU actors where there are GPUs, else CPU ones)"
         return (
             f"{who} ask for {asked}, more than this machine has ({have}); Ray started in this process cannot add a "
@@ -234,6 +257,17 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
             "that has or adds such nodes (compute.ray_address or RAY_ADDRESS)"
         )
     return None
+
+
+def node_words(node: dict[str, float]) -> str:
+    """`8 CPUs and 1 GPUs`, then the node's custom resources and accelerator type, if any."""
+    words = f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs"
+    custom = [
+        name.split(":", 1)[1] if name.startswith("accelerator_type:") else f"{name}: {amount:g}"
+        for name, amount in sorted(node.items())
+        if name not in ("CPU", "GPU", "memory", "object_store_memory") and not name.startswith("node:")
+    ]
+    return words + (f" ({', '.join(custom)})" if custom else "")
 
 
 def resolve_gpus(
@@ -264,9 +298,9 @@ def resolve_gpus(
 def model_pool(cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float | None = None) -> tuple[int, int]:
     """(min, max) embedding actors of `cfg` on the cluster `shape` (the connected one when None): compute's
     num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors)."""
-    shape = shape or ClusterShape.current()
+    shape = shape or ClusterShape.current(cfg.compute.actor_requirements())
     if gpus is None:  # embed_stage gives resolve_gpus's warning
-        gpus = resolve_gpus(cfg.compute.gpus_per_actor, shape, warn=False)
+        gpus = resolve_gpus(cfg.compute.requested_gpus(), shape, warn=False)
     return cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
 
 
@@ -308,8 +342,8 @@ def embed_stage(
     for a small corpus).
     """
     compute = cfg.compute
-    shape = shape or ClusterShape.current()
-    gpus = resolve_gpus(compute.gpus_per_actor, shape)
+    shape = shape or ClusterShape.current(compute.actor_requirements())
+    gpus = resolve_gpus(compute.requested_gpus(), shape)
     pool = model_pool(cfg, shape, gpus)
     if gpus > 0 and not shape.gpus_per_node and compute.num_actors is None and compute.max_actors is None:
         log.warning(
@@ -337,4 +371,6 @@ def embed_stage(
         },
         pool=pool,
         env_vars=actor_env_vars(),
+        resources=compute.resources,
+        accelerator_type=compute.accelerator_type,
     )

@@ -6,6 +6,7 @@ its embedding actor is running (a preempted spot node): the job still finishes w
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -100,3 +101,62 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_model
     assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows_in"] == summary["rows_embedded"] == len(ids)
+
+
+@pytest.mark.timeout(900)
+def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tiny_models, tmp_path):
+    """A cluster with two GPU kinds (logical GPUs on this CPU machine, typed as Ray types them: the node resource
+    `accelerator_type:<type>`): `compute.accelerator_type: A100` puts every embedding actor on the A100 node and
+    sizes the default pool by its GPUs (2), not the cluster's (3); `compute.resources` picks the node that has them."""
+    from ray.job_submission import JobSubmissionClient
+
+    ids = write_corpus(tmp_path / "corpus", files=4, copies=1)
+    a100 = {"num_cpus": 3, "num_gpus": 2, "resources": {"accelerator_type:A100": 1}}
+    l4 = {"num_cpus": 2, "num_gpus": 1, "resources": {"accelerator_type:L4": 1, "pool_b": 1}}
+
+    def run(address: str, out: Path, **compute) -> tuple[dict, dict[str, str]]:
+        """The job's summary and {embedding actor id: node id} of the actors seen while it ran."""
+        sets = {
+            "input.uri": tmp_path / "corpus",
+            "input.id_column": "id",
+            "output.uri": out,
+            "output.keep_columns": "[]",
+            "model.name_or_path": tiny_models["bert"],
+            "model.pooling": "mean",
+            "model.max_tokens": 64,
+            "compute.num_actors": "null",  # the quickstart's 1: the default pool is under test
+            **{f"compute.{k}": v for k, v in compute.items()},
+        }
+        command = f"{sys.executable} -m jobs.embed --config {REPO / 'configs' / 'quickstart.yaml'} " + " ".join(
+            f"--set {shlex.quote(f'{k}={v}')}" for k, v in sets.items()
+        )
+        client = JobSubmissionClient(address)
+        job = submit(address, command, runtime_env=job_env())
+        actors, deadline = {}, time.time() + 600
+        while str(client.get_job_status(job)) not in TERMINAL:
+            assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+            actors |= embed_actors_seen(address)
+            time.sleep(0.5)
+        assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
+        return json.loads((out / "_summary.json").read_text()), actors
+
+    with local_cluster([a100, l4]) as (cluster, address):
+        node_of = {node.node_id: name for node, name in zip(cluster.worker_nodes, ("a100", "l4"), strict=True)}
+        summary, actors = run(address, tmp_path / "a100", accelerator_type="A100")
+        assert summary["rows_embedded"] == len(ids)
+        assert len(actors) == 2 and {node_of[n] for n in actors.values()} == {"a100"}  # one per A100 GPU
+        summary, more = run(address, tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0)
+        assert summary["rows_embedded"] == len(ids)
+        new = {a: n for a, n in more.items() if a not in actors}
+        assert len(new) == 1 and {node_of[n] for n in new.values()} == {"l4"}  # one CPU actor, on the pool_b node
+
+
+def embed_actors_seen(address: str) -> dict[str, str]:
+    """{actor id: node id} of the embedding actors the state API lists now (alive, or dead with a node)."""
+    from ray.util.state import list_actors
+
+    return {
+        a.actor_id: a.node_id
+        for a in list_actors(address=address, raise_on_missing_output=False)
+        if "EmbedActor" in a.class_name and a.node_id
+    }

@@ -111,6 +111,68 @@ def test_gpus_declared_on_a_cluster_at_zero_gpus_say_how_to_grow_the_pool(caplog
     assert stage.pool == (1, 8) and caplog.text == ""
 
 
+# A heterogeneous cluster as Ray reports it: two A100 nodes (8 GPUs each), one L4 node, one CPU node with a pool label.
+MIXED = [
+    {"CPU": 64.0, "GPU": 8.0, "accelerator_type:A100": 1.0},
+    {"CPU": 64.0, "GPU": 8.0, "accelerator_type:A100": 1.0, "spot": 1.0},
+    {"CPU": 16.0, "GPU": 1.0, "accelerator_type:L4": 1.0},
+    {"CPU": 32.0, "cpu_pool": 4.0},
+]
+
+
+@pytest.mark.parametrize(
+    ("compute", "pool", "gpus", "per_node"),
+    [
+        ({}, (17, 17), 1, 6),  # every GPU
+        ({"accelerator_type": "A100"}, (16, 16), 1, 8),  # the A100s only; gpus_per_actor defaults to 1
+        ({"accelerator_type": "L4"}, (1, 1), 1, 1),
+        ({"accelerator_type": "A100", "resources": {"spot": 0.1}}, (8, 8), 1, 8),
+        ({"accelerator_type": "A100", "gpus_per_actor": 2}, (8, 8), 2, 4),
+        ({"resources": {"cpu_pool": 1}, "gpus_per_actor": 0}, (1, 1), 0, 1),  # CPU actors: one per matching node
+        ({"accelerator_type": "A100", "num_actors": 3}, (3, 3), 1, 2),
+    ],
+)
+def test_accelerator_type_and_custom_resources_place_the_actors_and_size_the_default_pool(
+    compute, pool, gpus, per_node
+):
+    cfg = embed_config(**compute)
+    shape = ClusterShape.of(MIXED, cfg.compute.actor_requirements())
+    stage = embed_stage(cfg, EmbedActor, shape=shape)
+    assert (stage.pool, stage.num_gpus, stage.constructor_kwargs["threads"].actors_per_node) == (pool, gpus, per_node)
+    assert stage.accelerator_type == compute.get("accelerator_type")
+    assert stage.resources == compute.get("resources", {})
+    tokenizer = tokenize_stage(cfg, "", TokenizeActor)
+    assert (tokenizer.resources, tokenizer.accelerator_type) == ({}, None)  # CPU stages run anywhere
+
+
+def test_accelerator_type_and_resources_reach_ray_data(ray_session):
+    """The stage hands both to map_batches by name, as Ray Data's own parameters (not **ray_remote_args)."""
+    import ray
+
+    stage = Stage(lambda b: b, batch_size=None, num_cpus=0.1, resources={"spot": 0.5}, accelerator_type="A100")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RayDeprecationWarning)
+        ds = stage.apply(ray.data.range(3))
+    args = ds._logical_plan.dag.ray_remote_args
+    assert args["resources"] == {"spot": 0.5} and args["accelerator_type"] == "A100"
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"GPU": 1}, "'GPU' is not a custom resource: set compute.gpus_per_actor instead"),
+        ({"CPU": 2}, "set compute.cpus_per_actor instead"),
+        ({"accelerator_type:A100": 0.001}, "set compute.accelerator_type instead"),
+        ({"spot": 0}, "'spot': the amount must be above 0, not 0"),
+    ],
+)
+def test_builtin_resources_are_refused_as_custom_ones(resources, message):
+    from pipeline.config import ComputeConfig
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        ComputeConfig(resources=resources)
+
+
 @pytest.mark.parametrize(
     ("threads", "node_cpus", "expected"),
     [
@@ -234,6 +296,19 @@ CPU_MACHINE = [{"CPU": 2.0, "memory": 8e9}]
         ({"gpus_per_actor": 2}, [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}], "(8 CPUs and 1 GPUs; 8 CPUs"),
         ({"gpus_per_actor": 1, "cpus_per_actor": 8}, [{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}], "ask for"),  # one node
         ({"gpus_per_actor": 0.5}, [{"CPU": 2.0, "GPU": 1.0}], None),
+        (
+            {"accelerator_type": "A100"},
+            CPU_MACHINE,
+            "compute.gpus_per_actor: 1, compute.accelerator_type: A100, more than this machine has (2 CPUs and 0 GPUs)",
+        ),
+        (
+            {"accelerator_type": "H100"},
+            [{"CPU": 8.0, "GPU": 1.0, "accelerator_type:A100": 1.0}],
+            "compute.accelerator_type: H100, more than this machine has (8 CPUs and 1 GPUs (A100))",
+        ),
+        ({"accelerator_type": "A100"}, [{"CPU": 8.0, "GPU": 1.0, "accelerator_type:A100": 1.0}], None),
+        ({"resources": {"pool_a": 2}}, [{"CPU": 2.0, "pool_a": 1.0}], "compute.resources.pool_a: 2, more than this"),
+        ({"resources": {"pool_a": 1}}, [{"CPU": 2.0, "pool_a": 1.0}], None),
         ({"gpus_per_actor": 0}, CPU_MACHINE, None),
         ({}, CPU_MACHINE, None),
     ],
