@@ -578,6 +578,7 @@ def run_embed(
         "max_tokens": model.max_tokens,
         "pooling": pooling.pooling,
         "pooling_source": pooling.source,
+        "model_resolution_cached": settings.tokenizer is None,  # pipeline.resolution_cache
         **precision_summary(precision),
     }
     if summary["rows_rejected"]:
