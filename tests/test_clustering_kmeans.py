@@ -190,5 +190,18 @@ def test_fewer_distinct_vectors_than_k_is_a_warning_naming_the_key(caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.clustering.kmeans"):
         res = kmeans.fit_blocks([x], 3, max_iter=5, tol=1e-7, seed=0)
     assert sorted(res.sizes.tolist()) == [0, 0, 10]
-    assert "2 of 3 clusters are empty after 5 iterations" in caplog.text
+    assert "2 of 3 clusters are empty after 1 iterations" in caplog.text
     assert "lower clustering.k" in caplog.text
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random"])
+def test_fewer_distinct_vectors_than_k_stops_once_reseeding_changes_nothing(init):
+    """3 distinct directions, 60 rows, k=5: the two clusters left empty are reseeded onto points that already sit on
+    a centroid, so no centroid moves. The fit used to count those reseeds as progress and ran all max_iter passes
+    over the sample (each a Ray Data pass in the job)."""
+    x = np.repeat(np.eye(6, dtype=np.float32)[:3], 20, axis=0)
+    res = kmeans.fit_blocks([x], 5, max_iter=30, tol=1e-6, seed=0, init=init)
+    assert res.converged
+    assert len(res.history) - 1 <= 3, [(h.reseeded, h.shift) for h in res.history]
+    assert sorted(res.sizes.tolist()) == [0, 0, 20, 20, 20]
+    np.testing.assert_allclose(np.sort(res.centroids @ x[[0, 20, 40]].T, axis=0)[-1], 1.0, atol=1e-6)

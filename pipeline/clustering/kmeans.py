@@ -240,7 +240,8 @@ def lloyd(
     """Lloyd iterations driven by `step` (centroids -> reduced partial sums over all the fit data).
 
     Stops after `max_iter` updates, or once no centroid moved by more than `tol` (1 - cosine between its old and
-    new position) and no cluster had to be reseeded. Runs `step` max_iter + 1 times at most: the last pass scores
+    new position), counting a reseeded cluster's move to its new point: a reseed that lands where the cluster was
+    changes nothing, so it ends the fit too (the data has fewer distinct directions than k). Runs `step` max_iter + 1 times at most: the last pass scores
     the final centroids, so `objective` and `sizes` describe what is returned.
 
     Args:
@@ -265,7 +266,10 @@ def lloyd(
         total = step(centroids)
         history.append(Iteration(total.objective, total.inertia, reseeded, shift, time.perf_counter() - t0))
         log.info("iteration %d: objective %.6f, shift %.2e, reseeded %d", it, total.objective, shift, reseeded)
-        if reseeded == 0 and shift <= tol:
+        # A reseeded cluster that moved no more than tol went back where it was: with no centroid moving, the next
+        # pass would assign the same rows and reseed the same way, so this is the fit's fixed point too (e.g. k
+        # above the number of distinct vectors, which used to run all max_iter passes over the sample).
+        if shift <= tol:
             converged = True
             break
         if on_iteration is not None:
