@@ -16,7 +16,14 @@ from pipeline.cli import add_config, config_path
 from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_cluster, relative_outputs
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
-from pipeline.errors import UserError, actor_start_failure, quiet_user_error_tracebacks, user_message
+from pipeline.errors import (
+    UserError,
+    actor_start_failure,
+    quiet_user_error_tracebacks,
+    udf_errors_as_themselves,
+    user_error_in,
+    user_message,
+)
 from pipeline.process_exit import interrupt_on_sigterm, interrupt_status, sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
 
@@ -97,6 +104,7 @@ def run_job(
     for warning in local_outputs_on_a_cluster(cfg, getattr(compute, "ray_address", None)):
         logging.getLogger("jobs").warning(warning)
     quiet_user_error_tracebacks()
+    udf_errors_as_themselves()
     interrupt_on_sigterm()  # SIGTERM (a pod evicted, `ray job stop`, `kill`) is handled as Ctrl-C, exit 143
     try:
         summary = run(cfg)
@@ -106,6 +114,10 @@ def run_job(
         print(f"error: {user_message(err)}", file=sys.stderr)
         return 1
     except Exception as err:
+        if user_error_in(err) is not None:  # raised in a Ray Data UDF: wrapped in Ray Data's UserCodeException
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            print(f"error: {user_message(err)}", file=sys.stderr)
+            return 1
         failure = actor_start_failure(err)  # a model the actors cannot load: one line, not Ray Data's traceback
         if failure is None:
             raise

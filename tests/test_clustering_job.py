@@ -398,3 +398,70 @@ def test_a_missing_nested_column_names_where_it_stopped(tmp_path):
         2,
         {"doc.id": ("doc", "id"), "doc.vec": ("doc", "vec")},
     )
+
+
+def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_a_first_input_file_without_rows_does_not_set_the_dim(ray_session, tmp_path):
+    """A 0-row part file first in the listing (Spark and pandas writers leave them) gave dim 0, and every block then
+    failed with "embedding column 'embedding' has dim 8, expected 0"."""
+    (tmp_path / "emb").mkdir()
+    empty = pa.table({"id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
+    pq.write_table(empty, tmp_path / "emb" / "part-0.parquet")
+    rows = pa.table({"id": [f"b{i}" for i in range(30)], "embedding": pa.array(list(unit_rows(30, 8, 4)))})
+    pq.write_table(rows, tmp_path / "emb" / "part-1.parquet")
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
+    summary = run_cluster(parse_config(ClusterConfig, raw))
+    assert (summary["rows"], summary["dim"], sum(summary["sizes"])) == (30, 8, 30)
+
+
+@pytest.mark.parametrize("bad", ["nan", "other_dim"])
+def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_path, bad):
+    """`python -m jobs.cluster` as a user runs it. A NaN vector, or a second file of another model's dim, is found
+    inside a Ray Data map_batches task; Ray wrapped our error in its UserCodeException and dropped the cause on the
+    way to the driver, so the job ended in a 70-line traceback (exit 1) whose message said "row 30 has 16 values,
+    row 0 has 8" for the dims: neither a row of the input nor what to do."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "emb").mkdir()
+    x = unit_rows(40, 8, 5)
+    if bad == "nan":
+        x[17, 3] = np.nan
+    pq.write_table(
+        pa.table({"id": [f"a{i}" for i in range(40)], "embedding": pa.array(list(x))}), tmp_path / "emb" / "a.parquet"
+    )
+    if bad == "other_dim":
+        y = unit_rows(20, 16, 6)
+        pq.write_table(
+            pa.table({"id": [f"b{i}" for i in range(20)], "embedding": pa.array(list(y))}),
+            tmp_path / "emb" / "b.parquet",
+        )
+    config_file = tmp_path / "cluster.yaml"
+    config_file.write_text(
+        f"input: {{uri: {tmp_path / 'emb'}}}\noutput: {{uri: {tmp_path / 'out'}}}\nclustering: {{k: 2}}\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cluster", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    expected = {
+        "nan": "error: embedding of a17 is zero or not finite",
+        "other_dim": "error: embedding column 'embedding': the vector of 'b0' has 16 values, the input's first has 8",
+    }[bad]
+    assert lines[-1].startswith(expected), lines[-5:]

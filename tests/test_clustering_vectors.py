@@ -20,7 +20,7 @@ def test_variable_list_ok_and_ragged_rejected():
     ok = pa.table({"e": pa.array([[1.0, 2.0], [3.0, 4.0]])})
     assert embedding_matrix(ok, "e").shape == (2, 2)
     ragged = pa.table({"e": pa.array([[1.0, 2.0], [3.0]])})
-    with pytest.raises(EmbeddingColumnError, match="row 1 has 1 values, row 0 has 2"):
+    with pytest.raises(EmbeddingColumnError, match="the vector of row 1 has 1 values, row 0's has 2"):
         embedding_matrix(ragged, "e")
 
 
@@ -34,15 +34,26 @@ def test_wrong_type_and_dim_mismatch():
         embedding_matrix(pa.table({"e": ["x"]}), "e")
     with pytest.raises(EmbeddingColumnError, match="holds int64"):
         embedding_matrix(pa.table({"e": pa.array([[1, 2]])}), "e")
-    with pytest.raises(EmbeddingColumnError, match="dim 2, expected 3"):
+    with pytest.raises(EmbeddingColumnError, match="has 2 values, the input's first has 3"):
         embedding_matrix(pa.table({"e": fixed([[1, 0]], 2)}), "e", dim=3)
-    with pytest.raises(EmbeddingColumnError, match="dim 2, expected 3"):
+    with pytest.raises(EmbeddingColumnError, match="has 2 values, the input's first has 3"):
         embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0]])}), "e", dim=3)
 
 
+@pytest.mark.parametrize("fixed_size", [True, False])
+def test_a_vector_of_another_dim_is_named_by_its_id_with_what_to_do(fixed_size):
+    """Files of two models in one input (dims 2 and 3): the error said "row 1 has 3 values, row 0 has 2" or "has dim
+    3, expected 2", a place in a Ray block that names no row of the input, and not what to do."""
+    column = fixed([[1, 0, 0], [0, 1, 0]], 3) if fixed_size else pa.array([[1.0, 0.0], [1.0, 0.0, 0.0]])
+    with pytest.raises(EmbeddingColumnError, match="the vector of 'doc-7' has 3 values, the input's first has 2; "):
+        embedding_matrix(pa.table({"e": column}), "e", dim=2, ids=["doc-7" if fixed_size else "doc-6", "doc-7"])
+    with pytest.raises(EmbeddingColumnError, match="different models or dimensions; point the job at one"):
+        embedding_matrix(pa.table({"e": column}), "e", dim=2)
+
+
 def test_null_vectors_rejected():
-    with pytest.raises(EmbeddingColumnError, match="1 null vectors"):
-        embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0], None])}), "e")
+    with pytest.raises(EmbeddingColumnError, match=r"1 null vectors \(the first: 'b'\): drop those rows"):
+        embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0], None])}), "e", ids=["a", "b"])
 
 
 def test_normalize_counts_off_sphere_rows():

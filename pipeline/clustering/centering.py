@@ -20,9 +20,15 @@ def group_keys(block: pa.Table, column: str) -> list[str | None]:
     return [None if v is None else str(v) for v in block.column(column).to_pylist()]
 
 
-def group_sums(block: pa.Table, column: str, embedding_column: str, dim: int) -> pa.Table:
+def row_ids(block: pa.Table, id_column: str | None) -> list[str] | None:
+    """The rows' ids as strings, for errors that name a row; None without an id column."""
+    return None if id_column is None else block.column(id_column).cast(pa.string()).to_pylist()
+
+
+def group_sums(block: pa.Table, column: str, embedding_column: str, dim: int, id_column: str | None = None) -> pa.Table:
     """One row per group of the block: the sum of its unit vectors (float64) and its row count."""
-    x, _ = normalize_rows(embedding_matrix(block, embedding_column, dim).astype(np.float64))
+    ids = row_ids(block, id_column)
+    x, _ = normalize_rows(embedding_matrix(block, embedding_column, dim, ids).astype(np.float64), ids)
     keys = group_keys(block, column)
     names = sorted(set(keys), key=lambda k: (k is None, k or ""))
     sums = [x[[i for i, k in enumerate(keys) if k == name]].sum(axis=0) for name in names]
@@ -58,9 +64,12 @@ def center_rows(x: np.ndarray, keys: list[str | None], means: dict[str | None, n
     return out.astype(np.float32)
 
 
-def center_block(block: pa.Table, column: str, embedding_column: str, dim: int, means) -> pa.Table:
+def center_block(
+    block: pa.Table, column: str, embedding_column: str, dim: int, means, id_column: str | None = None
+) -> pa.Table:
     """The block with its embedding column replaced by the group-centred unit vectors."""
-    x, _ = normalize_rows(embedding_matrix(block, embedding_column, dim))
+    ids = row_ids(block, id_column)
+    x, _ = normalize_rows(embedding_matrix(block, embedding_column, dim, ids), ids)
     keys = group_keys(block, column)
     missing = sorted({k for k in keys if k not in means}, key=str)
     if missing:

@@ -61,8 +61,8 @@ def sample_block(block: pa.Table, spec: SampleSpec) -> pa.Table:
     ids = string_ids(block, spec.id_column)
     u = stable_uniform(ids, spec.seed)
     keep = np.flatnonzero(u < spec.fraction)
-    chosen = block.take(pa.array(keep, pa.int64()))
-    x, off = normalize_rows(embedding_matrix(chosen, spec.embedding_column, spec.dim), [ids[i] for i in keep])
+    chosen, chosen_ids = block.take(pa.array(keep, pa.int64())), [ids[i] for i in keep]
+    x, off = normalize_rows(embedding_matrix(chosen, spec.embedding_column, spec.dim, chosen_ids), chosen_ids)
     return pa.table({KEY: pa.array(u[keep]), EMB: as_vectors(x), OFF: pa.array(off)})
 
 
@@ -121,7 +121,7 @@ def assign_block(block: pa.Table, centroids, spec: AssignSpec) -> pa.Table:
     """Final pass over all rows: nearest centroid and its cosine, plus what the per-cluster stage needs."""
     c = resolve_ref(centroids)
     ids = string_ids(block, spec.id_column)
-    x, off = normalize_rows(embedding_matrix(block, spec.embedding_column, spec.dim), ids)
+    x, off = normalize_rows(embedding_matrix(block, spec.embedding_column, spec.dim, ids), ids)
     labels, cos = kmeans.assign(x, c)
     cols = {
         "id": pa.array(ids, pa.string()),

@@ -92,9 +92,28 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple
     emb = cfg.input.embedding_column
     dim = check_embedding_field(pa.schema([flat_field(schema, emb, paths[emb])]), emb)
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
-        head = pq.ParquetFile(first.path, filesystem=root.fs).read_row_group(0, columns=projection([paths[emb]]))
-        dim = embedding_matrix(flat_table(head.slice(0, 1), {emb: paths[emb]}), emb).shape[1]
+        dim = first_vector_dim(root, files, emb, paths[emb])
     return dim, paths
+
+
+def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[str, ...]) -> int:
+    """The length of the input's first vector, in the first file and row group that has a row.
+
+    A 0-row file first in the listing (an empty part a Spark or pandas writer left) used to give dim 0, and every
+    block then failed with "has dim 8, expected 0".
+
+    Raises:
+        EmbeddingColumnError: no file has a row (input.uri names an empty dataset).
+    """
+    for name in files:
+        reader = pq.ParquetFile(root.join(name).path, filesystem=root.fs)
+        for group in range(reader.num_row_groups):
+            if reader.metadata.row_group(group).num_rows:
+                head = reader.read_row_group(group, columns=projection([path])).slice(0, 1)
+                return embedding_matrix(flat_table(head, {column: path}), column).shape[1]
+    raise EmbeddingColumnError(
+        f"input.uri {root.uri}: the {len(files)} input files have no rows; point input.uri at an embeddings dataset"
+    )
 
 
 def with_chunk_index(cfg: ClusterConfig, first: Location) -> ClusterConfig:
@@ -234,14 +253,14 @@ def write_duplicates(stats: pa.Table, out: Location) -> int:
 
 def center_dataset(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int) -> tuple[ray.data.Dataset, int]:
     """One pass for each group's mean vector, then the dataset with every row centred on its group's mean."""
-    column, emb = cfg.clustering.center_by, cfg.input.embedding_column
+    column, emb, ids = cfg.clustering.center_by, cfg.input.embedding_column, cfg.input.id_column
     sums = ds.map_batches(
-        centering.group_sums, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim)
+        centering.group_sums, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim, ids)
     ).iter_batches(batch_size=None, batch_format="pyarrow")
     means = centering.group_means(list(sums), dim)
     log.info("centring on %s: %d groups", column, len(means))
     centred = ds.map_batches(
-        centering.center_block, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim, means)
+        centering.center_block, batch_size=None, batch_format="pyarrow", fn_args=(column, emb, dim, means, ids)
     )
     return centred.materialize(), len(means)
 

@@ -51,31 +51,52 @@ def check_embedding_field(schema: pa.Schema, column: str, dim: int | None = None
     return dim
 
 
-def embedding_matrix(table: pa.Table, column: str, dim: int | None = None) -> np.ndarray:
+MIXED_DIMS_HINT = (
+    "all vectors must have the same dim: the input mixes embeddings of different models or dimensions; point the "
+    "job at one embeddings dataset"
+)
+
+
+def embedding_matrix(table: pa.Table, column: str, dim: int | None = None, ids: list[str] | None = None) -> np.ndarray:
     """The column as a (N, dim) float32 matrix, raw (not normalized).
+
+    Args:
+        dim: the expected vector length (the input's first vector's), when known.
+        ids: the rows' ids, so that an error names the row by its id rather than its place in a block.
 
     Raises:
         EmbeddingColumnError: missing/wrongly typed column, null vectors, vectors of different lengths, or a length
             different from `dim`.
     """
-    dim = check_embedding_field(table.schema, column, dim)
+    check_embedding_field(table.schema, column)  # the type; the lengths are checked below, naming a row
     arr = table.column(column).combine_chunks()
     if arr.null_count:
-        raise EmbeddingColumnError(f"embedding column {column!r} has {arr.null_count} null vectors")
+        first = int(np.argmax(np.asarray(arr.is_null())))
+        name = repr(ids[first]) if ids else f"row {first}"
+        raise EmbeddingColumnError(
+            f"embedding column {column!r} has {arr.null_count} null vectors (the first: {name}): drop those rows or "
+            "embed them again"
+        )
     n = len(arr)
     if pa.types.is_fixed_size_list(arr.type):
         width = arr.type.list_size
+        if dim is not None and n and width != dim:
+            name = repr(ids[0]) if ids else "row 0"
+            raise EmbeddingColumnError(
+                f"embedding column {column!r}: the vector of {name} has {width} values, the input's first has {dim}; "
+                f"{MIXED_DIMS_HINT}"
+            )
     else:
         lengths = np.asarray(arr.value_lengths())
-        width = int(lengths[0]) if n else (dim or 0)
+        width = dim if dim is not None else (int(lengths[0]) if n else 0)
         if n and (lengths != width).any():
             bad = int(np.argmax(lengths != width))
+            name = repr(ids[bad]) if ids else f"row {bad}"
+            first = "the input's first" if dim is not None else "row 0's"
             raise EmbeddingColumnError(
-                f"embedding column {column!r}: row {bad} has {int(lengths[bad])} values, row 0 has {width}; "
-                "all vectors must have the same dim"
+                f"embedding column {column!r}: the vector of {name} has {int(lengths[bad])} values, {first} has "
+                f"{width}; {MIXED_DIMS_HINT}"
             )
-        if dim is not None and n and width != dim:
-            raise EmbeddingColumnError(f"embedding column {column!r} has dim {width}, expected {dim}")
     flat = arr.flatten().to_numpy(zero_copy_only=False)  # flatten() honours slice offsets, .values would not
     return np.asarray(flat, dtype=np.float32).reshape(n, width)
 
