@@ -15,9 +15,10 @@ from bitext_reference import random_unit
 from jobs.mine_bitext import main
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
 from pipeline.bitext.sides import SideError
-from pipeline.config import ConfigError, parse_config
+from pipeline.config import ConfigError, StorageConfig, parse_config
 from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig
+from pipeline.storage import list_inputs
 
 
 def write_embeddings(path: Path, ids: list[str], vectors: np.ndarray) -> str:
@@ -454,3 +455,30 @@ def test_sides_with_a_list_of_locations_group_as_one_input(tmp_path):
         }
     )
     assert {input_key(cfg.source): 1}[input_key(cfg.target)] == 1
+
+
+def test_a_first_attempt_lists_each_input_once(corpus, s3_bucket, proxy):
+    """Every side (uri and embeddings_uri) on S3 through the counting proxy. The fingerprint listed each input, then
+    the reads and the join listed them again: two LISTs per input on a first attempt (one per 1,000 objects on a
+    large prefix), and a file arriving in between was read without being in the fingerprint."""
+    client, bucket = s3_bucket
+    d = corpus["dir"]
+    for prefix, files in {"src": [d / "fra.txt"], "tgt": [d / "eng.txt"]}.items():
+        for f in files:
+            client.upload_file(str(f), bucket, f"{prefix}/{f.name}")
+    for prefix, local in {"emb_src": corpus["src_emb"], "emb_tgt": corpus["tgt_emb"]}.items():
+        client.upload_file(f"{local}/part-0.parquet", bucket, f"{prefix}/part-0.parquet")
+    raw = config(corpus)
+    raw["source"] |= {"uri": f"s3://{bucket}/src/", "embeddings_uri": f"s3://{bucket}/emb_src/"}
+    raw["target"] |= {"uri": f"s3://{bucket}/tgt/", "embeddings_uri": f"s3://{bucket}/emb_tgt/"}
+    raw["storage"] = {"endpoint_url": proxy.url}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["pairs_kept"] > 30  # the listing reused is the right one: the run mines the planted pairs
+    # a LIST is a GET of the bucket itself (the prefix is in the query, which the proxy does not key on)
+    job_lists = proxy.forwarded[("GET", f"/{bucket}")]
+    proxy.forwarded.clear()
+    for side in ("source", "target"):  # one listing of each input, as the job should do it
+        list_inputs(raw[side]["uri"], StorageConfig(endpoint_url=proxy.url))
+        list_inputs(raw[side]["embeddings_uri"], StorageConfig(endpoint_url=proxy.url))
+    once = proxy.forwarded[("GET", f"/{bucket}")]
+    assert once >= 4 and job_lists == once, (job_lists, once)  # it was 2 * once

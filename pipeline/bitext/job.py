@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 from pipeline import commit
 from pipeline.bitext import prepare, resume
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
+from pipeline.bitext.listings import Listings
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
 from pipeline.bitext.report import counts_png, overview_png, threshold_grid
@@ -45,7 +46,7 @@ from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig, SideConfig
 from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
-from pipeline.storage import list_files, resolve, write_bytes
+from pipeline.storage import resolve, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
     return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries)
 
 
-def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex) -> prepare.ReadCounts:
-    root, files = list_files(group.cfg.uri, cfg.storage, key=f"{next(iter(group.sides))}.uri")
+def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: Listings) -> prepare.ReadCounts:
+    root, files = listings.paths(group.cfg.uri, key=f"{next(iter(group.sides))}.uri")
     keep = tuple(dict.fromkeys(([group.cfg.lang_column] if group.cfg.lang_column else []) + group.keep_columns))
     spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
     default = next(iter(group.owners)) if group.cfg.lang_column is None else None
@@ -195,13 +196,16 @@ def owned_langs(groups: list[InputGroup]) -> dict[str, list[tuple[str, InputGrou
     return owned
 
 
-def prepare_texts(cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex) -> dict[str, Any]:
+def prepare_texts(
+    cfg: MineConfig, groups: list[InputGroup], work_uri: str, ex, listings: Listings | None = None
+) -> dict[str, Any]:
     """Read every input once and number each side's rows (deduplicated) into texts/<side>/: the `texts` stage.
 
     Returns its record (pipeline.bitext.resume): per input its read counts; per side the join's bucket count and,
     per language, the numbered text files and the id files of the join (prepare.dedup_language).
     """
-    reads = [read_group(cfg, g, work_uri, ex) for g in groups]  # every input fails fast, before any embedding
+    listings = listings or Listings(cfg.storage)
+    reads = [read_group(cfg, g, work_uri, ex, listings) for g in groups]  # every input fails fast, before embedding
     log.info("read %d inputs: %s rows per language", len(groups), dict(sum((r.per_lang for r in reads), Counter())))
     sides: dict[str, dict[str, Any]] = {}
     for side, items in owned_langs(groups).items():
@@ -259,7 +263,12 @@ def embed_sides(cfg: MineConfig, out) -> tuple[dict[str, tuple[str, dict]], list
 
 
 def build_stores(
-    cfg: MineConfig, texts: dict[str, Any], embedded: dict[str, tuple[str, dict]], work_uri: str, ex
+    cfg: MineConfig,
+    texts: dict[str, Any],
+    embedded: dict[str, tuple[str, dict]],
+    work_uri: str,
+    ex,
+    listings: Listings | None = None,
 ) -> tuple[dict[tuple[str, str], StoreRef], dict]:
     """Join every side's numbered texts to its vectors; returns stores by (side, lang) and per-side facts for the
     summary. `texts`: prepare_texts' record; `embedded`: embed_sides' result."""
@@ -283,7 +292,9 @@ def build_stores(
         deduped, buckets = texts["sides"][side]["langs"], texts["sides"][side]["buckets"]
         emb_uri, emb_info = embedded[side][0], dict(embedded[side][1])
         log.info("%s: %d languages numbered; joining vectors from %s", side, len(items), emb_uri)
-        vectors, dim, model, unembedded = join_vectors(cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex)
+        vectors, dim, model, unembedded = join_vectors(
+            cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex, listings or Listings(cfg.storage)
+        )
         emb_info["model"] = model or "unknown"
         for lang, _ in items:
             d = deduped[lang]
@@ -318,12 +329,15 @@ def build_stores(
     return stores, info
 
 
-def join_vectors(cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex) -> tuple[dict, int, str | None, dict]:
+def join_vectors(
+    cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex, listings: Listings
+) -> tuple[dict, int, str | None, dict]:
     """Vector files per language, the dim, the model and, per language, the rows the job's own embed step rejected
     (left out of the vector files, so never mined). With the side's embeddings_uri a row without a vector fails the
     job: those embeddings do not come from this input."""
     own = not side_cfg.embeddings_uri
-    files = prepare.embedding_files(emb_uri, cfg.storage)
+    key = "output.uri" if own else f"{side}.embeddings_uri"
+    files = prepare.embedding_files(emb_uri, cfg.storage, listings.paths(emb_uri, key=key))
     parts = ex.get(
         [ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage) for i, f in enumerate(files)]
     )
@@ -575,10 +589,12 @@ def write_pair_report(cfg: MineConfig, pair: dict, at) -> dict[str, str]:
     return {"histogram": at.join(HISTOGRAM_FILE).uri}
 
 
-def knn_stage(cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_uri: str, ex) -> tuple[dict, float]:
+def knn_stage(
+    cfg: MineConfig, texts: dict, embedded: dict, pairs: list, work_uri: str, ex, listings: Listings | None = None
+) -> tuple[dict, float]:
     """Join the vectors to the texts, then the k-NN of every pair: the `knn` stage's record, and when the join ended
     (the summary counts the join with reading and embedding)."""
-    stores, sides = build_stores(cfg, texts, embedded, work_uri, ex)
+    stores, sides = build_stores(cfg, texts, embedded, work_uri, ex, listings)
     joined = time.perf_counter()
     means = {}
     if cfg.mining.center:
@@ -611,7 +627,8 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
     commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing inputs for the fingerprint
-    resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, resume.mine_fingerprint(cfg))
+    listings = Listings(cfg.storage)  # each input listed once: for the fingerprint, then reused by the reads
+    resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, resume.mine_fingerprint(cfg, listings))
     stages = commit.committed_units(out) if resumed else {}
     if resumed:
         dropped = commit.drop_except(out, resume.kept_paths(stages, cfg.multi_pair))
@@ -624,14 +641,14 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]
     texts = stages.get(resume.TEXTS)
     if texts is None:
-        texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex)
+        texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex, listings)
         commit.mark_unit(out, resume.TEXTS, texts)
     embedded, embeddings_reused = embed_sides(cfg, out)
     reused += [f"embeddings/{side}" for side in embeddings_reused]
     pairs = cfg.pairs()
     embedded_at = time.perf_counter()
     if resume.KNN not in stages:
-        stages[resume.KNN], embedded_at = knn_stage(cfg, texts, embedded, pairs, work_uri, ex)
+        stages[resume.KNN], embedded_at = knn_stage(cfg, texts, embedded, pairs, work_uri, ex, listings)
         commit.mark_unit(out, resume.KNN, stages[resume.KNN])
     stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
     searched = time.perf_counter()

@@ -33,7 +33,7 @@ from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
-from pipeline.storage import list_files, resolve, write_parquet_atomic
+from pipeline.storage import Location, list_files, resolve, write_parquet_atomic
 
 ID, TEXT_OUT = "id", "text"
 
@@ -336,9 +336,11 @@ def read_table(uri: str, storage: StorageConfig) -> pa.Table:
     return pq.read_table(loc.path, filesystem=loc.fs)
 
 
-def embedding_files(uri: str, storage: StorageConfig) -> list[str]:
-    """URIs of the parquet files of an embeddings dataset (hidden files such as _summary.json left out)."""
-    root, files = list_files(uri, storage)
+def embedding_files(uri: str, storage: StorageConfig, listed: tuple[Location, list[str]] | None = None) -> list[str]:
+    """URIs of the parquet files of an embeddings dataset (hidden files such as _summary.json left out).
+
+    `listed`: the dataset's listing (root, relative paths) when the caller has it (pipeline.bitext.listings)."""
+    root, files = listed or list_files(uri, storage)
     files = [f for f in files if f.endswith(".parquet")]
     if not files:
         raise FileNotFoundError(f"no parquet files in the embeddings dataset {uri}")

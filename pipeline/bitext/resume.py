@@ -20,10 +20,10 @@ import dataclasses
 import json
 from typing import Any
 
+from pipeline.bitext.listings import Listings
 from pipeline.bitext.store import StoreRef
 from pipeline.fingerprint import listing_digest
 from pipeline.mine_config import MineConfig
-from pipeline.storage import list_inputs
 
 TEXTS, KNN = "texts", "knn"
 KEEP = {TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"], KNN: ["work/emb/", "work/vectors/", "work/knn/"]}
@@ -39,21 +39,24 @@ OUTPUT_LAYOUT_KEYS = ("rows_per_file",)
 MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
 
 
-def mine_fingerprint(cfg: MineConfig) -> dict[str, Any]:
+def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[str, Any]:
     """The fields that decide whether an unfinished mining run may be resumed, by name.
 
     Each side's settings and input listing (count and sha256 of every path, size and mtime, as for the embed job;
     the same for an `embeddings_uri`), the model settings, the stored dtype, and every mining setting but the
     resources (RESOURCE_KEYS) and the layout (LAYOUT_KEYS, OUTPUT_LAYOUT_KEYS; EXACT_LAYOUT_KEYS for index: exact). The model's weights are not hashed here: the embed step's own fingerprint
     holds their identity and refuses a resume when they changed.
+
+    `listings`: the run's listings, which the reads and the join then reuse (one LIST per input, not two).
     """
+    listings = listings or Listings(cfg.storage)
     fields: dict[str, Any] = {}
     for name in ("source", "target"):
         side = getattr(cfg, name)
         fields |= {f"{name}.{k}": v for k, v in sorted(side.model_dump().items())}
-        fields[f"{name}.listing"] = listing_digest(list_inputs(side.uri, cfg.storage, key=f"{name}.uri")[1])
+        fields[f"{name}.listing"] = listing_digest(listings.files(side.uri, key=f"{name}.uri")[1])
         if side.embeddings_uri:
-            listed = list_inputs(side.embeddings_uri, cfg.storage, key=f"{name}.embeddings_uri")[1]
+            listed = listings.files(side.embeddings_uri, key=f"{name}.embeddings_uri")[1]
             fields[f"{name}.embeddings_listing"] = listing_digest(listed)
     model = cfg.model.model_dump(exclude=set(MODEL_RUNTIME_KEYS))
     fields |= {f"model.{k}": v for k, v in sorted(model.items())}
