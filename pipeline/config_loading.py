@@ -227,6 +227,19 @@ KEY_ALIASES: dict[str, tuple[str, str]] = {
     "text_field": ("input.text_column", "the text column or JSONL key"),
     "text_key": ("input.text_column", "the text column or JSONL key"),
     "id_field": ("input.id_column", "the id column or JSONL key"),
+    # the clustering job (pipeline/cluster_config.py); only offered where the job has the section
+    "niter": ("clustering.max_iter", "FAISS Kmeans' niter"),
+    "max_iterations": ("clustering.max_iter", "Lloyd iterations"),
+    "n_clusters": ("clustering.k", "scikit-learn KMeans' n_clusters"),
+    "ncentroids": ("clustering.k", "FAISS Kmeans' k"),
+    "num_clusters": ("clustering.k", "the number of clusters"),
+    "n_init": ("clustering.seed", "scikit-learn's n_init: one fit per run here, compare runs of other seeds"),
+    "nredo": ("clustering.seed", "FAISS Kmeans' nredo: one fit per run here, compare runs of other seeds"),
+    # the mining job (pipeline/mine_config.py)
+    "neighborhood": ("mining.k", "LASER mine_bitexts' --neighborhood"),
+    "knn": ("mining.k", "neighbours per sentence"),
+    "nprobe": ("mining.ivf.nprobe", "FAISS's nprobe, under mining.ivf"),
+    "nlist": ("mining.ivf.nlist", "FAISS's nlist, under mining.ivf"),
 }
 
 

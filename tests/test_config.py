@@ -181,10 +181,38 @@ def test_unknown_key_from_another_tool_points_at_ours(tmp_path, override, hint):
 
 
 def test_key_aliases_point_at_keys_that_exist():
+    from pipeline.cluster_config import ClusterConfig
     from pipeline.config_loading import KEY_ALIASES, field_annotation
+    from pipeline.mine_config import MineConfig
 
-    missing = [t for t, _ in KEY_ALIASES.values() if field_annotation(EmbedConfig, t.split(".")) is None]
+    jobs = (EmbedConfig, ClusterConfig, MineConfig)
+    missing = [t for t, _ in KEY_ALIASES.values() if all(field_annotation(j, t.split(".")) is None for j in jobs)]
     assert not missing
+
+
+@pytest.mark.parametrize(
+    "job, override, hint",
+    [
+        ("cluster", "clustering.niter=20", "did you mean clustering.max_iter? (FAISS Kmeans' niter)"),
+        ("cluster", "clustering.n_clusters=8", "did you mean clustering.k? (scikit-learn KMeans' n_clusters)"),
+        ("cluster", "clustering.nredo=3", "did you mean clustering.seed?"),
+        ("mine", "mining.neighborhood=8", "did you mean mining.k? (LASER mine_bitexts' --neighborhood)"),
+        ("mine", "mining.nprobe=16", "did you mean mining.ivf.nprobe?"),
+        ("mine", "mining.nlist=64", "did you mean mining.ivf.nlist?"),
+    ],
+)
+def test_a_faiss_sklearn_or_laser_key_points_at_the_clustering_or_mining_key(tmp_path, job, override, hint):
+    """FAISS's niter under clustering was answered "did you mean init?" (spelled alike, a different thing), and
+    LASER's neighborhood or FAISS's nprobe under mining got only the list of known keys."""
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.mine_config import MineConfig
+
+    if job == "cluster":
+        model, text = ClusterConfig, "input: {uri: in}\noutput: {uri: out}\nclustering: {k: 4}\n"
+    else:
+        model, text = MineConfig, "source: {uri: a.txt, lang: fra}\ntarget: {uri: b.txt, lang: eng}\noutput: {uri: o}\n"
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(model, write(tmp_path, text), [override])
 
 
 @pytest.mark.parametrize("text, expected", [("passage", "document"), ("corpus", "document"), ("Queries", "query")])
