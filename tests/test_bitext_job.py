@@ -122,6 +122,17 @@ def test_empty_side_is_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
+def test_a_side_smaller_than_k_is_said_in_the_summary_and_a_warning(corpus, caplog):
+    """2 English lines against 60 French with k=4: the forward search can find only 2 neighbours, so the margins
+    average 2 cosines; the summary said k=4 and nothing else (a 1-row side makes every margin near 1)."""
+    (corpus["dir"] / "eng.txt").write_text("sentence 0\nsentence 1\n")
+    with caplog.at_level("WARNING", logger="pipeline.bitext.job"):
+        summary = run_mine(parse_config(MineConfig, config(corpus, k=4)))
+    assert summary["neighbours"] == {"forward": 2, "backward": 4}
+    assert "the target (eng) has 2 rows, fewer than mining.k=4" in caplog.text
+    assert "lower mining.k" in caplog.text
+
+
 def test_mismatched_dims_are_an_error(corpus):
     rng = np.random.default_rng(1)
     write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))

@@ -500,6 +500,23 @@ def actor_memory_parts(cfg: MineConfig, rows: int, dim: int) -> dict[str, int]:
     )
 
 
+def neighbours_used(k: int, s: str, t: str, src: StoreRef, tgt: StoreRef) -> dict[str, int]:
+    """The neighbours each direction's search found per sentence: mining.k, or fewer when the other side has fewer
+    rows with a vector. The densities and so the margins then average fewer cosines than the threshold was chosen
+    for (a side of 1 row: every margin is near 1); said in the summary and as a warning, which used to say k only.
+    """
+    used = {"forward": min(k, tgt.vector_rows or tgt.rows), "backward": min(k, src.vector_rows or src.rows)}
+    for direction, n in used.items():
+        if n < k:
+            other = f"target ({t})" if direction == "forward" else f"source ({s})"
+            log.warning(
+                f"{s}-{t}: the {other} has {n} rows, fewer than mining.k={k}: the {direction} search finds {n} "
+                f"neighbours per sentence, so its margins average {n} cosines, not {k}, and a threshold chosen at "
+                f"k={k} does not carry over (lower mining.k, or mine a larger side)"
+            )
+    return used
+
+
 def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str, pairs_dir: str, ex) -> dict[str, Any]:
     """Score, select and write one language pair from its stored knn files."""
     m, st = cfg.mining, cfg.storage
@@ -571,6 +588,7 @@ def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str,
         "src_lang": s,
         "tgt_lang": t,
         "rows": {"source": src.rows, "target": tgt.rows},
+        "neighbours": neighbours_used(m.k, s, t, src, tgt),
         "pairs_selected": sel["pairs_selected"],
         "pairs_kept": written["rows"],
         "pairs_above_score_max": sel["pairs_above_score_max"],
