@@ -17,6 +17,7 @@ from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_c
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
 from pipeline.errors import (
+    LeaseHeldError,
     UserError,
     actor_start_failure,
     quiet_user_error_tracebacks,
@@ -26,6 +27,8 @@ from pipeline.errors import (
 )
 from pipeline.process_exit import interrupt_on_sigterm, interrupt_status, sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
+
+LEASE_HELD = 3  # exit status when another run holds the output's lease
 
 KEYS_HELP = """\
 Every key of CONFIG, with its default and description: rayembed config show CONFIG
@@ -78,7 +81,7 @@ def run_job(
 
     Config errors exit 2 (an output on a relative local path too, in a Ray job run from an uploaded working_dir:
     pipeline.cluster_paths) and input/model errors exit 1 (an actor pool that cannot start too), each with its message
-    and no traceback. An interrupt (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a
+    and no traceback; another run holding the output's lease (pipeline.lease) exits 3. An interrupt (Ctrl-C, SIGINT) exits 130, the shell's status for it, with one line instead of a
     traceback that says what a rerun does (interrupted_line; `resumable`: the job resumes an unfinished run of the
     same configuration); a second Ctrl-C while that line is printed changes nothing. SIGTERM does the same and exits
     143 (pipeline.process_exit.interrupt_on_sigterm).
@@ -108,6 +111,9 @@ def run_job(
     interrupt_on_sigterm()  # SIGTERM (a pod evicted, `ray job stop`, `kill`) is handled as Ctrl-C, exit 143
     try:
         summary = run(cfg)
+    except LeaseHeldError as err:  # another run is writing the output: a scheduler may count 3 as "skipped"
+        print(f"error: {err}", file=sys.stderr)
+        return LEASE_HELD
     except (UserError, FileNotFoundError, FileExistsError) as err:
         # the other tasks of the step that failed (one per file) often raise the same error: said once is enough
         os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"

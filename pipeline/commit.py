@@ -3,28 +3,34 @@
     <out>/_SUCCESS                the commit marker, written last: {"job", "summary", "committed_at", ...}
     <out>/_run/fingerprint.json   the configuration of the run writing here (resumable jobs)
     <out>/_run/units/<key>.json   one unit (input file or row-group range) or stage whose outputs are all on storage
+    <out>/_lease.json             the run writing here now (pipeline.lease), while it runs
 
 A location is complete exactly when `_SUCCESS` exists (the Hadoop/Spark name; like the S3A committers it holds
 JSON). Each job keeps its own summary file (`_summary.json`, `summary.json`), written just before the marker.
 Starting over deletes the marker first, so a crash mid-delete never leaves a marked, half-old dataset.
+A job runs holding its output's lease (holds_output), so a second run on the same output is refused before it
+touches anything, and every marker is written only while the lease is still this run's.
 Pure storage: no Ray. Used by jobs.embed, jobs.reembed, jobs.mine_bitext and jobs.cluster.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
 from pipeline.fingerprint import differences
+from pipeline.lease import holding, is_lease_file, verify_held
 from pipeline.objects import delete_files, get_json, list_tree, put_json
-from pipeline.storage import Location
+from pipeline.storage import Location, resolve
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,9 @@ def check_available(
         raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {naming.hint}")
     recorded = get_json(out.join(FINGERPRINT)) if resumable else None
     if recorded is None:
-        existing = [rel for rel in list_tree(out, temp_files=True) if not is_fingerprint_temp(rel)]
+        existing = [
+            rel for rel in list_tree(out, temp_files=True) if not is_fingerprint_temp(rel) and not is_lease_file(rel)
+        ]
         if existing:
             raise OutputExistsError(
                 f"output {out.uri} already holds {len(existing)} files (e.g. {existing[0]}) that no unfinished "
@@ -177,14 +185,17 @@ def drop_except(out: Location, keep: list[str]) -> int:
     deletion_order: a resumed run redoes the stages its earlier attempts did not record. Returns the files deleted.
     """
     prefixes = (f"{RUN_DIR}/", *keep)
-    doomed = [rel for rel in list_tree(out, temp_files=True) if not rel.startswith(prefixes)]
+    doomed = [rel for rel in list_tree(out, temp_files=True) if not rel.startswith(prefixes) and not is_lease_file(rel)]
     delete_files(out, deletion_order(doomed))
     return len(doomed)
 
 
 def clear(out: Location) -> None:
-    """Delete everything under `out` in deletion_order, so a crash mid-way leaves no marker beside old data."""
-    delete_files(out, deletion_order(list_tree(out, temp_files=True)))  # in order; a file already gone is skipped
+    """Delete everything under `out` in deletion_order, so a crash mid-way leaves no marker beside old data; the
+    lease of the run that clears it stays (pipeline.lease)."""
+    doomed = [rel for rel in list_tree(out, temp_files=True) if not is_lease_file(rel)]
+    verify_held(out)
+    delete_files(out, deletion_order(doomed))  # in order; a file already gone is skipped
 
 
 def deletion_order(files: list[str]) -> list[str]:
@@ -198,7 +209,12 @@ def deletion_order(files: list[str]) -> list[str]:
 
 
 def mark_unit(out: Location, key: str, record: dict[str, Any]) -> None:
-    """Record that every output of unit `key` is on storage (an atomic small object)."""
+    """Record that every output of unit `key` is on storage (an atomic small object).
+
+    Raises:
+        LeaseLostError: this process held `out`'s lease and another run took it over (pipeline.lease).
+    """
+    verify_held(out)
     put_json(record, out.join(UNITS_DIR, f"{key}.json"))
 
 
@@ -212,6 +228,38 @@ def committed_units(out: Location) -> dict[str, dict[str, Any]]:
 
 
 def commit(out: Location, job: str, summary: dict[str, Any], summary_name: str, **extra: Any) -> None:
-    """Write the job's summary, then the marker: from here on `out` is a finished run."""
+    """Write the job's summary, then the marker: from here on `out` is a finished run.
+
+    Raises:
+        LeaseLostError: this process held `out`'s lease and another run took it over (pipeline.lease).
+    """
+    verify_held(out)
     put_json(summary, out.join(summary_name))
     put_json({"job": job, "summary": summary_name, "committed_at": time.time(), **extra}, out.join(MARKER))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def holds_output(job: str) -> Callable[[F], F]:
+    """Decorator of a job's `run(cfg, ...)`: the run holds the lease of `cfg.output.uri` from its start to its end
+    (pipeline.lease; `output.lease_seconds`, `output.lease_wait_seconds`), so a second run on the same output fails
+    before it reads, deletes or writes anything there. An output that holds a finished run is not leased without
+    `output.overwrite`: the run refuses it, or reuses it as a nested step, and writes nothing.
+
+    Raises:
+        LeaseHeldError: another live run holds the output's lease.
+    """
+
+    def wrap(run: F) -> F:
+        @functools.wraps(run)
+        def run_holding(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+            out = resolve(cfg.output.uri, cfg.storage)
+            if not cfg.output.overwrite and is_committed(out):
+                return run(cfg, *args, **kwargs)
+            with holding(out, cfg.storage, job, cfg.output.lease_seconds, cfg.output.lease_wait_seconds):
+                return run(cfg, *args, **kwargs)
+
+        return run_holding  # type: ignore[return-value]
+
+    return wrap

@@ -516,7 +516,24 @@ class OutputConfig(Section):
     )
     rows_per_file: int = Field(100_000, gt=0, description="Most rows in one output Parquet file.")
     overwrite: bool = Field(
-        False, description="Allow writing into a location that already holds a dataset (its files are replaced)."
+        False,
+        description="Allow writing into a location that already holds a dataset (its files are replaced). Another "
+        "run that is writing there now is still refused (output.lease_seconds).",
+    )
+    lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="Lifetime of the output's lease (<output>/_lease.json, docs/resume.md): the run renews it every "
+        "third of this, and a second run on the same output fails at once (exit 3) naming the first. A run killed "
+        "on another host blocks the next one for at most this long (same host: a dead process is taken over at "
+        "once).",
+    )
+    lease_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How long a run waits for another live run's lease on its output to end before it fails "
+        "(0: at once). A retry whose earlier attempt died on another host (a new pod) needs a wait above "
+        "lease_seconds to resume instead of failing.",
     )
 
 

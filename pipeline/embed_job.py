@@ -490,6 +490,7 @@ def count_ranges(cfg: EmbedConfig, root: Location, out: Location, resumed: bool)
     return count
 
 
+@commit.holds_output("embed")
 def run_embed(
     cfg: EmbedConfig, reuse_finished: bool = False, naming: commit.Naming = commit.TOP_LEVEL
 ) -> dict[str, Any]:

@@ -12,6 +12,11 @@ class UserError(Exception):
     """Mixed into every error whose message tells the user what to change."""
 
 
+class LeaseHeldError(UserError, RuntimeError):
+    """Another live run holds the output's lease (pipeline.lease); the message names it and says how to proceed.
+    Jobs exit 3."""
+
+
 def actor_start_failure(err: BaseException) -> str | None:
     """One line for an actor pool that could not start (a Ray ActorDiedError from the actor's constructor), else None.
 

@@ -65,6 +65,8 @@ class FaultProxy:
     latency: float = 0.0  # seconds each request waits before it is answered
     in_flight: int = 0
     max_in_flight: int = 0  # the most requests held at once
+    drop_headers: set[str] = field(default_factory=set)  # lower-case request headers not passed on (a store that
+    # ignores them, e.g. If-None-Match); the moto server checks no signatures
 
     def enter(self) -> None:
         with self.lock:
@@ -135,7 +137,7 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
             try:
-                drop = {"connection", "transfer-encoding", "content-length", "expect"}
+                drop = {"connection", "transfer-encoding", "content-length", "expect", *proxy.drop_headers}
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)

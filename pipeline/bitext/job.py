@@ -633,6 +633,7 @@ def pair_stage(cfg: MineConfig, s: str, t: str, stores: dict, knn: dict, out, wo
     return resume.as_json(result)
 
 
+@commit.holds_output("mine_bitext")
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
     """Mine translation pairs for every (source lang, target lang), or resume an unfinished run of the same
     configuration in `output.uri` from its last recorded stage (pipeline.bitext.resume); returns the summary

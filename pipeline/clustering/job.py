@@ -265,6 +265,7 @@ def center_dataset(cfg: ClusterConfig, ds: ray.data.Dataset, dim: int) -> tuple[
     return centred.materialize(), len(means)
 
 
+@commit.holds_output("cluster")
 def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     """Run the configured clustering, or resume an unfinished run of the same configuration in `output.uri`.
 

@@ -17,8 +17,9 @@ class ReembedSettings(Section):
     lease_settle_seconds: float = Field(
         2.0,
         ge=0,
-        description="Wait between writing the lease and reading it back. Object stores have no compare-and-swap "
-        "through pyarrow, so two runs that both saw no lease find out which write won after this pause.",
+        description="On a store that ignores conditional writes (S3's If-None-Match/If-Match; AWS S3 and recent "
+        "S3-compatible stores honour them, local disks are locked): the wait between writing the lease and reading "
+        "it back, so two runs that both saw no lease find out which write won (pipeline.lease).",
     )
     lease_wait_seconds: float = Field(
         0.0,

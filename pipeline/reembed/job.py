@@ -130,6 +130,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         settings.lease_settle_seconds,
         settings.owner,
         wait=settings.lease_wait_seconds,
+        storage=cfg.storage,
+        job="reembed",
     )
     with lease:
         root, rel_paths = list_files(cfg.input.uri, cfg.storage)
