@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.actor_start import defer_start_errors, raise_start_failure
 from pipeline.columns import (
     COMPUTED,
     EMBED_ACTOR,
@@ -38,6 +39,7 @@ from pipeline.stages import ModelThreads, node_cpus
 class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
+    @defer_start_errors  # a tokenizer that cannot load fails the job at its first block, not after restarts
     def __init__(self, model: ModelConfig, prompt: str, tokenizer=None):
         """`tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); None: load it."""
         from pipeline.model_loading import declared_add_bos, declared_add_eos, load_tokenizer
@@ -55,6 +57,7 @@ class TokenizeActor:
         )
 
     def __call__(self, block: pa.Table) -> pa.Table:
+        raise_start_failure(self)
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
         good_rows = np.flatnonzero(good)
         texts = block.column(TEXT).take(good_rows).to_pylist()
@@ -86,6 +89,7 @@ class TokenizeActor:
 class EmbedActor:
     """Model stage: one model per actor; token-budget batches over the whole block."""
 
+    @defer_start_errors  # a model that cannot load (pipeline.actor_start) fails the job once, not per restart
     def __init__(
         self,
         model: ModelConfig,
@@ -126,6 +130,7 @@ class EmbedActor:
         self.actor = actor_name()
 
     def __call__(self, block: pa.Table) -> pa.Table:
+        raise_start_failure(self)
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
         tokens = block.column(TOKENS).combine_chunks().filter(pa.array(good, pa.bool_()))
         lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
