@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
-from pipeline.errors import LeaseHeldError
+from pipeline.errors import LeaseHeldError, UserError
 from pipeline.storage import Location
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ __all__ = ["LEASE", "Lease", "LeaseHeldError", "LeaseLostError", "holding", "is_
 KEEP, DELETE = object(), object()  # what an update returns: leave the lease as it is / delete it
 
 
-class LeaseLostError(RuntimeError):
-    """This run's lease was taken over (it expired while the run was stalled); the run stops before its next commit."""
+class LeaseLostError(UserError, RuntimeError):
+    """This run's lease was taken over (it expired while the run was stalled); the run stops before its next commit,
+    with one error line naming the run that holds it now."""
 
 
 def is_lease_file(rel: str) -> bool:
