@@ -240,7 +240,8 @@ def test_a_rerun_with_another_config_or_overwrite_while_the_first_runs_is_refuse
     it cleared the output under the running job."""
     out = tmp_path / "emb"
     config = job_config(tmp_path, tiny_models["bert"], str(out))
-    first = start_job(config)
+    # paused, the first run renews no lease: a TTL far above the time the others take to start on a loaded machine
+    first = start_job(config, "output.lease_seconds=1800")
     seen = []
     for line in first.stderr:
         seen.append(line)
