@@ -86,7 +86,7 @@ def test_racing_runs_have_exactly_one_winner(where):
     """Eight runs that all find no lease at once: one holds it, seven are refused. No settle pause: on S3 the
     conditional create decides (the old write-then-read lease needed one), on local disk the file lock."""
     out, storage = where
-    barrier, results = threading.Barrier(8), []
+    barrier, results, won = threading.Barrier(8), [], []
 
     def contend(i: int) -> None:
         lease = Lease(out.join(LEASE), f"run-{i}", ttl=60, settle=0, storage=storage)
@@ -94,6 +94,7 @@ def test_racing_runs_have_exactly_one_winner(where):
         try:
             lease.acquire()
             results.append(("won", i))
+            won.append(lease)
         except LeaseHeldError:
             results.append(("refused", i))
 
@@ -105,6 +106,7 @@ def test_racing_runs_have_exactly_one_winner(where):
     assert sorted(r for r, _ in results) == ["refused"] * 7 + ["won"]
     winner = next(i for r, i in results if r == "won")
     assert get_json(out.join(LEASE))["run_id"] == f"run-{winner}"
+    won[0].release()
 
 
 def test_a_store_that_ignores_conditional_writes_falls_back_to_write_then_read_back(proxy, s3_bucket, caplog):
@@ -114,7 +116,7 @@ def test_a_store_that_ignores_conditional_writes_falls_back_to_write_then_read_b
     proxy.drop_headers = {"if-none-match", "if-match"}
     storage = StorageConfig(endpoint_url=proxy.url)
     target = resolve(f"s3://{bucket}/out", storage).join(LEASE)
-    barrier, results = threading.Barrier(4), []
+    barrier, results, won = threading.Barrier(4), [], []
 
     def contend(i: int) -> None:
         lease = Lease(target, f"run-{i}", ttl=60, settle=1.0, storage=storage)
@@ -122,6 +124,7 @@ def test_a_store_that_ignores_conditional_writes_falls_back_to_write_then_read_b
         try:
             lease.acquire()
             results.append("won")
+            won.append(lease)
         except LeaseHeldError:
             results.append("refused")
 
@@ -133,6 +136,7 @@ def test_a_store_that_ignores_conditional_writes_falls_back_to_write_then_read_b
             t.join()
     assert sorted(results) == ["refused"] * 3 + ["won"]
     assert "does not honour conditional writes" in caplog.text
+    won[0].release()
 
 
 def test_a_run_that_lost_its_lease_writes_no_marker(where):
