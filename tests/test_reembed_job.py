@@ -444,3 +444,26 @@ def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_mod
     third = run_reembed(cfg)
     assert (third["files"]["new"], third["files"]["unchanged"], third["rows_embedded"]) == (1, 2, 5)
     assert sorted(published(str(tmp_path / "emb"))) == sorted(r["id"] for r in RECORDS[:25])
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_session, tiny_models, tmp_path):
+    """`cp -p` of an edited copy or `rsync -t` of an edit that keeps the size: the mtime is put back, so a token of
+    size + mtime took the file for unchanged and its old vectors stayed published. The ctime moves with the write."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 10)
+    target = corpus / "part-01.jsonl"
+    cfg = config(tiny_models["gemma3"], str(corpus), str(tmp_path / "emb"))
+    run_reembed(cfg)
+    before = published(str(tmp_path / "emb"))
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    edited = [{**r, "text": r["text"][::-1]} for r in records]  # same bytes, reversed: same size
+    stamp = target.stat().st_mtime_ns
+    target.write_bytes(jsonl(edited))
+    os.utime(target, ns=(stamp, stamp))
+    assert target.stat().st_mtime_ns == stamp and len(jsonl(edited)) == len(jsonl(records))
+    again = run_reembed(cfg)
+    assert (again["files"]["changed"], again["files"]["unchanged"], again["rows_embedded"]) == (1, 1, 10)
+    after = published(str(tmp_path / "emb"))
+    assert sorted(after) == sorted(before)
+    changed_id, kept_id = records[0]["id"], RECORDS[0]["id"]
+    assert not np.allclose(after[changed_id], before[changed_id])  # the edited text's vector, not the old one
+    np.testing.assert_array_equal(after[kept_id], before[kept_id])

@@ -53,6 +53,22 @@ def test_plan_classifies_every_case():
     assert not plan.is_noop and make_plan([a, b, c], previous, {}).is_noop
 
 
+def test_a_local_token_of_an_older_version_matches_on_its_mtime_and_is_recorded_in_full():
+    """Entries recorded before the ctime joined the local token (`mtime_ns:<m>`) stay unchanged when the mtime is
+    the same (upgrading re-embeds nothing), keep their key (it names their output folder) and take the full token."""
+    legacy = entry(SourceFile("a", 5, "mtime_ns:7"))
+    now = SourceFile("a", 5, "mtime_ns:7;ctime_ns:9")
+    plan = make_plan([now], manifest([legacy]), {})
+    assert plan.is_noop and [e.token for e in plan.unchanged] == [now.token]
+    assert plan.unchanged[0].key == legacy.key and plan.unchanged[0].files == legacy.files
+    for moved in (SourceFile("a", 5, "mtime_ns:8;ctime_ns:9"), SourceFile("a", 6, "mtime_ns:7;ctime_ns:9")):
+        assert [s.path for s in make_plan([moved], manifest([legacy]), {}).changed] == ["a"]
+    full = entry(now)
+    assert make_plan([now], manifest([full]), {}).is_noop
+    rewritten = SourceFile("a", 5, "mtime_ns:7;ctime_ns:10")  # same size and mtime, written again
+    assert [s.path for s in make_plan([rewritten], manifest([full]), {}).changed] == ["a"]
+
+
 def test_staged_marker_of_an_older_content_is_not_resumed():
     old, new = SourceFile("a", 5, "etag:1"), SourceFile("a", 5, "etag:2")
     plan = make_plan([new], None, staged={old.key: entry(old)})
@@ -92,9 +108,20 @@ def test_change_tokens_local_and_s3(tmp_path, s3_bucket, s3_server):
     (tmp_path / "a.txt").write_text("one")
     root = resolve(str(tmp_path), StorageConfig())
     before = scan_sources(root, ["a.txt"])[0]
-    assert before.token.startswith("mtime_ns:")
-    os.utime(tmp_path / "a.txt", ns=(1, before_ns := int(before.token.split(":")[1]) + 1_000_000))
-    assert scan_sources(root, ["a.txt"])[0].key != before.key and before_ns
+    assert before.token.startswith("mtime_ns:") and ";ctime_ns:" in before.token
+    mtime = os.stat(tmp_path / "a.txt").st_mtime_ns
+    os.utime(tmp_path / "a.txt", ns=(1, mtime + 1_000_000))
+    assert scan_sources(root, ["a.txt"])[0].key != before.key
+    # rewritten with the same size and its old mtime put back (cp -p of an edited copy, rsync -t): still changed
+    (tmp_path / "b.txt").write_text("one")
+    first = scan_sources(root, ["b.txt"])[0]
+    stamp = os.stat(tmp_path / "b.txt").st_mtime_ns
+    time.sleep(0.01)
+    (tmp_path / "b.txt").write_text("ONE")
+    os.utime(tmp_path / "b.txt", ns=(stamp, stamp))
+    again = scan_sources(root, ["b.txt"])[0]
+    assert os.stat(tmp_path / "b.txt").st_mtime_ns == stamp and again.size == first.size
+    assert again.key != first.key
 
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="c/a.txt", Body=b"one")

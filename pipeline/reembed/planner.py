@@ -5,10 +5,10 @@ Pure: no storage, no Ray, so every case (new, changed, unchanged, deleted, resum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.reembed.manifest import NO_DUPLICATES, FileEntry, Manifest
-from pipeline.reembed.sources import SourceFile
+from pipeline.reembed.sources import SourceFile, same_token
 
 
 @dataclass
@@ -68,13 +68,16 @@ def make_plan(
     def current(entry: FileEntry | None, src: SourceFile) -> bool:
         now = None if duplicates is None else duplicates.get(src.path)
         same_ids = duplicates is None or entry is None or (entry.duplicates or NO_DUPLICATES) == now
-        return entry is not None and entry.key == src.key and same_ids
+        same_file = entry is not None and entry.size == src.size and same_token(entry.token, src.token)
+        return same_file and same_ids
 
     plan = Plan()
     for src in sources:
         old = before.get(src.path)
         if current(old, src):
-            plan.unchanged.append(old)
+            # an older version's token is recorded in full from now on; the key, which names the entry's output
+            # folder, stays
+            plan.unchanged.append(old if old.token == src.token else replace(old, token=src.token))
             continue
         if old is not None:
             plan.changed.append(src)
