@@ -90,7 +90,8 @@ def main() -> None:
             f"`python bench/actor_start_failure.py --baseline-ref {args.baseline_ref} --repeats {args.repeats}"
             f" --max-restarts {args.max_restarts}`; baseline {base}, ours {head}{' (uncommitted changes)' if dirty else ''};"
             f" {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average at the end"
-            f" {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared machine)."
+            f" {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+            + (" (a busy, shared machine)." if load[0] > 1.5 * (os.cpu_count() or 1) else " (quiet).")
         ),
         "",
         "| code | wall s (median) | runs | exit | error line |",
