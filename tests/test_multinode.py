@@ -140,8 +140,9 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tin
         assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
         return json.loads((out / "_summary.json").read_text()), actors
 
-    with local_cluster([a100, l4]) as (cluster, address):
-        node_of = {node.node_id: name for node, name in zip(cluster.worker_nodes, ("a100", "l4"), strict=True)}
+    with local_cluster([a100, l4]) as (_cluster, address):
+        node_of = node_kinds(address)
+        assert sorted(node_of.values()) == ["a100", "l4"]
         summary, actors = run(address, tmp_path / "a100", accelerator_type="A100")
         assert summary["rows_embedded"] == len(ids)
         assert len(actors) == 2 and {node_of[n] for n in actors.values()} == {"a100"}  # one per A100 GPU
@@ -149,6 +150,19 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tin
         assert summary["rows_embedded"] == len(ids)
         new = {a: n for a, n in more.items() if a not in actors}
         assert len(new) == 1 and {node_of[n] for n in new.values()} == {"l4"}  # one CPU actor, on the pool_b node
+
+
+def node_kinds(address: str) -> dict[str, str]:
+    """{node id: its accelerator type, lower case} of the cluster's typed nodes (`cluster.worker_nodes` is a set:
+    its order says nothing about which node is which)."""
+    from ray.util.state import list_nodes
+
+    return {
+        n.node_id: name.split(":", 1)[1].lower()
+        for n in list_nodes(address=address, raise_on_missing_output=False)
+        for name in n.resources_total
+        if name.startswith("accelerator_type:")
+    }
 
 
 def embed_actors_seen(address: str) -> dict[str, str]:
