@@ -33,6 +33,15 @@ def cache_path() -> Path:
     return cache_root() / CACHE_NAME
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` (folders made) through a temporary file beside it and a rename: a concurrent reader sees
+    the old content or the new, never part of it. Raises OSError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def stat_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
@@ -78,10 +87,7 @@ class FileHashes:
         merged = {**kept, **self.used}
         if merged == self.known:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
-            tmp.replace(self.path)
+            write_atomically(self.path, json.dumps(merged, indent=0, sort_keys=True))
         except OSError as err:  # a read-only home: hashing again next time is the only cost
             log.info("cannot record file hashes in %s: %s", self.path, err)

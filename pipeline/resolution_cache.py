@@ -28,14 +28,13 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import ModelConfig
-from pipeline.file_hashes import cache_root
+from pipeline.file_hashes import cache_root, write_atomically
 from pipeline.fingerprint import model_identity
 from pipeline.model_loading import ModelSettings, TokenizerPadding, resolve_model_settings
 
@@ -126,11 +125,8 @@ def write_entry(path: Path, settings: ModelSettings, records: list[logging.LogRe
         "padding": list(settings.padding),
         "logs": [(r.name, r.levelno, r.getMessage()) for r in records],
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entry, indent=1))
-        tmp.replace(path)  # atomic: concurrent runs of one model write the same content
+        write_atomically(path, json.dumps(entry, indent=1))  # concurrent runs of one model write the same content
     except OSError as err:  # a read-only home: resolving again next time is the only cost
         log.info("cannot record the model resolution in %s: %s", path, err)
 

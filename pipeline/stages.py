@@ -199,7 +199,7 @@ class ClusterShape:
     @classmethod
     def of(cls, nodes: list[dict[str, float]], requires: dict[str, float] | None = None) -> ClusterShape:
         """The shape of `nodes` (Ray resource dicts), counting only those with every resource in `requires`."""
-        fit = [r for r in nodes if all(r.get(name, 0.0) >= amount for name, amount in (requires or {}).items())]
+        fit = [r for r in nodes if has_resources(r, requires or {})]
         return cls(tuple(r["GPU"] for r in fit if r.get("GPU", 0) > 0), sum(1 for r in fit if r.get("CPU", 0) > 0))
 
     def default_model_actors(self, gpus_per_actor: float) -> int:
@@ -213,6 +213,11 @@ class ClusterShape:
         """Model actors one node holds when `actors` spread evenly over the nodes that can run them."""
         nodes = len(self.gpus_per_node) if gpus_per_actor > 0 else self.cpu_nodes
         return math.ceil(actors / max(nodes, 1))
+
+
+def has_resources(node: dict[str, float], needs: dict[str, float]) -> bool:
+    """Whether a node (a Ray resource dict) has at least each amount in `needs`."""
+    return all(node.get(name, 0.0) >= amount for name, amount in needs.items())
 
 
 def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str | None:
@@ -242,7 +247,7 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
         ("the read and write tasks", {"CPU": ("compute.cpus_per_io_task", compute.cpus_per_io_task)}),
     ]
     for who, needs in requests:
-        if any(all(node.get(res, 0.0) >= amount for res, (_, amount) in needs.items()) for node in nodes):
+        if any(has_resources(node, {res: amount for res, (_, amount) in needs.items()}) for node in nodes):
             continue
         asked = ", ".join(
             f"{key}: {compute.accelerator_type}" if key == "compute.accelerator_type" else f"{key}: {amount:g}"
