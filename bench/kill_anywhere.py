@@ -545,6 +545,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the work directory here (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, help="append the results as a markdown table")
     args = parser.parse_args()
+    # Started in the background (`... &`, nohup), this process inherited SIGINT ignored, and so would every job it
+    # runs: their "INT" kills would do nothing. A handler (unlike SIG_IGN) is reset to the default action by exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ.update(AWS_ENV, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = args.work or Path(tempfile.mkdtemp(prefix="kill-anywhere-"))

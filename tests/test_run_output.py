@@ -156,6 +156,18 @@ def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
     assert "auth_token" in errors[0] and "RAY_AUTH_TOKEN_PATH" in errors[0] and "RAY_AUTH_MODE=disabled" in errors[0]
 
 
+def as_in_a_terminal(cmd: list[str]) -> list[str]:
+    """`cmd` started with SIGINT at its default action, as a terminal's foreground command gets it.
+
+    The job keeps an inherited SIG_IGN, as every program does: a shell starts background commands (`cmd &` in a
+    script, `nohup`) with SIGINT ignored so that a Ctrl-C meant for the foreground leaves them running. A test suite
+    launched that way passes the SIG_IGN on to the job, which then rightly ignores the test's SIGINT. (A `preexec_fn`
+    would do the same, but is unsafe in a process with threads.)
+    """
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *cmd]
+
+
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_models, tmp_path):
     """SIGINT (twice) once the Dataset runs: the shell's 130, one `interrupted:` line, no traceback; the rerun
@@ -172,7 +184,9 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
     )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config)]
-    job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        as_in_a_terminal(cmd), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     seen = []
     for line in job.stderr:  # Ray Data's line as the Dataset starts: Ray is up and the model actor starting
         seen.append(line)
