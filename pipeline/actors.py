@@ -40,12 +40,14 @@ class TokenizeActor:
     """CPU stage: text -> token ids (one row per chunk in chunk mode); a row the tokenizer cannot serve is a reject."""
 
     @defer_start_errors  # a tokenizer that cannot load fails the job at its first block, not after restarts
-    def __init__(self, model: ModelConfig, prompt: str, tokenizer=None):
-        """`tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); None: load it."""
+    def __init__(self, model: ModelConfig, prompt: str, tokenizer=None, snapshot=None):
+        """`snapshot`: the driver's pipeline.tokenizer_snapshot.TokenizerSnapshot of `model`'s tokenizer, rebuilt
+        here; `tokenizer`: the driver's, as loaded for `model` (pipeline.model_loading.ModelSettings); neither (or a
+        snapshot that does not reproduce the original): load it."""
         from pipeline.model_loading import declared_add_bos, declared_add_eos, load_tokenizer
         from pipeline.tokenization import TextTokenizer, bos_convention, eos_convention
 
-        tokenizer = tokenizer or load_tokenizer(model)
+        tokenizer = tokenizer or (snapshot.load() if snapshot is not None else None) or load_tokenizer(model)
         self.tokenizer = TextTokenizer(
             tokenizer,
             prompt,

@@ -250,19 +250,22 @@ def embed_stages(
     Shared by run_embed and the incremental re-embed job, which read and write differently around it.
     `precision`: stored dimensions/precision (job_precision); default output.dtype and output.dimensions, which
     for int8/uint8 fails in the actors for want of calibration ranges. `settings`: the driver's resolution of the
-    model, whose tokenizer (and its padding) the actors then take instead of loading it; None: each loads its own.
+    model, whose tokenizer snapshot (or tokenizer) and padding the actors then take instead of loading the tokenizer;
+    None: each loads its own.
     `input_bytes`: of the input files `ds` reads; given, its blocks are cut so that every embedding actor gets rows
     (pipeline.spreading); None: blocks as `ds` has them.
     """
-    tokenizer, padding = (settings.shipped_tokenizer, settings.padding) if settings else (None, None)
+    tokenizer, snapshot, padding = (
+        (settings.shipped_tokenizer, settings.snapshot, settings.padding) if settings else (None, None, None)
+    )
     skip = pooling_skip(cfg.model, prompt, settings.tokenizer if settings else None)
     actors, rows_per_block = model_pool(cfg)[1], cfg.batching.rows_per_block
     if is_small(input_bytes, actors):
-        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
+        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
         ds, rows_per_block = share_blocks(ds, actors, rows_per_block)
     else:
         ds = cut_blocks(ds, actors, rows_per_block) if input_bytes is not None else ds
-        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer).apply(ds)
+        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
     stage = embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip, block_rows=rows_per_block)
     return stage.apply(ds)
 

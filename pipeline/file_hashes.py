@@ -38,7 +38,7 @@ def write_atomically(path: Path, text: str) -> None:
     the old content or the new, never part of it. Raises OSError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 

@@ -28,6 +28,7 @@ from pipeline.model_defaults import (
 from pipeline.model_limits import apply_token_limit, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.tokenization import bos_convention, eos_convention
+from pipeline.tokenizer_snapshot import TokenizerSnapshot
 
 if TYPE_CHECKING:
     import torch
@@ -89,13 +90,17 @@ class ModelSettings:
     record the limit and the EOS convention, the tokenizer's padding, and the tokenizer as loaded (configured
     padding side and pad token) where it was loaded: None when the resolution came from pipeline.resolution_cache.
 
-    `tokenizer` goes to the tokenizer actors (`shipped_tokenizer`): unpickling it costs a fraction of loading it.
+    `snapshot` (pipeline.tokenizer_snapshot) goes to the tokenizer actors, which rebuild the tokenizer from it
+    without transformers' model-specific class (nor torch); it is remembered with the resolution, so reruns ship it
+    too. Where there is none (a slow tokenizer), `shipped_tokenizer` goes instead: unpickling it costs a fraction of
+    loading it.
     """
 
     model: ModelConfig
     metadata: dict[str, str]
     tokenizer: PreTrainedTokenizerBase | None
     padding: TokenizerPadding
+    snapshot: TokenizerSnapshot | None = None
 
     @property
     def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:
@@ -393,4 +398,6 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
         "eos_token": eos.describe(),
         "bos_token": bos.describe(),
     }
-    return ModelSettings(resolved, metadata, tokenizer, TokenizerPadding.of(tokenizer))
+    # Code shipped with the model (trust_remote_code) runs where the user expects it: the actors load it themselves.
+    snapshot = None if cfg.trust_remote_code else TokenizerSnapshot.of(tokenizer)
+    return ModelSettings(resolved, metadata, tokenizer, TokenizerPadding.of(tokenizer), snapshot)

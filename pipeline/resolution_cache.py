@@ -13,8 +13,9 @@ strings, a pure function of:
 
 So it is kept as one small JSON file per such key under the cache directory of pipeline.file_hashes
 (`$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else `~/.cache/rayembed`), in `resolved/`. A hit gives
-ModelSettings without a tokenizer: the tokenizer actors then load their own, in parallel with the model actors,
-instead of the driver loading it before they start. The log records the resolution wrote (a token limit lowered
+ModelSettings without a tokenizer on the driver. The tokenizer's snapshot (pipeline.tokenizer_snapshot, which the
+tokenizer actors rebuild the tokenizer from) is kept with it, its backend JSON (megabytes) in `resolved/tokenizers/`
+named by its sha256, so several configs of one model share one file; without it the actors load their own. The log records the resolution wrote (a token limit lowered
 to the model's, an EOS warning) are kept with it and written again on a hit, so a rerun says what the first run said.
 
 JSON only (never a pickle): a cache file someone else wrote can at worst give wrong settings, which the key makes
@@ -37,12 +38,22 @@ from pipeline.config import ModelConfig
 from pipeline.file_hashes import cache_root, write_atomically
 from pipeline.fingerprint import model_identity
 from pipeline.model_loading import ModelSettings, TokenizerPadding, resolve_model_settings
+from pipeline.tokenizer_snapshot import TokenizerSnapshot
 
 log = logging.getLogger(__name__)
 
 FOLDER = "resolved"
 # Modules whose code decides the resolution: a change to any of them is a new key.
-DECIDING_MODULES = ("model_loading", "model_limits", "model_defaults", "tokenization", "prompts", "resolution_cache")
+DECIDING_MODULES = (
+    "model_loading",
+    "model_limits",
+    "model_defaults",
+    "tokenization",
+    "tokenizer_snapshot",
+    "prompts",
+    "resolution_cache",
+)
+BACKENDS = "tokenizers"  # sub-folder of FOLDER: snapshot backends by content
 PACKAGES = ("transformers", "tokenizers")
 
 
@@ -108,6 +119,7 @@ def read_entry(path: Path, model: ModelConfig) -> ModelSettings | None:
             {str(k): str(v) for k, v in entry["metadata"].items()},
             None,
             TokenizerPadding(int(entry["padding"][0]), str(entry["padding"][1])),
+            read_snapshot(path.parent, entry.get("snapshot")),
         )
         logs = [(str(name), int(level), str(message)) for name, level, message in entry["logs"]]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
@@ -126,9 +138,34 @@ def write_entry(path: Path, settings: ModelSettings, records: list[logging.LogRe
         "logs": [(r.name, r.levelno, r.getMessage()) for r in records],
     }
     try:
+        if settings.snapshot is not None:
+            entry["snapshot"] = write_snapshot(path.parent, settings.snapshot)
         write_atomically(path, json.dumps(entry, indent=1))  # concurrent runs of one model write the same content
     except OSError as err:  # a read-only home: resolving again next time is the only cost
         log.info("cannot record the model resolution in %s: %s", path, err)
+
+
+def write_snapshot(folder: Path, snapshot: TokenizerSnapshot) -> dict[str, Any]:
+    """Store the snapshot's backend by content under `folder`/BACKENDS; returns the entry's record of the rest.
+
+    Raises OSError where the folder cannot be written."""
+    digest = hashlib.sha256(snapshot.backend.encode()).hexdigest()
+    backend = folder / BACKENDS / f"{digest}.json"
+    if not backend.is_file():
+        write_atomically(backend, snapshot.backend)
+    return {"backend": digest, "init": snapshot.init, "expected": snapshot.expected}
+
+
+def read_snapshot(folder: Path, record: dict[str, Any] | None) -> TokenizerSnapshot | None:
+    """The snapshot an entry records; None where it records none or its backend file is gone. A backend file
+    altered since is caught where it is rebuilt (TokenizerSnapshot.load checks it against the original's probe)."""
+    if not record:
+        return None
+    try:
+        backend = (folder / BACKENDS / f"{record['backend']}.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return TokenizerSnapshot(backend, dict(record["init"]), dict(record["expected"]))
 
 
 class _Collect(logging.Handler):

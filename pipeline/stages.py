@@ -309,9 +309,12 @@ def model_pool(cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float 
     return cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
 
 
-def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None) -> Stage:
-    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `tokenizer`: the driver's loaded
-    tokenizer, shipped to the actors (None: each loads its own)."""
+def tokenize_stage(
+    cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: Any = None, snapshot: Any = None
+) -> Stage:
+    """CPU actors: text -> token ids (`actor_cls`: pipeline.actors.TokenizeActor). `snapshot`: the driver's
+    pipeline.tokenizer_snapshot.TokenizerSnapshot, which the actors rebuild the tokenizer from; else `tokenizer`:
+    the driver's loaded tokenizer, shipped to the actors; neither: each loads its own."""
     compute = cfg.compute
     return Stage(
         actor_cls,
@@ -320,7 +323,7 @@ def tokenize_stage(cfg: EmbedConfig, prompt: str, actor_cls: type, tokenizer: An
         constructor_kwargs={
             "model": cfg.model.for_workers(),
             "prompt": prompt,
-            **({"tokenizer": tokenizer} if tokenizer else {}),
+            **({"snapshot": snapshot} if snapshot else {"tokenizer": tokenizer} if tokenizer else {}),
         },
         pool=(compute.num_tokenizers, compute.num_tokenizers),
         env_vars=actor_env_vars(),

@@ -160,3 +160,25 @@ def test_a_rerun_from_the_cache_writes_the_same_vectors(
     assert warm["tokens"] == cold["tokens"] and warm["max_tokens"] == cold["max_tokens"] == 64
     np.testing.assert_array_equal(warm_vectors, cold_vectors)
     assert warm_metadata == cold_metadata
+
+
+def test_a_rerun_ships_the_tokenizer_snapshot_of_the_first_run(bert, cache, tokenizer_loads):
+    """The tokenizer actors of a rerun rebuild the tokenizer from the remembered snapshot (pipeline.tokenizer_snapshot)
+    as those of the first run do; its backend (megabytes) is stored once for every config of the model."""
+    first, _ = resolve_remembered(ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=64))
+    second, _ = resolve_remembered(ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=64))
+    other, _ = resolve_remembered(ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=32))
+    assert tokenizer_loads == [str(bert), str(bert)]  # the third config is a new key: resolved again
+    assert first.snapshot is not None and second.tokenizer is None
+    assert second.snapshot == first.snapshot and second.snapshot.load() is not None
+    assert len(list(cache.glob("*.json"))) == 2 and len(list((cache / resolution_cache.BACKENDS).iterdir())) == 1
+    assert other.snapshot.backend == first.snapshot.backend
+
+
+def test_a_missing_snapshot_backend_leaves_the_actors_to_load_the_tokenizer(bert, cache, tokenizer_loads):
+    cfg = ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=64)
+    first, _ = resolve_remembered(cfg)
+    shutil.rmtree(cache / resolution_cache.BACKENDS)
+    again, _ = resolve_remembered(cfg)
+    assert tokenizer_loads == [str(bert)]  # the rest of the resolution is still remembered
+    assert again.snapshot is None and (again.model, again.padding) == (first.model, first.padding)

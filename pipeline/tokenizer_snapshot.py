@@ -1,0 +1,134 @@
+"""A loaded fast tokenizer in the form the tokenizer actors rebuild it from: its `tokenizers` backend as JSON plus
+its special tokens, checked against what the original tokenized.
+
+Why: the tokenizer actors sit on the start-up path of every run (the model cannot start before its first block is
+tokenized). `AutoTokenizer.from_pretrained` costs them, for multilingual-e5-small's 17 MB tokenizer.json, an import
+of torch (transformers' AutoConfig imports it) and a rebuild of the backend by the model's own tokenizer class
+(transformers 5 parses tokenizer.json in Python and builds the vocabulary again): about 4 s of CPU, against about
+1 s to rebuild the finished backend with transformers' generic `TokenizersBackend` (measured in
+docs/performance.md). The generic class wraps the same Rust tokenizer; whatever the model's class changed at load
+(post-processor, normalizer, a lowercasing rayembed added) is in the backend JSON taken after the load.
+
+Trust, but check: the snapshot carries what the original tokenizer produced on a probe (multilingual text, special
+tokens written out, emoji, whitespace, truncation, offsets) and the ids of its special tokens. A rebuild that differs
+on any of it is discarded (`load` returns None) and the actor loads the tokenizer the full way, so a tokenizer class
+whose Python code changes the output (none known in transformers 5) costs only the time saved.
+
+Light module: transformers is imported by `load` and `of` only; the driver (on a resolution-cache hit) and the
+cache read it without.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+SIDES = ("padding_side", "truncation_side")
+PROBE_TEXTS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "  Leading and trailing spaces  ",
+    "UPPER lower MiXeD ÀÉÎÕÜ ß Straße İstanbul",
+    "naïve café résumé — “quotes” ‘single’ … ﬁ ① ｆｕｌｌ ｗｉｄｔｈ",
+    "日本語のテキストと中文文本，한국어 텍스트",
+    "العربية עברית हिन्दी বাংলা ภาษาไทย ქართული",
+    "Здравствуй, мир! Ελληνικά",
+    "emoji 😀🎉👍🏽 👨‍👩‍👧 flags 🇫🇷",
+    "tabs\tand\nnew\r\nlines\u00a0nbsp\u200bzero width",
+    "Instruct: Given a web search query, retrieve relevant passages\nQuery: how tall is Everest?",
+    "http://example.com/a_b-c?d=e&f=g#h 1234567890 3.14159 $100",
+    "",
+    " ",
+    "a",
+)
+TRUNCATE_AT = 12  # tokens: the probe's truncated calls cut most texts
+
+
+def probe_texts(specials: dict[str, Any], extra: list[str]) -> list[str]:
+    """PROBE_TEXTS plus each special token written out in text, alone and between words."""
+    written = sorted({s for s in [*specials.values(), *extra] if isinstance(s, str) and s})
+    return [*PROBE_TEXTS, *written, *(f"before {s} after{s}end" for s in written)]
+
+
+def observe(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, Any]:
+    """What the tokenizer actors rely on, as plain JSON values: ids and offsets with and without special tokens,
+    truncated and not, and the special token ids and counts."""
+    out: dict[str, Any] = {}
+    calls = {
+        "special": {"add_special_tokens": True},
+        "special_cut": {"add_special_tokens": True, "truncation": True, "max_length": TRUNCATE_AT},
+        "plain": {"add_special_tokens": False},
+    }
+    for name, kwargs in calls.items():
+        enc = tokenizer(texts, return_offsets_mapping=True, **kwargs)
+        out[name] = [
+            [list(ids), [list(o) for o in offsets]] for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])
+        ]
+    out["ids"] = {name: getattr(tokenizer, f"{name}_id") for name in NAMED_SPECIALS}
+    out["all_special_ids"] = sorted(int(i) for i in tokenizer.all_special_ids)
+    out["num_special_tokens_to_add"] = int(tokenizer.num_special_tokens_to_add())
+    out["vocab"] = len(tokenizer)
+    return out
+
+
+@dataclass(frozen=True)
+class TokenizerSnapshot:
+    """`backend`: `tokenizers.Tokenizer.to_str()` of the loaded tokenizer (MB: the vocabulary is in it).
+    `init`: the special tokens and sides to construct the generic class with. `expected`: `observe` of the original
+    on `probe_texts`."""
+
+    backend: str
+    init: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> TokenizerSnapshot | None:
+        """The snapshot of a loaded tokenizer; None for a tokenizer without a `tokenizers` backend (a slow or
+        custom one), which the actors then load as before."""
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        if not isinstance(tokenizer, TokenizersBackend):
+            return None
+        specials = {name: getattr(tokenizer, name) for name in NAMED_SPECIALS if getattr(tokenizer, name) is not None}
+        extra = [str(t) for t in getattr(tokenizer, "extra_special_tokens", None) or []]
+        init: dict[str, Any] = {**{k: str(v) for k, v in specials.items()}, "extra_special_tokens": extra}
+        init.update({side: getattr(tokenizer, side) for side in SIDES})
+        init["model_max_length"] = int(tokenizer.model_max_length)
+        init["split_special_tokens"] = bool(getattr(tokenizer, "split_special_tokens", False))
+        try:
+            expected = observe(tokenizer, probe_texts(specials, extra))
+        except Exception as err:  # noqa: BLE001 - a tokenizer our probe breaks is simply not snapshotted
+            log.debug("no tokenizer snapshot: the probe failed (%s: %s)", type(err).__name__, err)
+            return None
+        return cls(tokenizer.backend_tokenizer.to_str(), init, expected)
+
+    def load(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer rebuilt as transformers' generic TokenizersBackend; None (logged) where it does not
+        reproduce the original's probe: the caller then loads the tokenizer the full way."""
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        # From a file: TokenizersBackend deep-copies a `tokenizer_object` (as long again as parsing it).
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+            handle.write(self.backend)
+        try:
+            tokenizer = TokenizersBackend(tokenizer_file=handle.name, **self.init)
+            specials = {name: self.init[name] for name in NAMED_SPECIALS if name in self.init}
+            seen = observe(tokenizer, probe_texts(specials, self.init.get("extra_special_tokens", [])))
+        except Exception as err:  # noqa: BLE001 - any failure to rebuild means: load the full way
+            log.info("tokenizer snapshot not usable (%s: %s); loading the tokenizer in full", type(err).__name__, err)
+            return None
+        finally:
+            os.unlink(handle.name)
+        differs = [key for key in self.expected if seen.get(key) != self.expected[key]]
+        if differs:
+            log.info("tokenizer snapshot differs from the original on %s; loading the tokenizer in full", differs)
+            return None
+        return tokenizer

@@ -1,0 +1,134 @@
+"""The tokenizer actors rebuild the driver's tokenizer from its snapshot: the same rows as loading it in full, for
+every tokenizer class (whose own loading changes what tokenizer.json says), without importing torch; a snapshot
+that does not reproduce the original is discarded for a full load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import sample_texts
+
+from pipeline.actors import TokenizeActor
+from pipeline.columns import REJECT, TEXT
+from pipeline.config import ModelConfig
+from pipeline.model_loading import load_tokenizer, resolve_model_settings
+from pipeline.tokenizer_snapshot import TokenizerSnapshot
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / ".models"
+# transformers 5 classes that rebuild the backend their own way from one tokenizer.json (each tokenizes the tiny
+# models' text differently from the generic class), and the generic class itself
+CLASSES = [
+    "TokenizersBackend",
+    "GemmaTokenizer",
+    "Qwen2Tokenizer",
+    "GPT2Tokenizer",
+    "RobertaTokenizer",
+    "BertTokenizer",
+    "CLIPTokenizer",
+    "MPNetTokenizer",
+]
+ODD = ["", " ", "\u200b", "😀" * 50, "<bos> <eos> <pad> <unk>", "a" * 5000, "word " * 3000]
+
+
+def with_class(src: Path, dst: Path, cls: str) -> Path:
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": cls}))
+    return dst
+
+
+def block(texts: list[str]) -> pa.Table:
+    return pa.table({"id": [str(i) for i in range(len(texts))], TEXT: texts, REJECT: pa.nulls(len(texts), pa.string())})
+
+
+def rows(actor: TokenizeActor, texts: list[str]) -> dict:
+    return actor(block(texts)).to_pydict()
+
+
+@pytest.mark.parametrize("long_inputs", ["truncate", "chunk"])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_actors_rebuilt_from_the_snapshot_tokenize_as_a_full_load(tiny_models, tmp_path, cls, long_inputs):
+    model = ModelConfig(
+        name_or_path=str(with_class(tiny_models["gemma3"], tmp_path / cls, cls)),
+        max_tokens=24,
+        long_inputs=long_inputs,
+        chunk_overlap_tokens=4,
+    )
+    settings = resolve_model_settings(model)
+    assert type(settings.tokenizer).__name__ == cls
+    snapshot = settings.snapshot
+    assert snapshot is not None and snapshot.load() is not None
+    texts = sample_texts() + ODD
+    full = rows(TokenizeActor(settings.model, "query: "), texts)
+    rebuilt = rows(TokenizeActor(settings.model, "query: ", snapshot=snapshot), texts)
+    assert rebuilt == full
+
+
+def test_a_snapshot_that_does_not_reproduce_the_original_is_discarded(tiny_models, tmp_path, caplog):
+    """BertTokenizer's backend differs from the generic class's one on the same tokenizer.json: a snapshot carrying
+    the wrong one fails its probe, and the actor loads the tokenizer in full."""
+    bert_like = ModelConfig(name_or_path=str(with_class(tiny_models["gemma3"], tmp_path / "b", "BertTokenizer")))
+    generic = ModelConfig(name_or_path=str(tiny_models["gemma3"]))
+    right = TokenizerSnapshot.of(load_tokenizer(bert_like))
+    other = TokenizerSnapshot.of(load_tokenizer(generic))
+    wrong = TokenizerSnapshot(other.backend, right.init, right.expected)
+    with caplog.at_level(logging.INFO, logger="pipeline.tokenizer_snapshot"):
+        assert wrong.load() is None
+    assert "differs from the original" in caplog.text
+    broken = TokenizerSnapshot(right.backend[:1000], right.init, right.expected)  # a truncated cache file
+    assert broken.load() is None
+    texts = sample_texts()[:40]
+    full = rows(TokenizeActor(bert_like, ""), texts)
+    assert rows(TokenizeActor(bert_like, "", snapshot=wrong), texts) == full
+    assert rows(TokenizeActor(bert_like, "", snapshot=broken), texts) == full
+
+
+def test_the_tokenizer_actor_rebuilt_from_a_snapshot_does_not_import_torch(tiny_models, tmp_path):
+    """transformers' AutoTokenizer imports torch (through AutoConfig): a second of a tokenizer actor's start-up
+    for nothing. Rebuilt from the snapshot, the actor imports neither torch nor the model's tokenizer class."""
+    model = ModelConfig(name_or_path=str(with_class(tiny_models["gemma3"], tmp_path / "q", "Qwen2Tokenizer")))
+    snapshot = resolve_model_settings(model).snapshot
+    (tmp_path / "snapshot.json").write_text(json.dumps(snapshot.__dict__))
+    (tmp_path / "model.json").write_text(model.model_dump_json())
+    code = f"""
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+from pipeline.actors import TokenizeActor
+from pipeline.columns import REJECT, TEXT
+from pipeline.config import ModelConfig
+from pipeline.tokenizer_snapshot import TokenizerSnapshot
+snapshot = TokenizerSnapshot(**json.loads(Path({str(tmp_path / "snapshot.json")!r}).read_text()))
+model = ModelConfig.model_validate_json(Path({str(tmp_path / "model.json")!r}).read_text())
+actor = TokenizeActor(model, "", snapshot=snapshot)
+out = actor(pa.table({{"id": ["0"], TEXT: ["some text"], REJECT: pa.nulls(1, pa.string())}}))
+print(json.dumps({{"torch": "torch" in sys.modules, "class": type(actor.tokenizer.tokenizer).__name__,
+                  "qwen2": any("qwen2" in name for name in sys.modules), "rows": out.num_rows}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"torch": False, "class": "TokenizersBackend", "qwen2": False, "rows": 1}
+
+
+@pytest.mark.parametrize("name", ["multilingual-e5-small", "all-minilm-l6-v2", "smollm2-135m"])
+def test_real_tokenizers_rebuilt_from_their_snapshot_tokenize_as_a_full_load(name):
+    """XLM-R's Unigram rebuilt by XLMRobertaTokenizer, BERT's lowercasing WordPiece (plus rayembed's lowercase for
+    do_lower_case), SmolLM2's byte-level BPE."""
+    path = MODELS / name
+    if not path.is_dir():
+        pytest.skip(f"{path} absent: run ../shared/tools/get-models.sh .models")
+    model = ModelConfig(name_or_path=str(path), max_tokens=64)
+    settings = resolve_model_settings(model)
+    assert settings.snapshot is not None
+    texts = sample_texts() + ODD
+    full = rows(TokenizeActor(settings.model, "query: "), texts)
+    assert rows(TokenizeActor(settings.model, "query: ", snapshot=settings.snapshot), texts) == full
