@@ -3,6 +3,7 @@ the code before it, in one run.
 
     python -m bench.resolution_cache --baseline-ref 4dfb542          # 3 rounds, e5-small and all-MiniLM
     python -m bench.resolution_cache --baseline-ref 4dfb542 --rounds 1 --models multilingual-e5-small
+    python -m bench.resolution_cache --baseline-ref cb8b3ce --baseline-rerun --out bench/results/tokenizer_snapshot.json
 
 Each round runs the README quickstart (configs/quickstart.yaml, 320 rows, a local model) once per variant in new
 processes, the order rotating from round to round:
@@ -12,6 +13,9 @@ processes, the order rotating from round to round:
   an upgrade of transformers or of rayembed): it resolves as the baseline does and records the result.
 * `rerun`: this tree with the entry the previous variant wrote: the driver loads neither tokenizer nor torch; the
   tokenizer actors load their own tokenizer.
+* `baseline rerun` (with `--baseline-rerun`, for a baseline that has the resolution cache itself): the baseline's
+  code with the entry its own `baseline` run wrote, so that a change to what a rerun does (the tokenizer snapshot,
+  pipeline/tokenizer_snapshot.py) is measured rerun against rerun.
 Every variant gets the same warm file-hash cache (pipeline/file_hashes.py: the model directory's content hash is
 read from it, as on any rerun), each in its own cache directory. Wall clock from launch to exit, measured by this
 parent; `fixed` = process wall minus the model stage's seconds (the summary's `embed_seconds`).
@@ -34,29 +38,28 @@ from bench.baseline_code import extract, revisions
 from bench.wallclock import MODELS, ROOT, load_average, machine, quickstart_args
 from pipeline.file_hashes import CACHE_NAME, cache_path
 
-VARIANTS = ("baseline", "first run", "rerun")
+VARIANTS = ("baseline", "baseline rerun", "first run", "rerun")
+RERUN_OF = {"rerun": "first run", "baseline rerun": "baseline"}  # a rerun takes the entry its first run wrote
 
 
 def run_once(variant: str, model_dir: Path, work: Path, baseline: Path, hashes: Path) -> dict:
     out = work / "out"
     cache = work / f"cache-{model_dir.name}-{variant.replace(' ', '-')}"
-    if variant != "rerun":  # the rerun keeps the entry that the first run just wrote
-        shutil.rmtree(cache, ignore_errors=True)
-        shutil.rmtree(work / f"cache-{model_dir.name}-rerun", ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     if hashes.is_file():
         shutil.copy(hashes, cache / CACHE_NAME)
-    if variant == "rerun":
-        first = work / f"cache-{model_dir.name}-first-run" / "resolved"
+    if variant in RERUN_OF:
+        first = work / f"cache-{model_dir.name}-{RERUN_OF[variant].replace(' ', '-')}" / "resolved"
         shutil.copytree(first, cache / "resolved", dirs_exist_ok=True)
     env = {**os.environ, "RAYEMBED_CACHE_DIR": str(cache)}
-    if variant == "baseline":
+    if variant.startswith("baseline"):
         env["PYTHONPATH"] = str(baseline)
     args = quickstart_args(model_dir, out)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "jobs.embed", *args],
-        cwd=baseline if variant == "baseline" else ROOT,
+        cwd=baseline if variant.startswith("baseline") else ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -79,7 +82,7 @@ def run_once(variant: str, model_dir: Path, work: Path, baseline: Path, hashes: 
 
 def render(result: dict) -> str:
     lines = [
-        "# Remembering the driver's model resolution: job start-up against the code before it",
+        "# Job start-up, first runs and reruns (pipeline/resolution_cache.py), against the code before a change",
         "",
         f"Measured {result['measured']} on {result['machine']['cpu']}, {result['machine']['cores']} cores, torch "
         f"{result['machine']['torch']}; load average {result['load_average'][0]:.1f} before, "
@@ -102,7 +105,8 @@ def render(result: dict) -> str:
         (
             "Quickstart: configs/quickstart.yaml (320 rows), local model, in-process Ray, wall clock from launch to "
             "exit. Fixed cost = process wall - model stage seconds. `first run`: empty resolution cache; `rerun`: the "
-            "entry the first run wrote. All variants with the same warm file-hash cache."
+            "entry the first run wrote (`baseline rerun`: the baseline's code with the entry its own run wrote). All "
+            "variants with the same warm file-hash cache."
         ),
     ]
     return "\n".join(lines) + "\n"
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--baseline-ref", required=True, help="git commit of the code before the change")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--models", nargs="+", default=["multilingual-e5-small", "all-minilm-l6-v2"])
+    p.add_argument("--baseline-rerun", action="store_true", help="also time the baseline's own rerun")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "resolution_cache.json")
     args = p.parse_args(argv)
     full_ref, head, dirty = revisions(args.baseline_ref)
@@ -125,10 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
         for r in range(args.rounds):
             for name in args.models:
                 model_dir = Path(name) if Path(name).is_dir() else MODELS / name
-                # the first run must precede the rerun; the baseline takes each place in turn
+                # a first run must precede its rerun; the baseline takes each place in turn
                 order = [["baseline", "first run", "rerun"], ["first run", "baseline", "rerun"]][r % 2]
                 if r % 3 == 2:
                     order = ["first run", "rerun", "baseline"]
+                if args.baseline_rerun:
+                    order.insert(order.index("baseline") + 1, "baseline rerun")
                 for variant in order:
                     runs.append({"round": r, **run_once(variant, model_dir.resolve(), work, baseline, cache_path())})
                     print(json.dumps(runs[-1]), flush=True)
@@ -138,11 +145,15 @@ def main(argv: list[str] | None = None) -> dict:
         medians[model] = {}
         for variant in VARIANTS:
             mine = [x for x in runs if x["model"] == model and x["variant"] == variant]
+            if not mine:
+                continue
             medians[model][variant] = {
                 key: round(statistics.median(x[key] for x in mine), 3)
                 for key in ("process_seconds", "fixed_seconds", "embed_seconds")
             } | {"runs": len(mine)}
     command = f"python -m bench.resolution_cache --baseline-ref {args.baseline_ref}"
+    command += " --baseline-rerun" if args.baseline_rerun else ""
+    command += f" --out {args.out}" if args.out != p.get_default("out") else ""
     command += f" --rounds {args.rounds}" if args.rounds != 3 else ""
     if args.models != p.get_default("models"):
         command += " --models " + " ".join(args.models)
