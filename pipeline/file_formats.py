@@ -56,6 +56,18 @@ class InputFileError(UserError, RuntimeError):
     """A file that cannot be read at all (corrupt, wrong format, missing column)."""
 
 
+class CorruptFileError(InputFileError):
+    """A file whose bytes do not parse as its format: a Parquet footer cut off or garbled, a file named or read as
+    Parquet that is not one, a gzip/zstd stream cut short. Damage to that one file (an interrupted copy or upload),
+    not a setting that is wrong for the corpus: the embed job rejects the file and embeds the rest (pipeline.units).
+
+    `row`: where the reader was in the file when it failed (None: before its first row)."""
+
+    def __init__(self, message: str, row: int | None = None):
+        super().__init__(message)
+        self.row = row
+
+
 def infer_format(rel: str) -> str | None:
     """The format its extension names (`.parquet`, `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`)."""
     name = rel.lower()
@@ -206,7 +218,7 @@ def control_share(data: bytes) -> float:
 def check_parquet_head(head: bytes, uri: str) -> None:
     """Fail when a file configured or named as Parquet does not start like one."""
     if not head.startswith(PARQUET_MAGIC):
-        raise InputFileError(
+        raise CorruptFileError(
             f"{uri} is read as parquet but looks like {describe(head)}; set input.format to match the file "
             "(or leave it unset to infer it from the extension)"
         )

@@ -36,6 +36,7 @@ from pipeline.column_paths import (
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
     UTF8_BOM,
+    CorruptFileError,
     InputFileError,
     check_parquet_head,
     checked_layout,
@@ -268,6 +269,7 @@ def read_parquet(
         start, end = row_groups or (0, reader.num_row_groups)
         row = sum(reader.metadata.row_group(i).num_rows for i in range(start))
         columns = projection(list(found.values()))
+        at.row = row
         for batch in reader.iter_batches(batch_size=CHUNK_ROWS, row_groups=range(start, end), columns=columns):
             at.row = row
             # non-strings stay as they are: the reason names them
@@ -520,13 +522,20 @@ def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
         if is_transient(err):
             raise TransientStorageError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {err}{where}") from err
         what = str(err).strip()
-        # bytes that do not parse (pyarrow raises a plain OSError for garbled Parquet metadata and cut gzip/zstd
-        # streams); not a file that vanished or is not readable (FileNotFoundError, PermissionError)
-        if isinstance(err, (pa.ArrowInvalid, EOFError)) or type(err) is OSError:
+        if is_corrupt(err):
             what = what.rstrip(".") + where + CORRUPT_HINT
-        else:
-            what += where
-        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}") from err
+            raise CorruptFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}", at.row) from err
+        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}{where}") from err
+
+
+def is_corrupt(err: Exception) -> bool:
+    """Whether a reader's error means the file's bytes do not parse: pyarrow raises ArrowInvalid for a cut or
+    garbled Parquet footer, a plain OSError for garbled Parquet metadata and cut gzip/zstd streams. Not a file that
+    vanished or is not readable (FileNotFoundError, PermissionError), nor an S3 error (a plain OSError too, its
+    message `AWS Error ...`: access denied is the bucket's policy, not the file's bytes)."""
+    if isinstance(err, (pa.ArrowInvalid, EOFError)):
+        return True
+    return type(err) is OSError and err.errno is None and "AWS Error" not in str(err)
 
 
 def read_file(
@@ -605,8 +614,16 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
 
 
 def observed_kept_types_of(spec: ReadSpec, rels: list[str]) -> list[tuple[str, dict[str, pa.DataType | None]]]:
-    """observed_kept_types of several files, in order: one task for a pack of small files (pipeline.units)."""
-    return [observed_kept_types(spec, rel) for rel in rels]
+    """observed_kept_types of several files, in order: one task for a pack of small files (pipeline.units). A corrupt
+    file has no types (its read task makes it a reject row, pipeline.units.corrupt_as_reject)."""
+    return [observed_or_none(spec, rel) for rel in rels]
+
+
+def observed_or_none(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.DataType | None]]:
+    try:
+        return observed_kept_types(spec, rel)
+    except CorruptFileError:
+        return file_format(spec.format, rel), {}
 
 
 def fold_types(types: dict[str, pa.DataType | None], values: dict[str, list]) -> None:

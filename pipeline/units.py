@@ -21,12 +21,21 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.columns import UNIT, UNIT_ROWS
+from pipeline.columns import ROW, UNIT, UNIT_ROWS
 from pipeline.fetching import fetched_ahead
-from pipeline.file_formats import SNIFF_BYTES, file_format
+from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
-from pipeline.reading import CHUNK_ROWS, Cursor, ReadSpec, count_span_rows, naming_errors, read_file
+from pipeline.reading import (
+    CHUNK_ROWS,
+    CORRUPT_HINT,
+    Cursor,
+    ReadSpec,
+    count_span_rows,
+    make_block,
+    naming_errors,
+    read_file,
+)
 from pipeline.storage import ListedFile, Location
 from pipeline.transient_errors import retrying
 
@@ -152,7 +161,11 @@ def plan_units(
         if file_fmt != "parquet" or f.size <= unit_bytes:
             units.append(Unit(f.path, index))
             continue
-        meta = parquet_footer(root.join(f.path))
+        try:
+            meta = parquet_footer(root.join(f.path))
+        except CorruptFileError:
+            units.append(Unit(f.path, index))  # its read task rejects it (read_unit), as a small corrupt file
+            continue
         sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
         ranges = split_ranges(sizes, unit_bytes)
         if len(ranges) == 1:
@@ -286,8 +299,41 @@ def file_blocks(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None) -> Ite
     paths = [posixpath.join(spec.root.path, p.path) for p in parts]
     with fetched_ahead(spec.root.fs, paths) if len(parts) > 1 else nullcontext([None]) as openers:
         for part, opener in zip(parts, openers):
-            blocks = read_file(spec, part.path, part.row_groups, part.lines, opener)
+            blocks = corrupt_as_reject(spec, part, read_file(spec, part.path, part.row_groups, part.lines, opener))
             yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
+
+
+# Replaces CORRUPT_HINT in a rejected file's reason: the run goes on, so "run again" would redo nothing.
+REJECTED_HINT = (
+    ". The file is cut short or corrupt (an interrupted copy or upload?), so it is rejected and the rest of the input "
+    "embedded: copy it again from its source and embed it on its own (input.uri: the file, another output.uri)"
+)
+
+
+def corrupt_as_reject(spec: ReadSpec, part: Unit, blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The blocks of one file, and in place of a CorruptFileError one reject row for the rest of the file.
+
+    A corrupt file (pipeline.file_formats.CorruptFileError: a cut or garbled Parquet footer, a file named .parquet
+    that is not one, a gzip stream cut short) is damage to that file alone, found only when its read task reaches
+    it, maybe hours into a run: failing the job there lost the night, and the rerun was refused once the file was
+    repaired (the input changed) or failed again at the same place. Its rows up to the damage (usually none) are
+    kept; the reject row stands for the rest, with the first row not read, the reason and what to do, so rows in =
+    rows written + rows rejected holds and input.max_reject_fraction still fails a job whose every file is corrupt.
+    Other read errors (a missing column, a vanished file, a transient storage failure) still raise.
+    """
+    next_row = None
+    try:
+        for block in blocks:
+            yield block
+            if block.num_rows:
+                next_row = block.column(ROW)[-1].as_py() + 1
+    except CorruptFileError as err:
+        if next_row is None:  # nothing read: the part's first row
+            next_row = part.lines.first_row if part.lines else (err.row or 0) if part.row_groups else 0
+        where = f" from row {next_row} on" if next_row else ""
+        reason = f"unreadable file{where}: {str(err).replace(CORRUPT_HINT, REJECTED_HINT)}"
+        keep = {c: [None] for c in spec.keep_columns}
+        yield make_block(spec, part.path, next_row, [None], [None] if spec.id_column else None, keep, [reason])
 
 
 def gathered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:

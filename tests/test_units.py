@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 
 import pyarrow as pa
@@ -222,3 +223,68 @@ def test_file_groups_give_each_file_once_by_unit(corpus):
     groups = file_groups(units)
     assert [p for g in groups for p in g] == [f.path for f in listed]
     assert ["big.parquet"] in groups and len(groups) < len(listed)
+
+
+def corrupt_parquet_files() -> dict[str, bytes]:
+    """Parquet files as interrupted copies and stray files leave them, by what is wrong."""
+    good = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": [f"x{i}" for i in range(10)], "text": ["t"] * 10}), good)
+    data = good.getvalue().to_pybytes()
+    return {
+        "cut.parquet": data[:-12],  # footer cut off
+        "length.parquet": data[:-8] + (10**6).to_bytes(4, "little") + b"PAR1",  # a footer length past the start
+        "magic.parquet": b"PAR1",
+        "thrift.parquet": data[:4] + b"\x00" * (len(data) - 12) + data[-8:],  # footer bytes garbled
+        "json.parquet": b'{"id": "j", "text": "not parquet at all"}\n',  # named .parquet, but JSON Lines
+    }
+
+
+@pytest.mark.parametrize("unit_bytes", [1 << 20, 64], ids=["packed", "one file per unit, footers read at plan"])
+@pytest.mark.parametrize("keep", [(), ("meta",)], ids=["", "kept column"])
+def test_a_corrupt_file_is_one_reject_row_of_its_unit_and_the_rest_is_read(tmp_path, unit_bytes, keep):
+    """A corrupt Parquet file failed the job when its read task reached it, maybe hours into a run, after other
+    units were committed (and the rerun failed there again, or was refused once the file was repaired). Now the
+    file is one reject row naming it and what to do, wherever it is in the listing; the other files are read."""
+    good = pa.table({"id": ["g0", "g1"], "text": ["one", "two"], "meta": [1, 2]})
+    names = []
+    for k, (name, data) in enumerate(corrupt_parquet_files().items()):
+        pq.write_table(good.set_column(0, "id", pa.array([f"{k}-a", f"{k}-b"])), tmp_path / f"{k}-good.parquet")
+        (tmp_path / f"{k}-{name}").write_bytes(data)
+        names.append(f"{k}-{name}")
+    (tmp_path / "5-zero.parquet").write_bytes(b"")  # a writer that crashed: no rows, no reject
+    root, listed = list_inputs(str(tmp_path), StorageConfig())
+    units = plan_units(root, listed, None, unit_bytes)
+    assert [p for u in units for p in u.paths] == [f.path for f in listed]
+    assert (len(units) == 1) == (unit_bytes > 64)
+    spec = ReadSpec(root=root, format=None, text_column="text", id_column="id", keep_columns=keep)
+    got = pa.concat_tables([b for u in units for b in read_unit(spec, u)], promote_options="permissive")
+    rejects = got.filter(pc.invert(pc.is_null(got.column(REJECT))))
+    assert sorted(got.filter(pc.is_null(got.column(REJECT))).column("id").to_pylist()) == sorted(
+        f"{k}-{ab}" for k in range(5) for ab in "ab"
+    )
+    assert rejects.column(SOURCE).to_pylist() == names and rejects.column(ROW).to_pylist() == [0] * 5
+    for name, reason in zip(names, rejects.column(REJECT).to_pylist()):
+        assert reason.startswith(
+            (
+                f"unreadable file: cannot read {tmp_path}/{name} as parquet",
+                f"unreadable file: {tmp_path}/{name} is read as parquet but looks like",
+            )
+        ), reason
+    assert all("embed it on its own" in r for r in rejects.column(REJECT).to_pylist()[:4])
+    assert pc.sum(got.column(FILE_DONE)).as_py() == 10  # the corrupt files count as done (the empty one: no row)
+
+
+def test_a_gzip_file_cut_short_keeps_the_rows_before_the_cut_and_rejects_the_rest(tmp_path):
+    rows = b"".join(b'{"id": "r%d", "text": "row %d %s"}\n' % (i, i, bytes(range(97, 123))) for i in range(30000))
+    data = gzip.compress(rows)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) * 2 // 3])
+    root, listed = list_inputs(str(tmp_path), StorageConfig())
+    spec = ReadSpec(root=root, format="jsonl", text_column="text", id_column="id", keep_columns=())
+    (unit,) = plan_units(root, listed, None, 1 << 20)
+    got = pa.concat_tables(read_unit(spec, unit))
+    kept = got.column(ROW).to_pylist()[:-1]
+    assert kept == list(range(len(kept))) and len(kept) % 8192 == 0 and len(kept) >= 8192
+    assert got.column(REJECT).to_pylist()[:-1] == [None] * len(kept)
+    assert got.column(ROW)[-1].as_py() == len(kept)
+    assert got.column(REJECT)[-1].as_py().startswith(f"unreadable file from row {len(kept)} on: cannot read ")
+    assert got.column(UNIT_ROWS)[-1].as_py() == len(kept) + 1
