@@ -49,7 +49,7 @@ from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normal
 from pipeline.line_ranges import LineSpan, span_lines
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
-from pipeline.text_content import lone_surrogate, nesting_depth, text_reject_reason
+from pipeline.text_content import invalid_utf8_reason, lone_surrogate, nesting_depth, text_reject_reason
 from pipeline.transient_errors import TransientStorageError, is_transient
 
 # A file's opener (read_file): returns it as file_formats.open_input opens it; None: open it where it is read.
@@ -383,7 +383,7 @@ def parse_record(line: bytes, text_column: str) -> dict | list[dict] | None:
         # a BOM starting a later line: files with BOMs concatenated (`cat a.jsonl b.jsonl`); json.loads refuses it
         record: Any = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError as err:
-        return {text_column: _Invalid(f"invalid UTF-8 at byte {err.start}")}
+        return {text_column: _Invalid(invalid_utf8_reason(line, err))}
     except json.JSONDecodeError as err:
         if not line.strip():
             return None

@@ -94,6 +94,45 @@ def nesting_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+# The usual single-byte encoding of Western European text (a superset of Latin-1's printable characters), and the
+# one iconv is told in the hint: a Latin-1 or ISO-8859-15 file converts the same for its letters.
+LEGACY_CODEC = "cp1252"
+# Non-letters that Western text in cp1252 holds often (a Word export's quotes and dashes, degrees, pounds).
+LEGACY_PUNCTUATION = frozenset("‘’‚“”„–—…«»°£§€¡¿")
+
+
+def invalid_utf8_reason(data: bytes, err: UnicodeDecodeError) -> str:
+    """The reject reason of a text that is not valid UTF-8: `invalid UTF-8 at byte N`, and when the text looks like a
+    single-byte encoding, what the byte is there and what to do.
+
+    A Latin-1 or cp1252 file with only one or two accented lines is read as UTF-8 (the file-level check in
+    pipeline.file_formats needs three such lines in the first 4 KB to tell it from a UTF-8 file with a few broken
+    lines): each accented line was a reject `invalid UTF-8 at byte N`, which named no encoding. It looks like such
+    text when it holds no valid non-ASCII UTF-8 character (a UTF-8 text with one broken character has others) and
+    the byte is, in cp1252, a letter next to an ASCII letter (inside a word: `caf\\xe9`, `Stra\\xdfe`) or a quote,
+    dash or symbol such text holds (a Word export's `\\x93quoted\\x94`). Never decoded as cp1252 and embedded:
+    which single-byte encoding a line is in cannot be told from a line, and a guess would embed mojibake without a
+    word.
+    """
+    reason = f"invalid UTF-8 at byte {err.start}"
+    byte = data[err.start : err.start + 1]
+    try:
+        char = byte.decode(LEGACY_CODEC)
+    except UnicodeDecodeError:
+        return reason
+    around = data[max(err.start - 1, 0) : err.start] + data[err.start + 1 : err.start + 2]
+    in_word = any(chr(b).isalpha() for b in around if b < 0x80)
+    if not ((char.isalpha() and in_word) or char in LEGACY_PUNCTUATION) or any(
+        ord(c) > 0x7F and c != "\ufffd" for c in data.decode("utf-8", "replace")
+    ):
+        return reason
+    codecs = "Latin-1/cp1252" if byte[0] >= 0xA0 else "cp1252"
+    return (
+        f"{reason} (0x{byte[0]:02X}, {char!r} in {codecs}): the text looks like a single-byte encoding, not "
+        "UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or the encoding of its language)"
+    )
+
+
 def text_reject_reason(value: Any) -> str | None:
     """Why a text value cannot be embedded (the reject reason), or None when it can.
 
@@ -106,7 +145,7 @@ def text_reject_reason(value: Any) -> str | None:
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError as err:
-            return f"invalid UTF-8 at byte {err.start}"
+            return invalid_utf8_reason(value, err)
     if not isinstance(value, str):
         return f"text is {type(value).__name__}, not a string"
     surrogate = lone_surrogate(value)

@@ -108,7 +108,7 @@ def test_text_files_invalid_utf8_nul_and_control_lines(ray_session, tiny_models,
     corpus.mkdir()
     lines = [
         b"a plain line",
-        b"caf\xc3\x28 invalid UTF-8",  # reject: invalid UTF-8 at byte 3
+        b"caf\xc3\x28 invalid UTF-8",  # reject: invalid UTF-8 at byte 3, 'Ã' in Latin-1 (a guess, said as one)
         b"nul\x00inside the line",  # kept
         b"\x01\x02\x1b",  # reject: only control characters
         b"   \t",  # reject: whitespace only
@@ -122,7 +122,8 @@ def test_text_files_invalid_utf8_nul_and_control_lines(ray_session, tiny_models,
     summary = run_embed(cfg)
     emitted, rejects = check_counts(summary, str(out), len(lines), case="text: invalid UTF-8, NUL, control")
     assert reasons_by_id(rejects) == {
-        "t.txt#1": "invalid UTF-8 at byte 3",
+        "t.txt#1": "invalid UTF-8 at byte 3 (0xC3, 'Ã' in Latin-1/cp1252): the text looks like a single-byte encoding, "
+        "not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or the encoding of its language)",
         "t.txt#3": "text has only control characters",
         "t.txt#4": "empty or whitespace-only text",
         "t.txt#6": "invalid UTF-8 at byte 0",

@@ -708,12 +708,44 @@ def test_a_utf8_file_with_a_few_broken_lines_keeps_them_as_rejects(tmp_path):
     data = b"\n".join([*bad, *(g.encode() for g in good)]) + b"\n"
     (tmp_path / "u.txt").write_bytes(data)
     rows = read_all(spec(tmp_path, "text"), "u.txt")
+    hint = "the text looks like a single-byte encoding, not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252"
     assert [r[REJECT] for r in rows[:3]] == [
-        "invalid UTF-8 at byte 3",
-        "invalid UTF-8 at byte 2",
-        "invalid UTF-8 at byte 0",
+        f"invalid UTF-8 at byte 3 (0xE9, 'é' in Latin-1/cp1252): {hint} -t UTF-8, or the encoding of its language)",
+        f"invalid UTF-8 at byte 2 (0xEF, 'ï' in Latin-1/cp1252): {hint} -t UTF-8, or the encoding of its language)",
+        "invalid UTF-8 at byte 0",  # not inside a word: no guess
     ]
     assert all(r[REJECT] is None for r in rows[3:]) and len(rows) == 203
+
+
+LEGACY_HINT = "the text looks like a single-byte encoding, not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+@pytest.mark.parametrize("accented", [1, 2])
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "parquet"])
+def test_a_legacy_8bit_file_with_few_accented_lines_is_never_embedded_as_mojibake(tmp_path, encoding, accented, fmt):
+    """A Latin-1 or cp1252 file where only one or two lines hold an accented letter is below the file-level check
+    (three such lines in the first 4 KB): its ASCII lines are the same text in any of these encodings and are
+    embedded; each accented line is a reject, and its reason now says which letter the byte is in Latin-1/cp1252
+    and how to re-encode the file (it said `invalid UTF-8 at byte N` only). No row is decoded by a guess."""
+    plain = [f"plain ASCII line number {i}" for i in range(40)]
+    special = ["Le café coûte 5 €", "“Größe” und Länge"][:accented]
+    texts = plain[:10] + special[:1] + plain[10:30] + special[1:] + plain[30:]
+    raw = [t.encode(encoding, "replace") for t in texts]
+    if fmt == "parquet":  # a lax writer: the bytes as they were, in a string column
+        pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), tmp_path / "l.parquet")
+    else:
+        lines = [b'{"text": "' + r + b'"}' if fmt == "jsonl" else r for r in raw]
+        (tmp_path / "l.parquet").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    rows = read_all(spec(tmp_path, fmt), "l.parquet")
+    assert len(rows) == len(texts)
+    embedded = [r[TEXT] for r in rows if r[REJECT] is None]
+    assert embedded == plain  # the ASCII lines, exactly; nothing else
+    rejects = [r for r in rows if r[REJECT] is not None]
+    assert [r[ROW] for r in rejects] == [k for k, t in enumerate(texts) if not t.isascii()]
+    for r in rejects:
+        assert r[REJECT].startswith("invalid UTF-8 at byte ") and LEGACY_HINT in r[REJECT], r[REJECT]
+    assert "'é' in Latin-1/cp1252" in rejects[0][REJECT]
 
 
 def test_partition_folders_of_a_list_of_locations_give_kept_values(tmp_path):

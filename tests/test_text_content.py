@@ -66,3 +66,23 @@ def test_lone_surrogates_in_text_and_nested_values():
     assert lone_surrogate({"a": [1, {"b": "x\udc00"}]}) == "lone surrogate U+DC00 at character 1"
     assert lone_surrogate({"\ud800": 1}) == "lone surrogate U+D800 at character 0"
     assert lone_surrogate(["fine", 3, None, "\U0001f600"]) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (b"caf\xe9", "0xE9, 'é' in Latin-1/cp1252"),  # a Latin-1 letter inside a word
+        (b"Stra\xdfe", "0xDF, 'ß' in Latin-1/cp1252"),
+        (b"\x93quoted\x94", "0x93, '“' in cp1252"),  # a Word export's quotes
+        (b"d\xe9j\xe0 vu, caf\xc3\xa9", None),  # valid UTF-8 beside: a UTF-8 text with a broken character
+        (b"bad \xff byte", None),  # not inside a word
+        (b"\x81x", None),  # no character in cp1252
+    ],
+)
+def test_invalid_utf8_names_a_single_byte_encoding_only_where_the_text_looks_like_one(data, named):
+    reason = text_reject_reason(data)
+    assert reason.startswith("invalid UTF-8 at byte ")
+    if named is None:
+        assert reason.startswith("invalid UTF-8 at byte ") and "(" not in reason, reason
+    else:
+        assert f"({named}): the text looks like a single-byte encoding, not UTF-8; re-encode" in reason, reason
