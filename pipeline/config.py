@@ -116,10 +116,26 @@ def storage_location(value: str | None) -> str | None:
     """A location rayembed can read or write: not blank, and local, file:// or s3:// (pipeline.storage). Another
     scheme (gs://, hf://, abfs://) failed at run time with a traceback."""
     not_blank(value)
-    scheme, sep, _ = (value or "").partition("://")
+    scheme, sep, rest = (value or "").partition("://")
     if sep and scheme not in ("s3", "file"):
         raise ValueError(f"the scheme {scheme}:// is not supported; {SCHEME_HINT}")
+    if scheme == "s3" and (segment := odd_key_segment(rest.partition("/")[2].rstrip("/"))) is not None:
+        raise ValueError(
+            f"the S3 key in {value!r} has {segment} segment ('//', '/./' or '/../', often from joining a prefix that "
+            "ends in '/'), which pyarrow's S3 client, that every read and write goes through, cannot address (its "
+            "error: 'Empty path component'); copy the objects to keys without one and give that prefix"
+        )
     return value
+
+
+def odd_key_segment(key: str) -> str | None:
+    """ "an empty", "a '.'" or "a '..'" when an S3 key (or a key relative to the input) has such a segment: pyarrow's
+    S3 filesystem refuses an empty one (`Empty path component`), and finds no object at a key with `.` or `..`
+    (the request's path is normalized on the way), so such objects cannot be read or written (tried on moto)."""
+    for segment in key.split("/") if key else ():
+        if segment in ("", ".", ".."):
+            return "an empty" if not segment else f"a {segment!r}"
+    return None
 
 
 Location = Annotated[str, AfterValidator(storage_location)]

@@ -247,9 +247,13 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         for entry in root.fs.get_file_info(selector):
             path, readable = listed_path(entry)
             rel = posixpath.relpath(path, root.path)
-            if entry.type != pafs.FileType.File or any(p.startswith(HIDDEN_PREFIXES) for p in rel.split("/")):
+            # the key's own segments below the root: relpath drops an empty or "." one and keeps a ".." one, which
+            # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
+            below = path.removeprefix(root.path.rstrip("/") + "/").split("/")
+            hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
+            if entry.type != pafs.FileType.File or hidden:
                 continue
-            if path != posixpath.join(root.path, rel):  # relpath dropped an empty or "." segment of an S3 key
+            if path != posixpath.join(root.path, rel) or any(p in ("", ".", "..") for p in below):
                 unaddressable.append((rel, path))
                 continue
             if readable:
@@ -263,10 +267,12 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     if unaddressable:
         path = unaddressable[0][1]
         key_uri = "s3://" + path if root.uri.startswith("s3://") else path
+        more = f" ({len(unaddressable)} objects below the input have such keys)" if len(unaddressable) > 1 else ""
         raise InputNameError(
-            f"{key}: the object {key_uri!r} has an empty or '.' segment in its key ('//' or '/./', often from "
-            "joining a prefix that ends in '/'); keys below the input are read by their path relative to it, where "
-            "that segment does not exist, so it would not be found: copy it to a key without one"
+            f"{key}: the object {key_uri!r} has an empty, '.' or '..' segment in its key ('//', '/./' or '/../', "
+            f"often from joining a prefix that ends in '/'){more}; pyarrow's S3 client, that every read goes "
+            "through, cannot read such a key (its error: 'Empty path component'; for '.' and '..': not found), so "
+            "its rows would be lost: copy it to a key without one, or move it out of the input"
         )
     if unreadable:  # skipped, its rows would be lost unseen
         raise InputNameError(

@@ -259,6 +259,29 @@ def test_a_location_of_another_scheme_is_a_config_error(tmp_path, uri, key):
     assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}=file:///data/x"])
 
 
+@pytest.mark.parametrize(
+    ("key", "uri", "segment"),
+    [
+        ("input.uri", "s3://b/corpus//a.jsonl", "an empty"),
+        ("input.uri", "s3://b//corpus", "an empty"),
+        ("input.uri", "s3://b/corpus/./x", "a '.'"),
+        ("output.uri", "s3://b/emb//run", "an empty"),
+        ("output.uri", "s3://b/x/../emb", "a '..'"),
+    ],
+)
+def test_an_s3_key_with_an_empty_or_dot_segment_is_a_config_error(tmp_path, key, uri, segment):
+    """pyarrow's S3 filesystem refuses such a key: the job failed with `ArrowInvalid: Empty path component in path
+    b/corpus//a.jsonl` (a traceback) when it listed or wrote there. A trailing '/' or '//' is fine (stripped)."""
+    with pytest.raises(
+        ConfigError, match=rf"{key}: Value error, the S3 key in '{re.escape(uri)}' has {segment} segment"
+    ):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={uri}"])
+    with pytest.raises(ConfigError, match=r"input.uri: Value error, item 1 \('s3://b/c//d'\) the S3 key in"):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), ["input.uri=[s3://b/a, s3://b/c//d]"])
+    for fine in ("s3://b/corpus/", "s3://b/corpus//", "s3://b", "s3://b/", "s3://b/a.b/c..d/.e"):
+        assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={fine}"])
+
+
 def test_input_uri_takes_a_list_of_locations(tmp_path):
     """Ray Data's paths=[...] and HF data_files=[...]: a list in YAML or --set; a string stays a string, commas and
     all (a path may hold one), and a number-like path stays text."""
