@@ -3,8 +3,8 @@
 Extends tests/test_embed_job.py, which already covers null/empty/whitespace/int/list text, invalid UTF-8 and
 non-JSON lines in JSONL, a missing text column and a non-Parquet file. Here: duplicate ids within and across
 files (both policies), NUL and control characters, invalid UTF-8 in text files, non-string Parquet columns,
-truncated Parquet and gzip files, a missing id column or key, empty input listings, bad configs on the command line,
-and model directories that cannot serve. Each run checks the count identity: rows in = embedded + rejected.
+corrupt files (truncated or garbled Parquet, cut gzip: one reject each), a missing id column or key, empty input
+listings, bad configs on the command line, and model directories that cannot serve. Each run checks the count identity: rows in = embedded + rejected.
 """
 
 from __future__ import annotations
