@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# TokenizersBackend's argument for named special tokens beyond NAMED_SPECIALS: {"image_token": "<image>", ...}
+MODEL_SPECIFIC = "model_specific_special_tokens"
 SIDES = ("padding_side", "truncation_side")
 PROBE_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -97,9 +99,15 @@ class TokenizerSnapshot:
 
         if not isinstance(tokenizer, TokenizersBackend):
             return None
-        specials = {name: getattr(tokenizer, name) for name in NAMED_SPECIALS if getattr(tokenizer, name) is not None}
+        # every named special token: bos..mask and the model's own (a multimodal model's image_token, LUKE's
+        # entity tokens: transformers 5 takes any `*_token` key of tokenizer_config as one)
+        specials = {str(k): str(v) for k, v in tokenizer.special_tokens_map.items() if v is not None}
         extra = [str(t) for t in getattr(tokenizer, "extra_special_tokens", None) or []]
-        init: dict[str, Any] = {**{k: str(v) for k, v in specials.items()}, "extra_special_tokens": extra}
+        init: dict[str, Any] = {k: v for k, v in specials.items() if k in NAMED_SPECIALS}
+        init["extra_special_tokens"] = extra
+        model_specific = {k: v for k, v in specials.items() if k not in NAMED_SPECIALS}
+        if model_specific:
+            init[MODEL_SPECIFIC] = model_specific
         init.update({side: getattr(tokenizer, side) for side in SIDES})
         init["model_max_length"] = int(tokenizer.model_max_length)
         init["split_special_tokens"] = bool(getattr(tokenizer, "split_special_tokens", False))
@@ -121,6 +129,7 @@ class TokenizerSnapshot:
         try:
             tokenizer = TokenizersBackend(tokenizer_file=handle.name, **self.init)
             specials = {name: self.init[name] for name in NAMED_SPECIALS if name in self.init}
+            specials.update(self.init.get(MODEL_SPECIFIC, {}))
             seen = observe(tokenizer, probe_texts(specials, self.init.get("extra_special_tokens", [])))
         except Exception as err:  # noqa: BLE001 - any failure to rebuild means: load the full way
             log.info("tokenizer snapshot not usable (%s: %s); loading the tokenizer in full", type(err).__name__, err)

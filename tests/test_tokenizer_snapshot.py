@@ -132,3 +132,38 @@ def test_real_tokenizers_rebuilt_from_their_snapshot_tokenize_as_a_full_load(nam
     texts = sample_texts() + ODD
     full = rows(TokenizeActor(settings.model, "query: "), texts)
     assert rows(TokenizeActor(settings.model, "query: ", snapshot=settings.snapshot), texts) == full
+
+
+def with_config(src: Path, dst: Path, **keys) -> Path:
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps({**config, **keys}))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        # Gemma-3's tokenizer_config names its image tokens at the top level (transformers 5: any `*_token` key)
+        {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"},
+        # multimodal configs as transformers 5 saves them: a dict of named extra special tokens
+        {"extra_special_tokens": {"image_token": "<image>", "video_token": "<video>"}},
+        # both, with a list-form extra token too (written out in the texts below)
+        {"audio_token": "<audio>", "additional_special_tokens": ["<extra_a>"]},
+    ],
+    ids=["top_level", "dict", "mixed"],
+)
+def test_model_specific_named_special_tokens_are_carried_by_the_snapshot(tiny_models, tmp_path, keys):
+    """Named special tokens beyond bos/eos/unk/sep/pad/cls/mask (a multimodal model's image tokens, LUKE's entity
+    tokens) are special tokens of the original: a snapshot without them failed its probe on every actor, which then
+    paid the rebuild and a full load."""
+    path = with_config(tiny_models["gemma3"], tmp_path / "m", **keys)
+    settings = resolve_model_settings(ModelConfig(name_or_path=str(path), max_tokens=24))
+    assert settings.snapshot is not None
+    rebuilt = settings.snapshot.load()
+    assert rebuilt is not None
+    assert sorted(rebuilt.all_special_ids) == sorted(settings.tokenizer.all_special_ids)
+    written = [str(t) for t in settings.tokenizer.all_special_tokens]
+    texts = sample_texts()[:40] + [f"a {t} b{t}c" for t in written] + [" ".join(written)]
+    full = rows(TokenizeActor(settings.model, "query: "), texts)
+    assert rows(TokenizeActor(settings.model, "query: ", snapshot=settings.snapshot), texts) == full
