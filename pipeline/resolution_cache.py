@@ -157,13 +157,18 @@ def write_snapshot(folder: Path, snapshot: TokenizerSnapshot) -> dict[str, Any]:
 
 
 def read_snapshot(folder: Path, record: dict[str, Any] | None) -> TokenizerSnapshot | None:
-    """The snapshot an entry records; None where it records none or its backend file is gone. A backend file
-    altered since is caught where it is rebuilt (TokenizerSnapshot.load checks it against the original's probe)."""
+    """The snapshot an entry records; None where it records none, or its backend file is gone or no longer has the
+    sha256 it is named by (altered since: the probe of TokenizerSnapshot.load sees a few hundred tokens, not the
+    whole vocabulary, so an altered backend could pass it and tokenize other text differently)."""
     if not record:
         return None
+    path = folder / BACKENDS / f"{record['backend']}.json"
     try:
-        backend = (folder / BACKENDS / f"{record['backend']}.json").read_text(encoding="utf-8")
+        backend = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
+        return None
+    if hashlib.sha256(backend.encode()).hexdigest() != record["backend"]:
+        log.warning("tokenizer snapshot %s does not match its sha256 (altered): the actors load the tokenizer", path)
         return None
     return TokenizerSnapshot(backend, dict(record["init"]), dict(record["expected"]))
 

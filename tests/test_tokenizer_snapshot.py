@@ -167,3 +167,29 @@ def test_model_specific_named_special_tokens_are_carried_by_the_snapshot(tiny_mo
     texts = sample_texts()[:40] + [f"a {t} b{t}c" for t in written] + [" ".join(written)]
     full = rows(TokenizeActor(settings.model, "query: "), texts)
     assert rows(TokenizeActor(settings.model, "query: ", snapshot=settings.snapshot), texts) == full
+
+
+def test_a_snapshot_backend_altered_in_the_cache_is_not_used(tiny_models, tmp_path, monkeypatch):
+    """The probe sees a few hundred tokens: a cached backend whose vocabulary changed elsewhere (a flipped byte, an
+    edit) passed it and tokenized other text to other ids. The backend is stored by its sha256; read back, content
+    that no longer has that digest is no snapshot, and the actors load the tokenizer in full."""
+    from pipeline import resolution_cache
+
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    model = ModelConfig(name_or_path=str(tiny_models["gemma3"]), max_tokens=64)
+    first, _ = resolution_cache.resolve_remembered(model)
+    expected = first.snapshot.expected
+    probed = {i for call in ("special", "special_cut", "plain") for ids, _ in expected[call] for i in ids}
+    probed |= set(expected["all_special_ids"])
+    texts = sample_texts()[:60]
+    used = [i for t in texts for i in first.tokenizer(t, add_special_tokens=False)["input_ids"] if i not in probed]
+    a, b = used[0], next(i for i in used if i != used[0])
+    (backend_file,) = (tmp_path / "cache" / resolution_cache.FOLDER / resolution_cache.BACKENDS).iterdir()
+    backend = json.loads(backend_file.read_text())
+    vocab = backend["model"]["vocab"]
+    token_a, token_b = (next(t for t, i in vocab.items() if i == x) for x in (a, b))
+    vocab[token_a], vocab[token_b] = b, a  # two tokens the probe never produces swap their ids
+    backend_file.write_text(json.dumps(backend))
+    again, _ = resolution_cache.resolve_remembered(model)
+    assert rows(TokenizeActor(again.model, "", snapshot=again.snapshot), texts) == rows(TokenizeActor(model, ""), texts)
+    assert again.snapshot is None
