@@ -106,8 +106,15 @@ class ModelSettings:
     def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer to hand to the tokenizer actors, or None where they must load their own: not loaded on the
         driver, or a tokenizer with code shipped with the model, which may not pickle and whose code should run
-        where the user expects it."""
-        return None if self.model.trust_remote_code else self.tokenizer
+        where the user expects it, or a fast tokenizer with no snapshot because its backend cannot be serialized
+        (a pre-tokenizer written in Python: RoFormer's), which cannot be pickled either."""
+        if self.model.trust_remote_code or self.tokenizer is None:
+            return None
+        if self.snapshot is None and getattr(self.tokenizer, "is_fast", False):
+            from pipeline.tokenizer_snapshot import backend_json
+
+            return self.tokenizer if backend_json(self.tokenizer) is not None else None
+        return self.tokenizer
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

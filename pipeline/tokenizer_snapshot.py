@@ -81,6 +81,17 @@ def observe(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, A
     return out
 
 
+def backend_json(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """`tokenizers.Tokenizer.to_str()` of a fast tokenizer's backend; None (logged) where it cannot be written out:
+    a component written in Python (RoFormer's jieba pre-tokenizer), which pickling the tokenizer cannot carry
+    either."""
+    try:
+        return tokenizer.backend_tokenizer.to_str()
+    except Exception as err:  # noqa: BLE001 - the Rust tokenizers raise a plain Exception
+        log.info("no tokenizer snapshot: its backend cannot be serialized (%s); the actors load it", err)
+        return None
+
+
 @dataclass(frozen=True)
 class TokenizerSnapshot:
     """`backend`: `tokenizers.Tokenizer.to_str()` of the loaded tokenizer (MB: the vocabulary is in it).
@@ -111,12 +122,15 @@ class TokenizerSnapshot:
         init.update({side: getattr(tokenizer, side) for side in SIDES})
         init["model_max_length"] = int(tokenizer.model_max_length)
         init["split_special_tokens"] = bool(getattr(tokenizer, "split_special_tokens", False))
+        backend = backend_json(tokenizer)
+        if backend is None:
+            return None
         try:
             expected = observe(tokenizer, probe_texts(specials, extra))
         except Exception as err:  # noqa: BLE001 - a tokenizer our probe breaks is simply not snapshotted
             log.debug("no tokenizer snapshot: the probe failed (%s: %s)", type(err).__name__, err)
             return None
-        return cls(tokenizer.backend_tokenizer.to_str(), init, expected)
+        return cls(backend, init, expected)
 
     def load(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer rebuilt as transformers' generic TokenizersBackend; None (logged) where it does not

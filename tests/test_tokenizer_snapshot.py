@@ -18,7 +18,7 @@ from conftest import sample_texts
 from pipeline.actors import TokenizeActor
 from pipeline.columns import REJECT, TEXT
 from pipeline.config import ModelConfig
-from pipeline.model_loading import load_tokenizer, resolve_model_settings
+from pipeline.model_loading import ModelSettings, TokenizerPadding, load_tokenizer, resolve_model_settings
 from pipeline.tokenizer_snapshot import TokenizerSnapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,3 +193,37 @@ def test_a_snapshot_backend_altered_in_the_cache_is_not_used(tiny_models, tmp_pa
     again, _ = resolution_cache.resolve_remembered(model)
     assert rows(TokenizeActor(again.model, "", snapshot=again.snapshot), texts) == rows(TokenizeActor(model, ""), texts)
     assert again.snapshot is None
+
+
+class _Words:
+    """A pre-tokenizer written in Python, as RoFormer's (jieba word splits) is: the backend cannot be serialized."""
+
+    def pre_tokenize(self, pretok):
+        pretok.split(lambda _, s: s.split(" ", "removed"))
+
+
+def test_a_tokenizer_whose_backend_cannot_be_serialized_is_loaded_by_the_actors(tiny_models):
+    """RoFormer's tokenizer (RoFormerTokenizer: a custom Python pre-tokenizer) cannot be written out, nor pickled:
+    TokenizerSnapshot.of raised on the driver and the job failed; no snapshot then, and no tokenizer shipped either
+    (it cannot be pickled): each actor loads its own."""
+    from tokenizers.pre_tokenizers import PreTokenizer
+
+    model = ModelConfig(name_or_path=str(tiny_models["gemma3"]), max_tokens=24)
+    tokenizer = load_tokenizer(model)
+    tokenizer.backend_tokenizer.pre_tokenizer = PreTokenizer.custom(_Words())
+    assert TokenizerSnapshot.of(tokenizer) is None
+    settings = ModelSettings(model, {}, tokenizer, TokenizerPadding.of(tokenizer), None)
+    assert settings.shipped_tokenizer is None
+    assert ModelSettings(model, {}, load_tokenizer(model), settings.padding, None).shipped_tokenizer is not None
+
+
+def test_roformer_models_resolve_and_tokenize_as_a_full_load(tiny_models, tmp_path):
+    pytest.importorskip("rjieba", reason="RoFormerTokenizer needs rjieba")
+    model = ModelConfig(
+        name_or_path=str(with_class(tiny_models["bert"], tmp_path / "r", "RoFormerTokenizer")), max_tokens=24
+    )
+    settings = resolve_model_settings(model)
+    assert type(settings.tokenizer).__name__ == "RoFormerTokenizer"
+    assert settings.snapshot is None and settings.shipped_tokenizer is None
+    texts = sample_texts()[:40]
+    assert len(rows(TokenizeActor(settings.model, ""), texts)[REJECT]) == len(texts)  # the actor loads its own
