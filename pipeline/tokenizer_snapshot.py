@@ -11,8 +11,10 @@ docs/performance.md). The generic class wraps the same Rust tokenizer; whatever 
 
 Trust, but check: the snapshot carries what the original tokenizer produced on a probe (multilingual text, special
 tokens written out, emoji, whitespace, truncation, offsets) and the ids of its special tokens. A rebuild that differs
-on any of it is discarded (`load` returns None) and the actor loads the tokenizer the full way, so a tokenizer class
-whose Python code changes the output (none known in transformers 5) costs only the time saved.
+on any of it is discarded (`load` returns None) and the actor loads the tokenizer the full way. The probe is a few
+hundred tokens: a tokenizer class whose Python code changes the encoding (transformers 5: CodeLlama's fill-token
+split, CPM's jieba, LUKE, LayoutLM, MarkupLM, UDOP, SeamlessM4T, DPR reader; `encodes_in_python`) can differ beyond
+it, so such a class gets no snapshot; nor does a backend that cannot be serialized (RoFormer's jieba pre-tokenizer).
 
 Light module: transformers is imported by `load` and `of` only; the driver (on a resolution-cache hit) and the
 cache read it without.
@@ -35,6 +37,24 @@ NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 # TokenizersBackend's argument for named special tokens beyond NAMED_SPECIALS: {"image_token": "<image>", ...}
 MODEL_SPECIFIC = "model_specific_special_tokens"
 SIDES = ("padding_side", "truncation_side")
+# What the tokenizer actors call or read, down to the backend: a class that overrides any of it is not snapshotted
+ENCODING = (
+    "__call__",
+    "_call_one",
+    "encode",
+    "encode_plus",
+    "batch_encode_plus",
+    "_encode_plus",
+    "_batch_encode_plus",
+    "tokenize",
+    "_tokenize",
+    "prepare_for_tokenization",
+    "set_truncation_and_padding",
+    "_convert_encoding",
+    "num_special_tokens_to_add",
+    "get_vocab",
+    "__len__",
+)
 PROBE_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "  Leading and trailing spaces  ",
@@ -81,6 +101,14 @@ def observe(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, A
     return out
 
 
+def encodes_in_python(cls: type, base: type) -> list[str]:
+    """The methods of ENCODING that `cls` or a class between it and `base` (TokenizersBackend) defines: code the
+    generic class would not run (CodeLlama's fill-token split, CPM's jieba segmentation, LUKE's entities), whose
+    effect a probe can miss."""
+    between = cls.__mro__[: cls.__mro__.index(base)] if base in cls.__mro__ else cls.__mro__
+    return sorted({name for klass in between for name in ENCODING if name in vars(klass)})
+
+
 def backend_json(tokenizer: PreTrainedTokenizerBase) -> str | None:
     """`tokenizers.Tokenizer.to_str()` of a fast tokenizer's backend; None (logged) where it cannot be written out:
     a component written in Python (RoFormer's jieba pre-tokenizer), which pickling the tokenizer cannot carry
@@ -109,6 +137,12 @@ class TokenizerSnapshot:
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
         if not isinstance(tokenizer, TokenizersBackend):
+            return None
+        overridden = encodes_in_python(type(tokenizer), TokenizersBackend)
+        if overridden:
+            log.info(
+                "no tokenizer snapshot: %s encodes in Python (%s)", type(tokenizer).__name__, ", ".join(overridden)
+            )
             return None
         # every named special token: bos..mask and the model's own (a multimodal model's image_token, LUKE's
         # entity tokens: transformers 5 takes any `*_token` key of tokenizer_config as one)

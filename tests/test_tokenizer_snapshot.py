@@ -227,3 +227,26 @@ def test_roformer_models_resolve_and_tokenize_as_a_full_load(tiny_models, tmp_pa
     assert settings.snapshot is None and settings.shipped_tokenizer is None
     texts = sample_texts()[:40]
     assert len(rows(TokenizeActor(settings.model, ""), texts)[REJECT]) == len(texts)  # the actor loads its own
+
+
+def test_a_class_that_encodes_in_python_is_not_snapshotted(tiny_models, tmp_path):
+    """CodeLlamaTokenizer splits a text at its fill token (<FILL_ME>) and encodes it for infilling, in Python: the
+    generic class does not, the probe (no fill token) passed, and a prompt carrying one was counted differently, so
+    chunk mode cut other windows. A class that overrides the encoding in Python (CodeLlama, CPM's jieba, LUKE,
+    LayoutLM, SeamlessM4T) is loaded in full by the actors, as before the snapshot."""
+    path = with_config(
+        tiny_models["gemma3"],
+        tmp_path / "c",
+        tokenizer_class="CodeLlamaTokenizer",
+        fill_token="<FILL_ME>",
+        prefix_token="<bos>",
+        middle_token="<eos>",
+        suffix_token="<pad>",
+    )
+    model = ModelConfig(name_or_path=str(path), max_tokens=40, long_inputs="chunk", chunk_overlap_tokens=4)
+    settings = resolve_model_settings(model)
+    assert type(settings.tokenizer).__name__ == "CodeLlamaTokenizer"
+    prompt, texts = "Complete <FILL_ME> this: ", [*sample_texts()[:30], "word " * 200]
+    full = rows(TokenizeActor(settings.model, prompt), texts)
+    assert rows(TokenizeActor(settings.model, prompt, snapshot=settings.snapshot), texts) == full
+    assert settings.snapshot is None
