@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.change_tokens import local_token, same_token
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.line_ranges import LINE_FORMATS
@@ -59,35 +60,64 @@ CHANGES_NAMED = 5  # files a refusal names per kind of change
 
 
 def listing_digest(listed: list[ListedFile]) -> dict[str, Any]:
-    """The input listing: file count and a sha256 over (path, size, mtime) in listing order, which decide equality
-    (`differences`), and, up to LISTING_ENTRIES_MAX files, the `entries` [path, size, mtime_ns] that let a refusal
-    name the files added, removed or changed."""
-    digest = hashlib.sha256()
+    """The input listing, which decides equality (`differences`):
+
+    - `files`, and `sha256`: a digest over (path, size, mtime) in listing order, as every version recorded it;
+    - `tokens_sha256`: a digest over (path, size, change token) (pipeline.change_tokens: the mtime and, for local
+      files, the inode change time), so a file rewritten with its old size and mtime (`cp -p`, `rsync -t`,
+      `touch -r`) is a different listing; absent from records of older versions, which then compare as before;
+    - up to LISTING_ENTRIES_MAX files, the `entries` [path, size, mtime_ns, ctime_ns (null on S3)] that let a
+      refusal name the files added, removed or changed (older versions recorded the first three).
+    """
+    digest, tokens = hashlib.sha256(), hashlib.sha256()
     for f in listed:
         digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
-    record: dict[str, Any] = {"files": len(listed), "sha256": digest.hexdigest()[:16]}
+        tokens.update(f"{f.path}\0{f.size}\0{f.token}\n".encode())
+    record: dict[str, Any] = {
+        "files": len(listed),
+        "sha256": digest.hexdigest()[:16],
+        "tokens_sha256": tokens.hexdigest()[:16],
+    }
     if len(listed) <= LISTING_ENTRIES_MAX:
-        record["entries"] = [[f.path, f.size, f.mtime_ns] for f in listed]
+        record["entries"] = [[f.path, f.size, f.mtime_ns, f.ctime_ns] for f in listed]
     return record
+
+
+def same_listing(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two `listing_digest` records list the same files, unchanged. A record without `tokens_sha256` (an
+    older version's) is compared on what it has: such a run resumes when nothing changed, as it did before."""
+    if (old["files"], old["sha256"]) != (new["files"], new["sha256"]):
+        return False
+    return "tokens_sha256" not in old or "tokens_sha256" not in new or old["tokens_sha256"] == new["tokens_sha256"]
+
+
+def entry_token(entry: list) -> str:
+    """The change token of one recorded entry: [path, size, mtime_ns] (older versions) or [..., ctime_ns]."""
+    return local_token(entry[2], entry[3] if len(entry) > 3 else None)
 
 
 def listing_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What changed between two `listing_digest` records, in words: 'N files -> M files (added a, b; removed c;
-    changed d (size 10 -> 12 bytes); e (modified))', at most CHANGES_NAMED names per kind. Without the earlier
-    entries (a listing too long to record, or a run recorded before they were), only the counts and digests."""
+    changed d (size 10 -> 12 bytes); e (modified); f (rewritten with its old size and modification time))', at
+    most CHANGES_NAMED names per kind. Without the earlier entries (a listing too long to record, or a run recorded
+    before they were), only the counts and digests."""
     head = f"{old.get('files')} files -> {new.get('files')} files"
     if "entries" not in old or "entries" not in new:
-        return f"{head} (listing sha256 {old.get('sha256')} -> {new.get('sha256')})"
-    before = {path: (size, mtime) for path, size, mtime in old["entries"]}
-    after = {path: (size, mtime) for path, size, mtime in new["entries"]}
+        digests = "tokens_sha256" if old.get("sha256") == new.get("sha256") else "sha256"
+        return f"{head} (listing {digests} {old.get(digests)} -> {new.get(digests)})"
+    before = {e[0]: (e[1], e[2], entry_token(e)) for e in old["entries"]}
+    after = {e[0]: (e[1], e[2], entry_token(e)) for e in new["entries"]}
     added = [p for p in after if p not in before]
     removed = [p for p in before if p not in after]
     changed = []
-    for path in (p for p in after if p in before and after[p] != before[p]):
-        (old_size, _), (new_size, _) = before[path], after[path]
-        changed.append(
-            f"{path} (size {old_size} -> {new_size} bytes)" if old_size != new_size else f"{path} (modified)"
-        )
+    for path in (p for p in after if p in before):
+        (old_size, old_mtime, old_token), (new_size, new_mtime, new_token) = before[path], after[path]
+        if old_size != new_size:
+            changed.append(f"{path} (size {old_size} -> {new_size} bytes)")
+        elif old_mtime != new_mtime:
+            changed.append(f"{path} (modified)")
+        elif not same_token(old_token, new_token):
+            changed.append(f"{path} (rewritten with its old size and modification time)")
     kinds = (("added", added), ("removed", removed), ("changed", changed))
     parts = [f"{kind} {named(items)}" for kind, items in kinds if items]
     return f"{head} ({'; '.join(parts) or 'the same files in another order'})"
@@ -112,13 +142,14 @@ def embed_fingerprint(
         metadata: the embedding metadata written into every output file (pipeline.writing.embedding_metadata), so
             whatever a reader is told about the vectors is also what a resume must agree on; fields added there
             later join the fingerprint without a change here.
-        listed: the input listing (a new, removed, resized or rewritten file is a different corpus).
+        listed: the input listing (a new, removed, resized or rewritten file is a different corpus, a local file
+            rewritten with its old size and mtime included: listing_digest).
         identity: model_identity(cfg.model): the resolved revision or the local weights' content hash.
         packed: small files are packed into units (pipeline.units.packing, recorded as `input.unit_packing`);
             False for a run started before they were, whose fingerprint lacks that field (units.plan_units).
         split_lines: JSONL and text files over input.unit_bytes are split into byte ranges (pipeline.line_ranges,
             recorded as `input.line_ranges`); False for a run started before they were (one unit per such file).
-            The ranges' row counts are not part of it: the listing pins each file's size and mtime, and the counts
+            The ranges' row counts are not part of it: the listing pins each file's size and change token, and the counts
             are recorded apart (`_run/line_rows.json`, embed_job.count_ranges).
     """
     return {
@@ -161,14 +192,14 @@ METADATA_KEYS = {
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'field: recorded -> current' for every field that differs (missing on one side included), sorted. A listing
-    (`listing_digest`) is compared by its count and digest and described by `listing_changes`. A `metadata.*` field
+    (`listing_digest`) is compared by `same_listing` and described by `listing_changes`. A `metadata.*` field
     is named by its configuration key (METADATA_KEYS), once per key."""
     missing = object()
     out = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key, missing), current.get(key, missing)
         if is_listing(old) and is_listing(new):
-            if (old["files"], old["sha256"]) != (new["files"], new["sha256"]):
+            if not same_listing(old, new):
                 out.append(f"{key}: {listing_changes(old, new)}")
         elif json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
             show = lambda v: "(absent)" if v is missing else json.dumps(v, sort_keys=True)

@@ -12,12 +12,13 @@ import posixpath
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.change_tokens import local_token
 from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.errors import UserError
 from pipeline.transient_errors import TransientStorageError, is_transient
@@ -111,6 +112,20 @@ class ListedFile:
     path: str  # relative to the listing root, as in the `_source` column and derived ids
     size: int  # bytes
     mtime_ns: int | None  # None where the filesystem reports none
+    # Local files: the inode change time (one stat per file, with_change_times), which no tool sets back; None on S3,
+    # where the server sets LastModified on every write and no client can set it back.
+    ctime_ns: int | None = None
+
+    @property
+    def token(self) -> str:
+        """The change token (pipeline.change_tokens): `mtime_ns:<m>;ctime_ns:<c>`, or `mtime_ns:<m>` on S3."""
+        return local_token(self.mtime_ns, self.ctime_ns)
+
+
+def with_change_times(root: Location, names: list[ListedFile]) -> list[ListedFile]:
+    """`names` (local files below `root`) with their inode change times: a file rewritten with its old size and
+    mtime (`cp -p`, `rsync -t`, `touch -r`) is then told apart from the file an earlier run listed."""
+    return [replace(f, ctime_ns=os.stat(posixpath.join(root.path, f.path)).st_ctime_ns) for f in names]
 
 
 def list_files(uri: str | Sequence[str], storage: StorageConfig, key: str = "input.uri") -> tuple[Location, list[str]]:
@@ -180,9 +195,7 @@ def list_locations(
     else:
         local = isinstance(roots[0].fs, pafs.LocalFileSystem)
         base = Location(roots[0].fs, common, common if local else f"s3://{common}")
-    names = sorted(
-        (ListedFile(below(full, common), f.size, f.mtime_ns) for full, f in found.items()), key=lambda n: n.path
-    )
+    names = sorted((replace(f, path=below(full, common)) for full, f in found.items()), key=lambda n: n.path)
     if isinstance(base.fs, pafs.LocalFileSystem):
         names = once_per_file(base, names, key)
     return base, names
@@ -219,7 +232,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         key: the config key the URI came from, for error messages.
 
     Returns:
-        The listing root and each file's relative path, size and modification time (from the listing requests).
+        The listing root and each file's relative path, size and modification time (from the listing requests),
+        and for local files the inode change time (one stat per file).
 
     Raises:
         FileNotFoundError: nothing matches, naming the URI.
@@ -230,7 +244,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
-        return parent, [ListedFile(posixpath.basename(root.path), info.size, info.mtime_ns)]
+        one = [ListedFile(posixpath.basename(root.path), info.size, info.mtime_ns)]
+        return parent, with_change_times(parent, one) if isinstance(root.fs, pafs.LocalFileSystem) else one
     pattern = ""
     if info.type != pafs.FileType.Directory and has_glob(uri):
         base_uri, pattern = glob_base(uri, storage)
@@ -286,7 +301,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     names = sorted(names, key=lambda n: n.path)
     if isinstance(root.fs, pafs.LocalFileSystem):
-        names = once_per_file(root, names, key)
+        names = with_change_times(root, once_per_file(root, names, key))
     return root, names
 
 

@@ -47,6 +47,57 @@ def test_an_unchanged_listing_is_equal_whether_or_not_its_entries_were_recorded(
     assert differences({"input.listing": now}, {"input.listing": listing(folder)}) == []
 
 
+def rewrite_keeping_size_and_mtime(path, text: str) -> None:
+    """What `cp -p` of an edited copy, `rsync -t` of a same-length edit or `touch -r` leave: new bytes, old mtime."""
+    stat = path.stat()
+    assert len(text.encode()) == stat.st_size
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_a_changed_listing_named_as_such(tmp_path):
+    """The listing pinned (path, size, mtime) only: such a rewrite compared equal, so a resume kept the old
+    content's vectors for committed units and embedded the new content for the rest. The inode change time moves."""
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
+    before = listing(folder)
+    rewrite_keeping_size_and_mtime(folder / "b.jsonl", '{"text": "b"}\n')
+    [diff] = differences({"input.listing": before}, {"input.listing": listing(folder)})
+    assert (
+        diff
+        == "input.listing: 2 files -> 2 files (changed b.jsonl (rewritten with its old size and modification time))"
+    )
+
+
+def test_an_older_versions_listing_record_still_matches_an_unchanged_corpus(tmp_path):
+    """A run an older version left unfinished recorded neither `tokens_sha256` nor the ctime in its entries: it
+    resumes when nothing changed, and a change it could see (a new mtime) is still named."""
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
+    now = listing(folder)
+    older = {"files": now["files"], "sha256": now["sha256"], "entries": [e[:3] for e in now["entries"]]}
+    assert differences({"input.listing": older}, {"input.listing": now}) == []
+    assert (
+        differences({"input.listing": {k: v for k, v in older.items() if k != "entries"}}, {"input.listing": now}) == []
+    )
+    stat = (folder / "a.jsonl").stat()
+    os.utime(folder / "a.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    [diff] = differences({"input.listing": older}, {"input.listing": listing(folder)})
+    assert diff == "input.listing: 2 files -> 2 files (changed a.jsonl (modified))"
+
+
+def test_a_rewrite_too_long_to_name_file_by_file_is_refused_by_the_token_digest(tmp_path, monkeypatch):
+    monkeypatch.setattr(fingerprint, "LISTING_ENTRIES_MAX", 1)
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
+    before = listing(folder)
+    rewrite_keeping_size_and_mtime(folder / "a.jsonl", '{"text": "z"}\n')
+    after = listing(folder)
+    [diff] = differences({"input.listing": before}, {"input.listing": after})
+    assert diff == (
+        f"input.listing: 2 files -> 2 files (listing tokens_sha256 {before['tokens_sha256']} -> "
+        f"{after['tokens_sha256']})"
+    )
+
+
 def test_many_changes_are_counted_beyond_the_first_few_named(tmp_path):
     folder = corpus(tmp_path, ["a.jsonl"])
     before = listing(folder)
@@ -75,6 +126,24 @@ def test_the_refusal_of_a_resume_names_the_changed_file(tmp_path):
     (folder / "part-1.jsonl").write_text('{"text": "edited after the crash"}\n')
     with pytest.raises(commit.OutputExistsError, match=r"input\.listing: 2 files -> 2 files \(changed part-1\.jsonl"):
         commit.begin(out, "embed", overwrite=False, fingerprint={**fp, "input.listing": listing(folder)})
+
+
+def test_s3_listings_pin_the_servers_last_modified_and_take_no_change_time(s3_bucket, s3_server):
+    """pyarrow's S3 listing gives size and LastModified (no ETag; a HEAD per object would cost a request per file).
+    LastModified is set by the server on every write and cannot be set back by a client: a same-size rewrite made
+    in a later second is a changed listing."""
+    import time
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "a"}\n')
+    storage = StorageConfig(endpoint_url=s3_server)
+    before = listing_digest(list_inputs(f"s3://{bucket}/corpus", storage)[1])
+    assert before["entries"][0][3] is None
+    time.sleep(1.05)  # S3 (and moto) give LastModified to the second
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "b"}\n')
+    after = listing_digest(list_inputs(f"s3://{bucket}/corpus", storage)[1])
+    [diff] = differences({"input.listing": before}, {"input.listing": after})
+    assert diff == "input.listing: 1 files -> 1 files (changed a.jsonl (modified))"
 
 
 def test_a_refusal_names_the_configuration_keys_not_the_metadata_fields():

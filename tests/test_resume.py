@@ -21,6 +21,7 @@ import yaml
 from conftest import SAMPLE
 from faulty_actors import faulty, use
 from robustness_helpers import (
+    corpus_bytes,
     make_config,
     put_corpus,
     read_run,
@@ -209,3 +210,56 @@ def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
 
     fresh = make_config(tiny_models["gemma3"], corpus, tmp_path / "fresh", "jsonl", **sections)
     assert run_embed(fresh)["units"] == 1  # a new run packs the six small files into one unit
+
+
+def unfinish(out: Path) -> int:
+    """As if the run had died before its last unit and its summary: that unit's marker and _SUCCESS go. Returns the
+    rows of the units still committed."""
+    markers = sorted((out / "_run" / "units").glob("*.json"))
+    for done in (markers[-1], out / "_SUCCESS", out / "_summary.json"):
+        done.unlink()
+    return committed_rows(out / "_run" / "units")
+
+
+def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_session, tiny_models, tmp_path):
+    """`cp -p` of an edited copy, `rsync -t` of a same-length edit, `touch -r`: the listing pinned (path, size,
+    mtime), so the resume took the rewritten file for unchanged, kept the old content's vectors for the committed
+    units and embedded the new content for the rest. The inode change time moves with the write: the resume is
+    refused naming the file, and --set output.overwrite=true embeds the new content."""
+    (tmp_path / "in").mkdir()
+    corpus = write_corpus(tmp_path / "in", FILES)
+    out = tmp_path / "emb"
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
+    run_embed(cfg)
+    unfinish(out)
+    target = corpus / "c0.jsonl"  # the first unit: committed
+    stat = target.stat()
+    edited = [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]]  # same bytes reversed: same size
+    target.write_bytes(corpus_bytes(edited))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    with pytest.raises(
+        FileExistsError,
+        match=r"input\.listing: 6 files -> 6 files \(changed c0\.jsonl \(rewritten with its old size and "
+        r"modification time\)\)",
+    ):
+        run_embed(cfg)
+
+
+def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
+    ray_session, tiny_models, corpus, clean, tmp_path
+):
+    """A run an older version left unfinished recorded its listing without `tokens_sha256` and with entries of
+    [path, size, mtime]: after the upgrade the same command resumes it (nothing embedded twice)."""
+    out = tmp_path / "emb"
+    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
+    run_embed(cfg)
+    reused = unfinish(out)
+    record_file = out / "_run" / "fingerprint.json"
+    record = json.loads(record_file.read_text())
+    listing = record["fingerprint"]["input.listing"]
+    del listing["tokens_sha256"]
+    listing["entries"] = [e[:3] for e in listing["entries"]]
+    record_file.write_text(json.dumps(record))
+    summary = run_embed(cfg)
+    check_resumed(summary, str(out), clean, reused)

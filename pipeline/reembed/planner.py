@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from pipeline.change_tokens import same_token
 from pipeline.reembed.manifest import NO_DUPLICATES, FileEntry, Manifest
-from pipeline.reembed.sources import SourceFile, same_token
+from pipeline.reembed.sources import SourceFile
 
 
 @dataclass

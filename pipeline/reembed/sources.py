@@ -1,15 +1,10 @@
 """Input files with a change token: what decides whether a file's embeddings can be reused.
 
 The token is the strongest cheap identity the filesystem gives: the ETag on S3 (a content hash for ordinary
-uploads; for multipart uploads a hash of part hashes, still content-derived), the size + mtime + ctime in
-nanoseconds on local disks, and a sha256 of the content where neither exists.
-
-On a local disk the modification time alone can be set back (`touch -d`, `cp -p` of an edited copy, `rsync -t` of
-an edit that keeps the size), so a rewritten file looked unchanged and kept its old vectors. The inode change time
-(`st_ctime_ns`) moves with every write, rename over it, chmod or link, and no user tool sets it back: with it in the
-token, such a file is embedded again (a chmod or a hard link makes it look changed too: one file embedded again,
-never a stale vector). Tokens recorded by older versions (`mtime_ns:<m>` alone) are matched by
-`same_token` on their mtime, so upgrading re-embeds nothing.
+uploads; for multipart uploads a hash of part hashes, still content-derived), the mtime + ctime in nanoseconds on
+local disks (pipeline.change_tokens: why the ctime, and how older tokens still match), and a sha256 of the content
+where neither exists. A file rewritten with its old size and mtime is embedded again: one file embedded again,
+never a stale vector.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from pipeline.change_tokens import local_token
 from pipeline.storage import Location
 
 HEAD_THREADS = 16  # S3 HEAD requests in flight; listing gives no ETag through pyarrow
@@ -48,16 +44,7 @@ def scan_sources(root: Location, rel_paths: list[str]) -> list[SourceFile]:
 
 def local_source(root: Location, rel: str) -> SourceFile:
     st = os.stat(root.join(rel).path)
-    return SourceFile(rel, st.st_size, f"mtime_ns:{st.st_mtime_ns};ctime_ns:{st.st_ctime_ns}")
-
-
-def same_token(recorded: str, now: str) -> bool:
-    """Whether a file whose entry recorded change token `recorded` still has it (`now`): the same token, or an
-    older version's local token (`mtime_ns:<m>`, without the ctime) with the same mtime, which that version took
-    for unchanged too."""
-    if recorded == now:
-        return True
-    return recorded.startswith("mtime_ns:") and ";" not in recorded and now.startswith(recorded + ";ctime_ns:")
+    return SourceFile(rel, st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns))
 
 
 def object_source(root: Location, rel: str) -> SourceFile:
