@@ -1,8 +1,12 @@
-"""sha256 of local files, remembered across runs by (path, size, mtime, inode) so a model is read once, not per run.
+"""sha256 of local files, remembered across runs by (path, size, mtime, inode, ctime): a model is read once, not per
+run.
 
 The fingerprint of a local model directory is a content hash (pipeline.fingerprint): reading 54 GB of weights at
 ~1 GB/s would add a minute to every start of a 27b model. Like git's index, a file whose path, size, modification
-time (ns) and inode are unchanged is taken to have the content it had; any change re-reads it. The cache is one
+time (ns), inode and inode change time (ns) are unchanged is taken to have the content it had; any change re-reads
+it. The change time is there because the mtime can be set back (weights copied over with `cp -p`/`rsync -t`, `touch
+-r`: same size, mtime and inode, new content) and the ctime cannot (pipeline.change_tokens); entries cached before
+it was are not matched, so each file is read once more after the upgrade. The cache is one
 JSON file (`$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else `~/.cache/rayembed`), replaced atomically;
 where it cannot be read or written, files are simply hashed every time.
 """
@@ -44,7 +48,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def stat_key(path: Path) -> str:
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
 
 
 def sha256_of(path: Path) -> str:

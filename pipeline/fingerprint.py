@@ -43,7 +43,8 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
 def hash_directory(folder: Path) -> str:
     """sha256 over (relative path, sha256 of the file) of every file below `folder` but hidden ones, in path order.
 
-    File hashes come from pipeline.file_hashes, which reads a file again only when its size, mtime or inode changed.
+    File hashes come from pipeline.file_hashes, which reads a file again only when its size, mtime, inode or ctime
+    changed.
     """
     hashes = FileHashes()
     digest = hashlib.sha256()

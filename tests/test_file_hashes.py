@@ -1,4 +1,5 @@
-"""Model directory hashes: a file is read again only when its size, mtime or inode changed; no cache still works."""
+"""Model directory hashes: a file is read again only when its size, mtime, inode or ctime changed; no cache still
+works."""
 
 from __future__ import annotations
 
@@ -48,6 +49,21 @@ def test_same_size_new_content_changes_the_hash(model_dir, reads):
     stat = weights.stat()
     weights.write_bytes(b"v" * 1000)  # fine-tuned weights: same size, new content
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    reads.clear()
+    assert hash_directory(model_dir) != first and reads == ["model.safetensors"]
+
+
+def test_weights_rewritten_with_their_old_size_and_mtime_change_the_hash(model_dir, reads):
+    """Fine-tuned weights copied over the old ones with `cp -p`/`rsync -t` from a copy whose mtime is the old one (or
+    the mtime set back with `touch -r`): same size, same mtime, same inode (the copy writes into the file). The
+    cache served the old hash, so the model's identity, hence a resume's fingerprint, did not change and a resumed
+    run mixed the vectors of two models. The inode change time moves with the write (as git's index uses it)."""
+    first = hash_directory(model_dir)
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    weights.write_bytes(b"v" * 1000)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (weights.stat().st_ino, weights.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     reads.clear()
     assert hash_directory(model_dir) != first and reads == ["model.safetensors"]
 
