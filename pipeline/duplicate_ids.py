@@ -46,18 +46,26 @@ class DuplicateIdError(UserError, ValueError):
 
 
 def id_digests(spec: ReadSpec, unit: Unit, buckets: int) -> pa.Table:
-    """(file_index, row, hi, lo, bucket) for every good row of one unit: its row number, the 128-bit blake2b digest
-    of its id as two uint64 halves, and the bucket (hi mod `buckets`) that all copies of the id share."""
-    files, rows, his, los = [], [], [], []
+    """(file_index, row, hi, lo, bucket) for every good row of one unit (`digest_table`)."""
+    files, rows, keys = [], [], []
     for part in unit.parts():  # a pack of small files: each file's rows under its own file_index
         for block in read_unit(spec, part):
             good = block.filter(pc.is_null(block.column(REJECT)))
-            for row, key in zip(good.column(ROW).to_pylist(), good.column("id").to_pylist()):
-                digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                files.append(part.file_index)
-                rows.append(row)
-                his.append(int.from_bytes(digest[:8], "little"))
-                los.append(int.from_bytes(digest[8:], "little"))
+            rows += good.column(ROW).to_pylist()
+            keys += good.column("id").to_pylist()
+            files += [part.file_index] * good.num_rows
+    return digest_table(files, rows, keys, buckets)
+
+
+def digest_table(files: list[int], rows: list[int], keys: list[str], buckets: int) -> pa.Table:
+    """(file_index, row, hi, lo, bucket) of rows given by file index, row number and id: the 128-bit blake2b digest
+    of each id as two uint64 halves, and the bucket (hi mod `buckets`) that all copies of the id share. 32 bytes a
+    row; the ids themselves are not kept."""
+    his, los = [], []
+    for key in keys:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        his.append(int.from_bytes(digest[:8], "little"))
+        los.append(int.from_bytes(digest[8:], "little"))
     hi = np.asarray(his, dtype=np.uint64)
     return pa.table(
         {

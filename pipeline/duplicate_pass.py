@@ -42,6 +42,22 @@ def all_duplicates(files: list[str], *digests: pa.Table) -> pa.Table:
     return bucket_duplicates(pa.concat_tables(digests), files)
 
 
+def find_repeats(
+    calls: list[tuple[ray.ObjectRef, ray.ObjectRef]], files: list[str], compute: ComputeConfig
+) -> ray.data.Dataset:
+    """The repeats (DUPLICATES_SCHEMA, materialized) among the digest tables of `calls`: (table, row count) refs of
+    tasks that return pipeline.duplicate_ids digest tables. The driver fetches the counts only; up to ONE_TASK_ROWS
+    ids one task compares them all, beyond that a hash shuffle by bucket does, each bucket in its own task."""
+    rows = sum(ray.get([count for _, count in calls]))
+    tables = [table for table, _ in calls]
+    if rows <= ONE_TASK_ROWS:
+        one_task = ray.remote(all_duplicates).options(**io_task_args(compute))
+        return ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
+    grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
+    repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
+    return repeats.materialize()
+
+
 def find_duplicate_ids(
     units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, compute: ComputeConfig
 ) -> int:
@@ -57,16 +73,7 @@ def find_duplicate_ids(
     # Data would wrap it); a transient storage error is retried in the task (io_task). The digest tables stay in the
     # object store, the driver fetches only their row counts.
     task = io_task(digest_unit, compute, num_returns=2)
-    calls = [task.remote(id_only(spec), unit) for unit in units]
-    rows = sum(ray.get([count for _, count in calls]))
-    tables = [table for table, _ in calls]
-    if rows <= ONE_TASK_ROWS:
-        one_task = ray.remote(all_duplicates).options(**io_task_args(compute))
-        repeats = ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
-    else:
-        grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
-        repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
-        repeats = repeats.materialize()
+    repeats = find_repeats([task.remote(id_only(spec), unit) for unit in units], files, compute)
     count = repeats.count()
     if policy == "error" and count:
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)

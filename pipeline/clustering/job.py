@@ -36,6 +36,7 @@ from pipeline.clustering.distributed import (
     finish_cluster,
     sample_block,
 )
+from pipeline.clustering.duplicates import check_unique_ids
 from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field, embedding_matrix
 from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, projection
 from pipeline.columns import CHUNK_INDEX
@@ -275,6 +276,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     Raises:
         OutputExistsError: the output holds a finished run, another configuration's run (the message names each
             differing field) or foreign files, and output.overwrite is false.
+        DuplicateIdError: an id (with its chunk_index, where the input has one) is in more than one input row
+            (pipeline.clustering.duplicates), found before any k-means work.
     """
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
@@ -295,6 +298,9 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         dropped = commit.drop_except(out, keep=[])  # the assignment stage's partial files; _run/ stays
         log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
     init_ray(cfg.compute)
+    id_column = cfg.input.id_column
+    chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
+    check_unique_ids(root, files, id_column, paths[id_column], chunked, cfg.compute)
     center_by = cfg.clustering.center_by
     ds = ray.data.read_parquet(
         [root.join(f).path for f in files],
