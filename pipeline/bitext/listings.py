@@ -22,7 +22,7 @@ class Listings:
         self._listed: dict[str | tuple[str, ...], tuple[Location, list[ListedFile]]] = {}
 
     def files(self, uri: str | Sequence[str], key: str) -> tuple[Location, list[ListedFile]]:
-        """The listing root and its files (path, size, mtime), as `pipeline.storage.list_inputs`.
+        """The listing root and its files (path, size, mtime, ctime), as `pipeline.storage.list_inputs`.
 
         Args:
             key: the config key the URI came from (`source.uri`, ...), for the errors of the first listing.

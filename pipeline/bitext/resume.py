@@ -42,7 +42,7 @@ MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "al
 def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[str, Any]:
     """The fields that decide whether an unfinished mining run may be resumed, by name.
 
-    Each side's settings and input listing (count and sha256 of every path, size and mtime, as for the embed job;
+    Each side's settings and input listing (count and sha256 of every path, size and change token, as for the embed job;
     the same for an `embeddings_uri`), the model settings, the stored dtype, and every mining setting but the
     resources (RESOURCE_KEYS) and the layout (LAYOUT_KEYS, OUTPUT_LAYOUT_KEYS; EXACT_LAYOUT_KEYS for index: exact). The model's weights are not hashed here: the embed step's own fingerprint
     holds their identity and refuses a resume when they changed.

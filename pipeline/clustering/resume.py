@@ -42,7 +42,7 @@ CHECKPOINT_SECONDS = 30.0
 def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[str, Any]:
     """The fields that decide whether an unfinished clustering run may be resumed, by name.
 
-    Everything that changes the assignments: the input listing (count and sha256 of every path, size and mtime, as
+    Everything that changes the assignments: the input listing (count and sha256 of every path, size and change token, as
     for the embed job), the columns read and carried, and every clustering setting. Resources (compute), storage
     settings, `output.overwrite` and the embed step's own settings (its output is the input, so its listing stands
     for it) are left out.
