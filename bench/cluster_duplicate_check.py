@@ -2,7 +2,8 @@
 
 Writes the synthetic dataset of bench/cluster_scale.py, then runs `run_cluster` three times on one in-process Ray:
 with `pipeline.clustering.duplicates.check_unique_ids` replaced by a no-op (the baseline: the job before the
-check), as shipped (the check timed alone too), and the baseline again (the first run also starts Ray). Prints one JSON line per run and a Markdown table.
+check), as shipped (the check timed alone too), and the baseline again (the first run also starts Ray). Prints one
+JSON line per run and a Markdown table.
 
     python bench/cluster_duplicate_check.py --rows 1000000 --dim 128 --out bench/results/cluster_duplicate_check.md
 """
@@ -82,10 +83,11 @@ def main() -> None:
         "",
         (
             f"`python bench/cluster_duplicate_check.py --rows {args.rows} --dim {args.dim} --k {args.k} "
-            f"--files {args.files} --max-iter {args.max_iter}`: the synthetic dataset of bench/cluster_scale.py, the job "
-            "run three times in one process on an in-process Ray: with the check replaced by a no-op (the baseline), as "
-            f"shipped, then the baseline again (the first run also starts Ray). Machine: {os.cpu_count()} CPU cores, no GPU, shared with other helpers (load average up "
-            f"to {load:.1f} during the run). Wall clock, float32 vectors."
+            f"--files {args.files} --max-iter {args.max_iter}`: the synthetic dataset of bench/cluster_scale.py, the "
+            "job run three times in one process on an in-process Ray: with the check replaced by a no-op (the "
+            "baseline), as shipped, then the baseline again (the first run also starts Ray). Machine: "
+            f"{os.cpu_count()} CPU cores, no GPU, shared with other helpers (load average up to {load:.1f} during the "
+            "run). Wall clock, float32 vectors."
         ),
         "",
         "| rows | dim | files | job wall s, no check (1st, 3rd run) | job wall s, with check | check alone s |",

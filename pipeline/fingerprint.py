@@ -150,8 +150,8 @@ def embed_fingerprint(
             False for a run started before they were, whose fingerprint lacks that field (units.plan_units).
         split_lines: JSONL and text files over input.unit_bytes are split into byte ranges (pipeline.line_ranges,
             recorded as `input.line_ranges`); False for a run started before they were (one unit per such file).
-            The ranges' row counts are not part of it: the listing pins each file's size and change token, and the counts
-            are recorded apart (`_run/line_rows.json`, embed_job.count_ranges).
+            The ranges' row counts are not part of it: the listing pins each file's size and change token, and the
+            counts are recorded apart (`_run/line_rows.json`, embed_job.count_ranges).
     """
     return {
         **{f"metadata.{k}": v for k, v in sorted(metadata.items())},
