@@ -56,3 +56,6 @@ REJECT_COLUMNS = ("id", "source", "row", "reason")
 REJECTS_DIR = "_rejects"
 SUMMARY_FILE = "_summary.json"
 METADATA_PREFIX = "rayembed."
+# The reject reason of a corrupt input file starts with this (pipeline.units.corrupt_as_reject): one reject row
+# stands for the whole file, and the write stage counts them for the summary's files_rejected.
+UNREADABLE = "unreadable file"

@@ -399,6 +399,7 @@ def summarize(attempt: dict[str, float], reused: dict[str, int], wall: float) ->
         "chunks_rejected": total["chunks_rejected"],
         "nonfinite_recomputed": total["nonfinite_recomputed"],
         "nonfinite_rejected": total["nonfinite_rejected"],
+        "files_rejected": total["files_rejected"],
     }
 
 

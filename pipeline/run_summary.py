@@ -28,6 +28,8 @@ def human_summary(summary: dict[str, Any]) -> str:
     elif "rows_in" in summary:
         rows = f"{_n(summary['rows_in'])} rows in: {_n(summary.get('rows_embedded', 0))} embedded"
         rows += f", {_n(summary.get('rows_rejected', 0))} rejected"
+        if summary.get("files_rejected"):  # a corrupt file is one reject row, whatever it held: say so
+            rows += f" (of them {_n(summary['files_rejected'])} unreadable files, one row each)"
         if summary.get("rows_reused"):
             rows += f", {_n(summary['rows_reused'])} reused from {_n(summary.get('units_skipped', 0))} committed units"
         if summary.get("rows_truncated"):

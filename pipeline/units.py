@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.columns import ROW, UNIT, UNIT_ROWS
+from pipeline.columns import ROW, UNIT, UNIT_ROWS, UNREADABLE
 from pipeline.fetching import fetched_ahead
 from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
@@ -331,7 +331,7 @@ def corrupt_as_reject(spec: ReadSpec, part: Unit, blocks: Iterator[pa.Table]) ->
         if next_row is None:  # nothing read: the part's first row
             next_row = part.lines.first_row if part.lines else (err.row or 0) if part.row_groups else 0
         where = f" from row {next_row} on" if next_row else ""
-        reason = f"unreadable file{where}: {str(err).replace(CORRUPT_HINT, REJECTED_HINT)}"
+        reason = f"{UNREADABLE}{where}: {str(err).replace(CORRUPT_HINT, REJECTED_HINT)}"
         keep = {c: [None] for c in spec.keep_columns}
         yield make_block(spec, part.path, next_row, [None], [None] if spec.id_column else None, keep, [reason])
 
@@ -373,6 +373,7 @@ COUNTS = (
     "chunks_rejected",
     "nonfinite_recomputed",
     "nonfinite_rejected",
+    "files_rejected",
     "rows_truncated",
     "rows_chunked",
     "output_rows",

@@ -31,6 +31,7 @@ from pipeline.columns import (
     TRUNCATED_OUT,
     UNIT,
     UNIT_ROWS,
+    UNREADABLE,
 )
 from pipeline.config import EmbedConfig
 from pipeline.progress import files_done
@@ -147,6 +148,7 @@ STATS_SCHEMA = pa.schema(
         ("chunks_rejected", pa.int64()),
         ("nonfinite_recomputed", pa.int64()),
         ("nonfinite_rejected", pa.int64()),
+        ("files_rejected", pa.int64()),  # corrupt files, a reject row each (pipeline.units.corrupt_as_reject)
         ("rows_truncated", pa.int64()),
         ("rows_chunked", pa.int64()),
         ("output_rows", pa.int64()),
@@ -187,6 +189,9 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "nonfinite_recomputed": pc.sum(good.column(RECOMPUTED)).as_py() or 0 if RECOMPUTED in good.column_names else 0,
         "nonfinite_rejected": (
             pc.sum(pc.starts_with(rejects.column(REJECT), "non-finite")).as_py() or 0 if rejects.num_rows else 0
+        ),
+        "files_rejected": (
+            pc.sum(pc.starts_with(rejects.column(REJECT), UNREADABLE)).as_py() or 0 if rejects.num_rows else 0
         ),
         "rows_truncated": pc.sum(good.column(TRUNCATED)).as_py() or 0,
         "rows_chunked": pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0,

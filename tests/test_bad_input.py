@@ -26,6 +26,7 @@ from pipeline.duplicate_ids import DuplicateIdError
 from pipeline.embed_job import run_embed
 from pipeline.model_loading import ModelLoadError
 from pipeline.reading import InputFileError
+from pipeline.run_summary import human_summary
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -237,7 +238,8 @@ def test_corrupt_files_anywhere_in_the_listing_are_rejects_and_the_rest_is_embed
     summary = run_embed(cfg)
     good, rejects = check_counts(summary, str(out), 15 + 4, endpoint, f"corrupt files ({where})")
     assert sorted(good.column("id").to_pylist()) == sorted(f"{k}-{r}" for k in range(5) for r in range(3))
-    assert summary["status"] == "ok"
+    assert summary["status"] == "ok" and summary["files_rejected"] == 4
+    assert "19 rows in: 15 embedded, 4 rejected (of them 4 unreadable files, one row each)" in human_summary(summary)
     by_source = {r["source"]: r["reason"] for r in rejects.to_pylist()}
     assert sorted(by_source) == ["0a-cut.parquet", "1a-garbled.parquet", "2a-named.parquet", "4a-cut.jsonl.gz"]
     for name, reason in by_source.items():
