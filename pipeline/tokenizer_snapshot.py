@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -172,8 +173,15 @@ class TokenizerSnapshot:
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
         # From a file: TokenizersBackend deep-copies a `tokenizer_object` (as long again as parsing it).
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
-            handle.write(self.backend)
+        handle = None
+        try:
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+                handle.write(self.backend)
+        except OSError as err:  # the temp folder gone, full or read-only: the full load needs none
+            log.info("tokenizer snapshot not written to the temp folder (%s); loading the tokenizer in full", err)
+            if handle is not None:  # a partial file (disk full)
+                Path(handle.name).unlink(missing_ok=True)
+            return None
         try:
             tokenizer = TokenizersBackend(tokenizer_file=handle.name, **self.init)
             specials = {name: self.init[name] for name in NAMED_SPECIALS if name in self.init}

@@ -250,3 +250,17 @@ def test_a_class_that_encodes_in_python_is_not_snapshotted(tiny_models, tmp_path
     full = rows(TokenizeActor(settings.model, prompt), texts)
     assert rows(TokenizeActor(settings.model, prompt, snapshot=settings.snapshot), texts) == full
     assert settings.snapshot is None
+
+
+def test_a_snapshot_that_cannot_be_written_to_the_temp_folder_leaves_a_full_load(tiny_models, tmp_path, monkeypatch):
+    """The rebuild parses the backend from a temporary file (megabytes per actor): a temp folder that is gone, full
+    or read-only made the actor fail to start, where loading the tokenizer in full works."""
+    import tempfile
+
+    model = ModelConfig(name_or_path=str(tiny_models["gemma3"]), max_tokens=24)
+    settings = resolve_model_settings(model)
+    texts = sample_texts()[:20]
+    full = rows(TokenizeActor(settings.model, ""), texts)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    assert settings.snapshot.load() is None
+    assert rows(TokenizeActor(settings.model, "", snapshot=settings.snapshot), texts) == full
