@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.wallclock import MODELS, ROOT, load_average, machine, quickstart_args
+from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
 
 EXITS = ("quick", "shutdown", "normal")
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="multilingual-e5-small", help="a directory, or a name under .models/")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "exit_cost.json")
     args = p.parse_args(argv)
-    model_dir = Path(args.model) if Path(args.model).is_dir() else MODELS / args.model
+    model_dir = model_path(args.model)
     runs, load_before = [], load_average()
     with tempfile.TemporaryDirectory(prefix="rayembed-exit-") as tmp:
         for r in range(args.rounds):

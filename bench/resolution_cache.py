@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from bench.baseline_code import extract, revisions
-from bench.wallclock import MODELS, ROOT, load_average, machine, quickstart_args
+from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
 from pipeline.file_hashes import CACHE_NAME, cache_path
 
 VARIANTS = ("baseline", "baseline rerun", "first run", "rerun")
@@ -141,12 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.copy(cache_path(), hashes / name)
         for name in args.models:  # unmeasured: each code's file-hash cache warm with its own keys
             for variant in ("baseline", "first run"):
-                run_once(
-                    variant, (Path(name) if Path(name).is_dir() else MODELS / name).resolve(), work, baseline, hashes
-                )
+                run_once(variant, model_path(name).resolve(), work, baseline, hashes)
         for r in range(args.rounds):
             for name in args.models:
-                model_dir = Path(name) if Path(name).is_dir() else MODELS / name
+                model_dir = model_path(name)
                 # a first run must precede its rerun; the baseline takes each place in turn
                 order = [["baseline", "first run", "rerun"], ["first run", "baseline", "rerun"]][r % 2]
                 if r % 3 == 2:

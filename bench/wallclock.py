@@ -46,6 +46,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("RAYEMBED_MODELS", ROOT / ".models"))
+
+
+def model_path(name: str | Path) -> Path:
+    """`name` itself where it is a directory, else the model of that name under MODELS (which may not exist)."""
+    return Path(name) if Path(name).is_dir() else MODELS / name
+
+
 RESULTS = ROOT / "bench" / "results"
 POOLING = {"smollm2-135m": "last_token", "multilingual-e5-small": "mean", "all-minilm-l6-v2": "mean"}
 DEFAULT_CASES = (
@@ -183,7 +190,7 @@ def run_case(
 ) -> dict:
     from bench.corpus import DATA, build_corpus
 
-    model_dir = str(Path(model) if Path(model).is_dir() else MODELS / model)
+    model_dir = str(model_path(model))
     if not Path(model_dir).is_dir():
         raise SystemExit(f"model {model!r} not found at {model_dir}: run ../shared/tools/get-models.sh .models")
     pooling = POOLING.get(Path(model_dir).name, "mean")
@@ -275,7 +282,7 @@ def run_quickstart(model: str, work: Path) -> dict:
     hashes as earlier runs left them) and its rerun (the entry the first run wrote), as a user meets them."""
     from pipeline.file_hashes import CACHE_NAME, cache_path
 
-    model_dir = str(Path(model) if Path(model).is_dir() else MODELS / model)
+    model_dir = str(model_path(model))
     pooling = POOLING.get(Path(model_dir).name, "mean")
     out = work / "quickstart"
     cache = work / "quickstart-cache"
