@@ -15,8 +15,9 @@ So it is kept as one small JSON file per such key under the cache directory of p
 (`$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else `~/.cache/rayembed`), in `resolved/`. A hit gives
 ModelSettings without a tokenizer on the driver. The tokenizer's snapshot (pipeline.tokenizer_snapshot, which the
 tokenizer actors rebuild the tokenizer from) is kept with it, its backend JSON (megabytes) in `resolved/tokenizers/`
-named by its sha256, so several configs of one model share one file; without it the actors load their own. The log records the resolution wrote (a token limit lowered
-to the model's, an EOS warning) are kept with it and written again on a hit, so a rerun says what the first run said.
+named by its sha256, so several configs of one model share one file; without it the actors load their own. The log
+records the resolution wrote (a token limit lowered to the model's, an EOS warning) are kept with it and written
+again on a hit, so a rerun says what the first run said.
 
 JSON only (never a pickle): a cache file someone else wrote can at worst give wrong settings, which the key makes
 unlikely and which `RAYEMBED_CACHE_DIR` pointing elsewhere (or deleting the folder) clears. Models with
