@@ -106,6 +106,7 @@ class EmbedActor:
         `pool_skip`: leading tokens of each row left out of pooling (pipeline.model_loading.pooling_skip)."""
         import torch
 
+        from pipeline.compiling import wants_compile
         from pipeline.encoder import Encoder
         from pipeline.model_loading import load_model, load_tokenizer, pick_device
         from pipeline.st_head import load_head
@@ -115,8 +116,9 @@ class EmbedActor:
         self.threads = threads.resolve(node_cpus())
         torch.set_num_threads(self.threads)
         padding = padding or TokenizerPadding.of(load_tokenizer(model))
+        device = pick_device()
         self.encoder = Encoder(
-            load_model(model, pick_device()),
+            load_model(model, device),
             pooling=resolve_pooling(model).pooling,  # the driver resolved 'auto' already; kept for direct use
             normalize=model.normalize,
             pad_token_id=padding.pad_token_id,
@@ -126,6 +128,7 @@ class EmbedActor:
             min_batch_tokens=batching.min_batch_tokens,
             head=load_head(model),  # the model's sentence-transformers Dense modules, if any
             pool_skip=pool_skip,
+            compile=wants_compile(model.compile, device),
         )
         # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)

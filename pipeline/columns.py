@@ -8,6 +8,9 @@ numbers that duplicate-id rejects are matched by, so repeats were embedded.
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 # Internal columns, from the read stage on (pipeline.reading): the text, the reject reason (null: a good row), the
 # file a row came from (relative to the input root) and its row number in that file.
 TEXT, REJECT, SOURCE, ROW = (
@@ -59,3 +62,9 @@ METADATA_PREFIX = "rayembed."
 # The reject reason of a corrupt input file starts with this (pipeline.units.corrupt_as_reject): one reject row
 # stands for the whole file, and the write stage counts them for the summary's files_rejected.
 UNREADABLE = "unreadable file"
+
+
+# Pooling names: sentence-transformers' modes (pipeline.pooling), last_token spelled as here since the start. Kept
+# here, not in pipeline.config, so the pooling code (and the GPU bench, whose machine has no pydantic) need no config.
+PoolingName = Literal["last_token", "mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean"]
+POOLINGS: tuple[str, ...] = typing.get_args(PoolingName)

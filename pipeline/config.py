@@ -26,11 +26,8 @@ from pipeline.config_loading import ConfigError, apply_overrides, load_config, l
 
 __all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
 
-from pipeline.columns import OUTPUT_COLUMNS
+from pipeline.columns import OUTPUT_COLUMNS, PoolingName
 
-# Pooling names: sentence-transformers' modes (pipeline.pooling), last_token spelled as here since the start.
-PoolingName = Literal["last_token", "mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean"]
-POOLINGS: tuple[str, ...] = typing.get_args(PoolingName)
 # What users write for the same things in sentence-transformers (modules, `pooling_mode_*`), TEI (`--pooling
 # last-token`, `--dtype float16`), vLLM (`PoolerConfig(pooling_type="LAST")`, `dtype="half"`) and torch: accepted,
 # case and `-` insensitive, and stored under our name.
@@ -323,11 +320,13 @@ class ModelConfig(Section):
         "is installed (a causal model then gets padding-free batches: varlen attention, nothing padded is "
         "computed), else sdpa; an architecture that supports neither (MPNet, DeBERTa-v2) gets its eager attention.",
     )
-    compile: bool = Field(
-        False,
-        description="torch.compile the model with dynamic shapes: fuses the small element-wise kernels between "
-        "matmuls, for a one-off compile per actor (tens of seconds; needs a C++ compiler on CPU). See "
-        "docs/performance.md.",
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the model's repeated blocks with dynamic shapes (regional compilation, "
+        "pipeline/compiling.py): fuses the small element-wise kernels between matmuls, for a one-off compile per "
+        "actor at its first batch (seconds on a GPU; needs a C++ compiler on CPU). 'auto': on CUDA devices only, "
+        "as vLLM compiles by default on GPUs; a compile that fails falls back to the eager model with a warning. "
+        "See docs/performance.md.",
     )
 
     @field_validator("name_or_path")

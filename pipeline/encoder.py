@@ -10,8 +10,9 @@ import torch
 from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
+from pipeline.compiling import compile_model, is_compile_error, uncompiled
 from pipeline.errors import UserError
-from pipeline.model_defaults import text_config
+from pipeline.model_architecture import text_config
 from pipeline.packing import pack_rows, plan_packed, pool_packed
 from pipeline.pooling import l2_normalize, pool
 
@@ -98,6 +99,8 @@ class Encoder:
             vectors before normalization; the output dimension is then the last one's out_features.
         pool_skip: leading real tokens of every row left out of pooling (the prompt, when the model's Pooling has
             include_prompt false; pipeline.model_loading.pooling_skip).
+        compile: torch.compile the model (pipeline.compiling.compile_model: its repeated blocks, dynamic shapes)
+            once the load-time probes have run on it uncompiled; the compile itself happens at the first batch.
 
     With right padding and causal attention the model gets no attention mask: a real token only attends to earlier,
     real tokens, so its output is the same without the mask, and attention then runs its mask-free causal kernel
@@ -128,6 +131,7 @@ class Encoder:
         packed: bool | None = None,
         head: torch.nn.Module | None = None,
         pool_skip: int = 0,
+        compile: bool = False,
     ):
         self.model = model
         self.pooling = pooling
@@ -151,6 +155,9 @@ class Encoder:
         self.mask_to_model = self.left or not self.causal  # benchmarks may switch it off to measure the lever
         flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
         self.packed = (flash and self.causal) if packed is None else packed
+        self.compiled = compile  # after the probes: they run other shapes, a KV cache and float32 (each a recompile)
+        if compile:
+            self.model = compile_model(model)
 
     def checked_padding_side(self, side: str) -> str:
         """The configured side if the probe passes on it, else the other side (warning), else PaddingProbeError.
@@ -327,8 +334,25 @@ class Encoder:
         if self.left and self.causal:
             # Left padding shifts real tokens right; positions must count real tokens only, as in generation.
             kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        hidden = self.model(input_ids=input_ids, **kwargs).last_hidden_state
+        hidden = self.run_model(input_ids=input_ids, **kwargs)
         return self.finish(pool(hidden, attention_mask, self.pooling, self.pool_skip))  # (B, H) float32
+
+    def run_model(self, **inputs: torch.Tensor | bool) -> torch.Tensor:
+        """The model's last hidden states. A compiled model that fails in torch.compile's own machinery (Dynamo,
+        Inductor, a missing C++ compiler or Triton) is put back to eager with one warning, and the batch reruns."""
+        try:
+            return self.model(**inputs).last_hidden_state
+        except Exception as err:
+            if not (self.compiled and is_compile_error(err)):
+                raise
+            log.warning(
+                "torch.compile failed on this model, which now runs uncompiled (set model.compile: false to skip "
+                "the attempt): %s: %s",
+                type(err).__name__,
+                str(err).strip().splitlines()[0][:300] if str(err).strip() else "",
+            )
+            self.model, self.compiled = uncompiled(self.model), False
+            return self.model(**inputs).last_hidden_state
 
     def finish(self, vectors: torch.Tensor) -> torch.Tensor:
         """Pooled (B, H) float32 -> (B, dim): the model's Dense modules, if any, then L2 normalization."""
@@ -342,7 +366,7 @@ class Encoder:
         ids, positions, starts, lengths = pack_rows(values, offsets, rows)  # (1, T), (1, T), (B,), (B,)
         # use_cache=False: transformers reads packed rows from position ids only when it builds no KV cache.
         inputs = {"input_ids": self.to_device(ids), "position_ids": self.to_device(positions), "use_cache": False}
-        hidden = self.model(**inputs).last_hidden_state  # (1, T, H)
+        hidden = self.run_model(**inputs)  # (1, T, H)
         starts, lengths = self.to_device(starts), self.to_device(lengths)
         return self.finish(pool_packed(hidden[0], starts, lengths, self.pooling, self.pool_skip))  # (B, H)
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
-from pipeline.model_defaults import model_file, text_config
+from pipeline.model_architecture import text_config
+from pipeline.model_defaults import model_file
 
 if TYPE_CHECKING:  # the driver imports this module before Ray starts: transformers (and torch) load where used
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -62,7 +63,7 @@ class TokenLimit:
 
 def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:
     """(description, tokens) from max_position_embeddings (or n_positions) of the text transformer rayembed runs
-    (model_defaults.text_config: a multimodal or T5Gemma2 config nests it), net of a padding_idx offset."""
+    (model_architecture.text_config: a multimodal or T5Gemma2 config nests it), net of a padding_idx offset."""
     config = text_config(config)
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if not isinstance(positions, int) or positions <= 0:

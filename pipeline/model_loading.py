@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pipeline.config import POOLINGS, ModelConfig
+from pipeline.columns import POOLINGS
+from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.model_architecture import runs_encoder_only
 from pipeline.model_defaults import (
     check_dense_chain,
     declared_pooling,
     model_file,
     module_layout,
     resolve_pooling,
-    runs_encoder_only,
     to_our_pooling,
 )
 from pipeline.model_limits import apply_token_limit, token_limit
@@ -191,7 +192,6 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     (sentence-t5, GTR: ENCODER_ONLY_MODEL_TYPES) its encoder alone, as sentence-transformers runs them. The whole
     model is read, then its decoder dropped before the move to `device`: a transient second copy of the weights in
     host memory."""
-    import torch
     from transformers import AutoConfig, AutoModel
 
     warn_remote_code(cfg)
@@ -227,9 +227,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
     # its decoder would need decoder inputs (T5Model's forward refuses to run)
     model = loaded.get_encoder() if runs_encoder_only(config) else loaded
     check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
-    model = model.to(device).eval()
-    # dynamic=True: one graph for every (rows, length) batch shape instead of a recompile per shape.
-    return torch.compile(model, dynamic=True) if cfg.compile else model
+    return model.to(device).eval()  # `model.compile` is applied by the Encoder, after its load-time probes
 
 
 def check_weights_loaded(name: str, loaded: torch.nn.Module, runs: torch.nn.Module, missing: Iterable[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import POOLINGS
+from pipeline.columns import POOLINGS
 
 __all__ = ["POOLINGS", "l2_normalize", "last_token_index", "pool"]
 

@@ -226,3 +226,18 @@ def test_tatoeba_one_run_mines_every_cached_language_in_one_job(tmp_path):
         "absolute",
         "absolute_centred",
     }
+
+
+def test_the_gpu_bench_imports_without_ray_or_pydantic():
+    """The GPU machine has torch, transformers and sentence-transformers but neither Ray nor pydantic: a pipeline
+    module that bench/gpu_throughput.py imports must not pull them in (pipeline.pooling once imported the config)."""
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('pydantic', 'ray'):\n"
+        "            raise ImportError(f'{name} is not on the GPU machine')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import bench.gpu_throughput\n"
+    )
+    subprocess.run([sys.executable, "-c", blocker], cwd=REPO, check=True, timeout=120)

@@ -1,0 +1,115 @@
+"""model.compile: regional torch.compile of the repeated blocks, applied after the load-time probes, same vectors as
+eager, and a compile that fails puts the model back to eager instead of failing the job."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_encoder import tokenized_sample
+
+from pipeline.compiling import OptimizedModule, compile_model, repeated_blocks, uncompiled, wants_compile
+from pipeline.config import ModelConfig
+from pipeline.encoder import Encoder
+from pipeline.model_loading import load_model, load_tokenizer
+
+
+def can_compile_on_cpu() -> bool:
+    """torch.compile's CPU backend builds C++ against Python's headers at run time."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return bool(shutil.which("c++") or shutil.which("g++")) and headers.is_file()
+
+
+needs_cpu_compiler = pytest.mark.skipif(not can_compile_on_cpu(), reason="torch.compile on CPU needs c++ and Python.h")
+
+
+def loaded(tiny_models, arch: str, **model):
+    cfg = ModelConfig(name_or_path=str(tiny_models[arch]), max_tokens=128, **model)
+    return load_tokenizer(cfg), load_model(cfg, torch.device("cpu"))
+
+
+def test_auto_compiles_on_cuda_devices_only():
+    assert wants_compile("auto", torch.device("cuda", 0)) and not wants_compile("auto", torch.device("cpu"))
+    assert wants_compile(True, torch.device("cpu")) and not wants_compile(False, torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    "arch, block", [("gemma3", "Gemma3DecoderLayer"), ("qwen3", "Qwen3DecoderLayer"), ("bert", "BertLayer")]
+)
+def test_the_blocks_compiled_are_the_models_repeated_layers_and_uncompiling_restores_them(tiny_models, arch, block):
+    _, model = loaded(tiny_models, arch)
+    before = dict(model.named_parameters())
+    blocks = repeated_blocks(model)
+    assert [type(b).__name__ for _, _, b in blocks] == [block] * model.config.num_hidden_layers
+    assert compile_model(model) is model  # in place
+    wrapped = [m for m in model.modules() if isinstance(m, OptimizedModule)]
+    assert len(wrapped) == len(blocks)
+    assert uncompiled(model) is model
+    assert not any(isinstance(m, OptimizedModule) for m in model.modules())
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+
+
+def test_a_model_that_names_no_blocks_is_compiled_whole(tiny_models):
+    _, model = loaded(tiny_models, "bert")
+    model._no_split_modules = None  # an architecture without the list (custom code)
+    compiled = compile_model(model)
+    assert isinstance(compiled, OptimizedModule) and uncompiled(compiled) is model
+
+
+@needs_cpu_compiler
+@pytest.mark.parametrize(
+    "arch, pooling, side",
+    [("gemma3", "last_token", "right"), ("qwen3", "last_token", "left"), ("bert", "mean", "right")],
+)
+def test_a_compiled_encoder_gives_the_eager_vectors(tiny_models, arch, pooling, side):
+    tokenizer, model = loaded(tiny_models, arch, pooling=pooling, padding_side=side)
+    _, values, offsets = tokenized_sample(tokenizer)
+
+    def encoder(compile: bool) -> Encoder:
+        return Encoder(model, pooling, True, tokenizer.pad_token_id, side, 600, 16, compile=compile)
+
+    eager = encoder(False).encode(values, offsets).embeddings
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = encoder(True)
+    # the load-time probes (other shapes, a KV cache, float32) ran on the eager model: nothing compiled yet
+    assert sum(torch._dynamo.utils.counters["stats"].values()) == 0
+    assert compiled.compiled and any(isinstance(m, OptimizedModule) for m in compiled.model.modules())
+    vectors = compiled.encode(values, offsets).embeddings
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # really compiled
+    assert compiled.compiled  # no fallback happened
+    assert np.min(np.sum(eager * vectors, axis=1)) >= 0.9999
+    uncompiled(model)
+
+
+@needs_cpu_compiler
+def test_a_compile_that_fails_runs_the_model_eager_with_one_warning(tiny_models, monkeypatch, caplog):
+    from torch._inductor import config as inductor_config
+
+    tokenizer, model = loaded(tiny_models, "gemma3")
+    _, values, offsets = tokenized_sample(tokenizer)
+    eager = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16).encode(values, offsets)
+    # a machine without a working C++ compiler: Inductor's CPU backend cannot build its kernels
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)  # no kernel built by another test is reused
+    torch._dynamo.reset()
+    encoder = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16, compile=True)
+    with caplog.at_level(logging.WARNING, logger="pipeline.encoder"):
+        result = encoder.encode(values, offsets)
+    assert not encoder.compiled and not any(isinstance(m, OptimizedModule) for m in encoder.model.modules())
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warnings) == 1 and "model.compile: false" in warnings[0]
+    assert not result.reasons or not any(result.reasons)  # no row lost to the failed compile
+    np.testing.assert_allclose(result.embeddings, eager.embeddings, atol=1e-6)
+
+
+def test_model_compile_defaults_to_auto_and_takes_yaml_booleans():
+    assert ModelConfig(name_or_path="m").compile == "auto"
+    assert ModelConfig(name_or_path="m", compile="on").compile is True
+    assert ModelConfig(name_or_path="m", compile=False).compile is False
