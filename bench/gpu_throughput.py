@@ -6,7 +6,8 @@
 Ours (`ours`): the Encoder as the pipeline ships it: bfloat16, FlashAttention-2 when the `flash_attn` package is
 importable, with every batch's rows packed end to end (pipeline/packing.py: padding-free varlen attention, nothing
 padded is computed; lever `ours_padded` turns it off), else PyTorch SDPA with no attention mask (a causal model
-padded on the right needs none), length-bucketed token-budget batches with the GPU's batch
+padded on the right needs none), on a GPU the repeated blocks compiled with torch.compile (`model.compile: auto`,
+pipeline/compiling.py; lever `ours_eager` turns it off), length-bucketed token-budget batches with the GPU's batch
 floor, pinned host memory with non-blocking host->device copies and one device->host copy per block. Baselines:
 sentence-transformers `encode` at its defaults (batch_size 32, length-sorted) in float32 and in bfloat16. Then one
 lever at a time (VARIANTS). MFU is against the bf16 matmul peak measured in this run. Needs only torch,
@@ -36,7 +37,7 @@ from bench.flops import forward_flops, matmul_peak, model_shape
 from bench.harrier_shape import build_harrier_shape
 from bench.stage import run_stage
 from pipeline.batching import MIN_FILL_DIVISOR
-from pipeline.compiling import compile_model
+from pipeline.compiling import compile_model, wants_compile
 from pipeline.encoder import Encoder
 
 
@@ -57,9 +58,12 @@ def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[np.ndarray, 
 
 
 # Our encoder's variants, in the order they run: the pipeline as shipped first, then one lever switched off or on at
-# a time, so each ratio to "ours" is what that lever buys. torch.compile goes last: it is the slowest to set up.
+# a time, so each ratio to "ours" is what that lever buys. As shipped, `model.compile: auto` compiles the repeated
+# blocks on a GPU (pipeline/compiling.py) and not on a CPU; the whole-model compile goes last: it is the slowest to set
+# up.
 VARIANTS = {
     "ours": {},
+    "ours_eager": {"compile": False},  # lever off: no torch.compile (the default on a CPU)
     # lever off: padded batches instead of padding-free packed ones (only differs under flash_attention_2)
     "ours_padded": {"packed": False},
     "ours_mask_to_model": {"packed": False, "mask_to_model": True},  # lever off: the padding mask goes into attention
@@ -68,10 +72,8 @@ VARIANTS = {
     # extra: SDPA without its cuDNN backend (PyTorch's own FlashAttention-2 kernel instead). cuDNN attention builds a
     # plan for every new (batch, length) shape, which the cold pass ("first_pass_seconds") pays for.
     "ours_no_cudnn_attention": {"sdpa_without_cudnn": True},
-    # extra: torch.compile(dynamic=True) of each repeated block (regional compilation, pipeline/compiling.py), as
-    # `model.compile: true` ships it, then of the whole model (a longer compile)
-    "ours_compiled": {"compile": "regional"},
-    "ours_compiled_whole": {"compile": "whole"},
+    "ours_compiled": {"compile": "regional"},  # extra: the regional compile forced (on a CPU, where auto is off)
+    "ours_compiled_whole": {"compile": "whole"},  # extra: torch.compile(dynamic=True) of the whole model at once
 }
 
 
@@ -223,8 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
                 budget // divisor if divisor else None,  # None: the pipeline's default for this device
                 packed=options.get("packed"),  # None: the pipeline's default (packed under flash_attention_2)
             )
-            if options.get("compile"):  # as the Encoder's `compile` does it, or the whole model at once
-                encoder.model = compile_model(encoder.model, regional=options["compile"] == "regional")
+            # as Encoder(compile=...) does it, after the load-time probes; or the whole model at once
+            compile = options.get("compile", "regional" if wants_compile("auto", torch.device(args.device)) else False)
+            if compile:
+                encoder.model = compile_model(encoder.model, regional=compile == "regional")
             if "mask_to_model" in options:
                 encoder.mask_to_model = options["mask_to_model"]
             if "kv_cache" in options:
@@ -242,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
                 first_pass_seconds=round(passes[0][0], 3),  # cold: the shapes this variant has not seen yet
                 warm_up_seconds=round(warm_s, 2),
                 set_up_seconds=round(set_up_s, 2),
+                compiled=compile or False,
                 mask_to_model=encoder.mask_to_model,
                 packed=encoder.packed,
                 min_batch_tokens=encoder.batch_floor(),
