@@ -54,7 +54,9 @@ def pad_batch(
     width = int(lens.max())
     mask = np.arange(width)[None, :] < lens[:, None]  # (B, T) right-padded layout
     if left:
-        mask = mask[:, ::-1]
+        # a copy, not a reversed view: numpy calls a (B, 1) view contiguous whatever its strides, so
+        # np.ascontiguousarray keeps the negative stride and torch.from_numpy refuses it (one-token batches)
+        mask = mask[:, ::-1].copy()
     # flat index of every real token, row after row: start of its row + position within the row
     within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
     ids = np.full(mask.shape, pad_id, dtype=np.int64)
