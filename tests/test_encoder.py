@@ -322,7 +322,7 @@ def test_a_model_that_fails_the_padding_probe_on_both_sides_is_refused(tiny_mode
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_a_batch_of_one_token_rows_embeds_on_either_padding_side(tiny_models, side):
     # a one-token text, or the last chunk of a long one, batched with rows as short: the (B, 1) padded batch
-    encoder, tokenizer, model = encoder_for(tiny_models, arch="qwen3", side=side)
+    encoder, _, model = encoder_for(tiny_models, arch="qwen3", side=side)
     rows = [[7], [9], [11]]
     got = encoder.encode(np.asarray([7, 9, 11]), np.asarray([0, 1, 2, 3]))
     assert got.reasons == {}
