@@ -12,6 +12,8 @@ bench/gpu.sh measures it against the eager model and against compiling the whole
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from collections import Counter
 
 import torch
@@ -20,6 +22,13 @@ try:  # torch's compile wrapper; its `_orig_mod` is the module it wraps (torch.c
     from torch._dynamo.eval_frame import OptimizedModule
 except ImportError:  # pragma: no cover -- a torch build without Dynamo
     OptimizedModule = ()  # type: ignore[assignment,misc]
+
+
+# Compiled variants one block's code may hold. The blocks share one code object, so their variants add up: block
+# kinds (T5's first block holds the position bias, ModernBERT and Gemma-3 alternate local and global attention) x
+# Dynamo's own specializations of 1 row and of 1 token x a mask or none. Dynamo's default of 8 is reached by a 2-layer
+# T5 and ModernBERT, after which new variants run eager for the rest of the process, silently (tests/test_compiling).
+RECOMPILE_LIMIT = 64
 
 
 def wants_compile(setting: bool | str, device: torch.device) -> bool:
@@ -57,10 +66,25 @@ def compile_model(model: torch.nn.Module, regional: bool = True) -> torch.nn.Mod
     """
     blocks = repeated_blocks(model) if regional else []
     if not blocks:
-        return torch.compile(model, dynamic=True)
+        return _compile(model)
     for parent, attr, block in blocks:
-        setattr(parent, attr, torch.compile(block, dynamic=True))  # a ModuleList takes "0", "1"... as names too
+        setattr(parent, attr, _compile(block))  # a ModuleList takes "0", "1"... as names too
     return model
+
+
+def _compile(module: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile with dynamic shapes and, where this torch takes it (2.13+), RECOMPILE_LIMIT for this module
+    alone (older versions keep Dynamo's global limit)."""
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+        return torch.compile(module, dynamic=True, recompile_limit=RECOMPILE_LIMIT)
+    return torch.compile(module, dynamic=True)  # pragma: no cover -- torch < 2.13
+
+
+def eager_only() -> contextlib.AbstractContextManager:
+    """A context in which compiled modules run their eager code and compile nothing: for rare calls (one row
+    recomputed in float32) that would otherwise each compile a variant and take a place under RECOMPILE_LIMIT."""
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch 2.6+
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
 
 
 def uncompiled(model: torch.nn.Module) -> torch.nn.Module:

@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
-from pipeline.compiling import compile_model, is_compile_error, uncompiled
+from pipeline.compiling import compile_model, eager_only, is_compile_error, uncompiled
 from pipeline.errors import UserError
 from pipeline.model_architecture import text_config
 from pipeline.packing import pack_rows, plan_packed, pool_packed
@@ -250,7 +250,8 @@ class Encoder:
         try:
             for row in bad:
                 ids, mask = pad_batch(values, offsets, np.asarray([row]), self.pad_token_id, self.left)
-                vector = self.forward(ids, mask)[0]
+                with eager_only():  # compiled blocks would compile a float32 variant for these few rows
+                    vector = self.forward(ids, mask)[0]
                 if np.isfinite(vector).all() and dtype != torch.float32:
                     out[row], recomputed[row] = vector, True
                 else:

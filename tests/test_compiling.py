@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_encoder import tokenized_sample
+from conftest import sample_texts
+from model_factory import build_model, train_tokenizer
+from test_encoder import Wrapped, poisoned_sample, tokenized_sample
 
 from pipeline.compiling import OptimizedModule, compile_model, repeated_blocks, uncompiled, wants_compile
 from pipeline.config import ModelConfig
@@ -89,18 +91,19 @@ def test_a_compiled_encoder_gives_the_eager_vectors(tiny_models, arch, pooling, 
 
 
 @needs_cpu_compiler
-def test_a_compile_that_fails_runs_the_model_eager_with_one_warning(tiny_models, monkeypatch, caplog):
+def test_a_compile_that_fails_runs_the_model_eager_with_one_warning(tiny_models, caplog):
     from torch._inductor import config as inductor_config
 
     tokenizer, model = loaded(tiny_models, "gemma3")
     _, values, offsets = tokenized_sample(tokenizer)
     eager = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16).encode(values, offsets)
-    # a machine without a working C++ compiler: Inductor's CPU backend cannot build its kernels
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
-    monkeypatch.setattr(inductor_config, "force_disable_caches", True)  # no kernel built by another test is reused
+    # a machine without a working C++ compiler: Inductor's CPU backend cannot build its kernels; no kernel built by
+    # another test is reused. config.patch, not monkeypatch: monkeypatch's undo deletes `cpp.cxx` from Inductor's
+    # config, which breaks every later compile in the process
+    no_compiler = {"cpp.cxx": ("/nonexistent/c++",), "force_disable_caches": True}
     torch._dynamo.reset()
     encoder = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16, compile=True)
-    with caplog.at_level(logging.WARNING, logger="pipeline.encoder"):
+    with inductor_config.patch(no_compiler), caplog.at_level(logging.WARNING, logger="pipeline.encoder"):
         result = encoder.encode(values, offsets)
     assert not encoder.compiled and not any(isinstance(m, OptimizedModule) for m in encoder.model.modules())
     warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
@@ -113,3 +116,40 @@ def test_model_compile_defaults_to_auto_and_takes_yaml_booleans():
     assert ModelConfig(name_or_path="m").compile == "auto"
     assert ModelConfig(name_or_path="m", compile="on").compile is True
     assert ModelConfig(name_or_path="m", compile=False).compile is False
+
+
+def encode_lengths(encoder: Encoder, lengths: list[int]) -> None:
+    """Rows of `lengths` tokens (ids 4.. below the vocabulary), one encode call."""
+    values = np.concatenate([np.arange(4, 4 + n) for n in lengths]).astype(np.int64)
+    encoder.encode(values, np.concatenate([[0], np.cumsum(lengths)]))
+
+
+@needs_cpu_compiler
+def test_blocks_of_two_kinds_compile_every_batch_shape_instead_of_falling_back_to_eager(tmp_path):
+    # T5's first block holds the relative position bias, so its two blocks are two variants of one code object, each
+    # specialized by Dynamo for 1 row and for 1 token: the batches below need 10 variants, past Dynamo's default 8
+    tokenizer_path = build_model(tmp_path / "t5", "t5", train_tokenizer(sample_texts()))
+    cfg = ModelConfig(name_or_path=str(tokenizer_path), max_tokens=128, pooling="mean")
+    tokenizer, model = load_tokenizer(cfg), load_model(cfg, torch.device("cpu"))
+    encoder = Encoder(model, "mean", True, tokenizer.pad_token_id, "right", 600, 16, compile=True)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for lengths in ([1], [5], [1, 1], [5, 5], [3, 7]):
+        encode_lengths(encoder, lengths)
+    frames = torch._dynamo.utils.counters["frames"]
+    assert frames["total"] >= 9 and frames["ok"] == frames["total"]  # none left to run eager
+
+
+@needs_cpu_compiler
+def test_the_float32_recompute_of_non_finite_rows_compiles_nothing(tiny_models):
+    tokenizer, model = loaded(tiny_models, "gemma3", dtype="bfloat16")
+    _, values, offsets = poisoned_sample(tokenizer)
+    encoder = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16, compile=True)
+    encoder.model = Wrapped(encoder.model, "overflow_half")  # the poisoned rows' vectors are NaN in bfloat16
+    torch._dynamo.reset()
+    encoder.encode(*tokenized_sample(tokenizer)[1:])  # the bfloat16 variants of these batches
+    torch._dynamo.utils.counters.clear()
+    got = encoder.encode(values, offsets)
+    assert np.flatnonzero(got.recomputed).tolist() == [3, 11] and got.reasons == {}
+    assert torch._dynamo.utils.counters["frames"]["total"] == 0  # the float32 rows ran eager: no variant compiled
+    assert next(model.parameters()).dtype == torch.bfloat16
