@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from pipeline.compiling import wants_compile
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.encoder import Encoder, pad_batch
 from pipeline.model_loading import load_model, load_tokenizer
@@ -53,6 +54,7 @@ def load_encoder(cfg: ModelConfig, max_tokens_per_batch: int, max_batch_size: in
         padding_side=tokenizer.padding_side,
         max_tokens_per_batch=max_tokens_per_batch,
         max_batch_size=max_batch_size,
+        compile=wants_compile(cfg.compile, torch.device(device)),  # as the model actors do (pipeline/actors.py)
     )
 
 

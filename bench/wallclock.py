@@ -186,8 +186,18 @@ resolve_remembered(cfg.model)
 
 
 def run_case(
-    model: str, dtype: str, docs: int, max_tokens: int, seed: int, work: Path, warm_resolution: bool = True
+    model: str,
+    dtype: str,
+    docs: int,
+    max_tokens: int,
+    seed: int,
+    work: Path,
+    warm_resolution: bool = True,
+    job_sets: tuple[str, ...] = (),
 ) -> dict:
+    """One row: sentence-transformers `encode` and our whole job on the same corpus, same dtype. `job_sets` are
+    `--set KEY=VALUE` overrides for our job only (e.g. model.compile=true); torch.compile then starts from an empty
+    Inductor cache of the case's own, as a first compile on a machine does."""
     from bench.corpus import DATA, build_corpus
 
     model_dir = str(model_path(model))
@@ -222,7 +232,7 @@ def run_case(
     (case / "job.yaml").write_text(
         yaml.safe_dump(job_config(model_dir, pooling, dtype, max_tokens, case / "corpus", out))
     )
-    env = None
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(case / "inductor-cache")}
     if warm_resolution:
         subprocess.run(
             [sys.executable, "-c", WARM_RESOLUTION, str(case / "job.yaml")], cwd=ROOT, check=True, capture_output=True
@@ -233,10 +243,13 @@ def run_case(
         (case / "cache").mkdir()
         if cache_path().is_file():
             shutil.copy(cache_path(), case / "cache" / CACHE_NAME)
-        env = {**os.environ, "RAYEMBED_CACHE_DIR": str(case / "cache")}
+        env["RAYEMBED_CACHE_DIR"] = str(case / "cache")
     print(f"[{model} {dtype}] (d) python -m jobs.embed ...", flush=True)
     job_wall, job_cpu = run_timed(
-        [sys.executable, "-m", "jobs.embed", "--config", str(case / "job.yaml")], case / "job.log", env=env
+        [sys.executable, "-m", "jobs.embed", "--config", str(case / "job.yaml")]
+        + [arg for item in job_sets for arg in ("--set", item)],
+        case / "job.log",
+        env=env,
     )
     summary = json.loads((out / "_summary.json").read_text())
 
@@ -247,6 +260,7 @@ def run_case(
         "model": Path(model_dir).name,
         "pooling": pooling,
         "dtype": dtype,
+        "job_sets": list(job_sets),
         "docs": docs,
         "max_tokens": max_tokens,
         "corpus": corpus.source,
@@ -362,7 +376,7 @@ def render(raw: dict) -> str:
     for c in raw["cases"]:
         st, job = c["st"], c["job"]
         lines.append(
-            f"| {c['model']} ({c['pooling']}) | {c['dtype']} | {c['tokens']:,} | {st['encode_seconds']:.1f} | "
+            f"| {c['model']} ({c['pooling']}){''.join(f', `{x}`' for x in c.get('job_sets', []))} | {c['dtype']} | {c['tokens']:,} | {st['encode_seconds']:.1f} | "
             f"{st['process_seconds']:.1f} | {job['process_seconds']:.1f} | **{c['ratio_wall']:.2f}** | "
             f"{st['encode_cpu_seconds']:.1f} | {job['cpu_seconds']:.1f} | {job['fixed_seconds']:.1f} | "
             f"{job['padding_efficiency']:.3f} | {st['torch_threads']} / {raw['machine']['cores']} | "
@@ -448,6 +462,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the quickstart again into bench/results/<tag>.json, keeping its cases (the line says when)",
     )
+    p.add_argument(
+        "--job-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a --set override for our job only, repeatable (e.g. model.compile=true); shown in the table",
+    )
     p.add_argument("--st-child", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -502,6 +523,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 args.seed,
                 work,
                 warm_resolution=not args.cold_resolution,
+                job_sets=tuple(args.job_set),
             )
         )
         json_path.write_text(json.dumps(raw, indent=2))  # after every case: a run cut short keeps what it measured
