@@ -17,6 +17,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -328,6 +330,18 @@ class ModelConfig(Section):
         "as vLLM compiles by default on GPUs; a compile that fails falls back to the eager model with a warning. "
         "See docs/performance.md.",
     )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_setting(cls, value: object) -> object:
+        """'auto' in any case, as YAML's booleans are (True, ON); a wrong value gets one message naming the settings
+        instead of pydantic's two (one per member of the union)."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return TypeAdapter(bool).validate_python(value)
+        except ValidationError:
+            raise ValueError(f"should be auto, true or false (or on/off, yes/no), not {value!r}") from None
 
     @field_validator("name_or_path")
     @classmethod

@@ -16,7 +16,7 @@ from model_factory import build_model, train_tokenizer
 from test_encoder import Wrapped, poisoned_sample, tokenized_sample
 
 from pipeline.compiling import OptimizedModule, compile_model, repeated_blocks, uncompiled, wants_compile
-from pipeline.config import ModelConfig
+from pipeline.config import ConfigError, EmbedConfig, ModelConfig, load_config
 from pipeline.encoder import Encoder
 from pipeline.model_loading import load_model, load_tokenizer
 
@@ -153,3 +153,15 @@ def test_the_float32_recompute_of_non_finite_rows_compiles_nothing(tiny_models):
     assert np.flatnonzero(got.recomputed).tolist() == [3, 11] and got.reasons == {}
     assert torch._dynamo.utils.counters["frames"]["total"] == 0  # the float32 rows ran eager: no variant compiled
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_model_compile_takes_auto_in_any_case_and_a_wrong_value_gets_one_message(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("input: {uri: in.jsonl}\noutput: {uri: out}\nmodel: {name_or_path: m}\n")
+    for value, expected in (("auto", "auto"), ("AUTO", "auto"), ("Auto", "auto"), ("on", True), ("no", False)):
+        assert load_config(EmbedConfig, config, [f"model.compile={value}"]).model.compile == expected
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, config, ["model.compile=maybe"])
+    lines = str(err.value).splitlines()[1:]
+    wanted = "should be auto, true or false (or on/off, yes/no), not 'maybe'"
+    assert lines == [f"  --set model.compile=maybe: model.compile: Value error, {wanted}"]
