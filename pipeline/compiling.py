@@ -73,11 +73,22 @@ def compile_model(model: torch.nn.Module, regional: bool = True) -> torch.nn.Mod
 
 
 def _compile(module: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile with dynamic shapes and, where this torch takes it (2.13+), RECOMPILE_LIMIT for this module
-    alone (older versions keep Dynamo's global limit)."""
+    """torch.compile with dynamic shapes and RECOMPILE_LIMIT: for this module alone where torch takes it as an
+    argument (2.13+); before that by raising Dynamo's process-wide limit to it (never lowering it), which in a model
+    actor's process concerns only this model (the H200 bench ran torch 2.11)."""
     if "recompile_limit" in inspect.signature(torch.compile).parameters:
         return torch.compile(module, dynamic=True, recompile_limit=RECOMPILE_LIMIT)
+    raise_global_recompile_limit(torch._dynamo.config)  # pragma: no cover -- torch < 2.13
     return torch.compile(module, dynamic=True)  # pragma: no cover -- torch < 2.13
+
+
+def raise_global_recompile_limit(config) -> None:
+    """Dynamo's process-wide recompile limit raised to RECOMPILE_LIMIT, never lowered: `recompile_limit` since torch
+    2.7, `cache_size_limit` before."""
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(int(getattr(config, name)), RECOMPILE_LIMIT))
+            return
 
 
 def eager_only() -> contextlib.AbstractContextManager:

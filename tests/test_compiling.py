@@ -165,3 +165,20 @@ def test_model_compile_takes_auto_in_any_case_and_a_wrong_value_gets_one_message
     lines = str(err.value).splitlines()[1:]
     wanted = "should be auto, true or false (or on/off, yes/no), not 'maybe'"
     assert lines == [f"  --set model.compile=maybe: model.compile: Value error, {wanted}"]
+
+
+def test_a_torch_without_a_per_module_limit_gets_its_process_limit_raised_never_lowered():
+    """torch before 2.13 takes no recompile_limit argument (the H200 ran 2.11): the process-wide limit is raised."""
+    from types import SimpleNamespace
+
+    from pipeline.compiling import RECOMPILE_LIMIT, raise_global_recompile_limit
+
+    old = SimpleNamespace(cache_size_limit=8)  # torch < 2.7 spelled it so
+    raise_global_recompile_limit(old)
+    assert old.cache_size_limit == RECOMPILE_LIMIT
+    newer = SimpleNamespace(recompile_limit=8, cache_size_limit=8)
+    raise_global_recompile_limit(newer)
+    assert newer.recompile_limit == RECOMPILE_LIMIT
+    higher = SimpleNamespace(recompile_limit=1000)
+    raise_global_recompile_limit(higher)
+    assert higher.recompile_limit == 1000
