@@ -23,7 +23,10 @@ def human_summary(summary: dict[str, Any]) -> str:
         counts = ", ".join(f"{_n(summary.get(f'rows_{k}', 0))} {k}" for k in ("reused", "rejected", "dropped"))
         line = f"{_n(summary.get('rows_embedded', 0))} rows embedded, {counts}; {_n(summary['rows_total'])} in this version"
         if "rows_in" in summary:
-            line += f" ({_n(summary['rows_in'])} rows in, {_n(summary.get('rows_rejected_total', 0))} rejected)"
+            line += f" ({_n(summary['rows_in'])} rows in, {_n(summary.get('rows_rejected_total', 0))} rejected"
+            if summary.get("files_rejected_total"):  # a corrupt file is one reject row, whatever it held
+                line += f", of them {_n(summary['files_rejected_total'])} unreadable files, one row each"
+            line += ")"
         lines.append(line)
     elif "rows_in" in summary:
         rows = f"{_n(summary['rows_in'])} rows in: {_n(summary.get('rows_embedded', 0))} embedded"

@@ -6,6 +6,8 @@ corpus: each id exactly once, and after a kill the same ids and vectors as an un
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
@@ -26,6 +29,7 @@ from pipeline.model_loading import ModelLoadError
 from pipeline.reembed import NoPublishedVersionError, list_versions, open_current, read_current
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
+from pipeline.run_summary import human_summary
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -467,3 +471,53 @@ def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_sess
     changed_id, kept_id = records[0]["id"], RECORDS[0]["id"]
     assert not np.allclose(after[changed_id], before[changed_id])  # the edited text's vector, not the old one
     np.testing.assert_array_equal(after[kept_id], before[kept_id])
+
+
+def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
+    """A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
+    when its read task reached it, and every later night failed at the same file. As in the embed job, each is now
+    one reject row naming the file and what to do, the other files are published, rows in = written + rejected;
+    the pre-passes (duplicate ids, kept-column types) let it through; the unchanged corrupt file stays one reject, and once it is copied again (fixed) the next run embeds it."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p0", "p1"], "text": ["one", "two"]}), buf)
+    whole = buf.getvalue()
+    (corpus / "a.jsonl").write_bytes(jsonl([{"id": f"a{i}", "text": f"row {i}", "lang": "en"} for i in range(3)]))
+    (corpus / "b-cut.parquet").write_bytes(whole[: len(whole) // 2])
+    (corpus / "c-cut.jsonl.gz").write_bytes(
+        gzip.compress(jsonl([{"id": f"z{i}", "text": "t" * 50} for i in range(200)]))[:300]
+    )
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)  # keeps lang: the kept-type pre-pass reads every file too
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"format": None, "max_reject_fraction": 0.9})})
+
+    first = run_reembed(cfg)
+    assert first["status"] == "ok" and set(published(out)) == {"a0", "a1", "a2"}
+    assert (first["rows_in"], first["rows_total"], first["rows_rejected_total"], first["files_rejected"]) == (
+        5,
+        3,
+        2,
+        2,
+    )
+    reasons = rejects_of(out)
+    assert sorted(reasons) == [("b-cut.parquet", 0), ("c-cut.jsonl.gz", 0)]
+    for (name, _), reason in reasons.items():
+        assert reason.startswith(f"unreadable file: cannot read {corpus}/{name} as "), reason
+        assert reason.endswith("embed it on its own (input.uri: the file, another output.uri)"), reason
+
+    again = run_reembed(cfg)  # nothing changed: the reject stays, nothing is read again
+    assert (again["files"]["unchanged"], again["rows_embedded"], again["rows_rejected_total"]) == (3, 0, 2)
+
+    (corpus / "b-cut.parquet").write_bytes(whole)  # copied again from its source
+    fixed = run_reembed(cfg)
+    assert (fixed["files"]["changed"], fixed["rows_embedded"], fixed["files_rejected"]) == (1, 2, 0)
+    assert set(published(out)) == {"a0", "a1", "a2", "p0", "p1"}
+    assert sorted(rejects_of(out)) == [("c-cut.jsonl.gz", 0)]
+    assert (fixed["rows_in"], fixed["rows_total"], fixed["rows_rejected_total"], fixed["files_rejected_total"]) == (
+        6,
+        5,
+        1,
+        1,
+    )
+    assert "(6 rows in, 1 rejected, of them 1 unreadable files, one row each)" in human_summary(fixed)

@@ -205,6 +205,7 @@ def stats(source, rows, file_rows, files=()):
                 "rows": rows,
                 "embedded": rows,
                 "rejected": 0,
+                "unreadable": 0,
                 "output_rows": rows,
                 "file_rows": file_rows,
                 "files": list(files),

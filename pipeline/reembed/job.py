@@ -257,6 +257,9 @@ def summarize(
         # the version's count identity: rows_in = rows_total + rows_rejected_total (every input file it covers)
         "rows_in": sum(e.rows for e in total),
         "rows_rejected_total": sum(e.rejected for e in total),
+        # corrupt input files, one reject row each (pipeline.units.corrupt_as_reject): this run's, the version's
+        "files_rejected": sum(e.unreadable for e in embedded),
+        "files_rejected_total": sum(e.unreadable for e in total),
         "rows_dropped": sum(e.embedded for e in plan.deleted + plan.replaced),
         "rows_total": sum(e.embedded for e in total),
         "output_rows_total": sum(e.output_rows for e in total),

@@ -19,7 +19,7 @@ import ray
 
 from pipeline.config import ComputeConfig
 from pipeline.kept_columns import MIXED, KeptColumnTypeError, KeptType, decide
-from pipeline.reading import ReadSpec, observed_kept_types
+from pipeline.reading import ReadSpec, observed_or_none
 from pipeline.stages import io_task
 
 PUBLISHED = "the published version"  # how messages name the stored types
@@ -58,7 +58,7 @@ def decide_for_run(
     """
     if not spec.keep_columns:
         return spec
-    task = io_task(observed_kept_types, compute)
+    task = io_task(observed_or_none, compute)  # a corrupt file has no types: it is one reject row (staging)
     observed = ray.get([task.remote(spec, rel) for rel in files])
     # the stored types act as one more file, read first; a JSON-text column as mixed JSON values
     published_types = stored_types(published or {}, spec.keep_columns)

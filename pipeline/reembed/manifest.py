@@ -35,6 +35,8 @@ class FileEntry:
     # Digest of the file's duplicate-id rejects (pipeline.reembed.duplicates); None: ids were not checked (no id
     # column, duplicate_ids 'unchecked', or a manifest older than the check).
     duplicates: str | None = None
+    # The file could not be read (corrupt, cut short: pipeline.units.corrupt_as_reject); its reject row says why.
+    unreadable: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:

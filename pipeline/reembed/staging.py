@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT
+from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
 from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
 from pipeline.storage import Location, write_parquet_atomic
+from pipeline.units import Unit, corrupt_as_reject
 from pipeline.writing import block_file_name, output_table
 
 FILE_ROWS = "_file_rows"  # on a file's last block: rows in the file; -1 elsewhere
@@ -31,13 +32,16 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
     """Ray Data generator UDF: blocks of each file, the last one tagged with the file's row count.
 
     `duplicates`: the committed duplicate-id pass (pipeline.reembed.duplicates), whose repeats of the file at
-    `file_index` become rejects; None when ids are not checked.
+    `file_index` become rejects; None when ids are not checked. A corrupt file (cut short, garbled, not the format
+    its name says) is one reject row naming it, as in the embed job (pipeline.units.corrupt_as_reject): its entry is
+    published with that reject, and once the file is copied again its new change token makes it a changed file.
     """
     indexes = batch.column("file_index").to_pylist() if "file_index" in batch.column_names else None
     for i, rel in enumerate(batch.column("file").to_pylist()):
         reasons = file_duplicates(duplicates, indexes[i]) if duplicates is not None else {}
         held = None
-        for block in read_file(spec, rel):
+        index = indexes[i] if indexes is not None else -1
+        for block in corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel)):
             block = reject_rows(block, reasons) if reasons else block
             if held is not None:
                 yield tag(held, -1)
@@ -79,6 +83,7 @@ STATS_SCHEMA = pa.schema(
         ("rows", pa.int64()),
         ("embedded", pa.int64()),
         ("rejected", pa.int64()),
+        ("unreadable", pa.int64()),
         ("output_rows", pa.int64()),
         ("file_rows", pa.int64()),
         ("files", pa.list_(pa.string())),
@@ -109,6 +114,7 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
         "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject
         "embedded": first_chunks,
         "rejected": rejects.num_rows,
+        "unreadable": pc.sum(pc.starts_with(rejects.column(REJECT), UNREADABLE)).as_py() or 0,  # a corrupt file
         "output_rows": good.num_rows,
         "file_rows": pc.max(group.column(FILE_ROWS)).as_py(),
         "files": files,
@@ -123,6 +129,7 @@ class _Tally:
     rows: int = 0
     embedded: int = 0
     rejected: int = 0
+    unreadable: int = 0
     output_rows: int = 0
     file_rows: int = -1
     files: list[str] = field(default_factory=list)
@@ -149,6 +156,7 @@ class Progress:
             t.rows += row["rows"]
             t.embedded += row["embedded"]
             t.rejected += row["rejected"]
+            t.unreadable += row["unreadable"]
             t.output_rows += row["output_rows"]
             t.file_rows = max(t.file_rows, row["file_rows"])
             t.files += row["files"]
@@ -189,4 +197,5 @@ class Progress:
             files=sorted(t.files),
             rejects=sorted(t.rejects),
             duplicates=self.duplicates.get(path),
+            unreadable=t.unreadable > 0,
         )
