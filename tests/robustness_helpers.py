@@ -115,3 +115,35 @@ def wait_for_driver_teardown(pid: int, timeout: float = 120) -> None:
                 return
         assert time.monotonic() < deadline, f"Ray has not torn down the job of killed driver {pid}: {jobs}"
         time.sleep(0.1)
+
+
+def embeddings_table(ids: list[str], dim: int, seed: int = 0, fixed: bool = True) -> pa.Table:
+    """id + unit-length float32 vectors, as the embed job writes them (fixed) or as a user's writer may (a list)."""
+    x = np.random.default_rng(seed).normal(size=(len(ids), dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) if len(ids) else 1
+    flat = pa.array(x.reshape(-1), pa.float32())
+    column = pa.FixedSizeListArray.from_arrays(flat, dim) if fixed else pa.array(list(x), pa.list_(pa.float32()))
+    return pa.table({"id": pa.array(ids, pa.string()), "embedding": column})
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def odd_embedding_files(ids: list[str], dim: int) -> dict[str, bytes]:
+    """An embeddings file holding `ids`, spoilt in each way a copy or another writer spoils one, by name."""
+    whole = parquet_bytes(embeddings_table(ids, dim))
+    nulls = pa.array([None] + [[0.5] * dim] * (len(ids) - 1), pa.list_(pa.float32()))
+    return {
+        "cut": whole[: len(whole) // 2],  # the footer gone: an interrupted copy
+        "garbled": whole[:4] + b"\x00" * (len(whole) - 12) + whole[-8:],
+        "not_parquet": json.dumps({"id": ids[0], "embedding": [0.0] * dim}).encode() + b"\n",
+        "width": parquet_bytes(embeddings_table(ids, dim // 2)),  # another model's or output.dimensions' vectors
+        "nulls": parquet_bytes(pa.table({"id": ids, "embedding": nulls})),
+    }

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from bitext_reference import random_unit
+from robustness_helpers import embeddings_table, odd_embedding_files, parquet_bytes
 
 from jobs.mine_bitext import main
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
@@ -493,3 +494,49 @@ def test_a_first_attempt_lists_each_input_once(corpus, s3_bucket, proxy):
         list_inputs(raw[side]["embeddings_uri"], StorageConfig(endpoint_url=proxy.url))
     once = proxy.forwarded[("GET", f"/{bucket}")]
     assert once >= 4 and job_lists == once, (job_lists, once)  # it was 2 * once
+
+
+@pytest.mark.parametrize("odd", ["cut", "garbled", "width", "nulls", "empty"])
+def test_an_odd_file_in_a_sides_embeddings_fails_naming_it(corpus, odd):
+    """A cut, garbled or non-Parquet file in an embeddings_uri crashed the job with pyarrow's ArrowInvalid/OSError
+    traceback; a file of another width failed with `several dims [32, 64]` naming no file; a null vector named its
+    row but not its file; an empty file written with a list<float> column (a user's writer) had dim 0 and failed
+    as `several dims [0, 64]`. Now each odd file is one error naming it and what to do; an empty file is fine."""
+    emb = Path(corpus["src_emb"])
+    ids = [f"fra.txt#{i}" for i in range(60, 65)]  # rows the texts do not have: only the file is odd
+    data = parquet_bytes(embeddings_table([], 64, fixed=False)) if odd == "empty" else odd_embedding_files(ids, 64)[odd]
+    (emb / "part-1.parquet").write_bytes(data)
+    if odd == "empty":
+        assert run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))["pairs_kept"] == 40
+        return
+    with pytest.raises(UserError) as err:
+        run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))
+    message = str(err.value)
+    assert str(emb / "part-1.parquet") in message, message
+    says = {
+        "cut": "Its rows are vectors, so the job does not skip it: copy it again",
+        "garbled": "Its rows are vectors, so the job does not skip it",
+        "width": "dim 32 in 1 files (",
+        "nulls": "has 1 null vectors (the first: 'fra.txt#60'): drop those rows or embed them again",
+    }
+    assert says[odd] in message, message
+
+
+def test_an_id_repeated_in_a_sides_embeddings_is_refused_naming_the_repeats(corpus):
+    """An embeddings_uri holding some rows twice (a file copied) failed with one id and no file or row, and the
+    advice to embed with long_inputs=truncate. Now, as the cluster job (clustering.duplicates.duplicate_error over
+    the embed job's duplicate pass): the count, the first five repeats with file and row of the repeat and of its
+    first copy, and what to do. Ids the texts do not have are not checked (only mined rows join)."""
+    emb = Path(corpus["src_emb"])
+    table = pq.read_table(emb / "part-0.parquet")
+    pq.write_table(table.slice(0, 60), emb / "part-1-copy.parquet")
+    other = embeddings_table(["not-mined"] * 2, 64)
+    pq.write_table(other.replace_schema_metadata({"rayembed.model": "test-model"}), emb / "part-2.parquet")
+    with pytest.raises(UserError) as err:
+        run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))
+    message = str(err.value)
+    # 59: the text of row 59 repeats row 3's, so dedup drops it and its id is not mined
+    assert message.startswith(f"source.embeddings_uri {emb}: 59 rows repeat an earlier id (column 'id')"), message
+    assert "id 'fra.txt#0' at part-1-copy.parquet row 0 repeats part-0.parquet row 0; " in message, message
+    assert "id 'fra.txt#4' at part-1-copy.parquet row 4 repeats part-0.parquet row 4 and 54 more" in message
+    assert "remove the copies from source.embeddings_uri" in message

@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from robustness_helpers import embeddings_table, odd_embedding_files
 
 from jobs.cluster import main
 from pipeline.cluster_config import ClusterConfig
@@ -19,6 +20,8 @@ from pipeline.clustering import kmeans
 from pipeline.clustering.job import run_cluster
 from pipeline.commit import OutputExistsError
 from pipeline.config import ConfigError, StorageConfig, parse_config
+from pipeline.embedding_files import EmbeddingFileError
+from pipeline.errors import UserError, user_message
 from pipeline.storage import make_filesystem
 
 pytestmark = pytest.mark.slow
@@ -461,7 +464,28 @@ def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_pa
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     expected = {
-        "nan": "error: embedding of a17 is zero or not finite",
-        "other_dim": "error: embedding column 'embedding': the vector of 'b0' has 16 values, the input's first has 8",
+        "nan": f"error: {tmp_path / 'emb' / 'a.parquet'}: embedding of a17 is zero or not finite",
+        "other_dim": f"error: {tmp_path / 'emb' / 'b.parquet'}: embedding column 'embedding': the vector of 'b0' has "
+        "16 values, the input's first has 8",
     }[bad]
     assert lines[-1].startswith(expected), lines[-5:]
+
+
+@pytest.mark.parametrize("odd", ["cut", "not_parquet", "width", "nulls"])
+def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, tmp_path, odd):
+    """A cut or non-Parquet embeddings file crashed the job with pyarrow's traceback (ArrowInvalid, nothing said
+    what to do); vectors of another width or a null vector failed inside a Ray Data block with the row's id but not
+    its file. Now each is one `error:` naming the file and what to do, before any k-means work; an empty file
+    among them is fine."""
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    pq.write_table(embeddings_table([f"a{i}" for i in range(20)], 8), emb / "part-0.parquet")
+    (emb / "part-1.parquet").write_bytes(odd_embedding_files([f"x{i}" for i in range(5)], 8)[odd])
+    pq.write_table(embeddings_table([], 8, fixed=False), emb / "part-2.parquet")
+    raw = {"input": {"uri": str(emb)}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 2}}
+    with pytest.raises(EmbeddingFileError) as err:
+        run_cluster(parse_config(ClusterConfig, raw))
+    message = user_message(err.value)
+    assert isinstance(err.value, UserError) and str(emb / "part-1.parquet") in message, message
+    assert ("does not skip it" if odd in ("cut", "not_parquet") else "x0") in message, message
+    assert not (tmp_path / "out" / "centroids.parquet").exists()

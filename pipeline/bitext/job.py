@@ -39,8 +39,10 @@ from pipeline.bitext.sides import SideError
 from pipeline.bitext.store import StoreRef, store_mean
 from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
 from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
-from pipeline.columns import REJECTS_DIR
+from pipeline.clustering.duplicates import duplicate_error
+from pipeline.columns import ID, REJECTS_DIR
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
+from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig, SideConfig
@@ -337,13 +339,14 @@ def join_vectors(
     job: those embeddings do not come from this input."""
     own = not side_cfg.embeddings_uri
     key = "output.uri" if own else f"{side}.embeddings_uri"
-    files = prepare.embedding_files(emb_uri, cfg.storage, listings.paths(emb_uri, key=key))
+    listed = listings.paths(emb_uri, key=key)
+    files = prepare.embedding_files(emb_uri, cfg.storage, listed)
     parts = ex.get(
         [ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage) for i, f in enumerate(files)]
     )
-    dims = {p["dim"] for p in parts}
+    dims = {p["dim"] for p in parts if p["rows"]}  # a file without rows has no dim (an empty part)
     if len(dims) > 1:
-        raise SideError(f"{side}: the embeddings in {emb_uri} have several dims {sorted(dims)}")
+        raise mixed_dims_error(side, key, emb_uri, files, [p["dim"] if p["rows"] else None for p in parts])
     models = {p["model"] for p in parts} - {None}
     by_bucket_emb: dict[int, list[str]] = defaultdict(list)
     for p in parts:
@@ -353,7 +356,7 @@ def join_vectors(
     for d in deduped.values():
         for b, uri in d["id_files"]:
             by_bucket_ids[b].append(uri)
-    dim = dims.pop()
+    dim = dims.pop() if dims else max(p["dim"] for p in parts)  # no file has a row: the schema's width, or 0
     results = ex.get(
         [
             ex.submit(
@@ -366,6 +369,7 @@ def join_vectors(
                 work_uri,
                 cfg.storage,
                 own,
+                files,
             )
             for b in sorted(by_bucket_ids)
         ]
@@ -373,12 +377,23 @@ def join_vectors(
     vectors: dict[str, list[tuple[str, int]]] = defaultdict(list)
     missing: dict[str, int] = defaultdict(int)
     examples: dict[str, list[str]] = defaultdict(list)
+    repeats = sum(r["repeats"] for r in results)
+    if repeats:
+        first = sorted((d for r in results for d in r["repeated"]), key=lambda d: (d[FILE_INDEX], d["row"]))
+        rels = [f for f in listed[1] if f.endswith(".parquet")]  # prepare.embedding_files' files, by file index
+        raise duplicate_error(
+            listed[0],
+            rels,
+            ID,
+            (ID,),
+            False,
+            repeats,
+            first[:SHOWN],
+            key=key,
+            consequence=REPEATS_IN_MINING,
+            column="column",
+        )
     for r in results:
-        if r["repeated"]:
-            raise SideError(
-                f"{side}: id {r['repeated'][0]!r} has several vectors in {emb_uri}; mining needs one vector per "
-                "sentence (embed with model.long_inputs=truncate)"
-            )
         for lang, n in r["missing"].items():
             missing[lang] += n
             examples[lang] += r["missing_examples"][lang]
@@ -401,6 +416,31 @@ def join_vectors(
             f"the embeddings must come from the embed job over this same input ({side}.uri and id_column)"
         )
     return vectors, dim, (min(models) if models else None), {}
+
+
+# Why mining cannot use an embeddings dataset that holds an id twice (clustering.duplicates.duplicate_error)
+REPEATS_IN_MINING = (
+    "so a sentence would have two vectors and its pairs could take either (a model.long_inputs: chunk output has "
+    "one row per chunk: mining needs model.long_inputs=truncate)"
+)
+
+
+def mixed_dims_error(side: str, key: str, emb_uri: str, files: list[str], dims: list[int | None]) -> SideError:
+    """The error for an embeddings dataset whose files hold vectors of several lengths: each length with the files
+    that have it (the first 3), so the odd file is found without reading any."""
+    by_dim: dict[int, list[str]] = defaultdict(list)
+    for uri, dim in zip(files, dims):
+        if dim is not None:
+            by_dim[dim].append(uri)
+    shown = "; ".join(
+        f"dim {d} in {len(f)} files ({', '.join(f[:3])}{', ...' if len(f) > 3 else ''})"
+        for d, f in sorted(by_dim.items())
+    )
+    return SideError(
+        f"{side}: the embeddings in {emb_uri} ({key}) have vectors of several lengths: {shown}. They come from "
+        "different models or output.dimensions and are not comparable: point it at one embeddings dataset (move the "
+        "odd files out, or embed their input again with the model of the rest)"
+    )
 
 
 def check_models(stores: dict[tuple[str, str], StoreRef]) -> None:

@@ -31,6 +31,7 @@ from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
 from pipeline.columns import REJECT_COLUMNS, SOURCE
 from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
+from pipeline.duplicate_ids import FILE_INDEX, SHOWN, bucket_duplicates, digest_table
 from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_parquet_atomic
@@ -252,6 +253,9 @@ def read_column(uri: str, column: str, storage: StorageConfig) -> list:
     return pq.read_table(loc.path, filesystem=loc.fs, columns=[column]).column(column).to_pylist()
 
 
+FILE_ROW = "file_row"  # an embeddings row's place in its file (from 0), kept through the join buckets
+
+
 def emb_part_uri(work_uri: str, side: str, bucket: int, file_index: int) -> str:
     return posixpath.join(work_uri, "emb", side, f"b={bucket:05d}", f"f{file_index:06d}.parquet")
 
@@ -265,7 +269,14 @@ def bucket_embeddings(
     written = []
     for b in np.unique(bucket).tolist():
         mask = bucket == b
-        table = pa.table({ID: ids.filter(pa.array(mask)), EMBEDDING: fixed_list(vectors[mask])})
+        table = pa.table(
+            {
+                ID: ids.filter(pa.array(mask)),
+                EMBEDDING: fixed_list(vectors[mask]),
+                FILE_INDEX: pa.array(np.full(int(mask.sum()), file_index, np.int32)),
+                FILE_ROW: pa.array(np.flatnonzero(mask), pa.int64()),  # where a repeated id is, for the message
+            }
+        )
         part = emb_part_uri(work_uri, side, b, file_index)
         write_parquet_atomic(table, resolve(part, storage))
         written.append((b, part))
@@ -281,10 +292,12 @@ def join_bucket(
     work_uri: str,
     storage: StorageConfig,
     rows_without_vector: bool = False,
+    emb_files: list[str] | None = None,
 ) -> dict[str, Any]:
     """Join one bucket's (id, row, lang) to its (id, embedding); write (row, embedding) per language.
 
-    Returns the vector files per language, and for messages: ids with several vectors and rows with none.
+    Returns the vector files per language, and for messages: rows repeating an id (`repeats`, the first few
+    `repeated`, wanted_repeats; `emb_files`: the embeddings files by file index) and rows with no vector.
     `rows_without_vector`: rows with no vector are left out of the vector files (rows the job's own embed step
     rejected: only the prompt and the unknown token, nothing left to pool, ...) instead of the language's whole
     bucket; they stay counted in `missing`.
@@ -301,12 +314,9 @@ def join_bucket(
         emb = pa.concat_tables(emb_tables)
     else:
         emb = pa.table({ID: pa.array([], pa.string()), EMBEDDING: fixed_list(np.zeros((0, dim), np.float32))})
-    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}, "repeated": []}
-    counts = Counter(emb.column(ID).to_pylist()) if emb.num_rows else Counter()
-    repeated = [i for i, n in counts.items() if n > 1]
-    wanted = set(ids.column(ID).to_pylist())
-    result["repeated"] = sorted(i for i in repeated if i in wanted)[:3]
-    if result["repeated"]:
+    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}}
+    result["repeats"], result["repeated"] = wanted_repeats(emb, ids.column(ID), emb_files)
+    if result["repeats"]:
         return result
     positions = pa.table({ID: emb.column(ID), "_pos": pa.array(np.arange(emb.num_rows, dtype=np.int64))})
     joined = ids.join(positions, ID, join_type="left outer")
@@ -329,6 +339,22 @@ def join_bucket(
         write_parquet_atomic(vectors, resolve(uri, storage))
         result["files"][lang] = (uri, vectors.num_rows)
     return result
+
+
+def wanted_repeats(emb: pa.Table, wanted: pa.ChunkedArray, emb_files: list[str]) -> tuple[int, list[dict]]:
+    """The rows of one bucket's vectors `emb` that repeat an earlier copy (by file index, then row) of an id the
+    texts have (`wanted`): their count and the first SHOWN, as DUPLICATES_SCHEMA rows. The embed job's duplicate
+    pass finds them (pipeline.duplicate_ids: every copy of an id is in one bucket here too)."""
+    if not emb.num_rows or FILE_INDEX not in emb.column_names:
+        return 0, []
+    emb = emb.filter(pc.is_in(emb.column(ID), wanted))
+    digests = digest_table(
+        emb.column(FILE_INDEX).to_pylist(), emb.column(FILE_ROW).to_pylist(), emb.column(ID).to_pylist(), 1
+    )
+    repeats = bucket_duplicates(digests, emb_files)
+    return repeats.num_rows, repeats.sort_by([(FILE_INDEX, "ascending"), ("row", "ascending")]).slice(
+        0, SHOWN
+    ).to_pylist()
 
 
 def read_table(uri: str, storage: StorageConfig) -> pa.Table:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pipeline.bitext.dedup import first_occurrences
 from pipeline.clustering.vectors import embedding_matrix, normalize_rows
 from pipeline.config import StorageConfig
+from pipeline.embedding_files import file_unit_rows, read_embedding_file
 from pipeline.errors import UserError
 from pipeline.mine_config import SideConfig
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
@@ -90,16 +91,22 @@ def dedup_side(side: Side) -> Side:
 
 
 def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str]]:
-    """ids, unit-length (rows, dim) float32 vectors and the recipe metadata of one embed-job Parquet file."""
+    """ids, unit-length (rows, dim) float32 vectors and the recipe metadata of one embed-job Parquet file.
+
+    Raises:
+        EmbeddingFileError: the file is cut short or not Parquet, or holds a null vector or vectors of several
+            lengths (pipeline.embedding_files), naming it.
+        SideError: the file has no id column.
+    """
     loc = resolve(uri, storage)
-    table = pq.read_table(loc.path, filesystem=loc.fs)
+    table = read_embedding_file(loc)
     if "id" not in table.column_names:
         raise SideError(f"{uri}: no 'id' column (columns: {table.column_names}); is it an embeddings dataset?")
     metadata = {}
     if table.schema.metadata:
         metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
     ids = table.column("id").cast(pa.string()).combine_chunks()
-    vectors, _ = normalize_rows(embedding_matrix(table, "embedding"), None)
+    vectors = file_unit_rows(loc, table, "embedding", None, ids.to_pylist())
     return ids, vectors, metadata
 
 

@@ -104,9 +104,17 @@ def duplicate_error(
     chunked: bool,
     count: int,
     first: list[dict],
+    key: str = "input.uri",
+    consequence: str = "so the assignments would hold one id twice and dedup could not tell the copies apart",
+    column: str = "input.id_column",
 ) -> DuplicateIdError:
     """The error for `count` repeated rows, naming the ids of the `first` few (rows of DUPLICATES_SCHEMA); their
-    ids are read back from the files (one small read per repeat)."""
+    ids are read back from the files (one small read per repeat).
+
+    Args:
+        key, column: the configuration keys of the input and of its id column, as the message names them.
+        consequence: why a repeated id cannot be used by the job at hand (after "so ...").
+    """
     paths = key_paths(id_column, path, chunked)
     shown = []
     for d in first:
@@ -117,13 +125,12 @@ def duplicate_error(
             ident += f" chunk_index {row.column(CHUNK_INDEX)[0].as_py()}"
         first_at = f"{files[d['first_file_index']]} row {d['first_row']}"
         shown.append(f"id {ident} at {name} row {d['row']} repeats {first_at}")
-    what = f"input.id_column {id_column!r}" + (" with chunk_index" if chunked else "")
+    what = f"{column} {id_column!r}" + (" with chunk_index" if chunked else "")
     more = f" and {count - len(shown)} more" if count > len(shown) else ""
     return DuplicateIdError(
-        f"input.uri {root.uri}: {count} rows repeat an earlier id ({what}), so the assignments would hold one id "
-        f"twice and dedup could not tell the copies apart: {'; '.join(shown)}{more}. The input holds some rows "
-        "twice (a file copied, two embed outputs in one folder?): remove the copies from input.uri, or give every "
-        "row its own id (the embed job's input.duplicate_ids: keep_first writes each id once)"
+        f"{key} {root.uri}: {count} rows repeat an earlier id ({what}), {consequence}: {'; '.join(shown)}{more}. "
+        f"The input holds some rows twice (a file copied, two embed outputs in one folder?): remove the copies from "
+        f"{key}, or give every row its own id (the embed job's input.duplicate_ids: keep_first writes each id once)"
     )
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 
 from pipeline import commit
@@ -37,10 +36,11 @@ from pipeline.clustering.distributed import (
     sample_block,
 )
 from pipeline.clustering.duplicates import check_unique_ids
-from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field, embedding_matrix
+from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field
 from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, projection
 from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
+from pipeline.embedding_files import check_files, file_matrix, naming_the_file, open_embeddings
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple
         EmbeddingColumnError / InputColumnError: a configured column is missing (the message lists those that exist).
     """
     first = root.join(files[0])
-    schema = pq.read_schema(first.path, filesystem=root.fs)
+    schema = open_embeddings(first).schema_arrow
     paths = column_paths_of(cfg, schema, first.uri)
     emb = cfg.input.embedding_column
     dim = check_embedding_field(pa.schema([flat_field(schema, emb, paths[emb])]), emb)
@@ -107,11 +107,13 @@ def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[
         EmbeddingColumnError: no file has a row (input.uri names an empty dataset).
     """
     for name in files:
-        reader = pq.ParquetFile(root.join(name).path, filesystem=root.fs)
+        file = root.join(name)
+        reader = open_embeddings(file)
         for group in range(reader.num_row_groups):
             if reader.metadata.row_group(group).num_rows:
-                head = reader.read_row_group(group, columns=projection([path])).slice(0, 1)
-                return embedding_matrix(flat_table(head, {column: path}), column).shape[1]
+                with naming_the_file(file):
+                    head = reader.read_row_group(group, columns=projection([path])).slice(0, 1)
+                return file_matrix(file, flat_table(head, {column: path}), column).shape[1]
     raise EmbeddingColumnError(
         f"input.uri {root.uri}: the {len(files)} input files have no rows; point input.uri at an embeddings dataset"
     )
@@ -120,7 +122,7 @@ def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[
 def with_chunk_index(cfg: ClusterConfig, first: Location) -> ClusterConfig:
     """`cfg` carrying chunk_index into the assignments when the input has it (an embed output of long_inputs: chunk,
     several rows per id): without it the rows of one id could not be told apart, nor joined back to their chunk."""
-    names = pq.read_schema(first.path, filesystem=first.fs).names
+    names = open_embeddings(first).schema_arrow.names
     if CHUNK_INDEX not in names or CHUNK_INDEX in cfg.carried_columns() or cfg.input.id_column == CHUNK_INDEX:
         return cfg
     log.info("the input has several rows per id (%s): carrying it into the assignments", CHUNK_INDEX)
@@ -300,6 +302,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     init_ray(cfg.compute)
     id_column = cfg.input.id_column
     chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
+    # every vector readable, of the first one's width, none null: an error naming the file before any k-means work
+    check_files(root, files, cfg.input.embedding_column, paths, id_column, dim, cfg.compute)
     check_unique_ids(root, files, id_column, paths[id_column], chunked, cfg.compute)
     center_by = cfg.clustering.center_by
     ds = ray.data.read_parquet(

@@ -1,0 +1,148 @@
+"""Embedding Parquet files read by the cluster and mining jobs: a file that cannot serve is an error naming it.
+
+These files hold vectors (the embed job's output, or the user's), not text. A file cut short, garbled or not
+Parquet, a vector of another width than the rest, a null, zero or NaN vector: the embed job makes a corrupt text file one reject
+row and goes on, but here a skipped file's rows would be missing from the clusters or pairs without a trace, and
+vectors of another width (another model, another output.dimensions) are not comparable with the rest. So each is
+an error that names the file, the row's id where there is one, and what to do. A file without rows is fine (an
+embed output's part-empty.parquet, an empty part a Spark or pandas writer left).
+
+Reading through `reading.naming_errors` keeps its rules: a transient storage error is a TransientStorageError
+(retried by io_task), a vanished or forbidden file an InputFileError naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.clustering.vectors import EmbeddingColumnError, embedding_matrix, normalize_rows
+from pipeline.column_paths import flat_table, projection
+from pipeline.config import ComputeConfig
+from pipeline.file_formats import CorruptFileError, InputFileError
+from pipeline.reading import CORRUPT_HINT, Cursor, naming_errors
+from pipeline.storage import Location
+
+READ_ROWS = 1 << 16  # rows per batch when a whole file is checked: bounds a task's memory
+
+# Replaces reading.CORRUPT_HINT for a file of vectors: "move it out and run again" alone would lose its rows.
+VECTORS_HINT = (
+    ". The file is cut short or corrupt (an interrupted copy or upload?). Its rows are vectors, so the job does not "
+    "skip it: copy it again from where it was written, or run the embed job again over its input, or move it out "
+    "of the input if its rows are not wanted"
+)
+
+
+class EmbeddingFileError(InputFileError, ValueError):
+    """An embeddings file that cannot be read (cut short, garbled, not Parquet) or whose vectors cannot be used with
+    the rest (another width, null vectors); the message names the file and says what to do."""
+
+
+@contextmanager
+def naming_the_file(file: Location) -> Iterator[None]:
+    """Raise an error of reading `file` as EmbeddingFileError (corrupt bytes) or InputFileError /
+    TransientStorageError (reading.naming_errors), naming the file. An InputFileError raised inside (file_matrix's
+    EmbeddingFileError) passes unchanged."""
+    try:
+        with naming_errors(file.uri, "parquet", Cursor()):
+            yield
+    except CorruptFileError as err:
+        raise EmbeddingFileError(str(err).replace(CORRUPT_HINT, VECTORS_HINT)) from err
+
+
+def open_embeddings(file: Location) -> pq.ParquetFile:
+    """The Parquet file at `file` with its footer read (its schema, row groups).
+
+    Raises:
+        EmbeddingFileError: the file is cut short, garbled or not Parquet.
+        InputFileError / TransientStorageError: another read error (reading.naming_errors).
+    """
+    with naming_the_file(file):
+        return pq.ParquetFile(file.path, filesystem=file.fs)
+
+
+def read_embedding_file(file: Location, columns: list[str] | None = None) -> pa.Table:
+    """The whole file (or `columns`); raises as open_embeddings, also for data pages that do not decode."""
+    with naming_the_file(file):
+        return pq.read_table(file.path, filesystem=file.fs, columns=columns)
+
+
+def file_matrix(
+    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None
+) -> np.ndarray:
+    """embedding_matrix of a table read from `file`, its errors (width other than `dim`, null vectors) naming the
+    file: (N, dim) float32.
+
+    Raises:
+        EmbeddingFileError: as embedding_matrix's EmbeddingColumnError, with the file's URI first.
+    """
+    try:
+        return embedding_matrix(table, column, dim, ids)
+    except EmbeddingColumnError as err:
+        raise EmbeddingFileError(f"{file.uri}: {err}") from err
+
+
+def file_unit_rows(
+    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None
+) -> np.ndarray:
+    """file_matrix made unit length (clustering.vectors.normalize_rows): (N, dim) float32.
+
+    Raises:
+        EmbeddingFileError: as file_matrix, or a vector is all zeros or not finite, naming the file and its id.
+    """
+    x = file_matrix(file, table, column, dim, ids)
+    try:
+        return normalize_rows(x, ids)[0]
+    except EmbeddingColumnError as err:
+        raise EmbeddingFileError(f"{file.uri}: {err}") from err
+
+
+def check_file(file: Location, column: str, paths: dict[str, tuple[str, ...]], id_column: str | None, dim: int) -> int:
+    """Ray task body: read every vector of one file (and its ids, to name a bad row), in batches of READ_ROWS;
+    returns its row count.
+
+    Raises:
+        EmbeddingFileError: the file does not read, or a vector is null, all zeros, not finite or of another length
+            than `dim`.
+    """
+    wanted = {column: paths[column], **({id_column: paths[id_column]} if id_column else {})}
+    rows = 0
+    reader = open_embeddings(file)
+    with naming_the_file(file):
+        batches = reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values())))
+        for batch in batches:
+            table = flat_table(pa.Table.from_batches([batch]), wanted)
+            ids = table.column(id_column).cast(pa.string()).to_pylist() if id_column else None
+            file_unit_rows(file, table, column, dim, ids)
+            rows += batch.num_rows
+    return rows
+
+
+def check_files(
+    root: Location,
+    files: list[str],
+    column: str,
+    paths: dict[str, tuple[str, ...]],
+    id_column: str | None,
+    dim: int,
+    compute: ComputeConfig,
+) -> int:
+    """Check every vector of every file (check_file, one Ray task per file) before any job work; returns the rows.
+
+    Raises:
+        EmbeddingFileError: the first file in listing order that fails, naming it.
+    """
+    import ray  # only when the job runs
+
+    from pipeline.stages import io_task
+
+    task = io_task(check_file, compute)
+    calls = [task.remote(root.join(name), column, paths, id_column, dim) for name in files]
+    rows = 0
+    for call in calls:  # in listing order: the error names the first bad file whatever task finished first
+        rows += ray.get(call)
+    return rows
