@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.change_tokens import local_token, same_token
+from pipeline.change_tokens import listed_token, local_token, same_token
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.line_ranges import LINE_FORMATS
@@ -64,37 +64,45 @@ def listing_digest(listed: list[ListedFile]) -> dict[str, Any]:
     """The input listing, which decides equality (`differences`):
 
     - `files`, and `sha256`: a digest over (path, size, mtime) in listing order, as every version recorded it;
-    - `tokens_sha256`: a digest over (path, size, change token) (pipeline.change_tokens: the mtime and, for local
-      files, the inode change time), so a file rewritten with its old size and mtime (`cp -p`, `rsync -t`,
-      `touch -r`) is a different listing; absent from records of older versions, which then compare as before;
-    - up to LISTING_ENTRIES_MAX files, the `entries` [path, size, mtime_ns, ctime_ns (null on S3)] that let a
-      refusal name the files added, removed or changed (older versions recorded the first three).
+    - `tokens_sha256`: a digest over (path, size, mtime and, for local files, inode change time:
+      pipeline.change_tokens.local_token), so a file rewritten with its old size and mtime (`cp -p`, `rsync -t`,
+      `touch -r`) is a different listing;
+    - `etags_sha256`: a digest over (path, ETag) (S3 objects; null for local files), so an object rewritten with
+      its old size within LastModified's second is a different listing;
+    - up to LISTING_ENTRIES_MAX files, the `entries` [path, size, mtime_ns, ctime_ns (null on S3), etag (null on
+      local disk)] that let a refusal name the files added, removed or changed.
+
+    Older versions recorded no `etags_sha256`, or neither digest, and entries of three or four fields: such a record
+    is compared on what it has (same_listing), so its run resumes when nothing changed, as it did before.
     """
-    digest, tokens = hashlib.sha256(), hashlib.sha256()
+    digest, tokens, etags = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
     for f in listed:
         digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
-        tokens.update(f"{f.path}\0{f.size}\0{f.token}\n".encode())
+        tokens.update(f"{f.path}\0{f.size}\0{local_token(f.mtime_ns, f.ctime_ns)}\n".encode())
+        etags.update(f"{f.path}\0{f.etag}\n".encode())
     record: dict[str, Any] = {
         "files": len(listed),
         "sha256": digest.hexdigest()[:16],
         "tokens_sha256": tokens.hexdigest()[:16],
+        "etags_sha256": etags.hexdigest()[:16],
     }
     if len(listed) <= LISTING_ENTRIES_MAX:
-        record["entries"] = [[f.path, f.size, f.mtime_ns, f.ctime_ns] for f in listed]
+        record["entries"] = [[f.path, f.size, f.mtime_ns, f.ctime_ns, f.etag] for f in listed]
     return record
 
 
 def same_listing(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether two `listing_digest` records list the same files, unchanged. A record without `tokens_sha256` (an
-    older version's) is compared on what it has: such a run resumes when nothing changed, as it did before."""
+    """Whether two `listing_digest` records list the same files, unchanged. A digest that one record lacks (an
+    older version's) is not compared: such a run resumes when nothing changed, as it did before."""
     if (old["files"], old["sha256"]) != (new["files"], new["sha256"]):
         return False
-    return "tokens_sha256" not in old or "tokens_sha256" not in new or old["tokens_sha256"] == new["tokens_sha256"]
+    return all(old[d] == new[d] for d in ("tokens_sha256", "etags_sha256") if d in old and d in new)
 
 
 def entry_token(entry: list) -> str:
-    """The change token of one recorded entry: [path, size, mtime_ns] (older versions) or [..., ctime_ns]."""
-    return local_token(entry[2], entry[3] if len(entry) > 3 else None)
+    """The change token of one recorded entry: [path, size, mtime_ns] (older versions), [..., ctime_ns] or
+    [..., ctime_ns, etag]."""
+    return listed_token(entry[2], entry[3] if len(entry) > 3 else None, entry[4] if len(entry) > 4 else None)
 
 
 def listing_changes(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -181,22 +181,11 @@ class _S3Store:
     """The lease object on S3 through conditional requests (boto3; pyarrow sends no conditional headers)."""
 
     def __init__(self, target: Location, storage: StorageConfig, settle: float):
-        import boto3
-        from botocore import UNSIGNED
-        from botocore.config import Config
+        from pipeline.s3_listing import s3_client
 
         self.bucket, _, self.key = target.path.partition("/")
         self.uri = target.uri
-        options: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": storage.max_attempts}}
-        if storage.anon:
-            options["signature_version"] = UNSIGNED
-        kwargs: dict[str, Any] = {"config": Config(**options)}
-        if storage.endpoint_url:
-            kwargs["endpoint_url"] = storage.endpoint_url
-            kwargs["region_name"] = storage.region or "us-east-1"
-        elif storage.region:
-            kwargs["region_name"] = storage.region
-        self.client = boto3.client("s3", **kwargs)
+        self.client = s3_client(storage)
         self.settle = settle
         self.conditional: bool | None = None  # whether the store honours If-None-Match; known after a create
 

@@ -11,16 +11,17 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.change_tokens import local_token
+from pipeline.change_tokens import listed_token
 from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.errors import UserError
+from pipeline.s3_listing import head_object, list_objects
 from pipeline.transient_errors import TransientStorageError, is_transient
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,14 @@ class ListedFile:
     # Local files: the inode change time (one stat per file, with_change_times), which no tool sets back; None on S3,
     # where the server sets LastModified on every write and no client can set it back.
     ctime_ns: int | None = None
+    # S3 objects: the ETag the listing gives with each object (pipeline.s3_listing), which changes with the content
+    # even within LastModified's second; None for local files.
+    etag: str | None = None
 
     @property
     def token(self) -> str:
-        """The change token (pipeline.change_tokens): `mtime_ns:<m>;ctime_ns:<c>`, or `mtime_ns:<m>` on S3."""
-        return local_token(self.mtime_ns, self.ctime_ns)
+        """The change token (pipeline.change_tokens): `mtime_ns:<m>;ctime_ns:<c>`, or `mtime_ns:<m>;etag:<e>` on S3."""
+        return listed_token(self.mtime_ns, self.ctime_ns, self.etag)
 
 
 def with_change_times(root: Location, names: list[ListedFile]) -> list[ListedFile]:
@@ -244,8 +248,12 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
-        one = [ListedFile(posixpath.basename(root.path), info.size, info.mtime_ns)]
-        return parent, with_change_times(parent, one) if isinstance(root.fs, pafs.LocalFileSystem) else one
+        if isinstance(root.fs, pafs.LocalFileSystem):
+            return parent, with_change_times(
+                parent, [ListedFile(posixpath.basename(root.path), info.size, info.mtime_ns)]
+            )
+        obj = head_object(root.path, storage)
+        return parent, [ListedFile(posixpath.basename(root.path), obj.size, obj.mtime_ns, etag=obj.etag)]
     pattern = ""
     if info.type != pafs.FileType.Directory and has_glob(uri):
         base_uri, pattern = glob_base(uri, storage)
@@ -258,21 +266,19 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
-        selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
-        for entry in root.fs.get_file_info(selector):
-            path, readable = listed_path(entry)
-            rel = posixpath.relpath(path, root.path)
+        for entry in listed_entries(root, storage):
+            rel = posixpath.relpath(entry.path, root.path)
             # the key's own segments below the root: relpath drops an empty or "." one and keeps a ".." one, which
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
-            below = path.removeprefix(root.path.rstrip("/") + "/").split("/")
+            below = entry.path.removeprefix(root.path.rstrip("/") + "/").split("/")
             hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
-            if entry.type != pafs.FileType.File or hidden:
+            if not entry.is_file or hidden:
                 continue
-            if path != posixpath.join(root.path, rel) or any(p in ("", ".", "..") for p in below):
-                unaddressable.append((rel, path))
+            if entry.path != posixpath.join(root.path, rel) or any(p in ("", ".", "..") for p in below):
+                unaddressable.append((rel, entry.path))
                 continue
-            if readable:
-                names.append(ListedFile(rel, entry.size, entry.mtime_ns))
+            if entry.readable:
+                names.append(ListedFile(rel, entry.size, entry.mtime_ns, etag=entry.etag))
             else:
                 unreadable.append(rel)
     if pattern:
@@ -287,7 +293,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             f"{key}: the object {key_uri!r} has an empty, '.' or '..' segment in its key ('//', '/./' or '/../', "
             f"often from joining a prefix that ends in '/'){more}; pyarrow's S3 client, that every read goes "
             "through, cannot read such a key (its error: 'Empty path component'; for '.' and '..': not found), so "
-            "its rows would be lost: copy it to a key without one, or move it out of the input"
+            f"its rows would be lost: copy it to a key without one{move_hint(path)}, or move it out of the input"
         )
     if unreadable:  # skipped, its rows would be lost unseen
         raise InputNameError(
@@ -303,6 +309,40 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     if isinstance(root.fs, pafs.LocalFileSystem):
         names = with_change_times(root, once_per_file(root, names, key))
     return root, names
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a recursive listing, local or S3."""
+
+    path: str  # on the filesystem; a name that is not UTF-8 with \\x escapes (listed_path)
+    readable: bool  # whether the name is valid UTF-8
+    is_file: bool
+    size: int | None
+    mtime_ns: int | None
+    etag: str | None = None  # S3 only
+
+
+def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
+    """Everything below `root` at any depth: local files through pyarrow, S3 objects through
+    pipeline.s3_listing (the same ListObjectsV2 pages pyarrow requests, with the ETags pyarrow drops)."""
+    if not isinstance(root.fs, pafs.LocalFileSystem):
+        for obj in list_objects(root.path, storage):
+            yield Entry(obj.path, True, True, obj.size, obj.mtime_ns, obj.etag)
+        return
+    for info in root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True)):
+        path, readable = listed_path(info)
+        yield Entry(path, readable, info.type == pafs.FileType.File, info.size, info.mtime_ns)
+
+
+def move_hint(path: str) -> str:
+    """` (e.g. aws s3 mv 's3://b/x//a.jsonl' 's3://b/x/a.jsonl')` for a `bucket/key` with empty or `.` segments:
+    the key without them; "" for a key with `..` segments, which has no one obvious key to move to."""
+    segments = path.split("/")
+    if ".." in segments:
+        return ""
+    kept = "/".join(s for s in segments if s not in ("", "."))
+    return f" (e.g. aws s3 mv 's3://{path}' 's3://{kept}', if no object has that key)"
 
 
 def once_per_file(root: Location, names: list[ListedFile], key: str = "input.uri") -> list[ListedFile]:

@@ -129,16 +129,22 @@ def test_the_refusal_of_a_resume_names_the_changed_file(tmp_path):
 
 
 def test_s3_listings_pin_the_servers_last_modified_and_take_no_change_time(s3_bucket, s3_server):
-    """pyarrow's S3 listing gives size and LastModified (no ETag; a HEAD per object would cost a request per file).
-    LastModified is set by the server on every write and cannot be set back by a client: a same-size rewrite made
-    in a later second is a changed listing."""
+    """The S3 listing gives size, LastModified and ETag (pipeline.s3_listing), no change time. LastModified is set
+    by the server on every write and cannot be set back by a client: a same-size rewrite made in a later second is
+    a changed listing. The mtime is the one pyarrow's listing gave, which older versions recorded."""
     import time
+
+    import pyarrow.fs as pafs
 
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "a"}\n')
     storage = StorageConfig(endpoint_url=s3_server)
-    before = listing_digest(list_inputs(f"s3://{bucket}/corpus", storage)[1])
-    assert before["entries"][0][3] is None
+    root, listed = list_inputs(f"s3://{bucket}/corpus", storage)
+    before = listing_digest(listed)
+    etag = client.head_object(Bucket=bucket, Key="corpus/a.jsonl")["ETag"].strip('"')
+    assert before["entries"][0][3:] == [None, etag]
+    [by_pyarrow] = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
+    assert listed[0].mtime_ns == by_pyarrow.mtime_ns and listed[0].mtime_ns % 10**9 == 0
     time.sleep(1.05)  # S3 (and moto) give LastModified to the second
     client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "b"}\n')
     after = listing_digest(list_inputs(f"s3://{bucket}/corpus", storage)[1])
@@ -155,4 +161,20 @@ def test_a_refusal_names_the_configuration_keys_not_the_metadata_fields():
         'output.dtype: "float32" -> "int8"',
         'model.prompt (as resolved from model.prompt, prompt_name, task and input.kind): "" -> "query: "',
         "x.y: 1 -> 2",
+    ]
+
+
+def test_a_listing_recorded_before_etags_compares_on_what_it_has(s3_bucket, s3_server):
+    """An unfinished run an older version recorded (no `etags_sha256`, entries of four fields) resumes when nothing
+    changed; a listing recorded with ETags names an object rewritten in the same second (same size and mtime)."""
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "a"}\n')
+    storage = StorageConfig(endpoint_url=s3_server)
+    now = listing_digest(list_inputs(f"s3://{bucket}/corpus", storage)[1])
+    older = {k: v for k, v in now.items() if k != "etags_sha256"}
+    older["entries"] = [e[:4] for e in now["entries"]]
+    assert differences({"input.listing": older}, {"input.listing": now}) == []
+    rewritten = {**now, "etags_sha256": "0" * 16, "entries": [[*now["entries"][0][:4], "other"]]}
+    assert differences({"input.listing": now}, {"input.listing": rewritten}) == [
+        "input.listing: 1 files -> 1 files (changed a.jsonl (rewritten with its old size and modification time))"
     ]

@@ -7,6 +7,7 @@ actor is also killed during the resumed run. A different model refuses to resume
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -263,3 +264,73 @@ def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
     record_file.write_text(json.dumps(record))
     summary = run_embed(cfg)
     check_resumed(summary, str(out), clean, reused)
+
+
+def unfinish_s3(client, bucket: str, keep: str) -> int:
+    """unfinish on S3 (`<bucket>/emb`), dropping the marker of a unit other than file `keep`'s, which stays
+    committed. Returns the rows of the units still committed."""
+    listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/")["Contents"]
+    keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
+    markers = {k: json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys}
+    dropped = max(k for k, m in markers.items() if m["path"] != keep)
+    for key in (dropped, "emb/_SUCCESS", "emb/_summary.json"):
+        client.delete_object(Bucket=bucket, Key=key)
+    return sum(m["rows"] for k, m in markers.items() if k != dropped)
+
+
+def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_same_second(
+    ray_session, tiny_models, tmp_path, s3_bucket, s3_server, monkeypatch
+):
+    """S3 gives LastModified to the second and pyarrow's listing gives no ETag, so the listing pinned (path, size,
+    LastModified): an object rewritten with its old size in the second of the write it replaced passed for
+    unchanged, and the resume kept the old content's vectors for the committed units and embedded the new content
+    for the rest. The listing now pins each object's ETag (pipeline.s3_listing): the resume is refused naming the
+    object, as for a local file. moto's clock is held at one second for the two writes, as two writes in one second
+    of a real store."""
+    client, bucket = s3_bucket
+    second = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)  # moto's naive UTC
+
+    def write_in_that_second(name: str, rows: list[dict]) -> None:
+        with monkeypatch.context() as clock:
+            clock.setattr("moto.s3.models.utcnow", lambda: second)
+            client.put_object(Bucket=bucket, Key=f"corpus/{name}", Body=corpus_bytes(rows))
+
+    for name, rows in FILES.items():
+        write_in_that_second(name, rows)
+    cfg = make_config(
+        tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "jsonl", s3_server, **SECTIONS
+    )
+    run_embed(cfg)
+    unfinish_s3(client, bucket, keep="c0.jsonl")
+    before = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
+    write_in_that_second("c0.jsonl", [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]])  # same size
+    after = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
+    assert (after["ContentLength"], after["LastModified"]) == (before["ContentLength"], before["LastModified"])
+    assert after["ETag"] != before["ETag"]
+    with pytest.raises(
+        FileExistsError,
+        match=r"input\.listing: 6 files -> 6 files \(changed c0\.jsonl \(rewritten with its old size and "
+        r"modification time\)\)",
+    ):
+        run_embed(cfg)
+
+
+def test_an_s3_run_recorded_before_etags_resumes_when_nothing_changed(
+    ray_session, tiny_models, clean, tmp_path, s3_bucket, s3_server
+):
+    """A run an older version left unfinished on S3 recorded its listing without `etags_sha256` and with entries of
+    [path, size, mtime, null]: after the upgrade the same command resumes it (nothing embedded twice)."""
+    client, bucket = s3_bucket
+    put_corpus(client, bucket, FILES)
+    uri = f"s3://{bucket}/emb"
+    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **SECTIONS)
+    run_embed(cfg)
+    reused = unfinish_s3(client, bucket, keep="c0.jsonl")
+    key = "emb/_run/fingerprint.json"
+    record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    listing = record["fingerprint"]["input.listing"]
+    del listing["etags_sha256"]
+    listing["entries"] = [e[:4] for e in listing["entries"]]
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    summary = run_embed(cfg)
+    check_resumed(summary, uri, clean, reused, s3_server)
