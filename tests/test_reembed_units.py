@@ -23,9 +23,9 @@ from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
-from pipeline.reembed.sources import SourceFile, scan_sources
+from pipeline.reembed.sources import SourceFile, object_source, scan_sources
 from pipeline.reembed.staging import STATS_SCHEMA, Progress
-from pipeline.storage import resolve, write_bytes
+from pipeline.storage import list_inputs, resolve, write_bytes
 
 
 def entry(src: SourceFile, run="r1", rows=10) -> FileEntry:
@@ -104,34 +104,47 @@ def test_fingerprint_changes_with_the_recipe(tiny_models, tmp_path):
     assert fingerprint_hash(fingerprint_recipe(cfg(name_or_path=str(copy)), "")) != fingerprint_hash(base)
 
 
-def test_change_tokens_local_and_s3(tmp_path, s3_bucket, s3_server):
+def listed(uri: str, storage: StorageConfig | None = None):
+    """(root, files) as the re-embed job lists its input."""
+    return list_inputs(uri, storage or StorageConfig())
+
+
+def test_change_tokens_local_and_s3(tmp_path, s3_bucket, s3_server, proxy):
     (tmp_path / "a.txt").write_text("one")
-    root = resolve(str(tmp_path), StorageConfig())
-    before = scan_sources(root, ["a.txt"])[0]
+    root, files = listed(str(tmp_path))
+    before = scan_sources(root, files)[0]
     assert before.token.startswith("mtime_ns:") and ";ctime_ns:" in before.token
     mtime = os.stat(tmp_path / "a.txt").st_mtime_ns
     os.utime(tmp_path / "a.txt", ns=(1, mtime + 1_000_000))
-    assert scan_sources(root, ["a.txt"])[0].key != before.key
+    assert scan_sources(*listed(str(tmp_path)))[0].key != before.key
     # rewritten with the same size and its old mtime put back (cp -p of an edited copy, rsync -t): still changed
     (tmp_path / "b.txt").write_text("one")
-    first = scan_sources(root, ["b.txt"])[0]
+    first = scan_sources(*listed(str(tmp_path / "b.txt")))[0]
     stamp = os.stat(tmp_path / "b.txt").st_mtime_ns
     time.sleep(0.01)
     (tmp_path / "b.txt").write_text("ONE")
     os.utime(tmp_path / "b.txt", ns=(stamp, stamp))
-    again = scan_sources(root, ["b.txt"])[0]
+    again = scan_sources(*listed(str(tmp_path / "b.txt")))[0]
     assert os.stat(tmp_path / "b.txt").st_mtime_ns == stamp and again.size == first.size
     assert again.key != first.key
 
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="c/a.txt", Body=b"one")
     client.put_object(Bucket=bucket, Key="c/b.txt", Body=b"two")
-    s3 = resolve(f"s3://{bucket}/c", StorageConfig(endpoint_url=s3_server))
-    first = scan_sources(s3, ["a.txt", "b.txt"])
+    through_proxy = StorageConfig(endpoint_url=proxy.url)
+    s3, files = listed(f"s3://{bucket}/c", through_proxy)
+    first = scan_sources(s3, files)
     assert [s.path for s in first] == ["a.txt", "b.txt"] and first[0].token.startswith("etag:")
+    # the tokens come with the listing: no request per file (a nightly run over thousands of files sent a HEAD each)
+    assert not [path for method, path in proxy.forwarded if method == "HEAD" and path.endswith(".txt")]
+    # and they are the tokens a HEAD request gives, which runs before this version recorded: nothing looks changed
+    assert [object_source(s3, f.path) for f in files] == first
     client.put_object(Bucket=bucket, Key="c/a.txt", Body=b"ONE")  # same size, new content
-    second = scan_sources(s3, ["a.txt", "b.txt"])
+    second = scan_sources(*listed(f"s3://{bucket}/c", through_proxy))
     assert second[0].key != first[0].key and second[1].key == first[1].key
+    # a file listed without an ETag (a listing that gives none) still gets its token, by a HEAD request
+    without = [dataclasses.replace(f, etag=None) for f in files]
+    assert scan_sources(s3, without)[0].token == second[0].token
 
 
 def test_lease_refuses_a_live_holder_and_takes_over_an_expired_one(tmp_path):

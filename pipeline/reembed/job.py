@@ -38,7 +38,7 @@ from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_b
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
 from pipeline.stages import io_stage
-from pipeline.storage import Location, list_files, resolve
+from pipeline.storage import Location, list_inputs, resolve
 from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,9 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         job="reembed",
     )
     with lease:
-        root, rel_paths = list_files(cfg.input.uri, cfg.storage)
-        sources = scan_sources(root, rel_paths)
+        root, listed = list_inputs(cfg.input.uri, cfg.storage)
+        sources = scan_sources(root, listed)
+        rel_paths = [f.path for f in listed]
         previous, current = version_manifest(layout), current_manifest(out)
         staged = load_staged(layout)
         plan = make_plan(sources, previous, staged)

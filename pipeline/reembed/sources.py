@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token
-from pipeline.storage import Location
+from pipeline.storage import ListedFile, Location
 
-HEAD_THREADS = 16  # S3 HEAD requests in flight; listing gives no ETag through pyarrow
+HEAD_THREADS = 16  # S3 HEAD requests in flight, for files listed without an ETag
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,23 @@ class SourceFile:
         return hashlib.sha1(f"{self.path}\0{self.size}\0{self.token}".encode()).hexdigest()[:20]
 
 
-def scan_sources(root: Location, rel_paths: list[str]) -> list[SourceFile]:
-    """Change tokens for `rel_paths` (sorted as given), one metadata request per file on object stores."""
+def scan_sources(root: Location, listed: list[ListedFile]) -> list[SourceFile]:
+    """Change tokens for the `listed` files (sorted as given): a stat per local file; on S3 the ETag the listing
+    returned with each object (ListObjectsV2: pipeline.s3_listing), so no request per file, and a HEAD request only
+    for a file listed without one."""
     if isinstance(root.fs, pafs.LocalFileSystem):
-        return [local_source(root, rel) for rel in rel_paths]
+        return [local_source(root, f.path) for f in listed]
+    if all(f.etag for f in listed):
+        return [SourceFile(f.path, f.size, f"etag:{f.etag}") for f in listed]
     with ThreadPoolExecutor(HEAD_THREADS) as pool:
-        return list(pool.map(lambda rel: object_source(root, rel), rel_paths))
+        return list(pool.map(lambda f: listed_source(root, f), listed))
+
+
+def listed_source(root: Location, listed: ListedFile) -> SourceFile:
+    """An object's token from its listing's ETag, else from a HEAD request (object_source)."""
+    if listed.etag:
+        return SourceFile(listed.path, listed.size, f"etag:{listed.etag}")
+    return object_source(root, listed.path)
 
 
 def local_source(root: Location, rel: str) -> SourceFile:
