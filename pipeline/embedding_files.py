@@ -13,7 +13,7 @@ Reading through `reading.naming_errors` keeps its rules: a transient storage err
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -116,10 +116,24 @@ def check_file(file: Location, column: str, paths: dict[str, tuple[str, ...]], i
         batches = reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values())))
         for batch in batches:
             table = flat_table(pa.Table.from_batches([batch]), wanted)
-            ids = table.column(id_column).cast(pa.string()).to_pylist() if id_column else None
-            file_unit_rows(file, table, column, dim, ids)
+            file_unit_rows(file, table, column, dim, RowIds(table.column(id_column)) if id_column else None)
             rows += batch.num_rows
     return rows
+
+
+class RowIds(Sequence):
+    """A block's ids as strings, converted one at a time when an error names a row: converting every id of every
+    block to a Python string cost more than checking the vectors (bench/cluster_scale.py)."""
+
+    def __init__(self, column: pa.ChunkedArray):
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __getitem__(self, i: int) -> str | None:  # type: ignore[override]
+        value = self.column[i].as_py()
+        return None if value is None else str(value)  # as a cast to string gives it
 
 
 def check_files(
