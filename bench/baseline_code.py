@@ -8,6 +8,9 @@ runs with it as its working directory and PYTHONPATH imports that code. `EMBED_C
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -58,3 +61,20 @@ def revisions(baseline_ref: str) -> tuple[str, str, str]:
         return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
     return git("rev-parse", baseline_ref), git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "pipeline")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a moto S3 server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_child(code: Path, source: str, *args: str) -> dict:
+    """Run `source` (a script that prints one `RESULT <json>` line) with the code at `code` first on the path;
+    returns that JSON. Each of the two code versions a bench compares runs in its own process."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run(
+        [sys.executable, "-c", source, *args], capture_output=True, text=True, env=env, cwd=code, check=True
+    )
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])

@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO / "tests"))
 
-from baseline_code import extract, revisions
+from baseline_code import extract, free_port, revisions, run_child
 from s3_fault_proxy import FaultProxy
 
 READ_CHILD = """
@@ -47,20 +45,6 @@ for unit in units:
 wall = time.perf_counter() - start
 print("RESULT " + json.dumps({"wall_s": wall, "rows": rows, "units": len(units), "order": digest.hexdigest()}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_once(code: Path, uri: str, endpoint: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run(
-        [sys.executable, "-c", READ_CHILD, uri, endpoint], capture_output=True, text=True, env=env, cwd=code, check=True
-    )
-    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
 
 
 def main() -> None:
@@ -96,7 +80,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for label, code in codes.items():
                     proxy.max_in_flight = 0
-                    result = read_once(code, "s3://bench/corpus", proxy.url)
+                    result = run_child(code, READ_CHILD, "s3://bench/corpus", proxy.url)
                     result["max_in_flight"] = proxy.max_in_flight
                     results[label].append(result)
                     print(label, result, flush=True)

@@ -11,12 +11,9 @@ client's share: the server runs in this process), files listed, and how many car
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baseline_code import extract, revisions
+from baseline_code import extract, free_port, revisions, run_child
 
 LIST_CHILD = """
 import json, sys, time
@@ -37,20 +34,6 @@ wall, cpu = time.perf_counter() - start, time.process_time() - cpu
 etags = sum(1 for f in listed if getattr(f, "etag", None))
 print("RESULT " + json.dumps({"wall_s": wall, "cpu_s": cpu, "files": len(listed), "etags": etags}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def list_once(code: Path, uri: str, endpoint: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run(
-        [sys.executable, "-c", LIST_CHILD, uri, endpoint], capture_output=True, text=True, env=env, cwd=code, check=True
-    )
-    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
 
 
 def main() -> None:
@@ -83,7 +66,7 @@ def main() -> None:
             codes = {"baseline": extract(ref, Path(tmp)), "ours": REPO}
             for _ in range(args.repeats):
                 for label, code in codes.items():
-                    result = list_once(code, "s3://bench/corpus", endpoint)
+                    result = run_child(code, LIST_CHILD, "s3://bench/corpus", endpoint)
                     results[label].append(result)
                     print(label, result, flush=True)
     finally:
