@@ -25,14 +25,14 @@ def human_summary(summary: dict[str, Any]) -> str:
         if "rows_in" in summary:
             line += f" ({_n(summary['rows_in'])} rows in, {_n(summary.get('rows_rejected_total', 0))} rejected"
             if summary.get("files_rejected_total"):  # a corrupt file is one reject row, whatever it held
-                line += f", of them {_n(summary['files_rejected_total'])} unreadable files, one row each"
+                line += f", {unreadable_files(summary['files_rejected_total'])}"
             line += ")"
         lines.append(line)
     elif "rows_in" in summary:
         rows = f"{_n(summary['rows_in'])} rows in: {_n(summary.get('rows_embedded', 0))} embedded"
         rows += f", {_n(summary.get('rows_rejected', 0))} rejected"
         if summary.get("files_rejected"):  # a corrupt file is one reject row, whatever it held: say so
-            rows += f" (of them {_n(summary['files_rejected'])} unreadable files, one row each)"
+            rows += f" ({unreadable_files(summary['files_rejected'])})"
         if summary.get("rows_reused"):
             rows += f", {_n(summary['rows_reused'])} reused from {_n(summary.get('units_skipped', 0))} committed units"
         if summary.get("rows_truncated"):
@@ -62,3 +62,8 @@ def human_summary(summary: dict[str, Any]) -> str:
     if summary.get("rejects"):
         lines.append(f"rejects (with reasons): {summary['rejects']}")
     return "\n".join(["done: " + lines[0], *("      " + line for line in lines[1:])]) if lines else "done"
+
+
+def unreadable_files(count: int) -> str:
+    """The part of a rows line that says how many of the rejected rows are corrupt files, one row each."""
+    return f"of them {_n(count)} unreadable files, one row each"

@@ -187,12 +187,8 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "rows_rejected": rows_rejected,
         "chunks_rejected": later_chunks_rejected,
         "nonfinite_recomputed": pc.sum(good.column(RECOMPUTED)).as_py() or 0 if RECOMPUTED in good.column_names else 0,
-        "nonfinite_rejected": (
-            pc.sum(pc.starts_with(rejects.column(REJECT), "non-finite")).as_py() or 0 if rejects.num_rows else 0
-        ),
-        "files_rejected": (
-            pc.sum(pc.starts_with(rejects.column(REJECT), UNREADABLE)).as_py() or 0 if rejects.num_rows else 0
-        ),
+        "nonfinite_rejected": rejects_with_reason(rejects, "non-finite"),
+        "files_rejected": rejects_with_reason(rejects, UNREADABLE),
         "rows_truncated": pc.sum(good.column(TRUNCATED)).as_py() or 0,
         "rows_chunked": pc.sum(pc.equal(good.column(CHUNK_INDEX), 1)).as_py() or 0,
         "output_rows": good.num_rows,
@@ -203,6 +199,11 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "files_done": files_done(group),
         "actor_vectors": actor_vectors(good),
     }
+
+
+def rejects_with_reason(rejects: pa.Table, prefix: str) -> int:
+    """The reject rows whose reason starts with `prefix` (UNREADABLE: corrupt files, one row each)."""
+    return pc.sum(pc.starts_with(rejects.column(REJECT), prefix)).as_py() or 0 if rejects.num_rows else 0
 
 
 def actor_vectors(good: pa.Table) -> list[tuple[str, int]]:

@@ -380,7 +380,7 @@ def join_vectors(
     repeats = sum(r["repeats"] for r in results)
     if repeats:
         first = sorted((d for r in results for d in r["repeated"]), key=lambda d: (d[FILE_INDEX], d["row"]))
-        rels = [f for f in listed[1] if f.endswith(".parquet")]  # prepare.embedding_files' files, by file index
+        rels = prepare.parquet_paths(listed[1])  # the files of `files`, by file index
         raise duplicate_error(
             listed[0],
             rels,

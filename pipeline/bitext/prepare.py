@@ -362,12 +362,18 @@ def read_table(uri: str, storage: StorageConfig) -> pa.Table:
     return pq.read_table(loc.path, filesystem=loc.fs)
 
 
+def parquet_paths(files: list[str]) -> list[str]:
+    """The Parquet files of an embeddings dataset's listing (relative paths, in listing order): its index in this
+    list is a file's file index; _summary.json and other files are left out."""
+    return [f for f in files if f.endswith(".parquet")]
+
+
 def embedding_files(uri: str, storage: StorageConfig, listed: tuple[Location, list[str]] | None = None) -> list[str]:
     """URIs of the parquet files of an embeddings dataset (hidden files such as _summary.json left out).
 
     `listed`: the dataset's listing (root, relative paths) when the caller has it (pipeline.bitext.listings)."""
     root, files = listed or list_files(uri, storage)
-    files = [f for f in files if f.endswith(".parquet")]
+    files = parquet_paths(files)
     if not files:
         raise FileNotFoundError(f"no parquet files in the embeddings dataset {uri}")
     return [root.join(f).uri for f in files]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipeline.bitext.dedup import first_occurrences
 from pipeline.clustering.vectors import embedding_matrix, normalize_rows
 from pipeline.config import StorageConfig
-from pipeline.embedding_files import file_unit_rows, read_embedding_file
+from pipeline.embedding_files import RowIds, file_unit_rows, read_embedding_file
 from pipeline.errors import UserError
 from pipeline.mine_config import SideConfig
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
@@ -106,7 +106,7 @@ def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarr
     if table.schema.metadata:
         metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
     ids = table.column("id").cast(pa.string()).combine_chunks()
-    vectors = file_unit_rows(loc, table, "embedding", None, ids.to_pylist())
+    vectors = file_unit_rows(loc, table, "embedding", None, RowIds(ids))
     return ids, vectors, metadata
 
 

@@ -40,8 +40,8 @@ def scan_sources(root: Location, listed: list[ListedFile]) -> list[SourceFile]:
     for a file listed without one."""
     if isinstance(root.fs, pafs.LocalFileSystem):
         return [local_source(root, f.path) for f in listed]
-    if all(f.etag for f in listed):
-        return [SourceFile(f.path, f.size, f"etag:{f.etag}") for f in listed]
+    if all(f.etag for f in listed):  # no request to make: no threads
+        return [listed_source(root, f) for f in listed]
     with ThreadPoolExecutor(HEAD_THREADS) as pool:
         return list(pool.map(lambda f: listed_source(root, f), listed))
 

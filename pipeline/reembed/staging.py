@@ -23,7 +23,7 @@ from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
 from pipeline.storage import Location, write_parquet_atomic
 from pipeline.units import Unit, corrupt_as_reject
-from pipeline.writing import block_file_name, output_table
+from pipeline.writing import block_file_name, output_table, rejects_with_reason
 
 FILE_ROWS = "_file_rows"  # on a file's last block: rows in the file; -1 elsewhere
 
@@ -114,7 +114,7 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
         "rows": first_chunks + rejects.num_rows,  # every input row has exactly one chunk 0 or is one reject
         "embedded": first_chunks,
         "rejected": rejects.num_rows,
-        "unreadable": pc.sum(pc.starts_with(rejects.column(REJECT), UNREADABLE)).as_py() or 0,  # a corrupt file
+        "unreadable": rejects_with_reason(rejects, UNREADABLE),  # a corrupt file
         "output_rows": good.num_rows,
         "file_rows": pc.max(group.column(FILE_ROWS)).as_py(),
         "files": files,
