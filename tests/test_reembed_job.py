@@ -237,9 +237,10 @@ def subprocess_run(cfg_path: Path, gcs: str, out: Path) -> subprocess.Popen:
 
 
 def last_json(stdout: str) -> dict:
-    """The summary jobs.common.run_job prints last (worker logs may precede it)."""
+    """The summary jobs.common.run_job prints last. Worker logs may precede it, and Ray Data's operator stats
+    forwarded from the workers may land after it on the driver's stdout: the object is decoded up to its end."""
     start = stdout.rindex("\n{\n") + 1 if "\n{\n" in stdout else stdout.index("{")
-    return json.loads(stdout[start:])
+    return json.JSONDecoder().raw_decode(stdout[start:])[0]
 
 
 def write_config(tmp_path: Path, cfg: ReembedConfig) -> Path:
