@@ -1,0 +1,104 @@
+"""A job's start-up and exit, this tree's code against a baseline commit's, on the README quickstart.
+
+    python -m bench.start_cost --baseline-ref main          # 5 rounds, the two versions alternating
+    python -m bench.start_cost --baseline-ref HEAD~1 --rounds 3 --out /tmp/start.json
+
+Each round runs the quickstart (configs/quickstart.yaml, 320 rows, the local multilingual-e5-small, float32) once
+per code version, each in a new `python -m jobs.embed` process whose working directory and PYTHONPATH are that
+version's `pipeline` and `jobs` packages (bench/baseline_code.py), the order swapped every round so that neither
+always runs second. Wall clock from launch to exit, measured here; the fixed cost is that wall minus the model
+stage's `embed_seconds` (the job summary's), i.e. everything but the forward passes: Python start, Ray start-up,
+actor start, model load, reads, writes, exit. Medians over the rounds; the spread of one version's runs is printed
+with it, since a quickstart varies by about a second from run to run on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.baseline_code import extract, revisions
+from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
+
+
+def run_once(code: Path, model_dir: Path, out: Path) -> dict:
+    """One quickstart with the packages at `code`; its process wall and the summary's model-stage seconds."""
+    args = quickstart_args(model_dir, out)
+    args[args.index("configs/quickstart.yaml")] = str(ROOT / "configs" / "quickstart.yaml")
+    args += ["--set", f"input.uri={ROOT / 'data' / 'sample' / 'sib200_sample.jsonl'}"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", *args],
+        cwd=code,
+        env={**os.environ, "PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"quickstart with {code} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "_summary.json").read_text())
+    return {
+        "process_seconds": round(wall, 3),
+        "embed_seconds": summary["embed_seconds"],
+        "fixed_cost_seconds": round(wall - summary["embed_seconds"], 3),
+    }
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline-ref", default="main", help="git commit of the code to compare with (default main)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--model", default="multilingual-e5-small")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = p.parse_args(argv)
+    model_dir = model_path(args.model)
+    baseline, head, dirty = revisions(args.baseline_ref)
+    runs: dict[str, list[dict]] = {"this tree": [], f"baseline {baseline[:10]}": []}
+    loads = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        codes = {"this tree": ROOT, f"baseline {baseline[:10]}": extract(baseline, work)}
+        names = list(codes)
+        for round_ in range(args.rounds):
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                result = run_once(codes[name], model_dir, work / f"out-{round_}-{len(runs[name])}-{name[:4]}")
+                runs[name].append(result)
+                loads.append(load_average())
+                print(f"round {round_}: {name}: {result}", flush=True)
+    table = {
+        name: {key: median_of(rs, key) for key in ("process_seconds", "fixed_cost_seconds", "embed_seconds")}
+        | {"process_seconds_range": [min(r["process_seconds"] for r in rs), max(r["process_seconds"] for r in rs)]}
+        for name, rs in runs.items()
+    }
+    result = {
+        "machine": machine(),
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python -m bench.start_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "this_tree": head + (" with uncommitted changes to pipeline/" if dirty else ""),
+        "baseline": baseline,
+        "model": args.model,
+        "max_load_average": max(loads) if loads else None,
+        "medians": table,
+        "runs": runs,
+    }
+    print(json.dumps(table, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
