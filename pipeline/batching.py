@@ -39,6 +39,9 @@ class BatchPlan:
 # A batch is cut early when the next row is shorter than this fraction of the batch's longest row, so that each
 # batch pads at most ~10 % even when few rows share a budget (small blocks, the long-document tail) ...
 MIN_LENGTH_RATIO = 0.9
+# ... on a CPU at most ~3 %: a CPU's forward pass costs what its padded tokens cost, and its fixed cost per batch is
+# small, so narrower length buckets pay there (bench/bucket_ratio.py measures both).
+CPU_LENGTH_RATIO = 0.97
 # ... but never below budget / MIN_FILL_DIVISOR tokens: below that, fixed per-batch costs (kernel launches, Python)
 # outweigh the padding saved.
 MIN_FILL_DIVISOR = 64
@@ -48,11 +51,15 @@ GPU_FILL_DIVISOR = 4
 
 
 def plan_batches(
-    lengths: np.ndarray, max_tokens_per_batch: int, max_batch_size: int, min_batch_tokens: int | None = None
+    lengths: np.ndarray,
+    max_tokens_per_batch: int,
+    max_batch_size: int,
+    min_batch_tokens: int | None = None,
+    min_length_ratio: float = MIN_LENGTH_RATIO,
 ) -> BatchPlan:
     """Greedy cut of length-sorted rows so that rows x longest row <= max_tokens_per_batch.
 
-    Within that budget a batch also ends where row lengths fall below MIN_LENGTH_RATIO of its longest row (once it
+    Within that budget a batch also ends where row lengths fall below `min_length_ratio` of its longest row (once it
     holds `min_batch_tokens`, default budget / MIN_FILL_DIVISOR): length buckets, so padding stays small however the
     lengths spread. A GPU wants a higher floor than a CPU: its fixed cost per forward pass (kernel launches from
     Python) is large next to the compute of a small batch.
@@ -68,7 +75,7 @@ def plan_batches(
     start, n = 0, len(order)
     while start < n:
         longest = max(int(sorted_lengths[start]), 1)  # sorted descending: the first row is the longest
-        similar = int(np.searchsorted(descending_neg, -MIN_LENGTH_RATIO * longest, side="right")) - start
+        similar = int(np.searchsorted(descending_neg, -min_length_ratio * longest, side="right")) - start
         bucket = max(similar, -(-floor_tokens // longest))  # at least the fill floor's rows
         rows = min(max(max_tokens_per_batch // longest, 1), bucket, max_batch_size, n - start)
         starts.append(start)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from pipeline.batching import GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, plan_batches
+from pipeline.batching import CPU_LENGTH_RATIO, GPU_FILL_DIVISOR, MIN_FILL_DIVISOR, MIN_LENGTH_RATIO, plan_batches
 from pipeline.compiling import compile_model, eager_only, is_compile_error, uncompiled
 from pipeline.errors import UserError
 from pipeline.model_architecture import text_config
@@ -97,6 +97,8 @@ class Encoder:
         max_batch_size: upper bound on rows per forward pass.
         min_batch_tokens: padded tokens a batch holds before it may end at a length bucket (see plan_batches);
             None: budget / GPU_FILL_DIVISOR on a GPU, budget / MIN_FILL_DIVISOR on a CPU.
+        min_length_ratio: a batch ends where the next row is shorter than this fraction of its longest row (see
+            plan_batches); None: MIN_LENGTH_RATIO on a GPU, CPU_LENGTH_RATIO on a CPU.
         head: the model's sentence-transformers Dense modules (pipeline.st_head.load_head), run on the pooled
             vectors before normalization; the output dimension is then the last one's out_features.
         pool_skip: leading real tokens of every row left out of pooling (the prompt, when the model's Pooling has
@@ -130,6 +132,7 @@ class Encoder:
         max_tokens_per_batch: int,
         max_batch_size: int,
         min_batch_tokens: int | None = None,
+        min_length_ratio: float | None = None,
         packed: bool | None = None,
         head: torch.nn.Module | None = None,
         pool_skip: int = 0,
@@ -146,6 +149,9 @@ class Encoder:
         self.max_batch_size = max_batch_size
         self.min_batch_tokens = min_batch_tokens
         self.device = next(model.parameters()).device
+        self.min_length_ratio = min_length_ratio or (
+            MIN_LENGTH_RATIO if self.device.type == "cuda" else CPU_LENGTH_RATIO
+        )
         self.dim = int(text_config(model.config).hidden_size) if head is None else int(head[-1].linear.out_features)
         self.vocab_size = int(getattr(text_config(model.config), "vocab_size", 0) or 0)
         self.causal = attends_causally(model, self.device)
@@ -217,7 +223,9 @@ class Encoder:
         if self.packed:
             batches = plan_packed(lengths[todo], self.max_tokens_per_batch, self.max_batch_size)
         else:
-            plan = plan_batches(lengths[todo], self.max_tokens_per_batch, self.max_batch_size, self.batch_floor())
+            plan = plan_batches(
+                lengths[todo], self.max_tokens_per_batch, self.max_batch_size, self.batch_floor(), self.min_length_ratio
+            )
             batches = plan.batches()
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
         for batch in batches:

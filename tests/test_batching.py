@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.batching import BatchPlan, check_plan_covers_every_row, plan_batches
+from pipeline.batching import CPU_LENGTH_RATIO, BatchPlan, check_plan_covers_every_row, plan_batches
 from pipeline.encoder import pad_batch
 
 
@@ -75,3 +75,18 @@ def test_higher_floor_makes_fewer_larger_batches_within_budget():
     assert sorted(np.concatenate(gpu.batches()).tolist()) == list(range(4000))
     for batch in gpu.batches():
         assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 65536
+
+
+def test_a_cpu_plan_cuts_narrower_length_buckets_and_pads_less():
+    """On a CPU a padded token costs what a real one does and a batch's fixed cost is small: CPU_LENGTH_RATIO
+    buckets pad ~1 % on a skewed corpus where the GPU's MIN_LENGTH_RATIO pads ~4 %, every row still once."""
+    lengths = np.clip(np.random.default_rng(2).lognormal(4.0, 1.1, size=3000).astype(int), 1, 512)
+    gpu = plan_batches(lengths, max_tokens_per_batch=16384, max_batch_size=256)
+    cpu = plan_batches(lengths, max_tokens_per_batch=16384, max_batch_size=256, min_length_ratio=CPU_LENGTH_RATIO)
+    assert cpu.padding_efficiency() > 0.98 > gpu.padding_efficiency()
+    assert sorted(np.concatenate(cpu.batches()).tolist()) == list(range(3000))
+    for batch in cpu.batches():
+        longest = lengths[batch].max()
+        assert len(batch) * longest <= 16384
+        # narrower than the ratio only while below the fill floor (budget / 64 tokens), as for the GPU's buckets
+        assert lengths[batch].min() >= CPU_LENGTH_RATIO * longest or (len(batch) - 1) * longest < 256

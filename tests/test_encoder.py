@@ -11,6 +11,7 @@ import torch
 from conftest import sample_texts
 from transformers import AutoModel, Gemma3TextConfig
 
+from pipeline.batching import CPU_LENGTH_RATIO
 from pipeline.config import ModelConfig
 from pipeline.encoder import Encoder, attends_causally
 from pipeline.model_loading import ModelLoadError, check_model, load_model, load_tokenizer
@@ -327,3 +328,10 @@ def test_a_batch_of_one_token_rows_embeds_on_either_padding_side(tiny_models, si
     got = encoder.encode(np.asarray([7, 9, 11]), np.asarray([0, 1, 2, 3]))
     assert got.reasons == {}
     check_against_reference(model, rows, got)
+
+
+def test_a_cpu_encoder_plans_the_cpu_length_buckets_unless_told(tiny_models):
+    encoder, _, model = encoder_for(tiny_models, "bert", pooling="mean")
+    assert encoder.min_length_ratio == CPU_LENGTH_RATIO
+    told = Encoder(model, "mean", True, 0, "right", max_tokens_per_batch=600, max_batch_size=16, min_length_ratio=0.5)
+    assert told.min_length_ratio == 0.5
