@@ -375,8 +375,9 @@ def render(raw: dict) -> str:
     ]
     for c in raw["cases"]:
         st, job = c["st"], c["job"]
+        kept = f" (measured {c['date']})" if c.get("date", raw["date"]) != raw["date"] else ""
         lines.append(
-            f"| {c['model']} ({c['pooling']}){''.join(f', `{x}`' for x in c.get('job_sets', []))} | {c['dtype']} | {c['tokens']:,} | {st['encode_seconds']:.1f} | "
+            f"| {c['model']} ({c['pooling']}){''.join(f', `{x}`' for x in c.get('job_sets', []))}{kept} | {c['dtype']} | {c['tokens']:,} | {st['encode_seconds']:.1f} | "
             f"{st['process_seconds']:.1f} | {job['process_seconds']:.1f} | **{c['ratio_wall']:.2f}** | "
             f"{st['encode_cpu_seconds']:.1f} | {job['cpu_seconds']:.1f} | {job['fixed_seconds']:.1f} | "
             f"{job['padding_efficiency']:.3f} | {st['torch_threads']} / {raw['machine']['cores']} | "
@@ -421,6 +422,17 @@ def render(raw: dict) -> str:
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def kept_cases(old: dict, measured: list[dict]) -> list[dict]:
+    """The cases of an earlier run (`old`, a results JSON) that `measured` does not have (same model, dtype and job
+    overrides), each with its own date: that run's, where the case has none."""
+    done = {(c["model"], c["dtype"], tuple(c.get("job_sets", []))) for c in measured}
+    return [
+        {**c, "date": c.get("date", old["date"])}
+        for c in old["cases"]
+        if (c["model"], c["dtype"], tuple(c.get("job_sets", []))) not in done
+    ]
 
 
 def replace_marked(path: Path, body: str) -> None:
@@ -468,6 +480,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="a --set override for our job only, repeatable (e.g. model.compile=true); shown in the table",
+    )
+    p.add_argument(
+        "--keep-cases-from",
+        type=Path,
+        default=None,
+        help="a results JSON whose cases this run does not measure again stay in the table, each with its date",
     )
     p.add_argument("--st-child", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -526,7 +544,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                 job_sets=tuple(args.job_set),
             )
         )
+        raw["cases"][-1]["date"] = raw["date"]
         json_path.write_text(json.dumps(raw, indent=2))  # after every case: a run cut short keeps what it measured
+    if args.keep_cases_from:
+        raw["cases"] += kept_cases(json.loads(args.keep_cases_from.read_text()), raw["cases"])
     if not args.no_quickstart:
         raw["quickstart"] = run_quickstart(args.quickstart_model, work)
     json_path.write_text(json.dumps(raw, indent=2))

@@ -173,6 +173,29 @@ def test_wallclock_report_states_the_ratio_machine_and_regenerates_marked_sectio
     assert doc.read_text() == "a\n<!-- wallclock:start -->\nnew\n<!-- wallclock:end -->\nb\n"
 
 
+def test_wallclock_keeps_the_cases_a_run_does_not_measure_again_with_their_date():
+    from bench.wallclock import kept_cases, render
+
+    def case(model, dtype, date=None):
+        return {
+            "model": model, "pooling": "mean", "dtype": dtype, "tokens": 1000, "ratio_wall": 2.0,
+            "st": {"encode_seconds": 20.0, "process_seconds": 30.0, "encode_cpu_seconds": 35.0, "torch_threads": 2},
+            "job": {"process_seconds": 10.0, "cpu_seconds": 15.0, "fixed_seconds": 4.0, "padding_efficiency": 0.96},
+            "cosine": {"min": 0.99999}, "load_average": [1.0, 1.0], **({"date": date} if date else {}),
+        }  # fmt: skip
+
+    old = {"date": "then", "cases": [case("e5", "float32"), case("smol", "float32"), case("smol", "bfloat16", "once")]}
+    kept = kept_cases(old, [case("e5", "float32", "now")])
+    assert [(c["model"], c["dtype"], c["date"]) for c in kept] == [
+        ("smol", "float32", "then"),
+        ("smol", "bfloat16", "once"),
+    ]
+    raw = {"machine": {"cpu": "X", "cores": 2, "avx512_bf16": False, "torch": "t"}, "command": "c", "date": "now",
+           "cases": [case("e5", "float32", "now"), *kept], "quickstart": None}  # fmt: skip
+    rows = [line for line in render(raw).splitlines() if line.startswith(("| e5", "| smol"))]
+    assert "measured" not in rows[0] and "(measured then)" in rows[1] and "(measured once)" in rows[2]
+
+
 @pytest.mark.slow
 def test_omp_wait_benchmark_runs_both_policies(tiny_models, capsys):
     """bench.omp_wait at tiny size: each policy in its own process, one table with both and their ratio."""
