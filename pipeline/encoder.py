@@ -65,9 +65,17 @@ def pad_batch(
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and ("out of memory" in str(err) or "can't allocate memory" in str(err))
-    )
+    """A device or host allocation failed: torch's OutOfMemoryError, the CPU allocator's RuntimeError, or either
+    wrapped by another error, e.g. torch.compile's BackendCompilerFailed for one raised while Inductor compiled."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, torch.OutOfMemoryError) or (
+            isinstance(err, RuntimeError) and ("out of memory" in str(err) or "can't allocate memory" in str(err))
+        ):
+            return True
+        err = getattr(err, "inner_exception", None) or err.__cause__
+    return False
 
 
 @torch.inference_mode()
@@ -354,7 +362,8 @@ class Encoder:
         try:
             return self.model(**inputs).last_hidden_state
         except Exception as err:
-            if not (self.compiled and is_compile_error(err)):
+            # out of memory inside the compile (a GPU's autotuning, a big first batch) is split like any other
+            if not (self.compiled and is_compile_error(err)) or is_out_of_memory(err):
                 raise
             log.warning(
                 "torch.compile failed on this model, which now runs uncompiled (set model.compile: false to skip "

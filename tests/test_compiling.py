@@ -112,6 +112,48 @@ def test_a_compile_that_fails_runs_the_model_eager_with_one_warning(tiny_models,
     np.testing.assert_allclose(result.embeddings, eager.embeddings, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "oom",
+    [
+        lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),  # a GPU autotuning
+        lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes"),
+    ],
+    ids=["cuda", "cpu"],
+)
+def test_running_out_of_memory_while_compiling_splits_the_batch_and_keeps_the_compile(tiny_models, caplog, oom):
+    """Out of memory inside Inductor (a GPU's autotuning, a big first batch) is a memory error, not a broken compiler:
+    the batch is split and its budget lowered as for any out-of-memory, and the model stays compiled; falling back to
+    eager would lose the compile for the actor's whole life."""
+    from torch._inductor import compile_fx
+
+    tokenizer, model = loaded(tiny_models, "gemma3")
+    _, values, offsets = tokenized_sample(tokenizer)
+    eager = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16).encode(values, offsets)
+    real, calls = compile_fx.compile_fx, []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise oom()
+        return real(*args, **kwargs)
+
+    torch._dynamo.reset()
+    encoder = Encoder(model, "last_token", True, tokenizer.pad_token_id, "right", 600, 16, compile=True)
+    compile_fx.compile_fx = out_of_memory_once
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.encoder"):
+            result = encoder.encode(values, offsets)
+    finally:
+        compile_fx.compile_fx = real
+        torch._dynamo.reset()
+    assert len(calls) >= 2  # compiled again after the memory error
+    assert encoder.compiled and any(isinstance(m, OptimizedModule) for m in encoder.model.modules())
+    assert not any("torch.compile failed" in r.getMessage() for r in caplog.records)
+    assert any("out of memory" in r.getMessage().lower() for r in caplog.records)  # the split's own warning
+    assert not result.reasons or not any(result.reasons)
+    np.testing.assert_allclose(result.embeddings, eager.embeddings, atol=1e-5)
+
+
 def test_model_compile_defaults_to_auto_and_takes_yaml_booleans():
     assert ModelConfig(name_or_path="m").compile == "auto"
     assert ModelConfig(name_or_path="m", compile="on").compile is True
