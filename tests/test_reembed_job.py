@@ -433,6 +433,68 @@ def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models
     assert (Path(strings) / "_current.json").read_text() == before
 
 
+def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(ray_session, tiny_models, tmp_path):
+    """A kept field the corpus has not filled yet (null or absent in every file) constrains nothing: the night a
+    file brings its first values, their type becomes the column's, the version's other files are embedded again
+    with it and the version reads as one table. It was recorded as `string`, and every later run with such a file
+    failed: "kept column 'license': c.jsonl needs JSON text (values of mixed types), but the published version
+    stores type string". Once the column has values, a file of another type is still refused."""
+    from pipeline.kept_columns import KeptColumnTypeError
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "a1", "text": "hello", "license": None}, {"id": "a2", "text": "x"}]))
+    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "b1", "text": "world", "license": None}]))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["license"]})
+    run_reembed(cfg)
+    assert open_current(out).schema.field("license").type == pa.string()  # as the embed job writes it
+
+    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}]))
+    second = run_reembed(cfg)
+    assert second["files"] | {"total": 3} == {**second["files"], "new": 1, "changed": 2, "unchanged": 0}
+    table = open_current(out).to_table()
+    assert table.schema.field("license").type == pa.int64()
+    by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
+    assert by_id == {"a1": None, "a2": None, "b1": None, "c1": 7}
+    files = read_current(out)
+    assert {pq.read_schema(f).field("license").type for f in files} == {pa.int64()}
+
+    (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "more", "license": None}]))
+    assert run_reembed(cfg)["files"]["changed"] == 0  # nulls fit the stored type: nothing else is embedded again
+    (corpus / "e.jsonl").write_bytes(jsonl([{"id": "e1", "text": "text", "license": "MIT"}]))
+    with pytest.raises(
+        KeptColumnTypeError, match=r"kept column 'license': e.jsonl needs JSON text .* stores type int64"
+    ):
+        run_reembed(cfg)
+
+
+def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_without_them(
+    ray_session, tiny_models, tmp_path
+):
+    """A run that staged a file with a kept column's first values and did not publish (here: stopped by the reject
+    guard, as a killed run) is resumed with nothing left to embed: the staged file's types are decided again, and
+    the version's other files are embedded again with them. The resumed run used to publish the staged int64 file
+    next to files whose column is a string of nulls: a version that does not read as one table."""
+    from pipeline.reject_guard import TooManyRejectsError
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "a1", "text": "hello", "license": None}]))
+    out = str(tmp_path / "emb")
+    keep = {"uri": out, "keep_columns": ["license"]}
+    run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
+    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}, {"id": "c2", "text": " "}]))
+    strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": 0.2}
+    with pytest.raises(TooManyRejectsError):
+        run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep, input=strict))
+    resumed = run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
+    assert resumed["files"]["resumed"] == 0 and resumed["files"]["changed"] == 1  # c.jsonl staged, a.jsonl again
+    assert {pq.read_schema(f).field("license").type for f in read_current(out)} == {pa.int64()}
+    table = open_current(out).to_table()
+    assert dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist())) == {"a1": None, "c1": 7}
+
+
 def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_models, tmp_path):
     """input.uri as a list: two folders with the same file name are two files of the version (paths below the
     common folder); the same list again reuses both; a file added to one folder is the only one embedded."""

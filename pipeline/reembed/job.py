@@ -65,20 +65,34 @@ def embed_files(
     precision: OutputPrecision,
     duplicates: tuple[Location, dict[str, str], dict[str, int]] | None = None,
     published_types: dict[str, KeptType] | None = None,
+    reused: list[SourceFile] = (),
+    resumed: list[SourceFile] = (),
 ) -> tuple[list[FileEntry], Progress, dict[str, KeptType]]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
     `precision`: output.dimensions and output.dtype as the driver checked them (calibration.output_precision).
     `duplicates`: the duplicate-id pass's location, each file's digest and each file's index in the listing
     (pipeline.reembed.duplicates); None when ids are not checked. `published_types`: the kept-column types the
-    version stores (pipeline.reembed.kept; None for a new version). Returns the entries, the progress and the
-    kept-column types these files were written with.
+    version stores (pipeline.reembed.kept; None for a new version). `reused`: the version's files this run keeps;
+    they are embedded too when a kept column they hold no value of gets its first type here (kept.filled).
+    `resumed`: those of them an interrupted run staged; the kept types are decided from them too, as that run
+    decided them. Returns the entries, the progress and the kept-column types to record (kept.decide_for_run).
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
     settings, _ = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
     cfg = cfg.model_copy(update={"model": settings.model})
-    spec = decide_for_run(read_spec(cfg, root), [s.path for s in todo], published_types, cfg.compute)
+    typed = sorted({s.path for s in [*todo, *resumed]})
+    spec, recorded = decide_for_run(read_spec(cfg, root), typed, published_types, cfg.compute)
+    if reused and (columns := kept.filled(published_types, recorded)):
+        log.warning(
+            "kept column(s) %s get their first values in this run (type %s); the version's %d other files hold none "
+            "and are embedded again with that type, so that every file reads as one table",
+            columns,
+            ", ".join(str(recorded[c].type) for c in columns),
+            len(reused),
+        )
+        todo = sorted([*todo, *reused], key=lambda s: s.path)
     target = StageTarget(
         version_root=layout.root,
         run_id=run_id,
@@ -90,12 +104,14 @@ def embed_files(
         token_columns=cfg.output.token_columns,
     )
     ids_at, digests, index = duplicates if duplicates is not None else (None, None, {})
+    progress = Progress(todo, run_id, digests)
+    if not todo:  # only resumed files, whose types fit the version
+        return [], progress, recorded
     items = [{"file": s.path, "file_index": index.get(s.path, -1)} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec, "duplicates": ids_at}, batch_size=1).apply(ds)
     ds = embed_stages(ds, cfg, prompt, precision, settings)
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
-    progress = Progress(todo, run_id, digests)
     entries: list[FileEntry] = []
 
     def stage(done: list[FileEntry]) -> None:
@@ -108,7 +124,7 @@ def embed_files(
     for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         stage(progress.add(stats))
     stage(progress.finish())
-    return entries, progress, spec.kept_types
+    return entries, progress, recorded
 
 
 def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
@@ -153,11 +169,25 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         embedded: list[FileEntry] = []
         tokens = 0
         kept_types = kept.decode(previous.kept_types) if previous and previous.kept_types else None
-        if plan.to_embed:
+        # a resumed file was staged with the kept types its run decided: they count (a new version's, or a column's
+        # first values), so they are decided again with it also when nothing else is to embed
+        if plan.to_embed or plan.resumed:
             published = None if previous is None else (kept_types or {})
+            by_path = {s.path: s for s in sources}
             embedded, progress, kept_types = embed_files(
-                cfg, layout, root, plan.to_embed, prompt, lease, precision, duplicates, published
+                cfg,
+                layout,
+                root,
+                plan.to_embed,
+                prompt,
+                lease,
+                precision,
+                duplicates,
+                published,
+                [by_path[e.path] for e in plan.reused],
+                [by_path[e.path] for e in plan.resumed],
             )
+            plan = plan.embedded_again({e.path for e in embedded}, by_path)
             tokens = progress.tokens
         failure = version_reject_failure(plan.reused + embedded, layout, cfg.input.max_reject_fraction)
         if failure:
@@ -172,7 +202,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
             if entries and not any(e.files for e in entries):
-                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision, kept_types or {})
+                written = kept.as_written(kept_types or {})
+                entries[0] = with_schema_file(entries[0], cfg, layout, prompt, precision, written)
             manifest = Manifest(
                 layout.fingerprint,
                 recipe,

@@ -6,6 +6,12 @@ changed files, so it decides from those files plus the types the version already
 `Manifest.kept_types`). A new file that would change a stored type (a string column meeting integers, which makes it
 JSON text) cannot join the version: its files would not read as one table. That fails before any model work,
 naming the column, the file and both types.
+
+A kept column that held no value in any file so far (a field the corpus has not filled yet: absent or null
+everywhere) is written as a string column of nulls, as the embed job writes it, but recorded as NO_VALUES: it
+constrains nothing. The first file that brings values decides its type, and the version's other files are embedded
+again with that type (their column holds only nulls), so its files still read as one table. It used to be recorded
+as `string` and every later run with such a file failed ("needs JSON text ... stores type string").
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from pipeline.reading import ReadSpec, observed_or_none
 from pipeline.stages import io_task
 
 PUBLISHED = "the published version"  # how messages name the stored types
+# The manifest's record of a kept column with no value in any file of the version (written as a string of nulls).
+NO_VALUES = KeptType(pa.null())
 
 
 def encode(types: dict[str, KeptType]) -> dict[str, dict[str, Any]]:
@@ -47,20 +55,22 @@ def decode(raw: dict[str, dict[str, Any]] | None) -> dict[str, KeptType]:
 
 def decide_for_run(
     spec: ReadSpec, files: list[str], published: dict[str, KeptType] | None, compute: ComputeConfig
-) -> ReadSpec:
+) -> tuple[ReadSpec, dict[str, KeptType]]:
     """`spec` with the type of each kept column decided from `files` (one Ray task each) and the version's stored
     types `published` (None for a new version; {} for one recorded before the types were, whose other files may
-    hold a column these files lack).
+    hold a column these files lack), and the types to record in the manifest: the same, but NO_VALUES for a column
+    without a value in these files and the version (`spec` writes it as a string of nulls).
 
     Raises:
         KeptColumnTypeError: two files' types cannot be reconciled (as in the embed job), or a file would change a
             type the version stores.
     """
     if not spec.keep_columns:
-        return spec
+        return spec, {}
     task = io_task(observed_or_none, compute)  # a corrupt file has no types: it is one reject row (staging)
     observed = ray.get([task.remote(spec, rel) for rel in files])
-    # the stored types act as one more file, read first; a JSON-text column as mixed JSON values
+    # the stored types act as one more file, read first; a JSON-text column as mixed JSON values, a column without
+    # values as one of nulls (it fits any type)
     published_types = stored_types(published or {}, spec.keep_columns)
     stored = {c: MIXED if t.json_text else t.type for c, t in published_types.items()}
     per_file = ([(PUBLISHED, "jsonl", stored)] if stored else []) + [
@@ -70,16 +80,35 @@ def decide_for_run(
     if published is not None:  # the version's other files may hold a column these lack: no misspelling check
         columns = [c for c in columns if any(c in obs for _, _, obs in per_file)]
     types = decide(columns, per_file)
+    valued = {c for _, _, obs in per_file for c, t in obs.items() if t is MIXED or not pa.types.is_null(t)}
     types |= {c: KeptType(pa.string()) for c in spec.keep_columns if c not in types}  # null in these files
+    # NO_VALUES only where every file of the version is known to hold none: not for a version recorded before the
+    # types were ({}), whose other files may hold values; there a string of nulls stays a string, as it was
+    unknown = published is not None and not published
+    recorded = {
+        c: types[c] if c in valued or unknown or published_types.get(c, NO_VALUES) != NO_VALUES else NO_VALUES
+        for c in spec.keep_columns
+    }
     for column, before in published_types.items():
-        if types[column] != before:
+        if before != NO_VALUES and types[column] != before:
             culprit = next((rel for rel, (_, obs) in zip(files, observed) if column in obs), files[0])
             raise KeptColumnTypeError(
                 f"kept column {column!r}: {culprit} needs {describe(types[column])}, but {PUBLISHED} stores "
                 f"{describe(before)} and its files cannot change type; rewrite the file with the stored type, or "
                 f"drop {column!r} from output.keep_columns (a new version)"
             )
-    return dataclasses.replace(spec, kept_types=types)
+    return dataclasses.replace(spec, kept_types=types), recorded
+
+
+def filled(published: dict[str, KeptType] | None, recorded: dict[str, KeptType]) -> list[str]:
+    """Kept columns the version stores without values (NO_VALUES) that this run's files give a type: the version's
+    other files must be written again with it."""
+    return [c for c, t in (published or {}).items() if t == NO_VALUES and recorded.get(c, NO_VALUES) != NO_VALUES]
+
+
+def as_written(recorded: dict[str, KeptType]) -> dict[str, KeptType]:
+    """The types the files are written with: a column without values as a string of nulls."""
+    return {c: KeptType(pa.string()) if t == NO_VALUES else t for c, t in recorded.items()}
 
 
 def stored_types(published: dict[str, KeptType], columns: tuple[str, ...]) -> dict[str, KeptType]:

@@ -36,6 +36,23 @@ class Plan:
     def is_noop(self) -> bool:
         return not (self.new or self.changed or self.deleted)
 
+    def embedded_again(self, paths: set[str], sources: dict[str, SourceFile]) -> Plan:
+        """This plan after a run embedded the reused files among `paths` again (a kept column's first values,
+        pipeline.reembed.kept.filled): they are changed files whose earlier entries leave the version."""
+        again = [e for e in self.reused if e.path in paths]
+        if not again:
+            return self
+        redone = {e.path for e in again}
+        unchanged = [e for e in self.unchanged if e.path not in redone]
+        moved = [e for e in self.unchanged if e.path in redone]
+        return replace(
+            self,
+            changed=sorted(self.changed + [sources[e.path] for e in moved], key=lambda s: s.path),
+            unchanged=unchanged,
+            replaced=self.replaced + moved,
+            resumed=[e for e in self.resumed if e.path not in redone],
+        )
+
     def counts(self) -> dict[str, int]:
         return {
             "new": len(self.new),
