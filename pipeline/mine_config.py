@@ -102,6 +102,11 @@ class IvfConfig(Section):
     seed: int = Field(0, description="Seed of the training sample and FAISS's k-means.")
 
 
+# Scores each margin can take for unit vectors (cosines in [-1, 1]); the ratio margin has no bound.
+MARGIN_RANGE: dict[str, tuple[float, float]] = {"absolute": (-1.0, 1.0), "distance": (-2.0, 2.0)}
+UNITS_HINT = "thresholds are in the margin's units: ratio ~1.0-1.1, distance ~0-0.1, absolute a cosine"
+
+
 class MiningConfig(Section):
     k: int = Field(4, gt=0, description="Neighbours per sentence for candidates and margin density (LASER uses 4).")
     margin: Literal["ratio", "distance", "absolute"] = Field(
@@ -115,8 +120,10 @@ class MiningConfig(Section):
     )
     threshold: float | None = Field(
         None,
-        description="Keep pairs with score >= threshold (in the margin's units; ratio ~1.0-1.1). None keeps every "
-        "selected pair; summary.json lists how many pairs each threshold would keep, to help choose one.",
+        allow_inf_nan=False,  # NaN compares false, so a NaN threshold would keep every pair
+        description="Keep pairs with score >= threshold (in the margin's units; ratio ~1.0-1.1, distance ~0-0.1, "
+        "absolute a cosine). None keeps every selected pair; summary.json lists how many pairs each threshold would "
+        "keep, to help choose one. A threshold no score of the margin can reach is refused.",
     )
     dedup: bool = Field(
         True, description="Drop exact duplicate sentences per side before mining (mined data must not repeat)."
@@ -145,6 +152,7 @@ class MiningConfig(Section):
     histogram_bins: int = Field(50, gt=1, description="Bins of the score histogram in summary.json and the PNG.")
     score_max: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="Drop pairs scoring above this (same units as threshold): near-identical copies such as "
         "boilerplate, URLs or untranslated text score far above real translations. None keeps them.",
     )
@@ -170,6 +178,28 @@ class MiningConfig(Section):
         description="Rows per bucket of the id join between texts and vectors (one task holds a bucket's vectors: "
         "rows x dim x 4 bytes).",
     )
+
+    @model_validator(mode="after")
+    def _check_window(self) -> MiningConfig:
+        """A score window no pair can be in is an error: the run would end with no pairs and no message."""
+        low, high = self.threshold, self.score_max
+        if low is not None and high is not None and high < low:
+            raise ValueError(
+                f"mining.score_max ({high}) is below mining.threshold ({low}): pairs are kept when threshold <= "
+                "score <= score_max, so none would be; raise score_max, lower threshold, or unset one of them"
+            )
+        bounds = MARGIN_RANGE.get(self.margin)
+        if bounds is not None and low is not None and low > bounds[1]:
+            raise ValueError(
+                f"mining.threshold {low} is above the highest {self.margin} margin ({bounds[1]:g}), so no pair "
+                f"would be kept; {UNITS_HINT} (a ratio threshold left in place when mining.margin changed?)"
+            )
+        if bounds is not None and high is not None and high < bounds[0]:
+            raise ValueError(
+                f"mining.score_max {high} is below the lowest {self.margin} margin ({bounds[0]:g}), so no pair "
+                f"would be kept; {UNITS_HINT}"
+            )
+        return self
 
 
 class MineConfig(Section):

@@ -134,6 +134,23 @@ def test_a_side_smaller_than_k_is_said_in_the_summary_and_a_warning(corpus, capl
     assert "lower mining.k" in caplog.text
 
 
+def test_a_score_window_that_keeps_no_selected_pair_is_a_warning_naming_the_scores(corpus, caplog):
+    """The shipped ratio threshold (1.014) left in place with margin: distance, whose margins here lie near 0-0.9:
+    pairs are selected but none reaches the threshold. The run ended with an empty pairs folder and no word."""
+    with caplog.at_level("WARNING", logger="pipeline.bitext.job"):
+        summary = run_mine(parse_config(MineConfig, config(corpus, margin="distance", threshold=1.014)))
+    assert summary["pairs_selected"] > 0 and summary["pairs_kept"] == 0
+    assert f"fra-eng: none of the {summary['pairs_selected']} selected pairs is in the score window" in caplog.text
+    assert "(mining.threshold 1.014): their distance margins lie between" in caplog.text
+    assert "pairs_per_threshold" in caplog.text
+    caplog.clear()
+    raw = config(corpus, margin="distance", threshold=0.2)
+    raw["output"]["uri"] = str(corpus["dir"] / "kept")
+    with caplog.at_level("WARNING", logger="pipeline.bitext.job"):
+        assert run_mine(parse_config(MineConfig, raw))["pairs_kept"] > 0
+    assert "score window" not in caplog.text
+
+
 def test_mismatched_dims_are_an_error(corpus):
     rng = np.random.default_rng(1)
     write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))

@@ -42,11 +42,35 @@ def test_defaults_follow_the_issue():
         ({"source": {"uri": "/a", "format": "text", "lang": "x", "keep_columns": ["url"]}}, "keep_columns needs"),
         ({"source": {"uri": "/a", "format": "jsonl", "lang": "x", "keep_columns": ["id"]}}, "clash with"),
         ({"mining": {"index": "hnsw"}}, "mining.index"),
+        # score windows no pair can be in (the run ended with no pairs and no message)
+        (
+            {"mining": {"threshold": 1.5, "score_max": 1.2}},
+            r"mining.score_max \(1.2\) is below mining.threshold \(1.5\)",
+        ),
+        (
+            {"mining": {"margin": "absolute", "threshold": 1.014}},
+            r"mining.threshold 1.014 is above the highest absolute margin \(1\).*ratio ~1.0-1.1",
+        ),
+        ({"mining": {"margin": "distance", "threshold": 2.5}}, "above the highest distance margin"),
+        ({"mining": {"margin": "absolute", "score_max": -1.5}}, "below the lowest absolute margin"),
+        ({"mining": {"threshold": float("nan")}}, "mining.threshold: Input should be a finite number"),
+        ({"mining": {"score_max": float("nan")}}, "mining.score_max: Input should be a finite number"),
     ],
 )
 def test_bad_configs_name_the_key(over, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(MineConfig, raw(**over))
+
+
+def test_score_windows_that_can_hold_a_pair_are_accepted():
+    for mining in (
+        {"threshold": 1.2, "score_max": 1.2},
+        {"margin": "absolute", "threshold": 1.0},
+        {"margin": "distance", "threshold": 0.05, "score_max": 0.5},
+        {"threshold": 5.0},  # the ratio margin has no upper bound
+    ):
+        cfg = parse_config(MineConfig, raw(mining=mining))
+        assert cfg.mining.threshold == mining["threshold"]
 
 
 def test_shipped_config_loads_with_overrides():

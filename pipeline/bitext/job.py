@@ -45,7 +45,7 @@ from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.errors import UserError
-from pipeline.mine_config import MineConfig, SideConfig
+from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
 from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.storage import resolve, write_bytes
@@ -586,6 +586,7 @@ def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str,
     route = Route(src, posixpath.join(work_uri, "attach", name, "src"), cfg.output.rows_per_file)
     window = Window(m.threshold, m.score_max, edges, grid)
     sel = ex.get(ex.submit(select_stream, fwd_uris, bwd_uris, m.retrieval, fwd_best, bwd_best, window, route, st))
+    warn_empty_window(m, s, t, sel, lo, hi)
     # attach source columns per source text file, then target columns per target text file, then write in order
     by_src: dict[int, list[str]] = defaultdict(list)
     for f, uri in sel["routed"]:
@@ -637,6 +638,24 @@ def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str,
         "score_histogram": hist,
         "files": written["files"],
     }
+
+
+def warn_empty_window(m: MiningConfig, s: str, t: str, sel: dict, lo: float, hi: float) -> None:
+    """Warn when pairs were selected but the score window kept none of them (a threshold above every score, e.g.
+    a ratio threshold left in place after mining.margin changed to distance): the run would end with no pairs and
+    no word. `lo`, `hi`: the lowest and highest score among the candidates the selection walked."""
+    if not sel["pairs_selected"] or sel["pairs_in_window"]:
+        return
+    window = ", ".join(
+        f"mining.{key} {value:g}"
+        for key, value in (("threshold", m.threshold), ("score_max", m.score_max))
+        if value is not None
+    )
+    log.warning(
+        f"{s}-{t}: none of the {sel['pairs_selected']} selected pairs is in the score window ({window}): their "
+        f"{m.margin} margins lie between {lo:.4g} and {hi:.4g}; {UNITS_HINT}. summary.json's pairs_per_threshold "
+        "gives the pairs each threshold keeps"
+    )
 
 
 def write_pair_report(cfg: MineConfig, pair: dict, at) -> dict[str, str]:
