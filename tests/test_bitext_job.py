@@ -117,6 +117,52 @@ def test_language_with_no_rows_lists_the_languages_present(tmp_path):
         run_mine(parse_config(MineConfig, cfg))
 
 
+def test_a_language_value_that_differs_from_lang_only_in_spaces_or_case_is_shown_and_named(tmp_path):
+    """A lang column of 'fra ' (a trailing space, as CSV exports leave) and lang: fra: the error listed
+    'fra  (3)', which reads as fra present and refused. Values are now quoted where a plain listing hides a
+    difference, and the near miss is named with what to do."""
+    lines = [{"text": f"t{i}", "lang": "fra " if i % 2 else "deu"} for i in range(6)] + [{"text": "n", "lang": None}]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    side = {"uri": str(tmp_path / "in" / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path / "in")},
+        "target": {**side, "lang": "deu", "embeddings_uri": str(tmp_path / "in")},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(SideError) as error:
+        run_mine(parse_config(MineConfig, cfg))
+    assert "source: no rows with lang == 'fra'" in str(error.value)
+    assert "languages present: deu (3), 'fra ' (3), null (1). 'fra ' differs from 'fra' only in case, spaces" in str(
+        error.value
+    )
+    assert "set source.lang to the value as written in the data" in str(error.value)
+
+
+def test_an_integer_language_column_matches_lang_by_its_string_form(tmp_path):
+    """A lang column of integers (1, 2) and lang: '1': no row matched (1 != '1'), and the error listed '1 (3)' as
+    present. A value is now the language its string form names, as the listing shows it."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    ids = [f"r{i}" for i in range(8)]
+    table = pa.table({"id": ids, "text": [f"t{i}" for i in range(8)], "lang": [1, 2] * 4})
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    emb = write_embeddings(tmp_path / "emb", ids, random_unit(rng, 8, 16))
+    side = {"uri": str(tmp_path / "in"), "format": "parquet", "id_column": "id", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "1", "embeddings_uri": emb},
+        "target": {**side, "lang": "2", "embeddings_uri": emb},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    summary = run_mine(parse_config(MineConfig, cfg))
+    assert (summary["source"]["rows_mined"], summary["target"]["rows_mined"]) == (4, 4) and summary["pairs_kept"] > 0
+    pairs = pairs_table(tmp_path / "out")
+    assert set(pairs.column("src_lang").to_pylist()) == {"1"} and set(pairs.column("tgt_lang").to_pylist()) == {"2"}
+    assert {int(i[1:]) % 2 for i in pairs.column("src_id").to_pylist()} == {0}
+
+
 def test_empty_side_is_an_error(corpus):
     (corpus["dir"] / "eng.txt").write_text("\n\n  \n")
     with pytest.raises(SideError, match="target: no usable rows"):

@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 from pipeline import commit
 from pipeline.bitext import prepare, resume
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
+from pipeline.bitext.languages import languages_present
 from pipeline.bitext.listings import Listings
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
@@ -126,12 +127,10 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
             if counts.per_lang[lang]:
                 continue
             if group.cfg.lang_column and counts.present:
-                present = ", ".join(
-                    f"{v} ({n})" for v, n in sorted(counts.present.items(), key=lambda x: (-x[1], x[0]))[:40]
-                )
+                present = languages_present(counts.present, lang, f"{side}.lang")
                 raise SideError(
-                    f"{side}: no rows with {group.cfg.lang_column} == {lang!r} in {group.cfg.uri}; languages present: "
-                    f"{present}. Fix {side}.lang or {side}.lang_column"
+                    f"{side}: no rows with {group.cfg.lang_column} == {lang!r} in {group.cfg.uri}; {present}. "
+                    f"Fix {side}.lang or {side}.lang_column"
                 )
             raise SideError(
                 f"{side}: no usable rows in {group.cfg.uri} ({counts.rows_rejected} rejected: null, empty or "

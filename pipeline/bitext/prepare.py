@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.bitext.languages import lang_key
 from pipeline.bitext.sides import SideError, embedding_file
 from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
 from pipeline.columns import REJECT_COLUMNS, SOURCE
@@ -89,8 +90,8 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
         if job.lang_column is None:
             pieces.setdefault(job.default_lang, []).append(good.select(columns))
             continue
-        langs = good.column(job.lang_column).to_pylist()
-        counts.present.update(str(v) for v in langs)
+        langs = [lang_key(v) for v in good.column(job.lang_column).to_pylist()]  # str, None for null
+        counts.present.update(langs)
         for lang in job.owners:
             mask = pa.array([v == lang for v in langs], pa.bool_())
             if pc.any(mask).as_py():
