@@ -21,6 +21,10 @@ from pipeline.config import (
     StorageConfig,
 )
 
+# A language names folders (texts/<side>/lang=<L>/, pairs/src_lang=<L>/): a separator nests them, and readers of
+# Hive partitions decode %XX in folder names (a%20b is read back as 'a b').
+UNFIT_IN_FOLDER = "/\\%"
+
 
 class SideConfig(InputConfig):
     """One side of the mining: a text corpus (as the embed job's `input`) in one or several languages."""
@@ -55,6 +59,16 @@ class SideConfig(InputConfig):
 
     @model_validator(mode="after")
     def _check_side(self) -> SideConfig:
+        for lang in self.langs:
+            if not lang.strip():
+                raise ValueError(f"lang {lang!r} is empty; name the language (the lang_column's value for it)")
+            bad = sorted(set(lang) & set(UNFIT_IN_FOLDER))
+            if bad:
+                raise ValueError(
+                    f"lang {lang!r} cannot name a folder (texts/<side>/lang=<L>/, pairs/src_lang=<L>/): it holds "
+                    f"{', '.join(bad)}; use a code without '/', '\\' or '%' (rewrite the lang_column's values if "
+                    "they hold it)"
+                )
         if self.lang_column is not None and self.format == "text":
             raise ValueError("lang_column needs a columnar input (parquet or jsonl); format=text has no columns")
         if isinstance(self.lang, list):

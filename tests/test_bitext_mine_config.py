@@ -53,6 +53,14 @@ def test_defaults_follow_the_issue():
         ),
         ({"mining": {"margin": "distance", "threshold": 2.5}}, "above the highest distance margin"),
         ({"mining": {"margin": "absolute", "score_max": -1.5}}, "below the lowest absolute margin"),
+        # a language names folders: 'zh/Hant' nested them and the run failed 'the embed step rejected all 4 rows'
+        (
+            {"source": {"uri": "/a", "format": "jsonl", "lang": "zh/Hant", "lang_column": "l"}},
+            r"source: .*lang 'zh/Hant' cannot name a folder .*: it holds /; use a code without",
+        ),
+        ({"source": {"uri": "/a", "format": "jsonl", "lang": ["fra", "a%20b"], "lang_column": "l"}}, "it holds %"),
+        ({"target": {"uri": "/b", "format": "text", "lang": "x\\y"}}, r"target: .*it holds \\"),
+        ({"target": {"uri": "/b", "format": "text", "lang": " "}}, "target: .*lang ' ' is empty; name the language"),
         ({"mining": {"threshold": float("nan")}}, "mining.threshold: Input should be a finite number"),
         ({"mining": {"score_max": float("nan")}}, "mining.score_max: Input should be a finite number"),
     ],
