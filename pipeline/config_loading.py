@@ -212,6 +212,14 @@ KEY_ALIASES: dict[str, tuple[str, str]] = {
     "pooling_type": ("model.pooling", "vLLM's pooling_type"),
     "default_prompt_name": ("model.prompt_name", "sentence-transformers' default_prompt_name"),
     "default_prompt": ("model.prompt", "TEI's --default-prompt"),
+    "prompts": (
+        "model.prompt_name",
+        (
+            "sentence-transformers' prompts: the model's own are read from config_sentence_transformers.json; name "
+            "one there, or give the text in model.prompt"
+        ),
+    ),
+    "device": ("compute.gpus_per_actor", "sentence-transformers' device: 0 for the CPU, 1 for a GPU per actor"),
     "instruction": ("model.task", "the query instruction"),
     "torch_dtype": ("model.dtype", "transformers' torch_dtype"),
     "batch_size": ("batching.max_batch_size", "sentence-transformers' batch_size"),

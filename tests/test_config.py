@@ -173,6 +173,9 @@ def test_output_dtype_takes_other_spellings(tmp_path, text, expected):
         ("compute.concurrency=2", "did you mean compute.num_actors?"),
         ("model.dimensions=64", "did you mean output.dimensions? (a key of the output section)"),
         ("output.normalize=false", "did you mean model.normalize?"),
+        # sentence-transformers' prompts dict and device: 'did you mean prompt?' / the list of known keys
+        ("model.prompts.query=q", "did you mean model.prompt_name? (sentence-transformers' prompts: the model's own"),
+        ("model.device=cuda", "did you mean compute.gpus_per_actor? (sentence-transformers' device"),
     ],
 )
 def test_unknown_key_from_another_tool_points_at_ours(tmp_path, override, hint):
