@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE
@@ -109,6 +110,25 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, 
     assert run_mine(parse_config(MineConfig, whole))["resumed"] is False
     cut, whole = (pq.read_table(tmp_path / run / "pairs" / "part-00000.parquet") for run in ("cut", "whole"))
     assert cut.num_rows == summary["pairs_kept"] > 0 and cut.equals(whole)
+
+
+def test_output_dimensions_are_the_dimensions_the_sides_are_embedded_and_mined_at(ray_session, tiny_models, tmp_path):
+    """output.dimensions (Matryoshka truncation, accepted by the mining config) was dropped on the way to the embed
+    step: both sides were stored and mined at the model's full width. The stored vectors are now the first N
+    dimensions, re-normalized, as the embed job stores them, and the pairs are mined from those."""
+    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(tmp_path / "cut"), backend="local")
+    raw["output"]["dimensions"] = 16
+    summary = run_mine(parse_config(MineConfig, raw))
+    full = {**raw, "output": {"uri": str(tmp_path / "full")}}
+    run_mine(parse_config(MineConfig, full))
+    for side in ("source", "target"):
+        cut = pq.read_table(tmp_path / "cut" / "embeddings" / side).sort_by("id")
+        whole = pq.read_table(tmp_path / "full" / "embeddings" / side).sort_by("id")
+        assert cut.schema.field("embedding").type.list_size == 16 < whole.schema.field("embedding").type.list_size
+        v = np.asarray(whole.column("embedding").to_pylist(), np.float32)[:, :16]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        np.testing.assert_allclose(np.asarray(cut.column("embedding").to_pylist()), v, atol=1e-5)
+    assert summary["dim"] == 16 and summary["pairs_kept"] > 0
 
 
 @pytest.mark.models

@@ -204,6 +204,20 @@ def test_mismatched_dims_are_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
+def test_reused_vectors_of_another_width_than_output_dimensions_are_refused_naming_the_side(corpus):
+    """output.dimensions: 16 with reused 64-dim embeddings: they were mined at 64 and the setting ignored."""
+    raw = config(corpus)
+    raw["output"]["dimensions"] = 16
+    with pytest.raises(
+        SideError,
+        match=r"source: the vectors of source.embeddings_uri .* have dim 64, not "
+        r"output.dimensions=16; .*unset output.dimensions to mine them at 64",
+    ):
+        run_mine(parse_config(MineConfig, raw))
+    raw["output"] = {"uri": str(corpus["dir"] / "out64"), "dimensions": 64}  # their width: mined as before
+    assert run_mine(parse_config(MineConfig, raw))["dim"] == 64
+
+
 def test_texts_without_vectors_are_an_error(corpus):
     with open(corpus["dir"] / "eng.txt", "a") as f:
         f.write("a line the embeddings never saw\n")

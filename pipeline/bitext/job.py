@@ -174,16 +174,18 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
     fingerprint checked) rather than refused: see pipeline.bitext.resume.
     """
     embeddings_at = out.join("embeddings", side)
+    # output.dimensions only when the run sets it (null too): unset, the model's own truncate_dim applies
+    dims = {"dimensions": cfg.output.dimensions} if "dimensions" in cfg.output.model_fields_set else {}
     embed_cfg = EmbedConfig(
         input=InputConfig(uri=texts_uri, format="parquet", text_column="text", id_column="id", kind=side_cfg.kind),
-        output=OutputConfig(uri=embeddings_at.uri, dtype=cfg.output.dtype, overwrite=cfg.output.overwrite),
+        output=OutputConfig(uri=embeddings_at.uri, dtype=cfg.output.dtype, overwrite=cfg.output.overwrite, **dims),
         storage=cfg.storage,
         model=cfg.model,
         batching=cfg.batching,
         compute=cfg.compute,
     )
-    # Its settings are the mining run's own keys (model.*, batching.*, output.dtype), and output.overwrite of the
-    # mining run replaces it: no other output.uri can be chosen for it.
+    # Its settings are the mining run's own keys (model.*, batching.*, output.dtype, output.dimensions), and
+    # output.overwrite of the mining run replaces it: no other output.uri can be chosen for it.
     naming = commit.Naming(hint=f"set output.overwrite=true to mine again from the start (it embeds the {side} again)")
     return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True, naming=naming)
 
@@ -355,7 +357,15 @@ def join_vectors(
     for d in deduped.values():
         for b, uri in d["id_files"]:
             by_bucket_ids[b].append(uri)
+    has_rows = bool(dims)
     dim = dims.pop() if dims else max(p["dim"] for p in parts)  # no file has a row: the schema's width, or 0
+    wanted = cfg.output.dimensions
+    if not own and wanted is not None and has_rows and dim != wanted:
+        raise SideError(
+            f"{side}: the vectors of {key} {emb_uri} have dim {dim}, not output.dimensions={wanted}; reused vectors "
+            f"are mined as they are stored: unset output.dimensions to mine them at {dim}, or embed that input again "
+            f"with output.dimensions={wanted} (or leave {key} unset, and the job embeds the {side} itself)"
+        )
     results = ex.get(
         [
             ex.submit(
