@@ -115,9 +115,10 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, 
 def test_output_dimensions_are_the_dimensions_the_sides_are_embedded_and_mined_at(ray_session, tiny_models, tmp_path):
     """output.dimensions (Matryoshka truncation, accepted by the mining config) was dropped on the way to the embed
     step: both sides were stored and mined at the model's full width. The stored vectors are now the first N
-    dimensions, re-normalized, as the embed job stores them, and the pairs are mined from those."""
+    dimensions, re-normalized, as the embed job stores them, and the pairs are mined from those. token_columns
+    (num_tokens, truncated: which sentences max_tokens cut) was dropped too."""
     raw = mine_config(tiny_models["bert"], str(SAMPLE), str(tmp_path / "cut"), backend="local")
-    raw["output"]["dimensions"] = 16
+    raw["output"].update(dimensions=16, token_columns=True)
     summary = run_mine(parse_config(MineConfig, raw))
     full = {**raw, "output": {"uri": str(tmp_path / "full")}}
     run_mine(parse_config(MineConfig, full))
@@ -125,6 +126,7 @@ def test_output_dimensions_are_the_dimensions_the_sides_are_embedded_and_mined_a
         cut = pq.read_table(tmp_path / "cut" / "embeddings" / side).sort_by("id")
         whole = pq.read_table(tmp_path / "full" / "embeddings" / side).sort_by("id")
         assert cut.schema.field("embedding").type.list_size == 16 < whole.schema.field("embedding").type.list_size
+        assert {"num_tokens", "truncated"} <= set(cut.column_names) and "num_tokens" not in whole.column_names
         v = np.asarray(whole.column("embedding").to_pylist(), np.float32)[:, :16]
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         np.testing.assert_allclose(np.asarray(cut.column("embedding").to_pylist()), v, atol=1e-5)

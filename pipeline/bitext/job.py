@@ -167,6 +167,9 @@ def rejects_uri(cfg: MineConfig, side: str) -> str:
     return posixpath.join(cfg.output.uri.rstrip("/"), REJECTS_DIR, side)
 
 
+EMBED_OUTPUT_KEYS = ("dimensions", "token_columns")  # output keys of the run's embed step (dtype: always passed)
+
+
 def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str, out) -> tuple[str, dict]:
     """Embed exactly the rows that will be mined (all of a side's languages in one embed run).
 
@@ -174,8 +177,9 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
     fingerprint checked) rather than refused: see pipeline.bitext.resume.
     """
     embeddings_at = out.join("embeddings", side)
-    # output.dimensions only when the run sets it (null too): unset, the model's own truncate_dim applies
-    dims = {"dimensions": cfg.output.dimensions} if "dimensions" in cfg.output.model_fields_set else {}
+    # the output settings of the embedding itself, only those the run sets (dimensions: null too; unset, the
+    # model's own truncate_dim applies)
+    dims = {key: getattr(cfg.output, key) for key in EMBED_OUTPUT_KEYS if key in cfg.output.model_fields_set}
     embed_cfg = EmbedConfig(
         input=InputConfig(uri=texts_uri, format="parquet", text_column="text", id_column="id", kind=side_cfg.kind),
         output=OutputConfig(uri=embeddings_at.uri, dtype=cfg.output.dtype, overwrite=cfg.output.overwrite, **dims),
@@ -184,7 +188,7 @@ def embed_texts(cfg: MineConfig, side: str, side_cfg: SideConfig, texts_uri: str
         batching=cfg.batching,
         compute=cfg.compute,
     )
-    # Its settings are the mining run's own keys (model.*, batching.*, output.dtype, output.dimensions), and
+    # Its settings are the mining run's own keys (model.*, batching.*, output.dtype and EMBED_OUTPUT_KEYS), and
     # output.overwrite of the mining run replaces it: no other output.uri can be chosen for it.
     naming = commit.Naming(hint=f"set output.overwrite=true to mine again from the start (it embeds the {side} again)")
     return embeddings_at.uri, run_embed(embed_cfg, reuse_finished=True, naming=naming)
