@@ -22,9 +22,10 @@ def brute_knn(q: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 def brute_mine(x: np.ndarray, y: np.ndarray, k: int, margin: str, retrieval: str) -> list[tuple[int, int, float]]:
     """(src, tgt, score) triples, the way LASER's mine_bitexts.py describes them, with plain python loops."""
     sim = x.astype(np.float64) @ y.astype(np.float64).T
-    k = min(k, x.shape[0], y.shape[0])
-    fwd_s, fwd_i = brute_knn(x, y, k)
-    bwd_s, bwd_i = brute_knn(y, x, k)
+    # as mine_bitexts.py: each direction's k is clipped to its own key side (a side of 3 rows against one of 7 with
+    # k = 10: 7 neighbours forward, 3 backward), not both to the smaller side
+    fwd_s, fwd_i = brute_knn(x, y, min(k, y.shape[0]))
+    bwd_s, bwd_i = brute_knn(y, x, min(k, x.shape[0]))
     dx = fwd_s.mean(axis=1)
     dy = bwd_s.mean(axis=1)
 

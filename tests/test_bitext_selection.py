@@ -36,6 +36,22 @@ def test_selection_equals_brute_force(margin, retrieval):
     np.testing.assert_allclose(got.cosine, [float(x[i] @ y[j]) for i, j, _ in ref], atol=1e-5)
 
 
+@pytest.mark.parametrize("n,m,k", [(3, 7, 10), (7, 3, 5), (2, 9, 4), (1, 5, 4)])
+@pytest.mark.parametrize("margin", ["ratio", "distance"])
+@pytest.mark.parametrize("retrieval", ["fwd", "bwd", "max", "intersect"])
+def test_sides_smaller_than_k_clip_each_direction_to_its_own_keys_as_laser(n, m, k, margin, retrieval):
+    """LASER's mine_bitexts.py searches min(k, len(keys)) neighbours per direction. The reference used to clip both
+    directions to the smaller side, so it could not check this case (the job already searched as LASER)."""
+    rng = np.random.default_rng(6)
+    # a shared offset keeps the densities well above 0, where a ratio of float32 cosines is well conditioned
+    x, y = (v + 0.5 for v in (random_unit(rng, n, 16), random_unit(rng, m, 16)))
+    x, y = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (x, y))
+    got = mine_local(x, y, k, margin, retrieval, block_size=2, num_shards=2)
+    ref = brute_mine(x, y, k, margin, retrieval)
+    assert list(zip(got.src.tolist(), got.tgt.tolist())) == [(i, j) for i, j, _ in ref]
+    np.testing.assert_allclose(got.score, [s for _, _, s in ref], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("block_size,num_shards", [(1, 1), (9, 2), (50, 5), (4096, 1)])
 def test_mined_pairs_identical_for_block_sizes_and_shards(block_size, num_shards):
     x, y = correlated_sides(4, 80, 70)
