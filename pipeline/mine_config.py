@@ -115,6 +115,15 @@ class IvfConfig(Section):
     )
     seed: int = Field(0, description="Seed of the training sample and FAISS's k-means.")
 
+    @model_validator(mode="after")
+    def _check_pq(self) -> IvfConfig:
+        if self.pq_m is not None and self.train_rows < 256:
+            raise ValueError(
+                f"mining.ivf.train_rows ({self.train_rows}) is below 256, the points FAISS needs to train the 8-bit "
+                "codes of mining.ivf.pq_m: raise train_rows, or unset pq_m for IVF-Flat"
+            )
+        return self
+
 
 # Scores each margin can take for unit vectors (cosines in [-1, 1]); the ratio margin has no bound.
 MARGIN_RANGE: dict[str, tuple[float, float]] = {"absolute": (-1.0, 1.0), "distance": (-2.0, 2.0)}

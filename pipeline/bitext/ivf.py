@@ -7,11 +7,15 @@ measured in bench/bitext_ivf.py; `IvfSearcher` returns the same shapes and globa
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 MIN_POINTS_PER_LIST = 39  # FAISS warns below 39 training points per centroid
+PQ_CODES = 256  # centroids per 8-bit PQ sub-quantizer: FAISS refuses to train one on fewer points
 MIN_NPROBE = 32
 PROBED_SHARE = 8  # default nprobe visits at least 1/8 of the lists
 
@@ -78,7 +82,19 @@ class IvfSearcher:
         m, d = keys.shape
         if pq_m is not None and d % pq_m:
             raise ValueError(f"mining.ivf.pq_m ({pq_m}) must divide the embedding dim ({d})")
-        nlist = min(nlist or default_nlist(m), m)
+        trained = min(m, train_rows)  # the training sample's rows
+        nlist = min(nlist or default_nlist(m), trained)  # k-means needs a training point per list
+        if pq_m is not None and trained < PQ_CODES:
+            # A small store (a language with few sentences) cannot train 8-bit codes; its flat lists cost at most
+            # 256 x dim floats, so it is kept exact rather than failing the run in FAISS.
+            log.warning(
+                "mining.ivf.pq_m: a shard of %d keys cannot train PQ codes (FAISS needs %d training points); its "
+                "keys are kept as IVF-Flat (exact vectors, at most %d x dim floats)",
+                m,
+                PQ_CODES,
+                PQ_CODES,
+            )
+            pq_m = None
         quantizer = faiss.IndexFlatIP(d)
         if pq_m is None:
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
