@@ -197,6 +197,16 @@ def test_a_score_window_that_keeps_no_selected_pair_is_a_warning_naming_the_scor
     assert "score window" not in caplog.text
 
 
+def test_centring_a_language_of_one_sentence_gives_finite_scores(corpus):
+    """mining.center with a source of one line: centred on its own mean it became a zero vector, and the pair was
+    written with cosine 0.0 and score NaN."""
+    (corpus["dir"] / "fra.txt").write_text("phrase 0\n")
+    summary = run_mine(parse_config(MineConfig, config(corpus, center=True)))
+    pairs = pq.read_table(corpus["dir"] / "out" / "pairs")
+    assert summary["pairs_kept"] == pairs.num_rows == 1
+    assert np.isfinite(pairs.column("score").to_numpy()).all() and pairs.column("cosine").to_pylist()[0] != 0.0
+
+
 def test_mismatched_dims_are_an_error(corpus):
     rng = np.random.default_rng(1)
     write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))

@@ -37,6 +37,18 @@ def test_read_piece_centres_like_the_formula(vector_file):
     np.testing.assert_array_equal(got, ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12))
 
 
+def test_a_row_equal_to_its_language_mean_keeps_its_own_vector(vector_file):
+    """A language of one sentence (or of one repeated vector) is its own mean: centring left a zero row, whose
+    cosines were all 0 and ratio margins NaN in the pairs."""
+    uri, vectors = vector_file
+    mean = vectors[5].astype(np.float64)  # the language's only direction
+    _, got = read_piece(Piece(uri, 3, 8), StorageConfig(), 6, mean)
+    np.testing.assert_allclose(got[2], vectors[5] / np.linalg.norm(vectors[5]), atol=1e-6)
+    assert np.isfinite(got).all() and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    ref = vectors[[3, 4, 6, 7]] - vectors[5]
+    np.testing.assert_allclose(got[[0, 1, 3, 4]], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+
+
 def test_read_pieces_fills_one_array_in_piece_order(vector_file):
     uri, vectors = vector_file
     rows, got = read_pieces([Piece(uri, 20, 25), Piece(uri, 2, 4)], StorageConfig(), 6)

@@ -117,6 +117,7 @@ def read_batch_rows(dim: int) -> int:
     return max(1, READ_BATCH_BYTES // (4 * dim))
 
 
+CENTRED_MIN_NORM = 1e-6  # below this a centred unit row has no direction left (clustering.centering's cut)
 READ_BUFFER_BYTES = 1 << 20  # buffered column-chunk reads: pages stream instead of a whole row group in memory
 
 
@@ -130,6 +131,7 @@ def read_piece(
 
     Args:
         mean: (dim,) language mean to subtract (mining.center); None leaves the stored unit vectors as they are.
+            A row equal to the mean keeps its own (uncentred) vector.
         out: (p, dim) float32 array to fill (a slice of a shard's keys), so a shard is never held twice.
     Raises:
         ValueError: the file has fewer rows than the piece names.
@@ -141,9 +143,16 @@ def read_piece(
     if filled != len(piece):
         raise ValueError(f"{piece.uri}: rows {piece.start}..{piece.stop} asked, the file has {filled} of them")
     if mean is not None:  # in place: no second copy of the shard
-        vectors -= mean.astype(np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors /= np.maximum(norms, 1e-12)  # a row equal to the mean has no direction left: stays 0
+        centre = mean.astype(np.float32)
+        vectors -= centre
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (p, 1)
+        vectors /= np.maximum(norms, 1e-12)
+        # A row equal to the mean (a language of one sentence, or of one repeated vector) has no direction left:
+        # it keeps its own vector, as clustering's centring does. A zero row made every cosine with it 0 and its
+        # ratio margins 0 / 0 = NaN in the pairs. Such a row is the mean, so its own vector is the mean's direction.
+        degenerate = norms[:, 0] < CENTRED_MIN_NORM
+        if degenerate.any():
+            vectors[degenerate] = centre / max(float(np.linalg.norm(centre)), 1e-12)
     return rows, vectors
 
 
