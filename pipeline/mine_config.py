@@ -117,10 +117,12 @@ class IvfConfig(Section):
 
     @model_validator(mode="after")
     def _check_pq(self) -> IvfConfig:
-        if self.pq_m is not None and self.train_rows < 256:
+        from pipeline.bitext.ivf import PQ_CODES  # numpy only; FAISS is imported when an index is built
+
+        if self.pq_m is not None and self.train_rows < PQ_CODES:
             raise ValueError(
-                f"mining.ivf.train_rows ({self.train_rows}) is below 256, the points FAISS needs to train the 8-bit "
-                "codes of mining.ivf.pq_m: raise train_rows, or unset pq_m for IVF-Flat"
+                f"mining.ivf.train_rows ({self.train_rows}) is below {PQ_CODES}, the points FAISS needs to train "
+                "the 8-bit codes of mining.ivf.pq_m: raise train_rows, or unset pq_m for IVF-Flat"
             )
         return self
 
