@@ -175,6 +175,9 @@ def embed_fingerprint(
         **({"input.line_ranges": {"formats": list(LINE_FORMATS), "compressed": "one unit"}} if split_lines else {}),
         "input.listing": listing_digest(listed),
         "output.keep_columns": list(cfg.output.keep_columns),
+        # the output's columns, as keep_columns: a resume that switched it on reused units written without them.
+        # Recorded only when on, so a run started before it was recorded (off, the default) still resumes.
+        **({"output.token_columns": True} if cfg.output.token_columns else {}),
     }
 
 
