@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import ray
@@ -46,7 +45,6 @@ from pipeline.spreading import cut_blocks, is_small, share_blocks
 from pipeline.stages import (
     configure_retries,
     embed_stage,
-    head_with_actor_env,
     io_stage,
     io_task,
     io_task_args,
@@ -180,8 +178,7 @@ def init_ray(compute: ComputeConfig) -> None:
             check_ray_address(address, key)
             check_reachable(address, key)
         try:
-            with head_with_actor_env() if in_process else nullcontext():
-                ray.init(address=compute.ray_address, log_to_driver=True, **options)
+            ray.init(address=compute.ray_address, log_to_driver=True, **options)
         except SystemExit as err:
             # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal's number: stop as for
             # a SIGTERM at any other moment (pipeline.process_exit.interrupt_on_sigterm), not with exit status 15

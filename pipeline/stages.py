@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,45 +117,6 @@ def actor_env_vars() -> dict[str, str]:
     the driver's environment wins.
     """
     return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-
-
-# (GCS address, environment) of the Ray head this process started with `actor_env_vars()` in its environment
-_head_env: tuple[str, dict[str, str]] | None = None
-
-
-@contextmanager
-def head_with_actor_env() -> Iterator[None]:
-    """Start an in-process Ray head inside this block: its raylet, and so every worker process the raylet starts,
-    inherits `actor_env_vars()`, and the actor stages then need no runtime_env (`stage_env_vars`).
-
-    A stage with a runtime_env cannot take one of the idle workers Ray prestarts: Ray starts a fresh worker process
-    for it, set up through the node's runtime-env agent (docs/performance.md measures what that costs a job's
-    start). The driver's own environment is as before once the block ends.
-    """
-    global _head_env
-    wanted = actor_env_vars()
-    saved = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-        if ray.is_initialized():
-            _head_env = (ray.get_runtime_context().gcs_address, wanted)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def stage_env_vars() -> dict[str, str]:
-    """The runtime_env `env_vars` of the tokenizer and model stages: `actor_env_vars()`, less what the workers of
-    the connected Ray already inherit from a head this process started (`head_with_actor_env`). On a cluster
-    (`ray_address`, `ray job submit`) the workers inherit nothing from this process, so all of it."""
-    wanted = actor_env_vars()
-    if _head_env is None or not ray.is_initialized() or ray.get_runtime_context().gcs_address != _head_env[0]:
-        return wanted
-    return {key: value for key, value in wanted.items() if _head_env[1].get(key) != value}
 
 
 def io_task_args(compute: ComputeConfig) -> dict[str, Any]:
@@ -366,7 +326,7 @@ def tokenize_stage(
             **({"snapshot": snapshot} if snapshot else {"tokenizer": tokenizer} if tokenizer else {}),
         },
         pool=(compute.num_tokenizers, compute.num_tokenizers),
-        env_vars=stage_env_vars(),
+        env_vars=actor_env_vars(),
     )
 
 
@@ -418,7 +378,7 @@ def embed_stage(
             **({"pool_skip": pool_skip} if pool_skip else {}),
         },
         pool=pool,
-        env_vars=stage_env_vars(),
+        env_vars=actor_env_vars(),
         resources=compute.resources,
         accelerator_type=compute.accelerator_type,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -254,63 +253,6 @@ def test_actors_start_with_passive_openmp_unless_the_driver_says_otherwise(ray_s
         warnings.simplefilter("error", RayDeprecationWarning)  # only named map_batches parameters
         ds = stage.apply(ray_session.data.range(4))
     assert {row["policy"] for row in ds.take_all()} == {driver_value or "PASSIVE"}
-
-
-IN_PROCESS_HEAD = """
-import json, os, sys
-import pyarrow as pa
-import ray
-from pipeline.config import ComputeConfig
-from pipeline.embed_job import init_ray
-from pipeline.stages import Stage, stage_env_vars
-
-class ReportEnvironment:  # defined in __main__: Ray pickles it by value
-    def __init__(self):
-        self.policy = os.environ.get("OMP_WAIT_POLICY")
-
-    def __call__(self, block):
-        return block.append_column("policy", pa.array([self.policy] * len(block)))
-
-before = os.environ.get("OMP_WAIT_POLICY")
-init_ray(ComputeConfig())
-ray.data.DataContext.get_current().enable_progress_bars = False
-env_vars = stage_env_vars()
-stage = Stage(ReportEnvironment, batch_size=None, num_cpus=0.5, pool=(1, 1), env_vars=env_vars)
-policies = sorted({row["policy"] for row in stage.apply(ray.data.range(4)).take_all()})
-ray.shutdown()
-after_shutdown = stage_env_vars()
-print("RESULT " + json.dumps([env_vars, policies, before, os.environ.get("OMP_WAIT_POLICY"), after_shutdown]))
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("driver_value", [None, "ACTIVE"])
-def test_an_in_process_head_gives_its_workers_the_actor_environment_so_the_stages_need_no_runtime_env(
-    tmp_path, driver_value
-):
-    """The raylet of a head the job starts inherits OMP_WAIT_POLICY from the driver's environment during ray.init,
-    so the actor stages pass no runtime_env and can take a worker Ray prestarted (a runtime_env means a fresh worker
-    process set up through the runtime-env agent); the driver's own environment is left as it was."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
-    env.pop("OMP_WAIT_POLICY", None)
-    if driver_value:
-        env["OMP_WAIT_POLICY"] = driver_value
-    out = subprocess.run(
-        [sys.executable, "-c", IN_PROCESS_HEAD],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.split("RESULT ", 1)[1])
-    env_vars, policies, before, after, after_shutdown = result
-    assert env_vars == {}  # no runtime_env for the actor stages
-    assert policies == [driver_value or "PASSIVE"]  # ... and the actors have the policy all the same
-    assert before == after == driver_value  # the driver's environment is as it was
-    assert after_shutdown == {"OMP_WAIT_POLICY": driver_value or "PASSIVE"}  # no Ray, or another one: all of it
 
 
 @pytest.mark.slow
