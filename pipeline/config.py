@@ -272,6 +272,27 @@ class StorageConfig(Section):
     )
 
 
+# Task names of other tools, which model.task (the query instruction) must not take: (names, whose and what to do).
+OTHER_TOOLS_TASKS = (
+    (
+        frozenset({"embed", "embedding", "embeddings", "encode", "pooling", "token_embed", "auto"}),
+        "vLLM's task (or runner/convert): every rayembed run embeds; remove model.task",
+    ),
+    (
+        frozenset({"query", "queries", "document", "documents", "passage", "passages", "corpus"}),
+        "sentence-transformers' task (its Router's route): whether texts are queries or documents is input.kind",
+    ),
+    (
+        frozenset({"classify", "classification", "score", "reward", "generate", "token_classify"}),
+        "vLLM's task for another kind of model; rayembed embeds with embedding models only: remove model.task",
+    ),
+    (
+        frozenset({"retrieval.query", "retrieval.passage", "text-matching", "separation"}),
+        "jina-embeddings-v3's task (a LoRA adapter its own code picks), which rayembed does not run; remove model.task",
+    ),
+)
+
+
 class ModelConfig(Section):
     name_or_path: NonBlank = Field(
         "microsoft/harrier-oss-v1-270m", description="Hugging Face hub id or a local model directory."
@@ -342,6 +363,23 @@ class ModelConfig(Section):
             return TypeAdapter(bool).validate_python(value)
         except ValidationError:
             raise ValueError(f"should be auto, true or false (or on/off, yes/no), not {value!r}") from None
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_an_instruction(cls, value: str | None) -> str | None:
+        """A task name from another tool is not an instruction: `task: embed` (vLLM) or `task: query`
+        (sentence-transformers' Router) was taken as one, and every query was embedded as 'Instruct: embed\\nQuery:
+        ...' without a word."""
+        if value is None:
+            return value
+        name = value.strip().lower()
+        for names, whose in OTHER_TOOLS_TASKS:
+            if name in names:
+                raise ValueError(
+                    f"is the query instruction, a sentence (e.g. 'Given a web search query, retrieve relevant passages "
+                    f"that answer the query'), and {value!r} is {whose}"
+                )
+        return value
 
     @field_validator("name_or_path")
     @classmethod

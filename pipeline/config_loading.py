@@ -5,8 +5,9 @@
 - Every error names its source: `FILE:LINE` for a key written in the YAML, `--set KEY=VALUE` for an override.
 - A YAML syntax error is a ConfigError naming the file and line (the jobs exit 2 on it), not a traceback.
 - An unknown key suggests ours for another tool's name (`truncate_dim` -> output.dimensions, TEI's `max_batch_tokens`
-  -> batching.max_tokens_per_batch), a key of another section, else the closest known one of its section ("did you
-  mean pooling?").
+  -> batching.max_tokens_per_batch), says that rayembed has no such setting and what it does instead (TEI's
+  `dense_path`, sentence-transformers' `convert_to_numpy`), names a key of another section, else the closest known one
+  of its section ("did you mean pooling?").
 
 Generic over the config class: works for every job's config (embed, mine_bitext, cluster, reembed).
 """
@@ -191,8 +192,11 @@ def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
 
 # Keys users bring from the tools they know -> ours (path from the job's embedding section) and whose name it is.
 # An unknown key with one of these names is pointed at ours before any spelling match: TEI's max_batch_tokens is
-# batching.max_tokens_per_batch, not the min_batch_tokens it is spelled like.
-KEY_ALIASES: dict[str, tuple[str, str]] = {
+# batching.max_tokens_per_batch, not the min_batch_tokens it is spelled like. A key written as `section.key` applies
+# in that section only (output.format is not input.format), before the plain key. A target of None: rayembed has no
+# such setting, and the text says why and what to do instead (a spelling match would point at an unrelated key:
+# TEI's dense_path got 'did you mean name_or_path?', hf_api_token 'max_tokens?').
+KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "truncate_dim": ("output.dimensions", "sentence-transformers' truncate_dim"),
     "dimension": ("output.dimensions", "OpenAI/TEI/vLLM dimensions"),
     "output_dim": ("output.dimensions", "Matryoshka output dimension"),
@@ -222,19 +226,220 @@ KEY_ALIASES: dict[str, tuple[str, str]] = {
     "device": ("compute.gpus_per_actor", "sentence-transformers' device: 0 for the CPU, 1 for a GPU per actor"),
     "instruction": ("model.task", "the query instruction"),
     "torch_dtype": ("model.dtype", "transformers' torch_dtype"),
-    "batch_size": ("batching.max_batch_size", "sentence-transformers' batch_size"),
+    "batch_size": (
+        "batching.max_batch_size",
+        (
+            "sentence-transformers' batch_size, Ray Data's map_batches(batch_size=...): rows per forward pass; the "
+            "rows an actor sorts by length and cuts into batches at once are batching.rows_per_block"
+        ),
+    ),
     "max_client_batch_size": ("batching.max_batch_size", "TEI's --max-client-batch-size"),
     "max_batch_tokens": ("batching.max_tokens_per_batch", "TEI's --max-batch-tokens"),
     "max_num_batched_tokens": ("batching.max_tokens_per_batch", "vLLM's max_num_batched_tokens"),
     "max_num_seqs": ("batching.max_batch_size", "vLLM's max_num_seqs"),
     "tokenization_workers": ("compute.num_tokenizers", "TEI's --tokenization-workers"),
-    "concurrency": ("compute.num_actors", "Ray Data's map_batches(concurrency=...)"),
+    "concurrency": (
+        "compute.num_actors",
+        "Ray Data's map_batches(concurrency=...); a (min, max) pair is compute.min_actors and compute.max_actors",
+    ),
+    "min_size": ("compute.min_actors", "Ray Data's ActorPoolStrategy(min_size=...)"),
+    "max_size": ("compute.max_actors", "Ray Data's ActorPoolStrategy(max_size=...)"),
     "num_gpus": ("compute.gpus_per_actor", "Ray's num_gpus per actor"),
     "num_cpus": ("compute.cpus_per_actor", "Ray's num_cpus per actor"),
     "address": ("compute.ray_address", "ray.init(address=...)"),
     "text_field": ("input.text_column", "the text column or JSONL key"),
     "text_key": ("input.text_column", "the text column or JSONL key"),
     "id_field": ("input.id_column", "the id column or JSONL key"),
+    "dtype": (
+        "model.dtype",
+        "TEI's --dtype, vLLM's dtype: the precision the model runs in; output.dtype is the one vectors are stored in",
+    ),
+    "enforce_eager": ("model.compile", "vLLM's enforce_eager: true is model.compile: false"),
+    "torch_compile": ("model.compile", "torch.compile of the model's blocks"),
+    "truncation": ("model.long_inputs", "truncate or chunk"),
+    "override_pooler_config": (
+        "model.pooling",
+        "vLLM's pooler config: pooling_type is model.pooling, normalize model.normalize",
+    ),
+    "pooler_config": (
+        "model.pooling",
+        "vLLM's pooler config: pooling_type is model.pooling, normalize model.normalize",
+    ),
+    "model_kwargs": (
+        "model.dtype",
+        (
+            "sentence-transformers' model_kwargs: its torch_dtype is model.dtype, attn_implementation "
+            "model.attn_implementation"
+        ),
+    ),
+    # settings rayembed does not have: what it does instead
+    "truncation_direction": (
+        None,
+        (
+            "TEI's truncation_direction: rayembed has no such setting; a long text is cut where the model's tokenizer "
+            "cuts it (its truncation_side: the end of the text for nearly every model), as sentence-transformers does; "
+            "model.long_inputs: chunk embeds the whole text as overlapping windows instead"
+        ),
+    ),
+    "dense_path": (
+        None,
+        (
+            "TEI's --dense-path: rayembed has no such setting; it runs the Dense modules the model's modules.json "
+            "lists, in order. For another Dense folder (e.g. 2_Dense_1024), copy the model and point that modules.json "
+            "entry's path at it; for fewer dimensions use output.dimensions"
+        ),
+    ),
+    "hf_api_token": (None, "TEI's --hf-api-token: rayembed has no such setting; set HF_TOKEN in the job's environment"),
+    "hf_token": (None, "the Hugging Face token: rayembed has no such setting; set HF_TOKEN in the job's environment"),
+    "token": (None, "the Hugging Face token: rayembed has no such setting; set HF_TOKEN in the job's environment"),
+    "use_auth_token": (
+        None,
+        "the Hugging Face token: rayembed has no such setting; set HF_TOKEN in the job's environment",
+    ),
+    "cache_folder": (
+        None,
+        "the model cache: rayembed has no such setting; set HF_HOME (or HF_HUB_CACHE) in the environment",
+    ),
+    "huggingface_hub_cache": (
+        None,
+        "TEI's --huggingface-hub-cache: rayembed has no such setting; set HF_HOME (or HF_HUB_CACHE) in the environment",
+    ),
+    "local_files_only": (
+        None,
+        (
+            "rayembed has no such setting; set HF_HUB_OFFLINE=1 in the environment, or give a local directory in "
+            "model.name_or_path"
+        ),
+    ),
+    "show_progress_bar": (
+        None,
+        (
+            "sentence-transformers' show_progress_bar: rayembed has no such setting; a job prints a progress line as "
+            "files complete and a summary at the end"
+        ),
+    ),
+    "convert_to_numpy": (
+        None,
+        (
+            "sentence-transformers' convert_to_numpy: rayembed has no such setting; vectors are written to output.uri "
+            "as Parquet (an `embedding` column of fixed-size lists), which numpy, pandas, polars and duckdb read"
+        ),
+    ),
+    "convert_to_tensor": (
+        None,
+        (
+            "sentence-transformers' convert_to_tensor: rayembed has no such setting; vectors are written to "
+            "output.uri as Parquet (an `embedding` column of fixed-size lists), which numpy, pandas, polars and "
+            "duckdb read"
+        ),
+    ),
+    "output_value": (
+        None,
+        (
+            "sentence-transformers' output_value: rayembed has no such setting; it stores one sentence embedding per "
+            "row (per chunk with model.long_inputs: chunk), not token embeddings"
+        ),
+    ),
+    "similarity_fn_name": (
+        None,
+        (
+            "sentence-transformers' similarity_fn_name: rayembed has no such setting; it stores vectors, normalized by "
+            "default (model.normalize), so cosine similarity is their dot product"
+        ),
+    ),
+    "backend": (
+        None,
+        (
+            "sentence-transformers' backend: rayembed has no such setting; it runs the model's safetensors weights in "
+            "PyTorch (not ONNX or OpenVINO exports)"
+        ),
+    ),
+    "pool": (None, "sentence-transformers' multi-process pool: rayembed has no such setting; compute.num_actors"),
+    "chunk_size": (
+        None,
+        (
+            "sentence-transformers' multi-process chunk_size: rayembed has no such setting; work is handed out by "
+            "input.unit_bytes and batching.rows_per_block"
+        ),
+    ),
+    "tokenizer_kwargs": (
+        None,
+        (
+            "rayembed has no such setting; it uses the model's own tokenizer files as saved (model.max_tokens, "
+            "model.padding_side)"
+        ),
+    ),
+    "tokenizer": (
+        None,
+        "rayembed has no such setting; it uses the tokenizer saved with the model (model.name_or_path)",
+    ),
+    "runner": (None, "vLLM's runner: rayembed has no such setting; every run is an embedding (pooling) run: remove it"),
+    "convert": (
+        None,
+        "vLLM's convert: rayembed has no such setting; every run is an embedding (pooling) run: remove it",
+    ),
+    "tensor_parallel_size": (
+        None,
+        (
+            "vLLM's tensor_parallel_size: rayembed has no such setting; each actor holds a whole model copy "
+            "(compute.gpus_per_actor), more actors run more copies (compute.num_actors)"
+        ),
+    ),
+    "device_map": (
+        None,
+        (
+            "transformers' device_map: rayembed has no such setting; each actor holds a whole model copy on its device "
+            "(compute.gpus_per_actor)"
+        ),
+    ),
+    "gpu_memory_utilization": (
+        None,
+        (
+            "vLLM's gpu_memory_utilization: rayembed has no such setting; a forward pass's memory is bounded by "
+            "batching.max_tokens_per_batch, and a batch that runs out of memory is split"
+        ),
+    ),
+    "quantization": (
+        None,
+        (
+            "vLLM's quantization: rayembed has no such setting; the model runs in model.dtype; stored vectors can be "
+            "quantized with output.dtype (int8, binary)"
+        ),
+    ),
+    "max_concurrent_requests": (
+        None,
+        (
+            "TEI's --max-concurrent-requests: rayembed has no such setting (a batch job serves no requests); "
+            "parallelism is compute.num_actors"
+        ),
+    ),
+    "max_batch_requests": ("batching.max_batch_size", "TEI's --max-batch-requests"),
+    "override_num_blocks": (
+        "input.unit_bytes",
+        "Ray Data's override_num_blocks: the input is read in units of this size",
+    ),
+    "runtime_env": (
+        None,
+        (
+            "Ray's runtime_env: rayembed has no such setting; give it where the job is started (ray job submit "
+            "--runtime-env, a RayJob's spec.runtimeEnvYAML)"
+        ),
+    ),
+    "memory": (
+        None,
+        (
+            "Ray's memory request: rayembed has no such setting; actors reserve compute.cpus_per_actor, "
+            "compute.gpus_per_actor and compute.resources"
+        ),
+    ),
+    "output.format": (
+        None,
+        "rayembed has no such setting: output is always Parquet files under output.uri; input.format is the input's",
+    ),
+    "output.compression": (
+        None,
+        "rayembed has no such setting: output Parquet files are written with pyarrow's default compression (snappy)",
+    ),
     # the clustering job (pipeline/cluster_config.py); only offered where the job has the section
     "niter": ("clustering.max_iter", "FAISS Kmeans' niter"),
     "max_iterations": ("clustering.max_iter", "Lloyd iterations"),
@@ -269,8 +474,11 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     known = section_fields(model, loc[:-1])
     if not known:
         return ""
-    leaf = loc[-1].strip().lower().replace("-", "_")
-    alias = KEY_ALIASES.get(leaf)
+    leaf = loc[-1].strip().lstrip("-").lower().replace("-", "_")  # TEI's --max-batch-tokens as written
+    parent = str(loc[-2]) if len(loc) > 1 else ""
+    alias = KEY_ALIASES.get(f"{parent}.{leaf}") or KEY_ALIASES.get(leaf)
+    if alias is not None and alias[0] is None:
+        return f"; {alias[1]}"
     if alias is not None:
         ours = key_elsewhere(model, loc, alias[0].split("."))
         if ours is not None:

@@ -189,8 +189,93 @@ def test_key_aliases_point_at_keys_that_exist():
     from pipeline.mine_config import MineConfig
 
     jobs = (EmbedConfig, ClusterConfig, MineConfig)
-    missing = [t for t, _ in KEY_ALIASES.values() if all(field_annotation(j, t.split(".")) is None for j in jobs)]
+    missing = [t for t, _ in KEY_ALIASES.values() if t and all(field_annotation(j, t.split(".")) is None for j in jobs)]
     assert not missing
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        # TEI: got 'known keys: ...' and 'did you mean name_or_path?'
+        ("model.truncation_direction=left", "TEI's truncation_direction: rayembed has no such setting; a long text is"),
+        ("model.dense_path=2_Dense", "TEI's --dense-path: rayembed has no such setting; it runs the Dense modules"),
+        ("model.hf_api_token=x", "set HF_TOKEN in the job's environment"),  # got 'did you mean max_tokens?'
+        ("model.max_concurrent_requests=512", "(a batch job serves no requests); parallelism is compute.num_actors"),
+        ("model.max_batch_requests=8", "did you mean batching.max_batch_size? (TEI's --max-batch-requests)"),
+        ("dtype=float16", "did you mean model.dtype? (TEI's --dtype"),  # got 'did you mean output.dtype?'
+        # sentence-transformers' encode and constructor
+        ("model.show_progress_bar=false", "show_progress_bar: rayembed has no such setting; a job prints a progress"),
+        ("model.convert_to_numpy=true", "vectors are written to output.uri as Parquet"),
+        ("model.output_value=token_embeddings", "it stores one sentence embedding per row"),
+        ("model.similarity_fn_name=dot", "so cosine similarity is their dot product"),
+        ("model.backend=onnx", "it runs the model's safetensors weights in PyTorch"),
+        ("model.token=hf_x", "set HF_TOKEN in the job's environment"),  # got 'did you mean max_tokens?'
+        ("model.cache_folder=/c", "set HF_HOME (or HF_HUB_CACHE)"),
+        ("model.local_files_only=true", "set HF_HUB_OFFLINE=1"),
+        (
+            "model.model_kwargs={torch_dtype: bfloat16}",
+            "did you mean model.dtype? (sentence-transformers' model_kwargs",
+        ),
+        # vLLM
+        ("model.override_pooler_config={pooling_type: MEAN}", "did you mean model.pooling? (vLLM's pooler config"),
+        ("model.tensor_parallel_size=2", "each actor holds a whole model copy"),
+        ("model.gpu_memory_utilization=0.9", "bounded by batching.max_tokens_per_batch"),
+        (
+            "model.enforce_eager=true",
+            "did you mean model.compile? (vLLM's enforce_eager: true is model.compile: false)",
+        ),
+        ("model.runner=pooling", "every run is an embedding (pooling) run: remove it"),
+        # Ray Data / Ray
+        ("compute.batch_size=64", "Ray Data's map_batches(batch_size=...): rows per forward pass"),
+        ("compute.min_size=1", "did you mean compute.min_actors? (Ray Data's ActorPoolStrategy(min_size=...))"),
+        ("compute.runtime_env={pip: [x]}", "give it where the job is started (ray job submit --runtime-env"),
+        ("compute.memory=1000", "Ray's memory request: rayembed has no such setting"),
+        # a key of another section that means something else there: got 'did you mean input.format?'
+        ("output.format=jsonl", "rayembed has no such setting: output is always Parquet files under output.uri"),
+        ("output.compression=zstd", "pyarrow's default compression (snappy)"),
+    ],
+)
+def test_every_key_users_bring_from_tei_sentence_transformers_vllm_and_ray_points_at_ours_or_says_why_none(
+    tmp_path, override, hint
+):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
+
+
+def test_every_hint_in_the_table_reaches_the_user():
+    """The whole table: each key, written under the section of its target (or of its `section.key` entry), gets its
+    own hint, not a spelling match or another section's key."""
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config_loading import KEY_ALIASES, field_annotation, suggestion
+    from pipeline.mine_config import MineConfig
+
+    for key, (target, text) in KEY_ALIASES.items():
+        section, _, leaf = key.rpartition(".")
+        section = section or (target.split(".")[0] if target else "model")
+        job = next(j for j in (EmbedConfig, MineConfig, ClusterConfig) if field_annotation(j, [section]) is not None)
+        hint = suggestion(job, (section, leaf))
+        want = f"; {text}" if target is None else f"; did you mean {target}? ({text})"
+        assert hint == want, key
+
+
+@pytest.mark.parametrize(
+    "task, whose",
+    [
+        ("embed", "vLLM's task"),
+        ("Embedding", "vLLM's task"),
+        ("query", "sentence-transformers' task (its Router's route): whether texts are queries or documents is input"),
+        ("document", "sentence-transformers' task"),
+        ("classify", "vLLM's task for another kind of model"),
+        ("retrieval.query", "jina-embeddings-v3's task"),
+    ],
+)
+def test_another_tools_task_name_is_not_taken_for_the_query_instruction(tmp_path, task, whose):
+    """vLLM's `task: embed` (or sentence-transformers' Router task `query`) in model.task was the query instruction:
+    every query was embedded as 'Instruct: embed\nQuery: ...', without a word."""
+    with pytest.raises(ConfigError, match=r"model\.task: .*is the query instruction, a sentence .*" + re.escape(whose)):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"model.task={task}"])
+    instruction = "Given a web search query, retrieve relevant passages that answer the query"
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"model.task={instruction}"]).model.task == instruction
 
 
 @pytest.mark.parametrize(
