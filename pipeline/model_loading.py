@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from pipeline.columns import POOLINGS
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
+from pipeline.load_report import held_load_report
 from pipeline.model_architecture import runs_encoder_only
 from pipeline.model_defaults import (
     check_dense_chain,
@@ -212,21 +213,24 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
             output_loading_info=True,
         )
 
-    try:
+    # transformers' LOAD REPORT is shown when the load fails or lacks weights the vectors go through, not for an
+    # unused pooler (multilingual-e5) in every actor of every run
+    with held_load_report(cfg.name_or_path):
         try:
-            loaded, info = from_pretrained(pick_attention(cfg.attn_implementation, device))
-        except ValueError as err:
-            if cfg.attn_implementation != "auto":
-                raise
-            # an architecture without SDPA or FlashAttention-2 support (MPNet: all-mpnet-base-v2; DeBERTa-v2):
-            # transformers' own default then, SDPA where the model supports it, else its eager attention
-            log.info("model %s: %s; loading it with transformers' default attention", cfg.name_or_path, err)
-            loaded, info = from_pretrained(None)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
-    # its decoder would need decoder inputs (T5Model's forward refuses to run)
-    model = loaded.get_encoder() if runs_encoder_only(config) else loaded
-    check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
+            try:
+                loaded, info = from_pretrained(pick_attention(cfg.attn_implementation, device))
+            except ValueError as err:
+                if cfg.attn_implementation != "auto":
+                    raise
+                # an architecture without SDPA or FlashAttention-2 support (MPNet: all-mpnet-base-v2; DeBERTa-v2):
+                # transformers' own default then, SDPA where the model supports it, else its eager attention
+                log.info("model %s: %s; loading it with transformers' default attention", cfg.name_or_path, err)
+                loaded, info = from_pretrained(None)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
+        # its decoder would need decoder inputs (T5Model's forward refuses to run)
+        model = loaded.get_encoder() if runs_encoder_only(config) else loaded
+        check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
     return model.to(device).eval()  # `model.compile` is applied by the Encoder, after its load-time probes
 
 

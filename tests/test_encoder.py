@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -83,6 +84,18 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
         load_model(ModelConfig(name_or_path=str(model_dir)), torch.device("cpu"))
 
 
+@pytest.fixture
+def transformers_log():
+    """The records transformers' loggers emit (its root logger does not propagate to pytest's caplog)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
 def rewrite_weights(src: Path, dst: Path, edit) -> Path:
     """A copy of model folder `src` whose safetensors weights are `edit(state dict)`."""
     from safetensors.torch import load_file, save_file
@@ -103,16 +116,20 @@ def rewrite_weights(src: Path, dst: Path, edit) -> Path:
     ],
     ids=["renamed", "a layer missing", "decoder norms missing"],
 )
-def test_a_checkpoint_lacking_weights_the_embeddings_use_is_refused(tmp_path, tiny_models, arch, edit, lacking):
+def test_a_checkpoint_lacking_weights_the_embeddings_use_is_refused(
+    tmp_path, tiny_models, arch, edit, lacking, transformers_log
+):
     """transformers initializes missing weights at random and only logs it: every actor would have drawn its own
-    and computed its own vectors. Now the load fails naming them."""
+    and computed its own vectors. Now the load fails naming them, and transformers' LOAD REPORT is still shown."""
     broken = rewrite_weights(tiny_models[arch], tmp_path / "broken", edit)
     with pytest.raises(ModelLoadError, match=f"cannot load model {broken}: .*{lacking}.*at random"):
         load_model(ModelConfig(name_or_path=str(broken), pooling="mean"), torch.device("cpu"))
+    assert any("LOAD REPORT" in r.getMessage() and "MISSING" in r.getMessage() for r in transformers_log)
 
 
-def test_missing_weights_no_embedding_uses_are_fine(tmp_path, tiny_models):
-    """BERT's pooler (multilingual-e5 ships without one): rayembed pools the hidden states itself."""
+def test_missing_weights_no_embedding_uses_are_fine_and_not_reported(tmp_path, tiny_models, transformers_log):
+    """BERT's pooler (multilingual-e5 ships without one): rayembed pools the hidden states itself. transformers'
+    LOAD REPORT ('pooler.dense.weight | MISSING') was printed by every model actor of every run, read as an error."""
     no_pooler = rewrite_weights(
         tiny_models["bert"], tmp_path / "no-pooler", lambda sd: {k: v for k, v in sd.items() if "pooler" not in k}
     )
@@ -120,7 +137,10 @@ def test_missing_weights_no_embedding_uses_are_fine(tmp_path, tiny_models):
         "pooler.dense.weight",
         "pooler.dense.bias",
     }
+    assert any("pooler.dense.weight" in r.getMessage() for r in transformers_log)  # transformers' own report
+    transformers_log.clear()
     load_model(ModelConfig(name_or_path=str(no_pooler), pooling="mean"), torch.device("cpu"))
+    assert not [r.getMessage() for r in transformers_log if "LOAD REPORT" in r.getMessage()]
 
 
 @pytest.mark.parametrize("cut", ["half", "header only", "inside the header", "empty"])
