@@ -6,7 +6,8 @@ types cannot be concatenated downstream, so the type is decided once, on the dri
 (`observed_types`, run per file in a Ray task), and every block is cast to it in the read stage (`conform`).
 
 The rule (`unify`), applied pairwise over the files in listing order:
-- dictionaries are decoded to their value type; `large_string`/`large_binary` become `string`/`binary`;
+- dictionaries are decoded to their value type; `large_string`/`string_view`, `large_binary`/`binary_view` and
+  `large_list` become `string`, `binary` and `list`;
 - a column that is null in one file takes the other file's type;
 - integers of any width unify to int64, integers with floats to float64 (as Arrow's JSON reader does); uint64 with
   another unsigned type stays uint64 and with a signed one becomes decimal128(20, 0), so no value overflows; an
@@ -58,12 +59,13 @@ JSON_TEXT = KeptType(pa.string(), json_text=True)
 
 
 def normalize(t: pa.DataType) -> pa.DataType:
-    """The type two tools would agree on: dictionaries decoded, large variants made regular."""
+    """The type two tools would agree on: dictionaries decoded, large and view variants (polars and DuckDB write
+    `string_view`) made regular."""
     if pa.types.is_dictionary(t):
         return normalize(t.value_type)
-    if pa.types.is_large_string(t):
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
-    if pa.types.is_large_binary(t):
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return pa.binary()
     if pa.types.is_large_list(t):
         return pa.list_(normalize(t.value_type))

@@ -22,6 +22,9 @@ from pipeline.storage import resolve
         (pa.null(), pa.string(), pa.string()),
         (pa.string(), pa.large_string(), pa.string()),
         (pa.dictionary(pa.int32(), pa.string()), pa.string(), pa.string()),
+        (pa.string(), pa.string_view(), pa.string()),  # polars and DuckDB write string_view
+        (pa.large_string(), pa.string_view(), pa.string()),
+        (pa.large_binary(), pa.binary_view(), pa.binary()),
         (pa.list_(pa.string()), pa.large_list(pa.large_string()), pa.list_(pa.string())),
         (pa.int64(), pa.string(), None),
         (pa.bool_(), pa.int64(), None),

@@ -469,6 +469,54 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
         run_reembed(cfg)
 
 
+def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_change_values_is_refused(
+    ray_session, tiny_models, tmp_path, caplog
+):
+    """The same logical type in another width or unit across nights: a version published with an int32 column (its
+    only file's type) refused every later file holding int64, float32 next to float64, decimal(10, 2) next to
+    decimal(12, 2), timestamp[ms] next to [us] ("needs type int64, but the published version stores type int32").
+    A type every stored value casts to exactly is taken, with a warning, and the version's other files are written
+    again with it, so that it reads as one table. A type that could change stored values (int64 as float64 rounds
+    above 2**53) is refused naming the file, the column, both types and why, and nothing is published."""
+    from pipeline.kept_columns import KeptColumnTypeError
+
+    def parquet(name, ids, n, t):
+        table = pa.table({"id": ids, "text": [f"text {i}" for i in ids], "n": n, "t": t})
+        pq.write_table(table, corpus / name)
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    parquet("a.parquet", ["a1", "a2"], pa.array([1, -(2**31)], pa.int32()), pa.array([1, 2], pa.timestamp("ms")))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["n", "t"]})
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"format": "parquet"})})
+    run_reembed(cfg)
+    assert open_current(out).schema.field("n").type == pa.int32()
+
+    parquet("b.parquet", ["b1"], pa.array([2**40], pa.int64()), pa.array([3500], pa.timestamp("us")))
+    with caplog.at_level("WARNING", logger="pipeline.reembed.job"):
+        second = run_reembed(cfg)
+    assert (second["files"]["new"], second["files"]["changed"], second["rows_embedded"]) == (1, 1, 3)
+    assert "'n' widened from int32 to int64 (no value changes)" in caplog.text
+    assert "'t' widened from timestamp[ms] to timestamp[us]" in caplog.text
+    for f in read_current(out):
+        schema = pq.read_schema(f)
+        assert (schema.field("n").type, schema.field("t").type) == (pa.int64(), pa.timestamp("us"))
+    table = open_current(out).to_table().sort_by("id")
+    assert table.column("n").to_pylist() == [1, -(2**31), 2**40]
+    assert table.column("t").cast(pa.int64()).to_pylist() == [1000, 2000, 3500]
+
+    parquet("e.parquet", ["e1"], pa.array([0.5], pa.float64()), pa.array([1], pa.timestamp("ms")))
+    before = (Path(out) / "_current.json").read_text()
+    with pytest.raises(
+        KeptColumnTypeError,
+        match=r"kept column 'n': e.parquet needs type double, but the published version stores type int64 .*"
+        r"int64 -> double could change stored values.*rewrite the file with the stored type",
+    ):
+        run_reembed(cfg)
+    assert (Path(out) / "_current.json").read_text() == before
+
+
 def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_without_them(
     ray_session, tiny_models, tmp_path
 ):

@@ -74,7 +74,8 @@ def embed_files(
     `duplicates`: the duplicate-id pass's location, each file's digest and each file's index in the listing
     (pipeline.reembed.duplicates); None when ids are not checked. `published_types`: the kept-column types the
     version stores (pipeline.reembed.kept; None for a new version). `reused`: the version's files this run keeps;
-    they are embedded too when a kept column they hold no value of gets its first type here (kept.filled).
+    they are embedded too when this run's files change a kept column's stored type (kept.retyped: its first
+    values, or a lossless widening).
     `resumed`: those of them an interrupted run staged; the kept types are decided from them too, as that run
     decided them. Returns the entries, the progress and the kept-column types to record (kept.decide_for_run).
     """
@@ -84,12 +85,11 @@ def embed_files(
     cfg = cfg.model_copy(update={"model": settings.model})
     typed = sorted({s.path for s in [*todo, *resumed]})
     spec, recorded = decide_for_run(read_spec(cfg, root), typed, published_types, cfg.compute)
-    if reused and (columns := kept.filled(published_types, recorded)):
+    if reused and (columns := kept.retyped(published_types, recorded)):
         log.warning(
-            "kept column(s) %s get their first values in this run (type %s); the version's %d other files hold none "
-            "and are embedded again with that type, so that every file reads as one table",
-            columns,
-            ", ".join(str(recorded[c].type) for c in columns),
+            "kept column(s) change type in this run: %s; the version's %d other files are embedded again with the "
+            "new type, so that every file reads as one table",
+            "; ".join(f"{c!r} {why}" for c, why in columns.items()),
             len(reused),
         )
         todo = sorted([*todo, *reused], key=lambda s: s.path)

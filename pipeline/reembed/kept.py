@@ -24,9 +24,10 @@ import pyarrow as pa
 import ray
 
 from pipeline.config import ComputeConfig
-from pipeline.kept_columns import MIXED, KeptColumnTypeError, KeptType, decide
+from pipeline.kept_columns import MIXED, KeptColumnTypeError, KeptType, decide, unify
 from pipeline.reading import ReadSpec, observed_or_none
 from pipeline.stages import io_task
+from pipeline.type_widening import widens_losslessly
 
 PUBLISHED = "the published version"  # how messages name the stored types
 # The manifest's record of a kept column with no value in any file of the version (written as a string of nulls).
@@ -90,20 +91,54 @@ def decide_for_run(
         for c in spec.keep_columns
     }
     for column, before in published_types.items():
-        if before != NO_VALUES and types[column] != before:
-            culprit = next((rel for rel, (_, obs) in zip(files, observed) if column in obs), files[0])
-            raise KeptColumnTypeError(
-                f"kept column {column!r}: {culprit} needs {describe(types[column])}, but {PUBLISHED} stores "
-                f"{describe(before)} and its files cannot change type; rewrite the file with the stored type, or "
-                f"drop {column!r} from output.keep_columns (a new version)"
-            )
+        after = types[column]
+        if before == NO_VALUES or after == before or widens(before, after):
+            continue  # a wider type of the same kind: the version's other files are written again with it (retyped)
+        culprit = next(
+            (rel for rel, (_, obs) in zip(files, observed) if changes(obs.get(column, NULL), before)), files[0]
+        )
+        raise KeptColumnTypeError(
+            f"kept column {column!r}: {culprit} needs {describe(after)}, but {PUBLISHED} stores {describe(before)} "
+            f"and its files cannot change type: {why_not(before, after)}; rewrite the file with the stored type, or "
+            f"drop {column!r} from output.keep_columns (a new version)"
+        )
     return dataclasses.replace(spec, kept_types=types), recorded
 
 
-def filled(published: dict[str, KeptType] | None, recorded: dict[str, KeptType]) -> list[str]:
-    """Kept columns the version stores without values (NO_VALUES) that this run's files give a type: the version's
-    other files must be written again with it."""
-    return [c for c, t in (published or {}).items() if t == NO_VALUES and recorded.get(c, NO_VALUES) != NO_VALUES]
+NULL = pa.null()  # a file without the column
+
+
+def widens(before: KeptType, after: KeptType) -> bool:
+    """Whether a stored type may become `after`: both typed (not JSON text) and every stored value casts exactly."""
+    return not before.json_text and not after.json_text and widens_losslessly(before.type, after.type)
+
+
+def changes(seen: pa.DataType | None, before: KeptType) -> bool:
+    """Whether a file's observed type (MIXED for mixed JSON values) moves the stored type `before`."""
+    if seen is MIXED:
+        return not before.json_text
+    return not before.json_text and unify(before.type, seen) != before.type
+
+
+def why_not(before: KeptType, after: KeptType) -> str:
+    """Why the stored values cannot take the new type, in words."""
+    if before.json_text or after.json_text:
+        return "typed values and JSON text do not mix in one column"
+    return f"{before.type} -> {after.type} could change stored values (see docs/reembed.md, Kept columns)"
+
+
+def retyped(published: dict[str, KeptType] | None, recorded: dict[str, KeptType]) -> dict[str, str]:
+    """Kept columns whose stored type this run's files change, with why (the version's other files must be written
+    again with the new type, so that the version reads as one table): a column without values (NO_VALUES) that
+    gets its first ones, or a type widened without changing a value (int32 -> int64, timestamp[s] -> [ms])."""
+    changed = {}
+    for column, before in (published or {}).items():
+        after = recorded.get(column, NO_VALUES)
+        if before == NO_VALUES and after != NO_VALUES:
+            changed[column] = f"gets its first values (type {after.type})"
+        elif before != NO_VALUES and after != NO_VALUES and after != before:
+            changed[column] = f"widened from {before.type} to {after.type} (no value changes)"
+    return changed
 
 
 def as_written(recorded: dict[str, KeptType]) -> dict[str, KeptType]:

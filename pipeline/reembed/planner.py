@@ -37,8 +37,9 @@ class Plan:
         return not (self.new or self.changed or self.deleted)
 
     def embedded_again(self, paths: set[str], sources: dict[str, SourceFile]) -> Plan:
-        """This plan after a run embedded the reused files among `paths` again (a kept column's first values,
-        pipeline.reembed.kept.filled): they are changed files whose earlier entries leave the version."""
+        """This plan after a run embedded the reused files among `paths` again (a kept column got its first values or
+        changed its type, pipeline.reembed.kept.retyped): they are changed files whose earlier entries leave the
+        version."""
         again = [e for e in self.reused if e.path in paths]
         if not again:
             return self
