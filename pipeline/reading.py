@@ -525,7 +525,22 @@ def naming_errors(uri: str, fmt: str, at: Cursor) -> Iterator[None]:
         if is_corrupt(err):
             what = what.rstrip(".") + where + CORRUPT_HINT
             raise CorruptFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}", at.row) from err
-        raise InputFileError(f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}{where}") from err
+        raise InputFileError(
+            f"cannot read {uri} as {fmt}: {type(err).__name__}: {what}{where}{gone_hint(err)}"
+        ) from err
+
+
+def gone_hint(err: Exception) -> str:
+    """What to do about a listed file that cannot be opened: deleted or renamed after the listing, or not readable
+    by the job's user ("" for any other error)."""
+    if isinstance(err, FileNotFoundError):
+        return (
+            ". The file was listed when the run started and is gone now (deleted, renamed or replaced while the job "
+            "ran?): run again once the input has stopped changing"
+        )
+    if isinstance(err, PermissionError):
+        return ". Give the job's user read access to the file, or move it out of the input, and run again"
+    return ""
 
 
 def is_corrupt(err: Exception) -> bool:

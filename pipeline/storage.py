@@ -22,6 +22,13 @@ from pipeline.change_tokens import listed_token
 from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.errors import UserError
 from pipeline.s3_listing import head_object, list_objects
+from pipeline.special_entries import (
+    UnreadableEntryError,
+    dangling_kind,
+    dangling_links,
+    special_kind,
+    unreadable_message,
+)
 from pipeline.transient_errors import TransientStorageError, is_transient
 
 log = logging.getLogger(__name__)
@@ -246,6 +253,10 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     """
     root = resolve(uri, storage)
     info = root.fs.get_file_info(root.path)
+    if info.type == pafs.FileType.Unknown:  # a named pipe, a socket: skipped like a directory, it matched nothing
+        raise UnreadableEntryError(unreadable_message(key, uri, special_kind(root.path), 0))
+    if info.type == pafs.FileType.NotFound and os.path.islink(root.path):
+        raise UnreadableEntryError(unreadable_message(key, uri, dangling_kind(root.path), 0))
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
         if isinstance(root.fs, pafs.LocalFileSystem):
@@ -265,6 +276,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     names: list[ListedFile] = []
     unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
+    problems: list[tuple[str, str]] = []  # local entries that are no file to read: (rel, what), special_entries
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         for entry in listed_entries(root, storage):
             rel = posixpath.relpath(entry.path, root.path)
@@ -272,6 +284,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
             below = entry.path.removeprefix(root.path.rstrip("/") + "/").split("/")
             hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
+            if entry.problem and not hidden:
+                problems.append((rel, entry.problem))
             if not entry.is_file or hidden:
                 continue
             if entry.path != posixpath.join(root.path, rel) or any(p in ("", ".", "..") for p in below):
@@ -285,6 +299,10 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         names = [n for n in names if matcher.fullmatch(n.path)]
         unreadable = [rel for rel in unreadable if matcher.fullmatch(rel)]
         unaddressable = [(rel, path) for rel, path in unaddressable if matcher.fullmatch(rel)]
+        problems = [(rel, what) for rel, what in problems if matcher.fullmatch(rel)]
+    if problems:
+        rel, what = min(problems)
+        raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, len(problems) - 1))
     if unaddressable:
         path = unaddressable[0][1]
         key_uri = "s3://" + path if root.uri.startswith("s3://") else path
@@ -321,6 +339,7 @@ class Entry:
     size: int | None
     mtime_ns: int | None
     etag: str | None = None  # S3 only
+    problem: str | None = None  # local: why an entry that is no directory cannot be read as a file (special_entries)
 
 
 def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
@@ -330,9 +349,17 @@ def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
         for obj in list_objects(root.path, storage):
             yield Entry(obj.path, True, True, obj.size, obj.mtime_ns, obj.etag)
         return
+    directories = [root.path]
     for info in root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True)):
         path, readable = listed_path(info)
-        yield Entry(path, readable, info.type == pafs.FileType.File, info.size, info.mtime_ns)
+        special = info.type == pafs.FileType.Unknown and readable
+        yield Entry(path, readable, info.type == pafs.FileType.File, info.size, info.mtime_ns,
+                    problem=special_kind(path) if special else None)  # fmt: skip
+        if info.type == pafs.FileType.Directory and readable:
+            directories.append(path)
+    if os.path.isdir(root.path):  # pyarrow leaves dangling links out of its listing: they are looked for here
+        for path, what in dangling_links(directories, HIDDEN_PREFIXES):
+            yield Entry(path, True, False, None, None, problem=what)
 
 
 def move_hint(path: str) -> str:

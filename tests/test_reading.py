@@ -60,7 +60,8 @@ def test_jsonl_without_the_text_key_lists_keys(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(InputFileError, match="cannot read .*gone.jsonl as jsonl"):
+    """A listed file deleted or renamed before its read task opened it: the error names it and says what to do."""
+    with pytest.raises(InputFileError, match="cannot read .*gone.jsonl as jsonl.*is gone now .*run again once"):
         read_all(spec(tmp_path, "jsonl"), "gone.jsonl")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import StorageConfig
+from pipeline.special_entries import UnreadableEntryError
 from pipeline.storage import InvalidGlobError, list_files
 
 LOCAL = StorageConfig()
@@ -310,3 +311,37 @@ def test_list_items_with_tilde_and_links_between_locations(tmp_path, monkeypatch
     root, files = list_files(["~/c/2024-11", "~/c/latest", "~/d"], LOCAL)
     assert (root.path, files) == (str(tmp_path), ["c/2024-11/a.jsonl", "d/a.jsonl"])
     assert "reach files already listed under another path through symbolic links" in caplog.text
+
+
+def test_entries_listed_that_cannot_be_read_as_files_fail_the_listing_naming_them(tmp_path):
+    """A symbolic link to a missing file (or a loop of links) was left out of the listing by pyarrow, a named pipe
+    skipped like a directory: their rows were missing from the run and nothing said so. The listing now fails
+    naming the first one, what it is, how many there are and what to do; hidden names are still skipped, and a glob
+    looks only at the entries it matches."""
+    import os
+
+    make_tree(tmp_path)
+    os.symlink("gone.jsonl", tmp_path / "a" / "dangling.jsonl")
+    os.symlink("/nonexistent/dir", tmp_path / "b" / "old-month")
+    os.symlink("loop.jsonl", tmp_path / "loop.jsonl")
+    os.symlink("missing", tmp_path / "_hidden-link")
+    os.symlink("missing", tmp_path / ".hidden" / "link.jsonl")
+    os.mkfifo(tmp_path / "b" / "pipe.jsonl")
+    with pytest.raises(
+        UnreadableEntryError,
+        match=r"input.uri: '.*/a/dangling.jsonl' is a symbolic link to 'gone.jsonl', which does not exist .*: "
+        r"restore its target, or move it out of the input, and run again \(3 more entries below the input cannot",
+    ):
+        list_files(str(tmp_path), LOCAL)
+    with pytest.raises(UnreadableEntryError, match=r"'.*/b/pipe.jsonl' is a named pipe \(FIFO\), not a regular file"):
+        list_files(f"{tmp_path}/b/*.jsonl", LOCAL, key="input.uri[1]")
+    with pytest.raises(
+        UnreadableEntryError, match=r"'.*/loop.jsonl' is a symbolic link to 'loop.jsonl'.*loop of links"
+    ):
+        list_files(f"{tmp_path}/loop.jsonl", LOCAL)
+    with pytest.raises(UnreadableEntryError, match=r"input.uri: '.*/b/pipe.jsonl' is a named pipe"):
+        list_files(f"{tmp_path}/b/pipe.jsonl", LOCAL)
+    assert list_files(f"{tmp_path}/a/[0-9].jsonl", LOCAL)[1] == ["0.jsonl", "1.jsonl"]
+    for rel in ("a/dangling.jsonl", "b/old-month", "loop.jsonl", "b/pipe.jsonl"):
+        os.unlink(tmp_path / rel)
+    assert list_files(str(tmp_path), LOCAL)[1] == ["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]

@@ -1,0 +1,70 @@
+"""Entries of a local input listing that look like data files but cannot be read as one, found while listing.
+
+pyarrow's recursive listing leaves out a symbolic link whose target is missing (a dangling link, or a loop of
+links) without a word, and lists a named pipe, socket or device as type Unknown, which the walker then skipped
+like a directory: either way the file's rows were missing from the run and nothing said so. These are reported
+instead (pipeline.storage.list_location raises UnreadableEntryError naming them and what to do).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+
+from pipeline.errors import UserError
+
+
+class UnreadableEntryError(UserError, OSError):
+    """An entry below the input that is listed but cannot be read as a file: the message names it and what to do."""
+
+
+def special_kind(path: str) -> str:
+    """What a non-regular, non-directory entry is and what to do, in words ('a named pipe (FIFO), ...: write its
+    data to a regular file')."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return f"not readable ({err.strerror}): give the job's user access to it"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a regular file: write its data to a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file: write its data to a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file: copy its data to a regular file"
+    return "neither a regular file nor a directory: copy its data to a regular file"
+
+
+def dangling_links(directories: Iterable[str], hidden: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(path, what) for each symbolic link in `directories` (not below them) whose target does not exist; names
+    starting with a `hidden` prefix are left out. One scandir per directory and one stat per link: a regular file
+    costs nothing more."""
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # the listing itself said what it could not list
+        for entry in entries:
+            if entry.name.startswith(hidden) or not entry.is_symlink() or os.path.exists(entry.path):
+                continue
+            if os.path.exists(os.path.realpath(entry.path)):
+                continue  # a link to an ancestor, reached again below itself until the OS gave up: listed elsewhere
+            yield entry.path, dangling_kind(entry.path)
+
+
+def dangling_kind(path: str) -> str:
+    """A dangling symbolic link, in words, with its target and what to do."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"a symbolic link to {target!r}, which does not exist (or is a loop of links): restore its target"
+
+
+def unreadable_message(key: str, shown: str, what: str, more: int) -> str:
+    """The error for entries below the input that cannot be read: the first one, what it is, how many, what to do."""
+    others = f" ({more} more entries below the input cannot be read as files)" if more else ""
+    return (
+        f"{key}: {shown!r} is {what}, or move it out of the input, and run again{others}. Its rows cannot be read; "
+        "the run stops here rather than miss them without a word"
+    )
