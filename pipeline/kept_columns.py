@@ -20,6 +20,7 @@ The rule (`unify`), applied pairwise over the files in listing order:
 - other types follow Arrow's permissive promotion (e.g. structs with different fields are merged);
 - JSON values nested more than 16 levels deep, or holding only empty objects (`{}`, a struct without fields), are
   *mixed* too: Parquet readers refuse deep schemas, and Parquet writers structs without fields;
+- files holding a column in more than one type are named in a warning, which says whether a value changes;
 - anything else is *mixed*. A mixed JSON column (e.g. int and string) is kept losslessly as JSON text: every non-null
   value is written as `json.dumps(value)` into a string column, so `json.loads` gives back the original value and
   type (`2021` -> "2021", `"2021"` -> "\\"2021\\""). A mixed Parquet column cannot be reconciled without guessing:
@@ -29,12 +30,16 @@ The rule (`unify`), applied pairwise over the files in listing order:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
+from pipeline.type_widening import widens_losslessly
+
+log = logging.getLogger(__name__)
 
 MIXED = None  # observed_types: the column holds values of several incompatible types within one file
 # JSON values nested deeper than this are kept as JSON text: Parquet readers refuse schemas deeper than 100 levels
@@ -254,7 +259,32 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
                 owner = owner or rel
                 parquet_seen = parquet_seen or fmt == "parquet"
         decided[column] = JSON_TEXT if json_text else KeptType(pa.string() if pa.types.is_null(current) else current)
+        if not json_text:
+            warn_widened(column, per_file, decided[column].type)
     return decided
+
+
+def warn_widened(column: str, per_file: list[tuple[str, str, dict[str, pa.DataType | None]]], to: pa.DataType) -> None:
+    """Log once per column when its files hold it in more than one type (widths, units, precisions) that the decided
+    type `to` unifies: which type in which file (the first of each), and whether any value changes on the way."""
+    first: dict[pa.DataType, str] = {}
+    for rel, _, observed in per_file:
+        seen = observed.get(column, pa.null())
+        if seen is not MIXED and not pa.types.is_null(seen):
+            first.setdefault(normalize(seen), rel)
+    if len(first) < 2:
+        return
+    lossy = [t for t in first if not widens_losslessly(t, to)]
+    log.warning(
+        "kept column %r: the files hold %s; written as %s (%s)",
+        column,
+        ", ".join(f"{t} ({rel})" for t, rel in first.items()),
+        to,
+        "no value changes" if not lossy else "values of " + ", ".join(map(str, lossy)) + " may change: " + LOSSY_NOTE,
+    )
+
+
+LOSSY_NOTE = "nanoseconds are kept to the microsecond, integers above 2**53 rounded as float64"
 
 
 def cast_kept(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:

@@ -215,9 +215,10 @@ def test_a_json_text_column_meets_a_parquet_file_without_it(tmp_path):
     assert read_column(spec, names, types, "meta").to_pylist() == ["{}", "3", None, None]
 
 
-def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_loss(tmp_path):
+def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_loss(tmp_path, caplog):
     """uint64 ids above 2**63 next to int64 ones, and a pandas (ns) shard next to a us one holding 9999-12-31: the
-    int64 / timestamp[ns] the columns used to unify to could not hold those values, and the read task failed."""
+    int64 / timestamp[ns] the columns used to unify to could not hold those values, and the read task failed.
+    The job says which file holds which type and whether a value changes (it unified them without a word)."""
     import datetime
 
     big, sentinel = 2**64 - 1, datetime.datetime(9999, 12, 31)
@@ -235,8 +236,14 @@ def test_integers_and_timestamps_of_different_widths_and_units_are_read_without_
         ),
         "c.parquet": pa.table({"text": ["w"], "n": pa.array([3], pa.uint32()), "t": pa.array([fine], "timestamp[ms]")}),
     }
-    spec, names, types = job_types(tmp_path, files, keep=("n", "t"))
+    with caplog.at_level("WARNING", logger="pipeline.kept_columns"):
+        spec, names, types = job_types(tmp_path, files, keep=("n", "t"))
     assert types == {"n": KeptType(pa.decimal128(20, 0)), "t": KeptType(pa.timestamp("us"))}
+    assert (
+        "kept column 'n': the files hold uint64 (a.parquet), int64 (b.parquet), uint32 (c.parquet); written as "
+        "decimal128(20, 0) (no value changes)" in caplog.text
+    )
+    assert "written as timestamp[us] (values of timestamp[ns] may change: nanoseconds are kept to the" in caplog.text
     assert [int(v) for v in read_column(spec, names, types, "n").to_pylist()] == [big, -5, 7, 3]
     assert read_column(spec, names, types, "t").to_pylist() == [
         sentinel,
