@@ -24,6 +24,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_architecture import ENCODER_ONLY_MODEL_TYPES
 from pipeline.prompts import ST_CONFIG, declared_prompts, resolve_prompt, role_prompt_name, st_config
+from pipeline.st_transformer_settings import check_transformer_settings
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,7 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             "would differ from what sentence-transformers gives, so it is refused"
         )
     check_text_modality(cfg, modules)
+    check_transformer_settings(cfg.name_or_path, *transformer_settings(cfg, modules))
     kinds = [module_kind(m) for m in modules]
     if "Normalize" in kinds and "Dense" in kinds[kinds.index("Normalize") :]:
         raise UserError(
@@ -301,6 +303,13 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
     )
 
 
+def transformer_settings(cfg: ModelConfig, modules: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """(file name, parsed content) of the Transformer module's sentence_bert_config.json; {} when it has none."""
+    folders = [m.get("path", "") for m in modules if module_kind(m) == "Transformer"] or [""]
+    filename = posixpath.join(folders[0], "sentence_bert_config.json")
+    return filename, (read_json(cfg, filename) if model_file(cfg, filename) else {})
+
+
 def check_text_modality(cfg: ModelConfig, modules: list[dict[str, Any]]) -> None:
     """Refuse a Transformer module that sentence-transformers (6+) does not feed plain text through `forward`.
 
@@ -313,9 +322,8 @@ def check_text_modality(cfg: ModelConfig, modules: list[dict[str, Any]]) -> None
     Raises:
         UserError: naming the file, the modality and how to use the model as plain text.
     """
-    folders = [m.get("path", "") for m in modules if module_kind(m) == "Transformer"] or [""]
-    filename = posixpath.join(folders[0], "sentence_bert_config.json")
-    modalities = (read_json(cfg, filename) if model_file(cfg, filename) else {}).get("modality_config")
+    filename, settings = transformer_settings(cfg, modules)
+    modalities = settings.get("modality_config")
     if not isinstance(modalities, dict):
         return
     if "message" in modalities:

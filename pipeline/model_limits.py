@@ -4,9 +4,10 @@
 longer row fails inside the model (`expanded size (2702) must match (512)`) after every retry. The effective limit
 is the smallest of: the config's `model.max_tokens`; sentence-transformers' `max_seq_length`
 (sentence_bert_config.json, what sentence-transformers itself truncates at); the tokenizer's `model_max_length`
-(unless it is transformers' "no limit" sentinel); and the model config's `max_position_embeddings` net of the
-positions a RoBERTa-family model reserves (its positions start at `padding_idx + 1`, so 514 embeddings hold 512
-tokens). Chunk windows are cut to the same limit.
+(unless it is transformers' "no limit" sentinel), both replaced by a `model_max_length` among that file's tokenizer
+kwargs (`processor_kwargs` / `tokenizer_args`), which sentence-transformers gives the tokenizer instead; and the
+model config's `max_position_embeddings` net of the positions a RoBERTa-family model reserves (its positions start at
+`padding_idx + 1`, so 514 embeddings hold 512 tokens). Chunk windows are cut to the same limit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_architecture import text_config
 from pipeline.model_defaults import model_file
+from pipeline.st_transformer_settings import tokenizer_max_length
 
 if TYPE_CHECKING:  # the driver imports this module before Ray starts: transformers (and torch) load where used
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -81,12 +83,15 @@ def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: Pr
     """The effective max tokens: the minimum over the config and the model's own limits (module docstring)."""
     sources = {"model.max_tokens": cfg.max_tokens}
     st_path = model_file(cfg, "sentence_bert_config.json")
-    if st_path is not None:
-        seq = json.loads(st_path.read_text()).get("max_seq_length")
-        if isinstance(seq, int) and seq > 0:
-            sources["sentence_bert_config.json max_seq_length"] = seq
+    st_settings = json.loads(st_path.read_text()) if st_path is not None else {}
+    st_max = tokenizer_max_length(st_settings)
+    seq = st_settings.get("max_seq_length")
+    if st_max is not None:  # sentence-transformers gives it to the tokenizer instead of max_seq_length
+        sources["sentence_bert_config.json tokenizer kwargs model_max_length"] = st_max
+    elif isinstance(seq, int) and seq > 0:
+        sources["sentence_bert_config.json max_seq_length"] = seq
     model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < NO_LIMIT:
+    if st_max is None and isinstance(model_max, int) and 0 < model_max < NO_LIMIT:
         sources["tokenizer model_max_length"] = model_max
     positions = position_limit(config)
     if positions is not None:

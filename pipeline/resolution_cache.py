@@ -52,6 +52,7 @@ DECIDING_MODULES = (
     "tokenization",
     "tokenizer_snapshot",
     "prompts",
+    "st_transformer_settings",
     "resolution_cache",
 )
 BACKENDS = "tokenizers"  # sub-folder of FOLDER: snapshot backends by content

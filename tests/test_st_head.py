@@ -5,6 +5,7 @@ beyond mean/cls/last_token, `include_prompt: false`, `do_lower_case`; cosine >= 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -303,3 +304,83 @@ def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch
     got, want = ours(model, TEXTS), reference(model, TEXTS)
     assert got.shape == want.shape
     assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+
+
+def with_settings(model: Path, **settings) -> Path:
+    """`model` with `settings` added to its Transformer module's sentence_bert_config.json."""
+    path = model / "sentence_bert_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **settings}))
+    return model
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"tokenizer_args": {"model_max_length": 5}},  # below max_seq_length 128
+        {"processor_kwargs": {"model_max_length": 300}, "max_seq_length": 6},  # above it: it still wins
+    ],
+    ids=["below", "above"],
+)
+def test_the_tokenizer_kwargs_model_max_length_cuts_as_sentence_transformers_does(tiny_models, tmp_path, settings):
+    """sentence-transformers gives the tokenizer kwargs' model_max_length to the tokenizer instead of max_seq_length;
+    rayembed cut at max_seq_length (cosine 0.86 on these texts with 5)."""
+    model = with_settings(st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}), **settings)
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        ({"config_args": {"num_hidden_layers": 1}}, "config_args num_hidden_layers: 1 (overrides of config.json)"),
+        ({"config_kwargs": {"hidden_act": "relu"}}, "config_kwargs hidden_act: 'relu'"),
+        ({"tokenizer_args": {"truncation_side": "left"}}, "tokenizer_args truncation_side: 'left' (arguments of"),
+        ({"processor_kwargs": {"add_eos_token": True}}, "processor_kwargs add_eos_token: True"),
+        ({"model_kwargs": {"rope_scaling": {"type": "linear"}}}, "model_kwargs rope_scaling:"),
+        ({"transformer_task": "fill-mask"}, "transformer_task: 'fill-mask' (its vectors come from another head"),
+        ({"module_output_name": "scores"}, "module_output_name: 'scores'"),
+        ({"tokenizer_name_or_path": "bert-base-cased"}, "tokenizer_name_or_path: 'bert-base-cased' (it tokenizes"),
+        ({"query_length": 32}, "query_length: 32 (it cuts queries at that length; model.max_tokens does so"),
+        ({"processing_kwargs": {"text": {"max_length": 8}}}, "processing_kwargs text: {'max_length': 8}"),
+    ],
+)
+def test_transformer_settings_sentence_transformers_applies_are_refused_by_name(tiny_models, tmp_path, settings, named):
+    """sentence_bert_config.json settings that sentence-transformers applies when it loads the model (config
+    overrides, tokenizer and model kwargs, another head or tokenizer, per-kind lengths) were ignored without a word:
+    num_hidden_layers 1 ran every layer, truncation_side left kept the start of long texts."""
+    model = with_settings(st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}), **settings)
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": "x"}, "output": {"uri": "y"}, "model": {"name_or_path": str(model)}}
+    )
+    with pytest.raises(UserError, match=re.escape(f"sentence_bert_config.json sets {named}") + ".*rayembed does not"):
+        with_model_defaults(cfg)
+
+
+def test_a_refused_setting_does_change_sentence_transformers_vectors(tiny_models, tmp_path):
+    """The refusal is not over-cautious: config_args num_hidden_layers 1 gives other vectors in
+    sentence-transformers than the model as saved (which rayembed computed)."""
+    plain = st_model(tiny_models["bert"], tmp_path / "plain", {"pooling_mode": "mean"})
+    fewer = with_settings(
+        st_model(tiny_models["bert"], tmp_path / "fewer", {"pooling_mode": "mean"}),
+        config_args={"num_hidden_layers": 1},
+    )
+    assert np.sum(reference(plain, TEXTS) * reference(fewer, TEXTS), axis=1).min() < 0.9999
+
+
+def test_transformer_settings_that_leave_the_vectors_alone_pass(tiny_models, tmp_path):
+    """dtype, attention kernel, trust_remote_code, unpad_inputs and the defaults sentence-transformers 6 writes
+    (transformer_task feature-extraction, module_output_name token_embeddings) are accepted, and the vectors equal
+    sentence-transformers'. (A padding side is accepted too: rayembed's vectors do not depend on it, while
+    sentence-transformers' BERT under left padding shifts each padded row's positions, docs/conventions.md.)"""
+    model = with_settings(
+        st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}),
+        model_kwargs={"attn_implementation": "eager", "torch_dtype": "float32"},
+        processor_kwargs={"use_fast": True},
+        config_kwargs={"trust_remote_code": False},
+        unpad_inputs=False,
+        transformer_task="feature-extraction",
+        module_output_name="token_embeddings",
+        processing_kwargs={"chat_template": {"add_generation_prompt": True}},
+    )
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
