@@ -289,6 +289,28 @@ def test_every_rayjob_retries_and_its_retry_resumes():
         assert not getattr(output, "overwrite", False), f"{config}: output.overwrite makes a retry start over"
 
 
+def lease_times(cfg: BaseModel) -> tuple[float, float]:
+    """(lifetime, wait) of the output lease the job takes: the re-embed job's own section, else the output's."""
+    settings = getattr(cfg, "reembed", None)
+    if settings is not None:
+        return settings.lease_ttl_seconds, settings.lease_wait_seconds
+    return cfg.output.lease_seconds, cfg.output.lease_wait_seconds
+
+
+def test_every_rayjob_retry_outwaits_its_dead_attempts_lease():
+    """A RayJob retry runs on a new cluster: its driver is on another host than the dead attempt's, so it cannot see
+    that attempt's process is gone and finds its lease live for up to the lease's lifetime. The embed, cluster and
+    mine_bitext configs waited 0 s (lease 120 s): a retry whose cluster came up within two minutes of the loss exited
+    3 at once, and backoffLimit counted it, instead of resuming (the wait itself:
+    test_lease::a_wait_outlasts_a_dead_holder_on_another_host)."""
+    specs = dict(rayjob_specs())
+    for name, module, config in entrypoints():
+        if specs[name].get("backoffLimit", 0) < 1:
+            continue
+        lifetime, wait = lease_times(manifest_config(module, config))
+        assert wait > lifetime, f"{config}: a retry waits {wait:g} s for a dead attempt's lease of {lifetime:g} s"
+
+
 def test_scheduled_variants_run_the_same_rayjob_as_the_manifest():
     (reembed,) = [d["spec"] for _, d in ALL if d["kind"] == "RayJob" and d["metadata"]["name"] == "rayembed-reembed"]
     scheduled = [s for n, s in rayjob_specs() if n.startswith("schedule-")]
