@@ -387,6 +387,27 @@ class ModelConfig(Section):
         """`~/models/e5` is the user's home directory, for every loader (a hub id never starts with `~`)."""
         return os.path.expanduser(value) if value.startswith("~") else value
 
+    @field_validator("name_or_path")
+    @classmethod
+    def _no_url(cls, value: str) -> str:
+        """A URL is neither a hub id nor a local directory: `s3://bucket/model` (vLLM streams models from object
+        storage), `hf://org/name`, the model page's address. It got 'cannot be fetched from the Hugging Face hub
+        (HFValidationError: Repo id must be in the form ...)'."""
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            return value
+        hub = rest.removeprefix("huggingface.co/").removeprefix("www.huggingface.co/").strip("/")
+        if scheme == "hf" or (scheme in ("http", "https") and rest.startswith(("huggingface.co/", "www.huggingface"))):
+            raise ValueError(f"is a URL; give the hub id as it is: {'/'.join(hub.split('/')[:2])!r}")
+        if scheme == "file":
+            raise ValueError(f"is a file:// URL; give the local directory as a path: {rest!r}")
+        raise ValueError(
+            f"is a URL ({scheme}://); rayembed loads a model from the Hugging Face hub (an id such as "
+            "'intfloat/multilingual-e5-small') or a local directory, not from object storage or a web server: copy "
+            "the model folder to a directory every Ray node can read (the image, a volume; e.g. `aws s3 sync "
+            "s3://bucket/models/e5 /models/e5`) and give that path"
+        )
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.prompt is not None and self.prompt_name is not None:

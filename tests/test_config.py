@@ -401,3 +401,23 @@ def test_an_output_inside_any_listed_input_is_refused(tmp_path):
     text = f"input: {{uri: [{tmp_path}/a, {tmp_path}/b], format: jsonl}}\noutput: {{uri: {tmp_path}/b/emb}}\n"
     with pytest.raises(ConfigError, match=r"output.uri \(.*/b/emb\) is inside the input input.uri\[1\]"):
         load_config(EmbedConfig, write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("s3://bucket/models/e5", "is a URL (s3://); rayembed loads a model from the Hugging Face hub"),
+        ("gs://bucket/e5", "is a URL (gs://)"),
+        ("hf://intfloat/multilingual-e5-small", "is a URL; give the hub id as it is: 'intfloat/multilingual-e5-small'"),
+        (
+            "https://huggingface.co/intfloat/multilingual-e5-small/tree/main",
+            "is a URL; give the hub id as it is: 'intfloat/",
+        ),
+        ("file:///models/e5", "is a file:// URL; give the local directory as a path: '/models/e5'"),
+    ],
+)
+def test_a_model_url_is_refused_saying_what_to_give(tmp_path, name, message):
+    """vLLM loads `s3://` model paths; rayembed loads hub ids and local directories, and a URL got 'cannot be fetched
+    from the Hugging Face hub (HFValidationError: Repo id must be in the form ...)' once the job had started."""
+    with pytest.raises(ConfigError, match=r"model\.name_or_path: Value error, " + re.escape(message)):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"model.name_or_path={name}"])
