@@ -378,6 +378,31 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
         None,
         "vLLM's convert: rayembed has no such setting; every run is an embedding (pooling) run: remove it",
     ),
+    "hf_overrides": (
+        None,
+        (
+            "vLLM's hf_overrides: rayembed has no such setting; it loads config.json as saved: write the change into "
+            "config.json of a copy of the model"
+        ),
+    ),
+    "config_kwargs": (
+        None,
+        (
+            "sentence-transformers' config_kwargs: rayembed has no such setting; it loads config.json as saved: write "
+            "the change into config.json of a copy of the model"
+        ),
+    ),
+    "tokenizer_mode": (
+        None,
+        "vLLM's tokenizer_mode: rayembed has no such setting; it uses the model's fast tokenizer where it has one",
+    ),
+    "served_model_name": (
+        None,
+        (
+            "TEI's and vLLM's served_model_name: rayembed has no such setting; the output records model.name_or_path "
+            "(its summary and each file's metadata)"
+        ),
+    ),
     "tensor_parallel_size": (
         None,
         (

@@ -225,6 +225,7 @@ def test_key_aliases_point_at_keys_that_exist():
             "did you mean model.compile? (vLLM's enforce_eager: true is model.compile: false)",
         ),
         ("model.runner=pooling", "every run is an embedding (pooling) run: remove it"),
+        ("model.hf_overrides={num_hidden_layers: 2}", "write the change into config.json of a copy of the model"),
         # Ray Data / Ray
         ("compute.batch_size=64", "Ray Data's map_batches(batch_size=...): rows per forward pass"),
         ("compute.min_size=1", "did you mean compute.min_actors? (Ray Data's ActorPoolStrategy(min_size=...))"),
