@@ -457,6 +457,23 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
             "compute.gpus_per_actor and compute.resources"
         ),
     ),
+    "input.columns": (
+        "output.keep_columns",
+        (
+            "Ray Data's read_parquet(columns=...): rayembed reads input.text_column and input.id_column; the input "
+            "columns to carry into the output rows are output.keep_columns"
+        ),
+    ),
+    "file_extensions": (
+        None,
+        (
+            "Ray Data's file_extensions: rayembed has no such setting; give a glob in input.uri (corpus/**/*.jsonl); "
+            "input.format fixes the format"
+        ),
+    ),
+    "min_rows_per_file": ("output.rows_per_file", "Ray Data's write_parquet(min_rows_per_file=...): rows per file"),
+    "max_rows_per_file": ("output.rows_per_file", "Ray Data's write_parquet(max_rows_per_file=...): rows per file"),
+    "num_rows_per_file": ("output.rows_per_file", "Ray Data's write_parquet(num_rows_per_file=...): rows per file"),
     "output.format": (
         None,
         "rayembed has no such setting: output is always Parquet files under output.uri; input.format is the input's",
