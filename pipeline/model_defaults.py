@@ -510,6 +510,15 @@ def st_config_of(cfg: ModelConfig) -> dict[str, Any]:
     return read_json(cfg, ST_CONFIG)
 
 
+# sentence-transformers' similarity_fn_name values whose scores normalizing changes (cosine is the one it does not)
+UNNORMALIZED_SCORES = {
+    "dot": "dot product",
+    "dot_product": "dot product",
+    "euclidean": "euclidean distance",
+    "manhattan": "manhattan distance",
+}
+
+
 def warn_normalization(cfg: ModelConfig) -> None:
     """Warn once, on the driver, where model.normalize contradicts what the model's sentence-transformers modules do.
 
@@ -521,11 +530,14 @@ def warn_normalization(cfg: ModelConfig) -> None:
         return
     layout = module_layout(cfg)
     similarity = str(st_config_of(cfg).get("similarity_fn_name") or "")
-    if cfg.normalize and not layout.normalize and similarity in ("dot", "dot_product"):
+    scored = UNNORMALIZED_SCORES.get(similarity.lower())
+    if cfg.normalize and not layout.normalize and scored is not None:
         log.warning(
-            "model %s is scored by dot product and has no Normalize module, but model.normalize is true: its "
-            "vectors are L2-normalized (cosine scores); set model.normalize: false to keep its dot-product scores",
+            "model %s is scored by %s and has no Normalize module, but model.normalize is true: its vectors are "
+            "L2-normalized (cosine scores); set model.normalize: false to keep its %s scores",
             cfg.name_or_path,
+            scored,
+            scored,
         )
     elif not cfg.normalize and layout.normalize:
         log.warning(

@@ -320,6 +320,9 @@ NORMALIZE = {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_tra
         ([TRANSFORMER, POOLING], "dot", True, "scored by dot product and has no Normalize module"),
         ([TRANSFORMER, POOLING], "cosine", True, None),
         ([TRANSFORMER, POOLING], "dot", False, None),
+        # distances change under normalizing as dot products do; they got no warning
+        ([TRANSFORMER, POOLING], "euclidean", True, "scored by euclidean distance and has no Normalize module"),
+        ([TRANSFORMER, POOLING], "manhattan", True, "keep its manhattan distance scores"),
         ([TRANSFORMER, POOLING, NORMALIZE], "cosine", False, "declares a Normalize module"),
         ([TRANSFORMER, POOLING, NORMALIZE], "cosine", True, None),
     ],
