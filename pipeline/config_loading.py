@@ -354,14 +354,14 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
             "PyTorch (not ONNX or OpenVINO exports)"
         ),
     ),
-    "pool": (None, "sentence-transformers' multi-process pool: rayembed has no such setting; compute.num_actors"),
     "chunk_size": (
-        None,
+        "model.max_tokens",
         (
-            "sentence-transformers' multi-process chunk_size: rayembed has no such setting; work is handed out by "
-            "input.unit_bytes and batching.rows_per_block"
+            "a chunk window with model.long_inputs: chunk is model.max_tokens tokens, consecutive windows sharing "
+            "model.chunk_overlap_tokens; sentence-transformers' multi-process chunk_size has no counterpart"
         ),
     ),
+    "chunk_overlap": ("model.chunk_overlap_tokens", "tokens consecutive chunk windows share"),
     "tokenizer_kwargs": (
         None,
         (

@@ -231,6 +231,9 @@ def test_key_aliases_point_at_keys_that_exist():
         ("compute.min_size=1", "did you mean compute.min_actors? (Ray Data's ActorPoolStrategy(min_size=...))"),
         ("compute.runtime_env={pip: [x]}", "give it where the job is started (ray job submit --runtime-env"),
         ("compute.memory=1000", "Ray's memory request: rayembed has no such setting"),
+        # a RAG splitter's chunk_size is our chunk window; `pool` stays a misspelled pooling
+        ("model.chunk_size=512", "did you mean model.max_tokens? (a chunk window with model.long_inputs: chunk is"),
+        ("model.pool=mean", "did you mean pooling?"),
         ("input.columns=[text, id]", "did you mean output.keep_columns? (Ray Data's read_parquet(columns=...)"),
         ("output.max_rows_per_file=5000", "did you mean output.rows_per_file?"),
         # a key of another section that means something else there: got 'did you mean input.format?'
