@@ -29,7 +29,9 @@ from pipeline.model_loading import ModelLoadError
 from pipeline.reembed import NoPublishedVersionError, list_versions, open_current, read_current
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
+from pipeline.reembed.manifest import current_manifest
 from pipeline.run_summary import human_summary
+from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -80,6 +82,7 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         "deleted": 0,
         "resumed": 0,
         "to_embed": 4,
+        "rewritten": 0,
         "total": 4,
     }
     assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (120, 0, 1)
@@ -435,24 +438,31 @@ def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models
 
 def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(ray_session, tiny_models, tmp_path):
     """A kept field the corpus has not filled yet (null or absent in every file) constrains nothing: the night a
-    file brings its first values, their type becomes the column's, the version's other files are embedded again
-    with it and the version reads as one table. It was recorded as `string`, and every later run with such a file
-    failed: "kept column 'license': c.jsonl needs JSON text (values of mixed types), but the published version
-    stores type string". Once the column has values, a file of another type is still refused."""
+    file brings its first values, their type becomes the column's, the version's other files are written again
+    with it (their vectors reused: no model work, bit-identical) and the version reads as one table. It was
+    recorded as `string`, and every later run with such a file failed: "kept column 'license': c.jsonl needs JSON
+    text (values of mixed types), but the published version stores type string". Once the column has values, a
+    file of another type is still refused."""
     from pipeline.kept_columns import KeptColumnTypeError
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "a1", "text": "hello", "license": None}, {"id": "a2", "text": "x"}]))
+    rows = [{"id": "a1", "text": "hello", "license": None}, {"id": "a2", "text": "x"}, {"id": "a3", "text": " "}]
+    (corpus / "a.jsonl").write_bytes(jsonl(rows))  # a3: a reject row, its file is copied with the outputs
     (corpus / "b.jsonl").write_bytes(jsonl([{"id": "b1", "text": "world", "license": None}]))
     out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["license"]})
+    strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": 0.5}
+    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["license"]}, input=strict)
     run_reembed(cfg)
     assert open_current(out).schema.field("license").type == pa.string()  # as the embed job writes it
+    before = published(out)
 
     (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}]))
     second = run_reembed(cfg)
-    assert second["files"] | {"total": 3} == {**second["files"], "new": 1, "changed": 2, "unchanged": 0}
+    assert second["files"] | {"total": 3} == {**second["files"], "new": 1, "changed": 0, "unchanged": 2, "rewritten": 2}
+    assert (second["rows_embedded"], second["rows_reused"]) == (1, 3)
+    after = published(out)
+    assert all(np.array_equal(after[i], before[i]) for i in ("a1", "a2", "b1"))
     table = open_current(out).to_table()
     assert table.schema.field("license").type == pa.int64()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
@@ -461,7 +471,13 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
     assert {pq.read_schema(f).field("license").type for f in files} == {pa.int64()}
 
     (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "more", "license": None}]))
-    assert run_reembed(cfg)["files"]["changed"] == 0  # nulls fit the stored type: nothing else is embedded again
+    third = run_reembed(cfg)  # nulls fit the stored type: nothing else is written again
+    assert (third["files"]["rewritten"], third["rows_embedded"], third["rows_rejected_total"]) == (0, 1, 1)
+    # the first run's folders are collected (reembed.keep_manifests 2); the reject file lives on in its copy
+    manifest = current_manifest(resolve(out, StorageConfig()))
+    named = [Path(out, "_versions", manifest.fingerprint, f) for e in manifest.entries for f in e.files + e.rejects]
+    assert sum("_rejects" in str(f) for f in named) == 1 and all(f.exists() for f in named)
+    assert run_reembed(cfg)["published"] is None
     (corpus / "e.jsonl").write_bytes(jsonl([{"id": "e1", "text": "text", "license": "MIT"}]))
     with pytest.raises(
         KeptColumnTypeError, match=r"kept column 'license': e.jsonl needs JSON text .* stores type int64"
@@ -496,7 +512,7 @@ def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_chan
     parquet("b.parquet", ["b1"], pa.array([2**40], pa.int64()), pa.array([3500], pa.timestamp("us")))
     with caplog.at_level("WARNING", logger="pipeline.reembed.job"):
         second = run_reembed(cfg)
-    assert (second["files"]["new"], second["files"]["changed"], second["rows_embedded"]) == (1, 1, 3)
+    assert (second["files"]["new"], second["files"]["rewritten"], second["rows_embedded"]) == (1, 1, 1)
     assert "'n' widened from int32 to int64 (no value changes)" in caplog.text
     assert "'t' widened from timestamp[ms] to timestamp[us]" in caplog.text
     for f in read_current(out):
@@ -522,7 +538,7 @@ def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_wit
 ):
     """A run that staged a file with a kept column's first values and did not publish (here: stopped by the reject
     guard, as a killed run) is resumed with nothing left to embed: the staged file's types are decided again, and
-    the version's other files are embedded again with them. The resumed run used to publish the staged int64 file
+    the version's other files are written again with them. The resumed run used to publish the staged int64 file
     next to files whose column is a string of nulls: a version that does not read as one table."""
     from pipeline.reject_guard import TooManyRejectsError
 
@@ -537,7 +553,7 @@ def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_wit
     with pytest.raises(TooManyRejectsError):
         run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep, input=strict))
     resumed = run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
-    assert resumed["files"]["resumed"] == 0 and resumed["files"]["changed"] == 1  # c.jsonl staged, a.jsonl again
+    assert (resumed["files"]["resumed"], resumed["files"]["rewritten"], resumed["rows_embedded"]) == (1, 1, 0)
     assert {pq.read_schema(f).field("license").type for f in read_current(out)} == {pa.int64()}
     table = open_current(out).to_table()
     assert dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist())) == {"a1": None, "c1": 7}

@@ -33,6 +33,7 @@ from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
+from pipeline.reembed.retype import rewrite_entries
 from pipeline.reembed.sources import SourceFile, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
@@ -65,19 +66,20 @@ def embed_files(
     precision: OutputPrecision,
     duplicates: tuple[Location, dict[str, str], dict[str, int]] | None = None,
     published_types: dict[str, KeptType] | None = None,
-    reused: list[SourceFile] = (),
+    reused: list[FileEntry] = (),
     resumed: list[SourceFile] = (),
-) -> tuple[list[FileEntry], Progress, dict[str, KeptType]]:
+) -> tuple[list[FileEntry], Progress, dict[str, KeptType], list[FileEntry]]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
     `precision`: output.dimensions and output.dtype as the driver checked them (calibration.output_precision).
     `duplicates`: the duplicate-id pass's location, each file's digest and each file's index in the listing
     (pipeline.reembed.duplicates); None when ids are not checked. `published_types`: the kept-column types the
-    version stores (pipeline.reembed.kept; None for a new version). `reused`: the version's files this run keeps;
-    they are embedded too when this run's files change a kept column's stored type (kept.retyped: its first
-    values, or a lossless widening).
-    `resumed`: those of them an interrupted run staged; the kept types are decided from them too, as that run
-    decided them. Returns the entries, the progress and the kept-column types to record (kept.decide_for_run).
+    version stores (pipeline.reembed.kept; None for a new version). `reused`: the entries of the version's files
+    this run keeps; their output files are written again with the new type, without the model, when this run's
+    files change a kept column's stored type (kept.retyped: its first values, or a lossless widening;
+    pipeline.reembed.retype). `resumed`: those of them an interrupted run staged; the kept types are decided from
+    them too, as that run decided them. Returns the entries, the progress, the kept-column types to record
+    (kept.decide_for_run) and the reused entries rewritten with them ([] when none was).
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
@@ -85,14 +87,16 @@ def embed_files(
     cfg = cfg.model_copy(update={"model": settings.model})
     typed = sorted({s.path for s in [*todo, *resumed]})
     spec, recorded = decide_for_run(read_spec(cfg, root), typed, published_types, cfg.compute)
+    rewritten: list[FileEntry] = []
     if reused and (columns := kept.retyped(published_types, recorded)):
         log.warning(
-            "kept column(s) change type in this run: %s; the version's %d other files are embedded again with the "
-            "new type, so that every file reads as one table",
+            "kept column(s) change type in this run: %s; the version's %d other files are written again with the "
+            "new type (their vectors reused, no model work), so that every file reads as one table",
             "; ".join(f"{c!r} {why}" for c, why in columns.items()),
             len(reused),
         )
-        todo = sorted([*todo, *reused], key=lambda s: s.path)
+        rewritten = rewrite_entries(layout.root, list(reused), run_id, kept.as_written(recorded), cfg.compute)
+        rewritten = [e for e, before in zip(rewritten, reused) if e is not before and e != before]
     target = StageTarget(
         version_root=layout.root,
         run_id=run_id,
@@ -106,7 +110,7 @@ def embed_files(
     ids_at, digests, index = duplicates if duplicates is not None else (None, None, {})
     progress = Progress(todo, run_id, digests)
     if not todo:  # only resumed files, whose types fit the version
-        return [], progress, recorded
+        return [], progress, recorded, rewritten
     items = [{"file": s.path, "file_index": index.get(s.path, -1)} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec, "duplicates": ids_at}, batch_size=1).apply(ds)
@@ -124,7 +128,7 @@ def embed_files(
     for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         stage(progress.add(stats))
     stage(progress.finish())
-    return entries, progress, recorded
+    return entries, progress, recorded, rewritten
 
 
 def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         if plan.to_embed or plan.resumed:
             published = None if previous is None else (kept_types or {})
             by_path = {s.path: s for s in sources}
-            embedded, progress, kept_types = embed_files(
+            embedded, progress, kept_types, rewritten = embed_files(
                 cfg,
                 layout,
                 root,
@@ -184,10 +188,10 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 precision,
                 duplicates,
                 published,
-                [by_path[e.path] for e in plan.reused],
+                plan.reused,
                 [by_path[e.path] for e in plan.resumed],
             )
-            plan = plan.embedded_again({e.path for e in embedded}, by_path)
+            plan = plan.with_rewritten(rewritten)
             tokens = progress.tokens
         failure = version_reject_failure(plan.reused + embedded, layout, cfg.input.max_reject_fraction)
         if failure:

@@ -22,6 +22,8 @@ class Plan:
     replaced: list[FileEntry] = field(default_factory=list)
     # New or changed files that an interrupted run already embedded completely (a staged marker exists).
     resumed: list[FileEntry] = field(default_factory=list)
+    # Reused entries whose output files this run wrote again with new kept-column types (pipeline.reembed.retype).
+    rewritten: list[FileEntry] = field(default_factory=list)
 
     @property
     def to_embed(self) -> list[SourceFile]:
@@ -36,22 +38,18 @@ class Plan:
     def is_noop(self) -> bool:
         return not (self.new or self.changed or self.deleted)
 
-    def embedded_again(self, paths: set[str], sources: dict[str, SourceFile]) -> Plan:
-        """This plan after a run embedded the reused files among `paths` again (a kept column got its first values or
-        changed its type, pipeline.reembed.kept.retyped): they are changed files whose earlier entries leave the
-        version."""
-        again = [e for e in self.reused if e.path in paths]
-        if not again:
+    def with_rewritten(self, entries: list[FileEntry]) -> Plan:
+        """This plan with the reused entries whose output files a run wrote again (a kept column got its first
+        values or a wider type, pipeline.reembed.retype) replaced by `entries`: still unchanged or resumed files,
+        their rows reused, now in this run's folder."""
+        if not entries:
             return self
-        redone = {e.path for e in again}
-        unchanged = [e for e in self.unchanged if e.path not in redone]
-        moved = [e for e in self.unchanged if e.path in redone]
+        by_path = {e.path: e for e in entries}
         return replace(
             self,
-            changed=sorted(self.changed + [sources[e.path] for e in moved], key=lambda s: s.path),
-            unchanged=unchanged,
-            replaced=self.replaced + moved,
-            resumed=[e for e in self.resumed if e.path not in redone],
+            unchanged=[by_path.get(e.path, e) for e in self.unchanged],
+            resumed=[by_path.get(e.path, e) for e in self.resumed],
+            rewritten=self.rewritten + entries,
         )
 
     def counts(self) -> dict[str, int]:
@@ -62,6 +60,7 @@ class Plan:
             "deleted": len(self.deleted),
             "resumed": len(self.resumed),
             "to_embed": len(self.to_embed),
+            "rewritten": len(self.rewritten),
         }
 
 

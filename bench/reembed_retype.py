@@ -1,0 +1,118 @@
+"""The re-embed run after a kept column changes type: this tree (the version's other files rewritten without the
+model, pipeline/reembed/retype.py) against a baseline commit (they were embedded again through the model).
+
+    python -m bench.reembed_retype --baseline-ref main            # 2 rounds, the two versions alternating
+    python -m bench.reembed_retype --baseline-ref HEAD~1 --files 8 --rows 100 --rounds 3 --out /tmp/retype.json
+
+Each round and code version: a fresh corpus of `--files` JSONL files x `--rows` rows (the sample's texts, a kept
+column `license` null everywhere), a first run that embeds it, then one file more whose `license` holds values: the
+second run is the one measured (wall clock of run_reembed in a child process whose working directory and PYTHONPATH
+are that version's `pipeline` and `jobs` packages, bench/baseline_code.py). The model is the local
+multilingual-e5-small at float32 on the CPU, as in bench.wallclock. The order of the two versions is swapped every
+round. Printed and written: each run's wall, rows embedded and files rewritten, the medians, the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.baseline_code import extract, revisions, run_child
+from bench.wallclock import ROOT, load_average, machine, model_path
+
+REEMBED_CHILD = """
+import json, sys, time
+from pathlib import Path
+from pipeline.reembed.config import ReembedConfig
+from pipeline.reembed.job import run_reembed
+raw, corpus = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+cfg = ReembedConfig.model_validate(raw)
+first = run_reembed(cfg)
+(corpus / "zz-new.jsonl").write_text(Path(sys.argv[3]).read_text())
+start = time.perf_counter()
+second = run_reembed(cfg)
+wall = time.perf_counter() - start
+print("RESULT " + json.dumps({"first": first, "second": second, "wall_s": round(wall, 2)}))
+"""
+
+
+def make_corpus(folder: Path, files: int, rows: int) -> tuple[Path, Path]:
+    """`files` JSONL files of `rows` rows each with `license` null, and the new file with values (written apart)."""
+    texts = [json.loads(line)["text"] for line in (ROOT / "data/sample/sib200_sample.jsonl").read_text().splitlines()]
+    corpus = folder / "corpus"
+    corpus.mkdir(parents=True)
+    for f in range(files):
+        records = [
+            {"id": f"f{f}-{r}", "text": texts[(f * rows + r) % len(texts)], "license": None} for r in range(rows)
+        ]
+        (corpus / f"part-{f:03d}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in records))
+    new = folder / "new.jsonl"
+    new.write_text("".join(json.dumps({"id": f"new-{r}", "text": texts[r], "license": r}) + "\n" for r in range(rows)))
+    return corpus, new
+
+
+def run_once(code: Path, work: Path, files: int, rows: int, model: Path) -> dict:
+    corpus, new = make_corpus(work, files, rows)
+    raw = {
+        "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id"},
+        "output": {"uri": str(work / "emb"), "keep_columns": ["license"]},
+        "model": {"name_or_path": str(model), "pooling": "mean", "dtype": "float32", "max_tokens": 128},
+    }
+    config = work / "config.json"
+    config.write_text(json.dumps(raw))
+    result = run_child(code, REEMBED_CHILD, str(config), str(corpus), str(new))
+    second = result["second"]
+    return {
+        "wall_s": result["wall_s"],
+        "rows_embedded": second["rows_embedded"],
+        "files": second["files"],
+        "load_before": None,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", default="main")
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model", default="multilingual-e5-small")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reembed_retype.json")
+    args = parser.parse_args(argv)
+    model = model_path(args.model)
+    baseline, head, dirty = revisions(args.baseline_ref)
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = {"baseline": extract(baseline, Path(tmp)), "this": ROOT}
+        for k in range(args.rounds):
+            order = ["baseline", "this"] if k % 2 == 0 else ["this", "baseline"]
+            for name in order:
+                work = Path(tmp) / f"{name}-{k}"
+                load = load_average()
+                run = run_once(codes[name], work, args.files, args.rows, model)
+                run["load_before"] = round(load, 2)
+                runs[name].append(run)
+                print(f"round {k} {name}: {run['wall_s']} s, rows embedded {run['rows_embedded']}, {run['files']}")
+    medians = {name: statistics.median(r["wall_s"] for r in rs) for name, rs in runs.items()}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "baseline": baseline,
+        "head": head,
+        "uncommitted_changes": dirty,
+        "corpus": {"files": args.files, "rows_per_file": args.rows, "model": args.model, "dtype": "float32"},
+        "runs": runs,
+        "median_wall_s": medians,
+        "speedup": round(medians["baseline"] / medians["this"], 2),
+    }
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({"median_wall_s": medians, "speedup": result["speedup"]}))
+    return result
+
+
+if __name__ == "__main__":
+    main()
