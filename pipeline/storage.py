@@ -255,7 +255,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.Unknown:  # a named pipe, a socket: skipped like a directory, it matched nothing
         raise UnreadableEntryError(unreadable_message(key, uri, special_kind(root.path), 0))
-    if info.type == pafs.FileType.NotFound and os.path.islink(root.path):
+    if info.type == pafs.FileType.NotFound and isinstance(root.fs, pafs.LocalFileSystem) and os.path.islink(root.path):
         raise UnreadableEntryError(unreadable_message(key, uri, dangling_kind(root.path), 0))
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
