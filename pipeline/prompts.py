@@ -84,7 +84,8 @@ def resolve_prompt(
         default_prompt_name: that file's `default_prompt_name`, if any.
 
     Raises:
-        PromptNameError: model.prompt_name is not one of `prompts` (the message lists the known names).
+        PromptNameError: model.prompt_name is not one of `prompts` (the message lists the known names); or the
+            model's default prompt would apply and `default_prompt_name` names none of `prompts`.
     """
     if model.prompt is not None:
         return model.prompt
@@ -99,6 +100,13 @@ def resolve_prompt(
     if kind == "query" and model.task is not None:
         return task_prompt(model.task, prompts.get("query"))
     name = role_prompt_name(kind, prompts, default_prompt_name)
+    if name is None and default_prompt_name and default_prompt_name not in prompts:
+        known = ", ".join(sorted(prompts)) or "none"
+        raise PromptNameError(
+            f"the model {model.name_or_path} sets default_prompt_name {default_prompt_name!r} ({ST_CONFIG}), which "
+            f"names none of its prompts (known: {known}); sentence-transformers refuses to load it, and which prompt "
+            'was meant is unknown. Set model.prompt (the text; "" for none) or model.prompt_name'
+        )
     if kind == "query" and name is None:
         log.warning(
             "input.kind is 'query' but the model declares no 'query' prompt and no model.task is set: queries are "

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ModelConfig
-from pipeline.prompts import resolve_prompt
+from pipeline.prompts import PromptNameError, resolve_prompt
 
 PROMPTS = {"query": "Instruct: find\nQuery: ", "document": "", "classification": "Classify: "}
 
@@ -95,3 +95,16 @@ def test_an_unknown_prompt_name_is_one_error_line_of_the_job(tiny_models, tmp_pa
     err = capsys.readouterr().err
     assert f"error: model.prompt_name 'search' is not a prompt of the model {model}; known: doc, query" in err
     assert "Traceback" not in err
+
+
+def test_a_default_prompt_name_that_names_no_prompt_is_an_error_where_it_would_apply():
+    """sentence-transformers refuses to load such a model ('Default prompt name ... not found'); rayembed embedded
+    without any prompt, without a word. Where a role prompt, model.prompt or model.prompt_name decides, it is moot."""
+    prompts = {"query": "q: "}
+    with pytest.raises(
+        PromptNameError, match=r"sets default_prompt_name 'classification' .*known: query.*model\.prompt"
+    ):
+        resolve_prompt(ModelConfig(), "document", prompts, "classification")
+    assert resolve_prompt(ModelConfig(), "query", prompts, "classification") == "q: "
+    assert resolve_prompt(ModelConfig(prompt=""), "document", prompts, "classification") == ""
+    assert resolve_prompt(ModelConfig(prompt_name="query"), "document", prompts, "classification") == "q: "
