@@ -3,7 +3,9 @@
 pyarrow's recursive listing leaves out a symbolic link whose target is missing (a dangling link, or a loop of
 links) without a word, and lists a named pipe, socket or device as type Unknown, which the walker then skipped
 like a directory: either way the file's rows were missing from the run and nothing said so. These are reported
-instead (pipeline.storage.list_location raises UnreadableEntryError naming them and what to do).
+instead (pipeline.storage.list_location raises UnreadableEntryError naming them and what to do), as are files and
+folders the job's user may not read: a file failed the job only when its read task reached it (hours in), a folder
+the listing itself with a bare PermissionError traceback.
 """
 
 from __future__ import annotations
@@ -67,4 +69,19 @@ def unreadable_message(key: str, shown: str, what: str, more: int) -> str:
     return (
         f"{key}: {shown!r} is {what}, or move it out of the input, and run again{others}. Its rows cannot be read; "
         "the run stops here rather than miss them without a word"
+    )
+
+
+def unreadable_files(root: str, rels: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(rel, what) for each file below `root` the job's user may not read (one access() call per file)."""
+    for rel in rels:
+        if not os.access(os.path.join(root, rel), os.R_OK):
+            yield rel, "a file the job's user may not read (permission denied): give it read access (chmod a+r)"
+
+
+def unlistable_folder(err: PermissionError) -> str:
+    """An input folder holding one the listing could not enter, in words, with pyarrow's message and what to do."""
+    return (
+        f"a folder holding one the job's user may not list ({str(err).strip()}): give the job's user read and "
+        "execute access to it (chmod a+rx)"
     )

@@ -27,6 +27,8 @@ from pipeline.special_entries import (
     dangling_kind,
     dangling_links,
     special_kind,
+    unlistable_folder,
+    unreadable_files,
     unreadable_message,
 )
 from pipeline.transient_errors import TransientStorageError, is_transient
@@ -278,7 +280,11 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
     problems: list[tuple[str, str]] = []  # local entries that are no file to read: (rel, what), special_entries
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
-        for entry in listed_entries(root, storage):
+        try:
+            entries = list(listed_entries(root, storage))
+        except PermissionError as err:  # a folder below the input the job's user may not list: a bare traceback
+            raise UnreadableEntryError(unreadable_message(key, root.uri, unlistable_folder(err), 0)) from err
+        for entry in entries:
             rel = posixpath.relpath(entry.path, root.path)
             # the key's own segments below the root: relpath drops an empty or "." one and keeps a ".." one, which
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
@@ -325,6 +331,9 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
     names = sorted(names, key=lambda n: n.path)
     if isinstance(root.fs, pafs.LocalFileSystem):
+        if denied := list(unreadable_files(root.path, (n.path for n in names))):
+            rel, what = denied[0]
+            raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, len(denied) - 1))
         names = with_change_times(root, once_per_file(root, names, key))
     return root, names
 

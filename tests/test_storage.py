@@ -345,3 +345,55 @@ def test_entries_listed_that_cannot_be_read_as_files_fail_the_listing_naming_the
     for rel in ("a/dangling.jsonl", "b/old-month", "loop.jsonl", "b/pipe.jsonl"):
         os.unlink(tmp_path / rel)
     assert list_files(str(tmp_path), LOCAL)[1] == ["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which this user's file permissions apply: as root, the same user without the
+    capabilities that bypass them (setpriv); empty for any other user."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tried")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_path):
+    """A file the job's user may not read failed the job only when its read task reached it (maybe hours in); a
+    folder it may not list failed the listing with a bare PermissionError traceback. Both are named now, before
+    anything runs, with what to do."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    make_tree(tmp_path)
+    (tmp_path / "a" / "0.jsonl").chmod(0o000)
+    locked = tmp_path / "b"
+    listing = (
+        "from pipeline.storage import list_files; from pipeline.config import StorageConfig\n"
+        f"try: list_files({str(tmp_path)!r}, StorageConfig())\n"
+        "except Exception as e: print(type(e).__name__, e)"
+    )
+
+    def listed() -> str:
+        cmd = [*without_root_powers(), sys.executable, "-c", listing]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+
+    try:
+        out = listed()
+        assert "UnreadableEntryError input.uri: " in out and "/a/0.jsonl' is a file the job's user may not read" in out
+        assert "give it read access (chmod a+r), or move it out of the input" in out
+        (tmp_path / "a" / "0.jsonl").chmod(0o644)
+        locked.chmod(0o000)
+        out = listed()
+        assert (
+            f"UnreadableEntryError input.uri: '{tmp_path}' is a folder holding one the job's user may not list" in out
+        )
+        assert f"{locked}" in out and "(chmod a+rx)" in out
+    finally:
+        locked.chmod(0o755)
+        (tmp_path / "a" / "0.jsonl").chmod(0o644)
