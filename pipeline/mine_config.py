@@ -127,8 +127,6 @@ class IvfConfig(Section):
         return self
 
 
-# Scores each margin can take for unit vectors (cosines in [-1, 1]); the ratio margin has no bound.
-MARGIN_RANGE: dict[str, tuple[float, float]] = {"absolute": (-1.0, 1.0), "distance": (-2.0, 2.0)}
 UNITS_HINT = "thresholds are in the margin's units: ratio ~1.0-1.1, distance ~0-0.1, absolute a cosine"
 
 
@@ -136,7 +134,8 @@ class MiningConfig(Section):
     k: int = Field(4, gt=0, description="Neighbours per sentence for candidates and margin density (LASER uses 4).")
     margin: Literal["ratio", "distance", "absolute"] = Field(
         "ratio",
-        description="ratio: cos / mean neighbourhood density; distance: cos - density; absolute: plain cosine.",
+        description="ratio: cos / mean neighbourhood density (cosines clipped at 0, in [0, 2k]); distance: cos - "
+        "density; absolute: plain cosine. Every score is finite (docs/bitext.md, Margin scores).",
     )
     retrieval: Literal["fwd", "bwd", "max", "intersect"] = Field(
         "max",
@@ -213,16 +212,30 @@ class MiningConfig(Section):
                 f"mining.score_max ({high}) is below mining.threshold ({low}): pairs are kept when threshold <= "
                 "score <= score_max, so none would be; raise score_max, lower threshold, or unset one of them"
             )
-        bounds = MARGIN_RANGE.get(self.margin)
-        if bounds is not None and low is not None and low > bounds[1]:
+        from pipeline.bitext.margin import margin_range  # numpy only
+
+        bounds = margin_range(self.margin, self.k)
+        of_k = f" at mining.k={self.k}" if self.margin == "ratio" else ""
+        if low is not None and low > bounds[1]:
             raise ValueError(
-                f"mining.threshold {low} is above the highest {self.margin} margin ({bounds[1]:g}), so no pair "
+                f"mining.threshold {low} is above the highest {self.margin} margin{of_k} ({bounds[1]:g}), so no pair "
                 f"would be kept; {UNITS_HINT} (a ratio threshold left in place when mining.margin changed?)"
             )
-        if bounds is not None and high is not None and high < bounds[0]:
+        if high is not None and high < bounds[0]:
             raise ValueError(
                 f"mining.score_max {high} is below the lowest {self.margin} margin ({bounds[0]:g}), so no pair "
                 f"would be kept; {UNITS_HINT}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_k(self) -> MiningConfig:
+        """k = 1 leaves a margin nothing to compare: refused with ratio and distance (docs/bitext.md)."""
+        if self.k == 1 and self.margin != "absolute":
+            raise ValueError(
+                f"mining.k=1 with mining.margin={self.margin}: a sentence's neighbourhood is then its best candidate "
+                f"alone, so every mutual-best pair scores exactly {1 if self.margin == 'ratio' else 0} and no "
+                "threshold can rank them; use k >= 2 (LASER uses 4), or margin: absolute to rank by cosine"
             )
         return self
 

@@ -26,15 +26,18 @@ def brute_mine(x: np.ndarray, y: np.ndarray, k: int, margin: str, retrieval: str
     # k = 10: 7 neighbours forward, 3 backward), not both to the smaller side
     fwd_s, fwd_i = brute_knn(x, y, min(k, y.shape[0]))
     bwd_s, bwd_i = brute_knn(y, x, min(k, x.shape[0]))
-    dx = fwd_s.mean(axis=1)
-    dy = bwd_s.mean(axis=1)
+    # the documented ratio rule (docs/bitext.md): cosines clipped at 0, the mean of the two densities at least 1e-4;
+    # LASER's own value wherever those cosines are positive and the mean above 1e-4
+    clip = (lambda v: np.maximum(v, 0.0)) if margin == "ratio" else (lambda v: v)
+    dx = clip(fwd_s).mean(axis=1)
+    dy = clip(bwd_s).mean(axis=1)
 
     def score(i: int, j: int) -> float:
         c = sim[i, j]
         if margin == "absolute":
             return c
         if margin == "ratio":
-            return c / ((dx[i] + dy[j]) / 2)
+            return max(c, 0.0) / max((dx[i] + dy[j]) / 2, 1e-4)
         return c - (dx[i] + dy[j]) / 2
 
     fwd = [max(fwd_i[i], key=lambda j: score(i, j)) for i in range(x.shape[0])]

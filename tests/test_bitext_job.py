@@ -207,6 +207,41 @@ def test_centring_a_language_of_one_sentence_gives_finite_scores(corpus):
     assert np.isfinite(pairs.column("score").to_numpy()).all() and pairs.column("cosine").to_pylist()[0] != 0.0
 
 
+def tiny_sides(tmp_path: Path, src: list, tgt: list) -> dict:
+    """Sides of the given vectors, reused as embeddings; texts 'p i' / 's j'."""
+    (tmp_path / "fra.txt").write_text("".join(f"p {i}\n" for i in range(len(src))))
+    (tmp_path / "eng.txt").write_text("".join(f"s {j}\n" for j in range(len(tgt))))
+    src_emb = write_embeddings(tmp_path / "emb_fra", [f"fra.txt#{i}" for i in range(len(src))], np.float32(src))
+    tgt_emb = write_embeddings(tmp_path / "emb_eng", [f"eng.txt#{j}" for j in range(len(tgt))], np.float32(tgt))
+    return {"dir": tmp_path, "src_emb": src_emb, "tgt_emb": tgt_emb}
+
+
+@pytest.mark.parametrize(
+    "src, tgt, retrieval, pair, cosine",
+    [
+        # orthogonal sides: every cosine and density 0, LASER's ratio 0/0 = NaN was written as the score
+        ([[1, 0, 0, 0], [0, 1, 0, 0]], [[0, 0, 1, 0], [0, 0, 0, 1]], "max", ("fra.txt#0", "eng.txt#0"), 0.0),
+        # negative densities: the opposite vector (cos -1) scored -1 / -0.9 = 1.11 and was the source's best
+        # candidate, not the nearer one (-0.6 / -0.7 = 0.86); now both score 0 and the tie goes to the higher cosine
+        ([[1, 0, 0, 0]], [[-1, 0, 0, 0], [-0.6, 0.8, 0, 0]], "fwd", ("fra.txt#0", "eng.txt#1"), -0.6),
+    ],
+    ids=["orthogonal", "opposite"],
+)
+def test_ratio_margins_of_unrelated_sides_are_zero_never_nan(tmp_path, src, tgt, retrieval, pair, cosine):
+    sides = tiny_sides(tmp_path, src, tgt)
+    summary = run_mine(parse_config(MineConfig, config(sides, k=2, retrieval=retrieval)))
+    pairs = pq.read_table(tmp_path / "out" / "pairs").to_pylist()
+    assert [(p["src_id"], p["tgt_id"], p["score"]) for p in pairs] == [(*pair, 0.0)]
+    assert pairs[0]["cosine"] == pytest.approx(cosine)
+
+    def no_constant(name):
+        raise AssertionError(f"summary.json holds {name}")
+
+    written = json.loads((tmp_path / "out" / "summary.json").read_text(), parse_constant=no_constant)
+    assert written["pairs_kept"] == summary["pairs_kept"] == 1
+    assert np.isfinite(written["score_histogram"]["bin_edges"]).all()
+
+
 def test_mismatched_dims_are_an_error(corpus):
     rng = np.random.default_rng(1)
     write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))

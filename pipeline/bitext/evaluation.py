@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.bitext.knn import knn_search
-from pipeline.bitext.margin import Margin
+from pipeline.bitext.margin import Margin, neighbourhood_density
 from pipeline.bitext.selection import Pairs, best_candidates
 
 
@@ -42,8 +42,9 @@ def retrieval_errors(
     fwd = knn_search(x, y, k, block_size)
     bwd = knn_search(y, x, k, block_size)
     gold = np.arange(x.shape[0])
-    f = best_candidates(fwd, fwd.mean_scores(), bwd.mean_scores(), margin)
-    b = best_candidates(bwd, bwd.mean_scores(), fwd.mean_scores(), margin)
+    d_fwd, d_bwd = neighbourhood_density(fwd.scores, margin), neighbourhood_density(bwd.scores, margin)
+    f = best_candidates(fwd, d_fwd, d_bwd, margin)
+    b = best_candidates(bwd, d_bwd, d_fwd, margin)
     return RetrievalErrors(
         cosine_fwd=float(np.mean(fwd.indices[:, 0] != gold)),
         cosine_bwd=float(np.mean(bwd.indices[:, 0] != gold)),

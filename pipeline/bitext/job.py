@@ -575,8 +575,8 @@ def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str,
     m, st = cfg.mining, cfg.storage
     name = pair_name(s, t)
     fwd_files, bwd_files = knn[(name, "fwd")], knn[(name, "bwd")]
-    d_src = ex.submit(densities, fwd_files, src.rows, st)
-    d_tgt = ex.submit(densities, bwd_files, tgt.rows, st)
+    d_src = ex.submit(densities, fwd_files, src.rows, m.margin, st)
+    d_tgt = ex.submit(densities, bwd_files, tgt.rows, m.margin, st)
     prop_dir = posixpath.join(work_uri, "proposals", name)
     fwd_props = [
         ex.submit(propose, u, d_tgt, m.margin, True, f"{prop_dir}/fwd/{i:06d}.parquet", st)

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.bitext.knn import KnnResult
-from pipeline.bitext.margin import Margin, score_candidates
+from pipeline.bitext.margin import Margin, neighbourhood_density, score_candidates
 
 Retrieval = Literal["fwd", "bwd", "max", "intersect"]
 RETRIEVALS: tuple[str, ...] = ("fwd", "bwd", "max", "intersect")
@@ -76,7 +76,7 @@ def select_pairs(fwd: KnnResult, bwd: KnnResult, margin: Margin, retrieval: Retr
         retrieval: "fwd" every source's best target; "bwd" every target's best source; "intersect" pairs that are
             each other's best; "max" the 1:1 greedy set over both directions' proposals.
     """
-    src_density, tgt_density = fwd.mean_scores(), bwd.mean_scores()
+    src_density, tgt_density = neighbourhood_density(fwd.scores, margin), neighbourhood_density(bwd.scores, margin)
     f = best_candidates(fwd, src_density, tgt_density, margin)
     b = best_candidates(bwd, tgt_density, src_density, margin)
     n, m = len(f.best), len(b.best)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.bitext.margin import margin_score
+from pipeline.bitext.margin import margin_score, neighbourhood_density
 from pipeline.bitext.store import StoreRef
 from pipeline.bitext.stream_search import read_knn
 from pipeline.config import StorageConfig
@@ -32,21 +32,12 @@ SRC, TGT, SCORE, COSINE, RANK, DIRECTION = "src_row", "tgt_row", "score", "cosin
 DIRECTIONS = ("forward", "backward", "both")  # codes 0, 1, 2
 
 
-def row_density(sims: np.ndarray) -> np.ndarray:
-    """(n,) mean of each row's k cosines (LASER's neighbourhood density); unfilled IVF slots (-inf) are left out."""
-    finite = np.isfinite(sims)
-    if finite.all():
-        return sims.mean(axis=1, dtype=np.float64).astype(np.float32)
-    total = np.where(finite, sims, 0).sum(axis=1, dtype=np.float64)
-    return (total / np.maximum(finite.sum(axis=1), 1)).astype(np.float32)
-
-
-def densities(knn_uris: list[str], rows: int, storage: StorageConfig) -> np.ndarray:
-    """(rows,) float32 density of every query row of one search, read file by file."""
+def densities(knn_uris: list[str], rows: int, margin: str, storage: StorageConfig) -> np.ndarray:
+    """(rows,) float32 `neighbourhood_density` of every query row of one search for `margin`, read file by file."""
     out = np.zeros(rows, np.float32)
     for uri in knn_uris:
         q, _, sims = read_knn(uri, storage)
-        out[q] = row_density(sims)
+        out[q] = neighbourhood_density(sims, margin)
     return out
 
 
@@ -56,7 +47,9 @@ def propose(
     """Each query's best-margin candidate of one knn file, written sorted by (score desc, src, tgt)."""
     q, nbrs, sims = read_knn(knn_uri, storage)
     valid = nbrs >= 0
-    scores = margin_score(sims, row_density(sims)[:, None], other_density[np.where(valid, nbrs, 0)], margin)
+    scores = margin_score(
+        sims, neighbourhood_density(sims, margin)[:, None], other_density[np.where(valid, nbrs, 0)], margin
+    )
     scores = np.where(valid, scores, -np.inf).astype(np.float32)
     pos = scores.argmax(axis=1)[:, None]  # (n, 1) first best on ties, as selection.best_candidates
     best = np.take_along_axis(nbrs, pos, 1)[:, 0]
