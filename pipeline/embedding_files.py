@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 
 from pipeline.clustering.vectors import EmbeddingColumnError, embedding_matrix, normalize_rows
 from pipeline.column_paths import flat_table, projection
-from pipeline.config import ComputeConfig
 from pipeline.file_formats import CorruptFileError, InputFileError
 from pipeline.reading import CORRUPT_HINT, Cursor, naming_errors
 from pipeline.storage import Location
@@ -101,24 +100,37 @@ def file_unit_rows(
         raise EmbeddingFileError(f"{file.uri}: {err}") from err
 
 
-def check_file(file: Location, column: str, paths: dict[str, tuple[str, ...]], id_column: str | None, dim: int) -> int:
-    """Ray task body: read every vector of one file (and its ids, to name a bad row), in batches of READ_ROWS;
-    returns its row count.
+def checked_batches(
+    file: Location,
+    column: str,
+    paths: dict[str, tuple[str, ...]],
+    id_column: str | None,
+    dim: int,
+    extra: dict[str, tuple[str, ...]] | None = None,
+) -> Iterator[pa.Table]:
+    """Every batch of READ_ROWS rows of one file, read once, after its vectors are checked; each batch flattened to
+    the embedding column, the id column (to name a bad row) and `extra` ({column: path}, e.g. chunk_index).
 
     Raises:
         EmbeddingFileError: the file does not read, or a vector is null, all zeros, not finite or of another length
             than `dim`.
     """
-    wanted = {column: paths[column], **({id_column: paths[id_column]} if id_column else {})}
-    rows = 0
+    wanted = {column: paths[column], **({id_column: paths[id_column]} if id_column else {}), **(extra or {})}
     reader = open_embeddings(file)
     with naming_the_file(file):
-        batches = reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values())))
-        for batch in batches:
+        for batch in reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values()))):
             table = flat_table(pa.Table.from_batches([batch]), wanted)
             file_unit_rows(file, table, column, dim, RowIds(table.column(id_column)) if id_column else None)
-            rows += batch.num_rows
-    return rows
+            yield table
+
+
+def check_file(file: Location, column: str, paths: dict[str, tuple[str, ...]], id_column: str | None, dim: int) -> int:
+    """Read every vector of one file (checked_batches); returns its row count.
+
+    Raises:
+        EmbeddingFileError: as checked_batches.
+    """
+    return sum(table.num_rows for table in checked_batches(file, column, paths, id_column, dim))
 
 
 class RowIds(Sequence):
@@ -134,29 +146,3 @@ class RowIds(Sequence):
     def __getitem__(self, i: int) -> str | None:  # type: ignore[override]
         value = self.column[i].as_py()
         return None if value is None else str(value)  # as a cast to string gives it
-
-
-def check_files(
-    root: Location,
-    files: list[str],
-    column: str,
-    paths: dict[str, tuple[str, ...]],
-    id_column: str | None,
-    dim: int,
-    compute: ComputeConfig,
-) -> int:
-    """Check every vector of every file (check_file, one Ray task per file) before any job work; returns the rows.
-
-    Raises:
-        EmbeddingFileError: the first file in listing order that fails, naming it.
-    """
-    import ray  # only when the job runs
-
-    from pipeline.stages import io_task
-
-    task = io_task(check_file, compute)
-    calls = [task.remote(root.join(name), column, paths, id_column, dim) for name in files]
-    rows = 0
-    for call in calls:  # in listing order: the error names the first bad file whatever task finished first
-        rows += ray.get(call)
-    return rows

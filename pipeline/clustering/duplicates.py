@@ -7,9 +7,9 @@ some earlier job wrote: a repeated id there means the input is not the dataset t
 and says which id, in which files, and what to do. Rows of one id told apart by `chunk_index` (an embed output of
 long_inputs: chunk) are distinct rows, not duplicates.
 
-Bounded memory, as the embed job's pre-pass (pipeline.duplicate_pass, whose Ray glue this reuses): one task per
-file reads the id column(s) and keeps a 16-byte digest per row; a hash shuffle by bucket compares them; the driver
-fetches row counts and the first few repeats only.
+The check runs in the same read of every input file as the vectors' check (pipeline.clustering.input_check), with
+the embed job's duplicate pass (pipeline.duplicate_pass): a 16-byte digest per row, a hash shuffle by bucket; the
+driver fetches row counts and the first few repeats only. This module holds the row keys and the error.
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ import pyarrow.parquet as pq
 
 from pipeline.column_paths import flat_table, projection
 from pipeline.columns import CHUNK_INDEX
-from pipeline.config import ComputeConfig
-from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
+from pipeline.duplicate_ids import FILE_INDEX
 from pipeline.errors import UserError
-from pipeline.stages import io_task
 from pipeline.storage import Location
-
-READ_ROWS = 1 << 16  # rows per batch read from a file: bounds a task's memory for the ids of a big file
 
 
 class DuplicateIdError(UserError, ValueError):
@@ -45,55 +41,6 @@ def row_keys(table: pa.Table, id_column: str, chunked: bool) -> list[str | None]
 def key_paths(id_column: str, path: tuple[str, ...], chunked: bool) -> dict[str, tuple[str, ...]]:
     """{column: its path in the files} of the columns that make a row's key."""
     return {id_column: path, **({CHUNK_INDEX: (CHUNK_INDEX,)} if chunked else {})}
-
-
-def file_digests(
-    root: Location, name: str, file_index: int, id_column: str, path: tuple[str, ...], chunked: bool, buckets: int
-) -> tuple[pa.Table, int]:
-    """Ray task: the digests (pipeline.duplicate_ids.digest_table) of one input file's rows, numbered from 0 in
-    the file, and their count (the only part the driver fetches)."""
-    paths = key_paths(id_column, path, chunked)
-    reader = pq.ParquetFile(root.join(name).path, filesystem=root.fs)
-    rows, keys, start = [], [], 0
-    for batch in reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(paths.values()))):
-        part = row_keys(flat_table(pa.Table.from_batches([batch]), paths), id_column, chunked)
-        present = [(start + i, k) for i, k in enumerate(part) if k is not None]
-        rows += [r for r, _ in present]
-        keys += [k for _, k in present]
-        start += batch.num_rows
-    table = digest_table([file_index] * len(rows), rows, keys, buckets)
-    return table, table.num_rows
-
-
-def check_unique_ids(
-    root: Location,
-    files: list[str],
-    id_column: str,
-    path: tuple[str, ...],
-    chunked: bool,
-    compute: ComputeConfig,
-) -> None:
-    """Raise if any id (with its chunk_index, when `chunked`) occurs in more than one row of the input files.
-
-    Args:
-        root, files: the listed input (paths relative to `root`).
-        id_column, path: input.id_column and its path in the files' schema (a dotted name may reach into a struct).
-        chunked: the input has a chunk_index column (several rows per id, one per chunk).
-
-    Raises:
-        DuplicateIdError: how many rows repeat an earlier id; for the first few, the id, the file and row of the
-            repeat and of the first copy (rows numbered from 0 in each file); and what to do.
-    """
-    from pipeline.duplicate_pass import BUCKETS, find_repeats  # imports Ray: only when the job runs
-
-    task = io_task(file_digests, compute, num_returns=2)
-    calls = [task.remote(root, name, i, id_column, path, chunked, BUCKETS) for i, name in enumerate(files)]
-    repeats = find_repeats(calls, files, compute)
-    count = repeats.count()
-    if not count:
-        return
-    first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
-    raise duplicate_error(root, files, id_column, path, chunked, count, first)
 
 
 def duplicate_error(

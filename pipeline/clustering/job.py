@@ -35,12 +35,12 @@ from pipeline.clustering.distributed import (
     finish_cluster,
     sample_block,
 )
-from pipeline.clustering.duplicates import check_unique_ids
+from pipeline.clustering.input_check import check_input
 from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field
 from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, projection
 from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
-from pipeline.embedding_files import check_files, file_matrix, naming_the_file, open_embeddings
+from pipeline.embedding_files import file_matrix, naming_the_file, open_embeddings
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -302,9 +302,9 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     init_ray(cfg.compute)
     id_column = cfg.input.id_column
     chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
-    # every vector readable, of the first one's width, none null: an error naming the file before any k-means work
-    check_files(root, files, cfg.input.embedding_column, paths, id_column, dim, cfg.compute)
-    check_unique_ids(root, files, id_column, paths[id_column], chunked, cfg.compute)
+    # one read of every file before any k-means work: every vector readable, of the first one's width, none null
+    # (an error naming the file), and no id in two rows (an error naming the repeats)
+    check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
     center_by = cfg.clustering.center_by
     ds = ray.data.read_parquet(
         [root.join(f).path for f in files],

@@ -1,0 +1,94 @@
+"""The clustering input read once before any k-means work: every vector checked and every row's id digested.
+
+    input files --one task per file: vectors checked, ids digested--> digests --duplicate_pass.find_repeats--> repeats
+
+A file that cannot serve (cut short, garbled, a null, zero, non-finite or other-width vector) is an
+EmbeddingFileError naming it (pipeline.embedding_files); an id in more than one row is a DuplicateIdError naming the
+first repeats (pipeline.clustering.duplicates). The two checks used to be two passes, each reading every file
+(the vectors, then the id column again): one read now serves both (bench/cluster_input_check.py).
+
+Bounded memory: a task holds one READ_ROWS batch of vectors and a 16-byte digest per row of its file; the driver
+fetches the row counts and the first few repeats only.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipeline.clustering.duplicates import duplicate_error, key_paths, row_keys
+from pipeline.config import ComputeConfig
+from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
+from pipeline.embedding_files import checked_batches
+from pipeline.stages import io_task
+from pipeline.storage import Location
+
+
+def checked_file_digests(
+    root: Location,
+    name: str,
+    file_index: int,
+    column: str,
+    paths: dict[str, tuple[str, ...]],
+    id_column: str,
+    chunked: bool,
+    dim: int,
+    buckets: int,
+) -> tuple[pa.Table, int]:
+    """Ray task: read one input file once, checking its vectors (embedding_files.checked_batches), and return the
+    digests (pipeline.duplicate_ids.digest_table) of its rows' keys (id, with chunk_index when `chunked`), rows
+    numbered from 0 in the file, and their count (the only part the driver fetches). A null id has no digest (it
+    is an error later, naming it: pipeline.clustering.distributed.string_ids).
+
+    Raises:
+        EmbeddingFileError: as checked_batches, naming the file.
+    """
+    extra = {k: v for k, v in key_paths(id_column, paths[id_column], chunked).items() if k != id_column}
+    rows, keys, start = [], [], 0
+    for table in checked_batches(root.join(name), column, paths, id_column, dim, extra):
+        for i, key in enumerate(row_keys(table, id_column, chunked)):
+            if key is not None:
+                rows.append(start + i)
+                keys.append(key)
+        start += table.num_rows
+    table = digest_table([file_index] * len(rows), rows, keys, buckets)
+    return table, table.num_rows
+
+
+def check_input(
+    root: Location,
+    files: list[str],
+    column: str,
+    paths: dict[str, tuple[str, ...]],
+    id_column: str,
+    chunked: bool,
+    dim: int,
+    compute: ComputeConfig,
+) -> None:
+    """Check every vector and that no key repeats, reading each input file once (one Ray task per file).
+
+    Args:
+        root, files: the listed input (paths relative to `root`).
+        column, id_column: input.embedding_column and input.id_column; `paths` gives each one's path in the files'
+            schema (a dotted name may reach into a struct).
+        chunked: the input has a chunk_index column (several rows per id, one per chunk).
+        dim: the width every vector must have (the first vector's).
+
+    Raises:
+        EmbeddingFileError: the first file in listing order whose vectors cannot serve, naming it.
+        DuplicateIdError: rows repeat an earlier key; names the first few (clustering.duplicates.duplicate_error).
+    """
+    import ray  # only when the job runs
+
+    from pipeline.duplicate_pass import BUCKETS, find_repeats
+
+    task = io_task(checked_file_digests, compute, num_returns=2)
+    calls = [
+        task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS) for i, name in enumerate(files)
+    ]
+    for _, count in calls:  # in listing order: the error names the first bad file whatever task finished first
+        ray.get(count)
+    repeats = find_repeats(calls, files, compute)
+    count = repeats.count()
+    if count:
+        first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
+        raise duplicate_error(root, files, id_column, paths[id_column], chunked, count, first)
