@@ -98,3 +98,15 @@ def test_stable_uniform_and_natural_order():
     assert not np.array_equal(u, stable_uniform(["a", "b"], 2))
     assert ((0 <= u) & (u < 1)).all()
     np.testing.assert_array_equal(natural_order(["x#10", "x#9", "w"]), [2, 1, 0])
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-7, 1e-6])
+def test_an_eps_below_float32_cosine_rounding_still_finds_every_exact_copy(eps):
+    """The float32 cosine of identical unit vectors reads 1 +- 5e-7: eps 1e-8 (1 - eps rounds to 1.0) missed ~40 % of
+    exact copies at dim 384, 1e-7 ~18 %. Below dedup.EPS_FLOOR eps counts as the floor."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    copies = np.concatenate([x, x])  # row i + 200 is an exact copy of row i
+    i, j, _ = dedup.duplicate_pairs(copies, eps, block_rows=64)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(r, r + 200) for r in range(200)]

@@ -1,6 +1,6 @@
 """Semantic dedup inside one cluster: blocked cosine matmul, duplicate groups, one kept row per group.
 
-Two rows are duplicates when their cosine is >= 1 - eps. Duplicate pairs are joined transitively (union-find), and
+Two rows are duplicates when their cosine is >= 1 - max(eps, EPS_FLOOR). Duplicate pairs are joined transitively (union-find), and
 one row per group is kept: the first id (natural order), the longest text, or a seeded random one. Memory is
 bounded by the tile size (block_rows^2 cosines) plus the cluster's vectors; clusters above `max_rows` are first
 split by a sub-k-means so one task never holds more than `max_rows` vectors. Plain numpy: no Ray in here.
@@ -18,6 +18,12 @@ from pipeline.clustering.ordering import natural_order, stable_uniform
 
 KEEP_POLICIES = ("first", "longest", "random")
 
+# Smallest eps the comparison honours. The float32 cosine of two identical unit vectors reads 1 +- 5e-7 (measured at
+# dims 64-1024; float32 spacing below 1 is 6e-8), so an eps below that missed exact copies: 1e-8 rounds 1 - eps to
+# 1.0 and ~40 % of copies read below it. A smaller eps counts as this one: a cosine of 1 - 1e-5 is a copy in
+# practice (an edit moves e5's cosine by ~1e-2).
+EPS_FLOOR = 1e-5
+
 
 @dataclass
 class DedupResult:
@@ -34,13 +40,13 @@ def duplicate_pairs(x: np.ndarray, eps: float, block_rows: int = 2048) -> tuple[
 
     Args:
         x: (N, d) unit vectors.
-        eps: cosine distance threshold; 0 finds only exact-direction duplicates.
+        eps: cosine distance threshold; below EPS_FLOOR it counts as EPS_FLOOR, so exact copies are always found.
         block_rows: tile edge; peak extra memory is block_rows^2 float32 (16 MiB at 2048).
 
     Returns:
         (i, j, cosine) arrays, sorted by (i, j).
     """
-    threshold = np.float32(1.0 - eps)
+    threshold = np.float32(1.0 - max(eps, EPS_FLOOR))
     found_i, found_j, found_c = [], [], []
     for a in range(0, len(x), block_rows):
         for b in range(a, len(x), block_rows):
