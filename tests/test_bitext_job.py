@@ -117,6 +117,29 @@ def test_language_with_no_rows_lists_the_languages_present(tmp_path):
         run_mine(parse_config(MineConfig, cfg))
 
 
+def test_a_language_whose_rows_are_all_rejects_is_named_so_not_as_absent(tmp_path):
+    """One of several source languages with only empty texts (under the side's reject guard): the error said 'no
+    rows with lang == 'deu'; languages present: eng, fra', which reads as a misspelt code."""
+    lines = [{"text": f"fr {i}", "lang": "fra"} for i in range(8)] + [{"text": "", "lang": "deu"} for _ in range(3)]
+    lines += [{"text": f"en {i}", "lang": "eng"} for i in range(8)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    side = {"uri": str(tmp_path / "in" / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": ["fra", "deu"], "embeddings_uri": str(tmp_path / "in")},
+        "target": {**side, "lang": "eng", "embeddings_uri": str(tmp_path / "in")},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(
+        SideError,
+        match=r"source: all 3 rows with lang == 'deu' in .*multi.jsonl were rejected \(null, empty or unreadable "
+        r"text; reasons in .*_rejects/source\), so 'deu' has no rows to mine: fix those rows, or drop 'deu' from "
+        r"source.lang",
+    ):
+        run_mine(parse_config(MineConfig, cfg))
+
+
 def test_a_language_value_that_differs_from_lang_only_in_spaces_or_case_is_shown_and_named(tmp_path):
     """A lang column of 'fra ' (a trailing space, as CSV exports leave) and lang: fra: the error listed
     'fra  (3)', which reads as fra present and refused. Values are now quoted where a plain listing hides a

@@ -126,6 +126,13 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
         for lang in langs:
             if counts.per_lang[lang]:
                 continue
+            if group.cfg.lang_column and counts.rejected_present[lang]:
+                raise SideError(
+                    f"{side}: all {counts.rejected_present[lang]} rows with {group.cfg.lang_column} == {lang!r} in "
+                    f"{group.cfg.uri} were rejected (null, empty or unreadable text; reasons in "
+                    f"{rejects_uri(cfg, next(iter(group.sides)))}), so {lang!r} has no rows to mine: fix those rows, or drop {lang!r} "
+                    f"from {side}.lang"
+                )
             if group.cfg.lang_column and counts.present:
                 present = languages_present(counts.present, lang, f"{side}.lang")
                 raise SideError(

@@ -60,6 +60,7 @@ class ReadCounts:
     rows_rejected: int = 0
     per_lang: Counter = field(default_factory=Counter)  # rows of each kept language
     present: Counter = field(default_factory=Counter)  # rows of every language value seen (lang_column only)
+    rejected_present: Counter = field(default_factory=Counter)  # rejected rows of each language value seen (same)
     parts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw part uris, in file order
 
     def add(self, other: ReadCounts) -> None:
@@ -67,6 +68,7 @@ class ReadCounts:
         self.rows_rejected += other.rows_rejected
         self.per_lang.update(other.per_lang)
         self.present.update(other.present)
+        self.rejected_present.update(other.rejected_present)
         for lang, uris in other.parts.items():
             self.parts.setdefault(lang, []).extend(uris)
 
@@ -86,7 +88,10 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
         good = block.filter(pc.is_null(block.column(REJECT)))
         counts.rows_rejected += block.num_rows - good.num_rows
         if good.num_rows < block.num_rows:
-            rejects.append(reject_table(block.filter(pc.is_valid(block.column(REJECT)))))
+            rejected = block.filter(pc.is_valid(block.column(REJECT)))
+            rejects.append(reject_table(rejected))
+            if job.lang_column is not None:  # a language whose rows are all rejects is named so, not as absent
+                counts.rejected_present.update(lang_key(v) for v in rejected.column(job.lang_column).to_pylist())
         if job.lang_column is None:
             pieces.setdefault(job.default_lang, []).append(good.select(columns))
             continue
