@@ -489,3 +489,16 @@ def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, 
     assert isinstance(err.value, UserError) and str(emb / "part-1.parquet") in message, message
     assert ("does not skip it" if odd in ("cut", "not_parquet") else "x0") in message, message
     assert not (tmp_path / "out" / "centroids.parquet").exists()
+
+
+def test_an_empty_clusters_mean_cosine_is_null_not_nan(tmp_path):
+    """k above the data's distinct directions leaves a cluster empty: centroids.parquet wrote mean_cosine NaN."""
+    from pipeline.clustering.job import write_centroids
+    from pipeline.storage import Location
+
+    centroids = np.eye(3, 4, dtype=np.float32)
+    stats = pa.table({"cluster_id": [0, 1], "size": [4, 2], "cos_sum": [3.6, 2.0]})  # cluster 2 got no row
+    out = Location(pafs.LocalFileSystem(), str(tmp_path), str(tmp_path))
+    assert write_centroids(centroids, stats, out).tolist() == [4, 2, 0]
+    table = pq.read_table(tmp_path / "centroids.parquet")
+    assert table.column("mean_cosine").to_pylist() == [pytest.approx(0.9), 1.0, None]

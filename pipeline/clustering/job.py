@@ -228,13 +228,14 @@ def write_centroids(centroids: np.ndarray, stats: pa.Table, out: Location) -> np
     ids = stats.column("cluster_id").to_numpy()
     sizes[ids] = stats.column("size").to_numpy()
     cos_sum[ids] = stats.column("cos_sum").to_numpy()
-    mean_cos = np.where(sizes > 0, cos_sum / np.maximum(sizes, 1), np.nan)
+    mean_cos = cos_sum / np.maximum(sizes, 1)
     table = pa.table(
         {
             "cluster_id": pa.array(np.arange(k, dtype=np.int32)),
             "centroid": as_vectors(centroids),
             "size": pa.array(sizes),
-            "mean_cosine": pa.array(mean_cos.astype(np.float32)),
+            # an empty cluster (k above the data's distinct directions) has no mean: null, not NaN
+            "mean_cosine": pa.array(mean_cos.astype(np.float32), mask=sizes == 0),
         }
     )
     write_parquet_atomic(table, out.join("centroids.parquet"))
