@@ -29,7 +29,8 @@ class KnnResult:
         return int(self.scores.shape[1])
 
     def mean_scores(self) -> np.ndarray:
-        """(n,) mean cosine of each query's k nearest keys: the neighbourhood density term of the margin."""
+        """(n,) mean cosine of each query's k nearest keys, as they are (the margin's density term is
+        `margin.neighbourhood_density`, which counts each cosine as max(cos, 0) for the ratio margin)."""
         return self.scores.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
