@@ -13,6 +13,11 @@ from pipeline.errors import UserError
 from pipeline.quantization import refuse_non_float
 
 NORM_TOLERANCE = 1e-3  # float16 storage alone moves norms by ~1e-4; anything beyond this was not normalized
+# Rows whose norm is further than this from 1 are divided by it even when they were normalized before storage: a
+# float16 unit vector's squared norm is 1 +- 4e-4 (dim 64; 1.4e-4 at 384), so undivided, an exact copy's cosine read
+# below 1 - eps for dedup's small eps, and cosines above 1. float32 unit vectors (norms 1 +- ~1e-7) are left as they
+# are.
+UNIT_TOLERANCE = 1e-6
 
 
 class EmbeddingColumnError(UserError, ValueError):
@@ -102,7 +107,8 @@ def embedding_matrix(table: pa.Table, column: str, dim: int | None = None, ids: 
 
 
 def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-length rows and a (N,) bool mask of the rows that were not unit length to begin with.
+    """Unit-length rows (within float32 rounding, UNIT_TOLERANCE) and a (N,) bool mask of the rows that were not
+    unit length to begin with (off by more than NORM_TOLERANCE: not normalized, rather than stored as float16).
 
     Cosine k-means is only defined on the sphere, so off-sphere input is projected onto it (the caller warns with the
     count); a zero vector has no direction and raises, naming the row.
@@ -119,7 +125,7 @@ def normalize_rows(x: np.ndarray, ids: list[str] | None = None) -> tuple[np.ndar
             f"embedding of {name} is zero or not finite; it cannot be placed on the unit sphere: drop that row "
             "or embed it again"
         )
-    off = np.abs(norms - 1.0) > NORM_TOLERANCE
-    if off.any():
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE  # reported: the input was not normalized
+    if (np.abs(norms - 1.0) > UNIT_TOLERANCE).any():  # divided: cosines are cosines, of float16 storage too
         x = x / norms[:, None]
     return x.astype(np.float32, copy=False), off
