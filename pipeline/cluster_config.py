@@ -63,7 +63,10 @@ class ClusteringConfig(Section):
     k: int = Field(gt=0, description="Number of clusters.")
     max_iter: int = Field(50, ge=1, description="Most Lloyd iterations (each is one pass over the fit sample).")
     tol: float = Field(
-        1e-6, ge=0, description="Stop once no centroid moves by more than this (1 - cosine to its previous position)."
+        1e-6,
+        ge=0,
+        description="Stop once no centroid moves by more than this (1 - cosine to its previous position; an unchanged "
+        "centroid moves 0, so tol 0 stops at the fixed point).",
     )
     seed: int = Field(0, description="Seeds the sample, the init and dedup keep='random'; same seed, same result.")
     init: Literal["kmeans++", "random"] = Field(

@@ -205,3 +205,24 @@ def test_fewer_distinct_vectors_than_k_stops_once_reseeding_changes_nothing(init
     assert len(res.history) - 1 <= 3, [(h.reseeded, h.shift) for h in res.history]
     assert sorted(res.sizes.tolist()) == [0, 0, 20, 20, 20]
     np.testing.assert_allclose(np.sort(res.centroids @ x[[0, 20, 40]].T, axis=0)[-1], 1.0, atol=1e-6)
+
+
+def test_tol_zero_stops_once_no_centroid_changes():
+    """tol 0 (run to the fixed point): an unchanged float32 centroid's 1 - dot with itself read 6e-8, so the fit ran
+    all max_iter passes over the sample and said converged false."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 384))
+    x = centres[rng.integers(5, size=3000)] + 0.3 * rng.normal(size=(3000, 384))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    result = kmeans.fit_blocks([x[:1500], x[1500:]], k=5, max_iter=30, tol=0.0, seed=0)
+    assert result.converged and len(result.history) - 1 < 30
+    assert result.history[-1].shift == 0.0
+    same = kmeans.fit_blocks([x[:1500], x[1500:]], k=5, max_iter=30, tol=1e-6, seed=0)
+    np.testing.assert_array_equal(result.centroids, same.centroids)  # the same fixed point as the default tol
+
+
+def test_centroid_shift_is_one_minus_cosine_and_zero_for_an_unchanged_centroid():
+    old = np.array([[1, 0], [0.6, 0.8]], np.float32)
+    assert kmeans.centroid_shift(old, old.copy()) == 0.0
+    new = np.array([[0.8, 0.6], [0.6, 0.8]], np.float32)
+    assert kmeans.centroid_shift(old, new) == pytest.approx(0.2, abs=1e-7)
