@@ -120,3 +120,25 @@ def test_faiss_scan_chunks_queries_without_changing_a_score(monkeypatch):
     chunked = faiss_scan(queries, keys, 3)
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_ties_through_many_duplicate_keys_are_resolved_within_a_memory_bound(monkeypatch):
+    """Queries whose k-th place ties with thousands of identical keys (texts that embed alike: truncated at the same
+    prefix, differing only where the tokenizer does not look) were all widened at once: (queries x width) results,
+    4,096 queries against a 200k-key shard with 100k copies took 24 GB and the OOM killer. Now as many tied
+    queries at a time as fit TIE_BYTES (here 2 MB), the same neighbours: the lowest rows of the tie."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    keys = random_unit(rng, 12000, 16)
+    keys[2000:8000] = keys[7]  # 6,001 copies of one vector (row 7 and rows 2000..7999)
+    queries = np.concatenate([np.repeat(keys[7:8], 300, axis=0), random_unit(rng, 20, 16)])
+    monkeypatch.setattr("pipeline.bitext.knn.TIE_BYTES", 2 << 20, raising=False)
+    tracemalloc.start()
+    _, got_i = faiss_scan(queries, keys, 4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert got_i[:300].tolist() == [[7, 2000, 2001, 2002]] * 300
+    _, ref_i = brute_knn(queries[300:], keys, 4)
+    np.testing.assert_array_equal(got_i[300:], ref_i)
+    assert peak < 8 << 20, f"{peak / 2**20:.1f} MB held at once"  # the old code held 104 MB

@@ -138,6 +138,12 @@ def torch_tiles(queries: np.ndarray, keys: torch.Tensor, k: int, key_block: int)
 
 
 SCAN_QUERIES = 4096  # queries per faiss.knn call: below its BLAS threshold, and (4096, k) results at a time
+# Results of widened searches held at once while ties at the k-th place are resolved. All tied queries at once held
+# (queries x width) of them: 4,096 queries against a 200k-key shard with 100k copies of one vector widened to
+# 131,072 and 200,000 and took 24 GB (the kernel's OOM killer). Bytes per slot: the float32 score and int64 id, the
+# lexsort's int64 order and FAISS's heap of (score, id) per query: ~32.
+TIE_BYTES = 64 << 20
+TIE_BYTES_PER_SLOT = 32
 
 
 def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,21 +151,28 @@ def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarra
 
     Best first, ties ordered by ascending key position, as `merge_topk` orders them. FAISS's own order among equal
     scores is not that, so each query asks for k+1: when the (k+1)-th equals the k-th score (duplicate keys), that
-    query is searched again with a wider k until the tie is inside the result. Every score comes from the same
-    per-pair kernel, so it does not depend on the chunking. Uses the threads set by `faiss.omp_set_num_threads`;
-    memory is the results and one heap per thread, no score matrix.
+    query is searched again with a wider k until the tie is inside the result, as many tied queries at a time as
+    keep their results within TIE_BYTES. Every score comes from the same per-pair kernel, so it does not depend on
+    the chunking. Uses the threads set by `faiss.omp_set_num_threads`; memory is the results and one heap per
+    thread, no score matrix.
     """
     rows = keys.shape[0]
     wide = min(k + 1, rows)
     scores, idx = faiss_chunks(queries, keys, wide)
-    tied = np.flatnonzero(scores[:, -1] == scores[:, k - 1]) if wide > k else []
+    tied = np.flatnonzero(scores[:, -1] == scores[:, k - 1]) if wide > k else np.empty(0, np.int64)
     width = wide
     while len(tied) and width < rows:  # rare: queries with equal scores at the k-th place (duplicate keys)
         width = min(2 * width, rows)
-        s, i = faiss_chunks(queries[tied], keys, width)  # (t, width)
-        order = np.lexsort((i, -s), axis=1)[:, :wide]
-        scores[tied], idx[tied] = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
-        tied = tied[s[:, -1] == s[:, k - 1]]  # the tie still reaches the widest result: widen again
+        # a few tied queries at a time: (t, width) results and FAISS's heaps of that width, per call
+        per_call = max(1, TIE_BYTES // (TIE_BYTES_PER_SLOT * width))
+        still = []
+        for start in range(0, len(tied), per_call):
+            part = tied[start : start + per_call]
+            s, i = faiss_chunks(queries[part], keys, width)  # (p, width)
+            order = np.lexsort((i, -s), axis=1)[:, :wide]
+            scores[part], idx[part] = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+            still.append(part[s[:, -1] == s[:, k - 1]])  # the tie still reaches the widest result: widen again
+        tied = np.concatenate(still)
     order = np.lexsort((idx, -scores), axis=1)[:, :k]  # last key is primary: score desc, then position asc
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
