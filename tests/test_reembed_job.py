@@ -578,7 +578,9 @@ def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_mod
 
 def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_session, tiny_models, tmp_path):
     """`cp -p` of an edited copy or `rsync -t` of an edit that keeps the size: the mtime is put back, so a token of
-    size + mtime took the file for unchanged and its old vectors stayed published. The ctime moves with the write."""
+    size + mtime took the file for unchanged and its old vectors stayed published. The ctime moves with the write.
+    A file touched, or written again with the same bytes, is not embedded again (it was: every file of a corpus
+    copied nightly without its times was embedded again every night): its recorded sha256 is the same."""
     corpus = local_corpus(tmp_path / "corpus", 2, 10)
     target = corpus / "part-01.jsonl"
     cfg = config(tiny_models["gemma3"], str(corpus), str(tmp_path / "emb"))
@@ -597,6 +599,13 @@ def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_sess
     changed_id, kept_id = records[0]["id"], RECORDS[0]["id"]
     assert not np.allclose(after[changed_id], before[changed_id])  # the edited text's vector, not the old one
     np.testing.assert_array_equal(after[kept_id], before[kept_id])
+
+    # `touch`, and a copy with new times of the same bytes: the token moves, the content (sha256) does not
+    other = corpus / "part-00.jsonl"
+    os.utime(other, ns=(stamp + 10**9, stamp + 10**9))
+    target.write_bytes(target.read_bytes())
+    touched = run_reembed(cfg)
+    assert (touched["files"]["unchanged"], touched["rows_embedded"], touched["published"]) == (2, 0, None)
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):

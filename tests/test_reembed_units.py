@@ -69,6 +69,30 @@ def test_a_local_token_of_an_older_version_matches_on_its_mtime_and_is_recorded_
     assert [s.path for s in make_plan([rewritten], manifest([full]), {}).changed] == ["a"]
 
 
+def test_a_file_whose_token_moved_without_its_content_is_unchanged():
+    """`touch`, or a copy that does not keep times: the token moves, the content does not. With the content hash
+    its entry records, the file is unchanged (its key and outputs kept, the new token recorded); the hash is read
+    only for a file of the same size whose token moved; an entry without a hash is changed, as before."""
+    recorded = dataclasses.replace(entry(SourceFile("a", 5, "mtime_ns:7;ctime_ns:9")), content="sha256:aa")
+    touched = SourceFile("a", 5, "mtime_ns:8;ctime_ns:10")
+    asked = []
+
+    def content_of(rel, content="sha256:aa"):
+        asked.append(rel)
+        return content
+
+    plan = make_plan([touched], manifest([recorded]), {}, content_of=content_of)
+    assert plan.is_noop and plan.unchanged[0].key == recorded.key and plan.unchanged[0].token == touched.token
+    edited = make_plan([touched], manifest([recorded]), {}, content_of=lambda rel: "sha256:bb")
+    assert [s.path for s in edited.changed] == ["a"]
+    assert [s.path for s in make_plan([touched], manifest([entry(touched)]), {}, content_of=content_of).new] == []
+    without = dataclasses.replace(recorded, content=None)
+    assert [s.path for s in make_plan([touched], manifest([without]), {}, content_of=content_of).changed] == ["a"]
+    grown = SourceFile("a", 6, touched.token)
+    assert [s.path for s in make_plan([grown], manifest([recorded]), {}, content_of=content_of).changed] == ["a"]
+    assert asked == ["a"]  # asked once: not for a file of another size, nor for an entry without a hash
+
+
 def test_staged_marker_of_an_older_content_is_not_resumed():
     old, new = SourceFile("a", 5, "etag:1"), SourceFile("a", 5, "etag:2")
     plan = make_plan([new], None, staged={old.key: entry(old)})
@@ -365,3 +389,20 @@ def test_kept_types_survive_the_manifest():
     types = {"meta": JSON_TEXT, "year": KeptType(pa.int64()), "tags": KeptType(pa.list_(pa.string()))}
     assert kept.decode(json.loads(json.dumps(kept.encode(types)))) == types
     assert kept.decode(None) == {}
+
+
+def test_a_content_token_hashes_the_bytes_of_a_compressed_file(tmp_path):
+    """The sha256 a local entry records (and the token of a filesystem without times) is of the file's bytes: a
+    `.gz` was opened through pyarrow's compression detection, hashed as its text, and a cut one failed the run
+    (OSError: Truncated compressed stream) where the reader counts it as one reject row."""
+    import gzip
+    import hashlib
+
+    from pipeline.reembed.sources import content_token
+
+    whole = gzip.compress(b'{"id": "1", "text": "hello"}\n' * 50)
+    (tmp_path / "a.jsonl.gz").write_bytes(whole)
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[:40])
+    root = resolve(str(tmp_path), StorageConfig())
+    assert content_token(root, "a.jsonl.gz") == f"sha256:{hashlib.sha256(whole).hexdigest()}"
+    assert content_token(root, "cut.jsonl.gz") == f"sha256:{hashlib.sha256(whole[:40]).hexdigest()}"

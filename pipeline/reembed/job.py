@@ -8,9 +8,11 @@ that has a marker and embeds the rest; the previous version stays current until 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -34,7 +36,7 @@ from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, ver
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
-from pipeline.reembed.sources import SourceFile, scan_sources
+from pipeline.reembed.sources import SourceFile, content_token, content_tokens, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
@@ -43,6 +45,8 @@ from pipeline.storage import Location, list_inputs, resolve
 from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
 
 log = logging.getLogger(__name__)
+
+HASH_THREADS = 4  # local input files hashed while they are embedded (sources.content_tokens)
 
 
 def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:
@@ -118,16 +122,25 @@ def embed_files(
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     entries: list[FileEntry] = []
 
+    # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan)
+    hashing = ThreadPoolExecutor(HASH_THREADS)
+    contents = content_tokens(root, [s.path for s in todo], hashing)
+
     def stage(done: list[FileEntry]) -> None:
         for entry in done:
+            content = contents.get(entry.path)
+            entry = dataclasses.replace(entry, content=content.result() if content else None)
             lease.check()
             put_json(entry.__dict__, layout.marker(entry.key))
             entries.append(entry)
             log.info("staged %s: %d rows", entry.path, entry.rows)
 
-    for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        stage(progress.add(stats))
-    stage(progress.finish())
+    try:
+        for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            stage(progress.add(stats))
+        stage(progress.finish())
+    finally:
+        hashing.shutdown(wait=False, cancel_futures=True)  # a failed run does not wait for the hashes
     return entries, progress, recorded, rewritten
 
 
@@ -159,7 +172,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         rel_paths = [f.path for f in listed]
         previous, current = version_manifest(layout), current_manifest(out)
         staged = load_staged(layout)
-        plan = make_plan(sources, previous, staged)
+        content_of = functools.cache(lambda rel: content_token(root, rel))
+        plan = make_plan(sources, previous, staged, content_of=content_of)
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
@@ -168,7 +182,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(sources, previous, staged, digests)
+            plan = make_plan(sources, previous, staged, digests, content_of)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         embedded: list[FileEntry] = []
         tokens = 0

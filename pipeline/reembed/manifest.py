@@ -37,6 +37,10 @@ class FileEntry:
     duplicates: str | None = None
     # The file could not be read (corrupt, cut short: pipeline.units.corrupt_as_reject); its reject row says why.
     unreadable: bool = False
+    # Local files: `sha256:<hex>` of the content embedded (pipeline.reembed.sources.content_token), so a file whose
+    # change token moved without a change (`touch`, a copy that does not keep times) is reused; None on S3 (the
+    # ETag is the content's) and in entries recorded before.
+    content: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:

@@ -5,6 +5,7 @@ Pure: no storage, no Ray, so every case (new, changed, unchanged, deleted, resum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from pipeline.change_tokens import same_token
@@ -69,6 +70,7 @@ def make_plan(
     previous: Manifest | None,
     staged: dict[str, FileEntry],
     duplicates: dict[str, str] | None = None,
+    content_of: Callable[[str], str] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -80,6 +82,9 @@ def make_plan(
             checked. A file whose entry records another digest (its first copies moved: a new or deleted file) is
             changed even with the same content: its rejects differ. An entry recorded without the check (None)
             counts as one without repeats, so upgrading re-embeds only the files that repeat ids.
+        content_of: the `sha256:<hex>` of a file by path, asked only for a file whose token moved but whose size
+            did not and whose entry records its content (`touch`, a copy that sets new times): the same content is
+            unchanged. None: the token alone decides.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
@@ -87,6 +92,8 @@ def make_plan(
         now = None if duplicates is None else duplicates.get(src.path)
         same_ids = duplicates is None or entry is None or (entry.duplicates or NO_DUPLICATES) == now
         same_file = entry is not None and entry.size == src.size and same_token(entry.token, src.token)
+        if not same_file and entry is not None and entry.size == src.size and entry.content and content_of:
+            same_file = content_of(src.path) == entry.content
         return same_file and same_ids
 
     plan = Plan()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -72,7 +72,15 @@ def object_source(root: Location, rel: str) -> SourceFile:
 
 def content_token(root: Location, rel: str) -> str:
     digest = hashlib.sha256()
-    with root.fs.open_input_stream(root.join(rel).path) as f:
+    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:  # the bytes, not a .gz's text
         while chunk := f.read(8 << 20):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def content_tokens(root: Location, rels: list[str], pool: Executor) -> dict[str, Future[str]]:
+    """`sha256:<hex>` of each local file (content_token), computed on `pool` while the caller goes on (hashing
+    releases the GIL; the embedding of the same files takes far longer); {} on S3, whose ETag names the content."""
+    if not isinstance(root.fs, pafs.LocalFileSystem):
+        return {}
+    return {rel: pool.submit(content_token, root, rel) for rel in rels}
