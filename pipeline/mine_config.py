@@ -230,12 +230,15 @@ class MiningConfig(Section):
 
     @model_validator(mode="after")
     def _check_k(self) -> MiningConfig:
-        """k = 1 leaves a margin nothing to compare: refused with ratio and distance (docs/bitext.md)."""
-        if self.k == 1 and self.margin != "absolute":
+        """k = 1 caps the ratio margin at 1 and the distance margin at 0 (docs/bitext.md): a threshold above the cap
+        keeps no pair and is refused. Below it k = 1 is mutual-nearest-neighbour mining and runs."""
+        cap = {"ratio": 1.0, "distance": 0.0}.get(self.margin)
+        if self.k == 1 and cap is not None and self.threshold is not None and self.threshold > cap:
             raise ValueError(
-                f"mining.k=1 with mining.margin={self.margin}: a sentence's neighbourhood is then its best candidate "
-                f"alone, so every mutual-best pair scores exactly {1 if self.margin == 'ratio' else 0} and no "
-                "threshold can rank them; use k >= 2 (LASER uses 4), or margin: absolute to rank by cosine"
+                f"mining.threshold {self.threshold} is above the highest {self.margin} margin at mining.k=1 ({cap:g}), "
+                "so no pair would be kept: with k=1 a sentence's neighbourhood is its best candidate alone, a "
+                f"mutual-best pair scores exactly {cap:g} and any other pair less; use k >= 2 (LASER uses 4), or a "
+                f"threshold <= {cap:g} to keep the mutual-best pairs"
             )
         return self
 

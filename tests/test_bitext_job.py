@@ -265,6 +265,23 @@ def test_ratio_margins_of_unrelated_sides_are_zero_never_nan(tmp_path, src, tgt,
     assert np.isfinite(written["score_histogram"]["bin_edges"]).all()
 
 
+def test_k1_mines_the_mutual_nearest_neighbours_scoring_them_one(corpus):
+    """mining.k: 1 is mutual-nearest-neighbour mining: threshold 1.0 keeps exactly the pairs that are each other's
+    nearest neighbour (by brute force over the deduplicated, normalized sides), each scored 1."""
+    summary = run_mine(parse_config(MineConfig, config(corpus, k=1, threshold=1.0)))
+    table = pq.read_table(corpus["dir"] / "out" / "pairs")
+    src = pq.read_table(corpus["src_emb"]).slice(0, 59)  # row 59 repeats row 3's text: dropped by dedup
+    tgt = pq.read_table(corpus["tgt_emb"])
+    x = np.stack(src.column("embedding").to_numpy(zero_copy_only=False))
+    y = np.stack(tgt.column("embedding").to_numpy(zero_copy_only=False))
+    sims = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+    best_y, best_x = sims.argmax(axis=1), sims.argmax(axis=0)
+    mutual = {(src["id"][i].as_py(), tgt["id"][j].as_py()) for i, j in enumerate(best_y) if best_x[j] == i}
+    assert set(zip(table.column("src_id").to_pylist(), table.column("tgt_id").to_pylist())) == mutual
+    assert table.column("score").to_pylist() == pytest.approx([1.0] * len(mutual))
+    assert summary["pairs_kept"] == len(mutual) >= 40
+
+
 def test_mismatched_dims_are_an_error(corpus):
     rng = np.random.default_rng(1)
     write_embeddings(Path(corpus["tgt_emb"]), [f"eng.txt#{j}" for j in range(70)], random_unit(rng, 70, 8))

@@ -116,3 +116,14 @@ def test_ratio_margin_with_one_neighbour_scores_every_mutual_pair_one():
         d = neighbourhood_density(np.array([[c]], np.float32), "ratio")
         assert margin_score(np.float32(c), d, d, "ratio") == pytest.approx(1.0)
         assert margin_score(np.float32(c), d, d, "distance") == pytest.approx(0.0, abs=1e-7)
+
+
+def test_k1_ratio_margin_is_one_for_a_mutual_best_pair_and_less_for_any_other():
+    # k = 1 (mutual-nearest-neighbour mining, accepted by the config): x0 and y0 are each other's best (0.9);
+    # x1's best is y0 (0.8), whose own best is x0 (0.9): 0.8 / ((0.8 + 0.9) / 2) = 0.941
+    x_to_y = KnnResult(np.array([[0.9], [0.8]], np.float32), np.array([[0], [0]]))
+    y_to_x = KnnResult(np.array([[0.9], [0.5]], np.float32), np.array([[0], [1]]))
+    x_density, y_density = neighbourhood_density(x_to_y.scores, "ratio"), neighbourhood_density(y_to_x.scores, "ratio")
+    scores = score_candidates(x_to_y, x_density, y_density, "ratio")
+    assert scores[0, 0] == pytest.approx(1.0)
+    assert scores[1, 0] == pytest.approx(0.8 / 0.85, rel=1e-6) and scores[1, 0] < 1.0

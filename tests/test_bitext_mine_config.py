@@ -57,8 +57,14 @@ def test_defaults_follow_the_issue():
         ({"mining": {"threshold": 8.5}}, r"mining.threshold 8.5 is above the highest ratio margin at mining.k=4 \(8\)"),
         ({"mining": {"score_max": -0.1}}, r"mining.score_max -0.1 is below the lowest ratio margin \(0\)"),
         # k = 1: every mutual-best pair scores exactly 1 (ratio) or 0 (distance)
-        ({"mining": {"k": 1}}, r"mining.k=1 with mining.margin=ratio: .* scores exactly 1 .*use k >= 2"),
-        ({"mining": {"k": 1, "margin": "distance"}}, r"mining.k=1 with mining.margin=distance: .* exactly 0"),
+        (
+            {"mining": {"k": 1, "threshold": 1.05}},
+            r"threshold 1.05 is above the highest ratio margin at mining.k=1 \(1\)",
+        ),
+        (
+            {"mining": {"k": 1, "margin": "distance", "threshold": 0.01}},
+            r"above the highest distance margin at mining.k=1 \(0\)",
+        ),
         # a language names folders: 'zh/Hant' nested them and the run failed 'the embed step rejected all 4 rows'
         (
             {"source": {"uri": "/a", "format": "jsonl", "lang": "zh/Hant", "lang_column": "l"}},
@@ -83,6 +89,9 @@ def test_score_windows_that_can_hold_a_pair_are_accepted():
         {"margin": "distance", "threshold": 0.05, "score_max": 0.5},
         {"threshold": 8.0},  # the ratio margin's highest at k = 4
         {"k": 1, "margin": "absolute", "threshold": 0.9},
+        {"k": 1, "threshold": 1.0},  # k = 1: mutual-nearest-neighbour mining, the mutual-best pairs score 1
+        {"k": 1, "margin": "distance", "threshold": 0.0},
+        {"k": 1, "threshold": None},
     ):
         cfg = parse_config(MineConfig, raw(mining=mining))
         assert cfg.mining.threshold == mining["threshold"]
