@@ -72,6 +72,24 @@ def unreadable_message(key: str, shown: str, what: str, more: int) -> str:
     )
 
 
+def first_unreadable(root: str, problems: list[tuple[str, str]]) -> tuple[str, str, int]:
+    """(rel, what, more) of the entries to report: one per entry on disk, each under its shortest path below `root`.
+
+    A link to an ancestor folder (`sub/up -> ..`) reaches every entry below that folder again at each depth until
+    the OS gives up (40 more paths); the error named the deepest of them ('sub/up/sub/up/.../x', first in sort
+    order) and counted one bad entry as 41. An entry is its real folder and its name (a dangling link is not
+    followed); its shortest path (then the first in order) stands for it, and the first of those in order is named.
+    """
+    shortest: dict[tuple[str, str], tuple[str, str]] = {}
+    for rel, what in problems:
+        folder, name = os.path.split(os.path.join(root, rel))
+        entry = (os.path.realpath(folder), name)
+        if entry not in shortest or (rel.count("/"), rel) < (shortest[entry][0].count("/"), shortest[entry][0]):
+            shortest[entry] = (rel, what)
+    rel, what = min(shortest.values())
+    return rel, what, len(shortest) - 1
+
+
 def unreadable_files(root: str, rels: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(rel, what) for each file below `root` the job's user may not read (one access() call per file)."""
     for rel in rels:

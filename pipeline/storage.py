@@ -26,6 +26,7 @@ from pipeline.special_entries import (
     UnreadableEntryError,
     dangling_kind,
     dangling_links,
+    first_unreadable,
     special_kind,
     unlistable_folder,
     unreadable_files,
@@ -307,8 +308,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         unaddressable = [(rel, path) for rel, path in unaddressable if matcher.fullmatch(rel)]
         problems = [(rel, what) for rel, what in problems if matcher.fullmatch(rel)]
     if problems:
-        rel, what = min(problems)
-        raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, len(problems) - 1))
+        rel, what, more = first_unreadable(root.path, problems)
+        raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, more))
     if unaddressable:
         path = unaddressable[0][1]
         key_uri = "s3://" + path if root.uri.startswith("s3://") else path

@@ -347,6 +347,31 @@ def test_entries_listed_that_cannot_be_read_as_files_fail_the_listing_naming_the
     assert list_files(str(tmp_path), LOCAL)[1] == ["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]
 
 
+def test_an_entry_reached_again_through_a_link_to_an_ancestor_is_named_once_by_its_shortest_path(tmp_path):
+    """A link to an ancestor folder (`sub/up -> ..`) reaches each entry below it again at every depth until the OS
+    gives up: a loop of links beside it was named as 'sub/up/sub/up/.../x' (40 levels deep, first in sort order)
+    and one named pipe counted as 41 bad entries. Each entry is named by its shortest path and counted once."""
+    import os
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.jsonl").write_text('{"id": "1", "text": "a"}\n')
+    os.symlink("..", tmp_path / "sub" / "up")
+    os.symlink("y", tmp_path / "x")
+    os.symlink("x", tmp_path / "y")
+    with pytest.raises(UnreadableEntryError) as caught:
+        list_files(str(tmp_path), LOCAL)
+    assert "sub/up" not in str(caught.value)
+    assert f"'{tmp_path}/x' is a symbolic link to 'y'" in str(caught.value)
+    assert "(1 more entries below the input cannot be read as files)" in str(caught.value)
+    os.unlink(tmp_path / "x")
+    os.unlink(tmp_path / "y")
+    os.mkfifo(tmp_path / "p.jsonl")
+    with pytest.raises(UnreadableEntryError) as caught:
+        list_files(str(tmp_path), LOCAL)
+    assert f"'{tmp_path}/p.jsonl' is a named pipe (FIFO)" in str(caught.value)
+    assert "more entries" not in str(caught.value)
+
+
 def without_root_powers() -> list[str]:
     """A command prefix under which this user's file permissions apply: as root, the same user without the
     capabilities that bypass them (setpriv); empty for any other user."""
