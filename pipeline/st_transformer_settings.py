@@ -9,7 +9,8 @@ sentence-transformers builds the Transformer module from that file: besides `max
 setting was ignored without a word: `config_args: {num_hidden_layers: 1}` ran every layer, `tokenizer_args:
 {truncation_side: left}` kept the start of long texts (cosine 0.91 to sentence-transformers' vectors on a tiny BERT).
 
-Settings that do not change the vectors (dtype, attention kernel, trust_remote_code, padding side, unpad_inputs) pass;
+Settings that do not change the vectors (dtype, attention kernel: attn_implementation, unpad_inputs,
+use_memory_efficient_attention, use_flash_attn; trust_remote_code, padding side) pass;
 `model_max_length` in the tokenizer kwargs is applied as sentence-transformers applies it (it replaces
 `max_seq_length`, pipeline.model_limits); any other is refused, naming the file, key and value and what to do. Pure:
 JSON in, no model loaded.
@@ -26,9 +27,14 @@ CONFIG_KWARGS = ("config_kwargs", "config_args")
 MODEL_KWARGS = ("model_kwargs", "model_args")
 TOKENIZER_KWARGS = ("processor_kwargs", "tokenizer_args")
 LOADING = {"trust_remote_code", "revision", "cache_dir", "token", "local_files_only", "use_auth_token"}
+# attention-kernel switches of remote-code encoders, set in config_kwargs (model_kwargs reach the config too): gte /
+# stella's NewModel (unpad_inputs, use_memory_efficient_attention: xformers or not), jina-bert and nomic-bert
+# (use_flash_attn); each computes the same attention, and their model cards set them to run without xformers
+KERNELS = {"unpad_inputs", "use_memory_efficient_attention", "use_flash_attn"}
 HARMLESS = {
-    "config_kwargs": LOADING | {"use_cache"},
+    "config_kwargs": LOADING | KERNELS | {"use_cache", "attn_implementation"},
     "model_kwargs": LOADING
+    | KERNELS
     | {"torch_dtype", "dtype", "attn_implementation", "low_cpu_mem_usage", "device_map", "use_safetensors"}
     | {"add_pooling_layer"},  # BERT's pooler, which no embedding goes through
     "processor_kwargs": LOADING | {"padding_side", "use_fast", "clean_up_tokenization_spaces", "model_max_length"},

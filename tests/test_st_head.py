@@ -368,7 +368,8 @@ def test_a_refused_setting_does_change_sentence_transformers_vectors(tiny_models
 
 
 def test_transformer_settings_that_leave_the_vectors_alone_pass(tiny_models, tmp_path):
-    """dtype, attention kernel, trust_remote_code, unpad_inputs and the defaults sentence-transformers 6 writes
+    """dtype, attention kernel (also gte / stella's config_kwargs unpad_inputs and use_memory_efficient_attention,
+    which their model cards set: they were refused), trust_remote_code and the defaults sentence-transformers 6 writes
     (transformer_task feature-extraction, module_output_name token_embeddings) are accepted, and the vectors equal
     sentence-transformers'. (A padding side is accepted too: rayembed's vectors do not depend on it, while
     sentence-transformers' BERT under left padding shifts each padded row's positions, docs/conventions.md.)"""
@@ -376,7 +377,7 @@ def test_transformer_settings_that_leave_the_vectors_alone_pass(tiny_models, tmp
         st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}),
         model_kwargs={"attn_implementation": "eager", "torch_dtype": "float32"},
         processor_kwargs={"use_fast": True},
-        config_kwargs={"trust_remote_code": False},
+        config_kwargs={"trust_remote_code": False, "unpad_inputs": False, "use_memory_efficient_attention": False},
         unpad_inputs=False,
         transformer_task="feature-extraction",
         module_output_name="token_embeddings",
