@@ -291,6 +291,12 @@ OTHER_TOOLS_TASKS = (
         "jina-embeddings-v3's task (a LoRA adapter its own code picks), which rayembed does not run; remove model.task",
     ),
 )
+# A model's prompt prefix, written as model.task (`task: "query: "`): e5's query/passage, nomic-embed's search_query,
+# search_document, classification and clustering. Taken as the instruction it became 'Instruct: query: \nQuery: ...'.
+PROMPT_PREFIX_WORDS = frozenset(
+    {"query", "queries", "passage", "passages", "document", "documents"}
+    | {"search_query", "search_document", "classification", "clustering"}
+)
 
 
 class ModelConfig(Section):
@@ -369,10 +375,17 @@ class ModelConfig(Section):
     def _task_is_an_instruction(cls, value: str | None) -> str | None:
         """A task name from another tool is not an instruction: `task: embed` (vLLM) or `task: query`
         (sentence-transformers' Router) was taken as one, and every query was embedded as 'Instruct: embed\\nQuery:
-        ...' without a word."""
+        ...' without a word; nor is a prompt prefix (`task: "query: "`, e5's)."""
         if value is None:
             return value
         name = value.strip().lower()
+        if name.endswith(":") and name[:-1].strip() in PROMPT_PREFIX_WORDS:
+            raise ValueError(
+                f"is the query instruction, a sentence (e.g. 'Given a web search query, retrieve relevant passages "
+                f"that answer the query'), and {value!r} is a prompt prefix (e5's 'query: ', nomic-embed's "
+                "'search_query: '), which texts get as it is: give it in model.prompt (or name the model's own "
+                "prompt in model.prompt_name), and remove model.task"
+            )
         for names, whose in OTHER_TOOLS_TASKS:
             if name in names:
                 raise ValueError(

@@ -273,11 +273,14 @@ def test_every_hint_in_the_table_reaches_the_user():
         ("document", "sentence-transformers' task"),
         ("classify", "vLLM's task for another kind of model"),
         ("retrieval.query", "jina-embeddings-v3's task"),
+        ("query: ", "a prompt prefix (e5's 'query: ', nomic-embed's 'search_query: '), which texts get as it is: give"),
+        ("search_query:", "a prompt prefix"),
     ],
 )
 def test_another_tools_task_name_is_not_taken_for_the_query_instruction(tmp_path, task, whose):
     """vLLM's `task: embed` (or sentence-transformers' Router task `query`) in model.task was the query instruction:
-    every query was embedded as 'Instruct: embed\nQuery: ...', without a word."""
+    every query was embedded as 'Instruct: embed\nQuery: ...', without a word; e5's prefix `query: ` there as
+    'Instruct: query: \nQuery: ...'."""
     with pytest.raises(ConfigError, match=r"model\.task: .*is the query instruction, a sentence .*" + re.escape(whose)):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"model.task={task}"])
     instruction = "Given a web search query, retrieve relevant passages that answer the query"
