@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
-from pipeline.type_widening import widens_losslessly
+from pipeline.type_widening import what_changes, widens_losslessly
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +280,13 @@ def warn_widened(column: str, per_file: list[tuple[str, str, dict[str, pa.DataTy
         column,
         ", ".join(f"{t} ({rel})" for t, rel in first.items()),
         to,
-        "no value changes" if not lossy else "values of " + ", ".join(map(str, lossy)) + " may change: " + LOSSY_NOTE,
+        "no value changes"
+        if not lossy
+        else "values of "
+        + ", ".join(map(str, lossy))
+        + " may change: "
+        + "; ".join(what_changes(t, to) for t in lossy),
     )
-
-
-LOSSY_NOTE = "nanoseconds are kept to the microsecond, integers above 2**53 rounded as float64"
 
 
 def cast_kept(values: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:

@@ -53,6 +53,28 @@ def widens_losslessly(before: pa.DataType, after: pa.DataType) -> bool:
     return nested_fits(before, after)
 
 
+UNIT_NAMES = {"s": "second", "ms": "millisecond", "us": "microsecond", "ns": "nanosecond"}
+
+
+def what_changes(before: pa.DataType, after: pa.DataType) -> str:
+    """Which `before` values a cast to `after` may change, in words, for a pair `widens_losslessly` refuses
+    ('integers above 2**53 are rounded as double')."""
+    if pa.types.is_dictionary(before):
+        return what_changes(before.value_type, after)
+    if pa.types.is_integer(before) and pa.types.is_floating(after):
+        return f"integers above 2**{FLOAT_EXACT_BITS[after.bit_width]} are rounded as {after}"
+    if pa.types.is_timestamp(before) and pa.types.is_timestamp(after):
+        if (before.tz is None) != (after.tz is None):
+            return "naive and zoned timestamps are different instants without a time zone to say which"
+        if after.unit == "ns" and before.unit != "ns":
+            return "times after 2262 do not fit in nanoseconds"
+        if TIME_UNITS.index(after.unit) < TIME_UNITS.index(before.unit):
+            return f"{UNIT_NAMES[before.unit]}s are kept to the {UNIT_NAMES[after.unit]}"
+    if pa.types.is_floating(before) and pa.types.is_floating(after):
+        return f"{before} values are rounded as {after}"
+    return f"{before} values are converted to {after}, not all of them exactly"
+
+
 def integer_fits(before: pa.DataType, after: pa.DataType) -> bool:
     """An integer type into an integer type of its range, a float with enough significand, or a decimal with enough
     integer digits."""

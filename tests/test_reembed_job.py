@@ -526,7 +526,8 @@ def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_chan
     with pytest.raises(
         KeptColumnTypeError,
         match=r"kept column 'n': e.parquet needs type double, but the published version stores type int64 .*"
-        r"int64 -> double could change stored values.*rewrite the file with the stored type",
+        r"int64 -> double could change stored values \(integers above 2\*\*53 are rounded as double;.*"
+        r"write the file's 'n' as type int64 where its values have that type \(e.g. 2, not 2.0\), else drop 'n'",
     ):
         run_reembed(cfg)
     assert (Path(out) / "_current.json").read_text() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from pipeline.type_widening import widens_losslessly
+from pipeline.type_widening import what_changes, widens_losslessly
 
 WIDER = [
     (pa.int32(), pa.int64()),
@@ -73,3 +73,20 @@ def test_a_wider_type_of_the_same_kind_holds_every_value(before, after):
 @pytest.mark.parametrize("before, after", CHANGES_VALUES, ids=[f"{a}->{b}" for a, b in CHANGES_VALUES])
 def test_a_cast_that_could_change_a_value_is_not_a_widening(before, after):
     assert not widens_losslessly(before, after)
+
+
+@pytest.mark.parametrize(
+    "before, after, said",
+    [
+        (pa.int64(), pa.float64(), "integers above 2**53 are rounded as double"),
+        (pa.int32(), pa.float32(), "integers above 2**24 are rounded as float"),
+        (pa.timestamp("ns"), pa.timestamp("us"), "nanoseconds are kept to the microsecond"),
+        (pa.timestamp("ms"), pa.timestamp("ns"), "times after 2262 do not fit in nanoseconds"),
+        (pa.timestamp("us"), pa.timestamp("us", "UTC"), "naive and zoned timestamps are different instants"),
+    ],
+)
+def test_what_a_refused_cast_would_change_is_said_for_its_types(before, after, said):
+    """The warning and the re-embed refusal said 'nanoseconds are kept to the microsecond, integers above 2**53
+    rounded as float64' for any lossy pair: both notes for int64 -> double, or for ns -> us."""
+    assert not widens_losslessly(before, after)
+    assert what_changes(before, after).startswith(said)

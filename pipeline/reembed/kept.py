@@ -27,7 +27,7 @@ from pipeline.config import ComputeConfig
 from pipeline.kept_columns import MIXED, KeptColumnTypeError, KeptType, decide, unify
 from pipeline.reading import ReadSpec, observed_or_none
 from pipeline.stages import io_task
-from pipeline.type_widening import widens_losslessly
+from pipeline.type_widening import what_changes, widens_losslessly
 
 PUBLISHED = "the published version"  # how messages name the stored types
 # The manifest's record of a kept column with no value in any file of the version (written as a string of nulls).
@@ -99,8 +99,9 @@ def decide_for_run(
         )
         raise KeptColumnTypeError(
             f"kept column {column!r}: {culprit} needs {describe(after)}, but {PUBLISHED} stores {describe(before)} "
-            f"and its files cannot change type: {why_not(before, after)}; rewrite the file with the stored type, or "
-            f"drop {column!r} from output.keep_columns (a new version)"
+            f"and its files cannot change type: {why_not(before, after)}; write the file's {column!r} as "
+            f"{describe(before)} where its values have that type (e.g. 2, not 2.0), else drop {column!r} from "
+            "output.keep_columns (a new version)"
         )
     return dataclasses.replace(spec, kept_types=types), recorded
 
@@ -124,7 +125,10 @@ def why_not(before: KeptType, after: KeptType) -> str:
     """Why the stored values cannot take the new type, in words."""
     if before.json_text or after.json_text:
         return "typed values and JSON text do not mix in one column"
-    return f"{before.type} -> {after.type} could change stored values (see docs/reembed.md, Kept columns)"
+    return (
+        f"{before.type} -> {after.type} could change stored values ({what_changes(before.type, after.type)}; see "
+        "docs/reembed.md, Kept columns)"
+    )
 
 
 def retyped(published: dict[str, KeptType] | None, recorded: dict[str, KeptType]) -> dict[str, str]:
