@@ -54,6 +54,18 @@ def dangling_links(directories: Iterable[str], hidden: tuple[str, ...]) -> Itera
             yield entry.path, dangling_kind(entry.path)
 
 
+def dangling_on_the_way(path: str) -> str | None:
+    """The symbolic link to nothing that makes a missing local `path` missing: the path itself or a folder above it
+    (`gone/2024/*.jsonl` with `gone -> /mnt/old`); None when the path exists or is missing for another reason."""
+    path = os.path.normpath(path)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path if os.path.islink(path) and not os.path.exists(path) else None
+
+
 def dangling_kind(path: str) -> str:
     """A dangling symbolic link, in words, with its target and what to do."""
     try:

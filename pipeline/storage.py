@@ -26,6 +26,7 @@ from pipeline.special_entries import (
     UnreadableEntryError,
     dangling_kind,
     dangling_links,
+    dangling_on_the_way,
     first_unreadable,
     special_kind,
     unlistable_folder,
@@ -258,8 +259,10 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     info = root.fs.get_file_info(root.path)
     if info.type == pafs.FileType.Unknown:  # a named pipe, a socket: skipped like a directory, it matched nothing
         raise UnreadableEntryError(unreadable_message(key, uri, special_kind(root.path), 0))
-    if info.type == pafs.FileType.NotFound and isinstance(root.fs, pafs.LocalFileSystem) and os.path.islink(root.path):
-        raise UnreadableEntryError(unreadable_message(key, uri, dangling_kind(root.path), 0))
+    local = isinstance(root.fs, pafs.LocalFileSystem)
+    if info.type == pafs.FileType.NotFound and local and (link := dangling_on_the_way(root.path)):
+        shown = uri if link == os.path.normpath(root.path) else link
+        raise UnreadableEntryError(unreadable_message(key, shown, dangling_kind(link), 0))
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
         if isinstance(root.fs, pafs.LocalFileSystem):
@@ -276,6 +279,9 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
         info = root.fs.get_file_info(root.path)
         if info.type == pafs.FileType.File:  # a pattern under a file matches nothing
             info = pafs.FileInfo(root.path, pafs.FileType.NotFound)
+        elif info.type == pafs.FileType.NotFound and local and (link := dangling_on_the_way(root.path)):
+            # the pattern's folder is (or is below) a link to nothing: it said 'no input files found'
+            raise UnreadableEntryError(unreadable_message(key, link, dangling_kind(link), 0))
     names: list[ListedFile] = []
     unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)

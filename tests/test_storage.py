@@ -372,6 +372,24 @@ def test_an_entry_reached_again_through_a_link_to_an_ancestor_is_named_once_by_i
     assert "more entries" not in str(caught.value)
 
 
+def test_an_input_below_a_link_to_nothing_names_the_link(tmp_path):
+    """A glob or a file path whose folder is a link to a missing folder (`gone/*.jsonl`, `gone -> /mnt/old`) said
+    'no input files found', as for a misspelt path: the link is named, what it points at and what to do. A path that
+    is merely missing still says 'no input files found'."""
+    import os
+    import re
+
+    os.symlink("/nonexistent/dir", tmp_path / "gone")
+    for uri in (f"{tmp_path}/gone/*.jsonl", f"{tmp_path}/gone/2024/*.jsonl", f"{tmp_path}/gone/2024/a.jsonl"):
+        with pytest.raises(
+            UnreadableEntryError, match=re.escape(f"'{tmp_path}/gone' is a symbolic link to '/nonexistent/dir'")
+        ):
+            list_files(uri, LOCAL)
+    for uri in (f"{tmp_path}/missing/*.jsonl", f"{tmp_path}/missing/a.jsonl"):
+        with pytest.raises(FileNotFoundError, match="no input files found"):
+            list_files(uri, LOCAL)
+
+
 def without_root_powers() -> list[str]:
     """A command prefix under which this user's file permissions apply: as root, the same user without the
     capabilities that bypass them (setpriv); empty for any other user."""
