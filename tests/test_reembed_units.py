@@ -406,3 +406,16 @@ def test_a_content_token_hashes_the_bytes_of_a_compressed_file(tmp_path):
     root = resolve(str(tmp_path), StorageConfig())
     assert content_token(root, "a.jsonl.gz") == f"sha256:{hashlib.sha256(whole).hexdigest()}"
     assert content_token(root, "cut.jsonl.gz") == f"sha256:{hashlib.sha256(whole[:40]).hexdigest()}"
+
+
+def test_a_kept_type_refusal_gives_the_json_number_example_only_for_integers_stored_and_floats_arriving():
+    """'e.g. 2, not 2.0' is what to do where int64 is stored and a file's JSON numbers have a point; said for a
+    string column getting numbers (JSON text) it would point at the wrong fix."""
+    import pyarrow as pa
+
+    from pipeline.kept_columns import KeptType
+    from pipeline.reembed.kept import example
+
+    assert example(KeptType(pa.int64()), KeptType(pa.float64())) == " (e.g. 2, not 2.0)"
+    assert example(KeptType(pa.string()), KeptType(pa.string(), json_text=True)) == ""
+    assert example(KeptType(pa.timestamp("ns")), KeptType(pa.timestamp("us"))) == ""

@@ -100,13 +100,21 @@ def decide_for_run(
         raise KeptColumnTypeError(
             f"kept column {column!r}: {culprit} needs {describe(after)}, but {PUBLISHED} stores {describe(before)} "
             f"and its files cannot change type: {why_not(before, after)}; write the file's {column!r} as "
-            f"{describe(before)} where its values have that type (e.g. 2, not 2.0), else drop {column!r} from "
+            f"{describe(before)} where its values have that type{example(before, after)}, else drop {column!r} from "
             "output.keep_columns (a new version)"
         )
     return dataclasses.replace(spec, kept_types=types), recorded
 
 
 NULL = pa.null()  # a file without the column
+
+
+def example(before: KeptType, after: KeptType) -> str:
+    """' (e.g. 2, not 2.0)' where integers are stored and floats arrive (JSON numbers written with a point)."""
+    typed = not before.json_text and not after.json_text
+    if typed and pa.types.is_integer(before.type) and pa.types.is_floating(after.type):
+        return " (e.g. 2, not 2.0)"
+    return ""
 
 
 def widens(before: KeptType, after: KeptType) -> bool:
