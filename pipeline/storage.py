@@ -366,7 +366,7 @@ def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
             yield Entry(obj.path, True, True, obj.size, obj.mtime_ns, obj.etag)
         return
     directories = [root.path]
-    for info in root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True)):
+    for info in local_listing(root):
         path, readable = listed_path(info)
         special = info.type == pafs.FileType.Unknown and readable
         yield Entry(path, readable, info.type == pafs.FileType.File, info.size, info.mtime_ns,
@@ -376,6 +376,44 @@ def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
     if os.path.isdir(root.path):  # pyarrow leaves dangling links out of its listing: they are looked for here
         for path, what in dangling_links(directories, HIDDEN_PREFIXES):
             yield Entry(path, True, False, None, None, problem=what)
+
+
+def local_listing(root: Location) -> list[pafs.FileInfo]:
+    """pyarrow's recursive listing of a local folder; where it stopped at a hidden folder the job's user may not
+    list (`.snapshot`, another user's `.cache`), which the hidden-name rule skips anyway, the folders are listed one
+    by one without entering hidden ones (it failed the job naming that folder).
+
+    Raises:
+        PermissionError: a folder that is not hidden cannot be listed.
+    """
+    try:
+        return root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True))
+    except PermissionError as err:
+        denied = re.search(r"Cannot list directory '(.*?)'", str(err))
+        if denied is None or not hidden_below(root.path, denied.group(1)):
+            raise
+    infos, todo = [], [root.path]
+    while todo:
+        folder = todo.pop()
+        try:
+            listed = root.fs.get_file_info(pafs.FileSelector(folder, recursive=False))
+        except PermissionError:
+            raise
+        except OSError:  # a loop of links followed until the OS gave up (ELOOP): the recursive listing skips it too
+            continue
+        infos += listed
+        todo += [i.path for i in listed if i.type == pafs.FileType.Directory and not hidden_name(i.base_name)]
+    return infos
+
+
+def hidden_name(name: str) -> bool:
+    return name.startswith(HIDDEN_PREFIXES)
+
+
+def hidden_below(root: str, path: str) -> bool:
+    """Whether `path`, below `root`, is in or is a hidden folder (a segment below `root` starts with _ or .)."""
+    rel = os.path.relpath(path, root)
+    return not rel.startswith("..") and any(hidden_name(p) and p not in (".", "..") for p in rel.split(os.sep))
 
 
 def move_hint(path: str) -> str:

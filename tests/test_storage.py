@@ -440,3 +440,45 @@ def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_
     finally:
         locked.chmod(0o755)
         (tmp_path / "a" / "0.jsonl").chmod(0o644)
+
+
+def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
+    """A hidden folder below the input that the job's user may not list (`.snapshot`, another user's `.cache`) failed
+    the listing, for a glob too (pyarrow's recursive listing stops there), though the hidden-name rule skips it: the
+    files are listed without it. A folder that is not hidden still fails naming it."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    make_tree(tmp_path)
+    hidden, locked = tmp_path / "a" / ".snapshot", tmp_path / "b" / "locked"
+    hidden.mkdir()
+    listing = (
+        "from pipeline.storage import list_files; from pipeline.config import StorageConfig\n"
+        f"for uri in ({str(tmp_path)!r}, {str(tmp_path / 'a' / '*.jsonl')!r}):\n"
+        "    try: print(list_files(uri, StorageConfig())[1])\n"
+        "    except Exception as e: print(type(e).__name__, e)"
+    )
+
+    def listed() -> str:
+        cmd = [*without_root_powers(), sys.executable, "-c", listing]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+
+    try:
+        hidden.chmod(0o000)
+        assert listed().splitlines() == [
+            str(["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]),
+            "['0.jsonl', '1.jsonl']",
+        ]
+        locked.mkdir()
+        locked.chmod(0o000)
+        out = listed()
+        assert (
+            f"UnreadableEntryError input.uri: '{tmp_path}' is a folder holding one the job's user may not list" in out
+        )
+        assert f"{locked}" in out
+    finally:
+        hidden.chmod(0o755)
+        if locked.exists():
+            locked.chmod(0o755)
