@@ -409,8 +409,9 @@ class ModelConfig(Section):
         scheme, sep, rest = value.partition("://")
         if not sep:
             return value
-        hub = rest.removeprefix("huggingface.co/").removeprefix("www.huggingface.co/").strip("/")
-        if scheme == "hf" or (scheme in ("http", "https") and rest.startswith(("huggingface.co/", "www.huggingface"))):
+        hub_hosts = ("huggingface.co/", "www.huggingface.co/", "hf.co/")  # hf.co: the hub's short links
+        hub = next((rest[len(h) :] for h in hub_hosts if rest.startswith(h)), rest).strip("/")
+        if scheme == "hf" or (scheme in ("http", "https") and rest.startswith(hub_hosts)):
             raise ValueError(f"is a URL; give the hub id as it is: {'/'.join(hub.split('/')[:2])!r}")
         if scheme == "file":
             raise ValueError(f"is a file:// URL; give the local directory as a path: {rest!r}")

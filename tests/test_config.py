@@ -423,6 +423,7 @@ def test_an_output_inside_any_listed_input_is_refused(tmp_path):
             "is a URL; give the hub id as it is: 'intfloat/",
         ),
         ("file:///models/e5", "is a file:// URL; give the local directory as a path: '/models/e5'"),
+        ("https://hf.co/intfloat/multilingual-e5-small", "is a URL; give the hub id as it is: 'intfloat/multilingual"),
     ],
 )
 def test_a_model_url_is_refused_saying_what_to_give(tmp_path, name, message):
