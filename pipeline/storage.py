@@ -288,7 +288,10 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     problems: list[tuple[str, str]] = []  # local entries that are no file to read: (rel, what), special_entries
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         try:
-            entries = list(listed_entries(root, storage))
+            # a pattern without '/' or '**' matches names in the base folder only: its subfolders are not listed
+            # (one the job's user may not enter failed `corpus/*.jsonl`; a big tree was walked for nothing)
+            deep = not pattern or "/" in pattern or "**" in pattern
+            entries = list(listed_entries(root, storage, recursive=deep))
         except PermissionError as err:  # a folder below the input the job's user may not list: a bare traceback
             raise UnreadableEntryError(unreadable_message(key, root.uri, unlistable_folder(err), 0)) from err
         for entry in entries:
@@ -358,15 +361,16 @@ class Entry:
     problem: str | None = None  # local: why an entry that is no directory cannot be read as a file (special_entries)
 
 
-def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
-    """Everything below `root` at any depth: local files through pyarrow, S3 objects through
-    pipeline.s3_listing (the same ListObjectsV2 pages pyarrow requests, with the ETags pyarrow drops)."""
+def listed_entries(root: Location, storage: StorageConfig, recursive: bool = True) -> Iterator[Entry]:
+    """Everything below `root` at any depth (a local folder's own entries only where not `recursive`): local files
+    through pyarrow, S3 objects through pipeline.s3_listing (the same ListObjectsV2 pages pyarrow requests, with the
+    ETags pyarrow drops)."""
     if not isinstance(root.fs, pafs.LocalFileSystem):
         for obj in list_objects(root.path, storage):
             yield Entry(obj.path, True, True, obj.size, obj.mtime_ns, obj.etag)
         return
     directories = [root.path]
-    for info in local_listing(root):
+    for info in local_listing(root, recursive):
         path, readable = listed_path(info)
         special = info.type == pafs.FileType.Unknown and readable
         yield Entry(path, readable, info.type == pafs.FileType.File, info.size, info.mtime_ns,
@@ -378,8 +382,8 @@ def listed_entries(root: Location, storage: StorageConfig) -> Iterator[Entry]:
             yield Entry(path, True, False, None, None, problem=what)
 
 
-def local_listing(root: Location) -> list[pafs.FileInfo]:
-    """pyarrow's recursive listing of a local folder; where it stopped at a hidden folder the job's user may not
+def local_listing(root: Location, recursive: bool = True) -> list[pafs.FileInfo]:
+    """pyarrow's listing of a local folder (recursive, or its own entries); where it stopped at a hidden folder the job's user may not
     list (`.snapshot`, another user's `.cache`), which the hidden-name rule skips anyway, the folders are listed one
     by one without entering hidden ones (it failed the job naming that folder).
 
@@ -387,7 +391,7 @@ def local_listing(root: Location) -> list[pafs.FileInfo]:
         PermissionError: a folder that is not hidden cannot be listed.
     """
     try:
-        return root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True))
+        return root.fs.get_file_info(pafs.FileSelector(root.path, recursive=recursive, allow_not_found=True))
     except PermissionError as err:
         denied = re.search(r"Cannot list directory '(.*?)'", str(err))
         if denied is None or not hidden_below(root.path, denied.group(1)):

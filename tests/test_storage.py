@@ -445,7 +445,8 @@ def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_
 def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
     """A hidden folder below the input that the job's user may not list (`.snapshot`, another user's `.cache`) failed
     the listing, for a glob too (pyarrow's recursive listing stops there), though the hidden-name rule skips it: the
-    files are listed without it. A folder that is not hidden still fails naming it."""
+    files are listed without it. A folder that is not hidden still fails naming it, except for a pattern without '/'
+    or '**' (`*.txt`), which matches names of the base folder only and no longer lists its subfolders."""
     import subprocess
     import sys
 
@@ -456,7 +457,7 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
     hidden.mkdir()
     listing = (
         "from pipeline.storage import list_files; from pipeline.config import StorageConfig\n"
-        f"for uri in ({str(tmp_path)!r}, {str(tmp_path / 'a' / '*.jsonl')!r}):\n"
+        f"for uri in ({str(tmp_path)!r}, {str(tmp_path / 'a' / '*.jsonl')!r}, {str(tmp_path / '*.txt')!r}):\n"
         "    try: print(list_files(uri, StorageConfig())[1])\n"
         "    except Exception as e: print(type(e).__name__, e)"
     )
@@ -470,10 +471,12 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
         assert listed().splitlines() == [
             str(["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]),
             "['0.jsonl', '1.jsonl']",
+            "['c.txt']",
         ]
         locked.mkdir()
         locked.chmod(0o000)
         out = listed()
+        assert out.splitlines()[2] == "['c.txt']"  # a pattern without '/' does not list subfolders: it failed there
         assert (
             f"UnreadableEntryError input.uri: '{tmp_path}' is a folder holding one the job's user may not list" in out
         )
