@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
-from pipeline.fingerprint import differences
+from pipeline.fingerprint import SameContent, differences
 from pipeline.lease import holding, is_lease_file, verify_held
 from pipeline.objects import delete_files, get_json, list_tree, put_json
 from pipeline.storage import Location, resolve
@@ -105,7 +105,12 @@ def is_fingerprint_temp(rel: str) -> bool:
 
 
 def begin(
-    out: Location, job: str, overwrite: bool, fingerprint: dict[str, Any] | None = None, naming: Naming = TOP_LEVEL
+    out: Location,
+    job: str,
+    overwrite: bool,
+    fingerprint: dict[str, Any] | None = None,
+    naming: Naming = TOP_LEVEL,
+    same_content: SameContent | None = None,
 ) -> bool:
     """Claim `out` for a run; returns True when an unfinished run of the same fingerprint is resumed.
 
@@ -115,6 +120,8 @@ def begin(
         fingerprint: the run's fingerprint (pipeline.fingerprint); None for jobs that do not resume, which then
             need an empty location.
         naming: the configuration keys the refusals name (a nested step's differ from the top level's).
+        same_content: clears input files whose change token moved without a change of content
+            (pipeline.input_contents), so such a run resumes; None: a moved token is a changed file.
 
     Raises:
         OutputExistsError: without overwrite, `out` holds a finished run, a run of another fingerprint (the
@@ -124,7 +131,7 @@ def begin(
         clear(out)
     recorded = check_available(out, overwrite, resumable=fingerprint is not None, naming=naming)
     if recorded is not None:
-        diffs = differences(recorded["fingerprint"], fingerprint)
+        diffs = differences(recorded["fingerprint"], fingerprint, same_content)
         if diffs and not committed_units(out):
             # an attempt that failed before committing anything (a key its checks refused after it began, such as
             # output.dimensions above the model's or a misspelled keep column) has nothing to resume: the
@@ -153,9 +160,16 @@ def begin(
     return False
 
 
-def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any], naming: Naming = TOP_LEVEL) -> dict[str, Any]:
+def reuse_finished(
+    out: Location,
+    job: str,
+    fingerprint: dict[str, Any],
+    naming: Naming = TOP_LEVEL,
+    same_content: SameContent | None = None,
+) -> dict[str, Any]:
     """The summary of the finished run in `out`, when it was recorded with this fingerprint: a nested step (the
-    embedding of a mining or clustering run) that finished in an earlier attempt is not run again.
+    embedding of a mining or clustering run) that finished in an earlier attempt is not run again. `same_content`:
+    as for `begin`.
 
     Raises:
         OutputExistsError: `out` holds no finished run, one of another fingerprint (each differing field named), or
@@ -165,7 +179,7 @@ def reuse_finished(out: Location, job: str, fingerprint: dict[str, Any], naming:
     marker = get_json(out.join(MARKER))
     if marker is None:
         raise OutputExistsError(f"output {out.uri} holds no finished run ({MARKER} is missing)")
-    diffs = differences(recorded["fingerprint"], fingerprint) if recorded else ["no fingerprint recorded"]
+    diffs = differences(recorded["fingerprint"], fingerprint, same_content) if recorded else ["no fingerprint recorded"]
     if diffs:
         raise OutputExistsError(
             f"output {out.uri} holds a finished {job} of another configuration, so it cannot be reused: "

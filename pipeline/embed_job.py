@@ -30,6 +30,7 @@ from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint
+from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
@@ -534,68 +535,73 @@ def run_embed(
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated
     packed, split_lines = plans_packed_units(recorded), plans_line_ranges(recorded)
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed, split_lines)
+    # a file touched since the run began (token moved, size not) is hashed and compared with its recorded content
+    same = same_content({"input.listing": root}, out)
     if finished:
-        return {**commit.reuse_finished(out, "embed", fingerprint, naming), "reused_finished_run": True}
-    resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming)
-    spec = read_spec(cfg, root)
-    count = count_ranges(cfg, root, out, resumed)
-    units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed, split_lines, count)
-    done = commit.committed_units(out) if resumed else {}
-    if resumed:
-        dropped = drop_uncommitted(out, set(done))
-        log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
-    todo = [u for u in units if u.key not in done]
-    quiet_ray_data_progress()  # ours has a total (pipeline.progress)
-    spec = decide_kept_types(cfg, spec, units)
-    duplicates = check_duplicates(cfg, spec, units, files, out)
-    log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
-    precision = job_precision(cfg, spec, units, prompt, out, settings)
-    progress = UnitProgress(todo)
-    if todo:
-        todo_files = sorted({p for u in todo for p in u.paths})
-        size = {f.path: f.size for f in listed}
-        todo_bytes = sum(size.get(p, 0) for p in todo_files)
-        ds = build_dataset(cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings, todo_bytes)
-        parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
-        shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)
-        try:
-            for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
-                for unit, counts in progress.add(stats):
-                    commit.mark_unit(out, unit.key, {**unit.record(), **counts})
-            shown.all_files_done()  # files without a row (empty ones) flag no last row
-        finally:
-            shown.close()
-    for unit, counts in progress.finish():
-        commit.mark_unit(out, unit.key, {**unit.record(), **counts})
-    reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
-    skipped_files = {p for r in done.values() for p in record_files(r)} - {p for u in todo for p in u.paths}
-    summary = {
-        "input_files": len(listed),
-        "units": len(units),
-        "units_skipped": len(done),
-        "files_skipped": len(skipped_files),
-        **summarize(progress.totals, reused, time.perf_counter() - start),
-        **actor_summary(progress.actor_vectors),
-        "model": cfg.model.name_or_path,
-        "prompt": prompt,
-        "output": cfg.output.uri,
-        "max_tokens": model.max_tokens,
-        "pooling": pooling.pooling,
-        "pooling_source": pooling.source,
-        "model_resolution_cached": settings.tokenizer is None,  # pipeline.resolution_cache
-        **precision_summary(precision),
-    }
-    if summary["rows_rejected"]:
-        summary["rejects"] = out.join(REJECTS_DIR).uri
-    apply_guard(summary, cfg.input.max_reject_fraction)
-    if summary["status"] == "failed":
-        # The summary says why, but no _SUCCESS: a failed run is not a finished dataset for its readers, and the
-        # same command resumes it (every unit is committed, so nothing is embedded again): with a raised
-        # input.max_reject_fraction it then finishes, where _SUCCESS made it refuse without output.overwrite.
-        put_json(summary, out.join(SUMMARY_FILE))
-        raise TooManyRejectsError(summary["failure"])
-    write_if_empty(cfg, spec, summary, out, file_metadata(cfg, prompt, model_metadata, precision), precision)
-    # Written last: the summary, then _SUCCESS (pipeline.commit).
-    commit.commit(out, "embed", summary, SUMMARY_FILE)
-    return summary
+        return {**commit.reuse_finished(out, "embed", fingerprint, naming, same), "reused_finished_run": True}
+    resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming, same)
+    with ContentRecorder(root, out, listed):  # what a resume after a `touch` compares: hashed while we embed
+        spec = read_spec(cfg, root)
+        count = count_ranges(cfg, root, out, resumed)
+        units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed, split_lines, count)
+        done = commit.committed_units(out) if resumed else {}
+        if resumed:
+            dropped = drop_uncommitted(out, set(done))
+            log.info("resuming: %d of %d units committed; %d partial files dropped", len(done), len(units), dropped)
+        todo = [u for u in units if u.key not in done]
+        quiet_ray_data_progress()  # ours has a total (pipeline.progress)
+        spec = decide_kept_types(cfg, spec, units)
+        duplicates = check_duplicates(cfg, spec, units, files, out)
+        log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
+        precision = job_precision(cfg, spec, units, prompt, out, settings)
+        progress = UnitProgress(todo)
+        if todo:
+            todo_files = sorted({p for u in todo for p in u.paths})
+            size = {f.path: f.size for f in listed}
+            todo_bytes = sum(size.get(p, 0) for p in todo_files)
+            ds = build_dataset(
+                cfg, spec, todo, prompt, out, duplicates, precision, model_metadata, settings, todo_bytes
+            )
+            parts = sum(len(u.parts()) for u in todo)  # each flags its last row: files, and a split file's ranges
+            shown = RowProgress(expected_rows(formats.pop() if len(formats) == 1 else "mixed", root, todo_files), parts)
+            try:
+                for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
+                    for unit, counts in progress.add(stats):
+                        commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+                shown.all_files_done()  # files without a row (empty ones) flag no last row
+            finally:
+                shown.close()
+        for unit, counts in progress.finish():
+            commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+        reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
+        skipped_files = {p for r in done.values() for p in record_files(r)} - {p for u in todo for p in u.paths}
+        summary = {
+            "input_files": len(listed),
+            "units": len(units),
+            "units_skipped": len(done),
+            "files_skipped": len(skipped_files),
+            **summarize(progress.totals, reused, time.perf_counter() - start),
+            **actor_summary(progress.actor_vectors),
+            "model": cfg.model.name_or_path,
+            "prompt": prompt,
+            "output": cfg.output.uri,
+            "max_tokens": model.max_tokens,
+            "pooling": pooling.pooling,
+            "pooling_source": pooling.source,
+            "model_resolution_cached": settings.tokenizer is None,  # pipeline.resolution_cache
+            **precision_summary(precision),
+        }
+        if summary["rows_rejected"]:
+            summary["rejects"] = out.join(REJECTS_DIR).uri
+        apply_guard(summary, cfg.input.max_reject_fraction)
+        if summary["status"] == "failed":
+            # The summary says why, but no _SUCCESS: a failed run is not a finished dataset for its readers, and the
+            # same command resumes it (every unit is committed, so nothing is embedded again): with a raised
+            # input.max_reject_fraction it then finishes, where _SUCCESS made it refuse without output.overwrite.
+            put_json(summary, out.join(SUMMARY_FILE))
+            raise TooManyRejectsError(summary["failure"])
+        write_if_empty(cfg, spec, summary, out, file_metadata(cfg, prompt, model_metadata, precision), precision)
+        # Written last: the summary, then _SUCCESS (pipeline.commit).
+        commit.commit(out, "embed", summary, SUMMARY_FILE)
+        return summary

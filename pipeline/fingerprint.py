@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,52 @@ def entry_token(entry: list) -> str:
     return listed_token(entry[2], entry[3] if len(entry) > 3 else None, entry[4] if len(entry) > 4 else None)
 
 
-def listing_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+# Asked by `differences` for the files of a listing whose change token moved at an unchanged size (the listing key,
+# pairs of recorded and current entries); returns the paths whose content is the same (pipeline.input_contents).
+SameContent = Callable[[str, list[tuple[list, list]]], set[str]]
+
+
+def moved_entries(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[list, list]] | None:
+    """The (recorded, current) entries of the files whose change token moved at an unchanged size, when that is all
+    that differs between two `listing_digest` records (the same paths, in the same order); None when a file was
+    added, removed or resized, or when either record has no entries."""
+    if "entries" not in old or "entries" not in new or len(old["entries"]) != len(new["entries"]):
+        return None
+    moved = []
+    for before, after in zip(old["entries"], new["entries"], strict=True):
+        if before[0] != after[0] or before[1] != after[1]:
+            return None
+        if before[2] != after[2] or not same_token(entry_token(before), entry_token(after)):
+            moved.append((before, after))
+    return moved
+
+
+def same_etag(before: list, after: list) -> bool:
+    """Whether two entries of an S3 object carry the same ETag: the same content (an MD5 of it, or of its parts),
+    whatever its LastModified says. Local entries (no ETag) never do."""
+    return len(before) > 4 and len(after) > 4 and before[4] is not None and before[4] == after[4]
+
+
+def content_moves(key: str, old: dict[str, Any], new: dict[str, Any], same_content: SameContent | None) -> set[str]:
+    """The paths of the files whose change token moved without a change of their content, so that a listing with
+    only such files differing is the same corpus: an S3 object of the same ETag, or a local file whose content
+    `same_content` says is the one recorded (`touch`, `chmod`, `cp`/`rsync` without -t). Empty when files were
+    added, removed or resized (moved_entries)."""
+    moved = moved_entries(old, new)
+    if not moved:
+        return set()
+    same = {before[0] for before, after in moved if same_etag(before, after)}
+    rest = [(before, after) for before, after in moved if before[0] not in same]
+    if rest and same_content is not None:
+        same |= same_content(key, rest)
+    return same
+
+
+def listing_changes(old: dict[str, Any], new: dict[str, Any], unchanged: set[str] = frozenset()) -> str:
     """What changed between two `listing_digest` records, in words: 'N files -> M files (added a, b; removed c;
     changed d (size 10 -> 12 bytes); e (modified); f (rewritten with its old size and modification time))', at
-    most CHANGES_NAMED names per kind. Without the earlier entries (a listing too long to record, or a run recorded
-    before they were), only the counts and digests."""
+    most CHANGES_NAMED names per kind; the `unchanged` paths (content_moves) are not named. Without the earlier
+    entries (a listing too long to record, or a run recorded before they were), only the counts and digests."""
     head = f"{old.get('files')} files -> {new.get('files')} files"
     if "entries" not in old or "entries" not in new:
         digests = "tokens_sha256" if old.get("sha256") == new.get("sha256") else "sha256"
@@ -119,7 +161,7 @@ def listing_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     added = [p for p in after if p not in before]
     removed = [p for p in before if p not in after]
     changed = []
-    for path in (p for p in after if p in before):
+    for path in (p for p in after if p in before and p not in unchanged):
         (old_size, old_mtime, old_token), (new_size, new_mtime, new_token) = before[path], after[path]
         if old_size != new_size:
             changed.append(f"{path} (size {old_size} -> {new_size} bytes)")
@@ -202,17 +244,23 @@ METADATA_KEYS = {
 }
 
 
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def differences(
+    recorded: dict[str, Any], current: dict[str, Any], same_content: SameContent | None = None
+) -> list[str]:
     """'field: recorded -> current' for every field that differs (missing on one side included), sorted. A listing
-    (`listing_digest`) is compared by `same_listing` and described by `listing_changes`. A `metadata.*` field
-    is named by its configuration key (METADATA_KEYS), once per key."""
+    (`listing_digest`) is compared by `same_listing` and described by `listing_changes`; one whose only differences
+    are files of moved change tokens but unchanged content (content_moves: an S3 object of the same ETag, a local
+    file `same_content` clears) is the same. A `metadata.*` field is named by its configuration key (METADATA_KEYS),
+    once per key."""
     missing = object()
     out = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key, missing), current.get(key, missing)
         if is_listing(old) and is_listing(new):
             if not same_listing(old, new):
-                out.append(f"{key}: {listing_changes(old, new)}")
+                unchanged = content_moves(key, old, new, same_content)
+                if len(unchanged) != len(moved_entries(old, new) or ()) or not unchanged:
+                    out.append(f"{key}: {listing_changes(old, new, unchanged)}")
         elif json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str):
             show = lambda v: "(absent)" if v is missing else json.dumps(v, sort_keys=True)
             line = f"{METADATA_KEYS.get(key, key)}: {show(old)} -> {show(new)}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 
 import pytest
 
-from pipeline import commit, fingerprint
+from pipeline import commit, fingerprint, input_contents
 from pipeline.config import StorageConfig
 from pipeline.fingerprint import differences, listing_digest
 from pipeline.storage import list_inputs, resolve
@@ -177,4 +180,77 @@ def test_a_listing_recorded_before_etags_compares_on_what_it_has(s3_bucket, s3_s
     rewritten = {**now, "etags_sha256": "0" * 16, "entries": [[*now["entries"][0][:4], "other"]]}
     assert differences({"input.listing": now}, {"input.listing": rewritten}) == [
         "input.listing: 1 files -> 1 files (changed a.jsonl (rewritten with its old size and modification time))"
+    ]
+
+
+def test_a_resume_goes_on_after_a_touch_chmod_or_copy_of_an_input_and_names_an_edit(tmp_path):
+    """`touch`, `chmod` and a copy that sets new times (`cp`, `rsync` without -t) move a local file's change token
+    (mtime, ctime) without changing its content: the resume was refused and the user had to start over. The run
+    records each file's sha256 (input_contents.ContentRecorder); a resume hashes the files whose token moved at an
+    unchanged size and goes on when their content is the one recorded. An edit of the same size is still refused,
+    naming that file alone; without a record (a run killed before its files were hashed) as before."""
+    folder = corpus(tmp_path, ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"])
+    root, listed = list_inputs(str(folder), StorageConfig())
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    fp = {"metadata.model": "m", "input.listing": listing_digest(listed)}
+    commit.begin(out, "embed", overwrite=False, fingerprint=fp)
+    with input_contents.ContentRecorder(root, out, listed):
+        commit.mark_unit(out, "k1", {"rows": 1})
+    stat = (folder / "part-0.jsonl").stat()
+    os.utime(folder / "part-0.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
+    os.chmod(folder / "part-1.jsonl", 0o600)  # chmod
+    shutil.copyfile(folder / "part-2.jsonl", tmp_path / "copy")
+    os.replace(tmp_path / "copy", folder / "part-2.jsonl")  # cp elsewhere and back, rsync without -t
+    moved = {"metadata.model": "m", "input.listing": listing(folder)}
+    with pytest.raises(commit.OutputExistsError, match=r"changed part-0\.jsonl \(modified\), part-1\.jsonl"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=moved)  # the token alone decides
+    same = input_contents.same_content({"input.listing": root}, out)
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=moved, same_content=same)
+
+    (folder / "part-1.jsonl").write_text('{"text": "b"}\n')  # an edit of the same size
+    edited = {"metadata.model": "m", "input.listing": listing(folder)}
+    with pytest.raises(commit.OutputExistsError, match=r"3 files -> 3 files \(changed part-1\.jsonl \(modified\)\)"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=edited, same_content=same)
+    (tmp_path / "out" / "_run" / "contents.json").unlink()  # killed before the files were hashed: nothing to compare
+    with pytest.raises(commit.OutputExistsError, match=r"changed part-0\.jsonl \(modified\), part-1\.jsonl"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=moved, same_content=same)
+
+
+def test_a_recorded_hash_is_of_the_file_as_listed(tmp_path):
+    """A file changed between the listing and its hash is left out of the record (never a hash of content the run
+    did not list), and so is every file when the recorder is interrupted (Ctrl-C, SIGTERM)."""
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
+    root, listed = list_inputs(str(folder), StorageConfig())
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    (folder / "b.jsonl").write_text('{"text": "b"}\n')
+    with input_contents.ContentRecorder(root, out, listed):
+        pass
+    recorded = json.loads((tmp_path / "out" / "_run" / "contents.json").read_text())["input.listing"]
+    assert sorted(recorded) == ["a.jsonl"]
+    assert recorded["a.jsonl"]["sha256"] == "sha256:" + hashlib.sha256(b'{"text": "a"}\n').hexdigest()
+    other = resolve(str(tmp_path / "other"), StorageConfig())
+    with pytest.raises(KeyboardInterrupt), input_contents.ContentRecorder(root, other, listed) as recorder:
+        recorder.stop.set()  # as __exit__ does on an interrupt, before any file is hashed
+        raise KeyboardInterrupt
+    assert not (tmp_path / "other" / "_run" / "contents.json").exists()
+
+
+def test_an_s3_object_uploaded_again_with_the_same_bytes_is_the_same_listing(s3_bucket, s3_server):
+    """A new upload of the same bytes (`aws s3 cp`/`sync` again) moves LastModified but not the ETag, which names
+    the content: the listing is the same, no object read. Other bytes of the same size are still named."""
+    import time
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="again/a.jsonl", Body=b'{"text": "a"}\n')
+    storage = StorageConfig(endpoint_url=s3_server)
+    before = listing_digest(list_inputs(f"s3://{bucket}/again", storage)[1])
+    time.sleep(1.05)  # S3 (and moto) give LastModified to the second
+    client.put_object(Bucket=bucket, Key="again/a.jsonl", Body=b'{"text": "a"}\n')
+    again = listing_digest(list_inputs(f"s3://{bucket}/again", storage)[1])
+    assert again["sha256"] != before["sha256"]
+    assert differences({"input.listing": before}, {"input.listing": again}) == []
+    client.put_object(Bucket=bucket, Key="again/a.jsonl", Body=b'{"text": "b"}\n')
+    edited = listing_digest(list_inputs(f"s3://{bucket}/again", storage)[1])
+    assert differences({"input.listing": before}, {"input.listing": edited}) == [
+        "input.listing: 1 files -> 1 files (changed a.jsonl (modified))"
     ]

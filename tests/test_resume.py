@@ -227,15 +227,24 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
     """`cp -p` of an edited copy, `rsync -t` of a same-length edit, `touch -r`: the listing pinned (path, size,
     mtime), so the resume took the rewritten file for unchanged, kept the old content's vectors for the committed
     units and embedded the new content for the rest. The inode change time moves with the write: the resume is
-    refused naming the file, and --set output.overwrite=true embeds the new content."""
+    refused naming the file, and --set output.overwrite=true embeds the new content.
+
+    A `touch` or `chmod` moves the same token without a change of content: the run recorded each file's sha256
+    (`_run/contents.json`), so the resume goes on (it was refused, and the user started over)."""
     (tmp_path / "in").mkdir()
     corpus = write_corpus(tmp_path / "in", FILES)
     out = tmp_path / "emb"
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
     run_embed(cfg)
-    unfinish(out)
+    reused = unfinish(out)
     target = corpus / "c0.jsonl"  # the first unit: committed
     stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
+    (corpus / "c1.jsonl").chmod(0o600)
+    summary = run_embed(cfg)
+    assert summary["units_skipped"] > 0 and summary["rows_read"] == ROWS_IN - reused  # committed units not read
+    assert summary["rows_embedded"] + summary["rows_reused"] == ROWS_TO_EMBED
+    unfinish(out)
     edited = [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]]  # same bytes reversed: same size
     target.write_bytes(corpus_bytes(edited))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))

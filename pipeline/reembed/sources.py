@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,10 +71,13 @@ def object_source(root: Location, rel: str) -> SourceFile:
     return SourceFile(rel, size, content_token(root, rel))
 
 
-def content_token(root: Location, rel: str) -> str:
+def content_token(root: Location, rel: str, stop: threading.Event | None = None) -> str | None:
+    """`sha256:<hex>` of the file's bytes; None when `stop` is set before the end (checked every 8 MiB read)."""
     digest = hashlib.sha256()
     with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:  # the bytes, not a .gz's text
         while chunk := f.read(8 << 20):
+            if stop is not None and stop.is_set():
+                return None
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
 

@@ -1,0 +1,122 @@
+"""The content of a run's local input files, so that a resume goes on after a `touch` and refuses after an edit.
+
+A resume compares the input listing with the one its run recorded (pipeline.fingerprint); a local file's change
+token (mtime and ctime: pipeline.change_tokens) also moves when only its times or mode did: `touch`, `chmod`, a copy
+that sets new times (`cp`, `rsync` without -t). Such a file was a changed file, and the user had to start over.
+Here a run records the sha256 of each local input file (the re-embed job's content token,
+pipeline.reembed.sources.content_token), hashed on driver threads while the run embeds them:
+
+    <out>/_run/contents.json   {listing key: {path: {"token": change token when hashed, "sha256": "sha256:<hex>"}}}
+
+written once every file is hashed. A resume whose listing differs only by files of moved tokens at unchanged sizes
+hashes those files (only those: a resume that finds every token unchanged reads nothing) and goes on when each
+holds the content recorded; a file whose content changed, or that no record covers (a run killed before its files
+were hashed, or started by an older version), is still named in the refusal. S3 objects are not hashed: their ETag
+names their content (pipeline.fingerprint.content_moves).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.fs as pafs
+
+from pipeline.change_tokens import local_token, same_token
+from pipeline.commit import RUN_DIR
+from pipeline.fingerprint import SameContent, entry_token
+from pipeline.objects import get_json, put_json
+from pipeline.reembed.sources import content_token
+from pipeline.storage import ListedFile, Location
+
+log = logging.getLogger(__name__)
+
+CONTENTS = f"{RUN_DIR}/contents.json"
+HASH_THREADS = 4  # sha256 releases the GIL; the model's work on the same files takes far longer
+
+
+def is_local(root: Location) -> bool:
+    return isinstance(root.fs, pafs.LocalFileSystem)
+
+
+def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
+    """(size, change token) of a local file now; None when it is gone."""
+    try:
+        st = os.stat(root.join(rel).path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns)
+
+
+def same_content(roots: dict[str, Location], out: Location) -> SameContent:
+    """fingerprint.differences' `same_content` for the listings of `roots` (listing key -> the input root its paths
+    are relative to): a moved local file whose recorded hash (taken while it had the recorded token) equals the
+    sha256 of its bytes now. Reads `_run/contents.json` once, and only when a listing has such files."""
+
+    def check(key: str, moved: list[tuple[list, list]]) -> set[str]:
+        root = roots.get(key)
+        if root is None or not is_local(root):
+            return set()
+        recorded = (get_json(out.join(CONTENTS)) or {}).get(key, {})
+        same = set()
+        for before, _after in moved:
+            entry = recorded.get(before[0])
+            if entry and same_token(entry_token(before), entry["token"]):
+                if content_token(root, before[0]) == entry["sha256"]:
+                    same.add(before[0])
+                else:
+                    log.info("input file %s changed its content since the run began", before[0])
+        return same
+
+    return check
+
+
+class ContentRecorder:
+    """Hashes the local files of `listed` (below `root`) on HASH_THREADS driver threads and records them under
+    `key` in `<out>/_run/contents.json` (with those of other keys already there) once all are hashed. A file whose
+    change token is not the listed one, before or after its hash, is left out (it changed while the run read it).
+    Nothing is done for S3 or when the record already covers the listing. Use as a context manager around the run:
+    leaving it waits for the hashes (seconds per GB, far less than the embedding), also after an error (a failed
+    run is the one a resume needs them for); after Ctrl-C or SIGTERM it stops them within one 8 MiB read."""
+
+    def __init__(self, root: Location, out: Location, listed: list[ListedFile], key: str = "input.listing"):
+        self.root, self.out, self.listed, self.key = root, out, listed, key
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> ContentRecorder:  # noqa: PYI034 -- the class is not subclassed
+        if is_local(self.root) and self.listed and not self.covered():
+            self.thread = threading.Thread(target=self.record, name="input-contents", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and not issubclass(kind, Exception):  # KeyboardInterrupt, Terminated, SystemExit
+            self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def covered(self) -> bool:
+        recorded = (get_json(self.out.join(CONTENTS)) or {}).get(self.key, {})
+        return all(f.path in recorded for f in self.listed)
+
+    def hash_one(self, f: ListedFile) -> dict[str, str] | None:
+        if self.stop.is_set() or stat_token(self.root, f.path) != (f.size, f.token):
+            return None
+        sha = content_token(self.root, f.path, self.stop)
+        if sha is None or stat_token(self.root, f.path) != (f.size, f.token):
+            return None
+        return {"token": f.token, "sha256": sha}
+
+    def record(self) -> None:
+        try:
+            with ThreadPoolExecutor(HASH_THREADS) as pool:
+                hashed = list(pool.map(self.hash_one, self.listed))
+            if self.stop.is_set():
+                return
+            entries = {f.path: h for f, h in zip(self.listed, hashed, strict=True) if h is not None}
+            put_json({**(get_json(self.out.join(CONTENTS)) or {}), self.key: entries}, self.out.join(CONTENTS))
+        except OSError as err:  # only a later resume after a touch loses: it is refused, as without the record
+            log.warning("cannot record the content of the input files in %s: %s", self.out.join(CONTENTS).uri, err)
