@@ -540,7 +540,9 @@ def run_embed(
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming, same), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming, same)
-    with ContentRecorder(root, out, listed):  # what a resume after a `touch` compares: hashed while we embed
+    with ContentRecorder(
+        out, {"input.listing": (root, listed)}
+    ):  # what a resume after a `touch` compares: hashed while we embed
         spec = read_spec(cfg, root)
         count = count_ranges(cfg, root, out, resumed)
         units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed, split_lines, count)

@@ -74,21 +74,27 @@ def same_content(roots: dict[str, Location], out: Location) -> SameContent:
 
 
 class ContentRecorder:
-    """Hashes the local files of `listed` (below `root`) on HASH_THREADS driver threads and records them under
-    `key` in `<out>/_run/contents.json` (with those of other keys already there) once all are hashed. A file whose
-    change token is not the listed one, before or after its hash, is left out (it changed while the run read it).
-    Nothing is done for S3 or when the record already covers the listing. Use as a context manager around the run:
-    leaving it waits for the hashes (seconds per GB, far less than the embedding), also after an error (a failed
-    run is the one a resume needs them for); after Ctrl-C or SIGTERM it stops them within one 8 MiB read."""
+    """Hashes the local files of each listing (`listings`: listing key -> (input root, its files)) on HASH_THREADS
+    driver threads and records them in `<out>/_run/contents.json`, once all are hashed. A file whose change token
+    is not the listed one, before or after its hash, is left out (it changed while the run read it). S3 listings,
+    and listings the record already covers, are not hashed. Use as a context manager around the run: leaving it
+    waits for the hashes (seconds per GB, far less than the run's own work on the files), also after an error (a
+    failed run is the one a resume needs them for); after Ctrl-C or SIGTERM it stops them within one 8 MiB read."""
 
-    def __init__(self, root: Location, out: Location, listed: list[ListedFile], key: str = "input.listing"):
-        self.root, self.out, self.listed, self.key = root, out, listed, key
+    def __init__(self, out: Location, listings: dict[str, tuple[Location, list[ListedFile]]]):
+        self.out, self.listings = out, listings
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> ContentRecorder:  # noqa: PYI034 -- the class is not subclassed
-        if is_local(self.root) and self.listed and not self.covered():
-            self.thread = threading.Thread(target=self.record, name="input-contents", daemon=True)
+        recorded = get_json(self.out.join(CONTENTS)) or {}
+        todo = {
+            key: (root, listed)
+            for key, (root, listed) in self.listings.items()
+            if is_local(root) and any(f.path not in recorded.get(key, {}) for f in listed)
+        }
+        if todo:
+            self.thread = threading.Thread(target=self.record, args=(todo,), name="input-contents", daemon=True)
             self.thread.start()
         return self
 
@@ -98,25 +104,23 @@ class ContentRecorder:
         if self.thread is not None:
             self.thread.join()
 
-    def covered(self) -> bool:
-        recorded = (get_json(self.out.join(CONTENTS)) or {}).get(self.key, {})
-        return all(f.path in recorded for f in self.listed)
-
-    def hash_one(self, f: ListedFile) -> dict[str, str] | None:
-        if self.stop.is_set() or stat_token(self.root, f.path) != (f.size, f.token):
+    def hash_one(self, root: Location, f: ListedFile) -> dict[str, str] | None:
+        if self.stop.is_set() or stat_token(root, f.path) != (f.size, f.token):
             return None
-        sha = content_token(self.root, f.path, self.stop)
-        if sha is None or stat_token(self.root, f.path) != (f.size, f.token):
+        sha = content_token(root, f.path, self.stop)
+        if sha is None or stat_token(root, f.path) != (f.size, f.token):
             return None
         return {"token": f.token, "sha256": sha}
 
-    def record(self) -> None:
+    def record(self, todo: dict[str, tuple[Location, list[ListedFile]]]) -> None:
         try:
+            entries = {}
             with ThreadPoolExecutor(HASH_THREADS) as pool:
-                hashed = list(pool.map(self.hash_one, self.listed))
+                for key, (root, listed) in todo.items():
+                    hashed = pool.map(lambda f, root=root: self.hash_one(root, f), listed)
+                    entries[key] = {f.path: h for f, h in zip(listed, hashed, strict=True) if h is not None}
             if self.stop.is_set():
                 return
-            entries = {f.path: h for f, h in zip(self.listed, hashed, strict=True) if h is not None}
-            put_json({**(get_json(self.out.join(CONTENTS)) or {}), self.key: entries}, self.out.join(CONTENTS))
+            put_json({**(get_json(self.out.join(CONTENTS)) or {}), **entries}, self.out.join(CONTENTS))
         except OSError as err:  # only a later resume after a touch loses: it is refused, as without the record
             log.warning("cannot record the content of the input files in %s: %s", self.out.join(CONTENTS).uri, err)

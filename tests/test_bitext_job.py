@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from robustness_helpers import embeddings_table, odd_embedding_files, parquet_by
 from jobs.mine_bitext import main
 from pipeline.bitext.job import PAIRS_SCHEMA, run_mine
 from pipeline.bitext.sides import SideError
+from pipeline.commit import OutputExistsError
 from pipeline.config import ConfigError, StorageConfig, parse_config
 from pipeline.errors import UserError
 from pipeline.mine_config import MineConfig
@@ -702,3 +704,43 @@ def test_an_id_repeated_in_a_sides_embeddings_is_refused_naming_the_repeats(corp
     assert "id 'fra.txt#0' at part-1-copy.parquet row 0 repeats part-0.parquet row 0; " in message, message
     assert "id 'fra.txt#4' at part-1-copy.parquet row 4 repeats part-0.parquet row 4 and 54 more" in message
     assert "remove the copies from source.embeddings_uri" in message
+
+
+def test_a_resume_goes_on_after_a_touch_of_the_inputs_and_refuses_an_edit(tmp_path):
+    """A `touch` of a side's text file and of an embeddings file (or a chmod, a copy with new times) between a crash
+    and its rerun moves their change tokens: the resume was refused. The run records each local input file's sha256
+    (pipeline.input_contents), so the rerun resumes; an edit of the same size is refused naming the file."""
+    rng = np.random.default_rng(3)
+    n, dim = 20, 16
+    vectors = random_unit(rng, n, dim)
+    (tmp_path / "src.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    (tmp_path / "tgt.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    raw = {
+        "source": {"uri": str(tmp_path / "src.txt"), "format": "text", "lang": "fra"},
+        "target": {"uri": str(tmp_path / "tgt.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "block_size": 16},
+    }
+    raw["source"]["embeddings_uri"] = write_embeddings(
+        tmp_path / "emb_src", [f"src.txt#{i}" for i in range(n)], vectors
+    )
+    raw["target"]["embeddings_uri"] = write_embeddings(
+        tmp_path / "emb_tgt", [f"tgt.txt#{i}" for i in range(n)], vectors
+    )
+    cfg = parse_config(MineConfig, raw)
+    first = run_mine(cfg)
+
+    def unfinish() -> None:  # as if killed after its last pair, before its summary
+        for done in ("_SUCCESS", "summary.json"):
+            (tmp_path / "out" / done).unlink()
+
+    unfinish()
+    for touched in (tmp_path / "src.txt", *Path(raw["target"]["embeddings_uri"]).rglob("*.parquet")):
+        stat = touched.stat()
+        os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = run_mine(cfg)
+    assert again["resumed"] is True and again["pairs_kept"] == first["pairs_kept"]
+    unfinish()
+    (tmp_path / "src.txt").write_text("".join(f"phrase {(i + 1) % n}\n" for i in range(n)))  # same size
+    with pytest.raises(OutputExistsError, match=r"source\.listing: 1 files -> 1 files \(changed src\.txt \(modified"):
+        run_mine(cfg)

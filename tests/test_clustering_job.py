@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import boto3
 import numpy as np
@@ -502,3 +503,34 @@ def test_an_empty_clusters_mean_cosine_is_null_not_nan(tmp_path):
     assert write_centroids(centroids, stats, out).tolist() == [4, 2, 0]
     table = pq.read_table(tmp_path / "centroids.parquet")
     assert table.column("mean_cosine").to_pylist() == [pytest.approx(0.9), 1.0, None]
+
+
+def test_a_resume_goes_on_after_a_touch_of_the_input_and_refuses_an_edit(ray_session, tmp_path):
+    """A `touch` of an embeddings file (or a chmod, a copy with new times) between a crash and its rerun moves its
+    change token: the resume was refused and the fit lost. The run records each local input file's sha256
+    (pipeline.input_contents), so the rerun resumes from the recorded fit; an edit of the same size is refused
+    naming the file."""
+    (tmp_path / "emb").mkdir()
+    part = tmp_path / "emb" / "part-0.parquet"
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(30)], "embedding": pa.array(list(unit_rows(30, 8, 5)))}), part
+    )
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
+    cfg = parse_config(ClusterConfig, raw)
+    first = run_cluster(cfg)
+
+    def unfinish() -> None:  # as if killed after its fit, before its summary
+        for done in ("_SUCCESS", "summary.json"):
+            (tmp_path / "out" / done).unlink()
+
+    unfinish()
+    stat = part.stat()
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
+    again = run_cluster(cfg)
+    assert (again["resumed"], again["stages_reused"], again["sizes"]) == (True, ["fit"], first["sizes"])
+    unfinish()
+    data = bytearray(part.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # a vector's byte: the footer the job reads before the check is intact
+    part.write_bytes(bytes(data))
+    with pytest.raises(OutputExistsError, match=r"input\.listing: 1 files -> 1 files \(changed part-0\.parquet"):
+        run_cluster(cfg)

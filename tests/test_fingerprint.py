@@ -194,7 +194,7 @@ def test_a_resume_goes_on_after_a_touch_chmod_or_copy_of_an_input_and_names_an_e
     out = resolve(str(tmp_path / "out"), StorageConfig())
     fp = {"metadata.model": "m", "input.listing": listing_digest(listed)}
     commit.begin(out, "embed", overwrite=False, fingerprint=fp)
-    with input_contents.ContentRecorder(root, out, listed):
+    with input_contents.ContentRecorder(out, {"input.listing": (root, listed)}):
         commit.mark_unit(out, "k1", {"rows": 1})
     stat = (folder / "part-0.jsonl").stat()
     os.utime(folder / "part-0.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
@@ -223,13 +223,16 @@ def test_a_recorded_hash_is_of_the_file_as_listed(tmp_path):
     root, listed = list_inputs(str(folder), StorageConfig())
     out = resolve(str(tmp_path / "out"), StorageConfig())
     (folder / "b.jsonl").write_text('{"text": "b"}\n')
-    with input_contents.ContentRecorder(root, out, listed):
+    with input_contents.ContentRecorder(out, {"input.listing": (root, listed)}):
         pass
     recorded = json.loads((tmp_path / "out" / "_run" / "contents.json").read_text())["input.listing"]
     assert sorted(recorded) == ["a.jsonl"]
     assert recorded["a.jsonl"]["sha256"] == "sha256:" + hashlib.sha256(b'{"text": "a"}\n').hexdigest()
     other = resolve(str(tmp_path / "other"), StorageConfig())
-    with pytest.raises(KeyboardInterrupt), input_contents.ContentRecorder(root, other, listed) as recorder:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        input_contents.ContentRecorder(other, {"input.listing": (root, listed)}) as recorder,
+    ):
         recorder.stop.set()  # as __exit__ does on an interrupt, before any file is hashed
         raise KeyboardInterrupt
     assert not (tmp_path / "other" / "_run" / "contents.json").exists()

@@ -46,6 +46,7 @@ from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.errors import UserError
+from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
 from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
@@ -726,65 +727,70 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     out = resolve(cfg.output.uri, cfg.storage)
     commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing inputs for the fingerprint
     listings = Listings(cfg.storage)  # each input listed once: for the fingerprint, then reused by the reads
-    resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, resume.mine_fingerprint(cfg, listings))
-    stages = commit.committed_units(out) if resumed else {}
-    if resumed:
-        dropped = commit.drop_except(out, resume.kept_paths(stages, cfg.multi_pair))
-        log.info("resuming: stages recorded %s; %d files of later stages dropped", sorted(stages), dropped)
-    needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
-    if cfg.mining.backend == "ray" or needs_embed:
-        init_ray(cfg.compute)
-    ex = make_executor(cfg)
-    work_uri = out.join("work").uri
-    reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]
-    texts = stages.get(resume.TEXTS)
-    if texts is None:
-        texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex, listings)
-        commit.mark_unit(out, resume.TEXTS, texts)
-    embedded, embeddings_reused = embed_sides(cfg, out)
-    reused += [f"embeddings/{side}" for side in embeddings_reused]
-    pairs = cfg.pairs()
-    embedded_at = time.perf_counter()
-    if resume.KNN not in stages:
-        stages[resume.KNN], embedded_at = knn_stage(cfg, texts, embedded, pairs, work_uri, ex, listings)
-        commit.mark_unit(out, resume.KNN, stages[resume.KNN])
-    stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
-    searched = time.perf_counter()
-    results = []
-    for s, t in pairs:
-        stage = resume.pair_stage(s, t)
-        if stage in stages:
-            reused.append(stage)
+    fingerprint = resume.mine_fingerprint(cfg, listings)
+    inputs = resume.input_listings(cfg, listings)
+    # an input file touched since the run began (token moved, size not) is hashed and compared with its content
+    same = same_content({key: root for key, (root, _) in inputs.items()}, out)
+    resumed = commit.begin(out, "mine_bitext", cfg.output.overwrite, fingerprint, same_content=same)
+    with ContentRecorder(out, inputs):  # what that compares: hashed while we mine
+        stages = commit.committed_units(out) if resumed else {}
+        if resumed:
+            dropped = commit.drop_except(out, resume.kept_paths(stages, cfg.multi_pair))
+            log.info("resuming: stages recorded %s; %d files of later stages dropped", sorted(stages), dropped)
+        needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
+        if cfg.mining.backend == "ray" or needs_embed:
+            init_ray(cfg.compute)
+        ex = make_executor(cfg)
+        work_uri = out.join("work").uri
+        reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]
+        texts = stages.get(resume.TEXTS)
+        if texts is None:
+            texts = prepare_texts(cfg, plan_inputs(cfg), work_uri, ex, listings)
+            commit.mark_unit(out, resume.TEXTS, texts)
+        embedded, embeddings_reused = embed_sides(cfg, out)
+        reused += [f"embeddings/{side}" for side in embeddings_reused]
+        pairs = cfg.pairs()
+        embedded_at = time.perf_counter()
+        if resume.KNN not in stages:
+            stages[resume.KNN], embedded_at = knn_stage(cfg, texts, embedded, pairs, work_uri, ex, listings)
+            commit.mark_unit(out, resume.KNN, stages[resume.KNN])
+        stores, sides, knn = resume.from_knn_record(stages[resume.KNN])  # the same values, first attempt or not
+        searched = time.perf_counter()
+        results = []
+        for s, t in pairs:
+            stage = resume.pair_stage(s, t)
+            if stage in stages:
+                reused.append(stage)
+            else:
+                stages[stage] = pair_stage(cfg, s, t, stores, knn, out, work_uri, ex)
+                commit.mark_unit(out, stage, stages[stage])
+            results.append(stages[stage])
+        mined = time.perf_counter()
+        dim = next(iter(stores.values())).dim
+        seconds = {
+            "read_and_embed": round(embedded_at - start, 3),
+            "knn": round(searched - embedded_at, 3),
+            "select_and_write": round(mined - searched, 3),
+        }
+        shards = {  # as the k-NN ran, which an earlier attempt may have run with other layout settings
+            "forward": max(n for name, n in knn["shards"].items() if name.startswith("fwd:")),
+            "backward": max(n for name, n in knn["shards"].items() if name.startswith("bwd:")),
+            "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
+            "actor_base_rss_mb": knn["actor_base_rss_mb"],
+            **memory_plan(cfg, knn, stores),
+            "actor_rss_over_base_mb": knn["actor_rss_over_base_mb"],
+        }
+        remove_work(out)
+        if cfg.multi_pair:
+            summary = write_multi(cfg, out, results, sides, stores, dim, shards, seconds)
         else:
-            stages[stage] = pair_stage(cfg, s, t, stores, knn, out, work_uri, ex)
-            commit.mark_unit(out, stage, stages[stage])
-        results.append(stages[stage])
-    mined = time.perf_counter()
-    dim = next(iter(stores.values())).dim
-    seconds = {
-        "read_and_embed": round(embedded_at - start, 3),
-        "knn": round(searched - embedded_at, 3),
-        "select_and_write": round(mined - searched, 3),
-    }
-    shards = {  # as the k-NN ran, which an earlier attempt may have run with other layout settings
-        "forward": max(n for name, n in knn["shards"].items() if name.startswith("fwd:")),
-        "backward": max(n for name, n in knn["shards"].items() if name.startswith("bwd:")),
-        "actor_peak_rss_mb": knn["actor_peak_rss_mb"],
-        "actor_base_rss_mb": knn["actor_base_rss_mb"],
-        **memory_plan(cfg, knn, stores),
-        "actor_rss_over_base_mb": knn["actor_rss_over_base_mb"],
-    }
-    remove_work(out)
-    if cfg.multi_pair:
-        summary = write_multi(cfg, out, results, sides, stores, dim, shards, seconds)
-    else:
-        summary = write_single(cfg, out, results[0], sides, dim, shards, seconds)
-    summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
-    summary["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
-    summary["resumed"], summary["stages_reused"] = resumed, reused
-    commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
-    log.info("mined %d pairs of languages -> %s", len(results), out.uri)
-    return summary
+            summary = write_single(cfg, out, results[0], sides, dim, shards, seconds)
+        summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
+        summary["driver_peak_rss_mb"] = round(peak_rss_mb(), 1)
+        summary["resumed"], summary["stages_reused"] = resumed, reused
+        commit.commit(out, "mine_bitext", summary, SUMMARY_FILE)  # summary.json, then the _SUCCESS marker
+        log.info("mined %d pairs of languages -> %s", len(results), out.uri)
+        return summary
 
 
 def planned_memory(cfg: MineConfig, stores: dict) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pipeline.bitext.listings import Listings
 from pipeline.bitext.store import StoreRef
 from pipeline.fingerprint import listing_digest
 from pipeline.mine_config import MineConfig
+from pipeline.storage import ListedFile, Location
 
 TEXTS, KNN = "texts", "knn"
 KEEP = {TEXTS: ["texts/", "embeddings/", "work/raw/", "work/ids/"], KNN: ["work/emb/", "work/vectors/", "work/knn/"]}
@@ -49,15 +50,11 @@ def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[
 
     `listings`: the run's listings, which the reads and the join then reuse (one LIST per input, not two).
     """
-    listings = listings or Listings(cfg.storage)
     fields: dict[str, Any] = {}
     for name in ("source", "target"):
-        side = getattr(cfg, name)
-        fields |= {f"{name}.{k}": v for k, v in sorted(side.model_dump().items())}
-        fields[f"{name}.listing"] = listing_digest(listings.files(side.uri, key=f"{name}.uri")[1])
-        if side.embeddings_uri:
-            listed = listings.files(side.embeddings_uri, key=f"{name}.embeddings_uri")[1]
-            fields[f"{name}.embeddings_listing"] = listing_digest(listed)
+        fields |= {f"{name}.{k}": v for k, v in sorted(getattr(cfg, name).model_dump().items())}
+    for key, (_root, listed) in input_listings(cfg, listings or Listings(cfg.storage)).items():
+        fields[key] = listing_digest(listed)
     model = cfg.model.model_dump(exclude=set(MODEL_RUNTIME_KEYS))
     fields |= {f"model.{k}": v for k, v in sorted(model.items())}
     output = cfg.output.model_dump(exclude={"uri", "overwrite", *OUTPUT_LAYOUT_KEYS})
@@ -65,6 +62,18 @@ def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[
     layout = {*LAYOUT_KEYS, *(EXACT_LAYOUT_KEYS if cfg.mining.index == "exact" else ())}
     mining = cfg.mining.model_dump(exclude={*RESOURCE_KEYS, *layout})
     return fields | {f"mining.{k}": v for k, v in sorted(mining.items())}
+
+
+def input_listings(cfg: MineConfig, listings: Listings) -> dict[str, tuple[Location, list[ListedFile]]]:
+    """The inputs the fingerprint pins, by its field: `source.listing`, `target.listing` and, where given,
+    `source.embeddings_listing` / `target.embeddings_listing`, each as (listing root, files)."""
+    inputs = {}
+    for name in ("source", "target"):
+        side = getattr(cfg, name)
+        inputs[f"{name}.listing"] = listings.files(side.uri, key=f"{name}.uri")
+        if side.embeddings_uri:
+            inputs[f"{name}.embeddings_listing"] = listings.files(side.embeddings_uri, key=f"{name}.embeddings_uri")
+    return inputs
 
 
 def pair_stage(src_lang: str, tgt_lang: str) -> str:

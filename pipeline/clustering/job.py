@@ -41,6 +41,7 @@ from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, p
 from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.embedding_files import file_matrix, naming_the_file, open_embeddings
+from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -295,73 +296,77 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     files = [f.path for f in listed]
     cfg = with_chunk_index(cfg, root.join(files[0]))
     dim, paths = inspect_input(cfg, root, files)
-    resumed = commit.begin(out, "cluster", cfg.output.overwrite, resume.cluster_fingerprint(cfg, listed))
-    stages = commit.committed_units(out) if resumed else {}
-    if resumed:
-        dropped = commit.drop_except(out, keep=[])  # the assignment stage's partial files; _run/ stays
-        log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
-    init_ray(cfg.compute)
-    id_column = cfg.input.id_column
-    chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
-    # one read of every file before any k-means work: every vector readable, of the first one's width, none null
-    # (an error naming the file), and no id in two rows (an error naming the repeats)
-    check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
-    center_by = cfg.clustering.center_by
-    ds = ray.data.read_parquet(
-        [root.join(f).path for f in files],
-        filesystem=root.fs,
-        columns=list(dict.fromkeys(p[0] for p in paths.values())),
-    )
-    if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
-        ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
-    rows = ds.count()
-    kmeans.check_k(cfg.clustering.k, rows)
-    groups = 0
-    if center_by:
-        ds, groups = center_dataset(cfg, ds, dim)
+    fingerprint = resume.cluster_fingerprint(cfg, listed)
+    # an input file touched since the run began (token moved, size not) is hashed and compared with its content
+    same = same_content({"input.listing": root}, out)
+    resumed = commit.begin(out, "cluster", cfg.output.overwrite, fingerprint, same_content=same)
+    with ContentRecorder(out, {"input.listing": (root, listed)}):  # what that compares: hashed while we cluster
+        stages = commit.committed_units(out) if resumed else {}
+        if resumed:
+            dropped = commit.drop_except(out, keep=[])  # the assignment stage's partial files; _run/ stays
+            log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
+        init_ray(cfg.compute)
+        id_column = cfg.input.id_column
+        chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
+        # one read of every file before any k-means work: every vector readable, of the first one's width, none null
+        # (an error naming the file), and no id in two rows (an error naming the repeats)
+        check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
+        center_by = cfg.clustering.center_by
+        ds = ray.data.read_parquet(
+            [root.join(f).path for f in files],
+            filesystem=root.fs,
+            columns=list(dict.fromkeys(p[0] for p in paths.values())),
+        )
+        if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
+            ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
+        rows = ds.count()
+        kmeans.check_k(cfg.clustering.k, rows)
+        groups = 0
+        if center_by:
+            ds, groups = center_dataset(cfg, ds, dim)
 
-    result, sample_facts, iterations_reused = fit_or_resume(cfg, ds, dim, rows, out, stages, reused)
-    stats = assign_and_write(cfg, ds, dim, result.centroids, out)
-    sizes = write_centroids(result.centroids, stats, out)
-    total_cos = float(stats.column("cos_sum").to_numpy().sum())
-    renormalized = int(stats.column("renormalized").to_numpy().sum())
-    if renormalized:
-        log.warning("%d of %d embeddings were not unit length and were normalized", renormalized, rows)
-    iter_seconds = [h.seconds for h in result.history[1:]]
-    summary: dict[str, Any] = {
-        "input": cfg.input.uri,
-        "output": cfg.output.uri,
-        "rows": rows,
-        "dim": dim,
-        "k": cfg.clustering.k,
-        "init": cfg.clustering.init,
-        "seed": cfg.clustering.seed,
-        **sample_facts,
-        "iterations": len(result.history) - 1,
-        "converged": result.converged,
-        "fit_objective": round(result.objective, 7),
-        "objective": round(total_cos / rows, 7),  # mean cosine to centroid over all rows
-        "inertia": round(rows - total_cos, 4),
-        "renormalized_rows": renormalized,
-        "seconds_per_iteration": round(float(np.mean(iter_seconds)), 4) if iter_seconds else None,
-        "center_by": center_by,
-        "center_groups": groups,
-        "history": report.fit_history(result),
-        "sizes": sizes.tolist(),
-        "resumed": resumed,
-        "stages_reused": reused,
-        "fit_iterations_reused": iterations_reused,
-    }
-    if cfg.clustering.dedup is not None:
-        n_dup = write_duplicates(stats, out)
-        summary["dedup"] = {
-            "eps": cfg.clustering.dedup.eps,
-            "keep": cfg.clustering.dedup.keep,
-            "duplicates": n_dup,
-            "kept": rows - n_dup,
+        result, sample_facts, iterations_reused = fit_or_resume(cfg, ds, dim, rows, out, stages, reused)
+        stats = assign_and_write(cfg, ds, dim, result.centroids, out)
+        sizes = write_centroids(result.centroids, stats, out)
+        total_cos = float(stats.column("cos_sum").to_numpy().sum())
+        renormalized = int(stats.column("renormalized").to_numpy().sum())
+        if renormalized:
+            log.warning("%d of %d embeddings were not unit length and were normalized", renormalized, rows)
+        iter_seconds = [h.seconds for h in result.history[1:]]
+        summary: dict[str, Any] = {
+            "input": cfg.input.uri,
+            "output": cfg.output.uri,
+            "rows": rows,
+            "dim": dim,
+            "k": cfg.clustering.k,
+            "init": cfg.clustering.init,
+            "seed": cfg.clustering.seed,
+            **sample_facts,
+            "iterations": len(result.history) - 1,
+            "converged": result.converged,
+            "fit_objective": round(result.objective, 7),
+            "objective": round(total_cos / rows, 7),  # mean cosine to centroid over all rows
+            "inertia": round(rows - total_cos, 4),
+            "renormalized_rows": renormalized,
+            "seconds_per_iteration": round(float(np.mean(iter_seconds)), 4) if iter_seconds else None,
+            "center_by": center_by,
+            "center_groups": groups,
+            "history": report.fit_history(result),
+            "sizes": sizes.tolist(),
+            "resumed": resumed,
+            "stages_reused": reused,
+            "fit_iterations_reused": iterations_reused,
         }
-    write_bytes(report.sizes_png(sizes), out.join("cluster_sizes.png"))
-    write_bytes(report.objective_png(result), out.join("objective.png"))
-    summary["wall_seconds"] = round(time.perf_counter() - start, 3)
-    commit.commit(out, "cluster", summary, "summary.json")  # summary.json, then the _SUCCESS marker
-    return summary
+        if cfg.clustering.dedup is not None:
+            n_dup = write_duplicates(stats, out)
+            summary["dedup"] = {
+                "eps": cfg.clustering.dedup.eps,
+                "keep": cfg.clustering.dedup.keep,
+                "duplicates": n_dup,
+                "kept": rows - n_dup,
+            }
+        write_bytes(report.sizes_png(sizes), out.join("cluster_sizes.png"))
+        write_bytes(report.objective_png(result), out.join("objective.png"))
+        summary["wall_seconds"] = round(time.perf_counter() - start, 3)
+        commit.commit(out, "cluster", summary, "summary.json")  # summary.json, then the _SUCCESS marker
+        return summary
