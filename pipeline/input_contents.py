@@ -53,7 +53,8 @@ def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
 def same_content(roots: dict[str, Location], out: Location) -> SameContent:
     """fingerprint.differences' `same_content` for the listings of `roots` (listing key -> the input root its paths
     are relative to): a moved local file whose recorded hash (taken while it had the recorded token) equals the
-    sha256 of its bytes now. Reads `_run/contents.json` once, and only when a listing has such files."""
+    sha256 of its bytes now. Reads `_run/contents.json` only for a listing that has such files; a file it cannot
+    read now (gone since the listing) is not cleared, so the refusal names it."""
 
     def check(key: str, moved: list[tuple[list, list]]) -> set[str]:
         root = roots.get(key)
@@ -63,11 +64,17 @@ def same_content(roots: dict[str, Location], out: Location) -> SameContent:
         same = set()
         for before, _after in moved:
             entry = recorded.get(before[0])
-            if entry and same_token(entry_token(before), entry["token"]):
-                if content_token(root, before[0]) == entry["sha256"]:
-                    same.add(before[0])
-                else:
-                    log.info("input file %s changed its content since the run began", before[0])
+            if not entry or not same_token(entry_token(before), entry["token"]):
+                continue
+            try:
+                now = content_token(root, before[0])
+            except OSError as err:
+                log.info("cannot read input file %s to compare its content: %s", before[0], err)
+                continue
+            if now == entry["sha256"]:
+                same.add(before[0])
+            else:
+                log.info("input file %s changed its content since the run began", before[0])
         return same
 
     return check
