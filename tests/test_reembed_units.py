@@ -419,3 +419,17 @@ def test_a_kept_type_refusal_gives_the_json_number_example_only_for_integers_sto
     assert example(KeptType(pa.int64()), KeptType(pa.float64())) == " (e.g. 2, not 2.0)"
     assert example(KeptType(pa.string()), KeptType(pa.string(), json_text=True)) == ""
     assert example(KeptType(pa.timestamp("ns")), KeptType(pa.timestamp("us"))) == ""
+
+
+@pytest.mark.parametrize(
+    "key, ours", [("lease_seconds", "reembed.lease_ttl_seconds"), ("lease_wait_seconds", "reembed.lease_wait_seconds")]
+)
+def test_the_embed_jobs_lease_keys_in_a_reembed_config_point_at_its_own(key, ours):
+    """output.lease_* are the embed job's; the re-embed job read reembed.lease_* and ignored them without a word
+    (a RayJob retry meant to wait out a dead attempt's lease exited 3 instead)."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.reembed.config import ReembedConfig
+
+    with pytest.raises(ConfigError, match=rf"output.{key} is the embed job's lease setting; .* set by {ours}"):
+        load_config(ReembedConfig, "configs/reembed.yaml", [f"output.{key}=180"])
+    assert load_config(ReembedConfig, "configs/reembed.yaml", []).reembed.lease_wait_seconds == 660

@@ -53,4 +53,11 @@ class ReembedConfig(EmbedConfig):
                 "output.overwrite does not apply to the re-embed job: it versions the output itself "
                 "(remove the key, or use jobs.embed for a one-off dataset)"
             )
+        ours = {"lease_seconds": "reembed.lease_ttl_seconds", "lease_wait_seconds": "reembed.lease_wait_seconds"}
+        given = [key for key in ours if key in self.output.model_fields_set]
+        if given:  # the embed job's lease keys: the re-embed job's lease is set in its own section, so they did nothing
+            raise ValueError(
+                f"output.{given[0]} is the embed job's lease setting; the re-embed job's lease is set by "
+                f"{ours[given[0]]} (section reembed): move the value there"
+            )
         return self
