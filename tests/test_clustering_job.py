@@ -122,7 +122,7 @@ def test_cluster_job_on_s3_with_dedup(run1, bucket):
     assert all(d["cosine"] > 0.999 for d in dups)
     kept = read_dir(fs, f"{name}/run1/kept_ids").column("id").to_pylist()
     assert len(kept) == 447 and not {d["id"] for d in dups} & set(kept)
-    assert summary["dedup"] == {"eps": 0.001, "keep": "longest", "duplicates": 3, "kept": 447}
+    assert summary["dedup"] == {"eps": 0.001, "eps_used": 0.001, "keep": "longest", "duplicates": 3, "kept": 447}
 
     stored = json.loads(fs.open_input_stream(f"{name}/run1/summary.json").read())
     assert stored["history"] == summary["history"]

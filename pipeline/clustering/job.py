@@ -23,6 +23,7 @@ import ray
 from pipeline import commit
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering import centering, kmeans, report, resume
+from pipeline.clustering.dedup import EPS_FLOOR
 from pipeline.clustering.distributed import (
     OFF,
     AssignSpec,
@@ -361,6 +362,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
             n_dup = write_duplicates(stats, out)
             summary["dedup"] = {
                 "eps": cfg.clustering.dedup.eps,
+                "eps_used": max(cfg.clustering.dedup.eps, EPS_FLOOR),  # below the floor eps counts as the floor
                 "keep": cfg.clustering.dedup.keep,
                 "duplicates": n_dup,
                 "kept": rows - n_dup,
