@@ -257,33 +257,38 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
         run_embed(cfg)
 
 
-@pytest.mark.parametrize("first, rerun", [(False, True), (True, False)])
-def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
-    ray_session, tiny_models, tmp_path, first, rerun
-):
+def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(ray_session, tiny_models, tmp_path):
     """output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
     part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
     columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
     refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
-    A run recorded before the key was (off, the default) records no such field, so it still resumes."""
+    A run recorded before the key was (off, the default) records no such field, so it still resumes.
+    Both directions in one sequence (off -> on, then on -> off), so that the test costs two embedding runs."""
     (tmp_path / "in").mkdir()
     corpus = write_corpus(tmp_path / "in", FILES)
     out = tmp_path / "emb"
-    cfg = make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS, output={"token_columns": first})
-    run_embed(cfg)
-    recorded = json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
-    assert ("output.token_columns" in recorded) == first
+
+    def cfg(on: bool, overwrite: bool = False):
+        output = {"token_columns": on, **({"overwrite": True} if overwrite else {})}
+        return make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS, output=output)
+
+    def columns() -> set[tuple[str, ...]]:
+        return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
+
+    run_embed(cfg(False))
+    assert "output.token_columns" not in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
     unfinish(out)
-    switched = make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS, output={"token_columns": rerun})
-    with pytest.raises(FileExistsError, match=r"output\.token_columns: (\(absent\)|true) -> (true|\(absent\))"):
-        run_embed(switched)
-    assert run_embed(cfg)["rows_in"] == ROWS_IN  # the same command resumes
-    overwrite = make_config(
-        tiny_models["bert"], corpus, out, "jsonl", **SECTIONS, output={"token_columns": rerun, "overwrite": True}
-    )
-    run_embed(overwrite)
-    columns = {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
-    assert columns == {("id", "embedding", "num_tokens", "truncated") if rerun else ("id", "embedding")}
+    with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
+        run_embed(cfg(True))
+    assert run_embed(cfg(False))["rows_in"] == ROWS_IN  # the same command resumes
+    assert columns() == {("id", "embedding")}
+    run_embed(cfg(True, overwrite=True))  # starts over with the columns in every file
+    assert "output.token_columns" in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
+    assert columns() == {("id", "embedding", "num_tokens", "truncated")}
+    unfinish(out)
+    with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
+        run_embed(cfg(False))
+    assert run_embed(cfg(True))["rows_in"] == ROWS_IN
 
 
 def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
