@@ -432,4 +432,7 @@ def test_the_embed_jobs_lease_keys_in_a_reembed_config_point_at_its_own(key, our
 
     with pytest.raises(ConfigError, match=rf"output.{key} is the embed job's lease setting; .* set by {ours}"):
         load_config(ReembedConfig, "configs/reembed.yaml", [f"output.{key}=180"])
-    assert load_config(ReembedConfig, "configs/reembed.yaml", []).reembed.lease_wait_seconds == 660
+    shipped = load_config(ReembedConfig, "configs/reembed.yaml", [])
+    assert shipped.reembed.lease_wait_seconds == 660
+    # a config written out whole (every default, as --show-config prints it) is not refused
+    assert ReembedConfig.model_validate(shipped.model_dump(mode="json", exclude_none=True)) == shipped

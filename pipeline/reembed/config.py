@@ -54,8 +54,11 @@ class ReembedConfig(EmbedConfig):
                 "(remove the key, or use jobs.embed for a one-off dataset)"
             )
         ours = {"lease_seconds": "reembed.lease_ttl_seconds", "lease_wait_seconds": "reembed.lease_wait_seconds"}
-        given = [key for key in ours if key in self.output.model_fields_set]
-        if given:  # the embed job's lease keys: the re-embed job's lease is set in its own section, so they did nothing
+        # the embed job's lease keys, set to another value than their default: the re-embed job's lease is set in its
+        # own section, so they did nothing. A config written out whole (--show-config, model_dump) holds the defaults.
+        fields = type(self.output).model_fields
+        given = [key for key in ours if getattr(self.output, key) != fields[key].default]
+        if given:
             raise ValueError(
                 f"output.{given[0]} is the embed job's lease setting; the re-embed job's lease is set by "
                 f"{ours[given[0]]} (section reembed): move the value there"
