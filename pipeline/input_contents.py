@@ -28,13 +28,12 @@ from pipeline.change_tokens import local_token, same_token
 from pipeline.commit import RUN_DIR
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
-from pipeline.reembed.sources import content_token
+from pipeline.reembed.sources import HASH_THREADS, content_token
 from pipeline.storage import ListedFile, Location
 
 log = logging.getLogger(__name__)
 
 CONTENTS = f"{RUN_DIR}/contents.json"
-HASH_THREADS = 4  # sha256 releases the GIL; the model's work on the same files takes far longer
 
 
 def is_local(root: Location) -> bool:

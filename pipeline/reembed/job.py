@@ -36,7 +36,7 @@ from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, ver
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
-from pipeline.reembed.sources import SourceFile, content_token, content_tokens, scan_sources
+from pipeline.reembed.sources import HASH_THREADS, SourceFile, content_token, content_tokens, scan_sources
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
@@ -45,8 +45,6 @@ from pipeline.storage import Location, list_inputs, resolve
 from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
 
 log = logging.getLogger(__name__)
-
-HASH_THREADS = 4  # local input files hashed while they are embedded (sources.content_tokens)
 
 
 def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:

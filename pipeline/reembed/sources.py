@@ -21,6 +21,9 @@ from pipeline.change_tokens import local_token
 from pipeline.storage import ListedFile, Location
 
 HEAD_THREADS = 16  # S3 HEAD requests in flight, for files listed without an ETag
+# Driver threads hashing local input files (content_token) while a job embeds them: sha256 releases the GIL, and the
+# model's work on the same files takes far longer (re-embed's content_tokens, pipeline.input_contents' recorder).
+HASH_THREADS = 4
 
 
 @dataclass(frozen=True)
