@@ -16,6 +16,43 @@ from collections.abc import Iterable, Iterator
 
 from pipeline.errors import UserError
 
+# Folders that a filesystem, an OS or a storage appliance keeps at a volume's (or share's) root, holding no data of
+# the user's and often readable by root only: fsck's lost+found (mode 700), Windows' System Volume Information and
+# recycle bins (on a mounted NTFS/exFAT disk or SMB share), NetApp's ~snapshot (SMB), Synology's @eaDir / #recycle /
+# #snapshot, QNAP's @Recycle / @Recently-Snapshot, chkdsk's found.000. Compared without case, as Windows names are.
+# Hidden ones (.snapshot, .Trashes, .zfs) are skipped by the hidden-name rule already.
+SYSTEM_FOLDERS = frozenset(
+    name.casefold()
+    for name in (
+        "lost+found",
+        "System Volume Information",
+        "$RECYCLE.BIN",
+        "RECYCLER",
+        "RECYCLED",
+        "~snapshot",
+        "@eaDir",
+        "#recycle",
+        "#snapshot",
+        "@Recycle",
+        "@Recently-Snapshot",
+        "found.000",
+    )
+)
+
+
+def system_folder(name: str) -> bool:
+    """Whether a folder of this name is one a filesystem or OS keeps (SYSTEM_FOLDERS): never input, skipped."""
+    return name.casefold() in SYSTEM_FOLDERS
+
+
+def skipped_message(key: str, folders: list[str]) -> str:
+    """The one log line for system folders below the input that the listing skipped."""
+    shown = ", ".join(repr(f) for f in folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+    return (
+        f"{key}: skipped {shown}: a folder the filesystem or OS keeps (lost+found, System Volume Information, "
+        "recycle bins, snapshots), not data; to read files in it, give its path as the input"
+    )
+
 
 class UnreadableEntryError(UserError, OSError):
     """An entry below the input that is listed but cannot be read as a file: the message names it and what to do."""

@@ -28,7 +28,9 @@ from pipeline.special_entries import (
     dangling_links,
     dangling_on_the_way,
     first_unreadable,
+    skipped_message,
     special_kind,
+    system_folder,
     unlistable_folder,
     unreadable_files,
     unreadable_message,
@@ -271,7 +273,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             )
         obj = head_object(root.path, storage)
         return parent, [ListedFile(posixpath.basename(root.path), obj.size, obj.mtime_ns, etag=obj.etag)]
-    pattern = ""
+    pattern, deep = "", True
     if info.type != pafs.FileType.Directory and has_glob(uri):
         base_uri, pattern = glob_base(uri, storage)
         matcher = glob_regex(pattern, key, uri)
@@ -286,6 +288,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     unreadable: list[str] = []  # names that are not UTF-8: an error if the input includes them
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
     problems: list[tuple[str, str]] = []  # local entries that are no file to read: (rel, what), special_entries
+    system: set[str] = set()  # folders an OS or filesystem keeps (lost+found, ...) that the listing skipped
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         try:
             # a pattern without '/' or '**' matches names in the base folder only: its subfolders are not listed
@@ -300,6 +303,9 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
             below = entry.path.removeprefix(root.path.rstrip("/") + "/").split("/")
             hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
+            if not hidden and (at := system_depth(below, entry.is_file)) is not None:
+                system.add(posixpath.join(root.uri, *below[: at + 1]))
+                hidden = True
             if entry.problem and not hidden:
                 problems.append((rel, entry.problem))
             if not entry.is_file or hidden:
@@ -311,6 +317,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
                 names.append(ListedFile(rel, entry.size, entry.mtime_ns, etag=entry.etag))
             else:
                 unreadable.append(rel)
+    if system and deep:  # a pattern of the base folder's names alone (`*.jsonl`) could not match in them anyway
+        log.info(skipped_message(key, sorted(system)))
     if pattern:
         names = [n for n in names if matcher.fullmatch(n.path)]
         unreadable = [rel for rel in unreadable if matcher.fullmatch(rel)]
@@ -383,18 +391,19 @@ def listed_entries(root: Location, storage: StorageConfig, recursive: bool = Tru
 
 
 def local_listing(root: Location, recursive: bool = True) -> list[pafs.FileInfo]:
-    """pyarrow's listing of a local folder (recursive, or its own entries); where it stopped at a hidden folder the job's user may not
-    list (`.snapshot`, another user's `.cache`), which the hidden-name rule skips anyway, the folders are listed one
-    by one without entering hidden ones (it failed the job naming that folder).
+    """pyarrow's listing of a local folder (recursive, or its own entries); where it stopped at a folder the job's
+    user may not list that the listing skips anyway (a hidden one: `.snapshot`, another user's `.cache`; one an OS
+    or filesystem keeps: `lost+found` at a volume's root, special_entries.SYSTEM_FOLDERS), the folders are listed one
+    by one without entering those (it failed the job naming that folder).
 
     Raises:
-        PermissionError: a folder that is not hidden cannot be listed.
+        PermissionError: a folder that is neither hidden nor a system folder cannot be listed.
     """
     try:
         return root.fs.get_file_info(pafs.FileSelector(root.path, recursive=recursive, allow_not_found=True))
     except PermissionError as err:
         denied = re.search(r"Cannot list directory '(.*?)'", str(err))
-        if denied is None or not hidden_below(root.path, denied.group(1)):
+        if denied is None or not skipped_below(root.path, denied.group(1)):
             raise
     infos, todo = [], [root.path]
     while todo:
@@ -406,7 +415,7 @@ def local_listing(root: Location, recursive: bool = True) -> list[pafs.FileInfo]
         except OSError:  # a loop of links followed until the OS gave up (ELOOP): the recursive listing skips it too
             continue
         infos += listed
-        todo += [i.path for i in listed if i.type == pafs.FileType.Directory and not hidden_name(i.base_name)]
+        todo += [i.path for i in listed if i.type == pafs.FileType.Directory and not skipped_name(i.base_name)]
     return infos
 
 
@@ -414,10 +423,23 @@ def hidden_name(name: str) -> bool:
     return name.startswith(HIDDEN_PREFIXES)
 
 
-def hidden_below(root: str, path: str) -> bool:
-    """Whether `path`, below `root`, is in or is a hidden folder (a segment below `root` starts with _ or .)."""
+def skipped_name(name: str) -> bool:
+    """Whether the listing skips a folder of this name: hidden, or one an OS or filesystem keeps."""
+    return hidden_name(name) or system_folder(name)
+
+
+def skipped_below(root: str, path: str) -> bool:
+    """Whether `path`, below `root`, is in or is a folder the listing skips (a segment below `root` starts with _ or
+    ., or names a system folder such as lost+found)."""
     rel = os.path.relpath(path, root)
-    return not rel.startswith("..") and any(hidden_name(p) and p not in (".", "..") for p in rel.split(os.sep))
+    return not rel.startswith("..") and any(skipped_name(p) and p not in (".", "..") for p in rel.split(os.sep))
+
+
+def system_depth(below: list[str], is_file: bool) -> int | None:
+    """The index of the first segment of an entry's path below the root that names a system folder
+    (special_entries.SYSTEM_FOLDERS), a file's own name aside; None when there is none."""
+    folders = below[:-1] if is_file else below
+    return next((i for i, p in enumerate(folders) if system_folder(p)), None)
 
 
 def move_hint(path: str) -> str:

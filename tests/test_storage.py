@@ -485,3 +485,55 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
         hidden.chmod(0o755)
         if locked.exists():
             locked.chmod(0o755)
+
+
+def test_folders_an_os_or_filesystem_keeps_are_skipped_and_a_users_locked_folder_still_fails(tmp_path):
+    """A mounted volume's root holds `lost+found` (root's, mode 700); a Windows disk or share `System Volume
+    Information` and `$RECYCLE.BIN`: folders no user data lives in, that the job's user may not list. One of them
+    failed the whole listing (UnreadableEntryError: pyarrow's recursive listing stops there). They are skipped,
+    readable or not, with one log line naming them; a locked folder of the user's still fails naming it."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    make_tree(tmp_path)
+    lost, windows, recycle = tmp_path / "lost+found", tmp_path / "System Volume Information", tmp_path / "$RECYCLE.BIN"
+    for folder in (lost, windows, recycle / "S-1-5-21"):
+        folder.mkdir(parents=True)
+    (recycle / "S-1-5-21" / "$R0AB.jsonl").write_text("{}\n")  # a deleted file: readable, still not input
+    locked = tmp_path / "b" / "locked"
+    listing = (
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from pipeline.storage import list_files; from pipeline.config import StorageConfig\n"
+        f"for uri in ({str(tmp_path)!r}, {str(tmp_path / '**.jsonl')!r}):\n"
+        "    try: print(list_files(uri, StorageConfig())[1])\n"
+        "    except Exception as e: print(type(e).__name__, e)"
+    )
+
+    def listed() -> subprocess.CompletedProcess:
+        cmd = [*without_root_powers(), sys.executable, "-c", listing]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+
+    try:
+        lost.chmod(0o000)  # 700 and root's: the job's user (no root powers here) may not list it
+        windows.chmod(0o000)
+        out = listed()
+        assert out.stdout.splitlines() == [
+            str(["a/0.jsonl", "a/1.jsonl", "b/2.jsonl", "c.txt"]),
+            str(["a/0.jsonl", "a/1.jsonl", "b/2.jsonl"]),
+        ]
+        skipped = [line for line in out.stderr.splitlines() if "skipped" in line]
+        assert len(skipped) == 2  # one line per listing
+        for name in (lost, windows, recycle):
+            assert repr(str(name)) in skipped[0]
+        assert "a folder the filesystem or OS keeps" in skipped[0]
+        locked.mkdir()
+        locked.chmod(0o000)
+        out = listed()
+        assert out.stdout.count("is a folder holding one the job's user may not list") == 2
+        assert str(locked) in out.stdout
+    finally:
+        for folder in (lost, windows, locked):
+            if folder.exists():
+                folder.chmod(0o755)
