@@ -5,15 +5,19 @@ The rule, applied level by level:
 - the exact name first: a top-level column literally named `meta.text` wins over field `text` of `meta`;
 - else the longest dotted prefix that names a field, then the rest inside it (`a.b.c` tries `a.b.c`, `a.b` then
   `c`, `a` then `b.c`), so a field whose own name holds a dot is still reachable;
-- only structs (JSON objects) are walked into: a list, a string or a number on the way stops the path.
+- only structs (JSON objects) are walked into by name: a list, a string or a number on the way stops the path;
+- a list is walked into by position: `sentences[0]` is the first item of the list column (JSON array) `sentences`,
+  `turns[1].text` the field `text` of its second item, `m[0][2]` nests (positions from 0; a column literally named
+  `sentences[0]`, as Spark names `col("sentences")[0]`, wins as any exact name does).
 
 A path that no file's schema (no JSONL record) resolves is a config error that names the level where it stopped
-and the fields that exist there (`Missing.describe`). Per row, a null struct on the way, or a JSON object without
-the field, gives no value: the caller turns that into the row's reject reason (`Missing.reason`), never a crash.
+and the fields that exist there (`Missing.describe`). Per row, a null struct or list on the way, a JSON object without
+the field, or a list without the item, gives no value: the caller turns that into the row's reject reason (`Missing.reason`), never a crash.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +35,15 @@ class Missing:
     at: str
     fields: tuple[str, ...] | None = None
     kind: str | None = None
+    index: int | None = None  # the list position asked for at `at` (`sentences[3]`), when the path stopped there
+    items: int | None = None  # how many items the list at `at` has, when it is a list too short for `index`
 
     def reason(self, name: str) -> str:
         """The short per-row explanation, e.g. "'meta' is null" or "'meta' has no field 'text'"."""
+        if self.items is not None:
+            return f"{self.at!r} has {self.items} items, no item [{self.index}]"
+        if self.index is not None and self.kind != "null":
+            return f"{self.at!r} is {self.kind}, not a list"
         if self.fields is None:
             return f"{self.at!r} is {self.kind}, not an object" if self.kind != "null" else f"{self.at!r} is null"
         rest = name[len(self.at) + 1 :] if self.at else name
@@ -41,8 +51,11 @@ class Missing:
 
     def describe(self, name: str) -> str:
         """The config-error detail: the level where `name` stopped and what exists there."""
+        if self.items is not None:
+            return f"{name!r} stops at {self.at!r}: no list there has an item [{self.index}]"
         if self.fields is None:
-            return f"{name!r} stops at {self.at!r}, which is {self.kind}, not a struct"
+            noun = "a list" if self.index is not None else "a struct"
+            return f"{name!r} stops at {self.at!r}, which is {self.kind}, not {noun}"
         where = f"{self.at!r} has fields" if self.at else "the top level has"
         return f"{name!r} stops at {self.at or 'the top level'!r}: {where} {sorted(self.fields)}"
 
@@ -54,6 +67,33 @@ def candidates(name: str) -> Iterator[tuple[str, str | None]]:
         yield ".".join(parts[:i]), (".".join(parts[i:]) or None)
 
 
+INDEXES = re.compile(r"((?:\[\d+\])+)$")
+
+
+def index_splits(head: str) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(name, list positions) readings of one dotted segment: itself with none first, then `sentences[0][1]` as
+    ('sentences[0]', (1,)) and ('sentences', (0, 1)), the longest name first (an exact name wins)."""
+    yield head, ()
+    found = INDEXES.search(head)
+    if found is None or found.start() == 0:
+        return
+    positions = [int(i) for i in re.findall(r"\d+", found.group(1))]
+    for k in range(len(positions) - 1, -1, -1):
+        yield head[: found.start()] + "".join(f"[{i}]" for i in positions[:k]), tuple(positions[k:])
+
+
+def shown(path: Sequence[str | int]) -> str:
+    """A path as written in a config: ('turns', 1, 'text') -> 'turns[1].text'."""
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out
+
+
+def is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
 def deeper(a: Missing | None, b: Missing) -> Missing:
     """The miss that got further (the more useful one to report)."""
     return b if a is None or len(b.at) > len(a.at) else a
@@ -63,67 +103,112 @@ def within(head: str, miss: Missing) -> Missing:
     return Missing(f"{head}.{miss.at}" if miss.at else head, miss.fields, miss.kind)
 
 
-def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str) -> tuple[str, ...] | Missing:
-    """The field names from the top level down to `name` in an Arrow schema (or struct type), or where it stopped.
+def plain(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str) -> tuple[str | int, ...] | Missing:
+    """The steps from the top level down to `name` in an Arrow schema (or struct type), or where it stopped: field
+    names, and list positions as ints.
 
     `("meta", "text")` for `meta.text` in `meta: struct<text: string>`; `("meta.text",)` when a top-level column
-    has that literal name. Dictionary-encoded types are looked through.
+    has that literal name; `("turns", 1, "text")` for `turns[1].text` in `turns: list<struct<text: string>>`.
+    Dictionary-encoded types are looked through.
     """
     by_name = {f.name: f for f in fields}
     miss: Missing | None = None
-    for head, rest in candidates(name):
-        if head not in by_name:
-            continue
-        if rest is None:
-            return (head,)
-        t = by_name[head].type
-        t = t.value_type if pa.types.is_dictionary(t) else t
-        if not pa.types.is_struct(t):
-            miss = deeper(miss, Missing(head, None, str(t)))
-            continue
-        inner = arrow_path(t, rest)
-        if isinstance(inner, tuple):
-            return (head, *inner)
-        miss = deeper(miss, within(head, inner))
+    for whole, rest in candidates(name):
+        for head, positions in index_splits(whole):
+            if head not in by_name:
+                continue
+            steps: list[str | int] = [head]
+            t = plain(by_name[head].type)
+            for i in positions:
+                if not is_list(t):
+                    miss = deeper(miss, Missing(shown(steps), None, str(t), index=i))
+                    break
+                steps.append(i)
+                t = plain(t.value_type)
+            else:
+                if rest is None:
+                    return tuple(steps)
+                if not pa.types.is_struct(t):
+                    miss = deeper(miss, Missing(whole, None, str(t)))
+                    continue
+                inner = arrow_path(t, rest)
+                if isinstance(inner, tuple):
+                    return (*steps, *inner)
+                miss = deeper(miss, within(whole, inner))
     return miss or Missing("", tuple(by_name))
 
 
-def arrow_field(schema: pa.Schema, path: tuple[str, ...]) -> pa.Field:
-    """The field at a path from arrow_path."""
+def arrow_field(schema: pa.Schema, path: tuple[str | int, ...]) -> pa.Field:
+    """The field at a path from arrow_path (a list position: the list's item field)."""
     field = schema.field(path[0])
-    for name in path[1:]:
-        field = field.type.field(name)
+    for step in path[1:]:
+        t = plain(field.type)
+        field = t.value_field if isinstance(step, int) else t.field(step)
     return field
 
 
-def arrow_values(table: pa.Table | pa.RecordBatch, path: tuple[str, ...]) -> pa.Array | pa.ChunkedArray:
-    """The column at `path`: null on every row where a struct on the way is null."""
+def list_item(column: pa.Array | pa.ChunkedArray, i: int) -> pa.Array | pa.ChunkedArray:
+    """Item `i` of each list, null where the list is null or shorter (pyarrow's list_element fails the batch)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    short = pc.fill_null(pc.less_equal(pc.list_value_length(column), i), True)
+    return pc.list_element(pc.if_else(short, pa.scalar(None, column.type), column), i)
+
+
+def step_into(column: pa.Array | pa.ChunkedArray, step: str | int) -> pa.Array | pa.ChunkedArray:
+    if isinstance(step, int):
+        return list_item(column, step)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return pc.struct_field(column, step)
+
+
+def arrow_values(table: pa.Table | pa.RecordBatch, path: tuple[str | int, ...]) -> pa.Array | pa.ChunkedArray:
+    """The column at `path`: null on every row where a struct or list on the way is null, or a list too short."""
     column = table.column(path[0])
-    for name in path[1:]:
-        column = pc.struct_field(column, name)
+    for step in path[1:]:
+        column = step_into(column, step)
     return column
 
 
-def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str, ...]) -> list[Missing | None]:
-    """Per row, the first null struct on the way to the path's leaf (None: every struct on the way is set)."""
+def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str | int, ...]) -> list[Missing | None]:
+    """Per row, the first null struct or list, or list too short, on the way to the path's leaf (None: the leaf is
+    reached)."""
     found: list[Missing | None] = [None] * table.num_rows
     column = table.column(path[0])
     for depth in range(1, len(path)):
+        step = path[depth]
+        index = step if isinstance(step, int) else None
         if column.null_count:
-            at = ".".join(path[:depth])
+            at = shown(path[:depth])
             for k, null in enumerate(column.is_null().to_pylist()):
                 if null and found[k] is None:
-                    found[k] = Missing(at, None, "null")
-        column = pc.struct_field(column, path[depth])
+                    found[k] = Missing(at, None, "null", index=index)
+        if index is not None:
+            lengths = pc.list_value_length(column).to_pylist()
+            for k, n in enumerate(lengths):
+                if n is not None and n <= index and found[k] is None:
+                    found[k] = Missing(shown(path[:depth]), None, "list", index=index, items=n)
+        column = step_into(column, step)
     return found
 
 
-def projection(paths: Sequence[tuple[str, ...]]) -> list[str]:
+def projection(paths: Sequence[tuple[str | int, ...]]) -> list[str]:
     """Dotted column names for pyarrow.parquet's `columns=` reading only these paths (a struct's leaf alone, not the
-    whole struct), without a path whose struct is already read whole (a column read twice)."""
-    chosen = list(dict.fromkeys(paths))
+    whole struct; a list whole, up to its first position), without a path whose struct is already read whole (a
+    column read twice)."""
+    cut = [p[: next((k for k, s in enumerate(p) if isinstance(s, int)), len(p))] for p in paths]
+    chosen = list(dict.fromkeys(cut))
     kept = [p for p in chosen if not any(q != p and p[: len(q)] == q for q in chosen)]
     return [".".join(p) for p in kept]
+
+
+def json_kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def json_value(record: dict, name: str) -> Any:
@@ -131,18 +216,29 @@ def json_value(record: dict, name: str) -> Any:
     if name in record:  # the common case (a top-level key) costs one lookup
         return record[name]
     miss: Missing | None = None
-    for head, rest in candidates(name):
-        if rest is None or head not in record:
-            continue
-        value = record[head]
-        if not isinstance(value, dict):
-            kind = "null" if value is None else type(value).__name__
-            miss = deeper(miss, Missing(head, None, kind))
-            continue
-        inner = json_value(value, rest)
-        if not isinstance(inner, Missing):
-            return inner
-        miss = deeper(miss, within(head, inner))
+    for whole, rest in candidates(name):
+        for head, positions in index_splits(whole):
+            if head not in record or (rest is None and not positions):
+                continue
+            value, at = record[head], head
+            for i in positions:
+                if not isinstance(value, list):
+                    miss = deeper(miss, Missing(at, None, json_kind(value), index=i))
+                    break
+                if i >= len(value):
+                    miss = deeper(miss, Missing(at, None, "list", index=i, items=len(value)))
+                    break
+                value, at = value[i], f"{at}[{i}]"
+            else:
+                if rest is None:
+                    return value
+                if not isinstance(value, dict):
+                    miss = deeper(miss, Missing(whole, None, json_kind(value)))
+                    continue
+                inner = json_value(value, rest)
+                if not isinstance(inner, Missing):
+                    return inner
+                miss = deeper(miss, within(whole, inner))
     return miss or Missing("", tuple(record))
 
 
@@ -155,12 +251,12 @@ def merge_misses(a: Missing | None, b: Missing) -> Missing:
     return a
 
 
-def flat_table(table: pa.Table, paths: dict[str, tuple[str, ...]]) -> pa.Table:
+def flat_table(table: pa.Table, paths: dict[str, tuple[str | int, ...]]) -> pa.Table:
     """The columns at `paths` under their configured names ({'meta.id': ('meta', 'id')} gives a column 'meta.id'),
     in that order: the shape a job that reads columns by name expects (null under a null struct)."""
     return pa.table({name: arrow_values(table, path) for name, path in paths.items()})
 
 
-def flat_field(schema: pa.Schema, name: str, path: tuple[str, ...]) -> pa.Field:
+def flat_field(schema: pa.Schema, name: str, path: tuple[str | int, ...]) -> pa.Field:
     """The field a flat_table column of `path` has, named `name`."""
     return arrow_field(schema, path).with_name(name)

@@ -222,8 +222,9 @@ class InputConfig(Section):
     text_column: str = Field(
         "text",
         description="Column (JSONL key) holding the text; ignored for format=text. A dotted path reaches into a "
-        "struct column or JSON object (meta.text, translation.en); a column literally named so wins. A row whose "
-        "struct is null or lacks the field is a reject saying so (docs/robustness.md, nested columns).",
+        "struct column or JSON object (meta.text, translation.en), [N] takes item N (from 0) of a list column or "
+        "JSON array (sentences[0], turns[1].text); a column literally named so wins. A row whose struct or list is "
+        "null or lacks the field or item is a reject saying so (docs/robustness.md, nested columns).",
     )
     id_column: str | None = Field(
         None,

@@ -29,9 +29,11 @@ from pipeline.column_paths import (
     arrow_null_parents,
     arrow_path,
     arrow_values,
+    is_list,
     json_value,
     merge_misses,
     projection,
+    shown,
 )
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
@@ -306,9 +308,11 @@ def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], r
     for name, path in found.items():
         level: Any = schema
         for depth, part in enumerate(path):
+            if isinstance(part, int):  # a list position: its items' struct fields are the next level
+                continue
             same = [f for f in level if f.name == part]
             if len(same) > 1:
-                where = ".".join(path[: depth + 1])
+                where = shown(path[: depth + 1])
                 raise InputFileError(
                     f"{rel}: the column {where!r} (for {name!r}) appears {len(same)} times in the file's schema, so "
                     "which one to read cannot be told; write the file again with one column of that name (pandas: "
@@ -316,6 +320,9 @@ def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], r
                 )
             t = same[0].type
             t = t.value_type if pa.types.is_dictionary(t) else t
+            while is_list(t):
+                t = t.value_type
+                t = t.value_type if pa.types.is_dictionary(t) else t
             level = list(t) if pa.types.is_struct(t) else []
 
 
