@@ -12,8 +12,11 @@ from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
 from pipeline.spreading import SHARED_BYTES, is_small, spread_rows
 
-ACTORS = 3
-ROWS = 2400
+# Two actors and a small corpus: each run's time is the pool's start-up, and one unit is one read block whatever
+# its size (the three actors and 2,400 rows in 30 files this test had cost ~100 s in CI for the same check)
+ACTORS = 2
+ROWS = 600
+FILES = 4  # of ~10 KB each, for the packed layout
 
 
 def test_spread_rows_gives_each_actor_a_share_of_at_most_rows_per_block():
@@ -58,20 +61,23 @@ def vectors(out) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("files", [1, 30])
-def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path, files):
-    """2,400 rows in one file, or in 30 files packed into one unit: one read block, which went whole to one of the
-    three embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds a third;
-    the vectors are those of the same rows embedded one file per unit (input.unit_bytes above each file's size,
-    and under 16x it: neither packed nor split into byte ranges)."""
-    write_corpus(tmp_path / "corpus", files)
-    summary = embed(tiny_models["bert"], tmp_path / "corpus", tmp_path / "packed")
-    assert (summary["units"], summary["rows_embedded"]) == (1, ROWS)
-    assert summary["embed_actors"] == ACTORS, summary["vectors_per_actor"]
-    assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
-    one_unit_each = 1 << 20 if files == 1 else 32 << 10  # files of ~170 KB / ~6 KB
-    alone = embed(tiny_models["bert"], tmp_path / "corpus", tmp_path / "alone", unit_bytes=one_unit_each)
-    assert (alone["units"], alone["embed_actors"]) == (files, ACTORS)
-    got, want = vectors(tmp_path / "packed"), vectors(tmp_path / "alone")
-    assert sorted(got) == sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
-    assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want)
+def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path):
+    """600 rows in one file, or in 4 files packed into one unit: one read block, which went whole to one of the
+    embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds its share;
+    the vectors of both layouts are those of the same rows embedded one file per unit (input.unit_bytes above each
+    file's size and under 16x it: neither packed nor split into byte ranges)."""
+    model = tiny_models["bert"]
+    for files in (1, FILES):
+        write_corpus(tmp_path / f"corpus-{files}", files)
+        summary = embed(model, tmp_path / f"corpus-{files}", tmp_path / f"packed-{files}")
+        assert (summary["units"], summary["rows_embedded"]) == (1, ROWS), files
+        assert summary["embed_actors"] == ACTORS, (files, summary["vectors_per_actor"])
+        assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS, files
+    alone = embed(model, tmp_path / f"corpus-{FILES}", tmp_path / "alone", unit_bytes=64 << 10)
+    assert (alone["units"], alone["embed_actors"]) == (FILES, ACTORS)
+    want = vectors(tmp_path / "alone")
+    assert sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
+    for files in (1, FILES):
+        got = vectors(tmp_path / f"packed-{files}")
+        assert sorted(got) == sorted(want), files
+        assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want), files
