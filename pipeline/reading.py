@@ -49,6 +49,7 @@ from pipeline.file_formats import (
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.line_ranges import LineSpan, span_lines
+from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, repeated_hook, repeated_reason
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
 from pipeline.text_content import invalid_utf8_reason, lone_surrogate, nesting_depth, text_reject_reason
@@ -383,12 +384,15 @@ class _Invalid(str):
     """A row that could not be parsed; its string is the reject reason."""
 
 
-def parse_record(line: bytes, text_column: str) -> dict | list[dict] | None:
+def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) -> dict | list[dict] | None:
     """One JSONL line -> its record, or {text_column: _Invalid(reason)}; None for a blank line (layout, not a row);
-    a list of records for a line that is a non-empty JSON array of objects."""
+    a list of records for a line that is a non-empty JSON array of objects.
+
+    `keys`: JSON keys the job reads (repeated_keys.key_names); a record giving one of them twice is a reject."""
     try:
         # a BOM starting a later line: files with BOMs concatenated (`cat a.jsonl b.jsonl`); json.loads refuses it
-        record: Any = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+        hook = repeated_hook(keys.names) if keys is not None and keys.may_repeat(line) else None
+        record: Any = json.loads(line.decode("utf-8").removeprefix("\ufeff"), object_pairs_hook=hook)
     except UnicodeDecodeError as err:
         return {text_column: _Invalid(invalid_utf8_reason(line, err))}
     except json.JSONDecodeError as err:
@@ -400,15 +404,27 @@ def parse_record(line: bytes, text_column: str) -> dict | list[dict] | None:
     except ValueError as err:  # valid JSON Python refuses, e.g. an integer of more than 4300 digits
         return {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}
     if isinstance(record, list) and record and all(isinstance(r, dict) for r in record):
-        return record  # a JSON array of records on one line (pandas to_json(orient="records")): each is a row
+        # a JSON array of records on one line (pandas to_json(orient="records")): each is a row
+        return [without_repeats(r, text_column) for r in record] if hook else record
     if not isinstance(record, dict):
-        return {text_column: _Invalid(f"JSON value is {type(record).__name__}, not an object")}
-    return record
+        return {text_column: _Invalid(f"JSON value is {json_type(record)}, not an object")}
+    return without_repeats(record, text_column) if hook else record
 
 
-def records_of(line: bytes, text_column: str) -> list[dict]:
+def without_repeats(record: dict, text_column: str) -> dict:
+    """The record, or a reject naming the first key the job reads that it (or an object inside it) gives twice."""
+    key = first_repeated(record)
+    return record if key is None else {text_column: _Invalid(repeated_reason(key))}
+
+
+def json_type(value: Any) -> str:
+    """A parsed JSON value's type: Python's name (list, int, str, bool), `null` for null (it read `NoneType`)."""
+    return "null" if value is None else type(value).__name__
+
+
+def records_of(line: bytes, text_column: str, keys: ReadKeys | None = None) -> list[dict]:
     """The records of one JSONL line (parse_record): none for a blank line, several for an array of objects."""
-    record = parse_record(line, text_column)
+    record = parse_record(line, text_column, keys)
     return [] if record is None else record if isinstance(record, list) else [record]
 
 
@@ -427,9 +443,10 @@ def read_jsonl(
     parsed, seen_id = False, spec.id_column is None  # no parsed record with the id key: a config error, not rejects
     misses: dict[str, Missing | None] = {spec.text_column: None, spec.id_column: None}  # the deepest, for errors
     parts = hive_partitions(rel)
+    names = read_keys(spec)
     for line in read_lines(spec, rel, path, "jsonl", span, opener):
         at.row = row + len(texts)
-        for record in records_of(line, spec.text_column):
+        for record in records_of(line, spec.text_column, names):
             keys.update(record)
             text = json_value(record, spec.text_column)
             if isinstance(text, Missing):
@@ -467,6 +484,11 @@ def read_jsonl(
         raise InputFileError(no_key_message(rel, spec.text_column, keys, misses[spec.text_column], "input.text_column"))
     if parsed and not seen_id:
         raise InputFileError(no_key_message(rel, spec.id_column, keys, misses[spec.id_column], "input.id_column"))
+
+
+def read_keys(spec: ReadSpec) -> ReadKeys:
+    """The JSON keys a read of `spec` takes values from (repeated_keys.key_names)."""
+    return key_names([spec.text_column, *([spec.id_column] if spec.id_column else []), *spec.keep_columns])
 
 
 def no_key_message(rel: str, name: str, keys: set, miss: Missing | None, setting: str) -> str:
@@ -619,9 +641,10 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         types: dict[str, pa.DataType | None] = {c: pa.null() for c in spec.keep_columns}
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
         present: set[str] = set(from_path)
+        names = read_keys(spec)
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
             at.row = n  # the line: rows are not counted here
-            for record in records_of(line, spec.text_column):
+            for record in records_of(line, spec.text_column, names):
                 for c in spec.keep_columns:
                     value = json_value(record, c)
                     if isinstance(value, Missing):

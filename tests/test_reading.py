@@ -145,10 +145,10 @@ def test_unexpected_error_names_the_file_and_row(tmp_path, monkeypatch):
     (tmp_path / "e.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"text": "boom"}\n')
     real = reading.parse_record
 
-    def explode(line, column):
+    def explode(line, *rest):
         if b"boom" in line:
             raise KeyError("something nobody expected")
-        return real(line, column)
+        return real(line, *rest)
 
     monkeypatch.setattr(reading, "parse_record", explode)
     with pytest.raises(
@@ -807,3 +807,28 @@ def test_a_column_literally_named_with_a_list_index_wins(tmp_path):
     pq.write_table(table, tmp_path / "s.parquet")
     rows = read_all(nested_spec(tmp_path, "parquet", text="sentences[0]", id_column=None), "s.parquet")
     assert [r[TEXT] for r in rows] == ["literal"]
+
+
+def test_a_json_object_giving_a_read_key_twice_is_a_reject_naming_it(tmp_path):
+    """`{"text": "a", "text": "b"}`: Python's json keeps the last value without a word (other parsers the first), so
+    the row was embedded as 'b' and a repeated id took its last value. A key the job reads given twice (at any level
+    of its path, in a record of a one-line array too) is a reject naming it; other repeated keys do not count."""
+    lines = [
+        '{"id": "a", "text": "first", "text": "second"}',
+        '{"id": "b", "id": "c", "text": "x"}',
+        '{"id": "d", "text": "text", "other": 1, "other": 2}',  # a repeated key the job does not read; "text" twice
+        '[{"id": "e", "meta": {"lang": "de", "lang": "fr"}, "text": "y"}, {"id": "f", "text": "z"}]',
+        "null",
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    rows = read_all(spec(tmp_path, "jsonl", "id", ["meta.lang"]), "r.jsonl")
+    twice = "the key {!r} appears more than once in one JSON object, so which value is meant cannot be told; write "
+    twice += "each key once"
+    assert [(r["id"], r[TEXT], r[REJECT]) for r in rows] == [
+        (None, None, twice.format("text")),
+        (None, None, twice.format("id")),
+        ("d", "text", None),
+        (None, None, twice.format("lang")),
+        ("f", "z", None),
+        (None, None, "JSON value is null, not an object"),
+    ]

@@ -1,0 +1,106 @@
+"""CPU time of reading one JSONL file, this tree against a baseline commit, alternating processes in one run.
+
+For a change to the JSONL parse (e.g. the repeated-key check, pipeline.repeated_keys): the sib200 sample repeated
+to about `--mb` MB with unique ids, read whole through pipeline.reading.read_file with text, id and two kept
+columns (4 keys the job reads), each read in its own process; process CPU seconds and wall clock, median of
+`--rounds`. No model: this is the read stage alone.
+
+    .venv/bin/python bench/jsonl_read_cost.py --baseline-ref main~1 --mb 50 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_code import REPO, extract, revisions
+
+SAMPLE = REPO / "data" / "sample" / "sib200_sample.jsonl"
+
+CHILD = """
+import json, sys, time
+from pipeline.config import StorageConfig
+from pipeline.reading import ReadSpec, read_file
+from pipeline.storage import resolve
+spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "jsonl", "text", "id", ("lang", "topic"))
+wall, cpu = time.perf_counter(), time.process_time()
+rows = sum(b.num_rows for b in read_file(spec, "a.jsonl"))
+print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
+"""
+
+
+def run(code: Path, folder: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder)], env=env, capture_output=True, text=True, cwd=code, check=False
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(line[len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", required=True)
+    parser.add_argument("--mb", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "jsonl_read_cost.md")
+    args = parser.parse_args()
+    base_rev, head, dirty = revisions(args.baseline_ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+        (work / "data").mkdir()
+        with open(work / "data" / "a.jsonl", "w", encoding="utf-8") as f:
+            copy = 0
+            while f.tell() < args.mb * 10**6:
+                f.write(
+                    "".join(json.dumps({**r, "id": f"{copy}-{r['id']}"}, ensure_ascii=False) + "\n" for r in records)
+                )
+                copy += 1
+        baseline = extract(args.baseline_ref, work)
+        load = os.getloadavg()
+        runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+        for _ in range(args.rounds):
+            runs["baseline"].append(run(baseline, work / "data"))
+            runs["this tree"].append(run(REPO, work / "data"))
+        load_after = os.getloadavg()
+    rows = runs["baseline"][0]["rows"]
+    assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
+    lines = [
+        "# CPU time of reading one JSONL file (bench/jsonl_read_cost.py)",
+        "",
+        (
+            f"{args.mb} MB JSONL, {rows:,} rows, 4 keys read (text, id, 2 kept). Baseline {base_rev[:10]}, this tree "
+            f"{head}{' (uncommitted changes)' if dirty else ''}. Machine: {platform.machine()}, {os.cpu_count()} "
+            f"cores, shared with other work: load average {load[0]:.1f} before, {load_after[0]:.1f} after. "
+            f"Alternating processes, median of {args.rounds}. "
+            f"`python bench/jsonl_read_cost.py --baseline-ref {args.baseline_ref} --mb {args.mb} --rounds "
+            f"{args.rounds}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        ),
+        "",
+        "| code | CPU s (median) | CPU s (all) | wall s (median) |",
+        "|---|---|---|---|",
+    ]
+    for name, rs in runs.items():
+        cpus = [r["cpu_s"] for r in rs]
+        lines.append(
+            f"| {name} | {statistics.median(cpus):.2f} | {', '.join(f'{c:.2f}' for c in cpus)} | "
+            f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
+        )
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
