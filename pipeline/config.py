@@ -216,7 +216,7 @@ class InputConfig(Section):
     format: Literal["parquet", "jsonl", "text"] | None = Field(
         None,
         description="File format of every listed file; unset: each file's format is inferred from its extension "
-        "(.parquet, .jsonl/.json/.ndjson, .txt, each optionally .gz/.zst). Either way each file's leading bytes are "
+        "(.parquet, .jsonl/.json/.ndjson, .txt, each optionally .gz/.zst/.bz2). Either way each file's leading bytes are "
         "checked, and a file that looks like another format fails naming what it looks like.",
     )
     text_column: str = Field(

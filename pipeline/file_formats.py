@@ -22,13 +22,30 @@ from pipeline.errors import UserError
 
 FORMATS = ("parquet", "jsonl", "text")
 EXTENSIONS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
-COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2")
+# Compressions and archives that are not read, by extension: what the file is and what to do. Without this a
+# `corpus.jsonl.xz` said "cannot infer the format ... set input.format", and once set, "xz-compressed data".
+UNREAD_SUFFIXES = {
+    ".xz": "xz-compressed",
+    ".lzma": "lzma-compressed",
+    ".lz4": "lz4-compressed",
+    ".br": "brotli-compressed",
+    ".snappy": "snappy-compressed",
+    ".z": "compress(1)-compressed",
+}
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".7z", ".rar")
+RECOMPRESS = "recompress it with gzip, zstd or bzip2 (e.g. xz -dc F.jsonl.xz | zstd -o F.jsonl.zst)"
 
 PARQUET_MAGIC = b"PAR1"
-COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+# Codec names as pyarrow's CompressedInputStream takes them; bzip2 streams (also several concatenated, as pbzip2 and
+# lbzip2 write) decode through its bz2 codec.
+COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bz2"}
+# bzip2's 3-byte magic is ASCII ("BZh"), which a text file may start with: it counts only with a block size digit
+# and the first block's (or an empty stream's end) 6-byte magic after it.
+BZIP2_HEAD = re.compile(rb"BZh[1-9](\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
+MAGIC_BYTES = 10  # the leading bytes compression_of needs
 OTHER_MAGIC = {
-    b"BZh": "bzip2-compressed data (not supported: recompress with gzip or zstd)",
-    b"\xfd7zXZ\x00": "xz-compressed data (not supported: recompress with gzip or zstd)",
+    b"\xfd7zXZ\x00": "xz-compressed data (not supported: recompress with gzip, zstd or bzip2)",
     b"PK\x03\x04": "a zip archive",
     b"%PDF": "a PDF document",
     b"ARROW1": "an Arrow IPC file",
@@ -68,8 +85,15 @@ class CorruptFileError(InputFileError):
         self.row = row
 
 
+def compression_of(head: bytes) -> str | None:
+    """The codec (pyarrow's name: gzip, zstd, bz2) whose magic number starts `head` (MAGIC_BYTES or more), or None."""
+    codec = next((c for magic, c in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    return None if codec == "bz2" and not BZIP2_HEAD.match(head) else codec
+
+
 def infer_format(rel: str) -> str | None:
-    """The format its extension names (`.parquet`, `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`)."""
+    """The format its extension names (`.parquet`, `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`/
+    `.bz2`)."""
     name = rel.lower()
     for suffix in COMPRESSED_SUFFIXES:
         if name.endswith(suffix):
@@ -88,9 +112,14 @@ def file_format(configured: str | None, rel: str) -> str:
         return configured
     inferred = infer_format(rel)
     if inferred is None:
+        suffix = posixpath.splitext(rel.lower())[1]
+        if suffix in UNREAD_SUFFIXES:
+            raise InputFileError(f"{rel}: {UNREAD_SUFFIXES[suffix]} files are not read; {RECOMPRESS}")
+        if suffix in ARCHIVE_SUFFIXES:
+            raise InputFileError(f"{rel}: an archive ({suffix}) is not read; unpack it and give its files as input")
         known = ", ".join(sorted(EXTENSIONS))
         raise InputFileError(
-            f"{rel}: cannot infer the format from the extension (known: {known}, optionally .gz/.zst); "
+            f"{rel}: cannot infer the format from the extension (known: {known}, optionally .gz/.zst/.bz2); "
             "set input.format to parquet, jsonl or text"
         )
     return inferred
@@ -109,9 +138,8 @@ def describe(head: bytes) -> str:
         return "an empty file"
     if head.startswith(PARQUET_MAGIC):
         return "a Parquet file (starts with PAR1)"
-    for magic, codec in COMPRESSION_MAGIC.items():
-        if head.startswith(magic):
-            return f"{codec}-compressed data"
+    if codec := compression_of(head):
+        return f"{codec}-compressed data"
     for magic, what in OTHER_MAGIC.items():
         if head.startswith(magic):
             return what
@@ -292,12 +320,12 @@ def open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
 
 
 def open_raw(fs: pafs.FileSystem, path: str, opened: pa.NativeFile | None = None) -> tuple[pa.NativeFile, str | None]:
-    """The file as a byte stream, decompressed when its magic number says gzip or zstd; returns (stream, codec).
+    """The file as a byte stream, decompressed when its magic number says gzip, zstd or bzip2; returns (stream, codec).
     `opened`: the file as open_input gave it already (pipeline.fetching), else it is opened here."""
     f = opened if opened is not None else open_input(fs, path)
-    head = f.read(4)
+    head = f.read(MAGIC_BYTES)
     f.seek(0)
-    codec = next((c for magic, c in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+    codec = compression_of(head)
     return (pa.CompressedInputStream(f, codec) if codec else f), codec
 
 

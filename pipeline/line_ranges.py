@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipeline.file_formats import (
-    COMPRESSION_MAGIC,
     READ_CHUNK,
     SNIFF_BYTES,
     UTF8_BOM,
     InputFileError,
     bom_encoding,
     check_text_head,
+    compression_of,
     lines,
 )
 
@@ -61,7 +61,7 @@ def splittable(head: bytes, fmt: str, uri: str) -> bool:
     """Whether a line file whose first bytes (SNIFF_BYTES of them, or all of a shorter file) are `head` can be split:
     not compressed, UTF-8 (or ASCII) with or without a BOM, and text by pipeline.file_formats.check_text_head. A
     file that is not stays one unit, so its reader reports what is wrong with it exactly as before."""
-    if fmt not in LINE_FORMATS or any(head.startswith(magic) for magic in COMPRESSION_MAGIC):
+    if fmt not in LINE_FORMATS or compression_of(head):
         return False
     if bom_encoding(head) not in (None, "utf-8"):
         return False

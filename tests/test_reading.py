@@ -832,3 +832,32 @@ def test_a_json_object_giving_a_read_key_twice_is_a_reject_naming_it(tmp_path):
         ("f", "z", None),
         (None, None, "JSON value is null, not an object"),
     ]
+
+
+def test_bzip2_files_are_read_and_other_compressions_are_refused_by_name(tmp_path):
+    """`.jsonl.bz2` (several streams concatenated, as pbzip2 writes) was refused: 'cannot infer the format from the
+    extension ... set input.format', then, once set, 'bzip2-compressed data (not supported)'. It is read as gzip and
+    zstd are; a cut one is a corrupt file. `.xz` / `.lz4` / `.zip` say what they are and what to do."""
+    import bz2
+
+    from pipeline.file_formats import CorruptFileError
+
+    first, second = b'{"text": "eins"}\n{"text": "zwei"}\n', b'{"text": "drei"}\n'
+    (tmp_path / "a.JSONL.bz2").write_bytes(bz2.compress(first) + bz2.compress(second))
+    (tmp_path / "b.txt.bz2").write_bytes(bz2.compress(b"line one\nline two\n"))
+    assert [r[TEXT] for r in read_all(spec(tmp_path, None), "a.JSONL.bz2")] == ["eins", "zwei", "drei"]
+    assert [r[ROW] for r in read_all(spec(tmp_path, None), "a.JSONL.bz2")] == [0, 1, 2]
+    assert [r[TEXT] for r in read_all(spec(tmp_path, None), "b.txt.bz2")] == ["line one", "line two"]
+    (tmp_path / "bzh.txt").write_bytes(b"BZh9 is a text line, not bzip2\n")  # bzip2's magic is ASCII
+    assert [r[TEXT] for r in read_all(spec(tmp_path, None), "bzh.txt")] == ["BZh9 is a text line, not bzip2"]
+    (tmp_path / "cut.jsonl.bz2").write_bytes(bz2.compress(first * 5000)[:-40])
+    with pytest.raises(CorruptFileError, match="cut.jsonl.bz2 as jsonl"):
+        read_all(spec(tmp_path, None), "cut.jsonl.bz2")
+    for name, says in [
+        ("c.jsonl.xz", "xz-compressed files are not read; recompress it with gzip, zstd or bzip2"),
+        ("d.jsonl.lz4", "lz4-compressed files are not read"),
+        ("e.jsonl.zip", r"an archive \(.zip\) is not read; unpack it"),
+    ]:
+        (tmp_path / name).write_bytes(b"\x00" * 10)
+        with pytest.raises(InputFileError, match=rf"{name}: {says}"):
+            read_all(spec(tmp_path, None), name)
