@@ -258,7 +258,9 @@ def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> 
     if what.endswith(("text", "an empty file")) or what.startswith(("UTF-16", "UTF-32")):
         return
     inside = f" inside {compressed}" if compressed else ""
-    hint = "set input.format: parquet" if what.startswith("a Parquet") else "check input.uri and input.format"
+    hint = "check input.uri and input.format"
+    if what.startswith("a Parquet"):  # in a corpus of several formats, setting input.format would fail the others
+        hint = "name it .parquet, or set input.format: parquet where every file is Parquet"
     if what == SINGLE_BYTE:
         hint = (
             "re-encode it as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or -f ISO-8859-2 etc. for its language); read as "

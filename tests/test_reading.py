@@ -167,7 +167,12 @@ def parquet_bytes() -> bytes:
     "name, data, fmt, looks_like",
     [
         ("p.txt", parquet_bytes(), "text", "a Parquet file"),
-        ("p.jsonl", parquet_bytes(), "jsonl", "a Parquet file"),
+        (
+            "p.jsonl",
+            parquet_bytes(),
+            "jsonl",
+            r"a Parquet file \(starts with PAR1\); name it .parquet, or set input.format",
+        ),
         ("p.jsonl.gz", gzip.compress(parquet_bytes()), "jsonl", "a Parquet file .* inside gzip"),
         ("z.txt", b"PK\x03\x04" + bytes(200), "text", "a zip archive"),
         ("b.txt", bytes(range(32)) * 20, "text", "binary data"),
