@@ -49,6 +49,10 @@ def test_s3_prefix_listing(s3_bucket, s3_server):
     assert list_files(f"s3://{bucket}/corpus/*.parquet", storage)[1] == ["z.parquet"]
     with pytest.raises(FileNotFoundError, match=f"s3://{bucket}/missing"):
         list_files(f"s3://{bucket}/missing", storage)
+    # a Windows disk synced to S3 keeps its system folders: skipped as on a mounted disk
+    for key in ["corpus/System Volume Information/IndexerVolumeGuid", "corpus/$Recycle.Bin/S-1/$R1.parquet"]:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert list_files(f"s3://{bucket}/corpus", storage)[1] == ["sub/a.parquet", "z.parquet"]
 
 
 def test_unknown_scheme():
