@@ -609,6 +609,38 @@ def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_sess
     assert (touched["files"]["unchanged"], touched["rows_embedded"], touched["published"]) == (2, 0, None)
 
 
+def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(ray_session, tiny_models, tmp_path):
+    """`mv` of a file into a date partition and two files swapped: the same content under new paths. Each was
+    embedded again through the model (new + deleted); now its published vectors are reused (files.moved), ids
+    derived from the path (no id column) name the new path as a new file's would, and the old paths leave the
+    version."""
+    corpus = local_corpus(tmp_path / "corpus", 3, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"id_column": None})})
+    run_reembed(cfg)
+    before = published(out)
+    (corpus / "2024" / "01").mkdir(parents=True)
+    os.rename(corpus / "part-00.jsonl", corpus / "2024" / "01" / "part-00.jsonl")
+    os.rename(corpus / "part-01.jsonl", corpus / "swap")
+    os.rename(corpus / "part-02.jsonl", corpus / "part-01.jsonl")
+    os.rename(corpus / "swap", corpus / "part-02.jsonl")
+    again = run_reembed(cfg)
+    assert (again["rows_embedded"], again["rows_dropped"]) == (0, 0)  # old code: 12 embedded again, 12 dropped
+    assert (again["files"]["moved"], again["files"]["to_embed"]) == (3, 0)
+    assert (again["rows_total"], again["rows_in"]) == (12, 12)
+    after = published(out)
+    renamed = {"part-00.jsonl": "2024/01/part-00.jsonl", "part-01.jsonl": "part-02.jsonl"}
+    renamed["part-02.jsonl"] = "part-01.jsonl"
+    expected = {f"{renamed[k.split('#')[0]]}#{k.split('#')[1]}": v for k, v in before.items()}
+    assert sorted(after) == sorted(expected)
+    for key, vector in expected.items():
+        np.testing.assert_array_equal(after[key], vector)
+    for e in current_manifest(resolve(out, StorageConfig())).entries:  # each entry owns its files (for the GC)
+        assert all(f.startswith(f"data/{e.key}/{e.run_id}/") for f in e.files + e.rejects)
+    assert run_reembed(cfg)["published"] is None  # the next night: nothing to do
+
+
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
     """A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
     when its read task reached it, and every later night failed at the same file. As in the embed job, each is now

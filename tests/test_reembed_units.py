@@ -21,6 +21,7 @@ from pipeline.reembed.job import load_staged
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
+from pipeline.reembed.moves import move_entries, reads_alike
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
 from pipeline.reembed.sources import SourceFile, object_source, scan_sources
@@ -91,6 +92,95 @@ def test_a_file_whose_token_moved_without_its_content_is_unchanged():
     grown = SourceFile("a", 6, touched.token)
     assert [s.path for s in make_plan([grown], manifest([recorded]), {}, content_of=content_of).changed] == ["a"]
     assert asked == ["a"]  # asked once: not for a file of another size, nor for an entry without a hash
+
+
+def test_a_renamed_moved_or_swapped_file_reuses_the_entry_of_its_content():
+    """`mv a.jsonl b.jsonl`, a folder reorganized into partitions, two files swapped, an S3 object copied to a new key:
+    the content the version embedded under another path is a move of that entry, not embedded again (it was: new
+    file + deleted file). The hash is asked only for a file whose size equals an entry's; another format, other
+    duplicate-id rejects, an unreadable entry, or content that differs are embedded as before."""
+    a = dataclasses.replace(entry(SourceFile("a.jsonl", 5, "mtime_ns:1;ctime_ns:1")), content="sha256:aa")
+    b = dataclasses.replace(entry(SourceFile("b.jsonl", 7, "mtime_ns:1;ctime_ns:1")), content="sha256:bb")
+    hashes = {"2024/01/a.jsonl": "sha256:aa", "a.jsonl": "sha256:bb", "b.jsonl": "sha256:aa", "a.txt": "sha256:aa"}
+    asked = []
+
+    def content_of(rel):
+        asked.append(rel)
+        return hashes.get(rel, "sha256:other")
+
+    def alike(old, new):
+        return old.rsplit(".", 1)[-1] == new.rsplit(".", 1)[-1]
+
+    moved = SourceFile("2024/01/a.jsonl", 5, "mtime_ns:2;ctime_ns:2")
+    plan = make_plan([moved, SourceFile("b.jsonl", 7, b.token)], manifest([a, b]), {}, None, content_of, alike)
+    assert [(s.path, e.path) for s, e in plan.moves] == [("2024/01/a.jsonl", "a.jsonl")]
+    assert plan.to_embed == [] and plan.counts()["moved"] == 1 and plan.dropped == [] and asked == [moved.path]
+    # swapped: each changed file holds the other's content (sizes too)
+    swapped = [SourceFile("a.jsonl", 7, "mtime_ns:3;ctime_ns:3"), SourceFile("b.jsonl", 5, "mtime_ns:3;ctime_ns:3")]
+    plan = make_plan(swapped, manifest([a, b]), {}, None, content_of, alike)
+    assert [(s.path, e.path) for s, e in plan.moves] == [("a.jsonl", "b.jsonl"), ("b.jsonl", "a.jsonl")]
+    assert plan.to_embed == [] and plan.dropped == []
+    # not a move: another format, content that differs, other duplicate rejects, an unreadable entry, no `alike`
+    for files, entries, digests, fn in [
+        ([SourceFile("a.txt", 5, "mtime_ns:2;ctime_ns:2")], [a], None, alike),
+        ([SourceFile("c.jsonl", 5, "mtime_ns:2;ctime_ns:2")], [a], None, alike),
+        ([moved], [a], {moved.path: "0123456789abcdef"}, alike),
+        ([moved], [dataclasses.replace(a, unreadable=True)], None, alike),
+        ([moved], [a], None, None),
+    ]:
+        plan = make_plan(files, manifest(entries), {}, digests, content_of, fn)
+        assert plan.moves == [] and plan.to_embed == files
+    # S3: a copy to a new key keeps the ETag; a staged marker of the new key resumes rather than moves
+    old, copied = SourceFile("x/a.jsonl", 5, "etag:abc"), SourceFile("y/a.jsonl", 5, "etag:abc")
+    plan = make_plan([copied], manifest([entry(old)]), {}, None, None, alike)
+    assert [(s.path, e.path) for s, e in plan.moves] == [("y/a.jsonl", "x/a.jsonl")]
+    plan = make_plan([copied], manifest([entry(old)]), {copied.key: entry(copied, run="crashed")}, None, None, alike)
+    assert plan.moves == [] and [e.run_id for e in plan.resumed] == ["crashed"]
+
+
+def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_path):
+    """The moved entry's outputs are written under the new key and this run: ids `<file>#<row>` (no id column, or a
+    text file) get the new path as a new file's would, ids from an id column stay, the rejects' `source` names the
+    new path; vectors, other columns and metadata are the same."""
+    root = resolve(str(tmp_path), StorageConfig())
+    old = SourceFile("a.jsonl", 5, "mtime_ns:1")
+    run_dir = VersionLayout.run_dir(old.key, "r1")
+    vectors = pa.array([[0.5, 1.0], [2.0, 3.0]], pa.list_(pa.float32(), 2))
+    table = pa.table({"id": ["a.jsonl#0", "a.jsonl#2"], "embedding": vectors, "lang": ["en", "fr"]})
+    table = table.replace_schema_metadata({"rayembed.model": "m"})
+    pyarrow.parquet.write_table(table, tmp_path / "out.parquet")
+    (tmp_path / run_dir / "_rejects").mkdir(parents=True)
+    os.replace(tmp_path / "out.parquet", tmp_path / run_dir / "part-0000.parquet")
+    rejects = pa.table({"id": ["a.jsonl#1"], "source": ["a.jsonl"], "row": [1], "reason": ["empty text"]})
+    pyarrow.parquet.write_table(rejects, tmp_path / run_dir / "_rejects" / "part.parquet")
+    recorded = dataclasses.replace(
+        entry(old),
+        rows=3,
+        embedded=2,
+        rejected=1,
+        output_rows=2,
+        files=[f"{run_dir}/part-0000.parquet"],
+        rejects=[f"{run_dir}/_rejects/part.parquet"],
+        content="sha256:aa",
+    )
+    new = SourceFile("2024/b.jsonl", 5, "mtime_ns:2")
+    for id_column, fmt, ids, reject_ids in [
+        (None, None, ["2024/b.jsonl#0", "2024/b.jsonl#2"], ["2024/b.jsonl#1"]),
+        ("id", "text", ["2024/b.jsonl#0", "2024/b.jsonl#2"], ["2024/b.jsonl#1"]),
+        ("id", None, ["a.jsonl#0", "a.jsonl#2"], ["a.jsonl#1"]),  # ids of an id column are the rows' own
+    ]:
+        [moved] = move_entries(root, [(new, recorded)], "r2", id_column, fmt)
+        assert (moved.path, moved.key, moved.token, moved.run_id) == (new.path, new.key, new.token, "r2")
+        assert (moved.rows, moved.embedded, moved.rejected, moved.content) == (3, 2, 1, "sha256:aa")
+        assert all(f.startswith(VersionLayout.run_dir(new.key, "r2") + "/") for f in moved.files + moved.rejects)
+        out = pyarrow.parquet.read_table(tmp_path / moved.files[0])
+        assert out.column("id").to_pylist() == ids and out.column("embedding").equals(table.column("embedding"))
+        assert out.column("lang").to_pylist() == ["en", "fr"] and out.schema.metadata == table.schema.metadata
+        out = pyarrow.parquet.read_table(tmp_path / moved.rejects[0])
+        assert out.column("id").to_pylist() == reject_ids and out.column("source").to_pylist() == [new.path]
+    assert reads_alike(None, "a.jsonl", "2024/b.ndjson") and not reads_alike(None, "a.jsonl", "a.jsonl.gz")
+    assert not reads_alike(None, "a.jsonl", "a.txt") and not reads_alike(None, "a.jsonl", "a.dat")
+    assert reads_alike("jsonl", "a.jsonl", "a.dat")
 
 
 def test_staged_marker_of_an_older_content_is_not_resumed():

@@ -33,6 +33,7 @@ from pipeline.reembed.kept import decide_for_run
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
+from pipeline.reembed.moves import move_entries, reads_alike
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
@@ -171,7 +172,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         previous, current = version_manifest(layout), current_manifest(out)
         staged = load_staged(layout)
         content_of = functools.cache(lambda rel: content_token(root, rel))
-        plan = make_plan(sources, previous, staged, content_of=content_of)
+        alike = functools.partial(reads_alike, cfg.input.format)
+        plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike)
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
@@ -180,8 +182,13 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(sources, previous, staged, digests, content_of)
+            plan = make_plan(sources, previous, staged, digests, content_of, alike)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
+        if plan.moves:
+            # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed
+            moved = move_entries(layout.root, plan.moves, run_id, cfg.input.id_column, cfg.input.format)
+            plan = plan.with_moved(moved)
+            log.info("moved: %s", ", ".join(f"{e.path} -> {s.path}" for s, e in plan.moves))
         embedded: list[FileEntry] = []
         tokens = 0
         kept_types = kept.decode(previous.kept_types) if previous and previous.kept_types else None
@@ -308,7 +315,7 @@ def summarize(
         # corrupt input files, one reject row each (pipeline.units.corrupt_as_reject): this run's, the version's
         "files_rejected": sum(e.unreadable for e in embedded),
         "files_rejected_total": sum(e.unreadable for e in total),
-        "rows_dropped": sum(e.embedded for e in plan.deleted + plan.replaced),
+        "rows_dropped": sum(e.embedded for e in plan.dropped),
         "rows_total": sum(e.embedded for e in total),
         "output_rows_total": sum(e.output_rows for e in total),
         "tokens": tokens,

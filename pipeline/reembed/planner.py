@@ -25,15 +25,30 @@ class Plan:
     resumed: list[FileEntry] = field(default_factory=list)
     # Reused entries whose output files this run wrote again with new kept-column types (pipeline.reembed.retype).
     rewritten: list[FileEntry] = field(default_factory=list)
+    # New or changed files holding the content of an entry of the previous manifest under another path (renamed,
+    # moved, swapped: pipeline.reembed.moves), with that entry: its vectors are reused, not embedded again.
+    moves: list[tuple[SourceFile, FileEntry]] = field(default_factory=list)
+    # The entries of `moves` once their outputs are written under the new paths (with_moved).
+    moved: list[FileEntry] = field(default_factory=list)
 
     @property
     def to_embed(self) -> list[SourceFile]:
-        done = {e.key for e in self.resumed}
+        done = {e.key for e in self.resumed} | {s.key for s, _ in self.moves}
         return sorted((s for s in self.new + self.changed if s.key not in done), key=lambda s: s.path)
 
     @property
     def reused(self) -> list[FileEntry]:
-        return self.unchanged + self.resumed
+        return self.unchanged + self.resumed + self.moved
+
+    @property
+    def dropped(self) -> list[FileEntry]:
+        """Entries whose rows leave the version: deleted or replaced, unless their content moved to another path."""
+        sources = {e.path for _, e in self.moves}
+        return [e for e in self.deleted + self.replaced if e.path not in sources]
+
+    def with_moved(self, entries: list[FileEntry]) -> Plan:
+        """This plan with the entries of `moves` written under their new paths (pipeline.reembed.moves)."""
+        return replace(self, moved=list(entries))
 
     @property
     def is_noop(self) -> bool:
@@ -50,6 +65,7 @@ class Plan:
             self,
             unchanged=[by_path.get(e.path, e) for e in self.unchanged],
             resumed=[by_path.get(e.path, e) for e in self.resumed],
+            moved=[by_path.get(e.path, e) for e in self.moved],
             rewritten=self.rewritten + entries,
         )
 
@@ -62,6 +78,7 @@ class Plan:
             "resumed": len(self.resumed),
             "to_embed": len(self.to_embed),
             "rewritten": len(self.rewritten),
+            "moved": len(self.moves),
         }
 
 
@@ -71,6 +88,7 @@ def make_plan(
     staged: dict[str, FileEntry],
     duplicates: dict[str, str] | None = None,
     content_of: Callable[[str], str] | None = None,
+    reads_alike: Callable[[str, str], bool] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -85,6 +103,11 @@ def make_plan(
         content_of: the `sha256:<hex>` of a file by path, asked only for a file whose token moved but whose size
             did not and whose entry records its content (`touch`, a copy that sets new times): the same content is
             unchanged. None: the token alone decides.
+        reads_alike: whether the same bytes under two paths give the same rows (pipeline.reembed.moves); with it, a
+            new or changed file (not resumed) that holds the content of an entry of `previous` under another path
+            is a move of that entry (`Plan.moves`): on S3 the same size and ETag, on local disks the same size and
+            sha256 (content_of, asked only for a file whose size equals such an entry's), the same duplicate-id
+            digest, and not an unreadable entry. None: no moves.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
@@ -111,6 +134,42 @@ def make_plan(
             plan.new.append(src)
         if current(staged.get(src.key), src):
             plan.resumed.append(staged[src.key])
+    if reads_alike is not None:
+        plan.moves = find_moves(plan, before, duplicates, content_of, reads_alike)
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]
     return plan
+
+
+def find_moves(
+    plan: Plan,
+    before: dict[str, FileEntry],
+    duplicates: dict[str, str] | None,
+    content_of: Callable[[str], str] | None,
+    reads_alike: Callable[[str, str], bool],
+) -> list[tuple[SourceFile, FileEntry]]:
+    """(file, entry of the same content under another path) for the new and changed files of `plan` that an
+    interrupted run did not stage (make_plan's `reads_alike`)."""
+    by_size: dict[int, list[FileEntry]] = {}
+    for entry in before.values():
+        if not entry.unreadable:
+            by_size.setdefault(entry.size, []).append(entry)
+    staged = {e.key for e in plan.resumed}
+    moves = []
+    for src in plan.new + plan.changed:
+        if src.key in staged:
+            continue
+        now = NO_DUPLICATES if duplicates is None else duplicates.get(src.path)
+        for entry in by_size.get(src.size, []):
+            if entry.path == src.path or not reads_alike(entry.path, src.path):
+                continue
+            if duplicates is not None and (entry.duplicates or NO_DUPLICATES) != now:
+                continue
+            if src.token.startswith(("etag:", "sha256:")):  # the token names the content
+                same = entry.token == src.token
+            else:
+                same = entry.content is not None and content_of is not None and content_of(src.path) == entry.content
+            if same:
+                moves.append((src, entry))
+                break
+    return moves

@@ -63,8 +63,9 @@ def rewrite_entry(root: Location, entry: FileEntry, run_id: str, types: dict[str
     rejects = []
     for rel in entry.rejects:
         rejects.append(f"{folder}/_rejects/{posixpath.basename(rel)}")
-        root.fs.create_dir(posixpath.dirname(root.join(rejects[-1]).path), recursive=True)
-        root.fs.copy_file(root.join(rel).path, root.join(rejects[-1]).path)
+        if rel != rejects[-1]:  # a file this run moved there already (pipeline.reembed.moves)
+            root.fs.create_dir(posixpath.dirname(root.join(rejects[-1]).path), recursive=True)
+            root.fs.copy_file(root.join(rel).path, root.join(rejects[-1]).path)
     return dataclasses.replace(entry, run_id=run_id, files=files, rejects=rejects)
 
 

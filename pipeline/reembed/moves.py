@@ -1,0 +1,117 @@
+"""A file renamed or moved (same content under a new path): its published vectors are reused, without the model.
+
+`mv a.jsonl b.jsonl`, a folder renamed, a corpus reorganized into date partitions, two files swapped: the content
+is the same bytes the version already embedded under another path, so its vectors are too. The planner
+(pipeline.reembed.planner, `moves`) pairs such a file with the entry whose content it has: on local disks by the
+entry's recorded sha256 (FileEntry.content, hashed only for a file whose size equals some entry's), on S3 by the
+ETag (a content hash; a copy to a new key keeps it). The pair must be read alike (same format and compression
+suffix: the same bytes named .txt are other rows than named .jsonl) and have the same duplicate-id rejects.
+
+What depends on the path is written again here, the vectors are not: a row id derived from the path
+(`<file>#<row>`, no input.id_column or a text file, pipeline.reading.make_block) gets the new path, as a new file's
+would; the reject files' `source` column names the new path. Ids from an id column stay the same. Each output file
+is read and written under `data/<new key>/<run>/` with its name kept (garbage collection keeps outputs by run
+folder), so the new entry owns its files and the old one can leave the version. A run killed while moving
+publishes nothing; the next run moves again and garbage collection removes the orphans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.columns import ID, REJECT_COLUMNS
+from pipeline.file_formats import COMPRESSED_SUFFIXES, InputFileError, file_format
+from pipeline.reembed.layout import VersionLayout
+from pipeline.reembed.manifest import FileEntry
+from pipeline.reembed.sources import SourceFile
+from pipeline.storage import Location, write_parquet_atomic
+
+MOVE_THREADS = 4  # output files read and written at once (I/O bound: pyarrow releases the GIL)
+
+
+def compression_suffix(rel: str) -> str:
+    name = rel.lower()
+    return next((s for s in COMPRESSED_SUFFIXES if name.endswith(s)), "")
+
+
+def reads_alike(configured: str | None, old: str, new: str) -> bool:
+    """Whether the same bytes under `old` and under `new` give the same rows: same format (input.format, else the
+    extension's) and same compression suffix. False when an extension names no format."""
+    try:
+        same_format = file_format(configured, old) == file_format(configured, new)
+    except InputFileError:
+        return False
+    return same_format and compression_suffix(old) == compression_suffix(new)
+
+
+def renamed_ids(ids: pa.ChunkedArray | pa.Array, old: str, new: str) -> pa.Array:
+    """Ids `<old>#<row>` as `<new>#<row>`.
+
+    Raises:
+        ValueError: an id does not start with `<old>#` (the output was not written with path ids).
+    """
+    prefix = f"{old}#"
+    values = ids.to_pylist()
+    if any(v is not None and not v.startswith(prefix) for v in values):
+        bad = next(v for v in values if v is not None and not v.startswith(prefix))
+        raise ValueError(f"id {bad!r} of {old} is not derived from its path")
+    return pa.array([None if v is None else f"{new}#{v[len(prefix) :]}" for v in values], pa.string())
+
+
+def moved_table(table: pa.Table, old: str, new: str, path_ids: bool, source: str | None = None) -> pa.Table:
+    """`table` with path-derived ids renamed (when `path_ids`) and the column `source` (a reject file's) naming
+    `new`; other columns, field and schema metadata kept."""
+    if path_ids and ID in table.column_names:
+        index = table.schema.get_field_index(ID)
+        table = table.set_column(index, table.schema.field(index), renamed_ids(table.column(index), old, new))
+    if source is not None and source in table.column_names:
+        index = table.schema.get_field_index(source)
+        table = table.set_column(index, table.schema.field(index), pa.array([new] * table.num_rows, pa.string()))
+    return table
+
+
+def move_entry(root: Location, entry: FileEntry, src: SourceFile, run_id: str, path_ids: bool) -> FileEntry:
+    """The entry of `src` (the same content as `entry`'s file under a new path): `entry`'s output and reject files
+    written under `src`'s key and `run_id` (moved_table), its counts, content and duplicates digest kept. Paths are
+    relative to the version root `root`."""
+    folder = VersionLayout.run_dir(src.key, run_id)
+    files = [f"{folder}/{posixpath.basename(rel)}" for rel in entry.files]
+    rejects = [f"{folder}/_rejects/{posixpath.basename(rel)}" for rel in entry.rejects]
+    pairs = [(old, new, None) for old, new in zip(entry.files, files)]
+    pairs += [(old, new, REJECT_COLUMNS[1]) for old, new in zip(entry.rejects, rejects)]  # rejects: `source` column
+    for old, new, source in pairs:
+        table = pq.read_table(root.join(old).path, filesystem=root.fs)
+        write_parquet_atomic(moved_table(table, entry.path, src.path, path_ids, source), root.join(new))
+    return dataclasses.replace(
+        entry, path=src.path, size=src.size, token=src.token, key=src.key, run_id=run_id, files=files, rejects=rejects
+    )
+
+
+def has_path_ids(id_column: str | None, configured: str | None, rel: str) -> bool:
+    """Whether the rows of `rel` get ids `<file>#<row>`: no input.id_column, or a text file (no columns)."""
+    return id_column is None or file_format(configured, rel) == "text"
+
+
+def move_entries(
+    root: Location,
+    moves: list[tuple[SourceFile, FileEntry]],
+    run_id: str,
+    id_column: str | None,
+    configured: str | None,
+) -> list[FileEntry]:
+    """move_entry for each (new file, entry with its content), on the driver's threads, in order. `id_column`,
+    `configured`: input.id_column and input.format."""
+    if not moves:
+        return []
+
+    def move(pair: tuple[SourceFile, FileEntry]) -> FileEntry:
+        src, entry = pair
+        return move_entry(root, entry, src, run_id, has_path_ids(id_column, configured, src.path))
+
+    with ThreadPoolExecutor(MOVE_THREADS) as pool:
+        return list(pool.map(move, moves))
