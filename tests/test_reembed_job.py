@@ -26,10 +26,11 @@ from conftest import REPO, SAMPLE
 
 from pipeline.config import StorageConfig
 from pipeline.model_loading import ModelLoadError
-from pipeline.reembed import NoPublishedVersionError, list_versions, open_current, read_current
+from pipeline.reembed import NoPublishedVersionError, job, list_versions, open_current, read_current
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
 from pipeline.reembed.manifest import current_manifest
+from pipeline.reembed.sources import InputChangedError
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
 
@@ -639,6 +640,34 @@ def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(r
     for e in current_manifest(resolve(out, StorageConfig())).entries:  # each entry owns its files (for the GC)
         assert all(f.startswith(f"data/{e.key}/{e.run_id}/") for f in e.files + e.rejects)
     assert run_reembed(cfg)["published"] is None  # the next night: nothing to do
+
+
+def test_a_file_that_grows_while_the_run_reads_it_is_not_published(ray_session, tiny_models, tmp_path, monkeypatch):
+    """An append-only JSONL growing between the listing and its read: the old code published the rows it read (the
+    appended ones too) under the listed size and change token, and recorded a content hash taken at another moment
+    than the read (an in-place rewrite of the same size then passed the next night's hash check with its old vectors).
+    Now a file whose size or token moved by the end of its read is not staged and the run fails naming it, with
+    nothing published; the other files are staged, so the same command embeds only that file, whole."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    grown = corpus / "part-00.jsonl"
+    listed = job.scan_sources
+
+    def listed_then_appended(root, files):
+        sources = listed(root, files)
+        with grown.open("ab") as f:  # the writer appends after the listing, before the read
+            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
+        return sources
+
+    monkeypatch.setattr(job, "scan_sources", listed_then_appended)
+    with pytest.raises(
+        InputChangedError, match=r"part-00.jsonl changed while this run read it \(listed with \d+ bytes"
+    ):
+        run_reembed(cfg)
+    assert current_manifest(resolve(out, StorageConfig())) is None  # old code: published, 'late' under the old size
+    [marker] = staged_markers(Path(out))  # the other file: the same command resumes it (test_killed_driver_then_rerun)
+    assert json.loads(marker.read_text())["path"] == "part-01.jsonl"
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):

@@ -24,7 +24,14 @@ from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
 from pipeline.reembed.moves import move_entries, reads_alike
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
-from pipeline.reembed.sources import SourceFile, object_source, scan_sources
+from pipeline.reembed.sources import (
+    SourceFile,
+    changed_files_message,
+    changed_since_listed,
+    local_source,
+    object_source,
+    scan_sources,
+)
 from pipeline.reembed.staging import STATS_SCHEMA, Progress
 from pipeline.storage import list_inputs, resolve, write_bytes
 
@@ -181,6 +188,27 @@ def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_pa
     assert reads_alike(None, "a.jsonl", "2024/b.ndjson") and not reads_alike(None, "a.jsonl", "a.jsonl.gz")
     assert not reads_alike(None, "a.jsonl", "a.txt") and not reads_alike(None, "a.jsonl", "a.dat")
     assert reads_alike("jsonl", "a.jsonl", "a.dat")
+
+
+def test_a_file_changed_since_the_listing_says_how(tmp_path):
+    """The re-embed job's check once a file's rows are read: appended, rewritten in place with its size, replaced,
+    deleted; an untouched file is None."""
+    root = resolve(str(tmp_path), StorageConfig())
+    for name in "abcd":
+        (tmp_path / f"{name}.jsonl").write_bytes(b'{"text": "x"}\n')
+    listed = {name: local_source(root, f"{name}.jsonl") for name in "abcd"}
+    time.sleep(0.01)
+    with (tmp_path / "a.jsonl").open("ab") as f:
+        f.write(b'{"text": "y"}\n')
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "z"}\n')
+    (tmp_path / "c.jsonl").unlink()
+    assert changed_since_listed(root, listed["a"]) == "listed with 14 bytes, now 28 bytes"
+    assert "same size" in changed_since_listed(root, listed["b"])
+    assert changed_since_listed(root, listed["c"]) == "listed with 14 bytes, now gone"
+    assert changed_since_listed(root, listed["d"]) is None
+    message = changed_files_message(root, {"a.jsonl": "listed with 14 bytes, now 28 bytes", "c.jsonl": "gone"})
+    assert message.startswith(f"{root.join('a.jsonl').uri} changed while this run read it (listed with 14 bytes")
+    assert "(and 1 more: c.jsonl)" in message and "Run the same command again" in message
 
 
 def test_staged_marker_of_an_older_content_is_not_resumed():

@@ -37,7 +37,16 @@ from pipeline.reembed.moves import move_entries, reads_alike
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
-from pipeline.reembed.sources import HASH_THREADS, SourceFile, content_token, content_tokens, scan_sources
+from pipeline.reembed.sources import (
+    HASH_THREADS,
+    InputChangedError,
+    SourceFile,
+    changed_files_message,
+    changed_since_listed,
+    content_token,
+    content_tokens,
+    scan_sources,
+)
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
@@ -124,11 +133,18 @@ def embed_files(
     # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan)
     hashing = ThreadPoolExecutor(HASH_THREADS)
     contents = content_tokens(root, [s.path for s in todo], hashing)
+    # files that changed between the listing and the end of their read: not staged, the run fails naming them
+    changed: dict[str, str] = {}
+    listed = {s.path: s for s in todo}
 
     def stage(done: list[FileEntry]) -> None:
         for entry in done:
             content = contents.get(entry.path)
             entry = dataclasses.replace(entry, content=content.result() if content else None)
+            if how := changed_since_listed(root, listed[entry.path]):
+                log.warning("%s changed while this run read it (%s): not staged", entry.path, how)
+                changed[entry.path] = how
+                continue
             lease.check()
             put_json(entry.__dict__, layout.marker(entry.key))
             entries.append(entry)
@@ -140,6 +156,8 @@ def embed_files(
         stage(progress.finish())
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)  # a failed run does not wait for the hashes
+    if changed:
+        raise InputChangedError(changed_files_message(root, changed))
     return entries, progress, recorded, rewritten
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token
+from pipeline.errors import UserError
 from pipeline.storage import ListedFile, Location
 
 HEAD_THREADS = 16  # S3 HEAD requests in flight, for files listed without an ETag
@@ -72,6 +73,45 @@ def object_source(root: Location, rel: str) -> SourceFile:
     if modified:
         return SourceFile(rel, size, f"modified:{modified.decode() if isinstance(modified, bytes) else modified}")
     return SourceFile(rel, size, content_token(root, rel))
+
+
+class InputChangedError(UserError, RuntimeError):
+    """An input file changed while the run read it (changed_files): its rows are not published."""
+
+
+def source_now(root: Location, rel: str) -> SourceFile | None:
+    """The file's size and change token now (a stat locally, a HEAD request on S3); None when it is gone."""
+    try:
+        return local_source(root, rel) if isinstance(root.fs, pafs.LocalFileSystem) else object_source(root, rel)
+    except FileNotFoundError:
+        return None
+
+
+def changed_since_listed(root: Location, src: SourceFile) -> str | None:
+    """How `src` differs now from when it was listed (`listed 120 bytes, now 180 bytes`), or None when its size and
+    change token are the same. Any write moves a local file's ctime and an S3 object's ETag, so a file found
+    unchanged once its rows are read was read as listed (and its content hash, taken meanwhile, is of those bytes)."""
+    now = source_now(root, src.path)
+    if now is None:
+        return f"listed with {src.size} bytes, now gone"
+    if now.size != src.size:
+        return f"listed with {src.size} bytes, now {now.size} bytes"
+    if now.token != src.token:
+        return f"listed with change token {src.token}, now {now.token} (same size)"
+    return None
+
+
+def changed_files_message(root: Location, changed: dict[str, str]) -> str:
+    """The error of a run whose input files in `changed` ({path: how}) changed while it read them."""
+    first = next(iter(changed))
+    more = f" (and {len(changed) - 1} more: {', '.join(list(changed)[1:4])})" if len(changed) > 1 else ""
+    return (
+        f"{root.join(first).uri} changed while this run read it ({changed[first]}){more}: its rows may mix the "
+        "file before and after the change, so nothing was published; the other files this run embedded are staged. "
+        "Run the same command again once the file is complete (it is embedded again, the staged files are not); "
+        "write input files under another name (or a hidden .name) and rename them into the corpus when complete, so "
+        "that a run never reads one being written"
+    )
 
 
 def content_token(root: Location, rel: str, stop: threading.Event | None = None) -> str | None:
