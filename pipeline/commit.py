@@ -151,6 +151,10 @@ def begin(
                 f"so it cannot be resumed: {naming.fields(diffs)}. Run again with the recorded configuration to "
                 f"resume, or {naming.hint}"
             )
+        if recorded["fingerprint"] != fingerprint:
+            # only tokens moved without a change of content (same_content): the listing as it is now is recorded,
+            # so that the next resume finds it unchanged instead of hashing those files again
+            put_json({**recorded, "fingerprint": fingerprint}, out.join(FINGERPRINT))
         log.info("resuming the unfinished run in %s", out.uri)
         return True
     leftovers = [f"{RUN_DIR}/{rel}" for rel in list_tree(out.join(RUN_DIR), temp_files=True)]

@@ -11,7 +11,9 @@ pipeline.reembed.sources.content_token), hashed on driver threads while the run 
 written once every file is hashed. A resume whose listing differs only by files of moved tokens at unchanged sizes
 hashes those files (only those: a resume that finds every token unchanged reads nothing) and goes on when each
 holds the content recorded; a file whose content changed, or that no record covers (a run killed before its files
-were hashed, or started by an older version), is still named in the refusal. S3 objects are not hashed: their ETag
+were hashed, or started by an older version), is still named in the refusal. A resume that goes on records the
+files' new tokens (here, and in the run's fingerprint: pipeline.commit.begin), so the next resume does not hash them
+again; a run interrupted (Ctrl-C, SIGTERM) while hashing records the files hashed by then. S3 objects are not hashed: their ETag
 names their content (pipeline.fingerprint.content_moves).
 """
 
@@ -61,7 +63,7 @@ def same_content(roots: dict[str, Location], out: Location) -> SameContent:
             return set()
         recorded = (get_json(out.join(CONTENTS)) or {}).get(key, {})
         same = set()
-        for before, _after in moved:
+        for before, after in moved:
             entry = recorded.get(before[0])
             if not entry or not same_token(entry_token(before), entry["token"]):
                 continue
@@ -72,8 +74,14 @@ def same_content(roots: dict[str, Location], out: Location) -> SameContent:
                 continue
             if now == entry["sha256"]:
                 same.add(before[0])
+                entry["token"] = entry_token(after)  # the token it has now: a later resume reads it again no more
             else:
                 log.info("input file %s changed its content since the run began", before[0])
+        if same:
+            try:
+                put_json({**(get_json(out.join(CONTENTS)) or {}), key: recorded}, out.join(CONTENTS))
+            except OSError as err:  # a later resume after another touch hashes them again, and is refused
+                log.warning("cannot update %s: %s", out.join(CONTENTS).uri, err)
         return same
 
     return check
@@ -125,8 +133,12 @@ class ContentRecorder:
                 for key, (root, listed) in todo.items():
                     hashed = pool.map(lambda f, root=root: self.hash_one(root, f), listed)
                     entries[key] = {f.path: h for f, h in zip(listed, hashed, strict=True) if h is not None}
-            if self.stop.is_set():
+            if not any(entries.values()):
                 return
-            put_json({**(get_json(self.out.join(CONTENTS)) or {}), **entries}, self.out.join(CONTENTS))
+            # also after Ctrl-C or SIGTERM: the files hashed by then are recorded, so a resume after a touch of them
+            # goes on (a resume hashes the others it finds unrecorded, as the run's own recorder)
+            recorded = get_json(self.out.join(CONTENTS)) or {}
+            merged = {key: {**recorded.get(key, {}), **files} for key, files in entries.items()}
+            put_json({**recorded, **merged}, self.out.join(CONTENTS))
         except OSError as err:  # only a later resume after a touch loses: it is refused, as without the record
             log.warning("cannot record the content of the input files in %s: %s", self.out.join(CONTENTS).uri, err)

@@ -206,19 +206,27 @@ def test_a_resume_goes_on_after_a_touch_chmod_or_copy_of_an_input_and_names_an_e
         commit.begin(out, "embed", overwrite=False, fingerprint=moved)  # the token alone decides
     same = input_contents.same_content({"input.listing": root}, out)
     assert commit.begin(out, "embed", overwrite=False, fingerprint=moved, same_content=same)
+    # the resume recorded the listing as it is now: the next resume reads nothing (old code: refused without a
+    # hash, i.e. every later resume hashed those files again), and a second touch is checked against the new tokens
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=moved)
+    os.utime(folder / "part-0.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    again = {"metadata.model": "m", "input.listing": listing(folder)}
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=again, same_content=same)
 
     (folder / "part-1.jsonl").write_text('{"text": "b"}\n')  # an edit of the same size
     edited = {"metadata.model": "m", "input.listing": listing(folder)}
     with pytest.raises(commit.OutputExistsError, match=r"3 files -> 3 files \(changed part-1\.jsonl \(modified\)\)"):
         commit.begin(out, "embed", overwrite=False, fingerprint=edited, same_content=same)
     (tmp_path / "out" / "_run" / "contents.json").unlink()  # killed before the files were hashed: nothing to compare
+    os.utime(folder / "part-0.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 3 * 10**9))
+    third = {"metadata.model": "m", "input.listing": listing(folder)}
     with pytest.raises(commit.OutputExistsError, match=r"changed part-0\.jsonl \(modified\), part-1\.jsonl"):
-        commit.begin(out, "embed", overwrite=False, fingerprint=moved, same_content=same)
+        commit.begin(out, "embed", overwrite=False, fingerprint=third, same_content=same)
 
 
 def test_a_recorded_hash_is_of_the_file_as_listed(tmp_path):
     """A file changed between the listing and its hash is left out of the record (never a hash of content the run
-    did not list), and so is every file when the recorder is interrupted (Ctrl-C, SIGTERM)."""
+    did not list); an interrupted recorder: test_an_interrupted_recorder_records_the_files_hashed_by_then."""
     folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
     root, listed = list_inputs(str(folder), StorageConfig())
     out = resolve(str(tmp_path / "out"), StorageConfig())
@@ -228,14 +236,34 @@ def test_a_recorded_hash_is_of_the_file_as_listed(tmp_path):
     recorded = json.loads((tmp_path / "out" / "_run" / "contents.json").read_text())["input.listing"]
     assert sorted(recorded) == ["a.jsonl"]
     assert recorded["a.jsonl"]["sha256"] == "sha256:" + hashlib.sha256(b'{"text": "a"}\n').hexdigest()
-    other = resolve(str(tmp_path / "other"), StorageConfig())
-    with (
-        pytest.raises(KeyboardInterrupt),
-        input_contents.ContentRecorder(other, {"input.listing": (root, listed)}) as recorder,
-    ):
-        recorder.stop.set()  # as __exit__ does on an interrupt, before any file is hashed
+
+
+def test_an_interrupted_recorder_records_the_files_hashed_by_then(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while the files are hashed: the old recorder wrote nothing, so a resume after a touch of a
+    file hashed long before the interrupt was refused. The files hashed by then are recorded; the rest are hashed
+    by the resume's recorder."""
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl"])
+    root, listed = list_inputs(str(folder), StorageConfig())
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    recorder = input_contents.ContentRecorder(out, {"input.listing": (root, listed[:1])})
+    hashed = input_contents.content_token
+
+    def hash_then_interrupt(*args, **kwargs):
+        sha = hashed(*args, **kwargs)
+        recorder.stop.set()  # the interrupt arrives once a.jsonl is hashed
+        return sha
+
+    monkeypatch.setattr(input_contents, "content_token", hash_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), recorder:
+        recorder.thread.join()
         raise KeyboardInterrupt
-    assert not (tmp_path / "other" / "_run" / "contents.json").exists()
+    recorded = json.loads((tmp_path / "out" / "_run" / "contents.json").read_text())["input.listing"]
+    assert sorted(recorded) == ["a.jsonl"]
+    monkeypatch.setattr(input_contents, "content_token", hashed)
+    with input_contents.ContentRecorder(out, {"input.listing": (root, listed)}):  # the resume's: b.jsonl only
+        pass
+    recorded = json.loads((tmp_path / "out" / "_run" / "contents.json").read_text())["input.listing"]
+    assert sorted(recorded) == ["a.jsonl", "b.jsonl"]
 
 
 def test_an_s3_object_uploaded_again_with_the_same_bytes_is_the_same_listing(s3_bucket, s3_server):
