@@ -84,6 +84,7 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         "resumed": 0,
         "to_embed": 4,
         "rewritten": 0,
+        "moved": 0,
         "total": 4,
     }
     assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (120, 0, 1)
@@ -116,6 +117,20 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
     )
     summary = json.loads(client.get_object(Bucket=bucket, Key="emb/_summary.json")["Body"].read())
     assert summary["generation"] == 3 and summary["files"]["deleted"] == 1
+
+    # an object copied to a new key (the same ETag) and the old key deleted: a move, no model work (old code: 30
+    # rows embedded again)
+    client.copy_object(Bucket=bucket, Key="corpus/2024/part-0.jsonl", CopySource=f"{bucket}/corpus/part-0.jsonl")
+    client.delete_object(Bucket=bucket, Key="corpus/part-0.jsonl")
+    fifth = run_reembed(cfg)
+    assert (fifth["files"]["moved"], fifth["rows_embedded"], fifth["rows_dropped"], fifth["rows_total"]) == (
+        1,
+        0,
+        0,
+        90,
+    )
+    v5 = published(f"s3://{bucket}/emb", s3_server)
+    assert all(np.array_equal(v5[r["id"]], v1[r["id"]]) for r in parts[0])
 
 
 def local_corpus(root: Path, files: int, rows: int) -> Path:
