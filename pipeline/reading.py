@@ -398,6 +398,13 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
     except json.JSONDecodeError as err:
         if not line.strip():
             return None
+        if err.msg == "Extra data":  # `{...}{...}` or `{...} x`: records written without a line break between
+            return {
+                text_column: _Invalid(
+                    f"line is not valid JSON (Extra data at column {err.colno}: more than one JSON value on the line; "
+                    "a missing line break between records?)"
+                )
+            }
         return {text_column: _Invalid(f"line is not valid JSON ({err.msg} at column {err.colno})")}
     except RecursionError:  # valid JSON nested deeper than Python's parser goes: that row only, not the file
         return {text_column: _Invalid(f"JSON nested too deeply to parse (over {sys.getrecursionlimit()} levels)")}

@@ -866,3 +866,12 @@ def test_bzip2_files_are_read_and_other_compressions_are_refused_by_name(tmp_pat
         (tmp_path / name).write_bytes(b"\x00" * 10)
         with pytest.raises(InputFileError, match=rf"{name}: {says}"):
             read_all(spec(tmp_path, None), name)
+
+
+def test_records_without_a_line_break_between_them_are_a_reject_saying_so(tmp_path):
+    """`{...}{...}` on one line said only 'Extra data at column 25', which does not say what went wrong."""
+    (tmp_path / "x.jsonl").write_text('{"id": "g", "text": "a"}{"id": "h", "text": "b"}\n{"id": "i", "text": "c"}\n')
+    rows = read_all(spec(tmp_path, "jsonl", "id"), "x.jsonl")
+    reason = "line is not valid JSON (Extra data at column 25: more than one JSON value on the line; a missing line "
+    reason += "break between records?)"
+    assert [(r["id"], r[REJECT]) for r in rows] == [(None, reason), ("i", None)]
