@@ -142,3 +142,37 @@ def test_ties_through_many_duplicate_keys_are_resolved_within_a_memory_bound(mon
     _, ref_i = brute_knn(queries[300:], keys, 4)
     np.testing.assert_array_equal(got_i[300:], ref_i)
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MB held at once"  # the old code held 104 MB
+
+
+def test_ties_through_copies_cost_one_scan_of_the_distinct_keys_not_a_widening(monkeypatch):
+    """Queries whose k-th place ties through thousands of copies of one vector (boilerplate lines) were each searched
+    again at widths doubling up to the whole tie (4,096 queries against 200k keys holding 100k copies: 265 s on one
+    core). Now the tied queries search the distinct rows once, asking FAISS for no more than k + 1 neighbours, and
+    each distinct row gives its lowest copies: the same neighbours as brute force, also for copies of several
+    vectors and equal scores of different ones, with the distinct rows copied out a few at a time."""
+    from pipeline.bitext import knn
+
+    calls = []
+    real = knn.faiss_chunks
+
+    def counted(queries, keys, k):
+        calls.append((queries.shape[0], keys.shape[0], k))
+        return real(queries, keys, k)
+
+    monkeypatch.setattr(knn, "faiss_chunks", counted)
+    monkeypatch.setattr(knn, "TIE_BYTES", 16 * 1024)  # distinct rows copied 256 at a time, tied queries in parts
+    rng = np.random.default_rng(6)
+    keys = random_unit(rng, 3000, 16)
+    keys[1000:2500] = keys[7]  # 1,501 copies of row 7
+    keys[2500:2600] = keys[2900]  # 101 copies of row 2900
+    keys[3000 - 50 :] = -keys[1]  # 50 copies of the opposite of row 1
+    queries = np.concatenate([keys[[7] * 40 + [2900] * 10 + [1, 2]], random_unit(rng, 8, 16)])
+    got_s, got_i = faiss_scan(queries, keys, 4)
+    assert got_i[0].tolist() == [7, 1000, 1001, 1002]
+    assert got_i[40].tolist() == [2500, 2501, 2502, 2503]
+    ref_s, ref_i = brute_knn(queries, keys, 4)
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_allclose(got_s, ref_s, atol=1e-5)
+    assert max(width for _, _, width in calls) <= 5, calls  # the old code widened up to the whole shard
+    scanned = sum(q * m for q, m, _ in calls)
+    assert scanned <= 2 * len(queries) * len(keys), scanned  # one scan, then one of the distinct rows

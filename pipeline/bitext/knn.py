@@ -10,6 +10,7 @@ Vectors are expected L2-normalized, so inner product = cosine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -98,17 +99,24 @@ class ShardSearcher:
         self.row_numbers = None if rows is None else np.asarray(rows, dtype=np.int64)  # (m_s,) global rows
         self.device = device
         self.key_block = key_block
+        self._distinct: tuple[DistinctRows | None] | None = None  # computed at the first tie, kept for the shard
 
     @property
     def rows(self) -> int:
         return int(self.keys.shape[0])
+
+    def distinct(self) -> DistinctRows | None:
+        """The shard's `distinct_rows`, computed once (at the first query whose k-th place is a tie)."""
+        if self._distinct is None:
+            self._distinct = (distinct_rows(self.keys),)
+        return self._distinct[0]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-min(k, rows) keys of this shard for each query: (B, k') float32 scores and int64 global indices."""
         k = min(k, self.rows)
         queries = np.require(queries, dtype=np.float32, requirements=["C_CONTIGUOUS"])
         if self.device == "cpu":
-            scores, idx = faiss_scan(queries, self.keys, k)
+            scores, idx = faiss_scan(queries, self.keys, k, distinct=self.distinct)
         else:
             scores, idx = torch_tiles(queries, self.keys, k, self.key_block)
         if self.row_numbers is not None:
@@ -138,30 +146,103 @@ def torch_tiles(queries: np.ndarray, keys: torch.Tensor, k: int, key_block: int)
 
 
 SCAN_QUERIES = 4096  # queries per faiss.knn call: below its BLAS threshold, and (4096, k) results at a time
-# Results of widened searches held at once while ties at the k-th place are resolved. All tied queries at once held
-# (queries x width) of them: 4,096 queries against a 200k-key shard with 100k copies of one vector widened to
-# 131,072 and 200,000 and took 24 GB (the kernel's OOM killer). Bytes per slot: the float32 score and int64 id, the
-# lexsort's int64 order and FAISS's heap of (score, id) per query: ~32.
+# Memory for resolving ties at the k-th place, held at once: widened results ((queries x width) slots of ~32 bytes:
+# the float32 score and int64 id, the lexsort's int64 order and FAISS's heap of (score, id) per query), or, on the
+# distinct-content path, one chunk of distinct keys copied out of the shard and the expanded candidates. All tied
+# queries widened at once took 24 GB and the OOM killer (4,096 queries, 200k keys holding 100k copies of one vector).
 TIE_BYTES = 64 << 20
 TIE_BYTES_PER_SLOT = 32
+HASH_CHUNK_BYTES = 16 << 20  # uint64 words of the rows hashed at a time by `distinct_rows`
 
 
-def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class DistinctRows:
+    """A shard's rows grouped by exact content (bit-identical float32 vectors), groups ranked by their first row.
+
+    FAISS's per-pair kernel gives bit-identical rows bit-identical scores, so a group's rows tie with every query.
+    """
+
+    first: np.ndarray  # (u,) int64 position of each group's first row, ascending (the group's rank)
+    members: np.ndarray  # (m,) int64 positions, group by group in rank order, ascending within a group
+    starts: np.ndarray  # (u + 1,) offsets of each group's rows in `members`
+
+    @property
+    def count(self) -> int:
+        return int(self.first.shape[0])
+
+
+def distinct_rows(keys: np.ndarray) -> DistinctRows | None:
+    """Group (m, d) float32 C-contiguous `keys` by exact content; None in the (astronomically rare) case of two
+    different rows with the same 64-bit hash, for which the caller widens as before.
+
+    Memory: three int64 / uint64 arrays of m and HASH_CHUNK_BYTES of transient words; the keys are not copied.
+    """
+    m, d = keys.shape
+    words = keys.view(np.uint32)  # (m, d) the float bits
+    mult = np.random.default_rng(0x7E5).integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    hashes = np.empty(m, dtype=np.uint64)
+    step = max(1, HASH_CHUNK_BYTES // (8 * d))
+    for a in range(0, m, step):
+        hashes[a : a + step] = (words[a : a + step].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)  # mod 2**64
+    order = np.argsort(hashes, kind="stable")  # (m,) equal hashes keep ascending position
+    sorted_hashes = hashes[order]
+    del hashes
+    new = np.empty(m, dtype=bool)
+    new[0], new[1:] = True, sorted_hashes[1:] != sorted_hashes[:-1]
+    del sorted_hashes
+    group = np.cumsum(new) - 1  # (m,) group of each sorted position, in hash order
+    heads = np.flatnonzero(new)  # (u,) sorted position of each group's first (lowest) row
+    for a in range(0, m, step):  # every row bit-equal to its group's first row: no hash collision
+        rows = order[a : a + step]
+        if not np.array_equal(words[rows], words[order[heads[group[a : a + step]]]]):
+            return None
+    first = order[heads]  # (u,) in hash order
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    members = order[np.argsort(rank[group], kind="stable")]  # group blocks in rank order, rows ascending inside
+    sizes = np.bincount(rank[group], minlength=len(first))
+    return DistinctRows(np.sort(first), members, np.concatenate([[0], np.cumsum(sizes)]))
+
+
+def faiss_scan(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    distinct: Callable[[], DistinctRows | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k keys of each query by inner product with FAISS's per-pair scan; (B, k) scores and positions.
 
     Best first, ties ordered by ascending key position, as `merge_topk` orders them. FAISS's own order among equal
-    scores is not that, so each query asks for k+1: when the (k+1)-th equals the k-th score (duplicate keys), that
-    query is searched again with a wider k until the tie is inside the result, as many tied queries at a time as
-    keep their results within TIE_BYTES. Every score comes from the same per-pair kernel, so it does not depend on
-    the chunking. Uses the threads set by `faiss.omp_set_num_threads`; memory is the results and one heap per
-    thread, no score matrix.
+    scores is not that, so each query asks for k+1: when the (k+1)-th equals the k-th score (duplicate keys), the
+    tie is resolved one of two ways. When the keys hold copies (bit-identical rows), the tied queries are searched
+    again among the distinct rows only (`distinct_rows`; a copy scores exactly as its first row), then each distinct
+    row is expanded to its lowest positions: the work is that of one scan of the distinct rows, whatever the number
+    of copies. Otherwise (a tie between different vectors with equal scores) each tied query is searched again
+    with a wider k until the tie is inside the result. Either way as many tied queries at a time as keep their
+    results within TIE_BYTES. Every score comes from the same per-pair kernel, so it does not depend on the
+    chunking. Uses the threads set by `faiss.omp_set_num_threads`; memory is the results and one heap per thread,
+    no score matrix.
+
+    Args:
+        distinct: gives the keys' `distinct_rows` (a `ShardSearcher` computes it once per shard); by default it is
+            computed here when a tie needs it.
     """
     rows = keys.shape[0]
     wide = min(k + 1, rows)
     scores, idx = faiss_chunks(queries, keys, wide)
     tied = np.flatnonzero(scores[:, -1] == scores[:, k - 1]) if wide > k else np.empty(0, np.int64)
+    groups = (distinct or (lambda: distinct_rows(keys)))() if len(tied) else None
+    if groups is not None and groups.count < rows:  # copies among the keys: search the distinct rows
+        order = np.lexsort((idx, -scores), axis=1)[:, :k]
+        scores, idx = np.take_along_axis(scores, order, axis=1), np.take_along_axis(idx, order, axis=1)
+        ku = min(k, groups.count)
+        per_call = max(1, TIE_BYTES // (TIE_BYTES_PER_SLOT * ku * (ku + 1) // 2 + TIE_BYTES_PER_SLOT * ku))
+        for start in range(0, len(tied), per_call):
+            part = tied[start : start + per_call]
+            scores[part], idx[part] = distinct_topk(queries[part], keys, k, groups)
+        return scores, idx
     width = wide
-    while len(tied) and width < rows:  # rare: queries with equal scores at the k-th place (duplicate keys)
+    while len(tied) and width < rows:  # rare: equal scores of different vectors at the k-th place
         width = min(2 * width, rows)
         # a few tied queries at a time: (t, width) results and FAISS's heaps of that width, per call
         per_call = max(1, TIE_BYTES // (TIE_BYTES_PER_SLOT * width))
@@ -175,6 +256,37 @@ def faiss_scan(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarra
         tied = np.concatenate(still)
     order = np.lexsort((idx, -scores), axis=1)[:, :k]  # last key is primary: score desc, then position asc
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def distinct_topk(queries: np.ndarray, keys: np.ndarray, k: int, groups: DistinctRows) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k keys of each query (k <= rows of keys) through their distinct rows; (t, k) scores and positions.
+
+    The top-min(k, u) distinct rows by (score desc, first position asc) hold the top-k keys: a key outside them has
+    k distinct rows ranked above it, whose first positions all rank above it. The distinct row at rank r gives at
+    most k - r keys (the first rows of the r ranked above it come first), so each query has at most k(k+1)/2
+    candidates, sorted by (score desc, position asc). The distinct rows are copied out TIE_BYTES at a time.
+    """
+    t, d = queries.shape
+    ku = min(k, groups.count)
+    chunk = max(ku, TIE_BYTES // (4 * d))
+    parts = []
+    for a in range(0, groups.count, chunk):
+        reps = keys[groups.first[a : a + chunk]]  # (c, d) copy of distinct rows, in rank order
+        s, i = faiss_scan(queries, reps, min(ku, len(reps)), distinct=lambda: None)  # no copies among them
+        parts.append((s, i + a))
+    s, g = merge_topk(parts, ku)  # (t, ku) scores and group ranks
+    sizes = np.diff(groups.starts)
+    take = np.minimum(sizes[g], k - np.arange(ku))  # (t, ku) keys each ranked group may give, >= 1 each
+    flat = take.ravel()
+    ends = np.cumsum(flat)
+    offsets = np.repeat(groups.starts[g].ravel() - (ends - flat), flat) + np.arange(ends[-1])
+    cand = groups.members[offsets]  # (total,) key positions
+    cand_s = np.repeat(s.ravel(), flat)  # a copy's score is its group's
+    row = np.repeat(np.arange(t), take.sum(axis=1))
+    order = np.lexsort((cand, -cand_s, row))  # by query, then score desc, then position asc
+    row_start = np.concatenate([[0], np.cumsum(take.sum(axis=1))[:-1]])  # every query has >= k candidates
+    pick = order[row_start[:, None] + np.arange(k)]  # (t, k)
+    return cand_s[pick], cand[pick]
 
 
 def faiss_chunks(queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
