@@ -744,3 +744,51 @@ def test_a_resume_goes_on_after_a_touch_of_the_inputs_and_refuses_an_edit(tmp_pa
     (tmp_path / "src.txt").write_text("".join(f"phrase {(i + 1) % n}\n" for i in range(n)))  # same size
     with pytest.raises(OutputExistsError, match=r"source\.listing: 1 files -> 1 files \(changed src\.txt \(modified"):
         run_mine(cfg)
+
+
+def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(tmp_path, monkeypatch):
+    """The ratio margin's rule changed in e7a1871 (LASER's cos / mean became max(cos, 0) / max(mean, 1e-4)) with no
+    configuration key changing: a run started by the older code and resumed by the newer kept its recorded stages
+    (k-NN lists, the pairs of the language pairs already selected) and selected the rest under the new rule, a mix
+    of both. The run now records the code's rules (resume.mine_rules: each rule's version and constants), and a
+    resume under other rules is refused naming each rule: a run recorded before rules were (all absent), and a
+    changed rule constant."""
+    from pipeline.bitext import margin
+
+    rng = np.random.default_rng(8)
+    n, dim = 12, 8
+    vectors = random_unit(rng, n, dim)
+    (tmp_path / "src.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    (tmp_path / "tgt.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    raw = {
+        "source": {"uri": str(tmp_path / "src.txt"), "format": "text", "lang": "fra"},
+        "target": {"uri": str(tmp_path / "tgt.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "block_size": 16},
+    }
+    raw["source"]["embeddings_uri"] = write_embeddings(tmp_path / "es", [f"src.txt#{i}" for i in range(n)], vectors)
+    raw["target"]["embeddings_uri"] = write_embeddings(tmp_path / "et", [f"tgt.txt#{i}" for i in range(n)], vectors)
+    cfg = parse_config(MineConfig, raw)
+    first = run_mine(cfg)
+    for done in ("_SUCCESS", "summary.json"):  # as if killed after its last pair, before its summary
+        (tmp_path / "out" / done).unlink()
+    recorded_at = tmp_path / "out" / "_run" / "fingerprint.json"
+    recorded = json.loads(recorded_at.read_text())
+    assert recorded["fingerprint"]["rules.margin"].startswith("2: ratio max(cos, 0) / max((d(x) + d(y)) / 2, 0.0001)")
+
+    monkeypatch.setattr(margin, "RATIO_FLOOR", 1e-3)  # a rule's constant changed by a later version
+    with pytest.raises(
+        OutputExistsError, match=r"another version of rayembed.*rules\.margin: 2: ratio .*0\.0001.* -> "
+    ):
+        run_mine(cfg)
+    monkeypatch.undo()
+
+    older = {k: v for k, v in recorded["fingerprint"].items() if not k.startswith("rules.")}  # recorded before rules
+    recorded_at.write_text(json.dumps({**recorded, "fingerprint": older}))
+    with pytest.raises(OutputExistsError) as refused:
+        run_mine(cfg)
+    message = str(refused.value)
+    assert "rules.margin: (absent) -> 2: ratio" in message and "rules.knn: (absent) -> 1: " in message, message
+    assert "set output.overwrite=true to start over with this version" in message
+    recorded_at.write_text(json.dumps(recorded))
+    assert run_mine(cfg)["pairs_kept"] == first["pairs_kept"]  # the same rules: resumed

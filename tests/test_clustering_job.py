@@ -534,3 +534,44 @@ def test_a_resume_goes_on_after_a_touch_of_the_input_and_refuses_an_edit(ray_ses
     part.write_bytes(bytes(data))
     with pytest.raises(OutputExistsError, match=r"input\.listing: 1 files -> 1 files \(changed part-0\.parquet"):
         run_cluster(cfg)
+
+
+def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(tmp_path, monkeypatch):
+    """Rules of the code that decide the clusters changed without a configuration key changing (6b1fcb7 divides
+    float16-stored rows by their norm, d83483b floors dedup's eps, 6498eba/dc78bdf stop k-means at the fixed point):
+    a run whose fit was recorded by the older code was resumed by the newer, which assigned the rows to the old fit
+    under the new rules. The run now records the code's rules (resume.cluster_rules), and a resume under other
+    rules is refused naming each one, before any Ray or embedding work: here a run recorded before rules were, and
+    one whose dedup floor differs. A run that recorded no stage starts over (commit.begin)."""
+    from pipeline import commit
+    from pipeline.clustering import dedup, resume
+    from pipeline.storage import list_inputs, resolve
+
+    (tmp_path / "emb").mkdir()
+    part = tmp_path / "emb" / "part-0.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(6)], "embedding": pa.array(list(unit_rows(6, 4, 5)))}), part)
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 2}}
+    cfg = parse_config(ClusterConfig, raw)
+    out = resolve(cfg.output.uri, cfg.storage)
+    fingerprint = resume.cluster_fingerprint(cfg, list_inputs(cfg.input.uri, cfg.storage)[1])
+    assert (
+        fingerprint["rules.dedup"]
+        == "2: duplicates at cosine >= 1 - max(eps, 1e-05) within a cluster, joined transitively"
+    )
+    older = {k: v for k, v in fingerprint.items() if not k.startswith("rules.")}
+    commit.begin(out, "cluster", False, older)  # an older version's run that recorded its fit
+    commit.mark_unit(out, resume.FIT_STAGE, {"sizes": [3, 3]})
+    with pytest.raises(OutputExistsError) as refused:
+        run_cluster(cfg)
+    message = str(refused.value)
+    assert "rules.vectors: (absent) -> 2: a row further than 1e-06 from unit length" in message, message
+    assert "rules.kmeans: (absent) -> 2: " in message and "set output.overwrite=true to start over" in message
+
+    (tmp_path / "out" / "_run" / "fingerprint.json").unlink()
+    for leftover in (tmp_path / "out").rglob("*.json"):
+        leftover.unlink()
+    commit.begin(out, "cluster", False, fingerprint)  # this version's run, then a later version's floor
+    commit.mark_unit(out, resume.FIT_STAGE, {"sizes": [3, 3]})
+    monkeypatch.setattr(dedup, "EPS_FLOOR", 1e-4)
+    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 2: .*max\(eps, 1e-05\).* -> 2: .*max\(eps, 0\.0001\)"):
+        run_cluster(cfg)

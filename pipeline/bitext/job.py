@@ -50,6 +50,7 @@ from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
 from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
+from pipeline.rules import check_rules
 from pipeline.storage import resolve, write_bytes
 
 log = logging.getLogger(__name__)
@@ -725,7 +726,8 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     """
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
-    commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing inputs for the fingerprint
+    recorded = commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing the inputs
+    check_rules(out, recorded, resume.mine_rules(), "mine_bitext")  # a run of another version's rules
     listings = Listings(cfg.storage)  # each input listed once: for the fingerprint, then reused by the reads
     fingerprint = resume.mine_fingerprint(cfg, listings)
     inputs = resume.input_listings(cfg, listings)

@@ -24,6 +24,7 @@ from pipeline.bitext.listings import Listings
 from pipeline.bitext.store import StoreRef
 from pipeline.fingerprint import listing_digest
 from pipeline.mine_config import MineConfig
+from pipeline.rules import rule_fields
 from pipeline.storage import ListedFile, Location
 
 TEXTS, KNN = "texts", "knn"
@@ -61,7 +62,32 @@ def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[
     fields |= {f"output.{k}": v for k, v in sorted(output.items())}
     layout = {*LAYOUT_KEYS, *(EXACT_LAYOUT_KEYS if cfg.mining.index == "exact" else ())}
     mining = cfg.mining.model_dump(exclude={*RESOURCE_KEYS, *layout})
-    return fields | {f"mining.{k}": v for k, v in sorted(mining.items())}
+    return fields | {f"mining.{k}": v for k, v in sorted(mining.items())} | rule_fields(mine_rules())
+
+
+def mine_rules() -> dict[str, str]:
+    """The code's rules that decide which pairs a mining run writes and their scores (pipeline.rules), each as
+    'version: the rule', with its constants read from the code. Bump a rule's version with its code: a run started
+    under another version of a rule is refused on resume, naming it.
+
+    History: margin 1 was LASER's cos / mean as is (before e7a1871); center 1 left a row equal to its language's mean
+    a zero vector (before 21370e5); vectors 1 used float16-stored rows as read (before 6b1fcb7).
+    """
+    from pipeline.bitext.margin import RATIO_FLOOR
+    from pipeline.bitext.store import CENTRED_MIN_NORM
+    from pipeline.clustering.vectors import UNIT_TOLERANCE
+
+    return {
+        "vectors": f"2: an embeddings_uri row further than {UNIT_TOLERANCE} from unit length is divided by its norm",
+        "dedup": "1: texts deduplicated by exact string equality per side and language, the first row kept",
+        "center": f"2: centred rows made unit length; a row within {CENTRED_MIN_NORM} of the mean keeps its direction",
+        "knn": "1: exact top-k by FAISS's per-pair inner product; ties at the k-th place go to the lower key row",
+        "margin": (
+            f"2: ratio max(cos, 0) / max((d(x) + d(y)) / 2, {RATIO_FLOOR}) with d the mean of max(cos, 0) over k "
+            "neighbours; distance cos - (d(x) + d(y)) / 2 of plain cosines; absolute cos"
+        ),
+        "selection": "1: fwd/bwd best neighbour by score; max pools both and keeps a pair whose sentences are unused",
+    }
 
 
 def input_listings(cfg: MineConfig, listings: Listings) -> dict[str, tuple[Location, list[ListedFile]]]:

@@ -43,6 +43,7 @@ from pipeline.columns import CHUNK_INDEX
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.embedding_files import file_matrix, naming_the_file, open_embeddings
 from pipeline.input_contents import ContentRecorder, same_content
+from pipeline.rules import check_rules
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     """
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
-    commit.check_available(out, cfg.output.overwrite, resumable=True)  # before the embed step, not after it
+    recorded = commit.check_available(out, cfg.output.overwrite, resumable=True)  # before the embed step
+    check_rules(out, recorded, resume.cluster_rules(), "cluster")  # a run of another version's rules
     reused: list[str] = []
     if cfg.embed is not None:
         log.info("embedding %s first", cfg.embed.input.uri)

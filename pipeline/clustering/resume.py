@@ -29,6 +29,7 @@ from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering.kmeans import FitResult, Iteration
 from pipeline.fingerprint import listing_digest
 from pipeline.objects import delete_files, list_tree
+from pipeline.rules import rule_fields
 from pipeline.storage import ListedFile, Location, read_bytes, write_bytes
 
 FIT_STAGE, ITERATION_STAGE = "fit", "fit-iteration"
@@ -54,6 +55,33 @@ def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[st
         "input.text_column": cfg.input.text_column,
         "output.keep_columns": list(cfg.output.keep_columns),
         **{f"clustering.{k}": v for k, v in sorted(cfg.clustering.model_dump().items())},
+        **rule_fields(cluster_rules()),
+    }
+
+
+def cluster_rules() -> dict[str, str]:
+    """The code's rules that decide a clustering run's centroids, assignments and duplicates (pipeline.rules), each
+    as 'version: the rule', with its constants read from the code. Bump a rule's version with its code: a run started
+    under another version of a rule is refused on resume, naming it.
+
+    History: vectors 1 used float16-stored rows as read (before 6b1fcb7); dedup 1 took an eps below float32's
+    cosine rounding as given (before d83483b); kmeans 1 reseeded empty clusters every pass and measured an unchanged
+    centroid's shift as 1 - dot (before 6498eba, dc78bdf).
+    """
+    from pipeline.clustering.dedup import EPS_FLOOR
+    from pipeline.clustering.vectors import NORM_TOLERANCE, UNIT_TOLERANCE
+
+    return {
+        "vectors": (
+            f"2: a row further than {UNIT_TOLERANCE} from unit length is divided by its norm; further than "
+            f"{NORM_TOLERANCE} it counts as not normalized"
+        ),
+        "center": "1: each center_by group's mean subtracted, rows made unit length again",
+        "kmeans": (
+            "2: spherical Lloyd from k-means++ on the sample, float64 sums; an unchanged centroid moves 0; the fit "
+            "stops once no centroid moves, reseeds included"
+        ),
+        "dedup": f"2: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively",
     }
 
 
