@@ -66,21 +66,50 @@ def duplicate_pairs(x: np.ndarray, eps: float, block_rows: int = 2048) -> tuple[
 
 def groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of the duplicate graph: a group label (its smallest member) for each of n rows."""
-    parent = np.arange(n)
+    parent = np.arange(n, dtype=np.int64)
+    union(parent, np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
+    return roots(parent, np.arange(n, dtype=np.int64))
 
-    def find(a: int) -> int:
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:  # path compression
-            parent[a], a = root, parent[a]
-        return root
 
-    for a, b in zip(i.tolist(), j.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(a) for a in range(n)], dtype=np.int64)
+def roots(parent: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The root of each of `rows` in a union-find forest whose parents are never larger than their children."""
+    r = parent[rows]
+    while True:
+        up = parent[r]
+        if np.array_equal(up, r):
+            return r
+        r = up
+
+
+def union(parent: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:
+    """Join rows i[e] and j[e] for every edge e, in place, vectorized: each pass links the larger root of an edge
+    to the smallest root it meets; edges whose ends share a root are done. Memory: a few arrays of the edges."""
+    while len(i):
+        ri, rj = roots(parent, i), roots(parent, j)
+        apart = ri != rj
+        i, j, ri, rj = i[apart], j[apart], ri[apart], rj[apart]
+        np.minimum.at(parent, np.maximum(ri, rj), np.minimum(ri, rj))
+    parent[:] = roots(parent, np.arange(len(parent), dtype=np.int64))  # flatten: later finds take one step
+
+
+def duplicate_groups(x: np.ndarray, eps: float, block_rows: int = 2048) -> np.ndarray:
+    """`groups` of the duplicate pairs of `duplicate_pairs`, joined tile by tile: (N,) int64 group labels.
+
+    The pairs are not kept: N copies of one vector have N(N-1)/2 of them (1.25e9 at 50,000 rows, the largest piece
+    `dedup_cluster` gives a task), while each tile's pairs are joined into the forest and dropped. Memory: one tile's
+    cosines and pairs (block_rows^2) and the (N,) forest.
+    """
+    threshold = np.float32(1.0 - max(eps, EPS_FLOOR))
+    parent = np.arange(len(x), dtype=np.int64)
+    for a in range(0, len(x), block_rows):
+        for b in range(a, len(x), block_rows):
+            sims = x[a : a + block_rows] @ x[b : b + block_rows].T  # (Ba, Bb)
+            if a == b:
+                sims = np.triu(sims, k=1) + np.tril(np.full_like(sims, -2.0))  # only j > i inside the diagonal tile
+            ii, jj = np.nonzero(sims >= threshold)
+            del sims
+            union(parent, ii.astype(np.int64) + a, jj.astype(np.int64) + b)
+    return parent
 
 
 def priority(ids: list[str], keep: str, seed: int, lengths: np.ndarray | None = None) -> np.ndarray:
@@ -118,8 +147,7 @@ def dedup_rows(
 ) -> DedupResult:
     """Dedup one set of unit vectors (a cluster or a piece of one); see the module docstring."""
     rank = priority(ids, keep, seed, lengths)
-    i, j, _ = duplicate_pairs(x, eps, block_rows)
-    label = groups(len(x), i, j)
+    label = duplicate_groups(x, eps, block_rows)
     # kept row of each group: the member with the lowest rank
     best = {}
     for row in np.argsort(rank, kind="stable").tolist():
