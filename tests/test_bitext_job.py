@@ -792,3 +792,32 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     assert "set output.overwrite=true to start over with this version" in message
     recorded_at.write_text(json.dumps(recorded))
     assert run_mine(cfg)["pairs_kept"] == first["pairs_kept"]  # the same rules: resumed
+
+
+def test_an_embeddings_file_of_another_tool_is_refused_naming_the_columns_to_give(tmp_path):
+    """Vectors written by another tool (sentence-transformers' or TEI's, saved as a 'vector' column) were refused
+    with 'embedding column 'embedding' not found ... (set input.embedding_column)', a key the mining config does not
+    have (its sides refuse it as unknown). The refusal now names the file, its columns, the layout the side needs and
+    what to do."""
+    n = 6
+    (tmp_path / "src.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    (tmp_path / "tgt.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    vectors = random_unit(np.random.default_rng(11), n, 8)
+    (tmp_path / "es").mkdir()
+    pq.write_table(
+        pa.table({"id": [f"src.txt#{i}" for i in range(n)], "vector": pa.array(vectors.tolist())}),
+        tmp_path / "es" / "part-0.parquet",
+    )
+    raw = {
+        "source": {"uri": str(tmp_path / "src.txt"), "format": "text", "lang": "fra"},
+        "target": {"uri": str(tmp_path / "tgt.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    raw["source"]["embeddings_uri"] = str(tmp_path / "es")
+    raw["target"]["embeddings_uri"] = write_embeddings(tmp_path / "et", [f"tgt.txt#{i}" for i in range(n)], vectors)
+    with pytest.raises(SideError) as refused:
+        run_mine(parse_config(MineConfig, raw))
+    message = str(refused.value)
+    assert f"{tmp_path}/es/part-0.parquet: no 'embedding' column (columns: ['id', 'vector'])" in message, message
+    assert "input.embedding_column" not in message and "Rename the file's columns" in message

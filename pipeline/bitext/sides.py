@@ -22,6 +22,28 @@ class SideError(UserError, ValueError):
     """A side that cannot be mined: no rows, no rows in its language, or vectors that do not match its texts."""
 
 
+EMBEDDINGS_LAYOUT = (
+    "a side's embeddings_uri is read as the embed job writes it: an 'id' column holding the ids of the side's text "
+    "rows (<file>#<row> for text files, else the input's id column) and an 'embedding' column of float lists"
+)
+
+
+def check_columns(uri: str, columns: list[str]) -> None:
+    """Refuse an embeddings file without the embed job's 'id' and 'embedding' columns (another tool's vectors: a
+    'vector' or 'embeddings' column), naming the file, the columns it has and what to do.
+
+    Raises:
+        SideError: a column is missing.
+    """
+    missing = [c for c in ("id", "embedding") if c not in columns]
+    if missing:
+        raise SideError(
+            f"{uri}: no {' or '.join(repr(c) for c in missing)} column (columns: {columns}); {EMBEDDINGS_LAYOUT}. "
+            "Rename the file's columns to those (their values unchanged), or remove embeddings_uri from that side "
+            "to embed its texts in this run"
+        )
+
+
 def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str]]:
     """ids, unit-length (rows, dim) float32 vectors and the recipe metadata of one embed-job Parquet file.
 
@@ -32,8 +54,7 @@ def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarr
     """
     loc = resolve(uri, storage)
     table = read_embedding_file(loc)
-    if "id" not in table.column_names:
-        raise SideError(f"{uri}: no 'id' column (columns: {table.column_names}); is it an embeddings dataset?")
+    check_columns(uri, table.column_names)
     metadata = {}
     if table.schema.metadata:
         metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
@@ -53,10 +74,7 @@ def read_embeddings(uri: str, storage: StorageConfig) -> tuple[list[str], np.nda
     metadata: dict[str, str] = {}
     for rel in files:
         table = pq.read_table(posixpath.join(root.path, rel), filesystem=root.fs)
-        if "id" not in table.column_names:
-            raise SideError(
-                f"{uri}/{rel}: no 'id' column (columns: {table.column_names}); is it an embeddings dataset?"
-            )
+        check_columns(f"{uri}/{rel}", table.column_names)
         if not metadata and table.schema.metadata:
             metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
         ids += [str(i) for i in table.column("id").to_pylist()]
