@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.bitext.knn import TIE_BYTES
 from pipeline.bitext.shard_memory import READ_BATCH_COPIES, RUNTIME_BYTES, shard_array_parts
 from pipeline.bitext.store import READ_BATCH_BYTES, READ_BUFFER_BYTES, read_batch_rows
 
@@ -26,6 +27,7 @@ def test_exact_parts_count_keys_rows_read_block_and_topk():
         "query_block": 2 * 4 * 100 * 8,
         "topk": 3 * 12 * 100 * 5,
         "runtime": RUNTIME_BYTES,
+        "ties": 4 * 8 * 1000 + TIE_BYTES,  # knn.distinct_rows' index and the tie's working memory
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import resource
 
 from pipeline.bitext.ivf import default_nlist
+from pipeline.bitext.knn import TIE_BYTES
 from pipeline.bitext.store import READ_BUFFER_BYTES, read_batch_rows
 
 F32, I64 = 4, 8
@@ -27,6 +28,9 @@ BLAS_TILE_BYTES = F32 * 4096 * 1024  # FAISS's exhaustive-search BLAS tile (quer
 # state, malloc arenas. Measured at ~30 MB over the arrays for a 200k x 64 shard (tests/test_bitext_shard_memory.py
 # checks the whole bound), allowed 1.5x; a constant, not a share of the arrays: none of it grows with rows or blocks.
 RUNTIME_BYTES = 48 * 2**20
+# knn.distinct_rows, at its peak while it groups a shard's rows: the hashes, their sort order, the sorted copy and the
+# group of each row (int64 / uint64 each); it keeps three of them (rows by group, first rows, group offsets).
+DISTINCT_INDEX_SLOTS = 4
 
 
 def shard_array_parts(
@@ -55,7 +59,8 @@ def shard_array_parts(
         keys: the shard's float32 vectors; key_rows: their int64 row numbers, twice while the per-piece lists are
         joined; read: the copies of one decoded Parquet batch (READ_BATCH_BYTES of vectors) and the read buffer;
         query_block: in_flight + 1 blocks mapped from the object store; topk: the block's (k+1)-wide results, their
-        sort order and the returned copy; runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own
+        sort order and the returned copy; ties (exact only): `knn.distinct_rows`' index of the shard's rows and
+        TIE_BYTES of widened results or distinct rows copied out, once a query's k-th place is a tie; runtime: RUNTIME_BYTES of readers', FAISS's and the allocator's own
         working memory;
         ivf_index / ivf_train / ivf_probe (ivf only): the index (vectors or PQ codes plus int64 ids, centroids), the
         training sample copied out of the keys, the block's coarse distances to every list; ivf_add: the keys' list
@@ -70,6 +75,8 @@ def shard_array_parts(
         "topk": 3 * (F32 + I64) * block_size * (k + 1),
         "runtime": RUNTIME_BYTES,
     }
+    if index == "exact":  # ties at the k-th place: the distinct-row index and TIE_BYTES of results or copied rows
+        parts["ties"] = DISTINCT_INDEX_SLOTS * I64 * shard_rows + TIE_BYTES
     if index == "ivf":
         lists = min(nlist or default_nlist(shard_rows), shard_rows)
         per_key = (pq_m or F32 * dim) + I64
