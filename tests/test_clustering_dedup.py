@@ -151,3 +151,17 @@ def test_groups_join_chains_and_stars_to_their_smallest_member():
             parent[max(ra, rb)] = min(ra, rb)
         expected = [find(a) for a in range(n)]
         assert dedup.groups(n, i, j).tolist() == expected
+
+
+def test_copies_cut_apart_by_the_split_of_a_large_cluster_join_one_group():
+    """A cluster of copies above max_cluster_rows is cut into consecutive chunks (k-means cannot separate them) and
+    each chunk kept its own row: 25 copies with max_rows 10 kept 3, not 1. The rows the pieces kept are now compared
+    once more, so all copies join one group kept by the policy (here the smallest id), with their cosine to it."""
+    x = np.tile(unit(np.array([[1.0, 2.0, 0.5]])), (25, 1))
+    x = np.concatenate([x, unit(np.array([[0.0, -1.0, 3.0]]))])
+    ids = [f"r{i:02d}" for i in range(26)]
+    result = dedup.dedup_cluster(x, ids, eps=1e-5, max_rows=10)
+    assert result.kept.tolist() == [0] * 25 + [25]
+    assert result.n_duplicates == 24 and (result.cosine >= 1 - 1e-5).all()
+    longest = dedup.dedup_cluster(x, ids, eps=1e-5, keep="longest", lengths=np.arange(26) % 13, max_rows=10)
+    assert longest.kept[:25].tolist() == [12] * 25  # row 12 has the longest text of the copies

@@ -554,9 +554,9 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     cfg = parse_config(ClusterConfig, raw)
     out = resolve(cfg.output.uri, cfg.storage)
     fingerprint = resume.cluster_fingerprint(cfg, list_inputs(cfg.input.uri, cfg.storage)[1])
-    assert (
-        fingerprint["rules.dedup"]
-        == "2: duplicates at cosine >= 1 - max(eps, 1e-05) within a cluster, joined transitively"
+    assert fingerprint["rules.dedup"] == (
+        "3: duplicates at cosine >= 1 - max(eps, 1e-05) within a cluster, joined transitively; the rows kept by the "
+        "pieces of a split cluster compared again"
     )
     older = {k: v for k, v in fingerprint.items() if not k.startswith("rules.")}
     commit.begin(out, "cluster", False, older)  # an older version's run that recorded its fit
@@ -573,5 +573,5 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     commit.begin(out, "cluster", False, fingerprint)  # this version's run, then a later version's floor
     commit.mark_unit(out, resume.FIT_STAGE, {"sizes": [3, 3]})
     monkeypatch.setattr(dedup, "EPS_FLOOR", 1e-4)
-    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 2: .*max\(eps, 1e-05\).* -> 2: .*max\(eps, 0\.0001\)"):
+    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 3: .*max\(eps, 1e-05\).* -> 3: .*max\(eps, 0\.0001\)"):
         run_cluster(cfg)

@@ -188,13 +188,31 @@ def dedup_cluster(
     max_rows: int = 50_000,
     block_rows: int = 2048,
 ) -> DedupResult:
-    """Dedup a whole cluster, splitting it first when it has more than `max_rows` rows."""
+    """Dedup a whole cluster, splitting it first when it has more than `max_rows` rows.
+
+    Split, each piece is deduplicated alone, then the rows the pieces kept are compared with each other once more
+    when they are at most `max_rows` (the memory of a piece): copies cut apart by the split (all of them for rows
+    k-means cannot separate, which are cut into consecutive chunks) join one group, kept by the same policy. The
+    cosine of a row is then to its group's kept row.
+    """
     kept = np.arange(len(x))
     cosine = np.ones(len(x), dtype=np.float32)
-    for rows in split_rows(x, max_rows, seed):
+    pieces = split_rows(x, max_rows, seed)
+    for rows in pieces:
         part = dedup_rows(
             x[rows], [ids[r] for r in rows], eps, keep, seed, None if lengths is None else lengths[rows], block_rows
         )
         kept[rows] = rows[part.kept]
         cosine[rows] = part.cosine
+    reps = np.flatnonzero(kept == np.arange(len(x)))  # (r,) the rows the pieces kept
+    if len(pieces) > 1 and len(reps) <= max_rows:
+        across = dedup_rows(
+            x[reps], [ids[r] for r in reps], eps, keep, seed, None if lengths is None else lengths[reps], block_rows
+        )
+        final = np.arange(len(x))
+        final[reps] = reps[across.kept]  # each kept row's row after the second pass
+        moved = final[kept] != kept
+        kept = final[kept]
+        # a row whose kept row changed: its cosine to the new one (float32 can round above 1)
+        cosine[moved] = np.minimum(np.einsum("nd,nd->n", x[moved], x[kept[moved]]), 1.0)
     return DedupResult(kept, cosine)

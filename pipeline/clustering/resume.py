@@ -65,7 +65,8 @@ def cluster_rules() -> dict[str, str]:
     under another version of a rule is refused on resume, naming it.
 
     History: vectors 1 used float16-stored rows as read (before 6b1fcb7); dedup 1 took an eps below float32's
-    cosine rounding as given (before d83483b); kmeans 1 reseeded empty clusters every pass and measured an unchanged
+    cosine rounding as given (before d83483b), dedup 2 did not compare the rows kept by the pieces of a split
+    cluster with each other (copies cut apart by the split stayed); kmeans 1 reseeded empty clusters every pass and measured an unchanged
     centroid's shift as 1 - dot (before 6498eba, dc78bdf).
     """
     from pipeline.clustering.dedup import EPS_FLOOR
@@ -81,7 +82,10 @@ def cluster_rules() -> dict[str, str]:
             "2: spherical Lloyd from k-means++ on the sample, float64 sums; an unchanged centroid moves 0; the fit "
             "stops once no centroid moves, reseeds included"
         ),
-        "dedup": f"2: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively",
+        "dedup": (
+            f"3: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively; the rows "
+            "kept by the pieces of a split cluster compared again"
+        ),
     }
 
 
