@@ -82,6 +82,21 @@ def index_splits(head: str) -> Iterator[tuple[str, tuple[int, ...]]]:
         yield head[: found.start()] + "".join(f"[{i}]" for i in positions[:k]), tuple(positions[k:])
 
 
+UNREAD_POSITION = re.compile(r"\[(-\d+|\*|:?)\]")
+
+
+def position_hint(names: Sequence[str]) -> str:
+    """What to write instead, for a name with a list position that is not read (`sentences[-1]`, `sentences[*]`,
+    `sentences[]`); "" for other names."""
+    bad = next((n for n in names if UNREAD_POSITION.search(n)), None)
+    if bad is None:
+        return ""
+    return (
+        f"; in {bad!r}, a list position is [N] with N from 0 (e.g. [0], [2]): negative positions and every item "
+        "([*], []) are not read (explode the list into rows first, e.g. pandas df.explode)"
+    )
+
+
 def shown(path: Sequence[str | int]) -> str:
     """A path as written in a config: ('turns', 1, 'text') -> 'turns[1].text'."""
     out = ""

@@ -32,6 +32,7 @@ from pipeline.column_paths import (
     is_list,
     json_value,
     merge_misses,
+    position_hint,
     projection,
     shown,
 )
@@ -265,6 +266,7 @@ def read_parquet(
             raise InputFileError(
                 f"{rel}: column(s) {missing} not found; the file has columns {schema.names}"
                 + "".join(f"; {d}" for d in inside)
+                + position_hint(missing)
                 + " (set input.text_column / input.id_column / output.keep_columns)"
             )
         found = {c: p for c, p in paths.items() if not isinstance(p, Missing)}
@@ -503,7 +505,7 @@ def no_key_message(rel: str, name: str, keys: set, miss: Missing | None, setting
     inside = f"; {miss.describe(name)}" if miss is not None and miss.at else ""
     return (
         f"{rel}: no record has the key {name!r}; keys found: {sorted(escaped(k) for k in keys - {name})}"
-        f"{inside} (set {setting})"
+        f"{inside}{position_hint([name])} (set {setting})"
     )
 
 

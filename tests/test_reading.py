@@ -804,6 +804,9 @@ def test_paths_into_lists_read_an_item_and_a_row_without_it_is_a_reject_saying_w
     ]
     with pytest.raises(InputFileError, match=r"'k\[0\]' stops at 'k', which is \w+, not a list"):
         read_all(nested_spec(tmp_path, fmt, text="k[0]", id_column="k"), f"l.{fmt}")
+    for text in ("sentences[-1]", "sentences[*]"):  # not read: said only 'not found' / 'no record has the key'
+        with pytest.raises(InputFileError, match=r"a list position is \[N\] with N from 0 .*negative positions"):
+            read_all(nested_spec(tmp_path, fmt, text=text, id_column="k"), f"l.{fmt}")
 
 
 def test_a_column_literally_named_with_a_list_index_wins(tmp_path):
