@@ -102,6 +102,9 @@ def override_value(annotation: Any, text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
+        if annotation is not None and is_string_list(annotation) and text.strip()[:1] + text.strip()[-1:] == "[]":
+            # [tags[0], lang]: a list position inside YAML's flow list is a syntax error there
+            return [v.strip() for v in text.strip()[1:-1].split(",") if v.strip()]
         return text  # not YAML: let validation say what the key expects
     if annotation is not None and is_string_list(annotation) and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]  # --set output.keep_columns=lang,topic
@@ -187,7 +190,13 @@ def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
-    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    hint = ""
+    if problem == "expected ',' or ']', but got '['" and context == "while parsing a flow sequence":
+        # keep_columns: [tags[0]]: a column key with a list position (pipeline.column_paths) in a flow list
+        hint = (
+            '; quote an item holding [ ] in a [a, b] list (keep_columns: ["tags[0]"]), or write the list as "- " lines'
+        )
+    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "") + hint
 
 
 # Keys users bring from the tools they know -> ours (path from the job's embedding section) and whose name it is.

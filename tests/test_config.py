@@ -90,6 +90,8 @@ def test_set_takes_string_fields_verbatim(tmp_path, override, key, value):
         ("output.keep_columns=[a, b]", ["a", "b"]),
         ("output.keep_columns=lang", ["lang"]),
         ("output.keep_columns=[]", []),
+        ("output.keep_columns=[tags[0], meta.lang]", ["tags[0]", "meta.lang"]),  # list positions: not YAML
+        ('output.keep_columns=["tags[0]"]', ["tags[0]"]),
     ],
 )
 def test_set_string_lists(tmp_path, override, expected):
@@ -431,3 +433,10 @@ def test_a_model_url_is_refused_saying_what_to_give(tmp_path, name, message):
     from the Hugging Face hub (HFValidationError: Repo id must be in the form ...)' once the job had started."""
     with pytest.raises(ConfigError, match=r"model\.name_or_path: Value error, " + re.escape(message)):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"model.name_or_path={name}"])
+
+
+def test_a_list_position_in_a_yaml_flow_list_says_to_quote_it(tmp_path):
+    """`keep_columns: [tags[0]]` is a YAML syntax error at the second '[': the message says what to write."""
+    path = write(tmp_path, "input: {uri: data/, format: jsonl}\noutput:\n  uri: out/\n  keep_columns: [tags[0]]\n")
+    with pytest.raises(ConfigError, match=r"quote an item holding \[ \] in a \[a, b\] list \(keep_columns: \[\"tags"):
+        load_config(EmbedConfig, path)
