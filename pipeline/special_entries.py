@@ -20,6 +20,7 @@ from pipeline.errors import UserError
 # the user's and often readable by root only: fsck's lost+found (mode 700), Windows' System Volume Information and
 # recycle bins (on a mounted NTFS/exFAT disk or SMB share), NetApp's ~snapshot (SMB), Synology's @eaDir / #recycle /
 # #snapshot, QNAP's @Recycle / @Recently-Snapshot, chkdsk's found.000. Compared without case, as Windows names are.
+# Names a user's data folder may well have are left out (old Windows' RECYCLER / RECYCLED: a `recycled/` corpus).
 # Hidden ones (.snapshot, .Trashes, .zfs) are skipped by the hidden-name rule already.
 SYSTEM_FOLDERS = frozenset(
     name.casefold()
@@ -27,8 +28,6 @@ SYSTEM_FOLDERS = frozenset(
         "lost+found",
         "System Volume Information",
         "$RECYCLE.BIN",
-        "RECYCLER",
-        "RECYCLED",
         "~snapshot",
         "@eaDir",
         "#recycle",
