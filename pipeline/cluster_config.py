@@ -52,7 +52,8 @@ class DedupConfig(Section):
         50_000,
         gt=1,
         description="Clusters above this are split by a sub-k-means before the pairwise pass, bounding one task's "
-        "memory to max_cluster_rows vectors; duplicates cut apart by the split are missed.",
+        "memory to max_cluster_rows vectors; the rows the pieces keep are compared again (when at most "
+        "max_cluster_rows), so copies cut apart join one group, but a near duplicate cut apart may be missed.",
     )
     block_rows: int = Field(
         2048, gt=0, description="Tile edge of the blocked cosine matmul: block_rows^2 float32 of scratch per task."
