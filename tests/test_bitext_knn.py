@@ -176,3 +176,21 @@ def test_ties_through_copies_cost_one_scan_of_the_distinct_keys_not_a_widening(m
     assert max(width for _, _, width in calls) <= 5, calls  # the old code widened up to the whole shard
     scanned = sum(q * m for q, m, _ in calls)
     assert scanned <= 2 * len(queries) * len(keys), scanned  # one scan, then one of the distinct rows
+
+
+@pytest.mark.parametrize("key_block", [64, 512, 4096])
+def test_the_gpu_tiles_give_ties_to_the_lower_key_rows_as_the_cpu_scan(key_block):
+    """The GPU path's torch.topk keeps an arbitrary member of a tie: against 1,501 copies of one vector it returned
+    rows [2049, 2048, 2050, 2051] with key_block 512 (another set for another block size), where the CPU scan and
+    merge_topk give the lowest rows [7, 1000, 1001, 1002]: the pairs of a GPU run named other rows of the copies
+    than a CPU run's, and changed with mining.block_size. Runs here on CPU tensors: the same torch code."""
+    rng = np.random.default_rng(12)
+    keys = random_unit(rng, 3000, 16)
+    keys[1000:2500] = keys[7]
+    keys[2600:2603] = keys[2999]  # a tie inside the top-k, not at its edge
+    queries = np.concatenate([keys[[7, 7, 2999]], random_unit(rng, 5, 16)])
+    _, got_i = torch_tiles(queries, torch.from_numpy(keys), 4, key_block)
+    _, ref_i = brute_knn(queries, keys, 4)
+    assert got_i[0].tolist() == [7, 1000, 1001, 1002]
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(got_i, faiss_scan(queries, keys, 4)[1])

@@ -128,21 +128,44 @@ class ShardSearcher:
 def torch_tiles(queries: np.ndarray, keys: torch.Tensor, k: int, key_block: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by (B x key_block) matmul tiles on the keys' device (the GPU path); (B, k) scores, positions.
 
-    Memory: one (B, key_block) tile plus the running (B, 2k) top-k on the device.
+    Best first, ties ordered by ascending key position, as `faiss_scan` and `merge_topk` order them: each tile asks
+    torch.topk for k+1, and a query whose (k+1)-th equals its k-th score (copies among the keys; torch.topk keeps
+    an arbitrary member of a tie) has its tile row sorted whole (stable), so the lowest positions of the tie win;
+    the running top-k is kept sorted by (score, position), so a tie across tiles goes to the earlier tile.
+    Memory: one (B, key_block) tile plus the running (B, 2k) top-k on the device (a tied query's sorted tile row).
     """
     q = torch.from_numpy(np.require(queries, requirements=["WRITEABLE"])).to(keys.device)  # (B, d)
     best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=keys.device)
     best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=keys.device)
     for start in range(0, keys.shape[0], key_block):
         tile = q @ keys[start : start + key_block].T  # (B, kb)
-        s, i = torch.topk(tile, min(k, tile.shape[1]), dim=1)  # (B, k')
+        s, i = tile_topk(tile, min(k, tile.shape[1]))  # (B, k')
         del tile  # freed before the next tile is allocated: one tile at a time
-        best_s = torch.cat([best_s, s], dim=1)
-        best_i = torch.cat([best_i, i + start], dim=1)
-        if best_s.shape[1] > k:  # keep only the running top-k: memory stays (B, 2k)
-            best_s, pos = torch.topk(best_s, k, dim=1)
-            best_i = torch.gather(best_i, 1, pos)
+        best_s, best_i = by_score_then_position(torch.cat([best_s, s], dim=1), torch.cat([best_i, i + start], dim=1))
+        best_s, best_i = best_s[:, :k], best_i[:, :k]  # the running top-k: memory stays (B, 2k)
     return best_s.cpu().numpy(), best_i.cpu().numpy()
+
+
+def tile_topk(tile: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) top scores of a (B, kb) tile and their positions, sorted by (score desc, position asc); a tie at the
+    k-th place goes to the lowest positions."""
+    if tile.shape[1] <= k:
+        s, i = torch.sort(tile, dim=1, descending=True, stable=True)
+        return s, i
+    s, i = torch.topk(tile, k + 1, dim=1)  # (B, k+1) sorted by score, ties in any order
+    tied = torch.nonzero(s[:, k] == s[:, k - 1]).squeeze(1)
+    s, i = by_score_then_position(s[:, :k], i[:, :k])
+    if len(tied):  # rare: copies among the keys; the whole row sorted, stable: the lowest positions of the tie
+        ts, ti = torch.sort(tile[tied], dim=1, descending=True, stable=True)
+        s[tied], i[tied] = ts[:, :k], ti[:, :k]
+    return s, i
+
+
+def by_score_then_position(s: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, n) scores and positions reordered by score descending, then position ascending."""
+    i, order = torch.sort(i, dim=1)
+    s, by_score = torch.sort(torch.gather(s, 1, order), dim=1, descending=True, stable=True)
+    return s, torch.gather(i, 1, by_score)
 
 
 SCAN_QUERIES = 4096  # queries per faiss.knn call: below its BLAS threshold, and (4096, k) results at a time
