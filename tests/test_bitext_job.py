@@ -788,7 +788,7 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     with pytest.raises(OutputExistsError) as refused:
         run_mine(cfg)
     message = str(refused.value)
-    assert "rules.margin: (absent) -> 2: ratio" in message and "rules.knn: (absent) -> 1: " in message, message
+    assert "rules.margin: (absent) -> 2: ratio" in message and "rules.knn: (absent) -> 2: " in message, message
     assert "set output.overwrite=true to start over with this version" in message
     recorded_at.write_text(json.dumps(recorded))
     assert run_mine(cfg)["pairs_kept"] == first["pairs_kept"]  # the same rules: resumed

@@ -71,7 +71,8 @@ def mine_rules() -> dict[str, str]:
     under another version of a rule is refused on resume, naming it.
 
     History: margin 1 was LASER's cos / mean as is (before e7a1871); center 1 left a row equal to its language's mean
-    a zero vector (before 21370e5); vectors 1 used float16-stored rows as read (before 6b1fcb7).
+    a zero vector (before 21370e5); knn 1 gave a tie on a GPU to any of its rows (before torch_tiles' tie order);
+    vectors 1 used float16-stored rows as read (before 6b1fcb7).
     """
     from pipeline.bitext.margin import RATIO_FLOOR
     from pipeline.bitext.store import CENTRED_MIN_NORM
@@ -81,7 +82,10 @@ def mine_rules() -> dict[str, str]:
         "vectors": f"2: an embeddings_uri row further than {UNIT_TOLERANCE} from unit length is divided by its norm",
         "dedup": "1: texts deduplicated by exact string equality per side and language, the first row kept",
         "center": f"2: centred rows made unit length; a row within {CENTRED_MIN_NORM} of the mean keeps its direction",
-        "knn": "1: exact top-k by FAISS's per-pair inner product; ties at the k-th place go to the lower key row",
+        "knn": (
+            "2: exact top-k by FAISS's per-pair inner product (CPU) or torch matmul tiles (GPU); ties at the k-th "
+            "place go to the lower key row on both"
+        ),
         "margin": (
             f"2: ratio max(cos, 0) / max((d(x) + d(y)) / 2, {RATIO_FLOOR}) with d the mean of max(cos, 0) over k "
             "neighbours; distance cos - (d(x) + d(y)) / 2 of plain cosines; absolute cos"
