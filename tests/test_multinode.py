@@ -38,6 +38,7 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
     overrides = {
         "input.uri": corpus,
         "input.id_column": "id",
+        "input.duplicate_ids": "unchecked",  # unique ids: no duplicate-id pre-pass (a Ray Data shuffle), not tested here
         # files of 7-22 KB: over 2 KiB (unit_bytes / 16), not packed, and under 32 KiB, not split into byte ranges:
         # 32 units, 32 blocks to share
         "input.unit_bytes": 32768,
@@ -119,6 +120,7 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tin
         sets = {
             "input.uri": tmp_path / "corpus",
             "input.id_column": "id",
+            "input.duplicate_ids": "unchecked",  # unique ids: no pre-pass, whose tasks the placement is not about
             "output.uri": out,
             "output.keep_columns": "[]",
             "model.name_or_path": tiny_models["bert"],
