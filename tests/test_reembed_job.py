@@ -655,6 +655,17 @@ def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(r
     for e in current_manifest(resolve(out, StorageConfig())).entries:  # each entry owns its files (for the GC)
         assert all(f.startswith(f"data/{e.key}/{e.run_id}/") for f in e.files + e.rejects)
     assert run_reembed(cfg)["published"] is None  # the next night: nothing to do
+    # deleted one night, restored the next (a new copy of the same bytes): the older manifest's vectors, no model
+    saved = (corpus / "part-02.jsonl").read_bytes()
+    (corpus / "part-02.jsonl").unlink()
+    assert run_reembed(cfg)["files"]["deleted"] == 1
+    (corpus / "part-02.jsonl").write_bytes(saved)
+    restored = run_reembed(cfg)
+    assert (restored["files"]["moved"], restored["rows_embedded"], restored["rows_total"]) == (1, 0, 12)
+    again_published = published(out)
+    assert sorted(again_published) == sorted(after)
+    for key, vector in again_published.items():
+        np.testing.assert_array_equal(vector, after[key])
 
 
 def test_a_file_that_grows_while_the_run_reads_it_is_not_published(ray_session, tiny_models, tmp_path, monkeypatch):

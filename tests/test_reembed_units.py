@@ -143,6 +143,15 @@ def test_a_renamed_moved_or_swapped_file_reuses_the_entry_of_its_content():
     assert [(s.path, e.path) for s, e in plan.moves] == [("y/a.jsonl", "x/a.jsonl")]
     plan = make_plan([copied], manifest([entry(old)]), {copied.key: entry(copied, run="crashed")}, None, None, alike)
     assert plan.moves == [] and [e.run_id for e in plan.resumed] == ["crashed"]
+    # an older kept manifest's entry: a file deleted and restored, an edit reverted; the replaced entry's rows drop
+    edited = dataclasses.replace(entry(SourceFile("a.jsonl", 5, "mtime_ns:4;ctime_ns:4")), content="sha256:cc")
+    reverted = SourceFile("a.jsonl", 5, "mtime_ns:5;ctime_ns:5")
+    hashes["a.jsonl"] = "sha256:aa"
+    plan = make_plan([reverted], manifest([edited]), {}, None, content_of, alike, earlier=[a])
+    assert [(s.path, e.content) for s, e in plan.moves] == [("a.jsonl", "sha256:aa")]
+    assert [e.content for e in plan.dropped] == ["sha256:cc"]
+    # a move whose outputs are gone (an interrupted garbage collection) is embedded instead
+    assert plan.with_moved([None]).moves == [] and plan.with_moved([None]).to_embed == [reverted]
 
 
 def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_path):

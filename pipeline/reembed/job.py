@@ -68,6 +68,17 @@ def load_staged(layout: VersionLayout) -> dict[str, FileEntry]:
     return staged
 
 
+def older_entries(layout: VersionLayout, previous: Manifest) -> list[FileEntry]:
+    """The entries of this version's manifests before `previous` that garbage collection keeps
+    (reembed.keep_manifests; their output files are kept with them), oldest first."""
+    entries = []
+    for name in sorted(list_tree(layout.manifests)):
+        raw = get_json(layout.manifests.join(name))
+        if raw is not None and (raw["generation"], raw["run_id"]) != (previous.generation, previous.run_id):
+            entries += Manifest.from_json(raw).entries
+    return entries
+
+
 def embed_files(
     cfg: ReembedConfig,
     layout: VersionLayout,
@@ -192,6 +203,11 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         content_of = functools.cache(lambda rel: content_token(root, rel))
         alike = functools.partial(reads_alike, cfg.input.format)
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike)
+        earlier: list[FileEntry] = []
+        if not plan.is_noop and previous is not None:
+            # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
+            earlier = older_entries(layout, previous)
+            plan = make_plan(sources, previous, staged, None, content_of, alike, earlier)
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
@@ -200,7 +216,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(sources, previous, staged, digests, content_of, alike)
+            plan = make_plan(sources, previous, staged, digests, content_of, alike, earlier)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         if plan.moves:
             # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed

@@ -18,6 +18,7 @@ publishes nothing; the next run moves again and garbage collection removes the o
 from __future__ import annotations
 
 import dataclasses
+import logging
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,8 @@ from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
 from pipeline.storage import Location, write_parquet_atomic
+
+log = logging.getLogger(__name__)
 
 MOVE_THREADS = 4  # output files read and written at once (I/O bound: pyarrow releases the GIL)
 
@@ -103,15 +106,20 @@ def move_entries(
     run_id: str,
     id_column: str | None,
     configured: str | None,
-) -> list[FileEntry]:
-    """move_entry for each (new file, entry with its content), on the driver's threads, in order. `id_column`,
-    `configured`: input.id_column and input.format."""
+) -> list[FileEntry | None]:
+    """move_entry for each (new file, entry with its content), on the driver's threads, in order; None for an entry
+    whose output files are gone (an older manifest's, whose garbage collection was interrupted): that file is
+    embedded instead. `id_column`, `configured`: input.id_column and input.format."""
     if not moves:
         return []
 
-    def move(pair: tuple[SourceFile, FileEntry]) -> FileEntry:
+    def move(pair: tuple[SourceFile, FileEntry]) -> FileEntry | None:
         src, entry = pair
-        return move_entry(root, entry, src, run_id, has_path_ids(id_column, configured, src.path))
+        try:
+            return move_entry(root, entry, src, run_id, has_path_ids(id_column, configured, src.path))
+        except FileNotFoundError as err:
+            log.warning("%s: the outputs of %s are gone (%s); embedding it instead", src.path, entry.path, err)
+            return None
 
     with ThreadPoolExecutor(MOVE_THREADS) as pool:
         return list(pool.map(move, moves))

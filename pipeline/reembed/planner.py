@@ -43,12 +43,14 @@ class Plan:
     @property
     def dropped(self) -> list[FileEntry]:
         """Entries whose rows leave the version: deleted or replaced, unless their content moved to another path."""
-        sources = {e.path for _, e in self.moves}
-        return [e for e in self.deleted + self.replaced if e.path not in sources]
+        sources = {e.key for _, e in self.moves}
+        return [e for e in self.deleted + self.replaced if e.key not in sources]
 
-    def with_moved(self, entries: list[FileEntry]) -> Plan:
-        """This plan with the entries of `moves` written under their new paths (pipeline.reembed.moves)."""
-        return replace(self, moved=list(entries))
+    def with_moved(self, entries: list[FileEntry | None]) -> Plan:
+        """This plan with the entries of `moves` written under their new paths (pipeline.reembed.moves); a None in
+        `entries` (its outputs could not be read) turns that move back into a file to embed."""
+        kept = [(m, e) for m, e in zip(self.moves, entries, strict=True) if e is not None]
+        return replace(self, moves=[m for m, _ in kept], moved=[e for _, e in kept])
 
     @property
     def is_noop(self) -> bool:
@@ -89,6 +91,7 @@ def make_plan(
     duplicates: dict[str, str] | None = None,
     content_of: Callable[[str], str] | None = None,
     reads_alike: Callable[[str, str], bool] | None = None,
+    earlier: list[FileEntry] = (),
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -108,6 +111,8 @@ def make_plan(
             is a move of that entry (`Plan.moves`): on S3 the same size and ETag, on local disks the same size and
             sha256 (content_of, asked only for a file whose size equals such an entry's), the same duplicate-id
             digest, and not an unreadable entry. None: no moves.
+        earlier: entries of the version's older manifests that garbage collection keeps (their outputs exist), also
+            paired by `reads_alike`: a file deleted one night and restored the next, an edit reverted.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
@@ -135,7 +140,8 @@ def make_plan(
         if current(staged.get(src.key), src):
             plan.resumed.append(staged[src.key])
     if reads_alike is not None:
-        plan.moves = find_moves(plan, before, duplicates, content_of, reads_alike)
+        candidates = {e.key: e for e in [*earlier, *before.values()]}  # the newest entry of a key wins
+        plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike)
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]
     return plan
@@ -143,15 +149,15 @@ def make_plan(
 
 def find_moves(
     plan: Plan,
-    before: dict[str, FileEntry],
+    candidates: list[FileEntry],
     duplicates: dict[str, str] | None,
     content_of: Callable[[str], str] | None,
     reads_alike: Callable[[str, str], bool],
 ) -> list[tuple[SourceFile, FileEntry]]:
-    """(file, entry of the same content under another path) for the new and changed files of `plan` that an
-    interrupted run did not stage (make_plan's `reads_alike`)."""
+    """(file, entry of the same content: another path's, or an earlier manifest's) for the new and changed files of
+    `plan` that an interrupted run did not stage (make_plan's `reads_alike`)."""
     by_size: dict[int, list[FileEntry]] = {}
-    for entry in before.values():
+    for entry in candidates:
         if not entry.unreadable:
             by_size.setdefault(entry.size, []).append(entry)
     staged = {e.key for e in plan.resumed}
@@ -161,7 +167,7 @@ def find_moves(
             continue
         now = NO_DUPLICATES if duplicates is None else duplicates.get(src.path)
         for entry in by_size.get(src.size, []):
-            if entry.path == src.path or not reads_alike(entry.path, src.path):
+            if not reads_alike(entry.path, src.path):
                 continue
             if duplicates is not None and (entry.duplicates or NO_DUPLICATES) != now:
                 continue
