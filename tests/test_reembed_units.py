@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from pipeline.reembed.job import load_staged
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
-from pipeline.reembed.moves import move_entries, reads_alike
+from pipeline.reembed.moves import decompressed_token, move_entries, reads_alike, same_format
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
 from pipeline.reembed.sources import (
@@ -152,6 +153,39 @@ def test_a_renamed_moved_or_swapped_file_reuses_the_entry_of_its_content():
     assert [e.content for e in plan.dropped] == ["sha256:cc"]
     # a move whose outputs are gone (an interrupted garbage collection) is embedded instead
     assert plan.with_moved([None]).moves == [] and plan.with_moved([None]).to_embed == [reverted]
+
+
+def test_a_file_compressed_since_is_a_move_of_its_plain_entry(tmp_path):
+    """`gzip a.jsonl` (or zstd, bz2): other bytes, so the byte hash and the ETag differ and it was embedded again;
+    its decompressed bytes are the entry's content, so it is a move. Not: another format, a file compressed twice,
+    content that differs, a plain file (no decompression to compare)."""
+    import bz2
+    import gzip
+
+    text = b'{"id": "1", "text": "one"}\n{"id": "2", "text": "two"}\n'
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "b.jsonl.bz2").write_bytes(bz2.compress(text))
+    (tmp_path / "twice.jsonl.gz").write_bytes(gzip.compress(gzip.compress(text)))
+    (tmp_path / "plain.jsonl").write_bytes(text)
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "other.jsonl.gz").write_bytes(gzip.compress(text + b"\n"))
+    root = resolve(str(tmp_path), StorageConfig())
+    sha = "sha256:" + hashlib.sha256(text).hexdigest()
+    assert decompressed_token(root, "a.jsonl.gz") == decompressed_token(root, "b.jsonl.bz2") == sha
+    assert decompressed_token(root, "twice.jsonl.gz") is None and decompressed_token(root, "plain.jsonl") is None
+    recorded = dataclasses.replace(entry(SourceFile("a.jsonl", len(text), "mtime_ns:1;ctime_ns:1")), content=sha)
+    names = ["a.jsonl.gz", "b.jsonl.bz2", "twice.jsonl.gz", "plain.jsonl", "a.txt.gz", "other.jsonl.gz"]
+    files = [SourceFile(n, (tmp_path / n).stat().st_size, "mtime_ns:2;ctime_ns:2") for n in names]
+
+    def alike(old, new):
+        return reads_alike(None, old, new)
+
+    plan = make_plan(
+        files, manifest([recorded]), {}, None, lambda rel: None, alike, (),
+        lambda rel: decompressed_token(root, rel), lambda old, new: same_format(None, old, new),
+    )  # fmt: skip
+    assert [(s.path, e.path) for s, e in plan.moves] == [("a.jsonl.gz", "a.jsonl"), ("b.jsonl.bz2", "a.jsonl")]
+    assert [s.path for s in plan.to_embed] == ["a.txt.gz", "other.jsonl.gz", "plain.jsonl", "twice.jsonl.gz"]
 
 
 def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_path):

@@ -33,7 +33,7 @@ from pipeline.reembed.kept import decide_for_run
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
-from pipeline.reembed.moves import move_entries, reads_alike
+from pipeline.reembed.moves import decompressed_token, move_entries, reads_alike, same_format
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
@@ -202,12 +202,17 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         staged = load_staged(layout)
         content_of = functools.cache(lambda rel: content_token(root, rel))
         alike = functools.partial(reads_alike, cfg.input.format)
+        # a file compressed since (a.jsonl -> a.jsonl.gz): its decompressed bytes, hashed only when the plan is no no-op
+        recompressed = (
+            functools.cache(lambda rel: decompressed_token(root, rel)),
+            functools.partial(same_format, cfg.input.format),
+        )
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike)
         earlier: list[FileEntry] = []
         if not plan.is_noop and previous is not None:
             # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
             earlier = older_entries(layout, previous)
-            plan = make_plan(sources, previous, staged, None, content_of, alike, earlier)
+            plan = make_plan(sources, previous, staged, None, content_of, alike, earlier, *recompressed)
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
@@ -216,7 +221,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(sources, previous, staged, digests, content_of, alike, earlier)
+            plan = make_plan(sources, previous, staged, digests, content_of, alike, earlier, *recompressed)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         if plan.moves:
             # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed

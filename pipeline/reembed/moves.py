@@ -18,15 +18,24 @@ publishes nothing; the next run moves again and garbage collection removes the o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.columns import ID, REJECT_COLUMNS
-from pipeline.file_formats import COMPRESSED_SUFFIXES, InputFileError, file_format
+from pipeline.file_formats import (
+    COMPRESSED_SUFFIXES,
+    MAGIC_BYTES,
+    InputFileError,
+    compression_of,
+    file_format,
+    open_raw,
+)
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
@@ -50,6 +59,36 @@ def reads_alike(configured: str | None, old: str, new: str) -> bool:
     except InputFileError:
         return False
     return same_format and compression_suffix(old) == compression_suffix(new)
+
+
+def same_format(configured: str | None, old: str, new: str) -> bool:
+    """Whether `old` and `new` are read as one format (input.format, else the extension's, compression aside)."""
+    try:
+        return file_format(configured, old) == file_format(configured, new)
+    except InputFileError:
+        return False
+
+
+def decompressed_token(root: Location, rel: str) -> str | None:
+    """`sha256:<hex>` of a compressed local file's decompressed bytes (compression by magic number, as the reader
+    decides it: pipeline.file_formats.open_raw), so that `a.jsonl` compressed into `a.jsonl.gz` is paired with the
+    entry of `a.jsonl` (whose content hash is of those bytes). None: on S3, not compressed, compressed twice (the
+    reader would not read the inner text), or not readable as its codec."""
+    if not isinstance(root.fs, pafs.LocalFileSystem):
+        return None
+    digest = hashlib.sha256()
+    try:
+        stream, codec = open_raw(root.fs, root.join(rel).path)
+        with stream:
+            chunk = stream.read(8 << 20)
+            if codec is None or compression_of(chunk[:MAGIC_BYTES]):
+                return None
+            while chunk:
+                digest.update(chunk)
+                chunk = stream.read(8 << 20)
+    except (OSError, pa.ArrowInvalid):  # a stream cut short: the embedding makes it one reject
+        return None
+    return f"sha256:{digest.hexdigest()}"
 
 
 def renamed_ids(ids: pa.ChunkedArray | pa.Array, old: str, new: str) -> pa.Array:

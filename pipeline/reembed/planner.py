@@ -92,6 +92,8 @@ def make_plan(
     content_of: Callable[[str], str] | None = None,
     reads_alike: Callable[[str, str], bool] | None = None,
     earlier: list[FileEntry] = (),
+    decompressed_of: Callable[[str], str | None] | None = None,
+    same_format: Callable[[str, str], bool] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -113,6 +115,9 @@ def make_plan(
             digest, and not an unreadable entry. None: no moves.
         earlier: entries of the version's older manifests that garbage collection keeps (their outputs exist), also
             paired by `reads_alike`: a file deleted one night and restored the next, an edit reverted.
+        decompressed_of, same_format: with them, a new or changed file not paired otherwise whose decompressed
+            bytes (decompressed_of: None when it is not compressed) are the content of an entry of the same format
+            is a move of it: `a.jsonl` compressed into `a.jsonl.gz` (pipeline.reembed.moves.decompressed_token).
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
@@ -142,6 +147,8 @@ def make_plan(
     if reads_alike is not None:
         candidates = {e.key: e for e in [*earlier, *before.values()]}  # the newest entry of a key wins
         plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike)
+        if decompressed_of is not None and same_format is not None:
+            plan.moves += recompressed_moves(plan, list(candidates.values()), duplicates, decompressed_of, same_format)
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]
     return plan
@@ -178,4 +185,30 @@ def find_moves(
             if same:
                 moves.append((src, entry))
                 break
+    return moves
+
+
+def recompressed_moves(
+    plan: Plan,
+    candidates: list[FileEntry],
+    duplicates: dict[str, str] | None,
+    decompressed_of: Callable[[str], str | None],
+    same_format: Callable[[str, str], bool],
+) -> list[tuple[SourceFile, FileEntry]]:
+    """(file, entry whose content is the file's decompressed bytes) for the new and changed files of `plan` that are
+    neither staged nor paired by find_moves (make_plan's `decompressed_of`)."""
+    by_content = {e.content: e for e in candidates if e.content and not e.unreadable}
+    if not by_content:
+        return []
+    done = {e.key for e in plan.resumed} | {s.key for s, _ in plan.moves}
+    moves = []
+    for src in plan.new + plan.changed:
+        if src.key in done:
+            continue
+        entry = by_content.get(decompressed_of(src.path) or "")
+        if entry is None or not same_format(entry.path, src.path):
+            continue
+        now = NO_DUPLICATES if duplicates is None else duplicates.get(src.path)
+        if duplicates is None or (entry.duplicates or NO_DUPLICATES) == now:
+            moves.append((src, entry))
     return moves
