@@ -30,7 +30,7 @@ from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint
-from pipeline.input_contents import ContentRecorder, same_content
+from pipeline.input_contents import ContentRecorder, changed_inputs, changed_inputs_message, same_content
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
@@ -40,6 +40,7 @@ from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progres
 from pipeline.quantization import OutputPrecision
 from pipeline.ray_quiet import absorb_actor_argument_warning
 from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
+from pipeline.reembed.sources import InputChangedError
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.resolution_cache import resolve_remembered
 from pipeline.spreading import cut_blocks, is_small, share_blocks
@@ -557,6 +558,17 @@ def run_embed(
         log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
         precision = job_precision(cfg, spec, units, prompt, out, settings)
         progress = UnitProgress(todo)
+        by_path = {f.path: f for f in listed}
+        changed: dict[str, str] = {}
+
+        def mark(unit: Unit, counts: dict) -> None:
+            # a unit whose file changed since the listing is not committed as the listed file: the run stops below
+            if moved := changed_inputs(root, by_path, unit.paths):
+                log.warning("input changed while this run read it, unit not committed: %s", moved)
+                changed.update(moved)
+                return
+            commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+
         if todo:
             todo_files = sorted({p for u in todo for p in u.paths})
             size = {f.path: f.size for f in listed}
@@ -570,12 +582,14 @@ def run_embed(
                 for stats in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                     shown.update(sum(stats.column("rows").to_pylist()), sum(stats.column("files_done").to_pylist()))
                     for unit, counts in progress.add(stats):
-                        commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+                        mark(unit, counts)
                 shown.all_files_done()  # files without a row (empty ones) flag no last row
             finally:
                 shown.close()
         for unit, counts in progress.finish():
-            commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+            mark(unit, counts)
+        if changed:
+            raise InputChangedError(changed_inputs_message(root, changed))
         reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}
         skipped_files = {p for r in done.values() for p in record_files(r)} - {p for u in todo for p in u.paths}
         summary = {

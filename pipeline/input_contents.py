@@ -51,6 +51,40 @@ def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
     return st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns)
 
 
+def changed_inputs(root: Location, listed: dict[str, ListedFile], paths: tuple[str, ...]) -> dict[str, str]:
+    """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
+    (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
+    changed while it was read (appended, replaced, truncated, deleted) is never committed as the listed file. {} on
+    S3 (a HEAD request per file: not checked)."""
+    if not is_local(root):
+        return {}
+    changed = {}
+    for rel in paths:
+        f = listed[rel]
+        now = stat_token(root, rel)
+        if now is None:
+            changed[rel] = f"listed with {f.size} bytes, now gone"
+        elif now[0] != f.size:
+            changed[rel] = f"listed with {f.size} bytes, now {now[0]} bytes"
+        elif now[1] != f.token:
+            changed[rel] = f"listed with change token {f.token}, now {now[1]} (same size)"
+    return changed
+
+
+def changed_inputs_message(root: Location, changed: dict[str, str]) -> str:
+    """The embed job's error for input files that changed while it read them ({path: how})."""
+    first = next(iter(changed))
+    more = f" (and {len(changed) - 1} more: {', '.join(list(changed)[1:4])})" if len(changed) > 1 else ""
+    return (
+        f"{root.join(first).uri} changed while this run read it ({changed[first]}){more}: its rows could mix the file "
+        "before and after the change, so they are not committed and the run stops. The output keeps the units "
+        "committed so far; a resume is refused while the input differs from the listing it recorded: put the file "
+        "back as it was and run the same command to resume, or set output.overwrite=true to embed the corpus as it "
+        "is now. Write input files under another name (or a hidden .name) and rename them into the corpus when "
+        "complete, so that a run never reads one being written"
+    )
+
+
 def same_content(roots: dict[str, Location], out: Location) -> SameContent:
     """fingerprint.differences' `same_content` for the listings of `roots` (listing key -> the input root its paths
     are relative to): a moved local file whose recorded hash (taken while it had the recorded token) equals the

@@ -379,3 +379,34 @@ def test_an_s3_run_recorded_before_etags_resumes_when_nothing_changed(
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
     summary = run_embed(cfg)
     check_resumed(summary, uri, clean, reused, s3_server)
+
+
+def test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
+    """An append-only JSONL growing between the listing and its read: the old code committed the unit with the
+    appended rows while the recorded listing said the listed size (the output no longer described the listing, and a
+    Parquet file replaced between two of its row-group units mixed both). Now a unit whose file moved is not
+    committed and the run stops naming the file and what to do; the other units are committed."""
+    import pipeline.embed_job as job
+    from pipeline.commit import committed_units
+    from pipeline.config import StorageConfig
+    from pipeline.reembed.sources import InputChangedError
+    from pipeline.storage import resolve
+
+    (tmp_path / "in").mkdir()
+    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
+    out = tmp_path / "emb"
+    listing = job.list_inputs
+
+    def listed_then_appended(*args, **kwargs):
+        listed = listing(*args, **kwargs)
+        with (corpus / "c1.jsonl").open("ab") as f:  # the writer appends after the listing, before the read
+            f.write(corpus_bytes([{"id": "late", "text": "a record appended while the job ran"}]))
+        return listed
+
+    monkeypatch.setattr(job, "list_inputs", listed_then_appended)
+    with pytest.raises(InputChangedError, match=r"c1\.jsonl changed while this run read it \(listed with \d+ bytes"):
+        run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))
+    records = committed_units(resolve(str(out), StorageConfig())).values()
+    assert [r["path"] for r in records] == ["c2.jsonl"]  # old code: both committed, 'late' under the listed size
