@@ -25,6 +25,7 @@ from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
 from pipeline.reembed.moves import decompressed_token, move_entries, reads_alike, same_format
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
+from pipeline.reembed.retype import rewrite_entry
 from pipeline.reembed.sources import (
     SourceFile,
     changed_files_message,
@@ -228,6 +229,11 @@ def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_pa
         assert out.column("lang").to_pylist() == ["en", "fr"] and out.schema.metadata == table.schema.metadata
         out = pyarrow.parquet.read_table(tmp_path / moved.rejects[0])
         assert out.column("id").to_pylist() == reject_ids and out.column("source").to_pylist() == [new.path]
+    # the same run then changes a kept column's type: the moved files are rewritten in place, rejects kept
+    retyped = rewrite_entry(root, moved, "r2", {"lang": pa.large_string()})
+    assert (retyped.files, retyped.rejects) == (moved.files, moved.rejects)
+    assert pyarrow.parquet.read_schema(tmp_path / moved.files[0]).field("lang").type == pa.large_string()
+    assert pyarrow.parquet.read_table(tmp_path / moved.rejects[0]).num_rows == 1
     assert reads_alike(None, "a.jsonl", "2024/b.ndjson") and not reads_alike(None, "a.jsonl", "a.jsonl.gz")
     assert not reads_alike(None, "a.jsonl", "a.txt") and not reads_alike(None, "a.jsonl", "a.dat")
     assert reads_alike("jsonl", "a.jsonl", "a.dat")
