@@ -18,7 +18,7 @@ from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.reembed.duplicates import NO_DUPLICATES, file_digests
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
-from pipeline.reembed.job import load_staged
+from pipeline.reembed.job import load_staged, objects_changed
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
@@ -258,6 +258,38 @@ def test_a_file_changed_since_the_listing_says_how(tmp_path):
     message = changed_files_message(root, {"a.jsonl": "listed with 14 bytes, now 28 bytes", "c.jsonl": "gone"})
     assert message.startswith(f"{root.join('a.jsonl').uri} changed while this run read it (listed with 14 bytes")
     assert "(and 1 more: c.jsonl)" in message and "Run the same command again" in message
+
+
+def test_objects_that_changed_during_the_run_are_found_by_one_listing_and_unstaged(s3_bucket, s3_server, proxy):
+    """On S3 the re-embed job checks its staged objects with one listing at the end (no HEAD per object): an object
+    rewritten (same size, other ETag), grown or deleted since the listing is named and its marker deleted."""
+    client, bucket = s3_bucket
+    for name in "abcd":
+        client.put_object(Bucket=bucket, Key=f"in/{name}.jsonl", Body=b'{"text": "x"}\n')
+    storage = StorageConfig(endpoint_url=proxy.url)
+    root, files = listed(f"s3://{bucket}/in", storage)
+    sources = {s.path: s for s in scan_sources(root, files)}
+    client.put_object(Bucket=bucket, Key="in/a.jsonl", Body=b'{"text": "y"}\n')
+    client.put_object(Bucket=bucket, Key="in/b.jsonl", Body=b'{"text": "x"}\n{"text": "z"}\n')
+    client.delete_object(Bucket=bucket, Key="in/c.jsonl")
+    layout = VersionLayout(resolve(f"s3://{bucket}/out", storage), "fp")
+    entries = [entry(s) for s in sources.values()]
+    for e in entries:
+        put_json(e.__dict__, layout.marker(e.key))
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": f"s3://{bucket}/in"}, "output": {"uri": "/tmp/unused"}, "model": {"name_or_path": "m"}}
+    )
+    cfg = cfg.model_copy(update={"storage": storage})
+    proxy.forwarded.clear()
+    changed = objects_changed(cfg, root, sources, entries, layout)
+    assert changed == {
+        "a.jsonl": f"listed with change token {sources['a.jsonl'].token}, now "
+        f"{scan_sources(*listed(f's3://{bucket}/in', storage))[0].token} (same size)",
+        "b.jsonl": "listed with 14 bytes, now 28 bytes",
+        "c.jsonl": "listed with 14 bytes, now gone",
+    }
+    assert sorted(load_staged(layout)) == [sources["d.jsonl"].key]
+    assert not [path for method, path in proxy.forwarded if method == "HEAD" and path.endswith(".jsonl")]
 
 
 def test_staged_marker_of_an_older_content_is_not_resumed():

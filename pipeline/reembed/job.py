@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import posixpath
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 
 from pipeline import commit
@@ -23,7 +25,7 @@ from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_promp
 from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model
-from pipeline.objects import get_json, list_tree, put_json
+from pipeline.objects import delete_files, get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
 from pipeline.reembed import kept
 from pipeline.reembed.config import ReembedConfig
@@ -45,6 +47,7 @@ from pipeline.reembed.sources import (
     changed_since_listed,
     content_token,
     content_tokens,
+    listed_source,
     scan_sources,
 )
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
@@ -77,6 +80,32 @@ def older_entries(layout: VersionLayout, previous: Manifest) -> list[FileEntry]:
         if raw is not None and (raw["generation"], raw["run_id"]) != (previous.generation, previous.run_id):
             entries += Manifest.from_json(raw).entries
     return entries
+
+
+def objects_changed(
+    cfg: ReembedConfig,
+    root: Location,
+    listed: dict[str, SourceFile],
+    entries: list[FileEntry],
+    layout: VersionLayout,
+) -> dict[str, str]:
+    """{path: how} for the objects of `entries` (staged by this run) whose size or ETag a new listing of the input
+    no longer gives as listed (sources.changed_since_listed's words); their markers are deleted, so that a rerun
+    embeds them again."""
+    _, now = list_inputs(cfg.input.uri, cfg.storage)
+    by_path = {f.path: f for f in now}
+    changed = {}
+    for entry in entries:
+        src, f = listed[entry.path], by_path.get(entry.path)
+        if f is None:
+            changed[entry.path] = f"listed with {src.size} bytes, now gone"
+        elif f.size != src.size:
+            changed[entry.path] = f"listed with {src.size} bytes, now {f.size} bytes"
+        elif (token := listed_source(root, f).token) != src.token:
+            changed[entry.path] = f"listed with change token {src.token}, now {token} (same size)"
+    for path in changed:
+        delete_files(layout.staged, [posixpath.basename(layout.marker(listed[path].key).path)])
+    return changed
 
 
 def embed_files(
@@ -147,12 +176,15 @@ def embed_files(
     # files that changed between the listing and the end of their read: not staged, the run fails naming them
     changed: dict[str, str] = {}
     listed = {s.path: s for s in todo}
+    # local files: one stat each as it completes; S3 objects: one listing at the end (ListObjectsV2 gives the ETags,
+    # 1,000 objects a request), where a HEAD per object would cost a round trip per file on the driver
+    local = isinstance(root.fs, pafs.LocalFileSystem)
 
     def stage(done: list[FileEntry]) -> None:
         for entry in done:
             content = contents.get(entry.path)
             entry = dataclasses.replace(entry, content=content.result() if content else None)
-            if how := changed_since_listed(root, listed[entry.path]):
+            if local and (how := changed_since_listed(root, listed[entry.path])):
                 log.warning("%s changed while this run read it (%s): not staged", entry.path, how)
                 changed[entry.path] = how
                 continue
@@ -167,6 +199,8 @@ def embed_files(
         stage(progress.finish())
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)  # a failed run does not wait for the hashes
+    if not local and entries:
+        changed.update(objects_changed(cfg, root, listed, entries, layout))
     if changed:
         raise InputChangedError(changed_files_message(root, changed))
     return entries, progress, recorded, rewritten
