@@ -236,6 +236,12 @@ def mark_unit(out: Location, key: str, record: dict[str, Any]) -> None:
     put_json(record, out.join(UNITS_DIR, f"{key}.json"))
 
 
+def unmark_unit(out: Location, key: str) -> None:
+    """Undo mark_unit: the unit is not committed (its outputs are dropped by the next attempt)."""
+    verify_held(out)
+    delete_files(out, [f"{UNITS_DIR}/{key}.json"])
+
+
 def committed_units(out: Location) -> dict[str, dict[str, Any]]:
     """The unit records of earlier attempts, by unit key."""
     units = out.join(UNITS_DIR)

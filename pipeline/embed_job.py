@@ -30,7 +30,14 @@ from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint
-from pipeline.input_contents import ContentRecorder, changed_inputs, changed_inputs_message, same_content
+from pipeline.input_contents import (
+    ContentRecorder,
+    changed_inputs,
+    changed_inputs_message,
+    changed_objects,
+    is_local,
+    same_content,
+)
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
@@ -568,7 +575,9 @@ def run_embed(
                 changed.update(moved)
                 return
             commit.mark_unit(out, unit.key, {**unit.record(), **counts})
+            marked.append(unit)
 
+        marked: list[Unit] = []
         if todo:
             todo_files = sorted({p for u in todo for p in u.paths})
             size = {f.path: f.size for f in listed}
@@ -588,6 +597,14 @@ def run_embed(
                 shown.close()
         for unit, counts in progress.finish():
             mark(unit, counts)
+        if marked and not is_local(root):
+            # S3: one new listing for the objects this run committed; the units of a changed one are uncommitted
+            moved = changed_objects(
+                list_inputs(cfg.input.uri, cfg.storage)[1], by_path, {p for u in marked for p in u.paths}
+            )
+            for unit in (u for u in marked if moved.keys() & set(u.paths)):
+                commit.unmark_unit(out, unit.key)
+            changed.update(moved)
         if changed:
             raise InputChangedError(changed_inputs_message(root, changed))
         reused = {name: sum(r.get(name, 0) for r in done.values()) for name in COUNTS}

@@ -55,7 +55,7 @@ def changed_inputs(root: Location, listed: dict[str, ListedFile], paths: tuple[s
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
     changed while it was read (appended, replaced, truncated, deleted) is never committed as the listed file. {} on
-    S3 (a HEAD request per file: not checked)."""
+    S3, whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):
         return {}
     changed = {}
@@ -68,6 +68,23 @@ def changed_inputs(root: Location, listed: dict[str, ListedFile], paths: tuple[s
             changed[rel] = f"listed with {f.size} bytes, now {now[0]} bytes"
         elif now[1] != f.token:
             changed[rel] = f"listed with change token {f.token}, now {now[1]} (same size)"
+    return changed
+
+
+def changed_objects(now: list[ListedFile], listed: dict[str, ListedFile], paths: set[str]) -> dict[str, str]:
+    """{path: how it changed} for the S3 objects of `paths` whose size or ETag differ between `listed` (the run's
+    listing by path) and `now` (a new listing: one request per 1,000 objects, no request per object); an upload of
+    the same bytes (new LastModified, same ETag) is the same object."""
+    by_path = {f.path: f for f in now}
+    changed = {}
+    for rel in sorted(paths):
+        f, then = by_path.get(rel), listed[rel]
+        if f is None:
+            changed[rel] = f"listed with {then.size} bytes, now gone"
+        elif f.size != then.size:
+            changed[rel] = f"listed with {then.size} bytes, now {f.size} bytes"
+        elif f.etag != then.etag:
+            changed[rel] = f"listed with ETag {then.etag}, now {f.etag} (same size)"
     return changed
 
 

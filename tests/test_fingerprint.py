@@ -285,3 +285,29 @@ def test_an_s3_object_uploaded_again_with_the_same_bytes_is_the_same_listing(s3_
     assert differences({"input.listing": before}, {"input.listing": edited}) == [
         "input.listing: 1 files -> 1 files (changed a.jsonl (modified))"
     ]
+
+
+def test_the_embed_jobs_objects_changed_during_the_run_are_found_by_one_listing(s3_bucket, s3_server, proxy):
+    """The embed job checks the S3 objects it committed with one listing at its end (no request per object): an
+    object rewritten (other ETag), grown or deleted is named; an upload of the same bytes is the same object."""
+    from pipeline.storage import ListedFile
+
+    client, bucket = s3_bucket
+    for name in "abcd":
+        client.put_object(Bucket=bucket, Key=f"in/{name}.jsonl", Body=b'{"text": "x"}\n')
+    storage = StorageConfig(endpoint_url=proxy.url)
+    _, files = list_inputs(f"s3://{bucket}/in", storage)
+    client.put_object(Bucket=bucket, Key="in/a.jsonl", Body=b'{"text": "y"}\n')
+    client.put_object(Bucket=bucket, Key="in/b.jsonl", Body=b'{"text": "x"}\n{"text": "z"}\n')
+    client.delete_object(Bucket=bucket, Key="in/c.jsonl")
+    client.put_object(Bucket=bucket, Key="in/d.jsonl", Body=b'{"text": "x"}\n')  # the same bytes again
+    proxy.forwarded.clear()
+    _, now = list_inputs(f"s3://{bucket}/in", storage)
+    by_path: dict[str, ListedFile] = {f.path: f for f in files}
+    changed = input_contents.changed_objects(now, by_path, set(by_path))
+    assert changed == {
+        "a.jsonl": f"listed with ETag {by_path['a.jsonl'].etag}, now {now[0].etag} (same size)",
+        "b.jsonl": "listed with 14 bytes, now 28 bytes",
+        "c.jsonl": "listed with 14 bytes, now gone",
+    }
+    assert not [path for method, path in proxy.forwarded if method == "HEAD" and path.endswith(".jsonl")]

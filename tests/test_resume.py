@@ -410,3 +410,37 @@ def test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed(
         run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))
     records = committed_units(resolve(str(out), StorageConfig())).values()
     assert [r["path"] for r in records] == ["c2.jsonl"]  # old code: both committed, 'late' under the listed size
+
+
+def test_an_object_rewritten_while_the_embed_job_reads_it_is_not_committed(
+    ray_session, tiny_models, s3_bucket, s3_server, monkeypatch
+):
+    """The S3 side of test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed: one listing at the end
+    of the run finds the object rewritten after the listing; its unit is uncommitted, the other one stays."""
+    import pipeline.embed_job as job
+    from pipeline.commit import committed_units
+    from pipeline.config import StorageConfig
+    from pipeline.reembed.sources import InputChangedError
+    from pipeline.storage import resolve
+
+    client, bucket = s3_bucket
+    for name in ("c1.jsonl", "c2.jsonl"):
+        client.put_object(Bucket=bucket, Key=f"grow/{name}", Body=corpus_bytes(FILES[name]))
+    listing = job.list_inputs
+    calls = []
+
+    def listed_then_rewritten(*args, **kwargs):
+        listed = listing(*args, **kwargs)
+        if not calls:  # after the run's own listing only
+            rows = [*FILES["c1.jsonl"], {"id": "late", "text": "appended while the job ran"}]
+            client.put_object(Bucket=bucket, Key="grow/c1.jsonl", Body=corpus_bytes(rows))
+        calls.append(1)
+        return listed
+
+    monkeypatch.setattr(job, "list_inputs", listed_then_rewritten)
+    out = f"s3://{bucket}/grow-emb"
+    cfg = make_config(tiny_models["bert"], f"s3://{bucket}/grow", out, "jsonl", s3_server, **SECTIONS)
+    with pytest.raises(InputChangedError, match=r"grow/c1\.jsonl changed while this run read it \(listed with \d+ b"):
+        run_embed(cfg)
+    records = committed_units(resolve(out, StorageConfig(endpoint_url=s3_server))).values()
+    assert [r["path"] for r in records] == ["c2.jsonl"]  # without the listing: both committed
