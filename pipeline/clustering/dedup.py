@@ -9,6 +9,7 @@ split by a sub-k-means so one task never holds more than `max_rows` vectors. Pla
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,22 @@ class DedupResult:
         return int((self.kept != np.arange(len(self.kept))).sum())
 
 
+def pair_tiles(x: np.ndarray, eps: float, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The pairs i < j of unit rows with cosine >= 1 - max(eps, EPS_FLOOR), one tile of the upper triangle at a
+    time: (i, j) int64 row indices into x and their float32 cosines. Peak extra memory: one tile's block_rows^2
+    cosines and its pairs."""
+    threshold = np.float32(1.0 - max(eps, EPS_FLOOR))
+    for a in range(0, len(x), block_rows):
+        for b in range(a, len(x), block_rows):
+            sims = x[a : a + block_rows] @ x[b : b + block_rows].T  # (Ba, Bb)
+            if a == b:
+                sims = np.triu(sims, k=1) + np.tril(np.full_like(sims, -2.0))  # only j > i inside the diagonal tile
+            ii, jj = np.nonzero(sims >= threshold)
+            cosines = sims[ii, jj].astype(np.float32)
+            del sims  # the caller's work on this tile's pairs holds no cosine matrix
+            yield ii.astype(np.int64) + a, jj.astype(np.int64) + b, cosines
+
+
 def duplicate_pairs(x: np.ndarray, eps: float, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs i < j of unit rows with cosine >= 1 - eps, computed tile by tile over the upper triangle.
 
@@ -46,22 +63,16 @@ def duplicate_pairs(x: np.ndarray, eps: float, block_rows: int = 2048) -> tuple[
     Returns:
         (i, j, cosine) arrays, sorted by (i, j).
     """
-    threshold = np.float32(1.0 - max(eps, EPS_FLOOR))
     found_i, found_j, found_c = [], [], []
-    for a in range(0, len(x), block_rows):
-        for b in range(a, len(x), block_rows):
-            sims = x[a : a + block_rows] @ x[b : b + block_rows].T  # (Ba, Bb)
-            if a == b:
-                sims = np.triu(sims, k=1) + np.tril(np.full_like(sims, -2.0))  # only j > i inside the diagonal tile
-            ii, jj = np.nonzero(sims >= threshold)
-            found_i.append(ii + a)
-            found_j.append(jj + b)
-            found_c.append(sims[ii, jj])
+    for i, j, cosines in pair_tiles(x, eps, block_rows):
+        found_i.append(i)
+        found_j.append(j)
+        found_c.append(cosines)
     if not found_i:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     i, j, c = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_c)
     order = np.lexsort((j, i))
-    return i[order].astype(np.int64), j[order].astype(np.int64), c[order].astype(np.float32)
+    return i[order], j[order], c[order]
 
 
 def groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -99,16 +110,9 @@ def duplicate_groups(x: np.ndarray, eps: float, block_rows: int = 2048) -> np.nd
     `dedup_cluster` gives a task), while each tile's pairs are joined into the forest and dropped. Memory: one tile's
     cosines and pairs (block_rows^2) and the (N,) forest.
     """
-    threshold = np.float32(1.0 - max(eps, EPS_FLOOR))
     parent = np.arange(len(x), dtype=np.int64)
-    for a in range(0, len(x), block_rows):
-        for b in range(a, len(x), block_rows):
-            sims = x[a : a + block_rows] @ x[b : b + block_rows].T  # (Ba, Bb)
-            if a == b:
-                sims = np.triu(sims, k=1) + np.tril(np.full_like(sims, -2.0))  # only j > i inside the diagonal tile
-            ii, jj = np.nonzero(sims >= threshold)
-            del sims
-            union(parent, ii.astype(np.int64) + a, jj.astype(np.int64) + b)
+    for i, j, _ in pair_tiles(x, eps, block_rows):
+        union(parent, i, j)
     return parent
 
 
