@@ -8,6 +8,7 @@ so a rerun of the same configuration skips what an earlier attempt finished (doc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import posixpath
@@ -548,9 +549,9 @@ def run_embed(
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming, same), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming, same)
-    with ContentRecorder(
-        out, {"input.listing": (root, listed)}
-    ):  # what a resume after a `touch` compares: hashed while we embed
+    # what a resume after a `touch` compares, and the check of a file touched while this run reads it: hashed while
+    # we embed
+    with ContentRecorder(out, {"input.listing": (root, listed)}) as recorder:
         spec = read_spec(cfg, root)
         count = count_ranges(cfg, root, out, resumed)
         units = plan_units(root, listed, cfg.input.format, cfg.input.unit_bytes, packed, split_lines, count)
@@ -570,7 +571,9 @@ def run_embed(
 
         def mark(unit: Unit, counts: dict) -> None:
             # a unit whose file changed since the listing is not committed as the listed file: the run stops below
-            if moved := changed_inputs(root, by_path, unit.paths):
+            # (a file whose token alone moved is hashed and compared with its content as listed)
+            sha_of = functools.partial(recorder.sha_of, "input.listing")
+            if moved := changed_inputs(root, by_path, unit.paths, sha_of):
                 log.warning("input changed while this run read it, unit not committed: %s", moved)
                 changed.update(moved)
                 return

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow.fs as pafs
 
@@ -30,7 +31,7 @@ from pipeline.change_tokens import local_token, same_token
 from pipeline.commit import RUN_DIR
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
-from pipeline.reembed.sources import HASH_THREADS, content_token
+from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token
 from pipeline.storage import ListedFile, Location
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,28 @@ def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
     return st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns)
 
 
-def changed_inputs(root: Location, listed: dict[str, ListedFile], paths: tuple[str, ...]) -> dict[str, str]:
+def changed_inputs(
+    root: Location,
+    listed: dict[str, ListedFile],
+    paths: tuple[str, ...],
+    sha_of: Callable[[ListedFile], str | None] = lambda f: None,
+) -> dict[str, str]:
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
-    changed while it was read (appended, replaced, truncated, deleted) is never committed as the listed file. {} on
-    S3, whose objects the job checks with one listing at its end (changed_objects)."""
+    changed while it was read (appended, replaced, truncated, deleted) is never committed as the listed file. A file
+    whose token alone moved (a `touch`, an rsync of the same bytes) is hashed and compared with `sha_of(file)` (its
+    sha256 taken while it was as listed: ContentRecorder.sha_of) and is not a change when the content is the same
+    (pipeline.reembed.sources.changed_now). {} on S3, whose objects the job checks with one listing at its end
+    (changed_objects)."""
     if not is_local(root):
         return {}
     changed = {}
     for rel in paths:
         f = listed[rel]
         now = stat_token(root, rel)
-        if now is None:
-            changed[rel] = f"listed with {f.size} bytes, now gone"
-        elif now[0] != f.size:
-            changed[rel] = f"listed with {f.size} bytes, now {now[0]} bytes"
-        elif now[1] != f.token:
-            changed[rel] = f"listed with change token {f.token}, now {now[1]} (same size)"
+        moved = now is not None and now[0] == f.size and now[1] != f.token
+        if how := changed_now(root, rel, f.size, f.token, now, sha_of(f) if moved else None):
+            changed[rel] = how
     return changed
 
 
@@ -150,15 +156,23 @@ class ContentRecorder:
         self.out, self.listings = out, listings
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.recorded: dict[str, dict] = {}
+        self.hashes: dict[str, dict[str, Future[dict[str, str] | None]]] = {}
+        self.pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> ContentRecorder:  # noqa: PYI034 -- the class is not subclassed
-        recorded = get_json(self.out.join(CONTENTS)) or {}
+        self.recorded = get_json(self.out.join(CONTENTS)) or {}
         todo = {
             key: (root, listed)
             for key, (root, listed) in self.listings.items()
-            if is_local(root) and any(f.path not in recorded.get(key, {}) for f in listed)
+            if is_local(root) and any(f.path not in self.recorded.get(key, {}) for f in listed)
         }
         if todo:
+            self.pool = ThreadPoolExecutor(HASH_THREADS)
+            self.hashes = {
+                key: {f.path: self.pool.submit(self.hash_one, root, f) for f in listed}
+                for key, (root, listed) in todo.items()
+            }
             self.thread = threading.Thread(target=self.record, args=(todo,), name="input-contents", daemon=True)
             self.thread.start()
         return self
@@ -168,6 +182,20 @@ class ContentRecorder:
             self.stop.set()
         if self.thread is not None:
             self.thread.join()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def sha_of(self, key: str, f: ListedFile) -> str | None:
+        """The sha256 of listing `key`'s file `f` taken while it had its listed token (this run's hash, waited for,
+        else the record's when taken at that token); None when none is known."""
+        if (pending := self.hashes.get(key, {}).get(f.path)) is not None:
+            try:
+                hashed = pending.result()
+            except OSError:  # unreadable now: the check says it cannot compare
+                return None
+            return hashed["sha256"] if hashed else None
+        entry = self.recorded.get(key, {}).get(f.path)
+        return entry["sha256"] if entry and same_token(f.token, entry["token"]) else None
 
     def hash_one(self, root: Location, f: ListedFile) -> dict[str, str] | None:
         if self.stop.is_set() or stat_token(root, f.path) != (f.size, f.token):
@@ -179,11 +207,10 @@ class ContentRecorder:
 
     def record(self, todo: dict[str, tuple[Location, list[ListedFile]]]) -> None:
         try:
-            entries = {}
-            with ThreadPoolExecutor(HASH_THREADS) as pool:
-                for key, (root, listed) in todo.items():
-                    hashed = pool.map(lambda f, root=root: self.hash_one(root, f), listed)
-                    entries[key] = {f.path: h for f, h in zip(listed, hashed, strict=True) if h is not None}
+            entries = {
+                key: {f.path: h for f in listed if (h := self.hashes[key][f.path].result()) is not None}
+                for key, (_, listed) in todo.items()
+            }
             if not any(entries.values()):
                 return
             # also after Ctrl-C or SIGTERM: the files hashed by then are recorded, so a resume after a touch of them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -181,6 +182,30 @@ def test_a_listing_recorded_before_etags_compares_on_what_it_has(s3_bucket, s3_s
     assert differences({"input.listing": now}, {"input.listing": rewritten}) == [
         "input.listing: 1 files -> 1 files (changed a.jsonl (rewritten with its old size and modification time))"
     ]
+
+
+def test_a_file_touched_while_the_embed_job_reads_it_is_committed_when_its_content_is_the_listed_one(tmp_path):
+    """The embed job's check before it commits a unit (input_contents.changed_inputs): a file whose token alone
+    moved while the run read it (a `touch`, an rsync of the same bytes) failed the run with InputChangedError. It is
+    now hashed and compared with the sha256 the run's recorder took while it was as listed (ContentRecorder.sha_of);
+    an edit of the same size, a grown file, or a file without such a hash is still a change saying which."""
+    folder = corpus(tmp_path, ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"])
+    root, listed = list_inputs(str(folder), StorageConfig())
+    by_path = {f.path: f for f in listed}
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    with input_contents.ContentRecorder(out, {"input.listing": (root, listed)}) as recorder:
+        sha_of = functools.partial(recorder.sha_of, "input.listing")
+        for f in listed:
+            st = (folder / f.path).stat()
+            os.utime(folder / f.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touch
+        (folder / "part-1.jsonl").write_text('{"text": "b"}\n')  # same size, other bytes
+        paths = tuple(by_path)
+        changed = input_contents.changed_inputs(root, by_path, paths, sha_of)
+        assert list(changed) == ["part-1.jsonl"] and "other content" in changed["part-1.jsonl"]  # old: all 3
+        (folder / "part-2.jsonl").write_bytes((folder / "part-2.jsonl").read_bytes() + b"\n")
+        assert "now " in input_contents.changed_inputs(root, by_path, ("part-2.jsonl",), sha_of)["part-2.jsonl"]
+        no_hash = input_contents.changed_inputs(root, by_path, ("part-0.jsonl",))
+        assert "no hash of its listed content" in no_hash["part-0.jsonl"]
 
 
 def test_a_resume_goes_on_after_a_touch_chmod_or_copy_of_an_input_and_names_an_edit(tmp_path):

@@ -30,6 +30,7 @@ from pipeline.reembed.sources import (
     SourceFile,
     changed_files_message,
     changed_since_listed,
+    hash_as_listed,
     local_source,
     object_source,
     scan_sources,
@@ -258,6 +259,29 @@ def test_a_file_changed_since_the_listing_says_how(tmp_path):
     message = changed_files_message(root, {"a.jsonl": "listed with 14 bytes, now 28 bytes", "c.jsonl": "gone"})
     assert message.startswith(f"{root.join('a.jsonl').uri} changed while this run read it (listed with 14 bytes")
     assert "(and 1 more: c.jsonl)" in message and "Run the same command again" in message
+
+
+def test_a_file_touched_during_the_run_is_not_a_change_when_its_content_is_the_listed_one(tmp_path, caplog):
+    """A `touch` or an rsync/cp of the same bytes while the re-embed job reads a file moves its token (mtime) alone:
+    the run failed with InputChangedError for nothing (a nightly corpus synced by another process). The file is now
+    hashed at the check and compared with its sha256 taken while it was as listed (the entry's content); the same
+    bytes go on with an INFO line, other bytes of the same size or no hash known are still a change saying which."""
+    root = resolve(str(tmp_path), StorageConfig())
+    for name in "abc":
+        (tmp_path / f"{name}.jsonl").write_bytes(b'{"text": "x"}\n')
+    listed = {name: local_source(root, f"{name}.jsonl") for name in "abc"}
+    sha = {name: hash_as_listed(root, listed[name]) for name in "abc"}
+    assert sha["a"] == "sha256:" + hashlib.sha256(b'{"text": "x"}\n').hexdigest()
+    for name in "abc":  # a touch: the same bytes, a new mtime
+        st = (tmp_path / f"{name}.jsonl").stat()
+        os.utime(tmp_path / f"{name}.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "z"}\n')  # an edit of the same size
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        assert changed_since_listed(root, listed["a"], sha["a"]) is None  # old code: '... (same size)'
+    assert "a.jsonl: its change token moved" in caplog.text and "content is the listed one" in caplog.text
+    assert "other content" in changed_since_listed(root, listed["b"], sha["b"])
+    assert "no hash of its listed content" in changed_since_listed(root, listed["c"])
+    assert hash_as_listed(root, listed["a"]) is None  # its token is no longer the listed one: no hash of it known
 
 
 def test_objects_that_changed_during_the_run_are_found_by_one_listing_and_unstaged(s3_bucket, s3_server, proxy):

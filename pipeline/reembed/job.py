@@ -172,7 +172,7 @@ def embed_files(
 
     # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan)
     hashing = ThreadPoolExecutor(HASH_THREADS)
-    contents = content_tokens(root, [s.path for s in todo], hashing)
+    contents = content_tokens(root, todo, hashing)
     # files that changed between the listing and the end of their read: not staged, the run fails naming them
     changed: dict[str, str] = {}
     listed = {s.path: s for s in todo}
@@ -184,7 +184,8 @@ def embed_files(
         for entry in done:
             content = contents.get(entry.path)
             entry = dataclasses.replace(entry, content=content.result() if content else None)
-            if local and (how := changed_since_listed(root, listed[entry.path])):
+            # a file whose token alone moved (a touch, an rsync of the same bytes) is hashed and compared with it
+            if local and (how := changed_since_listed(root, listed[entry.path], entry.content)):
                 log.warning("%s changed while this run read it (%s): not staged", entry.path, how)
                 changed[entry.path] = how
                 continue

@@ -10,6 +10,7 @@ never a stale vector.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -20,6 +21,8 @@ import pyarrow.fs as pafs
 from pipeline.change_tokens import local_token
 from pipeline.errors import UserError
 from pipeline.storage import ListedFile, Location
+
+log = logging.getLogger(__name__)
 
 HEAD_THREADS = 16  # S3 HEAD requests in flight, for files listed without an ETag
 # Driver threads hashing local input files (content_token) while a job embeds them: sha256 releases the GIL, and the
@@ -87,18 +90,58 @@ def source_now(root: Location, rel: str) -> SourceFile | None:
         return None
 
 
-def changed_since_listed(root: Location, src: SourceFile) -> str | None:
+def changed_since_listed(root: Location, src: SourceFile, sha: str | None = None) -> str | None:
     """How `src` differs now from when it was listed (`listed 120 bytes, now 180 bytes`), or None when its size and
     change token are the same. Any write moves a local file's ctime and an S3 object's ETag, so a file found
-    unchanged once its rows are read was read as listed (and its content hash, taken meanwhile, is of those bytes)."""
+    unchanged once its rows are read was read as listed (and its content hash, taken meanwhile, is of those bytes).
+    A file whose token alone moved (a `touch`, `chmod`, an rsync/cp of the same bytes) is hashed and compared with
+    `sha` (its sha256 taken while it had the listed token: hash_as_listed): None, with an INFO line, when the content
+    is the same; no `sha` (none taken while it was as listed) or other content is a change saying which."""
     now = source_now(root, src.path)
     if now is None:
         return f"listed with {src.size} bytes, now gone"
-    if now.size != src.size:
-        return f"listed with {src.size} bytes, now {now.size} bytes"
-    if now.token != src.token:
-        return f"listed with change token {src.token}, now {now.token} (same size)"
+    return changed_now(root, src.path, src.size, src.token, (now.size, now.token), sha)
+
+
+def changed_now(
+    root: Location, rel: str, size: int, token: str, now: tuple[int, str] | None, sha: str | None
+) -> str | None:
+    """How a local file listed with `size` and change `token` differs from `now` ((size, token), None when gone),
+    or None when it is the listed file: same size and token, or same size and the content of `sha` (`sha256:<hex>`
+    of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks."""
+    if now is None:
+        return f"listed with {size} bytes, now gone"
+    if now[0] != size:
+        return f"listed with {size} bytes, now {now[0]} bytes"
+    if now[1] == token:
+        return None
+    moved = f"listed with change token {token}, now {now[1]} (same size"
+    if sha is None:
+        return f"{moved}; no hash of its listed content to compare with, so its content may have changed)"
+    try:
+        sha_now = content_token(root, rel)
+    except OSError as err:
+        return f"{moved}; cannot read it to compare its content: {err})"
+    if sha_now != sha:
+        return f"{moved}, other content: sha256 {sha[7:19]}... listed, {sha_now[7:19]}... now)"
+    log.info(
+        "%s: its change token moved while this run read it (a touch or a copy of the same bytes), its content "
+        "is the listed one (sha256 compared): going on",
+        root.join(rel).uri,
+    )
     return None
+
+
+def hash_as_listed(root: Location, src: SourceFile) -> str | None:
+    """content_token of a local file taken while it has its listed size and token (a stat before and after the
+    read); None when it had not, or is gone: no hash of the listed bytes is then known."""
+    try:
+        if local_source(root, src.path) != src:
+            return None
+        sha = content_token(root, src.path)
+        return sha if local_source(root, src.path) == src else None
+    except FileNotFoundError:
+        return None
 
 
 def changed_files_message(root: Location, changed: dict[str, str]) -> str:
@@ -125,9 +168,10 @@ def content_token(root: Location, rel: str, stop: threading.Event | None = None)
     return f"sha256:{digest.hexdigest()}"
 
 
-def content_tokens(root: Location, rels: list[str], pool: Executor) -> dict[str, Future[str]]:
-    """`sha256:<hex>` of each local file (content_token), computed on `pool` while the caller goes on (hashing
-    releases the GIL; the embedding of the same files takes far longer); {} on S3, whose ETag names the content."""
+def content_tokens(root: Location, sources: list[SourceFile], pool: Executor) -> dict[str, Future[str | None]]:
+    """`sha256:<hex>` of each local file as listed (hash_as_listed: None for a file whose token moved before or
+    while it was hashed), computed on `pool` while the caller goes on (hashing releases the GIL; the embedding of the
+    same files takes far longer); {} on S3, whose ETag names the content."""
     if not isinstance(root.fs, pafs.LocalFileSystem):
         return {}
-    return {rel: pool.submit(content_token, root, rel) for rel in rels}
+    return {s.path: pool.submit(hash_as_listed, root, s) for s in sources}
