@@ -414,15 +414,16 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
         return {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}
     if isinstance(record, list) and record and all(isinstance(r, dict) for r in record):
         # a JSON array of records on one line (pandas to_json(orient="records")): each is a row
-        return [without_repeats(r, text_column) for r in record] if hook else record
+        return [without_repeats(r, text_column, keys.paths) for r in record] if hook else record
     if not isinstance(record, dict):
         return {text_column: _Invalid(f"JSON value is {json_type(record)}, not an object")}
-    return without_repeats(record, text_column) if hook else record
+    return without_repeats(record, text_column, keys.paths) if hook else record
 
 
-def without_repeats(record: dict, text_column: str) -> dict:
-    """The record, or a reject naming the first key the job reads that it (or an object inside it) gives twice."""
-    key = first_repeated(record)
+def without_repeats(record: dict, text_column: str, paths: tuple[str, ...]) -> dict:
+    """The record, or a reject naming the first key on the way to a read path (`paths`) that the record (or an
+    object on that way) gives twice; a repeated key elsewhere does not reject it (repeated_keys.first_repeated)."""
+    key = first_repeated(record, paths)
     return record if key is None else {text_column: _Invalid(repeated_reason(key))}
 
 

@@ -2,8 +2,9 @@
 
 JSON parsers keep one of the values without a word (Python's json and pandas the last, others the first or an
 error), so which text or id such a row meant cannot be told: the row is a reject naming the key. Only the keys the
-job reads count (the segments of input.text_column, input.id_column and output.keep_columns); a line is parsed
-again to look only when its bytes hold one of those names twice, so other lines cost one bytes.count per name.
+job reads count (the segments of input.text_column, input.id_column and output.keep_columns), and only in the
+objects on the way to a read value (first_repeated); a line is parsed again to look only when its bytes hold one of
+those names twice, so other lines cost one bytes.count per name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.column_paths import Missing, candidates, index_splits, json_value
 
 
 class RepeatedKeys(dict):
@@ -26,6 +29,7 @@ class ReadKeys:
     """The JSON keys a read takes values from, and each as it appears as a key in a line's bytes (`"text"`)."""
 
     names: frozenset[str]
+    paths: tuple[str, ...] = ()  # the column paths read (input.text_column, ...): only their keys are checked
     quoted: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,11 +47,12 @@ class ReadKeys:
 def key_names(columns: Iterable[str]) -> ReadKeys:
     """The JSON keys a column path may read: the path itself and each of its dotted segments, list positions cut
     (`turns[1].text` -> turns[1].text, turns, text)."""
+    columns = list(columns)
     names: set[str] = set()
     for column in columns:
         names.add(column)
         names.update(re.sub(r"(\[\d+\])+$", "", part) for part in column.split("."))
-    return ReadKeys(frozenset(n for n in names if n))
+    return ReadKeys(frozenset(n for n in names if n), tuple(columns))
 
 
 def repeated_hook(names: frozenset[str]):
@@ -68,17 +73,39 @@ def repeated_hook(names: frozenset[str]):
     return hook
 
 
-def first_repeated(value: Any) -> str | None:
-    """The first key repeated in `value` or an object inside it (RepeatedKeys), None when none is."""
-    if isinstance(value, RepeatedKeys):
-        return value.repeated[0]
-    if isinstance(value, dict):
-        values = value.values()
-    elif isinstance(value, list):
-        values = value
-    else:
-        return None
-    return next((k for v in values if (k := first_repeated(v)) is not None), None)
+def first_repeated(record: dict, paths: Iterable[str]) -> str | None:
+    """The first key repeated (RepeatedKeys) on the way to one of `paths` in `record`, resolved as the read resolves
+    them (column_paths.json_value: an exact name first, then dotted segments and list positions); None when none is.
+    A repeated key elsewhere in the record (an object the job does not read, holding a key of the same name) is not
+    looked at: which value it meant does not change a value read."""
+    return next((k for path in paths if (k := repeated_on_path(record, path)) is not None), None)
+
+
+def repeated_on_path(record: dict, name: str) -> str | None:
+    """The key repeated on the way to `name` in `record` (first_repeated), None when none is."""
+    repeated = record.repeated if isinstance(record, RepeatedKeys) else ()
+    if name in record:
+        return name if name in repeated else None
+    for whole, rest in candidates(name):
+        for head, positions in index_splits(whole):
+            if head not in record or (rest is None and not positions):
+                continue
+            if head in repeated:
+                return head
+            value: Any = record[head]
+            for i in positions:
+                value = value[i] if isinstance(value, list) and i < len(value) else Missing
+            if value is Missing:
+                continue
+            if rest is None:
+                return None
+            if not isinstance(value, dict):
+                continue
+            if (inner := repeated_on_path(value, rest)) is not None:
+                return inner
+            if not isinstance(json_value(value, rest), Missing):
+                return None
+    return None
 
 
 def repeated_reason(key: str) -> str:

@@ -842,6 +842,32 @@ def test_a_json_object_giving_a_read_key_twice_is_a_reject_naming_it(tmp_path):
     ]
 
 
+def test_a_read_keys_name_repeated_in_an_object_the_job_does_not_read_does_not_reject_the_row(tmp_path):
+    """Only the objects on the way to a read path count: `{"text": "a", "notes": {"text": "x", "text": "y"}}` was a
+    reject naming 'text' (any object of the record giving a read key's name twice), though the row's text, id and
+    kept columns are unambiguous. A repeated key on the way to a read value is still a reject naming it."""
+    lines = [
+        '{"id": "a", "text": "t", "notes": {"text": "x", "text": "y"}}',  # 'text' twice in an object not read
+        '{"id": "b", "text": "t", "spans": [{"id": 1, "id": 2}]}',  # 'id' twice in a list's object
+        '{"id": "c", "text": "t", "meta": {"lang": "en"}, "src": {"lang": "a", "lang": "b"}}',
+        '{"id": "d", "text": "t", "turns": [{"lang": "en"}, {"lang": "a", "lang": "b"}]}',  # turns[1] not read
+        '{"id": "e", "text": "t", "meta": {"lang": "en", "lang": "de"}}',  # on the way to meta.lang: reject
+        '{"id": "f", "text": "t", "turns": [{"lang": "en", "lang": "de"}]}',  # on the way to turns[0].lang
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    rows = read_all(spec(tmp_path, "jsonl", "id", ["meta.lang", "turns[0].lang"]), "r.jsonl")
+    twice = "the key {!r} appears more than once in one JSON object, so which value is meant cannot be told; write "
+    twice += "each key once"
+    assert [(r["id"], r[REJECT]) for r in rows] == [  # old code: a-d rejected naming text / id / lang / lang
+        ("a", None),
+        ("b", None),
+        ("c", None),
+        ("d", None),
+        (None, twice.format("lang")),
+        (None, twice.format("lang")),
+    ]
+
+
 def test_bzip2_files_are_read_and_other_compressions_are_refused_by_name(tmp_path):
     """`.jsonl.bz2` (several streams concatenated, as pbzip2 writes) was refused: 'cannot infer the format from the
     extension ... set input.format', then, once set, 'bzip2-compressed data (not supported)'. It is read as gzip and
