@@ -243,13 +243,20 @@ def control_share(data: bytes) -> float:
     return controls / len(sample)
 
 
+PARQUET_HEAD = 16  # bytes read for check_parquet_head
+
+
 def check_parquet_head(head: bytes, uri: str) -> None:
-    """Fail when a file configured or named as Parquet does not start like one."""
+    """Fail when a file configured or named as Parquet does not start like one (`head`: its first PARQUET_HEAD
+    bytes, enough to tell a compressed file: bzip2's magic is 10 bytes)."""
     if not head.startswith(PARQUET_MAGIC):
-        raise CorruptFileError(
-            f"{uri} is read as parquet but looks like {describe(head)}; set input.format to match the file "
-            "(or leave it unset to infer it from the extension)"
-        )
+        hint = "set input.format to match the file (or leave it unset to infer it from the extension)"
+        if compression_of(head):  # p.parquet.gz / .bz2 / .zst: Parquet compresses its pages itself
+            hint = (
+                "decompress it (gunzip, bunzip2, zstd -d) and name it .parquet: a Parquet file is not read compressed "
+                "as a whole (Parquet compresses its own pages: write it with compression='zstd' instead)"
+            )
+        raise CorruptFileError(f"{uri} is read as parquet but looks like {describe(head)}; {hint}")
 
 
 def check_text_head(head: bytes, fmt: str, uri: str, compressed: str | None) -> None:

@@ -38,6 +38,7 @@ from pipeline.column_paths import (
 )
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
+    PARQUET_HEAD,
     UTF8_BOM,
     CorruptFileError,
     InputFileError,
@@ -245,7 +246,7 @@ def read_parquet(
     with opener() if opener else open_input(spec.root.fs, path) as f:
         if f.size() == 0:
             return  # a writer that crashed before its first byte: no rows, nothing lost (as an empty JSONL file)
-        check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
+        check_parquet_head(f.read(PARQUET_HEAD), posixpath.join(spec.root.uri, rel))
         f.seek(0)
         reader = pq.ParquetFile(f, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
         if reader.metadata.num_rows == 0:
@@ -641,7 +642,7 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
             with spec.root.fs.open_input_file(path) as f:
                 if f.size() == 0:
                     return fmt, {}  # an empty file has no columns: its rows (none) take any type
-                check_parquet_head(f.read(4), posixpath.join(spec.root.uri, rel))
+                check_parquet_head(f.read(PARQUET_HEAD), posixpath.join(spec.root.uri, rel))
                 f.seek(0)
                 schema = pq.read_schema(f)
             found = {c: arrow_path(schema, c) for c in spec.keep_columns}

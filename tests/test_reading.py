@@ -868,6 +868,24 @@ def test_a_read_keys_name_repeated_in_an_object_the_job_does_not_read_does_not_r
     ]
 
 
+def test_a_compressed_parquet_file_is_named_as_compressed_with_what_to_do(tmp_path):
+    """`p.parquet.bz2` said it 'looks like plain text' (4 bytes were sniffed: bzip2's magic is 10, 'BZh9' alone is
+    text) and to set input.format, which no format reads; a `.parquet.gz` too was told to set input.format. Each
+    now names its compression and says to decompress it."""
+    import bz2
+    import io
+
+    from pipeline.file_formats import CorruptFileError
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": ["p"]}), buf)
+    (tmp_path / "p.parquet.bz2").write_bytes(bz2.compress(buf.getvalue()))
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(buf.getvalue()))
+    for name, codec in [("p.parquet.bz2", "bz2"), ("p.parquet.gz", "gzip")]:
+        with pytest.raises(CorruptFileError, match=rf"looks like {codec}-compressed data; decompress it"):
+            read_all(spec(tmp_path, None), name)  # old code: .bz2 'looks like plain text; set input.format'
+
+
 def test_bzip2_files_are_read_and_other_compressions_are_refused_by_name(tmp_path):
     """`.jsonl.bz2` (several streams concatenated, as pbzip2 writes) was refused: 'cannot infer the format from the
     extension ... set input.format', then, once set, 'bzip2-compressed data (not supported)'. It is read as gzip and
