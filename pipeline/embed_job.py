@@ -568,12 +568,13 @@ def run_embed(
         progress = UnitProgress(todo)
         by_path = {f.path: f for f in listed}
         changed: dict[str, str] = {}
+        same_bytes: dict[str, str] = {}  # files touched during the run whose content was found the listed one
 
         def mark(unit: Unit, counts: dict) -> None:
             # a unit whose file changed since the listing is not committed as the listed file: the run stops below
             # (a file whose token alone moved is hashed and compared with its content as listed)
             sha_of = functools.partial(recorder.sha_of, "input.listing")
-            if moved := changed_inputs(root, by_path, unit.paths, sha_of):
+            if moved := changed_inputs(root, by_path, unit.paths, sha_of, same_bytes):
                 log.warning("input changed while this run read it, unit not committed: %s", moved)
                 changed.update(moved)
                 return

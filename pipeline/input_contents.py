@@ -57,23 +57,30 @@ def changed_inputs(
     listed: dict[str, ListedFile],
     paths: tuple[str, ...],
     sha_of: Callable[[ListedFile], str | None] = lambda f: None,
+    confirmed: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
     changed while it was read (appended, replaced, truncated, deleted) is never committed as the listed file. A file
     whose token alone moved (a `touch`, an rsync of the same bytes) is hashed and compared with `sha_of(file)` (its
     sha256 taken while it was as listed: ContentRecorder.sha_of) and is not a change when the content is the same
-    (pipeline.reembed.sources.changed_now). {} on S3, whose objects the job checks with one listing at its end
-    (changed_objects)."""
+    (pipeline.reembed.sources.changed_now). `confirmed` ({path: token}, kept by the caller across calls): files
+    whose content was found the listed one at that token, so that the later units of a split file touched once are
+    not hashed again each. {} on S3, whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):
         return {}
     changed = {}
+    confirmed = {} if confirmed is None else confirmed
     for rel in paths:
         f = listed[rel]
         now = stat_token(root, rel)
         moved = now is not None and now[0] == f.size and now[1] != f.token
+        if moved and confirmed.get(rel) == now[1]:
+            continue
         if how := changed_now(root, rel, f.size, f.token, now, sha_of(f) if moved else None):
             changed[rel] = how
+        elif moved:
+            confirmed[rel] = now[1]
     return changed
 
 

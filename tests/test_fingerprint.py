@@ -184,7 +184,9 @@ def test_a_listing_recorded_before_etags_compares_on_what_it_has(s3_bucket, s3_s
     ]
 
 
-def test_a_file_touched_while_the_embed_job_reads_it_is_committed_when_its_content_is_the_listed_one(tmp_path):
+def test_a_file_touched_while_the_embed_job_reads_it_is_committed_when_its_content_is_the_listed_one(
+    tmp_path, monkeypatch
+):
     """The embed job's check before it commits a unit (input_contents.changed_inputs): a file whose token alone
     moved while the run read it (a `touch`, an rsync of the same bytes) failed the run with InputChangedError. It is
     now hashed and compared with the sha256 the run's recorder took while it was as listed (ContentRecorder.sha_of);
@@ -206,6 +208,13 @@ def test_a_file_touched_while_the_embed_job_reads_it_is_committed_when_its_conte
         assert "now " in input_contents.changed_inputs(root, by_path, ("part-2.jsonl",), sha_of)["part-2.jsonl"]
         no_hash = input_contents.changed_inputs(root, by_path, ("part-0.jsonl",))
         assert "no hash of its listed content" in no_hash["part-0.jsonl"]
+        # the later units of a split file touched once: its content is compared once, not again for each unit
+        confirmed: dict[str, str] = {}
+        assert input_contents.changed_inputs(root, by_path, ("part-0.jsonl",), sha_of, confirmed) == {}
+        hashed = []
+        monkeypatch.setattr(input_contents, "changed_now", lambda *a: hashed.append(a))
+        assert input_contents.changed_inputs(root, by_path, ("part-0.jsonl",), sha_of, confirmed) == {}
+        assert hashed == []
 
 
 def test_a_resume_goes_on_after_a_touch_chmod_or_copy_of_an_input_and_names_an_edit(tmp_path):
