@@ -26,20 +26,26 @@ class RepeatedKeys(dict):
 
 @dataclass(frozen=True)
 class ReadKeys:
-    """The JSON keys a read takes values from, and each as it appears as a key in a line's bytes (`"text"`)."""
+    """The JSON keys a read takes values from, and each as it appears as a key in a line's bytes: `"text"`, and for
+    a name that is not ASCII also as JSON writers escape it (`"spr\\u00e5k"`: Python's json.dumps by default)."""
 
     names: frozenset[str]
     paths: tuple[str, ...] = ()  # the column paths read (input.text_column, ...): only their keys are checked
-    quoted: tuple[bytes, ...] = field(init=False)
+    quoted: tuple[tuple[bytes, ...], ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        quoted = tuple(json.dumps(n, ensure_ascii=False).encode("utf-8") for n in self.names)
+        quoted = tuple(
+            tuple(dict.fromkeys(json.dumps(n, ensure_ascii=a).encode("utf-8") for a in (False, True)))
+            for n in self.names
+        )
         object.__setattr__(self, "quoted", quoted)
 
     def may_repeat(self, line: bytes) -> bool:
-        """Whether `line` holds one of the names twice (then it is parsed again with repeated_hook)."""
-        for key in self.quoted:
-            if line.count(key) > 1:
+        """Whether `line` holds one of the names twice, in either form (then it is parsed again with
+        repeated_hook)."""
+        for forms in self.quoted:
+            count = line.count(forms[0])  # an ASCII name has one form: one count, as before
+            if count > 1 or (len(forms) > 1 and count + line.count(forms[1]) > 1):
                 return True
         return False
 

@@ -868,6 +868,26 @@ def test_a_read_keys_name_repeated_in_an_object_the_job_does_not_read_does_not_r
     ]
 
 
+def test_a_repeated_non_ascii_key_is_found_also_as_json_writers_escape_it(tmp_path):
+    """Python's json.dumps (ensure_ascii, its default) writes a key `språk` as `"spr\\u00e5k"`: a line giving it twice
+    was not parsed again (its bytes hold `"språk"` no time), so the row kept the last value without a word. Both
+    forms are counted now, mixed too; a line giving it once is read."""
+    lines = [
+        json.dumps({"id": "a", "text": "t", "språk": "de"})[:-1] + ', "spr\\u00e5k": "fr"}',  # escaped twice
+        '{"id": "b", "text": "t", "språk": "de", "spr\\u00e5k": "fr"}',  # one of each form
+        json.dumps({"id": "c", "text": "t", "språk": "de"}),
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = read_all(spec(tmp_path, "jsonl", "id", ["språk"]), "r.jsonl")
+    twice = "the key 'språk' appears more than once in one JSON object, so which value is meant cannot be told; write "
+    twice += "each key once"
+    assert [(r["id"], r["språk"], r[REJECT]) for r in rows] == [  # old code: ('a', 'fr', None), ('b', 'fr', None)
+        (None, None, twice),
+        (None, None, twice),
+        ("c", "de", None),
+    ]
+
+
 def test_a_compressed_parquet_file_is_named_as_compressed_with_what_to_do(tmp_path):
     """`p.parquet.bz2` said it 'looks like plain text' (4 bytes were sniffed: bzip2's magic is 10, 'BZh9' alone is
     text) and to set input.format, which no format reads; a `.parquet.gz` too was told to set input.format. Each
