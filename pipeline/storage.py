@@ -346,7 +346,17 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     if not names and not pattern and (info.type == pafs.FileType.Directory or root.uri.startswith("s3://")):
         names = versioned_files(root)
     if not names:
-        raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings)")
+        skipped = ""
+        if system:  # `*/*.jsonl` matching only in lost+found/ or @eaDir/: say so, not just 'check input.uri'
+            folders = sorted(system)
+            shown = ", ".join(repr(f) for f in folders[:3]) + (
+                f" and {len(folders) - 3} more" if len(folders) > 3 else ""
+            )
+            skipped = (
+                f"; skipped {shown}: a folder the filesystem or OS keeps, not data (to read files in it, give its path "
+                "as the input)"
+            )
+        raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings){skipped}")
     names = sorted(names, key=lambda n: n.path)
     if isinstance(root.fs, pafs.LocalFileSystem):
         if denied := list(unreadable_files(root.path, (n.path for n in names))):

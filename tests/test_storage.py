@@ -491,6 +491,20 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
             locked.chmod(0o755)
 
 
+def test_an_input_matching_only_files_in_system_folders_says_they_were_skipped(tmp_path):
+    """`corpus/*/*.jsonl` whose matches all lie in `@eaDir/` or `lost+found/` failed 'no input files found ... (check
+    input.uri and storage settings)', the skipped folders named only in an INFO line. The error now names them and
+    how to read one."""
+    for folder in ("@eaDir", "lost+found"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.jsonl").write_text('{"text": "a"}\n')
+    with pytest.raises(FileNotFoundError, match="no input files found") as err:
+        list_files(str(tmp_path / "*" / "*.jsonl"), StorageConfig())
+    assert f"skipped {str(tmp_path / '@eaDir')!r}, {str(tmp_path / 'lost+found')!r}" in str(err.value)
+    assert "give its path as the input" in str(err.value)
+    assert list_files(str(tmp_path / "@eaDir" / "*.jsonl"), StorageConfig())[1] == ["a.jsonl"]
+
+
 def test_folders_an_os_or_filesystem_keeps_are_skipped_and_a_users_locked_folder_still_fails(tmp_path):
     """A mounted volume's root holds `lost+found` (root's, mode 700); a Windows disk or share `System Volume
     Information` and `$RECYCLE.BIN`: folders no user data lives in, that the job's user may not list. One of them
