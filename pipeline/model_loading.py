@@ -346,6 +346,18 @@ def load_prompts(cfg: ModelConfig) -> dict[str, str]:
     return named_prompts(Path(path).parent) if path else {}
 
 
+def remote_code_fix(cfg: ModelConfig, err: BaseException, lead: str) -> str:
+    """What to set when transformers refused to run code shipped with the model (an `auto_map` in config.json naming a
+    model type transformers lacks): its message names its own argument, trust_remote_code=True, not rayembed's key.
+    '' for any other error, or when the code is trusted already."""
+    if cfg.trust_remote_code or "trust_remote_code" not in str(err):
+        return ""
+    return (
+        f"{lead}the model ships its own code: set model.trust_remote_code: true (sentence-transformers' and "
+        "transformers' trust_remote_code=True) if you trust the code in it"
+    )
+
+
 def warn_remote_code(cfg: ModelConfig) -> None:
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is true: running code shipped with %s", cfg.name_or_path)
@@ -386,7 +398,9 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
             cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot read the configuration of model {cfg.name_or_path}: {err}") from err
+        raise ModelLoadError(
+            f"cannot read the configuration of model {cfg.name_or_path}: {err}{remote_code_fix(cfg, err, '; ')}"
+        ) from err
     limit = token_limit(cfg, tokenizer, config)
     resolved = apply_token_limit(cfg, limit)
     eos = eos_convention(tokenizer, declared_add_eos(cfg))

@@ -21,7 +21,8 @@ from robustness_helpers import check_counts, record_figure
 
 from jobs.embed import main as embed_main
 from pipeline.config import ModelConfig, StorageConfig
-from pipeline.model_loading import load_model, load_tokenizer
+from pipeline.errors import UserError
+from pipeline.model_loading import load_model, load_tokenizer, resolve_model_settings
 from pipeline.storage import Location, resolve
 
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -72,6 +73,21 @@ class Records(logging.Handler):
 
     def __exit__(self, *exc) -> None:
         self.logger.removeHandler(self)
+
+
+def test_a_model_that_needs_its_own_code_says_which_key_to_set(tiny_models, tmp_path):
+    """A model type transformers lacks, with an auto_map naming the shipped code (jina-embeddings-v3, nomic-embed's
+    nomic_bert, ...): refused on the driver naming rayembed's key, model.trust_remote_code; transformers' message
+    names only its own argument (trust_remote_code=True)."""
+    model_dir = copy_model(tiny_models, tmp_path)
+    (model_dir / "evil.py").write_text(REMOTE_CODE)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(model_type="evil-bert", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+    (model_dir / "config.json").write_text(json.dumps(config))
+    cfg = ModelConfig(name_or_path=str(model_dir), pooling="mean")
+    with pytest.raises(UserError, match="set model.trust_remote_code: true") as refused:
+        resolve_model_settings(cfg)
+    assert str(model_dir) in str(refused.value)
 
 
 def test_remote_code_runs_only_when_trusted_and_then_warns(tiny_models, tmp_path, monkeypatch):
