@@ -287,7 +287,7 @@ def check_local_weights(cfg: ModelConfig) -> None:
     pickles_allowed = cfg.allow_pickle_weights and any(local.glob("*.bin"))
     if local.exists() and not weights and not pickles_allowed:
         hint = "" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)"
-        raise ModelLoadError(f"{local} has no *.safetensors weights{hint}")
+        raise ModelLoadError(f"{local} has no *.safetensors weights{hint}{exported_weights_hint(local)}")
     from safetensors import SafetensorError, safe_open
 
     for path in weights:
@@ -298,6 +298,25 @@ def check_local_weights(cfg: ModelConfig) -> None:
             raise ModelLoadError(
                 f"model weights {path} do not load: {err}. A truncated or corrupt download? Fetch the file again"
             ) from err
+
+
+def exported_weights_hint(local: Path) -> str:
+    """'' or what to do when the folder holds only an export for another runtime (sentence-transformers' backend
+    'onnx' / 'openvino' folders, optimum's model.onnx / openvino_model.xml), which rayembed does not run."""
+    exports = sorted(
+        {
+            str(p.relative_to(local))
+            for pattern in ("*.onnx", "*/*.onnx", "openvino*.xml", "*/openvino*.xml")
+            for p in local.glob(pattern)
+        }
+    )
+    if not exports:
+        return ""
+    return (
+        f"; it holds {', '.join(exports[:3])}: weights exported for ONNX Runtime / OpenVINO (sentence-transformers' "
+        "backend='onnx' / 'openvino'), which rayembed does not run. It runs the PyTorch weights, as "
+        "sentence-transformers' default backend does: put the model's model.safetensors (the hub repo's) in the folder"
+    )
 
 
 def check_model(cfg: ModelConfig) -> None:

@@ -84,6 +84,18 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
         load_model(ModelConfig(name_or_path=str(model_dir)), torch.device("cpu"))
 
 
+@pytest.mark.parametrize("export", ["onnx/model.onnx", "openvino/openvino_model.xml", "model.onnx"])
+def test_a_folder_with_only_onnx_or_openvino_weights_says_what_to_put_in_it(tmp_path, tiny_models, export):
+    """sentence-transformers' backend='onnx' / 'openvino' folders (and optimum's exports) hold weights rayembed does not
+    run: refused on the driver naming the export and the weights it runs (it said only 'no *.safetensors weights')."""
+    model_dir = tmp_path / "exported"
+    shutil.copytree(tiny_models["bert"], model_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+    (model_dir / export).parent.mkdir(exist_ok=True)
+    (model_dir / export).write_bytes(b"exported graph")
+    with pytest.raises(ModelLoadError, match=f"it holds {export}: .* put the model's model.safetensors"):
+        check_model(ModelConfig(name_or_path=str(model_dir)))
+
+
 @pytest.fixture
 def transformers_log():
     """The records transformers' loggers emit (its root logger does not propagate to pytest's caplog)."""
