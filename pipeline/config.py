@@ -75,6 +75,21 @@ VALUE_ALIASES = {
 }
 
 
+# Values other tools take that name something rayembed does not make: refused saying what it is and what to do
+# (they got only the list of accepted values).
+REFUSED_VALUES = {
+    "pooling": {
+        "splade": "TEI's splade pooling gives sparse vocabulary-sized vectors (a SPLADE model, sentence-transformers' "
+        "SparseEncoder); rayembed makes dense vectors: use a dense embedding model, or TEI / sentence-transformers "
+        "for SPLADE",
+        "all": "vLLM's ALL pooling returns one vector per token; rayembed stores one vector per text: set a pooling "
+        "(auto follows the model)",
+        "step": "vLLM's STEP pooling returns per-step reward scores, not text embeddings: set a pooling (auto "
+        "follows the model)",
+    },
+}
+
+
 def value_alias(kind: str):
     """A before-validator mapping another tool's spelling of a `kind` value to ours; other values pass unchanged
     (validation then lists the accepted ones)."""
@@ -83,6 +98,8 @@ def value_alias(kind: str):
         if not isinstance(value, str):
             return value
         key = value.strip().lower().replace("-", "_")
+        if key in REFUSED_VALUES.get(kind, {}):
+            raise ValueError(f"{value!r}: {REFUSED_VALUES[kind][key]}")
         return VALUE_ALIASES[kind].get(key, key if key != value else value)
 
     return BeforeValidator(canonical)

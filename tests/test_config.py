@@ -155,6 +155,22 @@ def test_other_tools_value_names_are_accepted(tmp_path, override, key, value):
     assert getattr(cfg.model, key) == value
 
 
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("model.pooling=splade", "'splade': TEI's splade pooling gives sparse vocabulary-sized vectors"),
+        ("model.pooling=SPLADE", "rayembed makes dense vectors"),
+        ("model.pooling=ALL", "'ALL': vLLM's ALL pooling returns one vector per token"),
+        ("model.pooling=STEP", "'STEP': vLLM's STEP pooling returns per-step reward scores"),
+    ],
+)
+def test_another_tools_pooling_rayembed_does_not_make_says_why(tmp_path, override, says):
+    """TEI's --pooling splade and vLLM's ALL / STEP name outputs that are not one dense vector per text: refused
+    saying so (they got the list of accepted values alone)."""
+    with pytest.raises(ConfigError, match=re.escape("model.pooling: Value error, ") + ".*" + re.escape(says)):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [override])
+
+
 @pytest.mark.parametrize("text, expected", [("fp16", "float16"), ("Float32", "float32"), ("INT8", "int8")])
 def test_output_dtype_takes_other_spellings(tmp_path, text, expected):
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"output.dtype={text}"])
