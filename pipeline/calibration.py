@@ -50,11 +50,25 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def calibrate(precision: OutputPrecision, sample: ray.data.Dataset) -> OutputPrecision:
     """`precision` with ranges from the embedding column of `sample` (embedded with precision.unquantized()).
 
+    A sample without any row (an input that holds no row) leaves `precision` uncalibrated: no row is ever
+    quantized, and the job writes its empty output (int8/uint8 column, no ranges), as float32 does.
+
     Raises:
-        UserError: the sample holds no embedded row.
+        UserError: the sample has rows but every one was rejected (no vector to calibrate on).
     """
-    parts = [vectors_of(b.column("embedding")) for b in sample.iter_batches(batch_size=None, batch_format="pyarrow")]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    blocks = list(sample.iter_batches(batch_size=None, batch_format="pyarrow"))
+    rows = sum(b.num_rows for b in blocks)
+    if rows == 0:
+        log.info("output.dtype %s: the input holds no row; no ranges to calibrate", precision.precision)
+        return precision
+    parts = [vectors_of(b.column("embedding")) for b in blocks]
+    vectors = np.concatenate(parts)
+    if len(vectors) == 0:
+        raise UserError(
+            f"output.dtype {precision.precision}: every one of the {rows} rows read for calibration (the first "
+            "output.calibration_rows) was rejected (empty or unusable text), so no vector is left to calibrate the "
+            "int8/uint8 ranges on; fix or remove those rows, or raise output.calibration_rows if later rows are good"
+        )
     try:
         calibrated = precision.calibrated(vectors)
     except PrecisionError as err:

@@ -12,10 +12,12 @@ from conftest import SAMPLE
 from transformers import AutoTokenizer
 
 from pipeline.actors import TokenizeActor
+from pipeline.calibration import calibrate
 from pipeline.columns import COMPUTED, EMBED_SECONDS, TOKEN_COUNT, TRUNCATED, UNIT, UNIT_ROWS
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.embed_job import run_embed, summarize
-from pipeline.quantization import dequantize
+from pipeline.errors import UserError
+from pipeline.quantization import OutputPrecision, dequantize
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT
 from pipeline.storage import resolve
 from pipeline.units import COUNTS
@@ -133,3 +135,21 @@ def test_dimensions_beyond_the_model_fail_before_ray(tiny_models, tmp_path):
 
     with pytest.raises(UserError, match=r"output.dimensions \(4096\) exceeds"):
         run_embed(embed_config(tiny_models["bert"], corpus, tmp_path / "emb", dimensions=4096))
+
+
+@pytest.mark.slow
+def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(ray_session, tiny_models, tmp_path):
+    """An empty corpus has no row to calibrate on and no row to quantize: an int8 run writes part-empty.parquet (int8
+    column, no ranges) and its summary like a float32 run; it failed 'the calibration sample is empty'. A sample whose
+    rows were all rejected still fails, saying so."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("")
+    out = tmp_path / "emb"
+    summary = run_embed(embed_config(tiny_models["bert"], corpus, out, dtype="int8", dimensions=16))
+    table = pq.read_table(out / "part-empty.parquet")
+    assert table.num_rows == 0 and table.schema.field("embedding").type == pa.list_(pa.int8(), 16)
+    assert table.schema.metadata[b"rayembed.precision"] == b"int8" and (out / "_SUCCESS").exists()
+    assert (summary["rows_in"], summary["precision"], summary["status"]) == (0, "int8", "ok")
+    rejected = pa.table({"embedding": pa.array([None, None], pa.list_(pa.float32(), 16))})  # two rejects' rows
+    with pytest.raises(UserError, match="every one of the 2 rows read for calibration .* was rejected"):
+        calibrate(OutputPrecision("uint8", 16), ray_session.data.from_arrow(rejected))
