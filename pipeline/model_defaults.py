@@ -245,11 +245,12 @@ def module_kind(entry: dict[str, Any]) -> str:
 
 
 def read_modules(cfg: ModelConfig) -> list[dict[str, Any]]:
-    """The entries of the model's modules.json in `idx` order ([] when it has none)."""
+    """The entries of the model's modules.json in the order listed ([] when it has none): sentence-transformers runs
+    them in that order and ignores their `idx`."""
     modules = read_json(cfg, "modules.json") if model_file(cfg, "modules.json") else []
     if not isinstance(modules, list):
         return []
-    return sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    return modules
 
 
 def module_layout(cfg: ModelConfig) -> ModuleLayout:

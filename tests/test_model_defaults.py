@@ -119,7 +119,8 @@ def test_layout_reads_dense_normalize_and_include_prompt(tiny_models, tmp_path):
         tiny_models["bert"],
         tmp_path / "m",
         **{
-            "modules.json": [norm, dense, POOLING, TRANSFORMER],  # listed out of order: idx decides
+            # listed order decides, as in sentence-transformers (idx is ignored: test_st_head::modules_run_in_the_order_...)
+            "modules.json": [TRANSFORMER, POOLING, dense, norm],
             "1_Pooling__config.json": {"pooling_mode": "cls", "include_prompt": False},
             "2_Dense__config.json": {"in_features": 64, "out_features": 32, "bias": False},
         },

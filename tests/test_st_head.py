@@ -121,6 +121,20 @@ def test_vectors_equal_sentence_transformers(tiny_models, tmp_path, case):
     assert cosines.min() >= 0.9999, cosines
 
 
+def test_modules_run_in_the_order_modules_json_lists_them_whatever_their_idx(tiny_models, tmp_path):
+    """sentence-transformers runs the modules in list order and ignores `idx` (a hand-edited modules.json: a Dense
+    added with the next free idx before the Normalize). rayembed sorted by idx: a Normalize before the Dense,
+    refused; now the vectors equal sentence-transformers'."""
+    model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}, dense=[(64, 32, TANH, True)])
+    modules = json.loads((model / "modules.json").read_text())
+    assert [module["path"] for module in modules[2:]] == ["2_Dense", "3_Normalize"]
+    modules[2]["idx"], modules[3]["idx"] = 3, 2
+    (model / "modules.json").write_text(json.dumps(modules))
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 32)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
 def test_dense_on_a_decoder_with_left_padding(tiny_models, tmp_path):
     model = st_model(
         tiny_models["qwen3"], tmp_path / "m", {"pooling_mode": "lasttoken"}, dense=[(64, 16, IDENTITY, True)]
