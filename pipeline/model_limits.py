@@ -99,6 +99,23 @@ def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: Pr
     return TokenLimit(min(sources.values()), sources)
 
 
+def saved_limit_hint(limit: TokenLimit) -> str:
+    """'' or how to go past a limit the model's files set below its positions (sentence_bert_config.json
+    max_seq_length, a tokenizer model_max_length): sentence-transformers' `model.max_seq_length = N`, the setting
+    model.max_tokens stands for, is honoured above them; rayembed keeps them."""
+    binding = [name for name, tokens in limit.sources.items() if tokens == limit.effective]
+    if any(name == "model.max_tokens" or name.startswith(("max_position", "n_positions")) for name in binding):
+        return ""
+    files = (
+        "sentence_bert_config.json" if binding[0].startswith("sentence_bert_config.json") else "tokenizer_config.json"
+    )
+    return (
+        f"; the limit is the one the model's {files} saves, not its positions (sentence-transformers' max_seq_length "
+        f"set higher would be honoured): to embed longer rows, raise {binding[0].rsplit(' ', 1)[-1]} in a copy of "
+        f"the model folder's {files}"
+    )
+
+
 def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
     """`cfg` with max_tokens set to the effective limit; logs the decision (a warning when the config asked for more).
 
@@ -108,7 +125,10 @@ def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
     if limit.effective < cfg.max_tokens:
         explicit = "max_tokens" in cfg.model_fields_set
         (log.warning if explicit else log.info)(
-            "model.max_tokens: using %d tokens, the model's limit (%s)", limit.effective, limit.describe()
+            "model.max_tokens: using %d tokens, the model's limit (%s)%s",
+            limit.effective,
+            limit.describe(),
+            saved_limit_hint(limit) if explicit else "",
         )
     else:
         log.info("model.max_tokens: %d tokens (%s)", limit.effective, limit.describe())

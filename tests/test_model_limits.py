@@ -59,6 +59,26 @@ def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models,
     assert limit_of(model, pooling="mean", max_tokens=64).effective == 64  # a lower config wins
 
 
+def test_an_explicit_max_tokens_cut_by_the_saved_max_seq_length_says_how_to_raise_it(tiny_models, tmp_path, caplog):
+    """sentence-transformers' model.max_seq_length = 400 on a model saved with 128 embeds 400 tokens; rayembed keeps
+    the saved 128 (docs/conventions.md): the warning says where that limit is and how to raise it, and says nothing
+    of the kind when the positions cut (a hard limit)."""
+    model = tmp_path / "bert-st"
+    shutil.copytree(tiny_models["bert"], model)
+    (model / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    cfg = ModelConfig(name_or_path=str(model), pooling="mean", max_tokens=400)
+    with caplog.at_level(logging.WARNING):
+        assert apply_token_limit(cfg, limit_of(model, pooling="mean")).max_tokens == 128
+    assert "raise max_seq_length in a copy of the model folder's sentence_bert_config.json" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        apply_token_limit(
+            cfg.model_copy(update={"name_or_path": str(tiny_models["bert"]), "max_tokens": 4096}),
+            limit_of(tiny_models["bert"], pooling="mean"),
+        )
+    assert "using 512 tokens" in caplog.text and "raise" not in caplog.text
+
+
 def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
     cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean", max_tokens=4096)
     with caplog.at_level(logging.INFO):
