@@ -65,7 +65,7 @@ from pipeline.stages import (
 )
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.units import COUNTS, Unit, UnitProgress, file_groups, plan_units, record_files, unit_items
-from pipeline.writing import embedding_metadata, unit_of_file, write_block, write_empty_output
+from pipeline.writing import embedding_metadata, model_dim_entry, unit_of_file, write_block, write_empty_output
 
 # Kept importable from here for the jobs built on this one (reembed, bitext, clustering).
 __all__ = ["embed_stages", "init_ray", "init_ray_while", "io_task_args", "resolve_gpus", "run_embed"]
@@ -363,7 +363,7 @@ def file_metadata(
     cfg: EmbedConfig, prompt: str, model_metadata: dict[str, str] | None, precision: OutputPrecision | None
 ) -> dict[str, str]:
     """The `rayembed.*` entries of every output file (without the prefix, pipeline.writing.output_table adds it)."""
-    metadata = {**embedding_metadata(cfg, prompt), **(model_metadata or {})}
+    metadata = {**embedding_metadata(cfg, prompt), **model_dim_entry(cfg), **(model_metadata or {})}
     return metadata | (precision.metadata() if precision is not None else {})
 
 

@@ -35,7 +35,7 @@ from pipeline.columns import (
 )
 from pipeline.config import EmbedConfig
 from pipeline.progress import files_done
-from pipeline.quantization import stored_dim
+from pipeline.quantization import BINARY, stored_dim
 from pipeline.storage import Location, write_parquet_atomic
 
 __all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
@@ -58,6 +58,19 @@ def embedding_metadata(cfg: EmbedConfig, prompt: str) -> dict[str, str]:
         "input_kind": cfg.input.kind,
         "version": __version__,
     }
+
+
+def model_dim_entry(cfg: EmbedConfig) -> dict[str, str]:
+    """{"dim": the model's dimension} for output_table where the stored width cannot tell it: packed bits
+    (binary/ubinary) without output.dimensions of a model whose dimension is not a multiple of 8 (its 100 dimensions
+    are 13 bytes, which say 104). {} otherwise, so the metadata (and the resume fingerprint made of it) of every
+    other output stays as it was."""
+    if cfg.output.dtype not in BINARY or cfg.output.dimensions:
+        return {}
+    from pipeline.model_defaults import model_dimension  # reads the model's config files: the driver's call only
+
+    dim = model_dimension(cfg.model)
+    return {"dim": str(dim)} if dim and dim % 8 else {}
 
 
 def block_file_name(block: pa.Table) -> str:
@@ -98,7 +111,8 @@ def output_table(
         table = table.add_column(at, NUM_TOKENS, good.column(TOKEN_COUNT).cast(pa.int32()))
         table = table.add_column(at + 1, TRUNCATED_OUT, good.column(TRUNCATED))
     width = table.schema.field(EMBEDDING).type.list_size
-    dim = stored_dim(width, metadata.get("precision", "float32"), int(metadata.get("dimensions") or 0) or None)
+    known = int(metadata.get("dimensions") or metadata.get("dim") or 0) or None  # model_dim_entry's for packed bits
+    dim = stored_dim(width, metadata.get("precision", "float32"), known)
     meta = {f"{METADATA_PREFIX}{k}": v for k, v in {**metadata, "dim": str(dim)}.items()}
     return table.replace_schema_metadata(meta)
 

@@ -15,13 +15,13 @@ from pipeline.actors import TokenizeActor
 from pipeline.calibration import calibrate
 from pipeline.columns import COMPUTED, EMBED_SECONDS, TOKEN_COUNT, TRUNCATED, UNIT, UNIT_ROWS
 from pipeline.config import EmbedConfig, ModelConfig
-from pipeline.embed_job import run_embed, summarize
+from pipeline.embed_job import file_metadata, run_embed, summarize
 from pipeline.errors import UserError
 from pipeline.quantization import OutputPrecision, dequantize
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT
 from pipeline.storage import resolve
 from pipeline.units import COUNTS
-from pipeline.writing import embedding_metadata, write_block
+from pipeline.writing import embedding_metadata, output_table, write_block
 
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:40]
 
@@ -153,3 +153,20 @@ def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(r
     rejected = pa.table({"embedding": pa.array([None, None], pa.list_(pa.float32(), 16))})  # two rejects' rows
     with pytest.raises(UserError, match="every one of the 2 rows read for calibration .* was rejected"):
         calibrate(OutputPrecision("uint8", 16), ray_session.data.from_arrow(rejected))
+
+
+def test_binary_vectors_of_a_model_whose_dimension_is_not_a_multiple_of_8_record_the_models_dimension(tmp_path):
+    """Packed bits of a 100-dimension model are 13 bytes: rayembed.dim said 104 (the width times 8), so a reader
+    unpacking dim bits (quantization.dequantize) got 4 padding dimensions. Other outputs' metadata is unchanged (the
+    resume fingerprint is made of it)."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 100}')
+    good = pa.table({"id": ["a"], "embedding": pa.array([[1] * 13], pa.list_(pa.int8(), 13))})
+    for dtype, dimensions, dim in (("binary", None, b"100"), ("ubinary", None, b"100"), ("binary", 40, b"40")):
+        cfg = embed_config(model, tmp_path / "c.jsonl", tmp_path / "out", dtype=dtype, dimensions=dimensions)
+        meta = file_metadata(cfg, "", None, OutputPrecision(dtype, dimensions))
+        assert output_table(good, [], False, meta).schema.metadata[b"rayembed.dim"] == dim
+    for dtype in ("float32", "int8"):
+        cfg = embed_config(model, tmp_path / "c.jsonl", tmp_path / "out", dtype=dtype)
+        assert "dim" not in file_metadata(cfg, "", None, None)

@@ -55,7 +55,7 @@ from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
 from pipeline.stages import io_stage
 from pipeline.storage import Location, list_inputs, resolve
-from pipeline.writing import EMPTY_FILE, embedding_metadata, write_empty_output
+from pipeline.writing import EMPTY_FILE, embedding_metadata, model_dim_entry, write_empty_output
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,12 @@ def embed_files(
         keys={s.path: s.key for s in todo},
         keep_columns=tuple(cfg.output.keep_columns),
         chunked=cfg.model.long_inputs == "chunk",
-        metadata={**embedding_metadata(cfg, prompt), **settings.metadata, "fingerprint": layout.fingerprint},
+        metadata={
+            **embedding_metadata(cfg, prompt),
+            **model_dim_entry(cfg),
+            **settings.metadata,
+            "fingerprint": layout.fingerprint,
+        },
         rows_per_file=cfg.output.rows_per_file,
         token_columns=cfg.output.token_columns,
     )
@@ -345,7 +350,12 @@ def with_schema_file(
     if dim is None:
         return entry
     folder = VersionLayout.run_dir(entry.key, entry.run_id)
-    metadata = {**embedding_metadata(cfg, prompt), **precision.metadata(), "fingerprint": layout.fingerprint}
+    metadata = {
+        **embedding_metadata(cfg, prompt),
+        **model_dim_entry(cfg),
+        **precision.metadata(),
+        "fingerprint": layout.fingerprint,
+    }
     types = {c: t.type for c, t in kept_types.items()}
     write_empty_output(layout.root.join(folder), cfg, types, precision.arrow_type(dim), metadata)
     return dataclasses.replace(entry, files=[*entry.files, f"{folder}/{EMPTY_FILE}"])
