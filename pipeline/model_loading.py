@@ -230,7 +230,18 @@ def load_model(cfg: ModelConfig, device: torch.device) -> PreTrainedModel:
             raise ModelLoadError(f"cannot load model {cfg.name_or_path}: {err}") from err
         # its decoder would need decoder inputs (T5Model's forward refuses to run)
         model = loaded.get_encoder() if runs_encoder_only(config) else loaded
-        check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
+        try:
+            check_weights_loaded(cfg.name_or_path, loaded, model, info.get("missing_keys", ()))
+        except ModelLoadError as err:
+            shipped = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+            if not shipped or cfg.trust_remote_code:
+                raise
+            # jina-embeddings-v2: model_type bert, its own ALiBi class in auto_map; the stock BertModel lacks weights
+            raise ModelLoadError(
+                f"{err}. Its config.json auto_map names the model's own code (AutoModel: {shipped}), which runs only "
+                "with model.trust_remote_code: true (sentence-transformers' trust_remote_code=True); set it if you "
+                "trust the code"
+            ) from err
     return model.to(device).eval()  # `model.compile` is applied by the Encoder, after its load-time probes
 
 

@@ -90,6 +90,24 @@ def test_a_model_that_needs_its_own_code_says_which_key_to_set(tiny_models, tmp_
     assert str(model_dir) in str(refused.value)
 
 
+def test_a_model_whose_weights_need_its_own_code_says_which_key_to_set(tiny_models, tmp_path):
+    """A known model type whose auto_map names the model's own class (jina-embeddings-v2: bert with ALiBi, no position
+    embeddings): untrusted, transformers loads the stock class, which lacks weights; the refusal names
+    model.trust_remote_code (it said only to check the folder and the architecture)."""
+    from safetensors.torch import load_file, save_file
+
+    model_dir = copy_model(tiny_models, tmp_path)
+    weights = load_file(model_dir / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "position_embeddings" not in k}, model_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        UserError, match=r"position_embeddings.*AutoModel: evil.EvilModel.*model.trust_remote_code: true"
+    ):
+        load_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"), torch.device("cpu"))
+
+
 def test_remote_code_runs_only_when_trusted_and_then_warns(tiny_models, tmp_path, monkeypatch):
     model_dir = copy_model(tiny_models, tmp_path)
     (model_dir / "evil.py").write_text(REMOTE_CODE)
