@@ -34,7 +34,7 @@ from pipeline.tokenizer_snapshot import TokenizerSnapshot
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +388,22 @@ def remote_code_fix(cfg: ModelConfig, err: BaseException, lead: str) -> str:
     )
 
 
+def warn_untrusted_code(cfg: ModelConfig, config: PretrainedConfig) -> None:
+    """A warning on the driver when config.json's auto_map names the model's own class for a model type transformers
+    knows and model.trust_remote_code is false: transformers' stock class runs instead (jina-embeddings-v2: BertModel
+    without its ALiBi), as in sentence-transformers without trust_remote_code=True."""
+    shipped = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+    if shipped and not cfg.trust_remote_code:
+        log.warning(
+            "model %s ships its own code (config.json auto_map AutoModel: %s), not run: model.trust_remote_code is "
+            "false, so transformers' own %s class runs. Vectors can differ from the model card's; set "
+            "model.trust_remote_code: true if you trust the code",
+            cfg.name_or_path,
+            shipped,
+            getattr(config, "model_type", "?"),
+        )
+
+
 def warn_remote_code(cfg: ModelConfig) -> None:
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is true: running code shipped with %s", cfg.name_or_path)
@@ -431,6 +447,7 @@ def resolve_model_settings(cfg: ModelConfig) -> ModelSettings:
         raise ModelLoadError(
             f"cannot read the configuration of model {cfg.name_or_path}: {err}{remote_code_fix(cfg, err, '; ')}"
         ) from err
+    warn_untrusted_code(cfg, config)
     limit = token_limit(cfg, tokenizer, config)
     resolved = apply_token_limit(cfg, limit)
     eos = eos_convention(tokenizer, declared_add_eos(cfg))

@@ -106,6 +106,9 @@ def test_a_model_whose_weights_need_its_own_code_says_which_key_to_set(tiny_mode
         UserError, match=r"position_embeddings.*AutoModel: evil.EvilModel.*model.trust_remote_code: true"
     ):
         load_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"), torch.device("cpu"))
+    with Records("pipeline.model_loading") as logged:  # said on the driver, before any actor loads it
+        resolve_model_settings(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+    assert "ships its own code (config.json auto_map AutoModel: evil.EvilModel), not run" in logged.text
 
 
 def test_remote_code_runs_only_when_trusted_and_then_warns(tiny_models, tmp_path, monkeypatch):
