@@ -14,15 +14,12 @@ round. Printed and written: each run's wall, rows embedded and files rewritten, 
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
-import tempfile
-import time
 from pathlib import Path
 
-from bench.baseline_code import extract, revisions, run_child
-from bench.wallclock import ROOT, load_average, machine, model_path
+from bench.baseline_code import run_child
+from bench.reembed_compare import compare
+from bench.wallclock import ROOT
 
 REEMBED_CHILD = """
 import json, sys, time
@@ -75,43 +72,7 @@ def run_once(code: Path, work: Path, files: int, rows: int, model: Path) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-ref", default="main")
-    parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--model", default="multilingual-e5-small")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reembed_retype.json")
-    args = parser.parse_args(argv)
-    model = model_path(args.model)
-    baseline, head, dirty = revisions(args.baseline_ref)
-    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        codes = {"baseline": extract(baseline, Path(tmp)), "this": ROOT}
-        for k in range(args.rounds):
-            order = ["baseline", "this"] if k % 2 == 0 else ["this", "baseline"]
-            for name in order:
-                work = Path(tmp) / f"{name}-{k}"
-                load = load_average()
-                run = run_once(codes[name], work, args.files, args.rows, model)
-                run["load_before"] = round(load, 2)
-                runs[name].append(run)
-                print(f"round {k} {name}: {run['wall_s']} s, rows embedded {run['rows_embedded']}, {run['files']}")
-    medians = {name: statistics.median(r["wall_s"] for r in rs) for name, rs in runs.items()}
-    result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
-        "baseline": baseline,
-        "head": head,
-        "uncommitted_changes": dirty,
-        "corpus": {"files": args.files, "rows_per_file": args.rows, "model": args.model, "dtype": "float32"},
-        "runs": runs,
-        "median_wall_s": medians,
-        "speedup": round(medians["baseline"] / medians["this"], 2),
-    }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"median_wall_s": medians, "speedup": result["speedup"]}))
-    return result
+    return compare(argv, __doc__, ROOT / "bench" / "results" / "reembed_retype.json", run_once)
 
 
 if __name__ == "__main__":
