@@ -145,24 +145,82 @@ def test_a_language_whose_rows_are_all_rejects_is_named_so_not_as_absent(tmp_pat
 def test_a_language_value_that_differs_from_lang_only_in_spaces_or_case_is_shown_and_named(tmp_path):
     """A lang column of 'fra ' (a trailing space, as CSV exports leave) and lang: fra: the error listed
     'fra  (3)', which reads as fra present and refused. Values are now quoted where a plain listing hides a
-    difference, and the near miss is named with what to do."""
-    lines = [{"text": f"t{i}", "lang": "fra " if i % 2 else "deu"} for i in range(6)] + [{"text": "n", "lang": None}]
+    difference, and a near miss that is no language code is named with what to do."""
+    lines = [{"text": f"t{i}", "lang": "x1 " if i % 2 else "x2"} for i in range(6)] + [{"text": "n", "lang": None}]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
     side = {"uri": str(tmp_path / "in" / "multi.jsonl"), "format": "jsonl", "lang_column": "lang"}
     cfg = {
-        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path / "in")},
-        "target": {**side, "lang": "deu", "embeddings_uri": str(tmp_path / "in")},
+        "source": {**side, "lang": "x1", "embeddings_uri": str(tmp_path / "in")},
+        "target": {**side, "lang": "x2", "embeddings_uri": str(tmp_path / "in")},
         "output": {"uri": str(tmp_path / "out")},
         "mining": {"backend": "local"},
     }
     with pytest.raises(SideError) as error:
         run_mine(parse_config(MineConfig, cfg))
-    assert "source: no rows with lang == 'fra'" in str(error.value)
-    assert "languages present: deu (3), 'fra ' (3), null (1). 'fra ' differs from 'fra' only in case, spaces" in str(
+    assert "source: no rows with lang == 'x1'" in str(error.value)
+    assert "languages present: 'x1 ' (3), x2 (3), null (1). 'x1 ' differs from 'x1' only in case, spaces" in str(
         error.value
     )
     assert "set source.lang to the value as written in the data" in str(error.value)
+
+
+def lang_corpus(tmp_path: Path, langs: list[str], rows: int = 4) -> dict:
+    """A Parquet corpus with a lang column holding `langs` (rows each) and its embeddings; the side config."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    ids = [f"r{i}" for i in range(rows * len(langs))]
+    values = [lang for lang in langs for _ in range(rows)]
+    pq.write_table(
+        pa.table({"id": ids, "text": [f"t{i}" for i in range(len(ids))], "lang": values}), tmp_path / "in" / "a.parquet"
+    )
+    emb = write_embeddings(tmp_path / "emb", ids, random_unit(rng, len(ids), 16))
+    side = {
+        "uri": str(tmp_path / "in"),
+        "format": "parquet",
+        "id_column": "id",
+        "lang_column": "lang",
+        "embeddings_uri": emb,
+    }
+    return side
+
+
+def test_a_language_code_matches_the_datas_code_of_that_language_in_any_standard_form(tmp_path, caplog):
+    """lang: de against FLORES-tagged data (deu_Latn), mixed with ISO 639-2/B (ger) and upper case (ENG, 'fra '):
+    'no rows with lang == 'de'' before, as if misspelt. The summary says which data values each code took."""
+    side = lang_corpus(tmp_path, ["deu_Latn", "ger", "ENG", "eng_Latn", "fra ", "zho_Hans"])
+    cfg = {
+        "source": {**side, "lang": ["de", "fr"]},
+        "target": {**side, "lang": "en"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "k": 2},
+    }
+    with caplog.at_level("INFO"):
+        summary = run_mine(parse_config(MineConfig, cfg))
+    source, target = summary["sides"]["source"], summary["sides"]["target"]
+    assert source["langs"]["de"]["lang_matched"] == {"deu_Latn": 4, "ger": 4} and source["langs"]["de"]["rows"] == 8
+    assert target["langs"]["en"]["lang_matched"] == {"ENG": 4, "eng_Latn": 4}
+    assert source["langs"]["fr"]["lang_matched"] == {"fra ": 4}
+    assert source["rows_other_lang"] == 3 * 4  # zho_Hans and the target's
+    assert {p["pairs_kept"] > 0 for p in summary["pairs"]} == {True}
+    assert "source.lang 'de' matched the data's lang: deu_Latn (4 rows), ger (4 rows)" in caplog.text
+
+
+def test_a_bare_code_against_data_in_two_scripts_is_refused_as_ambiguous(tmp_path):
+    """lang: zh against zho_Hans and zho_Hant rows: a bare code must not merge two scripts, nor pick one."""
+    side = lang_corpus(tmp_path, ["zho_Hans", "zho_Hant", "eng_Latn"])
+    cfg = {
+        "source": {**side, "lang": "zh"},
+        "target": {**side, "lang": "en"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(SideError, match=r"source.lang: 'zh' is ambiguous.*zho_Hans \(4 rows, Hans\), zho_Hant") as e:
+        run_mine(parse_config(MineConfig, cfg))
+    assert "column 'lang'" in str(e.value)
+    cfg["source"]["lang"] = ["zh-Hans", "zh-Hant"]  # each script its own language
+    summary = run_mine(parse_config(MineConfig, cfg))
+    assert summary["sides"]["source"]["langs"]["zh-Hant"]["lang_matched"] == {"zho_Hant": 4}
 
 
 def test_an_integer_language_column_matches_lang_by_its_string_form(tmp_path):

@@ -1,19 +1,67 @@
-"""How a listed language with no rows names the values present (pipeline.bitext.languages)."""
+"""How a lang_column value is matched to a side's lang, and how the values present are named when a listed language
+has no rows (pipeline.bitext.languages)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.bitext.languages import languages_present
+import pytest
+
+from pipeline.bitext.languages import LanguageMatchError, candidates, languages_present, values_taken
 
 
-def test_a_code_with_a_script_or_region_is_named_as_the_likely_miss():
-    """lang: deu against a column written in FLORES' form (deu_Latn) listed 'deu_Latn (5)' with no word, though it is
-    the likeliest reason for the miss; the other way round too (lang: zh-Hans, data zh)."""
-    said = languages_present(Counter({"deu_Latn": 5, "fra_Latn": 4}), "deu", "source.lang")
-    assert said.startswith("languages present: deu_Latn (5), fra_Latn (4). 'deu_Latn' names the language of 'deu'")
-    assert "set source.lang to the value as written in the data" in said
-    said = languages_present(Counter({"zh": 3, "en": 2}), "zh-Hans", "target.lang")
-    assert "'zh' names the language of 'zh-Hans' with a script or region" in said
-    assert languages_present(Counter({"de": 3, "fr": 2}), "deu", "source.lang") == "languages present: de (3), fr (2)"
-    assert "only in case, spaces" in languages_present(Counter({"DEU": 1}), "deu", "source.lang")
+def test_a_code_in_another_script_or_region_is_named_as_the_likely_miss():
+    """lang: zh-Hant against data in zh (Simplified by default): not matched, and named as the same language in another
+    script; lang: pt-PT against pt-BR the same."""
+    said = languages_present(Counter({"zh": 3, "en": 2}), "zh-Hant", "target.lang")
+    assert said.startswith("languages present: zh (3), en (2). 'zh' names the language of 'zh-Hant' in another")
+    assert "set target.lang to the value as written in the data" in said
+    assert "'pt-BR' names the language of 'pt-PT'" in languages_present(Counter({"pt-BR": 1}), "pt-PT", "source.lang")
+    assert languages_present(Counter({"de": 3, "fr": 2}), "es", "source.lang") == "languages present: de (3), fr (2)"
+    assert "only in case, spaces" in languages_present(Counter({"X1": 1}), "x1", "source.lang")
+
+
+@pytest.mark.parametrize(
+    ("code", "values"),
+    [
+        ("de", ["deu", "deu_Latn", "ger", "DEU", "de-DE", "de"]),  # ISO 639-3 / FLORES / 639-2/B / case / BCP-47
+        ("deu_Latn", ["de", "deu"]),
+        ("zh", ["zho_Hans", "cmn", "zh-CN"]),  # Mandarin is zh's main member
+        ("zh-Hans", ["zh", "cmn_Hans", "zho_Hans"]),
+        ("zh-Hant", ["zho_Hant", "zh-TW", "cmn_Hant"]),
+        ("pt-BR", ["por_Latn", "pt", "por"]),
+        ("ar", ["arb", "arb_Arab", "ara"]),
+        ("fra", ["fr ", "FR", "fre"]),
+    ],
+)
+def test_codes_of_one_language_in_any_standard_form_match(code, values):
+    """Users bring ISO 639-1, 639-2/B, 639-3, BCP-47 and FLORES codes mixed: `de` against `deu_Latn` was no row."""
+    for value in values:
+        assert candidates(value, (code, "en")) == (code,), value
+
+
+@pytest.mark.parametrize(
+    ("code", "values"),
+    [("zh-Hans", ["zho_Hant", "zh-TW"]), ("zh-Hant", ["zh", "zho_Hans"]), ("pt-BR", ["pt-PT"]), ("sr-Latn", ["sr"])],
+)
+def test_a_script_or_region_written_in_the_code_is_kept(code, values):
+    for value in values:
+        assert candidates(value, (code,)) == (), value
+    assert candidates("1", ("1", "2")) == ("1",) and candidates("1", ("01",)) == ()  # not codes: as written
+
+
+def test_a_bare_code_against_two_scripts_is_ambiguous_and_a_code_written_in_the_data_says_which():
+    matched = Counter({("zh", "zho_Hans"): 5, ("zh", "zho_Hant"): 4})
+    with pytest.raises(LanguageMatchError, match=r"'zh' is ambiguous.*zho_Hans \(5 rows, Hans\), zho_Hant \(4 rows"):
+        values_taken(matched, {"zh": "source.lang"})
+    # zh as written is in the data: it is the Simplified one, with cmn; zh-Hant stays other language
+    matched = Counter({("zh", "zh"): 5, ("zh", "cmn"): 2, ("zh", "zh-Hant"): 4})
+    assert values_taken(matched, {"zh": "source.lang"}) == {"zh": ["cmn", "zh"]}
+    # regions of one script are one language
+    assert values_taken(Counter({("pt", "pt-BR"): 1, ("pt", "pt-PT"): 2}), {"pt": "k"}) == {"pt": ["pt-BR", "pt-PT"]}
+
+
+def test_a_value_naming_two_listed_codes_is_refused():
+    matched = Counter({("de", "deu_Latn"): 3, ("deu", "deu_Latn"): 3})
+    with pytest.raises(LanguageMatchError, match=r"deu_Latn \(6 rows\) names the language of 'de', 'deu'"):
+        values_taken(matched, {"de": "source.lang", "deu": "source.lang"})

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 from pipeline import commit
 from pipeline.bitext import prepare, resume
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
-from pipeline.bitext.languages import languages_present
+from pipeline.bitext.languages import LanguageMatchError, candidates, languages_present, parse, shown, values_taken
 from pipeline.bitext.listings import Listings
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
@@ -124,13 +124,17 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
     counts = prepare.ReadCounts()
     for result in ex.get([ex.submit(prepare.read_input_file, job, rel, i) for i, rel in enumerate(files)]):
         counts.add(result)
+    if group.cfg.lang_column:
+        take_languages(group, counts)
+    codes = tuple(group.owners)
     for side, langs in group.sides.items():
         for lang in langs:
             if counts.per_lang[lang]:
                 continue
-            if group.cfg.lang_column and counts.rejected_present[lang]:
+            rejected = sum(n for v, n in counts.rejected_present.items() if lang in candidates(v, codes))
+            if group.cfg.lang_column and rejected:
                 raise SideError(
-                    f"{side}: all {counts.rejected_present[lang]} rows with {group.cfg.lang_column} == {lang!r} in "
+                    f"{side}: all {rejected} rows with {group.cfg.lang_column} == {lang!r} in "
                     f"{group.cfg.uri} were rejected (null, empty or unreadable text; reasons in "
                     f"{rejects_uri(cfg, next(iter(group.sides)))}), so {lang!r} has no rows to mine: fix those rows, or drop {lang!r} "
                     f"from {side}.lang"
@@ -154,6 +158,30 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
         )
     check_rejects(cfg, group, counts.rows_read, counts.rows_rejected)  # fails fast, before the dedup
     return counts
+
+
+def take_languages(group: InputGroup, counts: prepare.ReadCounts) -> None:
+    """Decide which lang_column values each listed code takes (languages.values_taken) and say it: an INFO line per code
+    whose values are not the code as written, a warning where a code takes several regions of its language."""
+    keys = {lang: f"{side}.lang" for lang, side in group.owners.items()}
+    try:
+        taken = values_taken(counts.matched, keys)
+    except LanguageMatchError as error:
+        raise SideError(f"{error} ({group.cfg.uri}, column {group.cfg.lang_column!r})") from None
+    counts.take(taken)
+    for lang, values in counts.taken.items():
+        if list(values) != [lang]:
+            listed = ", ".join(f"{shown(v)} ({n} rows)" for v, n in values.items())
+            log.info("%s %r matched the data's %s: %s", keys[lang], lang, group.cfg.lang_column, listed)
+        regions = {parse(v).territory for v in values if parse(v)}
+        if len(regions) > 1:
+            log.warning(
+                "%s %r takes several regions of its language, mined as one language: %s; set it to one of them to "
+                "mine that one alone",
+                keys[lang],
+                lang,
+                ", ".join(shown(v) for v in values),
+            )
 
 
 def check_rejects(cfg: MineConfig, group: InputGroup, rows_read: int, rejected: int) -> None:
@@ -253,7 +281,8 @@ def prepare_texts(
         )
         check_rejects(cfg, group, counts.rows_read, counts.rows_rejected + repeats)
     read_counts = [
-        {"rows_read": c.rows_read, "rows_rejected": c.rows_rejected, "per_lang": dict(c.per_lang)} for c in reads
+        {"rows_read": c.rows_read, "rows_rejected": c.rows_rejected, "per_lang": dict(c.per_lang), "taken": c.taken}
+        for c in reads
     ]
     return resume.as_json({"reads": read_counts, "sides": sides})
 
@@ -335,6 +364,7 @@ def build_stores(
                     info[user]["rows_rejected"] += d.get("duplicate_ids", 0) + unembedded.get(lang, 0)
                     info[user]["langs"][lang] = {
                         "rows": counts["per_lang"][lang],
+                        "lang_matched": counts.get("taken", {}).get(lang),
                         "duplicate_ids_rejected": d.get("duplicate_ids", 0),
                         "duplicates_dropped": d["duplicates"],
                         "rows_mined": d["rows"] - unembedded.get(lang, 0),
@@ -815,6 +845,8 @@ def side_summary(info: dict, lang: str) -> dict:
     per = info["langs"][lang]
     return {
         "lang": lang,
+        # the lang_column values this code took, with their rows ({"deu_Latn": 1004} for lang: de)
+        **({"lang_matched": per["lang_matched"]} if per.get("lang_matched") else {}),
         "rows_read": info["rows_read"],
         "rows_rejected": info["rows_rejected"],
         **({"rejects": info["rejects"]} if info["rows_rejected"] > per.get("rows_rejected_by_embedding", 0) else {}),

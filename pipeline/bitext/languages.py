@@ -1,15 +1,26 @@
 """Language values of a `lang_column`: how a row's value is matched to a side's `lang`, and how the values present
 are named when a listed language has no rows.
 
-A value matches `lang` by its string form (an integer column's 1 is the language "1"); a null is no language. The
-error lists the values as they must be written in `lang`, quoted where a plain listing would hide a difference
-(surrounding spaces, a newline, an empty string), and names a value that differs from `lang` only in case, spaces
-or '-'/'_', or by a script or region suffix (deu_Latn for deu: the likeliest reasons for the miss).
+A value matches `lang` by its string form (an integer column's 1 is the language "1"), or, when both are language
+codes, by the language they name (`langcodes`: ISO 639-1, 639-2/B and /T, 639-3, BCP-47 and FLORES' `deu_Latn` in any
+case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`). A script or region written
+in `lang` must be the value's (its written one, or the one its language and region imply: `zh-TW` is Hant); a bare
+`lang` takes every script and region of its language, except that values of several scripts (zho_Hans and zho_Hant
+for `zh`) are ambiguous: `values_taken` refuses them, naming them. A value equal to a listed `lang` goes to that one; a
+null is no language. The error lists the values as they must be written in `lang`, quoted where a plain listing would
+hide a difference, and names a value of the same language in another script or region.
+
+Read tasks match loosely (`candidates`, per value); the driver, which sees every value of the input, decides
+(`values_taken`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import langcodes
 
 SHOWN = 40  # values listed in the error, most rows first
 
@@ -17,6 +28,109 @@ SHOWN = 40  # values listed in the error, most rows first
 def lang_key(value: object) -> str | None:
     """The language a row's `lang_column` value names: its string form; None for a null."""
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A language code as langcodes reads it."""
+
+    language: str  # normalized, a macrolanguage's main member as the macrolanguage: 'zh' of cmn, 'de' of deu/ger
+    script: str | None  # as written (Hans of zho_Hans), None when not written
+    territory: str | None  # as written (BR of pt-BR)
+    likely_script: str | None  # written, else implied by language and region (Hant for zh-TW, Latn for de)
+
+
+@lru_cache(maxsize=8192)
+def parse(value: str) -> Tag | None:
+    """The language code `value` names (surrounding spaces, case and '_' for '-' ignored); None when it is not one
+    (an integer, a language name, an empty string, 'und')."""
+    text = value.strip().replace("_", "-")
+    try:
+        lang = langcodes.Language.get(text, normalize=True)
+    except ValueError:  # langcodes' LanguageTagError: not a code
+        return None
+    if not lang.language or lang.language == "und" or not lang.is_valid():
+        return None
+    return Tag(lang.prefer_macrolanguage().language, lang.script, lang.territory, lang.maximize().script)
+
+
+def names(code: str, value: str) -> bool:
+    """Whether a data value names the language of a configured code (not deciding ambiguity: `values_taken`)."""
+    if code == value:
+        return True
+    c, v = parse(code), parse(value)
+    if c is None or v is None or c.language != v.language:
+        return False
+    if c.territory and v.territory and c.territory != v.territory:
+        return False
+    # a script or region in the code says which script; a bare code takes all (resolve decides)
+    return not (c.script or c.territory) or c.likely_script == v.likely_script
+
+
+@lru_cache(maxsize=8192)
+def candidates(value: str | None, codes: tuple[str, ...]) -> tuple[str, ...]:
+    """The listed codes a data value may belong to: itself when listed, else every code it names."""
+    if value is None:
+        return ()
+    if value in codes:
+        return (value,)
+    return tuple(code for code in codes if names(code, value))
+
+
+class LanguageMatchError(ValueError):
+    """The values of a lang_column cannot be given to the listed codes without a guess."""
+
+
+def values_taken(matched: Counter, keys: dict[str, str]) -> dict[str, list[str]]:
+    """Which data values each listed code takes, from the rows per (code, value) the read tasks matched loosely.
+
+    A code present in the data as written takes the values of its script (`zh` with data zh, cmn and zh-Hant: zh and
+    cmn); a bare code against values of several scripts, and a value that names two listed codes, are refused.
+
+    Args:
+        matched: rows per (code, data value) as `candidates` gave them.
+        keys: the listed codes of one input, each with the config key that lists it ('source.lang').
+
+    Returns:
+        code -> its data values (sorted), for codes with rows.
+
+    Raises:
+        LanguageMatchError: naming the values, their rows and what to set.
+    """
+    codes = tuple(keys)
+    by_value: dict[str, list[str]] = {}
+    for code, value in matched:
+        by_value.setdefault(value, []).append(code)
+    for value, owners in sorted(by_value.items()):
+        if len(owners) > 1:
+            listed = ", ".join(repr(c) for c in sorted(owners))
+            key = " and ".join(sorted({keys[c] for c in owners}))
+            raise LanguageMatchError(
+                f"{key}: the data's {shown(value)} ({sum(matched[(c, value)] for c in owners)} rows) names the "
+                f"language of {listed}, each listed: its rows would be mined as two languages. List one code per "
+                f"language in {key}, or write the data's own values (a list may hold several)"
+            )
+    taken: dict[str, list[str]] = {}
+    for code in codes:
+        values = sorted(v for c, v in matched if c == code)
+        if not values:
+            continue
+        own = parse(code)
+        if code in values and own is not None:  # the data has the code as written: it says which script
+            script = own.likely_script
+            values = [v for v in values if v == code or (parse(v) and parse(v).likely_script == script)]
+        elif own is not None and not (own.script or own.territory):
+            scripts = {v: parse(v).likely_script for v in values}
+            if len(set(scripts.values())) > 1:
+                listed = ", ".join(f"{shown(v)} ({matched[(code, v)]} rows, {scripts[v]})" for v in values)
+                key = keys[code]
+                raise LanguageMatchError(
+                    f"{key}: {code!r} is ambiguous: the data holds its language in several scripts, {listed}, and "
+                    f"a bare code does not say which. Set {key} to the value of the script to mine (a list may hold "
+                    "several, each mined as its own language), or add the script to the code (zh-Hant)"
+                )
+        taken[code] = values
+    return taken
 
 
 def shown(value: str | None) -> str:
@@ -32,11 +146,6 @@ def loose(value: str) -> str:
     return value.strip().casefold().replace("_", "-")
 
 
-def base(value: str) -> str:
-    """The language part of a code with a script or region: 'deu' of 'deu_Latn', 'zh' of 'zh-Hans' (loose form)."""
-    return loose(value).split("-")[0]
-
-
 def languages_present(present: Counter, lang: str, key: str) -> str:
     """'languages present: eng (4), 'fra ' (4)' and, when a value differs from `lang` only loosely, a hint.
 
@@ -49,20 +158,26 @@ def languages_present(present: Counter, lang: str, key: str) -> str:
     listing = ", ".join(f"{shown(value)} ({rows})" for value, rows in ordered[:SHOWN])
     more = f" and {len(ordered) - SHOWN} more" if len(ordered) > SHOWN else ""
     near = [value for value, _ in ordered if value is not None and value != lang and loose(value) == loose(lang)]
-    # the same language with a script or region (FLORES' deu_Latn against deu, or the other way round)
-    tagged = [v for v, _ in ordered if v is not None and v != lang and v not in near and base(v) == base(lang)]
+    own = parse(lang)
+    # the same language in another script or region (zh against zh-Hant, pt-PT against pt-BR)
+    tagged = [
+        v
+        for v, _ in ordered
+        if v is not None and v not in near and own and parse(v) and parse(v).language == own.language
+    ]
     hint = ""
     if near:
         spelled = ", ".join(repr(value) for value in near[:5])
         hint = (
-            f". {spelled} differs from {lang!r} only in case, spaces or '-'/'_': values are matched exactly, so set "
-            f"{key} to the value as written in the data (a list may hold several), or clean the column"
+            f". {spelled} differs from {lang!r} only in case, spaces or '-'/'_', and is not a language code, so it is "
+            f"matched as written: set {key} to the value as written in the data (a list may hold several), or clean "
+            "the column"
         )
     elif tagged:
         spelled = ", ".join(repr(value) for value in tagged[:5])
         hint = (
-            f". {spelled} names the language of {lang!r} with a script or region: values are matched exactly, so "
-            f"set {key} to the value as written in the data (a list may hold several), or clean the column. A "
-            "two-letter and a three-letter code of one language (de, deu) are not matched either"
+            f". {spelled} names the language of {lang!r} in another script or region: codes match across ISO 639-1, "
+            "639-2, 639-3, BCP-47 and FLORES forms, but a script or region written in the code must be the data's; "
+            f"set {key} to the value as written in the data (a list may hold several), or clean the column"
         )
     return f"languages present: {listing}{more}{hint}"

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.bitext.languages import lang_key
+from pipeline.bitext.languages import candidates, lang_key
 from pipeline.bitext.sides import SideError, embedding_file
 from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
 from pipeline.columns import REJECT_COLUMNS, SOURCE
@@ -62,6 +62,10 @@ class ReadCounts:
     present: Counter = field(default_factory=Counter)  # rows of every language value seen (lang_column only)
     rejected_present: Counter = field(default_factory=Counter)  # rejected rows of each language value seen (same)
     parts: dict[str, list[str]] = field(default_factory=dict)  # lang -> raw part uris, in file order
+    # lang_column only, until the driver resolves them (take): rows and raw parts per (listed code, data value)
+    matched: Counter = field(default_factory=Counter)
+    value_parts: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)  # -> (file index, uri)
+    taken: dict[str, dict[str, int]] = field(default_factory=dict)  # lang -> data value -> rows, once resolved
 
     def add(self, other: ReadCounts) -> None:
         self.rows_read += other.rows_read
@@ -71,10 +75,24 @@ class ReadCounts:
         self.rejected_present.update(other.rejected_present)
         for lang, uris in other.parts.items():
             self.parts.setdefault(lang, []).extend(uris)
+        self.matched.update(other.matched)
+        for key, uris in other.value_parts.items():
+            self.value_parts.setdefault(key, []).extend(uris)
+
+    def take(self, values: dict[str, list[str]]) -> None:
+        """Keep, for each listed code, the rows and raw parts of the data values it takes (languages.values_taken), in
+        file order; rows of the other values count as other languages."""
+        for lang, taken in values.items():
+            self.per_lang[lang] = sum(self.matched[(lang, v)] for v in taken)
+            parts = sorted((i, v, uri) for v in taken for i, uri in self.value_parts.get((lang, v), []))
+            self.parts[lang] = [uri for _, _, uri in parts]
+            self.taken[lang] = {v: self.matched[(lang, v)] for v in taken}
 
 
-def raw_part_uri(work_uri: str, side: str, lang: str, file_index: int) -> str:
-    return posixpath.join(work_uri, "raw", side, f"lang={lang}", f"f{file_index:06d}.parquet")
+def raw_part_uri(work_uri: str, side: str, lang: str, file_index: int, piece: int = 0) -> str:
+    """An input file's rows of one language (`piece`: of its second, third, ... data value naming `lang`)."""
+    name = f"f{file_index:06d}.parquet" if piece == 0 else f"f{file_index:06d}-{piece}.parquet"
+    return posixpath.join(work_uri, "raw", side, f"lang={lang}", name)
 
 
 def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
@@ -97,21 +115,31 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
             continue
         langs = [lang_key(v) for v in good.column(job.lang_column).to_pylist()]  # str, None for null
         counts.present.update(langs)
-        for lang in job.owners:
-            mask = pa.array([v == lang for v in langs], pa.bool_())
-            if pc.any(mask).as_py():
-                pieces.setdefault(lang, []).append(good.filter(mask).select(columns))
+        codes = tuple(job.owners)
+        for value in set(langs) - {None}:
+            for lang in candidates(value, codes):  # loosely: the driver decides which values a code takes
+                mask = pa.array([v == value for v in langs], pa.bool_())
+                pieces.setdefault((lang, value), []).append(good.filter(mask).select(columns))
     if rejects and job.rejects_uri:
         uri = posixpath.join(job.rejects_uri, f"f{file_index:06d}.parquet")
         write_parquet_atomic(pa.concat_tables(rejects), resolve(uri, job.storage))
-    for lang, tables in pieces.items():
+    for key, tables in sorted(pieces.items(), key=lambda item: item[0]):
         table = pa.concat_tables(tables).rename_columns([ID, TEXT_OUT, *job.keep_columns, SOURCE, ROW_IN])
         if table.num_rows == 0:
             continue
-        counts.per_lang[lang] += table.num_rows
-        uri = raw_part_uri(job.work_uri, job.owners[lang], lang, file_index)
+        if job.lang_column is None:
+            lang, piece = key, 0
+        else:  # one raw part per data value a code may take: the driver keeps those it takes
+            lang, value = key
+            piece = sum(1 for other in counts.value_parts if other[0] == lang)
+        uri = raw_part_uri(job.work_uri, job.owners[lang], lang, file_index, piece)
         write_parquet_atomic(table, resolve(uri, job.storage))
-        counts.parts[lang] = [uri]
+        if job.lang_column is None:
+            counts.per_lang[lang] += table.num_rows
+            counts.parts[lang] = [uri]
+        else:
+            counts.matched[(lang, value)] += table.num_rows
+            counts.value_parts[(lang, value)] = [(file_index, uri)]
     return counts
 
 

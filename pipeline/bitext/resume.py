@@ -80,6 +80,10 @@ def mine_rules() -> dict[str, str]:
 
     return {
         "vectors": f"2: an embeddings_uri row further than {UNIT_TOLERANCE} from unit length is divided by its norm",
+        "languages": (
+            "1: a lang_column value is a listed lang as written or, both being language codes, when langcodes reads "
+            "the same language (macrolanguage preferred) and the script or region the lang writes"
+        ),
         "dedup": "1: texts deduplicated by exact string equality per side and language, the first row kept",
         "center": f"2: centred rows made unit length; a row within {CENTRED_MIN_NORM} of the mean keeps its direction",
         "knn": (
