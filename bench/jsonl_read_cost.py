@@ -54,6 +54,12 @@ def main() -> None:
     parser.add_argument("--baseline-ref", required=True)
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--colon-text",
+        action="store_true",
+        help="end every text with ' (10:30)': each line then holds a ':' inside a string (repeated_keys.may_repeat "
+        "looks at its parsed strings)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "jsonl_read_cost.md")
     args = parser.parse_args()
     base_rev, head, dirty = revisions(args.baseline_ref)
@@ -61,11 +67,16 @@ def main() -> None:
         work = Path(tmp)
         records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
         (work / "data").mkdir()
+        suffix = " (10:30)" if args.colon_text else ""
         with open(work / "data" / "a.jsonl", "w", encoding="utf-8") as f:
             copy = 0
             while f.tell() < args.mb * 10**6:
                 f.write(
-                    "".join(json.dumps({**r, "id": f"{copy}-{r['id']}"}, ensure_ascii=False) + "\n" for r in records)
+                    "".join(
+                        json.dumps({**r, "id": f"{copy}-{r['id']}", "text": r["text"] + suffix}, ensure_ascii=False)
+                        + "\n"
+                        for r in records
+                    )
                 )
                 copy += 1
         baseline = extract(args.baseline_ref, work)
@@ -81,12 +92,12 @@ def main() -> None:
         "# CPU time of reading one JSONL file (bench/jsonl_read_cost.py)",
         "",
         (
-            f"{args.mb} MB JSONL, {rows:,} rows, 4 keys read (text, id, 2 kept). Baseline {base_rev[:10]}, this tree "
+            f"{args.mb} MB JSONL, {rows:,} rows, 4 keys read (text, id, 2 kept){', every text holding a colon' if args.colon_text else ''}. Baseline {base_rev[:10]}, this tree "
             f"{head}{' (uncommitted changes)' if dirty else ''}. Machine: {platform.machine()}, {os.cpu_count()} "
             f"cores, shared with other work: load average {load[0]:.1f} before, {load_after[0]:.1f} after. "
             f"Alternating processes, median of {args.rounds}. "
             f"`python bench/jsonl_read_cost.py --baseline-ref {args.baseline_ref} --mb {args.mb} --rounds "
-            f"{args.rounds}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+            f"{args.rounds}{' --colon-text' if args.colon_text else ''}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "",
         "| code | CPU s (median) | CPU s (all) | wall s (median) |",

@@ -51,7 +51,7 @@ from pipeline.file_formats import (
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.line_ranges import LineSpan, span_lines
-from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, repeated_hook, repeated_reason
+from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, may_repeat, repeated_hook, repeated_reason
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
 from pipeline.text_content import invalid_utf8_reason, lone_surrogate, nesting_depth, text_reject_reason
@@ -394,8 +394,11 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
     `keys`: JSON keys the job reads (repeated_keys.key_names); a record giving one of them twice is a reject."""
     try:
         # a BOM starting a later line: files with BOMs concatenated (`cat a.jsonl b.jsonl`); json.loads refuses it
-        hook = repeated_hook(keys.names) if keys is not None and keys.may_repeat(line) else None
-        record: Any = json.loads(line.decode("utf-8").removeprefix("\ufeff"), object_pairs_hook=hook)
+        decoded = line.decode("utf-8").removeprefix("\ufeff")
+        record: Any = json.loads(decoded)
+        hook = repeated_hook(keys.names) if keys is not None and may_repeat(line, record, text_column) else None
+        if hook is not None:  # some object gives a key twice: parsed again to see which (repeated_keys)
+            record = json.loads(decoded, object_pairs_hook=hook)
     except UnicodeDecodeError as err:
         return {text_column: _Invalid(invalid_utf8_reason(line, err))}
     except json.JSONDecodeError as err:

@@ -3,16 +3,21 @@
 JSON parsers keep one of the values without a word (Python's json and pandas the last, others the first or an
 error), so which text or id such a row meant cannot be told: the row is a reject naming the key. Only the keys the
 job reads count (the segments of input.text_column, input.id_column and output.keep_columns), and only in the
-objects on the way to a read value (first_repeated); a line is parsed again to look only when its bytes hold one of
-those names twice, so other lines cost one bytes.count per name.
+objects on the way to a read value (first_repeated). Keys are compared as JSON decodes them, so every spelling of
+one key counts: `"text"`, `"te\\u0078t"`, `"\\u00E5"` and `"\\u00e5"`, a surrogate pair and the astral character it
+encodes.
+
+A line is parsed again (with repeated_hook) only when it may give some key twice (may_repeat): every key is
+followed by one `:` outside strings, so a line whose `:` bytes number no more than the keys of its parsed objects
+(plus the `:` inside its strings) gives none twice. That is one bytes.count per line for a flat record whose
+strings hold no `:`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.column_paths import Missing, candidates, index_splits, json_value
@@ -26,28 +31,55 @@ class RepeatedKeys(dict):
 
 @dataclass(frozen=True)
 class ReadKeys:
-    """The JSON keys a read takes values from, and each as it appears as a key in a line's bytes: `"text"`, and for
-    a name that is not ASCII also as JSON writers escape it (`"spr\\u00e5k"`: Python's json.dumps by default)."""
+    """The JSON keys a read takes values from (`names`, as JSON decodes them) and the column paths read."""
 
     names: frozenset[str]
     paths: tuple[str, ...] = ()  # the column paths read (input.text_column, ...): only their keys are checked
-    quoted: tuple[tuple[bytes, ...], ...] = field(init=False)
 
-    def __post_init__(self) -> None:
-        quoted = tuple(
-            tuple(dict.fromkeys(json.dumps(n, ensure_ascii=a).encode("utf-8") for a in (False, True)))
-            for n in self.names
-        )
-        object.__setattr__(self, "quoted", quoted)
 
-    def may_repeat(self, line: bytes) -> bool:
-        """Whether `line` holds one of the names twice, in either form (then it is parsed again with
-        repeated_hook)."""
-        for forms in self.quoted:
-            count = line.count(forms[0])  # an ASCII name has one form: one count, as before
-            if count > 1 or (len(forms) > 1 and count + line.count(forms[1]) > 1):
-                return True
-        return False
+# The start of `\u003a` / `\u003A`, a `:` escaped inside a string: the decoded strings count it, the line's bytes not
+ESCAPED_COLON = b"\\u003"
+
+
+def may_repeat(line: bytes, parsed: Any, text_key: str | None = None) -> bool:
+    """Whether `line`, parsed by json.loads (no hook) as `parsed`, may give a key twice in one of its objects.
+
+    Each key of a JSON object is followed by exactly one `:` outside strings, and a repeated key leaves one entry
+    fewer in the parsed dict than the pairs written; so the line's `:` bytes, less those inside its strings,
+    number more than the parsed objects' entries exactly when some object repeats a key. A line with an escaped `:`
+    (`\\u003a`, counted in the decoded strings only) is always parsed again. `text_key`: a top-level key whose string
+    value is looked at first (the text, where a `:` is likeliest). False: no key is given twice.
+    """
+    colons = line.count(b":")
+    if type(parsed) is dict:
+        if colons == len(parsed):  # a flat record without ':' in its strings: the common case
+            return False
+        if ESCAPED_COLON in line:
+            return True
+        text = parsed.get(text_key) if text_key is not None else None
+        if type(text) is str and colons - text.count(":") == len(parsed):  # a ':' in the text alone
+            return False
+    elif ESCAPED_COLON in line:
+        return True
+    entries, inside = 0, 0
+    stack = [parsed]
+    while stack:  # not recursive: a line nested deeper than Python's stack parses (json's C scanner)
+        value = stack.pop()
+        if type(value) is dict:
+            entries += len(value)
+            for key, item in value.items():
+                inside += key.count(":")
+                if type(item) is str:
+                    inside += item.count(":")
+                elif type(item) is dict or type(item) is list:
+                    stack.append(item)
+        elif type(value) is list:
+            for item in value:
+                if type(item) is str:
+                    inside += item.count(":")
+                elif type(item) is dict or type(item) is list:
+                    stack.append(item)
+    return colons - inside > entries
 
 
 def key_names(columns: Iterable[str]) -> ReadKeys:
@@ -57,7 +89,7 @@ def key_names(columns: Iterable[str]) -> ReadKeys:
     names: set[str] = set()
     for column in columns:
         names.add(column)
-        names.update(re.sub(r"(\[\d+\])+$", "", part) for part in column.split("."))
+        names.update(re.sub(r"(\[-?\d+\])+$", "", part) for part in column.split("."))
     return ReadKeys(frozenset(n for n in names if n), tuple(columns))
 
 

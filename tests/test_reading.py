@@ -888,6 +888,43 @@ def test_a_repeated_non_ascii_key_is_found_also_as_json_writers_escape_it(tmp_pa
     ]
 
 
+def test_every_json_spelling_of_a_read_key_given_twice_is_a_reject_naming_it(tmp_path):
+    """Only the literal form and Python's lower-case `\\u00e5` were counted: `"\\u00E5"` (upper-case hex, JavaScript /
+    Go / Java writers), escaped ASCII (`"te\\u0078t"`), `"\\/"`, a surrogate pair for an astral character and mixed
+    forms each gave a key twice and the row kept the last value without a word. Keys are compared as decoded now;
+    a line whose strings hold `:` (escaped too) without a repeat is read."""
+    astral = "\U0001d54b"  # MATHEMATICAL DOUBLE-STRUCK CAPITAL T, outside the BMP: `\\ud835\\udd4b` in JSON
+    lines = [
+        '{"id": "a", "text": "t", "spr\\u00E5k": "de", "spr\\u00e5k": "fr"}',  # upper- and lower-case hex
+        '{"id": "b", "text": "t", "te\\u0078t": "u"}',  # escaped ASCII
+        '{"id": "c", "text": "t", "\\u0074\\u0065\\u0078\\u0074": "u"}',
+        '{"id": "d", "text": "t", "a/b": 1, "a\\/b": 2}',
+        f'{{"id": "e", "text": "t", "{astral}": 1, "\\ud835\\udd4b": 2}}',  # a surrogate pair and its character
+        '{"id": "f", "text": "t", "\\ud835\\udd4b": 1, "\\uD835\\uDD4B": 2}',
+        '{"id": "g", "text": "t", "meta": {"l\\u0061ng": "de", "lang": "fr"}}',  # on the way to meta.lang
+        '{"id": "h", "text": "t: x\\u003a y", "spr\\u00e5k": "de", "notes": {"a": "b:c"}}',  # ':' in strings, no repeat
+        '{"id": "i", "text": "t", "other": 1, "oth\\u0065r": 2}',  # a key the job does not read
+        '{"id": "j", "text": "t", "spr\\u00e5k": "de", "a/b": ":", "meta": {"lang": "en"}}',
+    ]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = read_all(spec(tmp_path, "jsonl", "id", ["språk", "a/b", astral, "meta.lang"]), "r.jsonl")
+    twice = "the key {!r} appears more than once in one JSON object, so which value is meant cannot be told; write "
+    twice += "each key once"
+    assert [(r["id"], r[REJECT]) for r in rows] == [  # old code: a-g read, each keeping one value
+        (None, twice.format("språk")),
+        (None, twice.format("text")),
+        (None, twice.format("text")),
+        (None, twice.format("a/b")),
+        (None, twice.format(astral)),
+        (None, twice.format(astral)),
+        (None, twice.format("lang")),
+        ("h", None),
+        ("i", None),
+        ("j", None),
+    ]
+    assert rows[7][TEXT] == "t: x: y"
+
+
 def test_a_compressed_parquet_file_is_named_as_compressed_with_what_to_do(tmp_path):
     """`p.parquet.bz2` said it 'looks like plain text' (4 bytes were sniffed: bzip2's magic is 10, 'BZh9' alone is
     text) and to set input.format, which no format reads; a `.parquet.gz` too was told to set input.format. Each
