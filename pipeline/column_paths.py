@@ -7,7 +7,8 @@ The rule, applied level by level:
   `c`, `a` then `b.c`), so a field whose own name holds a dot is still reachable;
 - only structs (JSON objects) are walked into by name: a list, a string or a number on the way stops the path;
 - a list is walked into by position: `sentences[0]` is the first item of the list column (JSON array) `sentences`,
-  `turns[1].text` the field `text` of its second item, `m[0][2]` nests (positions from 0; a column literally named
+  `turns[1].text` the field `text` of its second item, `m[0][2]` nests (positions from 0; a negative one counts
+  from the end, as in Python, jq and pandas' `str[-1]`: `sentences[-1]` is the last item; a column literally named
   `sentences[0]`, as Spark names `col("sentences")[0]`, wins as any exact name does).
 
 A path that no file's schema (no JSONL record) resolves is a config error that names the level where it stopped
@@ -67,7 +68,7 @@ def candidates(name: str) -> Iterator[tuple[str, str | None]]:
         yield ".".join(parts[:i]), (".".join(parts[i:]) or None)
 
 
-INDEXES = re.compile(r"((?:\[\d+\])+)$")
+INDEXES = re.compile(r"((?:\[-?\d+\])+)$")
 
 
 def index_splits(head: str) -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -77,24 +78,30 @@ def index_splits(head: str) -> Iterator[tuple[str, tuple[int, ...]]]:
     found = INDEXES.search(head)
     if found is None or found.start() == 0:
         return
-    positions = [int(i) for i in re.findall(r"\d+", found.group(1))]
+    positions = [int(i) for i in re.findall(r"-?\d+", found.group(1))]
     for k in range(len(positions) - 1, -1, -1):
         yield head[: found.start()] + "".join(f"[{i}]" for i in positions[:k]), tuple(positions[k:])
 
 
-UNREAD_POSITION = re.compile(r"\[(-\d+|\*|:?)\]")
+UNREAD_POSITION = re.compile(r"\[(\*|:?|-?\d*:-?\d*(:-?\d*)?)\]")  # every item ([*], []) or a slice ([1:3], [:])
 
 
 def position_hint(names: Sequence[str]) -> str:
-    """What to write instead, for a name with a list position that is not read (`sentences[-1]`, `sentences[*]`,
-    `sentences[]`); "" for other names."""
+    """What to write instead, for a name with list items that are not read (`sentences[*]`, `sentences[]`,
+    `sentences[1:3]`); "" for other names."""
     bad = next((n for n in names if UNREAD_POSITION.search(n)), None)
     if bad is None:
         return ""
     return (
-        f"; in {bad!r}, a list position is [N] with N from 0 (e.g. [0], [2]): negative positions and every item "
-        "([*], []) are not read (explode the list into rows first, e.g. pandas df.explode)"
+        f"; in {bad!r}, a list position is one item, [N] with N from 0 or from the end when negative (e.g. [0], [2], "
+        "[-1]): every item ([*], []) and slices ([1:3]) are not read (explode the list into rows first, e.g. pandas "
+        "df.explode)"
     )
+
+
+def has_item(length: int, i: int) -> bool:
+    """Whether a list of `length` items has item `i` (negative: counted from the end, -1 the last)."""
+    return i < length if i >= 0 else -i <= length
 
 
 def shown(path: Sequence[str | int]) -> str:
@@ -167,11 +174,24 @@ def arrow_field(schema: pa.Schema, path: tuple[str | int, ...]) -> pa.Field:
 
 
 def list_item(column: pa.Array | pa.ChunkedArray, i: int) -> pa.Array | pa.ChunkedArray:
-    """Item `i` of each list, null where the list is null or shorter (pyarrow's list_element fails the batch)."""
+    """Item `i` of each list (negative: from the end), null where the list is null or shorter (pyarrow's
+    list_element fails the batch, and takes no negative position)."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if i < 0:
+        return last_items(column, -i)
     short = pc.fill_null(pc.less_equal(pc.list_value_length(column), i), True)
     return pc.list_element(pc.if_else(short, pa.scalar(None, column.type), column), i)
+
+
+def last_items(column: pa.Array | pa.ChunkedArray, k: int) -> pa.Array | pa.ChunkedArray:
+    """Item `-k` of each list (k >= 1: the k-th from the end), null where the list is null or has fewer than k."""
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([last_items(c, k) for c in column.chunks], column.type.value_type)
+    lengths = pc.fill_null(pc.list_value_length(column), 0).cast(pa.int64())
+    ends = pc.cumulative_sum(lengths)  # where each list's items end in the flattened values (null lists add none)
+    index = pc.if_else(pc.greater_equal(lengths, k), pc.subtract(ends, k), pa.scalar(None, pa.int64()))
+    return pc.list_flatten(column).take(index)
 
 
 def step_into(column: pa.Array | pa.ChunkedArray, step: str | int) -> pa.Array | pa.ChunkedArray:
@@ -206,7 +226,7 @@ def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str | int, 
         if index is not None:
             lengths = pc.list_value_length(column).to_pylist()
             for k, n in enumerate(lengths):
-                if n is not None and n <= index and found[k] is None:
+                if n is not None and not has_item(n, index) and found[k] is None:
                     found[k] = Missing(shown(path[:depth]), None, "list", index=index, items=n)
         column = step_into(column, step)
     return found
@@ -240,7 +260,7 @@ def json_value(record: dict, name: str) -> Any:
                 if not isinstance(value, list):
                     miss = deeper(miss, Missing(at, None, json_kind(value), index=i))
                     break
-                if i >= len(value):
+                if not has_item(len(value), i):
                     miss = deeper(miss, Missing(at, None, "list", index=i, items=len(value)))
                     break
                 value, at = value[i], f"{at}[{i}]"

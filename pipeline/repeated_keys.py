@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.column_paths import Missing, candidates, index_splits, json_value
+from pipeline.column_paths import Missing, candidates, has_item, index_splits, json_value
 
 
 class RepeatedKeys(dict):
@@ -132,7 +132,7 @@ def repeated_on_path(record: dict, name: str) -> str | None:
                 return head
             value: Any = record[head]
             for i in positions:
-                value = value[i] if isinstance(value, list) and i < len(value) else Missing
+                value = value[i] if isinstance(value, list) and has_item(len(value), i) else Missing
             if value is Missing:
                 continue
             if rest is None:

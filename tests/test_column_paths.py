@@ -10,6 +10,7 @@ from pipeline.column_paths import (
     arrow_null_parents,
     arrow_path,
     arrow_values,
+    flat_table,
     json_value,
     merge_misses,
     projection,
@@ -75,3 +76,16 @@ def test_projection_reads_only_the_struct_leaves_named(tmp_path):
     batch = next(pq.ParquetFile(tmp_path / "f.parquet").iter_batches(columns=columns))
     assert batch.schema.field("meta").type == pa.struct([("text", pa.string()), ("lang", pa.string())])
     assert projection([("meta", "text"), ("meta",)]) == ["meta"]  # the whole struct is read once
+
+
+def test_negative_positions_in_a_table_of_many_chunks_and_in_json():
+    """The clustering job reads paths with flat_table over whole tables (chunked columns; a chunk may be a slice):
+    `v[-1]` is each row's last item there too, null for a null or short list; JSON the same (json_value)."""
+    chunks = [pa.array([[1, 2], None]), pa.array([[0], [3, 4, 5], []]).slice(1)]
+    table = pa.table({"v": pa.chunked_array(chunks)})
+    assert arrow_path(table.schema, "v[-1]") == ("v", -1)
+    assert flat_table(table, {"v[-1]": ("v", -1)}).column("v[-1]").to_pylist() == [2, None, 5, None]
+    assert arrow_values(table, ("v", -3)).to_pylist() == [None, None, 3, None]
+    assert arrow_null_parents(table, ("v", -3))[0] == Missing("v", None, "list", index=-3, items=2)
+    assert json_value({"v": [1, 2]}, "v[-2]") == 1
+    assert json_value({"v": [1, 2]}, "v[-3]").reason("v[-3]") == "'v' has 2 items, no item [-3]"

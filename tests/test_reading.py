@@ -804,9 +804,40 @@ def test_paths_into_lists_read_an_item_and_a_row_without_it_is_a_reject_saying_w
     ]
     with pytest.raises(InputFileError, match=r"'k\[0\]' stops at 'k', which is \w+, not a list"):
         read_all(nested_spec(tmp_path, fmt, text="k[0]", id_column="k"), f"l.{fmt}")
-    for text in ("sentences[-1]", "sentences[*]"):  # not read: said only 'not found' / 'no record has the key'
-        with pytest.raises(InputFileError, match=r"a list position is \[N\] with N from 0 .*negative positions"):
+    for text in ("sentences[*]", "sentences[1:3]"):  # not read: said only 'not found' / 'no record has the key'
+        with pytest.raises(InputFileError, match=r"a list position is one item, \[N\] with N from 0 .*slices"):
             read_all(nested_spec(tmp_path, fmt, text=text, id_column="k"), f"l.{fmt}")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "large_list", "fixed_size_list"])
+def test_negative_list_positions_count_from_the_end(tmp_path, fmt):
+    """`text_column: sentences[-1]` (jq's `.[-1]`, pandas' `str[-1]`) was refused "negative positions are not read";
+    it is the last item now, `[-2]` the one before, in every dotted-path key (text, id, kept columns), in JSONL and
+    every Parquet list type; a null or short list is a reject saying why. Old code: InputFileError on every read."""
+    rows = [
+        {"s": ["a", "b", "c"], "turns": [{"id": "t0", "text": "q"}, {"id": "t1", "text": "last"}], "k": 1},
+        {"s": ["x", "y", "z"], "turns": [{"id": "u0", "text": "only"}], "k": 2},
+        {"s": None, "turns": None, "k": 3},
+        {"s": ["d", "e", "f"], "turns": [], "k": 4},
+    ]
+    if fmt == "jsonl":
+        (tmp_path / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rel = "l.jsonl"
+    else:
+        table = pa.Table.from_pylist(rows)
+        if fmt != "parquet":
+            kind = pa.large_list(pa.string()) if fmt == "large_list" else pa.list_(pa.string(), 3)
+            table = table.set_column(0, "s", table.column("s").cast(kind))
+        pq.write_table(table, tmp_path / "l.parquet", row_group_size=2)  # two row groups: the positions per batch
+        rel = "l.parquet"
+    fmt = "parquet" if rel.endswith("parquet") else "jsonl"
+    got = read_all(nested_spec(tmp_path, fmt, "turns[-1].text", "turns[-2].id", ["s[-1]", "s[-3]"]), rel)
+    assert [(r["id"], r[TEXT], r[REJECT], r["s[-1]"], r["s[-3]"]) for r in got] == [
+        ("t0", "last", None, "c", "a"),
+        (None, None, "missing id ('turns' has 1 items, no item [-2])", "z", "x"),
+        (None, None, "no text at 'turns[-1].text': 'turns' is null", None, None),
+        (None, None, "no text at 'turns[-1].text': 'turns' has 0 items, no item [-1]", "f", "d"),
+    ]
 
 
 def test_a_column_literally_named_with_a_list_index_wins(tmp_path):
