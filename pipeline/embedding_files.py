@@ -107,16 +107,18 @@ def checked_batches(
     id_column: str | None,
     dim: int,
     extra: dict[str, tuple[str, ...]] | None = None,
+    reader: pq.ParquetFile | None = None,
 ) -> Iterator[pa.Table]:
     """Every batch of READ_ROWS rows of one file, read once, after its vectors are checked; each batch flattened to
     the embedding column, the id column (to name a bad row) and `extra` ({column: path}, e.g. chunk_index).
+    `reader`: the file already opened (open_embeddings), so its footer is not fetched again.
 
     Raises:
         EmbeddingFileError: the file does not read, or a vector is null, all zeros, not finite or of another length
             than `dim`.
     """
     wanted = {column: paths[column], **({id_column: paths[id_column]} if id_column else {}), **(extra or {})}
-    reader = open_embeddings(file)
+    reader = reader or open_embeddings(file)
     with naming_the_file(file):
         for batch in reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values()))):
             table = flat_table(pa.Table.from_batches([batch]), wanted)

@@ -68,3 +68,56 @@ def test_the_input_check_reads_each_file_once(ray_session, s3_bucket, proxy, mon
     with pytest.raises(Stop):
         run_cluster(cfg)
     assert {f: gets(f"emb/part-{f}.parquet") for f in (1, 2)} == {1: one_read[1], 2: one_read[2]}
+
+
+@pytest.mark.parametrize(
+    ("second", "said"),
+    [
+        (
+            {"id": ["x"], "vector": [[1.0, 0.0]], "text": ["t"]},
+            (
+                r"part-1.parquet: column 'embedding' \(read by the job\) not found; its columns are \['id', 'vector', "
+                r"'text'\], while part-0.parquet has it: .* rename the column in that file, or move the file out"
+            ),
+        ),
+        ({"embedding": [[1.0, 0.0]], "text": ["t"]}, r"part-1.parquet: column 'id' \(read by the job\) not found"),
+        ({"id": ["x"], "embedding": [[1.0, 0.0]]}, r"part-1.parquet: column 'text' \(read by the job\) not found"),
+        (
+            {"id": ["x", None], "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
+            (
+                r"part-1.parquet: row 1 \(rows from 0 in the file\) has a null id \(input.id_column 'id'\): .* drop "
+                "those rows or fill their ids"
+            ),
+        ),
+    ],
+)
+def test_a_later_file_of_another_shape_is_named_with_its_row_and_what_to_do(tmp_path, second, said):
+    """Only the first file's schema was checked: a later file without the embedding or id column failed 'cannot
+    read .../part-1.parquet as parquet: KeyError: ...' (read as a corrupt file), one without a carried column failed
+    later in a Ray Data block, and a null id failed there too naming neither file nor row. Plain function, no Ray."""
+    from pipeline.clustering.input_check import checked_file_digests
+    from pipeline.clustering.job import inspect_input
+    from pipeline.errors import UserError
+
+    pq.write_table(pa.table({"id": ["a"], "embedding": [[1.0, 0.0]], "text": ["t"]}), tmp_path / "part-0.parquet")
+    pq.write_table(pa.table(second), tmp_path / "part-1.parquet")
+    raw = {"input": {"uri": str(tmp_path), "text_column": "text"}, "output": {"uri": "o"}, "clustering": {"k": 1}}
+    root, files = resolve(str(tmp_path), StorageConfig()), ["part-0.parquet", "part-1.parquet"]
+    dim, paths = inspect_input(parse_config(ClusterConfig, raw), root, files)
+    checked_file_digests(root, files[0], 0, "embedding", paths, "id", False, dim, 4, files[0])
+    with pytest.raises(UserError, match=said):
+        checked_file_digests(root, files[1], 1, "embedding", paths, "id", False, dim, 4, files[0])
+
+
+def test_an_embedding_column_of_another_type_names_the_file_and_what_to_do(tmp_path):
+    from pipeline.clustering.job import inspect_input
+    from pipeline.errors import UserError
+
+    pq.write_table(pa.table({"id": ["a"], "embedding": ["0.1,0.2"]}), tmp_path / "part-0.parquet")
+    raw = {"input": {"uri": str(tmp_path)}, "output": {"uri": "o"}, "clustering": {"k": 1}}
+    with pytest.raises(
+        UserError,
+        match=r"part-0.parquet: embedding column 'embedding' has type string, expected a list of floats; set "
+        r"input.embedding_column to a column of float vectors",
+    ):
+        inspect_input(parse_config(ClusterConfig, raw), resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])

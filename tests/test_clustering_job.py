@@ -209,7 +209,9 @@ def test_refuses_to_overwrite_and_bad_columns(run1, s3_server, bucket):
         run_cluster(config(s3_server, name, "run1"))
     cfg = config(s3_server, name, "bad-col")
     cfg.input.embedding_column = "vector"
-    with pytest.raises(ValueError, match=r"'vector' not found; columns are \['id', 'embedding', 'text', 'topic'\]"):
+    with pytest.raises(
+        ValueError, match=r"'vector' not found in .*; columns are \['id', 'embedding', 'text', 'topic'\]"
+    ):
         run_cluster(cfg)
     with pytest.raises(ValueError, match="k=500 clusters but only 450 rows"):
         run_cluster(config(s3_server, name, "big-k", k=500))
@@ -391,7 +393,8 @@ def test_a_missing_nested_column_names_where_it_stopped(tmp_path):
     root = resolve(str(tmp_path), StorageConfig())
     with pytest.raises(
         UserError,
-        match=r"embedding column 'embedding' not found; columns are \['doc'\] \(set input.embedding_column\)",
+        match=r"embedding column 'embedding' not found in .*part-0.parquet; columns are \['doc'\] \(set "
+        r"input.embedding_column to the column of vectors, or point input.uri at an embeddings dataset",
     ):
         inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"])
     raw["input"]["embedding_column"] = "doc.vector"

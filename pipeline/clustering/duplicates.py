@@ -30,7 +30,7 @@ class DuplicateIdError(UserError, ValueError):
 
 def row_keys(table: pa.Table, id_column: str, chunked: bool) -> list[str | None]:
     """The id of each row as the assignments write it (cast to string), joined with its chunk_index when the input
-    has one; None for a null id (an error later, naming it: pipeline.clustering.distributed.string_ids)."""
+    has one; None for a null id (an error naming its file and row: input_check.checked_file_digests)."""
     ids = table.column(id_column).cast(pa.string()).to_pylist()
     if not chunked:
         return ids

@@ -13,12 +13,15 @@ fetches the row counts and the first few repeats only.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.clustering.duplicates import duplicate_error, key_paths, row_keys
+from pipeline.clustering.vectors import InputColumnError
+from pipeline.column_paths import Missing, arrow_path
 from pipeline.config import ComputeConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
-from pipeline.embedding_files import checked_batches
+from pipeline.embedding_files import checked_batches, open_embeddings
 from pipeline.stages import io_task
 from pipeline.storage import Location
 
@@ -33,25 +36,54 @@ def checked_file_digests(
     chunked: bool,
     dim: int,
     buckets: int,
+    first: str = "",
 ) -> tuple[pa.Table, int]:
     """Ray task: read one input file once, checking its vectors (embedding_files.checked_batches), and return the
     digests (pipeline.duplicate_ids.digest_table) of its rows' keys (id, with chunk_index when `chunked`), rows
-    numbered from 0 in the file, and their count (the only part the driver fetches). A null id has no digest (it
-    is an error later, naming it: pipeline.clustering.distributed.string_ids).
+    numbered from 0 in the file, and their count (the only part the driver fetches).
 
     Raises:
         EmbeddingFileError: as checked_batches, naming the file.
+        InputColumnError: the file lacks a column the job reads (`paths`: every one, carried ones too, as found in
+            the `first` file), or a row has a null id; naming the file (and row) and what to do.
     """
     extra = {k: v for k, v in key_paths(id_column, paths[id_column], chunked).items() if k != id_column}
+    file = root.join(name)
+    reader = open_embeddings(file)
+    check_columns(file, reader.schema_arrow, paths, first)
     rows, keys, start = [], [], 0
-    for table in checked_batches(root.join(name), column, paths, id_column, dim, extra):
+    for table in checked_batches(file, column, paths, id_column, dim, extra, reader):
         for i, key in enumerate(row_keys(table, id_column, chunked)):
             if key is not None:
                 rows.append(start + i)
                 keys.append(key)
+        if table.column(id_column).null_count:
+            row = start + int(np.argmax(np.asarray(table.column(id_column).is_null())))
+            raise InputColumnError(
+                f"{file.uri}: row {row} (rows from 0 in the file) has a null id (input.id_column {id_column!r}): "
+                "every row needs an id to be told apart in the assignments and by dedup: "
+                "drop those rows or fill their ids"
+            )
         start += table.num_rows
     table = digest_table([file_index] * len(rows), rows, keys, buckets)
     return table, table.num_rows
+
+
+def check_columns(file: Location, schema: pa.Schema, paths: dict[str, tuple[str, ...]], first: str) -> None:
+    """Every column the job reads is in `file`, whose `schema` is given (files of several writers may differ).
+
+    Raises:
+        InputColumnError: naming the file, the missing column, its columns and what to do.
+    """
+    for name in paths:
+        path = arrow_path(schema, name)
+        if isinstance(path, Missing):
+            inside = f"; {path.describe(name)}" if path.at else ""
+            raise InputColumnError(
+                f"{file.uri}: column {name!r} (read by the job) not found; its columns are {schema.names}{inside}, "
+                f"while {first or 'the first file'} has it: every input file needs the columns the job reads; "
+                "rename the column in that file, or move the file out of input.uri if it is not of this dataset"
+            )
 
 
 def check_input(
@@ -83,7 +115,8 @@ def check_input(
 
     task = io_task(checked_file_digests, compute, num_returns=2)
     calls = [
-        task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS) for i, name in enumerate(files)
+        task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS, files[0])
+        for i, name in enumerate(files)
     ]
     for _, count in calls:  # in listing order: the error names the first bad file whatever task finished first
         ray.get(count)

@@ -77,9 +77,13 @@ def column_paths_of(cfg: ClusterConfig, schema: pa.Schema, uri: str) -> dict[str
             inside = f"; {path.describe(name)}" if path.at else ""
             if role == "input.embedding_column":
                 raise EmbeddingColumnError(
-                    f"embedding column {name!r} not found; columns are {schema.names}{inside} (set {role})"
+                    f"embedding column {name!r} not found in {uri}; columns are {schema.names}{inside} (set {role} "
+                    "to the column of vectors, or point input.uri at an embeddings dataset: the embed job's output)"
                 )
-            raise InputColumnError(f"{role} {name!r} not found in {uri}; columns are {schema.names}{inside}")
+            raise InputColumnError(
+                f"{role} {name!r} not found in {uri}; columns are {schema.names}{inside}: set {role} to one of "
+                "them, or add the column to the input"
+            )
         paths[name] = path
     return {name: paths[name] for name in read_columns(cfg)}
 
@@ -94,7 +98,13 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple
     schema = open_embeddings(first).schema_arrow
     paths = column_paths_of(cfg, schema, first.uri)
     emb = cfg.input.embedding_column
-    dim = check_embedding_field(pa.schema([flat_field(schema, emb, paths[emb])]), emb)
+    try:
+        dim = check_embedding_field(pa.schema([flat_field(schema, emb, paths[emb])]), emb)
+    except EmbeddingColumnError as err:  # the type: name the file and what to do
+        raise EmbeddingColumnError(
+            f"{first.uri}: {err}; set input.embedding_column to a column of float vectors (the embed job writes "
+            "'embedding')"
+        ) from None
     if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
         dim = first_vector_dim(root, files, emb, paths[emb])
     return dim, paths
