@@ -34,6 +34,10 @@ UNREAD_SUFFIXES = {
     ".z": "compress(1)-compressed",
 }
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".7z", ".rar")
+# Delimited tables, by extension (also compressed): not read, and not text either. The generic hint ("set
+# input.format to parquet, jsonl or text") led to input.format: text, which embedded the header line and each whole
+# row (`1,"Hello, world",en`) as a text without a word.
+TABLE_SUFFIXES = {".csv": "CSV", ".tsv": "TSV", ".tab": "TSV", ".psv": "pipe-separated"}
 RECOMPRESS = "recompress it with gzip, zstd or bzip2 (e.g. xz -dc F.jsonl.xz | zstd -o F.jsonl.zst)"
 
 PARQUET_MAGIC = b"PAR1"
@@ -94,12 +98,29 @@ def compression_of(head: bytes) -> str | None:
 def infer_format(rel: str) -> str | None:
     """The format its extension names (`.parquet`, `.jsonl`/`.json`/`.ndjson`, `.txt`, each optionally `.gz`/`.zst`/
     `.bz2`)."""
+    return EXTENSIONS.get(posixpath.splitext(uncompressed_name(rel))[1])
+
+
+def uncompressed_name(rel: str) -> str:
+    """`rel` in lower case without one compression suffix (COMPRESSED_SUFFIXES): `a.CSV.gz` -> `a.csv`."""
     name = rel.lower()
     for suffix in COMPRESSED_SUFFIXES:
         if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return EXTENSIONS.get(posixpath.splitext(name)[1])
+            return name[: -len(suffix)]
+    return name
+
+
+def table_message(rel: str, kind: str) -> str:
+    """Why a delimited table (`kind`: CSV, TSV, ...) is not read, and how to convert it."""
+    sep = "" if kind == "CSV" else ", sep='\\t'" if kind == "TSV" else ", sep='|'"
+    name = posixpath.basename(rel)
+    out = posixpath.splitext(uncompressed_name(name))[0] + ".parquet"
+    return (
+        f"{rel}: a {kind} table is not read (no input.format reads one: its rows are fields with separators and "
+        "quoting, and input.format: text would embed the header line and each whole row as one text). Convert it "
+        f"to Parquet or JSONL (pandas: pd.read_csv({name!r}{sep}).to_parquet({out!r}); duckdb: COPY (FROM "
+        f"{name!r}) TO {out!r}), then set input.text_column to the column holding the text"
+    )
 
 
 def file_format(configured: str | None, rel: str) -> str:
@@ -117,6 +138,8 @@ def file_format(configured: str | None, rel: str) -> str:
             raise InputFileError(f"{rel}: {UNREAD_SUFFIXES[suffix]} files are not read; {RECOMPRESS}")
         if suffix in ARCHIVE_SUFFIXES:
             raise InputFileError(f"{rel}: an archive ({suffix}) is not read; unpack it and give its files as input")
+        if (table := TABLE_SUFFIXES.get(posixpath.splitext(uncompressed_name(rel))[1])) is not None:
+            raise InputFileError(table_message(rel, table))
         known = ", ".join(sorted(EXTENSIONS))
         raise InputFileError(
             f"{rel}: cannot infer the format from the extension (known: {known}, optionally .gz/.zst/.bz2); "

@@ -404,7 +404,15 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
     except json.JSONDecodeError as err:
         if not line.strip():
             return None
-        if err.msg == "Extra data":  # `{...}{...}` or `{...} x`: records written without a line break between
+        if err.msg == "Extra data" and not err.doc[err.pos :].startswith(("{", "[")):
+            # `{...}\` (a shell's or C string's line continuation left in), `{...} x`: not a second record
+            return {
+                text_column: _Invalid(
+                    f"line is not valid JSON (Extra data at column {err.colno}: {err.doc[err.pos :][:20]!r} after the "
+                    "JSON value; remove it)"
+                )
+            }
+        if err.msg == "Extra data":  # `{...}{...}`: records written without a line break between
             return {
                 text_column: _Invalid(
                     f"line is not valid JSON (Extra data at column {err.colno}: more than one JSON value on the line; "

@@ -199,9 +199,20 @@ def test_format_is_inferred_from_the_extension_when_unset(tmp_path):
     (tmp_path / "d.txt.gz").write_bytes(gzip.compress(b"from text\n"))
     got = [read_all(spec(tmp_path, None), n)[0][TEXT] for n in ("a.parquet", "b.ndjson.zst", "c.json", "d.txt.gz")]
     assert got == ["from parquet", "from ndjson", "from json", "from text"]
-    (tmp_path / "e.csv").write_text("text\nx\n")
-    with pytest.raises(InputFileError, match=r"e.csv: cannot infer the format .* set input.format"):
-        read_all(spec(tmp_path, None), "e.csv")
+    (tmp_path / "e.dat").write_text("text\nx\n")
+    with pytest.raises(InputFileError, match=r"e.dat: cannot infer the format .* set input.format"):
+        read_all(spec(tmp_path, None), "e.dat")
+
+
+@pytest.mark.parametrize("name", ["e.csv", "e.TSV", "e.csv.gz"])
+def test_a_csv_or_tsv_table_is_refused_saying_how_to_convert_it_not_to_read_it_as_text(tmp_path, name):
+    """A `.csv` said "cannot infer the format ... set input.format to parquet, jsonl or text": input.format: text
+    then embedded the header line and each whole row (`1,"Hello, world",en`) as a text. It names the table kind now
+    and how to convert it; the hint no longer leads to text."""
+    (tmp_path / name).write_text('id,text\n1,"Hello, world"\n')
+    with pytest.raises(InputFileError, match=r"table is not read .* Convert it to Parquet or JSONL \(pandas: ") as err:
+        read_all(spec(tmp_path, None), name)
+    assert "set input.format" not in str(err.value)
 
 
 def test_a_file_of_undecodable_lines_is_one_block_of_rejects(tmp_path):
@@ -1010,3 +1021,18 @@ def test_records_without_a_line_break_between_them_are_a_reject_saying_so(tmp_pa
     reason = "line is not valid JSON (Extra data at column 25: more than one JSON value on the line; a missing line "
     reason += "break between records?)"
     assert [(r["id"], r[REJECT]) for r in rows] == [(None, reason), ("i", None)]
+
+
+def test_characters_after_a_record_that_are_no_record_are_a_reject_naming_them(tmp_path):
+    """`{...}\\` (a line continuation left in by a shell or a C string) said 'more than one JSON value on the line; a
+    missing line break between records?', which it is not: the reason names what follows the record now. The last
+    line's trailing backslash too; the rows around are read."""
+    (tmp_path / "x.jsonl").write_bytes(
+        b'{"id": "a", "text": "t"}\\\n{"id": "b", "text": "u\\\\"}\n{"id": "c", "text": "v"} x\\'
+    )
+    rows = read_all(spec(tmp_path, "jsonl", "id"), "x.jsonl")
+    assert [(r["id"], r[TEXT], r[REJECT]) for r in rows] == [
+        (None, None, "line is not valid JSON (Extra data at column 25: '\\\\' after the JSON value; remove it)"),
+        ("b", "u\\", None),
+        (None, None, "line is not valid JSON (Extra data at column 26: 'x\\\\' after the JSON value; remove it)"),
+    ]
