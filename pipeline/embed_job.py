@@ -574,7 +574,8 @@ def run_embed(
             # a unit whose file changed since the listing is not committed as the listed file: the run stops below
             # (a file whose token alone moved is hashed and compared with its content as listed)
             sha_of = functools.partial(recorder.sha_of, "input.listing")
-            if moved := changed_inputs(root, by_path, unit.paths, sha_of, same_bytes):
+            read = {p: progress.read.pop(p) for p in unit.paths if p in progress.read}
+            if moved := changed_inputs(root, by_path, unit.paths, sha_of, same_bytes, read):
                 log.warning("input changed while this run read it, unit not committed: %s", moved)
                 changed.update(moved)
                 return

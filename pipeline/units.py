@@ -26,6 +26,7 @@ from pipeline.fetching import fetched_ahead
 from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
+from pipeline.read_content import parse_read
 from pipeline.reading import (
     CHUNK_ROWS,
     CORRUPT_HINT,
@@ -395,6 +396,8 @@ class UnitProgress:
         self.done: set[str] = set()
         self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
         self.actor_vectors: dict[str, int] = {}  # vectors per embedding actor, this attempt
+        # what the read tasks read of each whole local file (pipeline.read_content): {path: (size, token, sha256)}
+        self.read: dict[str, tuple[int, str, str]] = {}
 
     def add(self, stats: pa.Table) -> list[tuple[Unit, dict[str, int]]]:
         """Fold in one batch of write stats; returns (unit, counts) for the units that just became complete.
@@ -412,6 +415,7 @@ class UnitProgress:
             self.totals["embed_seconds"] += row["embed_seconds"]
             for actor, vectors in row.get("actor_vectors") or ():
                 self.actor_vectors[actor] = self.actor_vectors.get(actor, 0) + vectors
+            self.read.update(parse_read(row.get("read_as") or ()))
             tally["unit_rows"] = max(tally["unit_rows"], row[UNIT_ROWS])
             if 0 <= tally["unit_rows"] < tally["rows"]:
                 raise RuntimeError(

@@ -36,6 +36,7 @@ from pipeline.columns import (
 from pipeline.config import EmbedConfig
 from pipeline.progress import files_done
 from pipeline.quantization import BINARY, stored_dim
+from pipeline.read_content import read_values
 from pipeline.storage import Location, write_parquet_atomic
 
 __all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
@@ -173,6 +174,8 @@ STATS_SCHEMA = pa.schema(
         ("files_done", pa.int64()),
         # vectors written per embedding actor (pipeline.columns.EMBED_ACTOR): the summary's embed_actors
         ("actor_vectors", pa.map_(pa.string(), pa.int64())),
+        # what the read tasks read of whole local files (pipeline.read_content)
+        ("read_as", pa.list_(pa.string())),
     ]
 )
 
@@ -212,6 +215,7 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
         "files_done": files_done(group),
         "actor_vectors": actor_vectors(good),
+        "read_as": read_values(group),
     }
 
 

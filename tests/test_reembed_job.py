@@ -696,6 +696,34 @@ def test_a_file_that_grows_while_the_run_reads_it_is_not_published(ray_session, 
     assert json.loads(marker.read_text())["path"] == "part-01.jsonl"
 
 
+def test_a_file_touched_before_the_run_hashed_it_is_published_and_reused_the_next_night(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
+    """A `touch` (an rsync/cp of the same bytes) between the listing and the driver's hash of the file left no hash
+    of its listed bytes: the run failed with InputChangedError ('no hash of its listed content'). The read task now
+    reports the token and sha256 of the bytes it read (pipeline.read_content): the file still holds them, so it is
+    published with that content, and the next run finds it unchanged (its content compared) instead of embedding it
+    again."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    touched = corpus / "part-00.jsonl"
+    listed = job.scan_sources
+
+    def listed_then_touched(root, files):
+        sources = listed(root, files)
+        st = touched.stat()
+        os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # before the driver's hash of it
+        return sources
+
+    monkeypatch.setattr(job, "scan_sources", listed_then_touched)
+    summary = run_reembed(cfg)  # old code: InputChangedError
+    assert summary["published"] and summary["rows_embedded"] == 8
+    monkeypatch.setattr(job, "scan_sources", listed)
+    again = run_reembed(cfg)
+    assert again["rows_embedded"] == 0 and again["files"]["unchanged"] == 2
+
+
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
     """A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
     when its read task reached it, and every later night failed at the same file. As in the embed job, each is now

@@ -412,6 +412,36 @@ def test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed(
     assert [r["path"] for r in records] == ["c2.jsonl"]  # old code: both committed, 'late' under the listed size
 
 
+def test_a_file_touched_before_the_run_hashed_it_is_committed_when_its_rows_are_of_its_bytes_now(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
+    """A `touch` (an rsync/cp of the same bytes) between the listing and the driver's hash of the file left no hash
+    of its listed bytes, and the run failed with InputChangedError ('no hash of its listed content'). The read task
+    now reports the token and sha256 of the bytes it read (pipeline.read_content): the file still has them, so its
+    rows are committed; a unit whose file changed again is not (test_read_content)."""
+    import pipeline.embed_job as job
+    from pipeline.commit import committed_units
+    from pipeline.config import StorageConfig
+    from pipeline.storage import resolve
+
+    (tmp_path / "in").mkdir()
+    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
+    out = tmp_path / "emb"
+    listing = job.list_inputs
+
+    def listed_then_touched(*args, **kwargs):
+        listed = listing(*args, **kwargs)
+        st = (corpus / "c1.jsonl").stat()
+        os.utime(corpus / "c1.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # before the recorder's hash
+        return listed
+
+    monkeypatch.setattr(job, "list_inputs", listed_then_touched)
+    summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChangedError
+    assert summary["status"] == "ok" and summary["rows_in"] == 32
+    records = committed_units(resolve(str(out), StorageConfig())).values()
+    assert sorted(r["path"] for r in records) == ["c1.jsonl", "c2.jsonl"]
+
+
 def test_an_object_rewritten_while_the_embed_job_reads_it_is_not_committed(
     ray_session, tiny_models, s3_bucket, s3_server, monkeypatch
 ):

@@ -73,6 +73,7 @@ def stats(unit: str, rows: int, unit_rows: int = -1, rejected: int = 0) -> pa.Ta
     row = {name: 0 for name in STATS_SCHEMA.names}
     row.update({UNIT: unit, UNIT_ROWS: unit_rows, "rows": rows, "rows_embedded": rows - rejected})
     row.update(rows_rejected=rejected, embed_seconds=0.0, actor_vectors=[(f"actor-{unit}", rows - rejected)])
+    row.update(read_as=[])
     return pa.Table.from_pylist([row], schema=STATS_SCHEMA)
 
 

@@ -189,11 +189,15 @@ def embed_files(
         for entry in done:
             content = contents.get(entry.path)
             entry = dataclasses.replace(entry, content=content.result() if content else None)
+            read = progress.read.pop(entry.path, None)  # the bytes its read task read (pipeline.read_content)
             # a file whose token alone moved (a touch, an rsync of the same bytes) is hashed and compared with it
-            if local and (how := changed_since_listed(root, listed[entry.path], entry.content)):
+            if local and (how := changed_since_listed(root, listed[entry.path], entry.content, read)):
                 log.warning("%s changed while this run read it (%s): not staged", entry.path, how)
                 changed[entry.path] = how
                 continue
+            if entry.content is None and read is not None and read[0] == entry.size:
+                # not hashed as listed before its token moved: the content its rows hold is the content it read
+                entry = dataclasses.replace(entry, content=read[2])
             lease.check()
             put_json(entry.__dict__, layout.marker(entry.key))
             entries.append(entry)

@@ -90,32 +90,52 @@ def source_now(root: Location, rel: str) -> SourceFile | None:
         return None
 
 
-def changed_since_listed(root: Location, src: SourceFile, sha: str | None = None) -> str | None:
+def changed_since_listed(
+    root: Location, src: SourceFile, sha: str | None = None, read: tuple[int, str, str] | None = None
+) -> str | None:
     """How `src` differs now from when it was listed (`listed 120 bytes, now 180 bytes`), or None when its size and
     change token are the same. Any write moves a local file's ctime and an S3 object's ETag, so a file found
     unchanged once its rows are read was read as listed (and its content hash, taken meanwhile, is of those bytes).
     A file whose token alone moved (a `touch`, `chmod`, an rsync/cp of the same bytes) is hashed and compared with
     `sha` (its sha256 taken while it had the listed token: hash_as_listed): None, with an INFO line, when the content
-    is the same; no `sha` (none taken while it was as listed) or other content is a change saying which."""
+    is the same; no `sha` (none taken while it was as listed) or other content is a change saying which, unless
+    `read` (what the run's read task read of it: pipeline.read_content) is the listed file or the file now
+    (changed_now)."""
     now = source_now(root, src.path)
     if now is None:
         return f"listed with {src.size} bytes, now gone"
-    return changed_now(root, src.path, src.size, src.token, (now.size, now.token), sha)
+    return changed_now(root, src.path, src.size, src.token, (now.size, now.token), sha, read)
 
 
 def changed_now(
-    root: Location, rel: str, size: int, token: str, now: tuple[int, str] | None, sha: str | None
+    root: Location,
+    rel: str,
+    size: int,
+    token: str,
+    now: tuple[int, str] | None,
+    sha: str | None,
+    read: tuple[int, str, str] | None = None,
 ) -> str | None:
     """How a local file listed with `size` and change `token` differs from `now` ((size, token), None when gone),
     or None when it is the listed file: same size and token, or same size and the content of `sha` (`sha256:<hex>`
-    of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks."""
+    of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks.
+
+    `read`: (size, token, sha256) of the whole file as the run's read task read it (pipeline.read_content), for a
+    file whose listed bytes the driver did not hash before its token moved: read at the listed token, its sha256 is
+    that of the listed bytes; read at a later token, the rows are of the bytes now when the file still has that
+    token or hashes the same (an INFO line says so). An empty file is its own content."""
     if now is None:
         return f"listed with {size} bytes, now gone"
     if now[0] != size:
         return f"listed with {size} bytes, now {now[0]} bytes"
-    if now[1] == token:
+    if now[1] == token or size == 0:
         return None
     moved = f"listed with change token {token}, now {now[1]} (same size"
+    if sha is None and read is not None and read[0] == size:
+        if read[1] == token:
+            sha = read[2]  # read as listed: the bytes it read are the listed ones
+        else:
+            return same_as_read(root, rel, now, read, moved)
     if sha is None:
         return f"{moved}; no hash of its listed content to compare with, so its content may have changed)"
     try:
@@ -128,6 +148,25 @@ def changed_now(
         "%s: its change token moved while this run read it (a touch or a copy of the same bytes), its content "
         "is the listed one (sha256 compared): going on",
         root.join(rel).uri,
+    )
+    return None
+
+
+def same_as_read(root: Location, rel: str, now: tuple[int, str], read: tuple[int, str, str], moved: str) -> str | None:
+    """changed_now for a file whose token moved before the run read it and whose listed bytes were not hashed: None,
+    with an INFO line, when the bytes now are the bytes read (the same token, else the same sha256)."""
+    if now[1] != read[1]:
+        try:
+            sha_now = content_token(root, rel)
+        except OSError as err:
+            return f"{moved}; cannot read it to compare its content: {err})"
+        if sha_now != read[2]:
+            return f"{moved}, other content: sha256 {read[2][7:19]}... read, {sha_now[7:19]}... now)"
+    log.info(
+        "%s: its change token moved before this run read it, before its listed content was hashed (a touch, a copy "
+        "of the same bytes, or a same-size edit): its rows are of the file as it is now (%s compared): going on",
+        root.join(rel).uri,
+        "change token" if now[1] == read[1] else "sha256",
     )
     return None
 

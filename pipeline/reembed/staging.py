@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
+from pipeline.read_content import parse_read, read_values, with_read_content
 from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
@@ -41,7 +42,9 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
         reasons = file_duplicates(duplicates, indexes[i]) if duplicates is not None else {}
         held = None
         index = indexes[i] if indexes is not None else -1
-        for block in corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel)):
+        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel))
+        # what it read of a local file, for the driver's check of a touch during the run (pipeline.read_content)
+        for block in with_read_content(spec.root, rel, True, blocks):
             block = reject_rows(block, reasons) if reasons else block
             if held is not None:
                 yield tag(held, -1)
@@ -90,6 +93,7 @@ STATS_SCHEMA = pa.schema(
         ("rejects", pa.list_(pa.string())),
         ("tokens", pa.int64()),
         ("computed_tokens", pa.int64()),
+        ("read_as", pa.list_(pa.string())),  # pipeline.read_content
     ]
 )
 
@@ -121,6 +125,7 @@ def write_group(group: pa.Table, source: str, target: StageTarget) -> dict:
         "rejects": reject_files,
         "tokens": pc.sum(good.column(TOKEN_COUNT)).as_py() or 0,
         "computed_tokens": pc.sum(good.column(COMPUTED)).as_py() or 0,
+        "read_as": read_values(group),
     }
 
 
@@ -147,12 +152,15 @@ class Progress:
         self.done: set[str] = set()
         self.tokens = 0
         self.computed_tokens = 0
+        # what the read tasks read of each local file (pipeline.read_content): {path: (size, token, sha256)}
+        self.read: dict[str, tuple[int, str, str]] = {}
 
     def add(self, stats: pa.Table) -> list[FileEntry]:
         """Fold in one batch of write stats; returns the files that just became complete."""
         completed = []
         for row in stats.to_pylist():
             t = self.tallies[row["source"]]
+            self.read.update(parse_read(row.get("read_as") or ()))
             t.rows += row["rows"]
             t.embedded += row["embedded"]
             t.rejected += row["rejected"]

@@ -1,0 +1,120 @@
+"""The embed job's read stage over whole local files, this tree against a baseline commit, alternating processes.
+
+For pipeline.read_content: each whole local file's read task stats it before and after its read and hashes it at
+that token (a second read of bytes the page cache holds). The sib200 sample repeated to about `--mb` MB with unique
+ids, in `--files` JSONL files, each one unit, read through the embed job's read UDF (pipeline.duplicate_ids.
+read_units) with text, id and two kept columns, in its own process; process CPU seconds and wall clock, median of
+`--rounds`. No model: this is the read stage alone (the model's work on the same rows takes far longer).
+
+    .venv/bin/python bench/read_content_cost.py --baseline-ref main --mb 50 --files 20 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_code import REPO, extract, revisions
+
+SAMPLE = REPO / "data" / "sample" / "sib200_sample.jsonl"
+
+CHILD = """
+import json, os, sys, time
+import pyarrow as pa
+from pipeline.config import StorageConfig
+from pipeline.duplicate_ids import read_units
+from pipeline.reading import ReadSpec
+from pipeline.storage import resolve
+from pipeline.units import Unit, unit_items
+spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "jsonl", "text", "id", ("lang", "topic"))
+names = sorted(os.listdir(sys.argv[1]))
+wall, cpu = time.perf_counter(), time.process_time()
+rows = 0
+for i, name in enumerate(names):  # one read task per unit, as the job's read stage runs them
+    batch = pa.Table.from_pylist(unit_items([Unit(name, i)]))
+    rows += sum(b.num_rows for b in read_units(batch, spec, None))
+print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
+"""
+
+
+def run(code: Path, folder: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder)], env=env, capture_output=True, text=True, cwd=code, check=False
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(line[len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", required=True)
+    parser.add_argument("--mb", type=int, default=50)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "read_content_cost.md")
+    args = parser.parse_args()
+    base_rev, head, dirty = revisions(args.baseline_ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+        (work / "data").mkdir()
+        copy = 0
+        for k in range(args.files):
+            with open(work / "data" / f"part-{k:04d}.jsonl", "w", encoding="utf-8") as f:
+                while f.tell() < args.mb * 10**6 // args.files:
+                    f.write(
+                        "".join(
+                            json.dumps({**r, "id": f"{copy}-{r['id']}"}, ensure_ascii=False) + "\n" for r in records
+                        )
+                    )
+                    copy += 1
+        baseline = extract(args.baseline_ref, work)
+        load = os.getloadavg()
+        runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+        for _ in range(args.rounds):
+            runs["baseline"].append(run(baseline, work / "data"))
+            runs["this tree"].append(run(REPO, work / "data"))
+        load_after = os.getloadavg()
+    rows = runs["baseline"][0]["rows"]
+    assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
+    lines = [
+        "# The embed job's read stage over whole local files (bench/read_content_cost.py)",
+        "",
+        (
+            f"{args.mb} MB JSONL in {args.files} files (one unit each), {rows:,} rows, 4 keys read (text, id, 2 kept), "
+            f"read through pipeline.duplicate_ids.read_units. Baseline {base_rev[:10]}, this tree "
+            f"{head}{' (uncommitted changes)' if dirty else ''}. Machine: {platform.machine()}, {os.cpu_count()} "
+            f"cores, shared with other work: load average {load[0]:.1f} before, {load_after[0]:.1f} after. "
+            f"Alternating processes, median of {args.rounds}. "
+            f"`python bench/read_content_cost.py --baseline-ref {args.baseline_ref} --mb {args.mb} --files "
+            f"{args.files} --rounds {args.rounds}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        ),
+        "",
+        "| code | CPU s (median) | CPU s (all) | wall s (median) |",
+        "|---|---|---|---|",
+    ]
+    for name, rs in runs.items():
+        cpus = [r["cpu_s"] for r in rs]
+        lines.append(
+            f"| {name} | {statistics.median(cpus):.2f} | {', '.join(f'{c:.2f}' for c in cpus)} | "
+            f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
+        )
+    with args.out.open("a") as f:  # appended: each measurement stays with its load
+        f.write("\n".join(lines) + "\n\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

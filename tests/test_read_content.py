@@ -1,0 +1,69 @@
+"""pipeline.read_content: what the read tasks of both jobs read of a whole local file, and the driver's check of a
+file touched before the driver hashed its listed bytes."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from pipeline.config import StorageConfig
+from pipeline.duplicate_ids import read_units
+from pipeline.input_contents import changed_inputs
+from pipeline.read_content import parse_read, read_values
+from pipeline.reading import ReadSpec
+from pipeline.reembed.sources import changed_since_listed, local_source
+from pipeline.reembed.staging import read_tagged
+from pipeline.storage import list_inputs, resolve
+from pipeline.units import Unit, unit_items
+
+
+def touch(path) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def reembed_read(spec: ReadSpec, names: list[str]) -> dict:
+    """What the re-embed job's read task (staging.read_tagged) says it read of each file."""
+    blocks = read_tagged(pa.table({"file": names, "file_index": list(range(len(names)))}), spec)
+    return parse_read(v for b in blocks for v in read_values(b))
+
+
+def test_a_file_touched_before_the_driver_hashed_it_is_checked_against_what_the_read_task_read(tmp_path, caplog):
+    """A `touch` (an rsync/cp of the same bytes) of an input file after the listing and before the driver's hashing
+    threads reached it left no hash of the listed bytes: both jobs' checks failed the run with InputChangedError
+    ('no hash of its listed content'). The read task now reports the size, token and sha256 of the whole file it
+    read: read at the listed token, that is the listed content; read after the touch, the rows are of the file as it
+    is now when its bytes are the bytes read. An edit after the read is still a change; an empty file is its own
+    content."""
+    root = resolve(str(tmp_path), StorageConfig())
+    for name, text in {"a": b'{"text": "x"}\n', "b": b'{"text": "y"}\n', "c": b'{"text": "w"}\n', "e": b""}.items():
+        (tmp_path / f"{name}.jsonl").write_bytes(text)
+    listed = {n: local_source(root, f"{n}.jsonl") for n in "abce"}
+    spec = ReadSpec(root, "jsonl", "text", None, ())
+    read = reembed_read(spec, ["c.jsonl"])  # c is read as listed, then touched
+    for name in "abce":
+        touch(tmp_path / f"{name}.jsonl")
+    read |= reembed_read(spec, ["a.jsonl", "b.jsonl"])  # a and b are read after their touch
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "z"}\n')  # an edit of the same size after its read
+    assert read["c.jsonl"][1] == listed["c"].token and read["a.jsonl"][1] != listed["a"].token
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        # old code: 'no hash of its listed content to compare with' for each
+        assert changed_since_listed(root, listed["a"], None, read["a.jsonl"]) is None
+        assert changed_since_listed(root, listed["c"], None, read["c.jsonl"]) is None
+        assert changed_since_listed(root, listed["e"]) is None
+    assert "its rows are of the file as it is now (change token compared)" in caplog.text
+    assert "content is the listed one" in caplog.text
+    assert "other content: sha256" in changed_since_listed(root, listed["b"], None, read["b.jsonl"])
+    assert "no hash of its listed content" in changed_since_listed(root, listed["a"])  # nothing read: as before
+
+    # the embed job: its read task (duplicate_ids.read_units) reports whole files, packed ones too, not split ones
+    root, files = list_inputs(str(tmp_path), StorageConfig())
+    by_path = {f.path: f for f in files}
+    units = [Unit("a.jsonl", 0, packed=("b.jsonl", "c.jsonl")), Unit("e.jsonl", 3)]
+    batch = pa.Table.from_pylist(unit_items(units))
+    read = parse_read(v for b in read_units(batch, spec, None) for v in read_values(b))
+    assert sorted(read) == ["a.jsonl", "b.jsonl", "c.jsonl"]  # e has no row, no block: its size says it
+    touch(tmp_path / "a.jsonl")
+    assert changed_inputs(root, by_path, ("a.jsonl", "b.jsonl", "e.jsonl"), read=read) == {}
+    assert "no hash" in changed_inputs(root, by_path, ("a.jsonl",))["a.jsonl"]  # old code, for all three
