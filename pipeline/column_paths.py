@@ -5,7 +5,10 @@ The rule, applied level by level:
 - the exact name first: a top-level column literally named `meta.text` wins over field `text` of `meta`;
 - else the longest dotted prefix that names a field, then the rest inside it (`a.b.c` tries `a.b.c`, `a.b` then
   `c`, `a` then `b.c`), so a field whose own name holds a dot is still reachable;
-- only structs (JSON objects) are walked into by name: a list, a string or a number on the way stops the path;
+- structs (JSON objects) are walked into by name, and Parquet maps with string keys by key (`meta.title` on
+  `meta: map<string, string>`, as Spark SQL reads it; a key holding a dot is not reachable, a row without the key is
+  a reject saying so, one giving the key twice a reject naming it): a list, a string or a number on the way stops
+  the path;
 - a list is walked into by position: `sentences[0]` is the first item of the list column (JSON array) `sentences`,
   `turns[1].text` the field `text` of its second item, `m[0][2]` nests (positions from 0; a negative one counts
   from the end, as in Python, jq and pandas' `str[-1]`: `sentences[-1]` is the last item; a column literally named
@@ -38,11 +41,20 @@ class Missing:
     kind: str | None = None
     index: int | None = None  # the list position asked for at `at` (`sentences[3]`), when the path stopped there
     items: int | None = None  # how many items the list at `at` has, when it is a list too short for `index`
+    key: str | None = None  # the map key the map at `at` gives `repeats` times (a Parquet map may repeat a key)
+    repeats: int | None = None
 
     def reason(self, name: str) -> str:
         """The short per-row explanation, e.g. "'meta' is null" or "'meta' has no field 'text'"."""
+        if self.repeats is not None:
+            return (
+                f"{self.at!r} gives the key {self.key!r} {self.repeats} times, so which value is meant cannot be "
+                "told; write each key once"
+            )
         if self.items is not None:
             return f"{self.at!r} has {self.items} items, no item [{self.index}]"
+        if self.kind == "map":  # a map without the key
+            return f"{self.at!r} has no key {name[len(self.at) + 1 :].split('.')[0]!r}"
         if self.index is not None and self.kind != "null":
             return f"{self.at!r} is {self.kind}, not a list"
         if self.fields is None:
@@ -56,9 +68,17 @@ class Missing:
             return f"{name!r} stops at {self.at!r}: no list there has an item [{self.index}]"
         if self.fields is None:
             noun = "a list" if self.index is not None else "a struct"
-            return f"{name!r} stops at {self.at!r}, which is {self.kind}, not {noun}"
+            text = self.kind in ("string", "large_string") and self.index is None
+            return f"{name!r} stops at {self.at!r}, which is {self.kind}, not {noun}" + (JSON_TEXT_HINT if text else "")
         where = f"{self.at!r} has fields" if self.at else "the top level has"
         return f"{name!r} stops at {self.at or 'the top level'!r}: {where} {sorted(self.fields)}"
+
+
+# A path into a string column: JSON text in a Parquet column (`meta = '{"title": ...}'`) is not parsed.
+JSON_TEXT_HINT = (
+    " (a string column holding JSON text is not parsed: write it as a struct column, e.g. pandas "
+    "df[col] = df[col].map(json.loads) before to_parquet, or the rows as JSONL)"
+)
 
 
 def candidates(name: str) -> Iterator[tuple[str, str | None]]:
@@ -104,6 +124,14 @@ def has_item(length: int, i: int) -> bool:
     return i < length if i >= 0 else -i <= length
 
 
+class MapKey(str):
+    """A path step into a map<string, ...> column by key (arrow_path); a plain str step is a struct field."""
+
+
+def is_string_map(t: pa.DataType) -> bool:
+    return pa.types.is_map(t) and (pa.types.is_string(t.key_type) or pa.types.is_large_string(t.key_type))
+
+
 def shown(path: Sequence[str | int]) -> str:
     """A path as written in a config: ('turns', 1, 'text') -> 'turns[1].text'."""
     out = ""
@@ -135,8 +163,10 @@ def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str
 
     `("meta", "text")` for `meta.text` in `meta: struct<text: string>`; `("meta.text",)` when a top-level column
     has that literal name; `("turns", 1, "text")` for `turns[1].text` in `turns: list<struct<text: string>>`.
-    Dictionary-encoded types are looked through.
+    Dictionary-encoded types are looked through. A map<string, ...> is walked by key: `("meta", MapKey("title"))`.
     """
+    if isinstance(fields, pa.DataType) and is_string_map(fields):
+        return map_path(fields, name)
     by_name = {f.name: f for f in fields}
     miss: Missing | None = None
     for whole, rest in candidates(name):
@@ -154,7 +184,7 @@ def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str
             else:
                 if rest is None:
                     return tuple(steps)
-                if not pa.types.is_struct(t):
+                if not pa.types.is_struct(t) and not is_string_map(t):
                     miss = deeper(miss, Missing(whole, None, str(t)))
                     continue
                 inner = arrow_path(t, rest)
@@ -164,12 +194,35 @@ def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str
     return miss or Missing("", tuple(by_name))
 
 
+def map_path(t: pa.MapType, name: str) -> tuple[str | int, ...] | Missing:
+    """arrow_path inside a map<string, ...>: the first dotted segment is the key (its `[N]` positions taken in a
+    list value), the rest is walked in the value type."""
+    segment, _, after = name.partition(".")
+    key, positions = segment, ()
+    value = plain(t.item_type)
+    found = INDEXES.search(segment)
+    if found is not None and found.start() > 0 and is_list(value):
+        key, positions = segment[: found.start()], tuple(int(i) for i in re.findall(r"-?\d+", found.group(1)))
+    steps: list[str | int] = [MapKey(key)]
+    for i in positions:
+        if not is_list(value):
+            return Missing(shown(steps), None, str(value), index=i)
+        steps.append(i)
+        value = plain(value.value_type)
+    if not after:
+        return tuple(steps)
+    if not pa.types.is_struct(value) and not is_string_map(value):
+        return Missing(shown(steps), None, str(value))
+    inner = arrow_path(value, after)
+    return (*steps, *inner) if isinstance(inner, tuple) else within(shown(steps), inner)
+
+
 def arrow_field(schema: pa.Schema, path: tuple[str | int, ...]) -> pa.Field:
-    """The field at a path from arrow_path (a list position: the list's item field)."""
+    """The field at a path from arrow_path (a list position: the list's item field; a map key: the map's value)."""
     field = schema.field(path[0])
     for step in path[1:]:
         t = plain(field.type)
-        field = t.value_field if isinstance(step, int) else t.field(step)
+        field = t.value_field if isinstance(step, int) else t.item_field if isinstance(step, MapKey) else t.field(step)
     return field
 
 
@@ -199,6 +252,8 @@ def step_into(column: pa.Array | pa.ChunkedArray, step: str | int) -> pa.Array |
         return list_item(column, step)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if isinstance(step, MapKey):  # the first value of the key (a key given twice: arrow_null_parents)
+        return pc.map_lookup(column, pa.scalar(str(step), column.type.key_type), "first")
     return pc.struct_field(column, step)
 
 
@@ -223,6 +278,15 @@ def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str | int, 
             for k, null in enumerate(column.is_null().to_pylist()):
                 if null and found[k] is None:
                     found[k] = Missing(at, None, "null", index=index)
+        if isinstance(step, MapKey):  # a map without the key, or giving it more than once
+            all_values = pc.map_lookup(column, pa.scalar(str(step), column.type.key_type), "all")
+            at = shown(path[:depth])
+            counts = pc.list_value_length(all_values).to_pylist()
+            for k, (n, null) in enumerate(zip(counts, column.is_null().to_pylist())):
+                if found[k] is None and not null and n is None:
+                    found[k] = Missing(at, None, "map")
+                elif found[k] is None and n is not None and n > 1:
+                    found[k] = Missing(at, None, "map", key=str(step), repeats=n)
         if index is not None:
             lengths = pc.list_value_length(column).to_pylist()
             for k, n in enumerate(lengths):
@@ -234,9 +298,9 @@ def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str | int, 
 
 def projection(paths: Sequence[tuple[str | int, ...]]) -> list[str]:
     """Dotted column names for pyarrow.parquet's `columns=` reading only these paths (a struct's leaf alone, not the
-    whole struct; a list whole, up to its first position), without a path whose struct is already read whole (a
+    whole struct; a list or map whole, up to its first position or key), without a path whose struct is already read whole (a
     column read twice)."""
-    cut = [p[: next((k for k, s in enumerate(p) if isinstance(s, int)), len(p))] for p in paths]
+    cut = [p[: next((k for k, s in enumerate(p) if isinstance(s, (int, MapKey))), len(p))] for p in paths]
     chosen = list(dict.fromkeys(cut))
     kept = [p for p in chosen if not any(q != p and p[: len(q)] == q for q in chosen)]
     return [".".join(p) for p in kept]

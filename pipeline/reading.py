@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.column_paths import (
+    MapKey,
     Missing,
     arrow_field,
     arrow_null_parents,
@@ -32,6 +33,7 @@ from pipeline.column_paths import (
     is_list,
     json_value,
     merge_misses,
+    plain,
     position_hint,
     projection,
     shown,
@@ -296,6 +298,11 @@ def read_parquet(
                 c: arrow_values(batch, found[c]) if c in found else partition_column(parts, c, n)
                 for c in spec.keep_columns
             }
+            for c in spec.keep_columns:  # a map on the way giving the key twice: which value cannot be told
+                if c in found and any(isinstance(step, MapKey) for step in found[c]):
+                    for k, miss in enumerate(arrow_null_parents(batch, found[c])):
+                        if miss is not None and miss.repeats is not None and reasons[k] is None:
+                            reasons[k] = f"kept column {c!r}: {miss.reason(c)}"
             yield make_block(spec, rel, row, texts, ids, keep, reasons)
             row += batch.num_rows
 
@@ -311,8 +318,15 @@ def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], r
     """
     for name, path in found.items():
         level: Any = schema
+        t = None
         for depth, part in enumerate(path):
             if isinstance(part, int):  # a list position: its items' struct fields are the next level
+                continue
+            if isinstance(part, MapKey):  # a map's key: a repeat is a per-row reject (arrow_null_parents)
+                t = plain(t.item_type)
+                while is_list(t):
+                    t = plain(t.value_type)
+                level = list(t) if pa.types.is_struct(t) else []
                 continue
             same = [f for f in level if f.name == part]
             if len(same) > 1:
@@ -322,11 +336,9 @@ def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], r
                     "which one to read cannot be told; write the file again with one column of that name (pandas: "
                     "df.loc[:, ~df.columns.duplicated()]), or move it out of the input"
                 )
-            t = same[0].type
-            t = t.value_type if pa.types.is_dictionary(t) else t
+            t = plain(same[0].type)
             while is_list(t):
-                t = t.value_type
-                t = t.value_type if pa.types.is_dictionary(t) else t
+                t = plain(t.value_type)
             level = list(t) if pa.types.is_struct(t) else []
 
 

@@ -851,6 +851,45 @@ def test_negative_list_positions_count_from_the_end(tmp_path, fmt):
     ]
 
 
+def test_paths_through_a_parquet_map_read_its_keys_and_a_key_given_twice_is_a_reject(tmp_path):
+    """`meta.title` on `meta: map<string, string>` (Spark's MapType; Spark SQL reads `meta.title` as meta['title'])
+    failed the job "'meta.title' stops at 'meta', which is map<...>, not a struct". A map is walked by key now, in
+    text, id and kept columns, into a struct value too; a null map, a missing key and a key the row's map gives twice
+    are rejects saying which. A string column holding JSON says it is not parsed and what to do."""
+    from pipeline.reading import observed_kept_types
+
+    meta = [
+        [("title", "T"), ("lang", "de")],
+        None,
+        [("lang", "fr")],
+        [("title", "a"), ("title", "b")],
+        [("title", "X"), ("lang", "de"), ("lang", "fr")],
+    ]
+    inner = [[("k", {"v": f"v{i}"})] for i in range(5)]
+    table = pa.table(
+        {
+            "meta": pa.array(meta, pa.map_(pa.string(), pa.string())),
+            "n": pa.array(inner, pa.map_(pa.string(), pa.struct([("v", pa.string())]))),
+            "j": ['{"title": "T"}'] * 5,
+        }
+    )
+    pq.write_table(table, tmp_path / "m.parquet")
+    s = nested_spec(tmp_path, "parquet", text="meta.title", id_column="n.k.v", keep=["meta.lang"])
+    rows = read_all(s, "m.parquet")
+    twice = "'meta' gives the key {!r} 2 times, so which value is meant cannot be told; write each key once"
+    assert [(r["id"], r[TEXT], r[REJECT]) for r in rows] == [  # old code: InputFileError 'not a struct'
+        ("v0", "T", None),
+        ("v1", None, "no text at 'meta.title': 'meta' is null"),
+        ("v2", None, "no text at 'meta.title': 'meta' has no key 'title'"),
+        ("v3", None, "no text at 'meta.title': " + twice.format("title")),
+        ("v4", None, "kept column 'meta.lang': " + twice.format("lang")),
+    ]
+    assert [r["meta.lang"] for r in rows][:3] == ["de", None, "fr"]
+    assert observed_kept_types(s, "m.parquet") == ("parquet", {"meta.lang": pa.string()})
+    with pytest.raises(InputFileError, match=r"'j.title' stops at 'j', which is string, not a struct \(a string "):
+        read_all(nested_spec(tmp_path, "parquet", text="j.title", id_column=None), "m.parquet")
+
+
 def test_a_column_literally_named_with_a_list_index_wins(tmp_path):
     """Spark names `col("sentences")[0]` 'sentences[0]': such a column is read as it is, before the list's item."""
     table = pa.table({"sentences[0]": ["literal"], "sentences": [["item"]]})
