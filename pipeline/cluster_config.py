@@ -51,9 +51,10 @@ class DedupConfig(Section):
     max_cluster_rows: int = Field(
         50_000,
         gt=1,
-        description="Clusters above this are split by a sub-k-means before the pairwise pass, bounding one task's "
-        "memory to max_cluster_rows vectors; the rows the pieces keep are compared again (when at most "
-        "max_cluster_rows), so copies cut apart join one group, but a near duplicate cut apart may be missed.",
+        description="Clusters above this are split by a sub-k-means before the pairwise pass, bounding one piece's "
+        "pairwise work to max_cluster_rows vectors; the rows the pieces keep are compared again when at most "
+        "max_cluster_rows (beyond, the summary's dedup.rows_not_compared_across_pieces counts them, and a near "
+        "duplicate cut apart may be missed); exact copies cut apart always join one group.",
     )
     block_rows: int = Field(
         2048, gt=0, description="Tile edge of the blocked cosine matmul: block_rows^2 float32 of scratch per task."

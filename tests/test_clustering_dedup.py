@@ -165,3 +165,18 @@ def test_copies_cut_apart_by_the_split_of_a_large_cluster_join_one_group():
     assert result.n_duplicates == 24 and (result.cosine >= 1 - 1e-5).all()
     longest = dedup.dedup_cluster(x, ids, eps=1e-5, keep="longest", lengths=np.arange(26) % 13, max_rows=10)
     assert longest.kept[:25].tolist() == [12] * 25  # row 12 has the longest text of the copies
+
+
+def test_copies_cut_apart_join_one_group_when_the_pieces_kept_more_than_max_rows():
+    """The second pass ran only when the rows the pieces kept were at most max_rows: 30 copies of one vector among 25
+    other rows, max_rows 10, cut the copies into 3 chunks and kept 3 of them (the pieces kept 28 rows > 10). Exact
+    copies now always join one group (a digest per row), and the rows not compared a second time are counted."""
+    rng = np.random.default_rng(0)
+    copy = unit(rng.normal(size=(1, 8)))
+    x = np.concatenate([np.tile(copy, (30, 1)), unit(rng.normal(size=(25, 8)))]).astype(np.float32)
+    ids = [f"r{i:02d}" for i in range(len(x))]
+    result = dedup.dedup_cluster(x, ids, eps=1e-3, max_rows=10)
+    assert set(result.kept[:30].tolist()) == {0} and (result.cosine[:30] >= 1 - 1e-5).all()
+    assert result.uncompared == 28  # 1 copy + 25 others + the 2 other chunks' copies, compared no second time
+    small = dedup.dedup_cluster(x[:40], ids[:40], eps=1e-3, max_rows=30)  # few enough: compared, none left
+    assert set(small.kept[:30].tolist()) == {0} and small.uncompared == 0

@@ -122,7 +122,15 @@ def test_cluster_job_on_s3_with_dedup(run1, bucket):
     assert all(d["cosine"] > 0.999 for d in dups)
     kept = read_dir(fs, f"{name}/run1/kept_ids").column("id").to_pylist()
     assert len(kept) == 447 and not {d["id"] for d in dups} & set(kept)
-    assert summary["dedup"] == {"eps": 0.001, "eps_used": 0.001, "keep": "longest", "duplicates": 3, "kept": 447}
+    assert summary["dedup"] == {
+        "eps": 0.001,
+        "eps_used": 0.001,
+        "keep": "longest",
+        "duplicates": 3,
+        "kept": 447,
+        "rows_not_compared_across_pieces": 0,
+        "clusters_not_compared_across_pieces": 0,
+    }
 
     stored = json.loads(fs.open_input_stream(f"{name}/run1/summary.json").read())
     assert stored["history"] == summary["history"]
@@ -558,8 +566,8 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     out = resolve(cfg.output.uri, cfg.storage)
     fingerprint = resume.cluster_fingerprint(cfg, list_inputs(cfg.input.uri, cfg.storage)[1])
     assert fingerprint["rules.dedup"] == (
-        "3: duplicates at cosine >= 1 - max(eps, 1e-05) within a cluster, joined transitively; the rows kept by the "
-        "pieces of a split cluster compared again"
+        "4: duplicates at cosine >= 1 - max(eps, 1e-05) within a cluster, joined transitively; the rows kept by the "
+        "pieces of a split cluster compared again up to max_cluster_rows of them; exact copies always joined"
     )
     older = {k: v for k, v in fingerprint.items() if not k.startswith("rules.")}
     commit.begin(out, "cluster", False, older)  # an older version's run that recorded its fit
@@ -576,5 +584,5 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     commit.begin(out, "cluster", False, fingerprint)  # this version's run, then a later version's floor
     commit.mark_unit(out, resume.FIT_STAGE, {"sizes": [3, 3]})
     monkeypatch.setattr(dedup, "EPS_FLOOR", 1e-4)
-    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 3: .*max\(eps, 1e-05\).* -> 3: .*max\(eps, 0\.0001\)"):
+    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 4: .*max\(eps, 1e-05\).* -> 4: .*max\(eps, 0\.0001\)"):
         run_cluster(cfg)

@@ -8,6 +8,7 @@ split by a sub-k-means so one task never holds more than `max_rows` vectors. Pla
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ EPS_FLOOR = 1e-5
 class DedupResult:
     kept: np.ndarray  # (N,) int64: index (into the cluster's rows) of the row kept for each row; kept[i] == i if kept
     cosine: np.ndarray  # (N,) float32: cosine of each row to its kept row (1 for kept rows)
+    uncompared: int = 0  # rows kept by the pieces of a split cluster that were not compared with each other
 
     @property
     def n_duplicates(self) -> int:
@@ -195,9 +197,12 @@ def dedup_cluster(
     """Dedup a whole cluster, splitting it first when it has more than `max_rows` rows.
 
     Split, each piece is deduplicated alone, then the rows the pieces kept are compared with each other once more
-    when they are at most `max_rows` (the memory of a piece): copies cut apart by the split (all of them for rows
-    k-means cannot separate, which are cut into consecutive chunks) join one group, kept by the same policy. The
-    cosine of a row is then to its group's kept row.
+    when they are at most `max_rows` (a piece's pairwise work): copies cut apart by the split join one group, kept by
+    the same policy. Beyond that, the rows the pieces kept are not compared again (a quadratic pass over them), and
+    `DedupResult.uncompared` counts them: a near duplicate cut apart from its partner may stay. Exact copies (the
+    same unit vector, whatever `eps`) always join one group, through a 16-byte digest per row, so the split of a
+    cluster of copies (cut into chunks, as k-means cannot separate them) never keeps two of them. The cosine of a row
+    is then to its group's kept row.
     """
     kept = np.arange(len(x))
     cosine = np.ones(len(x), dtype=np.float32)
@@ -208,15 +213,45 @@ def dedup_cluster(
         )
         kept[rows] = rows[part.kept]
         cosine[rows] = part.cosine
+    if len(pieces) == 1:
+        return DedupResult(kept, cosine)
     reps = np.flatnonzero(kept == np.arange(len(x)))  # (r,) the rows the pieces kept
-    if len(pieces) > 1 and len(reps) <= max_rows:
+    parent = np.arange(len(x), dtype=np.int64)
+    union(parent, np.arange(len(x), dtype=np.int64), kept)  # each row with the row its piece kept
+    uncompared = 0
+    if len(reps) <= max_rows:
         across = dedup_rows(
             x[reps], [ids[r] for r in reps], eps, keep, seed, None if lengths is None else lengths[reps], block_rows
         )
-        final = np.arange(len(x))
-        final[reps] = reps[across.kept]  # each kept row's row after the second pass
-        moved = final[kept] != kept
-        kept = final[kept]
-        # a row whose kept row changed: its cosine to the new one (float32 can round above 1)
-        cosine[moved] = np.minimum(np.einsum("nd,nd->n", x[moved], x[kept[moved]]), 1.0)
-    return DedupResult(kept, cosine)
+        union(parent, reps, reps[across.kept])
+    else:
+        uncompared = len(reps)
+    union(parent, *exact_copies(x, reps))  # copies cut apart join whatever the second pass did
+    final = keep_best(parent, priority(ids, keep, seed, lengths))
+    moved = final != kept
+    # a row whose kept row changed: its cosine to the new one (float32 can round above 1)
+    cosine[moved] = np.minimum(np.einsum("nd,nd->n", x[moved], x[final[moved]]), 1.0)
+    cosine[final == np.arange(len(x))] = 1.0
+    return DedupResult(final, cosine, uncompared)
+
+
+def exact_copies(x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (i, j) joining each of `rows` (indices into x) to the first of them with the same vector, bit for bit:
+    a 16-byte BLAKE2b digest of each row's bytes, sorted. Memory: 16 bytes and a few int64 per row, no copy of x."""
+    raw = b"".join(hashlib.blake2b(x[r].tobytes(), digest_size=16).digest() for r in rows.tolist())
+    digests = np.frombuffer(raw, dtype=[("hi", "<u8"), ("lo", "<u8")])
+    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
+    same = rows[first[inverse.reshape(-1)]]
+    apart = same != rows
+    return rows[apart], same[apart]
+
+
+def keep_best(parent: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """(N,) the kept row of each row's group (its root in the union-find forest `parent`): the lowest rank."""
+    label = roots(parent, np.arange(len(parent), dtype=np.int64))
+    order = np.lexsort((rank, label))  # by group, best rank first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = label[order][1:] != label[order][:-1]
+    best = np.empty(len(parent), dtype=np.int64)
+    best[label[order][first]] = order[first]
+    return best[label]

@@ -160,6 +160,7 @@ def finish_cluster(group: pa.Table, spec: ClusterSpec) -> pa.Table:
     dup_ids: list[str] = []
     dup_kept: list[str] = []
     dup_cos: list[float] = []
+    uncompared = 0
     if spec.dedup is not None:
         d = spec.dedup
         lengths = group.column(TEXT_LEN).to_numpy() if TEXT_LEN in group.column_names else None
@@ -178,6 +179,7 @@ def finish_cluster(group: pa.Table, spec: ClusterSpec) -> pa.Table:
         dup_ids = [ids[i] for i in dup_rows]
         dup_kept = [ids[res.kept[i]] for i in dup_rows]
         dup_cos = res.cosine[dup_rows].tolist()
+        uncompared = res.uncompared
         kept_ids = pa.table({"id": pa.array([ids[i] for i in np.flatnonzero(~is_dup)], pa.string())})
         write_parquet_atomic(kept_ids, spec.out.join("kept_ids", cluster_file(cid)))
     out_cols = ["id", "cluster_id", "cosine_to_centroid", *spec.carried]
@@ -192,5 +194,6 @@ def finish_cluster(group: pa.Table, spec: ClusterSpec) -> pa.Table:
             "dup_id": pa.array([dup_ids], pa.list_(pa.string())),
             "dup_kept_id": pa.array([dup_kept], pa.list_(pa.string())),
             "dup_cosine": pa.array([dup_cos], pa.list_(pa.float32())),
+            "uncompared": [uncompared],  # rows kept by the pieces of a split cluster, not compared across pieces
         }
     )

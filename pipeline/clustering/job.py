@@ -255,6 +255,23 @@ def write_centroids(centroids: np.ndarray, stats: pa.Table, out: Location) -> np
     return sizes
 
 
+def uncompared_rows(stats: pa.Table, max_rows: int) -> dict[str, int]:
+    """The summary's count of rows the pieces of split clusters kept that were not compared with each other's
+    (dedup.dedup_cluster: more than max_cluster_rows of them), with a warning when there are any."""
+    per = stats.column("uncompared").to_numpy()
+    rows, clusters = int(per.sum()), int((per > 0).sum())
+    if rows:
+        log.warning(
+            "dedup: in %d clusters above clustering.dedup.max_cluster_rows (%d), the %d rows their pieces kept were "
+            "more than max_cluster_rows and were not compared with each other: a near duplicate cut apart from its "
+            "partner by the split may remain (exact copies are joined). Raise max_cluster_rows or k to compare them",
+            clusters,
+            max_rows,
+            rows,
+        )
+    return {"rows_not_compared_across_pieces": rows, "clusters_not_compared_across_pieces": clusters}
+
+
 def write_duplicates(stats: pa.Table, out: Location) -> int:
     table = pa.table(
         {
@@ -378,6 +395,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
                 "keep": cfg.clustering.dedup.keep,
                 "duplicates": n_dup,
                 "kept": rows - n_dup,
+                **uncompared_rows(stats, cfg.clustering.dedup.max_cluster_rows),
             }
         write_bytes(report.sizes_png(sizes), out.join("cluster_sizes.png"))
         write_bytes(report.objective_png(result), out.join("objective.png"))

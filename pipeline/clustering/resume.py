@@ -66,7 +66,8 @@ def cluster_rules() -> dict[str, str]:
 
     History: vectors 1 used float16-stored rows as read (before 6b1fcb7); dedup 1 took an eps below float32's
     cosine rounding as given (before d83483b), dedup 2 did not compare the rows kept by the pieces of a split
-    cluster with each other (copies cut apart by the split stayed); kmeans 1 reseeded empty clusters every pass and measured an unchanged
+    cluster with each other (copies cut apart by the split stayed), dedup 3 neither when they were more than
+    max_cluster_rows (exact copies cut apart stayed too); kmeans 1 reseeded empty clusters every pass and measured an unchanged
     centroid's shift as 1 - dot (before 6498eba, dc78bdf).
     """
     from pipeline.clustering.dedup import EPS_FLOOR
@@ -83,8 +84,9 @@ def cluster_rules() -> dict[str, str]:
             "stops once no centroid moves, reseeds included"
         ),
         "dedup": (
-            f"3: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively; the rows "
-            "kept by the pieces of a split cluster compared again"
+            f"4: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively; the rows "
+            "kept by the pieces of a split cluster compared again up to max_cluster_rows of them; exact copies "
+            "always joined"
         ),
     }
 
