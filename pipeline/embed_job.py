@@ -29,6 +29,7 @@ from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
+from pipeline.etags import same_object
 from pipeline.file_formats import file_format
 from pipeline.fingerprint import embed_fingerprint
 from pipeline.input_contents import (
@@ -605,7 +606,10 @@ def run_embed(
         if marked and not is_local(root):
             # S3: one new listing for the objects this run committed; the units of a changed one are uncommitted
             moved = changed_objects(
-                list_inputs(cfg.input.uri, cfg.storage)[1], by_path, {p for u in marked for p in u.paths}
+                list_inputs(cfg.input.uri, cfg.storage)[1],
+                by_path,
+                {p for u in marked for p in u.paths},
+                functools.partial(same_object, root),  # uploaded again with other part sizes: its bytes, read once
             )
             for unit in (u for u in marked if moved.keys() & set(u.paths)):
                 commit.unmark_unit(out, unit.key)

@@ -88,10 +88,17 @@ def changed_inputs(
     return changed
 
 
-def changed_objects(now: list[ListedFile], listed: dict[str, ListedFile], paths: set[str]) -> dict[str, str]:
+def changed_objects(
+    now: list[ListedFile],
+    listed: dict[str, ListedFile],
+    paths: set[str],
+    same_bytes: Callable[[str, int, str], bool] | None = None,
+) -> dict[str, str]:
     """{path: how it changed} for the S3 objects of `paths` whose size or ETag differ between `listed` (the run's
     listing by path) and `now` (a new listing: one request per 1,000 objects, no request per object); an upload of
-    the same bytes (new LastModified, same ETag) is the same object."""
+    the same bytes (new LastModified, same ETag) is the same object. `same_bytes(path, size, listed ETag)`: whether
+    an object whose ETag alone moved holds the bytes of its listed one (pipeline.etags.same_object: uploaded again
+    with other part sizes; one read of it), then not a change."""
     by_path = {f.path: f for f in now}
     changed = {}
     for rel in sorted(paths):
@@ -100,7 +107,7 @@ def changed_objects(now: list[ListedFile], listed: dict[str, ListedFile], paths:
             changed[rel] = f"listed with {then.size} bytes, now gone"
         elif f.size != then.size:
             changed[rel] = f"listed with {then.size} bytes, now {f.size} bytes"
-        elif f.etag != then.etag:
+        elif f.etag != then.etag and not (same_bytes and then.etag and same_bytes(rel, f.size, then.etag)):
             changed[rel] = f"listed with ETag {then.etag}, now {f.etag} (same size)"
     return changed
 

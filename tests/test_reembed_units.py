@@ -313,7 +313,10 @@ def test_objects_that_changed_during_the_run_are_found_by_one_listing_and_unstag
         "c.jsonl": "listed with 14 bytes, now gone",
     }
     assert sorted(load_staged(layout)) == [sources["d.jsonl"].key]
-    assert not [path for method, path in proxy.forwarded if method == "HEAD" and path.endswith(".jsonl")]
+    # no request per object; only a.jsonl, whose ETag moved at its size, is read once to compare its bytes with its
+    # listed ETag (pipeline.etags: an upload of the same bytes in other parts is the same object)
+    read = {path for method, path in proxy.forwarded if method in ("HEAD", "GET") and path.endswith(".jsonl")}
+    assert read == {f"/{bucket}/in/a.jsonl"}
 
 
 def test_staged_marker_of_an_older_content_is_not_resumed():

@@ -22,6 +22,7 @@ import ray
 from pipeline import commit
 from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
+from pipeline.etags import same_object
 from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model
@@ -101,7 +102,9 @@ def objects_changed(
             changed[entry.path] = f"listed with {src.size} bytes, now gone"
         elif f.size != src.size:
             changed[entry.path] = f"listed with {src.size} bytes, now {f.size} bytes"
-        elif (token := listed_source(root, f).token) != src.token:
+        elif (token := listed_source(root, f).token) != src.token and not same_object(
+            root, src.path, f.size, src.token
+        ):
             changed[entry.path] = f"listed with change token {src.token}, now {token} (same size)"
     for path in changed:
         delete_files(layout.staged, [posixpath.basename(layout.marker(listed[path].key).path)])
@@ -251,12 +254,16 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             functools.cache(lambda rel: decompressed_token(root, rel)),
             functools.partial(same_format, cfg.input.format),
         )
-        plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike)
+        # an S3 object uploaded again with other part sizes (another ETag, the same size): its bytes, read once
+        reuploaded = functools.cache(functools.partial(same_object, root))
+        plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike, same_object=reuploaded)
         earlier: list[FileEntry] = []
         if not plan.is_noop and previous is not None:
             # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
             earlier = older_entries(layout, previous)
-            plan = make_plan(sources, previous, staged, None, content_of, alike, earlier, *recompressed)
+            plan = make_plan(
+                sources, previous, staged, None, content_of, alike, earlier, *recompressed, same_object=reuploaded
+            )
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
@@ -265,7 +272,9 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             ids_at = layout.root.join(DUPLICATES_DIR)
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(sources, previous, staged, digests, content_of, alike, earlier, *recompressed)
+            plan = make_plan(
+                sources, previous, staged, digests, content_of, alike, earlier, *recompressed, same_object=reuploaded
+            )
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         if plan.moves:
             # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed

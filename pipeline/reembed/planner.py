@@ -94,6 +94,7 @@ def make_plan(
     earlier: list[FileEntry] = (),
     decompressed_of: Callable[[str], str | None] | None = None,
     same_format: Callable[[str, str], bool] | None = None,
+    same_object: Callable[[str, int, str], bool] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -118,6 +119,9 @@ def make_plan(
         decompressed_of, same_format: with them, a new or changed file not paired otherwise whose decompressed
             bytes (decompressed_of: None when it is not compressed) are the content of an entry of the same format
             is a move of it: `a.jsonl` compressed into `a.jsonl.gz` (pipeline.reembed.moves.decompressed_token).
+        same_object: whether the S3 object at a path, of a size, holds the bytes an entry's ETag names
+            (pipeline.etags.bytes_give_etag: one download), asked only for an object whose ETag moved at its
+            entry's size (the same bytes uploaded again with other part sizes): the same bytes are unchanged.
     """
     before = {e.path: e for e in previous.entries} if previous else {}
 
@@ -127,6 +131,9 @@ def make_plan(
         same_file = entry is not None and entry.size == src.size and same_token(entry.token, src.token)
         if not same_file and entry is not None and entry.size == src.size and entry.content and content_of:
             same_file = content_of(src.path) == entry.content
+        etags = entry is not None and entry.token.startswith("etag:") and src.token.startswith("etag:")
+        if not same_file and etags and entry.size == src.size and same_object is not None:
+            same_file = same_object(src.path, src.size, entry.token)
         return same_file and same_ids
 
     plan = Plan()

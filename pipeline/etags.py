@@ -1,0 +1,110 @@
+"""Whether an S3 object's bytes now are those an earlier ETag named: one download instead of a model pass.
+
+An S3 ETag names an object's content, but not in one way: a single-part upload's ETag is the MD5 of its bytes, a
+multipart upload's the MD5 of its parts' MD5s, with `-<parts>` (`aws s3 cp` cuts parts of 8 MiB, boto3 too, the
+console 16 MiB, other tools and `multipart_chunksize` settings other sizes). The same bytes uploaded again with other
+part sizes (a sync tool, a re-upload by another client) get another ETag at the same size, and were taken for a
+changed object: the re-embed job embedded it again, a run during the upload failed. Here the object is read once and
+its bytes hashed the ways that can give the earlier ETag: the MD5 of all of them, or, for `<md5>-<N>`, the part
+MD5s for each part size that cuts the object into N parts among the common sizes (COMMON_PART_MIB) and the smallest
+whole MiB that does. A match is the same content (MD5's collisions are no accident); no match, another part size
+or an ETag that is not an MD5 (SSE-KMS, SSE-C) is a change, as before: never the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+from pipeline.storage import Location
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# Part sizes of common uploaders, MiB: the S3 minimum (5), aws cli and boto3 (8), the console (16), rclone and
+# s3cmd (5, 15), other SDK defaults and settings seen (32 to 1024).
+COMMON_PART_MIB = (5, 8, 15, 16, 32, 50, 64, 100, 128, 256, 512, 1024)
+READ_BYTES = 8 << 20
+ETAG = re.compile(r'^"?([0-9a-fA-F]{32})(?:-([0-9]+))?"?$')
+
+
+def part_sizes(size: int, parts: int) -> list[int]:
+    """Part sizes (bytes) that cut `size` bytes into exactly `parts` parts: the common ones and the smallest whole
+    MiB that does; [] when none."""
+
+    def cuts(p: int) -> bool:
+        return p > 0 and (parts - 1) * p < size <= parts * p
+
+    if parts == 1:
+        return [max(size, 1)]
+    sizes = [m * MIB for m in COMMON_PART_MIB if cuts(m * MIB)]
+    even = -(-size // parts)  # ceil(size / parts)
+    smallest = -(-even // MIB) * MIB  # rounded up to a whole MiB
+    return sizes + [smallest] if cuts(smallest) and smallest not in sizes else sizes
+
+
+class PartHashes:
+    """MD5s of consecutive parts of `part` bytes of a stream fed in chunks."""
+
+    def __init__(self, part: int):
+        self.part, self.filled, self.current, self.digests = part, 0, hashlib.md5(), []
+
+    def update(self, chunk: memoryview) -> None:
+        while chunk:
+            take = min(self.part - self.filled, len(chunk))
+            self.current.update(chunk[:take])
+            self.filled, chunk = self.filled + take, chunk[take:]
+            if self.filled == self.part:
+                self.digests.append(self.current.digest())
+                self.current, self.filled = hashlib.md5(), 0
+
+    def etag(self) -> str:
+        digests = self.digests + ([self.current.digest()] if self.filled or not self.digests else [])
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def bytes_give_etag(root: Location, rel: str, size: int, etag: str) -> bool:
+    """Whether the object `rel` under `root` holds `size` bytes that give `etag` (an earlier listing's, quotes or
+    not) as S3 computes it for a single-part or a multipart upload (module docstring); one read of the object.
+    False for an ETag that is not of that form. Raises OSError where the object cannot be read."""
+    match = ETAG.match(etag.removeprefix("etag:"))
+    if match is None:
+        return False
+    digest, parts = match.group(1).lower(), match.group(2)
+    whole = hashlib.md5() if parts is None else None
+    hashers = [] if parts is None else [PartHashes(p) for p in part_sizes(size, int(parts))]
+    if whole is None and not hashers:
+        return False
+    read = 0
+    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
+        while chunk := f.read(READ_BYTES):
+            read += len(chunk)
+            view = memoryview(chunk)
+            if whole is not None:
+                whole.update(view)
+            for hasher in hashers:
+                hasher.update(view)
+    if read != size:
+        return False
+    if whole is not None:
+        return whole.hexdigest() == digest
+    return f"{digest}-{parts}" in {h.etag() for h in hashers}
+
+
+def same_object(root: Location, rel: str, size: int, etag: str) -> bool:
+    """bytes_give_etag, with an INFO line when the object holds the bytes of `etag` under another ETag; False (a
+    change) where it cannot be read."""
+    try:
+        same = bytes_give_etag(root, rel, size, etag)
+    except OSError as err:
+        log.info("cannot read %s to compare it with its ETag %s: %s", root.join(rel).uri, etag, err)
+        return False
+    if same:
+        log.info(
+            "%s: another ETag at the same size, and its bytes give its earlier one (%s): uploaded again with other "
+            "part sizes, the same content",
+            root.join(rel).uri,
+            etag.removeprefix("etag:"),
+        )
+    return same
