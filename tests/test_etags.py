@@ -102,3 +102,33 @@ def test_the_etag_of_parts_is_computed_as_s3_does(s3_bucket, s3_server, size):
     etag = upload(client, bucket, "o", data, part=5 * MIB)
     assert bytes_give_etag(root, "o", size, etag)
     assert not bytes_give_etag(root, "o", size + 1, etag)
+
+
+def test_an_object_moved_to_another_key_in_other_parts_is_a_move(s3_bucket, s3_server):
+    """An S3 object copied to a new key by a client that uploads in other parts (the corpus reorganized by a sync
+    tool) has another ETag: the re-embed plan paired moves by equal ETags only, so it was embedded again. Its bytes
+    are now compared with the entry's ETag of its size (one read): a move, its vectors reused. Two single-part
+    ETags that differ are other bytes: no read."""
+    client, bucket = s3_bucket
+    data = b"z" * SIZE
+    storage = StorageConfig(endpoint_url=s3_server)
+    upload(client, bucket, "in/a.jsonl", data)
+    root, files = list_inputs(f"s3://{bucket}/in", storage)
+    [before] = scan_sources(root, files)
+    entry = FileEntry("a.jsonl", SIZE, before.token, before.key, "r1", 1, 1, 0, 1, ["data/x/r1/p.parquet"])
+    previous = Manifest("fp", {}, 1, "r1", "in", 0.0, [entry])
+    client.delete_object(Bucket=bucket, Key="in/a.jsonl")
+    upload(client, bucket, "in/2026/a.jsonl", data, part=5 * MIB)
+    upload(client, bucket, "in/2026/b.jsonl", b"w" * SIZE)  # same size, other bytes, single part
+    _, now = list_inputs(f"s3://{bucket}/in", storage)
+    sources = scan_sources(root, now)
+    asked = []
+
+    def reuploaded(rel, size, etag):
+        asked.append(rel)
+        return same_object(root, rel, size, etag)
+
+    plan = make_plan(sources, previous, {}, reads_alike=lambda a, b: True, same_object=reuploaded)
+    assert [(s.path, e.path) for s, e in plan.moves] == [("2026/a.jsonl", "a.jsonl")]  # old code: []
+    assert asked == ["2026/a.jsonl"]  # b.jsonl: two MD5s that differ, not read
+    assert make_plan(sources, previous, {}, reads_alike=lambda a, b: True).moves == []

@@ -153,7 +153,7 @@ def make_plan(
             plan.resumed.append(staged[src.key])
     if reads_alike is not None:
         candidates = {e.key: e for e in [*earlier, *before.values()]}  # the newest entry of a key wins
-        plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike)
+        plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike, same_object)
         if decompressed_of is not None and same_format is not None:
             plan.moves += recompressed_moves(plan, list(candidates.values()), duplicates, decompressed_of, same_format)
     present = {s.path for s in sources}
@@ -167,9 +167,12 @@ def find_moves(
     duplicates: dict[str, str] | None,
     content_of: Callable[[str], str] | None,
     reads_alike: Callable[[str, str], bool],
+    same_object: Callable[[str, int, str], bool] | None = None,
 ) -> list[tuple[SourceFile, FileEntry]]:
     """(file, entry of the same content: another path's, or an earlier manifest's) for the new and changed files of
-    `plan` that an interrupted run did not stage (make_plan's `reads_alike`)."""
+    `plan` that an interrupted run did not stage (make_plan's `reads_alike`). `same_object` (make_plan's): an S3
+    object whose ETag is of another form than an entry's of its size (single-part / another part count) is read and
+    compared with it: an object copied to a new key by a client that uploads in other parts."""
     by_size: dict[int, list[FileEntry]] = {}
     for entry in candidates:
         if not entry.unreadable:
@@ -187,12 +190,24 @@ def find_moves(
                 continue
             if src.token.startswith(("etag:", "sha256:")):  # the token names the content
                 same = entry.token == src.token
+                if not same and same_object is not None and other_etag_form(entry.token, src.token):
+                    same = same_object(src.path, src.size, entry.token)
             else:
                 same = entry.content is not None and content_of is not None and content_of(src.path) == entry.content
             if same:
                 moves.append((src, entry))
                 break
     return moves
+
+
+def other_etag_form(listed: str, now: str) -> bool:
+    """Whether two `etag:` tokens are of other forms (a single-part MD5 against a multipart `-N`, or other part
+    counts): only then can other ETags name the same bytes. Two MD5s, or two of N parts of one size, that differ are
+    other bytes (unless the part sizes differ: read, as pipeline.etags says)."""
+    if not (listed.startswith("etag:") and now.startswith("etag:")):
+        return False
+    parts = [t.rpartition("-")[2] if "-" in t else "" for t in (listed, now)]
+    return parts[0] != parts[1] or parts[0] != ""
 
 
 def recompressed_moves(
