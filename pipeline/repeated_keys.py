@@ -51,35 +51,54 @@ def may_repeat(line: bytes, parsed: Any, text_key: str | None = None) -> bool:
     value is looked at first (the text, where a `:` is likeliest). False: no key is given twice.
     """
     colons = line.count(b":")
-    if type(parsed) is dict:
-        if colons == len(parsed):  # a flat record without ':' in its strings: the common case
-            return False
-        if ESCAPED_COLON in line:
-            return True
-        text = parsed.get(text_key) if text_key is not None else None
-        if type(text) is str and colons - text.count(":") == len(parsed):  # a ':' in the text alone
-            return False
-    elif ESCAPED_COLON in line:
+    if type(parsed) is dict and colons == len(parsed):  # a flat record without ':' in its strings: the common case
+        return False
+    if ESCAPED_COLON in line:
         return True
-    entries, inside = 0, 0
-    stack = [parsed]
-    while stack:  # not recursive: a line nested deeper than Python's stack parses (json's C scanner)
+    text = parsed.get(text_key) if text_key is not None and type(parsed) is dict else None
+    text_colons = text.count(":") if type(text) is str else 0
+    if type(parsed) is dict and colons - text_colons == len(parsed):  # a flat record with ':' in its text alone
+        return False
+    entries = entries_of(parsed)
+    if colons == entries or colons - text_colons == entries:  # no ':' in strings, or only in the text
+        return False
+    return colons - colons_in_strings(parsed) > entries
+
+
+def entries_of(parsed: Any) -> int:
+    """How many entries the dicts in a parsed JSON value hold together (not recursive: a line nested deeper than
+    Python's stack parses in json's C scanner)."""
+    entries, stack = 0, [parsed]
+    while stack:
         value = stack.pop()
         if type(value) is dict:
             entries += len(value)
-            for key, item in value.items():
-                inside += key.count(":")
-                if type(item) is str:
-                    inside += item.count(":")
-                elif type(item) is dict or type(item) is list:
-                    stack.append(item)
-        elif type(value) is list:
-            for item in value:
-                if type(item) is str:
-                    inside += item.count(":")
-                elif type(item) is dict or type(item) is list:
-                    stack.append(item)
-    return colons - inside > entries
+            value = value.values()
+        elif type(value) is not list:
+            continue
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                stack.append(item)
+    return entries
+
+
+def colons_in_strings(parsed: Any) -> int:
+    """How many `:` the strings (keys and values) of a parsed JSON value hold together (not recursive)."""
+    count, stack = 0, [parsed]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            for key in value:
+                count += key.count(":")
+            value = value.values()
+        elif type(value) is not list:
+            continue
+        for item in value:
+            if type(item) is str:
+                count += item.count(":")
+            elif type(item) is dict or type(item) is list:
+                stack.append(item)
+    return count
 
 
 def key_names(columns: Iterable[str]) -> ReadKeys:
