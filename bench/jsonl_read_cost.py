@@ -31,17 +31,22 @@ import json, sys, time
 from pipeline.config import StorageConfig
 from pipeline.reading import ReadSpec, read_file
 from pipeline.storage import resolve
-spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "jsonl", "text", "id", ("lang", "topic"))
+spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "jsonl", "text", "id", tuple(json.loads(sys.argv[2])))
 wall, cpu = time.perf_counter(), time.process_time()
 rows = sum(b.num_rows for b in read_file(spec, "a.jsonl"))
 print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
 """
 
 
-def run(code: Path, folder: Path) -> dict:
+def run(code: Path, folder: Path, keep: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder)], env=env, capture_output=True, text=True, cwd=code, check=False
+        [sys.executable, "-c", CHILD, str(folder), json.dumps(keep)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=code,
+        check=False,
     )
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -60,6 +65,11 @@ def main() -> None:
         help="end every text with ' (10:30)': each line then holds a ':' inside a string (repeated_keys.may_repeat "
         "looks at its parsed strings)",
     )
+    parser.add_argument(
+        "--nested",
+        action="store_true",
+        help="records {id, text, meta: {lang, topic}}, kept columns meta.lang, meta.topic",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "jsonl_read_cost.md")
     args = parser.parse_args()
     base_rev, head, dirty = revisions(args.baseline_ref)
@@ -68,12 +78,21 @@ def main() -> None:
         records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
         (work / "data").mkdir()
         suffix = " (10:30)" if args.colon_text else ""
+        keep = ["meta.lang", "meta.topic"] if args.nested else ["lang", "topic"]
+
+        def shape(r: dict) -> dict:
+            if not args.nested:
+                return r
+            return {"id": r["id"], "text": r["text"], "meta": {"lang": r["lang"], "topic": r["topic"]}}
+
         with open(work / "data" / "a.jsonl", "w", encoding="utf-8") as f:
             copy = 0
             while f.tell() < args.mb * 10**6:
                 f.write(
                     "".join(
-                        json.dumps({**r, "id": f"{copy}-{r['id']}", "text": r["text"] + suffix}, ensure_ascii=False)
+                        json.dumps(
+                            shape({**r, "id": f"{copy}-{r['id']}", "text": r["text"] + suffix}), ensure_ascii=False
+                        )
                         + "\n"
                         for r in records
                     )
@@ -83,8 +102,8 @@ def main() -> None:
         load = os.getloadavg()
         runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
         for _ in range(args.rounds):
-            runs["baseline"].append(run(baseline, work / "data"))
-            runs["this tree"].append(run(REPO, work / "data"))
+            runs["baseline"].append(run(baseline, work / "data", keep))
+            runs["this tree"].append(run(REPO, work / "data", keep))
         load_after = os.getloadavg()
     rows = runs["baseline"][0]["rows"]
     assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
@@ -92,12 +111,12 @@ def main() -> None:
         "# CPU time of reading one JSONL file (bench/jsonl_read_cost.py)",
         "",
         (
-            f"{args.mb} MB JSONL, {rows:,} rows, 4 keys read (text, id, 2 kept){', every text holding a colon' if args.colon_text else ''}. Baseline {base_rev[:10]}, this tree "
+            f"{args.mb} MB JSONL, {rows:,} rows, 4 keys read (text, id, 2 kept){', every text holding a colon' if args.colon_text else ''}{', nested meta' if args.nested else ''}. Baseline {base_rev[:10]}, this tree "
             f"{head}{' (uncommitted changes)' if dirty else ''}. Machine: {platform.machine()}, {os.cpu_count()} "
             f"cores, shared with other work: load average {load[0]:.1f} before, {load_after[0]:.1f} after. "
             f"Alternating processes, median of {args.rounds}. "
             f"`python bench/jsonl_read_cost.py --baseline-ref {args.baseline_ref} --mb {args.mb} --rounds "
-            f"{args.rounds}{' --colon-text' if args.colon_text else ''}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+            f"{args.rounds}{' --colon-text' if args.colon_text else ''}{' --nested' if args.nested else ''}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "",
         "| code | CPU s (median) | CPU s (all) | wall s (median) |",
