@@ -1,13 +1,17 @@
 """The longest row a model can take, decided once on the driver from everything the model directory says.
 
 `model.max_tokens` defaults to 32,768 (harrier's context); an encoder such as multilingual-e5 has 512 positions, and a
-longer row fails inside the model (`expanded size (2702) must match (512)`) after every retry. The effective limit
-is the smallest of: the config's `model.max_tokens`; sentence-transformers' `max_seq_length`
-(sentence_bert_config.json, what sentence-transformers itself truncates at); the tokenizer's `model_max_length`
-(unless it is transformers' "no limit" sentinel), both replaced by a `model_max_length` among that file's tokenizer
-kwargs (`processor_kwargs` / `tokenizer_args`), which sentence-transformers gives the tokenizer instead; and the
-model config's `max_position_embeddings` net of the positions a RoBERTa-family model reserves (its positions start at
+longer row fails inside the model (`expanded size (2702) must match (512)`) after every retry. Left at its default,
+the effective limit is the smallest of: 32,768; sentence-transformers' `max_seq_length` (sentence_bert_config.json,
+what sentence-transformers itself truncates at); the tokenizer's `model_max_length` (unless it is transformers' "no
+limit" sentinel), both replaced by a `model_max_length` among that file's tokenizer kwargs (`processor_kwargs` /
+`tokenizer_args`), which sentence-transformers gives the tokenizer instead; and the model config's
+`max_position_embeddings` net of the positions a RoBERTa-family model reserves (its positions start at
 `padding_idx + 1`, so 514 embeddings hold 512 tokens). Chunk windows are cut to the same limit.
+
+An explicit `model.max_tokens` is what sentence-transformers' `model.max_seq_length = N` is: it is honoured above
+the length the model's files save (the trained length; a warning names it) up to the positions, and refused above
+the positions (naming both numbers), where an absolute-position model fails on every long row.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:
 
 
 def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> TokenLimit:
-    """The effective max tokens: the minimum over the config and the model's own limits (module docstring)."""
+    """The effective max tokens (module docstring): an explicit model.max_tokens as given, else the minimum over it
+    and the model's own limits. `sources` holds every limit read, whichever decides."""
     sources = {"model.max_tokens": cfg.max_tokens}
     st_path = model_file(cfg, "sentence_bert_config.json")
     st_settings = json.loads(st_path.read_text()) if st_path is not None else {}
@@ -96,40 +101,57 @@ def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: Pr
     positions = position_limit(config)
     if positions is not None:
         sources[positions[0]] = positions[1]
+    if explicit_max_tokens(cfg):  # sentence-transformers' max_seq_length = N: N, checked against the positions
+        return TokenLimit(cfg.max_tokens, sources)
     return TokenLimit(min(sources.values()), sources)
 
 
-def saved_limit_hint(limit: TokenLimit) -> str:
-    """'' or how to go past a limit the model's files set below its positions (sentence_bert_config.json
-    max_seq_length, a tokenizer model_max_length): sentence-transformers' `model.max_seq_length = N`, the setting
-    model.max_tokens stands for, is honoured above them; rayembed keeps them."""
-    binding = [name for name, tokens in limit.sources.items() if tokens == limit.effective]
-    if any(name == "model.max_tokens" or name.startswith(("max_position", "n_positions")) for name in binding):
-        return ""
-    files = (
-        "sentence_bert_config.json" if binding[0].startswith("sentence_bert_config.json") else "tokenizer_config.json"
-    )
-    return (
-        f"; the limit is the one the model's {files} saves, not its positions (sentence-transformers' max_seq_length "
-        f"set higher would be honoured): to embed longer rows, raise {binding[0].rsplit(' ', 1)[-1]} in a copy of "
-        f"the model folder's {files}"
-    )
+def explicit_max_tokens(cfg: ModelConfig) -> bool:
+    """model.max_tokens was set (in the YAML or by --set), not left at its default."""
+    return "max_tokens" in cfg.model_fields_set
+
+
+def is_position_limit(name: str) -> bool:
+    return name.startswith(("max_position", "n_positions"))
+
+
+def saved_limits(limit: TokenLimit) -> dict[str, int]:
+    """The limits the model's files save (its trained length): every source but the config and the positions."""
+    return {k: v for k, v in limit.sources.items() if k != "model.max_tokens" and not is_position_limit(k)}
 
 
 def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
-    """`cfg` with max_tokens set to the effective limit; logs the decision (a warning when the config asked for more).
+    """`cfg` with max_tokens set to the effective limit; logs the decision: an info line when the default was cut to
+    the model's limit, a warning when an explicit value passes the length the model's files save (the trained
+    length).
 
     Raises:
-        ModelLimitError: chunk mode and the overlap is not below half the effective limit.
+        ModelLimitError: an explicit model.max_tokens above the model's positions; chunk mode and the overlap is not
+            below half the effective limit.
     """
-    if limit.effective < cfg.max_tokens:
-        explicit = "max_tokens" in cfg.model_fields_set
-        (log.warning if explicit else log.info)(
-            "model.max_tokens: using %d tokens, the model's limit (%s)%s",
-            limit.effective,
-            limit.describe(),
-            saved_limit_hint(limit) if explicit else "",
-        )
+    if explicit_max_tokens(cfg):
+        positions = {k: v for k, v in limit.sources.items() if is_position_limit(k)}
+        for name, tokens in positions.items():
+            if cfg.max_tokens > tokens:
+                raise ModelLimitError(
+                    f"model.max_tokens ({cfg.max_tokens}) is above the {tokens} positions of model "
+                    f"{cfg.name_or_path} ({name}): its rows would fail in the model. Set model.max_tokens to at most "
+                    f"{tokens}, or leave it out to use the model's own limit ({limit.describe()})"
+                )
+        saved = {k: v for k, v in saved_limits(limit).items() if v < cfg.max_tokens}
+        if saved:
+            log.warning(
+                "model.max_tokens: using %d tokens, above the length the model's files save (%s): sentence-"
+                "transformers' max_seq_length set so is honoured too, but the model may not have been trained on "
+                "rows that long (its vectors for them can be worse); leave model.max_tokens out to use %d",
+                cfg.max_tokens,
+                ", ".join(f"{k} {v}" for k, v in saved.items()),
+                min(saved.values()),
+            )
+        else:
+            log.info("model.max_tokens: %d tokens (%s)", limit.effective, limit.describe())
+    elif limit.effective < cfg.max_tokens:
+        log.info("model.max_tokens: using %d tokens, the model's limit (%s)", limit.effective, limit.describe())
     else:
         log.info("model.max_tokens: %d tokens (%s)", limit.effective, limit.describe())
     if cfg.long_inputs == "chunk" and cfg.chunk_overlap_tokens >= limit.effective // 2:

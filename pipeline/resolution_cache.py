@@ -7,7 +7,8 @@ that is seconds of CPU before the dataset can start; docs/performance.md). Its r
 strings, a pure function of:
 
 - the model's content: `model_identity` (the content hash of a local directory, the resolved hub commit);
-- the model section of the config (`ModelConfig`, every field);
+- the model section of the config (`ModelConfig`, every field, and which fields were set rather than left at their
+  default: an explicit `model.max_tokens` is honoured above the model's saved limit, a default one is cut to it);
 - the installed `transformers` and `tokenizers` versions (read from their package metadata, no import);
 - rayembed's own resolution code (the source of the modules that decide it, hashed).
 
@@ -92,6 +93,7 @@ def cache_key(model: ModelConfig, identity: dict[str, str]) -> str | None:
     parts = {
         "identity": identity,
         "model": model.model_dump(mode="json"),
+        "set": sorted(model.model_fields_set),
         "versions": versions,
         "code": code_digest(),
     }

@@ -32,7 +32,7 @@ def test_multilingual_e5_is_capped_at_512(real_model_dir):
 
 
 def test_no_limit_sentinel_of_a_tokenizer_is_ignored(real_model_dir):
-    limit = limit_of(real_model_dir("smollm2-135m"), max_tokens=100_000)
+    limit = limit_of(real_model_dir("smollm2-135m"))  # max_tokens left at 32768
     assert "tokenizer model_max_length" not in limit.sources  # transformers' int(1e30) means "none declared"
     assert limit.effective == limit.sources["max_position_embeddings"] == 8192
 
@@ -59,37 +59,46 @@ def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models,
     assert limit_of(model, pooling="mean", max_tokens=64).effective == 64  # a lower config wins
 
 
-def test_an_explicit_max_tokens_cut_by_the_saved_max_seq_length_says_how_to_raise_it(tiny_models, tmp_path, caplog):
-    """sentence-transformers' model.max_seq_length = 400 on a model saved with 128 embeds 400 tokens; rayembed keeps
-    the saved 128 (docs/conventions.md): the warning says where that limit is and how to raise it, and says nothing
-    of the kind when the positions cut (a hard limit)."""
+def test_an_explicit_max_tokens_is_honoured_above_the_saved_length_and_refused_above_the_positions(
+    tiny_models, tmp_path, caplog
+):
+    """sentence-transformers' model.max_seq_length = 400 on a model saved with 128 embeds 400 tokens: an explicit
+    model.max_tokens is honoured as well (it was cut to the saved 128), with a warning naming the trained length;
+    above the 512 positions it is refused naming both numbers (it was cut to 512). Left at its default, the saved
+    length still decides."""
     model = tmp_path / "bert-st"
     shutil.copytree(tiny_models["bert"], model)
     (model / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
     cfg = ModelConfig(name_or_path=str(model), pooling="mean", max_tokens=400)
     with caplog.at_level(logging.WARNING):
-        assert apply_token_limit(cfg, limit_of(model, pooling="mean")).max_tokens == 128
-    assert "raise max_seq_length in a copy of the model folder's sentence_bert_config.json" in caplog.text
+        settings = resolve_model_settings(cfg)
+    assert settings.model.max_tokens == 400
+    assert (
+        "using 400 tokens, above the length the model's files save (sentence_bert_config.json max_seq_length "
+        "128" in caplog.text
+    )
+    assert json.loads(settings.metadata["max_tokens_limits"])["model.max_tokens"] == 400
+    assert resolve_model_settings(ModelConfig(name_or_path=str(model), pooling="mean")).model.max_tokens == 128
+    for max_tokens in (513, 4096):
+        with pytest.raises(ModelLimitError, match=rf"max_tokens \({max_tokens}\) is above the 512 positions"):
+            resolve_model_settings(cfg.model_copy(update={"max_tokens": max_tokens}))
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        apply_token_limit(
-            cfg.model_copy(update={"name_or_path": str(tiny_models["bert"]), "max_tokens": 4096}),
-            limit_of(tiny_models["bert"], pooling="mean"),
-        )
-    assert "using 512 tokens" in caplog.text and "raise" not in caplog.text
+        assert resolve_model_settings(cfg.model_copy(update={"max_tokens": 512})).model.max_tokens == 512
+        assert resolve_model_settings(cfg.model_copy(update={"max_tokens": 100})).model.max_tokens == 100
+    assert caplog.text.count("above the length the model's files save") == 1  # 100 is below it: no word
 
 
 def test_the_decision_is_logged_and_chunk_overlap_checked(tiny_models, caplog):
-    cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean", max_tokens=4096)
+    cfg = ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean")  # max_tokens left at 32768
     with caplog.at_level(logging.INFO):
         settings = resolve_model_settings(cfg)
     resolved, metadata = settings.model, settings.metadata
     assert resolved.max_tokens == 512
     assert settings.padding == (0, "right")  # the BERT tokenizer's [PAD] id and side, handed to the model actors
     assert "model.max_tokens: using 512 tokens, the model's limit" in caplog.text
-    assert any(r.levelno == logging.WARNING for r in caplog.records if "max_tokens" in r.message)  # asked for more
     assert json.loads(metadata["max_tokens_limits"])["max_position_embeddings"] == 512
-    chunky = cfg.model_copy(update={"long_inputs": "chunk", "chunk_overlap_tokens": 300, "max_tokens": 32768})
+    chunky = cfg.model_copy(update={"long_inputs": "chunk", "chunk_overlap_tokens": 300})
     with pytest.raises(ModelLimitError, match=r"chunk_overlap_tokens \(300\) must be below half .* limit 512"):
         apply_token_limit(chunky, limit_of(tiny_models["bert"], pooling="mean"))
 

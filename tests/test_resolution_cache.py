@@ -42,7 +42,7 @@ def bert(tiny_models, tmp_path):
 
 
 def test_a_second_resolution_is_remembered_without_loading_the_tokenizer(bert, cache, tokenizer_loads, caplog):
-    cfg = ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=4096)
+    cfg = ModelConfig(name_or_path=str(bert), pooling="mean")  # max_tokens left at 32768: cut to the model's 512
     with caplog.at_level(logging.INFO):
         first, identity = resolve_remembered(cfg)
     assert tokenizer_loads == [str(bert)] and first.tokenizer is not None
@@ -69,6 +69,14 @@ def test_any_change_of_model_files_or_config_resolves_again(bert, cache, tokeniz
     assert len(tokenizer_loads) == 3
     resolve_remembered(cfg)
     assert len(tokenizer_loads) == 3
+    # max_tokens set to its default value is not the default: honoured above the saved 128, not the cached 128
+    explicit = ModelConfig(name_or_path=str(bert), pooling="mean", max_tokens=256)
+    assert resolve_remembered(cfg.model_copy(update={"max_tokens": 256}))[0].model.max_tokens == 256
+    default_256 = cfg.model_copy()
+    object.__setattr__(default_256, "__pydantic_fields_set__", set(cfg.model_fields_set))
+    default_256.__dict__["max_tokens"] = 256  # the same values, max_tokens not among the fields set
+    assert default_256.model_dump() == explicit.model_dump()
+    assert resolve_remembered(default_256)[0].model.max_tokens == 128
 
 
 def test_other_library_versions_or_code_resolve_again(bert, cache, tokenizer_loads, monkeypatch):

@@ -63,11 +63,15 @@ def st_model(base: Path, dst: Path, pooling: dict, dense=(), normalize=True, pro
     return dst
 
 
-def ours(model_dir: Path, texts: list[str], kind: str = "document") -> np.ndarray:
+def ours(model_dir: Path, texts: list[str], kind: str = "document", **model) -> np.ndarray:
     """The embed job's path without Ray: driver resolution (pooling, prompt, limits, dimensions), then the two stage
-    UDFs."""
+    UDFs. `model`: more keys of the model section."""
     cfg = EmbedConfig.model_validate(
-        {"input": {"uri": "x", "kind": kind}, "output": {"uri": "y"}, "model": {"name_or_path": str(model_dir)}}
+        {
+            "input": {"uri": "x", "kind": kind},
+            "output": {"uri": "y"},
+            "model": {"name_or_path": str(model_dir), **model},
+        }
     )
     cfg, _ = with_model_defaults(cfg)
     check_model(cfg.model)
@@ -81,10 +85,12 @@ def ours(model_dir: Path, texts: list[str], kind: str = "document") -> np.ndarra
     return np.asarray(embed(tokens).column(EMBEDDING).to_pylist(), dtype=np.float32)
 
 
-def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+def reference(model_dir: Path, texts: list[str], max_seq_length: int | None = None) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device="cpu")
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
     return model.encode_document(texts, convert_to_numpy=True, normalize_embeddings=True)
 
 
@@ -325,6 +331,14 @@ def with_settings(model: Path, **settings) -> Path:
     path = model / "sentence_bert_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **settings}))
     return model
+
+
+def test_max_tokens_above_the_saved_max_seq_length_embeds_as_sentence_transformers_set_so(tiny_models, tmp_path):
+    """`model.max_seq_length = 20` on a model saved with max_seq_length 6 makes sentence-transformers embed 20 tokens;
+    rayembed's model.max_tokens: 20 was cut to the saved 6 (cosine 0.90 on these texts)."""
+    model = with_settings(st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "mean"}), max_seq_length=6)
+    got, want = ours(model, TEXTS, max_tokens=20), reference(model, TEXTS, max_seq_length=20)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
 
 
 @pytest.mark.parametrize(
