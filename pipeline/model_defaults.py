@@ -23,7 +23,14 @@ from pipeline.columns import POOLINGS
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_architecture import ENCODER_ONLY_MODEL_TYPES
-from pipeline.prompts import ST_CONFIG, declared_prompts, resolve_prompt, role_prompt_name, st_config
+from pipeline.prompts import (
+    ST_CONFIG,
+    declared_prompts,
+    placeholder_names,
+    resolve_prompt,
+    role_prompt_name,
+    st_config,
+)
 from pipeline.st_transformer_settings import check_transformer_settings
 
 log = logging.getLogger(__name__)
@@ -497,11 +504,11 @@ def model_prompt(cfg: ModelConfig, kind: str) -> tuple[str, str | None]:
         ValueError: model.prompt_name is not one of the model's prompts.
     """
     config = st_config_of(cfg)
-    prompts = declared_prompts(config)
+    prompts, placeholders = declared_prompts(config), placeholder_names(config)
     default_name = config.get("default_prompt_name")
-    prompt = resolve_prompt(cfg, kind, prompts, default_name)
+    prompt = resolve_prompt(cfg, kind, prompts, default_name, placeholders)
     explicit = cfg.prompt is not None or (kind == "query" and cfg.task is not None and cfg.prompt_name is None)
-    name = None if explicit else (cfg.prompt_name or role_prompt_name(kind, prompts, default_name))
+    name = None if explicit else (cfg.prompt_name or role_prompt_name(kind, prompts, default_name, placeholders))
     return prompt, name
 
 

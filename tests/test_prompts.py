@@ -108,3 +108,29 @@ def test_a_default_prompt_name_that_names_no_prompt_is_an_error_where_it_would_a
     assert resolve_prompt(ModelConfig(), "query", prompts, "classification") == "q: "
     assert resolve_prompt(ModelConfig(prompt=""), "document", prompts, "classification") == ""
     assert resolve_prompt(ModelConfig(prompt_name="query"), "document", prompts, "classification") == "q: "
+
+
+def test_an_empty_or_null_prompt_name_reads_as_sentence_transformers_reads_it():
+    """sentence-transformers 6.2 on these config_sentence_transformers.json files: `default_prompt_name: ""` names
+    no prompt (it refuses to load the model; rayembed took "" for "no default" and embedded without a prompt), unless
+    a prompt is named "" (then that one); a null prompt named by model.prompt_name or default_prompt_name is the
+    empty prompt (rayembed: 'not a prompt of the model', 'names none of its prompts'); a prompt that is not a text,
+    or `prompts` that is not a mapping, fails there ('object of type int has no len()') and is refused naming it."""
+    from pipeline.prompts import declared_prompts, placeholder_names
+
+    def resolve(config: dict, kind: str = "document", **model) -> str:
+        prompts, nulls = declared_prompts(config), placeholder_names(config)
+        return resolve_prompt(ModelConfig(**model), kind, prompts, config.get("default_prompt_name"), nulls)
+
+    with pytest.raises(PromptNameError, match=r"default_prompt_name '' .*known: query.*an empty name is not"):
+        resolve({"prompts": {"query": "q: "}, "default_prompt_name": ""})
+    assert resolve({"prompts": {"": "e: "}, "default_prompt_name": ""}) == "e: "
+    nulls = {"prompts": {"query": None, "classification": None, "document": "d: "}}
+    assert resolve(nulls, prompt_name="query") == ""
+    assert resolve({**nulls, "default_prompt_name": "classification"}, "query") == ""
+    assert resolve({"prompts": {"query": "q: "}}, "document", prompt_name="query") == "q: "
+    with pytest.raises(PromptNameError, match="known: classification, document, query"):
+        resolve(nulls, prompt_name="search")  # a name the config lacks: refused, the null ones listed too
+    for config, named in (({"prompts": {"query": 5}}, "prompt 'query' is 5"), ({"prompts": ["q: "]}, "prompts is")):
+        with pytest.raises(PromptNameError, match=named):
+            resolve(config)
