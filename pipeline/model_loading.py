@@ -389,19 +389,38 @@ def remote_code_fix(cfg: ModelConfig, err: BaseException, lead: str) -> str:
 
 
 def warn_untrusted_code(cfg: ModelConfig, config: PretrainedConfig) -> None:
-    """A warning on the driver when config.json's auto_map names the model's own class for a model type transformers
-    knows and model.trust_remote_code is false: transformers' stock class runs instead (jina-embeddings-v2: BertModel
-    without its ALiBi), as in sentence-transformers without trust_remote_code=True."""
-    shipped = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+    """A warning on the driver when the model ships code that model.trust_remote_code false leaves unrun (shipped_code:
+    config.json's auto_map naming the model's own class for a model type transformers knows, tokenizer_config.json's
+    naming its own tokenizer): transformers' stock classes run instead (jina-embeddings-v2: BertModel without its
+    ALiBi), as in sentence-transformers without trust_remote_code=True. Logged within the driver's resolution, so
+    pipeline.resolution_cache writes it again on every run it serves."""
+    shipped = shipped_code(cfg, config)
     if shipped and not cfg.trust_remote_code:
         log.warning(
-            "model %s ships its own code (config.json auto_map AutoModel: %s), not run: model.trust_remote_code is "
-            "false, so transformers' own %s class runs. Vectors can differ from the model card's; set "
-            "model.trust_remote_code: true if you trust the code",
+            "model %s ships its own code (%s), not run: model.trust_remote_code is false, so transformers' own %s "
+            "classes run. Vectors can differ from the model card's; set model.trust_remote_code: true if you trust "
+            "the code",
             cfg.name_or_path,
-            shipped,
+            "; ".join(f"{where}: {name}" for where, name in shipped.items()),
             getattr(config, "model_type", "?"),
         )
+
+
+def shipped_code(cfg: ModelConfig, config: PretrainedConfig) -> dict[str, str]:
+    """{where: class} of the code the model ships for what rayembed loads: config.json auto_map AutoConfig and
+    AutoModel, tokenizer_config.json auto_map AutoTokenizer (a [slow, fast] pair or one name). {} when none."""
+    found = {}
+    auto_map = getattr(config, "auto_map", None) or {}
+    for key in ("AutoConfig", "AutoModel"):
+        if auto_map.get(key):
+            found[f"config.json auto_map {key}"] = str(auto_map[key])
+    path = model_file(cfg, "tokenizer_config.json")
+    tokenizer_map = (json.loads(path.read_text()).get("auto_map") if path is not None else None) or {}
+    tokenizer = tokenizer_map.get("AutoTokenizer") if isinstance(tokenizer_map, dict) else None
+    names = [n for n in (tokenizer if isinstance(tokenizer, list) else [tokenizer]) if isinstance(n, str) and n]
+    if names:
+        found["tokenizer_config.json auto_map AutoTokenizer"] = ", ".join(names)
+    return found
 
 
 def warn_remote_code(cfg: ModelConfig) -> None:

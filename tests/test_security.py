@@ -111,6 +111,30 @@ def test_a_model_whose_weights_need_its_own_code_says_which_key_to_set(tiny_mode
     assert "ships its own code (config.json auto_map AutoModel: evil.EvilModel), not run" in logged.text
 
 
+def test_tokenizer_code_the_model_ships_is_said_unrun_on_every_run(tiny_models, tmp_path, monkeypatch):
+    """tokenizer_config.json's auto_map naming the model's own tokenizer class, model.trust_remote_code false:
+    transformers loads its stock tokenizer without a word (the shipped class never runs); rayembed said nothing
+    either. The warning is part of the driver's resolution, so a rerun served from its cache says it again."""
+    from pipeline.resolution_cache import resolve_remembered
+
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    model_dir = copy_model(tiny_models, tmp_path)
+    (model_dir / "evil.py").write_text(REMOTE_CODE)
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": [None, "evil.EvilTokenizerFast"]}
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    said = []
+    for _ in range(2):  # the first run resolves, the second is served from the cache
+        with Records("pipeline") as logged:
+            resolve_remembered(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+        said.append(logged.text)
+    assert list((tmp_path / "cache").rglob("*.json"))  # the second was a cache hit
+    for text in said:
+        assert (
+            "ships its own code (tokenizer_config.json auto_map AutoTokenizer: evil.EvilTokenizerFast), not run" in text
+        )
+
+
 def test_remote_code_runs_only_when_trusted_and_then_warns(tiny_models, tmp_path, monkeypatch):
     model_dir = copy_model(tiny_models, tmp_path)
     (model_dir / "evil.py").write_text(REMOTE_CODE)
