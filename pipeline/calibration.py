@@ -2,7 +2,9 @@
 
 int8/uint8 need one set of per-dimension ranges for the whole dataset (per-block ranges would make vectors from
 different files incomparable), so a sample of the corpus is embedded first, as float32 at the output dimensions,
-and its per-dimension [min, max] become the ranges (sentence-transformers' calibration_embeddings).
+and its per-dimension [min, max] become the ranges (sentence-transformers' calibration_embeddings). The sample is the
+first output.calibration_rows rows read that are not rejects (good_rows): rows rejected on reading (empty text,
+invalid Unicode, a corrupt file) took the sample's places and left it smaller, or empty.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from pipeline.columns import REJECT
 from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
 from pipeline.model_defaults import model_dimension
@@ -39,6 +42,12 @@ def output_precision(cfg: EmbedConfig) -> OutputPrecision:
     return OutputPrecision(out.dtype, out.dimensions, cfg.model.normalize)
 
 
+def good_rows(block: pa.Table) -> pa.Table:
+    """The rows of a read block that are not rejects (null reject reason): what the calibration sample is taken
+    from, before output.calibration_rows cuts it, so that rejects do not take its places."""
+    return block.filter(block.column(REJECT).is_null())
+
+
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """(N, D) float32 from a fixed_size_list<float> column, null rows (rejects) dropped."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -50,24 +59,27 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def calibrate(precision: OutputPrecision, sample: ray.data.Dataset) -> OutputPrecision:
     """`precision` with ranges from the embedding column of `sample` (embedded with precision.unquantized()).
 
-    A sample without any row (an input that holds no row) leaves `precision` uncalibrated: no row is ever
-    quantized, and the job writes its empty output (int8/uint8 column, no ranges), as float32 does.
+    A sample without any row (an input that holds no row, or only rows rejected on reading: good_rows) leaves
+    `precision` uncalibrated: no row is ever quantized, and the job writes its empty output (int8/uint8 column, no
+    ranges) and its rejects, as float32 does.
 
     Raises:
-        UserError: the sample has rows but every one was rejected (no vector to calibrate on).
+        UserError: the sample has rows but every one was rejected by the tokenizer or the model (no vector to
+            calibrate on).
     """
     blocks = list(sample.iter_batches(batch_size=None, batch_format="pyarrow"))
     rows = sum(b.num_rows for b in blocks)
     if rows == 0:
-        log.info("output.dtype %s: the input holds no row; no ranges to calibrate", precision.precision)
+        log.info("output.dtype %s: the input holds no row to embed; no ranges to calibrate", precision.precision)
         return precision
     parts = [vectors_of(b.column("embedding")) for b in blocks]
     vectors = np.concatenate(parts)
     if len(vectors) == 0:
         raise UserError(
             f"output.dtype {precision.precision}: every one of the {rows} rows read for calibration (the first "
-            "output.calibration_rows) was rejected (empty or unusable text), so no vector is left to calibrate the "
-            "int8/uint8 ranges on; fix or remove those rows, or raise output.calibration_rows if later rows are good"
+            "output.calibration_rows rows that are not rejects) was rejected by the tokenizer or the model, so no "
+            "vector is left to calibrate the int8/uint8 ranges on; fix or remove those rows, or raise "
+            "output.calibration_rows if later rows are good"
         )
     try:
         calibrated = precision.calibrated(vectors)

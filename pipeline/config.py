@@ -620,8 +620,8 @@ class OutputConfig(Section):
     calibration_rows: int = Field(
         10_000,
         gt=0,
-        description="For output.dtype int8/uint8: rows embedded first (from the first files) to calibrate the "
-        "per-dimension ranges.",
+        description="For output.dtype int8/uint8: rows embedded first (from the first files; rows rejected on "
+        "reading do not count) to calibrate the per-dimension ranges.",
     )
     token_columns: bool = Field(
         False,

@@ -23,7 +23,7 @@ import ray
 
 from pipeline import commit
 from pipeline.actors import EmbedActor, TokenizeActor
-from pipeline.calibration import calibrate, output_precision, precision_summary
+from pipeline.calibration import calibrate, good_rows, output_precision, precision_summary
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import read_units
@@ -299,14 +299,16 @@ def job_precision(
     settings: ModelSettings | None = None,
 ) -> OutputPrecision:
     """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
-    the first output.calibration_rows rows are embedded once before the run (pipeline.calibration).
+    the first output.calibration_rows rows that are not rejects are embedded once before the run
+    (pipeline.calibration).
 
     The first attempt records the result in `_run/precision.json`; a resumed attempt calibrates again on the same
     rows and refuses to go on if the ranges came out different (its vectors would not match the committed ones).
     """
     precision = output_precision(cfg)
     if precision.needs_calibration:
-        sample = read_dataset(cfg, spec, units).limit(cfg.output.calibration_rows)
+        good = io_stage(good_rows, cfg.compute, {}).apply(read_dataset(cfg, spec, units))  # rejects take no place
+        sample = good.limit(cfg.output.calibration_rows)
         precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized(), settings))
     recorded_at = out.join(commit.RUN_DIR, "precision.json")
     recorded = get_json(recorded_at)

@@ -427,7 +427,7 @@ def model_dimension(cfg: ModelConfig) -> int | None:
 def hidden_size(cfg: ModelConfig) -> int | None:
     """The transformer's hidden size from config.json (hidden_size, d_model or n_embd, also under text_config, and
     for an encoder-decoder run encoder-only under encoder / encoder.text_config, as `text_config` reads the loaded
-    config); None when it does not say."""
+    config), else as transformers reads it (loaded_hidden_size); None when neither says."""
     config = read_json(cfg, "config.json")
     sources = [config, config.get("text_config") or {}]  # multimodal configs nest the text model's
     encoder = config.get("encoder") if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES else None
@@ -437,7 +437,26 @@ def hidden_size(cfg: ModelConfig) -> int | None:
         for key in ("hidden_size", "d_model", "n_embd"):
             if isinstance(source.get(key), int):
                 return source[key]
-    return None
+    return loaded_hidden_size(cfg)
+
+
+def loaded_hidden_size(cfg: ModelConfig) -> int | None:
+    """The hidden size as transformers reads config.json: its config class maps the architecture's own key to
+    `hidden_size` (DistilBERT's `dim`, ...), which the keys hidden_size reads miss; of the text config rayembed runs.
+    None when transformers cannot read the config (a model type it lacks, code not trusted) or it has none. Only
+    where the JSON keys do not say: it imports transformers."""
+    from transformers import AutoConfig
+
+    from pipeline.model_architecture import text_config
+
+    try:
+        config = AutoConfig.from_pretrained(
+            cfg.name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError):
+        return None
+    size = getattr(text_config(config), "hidden_size", None)
+    return size if isinstance(size, int) else None
 
 
 def check_dense_chain(cfg: ModelConfig) -> None:

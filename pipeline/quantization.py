@@ -172,8 +172,16 @@ class OutputPrecision:
         return pa.list_(VALUE_TYPES[self.precision], -(-kept // 8) if self.precision in BINARY else kept)
 
     def to_arrow(self, vectors: np.ndarray, null: np.ndarray | None = None) -> pa.FixedSizeListArray:
-        """(N, D) float32 -> fixed_size_list<value type>[width] column; rows where `null` is True are null."""
-        stored = self.encode(vectors)
+        """(N, D) float32 -> fixed_size_list<value type>[width] column; rows where `null` is True are null.
+
+        A block whose every row is null (rejects only) needs no ranges: int8/uint8 of a run whose every row was
+        rejected on reading has none (pipeline.calibration: no row to calibrate on) and quantizes no value.
+        """
+        if null is not None and len(null) and bool(np.all(null)) and self.needs_calibration:
+            width = self.arrow_type(vectors.shape[1]).list_size
+            stored = np.zeros((len(vectors), width), dtype=VALUE_TYPES[self.precision].to_pandas_dtype())
+        else:
+            stored = self.encode(vectors)
         flat = pa.array(stored.reshape(-1), type=VALUE_TYPES[self.precision])
         mask = pa.array(null) if null is not None else None
         return pa.FixedSizeListArray.from_arrays(flat, stored.shape[1], mask=mask)

@@ -155,6 +155,59 @@ def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(r
         calibrate(OutputPrecision("uint8", 16), ray_session.data.from_arrow(rejected))
 
 
+@pytest.mark.slow
+def test_int8_calibrates_on_the_first_rows_that_are_not_rejects(ray_session, tiny_models, tmp_path):
+    """The calibration sample was the first output.calibration_rows rows read, rejects included: 6 empty rows first
+    and calibration_rows 4 failed the job ('every one of the 4 rows read for calibration ... was rejected'); fewer
+    rejects left a smaller sample. It is now the first 4 rows embedded: each dimension's min and max among their
+    stored vectors are the ends of the int8 range."""
+    rows = [{"id": f"empty-{i}", "text": " "} for i in range(6)] + RECORDS[:10]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "emb"
+    cfg = embed_config(tiny_models["bert"], corpus, out, dtype="int8", dimensions=16, calibration_rows=4)
+    summary = run_embed(cfg)
+    assert (summary["rows_embedded"], summary["rows_rejected"]) == (10, 6)
+    table = pq.read_table(out)
+    stored = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()))
+    sample = np.asarray([stored[r["id"]] for r in RECORDS[:4]])  # (4, 16) int8 levels
+    assert (sample.min(axis=0) == -128).all() and (sample.max(axis=0) >= 126).all()
+    # an input whose every row is rejected on reading leaves no row to calibrate on: its rejects' null vectors need
+    # no ranges (the model actors failed 'int8 needs calibration ranges' on such a block)
+    rejects_only = OutputPrecision("int8", 16).to_arrow(np.zeros((3, 16), np.float32), np.array([True] * 3))
+    assert rejects_only.null_count == 3 and rejects_only.type == pa.list_(pa.int8(), 16)
+
+
+def test_a_run_storing_no_row_writes_the_empty_output_of_a_model_whose_files_name_its_width_otherwise(
+    tiny_models, tmp_path
+):
+    """DistilBERT's config.json says `dim`, not hidden_size / d_model / n_embd: a run that stored no row wrote no
+    part-empty.parquet (the model's dimension was unknown), so readers found no file. transformers' config class
+    reads `dim` as hidden_size; the file has the columns and rayembed.* metadata of a run with rows."""
+    from model_factory import build_model
+    from tokenizers import Tokenizer
+
+    from pipeline.embed_job import write_if_empty
+    from pipeline.reading import ReadSpec
+
+    tokenizer = Tokenizer.from_file(str(tiny_models["bert"] / "tokenizer.json"))
+    model = build_model(tmp_path / "distilbert", "distilbert", tokenizer)
+    assert "hidden_size" not in json.loads((model / "config.json").read_text())
+    out = tmp_path / "emb"
+    out.mkdir()
+    cfg = embed_config(model, tmp_path / "c.jsonl", out)
+    location = resolve(str(out), cfg.storage)
+    summary = {"output_rows": 0, "output_files": 0}
+    metadata = file_metadata(cfg, "", {"eos_token": "tokenizer"}, OutputPrecision("float32", None))
+    spec = ReadSpec(location, "jsonl", "text", "id", ())
+    write_if_empty(cfg, spec, summary, location, metadata, OutputPrecision("float32", None))
+    table = pq.read_table(out / "part-empty.parquet")
+    assert summary["output_files"] == 1 and table.num_rows == 0
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 64)
+    good = pa.table({"id": ["a"], "embedding": pa.array([[0.0] * 64], pa.list_(pa.float32(), 64))})
+    assert table.schema.metadata == output_table(good, [], False, metadata).schema.metadata  # as a file with rows
+
+
 def test_binary_vectors_of_a_model_whose_dimension_is_not_a_multiple_of_8_record_the_models_dimension(tmp_path):
     """Packed bits of a 100-dimension model are 13 bytes: rayembed.dim said 104 (the width times 8), so a reader
     unpacking dim bits (quantization.dequantize) got 4 padding dimensions. Other outputs' metadata is unchanged (the
