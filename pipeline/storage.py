@@ -39,7 +39,7 @@ from pipeline.transient_errors import TransientStorageError, is_transient
 
 log = logging.getLogger(__name__)
 
-GLOB_CHARS = "*?["
+GLOB_CHARS = "*?[{"
 HIDDEN_PREFIXES = ("_", ".")  # _SUCCESS, _rejects/, .part-tmp files: never input, never dataset files
 
 
@@ -242,7 +242,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     """Sorted files under a directory/prefix, one file, or a glob; returns the listing root and relative paths.
 
     A path that exists is taken literally, glob characters and all (`export[2024-11]/part[0].jsonl`). Otherwise
-    `*`, `?`, `[...]` and `**` (any depth) are glob syntax; escape a literal `[`, `]`, `*` or `?` as `[[]`, `[]]`,
+    `*`, `?`, `[...]`, `**` (any depth) and `{a,b}` are glob syntax; escape a literal `[`, `]`, `*` or `?` as `[[]`, `[]]`,
     `[*]`, `[?]` (what Python's glob.escape writes).
 
     Args:
@@ -551,6 +551,8 @@ def write_error(target: Location, err: OSError) -> OSError:
 def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> re.Pattern:
     """Shell-style glob -> regex: `*`, `?` and `[...]` stay within one path segment, `**` crosses segments, and `**/`
     matches zero or more directories (`corpus/**/*.jsonl` also matches `corpus/a.jsonl`, as bash and Python's glob do).
+    `{a,b}` matches either part (`*.{jsonl,parquet}`, as bash, Spark's Hadoop globs and DuckDB read it); `{x}` without
+    a comma is literal.
 
     `[!...]`/`[^...]` negate a class; `]` right after the opening bracket (or `!`) is a member, so `[]]` and `[[]`
     match a literal bracket.
@@ -558,6 +560,11 @@ def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> 
     Raises:
         InvalidGlobError: an unclosed `[` or a class regex cannot compile (e.g. a reversed range `[z-a]`).
     """
+    return glob_compile(glob_translate(pattern, key, uri), key, pattern, uri)
+
+
+def glob_translate(pattern: str, key: str, uri: str | None) -> str:
+    """glob_regex's regex text for `pattern` (not compiled: brace alternatives translate each part)."""
     out, i, n = [], 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -587,11 +594,37 @@ def glob_regex(pattern: str, key: str = "input.uri", uri: str | None = None) -> 
             members = pattern[i + 1 + negate : close].replace("\\", "\\\\").replace("[", "\\[")
             out.append(f"[^/{members}]" if negate else f"(?!/)[{members}]")
             i = close + 1
+        elif c == "{" and (parts := brace_parts(pattern, i)) is not None:
+            close, alternatives = parts
+            out.append("(?:" + "|".join(glob_translate(a, key, uri) for a in alternatives) + ")")
+            i = close + 1
         else:
             out.append(re.escape(c))
             i += 1
+    return "".join(out)
+
+
+def brace_parts(pattern: str, start: int) -> tuple[int, list[str]] | None:
+    """(index of the closing brace, the alternatives) of the `{a,b}` opening at `start`, as bash, Hadoop (Spark)
+    and DuckDB globs read it (nested braces too); None when it has no closing brace or no comma at its level (`{x}`
+    is literal, as in bash)."""
+    depth, parts, last = 0, [], start + 1
+    for j in range(start, len(pattern)):
+        if pattern[j] == "{":
+            depth += 1
+        elif pattern[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return (j, [*parts, pattern[last:j]]) if parts else None
+        elif pattern[j] == "," and depth == 1:
+            parts.append(pattern[last:j])
+            last = j + 1
+    return None
+
+
+def glob_compile(regex: str, key: str, pattern: str, uri: str | None) -> re.Pattern:
     try:
-        return re.compile("".join(out))
+        return re.compile(regex)
     except re.error as err:
         raise InvalidGlobError(
             f"{key}: invalid glob pattern {uri or pattern!r}: {err}; escape literal [ ] * ? as [[] []] [*] [?] "

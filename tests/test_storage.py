@@ -99,6 +99,27 @@ def test_escaped_glob_characters_match_literally(tmp_path):
     assert list_files(f"{tmp_path}/*/part[[][!0]*", LOCAL)[1] == ["export[2024-11]/part[1].jsonl"]
 
 
+def test_brace_alternatives_match_either_part_and_a_brace_without_a_comma_is_literal(tmp_path):
+    """`data/*.{jsonl,parquet}` (bash, Spark's Hadoop globs, DuckDB) said 'no input files found': `{` was a literal
+    character. Each part matches now, nested and across folders; `{x}` without a comma and an existing path with
+    braces stay literal."""
+    for rel in ["a.jsonl", "b.parquet", "c.txt", "sub/d.jsonl", "sub/e.txt", "v{1}/f.jsonl", "{x}.jsonl"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    assert list_files(f"{tmp_path}/*.{{jsonl,parquet}}", LOCAL)[1] == ["a.jsonl", "b.parquet", "{x}.jsonl"]
+    assert list_files(f"{tmp_path}/**/*.{{jsonl,t{{x,y}}t}}", LOCAL)[1] == [
+        "a.jsonl",
+        "c.txt",
+        "sub/d.jsonl",
+        "sub/e.txt",
+        "v{1}/f.jsonl",
+        "{x}.jsonl",
+    ]
+    assert list_files(f"{tmp_path}/{{sub,v{{1}}}}/*.jsonl", LOCAL)[1] == ["sub/d.jsonl", "v{1}/f.jsonl"]
+    assert list_files(f"{tmp_path}/v{{1}}/*.jsonl", LOCAL)[1] == ["f.jsonl"]  # an existing folder, literal
+    assert list_files(f"{tmp_path}/{{x}}*", LOCAL)[1] == ["{x}.jsonl"]
+
+
 @pytest.mark.parametrize("pattern", ["part[0.jsonl", "part[z-a].jsonl"])
 def test_an_invalid_pattern_is_a_config_error_naming_the_key(tmp_path, pattern):
     bracket_tree(tmp_path)
