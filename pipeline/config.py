@@ -331,7 +331,14 @@ class ModelConfig(Section):
         "the choice is recorded in the summary (pooling, pooling_source) and the file metadata.",
     )
     normalize: bool = Field(True, description="L2-normalize embeddings (cosine = dot product).")
-    max_tokens: int = Field(32768, gt=0, description="Longest input in tokens, prompt and special tokens included.")
+    max_tokens: int = Field(
+        32768,
+        gt=0,
+        description="Longest input in tokens, prompt and special tokens included (sentence-transformers' "
+        "max_seq_length). Left out: 32768, cut to the model's own limit (sentence_bert_config.json max_seq_length, the "
+        "tokenizer's model_max_length, its positions). Set, even to 32768: used as given up to the model's positions "
+        "(a warning above the length its files save), refused above them.",
+    )
     dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], value_alias("dtype")] = Field(
         "auto",
         description="'auto': the checkpoint's dtype on GPU, float32 on CPU (fp32/float, fp16/half and bf16 are "

@@ -216,8 +216,22 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "max_length": ("model.max_tokens", "the tokenizer's max_length"),
     "max_model_len": ("model.max_tokens", "vLLM's max_model_len"),
     "max_input_length": ("model.max_tokens", "TEI's max_input_length"),
-    "auto_truncate": ("model.long_inputs", "TEI's --auto-truncate: truncate or chunk"),
-    "truncate": ("model.long_inputs", "truncate or chunk"),
+    "auto_truncate": (
+        "model.long_inputs",
+        (
+            "TEI's --auto-truncate: truncate (cut at model.max_tokens, counted in rows_truncated) or chunk (every token "
+            "kept, one row per window); TEI's false, a too-long input failing, has no rayembed form: a job never fails "
+            "a row for its length"
+        ),
+    ),
+    "truncate": (
+        "model.long_inputs",
+        (
+            "TEI's truncate: truncate (cut at model.max_tokens, counted in rows_truncated) or chunk (every token kept, "
+            "one row per window); TEI's false, a too-long input failing, has no rayembed form: a job never fails a row "
+            "for its length"
+        ),
+    ),
     "model_name_or_path": ("model.name_or_path", "sentence-transformers' model_name_or_path"),
     "model_id": ("model.name_or_path", "TEI's --model-id"),
     "model_name": ("model.name_or_path", "the hub id or a local directory"),

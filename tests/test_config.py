@@ -216,6 +216,9 @@ def test_key_aliases_point_at_keys_that_exist():
     [
         # TEI: got 'known keys: ...' and 'did you mean name_or_path?'
         ("model.truncation_direction=left", "TEI's truncation_direction: rayembed has no such setting; a long text is"),
+        # TEI's truncate: false fails a too-long input: got 'did you mean model.long_inputs? (truncate or chunk)' alone
+        ("model.truncate=false", "TEI's false, a too-long input failing, has no rayembed form"),
+        ("model.auto_truncate=false", "TEI's false, a too-long input failing, has no rayembed form"),
         ("model.dense_path=2_Dense", "TEI's --dense-path: rayembed has no such setting; it runs the Dense modules"),
         ("model.hf_api_token=x", "set HF_TOKEN in the job's environment"),  # got 'did you mean max_tokens?'
         ("model.max_concurrent_requests=512", "(a batch job serves no requests); parallelism is compute.num_actors"),
