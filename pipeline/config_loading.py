@@ -199,6 +199,13 @@ def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
     return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "") + hint
 
 
+# What a BGE-style query instruction is to rayembed (KEY_ALIASES): a prefix, not model.task's template.
+QUERY_PREFIX = (
+    "a prefix each query gets as it is (BGE's 'Represent this sentence for searching relevant passages: '): give it "
+    "as model.prompt on the query corpus (input.kind: query); model.task would wrap it as 'Instruct: ...\\nQuery: '"
+)
+
+
 # Keys users bring from the tools they know -> ours (path from the job's embedding section) and whose name it is.
 # An unknown key with one of these names is pointed at ours before any spelling match: TEI's max_batch_tokens is
 # batching.max_tokens_per_batch, not the min_batch_tokens it is spelled like. A key written as `section.key` applies
@@ -239,6 +246,27 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "pooling_type": ("model.pooling", "vLLM's pooling_type"),
     "default_prompt_name": ("model.prompt_name", "sentence-transformers' default_prompt_name"),
     "default_prompt": ("model.prompt", "TEI's --default-prompt"),
+    # FlagEmbedding / LangChain / LlamaIndex: instructions that are prefixes (BGE), not the Instruct/Query template.
+    "query_instruction_for_retrieval": (
+        "model.prompt",
+        ("FlagEmbedding's query_instruction_for_retrieval: " + QUERY_PREFIX),
+    ),
+    "query_instruction": ("model.prompt", "LangChain's query_instruction: " + QUERY_PREFIX),
+    "query_prefix": ("model.prompt", QUERY_PREFIX),
+    "passage_instruction_for_retrieval": (
+        "model.prompt",
+        (
+            "FlagEmbedding's passage_instruction_for_retrieval: the prefix each document gets, model.prompt on the "
+            "document corpus"
+        ),
+    ),
+    "embed_instruction": ("model.prompt", "LangChain's embed_instruction: the prefix each document gets"),
+    "passage_prefix": ("model.prompt", "the prefix each document gets, as model.prompt on the document corpus"),
+    "document_prefix": ("model.prompt", "the prefix each document gets, as model.prompt on the document corpus"),
+    "use_fp16": ("model.dtype", "FlagEmbedding's use_fp16: true is model.dtype: float16"),
+    "max_seq_len": ("model.max_tokens", "the longest input in tokens"),
+    "query_max_len": ("model.max_tokens", "FlagEmbedding's query_max_len, for a query corpus"),
+    "passage_max_len": ("model.max_tokens", "FlagEmbedding's passage_max_len, for a document corpus"),
     "prompts": (
         "model.prompt_name",
         (

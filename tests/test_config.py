@@ -219,6 +219,12 @@ def test_key_aliases_point_at_keys_that_exist():
         # TEI's truncate: false fails a too-long input: got 'did you mean model.long_inputs? (truncate or chunk)' alone
         ("model.truncate=false", "TEI's false, a too-long input failing, has no rayembed form"),
         ("model.auto_truncate=false", "TEI's false, a too-long input failing, has no rayembed form"),
+        # FlagEmbedding (BGE) / LangChain: got 'known keys: ...' alone; their instruction is a prefix, not model.task
+        ("model.query_instruction_for_retrieval=x", "did you mean model.prompt? (FlagEmbedding's query_instruction"),
+        ("model.query_instruction=x", "give it as model.prompt on the query corpus (input.kind: query); model.task"),
+        ("model.passage_instruction_for_retrieval=x", "the prefix each document gets, model.prompt on the document"),
+        ("model.use_fp16=true", "did you mean model.dtype? (FlagEmbedding's use_fp16: true is model.dtype: float16)"),
+        ("model.query_max_len=64", "did you mean model.max_tokens? (FlagEmbedding's query_max_len"),
         ("model.dense_path=2_Dense", "TEI's --dense-path: rayembed has no such setting; it runs the Dense modules"),
         ("model.hf_api_token=x", "set HF_TOKEN in the job's environment"),  # got 'did you mean max_tokens?'
         ("model.max_concurrent_requests=512", "(a batch job serves no requests); parallelism is compute.num_actors"),
