@@ -478,6 +478,7 @@ def read_jsonl(
     misses: dict[str, Missing | None] = {spec.text_column: None, spec.id_column: None}  # the deepest, for errors
     parts = hive_partitions(rel)
     names = read_keys(spec)
+    wrapper: str | None = None  # a key whose list holds the records (`{"data": [{"text": ...}, ...]}`)
     for line in read_lines(spec, rel, path, "jsonl", span, opener):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column, names):
@@ -485,6 +486,7 @@ def read_jsonl(
             text = json_value(record, spec.text_column)
             if isinstance(text, Missing):
                 misses[spec.text_column] = merge_misses(misses[spec.text_column], text)
+                wrapper = wrapper or wrapping_key(record, spec.text_column)
                 text = _Invalid(
                     f"no {spec.text_column!r} key"
                     if not text.at
@@ -515,7 +517,10 @@ def read_jsonl(
     if span is not None and span.start:
         return
     if row + len(texts) and not seen_key:
-        raise InputFileError(no_key_message(rel, spec.text_column, keys, misses[spec.text_column], "input.text_column"))
+        raise InputFileError(
+            no_key_message(rel, spec.text_column, keys, misses[spec.text_column], "input.text_column")
+            + wrapped_hint(wrapper, spec.text_column)
+        )
     if parsed and not seen_id:
         raise InputFileError(no_key_message(rel, spec.id_column, keys, misses[spec.id_column], "input.id_column"))
 
@@ -531,6 +536,30 @@ def no_key_message(rel: str, name: str, keys: set, miss: Missing | None, setting
     return (
         f"{rel}: no record has the key {name!r}; keys found: {sorted(escaped(k) for k in keys - {name})}"
         f"{inside}{position_hint([name])} (set {setting})"
+    )
+
+
+def wrapping_key(record: dict, name: str) -> str | None:
+    """A top-level key of `record` whose value is a list of objects with the key `name` (a JSON document wrapping its
+    records: `{"data": [{"text": ...}, ...]}`, as SQuAD-style and API dumps are), or None."""
+    return next(
+        (
+            k
+            for k, v in record.items()
+            if isinstance(v, list) and v and isinstance(v[0], dict) and not isinstance(json_value(v[0], name), Missing)
+        ),
+        None,
+    )
+
+
+def wrapped_hint(key: str | None, name: str) -> str:
+    """What to do about records held in a list under `key` (wrapping_key); "" for None."""
+    if key is None:
+        return ""
+    jq = f".{key}[]" if key.isidentifier() else f".[{json.dumps(key)}][]"
+    return (
+        f". The list under {escaped(key)!r} holds records with {name!r}: a JSON document wrapping its records? Write "
+        f"them one per line: jq -c '{jq}' FILE > FILE.jsonl"
     )
 
 

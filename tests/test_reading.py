@@ -192,6 +192,17 @@ def test_compression_is_recognised_by_magic_not_name(tmp_path):
     assert [r[TEXT] for r in read_all(spec(tmp_path, "jsonl"), "plain-name.jsonl")] == ["zipped"]
 
 
+def test_a_json_document_wrapping_its_records_in_a_list_says_how_to_write_them_one_per_line(tmp_path):
+    """`{"data": [{"text": ...}, ...]}` on one line (SQuAD-style and API dumps) said only "no record has the key
+    'text'; keys found: ['data']": it names the list holding the records and the jq command that writes them one per
+    line now."""
+    (tmp_path / "w.json").write_text(json.dumps({"version": 1, "data": [{"text": "a"}, {"text": "b"}]}) + "\n")
+    with pytest.raises(InputFileError, match=r"keys found: \['data', 'version'\] .*The list under 'data' holds "):
+        read_all(spec(tmp_path, "jsonl"), "w.json")
+    with pytest.raises(InputFileError, match=r"jq -c '.data\[\]' FILE > FILE.jsonl"):
+        read_all(spec(tmp_path, "jsonl"), "w.json")
+
+
 def test_format_is_inferred_from_the_extension_when_unset(tmp_path):
     pq.write_table(pa.table({"text": ["from parquet"]}), tmp_path / "a.parquet")
     (tmp_path / "b.ndjson.zst").write_bytes(compressed(b'{"text": "from ndjson"}\n', "zstd"))
