@@ -30,6 +30,7 @@ from pipeline.reembed import NoPublishedVersionError, job, list_versions, open_c
 from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
 from pipeline.reembed.manifest import current_manifest
+from pipeline.reembed.planner import Plan
 from pipeline.reembed.sources import InputChangedError
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
@@ -722,6 +723,32 @@ def test_a_file_touched_before_the_run_hashed_it_is_published_and_reused_the_nex
     monkeypatch.setattr(job, "scan_sources", listed)
     again = run_reembed(cfg)
     assert again["rows_embedded"] == 0 and again["files"]["unchanged"] == 2
+
+
+def test_an_entry_recorded_without_its_content_is_hashed_once_so_that_its_move_is_paired(
+    ray_session, tiny_models, tmp_path
+):
+    """Entries an older rayembed published without a content hash: a local move of one could not be paired (its
+    file is gone when the move is seen, so nothing can hash it then), and it was embedded again. The first run that
+    finds such entries with their files as recorded hashes them and publishes them with their content, once; the
+    move the night after is paired, its vectors reused."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    run_reembed(cfg)
+    for path in Path(out).glob("_versions/*/_manifests/*.json"):  # as an older version wrote them
+        raw = json.loads(path.read_text())
+        raw["entries"] = [{k: v for k, v in e.items() if k != "content"} for e in raw["entries"]]
+        path.write_text(json.dumps(raw))
+    hashed = run_reembed(cfg)
+    assert hashed["published"] and hashed["rows_embedded"] == 0  # old code: None (nothing recorded)
+    entries = current_manifest(resolve(out, StorageConfig())).entries
+    assert all(e.content for e in entries)
+    assert job.with_recorded_contents(resolve(str(corpus), StorageConfig()), Plan(unchanged=entries))[1] == 0  # once
+    (corpus / "2026").mkdir()
+    os.rename(corpus / "part-00.jsonl", corpus / "2026" / "part-00.jsonl")
+    moved = run_reembed(cfg)
+    assert (moved["files"]["moved"], moved["rows_embedded"]) == (1, 0)  # old code: (0, 4)
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):

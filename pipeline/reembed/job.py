@@ -48,6 +48,7 @@ from pipeline.reembed.sources import (
     changed_since_listed,
     content_token,
     content_tokens,
+    hash_as_listed,
     listed_source,
     scan_sources,
 )
@@ -109,6 +110,24 @@ def objects_changed(
     for path in changed:
         delete_files(layout.staged, [posixpath.basename(layout.marker(listed[path].key).path)])
     return changed
+
+
+def with_recorded_contents(root: Location, plan: Plan) -> tuple[Plan, int]:
+    """`plan` with the content (sources.content_token) of its unchanged local entries that record none (written
+    before entries did: a move of such a file could not be paired, and was embedded again), hashed on HASH_THREADS
+    threads while each file has its recorded size and token (sources.hash_as_listed; a file that moves meanwhile
+    keeps none); and how many were hashed. The run publishes them in a new manifest, once: later runs read them."""
+    todo = [e for e in plan.unchanged if e.content is None and not e.unreadable]
+    if not todo or not isinstance(root.fs, pafs.LocalFileSystem):
+        return plan, 0
+    log.info("hashing %d input files whose entries an older version recorded without their content, once", len(todo))
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        shas = list(pool.map(lambda e: hash_as_listed(root, SourceFile(e.path, e.size, e.token)), todo))
+    found = {e.path: sha for e, sha in zip(todo, shas) if sha is not None}
+    if not found:
+        return plan, 0
+    unchanged = [dataclasses.replace(e, content=found[e.path]) if e.path in found else e for e in plan.unchanged]
+    return dataclasses.replace(plan, unchanged=unchanged), len(found)
 
 
 def embed_files(
@@ -276,6 +295,9 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 sources, previous, staged, digests, content_of, alike, earlier, *recompressed, same_object=reuploaded
             )
         log.info("version %s: %s", layout.fingerprint, plan.counts())
+        # entries an older rayembed recorded without their content: hashed once while their files are as recorded,
+        # so that a later move of one is paired (by then its file is gone) and a touch of one is not embedded again
+        plan, hashed = with_recorded_contents(root, plan)
         if plan.moves:
             # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed
             moved = move_entries(layout.root, plan.moves, run_id, cfg.input.id_column, cfg.input.format)
@@ -313,7 +335,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             put_json(summary, out.join(SUMMARY))
             raise TooManyRejectsError(failure)
         manifest_rel, generation = None, previous.generation if previous else 0
-        if previous is None or not plan.is_noop:
+        if previous is None or not plan.is_noop or hashed:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
             if entries and not any(e.files for e in entries):
