@@ -219,17 +219,45 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert client.get_job_info(submitted).runtime_env["env_vars"] == probe["env_vars"]
 
 
-def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path):
+def sample_vectors(lang: str, dim: int = 16) -> bytes:
+    """The sample's rows of `lang` as an embeddings file (the embed job's layout): each sentence's vector is its
+    index_id's base vector plus a little noise, so a sentence's nearest other-language row is its translation."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows = [r for r in map(json.loads, SAMPLE.read_text().splitlines()) if r["lang"] == lang]
+    ids = [r["id"] for r in rows]
+    base = [np.random.default_rng(int(i.rsplit("-", 1)[1])).normal(size=dim) for i in ids]
+    noise = np.random.default_rng(len(lang)).normal(scale=0.05, size=(len(ids), dim))
+    x = (np.array(base) + noise).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), dim)
+    table = pa.table({"id": ids, "embedding": vectors}).replace_schema_metadata({"rayembed.model": "sample-vectors"})
+    body = io.BytesIO()
+    pq.write_table(table, body)
+    return body.getvalue()
+
+
+def test_submit_as_ray_job(ray_head, s3_bucket, s3_server, tmp_path):
     """`ray job submit` path of the mining job (moved from test_bitext_e2e to share this module's head): the
-    entrypoint runs on a separate head node, reading and writing the S3 server."""
+    entrypoint runs on a separate head node, reading the texts and the vectors from the S3 server and writing the
+    pairs there, its read, join, k-NN and write tasks and shard actor on the cluster. The sides' vectors are given
+    (embeddings_uri) and one shard searches: embedding on S3 and two shards are
+    test_bitext_e2e::test_mine_from_and_to_s3's, an embed run as a Ray job test_submit_embed_job's; repeating them
+    here (two embed runs, a model and two shard actors in the job) cost ~20 s of the suite for nothing new."""
     import yaml
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client_s3, bucket = s3_bucket
     client_s3.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
+    raw = mine_config("unused", f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
+    for side in ("source", "target"):
+        lang = raw[side]["lang"]
+        client_s3.put_object(Bucket=bucket, Key=f"vectors/{lang}/part-0.parquet", Body=sample_vectors(lang))
+        raw[side]["embeddings_uri"] = f"s3://{bucket}/vectors/{lang}"
+    del raw["model"]  # no model runs
+    raw["mining"]["num_shards"] = 1  # two shards' search is test_mine_from_and_to_s3's: one actor fewer to start
     path = tmp_path / "mine.yaml"
-    raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
-    raw["compute"] = {"num_actors": 1, "cpus_per_actor": 0.5}
     path.write_text(yaml.safe_dump(raw))
     client = JobSubmissionClient(ray_head)
     job_id = submit_when_agent_ready(
@@ -237,8 +265,12 @@ def test_submit_as_ray_job(ray_head, tiny_models, s3_bucket, s3_server, tmp_path
         entrypoint=f"{sys.executable} -m jobs.mine_bitext --config {path}",
         runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}},
     )
-    # a loaded 2-core CI box runs two embed jobs and the mining in it: minutes
-    status = wait_for_job(client, job_id, timeout=900)
+    status = wait_for_job(client, job_id, timeout=600)
     assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
+    summary = json.loads(client_s3.get_object(Bucket=bucket, Key="job-out/summary.json")["Body"].read())
+    assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 16 and summary["pairs_kept"] == 16
     body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
-    check_pairs_against_corpus(pq.read_table(io.BytesIO(body)))
+    pairs = pq.read_table(io.BytesIO(body))
+    check_pairs_against_corpus(pairs)
+    for src, tgt in zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()):
+        assert src.rsplit("-", 1)[1] == tgt.rsplit("-", 1)[1]  # each sentence with its translation
