@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 from pipeline.change_tokens import listed_token
 from pipeline.config import SCHEME_HINT, StorageConfig
+from pipeline.delta_tables import LOG as DELTA_LOG
+from pipeline.delta_tables import check_tables
 from pipeline.errors import UserError
 from pipeline.s3_listing import head_object, list_objects
 from pipeline.special_entries import (
@@ -289,6 +291,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     unaddressable: list[tuple[str, str]] = []  # S3 keys with "//" or "/./" below the root: (rel, key)
     problems: list[tuple[str, str]] = []  # local entries that are no file to read: (rel, what), special_entries
     system: set[str] = set()  # folders an OS or filesystem keeps (lost+found, ...) that the listing skipped
+    delta_logs: list[str] = []  # entries in a Delta table's _delta_log/ (skipped as `_` names): delta_tables
     if info.type == pafs.FileType.Directory or root.uri.startswith("s3://"):
         try:
             # a pattern without '/' or '**' matches names in the base folder only: its subfolders are not listed
@@ -303,6 +306,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
             below = entry.path.removeprefix(root.path.rstrip("/") + "/").split("/")
             hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
+            if DELTA_LOG in below:
+                delta_logs.append("/".join(below))
             if not hidden and (at := system_depth(below, entry.is_file)) is not None:
                 system.add(posixpath.join(root.uri, *below[: at + 1]))
                 hidden = True
@@ -358,6 +363,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             )
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings){skipped}")
     names = sorted(names, key=lambda n: n.path)
+    if delta_logs:
+        check_tables(root.fs, root.path, root.uri, [n.path for n in names], delta_logs, key)
     if isinstance(root.fs, pafs.LocalFileSystem):
         if denied := list(unreadable_files(root.path, (n.path for n in names))):
             rel, what = denied[0]

@@ -576,3 +576,91 @@ def test_folders_an_os_or_filesystem_keeps_are_skipped_and_a_users_locked_folder
         for folder in (lost, windows, locked):
             if folder.exists():
                 folder.chmod(0o755)
+
+
+def delta_table(path, commits, checkpoint=None):
+    """A Delta Lake table as its protocol lays it out: `_delta_log/<version:020>.json` commits of JSON-line actions,
+    an optional Parquet checkpoint `(version, [add actions])`, and a one-row Parquet file per path any action names."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (path / "_delta_log").mkdir(parents=True)
+    for version, actions in enumerate(commits):
+        lines = "".join(json.dumps(a) + "\n" for a in [{"commitInfo": {}}, *actions])
+        (path / "_delta_log" / f"{version:020d}.json").write_text(lines)
+    if checkpoint is not None:
+        version, adds = checkpoint
+        add = pa.struct([("path", pa.string()), ("deletionVector", pa.struct([("storageType", pa.string())]))])
+        rows = pa.array([None, *adds], add)  # a checkpoint's other actions are rows with a null `add`
+        pq.write_table(pa.table({"add": rows}), path / "_delta_log" / f"{version:020d}.checkpoint.parquet")
+
+
+def test_a_delta_tables_folder_is_read_only_when_it_holds_its_current_version_alone(tmp_path):
+    """A Delta Lake table's folder keeps the files an overwrite, update, delete or compaction removed until VACUUM;
+    the listing skipped `_delta_log/` (a `_` name) and read every Parquet file, so removed rows were embedded next to
+    the current ones without a word. The log is replayed now (the last checkpoint, then later commits): an
+    append-only table is read as before (partition paths URL-encoded in the log, absolute paths too), one whose
+    folder holds removed files or deletion vectors is refused naming the table and how to read its current version.
+    A log this reader cannot follow is a warning, the folder read as before."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.delta_tables import DeltaTableError
+
+    def data(table, *rels):
+        for rel in rels:
+            (table / rel).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"text": [rel]}), table / rel)
+
+    live = tmp_path / "appended"
+    delta_table(live, [[{"add": {"path": "lang%3Dfr/a.parquet"}}], [{"add": {"path": f"file:{live}/b.parquet"}}]])
+    data(live, "lang=fr/a.parquet", "b.parquet")
+    assert list_files(str(live), LOCAL)[1] == ["b.parquet", "lang=fr/a.parquet"]
+
+    removed = tmp_path / "tables" / "overwritten"
+    delta_table(
+        removed, [[{"add": {"path": "a.parquet"}}], [{"remove": {"path": "a.parquet"}}, {"add": {"path": "c.parquet"}}]]
+    )
+    data(removed, "a.parquet", "c.parquet")
+    for uri in (str(removed), f"{removed}/*.parquet", str(tmp_path / "tables")):  # old code: both files listed
+        with pytest.raises(
+            DeltaTableError, match=r"input.uri: .*overwritten is a Delta Lake table .* holds 1 Parquet "
+        ):
+            list_files(uri, LOCAL)
+
+    checkpointed = tmp_path / "checkpointed"  # commits 0-1 cleaned up after the checkpoint at 2
+    delta_table(
+        checkpointed,
+        [[], [], [], [{"remove": {"path": "x.parquet"}}, {"add": {"path": "z.parquet"}}]],
+        (2, [{"path": "x.parquet", "deletionVector": None}, {"path": "y.parquet", "deletionVector": None}]),
+    )
+    data(checkpointed, "y.parquet", "z.parquet")
+    assert list_files(str(checkpointed), LOCAL)[1] == ["y.parquet", "z.parquet"]
+    data(checkpointed, "x.parquet")
+    with pytest.raises(DeltaTableError, match=r"e.g. 'x.parquet': removed by an overwrite"):
+        list_files(str(checkpointed), LOCAL)
+
+    vectors = tmp_path / "vectors"
+    delta_table(vectors, [[{"add": {"path": "a.parquet", "deletionVector": {"storageType": "u"}}}]])
+    data(vectors, "a.parquet")
+    with pytest.raises(DeltaTableError, match=r"1 of its files have rows deleted in place \(deletion vectors\)"):
+        list_files(str(vectors), LOCAL)
+
+    odd = tmp_path / "odd"
+    delta_table(odd, [])
+    (odd / "_delta_log" / f"{0:020d}.json").write_text("not json\n")
+    data(odd, "a.parquet")
+    logger = logging.getLogger("pipeline.delta_tables")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        assert list_files(str(odd), LOCAL)[1] == ["a.parquet"]
+    finally:
+        logger.removeHandler(handler)
+    assert "could not be read" in records[0].getMessage()
