@@ -7,6 +7,7 @@ corpus: each id exactly once, and after a kill the same ids and vectors as an un
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -749,6 +750,30 @@ def test_an_entry_recorded_without_its_content_is_hashed_once_so_that_its_move_i
     os.rename(corpus / "part-00.jsonl", corpus / "2026" / "part-00.jsonl")
     moved = run_reembed(cfg)
     assert (moved["files"]["moved"], moved["rows_embedded"]) == (1, 0)  # old code: (0, 4)
+
+
+def test_a_file_decompressed_since_is_a_move_of_its_compressed_entry(ray_session, tiny_models, tmp_path):
+    """`gunzip a.jsonl.gz` (or zstd -d, bunzip2): other bytes, so it was embedded again (the other way, a file
+    compressed since, was paired by its decompressed bytes). A compressed file's entry now records the sha256 of
+    its decompressed bytes too (FileEntry.decompressed), so the plain file holding them is a move, its vectors
+    reused."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    plain = (corpus / "part-00.jsonl").read_bytes()
+    (corpus / "part-00.jsonl.gz").write_bytes(gzip.compress(plain))
+    (corpus / "part-00.jsonl").unlink()
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    run_reembed(cfg)
+    [gz] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.endswith(".gz")]
+    assert gz.decompressed == "sha256:" + hashlib.sha256(plain).hexdigest()
+    (corpus / "part-00.jsonl").write_bytes(plain)  # gunzip
+    (corpus / "part-00.jsonl.gz").unlink()
+    again = run_reembed(cfg)
+    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 0)  # old code: (0, 4)
+    assert {e.path for e in current_manifest(resolve(out, StorageConfig())).entries} == {
+        "part-00.jsonl",
+        "part-01.jsonl",
+    }
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):

@@ -36,7 +36,14 @@ from pipeline.reembed.kept import decide_for_run
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
 from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
-from pipeline.reembed.moves import decompressed_token, move_entries, reads_alike, same_format
+from pipeline.reembed.moves import (
+    compressed_name,
+    decompressed_as_listed,
+    decompressed_token,
+    move_entries,
+    reads_alike,
+    same_format,
+)
 from pipeline.reembed.planner import Plan, make_plan
 from pipeline.reembed.publish import collect_garbage, publish, repoint_current
 from pipeline.reembed.retype import rewrite_entries
@@ -117,16 +124,27 @@ def with_recorded_contents(root: Location, plan: Plan) -> tuple[Plan, int]:
     before entries did: a move of such a file could not be paired, and was embedded again), hashed on HASH_THREADS
     threads while each file has its recorded size and token (sources.hash_as_listed; a file that moves meanwhile
     keeps none); and how many were hashed. The run publishes them in a new manifest, once: later runs read them."""
-    todo = [e for e in plan.unchanged if e.content is None and not e.unreadable]
+
+    def lacking(e: FileEntry) -> bool:
+        return not e.unreadable and (e.content is None or (compressed_name(e.path) and e.decompressed is None))
+
+    todo = [e for e in plan.unchanged if lacking(e)]
     if not todo or not isinstance(root.fs, pafs.LocalFileSystem):
         return plan, 0
     log.info("hashing %d input files whose entries an older version recorded without their content, once", len(todo))
+
+    def hashed(e: FileEntry) -> FileEntry:
+        src = SourceFile(e.path, e.size, e.token)
+        content = e.content or hash_as_listed(root, src)
+        # "": tried, none (not readable as its codec, compressed twice): not hashed again each run
+        decompressed = e.decompressed or decompressed_as_listed(root, src) or ""
+        return dataclasses.replace(e, content=content, decompressed=decompressed if compressed_name(e.path) else None)
+
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        shas = list(pool.map(lambda e: hash_as_listed(root, SourceFile(e.path, e.size, e.token)), todo))
-    found = {e.path: sha for e, sha in zip(todo, shas) if sha is not None}
+        found = {new.path: new for old, new in zip(todo, pool.map(hashed, todo)) if new != old}
     if not found:
         return plan, 0
-    unchanged = [dataclasses.replace(e, content=found[e.path]) if e.path in found else e for e in plan.unchanged]
+    unchanged = [found.get(e.path, e) for e in plan.unchanged]
     return dataclasses.replace(plan, unchanged=unchanged), len(found)
 
 
@@ -200,6 +218,9 @@ def embed_files(
     # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan)
     hashing = ThreadPoolExecutor(HASH_THREADS)
     contents = content_tokens(root, todo, hashing)
+    # compressed local files: their decompressed bytes too, so that the file decompressed since is paired (moves)
+    plain = {s.path: hashing.submit(decompressed_as_listed, root, s) for s in todo if compressed_name(s.path)}
+    plain = plain if isinstance(root.fs, pafs.LocalFileSystem) else {}
     # files that changed between the listing and the end of their read: not staged, the run fails naming them
     changed: dict[str, str] = {}
     listed = {s.path: s for s in todo}
@@ -209,8 +230,12 @@ def embed_files(
 
     def stage(done: list[FileEntry]) -> None:
         for entry in done:
-            content = contents.get(entry.path)
-            entry = dataclasses.replace(entry, content=content.result() if content else None)
+            content, decompressed = contents.get(entry.path), plain.get(entry.path)
+            entry = dataclasses.replace(
+                entry,
+                content=content.result() if content else None,
+                decompressed=decompressed.result() if decompressed else None,
+            )
             read = progress.read.pop(entry.path, None)  # the bytes its read task read (pipeline.read_content)
             # a file whose token alone moved (a touch, an rsync of the same bytes) is hashed and compared with it
             if local and (how := changed_since_listed(root, listed[entry.path], entry.content, read)):

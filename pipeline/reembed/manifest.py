@@ -41,6 +41,10 @@ class FileEntry:
     # change token moved without a change (`touch`, a copy that does not keep times) is reused; None on S3 (the
     # ETag is the content's) and in entries recorded before.
     content: str | None = None
+    # Compressed local files (.gz, .zst, .bz2): `sha256:<hex>` of the decompressed bytes embedded, so that the file
+    # decompressed since (a.jsonl.gz -> a.jsonl) is paired with this entry (pipeline.reembed.moves); None elsewhere
+    # and in entries recorded before.
+    decompressed: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> FileEntry:

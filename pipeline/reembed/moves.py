@@ -38,7 +38,7 @@ from pipeline.file_formats import (
 )
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
-from pipeline.reembed.sources import SourceFile
+from pipeline.reembed.sources import SourceFile, local_source
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,25 @@ def decompressed_token(root: Location, rel: str) -> str | None:
     except (OSError, pa.ArrowInvalid):  # a stream cut short: the embedding makes it one reject
         return None
     return f"sha256:{digest.hexdigest()}"
+
+
+def compressed_name(rel: str) -> bool:
+    """Whether the name says compressed (file_formats.COMPRESSED_SUFFIXES, any case)."""
+    return rel.lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def decompressed_as_listed(root: Location, src: SourceFile) -> str | None:
+    """decompressed_token of a local file whose name says it is compressed (file_formats.COMPRESSED_SUFFIXES), taken
+    while it has its listed size and token (a stat before and after); None otherwise."""
+    if not compressed_name(src.path) or not isinstance(root.fs, pafs.LocalFileSystem):
+        return None
+    try:
+        if local_source(root, src.path) != src:
+            return None
+        sha = decompressed_token(root, src.path)
+        return sha if local_source(root, src.path) == src else None
+    except FileNotFoundError:
+        return None
 
 
 def renamed_ids(ids: pa.ChunkedArray | pa.Array, old: str, new: str) -> pa.Array:

@@ -155,7 +155,9 @@ def make_plan(
         candidates = {e.key: e for e in [*earlier, *before.values()]}  # the newest entry of a key wins
         plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike, same_object)
         if decompressed_of is not None and same_format is not None:
-            plan.moves += recompressed_moves(plan, list(candidates.values()), duplicates, decompressed_of, same_format)
+            plan.moves += recompressed_moves(
+                plan, list(candidates.values()), duplicates, decompressed_of, same_format, content_of
+            )
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]
     return plan
@@ -216,18 +218,24 @@ def recompressed_moves(
     duplicates: dict[str, str] | None,
     decompressed_of: Callable[[str], str | None],
     same_format: Callable[[str, str], bool],
+    content_of: Callable[[str], str] | None = None,
 ) -> list[tuple[SourceFile, FileEntry]]:
     """(file, entry whose content is the file's decompressed bytes) for the new and changed files of `plan` that are
-    neither staged nor paired by find_moves (make_plan's `decompressed_of`)."""
+    neither staged nor paired by find_moves (make_plan's `decompressed_of`); and the other way round, with
+    `content_of`: (file, compressed entry whose decompressed bytes (FileEntry.decompressed) are the file's): a
+    file decompressed since (a.jsonl.gz -> a.jsonl)."""
     by_content = {e.content: e for e in candidates if e.content and not e.unreadable}
-    if not by_content:
+    by_plain = {e.decompressed: e for e in candidates if e.decompressed and not e.unreadable}
+    if not by_content and not by_plain:
         return []
     done = {e.key for e in plan.resumed} | {s.key for s, _ in plan.moves}
     moves = []
     for src in plan.new + plan.changed:
         if src.key in done:
             continue
-        entry = by_content.get(decompressed_of(src.path) or "")
+        entry = by_content.get(decompressed_of(src.path) or "") if by_content else None
+        if entry is None and by_plain and content_of is not None and not src.token.startswith("etag:"):
+            entry = by_plain.get(content_of(src.path))
         if entry is None or not same_format(entry.path, src.path):
             continue
         now = NO_DUPLICATES if duplicates is None else duplicates.get(src.path)
