@@ -7,6 +7,10 @@ were embedded next to the current ones, without a word. The listing skips `_delt
 check_tables replays each table's log (the last checkpoint, then the commits after it) and refuses an input whose
 folder holds Parquet files the current version does not list, or whose files have rows deleted in place (deletion
 vectors). An append-only table (every file live) is read as before.
+
+An Apache Iceberg table (`metadata/*.metadata.json` beside `data/`) lists its files in Avro manifests, which are not
+read here: such a folder is refused saying how to read the table (its `.avro` manifests failed the listing as an
+unknown extension, whose message said to set input.format).
 """
 
 from __future__ import annotations
@@ -43,6 +47,34 @@ def table_roots(rels: Iterable[str]) -> list[str]:
         if LOG in parts:
             roots.add("/".join(parts[: parts.index(LOG)]))
     return sorted(roots)
+
+
+def iceberg_roots(rels: Iterable[str]) -> list[str]:
+    """The folders (relative to the listing root, '' for the root) that hold an Iceberg table's
+    `metadata/<...>.metadata.json`, from a listing's relative file paths."""
+    roots = set()
+    for rel in rels:
+        parts = rel.split("/")
+        if len(parts) >= 2 and parts[-2] == "metadata" and parts[-1].endswith(".metadata.json"):
+            roots.add("/".join(parts[:-2]))
+    return sorted(roots)
+
+
+def check_iceberg(uri: str, rels: list[str], key: str) -> None:
+    """Refuse a listing (`rels`: its files) that holds an Apache Iceberg table's metadata.
+
+    Raises:
+        DeltaTableError: names the table and how to read its current snapshot.
+    """
+    for table in iceberg_roots(rels):
+        where = posixpath.join(uri, table) if table else uri
+        raise DeltaTableError(
+            f"{key}: {where} is an Apache Iceberg table (it has metadata/*.metadata.json); its files are listed in "
+            "Avro manifests that are not read here, and its data/ folder keeps the files of older snapshots, so "
+            "reading the folder would embed rows the table no longer has. Write its current snapshot out as Parquet "
+            "(pyiceberg: pyarrow.parquet.write_table(catalog.load_table(NAME).scan().to_arrow(), OUT); Spark: "
+            f"spark.table(NAME).write.parquet(OUT)) and set {key} to that"
+        )
 
 
 def live_files(fs: pafs.FileSystem, table: str) -> tuple[set[str], int]:

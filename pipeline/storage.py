@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pipeline.change_tokens import listed_token
 from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.delta_tables import LOG as DELTA_LOG
-from pipeline.delta_tables import check_tables
+from pipeline.delta_tables import check_iceberg, check_tables
 from pipeline.errors import UserError
 from pipeline.s3_listing import head_object, list_objects
 from pipeline.special_entries import (
@@ -365,6 +365,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     names = sorted(names, key=lambda n: n.path)
     if delta_logs:
         check_tables(root.fs, root.path, root.uri, [n.path for n in names], delta_logs, key)
+    check_iceberg(root.uri, [n.path for n in names], key)
     if isinstance(root.fs, pafs.LocalFileSystem):
         if denied := list(unreadable_files(root.path, (n.path for n in names))):
             rel, what = denied[0]

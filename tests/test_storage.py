@@ -664,3 +664,18 @@ def test_a_delta_tables_folder_is_read_only_when_it_holds_its_current_version_al
     finally:
         logger.removeHandler(handler)
     assert "could not be read" in records[0].getMessage()
+
+
+def test_an_iceberg_tables_folder_is_refused_saying_how_to_read_its_current_snapshot(tmp_path):
+    """An Apache Iceberg table's folder failed the listing on its first `.avro` manifest: 'cannot infer the format
+    ... set input.format to parquet, jsonl or text', which would read the manifests as Parquet. It names the table
+    and how to write its current snapshot out now, also from a folder above it."""
+    from pipeline.delta_tables import DeltaTableError
+
+    for rel in ["t/data/a.parquet", "t/metadata/v1.metadata.json", "t/metadata/snap-1.avro", "other.jsonl"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    for uri in (str(tmp_path / "t"), str(tmp_path)):
+        with pytest.raises(DeltaTableError, match=r"is an Apache Iceberg table .* Write its current snapshot out"):
+            list_files(uri, LOCAL)
+    assert list_files(str(tmp_path / "t" / "data"), LOCAL)[1] == ["a.parquet"]  # the data folder alone: as before
