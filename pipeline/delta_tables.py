@@ -9,7 +9,7 @@ folder holds Parquet files the current version does not list, or whose files hav
 vectors). An append-only table (every file live) is read as before.
 
 An Apache Iceberg table (`metadata/*.metadata.json` beside `data/`) lists its files in Avro manifests, which are not
-read here: such a folder is refused saying how to read the table (its `.avro` manifests failed the listing as an
+read here: such a folder is refused saying how to read the table (the job failed on its `.avro` manifests as an
 unknown extension, whose message said to set input.format).
 """
 

@@ -667,9 +667,9 @@ def test_a_delta_tables_folder_is_read_only_when_it_holds_its_current_version_al
 
 
 def test_an_iceberg_tables_folder_is_refused_saying_how_to_read_its_current_snapshot(tmp_path):
-    """An Apache Iceberg table's folder failed the listing on its first `.avro` manifest: 'cannot infer the format
-    ... set input.format to parquet, jsonl or text', which would read the manifests as Parquet. It names the table
-    and how to write its current snapshot out now, also from a folder above it."""
+    """An Apache Iceberg table's folder was listed whole, and the job failed on its first `.avro` manifest: 'cannot
+    infer the format ... set input.format to parquet, jsonl or text', which would read the manifests as Parquet. The
+    listing names the table and how to write its current snapshot out now, also from a folder above it."""
     from pipeline.delta_tables import DeltaTableError
 
     for rel in ["t/data/a.parquet", "t/metadata/v1.metadata.json", "t/metadata/snap-1.avro", "other.jsonl"]:
