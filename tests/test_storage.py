@@ -679,3 +679,30 @@ def test_an_iceberg_tables_folder_is_refused_saying_how_to_read_its_current_snap
         with pytest.raises(DeltaTableError, match=r"is an Apache Iceberg table .* Write its current snapshot out"):
             list_files(uri, LOCAL)
     assert list_files(str(tmp_path / "t" / "data"), LOCAL)[1] == ["a.parquet"]  # the data folder alone: as before
+
+
+def test_a_delta_table_on_s3_is_checked_as_a_local_one(s3_bucket, s3_server):
+    """Delta tables live on object stores: the log is replayed from S3 keys too (absolute `s3://` paths in it
+    included), an append-only table is listed as before and a removed file still under the prefix is refused."""
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.delta_tables import DeltaTableError
+
+    client, bucket = s3_bucket
+    body = io.BytesIO()
+    pq.write_table(pa.table({"text": ["x"]}), body)
+    for name in ("a.parquet", "b.parquet"):
+        client.put_object(Bucket=bucket, Key=f"t/{name}", Body=body.getvalue())
+    adds = [{"add": {"path": "a.parquet"}}, {"add": {"path": f"s3://{bucket}/t/b.parquet"}}]
+    client.put_object(Bucket=bucket, Key=f"t/_delta_log/{0:020d}.json", Body="\n".join(map(json.dumps, adds)))
+    storage = StorageConfig(endpoint_url=s3_server)
+    assert list_files(f"s3://{bucket}/t", storage)[1] == ["a.parquet", "b.parquet"]
+    client.put_object(
+        Bucket=bucket, Key=f"t/_delta_log/{1:020d}.json", Body=json.dumps({"remove": {"path": "a.parquet"}})
+    )
+    with pytest.raises(DeltaTableError, match=r"s3://.*/t is a Delta Lake table .* \(e.g. 'a.parquet'"):
+        list_files(f"s3://{bucket}/t", storage)
