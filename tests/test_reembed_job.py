@@ -776,6 +776,34 @@ def test_a_file_decompressed_since_is_a_move_of_its_compressed_entry(ray_session
     }
 
 
+def test_a_file_staged_by_an_interrupted_run_and_moved_before_the_rerun_is_a_move(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
+    """A run stops after staging some files (killed, or failed on another file), and a file it staged is moved
+    before the rerun: moves were paired with published entries only, so the rerun embedded it again. The staged
+    entries are now paired too, their outputs reused."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    listed = job.scan_sources
+
+    def listed_then_appended(root, files):
+        sources = listed(root, files)
+        with (corpus / "part-00.jsonl").open("ab") as f:  # fails the run; part-01 is staged
+            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
+        return sources
+
+    monkeypatch.setattr(job, "scan_sources", listed_then_appended)
+    with pytest.raises(InputChangedError):
+        run_reembed(cfg)
+    monkeypatch.setattr(job, "scan_sources", listed)
+    (corpus / "2026").mkdir()
+    os.rename(corpus / "part-01.jsonl", corpus / "2026" / "part-01.jsonl")
+    again = run_reembed(cfg)
+    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 5)  # old code: (0, 9)
+    assert again["rows_total"] == 9
+
+
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
     """A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
     when its read task reached it, and every later night failed at the same file. As in the embed job, each is now

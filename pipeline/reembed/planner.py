@@ -115,7 +115,8 @@ def make_plan(
             sha256 (content_of, asked only for a file whose size equals such an entry's), the same duplicate-id
             digest, and not an unreadable entry. None: no moves.
         earlier: entries of the version's older manifests that garbage collection keeps (their outputs exist), also
-            paired by `reads_alike`: a file deleted one night and restored the next, an edit reverted.
+            paired by `reads_alike`: a file deleted one night and restored the next, an edit reverted. The `staged`
+            entries are paired too: a file an interrupted run embedded, moved before the rerun.
         decompressed_of, same_format: with them, a new or changed file not paired otherwise whose decompressed
             bytes (decompressed_of: None when it is not compressed) are the content of an entry of the same format
             is a move of it: `a.jsonl` compressed into `a.jsonl.gz` (pipeline.reembed.moves.decompressed_token).
@@ -152,7 +153,9 @@ def make_plan(
         if current(staged.get(src.key), src):
             plan.resumed.append(staged[src.key])
     if reads_alike is not None:
-        candidates = {e.key: e for e in [*earlier, *before.values()]}  # the newest entry of a key wins
+        # the staged entries too: a file an interrupted run embedded (killed, or failed on another file), then
+        # moved before the rerun; the newest entry of a key wins
+        candidates = {e.key: e for e in [*earlier, *before.values(), *staged.values()]}
         plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike, same_object)
         if decompressed_of is not None and same_format is not None:
             plan.moves += recompressed_moves(
