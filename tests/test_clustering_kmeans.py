@@ -226,3 +226,16 @@ def test_centroid_shift_is_one_minus_cosine_and_zero_for_an_unchanged_centroid()
     assert kmeans.centroid_shift(old, old.copy()) == 0.0
     new = np.array([[0.8, 0.6], [0.6, 0.8]], np.float32)
     assert kmeans.centroid_shift(old, new) == pytest.approx(0.2, abs=1e-7)
+
+
+def test_a_k_above_the_inputs_rows_says_to_lower_k_and_above_the_samples_says_which_key_helps():
+    """k=20 on an input of 7 rows said 'lower clustering.k or raise clustering.sample_fraction', though a larger
+    sample cannot help when every row is in it; a sample too small for k says both keys, with the rows behind it."""
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError) as whole:
+        kmeans.check_k(20, 7)
+    assert "set clustering.k to at most 7" in str(whole.value) and "sample_fraction" not in str(whole.value)
+    with pytest.raises(UserError, match=r"holds 7 of the input's 140 rows; raise clustering.sample_fraction"):
+        kmeans.check_k(20, 7, 140, 0.05)
+    kmeans.check_k(7, 7, 140, 0.05)  # enough rows: no error

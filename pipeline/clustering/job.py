@@ -156,7 +156,7 @@ def fit(
     sample = ds.map_batches(sample_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"spec": spec})
     sample = sample.materialize()
     n_fit = sample.count()
-    kmeans.check_k(c.k, n_fit)
+    kmeans.check_k(c.k, n_fit, rows, c.sample_fraction)
     renormalized = int(sum(b[OFF].sum() for b in sample.select_columns([OFF]).iter_batches(batch_format="numpy")))
     if renormalized:
         log.warning(

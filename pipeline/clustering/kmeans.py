@@ -214,15 +214,27 @@ class ClusterCountError(UserError, ValueError):
     """clustering.k cannot be fitted: below 1, or more clusters than rows to fit them on."""
 
 
-def check_k(k: int, rows: int) -> None:
-    """Raises ClusterCountError (a user error: one line, no traceback) when `k` clusters cannot be fitted on `rows`."""
+def check_k(k: int, rows: int, of_input: int | None = None, fraction: float | None = None) -> None:
+    """Raises ClusterCountError (a user error: one line, no traceback) when `k` clusters cannot be fitted on `rows`.
+
+    Args:
+        rows: the rows to fit on: the whole input's, or the fit sample's when `of_input` (the input's rows) and
+            `fraction` (clustering.sample_fraction) are given, so the message says which key helps.
+    """
     if k < 1:
         raise ClusterCountError(f"clustering.k must be at least 1, got {k}")
-    if k > rows:
+    if k <= rows:
+        return
+    if of_input is None or of_input <= rows:  # the whole input: a larger sample cannot help
         raise ClusterCountError(
-            f"k={k} clusters but only {rows} rows to fit them on: lower clustering.k or raise "
-            "clustering.sample_fraction"
+            f"k={k} clusters but only {rows} rows to fit them on: set clustering.k to at most {rows} (each cluster "
+            "needs a row)"
         )
+    raise ClusterCountError(
+        f"k={k} clusters but only {rows} rows to fit them on: the fit sample (clustering.sample_fraction {fraction}) "
+        f"holds {rows} of the input's {of_input} rows; raise clustering.sample_fraction (to 1.0 the sample is every "
+        f"row) or lower clustering.k"
+    )
 
 
 Step = Callable[[np.ndarray], PartialSums]
