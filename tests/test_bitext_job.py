@@ -223,6 +223,33 @@ def test_a_bare_code_against_data_in_two_scripts_is_refused_as_ambiguous(tmp_pat
     assert summary["sides"]["source"]["langs"]["zh-Hant"]["lang_matched"] == {"zho_Hant": 4}
 
 
+def test_vectors_whose_ids_repeat_across_languages_say_so_and_how_to_mine_them(tmp_path):
+    """A FLORES/SIB-200 corpus keyed by index_id (one id per sentence in every language) with its own tool's vectors:
+    refused as 'the input holds some rows twice (a file copied ...)', advising input.duplicate_ids keep_first, which
+    would keep one language's vector of each id. It now also names the ids shared across languages and both ways out
+    (ids of their own per language, or no embeddings_uri: the job's own vectors are keyed by row)."""
+    rng = np.random.default_rng(2)
+    (tmp_path / "in").mkdir()
+    ids = [str(i) for i in range(4)] * 2
+    langs = ["fra_Latn"] * 4 + ["eng_Latn"] * 4
+    pq.write_table(
+        pa.table({"id": ids, "text": [f"t{i}" for i in range(8)], "lang": langs}), tmp_path / "in" / "a.parquet"
+    )
+    emb = write_embeddings(tmp_path / "emb", ids, random_unit(rng, 8, 16))
+    side = {"uri": str(tmp_path / "in"), "format": "parquet", "id_column": "id", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "fr", "embeddings_uri": emb},
+        "target": {**side, "lang": "en", "embeddings_uri": emb},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(UserError) as refused:
+        run_mine(parse_config(MineConfig, cfg))
+    said = str(refused.value)
+    assert "4 rows repeat an earlier id" in said and "If the ids repeat across the languages of the corpus" in said
+    assert "'<lang>-<id>'" in said and "remove source.embeddings_uri so that the job embeds the side's texts" in said
+
+
 def test_an_integer_language_column_matches_lang_by_its_string_form(tmp_path):
     """A lang column of integers (1, 2) and lang: '1': no row matched (1 != '1'), and the error listed '1 (3)' as
     present. A value is now the language its string form names, as the listing shows it."""

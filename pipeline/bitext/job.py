@@ -433,7 +433,7 @@ def join_vectors(
     if repeats:
         first = sorted((d for r in results for d in r["repeated"]), key=lambda d: (d[FILE_INDEX], d["row"]))
         rels = prepare.parquet_paths(listed[1])  # the files of `files`, by file index
-        raise duplicate_error(
+        error = duplicate_error(
             listed[0],
             rels,
             ID,
@@ -445,6 +445,9 @@ def join_vectors(
             consequence=REPEATS_IN_MINING,
             column="column",
         )
+        if side_cfg.lang_column and not own:  # one id per sentence in every language: FLORES' / SIB-200's index_id
+            raise type(error)(f"{error}. {ACROSS_LANGUAGES.format(side=side)}") from None
+        raise error
     for r in results:
         for lang, n in r["missing"].items():
             missing[lang] += n
@@ -474,6 +477,17 @@ def join_vectors(
 REPEATS_IN_MINING = (
     "so a sentence would have two vectors and its pairs could take either (a model.long_inputs: chunk output has "
     "one row per chunk: mining needs model.long_inputs=truncate)"
+)
+
+
+# A corpus with a lang_column whose ids name a sentence in every language (FLORES' and SIB-200's index_id): its vectors
+# cannot be joined by id, and dropping the repeats (duplicate_ids: keep_first) would drop languages
+ACROSS_LANGUAGES = (
+    "If the ids repeat across the languages of the corpus (an id naming a sentence in every language, as FLORES' "
+    "and SIB-200's index_id), the vectors cannot be told apart by id, and keeping the first of each id would drop "
+    "the other languages: give each language's rows their own ids in the input and its embeddings (e.g. "
+    "'<lang>-<id>'), or remove {side}.embeddings_uri so that the job embeds the side's texts itself (its own vectors "
+    "are keyed by row, so such ids are fine there)"
 )
 
 
