@@ -54,8 +54,10 @@ def iceberg_roots(rels: Iterable[str]) -> list[str]:
     `metadata/<...>.metadata.json`, from a listing's relative file paths."""
     roots = set()
     for rel in rels:
+        if not rel.endswith(".metadata.json"):  # one test per listed file: listings can hold millions
+            continue
         parts = rel.split("/")
-        if len(parts) >= 2 and parts[-2] == "metadata" and parts[-1].endswith(".metadata.json"):
+        if len(parts) >= 2 and parts[-2] == "metadata":
             roots.add("/".join(parts[:-2]))
     return sorted(roots)
 
