@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token, same_token
 from pipeline.commit import RUN_DIR
+from pipeline.etags import same_object
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
 from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token
@@ -129,13 +130,22 @@ def changed_inputs_message(root: Location, changed: dict[str, str]) -> str:
 def same_content(roots: dict[str, Location], out: Location) -> SameContent:
     """fingerprint.differences' `same_content` for the listings of `roots` (listing key -> the input root its paths
     are relative to): a moved local file whose recorded hash (taken while it had the recorded token) equals the
-    sha256 of its bytes now. Reads `_run/contents.json` only for a listing that has such files; a file it cannot
-    read now (gone since the listing) is not cleared, so the refusal names it."""
+    sha256 of its bytes now, or an S3 object whose bytes now give its recorded ETag (uploaded again with other part
+    sizes: pipeline.etags). Reads `_run/contents.json` only for a local listing that has such files; a file it
+    cannot read now (gone since the listing) is not cleared, so the refusal names it."""
 
     def check(key: str, moved: list[tuple[list, list]]) -> set[str]:
         root = roots.get(key)
-        if root is None or not is_local(root):
+        if root is None:
             return set()
+        if not is_local(root):
+            # S3: an object uploaded again with other part sizes (another ETag at its size) holds the bytes its
+            # recorded ETag names when they give it (pipeline.etags: one read of it)
+            return {
+                before[0]
+                for before, after in moved
+                if len(before) > 4 and before[4] and same_object(root, before[0], after[1], before[4])
+            }
         recorded = (get_json(out.join(CONTENTS)) or {}).get(key, {})
         same = set()
         for before, after in moved:

@@ -132,3 +132,34 @@ def test_an_object_moved_to_another_key_in_other_parts_is_a_move(s3_bucket, s3_s
     assert [(s.path, e.path) for s, e in plan.moves] == [("2026/a.jsonl", "a.jsonl")]  # old code: []
     assert asked == ["2026/a.jsonl"]  # b.jsonl: two MD5s that differ, not read
     assert make_plan(sources, previous, {}, reads_alike=lambda a, b: True).moves == []
+
+
+def test_a_resume_goes_on_after_an_object_was_uploaded_again_in_other_parts(s3_bucket, s3_server, tmp_path):
+    """The embed job's resume compares its recorded listing's ETags: an object uploaded again with other part sizes
+    (the same bytes) was a changed file and the resume was refused. Its bytes are now compared with the recorded
+    ETag (input_contents.same_content, one read of it): the resume goes on; other bytes are still refused."""
+    from pipeline import commit
+    from pipeline.fingerprint import listing_digest
+    from pipeline.input_contents import same_content
+
+    client, bucket = s3_bucket
+    data = b"q" * SIZE
+    upload(client, bucket, "in/a.jsonl", data)
+    storage = StorageConfig(endpoint_url=s3_server)
+    root, files = list_inputs(f"s3://{bucket}/in", storage)
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    commit.begin(out, "embed", overwrite=False, fingerprint={"m": "x", "input.listing": listing_digest(files)})
+    commit.mark_unit(out, "k1", {"rows": 1})  # a unit committed: there is something to resume
+    upload(client, bucket, "in/a.jsonl", data, part=5 * MIB)
+    now = {"m": "x", "input.listing": listing_digest(list_inputs(f"s3://{bucket}/in", storage)[1])}
+    with pytest.raises(commit.OutputExistsError, match=r"a\.jsonl"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=now)  # old code: refused, also with same_content
+    assert commit.begin(
+        out, "embed", overwrite=False, fingerprint=now, same_content=same_content({"input.listing": root}, out)
+    )
+    upload(client, bucket, "in/a.jsonl", b"r" + data[1:])
+    edited = {"m": "x", "input.listing": listing_digest(list_inputs(f"s3://{bucket}/in", storage)[1])}
+    with pytest.raises(commit.OutputExistsError, match=r"a\.jsonl"):
+        commit.begin(
+            out, "embed", overwrite=False, fingerprint=edited, same_content=same_content({"input.listing": root}, out)
+        )
