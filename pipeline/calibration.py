@@ -10,6 +10,7 @@ invalid Unicode, a corrupt file) took the sample's places and left it smaller, o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,40 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
 
 
+# Passes over the input a calibration makes at most while the tokenizer or the model rejects rows of its sample.
+SAMPLE_PASSES = 3
+
+
+def sample_vectors(embed: Callable[[int], ray.data.Dataset], wanted: int) -> tuple[int, np.ndarray]:
+    """(rows embedded, (N, D) vectors) of the first `wanted` rows the tokenizer and the model keep.
+
+    `embed(n)`: the first n rows that are not rejects on reading (good_rows), embedded. Rows the tokenizer or the
+    model rejects (no token left, a token id outside the vocabulary, ...) come back without a vector; while some did
+    and the input has more rows, the sample is embedded again with as many more rows (at most SAMPLE_PASSES
+    passes: a rare path, the first rows embedded again each time, so that the sample stays the input's first rows).
+    """
+    take = wanted
+    for _ in range(SAMPLE_PASSES):
+        blocks = list(embed(take).iter_batches(batch_size=None, batch_format="pyarrow"))
+        rows = sum(b.num_rows for b in blocks)
+        vectors = np.concatenate([vectors_of(b.column("embedding")) for b in blocks]) if blocks else np.zeros((0, 0))
+        if len(vectors) >= wanted or rows < take:
+            break
+        take += wanted - len(vectors)
+    return rows, vectors[:wanted]
+
+
 def calibrate(precision: OutputPrecision, sample: ray.data.Dataset) -> OutputPrecision:
-    """`precision` with ranges from the embedding column of `sample` (embedded with precision.unquantized()).
+    """`precision` with ranges from the embedding column of `sample` (embedded with precision.unquantized());
+    calibrated_on its rows and vectors."""
+    blocks = list(sample.iter_batches(batch_size=None, batch_format="pyarrow"))
+    rows = sum(b.num_rows for b in blocks)
+    vectors = np.concatenate([vectors_of(b.column("embedding")) for b in blocks]) if blocks else np.zeros((0, 0))
+    return calibrated_on(precision, rows, vectors)
+
+
+def calibrated_on(precision: OutputPrecision, rows: int, vectors: np.ndarray) -> OutputPrecision:
+    """`precision` with ranges from `vectors`, the (N, D) vectors of `rows` rows embedded for calibration.
 
     A sample without any row (an input that holds no row, or only rows rejected on reading: good_rows) leaves
     `precision` uncalibrated: no row is ever quantized, and the job writes its empty output (int8/uint8 column, no
@@ -67,13 +100,9 @@ def calibrate(precision: OutputPrecision, sample: ray.data.Dataset) -> OutputPre
         UserError: the sample has rows but every one was rejected by the tokenizer or the model (no vector to
             calibrate on).
     """
-    blocks = list(sample.iter_batches(batch_size=None, batch_format="pyarrow"))
-    rows = sum(b.num_rows for b in blocks)
     if rows == 0:
         log.info("output.dtype %s: the input holds no row to embed; no ranges to calibrate", precision.precision)
         return precision
-    parts = [vectors_of(b.column("embedding")) for b in blocks]
-    vectors = np.concatenate(parts)
     if len(vectors) == 0:
         raise UserError(
             f"output.dtype {precision.precision}: every one of the {rows} rows read for calibration (the first "

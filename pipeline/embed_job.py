@@ -23,7 +23,7 @@ import ray
 
 from pipeline import commit
 from pipeline.actors import EmbedActor, TokenizeActor
-from pipeline.calibration import calibrate, good_rows, output_precision, precision_summary
+from pipeline.calibration import calibrated_on, good_rows, output_precision, precision_summary, sample_vectors
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
 from pipeline.duplicate_ids import read_units
@@ -308,8 +308,11 @@ def job_precision(
     precision = output_precision(cfg)
     if precision.needs_calibration:
         good = io_stage(good_rows, cfg.compute, {}).apply(read_dataset(cfg, spec, units))  # rejects take no place
-        sample = good.limit(cfg.output.calibration_rows)
-        precision = calibrate(precision, embed_stages(sample, cfg, prompt, precision.unquantized(), settings))
+        unquantized = precision.unquantized()
+        rows, vectors = sample_vectors(
+            lambda n: embed_stages(good.limit(n), cfg, prompt, unquantized, settings), cfg.output.calibration_rows
+        )
+        precision = calibrated_on(precision, rows, vectors)
     recorded_at = out.join(commit.RUN_DIR, "precision.json")
     recorded = get_json(recorded_at)
     if recorded is None:

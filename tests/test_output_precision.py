@@ -159,15 +159,26 @@ def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(r
 def test_int8_calibrates_on_the_first_rows_that_are_not_rejects(ray_session, tiny_models, tmp_path):
     """The calibration sample was the first output.calibration_rows rows read, rejects included: 6 empty rows first
     and calibration_rows 4 failed the job ('every one of the 4 rows read for calibration ... was rejected'); fewer
-    rejects left a smaller sample. It is now the first 4 rows embedded: each dimension's min and max among their
-    stored vectors are the ends of the int8 range."""
-    rows = [{"id": f"empty-{i}", "text": " "} for i in range(6)] + RECORDS[:10]
+    rejects left a smaller sample. Rows the model rejects (a token id outside its vocabulary) took places too. It is
+    now the first 4 rows embedded: each dimension's min and max among their stored vectors are the ends of the int8
+    range."""
+    import shutil
+
+    model = tmp_path / "bert"
+    shutil.copytree(tiny_models["bert"], model)
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    added = {"content": "ZQXOOV", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+    tokenizer["added_tokens"].append({"id": vocab, **added, "special": False})  # an id the model has no row for
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+    empty = [{"id": f"empty-{i}", "text": " "} for i in range(6)]
+    unknown = [{"id": f"oov-{i}", "text": f"ZQXOOV {i}"} for i in range(3)]
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [*empty, *unknown, *RECORDS[:10]]))
     out = tmp_path / "emb"
-    cfg = embed_config(tiny_models["bert"], corpus, out, dtype="int8", dimensions=16, calibration_rows=4)
+    cfg = embed_config(model, corpus, out, dtype="int8", dimensions=16, calibration_rows=4)
     summary = run_embed(cfg)
-    assert (summary["rows_embedded"], summary["rows_rejected"]) == (10, 6)
+    assert (summary["rows_embedded"], summary["rows_rejected"]) == (10, 9)
     table = pq.read_table(out)
     stored = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()))
     sample = np.asarray([stored[r["id"]] for r in RECORDS[:4]])  # (4, 16) int8 levels
