@@ -149,6 +149,27 @@ def test_dense_on_a_decoder_with_left_padding(tiny_models, tmp_path):
     assert got.shape == (4, 16) and np.sum(got * want, axis=1).min() >= 0.9999
 
 
+@pytest.mark.parametrize("dtype", ["auto", "float16"])
+def test_a_decoder_whose_tokenizer_has_no_pad_token_embeds_as_sentence_transformers_given_one(
+    tiny_models, tmp_path, dtype
+):
+    """A last-token decoder whose tokenizer declares no pad token, padded on the left: sentence-transformers fails
+    ('Asking to pad but the tokenizer does not have a padding token') until one is set (pad_token = eos_token, what
+    its error suggests); rayembed embeds it as it then does, in float32 (auto on a CPU) and in float16 on a CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    model = st_model(tiny_models["qwen3"], tmp_path / "m", {"pooling_mode": "lasttoken"})
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("pad_token", None)
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    st = SentenceTransformer(str(model), device="cpu")
+    with pytest.raises(ValueError, match="does not have a padding token"):
+        st.encode_document(TEXTS)
+    st.tokenizer.pad_token = st.tokenizer.eos_token
+    want = st.encode_document(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    assert np.sum(ours(model, TEXTS, dtype=dtype) * want, axis=1).min() >= 0.9999
+
+
 def test_dense_with_an_activation_outside_torch_is_refused(tiny_models, tmp_path):
     model = st_model(tiny_models["bert"], tmp_path / "m", {"pooling_mode": "cls"}, dense=[(64, 8, "os.system", True)])
     cfg = EmbedConfig.model_validate(
