@@ -250,6 +250,29 @@ def test_vectors_whose_ids_repeat_across_languages_say_so_and_how_to_mine_them(t
     assert "'<lang>-<id>'" in said and "remove source.embeddings_uri so that the job embeds the side's texts" in said
 
 
+def test_an_input_file_without_a_read_column_names_its_path_and_the_sides_keys(tmp_path):
+    """A second file without the lang column said "part-1.parquet: column(s) ['lang'] not found ... (set
+    input.text_column / input.id_column / output.keep_columns)": the file without its folder (two sides may read
+    two folders holding files of one name) and the embed job's keys, which a mining config refuses as unknown."""
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "text": ["x", "y"], "lang": ["fra", "eng"]}), tmp_path / "in" / "part-0.parquet"
+    )
+    pq.write_table(pa.table({"id": ["c"], "text": ["z"]}), tmp_path / "in" / "part-1.parquet")
+    side = {"uri": str(tmp_path / "in"), "format": "parquet", "id_column": "id", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "fra", "embeddings_uri": str(tmp_path / "in")},
+        "target": {**side, "lang": "eng", "embeddings_uri": str(tmp_path / "in")},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(UserError) as refused:
+        run_mine(parse_config(MineConfig, cfg))
+    said = str(refused.value)
+    assert said.startswith(f"{tmp_path / 'in' / 'part-1.parquet'}: column(s) ['lang'] not found"), said
+    assert "(set source.text_column / source.id_column / source.lang_column / source.keep_columns)" in said, said
+
+
 def test_an_integer_language_column_matches_lang_by_its_string_form(tmp_path):
     """A lang column of integers (1, 2) and lang: '1': no row matched (1 != '1'), and the error listed '1 (3)' as
     present. A value is now the language its string form names, as the listing shows it."""

@@ -120,6 +120,7 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
         work_uri,
         cfg.storage,
         rejects_uri(cfg, next(iter(group.sides))),
+        next(iter(group.sides)),
     )
     counts = prepare.ReadCounts()
     for result in ex.get([ex.submit(prepare.read_input_file, job, rel, i) for i, rel in enumerate(files)]):

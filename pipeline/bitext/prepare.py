@@ -34,6 +34,7 @@ from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, bucket_duplicates, digest_table
 from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
+from pipeline.file_formats import InputFileError
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_parquet_atomic
 
@@ -52,6 +53,7 @@ class ReadJob:
     work_uri: str
     storage: StorageConfig
     rejects_uri: str | None = None  # <output>/_rejects/<input>: reject rows with reasons, as the embed job's
+    side: str = "source"  # whose keys an error names (the first side reading the input)
 
 
 @dataclass
@@ -101,25 +103,10 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
     pieces: dict[str, list[pa.Table]] = {}
     rejects: list[pa.Table] = []
     columns = [ID, TEXT, *job.keep_columns, SOURCE, ROW_IN]  # where each row came from: duplicate-id reasons name it
-    for block in read_file(job.spec, rel):
-        counts.rows_read += block.num_rows
-        good = block.filter(pc.is_null(block.column(REJECT)))
-        counts.rows_rejected += block.num_rows - good.num_rows
-        if good.num_rows < block.num_rows:
-            rejected = block.filter(pc.is_valid(block.column(REJECT)))
-            rejects.append(reject_table(rejected))
-            if job.lang_column is not None:  # a language whose rows are all rejects is named so, not as absent
-                counts.rejected_present.update(lang_key(v) for v in rejected.column(job.lang_column).to_pylist())
-        if job.lang_column is None:
-            pieces.setdefault(job.default_lang, []).append(good.select(columns))
-            continue
-        langs = [lang_key(v) for v in good.column(job.lang_column).to_pylist()]  # str, None for null
-        counts.present.update(langs)
-        codes = tuple(job.owners)
-        for value in set(langs) - {None}:
-            for lang in candidates(value, codes):  # loosely: the driver decides which values a code takes
-                mask = pa.array([v == value for v in langs], pa.bool_())
-                pieces.setdefault((lang, value), []).append(good.filter(mask).select(columns))
+    try:
+        read_blocks(job, rel, counts, pieces, rejects, columns)
+    except InputFileError as err:
+        raise in_mining_terms(err, job, rel) from err
     if rejects and job.rejects_uri:
         uri = posixpath.join(job.rejects_uri, f"f{file_index:06d}.parquet")
         write_parquet_atomic(pa.concat_tables(rejects), resolve(uri, job.storage))
@@ -141,6 +128,48 @@ def read_input_file(job: ReadJob, rel: str, file_index: int) -> ReadCounts:
             counts.matched[(lang, value)] += table.num_rows
             counts.value_parts[(lang, value)] = [(file_index, uri)]
     return counts
+
+
+def read_blocks(
+    job: ReadJob, rel: str, counts: ReadCounts, pieces: dict, rejects: list[pa.Table], columns: list[str]
+) -> None:
+    """read_input_file's read: each block's rejects and rows of the listed languages, into `counts`, `pieces` and
+    `rejects`."""
+    for block in read_file(job.spec, rel):
+        counts.rows_read += block.num_rows
+        good = block.filter(pc.is_null(block.column(REJECT)))
+        counts.rows_rejected += block.num_rows - good.num_rows
+        if good.num_rows < block.num_rows:
+            rejected = block.filter(pc.is_valid(block.column(REJECT)))
+            rejects.append(reject_table(rejected))
+            if job.lang_column is not None:  # a language whose rows are all rejects is named so, not as absent
+                counts.rejected_present.update(lang_key(v) for v in rejected.column(job.lang_column).to_pylist())
+        if job.lang_column is None:
+            pieces.setdefault(job.default_lang, []).append(good.select(columns))
+            continue
+        langs = [lang_key(v) for v in good.column(job.lang_column).to_pylist()]  # str, None for null
+        counts.present.update(langs)
+        codes = tuple(job.owners)
+        for value in set(langs) - {None}:
+            for lang in candidates(value, codes):  # loosely: the driver decides which values a code takes
+                mask = pa.array([v == value for v in langs], pa.bool_())
+                pieces.setdefault((lang, value), []).append(good.filter(mask).select(columns))
+
+
+# The embed job's keys, which reading's errors name; a mining side has its own (ReadJob.side)
+EMBED_KEYS = "(set input.text_column / input.id_column / output.keep_columns)"
+
+
+def in_mining_terms(err: InputFileError, job: ReadJob, rel: str) -> InputFileError:
+    """A read error of one input file as the mining config says it: the file with its input's location (two sides
+    may read two folders with files of one name) and the side's keys, not the embed job's."""
+    side = job.side
+    said = str(err).replace(
+        EMBED_KEYS, f"(set {side}.text_column / {side}.id_column / {side}.lang_column / {side}.keep_columns)"
+    )
+    if said.startswith(f"{rel}:"):
+        said = posixpath.join(job.spec.root.uri, rel) + said[len(rel) :]
+    return type(err)(said)
 
 
 def reject_table(rejects: pa.Table) -> pa.Table:
