@@ -10,8 +10,9 @@ limit" sentinel), both replaced by a `model_max_length` among that file's tokeni
 `padding_idx + 1`, so 514 embeddings hold 512 tokens). Chunk windows are cut to the same limit.
 
 An explicit `model.max_tokens` is what sentence-transformers' `model.max_seq_length = N` is: it is honoured above
-the length the model's files save (the trained length; a warning names it) up to the positions, and refused above
-the positions (naming both numbers), where an absolute-position model fails on every long row.
+the length the model's files save (the trained length; a warning names it) up to the positions; above the positions
+(where an absolute-position model fails on every long row) it is cut to the model's own limit, as when left out,
+with a warning naming both numbers, so a config written for a longer-context model keeps working.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: Pr
     positions = position_limit(config)
     if positions is not None:
         sources[positions[0]] = positions[1]
-    if explicit_max_tokens(cfg):  # sentence-transformers' max_seq_length = N: N, checked against the positions
+    within = all(cfg.max_tokens <= v for k, v in sources.items() if is_position_limit(k))
+    if explicit_max_tokens(cfg) and within:  # sentence-transformers' max_seq_length = N: N, up to the positions
         return TokenLimit(cfg.max_tokens, sources)
     return TokenLimit(min(sources.values()), sources)
 
@@ -126,18 +128,25 @@ def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
     length).
 
     Raises:
-        ModelLimitError: an explicit model.max_tokens above the model's positions; chunk mode and the overlap is not
-            below half the effective limit.
+        ModelLimitError: chunk mode and the overlap is not below half the effective limit.
     """
-    if explicit_max_tokens(cfg):
-        positions = {k: v for k, v in limit.sources.items() if is_position_limit(k)}
-        for name, tokens in positions.items():
-            if cfg.max_tokens > tokens:
-                raise ModelLimitError(
-                    f"model.max_tokens ({cfg.max_tokens}) is above the {tokens} positions of model "
-                    f"{cfg.name_or_path} ({name}): its rows would fail in the model. Set model.max_tokens to at most "
-                    f"{tokens}, or leave it out to use the model's own limit ({limit.describe()})"
-                )
+    positions = {k: v for k, v in limit.sources.items() if is_position_limit(k) and v < cfg.max_tokens}
+    if explicit_max_tokens(cfg) and positions:
+        # above the positions every long row would fail in the model: the model's own limit, as when left out (a
+        # config written for a longer-context model, or `config show`'s dump of the default, keeps working)
+        name, tokens = min(positions.items(), key=lambda item: item[1])
+        log.warning(
+            "model.max_tokens (%d) is above the %d positions of model %s (%s): using %d tokens, the model's own "
+            "limit (%s); set model.max_tokens to at most %d to embed past the length its files save",
+            cfg.max_tokens,
+            tokens,
+            cfg.name_or_path,
+            name,
+            limit.effective,
+            limit.describe(),
+            tokens,
+        )
+    elif explicit_max_tokens(cfg):
         saved = {k: v for k, v in saved_limits(limit).items() if v < cfg.max_tokens}
         if saved:
             log.warning(

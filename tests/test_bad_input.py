@@ -414,7 +414,7 @@ def test_odd_rows_and_files_become_rejects_while_the_rest_embeds(ray_session, ti
         None,
         input={"id_column": "id"},
         output={"keep_columns": ["year"]},
-        model={"pooling": "mean", "padding_side": "left", "max_tokens": 513},  # XLM-R's positions, net of padding_idx
+        model={"pooling": "mean", "padding_side": "left", "max_tokens": 32768},  # cut to XLM-R's 513 positions
     )
     summary = run_embed(cfg)
     rows_in = len(a) + len(b) + len(text_lines) + 2

@@ -59,13 +59,14 @@ def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models,
     assert limit_of(model, pooling="mean", max_tokens=64).effective == 64  # a lower config wins
 
 
-def test_an_explicit_max_tokens_is_honoured_above_the_saved_length_and_refused_above_the_positions(
+def test_an_explicit_max_tokens_is_honoured_above_the_saved_length_and_cut_to_the_models_limit_above_the_positions(
     tiny_models, tmp_path, caplog
 ):
     """sentence-transformers' model.max_seq_length = 400 on a model saved with 128 embeds 400 tokens: an explicit
     model.max_tokens is honoured as well (it was cut to the saved 128), with a warning naming the trained length;
-    above the 512 positions it is refused naming both numbers (it was cut to 512). Left at its default, the saved
-    length still decides."""
+    above the 512 positions, where every long row would fail in the model, it is cut to the model's own limit as a
+    default is (the saved 128; the quickstart's 32768 on a small model keeps working), with a warning naming both
+    numbers. Left at its default, the saved length still decides."""
     model = tmp_path / "bert-st"
     shutil.copytree(tiny_models["bert"], model)
     (model / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
@@ -79,9 +80,13 @@ def test_an_explicit_max_tokens_is_honoured_above_the_saved_length_and_refused_a
     )
     assert json.loads(settings.metadata["max_tokens_limits"])["model.max_tokens"] == 400
     assert resolve_model_settings(ModelConfig(name_or_path=str(model), pooling="mean")).model.max_tokens == 128
-    for max_tokens in (513, 4096):
-        with pytest.raises(ModelLimitError, match=rf"max_tokens \({max_tokens}\) is above the 512 positions"):
-            resolve_model_settings(cfg.model_copy(update={"max_tokens": max_tokens}))
+    for max_tokens in (513, 32768):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            explicit = cfg.model_copy(update={"max_tokens": max_tokens})
+            assert resolve_model_settings(explicit).model.max_tokens == 128
+        assert f"model.max_tokens ({max_tokens}) is above the 512 positions of model" in caplog.text
+        assert "using 128 tokens, the model's own limit" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert resolve_model_settings(cfg.model_copy(update={"max_tokens": 512})).model.max_tokens == 512
