@@ -273,6 +273,41 @@ def test_an_input_file_without_a_read_column_names_its_path_and_the_sides_keys(t
     assert "(set source.text_column / source.id_column / source.lang_column / source.keep_columns)" in said, said
 
 
+def test_zero_or_nan_vectors_of_rows_the_side_does_not_mine_are_left_and_of_mined_rows_named(tmp_path):
+    """Another tool's vectors of a whole corpus: a zero vector for an empty text (a reject here) and NaN vectors of a
+    language no side mines refused the run ('embedding of deu-1 is zero or not finite'), as every row of the file
+    was made unit length. Such rows are now left; a row the side mines with such a vector fails naming its id, file
+    and row."""
+    rng = np.random.default_rng(4)
+    (tmp_path / "in").mkdir()
+    langs = ["fra"] * 6 + ["eng"] * 6 + ["deu"] * 2
+    ids = [f"{lang}-{i}" for i, lang in enumerate(langs)]
+    texts = [f"t{i}" for i in range(len(ids))]
+    texts[5] = ""  # fra-5: an empty text, a reject of the side
+    pq.write_table(pa.table({"id": ids, "text": texts, "lang": langs}), tmp_path / "in" / "a.parquet")
+    vectors = random_unit(rng, len(ids), 16)
+    vectors[5] = 0.0
+    vectors[12:, 0] = np.nan
+    emb = write_embeddings(tmp_path / "emb", ids, vectors)
+    side = {"uri": str(tmp_path / "in"), "format": "parquet", "id_column": "id", "lang_column": "lang"}
+    cfg = {
+        "source": {**side, "lang": "fra", "embeddings_uri": emb},
+        "target": {**side, "lang": "eng", "embeddings_uri": emb},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "k": 2},
+    }
+    summary = run_mine(parse_config(MineConfig, cfg))
+    assert summary["source"]["rows_mined"] == 5 and summary["target"]["rows_mined"] == 6
+    vectors[2] = 0.0  # fra-2 is mined
+    write_embeddings(tmp_path / "emb", ids, vectors)
+    cfg["output"]["uri"] = str(tmp_path / "out2")
+    with pytest.raises(UserError) as refused:
+        run_mine(parse_config(MineConfig, cfg))
+    said = str(refused.value)
+    assert "1 of the source's rows to mine have a vector that is all zeros or not finite" in said, said
+    assert f"id 'fra-2' at {tmp_path / 'emb' / 'part-0.parquet'} row 2" in said, said
+
+
 def test_an_integer_language_column_matches_lang_by_its_string_form(tmp_path):
     """A lang column of integers (1, 2) and lang: '1': no row matched (1 != '1'), and the error listed '1 (3)' as
     present. A value is now the language its string form names, as the listing shows it."""

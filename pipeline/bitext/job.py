@@ -45,6 +45,7 @@ from pipeline.columns import ID, REJECTS_DIR
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
+from pipeline.embedding_files import EmbeddingFileError
 from pipeline.errors import UserError
 from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
@@ -427,6 +428,16 @@ def join_vectors(
             for b in sorted(by_bucket_ids)
         ]
     )
+    bad = sum(r.get("bad", 0) for r in results)
+    if bad:
+        rels = prepare.parquet_paths(listed[1])
+        first = sorted(e for r in results for e in r["bad_examples"])[:SHOWN]
+        shown = "; ".join(f"id {i!r} at {posixpath.join(emb_uri, rels[f])} row {row}" for f, row, i in first)
+        raise EmbeddingFileError(
+            f"{key} {emb_uri}: {bad} of the {side}'s rows to mine have a vector that is all zeros or not finite "
+            f"(NaN, inf), which has no direction to compare: {shown}{' and more' if bad > len(first) else ''}. "
+            f"Embed those rows again, or drop them from {side}.uri (rows the side does not mine may keep such vectors)"
+        )
     vectors: dict[str, list[tuple[str, int]]] = defaultdict(list)
     missing: dict[str, int] = defaultdict(int)
     examples: dict[str, list[str]] = defaultdict(list)

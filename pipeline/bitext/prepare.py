@@ -317,6 +317,7 @@ def read_column(uri: str, column: str, storage: StorageConfig) -> list:
 
 
 FILE_ROW = "file_row"  # an embeddings row's place in its file (from 0), kept through the join buckets
+BAD = "bad_vector"  # an embeddings row whose vector is all zeros or not finite
 
 
 def emb_part_uri(work_uri: str, side: str, bucket: int, file_index: int) -> str:
@@ -327,7 +328,7 @@ def bucket_embeddings(
     side: str, uri: str, file_index: int, buckets: int, work_uri: str, storage: StorageConfig
 ) -> dict[str, Any]:
     """Split one embeddings file by id hash into the join buckets (vectors made unit length on the way)."""
-    ids, vectors, metadata = embedding_file(uri, storage)
+    ids, vectors, metadata, bad = embedding_file(uri, storage)
     bucket = id_buckets(ids, buckets)
     written = []
     for b in np.unique(bucket).tolist():
@@ -338,6 +339,7 @@ def bucket_embeddings(
                 EMBEDDING: fixed_list(vectors[mask]),
                 FILE_INDEX: pa.array(np.full(int(mask.sum()), file_index, np.int32)),
                 FILE_ROW: pa.array(np.flatnonzero(mask), pa.int64()),  # where a repeated id is, for the message
+                BAD: pa.array(bad[mask]),  # a zero or non-finite vector: an error if the side mines its row
             }
         )
         part = emb_part_uri(work_uri, side, b, file_index)
@@ -377,12 +379,26 @@ def join_bucket(
         emb = pa.concat_tables(emb_tables)
     else:
         emb = pa.table({ID: pa.array([], pa.string()), EMBEDDING: fixed_list(np.zeros((0, dim), np.float32))})
-    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}}
+    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}, "bad": 0, "bad_examples": []}
     result["repeats"], result["repeated"] = wanted_repeats(emb, ids.column(ID), emb_files)
     if result["repeats"]:
         return result
     positions = pa.table({ID: emb.column(ID), "_pos": pa.array(np.arange(emb.num_rows, dtype=np.int64))})
     joined = ids.join(positions, ID, join_type="left outer")
+    if BAD in emb.column_names:  # the rows to mine whose vector is zero or not finite: the first few, for the error
+        pos = joined.column("_pos").drop_null().to_numpy()
+        hit = pos[emb.column(BAD).to_numpy(zero_copy_only=False)[pos]]
+        result["bad"] = len(hit)
+        result["bad_examples"] = [
+            (
+                emb.column(FILE_INDEX)[int(i)].as_py(),
+                emb.column(FILE_ROW)[int(i)].as_py(),
+                emb.column(ID)[int(i)].as_py(),
+            )
+            for i in np.sort(hit)[:SHOWN]
+        ]
+        if len(hit):
+            return result
     for lang in sorted(set(joined.column("lang").to_pylist())):
         part = joined.filter(pc.equal(joined.column("lang"), lang))
         has = pc.is_valid(part.column("_pos"))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from pipeline.clustering.vectors import embedding_matrix
 from pipeline.config import StorageConfig
-from pipeline.embedding_files import RowIds, file_unit_rows, read_embedding_file
+from pipeline.embedding_files import RowIds, file_matrix, file_unit_rows, read_embedding_file
 from pipeline.errors import UserError
 from pipeline.storage import list_files, resolve
 
@@ -44,8 +44,10 @@ def check_columns(uri: str, columns: list[str]) -> None:
         )
 
 
-def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str]]:
-    """ids, unit-length (rows, dim) float32 vectors and the recipe metadata of one embed-job Parquet file.
+def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str], np.ndarray]:
+    """ids, unit-length (rows, dim) float32 vectors, the recipe metadata of one embed-job Parquet file, and a (rows,)
+    bool mask of the vectors that are all zeros or not finite (left as zeros: an error only for a row the side
+    mines, prepare.join_bucket, as such a row of another tool's file may be one the side never reads).
 
     Raises:
         EmbeddingFileError: the file is cut short or not Parquet, or holds a null vector or vectors of several
@@ -59,8 +61,16 @@ def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarr
     if table.schema.metadata:
         metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
     ids = table.column("id").cast(pa.string()).combine_chunks()
-    vectors = file_unit_rows(loc, table, "embedding", None, RowIds(ids))
-    return ids, vectors, metadata
+    raw = file_matrix(loc, table, "embedding", None, RowIds(ids))
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(raw, axis=1)  # (rows,)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    vectors = np.zeros_like(raw)
+    if (~bad).any():
+        vectors[~bad] = file_unit_rows(
+            loc, table.filter(pa.array(~bad)), "embedding", None, RowIds(ids.filter(pa.array(~bad)))
+        )
+    return ids, vectors, metadata, bad
 
 
 def read_embeddings(uri: str, storage: StorageConfig) -> tuple[list[str], np.ndarray, dict[str, str]]:
