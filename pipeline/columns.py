@@ -41,7 +41,7 @@ TRUNCATED = "__rayembed_truncated"
 # Added by the embed job's read stage: true on the last row of each input file, so the driver counts files done
 # (pipeline.progress).
 FILE_DONE = "__rayembed_file_done"
-# Added by the read stages of both jobs to a whole local file's last block: the size, change token and sha256 it had
+# Added by the read stages of both jobs to a whole local file's last row: the size, change token and sha256 it had
 # while read (pipeline.read_content), so the driver can tell a touch of the file during the run from an edit.
 READ_AS = "__rayembed_read_as"
 

@@ -9,7 +9,7 @@ hashing threads reached it had no such hash, and the run failed for nothing. The
 read: it stats the file before its first block and after its last; when size and token did not move meanwhile
 (any write moves the ctime: pipeline.change_tokens), the rows are of the file at that token, and it hashes the file
 at that token (a stat after the hash again; a second read of bytes the page cache holds). The value travels on the
-file's last block (READ_AS), the write stage passes it on in its stats, and the driver compares:
+file's last row (READ_AS), the write stage passes it on in its stats, and the driver compares:
 
 * read at the listed token: the sha256 is of the listed bytes (the hash the driver lacked);
 * read at a later token: the rows are of the bytes now on disk when the file still has that token, or when its
@@ -60,8 +60,8 @@ def read_as(root: Location, rel: str, before: tuple[int, str] | None) -> str | N
 
 
 def with_read_content(root: Location, rel: str, whole: bool, blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    """`blocks` of one file with the READ_AS column: read_as on the rows of its last block when `whole` (the unit
-    reads the whole file) and the file is local, null elsewhere."""
+    """`blocks` of one file with the READ_AS column: read_as on its last row when `whole` (the unit reads the whole
+    file) and the file is local, null elsewhere (one value per file, whatever its rows)."""
     local = whole and isinstance(root.fs, pafs.LocalFileSystem)
     before = stat_token(root, rel) if local else None
     held = None
@@ -71,7 +71,7 @@ def with_read_content(root: Location, rel: str, whole: bool, blocks: Iterable[pa
         held = block
     if held is not None:
         value = read_as(root, rel, before) if local else None
-        yield held.append_column(READ_AS, pa.array([value] * held.num_rows, pa.string()))
+        yield held.append_column(READ_AS, pa.array([None] * (held.num_rows - 1) + [value], pa.string()))
 
 
 def read_values(block: pa.Table) -> list[str]:
