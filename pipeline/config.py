@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config
+from pipeline.config_loading import ConfigError, apply_overrides, load_config, load_yaml, parse_config, plain
 
 __all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
 
@@ -110,6 +110,16 @@ def accepts_bool(annotation: object) -> bool:
     if annotation is bool:
         return True
     return any(accepts_bool(arg) for arg in typing.get_args(annotation))
+
+
+def accepts_str(annotation: object) -> bool:
+    """Whether a field annotated `annotation` takes a string (str, `str | list[str]`, a Literal of strings)."""
+    if annotation is str:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(arg, str) for arg in args)
+    return any(accepts_str(arg) for arg in args)
 
 
 def not_blank(value: str | None) -> str | None:
@@ -208,11 +218,15 @@ class Section(BaseModel):
     @classmethod
     def _no_bool_for_numbers(cls, value: object, info: ValidationInfo) -> object:
         """`true`/`yes`/`on` where a number is expected is an error: pydantic's lax mode took it for 1
-        (`output.dimensions: true` stored 1-dimensional vectors, `compute.num_actors: yes` one actor)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if not accepts_bool(annotation):
-                raise ValueError(f"expects {type_words(annotation)}, not the boolean {str(value).lower()}")
+        (`output.dimensions: true` stored 1-dimensional vectors, `compute.num_actors: yes` one actor). An unquoted
+        yes / no / on / off (config_loading.YamlWord) is the word where the key takes a string (`lang: no`,
+        Norwegian), the boolean elsewhere."""
+        if info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        value = plain(value, wants_str=accepts_str(annotation) and not accepts_bool(annotation))
+        if isinstance(value, bool) and not accepts_bool(annotation):
+            raise ValueError(f"expects {type_words(annotation)}, not the boolean {str(value).lower()}")
         return value
 
 

@@ -26,6 +26,45 @@ from pydantic import BaseModel, ValidationError
 NULLS = {"null", "~", "Null", "NULL"}
 
 
+class YamlWord(str):
+    """An unquoted yes / no / on / off (any case) as written: YAML 1.1 reads it as a boolean, but `lang: no` is
+    Norwegian and `text_column: on` a column. `boolean` is YAML 1.1's reading; config.Section keeps the word where a
+    key takes a string and gives the boolean elsewhere (`overwrite: yes` is true, `num_actors: yes` still refused)."""
+
+    boolean: bool
+
+    def __new__(cls, text: str, boolean: bool):
+        word = super().__new__(cls, text)
+        word.boolean = boolean
+        return word
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader but for yes / no / on / off, which load as YamlWord (true and false stay booleans)."""
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool | YamlWord:
+        value = self.construct_scalar(node)
+        boolean = self.bool_values[value.lower()]
+        return boolean if value.lower() in ("true", "false") else YamlWord(value, boolean)
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:bool", ConfigLoader.construct_yaml_bool)
+
+
+def load_text(text: str) -> Any:
+    """A YAML document of a config or a `--set` value, yes / no / on / off kept as YamlWord."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader subclass
+
+
+def plain(value: Any, wants_str: bool) -> Any:
+    """`value` with every YamlWord in it (lists too) as its word (`wants_str`) or its boolean."""
+    if isinstance(value, YamlWord):
+        return str(value) if wants_str else value.boolean
+    if isinstance(value, list):
+        return [plain(v, wants_str) for v in value]
+    return value
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message says which key and how to fix it."""
 
@@ -90,17 +129,17 @@ def override_value(annotation: Any, text: str) -> Any:
     """The value of `--set key=text` for a field annotated `annotation` (None: unknown key)."""
     if annotation is not None and is_string_or_list(annotation) and text.lstrip().startswith("["):
         try:
-            return yaml.safe_load(text)  # --set input.uri=[a/, b/]
+            return load_text(text)  # --set input.uri=[a/, b/]
         except yaml.YAMLError:
             return text
     if annotation is not None and (is_string_field(annotation) or is_string_or_list(annotation)):
         quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
         if quoted:
-            return yaml.safe_load(text)  # '"query: "' -> 'query: ' for users who quote for YAML
+            return load_text(text)  # '"query: "' -> 'query: ' for users who quote for YAML
         optional = type(None) in typing.get_args(annotation)
         return None if optional and text in NULLS else text
     try:
-        value = yaml.safe_load(text)
+        value = load_text(text)
     except yaml.YAMLError:
         if annotation is not None and is_string_list(annotation) and text.strip()[:1] + text.strip()[-1:] == "[]":
             # [tags[0], lang]: a list position inside YAML's flow list is a syntax error there
@@ -140,7 +179,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseM
                 raise ConfigError(f"--set {item}: {part!r} is not a section")
             node = child
         annotation = field_annotation(model, key.split(".")) if model is not None else None
-        node[leaf] = override_value(annotation, value) if model is not None else yaml.safe_load(value)
+        node[leaf] = override_value(annotation, value) if model is not None else load_text(value)
     return raw
 
 
@@ -177,7 +216,7 @@ def load_yaml(
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_text(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(yaml_error_message(path, err)) from None
     if not isinstance(raw, dict):

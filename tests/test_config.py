@@ -369,6 +369,27 @@ def test_a_boolean_is_not_taken_for_a_number(tmp_path, extra, message):
     assert (cfg.model.normalize, cfg.model.compile) == (False, True)  # YAML booleans still work for booleans
 
 
+def test_yes_no_on_off_are_strings_where_a_string_is_expected(tmp_path):
+    """YAML 1.1 reads an unquoted no / on / yes / off as a boolean: `lang: no` (Norwegian) was refused 'expects a
+    string or list, not the boolean false', and a column named `on` too. Where a key takes a string the word is
+    kept as written; where it takes a boolean it is one; where it takes a number it is still refused."""
+    from pipeline.mine_config import MineConfig
+
+    text = (
+        "source: {uri: c.jsonl, lang: [de, no, NO], lang_column: lang, text_column: on}\n"
+        "target: {uri: c.jsonl, lang: Yes, lang_column: lang}\noutput: {uri: o, overwrite: yes}\n"
+        "model: {normalize: off}\n"
+    )
+    cfg = load_config(MineConfig, write(tmp_path, text))
+    assert (cfg.source.lang, cfg.source.text_column, cfg.target.lang) == (["de", "no", "NO"], "on", "Yes")
+    assert all(type(v) is str for v in [*cfg.source.lang, cfg.source.text_column, cfg.target.lang])
+    assert (cfg.output.overwrite, cfg.model.normalize) == (True, False)
+    cfg = load_config(MineConfig, write(tmp_path, text), ["source.lang=[no, en]", "target.lang=off"])
+    assert (cfg.source.lang, cfg.target.lang) == (["no", "en"], "off")
+    with pytest.raises(ConfigError, match=re.escape("compute.num_actors: Value error, expects an integer or null")):
+        load_config(MineConfig, write(tmp_path, text + "compute: {num_actors: no}\n"))
+
+
 @pytest.mark.parametrize("uri", ["gs://bucket/corpus", "hf://datasets/x/y", "abfs://c@a.dfs.core.windows.net/x"])
 @pytest.mark.parametrize("key", ["input.uri", "output.uri"])
 def test_a_location_of_another_scheme_is_a_config_error(tmp_path, uri, key):
