@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pipeline.change_tokens import listed_token
 from pipeline.config import SCHEME_HINT, StorageConfig
 from pipeline.delta_tables import LOG as DELTA_LOG
-from pipeline.delta_tables import check_iceberg, check_tables
+from pipeline.delta_tables import check_iceberg, enclosing_table, live_listing, table_roots
 from pipeline.errors import UserError
 from pipeline.s3_listing import head_object, list_objects
 from pipeline.special_entries import (
@@ -363,8 +363,15 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             )
         raise FileNotFoundError(f"no input files found at {uri} (check {key} and storage settings){skipped}")
     names = sorted(names, key=lambda n: n.path)
-    if delta_logs:
-        check_tables(root.fs, root.path, root.uri, [n.path for n in names], delta_logs, key)
+    s3 = root.uri.startswith("s3://")
+    for table in table_roots(delta_logs):  # a Delta table's folder: the files of its current version alone
+        where = posixpath.join(root.path, table) if table else root.path
+        names = live_listing(names, table, f"s3://{where}" if s3 else where, storage, key, complete=not pattern)
+    if not delta_logs and (enclosing := enclosing_table(root.fs, root.path)):  # a partition folder of a table
+        where, inside = enclosing
+        names = live_listing(names, "", f"s3://{where}" if s3 else where, storage, key, not pattern, inside)
+    if not names:  # a Delta table whose current version holds no file (every row deleted)
+        raise FileNotFoundError(f"no input files found at {uri}: the Delta table's current version holds no file")
     check_iceberg(root.uri, [n.path for n in names], key)
     if isinstance(root.fs, pafs.LocalFileSystem):
         if denied := list(unreadable_files(root.path, (n.path for n in names))):

@@ -499,3 +499,23 @@ def test_input_uri_list_over_two_s3_buckets_with_odd_keys(ray_session, tiny_mode
     ids = read_dataset(out, s3_server).column("id").to_pylist()
     want = [f"{bucket if k % 2 else other}/corpus/{name}#{i}" for k, name in enumerate(names) for i in range(3)]
     assert sorted(ids) == sorted(want)
+
+
+def test_a_delta_table_is_embedded_at_its_current_version(ray_session, tiny_models, tmp_path):
+    """A Delta table whose fr partition was overwritten: the job embeds the current version's rows once each, the
+    files the overwrite removed left out (they were embedded too, then refused), with the partition as a kept
+    column and ids `<file>#<row>` (pipeline/delta_tables.py)."""
+    deltalake = pytest.importorskip("deltalake")
+    table = str(tmp_path / "t")
+    texts = [r["text"] for r in RECORDS[:6]]
+    first = pa.table({"text": texts[:4], "lang": ["fr", "fr", "de", "de"]})
+    deltalake.write_deltalake(table, first, partition_by=["lang"])
+    fr = pa.table({"text": texts[4:], "lang": ["fr", "fr"]})
+    deltalake.write_deltalake(table, fr, mode="overwrite", predicate="lang = 'fr'")
+    live = pa.table(deltalake.DeltaTable(table).get_add_actions()).column("path").to_pylist()
+    out = str(tmp_path / "emb")
+    summary = run_embed(config(tiny_models["qwen3"], table, out, "parquet", output={"keep_columns": ["lang"]}))
+    assert (summary["rows_in"], summary["rows_embedded"], summary["input_files"]) == (4, 4, 2)
+    got = read_dataset(out).sort_by("id")
+    assert sorted(got.column("lang").to_pylist()) == ["de", "de", "fr", "fr"]
+    assert got.column("id").to_pylist() == sorted(f"{p}#{i}" for p in live for i in range(2))
