@@ -5,8 +5,11 @@ that token (a second read of bytes the page cache holds). The sib200 sample repe
 ids, in `--files` JSONL files, each one unit, read through the embed job's read UDF (pipeline.duplicate_ids.
 read_units) with text, id and two kept columns, in its own process; process CPU seconds and wall clock, median of
 `--rounds`. No model: this is the read stage alone (the model's work on the same rows takes far longer).
+`--parquet-blob-kb N`: Parquet files instead, each row with an N KB binary column the job does not read (images,
+audio: the read projects text, id and the kept columns, a hash reads every byte).
 
     .venv/bin/python bench/read_content_cost.py --baseline-ref main --mb 50 --files 20 --rounds 5
+    .venv/bin/python bench/read_content_cost.py --baseline-ref main --mb 600 --files 10 --parquet-blob-kb 40
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pipeline.duplicate_ids import read_units
 from pipeline.reading import ReadSpec
 from pipeline.storage import resolve
 from pipeline.units import Unit, unit_items
-spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), "jsonl", "text", "id", ("lang", "topic"))
+spec = ReadSpec(resolve(sys.argv[1], StorageConfig()), sys.argv[2], "text", "id", ("lang", "topic"))
 names = sorted(os.listdir(sys.argv[1]))
 wall, cpu = time.perf_counter(), time.process_time()
 rows = 0
@@ -46,15 +49,29 @@ print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, 
 """
 
 
-def run(code: Path, folder: Path) -> dict:
+def run(code: Path, folder: Path, fmt: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder)], env=env, capture_output=True, text=True, cwd=code, check=False
+        [sys.executable, "-c", CHILD, str(folder), fmt], env=env, capture_output=True, text=True, cwd=code, check=False
     )
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(line[len("RESULT ") :])
+
+
+def write_parquet(folder: Path, records: list[dict], file_bytes: int, files: int, blob_kb: int) -> None:
+    """`files` uncompressed Parquet files of about `file_bytes` each: the sample's records with unique ids and a
+    `blob_kb` KB random binary column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    per_file = max(1, file_bytes // (blob_kb * 1024))
+    for k in range(files):
+        rows = [{**records[i % len(records)], "id": f"{k}-{i}"} for i in range(per_file)]
+        table = pa.Table.from_pylist(rows)
+        blobs = pa.array([os.urandom(blob_kb * 1024) for _ in range(per_file)], pa.binary())
+        pq.write_table(table.append_column("blob", blobs), folder / f"part-{k:04d}.parquet", compression="none")
 
 
 def main() -> None:
@@ -63,6 +80,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=50)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parquet-blob-kb", type=int, default=0, help="Parquet with a binary column of N KB a row")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "read_content_cost.md")
     args = parser.parse_args()
     base_rev, head, dirty = revisions(args.baseline_ref)
@@ -71,7 +89,8 @@ def main() -> None:
         records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
         (work / "data").mkdir()
         copy = 0
-        for k in range(args.files):
+        fmt = "parquet" if args.parquet_blob_kb else "jsonl"
+        for k in range(args.files if fmt == "jsonl" else 0):
             with open(work / "data" / f"part-{k:04d}.jsonl", "w", encoding="utf-8") as f:
                 while f.tell() < args.mb * 10**6 // args.files:
                     f.write(
@@ -80,12 +99,14 @@ def main() -> None:
                         )
                     )
                     copy += 1
+        if fmt == "parquet":
+            write_parquet(work / "data", records, args.mb * 10**6 // args.files, args.files, args.parquet_blob_kb)
         baseline = extract(args.baseline_ref, work)
         load = os.getloadavg()
         runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
         for _ in range(args.rounds):
-            runs["baseline"].append(run(baseline, work / "data"))
-            runs["this tree"].append(run(REPO, work / "data"))
+            runs["baseline"].append(run(baseline, work / "data", fmt))
+            runs["this tree"].append(run(REPO, work / "data", fmt))
         load_after = os.getloadavg()
     rows = runs["baseline"][0]["rows"]
     assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
@@ -93,13 +114,16 @@ def main() -> None:
         "# The embed job's read stage over whole local files (bench/read_content_cost.py)",
         "",
         (
-            f"{args.mb} MB JSONL in {args.files} files (one unit each), {rows:,} rows, 4 keys read (text, id, 2 kept), "
+            f"{args.mb} MB {'JSONL' if fmt == 'jsonl' else f'Parquet (a {args.parquet_blob_kb} KB binary column a row, not read)'} "
+            f"in {args.files} files (one unit each), {rows:,} rows, 4 keys read (text, id, 2 kept), "
             f"read through pipeline.duplicate_ids.read_units. Baseline {base_rev[:10]}, this tree "
             f"{head}{' (uncommitted changes)' if dirty else ''}. Machine: {platform.machine()}, {os.cpu_count()} "
             f"cores, shared with other work: load average {load[0]:.1f} before, {load_after[0]:.1f} after. "
             f"Alternating processes, median of {args.rounds}. "
             f"`python bench/read_content_cost.py --baseline-ref {args.baseline_ref} --mb {args.mb} --files "
-            f"{args.files} --rounds {args.rounds}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+            f"{args.files} --rounds {args.rounds}"
+            f"{f' --parquet-blob-kb {args.parquet_blob_kb}' if fmt == 'parquet' else ''}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "",
         "| code | CPU s (median) | CPU s (all) | wall s (median) |",

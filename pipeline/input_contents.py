@@ -59,7 +59,7 @@ def changed_inputs(
     paths: tuple[str, ...],
     sha_of: Callable[[ListedFile], str | None] = lambda f: None,
     confirmed: dict[str, str] | None = None,
-    read: dict[str, tuple[int, str, str]] | None = None,
+    read: dict[str, tuple[int, str]] | None = None,
 ) -> dict[str, str]:
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
@@ -68,7 +68,7 @@ def changed_inputs(
     sha256 taken while it was as listed: ContentRecorder.sha_of) and is not a change when the content is the same
     (pipeline.reembed.sources.changed_now). `confirmed` ({path: token}, kept by the caller across calls): files
     whose content was found the listed one at that token, so that the later units of a split file touched once are
-    not hashed again each. `read`: {path: (size, token, sha256)} of the whole files as the unit's read task read
+    not hashed again each. `read`: {path: (size, token)} of the whole files as the unit's read task read
     them (pipeline.read_content), for a file the driver had not hashed as listed before its token moved. {} on S3,
     whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):

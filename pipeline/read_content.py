@@ -1,23 +1,22 @@
-"""What a read task read of a whole local input file: its size and change token while it was read, and the sha256
-of those bytes, so that the driver can tell a `touch` of the file from an edit also when it has no hash of the
-listed bytes.
+"""When a read task read a whole local input file: its size and change token while it was read (a stat before its
+first block and after its last), so that the driver can tell a file changed before the read from one changed after.
 
 Both jobs check a file's change token before they commit its rows (pipeline.input_contents.changed_inputs, the
-re-embed job's stage check); a token moved at the same size (a `touch`, an rsync/cp of the same bytes) is compared
-by content with the sha256 the driver took while the file had its listed token. A file touched before the driver's
-hashing threads reached it had no such hash, and the run failed for nothing. The read task knows which bytes it
-read: it stats the file before its first block and after its last; when size and token did not move meanwhile
-(any write moves the ctime: pipeline.change_tokens), the rows are of the file at that token, and it hashes the file
-at that token (a stat after the hash again; a second read of bytes the page cache holds). The value travels on the
-file's last row (READ_AS), the write stage passes it on in its stats, and the driver compares:
+re-embed job's stage check). Any write moves a local file's ctime (pipeline.change_tokens), so when size and token
+did not move during the read, the rows are of the file at that token, and the driver compares it with the listing:
 
-* read at the listed token: the sha256 is of the listed bytes (the hash the driver lacked);
-* read at a later token: the rows are of the bytes now on disk when the file still has that token, or when its
-  bytes now hash the same (pipeline.reembed.sources.changed_now).
+* read at the listed token: the rows are of the listed file, whatever happened to it after the read (a touch, an
+  edit, an append: the next run sees that change); no hash is needed;
+* read at a later token (touched or rewritten between the listing and the read): the rows are of the bytes now on
+  disk when the file still has that token (pipeline.reembed.sources.changed_now; the re-embed job hashes those
+  bytes on the driver for its manifest), else a change.
 
-Only whole files are hashed: a split file's units (Parquet row groups, JSONL byte ranges) read parts of it at
-different times, so no unit's read proves the others'. S3 objects are not: their ETag is checked by one listing at
-the end of the run. Light imports: runs in every read task.
+No hash is taken here: both jobs' drivers already hash every local file once (the embed job's ContentRecorder, the
+re-embed job's content_tokens), and a second pass in the read task read every byte again: for a Parquet file read
+for one text column beside wide others that was most of the read task's CPU (bench/read_content_cost.py).
+Only whole files: a split file's units (Parquet row groups, JSONL byte ranges) read parts of it at different times,
+so no unit's read proves the others'. S3 objects are not: their ETag is checked by one listing at the end of the run.
+Light imports: runs in every read task.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token
 from pipeline.columns import READ_AS
-from pipeline.reembed.sources import content_token
 from pipeline.storage import Location
 
 
@@ -46,17 +44,11 @@ def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
 
 
 def read_as(root: Location, rel: str, before: tuple[int, str] | None) -> str | None:
-    """`[path, size, token, "sha256:<hex>"]` (JSON) of a local file read whole at (size, token) `before`, when it
-    still has them after the read and after its hash; None when it moved meanwhile, is gone, or cannot be read."""
+    """`[path, size, token]` (JSON) of a local file read whole at (size, token) `before`, when it still has them
+    after the read; None when it moved meanwhile or is gone."""
     if before is None or stat_token(root, rel) != before:
         return None
-    try:
-        sha = content_token(root, rel)
-    except OSError:
-        return None
-    if stat_token(root, rel) != before:
-        return None
-    return json.dumps([rel, before[0], before[1], sha])
+    return json.dumps([rel, before[0], before[1]])
 
 
 def with_read_content(root: Location, rel: str, whole: bool, blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
@@ -81,10 +73,10 @@ def read_values(block: pa.Table) -> list[str]:
     return [v for v in pc.unique(block.column(READ_AS)).to_pylist() if v is not None]
 
 
-def parse_read(values: Iterable[str]) -> dict[str, tuple[int, str, str]]:
-    """{path: (size, token, sha256)} of read_as values."""
+def parse_read(values: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """{path: (size, token)} of read_as values."""
     parsed = {}
     for value in values:
-        path, size, token, sha = json.loads(value)
-        parsed[path] = (size, token, sha)
+        path, size, token = json.loads(value)[:3]
+        parsed[path] = (size, token)
     return parsed

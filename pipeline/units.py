@@ -396,8 +396,8 @@ class UnitProgress:
         self.done: set[str] = set()
         self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
         self.actor_vectors: dict[str, int] = {}  # vectors per embedding actor, this attempt
-        # what the read tasks read of each whole local file (pipeline.read_content): {path: (size, token, sha256)}
-        self.read: dict[str, tuple[int, str, str]] = {}
+        # what the read tasks read of each whole local file (pipeline.read_content): {path: (size, token)}
+        self.read: dict[str, tuple[int, str]] = {}
 
     def add(self, stats: pa.Table) -> list[tuple[Unit, dict[str, int]]]:
         """Fold in one batch of write stats; returns (unit, counts) for the units that just became complete.

@@ -32,10 +32,10 @@ def reembed_read(spec: ReadSpec, names: list[str]) -> dict:
 def test_a_file_touched_before_the_driver_hashed_it_is_checked_against_what_the_read_task_read(tmp_path, caplog):
     """A `touch` (an rsync/cp of the same bytes) of an input file after the listing and before the driver's hashing
     threads reached it left no hash of the listed bytes: both jobs' checks failed the run with InputChangedError
-    ('no hash of its listed content'). The read task now reports the size, token and sha256 of the whole file it
-    read: read at the listed token, that is the listed content; read after the touch, the rows are of the file as it
-    is now when its bytes are the bytes read. An edit after the read is still a change; an empty file is its own
-    content."""
+    ('no hash of its listed content'). The read task now reports the size and token at which it read the whole
+    file (no hash: a second read of every byte): read at the listed token, the rows are of the listed file whatever
+    happens to it after; read after the touch, the rows are of the file as it is now while it keeps the token read.
+    A file changed again after a read at a later token is still a change; an empty file is its own content."""
     root = resolve(str(tmp_path), StorageConfig())
     for name, text in {"a": b'{"text": "x"}\n', "b": b'{"text": "y"}\n', "c": b'{"text": "w"}\n', "e": b""}.items():
         (tmp_path / f"{name}.jsonl").write_bytes(text)
@@ -46,6 +46,7 @@ def test_a_file_touched_before_the_driver_hashed_it_is_checked_against_what_the_
         touch(tmp_path / f"{name}.jsonl")
     read |= reembed_read(spec, ["a.jsonl", "b.jsonl"])  # a and b are read after their touch
     (tmp_path / "b.jsonl").write_bytes(b'{"text": "z"}\n')  # an edit of the same size after its read
+    (tmp_path / "c.jsonl").write_bytes(b'{"text": "v"}\n')  # c too: read as listed, its rows are the listed ones
     assert read["c.jsonl"][1] == listed["c"].token and read["a.jsonl"][1] != listed["a"].token
     with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
         # old code: 'no hash of its listed content to compare with' for each
@@ -53,8 +54,11 @@ def test_a_file_touched_before_the_driver_hashed_it_is_checked_against_what_the_
         assert changed_since_listed(root, listed["c"], None, read["c.jsonl"]) is None
         assert changed_since_listed(root, listed["e"]) is None
     assert "its rows are of the file as it is now (change token compared)" in caplog.text
-    assert "content is the listed one" in caplog.text
-    assert "other content: sha256" in changed_since_listed(root, listed["b"], None, read["b.jsonl"])
+    assert "changed after this run read it as listed" in caplog.text
+    assert "changed again after this run read it" in changed_since_listed(root, listed["b"], None, read["b.jsonl"])
+    (tmp_path / "c.jsonl").unlink()  # gone after its read as listed: still the listed file's rows
+    assert changed_since_listed(root, listed["c"], None, read["c.jsonl"]) is None
+    (tmp_path / "c.jsonl").write_bytes(b'{"text": "w"}\n')
     assert "no hash of its listed content" in changed_since_listed(root, listed["a"])  # nothing read: as before
 
     # the embed job: its read task (duplicate_ids.read_units) reports whole files, packed ones too, not split ones

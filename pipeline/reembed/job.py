@@ -56,6 +56,7 @@ from pipeline.reembed.sources import (
     content_token,
     content_tokens,
     hash_as_listed,
+    hash_as_read,
     listed_source,
     scan_sources,
 )
@@ -243,8 +244,8 @@ def embed_files(
                 changed[entry.path] = how
                 continue
             if entry.content is None and read is not None and read[0] == entry.size:
-                # not hashed as listed before its token moved: the content its rows hold is the content it read
-                entry = dataclasses.replace(entry, content=read[2])
+                # not hashed as listed before its token moved: the content its rows hold, while the file still has it
+                entry = dataclasses.replace(entry, content=hash_as_read(root, entry.path, read))
             lease.check()
             put_json(entry.__dict__, layout.marker(entry.key))
             entries.append(entry)

@@ -91,7 +91,7 @@ def source_now(root: Location, rel: str) -> SourceFile | None:
 
 
 def changed_since_listed(
-    root: Location, src: SourceFile, sha: str | None = None, read: tuple[int, str, str] | None = None
+    root: Location, src: SourceFile, sha: str | None = None, read: tuple[int, str] | None = None
 ) -> str | None:
     """How `src` differs now from when it was listed (`listed 120 bytes, now 180 bytes`), or None when its size and
     change token are the same. Any write moves a local file's ctime and an S3 object's ETag, so a file found
@@ -99,12 +99,10 @@ def changed_since_listed(
     A file whose token alone moved (a `touch`, `chmod`, an rsync/cp of the same bytes) is hashed and compared with
     `sha` (its sha256 taken while it had the listed token: hash_as_listed): None, with an INFO line, when the content
     is the same; no `sha` (none taken while it was as listed) or other content is a change saying which, unless
-    `read` (what the run's read task read of it: pipeline.read_content) is the listed file or the file now
-    (changed_now)."""
+    `read` (the (size, token) at which the run's read task read it whole: pipeline.read_content) says its rows are of
+    the listed file or of the file now (changed_now)."""
     now = source_now(root, src.path)
-    if now is None:
-        return f"listed with {src.size} bytes, now gone"
-    return changed_now(root, src.path, src.size, src.token, (now.size, now.token), sha, read)
+    return changed_now(root, src.path, src.size, src.token, None if now is None else (now.size, now.token), sha, read)
 
 
 def changed_now(
@@ -114,16 +112,25 @@ def changed_now(
     token: str,
     now: tuple[int, str] | None,
     sha: str | None,
-    read: tuple[int, str, str] | None = None,
+    read: tuple[int, str] | None = None,
 ) -> str | None:
     """How a local file listed with `size` and change `token` differs from `now` ((size, token), None when gone),
-    or None when it is the listed file: same size and token, or same size and the content of `sha` (`sha256:<hex>`
-    of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks.
+    or None when its rows are of the listed file: same size and token, or same size and the content of `sha`
+    (`sha256:<hex>` of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks.
 
-    `read`: (size, token, sha256) of the whole file as the run's read task read it (pipeline.read_content), for a
-    file whose listed bytes the driver did not hash before its token moved: read at the listed token, its sha256 is
-    that of the listed bytes; read at a later token, the rows are of the bytes now when the file still has that
-    token or hashes the same (an INFO line says so). An empty file is its own content."""
+    `read`: (size, token) at which the run's read task read the whole file (pipeline.read_content). Read at the
+    listed ones, its rows are of the listed file whatever happened to it after the read (the next run sees that);
+    read at a later token (a touch or a rewrite between the listing and the read), its rows are of the file as it is
+    now when it still has that token (an INFO line says which). An empty file is its own content."""
+    if read is not None and read == (size, token):
+        if now != (size, token):
+            log.info(
+                "%s: changed after this run read it as listed (%s): its rows are of the listed file; the next run "
+                "sees the change",
+                root.join(rel).uri,
+                "now gone" if now is None else f"now {now[0]} bytes, change token {now[1]}",
+            )
+        return None
     if now is None:
         return f"listed with {size} bytes, now gone"
     if now[0] != size:
@@ -132,10 +139,7 @@ def changed_now(
         return None
     moved = f"listed with change token {token}, now {now[1]} (same size"
     if sha is None and read is not None and read[0] == size:
-        if read[1] == token:
-            sha = read[2]  # read as listed: the bytes it read are the listed ones
-        else:
-            return same_as_read(root, rel, now, read, moved)
+        return same_as_read(root, rel, now, read, moved)
     if sha is None:
         return f"{moved}; no hash of its listed content to compare with, so its content may have changed)"
     try:
@@ -152,21 +156,16 @@ def changed_now(
     return None
 
 
-def same_as_read(root: Location, rel: str, now: tuple[int, str], read: tuple[int, str, str], moved: str) -> str | None:
+def same_as_read(root: Location, rel: str, now: tuple[int, str], read: tuple[int, str], moved: str) -> str | None:
     """changed_now for a file whose token moved before the run read it and whose listed bytes were not hashed: None,
-    with an INFO line, when the bytes now are the bytes read (the same token, else the same sha256)."""
+    with an INFO line, when the file still has the token it was read at (its bytes now are the bytes read)."""
     if now[1] != read[1]:
-        try:
-            sha_now = content_token(root, rel)
-        except OSError as err:
-            return f"{moved}; cannot read it to compare its content: {err})"
-        if sha_now != read[2]:
-            return f"{moved}, other content: sha256 {read[2][7:19]}... read, {sha_now[7:19]}... now)"
+        return f"{moved}; changed again after this run read it at change token {read[1]})"
     log.info(
         "%s: its change token moved before this run read it, before its listed content was hashed (a touch, a copy "
-        "of the same bytes, or a same-size edit): its rows are of the file as it is now (%s compared): going on",
+        "of the same bytes, or a same-size edit): its rows are of the file as it is now (change token compared): "
+        "going on",
         root.join(rel).uri,
-        "change token" if now[1] == read[1] else "sha256",
     )
     return None
 
@@ -181,6 +180,12 @@ def hash_as_listed(root: Location, src: SourceFile) -> str | None:
         return sha if local_source(root, src.path) == src else None
     except FileNotFoundError:
         return None
+
+
+def hash_as_read(root: Location, rel: str, read: tuple[int, str]) -> str | None:
+    """hash_as_listed of the file as a read task read it ((size, token): pipeline.read_content): the sha256 of the
+    bytes its rows hold, while it still has them; None otherwise."""
+    return hash_as_listed(root, SourceFile(rel, *read))
 
 
 def changed_files_message(root: Location, changed: dict[str, str]) -> str:

@@ -152,8 +152,8 @@ class Progress:
         self.done: set[str] = set()
         self.tokens = 0
         self.computed_tokens = 0
-        # what the read tasks read of each local file (pipeline.read_content): {path: (size, token, sha256)}
-        self.read: dict[str, tuple[int, str, str]] = {}
+        # what the read tasks read of each local file (pipeline.read_content): {path: (size, token)}
+        self.read: dict[str, tuple[int, str]] = {}
 
     def add(self, stats: pa.Table) -> list[FileEntry]:
         """Fold in one batch of write stats; returns the files that just became complete."""
