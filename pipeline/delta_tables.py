@@ -6,7 +6,8 @@ the folder's Parquet files embeds rows the table no longer has. The listing skip
 `_` name, and current_files asks deltalake which files the table's current version holds: the others are left out
 of the listing (one INFO line per table says how many), so a job embeds the table's rows. The log is read by
 delta-rs (classic, multi-part and v2 checkpoints, `_last_checkpoint`, logs cleaned up after a checkpoint), not here.
-deltalake is imported only when a listing holds a `_delta_log/`.
+A table is found as the listing root, in a folder below it (its `_delta_log/` listed), or above it when the root is
+one of its `key=value` partition folders (enclosing_table). deltalake is imported only when a table is found.
 
 Refused, as Parquet files alone cannot give the table's rows: deletion vectors (rows deleted in place), column
 mapping (the files' column names are not the table's), a protocol delta-rs cannot read, partition values a file's
