@@ -20,18 +20,18 @@ names their content (pipeline.fingerprint.content_moves).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow.fs as pafs
 
-from pipeline.change_tokens import local_token, same_token
+from pipeline.change_tokens import same_token
 from pipeline.commit import RUN_DIR
 from pipeline.etags import same_object
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
+from pipeline.read_content import stat_token
 from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token
 from pipeline.storage import ListedFile, Location
 
@@ -42,15 +42,6 @@ CONTENTS = f"{RUN_DIR}/contents.json"
 
 def is_local(root: Location) -> bool:
     return isinstance(root.fs, pafs.LocalFileSystem)
-
-
-def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
-    """(size, change token) of a local file now; None when it is gone."""
-    try:
-        st = os.stat(root.join(rel).path)
-    except FileNotFoundError:
-        return None
-    return st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns)
 
 
 def changed_inputs(
