@@ -8,7 +8,10 @@ So each job records its rules (`pipeline.bitext.resume.mine_rules`, `pipeline.cl
 one short text per rule with its version number and the constants it uses, read from the code at run time, so a
 changed constant changes the record by itself; a change of a formula bumps its version in that text, in the same
 commit. A resume whose recorded rules differ from this version's is refused naming each rule (`check_rules`). A run
-recorded before rules were recorded has none: every rule reads '(absent)', and it is refused as well.
+recorded before rules were recorded has none: every rule reads '(absent)', and it is refused as well. A rule the
+run's configuration does not use (mining's languages rule without a lang_column, clustering's dedup rule without
+dedup) decides nothing of its results: `applied` takes it as the run recorded it, so a resume across a change of it
+(or across the version that added it) goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,24 @@ PREFIX = "rules."
 def rule_fields(rules: dict[str, str]) -> dict[str, str]:
     """The fingerprint fields of `rules` ({name: 'version: what the rule is'})."""
     return {PREFIX + name: text for name, text in rules.items()}
+
+
+def applied(rules: dict[str, str], unused: set[str], recorded: dict[str, Any] | None) -> dict[str, str]:
+    """The rules a run is checked and fingerprinted with: this version's `rules`, but those named in `unused` (rules
+    its configuration does not use) as `recorded` holds them, left out where it holds none. A new run (`recorded`
+    None) records them all.
+
+    Args:
+        rules: this version's rules, {name: 'version: the rule'}.
+        unused: names of the rules the run's configuration does not use.
+        recorded: the recorded run (`commit.check_available`'s result), None when there is none.
+    """
+    if recorded is None:
+        return dict(rules)
+    fingerprint = recorded.get("fingerprint", {})
+    kept = {name: text for name, text in rules.items() if name not in unused}
+    was = {name: fingerprint[PREFIX + name] for name in rules if name in unused and PREFIX + name in fingerprint}
+    return kept | was
 
 
 def check_rules(out: Location, recorded: dict[str, Any] | None, rules: dict[str, str], job: str) -> None:

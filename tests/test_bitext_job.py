@@ -937,6 +937,51 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     assert run_mine(cfg)["pairs_kept"] == first["pairs_kept"]  # the same rules: resumed
 
 
+def test_a_resume_across_a_change_of_a_rule_the_run_does_not_use_goes_on(tmp_path):
+    """824ef6c added rules.languages (the lang_column matching): an unfinished run recorded before it, of a config
+    with no lang_column, was refused 'rules.languages: (absent) -> 1: ...' and had to start over, though the rule
+    decides nothing without a lang_column; so with rules.center and rules.dedup changed and center / dedup off. A
+    rule the run uses still refuses (rules.knn here; with a lang_column, rules.languages)."""
+    from pipeline.bitext import resume
+
+    rng = np.random.default_rng(9)
+    n = 10
+    vectors = random_unit(rng, n, 8)
+    (tmp_path / "src.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    (tmp_path / "tgt.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    raw = {
+        "source": {"uri": str(tmp_path / "src.txt"), "format": "text", "lang": "fra"},
+        "target": {"uri": str(tmp_path / "tgt.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "block_size": 16, "dedup": False},
+    }
+    raw["source"]["embeddings_uri"] = write_embeddings(tmp_path / "es", [f"src.txt#{i}" for i in range(n)], vectors)
+    raw["target"]["embeddings_uri"] = write_embeddings(tmp_path / "et", [f"tgt.txt#{i}" for i in range(n)], vectors)
+    cfg = parse_config(MineConfig, raw)
+    first = run_mine(cfg)
+    recorded_at = tmp_path / "out" / "_run" / "fingerprint.json"
+    recorded = json.loads(recorded_at.read_text())
+
+    def unfinished(**rules):
+        for done in ("_SUCCESS", "summary.json"):  # as if killed after its last pair, before its summary
+            (tmp_path / "out" / done).unlink(missing_ok=True)
+        fingerprint = {k: v for k, v in recorded["fingerprint"].items() if k != "rules.languages"}
+        fingerprint |= {f"rules.{name}": text for name, text in rules.items()}
+        recorded_at.write_text(json.dumps({**recorded, "fingerprint": fingerprint}))
+
+    unfinished(center="1: an older centring", dedup="0: an older dedup")  # recorded before rules.languages
+    again = run_mine(cfg)
+    assert (again["resumed"], again["pairs_kept"]) == (True, first["pairs_kept"])
+    unfinished(knn="1: an older neighbour search")
+    with pytest.raises(OutputExistsError, match=r"rules\.knn: 1: an older neighbour search -> 2: "):
+        run_mine(cfg)
+    assert "rules.languages" not in str(pytest.raises(OutputExistsError, run_mine, cfg).value)
+    with_lang = parse_config(MineConfig, {**raw, "source": {**raw["source"], "format": "jsonl", "lang_column": "l"}})
+    older = {"fingerprint": {k: v for k, v in recorded["fingerprint"].items() if k != "rules.languages"}}
+    assert "languages" in resume.applied_mine_rules(with_lang, older)  # compared: refused as (absent)
+    assert "languages" not in resume.applied_mine_rules(cfg, older)
+
+
 def test_an_embeddings_file_of_another_tool_is_refused_naming_the_columns_to_give(tmp_path):
     """Vectors written by another tool (sentence-transformers' or TEI's, saved as a 'vector' column) were refused
     with 'embedding column 'embedding' not found ... (set input.embedding_column)', a key the mining config does not

@@ -547,6 +547,38 @@ def test_a_resume_goes_on_after_a_touch_of_the_input_and_refuses_an_edit(ray_ses
         run_cluster(cfg)
 
 
+def test_a_resume_across_a_change_of_a_rule_the_run_does_not_use_goes_on(tmp_path):
+    """04db3b8 bumped rules.dedup 3 -> 4: an unfinished run without clustering.dedup recorded before it was refused
+    'rules.dedup: 3: ... -> 4: ...' (start over), though dedup decides nothing of its results; so a center rule
+    without center_by. Such rules are taken as recorded (rules.applied): the check passes and the fingerprint
+    commit.begin compares is the recorded one. With dedup on, the change still refuses."""
+    from pipeline import commit
+    from pipeline.clustering import resume
+    from pipeline.fingerprint import differences
+    from pipeline.rules import check_rules
+    from pipeline.storage import list_inputs, resolve
+
+    (tmp_path / "emb").mkdir()
+    part = tmp_path / "emb" / "part-0.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(6)], "embedding": pa.array(list(unit_rows(6, 4, 5)))}), part)
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 2}}
+    cfg = parse_config(ClusterConfig, raw)
+    out = resolve(cfg.output.uri, cfg.storage)
+    listed = list_inputs(cfg.input.uri, cfg.storage)[1]
+    older = resume.cluster_fingerprint(cfg, listed) | {"rules.dedup": "3: an older dedup", "rules.center": "0: old"}
+    commit.begin(out, "cluster", False, older)  # an older version's run that recorded its fit
+    commit.mark_unit(out, resume.FIT_STAGE, {"sizes": [3, 3]})
+    recorded = commit.check_available(out, False, resumable=True)
+    rules = resume.applied_cluster_rules(cfg, recorded)
+    check_rules(out, recorded, rules, "cluster")
+    assert differences(older, resume.cluster_fingerprint(cfg, listed, rules)) == []
+    assert commit.begin(out, "cluster", False, resume.cluster_fingerprint(cfg, listed, rules))  # resumed
+
+    deduped = parse_config(ClusterConfig, {**raw, "clustering": {"k": 2, "dedup": {"eps": 0.05}}})
+    with pytest.raises(OutputExistsError, match=r"rules\.dedup: 3: an older dedup -> 4: "):
+        check_rules(out, recorded, resume.applied_cluster_rules(deduped, recorded), "cluster")
+
+
 def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(tmp_path, monkeypatch):
     """Rules of the code that decide the clusters changed without a configuration key changing (6b1fcb7 divides
     float16-stored rows by their norm, d83483b floors dedup's eps, 6498eba/dc78bdf stop k-means at the fixed point):
@@ -561,7 +593,8 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
     (tmp_path / "emb").mkdir()
     part = tmp_path / "emb" / "part-0.parquet"
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(6)], "embedding": pa.array(list(unit_rows(6, 4, 5)))}), part)
-    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 2}}
+    clustering = {"k": 2, "dedup": {"eps": 0.05}}  # dedup's rule is compared when dedup is on
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": clustering}
     cfg = parse_config(ClusterConfig, raw)
     out = resolve(cfg.output.uri, cfg.storage)
     fingerprint = resume.cluster_fingerprint(cfg, list_inputs(cfg.input.uri, cfg.storage)[1])

@@ -783,9 +783,10 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
     recorded = commit.check_available(out, cfg.output.overwrite, resumable=True)  # before listing the inputs
-    check_rules(out, recorded, resume.mine_rules(), "mine_bitext")  # a run of another version's rules
+    rules = resume.applied_mine_rules(cfg, recorded)  # those this config does not use as recorded
+    check_rules(out, recorded, rules, "mine_bitext")  # a run of another version's rules
     listings = Listings(cfg.storage)  # each input listed once: for the fingerprint, then reused by the reads
-    fingerprint = resume.mine_fingerprint(cfg, listings)
+    fingerprint = resume.mine_fingerprint(cfg, listings, rules)
     inputs = resume.input_listings(cfg, listings)
     # an input file touched since the run began (token moved, size not) is hashed and compared with its content
     same = same_content({key: root for key, (root, _) in inputs.items()}, out)

@@ -24,7 +24,7 @@ from pipeline.bitext.listings import Listings
 from pipeline.bitext.store import StoreRef
 from pipeline.fingerprint import listing_digest
 from pipeline.mine_config import MineConfig
-from pipeline.rules import rule_fields
+from pipeline.rules import applied, rule_fields
 from pipeline.storage import ListedFile, Location
 
 TEXTS, KNN = "texts", "knn"
@@ -41,7 +41,9 @@ OUTPUT_LAYOUT_KEYS = ("rows_per_file",)
 MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
 
 
-def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[str, Any]:
+def mine_fingerprint(
+    cfg: MineConfig, listings: Listings | None = None, rules: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The fields that decide whether an unfinished mining run may be resumed, by name.
 
     Each side's settings and input listing (count and sha256 of every path, size and change token, as for the embed job;
@@ -50,6 +52,7 @@ def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[
     holds their identity and refuses a resume when they changed.
 
     `listings`: the run's listings, which the reads and the join then reuse (one LIST per input, not two).
+    `rules`: the rules recorded (`applied_mine_rules`), by default this version's.
     """
     fields: dict[str, Any] = {}
     for name in ("source", "target"):
@@ -62,7 +65,21 @@ def mine_fingerprint(cfg: MineConfig, listings: Listings | None = None) -> dict[
     fields |= {f"output.{k}": v for k, v in sorted(output.items())}
     layout = {*LAYOUT_KEYS, *(EXACT_LAYOUT_KEYS if cfg.mining.index == "exact" else ())}
     mining = cfg.mining.model_dump(exclude={*RESOURCE_KEYS, *layout})
-    return fields | {f"mining.{k}": v for k, v in sorted(mining.items())} | rule_fields(mine_rules())
+    rules = mine_rules() if rules is None else rules
+    return fields | {f"mining.{k}": v for k, v in sorted(mining.items())} | rule_fields(rules)
+
+
+def unused_mine_rules(cfg: MineConfig) -> set[str]:
+    """The mining rules that decide nothing of this configuration's results: languages without a lang_column,
+    center and dedup when off."""
+    unused = set() if cfg.source.lang_column or cfg.target.lang_column else {"languages"}
+    unused |= set() if cfg.mining.center else {"center"}
+    return unused | (set() if cfg.mining.dedup else {"dedup"})
+
+
+def applied_mine_rules(cfg: MineConfig, recorded: dict[str, Any] | None) -> dict[str, str]:
+    """This version's mining rules as a run of `cfg` is checked and fingerprinted with (pipeline.rules.applied)."""
+    return applied(mine_rules(), unused_mine_rules(cfg), recorded)
 
 
 def mine_rules() -> dict[str, str]:

@@ -315,7 +315,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     start = time.perf_counter()
     out = resolve(cfg.output.uri, cfg.storage)
     recorded = commit.check_available(out, cfg.output.overwrite, resumable=True)  # before the embed step
-    check_rules(out, recorded, resume.cluster_rules(), "cluster")  # a run of another version's rules
+    rules = resume.applied_cluster_rules(cfg, recorded)  # those this config does not use as recorded
+    check_rules(out, recorded, rules, "cluster")  # a run of another version's rules
     reused: list[str] = []
     if cfg.embed is not None:
         log.info("embedding %s first", cfg.embed.input.uri)
@@ -326,7 +327,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     files = [f.path for f in listed]
     cfg = with_chunk_index(cfg, root.join(files[0]))
     dim, paths = inspect_input(cfg, root, files)
-    fingerprint = resume.cluster_fingerprint(cfg, listed)
+    fingerprint = resume.cluster_fingerprint(cfg, listed, rules)
     # an input file touched since the run began (token moved, size not) is hashed and compared with its content
     same = same_content({"input.listing": root}, out)
     resumed = commit.begin(out, "cluster", cfg.output.overwrite, fingerprint, same_content=same)

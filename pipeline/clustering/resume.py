@@ -29,7 +29,7 @@ from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering.kmeans import FitResult, Iteration
 from pipeline.fingerprint import listing_digest
 from pipeline.objects import delete_files, list_tree
-from pipeline.rules import rule_fields
+from pipeline.rules import applied, rule_fields
 from pipeline.storage import ListedFile, Location, read_bytes, write_bytes
 
 FIT_STAGE, ITERATION_STAGE = "fit", "fit-iteration"
@@ -40,7 +40,9 @@ CENTROIDS = f"{FIT_DIR}/centroids.npy"
 CHECKPOINT_SECONDS = 30.0
 
 
-def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[str, Any]:
+def cluster_fingerprint(
+    cfg: ClusterConfig, listed: list[ListedFile], rules: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The fields that decide whether an unfinished clustering run may be resumed, by name.
 
     Everything that changes the assignments: the input listing (count and sha256 of every path, size and change token, as
@@ -55,8 +57,15 @@ def cluster_fingerprint(cfg: ClusterConfig, listed: list[ListedFile]) -> dict[st
         "input.text_column": cfg.input.text_column,
         "output.keep_columns": list(cfg.output.keep_columns),
         **{f"clustering.{k}": v for k, v in sorted(cfg.clustering.model_dump().items())},
-        **rule_fields(cluster_rules()),
+        **rule_fields(cluster_rules() if rules is None else rules),
     }
+
+
+def applied_cluster_rules(cfg: ClusterConfig, recorded: dict[str, Any] | None) -> dict[str, str]:
+    """This version's clustering rules as a run of `cfg` is checked and fingerprinted with (pipeline.rules.applied):
+    dedup's without clustering.dedup and center's without clustering.center_by as the run recorded them."""
+    unused = set() if cfg.clustering.dedup else {"dedup"}
+    return applied(cluster_rules(), unused | (set() if cfg.clustering.center_by else {"center"}), recorded)
 
 
 def cluster_rules() -> dict[str, str]:
