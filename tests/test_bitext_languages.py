@@ -32,6 +32,12 @@ def test_a_code_in_another_script_or_region_is_named_as_the_likely_miss():
         ("pt-BR", ["por_Latn", "pt", "por"]),
         ("ar", ["arb", "arb_Arab", "ara"]),
         ("fra", ["fr ", "FR", "fre"]),
+        ("no", ["nob", "nb", "nob_Latn", "NO", "nor", "no-NO"]),  # Tatoeba's and FLORES' Norwegian is Bokmal
+        ("nb", ["no", "nob"]),
+        ("nn", ["nno", "nno_Latn"]),
+        ("he", ["iw", "heb"]),  # deprecated ISO 639-1 codes
+        ("id", ["in", "ind_Latn"]),
+        ("tl", ["fil", "tgl_Latn"]),
     ],
 )
 def test_codes_of_one_language_in_any_standard_form_match(code, values):
@@ -48,6 +54,8 @@ def test_a_script_or_region_written_in_the_code_is_kept(code, values):
     for value in values:
         assert candidates(value, (code,)) == (), value
     assert candidates("1", ("1", "2")) == ("1",) and candidates("1", ("01",)) == ()  # not codes: as written
+    assert candidates("nno", ("no",)) == candidates("nn", ("nb",)) == ()  # Nynorsk is not Bokmal's `no`
+    assert candidates("yue", ("zh",)) == candidates("zh", ("yue",)) == ()  # Cantonese is its own language
 
 
 def test_a_bare_code_against_two_scripts_is_ambiguous_and_a_code_written_in_the_data_says_which():

@@ -3,7 +3,7 @@ are named when a listed language has no rows.
 
 A value matches `lang` by its string form (an integer column's 1 is the language "1"), or, when both are language
 codes, by the language they name (`langcodes`: ISO 639-1, 639-2/B and /T, 639-3, BCP-47 and FLORES' `deu_Latn` in any
-case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`). A script or region written
+case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`, `nob` is `no`). A script or region written
 in `lang` must be the value's (its written one, or the one its language and region imply: `zh-TW` is Hant); a bare
 `lang` takes every script and region of its language, except that values of several scripts (zho_Hans and zho_Hant
 for `zh`) are ambiguous: `values_taken` refuses them, naming them. A value equal to a listed `lang` goes to that one; a
@@ -23,6 +23,11 @@ from functools import lru_cache
 import langcodes
 
 SHOWN = 40  # values listed in the error, most rows first
+
+# Main members of a macrolanguage that langcodes (CLDR's table) leaves as their own language because they have a
+# two-letter code of their own: Norwegian Bokmal (nb, nob: Tatoeba's and FLORES' Norwegian) is what `no` names in
+# practice (CLDR's `no` locale is Bokmal); Nynorsk (nn) stays its own language.
+MAIN_MEMBERS = {"nb": "no"}
 
 
 def lang_key(value: object) -> str | None:
@@ -51,7 +56,8 @@ def parse(value: str) -> Tag | None:
         return None
     if not lang.language or lang.language == "und" or not lang.is_valid():
         return None
-    return Tag(lang.prefer_macrolanguage().language, lang.script, lang.territory, lang.maximize().script)
+    language = lang.prefer_macrolanguage().language
+    return Tag(MAIN_MEMBERS.get(language, language), lang.script, lang.territory, lang.maximize().script)
 
 
 def names(code: str, value: str) -> bool:

@@ -89,7 +89,8 @@ def mine_rules() -> dict[str, str]:
 
     History: margin 1 was LASER's cos / mean as is (before e7a1871); center 1 left a row equal to its language's mean
     a zero vector (before 21370e5); knn 1 gave a tie on a GPU to any of its rows (before torch_tiles' tie order);
-    vectors 1 used float16-stored rows as read (before 6b1fcb7).
+    vectors 1 used float16-stored rows as read (before 6b1fcb7); languages 1 took Norwegian Bokmal (nb, nob) for
+    another language than no.
     """
     from pipeline.bitext.margin import RATIO_FLOOR
     from pipeline.bitext.store import CENTRED_MIN_NORM
@@ -98,8 +99,8 @@ def mine_rules() -> dict[str, str]:
     return {
         "vectors": f"2: an embeddings_uri row further than {UNIT_TOLERANCE} from unit length is divided by its norm",
         "languages": (
-            "1: a lang_column value is a listed lang as written or, both being language codes, when langcodes reads "
-            "the same language (macrolanguage preferred) and the script or region the lang writes"
+            "2: a lang_column value is a listed lang as written or, both being language codes, when langcodes reads "
+            "the same language (macrolanguage preferred, nb as no) and the script or region the lang writes"
         ),
         "dedup": "1: texts deduplicated by exact string equality per side and language, the first row kept",
         "center": f"2: centred rows made unit length; a row within {CENTRED_MIN_NORM} of the mean keeps its direction",
