@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from pipeline.storage import GLOB_CHARS, HIDDEN_PREFIXES, glob_regex
+from pipeline.storage import GLOB_CHARS, HIDDEN_PREFIXES, glob_regex, matches_or_is_in_match
 
 # Paths an output's files take below it (the embed job's part files; the re-embed job's versioned folders): an input
 # glob that matches one of them would read the output back.
@@ -82,7 +82,8 @@ def overlap_error(output_key: str, output_uri: str, input_key: str, input_uri: s
         return None
     if pattern:
         matcher = glob_regex(pattern, input_key, input_uri)
-        if not any(matcher.fullmatch(posixpath.join(rel, sample)) for sample in OUTPUT_FILE_SAMPLES):
+        # a file the glob matches, or one in a folder it names (read whole: storage.matches_or_is_in_match)
+        if not any(matches_or_is_in_match(matcher, {}, posixpath.join(rel, f)) for f in OUTPUT_FILE_SAMPLES):
             return None
     return (
         f"{output_key} ({output_uri}) is inside the input {input_key} ({input_uri}): the next run would list the "

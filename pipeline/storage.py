@@ -6,6 +6,7 @@ instance/pod role, so they cannot leak into logs, configs or outputs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -298,6 +299,9 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             # (one the job's user may not enter failed `corpus/*.jsonl`; a big tree was walked for nothing)
             deep = not pattern or "/" in pattern or "**" in pattern
             entries = list(listed_entries(root, storage, recursive=deep))
+            if not deep and any(named_folder(matcher, root, e) for e in entries):
+                deep = True  # a folder the pattern names (`corpus/{2023,2024}`, `data/*`) is read whole: list it
+                entries = list(listed_entries(root, storage, recursive=True))
         except PermissionError as err:  # a folder below the input the job's user may not list: a bare traceback
             raise UnreadableEntryError(unreadable_message(key, root.uri, unlistable_folder(err), 0)) from err
         for entry in entries:
@@ -325,10 +329,11 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     if system and deep:  # a pattern of the base folder's names alone (`*.jsonl`) could not match in them anyway
         log.info(skipped_message(key, sorted(system)))
     if pattern:
-        names = [n for n in names if matcher.fullmatch(n.path)]
-        unreadable = [rel for rel in unreadable if matcher.fullmatch(rel)]
-        unaddressable = [(rel, path) for rel, path in unaddressable if matcher.fullmatch(rel)]
-        problems = [(rel, what) for rel, what in problems if matcher.fullmatch(rel)]
+        matched = functools.partial(matches_or_is_in_match, matcher, {})
+        names = [n for n in names if matched(n.path)]
+        unreadable = [rel for rel in unreadable if matched(rel)]
+        unaddressable = [(rel, path) for rel, path in unaddressable if matched(rel)]
+        problems = [(rel, what) for rel, what in problems if matched(rel)]
     if problems:
         rel, what, more = first_unreadable(root.path, problems)
         raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, more))
@@ -379,6 +384,40 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, len(denied) - 1))
         names = with_change_times(root, once_per_file(root, names, key))
     return root, names
+
+
+def rel_to(root: Location, path: str) -> str:
+    """`path` (listed below `root`) relative to it."""
+    return path.removeprefix(root.path.rstrip("/") + "/")
+
+
+def named_folder(matcher: re.Pattern, root: Location, entry: Entry) -> bool:
+    """Whether a listed entry is a folder (not hidden) that a glob names."""
+    rel = rel_to(root, entry.path)
+    folder = not entry.is_file and entry.problem is None and entry.readable
+    return folder and not posixpath.basename(rel).startswith(HIDDEN_PREFIXES) and in_folder_matched(matcher, rel)
+
+
+def in_folder_matched(matcher: re.Pattern, folder: str) -> bool:
+    """Whether a glob (`matcher`) names `folder` (relative to the pattern's base), with or without a trailing '/'."""
+    return matcher.fullmatch(folder) is not None or matcher.fullmatch(folder + "/") is not None
+
+
+def matches_or_is_in_match(matcher: re.Pattern, folders: dict[str, bool], rel: str) -> bool:
+    """Whether a listed file is matched by a glob, itself or through a folder the glob names (read whole, as a folder
+    given as input is, and as Spark's Hadoop globs read one): `corpus/{2023,2024}` and `data/*` read the files in
+    those folders; they said 'no input files found', or left a matched folder's files out beside matched files.
+    `folders` caches each folder's answer (a listing holds many files per folder)."""
+    if matcher.fullmatch(rel):
+        return True
+    parts = rel.split("/")
+    for depth in range(1, len(parts)):
+        folder = "/".join(parts[:depth])
+        if folder not in folders:
+            folders[folder] = in_folder_matched(matcher, folder)
+        if folders[folder]:
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ from pipeline.overlap import overlap_error
         ("/d/corpus/emb", "/d/corpus/*/*.parquet", "is inside"),
         ("/d/corpus/emb", "/d/corpus/*.jsonl", None),  # the glob lists no file of emb/
         ("/d/corpus/emb", "/d/corpus/*/*.jsonl", None),
+        ("/d/corpus/emb", "/d/corpus/*", "is inside"),  # a folder the glob names is read whole
+        ("/d/corpus/emb", "/d/corpus/{emb,2024}", "is inside"),
+        ("/d/corpus/emb/v1", "/d/corpus/e*", "is inside"),
+        ("/d/corpus/emb", "/d/corpus/{2023,2024}", None),
         ("/d/corpus/_emb", "/d/corpus", None),  # `_` folders are never listed as input
         ("/d/corpus/.cache/emb", "/d/corpus", None),
         ("/d/corpus2", "/d/corpus", None),  # whole segments, not string prefixes

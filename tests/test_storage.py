@@ -120,6 +120,30 @@ def test_brace_alternatives_match_either_part_and_a_brace_without_a_comma_is_lit
     assert list_files(f"{tmp_path}/{{x}}*", LOCAL)[1] == ["{x}.jsonl"]
 
 
+def test_a_folder_a_glob_names_is_read_whole(tmp_path, s3_bucket, s3_server):
+    """`corpus/{2023,2024}` or `corpus/*` naming folders said 'no input files found' (a glob matched files alone),
+    and `corpus/{2023,top.jsonl}` read top.jsonl and left 2023/'s files out without a word. A folder the glob names is
+    now read whole, as a folder given as input is and as Spark's Hadoop globs read one; a trailing '/' too. Local
+    and S3."""
+    rels = ["2023/a.jsonl", "2023/deep/b.jsonl", "2024/c.jsonl", "2025/d.jsonl", "top.jsonl", ".cache/x.jsonl"]
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    client, bucket = s3_bucket
+    for rel in rels:
+        client.put_object(Bucket=bucket, Key=f"globbed/{rel}", Body=b"x\n")
+    storage = StorageConfig(endpoint_url=s3_server)
+    for base, store in ((str(tmp_path), LOCAL), (f"s3://{bucket}/globbed", storage)):
+        years = ["2023/a.jsonl", "2023/deep/b.jsonl", "2024/c.jsonl"]
+        assert list_files(f"{base}/{{2023,2024}}", store)[1] == years
+        assert list_files(f"{base}/{{2023,2024}}/", store)[1] == years
+        assert list_files(f"{base}/202[34]", store)[1] == years
+        assert list_files(f"{base}/{{2023,top.jsonl}}", store)[1] == ["2023/a.jsonl", "2023/deep/b.jsonl", "top.jsonl"]
+        assert list_files(f"{base}/*", store)[1] == [*years, "2025/d.jsonl", "top.jsonl"]  # .cache hidden
+        assert list_files(f"{base}/*.jsonl", store)[1] == ["top.jsonl"]
+        assert list_files(f"{base}/*/*.jsonl", store)[1] == ["2023/a.jsonl", "2024/c.jsonl", "2025/d.jsonl"]
+
+
 @pytest.mark.parametrize("pattern", ["part[0.jsonl", "part[z-a].jsonl"])
 def test_an_invalid_pattern_is_a_config_error_naming_the_key(tmp_path, pattern):
     bracket_tree(tmp_path)
