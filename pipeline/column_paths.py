@@ -41,7 +41,7 @@ class Missing:
     kind: str | None = None
     index: int | None = None  # the list position asked for at `at` (`sentences[3]`), when the path stopped there
     items: int | None = None  # how many items the list at `at` has, when it is a list too short for `index`
-    key: str | None = None  # the map key the map at `at` gives `repeats` times (a Parquet map may repeat a key)
+    key: str | None = None  # the map key the map at `at` lacks, or gives `repeats` times (a Parquet map may repeat one)
     repeats: int | None = None
 
     def reason(self, name: str) -> str:
@@ -54,7 +54,8 @@ class Missing:
         if self.items is not None:
             return f"{self.at!r} has {self.items} items, no item [{self.index}]"
         if self.kind == "map":  # a map without the key
-            return f"{self.at!r} has no key {name[len(self.at) + 1 :].split('.')[0]!r}"
+            key = self.key if self.key is not None else name[len(self.at) + 1 :].split(".")[0]
+            return f"{self.at!r} has no key {key!r}"
         if self.index is not None and self.kind != "null":
             return f"{self.at!r} is {self.kind}, not a list"
         if self.fields is None:
@@ -196,8 +197,21 @@ def arrow_path(fields: pa.Schema | pa.StructType | Sequence[pa.Field], name: str
 
 def map_path(t: pa.MapType, name: str) -> tuple[str | int, ...] | Missing:
     """arrow_path inside a map<string, ...>: the first dotted segment is the key (its `[N]` positions taken in a
-    list value), the rest is walked in the value type."""
-    segment, _, after = name.partition(".")
+    list value), the rest is walked in the value type; where that cannot be walked, a key holding dots (`DC.title`,
+    `og.title`: `meta.DC.title` on map<string, string>), the first two segments, and so on, as a JSON object's keys
+    are read (json_value)."""
+    segments = name.split(".")
+    miss: Missing | None = None
+    for k in range(1, len(segments) + 1):
+        found = map_key_path(t, ".".join(segments[:k]), ".".join(segments[k:]))
+        if isinstance(found, tuple):
+            return found
+        miss = miss or found
+    return miss
+
+
+def map_key_path(t: pa.MapType, segment: str, after: str) -> tuple[str | int, ...] | Missing:
+    """map_path for one reading: `segment` the key (with `[N]` positions into a list value), `after` the rest."""
     key, positions = segment, ()
     value = plain(t.item_type)
     found = INDEXES.search(segment)
@@ -284,7 +298,7 @@ def arrow_null_parents(table: pa.Table | pa.RecordBatch, path: tuple[str | int, 
             counts = pc.list_value_length(all_values).to_pylist()
             for k, (n, null) in enumerate(zip(counts, column.is_null().to_pylist())):
                 if found[k] is None and not null and n is None:
-                    found[k] = Missing(at, None, "map")
+                    found[k] = Missing(at, None, "map", key=str(step))  # the key as read: it may hold dots
                 elif found[k] is None and n is not None and n > 1:
                     found[k] = Missing(at, None, "map", key=str(step), repeats=n)
         if index is not None:

@@ -901,6 +901,32 @@ def test_paths_through_a_parquet_map_read_its_keys_and_a_key_given_twice_is_a_re
         read_all(nested_spec(tmp_path, "parquet", text="j.title", id_column=None), "m.parquet")
 
 
+def test_a_parquet_map_key_holding_dots_is_read_as_a_json_objects_key_is(tmp_path):
+    """HTML meta tags as a Spark MapType (`meta['DC.title']`, `meta['og.title']`): `meta.DC.title` failed the job
+    "'meta.DC' is string, not a struct" (the first dotted segment was the key), though the same path reads the key
+    in a JSON object. A dotted key is read where the first segment's reading cannot be walked; a struct value's
+    field still comes first (`n.a.v` is n['a'].v)."""
+    meta = [[("DC.title", "T0"), ("lang", "de")], [("DC.title", "T1")], [("lang", "fr")]]
+    inner = [[("a.b", {"v": "ab"}), ("a", {"v": "a"})]] * 3
+    table = pa.table(
+        {
+            "meta": pa.array(meta, pa.map_(pa.string(), pa.string())),
+            "n": pa.array(inner, pa.map_(pa.string(), pa.struct([("v", pa.string())]))),
+        }
+    )
+    pq.write_table(table, tmp_path / "m.parquet")
+    rows = read_all(
+        nested_spec(tmp_path, "parquet", text="meta.DC.title", id_column=None, keep=["n.a.b.v"]), "m.parquet"
+    )
+    assert [(r[TEXT], r[REJECT], r["n.a.b.v"]) for r in rows] == [  # old code: InputFileError 'not a struct'
+        ("T0", None, "ab"),
+        ("T1", None, "ab"),
+        (None, "no text at 'meta.DC.title': 'meta' has no key 'DC.title'", "ab"),
+    ]
+    rows = read_all(nested_spec(tmp_path, "parquet", text="n.a.v", id_column=None), "m.parquet")
+    assert [r[TEXT] for r in rows] == ["a", "a", "a"]
+
+
 def test_a_column_literally_named_with_a_list_index_wins(tmp_path):
     """Spark names `col("sentences")[0]` 'sentences[0]': such a column is read as it is, before the list's item."""
     table = pa.table({"sentences[0]": ["literal"], "sentences": [["item"]]})
