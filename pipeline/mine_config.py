@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config import (
     BatchingConfig,
@@ -51,6 +51,14 @@ class SideConfig(InputConfig):
         description="Input columns carried into the pairs as src_<name> (source) or tgt_<name> (target), e.g. url; "
         "a dotted path into a struct (meta.url) gives src_meta.url.",
     )
+
+    @field_validator("lang", mode="before")
+    @classmethod
+    def _integer_langs(cls, value: object) -> object:
+        """An integer `lang` (`lang: 1`, `lang: [1, 2]`: a lang_column of integer ids) is its decimal text, the form a
+        lang_column value is compared in (languages.lang_key); it was refused 'Input should be a valid string'."""
+        as_text = lambda v: str(v) if type(v) is int else v  # not bool, not float
+        return [as_text(v) for v in value] if isinstance(value, list) else as_text(value)
 
     @property
     def langs(self) -> list[str]:

@@ -127,3 +127,19 @@ def test_language_lists_give_every_pair_but_a_language_with_itself():
     assert not parse_config(MineConfig, raw()).multi_pair  # the one-pair form keeps its layout
     with pytest.raises(ConfigError, match="no pair to mine"):
         parse_config(MineConfig, raw(source={**side, "lang": ["eng"]}, target={**side, "lang": ["eng"]}))
+
+
+def test_an_integer_lang_is_its_decimal_text(tmp_path):
+    """A lang_column of integer ids (1, 2) is matched by its values' decimal text (languages.lang_key), but `lang: 1`
+    and `lang: [1, 2]` were refused 'Input should be a valid string' (twice, once per form of the union): the text
+    is taken. A float or a boolean is still no language."""
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "source: {uri: c.jsonl, lang: 1, lang_column: l}\ntarget: {uri: c.jsonl, lang: [2, 3], lang_column: l}\n"
+        "output: {uri: o}\n"
+    )
+    cfg = load_config(MineConfig, path)
+    assert (cfg.source.lang, cfg.target.lang) == ("1", ["2", "3"])
+    assert load_config(MineConfig, path, ["target.lang=[2, de]"]).target.lang == ["2", "de"]
+    with pytest.raises(ConfigError, match="source.lang"):
+        load_config(MineConfig, path, ["source.lang=[1.5]"])
