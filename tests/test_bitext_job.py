@@ -206,6 +206,21 @@ def test_a_language_code_matches_the_datas_code_of_that_language_in_any_standard
     assert "source.lang 'de' matched the data's lang: deu_Latn (4 rows), ger (4 rows)" in caplog.text
 
 
+def test_a_float_lang_column_of_integer_ids_is_mined_by_the_integers(tmp_path):
+    """pandas writes an integer lang column with a missing value as float64: lang: 1 against it was 'no rows with lang
+    == 1; languages present: 1.0 (4), 2.0 (4), nan (4)'. Its values follow the id rule now (1.0 is 1, NaN null)."""
+    side = lang_corpus(tmp_path, [1.0, 2.0, float("nan")])
+    cfg = {
+        "source": {**side, "lang": 1},
+        "target": {**side, "lang": 2},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "k": 2},
+    }
+    summary = run_mine(parse_config(MineConfig, cfg))
+    assert summary["source"]["lang_matched"] == {"1": 4} and summary["pairs_kept"] > 0
+    assert summary["target"]["lang_matched"] == {"2": 4}
+
+
 def test_a_bare_code_against_data_in_two_scripts_is_refused_as_ambiguous(tmp_path):
     """lang: zh against zho_Hans and zho_Hant rows: a bare code must not merge two scripts, nor pick one."""
     side = lang_corpus(tmp_path, ["zho_Hans", "zho_Hant", "eng_Latn"])

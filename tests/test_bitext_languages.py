@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pipeline.bitext.languages import LanguageMatchError, candidates, languages_present, values_taken
+from pipeline.bitext.languages import LanguageMatchError, candidates, lang_key, languages_present, values_taken
 
 
 def test_a_code_in_another_script_or_region_is_named_as_the_likely_miss():
@@ -73,3 +73,19 @@ def test_a_value_naming_two_listed_codes_is_refused():
     matched = Counter({("de", "deu_Latn"): 3, ("deu", "deu_Latn"): 3})
     with pytest.raises(LanguageMatchError, match=r"deu_Latn \(6 rows\) names the language of 'de', 'deu'"):
         values_taken(matched, {"de": "source.lang", "deu": "source.lang"})
+
+
+def test_a_lang_value_follows_the_id_rule_for_numbers():
+    """pandas writes an integer lang column with a missing value as float64: `lang: 1` found no rows ('languages
+    present: 1.0 (3), nan (1)'), and NaN was a language 'nan'. An integral float is that integer, NaN a null, as for
+    ids (pipeline.row_ids); bytes (a binary column) are their text."""
+    assert [lang_key(v) for v in (1.0, 2, float("nan"), 2.5, None, b"de", "fr")] == [
+        "1",
+        "2",
+        None,
+        "2.5",
+        None,
+        "de",
+        "fr",
+    ]
+    assert candidates(lang_key(1.0), ("1",)) == ("1",)

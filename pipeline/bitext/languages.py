@@ -1,7 +1,7 @@
 """Language values of a `lang_column`: how a row's value is matched to a side's `lang`, and how the values present
 are named when a listed language has no rows.
 
-A value matches `lang` by its string form (an integer column's 1 is the language "1"), or, when both are language
+A value matches `lang` by its string form (an integer column's 1 is the language "1", and so is a float column's 1.0), or, when both are language
 codes, by the language they name (`langcodes`: ISO 639-1, 639-2/B and /T, 639-3, BCP-47 and FLORES' `deu_Latn` in any
 case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`, `nob` is `no`). A script or region written
 in `lang` must be the value's (its written one, or the one its language and region imply: `zh-TW` is Hant); a bare
@@ -16,6 +16,7 @@ Read tasks match loosely (`candidates`, per value); the driver, which sees every
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,8 +32,19 @@ MAIN_MEMBERS = {"nb": "no"}
 
 
 def lang_key(value: object) -> str | None:
-    """The language a row's `lang_column` value names: its string form; None for a null."""
-    return None if value is None else str(value)
+    """The language a row's `lang_column` value names: its string form; None for a null. Numbers follow the id rule
+    (pipeline.row_ids): a float with an integral value is that integer (`1.0` is '1': pandas writes an integer column
+    with a missing value as float64) and NaN is a null; bytes are their UTF-8 text."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 @dataclass(frozen=True)
