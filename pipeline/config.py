@@ -351,7 +351,8 @@ class ModelConfig(Section):
         description="Longest input in tokens, prompt and special tokens included (sentence-transformers' "
         "max_seq_length). Left out: 32768, cut to the model's own limit (sentence_bert_config.json max_seq_length, the "
         "tokenizer's model_max_length, its positions). Set, even to 32768: used as given up to the model's positions "
-        "(a warning above the length its files save), refused above them.",
+        "(a warning above the length its files save); above them cut to the model's own limit, with a warning naming "
+        "both numbers (a config written for a longer-context model keeps working).",
     )
     dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], value_alias("dtype")] = Field(
         "auto",
