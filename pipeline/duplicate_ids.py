@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 
 from pipeline.columns import REJECT, ROW, TEXT
 from pipeline.errors import UserError
-from pipeline.read_content import with_read_content
+from pipeline.read_content import ListedPrefix, with_read_content
 from pipeline.reading import ReadSpec
 from pipeline.storage import Location
 from pipeline.units import Unit, read_unit, units_of
@@ -143,13 +143,13 @@ def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None) -> 
     `duplicates`: the committed result of the pre-pass (pipeline.duplicate_pass), None when ids are not checked.
     """
 
-    def each_file(part: Unit, blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    def each_file(part: Unit, blocks: Iterator[pa.Table], prefix: ListedPrefix | None) -> Iterator[pa.Table]:
         if duplicates is not None:
             reasons = file_duplicates(duplicates, part.file_index)  # one file's repeats, read once per file
             blocks = (reject_rows(block, reasons) for block in blocks) if reasons else blocks
-        # what it read of a whole local file, for the driver's check of a touch during the run
+        # what it read of a whole local file, for the driver's check of a touch or an append during the run
         whole = part.row_groups is None and part.lines is None
-        return with_read_content(spec.root, part.path, whole, blocks)
+        return with_read_content(spec.root, part.path, whole, blocks, prefix)
 
     for unit in units_of(batch):
         yield from read_unit(spec, unit, each_file)

@@ -60,7 +60,8 @@ def changed_inputs(
     (pipeline.reembed.sources.changed_now). `confirmed` ({path: token}, kept by the caller across calls): files
     whose content was found the listed one at that token, so that the later units of a split file touched once are
     not hashed again each. `read`: {path: (size, token)} of the whole files as the unit's read task read
-    them (pipeline.read_content), for a file the driver had not hashed as listed before its token moved. {} on S3,
+    them (pipeline.read_content), for a file the driver had not hashed as listed before its token moved, or
+    (size, token, sha256) of a file grown since it was listed and read up to its listed size. {} on S3,
     whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):
         return {}
@@ -73,7 +74,8 @@ def changed_inputs(
         if moved and confirmed.get(rel) == now[1]:
             continue
         as_read = (read or {}).get(rel)
-        if how := changed_now(root, rel, f.size, f.token, now, sha_of(f) if moved else None, as_read):
+        prefix = as_read is not None and len(as_read) == 3  # read up to its listed size: its hash is compared
+        if how := changed_now(root, rel, f.size, f.token, now, sha_of(f) if moved or prefix else None, as_read):
             changed[rel] = how
         elif moved:
             confirmed[rel] = now[1]

@@ -16,14 +16,24 @@ re-embed job's content_tokens), and a second pass in the read task read every by
 for one text column beside wide others that was most of the read task's CPU (bench/read_content_cost.py).
 Only whole files: a split file's units (Parquet row groups, JSONL byte ranges) read parts of it at different times,
 so no unit's read proves the others'. S3 objects are not: their ETag is checked by one listing at the end of the run.
+
+A whole local JSONL or text file (not compressed, UTF-8) that has grown past its listed size when its read task
+starts (a log synced into the corpus while the job runs) is read up to its listed size only (listed_prefix): the
+read task hashes the bytes it reads as it reads them and reports `[path, listed size, token, sha256]`. The driver
+takes those rows as the listed file only when that hash equals the hash of the listed bytes it took while the file
+had its listed token (pipeline.reembed.sources.changed_now); the appended bytes are left for the next run. No hash
+of the listed bytes, another hash, or a listed file whose last line had no line end yet (a line half written when it
+was listed: no prefix is reported) is a change, as before. Parquet and compressed files are never read as a prefix.
 Light imports: runs in every read task.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,7 +41,11 @@ import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token
 from pipeline.columns import READ_AS
+from pipeline.file_formats import MAGIC_BYTES, bom_encoding, compression_of
+from pipeline.line_ranges import LINE_FORMATS
 from pipeline.storage import Location
+
+LINE_ENDS = (b"\n", b"\r")
 
 
 def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
@@ -51,9 +65,91 @@ def read_as(root: Location, rel: str, before: tuple[int, str] | None) -> str | N
     return json.dumps([rel, before[0], before[1]])
 
 
-def with_read_content(root: Location, rel: str, whole: bool, blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+class ListedPrefix:
+    """The first `size` bytes (the listed size) of a local line file that has grown since its listing, and the
+    sha256 of the bytes a read through `opener` read, taken as they are read (a re-read after a seek back is not
+    hashed twice)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.digest = hashlib.sha256()
+        self.hashed = 0  # bytes [0, hashed) are in the digest
+        self.last = b""  # the byte before `size`, once read
+
+    def opener(self, open_file: Callable[[], pa.NativeFile]) -> Callable[[], pa.NativeFile]:
+        """An opener of the file as `open_file` opens it, that ends at `size` bytes and hashes what is read."""
+        return lambda: pa.PythonFile(_PrefixReader(self, open_file()), mode="r")
+
+    def saw(self, pos: int, data: bytes) -> None:
+        if pos <= self.hashed < pos + len(data):
+            self.digest.update(data[self.hashed - pos :])
+            self.hashed = pos + len(data)
+            if self.hashed == self.size:
+                self.last = data[-1:]
+
+    def read_as(self, rel: str, token: str) -> str | None:
+        """`[path, size, token, "sha256:<hex>"]` (JSON) when all `size` bytes were read and the last one ends a line
+        (or `size` is 0); None otherwise: the listed file's last line was not complete, its rows are not the
+        listed file's."""
+        if self.hashed != self.size or (self.size and self.last not in LINE_ENDS):
+            return None
+        return json.dumps([rel, self.size, token, f"sha256:{self.digest.hexdigest()}"])
+
+
+class _PrefixReader(io.RawIOBase):
+    """A readable, seekable file object over `f` that ends at `prefix.size` and hashes what it reads."""
+
+    def __init__(self, prefix: ListedPrefix, f: pa.NativeFile):
+        super().__init__()
+        self.prefix, self.f = prefix, f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        pos = self.f.tell()
+        data = self.f.read(max(0, min(len(buffer), self.prefix.size - pos)))
+        self.prefix.saw(pos, data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+        super().close()
+
+
+def listed_prefix(root: Location, rel: str, fmt: str, listed_size: int | None) -> ListedPrefix | None:
+    """A ListedPrefix of `listed_size` bytes when a local JSONL or text file that is not compressed and not
+    UTF-16/32 is larger now than it was listed (appended to since); None otherwise (read it whole, as listed or
+    changed: the driver's check decides). `listed_size` None: not known (a split file's range, an older plan)."""
+    if listed_size is None or fmt not in LINE_FORMATS or not isinstance(root.fs, pafs.LocalFileSystem):
+        return None
+    now = stat_token(root, rel)
+    if now is None or now[0] <= listed_size:
+        return None
+    with open(root.join(rel).path, "rb") as f:
+        head = f.read(MAGIC_BYTES)
+    if compression_of(head) or bom_encoding(head) not in (None, "utf-8"):
+        return None
+    return ListedPrefix(listed_size)
+
+
+def with_read_content(
+    root: Location, rel: str, whole: bool, blocks: Iterable[pa.Table], prefix: ListedPrefix | None = None
+) -> Iterator[pa.Table]:
     """`blocks` of one file with the READ_AS column: read_as on its last row when `whole` (the unit reads the whole
-    file) and the file is local, null elsewhere (one value per file, whatever its rows)."""
+    file) and the file is local, null elsewhere (one value per file, whatever its rows). `prefix`: the file was
+    read up to its listed size (listed_prefix): its ListedPrefix.read_as instead."""
     local = whole and isinstance(root.fs, pafs.LocalFileSystem)
     before = stat_token(root, rel) if local else None
     held = None
@@ -62,7 +158,11 @@ def with_read_content(root: Location, rel: str, whole: bool, blocks: Iterable[pa
             yield held.append_column(READ_AS, pa.nulls(held.num_rows, pa.string()))
         held = block
     if held is not None:
-        value = read_as(root, rel, before) if local else None
+        value = None
+        if local and prefix is not None:
+            value = prefix.read_as(rel, before[1] if before else "")
+        elif local:
+            value = read_as(root, rel, before)
         yield held.append_column(READ_AS, pa.array([None] * (held.num_rows - 1) + [value], pa.string()))
 
 
@@ -73,10 +173,11 @@ def read_values(block: pa.Table) -> list[str]:
     return [v for v in pc.unique(block.column(READ_AS)).to_pylist() if v is not None]
 
 
-def parse_read(values: Iterable[str]) -> dict[str, tuple[int, str]]:
-    """{path: (size, token)} of read_as values."""
-    parsed = {}
+def parse_read(values: Iterable[str]) -> dict[str, tuple]:
+    """{path: (size, token)} of read_as values; (listed size, token, "sha256:<hex>") for a file read as its listed
+    prefix (ListedPrefix.read_as)."""
+    parsed: dict[str, tuple] = {}
     for value in values:
-        path, size, token = json.loads(value)[:3]
-        parsed[path] = (size, token)
+        path, size, token, *sha = json.loads(value)
+        parsed[path] = (size, token, *sha[:1])
     return parsed

@@ -53,6 +53,7 @@ from pipeline.file_formats import (
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.line_ranges import LineSpan, span_lines
+from pipeline.read_content import ListedPrefix
 from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, may_repeat, repeated_hook, repeated_reason
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
@@ -651,12 +652,14 @@ def read_file(
     row_groups: tuple[int, int] | None = None,
     span: LineSpan | None = None,
     opener: Opener = None,
+    prefix: ListedPrefix | None = None,
 ) -> Iterator[pa.Table]:
     """Blocks of at most CHUNK_ROWS rows from one file (of a Parquet file's row groups [start, end), or of the lines
     that start in a byte range of a JSONL or text file (pipeline.line_ranges), when given).
 
     `opener`: returns the whole file as file_formats.open_input opens it, fetched ahead (pipeline.fetching); its
-    errors are this file's. None: the file is opened here.
+    errors are this file's. None: the file is opened here. `prefix`: a whole JSONL or text file is read up to its
+    listed size only, its bytes hashed as they are read (pipeline.read_content.listed_prefix).
 
     Raises:
         InputFileError: the file cannot be read; the message names it, the format and the row where known,
@@ -668,6 +671,8 @@ def read_file(
     at = Cursor()
     with naming_errors(posixpath.join(spec.root.uri, rel), fmt, at):
         path = posixpath.join(spec.root.path, rel)
+        if prefix is not None and row_groups is None and span is None:
+            opener = prefix.opener(opener or (lambda: spec.root.fs.open_input_file(path)))
         if row_groups is not None:
             yield from read_parquet(spec, rel, path, at, row_groups, opener)
         elif span is not None:

@@ -16,7 +16,7 @@ import hashlib
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,7 +26,7 @@ from pipeline.fetching import fetched_ahead
 from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
-from pipeline.read_content import parse_read
+from pipeline.read_content import ListedPrefix, listed_prefix, parse_read
 from pipeline.reading import (
     CHUNK_ROWS,
     CORRUPT_HINT,
@@ -55,6 +55,9 @@ class Unit:
     row_groups: tuple[int, int] | None = None  # [start, end) of a split Parquet file; None: the whole file
     packed: tuple[str, ...] = ()  # the files after `path` in a pack of small files (file_index + 1, + 2, ...)
     lines: LineSpan | None = None  # the byte range of a split JSONL or text file, and its rows; None: whole file
+    # listed sizes of `paths` (bytes), for a unit of whole files: a line file grown since is read up to its listed
+    # size (pipeline.read_content.listed_prefix); (): not known, each file is read whole
+    sizes: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -65,7 +68,13 @@ class Unit:
         """One single-file unit per input file of this one (itself when it is one file or row-group range)."""
         if not self.packed:
             return [self]
-        return [Unit(p, self.file_index + k) for k, p in enumerate(self.paths)]
+        return [Unit(p, self.file_index + k, sizes=self.sizes[k : k + 1]) for k, p in enumerate(self.paths)]
+
+    @property
+    def listed_size(self) -> int | None:
+        """The listed size of a single whole file's unit (a part of a pack), None when not known or not whole."""
+        whole = self.row_groups is None and self.lines is None and not self.packed
+        return self.sizes[0] if whole and len(self.sizes) == 1 else None
 
     @property
     def key(self) -> str:
@@ -143,7 +152,8 @@ def plan_units(
     def close_pack() -> None:
         nonlocal pack_bytes
         if pack:
-            units.append(Unit(pack[0][1].path, pack[0][0], None, tuple(f.path for _, f in pack[1:])))
+            paths, sizes = tuple(f.path for _, f in pack[1:]), tuple(f.size for _, f in pack)
+            units.append(Unit(pack[0][1].path, pack[0][0], None, paths, sizes=sizes))
             pack.clear()
             pack_bytes = 0
 
@@ -160,7 +170,7 @@ def plan_units(
             units.extend(line_units(root, f, index, file_fmt, unit_bytes))
             continue
         if file_fmt != "parquet" or f.size <= unit_bytes:
-            units.append(Unit(f.path, index))
+            units.append(Unit(f.path, index, sizes=(f.size,)))
             continue
         try:
             meta = parquet_footer(root.join(f.path))
@@ -182,7 +192,7 @@ def line_units(root: Location, f: ListedFile, index: int, fmt: str, unit_bytes: 
     when it cannot be split (compressed, UTF-16/32, not text: its reader says what is wrong with it)."""
     ranges = byte_ranges(f.size, unit_bytes)
     if len(ranges) == 1 or not splittable(file_head(root.join(f.path), fmt), fmt, root.join(f.path).uri):
-        return [Unit(f.path, index)]
+        return [Unit(f.path, index, sizes=(f.size,))]
     return [Unit(f.path, index, lines=LineSpan(start, end)) for start, end in ranges]
 
 
@@ -256,6 +266,7 @@ def unit_items(units: list[Unit]) -> list[dict]:
             "packed": list(u.packed),
             # a split JSONL or text file's range: [start, end, first_row, rows]; empty for any other unit
             "lines": [u.lines.start, u.lines.end, u.lines.first_row, u.lines.rows] if u.lines else [],
+            "sizes": list(u.sizes),  # listed sizes of the unit's files; empty when not known
         }
         for u in units
     ]
@@ -264,13 +275,15 @@ def unit_items(units: list[Unit]) -> list[dict]:
 def units_of(batch: pa.Table) -> list[Unit]:
     names = ("path", "file_index", "rg_start", "rg_end", "packed", "lines")
     rows = zip(*(batch.column(c).to_pylist() for c in names))
+    sizes = batch.column("sizes").to_pylist() if "sizes" in batch.column_names else [None] * batch.num_rows
     return [
-        Unit(p, i, None if s < 0 else (s, e), tuple(more or ()), LineSpan(*span) if span else None)
-        for p, i, s, e, more, span in rows
+        Unit(p, i, None if s < 0 else (s, e), tuple(more or ()), LineSpan(*span) if span else None, tuple(n or ()))
+        for (p, i, s, e, more, span), n in zip(rows, sizes)
     ]
 
 
-FileBlocks = Callable[[Unit, Iterator[pa.Table]], Iterable[pa.Table]]
+# (a file's single-file unit, its blocks, its ListedPrefix when read up to its listed size) -> blocks
+FileBlocks = Callable[[Unit, Iterator[pa.Table], ListedPrefix | None], Iterable[pa.Table]]
 
 
 def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -> Iterator[pa.Table]:
@@ -283,7 +296,8 @@ def read_unit(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None = None) -
 
     Args:
         each_file: applied to each file's blocks before they are gathered, with that file's own single-file unit
-            (its file_index), e.g. to reject its duplicate ids.
+            (its file_index) and its ListedPrefix when it is read up to its listed size (grown since it was listed:
+            pipeline.read_content.listed_prefix), e.g. to reject its duplicate ids.
     """
     held, rows = None, 0
     for block in gathered(file_blocks(spec, unit, each_file)):
@@ -300,8 +314,10 @@ def file_blocks(spec: ReadSpec, unit: Unit, each_file: FileBlocks | None) -> Ite
     paths = [posixpath.join(spec.root.path, p.path) for p in parts]
     with fetched_ahead(spec.root.fs, paths) if len(parts) > 1 else nullcontext([None]) as openers:
         for part, opener in zip(parts, openers):
-            blocks = corrupt_as_reject(spec, part, read_file(spec, part.path, part.row_groups, part.lines, opener))
-            yield from mark_file_end(each_file(part, blocks) if each_file else blocks)
+            prefix = listed_prefix(spec.root, part.path, file_format(spec.format, part.path), part.listed_size)
+            read = read_file(spec, part.path, part.row_groups, part.lines, opener, prefix)
+            blocks = corrupt_as_reject(spec, part, read)
+            yield from mark_file_end(each_file(part, blocks, prefix) if each_file else blocks)
 
 
 # Replaces CORRUPT_HINT in a rejected file's reason: the run goes on, so "run again" would redo nothing.

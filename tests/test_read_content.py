@@ -7,6 +7,7 @@ import os
 
 import pyarrow as pa
 
+from pipeline.columns import SOURCE, TEXT
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import read_units
 from pipeline.input_contents import changed_inputs
@@ -71,3 +72,68 @@ def test_a_file_touched_before_the_driver_hashed_it_is_checked_against_what_the_
     touch(tmp_path / "a.jsonl")
     assert changed_inputs(root, by_path, ("a.jsonl", "b.jsonl", "e.jsonl"), read=read) == {}
     assert "no hash" in changed_inputs(root, by_path, ("a.jsonl",))["a.jsonl"]  # old code, for all three
+
+
+def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_their_hash_proves_it(tmp_path, caplog):
+    """A local JSONL file appended to after its listing (a log synced into the corpus while the job runs) failed
+    both jobs with InputChangedError ('listed with 28 bytes, now 45 bytes'). Its read task now reads only its listed
+    bytes and hashes them as it reads them; the driver takes the rows as the listed file when that hash is the hash
+    of the listed bytes (taken while the file had its listed token), and leaves the appended rows for the next run.
+    Still a change: no hash of the listed bytes, other first bytes (a rewrite that grew), a listed last line without
+    its line end, a truncation, a same-size rewrite, a grown gzip file (never read as a prefix)."""
+    import gzip
+
+    from pipeline.reembed.sources import hash_as_listed
+
+    root = resolve(str(tmp_path), StorageConfig())
+    listed_bytes = b'{"text": "a"}\n{"text": "b"}\n'
+    half = b'{"text": "a"}\n{"text": "b'  # listed while its last line was being written
+    files = {"grown": listed_bytes, "other": listed_bytes, "half": half, "cut": listed_bytes, "same": listed_bytes}
+    for name, data in files.items():
+        (tmp_path / f"{name}.jsonl").write_bytes(data)
+    (tmp_path / "z.jsonl.gz").write_bytes(gzip.compress(listed_bytes))
+    names = [*(f"{n}.jsonl" for n in files), "z.jsonl.gz"]
+    listed = {n: local_source(root, n) for n in names}
+    sha = {n: hash_as_listed(root, listed[n]) for n in names}  # the driver's hashes, while as listed
+    by_path = {f.path: f for f in list_inputs(str(tmp_path), StorageConfig())[1]}  # the embed job's listing
+    late = b'{"text": "late"}\n'
+    with (tmp_path / "grown.jsonl").open("ab") as f:
+        f.write(late)
+    (tmp_path / "other.jsonl").write_bytes(listed_bytes.replace(b"a", b"A") + late)
+    (tmp_path / "half.jsonl").write_bytes(half + b'"}\n' + late)
+    (tmp_path / "cut.jsonl").write_bytes(listed_bytes[:14])
+    (tmp_path / "same.jsonl").write_bytes(listed_bytes.replace(b"a", b"A"))
+    (tmp_path / "z.jsonl.gz").write_bytes(gzip.compress(listed_bytes + late))
+    spec = ReadSpec(root, None, "text", None, ())
+    sizes = [listed[n].size for n in names]
+    batch = pa.table({"file": names, "file_index": list(range(len(names))), "size": sizes})
+    blocks = list(read_tagged(batch, spec))
+    texts = {n: [] for n in names}
+    for b in blocks:
+        for src, text in zip(b.column(SOURCE).to_pylist(), b.column(TEXT).to_pylist()):
+            texts[src].append(text)
+    assert texts["grown.jsonl"] == ["a", "b"]  # old code: 'late' too, under the listed size
+    read = parse_read(v for b in blocks for v in read_values(b))
+    assert read["grown.jsonl"][::2] == (len(listed_bytes), sha["grown.jsonl"])
+    assert "half.jsonl" not in read  # its listed last line had no end: no prefix is reported
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        assert changed_since_listed(root, listed["grown.jsonl"], sha["grown.jsonl"], read["grown.jsonl"]) is None
+    assert "the appended bytes are left for the next run" in caplog.text
+    no_hash = changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"])
+    assert "no hash of its listed content was taken before it changed" in no_hash
+    other = changed_since_listed(root, listed["other.jsonl"], sha["other.jsonl"], read.get("other.jsonl"))
+    assert "other content" in other
+    for name in ("half.jsonl", "cut.jsonl", "z.jsonl.gz"):
+        assert "listed with" in changed_since_listed(root, listed[name], sha[name], read.get(name)), name
+    assert "other content" in changed_since_listed(root, listed["same.jsonl"], sha["same.jsonl"], read["same.jsonl"])
+
+    # the embed job: units carry the listed sizes to its read task (duplicate_ids.read_units), packed files too
+    units = [Unit("grown.jsonl", 0, packed=("other.jsonl",), sizes=(sizes[0], sizes[1]))]
+    batch = pa.Table.from_pylist(unit_items(units))
+    read_units_blocks = list(read_units(batch, spec, None))
+    rows = [t for b in read_units_blocks for t in b.column(TEXT).to_pylist()]
+    assert rows == ["a", "b", "A", "b"]
+    read = parse_read(v for b in read_units_blocks for v in read_values(b))
+    changed = changed_inputs(root, by_path, ("grown.jsonl", "other.jsonl"), lambda f: sha[f.path], read=read)
+    assert list(changed) == ["other.jsonl"] and "other content" in changed["other.jsonl"]
+    assert "now 45 bytes" in changed_inputs(root, by_path, ("grown.jsonl",))["grown.jsonl"]  # read whole: as before

@@ -670,12 +670,14 @@ def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(r
         np.testing.assert_array_equal(vector, after[key])
 
 
-def test_a_file_that_grows_while_the_run_reads_it_is_not_published(ray_session, tiny_models, tmp_path, monkeypatch):
-    """An append-only JSONL growing between the listing and its read: the old code published the rows it read (the
-    appended ones too) under the listed size and change token, and recorded a content hash taken at another moment
-    than the read (an in-place rewrite of the same size then passed the next night's hash check with its old vectors).
-    Now a file whose size or token moved by the end of its read is not staged and the run fails naming it, with
-    nothing published; the other files are staged, so the same command embeds only that file, whole."""
+def test_a_file_that_grows_before_its_listed_bytes_were_hashed_is_not_published(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
+    """An append-only JSONL growing between the listing and the driver's hash of it: the old code published the rows
+    it read (the appended ones too) under the listed size and change token. Its read task reads its listed bytes
+    only (pipeline.read_content.listed_prefix), but no hash of the listed bytes proves they are the ones it read, so
+    it is not staged and the run fails naming it, with nothing published, as before; the other files are staged, so
+    the same command embeds only that file, whole. Grown after the hash: the next test."""
     corpus = local_corpus(tmp_path / "corpus", 2, 4)
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
@@ -696,6 +698,37 @@ def test_a_file_that_grows_while_the_run_reads_it_is_not_published(ray_session, 
     assert current_manifest(resolve(out, StorageConfig())) is None  # old code: published, 'late' under the old size
     [marker] = staged_markers(Path(out))  # the other file: the same command resumes it (test_killed_driver_then_rerun)
     assert json.loads(marker.read_text())["path"] == "part-01.jsonl"
+
+
+def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_published_as_listed(
+    ray_session, tiny_models, tmp_path, monkeypatch, caplog
+):
+    """A log synced into the corpus while the job runs: appended after the driver hashed its listed bytes
+    (content_tokens), before its read. The run failed with InputChangedError ('listed with N bytes, now M bytes').
+    Its read task now reads the listed bytes only and hashes them; their hash is the listed one, so the file is
+    published as listed (its 4 rows, not the appended one), an INFO line says the appended bytes are left for the
+    next run, and the next run embeds the grown file again, whole."""
+    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    grown = corpus / "part-00.jsonl"
+    hashing = job.content_tokens
+
+    def hashed_then_appended(root, sources, pool):
+        contents = hashing(root, sources, pool)
+        assert all(f.result() for f in contents.values())  # the listed bytes hashed, then the writer appends
+        with grown.open("ab") as f:
+            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
+        return contents
+
+    monkeypatch.setattr(job, "content_tokens", hashed_then_appended)
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        summary = run_reembed(cfg)  # old code: InputChangedError
+    assert summary["published"] and summary["rows_embedded"] == 8  # 'late' is not among them
+    assert "the appended bytes are left for the next run" in caplog.text
+    monkeypatch.setattr(job, "content_tokens", hashing)
+    again = run_reembed(cfg)
+    assert again["rows_embedded"] == 5 and again["files"]["unchanged"] == 1  # the grown file, whole
 
 
 def test_a_file_touched_before_the_run_hashed_it_is_published_and_reused_the_next_night(

@@ -381,13 +381,14 @@ def test_an_s3_run_recorded_before_etags_resumes_when_nothing_changed(
     check_resumed(summary, uri, clean, reused, s3_server)
 
 
-def test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed(
+def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_not_committed(
     ray_session, tiny_models, tmp_path, monkeypatch
 ):
-    """An append-only JSONL growing between the listing and its read: the old code committed the unit with the
-    appended rows while the recorded listing said the listed size (the output no longer described the listing, and a
-    Parquet file replaced between two of its row-group units mixed both). Now a unit whose file moved is not
-    committed and the run stops naming the file and what to do; the other units are committed."""
+    """An append-only JSONL growing between the listing and the driver's hash of it: the old code committed the unit
+    with the appended rows while the recorded listing said the listed size. Its read task reads its listed bytes
+    only (pipeline.read_content.listed_prefix), but no hash of the listed bytes proves they are the ones it read (a
+    rewrite that grew reads the same way), so the unit is not committed and the run stops naming the file and what
+    to do, as before; the other units are committed. Grown after the hash: the next test."""
     import pipeline.embed_job as job
     from pipeline.commit import committed_units
     from pipeline.config import StorageConfig
@@ -410,6 +411,43 @@ def test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed(
         run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))
     records = committed_units(resolve(str(out), StorageConfig())).values()
     assert [r["path"] for r in records] == ["c2.jsonl"]  # old code: both committed, 'late' under the listed size
+
+
+def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_embedded_as_listed(
+    ray_session, tiny_models, tmp_path, monkeypatch, caplog
+):
+    """A log synced into the corpus while the job runs: appended after the driver hashed its listed bytes (its
+    ContentRecorder), before its read. The run failed with InputChangedError ('listed with N bytes, now M bytes').
+    Its read task now reads the listed bytes only and hashes them; their hash is the listed one, so its rows are
+    committed as the listed file (16, not the appended one) and an INFO line says the appended bytes are left for the
+    next run."""
+    import pipeline.embed_job as job
+    from pipeline.commit import committed_units
+    from pipeline.config import StorageConfig
+    from pipeline.storage import resolve
+
+    (tmp_path / "in").mkdir()
+    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
+    out = tmp_path / "emb"
+
+    class AppendedOnceHashed(job.ContentRecorder):
+        def __enter__(self):
+            recorder = super().__enter__()
+            for hashes in recorder.hashes.values():  # the listed bytes hashed, then the writer appends
+                assert all(h.result() for h in hashes.values())
+            with (corpus / "c1.jsonl").open("ab") as f:
+                f.write(corpus_bytes([{"id": "late", "text": "a record appended while the job ran"}]))
+            return recorder
+
+    monkeypatch.setattr(job, "ContentRecorder", AppendedOnceHashed)
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChanged
+    assert summary["status"] == "ok" and summary["rows_in"] == 32  # 'late' is not among them
+    assert "the appended bytes are left for the next run" in caplog.text
+    records = committed_units(resolve(str(out), StorageConfig())).values()
+    assert sorted(p for r in records for p in r.get("files") or [r["path"]]) == ["c1.jsonl", "c2.jsonl"]
+    ids = {i for f in (out).rglob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+    assert "late" not in ids and len(ids) == 32
 
 
 def test_a_file_touched_before_the_run_hashed_it_is_committed_when_its_rows_are_of_its_bytes_now(

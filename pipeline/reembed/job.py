@@ -209,7 +209,7 @@ def embed_files(
     progress = Progress(todo, run_id, digests)
     if not todo:  # only resumed files, whose types fit the version
         return [], progress, recorded, rewritten
-    items = [{"file": s.path, "file_index": index.get(s.path, -1)} for s in todo]
+    items = [{"file": s.path, "file_index": index.get(s.path, -1), "size": s.size} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(todo))
     ds = io_stage(read_tagged, cfg.compute, {"spec": spec, "duplicates": ids_at}, batch_size=1).apply(ds)
     ds = embed_stages(ds, cfg, prompt, precision, settings)

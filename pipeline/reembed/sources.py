@@ -121,7 +121,13 @@ def changed_now(
     `read`: (size, token) at which the run's read task read the whole file (pipeline.read_content). Read at the
     listed ones, its rows are of the listed file whatever happened to it after the read (the next run sees that);
     read at a later token (a touch or a rewrite between the listing and the read), its rows are of the file as it is
-    now when it still has that token (an INFO line says which). An empty file is its own content."""
+    now when it still has that token (an INFO line says which). An empty file is its own content.
+
+    `read` (size, token, "sha256:<hex>"): the read task read the first `size` bytes of a file grown since the listing
+    (pipeline.read_content.listed_prefix): its rows are of the listed file when that hash is `sha` (listed_prefix_read).
+    """
+    if read is not None and len(read) == 3:
+        return listed_prefix_read(root, rel, size, now, sha, read)
     if read is not None and read == (size, token):
         if now != (size, token):
             log.info(
@@ -152,6 +158,33 @@ def changed_now(
         "%s: its change token moved while this run read it (a touch or a copy of the same bytes), its content "
         "is the listed one (sha256 compared): going on",
         root.join(rel).uri,
+    )
+    return None
+
+
+def listed_prefix_read(
+    root: Location, rel: str, size: int, now: tuple[int, str] | None, sha: str | None, read: tuple
+) -> str | None:
+    """changed_now for a file whose read task read only its first `read[0]` bytes (it had grown past its listed
+    `size`) and hashed them (`read[2]`): None, with an INFO line, when they are the listed bytes (the hash `sha` of
+    the listed file, taken while it had its listed token, is theirs); else how it changed."""
+    grown = "now gone" if now is None else f"now {now[0]} bytes"
+    how = f"listed with {size} bytes, {grown}; this run read its first {read[0]} bytes"
+    if read[0] != size:
+        return f"{how})"
+    if sha is None:
+        return (
+            f"{how}, but no hash of its listed content was taken before it changed, so they may not be the listed bytes"
+        )
+    if sha != read[2]:
+        return f"{how}, other content: sha256 {sha[7:19]}... listed, {read[2][7:19]}... read"
+    log.info(
+        "%s: grew from %d bytes to %s while this run read it: its rows are of its listed %d bytes (sha256 compared); "
+        "the appended bytes are left for the next run",
+        root.join(rel).uri,
+        size,
+        grown.removeprefix("now "),
+        size,
     )
     return None
 

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
-from pipeline.read_content import parse_read, read_values, with_read_content
+from pipeline.file_formats import file_format
+from pipeline.read_content import listed_prefix, parse_read, read_values, with_read_content
 from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
@@ -36,15 +37,20 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
     `file_index` become rejects; None when ids are not checked. A corrupt file (cut short, garbled, not the format
     its name says) is one reject row naming it, as in the embed job (pipeline.units.corrupt_as_reject): its entry is
     published with that reject, and once the file is copied again its new change token makes it a changed file.
+    `size` (a column, optional): each file's listed size; a JSONL or text file grown past it is read up to it
+    (pipeline.read_content.listed_prefix).
     """
     indexes = batch.column("file_index").to_pylist() if "file_index" in batch.column_names else None
+    sizes = batch.column("size").to_pylist() if "size" in batch.column_names else [None] * batch.num_rows
     for i, rel in enumerate(batch.column("file").to_pylist()):
         reasons = file_duplicates(duplicates, indexes[i]) if duplicates is not None else {}
         held = None
         index = indexes[i] if indexes is not None else -1
-        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel))
-        # what it read of a local file, for the driver's check of a touch during the run (pipeline.read_content)
-        for block in with_read_content(spec.root, rel, True, blocks):
+        # a line file grown since it was listed: its listed bytes only (pipeline.read_content.listed_prefix)
+        prefix = listed_prefix(spec.root, rel, file_format(spec.format, rel), sizes[i])
+        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel, prefix=prefix))
+        # what it read of a local file, for the driver's check of a touch or an append during the run
+        for block in with_read_content(spec.root, rel, True, blocks, prefix):
             block = reject_rows(block, reasons) if reasons else block
             if held is not None:
                 yield tag(held, -1)
