@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from pipeline.columns import SOURCE, TEXT
 from pipeline.config import StorageConfig
-from pipeline.duplicate_ids import read_units
+from pipeline.duplicate_ids import id_digests, read_units
 from pipeline.input_contents import changed_inputs
 from pipeline.read_content import parse_read, read_values
 from pipeline.reading import ReadSpec
@@ -137,3 +137,8 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     changed = changed_inputs(root, by_path, ("grown.jsonl", "other.jsonl"), lambda f: sha[f.path], read=read)
     assert list(changed) == ["other.jsonl"] and "other content" in changed["other.jsonl"]
     assert "now 45 bytes" in changed_inputs(root, by_path, ("grown.jsonl",))["grown.jsonl"]  # read whole: as before
+
+    # the duplicate-id pre-pass of both jobs reads the same listed rows (an appended row is no earlier copy of an id)
+    ids_spec = ReadSpec(root, None, "text", "text", ())
+    assert id_digests(ids_spec, Unit("grown.jsonl", 0, sizes=(sizes[0],)), 4).num_rows == 2
+    assert id_digests(ids_spec, Unit("grown.jsonl", 0), 4).num_rows == 3  # listed size not known: read whole

@@ -32,14 +32,19 @@ def checks_ids(cfg: EmbedConfig) -> bool:
     return cfg.input.id_column is not None and cfg.input.duplicate_ids != "unchecked"
 
 
-def check_ids(cfg: EmbedConfig, spec: ReadSpec, files: list[str], target: Location) -> dict[str, str]:
+def check_ids(
+    cfg: EmbedConfig, spec: ReadSpec, files: list[str], target: Location, sizes: dict[str, int] | None = None
+) -> dict[str, str]:
     """Run the pre-pass over every file of `files` (the whole sorted listing, reused files included) into `target`;
-    returns each file's duplicate digest (NO_DUPLICATES when it repeats no earlier id). Needs Ray.
+    returns each file's duplicate digest (NO_DUPLICATES when it repeats no earlier id). Needs Ray. `sizes`: the
+    listed size of each file; a JSONL or text file grown past it is read up to it, as its read stage reads it
+    (pipeline.read_content.listed_prefix), so that an appended row is no earlier copy of an id.
 
     Raises:
         DuplicateIdError: input.duplicate_ids is 'error' and some id repeats.
     """
-    units = [Unit(path, index) for index, path in enumerate(files)]
+    sizes = sizes or {}
+    units = [Unit(path, index, sizes=(sizes[path],) if path in sizes else ()) for index, path in enumerate(files)]
     find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, target, cfg.compute)
     return file_digests(target, files)
 

@@ -315,7 +315,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             # the listing changed (an unchanged listing keeps its first copies)
             init_ray(cfg.compute)
             ids_at = layout.root.join(DUPLICATES_DIR)
-            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at)
+            sizes = {s.path: s.size for s in sources}  # a file grown since: its listed rows (listed_prefix)
+            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
             plan = make_plan(
                 sources, previous, staged, digests, content_of, alike, earlier, *recompressed, same_object=reuploaded
