@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -75,6 +76,33 @@ def run_child(code: Path, source: str, *args: str) -> dict:
     returns that JSON. Each of the two code versions a bench compares runs in its own process."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     out = subprocess.run(
-        [sys.executable, "-c", source, *args], capture_output=True, text=True, env=env, cwd=code, check=True
+        [sys.executable, "-c", source, *args], capture_output=True, text=True, env=env, cwd=code, check=False
     )
-    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:  # the child failed: its own error, not a StopIteration
+        raise RuntimeError(f"{code}: exit {out.returncode}: {out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT ") :])
+
+
+def alternate_rounds(baseline: Path, rounds: int, source: str, *args: str) -> dict[str, list[dict]]:
+    """run_child of `source` on the baseline's code and this tree's, one after the other, `rounds` times:
+    {"baseline": [...], "this tree": [...]}; every run must read the same `rows`."""
+    runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        runs["baseline"].append(run_child(baseline, source, *args))
+        runs["this tree"].append(run_child(REPO, source, *args))
+    rows = runs["baseline"][0]["rows"]
+    assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
+    return runs
+
+
+def cpu_table(runs: dict[str, list[dict]]) -> list[str]:
+    """Markdown rows of alternate_rounds' `cpu_s` and `wall_s`: medians and every CPU value."""
+    lines = ["| code | CPU s (median) | CPU s (all) | wall s (median) |", "|---|---|---|---|"]
+    for name, rs in runs.items():
+        cpus = [r["cpu_s"] for r in rs]
+        lines.append(
+            f"| {name} | {statistics.median(cpus):.2f} | {', '.join(f'{c:.2f}' for c in cpus)} | "
+            f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
+        )
+    return lines

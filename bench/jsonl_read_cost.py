@@ -14,15 +14,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_code import REPO, extract, revisions
+from baseline_code import REPO, alternate_rounds, cpu_table, extract, revisions
 
 SAMPLE = REPO / "data" / "sample" / "sib200_sample.jsonl"
 
@@ -36,22 +34,6 @@ wall, cpu = time.perf_counter(), time.process_time()
 rows = sum(b.num_rows for b in read_file(spec, "a.jsonl"))
 print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
 """
-
-
-def run(code: Path, folder: Path, keep: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), json.dumps(keep)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=code,
-        check=False,
-    )
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> None:
@@ -100,13 +82,9 @@ def main() -> None:
                 copy += 1
         baseline = extract(args.baseline_ref, work)
         load = os.getloadavg()
-        runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
-        for _ in range(args.rounds):
-            runs["baseline"].append(run(baseline, work / "data", keep))
-            runs["this tree"].append(run(REPO, work / "data", keep))
+        runs = alternate_rounds(baseline, args.rounds, CHILD, str(work / "data"), json.dumps(keep))
         load_after = os.getloadavg()
     rows = runs["baseline"][0]["rows"]
-    assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
     lines = [
         "# CPU time of reading one JSONL file (bench/jsonl_read_cost.py)",
         "",
@@ -119,15 +97,8 @@ def main() -> None:
             f"{args.rounds}{' --colon-text' if args.colon_text else ''}{' --nested' if args.nested else ''}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "",
-        "| code | CPU s (median) | CPU s (all) | wall s (median) |",
-        "|---|---|---|---|",
+        *cpu_table(runs),
     ]
-    for name, rs in runs.items():
-        cpus = [r["cpu_s"] for r in rs]
-        lines.append(
-            f"| {name} | {statistics.median(cpus):.2f} | {', '.join(f'{c:.2f}' for c in cpus)} | "
-            f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
-        )
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -18,15 +18,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_code import REPO, extract, revisions
+from baseline_code import REPO, alternate_rounds, cpu_table, extract, revisions
 
 SAMPLE = REPO / "data" / "sample" / "sib200_sample.jsonl"
 
@@ -47,17 +45,6 @@ for i, name in enumerate(names):  # one read task per unit, as the job's read st
     rows += sum(b.num_rows for b in read_units(batch, spec, None))
 print("RESULT " + json.dumps({"rows": rows, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
 """
-
-
-def run(code: Path, folder: Path, fmt: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), fmt], env=env, capture_output=True, text=True, cwd=code, check=False
-    )
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(line[len("RESULT ") :])
 
 
 def write_parquet(folder: Path, records: list[dict], file_bytes: int, files: int, blob_kb: int) -> None:
@@ -103,13 +90,9 @@ def main() -> None:
             write_parquet(work / "data", records, args.mb * 10**6 // args.files, args.files, args.parquet_blob_kb)
         baseline = extract(args.baseline_ref, work)
         load = os.getloadavg()
-        runs: dict[str, list[dict]] = {"baseline": [], "this tree": []}
-        for _ in range(args.rounds):
-            runs["baseline"].append(run(baseline, work / "data", fmt))
-            runs["this tree"].append(run(REPO, work / "data", fmt))
+        runs = alternate_rounds(baseline, args.rounds, CHILD, str(work / "data"), fmt)
         load_after = os.getloadavg()
     rows = runs["baseline"][0]["rows"]
-    assert all(r["rows"] == rows for rs in runs.values() for r in rs), runs
     lines = [
         "# The embed job's read stage over whole local files (bench/read_content_cost.py)",
         "",
@@ -126,15 +109,8 @@ def main() -> None:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
         ),
         "",
-        "| code | CPU s (median) | CPU s (all) | wall s (median) |",
-        "|---|---|---|---|",
+        *cpu_table(runs),
     ]
-    for name, rs in runs.items():
-        cpus = [r["cpu_s"] for r in rs]
-        lines.append(
-            f"| {name} | {statistics.median(cpus):.2f} | {', '.join(f'{c:.2f}' for c in cpus)} | "
-            f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
-        )
     with args.out.open("a") as f:  # appended: each measurement stays with its load
         f.write("\n".join(lines) + "\n\n")
     print("\n".join(lines))
