@@ -308,7 +308,7 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             rel = posixpath.relpath(entry.path, root.path)
             # the key's own segments below the root: relpath drops an empty or "." one and keeps a ".." one, which
             # the hidden-name rule below took for a hidden directory (`corpus/../b.jsonl` was skipped unseen)
-            below = entry.path.removeprefix(root.path.rstrip("/") + "/").split("/")
+            below = rel_to(root, entry.path).split("/")
             hidden = any(p.startswith(HIDDEN_PREFIXES) and p not in (".", "..") for p in below)
             if DELTA_LOG in below:
                 delta_logs.append("/".join(below))
