@@ -206,6 +206,26 @@ def test_a_language_code_matches_the_datas_code_of_that_language_in_any_standard
     assert "source.lang 'de' matched the data's lang: deu_Latn (4 rows), ger (4 rows)" in caplog.text
 
 
+def test_a_macrolanguage_code_takes_flores_individual_language_and_the_reverse(tmp_path, caplog):
+    """lang: [ps, qu] against FLORES-tagged data (pbt_Arab, quy_Latn: individual languages of the macrolanguages ps
+    and qu) was 'no rows with lang == 'ps''. Now each takes the data's only language of its macrolanguage, with a
+    warning naming it; zh beside cmn and yue takes cmn alone (yue stays another language)."""
+    side = lang_corpus(tmp_path, ["pbt_Arab", "quy_Latn", "cmn", "yue", "eng_Latn"])
+    cfg = {
+        "source": {**side, "lang": ["ps", "qu", "zh"]},
+        "target": {**side, "lang": "en"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local", "k": 2},
+    }
+    with caplog.at_level("INFO"):
+        summary = run_mine(parse_config(MineConfig, cfg))
+    langs = summary["sides"]["source"]["langs"]
+    assert langs["ps"]["lang_matched"] == {"pbt_Arab": 4} and langs["qu"]["lang_matched"] == {"quy_Latn": 4}
+    assert langs["zh"]["lang_matched"] == {"cmn": 4}
+    assert summary["sides"]["source"]["rows_other_lang"] == 2 * 4  # yue and eng_Latn
+    assert "source.lang 'ps' takes the data's pbt_Arab (pbt): another language of the same macrolanguage" in caplog.text
+
+
 def test_a_float_lang_column_of_integer_ids_is_mined_by_the_integers(tmp_path):
     """pandas writes an integer lang column with a missing value as float64: lang: 1 against it was 'no rows with lang
     == 1; languages present: 1.0 (4), 2.0 (4), nan (4)'. Its values follow the id rule now (1.0 is 1, NaN null)."""

@@ -54,8 +54,45 @@ def test_a_script_or_region_written_in_the_code_is_kept(code, values):
     for value in values:
         assert candidates(value, (code,)) == (), value
     assert candidates("1", ("1", "2")) == ("1",) and candidates("1", ("01",)) == ()  # not codes: as written
-    assert candidates("nno", ("no",)) == candidates("nn", ("nb",)) == ()  # Nynorsk is not Bokmal's `no`
-    assert candidates("yue", ("zh",)) == candidates("zh", ("yue",)) == ()  # Cantonese is its own language
+    assert candidates("nn", ("nb",)) == candidates("nb", ("nn",)) == ()  # two languages of the macrolanguage no
+    assert candidates("arb", ("ary",)) == candidates("pbt_Arab", ("pbu",)) == ()
+    assert candidates("yue_Hant", ("zh-Hans",)) == ()  # the script still decides
+
+
+@pytest.mark.parametrize(
+    ("code", "values"),
+    [
+        ("ps", ["pbt_Arab", "pbt"]),  # FLORES' Pashto (Southern) against ISO 639-1's ps
+        ("pbt_Arab", ["ps", "pus", "pus_Arab"]),  # and the other way: a FLORES code against Tatoeba's / ISO's tags
+        ("qu", ["quy_Latn", "quy"]),
+        ("quy_Latn", ["qu", "que"]),
+        ("ar", ["ary_Arab"]),  # the data's only Arabic
+        ("lv", ["ltg_Latn"]),
+        ("zh", ["yue_Hant"]),
+        ("no", ["nn", "nno_Latn"]),
+    ],
+)
+def test_a_macrolanguage_and_its_individual_language_match_when_the_data_holds_nothing_closer(code, values):
+    """FLORES-200 writes Pashto pbt_Arab and Quechua quy_Latn, individual languages of the macrolanguages ISO 639-1's
+    ps and qu name (Tatoeba: pus, que): lang: ps against FLORES was 'no rows with lang == 'ps'', and lang: pbt_Arab
+    against ps-tagged data the same. pbt's script is its macrolanguage's (langcodes gave English's Latn)."""
+    for value in values:
+        assert candidates(value, (code, "en")) == (code,), value
+        assert values_taken(Counter({(code, value): 3}), {code: "source.lang"}) == {code: [value]}
+
+
+def test_a_code_takes_its_own_language_before_a_relative_and_refuses_two_relatives():
+    """zh against Mandarin and Cantonese takes Mandarin; no against Bokmal and Nynorsk takes Bokmal; ar against
+    Moroccan and Egyptian Arabic alone cannot choose; a value of the code's own language goes to that code alone."""
+    assert values_taken(Counter({("zh", "cmn"): 3, ("zh", "yue"): 2}), {"zh": "k"}) == {"zh": ["cmn"]}
+    assert values_taken(Counter({("no", "nob"): 3, ("no", "nno"): 2}), {"no": "k"}) == {"no": ["nob"]}
+    assert values_taken(Counter({("ps", "pbt_Arab"): 2, ("ps", "pbt"): 1}), {"ps": "k"}) == {"ps": ["pbt", "pbt_Arab"]}
+    matched = Counter({("ar", "ary_Arab"): 3, ("ar", "arz_Arab"): 2})
+    with pytest.raises(
+        LanguageMatchError, match=r"'ar' is ambiguous.*ary_Arab \(3 rows, ary\), arz_Arab \(2 rows, arz"
+    ):
+        values_taken(matched, {"ar": "source.lang"})
+    assert candidates("nno", ("no", "nn")) == ("nn",) and candidates("yue", ("zh", "yue")) == ("yue",)
 
 
 def test_a_bare_code_against_two_scripts_is_ambiguous_and_a_code_written_in_the_data_says_which():

@@ -30,7 +30,15 @@ import pyarrow.fs as pafs
 from pipeline import commit
 from pipeline.bitext import prepare, resume
 from pipeline.bitext.executor import LocalExecutor, RayExecutor
-from pipeline.bitext.languages import LanguageMatchError, candidates, languages_present, parse, shown, values_taken
+from pipeline.bitext.languages import (
+    LanguageMatchError,
+    by_macrolanguage,
+    candidates,
+    languages_present,
+    parse,
+    shown,
+    values_taken,
+)
 from pipeline.bitext.listings import Listings
 from pipeline.bitext.mining_actor import ShardResources, shard_count, start_store_shards
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
@@ -164,7 +172,8 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
 
 def take_languages(group: InputGroup, counts: prepare.ReadCounts) -> None:
     """Decide which lang_column values each listed code takes (languages.values_taken) and say it: an INFO line per code
-    whose values are not the code as written, a warning where a code takes several regions of its language."""
+    whose values are not the code as written, a warning where a code takes several regions of its language or another
+    language of its macrolanguage (ps taking pbt_Arab)."""
     keys = {lang: f"{side}.lang" for lang, side in group.owners.items()}
     try:
         taken = values_taken(counts.matched, keys)
@@ -175,6 +184,16 @@ def take_languages(group: InputGroup, counts: prepare.ReadCounts) -> None:
         if list(values) != [lang]:
             listed = ", ".join(f"{shown(v)} ({n} rows)" for v, n in values.items())
             log.info("%s %r matched the data's %s: %s", keys[lang], lang, group.cfg.lang_column, listed)
+        related = [v for v in values if by_macrolanguage(lang, v)]
+        if related:
+            log.warning(
+                "%s %r takes the data's %s: another language of the same macrolanguage (ISO 639-3), the closest the "
+                "data holds; set %s to it as written to mine it so without this warning",
+                keys[lang],
+                lang,
+                ", ".join(f"{shown(v)} ({parse(v).individual})" for v in related),
+                keys[lang],
+            )
         regions = {parse(v).territory for v in values if parse(v)}
         if len(regions) > 1:
             log.warning(

@@ -3,7 +3,13 @@ are named when a listed language has no rows.
 
 A value matches `lang` by its string form (an integer column's 1 is the language "1", and so is a float column's 1.0), or, when both are language
 codes, by the language they name (`langcodes`: ISO 639-1, 639-2/B and /T, 639-3, BCP-47 and FLORES' `deu_Latn` in any
-case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`, `nob` is `no`). A script or region written
+case, a macrolanguage's main member as the macrolanguage: `cmn` is `zh`, `arb` is `ar`, `nob` is `no`). Failing that, a
+macrolanguage and one of its other individual languages (ISO 639-3's table, as langcodes ships it) match when the data
+holds nothing closer: FLORES writes Pashto `pbt_Arab` and Quechua `quy_Latn` where Tatoeba and ISO 639-1 write `ps` /
+`pus` and `qu` / `que`, so `lang: ps` takes `pbt_Arab` and `lang: pbt_Arab` takes `ps`, but only when the data holds
+no value of the code's own language (`lang: zh` against `cmn` and `yue` takes `cmn`), and a macrolanguage against two
+of its individual languages (`ar` against `ary_Arab` and `arz_Arab`) is ambiguous (`values_taken`). Two individual
+languages of one macrolanguage (`ary` and `arb`) never match. A script or region written
 in `lang` must be the value's (its written one, or the one its language and region imply: `zh-TW` is Hant); a bare
 `lang` takes every script and region of its language, except that values of several scripts (zho_Hans and zho_Hant
 for `zh`) are ambiguous: `values_taken` refuses them, naming them. A value equal to a listed `lang` goes to that one; a
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import langcodes
+from langcodes.data_dicts import LIKELY_SUBTAGS, MACROLANGUAGES
 
 SHOWN = 40  # values listed in the error, most rows first
 
@@ -55,6 +62,12 @@ class Tag:
     script: str | None  # as written (Hans of zho_Hans), None when not written
     territory: str | None  # as written (BR of pt-BR)
     likely_script: str | None  # written, else implied by language and region (Hant for zh-TW, Latn for de)
+    individual: str = ""  # the language before the macrolanguage is preferred: 'arb' of arb_Arab, 'pbt' of pbt_Arab
+    macro: str | None = None  # the macrolanguage `individual` belongs to (ISO 639-3): 'ps' of pbt, 'ar' of arb
+
+    def __post_init__(self):
+        if not self.individual:
+            object.__setattr__(self, "individual", self.language)
 
 
 @lru_cache(maxsize=8192)
@@ -69,7 +82,23 @@ def parse(value: str) -> Tag | None:
     if not lang.language or lang.language == "und" or not lang.is_valid():
         return None
     language = lang.prefer_macrolanguage().language
-    return Tag(MAIN_MEMBERS.get(language, language), lang.script, lang.territory, lang.maximize().script)
+    macro = MACROLANGUAGES.get(lang.language)
+    return Tag(
+        MAIN_MEMBERS.get(language, language),
+        lang.script,
+        lang.territory,
+        likely_script(lang, macro),
+        lang.language,
+        macro,
+    )
+
+
+def likely_script(lang: langcodes.Language, macro: str | None) -> str | None:
+    """The written script, else the one its language (and region) imply. An individual language CLDR has no likely
+    script for (pbt, quy) takes its macrolanguage's (Arab for ps): langcodes' fallback is English's Latn."""
+    if lang.script or lang.language in LIKELY_SUBTAGS or macro is None:
+        return lang.maximize().script
+    return langcodes.Language.get(macro).maximize().script
 
 
 def names(code: str, value: str) -> bool:
@@ -85,14 +114,33 @@ def names(code: str, value: str) -> bool:
     return not (c.script or c.territory) or c.likely_script == v.likely_script
 
 
+def by_macrolanguage(code: str, value: str) -> bool:
+    """Whether a data value and a configured code are a macrolanguage and one of its other individual languages
+    (ps and pbt_Arab, either way round; no and nn), which `names` does not match. Two individual languages of one
+    macrolanguage (ary, arb) are not. The script or region written in the code must be the value's, as in `names`.
+    `values_taken` takes such values only when the data holds none of the code's own language."""
+    c, v = parse(code), parse(value)
+    if c is None or v is None or c.language == v.language:
+        return False
+    macro_code = v.macro is not None and c.language == v.macro and c.individual == c.language
+    macro_value = c.macro is not None and v.language == c.macro and v.individual == v.language
+    if not (macro_code or macro_value):
+        return False
+    if c.territory and v.territory and c.territory != v.territory:
+        return False
+    return not (c.script or c.territory) or c.likely_script == v.likely_script
+
+
 @lru_cache(maxsize=8192)
 def candidates(value: str | None, codes: tuple[str, ...]) -> tuple[str, ...]:
-    """The listed codes a data value may belong to: itself when listed, else every code it names."""
+    """The listed codes a data value may belong to: itself when listed, else every code it names, else every code it
+    is related to by a macrolanguage (`by_macrolanguage`: the driver takes those only where nothing closer is)."""
     if value is None:
         return ()
     if value in codes:
         return (value,)
-    return tuple(code for code in codes if names(code, value))
+    named = tuple(code for code in codes if names(code, value))
+    return named or tuple(code for code in codes if by_macrolanguage(code, value))
 
 
 class LanguageMatchError(ValueError):
@@ -103,7 +151,9 @@ def values_taken(matched: Counter, keys: dict[str, str]) -> dict[str, list[str]]
     """Which data values each listed code takes, from the rows per (code, value) the read tasks matched loosely.
 
     A code present in the data as written takes the values of its script (`zh` with data zh, cmn and zh-Hant: zh and
-    cmn); a bare code against values of several scripts, and a value that names two listed codes, are refused.
+    cmn); a bare code against values of several scripts, and a value that names two listed codes, are refused. A code
+    takes values related to it by a macrolanguage alone (`by_macrolanguage`: pbt_Arab for ps) only when none of its
+    own language is there, and those of one individual language only (ar against ary_Arab and arz_Arab is refused).
 
     Args:
         matched: rows per (code, data value) as `candidates` gave them.
@@ -134,6 +184,17 @@ def values_taken(matched: Counter, keys: dict[str, str]) -> dict[str, list[str]]
         if not values:
             continue
         own = parse(code)
+        closest = [v for v in values if v == code or names(code, v)]
+        if closest:
+            values = closest  # values related by a macrolanguage alone stay other languages
+        elif len({parse(v).individual for v in values}) > 1:
+            listed = ", ".join(f"{shown(v)} ({matched[(code, v)]} rows, {parse(v).individual})" for v in values)
+            key = keys[code]
+            raise LanguageMatchError(
+                f"{key}: {code!r} is ambiguous: the data holds no {code!r} itself but several languages of the "
+                f"macrolanguage {own.language!r}, {listed}. Set {key} to the value of the language to mine (a list "
+                "may hold several, each mined as its own language)"
+            )
         if code in values and own is not None:  # the data has the code as written: it says which script
             script = own.likely_script
             values = [v for v in values if v == code or (parse(v) and parse(v).likely_script == script)]

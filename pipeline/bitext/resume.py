@@ -90,7 +90,8 @@ def mine_rules() -> dict[str, str]:
     History: margin 1 was LASER's cos / mean as is (before e7a1871); center 1 left a row equal to its language's mean
     a zero vector (before 21370e5); knn 1 gave a tie on a GPU to any of its rows (before torch_tiles' tie order);
     vectors 1 used float16-stored rows as read (before 6b1fcb7); languages 1 took Norwegian Bokmal (nb, nob) for
-    another language than no; languages 2 read a float lang value as Python writes it (1.0, nan).
+    another language than no; languages 2 read a float lang value as Python writes it (1.0, nan); languages 3 did not match a macrolanguage
+    with its individual languages other than the main one (ps and FLORES' pbt_Arab, qu and quy_Latn).
     """
     from pipeline.bitext.margin import RATIO_FLOOR
     from pipeline.bitext.store import CENTRED_MIN_NORM
@@ -99,9 +100,10 @@ def mine_rules() -> dict[str, str]:
     return {
         "vectors": f"2: an embeddings_uri row further than {UNIT_TOLERANCE} from unit length is divided by its norm",
         "languages": (
-            "3: a lang_column value (an integral float as that integer, NaN null) is a listed lang as written or, "
+            "4: a lang_column value (an integral float as that integer, NaN null) is a listed lang as written or, "
             "both being language codes, when langcodes reads the same language (macrolanguage preferred, nb as no) and "
-            "the script or region the lang writes"
+            "the script or region the lang writes, else, where the data holds none of the lang's own language, a "
+            "macrolanguage and one other individual language of it (ISO 639-3)"
         ),
         "dedup": "1: texts deduplicated by exact string equality per side and language, the first row kept",
         "center": f"2: centred rows made unit length; a row within {CENTRED_MIN_NORM} of the mean keeps its direction",
