@@ -138,10 +138,26 @@ SCHEME_HINT = (
 )
 
 
+# Other spellings of s3:// for the same bucket and key: Hadoop's S3A and S3N connectors (URIs copied from Spark and
+# Hive configs), and an upper-case scheme. They were refused as another scheme.
+S3_SCHEMES = frozenset({"s3", "s3a", "s3n"})
+
+
+def canonical_uri(value: str) -> str:
+    """`value` with `s3a://`, `s3n://` (any case) or `S3://` written as `s3://`; any other value as it is."""
+    scheme, sep, rest = value.partition("://")
+    return f"s3://{rest}" if sep and scheme.lower() in S3_SCHEMES else value
+
+
 def storage_location(value: str | None) -> str | None:
-    """A location rayembed can read or write: not blank, and local, file:// or s3:// (pipeline.storage). Another
-    scheme (gs://, hf://, abfs://) failed at run time with a traceback."""
+    """A location rayembed can read or write: not blank, and local, file:// or s3:// (s3a:// and s3n:// are taken
+    as s3://: canonical_uri). Another scheme (gs://, hf://, abfs://) failed at run time with a traceback.
+
+    Returns:
+        The location, in its canonical spelling (canonical_uri).
+    """
     not_blank(value)
+    value = canonical_uri(value) if value is not None else None
     scheme, sep, rest = (value or "").partition("://")
     if sep and scheme not in ("s3", "file"):
         raise ValueError(f"the scheme {scheme}:// is not supported; {SCHEME_HINT}")
@@ -186,6 +202,7 @@ def locations(value: str | list[str]) -> str | list[str]:
             storage_location(uri)
         except ValueError as err:
             raise ValueError(f"item {i} ({uri!r}) {err}") from None
+    value = [canonical_uri(uri) for uri in value]
     seen: dict[str, int] = {}
     for i, uri in enumerate(value):
         first = seen.setdefault(same_place(uri), i)

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.change_tokens import listed_token
-from pipeline.config import SCHEME_HINT, StorageConfig
+from pipeline.config import SCHEME_HINT, StorageConfig, canonical_uri
 from pipeline.delta_tables import LOG as DELTA_LOG
 from pipeline.delta_tables import check_iceberg, enclosing_table, live_listing, table_roots
 from pipeline.errors import UserError
@@ -69,6 +69,7 @@ class UnsupportedSchemeError(UserError, ValueError):
 
 
 def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
+    uri = canonical_uri(uri)
     if uri.startswith("s3://"):
         retry = pafs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts)
         kwargs = {"anonymous": storage.anon, "retry_strategy": retry}
@@ -88,6 +89,7 @@ def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, 
 
 
 def resolve(uri: str, storage: StorageConfig) -> Location:
+    uri = canonical_uri(uri)  # s3a://, s3n:// (Spark configs): s3://
     fs, path = make_filesystem(uri, storage)
     return Location(fs, path, uri)
 
@@ -159,8 +161,8 @@ def list_inputs(
 ) -> tuple[Location, list[ListedFile]]:
     """Sorted files of one location (list_location) or of a list of them (list_locations)."""
     if isinstance(uri, str):
-        return list_location(uri, storage, key)
-    return list_locations(list(uri), storage, key)
+        return list_location(canonical_uri(uri), storage, key)
+    return list_locations([canonical_uri(u) for u in uri], storage, key)
 
 
 class InputLocationsError(UserError, ValueError):

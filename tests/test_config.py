@@ -404,6 +404,20 @@ def test_a_location_of_another_scheme_is_a_config_error(tmp_path, uri, key):
     assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}=file:///data/x"])
 
 
+@pytest.mark.parametrize("scheme", ["s3a", "s3n", "S3", "S3A"])
+def test_hadoop_s3a_and_s3n_uris_are_read_as_s3(tmp_path, scheme):
+    """URIs copied from Spark or Hive configs (`s3a://bucket/prefix`) name the same bucket and key as s3://; they
+    were refused as another scheme. A list naming one place both ways is one location twice."""
+    cfg = load_config(
+        EmbedConfig, write(tmp_path, MINIMAL), [f"input.uri={scheme}://b/corpus", f"output.uri={scheme}://b/e"]
+    )
+    assert (cfg.input.uri, cfg.output.uri) == ("s3://b/corpus", "s3://b/e")
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.uri=[{scheme}://b/a, s3://b/c]"])
+    assert cfg.input.uri == ["s3://b/a", "s3://b/c"]
+    with pytest.raises(ConfigError, match="lists the same location twice"):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"input.uri=[{scheme}://b/a, s3://b/a]"])
+
+
 @pytest.mark.parametrize(
     ("key", "uri", "segment"),
     [

@@ -55,6 +55,18 @@ def test_s3_prefix_listing(s3_bucket, s3_server):
     assert list_files(f"s3://{bucket}/corpus", storage)[1] == ["sub/a.parquet", "z.parquet"]
 
 
+def test_an_s3a_uri_lists_and_reads_the_s3_objects(s3_bucket, s3_server):
+    """`s3a://` (Spark's Hadoop connector) given to the storage functions directly (not through a config): the same
+    objects as s3://; it raised 'unsupported URI scheme'."""
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b"x")
+    storage = StorageConfig(endpoint_url=s3_server)
+    root, files = list_files(f"s3a://{bucket}/corpus", storage)
+    assert (root.uri, files) == (f"s3://{bucket}/corpus", ["a.jsonl"])
+    with root.fs.open_input_stream(root.join("a.jsonl").path) as f:
+        assert f.read() == b"x"
+
+
 def test_unknown_scheme():
     """A user error (the job's one `error:` line), not a bare ValueError's traceback."""
     from pipeline.errors import UserError
