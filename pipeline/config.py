@@ -6,6 +6,7 @@ Every section forbids unknown keys so a typo in the YAML is an error, not a sile
 
 from __future__ import annotations
 
+import logging
 import os
 import types
 import typing
@@ -29,6 +30,8 @@ from pipeline.config_loading import ConfigError, apply_overrides, load_config, l
 __all__ = ["ConfigError", "apply_overrides", "load_config", "load_yaml", "parse_config"]
 
 from pipeline.columns import OUTPUT_COLUMNS, PoolingName
+
+log = logging.getLogger(__name__)
 
 # What users write for the same things in sentence-transformers (modules, `pooling_mode_*`), TEI (`--pooling
 # last-token`, `--dtype float16`), vLLM (`PoolerConfig(pooling_type="LAST")`, `dtype="half"`) and torch: accepted,
@@ -319,6 +322,24 @@ class StorageConfig(Section):
     max_attempts: int = Field(
         6, ge=1, description="Attempts per S3 request (AWS standard retry: transient errors, backoff with jitter)."
     )
+
+    @model_validator(mode="after")
+    def _endpoint_as_aws_tools_find_it(self) -> StorageConfig:
+        """Left out, `endpoint_url` is the one the AWS CLI and boto3 would use (AWS_ENDPOINT_URL_S3,
+        AWS_ENDPOINT_URL, the profile's endpoint_url: pipeline.s3_endpoint), taken here on the driver so that
+        pyarrow's S3 client, which ignores them, and every worker use it too."""
+        if self.endpoint_url is None:
+            from pipeline.s3_endpoint import EndpointConfigError, configured_endpoint
+
+            try:
+                found = configured_endpoint()
+            except EndpointConfigError as err:
+                raise ValueError(str(err)) from None
+            if found is not None:
+                log.info("storage.endpoint_url: %s, from %s", *found)
+                # object.__setattr__: assigning would validate (and run this validator) again
+                object.__setattr__(self, "endpoint_url", found[0])
+        return self
 
 
 # Task names of other tools, which model.task (the query instruction) must not take: (names, whose and what to do).

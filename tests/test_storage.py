@@ -627,3 +627,57 @@ def test_an_iceberg_tables_folder_is_refused_saying_how_to_read_its_current_snap
         with pytest.raises(DeltaTableError, match=r"is an Apache Iceberg table .* Write its current snapshot out"):
             list_files(uri, LOCAL)
     assert list_files(str(tmp_path / "t" / "data"), LOCAL)[1] == ["a.parquet"]  # the data folder alone: as before
+
+
+# --- S3 endpoints configured the AWS tools' way -----------------------------------------------------------------
+
+
+def read_listed(storage: StorageConfig, uri: str) -> dict[str, bytes]:
+    root, files = list_files(uri, storage)
+    out = {}
+    for rel in files:
+        with root.fs.open_input_stream(root.join(rel).path) as f:
+            out[rel] = f.read()
+    return out
+
+
+@pytest.mark.parametrize("where", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "profile", "profile services"])
+def test_an_endpoint_set_for_the_aws_tools_is_used_for_listing_and_reading(
+    s3_bucket, s3_server, tmp_path, monkeypatch, where
+):
+    """MinIO/Ceph/R2 users set AWS_ENDPOINT_URL(_S3) or a profile's endpoint_url, not storage.endpoint_url. boto3
+    (the listing) honoured them and pyarrow (every read) did not: `Could not resolve host:
+    <bucket>.s3.us-east-1.amazonaws.com`. The config now carries the endpoint, so the workers get it too."""
+    import boto3
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b'{"text": "x"}\n')
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the profile it read
+    if where.startswith("AWS_"):
+        monkeypatch.setenv(where, s3_server)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    else:
+        config = tmp_path / "config"
+        if where == "profile":
+            config.write_text(f"[profile store]\nendpoint_url = {s3_server}\n")
+        else:
+            config.write_text(f"[profile store]\nservices = st\n[services st]\ns3 =\n  endpoint_url = {s3_server}\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+        monkeypatch.setenv("AWS_PROFILE", "store")
+    storage = StorageConfig()
+    assert storage.endpoint_url == s3_server
+    assert read_listed(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b'{"text": "x"}\n'}
+    # the config's own endpoint wins; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS turns the lookup off, as for boto3
+    assert StorageConfig(endpoint_url="http://127.0.0.1:1").endpoint_url == "http://127.0.0.1:1"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert StorageConfig().endpoint_url is None
+
+
+def test_a_profile_that_does_not_exist_is_a_config_error_naming_it(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    (tmp_path / "config").write_text("[profile other]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "typo")
+    with pytest.raises(ValidationError, match=r"cannot read the AWS configuration .* profile 'typo'.*fix AWS_PROFILE"):
+        StorageConfig()

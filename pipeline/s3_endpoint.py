@@ -1,0 +1,61 @@
+"""The S3 endpoint a user configured outside rayembed, found as the AWS CLI and boto3 find it.
+
+Users of MinIO, Ceph, R2 or a local moto/LocalStack point their tools at the store with `AWS_ENDPOINT_URL_S3`,
+`AWS_ENDPOINT_URL` or an `endpoint_url` in the profile (`~/.aws/config`, `AWS_PROFILE`), not with a rayembed key.
+boto3 (our listings, pipeline.s3_listing) honoured them, pyarrow's S3 client (every read and write) does not: the
+listing went to the configured store and the reads to AWS (`Could not resolve host: bucket.s3.us-east-1...`), and
+on a cluster the workers' environment may lack the variable the driver had. `storage.endpoint_url` is therefore
+filled from this lookup where the config leaves it out (pipeline.config.StorageConfig), on the driver, so both
+clients and every worker use the one endpoint. The order is botocore's (configprovider.ConfiguredEndpointProvider):
+
+1. `AWS_ENDPOINT_URL_S3`, 2. `AWS_ENDPOINT_URL`, 3. the profile's `services` section's `s3` `endpoint_url`,
+4. the profile's own `endpoint_url`; none where `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` (or the profile's
+`ignore_configured_endpoint_urls`) is true.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+TRUE = ("true", "1", "yes")
+
+
+class EndpointConfigError(ValueError):
+    """The AWS configuration names a profile that does not exist or cannot be read; the message says which."""
+
+
+def configured_endpoint() -> tuple[str, str] | None:
+    """(endpoint URL, where it was found: the variable's name or `AWS profile 'name' (file)`), or None.
+
+    Reads only the environment unless an AWS config file exists (`AWS_CONFIG_FILE`, else `~/.aws/config`).
+
+    Raises:
+        EndpointConfigError: `AWS_PROFILE` names a profile the config files lack, or a file cannot be parsed.
+    """
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() in TRUE:
+        return None
+    for name in ENV_VARS:
+        if value := os.environ.get(name, "").strip():
+            return value, name
+    config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    if not os.path.isfile(config_file):
+        return None
+    import botocore.session
+    from botocore.configprovider import ConfiguredEndpointProvider
+    from botocore.exceptions import BotoCoreError
+
+    session = botocore.session.Session()
+    profile = session.profile or "default"
+    try:
+        if str(session.get_config_variable("ignore_configured_endpoint_urls")).lower() in TRUE:
+            return None
+        url = ConfiguredEndpointProvider(
+            full_config=session.full_config, scoped_config=session.get_scoped_config(), client_name="s3"
+        ).provide()
+    except BotoCoreError as err:  # ProfileNotFound, ConfigParseError, a `services` section that does not exist
+        raise EndpointConfigError(
+            f"cannot read the AWS configuration ({config_file}, profile {profile!r}): {err}; fix AWS_PROFILE or the "
+            "file, or give storage.endpoint_url"
+        ) from err
+    return (url, f"AWS profile {profile!r} ({config_file})") if url else None
