@@ -270,6 +270,8 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
     if info.type == pafs.FileType.NotFound and local and (link := dangling_on_the_way(root.path)):
         shown = uri if link == os.path.normpath(root.path) else link
         raise UnreadableEntryError(unreadable_message(key, shown, dangling_kind(link), 0))
+    if info.type == pafs.FileType.File and not local:
+        info = object_or_prefix(uri, root, info, storage, key)
     if info.type == pafs.FileType.File:
         parent = resolve(posixpath.dirname(uri.rstrip("/")) or ".", storage)
         if isinstance(root.fs, pafs.LocalFileSystem):
@@ -386,6 +388,34 @@ def list_location(uri: str, storage: StorageConfig, key: str = "input.uri") -> t
             raise UnreadableEntryError(unreadable_message(key, posixpath.join(root.uri, rel), what, len(denied) - 1))
         names = with_change_times(root, once_per_file(root, names, key))
     return root, names
+
+
+def object_or_prefix(uri: str, root: Location, info: pafs.FileInfo, storage: StorageConfig, key: str) -> pafs.FileInfo:
+    """What an S3 URI naming an object (`s3://b/corpus`) means where the prefix `corpus/` holds objects too (a
+    `corpus` object written beside the folder by a tool or by mistake): pyarrow took the object, so the folder's
+    rows were left out unseen (an empty marker object: the run read 0 rows), and `s3://b/corpus/` read the object too.
+
+    Returns:
+        `info` (the object) where no object lies below the prefix; a Directory for a URI ending in `/` or an empty
+        object (a folder marker written without its `/`, INFO line), so that the prefix is listed.
+
+    Raises:
+        InputNameError: a non-empty object beside a non-empty prefix, without a trailing `/`: which is meant cannot
+            be told; the message says how to ask for each.
+    """
+    directory = pafs.FileInfo(root.path, pafs.FileType.Directory)
+    if uri.endswith("/"):
+        return directory  # a trailing '/' names the prefix, as for `aws s3 ls` and s3fs
+    if next(list_objects(root.path, storage), None) is None:
+        return info
+    if info.size == 0:
+        log.info("%s: %s is an empty object beside the prefix %s/: read as that folder", key, uri, uri)
+        return directory
+    raise InputNameError(
+        f"{key}: {uri} is an object ({info.size} bytes) and also a prefix with objects below it ({uri}/...); which "
+        f"one to read cannot be told: write {uri}/ (with the '/') to read the objects below the prefix, or copy the "
+        "object to a key of its own to read it alone"
+    )
 
 
 def rel_to(root: Location, path: str) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from pipeline.config import StorageConfig
@@ -681,3 +683,30 @@ def test_a_profile_that_does_not_exist_is_a_config_error_naming_it(tmp_path, mon
     monkeypatch.setenv("AWS_PROFILE", "typo")
     with pytest.raises(ValidationError, match=r"cannot read the AWS configuration .* profile 'typo'.*fix AWS_PROFILE"):
         StorageConfig()
+
+
+def test_an_s3_object_beside_a_prefix_of_the_same_name(s3_bucket, s3_server, caplog):
+    """An object `corpus` beside objects under `corpus/` (a marker some tools write without its `/`, or a file
+    uploaded by mistake): pyarrow took the object, so `s3://b/corpus` and even `s3://b/corpus/` read it alone and
+    the folder's rows were left out unseen (0 rows from an empty marker)."""
+    from pipeline.storage import InputNameError
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b"x")
+    client.put_object(Bucket=bucket, Key="corpus/sub/b.jsonl", Body=b"y")
+    client.put_object(Bucket=bucket, Key="corpus", Body=b"")
+    storage = StorageConfig(endpoint_url=s3_server)
+    for uri in (f"s3://{bucket}/corpus", f"s3://{bucket}/corpus/"):
+        with caplog.at_level(logging.INFO, logger="pipeline.storage"):
+            root, files = list_files(uri, storage)
+        assert (root.path, files) == (f"{bucket}/corpus", ["a.jsonl", "sub/b.jsonl"]), uri
+    assert "is an empty object beside the prefix" in caplog.text
+    client.put_object(Bucket=bucket, Key="corpus", Body=b'{"text": "t"}\n')
+    with pytest.raises(InputNameError, match=rf"s3://{bucket}/corpus is an object \(14 bytes\) and also a prefix"):
+        list_files(f"s3://{bucket}/corpus", storage)
+    assert list_files(f"s3://{bucket}/corpus/", storage)[1] == ["a.jsonl", "sub/b.jsonl"]
+    # an object with nothing below its name is read as before; with a '/' it names a prefix, which holds nothing
+    client.put_object(Bucket=bucket, Key="one.jsonl", Body=b"z")
+    assert list_files(f"s3://{bucket}/one.jsonl", storage)[1] == ["one.jsonl"]
+    with pytest.raises(FileNotFoundError, match=rf"no input files found at s3://{bucket}/one.jsonl/"):
+        list_files(f"s3://{bucket}/one.jsonl/", storage)
