@@ -23,6 +23,7 @@ from pipeline.columns import POOLINGS
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_architecture import ENCODER_ONLY_MODEL_TYPES
+from pipeline.model_kinds import config_refusal, module_kind, module_refusal
 from pipeline.prompts import (
     ST_CONFIG,
     declared_prompts,
@@ -155,8 +156,13 @@ def check_available(cfg: ModelConfig) -> None:
 
     Raises:
         ModelUnavailableError: see model_file; also for a local directory without config.json.
+        UserError: a folder without config.json whose modules.json names a static embedding or a Router
+            (pipeline.model_kinds), said as that rather than as a missing config.json.
     """
     if model_file(cfg, "config.json") is None:
+        refusal = modules_refusal(cfg)
+        if refusal is not None:  # a static embedding model or a Router keeps no transformer at the root
+            raise refusal
         nested = [m.get("path") for m in read_modules(cfg) if module_kind(m) == "Transformer" and m.get("path")]
         if nested:
             raise ModelUnavailableError(
@@ -246,9 +252,30 @@ class ModuleLayout:
     normalize: bool = False
 
 
-def module_kind(entry: dict[str, Any]) -> str:
-    """`sentence_transformers.models.Dense` (or `...base.modules.dense.Dense`) -> 'Dense'."""
-    return str(entry.get("type", "")).rsplit(".", 1)[-1]
+def modules_refusal(cfg: ModelConfig) -> UserError | None:
+    """pipeline.model_kinds.module_refusal for the model's modules.json (a Router's or Asym's routes read from its
+    router_config.json / asym_config.json); None when it lists none of those kinds."""
+    modules = read_modules(cfg)
+    routes = None
+    for entry in modules:
+        if module_kind(entry) in ("Router", "Asym"):
+            filename = posixpath.join(entry.get("path") or "", f"{module_kind(entry).lower()}_config.json")
+            structure = (read_json(cfg, filename) if model_file(cfg, filename) else {}).get("structure")
+            routes = [str(r) for r in structure] if isinstance(structure, dict) else None
+    return module_refusal(cfg.name_or_path, modules, routes)
+
+
+def check_model_kind(cfg: ModelConfig) -> None:
+    """Refuse, naming what it is and what to do, a model that gives its vectors without one text transformer whose
+    states rayembed pools: a static embedding model (model2vec, StaticEmbedding), a Router / Asym, a dual encoder
+    (CLIP, SigLIP, ...). See pipeline.model_kinds.
+
+    Raises:
+        UserError: the model is one of them.
+    """
+    refusal = config_refusal(cfg.name_or_path, read_json(cfg, "config.json")) or modules_refusal(cfg)
+    if refusal is not None:
+        raise refusal
 
 
 def read_modules(cfg: ModelConfig) -> list[dict[str, Any]]:
@@ -276,6 +303,9 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             "model_type), not a SentenceTransformer: it gives no dense sentence embeddings to store"
         )
     modules = read_modules(cfg)
+    refusal = modules_refusal(cfg)
+    if refusal is not None:
+        raise refusal
     unserved = [
         f"{m.get('path') or '(root)'} ({m.get('type')})" for m in modules if module_kind(m) not in SERVED_MODULES
     ]
@@ -580,11 +610,12 @@ def with_model_defaults(cfg: C) -> tuple[C, PoolingChoice]:
     when the config leaves it unset (with_model_dimensions).
 
     Raises:
-        ModelUnavailableError, UserError: see check_available and resolve_pooling.
+        ModelUnavailableError, UserError: see check_available, check_model_kind and resolve_pooling.
     """
     model = with_hub_id(cfg.model)
     if model is not cfg.model:
         cfg = cfg.model_copy(update={"model": model})
+    check_model_kind(cfg.model)
     warn_normalization(cfg.model)
     choice = resolve_pooling(cfg.model)
     if choice.pooling != cfg.model.pooling:

@@ -50,6 +50,7 @@ DECIDING_MODULES = (
     "model_loading",
     "model_limits",
     "model_defaults",
+    "model_kinds",
     "tokenization",
     "tokenizer_snapshot",
     "prompts",
