@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.clustering.vectors import EmbeddingColumnError, embedding_matrix, normalize_rows
 from pipeline.column_paths import flat_table, projection
-from pipeline.file_formats import CorruptFileError, InputFileError
+from pipeline.file_formats import PARQUET_MAGIC, SNIFF_BYTES, CorruptFileError, InputFileError, describe
 from pipeline.reading import CORRUPT_HINT, Cursor, naming_errors
 from pipeline.storage import Location
 
@@ -50,7 +50,36 @@ def naming_the_file(file: Location) -> Iterator[None]:
         with naming_errors(file.uri, "parquet", Cursor()):
             yield
     except CorruptFileError as err:
+        other = other_format(file)
+        if other:
+            raise EmbeddingFileError(
+                f"{file.uri} is read as an embeddings Parquet file but looks like {other}; {CONVERT_HINT}"
+            ) from err
         raise EmbeddingFileError(str(err).replace(CORRUPT_HINT, VECTORS_HINT)) from err
+
+
+# What to do with vectors stored in another format (a NumPy .npy of another tool, an Arrow/Feather file, JSON)
+CONVERT_HINT = (
+    "the cluster and mining jobs read Parquet files with an id column and an embedding column of float lists (the "
+    "embed job's output), and do not guess another format's ids. Write them as Parquet, e.g. with pyarrow: "
+    "pq.write_table(pa.table({'id': ids, 'embedding': list(np.load('x.npy'))}), 'x.parquet'), or move the file out "
+    "of the input"
+)
+
+
+def other_format(file: Location) -> str | None:
+    """What a file that does not parse as Parquet is, in words (file_formats.describe of its first bytes), when it is
+    a known other format (NumPy .npy, Arrow, zip, HDF5, compressed, JSON or other text); None when it starts like
+    Parquet, is empty or unrecognized bytes (a file cut short or garbled) or its first bytes cannot be read."""
+    try:
+        with file.fs.open_input_stream(file.path) as stream:
+            head = stream.read(SNIFF_BYTES)
+    except OSError:  # the read's own error (naming_errors) says what went wrong
+        return None
+    what = describe(head)
+    if head.startswith(PARQUET_MAGIC) or what in ("binary data", "an empty file"):  # garbled or cut: VECTORS_HINT
+        return None
+    return what
 
 
 def open_embeddings(file: Location) -> pq.ParquetFile:

@@ -53,6 +53,8 @@ OTHER_MAGIC = {
     b"PK\x03\x04": "a zip archive",
     b"%PDF": "a PDF document",
     b"ARROW1": "an Arrow IPC file",
+    b"\x93NUMPY": "a NumPy .npy array",
+    b"\x89HDF\r\n\x1a\n": "an HDF5 file",
 }
 UTF8_BOM = codecs.BOM_UTF8
 # UTF-32 first: the UTF-32-LE mark starts with the UTF-16-LE one.

@@ -212,4 +212,11 @@ def refuse_non_float(column: str, value_type: pa.DataType, metadata: dict[bytes,
             f"{precision} (quantized); {job} needs float vectors: embed with output.dtype float32 or float16 "
             "(output.dimensions may stay)"
         )
+    if str(value_type) in ("uint16", "int16"):  # how bfloat16 is stored where Parquet has no such type
+        return (
+            f"embedding column {column!r} holds {value_type} values, expected float16/32/64. If they are bfloat16 bit "
+            "patterns (numpy/ml_dtypes' bfloat16 or torch's tensor.view(torch.int16) written out), the job does not "
+            "guess so: write them as float32, e.g. (x.astype(np.uint16).astype(np.uint32) << 16).view(np.float32), "
+            "or float16"
+        )
     return f"embedding column {column!r} holds {value_type}, expected float16/32/64"

@@ -146,4 +146,22 @@ def odd_embedding_files(ids: list[str], dim: int) -> dict[str, bytes]:
         "not_parquet": json.dumps({"id": ids[0], "embedding": [0.0] * dim}).encode() + b"\n",
         "width": parquet_bytes(embeddings_table(ids, dim // 2)),  # another model's or output.dimensions' vectors
         "nulls": parquet_bytes(pa.table({"id": ids, "embedding": nulls})),
+        "npy": npy_bytes(np.full((len(ids), dim), 0.5, np.float32)),  # another tool's vectors as a NumPy array
+        "bf16": parquet_bytes(pa.table({"id": ids, "embedding": bf16_as_uint16(len(ids), dim)})),
     }
+
+
+def npy_bytes(x: np.ndarray) -> bytes:
+    """The bytes np.save writes for `x`."""
+    import io
+
+    body = io.BytesIO()
+    np.save(body, x)
+    return body.getvalue()
+
+
+def bf16_as_uint16(rows: int, dim: int) -> pa.Array:
+    """bfloat16 vectors as their bit patterns in uint16 (how ml_dtypes' / torch's bfloat16 lands in Parquet)."""
+    x = np.full((rows, dim), 0.5, np.float32)
+    bits = (x.view(np.uint32) >> 16).astype(np.uint16)
+    return pa.FixedSizeListArray.from_arrays(pa.array(bits.reshape(-1)), dim)

@@ -499,6 +499,50 @@ def test_different_models_are_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
+def with_recipe(path: Path, **recipe: str) -> None:
+    """Rewrite an embeddings file with rayembed.<key> metadata (its vectors unchanged)."""
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({f"rayembed.{k}": v for k, v in recipe.items()}), path)
+
+
+def test_a_side_mixing_runs_of_two_models_or_poolings_is_refused_naming_both_files(corpus):
+    """Two runs' files in one embeddings_uri, of one width (e5-small and MiniLM are both 384 wide), were mined
+    together without a word (the side's model was the smaller name). Now refused, naming the two files and what
+    differs; files of one model at another folder, or of another tool (no metadata), are fine."""
+    emb = Path(corpus["src_emb"])
+    table = pq.read_table(emb / "part-0.parquet")
+    pq.write_table(table.slice(30), emb / "part-1.parquet")
+    pq.write_table(table.slice(0, 30), emb / "part-0.parquet")
+    with_recipe(emb / "part-0.parquet", model=".models/e5", pooling="mean", prompt="query: ")
+    with_recipe(emb / "part-1.parquet", model=".models/minilm", pooling="mean", prompt="query: ")
+    with pytest.raises(SideError, match="source: source.embeddings_uri .* mixes embeddings of different recipes") as e:
+        run_mine(parse_config(MineConfig, config(corpus)))
+    said = str(e.value)
+    assert f"{emb}/part-0.parquet has model .models/e5, pooling mean" in said
+    assert f"{emb}/part-1.parquet has model .models/minilm" in said and "(model: '.models/e5' vs" in said
+    with_recipe(emb / "part-1.parquet", model=".models/e5", pooling="cls", prompt="query: ")
+    with pytest.raises(SideError, match=r"different recipes \(pooling: 'mean' vs 'cls'\)"):
+        run_mine(parse_config(MineConfig, config(corpus) | {"output": {"uri": str(corpus["dir"] / "o2")}}))
+    with_recipe(emb / "part-1.parquet", model="/elsewhere/.models/e5/", pooling="mean", prompt="query: ")
+    with_recipe(Path(corpus["tgt_emb"]) / "part-0.parquet")  # another tool's file: nothing to compare
+    cfg = config(corpus, threshold=1.5) | {"output": {"uri": str(corpus["dir"] / "o3")}}
+    assert run_mine(parse_config(MineConfig, cfg))["pairs_kept"] == 40
+
+
+def test_sides_of_one_model_in_other_folders_are_mined_and_another_pooling_is_refused(corpus):
+    """The sides' models were compared as written: one model loaded from two folders (.models/e5 and its absolute
+    path, or its hub name) was 'embedded with different models'; another pooling of one model was not caught."""
+    src, tgt = Path(corpus["src_emb"]) / "part-0.parquet", Path(corpus["tgt_emb"]) / "part-0.parquet"
+    with_recipe(src, model=".models/multilingual-e5-small", pooling="mean", prompt="query: ")
+    with_recipe(tgt, model="intfloat/multilingual-e5-small", pooling="mean", prompt="query: ")
+    assert run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))["pairs_kept"] == 40
+    with_recipe(tgt, model="intfloat/multilingual-e5-small", pooling="cls", prompt="query: ")
+    with pytest.raises(SideError, match=r"different models or settings \(pooling\): source .* pooling mean.*cls"):
+        run_mine(
+            parse_config(MineConfig, config(corpus, threshold=1.5) | {"output": {"uri": str(corpus["dir"] / "o2")}})
+        )
+
+
 def pairs_table(out: Path) -> pa.Table:
     return pq.read_table(out / "pairs").sort_by([("src_id", "ascending"), ("tgt_id", "ascending")])
 
@@ -838,7 +882,7 @@ def test_a_first_attempt_lists_each_input_once(corpus, s3_bucket, proxy):
     assert once >= 4 and job_lists == once, (job_lists, once)  # it was 2 * once
 
 
-@pytest.mark.parametrize("odd", ["cut", "garbled", "width", "nulls", "empty"])
+@pytest.mark.parametrize("odd", ["cut", "garbled", "width", "nulls", "empty", "npy", "bf16"])
 def test_an_odd_file_in_a_sides_embeddings_fails_naming_it(corpus, odd):
     """A cut, garbled or non-Parquet file in an embeddings_uri crashed the job with pyarrow's ArrowInvalid/OSError
     traceback; a file of another width failed with `several dims [32, 64]` naming no file; a null vector named its
@@ -860,6 +904,8 @@ def test_an_odd_file_in_a_sides_embeddings_fails_naming_it(corpus, odd):
         "garbled": "Its rows are vectors, so the job does not skip it",
         "width": "dim 32 in 1 files (",
         "nulls": "has 1 null vectors (the first: 'fra.txt#60'): drop those rows or embed them again",
+        "npy": "looks like a NumPy .npy array; the cluster and mining jobs read Parquet files",
+        "bf16": "holds uint16 values, expected float16/32/64. If they are bfloat16 bit patterns",
     }
     assert says[odd] in message, message
 

@@ -18,12 +18,13 @@ from robustness_helpers import embeddings_table, odd_embedding_files
 from jobs.cluster import main
 from pipeline.cluster_config import ClusterConfig
 from pipeline.clustering import kmeans
+from pipeline.clustering.input_check import check_input
 from pipeline.clustering.job import run_cluster
 from pipeline.commit import OutputExistsError
 from pipeline.config import ConfigError, StorageConfig, parse_config
 from pipeline.embedding_files import EmbeddingFileError
 from pipeline.errors import UserError, user_message
-from pipeline.storage import make_filesystem
+from pipeline.storage import make_filesystem, resolve
 
 pytestmark = pytest.mark.slow
 
@@ -433,6 +434,32 @@ def test_a_first_input_file_without_rows_does_not_set_the_dim(ray_session, tmp_p
     assert (summary["rows"], summary["dim"], sum(summary["sizes"])) == (30, 8, 30)
 
 
+def test_files_of_two_models_of_one_width_are_refused_naming_both(ray_session, tmp_path):
+    """Two embed runs in one input folder, of two models that are both 8 wide here (e5-small and MiniLM are both 384
+    wide): clustered together without a word, their cosines meaningless. Refused now, before any k-means, naming
+    both files and what differs; the same model loaded from another folder passes the input check."""
+    (tmp_path / "emb").mkdir()
+    for f, model in enumerate([".models/e5", ".models/minilm"]):
+        rows = pa.table({"id": [f"f{f}-{i}" for i in range(20)], "embedding": pa.array(list(unit_rows(20, 8, f)))})
+        meta = {"rayembed.model": model, "rayembed.pooling": "mean", "rayembed.prompt": ""}
+        pq.write_table(rows.replace_schema_metadata(meta), tmp_path / "emb" / f"part-{f}.parquet")
+    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
+    with pytest.raises(
+        EmbeddingFileError, match=r"mixes embeddings of different recipes \(model: '.models/e5' vs"
+    ) as e:
+        run_cluster(parse_config(ClusterConfig, raw))
+    assert "part-0.parquet has model .models/e5" in str(e.value) and "part-1.parquet has model .models/minilm" in str(
+        e.value
+    )
+    table = pq.read_table(tmp_path / "emb" / "part-1.parquet")
+    meta = {"rayembed.model": "/abs/.models/e5/", "rayembed.pooling": "mean", "rayembed.prompt": ""}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "emb" / "part-1.parquet")
+    root = resolve(str(tmp_path / "emb"), StorageConfig())
+    paths = {"embedding": ("embedding",), "id": ("id",)}
+    files = ["part-0.parquet", "part-1.parquet"]
+    check_input(root, files, "embedding", paths, "id", False, 8, parse_config(ClusterConfig, raw).compute)  # no error
+
+
 @pytest.mark.parametrize("bad", ["nan", "other_dim"])
 def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_path, bad):
     """`python -m jobs.cluster` as a user runs it. A NaN vector, or a second file of another model's dim, is found
@@ -483,12 +510,13 @@ def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_pa
     assert lines[-1].startswith(expected), lines[-5:]
 
 
-@pytest.mark.parametrize("odd", ["cut", "not_parquet", "width", "nulls"])
+@pytest.mark.parametrize("odd", ["cut", "not_parquet", "npy", "width", "nulls"])
 def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, tmp_path, odd):
     """A cut or non-Parquet embeddings file crashed the job with pyarrow's traceback (ArrowInvalid, nothing said
     what to do); vectors of another width or a null vector failed inside a Ray Data block with the row's id but not
     its file. Now each is one `error:` naming the file and what to do, before any k-means work; an empty file
-    among them is fine."""
+    among them is fine. A file of another format (JSON, another tool's NumPy .npy) is named as such, with how to
+    write it as Parquet: it was called 'cut short or corrupt (an interrupted copy or upload?)'."""
     emb = tmp_path / "emb"
     emb.mkdir()
     pq.write_table(embeddings_table([f"a{i}" for i in range(20)], 8), emb / "part-0.parquet")
@@ -499,7 +527,8 @@ def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, 
         run_cluster(parse_config(ClusterConfig, raw))
     message = user_message(err.value)
     assert isinstance(err.value, UserError) and str(emb / "part-1.parquet") in message, message
-    assert ("does not skip it" if odd in ("cut", "not_parquet") else "x0") in message, message
+    says = {"cut": "does not skip it", "not_parquet": "looks like JSON text", "npy": "looks like a NumPy .npy array"}
+    assert says.get(odd, "x0") in message, message
     assert not (tmp_path / "out" / "centroids.parquet").exists()
 
 

@@ -17,7 +17,9 @@ PATHS = {"id": ("id",), "embedding": ("embedding",)}
 SAYS = {
     "cut": "Its rows are vectors, so the job does not skip it: copy it again from where it was written",
     "garbled": "Its rows are vectors, so the job does not skip it",
-    "not_parquet": "Parquet magic bytes not found",
+    "not_parquet": "looks like JSON text; the cluster and mining jobs read Parquet files with an id column",
+    "npy": "looks like a NumPy .npy array; the cluster and mining jobs read Parquet files with an id column",
+    "bf16": "holds uint16 values, expected float16/32/64. If they are bfloat16 bit patterns",
     "width": "the vector of 'x0' has 4 values, the input's first has 8; all vectors must have the same dim",
     "nulls": "has 1 null vectors (the first: 'x0'): drop those rows or embed them again",
 }

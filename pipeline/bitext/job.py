@@ -54,6 +54,7 @@ from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
 from pipeline.embedding_files import EmbeddingFileError
+from pipeline.embedding_recipe import describe, differences, first_conflict, known
 from pipeline.errors import UserError
 from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
@@ -352,15 +353,18 @@ def build_stores(
                 "rows_other_lang": counts["rows_read"] - counts["rows_rejected"] - mined,
                 "langs": {},
             }
+    recipes: dict[str, tuple[str, dict[str, str] | None]] = {}
     for side, items in owned_langs(groups).items():
         group = items[0][1]
         counts = reads[groups.index(group)]
         deduped, buckets = texts["sides"][side]["langs"], texts["sides"][side]["buckets"]
         emb_uri, emb_info = embedded[side][0], dict(embedded[side][1])
         log.info("%s: %d languages numbered; joining vectors from %s", side, len(items), emb_uri)
-        vectors, dim, model, unembedded = join_vectors(
+        vectors, dim, recipe, unembedded = join_vectors(
             cfg, side, group.cfg, emb_uri, deduped, buckets, work_uri, ex, listings or Listings(cfg.storage)
         )
+        recipes[side] = (emb_uri, recipe)
+        model = recipe["model"] if recipe else None
         emb_info["model"] = model or "unknown"
         for lang, _ in items:
             d = deduped[lang]
@@ -393,15 +397,20 @@ def build_stores(
                         "embeddings": emb_info,
                     }
     check_models(stores)
+    check_recipes(recipes)
     return stores, info
 
 
 def join_vectors(
     cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex, listings: Listings
-) -> tuple[dict, int, str | None, dict]:
-    """Vector files per language, the dim, the model and, per language, the rows the job's own embed step rejected
-    (left out of the vector files, so never mined). With the side's embeddings_uri a row without a vector fails the
-    job: those embeddings do not come from this input."""
+) -> tuple[dict, int, dict[str, str] | None, dict]:
+    """Vector files per language, the dim, the recipe (pipeline.embedding_recipe; None for another tool's files) and,
+    per language, the rows the job's own embed step rejected (left out of the vector files, so never mined). With the
+    side's embeddings_uri a row without a vector fails the job: those embeddings do not come from this input.
+
+    Raises:
+        SideError: files of several widths, or of several recipes (another model, pooling or prompt), naming them.
+    """
     own = not side_cfg.embeddings_uri
     key = "output.uri" if own else f"{side}.embeddings_uri"
     listed = listings.paths(emb_uri, key=key)
@@ -412,7 +421,16 @@ def join_vectors(
     dims = {p["dim"] for p in parts if p["rows"]}  # a file without rows has no dim (an empty part)
     if len(dims) > 1:
         raise mixed_dims_error(side, key, emb_uri, files, [p["dim"] if p["rows"] else None for p in parts])
-    models = {p["model"] for p in parts} - {None}
+    conflict = first_conflict((f, p["recipe"]) for f, p in zip(files, parts) if p["rows"])
+    if conflict:
+        raise SideError(
+            conflict.message(
+                f"{side}: {key} {emb_uri}",
+                "Point it at the embeddings of one run (move the odd files out), or embed their input again with the "
+                f"recipe of the rest{'' if own else f'; or remove {key} and the job embeds the {side} itself'}",
+            )
+        )
+    recipe = known(p["recipe"] for p in parts if p["rows"]) or known(p["recipe"] for p in parts)
     by_bucket_emb: dict[int, list[str]] = defaultdict(list)
     for p in parts:
         for b, uri in p["parts"]:
@@ -495,13 +513,13 @@ def join_vectors(
                 examples[lang][:3],
                 posixpath.join(emb_uri, REJECTS_DIR),
             )
-        return vectors, dim, (min(models) if models else None), dict(missing)
+        return vectors, dim, recipe, dict(missing)
     for lang, n in missing.items():
         raise SideError(
             f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}); "
             f"the embeddings must come from the embed job over this same input ({side}.uri and id_column)"
         )
-    return vectors, dim, (min(models) if models else None), {}
+    return vectors, dim, recipe, {}
 
 
 # Why mining cannot use an embeddings dataset that holds an id twice (clustering.duplicates.duplicate_error)
@@ -541,14 +559,42 @@ def mixed_dims_error(side: str, key: str, emb_uri: str, files: list[str], dims: 
 
 
 def check_models(stores: dict[tuple[str, str], StoreRef]) -> None:
-    models = {s.side: s.model for s in stores.values()}
-    if len(set(models.values()) - {"unknown"}) > 1:
-        raise SideError(f"the sides were embedded with different models {models}; their vectors are not comparable")
+    """The sides' vectors have one width (their recipes: check_recipes)."""
     dims = {s.side: s.dim for s in stores.values()}
     if len(set(dims.values())) > 1:
         raise SideError(
             f"source vectors have dim {dims.get('source')}, target {dims.get('target')}; embed both sides with the "
             "same model"
+        )
+
+
+def check_recipes(recipes: dict[str, tuple[str, dict[str, str] | None]]) -> None:
+    """The sides' vectors must come from one model, revision and pooling (pipeline.embedding_recipe); another prompt
+    on each side is a warning (an asymmetric model's query and passage prompts map into one space, but LASER-style
+    mining compares like with like). `recipes`: side -> (its embeddings' location, its recipe or None).
+
+    Raises:
+        SideError: naming both sides, their locations and recipes.
+    """
+    known_sides = [(side, uri, r) for side, (uri, r) in sorted(recipes.items()) if r is not None]
+    if len(known_sides) < 2:
+        return
+    (a, a_uri, ra), (b, b_uri, rb) = known_sides[:2]
+    keys = differences(ra, rb, ("model", "revision", "pooling"))
+    if keys:
+        raise SideError(
+            f"the sides were embedded with different models or settings ({', '.join(keys)}): {a} ({a_uri}) has "
+            f"{describe(ra)}, "
+            f"{b} ({b_uri}) has {describe(rb)}; their vectors are not comparable: embed both sides with one model "
+            "(remove a side's embeddings_uri and the job embeds it with the configured model)"
+        )
+    if differences(ra, rb, ("prompt",)):
+        log.warning(
+            "the sides were embedded with different prompts: %s %r, %s %r; mining compares them as they are",
+            a,
+            ra.get("prompt"),
+            b,
+            rb.get("prompt"),
         )
 
 

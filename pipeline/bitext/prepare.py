@@ -34,6 +34,7 @@ from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, bucket_duplicates, digest_table
 from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
+from pipeline.embedding_recipe import file_recipe
 from pipeline.file_formats import InputFileError
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_parquet_atomic
@@ -345,7 +346,13 @@ def bucket_embeddings(
         part = emb_part_uri(work_uri, side, b, file_index)
         write_parquet_atomic(table, resolve(part, storage))
         written.append((b, part))
-    return {"parts": written, "rows": len(ids), "dim": int(vectors.shape[1]), "model": metadata.get("rayembed.model")}
+    return {
+        "parts": written,
+        "rows": len(ids),
+        "dim": int(vectors.shape[1]),
+        "model": metadata.get("rayembed.model"),
+        "recipe": file_recipe(metadata),  # compared across the side's files by the driver (job.join_vectors)
+    }
 
 
 def join_bucket(

@@ -21,7 +21,8 @@ from pipeline.clustering.vectors import InputColumnError
 from pipeline.column_paths import Missing, arrow_path
 from pipeline.config import ComputeConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
-from pipeline.embedding_files import checked_batches, open_embeddings
+from pipeline.embedding_files import EmbeddingFileError, checked_batches, open_embeddings
+from pipeline.embedding_recipe import file_recipe, first_conflict
 from pipeline.stages import io_task
 from pipeline.storage import Location
 
@@ -37,10 +38,11 @@ def checked_file_digests(
     dim: int,
     buckets: int,
     first: str = "",
-) -> tuple[pa.Table, int]:
+) -> tuple[pa.Table, int, dict[str, str] | None]:
     """Ray task: read one input file once, checking its vectors (embedding_files.checked_batches), and return the
     digests (pipeline.duplicate_ids.digest_table) of its rows' keys (id, with chunk_index when `chunked`), rows
-    numbered from 0 in the file, and their count (the only part the driver fetches).
+    numbered from 0 in the file, their count and the file's recipe (pipeline.embedding_recipe.file_recipe, None
+    without rayembed metadata, or without rows: it has no vector to compare); the driver fetches the last two.
 
     Raises:
         EmbeddingFileError: as checked_batches, naming the file.
@@ -66,7 +68,7 @@ def checked_file_digests(
             )
         start += table.num_rows
     table = digest_table([file_index] * len(rows), rows, keys, buckets)
-    return table, table.num_rows
+    return table, table.num_rows, file_recipe(reader.schema_arrow.metadata) if start else None
 
 
 def check_columns(file: Location, schema: pa.Schema, paths: dict[str, tuple[str, ...]], first: str) -> None:
@@ -106,21 +108,31 @@ def check_input(
         dim: the width every vector must have (the first vector's).
 
     Raises:
-        EmbeddingFileError: the first file in listing order whose vectors cannot serve, naming it.
+        EmbeddingFileError: the first file in listing order whose vectors cannot serve, naming it; or files of
+            several recipes (another model, pooling or prompt: pipeline.embedding_recipe), naming two of them.
         DuplicateIdError: rows repeat an earlier key; names the first few (clustering.duplicates.duplicate_error).
     """
     import ray  # only when the job runs
 
     from pipeline.duplicate_pass import BUCKETS, find_repeats
 
-    task = io_task(checked_file_digests, compute, num_returns=2)
+    task = io_task(checked_file_digests, compute, num_returns=3)
     calls = [
         task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS, files[0])
         for i, name in enumerate(files)
     ]
-    for _, count in calls:  # in listing order: the error names the first bad file whatever task finished first
-        ray.get(count)
-    repeats = find_repeats(calls, files, compute)
+    # in listing order: the error names the first bad file whatever task finished first
+    recipes = [(root.join(name).uri, ray.get(recipe)) for name, (_, _, recipe) in zip(files, calls)]
+    conflict = first_conflict(recipes)
+    if conflict:
+        raise EmbeddingFileError(
+            conflict.message(
+                f"input.uri {root.uri}",
+                "Point input.uri at the embeddings of one run (move the odd files out, or list the run's folder "
+                "alone), or embed their input again with the recipe of the rest",
+            )
+        )
+    repeats = find_repeats([(table, count) for table, count, _ in calls], files, compute)
     count = repeats.count()
     if count:
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
