@@ -14,6 +14,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -364,16 +365,19 @@ def open_raw(fs: pafs.FileSystem, path: str, opened: pa.NativeFile | None = None
 
 
 def utf8_chunks(
-    fs: pafs.FileSystem, path: str, fmt: str, uri: str, opened: pa.NativeFile | None = None
+    fs: pafs.FileSystem, path: str, fmt: str, uri: str, opened: pa.NativeFile | None = None, plain: Any = None
 ) -> Iterator[bytes]:
     """The file's content as UTF-8 byte chunks: decompressed, sniffed, one UTF-8 BOM dropped, UTF-16/32 decoded.
-    `opened`: as for open_raw.
+    `opened`: as for open_raw. `plain`: a pipeline.read_content.DecompressedDigest fed with the decompressed bytes
+    of a compressed file as they are read (untouched for a file that is not compressed).
 
     Raises:
         InputFileError: the content looks like Parquet, an archive or binary data; or a UTF-16/32 file holds a
             sequence that does not decode.
     """
     stream, codec = open_raw(fs, path, opened)
+    if plain is not None and codec is not None:
+        stream = plain.reading(stream)
     with stream:
         first = stream.read(READ_CHUNK)
         check_text_head(first[:SNIFF_BYTES], fmt, uri, codec)
@@ -427,3 +431,8 @@ def lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
             pending.append(rest)
     if pending:
         yield b"".join(pending)
+
+
+def compressed_name(rel: str) -> bool:
+    """Whether the name says compressed (COMPRESSED_SUFFIXES, any case)."""
+    return rel.lower().endswith(COMPRESSED_SUFFIXES)

@@ -31,7 +31,7 @@ from pipeline.commit import RUN_DIR
 from pipeline.etags import same_object
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
-from pipeline.read_content import stat_token
+from pipeline.read_content import ReadAs, stat_token
 from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token
 from pipeline.storage import ListedFile, Location
 
@@ -50,7 +50,7 @@ def changed_inputs(
     paths: tuple[str, ...],
     sha_of: Callable[[ListedFile], str | None] = lambda f: None,
     confirmed: dict[str, str] | None = None,
-    read: dict[str, tuple[int, str]] | None = None,
+    read: dict[str, ReadAs] | None = None,
 ) -> dict[str, str]:
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
@@ -59,9 +59,9 @@ def changed_inputs(
     sha256 taken while it was as listed: ContentRecorder.sha_of) and is not a change when the content is the same
     (pipeline.reembed.sources.changed_now). `confirmed` ({path: token}, kept by the caller across calls): files
     whose content was found the listed one at that token, so that the later units of a split file touched once are
-    not hashed again each. `read`: {path: (size, token)} of the whole files as the unit's read task read
-    them (pipeline.read_content), for a file the driver had not hashed as listed before its token moved, or
-    (size, token, sha256) of a file grown since it was listed and read up to its listed size. {} on S3,
+    not hashed again each. `read`: {path: ReadAs} of the whole files as the unit's read task read them
+    (pipeline.read_content), for a file the driver had not hashed as listed before its token moved, or read up to
+    its listed size when it had grown since it was listed. {} on S3,
     whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):
         return {}
@@ -74,7 +74,7 @@ def changed_inputs(
         if moved and confirmed.get(rel) == now[1]:
             continue
         as_read = (read or {}).get(rel)
-        prefix = as_read is not None and len(as_read) == 3  # read up to its listed size: its hash is compared
+        prefix = as_read is not None and as_read.is_prefix  # read up to its listed size: its hash is compared
         if how := changed_now(root, rel, f.size, f.token, now, sha_of(f) if moved or prefix else None, as_read):
             changed[rel] = how
         elif moved:

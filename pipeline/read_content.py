@@ -24,6 +24,11 @@ takes those rows as the listed file only when that hash equals the hash of the l
 had its listed token (pipeline.reembed.sources.changed_now); the appended bytes are left for the next run. No hash
 of the listed bytes, another hash, or a listed file whose last line had no line end yet (a line half written when it
 was listed: no prefix is reported) is a change, as before. Parquet and compressed files are never read as a prefix.
+
+Each value is a ReadAs: which of those reads it was is a field (`prefix`), not the length of a tuple, so no caller can
+take a prefix read's hash for the file's or the other way round. The re-embed job's read task also hashes a
+compressed local file's decompressed bytes as it decompresses them (`decompressed`: DecompressedDigest), for the
+entry's FileEntry.decompressed, where the driver decompressed the file a second time.
 Light imports: runs in every read task.
 """
 
@@ -34,6 +39,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +54,27 @@ from pipeline.storage import Location
 LINE_ENDS = (b"\n", b"\r")
 
 
+class ReadAs(NamedTuple):
+    """What a read task read of one whole local file (with_read_content), as the driver's checks take it.
+
+    `size`, `token`: the file's size and change token before and after the read (for a prefix read: its listed size
+    and its token when the read began). `prefix`: `sha256:<hex>` of the first `size` bytes when the file had grown and
+    was read up to its listed size (ListedPrefix); None when it was read whole. `decompressed`: `sha256:<hex>` of a
+    compressed file's decompressed bytes, every one of them read (DecompressedDigest); None otherwise."""
+
+    size: int
+    token: str
+    prefix: str | None = None
+    decompressed: str | None = None
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.prefix is not None
+
+    def to_json(self, rel: str) -> str:
+        return json.dumps({"path": rel, **self._asdict()})
+
+
 def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
     """(size, change token) of a local file now; None when it is gone."""
     try:
@@ -57,12 +84,12 @@ def stat_token(root: Location, rel: str) -> tuple[int, str] | None:
     return st.st_size, local_token(st.st_mtime_ns, st.st_ctime_ns)
 
 
-def read_as(root: Location, rel: str, before: tuple[int, str] | None) -> str | None:
-    """`[path, size, token]` (JSON) of a local file read whole at (size, token) `before`, when it still has them
+def read_as(root: Location, rel: str, before: tuple[int, str] | None, decompressed: str | None = None) -> str | None:
+    """ReadAs (JSON) of a local file read whole at (size, token) `before`, when it still has them
     after the read; None when it moved meanwhile or is gone."""
     if before is None or stat_token(root, rel) != before:
         return None
-    return json.dumps([rel, before[0], before[1]])
+    return ReadAs(*before, decompressed=decompressed).to_json(rel)
 
 
 class ListedPrefix:
@@ -88,12 +115,11 @@ class ListedPrefix:
                 self.last = data[-1:]
 
     def read_as(self, rel: str, token: str) -> str | None:
-        """`[path, size, token, "sha256:<hex>"]` (JSON) when all `size` bytes were read and the last one ends a line
-        (or `size` is 0); None otherwise: the listed file's last line was not complete, its rows are not the
-        listed file's."""
+        """ReadAs (JSON) with `prefix` when all `size` bytes were read and the last one ends a line (or `size` is 0);
+        None otherwise: the listed file's last line was not complete, its rows are not the listed file's."""
         if self.hashed != self.size or (self.size and self.last not in LINE_ENDS):
             return None
-        return json.dumps([rel, self.size, token, f"sha256:{self.digest.hexdigest()}"])
+        return ReadAs(self.size, token, prefix=f"sha256:{self.digest.hexdigest()}").to_json(rel)
 
 
 class _PrefixReader(io.RawIOBase):
@@ -128,6 +154,54 @@ class _PrefixReader(io.RawIOBase):
         super().close()
 
 
+class DecompressedDigest:
+    """sha256 of a compressed file's decompressed bytes, taken as its read task decompresses them
+    (pipeline.file_formats.utf8_chunks), so that the re-embed job records FileEntry.decompressed without a second
+    decompression on the driver. `value()` is None unless every byte was read (a file cut short, or a reject that
+    stopped the read, has none) and the decompressed bytes are not compressed again (moves.decompressed_token's
+    rule)."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.head = b""
+        self.ended = False
+
+    def reading(self, stream: pa.NativeFile) -> _DigestStream:
+        """`stream` (decompressed), hashing what is read from it."""
+        return _DigestStream(self, stream)
+
+    def saw(self, data: bytes) -> None:
+        if not data:
+            self.ended = True
+            return
+        if len(self.head) < MAGIC_BYTES:
+            self.head += data[: MAGIC_BYTES - len(self.head)]
+        self.digest.update(data)
+
+    def value(self) -> str | None:
+        if not self.ended or compression_of(self.head):
+            return None
+        return f"sha256:{self.digest.hexdigest()}"
+
+
+class _DigestStream:
+    """A decompressed stream's `read` and context manager, feeding what is read to a DecompressedDigest."""
+
+    def __init__(self, owner: DecompressedDigest, stream: pa.NativeFile):
+        self.owner, self.stream = owner, stream
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.owner.saw(data)
+        return data
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.close()
+
+
 def listed_prefix(root: Location, rel: str, fmt: str, listed_size: int | None) -> ListedPrefix | None:
     """A ListedPrefix of `listed_size` bytes when a local JSONL or text file that is not compressed and not
     UTF-16/32 is larger now than it was listed (appended to since); None otherwise (read it whole, as listed or
@@ -145,11 +219,17 @@ def listed_prefix(root: Location, rel: str, fmt: str, listed_size: int | None) -
 
 
 def with_read_content(
-    root: Location, rel: str, whole: bool, blocks: Iterable[pa.Table], prefix: ListedPrefix | None = None
+    root: Location,
+    rel: str,
+    whole: bool,
+    blocks: Iterable[pa.Table],
+    prefix: ListedPrefix | None = None,
+    plain: DecompressedDigest | None = None,
 ) -> Iterator[pa.Table]:
     """`blocks` of one file with the READ_AS column: read_as on its last row when `whole` (the unit reads the whole
     file) and the file is local, null elsewhere (one value per file, whatever its rows). `prefix`: the file was
-    read up to its listed size (listed_prefix): its ListedPrefix.read_as instead."""
+    read up to its listed size (listed_prefix): its ListedPrefix.read_as instead. `plain`: the digest the read of
+    `blocks` fed with the decompressed bytes (ReadAs.decompressed)."""
     local = whole and isinstance(root.fs, pafs.LocalFileSystem)
     before = stat_token(root, rel) if local else None
     held = None
@@ -162,7 +242,7 @@ def with_read_content(
         if local and prefix is not None:
             value = prefix.read_as(rel, before[1] if before else "")
         elif local:
-            value = read_as(root, rel, before)
+            value = read_as(root, rel, before, plain.value() if plain is not None else None)
         yield held.append_column(READ_AS, pa.array([None] * (held.num_rows - 1) + [value], pa.string()))
 
 
@@ -173,11 +253,11 @@ def read_values(block: pa.Table) -> list[str]:
     return [v for v in pc.unique(block.column(READ_AS)).to_pylist() if v is not None]
 
 
-def parse_read(values: Iterable[str]) -> dict[str, tuple]:
-    """{path: (size, token)} of read_as values; (listed size, token, "sha256:<hex>") for a file read as its listed
-    prefix (ListedPrefix.read_as)."""
-    parsed: dict[str, tuple] = {}
+def parse_read(values: Iterable[str]) -> dict[str, ReadAs]:
+    """{path: ReadAs} of read_as values (with_read_content)."""
+    parsed: dict[str, ReadAs] = {}
     for value in values:
-        path, size, token, *sha = json.loads(value)
-        parsed[path] = (size, token, *sha[:1])
+        fields = json.loads(value)
+        path = fields.pop("path")
+        parsed[path] = ReadAs(**fields)
     return parsed

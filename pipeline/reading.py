@@ -53,7 +53,7 @@ from pipeline.file_formats import (
 )
 from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
 from pipeline.line_ranges import LineSpan, span_lines
-from pipeline.read_content import ListedPrefix
+from pipeline.read_content import DecompressedDigest, ListedPrefix
 from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, may_repeat, repeated_hook, repeated_reason
 from pipeline.row_ids import escaped, row_id
 from pipeline.storage import Location
@@ -344,15 +344,21 @@ def check_unique_columns(schema: pa.Schema, found: dict[str, tuple[str, ...]], r
 
 
 def read_lines(
-    spec: ReadSpec, rel: str, path: str, fmt: str, span: LineSpan | None = None, opener: Opener = None
+    spec: ReadSpec,
+    rel: str,
+    path: str,
+    fmt: str,
+    span: LineSpan | None = None,
+    opener: Opener = None,
+    plain: DecompressedDigest | None = None,
 ) -> Iterator[bytes]:
     """The file's lines (pipeline.file_formats.lines), or those that start in bytes `span` of an uncompressed UTF-8
     file (pipeline.line_ranges); the first line's layout is checked in the whole file and in a file's first range.
-    `opener`: the whole file's (read_file)."""
+    `opener`: the whole file's (read_file). `plain`: read_file's."""
     uri = posixpath.join(spec.root.uri, rel)
     if span is None:
         opened = opener() if opener else None
-        yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri, opened)), fmt, uri)
+        yield from checked_layout(lines(utf8_chunks(spec.root.fs, path, fmt, uri, opened, plain)), fmt, uri)
         return
     with open_input(spec.root.fs, path) as f:
         stream = span_lines(f, span.start, span.end)
@@ -464,7 +470,13 @@ def records_of(line: bytes, text_column: str, keys: ReadKeys | None = None) -> l
 
 
 def read_jsonl(
-    spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None, opener: Opener = None
+    spec: ReadSpec,
+    rel: str,
+    path: str,
+    at: Cursor,
+    span: LineSpan | None = None,
+    opener: Opener = None,
+    plain: DecompressedDigest | None = None,
 ) -> Iterator[pa.Table]:
     """Rows of a JSON Lines file, or of a range of it (`span`, pipeline.line_ranges) with row numbers from its first
     row's. A configured key may be a dotted path into objects (pipeline.column_paths); a record whose object on the
@@ -480,7 +492,7 @@ def read_jsonl(
     parts = hive_partitions(rel)
     names = read_keys(spec)
     wrapper: str | None = None  # a key whose list holds the records (`{"data": [{"text": ...}, ...]}`)
-    for line in read_lines(spec, rel, path, "jsonl", span, opener):
+    for line in read_lines(spec, rel, path, "jsonl", span, opener, plain):
         at.row = row + len(texts)
         for record in records_of(line, spec.text_column, names):
             keys.update(record)
@@ -570,12 +582,18 @@ def invalid_aware_block(spec: ReadSpec, rel: str, row: int, texts: list, ids: li
 
 
 def read_text(
-    spec: ReadSpec, rel: str, path: str, at: Cursor, span: LineSpan | None = None, opener: Opener = None
+    spec: ReadSpec,
+    rel: str,
+    path: str,
+    at: Cursor,
+    span: LineSpan | None = None,
+    opener: Opener = None,
+    plain: DecompressedDigest | None = None,
 ) -> Iterator[pa.Table]:
     """Rows of the whole file (one per line, blank ones included), or of a range of it (read_jsonl)."""
     texts = []
     first = row = span.first_row if span else 0
-    for line in read_lines(spec, rel, path, "text", span, opener):
+    for line in read_lines(spec, rel, path, "text", span, opener, plain):
         at.row = row + len(texts)
         texts.append(line)
         if len(texts) == CHUNK_ROWS:
@@ -653,13 +671,15 @@ def read_file(
     span: LineSpan | None = None,
     opener: Opener = None,
     prefix: ListedPrefix | None = None,
+    plain: DecompressedDigest | None = None,
 ) -> Iterator[pa.Table]:
     """Blocks of at most CHUNK_ROWS rows from one file (of a Parquet file's row groups [start, end), or of the lines
     that start in a byte range of a JSONL or text file (pipeline.line_ranges), when given).
 
     `opener`: returns the whole file as file_formats.open_input opens it, fetched ahead (pipeline.fetching); its
     errors are this file's. None: the file is opened here. `prefix`: a whole JSONL or text file is read up to its
-    listed size only, its bytes hashed as they are read (pipeline.read_content.listed_prefix).
+    listed size only, its bytes hashed as they are read (pipeline.read_content.listed_prefix). `plain`: a compressed
+    JSONL or text file read whole feeds its decompressed bytes to it (pipeline.read_content.DecompressedDigest).
 
     Raises:
         InputFileError: the file cannot be read; the message names it, the format and the row where known,
@@ -677,6 +697,8 @@ def read_file(
             yield from read_parquet(spec, rel, path, at, row_groups, opener)
         elif span is not None:
             yield from READERS[fmt](spec, rel, path, at, span)
+        elif plain is not None and fmt != "parquet":
+            yield from READERS[fmt](spec, rel, path, at, opener=opener, plain=plain)
         else:
             yield from READERS[fmt](spec, rel, path, at, opener=opener)
 

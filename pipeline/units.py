@@ -26,7 +26,7 @@ from pipeline.fetching import fetched_ahead
 from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
-from pipeline.read_content import ListedPrefix, listed_prefix, parse_read
+from pipeline.read_content import ListedPrefix, ReadAs, listed_prefix, parse_read
 from pipeline.reading import (
     CHUNK_ROWS,
     CORRUPT_HINT,
@@ -413,7 +413,7 @@ class UnitProgress:
         self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
         self.actor_vectors: dict[str, int] = {}  # vectors per embedding actor, this attempt
         # what the read tasks read of each whole local file (pipeline.read_content): {path: (size, token)}
-        self.read: dict[str, tuple[int, str]] = {}
+        self.read: dict[str, ReadAs] = {}
 
     def add(self, stats: pa.Table) -> list[tuple[Unit, dict[str, int]]]:
         """Fold in one batch of write stats; returns (unit, counts) for the units that just became complete.

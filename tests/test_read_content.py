@@ -83,7 +83,7 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     its line end, a truncation, a same-size rewrite, a grown gzip file (never read as a prefix)."""
     import gzip
 
-    from pipeline.reembed.sources import hash_as_listed
+    from pipeline.reembed.sources import hash_as_listed, hash_as_read
 
     root = resolve(str(tmp_path), StorageConfig())
     listed_bytes = b'{"text": "a"}\n{"text": "b"}\n'
@@ -119,6 +119,9 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
         assert changed_since_listed(root, listed["grown.jsonl"], sha["grown.jsonl"], read["grown.jsonl"]) is None
     assert "the appended bytes are left for the next run" in caplog.text
+    # the content its entry records is the hash of the bytes read, not of the file now (old code: TypeError)
+    assert hash_as_read(root, "grown.jsonl", read["grown.jsonl"]) == sha["grown.jsonl"]
+    assert hash_as_listed(root, local_source(root, "grown.jsonl")) != sha["grown.jsonl"]
     no_hash = changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"])
     assert "no hash of its listed content was taken before it changed" in no_hash
     other = changed_since_listed(root, listed["other.jsonl"], sha["other.jsonl"], read.get("other.jsonl"))
@@ -142,3 +145,28 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     ids_spec = ReadSpec(root, None, "text", "text", ())
     assert id_digests(ids_spec, Unit("grown.jsonl", 0, sizes=(sizes[0],)), 4).num_rows == 2
     assert id_digests(ids_spec, Unit("grown.jsonl", 0), 4).num_rows == 3  # listed size not known: read whole
+
+
+def test_a_compressed_files_read_task_hashes_its_decompressed_bytes(tmp_path):
+    """The re-embed job recorded a compressed local file's decompressed sha256 (FileEntry.decompressed, for the move
+    of the file decompressed since) by decompressing it on the driver once more, beside its read task's
+    decompression. The read task now hashes the decompressed bytes as it reads them (ReadAs.decompressed): gzip,
+    zstd and bzip2 alike; none for a plain file, a file cut short (one reject) or a file read as a prefix."""
+    import bz2
+    import gzip
+    import hashlib
+
+    text = b'{"text": "a"}\n{"text": "b"}\n'
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "b.jsonl.zst").write_bytes(pa.compress(text, "zstd", asbytes=True))
+    (tmp_path / "c.jsonl.bz2").write_bytes(bz2.compress(text))
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(text * 50)[:30])
+    (tmp_path / "plain.jsonl").write_bytes(text)
+    root = resolve(str(tmp_path), StorageConfig())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    read = reembed_read(ReadSpec(root, "jsonl", "text", None, ()), names)
+    sha = "sha256:" + hashlib.sha256(text).hexdigest()
+    # old code: no such field
+    assert [read[n].decompressed for n in ("a.jsonl.gz", "b.jsonl.zst", "c.jsonl.bz2")] == [sha] * 3
+    assert read["plain.jsonl"].decompressed is None
+    assert read.get("cut.jsonl.gz") is None or read["cut.jsonl.gz"].decompressed is None

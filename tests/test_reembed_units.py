@@ -22,7 +22,7 @@ from pipeline.reembed.job import load_staged, objects_changed
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.lease import Lease, LeaseHeldError, LeaseLostError
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest
-from pipeline.reembed.moves import decompressed_token, move_entries, reads_alike, same_format
+from pipeline.reembed.moves import declared_size, decompressed_token, move_entries, reads_alike, same_format
 from pipeline.reembed.planner import make_plan
 from pipeline.reembed.publish import collect_garbage, publish
 from pipeline.reembed.retype import rewrite_entry
@@ -188,6 +188,50 @@ def test_a_file_compressed_since_is_a_move_of_its_plain_entry(tmp_path):
     )  # fmt: skip
     assert [(s.path, e.path) for s, e in plan.moves] == [("a.jsonl.gz", "a.jsonl"), ("b.jsonl.bz2", "a.jsonl")]
     assert [s.path for s in plan.to_embed] == ["a.txt.gz", "other.jsonl.gz", "plain.jsonl", "twice.jsonl.gz"]
+
+
+def test_a_new_compressed_file_is_decompressed_at_plan_time_only_when_its_declared_size_is_an_entrys(tmp_path):
+    """Every new or changed compressed local file was decompressed once at plan time to look for the entry it was
+    compressed from (and a plain new file read for 8 MiB), on top of its read task's decompression: a new .gz file
+    is the common case, and it matches nothing. A gzip file's ISIZE trailer and a zstd file's frame content size
+    say what it decompresses to: a file whose declared size no entry has is not decompressed. Declaring none (bzip2,
+    zstd from a pipe, bgzip's many members) still is; a file compressed from an entry is still paired."""
+    import bz2
+    import gzip
+
+    text = b'{"id": "1", "text": "one"}\n'
+    other = b'{"id": "9", "text": "a new file of another size"}\n'
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(text))  # compressed since: its entry's size
+    (tmp_path / "new.jsonl.gz").write_bytes(gzip.compress(other))
+    (tmp_path / "new.jsonl.zst").write_bytes(pa.compress(other, "zstd", asbytes=True))
+    (tmp_path / "new.jsonl.bz2").write_bytes(bz2.compress(other))
+    (tmp_path / "piped.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd\x00" + b"\x00" * 20)  # no content size
+    bgzf = bytearray(gzip.compress(other))
+    bgzf[3] |= 0x04  # FEXTRA, as bgzip's members have
+    (tmp_path / "bgzf.jsonl.gz").write_bytes(bytes(bgzf))
+    (tmp_path / "plain.jsonl").write_bytes(other)
+    root = resolve(str(tmp_path), StorageConfig())
+    assert declared_size(root, "a.jsonl.gz") == len(text)
+    assert declared_size(root, "new.jsonl.gz") == declared_size(root, "new.jsonl.zst") == len(other)
+    for name in ("new.jsonl.bz2", "piped.jsonl.zst", "bgzf.jsonl.gz", "plain.jsonl", "gone.jsonl.gz"):
+        assert declared_size(root, name) is None, name
+    sha = "sha256:" + hashlib.sha256(text).hexdigest()
+    recorded = dataclasses.replace(entry(SourceFile("a.jsonl", len(text), "mtime_ns:1;ctime_ns:1")), content=sha)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    files = [SourceFile(n, (tmp_path / n).stat().st_size, "mtime_ns:2;ctime_ns:2") for n in names]
+    asked = []
+
+    def decompressed_of(rel):
+        asked.append(rel)
+        return decompressed_token(root, rel)
+
+    plan = make_plan(
+        files, manifest([recorded]), {}, None, lambda rel: None, lambda o, n: reads_alike(None, o, n), (),
+        decompressed_of, lambda o, n: same_format(None, o, n), declared_size=lambda rel: declared_size(root, rel),
+    )  # fmt: skip
+    assert [(s.path, e.path) for s, e in plan.moves] == [("a.jsonl.gz", "a.jsonl")]
+    # old code: every one of them (the plain file's first 8 MiB read too)
+    assert sorted(asked) == ["a.jsonl.gz", "bgzf.jsonl.gz", "new.jsonl.bz2", "piped.jsonl.zst", "plain.jsonl"]
 
 
 def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_path):

@@ -38,6 +38,7 @@ from pipeline.reembed.lease import Lease
 from pipeline.reembed.manifest import FileEntry, Manifest, current_manifest, version_manifest
 from pipeline.reembed.moves import (
     compressed_name,
+    declared_size,
     decompressed_as_listed,
     decompressed_token,
     move_entries,
@@ -216,12 +217,10 @@ def embed_files(
     ds = io_stage(write_by_source, cfg.compute, {"target": target}).apply(ds)
     entries: list[FileEntry] = []
 
-    # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan)
+    # local files' content, recorded so that a file whose times alone move is reused (planner.make_plan); a
+    # compressed file's decompressed bytes are hashed by its read task as it reads them (ReadAs.decompressed)
     hashing = ThreadPoolExecutor(HASH_THREADS)
     contents = content_tokens(root, todo, hashing)
-    # compressed local files: their decompressed bytes too, so that the file decompressed since is paired (moves)
-    plain = {s.path: hashing.submit(decompressed_as_listed, root, s) for s in todo if compressed_name(s.path)}
-    plain = plain if isinstance(root.fs, pafs.LocalFileSystem) else {}
     # files that changed between the listing and the end of their read: not staged, the run fails naming them
     changed: dict[str, str] = {}
     listed = {s.path: s for s in todo}
@@ -231,19 +230,18 @@ def embed_files(
 
     def stage(done: list[FileEntry]) -> None:
         for entry in done:
-            content, decompressed = contents.get(entry.path), plain.get(entry.path)
-            entry = dataclasses.replace(
-                entry,
-                content=content.result() if content else None,
-                decompressed=decompressed.result() if decompressed else None,
-            )
+            content = contents.get(entry.path)
             read = progress.read.pop(entry.path, None)  # the bytes its read task read (pipeline.read_content)
+            # a compressed local file: the sha256 of the decompressed bytes its rows hold, so that the file
+            # decompressed since is paired with its entry (moves)
+            decompressed = read.decompressed if read is not None and compressed_name(entry.path) else None
+            entry = dataclasses.replace(entry, content=content.result() if content else None, decompressed=decompressed)
             # a file whose token alone moved (a touch, an rsync of the same bytes) is hashed and compared with it
             if local and (how := changed_since_listed(root, listed[entry.path], entry.content, read)):
                 log.warning("%s changed while this run read it (%s): not staged", entry.path, how)
                 changed[entry.path] = how
                 continue
-            if entry.content is None and read is not None and read[0] == entry.size:
+            if entry.content is None and read is not None and read.size == entry.size:
                 # not hashed as listed before its token moved: the content its rows hold, while the file still has it
                 entry = dataclasses.replace(entry, content=hash_as_read(root, entry.path, read))
             lease.check()
@@ -299,6 +297,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             functools.cache(lambda rel: decompressed_token(root, rel)),
             functools.partial(same_format, cfg.input.format),
         )
+        # what a compressed file declares it decompresses to: one that no entry's size matches is not decompressed
+        declared = functools.partial(declared_size, root)
         # an S3 object uploaded again with other part sizes (another ETag, the same size): its bytes, read once
         reuploaded = functools.cache(functools.partial(same_object, root))
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike, same_object=reuploaded)
@@ -307,7 +307,16 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
             earlier = older_entries(layout, previous)
             plan = make_plan(
-                sources, previous, staged, None, content_of, alike, earlier, *recompressed, same_object=reuploaded
+                sources,
+                previous,
+                staged,
+                None,
+                content_of,
+                alike,
+                earlier,
+                *recompressed,
+                same_object=reuploaded,
+                declared_size=declared,
             )
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
@@ -319,7 +328,16 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes)
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
             plan = make_plan(
-                sources, previous, staged, digests, content_of, alike, earlier, *recompressed, same_object=reuploaded
+                sources,
+                previous,
+                staged,
+                digests,
+                content_of,
+                alike,
+                earlier,
+                *recompressed,
+                same_object=reuploaded,
+                declared_size=declared,
             )
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         # entries an older rayembed recorded without their content: hashed once while their files are as recorded,

@@ -32,6 +32,7 @@ from pipeline.file_formats import (
     COMPRESSED_SUFFIXES,
     MAGIC_BYTES,
     InputFileError,
+    compressed_name,
     compression_of,
     file_format,
     open_raw,
@@ -80,8 +81,10 @@ def decompressed_token(root: Location, rel: str) -> str | None:
     try:
         stream, codec = open_raw(root.fs, root.join(rel).path)
         with stream:
+            if codec is None:  # a plain file: nothing read past its magic number
+                return None
             chunk = stream.read(8 << 20)
-            if codec is None or compression_of(chunk[:MAGIC_BYTES]):
+            if compression_of(chunk[:MAGIC_BYTES]):
                 return None
             while chunk:
                 digest.update(chunk)
@@ -91,9 +94,41 @@ def decompressed_token(root: Location, rel: str) -> str | None:
     return f"sha256:{digest.hexdigest()}"
 
 
-def compressed_name(rel: str) -> bool:
-    """Whether the name says compressed (file_formats.COMPRESSED_SUFFIXES, any case)."""
-    return rel.lower().endswith(COMPRESSED_SUFFIXES)
+ZSTD_FRAME = b"\x28\xb5\x2f\xfd"
+GZIP_FEXTRA = 0x04  # a gzip header with an extra field: bgzip's blocks (many members), whose ISIZE is the last one's
+
+
+def declared_size(root: Location, rel: str) -> int | None:
+    """The decompressed size a local compressed file declares without being decompressed, modulo 2**32: a gzip
+    file's ISIZE trailer (its last 4 bytes; a header with an extra field, as bgzip's many members have, declares
+    none), a zstd file's first frame content size (written by `zstd FILE`, not by a stream from a pipe or pzstd).
+    None: declares none (bzip2, those above), not compressed, gone, or not local. A single-member gzip file or a
+    one-frame zstd file decompresses to that many bytes (mod 2**32); a gzip file of several members concatenated
+    (`cat a.gz b.gz`) declares its last member's, so such a file may be taken for another size (not paired: it is
+    embedded as a new file)."""
+    if not isinstance(root.fs, pafs.LocalFileSystem):
+        return None
+    try:
+        with open(root.join(rel).path, "rb") as f:
+            head = f.read(18)
+            if head[:2] == b"\x1f\x8b" and len(head) >= 18 and not head[3] & GZIP_FEXTRA:
+                f.seek(-4, 2)
+                return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return None
+    if head[:4] != ZSTD_FRAME or len(head) < 6:
+        return None
+    descriptor = head[4]
+    fcs_flag, single = descriptor >> 6, bool(descriptor & 0x20)
+    fcs_bytes = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if not fcs_bytes:
+        return None
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 0x03]  # window descriptor, dictionary id
+    field = head[at : at + fcs_bytes]
+    if len(field) < fcs_bytes:
+        return None
+    value = int.from_bytes(field, "little") + (256 if fcs_bytes == 2 else 0)
+    return value % 2**32
 
 
 def decompressed_as_listed(root: Location, src: SourceFile) -> str | None:

@@ -95,6 +95,7 @@ def make_plan(
     decompressed_of: Callable[[str], str | None] | None = None,
     same_format: Callable[[str, str], bool] | None = None,
     same_object: Callable[[str, int, str], bool] | None = None,
+    declared_size: Callable[[str], int | None] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -120,6 +121,9 @@ def make_plan(
         decompressed_of, same_format: with them, a new or changed file not paired otherwise whose decompressed
             bytes (decompressed_of: None when it is not compressed) are the content of an entry of the same format
             is a move of it: `a.jsonl` compressed into `a.jsonl.gz` (pipeline.reembed.moves.decompressed_token).
+        declared_size: the decompressed size (mod 2**32) a compressed file declares (pipeline.reembed.moves.
+            declared_size: gzip's ISIZE, zstd's content size), None when it declares none: a file that declares a
+            size no such entry has is not decompressed (decompressed_of is not asked), a new file's common case.
         same_object: whether the S3 object at a path, of a size, holds the bytes an entry's ETag names
             (pipeline.etags.bytes_give_etag: one download), asked only for an object whose ETag moved at its
             entry's size (the same bytes uploaded again with other part sizes): the same bytes are unchanged.
@@ -159,7 +163,7 @@ def make_plan(
         plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike, same_object)
         if decompressed_of is not None and same_format is not None:
             plan.moves += recompressed_moves(
-                plan, list(candidates.values()), duplicates, decompressed_of, same_format, content_of
+                plan, list(candidates.values()), duplicates, decompressed_of, same_format, content_of, declared_size
             )
     present = {s.path for s in sources}
     plan.deleted = [e for e in before.values() if e.path not in present]
@@ -222,21 +226,25 @@ def recompressed_moves(
     decompressed_of: Callable[[str], str | None],
     same_format: Callable[[str, str], bool],
     content_of: Callable[[str], str] | None = None,
+    declared_size: Callable[[str], int | None] | None = None,
 ) -> list[tuple[SourceFile, FileEntry]]:
     """(file, entry whose content is the file's decompressed bytes) for the new and changed files of `plan` that are
-    neither staged nor paired by find_moves (make_plan's `decompressed_of`); and the other way round, with
-    `content_of`: (file, compressed entry whose decompressed bytes (FileEntry.decompressed) are the file's): a
-    file decompressed since (a.jsonl.gz -> a.jsonl)."""
+    neither staged nor paired by find_moves (make_plan's `decompressed_of`, not asked for a file whose
+    `declared_size` no entry's size has); and the other way round, with `content_of`: (file, compressed entry whose
+    decompressed bytes (FileEntry.decompressed) are the file's): a file decompressed since (a.jsonl.gz -> a.jsonl)."""
     by_content = {e.content: e for e in candidates if e.content and not e.unreadable}
     by_plain = {e.decompressed: e for e in candidates if e.decompressed and not e.unreadable}
     if not by_content and not by_plain:
         return []
     done = {e.key for e in plan.resumed} | {s.key for s, _ in plan.moves}
+    sizes = {e.size % 2**32 for e in by_content.values()}
     moves = []
     for src in plan.new + plan.changed:
         if src.key in done:
             continue
-        entry = by_content.get(decompressed_of(src.path) or "") if by_content else None
+        declared = declared_size(src.path) if declared_size is not None and by_content else None
+        maybe = by_content and (declared is None or declared in sizes)
+        entry = by_content.get(decompressed_of(src.path) or "") if maybe else None
         if entry is None and by_plain and content_of is not None and not src.token.startswith("etag:"):
             entry = by_plain.get(content_of(src.path))
         if entry is None or not same_format(entry.path, src.path):

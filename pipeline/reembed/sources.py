@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 from pipeline.change_tokens import local_token
 from pipeline.errors import UserError
+from pipeline.read_content import ReadAs
 from pipeline.storage import ListedFile, Location
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def source_now(root: Location, rel: str) -> SourceFile | None:
 
 
 def changed_since_listed(
-    root: Location, src: SourceFile, sha: str | None = None, read: tuple[int, str] | None = None
+    root: Location, src: SourceFile, sha: str | None = None, read: ReadAs | None = None
 ) -> str | None:
     """How `src` differs now from when it was listed (`listed 120 bytes, now 180 bytes`), or None when its size and
     change token are the same. Any write moves a local file's ctime and an S3 object's ETag, so a file found
@@ -112,23 +113,23 @@ def changed_now(
     token: str,
     now: tuple[int, str] | None,
     sha: str | None,
-    read: tuple[int, str] | None = None,
+    read: ReadAs | None = None,
 ) -> str | None:
     """How a local file listed with `size` and change `token` differs from `now` ((size, token), None when gone),
     or None when its rows are of the listed file: same size and token, or same size and the content of `sha`
     (`sha256:<hex>` of the listed bytes) when only the token moved (one read of the file). Used by both jobs' checks.
 
-    `read`: (size, token) at which the run's read task read the whole file (pipeline.read_content). Read at the
+    `read`: the ReadAs of the run's read task's read of the whole file (pipeline.read_content). Read at the
     listed ones, its rows are of the listed file whatever happened to it after the read (the next run sees that);
     read at a later token (a touch or a rewrite between the listing and the read), its rows are of the file as it is
     now when it still has that token (an INFO line says which). An empty file is its own content.
 
-    `read` (size, token, "sha256:<hex>"): the read task read the first `size` bytes of a file grown since the listing
+    `read` with a `prefix` hash: the read task read the first `read.size` bytes of a file grown since the listing
     (pipeline.read_content.listed_prefix): its rows are of the listed file when that hash is `sha` (listed_prefix_read).
     """
-    if read is not None and len(read) == 3:
+    if read is not None and read.is_prefix:
         return listed_prefix_read(root, rel, size, now, sha, read)
-    if read is not None and read == (size, token):
+    if read is not None and (read.size, read.token) == (size, token):
         if now != (size, token):
             log.info(
                 "%s: changed after this run read it as listed (%s): its rows are of the listed file; the next run "
@@ -163,21 +164,21 @@ def changed_now(
 
 
 def listed_prefix_read(
-    root: Location, rel: str, size: int, now: tuple[int, str] | None, sha: str | None, read: tuple
+    root: Location, rel: str, size: int, now: tuple[int, str] | None, sha: str | None, read: ReadAs
 ) -> str | None:
-    """changed_now for a file whose read task read only its first `read[0]` bytes (it had grown past its listed
-    `size`) and hashed them (`read[2]`): None, with an INFO line, when they are the listed bytes (the hash `sha` of
-    the listed file, taken while it had its listed token, is theirs); else how it changed."""
+    """changed_now for a file whose read task read only its first `read.size` bytes (it had grown past its listed
+    `size`) and hashed them (`read.prefix`): None, with an INFO line, when they are the listed bytes (the hash `sha`
+    of the listed file, taken while it had its listed token, is theirs); else how it changed."""
     grown = "now gone" if now is None else f"now {now[0]} bytes"
-    how = f"listed with {size} bytes, {grown}; this run read its first {read[0]} bytes"
-    if read[0] != size:
-        return f"{how})"
+    how = f"listed with {size} bytes, {grown}; this run read its first {read.size} bytes"
+    if read.size != size:
+        return how
     if sha is None:
         return (
             f"{how}, but no hash of its listed content was taken before it changed, so they may not be the listed bytes"
         )
-    if sha != read[2]:
-        return f"{how}, other content: sha256 {sha[7:19]}... listed, {read[2][7:19]}... read"
+    if sha != read.prefix:
+        return f"{how}, other content: sha256 {sha[7:19]}... listed, {read.prefix[7:19]}... read"
     log.info(
         "%s: grew from %d bytes to %s while this run read it: its rows are of its listed %d bytes (sha256 compared); "
         "the appended bytes are left for the next run",
@@ -189,11 +190,11 @@ def listed_prefix_read(
     return None
 
 
-def same_as_read(root: Location, rel: str, now: tuple[int, str], read: tuple[int, str], moved: str) -> str | None:
+def same_as_read(root: Location, rel: str, now: tuple[int, str], read: ReadAs, moved: str) -> str | None:
     """changed_now for a file whose token moved before the run read it and whose listed bytes were not hashed: None,
     with an INFO line, when the file still has the token it was read at (its bytes now are the bytes read)."""
-    if now[1] != read[1]:
-        return f"{moved}; changed again after this run read it at change token {read[1]})"
+    if now[1] != read.token:
+        return f"{moved}; changed again after this run read it at change token {read.token})"
     log.info(
         "%s: its change token moved before this run read it, before its listed content was hashed (a touch, a copy "
         "of the same bytes, or a same-size edit): its rows are of the file as it is now (change token compared): "
@@ -215,10 +216,14 @@ def hash_as_listed(root: Location, src: SourceFile) -> str | None:
         return None
 
 
-def hash_as_read(root: Location, rel: str, read: tuple[int, str]) -> str | None:
-    """hash_as_listed of the file as a read task read it ((size, token): pipeline.read_content): the sha256 of the
-    bytes its rows hold, while it still has them; None otherwise."""
-    return hash_as_listed(root, SourceFile(rel, *read))
+def hash_as_read(root: Location, rel: str, read: ReadAs) -> str | None:
+    """`sha256:<hex>` of the bytes the rows of a read task's read (pipeline.read_content.ReadAs) hold: for a file
+    read up to its listed size, the hash the read task took of exactly those bytes (never a hash of the file, which
+    holds the appended bytes too); for a file read whole, hash_as_listed at the size and token it was read at,
+    while it still has them; None otherwise."""
+    if read.is_prefix:
+        return read.prefix
+    return hash_as_listed(root, SourceFile(rel, read.size, read.token))
 
 
 def changed_files_message(root: Location, changed: dict[str, str]) -> str:

@@ -14,11 +14,19 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
-from pipeline.file_formats import file_format
-from pipeline.read_content import listed_prefix, parse_read, read_values, with_read_content
+from pipeline.file_formats import compressed_name, file_format
+from pipeline.read_content import (
+    DecompressedDigest,
+    ReadAs,
+    listed_prefix,
+    parse_read,
+    read_values,
+    with_read_content,
+)
 from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
@@ -48,9 +56,12 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
         index = indexes[i] if indexes is not None else -1
         # a line file grown since it was listed: its listed bytes only (pipeline.read_content.listed_prefix)
         prefix = listed_prefix(spec.root, rel, file_format(spec.format, rel), sizes[i])
-        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel, prefix=prefix))
+        # a compressed local file: its decompressed bytes hashed as read, for its entry (FileEntry.decompressed)
+        local = isinstance(spec.root.fs, pafs.LocalFileSystem)
+        plain = DecompressedDigest() if local and compressed_name(rel) else None
+        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel, prefix=prefix, plain=plain))
         # what it read of a local file, for the driver's check of a touch or an append during the run
-        for block in with_read_content(spec.root, rel, True, blocks, prefix):
+        for block in with_read_content(spec.root, rel, True, blocks, prefix, plain):
             block = reject_rows(block, reasons) if reasons else block
             if held is not None:
                 yield tag(held, -1)
@@ -159,7 +170,7 @@ class Progress:
         self.tokens = 0
         self.computed_tokens = 0
         # what the read tasks read of each local file (pipeline.read_content): {path: (size, token)}
-        self.read: dict[str, tuple[int, str]] = {}
+        self.read: dict[str, ReadAs] = {}
 
     def add(self, stats: pa.Table) -> list[FileEntry]:
         """Fold in one batch of write stats; returns the files that just became complete."""
