@@ -581,7 +581,8 @@ def run_embed(
             # (a file whose token alone moved is hashed and compared with its content as listed)
             sha_of = functools.partial(recorder.sha_of, "input.listing")
             read = {p: progress.read.pop(p) for p in unit.paths if p in progress.read}
-            if moved := changed_inputs(root, by_path, unit.paths, sha_of, same_bytes, read):
+            ranges = unit.lines is not None  # a byte range of a split file (pipeline.line_ranges)
+            if moved := changed_inputs(root, by_path, unit.paths, sha_of, same_bytes, read, ranges):
                 log.warning("input changed while this run read it, unit not committed: %s", moved)
                 changed.update(moved)
                 return

@@ -32,7 +32,7 @@ from pipeline.etags import same_object
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
 from pipeline.read_content import ReadAs, stat_token
-from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token
+from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token, ranges_prefix_read
 from pipeline.storage import ListedFile, Location
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def changed_inputs(
     sha_of: Callable[[ListedFile], str | None] = lambda f: None,
     confirmed: dict[str, str] | None = None,
     read: dict[str, ReadAs] | None = None,
+    ranges: bool = False,
 ) -> dict[str, str]:
     """{path: how it changed} for the local files of `paths` whose size or change token is no longer the listed one
     (`listed`: the listing by path): checked by the embed job before it commits a unit, so that a unit whose file
@@ -61,8 +62,10 @@ def changed_inputs(
     whose content was found the listed one at that token, so that the later units of a split file touched once are
     not hashed again each. `read`: {path: ReadAs} of the whole files as the unit's read task read them
     (pipeline.read_content), for a file the driver had not hashed as listed before its token moved, or read up to
-    its listed size when it had grown since it was listed. {} on S3,
-    whose objects the job checks with one listing at its end (changed_objects)."""
+    its listed size when it had grown since it was listed. `ranges`: the unit reads a byte range of its one file
+    (pipeline.line_ranges): a file grown since it was listed is not a change when its first listed-size bytes are
+    still the listed ones (sources.ranges_prefix_read; once per size and token, for the file's later units). {} on
+    S3, whose objects the job checks with one listing at its end (changed_objects)."""
     if not is_local(root):
         return {}
     changed = {}
@@ -72,6 +75,15 @@ def changed_inputs(
         now = stat_token(root, rel)
         moved = now is not None and now[0] == f.size and now[1] != f.token
         if moved and confirmed.get(rel) == now[1]:
+            continue
+        if ranges and now is not None and now[0] > f.size:
+            # a split file appended to: its ranges end at the listed size (one prefix hash per size and token)
+            if confirmed.get(rel) == f"{now[0]}:{now[1]}":
+                continue
+            if how := ranges_prefix_read(root, rel, f.size, now, sha_of(f)):
+                changed[rel] = how
+            else:
+                confirmed[rel] = f"{now[0]}:{now[1]}"
             continue
         as_read = (read or {}).get(rel)
         prefix = as_read is not None and as_read.is_prefix  # read up to its listed size: its hash is compared

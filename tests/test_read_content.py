@@ -122,8 +122,11 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     # the content its entry records is the hash of the bytes read, not of the file now (old code: TypeError)
     assert hash_as_read(root, "grown.jsonl", read["grown.jsonl"]) == sha["grown.jsonl"]
     assert hash_as_listed(root, local_source(root, "grown.jsonl")) != sha["grown.jsonl"]
-    no_hash = changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"])
-    assert "no hash of its listed content was taken before it changed" in no_hash
+    # grown before the driver hashed it: its first bytes now are the ones read (old code: 'no hash of its listed
+    # content was taken before it changed', so a log appended to all the time failed every run)
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        assert changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"]) is None
+    assert "before this run hashed it: its rows are its first 28 bytes, which it still holds" in caplog.text
     other = changed_since_listed(root, listed["other.jsonl"], sha["other.jsonl"], read.get("other.jsonl"))
     assert "other content" in other
     for name in ("half.jsonl", "cut.jsonl", "z.jsonl.gz"):
@@ -140,11 +143,19 @@ def test_a_line_file_grown_since_its_listing_is_read_as_its_listed_bytes_when_th
     changed = changed_inputs(root, by_path, ("grown.jsonl", "other.jsonl"), lambda f: sha[f.path], read=read)
     assert list(changed) == ["other.jsonl"] and "other content" in changed["other.jsonl"]
     assert "now 45 bytes" in changed_inputs(root, by_path, ("grown.jsonl",))["grown.jsonl"]  # read whole: as before
+    assert changed_inputs(root, by_path, ("grown.jsonl",), read=read) == {}  # no hash of the listed bytes either
 
     # the duplicate-id pre-pass of both jobs reads the same listed rows (an appended row is no earlier copy of an id)
     ids_spec = ReadSpec(root, None, "text", "text", ())
     assert id_digests(ids_spec, Unit("grown.jsonl", 0, sizes=(sizes[0],)), 4).num_rows == 2
     assert id_digests(ids_spec, Unit("grown.jsonl", 0), 4).num_rows == 3  # listed size not known: read whole
+
+    # grown before the hash, but its first bytes rewritten after the read, or gone: a change
+    (tmp_path / "grown.jsonl").write_bytes(listed_bytes.replace(b"a", b"A") + late)  # rewritten after its read
+    rewritten = changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"])
+    assert "its first 28 bytes now are not the ones read: it was rewritten, not only appended to" in rewritten
+    (tmp_path / "grown.jsonl").unlink()
+    assert "now gone" in changed_since_listed(root, listed["grown.jsonl"], None, read["grown.jsonl"])
 
 
 def test_a_compressed_files_read_task_hashes_its_decompressed_bytes(tmp_path):
@@ -170,3 +181,55 @@ def test_a_compressed_files_read_task_hashes_its_decompressed_bytes(tmp_path):
     assert [read[n].decompressed for n in ("a.jsonl.gz", "b.jsonl.zst", "c.jsonl.bz2")] == [sha] * 3
     assert read["plain.jsonl"].decompressed is None
     assert read.get("cut.jsonl.gz") is None or read["cut.jsonl.gz"].decompressed is None
+
+
+def test_a_file_split_into_line_ranges_that_grows_is_read_as_its_listed_bytes_when_their_hash_proves_it(
+    tmp_path, caplog
+):
+    """A big JSONL file (split into byte-range units, each read by its own task) appended to while the embed job
+    ran failed the run ('listed with N bytes, now M bytes'), whatever its ranges read: the ranges end at the listed
+    size, so an append-only file's rows are its listed ones. The check now compares the file's first listed-size
+    bytes with the hash the run took while it was as listed: the same, and its listed last line ended, the unit is
+    committed (once per size and token: its later units are not hashed again). Still a change: no hash of the
+    listed bytes (the ranges were read at different times), first bytes rewritten, a listed last line without its
+    end (the last range read into the appended bytes)."""
+    from pipeline.line_ranges import LineSpan
+    from pipeline.reembed.sources import hash_as_listed
+
+    root = resolve(str(tmp_path), StorageConfig())
+    listed_bytes = b"".join(b'{"text": "row %d"}\n' % i for i in range(6))
+    half = listed_bytes + b'{"text": "half'
+    (tmp_path / "big.jsonl").write_bytes(listed_bytes)
+    (tmp_path / "half.jsonl").write_bytes(half)
+    by_path = {f.path: f for f in list_inputs(str(tmp_path), StorageConfig())[1]}
+    sha = {n: hash_as_listed(root, local_source(root, n)) for n in by_path}
+    late = b'{"text": "late"}\n'
+    for name in ("big.jsonl", "half.jsonl"):
+        with (tmp_path / name).open("ab") as f:
+            f.write(b'"}\n' + late if name == "half.jsonl" else late)
+    cut = len(listed_bytes) // 2
+    units = [
+        Unit("big.jsonl", 0, lines=LineSpan(0, cut, 0, 3)),
+        Unit("big.jsonl", 0, lines=LineSpan(cut, len(listed_bytes), 3, 3)),
+    ]
+    spec = ReadSpec(root, "jsonl", "text", None, ())
+    rows = [
+        t for b in read_units(pa.Table.from_pylist(unit_items(units)), spec, None) for t in b.column(TEXT).to_pylist()
+    ]
+    assert rows == [f"row {i}" for i in range(6)]  # the ranges end at the listed size: 'late' is not read
+
+    confirmed: dict[str, str] = {}
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        # old code: 'listed with 108 bytes, now 125 bytes'
+        assert changed_inputs(root, by_path, ("big.jsonl",), lambda f: sha[f.path], confirmed, ranges=True) == {}
+    assert "while this run read its line ranges: its first 108 bytes are the listed ones" in caplog.text
+    assert changed_inputs(root, by_path, ("big.jsonl",), lambda f: None, confirmed, ranges=True) == {}  # confirmed
+    no_hash = changed_inputs(root, by_path, ("big.jsonl",), ranges=True)["big.jsonl"]
+    assert "no hash of its listed bytes was taken before it grew" in no_hash
+    half_end = changed_inputs(root, by_path, ("half.jsonl",), lambda f: sha[f.path], ranges=True)["half.jsonl"]
+    assert "its listed last line had no line end" in half_end
+    (tmp_path / "big.jsonl").write_bytes(listed_bytes.replace(b"row 1", b"row X") + late)
+    rewritten = changed_inputs(root, by_path, ("big.jsonl",), lambda f: sha[f.path], ranges=True)["big.jsonl"]
+    assert "its first 108 bytes are not the listed ones" in rewritten
+    whole = changed_inputs(root, by_path, ("big.jsonl",), lambda f: sha[f.path])["big.jsonl"]
+    assert "now 125 bytes" in whole  # a unit that read the file whole without a prefix read: as before

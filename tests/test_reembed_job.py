@@ -670,14 +670,16 @@ def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(r
         np.testing.assert_array_equal(vector, after[key])
 
 
-def test_a_file_that_grows_before_its_listed_bytes_were_hashed_is_not_published(
-    ray_session, tiny_models, tmp_path, monkeypatch
+def test_a_file_that_grows_before_its_listed_bytes_were_hashed_is_published_as_its_first_bytes(
+    ray_session, tiny_models, tmp_path, monkeypatch, caplog
 ):
-    """An append-only JSONL growing between the listing and the driver's hash of it: the old code published the rows
-    it read (the appended ones too) under the listed size and change token. Its read task reads its listed bytes
-    only (pipeline.read_content.listed_prefix), but no hash of the listed bytes proves they are the ones it read, so
-    it is not staged and the run fails naming it, with nothing published, as before; the other files are staged, so
-    the same command embeds only that file, whole. Grown after the hash: the next test."""
+    """An append-only JSONL growing between the listing and the driver's hash of it (a log written all the time:
+    the driver's hash, taken while the file has its listed size and token, never succeeds). Its read task reads its
+    listed bytes only (pipeline.read_content.listed_prefix) and hashes them; with no hash of the listed bytes the run
+    failed naming it, every night. The driver now hashes the file's first listed-size bytes at its check: they are
+    the bytes read, so the rows are the start of the file as it is now, staged and published (the 4 listed rows, not
+    the appended one); the next run embeds the grown file again, whole. Rewritten rather than appended to: still a
+    change (test_read_content). Grown after the hash: the next test."""
     corpus = local_corpus(tmp_path / "corpus", 2, 4)
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
@@ -691,13 +693,15 @@ def test_a_file_that_grows_before_its_listed_bytes_were_hashed_is_not_published(
         return sources
 
     monkeypatch.setattr(job, "scan_sources", listed_then_appended)
-    with pytest.raises(
-        InputChangedError, match=r"part-00.jsonl changed while this run read it \(listed with \d+ bytes"
-    ):
-        run_reembed(cfg)
-    assert current_manifest(resolve(out, StorageConfig())) is None  # old code: published, 'late' under the old size
-    [marker] = staged_markers(Path(out))  # the other file: the same command resumes it (test_killed_driver_then_rerun)
-    assert json.loads(marker.read_text())["path"] == "part-01.jsonl"
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        summary = run_reembed(cfg)  # old code: InputChangedError, 'no hash of its listed content was taken'
+    assert summary["published"] and summary["rows_embedded"] == 8  # 'late' is not among them
+    assert "before this run hashed it: its rows are its first" in caplog.text
+    [grown_entry] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path == "part-00.jsonl"]
+    assert grown_entry.content == "sha256:" + hashlib.sha256(grown.read_bytes()[: grown_entry.size]).hexdigest()
+    monkeypatch.setattr(job, "scan_sources", listed)
+    again = run_reembed(cfg)
+    assert again["rows_embedded"] == 5 and again["files"]["unchanged"] == 1  # the grown file, whole
 
 
 def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_published_as_listed(

@@ -381,18 +381,18 @@ def test_an_s3_run_recorded_before_etags_resumes_when_nothing_changed(
     check_resumed(summary, uri, clean, reused, s3_server)
 
 
-def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_not_committed(
-    ray_session, tiny_models, tmp_path, monkeypatch
+def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_committed_as_its_first_bytes(
+    ray_session, tiny_models, tmp_path, monkeypatch, caplog
 ):
-    """An append-only JSONL growing between the listing and the driver's hash of it: the old code committed the unit
-    with the appended rows while the recorded listing said the listed size. Its read task reads its listed bytes
-    only (pipeline.read_content.listed_prefix), but no hash of the listed bytes proves they are the ones it read (a
-    rewrite that grew reads the same way), so the unit is not committed and the run stops naming the file and what
-    to do, as before; the other units are committed. Grown after the hash: the next test."""
+    """An append-only JSONL growing between the listing and the driver's hash of it (a log written all the time,
+    which the driver's recorder never finds at its listed size and token). Its read task reads its listed bytes only
+    (pipeline.read_content.listed_prefix) and hashes them; with no hash of the listed bytes the run stopped naming
+    the file. The check now hashes the file's first listed-size bytes: they are the bytes read, so the rows are the
+    start of the file as it is now (its listed rows, for a file only appended to) and the unit is committed, 'late'
+    left out; a rewrite after the read is still a change (test_read_content). Grown after the hash: the next test."""
     import pipeline.embed_job as job
     from pipeline.commit import committed_units
     from pipeline.config import StorageConfig
-    from pipeline.reembed.sources import InputChangedError
     from pipeline.storage import resolve
 
     (tmp_path / "in").mkdir()
@@ -407,10 +407,14 @@ def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_not_c
         return listed
 
     monkeypatch.setattr(job, "list_inputs", listed_then_appended)
-    with pytest.raises(InputChangedError, match=r"c1\.jsonl changed while this run read it \(listed with \d+ bytes"):
-        run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChanged
+    assert summary["status"] == "ok" and summary["rows_in"] == 32
+    assert "before this run hashed it: its rows are its first" in caplog.text
     records = committed_units(resolve(str(out), StorageConfig())).values()
-    assert [r["path"] for r in records] == ["c2.jsonl"]  # old code: both committed, 'late' under the listed size
+    assert sorted(p for r in records for p in r.get("files") or [r["path"]]) == ["c1.jsonl", "c2.jsonl"]
+    ids = {i for f in out.rglob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+    assert "late" not in ids and len(ids) == 32
 
 
 def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_embedded_as_listed(

@@ -174,9 +174,9 @@ def listed_prefix_read(
     if read.size != size:
         return how
     if sha is None:
-        return (
-            f"{how}, but no hash of its listed content was taken before it changed, so they may not be the listed bytes"
-        )
+        # appended to before the driver hashed it (a log written all the time): the rows are the file's first
+        # `size` bytes as it is now when it still holds the bytes read (the appended ones are left for the next run)
+        return prefix_still_read(root, rel, size, now, read, how)
     if sha != read.prefix:
         return f"{how}, other content: sha256 {sha[7:19]}... listed, {read.prefix[7:19]}... read"
     log.info(
@@ -188,6 +188,79 @@ def listed_prefix_read(
         size,
     )
     return None
+
+
+def prefix_still_read(
+    root: Location, rel: str, size: int, now: tuple[int, str] | None, read: ReadAs, how: str
+) -> str | None:
+    """listed_prefix_read for a file grown before any hash of its listed bytes was taken: None, with an INFO line,
+    when its first `size` bytes now hash to what the read task read (`read.prefix`): the rows are those bytes, the
+    start of the file as it is now (a file only appended to); else how it changed (`how`: what was read)."""
+    try:
+        sha_now = None if now is None else prefix_token(root, rel, size)
+    except OSError as err:
+        return f"{how}; no hash of its listed bytes was taken before it grew, and it cannot be read now: {err}"
+    if sha_now != read.prefix:
+        return (
+            f"{how}; no hash of its listed bytes was taken before it grew, and its first {size} bytes now are not "
+            "the ones read: it was rewritten, not only appended to"
+        )
+    log.info(
+        "%s: grew from %d bytes to %s before this run hashed it: its rows are its first %d bytes, which it still "
+        "holds (sha256 of the bytes read compared with its first bytes now); the appended bytes are left for the next "
+        "run",
+        root.join(rel).uri,
+        size,
+        now[0],
+        size,
+    )
+    return None
+
+
+def ranges_prefix_read(root: Location, rel: str, size: int, now: tuple[int, str], sha: str | None) -> str | None:
+    """changed_now for a file split into line ranges (pipeline.line_ranges: its units end at its listed `size`, each
+    read by its own task) that has grown since it was listed: None, with an INFO line, when its first `size` bytes
+    now are the listed ones (`sha`: their hash, taken while it had its listed size and token) and the last of them
+    ends a line (so no range read past it into the appended bytes); else how it changed. No hash of the listed
+    bytes: a change (its ranges were read at different times, and nothing says what each read)."""
+    grown = f"listed with {size} bytes, now {now[0]} bytes"
+    if sha is None:
+        return (
+            f"{grown}; it is split into line ranges that several tasks read at different times, and no hash of its "
+            "listed bytes was taken before it grew, so nothing proves its ranges hold them. Run again once it has "
+            "stopped growing; a file that grows all the time (a log) is read as its listed bytes when it is below "
+            "input.unit_bytes (one task reads it whole): rotate it into smaller files"
+        )
+    try:
+        sha_now = prefix_token(root, rel, size)
+        with root.fs.open_input_file(root.join(rel).path) as f:
+            last = f.read_at(1, size - 1) if size else b"\n"
+    except OSError as err:
+        return f"{grown}; cannot read it to compare its first {size} bytes: {err}"
+    if sha_now != sha:
+        return f"{grown}; its first {size} bytes are not the listed ones: it was rewritten, not only appended to"
+    if last not in (b"\n", b"\r"):
+        return f"{grown}; its listed last line had no line end, so its last range read into the appended bytes"
+    log.info(
+        "%s: grew from %d bytes to %d while this run read its line ranges: its first %d bytes are the listed ones "
+        "(sha256 compared), so are its ranges' rows; the appended bytes are left for the next run",
+        root.join(rel).uri,
+        size,
+        now[0],
+        size,
+    )
+    return None
+
+
+def prefix_token(root: Location, rel: str, size: int) -> str | None:
+    """`sha256:<hex>` of the first `size` bytes of a file; None when it holds fewer."""
+    digest = hashlib.sha256()
+    left = size
+    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
+        while left and (chunk := f.read(min(left, 8 << 20))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return None if left else f"sha256:{digest.hexdigest()}"
 
 
 def same_as_read(root: Location, rel: str, now: tuple[int, str], read: ReadAs, moved: str) -> str | None:
