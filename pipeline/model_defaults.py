@@ -510,13 +510,26 @@ def check_dense_chain(cfg: ModelConfig) -> None:
         width, source = spec.out_features, f"Dense module {spec.path!r}"
 
 
+# Bidirectional model types with no masked-LM head in transformers: XLNet (a permutation LM, whose every token sees
+# the whole text when no permutation mask is given).
+BIDIRECTIONAL_MODEL_TYPES = frozenset({"xlnet"})
+
+
 def is_encoder(cfg: ModelConfig) -> bool:
     """A bidirectional encoder (BERT, XLM-R, ModernBERT...): its architecture has a masked-LM head in transformers;
-    or a T5-style encoder-decoder, of which rayembed runs the encoder (runs_encoder_only)."""
+    or a T5-style encoder-decoder, of which rayembed runs the encoder (runs_encoder_only); or a model whose every
+    token sees the whole text: XLNet, and a decoder family's config switched to bidirectional attention
+    (EmbeddingGemma: Gemma-3 with `use_bidirectional_attention: true`; Gemma-4's `"all"`; `is_causal: false`), in
+    config.json or its `text_config`."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     config = read_json(cfg, "config.json")
-    if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES:
+    if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES | BIDIRECTIONAL_MODEL_TYPES:
+        return True
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    if any(
+        c.get("use_bidirectional_attention") in (True, "all") or c.get("is_causal") is False for c in (config, text)
+    ):
         return True
     return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
 

@@ -23,6 +23,7 @@ from transformers import (
     T5Config,
     T5Gemma2Config,
     XLMRobertaConfig,
+    XLNetConfig,
     set_seed,
 )
 
@@ -228,6 +229,14 @@ ARCHS = {
         ),
         "<bos> $A <eos>",
         "right",
+    ),
+    # XLNet: bidirectional without a masked-LM head; its tokenizer appends <sep> <cls> and pads on the left
+    "xlnet": (
+        lambda v: XLNetConfig(
+            vocab_size=v, d_model=64, n_layer=2, n_head=2, d_inner=128, pad_token_id=0, bos_token_id=2, eos_token_id=3
+        ),
+        "$A <eos> <bos>",
+        "left",
     ),
     # T5Gemma 2: an encoder-decoder whose encoder also takes images; the text widths nest under encoder.text_config
     "t5gemma2": (

@@ -347,6 +347,28 @@ def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch
     assert np.min(np.sum(got * want, axis=1)) >= 0.9999
 
 
+@pytest.mark.parametrize("arch", ["gemma3 with use_bidirectional_attention (EmbeddingGemma's)", "xlnet"])
+def test_a_bidirectional_model_without_a_pooling_module_is_mean_pooled_as_sentence_transformers_does(
+    tiny_models, tmp_path, arch
+):
+    """A folder without a Pooling module whose every token sees the whole text: pooling auto took a Gemma-3 config
+    switched to bidirectional attention and XLNet (no masked-LM head) for decoders and pooled the last token
+    (cosine 0.47 and 0.16 to sentence-transformers on these texts); sentence-transformers mean-pools them, as any
+    encoder."""
+    from conftest import sample_texts
+    from model_factory import build_model, train_tokenizer
+
+    if arch == "xlnet":
+        model = build_model(tmp_path / arch, arch, train_tokenizer(sample_texts()))
+    else:
+        model = shutil.copytree(tiny_models["gemma3"], tmp_path / "gemma3")
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "use_bidirectional_attention": True}))
+    got, want = ours(model, TEXTS), reference(model, TEXTS)
+    assert got.shape == want.shape
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+
+
 def with_settings(model: Path, **settings) -> Path:
     """`model` with `settings` added to its Transformer module's sentence_bert_config.json."""
     path = model / "sentence_bert_config.json"
