@@ -347,6 +347,38 @@ def test_common_encoder_architectures_equal_sentence_transformers(tmp_path, arch
     assert np.min(np.sum(got * want, axis=1)) >= 0.9999
 
 
+def test_a_marian_checkpoint_saved_by_transformers_runs_its_encoder(tiny_models, tmp_path):
+    """An opus-mt style MarianMTModel saved by transformers 5 holds no sinusoidal position tables (computed at load,
+    the same in every actor): rayembed refused it as lacking 1 of the encoder's weights (encoder.embed_positions).
+    Its vectors are the checkpoint's encoder, mean-pooled; sentence-transformers 6.2 is no reference here: its
+    MarianEncoder loader finds none of the checkpoint's weights under their `model.encoder.` names and runs random
+    ones."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianConfig, MarianMTModel, set_seed
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    widths = {"d_model": 64, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128}
+    layers = {"encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2, "decoder_attention_heads": 2}
+    config = MarianConfig(
+        vocab_size=len(tokenizer), pad_token_id=0, decoder_start_token_id=0, scale_embedding=True, **widths, **layers
+    )
+    set_seed(0)
+    MarianMTModel(config).save_pretrained(tmp_path / "marian")
+    tokenizer.save_pretrained(tmp_path / "marian")
+    encoder = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "marian").get_encoder().eval()
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    want = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    got = ours(tmp_path / "marian", TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 64)
+    assert np.min(np.sum(got * want, axis=1)) >= 0.9999
+    st_weights = SentenceTransformer(str(tmp_path / "marian"), device="cpu")[0].auto_model.embed_tokens.weight
+    assert not torch.equal(st_weights, encoder.embed_tokens.weight)
+
+
 @pytest.mark.parametrize("arch", ["gemma3 with use_bidirectional_attention (EmbeddingGemma's)", "xlnet"])
 def test_a_bidirectional_model_without_a_pooling_module_is_mean_pooled_as_sentence_transformers_does(
     tiny_models, tmp_path, arch
