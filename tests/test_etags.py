@@ -72,6 +72,7 @@ def test_an_object_uploaded_again_with_other_part_sizes_is_the_same_object(s3_bu
     plan = make_plan([src], previous, {}, same_object=reuploaded)
     assert [e.path for e in plan.unchanged] == ["a.jsonl"] and plan.is_noop  # old code: changed, embedded again
     assert plan.unchanged[0].token == src.token and plan.unchanged[0].key == entry.key
+    assert plan.retokened == 1  # published with the new ETag: the next run reads the object no more
     assert make_plan([src], previous, {}).changed == [src]  # without it: as before
 
     # the end-of-run checks of both jobs, against the listing taken before the re-uploads

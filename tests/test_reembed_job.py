@@ -32,7 +32,7 @@ from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
 from pipeline.reembed.manifest import current_manifest
 from pipeline.reembed.planner import Plan
-from pipeline.reembed.sources import InputChangedError
+from pipeline.reembed.sources import InputChangedError, local_source
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
 
@@ -87,6 +87,7 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         "to_embed": 4,
         "rewritten": 0,
         "moved": 0,
+        "retokened": 0,
         "total": 4,
     }
     assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (120, 0, 1)
@@ -624,7 +625,14 @@ def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_sess
     os.utime(other, ns=(stamp + 10**9, stamp + 10**9))
     target.write_bytes(target.read_bytes())
     touched = run_reembed(cfg)
-    assert (touched["files"]["unchanged"], touched["rows_embedded"], touched["published"]) == (2, 0, None)
+    assert (touched["files"]["unchanged"], touched["rows_embedded"]) == (2, 0)
+    # their new tokens are published (old code: None, the old tokens kept, so both files were read again every
+    # later night to compare their content), and the next night compares nothing
+    assert touched["published"] and touched["files"]["retokened"] == 2
+    corpus_root = resolve(str(corpus), StorageConfig())
+    entries = current_manifest(resolve(str(tmp_path / "emb"), StorageConfig())).entries
+    assert all(e.token == local_source(corpus_root, e.path).token for e in entries)
+    assert run_reembed(cfg)["published"] is None
 
 
 def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(ray_session, tiny_models, tmp_path):

@@ -94,6 +94,7 @@ def test_a_file_whose_token_moved_without_its_content_is_unchanged():
 
     plan = make_plan([touched], manifest([recorded]), {}, content_of=content_of)
     assert plan.is_noop and plan.unchanged[0].key == recorded.key and plan.unchanged[0].token == touched.token
+    assert plan.retokened == 1  # the run publishes the new token (job.run_reembed)
     edited = make_plan([touched], manifest([recorded]), {}, content_of=lambda rel: "sha256:bb")
     assert [s.path for s in edited.changed] == ["a"]
     assert [s.path for s in make_plan([touched], manifest([entry(touched)]), {}, content_of=content_of).new] == []

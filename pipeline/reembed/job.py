@@ -380,7 +380,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             put_json(summary, out.join(SUMMARY))
             raise TooManyRejectsError(failure)
         manifest_rel, generation = None, previous.generation if previous else 0
-        if previous is None or not plan.is_noop or hashed:
+        # a touched file's new token (its content compared) is recorded, so that the next run does not compare again
+        if previous is None or not plan.is_noop or hashed or plan.retokened:
             generation += 1
             entries = sorted(plan.reused + embedded, key=lambda e: e.path)
             if entries and not any(e.files for e in entries):

@@ -30,6 +30,10 @@ class Plan:
     moves: list[tuple[SourceFile, FileEntry]] = field(default_factory=list)
     # The entries of `moves` once their outputs are written under the new paths (with_moved).
     moved: list[FileEntry] = field(default_factory=list)
+    # Unchanged files whose change token moved without their content (a touch, a copy of the same bytes, an S3
+    # upload in other parts, an older version's token): their entries get the new token, so the run publishes a new
+    # manifest that records it (else the next run would compare the content again, and the one after it).
+    retokened: int = 0
 
     @property
     def to_embed(self) -> list[SourceFile]:
@@ -81,6 +85,7 @@ class Plan:
             "to_embed": len(self.to_embed),
             "rewritten": len(self.rewritten),
             "moved": len(self.moves),
+            "retokened": self.retokened,
         }
 
 
@@ -148,6 +153,7 @@ def make_plan(
             # an older version's token is recorded in full from now on; the key, which names the entry's output
             # folder, stays
             plan.unchanged.append(old if old.token == src.token else replace(old, token=src.token))
+            plan.retokened += old.token != src.token
             continue
         if old is not None:
             plan.changed.append(src)
