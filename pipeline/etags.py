@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from typing import Any
 
 from pipeline.storage import Location
 
@@ -68,6 +69,15 @@ def bytes_give_etag(root: Location, rel: str, size: int, etag: str) -> bool:
     """Whether the object `rel` under `root` holds `size` bytes that give `etag` (an earlier listing's, quotes or
     not) as S3 computes it for a single-part or a multipart upload (module docstring); one read of the object.
     False for an ETag that is not of that form. Raises OSError where the object cannot be read."""
+    if ETAG.match(etag.removeprefix("etag:")) is None:
+        return False
+    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
+        return stream_gives_etag(f, size, etag)
+
+
+def stream_gives_etag(f: Any, size: int, etag: str) -> bool:
+    """bytes_give_etag of the bytes `f.read` gives (a file's, or a compressed file's decompressed bytes) up to its
+    end."""
     match = ETAG.match(etag.removeprefix("etag:"))
     if match is None:
         return False
@@ -77,14 +87,15 @@ def bytes_give_etag(root: Location, rel: str, size: int, etag: str) -> bool:
     if whole is None and not hashers:
         return False
     read = 0
-    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
-        while chunk := f.read(READ_BYTES):
-            read += len(chunk)
-            view = memoryview(chunk)
-            if whole is not None:
-                whole.update(view)
-            for hasher in hashers:
-                hasher.update(view)
+    while chunk := f.read(READ_BYTES):
+        read += len(chunk)
+        if read > size:  # more bytes than the ETag's object: not read to the end
+            return False
+        view = memoryview(chunk)
+        if whole is not None:
+            whole.update(view)
+        for hasher in hashers:
+            hasher.update(view)
     if read != size:
         return False
     if whole is not None:

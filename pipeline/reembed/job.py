@@ -40,6 +40,7 @@ from pipeline.reembed.moves import (
     compressed_name,
     declared_size,
     decompressed_as_listed,
+    decompressed_gives_etag,
     decompressed_token,
     move_entries,
     reads_alike,
@@ -287,6 +288,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
     with lease:
         root, listed = list_inputs(cfg.input.uri, cfg.storage)
         sources = scan_sources(root, listed)
+        local_input = isinstance(root.fs, pafs.LocalFileSystem)
         rel_paths = [f.path for f in listed]
         previous, current = version_manifest(layout), current_manifest(out)
         staged = load_staged(layout)
@@ -298,7 +300,10 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             functools.partial(same_format, cfg.input.format),
         )
         # what a compressed file declares it decompresses to: one that no entry's size matches is not decompressed
-        declared = functools.partial(declared_size, root)
+        declared = functools.cache(functools.partial(declared_size, root))
+        # S3: an object replaced by its gzip / zstd (a.jsonl -> a.jsonl.gz), read once when its declared size is a
+        # gone entry's (local files are paired by their sha256: recompressed)
+        gzipped = None if local_input else functools.partial(decompressed_gives_etag, root)
         # an S3 object uploaded again with other part sizes (another ETag, the same size): its bytes, read once
         reuploaded = functools.cache(functools.partial(same_object, root))
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike, same_object=reuploaded)
@@ -317,6 +322,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 *recompressed,
                 same_object=reuploaded,
                 declared_size=declared,
+                decompressed_etag=gzipped,
             )
         duplicates = None
         if checks_ids(cfg) and not plan.is_noop:
@@ -338,6 +344,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 *recompressed,
                 same_object=reuploaded,
                 declared_size=declared,
+                decompressed_etag=gzipped,
             )
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         # entries an older rayembed recorded without their content: hashed once while their files are as recorded,

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.columns import ID, REJECT_COLUMNS
+from pipeline.etags import stream_gives_etag
 from pipeline.file_formats import (
     COMPRESSED_SUFFIXES,
     MAGIC_BYTES,
@@ -99,21 +100,19 @@ GZIP_FEXTRA = 0x04  # a gzip header with an extra field: bgzip's blocks (many me
 
 
 def declared_size(root: Location, rel: str) -> int | None:
-    """The decompressed size a local compressed file declares without being decompressed, modulo 2**32: a gzip
+    """The decompressed size a compressed file declares without being decompressed, modulo 2**32: a gzip
     file's ISIZE trailer (its last 4 bytes; a header with an extra field, as bgzip's many members have, declares
     none), a zstd file's first frame content size (written by `zstd FILE`, not by a stream from a pipe or pzstd).
-    None: declares none (bzip2, those above), not compressed, gone, or not local. A single-member gzip file or a
+    None: declares none (bzip2, those above), not compressed, or gone. A single-member gzip file or a
     one-frame zstd file decompresses to that many bytes (mod 2**32); a gzip file of several members concatenated
     (`cat a.gz b.gz`) declares its last member's, so such a file may be taken for another size (not paired: it is
     embedded as a new file)."""
-    if not isinstance(root.fs, pafs.LocalFileSystem):
-        return None
     try:
-        with open(root.join(rel).path, "rb") as f:
-            head = f.read(18)
+        with root.fs.open_input_file(root.join(rel).path) as f:  # on S3: a HEAD and one or two ranged GETs
+            size = f.size()
+            head = f.read_at(min(18, size), 0)
             if head[:2] == b"\x1f\x8b" and len(head) >= 18 and not head[3] & GZIP_FEXTRA:
-                f.seek(-4, 2)
-                return int.from_bytes(f.read(4), "little")
+                return int.from_bytes(f.read_at(4, size - 4), "little")
     except OSError:
         return None
     if head[:4] != ZSTD_FRAME or len(head) < 6:
@@ -129,6 +128,45 @@ def declared_size(root: Location, rel: str) -> int | None:
         return None
     value = int.from_bytes(field, "little") + (256 if fcs_bytes == 2 else 0)
     return value % 2**32
+
+
+def decompressed_gives_etag(root: Location, rel: str, size: int, etag: str) -> bool:
+    """Whether the compressed object `rel` decompresses (by magic number, as the reader decides it) to `size` bytes
+    that give `etag` (pipeline.etags: the MD5 of a single-part upload, the part MD5s of a multipart one): the
+    object an S3 entry's ETag names, compressed since (`a.jsonl` replaced by `a.jsonl.gz`). One read of the object;
+    False when it is not compressed, is compressed twice, or cannot be read."""
+    try:
+        stream, codec = open_raw(root.fs, root.join(rel).path)
+        with stream:
+            if codec is None:
+                return False
+            head = stream.read(MAGIC_BYTES)
+            if compression_of(head):
+                return False
+            same = stream_gives_etag(_Prepended(head, stream), size, etag)
+    except (OSError, pa.ArrowInvalid) as err:
+        log.info("cannot read %s to compare it with %s: %s", root.join(rel).uri, etag, err)
+        return False
+    if same:
+        log.info(
+            "%s: its decompressed bytes give the ETag %s of an entry of the version: the same object, compressed since",
+            root.join(rel).uri,
+            etag.removeprefix("etag:"),
+        )
+    return same
+
+
+class _Prepended:
+    """`head` then the rest of `stream`, through `read(n)`."""
+
+    def __init__(self, head: bytes, stream: pa.NativeFile):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            data, self.head = self.head + self.stream.read(max(0, n - len(self.head))), b""
+            return data
+        return self.stream.read(n)
 
 
 def decompressed_as_listed(root: Location, src: SourceFile) -> str | None:

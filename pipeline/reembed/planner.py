@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from pipeline.change_tokens import same_token
+from pipeline.file_formats import compressed_name
 from pipeline.reembed.manifest import NO_DUPLICATES, FileEntry, Manifest
 from pipeline.reembed.sources import SourceFile
 
@@ -101,6 +102,7 @@ def make_plan(
     same_format: Callable[[str, str], bool] | None = None,
     same_object: Callable[[str, int, str], bool] | None = None,
     declared_size: Callable[[str], int | None] | None = None,
+    decompressed_etag: Callable[[str, int, str], bool] | None = None,
 ) -> Plan:
     """Classify every input file against `previous` (None: a version's first run).
 
@@ -129,6 +131,11 @@ def make_plan(
         declared_size: the decompressed size (mod 2**32) a compressed file declares (pipeline.reembed.moves.
             declared_size: gzip's ISIZE, zstd's content size), None when it declares none: a file that declares a
             size no such entry has is not decompressed (decompressed_of is not asked), a new file's common case.
+        decompressed_etag: with `declared_size` and `same_format`, S3: whether a compressed object decompresses to
+            bytes of a size that give an ETag (pipeline.reembed.moves.decompressed_gives_etag: one download), asked
+            for a new or changed compressed object not paired otherwise, against the S3 entries whose path is gone
+            from the listing and whose size it declares: `a.jsonl` replaced by `a.jsonl.gz` is a move. An object
+            that declares no size (bzip2, zstd from a pipe) is not read.
         same_object: whether the S3 object at a path, of a size, holds the bytes an entry's ETag names
             (pipeline.etags.bytes_give_etag: one download), asked only for an object whose ETag moved at its
             entry's size (the same bytes uploaded again with other part sizes): the same bytes are unchanged.
@@ -172,8 +179,47 @@ def make_plan(
                 plan, list(candidates.values()), duplicates, decompressed_of, same_format, content_of, declared_size
             )
     present = {s.path for s in sources}
+    if reads_alike is not None and decompressed_etag is not None and declared_size and same_format is not None:
+        gone = [e for e in candidates.values() if e.path not in present]
+        plan.moves += compressed_object_moves(plan, gone, duplicates, declared_size, decompressed_etag, same_format)
     plan.deleted = [e for e in before.values() if e.path not in present]
     return plan
+
+
+def compressed_object_moves(
+    plan: Plan,
+    gone: list[FileEntry],
+    duplicates: dict[str, str] | None,
+    declared_size: Callable[[str], int | None],
+    decompressed_etag: Callable[[str, int, str], bool],
+    same_format: Callable[[str, str], bool],
+) -> list[tuple[SourceFile, FileEntry]]:
+    """(object, entry) for the new and changed S3 objects of `plan` not paired otherwise whose decompressed bytes give
+    the ETag of an entry whose path is gone (`gone`) of the size they declare (make_plan's `decompressed_etag`):
+    an object replaced by its gzip or zstd. Nothing is read unless such an entry exists; then one HEAD and a ranged
+    GET or two per compressed object (its declared size), and one download per object whose size matches."""
+    by_size: dict[int, list[FileEntry]] = {}
+    for entry in gone:
+        if entry.token.startswith("etag:") and not entry.unreadable:
+            by_size.setdefault(entry.size % 2**32, []).append(entry)
+    if not by_size:
+        return []
+    done = {e.key for e in plan.resumed} | {s.key for s, _ in plan.moves}
+    moves = []
+    for src in plan.new + plan.changed:
+        if src.key in done or not src.token.startswith("etag:") or not compressed_name(src.path):
+            continue
+        declared = declared_size(src.path)
+        now = NO_DUPLICATES if duplicates is None else duplicates.get(src.path)
+        for entry in by_size.get(declared, []) if declared is not None else []:
+            if not same_format(entry.path, src.path):
+                continue
+            if duplicates is not None and (entry.duplicates or NO_DUPLICATES) != now:
+                continue
+            if decompressed_etag(src.path, entry.size, entry.token):
+                moves.append((src, entry))
+                break
+    return moves
 
 
 def find_moves(
