@@ -3,8 +3,9 @@
 `model.max_tokens` defaults to 32,768 (harrier's context); an encoder such as multilingual-e5 has 512 positions, and a
 longer row fails inside the model (`expanded size (2702) must match (512)`) after every retry. Left at its default,
 the effective limit is the smallest of: 32,768; sentence-transformers' `max_seq_length` (sentence_bert_config.json,
-what sentence-transformers itself truncates at); the tokenizer's `model_max_length` (unless it is transformers' "no
-limit" sentinel), both replaced by a `model_max_length` among that file's tokenizer kwargs (`processor_kwargs` /
+what sentence-transformers itself truncates at: it gives it to the tokenizer as its `model_max_length`, longer or
+shorter than the tokenizer's own), else the tokenizer's `model_max_length` (unless it is transformers' "no limit"
+sentinel), both replaced by a `model_max_length` among that file's tokenizer kwargs (`processor_kwargs` /
 `tokenizer_args`), which sentence-transformers gives the tokenizer instead; and the model config's
 `max_position_embeddings` net of the positions a RoBERTa-family model reserves (its positions start at
 `padding_idx + 1`, so 514 embeddings hold 512 tokens). Chunk windows are cut to the same limit.
@@ -59,13 +60,18 @@ class ModelLimitError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class TokenLimit:
-    """The effective limit and each source's value (for the log line and the output metadata)."""
+    """The effective limit and each source's value (for the log line and the output metadata); `replaced`: sources
+    recorded that do not decide (the tokenizer's model_max_length where sentence_bert_config.json's max_seq_length
+    replaces it, as in sentence-transformers)."""
 
     effective: int
     sources: dict[str, int]
+    replaced: frozenset[str] = frozenset()
 
     def describe(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in self.sources.items())
+        return ", ".join(
+            f"{k} {v}{' (replaced by max_seq_length)' if k in self.replaced else ''}" for k, v in self.sources.items()
+        )
 
 
 def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:
@@ -94,18 +100,23 @@ def token_limit(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, config: Pr
     seq = st_settings.get("max_seq_length")
     if st_max is not None:  # sentence-transformers gives it to the tokenizer instead of max_seq_length
         sources["sentence_bert_config.json tokenizer kwargs model_max_length"] = st_max
-    elif isinstance(seq, int) and seq > 0:
+    elif isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
         sources["sentence_bert_config.json max_seq_length"] = seq
     model_max = getattr(tokenizer, "model_max_length", None)
     if st_max is None and isinstance(model_max, int) and 0 < model_max < NO_LIMIT:
         sources["tokenizer model_max_length"] = model_max
+    # sentence-transformers gives max_seq_length to the tokenizer as its model_max_length, longer or shorter than the
+    # tokenizer's own (nomic-embed-text-v1: 8192 over the tokenizer's 512): the tokenizer's is recorded, not used
+    replaced = frozenset(
+        {"tokenizer model_max_length"} & sources.keys() if "sentence_bert_config.json max_seq_length" in sources else ()
+    )
     positions = position_limit(config)
     if positions is not None:
         sources[positions[0]] = positions[1]
     within = all(cfg.max_tokens <= v for k, v in sources.items() if is_position_limit(k))
     if explicit_max_tokens(cfg) and within:  # sentence-transformers' max_seq_length = N: N, up to the positions
-        return TokenLimit(cfg.max_tokens, sources)
-    return TokenLimit(min(sources.values()), sources)
+        return TokenLimit(cfg.max_tokens, sources, replaced)
+    return TokenLimit(min(v for k, v in sources.items() if k not in replaced), sources, replaced)
 
 
 def explicit_max_tokens(cfg: ModelConfig) -> bool:
@@ -118,8 +129,13 @@ def is_position_limit(name: str) -> bool:
 
 
 def saved_limits(limit: TokenLimit) -> dict[str, int]:
-    """The limits the model's files save (its trained length): every source but the config and the positions."""
-    return {k: v for k, v in limit.sources.items() if k != "model.max_tokens" and not is_position_limit(k)}
+    """The limits the model's files save (its trained length): every source but the config, the positions and a
+    replaced one."""
+    return {
+        k: v
+        for k, v in limit.sources.items()
+        if k != "model.max_tokens" and not is_position_limit(k) and k not in limit.replaced
+    }
 
 
 def apply_token_limit(cfg: ModelConfig, limit: TokenLimit) -> ModelConfig:
