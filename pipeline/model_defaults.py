@@ -293,7 +293,7 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
     Raises:
         ModelUnavailableError: the model's files cannot be read.
         UserError: a module rayembed does not run (anything but Transformer, Pooling, Dense, Normalize, Dropout), a
-            Dense module it cannot read, or several Pooling modules: its vectors would silently differ from the ones
+            Dense module it cannot read, a Pooling module without its config.json, or several Pooling modules: its vectors would silently differ from the ones
             sentence-transformers gives; or a CrossEncoder / SparseEncoder (model_type), which gives none.
     """
     model_type = st_config_of(cfg).get("model_type")
@@ -329,6 +329,12 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
     folder = poolings[0] if poolings else ("1_Pooling" if not modules else "")
     pooling_file = f"{folder}/config.json" if folder else ""
     pooling_config = read_json(cfg, pooling_file) if pooling_file and model_file(cfg, pooling_file) else None
+    if pooling_config is None and poolings and folder:
+        raise UserError(
+            f"model {cfg.name_or_path} lists a Pooling module in {folder}/ (modules.json) but has no "
+            f"{pooling_file}, which says how it pools (sentence-transformers refuses to load the model too); an "
+            "incomplete download or copy? Fetch that folder again, or write its config.json"
+        )
     if pooling_config is None:
         pooling_file = ""
     dense = tuple(dense_spec(cfg, m.get("path", "")) for m in modules if module_kind(m) == "Dense")

@@ -162,6 +162,18 @@ def test_modules_rayembed_does_not_run_are_refused_by_name(tiny_models, tmp_path
         check_model_pooling(cfg)
 
 
+@pytest.mark.parametrize("arch", ["bert", "qwen3"])
+def test_a_pooling_module_without_its_config_is_refused(tiny_models, tmp_path, arch):
+    """A listed Pooling folder without config.json (an incomplete download): sentence-transformers refuses to load
+    the model ('Pooling.__init__() missing ... embedding_dimension'); rayembed pooled by the architecture's default
+    (mean, last_token) without a word."""
+    model = copy_config(tiny_models[arch], tmp_path / "m", **{"modules.json": [TRANSFORMER, POOLING, NORMALIZE]})
+    with pytest.raises(
+        UserError, match=r"lists a Pooling module in 1_Pooling/ \(modules.json\) but has no 1_Pooling/co"
+    ):
+        resolve_pooling(ModelConfig(name_or_path=str(model)))
+
+
 @pytest.mark.parametrize(
     "pooling_config",
     [{"pooling_mode": "cls"}, {"pooling_mode_cls_token": True}],
