@@ -121,3 +121,22 @@ def test_an_embedding_column_of_another_type_names_the_file_and_what_to_do(tmp_p
         r"input.embedding_column to a column of float vectors",
     ):
         inspect_input(parse_config(ClusterConfig, raw), resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])
+
+
+def test_files_that_disagree_on_a_columns_type_are_read_as_one_schema_or_refused_naming_two():
+    """Ray Data merged a sample of the files' schemas and failed on string ids beside integer ids; read_schema gives
+    the read one schema: ids as strings, a top-level embedding as list<float32>, other columns promoted; a column
+    that cannot be promoted is refused naming two files and their types."""
+    from pipeline.clustering.input_check import read_schema
+    from pipeline.clustering.vectors import InputColumnError
+
+    paths = {"embedding": ("embedding",), "id": ("id",), "n": ("n",)}
+    a = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), 8)), ("n", pa.int32())])
+    b = pa.schema([("id", pa.int64()), ("embedding", pa.large_list(pa.float64())), ("n", pa.int64())])
+    assert read_schema([("a", a), ("a2", a)], paths, "id", "embedding") is None  # they agree: Ray infers it
+    assert read_schema([("a", a), ("b", b)], paths, "id", "embedding") == pa.schema(
+        [("id", pa.string()), ("embedding", pa.list_(pa.float32())), ("n", pa.int64())]
+    )
+    c = a.set(2, pa.field("n", pa.list_(pa.int32())))
+    with pytest.raises(InputColumnError, match=r"column 'n' has type int32 in a but list<item: int32> in c"):
+        read_schema([("a", a), ("b", b), ("c", c)], paths, "id", "embedding")

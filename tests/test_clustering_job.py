@@ -423,15 +423,25 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
 
 def test_a_first_input_file_without_rows_does_not_set_the_dim(ray_session, tmp_path):
     """A 0-row part file first in the listing (Spark and pandas writers leave them) gave dim 0, and every block then
-    failed with "embedding column 'embedding' has dim 8, expected 0"."""
+    failed with "embedding column 'embedding' has dim 8, expected 0".
+    Files of two writers: integer ids (pandas, another tool) beside string ids, float16 fixed-size lists beside
+    float64 large lists, failed in Ray Data's schema merge ('Unable to merge: Field id has incompatible types: string
+    vs int64'); they are read as one schema now (input_check.read_schema), the ids as strings."""
     (tmp_path / "emb").mkdir()
     empty = pa.table({"id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
     pq.write_table(empty, tmp_path / "emb" / "part-0.parquet")
     rows = pa.table({"id": [f"b{i}" for i in range(30)], "embedding": pa.array(list(unit_rows(30, 8, 4)))})
     pq.write_table(rows, tmp_path / "emb" / "part-1.parquet")
+    x = unit_rows(10, 8, 5)
+    half = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1).astype(np.float16)), 8)
+    pq.write_table(pa.table({"id": np.arange(10), "embedding": half}), tmp_path / "emb" / "part-2.parquet")
+    wide = pa.array(list(x.astype(np.float64)), pa.large_list(pa.float64()))
+    pq.write_table(pa.table({"id": np.arange(10, 20) * 1.0, "embedding": wide}), tmp_path / "emb" / "part-3.parquet")
     raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
     summary = run_cluster(parse_config(ClusterConfig, raw))
-    assert (summary["rows"], summary["dim"], sum(summary["sizes"])) == (30, 8, 30)
+    assert (summary["rows"], summary["dim"], sum(summary["sizes"])) == (50, 8, 50)
+    ids = pq.read_table(tmp_path / "out" / "assignments").column("id")
+    assert ids.type == pa.string() and {"0", "19", "b0"} <= set(ids.to_pylist())  # 19.0 is '19', as ids are
 
 
 def test_files_of_two_models_of_one_width_are_refused_naming_both(ray_session, tmp_path):

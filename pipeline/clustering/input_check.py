@@ -13,6 +13,8 @@ fetches the row counts and the first few repeats only.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 
@@ -38,11 +40,12 @@ def checked_file_digests(
     dim: int,
     buckets: int,
     first: str = "",
-) -> tuple[pa.Table, int, dict[str, str] | None]:
+) -> tuple[pa.Table, int, tuple[dict[str, str] | None, pa.Schema]]:
     """Ray task: read one input file once, checking its vectors (embedding_files.checked_batches), and return the
     digests (pipeline.duplicate_ids.digest_table) of its rows' keys (id, with chunk_index when `chunked`), rows
-    numbered from 0 in the file, their count and the file's recipe (pipeline.embedding_recipe.file_recipe, None
-    without rayembed metadata, or without rows: it has no vector to compare); the driver fetches the last two.
+    numbered from 0 in the file, their count, and the file's recipe (pipeline.embedding_recipe.file_recipe, None
+    without rayembed metadata, or without rows: it has no vector to compare) with the schema of the top-level
+    columns the job reads (for read_schema); the driver fetches the last two.
 
     Raises:
         EmbeddingFileError: as checked_batches, naming the file.
@@ -68,7 +71,9 @@ def checked_file_digests(
             )
         start += table.num_rows
     table = digest_table([file_index] * len(rows), rows, keys, buckets)
-    return table, table.num_rows, file_recipe(reader.schema_arrow.metadata) if start else None
+    schema = reader.schema_arrow
+    read = pa.schema([schema.field(top) for top in dict.fromkeys(path[0] for path in paths.values())])
+    return table, table.num_rows, (file_recipe(schema.metadata) if start else None, read)
 
 
 def check_columns(file: Location, schema: pa.Schema, paths: dict[str, tuple[str, ...]], first: str) -> None:
@@ -97,8 +102,9 @@ def check_input(
     chunked: bool,
     dim: int,
     compute: ComputeConfig,
-) -> None:
-    """Check every vector and that no key repeats, reading each input file once (one Ray task per file).
+) -> pa.Schema | None:
+    """Check every vector and that no key repeats, reading each input file once (one Ray task per file); returns
+    the schema the dataset read must give the files when they disagree on a column's type (read_schema), else None.
 
     Args:
         root, files: the listed input (paths relative to `root`).
@@ -121,10 +127,18 @@ def check_input(
         task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS, files[0])
         for i, name in enumerate(files)
     ]
-    # in listing order: the error names the first bad file whatever task finished first
-    recipes = [(root.join(name).uri, ray.get(recipe)) for name, (_, _, recipe) in zip(files, calls)]
+    # in listing order: the error names the first bad file whatever task finished first. The driver keeps a name and
+    # a shared recipe per file (the listing's own size) and each distinct schema once.
+    recipes: list[tuple[str, dict[str, str] | None]] = []
+    interned: dict[tuple, dict[str, str]] = {}
+    schemas: dict[pa.Schema, str] = {}  # each distinct read schema -> its first file
+    for name, (_, _, facts) in zip(files, calls):
+        recipe, read = ray.get(facts)
+        recipes.append((name, interned.setdefault(tuple(sorted(recipe.items())), recipe) if recipe else None))
+        schemas.setdefault(read, name)
     conflict = first_conflict(recipes)
     if conflict:
+        conflict = replace(conflict, first=root.join(conflict.first).uri, other=root.join(conflict.other).uri)
         raise EmbeddingFileError(
             conflict.message(
                 f"input.uri {root.uri}",
@@ -132,8 +146,71 @@ def check_input(
                 "alone), or embed their input again with the recipe of the rest",
             )
         )
+    schema = read_schema([(root.join(name).uri, read) for read, name in schemas.items()], paths, id_column, column)
     repeats = find_repeats([(table, count) for table, count, _ in calls], files, compute)
     count = repeats.count()
     if count:
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
         raise duplicate_error(root, files, id_column, paths[id_column], chunked, count, first)
+    return schema
+
+
+def read_schema(
+    schemas: list[tuple[str, pa.Schema]], paths: dict[str, tuple[str, ...]], id_column: str, column: str
+) -> pa.Schema | None:
+    """The schema the job's dataset read (ray.data.read_parquet's `schema`) must give every file when the files do
+    not agree on a read column's type; None when they agree (Ray infers it). Ray unifies a sample of the files'
+    schemas, so ids written as strings by one tool and as integers by another failed the run in Ray Data ('Unable to
+    merge: Field id has incompatible types: string vs int64'), or in a read task for a file outside the sample.
+
+    The id is read as a string where types differ (the outputs write ids as strings, and the duplicate check compares
+    them so: an integral float id 2.0 is '2', as pyarrow casts it); a top-level embedding column as list<float32>
+    (float16/32/64 in list, large_list or fixed_size_list: each vector is made float32 anyway); any other column as
+    pyarrow's permissive promotion gives it (int32 and int64: int64; string and large_string: large_string).
+
+    Args:
+        schemas: (file URI, its read columns' top-level fields), in listing order (each distinct schema once is
+            enough).
+        paths: each read column's path (a dotted name may reach into a struct: its top-level column is unified).
+
+    Raises:
+        InputColumnError: a column whose types cannot be promoted to one, naming it, two files and their types.
+    """
+    if len({read for _, read in schemas}) <= 1:
+        return None
+    forced = {}
+    if len(paths[id_column]) == 1:
+        forced[paths[id_column][0]] = pa.string()
+    if len(paths[column]) == 1:
+        forced[paths[column][0]] = pa.list_(pa.float32())
+    fields = []
+    for name in schemas[0][1].names:
+        types = {read.field(name).type for _, read in schemas}
+        if len(types) == 1:
+            fields.append(schemas[0][1].field(name))
+        elif name in forced:
+            fields.append(pa.field(name, forced[name]))
+        else:
+            fields.append(promoted(schemas, name))
+    return pa.schema(fields)
+
+
+def promoted(schemas: list[tuple[str, pa.Schema]], name: str) -> pa.Field:
+    """Column `name`'s field promoted (pyarrow's permissive unification) over every file's type, in listing order.
+
+    Raises:
+        InputColumnError: the first file whose type does not promote with the others', named with the first file.
+    """
+    one = schemas[0][1].field(name)
+    for uri, read in schemas[1:]:
+        try:
+            one = pa.unify_schemas(
+                [pa.schema([one]), pa.schema([read.field(name)])], promote_options="permissive"
+            ).field(name)
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise InputColumnError(
+                f"column {name!r} has type {schemas[0][1].field(name).type} in {schemas[0][0]} but "
+                f"{read.field(name).type} in {uri}, which do not convert to one ({err}): write that column with one "
+                "type in every input file, or move the odd files out of input.uri"
+            ) from None
+    return one

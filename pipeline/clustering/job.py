@@ -341,12 +341,13 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
         # one read of every file before any k-means work: every vector readable, of the first one's width, none null
         # (an error naming the file), and no id in two rows (an error naming the repeats)
-        check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
+        schema = check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
         center_by = cfg.clustering.center_by
         ds = ray.data.read_parquet(
             [root.join(f).path for f in files],
             filesystem=root.fs,
             columns=list(dict.fromkeys(p[0] for p in paths.values())),
+            **({"schema": schema} if schema is not None else {}),  # files of several types: one for all
         )
         if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
             ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
