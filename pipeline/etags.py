@@ -103,14 +103,42 @@ def stream_gives_etag(f: Any, size: int, etag: str) -> bool:
     return f"{digest}-{parts}" in {h.etag() for h in hashers}
 
 
-def same_object(root: Location, rel: str, size: int, etag: str) -> bool:
-    """bytes_give_etag, with an INFO line when the object holds the bytes of `etag` under another ETag; False (a
-    change) where it cannot be read."""
+class HashingReader:
+    """A stream whose bytes read are also fed to a sha256 (`content`)."""
+
+    def __init__(self, f: Any):
+        self.f, self.sha, self.read_bytes = f, hashlib.sha256(), 0
+
+    def read(self, n: int) -> bytes:
+        chunk = self.f.read(n)
+        self.sha.update(chunk)
+        self.read_bytes += len(chunk)
+        return chunk
+
+    def content(self) -> str:
+        return f"sha256:{self.sha.hexdigest()}"
+
+
+def read_and_compare(root: Location, rel: str, size: int, etag: str) -> tuple[bool, str | None]:
+    """(bytes_give_etag, `sha256:<hex>` of the object's bytes: None where they are not `size` bytes); one read of
+    the object, also for an ETag that is not of an MD5 form (an opaque one: its sha256 is still taken). Raises
+    OSError where the object cannot be read."""
+    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
+        reader = HashingReader(f)
+        same = stream_gives_etag(reader, size, etag)
+        while reader.read_bytes <= size and reader.read(READ_BYTES):  # the rest, where the comparison stopped early
+            pass
+    return same, reader.content() if reader.read_bytes == size else None
+
+
+def compare(root: Location, rel: str, size: int, etag: str) -> tuple[bool, str | None]:
+    """read_and_compare, with an INFO line when the object holds the bytes of `etag` under another ETag; (False,
+    None) (a change) where it cannot be read."""
     try:
-        same = bytes_give_etag(root, rel, size, etag)
+        same, content = read_and_compare(root, rel, size, etag)
     except OSError as err:
         log.info("cannot read %s to compare it with its ETag %s: %s", root.join(rel).uri, etag, err)
-        return False
+        return False, None
     if same:
         log.info(
             "%s: another ETag at the same size, and its bytes give its earlier one (%s): uploaded again with other "
@@ -118,4 +146,30 @@ def same_object(root: Location, rel: str, size: int, etag: str) -> bool:
             root.join(rel).uri,
             etag.removeprefix("etag:"),
         )
-    return same
+    return same, content
+
+
+def same_object(root: Location, rel: str, size: int, etag: str) -> bool:
+    """compare's answer alone: whether the object holds the bytes an earlier ETag named."""
+    return compare(root, rel, size, etag)[0]
+
+
+class ObjectChecks:
+    """same_object for the objects under one root, each (path, size, ETag) read once, keeping the sha256 of the
+    bytes each read found (`contents`, by path). An ETag that is no MD5 of the bytes (SSE-KMS, SSE-C, some stores'
+    own forms) changes with every upload of the same bytes, so the bytes cannot give it: the object is taken for
+    changed and embedded again, and the re-embed job records this sha256 as its content (FileEntry.content); its
+    next upload of the same bytes is then found the same by that (planner.make_plan), not embedded every night."""
+
+    def __init__(self, root: Location):
+        self.root = root
+        self.contents: dict[str, str] = {}
+        self._answers: dict[tuple[str, int, str], bool] = {}
+
+    def __call__(self, rel: str, size: int, etag: str) -> bool:
+        if (rel, size, etag) not in self._answers:
+            same, content = compare(self.root, rel, size, etag)
+            self._answers[(rel, size, etag)] = same
+            if content is not None:
+                self.contents[rel] = content
+        return self._answers[(rel, size, etag)]

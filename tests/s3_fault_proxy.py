@@ -10,6 +10,7 @@ seen. `latency` delays every request by that many seconds (a store far away: rou
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import socket
@@ -67,6 +68,46 @@ class FaultProxy:
     max_in_flight: int = 0  # the most requests held at once
     drop_headers: set[str] = field(default_factory=set)  # lower-case request headers not passed on (a store that
     # ignores them, e.g. If-None-Match); the moto server checks no signatures
+    # Not None: the store's ETags are no MD5 of the bytes (SSE-KMS, SSE-C objects): each ETag answered (headers,
+    # listings) is replaced by md5(etag_salt + etag), its `-N` kept; change the salt to model an upload of the same
+    # bytes that gets a new ETag
+    etag_salt: str | None = None
+    real_etags: dict[str, str] = field(default_factory=dict)  # opaque ETag -> the server's, for If-Match requests
+
+    def real_request(self, headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+        """A request with the opaque ETags it names put back as the server's: If-Match / If-None-Match, and the
+        parts' `<ETag>`s of a multipart upload's completion (same lengths)."""
+
+        def real(text: str) -> str:
+            return re.sub("[0-9a-f]{32}", lambda m: self.real_etags.get(m.group(0), m.group(0)), text)
+
+        if not self.real_etags:
+            return headers, body
+        conditional = ("if-match", "if-none-match")
+        headers = {k: real(v) if k.lower() in conditional else v for k, v in headers.items()}
+        if body.lstrip().startswith(b"<"):
+            body = re.sub(
+                rb"<ETag>(.*?)</ETag>", lambda m: b"<ETag>" + real(m.group(1).decode()).encode() + b"</ETag>", body
+            )
+        return headers, body
+
+    def opaque_etags(self, headers: dict[str, str], data: bytes) -> tuple[dict[str, str], bytes]:
+        """`headers` and `data` with each ETag rewritten as `etag_salt` says (same lengths)."""
+        if self.etag_salt is None:
+            return headers, data
+
+        def opaque(match: re.Match) -> str:
+            made = hashlib.md5((self.etag_salt + match.group(1)).encode()).hexdigest()
+            self.real_etags[made] = match.group(1)
+            return made
+
+        pattern = "(?<![0-9a-f])([0-9a-f]{32})(?![0-9a-f])"
+        headers = {k: re.sub(pattern, opaque, v) if k.lower() == "etag" else v for k, v in headers.items()}
+        etag_elements = re.compile(rb"<ETag>(.*?)</ETag>")
+        data = etag_elements.sub(
+            lambda m: b"<ETag>" + re.sub(pattern, opaque, m.group(1).decode()).encode() + b"</ETag>", data
+        )
+        return headers, data
 
     def enter(self) -> None:
         with self.lock:
@@ -139,12 +180,14 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             try:
                 drop = {"connection", "transfer-encoding", "content-length", "expect", *proxy.drop_headers}
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+                headers, body = proxy.real_request(headers, body)
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 skip = {"transfer-encoding", "connection", "content-length"}
                 headers = {k: v for k, v in resp.getheaders() if k.lower() not in skip}
+                headers, data = proxy.opaque_etags(headers, data)
                 length = resp.getheader("Content-Length") if self.command == "HEAD" else None
                 if kind == "truncate":
                     # HEAD has no body to cut: its Content-Length stays the object's size

@@ -136,6 +136,39 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
     assert all(np.array_equal(v5[r["id"]], v1[r["id"]]) for r in parts[0])
 
 
+def test_objects_whose_etag_is_no_md5_are_not_embedded_again_each_upload(ray_session, tiny_models, s3_bucket, proxy):
+    """SSE-KMS / SSE-C objects (and stores with ETags of their own) get a new ETag, no MD5 of the bytes, at every
+    upload of the same bytes (a nightly sync): the bytes cannot give the recorded ETag, so every run took the object
+    for changed and embedded it again. The run that first finds it moved records its sha256 (read once to compare
+    with the ETag anyway), and later uploads of the same bytes are found the same by it; an edit at the same size
+    is still a change. Through the fault proxy rewriting every ETag (s3_fault_proxy.etag_salt); 3 short runs of 16
+    rows (the job's plan, manifest and S3 end check together are what is tested)."""
+    client, bucket = s3_bucket
+    rows = split(RECORDS[:16], 2)
+    for i, part in enumerate(rows):
+        client.put_object(Bucket=bucket, Key=f"corpus/p{i}.jsonl", Body=jsonl(part))
+    proxy.etag_salt = "night-1"
+    cfg = config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", proxy.url)
+    assert run_reembed(cfg)["rows_embedded"] == 16
+
+    def upload_again(night: str, edited: bytes | None = None) -> None:
+        for i, part in enumerate(rows):
+            client.put_object(Bucket=bucket, Key=f"corpus/p{i}.jsonl", Body=edited if i and edited else jsonl(part))
+        proxy.etag_salt = night
+
+    upload_again("night-2")  # no content recorded yet: embedded again, once, and its sha256 recorded
+    second = run_reembed(cfg)
+    assert second["files"]["changed"] == 2
+    first_row = rows[1][0]
+    edited = jsonl([dict(first_row, text=first_row["text"].replace(" ", "_", 1)), *rows[1][1:]])
+    assert len(edited) == len(jsonl(rows[1]))  # the same size: only the content tells the edit
+    upload_again("night-3", edited)  # p0: the same bytes under a new ETag; p1: edited
+    third = run_reembed(cfg)
+    assert (third["files"]["unchanged"], third["files"]["changed"]) == (1, 1)  # old code: 0, 2
+    assert (third["rows_embedded"], third["rows_reused"]) == (8, 8)
+    assert sorted(published(f"s3://{bucket}/emb", proxy.url)) == sorted(r["id"] for r in RECORDS[:16])
+
+
 def local_corpus(root: Path, files: int, rows: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i, part in enumerate(split(RECORDS[: files * rows], files)):

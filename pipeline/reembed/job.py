@@ -13,7 +13,7 @@ import logging
 import posixpath
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -22,7 +22,7 @@ import ray
 from pipeline import commit
 from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
-from pipeline.etags import same_object
+from pipeline.etags import ObjectChecks, same_object
 from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model
@@ -151,6 +151,12 @@ def with_recorded_contents(root: Location, plan: Plan) -> tuple[Plan, int]:
     return dataclasses.replace(plan, unchanged=unchanged), len(found)
 
 
+def done_future(value: str) -> Future[str | None]:
+    future: Future[str | None] = Future()
+    future.set_result(value)
+    return future
+
+
 def embed_files(
     cfg: ReembedConfig,
     layout: VersionLayout,
@@ -163,6 +169,7 @@ def embed_files(
     published_types: dict[str, KeptType] | None = None,
     reused: list[FileEntry] = (),
     resumed: list[SourceFile] = (),
+    object_contents: dict[str, str] | None = None,
 ) -> tuple[list[FileEntry], Progress, dict[str, KeptType], list[FileEntry]]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
@@ -173,7 +180,9 @@ def embed_files(
     this run keeps; their output files are written again with the new type, without the model, when this run's
     files change a kept column's stored type (kept.retyped: its first values, or a lossless widening;
     pipeline.reembed.retype). `resumed`: those of them an interrupted run staged; the kept types are decided from
-    them too, as that run decided them. Returns the entries, the progress, the kept-column types to record
+    them too, as that run decided them. `object_contents`: S3 objects' `sha256:<hex>` as listed, by path, where
+    the plan read them (etags.ObjectChecks: an ETag that moved at the same size), recorded as their entries' content
+    (the run's end listing fails it if an object moved since). Returns the entries, the progress, the kept-column types to record
     (kept.decide_for_run) and the reused entries rewritten with them ([] when none was).
     """
     run_id = lease.run_id
@@ -222,6 +231,8 @@ def embed_files(
     # compressed file's decompressed bytes are hashed by its read task as it reads them (ReadAs.decompressed)
     hashing = ThreadPoolExecutor(HASH_THREADS)
     contents = content_tokens(root, todo, hashing)
+    for path, content in (object_contents or {}).items() if not isinstance(root.fs, pafs.LocalFileSystem) else ():
+        contents[path] = done_future(content)  # S3 objects the plan read (etags.ObjectChecks)
     # files that changed between the listing and the end of their read: not staged, the run fails naming them
     changed: dict[str, str] = {}
     listed = {s.path: s for s in todo}
@@ -305,7 +316,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         # gone entry's (local files are paired by their sha256: recompressed)
         gzipped = None if local_input else functools.partial(decompressed_gives_etag, root)
         # an S3 object uploaded again with other part sizes (another ETag, the same size): its bytes, read once
-        reuploaded = functools.cache(functools.partial(same_object, root))
+        reuploaded = ObjectChecks(root)  # keeps the sha256 of each object it read: recorded below if embedded
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike, same_object=reuploaded)
         earlier: list[FileEntry] = []
         if not plan.is_noop and previous is not None:
@@ -375,6 +386,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 published,
                 plan.reused,
                 [by_path[e.path] for e in plan.resumed],
+                reuploaded.contents,
             )
             plan = plan.with_rewritten(rewritten)
             tokens = progress.tokens

@@ -146,10 +146,12 @@ def make_plan(
         now = None if duplicates is None else duplicates.get(src.path)
         same_ids = duplicates is None or entry is None or (entry.duplicates or NO_DUPLICATES) == now
         same_file = entry is not None and entry.size == src.size and same_token(entry.token, src.token)
-        if not same_file and entry is not None and entry.size == src.size and entry.content and content_of:
+        hashed = not same_file and entry is not None and entry.size == src.size and entry.content and content_of
+        if hashed:
             same_file = content_of(src.path) == entry.content
+        # S3: an entry that records its content (ObjectChecks) was compared by it; else by its ETag (other parts)
         etags = entry is not None and entry.token.startswith("etag:") and src.token.startswith("etag:")
-        if not same_file and etags and entry.size == src.size and same_object is not None:
+        if not same_file and not hashed and etags and entry.size == src.size and same_object is not None:
             same_file = same_object(src.path, src.size, entry.token)
         return same_file and same_ids
 
