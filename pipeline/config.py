@@ -327,18 +327,21 @@ class StorageConfig(Section):
     def _endpoint_as_aws_tools_find_it(self) -> StorageConfig:
         """Left out, `endpoint_url` is the one the AWS CLI and boto3 would use (AWS_ENDPOINT_URL_S3,
         AWS_ENDPOINT_URL, the profile's endpoint_url: pipeline.s3_endpoint), taken here on the driver so that
-        pyarrow's S3 client, which ignores them, and every worker use it too."""
-        if self.endpoint_url is None:
-            from pipeline.s3_endpoint import EndpointConfigError, configured_endpoint
+        pyarrow's S3 client, which ignores them, and every worker use it too; `region` likewise (AWS_REGION,
+        AWS_DEFAULT_REGION, the profile's region), so that both clients sign for the same one."""
+        from pipeline.s3_endpoint import EndpointConfigError, configured_endpoint, configured_region
 
+        for name, lookup in (("endpoint_url", configured_endpoint), ("region", configured_region)):
+            if getattr(self, name) is not None:
+                continue
             try:
-                found = configured_endpoint()
+                found = lookup()
             except EndpointConfigError as err:
                 raise ValueError(str(err)) from None
             if found is not None:
-                log.info("storage.endpoint_url: %s, from %s", *found)
+                log.info("storage.%s: %s, from %s", name, *found)
                 # object.__setattr__: assigning would validate (and run this validator) again
-                object.__setattr__(self, "endpoint_url", found[0])
+                object.__setattr__(self, name, found[0])
         return self
 
 

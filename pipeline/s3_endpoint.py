@@ -11,6 +11,10 @@ clients and every worker use the one endpoint. The order is botocore's (configpr
 1. `AWS_ENDPOINT_URL_S3`, 2. `AWS_ENDPOINT_URL`, 3. the profile's `services` section's `s3` `endpoint_url`,
 4. the profile's own `endpoint_url`; none where `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` (or the profile's
 `ignore_configured_endpoint_urls`) is true.
+
+The region likewise (configured_region): pyarrow took `AWS_REGION` and boto3 ignored it (us-east-1), and with an
+endpoint both signed for us-east-1 whatever the profile said (a MinIO or Garage store set to another region refuses
+such signatures).
 """
 
 from __future__ import annotations
@@ -59,3 +63,31 @@ def configured_endpoint() -> tuple[str, str] | None:
             "file, or give storage.endpoint_url"
         ) from err
     return (url, f"AWS profile {profile!r} ({config_file})") if url else None
+
+
+def configured_region() -> tuple[str, str] | None:
+    """(region, where it was found) as the AWS CLI v2 and the SDKs find it: `AWS_REGION`, `AWS_DEFAULT_REGION`, the
+    profile's `region`; None where none is set.
+
+    Raises:
+        EndpointConfigError: as configured_endpoint.
+    """
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if value := os.environ.get(name, "").strip():
+            return value, name
+    config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    if not os.path.isfile(config_file):
+        return None
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
+
+    session = botocore.session.Session()
+    profile = session.profile or "default"
+    try:
+        region = session.get_scoped_config().get("region")
+    except BotoCoreError as err:
+        raise EndpointConfigError(
+            f"cannot read the AWS configuration ({config_file}, profile {profile!r}): {err}; fix AWS_PROFILE or the "
+            "file, or give storage.region"
+        ) from err
+    return (region, f"AWS profile {profile!r} ({config_file})") if region else None

@@ -710,3 +710,29 @@ def test_an_s3_object_beside_a_prefix_of_the_same_name(s3_bucket, s3_server, cap
     assert list_files(f"s3://{bucket}/one.jsonl", storage)[1] == ["one.jsonl"]
     with pytest.raises(FileNotFoundError, match=rf"no input files found at s3://{bucket}/one.jsonl/"):
         list_files(f"s3://{bucket}/one.jsonl/", storage)
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9"])
+def test_both_s3_clients_sign_for_the_region_the_aws_tools_would(tmp_path, monkeypatch, endpoint):
+    """`AWS_REGION` alone: pyarrow signed for it and boto3 for us-east-1 (it reads AWS_DEFAULT_REGION only); with an
+    endpoint both signed for us-east-1, whatever AWS_REGION or the profile said (MinIO or Garage set to another
+    region refuse that). Now the region is the one the AWS CLI v2 finds, in the config that the workers get."""
+    import boto3
+
+    from pipeline.s3_listing import s3_client
+    from pipeline.storage import make_filesystem
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the profile it read
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    storage = StorageConfig(endpoint_url=endpoint)
+    fs, _ = make_filesystem("s3://b/k", storage)
+    assert fs.region == s3_client(storage).meta.region_name == "eu-west-2"
+    monkeypatch.delenv("AWS_REGION")
+    (tmp_path / "config").write_text("[profile garage]\nregion = garage\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "garage")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    storage = StorageConfig(endpoint_url=endpoint)
+    assert make_filesystem("s3://b/k", storage)[0].region == s3_client(storage).meta.region_name == "garage"
