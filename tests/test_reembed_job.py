@@ -930,3 +930,57 @@ def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_s
         1,
     )
     assert "(6 rows in, 1 rejected, of them 1 unreadable files, one row each)" in human_summary(fixed)
+
+
+def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds_the_rest(
+    ray_session, tiny_models, tmp_path
+):
+    """One night of what other tools do to a corpus, all at once (one e2e run after the first, folded together to
+    keep the cost of one): logrotate's create (renamed to .1, a new empty file), rotate + compress into a folder,
+    copytruncate (copied to a dated name, the original truncated), an atomic rename-over with the same bytes, a file
+    deleted and recreated with other rows of the same size, two files swapped by name, and an rsync --inplace edit
+    of the same size. Every move reuses its vectors, the rename-over is no change (its new token published), and
+    only the two edited files go through the model; no row is lost."""
+    corpus = local_corpus(tmp_path / "corpus", 8, 4)
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["bert"], str(corpus), out)
+    first = run_reembed(cfg)
+    before = published(out)
+    part = {i: corpus / f"part-{i:02d}.jsonl" for i in range(8)}
+    os.rename(part[0], corpus / "part-00.jsonl.1")  # logrotate (create): renamed, a new empty file
+    part[0].write_bytes(b"")
+    (corpus / "rotated").mkdir()  # rotated and compressed into a folder
+    (corpus / "rotated" / "part-01.jsonl.gz").write_bytes(gzip.compress(part[1].read_bytes()))
+    part[1].unlink()
+    shutil.copyfile(part[7], corpus / "part-07.jsonl-20261201")  # copytruncate (dateext)
+    with part[7].open("r+b") as f:
+        f.truncate(0)
+    (corpus / ".part-02.jsonl.tmp").write_bytes(part[2].read_bytes())  # atomic rename-over, the same bytes
+    os.replace(corpus / ".part-02.jsonl.tmp", part[2])
+    records = [json.loads(line) for line in part[3].read_text().splitlines()]
+    part[3].unlink()  # deleted and recreated: other rows of the same size
+    part[3].write_bytes(jsonl([{**r, "text": r["text"][::-1]} for r in records]))
+    os.rename(part[4], corpus / "swap")  # two files swapped
+    os.rename(part[5], part[4])
+    os.rename(corpus / "swap", part[5])
+    rows6 = [json.loads(line) for line in part[6].read_text().splitlines()]
+    rows6[0]["text"] = rows6[0]["text"][::-1]  # the same bytes reordered: the same size
+    with part[6].open("r+b") as f:  # rsync --inplace: an edit of the same size, in place
+        f.write(jsonl(rows6))
+    again = run_reembed(cfg)
+    assert again["files"]["moved"] == 5 and again["files"]["retokened"] == 1
+    assert again["rows_embedded"] == 8  # part-03 and part-06 alone
+    assert again["rows_total"] == first["rows_total"] == 32 and again["rows_in"] == 32
+    after = published(out)
+    assert sorted(after) == sorted(before)  # the ids (an id column): every row once
+    edited = {r["id"] for r in records + rows6}
+    for key, vector in after.items():
+        if key not in edited:
+            np.testing.assert_array_equal(vector, before[key])
+    # the compressed move records the hashes of its own bytes and of its decompressed ones (old code: the plain
+    # file's, so the next run hashed it again and published a manifest for that alone)
+    [rotated] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.startswith("rotated/")]
+    gz = (corpus / "rotated" / "part-01.jsonl.gz").read_bytes()
+    assert rotated.content == "sha256:" + hashlib.sha256(gz).hexdigest()
+    assert rotated.decompressed == "sha256:" + hashlib.sha256(gzip.decompress(gz)).hexdigest()
+    assert run_reembed(cfg)["published"] is None  # the next night: nothing to do

@@ -44,6 +44,7 @@ from pipeline.reembed.moves import (
     decompressed_token,
     move_entries,
     reads_alike,
+    recompressed_hashes,
     same_format,
 )
 from pipeline.reembed.planner import Plan, make_plan
@@ -364,6 +365,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         if plan.moves:
             # renamed or moved files: their vectors are reused, their path-derived ids and reject sources renamed
             moved = move_entries(layout.root, plan.moves, run_id, cfg.input.id_column, cfg.input.format)
+            # compressed or decompressed since: the hashes of the file's own bytes and of its decompressed ones
+            moved = [new and recompressed_hashes(root, src, old, new) for (src, old), new in zip(plan.moves, moved)]
             plan = plan.with_moved(moved)
             log.info("moved: %s", ", ".join(f"{e.path} -> {s.path}" for s, e in plan.moves))
         embedded: list[FileEntry] = []

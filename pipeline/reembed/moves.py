@@ -40,7 +40,7 @@ from pipeline.file_formats import (
 )
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
-from pipeline.reembed.sources import SourceFile, local_source
+from pipeline.reembed.sources import SourceFile, hash_as_listed, local_source
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,21 @@ def move_entry(root: Location, entry: FileEntry, src: SourceFile, run_id: str, p
     return dataclasses.replace(
         entry, path=src.path, size=src.size, token=src.token, key=src.key, run_id=run_id, files=files, rejects=rejects
     )
+
+
+def recompressed_hashes(root: Location, src: SourceFile, old: FileEntry, entry: FileEntry) -> FileEntry:
+    """`entry` (`old` moved to `src`: move_entry), with content and decompressed hashes of `src`'s bytes where the move
+    crossed a compression (a.jsonl -> a.jsonl.gz, or back): the plain entry's content is the compressed file's
+    decompressed hash, the compressed file's own bytes are hashed here while as listed (root: the input root); the
+    other way, the compressed entry's decompressed hash is the plain file's content. They kept the old file's, so
+    the file's own hash was missing (hashed again by the next run, which published a manifest for it) or wrong (a
+    touch of it then compared other bytes: embedded again). Unchanged when both or neither are compressed, or on S3
+    (no content hashes)."""
+    if compressed_name(src.path) == compressed_name(old.path) or not isinstance(root.fs, pafs.LocalFileSystem):
+        return entry
+    if compressed_name(src.path):
+        return dataclasses.replace(entry, content=hash_as_listed(root, src), decompressed=old.content)
+    return dataclasses.replace(entry, content=old.decompressed, decompressed=None)
 
 
 def has_path_ids(id_column: str | None, configured: str | None, rel: str) -> bool:
