@@ -736,3 +736,24 @@ def test_both_s3_clients_sign_for_the_region_the_aws_tools_would(tmp_path, monke
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     storage = StorageConfig(endpoint_url=endpoint)
     assert make_filesystem("s3://b/k", storage)[0].region == s3_client(storage).meta.region_name == "garage"
+
+
+def test_a_location_spelled_in_the_other_unicode_normalization_is_named(tmp_path, s3_bucket, s3_server):
+    """macOS and some sync tools write `café` decomposed (NFD: e + U+0301), configs are mostly typed composed (NFC):
+    the bytes differ, so the location matched nothing and the error said only 'no input files found'. It now names
+    the spelling that exists (local and S3, both ways)."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    (tmp_path / nfd).mkdir()
+    (tmp_path / nfd / "a.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(FileNotFoundError, match=r"exists: the same name with its accented letters decomposed \(NFD"):
+        list_files(str(tmp_path / nfc), LOCAL)
+    with pytest.raises(FileNotFoundError, match=r"exists: .* decomposed \(NFD"):
+        list_files(str(tmp_path / nfc / "*.jsonl"), LOCAL)
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key=f"{nfc}/a.jsonl", Body=b"x")
+    storage = StorageConfig(endpoint_url=s3_server)
+    with pytest.raises(FileNotFoundError, match=rf"'s3://{bucket}/{nfc}' exists: .* composed \(NFC\)"):
+        list_files(f"s3://{bucket}/{nfd}", storage)
+    assert list_files(f"s3://{bucket}/{nfc}", storage)[1] == ["a.jsonl"]
+    with pytest.raises(FileNotFoundError, match=r"no input files found at .*\(check input.uri and storage settings\)$"):
+        list_files(f"s3://{bucket}/na\u00efve", storage)  # neither spelling exists: the message as before
