@@ -131,8 +131,12 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         # a broken file raises KeyError, ValueError, OSError or the Rust tokenizers' plain Exception, depending on
         # which file and how: re-raised naming the model, the cause chained
         raise ModelLoadError(
-            f"cannot load the tokenizer of model {cfg.name_or_path}: {type(err).__name__}: {err}; check its "
-            "tokenizer.json, tokenizer_config.json and config.json (a local directory as save_pretrained writes it)"
+            f"cannot load the tokenizer of model {cfg.name_or_path}: {type(err).__name__}: {err}; "
+            + (
+                sentencepiece_hint(cfg)
+                or "check its tokenizer.json, tokenizer_config.json and config.json (a local directory as "
+                "save_pretrained writes it)"
+            )
         ) from err
     if cfg.padding_side != "auto":
         tokenizer.padding_side = cfg.padding_side
@@ -144,6 +148,33 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         raise ModelLoadError(f"tokenizer of {cfg.name_or_path} has no pad, eos or unk token to pad with")
     return tokenizer
+
+
+# SentencePiece model files of tokenizers saved without a tokenizer.json (T5, mT5, XLM-R, Llama / Mistral, Marian)
+SENTENCEPIECE_FILES = (
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "source.spm",
+    "sentencepiece.model",
+)
+
+
+def sentencepiece_hint(cfg: ModelConfig) -> str:
+    """What to do when the tokenizer is a SentencePiece model without a tokenizer.json and the sentencepiece package
+    is missing: transformers then falls back to reading the file as tiktoken and fails saying `tiktoken` is required,
+    which names neither the file nor the fix. '' in any other case."""
+    if importlib.util.find_spec("sentencepiece") is not None or model_file(cfg, "tokenizer.json") is not None:
+        return ""
+    found = [name for name in SENTENCEPIECE_FILES if model_file(cfg, name) is not None]
+    if not found:
+        return ""
+    return (
+        f"its tokenizer is a SentencePiece model ({found[0]}) without a tokenizer.json, which transformers reads only "
+        "with the sentencepiece package, not installed here (it then tries the file as tiktoken, hence that "
+        "message): install sentencepiece (pip install sentencepiece), or put the model's tokenizer.json in the "
+        "folder (AutoTokenizer.from_pretrained(PATH).save_pretrained(PATH) where sentencepiece is installed writes it)"
+    )
 
 
 def declares_lower_case(cfg: ModelConfig) -> bool:

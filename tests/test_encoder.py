@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,37 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
             (model_dir / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ModelLoadError, match="no \\*.safetensors weights"):
         load_model(ModelConfig(name_or_path=str(model_dir)), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "spm, tokenizer_class",
+    [
+        ("spiece.model", "T5Tokenizer"),
+        ("sentencepiece.bpe.model", "XLMRobertaTokenizer"),
+        ("tokenizer.model", "LlamaTokenizer"),
+    ],
+)
+def test_a_sentencepiece_tokenizer_without_its_library_says_what_to_install(
+    tmp_path, tiny_models, spm, tokenizer_class
+):
+    """A T5 / XLM-R / Llama tokenizer saved as its SentencePiece file alone (no tokenizer.json) where the
+    sentencepiece package is missing: transformers falls back to tiktoken and the error said only "`tiktoken` is
+    required to read a `tiktoken` file", with 'check its tokenizer.json ...'."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed: such a tokenizer loads")
+    model_dir = shutil.copytree(tiny_models["bert"], tmp_path / "spm", ignore=shutil.ignore_patterns("tokenizer*"))
+    (model_dir / spm).write_bytes(b"\x0a\x05hello")
+    (model_dir / "tokenizer_config.json").write_text(
+        f'{{"tokenizer_class": "{tokenizer_class}", "unk_token": "<unk>"}}'
+    )
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"SentencePiece model \({re.escape(spm)}\) without a tokenizer.json.*"
+        r"pip install sentencepiece",
+    ):
+        load_tokenizer(ModelConfig(name_or_path=str(model_dir)))
 
 
 @pytest.mark.parametrize("export", ["onnx/model.onnx", "openvino/openvino_model.xml", "model.onnx"])
