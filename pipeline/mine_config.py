@@ -46,6 +46,16 @@ class SideConfig(InputConfig):
         "embedding). When set, nothing is embedded: vectors are joined to the texts by id (a hash join in Ray "
         "tasks, not on the driver).",
     )
+    embedding_column: str = Field(
+        "embedding",
+        description="The vector column of the embeddings_uri files (a list of floats): 'vector' for a LanceDB "
+        "export, whatever another tool wrote. The job's own embeddings always use 'embedding'.",
+    )
+    embeddings_id_column: str = Field(
+        "id",
+        description="The column of the embeddings_uri files holding each vector's id, the id of a text row of this "
+        "side (<file>#<row> for text files, else the values of id_column). The job's own embeddings use 'id'.",
+    )
     keep_columns: list[str] = Field(
         default_factory=list,
         description="Input columns carried into the pairs as src_<name> (source) or tgt_<name> (target), e.g. url; "
@@ -88,6 +98,14 @@ class SideConfig(InputConfig):
                 raise ValueError(
                     "a list of several languages needs lang_column (the column naming each row's language)"
                 )
+        named = {k for k in ("embedding_column", "embeddings_id_column") if k in self.model_fields_set}
+        if named and self.embeddings_uri is None:
+            raise ValueError(
+                f"{' and '.join(sorted(named))} name columns of embeddings_uri files; without embeddings_uri the job "
+                "embeds the side itself (columns id, embedding): set embeddings_uri or remove them"
+            )
+        if self.embedding_column == self.embeddings_id_column:
+            raise ValueError(f"embedding_column and embeddings_id_column are both {self.embedding_column!r}")
         if self.format == "text" and self.keep_columns:
             raise ValueError("keep_columns needs a columnar input (parquet or jsonl); format=text has no columns")
         clash = sorted(set(self.keep_columns) & {"id", "text", "row"})

@@ -1074,7 +1074,7 @@ def test_an_embeddings_file_of_another_tool_is_refused_naming_the_columns_to_giv
     vectors = random_unit(np.random.default_rng(11), n, 8)
     (tmp_path / "es").mkdir()
     pq.write_table(
-        pa.table({"id": [f"src.txt#{i}" for i in range(n)], "vector": pa.array(vectors.tolist())}),
+        pa.table({"doc": [f"src.txt#{i}" for i in range(n)], "vector": pa.array(vectors.tolist())}),
         tmp_path / "es" / "part-0.parquet",
     )
     raw = {
@@ -1088,5 +1088,36 @@ def test_an_embeddings_file_of_another_tool_is_refused_naming_the_columns_to_giv
     with pytest.raises(SideError) as refused:
         run_mine(parse_config(MineConfig, raw))
     message = str(refused.value)
-    assert f"{tmp_path}/es/part-0.parquet: no 'embedding' column (columns: ['id', 'vector'])" in message, message
-    assert "input.embedding_column" not in message and "Rename the file's columns" in message
+    assert f"{tmp_path}/es/part-0.parquet: no 'id' or 'embedding' column (columns: ['doc', 'vector'])" in message, (
+        message
+    )
+    assert "('vector' looks like the vectors)" in message and "input.embedding_column" not in message
+    assert "Set source.embeddings_id_column / source.embedding_column to the file's columns" in message
+    # the side names the columns: a LanceDB export (vector) with its own id column is mined as it is
+    raw["source"] |= {"embedding_column": "vector", "embeddings_id_column": "doc"}
+    raw["output"] = {"uri": str(tmp_path / "out2")}
+    summary = run_mine(parse_config(MineConfig, raw))
+    assert summary["pairs_kept"] == n and summary["source"]["rows_mined"] == n
+    raw["target"] |= {"embedding_column": "vector"}
+    del raw["target"]["embeddings_uri"]
+    with pytest.raises(ConfigError, match="embedding_column name columns of embeddings_uri files; without"):
+        parse_config(MineConfig, raw)
+
+
+def test_a_run_recorded_before_the_embeddings_column_keys_resumes(tmp_path):
+    """source.embedding_column / embeddings_id_column at their defaults are left out of the fingerprint, so an
+    unfinished run recorded before the keys existed is not refused as another configuration; a set one counts."""
+    from pipeline.bitext import resume
+
+    (tmp_path / "s.txt").write_text("a\n")
+    (tmp_path / "t.txt").write_text("b\n")
+    emb = write_embeddings(tmp_path / "es", ["s.txt#0"], np.ones((1, 4), np.float32))
+    raw = {
+        "source": {"uri": str(tmp_path / "s.txt"), "format": "text", "lang": "fra", "embeddings_uri": emb},
+        "target": {"uri": str(tmp_path / "t.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+    }
+    fields = resume.mine_fingerprint(parse_config(MineConfig, raw))
+    assert "source.lang" in fields and not any("embedding_column" in k or "embeddings_id_column" in k for k in fields)
+    raw["source"]["embedding_column"] = "vector"
+    assert resume.mine_fingerprint(parse_config(MineConfig, raw))["source.embedding_column"] == "vector"

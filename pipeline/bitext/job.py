@@ -44,7 +44,7 @@ from pipeline.bitext.mining_actor import ShardResources, shard_count, start_stor
 from pipeline.bitext.output import PAIRS_SCHEMA, attach_source, attach_target, finalize
 from pipeline.bitext.report import counts_png, overview_png, threshold_grid
 from pipeline.bitext.shard_memory import peak_rss_mb, shard_array_parts
-from pipeline.bitext.sides import SideError
+from pipeline.bitext.sides import EMBED_JOB_COLUMNS, SideError
 from pipeline.bitext.store import StoreRef, store_mean
 from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
 from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
@@ -415,8 +415,12 @@ def join_vectors(
     key = "output.uri" if own else f"{side}.embeddings_uri"
     listed = listings.paths(emb_uri, key=key)
     files = prepare.embedding_files(emb_uri, cfg.storage, listed)
+    named = EMBED_JOB_COLUMNS if own else (side_cfg.embeddings_id_column, side_cfg.embedding_column)
     parts = ex.get(
-        [ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage) for i, f in enumerate(files)]
+        [
+            ex.submit(prepare.bucket_embeddings, side, f, i, buckets, work_uri, cfg.storage, named)
+            for i, f in enumerate(files)
+        ]
     )
     dims = {p["dim"] for p in parts if p["rows"]}  # a file without rows has no dim (an empty part)
     if len(dims) > 1:

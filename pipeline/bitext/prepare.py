@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.bitext.languages import candidates, lang_key
-from pipeline.bitext.sides import SideError, embedding_file
+from pipeline.bitext.sides import EMBED_JOB_COLUMNS, SideError, embedding_file
 from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
 from pipeline.columns import REJECT_COLUMNS, SOURCE
 from pipeline.columns import ROW as ROW_IN
@@ -326,10 +326,17 @@ def emb_part_uri(work_uri: str, side: str, bucket: int, file_index: int) -> str:
 
 
 def bucket_embeddings(
-    side: str, uri: str, file_index: int, buckets: int, work_uri: str, storage: StorageConfig
+    side: str,
+    uri: str,
+    file_index: int,
+    buckets: int,
+    work_uri: str,
+    storage: StorageConfig,
+    named: tuple[str, str] = EMBED_JOB_COLUMNS,
 ) -> dict[str, Any]:
-    """Split one embeddings file by id hash into the join buckets (vectors made unit length on the way)."""
-    ids, vectors, metadata, bad = embedding_file(uri, storage)
+    """Split one embeddings file by id hash into the join buckets (vectors made unit length on the way); `named`:
+    the file's (id, vector) columns."""
+    ids, vectors, metadata, bad = embedding_file(uri, storage, named, side)
     bucket = id_buckets(ids, buckets)
     written = []
     for b in np.unique(bucket).tolist():

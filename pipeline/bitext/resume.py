@@ -38,6 +38,9 @@ RESOURCE_KEYS = ("cpus_per_shard", "gpus_per_shard", "max_in_flight", "backend")
 LAYOUT_KEYS = ("block_size", "join_bucket_rows")
 EXACT_LAYOUT_KEYS = ("num_shards", "max_rows_per_shard")
 OUTPUT_LAYOUT_KEYS = ("rows_per_file",)
+# side keys added after runs were recorded: left out of the fingerprint at their default, so an unfinished run of
+# an earlier version resumes (a set value is recorded and compared)
+ADDED_SIDE_KEYS = {"embedding_column": "embedding", "embeddings_id_column": "id"}
 MODEL_RUNTIME_KEYS = ("attn_implementation", "compile", "trust_remote_code", "allow_pickle_weights")
 
 
@@ -56,7 +59,11 @@ def mine_fingerprint(
     """
     fields: dict[str, Any] = {}
     for name in ("source", "target"):
-        fields |= {f"{name}.{k}": v for k, v in sorted(getattr(cfg, name).model_dump().items())}
+        side = getattr(cfg, name).model_dump()
+        for key, default in ADDED_SIDE_KEYS.items():  # at its default, as a run recorded before the key existed
+            if side.get(key) == default:
+                del side[key]
+        fields |= {f"{name}.{k}": v for k, v in sorted(side.items())}
     for key, (_root, listed) in input_listings(cfg, listings or Listings(cfg.storage)).items():
         fields[key] = listing_digest(listed)
     model = cfg.model.model_dump(exclude=set(MODEL_RUNTIME_KEYS))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from pipeline.clustering.vectors import embedding_matrix
 from pipeline.config import StorageConfig
-from pipeline.embedding_files import RowIds, file_matrix, file_unit_rows, read_embedding_file
+from pipeline.embedding_files import RowIds, file_matrix, file_unit_rows, naming_the_file, open_embeddings
 from pipeline.errors import UserError
 from pipeline.storage import list_files, resolve
 
@@ -23,52 +23,74 @@ class SideError(UserError, ValueError):
 
 
 EMBEDDINGS_LAYOUT = (
-    "a side's embeddings_uri is read as the embed job writes it: an 'id' column holding the ids of the side's text "
-    "rows (<file>#<row> for text files, else the input's id column) and an 'embedding' column of float lists"
+    "a side's embeddings_uri needs an id column holding the ids of the side's text rows (<file>#<row> for text "
+    "files, else the input's id column; embeddings_id_column, default 'id') and a column of float lists "
+    "(embedding_column, default 'embedding'), as the embed job writes them"
 )
 
 
-def check_columns(uri: str, columns: list[str]) -> None:
-    """Refuse an embeddings file without the embed job's 'id' and 'embedding' columns (another tool's vectors: a
-    'vector' or 'embeddings' column), naming the file, the columns it has and what to do.
+# The embed job's columns: what a side's own embeddings always have, and the defaults of an embeddings_uri's
+EMBED_JOB_COLUMNS = ("id", "embedding")
+
+
+def check_columns(uri: str, columns: list[str], named: tuple[str, str] = EMBED_JOB_COLUMNS, side: str = "") -> None:
+    """Refuse an embeddings file without its id and vector columns (`named`: the side's embeddings_id_column and
+    embedding_column; another tool's vectors in a 'vector' or 'embeddings' column), naming the file, the columns it
+    has and what to do.
 
     Raises:
         SideError: a column is missing.
     """
-    missing = [c for c in ("id", "embedding") if c not in columns]
+    missing = [c for c in named if c not in columns]
     if missing:
+        keys = (
+            f"{side}.embeddings_id_column / {side}.embedding_column"
+            if side
+            else "embeddings_id_column / embedding_column"
+        )
+        guess = next((c for c in ("vector", "embeddings", "emb", "vectors") if c in columns), None)
+        hint = f" ({guess!r} looks like the vectors)" if guess and named[1] in missing else ""
         raise SideError(
-            f"{uri}: no {' or '.join(repr(c) for c in missing)} column (columns: {columns}); {EMBEDDINGS_LAYOUT}. "
-            "Rename the file's columns to those (their values unchanged), or remove embeddings_uri from that side "
-            "to embed its texts in this run"
+            f"{uri}: no {' or '.join(repr(c) for c in missing)} column (columns: {columns}){hint}; "
+            f"{EMBEDDINGS_LAYOUT}. Set {keys} to the file's columns (a LanceDB export: embedding_column: vector), "
+            "or remove embeddings_uri from that side to embed its texts in this run"
         )
 
 
-def embedding_file(uri: str, storage: StorageConfig) -> tuple[pa.Array, np.ndarray, dict[str, str], np.ndarray]:
+def embedding_file(
+    uri: str, storage: StorageConfig, named: tuple[str, str] = EMBED_JOB_COLUMNS, side: str = ""
+) -> tuple[pa.Array, np.ndarray, dict[str, str], np.ndarray]:
     """ids, unit-length (rows, dim) float32 vectors, the recipe metadata of one embed-job Parquet file, and a (rows,)
     bool mask of the vectors that are all zeros or not finite (left as zeros: an error only for a row the side
     mines, prepare.join_bucket, as such a row of another tool's file may be one the side never reads).
 
+    `named`: the (id, vector) columns to read (the side's embeddings_id_column and embedding_column); `side` names
+    the side's keys in an error.
+
     Raises:
         EmbeddingFileError: the file is cut short or not Parquet, or holds a null vector or vectors of several
             lengths (pipeline.embedding_files), naming it.
-        SideError: the file has no id column.
+        SideError: the file has no such id or vector column.
     """
     loc = resolve(uri, storage)
-    table = read_embedding_file(loc)
-    check_columns(uri, table.column_names)
+    id_column, column = named
+    reader = open_embeddings(loc)
+    schema = reader.schema_arrow
+    check_columns(uri, schema.names, named, side)
+    with naming_the_file(loc):  # its footer read once; the file's other columns (text, url) stay unread
+        table = reader.read(columns=[id_column, column])
     metadata = {}
-    if table.schema.metadata:
-        metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items() if k.startswith(b"rayembed.")}
-    ids = table.column("id").cast(pa.string()).combine_chunks()
-    raw = file_matrix(loc, table, "embedding", None, RowIds(ids))
+    if schema.metadata:
+        metadata = {k.decode(): v.decode() for k, v in schema.metadata.items() if k.startswith(b"rayembed.")}
+    ids = table.column(id_column).cast(pa.string()).combine_chunks()
+    raw = file_matrix(loc, table, column, None, RowIds(ids))
     with np.errstate(invalid="ignore", over="ignore"):
         norms = np.linalg.norm(raw, axis=1)  # (rows,)
     bad = ~np.isfinite(norms) | (norms == 0)
     vectors = np.zeros_like(raw)
     if (~bad).any():
         vectors[~bad] = file_unit_rows(
-            loc, table.filter(pa.array(~bad)), "embedding", None, RowIds(ids.filter(pa.array(~bad)))
+            loc, table.filter(pa.array(~bad)), column, None, RowIds(ids.filter(pa.array(~bad)))
         )
     return ids, vectors, metadata, bad
 
