@@ -172,7 +172,9 @@ def test_overwrite_clears_everything_but_the_lease_and_the_lease_is_no_foreign_f
 # --- two real job processes --------------------------------------------------------------------------------------
 
 
-def job_config(tmp_path: Path, model: Path, output: str, storage: str = "") -> Path:
+def job_config(tmp_path: Path, model: Path, output: str, gcs: str, storage: str = "") -> Path:
+    """An embed config of 60 rows in two Parquet files, run on the session's Ray at `gcs` (a Ray of its own per job
+    process would add its start and stop to each run; the lease is taken before Ray is touched)."""
     corpus = tmp_path / "corpus"
     if not corpus.exists():
         corpus.mkdir()
@@ -182,16 +184,21 @@ def job_config(tmp_path: Path, model: Path, output: str, storage: str = "") -> P
     config.write_text(
         f"input: {{uri: {corpus}, format: parquet, id_column: id}}\noutput: {{uri: '{output}'}}\n"
         f"model: {{name_or_path: {model}, max_tokens: 32}}\n"
-        "batching: {max_tokens_per_batch: 256, rows_per_block: 8}\n" + storage
+        "batching: {max_tokens_per_batch: 256, rows_per_block: 8}\n"
+        f"compute: {{ray_address: '{gcs}'}}\n" + storage
     )
     return config
 
 
 def start_job(config: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    """`python -m jobs.embed`; the environment is this one's, with the session Ray's auth token (conftest)."""
     args = [a for o in overrides for a in ("--set", o)]
     cmd = [sys.executable, "-m", "jobs.embed", "--config", str(config), *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def session_gcs(ray_session) -> str:
+    return ray_session.get_runtime_context().gcs_address
 
 
 def finish(job: subprocess.Popen) -> tuple[int, str, str]:
@@ -202,7 +209,7 @@ def finish(job: subprocess.Popen) -> tuple[int, str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["local", "s3"])
 def test_two_embed_runs_started_at_once_on_one_output_one_fails_at_once_naming_the_other(
-    store, tiny_models, tmp_path, request
+    store, ray_session, tiny_models, tmp_path, request
 ):
     """Two cron jobs fire together: both `python -m jobs.embed` processes start at once on the same output. One
     runs to the end; the other exits 3 within seconds with one `error:` line naming the output and the winner's
@@ -213,7 +220,7 @@ def test_two_embed_runs_started_at_once_on_one_output_one_fails_at_once_naming_t
         output, storage = f"s3://{bucket}/emb", f"storage: {{endpoint_url: '{endpoint}'}}\n"
     else:
         output, storage = str(tmp_path / "emb"), ""
-    config = job_config(tmp_path, tiny_models["bert"], output, storage)
+    config = job_config(tmp_path, tiny_models["bert"], output, session_gcs(ray_session), storage)
     jobs = [start_job(config), start_job(config)]
     started = time.monotonic()
     results = [finish(j) for j in jobs]
@@ -237,13 +244,13 @@ def test_two_embed_runs_started_at_once_on_one_output_one_fails_at_once_naming_t
 
 
 @pytest.mark.slow
-def test_a_rerun_with_another_config_or_overwrite_while_the_first_runs_is_refused(tiny_models, tmp_path):
+def test_a_rerun_with_another_config_or_overwrite_while_the_first_runs_is_refused(ray_session, tiny_models, tmp_path):
     """A user reruns with another prompt, then with output.overwrite=true, while the first run is still going (held
     paused once its Dataset starts, so it cannot finish first). Both exit 3 and neither deletes a file; the first
     run then finishes. Before, the second took over: its configuration differed and nothing was committed yet, so
     it cleared the output under the running job."""
     out = tmp_path / "emb"
-    config = job_config(tmp_path, tiny_models["bert"], str(out))
+    config = job_config(tmp_path, tiny_models["bert"], str(out), session_gcs(ray_session))
     # paused, the first run renews no lease: a TTL far above the time the others take to start on a loaded machine
     first = start_job(config, "output.lease_seconds=1800")
     seen = []
