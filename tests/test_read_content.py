@@ -233,3 +233,20 @@ def test_a_file_split_into_line_ranges_that_grows_is_read_as_its_listed_bytes_wh
     assert "its first 108 bytes are not the listed ones" in rewritten
     whole = changed_inputs(root, by_path, ("big.jsonl",), lambda f: sha[f.path])["big.jsonl"]
     assert "now 125 bytes" in whole  # a unit that read the file whole without a prefix read: as before
+
+
+def test_a_file_gone_before_its_read_is_not_staged_and_the_others_are(tmp_path):
+    """A file renamed or deleted after the listing, before its read task opened it (logrotate or a sync at the same
+    hour as the nightly run): the re-embed read task raised InputFileError and failed the whole run, losing the
+    files in flight with it. It now gives no rows; the driver's check says it is gone, so it is not staged and the
+    run fails naming it once the other files are staged (the same command resumes them)."""
+    root = resolve(str(tmp_path), StorageConfig())
+    (tmp_path / "a.jsonl").write_bytes(b'{"text": "a"}\n')
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "b"}\n')
+    listed = {n: local_source(root, n) for n in ("a.jsonl", "b.jsonl")}
+    os.rename(tmp_path / "b.jsonl", tmp_path / "b.jsonl.1")  # rotated after the listing
+    spec = ReadSpec(root, "jsonl", "text", None, ())
+    blocks = list(read_tagged(pa.table({"file": ["a.jsonl", "b.jsonl"], "file_index": [0, 1]}), spec))  # old: raised
+    assert [t for b in blocks for t in b.column(TEXT).to_pylist()] == ["a"]
+    assert changed_since_listed(root, listed["b.jsonl"]) == "listed with 14 bytes, now gone"
+    assert changed_since_listed(root, listed["a.jsonl"]) is None

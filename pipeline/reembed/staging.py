@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
-from pipeline.file_formats import compressed_name, file_format
+from pipeline.file_formats import InputFileError, compressed_name, file_format
 from pipeline.read_content import (
     DecompressedDigest,
     ReadAs,
@@ -59,7 +59,8 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
         # a compressed local file: its decompressed bytes hashed as read, for its entry (FileEntry.decompressed)
         local = isinstance(spec.root.fs, pafs.LocalFileSystem)
         plain = DecompressedDigest() if local and compressed_name(rel) else None
-        blocks = corrupt_as_reject(spec, Unit(rel, index), read_file(spec, rel, prefix=prefix, plain=plain))
+        blocks = read_file(spec, rel, prefix=prefix, plain=plain)
+        blocks = corrupt_as_reject(spec, Unit(rel, index), unless_gone(blocks))
         # what it read of a local file, for the driver's check of a touch or an append during the run
         for block in with_read_content(spec.root, rel, True, blocks, prefix, plain):
             block = reject_rows(block, reasons) if reasons else block
@@ -68,6 +69,23 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
             held = block
         if held is not None:
             yield tag(held, pc.max(held.column(ROW)).as_py() + 1)
+
+
+def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The blocks of one file; none when it is gone before its first block (renamed or deleted since the listing:
+    a logrotate or a sync running at the same hour as the job). Its read task failed the whole run, the files in
+    flight with it; now the file has no rows here, the driver's check finds it gone (`listed with N bytes, now gone`:
+    sources.changed_since_listed, objects_changed on S3), does not stage it and fails the run naming it once the
+    other files are staged, so that the same command resumes them. A file gone after its first block still raises
+    (a local file read through an open descriptor is not cut short by a rename or an unlink)."""
+    started = False
+    try:
+        for block in blocks:
+            started = True
+            yield block
+    except InputFileError as err:
+        if started or not isinstance(err.__cause__, FileNotFoundError):
+            raise
 
 
 def tag(block: pa.Table, file_rows: int) -> pa.Table:
