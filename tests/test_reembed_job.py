@@ -263,29 +263,6 @@ def busy_embed_actor_pid() -> int | None:
     return None
 
 
-def test_killed_embed_actor_then_same_rows(ray_session, tiny_models, kill_corpus, clean_run, tmp_path):
-    out = tmp_path / "emb"
-    result: dict = {}
-
-    def run():
-        try:
-            result.update(run_reembed(config(tiny_models["qwen3"], str(kill_corpus), str(out))))
-        except Exception as err:  # noqa: BLE001 (a thread cannot raise into pytest; asserted below)
-            result["error"] = err
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    pid = wait_for(busy_embed_actor_pid, 300, "the embedding actor to run a batch")
-    os.kill(pid, signal.SIGKILL)
-    staged = len(staged_markers(out))
-    runner.join(timeout=600)
-    assert "error" not in result, f"the run failed after its actor was killed: {result.get('error')!r}"
-    assert staged < FILES, "the kill came after the last file was complete"
-    print(f"REEMBED actor-kill: killed pid {pid} with {staged}/{FILES} files staged; summary {result['files']}")
-    assert result["rows_embedded"] == FILES * ROWS and result["files"]["total"] == FILES
-    assert_same_rows(published(str(out)), clean_run)
-
-
 def subprocess_run(cfg_path: Path, gcs: str, out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jobs.reembed", "--config", str(cfg_path), "--set", f"compute.ray_address={gcs}"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -306,7 +283,35 @@ def write_config(tmp_path: Path, cfg: ReembedConfig) -> Path:
     return path
 
 
-def test_killed_driver_then_rerun(ray_session, tiny_models, kill_corpus, clean_run, tmp_path):
+def rerun_killing_an_embed_actor(cfg: ReembedConfig, out: Path) -> tuple[dict, int, int]:
+    """run_reembed(cfg) in a thread; SIGKILLs one of its embedding actors while it runs a batch (a preempted or
+    OOM-killed worker). Returns (summary, the killed pid, files staged at the kill)."""
+    result: dict = {}
+
+    def run():
+        try:
+            result.update(run_reembed(cfg))
+        except Exception as err:  # noqa: BLE001 (a thread cannot raise into pytest; asserted below)
+            result["error"] = err
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    pid = wait_for(busy_embed_actor_pid, 300, "the embedding actor to run a batch")
+    os.kill(pid, signal.SIGKILL)
+    staged = len(staged_markers(out))
+    runner.join(timeout=600)
+    assert "error" not in result, f"the run failed after its actor was killed: {result.get('error')!r}"
+    return result, pid, staged
+
+
+def test_killed_driver_then_rerun_through_a_killed_embed_actor(
+    ray_session, tiny_models, kill_corpus, clean_run, tmp_path
+):
+    """The driver SIGKILLed after its first staged file: nothing is published; the same config resumes the staged
+    files, and an embedding actor SIGKILLed mid-batch in that rerun loses and duplicates nothing: the published
+    rows are a clean run's. (Two scenarios, one set-up: the actor kill was a run of its own over the same corpus.)"""
+    from robustness_helpers import wait_for_driver_teardown
+
     out = tmp_path / "emb"
     cfg = config(tiny_models["qwen3"], str(kill_corpus), str(out))
     gcs = ray_session.get_runtime_context().gcs_address
@@ -317,17 +322,22 @@ def test_killed_driver_then_rerun(ray_session, tiny_models, kill_corpus, clean_r
         driver.send_signal(signal.SIGKILL)
         _, err = driver.communicate()
     assert driver.returncode == -signal.SIGKILL, f"the driver ended before the kill: {err[-2000:]}"
+    # its actors gone, so that the actor killed below is the rerun's (both descend from this process's Ray)
+    wait_for_driver_teardown(driver.pid)
     staged = len(staged_markers(out))
     assert 0 < staged < FILES
     with pytest.raises(NoPublishedVersionError):
         read_current(str(out))  # a killed run publishes nothing
 
-    rerun = run_reembed(cfg)  # same host, dead pid: the lease is taken over at once
+    # same host, dead pid: the lease is taken over at once
+    rerun, pid, staged_at_actor_kill = rerun_killing_an_embed_actor(cfg, out)
     print(
         f"REEMBED driver-kill: {staged}/{FILES} files staged at kill; rerun {rerun['files']}, "
-        f"rows embedded {rerun['rows_embedded']} reused {rerun['rows_reused']}"
+        f"rows embedded {rerun['rows_embedded']} reused {rerun['rows_reused']}; actor pid {pid} killed with "
+        f"{staged_at_actor_kill}/{FILES} files staged"
     )
-    assert rerun["files"]["resumed"] >= staged
+    assert staged_at_actor_kill < FILES, "the actor kill came after the last file was complete"
+    assert rerun["files"]["resumed"] >= staged and rerun["files"]["total"] == FILES
     assert rerun["rows_reused"] == rerun["files"]["resumed"] * ROWS
     assert rerun["rows_embedded"] + rerun["rows_reused"] == FILES * ROWS
     assert_same_rows(published(str(out)), clean_run)
