@@ -14,12 +14,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import StorageConfig
+from pipeline.errors import UserError
+
+NO_CREDENTIALS = (
+    "no AWS credentials found for S3 (looked in the environment's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the "
+    "profile's files (AWS_PROFILE, ~/.aws/credentials, ~/.aws/config) and the instance or pod role): a public bucket "
+    "is read with storage.anon: true (as `aws s3 --no-sign-request`); otherwise give credentials as for the AWS CLI"
+)
+
+
+class S3CredentialsError(UserError, RuntimeError):
+    """No credentials for a signed S3 request, and storage.anon is false; the message says where they were looked
+    for and how to read a public bucket."""
 
 
 def s3_client(storage: StorageConfig) -> Any:
     """A boto3 S3 client with the storage settings pyarrow's client gets (pipeline.storage.make_filesystem):
     endpoint, region, anonymous access, AWS standard retries with `max_attempts`; credentials from the environment,
-    profile or role."""
+    profile or role.
+
+    Raises:
+        S3CredentialsError: not anonymous and no credentials found (it was botocore's bare NoCredentialsError
+            traceback at the first request: the output's lease or the input's listing).
+    """
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -27,6 +44,8 @@ def s3_client(storage: StorageConfig) -> Any:
     options: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": storage.max_attempts}}
     if storage.anon:
         options["signature_version"] = UNSIGNED
+    elif boto3._get_default_session().get_credentials() is None:  # resolved once per process, as boto3.client does
+        raise S3CredentialsError(NO_CREDENTIALS)
     kwargs: dict[str, Any] = {"config": Config(**options)}
     if storage.endpoint_url:
         kwargs["endpoint_url"] = storage.endpoint_url

@@ -757,3 +757,25 @@ def test_a_location_spelled_in_the_other_unicode_normalization_is_named(tmp_path
     assert list_files(f"s3://{bucket}/{nfc}", storage)[1] == ["a.jsonl"]
     with pytest.raises(FileNotFoundError, match=r"no input files found at .*\(check input.uri and storage settings\)$"):
         list_files(f"s3://{bucket}/na\u00efve", storage)  # neither spelling exists: the message as before
+
+
+def test_no_credentials_is_one_clear_error_and_a_public_bucket_reads_with_anon(s3_bucket, s3_server, monkeypatch):
+    """A public bucket read without `storage.anon` on a machine with no AWS credentials: the job died with botocore's
+    NoCredentialsError traceback (at the output's lease or the input's listing). Now one error saying where
+    credentials were looked for and that a public bucket takes storage.anon: true, with which it is read."""
+    import boto3
+
+    from pipeline.errors import UserError
+
+    client, bucket = s3_bucket
+    client.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    client.put_object(Bucket=bucket, Key="open/a.jsonl", Body=b'{"text": "x"}\n', ACL="public-read")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    with pytest.raises(UserError, match=r"^no AWS credentials found .* storage.anon: true"):
+        list_files(f"s3://{bucket}/open", StorageConfig(endpoint_url=s3_server))
+    anon = StorageConfig(endpoint_url=s3_server, anon=True)
+    assert read_listed(anon, f"s3://{bucket}/open") == {"a.jsonl": b'{"text": "x"}\n'}
