@@ -161,6 +161,15 @@ class TextTokenizer:
                 f"model.max_tokens ({max_tokens}) leaves {self.chunk_body} tokens per chunk after the prompt, not "
                 f"more than chunk_overlap_tokens ({overlap}); raise max_tokens or lower the overlap"
             )
+        specials = tokenizer.num_special_tokens_to_add() + int(self.append_eos) + int(self.prepend_bos)
+        if prompt and prompt_len + specials >= max_tokens:
+            # (chunk mode: the check above) sentence-transformers embeds every row cut to the prompt alone; here each
+            # would be a reject (NO_CONTENT)
+            raise ValueError(
+                f"model.max_tokens ({max_tokens}) leaves no token for the text after the prompt's {prompt_len} tokens "
+                f"and {specials} special token(s): every row would be the prompt alone; raise model.max_tokens or "
+                "shorten the prompt"
+            )
         self.cut_chars = self.limit * CHARS_PER_TOKEN
         self.cut_margin = max(256, CUT_MARGIN_TOKENS * longest_token_chars(tokenizer)) if self.has_offsets else 0
         self.chars_tokenized = 0  # characters handed to the tokenizer, for tests of the pre-cut

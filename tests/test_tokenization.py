@@ -47,6 +47,18 @@ def test_chunk_spans_exact():
     assert chunk_spans(offsets, body=10, overlap=2, text_len=10) == [(0, 10)]
 
 
+def test_a_prompt_that_fills_the_token_limit_is_refused(tokenizer):
+    """max_tokens no longer than the prompt and the special tokens: every row was cut to the prompt alone and
+    rejected one by one ('only the prompt and special tokens'), a whole corpus of rejects; sentence-transformers
+    embeds those prompt-only rows. One token more leaves room for the text."""
+    prompt = "Instruct: Given a web search query, retrieve relevant passages\nQuery: "
+    room = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + tokenizer.num_special_tokens_to_add()
+    with pytest.raises(ValueError, match=rf"model.max_tokens \({room}\) leaves no token for the text after the prompt"):
+        TextTokenizer(tokenizer, prompt, room, "truncate", 0)
+    [ids] = TextTokenizer(tokenizer, prompt, room + 1, "truncate", 0).encode(["hello world"])
+    assert len(ids) == room + 1
+
+
 def test_chunk_budget_must_exceed_overlap(tokenizer):
     with pytest.raises(ValueError, match="raise max_tokens or lower the overlap"):
         TextTokenizer(tokenizer, "a long prompt " * 5, 20, "chunk", 8)
