@@ -29,7 +29,7 @@ LONG_FIRST = (
     "test_bench_smoke.py",
     "test_bad_input.py",
     "test_run_output.py",
-    "test_lease.py",  # two real embed jobs at a time, three times (~2.5 min loaded)
+    "test_lease.py",  # two real embed jobs at a time, three times, on the session Ray (~1.5 min loaded)
     "test_actor_start.py",
     "test_embed_job.py",
     "test_bitext_stream.py",
