@@ -358,8 +358,16 @@ def test_a_column_missing_from_the_input_is_a_user_error_naming_the_file(tmp_pat
         {"input": {"uri": str(tmp_path), "text_column": "text"}, "output": {"uri": "o"}, "clustering": {"k": 1}},
     )
     with pytest.raises(
-        UserError, match=r"carried column 'text' not found in .*part-0.parquet; columns are \['id', 'embedding'\]"
+        UserError,
+        match=r"input.text_column 'text' not found in .*part-0.parquet; columns are \['id', 'embedding'\]: set "
+        r"input.text_column to one of them, or to null",
     ):
+        inspect_input(cfg, resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])
+    cfg = parse_config(
+        ClusterConfig,
+        {"input": {"uri": str(tmp_path)}, "output": {"uri": "o", "keep_columns": ["url"]}, "clustering": {"k": 1}},
+    )
+    with pytest.raises(UserError, match=r"output.keep_columns 'url' not found .*remove 'url' from it"):
         inspect_input(cfg, resolve(str(tmp_path), StorageConfig()), ["part-0.parquet"])
 
 

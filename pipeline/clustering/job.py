@@ -69,7 +69,9 @@ def column_paths_of(cfg: ClusterConfig, schema: pa.Schema, uri: str) -> dict[str
     """
     center = [("clustering.center_by", cfg.clustering.center_by)] if cfg.clustering.center_by else []
     roles = [("input.embedding_column", cfg.input.embedding_column), ("input.id_column", cfg.input.id_column)]
-    roles += [("carried column", c) for c in cfg.carried_columns()] + center
+    text = cfg.input.text_column
+    roles += [("input.text_column" if c == text else "output.keep_columns", c) for c in cfg.carried_columns()]
+    roles += center
     paths = {}
     for role, name in roles:
         path = arrow_path(schema, name)
@@ -80,9 +82,14 @@ def column_paths_of(cfg: ClusterConfig, schema: pa.Schema, uri: str) -> dict[str
                     f"embedding column {name!r} not found in {uri}; columns are {schema.names}{inside} (set {role} "
                     "to the column of vectors, or point input.uri at an embeddings dataset: the embed job's output)"
                 )
+            fix = {  # a carried column is optional: it can be left out (the message said 'set carried column')
+                "input.text_column": "set input.text_column to one of them, or to null to carry no text (dedup "
+                "keep: longest needs it)",
+                "output.keep_columns": f"list one of them in output.keep_columns, or remove {name!r} from it",
+            }.get(role, f"set {role} to one of them")
             raise InputColumnError(
-                f"{role} {name!r} not found in {uri}; columns are {schema.names}{inside}: set {role} to one of "
-                "them, or add the column to the input"
+                f"{role} {name!r} not found in {uri}; columns are {schema.names}{inside}: {fix}, or add the column "
+                "to the input"
             )
         paths[name] = path
     return {name: paths[name] for name in read_columns(cfg)}
