@@ -47,6 +47,11 @@ __all__ = ["LEASE", "Lease", "LeaseHeldError", "LeaseLostError", "holding", "is_
 KEEP, DELETE = object(), object()  # what an update returns: leave the lease as it is / delete it
 
 
+class LeaseStoreError(UserError, RuntimeError):
+    """The output's lease could not be read or written (the location refuses this run's requests: no write access,
+    a bucket policy, object lock / WORM; or the store kept failing): the message names the lease and the error."""
+
+
 class LeaseLostError(UserError, RuntimeError):
     """This run's lease was taken over (it expired while the run was stalled); the run stops before its next commit,
     with one error line naming the run that holds it now."""
@@ -327,7 +332,8 @@ class Lease:
 
     def acquire(self) -> None:
         """Raises:
-        LeaseHeldError: another run's lease is live (after waiting up to `wait` seconds for it to end)."""
+        LeaseHeldError: another run's lease is live (after waiting up to `wait` seconds for it to end).
+        LeaseStoreError: the lease could not be read or written (it was botocore's bare AccessDenied traceback)."""
         deadline = time.monotonic() + self.wait
         waited = False
         taken: list[dict] = []
@@ -342,7 +348,15 @@ class Lease:
                     return self.record()
                 return KEEP
 
-            held, applied = self.store.update(take)
+            try:
+                held, applied = self.store.update(take)
+            except storage_errors() as err:
+                raise LeaseStoreError(
+                    f"cannot take the output's lease {self.target.uri}, the first write to the output: {err}. The "
+                    "output location refuses this run's requests (credentials without write access there, a bucket "
+                    "policy, object lock or a write-once store) or kept failing: give an output.uri the job may "
+                    "write, read and delete in"
+                ) from err
             if applied:
                 break
             if held is None:

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 FAULT_BODIES = {
     503: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
     500: b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>",
+    # a store that refuses the request for good: no write access there, a bucket policy, object lock (WORM)
+    403: b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
 }
 
 
@@ -32,7 +34,8 @@ FAULT_BODIES = {
 class FaultRule:
     """Fail `count` requests whose method is in `methods` and whose path matches `path` (after the first `after`).
 
-    `kinds` cycles over the injected faults: 503 (SlowDown), 500 (InternalError), "reset" (TCP RST, no reply) or
+    `kinds` cycles over the injected faults: 503 (SlowDown), 500 (InternalError), 403 (AccessDenied: a refusal for
+    good), "reset" (TCP RST, no reply) or
     "truncate" (the real reply's status and headers, then half its body and a TCP RST).
     """
 

@@ -139,6 +139,23 @@ def test_a_store_that_ignores_conditional_writes_falls_back_to_write_then_read_b
     won[0].release()
 
 
+def test_an_output_that_refuses_writes_is_one_error_naming_the_lease(proxy, s3_bucket):
+    """A bucket or prefix that refuses this run's writes (no s3:PutObject there, a bucket policy, object lock): the
+    lease, the first write, died with botocore's bare `ClientError: AccessDenied` traceback. Now a UserError (one
+    `error:` line) naming the lease and what to check."""
+    from s3_fault_proxy import FaultRule
+
+    from pipeline.errors import UserError
+
+    _client, bucket = s3_bucket
+    proxy.rules = [FaultRule(("PUT", "POST", "DELETE"), rf"^/{bucket}/out/", count=100, kinds=(403,))]
+    storage = StorageConfig(endpoint_url=proxy.url, max_attempts=1)
+    out = resolve(f"s3://{bucket}/out", storage)
+    refused = rf"cannot take the output's lease s3://{bucket}/out/_lease.json.*AccessDenied"
+    with pytest.raises(UserError, match=refused), holding(out, storage, "embed", 60, 0):
+        pass
+
+
 def test_a_run_that_lost_its_lease_writes_no_marker(where):
     """A run stalled past its lease's expiry (its renewals stopped) and taken over: its next unit marker or
     commit raises LeaseLostError instead of writing into the other run's output."""
