@@ -340,6 +340,29 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "text_field": ("input.text_column", "the text column or JSONL key"),
     "text_key": ("input.text_column", "the text column or JSONL key"),
     "id_field": ("input.id_column", "the id column or JSONL key"),
+    # the vector column of embeddings another tool wrote (the cluster job's input, a mining side's embeddings_uri):
+    # 'vector_column' was answered 'did you mean text_column?', a column of the texts
+    **dict.fromkeys(
+        (
+            "vector_column",
+            "vector_column_name",
+            "vector_field",
+            "vector_key",
+            "embedding_field",
+            "embedding_key",
+            "embeddings_column",
+            "embedding_col",
+            "emb_column",
+        ),
+        (
+            "input.embedding_column",
+            (
+                "the column of the vectors another tool wrote: LanceDB's vector_column_name, a Milvus or "
+                "Elasticsearch vector field; a mining side's embeddings_uri files name it with that side's "
+                "embedding_column"
+            ),
+        ),
+    ),
     "dtype": (
         "model.dtype",
         "TEI's --dtype, vLLM's dtype: the precision the model runs in; output.dtype is the one vectors are stored in",
@@ -612,7 +635,11 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     if alias is not None and alias[0] is None:
         return f"; {alias[1]}"
     if alias is not None:
-        ours = key_elsewhere(model, loc, alias[0].split("."))
+        target = alias[0].split(".")
+        ours = key_elsewhere(model, loc, target)
+        if ours is None and target[-1] in known:
+            # the key's own section has it: a mining side (source, target) is an input section of its own name
+            ours = ".".join([*map(str, loc[:-1]), target[-1]])
         if ours is not None:
             return f"; did you mean {ours}? ({alias[1]})"
     for section in section_fields(model, ()) or []:

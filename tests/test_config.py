@@ -285,7 +285,8 @@ def test_every_hint_in_the_table_reaches_the_user():
     for key, (target, text) in KEY_ALIASES.items():
         section, _, leaf = key.rpartition(".")
         section = section or (target.split(".")[0] if target else "model")
-        job = next(j for j in (EmbedConfig, MineConfig, ClusterConfig) if field_annotation(j, [section]) is not None)
+        where = target.split(".") if target else [section]  # the job that has the target (input.embedding_column)
+        job = next(j for j in (EmbedConfig, MineConfig, ClusterConfig) if field_annotation(j, where) is not None)
         hint = suggestion(job, (section, leaf))
         want = f"; {text}" if target is None else f"; did you mean {target}? ({text})"
         assert hint == want, key
@@ -323,11 +324,20 @@ def test_another_tools_task_name_is_not_taken_for_the_query_instruction(tmp_path
         ("mine", "mining.neighborhood=8", "did you mean mining.k? (LASER mine_bitexts' --neighborhood)"),
         ("mine", "mining.nprobe=16", "did you mean mining.ivf.nprobe?"),
         ("mine", "mining.nlist=64", "did you mean mining.ivf.nlist?"),
+        # another tool's name for the vector column: 'did you mean text_column?' (a column of the texts)
+        ("cluster", "input.vector_column=vector", "did you mean input.embedding_column? (the column of the vectors"),
+        ("mine", "source.vector_column_name=vector", "did you mean source.embedding_column? (the column of the"),
+        ("mine", "target.embedding_field=vector", "did you mean target.embedding_column?"),
+        # an input alias under a mining side, an input section of its own name: 'did you mean text_column?' alone
+        ("mine", "source.text_key=body", "did you mean source.text_column? (the text column or JSONL key)"),
+        ("mine", "target.id_field=doc", "did you mean target.id_column? (the id column or JSONL key)"),
     ],
 )
 def test_a_faiss_sklearn_or_laser_key_points_at_the_clustering_or_mining_key(tmp_path, job, override, hint):
     """FAISS's niter under clustering was answered "did you mean init?" (spelled alike, a different thing), and
-    LASER's neighborhood or FAISS's nprobe under mining got only the list of known keys."""
+    LASER's neighborhood or FAISS's nprobe under mining got only the list of known keys. Another tool's name for the
+    vector column was answered 'did you mean text_column?', and an input key's alias under a mining side (source,
+    target: input sections of their own names) got a spelling match without the other tool's name."""
     from pipeline.cluster_config import ClusterConfig
     from pipeline.mine_config import MineConfig
 
