@@ -642,6 +642,12 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
             ours = ".".join([*map(str, loc[:-1]), target[-1]])
         if ours is not None:
             return f"; did you mean {ours}? ({alias[1]})"
+        if field_annotation(model, target) is None and not any(
+            field_annotation(model, [section, *target]) is not None for section in section_fields(model, ()) or []
+        ):
+            # a key of another job (the cluster job's input.embedding_column in an embed config): a spelling match
+            # would point at an unrelated key ('did you mean text_column?')
+            return f"; {alias[1]}: {alias[0]} is a key of another job's config, not of this one"
     for section in section_fields(model, ()) or []:
         ours = key_elsewhere(model, loc, [section, leaf]) if leaf not in known else None
         if ours is not None:

@@ -266,6 +266,9 @@ def test_key_aliases_point_at_keys_that_exist():
         # a key of another section that means something else there: got 'did you mean input.format?'
         ("output.format=jsonl", "rayembed has no such setting: output is always Parquet files under output.uri"),
         ("output.compression=zstd", "pyarrow's default compression (snappy)"),
+        # another job's key (the cluster job's vectors): got 'did you mean text_column?'
+        ("input.vector_column=vector", "input.embedding_column is a key of another job's config, not of this one"),
+        ("model.n_clusters=8", "clustering.k is a key of another job's config, not of this one"),
     ],
 )
 def test_every_key_users_bring_from_tei_sentence_transformers_vllm_and_ray_points_at_ours_or_says_why_none(
