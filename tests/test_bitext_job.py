@@ -924,7 +924,9 @@ def test_an_id_repeated_in_a_sides_embeddings_is_refused_naming_the_repeats(corp
         run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))
     message = str(err.value)
     # 59: the text of row 59 repeats row 3's, so dedup drops it and its id is not mined
-    assert message.startswith(f"source.embeddings_uri {emb}: 59 rows repeat an earlier id (column 'id')"), message
+    assert message.startswith(
+        f"source.embeddings_uri {emb}: 59 rows repeat an earlier id (source.embeddings_id_column 'id')"
+    ), message
     assert "id 'fra.txt#0' at part-1-copy.parquet row 0 repeats part-0.parquet row 0; " in message, message
     assert "id 'fra.txt#4' at part-1-copy.parquet row 4 repeats part-0.parquet row 4 and 54 more" in message
     assert "remove the copies from source.embeddings_uri" in message
@@ -1102,6 +1104,45 @@ def test_an_embeddings_file_of_another_tool_is_refused_naming_the_columns_to_giv
     del raw["target"]["embeddings_uri"]
     with pytest.raises(ConfigError, match="embedding_column name columns of embeddings_uri files; without"):
         parse_config(MineConfig, raw)
+
+
+def test_another_tools_embeddings_with_a_repeated_or_missing_id_are_refused_naming_its_id_column(tmp_path):
+    """With source.embeddings_id_column: doc, an id held in two of the side's embeddings files crashed with
+    KeyError 'Field "id" does not exist' (the repeat was read back by the embed job's 'id'); now the repeat is
+    refused naming the column 'doc', both files and rows. An id the files lack names embeddings_id_column too."""
+    n = 4
+    (tmp_path / "src.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    (tmp_path / "tgt.txt").write_text("".join(f"phrase {i}\n" for i in range(n)))
+    vectors = random_unit(np.random.default_rng(12), n, 8)
+    es = tmp_path / "es"
+    es.mkdir()
+    for name, rows in (("a", range(n)), ("b", [0])):  # src.txt#0 in both files
+        table = pa.table({"doc": [f"src.txt#{i}" for i in rows], "vector": pa.array(vectors[list(rows)].tolist())})
+        pq.write_table(table, es / f"part-{name}.parquet")
+    raw = {
+        "source": {
+            "uri": str(tmp_path / "src.txt"),
+            "format": "text",
+            "lang": "fra",
+            "embeddings_uri": str(es),
+            "embedding_column": "vector",
+            "embeddings_id_column": "doc",
+        },
+        "target": {"uri": str(tmp_path / "tgt.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    raw["target"]["embeddings_uri"] = write_embeddings(tmp_path / "et", [f"tgt.txt#{i}" for i in range(n)], vectors)
+    with pytest.raises(UserError) as refused:
+        run_mine(parse_config(MineConfig, raw))
+    message = str(refused.value)
+    assert f"source.embeddings_uri {es}: 1 rows repeat an earlier id (source.embeddings_id_column 'doc')" in message
+    assert "id 'src.txt#0' at part-b.parquet row 0 repeats part-a.parquet row 0" in message, message
+    (es / "part-b.parquet").unlink()  # and one id the files lack
+    pq.write_table(pq.read_table(es / "part-a.parquet").slice(1), es / "part-a.parquet")
+    raw["output"] = {"uri": str(tmp_path / "out2")}
+    with pytest.raises(SideError, match=r"1 of 4 rows have no vector .* source.embeddings_id_column 'doc'"):
+        run_mine(parse_config(MineConfig, raw))
 
 
 def test_a_run_recorded_before_the_embeddings_column_keys_resumes(tmp_path):

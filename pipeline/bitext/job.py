@@ -49,7 +49,7 @@ from pipeline.bitext.store import StoreRef, store_mean
 from pipeline.bitext.stream_search import SearchJob, SearchSpec, StoreShard, peak_rss, run_search
 from pipeline.bitext.stream_select import Route, Window, best_of, densities, propose, select_stream
 from pipeline.clustering.duplicates import duplicate_error
-from pipeline.columns import ID, REJECTS_DIR
+from pipeline.columns import REJECTS_DIR
 from pipeline.config import EmbedConfig, InputConfig, OutputConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN
 from pipeline.embed_job import init_ray, run_embed
@@ -486,17 +486,18 @@ def join_vectors(
     if repeats:
         first = sorted((d for r in results for d in r["repeated"]), key=lambda d: (d[FILE_INDEX], d["row"]))
         rels = prepare.parquet_paths(listed[1])  # the files of `files`, by file index
+        id_column = named[0]  # the embed job's 'id', or the side's embeddings_id_column for another tool's files
         error = duplicate_error(
             listed[0],
             rels,
-            ID,
-            (ID,),
+            id_column,
+            (id_column,),
             False,
             repeats,
             first[:SHOWN],
             key=key,
             consequence=REPEATS_IN_MINING,
-            column="column",
+            column="column" if own else f"{side}.embeddings_id_column",
         )
         if side_cfg.lang_column and not own:  # one id per sentence in every language: FLORES' / SIB-200's index_id
             raise type(error)(f"{error}. {ACROSS_LANGUAGES.format(side=side)}") from None
@@ -521,7 +522,9 @@ def join_vectors(
     for lang, n in missing.items():
         raise SideError(
             f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}); "
-            f"the embeddings must come from the embed job over this same input ({side}.uri and id_column)"
+            f"the embeddings must come from the embed job over this same input ({side}.uri and id_column), "
+            f"or, for another tool's files, hold each row's id ({side}.id_column, or the text file's '<file>#<line>') "
+            f"in their {side}.embeddings_id_column {named[0]!r}"
         )
     return vectors, dim, recipe, {}
 
