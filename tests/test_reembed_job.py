@@ -875,21 +875,21 @@ def test_a_file_staged_by_an_interrupted_run_and_moved_before_the_rerun_is_a_mov
     cfg = config(tiny_models["bert"], str(corpus), out)
     listed = job.scan_sources
 
-    def listed_then_appended(root, files):
+    def listed_then_truncated(root, files):
         sources = listed(root, files)
-        with (corpus / "part-00.jsonl").open("ab") as f:  # fails the run; part-01 is staged
-            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
+        first = (corpus / "part-00.jsonl").read_bytes().splitlines(keepends=True)[0]
+        (corpus / "part-00.jsonl").write_bytes(first)  # cut to its first row: fails the run; part-01 is staged
         return sources
 
-    monkeypatch.setattr(job, "scan_sources", listed_then_appended)
+    monkeypatch.setattr(job, "scan_sources", listed_then_truncated)
     with pytest.raises(InputChangedError):
         run_reembed(cfg)
     monkeypatch.setattr(job, "scan_sources", listed)
     (corpus / "2026").mkdir()
     os.rename(corpus / "part-01.jsonl", corpus / "2026" / "part-01.jsonl")
     again = run_reembed(cfg)
-    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 5)  # old code: (0, 9)
-    assert again["rows_total"] == 9
+    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 1)  # old code: (0, 5)
+    assert again["rows_total"] == 5
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
