@@ -9,12 +9,14 @@ for multipart ones) tells the two apart at no extra request. Reads still go thro
 from __future__ import annotations
 
 import calendar
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
+from pipeline.s3_credentials import explain
 
 NO_CREDENTIALS = (
     "no AWS credentials found for S3 (looked in the environment's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the "
@@ -24,8 +26,9 @@ NO_CREDENTIALS = (
 
 
 class S3CredentialsError(UserError, RuntimeError):
-    """No credentials for a signed S3 request, and storage.anon is false; the message says where they were looked
-    for and how to read a public bucket."""
+    """No credentials for a signed S3 request, and storage.anon is false, or the AWS configuration that gives them
+    cannot be used (pipeline.s3_credentials); the message says the cause, what to do and how to read a public
+    bucket."""
 
 
 def s3_client(storage: StorageConfig) -> Any:
@@ -35,24 +38,42 @@ def s3_client(storage: StorageConfig) -> Any:
 
     Raises:
         S3CredentialsError: not anonymous and no credentials found (it was botocore's bare NoCredentialsError
-            traceback at the first request: the output's lease or the input's listing).
+            traceback at the first request: the output's lease or the input's listing), or botocore cannot resolve
+            them or make the client (AWS_PROFILE naming no profile, half a key pair, an unparsable config file, ...:
+            its BotoCoreError traceback before).
     """
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
     options: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": storage.max_attempts}}
-    if storage.anon:
-        options["signature_version"] = UNSIGNED
-    elif boto3._get_default_session().get_credentials() is None:  # resolved once per process, as boto3.client does
-        raise S3CredentialsError(NO_CREDENTIALS)
-    kwargs: dict[str, Any] = {"config": Config(**options)}
+    kwargs: dict[str, Any] = {}
     if storage.endpoint_url:
         kwargs["endpoint_url"] = storage.endpoint_url
         kwargs["region_name"] = storage.region or "us-east-1"
     elif storage.region:
         kwargs["region_name"] = storage.region
-    return boto3.client("s3", **kwargs)
+    try:
+        if storage.anon:
+            options["signature_version"] = UNSIGNED
+        elif boto3._get_default_session().get_credentials() is None:  # resolved once per process, as boto3.client
+            raise S3CredentialsError(NO_CREDENTIALS + half_pair())
+        return boto3.client("s3", config=Config(**options), **kwargs)
+    except BotoCoreError as err:
+        raise S3CredentialsError(explain(err)) from None
+
+
+def half_pair() -> str:
+    """A note for an environment that sets one of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (botocore ignores a
+    secret without its key id), or ''."""
+    key, secret = (bool(os.environ.get(n)) for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    if key == secret:
+        return ""
+    missing = "AWS_SECRET_ACCESS_KEY" if key else "AWS_ACCESS_KEY_ID"
+    return (
+        f". The environment sets {'AWS_ACCESS_KEY_ID' if key else 'AWS_SECRET_ACCESS_KEY'} but not {missing}: set both"
+    )
 
 
 @dataclass(frozen=True)

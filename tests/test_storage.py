@@ -779,3 +779,92 @@ def test_no_credentials_is_one_clear_error_and_a_public_bucket_reads_with_anon(s
         list_files(f"s3://{bucket}/open", StorageConfig(endpoint_url=s3_server))
     anon = StorageConfig(endpoint_url=s3_server, anon=True)
     assert read_listed(anon, f"s3://{bucket}/open") == {"a.jsonl": b'{"text": "x"}\n'}
+
+
+@pytest.mark.parametrize(
+    "env, files, says",
+    [
+        (
+            {"AWS_PROFILE": "typo"},
+            {},
+            (
+                r"^the AWS profile 'typo' \(from AWS_PROFILE\) is in none of the AWS files .*"
+                r"config \(absent\) / .*credentials \(absent\)\): fix or unset AWS_PROFILE"
+            ),
+        ),
+        (
+            {"AWS_PROFILE": "typo"},
+            {"credentials": "[work]\naws_access_key_id = a\naws_secret_access_key = b\n"},
+            r"^the AWS profile 'typo' .*credentials\): fix or unset AWS_PROFILE",
+        ),
+        (
+            {"AWS_ACCESS_KEY_ID": "a"},
+            {},
+            (
+                r"^AWS credentials in the environment are incomplete: AWS_SECRET_ACCESS_KEY "
+                r"is not set. Set both"
+            ),
+        ),
+        (
+            {"AWS_SECRET_ACCESS_KEY": "b"},
+            {},
+            (
+                r"^no AWS credentials found .* sets AWS_SECRET_ACCESS_KEY but not "
+                r"AWS_ACCESS_KEY_ID: set both$"
+            ),
+        ),
+        (
+            {},
+            {"credentials": "[default]\naws_access_key_id = a\n"},
+            (
+                r"^AWS credentials are incomplete: the profile 'default' lacks aws_secret_access_key \(botocore's "
+                r"shared-credentials-file credentials, "
+            ),
+        ),
+        (
+            {"AWS_PROFILE": "r"},
+            {"config": "[profile r]\nrole_arn = arn:aws:iam::1:role/x\n"},
+            r"^AWS credentials are incomplete: the profile 'r' lacks source_profile or credential_source",
+        ),
+        (
+            {"AWS_PROFILE": "p"},
+            {"config": "[profile p]\ncredential_process = false\n"},
+            r"^the AWS credentials cannot be resolved \(CredentialRetrievalError: .*\); fix the profile 'p' in ",
+        ),
+    ],
+)
+def test_an_unusable_aws_configuration_is_one_clear_error(tmp_path, monkeypatch, env, files, says):
+    """AWS_PROFILE naming no profile (no ~/.aws/config at all, or not in the credentials file), half a key pair
+    in the environment or in a profile, a role without its source: botocore's ProfileNotFound /
+    PartialCredentialsError traceback (at the output's lease, via s3_client). Now S3CredentialsError, a UserError
+    naming the cause and what to do; a bad region likewise."""
+    import boto3
+
+    from pipeline.errors import UserError
+    from pipeline.s3_listing import s3_client
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("config", "credentials"):
+        if name in files:
+            (tmp_path / name).write_text(files[name])
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage = StorageConfig(endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    with pytest.raises(UserError, match=says):
+        s3_client(storage)
+
+
+def test_an_invalid_region_is_one_clear_error(monkeypatch):
+    """A region botocore refuses (a typo with spaces) was its InvalidRegionError traceback at client creation."""
+    import boto3
+
+    from pipeline.s3_listing import S3CredentialsError, s3_client
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    with pytest.raises(S3CredentialsError, match=r"region_name 'us east 1' .*: fix storage.region, AWS_REGION"):
+        s3_client(StorageConfig(region="us east 1", anon=True))
