@@ -235,6 +235,71 @@ def test_a_new_compressed_file_is_decompressed_at_plan_time_only_when_its_declar
     assert sorted(asked) == ["a.jsonl.gz", "bgzf.jsonl.gz", "new.jsonl.bz2", "piped.jsonl.zst", "plain.jsonl"]
 
 
+def test_a_compressed_file_recompressed_with_the_same_content_is_a_move_of_its_entry(tmp_path):
+    """A compressed file recompressed (in place with gzip -9 or another mtime in the gzip header, or into another
+    compressor: b.jsonl.gz -> b.jsonl.bz2 / .zst) has other bytes but the decompressed bytes its entry records
+    (FileEntry.decompressed): it was embedded again, since its decompressed hash was looked up only among entries'
+    `content`. Now a move, whose entry records the new bytes' hash and the old decompressed one. A new compressed
+    file is decompressed for this only while a compressed entry's file is gone or replaced; other content is new."""
+    import bz2
+    import gzip
+
+    from pipeline.reembed.moves import recompressed_hashes
+
+    texts = {n: f'{{"id": "{n}", "text": "{n * 3}"}}\n'.encode() for n in "abcd"}
+    old_bytes = {n: gzip.compress(t, compresslevel=6, mtime=1) for n, t in texts.items()}
+    new_bytes = {
+        "a.jsonl.gz": gzip.compress(texts["a"], compresslevel=9, mtime=1),  # gzip -9 in place
+        "b.jsonl.gz": gzip.compress(texts["b"], compresslevel=6, mtime=99),  # another mtime: the same size
+        "c.jsonl.bz2": bz2.compress(texts["c"]),
+        "d.jsonl.zst": pa.compress(texts["d"], "zstd", asbytes=True),
+        "e.jsonl.gz": gzip.compress(b'{"id": "e", "text": "other"}\n'),  # new content
+    }
+    for name, data in new_bytes.items():
+        (tmp_path / name).write_bytes(data)
+    root = resolve(str(tmp_path), StorageConfig())
+
+    def sha(data):
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    recorded = [
+        dataclasses.replace(
+            entry(SourceFile(f"{n}.jsonl.gz", len(old_bytes[n]), "mtime_ns:1;ctime_ns:1")),
+            content=sha(old_bytes[n]),
+            decompressed=sha(texts[n]),
+        )
+        for n in "abcd"
+    ]
+    files = [local_source(root, n) for n in sorted(new_bytes)]  # as listed: recompressed_hashes hashes them
+    asked = []
+
+    def decompressed_of(rel):
+        asked.append(rel)
+        return decompressed_token(root, rel)
+
+    def plan_of(sources, entries):
+        return make_plan(
+            sources, manifest(entries), {}, None, lambda rel: None, lambda o, n: reads_alike(None, o, n), (),
+            decompressed_of, lambda o, n: same_format(None, o, n), declared_size=lambda rel: declared_size(root, rel),
+        )  # fmt: skip
+
+    plan = plan_of(files, recorded)
+    assert sorted((s.path, e.path) for s, e in plan.moves) == [
+        ("a.jsonl.gz", "a.jsonl.gz"),
+        ("b.jsonl.gz", "b.jsonl.gz"),
+        ("c.jsonl.bz2", "c.jsonl.gz"),
+        ("d.jsonl.zst", "d.jsonl.gz"),
+    ]
+    assert [s.path for s in plan.to_embed] == ["e.jsonl.gz"] and plan.dropped == []
+    for src, old in plan.moves:
+        moved = recompressed_hashes(root, src, old, dataclasses.replace(old, path=src.path, size=src.size))
+        assert (moved.content, moved.decompressed) == (sha(new_bytes[src.path]), old.decompressed), src.path
+    # every compressed entry's file still there (e only new): nothing decompressed at plan time
+    asked.clear()
+    plan = plan_of([SourceFile(e.path, e.size, e.token) for e in recorded] + files[-1:], recorded)
+    assert [s.path for s in plan.to_embed] == ["e.jsonl.gz"] and asked == []
+
+
 def test_a_move_renames_path_ids_and_reject_sources_and_keeps_the_vectors(tmp_path):
     """The moved entry's outputs are written under the new key and this run: ids `<file>#<row>` (no id column, or a
     text file) get the new path as a new file's would, ids from an id column stay, the rejects' `source` names the

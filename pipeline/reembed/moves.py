@@ -232,10 +232,13 @@ def recompressed_hashes(root: Location, src: SourceFile, old: FileEntry, entry: 
     decompressed hash, the compressed file's own bytes are hashed here while as listed (root: the input root); the
     other way, the compressed entry's decompressed hash is the plain file's content. They kept the old file's, so
     the file's own hash was missing (hashed again by the next run, which published a manifest for it) or wrong (a
-    touch of it then compared other bytes: embedded again). Unchanged when both or neither are compressed, or on S3
-    (no content hashes)."""
-    if compressed_name(src.path) == compressed_name(old.path) or not isinstance(root.fs, pafs.LocalFileSystem):
+    touch of it then compared other bytes: embedded again). Both compressed (recompressed, or a compressed file
+    renamed): the content is `src`'s own bytes hashed here, the decompressed hash is `old`'s. Unchanged when neither
+    is compressed, or on S3 (no content hashes)."""
+    if not isinstance(root.fs, pafs.LocalFileSystem) or not (compressed_name(src.path) or compressed_name(old.path)):
         return entry
+    if compressed_name(src.path) and compressed_name(old.path):  # recompressed: other bytes, the same plain ones
+        return dataclasses.replace(entry, content=hash_as_listed(root, src), decompressed=old.decompressed)
     if compressed_name(src.path):
         return dataclasses.replace(entry, content=hash_as_listed(root, src), decompressed=old.content)
     return dataclasses.replace(entry, content=old.decompressed, decompressed=None)

@@ -177,8 +177,20 @@ def make_plan(
         candidates = {e.key: e for e in [*earlier, *before.values(), *staged.values()]}
         plan.moves = find_moves(plan, list(candidates.values()), duplicates, content_of, reads_alike, same_object)
         if decompressed_of is not None and same_format is not None:
+            present = {s.path for s in sources}
+            # compressed entries whose file is gone or replaced now: a file recompressed (in place, or into another
+            # compressor) has no declared size to compare with theirs (an entry records none), so a new compressed
+            # file is decompressed for them only while such an entry exists
+            left = [e for e in before.values() if e.path not in present] + plan.replaced
             plan.moves += recompressed_moves(
-                plan, list(candidates.values()), duplicates, decompressed_of, same_format, content_of, declared_size
+                plan,
+                list(candidates.values()),
+                duplicates,
+                decompressed_of,
+                same_format,
+                content_of,
+                declared_size,
+                left,
             )
     present = {s.path for s in sources}
     if reads_alike is not None and decompressed_etag is not None and declared_size and same_format is not None:
@@ -281,15 +293,22 @@ def recompressed_moves(
     same_format: Callable[[str, str], bool],
     content_of: Callable[[str], str] | None = None,
     declared_size: Callable[[str], int | None] | None = None,
+    left: list[FileEntry] = (),
 ) -> list[tuple[SourceFile, FileEntry]]:
     """(file, entry whose content is the file's decompressed bytes) for the new and changed files of `plan` that are
     neither staged nor paired by find_moves (make_plan's `decompressed_of`, not asked for a file whose
-    `declared_size` no entry's size has); and the other way round, with `content_of`: (file, compressed entry whose
-    decompressed bytes (FileEntry.decompressed) are the file's): a file decompressed since (a.jsonl.gz -> a.jsonl)."""
+    `declared_size` no entry's size has); the same for a compressed entry whose decompressed bytes
+    (FileEntry.decompressed) are the file's decompressed bytes: a file recompressed (gzip -9, pigz, another mtime in
+    the gzip header, b.jsonl.gz -> b.jsonl.bz2 / .zst), asked while such an entry's file is gone or replaced (`left`:
+    an entry records no decompressed size to compare a declared one with); and the other way round, with
+    `content_of`: (file, compressed entry whose decompressed bytes are the file's): a file decompressed since
+    (a.jsonl.gz -> a.jsonl)."""
     by_content = {e.content: e for e in candidates if e.content and not e.unreadable}
     by_plain = {e.decompressed: e for e in candidates if e.decompressed and not e.unreadable}
     if not by_content and not by_plain:
         return []
+    left_keys = {e.key for e in left}
+    recompressed = any(e.key in left_keys and compressed_name(e.path) for e in by_plain.values())
     done = {e.key for e in plan.resumed} | {s.key for s, _ in plan.moves}
     sizes = {e.size % 2**32 for e in by_content.values()}
     moves = []
@@ -298,7 +317,8 @@ def recompressed_moves(
             continue
         declared = declared_size(src.path) if declared_size is not None and by_content else None
         maybe = by_content and (declared is None or declared in sizes)
-        entry = by_content.get(decompressed_of(src.path) or "") if maybe else None
+        plain = (decompressed_of(src.path) or "") if maybe or recompressed else ""
+        entry = (by_content.get(plain) or (by_plain.get(plain) if recompressed else None)) if plain else None
         if entry is None and by_plain and content_of is not None and not src.token.startswith("etag:"):
             entry = by_plain.get(content_of(src.path))
         if entry is None or not same_format(entry.path, src.path):
