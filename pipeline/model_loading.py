@@ -29,6 +29,7 @@ from pipeline.model_defaults import (
 )
 from pipeline.model_limits import apply_token_limit, token_limit
 from pipeline.prompts import ST_CONFIG, named_prompts
+from pipeline.sentencepiece_files import KNOWN, sentencepiece_file_names
 from pipeline.tokenization import bos_convention, eos_convention
 from pipeline.tokenizer_snapshot import TokenizerSnapshot
 
@@ -150,14 +151,10 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-# SentencePiece model files of tokenizers saved without a tokenizer.json (T5, mT5, XLM-R, Llama / Mistral, Marian)
-SENTENCEPIECE_FILES = (
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-    "source.spm",
-    "sentencepiece.model",
-)
+# SentencePiece model files of tokenizers saved without a tokenizer.json: the names known without a lookup (T5, mT5,
+# XLM-R, Llama / Mistral, Marian, RemBERT, DeBERTa-v2/v3); sentencepiece_hint looks for every name transformers'
+# tokenizers declare (pipeline.sentencepiece_files)
+SENTENCEPIECE_FILES = KNOWN
 
 
 def sentencepiece_hint(cfg: ModelConfig) -> str:
@@ -166,7 +163,7 @@ def sentencepiece_hint(cfg: ModelConfig) -> str:
     which names neither the file nor the fix. '' in any other case."""
     if importlib.util.find_spec("sentencepiece") is not None or model_file(cfg, "tokenizer.json") is not None:
         return ""
-    found = [name for name in SENTENCEPIECE_FILES if model_file(cfg, name) is not None]
+    found = [name for name in sentencepiece_file_names() if model_file(cfg, name) is not None]
     if not found:
         return ""
     return (

@@ -91,6 +91,8 @@ def test_weights_must_be_safetensors(tmp_path, tiny_models):
         ("spiece.model", "T5Tokenizer"),
         ("sentencepiece.bpe.model", "XLMRobertaTokenizer"),
         ("tokenizer.model", "LlamaTokenizer"),
+        ("spm.model", "DebertaV2Tokenizer"),  # DeBERTa-v3 / mDeBERTa: not in the hand list before
+        ("spm_char.model", "SpeechT5Tokenizer"),
     ],
 )
 def test_a_sentencepiece_tokenizer_without_its_library_says_what_to_install(
@@ -399,3 +401,27 @@ def test_a_cpu_encoder_plans_the_cpu_length_buckets_unless_told(tiny_models):
     assert encoder.min_length_ratio == CPU_LENGTH_RATIO
     told = Encoder(model, "mean", True, 0, "right", max_tokens_per_batch=600, max_batch_size=16, min_length_ratio=0.5)
     assert told.min_length_ratio == 0.5
+
+
+def test_the_sentencepiece_hint_knows_every_sentencepiece_file_name_of_transformers_tokenizers():
+    """The hint looked for a hand list of five names, so DeBERTa-v2/v3 and mDeBERTa (spm.model) still got
+    transformers' 'tiktoken is required'. Every `.model` / `.spm` file that an importable tokenizer class of
+    transformers declares in vocab_files_names is now among the names looked for."""
+    import transformers
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+
+    from pipeline.sentencepiece_files import sentencepiece_file_names
+
+    looked_for = set(sentencepiece_file_names())
+    declared: dict[str, str] = {}
+    for classes in TOKENIZER_MAPPING_NAMES.values():
+        for name in classes if isinstance(classes, (tuple, list)) else (classes,):
+            try:  # a placeholder class (needs sentencepiece or another package) raises at its first attribute
+                files = getattr(getattr(transformers, name), "vocab_files_names", None) or {} if name else {}
+            except (ImportError, AttributeError):
+                continue
+            for file in files.values():
+                if isinstance(file, str) and file.endswith((".model", ".spm")):
+                    declared[file] = name
+    assert declared.keys() - {"prophetnet.tokenizer"}, "no SentencePiece tokenizer class could be imported"
+    assert not declared.keys() - looked_for, {f: declared[f] for f in declared.keys() - looked_for}
