@@ -140,3 +140,33 @@ def test_files_that_disagree_on_a_columns_type_are_read_as_one_schema_or_refused
     c = a.set(2, pa.field("n", pa.list_(pa.int32())))
     with pytest.raises(InputColumnError, match=r"column 'n' has type int32 in a but list<item: int32> in c"):
         read_schema([("a", a), ("b", b), ("c", c)], paths, "id", "embedding")
+
+
+def test_files_that_disagree_on_a_nested_id_or_vector_type_are_read_as_the_top_level_ones():
+    """The same mix inside a struct (id_column: meta.id, embedding_column: meta.vec) was refused ("column 'meta' has
+    type struct<id: string> ... struct<id: int64>"): the struct is now rebuilt along the id's and the vector's paths,
+    the id a string, the vector list<float32>, its other fields promoted (in first-seen order); a field that cannot
+    be promoted is refused by its dotted name."""
+    from pipeline.clustering.input_check import read_schema
+    from pipeline.clustering.vectors import InputColumnError
+
+    paths = {"meta.vec": ("meta", "vec"), "meta.id": ("meta", "id")}
+
+    def meta(*fields):
+        return pa.schema([("meta", pa.struct(list(fields)))])
+
+    a = meta(("id", pa.string()), ("n", pa.int32()), ("vec", pa.list_(pa.float16(), 8)))
+    b = meta(("vec", pa.large_list(pa.float64())), ("id", pa.int64()), ("n", pa.int64()))
+    c = meta(("id", pa.float64()), ("n", pa.int32()), ("vec", pa.list_(pa.float32())))
+    want = meta(("id", pa.string()), ("n", pa.int64()), ("vec", pa.list_(pa.float32())))
+    assert read_schema([("a", a), ("b", b), ("c", c)], paths, "meta.id", "meta.vec") == want
+    deeper = {"doc.meta.id": ("doc", "meta", "id"), "embedding": ("embedding",)}
+    top = [("embedding", pa.list_(pa.float32()))]
+    one = pa.schema([("doc", pa.struct([("meta", pa.struct([("id", pa.int64())]))])), *top])
+    two = pa.schema([("doc", pa.struct([("meta", pa.struct([("id", pa.string())]))])), *top])
+    assert read_schema([("1", one), ("2", two)], deeper, "doc.meta.id", "embedding").field("doc").type == (
+        two.field("doc").type
+    )
+    odd = meta(("id", pa.string()), ("n", pa.list_(pa.int32())), ("vec", pa.list_(pa.float32())))
+    with pytest.raises(InputColumnError, match=r"column 'meta.n' has type int32 in a but list<item: int32> in odd"):
+        read_schema([("a", a), ("odd", odd)], paths, "meta.id", "meta.vec")

@@ -373,7 +373,8 @@ def test_a_column_missing_from_the_input_is_a_user_error_naming_the_file(tmp_pat
 
 def test_nested_id_embedding_text_and_group_columns(ray_session, tmp_path):
     """A Parquet input with `doc: struct<id, text, lang, vec>`: id, embedding, text, kept and center_by columns as
-    dotted paths. The job failed "embedding column 'doc.vec' not found; columns are ['doc']"."""
+    dotted paths. The job failed "embedding column 'doc.vec' not found; columns are ['doc']". A second file with
+    integer ids and float64 vectors in the struct is read as the top-level columns are (ids as strings)."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(40, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -381,7 +382,18 @@ def test_nested_id_embedding_text_and_group_columns(ray_session, tmp_path):
         {"id": f"d{i}", "text": f"text {i}", "lang": "de" if i % 2 else "fr", "vec": x[i].tolist()} for i in range(40)
     ]
     (tmp_path / "in").mkdir()
-    pq.write_table(pa.table({"doc": docs}), tmp_path / "in" / "part-0.parquet")
+    own = pa.struct(
+        [("id", pa.string()), ("text", pa.string()), ("lang", pa.string()), ("vec", pa.list_(pa.float32()))]
+    )
+    pq.write_table(pa.table({"doc": pa.array(docs[:30], own)}), tmp_path / "in" / "part-0.parquet")
+    # another writer's file: integer ids and float64 vectors inside the struct, as in top-level columns read as
+    # strings and float32 (it was refused: "column 'doc' has type struct<id: string, ...> ... struct<id: int64, ...>")
+    other = [{**d, "id": 1000 + i} for i, d in enumerate(docs[30:])]
+    struct = pa.struct(
+        [("id", pa.int64()), ("text", pa.string()), ("lang", pa.string()), ("vec", pa.list_(pa.float64()))]
+    )
+    pq.write_table(pa.table({"doc": pa.array(other, struct)}), tmp_path / "in" / "part-1.parquet")
+    docs = docs[:30] + [{**d, "id": str(d["id"])} for d in other]
     raw = {
         "input": {
             "uri": str(tmp_path / "in"),

@@ -178,39 +178,59 @@ def read_schema(
     """
     if len({read for _, read in schemas}) <= 1:
         return None
-    forced = {}
-    if len(paths[id_column]) == 1:
-        forced[paths[id_column][0]] = pa.string()
-    if len(paths[column]) == 1:
-        forced[paths[column][0]] = pa.list_(pa.float32())
+    # the id as a string and the vectors as list<float32>, at their paths: top-level or inside a struct
+    forced = {paths[id_column]: pa.string(), paths[column]: pa.list_(pa.float32())}
     fields = []
     for name in schemas[0][1].names:
-        types = {read.field(name).type for _, read in schemas}
-        if len(types) == 1:
-            fields.append(schemas[0][1].field(name))
-        elif name in forced:
-            fields.append(pa.field(name, forced[name]))
-        else:
-            fields.append(promoted(schemas, name))
+        at_name = [(uri, read.field(name)) for uri, read in schemas]
+        fields.append(unified(at_name, name, {p[1:]: t for p, t in forced.items() if p[0] == name}))
     return pa.schema(fields)
 
 
-def promoted(schemas: list[tuple[str, pa.Schema]], name: str) -> pa.Field:
-    """Column `name`'s field promoted (pyarrow's permissive unification) over every file's type, in listing order.
+def unified(fields: list[tuple[str, pa.Field]], name: str, forced: dict[tuple[str, ...], pa.DataType]) -> pa.Field:
+    """One field for a column whose files give it `fields` ((file URI, its field), in listing order): as it is
+    where they agree; `forced` ({path below this field: type}, () for the field itself) where they do not; a struct
+    leading to a forced path rebuilt child by child (its children in first-seen order), so a nested id of int64 in
+    one file and string in another is read as a string as a top-level one is; other types promoted (`promoted`).
+    `name`: the column's dotted name, for the error.
+
+    Raises:
+        InputColumnError: as promoted.
+    """
+    first = fields[0][1]
+    if len({f.type for _, f in fields}) == 1:
+        return first
+    if () in forced:
+        return pa.field(first.name, forced[()])
+    if forced and all(pa.types.is_struct(f.type) for _, f in fields):
+        children = dict.fromkeys(c.name for _, f in fields for c in f.type)
+        merged = []
+        for child in children:
+            at_child = [(uri, f.type.field(child)) for uri, f in fields if f.type.get_field_index(child) >= 0]
+            below = {p[1:]: t for p, t in forced.items() if p and p[0] == child}
+            merged.append(unified(at_child, f"{name}.{child}", below))
+        return pa.field(first.name, pa.struct(merged), nullable=first.nullable)
+    return promoted_field(fields, name)
+
+
+def promoted_field(fields: list[tuple[str, pa.Field]], name: str) -> pa.Field:
+    """The field promoted (pyarrow's permissive unification) over every file's type, in listing order; `name`: the
+    column's (dotted) name, for the error.
 
     Raises:
         InputColumnError: the first file whose type does not promote with the others', named with the first file.
     """
-    one = schemas[0][1].field(name)
-    for uri, read in schemas[1:]:
+    first_uri, one = fields[0]
+    first_type = one.type
+    for uri, field in fields[1:]:
         try:
             one = pa.unify_schemas(
-                [pa.schema([one]), pa.schema([read.field(name)])], promote_options="permissive"
-            ).field(name)
+                [pa.schema([one]), pa.schema([field.with_name(one.name)])], promote_options="permissive"
+            ).field(one.name)
         except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise InputColumnError(
-                f"column {name!r} has type {schemas[0][1].field(name).type} in {schemas[0][0]} but "
-                f"{read.field(name).type} in {uri}, which do not convert to one ({err}): write that column with one "
-                "type in every input file, or move the odd files out of input.uri"
+                f"column {name!r} has type {first_type} in {first_uri} but {field.type} in {uri}, which do not "
+                f"convert to one ({err}): write that column with one type in every input file, or move the odd "
+                "files out of input.uri"
             ) from None
     return one
