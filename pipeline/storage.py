@@ -11,7 +11,6 @@ import logging
 import os
 import posixpath
 import re
-import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from pipeline.special_entries import (
     unreadable_message,
 )
 from pipeline.transient_errors import TransientStorageError, is_transient
+from pipeline.unicode_spelling import other_spelling
 
 log = logging.getLogger(__name__)
 
@@ -419,41 +419,6 @@ def object_or_prefix(uri: str, root: Location, info: pafs.FileInfo, storage: Sto
         f"one to read cannot be told: write {uri}/ (with the '/') to read the objects below the prefix, or copy the "
         "object to a key of its own to read it alone"
     )
-
-
-def other_spelling(uri: str, storage: StorageConfig) -> str:
-    """A hint for a location that holds nothing (`; found 's3://b/café' ...`) where the same name in the other Unicode
-    normalization exists: macOS and some sync tools write accented names decomposed (NFD: `e` + U+0301), editors
-    and terminals mostly composed (NFC: U+00E9), and the bytes differ, so `café/` typed in a config did not find the
-    `café/` a Mac had uploaded ('no input files found', nothing more). "" for an ASCII location or when neither form
-    exists; one request per form tried, on this error path only."""
-    if uri.isascii():
-        return ""
-    literal = glob_base(uri, storage)[0] if has_glob(uri) else uri
-    for form in ("NFC", "NFD"):
-        other = unicodedata.normalize(form, literal)
-        if other == literal:
-            continue
-        try:
-            place = resolve(other, storage)
-            found = place.fs.get_file_info(place.path).type in (pafs.FileType.File, pafs.FileType.Directory)
-        except (OSError, ValueError):
-            continue
-        if found:
-            written = "composed (NFC)" if form == "NFC" else "decomposed (NFD, as macOS writes names)"
-            return (
-                f"; {other!r} exists: the same name with its accented letters {written}, other bytes than the "
-                f"{key_form(literal)} written in the config: write the location as the store spells it, e.g. "
-                f"unicodedata.normalize({form!r}, ...)"
-            )
-    return ""
-
-
-def key_form(text: str) -> str:
-    """`NFC`, `NFD` or `mixed` spelling of `text`."""
-    if unicodedata.is_normalized("NFC", text):
-        return "composed (NFC) spelling"
-    return "decomposed (NFD) spelling" if unicodedata.is_normalized("NFD", text) else "mixed spelling"
 
 
 def rel_to(root: Location, path: str) -> str:

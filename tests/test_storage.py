@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -757,6 +758,46 @@ def test_a_location_spelled_in_the_other_unicode_normalization_is_named(tmp_path
     assert list_files(f"s3://{bucket}/{nfc}", storage)[1] == ["a.jsonl"]
     with pytest.raises(FileNotFoundError, match=r"no input files found at .*\(check input.uri and storage settings\)$"):
         list_files(f"s3://{bucket}/na\u00efve", storage)  # neither spelling exists: the message as before
+
+
+def test_names_of_several_unicode_spellings_in_one_path_or_under_a_glob_are_named(tmp_path, s3_bucket, s3_server):
+    """Only whole-path NFC / NFD forms were tried, so a path whose accented folders were written in different forms
+    (`Müller/` composed, `café/` decomposed) and a non-ASCII glob in an ASCII folder (`corpus/café-*.jsonl`, files
+    stored decomposed) still ended in a bare 'no input files found'. The path is now resolved one segment at a
+    time and a pattern matched after normalizing the listed names (local and S3)."""
+    mu_nfc, mu_nfd, cafe_nfc, cafe_nfd = "M\u00fcller", "Mu\u0308ller", "caf\u00e9", "cafe\u0301"
+    (tmp_path / mu_nfc / cafe_nfd).mkdir(parents=True)
+    (tmp_path / mu_nfc / cafe_nfd / "a.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "corpus").mkdir()
+    for i in range(4):
+        (tmp_path / "corpus" / f"{cafe_nfd}-{i}.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "corpus" / "other.jsonl").write_text('{"text": "x"}\n')
+    stored = str(tmp_path / mu_nfc / cafe_nfd)
+    for typed in (f"{mu_nfc}/{cafe_nfc}", f"{mu_nfd}/{cafe_nfc}", f"{mu_nfd}/{cafe_nfd}"):
+        with pytest.raises(FileNotFoundError) as refused:
+            list_files(str(tmp_path / typed), LOCAL)
+        said = str(refused.value)
+        assert f"; {stored!r} exists: the same name with its folders spelled in different forms (" in said, said
+        assert f"{cafe_nfd!r} decomposed (NFD)" in said and "copied from a listing" in said
+    with pytest.raises(FileNotFoundError, match=re.escape(f"({stored + '/*.jsonl'!r})")):
+        list_files(str(tmp_path / mu_nfc / cafe_nfc / "*.jsonl"), LOCAL)
+    with pytest.raises(FileNotFoundError) as refused:
+        list_files(str(tmp_path / "corpus" / f"{cafe_nfc}-*.jsonl"), LOCAL)
+    said = str(refused.value)
+    fixed = str(tmp_path / "corpus" / f"{cafe_nfd}-*.jsonl")
+    assert f"; 4 files below {str(tmp_path / 'corpus')!r} match the pattern {cafe_nfc + '-*.jsonl'!r} once " in said
+    assert f"({cafe_nfd + '-0.jsonl'!r}, " in said and "and 1 more)" in said and f"write {fixed!r}" in said, said
+    assert list_files(fixed, LOCAL)[1] == [f"{cafe_nfd}-{i}.jsonl" for i in range(4)]
+    with pytest.raises(FileNotFoundError, match=r"\(check input.uri and storage settings\)$"):
+        list_files(str(tmp_path / "corpus" / "na\u00efve-*.jsonl"), LOCAL)  # matches nothing either way
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key=f"{mu_nfd}/{cafe_nfc}/a.jsonl", Body=b"x")
+    client.put_object(Bucket=bucket, Key=f"flat/{cafe_nfd}-1.jsonl", Body=b"x")
+    storage = StorageConfig(endpoint_url=s3_server)
+    with pytest.raises(FileNotFoundError, match=rf"'s3://{bucket}/{mu_nfd}/{cafe_nfc}' exists: .*{mu_nfd!r} decomp"):
+        list_files(f"s3://{bucket}/{mu_nfc}/{cafe_nfd}", storage)
+    with pytest.raises(FileNotFoundError, match=rf"1 files below 's3://{bucket}/flat' match .*write 's3://"):
+        list_files(f"s3://{bucket}/flat/{cafe_nfc}-*.jsonl", storage)
 
 
 def test_no_credentials_is_one_clear_error_and_a_public_bucket_reads_with_anon(s3_bucket, s3_server, monkeypatch):
