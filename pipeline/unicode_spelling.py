@@ -97,8 +97,8 @@ def other_spelling(uri: str, storage: StorageConfig) -> str:
 
     if uri.isascii():
         return ""
-    literal, pattern = glob_base(uri, storage) if has_glob(uri) else (uri, "")
-    try:
+    try:  # a hint only: a failed request leaves the error as it was
+        literal, pattern = glob_base(uri, storage) if has_glob(uri) else (uri, "")
         place = resolve(literal, storage)
     except (OSError, ValueError):
         return ""
@@ -125,8 +125,8 @@ def pattern_hint(fs: pafs.FileSystem, found: str, base: str, pattern: str, uri: 
     names are both NFC, though not as written; "" when none does."""
     from pipeline.storage import glob_regex
 
-    exact, loose = glob_regex(pattern, uri=uri), glob_regex(nfc(pattern), uri=uri)
     try:
+        exact, loose = glob_regex(pattern, uri=uri), glob_regex(nfc(pattern), uri=uri)
         listed = fs.get_file_info(pafs.FileSelector(found, recursive=True))
     except (OSError, ValueError):
         return ""
