@@ -20,6 +20,8 @@ such signatures).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 TRUE = ("true", "1", "yes")
@@ -42,27 +44,17 @@ def configured_endpoint() -> tuple[str, str] | None:
     for name in ENV_VARS:
         if value := os.environ.get(name, "").strip():
             return value, name
-    config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
-    if not os.path.isfile(config_file):
-        return None
-    import botocore.session
-    from botocore.configprovider import ConfiguredEndpointProvider
-    from botocore.exceptions import BotoCoreError
 
-    session = botocore.session.Session()
-    profile = session.profile or "default"
-    try:
+    def endpoint(session) -> str | None:
+        from botocore.configprovider import ConfiguredEndpointProvider
+
         if str(session.get_config_variable("ignore_configured_endpoint_urls")).lower() in TRUE:
             return None
-        url = ConfiguredEndpointProvider(
+        return ConfiguredEndpointProvider(
             full_config=session.full_config, scoped_config=session.get_scoped_config(), client_name="s3"
         ).provide()
-    except BotoCoreError as err:  # ProfileNotFound, ConfigParseError, a `services` section that does not exist
-        raise EndpointConfigError(
-            f"cannot read the AWS configuration ({config_file}, profile {profile!r}): {err}; fix AWS_PROFILE or the "
-            "file, or give storage.endpoint_url"
-        ) from err
-    return (url, f"AWS profile {profile!r} ({config_file})") if url else None
+
+    return from_profile(endpoint, "storage.endpoint_url")
 
 
 def configured_region() -> tuple[str, str] | None:
@@ -75,6 +67,17 @@ def configured_region() -> tuple[str, str] | None:
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         if value := os.environ.get(name, "").strip():
             return value, name
+    return from_profile(lambda session: session.get_scoped_config().get("region"), "storage.region")
+
+
+def from_profile(read: Callable[[Any], str | None], key: str) -> tuple[str, str] | None:
+    """(value, `AWS profile 'name' (file)`) that `read(botocore session)` finds in the AWS config file, or None
+    (no such file, or no value there). Only where the file exists is botocore imported.
+
+    Raises:
+        EndpointConfigError: botocore cannot read the file or the profile (ProfileNotFound, ConfigParseError, a
+            `services` section that does not exist); the message names the file, the profile and `key`.
+    """
     config_file = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
     if not os.path.isfile(config_file):
         return None
@@ -84,10 +87,10 @@ def configured_region() -> tuple[str, str] | None:
     session = botocore.session.Session()
     profile = session.profile or "default"
     try:
-        region = session.get_scoped_config().get("region")
+        value = read(session)
     except BotoCoreError as err:
         raise EndpointConfigError(
             f"cannot read the AWS configuration ({config_file}, profile {profile!r}): {err}; fix AWS_PROFILE or the "
-            "file, or give storage.region"
+            f"file, or give {key}"
         ) from err
-    return (region, f"AWS profile {profile!r} ({config_file})") if region else None
+    return (value, f"AWS profile {profile!r} ({config_file})") if value else None
