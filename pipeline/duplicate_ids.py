@@ -25,7 +25,7 @@ from pipeline.errors import UserError
 from pipeline.read_content import ListedPrefix, with_read_content
 from pipeline.reading import ReadSpec
 from pipeline.storage import Location
-from pipeline.units import Unit, read_unit, units_of
+from pipeline.units import Unit, read_unit, units_of, unless_gone
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
@@ -144,6 +144,9 @@ def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None) -> 
     """
 
     def each_file(part: Unit, blocks: Iterator[pa.Table], prefix: ListedPrefix | None) -> Iterator[pa.Table]:
+        # a file renamed or deleted since the listing: no rows, its unit not committed, the run fails naming it
+        # once the other units are committed (pipeline.units.unless_gone)
+        blocks = unless_gone(blocks)
         if duplicates is not None:
             reasons = file_duplicates(duplicates, part.file_index)  # one file's repeats, read once per file
             blocks = (reject_rows(block, reasons) for block in blocks) if reasons else blocks

@@ -551,7 +551,8 @@ def run_embed(
     packed, split_lines = plans_packed_units(recorded), plans_line_ranges(recorded)
     fingerprint = embed_fingerprint(cfg, metadata, listed, identity, packed, split_lines)
     # a file touched since the run began (token moved, size not) is hashed and compared with its recorded content
-    same = same_content({"input.listing": root}, out)
+    # a file no committed unit read (gone before its read, then put back: pipeline.units.unless_gone) is cleared too
+    same = same_content({"input.listing": root}, out, units_of="input.listing")
     if finished:
         return {**commit.reuse_finished(out, "embed", fingerprint, naming, same), "reused_finished_run": True}
     resumed = commit.begin(out, "embed", cfg.output.overwrite, fingerprint, naming, same)

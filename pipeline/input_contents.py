@@ -27,13 +27,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow.fs as pafs
 
 from pipeline.change_tokens import same_token
-from pipeline.commit import RUN_DIR
+from pipeline.commit import RUN_DIR, committed_units
 from pipeline.etags import same_object
 from pipeline.fingerprint import SameContent, entry_token
 from pipeline.objects import get_json, put_json
 from pipeline.read_content import ReadAs, stat_token
 from pipeline.reembed.sources import HASH_THREADS, changed_now, content_token, ranges_prefix_read
 from pipeline.storage import ListedFile, Location
+from pipeline.units import record_files
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,34 @@ def changed_inputs_message(root: Location, changed: dict[str, str]) -> str:
     )
 
 
-def same_content(roots: dict[str, Location], out: Location) -> SameContent:
+def same_content(roots: dict[str, Location], out: Location, units_of: str | None = None) -> SameContent:
     """fingerprint.differences' `same_content` for the listings of `roots` (listing key -> the input root its paths
     are relative to): a moved local file whose recorded hash (taken while it had the recorded token) equals the
     sha256 of its bytes now, or an S3 object whose bytes now give its recorded ETag (uploaded again with other part
     sizes: pipeline.etags). Reads `_run/contents.json` only for a local listing that has such files; a file it
-    cannot read now (gone since the listing) is not cleared, so the refusal names it."""
+    cannot read now (gone since the listing) is not cleared, so the refusal names it.
+
+    `units_of`: the listing key whose files the committed units read (the embed job's `input.listing`): a file of
+    it that no committed unit reads is cleared whatever its content, nothing of it being in the output (a file
+    renamed away before its read and put back, whose run stopped naming it: pipeline.units.unless_gone; it had
+    no hash to compare, so the rerun was refused)."""
+
+    def uncommitted(moved: list[tuple[list, list]]) -> set[str]:
+        read = {p for record in committed_units(out).values() for p in record_files(record)}
+        return {before[0] for before, _ in moved if before[0] not in read}
 
     def check(key: str, moved: list[tuple[list, list]]) -> set[str]:
         root = roots.get(key)
         if root is None:
             return set()
+        if key == units_of:
+            if not_read := uncommitted(moved):
+                log.info("input files no committed unit read, embedded as they are now: %s", sorted(not_read))
+            rest = [(before, after) for before, after in moved if before[0] not in not_read]
+            return not_read | (same_files(key, root, rest) if rest else set())
+        return same_files(key, root, moved)
+
+    def same_files(key: str, root: Location, moved: list[tuple[list, list]]) -> set[str]:
         if not is_local(root):
             # S3: an object uploaded again with other part sizes (another ETag at its size) holds the bytes its
             # recorded ETag names when they give it (pipeline.etags: one read of it)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipeline.columns import ROW, UNIT, UNIT_ROWS, UNREADABLE
 from pipeline.fetching import fetched_ahead
-from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, file_format
+from pipeline.file_formats import SNIFF_BYTES, CorruptFileError, InputFileError, file_format
 from pipeline.line_ranges import LINE_FORMATS, LineSpan, byte_ranges, splittable
 from pipeline.progress import mark_file_end
 from pipeline.read_content import ListedPrefix, ReadAs, listed_prefix, parse_read
@@ -351,6 +351,26 @@ def corrupt_as_reject(spec: ReadSpec, part: Unit, blocks: Iterator[pa.Table]) ->
         reason = f"{UNREADABLE}{where}: {str(err).replace(CORRUPT_HINT, REJECTED_HINT)}"
         keep = {c: [None] for c in spec.keep_columns}
         yield make_block(spec, part.path, next_row, [None], [None] if spec.id_column else None, keep, [reason])
+
+
+def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """The blocks of one file; none when it is gone before its first block (renamed or deleted since the listing:
+    a logrotate or a sync running at the same hour as the job). Its read task failed the whole run, the files in
+    flight with it; now the file has no rows here and the driver's check finds it gone (`listed with N bytes, now
+    gone`): the re-embed job (pipeline.reembed.staging.read_tagged; reembed.sources.changed_since_listed,
+    objects_changed on S3) does not stage it, the embed job (duplicate_ids.read_units; input_contents.
+    changed_inputs, changed_objects on S3) does not commit its unit, and both fail the run naming it once the other
+    files are staged or committed. A file gone after its first block still raises (a local file read through an
+    open descriptor is not cut short by a rename or an unlink). Not for the duplicate-id pass: a file missing there
+    would decide other files' first copies without its ids, so that pass still fails naming it."""
+    started = False
+    try:
+        for block in blocks:
+            started = True
+            yield block
+    except InputFileError as err:
+        if started or not isinstance(err.__cause__, FileNotFoundError):
+            raise
 
 
 def gathered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:

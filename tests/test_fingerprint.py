@@ -347,3 +347,32 @@ def test_the_embed_jobs_objects_changed_during_the_run_are_found_by_one_listing(
         "c.jsonl": "listed with 14 bytes, now gone",
     }
     assert not [path for method, path in proxy.forwarded if method == "HEAD" and path.endswith(".jsonl")]
+
+
+def test_a_resume_goes_on_after_a_file_gone_before_its_read_is_put_back(tmp_path):
+    """The embed job stops naming a file renamed away after its listing, before its read (pipeline.units.
+    unless_gone), once the other units are committed; its message says to put the file back and run the same
+    command. Put back (`mv` back: a new ctime, and no hash recorded, the file being gone when the run hashed its
+    files), the resume was refused ('rewritten with its old size and modification time'): the committed units were
+    lost to output.overwrite. A file no committed unit read is now cleared (nothing of it is in the output); one a
+    committed unit read and that changed is still refused."""
+    folder = corpus(tmp_path, ["a.jsonl", "b.jsonl", "c.jsonl"])
+    root, listed = list_inputs(str(folder), StorageConfig())
+    out = resolve(str(tmp_path / "out"), StorageConfig())
+    fp = {"metadata.model": "m", "input.listing": listing_digest(listed)}
+    commit.begin(out, "embed", overwrite=False, fingerprint=fp)
+    os.rename(folder / "b.jsonl", tmp_path / "b.jsonl.1")  # logrotate during the run
+    with input_contents.ContentRecorder(out, {"input.listing": (root, listed)}):
+        commit.mark_unit(out, "ka", {"path": "a.jsonl", "rows": 1})
+        commit.mark_unit(out, "kc", {"path": "c.jsonl", "rows": 1})
+    os.rename(tmp_path / "b.jsonl.1", folder / "b.jsonl")  # put back
+    back = {"metadata.model": "m", "input.listing": listing(folder)}
+    old = input_contents.same_content({"input.listing": root}, out)  # as the embed job asked before
+    with pytest.raises(commit.OutputExistsError, match=r"changed b\.jsonl \(rewritten with its old size"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=back, same_content=old)
+    same = input_contents.same_content({"input.listing": root}, out, units_of="input.listing")
+    assert commit.begin(out, "embed", overwrite=False, fingerprint=back, same_content=same)
+    (folder / "a.jsonl").write_text('{"text": "z"}\n')  # a committed file edited at its size: refused
+    edited = {"metadata.model": "m", "input.listing": listing(folder)}
+    with pytest.raises(commit.OutputExistsError, match=r"changed a\.jsonl \(modified\)"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=edited, same_content=same)

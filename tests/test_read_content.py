@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
+import pytest
 
 from pipeline.columns import SOURCE, TEXT
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import id_digests, read_units
-from pipeline.input_contents import changed_inputs
+from pipeline.file_formats import InputFileError
+from pipeline.input_contents import changed_inputs, changed_inputs_message
 from pipeline.read_content import parse_read, read_values
 from pipeline.reading import ReadSpec
 from pipeline.reembed.sources import changed_since_listed, local_source
@@ -250,3 +252,29 @@ def test_a_file_gone_before_its_read_is_not_staged_and_the_others_are(tmp_path):
     assert [t for b in blocks for t in b.column(TEXT).to_pylist()] == ["a"]
     assert changed_since_listed(root, listed["b.jsonl"]) == "listed with 14 bytes, now gone"
     assert changed_since_listed(root, listed["a.jsonl"]) is None
+
+
+def test_the_embed_job_reads_past_a_file_gone_before_its_read_and_does_not_commit_it(tmp_path):
+    """The embed job's read task (duplicate_ids.read_units) raised InputFileError for a file renamed or deleted after
+    the listing, before its read (logrotate, a sync during the run): the whole Ray Data pipeline failed and the
+    units in flight with it were lost. Now such a file gives no rows, alone in its unit or in a pack of small files,
+    and the driver's check before a commit says it is gone: its unit is not committed, the others are, and the run
+    fails naming it (InputChangedError, pipeline.input_contents.changed_inputs_message)."""
+    for name, text in {"a": "a", "b": "b", "c": "c", "d": "d"}.items():
+        (tmp_path / f"{name}.jsonl").write_bytes(f'{{"text": "{text}"}}\n'.encode())
+    root, listed = list_inputs(str(tmp_path), StorageConfig())
+    units = [Unit("a.jsonl", 0), Unit("b.jsonl", 1), Unit("c.jsonl", 2, packed=("d.jsonl",))]
+    os.rename(tmp_path / "b.jsonl", tmp_path / "b.jsonl.1")  # rotated after the listing
+    os.unlink(tmp_path / "d.jsonl")  # deleted after the listing, inside a pack
+    spec = ReadSpec(root, "jsonl", "text", None, ())
+    blocks = list(read_units(pa.Table.from_pylist(unit_items(units)), spec, None))  # old: raised InputFileError
+    assert sorted(t for b in blocks for t in b.column(TEXT).to_pylist()) == ["a", "c"]
+    by_path = {f.path: f for f in listed}
+    changed = {p: how for u in units for p, how in changed_inputs(root, by_path, u.paths).items()}
+    assert changed == {"b.jsonl": "listed with 14 bytes, now gone", "d.jsonl": "listed with 14 bytes, now gone"}
+    message = changed_inputs_message(root, changed)
+    assert "b.jsonl changed while this run read it (listed with 14 bytes, now gone)" in message
+    assert "put the file back as it was and run the same command to resume" in message
+    # the duplicate-id pass still fails on it: its ids decide the other files' first copies
+    with pytest.raises(InputFileError, match="b.jsonl"):
+        id_digests(spec, units[1], 4)

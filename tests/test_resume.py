@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from robustness_helpers import (
 
 from jobs.embed import main as embed_main
 from pipeline.embed_job import run_embed
+from pipeline.units import record_files
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:96]
@@ -237,7 +239,10 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
     run_embed(cfg)
     reused = unfinish(out)
-    target = corpus / "c0.jsonl"  # the first unit: committed
+    # a file a committed unit read: one no committed unit read is embedded as it is on resume, whatever its change
+    # (input_contents.same_content's units_of)
+    markers = (out / "_run" / "units").glob("*.json")
+    target = corpus / min(p for m in markers for p in record_files(json.loads(m.read_text())))
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
     (corpus / "c1.jsonl").chmod(0o600)
@@ -246,14 +251,14 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
     assert summary["rows_embedded"] + summary["rows_reused"] == ROWS_TO_EMBED
     unfinish(out)
     stat = target.stat()  # as the resume recorded it (the listing as it is now: no hashing on the next resume)
-    edited = [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]]  # same bytes reversed: same size
+    edited = [{**r, "text": r["text"][::-1]} for r in FILES[target.name]]  # same bytes reversed: same size
     target.write_bytes(corpus_bytes(edited))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (target.stat().st_size, target.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     with pytest.raises(
         FileExistsError,
-        match=r"input\.listing: 6 files -> 6 files \(changed c0\.jsonl \(rewritten with its old size and "
-        r"modification time\)\)",
+        match=rf"input\.listing: 6 files -> 6 files \(changed {re.escape(target.name)} \(rewritten with its old "
+        r"size and modification time\)\)",
     ):
         run_embed(cfg)
 

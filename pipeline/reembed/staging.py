@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from pipeline.columns import CHUNK_INDEX, COMPUTED, ID, REJECT, REJECT_COLUMNS, ROW, SOURCE, TOKEN_COUNT, UNREADABLE
 from pipeline.duplicate_ids import file_duplicates, reject_rows
-from pipeline.file_formats import InputFileError, compressed_name, file_format
+from pipeline.file_formats import compressed_name, file_format
 from pipeline.read_content import (
     DecompressedDigest,
     ReadAs,
@@ -32,7 +32,7 @@ from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
 from pipeline.storage import Location, write_parquet_atomic
-from pipeline.units import Unit, corrupt_as_reject
+from pipeline.units import Unit, corrupt_as_reject, unless_gone
 from pipeline.writing import block_file_name, output_table, rejects_with_reason
 
 FILE_ROWS = "_file_rows"  # on a file's last block: rows in the file; -1 elsewhere
@@ -69,23 +69,6 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
             held = block
         if held is not None:
             yield tag(held, pc.max(held.column(ROW)).as_py() + 1)
-
-
-def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """The blocks of one file; none when it is gone before its first block (renamed or deleted since the listing:
-    a logrotate or a sync running at the same hour as the job). Its read task failed the whole run, the files in
-    flight with it; now the file has no rows here, the driver's check finds it gone (`listed with N bytes, now gone`:
-    sources.changed_since_listed, objects_changed on S3), does not stage it and fails the run naming it once the
-    other files are staged, so that the same command resumes them. A file gone after its first block still raises
-    (a local file read through an open descriptor is not cut short by a rename or an unlink)."""
-    started = False
-    try:
-        for block in blocks:
-            started = True
-            yield block
-    except InputFileError as err:
-        if started or not isinstance(err.__cause__, FileNotFoundError):
-            raise
 
 
 def tag(block: pa.Table, file_rows: int) -> pa.Table:
