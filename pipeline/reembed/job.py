@@ -320,32 +320,10 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         reuploaded = ObjectChecks(root)  # keeps the sha256 of each object it read: recorded below if embedded
         plan = make_plan(sources, previous, staged, content_of=content_of, reads_alike=alike, same_object=reuploaded)
         earlier: list[FileEntry] = []
-        if not plan.is_noop and previous is not None:
-            # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
-            earlier = older_entries(layout, previous)
-            plan = make_plan(
-                sources,
-                previous,
-                staged,
-                None,
-                content_of,
-                alike,
-                earlier,
-                *recompressed,
-                same_object=reuploaded,
-                declared_size=declared,
-                decompressed_etag=gzipped,
-            )
-        duplicates = None
-        if checks_ids(cfg) and not plan.is_noop:
-            # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
-            # the listing changed (an unchanged listing keeps its first copies)
-            init_ray(cfg.compute)
-            ids_at = layout.root.join(DUPLICATES_DIR)
-            sizes = {s.path: s.size for s in sources}  # a file grown since: its listed rows (listed_prefix)
-            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes)
-            duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
-            plan = make_plan(
+
+        def full_plan(digests) -> Plan:
+            """The plan with every move check, the duplicate-id digests when the pass ran (else None)."""
+            return make_plan(
                 sources,
                 previous,
                 staged,
@@ -358,6 +336,21 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 declared_size=declared,
                 decompressed_etag=gzipped,
             )
+
+        if not plan.is_noop and previous is not None:
+            # a file deleted one night and restored the next, an edit reverted: the older manifests' entries
+            earlier = older_entries(layout, previous)
+            plan = full_plan(None)
+        duplicates = None
+        if checks_ids(cfg) and not plan.is_noop:
+            # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
+            # the listing changed (an unchanged listing keeps its first copies)
+            init_ray(cfg.compute)
+            ids_at = layout.root.join(DUPLICATES_DIR)
+            sizes = {s.path: s.size for s in sources}  # a file grown since: its listed rows (listed_prefix)
+            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes)
+            duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
+            plan = full_plan(digests)
         log.info("version %s: %s", layout.fingerprint, plan.counts())
         # entries an older rayembed recorded without their content: hashed once while their files are as recorded,
         # so that a later move of one is paired (by then its file is gone) and a touch of one is not embedded again
