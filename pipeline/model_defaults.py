@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.auto_tables import model_types
 from pipeline.columns import POOLINGS
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
@@ -527,8 +528,6 @@ def is_encoder(cfg: ModelConfig) -> bool:
     token sees the whole text: XLNet, and a decoder family's config switched to bidirectional attention
     (EmbeddingGemma: Gemma-3 with `use_bidirectional_attention: true`; Gemma-4's `"all"`; `is_causal: false`), in
     config.json or its `text_config`."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
     config = read_json(cfg, "config.json")
     if config.get("model_type") in ENCODER_ONLY_MODEL_TYPES | BIDIRECTIONAL_MODEL_TYPES:
         return True
@@ -537,7 +536,8 @@ def is_encoder(cfg: ModelConfig) -> bool:
         c.get("use_bidirectional_attention") in (True, "all") or c.get("is_causal") is False for c in (config, text)
     ):
         return True
-    return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+    masked_lm = model_types("MODEL_FOR_MASKED_LM_MAPPING_NAMES")
+    return config.get("model_type") in masked_lm and not config.get("is_decoder", False)
 
 
 def resolve_pooling(cfg: ModelConfig) -> PoolingChoice:

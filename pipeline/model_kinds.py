@@ -10,13 +10,14 @@ config.json, a tokenizer without a pad token, or a crash in every model actor:
 - a text-image (or text-audio) dual encoder (CLIP, SigLIP, ALIGN, CLAP...), whose text vector is a projection of
   the text tower's pooled output (`get_text_features`).
 
-Pure: parsed JSON in, a UserError or None out (no torch, no transformers beyond its name tables).
+Pure: parsed JSON in, a UserError or None out (no torch, no transformers: its name tables are read as source, pipeline.auto_tables).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pipeline.auto_tables import model_types
 from pipeline.errors import UserError
 
 # sentence-transformers modules that replace the transformer: the model gives its vectors another way
@@ -26,6 +27,11 @@ DUAL_ENCODER_MODULES = ("CLIPModel",)
 # config.json model types of text-image / text-audio dual encoders beyond transformers' zero-shot tables
 DUAL_ENCODER_TYPES = frozenset({"clap", "x_clip", "groupvit", "flava", "owlvit", "owlv2"})
 STATIC_TYPES = frozenset({"model2vec"})
+# transformers' tables whose model types are text-image dual encoders (CLIP, SigLIP, ALIGN, OWL-ViT, ...)
+ZERO_SHOT_TABLES = (
+    "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",
+)
 
 
 def module_kind(entry: dict[str, Any]) -> str:
@@ -85,19 +91,9 @@ def config_refusal(name: str, config: dict[str, Any]) -> UserError | None:
     Dual encoders are the model types of transformers' zero-shot image classification and object detection tables
     (CLIP, SigLIP, ALIGN, AltCLIP, BLIP, OWL-ViT...) and DUAL_ENCODER_TYPES.
     """
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES,
-        MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES,
-    )
-
     model_type = config.get("model_type")
     if model_type in STATIC_TYPES:
         return static_refusal(name, f"config.json model_type {model_type!r}")
-    dual = (
-        DUAL_ENCODER_TYPES
-        | set(MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES)
-        | set(MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES)
-    )
-    if model_type in dual:
+    if model_type in DUAL_ENCODER_TYPES | model_types(*ZERO_SHOT_TABLES):
         return dual_encoder_refusal(name, f"config.json model_type {model_type!r}")
     return None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
 from pipeline.model_defaults import with_model_defaults
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def resolve(model: Path) -> None:
@@ -106,3 +110,26 @@ def test_a_text_image_dual_encoder_is_refused_on_the_driver(tiny_models, tmp_pat
         where = "sentence-transformers CLIPModel in 0_CLIPModel/, modules.json"
     with pytest.raises(UserError, match=re.escape(f"dual encoder ({where})") + ".*get_text_features"):
         resolve(model)
+
+
+def test_the_driver_checks_a_models_kind_without_importing_torch_or_transformers(tiny_models):
+    """with_model_defaults runs before every job, on the path a rerun of a model keeps free of torch and transformers
+    (pipeline.resolution_cache): the kind check, and the pooling default of a model without a Pooling module, imported
+    transformers' auto-model tables, and with them torch (about 1.5 s on the driver before Ray starts). The tables are
+    read from transformers' source (pipeline.auto_tables), the same sets its module holds."""
+    code = (
+        "import sys, json; from pathlib import Path; from tests.test_model_kinds import resolve; "
+        f"resolve(Path({str(tiny_models['bert'])!r})); "
+        "print(json.dumps(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stderr
+    from transformers.models.auto import modeling_auto
+
+    from pipeline.auto_tables import model_types
+    from pipeline.model_kinds import ZERO_SHOT_TABLES
+
+    for tables in (ZERO_SHOT_TABLES, ("MODEL_FOR_MASKED_LM_MAPPING_NAMES",)):
+        imported = {key for table in tables for key in getattr(modeling_auto, table)}
+        assert model_types(*tables) == imported and len(imported) >= 5, tables
