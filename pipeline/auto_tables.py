@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
-from pathlib import Path
+
+from pipeline.transformers_source import parsed, transformers_dir
 
 
 def model_types(*tables: str) -> frozenset[str]:
@@ -36,13 +36,9 @@ def table_keys(table: str) -> tuple[str, ...]:
 def source_tables() -> dict[str, tuple[str, ...]]:
     """{table name: keys} of every `NAME = OrderedDict([("type", "Class"), ...])` (or dict literal) assignment in
     modeling_auto.py; {} when transformers or the file cannot be found or parsed."""
-    spec = importlib.util.find_spec("transformers")  # finds the package without importing it
-    if spec is None or not spec.origin:
-        return {}
-    source = Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py"
-    try:
-        tree = ast.parse(source.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+    package = transformers_dir()
+    tree = parsed(package / "models" / "auto" / "modeling_auto.py") if package is not None else None
+    if tree is None:
         return {}
     tables = {}
     for node in tree.body:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import functools
-from pathlib import Path
+
+from pipeline.transformers_source import parsed, transformers_dir
 
 # Names known before the lookup (T5, XLM-R, Llama / Mistral, Marian, RemBERT, DeBERTa-v2/v3 and mDeBERTa), kept
 # should a transformers release move its tokenizer modules
@@ -30,13 +31,11 @@ KNOWN = (
 def sentencepiece_file_names() -> tuple[str, ...]:
     """Every vocabulary file name ending in `.model` or `.spm` that a transformers tokenizer module declares, with
     KNOWN first (the most common first); no duplicates."""
-    import transformers
-
     names = dict.fromkeys(KNOWN)
-    for path in sorted((Path(transformers.__file__).parent / "models").glob("*/tokenization_*.py")):
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, UnicodeDecodeError):
+    package = transformers_dir()
+    for path in sorted((package / "models").glob("*/tokenization_*.py")) if package is not None else ():
+        tree = parsed(path)
+        if tree is None:
             continue
         for name in declared_files(tree):
             if name.endswith((".model", ".spm")):
