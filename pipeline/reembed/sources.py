@@ -197,7 +197,7 @@ def prefix_still_read(
     when its first `size` bytes now hash to what the read task read (`read.prefix`): the rows are those bytes, the
     start of the file as it is now (a file only appended to); else how it changed (`how`: what was read)."""
     try:
-        sha_now = None if now is None else prefix_token(root, rel, size)
+        sha_now = None if now is None else content_token(root, rel, size=size)
     except OSError as err:
         return f"{how}; no hash of its listed bytes was taken before it grew, and it cannot be read now: {err}"
     if sha_now != read.prefix:
@@ -232,7 +232,7 @@ def ranges_prefix_read(root: Location, rel: str, size: int, now: tuple[int, str]
             "input.unit_bytes (one task reads it whole): rotate it into smaller files"
         )
     try:
-        sha_now = prefix_token(root, rel, size)
+        sha_now = content_token(root, rel, size=size)
         with root.fs.open_input_file(root.join(rel).path) as f:
             last = f.read_at(1, size - 1) if size else b"\n"
     except OSError as err:
@@ -250,17 +250,6 @@ def ranges_prefix_read(root: Location, rel: str, size: int, now: tuple[int, str]
         size,
     )
     return None
-
-
-def prefix_token(root: Location, rel: str, size: int) -> str | None:
-    """`sha256:<hex>` of the first `size` bytes of a file; None when it holds fewer."""
-    digest = hashlib.sha256()
-    left = size
-    with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:
-        while left and (chunk := f.read(min(left, 8 << 20))):
-            digest.update(chunk)
-            left -= len(chunk)
-    return None if left else f"sha256:{digest.hexdigest()}"
 
 
 def same_as_read(root: Location, rel: str, now: tuple[int, str], read: ReadAs, moved: str) -> str | None:
@@ -312,15 +301,19 @@ def changed_files_message(root: Location, changed: dict[str, str]) -> str:
     )
 
 
-def content_token(root: Location, rel: str, stop: threading.Event | None = None) -> str | None:
-    """`sha256:<hex>` of the file's bytes; None when `stop` is set before the end (checked every 8 MiB read)."""
+def content_token(root: Location, rel: str, stop: threading.Event | None = None, size: int | None = None) -> str | None:
+    """`sha256:<hex>` of the file's bytes, or of its first `size` bytes when given (None when it holds fewer); None
+    when `stop` is set before the end (checked every 8 MiB read)."""
     digest = hashlib.sha256()
+    left = size
     with root.fs.open_input_stream(root.join(rel).path, compression=None) as f:  # the bytes, not a .gz's text
-        while chunk := f.read(8 << 20):
+        while left != 0 and (chunk := f.read(8 << 20 if left is None else min(left, 8 << 20))):
             if stop is not None and stop.is_set():
                 return None
             digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+            if left is not None:
+                left -= len(chunk)
+    return None if left else f"sha256:{digest.hexdigest()}"
 
 
 def content_tokens(root: Location, sources: list[SourceFile], pool: Executor) -> dict[str, Future[str | None]]:
