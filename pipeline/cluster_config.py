@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline import columns
-from pipeline.config import ComputeConfig, EmbedConfig, Location, OutputConfig, Section, StorageConfig
+from pipeline.config import ComputeConfig, EmbedConfig, JobConfig, Location, OutputConfig, Section, StorageConfig
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
@@ -95,7 +95,7 @@ class ClusteringConfig(Section):
     )
 
 
-class ClusterConfig(Section):
+class ClusterConfig(JobConfig):
     input: ClusterInputConfig
     output: OutputConfig
     clustering: ClusteringConfig

@@ -323,25 +323,66 @@ class StorageConfig(Section):
         6, ge=1, description="Attempts per S3 request (AWS standard retry: transient errors, backoff with jitter)."
     )
 
-    @model_validator(mode="after")
-    def _endpoint_as_aws_tools_find_it(self) -> StorageConfig:
-        """Left out, `endpoint_url` is the one the AWS CLI and boto3 would use (AWS_ENDPOINT_URL_S3,
-        AWS_ENDPOINT_URL, the profile's endpoint_url: pipeline.s3_endpoint), taken here on the driver so that
-        pyarrow's S3 client, which ignores them, and every worker use it too; `region` likewise (AWS_REGION,
-        AWS_DEFAULT_REGION, the profile's region), so that both clients sign for the same one."""
-        from pipeline.s3_endpoint import EndpointConfigError, configured_endpoint, configured_region
+    def as_the_aws_tools_find_it(self) -> StorageConfig:
+        """This storage with `endpoint_url` and `region`, where left out, as the AWS CLI and boto3 would use them
+        (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url; AWS_REGION, AWS_DEFAULT_REGION, the
+        profile's region: pipeline.s3_endpoint). A job's config takes them on the driver when it reads or writes S3
+        (JobConfig), so that pyarrow's S3 client, which ignores them, and every worker use them too.
 
+        Raises:
+            EndpointConfigError (a ValueError): AWS_PROFILE names a profile the config files lack, or a file cannot
+                be parsed.
+        """
+        from pipeline.s3_endpoint import configured_endpoint, configured_region
+
+        found = {}
         for name, lookup in (("endpoint_url", configured_endpoint), ("region", configured_region)):
-            if getattr(self, name) is not None:
-                continue
+            if getattr(self, name) is None and (value := lookup()) is not None:
+                log.info("storage.%s: %s, from %s", name, *value)
+                found[name] = value[0]
+        return self.model_copy(update=found) if found else self
+
+
+def storage_for(uri: str, storage: StorageConfig | None = None) -> StorageConfig:
+    """`storage`, or for a library call that gives none the default one, as the AWS tools would fill it where `uri`
+    is on S3 (StorageConfig.as_the_aws_tools_find_it); a local `uri` never reads the AWS configuration."""
+    storage = storage or StorageConfig()
+    return storage.as_the_aws_tools_find_it() if canonical_uri(uri).startswith("s3://") else storage
+
+
+def s3_locations(section: BaseModel) -> list[str]:
+    """The s3:// values of `section`'s string fields, its lists of strings and its sections', nested ones included."""
+    found: list[str] = []
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, BaseModel):
+                found += s3_locations(item)
+            elif isinstance(item, str) and item.startswith("s3://"):
+                found.append(item)
+    return found
+
+
+class JobConfig(Section):
+    """A job's whole config (embed, re-embed, mine, cluster). Where any of its locations is on S3, its `storage`
+    takes the endpoint and region the AWS tools would use (StorageConfig.as_the_aws_tools_find_it) here, on the
+    driver. A job that reads and writes only local paths never reads the AWS configuration: a stale `AWS_PROFILE`
+    does not refuse it, and botocore is not imported for it."""
+
+    if typing.TYPE_CHECKING:  # each job's config declares the field itself, in its place among its sections
+        storage: StorageConfig
+
+    @model_validator(mode="after")
+    def _storage_as_the_aws_tools_find_it(self) -> JobConfig:
+        from pipeline.s3_endpoint import EndpointConfigError
+
+        if s3_locations(self):
             try:
-                found = lookup()
+                filled = self.storage.as_the_aws_tools_find_it()
             except EndpointConfigError as err:
                 raise ValueError(str(err)) from None
-            if found is not None:
-                log.info("storage.%s: %s, from %s", name, *found)
-                # object.__setattr__: assigning would validate (and run this validator) again
-                object.__setattr__(self, name, found[0])
+            # object.__setattr__: assigning would validate (and run this validator) again
+            object.__setattr__(self, "storage", filled)
         return self
 
 
@@ -720,7 +761,7 @@ class OutputConfig(Section):
     )
 
 
-class EmbedConfig(Section):
+class EmbedConfig(JobConfig):
     input: InputConfig
     output: OutputConfig
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -313,7 +313,7 @@ class Lease:
         if isinstance(target.fs, pafs.LocalFileSystem):
             self.store: _LocalStore | _S3Store = _LocalStore(target)
         else:
-            self.store = _S3Store(target, storage or StorageConfig(), settle)
+            self.store = _S3Store(target, storage or StorageConfig().as_the_aws_tools_find_it(), settle)
 
     def record(self) -> dict[str, Any]:
         return {

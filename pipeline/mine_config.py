@@ -14,6 +14,7 @@ from pipeline.config import (
     BatchingConfig,
     ComputeConfig,
     InputConfig,
+    JobConfig,
     Location,
     ModelConfig,
     OutputConfig,
@@ -269,7 +270,7 @@ class MiningConfig(Section):
         return self
 
 
-class MineConfig(Section):
+class MineConfig(JobConfig):
     source: SideConfig
     target: SideConfig
     output: OutputConfig

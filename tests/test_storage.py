@@ -667,23 +667,91 @@ def test_an_endpoint_set_for_the_aws_tools_is_used_for_listing_and_reading(
             config.write_text(f"[profile store]\nservices = st\n[services st]\ns3 =\n  endpoint_url = {s3_server}\n")
         monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
         monkeypatch.setenv("AWS_PROFILE", "store")
-    storage = StorageConfig()
+    storage = StorageConfig().as_the_aws_tools_find_it()
     assert storage.endpoint_url == s3_server
     assert read_listed(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b'{"text": "x"}\n'}
     # the config's own endpoint wins; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS turns the lookup off, as for boto3
-    assert StorageConfig(endpoint_url="http://127.0.0.1:1").endpoint_url == "http://127.0.0.1:1"
+    assert StorageConfig(endpoint_url="http://127.0.0.1:1").as_the_aws_tools_find_it().endpoint_url == (
+        "http://127.0.0.1:1"
+    )
     monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
-    assert StorageConfig().endpoint_url is None
+    assert StorageConfig().as_the_aws_tools_find_it().endpoint_url is None
 
 
-def test_a_profile_that_does_not_exist_is_a_config_error_naming_it(tmp_path, monkeypatch):
+def job_configs(tmp_path, on_s3: str) -> dict[str, object]:
+    """Each job's config, reading and writing local paths except the one location named by `on_s3`."""
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config import EmbedConfig
+    from pipeline.mine_config import MineConfig
+    from pipeline.reembed.config import ReembedConfig
+
+    def where(name: str) -> str:
+        return f"s3://bucket/{name}" if name == on_s3 else str(tmp_path / name)
+
+    side = {"format": "jsonl", "lang_column": "lang"}
+    return {
+        "embed": lambda: EmbedConfig.model_validate({"input": {"uri": where("a")}, "output": {"uri": where("out")}}),
+        "reembed": lambda: ReembedConfig.model_validate(
+            {"input": {"uri": where("a")}, "output": {"uri": where("out")}}
+        ),
+        "mine": lambda: MineConfig.model_validate(
+            {
+                "source": {**side, "uri": where("a"), "lang": "fra"},
+                "target": {**side, "uri": where("b"), "lang": "eng"},
+                "output": {"uri": where("out")},
+            }
+        ),
+        "cluster": lambda: ClusterConfig.model_validate(
+            {"input": {"uri": where("a")}, "output": {"uri": where("out")}, "clustering": {"k": 2}}
+        ),
+    }
+
+
+@pytest.mark.parametrize("on_s3", ["a", "b", "out"])
+def test_a_job_that_uses_s3_takes_the_aws_tools_endpoint_and_one_that_does_not_never_reads_their_configuration(
+    tmp_path, monkeypatch, on_s3
+):
+    """The AWS configuration is read for a job with any location on S3 (an input, the mining job's second side, the output), on
+    the driver, into the config its workers get. A job on local paths only does not read it: a stale AWS_PROFILE
+    (a profile the files lack) refused such a job, and botocore was imported for it."""
     from pydantic import ValidationError
 
-    (tmp_path / "config").write_text("[profile other]\nregion = eu-west-1\n")
+    (tmp_path / "config").write_text("[profile store]\nendpoint_url = http://127.0.0.1:9\nregion = garage\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "store")
+    for job, make in job_configs(tmp_path, on_s3).items():
+        if job == "mine" or on_s3 != "b":  # the other jobs have one input
+            storage = make().storage
+            assert (storage.endpoint_url, storage.region) == ("http://127.0.0.1:9", "garage"), job
     monkeypatch.setenv("AWS_PROFILE", "typo")
-    with pytest.raises(ValidationError, match=r"cannot read the AWS configuration .* profile 'typo'.*fix AWS_PROFILE"):
-        StorageConfig()
+    for job, make in job_configs(tmp_path, on_s3).items():
+        if job == "mine" or on_s3 != "b":
+            with pytest.raises(
+                ValidationError, match=r"cannot read the AWS configuration .* profile 'typo'.*fix AWS_PROFILE"
+            ):
+                make()
+    for job, make in job_configs(tmp_path, on_s3="none").items():
+        storage = make().storage
+        assert (storage.endpoint_url, storage.region) == (None, None), job
+
+
+def test_a_local_job_does_not_import_botocore_for_its_config(tmp_path):
+    """Reading the AWS configuration imports botocore (0.2 s on 2 cores): only jobs that use S3 pay it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "config").write_text("[profile store]\nendpoint_url = http://127.0.0.1:9\n")
+    code = (
+        "import sys\n"
+        "from pipeline.config import EmbedConfig\n"
+        f"EmbedConfig.model_validate({{'input': {{'uri': {str(tmp_path / 'a')!r}}}, 'output': {{'uri': {str(tmp_path / 'o')!r}}}}})\n"
+        "print(sorted(m for m in ('botocore', 'boto3') if m in sys.modules))\n"
+    )
+    env = {**__import__("os").environ, "AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_PROFILE": "store"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_an_s3_object_beside_a_prefix_of_the_same_name(s3_bucket, s3_server, caplog):
@@ -727,7 +795,7 @@ def test_both_s3_clients_sign_for_the_region_the_aws_tools_would(tmp_path, monke
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.setenv("AWS_REGION", "eu-west-2")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
-    storage = StorageConfig(endpoint_url=endpoint)
+    storage = StorageConfig(endpoint_url=endpoint).as_the_aws_tools_find_it()
     fs, _ = make_filesystem("s3://b/k", storage)
     assert fs.region == s3_client(storage).meta.region_name == "eu-west-2"
     monkeypatch.delenv("AWS_REGION")
@@ -735,7 +803,7 @@ def test_both_s3_clients_sign_for_the_region_the_aws_tools_would(tmp_path, monke
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_PROFILE", "garage")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-    storage = StorageConfig(endpoint_url=endpoint)
+    storage = StorageConfig(endpoint_url=endpoint).as_the_aws_tools_find_it()
     assert make_filesystem("s3://b/k", storage)[0].region == s3_client(storage).meta.region_name == "garage"
 
 

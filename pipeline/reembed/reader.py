@@ -10,7 +10,7 @@ import posixpath
 
 import pyarrow.dataset as pads
 
-from pipeline.config import StorageConfig
+from pipeline.config import StorageConfig, storage_for
 from pipeline.objects import list_tree
 from pipeline.reembed.layout import VERSIONS, VersionLayout
 from pipeline.reembed.manifest import Manifest, current_manifest, version_manifest
@@ -23,7 +23,7 @@ class NoPublishedVersionError(FileNotFoundError):
 
 def published_manifest(uri: str, fingerprint: str | None = None, storage: StorageConfig | None = None) -> Manifest:
     """The current manifest, or the newest of version `fingerprint`."""
-    out = resolve(uri, storage or StorageConfig())
+    out = resolve(uri, storage_for(uri, storage))
     if fingerprint is None:
         manifest = current_manifest(out)
     else:
@@ -43,7 +43,7 @@ def read_current(uri: str, storage: StorageConfig | None = None, fingerprint: st
 
 def open_current(uri: str, storage: StorageConfig | None = None, fingerprint: str | None = None) -> pads.Dataset:
     """A pyarrow dataset over the current complete version: `.to_table()`, or hand it to duckdb/polars."""
-    storage = storage or StorageConfig()
+    storage = storage_for(uri, storage)
     files = read_current(uri, storage, fingerprint)
     fs = resolve(uri, storage).fs
     paths = [resolve(f, storage).path for f in files]
@@ -52,6 +52,6 @@ def open_current(uri: str, storage: StorageConfig | None = None, fingerprint: st
 
 def list_versions(uri: str, storage: StorageConfig | None = None) -> list[str]:
     """Fingerprints that have a published version under `uri`."""
-    out: Location = resolve(uri, storage or StorageConfig())
+    out: Location = resolve(uri, storage_for(uri, storage))
     names = {p.split("/")[0] for p in list_tree(out.join(VERSIONS)) if p.endswith("/_latest.json")}
     return sorted(names)
