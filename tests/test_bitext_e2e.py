@@ -10,6 +10,7 @@ import io
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE
@@ -45,11 +46,59 @@ def check_pairs_against_corpus(table) -> None:
     assert len(set(table.column("src_id").to_pylist())) == len(set(table.column("tgt_id").to_pylist())) == len(table)
 
 
-def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server):
+@pytest.fixture(scope="module")
+def crashed(ray_session, tiny_models, tmp_path_factory):
+    """A local mining run at the model's full width whose k-NN search died after both sides were embedded and
+    committed, then the same command again: (output dir, config, the rerun's summary, each side's _SUCCESS mtime
+    after the crash). Its embeddings are also the full-width reference of the output.dimensions test."""
+    from pipeline.bitext import job
+
+    out = tmp_path_factory.mktemp("crash") / "cut"
+    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(out), backend="local")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(job, "search_all", crash)
+        with pytest.raises(RuntimeError, match="node lost"):
+            run_mine(parse_config(MineConfig, raw))
+    markers = {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in ("source", "target")}
+    return out, raw, run_mine(parse_config(MineConfig, raw)), markers
+
+
+def s3_table(client, bucket: str, prefix: str):
+    """The part-*.parquet files directly under s3://bucket/prefix (not _rejects/) as one table."""
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"])
+    parts = [
+        client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys if k[len(prefix) :].startswith("part-")
+    ]
+    return pa.concat_tables([pq.read_table(io.BytesIO(body)) for body in parts])
+
+
+def test_mine_from_and_to_s3_at_the_output_dimensions(ray_session, tiny_models, s3_bucket, s3_server, crashed):
+    """Mining reads its inputs from and writes its outputs to S3, and a second run reuses the embeddings there.
+
+    output.dimensions (Matryoshka truncation, accepted by the mining config) was dropped on the way to the embed
+    step: both sides were stored and mined at the model's full width. The stored vectors are now the first N
+    dimensions, re-normalized, as the embed job stores them, and the pairs are mined from those. token_columns
+    (num_tokens, truncated: which sentences max_tokens cut) was dropped too. The full-width reference is the
+    `crashed` run's embeddings: the same texts, model and settings, without output.dimensions."""
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
     raw = mine_config(tiny_models["bert"], f"s3://{bucket}/corpus", f"s3://{bucket}/mined", s3_server)
+    raw["output"].update(dimensions=16, token_columns=True)
     summary = run_mine(parse_config(MineConfig, raw))
+    for side in ("source", "target"):
+        cut = s3_table(client, bucket, f"mined/embeddings/{side}/").sort_by("id")
+        whole = pq.read_table(crashed[0] / "embeddings" / side).sort_by("id")
+        assert cut.column("id").equals(whole.column("id"))
+        assert cut.schema.field("embedding").type.list_size == 16 < whole.schema.field("embedding").type.list_size
+        assert {"num_tokens", "truncated"} <= set(cut.column_names) and "num_tokens" not in whole.column_names
+        v = np.asarray(whole.column("embedding").to_pylist(), np.float32)[:, :16]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        np.testing.assert_allclose(np.asarray(cut.column("embedding").to_pylist()), v, atol=1e-5)
+    assert summary["dim"] == 16 and summary["pairs_kept"] > 0
 
     assert summary["source"]["rows_read"] == summary["target"]["rows_read"] == len(RECORDS)
     assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 16
@@ -80,24 +129,11 @@ def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server):
     assert pq.read_table(io.BytesIO(body)).equals(table)  # same vectors, same pairs
 
 
-def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, tiny_models, tmp_path, monkeypatch):
+def test_a_crash_in_the_knn_search_resumes_without_embedding_again(crashed, tmp_path):
     """Both sides embedded and committed, then the k-NN search dies: the same command reuses the texts and both
     embed runs (their _SUCCESS untouched, fingerprints checked) and writes the pairs an uninterrupted mining of
     those embeddings writes."""
-    from pipeline.bitext import job
-
-    out = tmp_path / "cut"
-    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(out), backend="local")
-
-    def crash(*args, **kwargs):
-        raise RuntimeError("node lost")
-
-    monkeypatch.setattr(job, "search_all", crash)
-    with pytest.raises(RuntimeError, match="node lost"):
-        run_mine(parse_config(MineConfig, raw))
-    monkeypatch.undo()
-    markers = {side: (out / "embeddings" / side / "_SUCCESS").stat().st_mtime_ns for side in ("source", "target")}
-    summary = run_mine(parse_config(MineConfig, raw))
+    out, raw, summary, markers = crashed
     assert summary["resumed"] is True
     assert summary["stages_reused"] == ["texts", "embeddings/source", "embeddings/target"]
     assert summary["source"]["embeddings"]["embedded_in_earlier_attempt"] is True  # its embed_seconds are not ours
@@ -108,29 +144,10 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(ray_session, 
         **{side: {**raw[side], "embeddings_uri": str(out / "embeddings" / side)} for side in ("source", "target")},
     }
     assert run_mine(parse_config(MineConfig, whole))["resumed"] is False
-    cut, whole = (pq.read_table(tmp_path / run / "pairs" / "part-00000.parquet") for run in ("cut", "whole"))
-    assert cut.num_rows == summary["pairs_kept"] > 0 and cut.equals(whole)
-
-
-def test_output_dimensions_are_the_dimensions_the_sides_are_embedded_and_mined_at(ray_session, tiny_models, tmp_path):
-    """output.dimensions (Matryoshka truncation, accepted by the mining config) was dropped on the way to the embed
-    step: both sides were stored and mined at the model's full width. The stored vectors are now the first N
-    dimensions, re-normalized, as the embed job stores them, and the pairs are mined from those. token_columns
-    (num_tokens, truncated: which sentences max_tokens cut) was dropped too."""
-    raw = mine_config(tiny_models["bert"], str(SAMPLE), str(tmp_path / "cut"), backend="local")
-    raw["output"].update(dimensions=16, token_columns=True)
-    summary = run_mine(parse_config(MineConfig, raw))
-    full = {**raw, "output": {"uri": str(tmp_path / "full")}}
-    run_mine(parse_config(MineConfig, full))
-    for side in ("source", "target"):
-        cut = pq.read_table(tmp_path / "cut" / "embeddings" / side).sort_by("id")
-        whole = pq.read_table(tmp_path / "full" / "embeddings" / side).sort_by("id")
-        assert cut.schema.field("embedding").type.list_size == 16 < whole.schema.field("embedding").type.list_size
-        assert {"num_tokens", "truncated"} <= set(cut.column_names) and "num_tokens" not in whole.column_names
-        v = np.asarray(whole.column("embedding").to_pylist(), np.float32)[:, :16]
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        np.testing.assert_allclose(np.asarray(cut.column("embedding").to_pylist()), v, atol=1e-5)
-    assert summary["dim"] == 16 and summary["pairs_kept"] > 0
+    cut = pq.read_table(out / "pairs" / "part-00000.parquet")
+    assert cut.num_rows == summary["pairs_kept"] > 0 and cut.equals(
+        pq.read_table(tmp_path / "whole" / "pairs" / "part-00000.parquet")
+    )
 
 
 @pytest.mark.models
