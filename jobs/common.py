@@ -27,6 +27,7 @@ from pipeline.errors import (
 )
 from pipeline.process_exit import interrupt_on_sigterm, interrupt_status, sigint_ignored, write_stdout
 from pipeline.run_summary import human_summary
+from pipeline.s3_tls import tls_failure
 
 LEASE_HELD = 3  # exit status when another run holds the output's lease
 
@@ -67,6 +68,12 @@ def interrupted_line(name: str, cfg: Any, resumable: bool) -> str:
             f"--set output.overwrite=false it resumes from what it committed in {output}"
         )
     return f"interrupted: the {name} job stopped; the same command resumes it from what it committed in {output}"
+
+
+def ca_bundle(cfg: Any) -> str | None:
+    """The CA bundle the job's S3 clients used (storage.ca_bundle, as filled on the driver), for a TLS failure's
+    message."""
+    return getattr(getattr(cfg, "storage", None), "ca_bundle", None)
 
 
 def run_job(
@@ -117,9 +124,14 @@ def run_job(
     except (UserError, FileNotFoundError, FileExistsError) as err:
         # the other tasks of the step that failed (one per file) often raise the same error: said once is enough
         os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
-        print(f"error: {user_message(err)}", file=sys.stderr)
+        print(f"error: {tls_failure(err, ca_bundle(cfg)) or user_message(err)}", file=sys.stderr)
         return 1
     except Exception as err:
+        # an S3 request that failed its TLS handshake, from either client, on the driver or in a task: what to set
+        if (tls := tls_failure(err, ca_bundle(cfg))) is not None:
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
+            print(f"error: {tls}", file=sys.stderr)
+            return 1
         if user_error_in(err) is not None:  # raised in a Ray Data UDF: wrapped in Ray Data's UserCodeException
             os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
             print(f"error: {user_message(err)}", file=sys.stderr)

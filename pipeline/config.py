@@ -320,26 +320,76 @@ class StorageConfig(Section):
     region: str | None = Field(None, description="S3 region; defaults to the environment/profile's.")
     anon: bool = Field(False, description="Anonymous access to public buckets.")
     max_attempts: int = Field(
-        6, ge=1, description="Attempts per S3 request (AWS standard retry: transient errors, backoff with jitter)."
+        6,
+        ge=1,
+        description="Attempts per S3 request, the first included (AWS standard retry: transient errors, backoff with "
+        "jitter). Left out: AWS_MAX_ATTEMPTS or the AWS profile's max_attempts, as found on the driver, else 6.",
+    )
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM file of the CA certificates both S3 clients check the endpoint's TLS certificate against (a "
+        "store with a private or self-signed certificate: MinIO, Ceph, on-prem). Left out: AWS_CA_BUNDLE, the AWS "
+        "profile's ca_bundle, REQUESTS_CA_BUNDLE, SSL_CERT_FILE, as found on the driver; none: each client's default "
+        "trust store. Every node needs the file at this path. There is no verify: false (pyarrow's client has none).",
+    )
+    addressing_style: Literal["auto", "path", "virtual"] | None = Field(
+        None,
+        description="How both S3 clients name the bucket (boto3's names): path (endpoint/bucket/key), virtual "
+        "(bucket.endpoint/key: stores that refuse path-style requests), auto (path with endpoint_url, virtual on "
+        "AWS). Left out: the AWS profile's s3 addressing_style, else auto.",
     )
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _absolute_ca_bundle(cls, value: str | None) -> str | None:
+        # the workers' working directory is not the driver's: a relative path would name another file there
+        return os.path.abspath(os.path.expanduser(value)) if value and value.strip() else None
+
     def as_the_aws_tools_find_it(self) -> StorageConfig:
-        """This storage with `endpoint_url` and `region`, where left out, as the AWS CLI and boto3 would use them
-        (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url; AWS_REGION, AWS_DEFAULT_REGION, the
-        profile's region: pipeline.s3_endpoint). A job's config takes them on the driver when it reads or writes S3
-        (JobConfig), so that pyarrow's S3 client, which ignores them, and every worker use them too.
+        """This storage with `endpoint_url`, `region`, `ca_bundle`, `addressing_style` and `max_attempts`, where left
+        out, as the AWS CLI and boto3 would use them (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's
+        endpoint_url; AWS_REGION, AWS_DEFAULT_REGION, the profile's region: pipeline.s3_endpoint; AWS_CA_BUNDLE, the
+        profile's ca_bundle, REQUESTS_CA_BUNDLE, SSL_CERT_FILE: pipeline.s3_tls; the profile's s3 addressing_style;
+        AWS_MAX_ATTEMPTS, the profile's max_attempts: both clients took 6 whatever they said). A job's config
+        takes them on the driver when it reads or writes S3 (JobConfig), so that pyarrow's S3 client, which ignores
+        them, and every worker use them too. A CA bundle found so must be a PEM file here.
 
         Raises:
-            EndpointConfigError (a ValueError): AWS_PROFILE names a profile the config files lack, or a file cannot
-                be parsed.
+            EndpointConfigError (a ValueError): AWS_PROFILE names a profile the config files lack, a file cannot
+                be parsed, or the profile's addressing_style is not auto, path or virtual.
+            CABundleError (a ValueError): the CA bundle found is missing or holds no PEM certificate.
         """
-        from pipeline.s3_endpoint import configured_endpoint, configured_region
+        from pipeline.s3_endpoint import (
+            EndpointConfigError,
+            configured_addressing_style,
+            configured_endpoint,
+            configured_max_attempts,
+            configured_region,
+        )
+        from pipeline.s3_tls import checked_ca_bundle, configured_ca_bundle
 
-        found = {}
-        for name, lookup in (("endpoint_url", configured_endpoint), ("region", configured_region)):
+        found, source = {}, {}
+        lookups = (
+            ("endpoint_url", configured_endpoint),
+            ("region", configured_region),
+            ("ca_bundle", configured_ca_bundle),
+            ("addressing_style", configured_addressing_style),
+        )
+        for name, lookup in lookups:
             if getattr(self, name) is None and (value := lookup()) is not None:
                 log.info("storage.%s: %s, from %s", name, *value)
-                found[name] = value[0]
+                found[name], source[name] = value
+        # a default, not None, where left out: what the config did not set is taken from the AWS tools' settings
+        if "max_attempts" not in self.model_fields_set and (value := configured_max_attempts()) is not None:
+            log.info("storage.max_attempts: %s, from %s", *value)
+            found["max_attempts"] = value[0]
+        if "ca_bundle" in found:
+            found["ca_bundle"] = checked_ca_bundle(found["ca_bundle"], source["ca_bundle"])
+        if found.get("addressing_style", "auto") not in ("auto", "path", "virtual"):
+            raise EndpointConfigError(
+                f"the s3 addressing_style {found['addressing_style']!r} of {source['addressing_style']} is not one "
+                "boto3 takes (auto, path or virtual): fix the profile, or give storage.addressing_style"
+            )
         return self.model_copy(update=found) if found else self
 
 
@@ -375,11 +425,12 @@ class JobConfig(Section):
     @model_validator(mode="after")
     def _storage_as_the_aws_tools_find_it(self) -> JobConfig:
         from pipeline.s3_endpoint import EndpointConfigError
+        from pipeline.s3_tls import CABundleError
 
         if s3_locations(self):
             try:
                 filled = self.storage.as_the_aws_tools_find_it()
-            except EndpointConfigError as err:
+            except (EndpointConfigError, CABundleError) as err:
                 raise ValueError(str(err)) from None
             # object.__setattr__: assigning would validate (and run this validator) again
             object.__setattr__(self, "storage", filled)

@@ -251,7 +251,31 @@ QUERY_PREFIX = (
 # in that section only (output.format is not input.format), before the plain key. A target of None: rayembed has no
 # such setting, and the text says why and what to do instead (a spelling match would point at an unrelated key:
 # TEI's dense_path got 'did you mean name_or_path?', hf_api_token 'max_tokens?').
+# TLS verification switched off (boto3's verify=False, `aws --no-verify-ssl`, s3fs's client_kwargs): pyarrow's S3
+# client, every read and write, has no such switch; the CA bundle makes both clients verify the store's certificate.
+NO_VERIFY = (
+    "a CA bundle, not a switch: give the PEM file of the CA certificates that sign the store's certificate as "
+    "storage.ca_bundle (or AWS_CA_BUNDLE); verification cannot be switched off (boto3's verify: false, `aws "
+    "--no-verify-ssl`): pyarrow's S3 client, that every read and write goes through, has no such setting"
+)
+
 KEY_ALIASES: dict[str, tuple[str | None, str]] = {
+    "storage.verify": ("storage.ca_bundle", "boto3's verify: " + NO_VERIFY),
+    "storage.verify_ssl": ("storage.ca_bundle", NO_VERIFY),
+    "storage.ssl_verify": ("storage.ca_bundle", NO_VERIFY),
+    "storage.no_verify_ssl": ("storage.ca_bundle", NO_VERIFY),
+    "storage.tls_verify_certificates": ("storage.ca_bundle", NO_VERIFY),
+    "storage.tls_ca_file_path": ("storage.ca_bundle", "pyarrow's tls_ca_file_path"),
+    "storage.aws_ca_bundle": ("storage.ca_bundle", "the AWS CLI's AWS_CA_BUNDLE"),
+    "storage.force_virtual_addressing": (
+        "storage.addressing_style",
+        "pyarrow's force_virtual_addressing: true is storage.addressing_style: virtual",
+    ),
+    "storage.force_path_style": (
+        "storage.addressing_style",
+        "Hadoop's fs.s3a.path.style.access / the AWS SDKs' forcePathStyle: true is storage.addressing_style: path",
+    ),
+    "storage.use_ssl": ("storage.endpoint_url", "boto3's use_ssl: the endpoint's scheme, https:// or http://"),
     "truncate_dim": ("output.dimensions", "sentence-transformers' truncate_dim"),
     "dimension": ("output.dimensions", "OpenAI/TEI/vLLM dimensions"),
     "output_dim": ("output.dimensions", "Matryoshka output dimension"),

@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
+from pipeline.s3_tls import ssl_cert_file
 
 if TYPE_CHECKING:
     from pipeline.storage import ListedFile
@@ -92,8 +93,9 @@ def check_iceberg(uri: str, rels: list[str], key: str) -> None:
 
 def storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
     """deltalake's `storage_options` for a table at `uri` with the settings pyarrow's and boto3's S3 clients get
-    (pipeline.storage.make_filesystem, pipeline.s3_listing.s3_client): endpoint, region, anonymous access, and the
-    credentials boto3 finds (environment, profile, role). {} for a local table."""
+    (pipeline.storage.make_filesystem, pipeline.s3_listing.s3_client): endpoint, region, anonymous access, virtual
+    addressing, and the credentials boto3 finds (environment, profile, role). {} for a local table. Its CA bundle is
+    SSL_CERT_FILE (current_files); its proxy the environment's, as boto3's."""
     if not uri.startswith("s3://"):
         return {}
     import boto3
@@ -103,6 +105,11 @@ def storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
     if storage.endpoint_url:
         options["AWS_ENDPOINT_URL"] = storage.endpoint_url
         options["AWS_ALLOW_HTTP"] = "true" if storage.endpoint_url.startswith("http://") else "false"
+        if storage.addressing_style == "virtual":  # object_store takes the bucket's own host as the endpoint then
+            scheme, _, host = storage.endpoint_url.partition("://")
+            bucket = uri.removeprefix("s3://").split("/", 1)[0]
+            options["AWS_ENDPOINT_URL"] = f"{scheme}://{bucket}.{host}"
+            options["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "true"
     region = storage.region or ("us-east-1" if storage.endpoint_url else session.region_name)
     if region:
         options["AWS_REGION"] = region
@@ -160,8 +167,10 @@ def current_files(table_uri: str, storage: StorageConfig, key: str) -> tuple[int
         ) from err
     refuse = f"{key}: {table_uri} is a Delta Lake table (it has a {LOG} folder) and "
     write_out = WRITE_OUT.format(key=key)
+    s3 = table_uri.startswith("s3://")
     try:
-        table = DeltaTable(table_uri, storage_options=storage_options(table_uri, storage))
+        with ssl_cert_file(storage.ca_bundle if s3 else None):
+            table = DeltaTable(table_uri, storage_options=storage_options(table_uri, storage))
         protocol, metadata = table.protocol(), table.metadata()
         mapping = metadata.configuration.get("delta.columnMapping.mode", "none")
         if mapping != "none":

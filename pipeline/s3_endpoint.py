@@ -94,3 +94,41 @@ def from_profile(read: Callable[[Any], str | None], key: str) -> tuple[str, str]
             f"file, or give {key}"
         ) from err
     return (value, f"AWS profile {profile!r} ({config_file})") if value else None
+
+
+def configured_addressing_style() -> tuple[str, str] | None:
+    """(addressing style, where it was found) from the AWS profile's `s3` section (`s3 =\\n  addressing_style =
+    virtual`), as boto3 reads it (no environment variable sets it); None where the profile sets none.
+
+    Raises:
+        EndpointConfigError: as configured_endpoint.
+    """
+
+    def style(session) -> str | None:
+        s3 = session.get_scoped_config().get("s3")
+        return s3.get("addressing_style") if isinstance(s3, dict) else None
+
+    return from_profile(style, "storage.addressing_style")
+
+
+def configured_max_attempts() -> tuple[int, str] | None:
+    """(attempts per request, where it was found) as boto3 reads them: `AWS_MAX_ATTEMPTS`, the profile's
+    `max_attempts` (the first attempt included, as storage.max_attempts counts them); None where neither is set.
+
+    Raises:
+        EndpointConfigError: the value is not a whole number of at least 1, or as configured_endpoint.
+    """
+    found = None
+    if value := os.environ.get("AWS_MAX_ATTEMPTS", "").strip():
+        found = value, "AWS_MAX_ATTEMPTS"
+    else:
+        found = from_profile(lambda session: session.get_scoped_config().get("max_attempts"), "storage.max_attempts")
+    if found is None:
+        return None
+    value, source = found
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise EndpointConfigError(
+            f"max_attempts {value!r} of {source} is not a whole number of at least 1 (attempts per S3 request, the "
+            "first included): fix it, or give storage.max_attempts"
+        )
+    return int(value), source

@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError
 from pipeline.s3_credentials import explain
+from pipeline.s3_tls import checked_ca_bundle
 
 NO_CREDENTIALS = (
     "no AWS credentials found for S3 (looked in the environment's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the "
@@ -33,10 +34,12 @@ class S3CredentialsError(UserError, RuntimeError):
 
 def s3_client(storage: StorageConfig) -> Any:
     """A boto3 S3 client with the storage settings pyarrow's client gets (pipeline.storage.make_filesystem):
-    endpoint, region, anonymous access, AWS standard retries with `max_attempts`; credentials from the environment,
-    profile or role.
+    endpoint, region, anonymous access, AWS standard retries with `max_attempts`, the CA bundle (`verify`) and the
+    addressing style; credentials from the environment, profile or role; proxies from the environment (boto3's own
+    choice, which make_filesystem gives pyarrow's client too).
 
     Raises:
+        CABundleError: storage.ca_bundle is missing on this node or holds no PEM certificate.
         S3CredentialsError: not anonymous and no credentials found (it was botocore's bare NoCredentialsError
             traceback at the first request: the output's lease or the input's listing), or botocore cannot resolve
             them or make the client (AWS_PROFILE naming no profile, half a key pair, an unparsable config file, ...:
@@ -47,13 +50,19 @@ def s3_client(storage: StorageConfig) -> Any:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
-    options: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": storage.max_attempts}}
+    # total_max_attempts counts the first attempt, as pyarrow's max_attempts and AWS_MAX_ATTEMPTS do; botocore's
+    # max_attempts key counts retries only (one attempt more than pyarrow's client made)
+    options: dict[str, Any] = {"retries": {"mode": "standard", "total_max_attempts": storage.max_attempts}}
     kwargs: dict[str, Any] = {}
     if storage.endpoint_url:
         kwargs["endpoint_url"] = storage.endpoint_url
         kwargs["region_name"] = storage.region or "us-east-1"
     elif storage.region:
         kwargs["region_name"] = storage.region
+    if storage.ca_bundle:
+        kwargs["verify"] = checked_ca_bundle(storage.ca_bundle)
+    if storage.addressing_style:
+        options["s3"] = {"addressing_style": storage.addressing_style}
     try:
         if storage.anon:
             options["signature_version"] = UNSIGNED

@@ -25,6 +25,8 @@ from pipeline.delta_tables import LOG as DELTA_LOG
 from pipeline.delta_tables import check_iceberg, enclosing_table, live_listing, table_roots
 from pipeline.errors import UserError
 from pipeline.s3_listing import head_object, list_objects
+from pipeline.s3_proxy import proxy_for
+from pipeline.s3_tls import checked_ca_bundle
 from pipeline.special_entries import (
     UnreadableEntryError,
     dangling_kind,
@@ -70,6 +72,18 @@ class UnsupportedSchemeError(UserError, ValueError):
 
 
 def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path on it) for a local path or an S3 URI.
+
+    S3: pyarrow's client with the settings boto3's gets (pipeline.s3_listing.s3_client): endpoint, region,
+    anonymous access, standard retries, the CA bundle (storage.ca_bundle, which must exist on this node), virtual
+    addressing where storage.addressing_style says so (with an endpoint pyarrow is path-style otherwise; without one
+    it is virtual whatever the style: AWS serves both), and the proxy boto3 would take from this process's
+    environment (pipeline.s3_proxy; pyarrow's client reads none).
+
+    Raises:
+        CABundleError: storage.ca_bundle is missing on this node or holds no PEM certificate.
+        UnsupportedSchemeError: another scheme than s3:// and file://.
+    """
     uri = canonical_uri(uri)
     if uri.startswith("s3://"):
         retry = pafs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts)
@@ -80,6 +94,12 @@ def make_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, 
             scheme, _, host = storage.endpoint_url.rpartition("://")
             kwargs.update(endpoint_override=host or storage.endpoint_url, scheme=scheme or "https")
             kwargs.setdefault("region", "us-east-1")  # custom endpoints (MinIO, moto) ignore it but pyarrow asks
+        if storage.ca_bundle:
+            kwargs["tls_ca_file_path"] = checked_ca_bundle(storage.ca_bundle)
+        if storage.addressing_style == "virtual":
+            kwargs["force_virtual_addressing"] = True
+        if proxy := proxy_for(storage.endpoint_url, storage.region):
+            kwargs["proxy_options"] = proxy
         return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise UnsupportedSchemeError(f"unsupported URI scheme in {uri!r}: {SCHEME_HINT}")

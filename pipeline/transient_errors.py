@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from pipeline.errors import UserError
+from pipeline.s3_tls import is_tls_failure
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,13 @@ def is_transient(err: BaseException) -> bool:
     """True when `err` (or the error it was raised from) is a transient storage failure worth another attempt.
 
     Our own errors are already classified: `TransientStorageError` is, every other pipeline error (a bad input file,
-    a refused write) is not. Missing objects and denied access are not, whatever the transport said before.
+    a refused write) is not. Missing objects and denied access are not, whatever the transport said before, nor a
+    TLS failure (pipeline.s3_tls: pyarrow reports it as a NETWORK_CONNECTION error).
     """
     if isinstance(err, TransientStorageError):
         return True
-    if isinstance(err, (UserError, *PERMANENT_OSERRORS)):
-        return False
+    if isinstance(err, (UserError, *PERMANENT_OSERRORS)) or is_tls_failure(err):
+        return False  # a TLS failure (an unknown CA, plain HTTP on https://) meets every attempt the same
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     if isinstance(err, OSError):

@@ -6,6 +6,12 @@ forwards everything to the real server, and counts what it did so a test can rep
 seen. `latency` delays every request by that many seconds (a store far away: round trips that cost tens of ms), and
 `max_in_flight` is the most requests it held at once (how many a client overlaps). Point `storage.endpoint_url` at
 `proxy.url` to put it between the job and the S3 server.
+
+It is also an HTTP forward proxy (`HTTP_PROXY=proxy.url`, for an http:// endpoint that need not resolve): such a
+request names its host in an absolute URI, counted in `hosts`. With `virtual_host` set to the endpoint's
+`host:port`, a request to `<bucket>.<virtual_host>` is virtual-hosted-style and passed on to the server path-style;
+`refuse_path_style` answers a path-style one (to `virtual_host` itself) 403, as stores that serve only
+virtual-hosted-style requests do.
 """
 
 from __future__ import annotations
@@ -76,6 +82,18 @@ class FaultProxy:
     # bytes that gets a new ETag
     etag_salt: str | None = None
     real_etags: dict[str, str] = field(default_factory=dict)  # opaque ETag -> the server's, for If-Match requests
+    hosts: Counter = field(default_factory=Counter)  # host:port each forward-proxy request addressed
+    virtual_host: str | None = None  # the endpoint's host:port that clients reach through this forward proxy
+    refuse_path_style: bool = False
+
+    def as_path_style(self, netloc: str, path: str) -> tuple[str, bool]:
+        """(the path to ask the server, whether the request was path-style) for a forward-proxy request to
+        `netloc`: a virtual-hosted-style one (`bucket.<virtual_host>/key`) becomes `/bucket/key`."""
+        with self.lock:
+            self.hosts[netloc] += 1
+        if self.virtual_host and netloc.endswith("." + self.virtual_host):
+            return "/" + netloc[: -len(self.virtual_host) - 1] + path, False
+        return path, True
 
     def real_request(self, headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
         """A request with the opaque ETags it names put back as the server's: If-Match / If-None-Match, and the
@@ -171,7 +189,15 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self) -> None:
             body = self._read_body()
-            path = urlsplit(self.path).path
+            target = urlsplit(self.path)
+            path, forward = target.path, self.path
+            if target.netloc:  # a forward-proxy request: an absolute URI naming the host the client addressed
+                path, path_style = proxy.as_path_style(target.netloc, target.path)
+                forward = path + (f"?{target.query}" if target.query else "")
+                if path_style and proxy.refuse_path_style:
+                    body = b"<Error><Code>InvalidRequest</Code><Message>Path-style requests are not supported; use virtual-hosted-style requests</Message></Error>"
+                    self._reply(403, {"Content-Type": "application/xml"}, body)
+                    return
             kind = proxy.decide(self.command, path)
             if kind == "reset":
                 self._reset()
@@ -185,7 +211,10 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                 headers, body = proxy.real_request(headers, body)
                 headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body, headers=headers)
+                if target.netloc:  # the server reads the bucket from the path, for its own host
+                    headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+                    headers["Host"] = up.netloc
+                conn.request(self.command, forward, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 skip = {"transfer-encoding", "connection", "content-length"}
