@@ -38,6 +38,9 @@ BOTO_TLS = re.compile(r"SSL validation failed for ")
 # The reasons a CA bundle cannot fix, and what can.
 PLAIN_HTTP = re.compile(r"wrong version number|packet length too long", re.IGNORECASE)
 NAME_MISMATCH = re.compile(r"match|subject name|hostname", re.IGNORECASE)
+# The bundle itself: pyarrow's curl on a node that lacks the file (a worker's client is unpickled, not made through
+# checked_ca_bundle) or cannot parse it; boto3's `[Errno 2] No such file`, `NO_CERTIFICATE_OR_CRL_FOUND`.
+UNREADABLE_BUNDLE = re.compile(r"curlCode: 77\b|\[Errno 2\]|NO_CERTIFICATE_OR_CRL_FOUND")
 EXPIRED = re.compile(r"expired|not yet valid", re.IGNORECASE)
 
 
@@ -133,6 +136,12 @@ def tls_message(text: str, ca_bundle: str | None) -> str:
     """What to tell a user whose S3 request failed with `text`, a TLS error of either client."""
     reason = text.strip().splitlines()[-1] if text.strip() else "TLS error"
     reason = reason if len(reason) < 400 else reason[:400] + "..."
+    if UNREADABLE_BUNDLE.search(text):
+        return (
+            f"the CA bundle could not be read where an S3 request was made ({reason}); {KEY} is {ca_bundle!r}: every "
+            "node that reads or writes S3 needs that file at this same path, holding PEM certificates: put it in the "
+            "image or mount it on each node"
+        )
     if PLAIN_HTTP.search(text):
         return (
             f"the S3 endpoint does not speak TLS ({reason}): a store served over plain HTTP (a local MinIO, moto) "

@@ -273,3 +273,26 @@ def test_a_delta_table_on_a_private_ca_store_is_read_with_the_bundle(https_store
     live = pa.table(deltalake.DeltaTable(uri, storage_options=options).get_add_actions()).column("path").to_pylist()
     assert list_files(uri, storage)[1] == live and len(live) == 1
     assert "SSL_CERT_FILE" not in __import__("os").environ  # put back as it was
+
+
+def test_a_worker_node_without_the_ca_bundle_names_it(https_store, no_tls_settings, tmp_path):
+    """A worker gets the driver's filesystem pickled: pyarrow's client is rebuilt there with the bundle's path,
+    without the driver's check. On a node that lacks the file its requests fail with curl's code 77; the job's line
+    names the setting and says each node needs the file (it read `certificate was not verified`, or a traceback)."""
+    import pickle
+    import shutil
+
+    from pipeline.s3_tls import tls_failure
+    from pipeline.storage import make_filesystem
+    from pipeline.transient_errors import is_transient
+
+    endpoint, ca = https_store
+    here = str(shutil.copy(ca, tmp_path / "ca.pem"))
+    fs, path = make_filesystem("s3://bucket/k", StorageConfig(endpoint_url=endpoint, max_attempts=1, ca_bundle=here))
+    (tmp_path / "ca.pem").unlink()  # the other node
+    with pytest.raises(OSError) as raised:
+        pickle.loads(pickle.dumps(fs)).get_file_info(path)
+    assert not is_transient(raised.value)
+    message = tls_failure(raised.value, here)
+    assert message.startswith("the CA bundle could not be read where an S3 request was made (")
+    assert f"storage.ca_bundle is '{here}': every node that reads or writes S3 needs that file" in message
