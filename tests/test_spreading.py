@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.actors import EmbedActor, TokenizeActor
+from pipeline.columns import EMBEDDING, REJECT, TEXT
 from pipeline.config import EmbedConfig
-from pipeline.embed_job import run_embed
+from pipeline.embed_job import job_prompt, run_embed
+from pipeline.model_loading import pooling_skip, resolve_model_settings
 from pipeline.spreading import SHARED_BYTES, is_small, spread_rows
 
 # Two actors and a small corpus: each run's time is the pool's start-up, and one unit is one read block whatever
@@ -33,9 +37,13 @@ def test_a_corpus_is_shared_out_whole_when_it_is_at_most_shared_bytes_per_actor(
     assert not is_small(None, 3)
 
 
+def corpus_rows() -> list[dict]:
+    return [{"id": f"r{r:05d}", "text": f"word{r} token{r % 97} piece{r % 13} the same corpus"} for r in range(ROWS)]
+
+
 def write_corpus(folder, files: int) -> None:
     folder.mkdir()
-    rows = [{"id": f"r{r:05d}", "text": f"word{r} token{r % 97} piece{r % 13} the same corpus"} for r in range(ROWS)]
+    rows = corpus_rows()
     per = -(-ROWS // files)
     for f in range(files):
         (folder / f"part-{f:02d}.jsonl").write_text(
@@ -43,16 +51,39 @@ def write_corpus(folder, files: int) -> None:
         )
 
 
-def embed(model, corpus, out, **input_keys) -> dict:
-    cfg = EmbedConfig.model_validate(
+def config(model, corpus, out) -> EmbedConfig:
+    return EmbedConfig.model_validate(
         {
-            "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id", **input_keys},
+            "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id"},
             "output": {"uri": str(out)},
             "model": {"name_or_path": str(model), "max_tokens": 32},
             "compute": {"num_actors": ACTORS, "cpus_per_actor": 0.5, "cpus_per_tokenizer": 0.5},
         }
     )
-    return run_embed(cfg)
+
+
+def embed(model, corpus, out) -> dict:
+    return run_embed(config(model, corpus, out))
+
+
+def embedded_here(cfg: EmbedConfig) -> dict[str, np.ndarray]:
+    """{id: vector} of the corpus rows embedded in this process by the job's stage UDFs (pipeline.actors) as the
+    driver sets them up (resolved model settings, prompt, padding), all rows in one block: no Ray, no spreading."""
+    settings = resolve_model_settings(cfg.model)
+    prompt = job_prompt(cfg)
+    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
+    tokenize = TokenizeActor(settings.model, prompt)
+    model = EmbedActor(settings.model, cfg.batching, 1, padding=settings.padding, pool_skip=skip)
+    rows = corpus_rows()
+    block = pa.table(
+        {
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            TEXT: pa.array([r["text"] for r in rows], pa.string()),
+            REJECT: pa.nulls(len(rows), pa.string()),
+        }
+    )
+    out = model(tokenize(block))
+    return dict(zip(out.column("id").to_pylist(), np.asarray(out.column(EMBEDDING).to_pylist())))
 
 
 def vectors(out) -> dict[str, np.ndarray]:
@@ -64,8 +95,8 @@ def vectors(out) -> dict[str, np.ndarray]:
 def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path):
     """600 rows in one file, or in 4 files packed into one unit: one read block, which went whole to one of the
     embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds its share;
-    the vectors of both layouts are those of the same rows embedded one file per unit (input.unit_bytes above each
-    file's size and under 16x it: neither packed nor split into byte ranges)."""
+    the vectors of both layouts are those of the same rows embedded unspread, in this process by the same stage
+    UDFs (a third embed run, one file per unit, cost a pool start-up for the same reference)."""
     model = tiny_models["bert"]
     for files in (1, FILES):
         write_corpus(tmp_path / f"corpus-{files}", files)
@@ -73,9 +104,7 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
         assert (summary["units"], summary["rows_embedded"]) == (1, ROWS), files
         assert summary["embed_actors"] == ACTORS, (files, summary["vectors_per_actor"])
         assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS, files
-    alone = embed(model, tmp_path / f"corpus-{FILES}", tmp_path / "alone", unit_bytes=64 << 10)
-    assert (alone["units"], alone["embed_actors"]) == (FILES, ACTORS)
-    want = vectors(tmp_path / "alone")
+    want = embedded_here(config(model, tmp_path / "corpus-1", tmp_path / "unused"))
     assert sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
     for files in (1, FILES):
         got = vectors(tmp_path / f"packed-{files}")
