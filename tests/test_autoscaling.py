@@ -1,7 +1,13 @@
 """GPU demand from zero: the shipped configs (configs/reembed.yaml, configs/mine_bitext.yaml, unchanged but for their
 URIs and a tiny model) on a Ray cluster whose only GPU worker type has `min_workers: 0`, as infra/k8s's GPU groups.
 Ray's autoscaler (fake multi-node provider: the real autoscaler, launching local raylets) must add a GPU node
-because the jobs' actors ask for GPUs, and those actors must run there. Each job starts from zero GPU nodes.
+because the job's actors ask for GPUs, and those actors must run there.
+
+One job runs on the autoscaling cluster: the mining job, whose embedding actors and k-NN shard actors both ask for
+a GPU. The re-embed job builds its embedding actors with the same stage (pipeline.stages.embed_stage, through
+embed_job.embed_stages); that its shipped config asks a cluster at zero GPUs for GPU actors is checked on the stage
+itself (a second job on the cluster, from zero again after the first node's idle removal, cost about half the
+test for the same autoscaler path).
 
 The GPU is logical (a CPU machine): the node advertises GPU: 1 and the actors run torch on CPU.
 """
@@ -16,6 +22,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SAMPLE
 from ray_clusters import TERMINAL, autoscaling_cluster, job_env, submit
+
+from pipeline.actors import EmbedActor
+from pipeline.config import load_config
+from pipeline.reembed.config import ReembedConfig
+from pipeline.stages import ClusterShape, embed_stage
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -51,50 +62,41 @@ def run_job(address: str, entrypoint: str, timeout: float = 420) -> str:
     return client.get_job_logs(job)
 
 
-def wait_until_no_gpu_node(address: str, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while any(state == "ALIVE" for state in gpu_nodes(address).values()):
-        assert time.time() < deadline, "the idle GPU node was not removed by the autoscaler"
-        time.sleep(0.5)
-
-
 def shipped(config: str, tiny_model: Path, **overrides) -> str:
     """`python -m jobs.X --config configs/<config>` with URI and model overrides only: the GPU settings are shipped."""
     sets = {"model.name_or_path": tiny_model, **overrides}
     return f"--config {REPO / 'configs' / config} " + " ".join(f"--set {k}={v}" for k, v in sets.items())
 
 
+def test_the_shipped_reembed_config_asks_a_cluster_at_zero_gpus_for_gpu_actors(tmp_path):
+    """configs/reembed.yaml's embedding stage on a cluster whose GPU workers are at zero (Ray reports the head's
+    CPUs alone): each actor asks for a GPU, so its pending actors are the demand the autoscaler adds a GPU node for,
+    and the pool grows from 1 to 4 actors with the nodes added. Without the declared gpus_per_actor the actors
+    would ask for none and run on CPU nodes (one per GPU counted at start: none)."""
+    overrides = [f"input.uri={tmp_path / 'corpus'}", f"output.uri={tmp_path / 're'}"]
+    cfg = load_config(ReembedConfig, REPO / "configs" / "reembed.yaml", overrides)
+    at_zero = ClusterShape.of([{"CPU": 1.0}], cfg.compute.actor_requirements())
+    stage = embed_stage(cfg, EmbedActor, shape=at_zero)
+    assert (stage.num_gpus, stage.pool) == (1, (1, 4))
+
+
 @pytest.mark.timeout(900)
 def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(tiny_models, tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS[:60]))
     (tmp_path / "fra.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[:30]))
     (tmp_path / "eng.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[30:60]))
-    reembed = shipped(
-        "reembed.yaml",
-        tiny_models["gemma3"],
-        **{"input.uri": corpus, "output.uri": tmp_path / "re", "model.max_tokens": 64},
-    )
     mine = shipped(
         "mine_bitext.yaml",
         tiny_models["bert"],
         **{"source.uri": tmp_path / "fra.txt", "target.uri": tmp_path / "eng.txt", "output.uri": tmp_path / "mined"},
     )
-    with autoscaling_cluster(WORKER_TYPES, head_cpus=1, idle_minutes=0.2) as address:
+    # The autoscaler's default idle timeout (1 min): the GPU node stays while the job moves between its stages.
+    with autoscaling_cluster(WORKER_TYPES, head_cpus=1) as address:
         submit(address, "true")  # the Jobs API answers: the cluster is up
         assert gpu_nodes(address) == {}  # scaling from zero
-        run_job(address, f"{sys.executable} -m jobs.reembed {reembed}")
-        first = gpu_nodes(address)
-        assert len(first) == 1, first  # the autoscaler added the GPU worker type for the embedding actors
-        assert actor_nodes(address, "EmbedActor") == set(first), "the embedding actors did not run on the GPU node"
-
-        wait_until_no_gpu_node(address)  # idle: removed again, so the next job starts from zero as well
         run_job(address, f"{sys.executable} -m jobs.mine_bitext {mine}")
-        second = set(gpu_nodes(address)) - set(first)
-        assert len(second) == 1, gpu_nodes(address)  # a new GPU node, launched for this job
-        assert actor_nodes(address, "EmbedActor") - set(first) == second
-        assert actor_nodes(address, "ShardActor") == second  # the k-NN shards asked for a GPU too
+        added = gpu_nodes(address)
+        assert len(added) == 1, added  # the autoscaler added the GPU worker type for the job's actors
+        assert actor_nodes(address, "EmbedActor") == set(added), "the embedding actors did not run on the GPU node"
+        assert actor_nodes(address, "ShardActor") == set(added)  # the k-NN shards asked for a GPU too
     (summary,) = [p for p in (tmp_path / "mined").glob("*summary.json")]  # the commit marker, written last
     assert json.loads(summary.read_text())["source"]["rows_mined"] == 30
-    assert json.loads((tmp_path / "re" / "_current.json").read_text())  # reembed published its version
