@@ -8,7 +8,8 @@ seen. `latency` delays every request by that many seconds (a store far away: rou
 `proxy.url` to put it between the job and the S3 server.
 
 It is also an HTTP forward proxy (`HTTP_PROXY=proxy.url`, for an http:// endpoint that need not resolve): such a
-request names its host in an absolute URI, counted in `hosts`. With `virtual_host` set to the endpoint's
+request names its host in an absolute URI, counted in `hosts` (an https:// one asks for a CONNECT tunnel, counted
+there too). With `virtual_host` set to the endpoint's
 `host:port`, a request to `<bucket>.<virtual_host>` is virtual-hosted-style and passed on to the server path-style;
 `refuse_path_style` answers a path-style one (to `virtual_host` itself) 403, as stores that serve only
 virtual-hosted-style requests do.
@@ -16,6 +17,7 @@ virtual-hosted-style requests do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import re
@@ -258,6 +260,38 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+
+        def do_CONNECT(self) -> None:
+            """A tunnel to the `host:port` asked for (an https:// endpoint through this proxy): bytes both ways,
+            neither read nor faulted (the TLS inside is the client's and the server's); counted in `hosts`."""
+            with proxy.lock:
+                proxy.hosts[self.path] += 1
+            host, _, port = self.path.rpartition(":")
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=60)
+            except OSError:
+                self.send_error(502)
+                return
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.close_connection = True
+
+            def pump(source: socket.socket, sink: socket.socket) -> None:
+                try:
+                    while data := source.recv(65536):
+                        sink.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    for s in (source, sink):
+                        with contextlib.suppress(OSError):
+                            s.shutdown(socket.SHUT_RDWR)
+
+            back = threading.Thread(target=pump, args=(upstream, self.connection), daemon=True)
+            back.start()
+            pump(self.connection, upstream)
+            back.join()
+            upstream.close()
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 

@@ -296,3 +296,30 @@ def test_a_worker_node_without_the_ca_bundle_names_it(https_store, no_tls_settin
     message = tls_failure(raised.value, here)
     assert message.startswith("the CA bundle could not be read where an S3 request was made (")
     assert f"storage.ca_bundle is '{here}': every node that reads or writes S3 needs that file" in message
+
+
+def test_an_https_store_behind_a_proxy_is_reached_by_both_clients_with_the_bundle(
+    https_store, s3_bucket, proxy, no_tls_settings, monkeypatch
+):
+    """HTTPS_PROXY (the corporate case: a TLS store reached only through a proxy): boto3 tunnelled through it, pyarrow
+    ignored it. Both tunnel now (CONNECT), and check the store's certificate against the bundle inside the tunnel."""
+    from pipeline.s3_listing import list_objects
+    from pipeline.storage import make_filesystem
+
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint, ca = https_store
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b"x\n")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    storage = StorageConfig(endpoint_url=endpoint, max_attempts=1, ca_bundle=ca)
+    assert read_and_write(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b"x\n"}
+    assert set(proxy.hosts) == {endpoint.removeprefix("https://")}, proxy.hosts
+    for client in ("boto3", "pyarrow"):  # each on its own: a fresh client's first request opens a tunnel
+        proxy.hosts.clear()
+        if client == "boto3":
+            assert f"{bucket}/corpus/a.jsonl" in {o.path for o in list_objects(f"{bucket}/corpus", storage)}
+        else:
+            fs, path = make_filesystem(f"s3://{bucket}/corpus/a.jsonl", storage)
+            assert fs.open_input_stream(path).read() == b"x\n"
+        assert proxy.hosts, client
