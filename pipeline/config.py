@@ -339,6 +339,13 @@ class StorageConfig(Section):
         "AWS). Left out: the AWS profile's s3 addressing_style, else auto.",
     )
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_form(cls, value: str | None) -> str | None:
+        from pipeline.s3_endpoint import endpoint_form
+
+        return endpoint_form(value) if value and value.strip() else None
+
     @field_validator("ca_bundle")
     @classmethod
     def _absolute_ca_bundle(cls, value: str | None) -> str | None:
@@ -365,6 +372,7 @@ class StorageConfig(Section):
             configured_endpoint,
             configured_max_attempts,
             configured_region,
+            endpoint_form,
         )
         from pipeline.s3_tls import checked_ca_bundle, configured_ca_bundle
 
@@ -383,6 +391,8 @@ class StorageConfig(Section):
         if "max_attempts" not in self.model_fields_set and (value := configured_max_attempts()) is not None:
             log.info("storage.max_attempts: %s, from %s", *value)
             found["max_attempts"] = value[0]
+        if "endpoint_url" in found:
+            found["endpoint_url"] = endpoint_form(found["endpoint_url"], source["endpoint_url"])
         if "ca_bundle" in found:
             found["ca_bundle"] = checked_ca_bundle(found["ca_bundle"], source["ca_bundle"])
         if found.get("addressing_style", "auto") not in ("auto", "path", "virtual"):

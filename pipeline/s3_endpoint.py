@@ -132,3 +132,25 @@ def configured_max_attempts() -> tuple[int, str] | None:
             "first included): fix it, or give storage.max_attempts"
         )
     return int(value), source
+
+
+def endpoint_form(value: str, source: str = "storage.endpoint_url") -> str:
+    """`value`, an S3 endpoint URL, as both clients take it: stripped, its scheme lower-case.
+
+    boto3 read `HTTP://host` and ` http://host` as http and refused `host:9000` (`ValueError: Invalid endpoint`);
+    pyarrow refused the first two (`Invalid S3 connection scheme 'HTTP'`) and took the third as https (a store
+    without TLS then failed its handshake: curlCode 35).
+
+    Raises:
+        EndpointConfigError: no scheme, or one other than http and https; the message names `source`.
+    """
+    value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise EndpointConfigError(
+            f"{source} {value!r} has no scheme: write http://{value} for a store served without TLS (a local MinIO, "
+            f"moto) or https://{value}"
+        )
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise EndpointConfigError(f"{source} {value!r} is not an http:// or https:// URL of an S3 endpoint")
+    return f"{scheme.lower()}://{rest}"

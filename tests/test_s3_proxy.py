@@ -170,3 +170,28 @@ def test_a_delta_table_on_a_virtual_hosted_only_store(s3_bucket, proxy, no_proxy
     storage = StorageConfig(endpoint_url=f"http://{ENDPOINT_HOST}", max_attempts=1, addressing_style="virtual")
     assert len(list_files(uri, storage)[1]) == 1
     assert set(proxy.hosts) == {f"{bucket}.{ENDPOINT_HOST}"}, proxy.hosts
+
+
+@pytest.mark.parametrize("written", ["HTTP://{host}", "  http://{host}/ ", "{host}", "ftp://{host}"])
+def test_an_endpoint_as_users_write_it_reaches_both_clients_or_is_a_config_error(
+    s3_bucket, s3_server, no_proxy_settings, monkeypatch, written
+):
+    """`HTTP://host` and a padded URL: boto3 took them, pyarrow refused them (`Invalid S3 connection scheme
+    'HTTP'`); `host:9000` without a scheme: boto3 refused it (`ValueError: Invalid endpoint`, a traceback), pyarrow
+    took https (a plain-HTTP store then failed its TLS handshake). Now the first two are read as written, the others
+    are a config error naming the key or the variable."""
+    from pydantic import ValidationError
+
+    client, bucket = s3_bucket
+    client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b"x\n")
+    endpoint = written.format(host=s3_server.removeprefix("http://"))
+    if "://" in endpoint and not endpoint.startswith("ftp"):
+        storage = StorageConfig(endpoint_url=endpoint, max_attempts=1)
+        assert listed_and_read(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b"x\n"}
+        return
+    says = "has no scheme: write http://" if "://" not in endpoint else "is not an http:// or https:// URL"
+    with pytest.raises(ValidationError, match=f"storage.endpoint_url '{endpoint}' {says}"):
+        StorageConfig(endpoint_url=endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    with pytest.raises(ValueError, match=f"AWS_ENDPOINT_URL '{endpoint}' {says}"):
+        StorageConfig().as_the_aws_tools_find_it()
