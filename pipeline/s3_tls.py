@@ -40,6 +40,10 @@ PLAIN_HTTP = re.compile(r"wrong version number|packet length too long", re.IGNOR
 NAME_MISMATCH = re.compile(r"match|subject name|hostname", re.IGNORECASE)
 # The bundle itself: pyarrow's curl on a node that lacks the file (a worker's client is unpickled, not made through
 # checked_ca_bundle) or cannot parse it; boto3's `[Errno 2] No such file`, `NO_CERTIFICATE_OR_CRL_FOUND`.
+# A handshake the network cut: curl's 35 says `Recv failure: Connection reset by peer` or an unexpected EOF.
+CUT_HANDSHAKE = re.compile(
+    r"reset by peer|unexpected eof|EOF occurred|connection (reset|aborted)|timed out", re.IGNORECASE
+)
 UNREADABLE_BUNDLE = re.compile(r"curlCode: 77\b|\[Errno 2\]|NO_CERTIFICATE_OR_CRL_FOUND")
 EXPIRED = re.compile(r"expired|not yet valid", re.IGNORECASE)
 
@@ -182,9 +186,11 @@ def system_store_hint(ca_bundle: str | None) -> str:
 
 
 def is_tls_failure(err: BaseException) -> bool:
-    """True when `err`'s own text is a TLS failure of either client: a later attempt meets the same certificate."""
+    """True when `err`'s own text is a TLS failure of either client that a later attempt meets again (the same
+    certificate, the same plain-HTTP server); a handshake cut by the network (curl's 35 with `Connection reset by
+    peer`, an EOF) is not one: it stays a transient error (pipeline.transient_errors)."""
     text = str(err)
-    return bool(CURL_TLS.search(text) or BOTO_TLS.search(text))
+    return bool(CURL_TLS.search(text) or BOTO_TLS.search(text)) and not CUT_HANDSHAKE.search(text)
 
 
 @contextlib.contextmanager

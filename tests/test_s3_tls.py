@@ -323,3 +323,35 @@ def test_an_https_store_behind_a_proxy_is_reached_by_both_clients_with_the_bundl
             fs, path = make_filesystem(f"s3://{bucket}/corpus/a.jsonl", storage)
             assert fs.open_input_stream(path).read() == b"x\n"
         assert proxy.hosts, client
+
+
+def test_a_handshake_the_network_cuts_stays_a_transient_error(no_tls_settings):
+    """A store (or a load balancer in front of it) that resets the connection during the TLS handshake: pyarrow
+    reports curl's code 35 too, `SSL connect error; Details: Recv failure: Connection reset by peer`; that is the
+    network's, retried, not a certificate to give."""
+    import socket
+    import struct
+
+    from pipeline.s3_tls import tls_failure
+    from pipeline.storage import make_filesystem
+    from pipeline.transient_errors import is_transient
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def reset_each() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(16)  # the client's hello has begun
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    storage = StorageConfig(endpoint_url=f"https://127.0.0.1:{server.getsockname()[1]}", max_attempts=1)
+    fs, path = make_filesystem("s3://bucket/k", storage)
+    with pytest.raises(OSError, match="curlCode: 35") as raised:
+        fs.get_file_info(path)
+    server.close()
+    assert is_transient(raised.value) and tls_failure(raised.value, None) is None
