@@ -1,6 +1,10 @@
-"""jobs.embed on a real multi-node Ray (ray.cluster_utils.Cluster: head + two worker nodes, each a raylet with its own
-processes), submitted through the Jobs API like `ray job submit` / a KubeRay RayJob, and a worker node lost while
-its embedding actor is running (a preempted spot node): the job still finishes with every id exactly once.
+"""jobs.embed on a real multi-node Ray (ray.cluster_utils.Cluster: head + three worker nodes, each a raylet with its
+own processes), submitted through the Jobs API like `ray job submit` / a KubeRay RayJob: the accelerator type and
+custom resources choose the nodes and size the pool, and a worker node lost while its embedding actor is running (a
+preempted spot node) leaves the job to finish with every id exactly once.
+
+One cluster serves the module (a cluster start is a head and three raylets, each with its agents, on a 2-core
+machine); the node-loss test removes a node, so it runs last.
 """
 
 from __future__ import annotations
@@ -18,9 +22,20 @@ from ray_clusters import TERMINAL, job_env, local_cluster, submit
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-# Two GPU nodes, one logical GPU each (a CPU machine: the actors run torch on CPU), as infra/k8s's GPU group: one
-# embedding actor per node. Two CPUs per node hold a tokenizer and the read/write tasks besides.
-GPU_NODE = {"num_cpus": 2, "num_gpus": 1}
+# Two GPU kinds (logical GPUs on this CPU machine, typed as Ray types them: the node resource
+# `accelerator_type:<type>`) and one untyped GPU node. `spot: 1` on each is a node pool label, as infra/k8s's GPU
+# group: the node-loss job asks for it, so its two actors run on two nodes, the third node standing in for the
+# replacement KubeRay or the autoscaler brings up. `pool_b` labels the L4 node alone.
+A100 = {"num_cpus": 3, "num_gpus": 2, "resources": {"accelerator_type:A100": 1, "spot": 1}}
+L4 = {"num_cpus": 2, "num_gpus": 1, "resources": {"accelerator_type:L4": 1, "pool_b": 1, "spot": 1}}
+GPU_NODE = {"num_cpus": 2, "num_gpus": 1, "resources": {"spot": 1}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """(cluster, dashboard URL) of the module's cluster: A100, L4 and GPU_NODE worker nodes."""
+    with local_cluster([A100, L4, GPU_NODE]) as started:
+        yield started
 
 
 def write_corpus(root: Path, files: int, copies: int) -> list[str]:
@@ -48,72 +63,23 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
         "model.max_tokens": 64,
         "batching.rows_per_block": 20,
         "compute.num_actors": 2,
-        "compute.gpus_per_actor": 1,  # declared, as the cluster configs do: one actor per GPU node
+        "compute.gpus_per_actor": 1,  # declared, as the cluster configs do
+        "compute.resources": "{spot: 1}",  # one actor per node of the pool: two nodes, the third one spare
         "compute.cpus_per_actor": 1,
         "compute.cpus_per_tokenizer": 0.5,
     }
-    sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+    sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
     return f"{sys.executable} -m jobs.embed --config {REPO / 'configs' / 'quickstart.yaml'} {sets}"
 
 
-def embed_actor_nodes(address: str) -> set[str]:
-    from ray.util.state import list_actors
-
-    return {
-        a.node_id
-        for a in list_actors(address=address, raise_on_missing_output=False)
-        if "EmbedActor" in a.class_name and a.node_id
-    }
-
-
 @pytest.mark.timeout(900)
-def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(tiny_models, tmp_path):
-    from ray.job_submission import JobSubmissionClient
-
-    # 1,280 rows in 32 files: long enough that both actors are up with blocks still queued even when one of them
-    # starts late on a loaded machine (at 640 rows the job once finished before the second actor was seen).
-    ids = write_corpus(tmp_path / "corpus", files=32, copies=4)
-    out = tmp_path / "emb"
-    # Three GPU nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
-    # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
-    with local_cluster([GPU_NODE] * 3) as (cluster, address):
-        client = JobSubmissionClient(address)
-        workers = {node.node_id: node for node in cluster.worker_nodes}
-        job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
-        hosts, lost, deadline = set(), None, time.time() + 600  # minutes on a loaded 2-core machine
-        while (status := str(client.get_job_status(job))) not in TERMINAL:
-            assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-            hosts |= embed_actor_nodes(address) & workers.keys()
-            if lost is None and len(hosts) == 2 and any(out.glob("*.parquet")):
-                # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
-                # in flight (Ray Data keeps several per actor).
-                lost = min(hosts)
-                # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
-                # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
-                cluster.remove_node(workers[lost], allow_graceful=False)
-            time.sleep(0.5)
-        logs = client.get_job_logs(job)
-    assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
-    assert status == "SUCCEEDED", logs[-4000:]
-    # Two embedding actors on two worker nodes when one was lost. Its replacement (on the third node) is not awaited:
-    # when the surviving actor finishes the remaining blocks first, Ray Data completes without it.
-    assert lost in hosts and len(hosts) >= 2
-    got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
-    assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
-    summary = json.loads((out / "_summary.json").read_text())
-    assert summary["rows_in"] == summary["rows_embedded"] == len(ids)
-
-
-@pytest.mark.timeout(900)
-def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tiny_models, tmp_path):
-    """A cluster with two GPU kinds (logical GPUs on this CPU machine, typed as Ray types them: the node resource
-    `accelerator_type:<type>`): `compute.accelerator_type: A100` puts every embedding actor on the A100 node and
-    sizes the default pool by its GPUs (2), not the cluster's (3); `compute.resources` picks the node that has them."""
+def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(cluster, tiny_models, tmp_path):
+    """On a cluster with two GPU kinds and an untyped GPU node, `compute.accelerator_type: A100` puts every
+    embedding actor on the A100 node and sizes the default pool by its GPUs (2), not the cluster's (4);
+    `compute.resources` picks the node that has them."""
     from ray.job_submission import JobSubmissionClient
 
     ids = write_corpus(tmp_path / "corpus", files=4, copies=1)
-    a100 = {"num_cpus": 3, "num_gpus": 2, "resources": {"accelerator_type:A100": 1}}
-    l4 = {"num_cpus": 2, "num_gpus": 1, "resources": {"accelerator_type:L4": 1, "pool_b": 1}}
 
     def run(address: str, out: Path, **compute) -> tuple[dict, dict[str, str]]:
         """The job's summary and {embedding actor id: node id} of the actors seen while it ran."""
@@ -137,21 +103,59 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(tin
         actors, deadline = {}, time.time() + 600
         while str(client.get_job_status(job)) not in TERMINAL:
             assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-            actors |= embed_actors_seen(address)
+            actors |= embed_actors_seen(address, client.get_job_info(job).job_id)
             time.sleep(0.5)
         assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
         return json.loads((out / "_summary.json").read_text()), actors
 
-    with local_cluster([a100, l4]) as (_cluster, address):
-        node_of = node_kinds(address)
-        assert sorted(node_of.values()) == ["a100", "l4"]
-        summary, actors = run(address, tmp_path / "a100", accelerator_type="A100")
-        assert summary["rows_embedded"] == len(ids)
-        assert len(actors) == 2 and {node_of[n] for n in actors.values()} == {"a100"}  # one per A100 GPU
-        summary, more = run(address, tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0)
-        assert summary["rows_embedded"] == len(ids)
-        new = {a: n for a, n in more.items() if a not in actors}
-        assert len(new) == 1 and {node_of[n] for n in new.values()} == {"l4"}  # one CPU actor, on the pool_b node
+    _cluster, address = cluster
+    node_of = node_kinds(address)
+    assert sorted(node_of.values()) == ["a100", "l4"]
+    summary, actors = run(address, tmp_path / "a100", accelerator_type="A100")
+    assert summary["rows_embedded"] == len(ids)
+    assert len(actors) == 2 and {node_of.get(n) for n in actors.values()} == {"a100"}  # one per A100 GPU
+    summary, more = run(address, tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0)
+    assert summary["rows_embedded"] == len(ids)
+    assert len(more) == 1 and {node_of.get(n) for n in more.values()} == {"l4"}  # one CPU actor, on the pool_b node
+
+
+@pytest.mark.timeout(900)
+def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(cluster, tiny_models, tmp_path):
+    """Last in the module: it removes a node of the module's cluster."""
+    from ray.job_submission import JobSubmissionClient
+
+    # 1,280 rows in 32 files: long enough that both actors are up with blocks still queued even when one of them
+    # starts late on a loaded machine (at 640 rows the job once finished before the second actor was seen).
+    ids = write_corpus(tmp_path / "corpus", files=32, copies=4)
+    out = tmp_path / "emb"
+    # Three `spot` nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
+    # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
+    own, address = cluster
+    client = JobSubmissionClient(address)
+    workers = {node.node_id: node for node in own.worker_nodes}
+    job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
+    hosts, lost, deadline = set(), None, time.time() + 600  # minutes on a loaded 2-core machine
+    while (status := str(client.get_job_status(job))) not in TERMINAL:
+        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+        hosts |= set(embed_actors_seen(address, client.get_job_info(job).job_id).values()) & workers.keys()
+        if lost is None and len(hosts) == 2 and any(out.glob("*.parquet")):
+            # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
+            # in flight (Ray Data keeps several per actor).
+            lost = min(hosts)
+            # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
+            # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
+            own.remove_node(workers[lost], allow_graceful=False)
+        time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
+    assert status == "SUCCEEDED", logs[-4000:]
+    # Two embedding actors on two worker nodes when one was lost. Its replacement (on the third node) is not awaited:
+    # when the surviving actor finishes the remaining blocks first, Ray Data completes without it.
+    assert lost in hosts and len(hosts) >= 2
+    got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_embedded"] == len(ids)
 
 
 def node_kinds(address: str) -> dict[str, str]:
@@ -167,12 +171,16 @@ def node_kinds(address: str) -> dict[str, str]:
     }
 
 
-def embed_actors_seen(address: str) -> dict[str, str]:
-    """{actor id: node id} of the embedding actors the state API lists now (alive, or dead with a node)."""
+def embed_actors_seen(address: str, job_id: str | None) -> dict[str, str]:
+    """{actor id: node id} of the Ray job `job_id`'s embedding actors the state API lists now (alive, or dead with
+    a node); none while the job has no Ray job id (its driver has not started). The module's earlier jobs ran on the
+    same cluster: their actors are left out."""
     from ray.util.state import list_actors
 
+    if job_id is None:
+        return {}
     return {
         a.actor_id: a.node_id
-        for a in list_actors(address=address, raise_on_missing_output=False)
+        for a in list_actors(address=address, filters=[("job_id", "=", job_id)], raise_on_missing_output=False)
         if "EmbedActor" in a.class_name and a.node_id
     }
