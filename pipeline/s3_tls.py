@@ -23,9 +23,6 @@ from collections.abc import Iterator
 
 from pipeline.errors import UserError
 
-# Where the AWS tools and the two clients take a CA bundle from, first to last: botocore's ca_bundle setting
-# (AWS_CA_BUNDLE, then the profile's ca_bundle), then REQUESTS_CA_BUNDLE (botocore's fallback, endpoint.py); then
-# SSL_CERT_FILE, which only pyarrow's client reads.
 KEY = "storage.ca_bundle"
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
@@ -38,12 +35,12 @@ BOTO_TLS = re.compile(r"SSL validation failed for ")
 # The reasons a CA bundle cannot fix, and what can.
 PLAIN_HTTP = re.compile(r"wrong version number|packet length too long", re.IGNORECASE)
 NAME_MISMATCH = re.compile(r"match|subject name|hostname", re.IGNORECASE)
-# The bundle itself: pyarrow's curl on a node that lacks the file (a worker's client is unpickled, not made through
-# checked_ca_bundle) or cannot parse it; boto3's `[Errno 2] No such file`, `NO_CERTIFICATE_OR_CRL_FOUND`.
 # A handshake the network cut: curl's 35 says `Recv failure: Connection reset by peer` or an unexpected EOF.
 CUT_HANDSHAKE = re.compile(
     r"reset by peer|unexpected eof|EOF occurred|connection (reset|aborted)|timed out", re.IGNORECASE
 )
+# The bundle itself: pyarrow's curl on a node that lacks the file (a worker's client is unpickled, not made through
+# checked_ca_bundle) or cannot parse it; boto3's `[Errno 2] No such file`, `NO_CERTIFICATE_OR_CRL_FOUND`.
 UNREADABLE_BUNDLE = re.compile(r"curlCode: 77\b|\[Errno 2\]|NO_CERTIFICATE_OR_CRL_FOUND")
 EXPIRED = re.compile(r"expired|not yet valid", re.IGNORECASE)
 
@@ -53,14 +50,10 @@ class CABundleError(UserError, ValueError):
     not a file, or holds no PEM certificate; the message names the file, where it came from and this host."""
 
 
-class S3TLSError(UserError, OSError):
-    """An S3 request failed its TLS handshake: the store's certificate was not verified against the CA bundle in
-    use, or the endpoint does not speak TLS; the message names the cause and the setting that fixes it."""
-
-
 def configured_ca_bundle() -> tuple[str, str] | None:
-    """(CA bundle path, where it was found) as the AWS tools and the S3 clients find one: `AWS_CA_BUNDLE`, the AWS
-    profile's `ca_bundle`, `REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`; None where none is set. Reads the AWS config
+    """(CA bundle path, where it was found) as the AWS tools and the S3 clients find one: botocore's ca_bundle
+    setting (`AWS_CA_BUNDLE`, then the AWS profile's `ca_bundle`), then `REQUESTS_CA_BUNDLE` (botocore's fallback),
+    then `SSL_CERT_FILE` (which only pyarrow's client reads); None where none is set. Reads the AWS config
     file (and imports botocore) only where one exists.
 
     Raises:
