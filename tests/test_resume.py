@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,8 +35,10 @@ from robustness_helpers import (
 )
 
 from jobs.embed import main as embed_main
-from pipeline.embed_job import run_embed
-from pipeline.units import record_files
+from pipeline.config import StorageConfig
+from pipeline.embed_job import plans_packed_units, run_embed
+from pipeline.storage import list_inputs
+from pipeline.units import plan_units, record_files
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()][:96]
@@ -66,12 +69,19 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean(ray_session, tiny_models, corpus, tmp_path_factory) -> dict:
-    """Vectors of one uninterrupted run, by id."""
+def clean_out(ray_session, tiny_models, corpus, tmp_path_factory) -> Path:
+    """The output of one uninterrupted run over `corpus` (gemma3, SECTIONS): read, or copied by a test that needs
+    a finished run of that configuration to change (the fingerprint holds no output.uri), never changed."""
     out = tmp_path_factory.mktemp("clean") / "emb"
     summary = run_embed(make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS))
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_reused"]) == (ROWS_IN, ROWS_TO_EMBED, 0)
-    return vectors_by_id(read_run(str(out))[0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean(clean_out) -> dict:
+    """Vectors of one uninterrupted run, by id."""
+    return vectors_by_id(read_run(str(clean_out))[0])
 
 
 def kill_after_first_unit(cfg_json: str, units_dir: Path, tmp_path: Path) -> int:
@@ -212,8 +222,10 @@ def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
     check_resumed(summary, str(out), clean, ROWS_IN - lost)
     assert json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"] == recorded
 
-    fresh = make_config(tiny_models["gemma3"], corpus, tmp_path / "fresh", "jsonl", **sections)
-    assert run_embed(fresh)["units"] == 1  # a new run packs the six small files into one unit
+    # a new run (nothing recorded) packs the six small files into one unit: the plan run_embed makes for it
+    root, listed = list_inputs(str(corpus), StorageConfig())
+    assert plans_packed_units(None)
+    assert len(plan_units(root, listed, "jsonl", cfg.input.unit_bytes, plans_packed_units(None))) == 1
 
 
 def unfinish(out: Path) -> int:
@@ -234,7 +246,9 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
     A `touch` or `chmod` moves the same token without a change of content: the run recorded each file's sha256
     (`_run/contents.json`), so the resume goes on (it was refused, and the user started over)."""
     (tmp_path / "in").mkdir()
-    corpus = write_corpus(tmp_path / "in", FILES)
+    files = {name: FILES[name] for name in ("c0.jsonl", "c1.jsonl", "c2.jsonl")}  # 3 units: 2 stay committed
+    corpus = write_corpus(tmp_path / "in", files)
+    rows_in = sum(map(len, files.values()))
     out = tmp_path / "emb"
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
     run_embed(cfg)
@@ -247,17 +261,17 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
     (corpus / "c1.jsonl").chmod(0o600)
     summary = run_embed(cfg)
-    assert summary["units_skipped"] > 0 and summary["rows_read"] == ROWS_IN - reused  # committed units not read
-    assert summary["rows_embedded"] + summary["rows_reused"] == ROWS_TO_EMBED
+    assert summary["units_skipped"] > 0 and summary["rows_read"] == rows_in - reused  # committed units not read
+    assert summary["rows_embedded"] + summary["rows_reused"] == rows_in - 1  # c0's blank row is a reject
     unfinish(out)
     stat = target.stat()  # as the resume recorded it (the listing as it is now: no hashing on the next resume)
-    edited = [{**r, "text": r["text"][::-1]} for r in FILES[target.name]]  # same bytes reversed: same size
+    edited = [{**r, "text": r["text"][::-1]} for r in files[target.name]]  # same bytes reversed: same size
     target.write_bytes(corpus_bytes(edited))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (target.stat().st_size, target.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     with pytest.raises(
         FileExistsError,
-        match=rf"input\.listing: 6 files -> 6 files \(changed {re.escape(target.name)} \(rewritten with its old "
+        match=rf"input\.listing: 3 files -> 3 files \(changed {re.escape(target.name)} \(rewritten with its old "
         r"size and modification time\)\)",
     ):
         run_embed(cfg)
@@ -269,9 +283,12 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(ray_se
     columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
     refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
     A run recorded before the key was (off, the default) records no such field, so it still resumes.
-    Both directions in one sequence (off -> on, then on -> off), so that the test costs two embedding runs."""
+    Both directions in one sequence (off -> on, then on -> off), so that the test costs two embedding runs, over
+    two files (two units, one of them left committed by unfinish)."""
     (tmp_path / "in").mkdir()
-    corpus = write_corpus(tmp_path / "in", FILES)
+    files = {name: FILES[name] for name in ("c0.jsonl", "c1.jsonl")}
+    corpus = write_corpus(tmp_path / "in", files)
+    rows_in = sum(map(len, files.values()))
     out = tmp_path / "emb"
 
     def cfg(on: bool, overwrite: bool = False):
@@ -286,7 +303,8 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(ray_se
     unfinish(out)
     with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
         run_embed(cfg(True))
-    assert run_embed(cfg(False))["rows_in"] == ROWS_IN  # the same command resumes
+    resumed = run_embed(cfg(False))  # the same command resumes
+    assert (resumed["rows_in"], resumed["units_skipped"]) == (rows_in, 1)
     assert columns() == {("id", "embedding")}
     run_embed(cfg(True, overwrite=True))  # starts over with the columns in every file
     assert "output.token_columns" in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
@@ -294,17 +312,19 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(ray_se
     unfinish(out)
     with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
         run_embed(cfg(False))
-    assert run_embed(cfg(True))["rows_in"] == ROWS_IN
+    resumed = run_embed(cfg(True))
+    assert (resumed["rows_in"], resumed["units_skipped"]) == (rows_in, 1)
 
 
 def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
-    ray_session, tiny_models, corpus, clean, tmp_path
+    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
 ):
     """A run an older version left unfinished recorded its listing without `tokens_sha256` and with entries of
-    [path, size, mtime]: after the upgrade the same command resumes it (nothing embedded twice)."""
+    [path, size, mtime]: after the upgrade the same command resumes it (nothing embedded twice). The run is a copy
+    of the module's clean one, the same configuration (one embedding run fewer)."""
     out = tmp_path / "emb"
+    shutil.copytree(clean_out, out)
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
-    run_embed(cfg)
     reused = unfinish(out)
     record_file = out / "_run" / "fingerprint.json"
     record = json.loads(record_file.read_text())
