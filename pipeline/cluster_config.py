@@ -16,6 +16,39 @@ from pipeline.config import ComputeConfig, EmbedConfig, JobConfig, Location, Out
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
 
+def one_storage(data: object) -> object:
+    """The cluster job's raw config (a mapping) with `storage` and `embed.storage` made one: each key given in either
+    (set and not null) is given in both. The embed step wrote with embed.storage alone and the clustering read with
+    storage alone, so `--set storage.endpoint_url=http://minio:9000` sent the embed step to AWS (and the reverse).
+    Anything else (no embed section, a section that does not validate) is returned as it is, for the models'
+    validation to report.
+
+    Raises:
+        ValueError: a key given different values in the two sections; the message names both keys and values.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("embed"), dict):
+        return data
+    given: dict[str, dict] = {}
+    for key, section in (("storage", data.get("storage")), ("embed.storage", data["embed"].get("storage"))):
+        try:
+            storage = section if isinstance(section, StorageConfig) else StorageConfig.model_validate(section or {})
+        except ValueError:
+            return data
+        given[key] = {
+            name: getattr(storage, name) for name in storage.model_fields_set if getattr(storage, name) is not None
+        }
+    own, embeds = given["storage"], given["embed.storage"]
+    for name in sorted(own.keys() & embeds.keys()):
+        if own[name] != embeds[name]:
+            raise ValueError(
+                f"storage.{name} ({own[name]!r}) and embed.storage.{name} ({embeds[name]!r}) differ: the embed step "
+                "writes input.uri, which the clustering reads, so both use one store; give the key once (either "
+                "section's value holds for both steps)"
+            )
+    merged = {**embeds, **own}
+    return {**data, "storage": dict(merged), "embed": {**data["embed"], "storage": dict(merged)}}
+
+
 class ClusterInputConfig(Section):
     """Column keys may be dotted paths into struct columns (doc.id, doc.vec); a column literally named so wins
     (pipeline.column_paths, docs/clustering.md)."""
@@ -105,8 +138,16 @@ class ClusterConfig(JobConfig):
         description="ray_address and cpus_per_actor (CPUs per k-means task) apply here; the rest to the embed step.",
     )
     embed: EmbedConfig | None = Field(
-        None, description="Embed a raw corpus first (the embed job's config); its output.uri must be input.uri."
+        None,
+        description="Embed a raw corpus first (the embed job's config); its output.uri must be input.uri. Its storage "
+        "is the job's: a key given in storage or in embed.storage holds for both steps (one store: the embed step "
+        "writes what the clustering reads); the same key given two different values is refused.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_storage(cls, data: object) -> object:
+        return one_storage(data)
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:
