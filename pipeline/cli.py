@@ -169,7 +169,8 @@ def submit(
     `job` None: guessed from the config's sections (guess_job). The config is loaded here first, so a config error,
     an output on a relative local path (it would land in the cluster's temporary copy of this directory) or a
     relative local input the upload does not carry is exit 2 before anything is uploaded
-    (pipeline.cluster_paths).
+    (pipeline.cluster_paths). This machine's AWS configuration is not read (the job's driver reads its own node's);
+    an AWS variable set here that the job would not get is named in a note (pipeline.s3_submit).
 
     `runtime_env`: more runtime_env fields for the job (job_runtime_env), e.g. {"env_vars": {"HF_HUB_OFFLINE": "1"}}.
 
@@ -196,7 +197,11 @@ def submit(
             file=sys.stderr,
         )
         return 2
-    loaded = load_job_config(config, job, overrides)
+    from pipeline.config import aws_configuration_read_elsewhere
+    from pipeline.s3_submit import left_behind, left_behind_note
+
+    with aws_configuration_read_elsewhere():  # the job's driver reads its own node's AWS configuration
+        loaded = load_job_config(config, job, overrides)
     if loaded is None:
         return 2
     job, cfg = loaded
@@ -209,6 +214,8 @@ def submit(
     if problems:
         print(f"error: {config}: {problems[0]}", file=sys.stderr)
         return 2
+    if found := left_behind(cfg, env.get("env_vars")):
+        write_stdout(left_behind_note(found) + "\n")
     from ray.exceptions import RayError
     from ray.job_submission import JobSubmissionClient
 

@@ -6,6 +6,8 @@ Every section forbids unknown keys so a typo in the YAML is an error, not a sile
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import types
@@ -423,11 +425,29 @@ def s3_locations(section: BaseModel) -> list[str]:
     return found
 
 
+# False while a config is checked for a job whose driver runs on another machine (`rayembed submit`): that driver
+# reads the AWS configuration of its own node. This machine's (a stale AWS_PROFILE, a CA bundle at a path only the
+# cluster's pods have, AWS_MAX_ATTEMPTS=0) refused the submission of a job it would never reach.
+_READS_AWS_CONFIGURATION: contextvars.ContextVar[bool] = contextvars.ContextVar("reads_aws_configuration", default=True)
+
+
+@contextlib.contextmanager
+def aws_configuration_read_elsewhere() -> typing.Iterator[None]:
+    """Job configs validated inside are checked without this machine's AWS configuration (JobConfig leaves `storage`
+    as written): for a job submitted to a Ray cluster, whose driver fills it from its own node's."""
+    token = _READS_AWS_CONFIGURATION.set(False)
+    try:
+        yield
+    finally:
+        _READS_AWS_CONFIGURATION.reset(token)
+
+
 class JobConfig(Section):
     """A job's whole config (embed, re-embed, mine, cluster). Where any of its locations is on S3, its `storage`
     takes the endpoint and region the AWS tools would use (StorageConfig.as_the_aws_tools_find_it) here, on the
     driver. A job that reads and writes only local paths never reads the AWS configuration: a stale `AWS_PROFILE`
-    does not refuse it, and botocore is not imported for it."""
+    does not refuse it, and botocore is not imported for it; nor does a config checked inside
+    aws_configuration_read_elsewhere (`rayembed submit`)."""
 
     if typing.TYPE_CHECKING:  # each job's config declares the field itself, in its place among its sections
         storage: StorageConfig
@@ -437,7 +457,7 @@ class JobConfig(Section):
         from pipeline.s3_endpoint import EndpointConfigError
         from pipeline.s3_tls import CABundleError
 
-        if s3_locations(self):
+        if s3_locations(self) and _READS_AWS_CONFIGURATION.get():
             try:
                 filled = self.storage.as_the_aws_tools_find_it()
             except (EndpointConfigError, CABundleError) as err:

@@ -98,3 +98,67 @@ def test_two_stores_for_the_cluster_jobs_two_steps_are_refused_naming_both_keys(
         cluster_config(tmp_path, ["storage.endpoint_url=http://a:9000", "embed.storage.endpoint_url=http://b:9000"])
     with pytest.raises(ConfigError, match=r"storage\.anon \(True\) and embed\.storage\.anon \(False\) differ"):
         cluster_config(tmp_path, ["storage.anon=true", "embed.storage.anon=false"])
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"AWS_PROFILE": "typo", "AWS_CONFIG_FILE": "aws-config"},
+        {"AWS_CA_BUNDLE": "/etc/pki/only-in-the-pods/ca.pem"},
+        {"AWS_MAX_ATTEMPTS": "0"},
+        {"AWS_ENDPOINT_URL": "minio.lan:9000"},  # no scheme
+    ],
+)
+def test_submit_does_not_read_the_submitters_aws_configuration(tmp_path, no_aws_settings, monkeypatch, capsys, env):
+    """The submitted job's driver finds the AWS settings on its own node. The local check of the config read this
+    machine's and refused the submission (exit 2) for a stale AWS_PROFILE, a CA bundle at a path only the cluster's
+    pods have, or another value the job never sees. Now only the cluster is missing here (exit 1)."""
+    from conftest import free_port
+
+    from pipeline import cli
+
+    (tmp_path / "aws-config").write_text("[profile store]\nregion = garage\n")
+    (tmp_path / "embed.yaml").write_text("input: {uri: s3://raw/web/}\noutput: {uri: s3://emb/web/}\n")
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value) if name == "AWS_CONFIG_FILE" else value)
+    monkeypatch.setenv("RAY_ADDRESS", f"http://127.0.0.1:{free_port()}")
+    assert cli.main(["submit", "embed.yaml", "--no-wait"]) == 1
+    assert "cannot submit to the Ray cluster" in capsys.readouterr().err
+
+
+def test_submit_names_the_aws_variables_set_here_that_the_job_would_not_get(tmp_path, no_aws_settings, monkeypatch):
+    """A user exports AWS_ENDPOINT_URL as for the AWS CLI and submits: the job's driver on the cluster never saw it
+    and reached another store. The note names each such variable and the storage key that carries its value; a key
+    the config gives, a variable in the runtime env's env_vars, and a job on local paths get none."""
+    from pipeline.config import EmbedConfig, aws_configuration_read_elsewhere
+    from pipeline.s3_submit import left_behind, left_behind_note
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.lan:9000")
+    monkeypatch.setenv("AWS_REGION", "garage")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "absent.pem"))
+
+    def checked(raw: dict) -> EmbedConfig:
+        with aws_configuration_read_elsewhere():
+            return EmbedConfig.model_validate(raw)
+
+    on_s3 = {"input": {"uri": str(tmp_path / "raw")}, "output": {"uri": "s3://emb/web/"}}
+    cfg = checked(on_s3)
+    assert cfg.storage.endpoint_url is None  # as written: the driver fills it on its node
+    found = left_behind(cfg, None)
+    assert found == [
+        ("AWS_ENDPOINT_URL", "storage.endpoint_url"),
+        ("AWS_REGION", "storage.region"),
+        ("AWS_CA_BUNDLE", "storage.ca_bundle"),
+    ]
+    assert left_behind_note(found).startswith(
+        "note: AWS_ENDPOINT_URL, AWS_REGION, AWS_CA_BUNDLE set here are not sent with the job: its driver on the "
+        "cluster uses its own node's AWS settings; to use these values give storage.endpoint_url, storage.region, "
+        "storage.ca_bundle (--set)"
+    )
+    cfg = checked({**on_s3, "storage": {"endpoint_url": "http://minio.lan:9000"}})
+    assert left_behind(cfg, {"AWS_CA_BUNDLE": "/etc/pki/ca.pem"}) == [("AWS_REGION", "storage.region")]
+    assert left_behind(checked({**on_s3, "output": {"uri": str(tmp_path / "out")}}), None) == []
+    # outside submit, the job's own driver fills the config from this machine's settings, as before
+    with pytest.raises(ValueError, match="absent.pem"):
+        EmbedConfig.model_validate(on_s3)
