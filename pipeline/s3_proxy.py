@@ -6,7 +6,10 @@ botocore.utils.get_environ_proxies). pyarrow's S3 client (every read and write; 
 every proxy variable. On a node that reaches the store only through a proxy the listing worked and every read failed
 (`Could not resolve host`, or a connection that timed out); with a store on the local network and a NO_PROXY that
 does not name it, the reads went direct and the listing through the proxy. pipeline.storage gives pyarrow the proxy
-proxy_for chooses, in each process, from that process's environment, as boto3 does there.
+proxy_for chooses from the environment of the process that makes the client. A pyarrow filesystem made on the driver
+and sent to a task (the embed job's reads and writes) keeps the driver's choice on the worker (its proxy_options are
+pickled with it), while boto3 and filesystems made on a worker choose from the worker's: on a cluster every node needs
+the same proxy variables (infra/README.md).
 
 `ALL_PROXY` is read by neither client (botocore looks the proxy up by scheme only). Pure Python.
 """
