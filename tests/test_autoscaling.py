@@ -90,7 +90,10 @@ def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(tiny_models
         **{"source.uri": tmp_path / "fra.txt", "target.uri": tmp_path / "eng.txt", "output.uri": tmp_path / "mined"},
     )
     # The autoscaler's default idle timeout (1 min): the GPU node stays while the job moves between its stages.
-    with autoscaling_cluster(WORKER_TYPES, head_cpus=1) as address:
+    # The head's 3 CPUs hold the job's CPU work (infra/k8s's CPU group): a GPU node is added only for a GPU request.
+    # With 1 CPU there, CPU embedding actors (gpus_per_actor removed from mine_bitext.yaml) did not fit, and the
+    # autoscaler added the only worker type, the GPU one, for them too: the test passed without the declaration.
+    with autoscaling_cluster(WORKER_TYPES, head_cpus=3) as address:
         submit(address, "true")  # the Jobs API answers: the cluster is up
         assert gpu_nodes(address) == {}  # scaling from zero
         run_job(address, f"{sys.executable} -m jobs.mine_bitext {mine}")
