@@ -8,6 +8,7 @@ virtual-hosted-style request (`bucket.host`) is told from a path-style one witho
 from __future__ import annotations
 
 import pytest
+from s3_round_trip import listed_and_read
 
 from pipeline.config import StorageConfig
 from pipeline.storage import list_files
@@ -24,18 +25,6 @@ def no_proxy_settings(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the profile it read
-
-
-def listed_and_read(storage: StorageConfig, uri: str) -> dict[str, bytes]:
-    """Lists `uri` (boto3), reads each file and writes one (pyarrow)."""
-    root, files = list_files(uri, storage)
-    out = {}
-    for rel in files:
-        with root.fs.open_input_stream(root.join(rel).path) as f:
-            out[rel] = f.read()
-    with root.fs.open_output_stream(root.join("_written").path) as f:
-        f.write(b"w")
-    return out
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "no scheme"])

@@ -13,6 +13,7 @@ import re
 import threading
 
 import pytest
+from s3_round_trip import listed_and_read
 
 from pipeline.config import StorageConfig
 from pipeline.storage import list_files
@@ -113,18 +114,6 @@ def no_tls_settings(monkeypatch, tmp_path):
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # boto3's default session caches the profile it read
 
 
-def read_and_write(storage: StorageConfig, uri: str) -> dict[str, bytes]:
-    """Lists `uri` (boto3), reads each file and writes one (pyarrow)."""
-    root, files = list_files(uri, storage)
-    out = {}
-    for rel in files:
-        with root.fs.open_input_stream(root.join(rel).path) as f:
-            out[rel] = f.read()
-    with root.fs.open_output_stream(root.join("_written").path) as f:
-        f.write(b"w")
-    return out
-
-
 @pytest.mark.parametrize(
     "where", ["AWS_CA_BUNDLE", "profile ca_bundle", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "storage.ca_bundle"]
 )
@@ -148,7 +137,7 @@ def test_a_private_ca_given_the_aws_way_serves_the_listing_and_the_reads(
         monkeypatch.setenv(where, ca)
     storage = StorageConfig(endpoint_url=endpoint, max_attempts=1, **given).as_the_aws_tools_find_it()
     assert storage.ca_bundle == ca
-    assert read_and_write(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b'{"text": "x"}\n'}
+    assert listed_and_read(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b'{"text": "x"}\n'}
     assert client.get_object(Bucket=bucket, Key="corpus/_written")["Body"].read() == b"w"
 
 
@@ -313,7 +302,7 @@ def test_an_https_store_behind_a_proxy_is_reached_by_both_clients_with_the_bundl
     client.put_object(Bucket=bucket, Key="corpus/a.jsonl", Body=b"x\n")
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     storage = StorageConfig(endpoint_url=endpoint, max_attempts=1, ca_bundle=ca)
-    assert read_and_write(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b"x\n"}
+    assert listed_and_read(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b"x\n"}
     assert set(proxy.hosts) == {endpoint.removeprefix("https://")}, proxy.hosts
     for client in ("boto3", "pyarrow"):  # each on its own: a fresh client's first request opens a tunnel
         proxy.hosts.clear()

@@ -4,6 +4,7 @@ import logging
 import re
 
 import pytest
+from s3_round_trip import listed_and_read
 
 from pipeline.config import StorageConfig
 from pipeline.special_entries import UnreadableEntryError
@@ -635,15 +636,6 @@ def test_an_iceberg_tables_folder_is_refused_saying_how_to_read_its_current_snap
 # --- S3 endpoints configured the AWS tools' way -----------------------------------------------------------------
 
 
-def read_listed(storage: StorageConfig, uri: str) -> dict[str, bytes]:
-    root, files = list_files(uri, storage)
-    out = {}
-    for rel in files:
-        with root.fs.open_input_stream(root.join(rel).path) as f:
-            out[rel] = f.read()
-    return out
-
-
 @pytest.mark.parametrize("where", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "profile", "profile services"])
 def test_an_endpoint_set_for_the_aws_tools_is_used_for_listing_and_reading(
     s3_bucket, s3_server, tmp_path, monkeypatch, where
@@ -669,7 +661,7 @@ def test_an_endpoint_set_for_the_aws_tools_is_used_for_listing_and_reading(
         monkeypatch.setenv("AWS_PROFILE", "store")
     storage = StorageConfig().as_the_aws_tools_find_it()
     assert storage.endpoint_url == s3_server
-    assert read_listed(storage, f"s3://{bucket}/corpus") == {"a.jsonl": b'{"text": "x"}\n'}
+    assert listed_and_read(storage, f"s3://{bucket}/corpus", write=False) == {"a.jsonl": b'{"text": "x"}\n'}
     # the config's own endpoint wins; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS turns the lookup off, as for boto3
     assert StorageConfig(endpoint_url="http://127.0.0.1:1").as_the_aws_tools_find_it().endpoint_url == (
         "http://127.0.0.1:1"
@@ -887,7 +879,7 @@ def test_no_credentials_is_one_clear_error_and_a_public_bucket_reads_with_anon(s
     with pytest.raises(UserError, match=r"^no AWS credentials found .* storage.anon: true"):
         list_files(f"s3://{bucket}/open", StorageConfig(endpoint_url=s3_server))
     anon = StorageConfig(endpoint_url=s3_server, anon=True)
-    assert read_listed(anon, f"s3://{bucket}/open") == {"a.jsonl": b'{"text": "x"}\n'}
+    assert listed_and_read(anon, f"s3://{bucket}/open", write=False) == {"a.jsonl": b'{"text": "x"}\n'}
 
 
 @pytest.mark.parametrize(
