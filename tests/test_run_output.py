@@ -111,29 +111,6 @@ def embed_cli(config, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_embed_run_output(tiny_models, tmp_path):
-    """A whole `python -m jobs.embed` in its own process: what a user sees on stderr."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    pq.write_table(pa.Table.from_pylist(RECORDS[:60]), corpus / "a.parquet")
-    out = tmp_path / "emb"
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"input: {{uri: {corpus}, format: parquet, id_column: id}}\noutput: {{uri: {out}}}\n"
-        f"model: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
-        "batching: {max_tokens_per_batch: 1024, rows_per_block: 32}\n"
-    )
-    run = embed_cli(config)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(run.stdout)["rows_embedded"] == 60
-    assert "core_worker.cc" not in run.stderr  # Ray's E ... line about actor constructor arguments is absorbed
-    assert "0/?" not in run.stderr
-    assert "progress: 60 / 60 rows (100%), 1 / 1 files" in run.stderr
-    assert "done: 60 rows in: 60 embedded, 0 rejected" in run.stderr and f"output: {out}" in run.stderr
-    assert "pooling mean" in run.stderr  # model.pooling auto -> the encoder default, shown and recorded
-
-
-@pytest.mark.slow
 def test_unwritable_home_is_one_error_line(tiny_models, tmp_path):
     """With token authentication on, an in-process Ray saves a new token to ~/.ray/auth_token as it starts: a HOME it
     cannot write (a read-only container, a missing home directory) is one `error:` line naming the ways out and exit
@@ -171,7 +148,9 @@ def as_in_a_terminal(cmd: list[str]) -> list[str]:
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_models, tmp_path):
     """SIGINT (twice) once the Dataset runs: the shell's 130, one `interrupted:` line, no traceback; the rerun
-    finishes."""
+    finishes, and its stderr is what a user sees of a whole `python -m jobs.embed` in its own process (that was a
+    run of its own, test_embed_run_output: one Python + Ray start + job fewer). The four small files are one unit
+    (packed), interrupted before it committed, so the rerun embeds every row."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(4):
@@ -204,7 +183,14 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
     )
     rerun = embed_cli(config, env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert json.loads(rerun.stdout)["rows_in"] == 160
+    summary = json.loads(rerun.stdout)
+    assert (summary["rows_in"], summary["rows_embedded"]) == (160, 160)
+    assert "core_worker.cc" not in rerun.stderr  # Ray's E ... line about actor constructor arguments is absorbed
+    assert "0/?" not in rerun.stderr
+    assert "progress: 160 / 160 rows (100%), 4 / 4 files" in rerun.stderr
+    assert "done: 160 rows in: 160 embedded, 0 rejected" in rerun.stderr
+    assert f"output: {tmp_path / 'emb'}" in rerun.stderr
+    assert "pooling mean" in rerun.stderr  # model.pooling auto -> the encoder default, shown and recorded
 
 
 @pytest.mark.slow
