@@ -76,7 +76,7 @@ def s3_table(client, bucket: str, prefix: str):
     return pa.concat_tables([pq.read_table(io.BytesIO(body)) for body in parts])
 
 
-def test_mine_from_and_to_s3_at_the_output_dimensions(ray_session, tiny_models, s3_bucket, s3_server, crashed):
+def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server, crashed):
     """Mining reads its inputs from and writes its outputs to S3, and a second run reuses the embeddings there.
 
     output.dimensions (Matryoshka truncation, accepted by the mining config) was dropped on the way to the embed
@@ -152,8 +152,10 @@ def test_a_crash_in_the_knn_search_resumes_without_embedding_again(crashed, tmp_
 
 @pytest.mark.models
 def test_real_model_finds_the_translations(ray_session, real_model_dir, tmp_path):
-    """multilingual-e5-small on 16 French and 16 English FLORES sentences: the mined pairs are the translations."""
-    raw = mine_config(real_model_dir("multilingual-e5-small"), str(SAMPLE), str(tmp_path / "mined"))
+    """multilingual-e5-small on 16 French and 16 English FLORES sentences: the mined pairs are the translations.
+    The k-NN search runs in the driver (backend local): the shard actors are the S3 test's, and
+    test_bitext_stream::test_ray_shard_actors_give_the_local_result holds both backends to the same pairs."""
+    raw = mine_config(real_model_dir("multilingual-e5-small"), str(SAMPLE), str(tmp_path / "mined"), backend="local")
     summary = run_mine(parse_config(MineConfig, raw))
     table = pq.read_table(tmp_path / "mined" / "pairs" / "part-00000.parquet")
     check_pairs_against_corpus(table)
