@@ -100,34 +100,6 @@ def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_dimensions_and_token_columns_end_to_end(ray_session, tiny_models, tmp_path):
-    corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    out = tmp_path / "emb"
-    cfg = embed_config(tiny_models["bert"], corpus, out, dtype="int8", dimensions=16, token_columns=True)
-    summary = run_embed(cfg)
-    table = pq.read_table(out)
-    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
-    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 16)
-    assert (meta["rayembed.precision"], meta["rayembed.dim"], meta["rayembed.pooling"]) == ("int8", "16", "mean")
-    ranges = np.asarray(json.loads(meta["rayembed.quantization_ranges"]), np.float32)
-    assert ranges.shape == (2, 16) and (ranges[0] < ranges[1]).all()
-    # dequantized vectors are unit length up to the quantization step (the calibration sample is the corpus)
-    stored = np.asarray(table.column("embedding").combine_chunks().flatten(), np.int8).reshape(-1, 16)
-    norms = np.linalg.norm(dequantize(stored, "int8", ranges), axis=1)
-    assert np.abs(norms - 1).max() < 0.05
-    # truncation is visible: the summary count equals the rows flagged, and num_tokens is capped at max_tokens
-    truncated = table.column("truncated").to_pylist()
-    assert summary["rows_truncated"] == sum(truncated) > 0
-    assert max(table.column("num_tokens").to_pylist()) <= 24
-    tok = AutoTokenizer.from_pretrained(tiny_models["bert"])
-    by_id = {r["id"]: len(tok(r["text"])["input_ids"]) > 24 for r in RECORDS}
-    assert dict(zip(table.column("id").to_pylist(), truncated)) == by_id
-    assert (summary["precision"], summary["dimensions"], summary["pooling"]) == ("int8", 16, "mean")
-    assert summary["chunks_produced"] == 0
-
-
-@pytest.mark.slow
 def test_dimensions_beyond_the_model_fail_before_ray(tiny_models, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps(RECORDS[0]) + "\n")
@@ -156,8 +128,13 @@ def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(r
 
 
 @pytest.mark.slow
-def test_int8_calibrates_on_the_first_rows_that_are_not_rejects(ray_session, tiny_models, tmp_path):
-    """The calibration sample was the first output.calibration_rows rows read, rejects included: 6 empty rows first
+def test_int8_calibrates_on_the_first_rows_that_are_not_rejects_with_dimensions_and_token_columns(
+    ray_session, tiny_models, tmp_path
+):
+    """int8 at output.dimensions 16 with token_columns, end to end (one run: the calibration pass and the run each
+    start a tokenizer and a model actor pool).
+
+    The calibration sample was the first output.calibration_rows rows read, rejects included: 6 empty rows first
     and calibration_rows 4 failed the job ('every one of the 4 rows read for calibration ... was rejected'); fewer
     rejects left a smaller sample. Rows the model rejects (a token id outside its vocabulary) took places too. It is
     now the first 4 rows embedded: each dimension's min and max among their stored vectors are the ends of the int8
@@ -174,15 +151,32 @@ def test_int8_calibrates_on_the_first_rows_that_are_not_rejects(ray_session, tin
     empty = [{"id": f"empty-{i}", "text": " "} for i in range(6)]
     unknown = [{"id": f"oov-{i}", "text": f"ZQXOOV {i}"} for i in range(3)]
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps(r) + "\n" for r in [*empty, *unknown, *RECORDS[:10]]))
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [*empty, *unknown, *RECORDS]))
     out = tmp_path / "emb"
-    cfg = embed_config(model, corpus, out, dtype="int8", dimensions=16, calibration_rows=4)
+    cfg = embed_config(model, corpus, out, dtype="int8", dimensions=16, token_columns=True, calibration_rows=4)
     summary = run_embed(cfg)
-    assert (summary["rows_embedded"], summary["rows_rejected"]) == (10, 9)
+    assert (summary["rows_embedded"], summary["rows_rejected"]) == (len(RECORDS), 9)
     table = pq.read_table(out)
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 16)
+    assert (meta["rayembed.precision"], meta["rayembed.dim"], meta["rayembed.pooling"]) == ("int8", "16", "mean")
+    ranges = np.asarray(json.loads(meta["rayembed.quantization_ranges"]), np.float32)
+    assert ranges.shape == (2, 16) and (ranges[0] < ranges[1]).all()
     stored = dict(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()))
-    sample = np.asarray([stored[r["id"]] for r in RECORDS[:4]])  # (4, 16) int8 levels
+    sample = np.asarray([stored[r["id"]] for r in RECORDS[:4]], np.int8)  # (4, 16) int8 levels
     assert (sample.min(axis=0) == -128).all() and (sample.max(axis=0) >= 126).all()
+    # the calibration sample's dequantized vectors are unit length up to the quantization step
+    norms = np.linalg.norm(dequantize(sample, "int8", ranges), axis=1)
+    assert np.abs(norms - 1).max() < 0.05
+    # truncation is visible: the summary count equals the rows flagged, and num_tokens is capped at max_tokens
+    truncated = table.column("truncated").to_pylist()
+    assert summary["rows_truncated"] == sum(truncated) > 0
+    assert max(table.column("num_tokens").to_pylist()) <= 24
+    tok = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    by_id = {r["id"]: len(tok(r["text"])["input_ids"]) > 24 for r in RECORDS}
+    assert dict(zip(table.column("id").to_pylist(), truncated)) == by_id
+    assert (summary["precision"], summary["dimensions"], summary["pooling"]) == ("int8", 16, "mean")
+    assert summary["chunks_produced"] == 0
     # an input whose every row is rejected on reading leaves no row to calibrate on: its rejects' null vectors need
     # no ranges (the model actors failed 'int8 needs calibration ranges' on such a block)
     rejects_only = OutputPrecision("int8", 16).to_arrow(np.zeros((3, 16), np.float32), np.array([True] * 3))
