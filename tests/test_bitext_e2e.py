@@ -119,6 +119,9 @@ def test_mine_from_and_to_s3(ray_session, tiny_models, s3_bucket, s3_server, cra
         "output": {"uri": f"s3://{bucket}/mined-again"},
         "source": {**raw["source"], "embeddings_uri": f"s3://{bucket}/mined/embeddings/source"},
         "target": {**raw["target"], "embeddings_uri": f"s3://{bucket}/mined/embeddings/target"},
+        # searched in the driver: the first run's shard actors are the Ray search under test, and the backends give
+        # the same pairs (test_bitext_stream::test_ray_shard_actors_give_the_local_result)
+        "mining": {**raw["mining"], "backend": "local"},
     }
     again = run_mine(parse_config(MineConfig, reuse))
     assert again["source"]["embeddings"] == {
