@@ -349,14 +349,19 @@ def unfinish_s3(client, bucket: str, keep: str) -> int:
 
 
 def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_same_second(
-    ray_session, tiny_models, tmp_path, s3_bucket, s3_server, monkeypatch
+    ray_session, tiny_models, clean, tmp_path, s3_bucket, s3_server, monkeypatch
 ):
     """S3 gives LastModified to the second and pyarrow's listing gives no ETag, so the listing pinned (path, size,
     LastModified): an object rewritten with its old size in the second of the write it replaced passed for
     unchanged, and the resume kept the old content's vectors for the committed units and embedded the new content
     for the rest. The listing now pins each object's ETag (pipeline.s3_listing): the resume is refused naming the
-    object, as for a local file. moto's clock is held at one second for the two writes, as two writes in one second
-    of a real store."""
+    object, as for a local file. moto's clock is held at one second for the writes, as writes in one second of a
+    real store.
+
+    The same unfinished run then serves a run an older version left unfinished on S3 (it was a test and a full run
+    of its own): with c0.jsonl's first bytes written back in that second (its listing as recorded), the record made
+    as that version wrote it (no `etags_sha256`, entries of [path, size, mtime, null]) resumes after the upgrade,
+    nothing embedded twice."""
     client, bucket = s3_bucket
     second = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)  # moto's naive UTC
 
@@ -367,11 +372,10 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
 
     for name, rows in FILES.items():
         write_in_that_second(name, rows)
-    cfg = make_config(
-        tiny_models["gemma3"], f"s3://{bucket}/corpus", f"s3://{bucket}/emb", "jsonl", s3_server, **SECTIONS
-    )
+    uri = f"s3://{bucket}/emb"
+    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **SECTIONS)
     run_embed(cfg)
-    unfinish_s3(client, bucket, keep="c0.jsonl")
+    reused = unfinish_s3(client, bucket, keep="c0.jsonl")
     before = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
     write_in_that_second("c0.jsonl", [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]])  # same size
     after = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
@@ -384,18 +388,8 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     ):
         run_embed(cfg)
 
-
-def test_an_s3_run_recorded_before_etags_resumes_when_nothing_changed(
-    ray_session, tiny_models, clean, tmp_path, s3_bucket, s3_server
-):
-    """A run an older version left unfinished on S3 recorded its listing without `etags_sha256` and with entries of
-    [path, size, mtime, null]: after the upgrade the same command resumes it (nothing embedded twice)."""
-    client, bucket = s3_bucket
-    put_corpus(client, bucket, FILES)
-    uri = f"s3://{bucket}/emb"
-    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **SECTIONS)
-    run_embed(cfg)
-    reused = unfinish_s3(client, bucket, keep="c0.jsonl")
+    write_in_that_second("c0.jsonl", FILES["c0.jsonl"])  # its bytes as listed: its ETag as recorded
+    assert client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")["ETag"] == before["ETag"]
     key = "emb/_run/fingerprint.json"
     record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     listing = record["fingerprint"]["input.listing"]
