@@ -76,13 +76,16 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
 def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(cluster, tiny_models, tmp_path):
     """On a cluster with two GPU kinds and an untyped GPU node, `compute.accelerator_type: A100` puts every
     embedding actor on the A100 node and sizes the default pool by its GPUs (2), not the cluster's (4);
-    `compute.resources` picks the node that has them."""
+    `compute.resources` picks the node that has them. The two jobs run at the same time: their embedding actors
+    ask for what only one node each has (the A100 GPUs; pool_b), and each job's actors are told apart by its job id."""
     from ray.job_submission import JobSubmissionClient
 
     ids = write_corpus(tmp_path / "corpus", files=4, copies=1)
+    _cluster, address = cluster
+    client = JobSubmissionClient(address)
 
-    def run(address: str, out: Path, **compute) -> tuple[dict, dict[str, str]]:
-        """The job's summary and {embedding actor id: node id} of the actors seen while it ran."""
+    def start(out: Path, **compute) -> str:
+        """Submits an embed job of the corpus to `out` with these compute keys; returns its submission id."""
         sets = {
             "input.uri": tmp_path / "corpus",
             "input.id_column": "id",
@@ -98,25 +101,33 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
         command = f"{sys.executable} -m jobs.embed --config {REPO / 'configs' / 'quickstart.yaml'} " + " ".join(
             f"--set {shlex.quote(f'{k}={v}')}" for k, v in sets.items()
         )
-        client = JobSubmissionClient(address)
-        job = submit(address, command, runtime_env=job_env())
-        actors, deadline = {}, time.time() + 600
-        while str(client.get_job_status(job)) not in TERMINAL:
-            assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-            actors |= embed_actors_seen(address, client.get_job_info(job).job_id)
-            time.sleep(0.5)
-        assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
-        return json.loads((out / "_summary.json").read_text()), actors
+        return submit(address, command, runtime_env=job_env())
 
-    _cluster, address = cluster
+    def actors_of(jobs: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Waits for the jobs ({name: submission id}) to succeed; {name: {embedding actor id: node id}} of each."""
+        seen, deadline = {name: {} for name in jobs}, time.time() + 600
+        while running := [name for name, job in jobs.items() if str(client.get_job_status(job)) not in TERMINAL]:
+            assert time.time() < deadline, {name: client.get_job_logs(jobs[name])[-3000:] for name in running}
+            for name in running:
+                seen[name] |= embed_actors_seen(address, client.get_job_info(jobs[name]).job_id)
+            time.sleep(0.5)
+        for name, job in jobs.items():
+            assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
+            seen[name] |= embed_actors_seen(address, client.get_job_info(job).job_id)  # dead ones keep their node
+        return seen
+
     node_of = node_kinds(address)
     assert sorted(node_of.values()) == ["a100", "l4"]
-    summary, actors = run(address, tmp_path / "a100", accelerator_type="A100")
-    assert summary["rows_embedded"] == len(ids)
-    assert len(actors) == 2 and {node_of.get(n) for n in actors.values()} == {"a100"}  # one per A100 GPU
-    summary, more = run(address, tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0)
-    assert summary["rows_embedded"] == len(ids)
-    assert len(more) == 1 and {node_of.get(n) for n in more.values()} == {"l4"}  # one CPU actor, on the pool_b node
+    jobs = {
+        "a100": start(tmp_path / "a100", accelerator_type="A100"),
+        "pool_b": start(tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0),
+    }
+    actors = actors_of(jobs)
+    for name in jobs:
+        assert json.loads((tmp_path / name / "_summary.json").read_text())["rows_embedded"] == len(ids), name
+    a100, pool_b = actors["a100"], actors["pool_b"]
+    assert len(a100) == 2 and {node_of.get(n) for n in a100.values()} == {"a100"}  # one per A100 GPU
+    assert len(pool_b) == 1 and {node_of.get(n) for n in pool_b.values()} == {"l4"}  # one CPU actor, on pool_b's node
 
 
 @pytest.mark.timeout(900)
