@@ -53,27 +53,22 @@ def test_baseline_padding_plans_by_hand():
     assert st_padding_efficiency(texts, lengths, batch_size=2) == pytest.approx(10 / 12)
 
 
-def children_in_this_process(throughput, monkeypatch) -> list[str]:
-    """Runs bench.throughput's children in this process: the same `--child` command line, variant code and JSON
-    hand-off, without a Python + torch start-up each. The Ray variants (b, d), which start and stop a Ray of their
-    own in their child, run on the session Ray instead: their start_ray and ray.shutdown are skipped, the rest of
-    the variant (a Ray Data pipeline; run_embed) runs as in the child. Returns the variants run."""
-    import ray
+def ray_children_only(throughput, monkeypatch) -> list[str]:
+    """Runs bench.throughput's children that start no Ray of their own ((a), (c), the levers) in this process: the
+    same `--child` command line, variant code and JSON hand-off, without a Python + torch start-up each. The Ray
+    variants (b, d) start and stop a Ray each, so they keep their child process. Returns the variants run."""
     import torch
 
-    from bench import variants
-
-    launched = []
+    launched, real_run = [], subprocess.run
 
     def run(cmd, **kwargs):
         child = cmd[cmd.index("--child") :]
         launched.append(child[1])
+        if child[1] in ("b", "d"):
+            return real_run(cmd, **kwargs)
         threads = torch.get_num_threads()
         try:
-            with monkeypatch.context() as on_session_ray:
-                on_session_ray.setattr(variants, "start_ray", lambda threads: 0.0)
-                on_session_ray.setattr(ray, "shutdown", lambda: None)
-                throughput.main(child)
+            throughput.main(child)
         finally:
             torch.set_num_threads(threads)  # the variant sets the benchmark's thread count
         return subprocess.CompletedProcess(cmd, 0)
@@ -83,12 +78,12 @@ def children_in_this_process(throughput, monkeypatch) -> list[str]:
 
 
 @pytest.mark.slow
-def test_throughput_benchmark_runs_all_four_variants(ray_session, tiny_models, tmp_path, monkeypatch):
+def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers", reason="baseline (a) needs the bench extra: pip install -e .[bench]")
     from bench import throughput
     from bench.throughput import main
 
-    launched = children_in_this_process(throughput, monkeypatch)
+    launched = ray_children_only(throughput, monkeypatch)
     out = tmp_path / "report.md"
     raw = main(
         [
