@@ -198,7 +198,7 @@ def submit(
         )
         return 2
     from pipeline.config import aws_configuration_read_elsewhere
-    from pipeline.s3_submit import left_behind, left_behind_note
+    from pipeline.s3_submit import credentials_left_behind, credentials_note, left_behind, left_behind_note
 
     with aws_configuration_read_elsewhere():  # the job's driver reads its own node's AWS configuration
         loaded = load_job_config(config, job, overrides)
@@ -216,6 +216,8 @@ def submit(
         return 2
     if found := left_behind(cfg, env.get("env_vars")):
         write_stdout(left_behind_note(found) + "\n")
+    if names := credentials_left_behind(cfg, env.get("env_vars")):
+        write_stdout(credentials_note(names) + "\n")
     from ray.exceptions import RayError
     from ray.job_submission import JobSubmissionClient
 

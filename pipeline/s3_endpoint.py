@@ -23,7 +23,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+# The environment variables each lookup below reads, in its order (pipeline.s3_submit names them from here).
 ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+ATTEMPTS_VARS = ("AWS_MAX_ATTEMPTS",)
+# Which profile from_profile reads, and where: they decide every storage key a profile can give.
+PROFILE_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE")
+PROFILE_KEYS = ("endpoint_url", "region", "ca_bundle", "addressing_style", "max_attempts")
 TRUE = ("true", "1", "yes")
 
 
@@ -64,7 +70,7 @@ def configured_region() -> tuple[str, str] | None:
     Raises:
         EndpointConfigError: as configured_endpoint.
     """
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+    for name in REGION_VARS:
         if value := os.environ.get(name, "").strip():
             return value, name
     return from_profile(lambda session: session.get_scoped_config().get("region"), "storage.region")
@@ -118,10 +124,8 @@ def configured_max_attempts() -> tuple[int, str] | None:
     Raises:
         EndpointConfigError: the value is not a whole number of at least 1, or as configured_endpoint.
     """
-    found = None
-    if value := os.environ.get("AWS_MAX_ATTEMPTS", "").strip():
-        found = value, "AWS_MAX_ATTEMPTS"
-    else:
+    found = next(((value, name) for name in ATTEMPTS_VARS if (value := os.environ.get(name, "").strip())), None)
+    if found is None:
         found = from_profile(lambda session: session.get_scoped_config().get("max_attempts"), "storage.max_attempts")
     if found is None:
         return None

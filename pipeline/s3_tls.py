@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pipeline.errors import UserError
 
 KEY = "storage.ca_bundle"
+# configured_ca_bundle's variables: AWS_CA_BUNDLE before the profile's ca_bundle, the others after it.
+CA_BUNDLE_VARS = ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 # A TLS failure as each client reports it. pyarrow: `AWS Error NETWORK_CONNECTION ... curlCode: N, ...` with curl's
@@ -61,11 +63,12 @@ def configured_ca_bundle() -> tuple[str, str] | None:
     """
     from pipeline.s3_endpoint import from_profile
 
-    if value := os.environ.get("AWS_CA_BUNDLE", "").strip():
-        return value, "AWS_CA_BUNDLE"
+    first, *after_profile = CA_BUNDLE_VARS
+    if value := os.environ.get(first, "").strip():
+        return value, first
     if found := from_profile(lambda session: session.get_scoped_config().get("ca_bundle"), KEY):
         return found
-    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+    for name in after_profile:
         if value := os.environ.get(name, "").strip():
             return value, name
     return None

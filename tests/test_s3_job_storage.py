@@ -162,3 +162,75 @@ def test_submit_names_the_aws_variables_set_here_that_the_job_would_not_get(tmp_
     # outside submit, the job's own driver fills the config from this machine's settings, as before
     with pytest.raises(ValueError, match="absent.pem"):
         EmbedConfig.model_validate(on_s3)
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+SETTINGS = "region = garage\nendpoint_url = http://minio.lan:9000\nca_bundle = {ca}\nmax_attempts = 3\n"
+PROFILE = f"[default]\n{SETTINGS}[profile store]\n{SETTINGS}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("AWS_ENDPOINT_URL_S3", "http://minio.lan:9000", "endpoint_url"),
+        ("AWS_ENDPOINT_URL", "http://minio.lan:9000", "endpoint_url"),
+        ("AWS_REGION", "garage", "region"),
+        ("AWS_DEFAULT_REGION", "garage", "region"),
+        ("AWS_CA_BUNDLE", "ca.pem", "ca_bundle"),
+        ("REQUESTS_CA_BUNDLE", "ca.pem", "ca_bundle"),
+        ("SSL_CERT_FILE", "ca.pem", "ca_bundle"),
+        ("AWS_MAX_ATTEMPTS", "3", "max_attempts"),
+        ("AWS_PROFILE", "store", "region"),
+        ("AWS_DEFAULT_PROFILE", "store", "endpoint_url"),
+        ("AWS_CONFIG_FILE", "aws-config", "ca_bundle"),
+    ],
+)
+def test_submit_notes_every_variable_the_drivers_lookup_reads(
+    tmp_path, no_aws_settings, monkeypatch, variable, value, key
+):
+    """Each variable the job's driver would take a storage value from (as_the_aws_tools_find_it, run here as the
+    driver does) is one submit names when it is set here only. The note's table was a second list beside the lookups
+    and lacked REQUESTS_CA_BUNDLE and SSL_CERT_FILE (the CA bundle a user trusts the store with for requests or
+    pyarrow) and the profile variables."""
+    from pipeline.config import EmbedConfig, StorageConfig, aws_configuration_read_elsewhere
+    from pipeline.s3_submit import left_behind
+
+    (tmp_path / "ca.pem").write_text(PEM)
+    (tmp_path / "aws-config").write_text(PROFILE.format(ca=tmp_path / "ca.pem"))
+    if variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv(variable, str(tmp_path / value) if value in ("ca.pem", "aws-config") else value)
+
+    found_here = StorageConfig().as_the_aws_tools_find_it()  # what the driver's lookup takes from it
+    assert getattr(found_here, key) not in (None, 6), f"the lookup does not read {variable}"
+    with aws_configuration_read_elsewhere():
+        cfg = EmbedConfig.model_validate({"input": {"uri": str(tmp_path / "raw")}, "output": {"uri": "s3://emb/x/"}})
+    assert (variable, f"storage.{key}") in left_behind(cfg, None)
+    assert (variable, f"storage.{key}") not in left_behind(cfg, {variable: value})
+    cfg = cfg.model_copy(update={"storage": StorageConfig(**{key: getattr(found_here, key)})})
+    assert all(k != f"storage.{key}" for _, k in left_behind(cfg, None))
+
+
+def test_submit_notes_credentials_set_here_that_the_job_does_not_get(tmp_path, no_aws_settings, monkeypatch):
+    """Credentials exported for the AWS CLI do not travel with a submitted job either (there is no storage key for
+    them): submit says the job uses the cluster's own; nothing for an anonymous or a local job."""
+    from pipeline.config import EmbedConfig, aws_configuration_read_elsewhere
+    from pipeline.s3_submit import credentials_left_behind, credentials_note
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    raw = {"input": {"uri": str(tmp_path / "raw")}, "output": {"uri": "s3://emb/x/"}}
+    with aws_configuration_read_elsewhere():
+        cfg = EmbedConfig.model_validate(raw)
+        anonymous = EmbedConfig.model_validate({**raw, "storage": {"anon": True}})
+        local = EmbedConfig.model_validate({**raw, "output": {"uri": str(tmp_path / "out")}})
+    names = credentials_left_behind(cfg, None)
+    assert names == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert credentials_note(names).startswith(
+        "note: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY set here are not sent with the job: its driver and workers "
+        "use the cluster's own AWS credentials"
+    )
+    assert credentials_left_behind(cfg, {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}) == []
+    assert credentials_left_behind(anonymous, None) == credentials_left_behind(local, None) == []
