@@ -361,7 +361,7 @@ class StorageConfig(Section):
         profile's ca_bundle, REQUESTS_CA_BUNDLE, SSL_CERT_FILE: pipeline.s3_tls; the profile's s3 addressing_style;
         AWS_MAX_ATTEMPTS, the profile's max_attempts: both clients took 6 whatever they said). A job's config
         takes them on the driver when it reads or writes S3 (JobConfig), so that pyarrow's S3 client, which ignores
-        them, and every worker use them too. A CA bundle found so must be a PEM file here.
+        them, and every worker use them too. A CA bundle found so, or given, must be a PEM file here.
 
         Raises:
             EndpointConfigError (a ValueError): AWS_PROFILE names a profile the config files lack, a file cannot
@@ -397,6 +397,8 @@ class StorageConfig(Section):
             found["endpoint_url"] = endpoint_form(found["endpoint_url"], source["endpoint_url"])
         if "ca_bundle" in found:
             found["ca_bundle"] = checked_ca_bundle(found["ca_bundle"], source["ca_bundle"])
+        elif self.ca_bundle is not None:  # given: the driver, where the job runs, needs it as much as its workers
+            checked_ca_bundle(self.ca_bundle)
         if found.get("addressing_style", "auto") not in ("auto", "path", "virtual"):
             raise EndpointConfigError(
                 f"the s3 addressing_style {found['addressing_style']!r} of {source['addressing_style']} is not one "

@@ -202,11 +202,11 @@ def test_a_ca_bundle_that_cannot_serve_is_named_with_where_it_came_from(
     https_store, no_tls_settings, monkeypatch, tmp_path
 ):
     """A bundle found the AWS way that is missing, a folder, or no PEM (a DER file, a key) is a config error naming
-    the variable; one given as storage.ca_bundle and missing on a node is named by that node's first S3 client,
-    saying every node needs it (the config is read on the driver; a worker may lack the file)."""
+    the variable; one given as storage.ca_bundle is checked on the job's driver, and missing on another node it is
+    named by that node's first S3 client, saying every node needs it (a worker may lack the file)."""
     from pydantic import ValidationError
 
-    from pipeline.config import EmbedConfig
+    from pipeline.config import EmbedConfig, aws_configuration_read_elsewhere
     from pipeline.s3_tls import CABundleError
     from pipeline.storage import make_filesystem
 
@@ -222,6 +222,14 @@ def test_a_ca_bundle_that_cannot_serve_is_named_with_where_it_came_from(
         with pytest.raises(ValidationError, match=rf"storage.ca_bundle '{value}' \(from AWS_CA_BUNDLE\) {says}"):
             EmbedConfig.model_validate(job)
     monkeypatch.delenv("AWS_CA_BUNDLE")
+    # given as the key, it is checked where the job's driver reads its config (it failed at its first S3 request,
+    # exit 1, after Ray had started); not where the config is only checked for a job that runs elsewhere (submit)
+    given = {**job, "storage": {"ca_bundle": str(tmp_path / "none.pem")}}
+    with pytest.raises(ValidationError, match=r"storage.ca_bundle '.*none.pem' does not exist on this node"):
+        EmbedConfig.model_validate(given)
+    with aws_configuration_read_elsewhere():
+        EmbedConfig.model_validate(given)
+    EmbedConfig.model_validate({**given, "input": {"uri": str(tmp_path / "corpus")}})  # no S3 location: unused
     missing = StorageConfig(ca_bundle=str(tmp_path / "elsewhere.pem"))
     with pytest.raises(
         CABundleError, match=r"does not exist on this node \(.*\): .*Every node that reads or writes S3"
