@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import sys
 import urllib.parse
 import uuid
@@ -369,12 +370,18 @@ def jsonl_line_rows(line: bytes) -> int:
     """The rows of one JSONL line: len(records_of(line, ...)), without parsing a line that cannot be an array.
 
     A blank line (ASCII whitespace only) is no row and any other line one, except a JSON array of objects, one row
-    per object; json.loads returns a list only for a text whose first character after JSON whitespace is `[`
-    (parse_record drops one leading BOM first), so only such a line is parsed, by records_of itself.
+    per object, and JSON values written one after another (concatenated_records); json.loads returns a list only for
+    a text whose first character after JSON whitespace is `[` (parse_record drops one leading BOM first), and
+    parse_record splits a line only where an object or array ends and another starts (AFTER_OBJECT, AFTER_ARRAY), so only such
+    lines are parsed, by records_of itself.
     """
     if not line.strip():
         return 0
-    if not line.removeprefix(UTF8_BOM).lstrip(b" \t\n\r").startswith(b"["):
+    if (
+        not line.removeprefix(UTF8_BOM).lstrip(b" \t\n\r").startswith(b"[")
+        and AFTER_OBJECT.search(line) is None
+        and AFTER_ARRAY.search(line) is None
+    ):
         return 1
     return len(records_of(line, "text"))
 
@@ -431,11 +438,13 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
                     "JSON value; remove it)"
                 )
             }
-        if err.msg == "Extra data":  # `{...}{...}`: records written without a line break between
+        if err.msg == "Extra data" and err.doc[: err.pos].rstrip(" \t\r\n").endswith(("}", "]")):
+            # `{...}{...}`: records written without a line break between (AFTER_OBJECT or AFTER_ARRAY matches such a line)
+            return concatenated_records(decoded, text_column, keys)
+        if err.msg == "Extra data":  # `5 {...}`, `"a" [...]`
             return {
                 text_column: _Invalid(
-                    f"line is not valid JSON (Extra data at column {err.colno}: more than one JSON value on the line; "
-                    "a missing line break between records?)"
+                    f"line is not valid JSON (Extra data at column {err.colno}: more than one JSON value on the line)"
                 )
             }
         return {text_column: _Invalid(f"line is not valid JSON ({err.msg} at column {err.colno})")}
@@ -443,12 +452,56 @@ def parse_record(line: bytes, text_column: str, keys: ReadKeys | None = None) ->
         return {text_column: _Invalid(f"JSON nested too deeply to parse (over {sys.getrecursionlimit()} levels)")}
     except ValueError as err:  # valid JSON Python refuses, e.g. an integer of more than 4300 digits
         return {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}
-    if isinstance(record, list) and record and all(isinstance(r, dict) for r in record):
-        # a JSON array of records on one line (pandas to_json(orient="records")): each is a row
-        return [without_repeats(r, text_column, keys.paths) for r in record] if hook else record
-    if not isinstance(record, dict):
-        return {text_column: _Invalid(f"JSON value is {json_type(record)}, not an object")}
-    return without_repeats(record, text_column, keys.paths) if hook else record
+    return value_records(record, text_column, keys if hook else None)
+
+
+def value_records(value: Any, text_column: str, keys: ReadKeys | None) -> dict | list[dict]:
+    """The record(s) of one parsed JSON value: an object, or each object of a non-empty array of objects (pandas
+    to_json(orient="records") writes one line `[{...}, {...}]`); any other value is a reject naming its type.
+    `keys`: given when the value was parsed with repeated_hook, so a record giving a read key twice is a reject."""
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        return [without_repeats(r, text_column, keys.paths) for r in value] if keys is not None else value
+    if not isinstance(value, dict):
+        return {text_column: _Invalid(f"JSON value is {json_type(value)}, not an object")}
+    return without_repeats(value, text_column, keys.paths) if keys is not None else value
+
+
+# The start of a JSON object or array right after the end of one, JSON whitespace between (a line holds no \r or
+# \n): a line that may hold records written without a line break between them (`{...}{...}`), which
+# jsonl_line_rows parses to count. Two patterns, each led by a literal byte, which re finds faster than a pattern led
+# by the class [}\]] (measured in the commit that added them).
+AFTER_OBJECT, AFTER_ARRAY = re.compile(rb"}[ \t]*[{\[]"), re.compile(rb"][ \t]*[{\[]")
+_DECODER = json.JSONDecoder()
+
+
+def concatenated_records(decoded: str, text_column: str, keys: ReadKeys | None) -> list[dict]:
+    """The records of a line holding several JSON values one after another (`{...}{...}`, `{...} {...}`: records
+    written without a line break between them, or a whole file of them on one line), each value as value_records
+    makes it, as pyarrow's JSON reader (Ray Data's read_json, Hugging Face datasets' json loader) and jq read them.
+    A value that does not parse ends the line: it and the rest are one reject naming the column where it failed.
+
+    It was one reject for the whole line, so a file of thousands of records written so counted one row in."""
+    decoder = json.JSONDecoder(object_pairs_hook=repeated_hook(keys.names)) if keys is not None else _DECODER
+    records: list[dict] = []
+    pos, end = 0, len(decoded)
+    while True:
+        while pos < end and decoded[pos] in " \t\r\n":
+            pos += 1
+        if pos == end:
+            return records
+        try:
+            value, pos = decoder.raw_decode(decoded, pos)
+        except json.JSONDecodeError as err:
+            reason = f"line is not valid JSON ({err.msg} at column {err.colno}"
+            if records:
+                reason += f", after {len(records)} records written without a line break between them"
+            return [*records, {text_column: _Invalid(reason + ")")}]
+        except RecursionError:
+            return [*records, {text_column: _Invalid("JSON nested too deeply to parse")}]
+        except ValueError as err:
+            return [*records, {text_column: _Invalid(f"JSON value cannot be read: {str(err).split(';')[0]}")}]
+        found = value_records(value, text_column, keys)
+        records.extend(found if isinstance(found, list) else [found])
 
 
 def without_repeats(record: dict, text_column: str, paths: tuple[str, ...]) -> dict:

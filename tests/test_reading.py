@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import StorageConfig
 from pipeline.file_formats import lines
-from pipeline.reading import REJECT, ROW, SOURCE, TEXT, InputFileError, ReadSpec, read_file
+from pipeline.reading import REJECT, ROW, SOURCE, TEXT, InputFileError, ReadSpec, count_span_rows, read_file
 from pipeline.storage import resolve
 
 
@@ -1090,13 +1090,42 @@ def test_bzip2_files_are_read_and_other_compressions_are_refused_by_name(tmp_pat
             read_all(spec(tmp_path, None), name)
 
 
-def test_records_without_a_line_break_between_them_are_a_reject_saying_so(tmp_path):
-    """`{...}{...}` on one line said only 'Extra data at column 25', which does not say what went wrong."""
-    (tmp_path / "x.jsonl").write_text('{"id": "g", "text": "a"}{"id": "h", "text": "b"}\n{"id": "i", "text": "c"}\n')
+def test_records_without_a_line_break_between_them_are_one_row_each(tmp_path):
+    """`{...}{...}` on one line (JSON values written one after another, or a whole file of them with no line break:
+    pyarrow's JSON reader, so Ray Data's read_json and Hugging Face datasets, and jq read each) was one reject for the
+    whole line, so a file of thousands of records counted one row in. Now each record is a row; a value that does not
+    parse ends its line as one reject; a line starting with a scalar stays one reject. count_span_rows, which plans a
+    large file's byte ranges, counts the same rows."""
+    content = (
+        b'{"id": "g", "text": "a"}{"id": "h", "text": "b"} \t{"id": "i", "text": "c"}\n'
+        b'[{"id": "j", "text": "d"}][{"id": "k", "text": "e"}]\n'
+        b'{"id": "l", "text": "f"}{"id": "m", "text": "g"\n'
+        b'{"id": "n", "text": "}{"}\n'
+        b'5{"id": "o", "text": "x"}\n'
+        b'{"id": "p", "text": "y", "id": "q"}{"id": "r", "text": "z"}'
+    )
+    (tmp_path / "x.jsonl").write_bytes(content)
     rows = read_all(spec(tmp_path, "jsonl", "id"), "x.jsonl")
-    reason = "line is not valid JSON (Extra data at column 25: more than one JSON value on the line; a missing line "
-    reason += "break between records?)"
-    assert [(r["id"], r[REJECT]) for r in rows] == [(None, reason), ("i", None)]
+    cut = "line is not valid JSON (Expecting ',' delimiter at column 48, after 1 records written without a line "
+    cut += "break between them)"
+    twice = "the key 'id' appears more than once in one JSON object, so which value is meant cannot be told; write "
+    twice += "each key once"
+    assert [(r["id"], r[TEXT], r[REJECT]) for r in rows] == [
+        ("g", "a", None),
+        ("h", "b", None),
+        ("i", "c", None),
+        ("j", "d", None),
+        ("k", "e", None),
+        ("l", "f", None),
+        (None, None, cut),
+        ("n", "}{", None),
+        (None, None, "line is not valid JSON (Extra data at column 2: more than one JSON value on the line)"),
+        (None, None, twice),
+        ("r", "z", None),
+    ]
+    assert [r[ROW] for r in rows] == list(range(11))
+    root = resolve(str(tmp_path), StorageConfig())
+    assert count_span_rows(root, "x.jsonl", "jsonl", 0, len(content)) == 11
 
 
 def test_characters_after_a_record_that_are_no_record_are_a_reject_naming_them(tmp_path):
