@@ -17,7 +17,8 @@ from pathlib import Path
 
 # One unit, run in this order on one worker: each test here starts a multi-node Ray of its own.
 OWN_CLUSTERS = ("test_autoscaling.py", "test_multinode.py", "test_ray_jobs_api.py")
-# The long files, longest first by their summed test time in a full `pytest -n 2 --junitxml` run (2026-11-30),
+# The long files, longest first by their summed test time in a full `pytest -n 2 --junitxml` run (`python
+# tests/file_times.py .ci/junit.xml` after .ci/run; 2026-11-30),
 # OWN_CLUSTERS counted as one; the rest follow in collection order.
 LONG_FIRST = (
     "test_reembed_job.py",
