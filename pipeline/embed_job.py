@@ -30,7 +30,7 @@ from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
 from pipeline.etags import same_object
-from pipeline.file_formats import file_format
+from pipeline.file_formats import listing_formats
 from pipeline.fingerprint import embed_fingerprint
 from pipeline.input_contents import (
     ContentRecorder,
@@ -533,7 +533,7 @@ def run_embed(
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     files = [f.path for f in listed]
     # each file's format (input.format, else its extension): an unknown extension fails here, before Ray starts
-    formats = {file_format(cfg.input.format, rel) for rel in files}
+    formats = set(listing_formats(cfg.input.format, files).values())
     out = resolve(cfg.output.uri, cfg.storage)
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)

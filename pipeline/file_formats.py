@@ -151,6 +151,63 @@ def file_format(configured: str | None, rel: str) -> str:
     return inferred
 
 
+def listing_formats(configured: str | None, rels: list[str], key: str = "input.uri") -> dict[str, str]:
+    """{path: format} for every listed file (file_format), checked before any file is read.
+
+    A corpus folder holds files that are no corpus: a README.md, a Thumbs.db, a `part-0.jsonl.crc` or `.tmp`
+    beside the parts. One such file failed the job naming it alone, and the fix it named, input.format, would read it
+    (and every other file) as that format: a README read as JSONL is a reject per line. Now every file whose
+    extension names no format is named at once (the first ten and the count), and when other files name theirs,
+    the message gives the glob that reads only those.
+
+    Raises:
+        InputFileError: a file whose extension names no format (or names one that is not read: xz, an archive, a
+            CSV table), with what to do.
+    """
+    formats: dict[str, str] = {}
+    unknown: list[str] = []
+    for rel in rels:
+        try:
+            formats[rel] = file_format(configured, rel)
+        except InputFileError:
+            if configured is None and infer_format(rel) is None and not is_named_otherwise(rel):
+                unknown.append(rel)
+                continue
+            raise
+    if not unknown:
+        return formats
+    if not formats:
+        file_format(configured, unknown[0])  # raises: no file names a format, so input.format is the fix
+    known = ", ".join(sorted(EXTENSIONS))
+    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    names = sorted({corpus_suffix(rel) for rel in formats})
+    glob = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+    deep = any("/" in rel for rel in formats)
+    raise InputFileError(
+        f"{key}: {len(unknown)} of {len(rels)} listed files have an extension that names no format (known: {known}, "
+        f"optionally .gz/.zst/.bz2): {shown}. Are they not part of the corpus (a README, checksums, temporary "
+        f"files)? Move them out of the input, or list only the corpus files with a glob: {key}: "
+        f"<input>/{'**/' if deep else ''}*{glob} (input.format would read every file, those too, as that format)"
+    )
+
+
+def is_named_otherwise(rel: str) -> bool:
+    """Whether the extension names something file_format refuses by name (an unread compression, an archive, a
+    delimited table): its own message says what to do."""
+    suffix = posixpath.splitext(rel.lower())[1]
+    table = posixpath.splitext(uncompressed_name(rel))[1]
+    return suffix in UNREAD_SUFFIXES or suffix in ARCHIVE_SUFFIXES or table in TABLE_SUFFIXES
+
+
+def corpus_suffix(rel: str) -> str:
+    """The extension that names a file's format, with its compression suffix: `a.jsonl.gz` -> `.jsonl.gz`."""
+    name = posixpath.basename(rel)
+    lower = name.lower()
+    compressed = next((c for c in COMPRESSED_SUFFIXES if lower.endswith(c)), "")
+    stem = name[: len(name) - len(compressed)]
+    return posixpath.splitext(stem)[1] + name[len(name) - len(compressed) :]
+
+
 def bom_encoding(head: bytes) -> str | None:
     """'utf-8', 'utf-16' or 'utf-32' when `head` starts with that byte-order mark."""
     if head.startswith(UTF8_BOM):

@@ -56,6 +56,7 @@ from pipeline.embed_job import init_ray, run_embed
 from pipeline.embedding_files import EmbeddingFileError
 from pipeline.embedding_recipe import describe, differences, first_conflict, known
 from pipeline.errors import UserError
+from pipeline.file_formats import listing_formats
 from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfig
 from pipeline.reading import ReadSpec
@@ -118,6 +119,7 @@ def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
 
 def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: Listings) -> prepare.ReadCounts:
     root, files = listings.paths(group.cfg.uri, key=f"{next(iter(group.sides))}.uri")
+    listing_formats(group.cfg.format, files, key=f"{next(iter(group.sides))}.uri")  # a README.md: named here
     keep = tuple(dict.fromkeys(([group.cfg.lang_column] if group.cfg.lang_column else []) + group.keep_columns))
     spec = ReadSpec(root, group.cfg.format, group.cfg.text_column, group.cfg.id_column, keep)
     default = next(iter(group.owners)) if group.cfg.lang_column is None else None

@@ -23,6 +23,7 @@ from pipeline import commit
 from pipeline.calibration import output_precision
 from pipeline.embed_job import embed_stages, init_ray, init_ray_while, job_prompt, read_spec
 from pipeline.etags import ObjectChecks, same_object
+from pipeline.file_formats import listing_formats
 from pipeline.kept_columns import KeptType
 from pipeline.model_defaults import model_dimension, with_model_defaults
 from pipeline.model_loading import check_model
@@ -302,6 +303,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         sources = scan_sources(root, listed)
         local_input = isinstance(root.fs, pafs.LocalFileSystem)
         rel_paths = [f.path for f in listed]
+        listing_formats(cfg.input.format, rel_paths)  # a file no format reads (a README.md): before Ray starts
         previous, current = version_manifest(layout), current_manifest(out)
         staged = load_staged(layout)
         content_of = functools.cache(lambda rel: content_token(root, rel))
