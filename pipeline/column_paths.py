@@ -22,7 +22,8 @@ the field, or a list without the item, gives no value: the caller turns that int
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,34 @@ def position_hint(names: Sequence[str]) -> str:
         f"; in {bad!r}, a list position is one item, [N] with N from 0 or from the end when negative (e.g. [0], [2], "
         "[-1]): every item ([*], []) and slices ([1:3]) are not read (explode the list into rows first, e.g. pandas "
         "df.explode)"
+    )
+
+
+def loose(name: str) -> str:
+    """A column name as a person reads it: Unicode compatibility form, case folded, spaces around dropped, runs of
+    spaces, `_` and `-` as one `_` (`Text`, ` text`, `TEXT` and `text` are one; `Text Body` and `text_body` too)."""
+    return re.sub(r"[\s_-]+", "_", unicodedata.normalize("NFKC", name).casefold().strip())
+
+
+def spelling_hint(missing: Sequence[str], names: Iterable[str]) -> str:
+    """`; did you mean 'Text' for 'text'? ...` naming, for each missing name, the columns (JSON keys) that spell it
+    another way (loose: case, spaces around it, `_`/`-`/space, Unicode form); "" when none does.
+
+    Names are matched exactly, as every reader (pyarrow, pandas, DuckDB, Spark's case-sensitive mode) does: a
+    corpus whose header says `Text` (a pandas export, a spreadsheet) or `text ` (a CSV header with a space) failed
+    listing the columns, the one meant among them, without saying which.
+    """
+    names = [n for n in names if isinstance(n, str)]
+    pairs = []
+    for name in missing:
+        near = [n for n in names if n != name and loose(n) == loose(name)]
+        if near:
+            pairs.append(f"{' or '.join(repr(n) for n in near)} for {name!r}")
+    if not pairs:
+        return ""
+    return (
+        f"; did you mean {', '.join(pairs)}? Names are matched exactly (case, spaces and '_' included): give the "
+        "name as the file spells it"
     )
 
 

@@ -38,6 +38,7 @@ from pipeline.column_paths import (
     position_hint,
     projection,
     shown,
+    spelling_hint,
 )
 from pipeline.columns import REJECT, ROW, SOURCE, TEXT
 from pipeline.file_formats import (
@@ -272,6 +273,7 @@ def read_parquet(
                 f"{rel}: column(s) {missing} not found; the file has columns {schema.names}"
                 + "".join(f"; {d}" for d in inside)
                 + position_hint(missing)
+                + spelling_hint(missing, schema.names)
                 + " (set input.text_column / input.id_column / output.keep_columns)"
             )
         found = {c: p for c, p in paths.items() if not isinstance(p, Missing)}
@@ -601,7 +603,7 @@ def no_key_message(rel: str, name: str, keys: set, miss: Missing | None, setting
     inside = f"; {miss.describe(name)}" if miss is not None and miss.at else ""
     return (
         f"{rel}: no record has the key {name!r}; keys found: {sorted(escaped(k) for k in keys - {name})}"
-        f"{inside}{position_hint([name])} (set {setting})"
+        f"{inside}{position_hint([name])}{spelling_hint([name], keys)} (set {setting})"
     )
 
 

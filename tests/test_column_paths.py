@@ -89,3 +89,17 @@ def test_negative_positions_in_a_table_of_many_chunks_and_in_json():
     assert arrow_null_parents(table, ("v", -3))[0] == Missing("v", None, "list", index=-3, items=2)
     assert json_value({"v": [1, 2]}, "v[-2]") == 1
     assert json_value({"v": [1, 2]}, "v[-3]").reason("v[-3]") == "'v' has 2 items, no item [-3]"
+
+
+def test_spelling_hint_names_the_columns_that_spell_a_missing_one_another_way():
+    from pipeline.column_paths import spelling_hint
+
+    names = ["Text", "text_body", "ID", "caf\u00e9", "lang"]
+    assert spelling_hint(["text"], names) == (
+        "; did you mean 'Text' for 'text'? Names are matched exactly (case, spaces and '_' included): give the name "
+        "as the file spells it"
+    )
+    assert spelling_hint(["Text Body", " id", "cafe\u0301", "meta"], names).startswith(
+        "; did you mean 'text_body' for 'Text Body', 'ID' for ' id', 'caf\u00e9' for 'cafe\u0301'?"
+    )
+    assert spelling_hint(["body", "lang"], names) == ""

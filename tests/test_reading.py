@@ -1141,3 +1141,25 @@ def test_characters_after_a_record_that_are_no_record_are_a_reject_naming_them(t
         ("b", "u\\", None),
         (None, None, "line is not valid JSON (Extra data at column 26: 'x\\\\' after the JSON value; remove it)"),
     ]
+
+
+@pytest.mark.parametrize(
+    "name, write",
+    [
+        ("p.parquet", lambda p: pq.write_table(pa.table({"Text": ["a"], " ID ": [1], "lang": ["x"]}), p)),
+        ("j.jsonl", lambda p: p.write_text('{"Text": "a", " ID ": 1}\n')),
+    ],
+)
+def test_a_column_spelled_another_way_is_named_in_the_error(tmp_path, name, write):
+    """A header `Text` (a pandas export, a spreadsheet) or ` ID ` (spaces around it) failed listing the columns
+    without saying which one was meant; names are still matched exactly (pyarrow, pandas and DuckDB do). A file
+    without such a column has no hint."""
+    write(tmp_path / name)
+    fmt = "parquet" if name.endswith(".parquet") else "jsonl"
+    meant = "'Text' for 'text', ' ID ' for 'id'" if fmt == "parquet" else "'Text' for 'text'"
+    with pytest.raises(InputFileError, match=rf"did you mean {meant}\? Names are matched exactly"):
+        read_all(spec(tmp_path, fmt, "id"), name)
+    pq.write_table(pa.table({"body": ["a"], "id": [1]}), tmp_path / "x.parquet")
+    with pytest.raises(InputFileError) as err:
+        read_all(spec(tmp_path, "parquet", "id"), "x.parquet")
+    assert "did you mean" not in str(err.value)
