@@ -54,6 +54,7 @@ from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.resolution_cache import resolve_remembered
 from pipeline.spreading import cut_blocks, is_small, share_blocks
 from pipeline.stages import (
+    cluster_refusal,
     configure_retries,
     embed_stage,
     io_stage,
@@ -76,7 +77,9 @@ T = TypeVar("T")
 
 
 class UnschedulableError(UserError, RuntimeError):
-    """A compute request that no node of a Ray started in this process can take (pipeline.stages.unschedulable)."""
+    """A compute request that no node can take and that the cluster cannot add a node for: a Ray started in this
+    process (pipeline.stages.unschedulable), a cluster without an autoscaler or whose autoscaler's node types cannot
+    meet it either (pipeline.stages.cluster_refusal)."""
 
 
 class RayStartError(UserError, RuntimeError):
@@ -212,10 +215,16 @@ def init_ray(compute: ComputeConfig) -> None:
                 "/tmp/ray): make them writable, give a token with RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN), or set "
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
-        if in_process:  # a request no node can take would wait forever: this Ray cannot add one
-            reason = unschedulable(compute, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
-            if reason:
-                raise UnschedulableError(reason)
+        # A request no node meets: refused when no node can be added (pipeline.stages.cluster_refusal)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if in_process:
+            reason = unschedulable(compute, nodes)
+        else:
+            reason, note = cluster_refusal(compute, nodes)
+            if note:
+                log.warning(note)
+        if reason:
+            raise UnschedulableError(reason)
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)

@@ -220,13 +220,39 @@ def has_resources(node: dict[str, float], needs: dict[str, float]) -> bool:
     return all(node.get(name, 0.0) >= amount for name, amount in needs.items())
 
 
-def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str | None:
-    """Why an actor or task of `compute` fits on none of `nodes` (Ray resource dicts), else None.
+@dataclass(frozen=True)
+class Request:
+    """One kind of actor or task of a job and what it asks of a node.
 
-    For a Ray started in this process, which cannot add nodes: there such a request waited forever (Ray Data's
-    "Cluster resources are not enough ... may hang forever"), e.g. `compute.gpus_per_actor: 0.5` on a CPU machine.
-    An autoscaling cluster may add the node, so the jobs check only in-process Ray (embed_job.init_ray).
+    Args:
+        who: in words, e.g. "the embedding actors".
+        needs: {Ray resource name: (the config key that sets it, amount)}; amounts of 0 are asked of no node.
+        accelerator_type: compute.accelerator_type, for the words.
     """
+
+    who: str
+    needs: dict[str, tuple[str, float]]
+    accelerator_type: str | None = None
+
+    def resources(self) -> dict[str, float]:
+        """The Ray resource dict a node must have."""
+        return {name: amount for name, (_, amount) in self.needs.items()}
+
+    def fits(self, nodes: list[dict[str, float]]) -> bool:
+        return any(has_resources(node, self.resources()) for node in nodes)
+
+    def asked(self) -> str:
+        """`compute.cpus_per_actor: 1, compute.accelerator_type: A100`: the keys of what is asked."""
+        return ", ".join(
+            f"{key}: {self.accelerator_type}" if key == "compute.accelerator_type" else f"{key}: {amount:g}"
+            for key, amount in self.needs.values()
+            if amount > 0
+        )
+
+
+def requests(compute: ComputeConfig) -> list[Request]:
+    """What the actors and tasks of a job with `compute` ask of a node: the embedding actors, the tokenizer actors,
+    the read and write tasks."""
     custom = {
         name: (
             "compute.accelerator_type" if name.startswith("accelerator_type:") else f"compute.resources.{name}",
@@ -234,34 +260,115 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
         )
         for name, amount in compute.actor_requirements().items()
     }
-    requests = [
-        (
-            "the embedding actors",
-            {
-                "CPU": ("compute.cpus_per_actor", compute.cpus_per_actor),
-                "GPU": ("compute.gpus_per_actor", compute.requested_gpus() or 0.0),
-                **custom,
-            },
-        ),
-        ("the tokenizer actors", {"CPU": ("compute.cpus_per_tokenizer", compute.cpus_per_tokenizer)}),
-        ("the read and write tasks", {"CPU": ("compute.cpus_per_io_task", compute.cpus_per_io_task)}),
+    embed = {
+        "CPU": ("compute.cpus_per_actor", compute.cpus_per_actor),
+        "GPU": ("compute.gpus_per_actor", compute.requested_gpus() or 0.0),
+        **custom,
+    }
+    return [
+        Request("the embedding actors", embed, compute.accelerator_type),
+        Request("the tokenizer actors", {"CPU": ("compute.cpus_per_tokenizer", compute.cpus_per_tokenizer)}),
+        Request("the read and write tasks", {"CPU": ("compute.cpus_per_io_task", compute.cpus_per_io_task)}),
     ]
-    for who, needs in requests:
-        if any(has_resources(node, {res: amount for res, (_, amount) in needs.items()}) for node in nodes):
+
+
+def unmet(compute: ComputeConfig, nodes: list[dict[str, float]]) -> Request | None:
+    """The first request of `compute` (`requests`) that fits on none of `nodes` (Ray resource dicts), else None."""
+    return next((request for request in requests(compute) if not request.fits(nodes)), None)
+
+
+GPU_HINT = " (or unset compute.gpus_per_actor: GPU actors where there are GPUs, else CPU ones)"
+
+
+def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why an actor or task of `compute` fits on none of `nodes` (Ray resource dicts) of a Ray started in this
+    process, which cannot add nodes, else None.
+
+    There such a request waited forever (Ray Data's "Cluster resources are not enough ... may hang forever"), e.g.
+    `compute.gpus_per_actor: 0.5` on a CPU machine. A connected cluster: `cluster_refusal`.
+    """
+    request = unmet(compute, nodes)
+    if request is None:
+        return None
+    have = "; ".join(node_words(node) for node in nodes)
+    return (
+        f"{request.who} ask for {request.asked()}, more than this machine has ({have}); Ray started in this process "
+        f"cannot add a node, so they would wait forever. Lower it{GPU_HINT if 'gpus' in request.asked() else ''}, or "
+        "run on a cluster that has or adds such nodes (compute.ray_address or RAY_ADDRESS)"
+    )
+
+
+def cluster_refusal(
+    compute: ComputeConfig, nodes: list[dict[str, float]], scaling: Any = None
+) -> tuple[str | None, str]:
+    """On a connected cluster: (why the job must stop now, or None; a line to log, or "") for a request of
+    `compute` that no node up now (`nodes`, Ray resource dicts) meets, given what the cluster can add (`scaling`:
+    a pipeline.cluster_scaling.Scaling; None: read from the connected cluster, only when a request is unmet).
+
+    - fixed (no autoscaler, Ray's read-only provider): refused, naming the key and the nodes there are;
+    - an autoscaler whose node types are known: refused naming them when none meets it, else waited for (logged);
+    - an autoscaler with unseen node types, or nothing readable: waited for as before, logged with how long Ray
+      Data waits for the actors and which key to change.
+    An unmet request is otherwise left to Ray Data: it waits as long as `ray_data_wait` says, then fails in Ray's
+    own words.
+    """
+    from pipeline import cluster_scaling
+
+    notes = []
+    for request in requests(compute):
+        if request.fits(nodes):
             continue
-        asked = ", ".join(
-            f"{key}: {compute.accelerator_type}" if key == "compute.accelerator_type" else f"{key}: {amount:g}"
-            for key, amount in needs.values()
-            if amount > 0
-        )
-        have = "; ".join(node_words(node) for node in nodes)
-        gpu_hint = " (or unset compute.gpus_per_actor: GPU actors where there are GPUs, else CPU ones)"
+        scaling = scaling or cluster_scaling.current()
+        reason, note = refusal_of(request, nodes, scaling)
+        if reason:
+            return reason, ""
+        notes.append(note)
+    return None, "; ".join(notes)
+
+
+def refusal_of(request: Request, nodes: list[dict[str, float]], scaling: Any) -> tuple[str | None, str]:
+    """`cluster_refusal` of one request that no node of `nodes` meets."""
+    from pipeline.cluster_scaling import FIXED, NODE_TYPES
+
+    asked = request.asked()
+    have = "; ".join(node_words(node) for node in nodes) or "none"
+    lower = f"Lower it{GPU_HINT if 'gpus' in asked else ''}"
+    if scaling.kind == FIXED:
         return (
-            f"{who} ask for {asked}, more than this machine has ({have}); Ray started in this process cannot add a "
-            f"node, so they would wait forever. Lower it{gpu_hint if 'gpus' in asked else ''}, or run on a cluster "
-            "that has or adds such nodes (compute.ray_address or RAY_ADDRESS)"
+            f"{request.who} ask for {asked}, which no node of the cluster has ({have}), and the cluster cannot add "
+            f"a node ({scaling.source}), so they would wait until Ray Data gives up. {lower}, or add such a node to "
+            "the cluster (a worker group, `ray start --resources`) or an autoscaler that adds one"
+        ), ""
+    if scaling.kind == NODE_TYPES:
+        types = {name: r for name, r in scaling.node_types.items() if has_resources(r, request.resources())}
+        if not types:
+            kinds = "; ".join(f"{name}: {node_words(r)}" for name, r in sorted(scaling.node_types.items()))
+            return (
+                f"{request.who} ask for {asked}, which no node of the cluster has ({have}) and no node type its "
+                f"autoscaler can add has ({kinds}; {scaling.source}). {lower}, or add such a node type"
+            ), ""
+        return None, (
+            f"{request.who} ask for {asked}, which no node of the cluster has now ({have}): waiting for the "
+            f"autoscaler to add a node of type {', '.join(sorted(types))}"
         )
-    return None
+    how_long = ray_data_wait(ray.data.DataContext.get_current(), actors="actors" in request.who)
+    return None, (
+        f"{request.who} ask for {asked}, which no node of the cluster has now ({have}), and whether the cluster "
+        f"can add one is not known ({scaling.source}): {how_long}. If no node of the cluster "
+        f"can have it, stop the job and change {', '.join(key for key, a in request.needs.values() if a > 0)}"
+    )
+
+
+def ray_data_wait(ctx: ray.data.DataContext, actors: bool) -> str:
+    """How long Ray Data waits for actors (`actors`) or tasks that no node can start, in words: an actor pool's
+    `wait_for_min_actors_s` when above 0 (Ray 2.60's default is -1: the pool starts without waiting), else its
+    no-progress timeout `execution_no_progress_timeout_s` (30 min by default; -1: no limit)."""
+    if actors and ctx.wait_for_min_actors_s > 0:
+        return f"Ray Data waits up to {ctx.wait_for_min_actors_s:g} s (DataContext.wait_for_min_actors_s)"
+    limit = ctx.execution_no_progress_timeout_s
+    if limit is None or limit <= 0:
+        return "Ray Data waits without a limit (DataContext.execution_no_progress_timeout_s)"
+    return f"Ray Data waits up to {limit:g} s without progress (DataContext.execution_no_progress_timeout_s)"
 
 
 def node_words(node: dict[str, float]) -> str:
