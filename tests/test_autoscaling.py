@@ -96,7 +96,10 @@ def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(tiny_models
     with autoscaling_cluster(WORKER_TYPES, head_cpus=3) as address:
         submit(address, "true")  # the Jobs API answers: the cluster is up
         assert gpu_nodes(address) == {}  # scaling from zero
-        run_job(address, f"{sys.executable} -m jobs.mine_bitext {mine}")
+        logs = run_job(address, f"{sys.executable} -m jobs.mine_bitext {mine}")
+        # No node had a GPU at the start, and the autoscaler's node types are names only: waited for, and said so
+        assert "ask for compute.cpus_per_actor: 1, compute.gpus_per_actor: 1, which no node" in logs, logs[-3000:]
+        assert "(__autoscaling_status): an autoscaler runs, node types up now ray.head.default)" in logs, logs[-3000:]
         added = gpu_nodes(address)
         assert len(added) == 1, added  # the autoscaler added the GPU worker type for the job's actors
         assert actor_nodes(address, "EmbedActor") == set(added), "the embedding actors did not run on the GPU node"
