@@ -55,7 +55,7 @@ def embed_entrypoint(model: Path, corpus: Path, out: Path) -> str:
         "input.id_column": "id",
         "input.duplicate_ids": "unchecked",  # unique ids: no duplicate-id pre-pass (a Ray Data shuffle), not tested here
         # files of 7-22 KB: over 2 KiB (unit_bytes / 16), not packed, and under 32 KiB, not split into byte ranges:
-        # 32 units, 32 blocks to share
+        # one unit per file
         "input.unit_bytes": 32768,
         "output.uri": out,
         "output.keep_columns": "[]",
@@ -104,17 +104,15 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
         return submit(address, command, runtime_env=job_env())
 
     def actors_of(jobs: dict[str, str]) -> dict[str, dict[str, str]]:
-        """Waits for the jobs ({name: submission id}) to succeed; {name: {embedding actor id: node id}} of each."""
-        seen, deadline = {name: {} for name in jobs}, time.time() + 600
+        """Waits for the jobs ({name: submission id}) to succeed; {name: {embedding actor id: node id}} of each,
+        listed once at the end: the state API keeps a dead actor with the node it ran on."""
+        deadline = time.time() + 600
         while running := [name for name, job in jobs.items() if str(client.get_job_status(job)) not in TERMINAL]:
             assert time.time() < deadline, {name: client.get_job_logs(jobs[name])[-3000:] for name in running}
-            for name in running:
-                seen[name] |= embed_actors_seen(address, client.get_job_info(jobs[name]).job_id)
             time.sleep(0.5)
-        for name, job in jobs.items():
+        for job in jobs.values():
             assert str(client.get_job_status(job)) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
-            seen[name] |= embed_actors_seen(address, client.get_job_info(job).job_id)  # dead ones keep their node
-        return seen
+        return {name: embed_actors_seen(address, client.get_job_info(job).job_id) for name, job in jobs.items()}
 
     node_of = node_kinds(address)
     assert sorted(node_of.values()) == ["a100", "l4"]
@@ -146,9 +144,10 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(cluster, t
     """Last in the module: it removes a node of the module's cluster."""
     from ray.job_submission import JobSubmissionClient
 
-    # 1,280 rows in 32 files: long enough that both actors are up with blocks still queued even when one of them
-    # starts late on a loaded machine (at 640 rows the job once finished before the second actor was seen).
-    ids = write_corpus(tmp_path / "corpus", files=32, copies=4)
+    # 320 rows: a small corpus, shared out in 16 blocks of 20 rows once both actors are up (pipeline.spreading waits
+    # for the whole pool before the first block), so the first written block leaves most of them queued. Before that
+    # wait, 1,280 rows were needed for the second actor to be up before the job ended.
+    ids = write_corpus(tmp_path / "corpus", files=8, copies=1)
     out = tmp_path / "emb"
     # Three `spot` nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
     # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
@@ -156,10 +155,12 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(cluster, t
     client = JobSubmissionClient(address)
     workers = {node.node_id: node for node in own.worker_nodes}
     job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
-    hosts, lost, deadline = set(), None, time.time() + 600  # minutes on a loaded 2-core machine
+    hosts, lost, job_id, deadline = set(), None, None, time.time() + 600  # minutes on a loaded 2-core machine
     while (status := str(client.get_job_status(job))) not in TERMINAL:
         assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-        hosts |= set(embed_actors_seen(address, client.get_job_info(job).job_id).values()) & workers.keys()
+        job_id = job_id or client.get_job_info(job).job_id
+        if lost is None:  # the actors' nodes until one is lost (its replacement is not awaited, see below)
+            hosts |= set(embed_actors_seen(address, job_id).values()) & workers.keys()
         if lost is None and len(hosts) == 2 and any(out.glob("*.parquet")):
             # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
             # in flight (Ray Data keeps several per actor).
