@@ -361,6 +361,30 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "num_gpus": ("compute.gpus_per_actor", "Ray's num_gpus per actor"),
     "num_cpus": ("compute.cpus_per_actor", "Ray's num_cpus per actor"),
     "address": ("compute.ray_address", "ray.init(address=...)"),
+    # where the data is, in the words of Ray Data (read_*(paths=...)), datasets (data_files, data_dir) and
+    # sentence-transformers (fit's output_path): `input.column` was answered 'did you mean id_column?' and
+    # `output.path` / `input.paths` got only the list of known keys
+    "input.column": ("input.text_column", "the column holding the text"),
+    "input.text": ("input.text_column", "the column holding the text"),
+    **dict.fromkeys(
+        (
+            *(f"input.{leaf}" for leaf in ("path", "paths", "dir", "files")),
+            "data_files",
+            "data_dir",
+            "input_path",
+            "input_dir",
+            "input_uri",
+        ),
+        ("input.uri", "Ray Data's read_*(paths=...), datasets' data_files / data_dir: a file, folder, glob or list"),
+    ),
+    **dict.fromkeys(
+        ("output.path", "output.dir", "output_path", "output_dir", "output_uri", "output_folder"),
+        ("output.uri", "the folder or S3 prefix written to, Ray Data's write_parquet(path=...)"),
+    ),
+    **dict.fromkeys(
+        ("model.path", "model.model_path", "model.model_dir"),
+        ("model.name_or_path", "a hub id or a local model directory"),
+    ),
     "text_field": ("input.text_column", "the text column or JSONL key"),
     "text_key": ("input.text_column", "the text column or JSONL key"),
     "id_field": ("input.id_column", "the id column or JSONL key"),

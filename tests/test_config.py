@@ -513,3 +513,29 @@ def test_a_list_position_in_a_yaml_flow_list_says_to_quote_it(tmp_path):
     path = write(tmp_path, "input: {uri: data/, format: jsonl}\noutput:\n  uri: out/\n  keep_columns: [tags[0]]\n")
     with pytest.raises(ConfigError, match=r"quote an item holding \[ \] in a \[a, b\] list \(keep_columns: \[\"tags"):
         load_config(EmbedConfig, path)
+
+
+@pytest.mark.parametrize(
+    "job, override, hint",
+    [
+        ("embed", "input.column=body", "did you mean input.text_column? (the column holding the text)"),
+        ("embed", "input.paths=[a.jsonl]", "did you mean input.uri? (Ray Data's read_*(paths=...), datasets'"),
+        ("embed", "input.data_files=a.jsonl", "did you mean input.uri?"),
+        ("embed", "data_dir=corpus", "did you mean input.uri?"),
+        ("embed", "output.path=out", "did you mean output.uri? (the folder or S3 prefix written to"),
+        ("embed", "output_dir=out", "did you mean output.uri?"),
+        ("embed", "model.path=m", "did you mean model.name_or_path? (a hub id or a local model directory)"),
+        ("cluster", "output.dir=o", "did you mean output.uri?"),
+    ],
+)
+def test_ray_data_and_datasets_names_for_where_the_data_is_point_at_the_uri_keys(tmp_path, job, override, hint):
+    """`input.column` was answered 'did you mean id_column?' (spelled alike, another column); `input.paths`,
+    `data_files`, `output.path`, `model.path` got only the section's list of known keys."""
+    from pipeline.cluster_config import ClusterConfig
+
+    model, text = {
+        "embed": (EmbedConfig, MINIMAL),
+        "cluster": (ClusterConfig, "input: {uri: in}\noutput: {uri: out}\nclustering: {k: 4}\n"),
+    }[job]
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(model, write(tmp_path, text), [override])
