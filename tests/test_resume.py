@@ -27,7 +27,6 @@ from faulty_actors import faulty, use
 from robustness_helpers import (
     corpus_bytes,
     make_config,
-    put_corpus,
     read_run,
     vectors_by_id,
     wait_for_driver_teardown,
@@ -146,56 +145,6 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
         run_embed(cfg)
 
 
-def test_killed_driver_resumes_on_s3_through_a_killed_actor(
-    ray_session, tiny_models, corpus, clean, tmp_path, s3_bucket, s3_server, monkeypatch
-):
-    client, bucket = s3_bucket
-    put_corpus(client, bucket, FILES)
-    uri = f"s3://{bucket}/emb"
-    gcs = ray_session.get_runtime_context().gcs_address
-    cfg = make_config(
-        tiny_models["gemma3"],
-        f"s3://{bucket}/corpus",
-        uri,
-        "jsonl",
-        s3_server,
-        compute={"ray_address": gcs},
-        **SECTIONS,
-    )
-
-    def committed() -> list[dict]:
-        listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/").get("Contents", [])
-        keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
-        return [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
-
-    state = tmp_path / "slow"
-    state.mkdir()
-    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
-    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
-    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while driver.poll() is None and time.monotonic() < deadline and not committed():
-            time.sleep(0.2)
-        assert driver.poll() is None, "the driver ended before committing a unit"
-        os.kill(driver.pid, signal.SIGKILL)
-    finally:
-        driver.kill()
-        driver.wait()
-    wait_for_driver_teardown(driver.pid)
-    done = committed()
-    open_paths = sorted(set(FILES) - {d["path"] for d in done})
-    assert done and open_paths
-    trigger = FILES[open_paths[-1]][3]["id"]  # a row of a unit the resumed run must embed
-    faults = tmp_path / "faults"
-    faults.mkdir()
-    use(monkeypatch, faulty({"kill": trigger}, faults))
-    summary = run_embed(cfg)
-    assert (faults / "killed").exists() and len((faults / "inits").read_text().split()) >= 2
-    check_resumed(summary, uri, clean, sum(d["rows"] for d in committed() if d["path"] not in open_paths), s3_server)
-    assert client.head_object(Bucket=bucket, Key="emb/_SUCCESS")
-
-
 def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
     ray_session, tiny_models, corpus, clean, tmp_path, monkeypatch
 ):
@@ -277,43 +226,44 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_ses
         run_embed(cfg)
 
 
-def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(ray_session, tiny_models, tmp_path):
+def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
+    ray_session, tiny_models, corpus, clean_out, tmp_path
+):
     """output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
     part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
     columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
     refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
     A run recorded before the key was (off, the default) records no such field, so it still resumes.
-    Both directions in one sequence (off -> on, then on -> off), so that the test costs two embedding runs, over
-    two files (two units, one of them left committed by unfinish)."""
-    (tmp_path / "in").mkdir()
-    files = {name: FILES[name] for name in ("c0.jsonl", "c1.jsonl")}
-    corpus = write_corpus(tmp_path / "in", files)
-    rows_in = sum(map(len, files.values()))
+    Both directions in one sequence (off -> on, then on -> off). The run with the columns off is a copy of the
+    module's clean one (the same configuration), so the test costs two embedding runs: the resume of one unit and
+    the overwrite; the second resume finds every unit committed (only the summary and _SUCCESS gone) and embeds
+    nothing."""
     out = tmp_path / "emb"
+    shutil.copytree(clean_out, out)
 
     def cfg(on: bool, overwrite: bool = False):
         output = {"token_columns": on, **({"overwrite": True} if overwrite else {})}
-        return make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS, output=output)
+        return make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS, output=output)
 
     def columns() -> set[tuple[str, ...]]:
         return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
 
-    run_embed(cfg(False))
     assert "output.token_columns" not in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
     unfinish(out)
     with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
         run_embed(cfg(True))
     resumed = run_embed(cfg(False))  # the same command resumes
-    assert (resumed["rows_in"], resumed["units_skipped"]) == (rows_in, 1)
+    assert (resumed["rows_in"], resumed["units_skipped"]) == (ROWS_IN, len(FILES) - 1) and resumed["rows_embedded"]
     assert columns() == {("id", "embedding")}
     run_embed(cfg(True, overwrite=True))  # starts over with the columns in every file
     assert "output.token_columns" in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
     assert columns() == {("id", "embedding", "num_tokens", "truncated")}
-    unfinish(out)
+    for done in (out / "_SUCCESS", out / "_summary.json"):  # unfinished, every unit committed
+        done.unlink()
     with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
         run_embed(cfg(False))
     resumed = run_embed(cfg(True))
-    assert (resumed["rows_in"], resumed["units_skipped"]) == (rows_in, 1)
+    assert (resumed["rows_in"], resumed["units_skipped"], resumed["rows_embedded"]) == (ROWS_IN, len(FILES), 0)
 
 
 def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
@@ -336,32 +286,24 @@ def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
     check_resumed(summary, str(out), clean, reused)
 
 
-def unfinish_s3(client, bucket: str, keep: str) -> int:
-    """unfinish on S3 (`<bucket>/emb`), dropping the marker of a unit other than file `keep`'s, which stays
-    committed. Returns the rows of the units still committed."""
-    listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/")["Contents"]
-    keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
-    markers = {k: json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys}
-    dropped = max(k for k, m in markers.items() if m["path"] != keep)
-    for key in (dropped, "emb/_SUCCESS", "emb/_summary.json"):
-        client.delete_object(Bucket=bucket, Key=key)
-    return sum(m["rows"] for k, m in markers.items() if k != dropped)
-
-
 def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_same_second(
     ray_session, tiny_models, clean, tmp_path, s3_bucket, s3_server, monkeypatch
 ):
-    """S3 gives LastModified to the second and pyarrow's listing gives no ETag, so the listing pinned (path, size,
+    """A driver killed after its first committed unit on S3; its rerun refuses an object rewritten in between, and
+    the same command then resumes through a killed embedding actor. (It was two tests, one run of their own each:
+    one killed a driver, the other finished a run and dropped a marker; both a resume of an unfinished S3 run.)
+
+    S3 gives LastModified to the second and pyarrow's listing gives no ETag, so the listing pinned (path, size,
     LastModified): an object rewritten with its old size in the second of the write it replaced passed for
     unchanged, and the resume kept the old content's vectors for the committed units and embedded the new content
     for the rest. The listing now pins each object's ETag (pipeline.s3_listing): the resume is refused naming the
     object, as for a local file. moto's clock is held at one second for the writes, as writes in one second of a
     real store.
 
-    The same unfinished run then serves a run an older version left unfinished on S3 (it was a test and a full run
-    of its own): with c0.jsonl's first bytes written back in that second (its listing as recorded), the record made
-    as that version wrote it (no `etags_sha256`, entries of [path, size, mtime, null]) resumes after the upgrade,
-    nothing embedded twice."""
+    The same unfinished run then serves a run an older version left unfinished on S3: with the object's first bytes
+    written back in that second (its listing as recorded), the record made as that version wrote it (no
+    `etags_sha256`, entries of [path, size, mtime, null]) resumes after the upgrade, nothing embedded twice, while an
+    actor killed on a row of a unit the resume embeds is restarted."""
     client, bucket = s3_bucket
     second = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)  # moto's naive UTC
 
@@ -373,31 +315,73 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     for name, rows in FILES.items():
         write_in_that_second(name, rows)
     uri = f"s3://{bucket}/emb"
-    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **SECTIONS)
-    run_embed(cfg)
-    reused = unfinish_s3(client, bucket, keep="c0.jsonl")
-    before = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
-    write_in_that_second("c0.jsonl", [{**r, "text": r["text"][::-1]} for r in FILES["c0.jsonl"]])  # same size
-    after = client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")
+    gcs = ray_session.get_runtime_context().gcs_address
+    cfg = make_config(
+        tiny_models["gemma3"],
+        f"s3://{bucket}/corpus",
+        uri,
+        "jsonl",
+        s3_server,
+        compute={"ray_address": gcs},
+        **SECTIONS,
+    )
+
+    def committed() -> list[dict]:
+        listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/").get("Contents", [])
+        keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
+        return [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
+
+    state = tmp_path / "slow"
+    state.mkdir()
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline and not committed():
+            time.sleep(0.2)
+        assert driver.poll() is None, "the driver ended before committing a unit"
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_for_driver_teardown(driver.pid)
+    done = committed()
+    open_paths = sorted(set(FILES) - {d["path"] for d in done})
+    assert done and open_paths
+    assert not any(
+        o["Key"] in ("emb/_SUCCESS", "emb/_summary.json")
+        for o in client.list_objects_v2(Bucket=bucket, Prefix="emb/_").get("Contents", [])
+    )
+    kept = done[0]["path"]  # a file a committed unit read
+    before = client.head_object(Bucket=bucket, Key=f"corpus/{kept}")
+    write_in_that_second(kept, [{**r, "text": r["text"][::-1]} for r in FILES[kept]])  # same size
+    after = client.head_object(Bucket=bucket, Key=f"corpus/{kept}")
     assert (after["ContentLength"], after["LastModified"]) == (before["ContentLength"], before["LastModified"])
     assert after["ETag"] != before["ETag"]
     with pytest.raises(
         FileExistsError,
-        match=r"input\.listing: 6 files -> 6 files \(changed c0\.jsonl \(rewritten with its old size and "
+        match=rf"input\.listing: 6 files -> 6 files \(changed {re.escape(kept)} \(rewritten with its old size and "
         r"modification time\)\)",
     ):
         run_embed(cfg)
 
-    write_in_that_second("c0.jsonl", FILES["c0.jsonl"])  # its bytes as listed: its ETag as recorded
-    assert client.head_object(Bucket=bucket, Key="corpus/c0.jsonl")["ETag"] == before["ETag"]
+    write_in_that_second(kept, FILES[kept])  # its bytes as listed: its ETag as recorded
+    assert client.head_object(Bucket=bucket, Key=f"corpus/{kept}")["ETag"] == before["ETag"]
     key = "emb/_run/fingerprint.json"
     record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     listing = record["fingerprint"]["input.listing"]
     del listing["etags_sha256"]
     listing["entries"] = [e[:4] for e in listing["entries"]]
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    trigger = FILES[open_paths[-1]][3]["id"]  # a row of a unit the resumed run must embed
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    use(monkeypatch, faulty({"kill": trigger}, faults))
     summary = run_embed(cfg)
-    check_resumed(summary, uri, clean, reused, s3_server)
+    assert (faults / "killed").exists() and len((faults / "inits").read_text().split()) >= 2
+    check_resumed(summary, uri, clean, sum(d["rows"] for d in done), s3_server)
+    assert client.head_object(Bucket=bucket, Key="emb/_SUCCESS")
 
 
 def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_committed_as_its_first_bytes(
