@@ -2,12 +2,14 @@
 
     units --read ids (tasks)--> digests --hash shuffle by bucket--> repeats per bucket --> <dups>/file_index=F/
 
+Up to ONE_TASK_ROWS ids one task compares every digest and writes the repeats itself: no Ray Data pipeline runs.
 The driver only plans the stages and, for policy "error", takes the first few repeats for the message.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import ray
 
 from pipeline import commit
@@ -37,9 +39,34 @@ def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
     return table, table.num_rows
 
 
+def write_repeats(repeats: pa.Table, target: Location) -> None:
+    """`repeats` (DUPLICATES_SCHEMA) under `target` as Parquet partitioned by file index (`file_index=F/`), the
+    layout pipeline.duplicate_ids.file_duplicates reads. A retried write replaces its own files (fixed names)."""
+    pads.write_dataset(
+        repeats,
+        target.path,
+        filesystem=target.fs,
+        format="parquet",
+        partitioning=[FILE_INDEX],
+        partitioning_flavor="hive",
+        basename_template="part-{i}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+    )
+
+
 def all_duplicates(files: list[str], *digests: pa.Table) -> pa.Table:
     """Ray task: the repeats among every unit's digests at once (a small corpus: no shuffle needed)."""
     return bucket_duplicates(pa.concat_tables(digests), files)
+
+
+def written_duplicates(files: list[str], target: Location | None, *digests: pa.Table) -> tuple[int, list[dict]]:
+    """Ray task: all_duplicates, written to `target` (write_repeats) unless it is None; returns their count and the
+    first SHOWN in (file, row) order (rows of DUPLICATES_SCHEMA as dicts), all the driver needs of them."""
+    repeats = all_duplicates(files, *digests)
+    if target is not None and repeats.num_rows:
+        write_repeats(repeats, target)
+    first = repeats.sort_by([(FILE_INDEX, "ascending"), ("row", "ascending")]).slice(0, SHOWN)
+    return repeats.num_rows, first.to_pylist()
 
 
 def find_repeats(
@@ -64,7 +91,8 @@ def find_duplicate_ids(
     """Find ids that occur more than once; returns how many rows repeat an earlier id.
 
     The repeats go to `target` (partitioned by file index, read back by pipeline.duplicate_ids.file_duplicates),
-    which is then committed, so a resumed run reuses the result without reading any input again.
+    which is then committed, so a resumed run reuses the result without reading any input again. Up to
+    ONE_TASK_ROWS ids one Ray task finds and writes them (written_duplicates); beyond that a Ray Data hash shuffle does.
 
     Raises:
         DuplicateIdError: policy "error" and some id repeats (nothing is written).
@@ -73,13 +101,26 @@ def find_duplicate_ids(
     # Data would wrap it); a transient storage error is retried in the task (io_task). The digest tables stay in the
     # object store, the driver fetches only their row counts.
     task = io_task(digest_unit, compute, num_returns=2)
-    repeats = find_repeats([task.remote(id_only(spec), unit) for unit in units], files, compute)
-    count = repeats.count()
+    calls = [task.remote(id_only(spec), unit) for unit in units]
+    rows = sum(ray.get([count for _, count in calls]))
+    tables = [table for table, _ in calls]
+    if rows <= ONE_TASK_ROWS:
+        # one task and no Ray Data pipeline: collecting, counting and writing the repeats through Ray Data started an
+        # executor each time, more work than the whole pass on a small corpus (a nightly re-embed's)
+        written = None if policy == "error" else target  # "error" writes nothing
+        if written is not None:
+            commit.clear(target)  # before the task writes into it
+        count, first = ray.get(io_task(written_duplicates, compute).remote(files, written, *tables))
+    else:
+        repeats = find_repeats(calls, files, compute)
+        count = repeats.count()
+        first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN) if count and policy == "error" else []
+        written = None
     if policy == "error" and count:
-        first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
         raise duplicate_error(count, first, files)
-    commit.clear(target)
-    if count:
-        repeats.write_parquet(target.path, filesystem=target.fs, partition_cols=[FILE_INDEX])
+    if written is None:
+        commit.clear(target)
+        if count:  # the shuffle's repeats (a small corpus's: none, as policy "error" passed)
+            repeats.write_parquet(target.path, filesystem=target.fs, partition_cols=[FILE_INDEX])
     commit.commit(target, "duplicate_ids", {"rows_repeating": count}, "_summary.json")
     return count

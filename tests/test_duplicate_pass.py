@@ -50,9 +50,15 @@ def corpus(tmp_path):
 
 @pytest.mark.parametrize("one_task_rows", [10**9, 0], ids=["one-task", "hash-shuffle"])
 def test_repeats_are_the_same_with_or_without_the_shuffle(ray_session, corpus, tmp_path, monkeypatch, one_task_rows):
+    """Up to ONE_TASK_ROWS ids one task finds and writes the repeats: no Ray Data pipeline runs (it ran two, to
+    collect and to write them, more work than the whole pass on a small corpus: every nightly re-embed's)."""
     monkeypatch.setattr(duplicate_pass, "ONE_TASK_ROWS", one_task_rows)
+    datasets = []
+    from_refs = ray_session.data.from_arrow_refs
+    monkeypatch.setattr(ray_session.data, "from_arrow_refs", lambda *a, **k: datasets.append(1) or from_refs(*a, **k))
     out = tmp_path / "dups"
     assert run_pass(corpus, out, "keep_first") == len(EXPECTED)
+    assert len(datasets) == (0 if one_task_rows else 1)  # old code: 1 in the one-task case
     target = resolve(str(out), StorageConfig())
     assert commit.is_committed(target)
     found = {}
@@ -68,6 +74,10 @@ def test_repeats_are_the_same_with_or_without_the_shuffle(ray_session, corpus, t
 @pytest.mark.parametrize("one_task_rows", [10**9, 0], ids=["one-task", "hash-shuffle"])
 def test_error_policy_names_the_first_repeats(ray_session, corpus, tmp_path, monkeypatch, one_task_rows):
     monkeypatch.setattr(duplicate_pass, "ONE_TASK_ROWS", one_task_rows)
-    with pytest.raises(DuplicateIdError, match=r"^4 rows repeat an earlier id: a\.jsonl row 2 repeats a\.jsonl row 0;"):
+    with pytest.raises(
+        DuplicateIdError,
+        match=r"^4 rows repeat an earlier id: a\.jsonl row 2 repeats a\.jsonl row 0; b\.jsonl row 0 repeats a\.jsonl "
+        r"row 1; c\.jsonl row 0 repeats b\.jsonl row 2; c\.jsonl row 1 repeats a\.jsonl row 0 \(set",
+    ):
         run_pass(corpus, tmp_path / "dups", "error")
     assert not (tmp_path / "dups").exists()
