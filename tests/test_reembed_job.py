@@ -376,20 +376,6 @@ def test_concurrent_runs_do_not_corrupt(kill_corpus, concurrent_runs):
     assert sorted(published(str(out))) == ids  # published() asserts each id once
 
 
-def test_output_dimensions_are_applied(ray_session, tiny_models, tmp_path):
-    """output.dimensions (here the model's saved truncate_dim, its default) truncates and re-normalizes the stored
-    vectors as in the embed job; the re-embed job stored every dimension and recorded the truncated count."""
-    model = tmp_path / "model"
-    shutil.copytree(tiny_models["bert"], model)
-    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "truncate_dim": 16}))
-    corpus = local_corpus(tmp_path / "corpus", 1, 6)
-    out = str(tmp_path / "emb")
-    run_reembed(config(model, str(corpus), out))
-    vectors = np.stack(list(published(out).values()))
-    assert vectors.shape == (6, 16)
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-
-
 def rejects_of(out: str) -> dict[tuple[str, int], str]:
     """(source, row) -> reason over the published version's reject files."""
     current = json.loads((Path(out) / "_current.json").read_text())
@@ -459,13 +445,19 @@ def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_m
 def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray_session, tiny_models, tmp_path):
     """A version that stores no row (an empty file, every row rejected) publishes a schema-only Parquet file, as the
     embed job writes part-empty.parquet: read_current listed no file (DuckDB's read_parquet fails on none) and
-    open_current gave a table without columns. output.token_columns (num_tokens, truncated) was ignored."""
+    open_current gave a table without columns. output.token_columns (num_tokens, truncated) was ignored.
+    output.dimensions (here the model's saved truncate_dim, its default) truncates and re-normalizes the stored
+    vectors as in the embed job; the re-embed job stored every dimension and recorded the truncated count (one run
+    of this test, it was a test of its own run)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "truncate_dim": 16}))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "empty.jsonl").write_bytes(b"")
     (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " ", "lang": "en"}, {"id": "b2", "text": ""}]))
     out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
+    cfg = config(model, str(corpus), out)
     cfg = cfg.model_copy(
         update={
             "input": cfg.input.model_copy(update={"max_reject_fraction": 1.0}),
@@ -479,10 +471,15 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     table = open_current(out).to_table()
     assert table.num_rows == 0 and table.column_names == ["id", "embedding", "num_tokens", "truncated", "lang"]
     assert pq.read_schema(files[0]).metadata[b"rayembed.fingerprint"].decode() == summary["fingerprint"]
-    (corpus / "good.jsonl").write_bytes(jsonl([{"id": "g1", "text": "hello there", "lang": "en"}]))
+    assert open_current(out).schema.field("embedding").type.list_size == 16  # the schema-only file too
+    good = [{"id": f"g{i}", "text": f"hello there {i}", "lang": "en"} for i in range(3)]
+    (corpus / "good.jsonl").write_bytes(jsonl(good))
     run_reembed(cfg)
     table = open_current(out).to_table()
-    assert table.column("id").to_pylist() == ["g1"] and table.column("num_tokens").to_pylist()[0] > 0
+    assert table.column("id").to_pylist() == ["g0", "g1", "g2"] and min(table.column("num_tokens").to_pylist()) > 0
+    vectors = np.stack(list(published(out).values()))
+    assert vectors.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models, tmp_path):
@@ -653,45 +650,6 @@ def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_mod
     assert sorted(published(str(tmp_path / "emb"))) == sorted(r["id"] for r in RECORDS[:25])
 
 
-def test_a_file_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_session, tiny_models, tmp_path):
-    """`cp -p` of an edited copy or `rsync -t` of an edit that keeps the size: the mtime is put back, so a token of
-    size + mtime took the file for unchanged and its old vectors stayed published. The ctime moves with the write.
-    A file touched, or written again with the same bytes, is not embedded again (it was: every file of a corpus
-    copied nightly without its times was embedded again every night): its recorded sha256 is the same."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 10)
-    target = corpus / "part-01.jsonl"
-    cfg = config(tiny_models["gemma3"], str(corpus), str(tmp_path / "emb"))
-    run_reembed(cfg)
-    before = published(str(tmp_path / "emb"))
-    records = [json.loads(line) for line in target.read_text().splitlines()]
-    edited = [{**r, "text": r["text"][::-1]} for r in records]  # same bytes, reversed: same size
-    stamp = target.stat().st_mtime_ns
-    target.write_bytes(jsonl(edited))
-    os.utime(target, ns=(stamp, stamp))
-    assert target.stat().st_mtime_ns == stamp and len(jsonl(edited)) == len(jsonl(records))
-    again = run_reembed(cfg)
-    assert (again["files"]["changed"], again["files"]["unchanged"], again["rows_embedded"]) == (1, 1, 10)
-    after = published(str(tmp_path / "emb"))
-    assert sorted(after) == sorted(before)
-    changed_id, kept_id = records[0]["id"], RECORDS[0]["id"]
-    assert not np.allclose(after[changed_id], before[changed_id])  # the edited text's vector, not the old one
-    np.testing.assert_array_equal(after[kept_id], before[kept_id])
-
-    # `touch`, and a copy with new times of the same bytes: the token moves, the content (sha256) does not
-    other = corpus / "part-00.jsonl"
-    os.utime(other, ns=(stamp + 10**9, stamp + 10**9))
-    target.write_bytes(target.read_bytes())
-    touched = run_reembed(cfg)
-    assert (touched["files"]["unchanged"], touched["rows_embedded"]) == (2, 0)
-    # their new tokens are published (old code: None, the old tokens kept, so both files were read again every
-    # later night to compare their content), and the next night compares nothing
-    assert touched["published"] and touched["files"]["retokened"] == 2
-    corpus_root = resolve(str(corpus), StorageConfig())
-    entries = current_manifest(resolve(str(tmp_path / "emb"), StorageConfig())).entries
-    assert all(e.token == local_source(corpus_root, e.path).token for e in entries)
-    assert run_reembed(cfg)["published"] is None
-
-
 def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(ray_session, tiny_models, tmp_path):
     """`mv` of a file into a date partition and two files swapped: the same content under new paths. Each was
     embedded again through the model (new + deleted); now its published vectors are reused (files.moved), ids
@@ -735,127 +693,83 @@ def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(r
         np.testing.assert_array_equal(vector, after[key])
 
 
-def test_a_file_that_grows_before_its_listed_bytes_were_hashed_is_published_as_its_first_bytes(
+def test_files_that_grow_or_are_touched_while_the_run_reads_them_are_published_as_listed(
     ray_session, tiny_models, tmp_path, monkeypatch, caplog
 ):
-    """An append-only JSONL growing between the listing and the driver's hash of it (a log written all the time:
-    the driver's hash, taken while the file has its listed size and token, never succeeds). Its read task reads its
-    listed bytes only (pipeline.read_content.listed_prefix) and hashes them; with no hash of the listed bytes the run
-    failed naming it, every night. The driver now hashes the file's first listed-size bytes at its check: they are
-    the bytes read, so the rows are the start of the file as it is now, staged and published (the 4 listed rows, not
-    the appended one); the next run embeds the grown file again, whole. Rewritten rather than appended to: still a
-    change (test_read_content). Grown after the hash: the next test."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
+    """Three races of one nightly run with the corpus's writers, one file each (one run and its next night: they
+    were three tests of two runs each):
+
+    part-00, grown before its listed bytes were hashed: an append-only JSONL growing between the listing and the
+    driver's hash of it (a log written all the time: the driver's hash, taken while the file has its listed size and
+    token, never succeeds). Its read task reads its listed bytes only (pipeline.read_content.listed_prefix) and
+    hashes them; with no hash of the listed bytes the run failed naming it, every night. The driver now hashes the
+    file's first listed-size bytes at its check: they are the bytes read, so the rows are the start of the file as
+    it is now, staged and published (the 4 listed rows, not the appended one). Rewritten rather than appended to:
+    still a change (test_read_content).
+
+    part-01, grown after its listed bytes were hashed (content_tokens), before its read: the run failed with
+    InputChangedError ('listed with N bytes, now M bytes'). Its read task now reads the listed bytes only and hashes
+    them; their hash is the listed one, so the file is published as listed, and an INFO line says the appended
+    bytes are left for the next run.
+
+    part-02, touched (an rsync/cp of the same bytes) between the listing and the driver's hash of it: no hash of its
+    listed bytes, the run failed with InputChangedError ('no hash of its listed content'). The read task now reports
+    the token and sha256 of the bytes it read (pipeline.read_content): the file still holds them, so it is published
+    with that content, and the next run finds it unchanged (its content compared) instead of embedding it again.
+
+    The next run embeds the two grown files again, whole, and reuses part-02 and part-03."""
+    corpus = local_corpus(tmp_path / "corpus", 4, 4)
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
-    grown = corpus / "part-00.jsonl"
-    listed = job.scan_sources
+    grown_before, grown_after, touched = (corpus / f"part-0{i}.jsonl" for i in range(3))
+    late = jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}])
+    listed, hashing = job.scan_sources, job.content_tokens
 
-    def listed_then_appended(root, files):
+    def listed_then_appended_and_touched(root, files):
         sources = listed(root, files)
-        with grown.open("ab") as f:  # the writer appends after the listing, before the read
-            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
-        return sources
-
-    monkeypatch.setattr(job, "scan_sources", listed_then_appended)
-    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
-        summary = run_reembed(cfg)  # old code: InputChangedError, 'no hash of its listed content was taken'
-    assert summary["published"] and summary["rows_embedded"] == 8  # 'late' is not among them
-    assert "before this run hashed it: its rows are its first" in caplog.text
-    [grown_entry] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path == "part-00.jsonl"]
-    assert grown_entry.content == "sha256:" + hashlib.sha256(grown.read_bytes()[: grown_entry.size]).hexdigest()
-    monkeypatch.setattr(job, "scan_sources", listed)
-    again = run_reembed(cfg)
-    assert again["rows_embedded"] == 5 and again["files"]["unchanged"] == 1  # the grown file, whole
-
-
-def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_published_as_listed(
-    ray_session, tiny_models, tmp_path, monkeypatch, caplog
-):
-    """A log synced into the corpus while the job runs: appended after the driver hashed its listed bytes
-    (content_tokens), before its read. The run failed with InputChangedError ('listed with N bytes, now M bytes').
-    Its read task now reads the listed bytes only and hashes them; their hash is the listed one, so the file is
-    published as listed (its 4 rows, not the appended one), an INFO line says the appended bytes are left for the
-    next run, and the next run embeds the grown file again, whole."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
-    grown = corpus / "part-00.jsonl"
-    hashing = job.content_tokens
-
-    def hashed_then_appended(root, sources, pool):
-        contents = hashing(root, sources, pool)
-        assert all(f.result() for f in contents.values())  # the listed bytes hashed, then the writer appends
-        with grown.open("ab") as f:
-            f.write(jsonl([{"id": "late", "text": "a record appended while the job ran", "lang": "en"}]))
-        return contents
-
-    monkeypatch.setattr(job, "content_tokens", hashed_then_appended)
-    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
-        summary = run_reembed(cfg)  # old code: InputChangedError
-    assert summary["published"] and summary["rows_embedded"] == 8  # 'late' is not among them
-    assert "the appended bytes are left for the next run" in caplog.text
-    monkeypatch.setattr(job, "content_tokens", hashing)
-    again = run_reembed(cfg)
-    assert again["rows_embedded"] == 5 and again["files"]["unchanged"] == 1  # the grown file, whole
-
-
-def test_a_file_touched_before_the_run_hashed_it_is_published_and_reused_the_next_night(
-    ray_session, tiny_models, tmp_path, monkeypatch
-):
-    """A `touch` (an rsync/cp of the same bytes) between the listing and the driver's hash of the file left no hash
-    of its listed bytes: the run failed with InputChangedError ('no hash of its listed content'). The read task now
-    reports the token and sha256 of the bytes it read (pipeline.read_content): the file still holds them, so it is
-    published with that content, and the next run finds it unchanged (its content compared) instead of embedding it
-    again."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
-    touched = corpus / "part-00.jsonl"
-    listed = job.scan_sources
-
-    def listed_then_touched(root, files):
-        sources = listed(root, files)
+        with grown_before.open("ab") as f:  # the writer appends after the listing, before the read
+            f.write(late)
         st = touched.stat()
         os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # before the driver's hash of it
         return sources
 
-    monkeypatch.setattr(job, "scan_sources", listed_then_touched)
-    summary = run_reembed(cfg)  # old code: InputChangedError
-    assert summary["published"] and summary["rows_embedded"] == 8
+    def hashed_then_appended(root, sources, pool):
+        contents = hashing(root, sources, pool)
+        assert contents[grown_after.name].result()  # the listed bytes hashed, then the writer appends
+        with grown_after.open("ab") as f:
+            f.write(late.replace(b'"late"', b'"late2"'))
+        return contents
+
+    monkeypatch.setattr(job, "scan_sources", listed_then_appended_and_touched)
+    monkeypatch.setattr(job, "content_tokens", hashed_then_appended)
+    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
+        summary = run_reembed(cfg)  # old code: InputChangedError (each of the three files)
+    assert summary["published"] and summary["rows_embedded"] == 16  # neither 'late' row is among them
+    assert "before this run hashed it: its rows are its first" in caplog.text  # part-00
+    assert "while this run read it: its rows are of its listed" in caplog.text  # part-01
+    assert "the appended bytes are left for the next run" in caplog.text
+    entries = {e.path: e for e in current_manifest(resolve(out, StorageConfig())).entries}
+    grown_entry = entries["part-00.jsonl"]
+    assert grown_entry.content == "sha256:" + hashlib.sha256(grown_before.read_bytes()[: grown_entry.size]).hexdigest()
     monkeypatch.setattr(job, "scan_sources", listed)
+    monkeypatch.setattr(job, "content_tokens", hashing)
     again = run_reembed(cfg)
-    assert again["rows_embedded"] == 0 and again["files"]["unchanged"] == 2
+    # the grown files, whole (5 rows each); the touched one and part-03 unchanged
+    assert again["rows_embedded"] == 10 and again["files"]["unchanged"] == 2
+    assert (again["files"]["changed"], again["rows_total"]) == (2, 18)
 
 
-def test_an_entry_recorded_without_its_content_is_hashed_once_so_that_its_move_is_paired(
+def test_entries_without_content_are_hashed_once_and_moved_or_decompressed_files_are_paired(
     ray_session, tiny_models, tmp_path
 ):
-    """Entries an older rayembed published without a content hash: a local move of one could not be paired (its
-    file is gone when the move is seen, so nothing can hash it then), and it was embedded again. The first run that
-    finds such entries with their files as recorded hashes them and publishes them with their content, once; the
-    move the night after is paired, its vectors reused."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
-    run_reembed(cfg)
-    for path in Path(out).glob("_versions/*/_manifests/*.json"):  # as an older version wrote them
-        raw = json.loads(path.read_text())
-        raw["entries"] = [{k: v for k, v in e.items() if k != "content"} for e in raw["entries"]]
-        path.write_text(json.dumps(raw))
-    hashed = run_reembed(cfg)
-    assert hashed["published"] and hashed["rows_embedded"] == 0  # old code: None (nothing recorded)
-    entries = current_manifest(resolve(out, StorageConfig())).entries
-    assert all(e.content for e in entries)
-    assert job.with_recorded_contents(resolve(str(corpus), StorageConfig()), Plan(unchanged=entries))[1] == 0  # once
-    (corpus / "2026").mkdir()
-    os.rename(corpus / "part-00.jsonl", corpus / "2026" / "part-00.jsonl")
-    moved = run_reembed(cfg)
-    assert (moved["files"]["moved"], moved["rows_embedded"]) == (1, 0)  # old code: (0, 4)
+    """Two ways a moved file was embedded again, one corpus (they were two tests of their own runs):
 
+    Entries an older rayembed published without a content hash: a local move of one could not be paired (its file
+    is gone when the move is seen, so nothing can hash it then), and it was embedded again. The first run that finds
+    such entries with their files as recorded hashes them and publishes them with their content, once; the move the
+    night after is paired, its vectors reused.
 
-def test_a_file_decompressed_since_is_a_move_of_its_compressed_entry(ray_session, tiny_models, tmp_path):
-    """`gunzip a.jsonl.gz` (or zstd -d, bunzip2): other bytes, so it was embedded again (the other way, a file
+    `gunzip a.jsonl.gz` (or zstd -d, bunzip2): other bytes, so it was embedded again (the other way, a file
     compressed since, was paired by its decompressed bytes). A compressed file's entry now records the sha256 of
     its decompressed bytes too (FileEntry.decompressed), so the plain file holding them is a move, its vectors
     reused."""
@@ -868,13 +782,24 @@ def test_a_file_decompressed_since_is_a_move_of_its_compressed_entry(ray_session
     run_reembed(cfg)
     [gz] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.endswith(".gz")]
     assert gz.decompressed == "sha256:" + hashlib.sha256(plain).hexdigest()
+    for path in Path(out).glob("_versions/*/_manifests/*.json"):  # as an older version wrote them
+        raw = json.loads(path.read_text())
+        raw["entries"] = [{k: v for k, v in e.items() if k != "content"} for e in raw["entries"]]
+        path.write_text(json.dumps(raw))
+    hashed = run_reembed(cfg)
+    assert hashed["published"] and hashed["rows_embedded"] == 0  # old code: None (nothing recorded)
+    entries = current_manifest(resolve(out, StorageConfig())).entries
+    assert all(e.content for e in entries)
+    assert job.with_recorded_contents(resolve(str(corpus), StorageConfig()), Plan(unchanged=entries))[1] == 0  # once
+    (corpus / "2026").mkdir()
+    os.rename(corpus / "part-01.jsonl", corpus / "2026" / "part-01.jsonl")
     (corpus / "part-00.jsonl").write_bytes(plain)  # gunzip
     (corpus / "part-00.jsonl.gz").unlink()
-    again = run_reembed(cfg)
-    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 0)  # old code: (0, 4)
+    moved = run_reembed(cfg)
+    assert (moved["files"]["moved"], moved["rows_embedded"]) == (2, 0)  # old code: (0, 8), (1, 4) for each alone
     assert {e.path for e in current_manifest(resolve(out, StorageConfig())).entries} == {
         "part-00.jsonl",
-        "part-01.jsonl",
+        "2026/part-01.jsonl",
     }
 
 
@@ -964,13 +889,28 @@ def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds
     copytruncate (copied to a dated name, the original truncated), an atomic rename-over with the same bytes, a file
     deleted and recreated with other rows of the same size, two files swapped by name, and an rsync --inplace edit
     of the same size. Every move reuses its vectors, the rename-over is no change (its new token published), and
-    only the two edited files go through the model; no row is lost."""
-    corpus = local_corpus(tmp_path / "corpus", 8, 4)
+    only the edited files go through the model; no row is lost.
+
+    And, the same night (it was a test of four runs of its own): `cp -p` of an edited copy or `rsync -t` of an edit
+    that keeps the size (part-08): the mtime is put back, so a token of size + mtime took the file for unchanged and
+    its old vectors stayed published. The ctime moves with the write. A file touched (part-09), or written again with
+    the same bytes (part-10), is not embedded again (it was: every file of a corpus copied nightly without its times
+    was embedded again every night): its recorded sha256 is the same, and its new token is published (old code: the
+    old tokens kept, so such files were read again every later night to compare their content)."""
+    corpus = local_corpus(tmp_path / "corpus", 11, 4)
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
     first = run_reembed(cfg)
     before = published(out)
-    part = {i: corpus / f"part-{i:02d}.jsonl" for i in range(8)}
+    part = {i: corpus / f"part-{i:02d}.jsonl" for i in range(11)}
+    records8 = [json.loads(line) for line in part[8].read_text().splitlines()]
+    edited8 = [{**r, "text": r["text"][::-1]} for r in records8]  # same bytes, reversed: same size
+    stamp = part[8].stat().st_mtime_ns
+    part[8].write_bytes(jsonl(edited8))
+    os.utime(part[8], ns=(stamp, stamp))
+    assert part[8].stat().st_mtime_ns == stamp and len(jsonl(edited8)) == len(jsonl(records8))
+    os.utime(part[9], ns=(stamp + 10**9, stamp + 10**9))  # touch
+    part[10].write_bytes(part[10].read_bytes())  # a copy with new times of the same bytes
     os.rename(part[0], corpus / "part-00.jsonl.1")  # logrotate (create): renamed, a new empty file
     part[0].write_bytes(b"")
     (corpus / "rotated").mkdir()  # rotated and compressed into a folder
@@ -992,15 +932,22 @@ def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds
     with part[6].open("r+b") as f:  # rsync --inplace: an edit of the same size, in place
         f.write(jsonl(rows6))
     again = run_reembed(cfg)
-    assert again["files"]["moved"] == 5 and again["files"]["retokened"] == 1
-    assert again["rows_embedded"] == 8  # part-03 and part-06 alone
-    assert again["rows_total"] == first["rows_total"] == 32 and again["rows_in"] == 32
+    assert again["files"]["moved"] == 5 and again["files"]["retokened"] == 3  # part-02, part-09, part-10
+    assert again["rows_embedded"] == 12  # part-03, part-06 and part-08 alone (old code: 8, part-08 kept its vectors)
+    assert again["rows_total"] == first["rows_total"] == 44 and again["rows_in"] == 44
     after = published(out)
     assert sorted(after) == sorted(before)  # the ids (an id column): every row once
-    edited = {r["id"] for r in records + rows6}
+    edited = {r["id"] for r in records + rows6 + records8}
     for key, vector in after.items():
         if key not in edited:
             np.testing.assert_array_equal(vector, before[key])
+    changed_id = records8[0]["id"]
+    assert not np.allclose(after[changed_id], before[changed_id])  # the edited text's vector, not the old one
+    corpus_root = resolve(str(corpus), StorageConfig())
+    names = {part[i].name for i in (2, 8, 9, 10)}  # new tokens published: the next night compares nothing
+    retokened = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path in names]
+    assert len(retokened) == 4
+    assert all(e.token == local_source(corpus_root, e.path).token for e in retokened)
     # the compressed move records the hashes of its own bytes and of its decompressed ones (old code: the plain
     # file's, so the next run hashed it again and published a manifest for that alone)
     [rotated] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.startswith("rotated/")]
