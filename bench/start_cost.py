@@ -10,13 +10,20 @@ always runs second. Wall clock from launch to exit, measured here; the fixed cos
 stage's `embed_seconds` (the job summary's), i.e. everything but the forward passes: Python start, Ray start-up,
 actor start, model load, reads, writes, exit. Medians over the rounds; the spread of one version's runs is printed
 with it, since a quickstart varies by about a second from run to run on a 2-core machine.
+
+CPU seconds (user + system) of the whole process tree are measured exactly on Linux: this process is made a child
+subreaper, so Ray's daemons and workers, orphaned when the job exits, are reparented here and reaped, and their CPU
+lands in this process's RUSAGE_CHILDREN (`cpu_seconds`: the difference across one run). On a machine loaded by
+other work, CPU seconds move little where wall seconds move a lot: compare versions on them there.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,12 +34,42 @@ from pathlib import Path
 from bench.baseline_code import extract, revisions
 from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux prctl); False where that is not available."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children_cpu() -> float:
+    """user + system CPU seconds of every descendant reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reap_orphans(seconds: float = 60.0) -> None:
+    """Wait for every descendant left over (Ray's daemons stop after the driver's exit), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.1)
+
 
 def run_once(code: Path, model_dir: Path, out: Path) -> dict:
-    """One quickstart with the packages at `code`; its process wall and the summary's model-stage seconds."""
+    """One quickstart with the packages at `code`: its process wall, the summary's model-stage seconds and, as a
+    child subreaper (main), the CPU seconds of its whole process tree."""
     args = quickstart_args(model_dir, out)
     args[args.index("configs/quickstart.yaml")] = str(ROOT / "configs" / "quickstart.yaml")
     args += ["--set", f"input.uri={ROOT / 'data' / 'sample' / 'sib200_sample.jsonl'}"]
+    cpu_before = children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "jobs.embed", *args],
@@ -43,6 +80,8 @@ def run_once(code: Path, model_dir: Path, out: Path) -> dict:
         check=False,
     )
     wall = time.perf_counter() - start
+    reap_orphans()
+    cpu = children_cpu() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"quickstart with {code} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads((out / "_summary.json").read_text())
@@ -50,6 +89,7 @@ def run_once(code: Path, model_dir: Path, out: Path) -> dict:
         "process_seconds": round(wall, 3),
         "embed_seconds": summary["embed_seconds"],
         "fixed_cost_seconds": round(wall - summary["embed_seconds"], 3),
+        "cpu_seconds": round(cpu, 2),
     }
 
 
@@ -65,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = p.parse_args(argv)
     model_dir = model_path(args.model)
+    if not become_subreaper():
+        print("no child subreaper here: cpu_seconds counts only what was reaped", file=sys.stderr)
     baseline, head, dirty = revisions(args.baseline_ref)
     runs: dict[str, list[dict]] = {"this tree": [], f"baseline {baseline[:10]}": []}
     loads = []
@@ -79,8 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
                 loads.append(load_average())
                 print(f"round {round_}: {name}: {result}", flush=True)
     table = {
-        name: {key: median_of(rs, key) for key in ("process_seconds", "fixed_cost_seconds", "embed_seconds")}
+        name: {
+            key: median_of(rs, key) for key in ("process_seconds", "fixed_cost_seconds", "embed_seconds", "cpu_seconds")
+        }
         | {"process_seconds_range": [min(r["process_seconds"] for r in rs), max(r["process_seconds"] for r in rs)]}
+        | {"cpu_seconds_range": [min(r["cpu_seconds"] for r in rs), max(r["cpu_seconds"] for r in rs)]}
         for name, rs in runs.items()
     }
     result = {
