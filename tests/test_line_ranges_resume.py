@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pipeline.embed_job import run_embed
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
 UNIT_BYTES = 4096  # the big files (16-25 KB) are 5-7 ranges each; the gzipped one (7 KB) is one unit
-HUGE = 1 << 30  # every file one unit: the unsplit baseline
+HUGE = 1 << 30  # every file one unit: the S3 test's unsplit run
 
 
 def line_file(lines: list[bytes]) -> bytes:
@@ -71,11 +72,17 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def unsplit(ray_session, tiny_models, corpus, tmp_path_factory) -> tuple[dict, dict]:
+def unsplit(ray_session, tiny_models, corpus, tmp_path_factory) -> tuple[dict, tuple[dict, list], Path]:
+    """The unsplit baseline: a run as an older rayembed, which kept each line file one unit, made it (no
+    `input.line_ranges` in its fingerprint), with the split runs' unit_bytes. (summary, dataset, output folder: read,
+    or copied by a test that changes it, never changed.)"""
     out = tmp_path_factory.mktemp("unsplit") / "emb"
-    summary = run_embed(make_config(tiny_models["gemma3"], corpus, out, None, input={"unit_bytes": HUGE}))
-    assert summary["units"] == 1  # all four files packed into one unit
-    return summary, dataset(str(out))
+    cfg = make_config(tiny_models["gemma3"], corpus, out, None, input={"unit_bytes": UNIT_BYTES})
+    with pytest.MonkeyPatch.context() as older:
+        older.setattr("pipeline.embed_job.plans_line_ranges", lambda recorded: False)
+        summary = run_embed(cfg)
+    assert summary["units"] == 4  # one unit per file, none split
+    return summary, dataset(str(out)), out
 
 
 def test_split_files_give_the_unsplit_dataset_and_a_crash_redoes_only_open_ranges(
@@ -84,7 +91,7 @@ def test_split_files_give_the_unsplit_dataset_and_a_crash_redoes_only_open_range
     """A big JSONL or text file was one unit: a crash redid the whole file. Split into byte ranges, the run writes
     the same ids, rows, rejects and vectors; with half of its ranges' markers gone (as if killed), the same command
     reads only those ranges again, with the row counts recorded by the first attempt (no second counting pass)."""
-    clean_summary, clean = unsplit
+    clean_summary, clean, _ = unsplit
     out = tmp_path / "emb"
     cfg = make_config(tiny_models["gemma3"], corpus, out, None, input={"unit_bytes": UNIT_BYTES})
     summary = run_embed(cfg)
@@ -119,15 +126,14 @@ def test_split_files_give_the_unsplit_dataset_and_a_crash_redoes_only_open_range
 
 
 def test_a_run_an_older_rayembed_started_keeps_one_unit_per_line_file(
-    ray_session, tiny_models, corpus, unsplit, tmp_path, monkeypatch
+    ray_session, tiny_models, corpus, unsplit, tmp_path
 ):
     """A run started before line files were split has one unit per big file and no `input.line_ranges` in its
-    fingerprint: the same command after the upgrade resumes it under that plan instead of refusing it."""
+    fingerprint: the same command after the upgrade resumes it under that plan instead of refusing it. The run is a
+    copy of the module's unsplit one, which such a version made."""
     out = tmp_path / "emb"
+    shutil.copytree(unsplit[2], out)
     cfg = make_config(tiny_models["gemma3"], corpus, out, None, input={"unit_bytes": UNIT_BYTES})
-    with monkeypatch.context() as older:
-        older.setattr("pipeline.embed_job.plans_line_ranges", lambda recorded: False)
-        run_embed(cfg)
     recorded = json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
     assert "input.line_ranges" not in recorded
     done = markers(out)
