@@ -739,6 +739,13 @@ class ComputeConfig(Section):
         "restarts of a dead actor). Actors lost with their node later are always restarted: a preempted node is "
         "not a failure (pipeline.stages.configure_retries).",
     )
+    wait_for_nodes_s: float = Field(
+        300.0,
+        ge=0,
+        description="On a connected cluster, seconds a job waits at its start for a node that meets its requests "
+        "(GPUs, accelerator_type, resources, CPUs) when no node does and the cluster cannot add one: a worker being "
+        "replaced or still joining. Then it is refused naming the key. 0: refused at once.",
+    )
     max_task_retries: int = Field(
         3,
         ge=0,

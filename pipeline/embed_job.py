@@ -56,7 +56,7 @@ from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.resolution_cache import resolve_remembered
 from pipeline.spreading import cut_blocks, is_small, share_blocks
 from pipeline.stages import (
-    cluster_refusal,
+    cluster_refusal_after_waiting,
     configure_retries,
     embed_stage,
     io_stage,
@@ -219,12 +219,15 @@ def init_ray(compute: ComputeConfig) -> None:
                 "/tmp/ray): make them writable, give a token with RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN), or set "
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
+
         # A request no node meets: refused when no node can be added (pipeline.stages.cluster_refusal)
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        def alive_nodes() -> list[dict[str, float]]:
+            return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
         if in_process:
-            reason = unschedulable(compute, nodes)
+            reason = unschedulable(compute, alive_nodes())
         else:
-            reason, note = cluster_refusal(compute, nodes)
+            reason, note = cluster_refusal_after_waiting(compute, alive_nodes)
             if note:
                 log.warning(note)
         if reason:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -324,6 +325,40 @@ def cluster_refusal(
             return reason, ""
         notes.append(note)
     return None, "; ".join(notes)
+
+
+def cluster_refusal_after_waiting(
+    compute: ComputeConfig,
+    alive_nodes: Callable[[], list[dict[str, float]]],
+    poll_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    scaling: Any = None,
+) -> tuple[str | None, str]:
+    """`cluster_refusal` of the nodes `alive_nodes()` returns (Ray resource dicts of the live nodes), asked again
+    every `poll_s` seconds for up to `compute.wait_for_nodes_s` while it refuses: a worker node that is being
+    replaced (a KubeRay pod recreated, a node restarted) or still joining lets the job start when it is up, instead
+    of the job being refused the moment it starts. The wait is logged once, with the reason and the key; a refusal
+    after it says how long it waited. `scaling`: as cluster_refusal's (None: read from the cluster at each ask).
+    """
+    reason, note = cluster_refusal(compute, alive_nodes(), scaling)
+    wait = compute.wait_for_nodes_s
+    if reason is None or wait <= 0:
+        return reason, note
+    log.warning(
+        "%s. Waiting up to %gs for such a node to join (a worker node being replaced or still starting; "
+        "compute.wait_for_nodes_s)",
+        reason,
+        wait,
+    )
+    deadline = clock() + wait
+    while reason is not None and (left := deadline - clock()) > 0:
+        sleep(min(poll_s, left))
+        reason, note = cluster_refusal(compute, alive_nodes(), scaling)
+    if reason is None:
+        log.info("a node that meets the request has joined: the job goes on")
+        return None, note
+    return f"{reason} (no such node joined in the {wait:g} s compute.wait_for_nodes_s waits)", note
 
 
 def refusal_of(request: Request, nodes: list[dict[str, float]], scaling: Any) -> tuple[str | None, str]:

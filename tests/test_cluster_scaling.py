@@ -155,3 +155,45 @@ def test_the_wait_named_is_ray_datas(ray_data_context):
 def test_a_request_some_node_meets_needs_no_look_at_the_autoscaler():
     nodes = [*CPU_NODES, {"CPU": 8.0, "GPU": 1.0, "accelerator_type:H100": 1.0}]
     assert cluster_refusal(ComputeConfig(accelerator_type="H100"), nodes, FIXED_CLUSTER) == (None, "")
+
+
+class Clock:
+    """A clock the wait's sleeps advance, and the nodes alive at each ask (the last list stays)."""
+
+    def __init__(self, node_lists: list[list[dict[str, float]]]):
+        self.now, self.asks, self.node_lists = 0.0, 0, node_lists
+
+    def alive_nodes(self) -> list[dict[str, float]]:
+        self.asks += 1
+        return self.node_lists[min(self.asks, len(self.node_lists)) - 1]
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_fixed_cluster_is_given_time_for_a_node_that_meets_the_request_to_join(caplog):
+    """A fixed cluster whose H100 worker is being replaced (a KubeRay pod recreated) or still joining: the job waits
+    up to compute.wait_for_nodes_s, asking the cluster again, and goes on when the node is up; none joins: refused
+    after the wait, saying so. It was refused the moment the job started."""
+    from pipeline.stages import cluster_refusal_after_waiting
+
+    h100 = {"CPU": 8.0, "GPU": 1.0, "accelerator_type:H100": 1.0}
+    compute = ComputeConfig(accelerator_type="H100", wait_for_nodes_s=60)
+    clock = Clock([CPU_NODES, CPU_NODES, [*CPU_NODES, h100]])
+    wait = {"poll_s": 5, "clock": lambda: clock.now, "sleep": clock.sleep, "scaling": FIXED_CLUSTER}
+    with caplog.at_level("WARNING", logger="pipeline.stages"):
+        assert cluster_refusal_after_waiting(compute, clock.alive_nodes, **wait) == (None, "")
+    assert clock.now == 10 and clock.asks == 3
+    assert "Waiting up to 60s for such a node to join" in caplog.text and "compute.wait_for_nodes_s" in caplog.text
+
+    clock = Clock([CPU_NODES])
+    wait.update(clock=lambda: clock.now, sleep=clock.sleep)
+    reason, _ = cluster_refusal_after_waiting(compute, clock.alive_nodes, **wait)
+    assert clock.now == 60 and "compute.accelerator_type: H100, which no node of the cluster has" in reason
+    assert reason.endswith("(no such node joined in the 60 s compute.wait_for_nodes_s waits)"), reason
+    clock = Clock([CPU_NODES])
+    wait.update(clock=lambda: clock.now, sleep=clock.sleep)
+    reason, _ = cluster_refusal_after_waiting(
+        compute.model_copy(update={"wait_for_nodes_s": 0}), clock.alive_nodes, **wait
+    )
+    assert clock.now == 0 and clock.asks == 1 and "cannot add a node" in reason

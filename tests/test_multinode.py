@@ -118,7 +118,8 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
     assert sorted(node_of.values()) == ["a100", "l4"]
     # No node has an H100 and this cluster has no autoscaler (Ray's read-only provider): refused when the job
     # starts. It waited until Ray Data gave up (30 min without progress), or for ever.
-    h100, h100_start = start(tmp_path / "h100", accelerator_type="H100"), time.time()
+    # (it waits wait_for_nodes_s for such a node to join: a worker being replaced; 2 s here)
+    h100, h100_start = start(tmp_path / "h100", accelerator_type="H100", wait_for_nodes_s=2), time.time()
     jobs = {
         "a100": start(tmp_path / "a100", accelerator_type="A100"),
         "pool_b": start(tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0),
@@ -130,6 +131,7 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
     assert str(client.get_job_status(h100)) == "FAILED", logs[-3000:]
     assert "compute.accelerator_type: H100, which no node of the cluster has (" in logs, logs[-3000:]
     assert "3 CPUs and 2 GPUs (A100, spot: 1)" in logs and "the cluster cannot add a node" in logs, logs[-3000:]
+    assert "Waiting up to 2s for such a node to join" in logs and "joined in the 2 s" in logs, logs[-3000:]
     assert not embed_actors_seen(address, client.get_job_info(h100).job_id)  # refused before any actor
     actors = actors_of(jobs)
     for name in jobs:
