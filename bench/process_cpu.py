@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.start_cost import become_subreaper, children_cpu, reap_orphans
+from bench.process_tree import become_subreaper, children_cpu, reap_orphans
 
 
 def sample(root: psutil.Process, seen: dict[int, dict], now: float, start: float) -> None:

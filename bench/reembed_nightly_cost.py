@@ -9,7 +9,7 @@ on a fresh corpus of `--files` JSONL files x `--rows` rows with an id column (so
 with any id column) and a kept column, three processes, each measured as a whole: `first` (the version's first
 run), `one_changed` (one file edited: the nightly case), `nothing_changed`. Each is `python -m jobs.reembed` with
 its own in-process Ray, as a scheduler starts it; CPU is user + system of the process and of every descendant
-(Ray's raylet, workers and actors), counted by making this process a child subreaper (as /work/brief/cpu_of.py).
+(Ray's raylet, workers and actors), counted by making this process a child subreaper (bench/process_tree.py).
 The model is a tiny 2-layer BERT (bench/baseline_code.build_tiny_model): the fixed cost, not the model's FLOPs, is
 what a small corpus pays. Wall seconds depend on the machine's load (recorded); CPU seconds barely do.
 """
@@ -17,10 +17,8 @@ what a small corpus pays. Wall seconds depend on the machine's load (recorded); 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,27 +29,11 @@ from pathlib import Path
 import yaml
 
 from bench.baseline_code import build_tiny_model, extract, revisions
+from bench.process_tree import become_subreaper, children_cpu, reap_orphans
 from bench.wallclock import ROOT, load_average, machine
 
 SAMPLE = ROOT / "data" / "sample" / "sib200_sample.jsonl"
 PHASES = ("first", "one_changed", "nothing_changed")
-
-
-def reap_all(deadline_s: float = 120.0) -> None:
-    """Wait for every orphan reparented to this process (Ray's daemons exit after their driver)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.2)
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_job(code: Path, config: Path) -> dict:
@@ -67,7 +49,7 @@ def run_job(code: Path, config: Path) -> dict:
         capture_output=True,
         text=True,
     )
-    reap_all()
+    reap_orphans(120.0)
     wall, cpu = time.monotonic() - start, children_cpu() - cpu
     if out.returncode != 0:
         raise RuntimeError(f"{code}: exit {out.returncode}: {out.stderr[-3000:]}")
@@ -133,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reembed_nightly_cost.json")
     args = parser.parse_args(argv)
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Ray's orphans are reaped here
+    become_subreaper()  # Ray's orphans are reaped here (bench.process_tree)
     baseline, head, dirty = revisions(args.baseline_ref)
     runs: dict[str, list[dict]] = {"baseline": [], "this": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,10 +20,8 @@ other work, CPU seconds move little where wall seconds move a lot: compare versi
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,36 +30,8 @@ import time
 from pathlib import Path
 
 from bench.baseline_code import extract, revisions
+from bench.process_tree import become_subreaper, children_cpu, reap_orphans
 from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of its orphaned descendants (Linux prctl); False where that is not available."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def children_cpu() -> float:
-    """user + system CPU seconds of every descendant reaped so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def reap_orphans(seconds: float = 60.0) -> None:
-    """Wait for every descendant left over (Ray's daemons stop after the driver's exit), at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.1)
-
 
 # Ray's own failure when its raylet or GCS do not come up in time, e.g. on a machine loaded by other work
 RAY_START_TIMEOUT = "The current node timed out during startup"
