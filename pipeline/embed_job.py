@@ -7,7 +7,6 @@ so a rerun of the same configuration skips what an earlier attempt finished (doc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -42,7 +41,6 @@ from pipeline.input_contents import (
     same_content,
 )
 from pipeline.kept_columns import decide
-from pipeline.local_ray import local_head_settings
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
 from pipeline.objects import get_json, list_tree, put_json
@@ -194,9 +192,7 @@ def init_ray(compute: ComputeConfig) -> None:
             check_ray_address(address, key)
             check_reachable(address, key)
         try:
-            # a head of its own gets Ray's settings for one node (pipeline.local_ray); a cluster keeps its own
-            with local_head_settings() if in_process else contextlib.nullcontext():
-                ray.init(address=compute.ray_address, log_to_driver=True, **options)
+            ray.init(address=compute.ray_address, log_to_driver=True, **options)
         except SystemExit as err:
             # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal's number: stop as for
             # a SIGTERM at any other moment (pipeline.process_exit.interrupt_on_sigterm), not with exit status 15

@@ -89,12 +89,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def ray_session():
     import ray
 
-    from pipeline.local_ray import local_head_settings
-
-    # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another (ray start, cluster_utils);
-    # Ray's settings for a head of one's own, as a job's (kept task workers: tests/test_local_ray.py)
-    with local_head_settings(cpus=4):
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another (ray start, cluster_utils)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
