@@ -54,9 +54,6 @@ class Scaling:
     node_types: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-IN_PROCESS = Scaling(FIXED, "Ray started in this process cannot add a node")
-
-
 def from_cluster_config(config: Any) -> Scaling | None:
     """Scaling of an `autoscaler_pb2.ClusterConfig` (None, or no node group: None, look elsewhere).
 

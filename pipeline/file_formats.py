@@ -136,13 +136,8 @@ def file_format(configured: str | None, rel: str) -> str:
         return configured
     inferred = infer_format(rel)
     if inferred is None:
-        suffix = posixpath.splitext(rel.lower())[1]
-        if suffix in UNREAD_SUFFIXES:
-            raise InputFileError(f"{rel}: {UNREAD_SUFFIXES[suffix]} files are not read; {RECOMPRESS}")
-        if suffix in ARCHIVE_SUFFIXES:
-            raise InputFileError(f"{rel}: an archive ({suffix}) is not read; unpack it and give its files as input")
-        if (table := TABLE_SUFFIXES.get(posixpath.splitext(uncompressed_name(rel))[1])) is not None:
-            raise InputFileError(table_message(rel, table))
+        if (refusal := refused_by_name(rel)) is not None:
+            raise InputFileError(refusal)
         known = ", ".join(sorted(EXTENSIONS))
         raise InputFileError(
             f"{rel}: cannot infer the format from the extension (known: {known}, optionally .gz/.zst/.bz2); "
@@ -167,13 +162,10 @@ def listing_formats(configured: str | None, rels: list[str], key: str = "input.u
     formats: dict[str, str] = {}
     unknown: list[str] = []
     for rel in rels:
-        try:
-            formats[rel] = file_format(configured, rel)
-        except InputFileError:
-            if configured is None and infer_format(rel) is None and not is_named_otherwise(rel):
-                unknown.append(rel)
-                continue
-            raise
+        if configured is None and infer_format(rel) is None and refused_by_name(rel) is None:
+            unknown.append(rel)
+        else:
+            formats[rel] = file_format(configured, rel)  # raises for a file refused by name
     if not unknown:
         return formats
     if not formats:
@@ -191,12 +183,17 @@ def listing_formats(configured: str | None, rels: list[str], key: str = "input.u
     )
 
 
-def is_named_otherwise(rel: str) -> bool:
-    """Whether the extension names something file_format refuses by name (an unread compression, an archive, a
-    delimited table): its own message says what to do."""
+def refused_by_name(rel: str) -> str | None:
+    """file_format's message for a file whose extension names something that is not read (an unread compression, an
+    archive, a delimited table), saying what to do; None for any other file."""
     suffix = posixpath.splitext(rel.lower())[1]
-    table = posixpath.splitext(uncompressed_name(rel))[1]
-    return suffix in UNREAD_SUFFIXES or suffix in ARCHIVE_SUFFIXES or table in TABLE_SUFFIXES
+    if suffix in UNREAD_SUFFIXES:
+        return f"{rel}: {UNREAD_SUFFIXES[suffix]} files are not read; {RECOMPRESS}"
+    if suffix in ARCHIVE_SUFFIXES:
+        return f"{rel}: an archive ({suffix}) is not read; unpack it and give its files as input"
+    if (table := TABLE_SUFFIXES.get(posixpath.splitext(uncompressed_name(rel))[1])) is not None:
+        return table_message(rel, table)
+    return None
 
 
 def corpus_suffix(rel: str) -> str:
