@@ -174,6 +174,47 @@ def check_ray_address(address: str, key: str) -> None:
     )
 
 
+# Ray's raylet must register within a fixed 30 s (ray/_private/node.py raylet_start_wait_time_s), which a machine
+# loaded by other work can miss
+RAY_START_TIMEOUT = "timed out during startup"
+
+
+def start_failure(err: BaseException, address: str | None, key: str) -> str:
+    """One message for a `ray.init` that raised something other than an OSError: what failed, Ray's own first line,
+    and what to do. `address`: the cluster connected to (named with `key`); None for Ray started in this process.
+
+    The advice follows Ray's words: its start-up time limit (a loaded machine), a port in use or one Ray cannot
+    parse (or a RAY_*PORT* variable set), else the RAY_* variables set in this process (by name: a value may be a secret) and Ray's log folder.
+    """
+    text = " ".join(str(err).split()) or type(err).__name__
+    first = text if len(text) <= 300 else text[:300] + "..."
+    what = (
+        f"cannot connect to the Ray cluster at {address} ({key})"
+        if address is not None
+        else "cannot start Ray in this process"
+    )
+    variables = sorted(v for v in os.environ if v.startswith("RAY_") and "TOKEN" not in v)
+    if RAY_START_TIMEOUT in text:
+        todo = (
+            "Ray gives its node a fixed 30 s to start, which a loaded machine (CPU, disk, memory) can miss: run the "
+            "job again when the load is lower, or start Ray once (`ray start --head`) and run jobs on it with "
+            "RAY_ADDRESS=auto"
+        )
+    elif "Address already in use" in text or "port" in text.lower() or any("PORT" in v.upper() for v in variables):
+        todo = (
+            "A port Ray was told to use is taken or is no port number: unset or change the port settings "
+            "(RAY_GCS_SERVER_PORT and the like, or stop the other Ray on this machine: `ray stop`)"
+        )
+    else:
+        todo = "Check the Ray settings of this process and Ray's logs"
+    if variables:
+        todo += f"; RAY_* variables set here: {', '.join(variables)}"
+    if address is None:
+        logs = os.path.join(os.environ.get("RAY_TMPDIR") or "/tmp", "ray", "session_latest", "logs")
+        todo += f". Ray's own logs: {logs}; or give a running cluster with compute.ray_address or RAY_ADDRESS"
+    return f"{what}: {type(err).__name__}: {first}. {todo}"
+
+
 def init_ray(compute: ComputeConfig) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
 
@@ -181,7 +222,9 @@ def init_ray(compute: ComputeConfig) -> None:
         RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message),
             the address is the dashboard's URL or a Ray Client one (check_ray_address), nothing answers at the cluster address
             (check_reachable), or Ray cannot connect to it (its
-            ConnectionError: no cluster found for `auto`, a head that went away, a refused token).
+            ConnectionError: no cluster found for `auto`, a head that went away, a refused token), or any other
+            failure of `ray.init` (start_failure: its 30 s start limit on a loaded machine, a port in use or
+            unparsable, a RAY_* setting it cannot use).
     """
     if not ray.is_initialized():
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
@@ -215,6 +258,11 @@ def init_ray(compute: ComputeConfig) -> None:
                 "/tmp/ray): make them writable, give a token with RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN), or set "
                 "RAY_AUTH_MODE=disabled for a run on this machine alone"
             ) from err
+        except Exception as err:  # ray.init's own failures, turned into one error saying what to do
+            # Ray raises bare Exception (its raylet's fixed 30 s start limit), RuntimeError (its GCS did not start:
+            # a port taken) and ValueError (a RAY_* setting it cannot use) from its start-up: no bug of ours
+            ray.shutdown()  # the processes a failed start left behind
+            raise RayStartError(start_failure(err, address if not in_process else None, key)) from err
 
         # A request no node meets: refused when no node can be added (pipeline.stages.cluster_refusal)
         def alive_nodes() -> list[dict[str, float]]:
