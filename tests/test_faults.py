@@ -1,19 +1,15 @@
-"""Faults on local Ray and the S3 server: killed and failing actors, storage errors, memory pressure, a killed driver.
+"""Faults on local Ray and the S3 server: killed and failing actors, storage errors, memory pressure.
 
 Every run that should survive a fault is compared with one fault-free run of the same corpus: same ids, each
 exactly once, same vectors. Runs that should fail must name what failed and leave nothing marked complete
-(`_SUCCESS` is written last, after `_summary.json`, and is the commit marker readers check).
+(`_SUCCESS` is written last, after `_summary.json`, and is the commit marker readers check). A killed driver, whose
+output holds whole Parquet files only and is resumed by the same command: tests/test_resume.py.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +23,6 @@ from robustness_helpers import (
     put_corpus,
     record_figure,
     vectors_by_id,
-    wait_for_driver_teardown,
     write_corpus,
 )
 from s3_fault_proxy import FaultRule
@@ -215,49 +210,3 @@ def pa_buffer(client, bucket: str, key: str):
     import pyarrow as pa
 
     return pa.BufferReader(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-DRIVER = """
-import json, sys
-sys.path.insert(0, {tests!r})
-import faulty_actors, pipeline.embed_job as job
-from pathlib import Path
-from pipeline.config import EmbedConfig
-from ray import cloudpickle
-cloudpickle.register_pickle_by_value(faulty_actors)
-job.write_block = faulty_actors.first_write_then_stall(Path({state!r}))
-job.run_embed(EmbedConfig.model_validate(json.loads(Path({cfg!r}).read_text())))
-"""
-
-
-def test_killed_driver_leaves_no_half_written_parquet(ray_session, tiny_models, corpus, tmp_path):
-    """SIGKILL the driver once output files appear: every visible file is a whole Parquet file, none is marked done.
-
-    The first write task writes at once and every later one stalls, so the run is still going when the first file
-    appears (with a merely slow actor, a fast start-up could finish the run before the test saw a file)."""
-    state = tmp_path / "state"
-    state.mkdir()
-    out = tmp_path / "emb"
-    gcs = ray_session.get_runtime_context().gcs_address
-    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, **SMALL_BLOCKS)
-    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
-    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
-    log = open(tmp_path / "driver.log", "wb")  # noqa: SIM115 - read back when the driver exits early
-    driver = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out.glob("part-*.parquet")) and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        os.kill(driver.pid, signal.SIGKILL)
-    finally:
-        driver.kill()
-        driver.wait()
-    wait_for_driver_teardown(driver.pid)
-    hidden_parts = lambda p: any(part.startswith((".", "_")) for part in p.relative_to(out).parts)
-    visible = [p for p in out.rglob("*") if p.is_file() and not hidden_parts(p)]
-    assert visible and not (out / "_summary.json").exists() and not (out / "_SUCCESS").exists()
-    for path in visible:
-        assert pq.read_table(path).num_rows > 0  # raises on a truncated or half-written file
-    hidden = [p.name for p in out.rglob(".*")]  # temp files of interrupted writes: ignored by Parquet readers
-    record_figure("driver SIGKILL", visible_parquet=len(visible), hidden_temp_files=len(hidden))

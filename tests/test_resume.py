@@ -28,6 +28,7 @@ from robustness_helpers import (
     corpus_bytes,
     make_config,
     read_run,
+    record_figure,
     vectors_by_id,
     wait_for_driver_teardown,
     write_corpus,
@@ -123,12 +124,24 @@ def committed_rows(units_dir: Path) -> int:
 
 
 def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, corpus, clean, tmp_path):
-    """Local corpus: kill, a changed model is refused naming the difference, the same command resumes."""
+    """Local corpus: kill, a changed model is refused naming the difference, the same command resumes.
+
+    The kill is also the one of a driver whose output a reader may look at (it was test_faults'
+    test_killed_driver_leaves_no_half_written_parquet, a driver process and a run of its own): every visible file
+    is a whole Parquet file, and none is marked done."""
     out = tmp_path / "emb"
     gcs = ray_session.get_runtime_context().gcs_address
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, **SECTIONS)
     assert kill_after_first_unit(cfg.model_dump_json(), out / "_run" / "units", tmp_path) >= 1
     assert not (out / "_SUCCESS").exists() and not (out / "_summary.json").exists()
+    # every file a reader sees is a whole Parquet file (written to a hidden temp name, then renamed)
+    hidden_parts = lambda p: any(part.startswith((".", "_")) for part in p.relative_to(out).parts)
+    visible = [p for p in out.rglob("*") if p.is_file() and not hidden_parts(p)]
+    assert visible
+    for path in visible:
+        assert pq.read_table(path).num_rows > 0  # raises on a truncated or half-written file
+    hidden = [p.name for p in out.rglob(".*")]  # temp files of interrupted writes: ignored by Parquet readers
+    record_figure("driver SIGKILL", visible_parquet=len(visible), hidden_temp_files=len(hidden))
 
     other = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": str(tiny_models["qwen3"])})})
     with pytest.raises(FileExistsError, match=r"another configuration.*model\.name_or_path: .*qwen3.*model\.identity"):
@@ -146,30 +159,34 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
 
 
 def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
-    ray_session, tiny_models, corpus, clean, tmp_path, monkeypatch
+    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
 ):
     """Runs started before small files were packed into units recorded one unit per file and no
     `input.unit_packing` in their fingerprint. After the upgrade the same command was refused naming that field,
-    which no configuration key sets; it now resumes such a run under the plan it started with."""
+    which no configuration key sets; it now resumes such a run under the plan it started with.
+
+    The older run is a copy of the module's clean one, whose files (2.6-11 KB, unit_bytes 32 KiB) are one unit
+    each, as such a version planned them at any unit_bytes (a unit's key is its path alone): its fingerprint as that
+    version wrote it for the default unit_bytes, at which a new run packs the six files into one unit (one
+    embedding run fewer than running the older plan with plans_packed_units patched)."""
     out = tmp_path / "emb"
+    shutil.copytree(clean_out, out)
     sections = {**SECTIONS, "input": {"id_column": "id"}}  # default unit_bytes: these small files would be packed
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **sections)
-    with monkeypatch.context() as older:  # the older rayembed: one unit per file, no packing in the fingerprint
-        older.setattr("pipeline.embed_job.plans_packed_units", lambda recorded: False)
-        run_embed(cfg)
-    recorded = json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
-    assert "input.unit_packing" not in recorded
+    record_file = out / "_run" / "fingerprint.json"
+    record = json.loads(record_file.read_text())
+    recorded = record["fingerprint"]
+    del recorded["input.unit_packing"]  # the older rayembed: one unit per file, no packing in the fingerprint
+    recorded["input.unit_bytes"] = cfg.input.unit_bytes
+    record_file.write_text(json.dumps(record))
     markers = sorted((out / "_run" / "units").glob("*.json"))
     assert len(markers) == len(FILES)
-    # as if that run had died before its last unit and its summary: the marker and _SUCCESS go
-    lost = json.loads(markers[-1].read_text())["rows"]
-    for done in (markers[-1], out / "_SUCCESS", out / "_summary.json"):
-        done.unlink()
+    reused = unfinish(out)  # as if that run had died before its last unit and its summary
 
     summary = run_embed(cfg)  # the same command, after the upgrade
     assert summary["units"] == len(FILES) and summary["units_skipped"] == len(FILES) - 1
-    check_resumed(summary, str(out), clean, ROWS_IN - lost)
-    assert json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"] == recorded
+    check_resumed(summary, str(out), clean, reused)
+    assert json.loads(record_file.read_text())["fingerprint"] == recorded
 
     # a new run (nothing recorded) packs the six small files into one unit: the plan run_embed makes for it
     root, listed = list_inputs(str(corpus), StorageConfig())
@@ -186,48 +203,50 @@ def unfinish(out: Path) -> int:
     return committed_rows(out / "_run" / "units")
 
 
-def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(ray_session, tiny_models, tmp_path):
+def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(
+    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
+):
     """`cp -p` of an edited copy, `rsync -t` of a same-length edit, `touch -r`: the listing pinned (path, size,
     mtime), so the resume took the rewritten file for unchanged, kept the old content's vectors for the committed
     units and embedded the new content for the rest. The inode change time moves with the write: the resume is
     refused naming the file, and --set output.overwrite=true embeds the new content.
 
     A `touch` or `chmod` moves the same token without a change of content: the run recorded each file's sha256
-    (`_run/contents.json`), so the resume goes on (it was refused, and the user started over)."""
-    (tmp_path / "in").mkdir()
-    files = {name: FILES[name] for name in ("c0.jsonl", "c1.jsonl", "c2.jsonl")}  # 3 units: 2 stay committed
-    corpus = write_corpus(tmp_path / "in", files)
-    rows_in = sum(map(len, files.values()))
+    (`_run/contents.json`), so the resume goes on (it was refused, and the user started over). The run is a copy of
+    the module's clean one, its corpus a `cp -p` of the module's (every file's inode change time moved, their
+    content and mtime not), so the resume also goes on after a copy of the whole corpus (one embedding run fewer
+    than a run of its own)."""
+    copied = tmp_path / "in"
+    shutil.copytree(corpus, copied)  # copy2: the same bytes and mtime, another inode change time
     out = tmp_path / "emb"
-    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
-    run_embed(cfg)
+    shutil.copytree(clean_out, out)
+    cfg = make_config(tiny_models["gemma3"], copied, out, "jsonl", **SECTIONS)
     reused = unfinish(out)
     # a file a committed unit read: one no committed unit read is embedded as it is on resume, whatever its change
     # (input_contents.same_content's units_of)
     markers = (out / "_run" / "units").glob("*.json")
-    target = corpus / min(p for m in markers for p in record_files(json.loads(m.read_text())))
+    target = copied / min(p for m in markers for p in record_files(json.loads(m.read_text())))
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
-    (corpus / "c1.jsonl").chmod(0o600)
+    (copied / "c1.jsonl").chmod(0o600)
     summary = run_embed(cfg)
-    assert summary["units_skipped"] > 0 and summary["rows_read"] == rows_in - reused  # committed units not read
-    assert summary["rows_embedded"] + summary["rows_reused"] == rows_in - 1  # c0's blank row is a reject
+    check_resumed(summary, str(out), clean, reused)  # committed units not read again
     unfinish(out)
     stat = target.stat()  # as the resume recorded it (the listing as it is now: no hashing on the next resume)
-    edited = [{**r, "text": r["text"][::-1]} for r in files[target.name]]  # same bytes reversed: same size
+    edited = [{**r, "text": r["text"][::-1]} for r in FILES[target.name]]  # same bytes reversed: same size
     target.write_bytes(corpus_bytes(edited))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (target.stat().st_size, target.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     with pytest.raises(
         FileExistsError,
-        match=rf"input\.listing: 3 files -> 3 files \(changed {re.escape(target.name)} \(rewritten with its old "
+        match=rf"input\.listing: 6 files -> 6 files \(changed {re.escape(target.name)} \(rewritten with its old "
         r"size and modification time\)\)",
     ):
         run_embed(cfg)
 
 
 def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
-    ray_session, tiny_models, corpus, clean_out, tmp_path
+    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
 ):
     """output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
     part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
@@ -237,7 +256,11 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
     Both directions in one sequence (off -> on, then on -> off). The run with the columns off is a copy of the
     module's clean one (the same configuration), so the test costs two embedding runs: the resume of one unit and
     the overwrite; the second resume finds every unit committed (only the summary and _SUCCESS gone) and embeds
-    nothing."""
+    nothing.
+
+    The copy is also recorded as a version before change times recorded its listing: without `tokens_sha256` and
+    with entries of [path, size, mtime]. After the upgrade the same command resumes it, nothing embedded twice (that
+    was test_a_run_recorded_before_change_times_resumes_when_nothing_changed, a resume of its own)."""
     out = tmp_path / "emb"
     shutil.copytree(clean_out, out)
 
@@ -249,11 +272,18 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
         return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
 
     assert "output.token_columns" not in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
-    unfinish(out)
+    reused = unfinish(out)
+    record_file = out / "_run" / "fingerprint.json"
+    record = json.loads(record_file.read_text())
+    listing = record["fingerprint"]["input.listing"]
+    del listing["tokens_sha256"]  # the listing as a version before change times recorded it
+    listing["entries"] = [e[:3] for e in listing["entries"]]
+    record_file.write_text(json.dumps(record))
     with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
         run_embed(cfg(True))
     resumed = run_embed(cfg(False))  # the same command resumes
     assert (resumed["rows_in"], resumed["units_skipped"]) == (ROWS_IN, len(FILES) - 1) and resumed["rows_embedded"]
+    check_resumed(resumed, str(out), clean, reused)
     assert columns() == {("id", "embedding")}
     run_embed(cfg(True, overwrite=True))  # starts over with the columns in every file
     assert "output.token_columns" in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
@@ -266,32 +296,17 @@ def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
     assert (resumed["rows_in"], resumed["units_skipped"], resumed["rows_embedded"]) == (ROWS_IN, len(FILES), 0)
 
 
-def test_a_run_recorded_before_change_times_resumes_when_nothing_changed(
-    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
-):
-    """A run an older version left unfinished recorded its listing without `tokens_sha256` and with entries of
-    [path, size, mtime]: after the upgrade the same command resumes it (nothing embedded twice). The run is a copy
-    of the module's clean one, the same configuration (one embedding run fewer)."""
-    out = tmp_path / "emb"
-    shutil.copytree(clean_out, out)
-    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS)
-    reused = unfinish(out)
-    record_file = out / "_run" / "fingerprint.json"
-    record = json.loads(record_file.read_text())
-    listing = record["fingerprint"]["input.listing"]
-    del listing["tokens_sha256"]
-    listing["entries"] = [e[:3] for e in listing["entries"]]
-    record_file.write_text(json.dumps(record))
-    summary = run_embed(cfg)
-    check_resumed(summary, str(out), clean, reused)
-
-
 def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_same_second(
     ray_session, tiny_models, clean, tmp_path, s3_bucket, s3_server, monkeypatch
 ):
-    """A driver killed after its first committed unit on S3; its rerun refuses an object rewritten in between, and
-    the same command then resumes through a killed embedding actor. (It was two tests, one run of their own each:
-    one killed a driver, the other finished a run and dropped a marker; both a resume of an unfinished S3 run.)
+    """An S3 run stopped by an object rewritten while it read it; its rerun refuses an object rewritten in between
+    with its old size, and the same command then resumes through a killed embedding actor. (It was three tests, one
+    run of their own each: one killed a driver process, one finished a run and dropped a marker, each to leave an
+    unfinished S3 run to resume, and test_an_object_rewritten_while_the_embed_job_reads_it_is_not_committed; the
+    killed driver is test_killed_driver_resumes_with_the_same_command's, on local disk.)
+
+    An object rewritten after the run's listing: one listing at the end of the run finds it, its unit is not
+    committed (without that listing it was), the other units are, and the run fails naming the object.
 
     S3 gives LastModified to the second and pyarrow's listing gives no ETag, so the listing pinned (path, size,
     LastModified): an object rewritten with its old size in the second of the write it replaced passed for
@@ -300,10 +315,13 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     object, as for a local file. moto's clock is held at one second for the writes, as writes in one second of a
     real store.
 
-    The same unfinished run then serves a run an older version left unfinished on S3: with the object's first bytes
-    written back in that second (its listing as recorded), the record made as that version wrote it (no
+    The same unfinished run then serves a run an older version left unfinished on S3: with the objects' bytes
+    written back in that second (the listing as recorded), the record made as that version wrote it (no
     `etags_sha256`, entries of [path, size, mtime, null]) resumes after the upgrade, nothing embedded twice, while an
-    actor killed on a row of a unit the resume embeds is restarted."""
+    actor killed on a row of the unit the resume embeds is restarted."""
+    import pipeline.embed_job as job
+    from pipeline.reembed.sources import InputChangedError
+
     client, bucket = s3_bucket
     second = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)  # moto's naive UTC
 
@@ -315,44 +333,38 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     for name, rows in FILES.items():
         write_in_that_second(name, rows)
     uri = f"s3://{bucket}/emb"
-    gcs = ray_session.get_runtime_context().gcs_address
-    cfg = make_config(
-        tiny_models["gemma3"],
-        f"s3://{bucket}/corpus",
-        uri,
-        "jsonl",
-        s3_server,
-        compute={"ray_address": gcs},
-        **SECTIONS,
-    )
+    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **SECTIONS)
 
     def committed() -> list[dict]:
         listing = client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/").get("Contents", [])
         keys = [o["Key"] for o in listing if o["Key"].endswith(".json")]  # not the folder marker objects
         return [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys]
 
-    state = tmp_path / "slow"
-    state.mkdir()
-    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
-    script = DRIVER.format(tests=str(Path(__file__).parent), state=str(state), cfg=str(tmp_path / "cfg.json"))
-    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while driver.poll() is None and time.monotonic() < deadline and not committed():
-            time.sleep(0.2)
-        assert driver.poll() is None, "the driver ended before committing a unit"
-        os.kill(driver.pid, signal.SIGKILL)
-    finally:
-        driver.kill()
-        driver.wait()
-    wait_for_driver_teardown(driver.pid)
+    grown = "c3.jsonl"  # neither a reject nor a duplicate in it
+    listing, calls = job.list_inputs, []
+
+    def listed_then_rewritten(*args, **kwargs):
+        listed = listing(*args, **kwargs)
+        if not calls:  # after the run's own listing only
+            rows = [*FILES[grown], {"id": "late", "text": "appended while the job ran"}]
+            client.put_object(Bucket=bucket, Key=f"corpus/{grown}", Body=corpus_bytes(rows))
+        calls.append(1)
+        return listed
+
+    with monkeypatch.context() as writer:
+        writer.setattr(job, "list_inputs", listed_then_rewritten)
+        with pytest.raises(
+            InputChangedError, match=rf"corpus/{re.escape(grown)} changed while this run read it \(listed with \d+ b"
+        ):
+            run_embed(cfg)
     done = committed()
-    open_paths = sorted(set(FILES) - {d["path"] for d in done})
-    assert done and open_paths
+    assert sorted(d["path"] for d in done) == sorted(set(FILES) - {grown})  # without the listing: all committed
     assert not any(
         o["Key"] in ("emb/_SUCCESS", "emb/_summary.json")
         for o in client.list_objects_v2(Bucket=bucket, Prefix="emb/_").get("Contents", [])
     )
+    write_in_that_second(grown, FILES[grown])  # put back as listed: the listing as recorded
+
     kept = done[0]["path"]  # a file a committed unit read
     before = client.head_object(Bucket=bucket, Key=f"corpus/{kept}")
     write_in_that_second(kept, [{**r, "text": r["text"][::-1]} for r in FILES[kept]])  # same size
@@ -370,11 +382,11 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     assert client.head_object(Bucket=bucket, Key=f"corpus/{kept}")["ETag"] == before["ETag"]
     key = "emb/_run/fingerprint.json"
     record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    listing = record["fingerprint"]["input.listing"]
-    del listing["etags_sha256"]
-    listing["entries"] = [e[:4] for e in listing["entries"]]
+    listing_record = record["fingerprint"]["input.listing"]
+    del listing_record["etags_sha256"]
+    listing_record["entries"] = [e[:4] for e in listing_record["entries"]]
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
-    trigger = FILES[open_paths[-1]][3]["id"]  # a row of a unit the resumed run must embed
+    trigger = FILES[grown][3]["id"]  # a row of the unit the resumed run must embed
     faults = tmp_path / "faults"
     faults.mkdir()
     use(monkeypatch, faulty({"kill": trigger}, faults))
@@ -384,138 +396,63 @@ def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_sam
     assert client.head_object(Bucket=bucket, Key="emb/_SUCCESS")
 
 
-def test_a_file_that_grows_before_the_embed_job_hashed_its_listed_bytes_is_committed_as_its_first_bytes(
+def test_files_appended_to_or_touched_before_their_read_are_committed_as_their_listed_rows(
     ray_session, tiny_models, tmp_path, monkeypatch, caplog
 ):
-    """An append-only JSONL growing between the listing and the driver's hash of it (a log written all the time,
-    which the driver's recorder never finds at its listed size and token). Its read task reads its listed bytes only
-    (pipeline.read_content.listed_prefix) and hashes them; with no hash of the listed bytes the run stopped naming
-    the file. The check now hashes the file's first listed-size bytes: they are the bytes read, so the rows are the
-    start of the file as it is now (its listed rows, for a file only appended to) and the unit is committed, 'late'
-    left out; a rewrite after the read is still a change (test_read_content). Grown after the hash: the next test."""
+    """Three files of one run, each changed between the run's listing and its read in a way that leaves its listed
+    rows readable; each failed the run with InputChangedError. (They were three tests, a run each.)
+
+    - c1.jsonl, an append-only JSONL growing between the listing and the driver's hash of it (a log written all the
+      time, which the driver's recorder never finds at its listed size and token). Its read task reads its listed
+      bytes only (pipeline.read_content.listed_prefix) and hashes them; with no hash of the listed bytes the run
+      stopped naming the file. The check now hashes the file's first listed-size bytes: they are the bytes read, so
+      the rows are the start of the file as it is now (its listed rows, for a file only appended to) and the unit is
+      committed, its 'late' row left out.
+    - c2.jsonl, a log synced into the corpus while the job runs: appended after the driver hashed its listed bytes
+      (its ContentRecorder), before its read ('listed with N bytes, now M bytes'). Its read task reads the listed
+      bytes only and hashes them; their hash is the listed one, so its rows are committed as the listed file and an
+      INFO line says the appended bytes are left for the next run.
+    - c3.jsonl, a `touch` (an rsync/cp of the same bytes) between the listing and the driver's hash of the file,
+      which left no hash of its listed bytes ('no hash of its listed content'). The read task now reports the token
+      and sha256 of the bytes it read (pipeline.read_content): the file still has them, so its rows are committed.
+
+    A rewrite after the read, and a unit whose file changed again, are still changes (test_read_content)."""
     import pipeline.embed_job as job
     from pipeline.commit import committed_units
     from pipeline.config import StorageConfig
     from pipeline.storage import resolve
 
     (tmp_path / "in").mkdir()
-    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
+    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl", "c3.jsonl")})
     out = tmp_path / "emb"
     listing = job.list_inputs
 
-    def listed_then_appended(*args, **kwargs):
+    def append_late(name: str) -> None:
+        with (corpus / name).open("ab") as f:
+            f.write(corpus_bytes([{"id": f"late-{name}", "text": "a record appended while the job ran"}]))
+
+    def listed_then_changed(*args, **kwargs):
         listed = listing(*args, **kwargs)
-        with (corpus / "c1.jsonl").open("ab") as f:  # the writer appends after the listing, before the read
-            f.write(corpus_bytes([{"id": "late", "text": "a record appended while the job ran"}]))
+        append_late("c1.jsonl")  # the writer appends after the listing, before the recorder's hash
+        st = (corpus / "c3.jsonl").stat()
+        os.utime(corpus / "c3.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # before the recorder's hash
         return listed
-
-    monkeypatch.setattr(job, "list_inputs", listed_then_appended)
-    with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
-        summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChanged
-    assert summary["status"] == "ok" and summary["rows_in"] == 32
-    assert "before this run hashed it: its rows are its first" in caplog.text
-    records = committed_units(resolve(str(out), StorageConfig())).values()
-    assert sorted(p for r in records for p in r.get("files") or [r["path"]]) == ["c1.jsonl", "c2.jsonl"]
-    ids = {i for f in out.rglob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
-    assert "late" not in ids and len(ids) == 32
-
-
-def test_a_file_that_grows_after_its_listed_bytes_were_hashed_is_embedded_as_listed(
-    ray_session, tiny_models, tmp_path, monkeypatch, caplog
-):
-    """A log synced into the corpus while the job runs: appended after the driver hashed its listed bytes (its
-    ContentRecorder), before its read. The run failed with InputChangedError ('listed with N bytes, now M bytes').
-    Its read task now reads the listed bytes only and hashes them; their hash is the listed one, so its rows are
-    committed as the listed file (16, not the appended one) and an INFO line says the appended bytes are left for the
-    next run."""
-    import pipeline.embed_job as job
-    from pipeline.commit import committed_units
-    from pipeline.config import StorageConfig
-    from pipeline.storage import resolve
-
-    (tmp_path / "in").mkdir()
-    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
-    out = tmp_path / "emb"
 
     class AppendedOnceHashed(job.ContentRecorder):
         def __enter__(self):
             recorder = super().__enter__()
-            for hashes in recorder.hashes.values():  # the listed bytes hashed, then the writer appends
-                assert all(h.result() for h in hashes.values())
-            with (corpus / "c1.jsonl").open("ab") as f:
-                f.write(corpus_bytes([{"id": "late", "text": "a record appended while the job ran"}]))
+            assert recorder.hashes["input.listing"]["c2.jsonl"].result()  # the listed bytes hashed, then appended
+            append_late("c2.jsonl")
             return recorder
 
+    monkeypatch.setattr(job, "list_inputs", listed_then_changed)
     monkeypatch.setattr(job, "ContentRecorder", AppendedOnceHashed)
     with caplog.at_level("INFO", logger="pipeline.reembed.sources"):
         summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChanged
-    assert summary["status"] == "ok" and summary["rows_in"] == 32  # 'late' is not among them
-    assert "the appended bytes are left for the next run" in caplog.text
+    assert summary["status"] == "ok" and summary["rows_in"] == 48  # no 'late' row among them
+    assert "before this run hashed it: its rows are its first" in caplog.text  # c1
+    assert "the appended bytes are left for the next run" in caplog.text  # c2
     records = committed_units(resolve(str(out), StorageConfig())).values()
-    assert sorted(p for r in records for p in r.get("files") or [r["path"]]) == ["c1.jsonl", "c2.jsonl"]
-    ids = {i for f in (out).rglob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
-    assert "late" not in ids and len(ids) == 32
-
-
-def test_a_file_touched_before_the_run_hashed_it_is_committed_when_its_rows_are_of_its_bytes_now(
-    ray_session, tiny_models, tmp_path, monkeypatch
-):
-    """A `touch` (an rsync/cp of the same bytes) between the listing and the driver's hash of the file left no hash
-    of its listed bytes, and the run failed with InputChangedError ('no hash of its listed content'). The read task
-    now reports the token and sha256 of the bytes it read (pipeline.read_content): the file still has them, so its
-    rows are committed; a unit whose file changed again is not (test_read_content)."""
-    import pipeline.embed_job as job
-    from pipeline.commit import committed_units
-    from pipeline.config import StorageConfig
-    from pipeline.storage import resolve
-
-    (tmp_path / "in").mkdir()
-    corpus = write_corpus(tmp_path / "in", {name: FILES[name] for name in ("c1.jsonl", "c2.jsonl")})
-    out = tmp_path / "emb"
-    listing = job.list_inputs
-
-    def listed_then_touched(*args, **kwargs):
-        listed = listing(*args, **kwargs)
-        st = (corpus / "c1.jsonl").stat()
-        os.utime(corpus / "c1.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # before the recorder's hash
-        return listed
-
-    monkeypatch.setattr(job, "list_inputs", listed_then_touched)
-    summary = run_embed(make_config(tiny_models["bert"], corpus, out, "jsonl", **SECTIONS))  # old: InputChangedError
-    assert summary["status"] == "ok" and summary["rows_in"] == 32
-    records = committed_units(resolve(str(out), StorageConfig())).values()
-    assert sorted(r["path"] for r in records) == ["c1.jsonl", "c2.jsonl"]
-
-
-def test_an_object_rewritten_while_the_embed_job_reads_it_is_not_committed(
-    ray_session, tiny_models, s3_bucket, s3_server, monkeypatch
-):
-    """The S3 side of test_a_file_that_grows_while_the_embed_job_reads_it_is_not_committed: one listing at the end
-    of the run finds the object rewritten after the listing; its unit is uncommitted, the other one stays."""
-    import pipeline.embed_job as job
-    from pipeline.commit import committed_units
-    from pipeline.config import StorageConfig
-    from pipeline.reembed.sources import InputChangedError
-    from pipeline.storage import resolve
-
-    client, bucket = s3_bucket
-    for name in ("c1.jsonl", "c2.jsonl"):
-        client.put_object(Bucket=bucket, Key=f"grow/{name}", Body=corpus_bytes(FILES[name]))
-    listing = job.list_inputs
-    calls = []
-
-    def listed_then_rewritten(*args, **kwargs):
-        listed = listing(*args, **kwargs)
-        if not calls:  # after the run's own listing only
-            rows = [*FILES["c1.jsonl"], {"id": "late", "text": "appended while the job ran"}]
-            client.put_object(Bucket=bucket, Key="grow/c1.jsonl", Body=corpus_bytes(rows))
-        calls.append(1)
-        return listed
-
-    monkeypatch.setattr(job, "list_inputs", listed_then_rewritten)
-    out = f"s3://{bucket}/grow-emb"
-    cfg = make_config(tiny_models["bert"], f"s3://{bucket}/grow", out, "jsonl", s3_server, **SECTIONS)
-    with pytest.raises(InputChangedError, match=r"grow/c1\.jsonl changed while this run read it \(listed with \d+ b"):
-        run_embed(cfg)
-    records = committed_units(resolve(out, StorageConfig(endpoint_url=s3_server))).values()
-    assert [r["path"] for r in records] == ["c2.jsonl"]  # without the listing: both committed
+    assert sorted(p for r in records for p in r.get("files") or [r["path"]]) == ["c1.jsonl", "c2.jsonl", "c3.jsonl"]
+    ids = {i for f in out.rglob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+    assert not any(i.startswith("late") for i in ids) and len(ids) == 48
