@@ -45,8 +45,20 @@ def reasons_by_row(rejects: pa.Table) -> dict[tuple[str, int], str]:
     return {(r["source"], r["row"]): r["reason"] for r in rejects.to_pylist()}
 
 
-def test_jsonl_duplicates_control_chars_and_path_like_ids(ray_session, tiny_models, tmp_path):
-    """keep_first across two files; NUL/control characters; ids that look like paths stay data, never file names."""
+def test_jsonl_text_and_parquet_rows_that_cannot_be_embedded_are_rejects_with_their_reasons(
+    ray_session, tiny_models, tmp_path
+):
+    """One run over a folder of JSONL, text and Parquet files (input.format from each file's extension), each kind
+    with its bad rows; rows in = embedded + rejected, every reject with its reason. (It was three runs, one per kind;
+    the reject-rate guard is off for the folder: the text and Parquet files are mostly bad rows by design.)
+
+    JSONL: keep_first across two files; NUL/control characters; ids that look like paths stay data, never file
+    names. Text: invalid UTF-8 (with a hint when it looks like a single-byte encoding), NUL, control-only and
+    whitespace-only lines, a Windows line end. Parquet: null, empty, whitespace-only, NUL and control-only strings,
+    an int and a list text column."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    # JSONL
     good = [{"id": r["id"], "text": r["text"]} for r in RECORDS[:24]]
     a = [
         *good[:12],
@@ -65,14 +77,33 @@ def test_jsonl_duplicates_control_chars_and_path_like_ids(ray_session, tiny_mode
         *good[12:],
         {"id": "7", "text": "same id as the integer 7 in a.jsonl"},
     ]
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
     (corpus / "a.jsonl").write_bytes(jsonl(a))
     (corpus / "b.jsonl").write_bytes(jsonl(b))
+    # text (derived ids: file#row)
+    lines = [
+        b"a plain line",
+        b"caf\xc3\x28 invalid UTF-8",  # reject: invalid UTF-8 at byte 3, 'Ã' in Latin-1 (a guess, said as one)
+        b"nul\x00inside the line",  # kept
+        b"\x01\x02\x1b",  # reject: only control characters
+        b"   \t",  # reject: whitespace only
+        b"windows line ending\r",  # the \r is stripped
+        b"\xff\xfe",  # reject: invalid UTF-8 at byte 0
+    ]
+    (corpus / "t.txt").write_bytes(b"\n".join(lines) + b"\n")
+    # Parquet
+    strings = ["fine text", None, "", " \n ", "nul\x00inside", "\x00\x00"]
+    pq.write_table(pa.table({"id": [f"s{i}" for i in range(6)], "text": strings}), corpus / "strings.parquet")
+    pq.write_table(pa.table({"id": ["i0", "i1"], "text": pa.array([1, 2], pa.int64())}), corpus / "ints.parquet")
+    lists = pa.array([["a", "b"], None], pa.list_(pa.string()))
+    pq.write_table(pa.table({"id": ["l0", "l1"], "text": lists}), corpus / "lists.parquet")
+
     out = tmp_path / "deep" / "emb"
-    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", input={"id_column": "id"})
+    cfg = make_config(tiny_models["gemma3"], corpus, out, None, input={"id_column": "id", **NO_GUARD})
     summary = run_embed(cfg)
-    emitted, rejects = check_counts(summary, str(out), len(a) + len(b), case="jsonl: duplicates, control chars")
+    rows_in = len(a) + len(b) + len(lines) + 10
+    emitted, rejects = check_counts(summary, str(out), rows_in, case="jsonl, text and parquet: bad rows")
+    ids = set(emitted.column("id").to_pylist())
+    by_id = reasons_by_id(rejects)
 
     reasons = reasons_by_row(rejects)
     dup_reasons = sorted(r for r in rejects.column("reason").to_pylist() if r.startswith("duplicate id"))
@@ -81,9 +112,31 @@ def test_jsonl_duplicates_control_chars_and_path_like_ids(ray_session, tiny_mode
     assert reasons[("a.jsonl", 16)].startswith("line is not valid JSON (Invalid control character")
     assert reasons[("b.jsonl", 0)] == "duplicate id (first at a.jsonl row 0)"
     assert reasons[("b.jsonl", len(b) - 1)] == "duplicate id (first at a.jsonl row 17)"
-    ids = set(emitted.column("id").to_pylist())
     assert {"nul-inside", "controls-inside", "controls-only", "7", "../../escaped", "/tmp/absolute"} <= ids
     assert {g["id"] for g in good} <= ids
+    assert sum(source.endswith(".jsonl") for source, _ in reasons) == 5
+
+    assert {k: v for k, v in by_id.items() if k and k.startswith("t.txt#")} == {
+        "t.txt#1": "invalid UTF-8 at byte 3 (0xC3, 'Ã' in Latin-1/cp1252): the text looks like a single-byte encoding, "
+        "not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or the encoding of its language)",
+        "t.txt#3": "text has only control characters",
+        "t.txt#4": "empty or whitespace-only text",
+        "t.txt#6": "invalid UTF-8 at byte 0",
+    }
+    assert sorted(i for i in ids if i.startswith("t.txt#")) == ["t.txt#0", "t.txt#2", "t.txt#5"]
+
+    assert {k: v for k, v in by_id.items() if k and k[0] in "sil" and k[1:].isdigit()} == {
+        "s1": "null text",
+        "s2": "empty or whitespace-only text",
+        "s3": "empty or whitespace-only text",
+        "s5": "text has only control characters",
+        "i0": "text is int, not a string",
+        "i1": "text is int, not a string",
+        "l0": "text is list, not a string",
+        "l1": "null text",
+    }
+    assert sorted(i for i in ids if i[0] in "sil" and i[1:].isdigit()) == ["s0", "s4"]
+
     # nothing was written outside the output prefix, whatever the ids look like
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {"corpus", "deep"}
@@ -102,58 +155,6 @@ def test_duplicate_ids_error_policy_names_both_rows(ray_session, tiny_models, tm
         run_embed(cfg)
     assert not (out / "_summary.json").exists()
     record_figure("duplicate ids, policy error", error="DuplicateIdError before embedding")
-
-
-def test_text_files_invalid_utf8_nul_and_control_lines(ray_session, tiny_models, tmp_path):
-    corpus = tmp_path / "texts"
-    corpus.mkdir()
-    lines = [
-        b"a plain line",
-        b"caf\xc3\x28 invalid UTF-8",  # reject: invalid UTF-8 at byte 3, 'Ã' in Latin-1 (a guess, said as one)
-        b"nul\x00inside the line",  # kept
-        b"\x01\x02\x1b",  # reject: only control characters
-        b"   \t",  # reject: whitespace only
-        b"windows line ending\r",  # the \r is stripped
-        b"\xff\xfe",  # reject: invalid UTF-8 at byte 0
-    ]
-    (corpus / "t.txt").write_bytes(b"\n".join(lines) + b"\n")
-    out = tmp_path / "emb"
-    # 4 of 7 rows are rejects by design: the reject-rate guard (default 0.5) is switched off for this corpus
-    cfg = make_config(tiny_models["bert"], corpus, out, "text", model={"pooling": "mean"}, input=NO_GUARD)
-    summary = run_embed(cfg)
-    emitted, rejects = check_counts(summary, str(out), len(lines), case="text: invalid UTF-8, NUL, control")
-    assert reasons_by_id(rejects) == {
-        "t.txt#1": "invalid UTF-8 at byte 3 (0xC3, 'Ã' in Latin-1/cp1252): the text looks like a single-byte encoding, "
-        "not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f CP1252 -t UTF-8, or the encoding of its language)",
-        "t.txt#3": "text has only control characters",
-        "t.txt#4": "empty or whitespace-only text",
-        "t.txt#6": "invalid UTF-8 at byte 0",
-    }
-    assert sorted(emitted.column("id").to_pylist()) == ["t.txt#0", "t.txt#2", "t.txt#5"]
-
-
-def test_parquet_non_string_null_and_nul_text(ray_session, tiny_models, tmp_path):
-    corpus = tmp_path / "pq"
-    corpus.mkdir()
-    strings = ["fine text", None, "", " \n ", "nul\x00inside", "\x00\x00"]
-    pq.write_table(pa.table({"id": [f"s{i}" for i in range(6)], "text": strings}), corpus / "strings.parquet")
-    pq.write_table(pa.table({"id": ["i0", "i1"], "text": pa.array([1, 2], pa.int64())}), corpus / "ints.parquet")
-    lists = pa.array([["a", "b"], None], pa.list_(pa.string()))
-    pq.write_table(pa.table({"id": ["l0", "l1"], "text": lists}), corpus / "lists.parquet")
-    out = tmp_path / "emb"
-    cfg = make_config(tiny_models["qwen3"], corpus, out, "parquet", input={"id_column": "id", **NO_GUARD})
-    emitted, rejects = check_counts(run_embed(cfg), str(out), 10, case="parquet: non-string, null, NUL")
-    assert reasons_by_id(rejects) == {
-        "s1": "null text",
-        "s2": "empty or whitespace-only text",
-        "s3": "empty or whitespace-only text",
-        "s5": "text has only control characters",
-        "i0": "text is int, not a string",
-        "i1": "text is int, not a string",
-        "l0": "text is list, not a string",
-        "l1": "null text",
-    }
-    assert sorted(emitted.column("id").to_pylist()) == ["s0", "s4"]
 
 
 def truncated_parquet() -> bytes:

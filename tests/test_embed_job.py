@@ -44,8 +44,12 @@ def read_dataset(uri: str, endpoint: str | None = None) -> pa.Table:
 
 
 def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
+    """Parquet on S3: ids, kept columns, file metadata, the summary. `input.duplicate_ids: unchecked` skips the
+    duplicate-id pre-pass: an id repeated in the second file is embedded twice, as the user's ids are trusted (it
+    was test_unchecked_duplicate_ids_skip_the_prepass, a run of its own)."""
     client, bucket = s3_bucket
-    table = pa.Table.from_pylist(RECORDS)
+    repeat = {**RECORDS[0], "text": "a second copy of the first id"}
+    table = pa.Table.from_pylist([*RECORDS, repeat])
     for i, part in enumerate((table.slice(0, 200), table.slice(200))):
         buf = io.BytesIO()
         pq.write_table(part, buf)
@@ -56,23 +60,24 @@ def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
         f"s3://{bucket}/emb",
         "parquet",
         s3_server,
-        input={"id_column": "id"},
+        input={"id_column": "id", "duplicate_ids": "unchecked"},
         output={"keep_columns": ["lang", "text"], "rows_per_file": 100},
     )
     summary = run_embed(cfg)
-    assert summary["rows_in"] == summary["rows_embedded"] == summary["output_rows"] == len(RECORDS)
+    assert summary["rows_in"] == summary["rows_embedded"] == summary["output_rows"] == len(RECORDS) + 1
     assert summary["rows_rejected"] == 0 and summary["output_files"] >= 4
     assert 0.85 < summary["padding_efficiency"] <= 1.0  # small blocks of 128 rows
 
     out = read_dataset(f"s3://{bucket}/emb", s3_server)
-    assert sorted(out.column("id").to_pylist()) == sorted(r["id"] for r in RECORDS)  # every id exactly once
+    # every row exactly once, the repeated id too
+    assert sorted(out.column("id").to_pylist()) == sorted([*(r["id"] for r in RECORDS), repeat["id"]])
     assert out.schema.field("embedding").type == pa.list_(pa.float32(), 64)
     vectors = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     langs = dict(zip(out.column("id").to_pylist(), out.column("lang").to_pylist()))
     assert all(langs[r["id"]] == r["lang"] for r in RECORDS)
-    texts = dict(zip(out.column("id").to_pylist(), out.column("text").to_pylist()))
-    assert all(texts[r["id"]] == r["text"] for r in RECORDS)  # the text column itself can be kept
+    texts = {(i, t) for i, t in zip(out.column("id").to_pylist(), out.column("text").to_pylist())}
+    assert texts == {(r["id"], r["text"]) for r in [*RECORDS, repeat]}  # the text column itself can be kept
 
     key = client.list_objects_v2(Bucket=bucket, Prefix="emb/part-")["Contents"][0]["Key"]
     meta = pq.read_schema(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).metadata
@@ -80,7 +85,7 @@ def test_parquet_corpus_on_s3(ray_session, tiny_models, s3_bucket, s3_server):
     assert meta[b"rayembed.dim"] == b"64" and meta[b"rayembed.pooling"] == b"last_token"
     assert meta[b"rayembed.normalized"] == b"true" and meta[b"rayembed.max_tokens"] == b"96"
     written = json.loads(client.get_object(Bucket=bucket, Key="emb/_summary.json")["Body"].read())
-    assert written["rows_in"] == len(RECORDS)
+    assert written["rows_in"] == len(RECORDS) + 1
 
 
 BAD_LINES = [
@@ -220,23 +225,6 @@ def test_a_corpus_of_one_corrupt_parquet_file_fails_the_reject_guard_naming_it_i
         run_embed(cfg)
     (reason,) = pq.read_table(tmp_path / "emb" / "_rejects").column("reason").to_pylist()
     assert reason.startswith(f"unreadable file: cannot read {corpus}/broken.parquet as parquet"), reason
-
-
-def test_unchecked_duplicate_ids_skip_the_prepass(ray_session, tiny_models, tmp_path):
-    corpus = tmp_path / "d"
-    corpus.mkdir()
-    rows = [{"id": "same", "text": "first copy"}, {"id": "same", "text": "second copy"}, {"id": "x", "text": "other"}]
-    (corpus / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    cfg = config(
-        tiny_models["qwen3"],
-        str(corpus),
-        str(tmp_path / "emb"),
-        "jsonl",
-        input={"id_column": "id", "duplicate_ids": "unchecked"},
-    )
-    summary = run_embed(cfg)
-    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (3, 3, 0)
-    assert sorted(pq.read_table(tmp_path / "emb").column("id").to_pylist()) == ["same", "same", "x"]
 
 
 def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_it(monkeypatch):
@@ -422,36 +410,41 @@ def test_many_small_files_on_s3_are_one_unit_and_one_output_file(ray_session, ti
     assert (again["rows_in"], again["rows_reused"], again["rows_rejected"]) == (rows, rows - 1, 1)
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
-def test_nested_text_id_and_kept_columns_end_to_end(ray_session, tiny_models, tmp_path, fmt):
+def test_nested_text_id_and_kept_columns_end_to_end(ray_session, tiny_models, tmp_path):
     """`input.text_column: meta.text`, `input.id_column: meta.id`, `output.keep_columns: [meta.lang]` on JSONL
     objects and Parquet structs: the job failed "column(s) ['meta.text'] not found; the file has columns ['meta']".
     A row whose struct is null is a reject saying so; rows in = embedded + rejected; the kept field is the flat
-    output column `meta.lang`."""
+    output column `meta.lang`. One run over a JSONL and a Parquet file (input.format from each file's extension; it
+    was a run per format)."""
     corpus = tmp_path / "nested"
     corpus.mkdir()
-    records = [{"meta": {"id": r["id"], "text": r["text"], "lang": "de"}, "n": k} for k, r in enumerate(RECORDS[:20])]
-    records[5]["meta"] = None
-    if fmt == "jsonl":
-        (corpus / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    else:
-        pq.write_table(pa.Table.from_pylist(records), corpus / "a.parquet")
+    files = {"a.jsonl": RECORDS[:20], "b.parquet": RECORDS[20:40]}
+    for name, rows in files.items():
+        records = [{"meta": {"id": r["id"], "text": r["text"], "lang": "de"}, "n": k} for k, r in enumerate(rows)]
+        records[5]["meta"] = None
+        if name.endswith(".jsonl"):
+            (corpus / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        else:
+            pq.write_table(pa.Table.from_pylist(records), corpus / name)
     cfg = config(
         tiny_models["bert"],
         str(corpus),
         str(tmp_path / "emb"),
-        fmt,
+        None,
         input={"text_column": "meta.text", "id_column": "meta.id"},
         output={"keep_columns": ["meta.lang"]},
         model={"pooling": "mean"},
     )
     summary = run_embed(cfg)
-    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (20, 19, 1)
+    assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (40, 38, 2)
     out = pq.read_table(tmp_path / "emb")
-    assert sorted(out.column("id").to_pylist()) == sorted(r["id"] for k, r in enumerate(RECORDS[:20]) if k != 5)
+    want = [r["id"] for rows in files.values() for k, r in enumerate(rows) if k != 5]
+    assert sorted(out.column("id").to_pylist()) == sorted(want)
     assert set(out.column("meta.lang").to_pylist()) == {"de"}
     rejects = pq.read_table(tmp_path / "emb" / "_rejects").to_pylist()
-    assert [(r["row"], r["reason"]) for r in rejects] == [(5, "no text at 'meta.text': 'meta' is null")]
+    assert sorted((r["source"], r["row"], r["reason"]) for r in rejects) == [
+        (name, 5, "no text at 'meta.text': 'meta' is null") for name in files
+    ]
 
 
 def test_input_uri_as_a_list_of_locations(ray_session, tiny_models, tmp_path):
