@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from jobs.common import interrupted_line
+from jobs.embed import main as embed_main
 from pipeline.columns import FILE_DONE
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.errors import actor_start_failure
@@ -194,10 +195,12 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
 
 
 @pytest.mark.slow
-def test_a_model_that_does_not_load_in_the_actor_is_one_error_line(tiny_models, tmp_path):
+def test_a_model_that_does_not_load_in_the_actor_is_one_error_line(ray_session, tiny_models, tmp_path, capsys):
     """Weights that open but do not fit the config (a config.json edited by hand) pass the driver's checks and fail
     in the model actor's constructor: exit 1 and one `error:` line naming the actor and the loader's error, instead
-    of an uncaught ActorDiedError."""
+    of an uncaught ActorDiedError. The job's entry point in this process, on the session's Ray: what it prints is
+    jobs.common.run_job's (a `python -m jobs.embed` of its own, with a Ray start of its own, proved no more; the
+    command-line runs are the Ctrl-C test's and those of test_bad_input_found_in_a_ray_task_is_one_error_line)."""
     model = tmp_path / "model"
     shutil.copytree(tiny_models["bert"], model)
     config_json = json.loads((model / "config.json").read_text())
@@ -207,10 +210,10 @@ def test_a_model_that_does_not_load_in_the_actor_is_one_error_line(tiny_models, 
         f"input: {{uri: {SAMPLE}, format: jsonl}}\noutput: {{uri: {tmp_path / 'emb'}}}\n"
         f"model: {{name_or_path: {model}, max_tokens: 32}}\ncompute: {{max_restarts: 0}}\n"
     )
-    run = embed_cli(config, {**os.environ, "RAY_AUTH_MODE": "disabled"})
-    assert run.returncode == 1, run.stderr[-3000:]
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: the EmbedActor actors could not start: "), errors
+    assert embed_main(["--config", str(config)]) == 1
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: the EmbedActor actors could not start: "), stderr[-3000:]
     assert "ignore_mismatched_sizes" in errors[0], errors
 
 
@@ -272,10 +275,13 @@ def test_the_last_progress_line_counts_files_without_rows():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["id column missing in the read stage", "wrong text column in the pre-pass"])
-def test_bad_input_found_in_a_ray_task_is_one_error_line(tiny_models, tmp_path, case):
+def test_bad_input_found_in_a_ray_task_is_one_error_line(ray_session, tiny_models, tmp_path, case):
     """An InputFileError raised in a Ray task reached the user as `error: ray::digest_unit() ... <remote traceback>`,
     after Ray Data's own ~180-line traceback ("Exception occurred in Ray Data or Ray Core internal code ... please
-    open an issue") and with its retry advice appended ("if you believe this to be transient")."""
+    open an issue") and with its retry advice appended ("if you believe this to be transient"). `python -m
+    jobs.embed` in a process of its own, as a user runs it on a node of a cluster: the session's Ray, at its address
+    (compute.ray_address), instead of a Ray started for each case (the Ctrl-C test runs the job with a Ray of its
+    own)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), corpus / "good.parquet")
@@ -291,10 +297,11 @@ def test_bad_input_found_in_a_ray_task_is_one_error_line(tiny_models, tmp_path, 
     config.write_text(
         f"input: {{uri: {corpus}, id_column: id, text_column: {text_column}, duplicate_ids: {checks}}}\n"
         f"output: {{uri: {tmp_path / 'emb'}}}\nmodel: {{name_or_path: {tiny_models['bert']}, max_tokens: 32}}\n"
+        f"compute: {{ray_address: '{ray_session.get_runtime_context().gcs_address}'}}\n"
     )
     if not case.startswith("id"):
         (corpus / "good.parquet").unlink()  # the JSONL file alone: its pre-pass task raises
-    run = embed_cli(config, {**os.environ, "RAY_AUTH_MODE": "disabled"})
+    run = embed_cli(config)  # the session's token (RAY_AUTH_TOKEN_PATH, tests/conftest.py)
     assert run.returncode == 1, run.stderr[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(expected), run.stderr[-3000:]
