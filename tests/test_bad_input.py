@@ -55,7 +55,12 @@ def test_jsonl_text_and_parquet_rows_that_cannot_be_embedded_are_rejects_with_th
     JSONL: keep_first across two files; NUL/control characters; ids that look like paths stay data, never file
     names. Text: invalid UTF-8 (with a hint when it looks like a single-byte encoding), NUL, control-only and
     whitespace-only lines, a Windows line end. Parquet: null, empty, whitespace-only, NUL and control-only strings,
-    an int and a list text column."""
+    an int and a list text column.
+
+    Beside them, a directory nobody cleaned, as the odd-input tryout found it (it was
+    test_an_uncleaned_directory_overnight, a run of its own): every file is read or every odd row is a reject with its
+    reason, the output opens in any reader, and the ids follow one rule across files. Each of these used to fail the
+    job, lose rows unseen, embed repeats or write an output readers cannot open."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     # JSONL
@@ -97,16 +102,44 @@ def test_jsonl_text_and_parquet_rows_that_cannot_be_embedded_are_rejects_with_th
     lists = pa.array([["a", "b"], None], pa.list_(pa.string()))
     pq.write_table(pa.table({"id": ["l0", "l1"], "text": lists}), corpus / "lists.parquet")
 
+    # an uncleaned directory (its own records and ids: none of them repeats one of the files above)
+    crawl = [{"id": r["id"], "text": r["text"]} for r in RECORDS[100:112]]
+    (corpus / "lang=fr").mkdir()
+    (corpus / "_temporary" / "0").mkdir(parents=True)
+    meta = {"_source": {"site": "x"}, "_row": "r", "meta": {}}
+    mac = [json.dumps({**g, **meta}).encode() for g in crawl[:4]]
+    mac += [
+        b'{"id": "deep", "text": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"id": "huge", "text": "huge number", "n": ' + b"9" * 5000 + b"}",
+        json.dumps([{**g, **meta} for g in crawl[4:6]]).encode(),  # one line, an array of records
+        json.dumps({"id": crawl[0]["id"], "text": "a repeat", **meta}).encode(),
+        json.dumps({"id": ["not", "an", "id"], "text": "list id", **meta}).encode(),
+    ]
+    (corpus / "old-mac.jsonl").write_bytes(b"\r".join(mac) + b"\r")  # lone CR line ends
+    (corpus / "empty.jsonl").write_bytes(b"")
+    (corpus / "_temporary" / "0" / "part-0.jsonl").write_bytes(jsonl([{"id": "tmp", "text": "never read"}]))
+    (corpus / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    title = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string())
+    floats = pa.array([17.0, 18.0])  # pandas writes an int column with a gap as float64
+    table = pa.table({"id": floats, "text": [g["text"] for g in crawl[6:8]], "title": title})
+    pq.write_table(table, corpus / "p.parquet")
+    frame = pa.table({"id": pa.array([19, 20], pa.int32()), "text": [g["text"] for g in crawl[8:10]]})
+    pq.write_table(frame, corpus / "lang=fr" / "q.parquet", compression="zstd")  # no kept columns at all
+    pq.ParquetWriter(corpus / "zero-row-groups.parquet", frame.schema).close()
+    (corpus / "part-00001.parquet").write_bytes(b"")  # a writer that crashed before its first byte
+
     out = tmp_path / "deep" / "emb"
-    cfg = make_config(tiny_models["gemma3"], corpus, out, None, input={"id_column": "id", **NO_GUARD})
+    keep = ["_source", "_row", "meta", "title"]
+    sections = {"input": {"id_column": "id", **NO_GUARD}, "output": {"keep_columns": keep}}
+    cfg = make_config(tiny_models["gemma3"], corpus, out, None, **sections)
     summary = run_embed(cfg)
-    rows_in = len(a) + len(b) + len(lines) + 10
+    rows_in = len(a) + len(b) + len(lines) + 10 + (10 + 2 + 2)
     emitted, rejects = check_counts(summary, str(out), rows_in, case="jsonl, text and parquet: bad rows")
     ids = set(emitted.column("id").to_pylist())
     by_id = reasons_by_id(rejects)
 
     reasons = reasons_by_row(rejects)
-    dup_reasons = sorted(r for r in rejects.column("reason").to_pylist() if r.startswith("duplicate id"))
+    dup_reasons = sorted(r for (f, _), r in reasons.items() if f in ("a.jsonl", "b.jsonl") and r.startswith("duplic"))
     assert dup_reasons == sorted(f"duplicate id (first at a.jsonl row {r})" for r in (0, 3, 17))
     assert reasons[("a.jsonl", 15)] == "text has only control characters"
     assert reasons[("a.jsonl", 16)].startswith("line is not valid JSON (Invalid control character")
@@ -114,7 +147,7 @@ def test_jsonl_text_and_parquet_rows_that_cannot_be_embedded_are_rejects_with_th
     assert reasons[("b.jsonl", len(b) - 1)] == "duplicate id (first at a.jsonl row 17)"
     assert {"nul-inside", "controls-inside", "controls-only", "7", "../../escaped", "/tmp/absolute"} <= ids
     assert {g["id"] for g in good} <= ids
-    assert sum(source.endswith(".jsonl") for source, _ in reasons) == 5
+    assert sum(source in ("a.jsonl", "b.jsonl") for source, _ in reasons) == 5
 
     assert {k: v for k, v in by_id.items() if k and k.startswith("t.txt#")} == {
         "t.txt#1": "invalid UTF-8 at byte 3 (0xC3, 'Ã' in Latin-1/cp1252): the text looks like a single-byte encoding, "
@@ -136,6 +169,29 @@ def test_jsonl_text_and_parquet_rows_that_cannot_be_embedded_are_rejects_with_th
         "l1": "null text",
     }
     assert sorted(i for i in ids if i[0] in "sil" and i[1:].isdigit()) == ["s0", "s4"]
+
+    assert summary["status"] == "ok"
+    assert {k: v for k, v in reasons.items() if k[0] in ("old-mac.jsonl", "p.parquet", "lang=fr/q.parquet")} == {
+        ("old-mac.jsonl", 4): "JSON nested too deeply to parse (over 1000 levels)",
+        ("old-mac.jsonl", 5): "JSON value cannot be read: Exceeds the limit (4300 digits) for integer string "
+        "conversion: value has 5000 digits",
+        ("old-mac.jsonl", 8): "duplicate id (first at old-mac.jsonl row 0)",
+        ("old-mac.jsonl", 9): 'id is list ["not", "an", "id"], not a string or a number',
+        ("p.parquet", 1): "invalid UTF-8 in kept column 'title'",
+    }
+    for part in out.glob("part-*.parquet"):
+        pq.read_table(part).validate(full=True)
+    table = pq.read_table(out)  # the directory as any reader takes it: hidden files and _rejects/ skipped
+    rows_by_id = {r["id"]: r for r in table.drop(["embedding"]).to_pylist()}
+    crawled = [g["id"] for g in crawl[:6]] + ["17", "19", "20"]
+    assert sorted(i for i in rows_by_id if i in set(crawled) or i in ("deep", "huge", "tmp", "18")) == sorted(crawled)
+    assert rows_by_id[crawl[5]["id"]]["_source"] == {"site": "x"} and rows_by_id[crawl[5]["id"]]["_row"] == "r"
+    assert (
+        rows_by_id[crawl[5]["id"]]["meta"] == "{}"
+        and rows_by_id["19"]["meta"] is None
+        and rows_by_id["17"]["title"] == "fine"
+    )
+    assert table.schema.field("embedding").type.list_size > 0
 
     # nothing was written outside the output prefix, whatever the ids look like
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
@@ -484,59 +540,6 @@ def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summar
         3,
     )
     assert (out / "_SUCCESS").exists()
-
-
-@pytest.mark.slow
-def test_an_uncleaned_directory_overnight(ray_session, tiny_models, tmp_path):
-    """A directory nobody cleaned, as the odd-input tryout found it: every file is read or every odd row is a reject
-    with its reason, the output opens in any reader, and the ids follow one rule across files. Each of these used
-    to fail the job, lose rows unseen, embed repeats or write an output readers cannot open."""
-    good = [{"id": r["id"], "text": r["text"]} for r in RECORDS[:12]]
-    corpus = tmp_path / "crawl"
-    (corpus / "lang=fr").mkdir(parents=True)
-    (corpus / "_temporary" / "0").mkdir(parents=True)
-    meta = {"_source": {"site": "x"}, "_row": "r", "meta": {}}
-    lines = [json.dumps({**g, **meta}).encode() for g in good[:4]]
-    lines += [
-        b'{"id": "deep", "text": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-        b'{"id": "huge", "text": "huge number", "n": ' + b"9" * 5000 + b"}",
-        json.dumps([{**g, **meta} for g in good[4:6]]).encode(),  # one line, an array of records
-        json.dumps({"id": good[0]["id"], "text": "a repeat", **meta}).encode(),
-        json.dumps({"id": ["not", "an", "id"], "text": "list id", **meta}).encode(),
-    ]
-    (corpus / "old-mac.jsonl").write_bytes(b"\r".join(lines) + b"\r")  # lone CR line ends
-    (corpus / "empty.jsonl").write_bytes(b"")
-    (corpus / "_temporary" / "0" / "part-0.jsonl").write_bytes(jsonl([{"id": "tmp", "text": "never read"}]))
-    (corpus / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    title = pa.array([b"fine", b"bad \xff"], pa.binary()).view(pa.string())
-    ids = pa.array([7.0, 8.0])  # pandas writes an int column with a gap as float64
-    pq.write_table(pa.table({"id": ids, "text": [g["text"] for g in good[6:8]], "title": title}), corpus / "p.parquet")
-    frame = pa.table({"id": pa.array([9, 10], pa.int32()), "text": [g["text"] for g in good[8:10]]})
-    pq.write_table(frame, corpus / "lang=fr" / "q.parquet", compression="zstd")  # no kept columns at all
-    pq.ParquetWriter(corpus / "zero-row-groups.parquet", frame.schema).close()
-    (corpus / "part-00001.parquet").write_bytes(b"")  # a writer that crashed before its first byte
-    out = tmp_path / "emb"
-    keep = ["_source", "_row", "meta", "title"]
-    cfg = make_config(tiny_models["bert"], corpus, out, None, input={"id_column": "id"}, output={"keep_columns": keep})
-    summary = run_embed(cfg)
-    _, rejects = check_counts(summary, str(out), 10 + 2 + 2, case="odd input: an uncleaned directory")
-    assert summary["status"] == "ok"
-    assert reasons_by_row(rejects) == {
-        ("old-mac.jsonl", 4): "JSON nested too deeply to parse (over 1000 levels)",
-        ("old-mac.jsonl", 5): "JSON value cannot be read: Exceeds the limit (4300 digits) for integer string "
-        "conversion: value has 5000 digits",
-        ("old-mac.jsonl", 8): "duplicate id (first at old-mac.jsonl row 0)",
-        ("old-mac.jsonl", 9): 'id is list ["not", "an", "id"], not a string or a number',
-        ("p.parquet", 1): "invalid UTF-8 in kept column 'title'",
-    }
-    for part in out.glob("part-*.parquet"):
-        pq.read_table(part).validate(full=True)
-    table = pq.read_table(out)  # the directory as any reader takes it: hidden files and _rejects/ skipped
-    by_id = {r["id"]: r for r in table.drop(["embedding"]).to_pylist()}
-    assert sorted(by_id) == sorted([g["id"] for g in good[:6]] + ["7", "9", "10"])
-    assert by_id[good[5]["id"]]["_source"] == {"site": "x"} and by_id[good[5]["id"]]["_row"] == "r"
-    assert by_id[good[5]["id"]]["meta"] == "{}" and by_id["9"]["meta"] is None and by_id["7"]["title"] == "fine"
-    assert table.schema.field("embedding").type.list_size > 0
 
 
 NO_ROW_SECTIONS = {
