@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.compressed import Members, ZstdPadding
 from pipeline.errors import UserError
 
 FORMATS = ("parquet", "jsonl", "text")
@@ -410,11 +411,16 @@ def open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
 
 def open_raw(fs: pafs.FileSystem, path: str, opened: pa.NativeFile | None = None) -> tuple[pa.NativeFile, str | None]:
     """The file as a byte stream, decompressed when its magic number says gzip, zstd or bzip2; returns (stream, codec).
-    `opened`: the file as open_input gave it already (pipeline.fetching), else it is opened here."""
+    A gzip or bzip2 file's members are read one after another and zero padding after the last is dropped
+    (pipeline.compressed). `opened`: the file as open_input gave it already (pipeline.fetching), else it is opened here."""
     f = opened if opened is not None else open_input(fs, path)
     head = f.read(MAGIC_BYTES)
     f.seek(0)
     codec = compression_of(head)
+    if codec in ("gzip", "bz2"):  # members one after another, then zero padding, as zcat and bzcat read them
+        return Members(f, codec), codec
+    if codec == "zstd":  # frames one after another (pyarrow reads them), then zero padding, as zstdcat reads it
+        return pa.CompressedInputStream(pa.PythonFile(ZstdPadding(f), mode="r"), codec), codec
     return (pa.CompressedInputStream(f, codec) if codec else f), codec
 
 
