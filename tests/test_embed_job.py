@@ -163,17 +163,14 @@ def write_yaml(tmp_path, model_dir, corpus, out_dir):
 
 
 def test_text_files_in_chunk_mode(ray_session, tiny_models, tmp_path):
+    """Chunk mode over a text file; the same corpus given as a list of one location (with a trailing slash) is the
+    same run as that location written as a string (test_input_uri_as_a_list_of_locations)."""
     corpus = tmp_path / "texts"
     corpus.mkdir()
     long_line = " ".join(r["text"] for r in RECORDS[:30])
     (corpus / "b.txt").write_text("first line\n" + long_line + "\n\nlast line\n")
-    cfg = config(
-        tiny_models["bert"],
-        str(corpus),
-        str(tmp_path / "emb"),
-        "text",
-        model={"pooling": "mean", "long_inputs": "chunk", "max_tokens": 64, "chunk_overlap_tokens": 8},
-    )
+    model = {"pooling": "mean", "long_inputs": "chunk", "max_tokens": 64, "chunk_overlap_tokens": 8}
+    cfg = config(tiny_models["bert"], str(corpus), str(tmp_path / "emb"), "text", model=model)
     summary = run_embed(cfg)
     assert (summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (4, 3, 1)
     out = pq.read_table(tmp_path / "emb").to_pylist()
@@ -182,6 +179,9 @@ def test_text_files_in_chunk_mode(ray_session, tiny_models, tmp_path):
     assert [c[0] for c in chunks] == list(range(len(chunks)))
     assert {r["id"] for r in out} == {"b.txt#0", "b.txt#1", "b.txt#3"}  # derived ids: file + row
     assert summary["output_rows"] == len(out)
+    listed = config(tiny_models["bert"], [f"{corpus}/"], str(tmp_path / "emb"), "text", model=model)
+    again = run_embed(listed, reuse_finished=True)
+    assert again["reused_finished_run"] and again["rows_in"] == 4
 
 
 def test_missing_text_column_lists_columns(ray_session, tiny_models, tmp_path):
@@ -450,7 +450,8 @@ def test_nested_text_id_and_kept_columns_end_to_end(ray_session, tiny_models, tm
 def test_input_uri_as_a_list_of_locations(ray_session, tiny_models, tmp_path):
     """Two folders with the same file name, and a glob: one corpus, every row once, derived ids unique
     (`<path below the common folder>#<row>`). The same list in another order is the same run (reused, not
-    re-embedded); a list of one location is the same run as that location written as a string."""
+    re-embedded); a list of one location is the same run as that location written as a string
+    (test_text_files_in_chunk_mode, on its finished run: it was a run of its own here)."""
     for folder, rows in (("2024/a", RECORDS[:5]), ("2024/b", RECORDS[5:9]), ("2025", RECORDS[9:12])):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -466,10 +467,6 @@ def test_input_uri_as_a_list_of_locations(ray_session, tiny_models, tmp_path):
     )
     again = run_embed(config(tiny_models["gemma3"], uris[::-1], out, "jsonl"), reuse_finished=True)
     assert again["reused_finished_run"]
-    one = str(tmp_path / "one")
-    run_embed(config(tiny_models["gemma3"], str(tmp_path / "2024/a"), one, "jsonl"))
-    again = run_embed(config(tiny_models["gemma3"], [str(tmp_path / "2024/a/")], one, "jsonl"), reuse_finished=True)
-    assert again["reused_finished_run"] and again["rows_in"] == 5
 
 
 def test_input_uri_list_over_two_s3_buckets_with_odd_keys(ray_session, tiny_models, s3_bucket, s3_server, tmp_path):
