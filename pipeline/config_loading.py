@@ -679,7 +679,14 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         return ""
     leaf = loc[-1].strip().lstrip("-").lower().replace("-", "_")  # TEI's --max-batch-tokens as written
     parent = str(loc[-2]) if len(loc) > 1 else ""
-    alias = KEY_ALIASES.get(f"{parent}.{leaf}") or KEY_ALIASES.get(leaf)
+    # a section that reads input under another name (a mining side, source/target: uri, text_column, ...) takes
+    # the input section's aliases (`source.path` -> source.uri); they were answered with the list of known keys
+    reads_input = parent != "input" and {"uri", "text_column"} <= set(known)
+    alias = (
+        KEY_ALIASES.get(f"{parent}.{leaf}")
+        or (KEY_ALIASES.get(f"input.{leaf}") if reads_input else None)
+        or KEY_ALIASES.get(leaf)
+    )
     if alias is not None and alias[0] is None:
         return f"; {alias[1]}"
     if alias is not None:

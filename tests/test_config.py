@@ -539,3 +539,36 @@ def test_ray_data_and_datasets_names_for_where_the_data_is_point_at_the_uri_keys
     }[job]
     with pytest.raises(ConfigError, match=re.escape(hint)):
         load_config(model, write(tmp_path, text), [override])
+
+
+@pytest.mark.parametrize(
+    "key, ours",
+    [
+        ("path", "uri"),
+        ("paths", "uri"),
+        ("dir", "uri"),
+        ("files", "uri"),
+        ("data_files", "uri"),
+        ("column", "text_column"),  # was 'did you mean id_column?'
+        ("text", "text_column"),
+    ],
+)
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_mining_sides_input_key_in_another_tools_words_points_at_the_sides_key(tmp_path, side, key, ours):
+    """`source.path` / `target.paths` / `.dir` / `.files` (Ray Data's paths, the embed job's input.path) got only the
+    list of known keys, and `source.column` 'did you mean id_column?': a side is an input section of its own name,
+    so it takes the input section's aliases, in the YAML file and in --set alike."""
+    from pipeline.mine_config import MineConfig
+
+    sides = {"source": "source: {uri: a.txt, lang: fra}", "target": "target: {uri: b.txt, lang: eng}"}
+    sides[side] = f"{side}: {{{key}: a.txt, lang: fra}}" if side == "source" else f"{side}: {{{key}: b.txt, lang: eng}}"
+    text = f"{sides['source']}\n{sides['target']}\noutput: {{uri: o}}\n"
+    with pytest.raises(ConfigError, match=rf"{side}\.{key}: .*did you mean {side}\.{ours}\? \(") as err:
+        load_config(MineConfig, write(tmp_path, text), [])
+    assert "known keys" not in str(err.value)
+    with pytest.raises(ConfigError, match=rf"did you mean {side}\.{ours}\? \("):
+        load_config(
+            MineConfig,
+            write(tmp_path, "source: {uri: a.txt, lang: fra}\ntarget: {uri: b.txt, lang: eng}\noutput: {uri: o}\n"),
+            [f"{side}.{key}=x"],
+        )
