@@ -76,7 +76,11 @@ def test_the_job_reports_it_as_one_error_line(ray_session, tmp_path, capsys):
 
 def test_chunks_of_one_id_are_rows_but_a_repeated_chunk_is_a_duplicate(ray_session, tmp_path):
     """An embed output of long_inputs: chunk holds one row per (id, chunk_index): those are not duplicates. Two
-    embed outputs of the same corpus in one folder repeat (id, chunk_index)."""
+    embed outputs of the same corpus in one folder repeat (id, chunk_index).
+
+    And the chunks are told apart in the assignments (it was test_clustering_job's run of its own over the same
+    input): they held only the id, so the rows of one id could not be told apart nor joined back to their chunk;
+    chunk_index is carried (as output.keep_columns would carry it)."""
     (tmp_path / "emb").mkdir()
     ids, chunks = [f"doc{i // 3}" for i in range(30)], [i % 3 for i in range(30)]
     table = pa.table(
@@ -84,6 +88,8 @@ def test_chunks_of_one_id_are_rows_but_a_repeated_chunk_is_a_duplicate(ray_sessi
     )
     pq.write_table(table, tmp_path / "emb" / "part-0.parquet")
     assert run_cluster(config(tmp_path))["rows"] == 30
+    got = pq.read_table(tmp_path / "out" / "assignments")
+    assert sorted(zip(got.column("id").to_pylist(), got.column("chunk_index").to_pylist())) == sorted(zip(ids, chunks))
     pq.write_table(table.slice(4, 1), tmp_path / "emb" / "part-1.parquet")  # doc1, chunk 1 again
     shutil.rmtree(tmp_path / "out")
     cfg = config(tmp_path)

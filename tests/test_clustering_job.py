@@ -247,23 +247,6 @@ def test_non_normalized_vectors_are_normalized_with_a_warning(ray_session, tmp_p
     assert max(cos.to_pylist()) <= 1.0 + 1e-6
 
 
-def test_the_chunks_of_a_chunked_embed_output_are_told_apart(ray_session, tmp_path):
-    """An embed output of long_inputs: chunk has several rows per id (chunk_index 0, 1, ...). The assignments held
-    only the id, so the rows of one id could not be told apart nor joined back to their chunk; chunk_index is
-    carried (as output.keep_columns would carry it)."""
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(30, 8)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    ids, chunks = [f"doc{i // 3}" for i in range(30)], [i % 3 for i in range(30)]
-    table = pa.table({"id": ids, "chunk_index": pa.array(chunks, pa.int32()), "embedding": pa.array(list(x))})
-    (tmp_path / "emb").mkdir()
-    pq.write_table(table, tmp_path / "emb" / "part-0.parquet")
-    raw = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "out")}, "clustering": {"k": 3}}
-    run_cluster(parse_config(ClusterConfig, raw))
-    got = read_dir(pafs.LocalFileSystem(), str(tmp_path / "out" / "assignments"))
-    assert sorted(zip(got.column("id").to_pylist(), got.column("chunk_index").to_pylist())) == sorted(zip(ids, chunks))
-
-
 def test_config_errors_name_the_key(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("input: {uri: x}\noutput: {uri: y}\nclustering: {k: 3, dedup: {eps: 0.1, keep: longest}}\n")
@@ -490,17 +473,9 @@ def test_files_of_two_models_of_one_width_are_refused_naming_both(ray_session, t
     check_input(root, files, "embedding", paths, "id", False, 8, parse_config(ClusterConfig, raw).compute)  # no error
 
 
-@pytest.mark.parametrize("bad", ["nan", "other_dim"])
-def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_path, bad):
-    """`python -m jobs.cluster` as a user runs it. A NaN vector, or a second file of another model's dim, is found
-    inside a Ray Data map_batches task; Ray wrapped our error in its UserCodeException and dropped the cause on the
-    way to the driver, so the job ended in a 70-line traceback (exit 1) whose message said "row 30 has 16 values,
-    row 0 has 8" for the dims: neither a row of the input nor what to do."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def bad_vector_input(tmp_path, bad: str):
+    """An embeddings folder whose bad vector only a Ray Data task finds (`bad`: nan, other_dim) and its config file;
+    returns (config file, the error line the job ends with)."""
     (tmp_path / "emb").mkdir()
     x = unit_rows(40, 8, 5)
     if bad == "nan":
@@ -518,6 +493,27 @@ def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_pa
     config_file.write_text(
         f"input: {{uri: {tmp_path / 'emb'}}}\noutput: {{uri: {tmp_path / 'out'}}}\nclustering: {{k: 2}}\n"
     )
+    expected = {
+        "nan": f"error: {tmp_path / 'emb' / 'a.parquet'}: embedding of a17 is zero or not finite",
+        "other_dim": f"error: {tmp_path / 'emb' / 'b.parquet'}: embedding column 'embedding': the vector of 'b0' has "
+        "16 values, the input's first has 8",
+    }[bad]
+    return config_file, expected
+
+
+def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_path):
+    """`python -m jobs.cluster` as a user runs it. A NaN vector, or a second file of another model's dim, is found
+    inside a Ray Data map_batches task; Ray wrapped our error in its UserCodeException and dropped the cause on the
+    way to the driver, so the job ended in a 70-line traceback (exit 1) whose message said "row 30 has 16 values,
+    row 0 has 8" for the dims: neither a row of the input nor what to do. Here the second file of another dim;
+    the NaN vector (the same way out of a task, another check) in-process below: each was a process of its own,
+    a Python and Ray start."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config_file, expected = bad_vector_input(tmp_path, "other_dim")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(root)}
     done = subprocess.run(
@@ -532,12 +528,16 @@ def test_a_bad_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(tmp_pa
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    expected = {
-        "nan": f"error: {tmp_path / 'emb' / 'a.parquet'}: embedding of a17 is zero or not finite",
-        "other_dim": f"error: {tmp_path / 'emb' / 'b.parquet'}: embedding column 'embedding': the vector of 'b0' has "
-        "16 values, the input's first has 8",
-    }[bad]
     assert lines[-1].startswith(expected), lines[-5:]
+
+
+def test_a_nan_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(ray_session, tmp_path, capsys):
+    """The NaN vector of the test above, through jobs.cluster's main on the session Ray: exit 1, one error line."""
+    config_file, expected = bad_vector_input(tmp_path, "nan")
+    assert main(["--config", str(config_file)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1].startswith(expected), lines[-5:]
+    assert not (tmp_path / "out" / "centroids.parquet").exists()
 
 
 @pytest.mark.parametrize("odd", ["cut", "not_parquet", "npy", "width", "nulls"])

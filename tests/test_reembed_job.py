@@ -188,29 +188,6 @@ def test_weights_cut_short_fail_before_anything_runs(tiny_models, tmp_path):
     assert not (tmp_path / "emb").exists()
 
 
-def test_model_change_makes_a_new_version(ray_session, tiny_models, tmp_path):
-    corpus = local_corpus(tmp_path / "corpus", 2, 20)
-    out = str(tmp_path / "emb")
-    old = run_reembed(config(tiny_models["gemma3"], str(corpus), out))
-    old_files = read_current(out)
-    new = run_reembed(config(tiny_models["qwen3"], str(corpus), out))
-    assert new["fingerprint"] != old["fingerprint"] and new["previous_fingerprint"] == old["fingerprint"]
-    assert (new["files"]["new"], new["rows_embedded"]) == (2, 40)
-    assert list_versions(out) == sorted([old["fingerprint"], new["fingerprint"]])
-    current, before = published(out), published(out, fingerprint=old["fingerprint"])
-    assert sorted(current) == sorted(before) and len(current) == 40
-    assert read_current(out, fingerprint=old["fingerprint"]) == old_files  # the old version is untouched
-    assert not np.allclose(current[RECORDS[0]["id"]], before[RECORDS[0]["id"]])
-    # Rolling the config back to the old model re-embeds nothing: the old version becomes current again.
-    back = run_reembed(config(tiny_models["gemma3"], str(corpus), out))
-    print(
-        f"REEMBED model-change: {old['fingerprint']} -> {new['fingerprint']} embedded {new['rows_embedded']}; "
-        f"back to the old model embedded {back['rows_embedded']}"
-    )
-    assert (back["rows_embedded"], back["fingerprint"], back["published"]) == (0, old["fingerprint"], old["published"])
-    assert read_current(out) == old_files
-
-
 FILES, ROWS = 12, 20
 
 
@@ -481,13 +458,22 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     assert vectors.shape == (3, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
+    # test_kept_values_of_mixed_types_as_in_the_embed_job's refusal: the version stores lang as strings, a new file
+    # whose lang values are integers would make it JSON text; refused naming it, nothing published
+    from pipeline.kept_columns import KeptColumnTypeError
+
+    before = (Path(out) / "_current.json").read_text()
+    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "3", "text": "again", "lang": 7}]))
+    with pytest.raises(KeptColumnTypeError, match=r"kept column 'lang': c.jsonl needs JSON text .* stores type string"):
+        run_reembed(cfg)
+    assert (Path(out) / "_current.json").read_text() == before
+
 
 def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models, tmp_path):
     """Kept JSON values of mixed types across files are kept as JSON text, as the embed job keeps them (the run
     failed: ArrowTypeError 'Unable to merge: Field meta has incompatible types: string vs int64', retried 4 times).
-    A new file that would change the type the published version stores fails naming it, and nothing is published."""
-    from pipeline.kept_columns import KeptColumnTypeError
-
+    A new file that would change the type the published version stores fails naming it, and nothing is published:
+    test_a_version_without_rows_... (its version stores strings; this was a third run of its own)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.jsonl").write_bytes(jsonl([{"id": "1", "text": "hello", "meta": "en"}]))
@@ -497,16 +483,6 @@ def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models
     run_reembed(cfg)
     table = open_current(out).to_table()
     assert dict(zip(table.column("id").to_pylist(), table.column("meta").to_pylist())) == {"1": '"en"', "2": "5"}
-
-    (corpus / "b.jsonl").unlink()
-    strings = str(tmp_path / "strings")
-    cfg = config(tiny_models["bert"], str(corpus), strings, output={"uri": strings, "keep_columns": ["meta"]})
-    run_reembed(cfg)
-    before = (Path(strings) / "_current.json").read_text()
-    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "3", "text": "again", "meta": 7}]))
-    with pytest.raises(KeptColumnTypeError, match=r"kept column 'meta': c.jsonl needs JSON text .* stores type string"):
-        run_reembed(cfg)
-    assert (Path(strings) / "_current.json").read_text() == before
 
 
 def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(ray_session, tiny_models, tmp_path):
@@ -632,22 +608,47 @@ def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_wit
     assert dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist())) == {"a1": None, "c1": 7}
 
 
-def test_a_list_of_locations_is_one_corpus_kept_up_to_date(ray_session, tiny_models, tmp_path):
+def test_a_list_of_locations_is_one_corpus_kept_up_to_date_and_a_model_change_makes_a_new_version(
+    ray_session, tiny_models, tmp_path
+):
     """input.uri as a list: two folders with the same file name are two files of the version (paths below the
-    common folder); the same list again reuses both; a file added to one folder is the only one embedded."""
+    common folder); the same list again reuses both; a file added to one folder is the only one embedded.
+
+    Then another model over the same corpus (one corpus, it was a test of three runs of its own): a new version,
+    every row embedded by it, the old version untouched; rolling the config back to the old model re-embeds
+    nothing, the old version becomes current again."""
     for k, folder in enumerate(("a", "b")):
         (tmp_path / "in" / folder).mkdir(parents=True)
         (tmp_path / "in" / folder / "part-0.jsonl").write_bytes(jsonl(RECORDS[10 * k : 10 * k + 10]))
     uris = [str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b")]
-    cfg = config(tiny_models["gemma3"], uris, str(tmp_path / "emb"))
+    out = str(tmp_path / "emb")
+    cfg = config(tiny_models["gemma3"], uris, out)
     first = run_reembed(cfg)
     assert (first["files"]["new"], first["rows_embedded"]) == (2, 20)
     second = run_reembed(cfg)
     assert (second["files"]["unchanged"], second["rows_embedded"]) == (2, 0)
     (tmp_path / "in" / "b" / "part-1.jsonl").write_bytes(jsonl(RECORDS[20:25]))
-    third = run_reembed(cfg)
-    assert (third["files"]["new"], third["files"]["unchanged"], third["rows_embedded"]) == (1, 2, 5)
-    assert sorted(published(str(tmp_path / "emb"))) == sorted(r["id"] for r in RECORDS[:25])
+    old = run_reembed(cfg)
+    assert (old["files"]["new"], old["files"]["unchanged"], old["rows_embedded"]) == (1, 2, 5)
+    assert sorted(published(out)) == sorted(r["id"] for r in RECORDS[:25])
+
+    old_files = read_current(out)
+    new = run_reembed(config(tiny_models["qwen3"], uris, out))
+    assert new["fingerprint"] != old["fingerprint"] and new["previous_fingerprint"] == old["fingerprint"]
+    assert (new["files"]["new"], new["rows_embedded"]) == (3, 25)
+    assert list_versions(out) == sorted([old["fingerprint"], new["fingerprint"]])
+    current, before = published(out), published(out, fingerprint=old["fingerprint"])
+    assert sorted(current) == sorted(before) and len(current) == 25
+    assert read_current(out, fingerprint=old["fingerprint"]) == old_files  # the old version is untouched
+    assert not np.allclose(current[RECORDS[0]["id"]], before[RECORDS[0]["id"]])
+    # Rolling the config back to the old model re-embeds nothing: the old version becomes current again.
+    back = run_reembed(cfg)
+    print(
+        f"REEMBED model-change: {old['fingerprint']} -> {new['fingerprint']} embedded {new['rows_embedded']}; "
+        f"back to the old model embedded {back['rows_embedded']}"
+    )
+    assert (back["rows_embedded"], back["fingerprint"], back["published"]) == (0, old["fingerprint"], old["published"])
+    assert read_current(out) == old_files
 
 
 def test_renamed_moved_and_swapped_files_reuse_their_vectors_without_the_model(ray_session, tiny_models, tmp_path):
@@ -759,50 +760,6 @@ def test_files_that_grow_or_are_touched_while_the_run_reads_them_are_published_a
     assert (again["files"]["changed"], again["rows_total"]) == (2, 18)
 
 
-def test_entries_without_content_are_hashed_once_and_moved_or_decompressed_files_are_paired(
-    ray_session, tiny_models, tmp_path
-):
-    """Two ways a moved file was embedded again, one corpus (they were two tests of their own runs):
-
-    Entries an older rayembed published without a content hash: a local move of one could not be paired (its file
-    is gone when the move is seen, so nothing can hash it then), and it was embedded again. The first run that finds
-    such entries with their files as recorded hashes them and publishes them with their content, once; the move the
-    night after is paired, its vectors reused.
-
-    `gunzip a.jsonl.gz` (or zstd -d, bunzip2): other bytes, so it was embedded again (the other way, a file
-    compressed since, was paired by its decompressed bytes). A compressed file's entry now records the sha256 of
-    its decompressed bytes too (FileEntry.decompressed), so the plain file holding them is a move, its vectors
-    reused."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
-    plain = (corpus / "part-00.jsonl").read_bytes()
-    (corpus / "part-00.jsonl.gz").write_bytes(gzip.compress(plain))
-    (corpus / "part-00.jsonl").unlink()
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
-    run_reembed(cfg)
-    [gz] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.endswith(".gz")]
-    assert gz.decompressed == "sha256:" + hashlib.sha256(plain).hexdigest()
-    for path in Path(out).glob("_versions/*/_manifests/*.json"):  # as an older version wrote them
-        raw = json.loads(path.read_text())
-        raw["entries"] = [{k: v for k, v in e.items() if k != "content"} for e in raw["entries"]]
-        path.write_text(json.dumps(raw))
-    hashed = run_reembed(cfg)
-    assert hashed["published"] and hashed["rows_embedded"] == 0  # old code: None (nothing recorded)
-    entries = current_manifest(resolve(out, StorageConfig())).entries
-    assert all(e.content for e in entries)
-    assert job.with_recorded_contents(resolve(str(corpus), StorageConfig()), Plan(unchanged=entries))[1] == 0  # once
-    (corpus / "2026").mkdir()
-    os.rename(corpus / "part-01.jsonl", corpus / "2026" / "part-01.jsonl")
-    (corpus / "part-00.jsonl").write_bytes(plain)  # gunzip
-    (corpus / "part-00.jsonl.gz").unlink()
-    moved = run_reembed(cfg)
-    assert (moved["files"]["moved"], moved["rows_embedded"]) == (2, 0)  # old code: (0, 8), (1, 4) for each alone
-    assert {e.path for e in current_manifest(resolve(out, StorageConfig())).entries} == {
-        "part-00.jsonl",
-        "2026/part-01.jsonl",
-    }
-
-
 def test_a_file_staged_by_an_interrupted_run_and_moved_before_the_rerun_is_a_move(
     ray_session, tiny_models, tmp_path, monkeypatch
 ):
@@ -896,11 +853,25 @@ def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds
     its old vectors stayed published. The ctime moves with the write. A file touched (part-09), or written again with
     the same bytes (part-10), is not embedded again (it was: every file of a corpus copied nightly without its times
     was embedded again every night): its recorded sha256 is the same, and its new token is published (old code: the
-    old tokens kept, so such files were read again every later night to compare their content)."""
-    corpus = local_corpus(tmp_path / "corpus", 11, 4)
+    old tokens kept, so such files were read again every later night to compare their content).
+
+    And two ways a moved file was embedded again, the nights after (they were a test of three runs of its own):
+    entries an older rayembed published without a content hash: a local move of one could not be paired (its file
+    is gone when the move is seen, so nothing can hash it then), and it was embedded again. The first run that finds
+    such entries with their files as recorded hashes them and publishes them with their content, once; the move the
+    night after is paired, its vectors reused. `gunzip a.jsonl.gz` (part-11; or zstd -d, bunzip2): other bytes, so
+    it was embedded again (the other way, a file compressed since, was paired by its decompressed bytes). A
+    compressed file's entry now records the sha256 of its decompressed bytes too (FileEntry.decompressed), so the
+    plain file holding them is a move, its vectors reused."""
+    corpus = local_corpus(tmp_path / "corpus", 12, 4)
+    plain = (corpus / "part-11.jsonl").read_bytes()
+    (corpus / "part-11.jsonl.gz").write_bytes(gzip.compress(plain))
+    (corpus / "part-11.jsonl").unlink()
     out = str(tmp_path / "emb")
     cfg = config(tiny_models["bert"], str(corpus), out)
     first = run_reembed(cfg)
+    [gz] = [e for e in current_manifest(resolve(out, StorageConfig())).entries if e.path.endswith(".gz")]
+    assert gz.decompressed == "sha256:" + hashlib.sha256(plain).hexdigest()  # hashed by its read task
     before = published(out)
     part = {i: corpus / f"part-{i:02d}.jsonl" for i in range(11)}
     records8 = [json.loads(line) for line in part[8].read_text().splitlines()]
@@ -934,7 +905,7 @@ def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds
     again = run_reembed(cfg)
     assert again["files"]["moved"] == 5 and again["files"]["retokened"] == 3  # part-02, part-09, part-10
     assert again["rows_embedded"] == 12  # part-03, part-06 and part-08 alone (old code: 8, part-08 kept its vectors)
-    assert again["rows_total"] == first["rows_total"] == 44 and again["rows_in"] == 44
+    assert again["rows_total"] == first["rows_total"] == 48 and again["rows_in"] == 48
     after = published(out)
     assert sorted(after) == sorted(before)  # the ids (an id column): every row once
     edited = {r["id"] for r in records + rows6 + records8}
@@ -955,3 +926,21 @@ def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds
     assert rotated.content == "sha256:" + hashlib.sha256(gz).hexdigest()
     assert rotated.decompressed == "sha256:" + hashlib.sha256(gzip.decompress(gz)).hexdigest()
     assert run_reembed(cfg)["published"] is None  # the next night: nothing to do
+
+    for path in Path(out).glob("_versions/*/_manifests/*.json"):  # as an older version wrote them
+        raw = json.loads(path.read_text())
+        raw["entries"] = [{k: v for k, v in e.items() if k != "content"} for e in raw["entries"]]
+        path.write_text(json.dumps(raw))
+    hashed = run_reembed(cfg)
+    assert hashed["published"] and hashed["rows_embedded"] == 0  # old code: None (nothing recorded)
+    entries = current_manifest(resolve(out, StorageConfig())).entries
+    assert all(e.content for e in entries)
+    assert job.with_recorded_contents(corpus_root, Plan(unchanged=entries))[1] == 0  # once
+    (corpus / "2026").mkdir()
+    os.rename(part[4], corpus / "2026" / "part-04.jsonl")
+    (corpus / "part-11.jsonl").write_bytes(plain)  # gunzip
+    (corpus / "part-11.jsonl.gz").unlink()
+    moved = run_reembed(cfg)
+    assert (moved["files"]["moved"], moved["rows_embedded"]) == (2, 0)  # old code: (0, 8), (1, 4) for each alone
+    paths = {e.path for e in current_manifest(resolve(out, StorageConfig())).entries}
+    assert {"part-11.jsonl", "2026/part-04.jsonl"} <= paths and not {"part-11.jsonl.gz", "part-04.jsonl"} & paths
