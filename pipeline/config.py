@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import types
 import typing
 from typing import Annotated, Literal
@@ -18,6 +19,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -720,6 +722,14 @@ class ComputeConfig(Section):
         "default pool counts only the GPUs (or, for CPU actors, the nodes) that have them. CPU and GPU are "
         "cpus_per_actor and gpus_per_actor.",
     )
+    memory_per_actor: int | None = Field(
+        None,
+        description="Memory Ray reserves per embedding actor, in bytes or as a size: 16GiB, 16Gi (Kubernetes), 16GB "
+        "(10^9 bytes). Ray's memory= resource, which KubeRay sets per node from the pod's memory limit: the actors "
+        "run only on nodes with that much memory Ray has not given out yet, and a request no node can meet is "
+        "refused at start as cpus_per_actor and gpus_per_actor are. A reservation, not a limit: Ray does not stop an "
+        "actor from using more. None: nothing reserved (Ray's default).",
+    )
     torch_threads: int | None = Field(
         None,
         gt=0,
@@ -753,6 +763,27 @@ class ComputeConfig(Section):
         "errors (bad input, missing model) are never retried. Ray Data stages redo work lost with a worker or node "
         "without a count; plain Ray tasks (k-NN steps) retry it this many times.",
     )
+
+    @field_validator("memory_per_actor", mode="before")
+    @classmethod
+    def _byte_size(cls, value: object) -> object:
+        """Bytes, or a size in pydantic's ByteSize words (16GiB, 16GB, 1.5 GiB) or Kubernetes' (16Gi, 512Mi)."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"expects a size in bytes (e.g. 16GiB), not the boolean {str(value).lower()}")  # noqa: TRY004 -- pydantic reports ValueError
+        text = value.strip() if isinstance(value, str) else value
+        if isinstance(text, str) and re.fullmatch(r"[0-9.]+\s*[KMGTPE]i", text):
+            text += "B"  # Kubernetes' binary suffixes: 16Gi is 16GiB
+        try:
+            size = int(TypeAdapter(ByteSize).validate_python(text))
+        except ValidationError:
+            raise ValueError(
+                f"expects a size: bytes, or a number with a unit such as 16GiB, 16Gi or 16GB, not {value!r}"
+            ) from None
+        if size <= 0:
+            raise ValueError(f"must be above 0 bytes, not {value!r} (leave it unset to reserve nothing)")
+        return size
 
     @field_validator("resources")
     @classmethod

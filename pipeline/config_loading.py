@@ -611,13 +611,7 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
             "--runtime-env, a RayJob's spec.runtimeEnvYAML)"
         ),
     ),
-    "memory": (
-        None,
-        (
-            "Ray's memory request: rayembed has no such setting; actors reserve compute.cpus_per_actor, "
-            "compute.gpus_per_actor and compute.resources"
-        ),
-    ),
+    "memory": ("compute.memory_per_actor", "Ray's memory= per actor: bytes, or a size such as 16GiB or 16Gi"),
     "input.columns": (
         "output.keep_columns",
         (

@@ -41,6 +41,7 @@ class Stage:
         env_vars: environment of the workers that run this stage, set before they import anything.
         resources: custom Ray resources per task or actor (Ray's `resources=`).
         accelerator_type: the accelerator an actor must run on (Ray's `accelerator_type=`), None: any.
+        memory: bytes of Ray's `memory` resource reserved per actor; None: none.
     """
 
     fn: Callable[..., Any]
@@ -53,6 +54,7 @@ class Stage:
     env_vars: dict[str, str] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     accelerator_type: str | None = None
+    memory: int | None = None
 
     def apply(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """Named `map_batches` parameters only: no `**ray_remote_args` (deprecated in Ray 2.60, removed in 2.64).
@@ -72,6 +74,7 @@ class Stage:
             runtime_env={"env_vars": self.env_vars} if self.env_vars else None,
             resources=self.resources or None,
             accelerator_type=self.accelerator_type,
+            memory=self.memory if actor else None,
         )
 
 
@@ -243,12 +246,25 @@ class Request:
         return any(has_resources(node, self.resources()) for node in nodes)
 
     def asked(self) -> str:
-        """`compute.cpus_per_actor: 1, compute.accelerator_type: A100`: the keys of what is asked."""
+        """`compute.cpus_per_actor: 1, compute.accelerator_type: A100, compute.memory_per_actor: 16 GiB`: the keys of
+        what is asked."""
         return ", ".join(
-            f"{key}: {self.accelerator_type}" if key == "compute.accelerator_type" else f"{key}: {amount:g}"
-            for key, amount in self.needs.values()
+            f"{key}: {self.accelerator_type}"
+            if key == "compute.accelerator_type"
+            else f"{key}: {gib(amount)}"
+            if name == "memory"
+            else f"{key}: {amount:g}"
+            for name, (key, amount) in self.needs.items()
             if amount > 0
         )
+
+    def asks_memory(self) -> bool:
+        return self.needs.get("memory", ("", 0.0))[1] > 0
+
+
+def gib(amount: float) -> str:
+    """Bytes in GiB, for messages: `16 GiB`, `0.5 GiB`, `31.3 GiB`."""
+    return f"{amount / 2**30:.3g} GiB"
 
 
 def requests(compute: ComputeConfig) -> list[Request]:
@@ -264,6 +280,7 @@ def requests(compute: ComputeConfig) -> list[Request]:
     embed = {
         "CPU": ("compute.cpus_per_actor", compute.cpus_per_actor),
         "GPU": ("compute.gpus_per_actor", compute.requested_gpus() or 0.0),
+        "memory": ("compute.memory_per_actor", float(compute.memory_per_actor or 0)),
         **custom,
     }
     return [
@@ -291,7 +308,7 @@ def unschedulable(compute: ComputeConfig, nodes: list[dict[str, float]]) -> str 
     request = unmet(compute, nodes)
     if request is None:
         return None
-    have = "; ".join(node_words(node) for node in nodes)
+    have = "; ".join(node_words(node, request.asks_memory()) for node in nodes)
     return (
         f"{request.who} ask for {request.asked()}, more than this machine has ({have}); Ray started in this process "
         f"cannot add a node, so they would wait forever. Lower it{GPU_HINT if 'gpus' in request.asked() else ''}, or "
@@ -366,7 +383,7 @@ def refusal_of(request: Request, nodes: list[dict[str, float]], scaling: Any) ->
     from pipeline.cluster_scaling import FIXED, NODE_TYPES
 
     asked = request.asked()
-    have = "; ".join(node_words(node) for node in nodes) or "none"
+    have = "; ".join(node_words(node, request.asks_memory()) for node in nodes) or "none"
     lower = f"Lower it{GPU_HINT if 'gpus' in asked else ''}"
     if scaling.kind == FIXED:
         return (
@@ -377,7 +394,9 @@ def refusal_of(request: Request, nodes: list[dict[str, float]], scaling: Any) ->
     if scaling.kind == NODE_TYPES:
         types = {name: r for name, r in scaling.node_types.items() if has_resources(r, request.resources())}
         if not types:
-            kinds = "; ".join(f"{name}: {node_words(r)}" for name, r in sorted(scaling.node_types.items()))
+            kinds = "; ".join(
+                f"{name}: {node_words(r, request.asks_memory())}" for name, r in sorted(scaling.node_types.items())
+            )
             return (
                 f"{request.who} ask for {asked}, which no node of the cluster has ({have}) and no node type its "
                 f"autoscaler can add has ({kinds}; {scaling.source}). {lower}, or add such a node type"
@@ -406,9 +425,14 @@ def ray_data_wait(ctx: ray.data.DataContext, actors: bool) -> str:
     return f"Ray Data waits up to {limit:g} s without progress (DataContext.execution_no_progress_timeout_s)"
 
 
-def node_words(node: dict[str, float]) -> str:
-    """`8 CPUs and 1 GPUs`, then the node's custom resources and accelerator type, if any."""
+def node_words(node: dict[str, float], memory: bool = False) -> str:
+    """`8 CPUs and 1 GPUs`, with `memory`: `8 CPUs, 1 GPUs and 31.3 GiB memory` (Ray's memory resource), then the
+    node's custom resources and accelerator type, if any."""
     words = f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs"
+    if memory:
+        words = (
+            f"{node.get('CPU', 0.0):g} CPUs, {node.get('GPU', 0.0):g} GPUs and {gib(node.get('memory', 0.0))} memory"
+        )
     custom = [
         name.split(":", 1)[1] if name.startswith("accelerator_type:") else f"{name}: {amount:g}"
         for name, amount in sorted(node.items())
@@ -523,4 +547,5 @@ def embed_stage(
         env_vars=actor_env_vars(),
         resources=compute.resources,
         accelerator_type=compute.accelerator_type,
+        memory=compute.memory_per_actor,
     )

@@ -257,7 +257,7 @@ def test_key_aliases_point_at_keys_that_exist():
         ("compute.batch_size=64", "Ray Data's map_batches(batch_size=...): rows per forward pass"),
         ("compute.min_size=1", "did you mean compute.min_actors? (Ray Data's ActorPoolStrategy(min_size=...))"),
         ("compute.runtime_env={pip: [x]}", "give it where the job is started (ray job submit --runtime-env"),
-        ("compute.memory=1000", "Ray's memory request: rayembed has no such setting"),
+        ("compute.memory=1000", "did you mean compute.memory_per_actor? (Ray's memory= per actor"),
         # a RAG splitter's chunk_size is our chunk window; `pool` stays a misspelled pooling
         ("model.chunk_size=512", "did you mean model.max_tokens? (a chunk window with model.long_inputs: chunk is"),
         ("model.pool=mean", "did you mean pooling?"),
@@ -572,3 +572,34 @@ def test_a_mining_sides_input_key_in_another_tools_words_points_at_the_sides_key
             write(tmp_path, "source: {uri: a.txt, lang: fra}\ntarget: {uri: b.txt, lang: eng}\noutput: {uri: o}\n"),
             [f"{side}.{key}=x"],
         )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("16GiB", 16 * 2**30),
+        ("16Gi", 16 * 2**30),  # Kubernetes' (KubeRay's pod resources)
+        ("512Mi", 512 * 2**20),
+        ("16GB", 16 * 10**9),
+        ("1.5 GiB", 3 * 2**29),
+        ("17179869184", 16 * 2**30),
+    ],
+)
+def test_memory_per_actor_takes_bytes_or_a_size(tmp_path, value, size):
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"compute.memory_per_actor={value}"])
+    assert cfg.compute.memory_per_actor == size
+    assert load_config(EmbedConfig, write(tmp_path, MINIMAL)).compute.memory_per_actor is None
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("16 gigs", "expects a size: bytes, or a number with a unit such as 16GiB, 16Gi or 16GB, not '16 gigs'"),
+        ("-1GiB", "expects a size"),
+        ("0", "must be above 0 bytes"),
+        ("true", "not the boolean true"),
+    ],
+)
+def test_memory_per_actor_that_is_no_size_names_the_key(tmp_path, value, says):
+    with pytest.raises(ConfigError, match=rf"compute\.memory_per_actor.*{re.escape(says)}"):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"compute.memory_per_actor={value}"])

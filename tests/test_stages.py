@@ -341,3 +341,64 @@ def test_an_in_process_run_asking_for_a_gpu_it_has_not_fails_instead_of_waiting_
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "error: the embedding actors ask for compute.cpus_per_actor: 1, compute.gpus_per_actor: 0.5" in done.stderr
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("memory", "nodes", "message"),
+    [
+        # Ray's memory resource of a node is what it may give out: 64 GiB asked of 20 and 40 GiB nodes
+        (
+            "64GiB",
+            [{"CPU": 8.0, "memory": 20.0 * GIB}, {"CPU": 8.0, "GPU": 1.0, "memory": 40.0 * GIB}],
+            (
+                "compute.memory_per_actor: 64 GiB, more than this machine has (8 CPUs, 0 GPUs and 20 GiB memory; "
+                "8 CPUs, 1 GPUs and 40 GiB memory)"
+            ),
+        ),
+        ("16Gi", [{"CPU": 2.0, "memory": 8.0 * GIB}], "compute.memory_per_actor: 16 GiB, more than"),
+        ("16Gi", [{"CPU": 2.0, "memory": 8.0 * GIB}, {"CPU": 2.0, "memory": 16.0 * GIB}], None),  # one node has it
+        (1.5 * GIB, [{"CPU": 2.0}], "compute.memory_per_actor: 1.5 GiB"),  # a node that reports no memory
+        (None, [{"CPU": 2.0}], None),  # nothing asked: no node needs any
+    ],
+)
+def test_memory_per_actor_is_a_request_checked_against_the_nodes(memory, nodes, message):
+    """compute.memory_per_actor is asked of a node as Ray's memory resource, like cpus_per_actor and gpus_per_actor:
+    a request no node meets is refused at start, naming the key in GiB and what each node has."""
+    from pipeline.cluster_scaling import FIXED, Scaling
+    from pipeline.config import ComputeConfig
+    from pipeline.stages import cluster_refusal, requests
+
+    compute = ComputeConfig(memory_per_actor=memory)
+    embed = requests(compute)[0].resources()
+    assert embed["memory"] == (compute.memory_per_actor or 0)
+    assert all("memory" not in r.resources() for r in requests(compute)[1:])  # tokenizers and I/O tasks: none
+    reason = unschedulable(compute, nodes)
+    refusal, _ = cluster_refusal(compute, nodes, Scaling(kind=FIXED, source="test"))
+    if message is None:
+        assert reason is None and refusal is None
+    else:
+        assert message in reason and "would wait forever" in reason
+        assert "compute.memory_per_actor: " in refusal and "which no node of the cluster has" in refusal
+
+
+class Same:
+    def __call__(self, block):
+        return block
+
+
+def test_memory_per_actor_reaches_ray_data_for_the_model_actors_only(ray_session):
+    """The embedding actors' stage hands the bytes to map_batches as Ray's memory= (by name, no **ray_remote_args);
+    the tokenizer stage asks none."""
+    import ray
+
+    cfg = embed_config(memory_per_actor="2GiB", num_actors=1)
+    stage = embed_stage(cfg, EmbedActor, shape=ClusterShape.of([{"CPU": 4.0}], {}))
+    assert stage.memory == 2 * GIB
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RayDeprecationWarning)
+        ds = Stage(Same, batch_size=None, num_cpus=0.1, pool=(1, 1), memory=stage.memory).apply(ray.data.range(3))
+    assert ds._logical_plan.dag.ray_remote_args["memory"] == 2 * GIB
+    assert tokenize_stage(cfg, "", TokenizeActor).memory is None
