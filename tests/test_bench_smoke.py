@@ -90,14 +90,16 @@ def test_throughput_benchmark_runs_all_four_variants(tiny_models, tmp_path, monk
             "--model",
             str(tiny_models["bert"]),
             "--docs",
-            "40",
+            "16",
             "--max-tokens",
             "96",
             "--budget",
             "1024",
+            "--threads",  # each Ray child's num_cpus is threads + 2: one idle worker process fewer to start in each
+            "1",
             "--levers",
             "--lever-docs",
-            "20",
+            "8",
             "--out",
             str(out),
         ]
