@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -20,12 +21,14 @@ from pipeline.actor_start import defer_start_errors, raise_start_failure
 from pipeline.columns import (
     COMPUTED,
     EMBED_ACTOR,
+    EMBED_ACTOR_STARTED,
     EMBED_SECONDS,
     EMBEDDING,
     RECOMPUTED,
     REJECT,
     TEXT,
     TOKEN_COUNT,
+    TOKENIZED_AT,
     TOKENS,
     TRUNCATED,
 )
@@ -81,7 +84,8 @@ class TokenizeActor:
         reasons = pc.coalesce(out.column(REJECT), new_reasons)
         empty = pc.and_(pc.is_null(reasons), pc.equal(pc.list_value_length(out.column(TOKENS)), 0))
         reasons = pc.if_else(empty, pa.scalar("text produced no tokens"), reasons)
-        return out.set_column(out.schema.get_field_index(REJECT), REJECT, reasons)
+        out = out.set_column(out.schema.get_field_index(REJECT), REJECT, reasons)
+        return out.append_column(TOKENIZED_AT, pa.array(np.full(out.num_rows, time.time())))
 
     def truncated(self, texts: list[str], rows) -> np.ndarray:
         """(rows,) bool: cut at max_tokens (truncate mode; chunk mode never cuts), as the tokenizer saw it."""
@@ -104,6 +108,7 @@ class EmbedActor:
     ):
         """`padding`: the tokenizer's pad id and side as the driver resolved them (None: load the tokenizer here).
         `pool_skip`: leading tokens of each row left out of pooling (pipeline.model_loading.pooling_skip)."""
+        self.started = time.time()  # before torch's import and the model's load: the summary's start-up timings
         import torch
 
         from pipeline.compiling import wants_compile
@@ -133,9 +138,19 @@ class EmbedActor:
         # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)
         self.actor = actor_name()
+        self.rows_per_block = batching.rows_per_block
 
-    def __call__(self, block: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> pa.Table | Iterator[pa.Table]:
+        """`block` embedded; a block of more than batching.rows_per_block rows (a whole share of a small corpus,
+        pipeline.spreading) that many rows at a time, each part a table of its own (a generator of them)."""
         raise_start_failure(self)
+        step = self.rows_per_block
+        if block.num_rows <= step:
+            return self.embed(block)
+        return (self.embed(block.slice(start, step)) for start in range(0, block.num_rows, step))
+
+    def embed(self, block: pa.Table) -> pa.Table:
+        """The rows of `block` embedded in token-budget batches, sorted by length across the whole block."""
         good = pc.is_null(block.column(REJECT)).to_numpy(zero_copy_only=False).astype(bool)
         tokens = block.column(TOKENS).combine_chunks().filter(pa.array(good, pa.bool_()))
         lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -164,7 +179,8 @@ class EmbedActor:
         out = out.append_column(RECOMPUTED, pa.array(recomputed))
         share = np.where(embedded, seconds / max(int(embedded.sum()), 1), 0.0)
         out = out.append_column(EMBED_SECONDS, pa.array(share))
-        return out.append_column(EMBED_ACTOR, pa.array([self.actor] * n, pa.string()))
+        out = out.append_column(EMBED_ACTOR, pa.array([self.actor] * n, pa.string()))
+        return out.append_column(EMBED_ACTOR_STARTED, pa.array(np.full(n, self.started)))
 
 
 def actor_name() -> str:

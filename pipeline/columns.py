@@ -31,6 +31,9 @@ TOKEN_COUNT, COMPUTED, EMBED_SECONDS = (
 # Added by the model stage, read by the write stage for the job summary: which embedding actor embedded the row
 # (its Ray actor id), so the summary says how many actors of the pool received rows.
 EMBED_ACTOR = "__rayembed_embed_actor"
+# Wall-clock times (time.time(), seconds) for the job summary's start-up timings: when the tokenizer call that made
+# the row returned (tokenizer stage), and when the embedding actor that embedded it began to start (model stage).
+TOKENIZED_AT, EMBED_ACTOR_STARTED = "__rayembed_tokenized_at", "__rayembed_embed_actor_started"
 # Added by the read stage (pipeline.units): the key of the row's unit, and on a unit's last block the rows it holds
 # (-1 on the others); the write stage names files after the unit and the driver commits a unit once all rows are in.
 UNIT, UNIT_ROWS = "__rayembed_unit", "__rayembed_unit_rows"

@@ -52,7 +52,7 @@ from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
 from pipeline.reembed.sources import InputChangedError
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.resolution_cache import resolve_remembered
-from pipeline.spreading import cut_blocks, is_small, share_blocks
+from pipeline.spreading import SharedCorpus, cut_blocks, is_small
 from pipeline.stages import (
     cluster_refusal_after_waiting,
     configure_retries,
@@ -331,13 +331,14 @@ def embed_stages(
     )
     skip = pooling_skip(cfg.model, prompt, settings.tokenizer if settings else None)
     actors, rows_per_block = model_pool(cfg)[1], cfg.batching.rows_per_block
-    if is_small(input_bytes, actors):
-        ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
-        ds, rows_per_block = share_blocks(ds, actors, rows_per_block)
+    small = is_small(input_bytes, actors)
+    if small:  # read and tokenized beside the pool's start, then shared out (pipeline.spreading)
+        tokenized = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
+        ds = SharedCorpus(tokenized, actors).shares()
     else:
         ds = cut_blocks(ds, actors, rows_per_block) if input_bytes is not None else ds
         ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
-    stage = embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip, block_rows=rows_per_block)
+    stage = embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip, whole_blocks=small)
     return stage.apply(ds)
 
 
@@ -485,6 +486,15 @@ def actor_summary(actor_vectors: dict[str, int]) -> dict[str, Any]:
     return {"embed_actors": len(actor_vectors), "vectors_per_actor": sorted(actor_vectors.values(), reverse=True)}
 
 
+def start_up_summary(progress: UnitProgress, started_at: float) -> dict[str, Any]:
+    """Seconds after the job's start (`started_at`, time.time()) at which, in this attempt, each embedding actor that
+    embedded rows began to start (`embed_actors_started_s`, earliest first: before its model's load) and the last
+    row was tokenized (`tokenized_s`; None when no row was). Wall clocks of the nodes that ran them."""
+    starts = sorted(round(t - started_at, 3) for t in progress.actor_started.values())
+    last = progress.tokenized_at
+    return {"embed_actors_started_s": starts, "tokenized_s": None if last is None else round(last - started_at, 3)}
+
+
 def job_prompt(cfg: EmbedConfig) -> str:
     """The prompt every text gets, resolved once on the driver so that a bad prompt name fails before Ray starts."""
     try:
@@ -589,7 +599,7 @@ def run_embed(
             another configuration's run (the message names each differing field) or foreign files, and
             output.overwrite is false.
     """
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     files = [f.path for f in listed]
     # each file's format (input.format, else its extension): an unknown extension fails here, before Ray starts
@@ -692,6 +702,7 @@ def run_embed(
             "files_skipped": len(skipped_files),
             **summarize(progress.totals, reused, time.perf_counter() - start),
             **actor_summary(progress.actor_vectors),
+            **start_up_summary(progress, started_at),
             "model": cfg.model.name_or_path,
             "prompt": prompt,
             "output": cfg.output.uri,

@@ -62,7 +62,11 @@ class Stage:
         Retries are not per stage: lost workers and actors are Ray Data's (see `configure_retries`).
         """
         actor = self.pool is not None
-        return ds.map_batches(
+        # Ray's map_batches refuses batch_size=None with GPUs (a guard for users who forget a batch size); an actor
+        # stage of whole blocks (pipeline.spreading's shares) takes map_batches_internal, the same call without that
+        # guard (Ray's own map_groups uses it for GPUs).
+        whole_gpu_blocks = self.batch_size is None and actor and self.num_gpus > 0
+        return (ds.map_batches_internal if whole_gpu_blocks else ds.map_batches)(
             self.fn,
             batch_size=self.batch_size,
             batch_format="pyarrow",
@@ -504,6 +508,7 @@ def embed_stage(
     padding: Any = None,
     pool_skip: int = 0,
     block_rows: int | None = None,
+    whole_blocks: bool = False,
 ) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
@@ -512,8 +517,10 @@ def embed_stage(
     (None: each actor loads the tokenizer for it). `pool_skip`: the prompt tokens left out of pooling
     (pipeline.model_loading.pooling_skip). Defaults from `shape` (the connected cluster when None): one actor
     per GPU, or one per node on CPU, each with its share of its node's cores as torch threads (`ModelThreads`).
-    `block_rows`: rows each call sorts and batches (default batching.rows_per_block; pipeline.spreading.spread_rows
-    for a small corpus).
+    `block_rows`: rows each call sorts and batches (default batching.rows_per_block). `whole_blocks`: each call gets
+    one whole block as it comes, none joined with another (pipeline.spreading's block per actor of a small corpus,
+    which Ray Data would otherwise bundle up to `block_rows` rows for one actor); the actor embeds a block of more
+    than batching.rows_per_block rows that many at a time.
     """
     compute = cfg.compute
     shape = shape or ClusterShape.current(compute.actor_requirements())
@@ -531,7 +538,7 @@ def embed_stage(
     threads = ModelThreads(compute.torch_threads, compute.cpus_per_actor, shape.actors_per_node(pool[1], gpus))
     return Stage(
         actor_cls,
-        batch_size=block_rows or cfg.batching.rows_per_block,
+        batch_size=None if whole_blocks else block_rows or cfg.batching.rows_per_block,
         num_cpus=compute.cpus_per_actor,
         num_gpus=gpus,
         constructor_kwargs={

@@ -432,6 +432,9 @@ class UnitProgress:
         self.done: set[str] = set()
         self.totals = dict.fromkeys((*COUNTS, "embed_seconds"), 0)
         self.actor_vectors: dict[str, int] = {}  # vectors per embedding actor, this attempt
+        # when each embedding actor began to start, and the latest time a row was tokenized (time.time(), seconds)
+        self.actor_started: dict[str, float] = {}
+        self.tokenized_at: float | None = None
         # what the read tasks read of each whole local file (pipeline.read_content): {path: (size, token)}
         self.read: dict[str, ReadAs] = {}
 
@@ -451,6 +454,10 @@ class UnitProgress:
             self.totals["embed_seconds"] += row["embed_seconds"]
             for actor, vectors in row.get("actor_vectors") or ():
                 self.actor_vectors[actor] = self.actor_vectors.get(actor, 0) + vectors
+            for actor, started in row.get("actor_started") or ():
+                self.actor_started[actor] = min(started, self.actor_started.get(actor, started))
+            if row.get("tokenized_at") is not None:
+                self.tokenized_at = max(row["tokenized_at"], self.tokenized_at or row["tokenized_at"])
             self.read.update(parse_read(row.get("read_as") or ()))
             tally["unit_rows"] = max(tally["unit_rows"], row[UNIT_ROWS])
             if 0 <= tally["unit_rows"] < tally["rows"]:

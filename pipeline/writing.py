@@ -14,6 +14,7 @@ from pipeline.columns import (
     CHUNK_INDEX,
     COMPUTED,
     EMBED_ACTOR,
+    EMBED_ACTOR_STARTED,
     EMBED_SECONDS,
     EMBEDDING,
     ID,
@@ -27,6 +28,7 @@ from pipeline.columns import (
     SOURCE,
     SUMMARY_FILE,
     TOKEN_COUNT,
+    TOKENIZED_AT,
     TRUNCATED,
     TRUNCATED_OUT,
     UNIT,
@@ -174,6 +176,10 @@ STATS_SCHEMA = pa.schema(
         ("files_done", pa.int64()),
         # vectors written per embedding actor (pipeline.columns.EMBED_ACTOR): the summary's embed_actors
         ("actor_vectors", pa.map_(pa.string(), pa.int64())),
+        # when each of those actors began to start, and the latest time a row was tokenized (time.time(), seconds;
+        # pipeline.columns.EMBED_ACTOR_STARTED and TOKENIZED_AT; null or empty where the block has no such column)
+        ("actor_started", pa.map_(pa.string(), pa.float64())),
+        ("tokenized_at", pa.float64()),
         # what the read tasks read of whole local files (pipeline.read_content)
         ("read_as", pa.list_(pa.string())),
     ]
@@ -215,6 +221,8 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
         "files_done": files_done(group),
         "actor_vectors": actor_vectors(good),
+        "actor_started": actor_started(good),
+        "tokenized_at": pc.max(group.column(TOKENIZED_AT)).as_py() if TOKENIZED_AT in group.column_names else None,
         "read_as": read_values(group),
     }
 
@@ -222,6 +230,14 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
 def rejects_with_reason(rejects: pa.Table, prefix: str) -> int:
     """The reject rows whose reason starts with `prefix` (UNREADABLE: corrupt files, one row each)."""
     return pc.sum(pc.starts_with(rejects.column(REJECT), prefix)).as_py() or 0 if rejects.num_rows else 0
+
+
+def actor_started(good: pa.Table) -> list[tuple[str, float]]:
+    """(embedding actor, when it began to start) of the good rows of a block; none without those columns."""
+    if EMBED_ACTOR_STARTED not in good.column_names or not good.num_rows:
+        return []
+    first = good.group_by(EMBED_ACTOR).aggregate([(EMBED_ACTOR_STARTED, "min")])
+    return list(zip(first.column(EMBED_ACTOR).to_pylist(), first.column(f"{EMBED_ACTOR_STARTED}_min").to_pylist()))
 
 
 def actor_vectors(good: pa.Table) -> list[tuple[str, int]]:

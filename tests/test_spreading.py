@@ -14,7 +14,7 @@ from pipeline.columns import EMBEDDING, REJECT, TEXT
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import job_prompt, run_embed
 from pipeline.model_loading import pooling_skip, resolve_model_settings
-from pipeline.spreading import SHARED_BYTES, is_small, spread_rows
+from pipeline.spreading import SHARED_BYTES, SharedCorpus, is_small
 
 # Two actors and a small corpus: each run's time is the pool's start-up, and one unit is one read block whatever
 # its size (the three actors and 2,400 rows in 30 files this test had cost ~100 s in CI for the same check)
@@ -23,18 +23,25 @@ ROWS = 600
 FILES = 4  # of ~10 KB each, for the packed layout
 
 
-def test_spread_rows_gives_each_actor_a_share_of_at_most_rows_per_block():
-    assert spread_rows(4096, 1, 100) == 100
-    assert spread_rows(4096, 3, 2400) == 800
-    assert spread_rows(4096, 3, 2401) == 801  # three blocks, not four
-    assert spread_rows(4096, 4, 100_000) == 4096
-    assert spread_rows(128, 4, 2) == 1
-
-
 def test_a_corpus_is_shared_out_whole_when_it_is_at_most_shared_bytes_per_actor():
     assert is_small(3 * SHARED_BYTES, 3) and not is_small(3 * SHARED_BYTES + 1, 3)
     assert not is_small(1, 1)  # one actor: nothing to spread
     assert not is_small(None, 3)
+
+
+def test_a_shared_corpus_is_one_block_per_actor_or_the_error_that_stopped_its_read(ray_session):
+    """The thread's materialization reaches the shares through the board: every row, in one block per actor; an
+    error raised while the corpus is read or tokenized is the one the shares raise, not a wait for ever."""
+    shares = SharedCorpus(ray_session.data.range(10, override_num_blocks=3), actors=2).shares().materialize()
+    blocks = [ray_session.get(ref) for bundle in shares.iter_internal_ref_bundles() for ref in bundle.block_refs]
+    assert sorted(b.num_rows for b in blocks) == [5, 5]
+    assert sorted(r for b in blocks for r in b.column("id").to_pylist()) == list(range(10))
+
+    def unreadable(batch):
+        raise ValueError("part-07.jsonl: line 3 is not JSON")
+
+    with pytest.raises(Exception, match="part-07.jsonl: line 3 is not JSON"):
+        SharedCorpus(ray_session.data.range(4).map_batches(unreadable), actors=2).shares().materialize()
 
 
 def corpus_rows() -> list[dict]:
@@ -96,7 +103,12 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
     """600 rows in one file, or in 4 files packed into one unit: one read block, which went whole to one of the
     embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds its share;
     the vectors of both layouts are those of the same rows embedded unspread, in this process by the same stage
-    UDFs (a third embed run, one file per unit, cost a pool start-up for the same reference)."""
+    UDFs (a third embed run, one file per unit, cost a pool start-up for the same reference).
+
+    The pool starts while the corpus is read and tokenized: its first actor began to start (the actor's own clock,
+    the summary's embed_actors_started_s) before the last row was tokenized (the tokenizer's, tokenized_s). Every
+    actor started after it when the corpus was read, tokenized and cut before the pool started. (The other actors
+    are asked for at the same moment, but on a loaded machine Ray may start their processes seconds later.)"""
     model = tiny_models["bert"]
     for files in (1, FILES):
         write_corpus(tmp_path / f"corpus-{files}", files)
@@ -104,6 +116,8 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
         assert (summary["units"], summary["rows_embedded"]) == (1, ROWS), files
         assert summary["embed_actors"] == ACTORS, (files, summary["vectors_per_actor"])
         assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS, files
+        started, tokenized = summary["embed_actors_started_s"], summary["tokenized_s"]
+        assert len(started) == ACTORS and min(started) < tokenized, (files, started, tokenized)
     want = embedded_here(config(model, tmp_path / "corpus-1", tmp_path / "unused"))
     assert sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
     for files in (1, FILES):

@@ -73,7 +73,7 @@ def stats(unit: str, rows: int, unit_rows: int = -1, rejected: int = 0) -> pa.Ta
     row = {name: 0 for name in STATS_SCHEMA.names}
     row.update({UNIT: unit, UNIT_ROWS: unit_rows, "rows": rows, "rows_embedded": rows - rejected})
     row.update(rows_rejected=rejected, embed_seconds=0.0, actor_vectors=[(f"actor-{unit}", rows - rejected)])
-    row.update(read_as=[])
+    row.update(read_as=[], actor_started=[(f"actor-{unit}", 100.0 + rows)], tokenized_at=200.0 + rows)
     return pa.Table.from_pylist([row], schema=STATS_SCHEMA)
 
 
@@ -86,6 +86,9 @@ def test_unit_progress_completes_a_unit_when_its_rows_are_written_and_catches_ex
     assert progress.open == {}  # a completed unit leaves the driver's tallies
     progress.add(stats(b.key, 1))
     assert progress.actor_vectors == {f"actor-{a.key}": 4, f"actor-{b.key}": 1}  # the summary's vectors_per_actor
+    # the summary's start-up timings: each actor's earliest start, the latest row tokenized
+    assert progress.actor_started == {f"actor-{a.key}": 102.0, f"actor-{b.key}": 101.0}
+    assert progress.tokenized_at == 203.0
     with pytest.raises(RuntimeError, match="b.jsonl: 1 of -1 rows written"):
         progress.finish()
     with pytest.raises(RuntimeError, match="b.jsonl: 3 rows written for 2 read"):
