@@ -146,9 +146,11 @@ def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(cluster, t
     """Last in the module: it removes a node of the module's cluster."""
     from ray.job_submission import JobSubmissionClient
 
-    # 320 rows: a small corpus, shared out in 16 blocks of 20 rows once both actors are up (pipeline.spreading waits
-    # for the whole pool before the first block), so the first written block leaves most of them queued. Before that
-    # wait, 1,280 rows were needed for the second actor to be up before the job ended.
+    # 320 rows: a small corpus, shared out in one block of 160 rows per actor once both actors are up
+    # (pipeline.spreading waits for the whole pool before the first block; each actor embeds its block 20 rows at a
+    # time, batching.rows_per_block, and writes it whole), so the node is removed once one actor's block is written,
+    # while the other's may still be in flight. Before that wait, 1,280 rows were needed for the second actor to be up
+    # before the job ended.
     ids = write_corpus(tmp_path / "corpus", files=8, copies=1)
     out = tmp_path / "emb"
     # Three `spot` nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
