@@ -608,6 +608,7 @@ def run_embed(
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
+    output_precision(cfg)  # output.dimensions within the model's: refused before Ray starts (job_precision keeps it)
     # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
     finished = reuse_finished and not cfg.output.overwrite and commit.is_committed(out)
     if finished:

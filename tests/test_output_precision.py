@@ -103,10 +103,14 @@ def test_write_block_counts_truncated_and_chunked_rows(tmp_path):
 def test_dimensions_beyond_the_model_fail_before_ray(tiny_models, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps(RECORDS[0]) + "\n")
+    import ray
+
     from pipeline.errors import UserError
 
+    started = ray.is_initialized()  # the session's Ray, when an earlier test started it
     with pytest.raises(UserError, match=r"output.dimensions \(4096\) exceeds"):
         run_embed(embed_config(tiny_models["bert"], corpus, tmp_path / "emb", dimensions=4096))
+    assert ray.is_initialized() == started, "the job started Ray before it refused output.dimensions"
 
 
 @pytest.mark.slow
