@@ -23,12 +23,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baseline_code import EMBED_CHILD, build_tiny_model, extract, revisions
+from baseline_code import EMBED_CHILD, build_tiny_model, extract, revisions, vectors_by_id
 
 
 def write_corpus(folder: Path, rows: int, files: int) -> None:
@@ -79,11 +78,6 @@ def run_child(cfg: dict, work: Path, name: str, code: Path, attempts: int = 3) -
         raise RuntimeError(f"{log} failed:\n{log.read_text()[-3000:]}")
     line = next(x for x in log.read_text().splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
-
-
-def vectors_by_id(out: Path) -> dict[str, np.ndarray]:
-    table = pq.read_table(sorted(p for p in out.glob("*.parquet")))
-    return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))
 
 
 def main() -> None:

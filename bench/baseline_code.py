@@ -18,6 +18,9 @@ import tarfile
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 REPO = Path(__file__).resolve().parents[1]
 
 EMBED_CHILD = """
@@ -106,3 +109,9 @@ def cpu_table(runs: dict[str, list[dict]]) -> list[str]:
             f"{statistics.median(r['wall_s'] for r in rs):.2f} |"
         )
     return lines
+
+
+def vectors_by_id(out: Path) -> dict[str, np.ndarray]:
+    """{id: vector} of the Parquet files a job wrote under `out` (a folder): how two runs' outputs are compared."""
+    table = pq.read_table(sorted(out.glob("*.parquet")))
+    return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))

@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baseline_code import build_tiny_model, extract, revisions
+from baseline_code import build_tiny_model, extract, revisions, vectors_by_id
 from process_tree import become_subreaper, children_cpu, reap_orphans
 
 CHILD = """
@@ -98,11 +97,6 @@ def run_job(code: Path, cfg: dict, work: Path, name: str, attempts: int = 3) -> 
     files = [p for p in Path(cfg["output"]["uri"]).glob("*.parquet")]
     first = min(p.stat().st_mtime for p in files) - result["started"]
     return {**result, "cpu_s": round(cpu, 1), "first_vector_s": round(first, 1), "wall_s": round(result["wall_s"], 1)}
-
-
-def vectors_by_id(out: Path) -> dict[str, np.ndarray]:
-    table = pq.read_table(sorted(out.glob("*.parquet")))
-    return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))
 
 
 def main() -> None:
