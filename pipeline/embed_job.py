@@ -357,16 +357,17 @@ def job_precision(
     units: list[Unit],
     prompt: str,
     out: Location,
+    precision: OutputPrecision,
     settings: ModelSettings | None = None,
 ) -> OutputPrecision:
-    """Stored dimensions and precision. int8/uint8 need one set of per-dimension ranges for the whole dataset, so
-    the first output.calibration_rows rows that are not rejects are embedded once before the run
-    (pipeline.calibration).
+    """Stored dimensions and precision, from `precision` (output.dtype and output.dimensions as
+    calibration.output_precision checked them before Ray started). int8/uint8 need one set of per-dimension ranges
+    for the whole dataset, so the first output.calibration_rows rows that are not rejects are embedded once before
+    the run (pipeline.calibration).
 
     The first attempt records the result in `_run/precision.json`; a resumed attempt calibrates again on the same
     rows and refuses to go on if the ranges came out different (its vectors would not match the committed ones).
     """
-    precision = output_precision(cfg)
     if precision.needs_calibration:
         good = io_stage(good_rows, cfg.compute, {}).apply(read_dataset(cfg, spec, units))  # rejects take no place
         unquantized = precision.unquantized()
@@ -608,7 +609,7 @@ def run_embed(
     cfg, pooling = with_model_defaults(cfg)  # fails fast on an unreachable/misspelled model; resolves pooling auto
     prompt = job_prompt(cfg)
     check_model(cfg.model)
-    output_precision(cfg)  # output.dimensions within the model's: refused before Ray starts (job_precision keeps it)
+    precision = output_precision(cfg)  # output.dimensions within the model's: refused before Ray starts
     # a finished run or foreign files are refused now, not after Ray's start-up and the model's resolution
     finished = reuse_finished and not cfg.output.overwrite and commit.is_committed(out)
     if finished:
@@ -642,7 +643,7 @@ def run_embed(
         spec = decide_kept_types(cfg, spec, units)
         duplicates = check_duplicates(cfg, spec, units, files, out)
         log.info("embedding %d of %d units from %s into %s", len(todo), len(units), cfg.input.uri, cfg.output.uri)
-        precision = job_precision(cfg, spec, units, prompt, out, settings)
+        precision = job_precision(cfg, spec, units, prompt, out, precision, settings)
         progress = UnitProgress(todo)
         by_path = {f.path: f for f in listed}
         changed: dict[str, str] = {}

@@ -421,7 +421,7 @@ def open_raw(fs: pafs.FileSystem, path: str, opened: pa.NativeFile | None = None
         return Members(f, codec), codec
     if codec == "zstd":  # frames one after another (pyarrow reads them), then zero padding, as zstdcat reads it
         return pa.CompressedInputStream(pa.PythonFile(ZstdPadding(f), mode="r"), codec), codec
-    return (pa.CompressedInputStream(f, codec) if codec else f), codec
+    return f, None
 
 
 def utf8_chunks(
