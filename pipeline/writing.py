@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -220,8 +221,7 @@ def write_unit_group(group: pa.Table, unit: str, out: Location, cfg: EmbedConfig
         "computed_tokens": pc.sum(good.column(COMPUTED)).as_py() or 0,
         "embed_seconds": pc.sum(good.column(EMBED_SECONDS)).as_py() or 0.0,
         "files_done": files_done(group),
-        "actor_vectors": actor_vectors(good),
-        "actor_started": actor_started(good),
+        **actor_stats(good),
         "tokenized_at": pc.max(group.column(TOKENIZED_AT)).as_py() if TOKENIZED_AT in group.column_names else None,
         "read_as": read_values(group),
     }
@@ -232,17 +232,16 @@ def rejects_with_reason(rejects: pa.Table, prefix: str) -> int:
     return pc.sum(pc.starts_with(rejects.column(REJECT), prefix)).as_py() or 0 if rejects.num_rows else 0
 
 
-def actor_started(good: pa.Table) -> list[tuple[str, float]]:
-    """(embedding actor, when it began to start) of the good rows of a block; none without those columns."""
-    if EMBED_ACTOR_STARTED not in good.column_names or not good.num_rows:
-        return []
-    first = good.group_by(EMBED_ACTOR).aggregate([(EMBED_ACTOR_STARTED, "min")])
-    return list(zip(first.column(EMBED_ACTOR).to_pylist(), first.column(f"{EMBED_ACTOR_STARTED}_min").to_pylist()))
-
-
-def actor_vectors(good: pa.Table) -> list[tuple[str, int]]:
-    """(embedding actor, vectors) of the good rows of a block; none when the block has no actor column."""
+def actor_stats(good: pa.Table) -> dict[str, list[tuple[str, Any]]]:
+    """`actor_vectors`: (embedding actor, vectors) and `actor_started`: (embedding actor, when it began to start) of
+    the good rows of a block, from one group-by on the actor column; none when the block has no actor column."""
     if EMBED_ACTOR not in good.column_names or not good.num_rows:
-        return []
-    counts = good.group_by(EMBED_ACTOR).aggregate([([], "count_all")])
-    return list(zip(counts.column(EMBED_ACTOR).to_pylist(), counts.column("count_all").to_pylist()))
+        return {"actor_vectors": [], "actor_started": []}
+    started = EMBED_ACTOR_STARTED in good.column_names
+    aggregates = [([], "count_all")] + ([(EMBED_ACTOR_STARTED, "min")] if started else [])
+    stats = good.group_by(EMBED_ACTOR).aggregate(aggregates)
+    actors = stats.column(EMBED_ACTOR).to_pylist()
+    return {
+        "actor_vectors": list(zip(actors, stats.column("count_all").to_pylist())),
+        "actor_started": list(zip(actors, stats.column(f"{EMBED_ACTOR_STARTED}_min").to_pylist())) if started else [],
+    }
