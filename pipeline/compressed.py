@@ -19,7 +19,8 @@ import zlib
 from typing import Any, Self
 
 RAW_CHUNK = 1 << 20  # compressed bytes read at a time
-MEMBER_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh"}
+# Each codec's magic number, by pyarrow's codec name (pipeline.file_formats.compression_of reads a file's head with it)
+MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd", "bz2": b"BZh"}
 
 
 def _decompressor(codec: str) -> Any:
@@ -57,7 +58,7 @@ class Members:
             if not self.pending:  # zeros (or nothing) to the end: done, as zcat and bzcat read it
                 self.done = True
                 return
-        if zeros or not stripped.startswith(MEMBER_MAGIC[self.codec][: len(stripped)]):
+        if zeros or not stripped.startswith(MAGIC[self.codec][: len(stripped)]):
             raise OSError(
                 f"{self.codec} data ends, then other bytes follow that are neither another {self.codec} member nor "
                 "zero padding (trailing garbage: a file appended to, or two files joined?)"
@@ -103,7 +104,6 @@ class Members:
         self.close()
 
 
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_SKIPPABLE = b"\x2a\x4d\x18"  # bytes 1-3 of a skippable frame's magic (0x184D2A50-5F, little-endian)
 PASS_ALL = 1 << 62  # "the rest": bytes that are no frame structure known here go to the decompressor as they are
 
@@ -157,7 +157,7 @@ class ZstdPadding:
                 self.left = PASS_ALL
                 return
             head = self._peek(6)
-            if head[:4] == ZSTD_MAGIC:
+            if head[:4] == MAGIC["zstd"]:
                 fhd = head[4]
                 single = bool(fhd & 0x20)
                 fcs = ((1 if single else 0), 2, 4, 8)[fhd >> 6]

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pipeline.compressed import Members, ZstdPadding
+from pipeline.compressed import MAGIC, Members, ZstdPadding
 from pipeline.errors import UserError
 
 FORMATS = ("parquet", "jsonl", "text")
@@ -45,7 +45,7 @@ RECOMPRESS = "recompress it with gzip, zstd or bzip2 (e.g. xz -dc F.jsonl.xz | z
 PARQUET_MAGIC = b"PAR1"
 # Codec names as pyarrow's CompressedInputStream takes them; bzip2 streams (also several concatenated, as pbzip2 and
 # lbzip2 write) decode through its bz2 codec.
-COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bz2"}
+COMPRESSION_MAGIC = {magic: codec for codec, magic in MAGIC.items()}
 # bzip2's 3-byte magic is ASCII ("BZh"), which a text file may start with: it counts only with a block size digit
 # and the first block's (or an empty stream's end) 6-byte magic after it.
 BZIP2_HEAD = re.compile(rb"BZh[1-9](\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
