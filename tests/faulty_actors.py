@@ -59,7 +59,9 @@ def faulty(faults: dict[str, str | None], state_dir: Path, **params) -> type:
                 raise RuntimeError(f"injected fault on the block holding {faults['raise']}")
             out = super().__call__(block)
             if "oom" in faults:
-                (state_dir / "final_budget").write_text(str(self.encoder.max_tokens_per_batch))
+                # "pid budget" after each block: the last line of each pid is that actor's budget
+                with open(state_dir / "budgets", "a") as f:
+                    f.write(f"{os.getpid()} {self.encoder.max_tokens_per_batch}\n")
             return out
 
     Faulty.__name__ = Faulty.__qualname__ = "FaultyEmbedActor"
@@ -93,6 +95,6 @@ class DeviceMemoryLimit(torch.nn.Module):
     def forward(self, input_ids, **kwargs):  # attention_mask only when the encoder passes one (not causal + right)
         if input_ids.numel() > self.capacity:
             with open(self.state_dir / "ooms", "a") as f:
-                f.write(f"{input_ids.numel()}\n")
+                f.write(f"{os.getpid()} {input_ids.numel()}\n")
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {input_ids.numel()} > {self.capacity} tokens)")
         return self.model(input_ids=input_ids, **kwargs)

@@ -79,9 +79,13 @@ def test_killed_raising_and_out_of_memory_embed_actors_lose_nothing(
     assert rejects.num_rows == 0
     assert_same_vectors(good, baseline)
     record_figure("actor faults", faults_injected=2, actor_restarts=restarts, task_retries=2)
-    ooms = len((state / "ooms").read_text().split())
-    final = int((state / "final_budget").read_text())
-    assert ooms >= 1 and final <= 2048 // 2  # configured 2048: halved at least once
+    oom_pids = [line.split()[0] for line in (state / "ooms").read_text().splitlines()]
+    final_budget = dict(line.split() for line in (state / "budgets").read_text().splitlines())  # last line per pid
+    assert oom_pids, "no batch went over the device's capacity"
+    # configured 2048: every actor that ran out of memory halved its budget at least once (an actor whose blocks all
+    # fit, such as one restarted late, keeps 2048; which actor writes last is up to the scheduler)
+    assert all(int(final_budget[pid]) <= 2048 // 2 for pid in oom_pids), (oom_pids, final_budget)
+    ooms, final = len(oom_pids), min(int(final_budget[pid]) for pid in oom_pids)
     assert "out of memory on a batch of" in worker_logs(ray_session)  # the warning, not a crash
     record_figure("device OOM", faults_injected=ooms, budget_tokens=f"2048 -> {final}")
 
