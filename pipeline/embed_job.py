@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import posixpath
+import re
 import signal
 import socket
 import threading
@@ -184,7 +185,8 @@ def start_failure(err: BaseException, address: str | None, key: str) -> str:
     and what to do. `address`: the cluster connected to (named with `key`); None for Ray started in this process.
 
     The advice follows Ray's words: its start-up time limit (a loaded machine), a port in use or one Ray cannot
-    parse (or a RAY_*PORT* variable set), else the RAY_* variables set in this process (by name: a value may be a secret) and Ray's log folder.
+    parse (Ray's text names a port, or a RAY_*_PORT variable set here is no whole number: named), else the RAY_*
+    variables set in this process (by name: a value may be a secret) and Ray's log folder.
     """
     text = " ".join(str(err).split()) or type(err).__name__
     first = text if len(text) <= 300 else text[:300] + "..."
@@ -194,17 +196,21 @@ def start_failure(err: BaseException, address: str | None, key: str) -> str:
         else "cannot start Ray in this process"
     )
     variables = sorted(v for v in os.environ if v.startswith("RAY_") and "TOKEN" not in v)
+    # a RAY_*_PORT setting that is no whole number: Ray's error is then int()'s, which does not say "port"
+    not_port_numbers = [v for v in variables if v.upper().endswith("_PORT") and not os.environ[v].strip().isdigit()]
     if RAY_START_TIMEOUT in text:
         todo = (
             "Ray gives its node a fixed 30 s to start, which a loaded machine (CPU, disk, memory) can miss: run the "
             "job again when the load is lower, or start Ray once (`ray start --head`) and run jobs on it with "
             "RAY_ADDRESS=auto"
         )
-    elif "Address already in use" in text or "port" in text.lower() or any("PORT" in v.upper() for v in variables):
+    elif "Address already in use" in text or re.search(r"\bports?\b", text, re.IGNORECASE) or not_port_numbers:
         todo = (
             "A port Ray was told to use is taken or is no port number: unset or change the port settings "
             "(RAY_GCS_SERVER_PORT and the like, or stop the other Ray on this machine: `ray stop`)"
         )
+        if not_port_numbers:
+            todo += f"; not a port number: {', '.join(not_port_numbers)}"
     else:
         todo = "Check the Ray settings of this process and Ray's logs"
     if variables:

@@ -93,6 +93,23 @@ def test_the_message_follows_what_ray_said():
     assert "Ray's own logs" not in said  # a cluster's logs are on its head, not here
 
 
+def test_the_port_advice_only_for_a_port(monkeypatch):
+    """The port advice came for any text holding "port" ("not supported", "import") and whenever a RAY_*PORT*
+    variable was set: now for Ray's words on a port, or a RAY_*_PORT setting that is no whole number (named)."""
+    for name in [v for v in os.environ if v.startswith("RAY_")]:
+        monkeypatch.delenv(name)
+    port_advice = "port Ray was told to use is taken"
+    monkeypatch.setenv("RAY_GCS_SERVER_PORT", "6380")  # a good port, set: not the cause of an unrelated failure
+    for unrelated in ("object spilling to this URI is not supported", "cannot import name 'x' from 'ray._raylet'"):
+        said = start_failure(ValueError(unrelated), None, "RAY_ADDRESS")
+        assert port_advice not in said and "Check the Ray settings" in said and "RAY_GCS_SERVER_PORT" in said
+    said = start_failure(ValueError("The port 6380 is in use"), None, "RAY_ADDRESS")
+    assert port_advice in said and "not a port number" not in said
+    monkeypatch.setenv("RAY_DASHBOARD_PORT", " 8265x")
+    said = start_failure(ValueError("invalid literal for int() with base 10: '8265x'"), None, "RAY_ADDRESS")
+    assert port_advice in said and said.count("not a port number: RAY_DASHBOARD_PORT") == 1
+
+
 def test_every_job_entry_point_says_it_in_one_line(ray_tmpdir, tmp_path):
     """`rayembed cluster CONFIG` (the console script, through the job's own entry point) with Ray failing to start:
     exit 1, one `error:` line, no traceback. Every job starts Ray through the same init_ray."""
