@@ -143,42 +143,49 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
 
 @pytest.mark.timeout(900)
 def test_embed_job_across_nodes_survives_losing_a_worker_node_mid_job(cluster, tiny_models, tmp_path):
-    """Last in the module: it removes a node of the module's cluster."""
+    """Last in the module: it removes a node of the module's cluster.
+
+    The job (tests/stalling_embed.py: jobs.embed whose first embedding block stalls once its actor has written its
+    node id) loses that node while the block is unfinished: a small corpus is one block per actor (pipeline.spreading),
+    so a node removed once output was written, as this test did, could be one whose actor had finished its work."""
     from ray.job_submission import JobSubmissionClient
 
-    # 320 rows: a small corpus, shared out in one block of 160 rows per actor once both actors are up
-    # (pipeline.spreading waits for the whole pool before the first block; each actor embeds its block 20 rows at a
-    # time, batching.rows_per_block, and writes it whole), so the node is removed once one actor's block is written,
-    # while the other's may still be in flight. Before that wait, 1,280 rows were needed for the second actor to be up
-    # before the job ended.
     ids = write_corpus(tmp_path / "corpus", files=8, copies=1)
-    out = tmp_path / "emb"
+    out, state = tmp_path / "emb", tmp_path / "state"
+    state.mkdir()
     # Three `spot` nodes for two actors: the third stands in for the replacement KubeRay or the autoscaler brings up
     # (started ahead here, so that the test does not hinge on a node starting while the job loads the machine).
     own, address = cluster
     client = JobSubmissionClient(address)
     workers = {node.node_id: node for node in own.worker_nodes}
-    job = submit(address, embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out), runtime_env=job_env())
-    hosts, lost, job_id, deadline = set(), None, None, time.time() + 600  # minutes on a loaded 2-core machine
+    env = job_env()
+    env["env_vars"] |= {
+        "PYTHONPATH": f"{env['env_vars']['PYTHONPATH']}:{REPO / 'tests'}",
+        "STALLING_EMBED_STATE": str(state),
+    }
+    command = embed_entrypoint(tiny_models["gemma3"], tmp_path / "corpus", out).replace(
+        "-m jobs.embed", "-m stalling_embed"
+    )
+    job = submit(address, command, runtime_env=env)
+    lost, deadline = None, time.time() + 600  # minutes on a loaded 2-core machine
     while (status := str(client.get_job_status(job))) not in TERMINAL:
         assert time.time() < deadline, client.get_job_logs(job)[-3000:]
-        job_id = job_id or client.get_job_info(job).job_id
-        if lost is None:  # the actors' nodes until one is lost (its replacement is not awaited, see below)
-            hosts |= set(embed_actors_seen(address, job_id).values()) & workers.keys()
-        if lost is None and len(hosts) == 2 and any(out.glob("*.parquet")):
-            # Mid-job: blocks are written and more are queued, so the embedding actor on that node has tasks
-            # in flight (Ray Data keeps several per actor).
-            lost = min(hosts)
+        if lost is None and (state / "stalled_on").exists():
+            lost = (state / "stalled_on").read_text()
+            # both actors are up (the pool waits for all of them before the first block): one on each of two nodes
+            when_lost = embed_actors_seen(address, client.get_job_info(job).job_id)
             # SIGKILL to the node's raylet, workers and object store, as when a spot VM is reclaimed: the
             # GCS learns of it only by missed health checks, while calls to the actor fail to connect.
             own.remove_node(workers[lost], allow_graceful=False)
         time.sleep(0.5)
     logs = client.get_job_logs(job)
-    assert lost is not None, f"the job ended ({status}) before a worker node was lost mid-task:\n{logs[-2000:]}"
+    assert lost is not None, f"the job ended ({status}) before a block stalled:\n{logs[-2000:]}"
     assert status == "SUCCEEDED", logs[-4000:]
-    # Two embedding actors on two worker nodes when one was lost. Its replacement (on the third node) is not awaited:
-    # when the surviving actor finishes the remaining blocks first, Ray Data completes without it.
-    assert lost in hosts and len(hosts) >= 2
+    # Two embedding actors on two worker nodes when one was lost; the lost one's actor was restarted elsewhere (on the
+    # spare node, or on the other actor's once that one was done) and embedded the stalled block again.
+    assert len(set(when_lost.values())) == 2 and lost in when_lost.values(), (lost, when_lost)
+    now = embed_actors_seen(address, client.get_job_info(job).job_id)
+    assert now.keys() == when_lost.keys() and lost not in now.values(), (lost, now)
     got = pq.read_table(out, columns=["id"]).column("id").to_pylist()
     assert sorted(got) == sorted(ids)  # every id exactly once: nothing lost with the node, nothing written twice
     summary = json.loads((out / "_summary.json").read_text())
