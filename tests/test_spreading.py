@@ -100,27 +100,26 @@ def vectors(out) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path):
-    """600 rows in one file, or in 4 files packed into one unit: one read block, which went whole to one of the
-    embedding actors (the summary's embed_actors was 1). Cut into a block per actor, each embeds its share;
-    the vectors of both layouts are those of the same rows embedded unspread, in this process by the same stage
-    UDFs (a third embed run, one file per unit, cost a pool start-up for the same reference).
+    """600 rows in 4 files packed into one unit: one read block, which went whole to one of the embedding actors
+    (the summary's embed_actors was 1), as one file of 600 rows did. Cut into a block per actor, each embeds its
+    share; the vectors are those of the same rows embedded unspread, in this process by the same stage UDFs. (One
+    file is one unit and one read block too, the same path from there on (test_units::
+    test_small_files_are_packed_into_units_read_as_few_blocks): its embed run here cost a pool start-up for it.)
 
     The pool starts while the corpus is read and tokenized: its first actor began to start (the actor's own clock,
     the summary's embed_actors_started_s) before the last row was tokenized (the tokenizer's, tokenized_s). Every
     actor started after it when the corpus was read, tokenized and cut before the pool started. (The other actors
     are asked for at the same moment, but on a loaded machine Ray may start their processes seconds later.)"""
     model = tiny_models["bert"]
-    for files in (1, FILES):
-        write_corpus(tmp_path / f"corpus-{files}", files)
-        summary = embed(model, tmp_path / f"corpus-{files}", tmp_path / f"packed-{files}")
-        assert (summary["units"], summary["rows_embedded"]) == (1, ROWS), files
-        assert summary["embed_actors"] == ACTORS, (files, summary["vectors_per_actor"])
-        assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS, files
-        started, tokenized = summary["embed_actors_started_s"], summary["tokenized_s"]
-        assert len(started) == ACTORS and min(started) < tokenized, (files, started, tokenized)
-    want = embedded_here(config(model, tmp_path / "corpus-1", tmp_path / "unused"))
+    write_corpus(tmp_path / "corpus", FILES)
+    summary = embed(model, tmp_path / "corpus", tmp_path / "packed")
+    assert (summary["units"], summary["rows_embedded"]) == (1, ROWS)
+    assert summary["embed_actors"] == ACTORS, summary["vectors_per_actor"]
+    assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
+    started, tokenized = summary["embed_actors_started_s"], summary["tokenized_s"]
+    assert len(started) == ACTORS and min(started) < tokenized, (started, tokenized)
+    want = embedded_here(config(model, tmp_path / "corpus", tmp_path / "unused"))
     assert sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
-    for files in (1, FILES):
-        got = vectors(tmp_path / f"packed-{files}")
-        assert sorted(got) == sorted(want), files
-        assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want), files
+    got = vectors(tmp_path / "packed")
+    assert sorted(got) == sorted(want)
+    assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want)
