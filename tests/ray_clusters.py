@@ -117,7 +117,8 @@ def fake_autoscaling_config(head_cpus: float, worker_types: dict, gcs_port: int,
 def autoscaling_cluster(worker_types: dict, head_cpus: float = 1, idle_minutes: float = 1.0) -> Iterator[str]:
     """`ray start --head` with Ray's fake multi-node autoscaler, as `ray.cluster_utils.AutoscalingCluster` does,
     minus its `ray stop --force` (which would stop every Ray on the machine): its own process group, ports and temp
-    dir, so teardown stops exactly this cluster and the nodes its autoscaler started. Yields the dashboard URL."""
+    dir, so teardown stops exactly this cluster and the nodes its autoscaler started. Yields the dashboard URL once
+    its Jobs API answers."""
     with private_ray_tmpdir() as tmp:
         port, dashboard = free_port(), free_port()
         config = Path(tmp) / "autoscaler.json"
@@ -135,20 +136,38 @@ def autoscaling_cluster(worker_types: dict, head_cpus: float = 1, idle_minutes: 
             f"--object-manager-port={ports['object_manager_port']}", f"--ray-client-server-port={free_port()}",
         ]  # fmt: skip
         env = {**os.environ, "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1"}
-        head = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        output = Path(tmp) / "ray-start.log"
+        with output.open("wb") as log:
+            head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            yield f"http://127.0.0.1:{dashboard}"
+            address = f"http://127.0.0.1:{dashboard}"
+            wait_until_up(address, head, output)
+            yield address
         finally:
             stop_process_group(head)
+
+
+def wait_until_up(address: str, head: subprocess.Popen, output: Path, timeout: float = 180) -> None:
+    """Returns once the Jobs API at `address` answers; fails with the tail of `ray start`'s output (`output`) if
+    the head process exits first or `timeout` seconds pass."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + timeout
+    while True:
+        assert head.poll() is None, f"ray start --head exited ({head.returncode}):\n{output.read_text()[-3000:]}"
+        try:
+            JobSubmissionClient(address).list_jobs()
+            return
+        except Exception:  # noqa: BLE001 -- the dashboard is not serving yet; retried until the deadline
+            assert time.time() < deadline, f"Ray head at {address} did not come up in {timeout} s"
+            time.sleep(0.5)
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
     """SIGTERM then SIGKILL the group `proc` leads (the head and every raylet it or its autoscaler started).
 
     `ray start --block` does not exit on SIGTERM (it was still running 30 s after one), so the grace period is
-    short, as for test_ray_jobs_api's head: the raylets and the GCS get their SIGTERM, then the group is killed."""
+    short: the raylets and the GCS get their SIGTERM, then the group is killed."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)

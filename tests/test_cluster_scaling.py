@@ -2,7 +2,7 @@
 for (and said so) when its autoscaler can or may. Ray's own state objects: the GCS cluster config
 (autoscaler_pb2.ClusterConfig), autoscaler v1's status JSON (its AutoscalerSummary), autoscaler v2's NodeInfo.
 
-On a real cluster: tests/test_multinode.py (ray.cluster_utils, no autoscaler) and tests/test_autoscaling.py (Ray's
+On a real cluster: tests/test_multinode.py (ray.cluster_utils, no autoscaler) and tests/test_ray_jobs_api.py (Ray's
 autoscaler with the fake multi-node provider)."""
 
 from __future__ import annotations

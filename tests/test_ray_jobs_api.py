@@ -1,98 +1,45 @@
-"""Submit the embed and mining jobs to a separate `ray start --head` on loopback through the Ray Jobs API."""
+"""Submit the embed and mining jobs to a separate `ray start --head` on loopback through the Ray Jobs API, and
+scale its GPU workers from zero with the shipped configs.
+
+One head serves the module (a head start is a GCS, a raylet, a dashboard and their agents): the head of
+test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero, an autoscaling one whose CPU work fits on the head,
+also runs the other tests' CPU jobs, which must not make it add a node (that test checks there is none at its start).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, SAMPLE, free_port
+from conftest import REPO, SAMPLE
+from ray_clusters import TERMINAL, autoscaling_cluster, job_env, submit
 from test_bitext_e2e import check_pairs_against_corpus, mine_config
 
 pytestmark = pytest.mark.slow
 # The working_dir both submitted jobs upload: one package, uploaded once to the module's head.
 EXCLUDES = [".venv/", ".models/", ".git/", "**/__pycache__/", "out/"]
+RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+GPU_TYPE = {"resources": {"CPU": 2, "GPU": 1, "object_store_memory": 150 * 2**20}, "node_config": {}}
+WORKER_TYPES = {"ray.worker.gpu": {**GPU_TYPE, "min_workers": 0, "max_workers": 1}}
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A head node of its own (not the session's in-process Ray), with token auth pinned by conftest's env; one per
-    module, shared by the tests that submit jobs to it (each writes its own output).
-
-    `ray start --block` in its own process group, so teardown stops exactly this cluster: `ray stop` would stop
-    every Ray on the machine. A short temp dir keeps Ray's socket paths under the Unix length limit.
-    """
-    port, dashboard = free_port(), free_port()
-    # Every port of its own: another Ray on the machine (the session's, a developer's) holds the default ones.
-    own_ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "node-manager-port",
-            "object-manager-port",
-            "ray-client-server-port",
-        )
-    ]
-    ray = str(Path(sys.executable).parent / "ray")
-    tmp = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-    head = subprocess.Popen(
-        [
-            ray,
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            "--num-cpus=3",
-            "--disable-usage-stats",
-            f"--temp-dir={tmp}",
-            *own_ports,
-        ],
-        env={**os.environ, "RAY_TMPDIR": tmp},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    wait_until_up(address, head)
-    yield address
-    for sig in (signal.SIGTERM, signal.SIGKILL):  # up to 3 s to stop cleanly, then its whole group is killed
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(timeout=3)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def wait_until_up(address: str, head: subprocess.Popen, timeout: float = 180) -> None:
-    from ray.job_submission import JobSubmissionClient
-
-    deadline = time.time() + timeout
-    while True:
-        assert head.poll() is None, "ray start --head exited early"
-        try:
-            JobSubmissionClient(address).list_jobs()
-            return
-        except Exception:  # noqa: BLE001 -- the dashboard is not serving yet; retried until the deadline
-            assert time.time() < deadline, f"Ray head at {address} did not come up in {timeout} s"
-            time.sleep(0.5)
+    """A head node of its own (not the session's in-process Ray), with token auth pinned by conftest's env: `ray
+    start --head` with 3 CPUs and Ray's fake multi-node autoscaler, whose only worker type, a GPU node, is at
+    `min_workers: 0` (tests/ray_clusters.autoscaling_cluster). One per module, shared by the tests that submit
+    jobs to it (each writes its own output): the CPU jobs run on the head, and the autoscaling test, which adds the
+    GPU node, runs last. Yields the dashboard URL."""
+    with autoscaling_cluster(WORKER_TYPES, head_cpus=3) as address:
+        yield address
 
 
 def wait_for_job(client, job_id: str, timeout: float) -> str:
@@ -274,3 +221,72 @@ def test_submit_as_ray_job(ray_head, s3_bucket, s3_server, tmp_path):
     check_pairs_against_corpus(pairs)
     for src, tgt in zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()):
         assert src.rsplit("-", 1)[1] == tgt.rsplit("-", 1)[1]  # each sentence with its translation
+
+
+def gpu_nodes(address: str) -> dict[str, str]:
+    """{node id: state} of every node that advertises a GPU (alive or already removed)."""
+    from ray.util.state import list_nodes
+
+    nodes = list_nodes(address=address, detail=True, raise_on_missing_output=False)
+    return {n.node_id: n.state for n in nodes if (n.resources_total or {}).get("GPU", 0) > 0}
+
+
+def actor_nodes(address: str, job_id: str, class_part: str) -> set[str]:
+    """The nodes of the Ray job `job_id`'s actors whose class name holds `class_part` (the module's earlier jobs ran
+    theirs on the head: left out)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=address, filters=[("job_id", "=", job_id)], raise_on_missing_output=False)
+    return {a.node_id for a in actors if class_part in a.class_name and a.node_id}
+
+
+def run_job(address: str, entrypoint: str, timeout: float = 420) -> tuple[str, str]:
+    """(logs, Ray job id) of the job `entrypoint` once it succeeded."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    job = submit(address, entrypoint, runtime_env=job_env())
+    deadline = time.time() + timeout
+    while (status := str(client.get_job_status(job))) not in TERMINAL:
+        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(0.5)
+    assert status == "SUCCEEDED", client.get_job_logs(job)[-4000:]
+    return client.get_job_logs(job), client.get_job_info(job).job_id
+
+
+def shipped(config: str, tiny_model: Path, **overrides) -> str:
+    """`python -m jobs.X --config configs/<config>` with URI and model overrides only: the GPU settings are shipped."""
+    sets = {"model.name_or_path": tiny_model, **overrides}
+    return f"--config {REPO / 'configs' / config} " + " ".join(f"--set {k}={v}" for k, v in sets.items())
+
+
+@pytest.mark.timeout(900)
+def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(ray_head, tiny_models, tmp_path):
+    """configs/mine_bitext.yaml, unchanged but for its URIs and a tiny model, on the module's head whose only GPU
+    worker type is at `min_workers: 0`, as infra/k8s's GPU groups: Ray's autoscaler (fake multi-node provider: the
+    real autoscaler, launching local raylets) must add a GPU node because the job's embedding actors and k-NN shard
+    actors ask for GPUs, and those actors must run there. The GPU is logical (a CPU machine): the node advertises
+    GPU: 1 and the actors run torch on CPU. Last in the module: the GPU node it adds stays a minute once idle."""
+    (tmp_path / "fra.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[:30]))
+    (tmp_path / "eng.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[30:60]))
+    mine = shipped(
+        "mine_bitext.yaml",
+        tiny_models["bert"],
+        **{"source.uri": tmp_path / "fra.txt", "target.uri": tmp_path / "eng.txt", "output.uri": tmp_path / "mined"},
+    )
+    # The autoscaler's default idle timeout (1 min): the GPU node stays while the job moves between its stages.
+    # The head's 3 CPUs hold the job's CPU work (infra/k8s's CPU group): a GPU node is added only for a GPU request.
+    # With 1 CPU there, CPU embedding actors (gpus_per_actor removed from mine_bitext.yaml) did not fit, and the
+    # autoscaler added the only worker type, the GPU one, for them too: the test passed without the declaration.
+    address = ray_head
+    assert gpu_nodes(address) == {}  # scaling from zero: the module's CPU jobs did not make it add a node
+    logs, job_id = run_job(address, f"{sys.executable} -m jobs.mine_bitext {mine}")
+    # No node had a GPU at the start, and the autoscaler's node types are names only: waited for, and said so
+    assert "ask for compute.cpus_per_actor: 1, compute.gpus_per_actor: 1, which no node" in logs, logs[-3000:]
+    assert "(__autoscaling_status): an autoscaler runs, node types up now ray.head.default)" in logs, logs[-3000:]
+    added = gpu_nodes(address)
+    assert len(added) == 1, added  # the autoscaler added the GPU worker type for the job's actors
+    assert actor_nodes(address, job_id, "EmbedActor") == set(added), "the embedding actors did not run on the GPU node"
+    assert actor_nodes(address, job_id, "ShardActor") == set(added)  # the k-NN shards asked for a GPU too
+    (summary,) = [p for p in (tmp_path / "mined").glob("*summary.json")]  # the commit marker, written last
+    assert json.loads(summary.read_text())["source"]["rows_mined"] == 30
