@@ -26,6 +26,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from pipeline.config import StorageConfig
+from pipeline.lease import LEASE
 from pipeline.model_loading import ModelLoadError
 from pipeline.reembed import NoPublishedVersionError, job, list_versions, open_current, read_current
 from pipeline.reembed.config import ReembedConfig
@@ -191,35 +192,6 @@ def test_weights_cut_short_fail_before_anything_runs(tiny_models, tmp_path):
 FILES, ROWS = 12, 20
 
 
-@pytest.fixture(scope="module")
-def kill_corpus(tmp_path_factory):
-    return local_corpus(tmp_path_factory.mktemp("kill") / "corpus", FILES, ROWS)
-
-
-@pytest.fixture(scope="module")
-def concurrent_runs(ray_session, tiny_models, kill_corpus, tmp_path_factory):
-    """Two `python -m jobs.reembed` of one config over kill_corpus into one output, started at once: their
-    [(exit code, stdout, stderr)] and the output."""
-    tmp = tmp_path_factory.mktemp("concurrent")
-    out = tmp / "emb"
-    cfg = config(tiny_models["qwen3"], str(kill_corpus), str(out), reembed={"lease_settle_seconds": 2})
-    cfg_path = write_config(tmp, cfg)
-    gcs = ray_session.get_runtime_context().gcs_address
-    runs = [subprocess_run(cfg_path, gcs, out) for _ in range(2)]
-    return [(p.wait(timeout=600), *p.communicate()) for p in runs], out
-
-
-@pytest.fixture(scope="module")
-def clean_run(concurrent_runs):
-    """id -> vector of an uninterrupted run over kill_corpus: what every interrupted run must end with. The
-    concurrent runs' output: one of them did all the work, uninterrupted (test_concurrent_runs_do_not_corrupt
-    checks that it was done once; a run of its own here cost one more embedding run over the corpus)."""
-    results, out = concurrent_runs
-    assert sorted(code for code, _, _ in results) in ([0, 0], [0, 3]), [err[-2000:] for _, _, err in results]
-    assert sum(last_json(outp)["rows_embedded"] for code, outp, _ in results if code == 0) == FILES * ROWS
-    return published(str(out))
-
-
 def assert_same_rows(got: dict, clean: dict) -> None:
     assert sorted(got) == sorted(clean)
     for key, vector in clean.items():
@@ -260,13 +232,6 @@ def subprocess_run(cfg_path: Path, gcs: str, out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def last_json(stdout: str) -> dict:
-    """The summary jobs.common.run_job prints last. Worker logs may precede it, and Ray Data's operator stats
-    forwarded from the workers may land after it on the driver's stdout: the object is decoded up to its end."""
-    start = stdout.rindex("\n{\n") + 1 if "\n{\n" in stdout else stdout.index("{")
-    return json.JSONDecoder().raw_decode(stdout[start:])[0]
-
-
 def write_config(tmp_path: Path, cfg: ReembedConfig) -> Path:
     import yaml
 
@@ -296,19 +261,47 @@ def rerun_killing_an_embed_actor(cfg: ReembedConfig, out: Path) -> tuple[dict, i
     return result, pid, staged
 
 
-def test_killed_driver_then_rerun_through_a_killed_embed_actor(
-    ray_session, tiny_models, kill_corpus, clean_run, tmp_path
-):
-    """The driver SIGKILLed after its first staged file: nothing is published; the same config resumes the staged
-    files, and an embedding actor SIGKILLed mid-batch in that rerun loses and duplicates nothing: the published
-    rows are a clean run's. (Two scenarios, one set-up: the actor kill was a run of its own over the same corpus.)"""
+def lease_holder_pid(out: Path) -> int | None:
+    """The pid in the output's lease, None while there is none (or it is being written)."""
+    try:
+        return json.loads((out / LEASE).read_text())["pid"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def test_killed_driver_then_rerun_through_a_killed_embed_actor(ray_session, tiny_models, tmp_path, capsys):
+    """`python -m jobs.reembed` holds its output: a second run of the same config meanwhile (two cron jobs, a rerun
+    while the first runs) exits 3 naming it and leaves its lease alone. The driver SIGKILLed after its first staged
+    file: nothing is published; the same config resumes the staged files, and an embedding actor SIGKILLed
+    mid-batch in that rerun loses and duplicates nothing: the published rows are an uninterrupted run's, every id
+    once. (One driver process: the refusal was two more `python -m jobs.reembed` started at once, one of which ran
+    the reference, now an in-process run; two runs started at once on one output: test_lease.)"""
     from robustness_helpers import wait_for_driver_teardown
 
+    from jobs import reembed as reembed_entry
+
+    corpus = local_corpus(tmp_path / "corpus", FILES, ROWS)
     out = tmp_path / "emb"
-    cfg = config(tiny_models["qwen3"], str(kill_corpus), str(out))
+    cfg = config(tiny_models["qwen3"], str(corpus), str(out))
+    # the reference: an uninterrupted run of the same config, in this process (first: the session's Ray Data
+    # actors, detached, are then this process's job's, not the killed driver's, whose teardown is waited for)
+    clean_out = str(tmp_path / "clean")
+    clean_cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"uri": clean_out})})
+    assert run_reembed(clean_cfg)["rows_embedded"] == FILES * ROWS
+    clean = published(clean_out)  # published() asserts each id once
+    ids = sorted(json.loads(line)["id"] for f in sorted(corpus.iterdir()) for line in f.read_text().splitlines())
+    assert sorted(clean) == ids
+    cfg_path = write_config(tmp_path, cfg)
     gcs = ray_session.get_runtime_context().gcs_address
-    driver = subprocess_run(write_config(tmp_path, cfg), gcs, out)
+    driver = subprocess_run(cfg_path, gcs, out)
     try:
+        # the lease is taken before the listing; Ray Data and the model come after it: the refusal is seconds
+        # before the driver could finish
+        wait_for(lambda: lease_holder_pid(out) == driver.pid or driver.poll() is not None, 600, "the lease")
+        assert reembed_entry.main(["--config", str(cfg_path), "--set", f"compute.ray_address={gcs}"]) == 3
+        refused = capsys.readouterr().err
+        assert f"error: output {out} is being written by another reembed run" in refused, refused[-2000:]
+        assert f"pid {driver.pid}," in refused and lease_holder_pid(out) == driver.pid
         wait_for(lambda: staged_markers(out) or driver.poll() is not None, 600, "a first completed file")
     finally:
         driver.send_signal(signal.SIGKILL)
@@ -331,26 +324,9 @@ def test_killed_driver_then_rerun_through_a_killed_embed_actor(
     assert staged_at_actor_kill < FILES, "the actor kill came after the last file was complete"
     assert rerun["files"]["resumed"] >= staged and rerun["files"]["total"] == FILES
     assert rerun["rows_reused"] == rerun["files"]["resumed"] * ROWS
-    assert rerun["rows_embedded"] + rerun["rows_reused"] == FILES * ROWS
-    assert_same_rows(published(str(out)), clean_run)
+    assert rerun["rows_embedded"] + rerun["rows_reused"] == FILES * ROWS  # the work was done once
     assert staged_markers(out) == []  # consumed by the publish
-
-
-def test_concurrent_runs_do_not_corrupt(kill_corpus, concurrent_runs):
-    """Two runs of one config at once into one output: one is refused (exit 3) or finds the work done; the work is
-    done once and every row of the corpus is published once. Their vectors are test_killed_driver_...'s reference:
-    that test fails too if these runs published other vectors than its interrupted ones."""
-    results, out = concurrent_runs
-    codes = sorted(code for code, _, _ in results)
-    assert codes in ([0, 0], [0, 3]), [err[-2000:] for _, _, err in results]
-    if codes == [0, 3]:
-        refused = next(err for code, _, err in results if code == 3)
-        assert "is being written by" in refused and "refused" in refused
-    summaries = [last_json(outp) for code, outp, _ in results if code == 0]
-    print(f"REEMBED concurrent: exit codes {codes}, rows embedded {[x['rows_embedded'] for x in summaries]}")
-    assert sum(s["rows_embedded"] for s in summaries) == FILES * ROWS  # the work was done once
-    ids = sorted(json.loads(line)["id"] for f in sorted(kill_corpus.iterdir()) for line in f.read_text().splitlines())
-    assert sorted(published(str(out))) == ids  # published() asserts each id once
+    assert_same_rows(published(str(out)), clean)
 
 
 def rejects_of(out: str) -> dict[tuple[str, int], str]:
