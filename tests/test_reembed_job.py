@@ -33,7 +33,7 @@ from pipeline.reembed.config import ReembedConfig
 from pipeline.reembed.job import run_reembed
 from pipeline.reembed.manifest import current_manifest
 from pipeline.reembed.planner import Plan
-from pipeline.reembed.sources import InputChangedError, local_source
+from pipeline.reembed.sources import local_source
 from pipeline.run_summary import human_summary
 from pipeline.storage import resolve
 
@@ -564,7 +564,11 @@ def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_wit
     """A run that staged a file with a kept column's first values and did not publish (here: stopped by the reject
     guard, as a killed run) is resumed with nothing left to embed: the staged file's types are decided again, and
     the version's other files are written again with them. The resumed run used to publish the staged int64 file
-    next to files whose column is a string of nulls: a version that does not read as one table."""
+    next to files whose column is a string of nulls: a version that does not read as one table.
+
+    Another file that run staged (d.jsonl) is moved before the rerun: moves were paired with published entries
+    only, so the rerun embedded it again. The staged entries are now paired too, their outputs reused (it was a
+    test of two runs of its own)."""
     from pipeline.reject_guard import TooManyRejectsError
 
     corpus = tmp_path / "corpus"
@@ -574,14 +578,20 @@ def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_wit
     keep = {"uri": out, "keep_columns": ["license"]}
     run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
     (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}, {"id": "c2", "text": " "}]))
+    (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "staged, then moved"}]))
     strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": 0.2}
-    with pytest.raises(TooManyRejectsError):
+    with pytest.raises(TooManyRejectsError):  # 1 of 4 rows rejected
         run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep, input=strict))
+    (corpus / "2026").mkdir()
+    os.rename(corpus / "d.jsonl", corpus / "2026" / "d.jsonl")
     resumed = run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
-    assert (resumed["files"]["resumed"], resumed["files"]["rewritten"], resumed["rows_embedded"]) == (1, 1, 0)
+    files = resumed["files"]
+    assert (files["resumed"], files["moved"], files["rewritten"]) == (1, 1, 1)
+    assert resumed["rows_embedded"] == 0  # old code: 1 (d.jsonl embedded again)
     assert {pq.read_schema(f).field("license").type for f in read_current(out)} == {pa.int64()}
     table = open_current(out).to_table()
-    assert dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist())) == {"a1": None, "c1": 7}
+    by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
+    assert by_id == {"a1": None, "c1": 7, "d1": None}
 
 
 def test_a_list_of_locations_is_one_corpus_kept_up_to_date_and_a_model_change_makes_a_new_version(
@@ -734,34 +744,6 @@ def test_files_that_grow_or_are_touched_while_the_run_reads_them_are_published_a
     # the grown files, whole (5 rows each); the touched one and part-03 unchanged
     assert again["rows_embedded"] == 10 and again["files"]["unchanged"] == 2
     assert (again["files"]["changed"], again["rows_total"]) == (2, 18)
-
-
-def test_a_file_staged_by_an_interrupted_run_and_moved_before_the_rerun_is_a_move(
-    ray_session, tiny_models, tmp_path, monkeypatch
-):
-    """A run stops after staging some files (killed, or failed on another file), and a file it staged is moved
-    before the rerun: moves were paired with published entries only, so the rerun embedded it again. The staged
-    entries are now paired too, their outputs reused."""
-    corpus = local_corpus(tmp_path / "corpus", 2, 4)
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)
-    listed = job.scan_sources
-
-    def listed_then_truncated(root, files):
-        sources = listed(root, files)
-        first = (corpus / "part-00.jsonl").read_bytes().splitlines(keepends=True)[0]
-        (corpus / "part-00.jsonl").write_bytes(first)  # cut to its first row: fails the run; part-01 is staged
-        return sources
-
-    monkeypatch.setattr(job, "scan_sources", listed_then_truncated)
-    with pytest.raises(InputChangedError):
-        run_reembed(cfg)
-    monkeypatch.setattr(job, "scan_sources", listed)
-    (corpus / "2026").mkdir()
-    os.rename(corpus / "part-01.jsonl", corpus / "2026" / "part-01.jsonl")
-    again = run_reembed(cfg)
-    assert (again["files"]["moved"], again["rows_embedded"]) == (1, 1)  # old code: (0, 5)
-    assert again["rows_total"] == 5
 
 
 def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
