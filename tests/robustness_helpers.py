@@ -72,6 +72,32 @@ def assert_same_vectors(got: pa.Table, want: dict[str, np.ndarray], atol: float 
         np.testing.assert_allclose(vec, want[key], atol=atol, err_msg=key)
 
 
+def embedded_here(cfg: EmbedConfig, rows: list[dict]) -> dict[str, np.ndarray]:
+    """{id: vector} of `rows` ({"id", "text"}) embedded in this process by the embed job's stage UDFs
+    (pipeline.actors), set up as the driver sets them up for `cfg` (resolved model settings, prompt, padding), all rows
+    in one block: the fault-free reference of a run, without a run (no Ray, no pool to start)."""
+    from pipeline.actors import EmbedActor, TokenizeActor
+    from pipeline.columns import EMBEDDING, REJECT, TEXT
+    from pipeline.embed_job import job_prompt
+    from pipeline.model_loading import pooling_skip, resolve_model_settings
+
+    settings = resolve_model_settings(cfg.model)
+    prompt = job_prompt(cfg)
+    tokenize = TokenizeActor(settings.model, prompt)
+    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
+    embed = EmbedActor(settings.model, cfg.batching, 1, padding=settings.padding, pool_skip=skip)
+    block = pa.table(
+        {
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            TEXT: pa.array([r["text"] for r in rows], pa.string()),
+            REJECT: pa.nulls(len(rows), pa.string()),
+        }
+    )
+    out = embed(tokenize(block))
+    out = out if isinstance(out, pa.Table) else pa.concat_tables(list(out))  # a block cut in slices (EmbedActor)
+    return dict(zip(out.column("id").to_pylist(), np.asarray(out.column(EMBEDDING).to_pylist(), np.float32)))
+
+
 def record_figure(what: str, **figures) -> None:
     """Append figures (faults injected, retries seen, row counts) to $ROBUSTNESS_FIGURES, for the closing note."""
     path = os.environ.get("ROBUSTNESS_FIGURES")
