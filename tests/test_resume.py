@@ -158,42 +158,6 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
         run_embed(cfg)
 
 
-def test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan(
-    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
-):
-    """Runs started before small files were packed into units recorded one unit per file and no
-    `input.unit_packing` in their fingerprint. After the upgrade the same command was refused naming that field,
-    which no configuration key sets; it now resumes such a run under the plan it started with.
-
-    The older run is a copy of the module's clean one, whose files (2.6-11 KB, unit_bytes 32 KiB) are one unit
-    each, as such a version planned them at any unit_bytes (a unit's key is its path alone): its fingerprint as that
-    version wrote it for the default unit_bytes, at which a new run packs the six files into one unit (one
-    embedding run fewer than running the older plan with plans_packed_units patched)."""
-    out = tmp_path / "emb"
-    shutil.copytree(clean_out, out)
-    sections = {**SECTIONS, "input": {"id_column": "id"}}  # default unit_bytes: these small files would be packed
-    cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", **sections)
-    record_file = out / "_run" / "fingerprint.json"
-    record = json.loads(record_file.read_text())
-    recorded = record["fingerprint"]
-    del recorded["input.unit_packing"]  # the older rayembed: one unit per file, no packing in the fingerprint
-    recorded["input.unit_bytes"] = cfg.input.unit_bytes
-    record_file.write_text(json.dumps(record))
-    markers = sorted((out / "_run" / "units").glob("*.json"))
-    assert len(markers) == len(FILES)
-    reused = unfinish(out)  # as if that run had died before its last unit and its summary
-
-    summary = run_embed(cfg)  # the same command, after the upgrade
-    assert summary["units"] == len(FILES) and summary["units_skipped"] == len(FILES) - 1
-    check_resumed(summary, str(out), clean, reused)
-    assert json.loads(record_file.read_text())["fingerprint"] == recorded
-
-    # a new run (nothing recorded) packs the six small files into one unit: the plan run_embed makes for it
-    root, listed = list_inputs(str(corpus), StorageConfig())
-    assert plans_packed_units(None)
-    assert len(plan_units(root, listed, "jsonl", cfg.input.unit_bytes, plans_packed_units(None))) == 1
-
-
 def unfinish(out: Path) -> int:
     """As if the run had died before its last unit and its summary: that unit's marker and _SUCCESS go. Returns the
     rows of the units still committed."""
@@ -215,12 +179,29 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(
     (`_run/contents.json`), so the resume goes on (it was refused, and the user started over). The run is a copy of
     the module's clean one, its corpus a `cp -p` of the module's (every file's inode change time moved, their
     content and mtime not), so the resume also goes on after a copy of the whole corpus (one embedding run fewer
-    than a run of its own)."""
+    than a run of its own).
+
+    The copy is also a run an older rayembed left unfinished (it was
+    test_a_run_an_older_rayembed_left_unfinished_resumes_under_its_unit_plan, a resume of its own): runs started
+    before small files were packed into units recorded one unit per file and no `input.unit_packing` in their
+    fingerprint. After the upgrade the same command was refused naming that field, which no configuration key sets;
+    it now resumes such a run under the plan it started with. The clean run's files (2.6-11 KB, unit_bytes 32 KiB)
+    are one unit each, as such a version planned them at any unit_bytes (a unit's key is its path alone): its
+    fingerprint as that version wrote it for the default unit_bytes, at which a new run packs the six files into one
+    unit."""
     copied = tmp_path / "in"
     shutil.copytree(corpus, copied)  # copy2: the same bytes and mtime, another inode change time
     out = tmp_path / "emb"
     shutil.copytree(clean_out, out)
-    cfg = make_config(tiny_models["gemma3"], copied, out, "jsonl", **SECTIONS)
+    sections = {**SECTIONS, "input": {"id_column": "id"}}  # default unit_bytes: these small files would be packed
+    cfg = make_config(tiny_models["gemma3"], copied, out, "jsonl", **sections)
+    record_file = out / "_run" / "fingerprint.json"
+    record = json.loads(record_file.read_text())
+    recorded = record["fingerprint"]
+    del recorded["input.unit_packing"]  # the older rayembed: one unit per file, no packing in the fingerprint
+    recorded["input.unit_bytes"] = cfg.input.unit_bytes
+    record_file.write_text(json.dumps(record))
+    assert len(list((out / "_run" / "units").glob("*.json"))) == len(FILES)
     reused = unfinish(out)
     # a file a committed unit read: one no committed unit read is embedded as it is on resume, whatever its change
     # (input_contents.same_content's units_of)
@@ -229,8 +210,20 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touch
     (copied / "c1.jsonl").chmod(0o600)
-    summary = run_embed(cfg)
+    summary = run_embed(cfg)  # the same command, after the upgrade
+    assert summary["units"] == len(FILES) and summary["units_skipped"] == len(FILES) - 1  # the older plan
     check_resumed(summary, str(out), clean, reused)  # committed units not read again
+    after = json.loads(record_file.read_text())["fingerprint"]
+    assert "input.unit_packing" not in after and after["input.unit_bytes"] == recorded["input.unit_bytes"]
+    assert {k: v for k, v in after.items() if k != "input.listing"} == {
+        k: v for k, v in recorded.items() if k != "input.listing"
+    }  # the listing: as it is now (the touch), so that the next resume does not hash again
+
+    # a new run (nothing recorded) packs the six small files into one unit: the plan run_embed makes for it
+    root, listed = list_inputs(str(corpus), StorageConfig())
+    assert plans_packed_units(None)
+    assert len(plan_units(root, listed, "jsonl", cfg.input.unit_bytes, plans_packed_units(None))) == 1
+
     unfinish(out)
     stat = target.stat()  # as the resume recorded it (the listing as it is now: no hashing on the next resume)
     edited = [{**r, "text": r["text"][::-1]} for r in FILES[target.name]]  # same bytes reversed: same size
