@@ -128,9 +128,30 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
 
     The kill is also the one of a driver whose output a reader may look at (it was test_faults'
     test_killed_driver_leaves_no_half_written_parquet, a driver process and a run of its own): every visible file
-    is a whole Parquet file, and none is marked done."""
+    is a whole Parquet file, and none is marked done.
+
+    output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
+    part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
+    columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
+    refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
+    A run recorded before the key was (off, the default) records no such field, so it still resumes. Both
+    directions in one sequence (off -> on, then on -> off; the second resume finds every unit committed and embeds
+    nothing). The killed run is also recorded as a version before change times recorded its listing: without
+    `tokens_sha256` and with entries of [path, size, mtime]; the same command resumes it, nothing embedded twice.
+    (That was test_a_resume_with_output_token_columns_switched_is_refused_naming_it, a copy of a clean run and a
+    resume of its own.)"""
     out = tmp_path / "emb"
     gcs = ray_session.get_runtime_context().gcs_address
+
+    def config(token_columns: bool, overwrite: bool = False):
+        output = {"token_columns": token_columns, **({"overwrite": True} if overwrite else {})}
+        return make_config(
+            tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, output=output, **SECTIONS
+        )
+
+    def columns() -> set[tuple[str, ...]]:
+        return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
+
     cfg = make_config(tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, **SECTIONS)
     assert kill_after_first_unit(cfg.model_dump_json(), out / "_run" / "units", tmp_path) >= 1
     assert not (out / "_SUCCESS").exists() and not (out / "_summary.json").exists()
@@ -147,6 +168,16 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     with pytest.raises(FileExistsError, match=r"another configuration.*model\.name_or_path: .*qwen3.*model\.identity"):
         run_embed(other)
 
+    record_file = out / "_run" / "fingerprint.json"
+    record = json.loads(record_file.read_text())
+    assert "output.token_columns" not in record["fingerprint"]
+    listing = record["fingerprint"]["input.listing"]
+    del listing["tokens_sha256"]  # the listing as a version before change times recorded it
+    listing["entries"] = [e[:3] for e in listing["entries"]]
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
+        run_embed(config(token_columns=True))
+
     reused_rows = committed_rows(out / "_run" / "units")
     config_file = tmp_path / "embed.yaml"
     config_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
@@ -154,8 +185,19 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     summary = json.loads((out / "_summary.json").read_text())
     assert (out / "_SUCCESS").exists()
     check_resumed(summary, str(out), clean, reused_rows)
+    assert columns() == {("id", "embedding")}
     with pytest.raises(FileExistsError, match="finished run"):  # a finished run is never resumed into
         run_embed(cfg)
+
+    run_embed(config(token_columns=True, overwrite=True))  # starts over with the columns in every file
+    assert "output.token_columns" in json.loads(record_file.read_text())["fingerprint"]
+    assert columns() == {("id", "embedding", "num_tokens", "truncated")}
+    for done in (out / "_SUCCESS", out / "_summary.json"):  # unfinished, every unit committed
+        done.unlink()
+    with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
+        run_embed(config(token_columns=False))
+    resumed = run_embed(config(token_columns=True))
+    assert (resumed["rows_in"], resumed["units_skipped"], resumed["rows_embedded"]) == (ROWS_IN, len(FILES), 0)
 
 
 def unfinish(out: Path) -> int:
@@ -236,57 +278,6 @@ def test_a_resume_refuses_an_input_rewritten_with_its_old_size_and_mtime(
         r"size and modification time\)\)",
     ):
         run_embed(cfg)
-
-
-def test_a_resume_with_output_token_columns_switched_is_refused_naming_it(
-    ray_session, tiny_models, corpus, clean_out, clean, tmp_path
-):
-    """output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
-    part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
-    columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
-    refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
-    A run recorded before the key was (off, the default) records no such field, so it still resumes.
-    Both directions in one sequence (off -> on, then on -> off). The run with the columns off is a copy of the
-    module's clean one (the same configuration), so the test costs two embedding runs: the resume of one unit and
-    the overwrite; the second resume finds every unit committed (only the summary and _SUCCESS gone) and embeds
-    nothing.
-
-    The copy is also recorded as a version before change times recorded its listing: without `tokens_sha256` and
-    with entries of [path, size, mtime]. After the upgrade the same command resumes it, nothing embedded twice (that
-    was test_a_run_recorded_before_change_times_resumes_when_nothing_changed, a resume of its own)."""
-    out = tmp_path / "emb"
-    shutil.copytree(clean_out, out)
-
-    def cfg(on: bool, overwrite: bool = False):
-        output = {"token_columns": on, **({"overwrite": True} if overwrite else {})}
-        return make_config(tiny_models["gemma3"], corpus, out, "jsonl", **SECTIONS, output=output)
-
-    def columns() -> set[tuple[str, ...]]:
-        return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
-
-    assert "output.token_columns" not in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
-    reused = unfinish(out)
-    record_file = out / "_run" / "fingerprint.json"
-    record = json.loads(record_file.read_text())
-    listing = record["fingerprint"]["input.listing"]
-    del listing["tokens_sha256"]  # the listing as a version before change times recorded it
-    listing["entries"] = [e[:3] for e in listing["entries"]]
-    record_file.write_text(json.dumps(record))
-    with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
-        run_embed(cfg(True))
-    resumed = run_embed(cfg(False))  # the same command resumes
-    assert (resumed["rows_in"], resumed["units_skipped"]) == (ROWS_IN, len(FILES) - 1) and resumed["rows_embedded"]
-    check_resumed(resumed, str(out), clean, reused)
-    assert columns() == {("id", "embedding")}
-    run_embed(cfg(True, overwrite=True))  # starts over with the columns in every file
-    assert "output.token_columns" in json.loads((out / "_run" / "fingerprint.json").read_text())["fingerprint"]
-    assert columns() == {("id", "embedding", "num_tokens", "truncated")}
-    for done in (out / "_SUCCESS", out / "_summary.json"):  # unfinished, every unit committed
-        done.unlink()
-    with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
-        run_embed(cfg(False))
-    resumed = run_embed(cfg(True))
-    assert (resumed["rows_in"], resumed["units_skipped"], resumed["rows_embedded"]) == (ROWS_IN, len(FILES), 0)
 
 
 def test_a_resume_on_s3_refuses_an_object_rewritten_with_its_old_size_in_the_same_second(
