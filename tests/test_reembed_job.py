@@ -340,22 +340,30 @@ def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_m
     file, across files) was published twice, and a corpus rejected past the guard was published with exit 0.
     First copies move with the corpus: a new file that sorts first takes an id from an unchanged file (which is
     embedded again), deleting it gives the id back. Over the guard nothing is published; a raised fraction
-    publishes the staged files without embedding again."""
+    publishes the staged files without embedding again.
+
+    Kept JSON values of mixed types across files (meta: a string in a.jsonl, an integer in b.jsonl) are kept as JSON
+    text, as the embed job keeps them: the run failed (ArrowTypeError 'Unable to merge: Field meta has incompatible
+    types: string vs int64', retried 4 times). It was a test of its own run. A new file that would change the type
+    the published version stores fails naming it: test_a_version_without_rows_... ."""
     from pipeline.reject_guard import TooManyRejectsError
 
     IDS = {"x1", "x2", "x3", "x4", "z1"}
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.jsonl").write_bytes(
-        jsonl([{"id": "x1", "text": "one"}, {"id": "x2", "text": "two"}, {"id": "x1", "text": "again"}])
+        jsonl([{"id": "x1", "text": "one", "meta": "en"}, {"id": "x2", "text": "two"}, {"id": "x1", "text": "again"}])
         + jsonl([{"id": "n", "text": None}, {"id": "x3", "text": "three"}, {"id": "x4", "text": "four"}])
     )
-    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "x2", "text": "two again"}, {"id": "z1", "text": "zed"}]))
+    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "x2", "text": "two again"}, {"id": "z1", "text": "zed", "meta": 5}]))
     out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out})
+    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["meta"]})
 
     first = run_reembed(cfg)
     assert set(published(out)) == IDS  # published() asserts each id once
+    table = open_current(out).to_table()
+    metas = dict(zip(table.column("id").to_pylist(), table.column("meta").to_pylist()))
+    assert (metas["x1"], metas["z1"], metas["x2"]) == ('"en"', "5", None)
     assert (first["rows_in"], first["rows_total"], first["rows_rejected_total"]) == (8, 5, 3)
     assert rejects_of(out) == {
         ("a.jsonl", 2): "duplicate id (first at a.jsonl row 0)",
@@ -425,8 +433,8 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     assert vectors.shape == (3, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
-    # test_kept_values_of_mixed_types_as_in_the_embed_job's refusal: the version stores lang as strings, a new file
-    # whose lang values are integers would make it JSON text; refused naming it, nothing published
+    # the refusal of a type change (mixed JSON values kept: test_duplicate_ids_...): the version stores lang as
+    # strings, a new file whose lang values are integers would make it JSON text; refused naming it, nothing published
     from pipeline.kept_columns import KeptColumnTypeError
 
     before = (Path(out) / "_current.json").read_text()
@@ -434,22 +442,6 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     with pytest.raises(KeptColumnTypeError, match=r"kept column 'lang': c.jsonl needs JSON text .* stores type string"):
         run_reembed(cfg)
     assert (Path(out) / "_current.json").read_text() == before
-
-
-def test_kept_values_of_mixed_types_as_in_the_embed_job(ray_session, tiny_models, tmp_path):
-    """Kept JSON values of mixed types across files are kept as JSON text, as the embed job keeps them (the run
-    failed: ArrowTypeError 'Unable to merge: Field meta has incompatible types: string vs int64', retried 4 times).
-    A new file that would change the type the published version stores fails naming it, and nothing is published:
-    test_a_version_without_rows_... (its version stores strings; this was a third run of its own)."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "1", "text": "hello", "meta": "en"}]))
-    (corpus / "b.jsonl").write_bytes(jsonl([{"id": "2", "text": "world", "meta": 5}]))
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["meta"]})
-    run_reembed(cfg)
-    table = open_current(out).to_table()
-    assert dict(zip(table.column("id").to_pylist(), table.column("meta").to_pylist())) == {"1": '"en"', "2": "5"}
 
 
 def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(ray_session, tiny_models, tmp_path):
