@@ -483,11 +483,32 @@ def test_reused_vectors_of_another_width_than_output_dimensions_are_refused_nami
     assert run_mine(parse_config(MineConfig, raw))["dim"] == 64
 
 
-def test_texts_without_vectors_are_an_error(corpus):
+def test_texts_without_vectors_are_an_error_unless_the_embed_run_rejected_them(corpus):
+    """A row with no vector in reused embeddings fails the run, unless the embed run that wrote them rejected it (its
+    id in their _rejects/, as the embed job and a mining run's embed step write it): then it is a reject of the side,
+    as for the job's own embed step. Reusing a mining run's embeddings/<side> whose embed step rejected a row failed:
+    '1 of 17 rows have no vector ... the embeddings must come from the embed job over this same input'."""
     with open(corpus["dir"] / "eng.txt", "a") as f:
         f.write("a line the embeddings never saw\n")
-    with pytest.raises(SideError, match="target: 1 of 71 rows have no vector"):
+    with pytest.raises(SideError, match="target: 1 of 71 rows have no vector .* not among the rejects of that"):
         run_mine(parse_config(MineConfig, config(corpus)))
+    rejects = Path(corpus["tgt_emb"]) / "_rejects"
+    rejects.mkdir()
+    reasons = {"id": ["eng.txt#70"], "source": ["eng.txt"], "row": [70], "reason": ["text produced no content tokens"]}
+    pq.write_table(pa.table(reasons), rejects / "part-0.parquet")
+    summary = run_mine(parse_config(MineConfig, config(corpus)))
+    tgt = summary["target"]
+    assert (tgt["rows_read"], tgt["rows_rejected"], tgt["rows_rejected_by_embedding"], tgt["rows_mined"]) == (
+        71,
+        1,
+        1,
+        70,
+    )
+    assert tgt["embedding_rejects"] == str(rejects)
+    with open(corpus["dir"] / "eng.txt", "a") as f:
+        f.write("another line the embeddings never saw\n")
+    with pytest.raises(SideError, match="target: 1 of 72 rows have no vector .*'eng.txt#71'"):
+        run_mine(parse_config(MineConfig, {**config(corpus), "output": {"uri": str(corpus["dir"] / "again")}}))
 
 
 def test_different_models_are_an_error(corpus):

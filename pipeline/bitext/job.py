@@ -407,8 +407,10 @@ def join_vectors(
     cfg, side, side_cfg, emb_uri, deduped, buckets, work_uri, ex, listings: Listings
 ) -> tuple[dict, int, dict[str, str] | None, dict]:
     """Vector files per language, the dim, the recipe (pipeline.embedding_recipe; None for another tool's files) and,
-    per language, the rows the job's own embed step rejected (left out of the vector files, so never mined). With the
-    side's embeddings_uri a row without a vector fails the job: those embeddings do not come from this input.
+    per language, the rows the embed step rejected (left out of the vector files, so never mined): every row without
+    a vector for the job's own embed step; with the side's embeddings_uri, the rows without a vector that the reused
+    embed run rejected (their ids are in its _rejects/, prepare.rejected_ids). Any other row without a vector fails
+    the job: those embeddings do not come from this input.
 
     Raises:
         SideError: files of several widths, or of several recipes (another model, pooling or prompt), naming them.
@@ -454,8 +456,9 @@ def join_vectors(
             f"are mined as they are stored: unset output.dimensions to mine them at {dim}, or embed that input again "
             f"with output.dimensions={wanted} (or leave {key} unset, and the job embeds the {side} itself)"
         )
-    results = ex.get(
-        [
+
+    def join(bucket_ids: list[int], rejected: list[str] | None = None) -> list[dict]:
+        tasks = [
             ex.submit(
                 prepare.join_bucket,
                 side,
@@ -467,10 +470,20 @@ def join_vectors(
                 cfg.storage,
                 own,
                 files,
+                rejected,
             )
-            for b in sorted(by_bucket_ids)
+            for b in bucket_ids
         ]
-    )
+        return ex.get(tasks)
+
+    joined = sorted(by_bucket_ids)
+    results = join(joined)
+    unjoined = [b for b, r in zip(joined, results) if r["missing"]]
+    if unjoined:  # reused embeddings (own ones have no missing rows): the rows their embed run rejected, if any
+        rejected = prepare.rejected_ids(emb_uri, cfg.storage)  # listed only now: most runs reject nothing
+        if rejected:
+            again = dict(zip(unjoined, join(unjoined, rejected)))
+            results = [again.get(b, r) for b, r in zip(joined, results)]
     bad = sum(r.get("bad", 0) for r in results)
     if bad:
         rels = prepare.parquet_paths(listed[1])
@@ -484,6 +497,8 @@ def join_vectors(
     vectors: dict[str, list[tuple[str, int]]] = defaultdict(list)
     missing: dict[str, int] = defaultdict(int)
     examples: dict[str, list[str]] = defaultdict(list)
+    unembedded: dict[str, int] = defaultdict(int)
+    unembedded_examples: dict[str, list[str]] = defaultdict(list)
     repeats = sum(r["repeats"] for r in results)
     if repeats:
         first = sorted((d for r in results for d in r["repeated"]), key=lambda d: (d[FILE_INDEX], d["row"]))
@@ -508,27 +523,29 @@ def join_vectors(
         for lang, n in r["missing"].items():
             missing[lang] += n
             examples[lang] += r["missing_examples"][lang]
+        for lang, n in r["rejected"].items():
+            unembedded[lang] += n
+            unembedded_examples[lang] += r["rejected_examples"][lang]
         for lang, entry in r["files"].items():
             vectors[lang].append(tuple(entry))
-    if own:
-        for lang, n in missing.items():
-            log.warning(
-                "%s (%s): %d rows rejected by the embed step (e.g. %s), not mined; reasons in %s",
-                side,
-                lang,
-                n,
-                examples[lang][:3],
-                posixpath.join(emb_uri, REJECTS_DIR),
-            )
-        return vectors, dim, recipe, dict(missing)
     for lang, n in missing.items():
         raise SideError(
-            f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}); "
+            f"{side}: {n} of {deduped[lang]['rows']} rows have no vector in {emb_uri} (e.g. {examples[lang][:3]}) and "
+            f"are not among the rejects of that embed run ({posixpath.join(emb_uri, REJECTS_DIR)}); "
             f"the embeddings must come from the embed job over this same input ({side}.uri and id_column), "
             f"or, for another tool's files, hold each row's id ({side}.id_column, or the text file's '<file>#<line>') "
             f"in their {side}.embeddings_id_column {named[0]!r}"
         )
-    return vectors, dim, recipe, {}
+    for lang, n in unembedded.items():
+        log.warning(
+            "%s (%s): %d rows rejected by the embed step (e.g. %s), not mined; reasons in %s",
+            side,
+            lang,
+            n,
+            unembedded_examples[lang][:3],
+            posixpath.join(emb_uri, REJECTS_DIR),
+        )
+    return vectors, dim, recipe, dict(unembedded)
 
 
 # Why mining cannot use an embeddings dataset that holds an id twice (clustering.duplicates.duplicate_error)
@@ -942,6 +959,11 @@ def memory_plan(cfg: MineConfig, knn: dict, stores: dict) -> dict[str, Any]:
     return planned_memory(cfg, stores)
 
 
+def embedded_at(embeddings: dict) -> str | None:
+    """Where a side's vectors are: the embed step's output (`written`), or the side's embeddings_uri (`reused`)."""
+    return embeddings.get("written") or embeddings.get("reused")
+
+
 def side_summary(info: dict, lang: str) -> dict:
     per = info["langs"][lang]
     return {
@@ -958,8 +980,8 @@ def side_summary(info: dict, lang: str) -> dict:
         "duplicate_ids_rejected": per.get("duplicate_ids_rejected", 0),
         "rows_rejected_by_embedding": per.get("rows_rejected_by_embedding", 0),
         **(
-            {"embedding_rejects": posixpath.join(per["embeddings"]["written"], REJECTS_DIR)}
-            if per.get("rows_rejected_by_embedding") and "written" in per["embeddings"]
+            {"embedding_rejects": posixpath.join(embedded_at(per["embeddings"]), REJECTS_DIR)}
+            if per.get("rows_rejected_by_embedding") and embedded_at(per["embeddings"])
             else {}
         ),
         "embeddings": per["embeddings"],

@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.bitext.languages import candidates, lang_key
 from pipeline.bitext.sides import EMBED_JOB_COLUMNS, SideError, embedding_file
 from pipeline.bitext.store import EMBEDDING, ROW, fixed_list, text_dir
-from pipeline.columns import REJECT_COLUMNS, SOURCE
+from pipeline.columns import REJECT_COLUMNS, REJECTS_DIR, SOURCE
 from pipeline.columns import ROW as ROW_IN
 from pipeline.config import StorageConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, bucket_duplicates, digest_table
@@ -372,14 +373,17 @@ def join_bucket(
     storage: StorageConfig,
     rows_without_vector: bool = False,
     emb_files: list[str] | None = None,
+    rejected: list[str] | None = None,
 ) -> dict[str, Any]:
     """Join one bucket's (id, row, lang) to its (id, embedding); write (row, embedding) per language.
 
     Returns the vector files per language, and for messages: rows repeating an id (`repeats`, the first few
-    `repeated`, wanted_repeats; `emb_files`: the embeddings files by file index) and rows with no vector.
-    `rows_without_vector`: rows with no vector are left out of the vector files (rows the job's own embed step
-    rejected: only the prompt and the unknown token, nothing left to pool, ...) instead of the language's whole
-    bucket; they stay counted in `missing`.
+    `repeated`, wanted_repeats; `emb_files`: the embeddings files by file index), rows with no vector that the embed
+    step rejected (`rejected`, counts per language, and `rejected_examples`) and rows with no vector otherwise
+    (`missing`, `missing_examples`: the embeddings are not of this input). Rejected rows are left out of the vector
+    files (only the prompt and the unknown token, nothing left to pool, ...); a language with a missing row writes
+    none. `rows_without_vector`: every row with no vector is a reject (the job's own embed step embedded exactly these
+    rows); else those whose id is in `rejected` (the ids in a reused embed run's _rejects/, `rejected_ids`).
     """
     id_tables = []
     for uri in id_uris:
@@ -393,7 +397,9 @@ def join_bucket(
         emb = pa.concat_tables(emb_tables)
     else:
         emb = pa.table({ID: pa.array([], pa.string()), EMBEDDING: fixed_list(np.zeros((0, dim), np.float32))})
-    result: dict[str, Any] = {"files": {}, "missing": {}, "missing_examples": {}, "bad": 0, "bad_examples": []}
+    result: dict[str, Any] = {"files": {}, "bad": 0, "bad_examples": []}
+    for counts in ("missing", "missing_examples", "rejected", "rejected_examples"):
+        result[counts] = {}
     result["repeats"], result["repeated"] = wanted_repeats(emb, ids.column(ID), emb_files)
     if result["repeats"]:
         return result
@@ -418,9 +424,18 @@ def join_bucket(
         has = pc.is_valid(part.column("_pos"))
         missing = part.filter(pc.invert(has))
         if missing.num_rows:
-            result["missing"][lang] = missing.num_rows
-            result["missing_examples"][lang] = missing.column(ID).to_pylist()[:3]
-            if not rows_without_vector:
+            if rows_without_vector:
+                was_rejected = pa.array(np.ones(missing.num_rows, bool))
+            else:
+                was_rejected = pc.is_in(missing.column(ID), pa.array(rejected or [], pa.string()))
+            for name, rows in (
+                ("rejected", missing.filter(was_rejected)),
+                ("missing", missing.filter(pc.invert(was_rejected))),
+            ):
+                if rows.num_rows:
+                    result[name][lang] = rows.num_rows
+                    result[f"{name}_examples"][lang] = rows.column(ID).to_pylist()[:3]
+            if lang in result["missing"]:
                 continue
             part = part.filter(has)
             if not part.num_rows:
@@ -432,6 +447,20 @@ def join_bucket(
         write_parquet_atomic(vectors, resolve(uri, storage))
         result["files"][lang] = (uri, vectors.num_rows)
     return result
+
+
+def rejected_ids(emb_uri: str, storage: StorageConfig) -> list[str]:
+    """The ids of the rows an embed run rejected: the `id` column of the Parquet files in its `_rejects/` folder
+    (REJECT_COLUMNS: id, source, row, reason; nulls, rows rejected before they had an id, left out). Empty when the
+    folder is not there (another tool's embeddings, a run that rejected nothing)."""
+    loc = resolve(posixpath.join(emb_uri.rstrip("/"), REJECTS_DIR), storage)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    ids: list[str] = []
+    for path in sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")):
+        table = pq.read_table(path, filesystem=loc.fs)
+        if ID in table.column_names:
+            ids += table.column(ID).drop_null().cast(pa.string()).to_pylist()
+    return ids
 
 
 def wanted_repeats(emb: pa.Table, wanted: pa.ChunkedArray, emb_files: list[str]) -> tuple[int, list[dict]]:
