@@ -17,14 +17,14 @@ def test_every_listed_file_exists_so_a_rename_does_not_leave_a_long_file_last():
 
 
 def test_ordering_keeps_every_item_and_each_files_own_order():
-    names = ["test_a.py", "test_multinode.py", "test_b.py", "test_embed_job.py", "test_autoscaling.py"]
+    names = ["test_a.py", "test_ray_jobs_api.py", "test_b.py", "test_embed_job.py", "test_multinode.py"]
     items = [SimpleNamespace(path=TESTS / name, n=i) for i, name in enumerate(names) for _ in range(2)]
     before = list(items)
     order_long_files_first(items)
     assert sorted(map(id, items)) == sorted(map(id, before))
     assert [item.path.name for item in items[::2]] == [
-        "test_autoscaling.py",
         "test_multinode.py",
+        "test_ray_jobs_api.py",
         "test_embed_job.py",
         "test_a.py",
         "test_b.py",
