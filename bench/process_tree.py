@@ -4,6 +4,10 @@ This process becomes a child subreaper (prctl PR_SET_CHILD_SUBREAPER): descendan
 (Ray's raylet, GCS and workers after the driver's exit) are reparented here and reaped by reap_orphans, so their CPU
 lands in this process's RUSAGE_CHILDREN (children_cpu). On a machine loaded by other work, CPU seconds move little
 where wall seconds move a lot. Used by bench.start_cost, bench.process_cpu and bench.reembed_nightly_cost.
+
+A lower bound: Ray's raylet ignores SIGCHLD, so a worker that exits while the raylet runs (an idle worker it ends, a
+killed actor) reaches no parent's RUSAGE_CHILDREN and is not counted (docs/performance.md, "Where the fixed cost
+went"). Compare two commands counted this way; for absolute figures, sample the tree (bench.wallclock does).
 """
 
 from __future__ import annotations
