@@ -52,9 +52,11 @@ def baseline(tiny_models, corpus) -> dict:
     return embedded_here(cfg, RECORDS)
 
 
-def worker_logs(ray_session) -> str:
+def worker_logs(ray_session, pids: list[str]) -> str:
+    """The stderr logs of the session's worker processes `pids` (Ray names them worker-<worker id>-<job id>-<pid>.err):
+    this test's actors only, not a line an earlier test's worker logged."""
     logs = Path(ray_session._private.worker._global_node.get_session_dir_path()) / "logs"
-    return "".join(p.read_text(errors="replace") for p in logs.glob("worker-*.err"))
+    return "".join(p.read_text(errors="replace") for pid in set(pids) for p in logs.glob(f"worker-*-{pid}.err"))
 
 
 def test_killed_raising_and_out_of_memory_embed_actors_lose_nothing(
@@ -85,7 +87,7 @@ def test_killed_raising_and_out_of_memory_embed_actors_lose_nothing(
     # fit, such as one restarted late, keeps 2048; which actor writes last is up to the scheduler)
     assert all(int(final_budget[pid]) <= 2048 // 2 for pid in oom_pids), (oom_pids, final_budget)
     ooms, final = len(oom_pids), min(int(final_budget[pid]) for pid in oom_pids)
-    assert "out of memory on a batch of" in worker_logs(ray_session)  # the warning, not a crash
+    assert "out of memory on a batch of" in worker_logs(ray_session, oom_pids)  # the warning, not a crash
     record_figure("device OOM", faults_injected=ooms, budget_tokens=f"2048 -> {final}")
 
 
