@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.bitext.languages import candidates, lang_key
@@ -37,6 +36,7 @@ from pipeline.duplicate_ids import FILE_INDEX, SHOWN, bucket_duplicates, digest_
 from pipeline.duplicate_ids import REASON as DUPLICATE_REASON
 from pipeline.embedding_recipe import file_recipe
 from pipeline.file_formats import InputFileError
+from pipeline.objects import list_tree
 from pipeline.reading import REJECT, TEXT, ReadSpec, read_file
 from pipeline.storage import Location, list_files, resolve, write_parquet_atomic
 
@@ -398,8 +398,7 @@ def join_bucket(
     else:
         emb = pa.table({ID: pa.array([], pa.string()), EMBEDDING: fixed_list(np.zeros((0, dim), np.float32))})
     result: dict[str, Any] = {"files": {}, "bad": 0, "bad_examples": []}
-    for counts in ("missing", "missing_examples", "rejected", "rejected_examples"):
-        result[counts] = {}
+    result |= {"missing": {}, "missing_examples": {}, "rejected": {}, "rejected_examples": {}}
     result["repeats"], result["repeated"] = wanted_repeats(emb, ids.column(ID), emb_files)
     if result["repeats"]:
         return result
@@ -453,13 +452,13 @@ def rejected_ids(emb_uri: str, storage: StorageConfig) -> list[str]:
     """The ids of the rows an embed run rejected: the `id` column of the Parquet files in its `_rejects/` folder
     (REJECT_COLUMNS: id, source, row, reason; nulls, rows rejected before they had an id, left out). Empty when the
     folder is not there (another tool's embeddings, a run that rejected nothing)."""
-    loc = resolve(posixpath.join(emb_uri.rstrip("/"), REJECTS_DIR), storage)
-    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    folder = resolve(posixpath.join(emb_uri.rstrip("/"), REJECTS_DIR), storage)
     ids: list[str] = []
-    for path in sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")):
-        table = pq.read_table(path, filesystem=loc.fs)
-        if ID in table.column_names:
-            ids += table.column(ID).drop_null().cast(pa.string()).to_pylist()
+    for rel in list_tree(folder):
+        if rel.endswith(".parquet"):
+            reasons = pq.ParquetFile(folder.join(rel).path, filesystem=folder.fs)
+            if ID in reasons.schema_arrow.names:
+                ids += reasons.read(columns=[ID]).column(ID).drop_null().cast(pa.string()).to_pylist()
     return ids
 
 
