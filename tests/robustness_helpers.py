@@ -73,19 +73,27 @@ def assert_same_vectors(got: pa.Table, want: dict[str, np.ndarray], atol: float 
 
 
 def embedded_here(cfg: EmbedConfig, rows: list[dict]) -> dict[str, np.ndarray]:
-    """{id: vector} of `rows` ({"id", "text"}) embedded in this process by the embed job's stage UDFs
-    (pipeline.actors), set up as the driver sets them up for `cfg` (resolved model settings, prompt, padding), all rows
-    in one block: the fault-free reference of a run, without a run (no Ray, no pool to start)."""
+    """{id: vector} of `rows` ({"id", "text"}) embedded in this process by the embed job's stage UDFs, built by the
+    job's own stage builders (pipeline.stages.tokenize_stage, embed_stage) from `cfg` as run_embed resolves it (model
+    defaults, the driver's model settings, prompt, padding, pooling skip), all rows in one block: the fault-free
+    reference of a run, without a run (no Ray, no pool to start)."""
     from pipeline.actors import EmbedActor, TokenizeActor
     from pipeline.columns import EMBEDDING, REJECT, TEXT
     from pipeline.embed_job import job_prompt
+    from pipeline.model_defaults import with_model_defaults
     from pipeline.model_loading import pooling_skip, resolve_model_settings
+    from pipeline.stages import ClusterShape, embed_stage, tokenize_stage
 
-    settings = resolve_model_settings(cfg.model)
+    cfg, _ = with_model_defaults(cfg)
     prompt = job_prompt(cfg)
-    tokenize = TokenizeActor(settings.model, prompt)
-    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
-    embed = EmbedActor(settings.model, cfg.batching, 1, padding=settings.padding, pool_skip=skip)
+    settings = resolve_model_settings(cfg.model)
+    cfg = cfg.model_copy(update={"model": settings.model})
+    tokenizing = tokenize_stage(cfg, prompt, TokenizeActor, settings.shipped_tokenizer, settings.snapshot)
+    skip = pooling_skip(cfg.model, prompt, settings.tokenizer)
+    one_node = ClusterShape.of([{"CPU": 1.0}])
+    embedding = embed_stage(cfg, EmbedActor, None, one_node, padding=settings.padding, pool_skip=skip)
+    tokenize = tokenizing.fn(**tokenizing.constructor_kwargs)
+    embed = embedding.fn(**embedding.constructor_kwargs)
     block = pa.table(
         {
             "id": pa.array([r["id"] for r in rows], pa.string()),

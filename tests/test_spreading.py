@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from robustness_helpers import embedded_here
 
-from pipeline.actors import EmbedActor, TokenizeActor
-from pipeline.columns import EMBEDDING, REJECT, TEXT
 from pipeline.config import EmbedConfig
-from pipeline.embed_job import job_prompt, run_embed
-from pipeline.model_loading import pooling_skip, resolve_model_settings
+from pipeline.embed_job import run_embed
 from pipeline.spreading import SHARED_BYTES, SharedCorpus, is_small
 
 # Two actors and a small corpus: each run's time is the pool's start-up, and one unit is one read block whatever
@@ -73,26 +70,6 @@ def embed(model, corpus, out) -> dict:
     return run_embed(config(model, corpus, out))
 
 
-def embedded_here(cfg: EmbedConfig) -> dict[str, np.ndarray]:
-    """{id: vector} of the corpus rows embedded in this process by the job's stage UDFs (pipeline.actors) as the
-    driver sets them up (resolved model settings, prompt, padding), all rows in one block: no Ray, no spreading."""
-    settings = resolve_model_settings(cfg.model)
-    prompt = job_prompt(cfg)
-    skip = pooling_skip(settings.model, prompt, settings.tokenizer)
-    tokenize = TokenizeActor(settings.model, prompt)
-    model = EmbedActor(settings.model, cfg.batching, 1, padding=settings.padding, pool_skip=skip)
-    rows = corpus_rows()
-    block = pa.table(
-        {
-            "id": pa.array([r["id"] for r in rows], pa.string()),
-            TEXT: pa.array([r["text"] for r in rows], pa.string()),
-            REJECT: pa.nulls(len(rows), pa.string()),
-        }
-    )
-    out = model(tokenize(block))
-    return dict(zip(out.column("id").to_pylist(), np.asarray(out.column(EMBEDDING).to_pylist())))
-
-
 def vectors(out) -> dict[str, np.ndarray]:
     table = pq.read_table(sorted(out.glob("part-*.parquet")))
     return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))
@@ -118,7 +95,7 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
     assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
     started, tokenized = summary["embed_actors_started_s"], summary["tokenized_s"]
     assert len(started) == ACTORS and min(started) < tokenized, (started, tokenized)
-    want = embedded_here(config(model, tmp_path / "corpus", tmp_path / "unused"))
+    want = embedded_here(config(model, tmp_path / "corpus", tmp_path / "unused"), corpus_rows())
     assert sorted(want) == [f"r{r:05d}" for r in range(ROWS)]
     got = vectors(tmp_path / "packed")
     assert sorted(got) == sorted(want)
