@@ -47,6 +47,32 @@ class ConfigLoader(yaml.SafeLoader):
         boolean = self.bool_values[value.lower()]
         return boolean if value.lower() in ("true", "false") else YamlWord(value, boolean)
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """SafeLoader's mapping, refusing a key written twice in one mapping (`text_column: text` and later
+        `text_column: txt`): PyYAML keeps the last value without a word, so which one was meant cannot be told.
+        A key given by a `<<: *anchor` merge and then written out is an override, as YAML means it, not a repeat.
+
+        Raises:
+            yaml.constructor.ConstructorError: naming the key and the lines of both (load_yaml: a ConfigError).
+        """
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                first = seen.setdefault(key, key_node)
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key!r} is written twice in one mapping (first at line {first.start_mark.line + 1}); "
+                        "YAML keeps one value without a word, so which one is meant cannot be told: keep one "
+                        "(to vary a key per run, use --set KEY=VALUE)",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:bool", ConfigLoader.construct_yaml_bool)
 
@@ -171,6 +197,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseM
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r} is not of the form section.key=value")
+        if any(not part.strip() for part in key.split(".")):
+            # `model..x`, `.x`, `model.=1`: an empty name between dots, which no section or key has
+            raise ConfigError(
+                f"--set {item!r}: the key {key!r} has an empty name between dots; write section.key=value"
+            )
         node = raw
         *parents, leaf = key.split(".")
         for part in parents:

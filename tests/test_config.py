@@ -61,6 +61,49 @@ def test_bad_override_syntax(tmp_path):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), ["model.max_tokens"])
 
 
+@pytest.mark.parametrize("override", ["model..max_tokens=5", ".max_tokens=5", "model.=5", "model. .x=5"])
+def test_set_with_an_empty_key_name_is_a_syntax_error_naming_the_flag(tmp_path, override):
+    """`--set model..max_tokens=5` (a doubled dot) was blamed on the file: `c.yaml:3: model.: Extra inputs ...`."""
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, MINIMAL + "model: {pooling: mean}\n"), [override])
+    assert str(err.value).startswith(f"--set {override!r}: ") and "empty name between dots" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, line, key",
+    [
+        ("model:\n  pooling: mean\n  max_tokens: 8\n  pooling: cls\n", 6, "pooling"),  # block mapping
+        ("model: {pooling: mean, pooling: cls}\n", 3, "pooling"),  # flow mapping
+        ("model: {pooling: mean}\nmodel: {max_tokens: 8}\n", 4, "model"),  # a section written twice
+        ("output: {uri: o2/}\n", 3, "output"),  # a section MINIMAL has
+        ("model:\n  'pooling': mean\n  pooling: cls\n", 5, "pooling"),  # quoted and plain spellings
+    ],
+)
+def test_a_key_written_twice_in_the_yaml_is_refused_naming_both_lines(tmp_path, text, line, key):
+    """PyYAML keeps the last value of a repeated key without a word: `pooling: mean` then `pooling: cls` ran cls,
+    and a second `model:` section dropped the first one's keys. Refused, exit 2, naming the key and both lines."""
+    from jobs.embed import main
+
+    path = write(tmp_path, MINIMAL + text)
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{line}:") and f"the key {key!r} is written twice" in msg and "first at line" in msg
+    assert main(["--config", str(path), "--show-config"]) == 2
+
+
+def test_yaml_anchors_and_merge_keys_are_not_repeats(tmp_path):
+    """An alias used twice, and a `<<: *anchor` merge whose key is then written out (YAML's override), load."""
+    text = (
+        "input: {uri: data/, format: jsonl}\n"
+        "output: &out {uri: out/, dtype: float16}\n"
+        "model: {max_tokens: &n 64}\n"
+        "batching:\n  <<: {max_tokens_per_batch: 128, max_batch_size: 8}\n  max_batch_size: *n\n"
+    )
+    cfg = load_config(EmbedConfig, write(tmp_path, text))
+    assert (cfg.model.max_tokens, cfg.batching.max_tokens_per_batch, cfg.batching.max_batch_size) == (64, 128, 64)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(EmbedConfig, tmp_path / "nope.yaml")
@@ -373,7 +416,8 @@ def test_input_kind_takes_the_prompt_names_of_sentence_transformers(tmp_path, te
 )
 def test_a_boolean_is_not_taken_for_a_number(tmp_path, extra, message):
     """pydantic's lax mode read `true` as 1: `output.dimensions: true` stored 1-dimensional vectors."""
-    text = MINIMAL.replace("output: {uri: out/}\n", "") if extra.startswith("output") else MINIMAL
+    section = extra.partition(":")[0]  # a section MINIMAL has is replaced, not written twice (refused)
+    text = "".join(line for line in MINIMAL.splitlines(keepends=True) if not line.startswith(section + ":"))
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(EmbedConfig, write(tmp_path, text + extra + "\n"))
     with pytest.raises(ConfigError, match=re.escape("--set model.max_tokens=true: model.max_tokens: Value error")):
