@@ -97,3 +97,28 @@ def test_a_cache_that_is_not_a_table_of_hashes_is_ignored(model_dir, tmp_path, r
     assert len(reads) == 3
     reads.clear()
     assert hash_directory(model_dir) == first and reads == []  # and the cache was rewritten in shape
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        ".git/FETCH_HEAD",  # rewritten by every `git pull` of a model cloned from the hub, new commit or not
+        ".git/lfs/objects/ab/cd/abcd",  # git-lfs's own copy of the weights
+        ".cache/huggingface/download/model.safetensors.metadata",  # `huggingface-cli download --local-dir`
+        "1_Pooling/.ipynb_checkpoints/config-checkpoint.json",  # a hidden folder below a module folder
+        "1_Pooling/.DS_Store",
+    ],
+)
+def test_files_under_hidden_folders_are_not_part_of_the_model(model_dir, hidden):
+    """Only `.` file names were left out: a file under `.git/` or `.cache/` gave the same weights a new identity, so a
+    nightly `git pull` that changed nothing made the re-embed job write a whole new version, and refused a resume.
+    A file the model does load still counts."""
+    first = hash_directory(model_dir)
+    path = model_dir / hidden
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("abc\tbranch 'main' of https://huggingface.co/org/model\n")
+    assert hash_directory(model_dir) == first
+    path.write_text("fetched again")
+    assert hash_directory(model_dir) == first
+    (model_dir / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert hash_directory(model_dir) != first
