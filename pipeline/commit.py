@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 from pipeline.errors import UserError
 from pipeline.fingerprint import SameContent, differences
 from pipeline.lease import holding, is_lease_file, verify_held
-from pipeline.objects import delete_files, get_json, list_tree, put_json
+from pipeline.objects import NotOurJsonError, delete_files, get_json, list_tree, put_json
 from pipeline.storage import Location, resolve
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,11 @@ def check_available(
     if overwrite:
         return None
     if is_committed(out):
+        if not is_our_marker(out):
+            raise OutputExistsError(
+                f"output {out.uri} holds a {MARKER} that rayembed did not write (not its JSON marker: Spark and "
+                f"Hadoop write an empty one), so it holds another tool's output; {naming.hint}"
+            )
         raise OutputExistsError(f"output {out.uri} already holds a finished run ({MARKER} exists); {naming.hint}")
     recorded = get_json(out.join(FINGERPRINT)) if resumable else None
     if recorded is None:
@@ -94,6 +99,15 @@ def check_available(
                 f"run recorded; {naming.hint}"
             )
     return recorded
+
+
+def is_our_marker(out: Location) -> bool:
+    """Whether `out`'s `_SUCCESS` is the JSON object `commit` writes (it names the job and its summary file)."""
+    try:
+        marker = get_json(out.join(MARKER))
+    except NotOurJsonError:
+        return False
+    return isinstance(marker, dict) and "job" in marker and "summary" in marker
 
 
 def is_fingerprint_temp(rel: str) -> bool:
@@ -179,10 +193,15 @@ def reuse_finished(
         OutputExistsError: `out` holds no finished run, one of another fingerprint (each differing field named), or
             one whose summary is missing.
     """
+    if not is_committed(out):
+        raise OutputExistsError(f"output {out.uri} holds no finished run ({MARKER} is missing)")
+    if not is_our_marker(out):
+        raise OutputExistsError(
+            f"output {out.uri} holds a {MARKER} that rayembed did not write (not its JSON marker: Spark and Hadoop "
+            f"write an empty one), so it holds another tool's output, not a finished {job}; {naming.hint}"
+        )
     recorded = get_json(out.join(FINGERPRINT))
     marker = get_json(out.join(MARKER))
-    if marker is None:
-        raise OutputExistsError(f"output {out.uri} holds no finished run ({MARKER} is missing)")
     diffs = differences(recorded["fingerprint"], fingerprint, same_content) if recorded else ["no fingerprint recorded"]
     if diffs:
         raise OutputExistsError(

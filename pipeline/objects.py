@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipeline.errors import UserError
 from pipeline.storage import Location, read_bytes, write_bytes
 from pipeline.transient_errors import retrying
 
@@ -30,13 +31,31 @@ def put_json(obj: Any, target: Location) -> None:
     target.fs.move(tmp.path, target.path)
 
 
+class NotOurJsonError(UserError, ValueError):
+    """A file where rayembed keeps one of its JSON objects holds something else: another tool's file of that name
+    (Spark and Hadoop write an empty `_SUCCESS`) or a copy cut short."""
+
+
 @retrying
 def get_json(target: Location) -> Any | None:
-    """The object, or None when it does not exist (any other storage error propagates)."""
+    """The object, or None when it does not exist (any other storage error propagates).
+
+    Raises:
+        NotOurJsonError: the file is not JSON (empty, another tool's, cut short), naming it and its size.
+    """
     try:
-        return json.loads(read_bytes(target))
+        data = read_bytes(target)
     except FileNotFoundError:
         return None
+    try:
+        return json.loads(data)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        shown = "empty" if not data else f"{len(data)} bytes, starting {data[:40]!r}"
+        raise NotOurJsonError(
+            f"{target.uri} is not the JSON object rayembed writes there ({shown}): another tool wrote a file of that "
+            "name (Spark and Hadoop write an empty _SUCCESS) or a copy of the output was cut short. Give the job an "
+            "output location of its own (output.uri), or put back the file rayembed wrote"
+        ) from None
 
 
 def list_tree(root: Location, temp_files: bool = False) -> list[str]:

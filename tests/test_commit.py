@@ -170,3 +170,41 @@ def test_an_unfinished_run_that_committed_nothing_gives_way_to_another_configura
     commit.mark_unit(out, "k1", {"rows": 3})
     with pytest.raises(commit.OutputExistsError, match="cannot be resumed: output.keep_columns"):
         commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+
+
+SPARK_S3A_SUCCESS = (
+    b'{"name": "org.apache.hadoop.fs.s3a.commit.files.SuccessData/1", "committer": "magic", "filenames": []}'
+)
+
+
+@pytest.mark.parametrize("marker", [b"", SPARK_S3A_SUCCESS, b"\x00\x01", b'{"job": "embed", "summ'])
+def test_a_success_marker_rayembed_did_not_write_is_named_as_another_tools(tmp_path, marker):
+    """A folder where Spark or Hadoop wrote (an empty `_SUCCESS`, or the S3A committers' JSON one) was 'already holds
+    a finished run'; as a mining or clustering run's embed step it was reused and failed with a JSONDecodeError
+    traceback ('Expecting value: line 1 column 1'). Now both refuse, naming the marker as another tool's."""
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "_SUCCESS").write_bytes(marker)
+    with pytest.raises(commit.OutputExistsError, match="holds a _SUCCESS that rayembed did not write .*overwrite=true"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    with pytest.raises(commit.OutputExistsError, match="rayembed did not write .*not a finished embed"):
+        commit.reuse_finished(out, "embed", FP)
+    assert commit.begin(out, "embed", overwrite=True, fingerprint=FP) is False  # overwrite replaces it
+
+
+def test_a_run_record_cut_short_is_named_not_a_traceback(tmp_path):
+    """A `_run/fingerprint.json` or unit marker cut short (an interrupted copy of the output folder) raised a
+    JSONDecodeError out of the job; now a UserError (one `error:` line) naming the file and its size."""
+    from pipeline.errors import UserError
+
+    out = resolve(str(tmp_path / "o"), StorageConfig())
+    commit.begin(out, "embed", overwrite=False, fingerprint=FP)
+    commit.mark_unit(out, "k1", {"rows": 3})
+    unit = tmp_path / "o" / "_run" / "units" / "k1.json"
+    unit.write_bytes(unit.read_bytes()[:5])
+    with pytest.raises(UserError, match=r"k1\.json is not the JSON object rayembed writes there \(5 bytes"):
+        commit.committed_units(out)  # what a resume skips
+    record = tmp_path / "o" / "_run" / "fingerprint.json"
+    record.write_bytes(b"")
+    with pytest.raises(UserError, match=r"fingerprint\.json is not the JSON object .*\(empty\)"):
+        commit.begin(out, "embed", overwrite=False, fingerprint=FP)

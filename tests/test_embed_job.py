@@ -196,13 +196,17 @@ def test_missing_text_column_lists_columns(ray_session, tiny_models, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("existing", "message"),
-    [("part-old.parquet", "1 files .*part-old.parquet"), ("_SUCCESS", "already holds a finished run")],
+    ("existing", "content", "message"),
+    [
+        ("part-old.parquet", b"x", "1 files .*part-old.parquet"),
+        ("_SUCCESS", b'{"job": "embed", "summary": "_summary.json"}', "already holds a finished run"),
+        ("_SUCCESS", b"", "holds a _SUCCESS that rayembed did not write"),  # Spark's / Hadoop's
+    ],
 )
-def test_existing_output_is_refused_before_ray_starts(tiny_models, tmp_path, monkeypatch, existing, message):
+def test_existing_output_is_refused_before_ray_starts(tiny_models, tmp_path, monkeypatch, existing, content, message):
     """Foreign files or a finished run are refused from the listing alone: no Ray start-up, no model resolution."""
     (tmp_path / "emb").mkdir()
-    (tmp_path / "emb" / existing).write_bytes(b"x")
+    (tmp_path / "emb" / existing).write_bytes(content)
     cfg = config(tiny_models["qwen3"], str(SAMPLE), str(tmp_path / "emb"), "jsonl")
 
     def started(*args, **kwargs):
