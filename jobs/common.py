@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.cli import add_config, config_path
+from pipeline.cli import add_config, config_path, other_job_hint
 from pipeline.cluster_paths import in_uploaded_working_dir, local_outputs_on_a_cluster, relative_outputs
 from pipeline.config import ConfigError, load_config
 from pipeline.config_show import render_config
@@ -101,7 +101,7 @@ def run_job(
     try:
         cfg = load_config(config_model, args.config, args.set)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}{other_job_hint(args.config, name, args.set)}", file=sys.stderr)
         return 2
     if args.show_config:
         write_stdout(render_config(cfg))  # a reader that stops early (`| head`) is no error

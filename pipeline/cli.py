@@ -60,6 +60,24 @@ def guess_job(path: str) -> str:
     return "embed"
 
 
+def other_job_hint(path: str, job: str, overrides: list[str]) -> str:
+    """For a config that `job` refused: a line naming the job whose config it is (`configs/reembed.yaml` given to
+    `rayembed embed`): the job its sections name (guess_job), when that job's config class takes it whole with the
+    same overrides; else ""."""
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        other = guess_job(path)
+        if other == job:
+            return ""
+        load_config(config_class(other), path, overrides)
+    except ConfigError:
+        return ""
+    command = other.replace("_", "-")
+    article = "an" if command[0] in "aeiou" else "a"
+    return f"\n  {path} is {article} {command} config: run `rayembed {command} {path}` (python -m jobs.{other} --config {path})"
+
+
 def load_job_config(config: str, job: str | None, overrides: list[str]) -> tuple[str, Any] | None:
     """(job, its loaded config) for the file `config` (`job` None: guess_job), or None once the config error is
     printed (one `error:` line; the caller exits 2)."""
@@ -69,7 +87,8 @@ def load_job_config(config: str, job: str | None, overrides: list[str]) -> tuple
         job = job or guess_job(config)
         return job, load_config(config_class(job), config, overrides)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        hint = other_job_hint(config, job, overrides) if job is not None else ""
+        print(f"error: {err}{hint}", file=sys.stderr)
         return None
 
 

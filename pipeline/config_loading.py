@@ -244,6 +244,11 @@ def load_yaml(
             mapping, or a malformed override.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))[:4]
+        raise ConfigError(
+            f"config file {path} is a directory; give one YAML file" + (f" in it ({', '.join(found)})" if found else "")
+        )
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -65,6 +65,40 @@ def test_config_show_bad_key_exits_2(capsys):
     assert "did you mean pooling?" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, other",
+    [
+        (["embed", "configs/reembed.yaml"], "a reembed"),
+        (["cluster", "configs/embed.yaml"], "an embed"),
+        (["mine-bitext", "configs/cluster.yaml"], "a cluster"),
+        (["reembed", "configs/mine_bitext.yaml"], "a mine-bitext"),
+        (["config", "show", "configs/reembed.yaml", "--job", "embed"], "a reembed"),
+    ],
+)
+def test_another_jobs_config_says_which_job_it_is_for(argv, other, capsys):
+    """`rayembed embed configs/reembed.yaml` listed the keys the embed job does not know ('reembed: Extra inputs are
+    not permitted') and left the user to guess; a line now names the job whose config it is and its command."""
+    *_, path = [a for a in argv if a.endswith(".yaml")]
+    job = other.split()[1]
+    assert cli.main([*argv, "--show-config"] if argv[0] != "config" else argv) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is {other} config: run `rayembed {job} {path}`" in err
+
+
+def test_a_config_of_the_right_job_with_an_error_gets_no_other_job_line(capsys):
+    assert cli.main(["embed", "configs/quickstart.yaml", "--set", "model.poolng=mean", "--show-config"]) == 2
+    assert "did you mean pooling?" in (err := capsys.readouterr().err) and "config: run" not in err
+
+
+def test_a_config_directory_is_named_as_one(capsys):
+    """`rayembed embed configs/` said 'config file configs does not exist'."""
+    assert cli.main(["embed", "configs/", "--show-config"]) == 2
+    assert (
+        "config file configs is a directory; give one YAML file in it (cluster.yaml, embed.yaml"
+        in capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("name", ["mine-bitext", "mine_bitext"])
 def test_job_names_take_dashes(name):
     args = cli.parser().parse_args(["submit", "c.yaml", "--job", name, "--address", "http://x:1"])
