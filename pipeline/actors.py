@@ -10,6 +10,7 @@ classes to Ray Data, then starts without them (seconds of start-up on the critic
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 
@@ -34,6 +35,7 @@ from pipeline.columns import (
 )
 from pipeline.config import BatchingConfig, ModelConfig
 from pipeline.model_defaults import resolve_pooling
+from pipeline.model_files import ModelFiles
 from pipeline.model_loading import TokenizerPadding
 from pipeline.quantization import OutputPrecision
 from pipeline.stages import ModelThreads, node_cpus
@@ -105,9 +107,12 @@ class EmbedActor:
         output: OutputPrecision | None = None,
         padding: TokenizerPadding | None = None,
         pool_skip: int = 0,
+        model_files: ModelFiles | None = None,
     ):
         """`padding`: the tokenizer's pad id and side as the driver resolved them (None: load the tokenizer here).
-        `pool_skip`: leading tokens of each row left out of pooling (pipeline.model_loading.pooling_skip)."""
+        `pool_skip`: leading tokens of each row left out of pooling (pipeline.model_loading.pooling_skip).
+        `model_files`: a local model directory's files as the driver hashed them for the run's fingerprint; checked
+        once the model is loaded (ModelChangedError, pipeline.model_files)."""
         self.started = time.time()  # before torch's import and the model's load: the summary's start-up timings
         import torch
 
@@ -135,6 +140,8 @@ class EmbedActor:
             pool_skip=pool_skip,
             compile=wants_compile(model.compile, device),
         )
+        if model_files is not None:  # the weights just loaded are the ones the run's fingerprint names
+            model_files.check(f"an embedding actor on {socket.gethostname()}")
         # dimensions kept and stored precision (pipeline.quantization); int8/uint8 come calibrated from the driver
         self.output = output or OutputPrecision(out_dtype, normalize=model.normalize)
         self.actor = actor_name()

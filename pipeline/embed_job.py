@@ -43,6 +43,7 @@ from pipeline.input_contents import (
 )
 from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
+from pipeline.model_files import held_to
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.process_exit import Terminated, interrupt_on_sigterm
@@ -335,6 +336,9 @@ def embed_stages(
     tokenizer, snapshot, padding = (
         (settings.shipped_tokenizer, settings.snapshot, settings.padding) if settings else (None, None, None)
     )
+    # the workers load the model the run's fingerprint names: a hub commit pinned, a local directory's files checked
+    model, files = held_to(cfg.model, settings.identity if settings else None)
+    cfg = cfg.model_copy(update={"model": model})
     skip = pooling_skip(cfg.model, prompt, settings.tokenizer if settings else None)
     actors, rows_per_block = model_pool(cfg)[1], cfg.batching.rows_per_block
     small = is_small(input_bytes, actors)
@@ -344,7 +348,9 @@ def embed_stages(
     else:
         ds = cut_blocks(ds, actors, rows_per_block) if input_bytes is not None else ds
         ds = tokenize_stage(cfg, prompt, TokenizeActor, tokenizer, snapshot).apply(ds)
-    stage = embed_stage(cfg, EmbedActor, precision, padding=padding, pool_skip=skip, whole_blocks=small)
+    stage = embed_stage(
+        cfg, EmbedActor, precision, padding=padding, pool_skip=skip, whole_blocks=small, model_files=files
+    )
     return stage.apply(ds)
 
 
@@ -623,6 +629,7 @@ def run_embed(
     else:
         recorded = commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
     settings, identity = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
+    settings = dataclasses.replace(settings, identity=identity)  # the workers are held to it (embed_stages)
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})
     metadata = file_metadata(cfg, prompt, model_metadata, None)  # precision's entries join once it is calibrated

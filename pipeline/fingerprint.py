@@ -18,6 +18,7 @@ from pipeline.change_tokens import listed_token, local_token, same_token
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.line_ranges import LINE_FORMATS
+from pipeline.model_files import hashed_files
 from pipeline.storage import ListedFile
 from pipeline.units import packing
 
@@ -41,26 +42,21 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
     return {"source": "hub", "commit": parts[parts.index("snapshots") + 1]}
 
 
-def is_hidden(relative: Path) -> bool:
-    """Whether a path relative to a model directory is, or lies under, a `.` name (`.git/FETCH_HEAD`, `.DS_Store`)."""
-    return any(part.startswith(".") for part in relative.parts)
-
-
 def hash_directory(folder: Path) -> str:
     """sha256 over (relative path, sha256 of the file) of every file below `folder` but hidden ones, in path order.
 
-    Hidden means a `.` name anywhere in the path below `folder`: a file, or any file under a hidden folder. A model
-    cloned with git keeps `.git/` there (`FETCH_HEAD` rewritten by every `git pull`, `lfs/objects/` a second copy of
-    the weights) and `huggingface-cli download --local-dir` keeps `.cache/huggingface/`: none of it is loaded, and
-    hashing it gave the same weights a new identity after a pull that changed nothing (a new re-embed version, a
-    refused resume).
+    Hidden means a `.` name anywhere in the path below `folder` (pipeline.model_files.is_hidden): a file, or any
+    file under a hidden folder. A model cloned with git keeps `.git/` there (`FETCH_HEAD` rewritten by every `git
+    pull`, `lfs/objects/` a second copy of the weights) and `huggingface-cli download --local-dir` keeps
+    `.cache/huggingface/`: none of it is loaded, and hashing it gave the same weights a new identity after a pull
+    that changed nothing (a new re-embed version, a refused resume).
     File hashes come from pipeline.file_hashes, which reads a file again only when its size, mtime, inode or ctime
     changed.
     """
     hashes = FileHashes()
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not is_hidden(p.relative_to(folder))):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + hashes.sha256(path).encode() + b"\0")
+    for rel, sha in hashed_files(folder, hashes):
+        digest.update(rel.encode() + b"\0" + sha.encode() + b"\0")
     hashes.save()
     return digest.hexdigest()
 

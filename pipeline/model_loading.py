@@ -104,6 +104,9 @@ class ModelSettings:
     tokenizer: PreTrainedTokenizerBase | None
     padding: TokenizerPadding
     snapshot: TokenizerSnapshot | None = None
+    # the model's identity the run's fingerprint records (pipeline.fingerprint.model_identity): what the workers are
+    # held to (pipeline.model_files); None: not checked
+    identity: dict[str, str] | None = None
 
     @property
     def shipped_tokenizer(self) -> PreTrainedTokenizerBase | None:

@@ -509,6 +509,7 @@ def embed_stage(
     pool_skip: int = 0,
     block_rows: int | None = None,
     whole_blocks: bool = False,
+    model_files: Any = None,
 ) -> Stage:
     """GPU (or CPU) actors: token ids -> embeddings (`actor_cls`: pipeline.actors.EmbedActor), one model per actor.
 
@@ -520,7 +521,8 @@ def embed_stage(
     `block_rows`: rows each call sorts and batches (default batching.rows_per_block). `whole_blocks`: each call gets
     one whole block as it comes, none joined with another (pipeline.spreading's block per actor of a small corpus,
     which Ray Data would otherwise bundle up to `block_rows` rows for one actor); the actor embeds a block of more
-    than batching.rows_per_block rows that many at a time.
+    than batching.rows_per_block rows that many at a time. `model_files`: a pipeline.model_files.ModelFiles each
+    actor checks once it has loaded the model (None: no check).
     """
     compute = cfg.compute
     shape = shape or ClusterShape.current(compute.actor_requirements())
@@ -549,6 +551,7 @@ def embed_stage(
             **({"output": precision} if precision is not None else {}),
             **({"padding": padding} if padding is not None else {}),
             **({"pool_skip": pool_skip} if pool_skip else {}),
+            **({"model_files": model_files} if model_files is not None else {}),
         },
         pool=pool,
         env_vars=actor_env_vars(),

@@ -172,6 +172,7 @@ def embed_files(
     reused: list[FileEntry] = (),
     resumed: list[SourceFile] = (),
     object_contents: dict[str, str] | None = None,
+    identity: dict[str, str] | None = None,
 ) -> tuple[list[FileEntry], Progress, dict[str, KeptType], list[FileEntry]]:
     """Run the Ray Data pipeline over `todo` (paths under `root`), writing each file's marker once it is complete.
 
@@ -184,12 +185,14 @@ def embed_files(
     pipeline.reembed.retype). `resumed`: those of them an interrupted run staged; the kept types are decided from
     them too, as that run decided them. `object_contents`: S3 objects' `sha256:<hex>` as listed, by path, where
     the plan read them (etags.ObjectChecks: an ETag that moved at the same size), recorded as their entries' content
-    (the run's end listing fails it if an object moved since). Returns the entries, the progress, the kept-column types to record
+    (the run's end listing fails it if an object moved since). `identity`: the model identity the version's
+    fingerprint records, which the workers are held to (pipeline.model_files.held_to). Returns the entries, the progress, the kept-column types to record
     (kept.decide_for_run) and the reused entries rewritten with them ([] when none was).
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
     settings, _ = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
+    settings = dataclasses.replace(settings, identity=identity)
     cfg = cfg.model_copy(update={"model": settings.model})
     typed = sorted({s.path for s in [*todo, *resumed]})
     spec, recorded = decide_for_run(read_spec(cfg, root), typed, published_types, cfg.compute)
@@ -385,6 +388,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
                 plan.reused,
                 [by_path[e.path] for e in plan.resumed],
                 reuploaded.contents,
+                recipe["model_identity"],
             )
             plan = plan.with_rewritten(rewritten)
             tokens = progress.tokens

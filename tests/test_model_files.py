@@ -1,0 +1,102 @@
+"""pipeline.model_files: the workers load the model the run's fingerprint names (a local directory's files checked
+where the weights are loaded, a hub commit pinned)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.actor_start import ActorStartError
+from pipeline.actors import EmbedActor
+from pipeline.config import ModelConfig
+from pipeline.fingerprint import hash_directory, model_identity
+from pipeline.model_files import ModelChangedError, ModelFiles, files_digest, held_to
+
+sys.path.insert(0, str(Path(__file__).parent))
+from robustness_helpers import make_config
+
+
+@pytest.fixture
+def model_dir(tiny_models, tmp_path, monkeypatch):
+    """A copy of the tiny BERT that a test may change, with its own hash cache."""
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    return Path(shutil.copytree(tiny_models["bert"], tmp_path / "model"))
+
+
+def rewrite_keeping_size_and_mtime(path: Path) -> None:
+    """New bytes, same size and mtime (a `cp -p` / `rsync -t` of other weights): only the ctime tells."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_the_files_are_those_of_the_directorys_content_hash_and_every_change_is_named(model_dir):
+    files = ModelFiles.of(model_dir)
+    assert files_digest(files.sha256) == hash_directory(model_dir) and "config.json" in files.sha256
+    files.check("a test")  # nothing changed
+    (model_dir / ".git").mkdir()
+    (model_dir / ".git" / "FETCH_HEAD").write_text("x")  # hidden: not part of the model
+    files.check("a test")
+    rewrite_keeping_size_and_mtime(model_dir / "model.safetensors")
+    (model_dir / "tokenizer_config.json").unlink()
+    (model_dir / "added.json").write_text("{}")
+    with pytest.raises(ModelChangedError) as err:
+        files.check("an embedding actor on node-a")
+    message = str(err.value)
+    assert "model.safetensors (changed), tokenizer_config.json (gone), added.json (new)" in message
+    assert f"model directory {model_dir} changed after this run hashed it" in message and "node-a" in message
+
+
+def test_a_local_directory_changed_after_the_fingerprint_is_refused_before_any_actor_starts(model_dir):
+    model = ModelConfig(name_or_path=str(model_dir))
+    identity = model_identity(model)
+    assert held_to(model, identity)[1].sha256 == ModelFiles.of(model_dir).sha256
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text().replace("{", '{"x": 1, ', 1))
+    with pytest.raises(ModelChangedError, match="changed after this run hashed it .*before any embedding actor"):
+        held_to(model, identity)
+
+
+def test_a_hub_model_is_loaded_by_the_workers_at_the_commit_the_driver_resolved():
+    """A branch (`main`, or no revision) moved upstream during the run gave later actors other weights."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    model = ModelConfig(name_or_path="org/model", revision="main")
+    pinned, files = held_to(model, {"source": "hub", "commit": commit})
+    assert (pinned.revision, pinned.name_or_path, files) == (commit, "org/model", None)
+    assert held_to(model, None) == (model, None)
+
+
+def test_an_embedding_actor_refuses_weights_changed_since_the_driver_hashed_them(model_dir, tmp_path):
+    """Weights replaced in place while a run goes on (a nightly sync at the hour of the run): an actor that started
+    after it loaded them and embedded under the fingerprint of the old ones, without a word. Now it fails the job
+    at its first call, naming the file (a UserError: no restarts, pipeline.actor_start)."""
+    cfg = make_config(model_dir, tmp_path / "c.jsonl", tmp_path / "out", "jsonl")
+    files = ModelFiles.of(model_dir)
+    assert EmbedActor(cfg.model, cfg.batching, 1, "float32", model_files=files).start_failure is None
+    rewrite_keeping_size_and_mtime(model_dir / "model.safetensors")
+    actor = EmbedActor(cfg.model, cfg.batching, 1, "float32", model_files=files)
+    with pytest.raises(ActorStartError, match=r"ModelChangedError: model directory .* \(model.safetensors \(changed\)"):
+        actor(None)
+
+
+def test_embed_stages_hold_the_actors_to_the_fingerprints_identity(model_dir, tmp_path, ray_session):
+    """The job's own stage builder (shared by jobs.embed and jobs.reembed) pins and checks; before, it handed the
+    actors the model config alone."""
+    import ray
+
+    from pipeline.embed_job import embed_stages
+    from pipeline.resolution_cache import resolve_remembered
+
+    cfg = make_config(model_dir, tmp_path / "c.jsonl", tmp_path / "out", "jsonl")
+    settings, identity = resolve_remembered(cfg.model)
+    ds = ray.data.from_items([{"x": 1}])
+    embed_stages(ds, cfg, "", None, dataclasses.replace(settings, identity=identity))  # lazy: builds the plan only
+    rewrite_keeping_size_and_mtime(model_dir / "config.json")
+    with pytest.raises(ModelChangedError):
+        embed_stages(ds, cfg, "", None, dataclasses.replace(settings, identity=identity))
