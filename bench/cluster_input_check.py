@@ -57,7 +57,7 @@ if repeats == 0:  # the whole job once, its input check timed by wrapping whiche
 # the input check alone, `repeats` times on one Ray (started and warmed first), as the job calls it
 root, listed = list_inputs(cfg.input.uri, cfg.storage)
 files = [f.path for f in listed]
-dim, paths = job.inspect_input(cfg, root, files)
+dim, paths, _ = job.inspect_input(cfg, root, files)
 job.init_ray(cfg.compute)
 id_column, emb = cfg.input.id_column, cfg.input.embedding_column
 if hasattr(job, "check_input"):

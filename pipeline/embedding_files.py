@@ -100,7 +100,7 @@ def read_embedding_file(file: Location, columns: list[str] | None = None) -> pa.
 
 
 def file_matrix(
-    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None
+    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None, dim_from: str = ""
 ) -> np.ndarray:
     """embedding_matrix of a table read from `file`, its errors (width other than `dim`, null vectors) naming the
     file: (N, dim) float32.
@@ -109,20 +109,20 @@ def file_matrix(
         EmbeddingFileError: as embedding_matrix's EmbeddingColumnError, with the file's URI first.
     """
     try:
-        return embedding_matrix(table, column, dim, ids)
+        return embedding_matrix(table, column, dim, ids, dim_from)
     except EmbeddingColumnError as err:
         raise EmbeddingFileError(f"{file.uri}: {err}") from err
 
 
 def file_unit_rows(
-    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None
+    file: Location, table: pa.Table, column: str, dim: int | None = None, ids: list | None = None, dim_from: str = ""
 ) -> np.ndarray:
     """file_matrix made unit length (clustering.vectors.normalize_rows): (N, dim) float32.
 
     Raises:
         EmbeddingFileError: as file_matrix, or a vector is all zeros or not finite, naming the file and its id.
     """
-    x = file_matrix(file, table, column, dim, ids)
+    x = file_matrix(file, table, column, dim, ids, dim_from)
     try:
         return normalize_rows(x, ids)[0]
     except EmbeddingColumnError as err:
@@ -137,10 +137,12 @@ def checked_batches(
     dim: int,
     extra: dict[str, tuple[str, ...]] | None = None,
     reader: pq.ParquetFile | None = None,
+    dim_from: str = "",
 ) -> Iterator[pa.Table]:
     """Every batch of READ_ROWS rows of one file, read once, after its vectors are checked; each batch flattened to
     the embedding column, the id column (to name a bad row) and `extra` ({column: path}, e.g. chunk_index).
-    `reader`: the file already opened (open_embeddings), so its footer is not fetched again.
+    `reader`: the file already opened (open_embeddings), so its footer is not fetched again. `dim_from`: where `dim`
+    was read ("in <file>"), named by a width error next to this file.
 
     Raises:
         EmbeddingFileError: the file does not read, or a vector is null, all zeros, not finite or of another length
@@ -151,7 +153,8 @@ def checked_batches(
     with naming_the_file(file):
         for batch in reader.iter_batches(batch_size=READ_ROWS, columns=projection(list(wanted.values()))):
             table = flat_table(pa.Table.from_batches([batch]), wanted)
-            file_unit_rows(file, table, column, dim, RowIds(table.column(id_column)) if id_column else None)
+            ids = RowIds(table.column(id_column)) if id_column else None
+            file_unit_rows(file, table, column, dim, ids, dim_from)
             yield table
 
 

@@ -174,12 +174,15 @@ def odd_embedding_files(ids: list[str], dim: int) -> dict[str, bytes]:
     """An embeddings file holding `ids`, spoilt in each way a copy or another writer spoils one, by name."""
     whole = parquet_bytes(embeddings_table(ids, dim))
     nulls = pa.array([None] + [[0.5] * dim] * (len(ids) - 1), pa.list_(pa.float32()))
+    # another tool's missing vector: an empty list (first, where it set the file's width that the next rows broke)
+    empty = pa.array([[]] + [[0.5] * dim] * (len(ids) - 1), pa.list_(pa.float32()))
     return {
         "cut": whole[: len(whole) // 2],  # the footer gone: an interrupted copy
         "garbled": whole[:4] + b"\x00" * (len(whole) - 12) + whole[-8:],
         "not_parquet": json.dumps({"id": ids[0], "embedding": [0.0] * dim}).encode() + b"\n",
         "width": parquet_bytes(embeddings_table(ids, dim // 2)),  # another model's or output.dimensions' vectors
         "nulls": parquet_bytes(pa.table({"id": ids, "embedding": nulls})),
+        "empty_vector": parquet_bytes(pa.table({"id": ids, "embedding": empty})),
         "npy": npy_bytes(np.full((len(ids), dim), 0.5, np.float32)),  # another tool's vectors as a NumPy array
         "bf16": parquet_bytes(pa.table({"id": ids, "embedding": bf16_as_uint16(len(ids), dim)})),
     }

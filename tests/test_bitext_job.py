@@ -903,12 +903,15 @@ def test_a_first_attempt_lists_each_input_once(corpus, s3_bucket, proxy):
     assert once >= 4 and job_lists == once, (job_lists, once)  # it was 2 * once
 
 
-@pytest.mark.parametrize("odd", ["cut", "garbled", "width", "nulls", "empty", "npy", "bf16"])
+@pytest.mark.parametrize("odd", ["cut", "garbled", "width", "nulls", "empty_vector", "empty", "npy", "bf16"])
 def test_an_odd_file_in_a_sides_embeddings_fails_naming_it(corpus, odd):
     """A cut, garbled or non-Parquet file in an embeddings_uri crashed the job with pyarrow's ArrowInvalid/OSError
     traceback; a file of another width failed with `several dims [32, 64]` naming no file; a null vector named its
     row but not its file; an empty file written with a list<float> column (a user's writer) had dim 0 and failed
-    as `several dims [0, 64]`. Now each odd file is one error naming it and what to do; an empty file is fine."""
+    as `several dims [0, 64]`. Now each odd file is one error naming it and what to do; an empty file is fine.
+    An empty vector (another tool's row it did not embed) first in a file made the file's width 0 and blamed the
+    next row: "the vector of 'fra.txt#61' has 64 values, row 0's has 0 ... different models"; it is named as the
+    missing vector it is."""
     emb = Path(corpus["src_emb"])
     ids = [f"fra.txt#{i}" for i in range(60, 65)]  # rows the texts do not have: only the file is odd
     data = parquet_bytes(embeddings_table([], 64, fixed=False)) if odd == "empty" else odd_embedding_files(ids, 64)[odd]
@@ -925,6 +928,8 @@ def test_an_odd_file_in_a_sides_embeddings_fails_naming_it(corpus, odd):
         "garbled": "Its rows are vectors, so the job does not skip it",
         "width": "dim 32 in 1 files (",
         "nulls": "has 1 null vectors (the first: 'fra.txt#60'): drop those rows or embed them again",
+        "empty_vector": "has 1 empty vectors (no values; the first: 'fra.txt#60'), which another tool writes for a "
+        "text it did not embed: drop those rows or embed them again",
         "npy": "looks like a NumPy .npy array; the cluster and mining jobs read Parquet files",
         "bf16": "holds uint16 values, expected float16/32/64. If they are bfloat16 bit patterns",
     }

@@ -82,6 +82,17 @@ def test_the_input_check_reads_each_file_once(ray_session, s3_bucket, proxy, mon
         ),
         ({"embedding": [[1.0, 0.0]], "text": ["t"]}, r"part-1.parquet: column 'id' \(read by the job\) not found"),
         ({"id": ["x"], "embedding": [[1.0, 0.0]]}, r"part-1.parquet: column 'text' \(read by the job\) not found"),
+        (  # two files of two widths: both are named (it named the later one alone: which is the odd one?)
+            {"id": ["x"], "embedding": [[1.0, 0.0, 0.0]], "text": ["t"]},
+            (
+                r"part-1.parquet: embedding column 'embedding': the vector of 'x' has 3 values, the input's first "
+                r"\(in .*/part-0.parquet\) has 2; all vectors must have the same dim"
+            ),
+        ),
+        (  # another tool's missing vector: it was 'the vector of 'y' has 2 values, row 0's has 0'
+            {"id": ["x", "y"], "embedding": [[], [0.0, 1.0]], "text": ["t", "u"]},
+            r"part-1.parquet: embedding column 'embedding' has 1 empty vectors \(no values; the first: 'x'\)",
+        ),
         (
             {"id": ["x", None], "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
             (
@@ -103,10 +114,10 @@ def test_a_later_file_of_another_shape_is_named_with_its_row_and_what_to_do(tmp_
     pq.write_table(pa.table(second), tmp_path / "part-1.parquet")
     raw = {"input": {"uri": str(tmp_path), "text_column": "text"}, "output": {"uri": "o"}, "clustering": {"k": 1}}
     root, files = resolve(str(tmp_path), StorageConfig()), ["part-0.parquet", "part-1.parquet"]
-    dim, paths = inspect_input(parse_config(ClusterConfig, raw), root, files)
-    checked_file_digests(root, files[0], 0, "embedding", paths, "id", False, dim, 4, files[0])
+    dim, paths, dim_from = inspect_input(parse_config(ClusterConfig, raw), root, files)
+    checked_file_digests(root, files[0], 0, "embedding", paths, "id", False, dim, 4, files[0], dim_from)
     with pytest.raises(UserError, match=said):
-        checked_file_digests(root, files[1], 1, "embedding", paths, "id", False, dim, 4, files[0])
+        checked_file_digests(root, files[1], 1, "embedding", paths, "id", False, dim, 4, files[0], dim_from)
 
 
 def test_an_embedding_column_of_another_type_names_the_file_and_what_to_do(tmp_path):

@@ -416,6 +416,7 @@ def test_a_missing_nested_column_names_where_it_stopped(tmp_path):
     assert inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"]) == (
         2,
         {"doc.id": ("doc", "id"), "doc.vec": ("doc", "vec")},
+        f"in {tmp_path}/part-0.parquet",
     )
 
 
@@ -496,7 +497,7 @@ def bad_vector_input(tmp_path, bad: str):
     expected = {
         "nan": f"error: {tmp_path / 'emb' / 'a.parquet'}: embedding of a17 is zero or not finite",
         "other_dim": f"error: {tmp_path / 'emb' / 'b.parquet'}: embedding column 'embedding': the vector of 'b0' has "
-        "16 values, the input's first has 8",
+        f"16 values, the input's first (in {tmp_path / 'emb' / 'a.parquet'}) has 8",
     }[bad]
     return config_file, expected
 
@@ -540,7 +541,7 @@ def test_a_nan_vector_found_in_a_ray_task_is_one_error_line_naming_its_id(ray_se
     assert not (tmp_path / "out" / "centroids.parquet").exists()
 
 
-@pytest.mark.parametrize("odd", ["cut", "not_parquet", "npy", "width", "nulls"])
+@pytest.mark.parametrize("odd", ["cut", "not_parquet", "npy", "width", "nulls", "empty_vector"])
 def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, tmp_path, odd):
     """A cut or non-Parquet embeddings file crashed the job with pyarrow's traceback (ArrowInvalid, nothing said
     what to do); vectors of another width or a null vector failed inside a Ray Data block with the row's id but not
@@ -557,7 +558,13 @@ def test_an_odd_embeddings_file_fails_naming_it_before_any_k_means(ray_session, 
         run_cluster(parse_config(ClusterConfig, raw))
     message = user_message(err.value)
     assert isinstance(err.value, UserError) and str(emb / "part-1.parquet") in message, message
-    says = {"cut": "does not skip it", "not_parquet": "looks like JSON text", "npy": "looks like a NumPy .npy array"}
+    says = {
+        "cut": "does not skip it",
+        "not_parquet": "looks like JSON text",
+        "npy": "looks like a NumPy .npy array",
+        "width": f"has 4 values, the input's first (in {emb / 'part-0.parquet'}) has 8",  # both files: found which
+        "empty_vector": "1 empty vectors (no values; the first: 'x0')",  # it was 'has 0 values ... other models'
+    }
     assert says.get(odd, "x0") in message, message
     assert not (tmp_path / "out" / "centroids.parquet").exists()
 

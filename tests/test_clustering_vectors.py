@@ -56,6 +56,17 @@ def test_null_vectors_rejected():
         embedding_matrix(pa.table({"e": pa.array([[1.0, 0.0], None])}), "e", ids=["a", "b"])
 
 
+@pytest.mark.parametrize("at", [0, 1])
+def test_an_empty_vector_is_named_as_missing_not_as_another_dim(at):
+    """An empty list (another tool's vector of a text it did not embed) was 'the vector of X has 0 values ... the
+    input mixes embeddings of different models'; first in a block it set the width and the next row was blamed."""
+    rows = [[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]
+    rows[at] = []
+    for dim in (None, 2):
+        with pytest.raises(EmbeddingColumnError, match=rf"1 empty vectors \(no values; the first: 'd{at}'\)"):
+            embedding_matrix(pa.table({"e": pa.array(rows, pa.list_(pa.float32()))}), "e", dim, ["d0", "d1", "d2"])
+
+
 def test_normalize_counts_off_sphere_rows():
     x = np.array([[3, 4], [0, 1], [0.6, 0.8]], dtype=np.float32)
     y, off = normalize_rows(x)

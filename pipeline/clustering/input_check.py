@@ -40,6 +40,7 @@ def checked_file_digests(
     dim: int,
     buckets: int,
     first: str = "",
+    dim_from: str = "",
 ) -> tuple[pa.Table, int, tuple[dict[str, str] | None, pa.Schema]]:
     """Ray task: read one input file once, checking its vectors (embedding_files.checked_batches), and return the
     digests (pipeline.duplicate_ids.digest_table) of its rows' keys (id, with chunk_index when `chunked`), rows
@@ -57,7 +58,7 @@ def checked_file_digests(
     reader = open_embeddings(file)
     check_columns(file, reader.schema_arrow, paths, first)
     rows, keys, start = [], [], 0
-    for table in checked_batches(file, column, paths, id_column, dim, extra, reader):
+    for table in checked_batches(file, column, paths, id_column, dim, extra, reader, dim_from):
         for i, key in enumerate(row_keys(table, id_column, chunked)):
             if key is not None:
                 rows.append(start + i)
@@ -102,6 +103,7 @@ def check_input(
     chunked: bool,
     dim: int,
     compute: ComputeConfig,
+    dim_from: str = "",
 ) -> pa.Schema | None:
     """Check every vector and that no key repeats, reading each input file once (one Ray task per file); returns
     the schema the dataset read must give the files when they disagree on a column's type (read_schema), else None.
@@ -111,7 +113,8 @@ def check_input(
         column, id_column: input.embedding_column and input.id_column; `paths` gives each one's path in the files'
             schema (a dotted name may reach into a struct).
         chunked: the input has a chunk_index column (several rows per id, one per chunk).
-        dim: the width every vector must have (the first vector's).
+        dim: the width every vector must have (the first vector's); `dim_from`: where it was read ("in <file>"),
+            named with the odd file by a width error.
 
     Raises:
         EmbeddingFileError: the first file in listing order whose vectors cannot serve, naming it; or files of
@@ -124,7 +127,7 @@ def check_input(
 
     task = io_task(checked_file_digests, compute, num_returns=3)
     calls = [
-        task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS, files[0])
+        task.remote(root, name, i, column, paths, id_column, chunked, dim, BUCKETS, files[0], dim_from)
         for i, name in enumerate(files)
     ]
     # in listing order: the error names the first bad file whatever task finished first. The driver keeps a name and

@@ -95,8 +95,9 @@ def column_paths_of(cfg: ClusterConfig, schema: pa.Schema, uri: str) -> dict[str
     return {name: paths[name] for name in read_columns(cfg)}
 
 
-def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple[int, dict[str, tuple[str, ...]]]:
-    """Check columns on the first file before any Ray work; return the embedding dim and each read column's path.
+def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple[int, dict[str, tuple[str, ...]], str]:
+    """Check columns on the first file before any Ray work; return the embedding dim, each read column's path and
+    where the dim was read ("in <file URI>", named by a later file's width error next to that file).
 
     Raises:
         EmbeddingColumnError / InputColumnError: a configured column is missing (the message lists those that exist).
@@ -112,19 +113,21 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple
             f"{first.uri}: {err}; set input.embedding_column to a column of float vectors (the embed job writes "
             "'embedding')"
         ) from None
-    if dim is None:  # variable-length lists: the first vector fixes the dim, blocks then must agree
-        dim = first_vector_dim(root, files, emb, paths[emb])
-    return dim, paths
+    if dim is not None:  # a fixed_size_list: its type gives the dim
+        return dim, paths, f"in {first.uri}"
+    dim, where = first_vector_dim(root, files, emb, paths[emb])  # variable-length lists: the first vector's
+    return dim, paths, f"in {where}"
 
 
-def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[str, ...]) -> int:
-    """The length of the input's first vector, in the first file and row group that has a row.
+def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[str, ...]) -> tuple[int, str]:
+    """The length of the input's first vector, in the first file and row group that has a row, and that file's URI.
 
     A 0-row file first in the listing (an empty part a Spark or pandas writer left) used to give dim 0, and every
     block then failed with "has dim 8, expected 0".
 
     Raises:
         EmbeddingColumnError: no file has a row (input.uri names an empty dataset).
+        EmbeddingFileError: the first vector is null or empty, naming the file.
     """
     for name in files:
         file = root.join(name)
@@ -133,7 +136,7 @@ def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[
             if reader.metadata.row_group(group).num_rows:
                 with naming_the_file(file):
                     head = reader.read_row_group(group, columns=projection([path])).slice(0, 1)
-                return file_matrix(file, flat_table(head, {column: path}), column).shape[1]
+                return file_matrix(file, flat_table(head, {column: path}), column).shape[1], file.uri
     raise EmbeddingColumnError(
         f"input.uri {root.uri}: the {len(files)} input files have no rows; point input.uri at an embeddings dataset"
     )
@@ -333,7 +336,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
     root, listed = list_inputs(cfg.input.uri, cfg.storage)
     files = [f.path for f in listed]
     cfg = with_chunk_index(cfg, root.join(files[0]))
-    dim, paths = inspect_input(cfg, root, files)
+    dim, paths, dim_from = inspect_input(cfg, root, files)
     fingerprint = resume.cluster_fingerprint(cfg, listed, rules)
     # an input file touched since the run began (token moved, size not) is hashed and compared with its content
     same = same_content({"input.listing": root}, out)
@@ -348,7 +351,9 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
         # one read of every file before any k-means work: every vector readable, of the first one's width, none null
         # (an error naming the file), and no id in two rows (an error naming the repeats)
-        schema = check_input(root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute)
+        schema = check_input(
+            root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute, dim_from
+        )
         center_by = cfg.clustering.center_by
         ds = ray.data.read_parquet(
             [root.join(f).path for f in files],

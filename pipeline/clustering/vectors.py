@@ -62,17 +62,22 @@ MIXED_DIMS_HINT = (
 )
 
 
-def embedding_matrix(table: pa.Table, column: str, dim: int | None = None, ids: list[str] | None = None) -> np.ndarray:
+def embedding_matrix(
+    table: pa.Table, column: str, dim: int | None = None, ids: list[str] | None = None, dim_from: str = ""
+) -> np.ndarray:
     """The column as a (N, dim) float32 matrix, raw (not normalized).
 
     Args:
         dim: the expected vector length (the input's first vector's), when known.
         ids: the rows' ids, so that an error names the row by its id rather than its place in a block.
+        dim_from: where `dim` was read (e.g. "'a0' in s3://b/emb/part-0.parquet"), named by a width error so that
+            both files of a mixed input are in the message.
 
     Raises:
-        EmbeddingColumnError: missing/wrongly typed column, null vectors, vectors of different lengths, or a length
-            different from `dim`.
+        EmbeddingColumnError: missing/wrongly typed column, null or empty (0-value) vectors, vectors of different
+            lengths, or a length different from `dim`.
     """
+    origin = f"the input's first ({dim_from})" if dim_from else "the input's first"
     check_embedding_field(table.schema, column)  # the type; the lengths are checked below, naming a row
     arr = table.column(column).combine_chunks()
     if arr.null_count:
@@ -83,12 +88,24 @@ def embedding_matrix(table: pa.Table, column: str, dim: int | None = None, ids: 
             "embed them again"
         )
     n = len(arr)
+    if not pa.types.is_fixed_size_list(arr.type) and n:
+        # an empty list is another tool's missing vector (a text it could not embed), not a vector of dim 0: it was
+        # named as a vector of another model's width, and when first in a file it set the width that the next rows
+        # were blamed for
+        empty = np.asarray(arr.value_lengths()) == 0
+        if empty.any():
+            first = int(np.argmax(empty))
+            name = repr(ids[first]) if ids else f"row {first}"
+            raise EmbeddingColumnError(
+                f"embedding column {column!r} has {int(empty.sum())} empty vectors (no values; the first: {name}), "
+                "which another tool writes for a text it did not embed: drop those rows or embed them again"
+            )
     if pa.types.is_fixed_size_list(arr.type):
         width = arr.type.list_size
         if dim is not None and n and width != dim:
             name = repr(ids[0]) if ids else "row 0"
             raise EmbeddingColumnError(
-                f"embedding column {column!r}: the vector of {name} has {width} values, the input's first has {dim}; "
+                f"embedding column {column!r}: the vector of {name} has {width} values, {origin} has {dim}; "
                 f"{MIXED_DIMS_HINT}"
             )
     else:
@@ -97,7 +114,7 @@ def embedding_matrix(table: pa.Table, column: str, dim: int | None = None, ids: 
         if n and (lengths != width).any():
             bad = int(np.argmax(lengths != width))
             name = repr(ids[bad]) if ids else f"row {bad}"
-            first = "the input's first" if dim is not None else "row 0's"
+            first = origin if dim is not None else "row 0's"
             raise EmbeddingColumnError(
                 f"embedding column {column!r}: the vector of {name} has {int(lengths[bad])} values, {first} has "
                 f"{width}; {MIXED_DIMS_HINT}"
