@@ -69,10 +69,11 @@ class ClusterInputConfig(Section):
 
 class DedupConfig(Section):
     eps: float = Field(
-        gt=0,
+        ge=0,  # 0 is "exact copies only", as 1e-8 is: both count as the floor (0 was refused, 1e-8 taken)
         lt=1,
         description="Rows of one cluster with cosine >= 1 - eps are duplicates (joined transitively); an eps below 1e-5 "
-        "counts as 1e-5 (float32 cosines of identical vectors read 1 +- 5e-7, so exact copies were missed). Measured with "
+        "(0 too: exact copies only) counts as 1e-5 (float32 cosines of identical vectors read 1 +- 5e-7, so exact "
+        "copies were missed). Measured with "
         "multilingual-e5-small (docs/clustering.md): 0.04-0.06 finds ~96% of small edits at ~100% precision; "
         "translations need ~0.1, where precision falls to ~0.83.",
     )

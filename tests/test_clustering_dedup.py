@@ -100,10 +100,16 @@ def test_stable_uniform_and_natural_order():
     np.testing.assert_array_equal(natural_order(["x#10", "x#9", "w"]), [2, 1, 0])
 
 
-@pytest.mark.parametrize("eps", [1e-8, 1e-7, 1e-6])
+@pytest.mark.parametrize("eps", [0.0, 1e-8, 1e-7, 1e-6])
 def test_an_eps_below_float32_cosine_rounding_still_finds_every_exact_copy(eps):
     """The float32 cosine of identical unit vectors reads 1 +- 5e-7: eps 1e-8 (1 - eps rounds to 1.0) missed ~40 % of
-    exact copies at dim 384, 1e-7 ~18 %. Below dedup.EPS_FLOOR eps counts as the floor."""
+    exact copies at dim 384, 1e-7 ~18 %. Below dedup.EPS_FLOOR eps counts as the floor. eps 0 ("exact copies only",
+    as a user writes it) was refused by the config ('Input should be greater than 0') while 1e-8 was taken."""
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config import parse_config
+
+    raw = {"input": {"uri": "e"}, "output": {"uri": "o"}, "clustering": {"k": 2, "dedup": {"eps": eps}}}
+    assert parse_config(ClusterConfig, raw).clustering.dedup.eps == eps
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 384)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
