@@ -18,6 +18,7 @@ from pipeline.change_tokens import listed_token, local_token, same_token
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.line_ranges import LINE_FORMATS
+from pipeline.model_defaults import runs_shipped_code
 from pipeline.model_files import hashed_files
 from pipeline.storage import ListedFile
 from pipeline.units import packing
@@ -226,6 +227,9 @@ def embed_fingerprint(
         # the output's columns, as keep_columns: a resume that switched it on reused units written without them.
         # Recorded only when on, so a run started before it was recorded (off, the default) still resumes.
         **({"output.token_columns": True} if cfg.output.token_columns else {}),
+        # the model's own code runs (a class of its own instead of transformers'): other vectors. Recorded only then,
+        # so runs of models that ship no code, and runs started before it was recorded, keep their fingerprint
+        **({"model.trust_remote_code": True} if runs_shipped_code(cfg.model) else {}),
     }
 
 

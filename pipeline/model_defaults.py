@@ -76,6 +76,28 @@ def is_local(cfg: ModelConfig) -> bool:
     return Path(cfg.name_or_path).is_dir()
 
 
+def runs_shipped_code(cfg: ModelConfig) -> bool:
+    """Whether the workers run code the model ships: model.trust_remote_code true and an `auto_map` in its
+    config.json or tokenizer_config.json (pipeline.model_loading.shipped_code). Such a model's vectors change with
+    the key (jina-embeddings-v2: BertModel untrusted, its ALiBi class trusted), so the fingerprints record it; the
+    key alone on a model that ships no code changes nothing and is not recorded.
+
+    Raises:
+        ModelUnavailableError: as model_file.
+    """
+    if not cfg.trust_remote_code:
+        return False
+    for name in ("config.json", "tokenizer_config.json"):
+        path = model_file(cfg, name)
+        try:
+            declared = json.loads(path.read_text()) if path is not None else {}
+        except (OSError, ValueError):
+            continue  # refused where it is loaded, naming the file
+        if isinstance(declared, dict) and declared.get("auto_map"):
+            return True
+    return False
+
+
 def model_file(cfg: ModelConfig, filename: str) -> Path | None:
     """`filename` of the model (local directory, else hub cache or hub download); None when the model has none.
 

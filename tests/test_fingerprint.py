@@ -376,3 +376,34 @@ def test_a_resume_goes_on_after_a_file_gone_before_its_read_is_put_back(tmp_path
     edited = {"metadata.model": "m", "input.listing": listing(folder)}
     with pytest.raises(commit.OutputExistsError, match=r"changed a\.jsonl \(modified\)"):
         commit.begin(out, "embed", overwrite=False, fingerprint=edited, same_content=same)
+
+
+def test_trusting_the_code_a_model_ships_is_part_of_both_jobs_fingerprints(tiny_models, tmp_path, monkeypatch):
+    """model.trust_remote_code switches a model that ships code between transformers' class and its own
+    (test_security::remote_code_runs_only_when_trusted_and_then_warns; the driver's warning on an untrusted one says to
+    set it): other vectors. It was in neither fingerprint, so the embed job resumed a run with it flipped and the
+    re-embed job added the other code's vectors to the same version, mixing the two. Now both record it where the
+    model ships code; on a model that ships none the key changes nothing, and is not recorded."""
+    from pipeline.config import EmbedConfig
+    from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
+
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    model_dir = shutil.copytree(tiny_models["bert"], tmp_path / "model")
+
+    def both(trusted: bool) -> tuple[dict, str]:
+        cfg = EmbedConfig.model_validate(
+            {
+                "input": {"uri": str(tmp_path / "corpus"), "format": "jsonl"},
+                "output": {"uri": str(tmp_path / "out")},
+                "model": {"name_or_path": str(model_dir), "pooling": "mean", "trust_remote_code": trusted},
+            }
+        )
+        identity = fingerprint.model_identity(cfg.model)
+        return fingerprint.embed_fingerprint(cfg, {}, [], identity), fingerprint_hash(fingerprint_recipe(cfg, ""))
+
+    (off, off_version), (on, on_version) = both(False), both(True)
+    assert differences(off, on) == [] and off_version == on_version  # ships no code: the key changes nothing
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "own.OwnModel"}}))
+    (off, off_version), (on, on_version) = both(False), both(True)
+    assert differences(off, on) == ["model.trust_remote_code: (absent) -> true"] and off_version != on_version

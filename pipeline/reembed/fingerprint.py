@@ -15,6 +15,7 @@ from typing import Any
 from pipeline import __version__
 from pipeline.config import EmbedConfig
 from pipeline.fingerprint import model_identity
+from pipeline.model_defaults import runs_shipped_code
 
 FORMAT_VERSION = 1  # bump when the layout or the meaning of a manifest changes
 
@@ -51,6 +52,9 @@ def fingerprint_recipe(cfg: EmbedConfig, prompt: str) -> dict[str, Any]:
         # num_tokens/truncated columns: absent when off, so versions recorded before the job honoured the key keep
         # their names; on, a new version (its files have two more columns)
         **({"token_columns": True} if cfg.output.token_columns else {}),
+        # the model's own code runs (model.trust_remote_code on a model that ships code): other vectors, a new
+        # version; absent otherwise, so the versions of every other model keep their names
+        **({"trust_remote_code": True} if runs_shipped_code(m) else {}),
     }
 
 
