@@ -15,6 +15,8 @@ Generic over the config class: works for every job's config (embed, mine_bitext,
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -794,12 +796,62 @@ def parse_config(
         raise ConfigError("\n".join(out)) from None
 
 
+# Keys whose values are locations (a path, a URI, an address): where `${BUCKET}` or `$HOME` is meant for expansion.
+LOCATION_KEYS = frozenset({"uri", "name_or_path", "ca_bundle", "endpoint_url", "ray_address", "dashboard"})
+BRACED_VARIABLE = re.compile(r"\$\{[^}]*\}")  # ${BUCKET}, ${HOME:-/data}, OmegaConf's ${oc.env:BUCKET}
+PLAIN_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def variable_reference(value: str) -> str | None:
+    """The environment variable reference in `value` a user meant to be expanded: any `${...}`, or a `$NAME` whose
+    NAME is set in this environment (a `$` in a file name otherwise stays a `$`); None when there is none."""
+    braced = BRACED_VARIABLE.search(value)
+    if braced:
+        return braced.group(0)
+    plain = next((m for m in PLAIN_VARIABLE.finditer(value) if m.group(1) in os.environ), None)
+    return plain.group(0) if plain else None
+
+
+def unexpanded_variables(
+    raw: Any, source: str, overrides: list[str], lines: dict[tuple[str, ...], int], path: tuple[str, ...] = ()
+) -> list[str]:
+    """One line per location key (LOCATION_KEYS, in any section, list items too) whose value holds an environment
+    variable reference (variable_reference): rayembed reads the config as written, so `output.uri: ${HOME}/out`
+    was a folder named `${HOME}` below the working directory, and `s3://${BUCKET}/x` a bucket of that name."""
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            found += unexpanded_variables(value, source, overrides, lines, (*path, str(key)))
+        return found
+    if not path or path[-1] not in LOCATION_KEYS:
+        return found
+    for value in raw if isinstance(raw, list) else [raw]:
+        reference = variable_reference(value) if isinstance(value, str) else None
+        if reference is None:
+            continue
+        key = ".".join(path)
+        flag = next((o for o in overrides if o.partition("=")[0].strip() == key), None)
+        where = f"--set {flag}" if flag else f"{source}:{lines[path]}" if path in lines else source
+        found.append(
+            f"  {where}: {key}: {value!r} holds {reference}, which is not expanded: rayembed reads the config as "
+            f"written, so it would name a folder or bucket {reference}. Write the value itself, give it from a shell with --set "
+            f'{key}="..." (the shell expands it, in double quotes), or expand the file first (envsubst < FILE > '
+            "run.yaml)"
+        )
+    return found
+
+
 def load_config(model: type[BaseModel], path: str | Path, overrides: list[str] | None = None) -> Any:
     """Load, override and validate a job config.
 
     Raises:
-        ConfigError: see load_yaml and parse_config.
+        ConfigError: see load_yaml and parse_config; and a location key holding an environment variable reference
+            (unexpanded_variables).
     """
     raw = load_yaml(path, overrides, model)
     text = Path(path).read_text()
-    return parse_config(model, raw, source=str(path), overrides=overrides, lines=key_lines(text))
+    lines = key_lines(text)
+    unexpanded = unexpanded_variables(raw, str(path), overrides or [], lines)
+    if unexpanded:
+        raise ConfigError("\n".join([f"{path}: invalid configuration", *unexpanded]))
+    return parse_config(model, raw, source=str(path), overrides=overrides, lines=lines)

@@ -104,6 +104,42 @@ def test_yaml_anchors_and_merge_keys_are_not_repeats(tmp_path):
     assert (cfg.model.max_tokens, cfg.batching.max_tokens_per_batch, cfg.batching.max_batch_size) == (64, 128, 64)
 
 
+@pytest.mark.parametrize(
+    "text, overrides, where, reference",
+    [
+        ("input: {uri: data/, format: jsonl}\noutput: {uri: '${HOME}/out'}\n", [], "c.yaml:2: output.uri", "${HOME}"),
+        ("input: {uri: 's3://${BUCKET}/corpus/'}\noutput: {uri: out/}\n", [], "c.yaml:1: input.uri", "${BUCKET}"),
+        ("input: {uri: [a/, '${oc.env:DATA}/b']}\noutput: {uri: out/}\n", [], "c.yaml:1: input.uri", "${oc.env:DATA}"),
+        (
+            MINIMAL,
+            ["model.name_or_path=$RAYEMBED_T7B/e5"],
+            "--set model.name_or_path=$RAYEMBED_T7B/e5",
+            "$RAYEMBED_T7B",
+        ),
+        (MINIMAL, ["storage.ca_bundle=${CA}"], "--set storage.ca_bundle=${CA}", "${CA}"),
+    ],
+)
+def test_an_environment_variable_in_a_location_is_refused_not_taken_as_a_name(
+    tmp_path, monkeypatch, text, overrides, where, reference
+):
+    """`output.uri: ${HOME}/out` (docker-compose, OmegaConf and shells expand it) was a folder named `${HOME}` below
+    the working directory, `s3://${BUCKET}/` a bucket of that name. Refused, naming the key, where it was written
+    and what to do."""
+    monkeypatch.setenv("RAYEMBED_T7B", "/models")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, text), overrides)
+    line = next(x for x in str(err.value).splitlines() if reference in x)
+    assert line.strip().startswith(where.replace("c.yaml", str(tmp_path / "c.yaml"))) and "is not expanded" in line
+    assert "--set" in line and "envsubst" in line
+
+
+def test_a_dollar_that_names_no_set_variable_or_sits_in_a_text_is_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("PRICES", raising=False)
+    cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["output.uri=out/$PRICES/", "model.prompt=${task}: "])
+    assert (cfg.output.uri, cfg.model.prompt) == ("out/$PRICES/", "${task}: ")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(EmbedConfig, tmp_path / "nope.yaml")
