@@ -797,7 +797,17 @@ def parse_config(
 
 
 # Keys whose values are locations (a path, a URI, an address): where `${BUCKET}` or `$HOME` is meant for expansion.
+# A key named `*_uri`, `*_path`, `*_url` or `*_dir` is one too (is_location_key): mine_bitext's `embeddings_uri`
+# was missed by a list of names, and so would the next such key be.
 LOCATION_KEYS = frozenset({"uri", "name_or_path", "ca_bundle", "endpoint_url", "ray_address", "dashboard"})
+LOCATION_SUFFIXES = ("_uri", "_path", "_url", "_dir")
+
+
+def is_location_key(name: str) -> bool:
+    """Whether a config key's value is a location (LOCATION_KEYS, or a name ending in LOCATION_SUFFIXES)."""
+    return name in LOCATION_KEYS or name.endswith(LOCATION_SUFFIXES)
+
+
 BRACED_VARIABLE = re.compile(r"\$\{[^}]*\}")  # ${BUCKET}, ${HOME:-/data}, OmegaConf's ${oc.env:BUCKET}
 PLAIN_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -815,7 +825,7 @@ def variable_reference(value: str) -> str | None:
 def unexpanded_variables(
     raw: Any, source: str, overrides: list[str], lines: dict[tuple[str, ...], int], path: tuple[str, ...] = ()
 ) -> list[str]:
-    """One line per location key (LOCATION_KEYS, in any section, list items too) whose value holds an environment
+    """One line per location key (is_location_key, in any section, list items too) whose value holds an environment
     variable reference (variable_reference): rayembed reads the config as written, so `output.uri: ${HOME}/out`
     was a folder named `${HOME}` below the working directory, and `s3://${BUCKET}/x` a bucket of that name."""
     found: list[str] = []
@@ -823,7 +833,7 @@ def unexpanded_variables(
         for key, value in raw.items():
             found += unexpanded_variables(value, source, overrides, lines, (*path, str(key)))
         return found
-    if not path or path[-1] not in LOCATION_KEYS:
+    if not path or not is_location_key(path[-1]):
         return found
     for value in raw if isinstance(raw, list) else [raw]:
         reference = variable_reference(value) if isinstance(value, str) else None

@@ -683,3 +683,44 @@ def test_memory_per_actor_takes_bytes_or_a_size(tmp_path, value, size):
 def test_memory_per_actor_that_is_no_size_names_the_key(tmp_path, value, says):
     with pytest.raises(ConfigError, match=rf"compute\.memory_per_actor.*{re.escape(says)}"):
         load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"compute.memory_per_actor={value}"])
+
+
+def test_an_environment_variable_in_any_location_key_of_any_job_is_refused(tmp_path, monkeypatch):
+    """The refusal went by a list of key names, which missed mine_bitext's `source.embeddings_uri:
+    ${EMB}/vectors` (a folder named `${EMB}` read as the embeddings). Every location-typed field of every job's
+    config is now a location key, and a key named like one (`*_uri`, `*_path`) too."""
+    import typing
+
+    import pydantic
+
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config_loading import is_location_key
+    from pipeline.mine_config import MineConfig
+    from pipeline.reembed.config import ReembedConfig
+
+    def location_fields(model: type[pydantic.BaseModel], seen: set) -> set[str]:
+        found = set()
+        for name, field in model.model_fields.items():
+            shown = repr(field.annotation) + repr(field.metadata)
+            if "storage_location" in shown or "locations" in shown:
+                found.add(name)
+            for arg in [field.annotation, *typing.get_args(field.annotation)]:
+                if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel) and arg not in seen:
+                    seen.add(arg)
+                    found |= location_fields(arg, seen)
+        return found
+
+    names = set()
+    for job in (EmbedConfig, ReembedConfig, MineConfig, ClusterConfig):
+        names |= location_fields(job, set())
+    assert "embeddings_uri" in names and "uri" in names
+    assert [n for n in sorted(names) if not is_location_key(n)] == []
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "source: {uri: c.jsonl, lang: en, embeddings_uri: '${EMB}/vectors'}\ntarget: {uri: c.jsonl, lang: de}\n"
+        "output: {uri: o}\n"
+    )
+    with pytest.raises(ConfigError, match=r"source.embeddings_uri: '\$\{EMB\}/vectors' holds \$\{EMB\}"):
+        load_config(MineConfig, path)
