@@ -37,10 +37,25 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
     from transformers.utils import cached_file
 
     config_path = Path(cached_file(model.name_or_path, "config.json", revision=model.revision))
-    parts = config_path.parts
-    if "snapshots" not in parts:
+    commit = snapshot_commit(config_path)
+    if commit is None:
         raise RuntimeError(f"cannot resolve the commit of {model.name_or_path}: {config_path} is not in a hub cache")
-    return {"source": "hub", "commit": parts[parts.index("snapshots") + 1]}
+    return {"source": "hub", "commit": commit}
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit of a file in a hub cache, `.../models--ORG--NAME/snapshots/COMMIT/...`; None when `path` is in none.
+
+    Taken at the last `snapshots` folder right below a `models--` one: the cache itself may lie below a folder of
+    that name (`HF_HOME=/data/snapshots/hf`), whose next part (`hf`) was taken for the commit, so the workers,
+    which load that revision (pipeline.model_files.held_to), found no such commit and every commit of the model
+    had the same identity.
+    """
+    parts = path.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            return parts[i + 1]
+    return None
 
 
 def hash_directory(folder: Path) -> str:
