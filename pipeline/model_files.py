@@ -14,6 +14,7 @@ Pure: no Ray, no torch.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,11 +37,36 @@ def is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+def model_paths(folder: Path) -> list[Path]:
+    """Every file below `folder` that a model loader can open, hidden ones (is_hidden) left out, sorted as paths.
+
+    Symbolic links are followed, to files and to folders alike: a sentence-transformers module folder (`2_Dense/`)
+    or a tokenizer folder linked in from a shared place is loaded through the link, so its files are part of the
+    model (Path.rglob does not enter a linked folder: its weights were left out of the identity). A link back to a
+    folder it lies in (`self -> .`) is not entered again. A link to nothing and what is not a regular file (a FIFO)
+    are left out: no loader reads them.
+    """
+    found: list[Path] = []
+
+    def walk(directory: Path, entered: frozenset[str]) -> None:
+        for child in directory.iterdir():
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                real = os.path.realpath(child)
+                if real not in entered:
+                    walk(child, entered | {real})
+            elif child.is_file():
+                found.append(child)
+
+    walk(folder, frozenset({os.path.realpath(folder)}))
+    return sorted(found)
+
+
 def hashed_files(folder: Path, hashes: FileHashes) -> list[tuple[str, str]]:
-    """(relative path, sha256) of every file below `folder` but hidden ones (is_hidden), in the order the content
+    """(relative path, sha256) of every file below `folder` but hidden ones (model_paths), in the order the content
     hash of the directory takes them (sorted as paths)."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not is_hidden(p.relative_to(folder)))
-    return [(str(p.relative_to(folder)), hashes.sha256(p)) for p in paths]
+    return [(str(p.relative_to(folder)), hashes.sha256(p)) for p in model_paths(folder)]
 
 
 @dataclass(frozen=True)

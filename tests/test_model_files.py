@@ -100,3 +100,60 @@ def test_embed_stages_hold_the_actors_to_the_fingerprints_identity(model_dir, tm
     rewrite_keeping_size_and_mtime(model_dir / "config.json")
     with pytest.raises(ModelChangedError):
         embed_stages(ds, cfg, "", None, dataclasses.replace(settings, identity=identity))
+
+
+def test_a_folder_linked_into_the_model_directory_is_part_of_its_files(model_dir, tmp_path):
+    """A module or tokenizer folder linked in from a shared place (`2_Dense -> /shared/dense`) is loaded through the
+    link, but Path.rglob does not enter a linked folder: its weights were in neither the identity nor the actors'
+    check. Links are followed now; a link back into the directory (`self -> .`) is not entered again, and the hub
+    cache's layout (snapshots/COMMIT/ of links into ../../blobs/) and a directory that is itself a link hash as the
+    plain copy does."""
+    plain = hash_directory(model_dir)
+    hub = tmp_path / "models--org--m"
+    snapshot = hub / "snapshots" / "c0ffee"
+    for path in sorted(model_dir.rglob("*")):
+        rel = path.relative_to(model_dir)
+        if path.is_dir():
+            (snapshot / rel).mkdir(parents=True, exist_ok=True)
+            continue
+        blob = hub / "blobs" / str(rel).replace("/", "__")
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, blob)
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(os.path.relpath(blob, (snapshot / rel).parent))
+    (tmp_path / "linked").symlink_to(model_dir)
+    assert hash_directory(snapshot) == hash_directory(tmp_path / "linked") == plain
+
+    shared = tmp_path / "shared" / "dense"
+    shared.mkdir(parents=True)
+    (shared / "config.json").write_text('{"out_features": 8}')
+    (model_dir / "2_Dense").symlink_to(shared, target_is_directory=True)
+    (model_dir / "self").symlink_to(".", target_is_directory=True)
+    files = ModelFiles.of(model_dir)
+    assert "2_Dense/config.json" in files.sha256 and not any(p.startswith("self/") for p in files.sha256)
+    assert files_digest(files.sha256) == hash_directory(model_dir) != plain
+    (shared / "config.json").write_text('{"out_features": 4}')
+    with pytest.raises(ModelChangedError, match=r"2_Dense/config.json \(changed\)"):
+        files.check("a test")
+
+
+def test_a_hub_cache_below_a_folder_named_snapshots_gives_the_commit(tiny_models, tmp_path, monkeypatch):
+    """`HF_HOME=/data/snapshots/hf`: the first `snapshots` of the path was taken, so the identity's commit was `hf`
+    (every commit of the model the same identity) and the workers, held to that revision, found no such commit."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "snapshots" / "hf" / "hub"
+    repo = cache / "models--acme--tiny-bert"
+    shutil.copytree(tiny_models["bert"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    model = ModelConfig(name_or_path="acme/tiny-bert")
+    identity = model_identity(model)
+    assert identity == {"source": "hub", "commit": commit}
+    pinned, _ = held_to(model, identity)
+    from transformers.utils import cached_file
+
+    assert Path(cached_file(pinned.name_or_path, "config.json", revision=pinned.revision)).is_file()
