@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 from pipeline.file_hashes import FileHashes
+from pipeline.special_entries import system_folder
 
 if TYPE_CHECKING:
     from pipeline.config import ModelConfig
@@ -30,6 +31,10 @@ NAMED = 5  # changed files a refusal names
 
 class ModelChangedError(UserError, RuntimeError):
     """The model directory no longer holds the files the run's fingerprint was taken from."""
+
+
+class ModelUnreadableError(UserError, PermissionError):
+    """A file or folder of a local model directory that the job's user may not read: its identity cannot be taken."""
 
 
 def is_hidden(relative: Path) -> bool:
@@ -44,13 +49,22 @@ def model_paths(folder: Path) -> list[Path]:
     or a tokenizer folder linked in from a shared place is loaded through the link, so its files are part of the
     model (Path.rglob does not enter a linked folder: its weights were left out of the identity). A link back to a
     folder it lies in (`self -> .`) is not entered again. A link to nothing and what is not a regular file (a FIFO)
-    are left out: no loader reads them.
+    are left out: no loader reads them. So are the folders a filesystem or NAS keeps (special_entries.system_folder:
+    `lost+found` at a volume's root, mode 700; Synology's `@eaDir`, which its indexer adds beside files at any hour:
+    a new file there stopped a run as a changed model).
+
+    Raises:
+        ModelUnreadableError: a folder below `folder` the user may not list.
     """
     found: list[Path] = []
 
     def walk(directory: Path, entered: frozenset[str]) -> None:
-        for child in directory.iterdir():
-            if child.name.startswith("."):
+        try:
+            children = list(directory.iterdir())
+        except PermissionError:
+            raise ModelUnreadableError(unreadable_message(folder, directory, "a folder")) from None
+        for child in children:
+            if child.name.startswith(".") or (system_folder(child.name) and child.is_dir()):
                 continue
             if child.is_dir():
                 real = os.path.realpath(child)
@@ -63,10 +77,28 @@ def model_paths(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def unreadable_message(folder: Path, path: Path, what: str) -> str:
+    return (
+        f"model directory {folder}: {path} is {what} the job's user may not read, so the model's identity (a hash of "
+        "its files) cannot be taken: give it read access (chmod -R a+rX), or move it out of the model directory (or "
+        "give it a name that starts with '.': hidden names are not part of the model)"
+    )
+
+
 def hashed_files(folder: Path, hashes: FileHashes) -> list[tuple[str, str]]:
     """(relative path, sha256) of every file below `folder` but hidden ones (model_paths), in the order the content
-    hash of the directory takes them (sorted as paths)."""
-    return [(str(p.relative_to(folder)), hashes.sha256(p)) for p in model_paths(folder)]
+    hash of the directory takes them (sorted as paths).
+
+    Raises:
+        ModelUnreadableError: a file or folder the user may not read (named, with what to do).
+    """
+    found = []
+    for path in model_paths(folder):
+        try:
+            found.append((str(path.relative_to(folder)), hashes.sha256(path)))
+        except PermissionError:
+            raise ModelUnreadableError(unreadable_message(folder, path, "a file")) from None
+    return found
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pytest
 
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.storage import resolve
@@ -202,3 +203,16 @@ def bf16_as_uint16(rows: int, dim: int) -> pa.Array:
     x = np.full((rows, dim), 0.5, np.float32)
     bits = (x.view(np.uint32) >> 16).astype(np.uint16)
     return pa.FixedSizeListArray.from_arrays(pa.array(bits.reshape(-1)), dim)
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which this user's file permissions apply: as root, the same user without the
+    capabilities that bypass them (setpriv); empty for any other user."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tried")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]

@@ -18,7 +18,7 @@ from pipeline.fingerprint import hash_directory, model_identity
 from pipeline.model_files import ModelChangedError, ModelFiles, files_digest, held_to
 
 sys.path.insert(0, str(Path(__file__).parent))
-from robustness_helpers import make_config
+from robustness_helpers import make_config, without_root_powers
 
 
 @pytest.fixture
@@ -157,3 +157,48 @@ def test_a_hub_cache_below_a_folder_named_snapshots_gives_the_commit(tiny_models
     from transformers.utils import cached_file
 
     assert Path(cached_file(pinned.name_or_path, "config.json", revision=pinned.revision)).is_file()
+
+
+def test_folders_a_filesystem_or_nas_keeps_are_not_part_of_the_model(model_dir):
+    """Synology's indexer adds `@eaDir/` beside files at any hour: a new file there stopped the run as a changed
+    model (and gave a new re-embed version between runs); `lost+found/` at a volume's root is mode 700. Left out,
+    as the input listing leaves them out (special_entries.system_folder)."""
+    files = ModelFiles.of(model_dir)
+    for folder in ("@eaDir/model.safetensors", "lost+found", "#recycle"):
+        (model_dir / folder).mkdir(parents=True)
+        (model_dir / folder / "SYNO@.fileindexdb").write_text("x")
+    files.check("a test")
+    assert hash_directory(model_dir) == files_digest(files.sha256)
+
+
+def test_a_file_or_folder_of_the_model_the_user_may_not_read_is_named(model_dir):
+    """A file the job's user may not read was a PermissionError traceback; a folder was skipped by Path.rglob
+    without a word (its files not part of the identity). Both are named, with what to do."""
+    import subprocess
+
+    from conftest import REPO
+
+    call = (
+        "from pathlib import Path; from pipeline.fingerprint import hash_directory\n"
+        f"try: hash_directory(Path({str(model_dir)!r}))\n"
+        "except Exception as e: print(type(e).__name__, e)"
+    )
+
+    def hashed() -> str:
+        cmd = [*without_root_powers(), sys.executable, "-c", call]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True, env=os.environ).stdout
+
+    locked = model_dir / "README.md"
+    locked.write_text("card")
+    locked.chmod(0o000)
+    out = hashed()
+    assert out.startswith(f"ModelUnreadableError model directory {model_dir}: {locked} is a file the job's user")
+    assert "chmod -R a+rX" in out
+    locked.chmod(0o644)
+    (model_dir / "onnx").mkdir()
+    (model_dir / "onnx" / "model.onnx").write_text("x")
+    (model_dir / "onnx").chmod(0o000)
+    try:
+        assert f"{model_dir / 'onnx'} is a folder the job's user may not read" in hashed()
+    finally:
+        (model_dir / "onnx").chmod(0o755)

@@ -4,6 +4,7 @@ import logging
 import re
 
 import pytest
+from robustness_helpers import without_root_powers
 from s3_round_trip import listed_and_read
 
 from pipeline.config import StorageConfig
@@ -453,20 +454,6 @@ def test_an_input_below_a_link_to_nothing_names_the_link(tmp_path):
     for uri in (f"{tmp_path}/missing/*.jsonl", f"{tmp_path}/missing/a.jsonl"):
         with pytest.raises(FileNotFoundError, match="no input files found"):
             list_files(uri, LOCAL)
-
-
-def without_root_powers() -> list[str]:
-    """A command prefix under which this user's file permissions apply: as root, the same user without the
-    capabilities that bypass them (setpriv); empty for any other user."""
-    import os
-    import shutil
-
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be tried")
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
 def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_path):
