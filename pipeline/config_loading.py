@@ -810,16 +810,40 @@ def is_location_key(name: str) -> bool:
 
 BRACED_VARIABLE = re.compile(r"\$\{[^}]*\}")  # ${BUCKET}, ${HOME:-/data}, OmegaConf's ${oc.env:BUCKET}
 PLAIN_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# cmd.exe's %NAME% (a config written on Windows, a .bat that fills it in): overlapping matches, so that a
+# percent-escape before it (`%E2%HOME%`) does not hide it. Names as Windows sets them for every user, compared
+# without case as Windows does, beside any name set here; a percent-escape (`caf%C3%A9`) names neither.
+WINDOWS_VARIABLE = re.compile(r"%(?=([A-Za-z_][A-Za-z0-9_()]*)%)")
+PERCENT_ESCAPE = re.compile(r"[0-9A-Fa-f]{2}$")  # %CD%85 is two escapes, whatever is set
+WINDOWS_NAMES = frozenset(
+    {
+        "USERPROFILE", "APPDATA", "LOCALAPPDATA", "PROGRAMDATA", "PROGRAMFILES", "PROGRAMFILES(X86)", "TEMP", "TMP",
+        "HOMEDRIVE", "HOMEPATH", "SYSTEMDRIVE", "SYSTEMROOT", "WINDIR", "USERNAME", "COMPUTERNAME", "ONEDRIVE",
+        "PUBLIC",
+    }
+)  # fmt: skip
 
 
 def variable_reference(value: str) -> str | None:
-    """The environment variable reference in `value` a user meant to be expanded: any `${...}`, or a `$NAME` whose
-    NAME is set in this environment (a `$` in a file name otherwise stays a `$`); None when there is none."""
+    """The environment variable reference in `value` a user meant to be expanded: any `${...}`, a `$NAME` whose
+    NAME is set in this environment (a `$` in a file name otherwise stays a `$`), or a Windows `%NAME%` whose NAME is
+    set here or is one Windows sets (WINDOWS_NAMES); None when there is none."""
     braced = BRACED_VARIABLE.search(value)
     if braced:
         return braced.group(0)
     plain = next((m for m in PLAIN_VARIABLE.finditer(value) if m.group(1) in os.environ), None)
-    return plain.group(0) if plain else None
+    if plain:
+        return plain.group(0)
+    known = WINDOWS_NAMES | {name.upper() for name in os.environ}
+    windows = next(
+        (
+            m
+            for m in WINDOWS_VARIABLE.finditer(value)
+            if m.group(1).upper() in known and not PERCENT_ESCAPE.match(m.group(1))
+        ),
+        None,
+    )
+    return f"%{windows.group(1)}%" if windows else None
 
 
 def unexpanded_variables(

@@ -117,6 +117,9 @@ def test_yaml_anchors_and_merge_keys_are_not_repeats(tmp_path):
             "$RAYEMBED_T7B",
         ),
         (MINIMAL, ["storage.ca_bundle=${CA}"], "--set storage.ca_bundle=${CA}", "${CA}"),
+        # cmd.exe's %NAME%: a name Windows sets, or one set here (any case), also after a percent-escape
+        ("input: {uri: data/}\noutput: {uri: '%UserProfile%\\out'}\n", [], "c.yaml:2: output.uri", "%UserProfile%"),
+        (MINIMAL, ["output.uri=s3://b/caf%C3%A9%rayembed_t7b%/"], "--set output.uri=", "%rayembed_t7b%"),
     ],
 )
 def test_an_environment_variable_in_a_location_is_refused_not_taken_as_a_name(
@@ -138,6 +141,10 @@ def test_a_dollar_that_names_no_set_variable_or_sits_in_a_text_is_kept(tmp_path,
     monkeypatch.delenv("PRICES", raising=False)
     cfg = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["output.uri=out/$PRICES/", "model.prompt=${task}: "])
     assert (cfg.output.uri, cfg.model.prompt) == ("out/$PRICES/", "${task}: ")
+    # percent-escapes of an S3 key (caf\u00e9, \u20ac) and a %NAME% no one set are no variable
+    monkeypatch.setenv("CD", "x")
+    for uri in ("s3://b/caf%C3%A9/%E2%82%AC/%CD%85/", "out/100%PRICES%/", "//srv/C$/data/"):
+        assert load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"output.uri={uri}"]).output.uri == uri
 
 
 def test_missing_file(tmp_path):
