@@ -18,7 +18,7 @@ from pipeline.change_tokens import listed_token, local_token, same_token
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.file_hashes import FileHashes
 from pipeline.line_ranges import LINE_FORMATS
-from pipeline.model_defaults import runs_shipped_code
+from pipeline.model_defaults import model_file, runs_shipped_code
 from pipeline.model_files import hashed_files
 from pipeline.storage import ListedFile
 from pipeline.units import packing
@@ -30,7 +30,16 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
     A branch name such as `main` moves; the resolved commit does not, so a model updated upstream under the same
     name yields a new fingerprint. Local directories have no commit, so their files are hashed (tokenizer and
     config included: they change the vectors too); a file is read again only when it changed (pipeline.file_hashes).
+    A model that runs code of another hub repo (model.trust_remote_code) adds those repos' commits (`code`,
+    code_commits).
     """
+    identity = weights_identity(model)
+    code = code_commits(model)
+    return {**identity, "code": code} if code else identity
+
+
+def weights_identity(model: ModelConfig) -> dict[str, str]:
+    """model_identity without the code other repos ship (code_commits)."""
     local = Path(model.name_or_path)
     if local.is_dir():
         return {"source": "local", "sha256": hash_directory(local)}
@@ -41,6 +50,47 @@ def model_identity(model: ModelConfig) -> dict[str, str]:
     if commit is None:
         raise RuntimeError(f"cannot resolve the commit of {model.name_or_path}: {config_path} is not in a hub cache")
     return {"source": "hub", "commit": commit}
+
+
+# The auto_map entries whose code rayembed runs (pipeline.model_loading.shipped_code): file and keys.
+CODE_ENTRIES = (("config.json", ("AutoConfig", "AutoModel")), ("tokenizer_config.json", ("AutoTokenizer",)))
+
+
+def code_commits(model: ModelConfig) -> str:
+    """`REPO@COMMIT ...` of the hub repos whose code the model runs from outside itself; "" when none.
+
+    With model.trust_remote_code, an auto_map entry `OTHER/REPO--module.Class` (nomic-embed-text-v1:
+    `nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel`; jina-embeddings-v3) makes transformers run
+    `module.py` of that other repo at its `main`, which the model's own commit or content hash does not pin: code
+    pushed there changed the vectors under the same identity (a re-embed version, a resumed run, mixing two models).
+    Its commit is taken as the model's is, from the hub cache (offline too).
+
+    Raises:
+        ModelUnavailableError: the module is not cached and the hub cannot be reached (as for the model's files).
+    """
+    if not runs_shipped_code(model):
+        return ""
+    references: set[str] = set()
+    for filename, keys in CODE_ENTRIES:
+        path = model_file(model, filename)
+        try:
+            declared = json.loads(path.read_text()) if path is not None else {}
+        except (OSError, ValueError):
+            continue  # refused where it is loaded, naming the file
+        auto_map = declared.get("auto_map") if isinstance(declared, dict) else None
+        for key in keys if isinstance(auto_map, dict) else ():
+            value = auto_map.get(key)
+            references |= {v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)}
+    commits = {}
+    for reference in sorted(r for r in references if "--" in r):
+        repo, _, name = reference.partition("--")
+        module = f"{name.rsplit('.', 1)[0]}.py"
+        path = model_file(ModelConfig(name_or_path=repo), module)
+        commit = snapshot_commit(path) if path is not None else None
+        if commit is None:
+            raise RuntimeError(f"cannot resolve the commit of {repo}, whose {module} {model.name_or_path} runs")
+        commits[repo] = commit
+    return " ".join(f"{repo}@{commit}" for repo, commit in sorted(commits.items()))
 
 
 def snapshot_commit(path: Path) -> str | None:

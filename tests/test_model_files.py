@@ -202,3 +202,44 @@ def test_a_file_or_folder_of_the_model_the_user_may_not_read_is_named(model_dir)
         assert f"{model_dir / 'onnx'} is a folder the job's user may not read" in hashed()
     finally:
         (model_dir / "onnx").chmod(0o755)
+
+
+def test_code_a_model_runs_from_another_repo_is_part_of_its_identity(tiny_models, tmp_path, monkeypatch):
+    """nomic-embed-text-v1's auto_map names `nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel`:
+    with model.trust_remote_code, transformers runs that other repo's module at its `main`, which neither the
+    model's commit nor a local directory's content hash pinned: code pushed there changed the vectors under the same
+    identity. Its commit is part of the identity now (a hub model and a local directory alike); without
+    trust_remote_code the code does not run and the identity is as before."""
+    import json
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(tmp_path / "cache"))
+
+    def publish(repo: str, commit: str, files: dict[str, str]) -> Path:
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        for name, text in files.items():
+            (folder / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "snapshots" / commit / name).write_text(text)
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / "main").write_text(commit)
+        return folder / "snapshots" / commit
+
+    local = Path(shutil.copytree(tiny_models["bert"], tmp_path / "model"))
+    config = json.loads((local / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "acme/code--modeling_tiny.TinyModel"}
+    (local / "config.json").write_text(json.dumps(config))
+    hub = shutil.copytree(local, publish("acme/tiny", "a" * 40, {}), dirs_exist_ok=True)
+    publish("acme/code", "c" * 40, {"modeling_tiny.py": "class TinyModel: pass\n"})
+    for name in ("acme/tiny", str(local)):
+        trusted = ModelConfig(name_or_path=name, trust_remote_code=True)
+        before = model_identity(trusted)
+        assert before["code"] == f"acme/code@{'c' * 40}"
+        assert "code" not in model_identity(ModelConfig(name_or_path=name))
+        publish("acme/code", "d" * 40, {"modeling_tiny.py": "class TinyModel: version = 2\n"})
+        assert model_identity(trusted)["code"] == f"acme/code@{'d' * 40}"
+        publish("acme/code", "c" * 40, {})  # refs/main back to the first commit
+    assert hub.is_dir()
