@@ -8,7 +8,7 @@ it. The change time is there because the mtime can be set back (weights copied o
 -r`: same size, mtime and inode, new content) and the ctime cannot (pipeline.change_tokens); entries cached before
 it was are not matched, so each file is read once more after the upgrade. The cache is one
 JSON file (`$RAYEMBED_CACHE_DIR`, else `$XDG_CACHE_HOME/rayembed`, else `~/.cache/rayembed`), replaced atomically;
-where it cannot be read or written, files are simply hashed every time.
+where it cannot be read or written, files are hashed again in every process (once per process: REMEMBERED).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 CHUNK = 8 << 20
 CACHE_NAME = "file-sha256.json"
+# {stat key: sha256} of every file this process hashed or found cached, whatever the cache file could keep: where it
+# cannot be written (a read-only home in a container), the driver hashed a model's weights twice at each start, for
+# the fingerprint and again to hold the actors to it (pipeline.model_files.held_to).
+REMEMBERED: dict[str, str] = {}
 
 
 def cache_root() -> Path:
@@ -81,8 +85,8 @@ class FileHashes:
 
     def sha256(self, path: Path) -> str:
         key = stat_key(path)
-        value = self.known.get(key) or sha256_of(path)
-        self.used[key] = value
+        value = self.known.get(key) or REMEMBERED.get(key) or sha256_of(path)
+        self.used[key] = REMEMBERED[key] = value
         return value
 
     def save(self) -> None:

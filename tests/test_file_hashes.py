@@ -33,6 +33,7 @@ def reads(monkeypatch):
         return real(path)
 
     monkeypatch.setattr(file_hashes, "sha256_of", counting)
+    monkeypatch.setattr(file_hashes, "REMEMBERED", {})  # a fresh process: nothing hashed yet
     return seen
 
 
@@ -80,12 +81,22 @@ def test_the_hash_is_the_content_not_the_cache(model_dir, tmp_path, monkeypatch)
 
 
 def test_an_unwritable_cache_only_costs_rereading(model_dir, tmp_path, monkeypatch, reads):
+    """Another process (REMEMBERED empty) reads every file again; this one does not: the driver hashes a model for
+    the fingerprint and again to hold the actors to it (model_files.held_to), which read the weights twice."""
+    from pipeline.config import ModelConfig
+    from pipeline.fingerprint import model_identity
+    from pipeline.model_files import held_to
+
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     monkeypatch.setenv("RAYEMBED_CACHE_DIR", str(blocker / "cache"))
-    first = hash_directory(model_dir)
+    model = ModelConfig(name_or_path=str(model_dir))
+    first = model_identity(model)
+    assert len(reads) == 3
     reads.clear()
-    assert hash_directory(model_dir) == first and len(reads) == 3
+    assert held_to(model, first)[1] is not None and reads == []
+    monkeypatch.setattr(file_hashes, "REMEMBERED", {})  # as in another process
+    assert hash_directory(model_dir) == first["sha256"] and len(reads) == 3
 
 
 @pytest.mark.parametrize("content", ["[]", "null", '"x"', '{"k": 1}', "{broken"])
