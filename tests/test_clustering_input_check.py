@@ -93,6 +93,10 @@ def test_the_input_check_reads_each_file_once(ray_session, s3_bucket, proxy, mon
             {"id": ["x", "y"], "embedding": [[], [0.0, 1.0]], "text": ["t", "u"]},
             r"part-1.parquet: embedding column 'embedding' has 1 empty vectors \(no values; the first: 'x'\)",
         ),
+        (  # pandas' integer ids with a gap are float64 with NaN: the row was clustered under the id 'nan'
+            {"id": [7.0, float("nan")], "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
+            r"part-1.parquet: row 1 \(rows from 0 in the file\) has a NaN id \(pandas' missing value\)",
+        ),
         (
             {"id": ["x", None], "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
             (

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.clustering.duplicates import duplicate_error, key_paths, row_keys
 from pipeline.clustering.vectors import InputColumnError
@@ -63,10 +64,14 @@ def checked_file_digests(
             if key is not None:
                 rows.append(start + i)
                 keys.append(key)
-        if table.column(id_column).null_count:
-            row = start + int(np.argmax(np.asarray(table.column(id_column).is_null())))
+        # NaN in a float id column is pandas' missing id (an integer column with a gap): it was clustered under
+        # the id 'nan' (and two of them were "repeated ids")
+        missing = np.asarray(pc.is_null(table.column(id_column), nan_is_null=True))
+        if missing.any():
+            at = int(np.argmax(missing))
+            what = "a null id" if table.column(id_column)[at].as_py() is None else "a NaN id (pandas' missing value)"
             raise InputColumnError(
-                f"{file.uri}: row {row} (rows from 0 in the file) has a null id (input.id_column {id_column!r}): "
+                f"{file.uri}: row {start + at} (rows from 0 in the file) has {what} (input.id_column {id_column!r}): "
                 "every row needs an id to be told apart in the assignments and by dedup: "
                 "drop those rows or fill their ids"
             )
