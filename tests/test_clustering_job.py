@@ -675,7 +675,7 @@ def test_a_resume_across_a_change_of_the_codes_rules_is_refused_naming_the_rule(
         run_cluster(cfg)
     message = str(refused.value)
     assert "rules.vectors: (absent) -> 2: a row further than 1e-06 from unit length" in message, message
-    assert "rules.kmeans: (absent) -> 2: " in message and "set output.overwrite=true to start over" in message
+    assert "rules.kmeans: (absent) -> 3: " in message and "set output.overwrite=true to start over" in message
 
     (tmp_path / "out" / "_run" / "fingerprint.json").unlink()
     for leftover in (tmp_path / "out").rglob("*.json"):

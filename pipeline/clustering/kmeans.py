@@ -64,14 +64,51 @@ class FitResult:
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid by cosine: (labels (N,) int64, cosine (N,) float32). Ties go to the lower cluster id."""
+    """Nearest centroid by cosine: (labels (N,) int64, cosine (N,) float32). Ties go to the lower cluster id.
+
+    A row's result does not depend on the rows around it: Ray cuts the same data into blocks differently from run
+    to run, and a float32 GEMM rounds a row's dot products differently by the matrix's shape (the cosines of one
+    seed's runs differed in the last bit for ~10 % of rows, and a row could change cluster at a near tie). So the
+    GEMM only ranks the centroids: the cosine kept is the row's dot with its centroid summed by einsum's loop, one
+    order per dim whatever the block's rows or memory alignment (tests/test_clustering_kmeans.py cuts blocks and
+    shifts buffers), and a row whose float32 best is within the GEMM's rounding (`near_gap`) of another centroid is
+    decided on float64 dots, where values within float64's rounding of the best tie and go to the lower cluster id.
+    """
     labels = np.empty(len(x), dtype=np.int64)
     cos = np.empty(len(x), dtype=np.float32)
+    d = centroids.shape[1]
+    gap32, gap64 = near_gap(d, np.float32), near_gap(d, np.float64)
+    nearest = np.empty((min(len(x), CHUNK_ROWS), d), dtype=np.float32)  # each row's centroid (np.take into it)
     for a in range(0, len(x), CHUNK_ROWS):
-        sims = x[a : a + CHUNK_ROWS] @ centroids.T  # (chunk, k)
-        labels[a : a + CHUNK_ROWS] = sims.argmax(axis=1)
-        cos[a : a + CHUNK_ROWS] = sims[np.arange(len(sims)), labels[a : a + CHUNK_ROWS]]
+        chunk = x[a : a + CHUNK_ROWS]
+        sims = chunk @ centroids.T  # (chunk, k) float32
+        best = sims.argmax(axis=1)
+        top = sims[np.arange(len(sims)), best]
+        close = np.flatnonzero((sims >= (top - gap32)[:, None]).sum(axis=1) > 1)  # a near tie: decided in float64
+        if close.size:
+            exact = float64_dots(chunk[close], centroids)  # (close, k)
+            best[close] = (exact >= exact.max(axis=1, keepdims=True) - gap64).argmax(axis=1)  # the lowest of the tied
+        labels[a : a + len(chunk)] = best
+        rows = np.take(centroids, best, axis=0, out=nearest[: len(chunk)])
+        cos[a : a + len(chunk)] = np.einsum("id,id->i", chunk, rows)  # (chunk,): each row's own sum, as in any block
     return labels, cos
+
+
+def float64_dots(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(n, k) float64 dot products of float32 rows and centroids. A few rows (the usual near ties) by einsum's
+    loop: a float64 BLAS call costs ~7 ms of thread start whatever its size; many (rows all alike) by BLAS."""
+    if len(x) <= EINSUM_ROWS:
+        return np.einsum("id,kd->ik", x, centroids, dtype=np.float64)
+    return x.astype(np.float64) @ centroids.T.astype(np.float64)
+
+
+EINSUM_ROWS = 512  # einsum's loop is ~2.5x slower than BLAS per row: beyond this many rows BLAS wins
+
+
+def near_gap(d: int, dtype: type) -> float:
+    """Twice the bound on the rounding error of a dot product of two unit vectors of dim `d` summed in `dtype`
+    (d * unit roundoff, |x_i c_i| summing to at most 1): two dots closer than this may swap order with the layout."""
+    return float(d * np.finfo(dtype).eps)  # eps is twice the unit roundoff
 
 
 CHUNK_ROWS = 16_384  # rows per chunk: bounds the (rows, k) cosine scratch and the float64 copy (48 MiB at d=384)

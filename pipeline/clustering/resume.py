@@ -77,7 +77,8 @@ def cluster_rules() -> dict[str, str]:
     cosine rounding as given (before d83483b), dedup 2 did not compare the rows kept by the pieces of a split
     cluster with each other (copies cut apart by the split stayed), dedup 3 neither when they were more than
     max_cluster_rows (exact copies cut apart stayed too); kmeans 1 reseeded empty clusters every pass and measured an unchanged
-    centroid's shift as 1 - dot (before 6498eba, dc78bdf).
+    centroid's shift as 1 - dot (before 6498eba, dc78bdf); kmeans 2 took a row's cosine from a float32 GEMM, whose
+    last bit (and a near tie's cluster) depended on how Ray cut the rows into blocks (before 2026-12-02).
     """
     from pipeline.clustering.dedup import EPS_FLOOR
     from pipeline.clustering.vectors import NORM_TOLERANCE, UNIT_TOLERANCE
@@ -89,8 +90,9 @@ def cluster_rules() -> dict[str, str]:
         ),
         "center": "1: each center_by group's mean subtracted, rows made unit length again",
         "kmeans": (
-            "2: spherical Lloyd from k-means++ on the sample, float64 sums; an unchanged centroid moves 0; the fit "
-            "stops once no centroid moves, reseeds included"
+            "3: spherical Lloyd from k-means++ on the sample, float64 sums; an unchanged centroid moves 0; the fit "
+            "stops once no centroid moves, reseeds included; a row's cosine is an exact float64 dot rounded to "
+            "float32, its nearest centroid decided in float64 at a float32 near tie"
         ),
         "dedup": (
             f"4: duplicates at cosine >= 1 - max(eps, {EPS_FLOOR}) within a cluster, joined transitively; the rows "
