@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
 from pipeline.file_hashes import FileHashes
-from pipeline.special_entries import system_folder
+from pipeline.special_entries import dangling_kind, system_folder
 
 if TYPE_CHECKING:
     from pipeline.config import ModelConfig
@@ -48,13 +48,15 @@ def model_paths(folder: Path) -> list[Path]:
     Symbolic links are followed, to files and to folders alike: a sentence-transformers module folder (`2_Dense/`)
     or a tokenizer folder linked in from a shared place is loaded through the link, so its files are part of the
     model (Path.rglob does not enter a linked folder: its weights were left out of the identity). A link back to a
-    folder it lies in (`self -> .`) is not entered again. A link to nothing and what is not a regular file (a FIFO)
-    are left out: no loader reads them. So are the folders a filesystem or NAS keeps (special_entries.system_folder:
+    folder it lies in (`self -> .`) is not entered again. What is not a regular file (a FIFO) is left out: no loader
+    reads it; a link to nothing (a hub snapshot copied without its blobs, a blob removed by a cache cleanup) is
+    refused: the loader took the file as missing without a word (a fast tokenizer built from vocab.txt instead of
+    tokenizer.json). So are the folders a filesystem or NAS keeps (special_entries.system_folder:
     `lost+found` at a volume's root, mode 700; Synology's `@eaDir`, which its indexer adds beside files at any hour:
     a new file there stopped a run as a changed model).
 
     Raises:
-        ModelUnreadableError: a folder below `folder` the user may not list.
+        ModelUnreadableError: a folder below `folder` the user may not list; a link to nothing.
     """
     found: list[Path] = []
 
@@ -72,6 +74,11 @@ def model_paths(folder: Path) -> list[Path]:
                     walk(child, entered | {real})
             elif child.is_file():
                 found.append(child)
+            elif child.is_symlink():  # to nothing: a loader takes the file as missing (tokenizer.json: from vocab.txt)
+                raise ModelUnreadableError(
+                    f"model directory {folder}: {child} is {dangling_kind(str(child))}, or remove the link: a loader "
+                    "takes the file as missing without a word, so the model it loads cannot be told"
+                )
 
     walk(folder, frozenset({os.path.realpath(folder)}))
     return sorted(found)

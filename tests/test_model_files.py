@@ -15,7 +15,7 @@ from pipeline.actor_start import ActorStartError
 from pipeline.actors import EmbedActor
 from pipeline.config import ModelConfig
 from pipeline.fingerprint import hash_directory, model_identity
-from pipeline.model_files import ModelChangedError, ModelFiles, files_digest, held_to
+from pipeline.model_files import ModelChangedError, ModelFiles, ModelUnreadableError, files_digest, held_to
 
 sys.path.insert(0, str(Path(__file__).parent))
 from robustness_helpers import make_config, without_root_powers
@@ -243,3 +243,17 @@ def test_code_a_model_runs_from_another_repo_is_part_of_its_identity(tiny_models
         assert model_identity(trusted)["code"] == f"acme/code@{'d' * 40}"
         publish("acme/code", "c" * 40, {})  # refs/main back to the first commit
     assert hub.is_dir()
+
+
+@pytest.mark.parametrize("target", ["../blobs/gone", "loop"])
+def test_a_link_to_nothing_in_the_model_directory_is_named(model_dir, target):
+    """A hub snapshot copied without its blobs, or a blob removed by a cache cleanup, leaves a link to nothing: it
+    was left out of the identity and the loader took the file as missing without a word (a tokenizer built from
+    vocab.txt instead of tokenizer.json). Named now, with what to do; a loop of links too."""
+    link = model_dir / "tokenizer.json"
+    link.unlink()
+    link.symlink_to(target)
+    if target == "loop":
+        (model_dir / "loop").symlink_to("tokenizer.json")
+    with pytest.raises(ModelUnreadableError, match=rf"{link} is a symbolic link to '{target}', which does not exist"):
+        model_identity(ModelConfig(name_or_path=str(model_dir)))
