@@ -520,6 +520,25 @@ def test_different_models_are_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
+def test_another_tools_vectors_against_a_recorded_model_are_a_warning_naming_both(corpus, caplog):
+    """One side's vectors from another tool (no rayembed metadata: a sentence-transformers or LASER export), the
+    other's from the embed job (a model recorded): nothing can check they are one model, and two models' vectors of
+    one width mine meaningless pairs. It was mined without a word; now a warning names the side, both locations,
+    the recorded model and what to do."""
+    with_recipe(Path(corpus["tgt_emb"]) / "part-0.parquet", model=".models/e5", pooling="mean", prompt="query: ")
+    pq.write_table(
+        pq.read_table(Path(corpus["src_emb"]) / "part-0.parquet").replace_schema_metadata(None),
+        Path(corpus["src_emb"]) / "part-0.parquet",
+    )
+    with caplog.at_level("WARNING", logger="pipeline.bitext.job"):
+        assert run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))["pairs_kept"] == 40
+    said = [r.getMessage() for r in caplog.records if "record no model" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert said[0].startswith(f"source: the vectors in {corpus['src_emb']} record no model"), said
+    assert f"of the target's ({corpus['tgt_emb']}: model .models/e5, pooling mean" in said[0], said
+    assert "remove source.embeddings_uri" in said[0], said
+
+
 def with_recipe(path: Path, **recipe: str) -> None:
     """Rewrite an embeddings file with rayembed.<key> metadata (its vectors unchanged)."""
     table = pq.read_table(path)

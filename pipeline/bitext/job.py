@@ -603,6 +603,21 @@ def check_recipes(recipes: dict[str, tuple[str, dict[str, str] | None]]) -> None
         SideError: naming both sides, their locations and recipes.
     """
     known_sides = [(side, uri, r) for side, (uri, r) in sorted(recipes.items()) if r is not None]
+    unknown = [(side, uri) for side, (uri, r) in sorted(recipes.items()) if r is None]
+    if known_sides and unknown:  # another tool's vectors against the job's model: nothing says they are one model
+        (side, uri), (known, known_uri, recipe) = unknown[0], known_sides[0]
+        log.warning(
+            "%s: the vectors in %s record no model (another tool's files, without rayembed metadata), so nothing "
+            "checks that they come from the model of the %s's (%s: %s); mining compares them as they are, and "
+            "vectors of two models give meaningless pairs: embed both sides with one model (remove %s.embeddings_uri "
+            "and the job embeds it with model.name_or_path)",
+            side,
+            uri,
+            known,
+            known_uri,
+            describe(recipe),
+            side,
+        )
     if len(known_sides) < 2:
         return
     (a, a_uri, ra), (b, b_uri, rb) = known_sides[:2]
