@@ -93,6 +93,18 @@ def test_the_input_check_reads_each_file_once(ray_session, s3_bucket, proxy, mon
             {"id": ["x", "y"], "embedding": [[], [0.0, 1.0]], "text": ["t", "u"]},
             r"part-1.parquet: embedding column 'embedding' has 1 empty vectors \(no values; the first: 'x'\)",
         ),
+        (  # another tool's ids that are not one value: the cast failed in the Ray task, a Ray traceback
+            {"id": [[1, 2]], "embedding": [[1.0, 0.0]], "text": ["t"]},
+            r"part-1.parquet: id column 'id' \(input.id_column\) has type list<element: int64>; an id is one text",
+        ),
+        (
+            {"id": [{"doc": 1}], "embedding": [[1.0, 0.0]], "text": ["t"]},
+            r"part-1.parquet: id column 'id' \(input.id_column\) has type struct<doc: int64>",
+        ),
+        (  # bytes ids (a digest) that are not UTF-8: ArrowInvalid in the Ray task
+            {"id": pa.array([b"ok", b"\xff\xfe"]), "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
+            r"part-1.parquet: row 1 \(rows from 0 in the file\) has an id that is not UTF-8 text \(b'\\xff\\xfe'",
+        ),
         (  # pandas' integer ids with a gap are float64 with NaN: the row was clustered under the id 'nan'
             {"id": [7.0, float("nan")], "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},
             r"part-1.parquet: row 1 \(rows from 0 in the file\) has a NaN id \(pandas' missing value\)",

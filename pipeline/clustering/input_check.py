@@ -60,7 +60,7 @@ def checked_file_digests(
     check_columns(file, reader.schema_arrow, paths, first)
     rows, keys, start = [], [], 0
     for table in checked_batches(file, column, paths, id_column, dim, extra, reader, dim_from):
-        for i, key in enumerate(row_keys(table, id_column, chunked)):
+        for i, key in enumerate(file_row_keys(file, table, id_column, chunked, start)):
             if key is not None:
                 rows.append(start + i)
                 keys.append(key)
@@ -80,6 +80,40 @@ def checked_file_digests(
     schema = reader.schema_arrow
     read = pa.schema([schema.field(top) for top in dict.fromkeys(path[0] for path in paths.values())])
     return table, table.num_rows, (file_recipe(schema.metadata) if start else None, read)
+
+
+def file_row_keys(file: Location, table: pa.Table, id_column: str, chunked: bool, start: int) -> list[str | None]:
+    """duplicates.row_keys of a batch of `file` whose first row is `start`, an id that cannot be written as text
+    named. Ids of another tool's types were cast inside the Ray task and failed as a Ray traceback (a list or
+    struct id: ArrowNotImplementedError 'Unsupported cast', bytes that are not UTF-8: ArrowInvalid).
+
+    Raises:
+        InputColumnError: the id column holds lists, structs or maps, or bytes that are not UTF-8 text, naming the
+            file (and row) and what to do.
+    """
+    ids = table.column(id_column)
+    if pa.types.is_nested(ids.type):
+        raise InputColumnError(
+            f"{file.uri}: id column {id_column!r} (input.id_column) has type {ids.type}; an id is one text or number "
+            "per row (the assignments write it as text): set input.id_column to such a column, or write the ids so"
+        )
+    try:
+        return row_keys(table, id_column, chunked)
+    except pa.ArrowInvalid:  # binary ids that are not UTF-8
+        row = next(i for i, v in enumerate(ids.to_pylist()) if v is not None and not utf8(v))
+        raise InputColumnError(
+            f"{file.uri}: row {start + row} (rows from 0 in the file) has an id that is not UTF-8 text "
+            f"({ids[row].as_py()!r}; input.id_column {id_column!r} is {ids.type}), and the assignments write ids as "
+            "text: write the ids as text (e.g. their hex), or set input.id_column to a text id column"
+        ) from None
+
+
+def utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_columns(file: Location, schema: pa.Schema, paths: dict[str, tuple[str, ...]], first: str) -> None:
