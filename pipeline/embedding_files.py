@@ -167,6 +167,41 @@ def check_file(file: Location, column: str, paths: dict[str, tuple[str, ...]], i
     return sum(table.num_rows for table in checked_batches(file, column, paths, id_column, dim))
 
 
+def ids_as_text(uri: str, ids: pa.ChunkedArray | pa.Array, key: str, start: int = 0) -> pa.ChunkedArray | pa.Array:
+    """A file's id column as text (string), as the outputs write ids and joins compare them; `key` names the
+    configuration key of the column (`input.id_column 'id'`), `start` the row of the file the ids begin at.
+
+    Another tool's ids that do not cast failed as an Arrow error from deep inside a Ray task: lists or structs
+    (ArrowNotImplementedError 'Unsupported cast'), bytes that are not UTF-8 (a raw digest: ArrowInvalid).
+
+    Raises:
+        EmbeddingFileError: the ids are lists, structs or maps, or bytes that are not UTF-8, naming the file (and
+            row) and what to do.
+    """
+    if pa.types.is_nested(ids.type):
+        raise EmbeddingFileError(
+            f"{uri}: the id column ({key}) has type {ids.type}; an id is one text or number per row (outputs and "
+            "joins take it as text): point the key at such a column, or write the ids so"
+        )
+    try:
+        return ids.cast(pa.string())
+    except pa.ArrowInvalid:  # binary ids that are not UTF-8
+        row = next(i for i, v in enumerate(ids.to_pylist()) if v is not None and not is_utf8(v))
+        raise EmbeddingFileError(
+            f"{uri}: row {start + row} (rows from 0 in the file) has an id that is not UTF-8 text "
+            f"({ids[row].as_py()!r}; {key} is {ids.type}): write the ids as text (e.g. their hex), or point the key "
+            "at a text id column"
+        ) from None
+
+
+def is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class RowIds(Sequence):
     """A block's ids as strings, converted one at a time when an error names a row: converting every id of every
     block to a Python string cost more than checking the vectors (bench/cluster_scale.py)."""

@@ -539,6 +539,29 @@ def test_another_tools_vectors_against_a_recorded_model_are_a_warning_naming_bot
     assert "remove source.embeddings_uri" in said[0], said
 
 
+@pytest.mark.parametrize(
+    "ids, said",
+    [
+        (pa.array([[i] for i in range(60)]), "the id column (source.embeddings_id_column 'id') has type list<"),
+        (
+            pa.array([{"doc": i} for i in range(60)]),
+            "the id column (source.embeddings_id_column 'id') has type struct<",
+        ),
+        (pa.array([b"\xff" + bytes([i]) for i in range(60)]), "row 0 (rows from 0 in the file) has an id that is not "),
+    ],
+)
+def test_another_tools_ids_that_are_not_text_are_refused_naming_the_file(corpus, ids, said):
+    """An embeddings file's ids of lists, structs or non-UTF-8 bytes (another tool's) failed with Arrow's
+    'Unsupported cast from list<element: int64> to utf8' / 'Invalid UTF8 payload', naming no file or key."""
+    path = Path(corpus["src_emb"]) / "part-0.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, "id", ids), path)
+    with pytest.raises(UserError) as err:
+        run_mine(parse_config(MineConfig, config(corpus)))
+    assert str(err.value).startswith(f"{path}: "), err.value
+    assert said in str(err.value), err.value
+
+
 def with_recipe(path: Path, **recipe: str) -> None:
     """Rewrite an embeddings file with rayembed.<key> metadata (its vectors unchanged)."""
     table = pq.read_table(path)

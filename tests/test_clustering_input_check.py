@@ -95,11 +95,11 @@ def test_the_input_check_reads_each_file_once(ray_session, s3_bucket, proxy, mon
         ),
         (  # another tool's ids that are not one value: the cast failed in the Ray task, a Ray traceback
             {"id": [[1, 2]], "embedding": [[1.0, 0.0]], "text": ["t"]},
-            r"part-1.parquet: id column 'id' \(input.id_column\) has type list<element: int64>; an id is one text",
+            r"part-1.parquet: the id column \(input.id_column 'id'\) has type list<element: int64>; an id is one text",
         ),
         (
             {"id": [{"doc": 1}], "embedding": [[1.0, 0.0]], "text": ["t"]},
-            r"part-1.parquet: id column 'id' \(input.id_column\) has type struct<doc: int64>",
+            r"part-1.parquet: the id column \(input.id_column 'id'\) has type struct<doc: int64>",
         ),
         (  # bytes ids (a digest) that are not UTF-8: ArrowInvalid in the Ray task
             {"id": pa.array([b"ok", b"\xff\xfe"]), "embedding": [[1.0, 0.0], [0.0, 1.0]], "text": ["t", "u"]},

@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 
 from pipeline.clustering.vectors import embedding_matrix
 from pipeline.config import StorageConfig
-from pipeline.embedding_files import RowIds, file_matrix, file_unit_rows, naming_the_file, open_embeddings
+from pipeline.embedding_files import (
+    RowIds,
+    file_matrix,
+    file_unit_rows,
+    ids_as_text,
+    naming_the_file,
+    open_embeddings,
+)
 from pipeline.errors import UserError
 from pipeline.storage import list_files, resolve
 
@@ -82,7 +89,8 @@ def embedding_file(
     metadata = {}
     if schema.metadata:
         metadata = {k.decode(): v.decode() for k, v in schema.metadata.items() if k.startswith(b"rayembed.")}
-    ids = table.column(id_column).cast(pa.string()).combine_chunks()
+    ids = ids_as_text(uri, table.column(id_column), f"{side or 'the side'}.embeddings_id_column {id_column!r}")
+    ids = ids.combine_chunks()
     raw = file_matrix(loc, table, column, None, RowIds(ids))
     with np.errstate(invalid="ignore", over="ignore"):
         norms = np.linalg.norm(raw, axis=1)  # (rows,)

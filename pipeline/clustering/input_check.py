@@ -24,7 +24,7 @@ from pipeline.clustering.vectors import InputColumnError
 from pipeline.column_paths import Missing, arrow_path
 from pipeline.config import ComputeConfig
 from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
-from pipeline.embedding_files import EmbeddingFileError, checked_batches, open_embeddings
+from pipeline.embedding_files import EmbeddingFileError, checked_batches, ids_as_text, open_embeddings
 from pipeline.embedding_recipe import file_recipe, first_conflict
 from pipeline.stages import io_task
 from pipeline.storage import Location
@@ -83,37 +83,12 @@ def checked_file_digests(
 
 
 def file_row_keys(file: Location, table: pa.Table, id_column: str, chunked: bool, start: int) -> list[str | None]:
-    """duplicates.row_keys of a batch of `file` whose first row is `start`, an id that cannot be written as text
-    named. Ids of another tool's types were cast inside the Ray task and failed as a Ray traceback (a list or
-    struct id: ArrowNotImplementedError 'Unsupported cast', bytes that are not UTF-8: ArrowInvalid).
-
-    Raises:
-        InputColumnError: the id column holds lists, structs or maps, or bytes that are not UTF-8 text, naming the
-            file (and row) and what to do.
+    """duplicates.row_keys of a batch of `file` whose first row is `start`; an id that cannot be written as text
+    (a list, a struct, bytes that are not UTF-8) is an error naming the file and row (embedding_files.ids_as_text),
+    not a Ray traceback.
     """
-    ids = table.column(id_column)
-    if pa.types.is_nested(ids.type):
-        raise InputColumnError(
-            f"{file.uri}: id column {id_column!r} (input.id_column) has type {ids.type}; an id is one text or number "
-            "per row (the assignments write it as text): set input.id_column to such a column, or write the ids so"
-        )
-    try:
-        return row_keys(table, id_column, chunked)
-    except pa.ArrowInvalid:  # binary ids that are not UTF-8
-        row = next(i for i, v in enumerate(ids.to_pylist()) if v is not None and not utf8(v))
-        raise InputColumnError(
-            f"{file.uri}: row {start + row} (rows from 0 in the file) has an id that is not UTF-8 text "
-            f"({ids[row].as_py()!r}; input.id_column {id_column!r} is {ids.type}), and the assignments write ids as "
-            "text: write the ids as text (e.g. their hex), or set input.id_column to a text id column"
-        ) from None
-
-
-def utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    ids = ids_as_text(file.uri, table.column(id_column), f"input.id_column {id_column!r}", start)
+    return row_keys(table.set_column(table.schema.get_field_index(id_column), id_column, ids), id_column, chunked)
 
 
 def check_columns(file: Location, schema: pa.Schema, paths: dict[str, tuple[str, ...]], first: str) -> None:
