@@ -197,3 +197,37 @@ def test_files_that_disagree_on_a_nested_id_or_vector_type_are_read_as_the_top_l
     odd = meta(("id", pa.string()), ("n", pa.list_(pa.int32())), ("vec", pa.list_(pa.float32())))
     with pytest.raises(InputColumnError, match=r"column 'meta.n' has type int32 in a but list<item: int32> in odd"):
         read_schema([("a", a), ("odd", odd)], paths, "meta.id", "meta.vec")
+
+
+@pytest.mark.parametrize("texts", [pa.array([["a", "b"]]), pa.array([{"en": "a"}])])
+def test_a_text_column_dedup_cannot_count_is_refused_before_the_fit(tmp_path, texts):
+    """dedup keep: longest counts the characters of input.text_column: a list or struct column (another tool's
+    tokens, a translation struct) failed as a Ray Data UserCodeException in the assignment pass, after the whole fit.
+    Now the first file's check names it; other keeps carry such a column as it is."""
+    from pipeline.clustering.job import inspect_input
+    from pipeline.errors import UserError
+
+    pq.write_table(pa.table({"id": ["a"], "embedding": [[1.0, 0.0]], "text": texts}), tmp_path / "part-0.parquet")
+    raw = {
+        "input": {"uri": str(tmp_path), "text_column": "text"},
+        "output": {"uri": "o"},
+        "clustering": {"k": 1, "dedup": {"eps": 0.01, "keep": "longest"}},
+    }
+    root = resolve(str(tmp_path), StorageConfig())
+    with pytest.raises(
+        UserError, match=r"part-0.parquet: input.text_column 'text' has type (list|struct)<.*>, and dedup"
+    ):
+        inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"])
+    raw["clustering"]["dedup"]["keep"] = "first"
+    assert inspect_input(parse_config(ClusterConfig, raw), root, ["part-0.parquet"])[0] == 2
+
+
+def test_a_text_that_is_not_utf8_names_its_row_for_dedup_keep_longest():
+    """Bytes texts that are not UTF-8 failed as a Ray Data UserCodeException ('Invalid UTF8 payload')."""
+    from pipeline.clustering.distributed import text_lengths
+    from pipeline.errors import UserError
+
+    texts = pa.chunked_array([pa.array([b"abc", None, b"\xff\xfe"], pa.binary())])
+    with pytest.raises(UserError, match=r"input.text_column 'text' of 'd2' \(binary\) is not text"):
+        text_lengths(texts, "text", ["d0", "d1", "d2"])
+    assert text_lengths(texts.slice(0, 2), "text", ["d0", "d1"]).to_pylist() == [3, 0]

@@ -20,6 +20,7 @@ import ray
 from pipeline.clustering import dedup, kmeans
 from pipeline.clustering.ordering import natural_order, stable_uniform
 from pipeline.clustering.vectors import InputColumnError, embedding_matrix, normalize_rows
+from pipeline.embedding_files import is_utf8
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,30 @@ def assign_block(block: pa.Table, centroids, spec: AssignSpec) -> pa.Table:
     if spec.with_vectors:
         cols[EMB] = as_vectors(x)
     if spec.text_column:
-        cols[TEXT_LEN] = pc.utf8_length(block.column(spec.text_column).cast(pa.string())).fill_null(0)
+        cols[TEXT_LEN] = text_lengths(block.column(spec.text_column), spec.text_column, ids)
     return pa.table(cols)
+
+
+def text_lengths(texts: pa.ChunkedArray, text_column: str, ids: list[str]) -> pa.Array:
+    """Characters of each row's text (0 for a null): what dedup keep: longest compares.
+
+    Raises:
+        InputColumnError: a text that is not text (lists, structs; bytes that are not UTF-8), naming the row's id:
+            it failed as a Ray Data UserCodeException after the whole fit.
+    """
+    try:
+        return pc.utf8_length(texts.cast(pa.string())).fill_null(0)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        bad = "?"
+        for i, value in enumerate(texts.to_pylist()):
+            if isinstance(value, bytes) and not is_utf8(value):
+                bad = ids[i]
+                break
+        raise InputColumnError(
+            f"input.text_column {text_column!r} of {bad!r} ({texts.type}) is not text ({err}); dedup keep: longest "
+            "counts the characters of a text: set input.text_column to a column of text, or choose another "
+            "clustering.dedup.keep"
+        ) from None
 
 
 @dataclass(frozen=True)

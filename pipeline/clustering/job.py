@@ -113,10 +113,29 @@ def inspect_input(cfg: ClusterConfig, root: Location, files: list[str]) -> tuple
             f"{first.uri}: {err}; set input.embedding_column to a column of float vectors (the embed job writes "
             "'embedding')"
         ) from None
+    check_text_type(cfg, schema, paths, first.uri)
     if dim is not None:  # a fixed_size_list: its type gives the dim
         return dim, paths, f"in {first.uri}"
     dim, where = first_vector_dim(root, files, emb, paths[emb])  # variable-length lists: the first vector's
     return dim, paths, f"in {where}"
+
+
+def check_text_type(cfg: ClusterConfig, schema: pa.Schema, paths: dict[str, tuple[str, ...]], uri: str) -> None:
+    """With dedup keep: longest, input.text_column must hold text (its characters are counted): a list or struct
+    column failed as a Ray Data UserCodeException in the assignment pass, after the whole fit.
+
+    Raises:
+        InputColumnError: naming the file, the column's type and what to do.
+    """
+    dedup_cfg, text = cfg.clustering.dedup, cfg.input.text_column
+    if not (dedup_cfg and dedup_cfg.keep == "longest" and text):
+        return
+    typ = flat_field(schema, text, paths[text]).type
+    if pa.types.is_nested(typ):
+        raise InputColumnError(
+            f"{uri}: input.text_column {text!r} has type {typ}, and dedup keep: longest counts the characters of a "
+            "text: set input.text_column to a column of text, or choose another clustering.dedup.keep"
+        )
 
 
 def first_vector_dim(root: Location, files: list[str], column: str, path: tuple[str, ...]) -> tuple[int, str]:
