@@ -372,6 +372,24 @@ def test_empty_side_is_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
+def test_a_side_whose_rows_are_all_rejects_quotes_their_reasons(tmp_path):
+    """Rows rejected for their ids (another tool's list ids) were called 'null, empty or unreadable text'; the
+    error now quotes the rejects' own reasons and where they are written."""
+    pq.write_table(pa.table({"id": [[i] for i in range(3)], "text": ["a", "b", "c"]}), tmp_path / "src.parquet")
+    (tmp_path / "eng.txt").write_text("x\ny\n")
+    raw = {
+        "source": {"uri": str(tmp_path / "src.parquet"), "format": "parquet", "lang": "fra", "id_column": "id"},
+        "target": {"uri": str(tmp_path / "eng.txt"), "format": "text", "lang": "eng"},
+        "output": {"uri": str(tmp_path / "out")},
+        "mining": {"backend": "local"},
+    }
+    with pytest.raises(SideError) as err:
+        run_mine(parse_config(MineConfig, raw))
+    said = str(err.value)
+    assert "source: no usable rows in" in said and "(3 rejected, e.g. 'id is list [0], not a string" in said, said
+    assert "null, empty or unreadable" not in said and f"reasons in {tmp_path / 'out'}/_rejects/source" in said, said
+
+
 def test_a_side_smaller_than_k_is_said_in_the_summary_and_a_warning(corpus, caplog):
     """2 English lines against 60 French with k=4: the forward search can find only 2 neighbours, so the margins
     average 2 cosines; the summary said k=4 and nothing else (a 1-row side makes every margin near 1)."""

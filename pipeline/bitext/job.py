@@ -159,14 +159,15 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
                     f"Fix {side}.lang or {side}.lang_column"
                 )
             raise SideError(
-                f"{side}: no usable rows in {group.cfg.uri} ({counts.rows_rejected} rejected: null, empty or "
-                "unreadable text)"
+                f"{side}: no usable rows in {group.cfg.uri} ({counts.rows_rejected} rejected, "
+                f"{counts.rejects_said()}; reasons in {rejects_uri(cfg, next(iter(group.sides)))})"
             )
     if counts.rows_rejected:
         log.warning(
-            "%s: skipped %d rows with null, empty or unreadable text (reasons in %s)",
+            "%s: skipped %d rejected rows, %s (reasons in %s)",
             group.cfg.uri,
             counts.rows_rejected,
+            counts.rejects_said(),
             rejects_uri(cfg, next(iter(group.sides))),
         )
     check_rejects(cfg, group, counts.rows_read, counts.rows_rejected)  # fails fast, before the dedup

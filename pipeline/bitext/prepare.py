@@ -70,10 +70,14 @@ class ReadCounts:
     matched: Counter = field(default_factory=Counter)
     value_parts: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)  # -> (file index, uri)
     taken: dict[str, dict[str, int]] = field(default_factory=dict)  # lang -> data value -> rows, once resolved
+    # the first REJECT_EXAMPLES distinct reasons, which errors and warnings quote (they said "null, empty or
+    # unreadable text" whatever the reason: a list id, a repeated id, a line that is not JSON)
+    reject_examples: list[str] = field(default_factory=list)
 
     def add(self, other: ReadCounts) -> None:
         self.rows_read += other.rows_read
         self.rows_rejected += other.rows_rejected
+        self.note_rejects(other.reject_examples)
         self.per_lang.update(other.per_lang)
         self.present.update(other.present)
         self.rejected_present.update(other.rejected_present)
@@ -83,6 +87,18 @@ class ReadCounts:
         for key, uris in other.value_parts.items():
             self.value_parts.setdefault(key, []).extend(uris)
 
+    def note_rejects(self, reasons: list[str]) -> None:
+        """Keep `reasons` as examples, up to REJECT_EXAMPLES distinct ones."""
+        for reason in reasons:
+            if len(self.reject_examples) >= REJECT_EXAMPLES:
+                return
+            if reason not in self.reject_examples:
+                self.reject_examples.append(reason)
+
+    def rejects_said(self) -> str:
+        """'e.g. 'reason'; 'reason'' for errors and warnings: what the rejected rows were."""
+        return "e.g. " + "; ".join(repr(r) for r in self.reject_examples) if self.reject_examples else "no reason"
+
     def take(self, values: dict[str, list[str]]) -> None:
         """Keep, for each listed code, the rows and raw parts of the data values it takes (languages.values_taken), in
         file order; rows of the other values count as other languages."""
@@ -91,6 +107,9 @@ class ReadCounts:
             parts = sorted((i, v, uri) for v in taken for i, uri in self.value_parts.get((lang, v), []))
             self.parts[lang] = [uri for _, _, uri in parts]
             self.taken[lang] = {v: self.matched[(lang, v)] for v in taken}
+
+
+REJECT_EXAMPLES = 3
 
 
 def raw_part_uri(work_uri: str, side: str, lang: str, file_index: int, piece: int = 0) -> str:
@@ -144,6 +163,7 @@ def read_blocks(
         if good.num_rows < block.num_rows:
             rejected = block.filter(pc.is_valid(block.column(REJECT)))
             rejects.append(reject_table(rejected))
+            counts.note_rejects(rejected.column(REJECT).slice(0, 64).to_pylist())
             if job.lang_column is not None:  # a language whose rows are all rejects is named so, not as absent
                 counts.rejected_present.update(lang_key(v) for v in rejected.column(job.lang_column).to_pylist())
         if job.lang_column is None:
