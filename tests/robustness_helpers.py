@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -216,3 +218,12 @@ def without_root_powers() -> list[str]:
         pytest.skip("running as root without setpriv: file permissions cannot be tried")
     caps = "-dac_override,-dac_read_search"
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def run_without_root_powers(code: str) -> subprocess.CompletedProcess:
+    """`python -c code` in the repository, under this user's file permissions (without_root_powers); its output as
+    text. Raises CalledProcessError when it exits non-zero."""
+    from conftest import REPO
+
+    cmd = [*without_root_powers(), sys.executable, "-c", code]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True, env=os.environ)

@@ -18,7 +18,7 @@ from pipeline.fingerprint import hash_directory, model_identity
 from pipeline.model_files import ModelChangedError, ModelFiles, ModelUnreadableError, files_digest, held_to
 
 sys.path.insert(0, str(Path(__file__).parent))
-from robustness_helpers import make_config, without_root_powers
+from robustness_helpers import make_config, run_without_root_powers
 
 
 @pytest.fixture
@@ -174,9 +174,6 @@ def test_folders_a_filesystem_or_nas_keeps_are_not_part_of_the_model(model_dir):
 def test_a_file_or_folder_of_the_model_the_user_may_not_read_is_named(model_dir):
     """A file the job's user may not read was a PermissionError traceback; a folder was skipped by Path.rglob
     without a word (its files not part of the identity). Both are named, with what to do."""
-    import subprocess
-
-    from conftest import REPO
 
     call = (
         "from pathlib import Path; from pipeline.fingerprint import hash_directory\n"
@@ -185,8 +182,7 @@ def test_a_file_or_folder_of_the_model_the_user_may_not_read_is_named(model_dir)
     )
 
     def hashed() -> str:
-        cmd = [*without_root_powers(), sys.executable, "-c", call]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True, env=os.environ).stdout
+        return run_without_root_powers(call).stdout
 
     locked = model_dir / "README.md"
     locked.write_text("card")

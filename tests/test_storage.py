@@ -4,7 +4,7 @@ import logging
 import re
 
 import pytest
-from robustness_helpers import without_root_powers
+from robustness_helpers import run_without_root_powers
 from s3_round_trip import listed_and_read
 
 from pipeline.config import StorageConfig
@@ -460,10 +460,6 @@ def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_
     """A file the job's user may not read failed the job only when its read task reached it (maybe hours in); a
     folder it may not list failed the listing with a bare PermissionError traceback. Both are named now, before
     anything runs, with what to do."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
 
     make_tree(tmp_path)
     (tmp_path / "a" / "0.jsonl").chmod(0o000)
@@ -475,8 +471,7 @@ def test_a_file_or_folder_the_user_may_not_read_fails_the_listing_naming_it(tmp_
     )
 
     def listed() -> str:
-        cmd = [*without_root_powers(), sys.executable, "-c", listing]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+        return run_without_root_powers(listing).stdout
 
     try:
         out = listed()
@@ -499,10 +494,6 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
     the listing, for a glob too (pyarrow's recursive listing stops there), though the hidden-name rule skips it: the
     files are listed without it. A folder that is not hidden still fails naming it, except for a pattern without '/'
     or '**' (`*.txt`), which matches names of the base folder only and no longer lists its subfolders."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
 
     make_tree(tmp_path)
     hidden, locked = tmp_path / "a" / ".snapshot", tmp_path / "b" / "locked"
@@ -515,8 +506,7 @@ def test_a_hidden_folder_the_user_may_not_list_is_skipped_as_hidden(tmp_path):
     )
 
     def listed() -> str:
-        cmd = [*without_root_powers(), sys.executable, "-c", listing]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+        return run_without_root_powers(listing).stdout
 
     try:
         hidden.chmod(0o000)
@@ -559,9 +549,6 @@ def test_folders_an_os_or_filesystem_keeps_are_skipped_and_a_users_locked_folder
     failed the whole listing (UnreadableEntryError: pyarrow's recursive listing stops there). They are skipped,
     readable or not, with one log line naming them; a locked folder of the user's still fails naming it."""
     import subprocess
-    import sys
-
-    from conftest import REPO
 
     make_tree(tmp_path)
     lost, windows, recycle = tmp_path / "lost+found", tmp_path / "System Volume Information", tmp_path / "$RECYCLE.BIN"
@@ -578,8 +565,7 @@ def test_folders_an_os_or_filesystem_keeps_are_skipped_and_a_users_locked_folder
     )
 
     def listed() -> subprocess.CompletedProcess:
-        cmd = [*without_root_powers(), sys.executable, "-c", listing]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+        return run_without_root_powers(listing)
 
     try:
         lost.chmod(0o000)  # 700 and root's: the job's user (no root powers here) may not list it
