@@ -15,6 +15,7 @@ Generic over the config class: works for every job's config (embed, mine_bitext,
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import types
@@ -752,6 +753,22 @@ MANY_URIS_HINT = (
 )
 
 
+def whole_number_hint(text: str) -> str:
+    """What to write instead of `text`, a number YAML 1.1 reads as text where a whole number is expected.
+
+    PyYAML reads `1e6` and `2.5e5` as strings (its float needs a dot, and a sign after the `e`), so
+    `rows_per_file: 1e6` was refused as 'unable to parse string as an integer' with no word of why. '' when `text`
+    is no number or not a whole one.
+    """
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return ""
+    if not math.isfinite(value) or value != int(value):
+        return ""
+    return f" (YAML reads {text!r} as text, not as a number: write {int(value)})"
+
+
 def parse_config(
     model: type[BaseModel],
     raw: dict[str, Any],
@@ -783,6 +800,8 @@ def parse_config(
             msg = e["msg"] + (suggestion(model, loc) if e["type"] == "extra_forbidden" else "")
             if e["type"] == "string_type" and loc and loc[-1] == "uri" and isinstance(e.get("input"), list):
                 msg += MANY_URIS_HINT
+            if e["type"] == "int_parsing" and isinstance(e.get("input"), str):
+                msg += whole_number_hint(e["input"])
             flag = next((o for k, o in by_key.items() if where == k or where.startswith(k + ".")), None)
             if flag is not None:
                 out.append(f"  --set {flag}: {where}: {msg}")

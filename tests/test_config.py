@@ -731,3 +731,35 @@ def test_an_environment_variable_in_any_location_key_of_any_job_is_refused(tmp_p
     )
     with pytest.raises(ConfigError, match=r"source.embeddings_uri: '\$\{EMB\}/vectors' holds \$\{EMB\}"):
         load_config(MineConfig, path)
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("output: {uri: o, rows_per_file: 1e6}", "output.rows_per_file: Input should be a valid integer"),
+        ("batching: {max_tokens_per_batch: 2.5e5}", "batching.max_tokens_per_batch: Input should be a valid integer"),
+    ],
+)
+def test_a_whole_number_yaml_reads_as_text_says_what_to_write(tmp_path, written, hint):
+    """PyYAML reads `1e6` and `2.5e5` as strings (its float needs a dot and a signed exponent): `rows_per_file: 1e6`
+    was refused 'unable to parse string as an integer' with no word of why. The error says what to write; a
+    number that is not whole, or no number, gets no such line; where a float is expected the text is taken."""
+    section = written.partition(":")[0]
+    text = "".join(line for line in MINIMAL.splitlines(keepends=True) if not line.startswith(section + ":"))
+    value = written.rpartition(": ")[2].rstrip("}")
+    whole = int(float(value))
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, text + written + "\n"))
+    assert hint in str(err.value) and f"(YAML reads {value!r} as text, not as a number: write {whole})" in str(
+        err.value
+    )
+    key = hint.partition(":")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={value}"])
+    assert f"--set {key}={value}: {key}:" in str(err.value) and f"write {whole})" in str(err.value)
+    for other in ("2.5e-1", "12k", "1e400"):
+        with pytest.raises(ConfigError) as err:
+            load_config(EmbedConfig, write(tmp_path, MINIMAL), [f"{key}={other}"])
+        assert "YAML reads" not in str(err.value)
+    fraction = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["input.max_reject_fraction=5e-1"])
+    assert fraction.input.max_reject_fraction == 0.5  # a float key takes the text as its number
