@@ -82,7 +82,7 @@ def check_available(
     if overwrite:
         return None
     if is_committed(out):
-        if not is_our_marker(out):
+        if not is_our_marker(read_marker(out)):
             raise OutputExistsError(
                 f"output {out.uri} holds a {MARKER} that rayembed did not write (not its JSON marker: Spark and "
                 f"Hadoop write an empty one), so it holds another tool's output; {naming.hint}"
@@ -101,12 +101,16 @@ def check_available(
     return recorded
 
 
-def is_our_marker(out: Location) -> bool:
-    """Whether `out`'s `_SUCCESS` is the JSON object `commit` writes (it names the job and its summary file)."""
+def read_marker(out: Location) -> Any:
+    """`out`'s `_SUCCESS` as parsed JSON; None when there is none, "" when it is not JSON (another tool's)."""
     try:
-        marker = get_json(out.join(MARKER))
+        return get_json(out.join(MARKER))
     except NotOurJsonError:
-        return False
+        return ""
+
+
+def is_our_marker(marker: Any) -> bool:
+    """Whether a read `_SUCCESS` (read_marker) is the JSON object `commit` writes (it names the job and its summary)."""
     return isinstance(marker, dict) and "job" in marker and "summary" in marker
 
 
@@ -193,15 +197,15 @@ def reuse_finished(
         OutputExistsError: `out` holds no finished run, one of another fingerprint (each differing field named), or
             one whose summary is missing.
     """
-    if not is_committed(out):
+    marker = read_marker(out)  # one read: whether it is there, whose it is, and the summary it names
+    if marker is None:
         raise OutputExistsError(f"output {out.uri} holds no finished run ({MARKER} is missing)")
-    if not is_our_marker(out):
+    if not is_our_marker(marker):
         raise OutputExistsError(
             f"output {out.uri} holds a {MARKER} that rayembed did not write (not its JSON marker: Spark and Hadoop "
             f"write an empty one), so it holds another tool's output, not a finished {job}; {naming.hint}"
         )
     recorded = get_json(out.join(FINGERPRINT))
-    marker = get_json(out.join(MARKER))
     diffs = differences(recorded["fingerprint"], fingerprint, same_content) if recorded else ["no fingerprint recorded"]
     if diffs:
         raise OutputExistsError(
