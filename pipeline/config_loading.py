@@ -260,7 +260,18 @@ def load_yaml(
         raise ConfigError(yaml_error_message(path, err)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return apply_overrides(raw, overrides or [], model)
+    return apply_overrides(without_extension_fields(raw), overrides or [], model)
+
+
+# Docker Compose's extension fields: a top-level key starting with `x-` holds what the file's anchors refer to
+# (`x-common: &common {...}`, then `model: {<<: *common, ...}`); it configures nothing itself.
+EXTENSION_PREFIX = "x-"
+
+
+def without_extension_fields(raw: dict[Any, Any]) -> dict[Any, Any]:
+    """`raw` without its top-level extension fields (keys starting with EXTENSION_PREFIX). Their values reach a
+    section only through the aliases and `<<:` merges that use them, which PyYAML has already resolved."""
+    return {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith(EXTENSION_PREFIX))}
 
 
 def yaml_error_message(path: Path, err: yaml.YAMLError) -> str:
@@ -741,6 +752,13 @@ def suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         if ours is not None:
             return f"; did you mean {ours}? (a key of the {section} section)"
     close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if len(loc) == 1:
+        # an unknown section; perhaps one kept for the anchors of the file (without_extension_fields)
+        return (
+            (f"; did you mean {close[0]}?" if close else f"; known sections: {', '.join(known)}")
+            + f" (a section that only holds what YAML anchors refer to is named {EXTENSION_PREFIX}{loc[0]}: top-level "
+            f"keys starting with {EXTENSION_PREFIX!r} are left out, as Docker Compose leaves out its extension fields)"
+        )
     if close:
         return f"; did you mean {close[0]}?"
     return f"; known keys: {', '.join(known)}"

@@ -104,6 +104,25 @@ def test_yaml_anchors_and_merge_keys_are_not_repeats(tmp_path):
     assert (cfg.model.max_tokens, cfg.batching.max_tokens_per_batch, cfg.batching.max_batch_size) == (64, 128, 64)
 
 
+def test_top_level_extension_fields_hold_anchors_and_configure_nothing(tmp_path):
+    """Docker Compose's `x-common: &common {...}` section, merged into several sections, loads; it was refused as an
+    unknown section. Another unknown section still is, and its line says how to name an anchors-only section."""
+    text = (
+        "x-common: &common {max_tokens: 64, pooling: mean}\n"
+        "x-out: {dtype: float16}\n"
+        "input: {uri: data/, format: jsonl}\n"
+        "output: {uri: out/}\n"
+        "model: {<<: *common, max_tokens: 32}\n"
+    )
+    cfg = load_config(EmbedConfig, write(tmp_path, text))
+    assert (cfg.model.max_tokens, cfg.model.pooling, cfg.output.dtype) == (32, "mean", "float32")
+    with pytest.raises(ConfigError) as err:
+        load_config(EmbedConfig, write(tmp_path, text.replace("x-common", "common")))
+    assert "c.yaml:1: common: Extra inputs" in str(err.value) and "named x-common" in str(err.value)
+    with pytest.raises(ConfigError, match="modle: .*did you mean model\\?"):
+        load_config(EmbedConfig, write(tmp_path, MINIMAL + "modle: {pooling: mean}\n"))
+
+
 @pytest.mark.parametrize(
     "text, overrides, where, reference",
     [
