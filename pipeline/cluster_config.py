@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline import columns
 from pipeline.config import ComputeConfig, EmbedConfig, JobConfig, Location, OutputConfig, Section, StorageConfig
+from pipeline.config_loading import YamlWord
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
@@ -70,13 +71,24 @@ class ClusterInputConfig(Section):
 class DedupConfig(Section):
     eps: float = Field(
         ge=0,  # 0 is "exact copies only", as 1e-8 is: both count as the floor (0 was refused, 1e-8 taken)
-        lt=1,
         description="Rows of one cluster with cosine >= 1 - eps are duplicates (joined transitively); an eps below 1e-5 "
         "(0 too: exact copies only) counts as 1e-5 (float32 cosines of identical vectors read 1 +- 5e-7, so exact "
         "copies were missed). Measured with "
         "multilingual-e5-small (docs/clustering.md): 0.04-0.06 finds ~96% of small edits at ~100% precision; "
         "translations need ~0.1, where precision falls to ~0.83.",
     )
+
+    @field_validator("eps")
+    @classmethod
+    def _a_distance(cls, eps: float) -> float:
+        if eps >= 1:
+            raise ValueError(
+                f"eps {eps:g} is 1 or more: eps is a cosine distance (rows with cosine >= 1 - eps are duplicates), so "
+                "it would join rows at cosine 0 or below, unrelated ones. For a cosine similarity threshold s write "
+                "eps: 1 - s (0.95 -> 0.05); docs/clustering.md gives 0.04-0.06 for near copies"
+            )
+        return eps
+
     keep: Literal["first", "longest", "random"] = Field(
         "first",
         description="Which row of a duplicate group survives: first id (natural order, 'doc#2' < 'doc#10'), longest "
@@ -93,6 +105,34 @@ class DedupConfig(Section):
     block_rows: int = Field(
         2048, gt=0, description="Tile edge of the blocked cosine matmul: block_rows^2 float32 of scratch per task."
     )
+
+
+def dedup_switch(data: object) -> object:
+    """The raw clustering section with `dedup.enabled` (a switch other tools' configs have: `--set
+    clustering.dedup.enabled=false`) or `dedup: false` read: false leaves dedup off (the section as if absent), true
+    keeps the section's other keys. The section is then what it always was, so a run's fingerprint is unchanged.
+
+    Raises:
+        ValueError: `enabled` (or `dedup` itself) given a value that is not a boolean.
+    """
+    if not isinstance(data, dict):
+        return data
+    dedup = data.get("dedup")
+    if isinstance(dedup, (bool, YamlWord)):
+        return {**data, "dedup": None} if not as_boolean(dedup) else data
+    if not isinstance(dedup, dict) or "enabled" not in dedup:
+        return data
+    rest = {k: v for k, v in dedup.items() if k != "enabled"}
+    return {**data, "dedup": rest if as_boolean(dedup["enabled"], "dedup.enabled") else None}
+
+
+def as_boolean(value: object, key: str = "dedup") -> bool:
+    if isinstance(value, YamlWord):
+        return value.boolean
+    if not isinstance(value, bool):
+        # a ValueError: pydantic reports it as the key's validation error (a TypeError would escape as a traceback)
+        raise ValueError(f"clustering.{key} is true or false, not {value!r}")  # noqa: TRY004
+    return value
 
 
 class ClusteringConfig(Section):
@@ -119,7 +159,10 @@ class ClusteringConfig(Section):
         gt=0,
         description="Rows of the fit sample that k-means++ runs on, on the driver: its cost is O(rows * k * dim).",
     )
-    dedup: DedupConfig | None = Field(None, description="Semantic dedup within clusters; off when absent.")
+    dedup: DedupConfig | None = Field(
+        None,
+        description="Semantic dedup within clusters; off when absent, null or false, or with enabled: false in it.",
+    )
     center_by: str | None = Field(
         None,
         description="Column naming each row's group (e.g. the language, carried by the embed job's keep_columns): "
@@ -127,6 +170,11 @@ class ClusteringConfig(Section):
         "rather than language (SIB-200, 6 languages: V-measure 0.075 -> 0.414; docs/clustering.md). Centroids, "
         "cosines and dedup are then in the centred space. None: vectors as they are.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dedup_switch(cls, data: object) -> object:
+        return dedup_switch(data)
 
 
 class ClusterConfig(JobConfig):

@@ -186,3 +186,37 @@ def test_copies_cut_apart_join_one_group_when_the_pieces_kept_more_than_max_rows
     assert result.uncompared == 28  # 1 copy + 25 others + the 2 other chunks' copies, compared no second time
     small = dedup.dedup_cluster(x[:40], ids[:40], eps=1e-3, max_rows=30)  # few enough: compared, none left
     assert set(small.kept[:30].tolist()) == {0} and small.uncompared == 0
+
+
+def test_dedup_switches_off_as_other_tools_configs_write_it_and_an_eps_of_1_says_what_eps_is(tmp_path):
+    """`dedup: {enabled: false, ...}`, `dedup: false` and `--set clustering.dedup.enabled=false` (other tools'
+    switch) were refused as unknown keys or types; they leave dedup off, and `enabled: true` keeps the section as it
+    was (same fingerprint dump). eps 1.5 was refused as 'Input should be less than 1', without saying that eps is a
+    distance (a user giving a cosine similarity threshold, 0.95, is told to write 0.05)."""
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config import ConfigError, load_config
+
+    base = "input: {uri: e}\noutput: {uri: o}\nclustering:\n  k: 2\n"
+    cases = {
+        "  dedup: {eps: 0.05, enabled: false}\n": None,
+        "  dedup: {eps: 0.05, enabled: no}\n": None,
+        "  dedup: false\n": None,
+        "  dedup: {eps: 0.05, enabled: true}\n": {"eps": 0.05, "keep": "first"},
+        "  dedup: {eps: 0.05}\n": {"eps": 0.05, "keep": "first"},
+    }
+    path = tmp_path / "c.yaml"
+    for text, want in cases.items():
+        path.write_text(base + text)
+        dedup_cfg = load_config(ClusterConfig, path).clustering.dedup
+        got = None if dedup_cfg is None else {k: v for k, v in dedup_cfg.model_dump().items() if k in ("eps", "keep")}
+        assert got == want, text
+    path.write_text(base + "  dedup: {eps: 0.05}\n")
+    assert load_config(ClusterConfig, path, ["clustering.dedup.enabled=false"]).clustering.dedup is None
+    assert "enabled" not in load_config(ClusterConfig, path).clustering.model_dump()["dedup"]
+    path.write_text(base + "  dedup: {eps: 0.05, enabled: maybe}\n")
+    with pytest.raises(ConfigError, match="clustering.dedup.enabled is true or false, not 'maybe'"):
+        load_config(ClusterConfig, path)
+    for eps in ("1", "1.5", "0.95e1"):
+        path.write_text(base + f"  dedup: {{eps: {eps}}}\n")
+        with pytest.raises(ConfigError, match=r"eps [0-9.]+ is 1 or more: eps is a cosine distance.*write eps: 1 - s"):
+            load_config(ClusterConfig, path)
