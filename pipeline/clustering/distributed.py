@@ -20,7 +20,6 @@ import ray
 from pipeline.clustering import dedup, kmeans
 from pipeline.clustering.ordering import natural_order, stable_uniform
 from pipeline.clustering.vectors import InputColumnError, embedding_matrix, normalize_rows
-from pipeline.embedding_files import is_utf8
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -139,25 +138,33 @@ def assign_block(block: pa.Table, centroids, spec: AssignSpec) -> pa.Table:
     return pa.table(cols)
 
 
+BINARY_KINDS = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary, pa.types.is_binary_view)
+
+
 def text_lengths(texts: pa.ChunkedArray, text_column: str, ids: list[str]) -> pa.Array:
-    """Characters of each row's text (0 for a null): what dedup keep: longest compares.
+    """Characters of each row's text (0 for a null): what dedup keep: longest compares. Bytes that are not UTF-8
+    (a latin-1 text in a binary column) count the characters of their decoding with U+FFFD for each invalid byte
+    sequence, as Python's `errors="replace"` gives it: such a row stopped the job in the assignment pass, after the
+    whole fit, for a tie-break between near copies.
+
+    Args:
+        texts: the block's input.text_column (strings, bytes, numbers: a number is counted as its digits).
+        text_column, ids: to name the row whose value cannot be counted.
 
     Raises:
-        InputColumnError: a text that is not text (lists, structs; bytes that are not UTF-8), naming the row's id:
-            it failed as a Ray Data UserCodeException after the whole fit.
+        InputColumnError: a value that is no text at all (lists, structs), naming the row's id (the first file's check,
+            pipeline.clustering.job.check_text_type, refuses such a column before the fit).
     """
     try:
         return pc.utf8_length(texts.cast(pa.string())).fill_null(0)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        bad = "?"
-        for i, value in enumerate(texts.to_pylist()):
-            if isinstance(value, bytes) and not is_utf8(value):
-                bad = ids[i]
-                break
+        if any(is_kind(texts.type) for is_kind in BINARY_KINDS):
+            values = texts.to_pylist()
+            return pa.array([0 if v is None else len(v.decode("utf-8", "replace")) for v in values], pa.int32())
         raise InputColumnError(
-            f"input.text_column {text_column!r} of {bad!r} ({texts.type}) is not text ({err}); dedup keep: longest "
-            "counts the characters of a text: set input.text_column to a column of text, or choose another "
-            "clustering.dedup.keep"
+            f"input.text_column {text_column!r} of {ids[0] if ids else '?'!r} ({texts.type}) is not text ({err}); "
+            "dedup keep: longest counts the characters of a text: set input.text_column to a column of text, or "
+            "choose another clustering.dedup.keep"
         ) from None
 
 
