@@ -144,13 +144,13 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
         for lang in langs:
             if counts.per_lang[lang]:
                 continue
-            rejected = sum(n for v, n in counts.rejected_present.items() if lang in candidates(v, codes))
+            values = [v for v in counts.rejected_present if lang in candidates(v, codes)]
+            rejected = sum(counts.rejected_present[v] for v in values)
             if group.cfg.lang_column and rejected:
                 raise SideError(
-                    f"{side}: all {rejected} rows with {group.cfg.lang_column} == {lang!r} in "
-                    f"{group.cfg.uri} were rejected (null, empty or unreadable text; reasons in "
-                    f"{rejects_uri(cfg, next(iter(group.sides)))}), so {lang!r} has no rows to mine: fix those rows, or drop {lang!r} "
-                    f"from {side}.lang"
+                    f"{side}: all {rejected} rows with {group.cfg.lang_column} == {lang!r} in {group.cfg.uri} were "
+                    f"rejected ({counts.rejects_said(values)}; reasons in {rejects_uri(cfg, next(iter(group.sides)))}),"
+                    f" so {lang!r} has no rows to mine: fix those rows, or drop {lang!r} from {side}.lang"
                 )
             if group.cfg.lang_column and counts.present:
                 present = languages_present(counts.present, lang, f"{side}.lang")

@@ -73,6 +73,8 @@ class ReadCounts:
     # the first REJECT_EXAMPLES distinct reasons, which errors and warnings quote (they said "null, empty or
     # unreadable text" whatever the reason: a list id, a repeated id, a line that is not JSON)
     reject_examples: list[str] = field(default_factory=list)
+    # the same per language value (lang_column only): a language whose rows are all rejects quotes its own reasons
+    value_reject_examples: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, other: ReadCounts) -> None:
         self.rows_read += other.rows_read
@@ -81,6 +83,8 @@ class ReadCounts:
         self.per_lang.update(other.per_lang)
         self.present.update(other.present)
         self.rejected_present.update(other.rejected_present)
+        for value, reasons in other.value_reject_examples.items():
+            self.note_value_rejects(value, reasons)
         for lang, uris in other.parts.items():
             self.parts.setdefault(lang, []).extend(uris)
         self.matched.update(other.matched)
@@ -95,9 +99,23 @@ class ReadCounts:
             if reason not in self.reject_examples:
                 self.reject_examples.append(reason)
 
-    def rejects_said(self) -> str:
-        """'e.g. 'reason'; 'reason'' for errors and warnings: what the rejected rows were."""
-        return "e.g. " + "; ".join(repr(r) for r in self.reject_examples) if self.reject_examples else "no reason"
+    def note_value_rejects(self, value: str | None, reasons: list[str]) -> None:
+        """Keep `reasons` as examples of the rejected rows of the language value `value`, up to REJECT_EXAMPLES."""
+        kept = self.value_reject_examples.setdefault(value, [])
+        for reason in reasons:
+            if len(kept) >= REJECT_EXAMPLES:
+                return
+            if reason not in kept:
+                kept.append(reason)
+
+    def rejects_said(self, values: list[str] | None = None) -> str:
+        """'e.g. 'reason'; 'reason'' for errors and warnings: what the rejected rows were (of the language `values`
+        only, when given)."""
+        examples = self.reject_examples
+        if values is not None:
+            examples = list(dict.fromkeys(r for v in values for r in self.value_reject_examples.get(v, [])))
+            examples = examples[:REJECT_EXAMPLES]
+        return "e.g. " + "; ".join(repr(r) for r in examples) if examples else "no reason"
 
     def take(self, values: dict[str, list[str]]) -> None:
         """Keep, for each listed code, the rows and raw parts of the data values it takes (languages.values_taken), in
@@ -165,7 +183,11 @@ def read_blocks(
             rejects.append(reject_table(rejected))
             counts.note_rejects(rejected.column(REJECT).slice(0, 64).to_pylist())
             if job.lang_column is not None:  # a language whose rows are all rejects is named so, not as absent
-                counts.rejected_present.update(lang_key(v) for v in rejected.column(job.lang_column).to_pylist())
+                values = [lang_key(v) for v in rejected.column(job.lang_column).to_pylist()]
+                counts.rejected_present.update(values)
+                for value, reason in zip(values, rejected.column(REJECT).to_pylist(), strict=True):
+                    if len(counts.value_reject_examples.get(value, ())) < REJECT_EXAMPLES:
+                        counts.note_value_rejects(value, [reason])
         if job.lang_column is None:
             pieces.setdefault(job.default_lang, []).append(good.select(columns))
             continue
