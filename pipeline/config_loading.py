@@ -573,6 +573,70 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
         ),
     ),
     "chunk_overlap": ("model.chunk_overlap_tokens", "tokens consecutive chunk windows share"),
+    # long inputs and widths as vLLM and sentence-transformers name them: each got 'known keys: ...' or a spelling
+    # match ('did you mean prompt?' for include_prompt)
+    "truncate_prompt_tokens": (
+        "model.max_tokens",
+        (
+            "vLLM's truncate_prompt_tokens: k is model.max_tokens: k, and -1 (the model's own limit) is leaving "
+            "model.max_tokens out; vLLM keeps the last k tokens, rayembed cuts where the model's tokenizer cuts (its "
+            "truncation_side: the end of a text for nearly every model), as sentence-transformers does; "
+            "model.long_inputs: chunk keeps every token"
+        ),
+    ),
+    "enable_chunked_processing": (
+        "model.long_inputs",
+        (
+            "vLLM's enable_chunked_processing: true is model.long_inputs: chunk, which writes one row per window of "
+            "model.max_tokens tokens (chunk_index, char_start, char_end); vLLM averages a text's windows into one "
+            "vector, rayembed does not: average the rows of an id yourself for that"
+        ),
+    ),
+    "max_embed_len": (
+        "model.long_inputs",
+        (
+            "vLLM's max_embed_len: with model.long_inputs: chunk every token of a text is embedded, in windows of "
+            "model.max_tokens tokens; there is no cap on a text's length to set"
+        ),
+    ),
+    "truncation_side": (
+        None,
+        (
+            "the tokenizer's truncation_side: rayembed has no such setting; a long text is cut where the model's "
+            "tokenizer cuts it, as sentence-transformers does: its truncation_side in tokenizer_config.json (the end "
+            "of the text for nearly every model; set truncation_side there, in a copy of the model, to keep the end "
+            "instead); model.long_inputs: chunk embeds the whole text as overlapping windows"
+        ),
+    ),
+    "matryoshka_dimensions": (
+        "output.dimensions",
+        "vLLM's matryoshka_dimensions, the widths a model was trained for: output.dimensions is the one to store",
+    ),
+    "include_prompt": (
+        None,
+        (
+            "sentence-transformers' Pooling include_prompt: rayembed has no such setting; it reads include_prompt from "
+            "the model's Pooling config (1_Pooling/config.json), as sentence-transformers does, and leaves the prompt's "
+            "tokens out of pooling where it is false"
+        ),
+    ),
+    **{
+        flag: (
+            "model.pooling",
+            (
+                f"sentence-transformers' Pooling {flag}: model.pooling: {mode} (or auto, which reads the model's "
+                "Pooling config)"
+            ),
+        )
+        for flag, mode in (
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_mean_tokens", "mean"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_lasttoken", "last_token"),
+            ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
+            ("pooling_mode_weightedmean_tokens", "weightedmean"),
+        )
+    },
     "tokenizer_kwargs": (
         None,
         (

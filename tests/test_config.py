@@ -366,6 +366,18 @@ def test_key_aliases_point_at_keys_that_exist():
         # a RAG splitter's chunk_size is our chunk window; `pool` stays a misspelled pooling
         ("model.chunk_size=512", "did you mean model.max_tokens? (a chunk window with model.long_inputs: chunk is"),
         ("model.pool=mean", "did you mean pooling?"),
+        # long inputs and widths as vLLM and sentence-transformers name them: got 'known keys: ...' or 'did you mean
+        # prompt?' (include_prompt)
+        ("model.truncate_prompt_tokens=512", "did you mean model.max_tokens? (vLLM's truncate_prompt_tokens: k is"),
+        ("model.truncate_prompt_tokens=512", "vLLM keeps the last k tokens, rayembed cuts where the model's tokenizer"),
+        ("model.enable_chunked_processing=true", "did you mean model.long_inputs? (vLLM's enable_chunked_processing"),
+        ("model.enable_chunked_processing=true", "vLLM averages a text's windows into one vector, rayembed does not"),
+        ("model.max_embed_len=100000", "did you mean model.long_inputs? (vLLM's max_embed_len"),
+        ("model.truncation_side=left", "its truncation_side in tokenizer_config.json"),
+        ("output.matryoshka_dimensions=[256]", "did you mean output.dimensions? (vLLM's matryoshka_dimensions"),
+        ("model.include_prompt=false", "it reads include_prompt from the model's Pooling config (1_Pooling/config"),
+        ("model.pooling_mode_lasttoken=true", "did you mean model.pooling? (sentence-transformers' Pooling pooling_mo"),
+        ("model.pooling_mode_cls_token=true", "model.pooling: cls (or auto"),
         ("input.columns=[text, id]", "did you mean output.keep_columns? (Ray Data's read_parquet(columns=...)"),
         ("output.max_rows_per_file=5000", "did you mean output.rows_per_file?"),
         # a key of another section that means something else there: got 'did you mean input.format?'
