@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from pipeline.columns import REJECT, ROW, TEXT
 from pipeline.errors import UserError
 from pipeline.read_content import ListedPrefix, with_read_content
 from pipeline.reading import ReadSpec
-from pipeline.storage import Location
+from pipeline.storage import Location, write_parquet_atomic
 from pipeline.units import Unit, read_unit, units_of, unless_gone
 
 REASON = "duplicate id"
@@ -74,6 +75,36 @@ def digest_table(files: list[int], rows: list[int], keys: list[str], buckets: in
             "row": pa.array(rows, pa.int64()),
             "hi": pa.array(hi),
             "lo": pa.array(np.asarray(los, dtype=np.uint64)),
+            BUCKET: pa.array((hi % np.uint64(buckets)).astype(np.int32)),
+        }
+    )
+
+
+# What of a file's digest table is kept between runs (pipeline.reembed.duplicates): its file index and bucket
+# depend on the listing and are set again when it is loaded.
+KEPT_COLUMNS = ("row", "hi", "lo")
+
+
+def keep_digests(digests: pa.Table, target: Location) -> None:
+    """Write one file's digest table (digest_table, one file index) to `target` for a later run: (row, hi, lo),
+    24 bytes a row. Atomic (pipeline.storage.write_parquet_atomic): a killed write leaves no partial file."""
+    write_parquet_atomic(digests.select(list(KEPT_COLUMNS)), target)
+
+
+def kept_digests(target: Location, file_index: int, buckets: int) -> pa.Table | None:
+    """The digest table keep_digests wrote to `target`, as digest_table gives it for the file at `file_index` of
+    this run's listing; None when there is none or it cannot be read (the file's ids are then read again)."""
+    try:
+        kept = pq.read_table(target.path, filesystem=target.fs, columns=list(KEPT_COLUMNS))
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):  # not kept, or not readable: read the input instead
+        return None
+    hi = kept.column("hi").to_numpy().astype(np.uint64)
+    return pa.table(
+        {
+            FILE_INDEX: pa.array(np.full(kept.num_rows, file_index, dtype=np.int32)),
+            "row": kept.column("row").cast(pa.int64()),
+            "hi": pa.array(hi),
+            "lo": kept.column("lo").cast(pa.uint64()),
             BUCKET: pa.array((hi % np.uint64(buckets)).astype(np.int32)),
         }
     )

@@ -21,6 +21,8 @@ from pipeline.duplicate_ids import (
     bucket_duplicates,
     duplicate_error,
     id_digests,
+    keep_digests,
+    kept_digests,
 )
 from pipeline.reading import ReadSpec
 from pipeline.stages import io_task, io_task_args
@@ -33,9 +35,16 @@ BUCKETS = 64  # hash-shuffle partitions: a bucket holds ~1/64 of the digests (32
 ONE_TASK_ROWS = 2_000_000
 
 
-def digest_unit(spec: ReadSpec, unit: Unit) -> tuple[pa.Table, int]:
-    """Ray task: the digests of one unit's rows, and their count (the only part the driver fetches)."""
-    table = id_digests(spec, unit, BUCKETS)
+def digest_unit(spec: ReadSpec, unit: Unit, kept: Location | None = None) -> tuple[pa.Table, int]:
+    """Ray task: the digests of one unit's rows, and their count (the only part the driver fetches).
+
+    `kept`: where this unit's file keeps its digests between runs (pipeline.reembed.duplicates.kept_digest_files): read
+    from there when an earlier run wrote them, else read from the input and written there."""
+    table = kept_digests(kept, unit.file_index, BUCKETS) if kept is not None else None
+    if table is None:
+        table = id_digests(spec, unit, BUCKETS)
+        if kept is not None:
+            keep_digests(table, kept)
     return table, table.num_rows
 
 
@@ -86,9 +95,17 @@ def find_repeats(
 
 
 def find_duplicate_ids(
-    units: list[Unit], files: list[str], spec: ReadSpec, policy: str, target: Location, compute: ComputeConfig
+    units: list[Unit],
+    files: list[str],
+    spec: ReadSpec,
+    policy: str,
+    target: Location,
+    compute: ComputeConfig,
+    kept: list[Location | None] | None = None,
 ) -> int:
     """Find ids that occur more than once; returns how many rows repeat an earlier id.
+
+    `kept`: per unit (a whole file), where its digests are kept between runs (digest_unit), or None.
 
     The repeats go to `target` (partitioned by file index, read back by pipeline.duplicate_ids.file_duplicates),
     which is then committed, so a resumed run reuses the result without reading any input again. Up to
@@ -101,7 +118,8 @@ def find_duplicate_ids(
     # Data would wrap it); a transient storage error is retried in the task (io_task). The digest tables stay in the
     # object store, the driver fetches only their row counts.
     task = io_task(digest_unit, compute, num_returns=2)
-    calls = [task.remote(id_only(spec), unit) for unit in units]
+    kept = kept or [None] * len(units)
+    calls = [task.remote(id_only(spec), unit, at) for unit, at in zip(units, kept, strict=True)]
     rows = sum(ray.get([count for _, count in calls]))
     tables = [table for table, _ in calls]
     if rows <= ONE_TASK_ROWS:

@@ -81,3 +81,40 @@ def test_error_policy_names_the_first_repeats(ray_session, corpus, tmp_path, mon
     ):
         run_pass(corpus, tmp_path / "dups", "error")
     assert not (tmp_path / "dups").exists()
+
+
+def test_a_reembed_night_reads_the_ids_of_changed_files_only_and_gives_the_same_repeats(ray_session, corpus, tmp_path):
+    """The re-embed job's pass read the ids of every listed file each night anything changed: its cost grew with the
+    corpus, not with the change. Each file's digests are now kept under its key (path, size, change token): a file
+    whose key is unchanged is not read (here its bytes are replaced by text that is not JSON: reading it would reject
+    every row, and its repeats would be gone), a changed key is read, and the kept digests of files no longer listed
+    are deleted. The repeats are the ones a pass reading every file finds."""
+    from pipeline.config import EmbedConfig
+    from pipeline.objects import list_tree
+    from pipeline.reembed.duplicates import check_ids
+
+    storage = StorageConfig()
+    base, listed = list_inputs(str(corpus), storage)
+    files = [f.path for f in listed]
+    spec = ReadSpec(root=base, format="jsonl", text_column="text", id_column="id", keep_columns=())
+    cfg = EmbedConfig.model_validate(
+        {"input": {"uri": str(corpus), "format": "jsonl", "id_column": "id"}, "output": {"uri": "o"}}
+    )
+    kept_at = resolve(str(tmp_path / "ids"), storage)
+    keys = {path: f"{path}-v1" for path in files}
+    first = check_ids(cfg, spec, files, resolve(str(tmp_path / "d1"), storage), None, keys, kept_at)
+    assert len(list_tree(kept_at)) == 3
+    good = (corpus / "a.jsonl").read_bytes()
+    (corpus / "a.jsonl").write_text("not json\n" * 4)  # a.jsonl's key is unchanged: its kept digests count
+    again = check_ids(cfg, spec, files, resolve(str(tmp_path / "d2"), storage), None, keys, kept_at)
+    assert again == first and first["a.jsonl"] != first["b.jsonl"]
+    (corpus / "a.jsonl").write_bytes(good)
+    (corpus / "c.jsonl").write_text(json.dumps({"id": "new", "text": "t"}) + "\n")  # changed: read again
+    changed = check_ids(
+        cfg, spec, files, resolve(str(tmp_path / "d3"), storage), None, {**keys, "c.jsonl": "v2"}, kept_at
+    )
+    assert changed["c.jsonl"] == "none" and changed["a.jsonl"] == first["a.jsonl"]
+    check_ids(cfg, spec, files[:2], resolve(str(tmp_path / "d4"), storage), None, keys, kept_at)  # c.jsonl gone
+    assert len(list_tree(kept_at)) == 2
+    read_all = check_ids(cfg, spec, files, resolve(str(tmp_path / "d5"), storage))  # no kept digests: every file read
+    assert read_all == changed

@@ -382,6 +382,8 @@ def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_m
     assert (third["files"]["deleted"], third["files"]["changed"], third["rows_embedded"]) == (1, 1, 1)
     assert ("b.jsonl", 1) not in rejects_of(out) and set(published(out)) == IDS
     assert not (Path(out) / "_versions" / third["fingerprint"] / "_duplicates").exists()
+    # the id digests of the listed files (a.jsonl, b.jsonl) are kept for the next night; the deleted file's are gone
+    assert len(list((Path(out) / "_versions" / third["fingerprint"] / "_ids").iterdir())) == 2
 
     before = (Path(out) / "_current.json").read_text()
     (corpus / "c.jsonl").write_bytes(jsonl([{"id": f"e{i}", "text": " "} for i in range(4)]))

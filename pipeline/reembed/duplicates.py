@@ -7,6 +7,11 @@ other files: a new file can hold an id an unchanged one already has, and deletin
 first. So each file's entry records a digest of its duplicate rejects (`FileEntry.duplicates`), and a file whose
 digest changed is embedded again like a changed file (pipeline.reembed.planner). Only the digests reach the driver:
 one 64-bit sum per file, never a row.
+
+The pass needs every listed file's ids, but a file that has not changed has the same ones: each file's id digests
+(24 bytes a row) are kept under the version root, named by the file's key (its path, size and change token) and the
+read settings, so a night on which one file changed reads that file's ids and the others' kept digests, not the
+whole corpus (it read every listed file, so its cost grew with the corpus, not with the change).
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import pyarrow.dataset as pads
 from pipeline.config import EmbedConfig
 from pipeline.duplicate_ids import FILE_INDEX
 from pipeline.duplicate_pass import find_duplicate_ids
+from pipeline.objects import delete_files, list_tree
 from pipeline.reading import ReadSpec
 from pipeline.reembed.manifest import NO_DUPLICATES
 from pipeline.storage import Location
 from pipeline.units import Unit
 
 DUPLICATES_DIR = "_duplicates"  # under the version root: the pass's repeats, deleted once the run has published
+IDS_DIR = "_ids"  # under the version root: each listed file's id digests, kept between runs (kept_digest_files)
 
 
 def checks_ids(cfg: EmbedConfig) -> bool:
@@ -33,20 +40,44 @@ def checks_ids(cfg: EmbedConfig) -> bool:
 
 
 def check_ids(
-    cfg: EmbedConfig, spec: ReadSpec, files: list[str], target: Location, sizes: dict[str, int] | None = None
+    cfg: EmbedConfig,
+    spec: ReadSpec,
+    files: list[str],
+    target: Location,
+    sizes: dict[str, int] | None = None,
+    keys: dict[str, str] | None = None,
+    kept_at: Location | None = None,
 ) -> dict[str, str]:
     """Run the pre-pass over every file of `files` (the whole sorted listing, reused files included) into `target`;
-    returns each file's duplicate digest (NO_DUPLICATES when it repeats no earlier id). Needs Ray. `sizes`: the
-    listed size of each file; a JSONL or text file grown past it is read up to it, as its read stage reads it
-    (pipeline.read_content.listed_prefix), so that an appended row is no earlier copy of an id.
+    returns each file's duplicate digest (NO_DUPLICATES when it repeats no earlier id). Needs Ray.
+
+    Args:
+        sizes: the listed size of each file; a JSONL or text file grown past it is read up to it, as its read stage
+            reads it (pipeline.read_content.listed_prefix), so that an appended row is no earlier copy of an id.
+        keys, kept_at: each file's key (pipeline.reembed.sources.SourceFile.key) and the folder where the files' id
+            digests are kept between runs (IDS_DIR): a file whose digests an earlier run kept is not read; the kept
+            digests of files no longer listed, or changed, are deleted. None: every file is read.
 
     Raises:
         DuplicateIdError: input.duplicate_ids is 'error' and some id repeats.
     """
     sizes = sizes or {}
     units = [Unit(path, index, sizes=(sizes[path],) if path in sizes else ()) for index, path in enumerate(files)]
-    find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, target, cfg.compute)
+    names = kept_digest_files(spec, files, keys) if kept_at is not None and keys is not None else None
+    kept = [kept_at.join(name) for name in names] if names is not None else None
+    find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, target, cfg.compute, kept)
+    if names is not None:
+        in_use = set(names)
+        stale = [rel for rel in list_tree(kept_at, temp_files=True) if rel not in in_use]
+        delete_files(kept_at, stale)
     return file_digests(target, files)
+
+
+def kept_digest_files(spec: ReadSpec, files: list[str], keys: dict[str, str]) -> list[str]:
+    """The name under IDS_DIR of each file's kept id digests: its key (path, size, change token) and what decides
+    which of its rows have an id to compare (format, text and id columns: a row without text is a reject)."""
+    settings = f"{spec.format}\0{spec.text_column}\0{spec.id_column}"
+    return [hashlib.sha1(f"{keys[path]}\0{settings}".encode()).hexdigest()[:24] + ".parquet" for path in files]
 
 
 def file_digests(target: Location, files: list[str]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from pipeline.objects import delete_files, get_json, list_tree, put_json
 from pipeline.quantization import OutputPrecision
 from pipeline.reembed import kept
 from pipeline.reembed.config import ReembedConfig
-from pipeline.reembed.duplicates import DUPLICATES_DIR, check_ids, checks_ids, remove_pass
+from pipeline.reembed.duplicates import DUPLICATES_DIR, IDS_DIR, check_ids, checks_ids, remove_pass
 from pipeline.reembed.fingerprint import fingerprint_hash, fingerprint_recipe
 from pipeline.reembed.kept import decide_for_run
 from pipeline.reembed.layout import LEASE, SUMMARY, VersionLayout
@@ -353,7 +353,8 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
             init_ray(cfg.compute)
             ids_at = layout.root.join(DUPLICATES_DIR)
             sizes = {s.path: s.size for s in sources}  # a file grown since: its listed rows (listed_prefix)
-            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes)
+            keys = {s.path: s.key for s in sources}  # each file's kept id digests are named by its key
+            digests = check_ids(cfg, read_spec(cfg, root), rel_paths, ids_at, sizes, keys, layout.root.join(IDS_DIR))
             duplicates = ids_at, digests, {path: i for i, path in enumerate(rel_paths)}
             plan = full_plan(digests)
         log.info("version %s: %s", layout.fingerprint, plan.counts())

@@ -7,6 +7,9 @@
     <out>/_versions/<fp>/_manifests/<gen>-<run>.json   immutable manifests
     <out>/_versions/<fp>/_staged/<key>.json      an input file embedded completely, not yet published
     <out>/_versions/<fp>/data/<key>/<run>/part-*.parquet   outputs of one input file (key: path + size + etag)
+    <out>/_versions/<fp>/_ids/<name>.parquet     each listed file's id digests, kept between runs
+                                                 (pipeline.reembed.duplicates: IDS_DIR, and DUPLICATES_DIR for
+                                                 the pass's repeats while a run goes on)
 
 Every name starts with `_`, which storage.list_files skips, so pointing another job at `<out>` reads nothing by
 accident; readers go through pipeline.reembed.reader, which follows the pointer.
