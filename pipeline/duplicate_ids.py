@@ -177,7 +177,7 @@ def read_units(batch: pa.Table, spec: ReadSpec, duplicates: Location | None) -> 
     def each_file(part: Unit, blocks: Iterator[pa.Table], prefix: ListedPrefix | None) -> Iterator[pa.Table]:
         # a file renamed or deleted since the listing: no rows, its unit not committed, the run fails naming it
         # once the other units are committed (pipeline.units.unless_gone)
-        blocks = unless_gone(blocks)
+        blocks = unless_gone(blocks, spec.root, part.path)
         if duplicates is not None:
             reasons = file_duplicates(duplicates, part.file_index)  # one file's repeats, read once per file
             blocks = (reject_rows(block, reasons) for block in blocks) if reasons else blocks

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ray
+from pydantic import BaseModel
 
 from pipeline import commit
 from pipeline.actors import EmbedActor, TokenizeActor
@@ -45,6 +46,7 @@ from pipeline.kept_columns import decide
 from pipeline.model_defaults import model_dimension, model_prompt, with_model_defaults
 from pipeline.model_files import held_to
 from pipeline.model_loading import ModelLoadError, ModelSettings, check_model, pooling_skip
+from pipeline.node_paths import check_nodes_see_paths
 from pipeline.objects import get_json, list_tree, put_json
 from pipeline.process_exit import Terminated, interrupt_on_sigterm
 from pipeline.progress import RowProgress, expected_rows, quiet_ray_data_progress
@@ -222,8 +224,11 @@ def start_failure(err: BaseException, address: str | None, key: str) -> str:
     return f"{what}: {type(err).__name__}: {first}. {todo}"
 
 
-def init_ray(compute: ComputeConfig) -> None:
+def init_ray(compute: ComputeConfig, paths: BaseModel | None = None) -> None:
     """Connect to `compute.ray_address`, else RAY_ADDRESS (set by `ray job submit`), else start Ray in-process.
+
+    `paths`: the job's config, whose local input and output locations every other node of a multi-node cluster
+    must see as this driver does (pipeline.node_paths; checked once per location and process).
 
     Raises:
         RayStartError: an in-process start failed on the file system (Ray's OSError, named in the message),
@@ -232,6 +237,7 @@ def init_ray(compute: ComputeConfig) -> None:
             ConnectionError: no cluster found for `auto`, a head that went away, a refused token), or any other
             failure of `ray.init` (start_failure: its 30 s start limit on a loaded machine, a port in use or
             unparsable, a RAY_* setting it cannot use).
+        NodePathError: a local location of `paths` is missing on another node, or is a folder of that node's own.
     """
     if not ray.is_initialized():
         in_process = compute.ray_address is None and not os.environ.get("RAY_ADDRESS")
@@ -286,9 +292,11 @@ def init_ray(compute: ComputeConfig) -> None:
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)
     interrupt_on_sigterm()  # ray.init replaced it with a handler that aborts the process (pipeline.process_exit)
     configure_retries(ray.data.DataContext.get_current(), compute)
+    if paths is not None:
+        check_nodes_see_paths(paths)
 
 
-def init_ray_while(compute: ComputeConfig, work: Callable[[], T]) -> T:
+def init_ray_while(compute: ComputeConfig, work: Callable[[], T], paths: BaseModel | None = None) -> T:
     """`init_ray` in this (main) thread while `work` runs in another; returns `work`'s result or raises its error.
 
     For the driver's model resolution (tokenizer and config loads, the weights' content hash: seconds each), which
@@ -308,7 +316,7 @@ def init_ray_while(compute: ComputeConfig, work: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=run, name="driver-work", daemon=True)
     thread.start()
-    init_ray(compute)
+    init_ray(compute, paths)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
@@ -628,7 +636,7 @@ def run_embed(
         recorded = get_json(out.join(commit.FINGERPRINT))
     else:
         recorded = commit.check_available(out, cfg.output.overwrite, resumable=True, naming=naming)
-    settings, identity = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
+    settings, identity = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model), cfg)
     settings = dataclasses.replace(settings, identity=identity)  # the workers are held to it (embed_stages)
     model, model_metadata = settings.model, settings.metadata
     cfg = cfg.model_copy(update={"model": model})

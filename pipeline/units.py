@@ -13,12 +13,15 @@ Only then is its marker written (pipeline.commit), so a unit is either fully in 
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.columns import ROW, UNIT, UNIT_ROWS, UNREADABLE
@@ -353,7 +356,7 @@ def corrupt_as_reject(spec: ReadSpec, part: Unit, blocks: Iterator[pa.Table]) ->
         yield make_block(spec, part.path, next_row, [None], [None] if spec.id_column else None, keep, [reason])
 
 
-def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+def unless_gone(blocks: Iterator[pa.Table], root: Location | None = None, rel: str | None = None) -> Iterator[pa.Table]:
     """The blocks of one file; none when it is gone before its first block (renamed or deleted since the listing:
     a logrotate or a sync running at the same hour as the job). Its read task failed the whole run, the files in
     flight with it; now the file has no rows here and the driver's check finds it gone (`listed with N bytes, now
@@ -362,7 +365,17 @@ def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
     changed_inputs, changed_objects on S3) does not commit its unit, and both fail the run naming it once the other
     files are staged or committed. A file gone after its first block still raises (a local file read through an
     open descriptor is not cut short by a rename or an unlink). Not for the duplicate-id pass: a file missing there
-    would decide other files' first copies without its ids, so that pass still fails naming it."""
+    would decide other files' first copies without its ids, so that pass still fails naming it.
+
+    With the file's input `root` and path `rel` below it: a local file whose folder is missing too raises, naming
+    this node. That is a node of a multi-node cluster without the input (a path only the head has, a node the
+    autoscaler added after pipeline.node_paths checked the others), where the driver's own node still has the
+    file: its check found nothing gone and committed the unit without this file's rows.
+
+    Raises:
+        InputFileError: the file failed after its first block, or for another reason than being gone, or its
+            folder is missing on this node.
+    """
     started = False
     try:
         for block in blocks:
@@ -371,6 +384,24 @@ def unless_gone(blocks: Iterator[pa.Table]) -> Iterator[pa.Table]:
     except InputFileError as err:
         if started or not isinstance(err.__cause__, FileNotFoundError):
             raise
+        if root is not None and rel is not None and isinstance(root.fs, pafs.LocalFileSystem):
+            folder = posixpath.dirname(posixpath.join(root.path, rel))
+            if not os.path.isdir(folder):
+                raise InputFileError(node_lacks_folder(root.uri, rel, folder)) from err
+
+
+def node_lacks_folder(uri: str, rel: str, folder: str) -> str:
+    """The error of a listed local file whose folder this node does not have."""
+    import ray
+
+    node = ray.util.get_node_ip_address() if ray.is_initialized() else socket.gethostname()
+    return (
+        f"cannot read {rel} of {uri}: its folder {folder} does not exist on the node that read it ({node}), though "
+        "the file was listed where the job started: the input is a local path that this node does not have (not "
+        "one file system that every node mounts), or the folder was moved away during the run. Give the input "
+        "on a file system that every node mounts at the same place (NFS, a shared volume), or on object storage "
+        "(input.uri: s3://bucket/prefix)"
+    )
 
 
 def gathered(blocks: Iterable[pa.Table]) -> Iterator[pa.Table]:

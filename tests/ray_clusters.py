@@ -79,6 +79,38 @@ def local_cluster(workers: list[dict]) -> Iterator[tuple[object, str]]:
             cluster.shutdown()
 
 
+@contextlib.contextmanager
+def node_with_a_folder_of_its_own(gcs_address: str, folder: Path, cpus: int = 1) -> Iterator[subprocess.Popen]:
+    """A worker node (`ray start --address`, its raylet and workers in a mount namespace of their own) that has an
+    empty tmpfs of its own at `folder`: a path that differs between nodes, as `/tmp` does on two machines or a
+    disk only the head has. Needs root and util-linux's `unshare` (the test skips without them). Yields the
+    `ray start --block` process; the node is SIGKILLed with its process group at the end."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        import pytest
+
+        pytest.skip("a node with a folder of its own needs root and unshare (a mount namespace)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = node_ports()
+    start = [
+        RAY, "start", "--block", f"--address={gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+        "--num-gpus=0", f"--object-store-memory={80 * 2**20}", "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={ports['dashboard_agent_listen_port']}",
+        f"--dashboard-agent-grpc-port={ports['metrics_agent_port']}",
+        f"--metrics-export-port={ports['metrics_export_port']}",
+        f"--runtime-env-agent-port={ports['runtime_env_agent_port']}",
+        f"--object-manager-port={ports['object_manager_port']}",
+    ]  # fmt: skip
+    script = 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"'
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(folder), *start]
+    node = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield node
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+
+
 def fake_autoscaling_config(head_cpus: float, worker_types: dict, gcs_port: int, idle_minutes: float = 1.0) -> dict:
     """An autoscaler config for Ray's `fake_multinode` provider (its example.yaml, which the wheel does not ship).
 

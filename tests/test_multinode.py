@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
-from ray_clusters import TERMINAL, job_env, local_cluster, submit
+from ray_clusters import TERMINAL, job_env, local_cluster, node_with_a_folder_of_its_own, submit
 
 pytestmark = pytest.mark.slow
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -139,6 +139,51 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
     a100, pool_b = actors["a100"], actors["pool_b"]
     assert len(a100) == 2 and {node_of.get(n) for n in a100.values()} == {"a100"}  # one per A100 GPU
     assert len(pool_b) == 1 and {node_of.get(n) for n in pool_b.values()} == {"l4"}  # one CPU actor, on pool_b's node
+
+
+@pytest.mark.timeout(600)
+def test_a_local_path_that_another_node_does_not_share_is_refused_naming_the_node(cluster, tiny_models, tmp_path):
+    """A fourth worker node whose `private/` is a folder of its own (an empty tmpfs in its mount namespace: `/tmp`
+    on another machine, a disk only the head has). A job whose input and output are there fails before reading,
+    naming both keys and that node; it read the input on the nodes that had it and wrote each node's part of the
+    output to that node's own folder, then committed what its driver's node held: 320 rows in, 3 of 4 files
+    written here, `_SUCCESS`, exit 0 (`/tmp` per node). The module's other jobs (paths every node shares) run the
+    same check and go on."""
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_nodes
+
+    own, address = cluster
+    client = JobSubmissionClient(address)
+    private = tmp_path / "private"
+    with node_with_a_folder_of_its_own(own.address, private) as node:
+        write_corpus(private / "corpus", files=4, copies=1)  # here only: the node's own private/ stays empty
+        deadline = time.time() + 120
+        while len([n for n in list_nodes(address=address) if n.state == "ALIVE"]) < 5:  # head, 3 workers, it
+            assert node.poll() is None and time.time() < deadline, "the node with a folder of its own did not join"
+            time.sleep(0.5)
+        mine = (
+            {n.node_id for n in list_nodes(address=address) if n.state == "ALIVE"}
+            - {n.node_id for n in own.worker_nodes}
+            - {own.head_node.node_id}
+        )
+        command = embed_entrypoint(tiny_models["bert"], private / "corpus", private / "emb")
+        job = submit(address, command.replace("compute.gpus_per_actor=1", "compute.gpus_per_actor=0"),
+                     runtime_env=job_env())  # fmt: skip
+        while (status := str(client.get_job_status(job))) not in TERMINAL:
+            assert time.time() < deadline + 300, client.get_job_logs(job)[-3000:]
+            time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert status == "FAILED", logs[-3000:]
+    error = [line for line in logs.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in logs, logs[-3000:]
+    (node_id,) = mine
+    assert f"input.uri '{private / 'corpus'}' is a local path that this driver's node" in error[0], error
+    assert f"output.uri '{private / 'emb'}' is a local path that is not one shared place" in error[0], error
+    assert f"(node id {node_id[:12]}): the path does not exist there)" in error[0], error
+    assert f"(node id {node_id[:12]}): a file the driver had just written there is missing" in error[0], error
+    assert "--set output.uri=s3://bucket/prefix" in error[0] and "--set input.uri=s3://" in error[0], error
+    assert not (private / "emb" / "_SUCCESS").exists()
+    assert not list(private.glob("emb/.rayembed-node-check-*"))  # the probe is removed (the folder too, here)
 
 
 @pytest.mark.timeout(900)

@@ -292,3 +292,28 @@ def test_a_gzip_file_cut_short_keeps_the_rows_before_the_cut_and_rejects_the_res
     assert got.column(ROW)[-1].as_py() == len(kept)
     assert got.column(REJECT)[-1].as_py().startswith(f"unreadable file from row {len(kept)} on: cannot read ")
     assert got.column(UNIT_ROWS)[-1].as_py() == len(kept) + 1
+
+
+def test_a_listed_file_whose_folder_this_node_lacks_is_named_not_read_as_no_rows(tmp_path):
+    """A read task on a node without the input (a local path only the head has, a node added after the start's
+    check: pipeline.node_paths) found every file gone and read it as no rows; the driver's node still had the files,
+    so its check committed the units without them. A file deleted since the listing, its folder still there, is
+    still no rows here (the driver's check names it)."""
+    import shutil
+
+    from pipeline.file_formats import InputFileError
+
+    tiny_files(tmp_path, 6)  # d0/f0000, d1/f0001, d2/f0002, d0/f0003, ...
+    root, listed = list_inputs(str(tmp_path), StorageConfig())
+    [pack] = plan_units(root, listed, "jsonl", 256 << 20)
+    spec = ReadSpec(root=root, format="jsonl", text_column="text", id_column="id", keep_columns=())
+    (tmp_path / "d0" / "f0000.jsonl").unlink()  # deleted since the listing
+    rows = pa.concat_tables(read_units(pa.Table.from_pylist(unit_items([pack])), spec, None))
+    assert sorted(set(rows.column(SOURCE).to_pylist())) == sorted(f"d{f % 3}/f{f:04d}.jsonl" for f in range(1, 6))
+    shutil.rmtree(tmp_path / "d1")  # this node has no such folder
+    with pytest.raises(InputFileError) as err:
+        list(read_units(pa.Table.from_pylist(unit_items([pack])), spec, None))
+    assert str(err.value).startswith(
+        f"cannot read d1/f0001.jsonl of {tmp_path}: its folder {tmp_path}/d1 does not exist on the node that read it ("
+    )
+    assert "the input is a local path that this node does not have" in str(err.value)

@@ -905,7 +905,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
             log.info("resuming: stages recorded %s; %d files of later stages dropped", sorted(stages), dropped)
         needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
         if cfg.mining.backend == "ray" or needs_embed:
-            init_ray(cfg.compute)
+            init_ray(cfg.compute, cfg)
         ex = make_executor(cfg)
         work_uri = out.join("work").uri
         reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]

@@ -365,7 +365,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         if resumed:
             dropped = commit.drop_except(out, keep=[])  # the assignment stage's partial files; _run/ stays
             log.info("resuming: stages recorded %s; %d partial files dropped", sorted(stages), dropped)
-        init_ray(cfg.compute)
+        init_ray(cfg.compute, cfg)
         id_column = cfg.input.id_column
         chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
         # one read of every file before any k-means work: every vector readable, of the first one's width, none null

@@ -191,7 +191,7 @@ def embed_files(
     """
     run_id = lease.run_id
     # The model's own token limit (pipeline.model_limits): the fingerprint keeps the configured recipe.
-    settings, _ = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model))
+    settings, _ = init_ray_while(cfg.compute, lambda: resolve_remembered(cfg.model), cfg)
     settings = dataclasses.replace(settings, identity=identity)
     cfg = cfg.model_copy(update={"model": settings.model})
     typed = sorted({s.path for s in [*todo, *resumed]})
@@ -350,7 +350,7 @@ def run_reembed(cfg: ReembedConfig) -> dict[str, Any]:
         if checks_ids(cfg) and not plan.is_noop:
             # which copy of an id is first depends on every listed file: the pass reads the ids of all of them, when
             # the listing changed (an unchanged listing keeps its first copies)
-            init_ray(cfg.compute)
+            init_ray(cfg.compute, cfg)
             ids_at = layout.root.join(DUPLICATES_DIR)
             sizes = {s.path: s.size for s in sources}  # a file grown since: its listed rows (listed_prefix)
             keys = {s.path: s.key for s in sources}  # each file's kept id digests are named by its key

@@ -60,7 +60,7 @@ def read_tagged(batch: pa.Table, spec: ReadSpec, duplicates: Location | None = N
         local = isinstance(spec.root.fs, pafs.LocalFileSystem)
         plain = DecompressedDigest() if local and compressed_name(rel) else None
         blocks = read_file(spec, rel, prefix=prefix, plain=plain)
-        blocks = corrupt_as_reject(spec, Unit(rel, index), unless_gone(blocks))
+        blocks = corrupt_as_reject(spec, Unit(rel, index), unless_gone(blocks, spec.root, rel))
         # what it read of a local file, for the driver's check of a touch or an append during the run
         for block in with_read_content(spec.root, rel, True, blocks, prefix, plain):
             block = reject_rows(block, reasons) if reasons else block
