@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 # transformers writes int(1e30) (VERY_LARGE_INTEGER) as model_max_length when a tokenizer declares no limit.
 NO_LIMIT = 10**18
-# Model types whose position ids start at padding_idx + 1 (transformers' create_position_ids_from_input_ids).
+# Model types whose position ids start at padding_idx + 1 (transformers' create_position_ids_from_input_ids), so
+# max_position_embeddings holds that many tokens fewer. Checked against each class: test_model_limits runs every
+# text-only one at its computed limit and one token past it.
 PADDING_OFFSET_TYPES = frozenset(
     {
         "roberta",
@@ -50,8 +52,15 @@ PADDING_OFFSET_TYPES = frozenset(
         "roberta-prelayernorm",
         "markuplm",
         "lilt",
+        "xmod",
+        "luke",
+        "esm",
     }
 )
+# Classes whose padding_idx is fixed in their code, not read from the config's pad_token_id (MPNetEmbeddings: 1).
+FIXED_PADDING_IDX = {"mpnet": 1}
+# Types whose position table exists only with absolute position embeddings (ESM-2's rotary ones have none).
+ABSOLUTE_ONLY = frozenset({"esm"})
 
 
 class ModelLimitError(UserError, ValueError):
@@ -81,8 +90,11 @@ def position_limit(config: PretrainedConfig) -> tuple[str, int] | None:
     positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if not isinstance(positions, int) or positions <= 0:
         return None
-    if getattr(config, "model_type", None) in PADDING_OFFSET_TYPES and config.pad_token_id is not None:
-        offset = int(config.pad_token_id) + 1
+    model_type = getattr(config, "model_type", None)
+    padding_idx = FIXED_PADDING_IDX.get(model_type, getattr(config, "pad_token_id", None))
+    absolute = model_type not in ABSOLUTE_ONLY or getattr(config, "position_embedding_type", None) == "absolute"
+    if model_type in PADDING_OFFSET_TYPES and padding_idx is not None and absolute:
+        offset = int(padding_idx) + 1
         return (
             f"max_position_embeddings {positions} - {offset} (positions start at padding_idx + 1)",
             positions - offset,

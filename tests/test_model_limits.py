@@ -51,6 +51,55 @@ def test_roberta_family_positions_are_net_of_the_padding_offset(tiny_models, tmp
     assert limit_of(model, pooling="mean").effective == 512
 
 
+@pytest.mark.parametrize("pad", [1, 3])
+@pytest.mark.parametrize(
+    "model_type",
+    [
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "data2vec-text",
+        "roberta-prelayernorm",
+        "ibert",
+        "longformer",
+        "mpnet",  # padding_idx fixed at 1 in its code: was pad_token_id + 1 (one token over with pad 0)
+        "xmod",  # xmod, luke, esm: were missing, their full max_position_embeddings (two tokens over with pad 1)
+        "luke",
+        "esm",
+        "bert",  # no offset
+    ],
+)
+def test_the_position_limit_is_the_longest_row_each_architecture_runs(model_type, pad):
+    """The limit read from config.json is what the class takes: a row of exactly that many tokens runs, one more
+    fails (the row was a reject, 'model failed on this row: IndexError: index out of range in self', when the limit
+    was above it). Every text-only type of PADDING_OFFSET_TYPES, tiny random weights, pad ids 1 (the real checkpoints') and 3."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from pipeline.model_limits import position_limit
+
+    widths = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    extra = {"longformer": {"attention_window": [4]}, "xmod": {"languages": ["en_XX"], "default_language": "en_XX"}}
+    config = AutoConfig.for_model(
+        model_type, vocab_size=50, max_position_embeddings=24, pad_token_id=pad, **widths, **extra.get(model_type, {})
+    )
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config).eval()
+    if model_type == "xmod":
+        model.set_default_language("en_XX")
+    limit = position_limit(config)[1]
+
+    def run(n: int) -> None:
+        ids = torch.full((1, n), 5)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+    run(limit)
+    with pytest.raises((IndexError, RuntimeError)):  # the position table, or a buffer of its length
+        run(limit + 1)
+
+
 def test_sentence_transformers_max_seq_length_and_config_both_count(tiny_models, tmp_path):
     model = tmp_path / "bert-st"
     shutil.copytree(tiny_models["bert"], model)
