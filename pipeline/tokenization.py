@@ -266,9 +266,19 @@ class TextTokenizer:
         return f"tokenizer failed: {type(err).__name__}: {err}"
 
     def _chunk(self, texts: list[str]) -> list[list[tuple[int, int, Encoded]]]:
-        """Per text, its windows as (char start, char end, encoded window)."""
+        """Per text, its windows as (char start, char end, encoded window).
+
+        A text whose prompted tokens fit max_tokens is one window, the row truncate mode (and sentence-transformers)
+        embeds whole: the windows' margin under the limit (`chunk_body`) would otherwise cut a text of the last few
+        lengths that fit into two overlapping windows.
+        """
         bodies = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        spans = [chunk_spans(b, self.chunk_body, self.overlap, len(t)) for b, t in zip(bodies, texts)]
+        near = [i for i, b in enumerate(bodies) if self.chunk_body < len(b) <= self.limit]  # over the windows' size
+        whole = {i for i, e in zip(near, self._encode_checked([texts[i] for i in near])) if not e.truncated}
+        spans = [
+            [(0, len(t))] if i in whole else chunk_spans(b, self.chunk_body, self.overlap, len(t))
+            for i, (b, t) in enumerate(zip(bodies, texts))
+        ]
         encoded = iter(self._encode_checked([t[s:e] for t, sp in zip(texts, spans) for s, e in sp]))
         return [[(s, e, next(encoded)) for s, e in sp] for sp in spans]
 

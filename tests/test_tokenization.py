@@ -188,3 +188,31 @@ def test_declared_add_bos_token_is_honoured_like_add_eos_token(tiny_models, tmp_
     # undeclared: left as the tokenizer makes it
     plain = ModelConfig(name_or_path=str(tiny_models["qwen3"]))
     assert bos_convention(load_tokenizer(plain), declared_add_bos(plain)).describe() == "none"
+
+
+@pytest.mark.parametrize("prompt", ["", "Instruct: find\nQuery: "])
+def test_a_text_that_fits_max_tokens_is_one_chunk_as_truncate_mode_embeds_it(tokenizer, prompt):
+    """Chunk windows stay a few tokens under max_tokens (merges where the prompt meets the window), so a text of the
+    last lengths that fit (max_tokens - 2 .. max_tokens with its prompt and EOS) was cut into two overlapping windows,
+    neither of them the vector truncate mode and sentence-transformers give it. Now it is one window with the same
+    tokens; one token more is two windows."""
+    body = tokenizer(" ".join(sample_texts()), add_special_tokens=False)["input_ids"]
+    max_tokens = 48
+
+    def text_of(n: int) -> str:
+        for k in range(n - 20, n + 5):
+            text = tokenizer.decode(body[:k])
+            if len(tokenizer(prompt + text)["input_ids"]) == n:
+                return text
+        raise AssertionError(f"no prefix of {n} tokens")
+
+    for n, windows in [(max_tokens - 2, 1), (max_tokens - 1, 1), (max_tokens, 1), (max_tokens + 1, 2)]:
+        text = text_of(n)
+        chunked = TextTokenizer(tokenizer, prompt, max_tokens, "chunk", 8).tokenize([text, "short"])
+        whole = TextTokenizer(tokenizer, prompt, max_tokens, "truncate", 0).tokenize([text, "short"])
+        assert chunked.parent == [0] * windows + [1], n
+        if windows == 1:
+            assert chunked.token_ids == whole.token_ids and not any(whole.truncated), n
+            assert (chunked.char_start[0], chunked.char_end[0]) == (0, len(text))
+        else:
+            assert whole.truncated[0] and all(len(ids) <= max_tokens for ids in chunked.token_ids)
