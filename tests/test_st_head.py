@@ -500,3 +500,18 @@ def test_transformer_settings_that_leave_the_vectors_alone_pass(tiny_models, tmp
     )
     got, want = ours(model, TEXTS), reference(model, TEXTS)
     assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
+def test_a_bfloat16_checkpoint_runs_in_float32_on_a_cpu(tiny_models, tmp_path):
+    """A deliberate difference (docs/conventions.md): sentence-transformers under transformers 5 loads a checkpoint
+    saved as bfloat16 in bfloat16 even on a CPU; `model.dtype: auto` runs it in float32 there, equal to
+    sentence-transformers loaded in float32."""
+    from sentence_transformers import SentenceTransformer
+
+    model = st_model(tiny_models["qwen3"], tmp_path / "m", {"pooling_mode": "lasttoken"})
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16", "torch_dtype": "bfloat16"}))
+    assert next(SentenceTransformer(str(model), device="cpu").parameters()).dtype == torch.bfloat16
+    st32 = SentenceTransformer(str(model), device="cpu", model_kwargs={"dtype": torch.float32})
+    want = st32.encode_document(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    assert np.sum(ours(model, TEXTS) * want, axis=1).min() >= 0.9999
