@@ -234,8 +234,14 @@ class TextTokenizer:
             if len(ids) >= self.limit and last_end + self.cut_margin <= len(self.prompt) + cut:
                 break  # the tokenizer truncated well before the cut: the cut changed nothing it kept
             cut *= 4
-        # truncated: the loop only stops before the whole text when the tokenizer cut well before the pre-cut
-        return Encoded(self._finish(ids), self._content(text, ids, offsets), cut < len(text) or len(ids) >= self.limit)
+        # the loop only stops before the whole text when the tokenizer cut well before the pre-cut: truncated. A whole
+        # text that came out at the limit may fit it exactly (long tokens: a text of over CHARS_PER_TOKEN characters
+        # per token), which was counted as truncated and, in chunk mode, cut into two windows
+        if cut < len(text):
+            truncated = True
+        else:
+            truncated = bool(truncated_rows(self.tokenizer, self.prompt, self.limit, [text], np.asarray([len(ids)]))[0])
+        return Encoded(self._finish(ids), self._content(text, ids, offsets), truncated)
 
     def _no_content(self, ids: list[list[int]]) -> str:
         """The reject reason of a text without content tokens; names the unknown token when that is what it became."""

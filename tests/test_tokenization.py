@@ -216,3 +216,19 @@ def test_a_text_that_fits_max_tokens_is_one_chunk_as_truncate_mode_embeds_it(tok
             assert (chunked.char_start[0], chunked.char_end[0]) == (0, len(text))
         else:
             assert whole.truncated[0] and all(len(ids) <= max_tokens for ids in chunked.token_ids)
+
+
+def test_a_text_of_long_tokens_that_fits_max_tokens_exactly_is_not_truncated(tokenizer):
+    """A text of more than 8 characters per token goes through the character pre-cut's path; when it came out at
+    exactly max_tokens it was counted as truncated (rows_truncated, the truncated column) although nothing was cut,
+    and chunk mode cut it into two windows. One token more is truncated, as before."""
+    longest = max((t for t in tokenizer.get_vocab() if t.startswith("Ġ") and t[1:].isalpha()), key=len)
+    max_tokens = 16
+    texts = {len(tokenizer(t)["input_ids"]): t for t in (longest.replace("Ġ", " ") * n for n in range(8, 20))}
+    fits, over = texts[max_tokens], texts[max_tokens + 1]
+    assert len(fits) > max_tokens * 8  # the pre-cut's path (CHARS_PER_TOKEN)
+    rows = TextTokenizer(tokenizer, "", max_tokens, "truncate", 0).tokenize([fits, over])
+    assert rows.truncated == [False, True]
+    assert rows.token_ids[0] == tokenizer(fits)["input_ids"]
+    chunked = TextTokenizer(tokenizer, "", max_tokens, "chunk", 4).tokenize([fits, over])
+    assert chunked.parent == [0, 1, 1] and chunked.token_ids[0] == rows.token_ids[0]
