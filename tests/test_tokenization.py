@@ -232,3 +232,25 @@ def test_a_text_of_long_tokens_that_fits_max_tokens_exactly_is_not_truncated(tok
     assert rows.token_ids[0] == tokenizer(fits)["input_ids"]
     chunked = TextTokenizer(tokenizer, "", max_tokens, "chunk", 4).tokenize([fits, over])
     assert chunked.parent == [0, 1, 1] and chunked.token_ids[0] == rows.token_ids[0]
+
+
+@pytest.mark.parametrize("prompt", ["", "Instruct: find\nQuery: "])
+@pytest.mark.parametrize(
+    "text",
+    ["👩‍👩‍👧‍👦🏳️‍🌈" * 50, "漢字仮名交じり文" * 100, "naïve café 😀 " * 60],
+    ids=["emoji ZWJ sequences", "CJK without spaces", "accents and emoji"],
+)
+def test_no_chunk_window_is_cut_by_the_tokenizer(tokenizer, prompt, text):
+    """Windows are cut at the bare text's token boundaries, but a window's characters tokenized alone (with the
+    prompt) can give more tokens: a window starting inside an emoji that byte-level BPE splits over several tokens
+    takes the whole emoji, CJK merges differently. Such windows (65 to 68 tokens on max_tokens 64) were cut by the
+    tokenizer without a word (chunks are never counted as truncated) and their char_end named text their vector
+    never saw. Now every window fits whole, and the windows still cover the text and overlap."""
+    max_tokens = 64
+    rows = TextTokenizer(tokenizer, prompt, max_tokens, "chunk", 8).tokenize([text])
+    assert len(rows.parent) > 3 and rows.char_start[0] == 0 and rows.char_end[-1] == len(text)
+    for (s, e), ids in zip(zip(rows.char_start, rows.char_end), rows.token_ids):
+        assert len(tokenizer(prompt + text[s:e])["input_ids"]) <= max_tokens, (s, e)
+        assert ids == tokenizer(prompt + text[s:e])["input_ids"]
+    for end, start in zip(rows.char_end, rows.char_start[1:]):
+        assert start < end, "consecutive windows overlap"
