@@ -470,13 +470,74 @@ def resolve_gpus(
     return 0.0
 
 
-def model_pool(cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float | None = None) -> tuple[int, int]:
+def model_pool(
+    cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float | None = None, warn: bool = False
+) -> tuple[int, int]:
     """(min, max) embedding actors of `cfg` on the cluster `shape` (the connected one when None): compute's
-    num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors)."""
+    num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors).
+
+    On a Ray that cannot add nodes (started in this process, or a cluster without an autoscaler), a minimum above
+    the actors its alive nodes hold at once (`pool_capacity`) is lowered to that many, and the pool fixed at it: Ray Data waits for a pool's
+    minimum before a small corpus's blocks go out (pipeline.spreading: up to 30 minutes, with no word), and the
+    actors that do not fit would never start. `warn`: log that (once per job: embed_stage).
+    """
     shape = shape or ClusterShape.current(cfg.compute.actor_requirements())
     if gpus is None:  # embed_stage gives resolve_gpus's warning
         gpus = resolve_gpus(cfg.compute.requested_gpus(), shape, warn=False)
-    return cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
+    low, high = cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
+    if low <= 1 or not ray.is_initialized():
+        return low, high
+    asked = actor_resources(cfg.compute, gpus)
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    fit = pool_capacity(asked, nodes)
+    if fit >= low or fit == 0 or not cannot_add_nodes(cfg.compute):
+        return low, high  # all fit; none fits (cluster_refusal's case); or an autoscaler may add nodes for them
+    if warn:
+        key = "compute.num_actors" if cfg.compute.num_actors is not None else "compute.min_actors"
+        log.warning(
+            "%s asks for %d embedding actors of %s each, but the nodes of this Ray hold %d of them at once (%s) "
+            "and it cannot add nodes: the pool starts with %d (the actors that do not fit would never start, and "
+            "Ray Data would wait for them). Lower %s to %d, or give the actors less (compute.cpus_per_actor, "
+            "gpus_per_actor, memory_per_actor)",
+            key,
+            low,
+            ", ".join(f"{amount:g} {name}" for name, amount in asked.items()),
+            fit,
+            "; ".join(node_words(node) for node in nodes),
+            fit,
+            key,
+            fit,
+        )
+    return fit, fit  # a small corpus is then cut into one block per actor that starts (pipeline.spreading)
+
+
+def actor_resources(compute: ComputeConfig, gpus: float) -> dict[str, float]:
+    """The Ray resources one embedding actor takes on its node (`gpus`: resolve_gpus's), amounts above 0 only."""
+    asked = {
+        "CPU": compute.cpus_per_actor,
+        "GPU": gpus,
+        "memory": float(compute.memory_per_actor or 0),
+        **compute.actor_requirements(),
+    }
+    return {name: float(amount) for name, amount in asked.items() if amount and amount > 0}
+
+
+def pool_capacity(asked: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many actors that each take `asked` (Ray resources) `nodes` (Ray resource dicts) hold at once, nothing
+    else running; a request of nothing fits without limit (a large number)."""
+    if not asked:
+        return 1 << 30
+    return sum(min(int(node.get(name, 0.0) / amount + 1e-9) for name, amount in asked.items()) for node in nodes)
+
+
+def cannot_add_nodes(compute: ComputeConfig) -> bool:
+    """Whether the Ray this job runs on cannot add a node: started in this process, or a cluster whose
+    autoscaler state says so (pipeline.cluster_scaling FIXED: Ray's read-only provider)."""
+    from pipeline import cluster_scaling
+
+    if compute.ray_address is None and not os.environ.get("RAY_ADDRESS"):
+        return True
+    return cluster_scaling.current().kind == cluster_scaling.FIXED
 
 
 def tokenize_stage(
@@ -527,7 +588,7 @@ def embed_stage(
     compute = cfg.compute
     shape = shape or ClusterShape.current(compute.actor_requirements())
     gpus = resolve_gpus(compute.requested_gpus(), shape)
-    pool = model_pool(cfg, shape, gpus)
+    pool = model_pool(cfg, shape, gpus, warn=True)
     if gpus > 0 and not shape.gpus_per_node and compute.num_actors is None and compute.max_actors is None:
         log.warning(
             "compute.gpus_per_actor is %s and the cluster has no GPU now (GPU workers scaling from zero): the pool "

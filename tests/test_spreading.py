@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +13,7 @@ from robustness_helpers import embedded_here
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
 from pipeline.spreading import SHARED_BYTES, SharedCorpus, is_small
+from pipeline.stages import pool_capacity
 
 # Two actors and a small corpus: each run's time is the pool's start-up, and one unit is one read block whatever
 # its size (the three actors and 2,400 rows in 30 files this test had cost ~100 s in CI for the same check)
@@ -66,17 +68,14 @@ def config(model, corpus, out) -> EmbedConfig:
     )
 
 
-def embed(model, corpus, out) -> dict:
-    return run_embed(config(model, corpus, out))
-
-
 def vectors(out) -> dict[str, np.ndarray]:
     table = pq.read_table(sorted(out.glob("part-*.parquet")))
     return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist())))
 
 
 @pytest.mark.slow
-def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path):
+@pytest.mark.timeout(300)  # the old code waited 30 minutes for an actor that never starts
+def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny_models, tmp_path, caplog):
     """600 rows in 4 files packed into one unit: one read block, which went whole to one of the embedding actors
     (the summary's embed_actors was 1), as one file of 600 rows did. Cut into a block per actor, each embeds its
     share; the vectors are those of the same rows embedded unspread, in this process by the same stage UDFs. (One
@@ -86,10 +85,22 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
     The pool starts while the corpus is read and tokenized: its first actor began to start (the actor's own clock,
     the summary's embed_actors_started_s) before the last row was tokenized (the tokenizer's, tokenized_s). Every
     actor started after it when the corpus was read, tokenized and cut before the pool started. (The other actors
-    are asked for at the same moment, but on a loaded machine Ray may start their processes seconds later.)"""
+    are asked for at the same moment, but on a loaded machine Ray may start their processes seconds later.)
+
+    The job asks for one actor more than fit (compute.num_actors 3 of 1.5 CPUs each on the session's 4-CPU Ray,
+    which cannot add nodes): Ray Data waits for a pool's minimum before a small corpus's blocks go out, so the job
+    waited with no word for the third actor (30 minutes: pipeline.spreading's wait for actors; this test's timeout
+    on the old code). The pool starts with the two that fit, and one warning names the key, what fits and what
+    to lower."""
     model = tiny_models["bert"]
     write_corpus(tmp_path / "corpus", FILES)
-    summary = embed(model, tmp_path / "corpus", tmp_path / "packed")
+    cfg = config(model, tmp_path / "corpus", tmp_path / "packed")
+    cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"num_actors": 3, "cpus_per_actor": 1.5})})
+    with caplog.at_level(logging.WARNING, logger="pipeline.stages"):
+        summary = run_embed(cfg)
+    [warning] = [r.getMessage() for r in caplog.records if "asks for 3 embedding actors" in r.getMessage()]
+    assert warning.startswith("compute.num_actors asks for 3 embedding actors of 1.5 CPU each, but the nodes of")
+    assert "hold 2 of them at once (4 CPUs and 0 GPUs)" in warning and "Lower compute.num_actors to 2" in warning
     assert (summary["units"], summary["rows_embedded"]) == (1, ROWS)
     assert summary["embed_actors"] == ACTORS, summary["vectors_per_actor"]
     assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
@@ -100,3 +111,12 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
     got = vectors(tmp_path / "packed")
     assert sorted(got) == sorted(want)
     assert all(np.allclose(got[k], want[k], atol=1e-6) for k in want)
+
+
+def test_pool_capacity_counts_the_actors_each_node_holds_at_once():
+    nodes = [{"CPU": 4.0, "GPU": 2.0, "memory": 8e9}, {"CPU": 2.0}, {"CPU": 3.0, "GPU": 1.0, "A100": 1.0}]
+    assert pool_capacity({"CPU": 1.5}, nodes) == 2 + 1 + 2
+    assert pool_capacity({"CPU": 1.0, "GPU": 1.0}, nodes) == 2 + 0 + 1
+    assert pool_capacity({"CPU": 1.0, "memory": 3e9}, nodes) == 2  # memory: on the node that reports it
+    assert pool_capacity({"A100": 1.0, "CPU": 1}, nodes) == 1
+    assert pool_capacity({"GPU": 0.5}, nodes) == 6
