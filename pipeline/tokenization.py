@@ -278,9 +278,9 @@ class TextTokenizer:
         embeds whole: the windows' margin under the limit (`chunk_body`) would otherwise cut a text of the last few
         lengths that fit into two overlapping windows. Windows are cut at token boundaries of the bare text, but a
         window's characters can give more tokens than that (a window starting inside a character that a byte-level
-        BPE splits over several tokens, or inside a word a WordPiece or CJK tokenizer reads differently alone); a text
-        with such a window is cut again into shorter ones, so that no window loses its end to the tokenizer's
-        truncation (its char_end would name text its vector never saw).
+        BPE splits over several tokens, or CJK text that merges differently alone). No window may lose its end to
+        the tokenizer's truncation (its char_end would name text its vector never saw): a text with such a window
+        has its windows laid again one by one (_rechunk), the offending ones ending earlier.
         """
         bodies = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         near = [i for i, b in enumerate(bodies) if self.chunk_body < len(b) <= self.limit]  # over the windows' size
@@ -293,29 +293,33 @@ class TextTokenizer:
         windows = [[(s, e, next(encoded)) for s, e in sp] for sp in spans]
         for i, text_windows in enumerate(windows):
             if any(w.truncated for *_, w in text_windows):
-                windows[i] = self._rechunk(texts[i], bodies[i], text_windows)
+                windows[i] = self._rechunk(texts[i], bodies[i])
         return windows
 
-    def _rechunk(
-        self, text: str, offsets: list[tuple[int, int]], windows: list[tuple[int, int, Encoded]]
-    ) -> list[tuple[int, int, Encoded]]:
-        """`text`'s windows cut shorter until none is truncated: each round takes the largest excess of a window's
-        tokens over the limit off the window size. Raises ValueError (the row's reject reason) when the size would
-        fall to the overlap."""
-        body = self.chunk_body
-        while any(w.truncated for *_, w in windows):
-            cut = [text[s:e] for s, e, w in windows if w.truncated]
-            full = self.tokenizer([self.prompt + c for c in cut], add_special_tokens=True, truncation=False)
-            body -= max(1, max(len(ids) for ids in full["input_ids"]) - self.limit)
-            if body <= self.overlap:
-                raise ValueError(
-                    f"its chunk windows give more tokens than model.max_tokens ({self.max_tokens}) when tokenized "
-                    f"alone, even at {body + 1} tokens of text each; raise model.max_tokens or lower "
-                    "model.chunk_overlap_tokens"
-                )
-            spans = chunk_spans(offsets, body, self.overlap, len(text))
-            windows = [(s, e, w) for (s, e), w in zip(spans, self._encode_checked([text[s:e] for s, e in spans]))]
-        return windows
+    def _rechunk(self, text: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int, Encoded]]:
+        """`text`'s windows, laid one after another: each as long as `chunk_body` allows, its end taken back by the
+        excess of its tokens over the limit until it fits, the next one starting `overlap` tokens before that end
+        (at least one token after the previous start). Only for a text with a window the tokenizer would cut; raises
+        ValueError (the row's reject reason) when a window cannot fit even at one token of text."""
+        n, windows, start = len(offsets), [], 0
+        while True:
+            end = min(start + self.chunk_body, n)
+            while True:
+                s, e = offsets[start][0], len(text) if end == n else offsets[end - 1][1]
+                [window] = self._encode_checked([text[s:e]])
+                if not window.truncated:
+                    break
+                full = len(self.tokenizer(self.prompt + text[s:e], add_special_tokens=True)["input_ids"])
+                end -= max(1, full - self.limit)
+                if end <= start:
+                    raise ValueError(
+                        f"its text at characters {s}-{e} gives more tokens than model.max_tokens ({self.max_tokens}) "
+                        "alone, even cut to one token; raise model.max_tokens"
+                    )
+            windows.append((s, e, window))
+            if end == n:
+                return windows
+            start = max(start + 1, end - self.overlap)
 
     def tokenize(self, texts: list[str]) -> TokenizedRows:
         """Rows to embed, one per text (truncate) or per window (chunk); rejected texts get one row with a reason."""
