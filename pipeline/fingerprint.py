@@ -21,6 +21,7 @@ from pipeline.line_ranges import LINE_FORMATS
 from pipeline.model_defaults import model_file, runs_shipped_code
 from pipeline.model_files import hashed_files
 from pipeline.storage import ListedFile
+from pipeline.tokenization import CHUNK_RULE
 from pipeline.units import packing
 
 
@@ -280,6 +281,9 @@ def embed_fingerprint(
         "model.identity": identity,
         "model.dtype": cfg.model.dtype,
         "model.chunk_overlap_tokens": cfg.model.chunk_overlap_tokens if cfg.model.long_inputs == "chunk" else None,
+        # how chunk mode lays its windows: a run started by a version that laid them otherwise is not resumed with
+        # this one's (refused naming the rule); recorded in chunk mode only, so truncate-mode runs keep resuming
+        **({"rules.chunk_windows": CHUNK_RULE} if cfg.model.long_inputs == "chunk" else {}),
         "input.format": cfg.input.format,
         "input.text_column": cfg.input.text_column,
         "input.id_column": cfg.input.id_column,

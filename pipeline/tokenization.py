@@ -31,6 +31,13 @@ NO_CONTENT_UNKNOWN = (
 # characters in the languages we embed), so a 10 MB row costs what a long row costs. The cut is then proven harmless:
 # the tokenizer must still truncate, and its last kept token must end CUT_MARGIN_TOKENS longest-tokens before the
 # cut; otherwise the cut grows x4 up to the whole text. Tokens are therefore identical to tokenizing the whole text.
+# How chunk mode lays a text's windows, recorded in the embed job's run fingerprint (`rules.chunk_windows`,
+# pipeline.fingerprint.embed_fingerprint) when model.long_inputs is chunk: windows laid by another version give other
+# rows, so a run resumed across a change of it would mix both. Bump the number with any change of the windows.
+CHUNK_RULE = (
+    "2: a text whose prompted tokens fit max_tokens is one window; windows at token boundaries of the bare text, "
+    "chunk_overlap_tokens apart, none cut by the tokenizer (such a window ends earlier)"
+)
 CHARS_PER_TOKEN = 8
 CUT_MARGIN_TOKENS = 8
 

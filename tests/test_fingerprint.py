@@ -407,3 +407,27 @@ def test_trusting_the_code_a_model_ships_is_part_of_both_jobs_fingerprints(tiny_
     (model_dir / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "own.OwnModel"}}))
     (off, off_version), (on, on_version) = both(False), both(True)
     assert differences(off, on) == ["model.trust_remote_code: (absent) -> true"] and off_version != on_version
+
+
+def test_a_chunk_mode_run_records_how_its_windows_are_laid(tmp_path):
+    """Chunk mode's windows changed (a text that fits max_tokens is one window; no window cut by the tokenizer), and
+    the run fingerprint recorded no rule of them: a run started by the older version and resumed by this one would
+    hold windows of both. Chunk mode records `rules.chunk_windows`, so such a resume is named and refused; truncate
+    mode records nothing new, so its runs keep resuming across versions."""
+    from pipeline.config import EmbedConfig
+    from pipeline.tokenization import CHUNK_RULE
+
+    def recorded(long_inputs: str) -> dict:
+        cfg = EmbedConfig.model_validate(
+            {
+                "input": {"uri": str(tmp_path / "corpus"), "format": "jsonl"},
+                "output": {"uri": str(tmp_path / "out")},
+                "model": {"name_or_path": "m", "long_inputs": long_inputs},
+            }
+        )
+        return fingerprint.embed_fingerprint(cfg, {}, [], {"source": "hub", "commit": "c"})
+
+    chunk, truncate = recorded("chunk"), recorded("truncate")
+    assert chunk["rules.chunk_windows"] == CHUNK_RULE and "rules.chunk_windows" not in truncate
+    older = {k: v for k, v in chunk.items() if k != "rules.chunk_windows"}  # a run the older version started
+    assert differences(older, chunk) == [f"rules.chunk_windows: (absent) -> {json.dumps(CHUNK_RULE)}"]
