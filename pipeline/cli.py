@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import shlex
 import sys
@@ -182,8 +183,13 @@ def submit(
     wait: bool,
     python: str = "python",
     runtime_env: dict | None = None,
+    entrypoint: dict | None = None,
 ) -> int:
     """Submit `<python> -m jobs.<job>` with the current directory as the job's working directory.
+
+    `entrypoint`: what the job's driver reserves, as `ray job submit --entrypoint-num-cpus/-num-gpus/-memory/
+    -resources` give it (`entrypoint_num_cpus`, `entrypoint_num_gpus`, `entrypoint_memory` bytes,
+    `entrypoint_resources`: Ray's submit_job keywords); none: the driver reserves nothing and runs on the head.
 
     `job` None: guessed from the config's sections (guess_job). The config is loaded here first, so a config error,
     an output on a relative local path (it would land in the cluster's temporary copy of this directory) or a
@@ -244,7 +250,7 @@ def submit(
     try:
         with address_only(address):
             client = JobSubmissionClient(address)
-        job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=env)
+        job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=env, **(entrypoint or {}))
     except (ConnectionError, OSError, RuntimeError, ValueError, RayError) as err:  # RayError: e.g. a missing token
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: cannot submit to the Ray cluster at {address}: {reason}", file=sys.stderr)
@@ -345,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
         help='more runtime_env fields, as for ray job submit, e.g. \'{"env_vars": {"HF_HUB_OFFLINE": "1"}}\'',
     )
     p.add_argument("--runtime-env", default=None, metavar="FILE", help="the same from a YAML file")
+    add_entrypoint_resources(p)
     p = sub.add_parser("config", help="configuration tools")
     config_sub = p.add_subparsers(dest="config_command", required=True)
     p = config_sub.add_parser(
@@ -357,6 +364,34 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def add_entrypoint_resources(p: argparse.ArgumentParser) -> None:
+    """`ray job submit`'s options for what the job's driver reserves; unset: nothing (it runs on the head)."""
+    p.add_argument("--entrypoint-num-cpus", type=float, default=None, metavar="N", help="CPUs the driver reserves")
+    p.add_argument("--entrypoint-num-gpus", type=float, default=None, metavar="N", help="GPUs the driver reserves")
+    p.add_argument("--entrypoint-memory", type=int, default=None, metavar="BYTES", help="memory the driver reserves")
+    p.add_argument(
+        "--entrypoint-resources",
+        type=resources_json,
+        default=None,
+        metavar="JSON",
+        help="custom resources the driver reserves, e.g. '{\"head\": 1}'",
+    )
+
+
+def resources_json(text: str) -> dict[str, float]:
+    """`--entrypoint-resources`: a JSON object of resource names to amounts (argparse reports the ValueError)."""
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+        raise ValueError(text)
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def entrypoint_options(args: argparse.Namespace) -> dict:
+    """Ray's submit_job keywords for the `--entrypoint-*` options given."""
+    names = ("entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory", "entrypoint_resources")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = config_path(args.parser, args)
@@ -366,7 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        return submit(args.job, config, args.address, args.set, not args.no_wait, runtime_env=runtime_env)
+        return submit(
+            args.job,
+            config,
+            args.address,
+            args.set,
+            not args.no_wait,
+            runtime_env=runtime_env,
+            entrypoint=entrypoint_options(args),
+        )
     job = args.command.replace("-", "_")
     if args.command == "config" or args.show_config:
         return show_config(config, args.job if args.command == "config" else job, args.set)

@@ -378,3 +378,24 @@ def test_submit_takes_wait_as_well_as_no_wait(capsys):
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["submit", "c.yaml", "--wait", "--no-wait"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_submit_takes_ray_job_submits_entrypoint_resources(capsys):
+    """`--entrypoint-num-cpus/-num-gpus/-memory/-resources`, as `ray job submit` takes them (the driver on a GPU
+    node, or off a head that has num-cpus 0), were 'unrecognized arguments', exit 2; they reach the Jobs API's
+    submit_job (test_ray_jobs_api::test_submit_embed_job submits with entrypoint_num_cpus, which Ray takes)."""
+    args = cli.parser().parse_args(
+        ["submit", "c.yaml", "--entrypoint-num-cpus", "1", "--entrypoint-num-gpus", "0.5"]
+        + ["--entrypoint-memory", "2000000000", "--entrypoint-resources", '{"head": 1}']
+    )
+    assert cli.entrypoint_options(args) == {
+        "entrypoint_num_cpus": 1.0,
+        "entrypoint_num_gpus": 0.5,
+        "entrypoint_memory": 2000000000,
+        "entrypoint_resources": {"head": 1.0},
+    }
+    assert cli.entrypoint_options(cli.parser().parse_args(["submit", "c.yaml"])) == {}  # nothing reserved
+    for bad in ('["head"]', '{"head": "one"}', "{head: 1"):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(["submit", "c.yaml", "--entrypoint-resources", bad])
+        assert "invalid resources_json value" in capsys.readouterr().err

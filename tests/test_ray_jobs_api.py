@@ -158,7 +158,12 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert "did you mean pooling?" in capsys.readouterr().err
     missing = [f"input.uri={tmp_path / 'missing.jsonl'}", f"output.uri={tmp_path / 'never'}"]
     probe = {"env_vars": {"RAYEMBED_PROBE": "1"}}  # --runtime-env-json's fields reach the job
-    rc = cli.submit(None, "configs/quickstart.yaml", None, missing, True, sys.executable, runtime_env=probe)
+    # --entrypoint-num-cpus, as ray job submit takes it (Ray checks the keywords and their types; the Jobs API's job
+    # details do not show them)
+    driver = {"entrypoint_num_cpus": 0.5}
+    rc = cli.submit(
+        None, "configs/quickstart.yaml", None, missing, True, sys.executable, runtime_env=probe, entrypoint=driver
+    )
     streamed = capsys.readouterr().out
     assert rc == 1, streamed[-3000:]
     assert "-m jobs.embed" in streamed and "no input files found" in streamed and "finished: FAILED" in streamed
