@@ -138,3 +138,37 @@ def local_outputs_on_a_cluster(cfg: BaseModel, ray_address: str | None) -> list[
         for key, uri in config_uris(cfg)
         if is_output(key) and "://" not in uri
     ]
+
+
+def in_ray_job() -> bool:
+    """True in the driver of a job submitted through Ray's Jobs API (`ray job submit`, `rayembed submit`, a KubeRay
+    RayJob): Ray's job supervisor sets its job config in the driver's environment."""
+    return JOB_CONFIG_ENV in os.environ
+
+
+def missing_config_hint(path: str | os.PathLike) -> str:
+    """Words for a config file that does not exist, when the job runs as a Ray job: where a relative path was looked
+    for, and the path relative to the uploaded working directory when a tail of `path` exists there ("" outside a
+    Ray job, or for an absolute path that is not on this node)."""
+    if not in_ray_job():
+        return ""
+    cwd = os.getcwd()
+    if os.path.isabs(path):
+        return (
+            f" on this node ({os.uname().nodename}), where the Ray job's driver runs: the file must be there (in the "
+            "image, or mounted into the head pod: infra/README.md step 4)"
+        )
+    if not in_uploaded_working_dir():
+        return (
+            f": a relative path is read from the Ray job's working directory {cwd} on the driver's node, and the job "
+            "has no uploaded working_dir; give the path the file has there (a ConfigMap mounted at /etc/rayembed), or "
+            "submit with --working-dir . (rayembed submit does) from the directory that holds it"
+        )
+    parts = Path(path).parts
+    tails = [Path(*parts[i:]) for i in range(1, len(parts))]
+    found = next((str(t) for t in tails if (Path(cwd) / t).is_file()), None)
+    words = (
+        f": a relative path is read from the job's working directory, Ray's copy of the directory uploaded as "
+        f"--working-dir ({cwd}), not from where the job was submitted"
+    )
+    return words + (f"; relative to the uploaded directory it is {found}" if found else "")

@@ -253,7 +253,9 @@ def load_yaml(
             f"config file {path} is a directory; give one YAML file" + (f" in it ({', '.join(found)})" if found else "")
         )
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        from pipeline.cluster_paths import missing_config_hint
+
+        raise ConfigError(f"config file {path} does not exist{missing_config_hint(path)}")
     try:
         raw = load_text(path.read_text()) or {}
     except yaml.YAMLError as err:

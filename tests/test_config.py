@@ -794,3 +794,28 @@ def test_a_whole_number_yaml_reads_as_text_says_what_to_write(tmp_path, written,
         assert "YAML reads" not in str(err.value)
     fraction = load_config(EmbedConfig, write(tmp_path, MINIMAL), ["input.max_reject_fraction=5e-1"])
     assert fraction.input.max_reject_fraction == 0.5  # a float key takes the text as its number
+
+
+def test_a_missing_config_in_a_ray_job_says_where_a_relative_path_was_read(tmp_path, monkeypatch):
+    """`ray job submit --working-dir sub -- python -m jobs.embed --config sub/configs/x.yaml` (the path as typed in
+    the submitter's directory), a RayJob whose config is not mounted: the bare `config file … does not exist`. Ray's
+    job supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR in the driver's environment (pipeline.cluster_paths)."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "x.yaml").write_text("input: {}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as outside:
+        load_config(EmbedConfig, "sub/configs/x.yaml")
+    assert str(outside.value) == "config file sub/configs/x.yaml does not exist"  # not a Ray job: as before
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"}}')
+    with pytest.raises(ConfigError) as uploaded:
+        load_config(EmbedConfig, "sub/configs/x.yaml")
+    assert str(uploaded.value) == (
+        "config file sub/configs/x.yaml does not exist: a relative path is read from the job's working directory, "
+        f"Ray's copy of the directory uploaded as --working-dir ({tmp_path}), not from where the job was submitted; "
+        "relative to the uploaded directory it is configs/x.yaml"
+    )
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # a RayJob's entrypoint: no working_dir
+    with pytest.raises(ConfigError, match=r"has no uploaded working_dir; give the path the file has there \(a Con"):
+        load_config(EmbedConfig, "configs/embed.yaml")
+    with pytest.raises(ConfigError, match=r"does not exist on this node \(.*\), where the Ray job's driver runs"):
+        load_config(EmbedConfig, str(tmp_path / "nowhere.yaml"))
