@@ -12,6 +12,9 @@ reason take no part: the first *embeddable* row of an id wins. Pure pyarrow/nump
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import posixpath
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,6 +30,8 @@ from pipeline.read_content import ListedPrefix, with_read_content
 from pipeline.reading import ReadSpec
 from pipeline.storage import Location, write_parquet_atomic
 from pipeline.units import Unit, read_unit, units_of, unless_gone
+
+log = logging.getLogger(__name__)
 
 REASON = "duplicate id"
 SHOWN = 5  # duplicates listed in the error message
@@ -83,28 +88,61 @@ def digest_table(files: list[int], rows: list[int], keys: list[str], buckets: in
 # What of a file's digest table is kept between runs (pipeline.reembed.duplicates): its file index and bucket
 # depend on the listing and are set again when it is loaded.
 KEPT_COLUMNS = ("row", "hi", "lo")
+KEPT_SCHEMA = pa.schema([("row", pa.int64()), ("hi", pa.uint64()), ("lo", pa.uint64())])
+# Schema metadata key of a kept file's stamp: the name it was written under, its row count and a blake2b of its
+# columns, so that a file that is not what keep_digests wrote under that name (another file's digests copied or
+# synced over it, rows removed or edited by hand) is read from the input again instead of deciding duplicates.
+KEPT_STAMP = b"rayembed.kept_id_digests"
+
+
+def _kept_stamp(name: str, kept: pa.Table) -> bytes:
+    """The stamp of `kept` (KEPT_SCHEMA columns, no nulls) written under the file name `name`."""
+    check = hashlib.blake2b(digest_size=16)
+    for column in KEPT_COLUMNS:
+        check.update(np.ascontiguousarray(kept.column(column).to_numpy()).tobytes())
+    return json.dumps({"name": name, "rows": kept.num_rows, "blake2b": check.hexdigest()}).encode()
 
 
 def keep_digests(digests: pa.Table, target: Location) -> None:
     """Write one file's digest table (digest_table, one file index) to `target` for a later run: (row, hi, lo),
-    24 bytes a row. Atomic (pipeline.storage.write_parquet_atomic): a killed write leaves no partial file."""
-    write_parquet_atomic(digests.select(list(KEPT_COLUMNS)), target)
+    24 bytes a row, stamped with `target`'s file name and a checksum (KEPT_STAMP). Atomic
+    (pipeline.storage.write_parquet_atomic): a killed write leaves no partial file."""
+    kept = digests.select(list(KEPT_COLUMNS)).cast(KEPT_SCHEMA)
+    stamp = _kept_stamp(posixpath.basename(target.path), kept)
+    write_parquet_atomic(kept.replace_schema_metadata({KEPT_STAMP: stamp}), target)
 
 
 def kept_digests(target: Location, file_index: int, buckets: int) -> pa.Table | None:
     """The digest table keep_digests wrote to `target`, as digest_table gives it for the file at `file_index` of
-    this run's listing; None when there is none or it cannot be read (the file's ids are then read again)."""
+    this run's listing; None when there is none, it cannot be read, or it is not what keep_digests wrote under this
+    name (no or another stamp, other columns or types, nulls, changed rows: a WARNING says so). The file's ids are
+    then read again from the input and its kept digests written anew."""
     try:
-        kept = pq.read_table(target.path, filesystem=target.fs, columns=list(KEPT_COLUMNS))
-    except (FileNotFoundError, OSError, pa.ArrowInvalid):  # not kept, or not readable: read the input instead
+        kept = pq.read_table(target.path, filesystem=target.fs)
+    except FileNotFoundError:  # not kept (a new or changed file, or the first run of a version)
         return None
-    hi = kept.column("hi").to_numpy().astype(np.uint64)
+    except (OSError, pa.ArrowInvalid) as err:  # truncated, not Parquet, a folder: read the input instead
+        log.warning(
+            "kept id digests %s cannot be read (%s); reading the file's ids from the input again", target.uri, err
+        )
+        return None
+    stamp = (kept.schema.metadata or {}).get(KEPT_STAMP)
+    kept = kept.replace_schema_metadata(None)
+    whole = kept.schema.equals(KEPT_SCHEMA) and not any(column.null_count for column in kept.columns)
+    if stamp is None or not whole or stamp != _kept_stamp(posixpath.basename(target.path), kept):
+        log.warning(
+            "kept id digests %s are not the ones written for this file (another file's, edited, or of an older "
+            "version); reading the file's ids from the input again",
+            target.uri,
+        )
+        return None
+    hi = kept.column("hi").to_numpy()
     return pa.table(
         {
             FILE_INDEX: pa.array(np.full(kept.num_rows, file_index, dtype=np.int32)),
-            "row": kept.column("row").cast(pa.int64()),
-            "hi": pa.array(hi),
-            "lo": kept.column("lo").cast(pa.uint64()),
+            "row": kept.column("row"),
+            "hi": kept.column("hi"),
+            "lo": kept.column("lo"),
             BUCKET: pa.array((hi % np.uint64(buckets)).astype(np.int32)),
         }
     )

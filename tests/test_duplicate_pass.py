@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.dataset as pads
 import pytest
@@ -91,7 +92,7 @@ def test_a_reembed_night_reads_the_ids_of_changed_files_only_and_gives_the_same_
     are deleted. The repeats are the ones a pass reading every file finds."""
     from pipeline.config import EmbedConfig
     from pipeline.objects import list_tree
-    from pipeline.reembed.duplicates import check_ids
+    from pipeline.reembed.duplicates import check_ids, kept_digest_files
 
     storage = StorageConfig()
     base, listed = list_inputs(str(corpus), storage)
@@ -109,6 +110,9 @@ def test_a_reembed_night_reads_the_ids_of_changed_files_only_and_gives_the_same_
     again = check_ids(cfg, spec, files, resolve(str(tmp_path / "d2"), storage), None, keys, kept_at)
     assert again == first and first["a.jsonl"] != first["b.jsonl"]
     (corpus / "a.jsonl").write_bytes(good)
+    names = dict(zip(files, kept_digest_files(spec, files, keys), strict=True))  # b's kept digests copied over a's:
+    shutil.copy(kept_at.join(names["b.jsonl"]).path, kept_at.join(names["a.jsonl"]).path)  # a.jsonl is read again
+    assert check_ids(cfg, spec, files, resolve(str(tmp_path / "d2b"), storage), None, keys, kept_at) == first
     (corpus / "c.jsonl").write_text(json.dumps({"id": "new", "text": "t"}) + "\n")  # changed: read again
     changed = check_ids(
         cfg, spec, files, resolve(str(tmp_path / "d3"), storage), None, {**keys, "c.jsonl": "v2"}, kept_at
