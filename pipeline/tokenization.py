@@ -35,8 +35,9 @@ NO_CONTENT_UNKNOWN = (
 # pipeline.fingerprint.embed_fingerprint) when model.long_inputs is chunk: windows laid by another version give other
 # rows, so a run resumed across a change of it would mix both. Bump the number with any change of the windows.
 CHUNK_RULE = (
-    "2: a text whose prompted tokens fit max_tokens is one window; windows at token boundaries of the bare text, "
-    "chunk_overlap_tokens apart, none cut by the tokenizer (such a window ends earlier)"
+    "3: a text whose prompted tokens fit max_tokens is one window; windows at token boundaries of the bare text, "
+    "chunk_overlap_tokens apart, none cut by the tokenizer (such a window ends earlier), the first starting at "
+    "character 0 and none after the previous one's end (characters that give no token belong to a window)"
 )
 CHARS_PER_TOKEN = 8
 CUT_MARGIN_TOKENS = 8
@@ -308,22 +309,26 @@ class TextTokenizer:
         excess of its tokens over the limit until it fits, the next one starting `overlap` tokens before that end
         (at least one token after the previous start). Only for a text with a window the tokenizer would cut; raises
         ValueError (the row's reject reason) when a window cannot fit even at one token of text."""
-        n, windows, start = len(offsets), [], 0
+        n, windows, start, prev_end = len(offsets), [], 0, 0
         while True:
             end = min(start + self.chunk_body, n)
             while True:
-                s, e = offsets[start][0], len(text) if end == n else offsets[end - 1][1]
+                s, e = window_start(offsets, start, prev_end), len(text) if end == n else offsets[end - 1][1]
                 [window] = self._encode_checked([text[s:e]])
                 if not window.truncated:
                     break
-                full = len(self.tokenizer(self.prompt + text[s:e], add_special_tokens=True)["input_ids"])
-                end -= max(1, full - self.limit)
-                if end <= start:
+                if end == start + 1:  # one token of text, still too many: nothing shorter to try
                     raise ValueError(
                         f"its text at characters {s}-{e} gives more tokens than model.max_tokens ({self.max_tokens}) "
                         "alone, even cut to one token; raise model.max_tokens"
                     )
+                full = len(self.tokenizer(self.prompt + text[s:e], add_special_tokens=True)["input_ids"])
+                # back by the excess, but never past one token: a window of several tokens that share one character
+                # (a byte-level emoji, BERT's Hangul jamo) can be over by more tokens than it has beyond its first,
+                # and stepping past it made a row a reject whose one-token window fits
+                end = max(start + 1, end - max(1, full - self.limit))
             windows.append((s, e, window))
+            prev_end = e
             if end == n:
                 return windows
             start = max(start + 1, end - self.overlap)
@@ -354,15 +359,25 @@ class TextTokenizer:
 
 
 def chunk_spans(offsets: list[tuple[int, int]], body: int, overlap: int, text_len: int) -> list[tuple[int, int]]:
-    """Character spans of overlapping windows of `body` tokens, `overlap` tokens shared; the whole text if it fits."""
+    """Character spans of overlapping windows of `body` tokens, `overlap` tokens shared; the whole text if it fits.
+    Together they cover the text (window_start)."""
     n = len(offsets)
     if n <= body:
         return [(0, text_len)]
     step = body - overlap
-    spans = []
+    spans = [(0, 0)]
     for start in range(0, n, step):
         end = min(start + body, n)
-        spans.append((offsets[start][0], text_len if end == n else offsets[end - 1][1]))
+        spans.append((window_start(offsets, start, spans[-1][1]), text_len if end == n else offsets[end - 1][1]))
         if end == n:
             break
-    return spans
+    return spans[1:]
+
+
+def window_start(offsets: list[tuple[int, int]], start: int, prev_end: int) -> int:
+    """The first character of a window whose first token is `start`: that token's start, or the previous window's
+    end `prev_end` (0 for the first window) when it is earlier. Characters that give no token of their own (leading
+    spaces, a ZWJ or a combining mark that the tokenizer's normalizer drops, BERT's stripped accents) then belong to a
+    window: with chunk_overlap_tokens 0 they fell between two windows, and text before the first token before all,
+    so the windows' char spans did not cover the text."""
+    return min(offsets[start][0], prev_end)

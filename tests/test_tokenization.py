@@ -270,3 +270,50 @@ def test_only_the_windows_that_need_it_are_shortened(tokenizer, prompt):
         assert len(ids) <= 64
         if e <= len(plain):
             assert len(tokenizer(text[s:e], add_special_tokens=False)["input_ids"]) == tok.chunk_body, (s, e)
+
+
+@pytest.mark.parametrize(("max_tokens", "overlap"), [(6, 0), (7, 1), (8, 0)])
+def test_a_window_over_the_limit_by_more_than_its_length_ends_at_one_token_not_rejected(tokenizer, max_tokens, overlap):
+    """Tokens that share characters (a byte-level emoji or CJK character split over several tokens) can put a short
+    window over the limit by more tokens than it has beyond its first: its end was taken back past its start and
+    the row became a reject ('even cut to one token; raise model.max_tokens') although a one-token window fits.
+    The end now stops at one token. A character that alone gives more tokens than the limit is still a reject."""
+    text = "Hello 世界 👋🏽 naïve café " * 5
+    rows = TextTokenizer(tokenizer, "", max_tokens, "chunk", overlap).tokenize([text])
+    assert rows.reason == [None] * len(rows.parent) and rows.char_end[-1] == len(text)
+    for s, e, ids in zip(rows.char_start, rows.char_end, rows.token_ids):
+        assert len(ids) <= max_tokens and ids == tokenizer(text[s:e])["input_ids"], (s, e)
+    [reason] = TextTokenizer(tokenizer, "", 4, "chunk", 0).tokenize(["ab 👋🏽 cd"]).reason
+    assert "even cut to one token; raise model.max_tokens" in reason
+
+
+def with_normalizer(tokenizer, *steps):
+    """`tokenizer` with a normalizer that drops characters (as BERT's strip_accents, or NFKC tokenizers' ZWJ)."""
+    from tokenizers import Tokenizer, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.normalizer = normalizers.Sequence(list(steps))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=tokenizer.eos_token)
+
+
+@pytest.mark.parametrize("prompt", ["", "Q: "])
+@pytest.mark.parametrize("overlap", [0, 3])
+def test_chunk_windows_cover_characters_that_give_no_token(tokenizer, prompt, overlap):
+    """Characters the tokenizer's normalizer drops (combining accents under strip_accents, a ZWJ, leading ones) have
+    no token of their own; with chunk_overlap_tokens 0 a window started at its first token's character, so those
+    between two windows, and those before the first token, were in no window's char span. Every character of the
+    text is now in a window, and each window's tokens are still its own characters' tokens."""
+    from tokenizers import normalizers
+
+    dropping = with_normalizer(
+        tokenizer, normalizers.NFD(), normalizers.StripAccents(), normalizers.Replace("\u200d", "")
+    )
+    text = "\u0301\u200d lead " + "e\u0301a\u0300 o\u0302\u200dx " * 30
+    rows = TextTokenizer(dropping, prompt, 12, "chunk", overlap).tokenize([text])
+    assert len(rows.parent) > 3 and rows.reason == [None] * len(rows.parent)
+    covered = set()
+    for s, e, ids in zip(rows.char_start, rows.char_end, rows.token_ids):
+        assert len(ids) <= 12 and ids == dropping(prompt + text[s:e])["input_ids"], (s, e)
+        covered.update(range(s, e))
+    assert covered == set(range(len(text)))
