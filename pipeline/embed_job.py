@@ -28,6 +28,7 @@ from pipeline.actors import EmbedActor, TokenizeActor
 from pipeline.calibration import calibrated_on, good_rows, output_precision, precision_summary, sample_vectors
 from pipeline.columns import REJECTS_DIR, SUMMARY_FILE
 from pipeline.config import ComputeConfig, EmbedConfig
+from pipeline.driver_reservation import driver_reservation, without_reservation
 from pipeline.duplicate_ids import read_units
 from pipeline.duplicate_pass import find_duplicate_ids
 from pipeline.errors import UserError
@@ -277,9 +278,13 @@ def init_ray(compute: ComputeConfig, paths: BaseModel | None = None) -> None:
             ray.shutdown()  # the processes a failed start left behind
             raise RayStartError(start_failure(err, address if not in_process else None, key)) from err
 
-        # A request no node meets: refused when no node can be added (pipeline.stages.cluster_refusal)
+        # A request no node meets: refused when no node can be added (pipeline.stages.cluster_refusal); the
+        # driver's node counted without what a Jobs API job's driver holds (--entrypoint-num-gpus, ...)
+        held = None if in_process else driver_reservation()
+
         def alive_nodes() -> list[dict[str, float]]:
-            return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+            nodes = [(n.get("NodeID", ""), n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+            return without_reservation(nodes, held)
 
         if in_process:
             reason = unschedulable(compute, alive_nodes())
@@ -287,6 +292,13 @@ def init_ray(compute: ComputeConfig, paths: BaseModel | None = None) -> None:
             reason, note = cluster_refusal_after_waiting(compute, alive_nodes)
             if note:
                 log.warning(note)
+        if reason and held is not None:
+            reason += (
+                f". The nodes are counted without what this job's driver holds on its node ({held.words()}), which "
+                "its submission reserved (--entrypoint-num-cpus/-num-gpus/-memory/-resources of ray job submit or "
+                "rayembed submit, a RayJob's entrypointNum*): the driver needs none of it (its actors do the work), "
+                "so submit without them"
+            )
         if reason:
             raise UnschedulableError(reason)
     absorb_actor_argument_warning()  # Ray's harmless E ... core_worker.cc line about actor arguments (ray_quiet)

@@ -487,8 +487,11 @@ def model_pool(
     low, high = cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
     if low <= 1 or not ray.is_initialized():
         return low, high
+    from pipeline.driver_reservation import driver_reservation, without_reservation
+
     asked = actor_resources(cfg.compute, gpus)
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    alive = [(node.get("NodeID", ""), node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
+    nodes = without_reservation(alive, driver_reservation())  # a Jobs API driver's --entrypoint-num-* are taken
     fit = pool_capacity(asked, nodes)
     if fit >= low or fit == 0 or not cannot_add_nodes(cfg.compute):
         return low, high  # all fit; none fits (cluster_refusal's case); or an autoscaler may add nodes for them

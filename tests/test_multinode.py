@@ -142,6 +142,41 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
 
 
 @pytest.mark.timeout(600)
+def test_gpu_actors_that_only_the_gpu_the_driver_holds_could_take_are_refused(cluster, tiny_models, tmp_path):
+    """`ray job submit --entrypoint-num-gpus 1` (here pinned to the L4 node, whose one GPU the driver then holds)
+    of a job whose GPU actors ask for an L4: the node's totals still showed a GPU, so the job waited with no word
+    (Ray Data: 30 minutes without progress; the old code here: this test's timeout). Now the nodes are counted
+    without what the driver holds, and this cluster cannot add a node: refused after compute.wait_for_nodes_s,
+    naming what the driver holds and where it came from."""
+    from ray.job_submission import JobSubmissionClient
+
+    write_corpus(tmp_path / "corpus", files=2, copies=1)
+    _own, address = cluster
+    client = JobSubmissionClient(address)
+    command = embed_entrypoint(tiny_models["bert"], tmp_path / "corpus", tmp_path / "emb")
+    command = command.replace("compute.resources={spot: 1}", "compute.accelerator_type=L4").replace(
+        "compute.num_actors=2", "compute.num_actors=1"
+    )
+    job = submit(
+        address,
+        f"{command} --set compute.wait_for_nodes_s=2",
+        runtime_env=job_env(),
+        entrypoint_num_gpus=1,
+        entrypoint_resources={"accelerator_type:L4": 1},
+    )
+    deadline = time.time() + 300
+    while (status := str(client.get_job_status(job))) not in TERMINAL:
+        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert status == "FAILED", logs[-3000:]
+    [error] = [line for line in logs.splitlines() if line.startswith("error: ")]
+    assert "compute.accelerator_type: L4, which no node of the cluster has" in error, error
+    assert "without what this job's driver holds on its node (1 GPU, 1 accelerator_type:L4)" in error, error
+    assert "--entrypoint-num-cpus/-num-gpus/-memory/-resources" in error, error
+
+
+@pytest.mark.timeout(600)
 def test_a_local_path_that_another_node_does_not_share_is_refused_naming_the_node(cluster, tiny_models, tmp_path):
     """A fourth worker node whose `private/` is a folder of its own (an empty tmpfs in its mount namespace: `/tmp`
     on another machine, a disk only the head has). A job whose input and output are there fails before reading,
