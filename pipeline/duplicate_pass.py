@@ -9,6 +9,7 @@ The driver only plans the stages and, for policy "error", takes the first few re
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 
@@ -48,9 +49,13 @@ def digest_unit(spec: ReadSpec, unit: Unit, kept: Location | None = None) -> tup
     return table, table.num_rows
 
 
-def write_repeats(repeats: pa.Table, target: Location) -> None:
+def write_repeats(repeats: pa.Table, target: Location, name: str = "part") -> None:
     """`repeats` (DUPLICATES_SCHEMA) under `target` as Parquet partitioned by file index (`file_index=F/`), the
-    layout pipeline.duplicate_ids.file_duplicates reads. A retried write replaces its own files (fixed names)."""
+    layout pipeline.duplicate_ids.file_duplicates reads, as `<name>-<i>.parquet`. A retried write replaces its own
+    files (fixed names). Any number of files may have repeats: Arrow's default stops a write into more than 1024
+    partitions ('Fragment would be written into N partitions'), which a corpus of that many files with repeats
+    reached (Ray Data's write_parquet keeps that default, hence written_blocks)."""
+    files = pc.count_distinct(repeats.column(FILE_INDEX)).as_py() if repeats.num_rows else 0
     pads.write_dataset(
         repeats,
         target.path,
@@ -58,9 +63,17 @@ def write_repeats(repeats: pa.Table, target: Location) -> None:
         format="parquet",
         partitioning=[FILE_INDEX],
         partitioning_flavor="hive",
-        basename_template="part-{i}.parquet",
+        basename_template=f"{name}-{{i}}.parquet",
         existing_data_behavior="overwrite_or_ignore",
+        max_partitions=max(1024, files),
     )
+
+
+def written_blocks(repeats: ray.data.Dataset, target: Location, compute: ComputeConfig) -> None:
+    """Write the materialized `repeats` (the hash shuffle's) under `target`, one Ray task per block (write_repeats,
+    named by the block's place: a retried task replaces its own files). The driver holds block refs only."""
+    task = io_task(write_repeats, compute)
+    ray.get([task.remote(block, target, f"part-{i}") for i, block in enumerate(repeats.to_arrow_refs())])
 
 
 def all_duplicates(files: list[str], *digests: pa.Table) -> pa.Table:
@@ -139,6 +152,6 @@ def find_duplicate_ids(
     if written is None:
         commit.clear(target)
         if count:  # the shuffle's repeats (a small corpus's: none, as policy "error" passed)
-            repeats.write_parquet(target.path, filesystem=target.fs, partition_cols=[FILE_INDEX])
+            written_blocks(repeats, target, compute)
     commit.commit(target, "duplicate_ids", {"rows_repeating": count}, "_summary.json")
     return count

@@ -122,3 +122,29 @@ def test_a_reembed_night_reads_the_ids_of_changed_files_only_and_gives_the_same_
     assert len(list_tree(kept_at)) == 2
     read_all = check_ids(cfg, spec, files, resolve(str(tmp_path / "d5"), storage))  # no kept digests: every file read
     assert read_all == changed
+
+
+def test_repeats_in_more_than_1024_files_are_written(ray_session, tmp_path):
+    """Arrow's dataset write stops at 1024 partitions by default, and the repeats are partitioned by file: a corpus
+    with repeats in more than 1024 files (thousands of small files, one shared id) failed the pass with 'Fragment
+    would be written into 1029 partitions' (ArrowInvalid), in the one task and in Ray Data's write_parquet after the
+    hash shuffle (both checked on the old code; the shuffle's write is now written_blocks, called here on a
+    materialized dataset instead of running the 13 s shuffle). Small files are packed into few units (plan_units)."""
+    root, files = tmp_path / "in", 1030
+    root.mkdir()
+    for i in range(files):
+        (root / f"f{i:04d}.jsonl").write_text(json.dumps({"id": "shared", "text": "t"}) + "\n")
+    out = tmp_path / "dups"
+    assert run_pass(root, out, "keep_first") == files - 1
+    target = resolve(str(out), StorageConfig())
+    assert file_duplicates(target, 0) == {}
+    for index in (1, 1024, files - 1):
+        assert file_duplicates(target, index) == {0: "duplicate id (first at f0000.jsonl row 0)"}
+    written = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    assert written.num_rows == files - 1
+    shuffled = resolve(str(tmp_path / "shuffled"), StorageConfig())
+    repeats = ray_session.data.from_arrow([written.slice(0, 500), written.slice(500)]).materialize()
+    duplicate_pass.written_blocks(repeats, shuffled, ComputeConfig(cpus_per_io_task=0.5))
+    for index in (1, 1024, files - 1):
+        assert file_duplicates(shuffled, index) == {0: "duplicate id (first at f0000.jsonl row 0)"}
+    assert pads.dataset(shuffled.path, format="parquet", partitioning="hive").count_rows() == files - 1
