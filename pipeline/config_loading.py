@@ -193,7 +193,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseM
         model: the config class; with it, string fields take the value verbatim instead of parsing it as YAML.
 
     Raises:
-        ConfigError: an override without `=` or a key, or a path through a key that is not a section.
+        ConfigError: an override without `=` or a key, a path through a key that is not a section, or a key in an
+            extension field (EXTENSION_PREFIX: anchors only, already resolved).
     """
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -204,6 +205,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseM
             # `model..x`, `.x`, `model.=1`: an empty name between dots, which no section or key has
             raise ConfigError(
                 f"--set {item!r}: the key {key!r} has an empty name between dots; write section.key=value"
+            )
+        if key.startswith(EXTENSION_PREFIX):
+            # the file's anchors were resolved when it was read: a value set here would reach no section
+            raise ConfigError(
+                f"--set {item!r}: top-level keys starting with {EXTENSION_PREFIX!r} only hold what the file's YAML "
+                "anchors refer to and are left out; the aliases and <<: merges that use them were resolved when the "
+                "file was read, so this would change nothing: set the key in the section that uses it (--set "
+                f"<section>.{key.split('.')[-1]}=...)"
             )
         node = raw
         *parents, leaf = key.split(".")

@@ -123,6 +123,19 @@ def test_top_level_extension_fields_hold_anchors_and_configure_nothing(tmp_path)
         load_config(EmbedConfig, write(tmp_path, MINIMAL + "modle: {pooling: mean}\n"))
 
 
+def test_a_set_into_an_extension_field_is_refused_saying_where_to_set_it(tmp_path):
+    """`--set x-common.max_tokens=16` after the file's anchors were resolved reaches no section: it was refused as an
+    unknown section whose message said to name it `x-x-common`. It now says that the anchors were resolved and to set
+    the key in the section that uses it; that --set works."""
+    text = (
+        "x-common: &common {max_tokens: 64}\ninput: {uri: data/, format: jsonl}\noutput: {uri: out/}\nmodel: *common\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"--set 'x-common.max_tokens=16': .*resolved .*--set <section>.max_tokens"):
+        load_config(EmbedConfig, path, ["x-common.max_tokens=16"])
+    assert load_config(EmbedConfig, path, ["model.max_tokens=16"]).model.max_tokens == 16
+
+
 @pytest.mark.parametrize(
     "text, overrides, where, reference",
     [
