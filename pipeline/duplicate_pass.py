@@ -36,16 +36,23 @@ BUCKETS = 64  # hash-shuffle partitions: a bucket holds ~1/64 of the digests (32
 ONE_TASK_ROWS = 2_000_000
 
 
-def digest_unit(spec: ReadSpec, unit: Unit, kept: Location | None = None) -> tuple[pa.Table, int]:
+def digest_unit(spec: ReadSpec, unit: Unit, kept: tuple[Location, ...] | None = None) -> tuple[pa.Table, int]:
     """Ray task: the digests of one unit's rows, and their count (the only part the driver fetches).
 
-    `kept`: where this unit's file keeps its digests between runs (pipeline.reembed.duplicates.kept_digest_files): read
-    from there when an earlier run wrote them, else read from the input and written there."""
-    table = kept_digests(kept, unit.file_index, BUCKETS) if kept is not None else None
-    if table is None:
+    `kept`: where each file of the unit (unit.parts(), a pack's files) keeps its digests between runs
+    (pipeline.reembed.duplicates.kept_digest_files): read from there when an earlier run wrote them, else read from
+    the input and written there."""
+    if kept is None:
         table = id_digests(spec, unit, BUCKETS)
-        if kept is not None:
-            keep_digests(table, kept)
+        return table, table.num_rows
+    tables = []
+    for part, at in zip(unit.parts(), kept, strict=True):
+        table = kept_digests(at, part.file_index, BUCKETS)
+        if table is None:
+            table = id_digests(spec, part, BUCKETS)
+            keep_digests(table, at)
+        tables.append(table)
+    table = pa.concat_tables(tables)
     return table, table.num_rows
 
 
@@ -114,11 +121,11 @@ def find_duplicate_ids(
     policy: str,
     target: Location,
     compute: ComputeConfig,
-    kept: list[Location | None] | None = None,
+    kept: list[tuple[Location, ...]] | None = None,
 ) -> int:
     """Find ids that occur more than once; returns how many rows repeat an earlier id.
 
-    `kept`: per unit (a whole file), where its digests are kept between runs (digest_unit), or None.
+    `kept`: per unit (whole files), where each of its files' digests are kept between runs (digest_unit), or None.
 
     The repeats go to `target` (partitioned by file index, read back by pipeline.duplicate_ids.file_duplicates),
     which is then committed, so a resumed run reuses the result without reading any input again. Up to

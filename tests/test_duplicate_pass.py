@@ -103,16 +103,17 @@ def test_a_reembed_night_reads_the_ids_of_changed_files_only_and_gives_the_same_
     )
     kept_at = resolve(str(tmp_path / "ids"), storage)
     keys = {path: f"{path}-v1" for path in files}
-    first = check_ids(cfg, spec, files, resolve(str(tmp_path / "d1"), storage), None, keys, kept_at)
+    sizes = {f.path: f.size for f in listed}  # as the job passes them: the three small files are one unit
+    first = check_ids(cfg, spec, files, resolve(str(tmp_path / "d1"), storage), sizes, keys, kept_at)
     assert len(list_tree(kept_at)) == 3
     good = (corpus / "a.jsonl").read_bytes()
     (corpus / "a.jsonl").write_text("not json\n" * 4)  # a.jsonl's key is unchanged: its kept digests count
-    again = check_ids(cfg, spec, files, resolve(str(tmp_path / "d2"), storage), None, keys, kept_at)
+    again = check_ids(cfg, spec, files, resolve(str(tmp_path / "d2"), storage), sizes, keys, kept_at)
     assert again == first and first["a.jsonl"] != first["b.jsonl"]
     (corpus / "a.jsonl").write_bytes(good)
     names = dict(zip(files, kept_digest_files(spec, files, keys), strict=True))  # b's kept digests copied over a's:
     shutil.copy(kept_at.join(names["b.jsonl"]).path, kept_at.join(names["a.jsonl"]).path)  # a.jsonl is read again
-    assert check_ids(cfg, spec, files, resolve(str(tmp_path / "d2b"), storage), None, keys, kept_at) == first
+    assert check_ids(cfg, spec, files, resolve(str(tmp_path / "d2b"), storage), sizes, keys, kept_at) == first
     (corpus / "c.jsonl").write_text(json.dumps({"id": "new", "text": "t"}) + "\n")  # changed: read again
     changed = check_ids(
         cfg, spec, files, resolve(str(tmp_path / "d3"), storage), None, {**keys, "c.jsonl": "v2"}, kept_at
@@ -148,3 +149,22 @@ def test_repeats_in_more_than_1024_files_are_written(ray_session, tmp_path):
     for index in (1, 1024, files - 1):
         assert file_duplicates(shuffled, index) == {0: "duplicate id (first at f0000.jsonl row 0)"}
     assert pads.dataset(shuffled.path, format="parquet", partitioning="hive").count_rows() == files - 1
+
+
+def test_the_reembed_pass_packs_small_files_into_few_tasks():
+    """The re-embed pass ran one Ray task per listed file: on thousands of small files their start-up outweighed the
+    kept digests (2000 five-row files: ~17-25 s a night either way). Consecutive small files are now packed as the
+    embed job packs them (pipeline.units.packing); a large file or one without a listed size is alone, and every
+    file keeps its own file index (its kept digests and repeats are its own)."""
+    from pipeline.reembed.duplicates import pass_units
+    from pipeline.units import PACK_FILES, packing
+
+    files = [f"f{i:04d}.jsonl" for i in range(2500)]
+    sizes = dict.fromkeys(files, 300)
+    sizes["f0100.jsonl"] = 1 << 40
+    del sizes["f0200.jsonl"]
+    units = pass_units(files, sizes, packing(1 << 28))
+    assert [u.file_index for u in units] == [0, 100, 101, 200, 201, 201 + PACK_FILES, 201 + 2 * PACK_FILES]
+    parts = [part for unit in units for part in unit.parts()]
+    assert [(p.path, p.file_index) for p in parts] == [(f, i) for i, f in enumerate(files)]
+    assert [p.sizes for p in parts[99:102]] == [(300,), (1 << 40,), (300,)] and parts[200].sizes == ()

@@ -28,7 +28,7 @@ from pipeline.objects import delete_files, list_tree
 from pipeline.reading import ReadSpec
 from pipeline.reembed.manifest import NO_DUPLICATES
 from pipeline.storage import Location
-from pipeline.units import Unit
+from pipeline.units import Unit, packing
 
 DUPLICATES_DIR = "_duplicates"  # under the version root: the pass's repeats, deleted once the run has published
 IDS_DIR = "_ids"  # under the version root: each listed file's id digests, kept between runs (kept_digest_files)
@@ -62,15 +62,48 @@ def check_ids(
         DuplicateIdError: input.duplicate_ids is 'error' and some id repeats.
     """
     sizes = sizes or {}
-    units = [Unit(path, index, sizes=(sizes[path],) if path in sizes else ()) for index, path in enumerate(files)]
+    units = pass_units(files, sizes, packing(cfg.input.unit_bytes))
     names = kept_digest_files(spec, files, keys) if kept_at is not None and keys is not None else None
-    kept = [kept_at.join(name) for name in names] if names is not None else None
+    kept = None
+    if names is not None:
+        at = [kept_at.join(name) for name in names]
+        kept = [tuple(at[part.file_index] for part in unit.parts()) for unit in units]
     find_duplicate_ids(units, files, spec, cfg.input.duplicate_ids, target, cfg.compute, kept)
     if names is not None:
         in_use = set(names)
         stale = [rel for rel in list_tree(kept_at, temp_files=True) if rel not in in_use]
         delete_files(kept_at, stale)
     return file_digests(target, files)
+
+
+def pass_units(files: list[str], sizes: dict[str, int], limit: dict[str, int]) -> list[Unit]:
+    """The pass's units: consecutive files of at most limit["bytes"] listed bytes packed together (up to that many
+    bytes and limit["files"] files, pipeline.units.packing), any other file alone. One Ray task per unit: a corpus
+    of thousands of small files ran thousands of tasks each night, whose start-up outweighed the kept digests."""
+    units: list[Unit] = []
+    pack: list[int] = []
+    pack_bytes = 0
+
+    def close() -> None:
+        nonlocal pack_bytes
+        if pack:
+            paths = [files[i] for i in pack]
+            units.append(Unit(paths[0], pack[0], packed=tuple(paths[1:]), sizes=tuple(sizes[p] for p in paths)))
+            pack.clear()
+            pack_bytes = 0
+
+    for index, path in enumerate(files):
+        size = sizes.get(path)
+        if size is None or size > limit["bytes"]:
+            close()
+            units.append(Unit(path, index, sizes=(size,) if size is not None else ()))
+            continue
+        if len(pack) >= limit["files"] or pack_bytes + size > limit["bytes"]:
+            close()
+        pack.append(index)
+        pack_bytes += size
+    close()
+    return units
 
 
 def kept_digest_files(spec: ReadSpec, files: list[str], keys: dict[str, str]) -> list[str]:
