@@ -6,6 +6,7 @@ forbids unknown keys.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,6 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from pipeline import columns
 from pipeline.config import ComputeConfig, EmbedConfig, JobConfig, Location, OutputConfig, Section, StorageConfig
 from pipeline.config_loading import YamlWord
+
+log = logging.getLogger(__name__)
 
 ASSIGNMENT_COLUMNS = ("id", "cluster_id", "cosine_to_centroid")
 
@@ -68,6 +71,11 @@ class ClusterInputConfig(Section):
     )
 
 
+# An eps above this joins rows less similar than unrelated sentences of one topic usually are: most likely a
+# similarity threshold (0.9, 0.95) written where the distance is meant, so it is said once the config is read.
+SIMILARITY_LIKE_EPS = 0.5
+
+
 class DedupConfig(Section):
     eps: float = Field(
         ge=0,  # 0 is "exact copies only", as 1e-8 is: both count as the floor (0 was refused, 1e-8 taken)
@@ -86,6 +94,13 @@ class DedupConfig(Section):
                 f"eps {eps:g} is 1 or more: eps is a cosine distance (rows with cosine >= 1 - eps are duplicates), so "
                 "it would join rows at cosine 0 or below, unrelated ones. For a cosine similarity threshold s write "
                 "eps: 1 - s (0.95 -> 0.05); docs/clustering.md gives 0.04-0.06 for near copies"
+            )
+        if eps > SIMILARITY_LIKE_EPS:
+            log.warning(
+                "clustering.dedup.eps %g joins rows of a cluster whose cosine is only %g or more: eps is a cosine "
+                "distance, not a similarity; for a cosine similarity threshold s write eps: 1 - s (0.95 -> 0.05)",
+                eps,
+                1 - eps,
             )
         return eps
 
@@ -113,13 +128,19 @@ def dedup_switch(data: object) -> object:
     keeps the section's other keys. The section is then what it always was, so a run's fingerprint is unchanged.
 
     Raises:
-        ValueError: `enabled` (or `dedup` itself) given a value that is not a boolean.
+        ValueError: `enabled` (or `dedup` itself) given a value that is not a boolean; `dedup: true`, which names
+            no eps.
     """
     if not isinstance(data, dict):
         return data
     dedup = data.get("dedup")
     if isinstance(dedup, (bool, YamlWord)):
-        return {**data, "dedup": None} if not as_boolean(dedup) else data
+        if as_boolean(dedup):
+            raise ValueError(
+                "clustering.dedup: true turns dedup on without its eps (rows of a cluster with cosine >= 1 - eps are "
+                "duplicates): write dedup: {eps: 0.05} (docs/clustering.md gives 0.04-0.06 for near copies)"
+            )
+        return {**data, "dedup": None}
     if not isinstance(dedup, dict) or "enabled" not in dedup:
         return data
     rest = {k: v for k, v in dedup.items() if k != "enabled"}

@@ -216,7 +216,31 @@ def test_dedup_switches_off_as_other_tools_configs_write_it_and_an_eps_of_1_says
     path.write_text(base + "  dedup: {eps: 0.05, enabled: maybe}\n")
     with pytest.raises(ConfigError, match="clustering.dedup.enabled is true or false, not 'maybe'"):
         load_config(ClusterConfig, path)
+    path.write_text(base + "  dedup: true\n")
+    with pytest.raises(
+        ConfigError, match=r"clustering.dedup: true turns dedup on without its eps.*dedup: \{eps: 0.05\}"
+    ):
+        load_config(ClusterConfig, path)
     for eps in ("1", "1.5", "0.95e1"):
         path.write_text(base + f"  dedup: {{eps: {eps}}}\n")
         with pytest.raises(ConfigError, match=r"eps [0-9.]+ is 1 or more: eps is a cosine distance.*write eps: 1 - s"):
             load_config(ClusterConfig, path)
+
+
+def test_an_eps_that_reads_as_a_similarity_is_said(tmp_path, caplog):
+    """eps 0.95 (a cosine similarity threshold written where the distance is meant) was taken without a word: it
+    joins rows at cosine 0.05 or more, nearly every row of a cluster. A warning says so and what to write."""
+    import logging
+
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.config import parse_config
+
+    raw = {"input": {"uri": "e"}, "output": {"uri": "o"}, "clustering": {"k": 2, "dedup": {"eps": 0.95}}}
+    with caplog.at_level(logging.WARNING, logger="pipeline.cluster_config"):
+        assert parse_config(ClusterConfig, raw).clustering.dedup.eps == 0.95
+    assert "only 0.05 or more: eps is a cosine distance" in caplog.text and "write eps: 1 - s" in caplog.text
+    caplog.clear()
+    raw["clustering"]["dedup"]["eps"] = 0.05
+    with caplog.at_level(logging.WARNING, logger="pipeline.cluster_config"):
+        parse_config(ClusterConfig, raw)
+    assert not caplog.text
