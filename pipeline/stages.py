@@ -492,21 +492,25 @@ def model_pool(
     asked = actor_resources(cfg.compute, gpus)
     alive = [(node.get("NodeID", ""), node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
     nodes = without_reservation(alive, driver_reservation())  # a Jobs API driver's --entrypoint-num-* are taken
-    fit = pool_capacity(asked, nodes)
+    fit = pool_capacity(asked, nodes, beside_model_actors(cfg.compute))
     if fit >= low or fit == 0 or not cannot_add_nodes(cfg.compute):
         return low, high  # all fit; none fits (cluster_refusal's case); or an autoscaler may add nodes for them
     if warn:
         key = "compute.num_actors" if cfg.compute.num_actors is not None else "compute.min_actors"
         log.warning(
-            "%s asks for %d embedding actors of %s each, but the nodes of this Ray hold %d of them at once (%s) "
-            "and it cannot add nodes: the pool starts with %d (the actors that do not fit would never start, and "
-            "Ray Data would wait for them). Lower %s to %d, or give the actors less (compute.cpus_per_actor, "
-            "gpus_per_actor, memory_per_actor)",
+            "%s asks for %d embedding actors of %s each, but the nodes of this Ray hold %d of them at once (%s; "
+            "beside the job's %d tokenizer actor(s) of %g CPU and a read/write task of %g CPU) and it cannot add "
+            "nodes: the pool starts with %d (the actors that do not fit would never start, and Ray Data would wait "
+            "for them). Lower %s to %d, or give the actors less (compute.cpus_per_actor, gpus_per_actor, "
+            "memory_per_actor)",
             key,
             low,
             ", ".join(f"{amount:g} {name}" for name, amount in asked.items()),
             fit,
             "; ".join(node_words(node) for node in nodes),
+            cfg.compute.num_tokenizers,
+            cfg.compute.cpus_per_tokenizer,
+            cfg.compute.cpus_per_io_task,
             fit,
             key,
             fit,
@@ -525,12 +529,41 @@ def actor_resources(compute: ComputeConfig, gpus: float) -> dict[str, float]:
     return {name: float(amount) for name, amount in asked.items() if amount and amount > 0}
 
 
-def pool_capacity(asked: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many actors that each take `asked` (Ray resources) `nodes` (Ray resource dicts) hold at once, nothing
-    else running; a request of nothing fits without limit (a large number)."""
+def pool_capacity(
+    asked: dict[str, float], nodes: list[dict[str, float]], beside: list[dict[str, float]] | None = None
+) -> int:
+    """How many actors that each take `asked` (Ray resources) `nodes` (Ray resource dicts) hold at once; a request
+    of nothing fits without limit (a large number).
+
+    `beside`: what else of the job runs at the same time (resource dicts: its tokenizer actors, a read/write task),
+    each taken off the node where it costs the fewest of these actors (the whole node when one holds nothing else);
+    one that fits on no node is left out (the start's refusal names it). None: nothing else running."""
     if not asked:
         return 1 << 30
-    return sum(min(int(node.get(name, 0.0) / amount + 1e-9) for name, amount in asked.items()) for node in nodes)
+
+    def holds(node: dict[str, float]) -> int:
+        return min(int(node.get(name, 0.0) / amount + 1e-9) for name, amount in asked.items())
+
+    free = [dict(node) for node in nodes]
+    for other in beside or []:
+        room = [
+            (holds(node) - holds({k: v - other.get(k, 0.0) for k, v in node.items()}), i)
+            for i, node in enumerate(free)
+            if all(node.get(name, 0.0) + 1e-9 >= amount for name, amount in other.items())
+        ]
+        if room:
+            node = free[min(room)[1]]
+            for name, amount in other.items():
+                node[name] = node.get(name, 0.0) - amount
+    return sum(holds(node) for node in free)
+
+
+def beside_model_actors(compute: ComputeConfig) -> list[dict[str, float]]:
+    """What an embed job runs next to its embedding actors (pool_capacity's `beside`): its tokenizer actors
+    (compute.num_tokenizers of compute.cpus_per_tokenizer CPUs) and one read/write task (cpus_per_io_task), which
+    feeds them and takes their output. On a Ray that cannot grow, model actors that leave no room for these never
+    all start, and Ray Data waits for them."""
+    return [{"CPU": compute.cpus_per_tokenizer}] * compute.num_tokenizers + [{"CPU": compute.cpus_per_io_task}]
 
 
 def cannot_add_nodes(compute: ComputeConfig) -> bool:

@@ -100,7 +100,7 @@ def test_every_actor_of_the_pool_embeds_rows_of_a_small_corpus(ray_session, tiny
         summary = run_embed(cfg)
     [warning] = [r.getMessage() for r in caplog.records if "asks for 3 embedding actors" in r.getMessage()]
     assert warning.startswith("compute.num_actors asks for 3 embedding actors of 1.5 CPU each, but the nodes of")
-    assert "hold 2 of them at once (4 CPUs and 0 GPUs)" in warning and "Lower compute.num_actors to 2" in warning
+    assert "hold 2 of them at once (4 CPUs and 0 GPUs; beside" in warning and "Lower compute.num_actors to 2" in warning
     assert (summary["units"], summary["rows_embedded"]) == (1, ROWS)
     assert summary["embed_actors"] == ACTORS, summary["vectors_per_actor"]
     assert summary["vectors_per_actor"] == [ROWS // ACTORS] * ACTORS
@@ -120,3 +120,26 @@ def test_pool_capacity_counts_the_actors_each_node_holds_at_once():
     assert pool_capacity({"CPU": 1.0, "memory": 3e9}, nodes) == 2  # memory: on the node that reports it
     assert pool_capacity({"A100": 1.0, "CPU": 1}, nodes) == 1
     assert pool_capacity({"GPU": 0.5}, nodes) == 6
+
+
+def test_pool_capacity_leaves_room_for_what_runs_beside_the_actors():
+    nodes = [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}]
+    beside = [{"CPU": 0.5}, {"CPU": 0.25}]  # a tokenizer actor, a read/write task
+    assert pool_capacity({"CPU": 1.0}, [{"CPU": 2.0}], beside) == 1  # 2 on paper; 1 beside them
+    assert pool_capacity({"CPU": 1.0}, nodes, beside) == 1 + 4  # both on one node: one actor fewer, not two
+    assert pool_capacity({"CPU": 1.0, "GPU": 1.0}, nodes, beside) == 1  # the CPU node takes them: no GPU actor lost
+    assert pool_capacity({"CPU": 1.0}, [{"CPU": 0.2}], beside) == 0  # fits nowhere: left out, not negative
+    assert pool_capacity({"CPU": 0.75}, [{"CPU": 2.25}], beside) == 2
+
+
+def test_a_fixed_ray_pool_leaves_room_for_the_tokenizers(ray_session, tiny_models, tmp_path, caplog):
+    # 4 actors of 1 CPU on the session's 4 CPUs: the tokenizer actor (0.5 CPU) and a read/write task (0.25) left
+    # the 4th never starting, and Ray Data waited for it with no word (30 minutes); now the pool is 3, said so
+    from pipeline.stages import model_pool
+
+    cfg = config(tiny_models["bert"], tmp_path / "corpus", tmp_path / "out")
+    cfg = cfg.model_copy(update={"compute": cfg.compute.model_copy(update={"num_actors": 4, "cpus_per_actor": 1.0})})
+    with caplog.at_level(logging.WARNING, logger="pipeline.stages"):
+        assert model_pool(cfg, warn=True) == (3, 3)
+    [warning] = [r.getMessage() for r in caplog.records if "asks for 4 embedding actors" in r.getMessage()]
+    assert "hold 3 of them at once" in warning and "beside the job's 1 tokenizer actor(s) of 0.5 CPU" in warning
