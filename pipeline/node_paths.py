@@ -34,7 +34,9 @@ from pipeline.storage import has_glob
 log = logging.getLogger(__name__)
 
 PROBE_PREFIX = ".rayembed-node-check-"
-CHECKED: set[tuple[bool, str]] = set()  # (is an input, path) this process has checked: each is checked once per process
+# (Ray cluster's GCS address, is an input, path) that passed the check in this process: each is checked once per
+# cluster; one that failed is checked again (a notebook's second run after a refusal)
+CHECKED: set[tuple[str, bool, str]] = set()
 TIMEOUT_S = 60.0  # a node's first task may wait for a worker process (and its runtime_env) to start there
 
 
@@ -109,26 +111,31 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = ray.get_runtime_context().get_node_id()
+    context = ray.get_runtime_context()
+    here, cluster = context.get_node_id(), context.gcs_address
     others = [n for n in ray.nodes() if n.get("Alive") and n.get("NodeID") != here]
-    places = [p for p in local_places(cfg) if (not is_output(p.key), p.path) not in CHECKED]
+    places = [p for p in local_places(cfg) if (cluster, not is_output(p.key), p.path) not in CHECKED]
     if not others or not places:
         return
-    CHECKED.update(
-        (not is_output(p.key), p.path) for p in places
-    )  # a nested step's init_ray (cluster's embed) checks no more
     probes = []
-    for i, place in enumerate(places):
-        if is_output(place.key):
-            token = uuid.uuid4().hex
-            os.makedirs(place.path, exist_ok=True)
-            probe = os.path.join(place.path, PROBE_PREFIX + token)
-            with open(probe, "w") as f:
-                f.write(token)
-            probes.append(probe)
-            places[i] = Place(place.key, place.uri, place.path, token)
-    task = ray.remote(num_cpus=0, max_retries=0)(look)
     try:
+        for i, place in enumerate(places):
+            if is_output(place.key):
+                token = uuid.uuid4().hex
+                probe = os.path.join(place.path, PROBE_PREFIX + token)
+                try:
+                    os.makedirs(place.path, exist_ok=True)
+                    with open(probe, "w") as f:
+                        probes.append(probe)
+                        f.write(token)
+                except OSError as err:
+                    raise NodePathError(
+                        f"{place.key} {place.uri!r}: cannot write into it on this driver's node to check that every "
+                        f"node of the Ray cluster sees it as one place ({type(err).__name__}: {err}); the job writes "
+                        "its output there: give a folder this user can create and write (not a file)"
+                    ) from err
+                places[i] = Place(place.key, place.uri, place.path, token)
+        task = ray.remote(num_cpus=0, max_retries=0)(look)
         refs = {
             task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(places): n
             for n in others
@@ -160,6 +167,8 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
     if found:
         host = ray.util.get_node_ip_address()
         raise NodePathError("; ".join(message(places[i], where, host) for i, where in sorted(found.items())))
+    # a nested step's init_ray (the cluster job's embed step) checks these no more
+    CHECKED.update((cluster, not is_output(p.key), p.path) for p in places)
 
 
 def message(place: Place, nodes: list[str], host: str) -> str:

@@ -176,6 +176,52 @@ def test_gpu_actors_that_only_the_gpu_the_driver_holds_could_take_are_refused(cl
     assert "--entrypoint-num-cpus/-num-gpus/-memory/-resources" in error, error
 
 
+CHECK_TWICE = """
+import json, sys
+import ray
+from pipeline.config import EmbedConfig, load_config
+from pipeline.node_paths import check_nodes_see_paths
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+said = []
+for sets in json.loads(sys.argv[2]):
+    cfg = load_config(EmbedConfig, sys.argv[3], sets)
+    try:
+        check_nodes_see_paths(cfg)
+        said.append("passed")
+    except Exception as err:
+        said.append(f"{type(err).__name__}: {err}")
+print(json.dumps(said))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_refused_path_is_checked_again_and_an_output_that_is_a_file_is_named(cluster, tmp_path):
+    """A driver process connected to the module's cluster (a notebook, a script running two jobs): a local path
+    that the check refused is checked again at the next job (it passed the second time: the first check had marked
+    it done before it found the node without it), and an output path that is a file is one error naming the key
+    (was a bare FileExistsError from the probe's folder). A missing input stands in for a node without it: the
+    nodes of this cluster share this machine's disk, so it is missing on every node."""
+    import subprocess
+
+    own, _ = cluster
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    missing = [f"input.uri={tmp_path / 'nowhere'}", f"output.uri={tmp_path / 'out'}"]
+    runs = [missing, missing, [f"input.uri={tmp_path / 'corpus'}", f"output.uri={tmp_path / 'afile'}"]]
+    args = [own.address, json.dumps(runs), str(REPO / "configs" / "quickstart.yaml")]
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_TWICE, *args], check=False, capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second, a_file = json.loads(done.stdout.splitlines()[-1])
+    assert first.startswith(f"NodePathError: input.uri '{tmp_path / 'nowhere'}' is a local path"), first
+    assert second == first
+    assert a_file.startswith(f"NodePathError: output.uri '{tmp_path / 'afile'}': cannot write into it"), a_file
+    assert "FileExistsError" in a_file and "give a folder this user can create and write (not a file)" in a_file
+    assert not list(tmp_path.glob("out/.rayembed-node-check-*"))
+
+
 @pytest.mark.timeout(600)
 def test_a_local_path_that_another_node_does_not_share_is_refused_naming_the_node(cluster, tiny_models, tmp_path):
     """A fourth worker node whose `private/` is a folder of its own (an empty tmpfs in its mount namespace: `/tmp`
