@@ -100,6 +100,17 @@ def node_words(node: dict[str, Any]) -> str:
     return f"{node.get('NodeManagerAddress', '?')} (node id {str(node.get('NodeID', '?'))[:12]})"
 
 
+def nodes_that_run_tasks(nodes: list[dict[str, Any]], here: str) -> list[dict[str, Any]]:
+    """The alive nodes of `nodes` (ray.nodes()) other than `here` that have a CPU: every read and write task and every
+    actor of the jobs asks for one, so a node without (KubeRay's head at `num-cpus: 0`, which need not mount the
+    data) reads and writes nothing, and was refused for a path it never uses."""
+    return [
+        n
+        for n in nodes
+        if n.get("Alive") and n.get("NodeID") != here and float((n.get("Resources") or {}).get("CPU", 0)) > 0
+    ]
+
+
 def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
     """Checks that every other alive node of the connected Ray cluster sees `cfg`'s local locations as this
     driver does (module docstring). Nothing to do on one node or without local locations.
@@ -113,7 +124,7 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
 
     context = ray.get_runtime_context()
     here, cluster = context.get_node_id(), context.gcs_address
-    others = [n for n in ray.nodes() if n.get("Alive") and n.get("NodeID") != here]
+    others = nodes_that_run_tasks(ray.nodes(), here)
     places = [p for p in local_places(cfg) if (cluster, not is_output(p.key), p.path) not in CHECKED]
     if not others or not places:
         return

@@ -7,7 +7,7 @@ from __future__ import annotations
 from conftest import REPO
 
 from pipeline.config import EmbedConfig, load_config
-from pipeline.node_paths import PROBE_PREFIX, Place, local_places, look
+from pipeline.node_paths import PROBE_PREFIX, Place, local_places, look, nodes_that_run_tasks
 
 
 def test_local_locations_of_a_config_and_the_folder_above_a_glob(tmp_path):
@@ -48,3 +48,16 @@ def test_a_node_names_a_missing_input_and_an_output_folder_of_its_own(tmp_path):
         "own at this path",
         4: "a file the driver had just written there holds other bytes on that node",
     }
+
+
+def test_only_nodes_that_run_the_jobs_tasks_are_checked():
+    """A node without CPUs (KubeRay's head at num-cpus 0, when the driver runs on a worker) runs no read or write task
+    and no actor of ours, so it need not see the job's local paths: it was checked, and refused, all the same."""
+    nodes = [
+        {"NodeID": "driver", "Alive": True, "Resources": {"CPU": 4.0}},
+        {"NodeID": "head", "Alive": True, "Resources": {"memory": 1e9}},  # num-cpus 0
+        {"NodeID": "zero", "Alive": True, "Resources": {"CPU": 0.0, "GPU": 1.0}},
+        {"NodeID": "gpu", "Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+        {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 8.0}},
+    ]
+    assert [n["NodeID"] for n in nodes_that_run_tasks(nodes, "driver")] == ["gpu"]
