@@ -471,7 +471,11 @@ def resolve_gpus(
 
 
 def model_pool(
-    cfg: EmbedConfig, shape: ClusterShape | None = None, gpus: float | None = None, warn: bool = False
+    cfg: EmbedConfig,
+    shape: ClusterShape | None = None,
+    gpus: float | None = None,
+    warn: bool = False,
+    live: bool | None = None,
 ) -> tuple[int, int]:
     """(min, max) embedding actors of `cfg` on the cluster `shape` (the connected one when None): compute's
     num_actors / min_actors / max_actors, else one per GPU or per CPU node (ClusterShape.default_model_actors).
@@ -479,13 +483,16 @@ def model_pool(
     On a Ray that cannot add nodes (started in this process, or a cluster without an autoscaler), a minimum above
     the actors its alive nodes hold at once (`pool_capacity`) is lowered to that many, and the pool fixed at it: Ray Data waits for a pool's
     minimum before a small corpus's blocks go out (pipeline.spreading: up to 30 minutes, with no word), and the
-    actors that do not fit would never start. `warn`: log that (once per job: embed_stage).
+    actors that do not fit would never start. `warn`: log that (once per job: embed_stage). `live`: whether `shape`
+    is the connected Ray's, whose nodes are then counted (default: when `shape` is None); a shape given to plan for
+    another cluster is planned as given, whatever Ray this process is connected to.
     """
+    live = shape is None if live is None else live
     shape = shape or ClusterShape.current(cfg.compute.actor_requirements())
     if gpus is None:  # embed_stage gives resolve_gpus's warning
         gpus = resolve_gpus(cfg.compute.requested_gpus(), shape, warn=False)
     low, high = cfg.compute.actor_pool_size(shape.default_model_actors(gpus))
-    if low <= 1 or not ray.is_initialized():
+    if low <= 1 or not live or not ray.is_initialized():
         return low, high
     from pipeline.driver_reservation import driver_reservation, without_reservation
 
@@ -622,9 +629,10 @@ def embed_stage(
     actor checks once it has loaded the model (None: no check).
     """
     compute = cfg.compute
+    live = shape is None  # the connected cluster's nodes bound the pool (model_pool); a given shape is planned as is
     shape = shape or ClusterShape.current(compute.actor_requirements())
     gpus = resolve_gpus(compute.requested_gpus(), shape)
-    pool = model_pool(cfg, shape, gpus, warn=True)
+    pool = model_pool(cfg, shape, gpus, warn=True, live=live)
     if gpus > 0 and not shape.gpus_per_node and compute.num_actors is None and compute.max_actors is None:
         log.warning(
             "compute.gpus_per_actor is %s and the cluster has no GPU now (GPU workers scaling from zero): the pool "

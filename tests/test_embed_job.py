@@ -241,7 +241,7 @@ def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_
     from pipeline.config import ComputeConfig
 
     started = []
-    monkeypatch.setattr(embed_job, "init_ray", lambda compute: started.append(threading.current_thread()))
+    monkeypatch.setattr(embed_job, "init_ray", lambda compute, paths=None: started.append(threading.current_thread()))
     assert embed_job.init_ray_while(ComputeConfig(), lambda: 42) == 42
     assert started == [threading.main_thread()]  # Ray starts in the main thread (its signal handlers need it)
 
@@ -254,7 +254,7 @@ def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_
         embed_job.init_ray_while(ComputeConfig(), fails)
     assert caught.value is broken
 
-    def ray_fails(compute):
+    def ray_fails(compute, paths=None):
         raise RuntimeError("ray did not start")
 
     monkeypatch.setattr(embed_job, "init_ray", ray_fails)

@@ -143,3 +143,10 @@ def test_a_fixed_ray_pool_leaves_room_for_the_tokenizers(ray_session, tiny_model
         assert model_pool(cfg, warn=True) == (3, 3)
     [warning] = [r.getMessage() for r in caplog.records if "asks for 4 embedding actors" in r.getMessage()]
     assert "hold 3 of them at once" in warning and "beside the job's 1 tokenizer actor(s) of 0.5 CPU" in warning
+    # a shape given to plan for (another cluster) is planned as given, whatever Ray this process is connected to: with
+    # the session Ray up, test_stages' plan of 3 actors on ONE_CPU_NODE came out (1, 1) in CI, by test order
+    from pipeline.actors import EmbedActor
+    from pipeline.stages import ClusterShape, embed_stage
+
+    given = ClusterShape(gpus_per_node=(), cpu_nodes=1)
+    assert embed_stage(cfg, EmbedActor, shape=given).pool == (4, 4) and model_pool(cfg, given) == (4, 4)
