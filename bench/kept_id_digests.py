@@ -1,11 +1,12 @@
-"""The re-embed job's duplicate-id pass on a night when one file changed: every listed file's ids read (the pass
-before kept id digests, and still the path without them) against the changed file's ids read and the other files'
-kept digests loaded, alternating in one process on one Ray, wall clock.
+"""The re-embed job's duplicate-id pass on a night when one file changed: every listed file's ids read, one Ray task
+per file (the pass before kept id digests and packing) against the pass now (small files packed into few tasks, the
+changed file's ids read and the other files' kept digests loaded), alternating in one process on one Ray, wall clock.
 
     python -m bench.kept_id_digests --files 40 --rows 5000 --rounds 5
 
 Both sides call pipeline.reembed.duplicates.check_ids on the same JSONL corpus and the same Ray: the baseline without
-`keys`/`kept_at` (every file read, as the pass did before), ours with them after a first night that wrote every
+`sizes`/`keys`/`kept_at` (every file read, one task each, as the pass did before: a file without a listed size is
+never packed), ours with them, as the job gives them, after a first night that wrote every
 file's digests (timed too, as `first night`). Each round gives one file a new key (a change), so ours reads that
 file and loads the other files' digests. The repeats' digests of both sides are checked equal every round. Wall
 clock only: the pass's CPU is spent in Ray workers that start and exit during it, which a sum over this process's
