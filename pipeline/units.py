@@ -116,6 +116,30 @@ def packing(unit_bytes: int) -> dict[str, int]:
     return {"bytes": max(unit_bytes // PACK_SHARE, 1), "files": PACK_FILES}
 
 
+def pack_runs(sizes: list[int | None], limit: dict[str, int]) -> list[tuple[list[int], bool]]:
+    """The listing's files (their `sizes`, None where not known) in order, as (indices, packed) runs: consecutive files
+    under limit["bytes"] packed together up to that many bytes and limit["files"] files (packed True, one file or
+    more), every other file alone (packed False). `limit`: packing()."""
+    runs: list[tuple[list[int], bool]] = []
+    pack: list[int] = []
+    pack_bytes = 0
+    for index, size in enumerate(sizes):
+        if size is not None and size < limit["bytes"]:
+            if pack and (pack_bytes + size > limit["bytes"] or len(pack) == limit["files"]):
+                runs.append((pack, True))
+                pack, pack_bytes = [], 0
+            pack.append(index)
+            pack_bytes += size
+            continue
+        if pack:
+            runs.append((pack, True))
+            pack, pack_bytes = [], 0
+        runs.append(([index], False))
+    if pack:
+        runs.append((pack, True))
+    return runs
+
+
 # counts the rows of each (file, format, start, end) byte range; count_locally, or Ray tasks in the embed job
 RangeCounter = Callable[[list[tuple[str, str, int, int]]], list[int]]
 
@@ -149,25 +173,13 @@ def plan_units(
     """
     units: list[Unit] = []
     limit = packing(unit_bytes) if packed else {"bytes": 0, "files": 1}  # no file is under 0 bytes
-    pack: list[tuple[int, ListedFile]] = []
-    pack_bytes = 0
-
-    def close_pack() -> None:
-        nonlocal pack_bytes
-        if pack:
-            paths, sizes = tuple(f.path for _, f in pack[1:]), tuple(f.size for _, f in pack)
-            units.append(Unit(pack[0][1].path, pack[0][0], None, paths, sizes=sizes))
-            pack.clear()
-            pack_bytes = 0
-
-    for index, f in enumerate(listed):
-        if f.size < limit["bytes"]:
-            if pack and (pack_bytes + f.size > limit["bytes"] or len(pack) == limit["files"]):
-                close_pack()
-            pack.append((index, f))
-            pack_bytes += f.size
+    for indices, is_pack in pack_runs([f.size for f in listed], limit):
+        if is_pack:
+            files = [listed[i] for i in indices]
+            paths, sizes = tuple(f.path for f in files[1:]), tuple(f.size for f in files)
+            units.append(Unit(files[0].path, indices[0], None, paths, sizes=sizes))
             continue
-        close_pack()
+        index, f = indices[0], listed[indices[0]]
         file_fmt = file_format(fmt, f.path)
         if split_lines and file_fmt in LINE_FORMATS and f.size > unit_bytes:
             units.extend(line_units(root, f, index, file_fmt, unit_bytes))
@@ -186,7 +198,6 @@ def plan_units(
             units.append(Unit(f.path, index))
         else:
             units.extend(Unit(f.path, index, r) for r in ranges)
-    close_pack()
     return counted(units, file_fmts(units, fmt), count or count_locally(root))
 
 

@@ -28,7 +28,7 @@ from pipeline.objects import delete_files, list_tree
 from pipeline.reading import ReadSpec
 from pipeline.reembed.manifest import NO_DUPLICATES
 from pipeline.storage import Location
-from pipeline.units import Unit, packing
+from pipeline.units import Unit, pack_runs, packing
 
 DUPLICATES_DIR = "_duplicates"  # under the version root: the pass's repeats, deleted once the run has published
 IDS_DIR = "_ids"  # under the version root: each listed file's id digests, kept between runs (kept_digest_files)
@@ -77,32 +77,16 @@ def check_ids(
 
 
 def pass_units(files: list[str], sizes: dict[str, int], limit: dict[str, int]) -> list[Unit]:
-    """The pass's units: consecutive files of at most limit["bytes"] listed bytes packed together (up to that many
-    bytes and limit["files"] files, pipeline.units.packing), any other file alone. One Ray task per unit: a corpus
-    of thousands of small files ran thousands of tasks each night, whose start-up outweighed the kept digests."""
+    """The pass's units: consecutive small files packed together as the embed job packs them
+    (pipeline.units.pack_runs, `limit`: packing()), any other file, or one without a listed size, alone. One Ray task
+    per unit: a corpus of thousands of small files ran thousands of tasks each night, whose start-up outweighed the
+    kept digests."""
     units: list[Unit] = []
-    pack: list[int] = []
-    pack_bytes = 0
-
-    def close() -> None:
-        nonlocal pack_bytes
-        if pack:
-            paths = [files[i] for i in pack]
-            units.append(Unit(paths[0], pack[0], packed=tuple(paths[1:]), sizes=tuple(sizes[p] for p in paths)))
-            pack.clear()
-            pack_bytes = 0
-
-    for index, path in enumerate(files):
-        size = sizes.get(path)
-        if size is None or size > limit["bytes"]:
-            close()
-            units.append(Unit(path, index, sizes=(size,) if size is not None else ()))
-            continue
-        if len(pack) >= limit["files"] or pack_bytes + size > limit["bytes"]:
-            close()
-        pack.append(index)
-        pack_bytes += size
-    close()
+    for indices, _ in pack_runs([sizes.get(path) for path in files], limit):
+        paths = [files[i] for i in indices]
+        units.append(
+            Unit(paths[0], indices[0], packed=tuple(paths[1:]), sizes=tuple(sizes[p] for p in paths if p in sizes))
+        )
     return units
 
 
