@@ -14,7 +14,12 @@ other alive node (num_cpus 0, pinned to the node) looks at every local location 
   random token back.
 
 Nodes that join later (an autoscaler adding GPU workers) are not checked; a node that does not answer within
-`timeout_s` (a runtime_env being installed there, the node going away) is named in one warning and skipped.
+`timeout_s` (a runtime_env being installed there, the node going away) is named in one warning and skipped, after
+an INFO line saying what the driver waits for once `NOTE_AFTER_S` have passed.
+
+The check leaves the file system as it found it: the probe files and the output folders it had to create for them
+are removed afterwards, whether the check passed or refused the job (a refused job left an empty output folder; one
+that goes on makes its output folder when it writes).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ PROBE_PREFIX = ".rayembed-node-check-"
 # cluster; one that failed is checked again (a notebook's second run after a refusal)
 CHECKED: set[tuple[str, bool, str]] = set()
 TIMEOUT_S = 60.0  # a node's first task may wait for a worker process (and its runtime_env) to start there
+NOTE_AFTER_S = 5.0  # nodes still silent then are named in an INFO line before the rest of TIMEOUT_S is waited
 
 
 class NodePathError(UserError, RuntimeError):
@@ -128,13 +134,15 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
     places = [p for p in local_places(cfg) if (cluster, not is_output(p.key), p.path) not in CHECKED]
     if not others or not places:
         return
-    probes = []
+    probes: list[str] = []
+    created: list[str] = []  # folders made for the probes, deepest first
     try:
         for i, place in enumerate(places):
             if is_output(place.key):
                 token = uuid.uuid4().hex
                 probe = os.path.join(place.path, PROBE_PREFIX + token)
                 try:
+                    created[:0] = missing_folders(place.path)
                     os.makedirs(place.path, exist_ok=True)
                     with open(probe, "w") as f:
                         probes.append(probe)
@@ -151,7 +159,7 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
             task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(places): n
             for n in others
         }
-        ready, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        ready, waiting = wait_for_nodes(refs, timeout_s, [p.key for p in places])
         found: dict[int, list[str]] = {}
         for ref in ready:
             try:
@@ -175,11 +183,52 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
                 os.remove(probe)
             except OSError:
                 pass
+        for folder in created:
+            try:
+                os.rmdir(folder)  # only if still empty: nothing else of the job has written there yet
+            except OSError:
+                pass
     if found:
         host = ray.util.get_node_ip_address()
         raise NodePathError("; ".join(message(places[i], where, host) for i, where in sorted(found.items())))
     # a nested step's init_ray (the cluster job's embed step) checks these no more
     CHECKED.update((cluster, not is_output(p.key), p.path) for p in places)
+
+
+def missing_folders(path: str) -> list[str]:
+    """The folders `os.makedirs(path)` would create: `path` and its missing parents, deepest first (empty when
+    `path` exists)."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.lexists(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    return missing
+
+
+def wait_for_nodes(refs: dict[Any, dict[str, Any]], timeout_s: float, keys: list[str]) -> tuple[list, list]:
+    """`ray.wait` for every ref of `refs` ({ObjectRef: node}) up to `timeout_s` in all: (ready, still waiting). If
+    some are still waiting after NOTE_AFTER_S, one INFO line names those nodes and how long more the driver waits
+    (their first task may be starting a worker process or installing a runtime_env), so the wait is not silent."""
+    import ray
+
+    first = min(NOTE_AFTER_S, timeout_s)
+    ready, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=first)
+    if waiting and timeout_s > first:
+        log.info(
+            "waiting up to %g s more for %d node(s) to answer whether they see the job's local paths (%s): %s; a "
+            "node's first task may be starting a worker process or installing the job's runtime_env there",
+            timeout_s - first,
+            len(waiting),
+            ", ".join(keys),
+            ", ".join(node_words(refs[ref]) for ref in waiting),
+        )
+        more, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=timeout_s - first)
+        ready = [*ready, *more]
+    return ready, waiting
 
 
 def message(place: Place, nodes: list[str], host: str) -> str:

@@ -4,10 +4,24 @@ naming_the_node)."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 from conftest import REPO
 
+from pipeline import node_paths
 from pipeline.config import EmbedConfig, load_config
-from pipeline.node_paths import PROBE_PREFIX, Place, local_places, look, nodes_that_run_tasks
+from pipeline.node_paths import (
+    PROBE_PREFIX,
+    NodePathError,
+    Place,
+    check_nodes_see_paths,
+    local_places,
+    look,
+    missing_folders,
+    nodes_that_run_tasks,
+    wait_for_nodes,
+)
 
 
 def test_local_locations_of_a_config_and_the_folder_above_a_glob(tmp_path):
@@ -61,3 +75,62 @@ def test_only_nodes_that_run_the_jobs_tasks_are_checked():
         {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 8.0}},
     ]
     assert [n["NodeID"] for n in nodes_that_run_tasks(nodes, "driver")] == ["gpu"]
+
+
+def test_the_folders_a_probe_needs_are_the_missing_ones_deepest_first(tmp_path):
+    assert missing_folders(str(tmp_path)) == []
+    assert missing_folders(str(tmp_path / "a" / "b")) == [str(tmp_path / "a" / "b"), str(tmp_path / "a")]
+    (tmp_path / "link").symlink_to(tmp_path / "gone")  # a dangling link is in the way, not missing
+    assert missing_folders(str(tmp_path / "link")) == []
+
+
+def test_the_check_leaves_no_output_folder_behind_whether_it_passes_or_refuses(ray_session, tmp_path, monkeypatch):
+    """The probe's output folder was left behind, empty, when the check (or anything after it) refused the job.
+    The driver's own node stands in for another node that shares its disk (as the nodes of ray.cluster_utils do;
+    the check on real other nodes: tests/test_multinode.py)."""
+    monkeypatch.setattr(node_paths, "nodes_that_run_tasks", lambda nodes, here: [n for n in nodes if n["Alive"]])
+    monkeypatch.setattr(node_paths, "CHECKED", set())
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "kept").mkdir()
+    config = REPO / "configs" / "quickstart.yaml"
+    fine = load_config(EmbedConfig, config, [f"input.uri={tmp_path / 'corpus'}", f"output.uri={tmp_path / 'new/out'}"])
+    check_nodes_see_paths(fine)
+    assert not (tmp_path / "new").exists()
+    refused = load_config(EmbedConfig, config, [f"input.uri={tmp_path / 'nowhere'}", f"output.uri={tmp_path / 'o2'}"])
+    try:
+        check_nodes_see_paths(refused)
+        raise AssertionError("a missing input passed")
+    except NodePathError as err:
+        assert "input.uri" in str(err) and "the path does not exist there" in str(err)
+    assert not (tmp_path / "o2").exists()
+    kept = load_config(EmbedConfig, config, [f"input.uri={tmp_path / 'corpus'}", f"output.uri={tmp_path / 'kept'}"])
+    check_nodes_see_paths(kept)
+    assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())  # a folder it found stays
+
+
+def test_a_node_slow_to_answer_is_named_while_the_driver_waits(ray_session, monkeypatch, caplog):
+    """The check waited up to 60 s for a node's first task (a worker process starting, a runtime_env installed)
+    without a line; now an INFO line names the node after NOTE_AFTER_S, and its answer is still taken."""
+    ray = ray_session
+    monkeypatch.setattr(node_paths, "NOTE_AFTER_S", 0.2)
+
+    @ray.remote(num_cpus=0)
+    def answer(delay: float) -> dict:
+        time.sleep(delay)
+        return {}
+
+    refs = {
+        answer.remote(0.0): {"NodeManagerAddress": "10.0.0.1", "NodeID": "quick"},
+        answer.remote(1.5): {"NodeManagerAddress": "10.0.0.2", "NodeID": "slow"},
+    }
+    with caplog.at_level(logging.INFO, logger="pipeline.node_paths"):
+        ready, waiting = wait_for_nodes(refs, 30.0, ["input.uri", "output.uri"])
+    assert len(ready) == 2 and waiting == []
+    (line,) = [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert "1 node(s)" in line and "10.0.0.2 (node id slow)" in line and "10.0.0.1" not in line, line
+    assert "(input.uri, output.uri)" in line, line
+    caplog.clear()
+    quick = {answer.remote(0.0): {"NodeManagerAddress": "10.0.0.1", "NodeID": "quick"}}
+    with caplog.at_level(logging.INFO, logger="pipeline.node_paths"):
+        assert len(wait_for_nodes(quick, 30.0, ["input.uri"])[0]) == 1
+    assert not caplog.records  # nothing to say when every node answers at once
