@@ -93,20 +93,20 @@ def test_killed_raising_and_out_of_memory_embed_actors_lose_nothing(
 
 @pytest.mark.parametrize("policy", ["truncate", "chunk"])
 def test_enormous_row_finishes(ray_session, tiny_models, tmp_path, policy):
-    """One 2.5 MB text among normal rows: truncate keeps max_tokens; chunk covers all of it in overlapping windows.
+    """One 1 MB text among normal rows: truncate keeps max_tokens; chunk covers all of it in overlapping windows.
 
-    The size is what the chunk case guards: its ~1,800 windows each copying the text would be ~4.4 GB, past Arrow's
-    2 GiB string array (the TokenizeActor drops the text before fanning out; asserted below). A 5 MB row proved the
-    same at twice the model work."""
+    The size is what the chunk case guards: its ~7,900 windows of 64 tokens each copying the text would be ~8 GB,
+    past Arrow's 2 GiB string array (the TokenizeActor drops the text before fanning out; asserted below). Short
+    windows reach that with less text: 2.5 MB in 512-token windows proved the same at twice the tokens."""
     texts = [r["text"] for r in RECORDS]
     huge = ""
-    while len(huge.encode()) < 2_500_000:
+    while len(huge.encode()) < 1_000_000:
         huge += " ".join(texts) + "\n"
     corpus = tmp_path / "big.jsonl"
     rows = [{"id": "small-0", "text": texts[0]}, {"id": "huge", "text": huge}, {"id": "small-1", "text": texts[1]}]
     corpus.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
     out = tmp_path / "emb"
-    model = {"long_inputs": policy, "max_tokens": 512, "chunk_overlap_tokens": 16}
+    model = {"long_inputs": policy, "max_tokens": 64, "chunk_overlap_tokens": 16}
     cfg = make_config(
         tiny_models["qwen3"],
         corpus,
@@ -117,16 +117,16 @@ def test_enormous_row_finishes(ray_session, tiny_models, tmp_path, policy):
         batching={"max_tokens_per_batch": 8192, "max_batch_size": 64},
     )
     summary = run_embed(cfg)
-    good, _ = check_counts(summary, str(out), 3, case=f"2.5 MB row, {policy}")
+    good, _ = check_counts(summary, str(out), 3, case=f"1 MB row, {policy}")
     if policy == "truncate":
         assert sorted(good.column("id").to_pylist()) == ["huge", "small-0", "small-1"]
-        assert summary["tokens"] <= 3 * 512  # the 2.5 MB row costs max_tokens, not ~880k tokens
+        assert summary["tokens"] <= 3 * 64  # the 1 MB row costs max_tokens, not ~350k tokens
     else:
         spans = sorted((r["char_start"], r["char_end"]) for r in good.to_pylist() if r["id"] == "huge")
         assert len(spans) > 100 and spans[0][0] == 0 and spans[-1][1] == len(huge)
         assert len(spans) * len(huge.encode()) > 2 * 2**31  # the windows' copies of the text: twice Arrow's limit
         assert all(b[0] <= a[1] for a, b in itertools.pairwise(spans))  # windows overlap or touch: no text skipped
-    record_figure(f"2.5 MB row ({policy})", output_rows=good.num_rows)
+    record_figure(f"1 MB row ({policy})", output_rows=good.num_rows)
 
 
 @pytest.fixture
