@@ -1,15 +1,16 @@
 """The Ray edge: spherical k-means and dedup over a Ray dataset's blocks.
 
-Each Lloyd iteration broadcasts the centroids once (`ray.put`), maps every block of the materialized fit sample to
-its partial sums (kmeans.partial_sums) and reduces them on the driver in a fixed order (by the block's smallest
-sample key), so a seed gives the same centroids whatever the block layout or task timing. The final pass assigns
+Each Lloyd iteration broadcasts the centroids once (`ray.put`), runs one Ray task per block of the materialized fit
+sample for its partial sums (kmeans.partial_sums) and reduces them on the driver in a fixed order (by the block's
+smallest sample key), so a seed gives the same centroids whatever the block layout or task timing. The tasks take the
+sample's block refs directly: a Ray Data pass per iteration (a streaming executor planned and started each time) cost
+more than the sums themselves on all but large samples, up to max_iter times per run. The final pass assigns
 every row, groups rows by cluster, dedups each cluster and writes one assignments file per cluster.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,27 +67,26 @@ def sample_block(block: pa.Table, spec: SampleSpec) -> pa.Table:
     return pa.table({KEY: pa.array(u[keep]), EMB: as_vectors(x), OFF: pa.array(off)})
 
 
-def block_partial_sums(block: pa.Table, centroids) -> pa.Table:
-    """Map step of one Lloyd iteration: the block's partial sums, pickled, keyed by the block's smallest key."""
-    c = resolve_ref(centroids)
+def block_partial_sums(block: pa.Table, centroids: np.ndarray) -> tuple[float, kmeans.PartialSums] | None:
+    """Map step of one Lloyd iteration (a Ray task per block): (the block's smallest key, its partial sums), or
+    None for an empty block."""
     if block.num_rows == 0:
-        return pa.table({KEY: pa.array([], pa.float64()), "part": pa.array([], pa.binary())})
-    x = embedding_matrix(block, EMB, c.shape[1])
-    part = kmeans.partial_sums(x, c)
-    key = float(np.min(block.column(KEY).to_numpy()))
-    return pa.table({KEY: [key], "part": [pickle.dumps(part, protocol=5)]})
+        return None
+    x = embedding_matrix(block, EMB, centroids.shape[1])
+    return float(np.min(block.column(KEY).to_numpy())), kmeans.partial_sums(x, centroids)
 
 
 def distributed_step(sample: ray.data.Dataset, cpus: float):
-    """Centroids -> reduced PartialSums over all blocks of `sample` (one Ray Data pass)."""
+    """Centroids -> reduced PartialSums over all blocks of the materialized `sample`: one Ray task of `cpus` CPUs
+    per block, on the blocks where they are stored."""
+    blocks = sample.to_arrow_refs()  # the materialized blocks themselves: nothing is read or copied again
+    task = ray.remote(num_cpus=cpus)(block_partial_sums)
 
     def step(centroids: np.ndarray) -> kmeans.PartialSums:
         ref = ray.put(centroids)
-        parts = sample.map_batches(
-            block_partial_sums, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref}, num_cpus=cpus
-        ).take_all()
-        parts.sort(key=lambda row: row[KEY])
-        return kmeans.merge([pickle.loads(row["part"]) for row in parts])
+        parts = [part for part in ray.get([task.remote(block, ref) for block in blocks]) if part is not None]
+        parts.sort(key=lambda part: part[0])
+        return kmeans.merge([sums for _, sums in parts])
 
     return step
 

@@ -37,6 +37,7 @@ from pipeline.clustering.distributed import (
     sample_block,
 )
 from pipeline.clustering.input_check import check_input
+from pipeline.clustering.parquet_read import read_embeddings
 from pipeline.clustering.vectors import EmbeddingColumnError, InputColumnError, check_embedding_field
 from pipeline.column_paths import Missing, arrow_path, flat_field, flat_table, projection
 from pipeline.columns import CHUNK_INDEX
@@ -374,12 +375,8 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
             root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute, dim_from
         )
         center_by = cfg.clustering.center_by
-        ds = ray.data.read_parquet(
-            [root.join(f).path for f in files],
-            filesystem=root.fs,
-            columns=list(dict.fromkeys(p[0] for p in paths.values())),
-            **({"schema": schema} if schema is not None else {}),  # files of several types: one for all
-        )
+        # files of several types: one schema for all
+        ds = read_embeddings(root, files, list(dict.fromkeys(p[0] for p in paths.values())), schema)
         if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
             ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
         rows = ds.count()
