@@ -57,6 +57,7 @@ from pipeline.reading import ReadSpec, count_span_rows, observed_kept_types_of
 from pipeline.reembed.sources import InputChangedError
 from pipeline.reject_guard import TooManyRejectsError, apply_guard
 from pipeline.resolution_cache import resolve_remembered
+from pipeline.shared_output import run_lease
 from pipeline.spreading import SharedCorpus, cut_blocks, is_small
 from pipeline.stages import (
     cluster_refusal_after_waiting,
@@ -456,7 +457,10 @@ def build_dataset(
     ds = read_dataset(cfg, spec, units, duplicates)
     ds = embed_stages(ds, cfg, prompt, precision, settings, input_bytes)
     metadata = file_metadata(cfg, prompt, model_metadata, precision)
-    return io_stage(write_block, cfg.compute, {"out": out, "cfg": cfg, "metadata": metadata}).apply(ds)
+    # a node with a folder of its own at a local output's path (one that joined after init_ray's check) fails its
+    # writes instead of keeping its part files (pipeline.shared_output)
+    writes = {"out": out, "cfg": cfg, "metadata": metadata, "lease": run_lease(out)}
+    return io_stage(write_block, cfg.compute, writes).apply(ds)
 
 
 def file_metadata(

@@ -40,6 +40,7 @@ from pipeline.config import EmbedConfig
 from pipeline.progress import files_done
 from pipeline.quantization import BINARY, stored_dim
 from pipeline.read_content import read_values
+from pipeline.shared_output import RunLease, check_output_is_the_drivers
 from pipeline.storage import Location, write_parquet_atomic
 
 __all__ = ["METADATA_PREFIX", "REJECTS_DIR", "SUMMARY_FILE", "embedding_metadata", "output_table", "write_block"]
@@ -147,8 +148,17 @@ def write_empty_output(
     write_parquet_atomic(table, out.join(EMPTY_FILE))
 
 
-def write_block(block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict[str, str]) -> pa.Table:
-    """Write one block's good rows and rejects, one set of files per unit; return one stats row per unit."""
+def write_block(
+    block: pa.Table, out: Location, cfg: EmbedConfig, metadata: dict[str, str], lease: RunLease | None = None
+) -> pa.Table:
+    """Write one block's good rows and rejects, one set of files per unit; return one stats row per unit.
+
+    `lease`: the run's lease in a local output (pipeline.shared_output.run_lease), checked on this node first.
+
+    Raises:
+        OutputNotSharedError: this node has a folder of its own at the local output's path.
+    """
+    check_output_is_the_drivers(lease)
     stats = []
     for unit in pc.unique(block.column(UNIT)).to_pylist():
         group = block.filter(pc.equal(block.column(UNIT), unit))

@@ -67,6 +67,7 @@ from pipeline.reembed.sources import (
 from pipeline.reembed.staging import Progress, StageTarget, read_tagged, write_by_source
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.resolution_cache import resolve_remembered
+from pipeline.shared_output import run_lease
 from pipeline.stages import io_stage
 from pipeline.storage import Location, list_inputs, resolve
 from pipeline.writing import EMPTY_FILE, embedding_metadata, model_dim_entry, write_empty_output
@@ -220,6 +221,7 @@ def embed_files(
         },
         rows_per_file=cfg.output.rows_per_file,
         token_columns=cfg.output.token_columns,
+        lease=run_lease(layout.root),  # a node with a folder of its own there fails its writes (shared_output)
     )
     ids_at, digests, index = duplicates if duplicates is not None else (None, None, {})
     progress = Progress(todo, run_id, digests)

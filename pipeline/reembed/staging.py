@@ -31,6 +31,7 @@ from pipeline.reading import ReadSpec, read_file
 from pipeline.reembed.layout import VersionLayout
 from pipeline.reembed.manifest import FileEntry
 from pipeline.reembed.sources import SourceFile
+from pipeline.shared_output import RunLease, check_output_is_the_drivers
 from pipeline.storage import Location, write_parquet_atomic
 from pipeline.units import Unit, corrupt_as_reject, unless_gone
 from pipeline.writing import block_file_name, output_table, rejects_with_reason
@@ -87,10 +88,16 @@ class StageTarget:
     metadata: dict[str, str]
     rows_per_file: int
     token_columns: bool = False  # output.token_columns: num_tokens and truncated columns
+    lease: RunLease | None = None  # the run's lease in a local output, checked on each node (pipeline.shared_output)
 
 
 def write_by_source(block: pa.Table, target: StageTarget) -> pa.Table:
-    """Write each input file's rows of `block` under its own run directory; one stats row per input file."""
+    """Write each input file's rows of `block` under its own run directory; one stats row per input file.
+
+    Raises:
+        OutputNotSharedError: this node has a folder of its own at the local output's path (pipeline.shared_output).
+    """
+    check_output_is_the_drivers(target.lease)
     stats = []
     for source in pc.unique(block.column(SOURCE)).to_pylist():
         group = block.filter(pc.equal(block.column(SOURCE), source))

@@ -1,0 +1,135 @@
+"""pipeline.shared_output: a write task of a local output first checks that its node sees the run's lease there, so a
+node with a folder of its own at the output's path (one that joined after the start-up check of pipeline.node_paths)
+fails its writes instead of keeping its part files where the driver's commit never sees them. The nodes of a real
+multi-node cluster that share the path pass it in tests/test_multinode.py's jobs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import EmbedConfig, StorageConfig
+from pipeline.lease import LEASE, holding
+from pipeline.shared_output import (
+    SEEN,
+    OutputNotSharedError,
+    RunLease,
+    check_output_is_the_drivers,
+    run_lease,
+)
+from pipeline.storage import resolve
+from pipeline.writing import write_block
+
+
+def test_the_driver_names_its_lease_for_a_local_output_only(tmp_path, s3_bucket, s3_server):
+    storage = StorageConfig()
+    out = resolve(str(tmp_path / "out"), storage)
+    assert run_lease(out) is None  # no lease held: a caller outside a job
+    with holding(out, storage, "embed", ttl=60) as lease:
+        got = run_lease(out)
+        assert got == RunLease(str(tmp_path / "out" / LEASE), lease.token)
+        assert run_lease(resolve(str(tmp_path / "out" / "nested"), storage)) == got  # the lease above a nested step
+        check_output_is_the_drivers(got, wait_s=0)  # the driver's own node sees it
+    _client, bucket = s3_bucket
+    s3 = StorageConfig(endpoint_url=s3_server)
+    on_s3 = resolve(f"s3://{bucket}/out", s3)
+    with holding(on_s3, s3, "embed", ttl=60):
+        assert run_lease(on_s3) is None  # object storage is one place for every node
+
+
+def test_a_node_without_the_runs_lease_fails_its_writes_naming_the_folder(tmp_path):
+    """A node whose folder at the output's path is its own: no lease there (a fresh disk), or an old run's lease
+    (left on that node's disk by a run it once served). Stands in by pointing the check at another folder, which is
+    what such a node's file system shows it."""
+    SEEN.clear()
+    own = tmp_path / "own"
+    own.mkdir()
+    missing = RunLease(str(own / LEASE), "this-run")
+    with pytest.raises(OutputNotSharedError) as err:
+        check_output_is_the_drivers(missing, wait_s=0)
+    text = str(err.value)
+    assert f"the output folder {own} is not one shared place on every node" in text, text
+    assert f"the run's lease file {own / LEASE}, written there by the driver when the run started, is missing" in text
+    assert "--set output.uri=s3://bucket/prefix" in text
+    (own / LEASE).write_text(json.dumps({"token": "an-old-run", "run_id": "20261201T000000-aaaa"}))
+    with pytest.raises(OutputNotSharedError, match=r"is another run's \(run 20261201T000000-aaaa\)"):
+        check_output_is_the_drivers(missing, wait_s=0)
+    assert not SEEN
+
+
+def test_a_lease_being_rewritten_or_seen_late_passes_and_is_checked_once_per_process(tmp_path):
+    """A renewal truncates and rewrites the lease in place: a partial read is the file being there. A shared file
+    system's client may show a new file late (NFS's cached listing): it is looked for again before failing."""
+    SEEN.clear()
+    (tmp_path / LEASE).write_text('{"token": "this-r')  # caught mid-rewrite
+    check_output_is_the_drivers(RunLease(str(tmp_path / LEASE), "this-run"), wait_s=0)
+    late = tmp_path / "late"
+    late.mkdir()
+    lease = RunLease(str(late / LEASE), "late-run")
+    writer = threading.Timer(1.5, lambda: (late / LEASE).write_text(json.dumps({"token": "late-run"})))
+    writer.start()
+    started = time.monotonic()
+    check_output_is_the_drivers(lease, wait_s=10)
+    assert 1.0 < time.monotonic() - started < 8
+    (late / LEASE).unlink()
+    check_output_is_the_drivers(lease, wait_s=0)  # seen once in this process: not read again for every block
+    writer.join()
+
+
+def test_write_block_checks_before_it_writes(tmp_path):
+    SEEN.clear()
+    cfg = EmbedConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": str(tmp_path)}, "model": {}})
+    out = resolve(str(tmp_path), cfg.storage)
+    block = pa.table({"x": pa.array([], pa.int64())})
+    with pytest.raises(OutputNotSharedError):
+        write_block(block, out, cfg, {}, RunLease(str(tmp_path / LEASE), "this-run"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_embed_and_reembed_jobs_write_tasks_get_the_runs_lease(ray_session, tiny_models, tmp_path, monkeypatch):
+    """The jobs hand their write tasks the lease they hold on a local output (taken out, no write task checks
+    anything). Driver-side spies on the stage builders; the write tasks themselves run the check (it passes on this
+    one node)."""
+    from pipeline import embed_job
+    from pipeline.embed_job import run_embed
+    from pipeline.reembed import job as reembed_job
+    from pipeline.reembed.config import ReembedConfig
+    from pipeline.reembed.job import run_reembed
+
+    seen = []
+
+    def spy(module):
+        real = module.io_stage
+
+        def io_stage(fn, compute, kwargs, *args, **kw):
+            lease = kwargs.get("lease") or getattr(kwargs.get("target"), "lease", None)
+            if fn.__name__ in ("write_block", "write_by_source"):
+                held = json.loads(Path(lease.path).read_text()) if lease else {}
+                seen.append((fn.__name__, lease is not None and held.get("token") == lease.token, lease))
+            return real(fn, compute, kwargs, *args, **kw)
+
+        monkeypatch.setattr(module, "io_stage", io_stage)
+
+    spy(embed_job)
+    spy(reembed_job)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [{"id": f"r{i}", "text": f"sentence number {i}"} for i in range(12)]
+    (corpus / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sections = {
+        "input": {"uri": str(corpus), "format": "jsonl", "id_column": "id"},
+        "model": {"name_or_path": str(tiny_models["bert"]), "max_tokens": 32},
+        "compute": {"num_actors": 1},
+    }
+    embed = EmbedConfig.model_validate({**sections, "output": {"uri": str(tmp_path / "emb")}})
+    assert run_embed(embed)["output_rows"] == 12
+    again = ReembedConfig.model_validate({**sections, "output": {"uri": str(tmp_path / "re")}})
+    assert run_reembed(again)["rows_embedded"] == 12
+    assert [(name, ok) for name, ok, _ in seen] == [("write_block", True), ("write_by_source", True)], seen
+    assert seen[0][2].path == str(tmp_path / "emb" / LEASE) and seen[1][2].path == str(tmp_path / "re" / LEASE)
