@@ -26,7 +26,7 @@ from pipeline.duplicate_ids import (
     kept_digests,
 )
 from pipeline.reading import ReadSpec
-from pipeline.stages import io_task, io_task_args
+from pipeline.stages import io_task
 from pipeline.storage import Location
 from pipeline.units import Unit, id_only
 
@@ -98,20 +98,29 @@ def written_duplicates(files: list[str], target: Location | None, *digests: pa.T
     return repeats.num_rows, first.to_pylist()
 
 
-def find_repeats(
-    calls: list[tuple[ray.ObjectRef, ray.ObjectRef]], files: list[str], compute: ComputeConfig
-) -> ray.data.Dataset:
-    """The repeats (DUPLICATES_SCHEMA, materialized) among the digest tables of `calls`: (table, row count) refs of
-    tasks that return pipeline.duplicate_ids digest tables. The driver fetches the counts only; up to ONE_TASK_ROWS
-    ids one task compares them all, beyond that a hash shuffle by bucket does, each bucket in its own task."""
-    rows = sum(ray.get([count for _, count in calls]))
-    tables = [table for table, _ in calls]
-    if rows <= ONE_TASK_ROWS:
-        one_task = ray.remote(all_duplicates).options(**io_task_args(compute))
-        return ray.data.from_arrow_refs([one_task.remote(files, *tables)]).materialize()
+def find_repeats(tables: list[ray.ObjectRef], files: list[str]) -> ray.data.Dataset:
+    """The repeats (DUPLICATES_SCHEMA, materialized) among the digest tables `tables` (refs of pipeline.duplicate_ids
+    digest tables), by a hash shuffle by bucket, each bucket in its own task: for more than ONE_TASK_ROWS ids."""
     grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
     repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
     return repeats.materialize()
+
+
+def repeats_found(
+    calls: list[tuple[ray.ObjectRef, ray.ObjectRef]], files: list[str], compute: ComputeConfig
+) -> tuple[int, list[dict]]:
+    """How many rows repeat an earlier key among the digest tables of `calls` ((table, row count) refs of tasks that
+    return pipeline.duplicate_ids digest tables), and the first SHOWN repeats in (file, row) order (rows of
+    DUPLICATES_SCHEMA as dicts); nothing is written. The driver fetches the counts and those rows only: up to
+    ONE_TASK_ROWS ids one task compares them all (no Ray Data pipeline: its executor starts cost more than the
+    comparison on such inputs), beyond that find_repeats' shuffle does."""
+    rows = sum(ray.get([count for _, count in calls]))
+    tables = [table for table, _ in calls]
+    if rows <= ONE_TASK_ROWS:
+        return ray.get(io_task(written_duplicates, compute).remote(files, None, *tables))
+    repeats = find_repeats(tables, files)
+    count = repeats.count()
+    return count, repeats.sort([FILE_INDEX, "row"]).take(SHOWN) if count else []
 
 
 def find_duplicate_ids(
@@ -150,7 +159,7 @@ def find_duplicate_ids(
             commit.clear(target)  # before the task writes into it
         count, first = ray.get(io_task(written_duplicates, compute).remote(files, written, *tables))
     else:
-        repeats = find_repeats(calls, files, compute)
+        repeats = find_repeats(tables, files)
         count = repeats.count()
         first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN) if count and policy == "error" else []
         written = None

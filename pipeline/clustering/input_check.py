@@ -1,6 +1,6 @@
 """The clustering input read once before any k-means work: every vector checked and every row's id digested.
 
-    input files --one task per file: vectors checked, ids digested--> digests --duplicate_pass.find_repeats--> repeats
+    input files --one task per file: vectors checked, ids digested--> digests --duplicate_pass.repeats_found--> repeats
 
 A file that cannot serve (cut short, garbled, a null, zero, non-finite or other-width vector) is an
 EmbeddingFileError naming it (pipeline.embedding_files); an id in more than one row is a DuplicateIdError naming the
@@ -23,7 +23,7 @@ from pipeline.clustering.duplicates import duplicate_error, key_paths, row_keys
 from pipeline.clustering.vectors import InputColumnError
 from pipeline.column_paths import Missing, arrow_path
 from pipeline.config import ComputeConfig
-from pipeline.duplicate_ids import FILE_INDEX, SHOWN, digest_table
+from pipeline.duplicate_ids import digest_table
 from pipeline.embedding_files import EmbeddingFileError, checked_batches, ids_as_text, open_embeddings
 from pipeline.embedding_recipe import file_recipe, first_conflict
 from pipeline.stages import io_task
@@ -137,7 +137,7 @@ def check_input(
     """
     import ray  # only when the job runs
 
-    from pipeline.duplicate_pass import BUCKETS, find_repeats
+    from pipeline.duplicate_pass import BUCKETS, repeats_found
 
     task = io_task(checked_file_digests, compute, num_returns=3)
     calls = [
@@ -164,10 +164,8 @@ def check_input(
             )
         )
     schema = read_schema([(root.join(name).uri, read) for read, name in schemas.items()], paths, id_column, column)
-    repeats = find_repeats([(table, count) for table, count, _ in calls], files, compute)
-    count = repeats.count()
+    count, first = repeats_found([(table, count) for table, count, _ in calls], files, compute)
     if count:
-        first = repeats.sort([FILE_INDEX, "row"]).take(SHOWN)
         raise duplicate_error(root, files, id_column, paths[id_column], chunked, count, first)
     return schema
 
