@@ -147,11 +147,12 @@ def as_in_a_terminal(cmd: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_models, tmp_path):
-    """SIGINT (twice) once the Dataset runs: the shell's 130, one `interrupted:` line, no traceback; the rerun
-    finishes, and its stderr is what a user sees of a whole `python -m jobs.embed` in its own process (that was a
-    run of its own, test_embed_run_output: one Python + Ray start + job fewer). The four small files are one unit
-    (packed), interrupted before it committed, so the rerun embeds every row."""
+def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(ray_session, tiny_models, tmp_path):
+    """SIGINT (twice) once the Dataset runs, in a job that started its own Ray: the shell's 130, one `interrupted:`
+    line, no traceback; the rerun finishes, and its stderr is what a user sees of a whole `python -m jobs.embed` in
+    its own process (that was a run of its own, test_embed_run_output: one Python + Ray start + job fewer). The
+    rerun is the same command on a node of a cluster (RAY_ADDRESS: the session's Ray), not a second Ray start. The
+    four small files are one unit (packed), interrupted before it committed, so the rerun embeds every row."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(4):
@@ -182,7 +183,7 @@ def test_ctrl_c_is_one_line_and_exit_130_and_the_same_command_resumes(tiny_model
         f"interrupted: the embed job stopped; the same command resumes it from what it committed in {tmp_path / 'emb'}"
         in stderr
     )
-    rerun = embed_cli(config, env)
+    rerun = embed_cli(config, {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)
     assert (summary["rows_in"], summary["rows_embedded"]) == (160, 160)
