@@ -137,8 +137,10 @@ def put_corpus(client, bucket: str, files: dict[str, list[dict]], prefix: str = 
 
 def wait_for_driver_teardown(pid: int, timeout: float = 120) -> None:
     """Wait until the session's Ray has torn down the job of the SIGKILLed driver process `pid`: the GCS marks the
-    job dead and none of its actors (the embedding pool, Ray Data's) is alive any more, so none of them writes while
-    a test reads the output. Unlike a fixed sleep, it waits as long as a loaded machine needs, and no longer."""
+    job dead and none of its actors (the embedding pool, Ray Data's operator actors) is alive any more, so none of
+    them writes while a test reads the output. Unlike a fixed sleep, it waits as long as a loaded machine needs, and
+    no longer. Detached actors outlive their job by design (Ray Data's stats and autoscaling actors, started by the
+    first Ray Data job of the session, which may be the killed driver's) and write no output: not waited for."""
     from ray._private import state  # the GCS job and actor tables (the state API needs the dashboard)
 
     deadline = time.monotonic() + timeout
@@ -146,7 +148,9 @@ def wait_for_driver_teardown(pid: int, timeout: float = 120) -> None:
         jobs = {j["JobID"]: j["IsDead"] for j in state.jobs() if j["DriverPid"] == pid}
         if jobs and all(jobs.values()):
             alive = [
-                a["ActorClassName"] for a in state.actors().values() if a["JobID"] in jobs and a["State"] != "DEAD"
+                a["ActorClassName"]
+                for a in state.actors().values()
+                if a["JobID"] in jobs and a["State"] != "DEAD" and not a["IsDetached"]
             ]
             if not alive:
                 return

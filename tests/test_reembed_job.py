@@ -81,9 +81,11 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server, 
     nightly sync): the bytes cannot give the recorded ETag, so every run took every object for changed and
     embedded it again. The run that first finds them moved records their sha256 (read once to compare with the
     ETag anyway), and later uploads of the same bytes are found the same by it; an edit at the same size is still a
-    change. (It was a test of three runs of its own, its first a second first version.)"""
+    change. (It was a test of three runs of its own, its first a second first version.)
+
+    The deleted object and the moved one are one night (they were a run each)."""
     client, bucket = s3_bucket
-    parts = split(RECORDS[:120], 4)
+    parts = split(RECORDS[:20], 4)
 
     def upload(night: str, bodies: dict[int, bytes]) -> None:
         for i, body in bodies.items():
@@ -108,17 +110,17 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server, 
         "retokened": 0,
         "total": 4,
     }
-    assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (120, 0, 1)
+    assert (first["rows_embedded"], first["rows_reused"], first["generation"]) == (20, 0, 1)
     v1 = published(emb, s3_server)
-    assert sorted(v1) == sorted(r["id"] for r in RECORDS[:120])
+    assert sorted(v1) == sorted(r["id"] for r in RECORDS[:20])
 
     second = run_reembed(cfg)
-    assert (second["rows_embedded"], second["rows_reused"], second["published"]) == (0, 120, None)
+    assert (second["rows_embedded"], second["rows_reused"], second["published"]) == (0, 20, None)
     assert second["files"]["unchanged"] == 4
 
     upload("night-2", bodies)  # the same bytes, new ETags: no content recorded yet, embedded again, once
     synced = run_reembed(cfg)
-    assert (synced["files"]["changed"], synced["rows_embedded"]) == (4, 120)
+    assert (synced["files"]["changed"], synced["rows_embedded"]) == (4, 20)
     v2 = published(emb, s3_server)
 
     first_row = parts[2][0]
@@ -127,7 +129,7 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server, 
     upload("night-3", {**bodies, 2: jsonl(edited)})  # the others: the same bytes under new ETags
     third = run_reembed(cfg)
     assert (third["files"]["changed"], third["files"]["unchanged"]) == (1, 3)  # old code: 4, 0
-    assert (third["rows_embedded"], third["rows_reused"], third["rows_dropped"]) == (30, 90, 30)
+    assert (third["rows_embedded"], third["rows_reused"], third["rows_dropped"]) == (5, 15, 5)
     v3 = published(emb, s3_server)
     assert sorted(v3) == sorted(v1)
     assert all(np.array_equal(v3[r["id"]], v2[r["id"]]) for r in parts[0])  # reused, not recomputed
@@ -135,30 +137,24 @@ def test_incremental_runs_on_s3(ray_session, tiny_models, s3_bucket, s3_server, 
 
     for name, run in zip(("first", "no-change", "synced", "one-edited"), (first, second, synced, third)):
         print(f"REEMBED s3 {name}: files {run['files']} embedded {run['rows_embedded']} reused {run['rows_reused']}")
+    # one night: an object deleted, and one copied to a new key (the same ETag) and deleted at the old one: a move,
+    # no model work (old code: its rows embedded again)
     client.delete_object(Bucket=bucket, Key="corpus/part-3.jsonl")
+    client.copy_object(Bucket=bucket, Key="corpus/2024/part-0.jsonl", CopySource=f"{bucket}/corpus/part-0.jsonl")
+    client.delete_object(Bucket=bucket, Key="corpus/part-0.jsonl")
     fourth = run_reembed(cfg)
-    assert (fourth["files"]["deleted"], fourth["rows_embedded"], fourth["rows_total"]) == (1, 0, 90)
-    assert sorted(published(emb, s3_server)) == sorted(r["id"] for p in parts[:3] for r in p)
+    files = fourth["files"]
+    assert (files["deleted"], files["moved"], fourth["rows_embedded"]) == (2, 1, 0)  # the moved one counts deleted
+    assert (fourth["rows_dropped"], fourth["rows_total"]) == (5, 15)  # the deleted object's rows alone
+    v4 = published(emb, s3_server)
+    assert sorted(v4) == sorted(r["id"] for p in parts[:3] for r in p)
+    assert all(np.array_equal(v4[r["id"]], v2[r["id"]]) for r in parts[0])
     print(
-        f"REEMBED s3 one-deleted: files {fourth['files']} embedded {fourth['rows_embedded']} "
+        f"REEMBED s3 one-deleted-one-moved: files {fourth['files']} embedded {fourth['rows_embedded']} "
         f"total {fourth['rows_total']} dropped {fourth['rows_dropped']}"
     )
     summary = json.loads(client.get_object(Bucket=bucket, Key="emb/_summary.json")["Body"].read())
-    assert summary["generation"] == 4 and summary["files"]["deleted"] == 1
-
-    # an object copied to a new key (the same ETag) and the old key deleted: a move, no model work (old code: 30
-    # rows embedded again)
-    client.copy_object(Bucket=bucket, Key="corpus/2024/part-0.jsonl", CopySource=f"{bucket}/corpus/part-0.jsonl")
-    client.delete_object(Bucket=bucket, Key="corpus/part-0.jsonl")
-    fifth = run_reembed(cfg)
-    assert (fifth["files"]["moved"], fifth["rows_embedded"], fifth["rows_dropped"], fifth["rows_total"]) == (
-        1,
-        0,
-        0,
-        90,
-    )
-    v5 = published(emb, s3_server)
-    assert all(np.array_equal(v5[r["id"]], v2[r["id"]]) for r in parts[0])
+    assert summary["generation"] == 4 and summary["files"]["moved"] == 1
 
 
 def local_corpus(root: Path, files: int, rows: int) -> Path:
@@ -266,22 +262,19 @@ def test_killed_driver_then_rerun_through_a_killed_embed_actor(ray_session, tiny
     file: nothing is published; the same config resumes the staged files, and an embedding actor SIGKILLed
     mid-batch in that rerun loses and duplicates nothing: the published rows are an uninterrupted run's, every id
     once. (One driver process: the refusal was two more `python -m jobs.reembed` started at once, one of which ran
-    the reference, now an in-process run; two runs started at once on one output: test_lease.)"""
-    from robustness_helpers import wait_for_driver_teardown
+    the reference, then an in-process run, now the rows embedded by the stage UDFs in this process; two runs started
+    at once on one output: test_lease.)"""
+    from robustness_helpers import embedded_here, wait_for_driver_teardown
 
     from jobs import reembed as reembed_entry
 
     corpus = local_corpus(tmp_path / "corpus", FILES, ROWS)
     out = tmp_path / "emb"
     cfg = config(tiny_models["qwen3"], str(corpus), str(out))
-    # the reference: an uninterrupted run of the same config, in this process (first: the session's Ray Data
-    # actors, detached, are then this process's job's, not the killed driver's, whose teardown is waited for)
-    clean_out = str(tmp_path / "clean")
-    clean_cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"uri": clean_out})})
-    assert run_reembed(clean_cfg)["rows_embedded"] == FILES * ROWS
-    clean = published(clean_out)  # published() asserts each id once
-    ids = sorted(json.loads(line)["id"] for f in sorted(corpus.iterdir()) for line in f.read_text().splitlines())
-    assert sorted(clean) == ids
+    # the reference: the rows embedded in this process by the job's own stage UDFs (no run, no pool to start)
+    rows = [json.loads(line) for f in sorted(corpus.iterdir()) for line in f.read_text().splitlines()]
+    clean = embedded_here(cfg, rows)
+    assert len(clean) == FILES * ROWS
     cfg_path = write_config(tmp_path, cfg)
     gcs = ray_session.get_runtime_context().gcs_address
     driver = subprocess_run(cfg_path, gcs, out)
@@ -335,19 +328,16 @@ def rejects_of(out: str) -> dict[tuple[str, int], str]:
     return reasons
 
 
-def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_models, tmp_path):
-    """input.duplicate_ids and input.max_reject_fraction mean what they mean for jobs.embed. A repeated id (in one
-    file, across files) was published twice, and a corpus rejected past the guard was published with exit 0.
-    First copies move with the corpus: a new file that sorts first takes an id from an unchanged file (which is
-    embedded again), deleting it gives the id back. Over the guard nothing is published; a raised fraction
-    publishes the staged files without embedding again.
+def test_duplicate_ids_as_the_embed_job(ray_session, tiny_models, tmp_path):
+    """input.duplicate_ids means what it means for jobs.embed. A repeated id (in one file, across files) was
+    published twice. First copies move with the corpus: a new file that sorts first takes an id from an unchanged
+    file (which is embedded again), deleting it gives the id back. (input.max_reject_fraction, which this test
+    also ran: test_a_kept_column_without_values_so_far_...)
 
     Kept JSON values of mixed types across files (meta: a string in a.jsonl, an integer in b.jsonl) are kept as JSON
     text, as the embed job keeps them: the run failed (ArrowTypeError 'Unable to merge: Field meta has incompatible
     types: string vs int64', retried 4 times). It was a test of its own run. A new file that would change the type
     the published version stores fails naming it: test_a_version_without_rows_... ."""
-    from pipeline.reject_guard import TooManyRejectsError
-
     IDS = {"x1", "x2", "x3", "x4", "z1"}
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -384,16 +374,6 @@ def test_duplicate_ids_and_the_reject_guard_as_the_embed_job(ray_session, tiny_m
     assert not (Path(out) / "_versions" / third["fingerprint"] / "_duplicates").exists()
     # the id digests of the listed files (a.jsonl, b.jsonl) are kept for the next night; the deleted file's are gone
     assert len(list((Path(out) / "_versions" / third["fingerprint"] / "_ids").iterdir())) == 2
-
-    before = (Path(out) / "_current.json").read_text()
-    (corpus / "c.jsonl").write_bytes(jsonl([{"id": f"e{i}", "text": " "} for i in range(4)]))
-    with pytest.raises(TooManyRejectsError, match=r"7 of 12 rows rejected \(58.3%\)"):
-        run_reembed(cfg)
-    assert (Path(out) / "_current.json").read_text() == before  # nothing published
-    assert json.loads((Path(out) / "_summary.json").read_text())["status"] == "failed"
-    raised = run_reembed(cfg.model_copy(update={"input": cfg.input.model_copy(update={"max_reject_fraction": 0.8})}))
-    assert (raised["files"]["resumed"], raised["rows_embedded"], raised["status"]) == (1, 0, "ok")
-    assert raised["rows_in"] == 12 and set(published(out)) == IDS
 
 
 def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray_session, tiny_models, tmp_path):
@@ -452,8 +432,20 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
     with it (their vectors reused: no model work, bit-identical) and the version reads as one table. It was
     recorded as `string`, and every later run with such a file failed: "kept column 'license': c.jsonl needs JSON
     text (values of mixed types), but the published version stores type string". Once the column has values, a
-    file of another type is still refused."""
+    file of another type is still refused.
+
+    The night the first values arrive, the run is stopped by the reject guard (input.max_reject_fraction over the
+    version's rows, reused files' rejects counted, as for jobs.embed: a corpus rejected past it was published with
+    exit 0): nothing is published, the summary says failed, and the same command with a raised fraction publishes
+    the staged files without embedding again (that was test_duplicate_ids_...'s, two runs of its own). That rerun
+    has nothing left to embed: the staged file's types are decided again, and the version's other files are written
+    again with them. The resumed run used to publish the staged int64 file next to files whose column is a string
+    of nulls: a version that does not read as one table. Another file that run staged (d.jsonl) is moved before the
+    rerun: moves were paired with published entries only, so the rerun embedded it again. The staged entries are
+    now paired too, their outputs reused. (The resume was test_first_kept_values_in_a_resumed_file_..., a first
+    version and two runs of its own.)"""
     from pipeline.kept_columns import KeptColumnTypeError
+    from pipeline.reject_guard import TooManyRejectsError
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -461,37 +453,50 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
     (corpus / "a.jsonl").write_bytes(jsonl(rows))  # a3: a reject row, its file is copied with the outputs
     (corpus / "b.jsonl").write_bytes(jsonl([{"id": "b1", "text": "world", "license": None}]))
     out = str(tmp_path / "emb")
-    strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": 0.5}
-    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["license"]}, input=strict)
-    run_reembed(cfg)
+
+    def cfg(max_reject_fraction: float) -> ReembedConfig:
+        strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": max_reject_fraction}
+        keep = {"uri": out, "keep_columns": ["license"]}
+        return config(tiny_models["bert"], str(corpus), out, output=keep, input=strict)
+
+    run_reembed(cfg(0.5))
     assert open_current(out).schema.field("license").type == pa.string()  # as the embed job writes it
     before = published(out)
 
-    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}]))
-    second = run_reembed(cfg)
-    assert second["files"] | {"total": 3} == {**second["files"], "new": 1, "changed": 0, "unchanged": 2, "rewritten": 2}
-    assert (second["rows_embedded"], second["rows_reused"]) == (1, 3)
+    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}, {"id": "c2", "text": " "}]))
+    (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "staged, then moved"}]))
+    current = (Path(out) / "_current.json").read_text()
+    with pytest.raises(TooManyRejectsError, match=r"2 of 7 rows rejected \(28.6%\)"):  # a3 (reused) and c2
+        run_reembed(cfg(0.2))
+    assert (Path(out) / "_current.json").read_text() == current  # nothing published
+    assert json.loads((Path(out) / "_summary.json").read_text())["status"] == "failed"
+    (corpus / "2026").mkdir()
+    os.rename(corpus / "d.jsonl", corpus / "2026" / "d.jsonl")
+    second = run_reembed(cfg(0.5))
+    files = second["files"]
+    assert (files["resumed"], files["moved"], files["rewritten"]) == (1, 1, 2)
+    assert (second["rows_embedded"], second["status"]) == (0, "ok")  # old code: 1 (d.jsonl embedded again)
     after = published(out)
     assert all(np.array_equal(after[i], before[i]) for i in ("a1", "a2", "b1"))
     table = open_current(out).to_table()
     assert table.schema.field("license").type == pa.int64()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
-    assert by_id == {"a1": None, "a2": None, "b1": None, "c1": 7}
+    assert by_id == {"a1": None, "a2": None, "b1": None, "c1": 7, "d1": None}
     files = read_current(out)
     assert {pq.read_schema(f).field("license").type for f in files} == {pa.int64()}
 
-    (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "more", "license": None}]))
-    third = run_reembed(cfg)  # nulls fit the stored type: nothing else is written again
-    assert (third["files"]["rewritten"], third["rows_embedded"], third["rows_rejected_total"]) == (0, 1, 1)
-    # the first run's folders are collected (reembed.keep_manifests 2); the reject file lives on in its copy
+    (corpus / "e.jsonl").write_bytes(jsonl([{"id": "e1", "text": "more", "license": None}]))
+    third = run_reembed(cfg(0.5))  # nulls fit the stored type: nothing else is written again
+    assert (third["files"]["rewritten"], third["rows_embedded"], third["rows_rejected_total"]) == (0, 1, 2)
+    # the first run's folders are collected (reembed.keep_manifests 2); the reject files live on in their copies
     manifest = current_manifest(resolve(out, StorageConfig()))
     named = [Path(out, "_versions", manifest.fingerprint, f) for e in manifest.entries for f in e.files + e.rejects]
-    assert sum("_rejects" in str(f) for f in named) == 1 and all(f.exists() for f in named)
-    (corpus / "e.jsonl").write_bytes(jsonl([{"id": "e1", "text": "text", "license": "MIT"}]))
+    assert sum("_rejects" in str(f) for f in named) == 2 and all(f.exists() for f in named)
+    (corpus / "f.jsonl").write_bytes(jsonl([{"id": "f1", "text": "text", "license": "MIT"}]))
     with pytest.raises(
-        KeptColumnTypeError, match=r"kept column 'license': e.jsonl needs JSON text .* stores type int64"
+        KeptColumnTypeError, match=r"kept column 'license': f.jsonl needs JSON text .* stores type int64"
     ):
-        run_reembed(cfg)
+        run_reembed(cfg(0.5))
 
 
 def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_change_values_is_refused(
@@ -541,42 +546,6 @@ def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_chan
     ):
         run_reembed(cfg)
     assert (Path(out) / "_current.json").read_text() == before
-
-
-def test_first_kept_values_in_a_resumed_file_are_not_published_next_to_files_without_them(
-    ray_session, tiny_models, tmp_path
-):
-    """A run that staged a file with a kept column's first values and did not publish (here: stopped by the reject
-    guard, as a killed run) is resumed with nothing left to embed: the staged file's types are decided again, and
-    the version's other files are written again with them. The resumed run used to publish the staged int64 file
-    next to files whose column is a string of nulls: a version that does not read as one table.
-
-    Another file that run staged (d.jsonl) is moved before the rerun: moves were paired with published entries
-    only, so the rerun embedded it again. The staged entries are now paired too, their outputs reused (it was a
-    test of two runs of its own)."""
-    from pipeline.reject_guard import TooManyRejectsError
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.jsonl").write_bytes(jsonl([{"id": "a1", "text": "hello", "license": None}]))
-    out = str(tmp_path / "emb")
-    keep = {"uri": out, "keep_columns": ["license"]}
-    run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
-    (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}, {"id": "c2", "text": " "}]))
-    (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "staged, then moved"}]))
-    strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": 0.2}
-    with pytest.raises(TooManyRejectsError):  # 1 of 4 rows rejected
-        run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep, input=strict))
-    (corpus / "2026").mkdir()
-    os.rename(corpus / "d.jsonl", corpus / "2026" / "d.jsonl")
-    resumed = run_reembed(config(tiny_models["bert"], str(corpus), out, output=keep))
-    files = resumed["files"]
-    assert (files["resumed"], files["moved"], files["rewritten"]) == (1, 1, 1)
-    assert resumed["rows_embedded"] == 0  # old code: 1 (d.jsonl embedded again)
-    assert {pq.read_schema(f).field("license").type for f in read_current(out)} == {pa.int64()}
-    table = open_current(out).to_table()
-    by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
-    assert by_id == {"a1": None, "c1": 7, "d1": None}
 
 
 def test_a_list_of_locations_is_one_corpus_kept_up_to_date_and_a_model_change_makes_a_new_version(
