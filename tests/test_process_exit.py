@@ -111,19 +111,28 @@ def test_a_ctrl_c_while_ray_stops_keeps_the_jobs_status(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_exit_stops_the_ray_the_process_started(tmp_path):
+def test_exit_stops_the_ray_the_process_started_the_autoscaler_monitor_first(tmp_path):
+    """Ray 2.60's ray.shutdown stops the monitor after the GCS and waits out its 1 s grace; exit kills it first, then
+    ray.shutdown stops the rest: no process of the Ray this process started outlives it. (One process: these were
+    two tests, each with a Python and a Ray start.)"""
     done = run_python(
         """
         import ray, psutil
-        from pipeline.process_exit import exit_process
+        from pipeline.process_exit import exit_process, stop_autoscaler_monitor
         ray.init(num_cpus=1, include_dashboard=False)
-        print(*[p.pid for p in psutil.Process().children(recursive=True)])
-        exit_process(0)
+        children = psutil.Process().children(recursive=True)
+        monitors = [p for p in psutil.Process().children() if "/autoscaler/" in " ".join(p.cmdline())]
+        print(len(monitors), stop_autoscaler_monitor(), all(not p.is_running() for p in monitors))
+        print(stop_autoscaler_monitor())  # none left: nothing to do
+        print(*[p.pid for p in children if p not in monitors])
+        exit_process(0)  # stops the other processes as ray.shutdown does
         """,
         tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    children = [int(pid) for pid in done.stdout.split()]
+    lines = done.stdout.splitlines()
+    assert lines[0].split() + lines[1].split() == ["1", "True", "True", "False"], done.stdout
+    children = [int(pid) for pid in lines[2].split()]
     assert children, "Ray started no process"  # GCS, raylet, workers...
     deadline = time.monotonic() + 20
     while (alive := [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) and (
@@ -155,25 +164,6 @@ def test_a_reader_that_closes_stdout_early_is_no_error(command, unbuffered):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, stderr
     assert "Traceback" not in stderr and "could not write" not in stderr, stderr
-
-
-def test_the_autoscaler_monitor_of_an_in_process_head_is_stopped_first_and_the_rest_by_ray(tmp_path):
-    """Ray 2.60's ray.shutdown stops the monitor after the GCS and waits out its 1 s grace; exit kills it first."""
-    done = run_python(
-        """
-        import ray, psutil
-        from pipeline.process_exit import stop_autoscaler_monitor
-        ray.init(num_cpus=1, include_dashboard=False)
-        monitors = [p for p in psutil.Process().children() if "/autoscaler/" in " ".join(p.cmdline())]
-        print(len(monitors), stop_autoscaler_monitor(), all(not p.is_running() for p in monitors))
-        print(stop_autoscaler_monitor())  # none left: nothing to do
-        ray.shutdown()  # stops the other processes as usual
-        print(stop_autoscaler_monitor())  # Ray stopped
-        """,
-        tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "True", "True", "False", "False"], done.stdout
 
 
 def test_a_clusters_monitor_is_not_this_processes_to_stop(tmp_path):
