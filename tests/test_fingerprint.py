@@ -431,3 +431,26 @@ def test_a_chunk_mode_run_records_how_its_windows_are_laid(tmp_path):
     assert chunk["rules.chunk_windows"] == CHUNK_RULE and "rules.chunk_windows" not in truncate
     older = {k: v for k, v in chunk.items() if k != "rules.chunk_windows"}  # a run the older version started
     assert differences(older, chunk) == [f"rules.chunk_windows: (absent) -> {json.dumps(CHUNK_RULE)}"]
+
+
+def test_output_token_columns_are_recorded_when_on_and_a_switch_either_way_is_named(tmp_path):
+    """output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does: a resume that
+    switched it reused units written with the other columns. Recorded when on, so a run recorded before the key was
+    (off, the default, no field) still resumes; a switch either way is a difference naming the key (the off -> on
+    refusal of a killed run's resume, end to end: test_resume::test_killed_driver_resumes_with_the_same_command)."""
+    from pipeline.config import EmbedConfig
+
+    def recorded(token_columns: bool) -> dict:
+        cfg = EmbedConfig.model_validate(
+            {
+                "input": {"uri": str(tmp_path / "corpus"), "format": "jsonl"},
+                "output": {"uri": str(tmp_path / "out"), "token_columns": token_columns},
+                "model": {"name_or_path": "m"},
+            }
+        )
+        return fingerprint.embed_fingerprint(cfg, {}, [], {"source": "hub", "commit": "c"})
+
+    off, on = recorded(False), recorded(True)
+    assert "output.token_columns" not in off and on["output.token_columns"] is True
+    assert differences(off, on) == ["output.token_columns: (absent) -> true"]
+    assert differences(on, off) == ["output.token_columns: true -> (absent)"]

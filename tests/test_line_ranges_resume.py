@@ -151,20 +151,42 @@ def test_split_files_on_s3_keep_ids_duplicates_and_kept_columns(
     ray_session, tiny_models, tmp_path, s3_bucket, s3_server
 ):
     """On S3 (ranged GETs): user ids, a repeated id in a later range rejected under keep_first naming the first
-    copy's row, a kept column; the same as the unsplit run."""
+    copy's row, a kept column; the same as the unsplit file. The unsplit file is a gzipped copy of it in the same
+    run (a compressed file is one unit), its ids prefixed so that they are no repeats of the split file's: it was a
+    second run over the same object with every file one unit."""
     client, bucket = s3_bucket
     records = [{**r, "lang": r["id"][-3:]} for r in RECORDS[:150]]
     records[130] = {**records[130], "id": records[3]["id"]}  # a repeat, far from its first copy
+    whole = [{**r, "id": f"w-{r['id']}"} for r in records]
     client.put_object(Bucket=bucket, Key="corpus/big.jsonl", Body=line_file(jsonl_lines(records)))
-    runs = {}
-    for name, unit_bytes in (("unsplit", HUGE), ("split", UNIT_BYTES)):
-        uri = f"s3://{bucket}/{name}"
-        sections = {"input": {"id_column": "id", "unit_bytes": unit_bytes}, "output": {"keep_columns": ["lang"]}}
-        cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **sections)
-        runs[name] = (run_embed(cfg), dataset(uri, s3_server), read_run(uri, s3_server)[0])
-    assert runs["unsplit"][0]["units"] == 1 and runs["split"][0]["units"] > 5
-    same(runs["split"][1], runs["unsplit"][1])
-    reasons = [r[-1] for r in runs["split"][1][1]]
+    client.put_object(Bucket=bucket, Key="corpus/whole.jsonl.gz", Body=gzip.compress(line_file(jsonl_lines(whole))))
+    uri = f"s3://{bucket}/emb"
+    sections = {"input": {"id_column": "id", "unit_bytes": UNIT_BYTES}, "output": {"keep_columns": ["lang"]}}
+    cfg = make_config(tiny_models["gemma3"], f"s3://{bucket}/corpus", uri, "jsonl", s3_server, **sections)
+    summary = run_embed(cfg)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="emb/_run/units/")["Contents"]]
+    done = [json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys if k.endswith(".json")]
+    assert summary["units"] == len(done) and [d["path"] for d in done].count("big.jsonl") > 5
+    assert [d for d in done if d["path"] == "whole.jsonl.gz" and not d.get("bytes")]  # one unit, not split
+
+    vectors, rejects = dataset(uri, s3_server)
+    good = read_run(uri, s3_server)[0]
+    kept = dict(zip(*(good.column(c).to_pylist() for c in ("id", "lang"))))
+
+    def of(prefix: str, file: str) -> tuple[dict, list, list]:
+        """The split file's rows (prefix "") or the gzipped copy's (prefix "w-"), ids and names as the split one's."""
+        plain = lambda i: i[len(prefix) :] if i is not None else None
+        rows = {plain(i): v for i, v in vectors.items() if i.startswith("w-") == bool(prefix)}
+        rejected = [
+            (plain(i), src.replace(file, "big.jsonl"), row, reason.replace(file, "big.jsonl"))
+            for i, src, row, reason in rejects
+            if src == file
+        ]
+        langs = sorted((plain(i), lang) for i, lang in kept.items() if i.startswith("w-") == bool(prefix))
+        return rows, sorted(rejected, key=repr), langs
+
+    split, unsplit = of("", "big.jsonl"), of("w-", "whole.jsonl.gz")
+    same(split[:2], unsplit[:2])
+    reasons = [r[-1] for r in split[1]]
     assert any(r.startswith("duplicate id (first at big.jsonl row 3)") for r in reasons), reasons
-    kept = {name: sorted(zip(*(t.column(c).to_pylist() for c in ("id", "lang")))) for name, (_, _, t) in runs.items()}
-    assert kept["split"] == kept["unsplit"] and len(kept["split"]) > 100
+    assert split[2] == unsplit[2] and len(split[2]) > 100

@@ -133,21 +133,15 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     output.token_columns decides the output's columns (num_tokens, truncated), as keep_columns does, but was not
     part of the fingerprint: a rerun that switched it on resumed, reused the committed units written without those
     columns and wrote them only in the rest (or, every unit reused, in none), without a word. Now the rerun is
-    refused naming the key, the same command resumes, and overwrite starts over with the columns in every file.
-    A run recorded before the key was (off, the default) records no such field, so it still resumes. Both
-    directions in one sequence (off -> on, then on -> off; the second resume finds every unit committed and embeds
-    nothing). The killed run is also recorded as a version before change times recorded its listing: without
+    refused naming the key and the same command resumes. A run recorded before the key was (off, the default)
+    records no such field, so it still resumes. (The other direction, on -> off, was an overwrite run and a resume
+    more here: test_fingerprint::test_output_token_columns_are_recorded_when_on_and_a_switch_either_way_is_named.)
+    The killed run is also recorded as a version before change times recorded its listing: without
     `tokens_sha256` and with entries of [path, size, mtime]; the same command resumes it, nothing embedded twice.
     (That was test_a_resume_with_output_token_columns_switched_is_refused_naming_it, a copy of a clean run and a
     resume of its own.)"""
     out = tmp_path / "emb"
     gcs = ray_session.get_runtime_context().gcs_address
-
-    def config(token_columns: bool, overwrite: bool = False):
-        output = {"token_columns": token_columns, **({"overwrite": True} if overwrite else {})}
-        return make_config(
-            tiny_models["gemma3"], corpus, out, "jsonl", compute={"ray_address": gcs}, output=output, **SECTIONS
-        )
 
     def columns() -> set[tuple[str, ...]]:
         return {tuple(pq.read_schema(p).names) for p in out.glob("part-*.parquet")}
@@ -175,8 +169,17 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     del listing["tokens_sha256"]  # the listing as a version before change times recorded it
     listing["entries"] = [e[:3] for e in listing["entries"]]
     record_file.write_text(json.dumps(record))
+    on = make_config(
+        tiny_models["gemma3"],
+        corpus,
+        out,
+        "jsonl",
+        compute={"ray_address": gcs},
+        output={"token_columns": True},
+        **SECTIONS,
+    )
     with pytest.raises(FileExistsError, match=r"output\.token_columns: \(absent\) -> true"):
-        run_embed(config(token_columns=True))
+        run_embed(on)
 
     reused_rows = committed_rows(out / "_run" / "units")
     config_file = tmp_path / "embed.yaml"
@@ -188,16 +191,6 @@ def test_killed_driver_resumes_with_the_same_command(ray_session, tiny_models, c
     assert columns() == {("id", "embedding")}
     with pytest.raises(FileExistsError, match="finished run"):  # a finished run is never resumed into
         run_embed(cfg)
-
-    run_embed(config(token_columns=True, overwrite=True))  # starts over with the columns in every file
-    assert "output.token_columns" in json.loads(record_file.read_text())["fingerprint"]
-    assert columns() == {("id", "embedding", "num_tokens", "truncated")}
-    for done in (out / "_SUCCESS", out / "_summary.json"):  # unfinished, every unit committed
-        done.unlink()
-    with pytest.raises(FileExistsError, match=r"output\.token_columns: true -> \(absent\)"):
-        run_embed(config(token_columns=False))
-    resumed = run_embed(config(token_columns=True))
-    assert (resumed["rows_in"], resumed["units_skipped"], resumed["rows_embedded"]) == (ROWS_IN, len(FILES), 0)
 
 
 def unfinish(out: Path) -> int:
