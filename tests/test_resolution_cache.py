@@ -136,39 +136,38 @@ def test_a_failed_resolution_is_not_remembered(bert, cache):
 def test_a_rerun_from_the_cache_writes_the_same_vectors(
     ray_session, tiny_models, tmp_path, cache, tokenizer_loads, arch, pooling
 ):
-    """A cold run ships the driver's tokenizer to the tokenizer actors; a warm one lets them load their own and
-    takes the padding, limit and EOS convention from the cache: its stored vectors and metadata must be the cold
-    resolution's. The cold side is the job's own stage UDFs built from a fresh resolution, in this process
-    (robustness_helpers.embedded_here), instead of a cold run of its own (a pool start-up each)."""
+    """The cold run ships the driver's tokenizer to the tokenizer actors; the warm one lets them load their own and
+    takes the padding, limit and EOS convention from the cache: the stored vectors and metadata must not differ."""
+    import numpy as np
     import pyarrow.parquet as pq
     from conftest import SAMPLE
-    from robustness_helpers import assert_same_vectors, embedded_here
 
     from pipeline.config import EmbedConfig
     from pipeline.embed_job import run_embed
-    from pipeline.model_defaults import with_model_defaults
 
-    cfg = EmbedConfig.model_validate(
-        {
-            "input": {"uri": str(SAMPLE), "format": "jsonl", "id_column": "id"},
-            "output": {"uri": str(tmp_path / "warm")},
-            "model": {"name_or_path": str(tiny_models[arch]), "pooling": pooling, "max_tokens": 64},
-            "batching": {"max_tokens_per_batch": 1024, "rows_per_block": 128},
-        }
-    )
-    cold, _ = resolve_remembered(with_model_defaults(cfg)[0].model)  # what run_embed resolves, remembered
-    assert len(list(cache.glob("*.json"))) == 1 and cold.tokenizer is not None
-    records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    want = embedded_here(cfg, records)  # a cold resolution again (its own tokenizer load), the job's stages
-    loads = len(tokenizer_loads)
-    warm = run_embed(cfg)
-    assert len(tokenizer_loads) == loads and warm["model_resolution_cached"]  # not loaded on the driver
-    assert warm["rows_embedded"] == len(records) == 320 and warm["max_tokens"] == cold.model.max_tokens == 64
-    table = pq.read_table(tmp_path / "warm")
-    assert_same_vectors(table, want)
-    metadata = pq.read_schema(next((tmp_path / "warm").rglob("part-*.parquet"))).metadata
-    assert {k: metadata[f"rayembed.{k}".encode()].decode() for k in cold.metadata} == cold.metadata
-    assert metadata[b"rayembed.max_tokens"] == b"64"
+    def run(out: str) -> tuple[dict, np.ndarray, dict]:
+        cfg = EmbedConfig.model_validate(
+            {
+                "input": {"uri": str(SAMPLE), "format": "jsonl"},
+                "output": {"uri": str(tmp_path / out)},
+                "model": {"name_or_path": str(tiny_models[arch]), "pooling": pooling, "max_tokens": 64},
+                "batching": {"max_tokens_per_batch": 1024, "rows_per_block": 128},
+            }
+        )
+        summary = run_embed(cfg)
+        table = pq.read_table(tmp_path / out).sort_by("id")
+        vectors = np.asarray(table.column("embedding").combine_chunks().values).reshape(table.num_rows, -1)
+        metadata = {k: v for k, v in pq.read_schema(next((tmp_path / out).rglob("*.parquet"))).metadata.items()}
+        return summary, vectors, metadata
+
+    cold, cold_vectors, cold_metadata = run("cold")
+    assert len(list(cache.glob("*.json"))) == 1
+    warm, warm_vectors, warm_metadata = run("warm")
+    assert len(tokenizer_loads) == 1  # the warm run did not load it on the driver
+    assert warm["rows_embedded"] == cold["rows_embedded"] == 320
+    assert warm["tokens"] == cold["tokens"] and warm["max_tokens"] == cold["max_tokens"] == 64
+    np.testing.assert_array_equal(warm_vectors, cold_vectors)
+    assert warm_metadata == cold_metadata
 
 
 def test_a_rerun_ships_the_tokenizer_snapshot_of_the_first_run(bert, cache, tokenizer_loads):
