@@ -17,14 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, SAMPLE
 from ray_clusters import TERMINAL, autoscaling_cluster, job_env, submit
-from test_bitext_e2e import check_pairs_against_corpus, mine_config
 
 pytestmark = pytest.mark.slow
-# The working_dir both submitted jobs upload: one package, uploaded once to the module's head.
+# The working_dir test_submit_embed_job uploads (its `rayembed submit` uploads the same files: one package).
 EXCLUDES = [".venv/", ".models/", ".git/", "**/__pycache__/", "out/"]
 RECORDS = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
 GPU_TYPE = {"resources": {"CPU": 2, "GPU": 1, "object_store_memory": 150 * 2**20}, "node_config": {}}
@@ -171,63 +171,6 @@ def test_submit_embed_job(ray_head, tiny_models, tmp_path, monkeypatch, capsys):
     assert client.get_job_info(submitted).runtime_env["env_vars"] == probe["env_vars"]
 
 
-def sample_vectors(lang: str, dim: int = 16) -> bytes:
-    """The sample's rows of `lang` as an embeddings file (the embed job's layout): each sentence's vector is its
-    index_id's base vector plus a little noise, so a sentence's nearest other-language row is its translation."""
-    import numpy as np
-    import pyarrow as pa
-
-    rows = [r for r in map(json.loads, SAMPLE.read_text().splitlines()) if r["lang"] == lang]
-    ids = [r["id"] for r in rows]
-    base = [np.random.default_rng(int(i.rsplit("-", 1)[1])).normal(size=dim) for i in ids]
-    noise = np.random.default_rng(len(lang)).normal(scale=0.05, size=(len(ids), dim))
-    x = (np.array(base) + noise).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), dim)
-    table = pa.table({"id": ids, "embedding": vectors}).replace_schema_metadata({"rayembed.model": "sample-vectors"})
-    body = io.BytesIO()
-    pq.write_table(table, body)
-    return body.getvalue()
-
-
-def test_submit_as_ray_job(ray_head, s3_bucket, s3_server, tmp_path):
-    """`ray job submit` path of the mining job (moved from test_bitext_e2e to share this module's head): the
-    entrypoint runs on a separate head node, reading the texts and the vectors from the S3 server and writing the
-    pairs there, its read, join, k-NN and write tasks and shard actor on the cluster. The sides' vectors are given
-    (embeddings_uri) and one shard searches: embedding on S3 and two shards are
-    test_bitext_e2e::test_mine_from_and_to_s3's, an embed run as a Ray job test_submit_embed_job's; repeating them
-    here (two embed runs, a model and two shard actors in the job) cost ~20 s of the suite for nothing new."""
-    import yaml
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client_s3, bucket = s3_bucket
-    client_s3.put_object(Bucket=bucket, Key="corpus/sample.jsonl", Body=SAMPLE.read_bytes())
-    raw = mine_config("unused", f"s3://{bucket}/corpus", f"s3://{bucket}/job-out", s3_server)
-    for side in ("source", "target"):
-        lang = raw[side]["lang"]
-        client_s3.put_object(Bucket=bucket, Key=f"vectors/{lang}/part-0.parquet", Body=sample_vectors(lang))
-        raw[side]["embeddings_uri"] = f"s3://{bucket}/vectors/{lang}"
-    del raw["model"]  # no model runs
-    raw["mining"]["num_shards"] = 1  # two shards' search is test_mine_from_and_to_s3's: one actor fewer to start
-    path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    client = JobSubmissionClient(ray_head)
-    job_id = submit_when_agent_ready(
-        client,
-        entrypoint=f"{sys.executable} -m jobs.mine_bitext --config {path}",
-        runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}},
-    )
-    status = wait_for_job(client, job_id, timeout=600)
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-3000:]
-    summary = json.loads(client_s3.get_object(Bucket=bucket, Key="job-out/summary.json")["Body"].read())
-    assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 16 and summary["pairs_kept"] == 16
-    body = client_s3.get_object(Bucket=bucket, Key="job-out/pairs/part-00000.parquet")["Body"].read()
-    pairs = pq.read_table(io.BytesIO(body))
-    check_pairs_against_corpus(pairs)
-    for src, tgt in zip(pairs.column("src_id").to_pylist(), pairs.column("tgt_id").to_pylist()):
-        assert src.rsplit("-", 1)[1] == tgt.rsplit("-", 1)[1]  # each sentence with its translation
-
-
 def gpu_nodes(address: str) -> dict[str, str]:
     """{node id: state} of every node that advertises a GPU (alive or already removed)."""
     from ray.util.state import list_nodes
@@ -266,18 +209,30 @@ def shipped(config: str, tiny_model: Path, **overrides) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(ray_head, tiny_models, tmp_path):
-    """configs/mine_bitext.yaml, unchanged but for its URIs and a tiny model, on the module's head whose only GPU
-    worker type is at `min_workers: 0`, as infra/k8s's GPU groups: Ray's autoscaler (fake multi-node provider: the
-    real autoscaler, launching local raylets) must add a GPU node because the job's embedding actors and k-NN shard
-    actors ask for GPUs, and those actors must run there. The GPU is logical (a CPU machine): the node advertises
-    GPU: 1 and the actors run torch on CPU. Last in the module: the GPU node it adds stays a minute once idle."""
-    (tmp_path / "fra.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[:30]))
-    (tmp_path / "eng.txt").write_text("".join(r["text"] + "\n" for r in RECORDS[30:60]))
+def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(ray_head, tiny_models, s3_bucket, s3_server):
+    """configs/mine_bitext.yaml, unchanged but for its URIs on the S3 server, the server's endpoint and a tiny model,
+    on the module's head whose only GPU worker type is at `min_workers: 0`, as infra/k8s's GPU groups: Ray's
+    autoscaler (fake multi-node provider: the real autoscaler, launching local raylets) must add a GPU node because
+    the job's embedding actors and k-NN shard actors ask for GPUs, and those actors must run there. The GPU is
+    logical (a CPU machine): the node advertises GPU: 1 and the actors run torch on CPU. Last in the module: the GPU
+    node it adds stays a minute once idle.
+
+    It is also the `ray job submit` path of the mining job on object storage (test_submit_as_ray_job's, a mining job
+    of its own on this head, with the sides' vectors given): the driver on the separate head reads the texts from
+    S3 and writes the pairs and the summary there. The pairs' quality on given vectors is test_bitext_e2e's."""
+    client_s3, bucket = s3_bucket
+    texts = {"fra": [r["text"] for r in RECORDS[:30]], "eng": [r["text"] for r in RECORDS[30:60]]}
+    for lang, lines in texts.items():
+        client_s3.put_object(Bucket=bucket, Key=f"mine/{lang}.txt", Body="".join(t + "\n" for t in lines).encode())
     mine = shipped(
         "mine_bitext.yaml",
         tiny_models["bert"],
-        **{"source.uri": tmp_path / "fra.txt", "target.uri": tmp_path / "eng.txt", "output.uri": tmp_path / "mined"},
+        **{
+            "source.uri": f"s3://{bucket}/mine/fra.txt",
+            "target.uri": f"s3://{bucket}/mine/eng.txt",
+            "output.uri": f"s3://{bucket}/mined",
+            "storage.endpoint_url": s3_server,
+        },
     )
     # The autoscaler's default idle timeout (1 min): the GPU node stays while the job moves between its stages.
     # The head's 3 CPUs hold the job's CPU work (infra/k8s's CPU group): a GPU node is added only for a GPU request.
@@ -293,5 +248,14 @@ def test_shipped_configs_make_the_autoscaler_add_gpu_nodes_from_zero(ray_head, t
     assert len(added) == 1, added  # the autoscaler added the GPU worker type for the job's actors
     assert actor_nodes(address, job_id, "EmbedActor") == set(added), "the embedding actors did not run on the GPU node"
     assert actor_nodes(address, job_id, "ShardActor") == set(added)  # the k-NN shards asked for a GPU too
-    (summary,) = [p for p in (tmp_path / "mined").glob("*summary.json")]  # the commit marker, written last
-    assert json.loads(summary.read_text())["source"]["rows_mined"] == 30
+    summary = json.loads(client_s3.get_object(Bucket=bucket, Key="mined/summary.json")["Body"].read())
+    assert summary["source"]["rows_mined"] == summary["target"]["rows_mined"] == 30
+    listed = client_s3.list_objects_v2(Bucket=bucket, Prefix="mined/pairs/")["Contents"]
+    keys = [o["Key"] for o in listed if o["Key"].endswith(".parquet")]  # not the folder's 0-byte marker
+    pairs = pa.concat_tables(
+        [pq.read_table(io.BytesIO(client_s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in keys]
+    )
+    assert pairs.num_rows == summary["pairs_kept"]
+    # the joins lost nothing: each pair's texts are those of its sides' rows
+    assert set(pairs.column("src_text").to_pylist()) <= set(texts["fra"])
+    assert set(pairs.column("tgt_text").to_pylist()) <= set(texts["eng"])
