@@ -77,7 +77,9 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
     """On a cluster with two GPU kinds and an untyped GPU node, `compute.accelerator_type: A100` puts every
     embedding actor on the A100 node and sizes the default pool by its GPUs (2), not the cluster's (4);
     `compute.resources` picks the node that has them. The two jobs run at the same time: their embedding actors
-    ask for what only one node each has (the A100 GPUs; pool_b), and each job's actors are told apart by its job id."""
+    ask for what only one node each has (the A100 GPUs; pool_b), and each job's actors are told apart by its job id.
+    An accelerator type no node has is refused when the job starts: test_a_refused_path_is_checked_again...'s driver
+    (a job of its own here cost a driver process and its supervisor for a refusal before any actor)."""
     from ray.job_submission import JobSubmissionClient
 
     ids = write_corpus(tmp_path / "corpus", files=4, copies=1)
@@ -116,23 +118,10 @@ def test_accelerator_type_and_custom_resources_choose_the_nodes_and_the_pool(clu
 
     node_of = node_kinds(address)
     assert sorted(node_of.values()) == ["a100", "l4"]
-    # No node has an H100 and this cluster has no autoscaler (Ray's read-only provider): refused when the job
-    # starts. It waited until Ray Data gave up (30 min without progress), or for ever.
-    # (it waits wait_for_nodes_s for such a node to join: a worker being replaced; 2 s here)
-    h100, h100_start = start(tmp_path / "h100", accelerator_type="H100", wait_for_nodes_s=2), time.time()
     jobs = {
         "a100": start(tmp_path / "a100", accelerator_type="A100"),
         "pool_b": start(tmp_path / "pool_b", resources="{pool_b: 1}", gpus_per_actor=0),
     }
-    while str(client.get_job_status(h100)) not in TERMINAL:
-        assert time.time() < h100_start + 300, client.get_job_logs(h100)[-3000:]  # minutes: loaded, three drivers
-        time.sleep(0.5)
-    logs = client.get_job_logs(h100)
-    assert str(client.get_job_status(h100)) == "FAILED", logs[-3000:]
-    assert "compute.accelerator_type: H100, which no node of the cluster has (" in logs, logs[-3000:]
-    assert "3 CPUs and 2 GPUs (A100, spot: 1)" in logs and "the cluster cannot add a node" in logs, logs[-3000:]
-    assert "Waiting up to 2s for such a node to join" in logs and "joined in the 2 s" in logs, logs[-3000:]
-    assert not embed_actors_seen(address, client.get_job_info(h100).job_id)  # refused before any actor
     actors = actors_of(jobs)
     for name in jobs:
         assert json.loads((tmp_path / name / "_summary.json").read_text())["rows_embedded"] == len(ids), name
@@ -177,13 +166,23 @@ def test_gpu_actors_that_only_the_gpu_the_driver_holds_could_take_are_refused(cl
 
 
 CHECK_TWICE = """
-import json, sys
+import json, logging, sys
 import ray
 from pipeline.config import EmbedConfig, load_config
+from pipeline.embed_job import init_ray
 from pipeline.node_paths import check_nodes_see_paths
 
-ray.init(address=sys.argv[1], log_to_driver=False)
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 said = []
+# connect as the job does, for a config whose embedding actors ask for an accelerator type no node has
+h100 = [f"compute.ray_address={sys.argv[1]}", "compute.accelerator_type=H100", "compute.wait_for_nodes_s=2"]
+try:
+    init_ray(load_config(EmbedConfig, sys.argv[3], h100).compute)
+    said.append("passed")
+except Exception as err:
+    said.append(f"{type(err).__name__}: {err}")
+if not ray.is_initialized():
+    ray.init(address=sys.argv[1], log_to_driver=False)
 for sets in json.loads(sys.argv[2]):
     cfg = load_config(EmbedConfig, sys.argv[3], sets)
     try:
@@ -201,7 +200,13 @@ def test_a_refused_path_is_checked_again_and_an_output_that_is_a_file_is_named(c
     that the check refused is checked again at the next job (it passed the second time: the first check had marked
     it done before it found the node without it), and an output path that is a file is one error naming the key
     (was a bare FileExistsError from the probe's folder). A missing input stands in for a node without it: the
-    nodes of this cluster share this machine's disk, so it is missing on every node."""
+    nodes of this cluster share this machine's disk, so it is missing on every node.
+
+    The same driver first connects as a job whose `compute.accelerator_type: H100` no node has: this cluster has no
+    autoscaler (Ray's read-only provider), so it is refused when the job starts (it waited until Ray Data gave up,
+    30 min without progress, or for ever), after waiting compute.wait_for_nodes_s (2 s here) for such a node to join
+    (a worker being replaced), before any actor: init_ray raises, and jobs.embed ends with its message as the
+    `error:` line (test_gpu_actors_that_only_the_gpu_the_driver_holds... runs such a refusal as a Jobs API job)."""
     import subprocess
 
     own, _ = cluster
@@ -214,7 +219,11 @@ def test_a_refused_path_is_checked_again_and_an_output_that_is_a_file_is_named(c
         [sys.executable, "-c", CHECK_TWICE, *args], check=False, capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    first, second, a_file = json.loads(done.stdout.splitlines()[-1])
+    h100, first, second, a_file = json.loads(done.stdout.splitlines()[-1])
+    assert h100.startswith("UnschedulableError: the embedding actors ask for "), h100
+    assert "compute.accelerator_type: H100, which no node of the cluster has (" in h100, h100
+    assert "3 CPUs and 2 GPUs (A100, spot: 1)" in h100 and "the cluster cannot add a node" in h100, h100
+    assert "joined in the 2 s" in h100 and "Waiting up to 2s for such a node to join" in done.stderr, done.stderr
     assert first.startswith(f"NodePathError: input.uri '{tmp_path / 'nowhere'}' is a local path"), first
     assert second == first
     assert a_file.startswith(f"NodePathError: output.uri '{tmp_path / 'afile'}': cannot write into it"), a_file
