@@ -66,9 +66,14 @@ def config(corpus: dict, **mining) -> dict:
     }
 
 
-def test_reused_embeddings_are_mined_to_parquet_summary_and_png(corpus):
+def test_reused_embeddings_are_mined_to_parquet_summary_and_png(corpus, monkeypatch):
+    from pipeline.bitext import job
+
+    leases = []  # the finalize task gets the run's lease of a local output (pipeline.shared_output)
+    monkeypatch.setattr(job, "run_lease", lambda out, real=job.run_lease: leases.append(real(out)) or leases[-1])
     summary = run_mine(parse_config(MineConfig, config(corpus, threshold=1.5)))
     out = corpus["dir"] / "out"
+    assert [lease.path for lease in leases] == [str(out / "_lease.json")], leases
     table = pq.read_table(out / "pairs" / "part-00000.parquet")
     assert table.schema.equals(PAIRS_SCHEMA)
     pairs = set(zip(table.column("src_id").to_pylist(), table.column("tgt_id").to_pylist()))

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline.bitext.output import finalize
+from pipeline.clustering.distributed import ClusterSpec, finish_cluster
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.lease import LEASE, holding
 from pipeline.shared_output import (
@@ -81,22 +83,34 @@ def test_a_lease_being_rewritten_or_seen_late_passes_and_is_checked_once_per_pro
     writer.join()
 
 
-def test_write_block_checks_before_it_writes(tmp_path):
+def test_the_write_tasks_check_before_they_write(tmp_path):
     SEEN.clear()
     cfg = EmbedConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": str(tmp_path)}, "model": {}})
     out = resolve(str(tmp_path), cfg.storage)
     block = pa.table({"x": pa.array([], pa.int64())})
+    elsewhere = RunLease(str(tmp_path / LEASE), "this-run")
     with pytest.raises(OutputNotSharedError):
-        write_block(block, out, cfg, {}, RunLease(str(tmp_path / LEASE), "this-run"))
+        write_block(block, out, cfg, {}, elsewhere)
+    spec = ClusterSpec(out, (), None, 0, elsewhere)
+    group = pa.table({"id": ["a"], "cluster_id": [0], "cosine_to_centroid": [1.0]})
+    with pytest.raises(OutputNotSharedError):
+        finish_cluster(group, spec)
+    with pytest.raises(OutputNotSharedError):
+        finalize([], "fra", "eng", [], [], False, False, str(tmp_path / "pairs"), StorageConfig(), elsewhere)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_the_embed_and_reembed_jobs_write_tasks_get_the_runs_lease(ray_session, tiny_models, tmp_path, monkeypatch):
+def test_the_embed_reembed_and_cluster_jobs_write_tasks_get_the_runs_lease(
+    ray_session, tiny_models, tmp_path, monkeypatch
+):
     """The jobs hand their write tasks the lease they hold on a local output (taken out, no write task checks
     anything). Driver-side spies on the stage builders; the write tasks themselves run the check (it passes on this
     one node)."""
     from pipeline import embed_job
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.clustering import job as cluster_job
+    from pipeline.clustering.job import run_cluster
     from pipeline.embed_job import run_embed
     from pipeline.reembed import job as reembed_job
     from pipeline.reembed.config import ReembedConfig
@@ -118,6 +132,15 @@ def test_the_embed_and_reembed_jobs_write_tasks_get_the_runs_lease(ray_session, 
 
     spy(embed_job)
     spy(reembed_job)
+    real_lease = cluster_job.run_lease
+
+    def cluster_lease(out):  # the cluster job's finish_cluster tasks get it in their ClusterSpec
+        lease = real_lease(out)
+        held = json.loads(Path(lease.path).read_text()) if lease else {}
+        seen.append(("finish_cluster", lease is not None and held.get("token") == lease.token, lease))
+        return lease
+
+    monkeypatch.setattr(cluster_job, "run_lease", cluster_lease)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = [{"id": f"r{i}", "text": f"sentence number {i}"} for i in range(12)]
@@ -131,5 +154,9 @@ def test_the_embed_and_reembed_jobs_write_tasks_get_the_runs_lease(ray_session, 
     assert run_embed(embed)["output_rows"] == 12
     again = ReembedConfig.model_validate({**sections, "output": {"uri": str(tmp_path / "re")}})
     assert run_reembed(again)["rows_embedded"] == 12
-    assert [(name, ok) for name, ok, _ in seen] == [("write_block", True), ("write_by_source", True)], seen
-    assert seen[0][2].path == str(tmp_path / "emb" / LEASE) and seen[1][2].path == str(tmp_path / "re" / LEASE)
+    clusters = {"input": {"uri": str(tmp_path / "emb")}, "output": {"uri": str(tmp_path / "cl")}}
+    run_cluster(ClusterConfig.model_validate({**clusters, "clustering": {"k": 2}}))
+    assert (tmp_path / "cl" / "_SUCCESS").exists()
+    names = [(name, ok) for name, ok, _ in seen]
+    assert names == [("write_block", True), ("write_by_source", True), ("finish_cluster", True)], seen
+    assert [lease.path for *_, lease in seen] == [str(tmp_path / d / LEASE) for d in ("emb", "re", "cl")]

@@ -62,6 +62,7 @@ from pipeline.mine_config import UNITS_HINT, MineConfig, MiningConfig, SideConfi
 from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.rules import check_rules
+from pipeline.shared_output import run_lease
 from pipeline.storage import resolve, write_bytes
 
 log = logging.getLogger(__name__)
@@ -807,6 +808,7 @@ def mine_pair(cfg, s, t, src: StoreRef, tgt: StoreRef, knn: dict, work_uri: str,
             cfg.multi_pair,
             pairs_dir,
             st,
+            run_lease(resolve(pairs_dir, st)),  # a node with a folder of its own there fails (shared_output)
         )
     )
     hist = {"bin_edges": [round(e, 6) for e in edges], "counts": sel["histogram"]}

@@ -22,6 +22,7 @@ from pipeline.bitext.prepare import text_digests
 from pipeline.bitext.store import StoreRef, read_text_rows
 from pipeline.bitext.stream_select import DIRECTION, DIRECTIONS, RANK, TGT, read_table
 from pipeline.config import StorageConfig
+from pipeline.shared_output import RunLease, check_output_is_the_drivers
 from pipeline.storage import resolve, write_parquet_atomic
 
 PAIRS_SCHEMA = pa.schema(
@@ -107,12 +108,17 @@ def finalize(
     partitioned: bool,
     out_dir: str,
     storage: StorageConfig,
+    lease: RunLease | None = None,
 ) -> dict[str, Any]:
     """Write the pairs in rank order as part-NNNNN.parquet; with `dedup_pairs`, drop repeated (src, tgt) texts.
+
+    `lease`: the run's lease in a local output, checked first on the node this task runs on (pipeline.shared_output;
+    raises its OutputNotSharedError where that node has a folder of its own at the output's path).
 
     With `partitioned` (the folder is .../src_lang=S/tgt_lang=T/), the two language columns are dictionary-encoded
     like the Hive partition keys pyarrow/pandas/Spark derive from the path, so reading `pairs/` as one dataset works.
     """
+    check_output_is_the_drivers(lease)
     seen: set[bytes] = set()
     written = dropped = 0
     files = []

@@ -21,6 +21,7 @@ import ray
 from pipeline.clustering import dedup, kmeans
 from pipeline.clustering.ordering import natural_order, stable_uniform
 from pipeline.clustering.vectors import InputColumnError, embedding_matrix, normalize_rows
+from pipeline.shared_output import RunLease, check_output_is_the_drivers
 from pipeline.storage import Location, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class ClusterSpec:
     carried: tuple[str, ...]
     dedup: object | None  # pipeline.cluster_config.DedupConfig; kept untyped so workers need not import pydantic models
     seed: int
+    lease: RunLease | None = None  # the run's lease in a local output, checked on each node (pipeline.shared_output)
 
 
 def cluster_file(cluster_id: int) -> str:
@@ -181,7 +183,12 @@ def cluster_file(cluster_id: int) -> str:
 
 
 def finish_cluster(group: pa.Table, spec: ClusterSpec) -> pa.Table:
-    """Per cluster: sort rows by id, dedup, write assignments (and kept ids); return one stats row."""
+    """Per cluster: sort rows by id, dedup, write assignments (and kept ids); return one stats row.
+
+    Raises:
+        OutputNotSharedError: this node has a folder of its own at the local output's path (pipeline.shared_output).
+    """
+    check_output_is_the_drivers(spec.lease)
     ids = group.column("id").to_pylist()
     order = natural_order(ids)
     group = group.take(pa.array(order))

@@ -45,6 +45,7 @@ from pipeline.embed_job import init_ray, run_embed
 from pipeline.embedding_files import file_matrix, naming_the_file, open_embeddings
 from pipeline.input_contents import ContentRecorder, same_content
 from pipeline.rules import check_rules
+from pipeline.shared_output import run_lease
 from pipeline.storage import Location, list_inputs, resolve, write_bytes, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def assign_and_write(
     assigned = ds.map_batches(
         assign_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"centroids": ref, "spec": spec}
     )
-    cluster_spec = ClusterSpec(out, carried, dedup_cfg, cfg.clustering.seed)
+    cluster_spec = ClusterSpec(out, carried, dedup_cfg, cfg.clustering.seed, run_lease(out))
     # The task-based sort shuffle, set on this dataset's own context copy: the default hash shuffle starts
     # aggregator actors that each hold a CPU, and on a small or busy cluster they wait for CPUs for minutes.
     assigned.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
