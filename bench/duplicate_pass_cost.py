@@ -2,6 +2,7 @@
 alternating in one process on one Ray (CPU seconds of the driver and every Ray process, and wall).
 
     python -m bench.duplicate_pass_cost --baseline-ref main --files 4 --rows 10 --repeats 10
+    python -m bench.duplicate_pass_cost --shuffle --out bench/results/duplicate_pass_shuffle.json  # the hash shuffle
 
 Every re-embed run where any file is new, changed, deleted or moved runs this pass over the whole listing (with an
 id column), and so does every embed job: on a small corpus its fixed cost is what a nightly run pays. The baseline's
@@ -66,12 +67,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "duplicate_pass_cost.json")
+    parser.add_argument(
+        "--shuffle", action="store_true", help="both versions take the path beyond ONE_TASK_ROWS (the hash shuffle)"
+    )
     args = parser.parse_args(argv)
     from pipeline import duplicate_pass
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         versions = {"baseline": baseline_module(args.baseline_ref, work), "this": duplicate_pass}
+        if args.shuffle:
+            for module in versions.values():
+                module.ONE_TASK_ROWS = 0
         corpus = work / "corpus"
         corpus.mkdir()
         for f in range(args.files):  # every 7th id repeats one of the first file's
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         "note": "helpers' machine, loaded by other jobs: wall s are not performance figures",
         "baseline_ref": args.baseline_ref,
         "corpus": {"files": args.files, "rows_per_file": args.rows, "rows_repeating": counts.pop()},
+        "path": "hash shuffle (ONE_TASK_ROWS 0)" if args.shuffle else "as the code chooses",
         "runs": runs,
         "median": medians,
     }

@@ -101,7 +101,11 @@ def written_duplicates(files: list[str], target: Location | None, *digests: pa.T
 def find_repeats(tables: list[ray.ObjectRef], files: list[str]) -> ray.data.Dataset:
     """The repeats (DUPLICATES_SCHEMA, materialized) among the digest tables `tables` (refs of pipeline.duplicate_ids
     digest tables), by a hash shuffle by bucket, each bucket in its own task: for more than ONE_TASK_ROWS ids."""
-    grouped = ray.data.from_arrow_refs(tables).groupby(BUCKET, num_partitions=BUCKETS)
+    digests = ray.data.from_arrow_refs(tables)
+    # The task-based sort shuffle, on this dataset's own context copy (as the clustering job's assignment group-by):
+    # Ray Data's default shuffle starts aggregator actors, a worker process each, that hold CPUs while they wait.
+    digests.context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    grouped = digests.groupby(BUCKET, num_partitions=BUCKETS)
     repeats = grouped.map_groups(bucket_duplicates, batch_format="pyarrow", fn_kwargs={"files": files})
     return repeats.materialize()
 

@@ -39,10 +39,14 @@ def test_a_file_copied_twice_is_an_error_naming_the_id_and_both_files(
 ):
     """A part file copied into the input a second time gave the assignments two rows with one id, and dedup's
     `keep` could not choose between them; the job went on silently. Up to ONE_TASK_ROWS ids one task finds the
-    repeats and no Ray Data pipeline runs (it ran two: collect and count, then a sort for the first repeats)."""
+    repeats and no Ray Data pipeline runs (it ran two: collect and count, then a sort for the first repeats); beyond
+    it, the hash shuffle by bucket runs on Ray Data's task-based sort shuffle (the default's aggregator actors took
+    16-38 s to start for this)."""
     monkeypatch.setattr(duplicate_pass, "ONE_TASK_ROWS", one_task_rows)
     datasets, from_refs = [], ray_session.data.from_arrow_refs
-    monkeypatch.setattr(ray_session.data, "from_arrow_refs", lambda *a, **k: datasets.append(1) or from_refs(*a, **k))
+    monkeypatch.setattr(
+        ray_session.data, "from_arrow_refs", lambda *a, **k: datasets.append(from_refs(*a, **k)) or datasets[-1]
+    )
     (tmp_path / "emb").mkdir()
     ids = [f"doc{i}" for i in range(40)]
     pq.write_table(
@@ -65,6 +69,9 @@ def test_a_file_copied_twice_is_an_error_naming_the_id_and_both_files(
     )
     assert not (tmp_path / "out" / "assignments").exists() and not (tmp_path / "out" / "_SUCCESS").exists()
     assert len(datasets) == (0 if one_task_rows else 1)  # old code: 1 in the one-task case
+    # the shuffle is the task-based sort one: Ray's default started aggregator actors and waited for them
+    sort_based = ray_session.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    assert all(ds.context.shuffle_strategy == sort_based for ds in datasets)
 
 
 def test_the_job_reports_it_as_one_error_line(ray_session, tmp_path, capsys):
