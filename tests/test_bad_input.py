@@ -501,10 +501,14 @@ def test_odd_rows_and_files_become_rejects_while_the_rest_embeds(ray_session, ti
 
 
 def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summary(ray_session, tiny_models, tmp_path):
+    """A corrupt file is one reject row (corrupt_files_anywhere above), so it counts against the guard: a corpus of
+    one corrupt Parquet file and nothing else failed it '1 of 1 rows rejected' in a run of its own
+    (test_embed_job); here it is one of the rejects."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = [{"id": "ok", "text": "one good row"}] + [{"id": f"n{i}", "text": None} for i in range(3)]
     (corpus / "mostly-bad.jsonl").write_bytes(jsonl(rows))
+    (corpus / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
     out = tmp_path / "emb"
     config = tmp_path / "embed.yaml"
     config.write_text(
@@ -521,13 +525,15 @@ def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summar
     summary = json.loads((out / "_summary.json").read_text())
     assert (summary["status"], summary["rows_in"], summary["rows_embedded"], summary["rows_rejected"]) == (
         "failed",
-        4,
+        5,
         1,
-        3,
+        4,
     )
-    assert summary["failure"].startswith("3 of 4 rows rejected (75.0%), above input.max_reject_fraction (0.5)")
+    assert summary["failure"].startswith("4 of 5 rows rejected (80.0%), above input.max_reject_fraction (0.5)")
     _, rejects = read_run(str(out))
-    assert sorted(rejects.column("reason").to_pylist()) == ["null text"] * 3
+    *nulls, unreadable = sorted(rejects.column("reason").to_pylist())
+    assert nulls == ["null text"] * 3
+    assert unreadable.startswith(f"unreadable file: cannot read {corpus}/broken.parquet as parquet"), unreadable
     # A failed run is no finished dataset: no _SUCCESS (it used to be written, and then the natural next step,
     # the same command with a raised fraction, was refused unless output.overwrite re-embedded everything).
     assert not (out / "_SUCCESS").exists()
@@ -537,7 +543,7 @@ def test_too_many_rejects_fail_the_job_after_writing_rejects_and_a_failed_summar
         "ok",
         0,
         1,
-        3,
+        4,
     )
     assert (out / "_SUCCESS").exists()
 

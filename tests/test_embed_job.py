@@ -15,7 +15,6 @@ from conftest import SAMPLE
 from jobs.embed import main as embed_main
 from pipeline.config import EmbedConfig
 from pipeline.embed_job import run_embed
-from pipeline.reject_guard import TooManyRejectsError
 from pipeline.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -215,20 +214,6 @@ def test_existing_output_is_refused_before_ray_starts(tiny_models, tmp_path, mon
     monkeypatch.setattr("pipeline.embed_job.init_ray_while", started)
     with pytest.raises(FileExistsError, match=f"{message}.*output.overwrite=true"):
         run_embed(cfg)
-
-
-def test_a_corpus_of_one_corrupt_parquet_file_fails_the_reject_guard_naming_it_in_the_rejects(
-    ray_session, tiny_models, tmp_path
-):
-    """A corrupt file is a reject row (tests/test_bad_input.py); a corpus of nothing else fails the reject guard."""
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    (corpus / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    cfg = config(tiny_models["qwen3"], str(corpus), str(tmp_path / "emb"), "parquet")
-    with pytest.raises(TooManyRejectsError, match="1 of 1 rows rejected"):
-        run_embed(cfg)
-    (reason,) = pq.read_table(tmp_path / "emb" / "_rejects").column("reason").to_pylist()
-    assert reason.startswith(f"unreadable file: cannot read {corpus}/broken.parquet as parquet"), reason
 
 
 def test_init_ray_while_returns_the_work_or_raises_its_error_and_never_waits_on_it(monkeypatch):
