@@ -176,7 +176,7 @@ def test_weights_cut_short_fail_before_anything_runs(tiny_models, tmp_path):
     assert not (tmp_path / "emb").exists()
 
 
-FILES, ROWS = 12, 20
+FILES, ROWS = 6, 20
 
 
 def assert_same_rows(got: dict, clean: dict) -> None:
@@ -376,13 +376,21 @@ def test_duplicate_ids_as_the_embed_job(ray_session, tiny_models, tmp_path):
     assert len(list((Path(out) / "_versions" / third["fingerprint"] / "_ids").iterdir())) == 2
 
 
-def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray_session, tiny_models, tmp_path):
+def test_a_version_without_rows_has_the_schema_and_a_corrupt_file_is_one_reject_row_until_fixed(
+    ray_session, tiny_models, tmp_path
+):
     """A version that stores no row (an empty file, every row rejected) publishes a schema-only Parquet file, as the
     embed job writes part-empty.parquet: read_current listed no file (DuckDB's read_parquet fails on none) and
     open_current gave a table without columns. output.token_columns (num_tokens, truncated) was ignored.
     output.dimensions (here the model's saved truncate_dim, its default) truncates and re-normalizes the stored
-    vectors as in the embed job; the re-embed job stored every dimension and recorded the truncated count (one run
-    of this test, it was a test of its own run)."""
+    vectors as in the embed job; the re-embed job stored every dimension and recorded the truncated count.
+
+    A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
+    when its read task reached it, and every later night failed at the same file. As in the embed job, each is now
+    one reject row naming the file and what to do, the other files are published, rows in = written + rejected;
+    the pre-passes (duplicate ids, kept-column types) let it through; the unchanged corrupt file stays one reject,
+    and once it is copied again (fixed) the next run embeds it. (That was test_a_corrupt_file_is_one_reject_row_...,
+    two runs of their own: its corrupt files are here those of the version without rows.)"""
     model = tmp_path / "model"
     shutil.copytree(tiny_models["bert"], model)
     (model / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {}, "truncate_dim": 16}))
@@ -390,30 +398,57 @@ def test_a_version_without_rows_has_the_schema_and_token_columns_are_written(ray
     corpus.mkdir()
     (corpus / "empty.jsonl").write_bytes(b"")
     (corpus / "blank.jsonl").write_bytes(jsonl([{"id": "b1", "text": " ", "lang": "en"}, {"id": "b2", "text": ""}]))
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p0", "p1"], "text": ["one", "two"]}), buf)
+    whole = buf.getvalue()
+    (corpus / "b-cut.parquet").write_bytes(whole[: len(whole) // 2])
+    (corpus / "c-cut.jsonl.gz").write_bytes(
+        gzip.compress(jsonl([{"id": f"z{i}", "text": "t" * 50} for i in range(200)]))[:300]
+    )
     out = str(tmp_path / "emb")
-    cfg = config(model, str(corpus), out)
+    cfg = config(model, str(corpus), out)  # keeps lang: the kept-type pre-pass reads every file too
     cfg = cfg.model_copy(
         update={
-            "input": cfg.input.model_copy(update={"max_reject_fraction": 1.0}),
+            "input": cfg.input.model_copy(update={"format": None, "max_reject_fraction": 1.0}),
             "output": cfg.output.model_copy(update={"token_columns": True}),
         }
     )
     summary = run_reembed(cfg)
-    assert (summary["rows_in"], summary["rows_total"], summary["rows_rejected_total"]) == (2, 0, 2)
+    assert (summary["rows_in"], summary["rows_total"], summary["rows_rejected_total"]) == (4, 0, 4)
+    assert (summary["status"], summary["files_rejected"]) == ("ok", 2)
     files = read_current(out)
     assert len(files) == 1 and files[0].endswith("part-empty.parquet")
     table = open_current(out).to_table()
     assert table.num_rows == 0 and table.column_names == ["id", "embedding", "num_tokens", "truncated", "lang"]
     assert pq.read_schema(files[0]).metadata[b"rayembed.fingerprint"].decode() == summary["fingerprint"]
     assert open_current(out).schema.field("embedding").type.list_size == 16  # the schema-only file too
+    reasons = {k: v for k, v in rejects_of(out).items() if "cut" in k[0]}
+    assert sorted(reasons) == [("b-cut.parquet", 0), ("c-cut.jsonl.gz", 0)]
+    for (name, _), reason in reasons.items():
+        assert reason.startswith(f"unreadable file: cannot read {corpus}/{name} as "), reason
+        assert reason.endswith("embed it on its own (input.uri: the file, another output.uri)"), reason
+    again = run_reembed(cfg)  # nothing changed: the rejects stay, nothing is read again
+    assert (again["files"]["unchanged"], again["rows_embedded"], again["rows_rejected_total"]) == (4, 0, 4)
+
     good = [{"id": f"g{i}", "text": f"hello there {i}", "lang": "en"} for i in range(3)]
     (corpus / "good.jsonl").write_bytes(jsonl(good))
-    run_reembed(cfg)
+    (corpus / "b-cut.parquet").write_bytes(whole)  # copied again from its source
+    fixed = run_reembed(cfg)
+    assert (fixed["files"]["changed"], fixed["rows_embedded"], fixed["files_rejected"]) == (1, 5, 0)
     table = open_current(out).to_table()
-    assert table.column("id").to_pylist() == ["g0", "g1", "g2"] and min(table.column("num_tokens").to_pylist()) > 0
+    assert sorted(table.column("id").to_pylist()) == ["g0", "g1", "g2", "p0", "p1"]
+    assert min(table.column("num_tokens").to_pylist()) > 0
     vectors = np.stack(list(published(out).values()))
-    assert vectors.shape == (3, 16)
+    assert vectors.shape == (5, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert [k for k in rejects_of(out) if "cut" in k[0]] == [("c-cut.jsonl.gz", 0)]
+    assert (fixed["rows_in"], fixed["rows_total"], fixed["rows_rejected_total"], fixed["files_rejected_total"]) == (
+        8,
+        5,
+        3,
+        1,
+    )
+    assert "(8 rows in, 3 rejected, of them 1 unreadable files, one row each)" in human_summary(fixed)
 
     # the refusal of a type change (mixed JSON values kept: test_duplicate_ids_...): the version stores lang as
     # strings, a new file whose lang values are integers would make it JSON text; refused naming it, nothing published
@@ -698,56 +733,6 @@ def test_files_that_grow_or_are_touched_while_the_run_reads_them_are_published_a
     # the grown files, whole (5 rows each); the touched one and part-03 unchanged
     assert again["rows_embedded"] == 10 and again["files"]["unchanged"] == 2
     assert (again["files"]["changed"], again["rows_total"]) == (2, 18)
-
-
-def test_a_corrupt_file_is_one_reject_row_and_is_embedded_again_once_fixed(ray_session, tiny_models, tmp_path):
-    """A corrupt input file (a Parquet file cut short by an interrupted copy, a cut .gz) failed the whole nightly run
-    when its read task reached it, and every later night failed at the same file. As in the embed job, each is now
-    one reject row naming the file and what to do, the other files are published, rows in = written + rejected;
-    the pre-passes (duplicate ids, kept-column types) let it through; the unchanged corrupt file stays one reject, and once it is copied again (fixed) the next run embeds it."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"id": ["p0", "p1"], "text": ["one", "two"]}), buf)
-    whole = buf.getvalue()
-    (corpus / "a.jsonl").write_bytes(jsonl([{"id": f"a{i}", "text": f"row {i}", "lang": "en"} for i in range(3)]))
-    (corpus / "b-cut.parquet").write_bytes(whole[: len(whole) // 2])
-    (corpus / "c-cut.jsonl.gz").write_bytes(
-        gzip.compress(jsonl([{"id": f"z{i}", "text": "t" * 50} for i in range(200)]))[:300]
-    )
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out)  # keeps lang: the kept-type pre-pass reads every file too
-    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"format": None, "max_reject_fraction": 0.9})})
-
-    first = run_reembed(cfg)
-    assert first["status"] == "ok" and set(published(out)) == {"a0", "a1", "a2"}
-    assert (first["rows_in"], first["rows_total"], first["rows_rejected_total"], first["files_rejected"]) == (
-        5,
-        3,
-        2,
-        2,
-    )
-    reasons = rejects_of(out)
-    assert sorted(reasons) == [("b-cut.parquet", 0), ("c-cut.jsonl.gz", 0)]
-    for (name, _), reason in reasons.items():
-        assert reason.startswith(f"unreadable file: cannot read {corpus}/{name} as "), reason
-        assert reason.endswith("embed it on its own (input.uri: the file, another output.uri)"), reason
-
-    again = run_reembed(cfg)  # nothing changed: the reject stays, nothing is read again
-    assert (again["files"]["unchanged"], again["rows_embedded"], again["rows_rejected_total"]) == (3, 0, 2)
-
-    (corpus / "b-cut.parquet").write_bytes(whole)  # copied again from its source
-    fixed = run_reembed(cfg)
-    assert (fixed["files"]["changed"], fixed["rows_embedded"], fixed["files_rejected"]) == (1, 2, 0)
-    assert set(published(out)) == {"a0", "a1", "a2", "p0", "p1"}
-    assert sorted(rejects_of(out)) == [("c-cut.jsonl.gz", 0)]
-    assert (fixed["rows_in"], fixed["rows_total"], fixed["rows_rejected_total"], fixed["files_rejected_total"]) == (
-        6,
-        5,
-        1,
-        1,
-    )
-    assert "(6 rows in, 1 rejected, of them 1 unreadable files, one row each)" in human_summary(fixed)
 
 
 def test_what_nightly_tools_do_to_a_corpus_reuses_every_vector_it_can_and_embeds_the_rest(
