@@ -118,9 +118,10 @@ def check_input(
     dim: int,
     compute: ComputeConfig,
     dim_from: str = "",
-) -> pa.Schema | None:
+) -> tuple[pa.Schema | None, int]:
     """Check every vector and that no key repeats, reading each input file once (one Ray task per file); returns
-    the schema the dataset read must give the files when they disagree on a column's type (read_schema), else None.
+    the schema the dataset read must give the files when they disagree on a column's type (read_schema), else None,
+    and the input's rows (the job's row count: counting them through the dataset's read listed the files again).
 
     Args:
         root, files: the listed input (paths relative to `root`).
@@ -164,10 +165,11 @@ def check_input(
             )
         )
     schema = read_schema([(root.join(name).uri, read) for read, name in schemas.items()], paths, id_column, column)
+    rows = sum(ray.get([count for _, count, _ in calls]))
     count, first = repeats_found([(table, count) for table, count, _ in calls], files, compute)
     if count:
         raise duplicate_error(root, files, id_column, paths[id_column], chunked, count, first)
-    return schema
+    return schema, rows
 
 
 def read_schema(

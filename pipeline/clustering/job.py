@@ -372,7 +372,7 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         chunked = CHUNK_INDEX in cfg.carried_columns() and id_column != CHUNK_INDEX  # rows of one id, one per chunk
         # one read of every file before any k-means work: every vector readable, of the first one's width, none null
         # (an error naming the file), and no id in two rows (an error naming the repeats)
-        schema = check_input(
+        schema, rows = check_input(
             root, files, cfg.input.embedding_column, paths, id_column, chunked, dim, cfg.compute, dim_from
         )
         center_by = cfg.clustering.center_by
@@ -380,7 +380,6 @@ def run_cluster(cfg: ClusterConfig) -> dict[str, Any]:
         ds = read_embeddings(root, files, list(dict.fromkeys(p[0] for p in paths.values())), schema)
         if any(len(p) > 1 for p in paths.values()):  # struct fields under their configured names (meta.id)
             ds = ds.map_batches(flat_table, batch_size=None, batch_format="pyarrow", fn_kwargs={"paths": paths})
-        rows = ds.count()
         kmeans.check_k(cfg.clustering.k, rows)
         groups = 0
         if center_by:
