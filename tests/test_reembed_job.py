@@ -461,7 +461,9 @@ def test_a_version_without_rows_has_the_schema_and_a_corrupt_file_is_one_reject_
     assert (Path(out) / "_current.json").read_text() == before
 
 
-def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(ray_session, tiny_models, tmp_path):
+def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
+    ray_session, tiny_models, tmp_path, caplog
+):
     """A kept field the corpus has not filled yet (null or absent in every file) constrains nothing: the night a
     file brings its first values, their type becomes the column's, the version's other files are written again
     with it (their vectors reused: no model work, bit-identical) and the version reads as one table. It was
@@ -478,7 +480,15 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
     of nulls: a version that does not read as one table. Another file that run staged (d.jsonl) is moved before the
     rerun: moves were paired with published entries only, so the rerun embedded it again. The staged entries are
     now paired too, their outputs reused. (The resume was test_first_kept_values_in_a_resumed_file_..., a first
-    version and two runs of its own.)"""
+    version and two runs of its own.)
+
+    The same logical type in another width or unit across nights (p.parquet, then q.parquet the night the first
+    values arrive): a version published with an int32 column (its only file's type) refused every later file holding
+    int64, float32 next to float64, decimal(10, 2) next to decimal(12, 2), timestamp[ms] next to [us] ("needs type
+    int64, but the published version stores type int32"). A type every stored value casts to exactly is taken, with a
+    warning, and the version's other files are written again with it, so that it reads as one table. A type that
+    could change stored values (int64 as float64 rounds above 2**53) is refused naming the file, the column, both
+    types and why, and nothing is published. (That was test_a_kept_column_arriving_wider_..., two runs of its own.)"""
     from pipeline.kept_columns import KeptColumnTypeError
     from pipeline.reject_guard import TooManyRejectsError
 
@@ -489,39 +499,56 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
     (corpus / "b.jsonl").write_bytes(jsonl([{"id": "b1", "text": "world", "license": None}]))
     out = str(tmp_path / "emb")
 
+    def parquet(name, ids, n, t):
+        table = pa.table({"id": ids, "text": [f"text {i}" for i in ids], "n": n, "t": t})
+        pq.write_table(table, corpus / name)
+
+    parquet("p.parquet", ["p1", "p2"], pa.array([1, -(2**31)], pa.int32()), pa.array([1, 2], pa.timestamp("ms")))
+
     def cfg(max_reject_fraction: float) -> ReembedConfig:
-        strict = {"uri": str(corpus), "format": "jsonl", "id_column": "id", "max_reject_fraction": max_reject_fraction}
-        keep = {"uri": out, "keep_columns": ["license"]}
+        strict = {"uri": str(corpus), "format": None, "id_column": "id", "max_reject_fraction": max_reject_fraction}
+        keep = {"uri": out, "keep_columns": ["license", "n", "t"]}
         return config(tiny_models["bert"], str(corpus), out, output=keep, input=strict)
 
     run_reembed(cfg(0.5))
-    assert open_current(out).schema.field("license").type == pa.string()  # as the embed job writes it
+    schema = open_current(out).schema
+    assert schema.field("license").type == pa.string()  # as the embed job writes it
+    assert (schema.field("n").type, schema.field("t").type) == (pa.int32(), pa.timestamp("ms"))
     before = published(out)
 
     (corpus / "c.jsonl").write_bytes(jsonl([{"id": "c1", "text": "again", "license": 7}, {"id": "c2", "text": " "}]))
     (corpus / "d.jsonl").write_bytes(jsonl([{"id": "d1", "text": "staged, then moved"}]))
+    parquet("q.parquet", ["q1"], pa.array([2**40], pa.int64()), pa.array([3500], pa.timestamp("us")))
     current = (Path(out) / "_current.json").read_text()
-    with pytest.raises(TooManyRejectsError, match=r"2 of 7 rows rejected \(28.6%\)"):  # a3 (reused) and c2
-        run_reembed(cfg(0.2))
+    with pytest.raises(TooManyRejectsError, match=r"2 of 10 rows rejected \(20.0%\)"):  # a3 (reused) and c2
+        run_reembed(cfg(0.15))
     assert (Path(out) / "_current.json").read_text() == current  # nothing published
     assert json.loads((Path(out) / "_summary.json").read_text())["status"] == "failed"
     (corpus / "2026").mkdir()
     os.rename(corpus / "d.jsonl", corpus / "2026" / "d.jsonl")
-    second = run_reembed(cfg(0.5))
+    with caplog.at_level("WARNING", logger="pipeline.reembed.job"):
+        second = run_reembed(cfg(0.5))
     files = second["files"]
-    assert (files["resumed"], files["moved"], files["rewritten"]) == (1, 1, 2)
+    assert (files["resumed"], files["moved"], files["rewritten"]) == (2, 1, 3)
     assert (second["rows_embedded"], second["status"]) == (0, "ok")  # old code: 1 (d.jsonl embedded again)
+    assert "'n' widened from int32 to int64 (no value changes)" in caplog.text
+    assert "'t' widened from timestamp[ms] to timestamp[us]" in caplog.text
     after = published(out)
-    assert all(np.array_equal(after[i], before[i]) for i in ("a1", "a2", "b1"))
-    table = open_current(out).to_table()
+    assert all(np.array_equal(after[i], before[i]) for i in ("a1", "a2", "b1", "p1", "p2"))
+    table = open_current(out).to_table().sort_by("id")
     assert table.schema.field("license").type == pa.int64()
     by_id = dict(zip(table.column("id").to_pylist(), table.column("license").to_pylist()))
-    assert by_id == {"a1": None, "a2": None, "b1": None, "c1": 7, "d1": None}
+    assert by_id == {"a1": None, "a2": None, "b1": None, "c1": 7, "d1": None, "p1": None, "p2": None, "q1": None}
+    n = dict(zip(table.column("id").to_pylist(), table.column("n").to_pylist()))
+    assert (n["p1"], n["p2"], n["q1"], n["a1"]) == (1, -(2**31), 2**40, None)
+    t = dict(zip(table.column("id").to_pylist(), table.column("t").cast(pa.int64()).to_pylist()))
+    assert (t["p1"], t["p2"], t["q1"]) == (1000, 2000, 3500)
     files = read_current(out)
-    assert {pq.read_schema(f).field("license").type for f in files} == {pa.int64()}
+    types = {(s.field("license").type, s.field("n").type, s.field("t").type) for s in map(pq.read_schema, files)}
+    assert types == {(pa.int64(), pa.int64(), pa.timestamp("us"))}
 
     (corpus / "e.jsonl").write_bytes(jsonl([{"id": "e1", "text": "more", "license": None}]))
-    third = run_reembed(cfg(0.5))  # nulls fit the stored type: nothing else is written again
+    third = run_reembed(cfg(0.5))  # nulls fit the stored types: nothing else is written again
     assert (third["files"]["rewritten"], third["rows_embedded"], third["rows_rejected_total"]) == (0, 1, 2)
     # the first run's folders are collected (reembed.keep_manifests 2); the reject files live on in their copies
     manifest = current_manifest(resolve(out, StorageConfig()))
@@ -532,54 +559,16 @@ def test_a_kept_column_without_values_so_far_takes_the_type_of_its_first_values(
         KeptColumnTypeError, match=r"kept column 'license': f.jsonl needs JSON text .* stores type int64"
     ):
         run_reembed(cfg(0.5))
-
-
-def test_a_kept_column_arriving_wider_widens_the_version_and_one_that_would_change_values_is_refused(
-    ray_session, tiny_models, tmp_path, caplog
-):
-    """The same logical type in another width or unit across nights: a version published with an int32 column (its
-    only file's type) refused every later file holding int64, float32 next to float64, decimal(10, 2) next to
-    decimal(12, 2), timestamp[ms] next to [us] ("needs type int64, but the published version stores type int32").
-    A type every stored value casts to exactly is taken, with a warning, and the version's other files are written
-    again with it, so that it reads as one table. A type that could change stored values (int64 as float64 rounds
-    above 2**53) is refused naming the file, the column, both types and why, and nothing is published."""
-    from pipeline.kept_columns import KeptColumnTypeError
-
-    def parquet(name, ids, n, t):
-        table = pa.table({"id": ids, "text": [f"text {i}" for i in ids], "n": n, "t": t})
-        pq.write_table(table, corpus / name)
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    parquet("a.parquet", ["a1", "a2"], pa.array([1, -(2**31)], pa.int32()), pa.array([1, 2], pa.timestamp("ms")))
-    out = str(tmp_path / "emb")
-    cfg = config(tiny_models["bert"], str(corpus), out, output={"uri": out, "keep_columns": ["n", "t"]})
-    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"format": "parquet"})})
-    run_reembed(cfg)
-    assert open_current(out).schema.field("n").type == pa.int32()
-
-    parquet("b.parquet", ["b1"], pa.array([2**40], pa.int64()), pa.array([3500], pa.timestamp("us")))
-    with caplog.at_level("WARNING", logger="pipeline.reembed.job"):
-        second = run_reembed(cfg)
-    assert (second["files"]["new"], second["files"]["rewritten"], second["rows_embedded"]) == (1, 1, 1)
-    assert "'n' widened from int32 to int64 (no value changes)" in caplog.text
-    assert "'t' widened from timestamp[ms] to timestamp[us]" in caplog.text
-    for f in read_current(out):
-        schema = pq.read_schema(f)
-        assert (schema.field("n").type, schema.field("t").type) == (pa.int64(), pa.timestamp("us"))
-    table = open_current(out).to_table().sort_by("id")
-    assert table.column("n").to_pylist() == [1, -(2**31), 2**40]
-    assert table.column("t").cast(pa.int64()).to_pylist() == [1000, 2000, 3500]
-
-    parquet("e.parquet", ["e1"], pa.array([0.5], pa.float64()), pa.array([1], pa.timestamp("ms")))
+    (corpus / "f.jsonl").unlink()
+    parquet("g.parquet", ["g1"], pa.array([0.5], pa.float64()), pa.array([1], pa.timestamp("ms")))
     before = (Path(out) / "_current.json").read_text()
     with pytest.raises(
         KeptColumnTypeError,
-        match=r"kept column 'n': e.parquet needs type double, but the published version stores type int64 .*"
+        match=r"kept column 'n': g.parquet needs type double, but the published version stores type int64 .*"
         r"int64 -> double could change stored values \(integers above 2\*\*53 are rounded as double;.*"
         r"write the file's 'n' as type int64 where its values have that type \(e.g. 2, not 2.0\), else drop 'n'",
     ):
-        run_reembed(cfg)
+        run_reembed(cfg(0.5))
     assert (Path(out) / "_current.json").read_text() == before
 
 
