@@ -15,8 +15,10 @@ import pytest
 
 from pipeline.bitext.output import finalize
 from pipeline.clustering.distributed import ClusterSpec, finish_cluster
+from pipeline.columns import SOURCE
 from pipeline.config import EmbedConfig, StorageConfig
 from pipeline.lease import LEASE, holding
+from pipeline.reembed.staging import StageTarget, write_by_source
 from pipeline.shared_output import (
     SEEN,
     OutputNotSharedError,
@@ -97,6 +99,9 @@ def test_the_write_tasks_check_before_they_write(tmp_path):
         finish_cluster(group, spec)
     with pytest.raises(OutputNotSharedError):
         finalize([], "fra", "eng", [], [], False, False, str(tmp_path / "pairs"), StorageConfig(), elsewhere)
+    staged = StageTarget(out, "run", {}, (), False, {}, 10, lease=elsewhere)  # the re-embed job's write task
+    with pytest.raises(OutputNotSharedError):
+        write_by_source(pa.table({SOURCE: pa.array([], pa.string())}), staged)
     assert list(tmp_path.iterdir()) == []
 
 
