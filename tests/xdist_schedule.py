@@ -18,33 +18,34 @@ from pathlib import Path
 # One unit, run in this order on one worker: each test here starts a multi-node Ray of its own.
 OWN_CLUSTERS = ("test_multinode.py", "test_ray_jobs_api.py")
 # The long files, longest first by their summed test time in a full `pytest -n 2 --junitxml` run (`python
-# tests/file_times.py .ci/junit.xml` after .ci/run; 2026-12-02, corrected for that night's trims),
+# tests/file_times.py .ci/junit.xml` after .ci/run; 2026-12-02 at 96d77d1, corrected for the trims after it),
 # OWN_CLUSTERS counted as one; the rest follow in collection order.
 LONG_FIRST = (
     "test_reembed_job.py",
     *OWN_CLUSTERS,
-    "test_clustering_job.py",
     "test_resume.py",
     "test_embed_job.py",
-    "test_bitext_e2e.py",
     "test_faults.py",
     "test_line_ranges_resume.py",
     "test_bad_input.py",
-    "test_bench_smoke.py",
-    "test_run_output.py",
-    "test_lease.py",  # two real embed jobs at a time, three times, on the session Ray (~1.5 min loaded)
     "test_output_precision.py",
-    "test_clustering_duplicates.py",
+    "test_bitext_e2e.py",
+    "test_clustering_job.py",  # ~2.5x shorter since the k-means iterations became Ray tasks (a3d83b8)
+    "test_resolution_cache.py",
+    "test_run_output.py",
+    "test_bench_smoke.py",
+    "test_lease.py",
     "test_process_exit.py",
     "test_duplicate_pass.py",
     "test_bitext_shard_memory.py",
     "test_compiling.py",
-    "test_stages.py",
     "test_spreading.py",
-    "test_resolution_cache.py",
+    "test_stages.py",
+    "test_clustering_duplicates.py",
     "test_actor_start.py",
     "test_bitext_mining_actor.py",
     "test_bitext_stream.py",
+    "test_shared_output.py",
     "test_encoder.py",
 )
 
