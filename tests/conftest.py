@@ -89,6 +89,10 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def ray_session():
     import ray
 
+    if ray.is_initialized():
+        # a Ray an earlier test of this xdist worker started in-process and left up (a job that failed after its
+        # init_ray, Ray Data's auto-init): not the session's settings, and ray.init below would refuse to run
+        ray.shutdown()
     # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another (ray start, cluster_utils)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

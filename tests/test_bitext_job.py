@@ -384,9 +384,10 @@ def test_empty_side_is_an_error(corpus):
         run_mine(parse_config(MineConfig, config(corpus)))
 
 
-def test_a_side_whose_rows_are_all_rejects_quotes_their_reasons(tmp_path):
+def test_a_side_whose_rows_are_all_rejects_quotes_their_reasons(ray_session, tmp_path):
     """Rows rejected for their ids (another tool's list ids) were called 'null, empty or unreadable text'; the
-    error now quotes the rejects' own reasons and where they are written."""
+    error now quotes the rejects' own reasons and where they are written. (A side to embed: the job starts Ray
+    before it reads the sides, so this test runs on the session's Ray rather than leaving one of its own up.)"""
     pq.write_table(pa.table({"id": [[i] for i in range(3)], "text": ["a", "b", "c"]}), tmp_path / "src.parquet")
     (tmp_path / "eng.txt").write_text("x\ny\n")
     raw = {
