@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def run_child(code: Path, source: str, *args: str) -> dict:
     if line is None:  # the child failed: its own error, not a StopIteration
         raise RuntimeError(f"{code}: exit {out.returncode}: {out.stderr[-3000:]}")
     return json.loads(line[len("RESULT ") :])
+
+
+def in_turns(names: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, name) for `rounds` rounds over `names`, every other round in reverse (A B, B A, A B, ...), so neither
+    version always runs first on a machine that warms up or slows down during the run."""
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            yield round_, name
 
 
 def alternate_rounds(baseline: Path, rounds: int, source: str, *args: str) -> dict[str, list[dict]]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.baseline_code import extract, revisions, run_child
+from bench.baseline_code import extract, in_turns, revisions, run_child
 from bench.cluster_scale import write_dataset
 from bench.wallclock import ROOT, load_average, machine
 
@@ -89,13 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
         src.mkdir()
         write_dataset(src, args.rows, args.dim, 8, args.files, seed=0)
         codes = {names[0]: ROOT, names[1]: extract(baseline, work)}
-        for round_ in range(args.rounds):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                out = work / f"out-{round_}-{name[:4]}"
-                result = run_child(codes[name], CHILD, str(src), str(out), str(args.runs), str(args.k))
-                runs[name].append(result)
-                loads.append(load_average())
-                print(f"round {round_}: {name}: {result}", flush=True)
+        for round_, name in in_turns(names, args.rounds):
+            out = work / f"out-{round_}-{name[:4]}"
+            result = run_child(codes[name], CHILD, str(src), str(out), str(args.runs), str(args.k))
+            runs[name].append(result)
+            loads.append(load_average())
+            print(f"round {round_}: {name}: {result}", flush=True)
     summary = {
         name: {
             "cpu_s_per_run_median": round(statistics.median(r["cpu_s"] / args.runs for r in runs[name]), 2),

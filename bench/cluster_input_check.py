@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.baseline_code import extract, revisions, run_child
+from bench.baseline_code import extract, in_turns, revisions, run_child
 from bench.cluster_scale import write_dataset
 from bench.wallclock import ROOT, load_average, machine
 
@@ -104,23 +104,22 @@ def main(argv: list[str] | None = None) -> dict:
         src.mkdir()
         write_dataset(src, args.rows, args.dim, 200, args.files, seed=0)
         codes = {names[0]: ROOT, names[1]: extract(baseline, work)}
-        for round_ in range(args.rounds):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                cfg = {
-                    "input": {"uri": str(src)},
-                    "output": {"uri": str(work / f"out-{round_}-{name[:4]}")},
-                    "clustering": {"k": args.k, "max_iter": args.max_iter, "tol": 0.0},
-                }
-                result = run_child(codes[name], CHILD, json.dumps(cfg), str(args.repeats))
-                runs[name].append(result)
+        for round_, name in in_turns(names, args.rounds):
+            cfg = {
+                "input": {"uri": str(src)},
+                "output": {"uri": str(work / f"out-{round_}-{name[:4]}")},
+                "clustering": {"k": args.k, "max_iter": args.max_iter, "tol": 0.0},
+            }
+            result = run_child(codes[name], CHILD, json.dumps(cfg), str(args.repeats))
+            runs[name].append(result)
+            loads.append(load_average())
+            print(f"round {round_}: {name}: {result}", flush=True)
+            if args.job:
+                cfg["output"]["uri"] += "-job"
+                result = run_child(codes[name], CHILD, json.dumps(cfg), "0")
+                jobs[name].append(result)
                 loads.append(load_average())
-                print(f"round {round_}: {name}: {result}", flush=True)
-                if args.job:
-                    cfg["output"]["uri"] += "-job"
-                    result = run_child(codes[name], CHILD, json.dumps(cfg), "0")
-                    jobs[name].append(result)
-                    loads.append(load_average())
-                    print(f"round {round_}: {name}: job {result}", flush=True)
+                print(f"round {round_}: {name}: job {result}", flush=True)
     summary = {}
     for name in names:
         first = [r["check_s"][0] for r in runs[name]]  # as the job calls it: once, on a new Ray

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.baseline_code import extract, revisions
+from bench.baseline_code import extract, in_turns, revisions
 from bench.process_tree import become_subreaper, children_cpu, reap_orphans
 from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_args
 
@@ -92,12 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(tmp)
         codes = {"this tree": ROOT, f"baseline {baseline[:10]}": extract(baseline, work)}
         names = list(codes)
-        for round_ in range(args.rounds):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                result = run_once(codes[name], model_dir, work / f"out-{round_}-{len(runs[name])}-{name[:4]}")
-                runs[name].append(result)
-                loads.append(load_average())
-                print(f"round {round_}: {name}: {result}", flush=True)
+        for round_, name in in_turns(names, args.rounds):
+            result = run_once(codes[name], model_dir, work / f"out-{round_}-{len(runs[name])}-{name[:4]}")
+            runs[name].append(result)
+            loads.append(load_average())
+            print(f"round {round_}: {name}: {result}", flush=True)
     table = {
         name: {
             key: median_of(rs, key) for key in ("process_seconds", "fixed_cost_seconds", "embed_seconds", "cpu_seconds")
