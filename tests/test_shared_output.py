@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline import shared_output
 from pipeline.bitext.output import finalize
 from pipeline.clustering.distributed import ClusterSpec, finish_cluster
 from pipeline.columns import SOURCE
@@ -85,7 +86,8 @@ def test_a_lease_being_rewritten_or_seen_late_passes_and_is_checked_once_per_pro
     writer.join()
 
 
-def test_the_write_tasks_check_before_they_write(tmp_path):
+def test_the_write_tasks_check_before_they_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(shared_output, "WAIT_S", 0.0)  # each task would look again for 15 s before failing
     SEEN.clear()
     cfg = EmbedConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": str(tmp_path)}, "model": {}})
     out = resolve(str(tmp_path), cfg.storage)
