@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
 from pipeline.errors import LeaseHeldError, UserError
-from pipeline.storage import Location
+from pipeline.storage import Location, missing_folders, remove_empty_folders
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,13 @@ class _LocalStore:
 
     def __init__(self, target: Location):
         self.path = target.path
-        self.created: str | None = None  # the topmost folder the lease created: removed with it when left empty
+        self.created: list[str] = []  # the folders the lease created, deepest first: removed with it when left empty
 
     @contextmanager
     def _locked(self) -> Iterator[int]:
         while True:
             folder = posixpath.dirname(self.path)
-            missing = folder
-            while not os.path.exists(missing) and posixpath.dirname(missing) != missing:
-                self.created, missing = missing, posixpath.dirname(missing)
+            self.created = missing_folders(folder) or self.created
             os.makedirs(folder, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -167,15 +165,7 @@ class _LocalStore:
     def tidy(self) -> None:
         """Remove the folders the lease created if nothing else was written there: a run refused or failed before
         it wrote leaves no empty output folder behind."""
-        folder = posixpath.dirname(self.path)
-        while self.created is not None and folder.startswith(self.created):
-            try:
-                os.rmdir(folder)
-            except OSError:
-                return  # not empty (or gone): the output's files stay
-            if folder == self.created:
-                return
-            folder = posixpath.dirname(folder)
+        remove_empty_folders(self.created)  # a folder with the output's files in it stays
 
 
 # A store that refuses the conditional headers outright (instead of ignoring them)

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from pipeline.cluster_paths import config_uris, is_output
 from pipeline.errors import UserError
-from pipeline.storage import has_glob
+from pipeline.storage import has_glob, missing_folders, remove_empty_folders
 
 log = logging.getLogger(__name__)
 
@@ -183,30 +183,12 @@ def check_nodes_see_paths(cfg: BaseModel, timeout_s: float = TIMEOUT_S) -> None:
                 os.remove(probe)
             except OSError:
                 pass
-        for folder in created:
-            try:
-                os.rmdir(folder)  # only if still empty: nothing else of the job has written there yet
-            except OSError:
-                pass
+        remove_empty_folders(created)  # only while empty: nothing else of the job has written there yet
     if found:
         host = ray.util.get_node_ip_address()
         raise NodePathError("; ".join(message(places[i], where, host) for i, where in sorted(found.items())))
     # a nested step's init_ray (the cluster job's embed step) checks these no more
     CHECKED.update((cluster, not is_output(p.key), p.path) for p in places)
-
-
-def missing_folders(path: str) -> list[str]:
-    """The folders `os.makedirs(path)` would create: `path` and its missing parents, deepest first (empty when
-    `path` exists)."""
-    missing = []
-    head = os.path.abspath(path)
-    while not os.path.lexists(head):
-        missing.append(head)
-        parent = os.path.dirname(head)
-        if parent == head:
-            break
-        head = parent
-    return missing
 
 
 def wait_for_nodes(refs: dict[Any, dict[str, Any]], timeout_s: float, keys: list[str]) -> tuple[list, list]:

@@ -49,6 +49,30 @@ GLOB_CHARS = "*?[{"
 HIDDEN_PREFIXES = ("_", ".")  # _SUCCESS, _rejects/, .part-tmp files: never input, never dataset files
 
 
+def missing_folders(path: str) -> list[str]:
+    """The local folders `os.makedirs(path)` would create: `path` and its missing parents, deepest first (empty when
+    `path` exists)."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.lexists(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    return missing
+
+
+def remove_empty_folders(folders: list[str]) -> None:
+    """Remove `folders` (deepest first, as missing_folders gives them) while they are empty; a folder something was
+    written into since, or that is gone, stays as it is, and so do the folders above it."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
 @dataclass(frozen=True)
 class Location:
     """A filesystem plus a path on it; `uri` is what the user wrote, for messages."""

@@ -18,10 +18,10 @@ from pipeline.node_paths import (
     check_nodes_see_paths,
     local_places,
     look,
-    missing_folders,
     nodes_that_run_tasks,
     wait_for_nodes,
 )
+from pipeline.storage import missing_folders
 
 
 def test_local_locations_of_a_config_and_the_folder_above_a_glob(tmp_path):
