@@ -61,17 +61,26 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 SAMPLE_PASSES = 3
 
 
-def sample_vectors(embed: Callable[[int], ray.data.Dataset], wanted: int) -> tuple[int, np.ndarray]:
+def sample_vectors(
+    read: Callable[[int], ray.data.Dataset], embed: Callable[[ray.data.Dataset], ray.data.Dataset], wanted: int
+) -> tuple[int, np.ndarray]:
     """(rows embedded, (N, D) vectors) of the first `wanted` rows the tokenizer and the model keep.
 
-    `embed(n)`: the first n rows that are not rejects on reading (good_rows), embedded. Rows the tokenizer or the
-    model rejects (no token left, a token id outside the vocabulary, ...) come back without a vector; while some did
-    and the input has more rows, the sample is embedded again with as many more rows (at most SAMPLE_PASSES
-    passes: a rare path, the first rows embedded again each time, so that the sample stays the input's first rows).
+    `read(n)`: the first n rows that are not rejects on reading (good_rows); `embed(ds)`: those rows embedded. The
+    rows are read first, without a model: where there is none (an empty input, or one whose every row is rejected on
+    reading), `embed` is never called, so no tokenizer or model pool starts for a sample it would not embed.
+    Rows the tokenizer or the model rejects (no token left, a token id outside the vocabulary, ...) come back
+    without a vector; while some did and the input has more rows, the sample is embedded again with as many more
+    rows (at most SAMPLE_PASSES passes: a rare path, the first rows embedded again each time, so that the sample
+    stays the input's first rows).
     """
     take = wanted
+    rows, vectors = 0, np.zeros((0, 0), np.float32)
     for _ in range(SAMPLE_PASSES):
-        blocks = list(embed(take).iter_batches(batch_size=None, batch_format="pyarrow"))
+        sample = read(take).materialize()  # at most `take` rows (output.calibration_rows): held for embed
+        if sample.count() == 0:
+            break
+        blocks = list(embed(sample).iter_batches(batch_size=None, batch_format="pyarrow"))
         rows = sum(b.num_rows for b in blocks)
         vectors = np.concatenate([vectors_of(b.column("embedding")) for b in blocks]) if blocks else np.zeros((0, 0))
         if len(vectors) >= wanted or rows < take:

@@ -405,7 +405,9 @@ def job_precision(
         good = io_stage(good_rows, cfg.compute, {}).apply(read_dataset(cfg, spec, units))  # rejects take no place
         unquantized = precision.unquantized()
         rows, vectors = sample_vectors(
-            lambda n: embed_stages(good.limit(n), cfg, prompt, unquantized, settings), cfg.output.calibration_rows
+            good.limit,
+            lambda sample: embed_stages(sample, cfg, prompt, unquantized, settings),
+            cfg.output.calibration_rows,
         )
         precision = calibrated_on(precision, rows, vectors)
     recorded_at = out.join(commit.RUN_DIR, "precision.json")

@@ -12,7 +12,7 @@ from conftest import SAMPLE
 from transformers import AutoTokenizer
 
 from pipeline.actors import TokenizeActor
-from pipeline.calibration import calibrate
+from pipeline.calibration import calibrate, sample_vectors
 from pipeline.columns import COMPUTED, EMBED_SECONDS, TOKEN_COUNT, TRUNCATED, UNIT, UNIT_ROWS
 from pipeline.config import EmbedConfig, ModelConfig
 from pipeline.embed_job import file_metadata, run_embed, summarize
@@ -129,6 +129,26 @@ def test_int8_of_an_input_without_rows_writes_the_empty_output_as_float32_does(r
     rejected = pa.table({"embedding": pa.array([None, None], pa.list_(pa.float32(), 16))})  # two rejects' rows
     with pytest.raises(UserError, match="every one of the 2 rows read for calibration .* was rejected"):
         calibrate(OutputPrecision("uint8", 16), ray_session.data.from_arrow(rejected))
+
+
+def test_a_calibration_sample_without_rows_starts_no_model_pool(ray_session):
+    """An int8 run on an input without a row to embed (all files empty, or every row rejected on reading) started
+    the tokenizer and model pools twice: once to embed its empty calibration sample, once for the run
+    (`--set output.dtype=int8` on a folder of two zero-byte .jsonl files: 'Loading weights' twice in the log, 32 s).
+    The sample is now read first and embedded only when it has rows; with rows, each comes back with its vector."""
+    embedded = []
+
+    def embed(sample):
+        embedded.append(sample.count())
+        vectors = pa.array([[1.0, 0.0], [0.0, 1.0], None], pa.list_(pa.float32(), 2))
+        return ray_session.data.from_arrow(pa.table({"embedding": vectors.slice(0, sample.count())}))
+
+    empty = ray_session.data.from_arrow(block(["x"]).slice(0, 0))
+    rows, vectors = sample_vectors(empty.limit, embed, 4)
+    assert (rows, len(vectors), embedded) == (0, 0, [])
+    three = ray_session.data.from_arrow(block(["a", "b", "c"]))
+    rows, vectors = sample_vectors(three.limit, embed, 4)
+    assert (rows, embedded) == (3, [3]) and vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
 @pytest.mark.slow
