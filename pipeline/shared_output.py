@@ -16,16 +16,22 @@ JSON: the file is there, which is what the check needs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
 from pipeline.lease import held_for
 from pipeline.storage import Location
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 WAIT_S = 15.0
 # (lease path, token) seen by this worker process
@@ -39,10 +45,12 @@ class OutputNotSharedError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class RunLease:
-    """What a write task checks: the lease file's absolute local path and the run's token in it."""
+    """What a write task checks: the lease file's absolute local path and the run's token in it, and how long a node
+    looks again for a lease it does not see (seconds; WAIT_S unless a test sets it, which reaches remote tasks)."""
 
     path: str
     token: str
+    wait_s: float = WAIT_S
 
 
 def run_lease(out: Location) -> RunLease | None:
@@ -78,11 +86,12 @@ def check_output_is_the_drivers(lease: RunLease | None, wait_s: float | None = N
     output on object storage (one place for every node), or no lease held (a caller outside a job): nothing to check.
 
     Raises:
-        OutputNotSharedError: after `wait_s` (default WAIT_S) of looking again, the lease is missing or another's.
+        OutputNotSharedError: after `wait_s` (default: the lease's wait_s) of looking again, the lease is missing or
+            another's.
     """
     if lease is None or (lease.path, lease.token) in SEEN:
         return
-    deadline = time.monotonic() + (WAIT_S if wait_s is None else wait_s)
+    deadline = time.monotonic() + (lease.wait_s if wait_s is None else wait_s)
     while (why := mismatch(lease)) is not None and time.monotonic() < deadline:
         time.sleep(1.0)
         try:
@@ -100,6 +109,24 @@ def check_output_is_the_drivers(lease: RunLease | None, wait_s: float | None = N
         "would be missing from the output. Give a path on a file system that every node mounts at the same place "
         "(NFS, a shared volume), or object storage: --set output.uri=s3://bucket/prefix"
     )
+
+
+def checking_first(fn: Callable[P, R], lease: RunLease | None) -> Callable[P, R]:
+    """`fn` run after check_output_is_the_drivers(lease) on the node it runs on: for the steps of a job whose every
+    task reads or writes files under its output (the mining job's work files, pipeline.bitext.executor). None: `fn`.
+
+    Raises (the returned function):
+        OutputNotSharedError: as check_output_is_the_drivers, before `fn` runs.
+    """
+    if lease is None:
+        return fn
+
+    @functools.wraps(fn)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        check_output_is_the_drivers(lease)
+        return fn(*args, **kwargs)
+
+    return checked
 
 
 def node_address() -> str:

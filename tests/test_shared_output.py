@@ -6,6 +6,7 @@ multi-node cluster that share the path pass it in tests/test_multinode.py's jobs
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline import shared_output
 from pipeline.bitext.output import finalize
 from pipeline.clustering.distributed import ClusterSpec, finish_cluster
 from pipeline.columns import SOURCE
@@ -86,13 +86,12 @@ def test_a_lease_being_rewritten_or_seen_late_passes_and_is_checked_once_per_pro
     writer.join()
 
 
-def test_the_write_tasks_check_before_they_write(tmp_path, monkeypatch):
-    monkeypatch.setattr(shared_output, "WAIT_S", 0.0)  # each task would look again for 15 s before failing
+def test_the_write_tasks_check_before_they_write(tmp_path):
     SEEN.clear()
     cfg = EmbedConfig.model_validate({"input": {"uri": "x"}, "output": {"uri": str(tmp_path)}, "model": {}})
     out = resolve(str(tmp_path), cfg.storage)
     block = pa.table({"x": pa.array([], pa.int64())})
-    elsewhere = RunLease(str(tmp_path / LEASE), "this-run")
+    elsewhere = RunLease(str(tmp_path / LEASE), "this-run", wait_s=0.0)  # not 15 s of looking again per task
     with pytest.raises(OutputNotSharedError):
         write_block(block, out, cfg, {}, elsewhere)
     spec = ClusterSpec(out, (), None, 0, elsewhere)
@@ -105,6 +104,42 @@ def test_the_write_tasks_check_before_they_write(tmp_path, monkeypatch):
     with pytest.raises(OutputNotSharedError):
         write_by_source(pa.table({SOURCE: pa.array([], pa.string())}), staged)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_mining_step_checks_the_output_first_on_its_node(ray_session, tmp_path):
+    """The mining job's steps (pipeline.bitext.executor) all read or write its work files under the output: each Ray
+    task checks the run's lease first. A node with a folder of its own there fails the step before it writes."""
+    from pipeline.bitext.executor import RayExecutor
+
+    SEEN.clear()
+    with holding(resolve(str(tmp_path), StorageConfig()), StorageConfig(), "mine_bitext", ttl=60) as lease:
+        ours = RunLease(str(tmp_path / LEASE), lease.token)
+        ex = RayExecutor(0.25, 0, ours)
+        ex.get(ex.submit(os.makedirs, str(tmp_path / "a")))  # a step that writes under the output
+        assert (tmp_path / "a").is_dir()
+    elsewhere = RayExecutor(0.25, 0, RunLease(str(tmp_path / "other" / LEASE), lease.token, wait_s=0.0))
+    with pytest.raises(Exception, match="OutputNotSharedError") as err:
+        elsewhere.get(elsewhere.submit(os.makedirs, str(tmp_path / "b")))
+    assert "is not one shared place on every node" in str(err.value)
+    assert not (tmp_path / "b").exists()
+    plain = RayExecutor(0.25, 0)  # an output on object storage: no lease to check
+    plain.get(plain.submit(os.makedirs, str(tmp_path / "c")))
+    assert (tmp_path / "c").is_dir()
+
+
+def test_the_mining_job_hands_its_executor_the_runs_lease(tmp_path):
+    from pipeline.bitext.job import make_executor
+    from pipeline.mine_config import MineConfig
+
+    sides = {"uri": str(tmp_path / "in"), "lang": "fra"}
+    cfg = MineConfig.model_validate(
+        {"source": sides, "target": {**sides, "lang": "eng"}, "output": {"uri": str(tmp_path / "out")}}
+    )
+    out = resolve(cfg.output.uri, cfg.storage)
+    with holding(out, cfg.storage, "mine_bitext", ttl=60) as lease:
+        assert make_executor(cfg, out)._lease == RunLease(str(tmp_path / "out" / LEASE), lease.token)
+    local = cfg.model_copy(update={"mining": cfg.mining.model_copy(update={"backend": "local"})})
+    assert make_executor(local, out).distributed is False
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ from pipeline.reading import ReadSpec
 from pipeline.reject_guard import TooManyRejectsError, reject_failure
 from pipeline.rules import check_rules
 from pipeline.shared_output import run_lease
-from pipeline.storage import resolve, write_bytes
+from pipeline.storage import Location, resolve, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,12 @@ def plan_inputs(cfg: MineConfig) -> list[InputGroup]:
     return list(groups.values())
 
 
-def make_executor(cfg: MineConfig) -> LocalExecutor | RayExecutor:
+def make_executor(cfg: MineConfig, out: Location | None = None) -> LocalExecutor | RayExecutor:
+    """`out`: the run's output, whose lease (a local output's) every Ray task checks first (pipeline.shared_output)."""
     if cfg.mining.backend == "local":
         return LocalExecutor()
-    return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries)
+    lease = run_lease(out) if out is not None else None
+    return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries, lease)
 
 
 def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: Listings) -> prepare.ReadCounts:
@@ -908,7 +910,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
         needs_embed = not (cfg.source.embeddings_uri and cfg.target.embeddings_uri)
         if cfg.mining.backend == "ray" or needs_embed:
             init_ray(cfg.compute, cfg)
-        ex = make_executor(cfg)
+        ex = make_executor(cfg, out)
         work_uri = out.join("work").uri
         reused = [stage for stage in (resume.TEXTS, resume.KNN) if stage in stages]
         texts = stages.get(resume.TEXTS)
