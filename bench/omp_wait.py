@@ -13,13 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = {"PASSIVE": "PASSIVE", "default": None}
+# name -> environment of the child: OMP_WAIT_POLICY, and GOMP_SPINCOUNT (libgomp, the OpenMP of torch's Linux
+# wheels: iterations a thread spins at a barrier before it sleeps; with OMP_WAIT_POLICY unset it defaults to 300,000,
+# or 100 when a process runs more OpenMP threads than it has CPUs; PASSIVE makes it 0 and ignores the variable)
+POLICIES = {
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "default": {},
+    "spin1k": {"GOMP_SPINCOUNT": "1000"},
+    "spin10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin100k": {"GOMP_SPINCOUNT": "100000"},
+}
 CORPUS_DOCS = 3000  # bench.wallclock --docs default: the same documents
 
 
@@ -45,27 +55,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=int, default=1000)
     p.add_argument("--model", default="multilingual-e5-small", help="a model under .models/ or a directory")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--policies", default="PASSIVE,default", help=f"comma-separated, of {','.join(POLICIES)}")
+    p.add_argument("--rounds", type=int, default=1, help="rounds, the policies in turn within each")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     model = args.model if Path(args.model).is_dir() else str(ROOT / ".models" / args.model)
     if args.child:
         print(json.dumps(child(model, args.docs, args.dtype)))
         return
-    results = {}
-    for name, value in POLICIES.items():
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if value:
-            env["OMP_WAIT_POLICY"] = value
-        cmd = [sys.executable, "-m", "bench.omp_wait", "--child", "--docs", str(args.docs), "--model", model]
-        out = subprocess.run(
-            [*cmd, "--dtype", args.dtype], env=env, cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{args.docs} documents, {results['PASSIVE']['tokens']:,} tokens, {Path(model).name} {args.dtype}, 2 threads")
-    print("| OMP_WAIT_POLICY | wall s | CPU s |\n|---|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['wall']:.1f} | {r['cpu']:.1f} |")
-    print(f"default / PASSIVE wall: {results['PASSIVE']['wall'] / results['default']['wall']:.2f}x")
+    names = args.policies.split(",")
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+            env.update(POLICIES[name])
+            cmd = [sys.executable, "-m", "bench.omp_wait", "--child", "--docs", str(args.docs), "--model", model]
+            out = subprocess.run(
+                [*cmd, "--dtype", args.dtype], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+            )
+            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    tokens = results[names[0]][0]["tokens"]
+    print(f"{args.docs} documents, {tokens:,} tokens, {Path(model).name} {args.dtype}, 2 threads, {args.rounds} rounds")
+    print("| policy | environment | median wall s | runs s | median CPU s |\n|---|---|---:|---|---:|")
+    for name, runs in results.items():
+        walls = [r["wall"] for r in runs]
+        env = " ".join(f"{k}={v}" for k, v in POLICIES[name].items()) or "(unset)"
+        runs_s = ", ".join(f"{w:.1f}" for w in walls)
+        cpu = statistics.median(r["cpu"] for r in runs)
+        print(f"| {name} | {env} | {statistics.median(walls):.1f} | {runs_s} | {cpu:.1f} |")
 
 
 if __name__ == "__main__":
