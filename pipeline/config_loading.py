@@ -770,9 +770,31 @@ KEY_ALIASES: dict[str, tuple[str | None, str]] = {
     "num_clusters": ("clustering.k", "the number of clusters"),
     "n_init": ("clustering.seed", "scikit-learn's n_init: one fit per run here, compare runs of other seeds"),
     "nredo": ("clustering.seed", "FAISS Kmeans' nredo: one fit per run here, compare runs of other seeds"),
+    "clustering.random_state": ("clustering.seed", "scikit-learn's random_state"),
+    "clustering.spherical": (
+        None,
+        "FAISS Kmeans' spherical: rayembed's k-means is always spherical (cosine, unit-length centroids); no setting",
+    ),
+    "eps_to_extract": ("clustering.dedup.eps", "NeMo Curator SemDedup's eps_to_extract: a cosine distance, as eps"),
+    "dedup.threshold": (
+        "clustering.dedup.eps",
+        "a similarity threshold s (sentence-transformers' community_detection threshold) is eps: 1 - s",
+    ),
+    "dedup.similarity_threshold": ("clustering.dedup.eps", "a similarity threshold s is eps: 1 - s"),
     # the mining job (pipeline/mine_config.py)
     "neighborhood": ("mining.k", "LASER mine_bitexts' --neighborhood"),
     "knn": ("mining.k", "neighbours per sentence"),
+    "knn_neighbors": ("mining.k", "sentence-transformers' bitext mining example's knn_neighbors"),
+    "mining.top_k": ("mining.k", "neighbours per sentence"),
+    "mining.min_score": ("mining.threshold", "the lowest margin score kept"),
+    "use_ann_search": ("mining.index", "sentence-transformers' bitext mining example's use_ann_search: index: ivf"),
+    "ann_num_clusters": ("mining.ivf.nlist", "sentence-transformers' bitext mining example's ann_num_clusters"),
+    "ann_num_top_clusters": (
+        "mining.ivf.nprobe",
+        "sentence-transformers' bitext mining example's ann_num_top_clusters",
+    ),
+    "mining.unify": ("mining.dedup", "LASER mine_bitexts' --unify: drop repeated sentences before mining"),
+    "mining.gpu": ("mining.gpus_per_shard", "LASER mine_bitexts' --gpu: GPUs per k-NN shard"),
     "nprobe": ("mining.ivf.nprobe", "FAISS's nprobe, under mining.ivf"),
     "nlist": ("mining.ivf.nlist", "FAISS's nlist, under mining.ivf"),
 }

@@ -412,7 +412,7 @@ def test_every_hint_in_the_table_reaches_the_user():
     """The whole table: each key, written under the section of its target (or of its `section.key` entry), gets its
     own hint, not a spelling match or another section's key."""
     from pipeline.cluster_config import ClusterConfig
-    from pipeline.config_loading import KEY_ALIASES, field_annotation, suggestion
+    from pipeline.config_loading import KEY_ALIASES, field_annotation, section_fields, suggestion
     from pipeline.mine_config import MineConfig
 
     for key, (target, text) in KEY_ALIASES.items():
@@ -420,7 +420,10 @@ def test_every_hint_in_the_table_reaches_the_user():
         section = section or (target.split(".")[0] if target else "model")
         where = target.split(".") if target else [section]  # the job that has the target (input.embedding_column)
         job = next(j for j in (EmbedConfig, MineConfig, ClusterConfig) if field_annotation(j, where) is not None)
-        hint = suggestion(job, (section, leaf))
+        # a `section.key` entry of a nested section (dedup.threshold) is written under its target's sections
+        top = section in (section_fields(job, ()) or [])
+        loc = (section, leaf) if top or target is None else (*target.split(".")[:-1], leaf)
+        hint = suggestion(job, loc)
         want = f"; {text}" if target is None else f"; did you mean {target}? ({text})"
         assert hint == want, key
 
@@ -457,6 +460,21 @@ def test_another_tools_task_name_is_not_taken_for_the_query_instruction(tmp_path
         ("mine", "mining.neighborhood=8", "did you mean mining.k? (LASER mine_bitexts' --neighborhood)"),
         ("mine", "mining.nprobe=16", "did you mean mining.ivf.nprobe?"),
         ("mine", "mining.nlist=64", "did you mean mining.ivf.nlist?"),
+        # sentence-transformers' bitext mining example, LASER's flags, scikit-learn, FAISS, NeMo Curator's SemDedup:
+        # each got only the list of known keys
+        ("mine", "mining.knn_neighbors=4", "did you mean mining.k?"),
+        ("mine", "mining.top_k=4", "did you mean mining.k?"),
+        ("mine", "mining.min_score=1.05", "did you mean mining.threshold?"),
+        ("mine", "mining.use_ann_search=true", "did you mean mining.index? (sentence-transformers' bitext mining"),
+        ("mine", "mining.ann_num_clusters=64", "did you mean mining.ivf.nlist?"),
+        ("mine", "mining.ann_num_top_clusters=8", "did you mean mining.ivf.nprobe?"),
+        ("mine", "mining.unify=true", "did you mean mining.dedup? (LASER mine_bitexts' --unify"),
+        ("mine", "mining.gpu=true", "did you mean mining.gpus_per_shard?"),
+        ("cluster", "clustering.random_state=1", "did you mean clustering.seed? (scikit-learn's random_state)"),
+        ("cluster", "clustering.spherical=true", "rayembed's k-means is always spherical"),
+        ("cluster", "clustering.dedup.eps_to_extract=0.01", "did you mean clustering.dedup.eps? (NeMo Curator"),
+        ("cluster", "clustering.dedup.threshold=0.95", "did you mean clustering.dedup.eps? (a similarity threshold s"),
+        ("cluster", "clustering.dedup.similarity_threshold=0.95", "is eps: 1 - s"),
         # another tool's name for the vector column: 'did you mean text_column?' (a column of the texts)
         ("cluster", "input.vector_column=vector", "did you mean input.embedding_column? (the column of the vectors"),
         ("mine", "source.vector_column_name=vector", "did you mean source.embedding_column? (the column of the"),
