@@ -182,6 +182,13 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            # a reply is two writes (headers, then body): with Nagle on, the body waited for the client's delayed
+            # ACK of the headers, ~40 ms a request (pyarrow's S3 client: 200-300 ms per small write + read here,
+            # 65 ms straight to the server), as no real store answers
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _handle(self) -> None:
             proxy.enter()
             try:
