@@ -42,6 +42,9 @@ from pipeline.type_widening import what_changes, widens_losslessly
 log = logging.getLogger(__name__)
 
 MIXED = None  # observed_types: the column holds values of several incompatible types within one file
+# observed_kept_types' format of a file without a record or a schema (a zero-byte file, JSONL of blank lines only):
+# it says nothing about which columns the input has, so it neither has nor lacks a kept column
+NO_RECORDS = "no records"
 # JSON values nested deeper than this are kept as JSON text: Parquet readers refuse schemas deeper than 100 levels
 # (pyarrow: "Parquet schema too deeply nested"), which a list of lists reaches at about 49 levels, so a typed
 # column that deep made output files nobody could open.
@@ -221,15 +224,17 @@ def decide(columns: list[str], per_file: list[tuple[str, str, dict[str, pa.DataT
     Args:
         columns: the kept columns (output.keep_columns).
         per_file: (relative path, format, {column: observed type or MIXED}) per input file, in listing order; a
-            column a file does not have is left out (its rows get null).
+            column a file does not have is left out (its rows get null); format NO_RECORDS for a file without a
+            record or a schema.
 
     Raises:
         KeptColumnTypeError: a Parquet file's type cannot be reconciled with another file's; the message names
-            both files, the column and both types. Or no file has a kept column at all (a misspelled name).
+            both files, the column and both types. Or no file has a kept column at all (a misspelled name), while
+            some file has records or a schema (files of format NO_RECORDS only: an empty input, nothing to check).
     """
     decided: dict[str, KeptType] = {}
     absent = [c for c in columns if not any(c in observed for _, _, observed in per_file)]
-    if absent and per_file:
+    if absent and any(fmt != NO_RECORDS for _, fmt, _ in per_file):  # files without records cannot tell
         raise KeptColumnTypeError(
             f"output.keep_columns: no input file has the column(s) {absent} (no Parquet column, no JSONL record with "
             "the key); check the spelling, or remove them"

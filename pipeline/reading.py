@@ -53,7 +53,7 @@ from pipeline.file_formats import (
     open_input,
     utf8_chunks,
 )
-from pipeline.kept_columns import MIXED, KeptType, conform, infer_values, normalize, unify
+from pipeline.kept_columns import MIXED, NO_RECORDS, KeptType, conform, infer_values, normalize, unify
 from pipeline.line_ranges import LineSpan, span_lines
 from pipeline.read_content import DecompressedDigest, ListedPrefix
 from pipeline.repeated_keys import ReadKeys, first_repeated, key_names, may_repeat, repeated_hook, repeated_reason
@@ -760,7 +760,8 @@ def read_file(
 
 def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.DataType | None]]:
     """(format, {kept column: the type its values have in this file, or MIXED}) for kept_columns.decide; a column
-    the file does not have (no Parquet column, no JSONL record with the key) is left out.
+    the file does not have (no Parquet column, no JSONL record with the key) is left out. The format is
+    kept_columns.NO_RECORDS for a file without a record (JSONL) or a schema (a zero-byte Parquet file).
 
     Parquet: the footer's schema only. JSONL: one pass over the values of the kept columns.
     """
@@ -774,8 +775,8 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         path = posixpath.join(spec.root.path, rel)
         if fmt == "parquet":
             with spec.root.fs.open_input_file(path) as f:
-                if f.size() == 0:
-                    return fmt, {}  # an empty file has no columns: its rows (none) take any type
+                if f.size() == 0:  # no schema: its rows (none) take any type, and it has no say in which columns exist
+                    return NO_RECORDS, from_path
                 check_parquet_head(f.read(PARQUET_HEAD), posixpath.join(spec.root.uri, rel))
                 f.seek(0)
                 schema = pq.read_schema(f)
@@ -787,9 +788,11 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
         values: dict[str, list] = {c: [] for c in spec.keep_columns}
         present: set[str] = set(from_path)
         names = read_keys(spec)
+        records = 0
         for n, line in enumerate(read_lines(spec, rel, path, "jsonl")):
             at.row = n  # the line: rows are not counted here
             for record in records_of(line, spec.text_column, names):
+                records += 1
                 for c in spec.keep_columns:
                     value = json_value(record, c)
                     if isinstance(value, Missing):
@@ -800,7 +803,7 @@ def observed_kept_types(spec: ReadSpec, rel: str) -> tuple[str, dict[str, pa.Dat
                 if len(values[spec.keep_columns[0]]) == CHUNK_ROWS:
                     fold_types(types, values)
         fold_types(types, values)
-        return fmt, {c: t for c, t in types.items() if c in present}
+        return fmt if records else NO_RECORDS, {c: t for c, t in types.items() if c in present}
 
 
 def observed_kept_types_of(spec: ReadSpec, rels: list[str]) -> list[tuple[str, dict[str, pa.DataType | None]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import StorageConfig
-from pipeline.kept_columns import JSON_TEXT, KeptColumnTypeError, KeptType, decide, unify
+from pipeline.kept_columns import JSON_TEXT, NO_RECORDS, KeptColumnTypeError, KeptType, decide, unify
 from pipeline.reading import ReadSpec, observed_kept_types, read_file
 from pipeline.storage import resolve
 
@@ -169,6 +170,27 @@ def test_a_kept_column_some_files_lack_is_null_there_and_one_no_file_has_is_an_e
     assert read_column(spec, names, types, "lang").to_pylist() == ["fr", None, None, "de"]
     with pytest.raises(KeptColumnTypeError, match=r"no input file has the column\(s\) \['lnag'\]"):
         job_types(tmp_path, files, keep=("lang", "lnag"))
+
+
+def test_files_without_records_neither_have_nor_lack_a_kept_column(tmp_path):
+    """An input of empty files (zero-byte JSONL and Parquet, JSONL of blank lines, an empty gzip) with
+    output.keep_columns failed the embed and re-embed jobs: 'no input file has the column(s) [...]; check the
+    spelling'. A file without a record or a schema cannot tell a misspelling: all-empty input decides nothing and
+    writes nulls; one file with records and without the column still fails."""
+    (tmp_path / "a.jsonl").write_bytes(b"")
+    (tmp_path / "b.parquet").write_bytes(b"")
+    (tmp_path / "c.jsonl").write_text("\n  \n\n")
+    with gzip.open(tmp_path / "d.jsonl.gz", "wb"):
+        pass
+    names = ["a.jsonl", "b.parquet", "c.jsonl", "d.jsonl.gz"]
+    spec = ReadSpec(resolve(str(tmp_path), StorageConfig()), None, "text", None, ("lang", "topic"))
+    observed = [(name, *observed_kept_types(spec, name)) for name in names]
+    assert [fmt for _, fmt, _ in observed] == [NO_RECORDS] * 4
+    assert decide(["lang", "topic"], observed) == {"lang": KeptType(pa.string()), "topic": KeptType(pa.string())}
+    (tmp_path / "e.jsonl").write_text(json.dumps({"text": "x", "lang": "fr"}) + "\n")
+    with_records = observed + [("e.jsonl", *observed_kept_types(spec, "e.jsonl"))]
+    with pytest.raises(KeptColumnTypeError, match=r"no input file has the column\(s\) \['topic'\]"):
+        decide(["lang", "topic"], with_records)
 
 
 def test_json_values_nested_deeper_than_parquet_readers_allow_are_kept_as_json_text(tmp_path):

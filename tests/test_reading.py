@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.config import StorageConfig
 from pipeline.file_formats import lines
+from pipeline.kept_columns import NO_RECORDS
 from pipeline.reading import REJECT, ROW, SOURCE, TEXT, InputFileError, ReadSpec, count_span_rows, read_file
 from pipeline.storage import resolve
 
@@ -443,7 +444,7 @@ def test_a_zero_byte_parquet_file_has_no_rows(tmp_path):
 
     (tmp_path / "part-00001.parquet").write_bytes(b"")
     assert list(read_file(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet")) == []
-    assert observed_kept_types(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet") == ("parquet", {})
+    assert observed_kept_types(spec(tmp_path, None, "id", ["lang"]), "part-00001.parquet") == (NO_RECORDS, {})
 
 
 def test_binary_key_ids_are_hex_and_uuids_one_id_whatever_their_parquet_type(tmp_path):
