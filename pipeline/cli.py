@@ -316,7 +316,11 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="rayembed", description=__doc__, epilog=KEYS_HELP, formatter_class=RAW)
     sub = top.add_subparsers(dest="command", required=True)
     for job in JOBS:
-        p = sub.add_parser(job.replace("_", "-"), help=f"run jobs.{job} here", epilog=KEYS_HELP, formatter_class=RAW)
+        # `rayembed mine_bitext` as `python -m jobs.mine_bitext` and `--job mine_bitext` spell it: was "invalid choice"
+        aliases = [job] if "_" in job else []
+        p = sub.add_parser(
+            job.replace("_", "-"), aliases=aliases, help=f"run jobs.{job} here", epilog=KEYS_HELP, formatter_class=RAW
+        )
         add_config(p)
         add_set(p)
         p.set_defaults(parser=p)  # usage errors name the subcommand

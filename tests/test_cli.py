@@ -105,6 +105,15 @@ def test_job_names_take_dashes(name):
     assert args.job == "mine_bitext"
 
 
+@pytest.mark.parametrize("name", ["mine-bitext", "mine_bitext"])
+def test_the_job_subcommand_takes_the_module_name_too(name, capsys):
+    """`rayembed mine_bitext CONFIG`, the job as `python -m jobs.mine_bitext` names it, was argparse's "invalid
+    choice: 'mine_bitext'"; `--job` took it."""
+    assert cli.main([name, "configs/mine_bitext.yaml", "--show-config", "--set", "mining.k=7"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# effective configuration of `python -m jobs.mine_bitext`") and "  k: 7  # default" in out
+
+
 def test_unknown_job_lists_the_names(capsys):
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["submit", "c.yaml", "--job", "mine"])
