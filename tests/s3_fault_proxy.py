@@ -276,6 +276,7 @@ def make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             host, _, port = self.path.rpartition(":")
             try:
                 upstream = socket.create_connection((host, int(port)), timeout=60)
+                upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as setup(): no wait on an ACK
             except OSError:
                 self.send_error(502)
                 return
