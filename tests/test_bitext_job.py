@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -238,9 +239,11 @@ def test_a_macrolanguage_code_takes_flores_individual_language_and_the_reverse(t
     assert "source.lang 'ps' takes the data's pbt_Arab (pbt): another language of the same macrolanguage" in caplog.text
 
 
-def test_a_float_lang_column_of_integer_ids_is_mined_by_the_integers(tmp_path):
+def test_a_float_lang_column_of_integer_ids_is_mined_by_the_integers(tmp_path, caplog):
     """pandas writes an integer lang column with a missing value as float64: lang: 1 against it was 'no rows with lang
-    == 1; languages present: 1.0 (4), 2.0 (4), nan (4)'. Its values follow the id rule now (1.0 is 1, NaN null)."""
+    == 1; languages present: 1.0 (4), 2.0 (4), nan (4)'. Its values follow the id rule now (1.0 is 1, NaN null).
+    The rows whose language is null were counted in rows_other_lang without a word: counted on their own and said."""
+    caplog.set_level(logging.WARNING, logger="pipeline.bitext.job")
     side = lang_corpus(tmp_path, [1.0, 2.0, float("nan")])
     cfg = {
         "source": {**side, "lang": 1},
@@ -251,6 +254,9 @@ def test_a_float_lang_column_of_integer_ids_is_mined_by_the_integers(tmp_path):
     summary = run_mine(parse_config(MineConfig, cfg))
     assert summary["source"]["lang_matched"] == {"1": 4} and summary["pairs_kept"] > 0
     assert summary["target"]["lang_matched"] == {"2": 4}
+    for side_name in ("source", "target"):  # 12 rows: 4 mined on this side, 4 of the other language, 4 null
+        assert summary[side_name]["rows_other_lang"] == 8 and summary[side_name]["rows_without_lang"] == 4
+    assert "4 rows have a null lang: no language" in caplog.text
 
 
 def test_a_bare_code_against_data_in_two_scripts_is_refused_as_ambiguous(tmp_path):

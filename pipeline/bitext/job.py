@@ -165,6 +165,14 @@ def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: 
                 f"{side}: no usable rows in {group.cfg.uri} ({counts.rows_rejected} rejected, "
                 f"{counts.rejects_said()}; reasons in {rejects_uri(cfg, next(iter(group.sides)))})"
             )
+    if counts.present.get(None):  # a null language value names no language: counted, and said
+        log.warning(
+            "%s: %d rows have a null %s: no language, so no side mines them (rows_without_lang, part of "
+            "rows_other_lang); give them a language value to mine them",
+            group.cfg.uri,
+            counts.present[None],
+            group.cfg.lang_column,
+        )
     if counts.rows_rejected:
         log.warning(
             "%s: skipped %d rejected rows, %s (reasons in %s)",
@@ -309,7 +317,13 @@ def prepare_texts(
         )
         check_rejects(cfg, group, counts.rows_read, counts.rows_rejected + repeats)
     read_counts = [
-        {"rows_read": c.rows_read, "rows_rejected": c.rows_rejected, "per_lang": dict(c.per_lang), "taken": c.taken}
+        {
+            "rows_read": c.rows_read,
+            "rows_rejected": c.rows_rejected,
+            "per_lang": dict(c.per_lang),
+            "taken": c.taken,
+            "rows_without_lang": c.present.get(None, 0),  # a null lang_column value (not rejected: no language)
+        }
         for c in reads
     ]
     return resume.as_json({"reads": read_counts, "sides": sides})
@@ -357,6 +371,7 @@ def build_stores(
                 "rows_rejected": counts["rows_rejected"],
                 "rejects": rejects_uri(cfg, next(iter(group.sides))),
                 "rows_other_lang": counts["rows_read"] - counts["rows_rejected"] - mined,
+                "rows_without_lang": counts.get("rows_without_lang"),  # None: a record of an older version
                 "langs": {},
             }
     recipes: dict[str, tuple[str, dict[str, str] | None]] = {}
@@ -994,6 +1009,8 @@ def side_summary(info: dict, lang: str) -> dict:
         "rows_rejected": info["rows_rejected"],
         **({"rejects": info["rejects"]} if info["rows_rejected"] > per.get("rows_rejected_by_embedding", 0) else {}),
         "rows_other_lang": info["rows_other_lang"],
+        # of rows_other_lang: rows whose lang_column is null (a resumed run's record of an older version: absent)
+        **({"rows_without_lang": info["rows_without_lang"]} if info.get("rows_without_lang") is not None else {}),
         "duplicates_dropped": per["duplicates_dropped"],
         "rows_mined": per["rows_mined"],
         # of rows_rejected: later rows of a repeated id, rows the embed step rejected (older records: 0)
