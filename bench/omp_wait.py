@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         runs_s = ", ".join(f"{w:.1f}" for w in walls)
         cpu = statistics.median(r["cpu"] for r in runs)
         print(f"| {name} | {env} | {statistics.median(walls):.1f} | {runs_s} | {cpu:.1f} |")
+    if "PASSIVE" in results:  # speed against the actors' policy: above 1, that policy is faster
+        passive = statistics.median(r["wall"] for r in results["PASSIVE"])
+        for name in (n for n in names if n != "PASSIVE"):
+            print(f"{name} / PASSIVE wall: {passive / statistics.median(r['wall'] for r in results[name]):.2f}x")
 
 
 if __name__ == "__main__":
