@@ -37,13 +37,14 @@ from bench.wallclock import ROOT, load_average, machine, model_path, quickstart_
 RAY_START_TIMEOUT = "The current node timed out during startup"
 
 
-def run_once(code: Path, model_dir: Path, out: Path, retries: int = 2) -> dict:
+def run_once(code: Path, model_dir: Path, out: Path, retries: int = 2, sets: tuple[str, ...] = ()) -> dict:
     """One quickstart with the packages at `code`: its process wall, the summary's model-stage seconds and, as a
     child subreaper (main), the CPU seconds of its whole process tree. A run whose Ray did not start in time is run
     again, at most `retries` times."""
     args = quickstart_args(model_dir, out)
     args[args.index("configs/quickstart.yaml")] = str(ROOT / "configs" / "quickstart.yaml")
     args += ["--set", f"input.uri={ROOT / 'data' / 'sample' / 'sib200_sample.jsonl'}"]
+    args += [arg for item in sets for arg in ("--set", item)]  # e.g. output.dtype=int8: both versions alike
     cpu_before = children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
@@ -59,7 +60,7 @@ def run_once(code: Path, model_dir: Path, out: Path, retries: int = 2) -> dict:
     cpu = children_cpu() - cpu_before
     if done.returncode != 0 and RAY_START_TIMEOUT in done.stderr and retries > 0:
         print(f"Ray did not start in time (a loaded machine), once more: {code}", file=sys.stderr, flush=True)
-        return run_once(code, model_dir, out, retries - 1)
+        return run_once(code, model_dir, out, retries - 1, sets)
     if done.returncode != 0:
         raise RuntimeError(f"quickstart with {code} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     summary = json.loads((out / "_summary.json").read_text())
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--model", default="multilingual-e5-small")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="a --set for both versions"
+    )
     args = p.parse_args(argv)
     model_dir = model_path(args.model)
     if not become_subreaper():
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
         codes = {"this tree": ROOT, f"baseline {baseline[:10]}": extract(baseline, work)}
         names = list(codes)
         for round_, name in in_turns(names, args.rounds):
-            result = run_once(codes[name], model_dir, work / f"out-{round_}-{len(runs[name])}-{name[:4]}")
+            out = work / f"out-{round_}-{len(runs[name])}-{name[:4]}"
+            result = run_once(codes[name], model_dir, out, sets=tuple(args.sets))
             runs[name].append(result)
             loads.append(load_average())
             print(f"round {round_}: {name}: {result}", flush=True)
