@@ -81,17 +81,16 @@ def mismatch(lease: RunLease) -> str | None:
     return None
 
 
-def check_output_is_the_drivers(lease: RunLease | None, wait_s: float | None = None) -> None:
+def check_output_is_the_drivers(lease: RunLease | None) -> None:
     """Raise OutputNotSharedError unless this node sees `lease` as the driver wrote it (module docstring). None: an
     output on object storage (one place for every node), or no lease held (a caller outside a job): nothing to check.
 
     Raises:
-        OutputNotSharedError: after `wait_s` (default: the lease's wait_s) of looking again, the lease is missing or
-            another's.
+        OutputNotSharedError: after the lease's wait_s of looking again, the lease is missing or another's.
     """
     if lease is None or (lease.path, lease.token) in SEEN:
         return
-    deadline = time.monotonic() + (lease.wait_s if wait_s is None else wait_s)
+    deadline = time.monotonic() + lease.wait_s
     while (why := mismatch(lease)) is not None and time.monotonic() < deadline:
         time.sleep(1.0)
         try:

@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,7 +40,7 @@ def test_the_driver_names_its_lease_for_a_local_output_only(tmp_path, s3_bucket,
         got = run_lease(out)
         assert got == RunLease(str(tmp_path / "out" / LEASE), lease.token)
         assert run_lease(resolve(str(tmp_path / "out" / "nested"), storage)) == got  # the lease above a nested step
-        check_output_is_the_drivers(got, wait_s=0)  # the driver's own node sees it
+        check_output_is_the_drivers(replace(got, wait_s=0))  # the driver's own node sees it
     _client, bucket = s3_bucket
     s3 = StorageConfig(endpoint_url=s3_server)
     on_s3 = resolve(f"s3://{bucket}/out", s3)
@@ -54,16 +55,16 @@ def test_a_node_without_the_runs_lease_fails_its_writes_naming_the_folder(tmp_pa
     SEEN.clear()
     own = tmp_path / "own"
     own.mkdir()
-    missing = RunLease(str(own / LEASE), "this-run")
+    missing = RunLease(str(own / LEASE), "this-run", wait_s=0)
     with pytest.raises(OutputNotSharedError) as err:
-        check_output_is_the_drivers(missing, wait_s=0)
+        check_output_is_the_drivers(missing)
     text = str(err.value)
     assert f"the output folder {own} is not one shared place on every node" in text, text
     assert f"the run's lease file {own / LEASE}, written there by the driver when the run started, is missing" in text
     assert "--set output.uri=s3://bucket/prefix" in text
     (own / LEASE).write_text(json.dumps({"token": "an-old-run", "run_id": "20261201T000000-aaaa"}))
     with pytest.raises(OutputNotSharedError, match=r"is another run's \(run 20261201T000000-aaaa\)"):
-        check_output_is_the_drivers(missing, wait_s=0)
+        check_output_is_the_drivers(missing)
     assert not SEEN
 
 
@@ -72,17 +73,17 @@ def test_a_lease_being_rewritten_or_seen_late_passes_and_is_checked_once_per_pro
     system's client may show a new file late (NFS's cached listing): it is looked for again before failing."""
     SEEN.clear()
     (tmp_path / LEASE).write_text('{"token": "this-r')  # caught mid-rewrite
-    check_output_is_the_drivers(RunLease(str(tmp_path / LEASE), "this-run"), wait_s=0)
+    check_output_is_the_drivers(RunLease(str(tmp_path / LEASE), "this-run", wait_s=0))
     late = tmp_path / "late"
     late.mkdir()
-    lease = RunLease(str(late / LEASE), "late-run")
+    lease = RunLease(str(late / LEASE), "late-run", wait_s=10)
     writer = threading.Timer(1.5, lambda: (late / LEASE).write_text(json.dumps({"token": "late-run"})))
     writer.start()
     started = time.monotonic()
-    check_output_is_the_drivers(lease, wait_s=10)
+    check_output_is_the_drivers(lease)
     assert 1.0 < time.monotonic() - started < 8
     (late / LEASE).unlink()
-    check_output_is_the_drivers(lease, wait_s=0)  # seen once in this process: not read again for every block
+    check_output_is_the_drivers(replace(lease, wait_s=0))  # seen once in this process: not read again per block
     writer.join()
 
 

@@ -112,12 +112,11 @@ def plan_inputs(cfg: MineConfig) -> list[InputGroup]:
     return list(groups.values())
 
 
-def make_executor(cfg: MineConfig, out: Location | None = None) -> LocalExecutor | RayExecutor:
+def make_executor(cfg: MineConfig, out: Location) -> LocalExecutor | RayExecutor:
     """`out`: the run's output, whose lease (a local output's) every Ray task checks first (pipeline.shared_output)."""
     if cfg.mining.backend == "local":
         return LocalExecutor()
-    lease = run_lease(out) if out is not None else None
-    return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries, lease)
+    return RayExecutor(cfg.compute.cpus_per_io_task, cfg.compute.max_task_retries, run_lease(out))
 
 
 def read_group(cfg: MineConfig, group: InputGroup, work_uri: str, ex, listings: Listings) -> prepare.ReadCounts:
