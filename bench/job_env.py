@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), []
     for i in range(args.rounds):
-        for name, extra in variants.items():
-            log = work / f"job-{i}-{len(runs[name])}-{abs(hash(name)) % 10**6}.log"
+        for v, (name, extra) in enumerate(variants.items()):
+            log = work / f"job-round{i}-variant{v}.log"
             runs[name].append(run_job(config, {**os.environ, **extra}, log))
             load.append(load_average())
             print(f"round {i + 1} {name}: {runs[name][-1]}", flush=True)
