@@ -251,7 +251,29 @@ class Section(BaseModel):
         value = plain(value, wants_str=accepts_str(annotation) and not accepts_bool(annotation))
         if isinstance(value, bool) and not accepts_bool(annotation):
             raise ValueError(f"expects {type_words(annotation)}, not the boolean {str(value).lower()}")
+        return spelled_choice(value, annotation)
+
+
+def choice_key(value: str) -> str:
+    """How two spellings of one choice compare: case, surrounding blanks and `-` for `_` aside."""
+    return value.strip().lower().replace("-", "_")
+
+
+def choices(annotation: object) -> tuple[str, ...]:
+    """The string values a field's Literal (in a union, Optional or Annotated too) allows: ('ratio', 'distance', ...)."""
+    if typing.get_origin(annotation) is Literal:
+        return tuple(arg for arg in typing.get_args(annotation) if isinstance(arg, str))
+    return tuple(c for arg in typing.get_args(annotation) for c in choices(arg))
+
+
+def spelled_choice(value: object, annotation: object) -> object:
+    """A choice written in another case or with `-` for `_` (`mining.margin: Ratio`, `retrieval: MAX`,
+    `input.duplicate_ids: Keep-First`) as the field spells it; anything else unchanged, for validation to accept (a
+    free string, an alias) or refuse listing the accepted values."""
+    if not isinstance(value, str):
         return value
+    spelled = {choice_key(c): c for c in choices(annotation)}
+    return spelled.get(choice_key(value), value)
 
 
 def type_words(annotation: object) -> str:

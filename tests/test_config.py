@@ -850,3 +850,78 @@ def test_a_missing_config_in_a_ray_job_says_where_a_relative_path_was_read(tmp_p
         load_config(EmbedConfig, "configs/embed.yaml")
     with pytest.raises(ConfigError, match=r"does not exist on this node \(.*\), where the Ray job's driver runs"):
         load_config(EmbedConfig, str(tmp_path / "nowhere.yaml"))
+
+
+JOB_CONFIGS = {
+    "embed": ("EmbedConfig", MINIMAL),
+    "cluster": ("ClusterConfig", "input: {uri: in}\noutput: {uri: out}\nclustering: {k: 4}\n"),
+    "mine": ("MineConfig", "source: {uri: a.txt, lang: fra}\ntarget: {uri: b.txt, lang: eng}\noutput: {uri: o}\n"),
+}
+
+
+def job_config(job: str):
+    from pipeline.cluster_config import ClusterConfig
+    from pipeline.mine_config import MineConfig
+
+    name, text = JOB_CONFIGS[job]
+    return {"EmbedConfig": EmbedConfig, "ClusterConfig": ClusterConfig, "MineConfig": MineConfig}[name], text
+
+
+@pytest.mark.parametrize(
+    "job, override, path, value",
+    [
+        ("mine", "mining.margin=Ratio", "mining.margin", "ratio"),  # LASER's --mode / docs write it capitalised
+        ("mine", "mining.retrieval=MAX", "mining.retrieval", "max"),
+        ("mine", "mining.retrieval= Intersect ", "mining.retrieval", "intersect"),
+        ("mine", "mining.index=IVF", "mining.index", "ivf"),
+        ("mine", "mining.backend=Ray", "mining.backend", "ray"),
+        ("mine", "source.duplicate_ids=Keep-First", "source.duplicate_ids", "keep_first"),
+        ("cluster", "clustering.init=KMeans++", "clustering.init", "kmeans++"),
+        ("cluster", "clustering.dedup.eps=0.05;clustering.dedup.keep=Random", "clustering.dedup.keep", "random"),
+        ("embed", "input.format=JSONL", "input.format", "jsonl"),
+        ("embed", "input.duplicate_ids=KEEP_FIRST", "input.duplicate_ids", "keep_first"),
+        ("embed", "model.long_inputs=Chunk", "model.long_inputs", "chunk"),
+        ("embed", "model.padding_side=LEFT", "model.padding_side", "left"),
+        ("embed", "model.attn_implementation=flash-attention-2", "model.attn_implementation", "flash_attention_2"),
+        ("embed", "model.compile=AUTO", "model.compile", "auto"),
+        ("embed", "storage.addressing_style=Virtual", "storage.addressing_style", "virtual"),
+    ],
+)
+def test_a_choice_in_another_case_or_with_dashes_is_the_choice(tmp_path, job, override, path, value):
+    """`mining.margin: Ratio` was refused with "Input should be 'ratio', 'distance' or 'absolute'": every key that
+    takes one of a list of words takes it in any case, with blanks around it and `-` for `_`, stored as we spell it."""
+    model, text = job_config(job)
+    cfg = load_config(model, write(tmp_path, text), override.split(";"))
+    section, _, key = path.rpartition(".")
+    for part in section.split("."):
+        cfg = getattr(cfg, part)
+    assert getattr(cfg, key) == value
+
+
+def test_every_choice_key_takes_any_case_and_dashes():
+    """The whole kind: each Literal-valued key of every config section, in upper case with `-` for `_`."""
+    # the jobs' own sections subclass Section once their modules are imported
+    import pipeline.cluster_config
+    import pipeline.mine_config
+    import pipeline.reembed.config  # noqa: F401
+    from pipeline.config import Section, choices, spelled_choice
+
+    def sections(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from sections(sub)
+
+    checked = 0
+    for cls in sections(Section):
+        for name, field in cls.model_fields.items():
+            for choice in choices(field.annotation):
+                assert spelled_choice(f" {choice.upper().replace('_', '-')}", field.annotation) == choice, (cls, name)
+                checked += 1
+    assert checked >= 40  # every section was found
+
+
+@pytest.mark.parametrize("job, override", [("mine", "mining.margin=ratios"), ("cluster", "clustering.init=k-means")])
+def test_a_word_that_is_no_choice_is_still_refused_listing_the_choices(tmp_path, job, override):
+    model, text = job_config(job)
+    with pytest.raises(ConfigError, match="Input should be"):
+        load_config(model, write(tmp_path, text), [override])
