@@ -28,6 +28,7 @@ from pipeline.model_defaults import (
     to_our_pooling,
 )
 from pipeline.model_limits import apply_token_limit, token_limit
+from pipeline.pointer_files import lfs_pointers, pointer_message
 from pipeline.prompts import ST_CONFIG, named_prompts
 from pipeline.sentencepiece_files import KNOWN, sentencepiece_file_names
 from pipeline.tokenization import bos_convention, eos_convention
@@ -323,21 +324,31 @@ def computed_table(loaded: torch.nn.Module, key: str) -> bool:
 
 
 def check_local_weights(cfg: ModelConfig) -> None:
-    """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed), each file whole.
+    """A local model directory must hold safetensors weights (or .bin ones, when pickles are allowed), each file whole
+    and present, and no file of it may be a Git LFS pointer (pipeline.pointer_files).
 
-    Every `*.safetensors` file's header is parsed and checked against the file's size (safetensors' own `safe_open`,
-    which maps the file and reads no tensor: milliseconds), so a truncated or corrupt download fails here, naming
-    the file, instead of in every model actor's constructor, restart after restart.
+    Every `*.safetensors` file's header, the model's and each Dense module's, is parsed and checked against the
+    file's size (safetensors' own `safe_open`, which maps the file and reads no tensor: milliseconds), and every
+    shard a sharded checkpoint's index names must exist, so a truncated, corrupt or partial download fails here,
+    naming the file, instead of in every model actor's constructor, restart after restart.
 
     Raises:
-        ModelLoadError: no usable weights, or a weights file that does not open.
+        ModelLoadError: no usable weights, a weights file that does not open, a shard the index names that is not
+            there, or a Git LFS pointer in place of a file.
     """
     local = Path(cfg.name_or_path)
+    if local.is_dir():
+        pointers = lfs_pointers(local)
+        if pointers:
+            raise ModelLoadError(pointer_message(local, pointers))
     weights = sorted(local.glob("*.safetensors"))
     pickles_allowed = cfg.allow_pickle_weights and any(local.glob("*.bin"))
     if local.exists() and not weights and not pickles_allowed:
         hint = "" if cfg.allow_pickle_weights else " (pickle .bin weights load only with model.allow_pickle_weights)"
         raise ModelLoadError(f"{local} has no *.safetensors weights{hint}{exported_weights_hint(local)}")
+    check_shards(local, weights, pickles_allowed)
+    if local.is_dir():
+        weights += [p for spec in module_layout(cfg).dense for p in sorted((local / spec.path).glob("*.safetensors"))]
     from safetensors import SafetensorError, safe_open
 
     for path in weights:
@@ -348,6 +359,35 @@ def check_local_weights(cfg: ModelConfig) -> None:
             raise ModelLoadError(
                 f"model weights {path} do not load: {err}. A truncated or corrupt download? Fetch the file again"
             ) from err
+
+
+def check_shards(local: Path, weights: list[Path], pickles_allowed: bool) -> None:
+    """Every file the index of a sharded checkpoint names is in `local`: the safetensors index where no single
+    `model.safetensors` is there (transformers then loads the shards), the .bin one where .bin weights are what load.
+
+    Raises:
+        ModelLoadError: naming the index and the shards it lists that are missing (a partial download or copy).
+    """
+    indexes = []
+    if not (local / "model.safetensors").is_file():
+        indexes.append(local / "model.safetensors.index.json")
+    if not weights and pickles_allowed and not (local / "pytorch_model.bin").is_file():
+        indexes.append(local / "pytorch_model.bin.index.json")
+    for index in indexes:
+        if not index.is_file():
+            continue
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ModelLoadError(f"sharded checkpoint index {index} does not read: {err!r}. Fetch it again") from err
+        missing = [name for name in shards if not (local / name).is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"model directory {local}: {len(missing)} of the {len(shards)} weight shards that {index.name} lists "
+                f"are not there ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): a partial download "
+                "or copy? Fetch the missing files"
+            )
 
 
 def exported_weights_hint(local: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -208,6 +209,101 @@ def test_weights_that_do_not_open_fail_on_the_driver_naming_the_file(tmp_path, t
     with pytest.raises(ModelLoadError, match=f"model weights {weights} do not load: .*Fetch the file again"):
         check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
     check_model(ModelConfig(name_or_path=str(tiny_models["bert"]), pooling="mean"))  # the whole file passes
+
+
+LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d0fd5e1d7e41a0c1f27b2c4c2a4c6c7f1f1b0f2a6c8d0e1f2a3b4c5d6e7f8a9\nsize 470045872\n"
+)
+
+
+def dense_model(src: Path, dst: Path) -> Path:
+    """A copy of tiny model `src` laid out as sentence-transformers saves it, with one Dense module (64 -> 32)."""
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, dst)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (dst / "modules.json").write_text(json.dumps(modules))
+    (dst / "1_Pooling").mkdir()
+    (dst / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 64, "pooling_mode": "mean"}))
+    (dst / "2_Dense").mkdir()
+    dense = {"in_features": 64, "out_features": 32, "bias": True, "activation_function": "torch.nn.Identity"}
+    (dst / "2_Dense" / "config.json").write_text(json.dumps(dense))
+    weights = {"linear.weight": torch.zeros(32, 64), "linear.bias": torch.zeros(32)}
+    save_file(weights, str(dst / "2_Dense" / "model.safetensors"))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "pointers", [["model.safetensors"], ["tokenizer.json"], ["2_Dense/model.safetensors", "tokenizer.json"]]
+)
+def test_git_lfs_pointers_in_place_of_files_are_refused_saying_git_lfs_pull(tmp_path, tiny_models, pointers):
+    """A hub repo cloned without git-lfs: each large file is a ~130-byte pointer. The weights failed as 'header too
+    large. A truncated or corrupt download?', a pointer tokenizer.json as 'JSONDecodeError: Expecting value' on the
+    driver; now check_model (driver, and every model load) names the pointers and `git lfs pull`."""
+    model_dir = dense_model(tiny_models["bert"], tmp_path / "cloned")
+    check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))  # the whole folder passes
+    for name in pointers:
+        (model_dir / name).write_text(LFS_POINTER)
+    with pytest.raises(
+        ModelLoadError, match=rf"{re.escape(', '.join(pointers))} (is a|are) Git LFS pointers?.*lfs pull"
+    ):
+        check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+    with pytest.raises(ModelLoadError, match="Git LFS pointer"):
+        load_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"), torch.device("cpu"))
+
+
+def test_a_text_file_that_only_mentions_git_lfs_is_not_a_pointer(tmp_path, tiny_models):
+    model_dir = tmp_path / "notes"
+    shutil.copytree(tiny_models["bert"], model_dir)
+    (model_dir / "README.md").write_text("Clone it with git-lfs:\n" + LFS_POINTER)
+    check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+
+
+def shard(src: Path, dst: Path) -> list[Path]:
+    """A copy of tiny model `src` with its weights in two shards and their index, as save_pretrained writes a large
+    model; the shard paths."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(src / "model.safetensors")
+    keys = sorted(weights)
+    parts = {f"model-0000{i + 1}-of-00002.safetensors": keys[i::2] for i in range(2)}
+    for name, names in parts.items():
+        save_file({k: weights[k] for k in names}, str(dst / name), metadata={"format": "pt"})
+    weight_map = {k: name for name, names in parts.items() for k in names}
+    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return [dst / name for name in parts]
+
+
+def test_a_sharded_checkpoint_missing_or_cutting_a_shard_fails_on_the_driver(tmp_path, tiny_models):
+    """A partial copy of a sharded checkpoint: a shard the index lists was not there and every model actor failed
+    to start (ActorStartError ... No such file or directory); a cut shard was checked already. Both fail in
+    check_model now, naming the shard."""
+    model_dir = tmp_path / "sharded"
+    first, second = shard(tiny_models["bert"], model_dir)
+    check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))  # both shards: passes
+    second.unlink()
+    with pytest.raises(ModelLoadError, match=rf"1 of the 2 weight shards .* not there \({second.name}\)"):
+        check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+    first.write_bytes(first.read_bytes()[:-100])
+    second.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=f"model weights {first} do not load"):
+        check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
+
+
+def test_cut_dense_module_weights_fail_on_the_driver_naming_the_file(tmp_path, tiny_models):
+    """A Dense module's weights (2_Dense/model.safetensors) cut short: only the model's own were checked, and every
+    model actor failed with a bare 'SafetensorError: incomplete metadata'."""
+    model_dir = dense_model(tiny_models["bert"], tmp_path / "dense")
+    weights = model_dir / "2_Dense" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ModelLoadError, match=f"model weights {weights} do not load: .*Fetch the file again"):
+        check_model(ModelConfig(name_or_path=str(model_dir), pooling="mean"))
 
 
 def test_causal_probe_tells_decoder_from_bidirectional_attention(tiny_models):
