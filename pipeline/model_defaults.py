@@ -338,6 +338,7 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
             f"{', '.join(unserved)} (modules.json); it runs Transformer, Pooling, Dense and Normalize. Its vectors "
             "would differ from what sentence-transformers gives, so it is refused"
         )
+    check_module_names(cfg, modules)
     check_text_modality(cfg, modules)
     check_transformer_settings(cfg.name_or_path, *transformer_settings(cfg, modules))
     kinds = [module_kind(m) for m in modules]
@@ -368,6 +369,29 @@ def module_layout(cfg: ModelConfig) -> ModuleLayout:
         dense=dense,
         normalize=any(module_kind(m) == "Normalize" for m in modules),
     )
+
+
+def check_module_names(cfg: ModelConfig, modules: list[dict[str, Any]]) -> None:
+    """Refuse modules.json entries that share a `name`: sentence-transformers keys its modules by name, so a later
+    entry replaces the earlier one at the earlier one's place without a word (a hand-edited file: a Dense added as
+    name "2" beside the Normalize "2" is dropped, the vectors then those of the model without it), where rayembed
+    would run both; which one was meant cannot be told.
+
+    Raises:
+        UserError: naming the shared name and the modules' paths.
+    """
+    paths: dict[str, list[str]] = {}
+    for m in modules:
+        if m.get("name") is not None:
+            paths.setdefault(str(m["name"]), []).append(m.get("path") or "(root)")
+    shared = {name: where for name, where in paths.items() if len(where) > 1}
+    if shared:
+        name, where = next(iter(shared.items()))
+        raise UserError(
+            f"model {cfg.name_or_path}: modules.json lists {len(where)} modules named {name!r} ({', '.join(where)}); "
+            "sentence-transformers keeps only the last of them, at the first one's place, so which modules the model "
+            'runs is unclear. Give each module its own name (its place in the list: "0", "1", ...)'
+        )
 
 
 def transformer_settings(cfg: ModelConfig, modules: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:

@@ -162,6 +162,21 @@ def test_modules_rayembed_does_not_run_are_refused_by_name(tiny_models, tmp_path
         check_model_pooling(cfg)
 
 
+def test_modules_sharing_a_name_are_refused(tiny_models, tmp_path):
+    """A hand-edited modules.json: a Dense added as name "2" beside the Normalize "2". sentence-transformers keys its
+    modules by name and silently dropped the Dense (Transformer, Pooling, Normalize: 384 wide on all-MiniLM-L6-v2
+    with a 384->128 Dense added); rayembed ran it (128 wide): the two disagreed without a word. Now refused."""
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    normalize = {**NORMALIZE, "idx": 3}
+    files = {"modules.json": [TRANSFORMER, POOLING, dense, normalize], "1_Pooling__config.json": MEAN}
+    model = copy_config(tiny_models["bert"], tmp_path / "m", **files)
+    with pytest.raises(UserError, match=r"modules.json lists 2 modules named '2' \(2_Dense, 2_Normalize\)"):
+        resolve_pooling(ModelConfig(name_or_path=str(model)))
+    normalize["name"] = "3"
+    files = {"modules.json": [TRANSFORMER, POOLING, normalize], "1_Pooling__config.json": MEAN}
+    assert resolve_pooling(ModelConfig(name_or_path=str(copy_config(tiny_models["bert"], tmp_path / "ok", **files))))
+
+
 @pytest.mark.parametrize("arch", ["bert", "qwen3"])
 def test_a_pooling_module_without_its_config_is_refused(tiny_models, tmp_path, arch):
     """A listed Pooling folder without config.json (an incomplete download): sentence-transformers refuses to load
