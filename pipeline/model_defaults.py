@@ -24,7 +24,7 @@ from pipeline.columns import POOLINGS
 from pipeline.config import ModelConfig
 from pipeline.errors import UserError
 from pipeline.model_architecture import ENCODER_ONLY_MODEL_TYPES
-from pipeline.model_kinds import config_refusal, module_kind, module_refusal
+from pipeline.model_kinds import ADAPTER_CONFIG, adapter_refusal, config_refusal, module_kind, module_refusal
 from pipeline.prompts import (
     ST_CONFIG,
     declared_prompts,
@@ -180,9 +180,22 @@ def check_available(cfg: ModelConfig) -> None:
     Raises:
         ModelUnavailableError: see model_file; also for a local directory without config.json.
         UserError: a folder without config.json whose modules.json names a static embedding or a Router
-            (pipeline.model_kinds), said as that rather than as a missing config.json.
+            (pipeline.model_kinds), said as that rather than as a missing config.json; a PEFT adapter
+            (pipeline.model_kinds.adapter_refusal), local or, without config.json, on the hub.
     """
-    if model_file(cfg, "config.json") is None:
+    has_config = model_file(cfg, "config.json") is not None
+    if (is_local(cfg) or not has_config) and model_file(cfg, ADAPTER_CONFIG) is not None:
+        try:
+            adapter = read_json(cfg, ADAPTER_CONFIG)
+        except ValueError:  # unreadable JSON: still an adapter's file, named without its base
+            adapter = {}
+        local = Path(cfg.name_or_path)
+        weights = (
+            [p for p in [*local.glob("*.safetensors"), *local.glob("*.bin")] if p.is_file()] if is_local(cfg) else []
+        )
+        beside = has_config and any(not p.name.startswith("adapter_model") for p in weights)
+        raise adapter_refusal(cfg.name_or_path, adapter if isinstance(adapter, dict) else {}, beside)
+    if not has_config:
         refusal = modules_refusal(cfg)
         if refusal is not None:  # a static embedding model or a Router keeps no transformer at the root
             raise refusal

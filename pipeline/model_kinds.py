@@ -8,7 +8,9 @@ config.json, a tokenizer without a pad token, or a crash in every model actor:
 - a static embedding model (sentence-transformers `StaticEmbedding`, model2vec: a token-embedding table averaged),
 - a `Router` / `Asym` (sentence-transformers' query and document routes through different modules),
 - a text-image (or text-audio) dual encoder (CLIP, SigLIP, ALIGN, CLAP...), whose text vector is a projection of
-  the text tower's pooled output (`get_text_features`).
+  the text tower's pooled output (`get_text_features`),
+- a PEFT adapter (LoRA and the like: `adapter_config.json`), whose vectors are its base model's weights changed by
+  the adapter's, which rayembed does not apply.
 
 Pure: parsed JSON in, a UserError or None out (no torch, no transformers: its name tables are read as source, pipeline.auto_tables).
 """
@@ -97,3 +99,33 @@ def config_refusal(name: str, config: dict[str, Any]) -> UserError | None:
     if model_type in DUAL_ENCODER_TYPES | model_types(*ZERO_SHOT_TABLES):
         return dual_encoder_refusal(name, f"config.json model_type {model_type!r}")
     return None
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_refusal(name: str, adapter: dict[str, Any], beside_weights: bool) -> UserError:
+    """The refusal for a folder holding a PEFT adapter (`adapter_config.json`: LoRA, IA3, ...).
+
+    sentence-transformers (with peft installed) loads the adapter's base model, from the hub id the adapter names,
+    and applies the adapter; rayembed loads full weights only: of an adapter alone every model actor failed ('no
+    file named model.safetensors'), and beside full weights (a config.json and model.safetensors) the adapter was
+    left out without a word, the base model's vectors stored as the fine-tuned one's.
+
+    Args:
+        beside_weights: the folder holds a config.json and full weights besides the adapter's.
+    """
+    base = adapter.get("base_model_name_or_path") or "BASE"
+    kind = adapter.get("peft_type") or "PEFT"
+    beside = (
+        "; the folder's own weights would be embedded without it, vectors of the model before fine-tuning"
+        if beside_weights
+        else ""
+    )
+    return UserError(
+        f"model {name} holds a PEFT adapter ({ADAPTER_CONFIG}: {kind} on base model {base!r}), which rayembed does "
+        f"not apply{beside}. Merge it into its base and embed the merged model: PeftModel.from_pretrained("
+        f"AutoModel.from_pretrained({base!r}), {name!r}).merge_and_unload().save_pretrained(OUT), then copy the "
+        "tokenizer files and sentence-transformers files (modules.json, 1_Pooling/, ...) to OUT and set "
+        "model.name_or_path=OUT"
+    )

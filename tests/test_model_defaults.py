@@ -7,6 +7,7 @@ import shutil
 import time
 
 import pytest
+import torch
 from conftest import MODELS_DIR
 from safetensors.torch import save_file
 
@@ -160,6 +161,33 @@ def test_modules_rayembed_does_not_run_are_refused_by_name(tiny_models, tmp_path
     with pytest.raises(UserError, match=r"2_LayerNorm \(sentence_transformers.models.LayerNorm\)"):
         resolve_pooling(cfg)
         check_model_pooling(cfg)
+
+
+ADAPTER = {"peft_type": "LORA", "base_model_name_or_path": "org/base-model", "r": 4, "target_modules": ["query"]}
+
+
+@pytest.mark.parametrize("beside", ["adapter alone", "adapter beside full weights"])
+def test_a_peft_adapter_is_refused_saying_how_to_merge_it(tiny_models, tmp_path, beside):
+    """A LoRA fine-tune saved as its adapter (adapter_config.json + adapter_model.safetensors): alone, every model
+    actor failed ('Error no file named model.safetensors found'); beside the base model's config.json and weights,
+    the adapter was left out without a word and the base model's vectors stored. sentence-transformers (with peft)
+    applies it. Now refused on the driver, saying how to merge it."""
+    model = tmp_path / "lora"
+    keep = "*.safetensors" if beside == "adapter alone" else "adapter_*"
+    shutil.copytree(tiny_models["bert"], model, ignore=shutil.ignore_patterns(keep))
+    cfg = ModelConfig(name_or_path=str(model))
+    with_model_defaults(EmbedConfig(input={"uri": "x"}, output={"uri": "y"}, model=cfg))  # no adapter: resolves
+    (model / "adapter_config.json").write_text(json.dumps(ADAPTER))
+    save_file(
+        {"base_model.model.encoder.layer.0.attention.self.query.lora_A.weight": torch.zeros(4, 64)},
+        str(model / "adapter_model.safetensors"),
+    )
+    with pytest.raises(
+        UserError, match=r"holds a PEFT adapter \(adapter_config.json: LORA on base model 'org/base-model'\)"
+    ) as err:
+        with_model_defaults(EmbedConfig(input={"uri": "x"}, output={"uri": "y"}, model=cfg))
+    assert "merge_and_unload()" in str(err.value)
+    assert ("embedded without it" in str(err.value)) == (beside != "adapter alone")
 
 
 def test_modules_sharing_a_name_are_refused(tiny_models, tmp_path):
