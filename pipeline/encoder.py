@@ -151,7 +151,6 @@ class Encoder:
         self.pool_skip = pool_skip
         self.head = head.to(next(model.parameters()).device) if head is not None else None
         self.normalize = normalize
-        self.pad_token_id = pad_token_id
         self.left = padding_side == "left"
         self.max_tokens_per_batch = max_tokens_per_batch
         self.max_batch_size = max_batch_size
@@ -162,6 +161,8 @@ class Encoder:
         )
         self.dim = int(text_config(model.config).hidden_size) if head is None else int(head[-1].linear.out_features)
         self.vocab_size = int(getattr(text_config(model.config), "vocab_size", 0) or 0)
+        self.pad_token_id = embeddable_pad_id(model, pad_token_id)
+        self.compiled = False  # run_model reads it, the probes below included; compiled after them
         self.causal = attends_causally(model, self.device)
         # A decoder whose config enables the KV cache builds one on every forward pass (transformers' default);
         # embedding never generates, so it is switched off. Benchmarks switch it back on to measure the lever.
@@ -423,6 +424,33 @@ def row_checks(values: np.ndarray, offsets: np.ndarray, vocab_size: int, pool_sk
 
 
 @torch.inference_mode()
+def embeddable_pad_id(model: torch.nn.Module, pad_token_id: int) -> int:
+    """`pad_token_id`, or, where the model's input embeddings have no row for it, an id they have.
+
+    A pad token added to a tokenizer without resizing the model's embeddings (`tokenizer.add_special_tokens(
+    {"pad_token": "[PAD]"})` on a decoder that has none: id = the vocabulary size) made every padded batch, the load
+    probes first, fail with 'IndexError: index out of range in self' (sentence-transformers fails so too). Padded
+    positions are masked out (or, on a causal model padded on the right, come after every real token), so the id
+    written there does not change the vectors: the config's pad_token_id where the embeddings have it, else 0, with
+    one warning.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if not isinstance(rows, int) or 0 <= pad_token_id < rows:
+        return pad_token_id
+    configured = getattr(text_config(model.config), "pad_token_id", None)
+    substitute = configured if isinstance(configured, int) and 0 <= configured < rows else 0
+    log.warning(
+        "the tokenizer's pad token id %d has no row in the model's %d input embeddings (a pad token added to the "
+        "tokenizer without resizing the model's embeddings?): padded positions get id %d instead; they are masked "
+        "out, so the vectors are those of each text alone",
+        pad_token_id,
+        rows,
+        substitute,
+    )
+    return substitute
+
+
 def padding_probe(encoder: Encoder, left: bool) -> float:
     """Cosine between a short text embedded alone and the same text padded next to a longer one on `left`/right.
 
